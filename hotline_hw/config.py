@@ -1,0 +1,164 @@
+"""The elaboration parameters of the Hotline lookup path: the one source of truth.
+
+The golden model (``verif.golden``), the Amaranth RTL (``hotline_hw``), the driver and the
+docs all read their parameters from :class:`EALConfig`. ``docs/spec.md`` explains each field;
+``python -m hotline_hw.config`` prints the derived widths of the named configurations.
+"""
+
+from dataclasses import dataclass, field, asdict
+import math
+
+__all__ = ["EALConfig", "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
+           "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX"]
+
+# Feistel round constants (32-bit). Round i uses index i. Multipliers are odd so that the
+# round function's product is a bijection of its low bits; the hash itself is a bijection
+# whatever the round function, because it is a Feistel network.
+FEISTEL_ROUND_KEYS = (0x9E3779B9, 0x7F4A7C15, 0xF39CC060, 0x5CEDC834,
+                      0x2545F491, 0x4F6CDD1D, 0x62A9D9ED, 0xD1B54A33)
+FEISTEL_MULTIPLIERS = (0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1,
+                       0x9E3779B1, 0xD3A2646D, 0xFD7046C5, 0xB55A4F09)
+
+# SRRIP with 2-bit re-reference prediction values (RRPV): 0 = near re-reference,
+# 3 = distant (the eviction candidate). New entries are inserted at RRPV_INSERT.
+RRPV_INSERT = 2
+RRPV_MAX = 3
+
+
+def _is_pow2(n):
+    return isinstance(n, int) and n > 0 and (n & (n - 1)) == 0
+
+
+@dataclass(frozen=True)
+class EALConfig:
+    """Parameters of the Embedding Access Logger (EAL) and its lookup engines.
+
+    Parameters
+    ----------
+    lanes : int
+        Lookups accepted per cycle (the width of the lookup stream), >= 1.
+    banks : int
+        Independent tag-store banks, a power of two. A bank serves one lookup per cycle.
+    sets : int
+        Sets per bank, a power of two.
+    ways : int
+        Ways (entries) per set, >= 1.
+    table_bits : int
+        Width of the table id field of a key; up to ``2**table_bits`` tables.
+    row_bits : int
+        Width of the row index field of a key; rows per table < ``2**row_bits``.
+    hash_rounds : int
+        Feistel rounds, 2..8; the RTL spends one pipeline stage per round.
+    window : int
+        Lookup beats in flight in the RTL reorder window (>= 2); throughput only, no
+        effect on results.
+    popular_max_rrpv : int
+        Default for the run-time threshold: once frozen, a valid entry is popular iff its
+        RRPV <= this value (0..3).
+    """
+
+    lanes: int = 4
+    banks: int = 16
+    sets: int = 64
+    ways: int = 4
+    table_bits: int = 5
+    row_bits: int = 24
+    hash_rounds: int = 4
+    window: int = 4
+    popular_max_rrpv: int = 1
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"EALConfig: {msg}")
+        for name in ("lanes", "banks", "sets", "ways", "table_bits", "row_bits",
+                     "hash_rounds", "window", "popular_max_rrpv"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"EALConfig: {name} must be an int, not {value!r}")
+        need(self.lanes >= 1, f"lanes must be >= 1, not {self.lanes}")
+        need(_is_pow2(self.banks), f"banks must be a power of two, not {self.banks}")
+        need(_is_pow2(self.sets), f"sets must be a power of two, not {self.sets}")
+        need(self.ways >= 1, f"ways must be >= 1, not {self.ways}")
+        need(self.table_bits >= 0, f"table_bits must be >= 0, not {self.table_bits}")
+        need(self.row_bits >= 1, f"row_bits must be >= 1, not {self.row_bits}")
+        need(2 <= self.key_bits <= 64,
+             f"key_bits = table_bits + row_bits must be in 2..64, not {self.key_bits}")
+        need(2 <= self.hash_rounds <= len(FEISTEL_ROUND_KEYS),
+             f"hash_rounds must be in 2..{len(FEISTEL_ROUND_KEYS)}, not {self.hash_rounds}")
+        need(self.window >= 2, f"window must be >= 2, not {self.window}")
+        need(0 <= self.popular_max_rrpv <= RRPV_MAX,
+             f"popular_max_rrpv must be in 0..{RRPV_MAX}, not {self.popular_max_rrpv}")
+        need(self.tag_bits >= 1,
+             f"key_bits ({self.key_bits}) must exceed bank_bits + set_bits "
+             f"({self.bank_bits} + {self.set_bits}) so that a tag remains")
+
+    # --- derived widths -------------------------------------------------------------
+    @property
+    def key_bits(self):
+        """Width of a key ``(table << row_bits) | row``."""
+        return self.table_bits + self.row_bits
+
+    @property
+    def bank_bits(self):
+        return int(math.log2(self.banks))
+
+    @property
+    def set_bits(self):
+        return int(math.log2(self.sets))
+
+    @property
+    def way_bits(self):
+        """Width of a way index (0 when there is one way)."""
+        return (self.ways - 1).bit_length()
+
+    @property
+    def tag_bits(self):
+        """Tags hold every hash bit above bank and set: tags are exact, never aliased."""
+        return self.key_bits - self.bank_bits - self.set_bits
+
+    @property
+    def entries(self):
+        """Total tag-store entries = hot-table slots."""
+        return self.banks * self.sets * self.ways
+
+    @property
+    def slot_bits(self):
+        """Width of a hot-table slot index."""
+        return max(1, (self.entries - 1).bit_length())
+
+    @property
+    def entry_bits(self):
+        """Stored bits per entry: valid (1) + RRPV (2) + tag."""
+        return 1 + 2 + self.tag_bits
+
+    @property
+    def max_tables(self):
+        return 1 << self.table_bits
+
+    @property
+    def max_rows(self):
+        return 1 << self.row_bits
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return EALConfig(**{**asdict(self), **changes})
+
+    def describe(self):
+        """A one-line summary with the derived widths."""
+        return (f"lanes={self.lanes} banks={self.banks} sets/bank={self.sets} ways={self.ways} "
+                f"entries={self.entries} key={self.key_bits}b (table {self.table_bits}b + row "
+                f"{self.row_bits}b) tag={self.tag_bits}b rounds={self.hash_rounds} "
+                f"window={self.window} tag-store={self.entries * self.entry_bits / 8 / 2**20:.2f} MiB")
+
+
+DEFAULT_CONFIG = EALConfig()
+# The paper's ASIC EAL: 2 M entries, 4-way, 64 banks, 14-bit tags -> 8 K sets per bank and
+# 6 + 13 + 14 = 33 key bits. 16 lanes keeps 4 banks per lane (see docs/spec.md).
+ASIC_CONFIG = EALConfig(lanes=16, banks=64, sets=8192, ways=4, table_bits=5, row_bits=28)
+CONFIGS = {"default": DEFAULT_CONFIG, "asic": ASIC_CONFIG,
+           "lanes1": EALConfig(lanes=1, banks=4), "lanes16": EALConfig(lanes=16, banks=64, sets=16)}
+
+if __name__ == "__main__":
+    for name, cfg in CONFIGS.items():
+        print(f"{name:8s} {cfg.describe()}")

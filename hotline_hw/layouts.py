@@ -1,0 +1,54 @@
+"""Payload layouts of the lookup path's streams, derived from an :class:`EALConfig`.
+
+These layouts are the single description of the bit formats: the RTL uses them as stream
+payloads and the cocotb testbenches pack and unpack port values through the same objects
+(:mod:`verif.tb.ports`), so a field is never located by a hand-written offset.
+"""
+
+from amaranth.lib import data
+
+from .config import EALConfig
+
+__all__ = ["lookup_lane", "lookup_beat", "result_lane", "result_beat", "entry_layout",
+           "set_layout", "dump_record", "hashed_lane"]
+
+
+def lookup_lane(cfg: EALConfig):
+    """One lane of a lookup beat: ``valid`` (a hole when 0) and the key ``(table << row_bits) | row``."""
+    return data.StructLayout({"valid": 1, "key": cfg.key_bits})
+
+
+def lookup_beat(cfg: EALConfig):
+    """``cfg.lanes`` lookup lanes; lane 0 is first in stream order."""
+    return data.ArrayLayout(lookup_lane(cfg), cfg.lanes)
+
+
+def result_lane(cfg: EALConfig):
+    """One lane of a result beat: ``valid`` mirrors the lookup lane, ``hit`` and the hot ``slot``."""
+    return data.StructLayout({"valid": 1, "hit": 1, "slot": cfg.slot_bits})
+
+
+def result_beat(cfg: EALConfig):
+    return data.ArrayLayout(result_lane(cfg), cfg.lanes)
+
+
+def hashed_lane(cfg: EALConfig):
+    """A lookup after the hash: the bank it goes to, its set and tag."""
+    return data.StructLayout({"valid": 1, "bank": max(1, cfg.bank_bits),
+                              "set": max(1, cfg.set_bits), "tag": cfg.tag_bits})
+
+
+def entry_layout(cfg: EALConfig):
+    """One tag-store entry: valid, 2-bit SRRIP re-reference prediction value, exact tag."""
+    return data.StructLayout({"valid": 1, "rrpv": 2, "tag": cfg.tag_bits})
+
+
+def set_layout(cfg: EALConfig):
+    """All ways of one set: one memory word of a bank."""
+    return data.ArrayLayout(entry_layout(cfg), cfg.ways)
+
+
+def dump_record(cfg: EALConfig):
+    """One beat of the tag-store dump: which bank and set, and the set's ways."""
+    return data.StructLayout({"bank": max(1, cfg.bank_bits), "set": max(1, cfg.set_bits),
+                              "ways": set_layout(cfg)})

@@ -1,0 +1,137 @@
+"""One bank of the Embedding Access Logger: a set-associative tag store with SRRIP.
+
+Implements docs/spec.md section 4 for the sets of one bank, one lookup per cycle.
+"""
+
+from amaranth import Signal, Module, Mux
+from amaranth.lib import wiring, data, memory
+from amaranth.lib.wiring import In, Out
+
+from .config import EALConfig, RRPV_INSERT, RRPV_MAX
+from .layouts import set_layout
+
+__all__ = ["TagBank"]
+
+
+class TagBank(wiring.Component):
+    """A bank of ``sets`` x ``ways`` tag-store entries with a one-cycle read-modify-write.
+
+    Ports
+    -----
+    req_valid, req_set, req_tag, req_id : In
+        A lookup for this bank, accepted every cycle it is valid (the bank never stalls).
+        ``req_id`` is carried to the response unchanged.
+    resp_valid, resp_hit, resp_way, resp_id : Out
+        The result, valid the cycle after the request (combinational from the memory's
+        read data and the registered request).
+    learn, popular_max_rrpv : In
+        Mode and frozen-mode threshold (spec section 4); stable while lookups are in flight.
+    maint_read, maint_hold, maint_clear, maint_addr : In
+        Maintenance access while no lookup is in flight: ``maint_read`` reads set
+        ``maint_addr`` (its ways appear on ``read_data`` next cycle), ``maint_hold`` keeps the
+        read data unchanged, ``maint_clear`` writes an all-zero set at ``maint_addr``.
+    read_data : Out(set_layout)
+        The memory read port's data.
+
+    The read port is transparent to the write port, so a lookup to the set being written
+    in the same cycle reads the new ways: back-to-back lookups to one set need no stall and
+    are processed exactly in the order they were granted.
+    """
+
+    def __init__(self, cfg: EALConfig, id_bits: int):
+        self.cfg = cfg
+        super().__init__({
+            "req_valid": In(1), "req_set": In(max(1, cfg.set_bits)),
+            "req_tag": In(cfg.tag_bits), "req_id": In(id_bits),
+            "resp_valid": Out(1), "resp_hit": Out(1), "resp_way": Out(max(1, cfg.way_bits)),
+            "resp_id": Out(id_bits),
+            "learn": In(1), "popular_max_rrpv": In(2),
+            "maint_read": In(1), "maint_hold": In(1), "maint_clear": In(1),
+            "maint_addr": In(max(1, cfg.set_bits)),
+            "read_data": Out(set_layout(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        ways = cfg.ways
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        m.d.comb += [
+            rd.addr.eq(Mux(self.maint_read | self.maint_hold, self.maint_addr, self.req_set)),
+            rd.en.eq(~self.maint_hold),
+            self.read_data.eq(rd.data),
+        ]
+
+        # Stage 1 registers: the request whose set is being read.
+        s1_valid = Signal()
+        s1_set = Signal.like(self.req_set)
+        s1_tag = Signal.like(self.req_tag)
+        s1_id = Signal.like(self.req_id)
+        m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
+                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id)]
+
+        cur = rd.data
+        match = Signal(ways)
+        free = Signal(ways)
+        for w in range(ways):
+            m.d.comb += [match[w].eq(cur[w].valid & (cur[w].tag == s1_tag)),
+                         free[w].eq(~cur[w].valid)]
+
+        def lowest(bits, name):
+            """Index of the lowest set bit (0 when none)."""
+            index = Signal(max(1, cfg.way_bits), name=name)
+            for w in reversed(range(ways)):
+                with m.If(bits[w]):
+                    m.d.comb += index.eq(w)
+            return index
+
+        hit_way = lowest(match, "hit_way")
+        free_way = lowest(free, "free_way")
+        running_max = cur[0].rrpv
+        for w in range(1, ways):
+            running_max = Mux(cur[w].rrpv > running_max, cur[w].rrpv, running_max)
+        max_rrpv = Signal(2)
+        m.d.comb += max_rrpv.eq(running_max)
+        at_max = Signal(ways)
+        for w in range(ways):
+            m.d.comb += at_max[w].eq(cur[w].rrpv == max_rrpv)
+        victim_way = lowest(at_max, "victim_way")
+        age = Signal(2)
+        m.d.comb += age.eq(RRPV_MAX - max_rrpv)
+
+        hit = match.any()
+        hit_rrpv = Signal(2)
+        m.d.comb += hit_rrpv.eq(cur[hit_way].rrpv)
+
+        # Learn-mode update of the whole set (spec 4: hit / free way / age and evict).
+        new = Signal(set_layout(cfg))
+        insert_way = Mux(free.any(), free_way, victim_way)
+        for w in range(ways):
+            with m.If(hit):
+                m.d.comb += new[w].eq(cur[w])
+                with m.If(hit_way == w):
+                    m.d.comb += new[w].rrpv.eq(0)
+            with m.Elif(insert_way == w):
+                m.d.comb += [new[w].valid.eq(1), new[w].rrpv.eq(RRPV_INSERT),
+                             new[w].tag.eq(s1_tag)]
+            with m.Elif(free.any()):
+                m.d.comb += new[w].eq(cur[w])
+            with m.Else():
+                m.d.comb += [new[w].eq(cur[w]), new[w].rrpv.eq(cur[w].rrpv + age)]
+
+        m.d.comb += [
+            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
+            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
+            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
+            self.resp_valid.eq(s1_valid),
+            self.resp_id.eq(s1_id),
+        ]
+        with m.If(self.learn):
+            m.d.comb += [self.resp_hit.eq(hit),
+                         self.resp_way.eq(Mux(hit, hit_way, insert_way))]
+        with m.Else():
+            popular = hit & (hit_rrpv <= self.popular_max_rrpv)
+            m.d.comb += [self.resp_hit.eq(popular), self.resp_way.eq(Mux(popular, hit_way, 0))]
+        return m

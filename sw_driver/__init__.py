@@ -1,0 +1,1 @@
+"""Hotline host driver and training integration."""

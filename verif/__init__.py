@@ -1,0 +1,1 @@
+"""Verification: the PyTorch golden model and the cocotb testbenches."""

