@@ -64,7 +64,7 @@ class EALConfig:
     table_bits: int = 5
     row_bits: int = 24
     hash_rounds: int = 4
-    window: int = 4
+    window: int = 6
     popular_max_rrpv: int = 1
 
     def __post_init__(self):

@@ -3,6 +3,9 @@
 Implements docs/spec.md sections 4 and 8; the micro-architecture is in docs/architecture.md.
 """
 
+import functools
+import operator
+
 from amaranth import Signal, Module, Array, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
@@ -13,6 +16,10 @@ from .feistel import FeistelHash
 from .tag_bank import TagBank
 
 __all__ = ["LookupEngine"]
+
+
+def _or_all(values):
+    return functools.reduce(operator.or_, values)
 
 
 class LookupEngine(wiring.Component):
@@ -109,13 +116,25 @@ class LookupEngine(wiring.Component):
             m.d.comb += g.eq(e.pending & ~Cat(*blockers).any() if blockers else e.pending)
             granted[p, l] = g
 
+        # Each bank takes the one granted entry that targets it: the grants are one-hot per
+        # bank, so an AND-OR selection replaces a long priority-mux chain.
         for b, bank in enumerate(banks):
+            picks = []
             for (p, l) in flat:
                 e = window[p][l]
-                sel = granted[p, l] & (e.hashed.bank == b) if n_banks > 1 else granted[p, l]
-                with m.If(sel):
-                    m.d.comb += [bank.req_valid.eq(1), bank.req_set.eq(e.hashed.set),
-                                 bank.req_tag.eq(e.hashed.tag), bank.req_id.eq(p * lanes + l)]
+                sel = Signal(name=f"pick_b{b}_w{p}_l{l}")
+                m.d.comb += sel.eq(granted[p, l] & (e.hashed.bank == b) if n_banks > 1
+                                   else granted[p, l])
+                picks.append((sel, e, p * lanes + l))
+            m.d.comb += [
+                bank.req_valid.eq(Cat(sel for sel, _, _ in picks).any()),
+                bank.req_set.eq(_or_all(sel.replicate(len(bank.req_set)) & e.hashed.set
+                                        for sel, e, _ in picks)),
+                bank.req_tag.eq(_or_all(sel.replicate(len(bank.req_tag)) & e.hashed.tag
+                                        for sel, e, _ in picks)),
+                bank.req_id.eq(_or_all(sel.replicate(len(bank.req_id)) & ident
+                                       for sel, _, ident in picks)),
+            ]
 
         resp_valid = Array(bank.resp_valid for bank in banks)
         resp_id = Array(bank.resp_id for bank in banks)

@@ -200,7 +200,8 @@ def test_ample_capacity_popular_is_seen_twice():
     distinct = list(dict.fromkeys(distinct))
     trace = [rng.choice(distinct) for _ in range(2500)]
     keys = [(t << cfg.row_bits) | r for t, r in trace]
-    per_set = Counter(RefEAL(cfg).fields(k)[:2] for k in set(keys))
+    ref = RefEAL(cfg)
+    per_set = Counter(ref.fields(k)[:2] for k in set(keys))
     assert max(per_set.values()) <= cfg.ways, "precondition: no evictions"
     eal = AccessLogger(cfg)
     eal.learn(make_keys(torch.tensor([t for t, _ in trace]), torch.tensor([r for _, r in trace]),
@@ -353,3 +354,14 @@ def test_learn_200k_is_fast():
         if best < 2.0:
             break
     assert best < 2.0, f"learn() took {best:.2f} s for {n} lookups"
+
+
+def test_state_accessors():
+    from verif.golden import EAL
+    cfg = TINY["b2s4w2"]
+    eal = EAL(cfg)
+    eal.learn(torch.tensor([1, 2, 2]))
+    for name in ("valid", "rrpv", "tag"):
+        t = getattr(eal, name)
+        assert isinstance(t, torch.Tensor) and t.shape == (cfg.banks, cfg.sets, cfg.ways)
+        assert torch.equal(eal.state[name], t)

@@ -41,18 +41,22 @@ def read_lines(path: Path, max_lines: int | None) -> list[str]:
     """The file's lines without their terminators (``\\n`` or ``\\r\\n``), at most ``max_lines``.
 
     The newline ending the last line does not start another line; any other empty line is
-    returned (and then fails the column-count check: nothing is skipped silently).
+    returned (and then fails the column-count check: nothing is skipped silently). Bytes that
+    are not UTF-8 raise `DataFormatError` naming the line.
     """
     if max_lines is not None and max_lines < 0:
         raise ValueError(f"max_rows must be >= 0, got {max_lines}")
-    with open(path, encoding="utf-8", newline="\n") as f:
-        if max_lines is None:
-            lines = f.read().split("\n")
-            if lines[-1] == "":
-                lines.pop()
-        else:
-            lines = [line.rstrip("\n") for line in islice(f, max_lines)]
-    if any(line.endswith("\r") for line in lines):
+    with open(path, "rb") as f:  # binary: split on b"\n" only, decode once
+        data = f.read() if max_lines is None else b"".join(islice(f, max_lines))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(path, line, None, None, f"not valid UTF-8 ({e.reason})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return lines
 

@@ -81,8 +81,8 @@ def read_avazu(
     """
     sizes = table_sizes_for(table_sizes, N_TABLES)
     file = _text.resolve_file(path, split, (".csv",))
-    with open(file, encoding="utf-8", newline="\n") as f:
-        has_header = f.readline().split(",", 1)[0] == "id"
+    with open(file, "rb") as f:
+        has_header = f.readline().split(b",", 1)[0] == b"id"
     limit = None if max_rows is None else max_rows + has_header
     lines = _text.read_lines(file, limit)
     if has_header:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 
@@ -49,10 +50,11 @@ class ClickDataset:
             if size < 1:
                 raise ValueError(f"table {t} has size {size}; every table needs >= 1 row")
         if n:
-            limits = torch.tensor(self.table_sizes, dtype=torch.int64)
-            bad = (self.sparse < 0) | (self.sparse >= limits)
-            if bool(bad.any()):
-                sample, table = (int(i) for i in bad.nonzero()[0])
+            # numpy on a zero-copy view: far cheaper than torch's elementwise ops on CPU.
+            sparse = self.sparse.detach().cpu().numpy()
+            bad = (sparse < 0) | (sparse >= np.asarray(self.table_sizes, dtype=np.int64))
+            if bad.any():
+                sample, table = (int(i) for i in np.argwhere(bad)[0])
                 value = int(self.sparse[sample, table])
                 raise ValueError(
                     f"table {table}: row {value} outside 0..{self.table_sizes[table] - 1} "

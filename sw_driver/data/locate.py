@@ -13,7 +13,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_data_roots() -> list[Path]:
-    """The folders searched, in order: ``$HOTLINE_DATA`` (if set), then ``<repo>/../shared/data``."""
+    """The folders searched, in order: ``$HOTLINE_DATA`` (if set), ``<repo>/../shared/data``."""
     roots = []
     env = os.environ.get(DATA_ENV_VAR)
     if env:

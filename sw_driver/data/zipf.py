@@ -3,7 +3,7 @@
 Rank ``k`` (1-based) of a table with ``n`` rows has weight ``k**-s``. The first
 ``exact_head`` ranks use their exact cumulative weights (a small array per table); beyond them
 the sum is replaced by the integral of ``x**-s`` over ``[k - 1/2, k + 1/2)`` (the midpoint rule,
-relative error below ``s(s+1)/24 k**-2``, i.e. < 1e-7 past rank 4096), which inverts in closed
+relative error below ``s(s+1)/24 k**-2``, i.e. < 2e-6 past rank 256), which inverts in closed
 form. Sampling a batch is therefore O(batch x log exact_head) whatever the table size.
 """
 
@@ -24,7 +24,7 @@ class ZipfTables:
     samples the distribution truncated to ranks ``1..h``.
     """
 
-    def __init__(self, table_sizes: Sequence[int], exponent: float, exact_head: int = 4096):
+    def __init__(self, table_sizes: Sequence[int], exponent: float, exact_head: int = 256):
         if exponent < 0:
             raise ValueError(f"Zipf exponent must be >= 0, got {exponent}")
         if exact_head < 1:

@@ -17,7 +17,7 @@ from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_INSERT, RRPV_MAX
 
 from .feistel import _as_int64, hash_fields, key_from_fields, split_keys
 
-__all__ = ["AccessLogger", "LookupResult", "DumpBeat"]
+__all__ = ["AccessLogger", "EAL", "LookupResult", "DumpBeat"]
 
 
 @dataclass
@@ -37,6 +37,7 @@ class LookupResult:
     tag: torch.Tensor
 
     def __len__(self):
+        """The number of lookups."""
         return self.hit.numel()
 
 
@@ -78,18 +79,25 @@ class AccessLogger:
 
     @property
     def valid(self):
-        """bool ``[banks, sets, ways]`` (a view: read it, change state via the methods)."""
+        """Entry valid bits (spec section 4), bool ``[banks, sets, ways]`` (a view: read it,
+        change the state only through the methods)."""
         return self._shape3(self._valid)
 
     @property
     def rrpv(self):
-        """int64 ``[banks, sets, ways]`` RRPVs, 0..3 (a view)."""
+        """Entry RRPVs 0..3 (spec section 4), int64 ``[banks, sets, ways]`` (a view)."""
         return self._shape3(self._rrpv)
 
     @property
     def tag(self):
-        """int64 ``[banks, sets, ways]`` tags (a view)."""
+        """Entry tags (spec sections 1 and 4), int64 ``[banks, sets, ways]`` (a view)."""
         return self._shape3(self._tag)
+
+    @property
+    def state(self):
+        """The tag-store readout the driver lays out the hot table from (spec section 5,
+        ``EAL.state``): a copy, as :meth:`state_dict`."""
+        return self.state_dict()
 
     def clear(self):
         """Zero the tag store, as after reset or the RTL ``clear`` pulse (spec sections 4, 8)."""
@@ -278,3 +286,7 @@ class AccessLogger:
     def __repr__(self):
         return (f"AccessLogger({self.cfg.describe()}, valid={int(self._valid.sum())}, "
                 f"popular={int(self.popular_mask().sum())})")
+
+
+EAL = AccessLogger
+"""Alias: docs/spec.md section 5 calls the golden tag store ``EAL``."""

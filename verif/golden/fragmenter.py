@@ -51,10 +51,12 @@ class WorkingSetSchedule:
 
     @property
     def n_inputs(self):
+        """Inputs in the working set."""
         return self.popular.numel()
 
     @property
     def n_popular(self):
+        """Popular inputs (spec section 6)."""
         return int(self.popular.sum())
 
 

@@ -38,6 +38,7 @@ class LookupEngineBench:
         self.stall_prob = scenario["stall_prob"]
         self.hole_prob = scenario["hole_prob"]
         self.mismatches = 0
+        self.compared = 0  # result and dump beats checked
         self.first_mismatches = []
         self.cycle = 0
 
@@ -120,6 +121,7 @@ class LookupEngineBench:
         results_valid, results_ready = dut.results__valid, dut.results__ready
         results_payload = dut.results__payload
         rng = self.rng
+        rtl_hits = []
         while received < n:
             if not holding:
                 offer = sent < n and not (self.idle_prob and rng.random() < self.idle_prob)
@@ -137,6 +139,7 @@ class LookupEngineBench:
                 holding = False
             if ready and int(results_valid.value):
                 got = int(results_payload.value)
+                rtl_hits.extend(hit for valid, hit, _ in codec.unpack_results(got) if valid)
                 if got != expected_beats[received]:
                     self.mismatch(f"{'learn' if learn else 'frozen'} beat {received}: RTL "
                                   f"{codec.unpack_results(got)} != golden "
@@ -147,8 +150,9 @@ class LookupEngineBench:
         lookups_valid.value = 0
         results_ready.value = 0
         cycles = (last_cycle - first_cycle + 1) if n else 0
+        self.compared += n
         return {"op": "learn" if learn else "frozen", "lookups": len(keys), "beats": n,
-                "cycles": cycles, "hits": int(sum(hits))}
+                "cycles": cycles, "golden_hits": int(sum(hits)), "rtl_hits": rtl_hits}
 
     async def pulse(self, signal):
         signal.value = 1
@@ -173,6 +177,9 @@ class LookupEngineBench:
                 self.mismatch("dump: no beat within the expected time")
                 break
         dut.dump__ready.value = 0
+        self.compared += len(expected)
+        if len(got) != len(expected):
+            self.mismatch(f"dump: {len(got)} beats, expected {len(expected)}")
         for i, (g, e) in enumerate(zip(got, expected)):
             if (g[0], g[1], tuple(g[2])) != (e.bank, e.set, tuple(tuple(w) for w in e.ways)):
                 self.mismatch(f"dump beat {i}: RTL {g} != golden {tuple(e)}")
@@ -199,13 +206,17 @@ async def run_scenario(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await bench.reset()
     phases = []
-    for phase in scenario["phases"]:
+    for index, phase in enumerate(scenario["phases"]):
         op = phase["op"]
         if op in ("learn", "frozen"):
             keys = np.load(phase["keys"]).tolist()
             threshold = phase.get("popular_max_rrpv", bench.cfg.popular_max_rrpv)
             result = await bench.run_lookups(keys, op == "learn", threshold)
-            result["hit_flags"] = None
+            # The RTL's own hit flags, in key order, for reports (e.g. popular inputs).
+            hits_file = os.path.join(os.path.dirname(scenario["report"]),
+                                     f"phase{index}_rtl_hits.npy")
+            np.save(hits_file, np.asarray(result.pop("rtl_hits"), dtype=np.bool_))
+            result["rtl_hits_file"] = hits_file
             await bench.wait_idle()
         elif op == "dump":
             result = await bench.run_dump()
@@ -213,9 +224,8 @@ async def run_scenario(dut):
             result = await bench.run_clear()
         else:
             raise ValueError(f"unknown scenario phase {op!r}")
-        result.pop("hit_flags", None)
         phases.append(result)
-    report = {"phases": phases, "mismatches": bench.mismatches,
+    report = {"phases": phases, "mismatches": bench.mismatches, "compared": bench.compared,
               "first_mismatches": bench.first_mismatches, "total_cycles": bench.cycle}
     with open(scenario["report"], "w") as f:
         json.dump(report, f)
