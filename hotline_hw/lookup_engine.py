@@ -3,9 +3,6 @@
 Implements docs/spec.md sections 4 and 8; the micro-architecture is in docs/architecture.md.
 """
 
-import functools
-import operator
-
 from amaranth import Signal, Module, Array, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
@@ -19,7 +16,12 @@ __all__ = ["LookupEngine"]
 
 
 def _or_all(values):
-    return functools.reduce(operator.or_, values)
+    """OR of many values as a balanced tree: a linear chain makes elaboration quadratic."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
 
 
 class LookupEngine(wiring.Component):

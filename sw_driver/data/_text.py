@@ -106,7 +106,7 @@ def int_problem(value: str) -> str:
     return f"not an integer: {value!r}"
 
 
-def locate(
+def field_position(
     index: int, first_column: int, width: int, first_line: int
 ) -> tuple[int, int]:
     """(line, column) of flat field ``index`` of a row-major block ``width`` fields wide."""

@@ -102,7 +102,7 @@ def read_criteo(
     dense_fields = [f for r in rows for f in r[1:_FIRST_CAT_COLUMN - 1]]
     bad = _text.find_bad_int(dense_fields)
     if bad is not None:
-        line, column = _text.locate(bad, _FIRST_DENSE_COLUMN, N_DENSE, 1)
+        line, column = _text.field_position(bad, _FIRST_DENSE_COLUMN, N_DENSE, 1)
         raise DataFormatError(
             file, line, column, COLUMNS[column - 1], _text.int_problem(dense_fields[bad])
         )
@@ -113,7 +113,7 @@ def read_criteo(
     cat_fields = [f for r in rows for f in r[_FIRST_CAT_COLUMN - 1:]]
     bad = _find_bad_hex(cat_fields)
     if bad is not None:
-        line, column = _text.locate(bad, _FIRST_CAT_COLUMN, N_TABLES, 1)
+        line, column = _text.field_position(bad, _FIRST_CAT_COLUMN, N_TABLES, 1)
         raise DataFormatError(
             file, line, column, COLUMNS[column - 1],
             f"categorical value must be 1-8 hex digits or empty, got {cat_fields[bad]!r}",

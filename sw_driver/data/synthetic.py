@@ -18,7 +18,7 @@ Model (docs/data.md has the full description):
   ``sigmoid(z)``) with ``z = -1.5 + 0.8 (d0 - 1.2) - 0.5 (d1 - 1.2) + 0.7 sum_{t<3} e_t(row_t)``
   and ``e_t(row) = +-1`` a fixed pseudo-random sign per row (from `splitmix64`). A model can
   learn the dense slopes and the per-row signs of the first three tables; the rest is noise.
-  Click rate about 22 %.
+  Click rate about 25 %.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.
     report["build_seconds"] = runner.build_seconds
     report["work_dir"] = str(work)
     if waves:
-        report["waves"] = str(build_dir / "dump.vcd")
+        report["waves"] = str(work / "dump.vcd")
     if report["mismatches"]:
         raise ScenarioFailed(f"{name}: {report['mismatches']} mismatches against the golden "
                              f"model; first: {report['first_mismatches']}")

@@ -1,0 +1,59 @@
+"""Parameter validation and Verilog generation, including the paper's ASIC configuration."""
+
+import re
+
+import pytest
+
+from hotline_hw.config import ASIC_CONFIG, CONFIGS, DEFAULT_CONFIG, EALConfig
+from hotline_hw.generate import TOP_NAME, main as generate_main, verilog_text
+from verif.tb.runner import REPO_ROOT
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"banks": 12}, "banks must be a power of two"),
+    ({"sets": 0}, "sets must be a power of two"),
+    ({"ways": 0}, "ways must be >= 1"),
+    ({"lanes": 0}, "lanes must be >= 1"),
+    ({"hash_rounds": 1}, "hash_rounds must be in 2..8"),
+    ({"window": 1}, "window must be >= 2"),
+    ({"popular_max_rrpv": 4}, "popular_max_rrpv must be in 0..3"),
+    ({"table_bits": 0, "row_bits": 8, "banks": 16, "sets": 16}, "so that a tag remains"),
+    ({"table_bits": 40, "row_bits": 30}, "key_bits = table_bits \\+ row_bits must be in 2..64"),
+])
+def test_bad_parameters_are_named(changes, message):
+    with pytest.raises(ValueError, match=message):
+        DEFAULT_CONFIG.replace(**changes)
+
+
+def test_non_integer_parameter_is_a_type_error():
+    with pytest.raises(TypeError, match="lanes must be an int"):
+        EALConfig(lanes=2.0)
+
+
+def test_asic_geometry_matches_the_paper():
+    """2 M entries, 4-way, 64 banks and 14-bit exact tags, about 4 MB of tag store."""
+    assert ASIC_CONFIG.entries == 2 * 1024 * 1024
+    assert (ASIC_CONFIG.ways, ASIC_CONFIG.banks, ASIC_CONFIG.tag_bits) == (4, 64, 14)
+    assert ASIC_CONFIG.entries * ASIC_CONFIG.entry_bits / 8 / 2**20 == pytest.approx(4.25)
+
+
+def test_committed_rtl_is_current(capsys):
+    assert generate_main(["--check", str(REPO_ROOT / "rtl")]) == 0
+
+
+def test_stale_rtl_is_reported(tmp_path, capsys):
+    (tmp_path / f"{TOP_NAME}.v").write_text("// stale\n")
+    assert generate_main(["--check", str(tmp_path)]) == 1
+    assert "not current" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_asic_configuration_elaborates():
+    """The paper's ASIC configuration generates Verilog (generation only, no simulation):
+    64 bank memories of 8192 sets x 4 ways x 17 bits and the 16-lane stream ports."""
+    text = verilog_text(ASIC_CONFIG)
+    assert f"module {TOP_NAME}(" in text
+    memories = re.findall(r"reg \[67:0\] \S+ \[8191:0\];", text)
+    assert len(memories) == 64
+    lane_bits = 1 + ASIC_CONFIG.key_bits
+    assert re.search(rf"input \[{16 * lane_bits - 1}:0\] lookups__payload;", text)
