@@ -99,6 +99,12 @@ class LookupEngine(wiring.Component):
         # Grant: an entry is granted when it is pending and no older pending entry targets
         # its bank. Older = older slot, or same slot and lower lane.
         flat = [(p, l) for p in range(depth) for l in range(lanes)]
+        same_bank = {}  # one comparator per unordered pair of entries
+        for i, (p, l) in enumerate(flat):
+            for (q, k) in flat[i + 1:]:
+                eq = Signal(name=f"same_bank_w{p}_l{l}_w{q}_l{k}")
+                m.d.comb += eq.eq(window[p][l].hashed.bank == window[q][k].hashed.bank)
+                same_bank[p, l, q, k] = same_bank[q, k, p, l] = eq
         granted = {}
         for (p, l) in flat:
             e = window[p][l]
@@ -113,7 +119,7 @@ class LookupEngine(wiring.Component):
                     older = Const(1)
                 else:
                     older = age[q] < age[p]
-                blockers.append(o.pending & (o.hashed.bank == e.hashed.bank) & older)
+                blockers.append(o.pending & same_bank[p, l, q, k] & older)
             g = Signal(name=f"grant_w{p}_l{l}")
             m.d.comb += g.eq(e.pending & ~Cat(*blockers).any() if blockers else e.pending)
             granted[p, l] = g

@@ -1,0 +1,646 @@
+"""The Hotline host driver: :class:`HotlineDevice` (``docs/driver.md``).
+
+The driver owns one Embedding Access Logger (through a :class:`~sw_driver.transport.Transport`)
+and turns the training code's row indices into what the accelerator's lookup path computes
+(``docs/spec.md`` sections 4-7):
+
+1. :meth:`HotlineDevice.learn` -- learn mode: feed sampled inputs to the tag store.
+2. :meth:`HotlineDevice.freeze` -- read the tag store out, lay out the hot table
+   (:class:`HotRows`, spec section 5) and build the **slot map** (the hot slot of every global
+   row, or -1) on the training device.
+3. :meth:`HotlineDevice.schedule` -- classify and fragment one working set (spec sections 6
+   and 7) with a few device kernels against the slot map -> :class:`Schedule`; equal to
+   ``verif.golden.fragment`` on the same state.
+4. :meth:`HotlineDevice.gather` / :meth:`HotlineDevice.write_back` -- move the schedule's cold
+   rows between the host table and a (pinned) staging buffer with several CPU threads
+   (:mod:`sw_driver.gather`).
+
+Indexing: table ``t`` of ``table_rows[t]`` rows starts at global row ``table_offsets[t]`` of the
+host table ``[sum(table_rows), dim]``; a lookup ``(t, r)`` is global row ``table_offsets[t] + r``
+and EAL key ``(t << row_bits) | r`` (spec section 2).
+"""
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX
+from verif.golden import key_from_fields, make_keys, split_keys
+
+from .counters import Counters
+from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
+from .gather import gather_rows, make_pool, scatter_rows
+from .transport import Transport, open_transport
+
+__all__ = ["HotlineDevice", "HotRows", "Schedule"]
+
+_LEARNING, _FROZEN, _CLOSED = "learning", "frozen", "closed"
+
+
+class HotRows(NamedTuple):
+    """The hot-table layout after :meth:`HotlineDevice.freeze` (spec section 5), int64 CPU
+    tensors ``[n_hot]`` sorted by slot: hot-table row ``slots[i]`` holds row ``rows[i]`` of
+    table ``tables[i]``, which is host-table row ``global_rows[i]``. ``(slots, tables, rows)``
+    equals ``verif.golden.AccessLogger.popular_rows`` of the same tag store."""
+
+    slots: torch.Tensor
+    tables: torch.Tensor
+    rows: torch.Tensor
+    global_rows: torch.Tensor
+
+    @property
+    def n(self):
+        """The number of hot (popular) rows."""
+        return int(self.slots.numel())
+
+
+@dataclass(eq=False)
+class Schedule:
+    """One fragmented working set (spec section 7; ``docs/driver.md``), from
+    :meth:`HotlineDevice.schedule`. Every field equals the corresponding one of
+    ``verif.golden.fragment`` on the same tag store and threshold.
+
+    Device tensors (on the driver's ``device``): ``popular`` (bool ``[n_inputs]``),
+    ``popular_micro_batches`` (list of int64 index tensors, input order, none empty),
+    ``non_popular`` (int64 indices, input order), ``remapped`` (int64 ``[n_inputs, n_tables]``:
+    each lookup's index into ``cat([hot_table, cold_rows])``), ``hit`` (bool
+    ``[n_inputs, n_tables]``, the frozen-mode hits).
+
+    Host tensors: ``cold_global_rows`` (int64 ``[n_cold]``: the gather list, host-table rows
+    in first-seen order), ``cold_tables`` and ``cold_rows`` (its ``(table, row)`` pairs).
+
+    Counts (ints): ``n_inputs``, ``n_tables``, ``n_lookups`` (``n_inputs * n_tables``),
+    ``n_hits``, ``n_popular``, ``n_cold``, ``n_unique`` (distinct ``(table, row)`` in the working
+    set: distinct hot rows read + ``n_cold``), ``entries`` (hot-table rows, the offset of the
+    cold rows in the working rows), ``micro_batch_size``.
+    """
+
+    popular: torch.Tensor
+    popular_micro_batches: list
+    non_popular: torch.Tensor
+    cold_global_rows: torch.Tensor
+    remapped: torch.Tensor
+    hit: torch.Tensor
+    cold_tables: torch.Tensor
+    cold_rows: torch.Tensor
+    n_inputs: int
+    n_tables: int
+    n_lookups: int
+    n_hits: int
+    n_popular: int
+    n_cold: int
+    n_unique: int
+    entries: int
+    micro_batch_size: int
+    generation: int = field(default=0, repr=False)
+    _owner: object = field(default=None, repr=False)
+
+    @property
+    def n_working_rows(self):
+        """Rows of the working-row concatenation ``[hot table; cold rows]``."""
+        return self.entries + self.n_cold
+
+
+def _check_int(value, what, minimum, error=ValueError):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < minimum:
+        raise error(f"{what} must be an int >= {minimum}, not {value!r}")
+    return int(value)
+
+
+def _check_threshold(value, default):
+    if value is None:
+        return default
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= RRPV_MAX:
+        raise ValueError(f"popular_max_rrpv must be an int in 0..{RRPV_MAX}, not {value!r}")
+    return int(value)
+
+
+class HotlineDevice:
+    """The host driver of one Hotline accelerator (``docs/driver.md``).
+
+    Parameters
+    ----------
+    table_rows : sequence of int
+        Rows of each embedding table; ``1 <= len <= 2**config.table_bits`` and
+        ``1 <= table_rows[t] <= 2**config.row_bits`` (else :class:`TableSpecError`).
+    dim : int
+        Embedding dimension (>= 1).
+    config : EALConfig
+        The tag-store parameters (``hotline_hw/config.py``).
+    transport : str or Transport
+        ``"model"`` (the golden model), ``"sim"``, ``"pcie"`` (not yet implemented), or an open
+        :class:`~sw_driver.transport.Transport` for ``config`` (the device closes it).
+    device : str or torch.device
+        Where the slot map, the hot table and the schedules live (``"cpu"``, ``"cuda"``, ...).
+    gather_threads : int
+        CPU threads for :meth:`gather` / :meth:`write_back`.
+
+    States: *learning* (after opening or :meth:`clear`) -> :meth:`freeze` -> *frozen*
+    (:meth:`schedule` allowed) -> :meth:`clear` / :meth:`unfreeze` -> *learning* ...;
+    :meth:`close` (or leaving the ``with`` block) ends it. A call in the wrong state raises
+    :class:`DeviceStateError`.
+    """
+
+    def __init__(self, table_rows, dim, config=DEFAULT_CONFIG, transport="model", device="cpu",
+                 gather_threads=8):
+        self._state = _CLOSED  # until fully opened
+        if not isinstance(config, EALConfig):
+            raise TypeError(f"config must be an EALConfig, not {type(config).__name__}")
+        self.config = config
+        self._table_rows = self._check_table_rows(table_rows, config)
+        self.dim = _check_int(dim, "dim", 1, TableSpecError)
+        gather_threads = _check_int(gather_threads, "gather_threads", 1)
+        self.device = torch.device(device)
+        rows = torch.tensor(self._table_rows, dtype=torch.int64)
+        offsets = torch.zeros_like(rows)
+        offsets[1:] = torch.cumsum(rows, 0)[:-1]
+        self._rows_cpu, self._offsets_cpu = rows, offsets
+        self.total_rows = int(rows.sum())
+        self._rows_dev = rows.to(self.device)
+        self._offsets_dev = offsets.to(self.device)
+        self._tables_dev = torch.arange(len(self._table_rows), dtype=torch.int64,
+                                        device=self.device)
+        self._slot_dtype = torch.int32 if config.entries < 2 ** 31 else torch.int64
+        self._slot_map = None
+        self._hot = None
+        self._threshold = None
+        self._generation = 0
+        self._counters = Counters()
+        self._token = object()
+        if isinstance(transport, Transport):
+            if transport.config != config:
+                raise ValueError("the transport was opened for another EALConfig: "
+                                 f"{transport.config.describe()} != {config.describe()}")
+            self._transport = transport
+        else:
+            self._transport = open_transport(transport, config)
+        self.gather_threads = gather_threads
+        self._pool = make_pool(gather_threads)
+        self._state = _LEARNING
+
+    # --- description ----------------------------------------------------------------
+    @staticmethod
+    def _check_table_rows(table_rows, cfg):
+        if isinstance(table_rows, torch.Tensor):
+            table_rows = table_rows.tolist()
+        elif isinstance(table_rows, np.ndarray):
+            table_rows = table_rows.tolist()
+        if isinstance(table_rows, (str, bytes)) or not hasattr(table_rows, "__len__"):
+            raise TableSpecError(f"table_rows must be a sequence of ints (rows per table), "
+                                 f"not {type(table_rows).__name__}")
+        table_rows = list(table_rows)
+        if not table_rows:
+            raise TableSpecError("table_rows is empty: a model needs at least one table")
+        if len(table_rows) > cfg.max_tables:
+            raise TableSpecError(f"{len(table_rows)} tables is more than the "
+                                 f"{cfg.max_tables} (2**table_bits = 2**{cfg.table_bits}) "
+                                 f"that the keys can name")
+        out = []
+        for t, r in enumerate(table_rows):
+            if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)):
+                raise TableSpecError(f"table_rows[{t}] = {r!r} is not an int")
+            if r < 1:
+                raise TableSpecError(f"table_rows[{t}] = {r} rows: a table needs at least "
+                                     f"one row")
+            if r > cfg.max_rows:
+                raise TableSpecError(f"table_rows[{t}] = {r} rows is more than the "
+                                     f"{cfg.max_rows} (2**row_bits = 2**{cfg.row_bits}) that "
+                                     f"the keys can name")
+            out.append(int(r))
+        return out
+
+    @property
+    def table_rows(self):
+        """Rows per table (a tuple of ints)."""
+        return tuple(self._table_rows)
+
+    @property
+    def n_tables(self):
+        """Number of embedding tables."""
+        return len(self._table_rows)
+
+    @property
+    def table_offsets(self):
+        """int64 CPU tensor ``[n_tables]``: global row of each table's row 0."""
+        return self._offsets_cpu.clone()
+
+    @property
+    def entries(self):
+        """Hot-table rows (``config.entries``)."""
+        return self.config.entries
+
+    @property
+    def transport(self):
+        """The :class:`~sw_driver.transport.Transport` in use."""
+        return self._transport
+
+    @property
+    def state(self):
+        """``"learning"``, ``"frozen"`` or ``"closed"``."""
+        return self._state
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` has run."""
+        return self._state == _CLOSED
+
+    @property
+    def hot_rows(self):
+        """The :class:`HotRows` of the last :meth:`freeze` while frozen, else ``None``."""
+        self._need_open("hot_rows")
+        return self._hot if self._state == _FROZEN else None
+
+    @property
+    def slot_map(self):
+        """The slot map while frozen (``int32 [total_rows]`` on ``device``: hot slot of each
+        global row or -1), else ``None``. Read it, do not change it."""
+        self._need_open("slot_map")
+        return self._slot_map if self._state == _FROZEN else None
+
+    @property
+    def popular_max_rrpv(self):
+        """The threshold of the last :meth:`freeze` while frozen, else ``None``."""
+        self._need_open("popular_max_rrpv")
+        return self._threshold if self._state == _FROZEN else None
+
+    def __repr__(self):
+        return (f"HotlineDevice(tables={self.n_tables}, rows={self.total_rows}, dim={self.dim}, "
+                f"entries={self.config.entries}, device={self.device}, state={self._state})")
+
+    # --- state ------------------------------------------------------------------------
+    def _need_open(self, what):
+        if self._state == _CLOSED:
+            raise DeviceStateError(f"HotlineDevice.{what}: the device is closed")
+
+    def _need_frozen(self, what):
+        self._need_open(what)
+        if self._state != _FROZEN:
+            raise DeviceStateError(f"HotlineDevice.{what}: the device is {self._state}; call "
+                                   f"freeze() first")
+
+    # --- input checks -----------------------------------------------------------------
+    def _as_sparse(self, sparse, what, device):
+        """int64 ``[n, n_tables]`` on ``device``, dtype and shape checked (not ranges)."""
+        if not isinstance(sparse, torch.Tensor):
+            arr = np.asarray(sparse)
+            if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+                raise TypeError(f"{what} must hold integers, not {arr.dtype}")
+            sparse = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64)))
+        if sparse.dtype == torch.bool or sparse.dtype.is_floating_point \
+                or sparse.dtype.is_complex:
+            raise TypeError(f"{what} must be an integer tensor of row indices, not "
+                            f"{sparse.dtype}")
+        if sparse.dim() != 2 or sparse.shape[1] != self.n_tables:
+            raise ValueError(f"{what} must be [n_inputs, n_tables={self.n_tables}] (one row per "
+                             f"table per input), not shape {tuple(sparse.shape)}")
+        return sparse.to(device=device, dtype=torch.int64)
+
+    def _bad_lookups(self, sparse):
+        """bool ``[n, n_tables]``: rows outside their table."""
+        rows = self._rows_dev if sparse.device == self.device else self._rows_cpu
+        return (sparse < 0) | (sparse >= rows.to(sparse.device))
+
+    def _raise_first_bad(self, sparse, bad, what):
+        i = int(torch.nonzero(bad.reshape(-1))[0])
+        inp, t = divmod(i, self.n_tables)
+        raise IndexOutOfRangeError(t, int(sparse[inp, t]), (inp, t), self._table_rows[t],
+                                   what)
+
+    # --- learn mode (spec section 4) ----------------------------------------------------
+    def learn(self, sparse):
+        """Learn mode (spec section 4): the lookups of ``sparse`` (integer ``[n, n_tables]``,
+        row ``sparse[i, t]`` of table ``t``) go to the tag store in input order, each input's
+        tables in table order.
+
+        Returns ``(hit, slot)`` from the transport, ``[n, n_tables]`` CPU tensors. Raises
+        :class:`IndexOutOfRangeError` for a row outside its table (nothing is learned then),
+        :class:`DeviceStateError` while frozen (call :meth:`clear` or :meth:`unfreeze`) or
+        closed.
+        """
+        self._need_open("learn")
+        if self._state != _LEARNING:
+            raise DeviceStateError("HotlineDevice.learn: the device is frozen; call clear() to "
+                                   "re-learn from scratch or unfreeze() to continue learning")
+        s = self._as_sparse(sparse, "sparse", "cpu")
+        bad = self._bad_lookups(s)
+        if bool(bad.any()):
+            self._raise_first_bad(s, bad, "sparse")
+        n = s.shape[0]
+        tables = torch.arange(self.n_tables, dtype=torch.int64).expand(n, self.n_tables)
+        keys = make_keys(tables, s, self.config)
+        hit, slot = self._transport.learn(keys.reshape(-1))
+        return hit.reshape(n, self.n_tables), slot.reshape(n, self.n_tables)
+
+    def clear(self):
+        """Zero the tag store and drop the hot-table layout: back to learning from scratch
+        (the trainer's periodic re-learn is ``clear(); learn(...); freeze()``, or
+        :meth:`relearn`). Write the hot table back (:meth:`store_hot_table`) first."""
+        self._need_open("clear")
+        self._transport.clear()
+        self._state = _LEARNING
+        self._hot = None
+        self._threshold = None
+
+    def unfreeze(self):
+        """Back to learn mode without clearing the tag store (learning continues where it
+        stopped, as the RTL ``learn`` input allows); the slot map is dropped."""
+        self._need_open("unfreeze")
+        self._state = _LEARNING
+        self._hot = None
+        self._threshold = None
+
+    def relearn(self, batches, popular_max_rrpv=None):
+        """``clear()``, ``learn`` each batch, ``freeze(popular_max_rrpv)``; returns the new
+        :class:`HotRows`. ``batches`` is one ``[n, n_tables]`` tensor/array or an iterable
+        of them."""
+        self._need_open("relearn")
+        if isinstance(batches, (torch.Tensor, np.ndarray)):
+            batches = [batches]
+        self.clear()
+        for b in batches:
+            self.learn(b)
+        return self.freeze(popular_max_rrpv)
+
+    # --- freeze: popular rows and the slot map (spec section 5) --------------------------
+    def freeze(self, popular_max_rrpv=None):
+        """Switch to frozen mode with threshold ``popular_max_rrpv`` (default
+        ``config.popular_max_rrpv``; 0..3): read the tag store out through the transport, lay
+        out the hot table and build the slot map on ``device``.
+
+        Returns :class:`HotRows` (sorted by slot; equals ``AccessLogger.popular_rows``).
+        Calling it again while frozen re-reads the tag store (e.g. with another threshold).
+        """
+        self._need_open("freeze")
+        thr = _check_threshold(popular_max_rrpv, self.config.popular_max_rrpv)
+        cfg = self.config
+        d = self._transport.dump_tensors()
+        valid = d["valid"].to(torch.bool)
+        mask = valid & (d["rrpv"] <= thr)
+        beat, way = torch.nonzero(mask).unbind(1)
+        bank, set_ = d["bank"][beat], d["set"][beat]
+        tag = d["tag"][beat, way]
+        slots = (bank * cfg.sets + set_) * cfg.ways + way
+        order = torch.argsort(slots)
+        slots, bank, set_, tag = slots[order], bank[order], set_[order], tag[order]
+        tables, rows = split_keys(key_from_fields(bank, set_, tag, cfg), cfg)
+        outside = tables >= self.n_tables
+        if not bool(outside.any()):
+            outside = rows >= self._rows_cpu[tables]
+        if bool(outside.any()):
+            i = int(torch.nonzero(outside)[0])
+            raise DeviceStateError(
+                f"HotlineDevice.freeze: the tag store holds table {int(tables[i])} row "
+                f"{int(rows[i])} (slot {int(slots[i])}), outside the table description "
+                f"{self.table_rows}; was the transport fed by someone else?")
+        global_rows = self._offsets_cpu[tables] + rows
+        if torch.unique(global_rows).numel() != global_rows.numel():
+            raise DeviceStateError("HotlineDevice.freeze: the tag store holds a row twice; "
+                                   "the transport's dump is inconsistent")
+        if self._slot_map is None:
+            self._slot_map = torch.empty(self.total_rows, dtype=self._slot_dtype,
+                                         device=self.device)
+        self._slot_map.fill_(-1)
+        self._slot_map[global_rows.to(self.device)] = slots.to(self.device, self._slot_dtype)
+        self._hot = HotRows(slots, tables, rows, global_rows)
+        self._threshold = thr
+        self._generation += 1
+        self._state = _FROZEN
+        return self._hot
+
+    # --- schedule (spec sections 6, 7) -------------------------------------------------
+    def schedule(self, sparse_ws, micro_batch_size):
+        """Classify and fragment one working set (spec sections 6 and 7) -> :class:`Schedule`.
+
+        ``sparse_ws``: integer ``[n_inputs, n_tables]`` (moved to ``device``);
+        ``micro_batch_size``: popular micro-batch size, >= 1. Pure tensor work on ``device``
+        against the slot map; the cold list is the only data copied back to the host
+        (``torch.unique`` and boolean indexing synchronise internally on CUDA, since their
+        output sizes depend on the data). Equals ``verif.golden.fragment(sparse_ws, logger,
+        micro_batch_size, popular_max_rrpv)`` on the same tag store.
+
+        Raises :class:`DeviceStateError` unless frozen, :class:`IndexOutOfRangeError` for a row
+        outside its table, ``ValueError``/``TypeError`` for a bad shape, dtype or
+        ``micro_batch_size``.
+        """
+        self._need_frozen("schedule")
+        mbs = _check_int(micro_batch_size, "micro_batch_size", 1)
+        dev = self.device
+        s = self._as_sparse(sparse_ws, "sparse_ws", dev)
+        n, T = s.shape
+        entries = self.config.entries
+        # Out-of-range rows are clamped so that every kernel stays in bounds; the check is
+        # reported after the one host copy below (no extra synchronisation on a good input).
+        bad = self._bad_lookups(s)
+        bad_any = bad.any()
+        g = torch.where(bad, 0, s) + self._offsets_dev           # global rows [n, T]
+        slot = self._slot_map[g].to(torch.int64)                 # hot slot or -1
+        hit = slot >= 0
+        popular = hit.all(1)
+        idx = torch.arange(n, dtype=torch.int64, device=dev)
+        popular_idx = idx[popular]
+        non_popular = idx[~popular]
+        miss = ~hit
+        # Row-major order of the misses = input order, then table order (spec 7.3); misses
+        # occur in non-popular inputs only.
+        missed = g[miss]
+        if missed.numel():
+            uniq, inverse = torch.unique(missed, sorted=True, return_inverse=True)
+            pos = torch.arange(missed.numel(), dtype=torch.int64, device=dev)
+            first = torch.full((uniq.numel(),), missed.numel(), dtype=torch.int64, device=dev)
+            first = first.scatter_reduce(0, inverse, pos, reduce="amin", include_self=True)
+            order = torch.argsort(first)                         # uniques by first use
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.numel(), dtype=torch.int64, device=dev)
+            cold = uniq[order]
+            remapped = slot.masked_scatter(miss, entries + rank[inverse])
+        else:
+            cold = missed
+            remapped = slot
+        # Distinct hot rows read (for Schedule.n_unique): mark the slots hit.
+        seen = torch.zeros(entries + 1, dtype=torch.bool, device=dev)
+        seen[torch.where(hit, slot, entries).reshape(-1)] = True
+        n_hot_unique = seen[:entries].sum()
+        host = torch.cat([cold, n_hot_unique.view(1), bad_any.view(1).to(torch.int64)]).cpu()
+        if bool(host[-1]):
+            self._raise_first_bad(s.cpu(), bad.cpu(), "sparse_ws")
+        cold_cpu = host[:-2]
+        n_cold = cold_cpu.numel()
+        cold_tables = torch.searchsorted(self._offsets_cpu, cold_cpu, right=True) - 1
+        cold_rows = cold_cpu - self._offsets_cpu[cold_tables]
+        n_popular = popular_idx.numel()
+        n_hits = n * T - missed.numel()
+        micro = list(torch.split(popular_idx, mbs)) if n_popular else []
+        sched = Schedule(
+            popular=popular, popular_micro_batches=micro, non_popular=non_popular,
+            cold_global_rows=cold_cpu, remapped=remapped, hit=hit, cold_tables=cold_tables,
+            cold_rows=cold_rows, n_inputs=n, n_tables=T, n_lookups=n * T, n_hits=n_hits,
+            n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-2]) + n_cold,
+            entries=entries, micro_batch_size=mbs, generation=self._generation,
+            _owner=self._token)
+        c = self._counters
+        c.lookups += n * T
+        c.unique += sched.n_unique
+        c.hits += n_hits
+        c.popular_inputs += n_popular
+        c.inputs += n
+        c.cold_rows += n_cold
+        c.working_sets += 1
+        return sched
+
+    # --- gather / write back -------------------------------------------------------------
+    def _check_schedule(self, sched, what):
+        if not isinstance(sched, Schedule):
+            raise ScheduleError(f"{what}: sched must be a Schedule, not {type(sched).__name__}")
+        if sched._owner is not self._token:
+            raise ScheduleError(f"{what}: the schedule was made by another HotlineDevice")
+
+    def _check_host_table(self, host_table, what):
+        if not isinstance(host_table, torch.Tensor):
+            raise ScheduleError(f"{what}: host_table must be a torch.Tensor, not "
+                                f"{type(host_table).__name__}")
+        want = (self.total_rows, self.dim)
+        if tuple(host_table.shape) != want:
+            raise ScheduleError(f"{what}: host_table has shape {tuple(host_table.shape)}, "
+                                f"expected [sum(table_rows), dim] = {list(want)}")
+        if not host_table.dtype.is_floating_point:
+            raise ScheduleError(f"{what}: host_table has dtype {host_table.dtype}, expected a "
+                                f"floating-point table (float32)")
+        if host_table.device.type != "cpu":
+            raise ScheduleError(f"{what}: host_table must be in host memory, not on "
+                                f"{host_table.device}")
+
+    def _check_rows_buffer(self, buf, name, host_table, min_rows, exact, what):
+        if not isinstance(buf, torch.Tensor):
+            raise ScheduleError(f"{what}: {name} must be a torch.Tensor, not "
+                                f"{type(buf).__name__}")
+        if buf.dim() != 2 or buf.shape[1] != self.dim:
+            raise ScheduleError(f"{what}: {name} has shape {tuple(buf.shape)}, expected "
+                                f"[rows, dim={self.dim}]")
+        if exact and buf.shape[0] != min_rows:
+            raise ScheduleError(f"{what}: {name} has {buf.shape[0]} rows, the schedule has "
+                                f"n_cold = {min_rows}")
+        if buf.shape[0] < min_rows:
+            raise ScheduleError(f"{what}: {name} has {buf.shape[0]} rows, fewer than the "
+                                f"schedule's n_cold = {min_rows}")
+        if buf.dtype != host_table.dtype:
+            raise ScheduleError(f"{what}: {name} has dtype {buf.dtype}, host_table has "
+                                f"{host_table.dtype}")
+
+    def gather(self, sched, host_table, staging):
+        """Copy the schedule's cold rows ``host_table[sched.cold_global_rows]`` into
+        ``staging[:n_cold]`` with ``gather_threads`` CPU threads; returns ``staging[:n_cold]``.
+
+        ``host_table``: ``[sum(table_rows), dim]`` floating tensor in host memory;
+        ``staging``: ``[>= n_cold, dim]`` host tensor of the same dtype (pinned for a fast
+        upload, see :meth:`new_staging`). Mismatches raise :class:`ScheduleError`.
+        """
+        self._need_open("gather")
+        what = "HotlineDevice.gather"
+        self._check_schedule(sched, what)
+        self._check_host_table(host_table, what)
+        self._check_rows_buffer(staging, "staging", host_table, sched.n_cold, False, what)
+        if staging.device.type != "cpu":
+            raise ScheduleError(f"{what}: staging must be in host memory, not on "
+                                f"{staging.device}")
+        out = gather_rows(host_table, sched.cold_global_rows, staging, self._pool)
+        self._counters.bytes_gathered += sched.n_cold * self.dim * host_table.element_size()
+        return out
+
+    def write_back(self, sched, rows, host_table):
+        """Scatter updated cold rows back: ``host_table[sched.cold_global_rows] = rows``
+        with ``gather_threads`` CPU threads; returns ``host_table``.
+
+        ``rows``: ``[n_cold, dim]`` with ``host_table``'s dtype, in host memory or on a device
+        (then copied to the host first). Mismatches raise :class:`ScheduleError`.
+        """
+        self._need_open("write_back")
+        what = "HotlineDevice.write_back"
+        self._check_schedule(sched, what)
+        self._check_host_table(host_table, what)
+        self._check_rows_buffer(rows, "rows", host_table, sched.n_cold, True, what)
+        if rows.device.type != "cpu":
+            rows = rows.to("cpu")
+        scatter_rows(host_table, sched.cold_global_rows, rows, self._pool)
+        self._counters.bytes_written_back += sched.n_cold * self.dim * host_table.element_size()
+        return host_table
+
+    def new_staging(self, rows, dtype=torch.float32):
+        """A staging buffer ``[rows, dim]`` in host memory, pinned when CUDA is available."""
+        self._need_open("new_staging")
+        rows = _check_int(rows, "rows", 0)
+        pin = torch.cuda.is_available()
+        return torch.empty(rows, self.dim, dtype=dtype, pin_memory=pin)
+
+    # --- hot table helpers ----------------------------------------------------------------
+    def load_hot_table(self, host_table, hot_table=None):
+        """The hot table of the current layout: ``[entries, dim]`` on ``device`` (``hot_table``
+        is filled in place when given), row ``slots[i]`` = ``host_table[global_rows[i]]``,
+        other rows zero. Requires the frozen state."""
+        self._need_frozen("load_hot_table")
+        what = "HotlineDevice.load_hot_table"
+        self._check_host_table(host_table, what)
+        hot = self._hot
+        rows = torch.empty(hot.n, self.dim, dtype=host_table.dtype)
+        gather_rows(host_table, hot.global_rows, rows, self._pool)
+        if hot_table is None:
+            hot_table = torch.zeros(self.config.entries, self.dim, dtype=host_table.dtype,
+                                    device=self.device)
+        else:
+            self._check_rows_buffer(hot_table, "hot_table", host_table, self.config.entries,
+                                    True, what)
+            hot_table.zero_()
+        hot_table[hot.slots.to(hot_table.device)] = rows.to(hot_table.device)
+        return hot_table
+
+    def store_hot_table(self, hot_table, host_table):
+        """Write the hot rows of the current layout back to the host table
+        (``host_table[global_rows] = hot_table[slots]``), e.g. before a re-learn. Requires
+        the frozen state; returns ``host_table``."""
+        self._need_frozen("store_hot_table")
+        what = "HotlineDevice.store_hot_table"
+        self._check_host_table(host_table, what)
+        self._check_rows_buffer(hot_table, "hot_table", host_table, self.config.entries, True,
+                                what)
+        hot = self._hot
+        rows = hot_table[hot.slots.to(hot_table.device)].to("cpu")
+        scatter_rows(host_table, hot.global_rows, rows, self._pool)
+        return host_table
+
+    # --- counters ---------------------------------------------------------------------------
+    def counters(self):
+        """A snapshot of the :class:`~sw_driver.counters.Counters`."""
+        self._need_open("counters")
+        return self._counters.copy()
+
+    def reset_counters(self):
+        """Zero the counters."""
+        self._need_open("reset_counters")
+        self._counters.reset()
+
+    # --- lifetime ---------------------------------------------------------------------------
+    def close(self):
+        """Release the transport, the gather threads and the slot map. Idempotent; every
+        other call afterwards raises :class:`DeviceStateError`."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        self._slot_map = None
+        self._hot = None
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        finally:
+            self._transport.close()
+
+    def __enter__(self):
+        """Context manager: ``with HotlineDevice(...) as dev:`` closes it on exit."""
+        self._need_open("__enter__")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
