@@ -301,8 +301,8 @@ class HotlineDevice:
 
     def _bad_lookups(self, sparse):
         """bool ``[n, n_tables]``: rows outside their table."""
-        rows = self._rows_dev if sparse.device == self.device else self._rows_cpu
-        return (sparse < 0) | (sparse >= rows.to(sparse.device))
+        rows = self._rows_cpu if sparse.device.type == "cpu" else self._rows_dev
+        return (sparse < 0) | (sparse >= rows)
 
     def _raise_first_bad(self, sparse, bad, what):
         i = int(torch.nonzero(bad.reshape(-1))[0])
@@ -642,5 +642,6 @@ class HotlineDevice:
         return self
 
     def __exit__(self, *exc):
+        """Close the device; exceptions propagate."""
         self.close()
         return False

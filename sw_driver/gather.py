@@ -163,65 +163,67 @@ def scatter_rows(table, idx, rows, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
 # Benchmark
 # ---------------------------------------------------------------------------------------
 
-def _best_time(fn, repeat):
-    fn()  # warm up (page faults, thread start)
-    best = float("inf")
+def _interleaved_times(fns, repeat):
+    """Run every ``fn`` of ``fns`` (a dict) once per round, ``repeat`` rounds, interleaved so
+    that a noisy machine's drift hits all of them alike; returns ``{label: [seconds]}``."""
+    times = {label: [] for label in fns}
+    for fn in fns.values():
+        fn()  # warm up (page faults, thread start)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for label, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - t0)
+    return times
 
 
-def bench_gather(rows=1_000_000, dim=64, n=100_000, threads=(1, 2, 4), repeat=10, seed=0,
+def bench_gather(rows=1_000_000, dim=64, n=100_000, threads=(1, 2, 4), repeat=15, seed=0,
                  verbose=True):
     """Rows/s of :func:`gather_rows` and :func:`scatter_rows` with 1, 2, ... threads against
     a plain single ``torch.index_select`` / ``index_copy_`` (torch's own intra-op threads,
     ``torch.get_num_threads()``), on a ``float32 [rows, dim]`` table with ``n`` random
-    distinct indices. Best of ``repeat`` runs. Returns a dict ``{label: rows_per_s}`` and
-    prints a table when ``verbose``."""
+    distinct indices. The variants run interleaved, ``repeat`` rounds. Returns
+    ``{label: {"median": rows_per_s, "best": rows_per_s}}`` and prints a table when
+    ``verbose``."""
     g = torch.Generator().manual_seed(seed)
     table = torch.randn(rows, dim, generator=g)
     idx = torch.randperm(rows, generator=g)[:n]
     out = torch.empty(n, dim)
     upd = torch.randn(n, dim, generator=g)
+    pools = {t: make_pool(t) for t in threads}
+    try:
+        gathers = {"index_select (baseline)": lambda: torch.index_select(table, 0, idx, out=out)}
+        for t in threads:
+            gathers[f"gather_rows threads={t}"] = (
+                lambda p=pools[t]: gather_rows(table, idx, out, p))
+        scatters = {"index_copy_ (baseline)": lambda: table.index_copy_(0, idx, upd)}
+        for t in threads:
+            scatters[f"scatter_rows threads={t}"] = (
+                lambda p=pools[t]: scatter_rows(table, idx, upd, p))
+        ref = table[idx]
+        times = _interleaved_times(gathers, repeat)
+        if not torch.equal(out, ref):
+            raise AssertionError("gather_rows gave a wrong result")
+        times.update(_interleaved_times(scatters, repeat))
+        if not torch.equal(table[idx], upd):
+            raise AssertionError("scatter_rows gave a wrong result")
+    finally:
+        for p in pools.values():
+            if p is not None:
+                p.shutdown()
     results = {}
-
-    def record(label, seconds):
-        results[label] = n / seconds
-        if verbose:
-            print(f"  {label:34s} {n / seconds / 1e6:8.2f} M rows/s  "
-                  f"{n * dim * table.element_size() / seconds / 1e9:6.2f} GB/s")
-
     if verbose:
         print(f"gather/scatter: table float32 [{rows}, {dim}], {n} distinct random indices, "
               f"{os.cpu_count()} CPUs, torch intra-op threads {torch.get_num_threads()}, "
-              f"best of {repeat}")
-    record("index_select (baseline)",
-           _best_time(lambda: torch.index_select(table, 0, idx, out=out), repeat))
-    ref = table[idx]
-    for t in threads:
-        pool = make_pool(t)
-        try:
-            record(f"gather_rows threads={t}",
-                   _best_time(lambda: gather_rows(table, idx, out, pool), repeat))
-            if not torch.equal(out, ref):
-                raise AssertionError(f"gather_rows threads={t} gave a wrong result")
-        finally:
-            if pool is not None:
-                pool.shutdown()
-    record("index_copy_ (baseline)",
-           _best_time(lambda: table.index_copy_(0, idx, upd), repeat))
-    for t in threads:
-        pool = make_pool(t)
-        try:
-            record(f"scatter_rows threads={t}",
-                   _best_time(lambda: scatter_rows(table, idx, upd, pool), repeat))
-        finally:
-            if pool is not None:
-                pool.shutdown()
-    if not torch.equal(table[idx], upd):
-        raise AssertionError("scatter_rows gave a wrong result")
+              f"{repeat} interleaved rounds")
+        print(f"  {'':34s} {'median':>14s} {'best':>14s}")
+    for label, ts in times.items():
+        ts = sorted(ts)
+        med, best = ts[len(ts) // 2], ts[0]
+        results[label] = {"median": n / med, "best": n / best}
+        if verbose:
+            print(f"  {label:34s} {n / med / 1e6:8.2f} Mrow/s {n / best / 1e6:8.2f} Mrow/s"
+                  f"   ({n * dim * table.element_size() / med / 1e9:.2f} GB/s median)")
     return results
 
 
@@ -232,7 +234,7 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads for the run (default: torch's choice)")
     a = p.parse_args(argv)

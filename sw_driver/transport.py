@@ -96,9 +96,11 @@ class Transport(ABC):
                 "valid": data[..., 0].bool(), "rrpv": data[..., 1], "tag": data[..., 2]}
 
     def __enter__(self):
+        """Context manager: ``with open_transport(...) as t:`` closes it on exit."""
         return self
 
     def __exit__(self, *exc):
+        """Close the transport; exceptions propagate."""
         self.close()
         return False
 
