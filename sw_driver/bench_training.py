@@ -1,0 +1,226 @@
+"""Headline benchmark: gpu-only vs hybrid vs hotline DLRM training on the same data.
+
+``python -m sw_driver.bench_training --json results.json`` on any CUDA machine: synthetic
+Criteo-Kaggle-sized tables (26 tables, 33.8 M rows, dim 64), batch 4096, working set 4, the
+generator calibrated so that about 75 % of inputs are popular at a hot budget of at most 10 %
+of the rows. For each mode it trains one epoch over a pool of mini-batches (hotline learns its
+popular rows on the first ``--sample-rate`` of them), then times a second epoch; it prints a
+table of ms per mini-batch, the ratios, hotline's time split and driver counters, and writes
+everything to the JSON file. ``--capacity`` then trains hotline on a table larger than the
+GPU's memory and shows that gpu-only cannot allocate it. On a CPU-only machine use the scaled
+options (``--table-scale``, ``--batch-size``) and the same code runs on the CPU.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from sw_driver.data.dataset import ClickDataset
+from sw_driver.data.presets import CRITEO_KAGGLE_TABLE_SIZES
+from sw_driver.data.synthetic import calibrate
+from sw_driver.training.trainer import Trainer
+
+MODES = ("gpu-only", "hybrid", "hotline")
+_T0 = time.perf_counter()
+
+
+def log(msg):
+    print(f"[{time.perf_counter() - _T0:7.1f} s] {msg}", flush=True)
+
+
+def scaled_sizes(scale):
+    return tuple(max(2, int(round(n * scale))) for n in CRITEO_KAGGLE_TABLE_SIZES)
+
+
+def environment(device):
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "host_cpus": os.cpu_count(), "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+    try:
+        with open("/proc/meminfo") as f:
+            env["host_memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return env
+
+
+def calibrated(args, sizes):
+    """Calibrate like the EAL learns: on as many samples as the learning phase sees, and
+    counting a row hot only when seen at least twice (the default RRPV <= 1 threshold)."""
+    learn_batches = max(1, math.ceil(args.sample_rate * args.pool))
+    n_learn = learn_batches * args.batch_size
+    return calibrate(args.target_popular, args.hot_budget, sizes, n_learn=n_learn,
+                     n_measure=max(4096, n_learn // 2), min_count=2, seed=args.seed)
+
+
+def build_data(args, sizes):
+    """Calibrated synthetic samples: ``pool`` mini-batches of ``batch_size``."""
+    budget = args.hot_budget
+    t = time.perf_counter()
+    cal = calibrated(args, sizes)
+    log(f"calibrated: p_hot {cal.p_hot:.3f}, head_rows {cal.head_rows}, held-out oracle share "
+        f"{cal.share:.3f} at budget {budget} ({time.perf_counter() - t:.1f} s)")
+    gen = cal.generator.replace(stream=1)
+    data = gen.batch(args.pool * args.batch_size)
+    return data, cal
+
+
+def run_mode(mode, args, sizes, data, host_table, device):
+    """One mode: epoch 1 warms up (and learns, for hotline), epoch 2 is timed."""
+    tr = Trainer(sizes, data.dense.shape[1], mode, device, dim=args.dim,
+                 batch_size=args.batch_size, working_set=args.working_set,
+                 hot_budget=args.hot_budget, sample_rate=args.sample_rate, lr=args.lr,
+                 seed=args.seed, gather_threads=args.gather_threads, host_table=host_table,
+                 record_timings=True, trace_working_set=None)
+    try:
+        warm = tr.train_epoch(data)
+        log(f"{mode}: warm-up epoch {warm.seconds:.2f} s ({warm.learn_batches} learning batches)")
+        tr.reset_timings()
+        if mode == "hotline":
+            tr.store.dev.reset_counters()
+        timed = tr.train_epoch(data)
+        steps = math.ceil(len(data) / args.batch_size)
+        result = {"mode": mode, "ms_per_step": 1000.0 * timed.seconds / steps,
+                  "steps": steps, "samples_per_s": timed.samples_per_s,
+                  "train_loss": timed.train_loss, "timings": tr.step_timings()}
+        if mode == "hotline":
+            result["counters"] = tr.counters()
+            result["eal"] = tr.eal_config.describe()
+        log(f"{mode}: {result['ms_per_step']:.2f} ms per mini-batch")
+        return result
+    finally:
+        tr.close() if hasattr(tr, "close") else None
+
+
+def capacity(args, device):
+    """Hotline on a table larger than GPU memory; gpu-only must fail to allocate it."""
+    if device.type != "cuda":
+        return {"skipped": "no CUDA device"}
+    gpu_bytes = torch.cuda.get_device_properties(device).total_memory
+    want = int(gpu_bytes * 1.08)
+    host_gib = environment(device).get("host_memory_gib", 0)
+    if want > host_gib * 2**30 * 0.8:
+        return {"skipped": f"host memory {host_gib} GiB cannot hold a table larger than the "
+                           f"GPU's {gpu_bytes / 2**30:.0f} GiB"}
+    rows = want // (args.dim * 4)
+    scale = rows / sum(CRITEO_KAGGLE_TABLE_SIZES)
+    sizes = scaled_sizes(scale)
+    total = sum(sizes)
+    log(f"capacity: {total / 1e6:.0f} M rows x {args.dim} = {total * args.dim * 4 / 2**30:.1f} "
+        f"GiB vs {gpu_bytes / 2**30:.1f} GiB of GPU memory")
+    out = {"rows": total, "table_gib": total * args.dim * 4 / 2**30,
+           "gpu_gib": gpu_bytes / 2**30}
+    try:
+        torch.empty(total, args.dim, dtype=torch.float32, device=device)
+        out["gpu_only"] = "allocated (unexpected)"
+    except torch.OutOfMemoryError as exc:
+        out["gpu_only"] = f"cannot allocate: {str(exc).splitlines()[0][:160]}"
+    torch.cuda.empty_cache()
+    t = time.perf_counter()
+    host_table = torch.empty(total, args.dim, dtype=torch.float32).uniform_(-0.01, 0.01)
+    log(f"capacity: host table initialised in {time.perf_counter() - t:.1f} s")
+    cal = calibrated(args, sizes)
+    data = cal.generator.replace(stream=1).batch(args.capacity_batches * args.batch_size)
+    res = run_mode("hotline", args, sizes, data, host_table, device)
+    out.update(hotline_ms_per_step=res["ms_per_step"], counters=res.get("counters"))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--table-scale", type=float, default=1.0,
+                   help="multiply the Criteo Kaggle table sizes (1.0 = 33.8 M rows)")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--working-set", type=int, default=4)
+    p.add_argument("--hot-budget", type=int, default=2**21,
+                   help="hot-table rows (EAL entries); default 2 M = 6.2 %% of 33.8 M rows")
+    p.add_argument("--target-popular", type=float, default=0.75)
+    p.add_argument("--pool", type=int, default=64, help="mini-batches per epoch")
+    p.add_argument("--sample-rate", type=float, default=0.125,
+                   help="share of the first epoch's mini-batches the EAL learns from")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--gather-threads", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--capacity", action="store_true",
+                   help="also train hotline on a table larger than GPU memory")
+    p.add_argument("--capacity-batches", type=int, default=16)
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    sizes = scaled_sizes(args.table_scale)
+    total = sum(sizes)
+    if args.hot_budget > 0.10 * total:
+        p.error(f"--hot-budget {args.hot_budget} exceeds 10 % of the {total} rows")
+    env = environment(device)
+    log(f"environment: {env}")
+    log(f"tables: 26, {total / 1e6:.2f} M rows x {args.dim} ({total * args.dim * 4 / 2**30:.2f} "
+        f"GiB); batch {args.batch_size}, working set {args.working_set}, hot budget "
+        f"{args.hot_budget} ({100 * args.hot_budget / total:.1f} % of rows)")
+    data, cal = build_data(args, sizes)
+    t = time.perf_counter()
+    host_table = torch.empty(total, args.dim, dtype=torch.float32,
+                             pin_memory=device.type == "cuda").uniform_(-0.01, 0.01)
+    log(f"host table ready ({time.perf_counter() - t:.1f} s)")
+    results = {"environment": env, "args": vars(args), "rows": total,
+               "calibration": {"p_hot": cal.p_hot, "head_rows": cal.head_rows,
+                               "oracle_share": cal.share}, "modes": {}}
+    for mode in args.modes.split(","):
+        results["modes"][mode] = run_mode(mode, args, sizes, data, host_table, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        write_json(args.json, results)  # after every mode: a killed run keeps what it measured
+    modes = results["modes"]
+    if "hotline" in modes:
+        hl = modes["hotline"]["ms_per_step"]
+        for other in ("gpu-only", "hybrid"):
+            if other in modes:
+                results[f"hotline_vs_{other}"] = modes[other]["ms_per_step"] / hl
+    del host_table
+    print_summary(results)
+    if args.capacity:
+        results["capacity"] = capacity(args, device)
+        print(f"capacity: {results['capacity']}")
+    write_json(args.json, results)
+    return 0
+
+
+def write_json(path, results):
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+def print_summary(results):
+    modes = results["modes"]
+    print("\n| mode | ms / mini-batch | samples/s |")
+    print("|---|---|---|")
+    for name, r in modes.items():
+        print(f"| {name} | {r['ms_per_step']:.2f} | {r['samples_per_s']:.0f} |")
+    for key in ("hotline_vs_gpu-only", "hotline_vs_hybrid"):
+        if key in results:
+            print(f"{key}: {results[key]:.2f}x (>1 means hotline is faster)")
+    hl = modes.get("hotline")
+    if hl:
+        c = hl.get("counters") or {}
+        if c.get("inputs"):
+            print(f"popular inputs {100 * c['popular_inputs'] / c['inputs']:.1f} %, "
+                  f"cold rows per working set {c['cold_rows'] / max(1, c['working_sets']):.0f}")
+        ws = hl["timings"].get("working_set")
+        if ws:
+            print("hotline working-set phases (mean ms): " + ", ".join(
+                f"{k} {v['mean_ms']:.2f}" for k, v in ws["phases"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""The DLRM trainer with three embedding-storage modes (``docs/training.md``).
+
+```python
+tr = Trainer(table_sizes, n_dense=13, mode="hotline", device="cuda", dim=64,
+             batch_size=4096, working_set=4, hot_budget=2**21, lr=0.1)
+tr.train_epoch(train_set)              # learns popularity on the first sample_rate share
+auc, logloss = tr.evaluate(dev_set)
+print(tr.step_timings())               # per-phase means (CUDA events / perf_counter)
+tr.close()
+```
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .dlrm import DLRM
+from .metrics import log_loss, roc_auc
+from .modes import (MODES, GpuOnlyStore, HotlineStore, HybridStore, eal_config_for_budget,
+                    init_table, table_offsets)
+from .timing import PhaseTimer
+
+__all__ = ["Trainer", "EpochStats", "DeviceData"]
+
+
+def _open_driver(table_rows, dim, config, device, gather_threads):
+    from sw_driver.driver import HotlineDevice
+
+    return HotlineDevice(table_rows, dim, config=config, transport="model",
+                         device=str(device), gather_threads=gather_threads)
+
+
+@dataclass
+class EpochStats:
+    """What :meth:`Trainer.train_epoch` returns."""
+
+    epoch: int
+    samples: int
+    seconds: float
+    samples_per_s: float
+    train_loss: float          #: mean BCE over the epoch's micro-batches, sample-weighted
+    learn_batches: int         #: mini-batches trained the hybrid way while the EAL learned
+
+
+class DeviceData:
+    """A :class:`~sw_driver.data.ClickDataset` staged for training on ``device``: ``labels``,
+    ``dense`` and ``sparse`` on the device (one pinned non-blocking copy each), and
+    ``sparse_cpu`` (the host copy, for host-table gathers and the EAL)."""
+
+    def __init__(self, dataset, device):
+        device = torch.device(device)
+        self.n = len(dataset)
+        self.sparse_cpu = dataset.sparse.contiguous()
+        if device.type == "cuda":
+            def up(t):
+                return t.contiguous().pin_memory().to(device, non_blocking=True)
+        else:
+            def up(t):
+                return t.contiguous()
+        self.labels = up(dataset.labels)
+        self.dense = up(dataset.dense)
+        self.sparse = up(dataset.sparse)
+        self.table_sizes = tuple(dataset.table_sizes)
+        if device.type == "cuda":
+            # Once per data set: the uploads ran on the current stream, and Hotline's
+            # schedule stream reads `sparse` too.
+            torch.cuda.synchronize(device)
+
+
+class Trainer:
+    """DLRM training in one of three embedding-storage modes.
+
+    Parameters
+    ----------
+    table_sizes : sequence of int
+        Rows per embedding table (one lookup per table per sample).
+    n_dense : int
+        Dense features per sample.
+    mode : ``"gpu-only"``, ``"hybrid"`` or ``"hotline"``
+    device : training device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``)
+    dim : embedding dimension
+    bottom, top : hidden sizes of the DLRM MLPs
+    lr : SGD learning rate, MLPs and embeddings alike
+    batch_size : mini-batch size ``N`` (and the popular micro-batch size)
+    working_set : ``W``, mini-batches per Hotline working set
+    hot_budget : rows the hot table may hold; the EAL gets ``eal_config_for_budget``
+        (``entries`` = next power of two >= budget) unless ``eal_config`` is given
+    sample_rate : share of the first epoch's mini-batches (the first ones) whose lookups the
+        EAL learns from, trained meanwhile the hybrid way; then the EAL is frozen
+    seed : fixes the MLP init and the table init (identical across modes)
+    gather_threads : CPU threads of the driver's gather/write-back
+    max_cold_rows : cold-row buffer size (default ``W * N * T``, always enough)
+    record_timings : record per-step phase timings (CUDA events / perf_counter)
+    np_micro_batch_size : the non-popular micro-batch of a working set is trained in SGD steps
+        of at most this many inputs (default ``batch_size``; ``0``: one step for all of it),
+        all reading the same gathered cold rows. With few popular inputs a single step would
+        cut the number of SGD steps by up to ``W`` and cost quality (docs/training.md)
+    trace_working_set : index (within each hotline ``train`` call) of the working set whose
+        timeline is kept for plots; it starts after a device synchronisation (``None``: no
+        tracing, no extra synchronisation)
+    host_table : optional pre-initialised ``float32 [sum(table_sizes), dim]`` host tensor
+        (pinned for CUDA), used in place instead of a fresh DLRM init (saves time and
+        memory when several trainers share a start point; it is modified by training)
+    """
+
+    def __init__(self, table_sizes, n_dense, mode="hotline", device="cpu", *, dim=16,
+                 bottom=(512, 256), top=(512, 256), lr=0.1, batch_size=128, working_set=4,
+                 hot_budget=4096, sample_rate=0.05, seed=0, gather_threads=4,
+                 max_cold_rows=None, eal_config=None, record_timings=True,
+                 trace_working_set=1, host_table=None, np_micro_batch_size=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        for name, v in (("batch_size", batch_size), ("working_set", working_set),
+                        ("dim", dim)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        self.mode = mode
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.table_sizes = tuple(int(s) for s in table_sizes)
+        self.n_tables = len(self.table_sizes)
+        self.n_dense = int(n_dense)
+        self.dim = int(dim)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.working_set = int(working_set)
+        self.sample_rate = float(sample_rate)
+        self.seed = int(seed)
+        self.max_cold_rows = max_cold_rows
+        # SGD step size of the non-popular micro-batch: N by default; 0 = one step for all.
+        self.np_micro_batch_size = (self.batch_size if np_micro_batch_size is None
+                                    else int(np_micro_batch_size))
+        self.trace_working_set = trace_working_set
+        self.offsets = table_offsets(self.table_sizes)
+        self.epoch = 0
+        self.timer = PhaseTimer(self.cuda, record_timings)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = DLRM(self.n_dense, self.n_tables, self.dim, bottom, top)
+        self.model = model.to(self.device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
+
+        pin = self.cuda and mode != "gpu-only"
+        if host_table is None:
+            host_table = init_table(self.table_sizes, self.dim, self.seed, pin=pin)
+        elif tuple(host_table.shape) != (sum(self.table_sizes), self.dim):
+            raise ValueError(f"host_table must be [{sum(self.table_sizes)}, {self.dim}], "
+                             f"got {tuple(host_table.shape)}")
+        if mode == "gpu-only":
+            self.store = GpuOnlyStore(self, host_table)
+        elif mode == "hybrid":
+            self.store = HybridStore(self, host_table)
+        else:
+            self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_sizes)
+            self.store = HotlineStore(self, host_table, lambda: _open_driver(
+                self.table_sizes, self.dim, self.eal_config, self.device, gather_threads))
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._loss_n = 0
+        self._data_cache = []
+
+    # --- the one micro-batch step shared by all modes ------------------------------------
+    def _step(self, dense, labels, rows):
+        """Forward, backward and an SGD step of the MLPs on one (micro-)batch whose embedding
+        rows ``rows [B, T, dim]`` were gathered by the mode; returns ``d loss / d rows``.
+        ``loss = sum of the samples' binary cross-entropy / batch_size``."""
+        rows = rows.detach().requires_grad_(True)
+        logits = self.model(dense, rows)
+        total = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+        # Sum over the micro-batch divided by the mini-batch size N (not by its own size):
+        # each sample weighs lr / N whatever micro-batch it lands in, as in the baseline
+        # order. A mean over a 10-input popular micro-batch would weigh its samples 13x more
+        # (N = 128) and cost quality (docs/training.md).
+        loss = total / self.batch_size
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self._loss_sum += total.detach()                      # stays on the device: no sync
+        self._loss_n += labels.shape[0]
+        return rows.grad
+
+    def _sgd(self, table, idx_flat, grad):
+        """Sparse SGD on rows: ``table.index_add_(0, idx, -lr * grad)`` (duplicates add up in
+        lookup order on the CPU)."""
+        table.index_add_(0, idx_flat, grad.reshape(idx_flat.numel(), -1).mul(-self.lr))
+
+    # --- data -----------------------------------------------------------------------------
+    def stage(self, dataset):
+        """The dataset staged on the device (:class:`DeviceData`); the two most recent ones
+        (typically the training and the evaluation set) stay cached."""
+        if isinstance(dataset, DeviceData):
+            return dataset
+        for i, (ds, staged) in enumerate(self._data_cache):
+            if ds is dataset:
+                self._data_cache.insert(0, self._data_cache.pop(i))
+                return staged
+        if tuple(dataset.table_sizes) != self.table_sizes:
+            raise ValueError(f"dataset table sizes {tuple(dataset.table_sizes)} differ from "
+                             f"the trainer's {self.table_sizes}")
+        if dataset.n_dense != self.n_dense:
+            raise ValueError(f"dataset has {dataset.n_dense} dense features, the model "
+                             f"{self.n_dense}")
+        staged = DeviceData(dataset, self.device)
+        self._data_cache = [(dataset, staged)] + self._data_cache[:1]
+        return staged
+
+    # --- popularity (hotline) ---------------------------------------------------------------
+    @property
+    def frozen(self):
+        """Whether the EAL is frozen (always true outside hotline mode)."""
+        return self.mode != "hotline" or self.store.frozen
+
+    def learn(self, sparse):
+        """Feed lookups ``int64 [n, T]`` to the EAL without training (hotline only)."""
+        self._need_hotline("learn")
+        self.store.learn(torch.as_tensor(sparse).cpu())
+
+    def freeze(self):
+        """Freeze the EAL and fill the hot table (hotline only)."""
+        self._need_hotline("freeze")
+        self.store.freeze()
+
+    def flush(self):
+        """Write the hot rows back to the host table (hotline; no-op otherwise)."""
+        if self.mode == "hotline":
+            self.store.flush()
+
+    def _need_hotline(self, what):
+        if self.mode != "hotline":
+            raise RuntimeError(f"{what}() is for hotline mode, not {self.mode}")
+
+    # --- training -------------------------------------------------------------------------
+    def train_epoch(self, dataset, progress=None):
+        """One pass over ``dataset`` in mini-batches of ``batch_size``, in order.
+
+        ``hotline``: while the EAL is not frozen, the first ``ceil(sample_rate * n_batches)``
+        mini-batches are trained the hybrid way while the EAL learns their lookups; then it is
+        frozen and the rest runs as working sets of ``working_set`` mini-batches.
+        ``progress(n_samples)`` is called after each mini-batch / working set.
+        """
+        data = self.stage(dataset)
+        N = self.batch_size
+        n_batches = math.ceil(data.n / N)
+        self._loss_sum.zero_()
+        self._loss_n = 0
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        learn_batches = 0
+        start = 0
+        if self.mode == "hotline" and not self.store.frozen:
+            learn_batches = min(n_batches, max(1, math.ceil(self.sample_rate * n_batches)))
+            for i in range(learn_batches):
+                a, b = i * N, min((i + 1) * N, data.n)
+                self.store.learn(data.sparse_cpu[a:b])
+                self.store.hybrid_step(data, a, b, "learn_step", i)
+                if progress:
+                    progress(b - a)
+            self.store.freeze()
+            start = min(learn_batches * N, data.n)
+        self.store.train(data, start, data.n, progress)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        self.epoch += 1
+        loss = float(self._loss_sum) / max(1, self._loss_n)
+        return EpochStats(self.epoch, data.n, seconds, data.n / seconds if seconds else 0.0,
+                          loss, learn_batches)
+
+    def train_range(self, dataset, start, stop, progress=None):
+        """Train samples ``start..stop-1`` of ``dataset`` in the mode's order, without the
+        learning phase (hotline needs :meth:`freeze` first). For benchmarks: time it with
+        ``torch.cuda.synchronize()`` around it, or read :meth:`step_timings`."""
+        data = self.stage(dataset)
+        self.store.train(data, start, min(stop, data.n), progress)
+
+    # --- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, dataset, batch_size=16384):
+        """Logits ``float32 [n]`` on the device (hot rows flushed first)."""
+        self.flush()
+        data = self.stage(dataset)
+        out = []
+        was_training = self.model.training
+        self.model.eval()
+        for a in range(0, data.n, batch_size):
+            b = min(a + batch_size, data.n)
+            out.append(self.model(data.dense[a:b], self.store.eval_rows(data, a, b)))
+        self.model.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
+    def evaluate(self, dataset, batch_size=16384):
+        """``(auc, logloss)`` on ``dataset``: ROC AUC by ranks (ties averaged) and mean
+        binary cross-entropy, both in float64."""
+        logits = self.predict(dataset, batch_size)
+        labels = self.stage(dataset).labels
+        return roc_auc(logits, labels), log_loss(logits, labels)
+
+    # --- state ----------------------------------------------------------------------------
+    def embedding_table(self):
+        """The complete embedding table in host memory (hot rows flushed first)."""
+        return self.store.full_table()
+
+    def state_dict(self):
+        """A checkpoint: MLP parameters and the complete table (flushed), on the CPU."""
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "table": self.embedding_table().clone(), "mode": self.mode,
+                "table_sizes": self.table_sizes, "dim": self.dim, "epoch": self.epoch}
+
+    def counters(self):
+        """The driver's counters as a dict (hotline), else ``{}``."""
+        if self.mode != "hotline":
+            return {}
+        c = self.store.dev.counters()
+        return c.as_dict() if hasattr(c, "as_dict") else dict(c)
+
+    def step_timings(self):
+        """Phase timings so far: ``{kind: {"count": n, "phases": {phase: {"total_ms",
+        "mean_ms"}}}}``. Kinds: ``"step"`` (a mini-batch of gpu-only / hybrid), ``"learn_step"``
+        (hybrid steps of the hotline learning phase), ``"working_set"`` (one pipelined
+        hotline iteration), ``"drain"``. Phases: ``compute`` (gpu-only); ``gather``, ``h2d``,
+        ``compute``, ``d2h``, ``update`` (hybrid); ``schedule``, ``popular``, ``gather``,
+        ``h2d``, ``non_popular``, ``d2h``, ``write_back`` (hotline). Device phases are CUDA
+        event intervals on their stream; host phases perf_counter intervals. Synchronises."""
+        return self.timer.summary()
+
+    def timeline(self):
+        """``{phase: [(start_ms, end_ms), ...]}`` of the traced hotline working set, or
+        ``None``."""
+        self.timer.summary()
+        rec = self.timer.traced
+        return None if rec is None else rec.intervals
+
+    def reset_timings(self):
+        """Forget recorded timings (e.g. after warm-up)."""
+        self.timer.reset()
+
+    def close(self):
+        """Release the driver and the background thread."""
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
