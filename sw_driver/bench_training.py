@@ -156,7 +156,11 @@ def main(argv=None):
                    help="also train hotline on a table larger than GPU memory")
     p.add_argument("--capacity-batches", type=int, default=16)
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is faster on a busy 2-core VM)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = scaled_sizes(args.table_scale)
     total = sum(sizes)
