@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 __all__ = ["MODES", "GpuOnlyStore", "HybridStore", "HotlineStore", "init_table",
-           "table_offsets", "eal_config_for_budget"]
+           "table_offsets", "eal_config_for_budget", "load_tag_store"]
 
 MODES = ("gpu-only", "hybrid", "hotline")
 
@@ -75,6 +75,43 @@ def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16):
                      row_bits=row_bits)
 
 
+def load_tag_store(dev, dump):
+    """Load a tag store saved with ``Transport.dump_tensors()`` (``bank``, ``set`` ``[n]``;
+    ``valid``, ``rrpv``, ``tag`` ``[n, ways]``, any beat order) into the learning-state
+    :class:`~sw_driver.driver.HotlineDevice` ``dev``, and check the round trip.
+
+    The driver has no load call yet: a transport that offers ``load_dump_tensors(dump)`` is
+    used as is; the ``model`` transport's golden :class:`~verif.golden.AccessLogger` (its
+    whole state) is loaded with ``load_state_dict``; any other transport raises
+    ``NotImplementedError`` (its tag store can only be rebuilt by learning again).
+    """
+    t = dev.transport
+    cfg = dev.config
+    loader = getattr(t, "load_dump_tensors", None)
+    logger = getattr(t, "logger", None)
+    if callable(loader):
+        loader(dump)
+    elif logger is not None and hasattr(logger, "load_state_dict"):
+        bank = torch.as_tensor(dump["bank"], dtype=torch.int64)
+        set_ = torch.as_tensor(dump["set"], dtype=torch.int64)
+        state = {}
+        for name, dtype in (("valid", torch.bool), ("rrpv", torch.int64), ("tag", torch.int64)):
+            out = torch.zeros(cfg.banks, cfg.sets, cfg.ways, dtype=dtype)
+            out[bank, set_] = torch.as_tensor(dump[name]).to(dtype)
+            state[name] = out
+        logger.load_state_dict(state)
+    else:
+        raise NotImplementedError(
+            f"the {getattr(t, 'name', type(t).__name__)!r} transport cannot load a tag store "
+            f"(no load_dump_tensors); resume with the model transport or learn again")
+    back = t.dump_tensors()
+    for name in ("bank", "set", "valid", "rrpv", "tag"):
+        if not torch.equal(torch.as_tensor(back[name]).cpu(),
+                           torch.as_tensor(dump[name]).cpu().to(back[name].dtype)):
+            raise RuntimeError(f"the tag store did not load: field {name!r} differs after "
+                               f"the round trip")
+
+
 # ------------------------------------------------------------------------------------------
 class _Store:
     """Common part: the trainer, the device, the table offsets."""
@@ -96,6 +133,11 @@ class _Store:
 
     def full_table(self):
         """The complete table in host memory (a tensor the caller must not modify)."""
+        raise NotImplementedError
+
+    def load_table(self, table):
+        """Overwrite the complete table with ``table`` (``[sum(table_rows), dim]``, any
+        device), e.g. from a checkpoint."""
         raise NotImplementedError
 
 
@@ -130,6 +172,9 @@ class GpuOnlyStore(_Store):
 
     def full_table(self):
         return self.table.cpu() if self.cuda else self.table
+
+    def load_table(self, table):
+        self.table.copy_(table)
 
 
 class _HostTableStore(_Store):
@@ -180,6 +225,9 @@ class _HostTableStore(_Store):
         flat = (data.sparse_cpu[a:b] + self.offsets_cpu).reshape(-1)
         rows = self.host_table.index_select(0, flat)
         return rows.to(self.device).view(b - a, -1, self.dim)
+
+    def load_table(self, table):
+        self.host_table.copy_(table)
 
 
 class HybridStore(_HostTableStore):
@@ -251,16 +299,47 @@ class HotlineStore(_HostTableStore):
             raise RuntimeError("popularity is frozen; learn() must come before freeze()")
         self.dev.learn(sparse_cpu)
 
-    def freeze(self):
-        """Freeze the EAL and fill the hot table from the host table at the hot rows."""
-        self.hot = self.dev.freeze()
+    def freeze(self, popular_max_rrpv=None):
+        """Freeze the EAL and fill the hot table from the host table at the hot rows
+        (threshold ``popular_max_rrpv``, default the EAL config's)."""
+        self.hot = self.dev.freeze(popular_max_rrpv)
         self.frozen = True
-        self.working = torch.zeros(self.entries + self.cap, self.dim, device=self.device)
+        if self.working is None:
+            self.working = torch.zeros(self.entries + self.cap, self.dim, device=self.device)
         self.dev.load_hot_table(self.host_table, self.working[:self.entries])
         if self.cuda:
             # The slot map and the hot table were written on the current stream; the
             # schedule stream reads the slot map.
             torch.cuda.synchronize(self.device)
+        return self.hot
+
+    def begin_relearn(self):
+        """Start a re-learn: the hot rows go home (the host table is then complete, so no
+        update is lost when rows leave the hot table), the tag store is cleared and the EAL
+        learns again. Call between :meth:`train` calls (the pipeline is drained then)."""
+        if self.frozen:
+            self.flush()
+        self.dev.clear()
+        self.frozen = False
+        self.hot = None
+
+    def tag_store(self):
+        """The EAL tag store as CPU tensors in dump order (``Transport.dump_tensors``):
+        ``bank``, ``set``, ``valid``, ``rrpv``, ``tag``; with the threshold while frozen this
+        is all the popularity state (``freeze`` rebuilds hot rows and slot map from it)."""
+        d = self.dev.transport.dump_tensors()
+        return {k: torch.as_tensor(v).detach().cpu().clone() for k, v in d.items()}
+
+    def restore(self, tag_store, frozen, popular_max_rrpv=None):
+        """Replace the EAL's state by ``tag_store`` (from :meth:`tag_store`) and, if
+        ``frozen``, freeze with ``popular_max_rrpv`` and fill the hot table from the host
+        table (which must already hold the checkpoint's complete table)."""
+        self.dev.clear()
+        self.frozen = False
+        self.hot = None
+        load_tag_store(self.dev, tag_store)
+        if frozen:
+            self.freeze(popular_max_rrpv)
 
     def flush(self):
         """Copy the hot rows back to the host table, which is then complete."""

@@ -6,13 +6,20 @@ tr = Trainer(table_sizes, n_dense=13, mode="hotline", device="cuda", dim=64,
 tr.train_epoch(train_set)              # learns popularity on the first sample_rate share
 auc, logloss = tr.evaluate(dev_set)
 print(tr.step_timings())               # per-phase means (CUDA events / perf_counter)
+tr.save_checkpoint("ckpt.pt")          # resume: Trainer(..., resume="ckpt.pt")
 tr.close()
 ```
+
+Options beyond the basics: ``relearn_every=K`` (hotline: re-learn popularity every ``K``
+working sets), ``distributed=True`` (data parallel over ``torch.distributed``), checkpoints
+(:meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint`), and ``stop=`` in
+:meth:`Trainer.train_epoch` (train part of an epoch; the next call continues it).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -23,9 +30,13 @@ from .dlrm import DLRM
 from .metrics import log_loss, roc_auc
 from .modes import (MODES, GpuOnlyStore, HotlineStore, HybridStore, eal_config_for_budget,
                     init_table, table_offsets)
+
+#: ``format`` field of a checkpoint written by :meth:`Trainer.save_checkpoint`
+CHECKPOINT_FORMAT = "hotline-dlrm-trainer"
+CHECKPOINT_VERSION = 1
 from .timing import PhaseTimer
 
-__all__ = ["Trainer", "EpochStats", "DeviceData"]
+__all__ = ["Trainer", "EpochStats", "DeviceData", "CHECKPOINT_FORMAT"]
 
 
 def _open_driver(table_rows, dim, config, device, gather_threads):
@@ -45,6 +56,8 @@ class EpochStats:
     samples_per_s: float
     train_loss: float          #: mean BCE over the epoch's micro-batches, sample-weighted
     learn_batches: int         #: mini-batches trained the hybrid way while the EAL learned
+    complete: bool = True      #: False when ``stop`` ended the call inside the epoch
+    position: int = 0          #: where the epoch continues (0 once it is complete)
 
 
 class DeviceData:
@@ -106,13 +119,27 @@ class Trainer:
     host_table : optional pre-initialised ``float32 [sum(table_sizes), dim]`` host tensor
         (pinned for CUDA), used in place instead of a fresh DLRM init (saves time and
         memory when several trainers share a start point; it is modified by training)
+    relearn_every : hotline only: every this many working sets (counted since the last
+        freeze, across epochs) the hot rows are flushed to the host table, the EAL is cleared
+        and learns again from the next ``relearn_batches`` mini-batches (trained the hybrid
+        way meanwhile, like the first learning phase), then it is frozen and the hot table
+        refilled. ``0`` (default): learn once
+    relearn_batches : mini-batches each re-learn learns from (default
+        ``ceil(sample_rate * relearn_every * working_set)``: the same share of the stream as
+        the first learning phase), cut short by the end of an epoch
+    distributed : ``False`` (default); ``True`` for data parallelism over the default
+        ``torch.distributed`` process group, or a process group. Every rank must build the
+        trainer with the same arguments and train the same data (checked); each trains its
+        share of every (micro-)batch (:mod:`.distributed`)
+    resume : path of a checkpoint (:meth:`save_checkpoint`) to continue from
     """
 
     def __init__(self, table_sizes, n_dense, mode="hotline", device="cpu", *, dim=16,
                  bottom=(512, 256), top=(512, 256), lr=0.1, batch_size=128, working_set=4,
                  hot_budget=4096, sample_rate=0.05, seed=0, gather_threads=4,
                  max_cold_rows=None, eal_config=None, record_timings=True,
-                 trace_working_set=1, host_table=None, np_micro_batch_size=None):
+                 trace_working_set=1, host_table=None, np_micro_batch_size=None,
+                 relearn_every=0, relearn_batches=None, distributed=False, resume=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < sample_rate <= 1.0:
@@ -121,6 +148,13 @@ class Trainer:
                         ("dim", dim)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        relearn_every = int(relearn_every or 0)
+        if relearn_every < 0:
+            raise ValueError(f"relearn_every must be >= 0, got {relearn_every}")
+        if relearn_every and mode != "hotline":
+            raise ValueError(f"relearn_every is for hotline mode, not {mode}")
+        if relearn_batches is not None and int(relearn_batches) < 1:
+            raise ValueError(f"relearn_batches must be >= 1, got {relearn_batches}")
         self.mode = mode
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -138,9 +172,33 @@ class Trainer:
         self.np_micro_batch_size = (self.batch_size if np_micro_batch_size is None
                                     else int(np_micro_batch_size))
         self.trace_working_set = trace_working_set
+        self.relearn_every = relearn_every
+        self.relearn_batches = (
+            None if not relearn_every else int(relearn_batches) if relearn_batches else
+            max(1, math.ceil(self.sample_rate * relearn_every * self.working_set)))
         self.offsets = table_offsets(self.table_sizes)
-        self.epoch = 0
         self.timer = PhaseTimer(self.cuda, record_timings)
+        self._arch = (tuple(int(h) for h in bottom), tuple(int(h) for h in top))
+        # Data parallelism: None, or the DataParallel helper (rank, world size, exchanges).
+        self.dp = None
+        if distributed is not False and distributed is not None:
+            from .distributed import DataParallel
+            self.dp = DataParallel(None if distributed is True else distributed)
+        self.rank = self.dp.rank if self.dp else 0
+        self.world_size = self.dp.world_size if self.dp else 1
+
+        # Where training stands (all of it goes into a checkpoint).
+        self.epoch = 0                 #: completed epochs
+        self.position = 0              #: next sample of the current epoch (0: a new epoch)
+        self._learn_left = None        # learning mini-batches left (None: not decided yet)
+        self._ws_since_freeze = 0      # working sets since the last freeze
+        self._working_sets = 0         # working sets trained, all epochs
+        self._relearn_due = False
+        self._epoch_learn = 0          # learning mini-batches of the current epoch
+        self._data_len = None          # samples of the epoch's data set (mid-epoch check)
+        self.freeze_log = []           #: one dict per freeze (hotline), see _freeze
+        self._last_hot = None          # global rows of the previous hot set
+        self._counter_base = {}        # driver counters before a resume
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -165,6 +223,19 @@ class Trainer:
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_n = 0
         self._data_cache = []
+        self._params = list(self.model.parameters())
+        if self.dp is not None:
+            self.dp.all_equal(self._fingerprint(), "the trainer settings", self.device)
+        if resume is not None:
+            self.load_checkpoint(resume)
+
+    def _fingerprint(self):
+        """Integers that every rank of a distributed run must agree on."""
+        arch = sum((h + 1) * 1009 ** i for i, h in enumerate(self._arch[0] + (0,) + self._arch[1]))
+        return [MODES.index(self.mode), self.seed, self.batch_size, self.working_set, self.dim,
+                self.n_dense, self.n_tables, sum(self.table_sizes), arch % 2**61,
+                round(self.lr * 1e9), round(self.sample_rate * 1e9), self.relearn_every,
+                self.relearn_batches or 0, self.np_micro_batch_size]
 
     # --- the one micro-batch step shared by all modes ------------------------------------
     def _step(self, dense, labels, rows):
