@@ -345,6 +345,24 @@ class HotlineDevice:
         self._hot = None
         self._threshold = None
 
+    def load_tag_store(self, dump):
+        """Replace the tag store by ``dump`` (a :meth:`Transport.dump_tensors` dict, e.g. from
+        a checkpoint) and check that reading it back gives the same entries. Leaves the device
+        in the learning state: call :meth:`freeze` to lay out the hot table again."""
+        self._need_open("load_tag_store")
+        self.clear()
+        self._transport.load_dump_tensors(dump)
+        back = self._transport.dump_tensors()
+        order = lambda d: torch.argsort(torch.as_tensor(d["bank"]).cpu() * self.config.sets
+                                        + torch.as_tensor(d["set"]).cpu())
+        want, got = order(dump), order(back)
+        for name in ("bank", "set", "valid", "rrpv", "tag"):
+            a = torch.as_tensor(back[name]).cpu()[got]
+            b = torch.as_tensor(dump[name]).cpu()[want].to(a.dtype)
+            if not torch.equal(a, b):
+                raise ScheduleError(f"the tag store did not load: field {name!r} differs "
+                                    f"after the round trip")
+
     def unfreeze(self):
         """Back to learn mode without clearing the tag store (learning continues where it
         stopped, as the RTL ``learn`` input allows); the slot map is dropped."""

@@ -66,6 +66,20 @@ class ModelTransport(Transport):
         self._check_open("dump_tensors")
         return self.logger.dump_tensors()
 
+    def load_dump_tensors(self, dump):
+        """Replace the golden tag store by ``dump`` (:meth:`dump_tensors` form, any beat
+        order); the logger checks ranges and duplicate tags."""
+        self._check_open("load_dump_tensors")
+        cfg = self.config
+        bank = torch.as_tensor(dump["bank"], dtype=torch.int64)
+        set_ = torch.as_tensor(dump["set"], dtype=torch.int64)
+        state = {}
+        for name, dtype in (("valid", torch.bool), ("rrpv", torch.int64), ("tag", torch.int64)):
+            out = torch.zeros(cfg.banks, cfg.sets, cfg.ways, dtype=dtype)
+            out[bank, set_] = torch.as_tensor(dump[name]).to(dtype)
+            state[name] = out
+        self.logger.load_state_dict(state)
+
     def clear(self):
         """Zero the tag store (spec section 4)."""
         self._check_open("clear")

@@ -8,6 +8,11 @@ Prints one parseable line per epoch and mode::
 then the driver counters (hotline) and the per-phase timings, and writes to ``--out``:
 ``metrics.json``, ``timeline_hotline.png`` (one working set's phases as horizontal bars) and
 ``throughput.png`` (samples/s per mode; the comparison of all three with ``--mode all``).
+
+``--checkpoint PATH`` saves a checkpoint after every epoch, ``--resume PATH`` continues from
+one; ``--relearn-every K`` re-learns popularity every K working sets (hotline);
+``--world-size N`` trains data-parallel in N local processes (torch.distributed), or launch
+with torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +30,7 @@ import torch
 from sw_driver.data import (AVAZU_DEFAULT_TABLE_SIZE, CRITEO_KAGGLE_TABLE_SIZES, ClickDataset,
                             SyntheticClickGenerator, read_avazu, read_criteo)
 from sw_driver.training import MODES, Trainer
+from sw_driver.training.distributed import default_backend, free_port, init_from_env
 
 __all__ = ["main", "load_data", "parse_args"]
 
@@ -72,6 +79,21 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="train_out", help="folder for metrics.json and plots")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="save a checkpoint (MLPs, optimizer, complete table, EAL state, "
+                        "position) to PATH after every epoch")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from a checkpoint; --epochs counts the epochs in total")
+    p.add_argument("--relearn-every", type=int, default=0, metavar="K",
+                   help="hotline: re-learn popularity every K working sets (0: learn once)")
+    p.add_argument("--relearn-batches", type=int, default=None, metavar="M",
+                   help="mini-batches each re-learn learns from (default "
+                        "ceil(sample_rate * K * working_set))")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="data-parallel processes (torch.distributed) started here; under "
+                        "torchrun the WORLD_SIZE variable is used instead")
+    p.add_argument("--dist-backend", default=None, choices=("gloo", "nccl"),
+                   help="torch.distributed backend (default: nccl with cuda, gloo with cpu)")
     a = p.parse_args(argv)
     for name in ("epochs", "batch_size", "working_set", "hot_budget", "dim",
                  "table_size_cap", "gather_threads", "synthetic_samples"):
@@ -81,6 +103,16 @@ def parse_args(argv=None):
         p.error("--sample-rate must be in (0, 1]")
     if a.threads is not None and a.threads < 1:
         p.error("--threads must be >= 1")
+    if a.relearn_every < 0:
+        p.error("--relearn-every must be >= 0")
+    if a.relearn_batches is not None and a.relearn_batches < 1:
+        p.error("--relearn-batches must be >= 1")
+    if a.world_size is not None and a.world_size < 1:
+        p.error("--world-size must be >= 1")
+    if a.mode == "all" and (a.checkpoint or a.resume):
+        p.error("--checkpoint / --resume need one --mode, not all")
+    if a.resume and not Path(a.resume).is_file():
+        p.error(f"--resume {a.resume}: no such file")
     if a.backend == "cuda" and not torch.cuda.is_available():
         p.error("--backend cuda: no CUDA device is available")
     return a
@@ -199,23 +231,38 @@ def plot_throughput(results, path, title):
     plt.close(fig)
 
 
-def run_mode(mode, a, train, ev, out):
-    """Train ``a.epochs`` epochs in ``mode``; prints and returns the results dict."""
+def _quiet(*args, **kwargs):
+    pass
+
+
+def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False):
+    """Train in ``mode`` until ``a.epochs`` epochs are complete; prints (through ``say``)
+    and returns the results dict."""
     from tqdm import tqdm
 
-    tr = Trainer(train.table_sizes, train.n_dense, mode, a.backend, dim=a.dim,
+    relearn = a.relearn_every if mode == "hotline" else 0
+    tr = Trainer(train.table_sizes, train.n_dense, mode, device or a.backend, dim=a.dim,
                  bottom=_sizes(a.bottom), top=_sizes(a.top), lr=a.lr, batch_size=a.batch_size,
                  working_set=a.working_set, hot_budget=a.hot_budget, sample_rate=a.sample_rate,
-                 seed=a.seed, gather_threads=a.gather_threads)
+                 seed=a.seed, gather_threads=a.gather_threads, relearn_every=relearn,
+                 relearn_batches=a.relearn_batches if relearn else None,
+                 distributed=distributed)
     res = {"mode": mode, "epochs": []}
     try:
+        if a.resume:
+            tr.load_checkpoint(a.resume)
+            say(f"[{mode}] resumed from {a.resume}: {tr.epoch} epochs done, position "
+                f"{tr.position}")
         if mode == "hotline":
             cfg = tr.eal_config
-            print(f"[{mode}] EAL: {cfg.entries} entries ({cfg.banks} banks x {cfg.sets} sets x "
-                  f"{cfg.ways} ways) for a hot budget of {a.hot_budget} rows")
-        for epoch in range(a.epochs):
-            bar = tqdm(total=len(train), desc=f"{mode} epoch {epoch + 1}", unit="sample",
-                       file=sys.stderr, disable=a.no_progress, dynamic_ncols=True)
+            say(f"[{mode}] EAL: {cfg.entries} entries ({cfg.banks} banks x {cfg.sets} sets x "
+                f"{cfg.ways} ways) for a hot budget of {a.hot_budget} rows")
+        if tr.world_size > 1:
+            say(f"[{mode}] data parallel: {tr.world_size} ranks")
+        while tr.epoch < a.epochs:
+            bar = tqdm(total=len(train), initial=tr.position, desc=f"{mode} epoch {tr.epoch + 1}",
+                       unit="sample", file=sys.stderr, disable=a.no_progress or tr.rank != 0,
+                       dynamic_ncols=True)
             st = tr.train_epoch(train, progress=bar.update)
             bar.close()
             auc, ll = tr.evaluate(ev)
@@ -223,42 +270,93 @@ def run_mode(mode, a, train, ev, out):
                  "train_loss": st.train_loss, "seconds": st.seconds,
                  "learn_batches": st.learn_batches}
             res["epochs"].append(e)
-            print(f"epoch={st.epoch} mode={mode} auc={auc:.4f} logloss={ll:.4f} "
-                  f"samples_per_s={st.samples_per_s:.1f} train_loss={st.train_loss:.4f} "
-                  f"seconds={st.seconds:.2f}", flush=True)
+            say(f"epoch={st.epoch} mode={mode} auc={auc:.4f} logloss={ll:.4f} "
+                f"samples_per_s={st.samples_per_s:.1f} train_loss={st.train_loss:.4f} "
+                f"seconds={st.seconds:.2f}", flush=True)
+            if a.checkpoint:
+                tr.save_checkpoint(a.checkpoint)
+                say(f"checkpoint: {a.checkpoint} (epoch {tr.epoch})")
         timings = tr.step_timings()
         res["timings"] = timings
         if mode == "hotline":
             c = tr.counters()
             res["counters"] = c
             res["hot_rows"] = tr.store.hot_rows
+            res["freeze_log"] = tr.freeze_log
             pop = 100.0 * c["popular_inputs"] / c["inputs"] if c["inputs"] else 0.0
             hit = 100.0 * c["hits"] / c["lookups"] if c["lookups"] else 0.0
             moved = c["bytes_gathered"] + c["bytes_written_back"]
-            print(f"counters mode={mode} hot_rows={res['hot_rows']} lookups={c['lookups']} "
-                  f"hits={c['hits']} hit_pct={hit:.2f} inputs={c['inputs']} "
-                  f"popular_inputs={c['popular_inputs']} popular_pct={pop:.2f} "
-                  f"cold_rows={c['cold_rows']} bytes_gathered={c['bytes_gathered']} "
-                  f"bytes_written_back={c['bytes_written_back']} bytes_moved={moved} "
-                  f"working_sets={c['working_sets']}")
+            say(f"counters mode={mode} hot_rows={res['hot_rows']} lookups={c['lookups']} "
+                f"hits={c['hits']} hit_pct={hit:.2f} inputs={c['inputs']} "
+                f"popular_inputs={c['popular_inputs']} popular_pct={pop:.2f} "
+                f"cold_rows={c['cold_rows']} bytes_gathered={c['bytes_gathered']} "
+                f"bytes_written_back={c['bytes_written_back']} bytes_moved={moved} "
+                f"working_sets={c['working_sets']}")
+            if relearn:
+                n_re = sum(1 for f in tr.freeze_log if f["relearn"])
+                moved_in = sum(f["moved_in"] for f in tr.freeze_log if f["relearn"])
+                say(f"relearn mode={mode} relearns={n_re} rows_moved_in={moved_in}")
             tl = tr.timeline()
             if tl:
                 res["timeline"] = tl
-                png = out / "timeline_hotline.png"
-                plot_timeline(tl, png, f"one Hotline working set (W={a.working_set}, "
-                              f"N={a.batch_size}, {a.backend})")
-                print(f"timeline plot: {png}")
-        print(f"timings mode={mode}:")
+                if tr.rank == 0:
+                    png = out / "timeline_hotline.png"
+                    plot_timeline(tl, png, f"one Hotline working set (W={a.working_set}, "
+                                  f"N={a.batch_size}, {a.backend})")
+                    say(f"timeline plot: {png}")
+        say(f"timings mode={mode}:")
         for line in _fmt_timings(timings):
-            print(line)
+            say(line)
     finally:
         tr.close()
     return res
 
 
+def _spawned(rank, argv, world, port):
+    """One process of ``--world-size N``: torchrun's variables, then :func:`main`."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    main(argv)
+
+
+def _spawn(a, argv):
+    """Start ``a.world_size`` local processes (spawn) and wait; returns rank 0's summary."""
+    import torch.multiprocessing as mp
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    print(f"starting {a.world_size} processes (torch.distributed, "
+          f"{a.dist_backend or default_backend(a.backend)})", flush=True)
+    mp.start_processes(_spawned, args=(argv, a.world_size, free_port()), nprocs=a.world_size,
+                       join=True, start_method="spawn")
+    return json.loads((Path(a.out) / "metrics.json").read_text())
+
+
 def main(argv=None):
     """Command line entry point; returns the results dict (also written to metrics.json)."""
     a = parse_args(argv)
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    if a.world_size and a.world_size > 1 and "WORLD_SIZE" not in os.environ:
+        return _spawn(a, argv)
+    if a.world_size and "WORLD_SIZE" in os.environ and a.world_size != env_world:
+        raise SystemExit(f"--world-size {a.world_size} but WORLD_SIZE={env_world}")
+    backend = a.dist_backend or default_backend(a.backend)
+    rank, world, local = init_from_env(backend)
+    device = a.backend
+    if a.backend == "cuda" and world > 1:
+        device = f"cuda:{local % torch.cuda.device_count()}"
+        torch.cuda.set_device(device)
+    say = print if rank == 0 else _quiet
+    try:
+        return _main(a, say, device, world, rank)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _main(a, say, device, world, rank):
     torch.manual_seed(a.seed)
     threads = a.threads or (1 if a.backend == "cpu" else None)
     if threads:
@@ -267,27 +365,34 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if a.data is None:
-        print("no --data given: using synthetic Criteo-shaped data")
+        say("no --data given: using synthetic Criteo-shaped data")
     train, ev, desc = load_data(a.data, a.table_size_cap, a.max_rows, a.synthetic_samples,
                                 a.seed)
-    print(f"data: {desc}; {train.n_tables} tables, {sum(train.table_sizes):,} rows, "
-          f"dim {a.dim}, batch {a.batch_size}, backend {a.backend}")
+    say(f"data: {desc}; {train.n_tables} tables, {sum(train.table_sizes):,} rows, "
+        f"dim {a.dim}, batch {a.batch_size}, backend {a.backend}"
+        + (f", {world} ranks" if world > 1 else ""))
     modes = MODES if a.mode == "all" else (a.mode,)
     results = {}
     for mode in modes:
-        results[mode] = run_mode(mode, a, train, ev, out)
-    png = out / "throughput.png"
-    plot_throughput(results, png, f"DLRM training throughput ({a.backend})")
-    print(f"throughput plot: {png}")
+        results[mode] = run_mode(mode, a, train, ev, out, say, device, world > 1)
+    summary = {"args": vars(a), "data": desc, "results": results, "world_size": world,
+               "wall_seconds": time.perf_counter() - t0}
+    if rank != 0:
+        return summary
+    if all(r["epochs"] for r in results.values()):
+        png = out / "throughput.png"
+        plot_throughput(results, png, f"DLRM training throughput ({a.backend})")
+        say(f"throughput plot: {png}")
+    else:
+        say(f"nothing to train: the checkpoint has {a.epochs} epochs already")
     if len(modes) > 1:
         base = {m: results[m]["epochs"][-1]["samples_per_s"] for m in modes}
         if base.get("hotline") and base.get("hybrid"):
-            print(f"speedup hotline/hybrid={base['hotline'] / base['hybrid']:.2f} "
-                  f"hotline/gpu-only={base['hotline'] / base['gpu-only']:.2f}")
-    summary = {"args": vars(a), "data": desc, "results": results,
-               "wall_seconds": time.perf_counter() - t0}
+            say(f"speedup hotline/hybrid={base['hotline'] / base['hybrid']:.2f} "
+                f"hotline/gpu-only={base['hotline'] / base['gpu-only']:.2f}")
+    summary["wall_seconds"] = time.perf_counter() - t0
     (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-    print(f"metrics: {out / 'metrics.json'}")
+    say(f"metrics: {out / 'metrics.json'}")
     return summary
 
 

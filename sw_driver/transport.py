@@ -95,6 +95,13 @@ class Transport(ABC):
                 "set": torch.tensor(sets, dtype=torch.int64),
                 "valid": data[..., 0].bool(), "rrpv": data[..., 1], "tag": data[..., 2]}
 
+    def load_dump_tensors(self, dump):
+        """Replace the whole tag store by ``dump`` (the form :meth:`dump_tensors` returns,
+        beats in any order), e.g. from a checkpoint. Transports that cannot write the tag
+        store directly raise ``NotImplementedError``: their state is rebuilt by learning."""
+        raise NotImplementedError(
+            f"the {type(self).__name__} transport cannot load a tag store; learn again instead")
+
     def __enter__(self):
         """Context manager: ``with open_transport(...) as t:`` closes it on exit."""
         return self

@@ -129,3 +129,31 @@ def test_transport_config_mismatch():
     t = ModelTransport(CFG)
     with pytest.raises(ValueError, match="opened for another EALConfig"):
         HotlineDevice([4], 2, config=CFG.replace(ways=4), transport=t)
+
+
+def test_tag_store_load_round_trip_and_refusal():
+    """A tag store saved from one device loads into another (the checkpoint path): the new
+    device then freezes to exactly the same hot rows; a transport that cannot write its tag
+    store says so."""
+    cfg = EALConfig(banks=4, sets=8, ways=2)
+    rows = (50, 70, 30)
+    sparse = torch.stack([torch.randint(0, n, (400,), generator=torch.Generator().manual_seed(t))
+                          for t, n in enumerate(rows)], 1)
+    with HotlineDevice(rows, 4, config=cfg) as a, HotlineDevice(rows, 4, config=cfg) as b:
+        a.learn(sparse)
+        dump = a.transport.dump_tensors()
+        b.load_tag_store(dump)
+        hot_a, hot_b = a.freeze(), b.freeze()
+        assert hot_a.slots.numel() > 0
+        for x, y in zip(hot_a, hot_b):
+            assert torch.equal(x, y)
+
+    class ReadOnly(Transport):
+        def learn(self, keys): raise AssertionError
+        def lookup(self, keys, popular_max_rrpv=None): raise AssertionError
+        def dump(self): return []
+        def clear(self): pass
+        def close(self): pass
+
+    with pytest.raises(NotImplementedError, match="cannot load a tag store"):
+        ReadOnly.load_dump_tensors(object.__new__(ReadOnly), dump)

@@ -2,7 +2,9 @@
 
 * :mod:`.dlrm` -- the DLRM model (embeddings come in gathered).
 * :mod:`.modes` -- embedding storage: ``gpu-only``, ``hybrid``, ``hotline``.
-* :mod:`.trainer` -- :class:`Trainer`: one training loop for the three modes.
+* :mod:`.trainer` -- :class:`Trainer`: one training loop for the three modes (checkpoints,
+  re-learning).
+* :mod:`.distributed` -- data parallelism over ``torch.distributed``.
 * :mod:`.metrics` -- ROC AUC (ranks) and log loss.
 * :mod:`.timing` -- per-phase timings (CUDA events / perf_counter).
 """

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 __all__ = ["MODES", "GpuOnlyStore", "HybridStore", "HotlineStore", "init_table",
-           "table_offsets", "eal_config_for_budget", "load_tag_store"]
+           "table_offsets", "eal_config_for_budget"]
 
 MODES = ("gpu-only", "hybrid", "hotline")
 
@@ -73,43 +73,6 @@ def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16):
     row_bits = max(24, (max(int(r) for r in table_rows) - 1).bit_length())
     return EALConfig(banks=banks, sets=sets, ways=ways, table_bits=table_bits,
                      row_bits=row_bits)
-
-
-def load_tag_store(dev, dump):
-    """Load a tag store saved with ``Transport.dump_tensors()`` (``bank``, ``set`` ``[n]``;
-    ``valid``, ``rrpv``, ``tag`` ``[n, ways]``, any beat order) into the learning-state
-    :class:`~sw_driver.driver.HotlineDevice` ``dev``, and check the round trip.
-
-    The driver has no load call yet: a transport that offers ``load_dump_tensors(dump)`` is
-    used as is; the ``model`` transport's golden :class:`~verif.golden.AccessLogger` (its
-    whole state) is loaded with ``load_state_dict``; any other transport raises
-    ``NotImplementedError`` (its tag store can only be rebuilt by learning again).
-    """
-    t = dev.transport
-    cfg = dev.config
-    loader = getattr(t, "load_dump_tensors", None)
-    logger = getattr(t, "logger", None)
-    if callable(loader):
-        loader(dump)
-    elif logger is not None and hasattr(logger, "load_state_dict"):
-        bank = torch.as_tensor(dump["bank"], dtype=torch.int64)
-        set_ = torch.as_tensor(dump["set"], dtype=torch.int64)
-        state = {}
-        for name, dtype in (("valid", torch.bool), ("rrpv", torch.int64), ("tag", torch.int64)):
-            out = torch.zeros(cfg.banks, cfg.sets, cfg.ways, dtype=dtype)
-            out[bank, set_] = torch.as_tensor(dump[name]).to(dtype)
-            state[name] = out
-        logger.load_state_dict(state)
-    else:
-        raise NotImplementedError(
-            f"the {getattr(t, 'name', type(t).__name__)!r} transport cannot load a tag store "
-            f"(no load_dump_tensors); resume with the model transport or learn again")
-    back = t.dump_tensors()
-    for name in ("bank", "set", "valid", "rrpv", "tag"):
-        if not torch.equal(torch.as_tensor(back[name]).cpu(),
-                           torch.as_tensor(dump[name]).cpu().to(back[name].dtype)):
-            raise RuntimeError(f"the tag store did not load: field {name!r} differs after "
-                               f"the round trip")
 
 
 # ------------------------------------------------------------------------------------------
@@ -313,11 +276,13 @@ class HotlineStore(_HostTableStore):
             torch.cuda.synchronize(self.device)
         return self.hot
 
-    def begin_relearn(self):
+    def begin_relearn(self, flush=True):
         """Start a re-learn: the hot rows go home (the host table is then complete, so no
         update is lost when rows leave the hot table), the tag store is cleared and the EAL
-        learns again. Call between :meth:`train` calls (the pipeline is drained then)."""
-        if self.frozen:
+        learns again. Call between :meth:`train` calls (the pipeline is drained then).
+        ``flush=False`` drops the hot rows instead (after the host table was overwritten,
+        e.g. by a checkpoint)."""
+        if self.frozen and flush:
             self.flush()
         self.dev.clear()
         self.frozen = False
@@ -337,7 +302,7 @@ class HotlineStore(_HostTableStore):
         self.dev.clear()
         self.frozen = False
         self.hot = None
-        load_tag_store(self.dev, tag_store)
+        self.dev.load_tag_store(tag_store)
         if frozen:
             self.freeze(popular_max_rrpv)
 
@@ -370,25 +335,21 @@ class HotlineStore(_HostTableStore):
         return _Pending(sched, a, b, ready, self.device, self.tr.np_micro_batch_size)
 
     def _popular(self, data, p, rec):
-        tr = self.tr
-        if not p.micro:
-            return
-        tok = rec.dev_begin("popular")
-        dense, labels = data.dense[p.a:p.b], data.labels[p.a:p.b]
-        for mb in p.micro:
-            idx = p.remapped.index_select(0, mb).reshape(-1)
-            rows = self.working.index_select(0, idx).view(mb.numel(), -1, self.dim)
-            grad = tr._step(dense.index_select(0, mb), labels.index_select(0, mb), rows)
-            tr._sgd(self.working, idx, grad)
-        rec.dev_end(tok)
+        if p.micro:
+            self._train_chunks(data, p, p.micro, "popular", rec)
 
     def _non_popular(self, data, p, rec):
-        tr = self.tr
-        tok = rec.dev_begin("non_popular")
-        dense, labels = data.dense[p.a:p.b], data.labels[p.a:p.b]
         # The non-popular micro-batch, in ceil(n / np_micro_batch_size) near-equal SGD steps
         # (default size N): all of them read the same gathered cold rows.
-        for chunk in p.non_popular_chunks:
+        self._train_chunks(data, p, p.non_popular_chunks, "non_popular", rec)
+
+    def _train_chunks(self, data, p, chunks, phase, rec):
+        """One SGD step per chunk of working-set inputs, reading and updating ``working``
+        (hot table + this working set's cold rows) through the remapped lookups."""
+        tr = self.tr
+        tok = rec.dev_begin(phase)
+        dense, labels = data.dense[p.a:p.b], data.labels[p.a:p.b]
+        for chunk in chunks:
             idx = p.remapped.index_select(0, chunk).reshape(-1)
             rows = self.working.index_select(0, idx).view(chunk.numel(), -1, self.dim)
             grad = tr._step(dense.index_select(0, chunk), labels.index_select(0, chunk), rows)

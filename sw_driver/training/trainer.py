@@ -224,16 +224,20 @@ class Trainer:
         self._loss_n = 0
         self._data_cache = []
         self._params = list(self.model.parameters())
-        if self.dp is not None:
-            self.dp.all_equal(self._fingerprint(), "the trainer settings", self.device)
-        if resume is not None:
-            self.load_checkpoint(resume)
+        try:
+            if self.dp is not None:
+                self.dp.all_equal(self._fingerprint(), "the trainer settings", self.device)
+            if resume is not None:
+                self.load_checkpoint(resume)
+        except BaseException:
+            self.close()
+            raise
 
     def _fingerprint(self):
         """Integers that every rank of a distributed run must agree on."""
         arch = sum((h + 1) * 1009 ** i for i, h in enumerate(self._arch[0] + (0,) + self._arch[1]))
         return [MODES.index(self.mode), self.seed, self.batch_size, self.working_set, self.dim,
-                self.n_dense, self.n_tables, sum(self.table_sizes), arch % 2**61,
+                self.n_dense, self.n_tables, hash(self.table_sizes) % 2**61, arch % 2**61,
                 round(self.lr * 1e9), round(self.sample_rate * 1e9), self.relearn_every,
                 self.relearn_batches or 0, self.np_micro_batch_size]
 
@@ -241,7 +245,13 @@ class Trainer:
     def _step(self, dense, labels, rows):
         """Forward, backward and an SGD step of the MLPs on one (micro-)batch whose embedding
         rows ``rows [B, T, dim]`` were gathered by the mode; returns ``d loss / d rows``.
-        ``loss = sum of the samples' binary cross-entropy / batch_size``."""
+        ``loss = sum of the samples' binary cross-entropy / batch_size``.
+
+        Distributed: this rank computes its share of the ``B`` inputs, the MLP gradients
+        are all-reduced and the row gradients all-gathered, so every rank takes the same MLP
+        step and gets the whole ``[B, T, dim]`` row gradient (:mod:`.distributed`)."""
+        if self.dp is not None:
+            return self._step_dp(dense, labels, rows)
         rows = rows.detach().requires_grad_(True)
         logits = self.model(dense, rows)
         total = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
@@ -256,6 +266,22 @@ class Trainer:
         self._loss_sum += total.detach()                      # stays on the device: no sync
         self._loss_n += labels.shape[0]
         return rows.grad
+
+    def _step_dp(self, dense, labels, rows):
+        n = labels.shape[0]
+        a, b = self.dp.share(n)
+        mine = rows[a:b].detach().requires_grad_(True)
+        logits = self.model(dense[a:b], mine)
+        total = F.binary_cross_entropy_with_logits(logits, labels[a:b], reduction="sum")
+        loss = total / self.batch_size            # global N: shares' gradients add up
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        rows_x = self.dp.start_rows(mine.grad, n)             # row gradients, in flight
+        total_all = self.dp.all_reduce_grads(self._params, total)   # MLP grads + loss
+        self.opt.step()
+        self._loss_sum += total_all
+        self._loss_n += n
+        return rows_x.result()
 
     def _sgd(self, table, idx_flat, grad):
         """Sparse SGD on rows: ``table.index_add_(0, idx, -lr * grad)`` (duplicates add up in
@@ -279,6 +305,12 @@ class Trainer:
             raise ValueError(f"dataset has {dataset.n_dense} dense features, the model "
                              f"{self.n_dense}")
         staged = DeviceData(dataset, self.device)
+        if self.dp is not None:
+            # Every rank must schedule and train the same data.
+            self.dp.all_equal([staged.n, int(staged.sparse_cpu.sum()),
+                               int(dataset.labels.double().sum()),
+                               round(float(dataset.dense.double().sum()) * 1e3)],
+                              "the data set (size and checksums)", self.device)
         self._data_cache = [(dataset, staged)] + self._data_cache[:1]
         return staged
 
@@ -296,7 +328,23 @@ class Trainer:
     def freeze(self):
         """Freeze the EAL and fill the hot table (hotline only)."""
         self._need_hotline("freeze")
-        self.store.freeze()
+        self._freeze()
+
+    def _freeze(self, relearn=False):
+        """Freeze, refill the hot table, log the change of the hot set, restart the count."""
+        hot = self.store.freeze()
+        new = hot.global_rows
+        kept = 0 if self._last_hot is None else int(torch.isin(new, self._last_hot).sum())
+        old_n = 0 if self._last_hot is None else int(self._last_hot.numel())
+        self.freeze_log.append({"epoch": self.epoch, "position": self.position,
+                                "working_sets": self._working_sets, "relearn": bool(relearn),
+                                "hot_rows": int(new.numel()), "kept": kept,
+                                "moved_in": int(new.numel()) - kept,
+                                "moved_out": old_n - kept})
+        self._last_hot = new.clone()
+        self._learn_left = None
+        self._ws_since_freeze = 0
+        self._relearn_due = False
 
     def flush(self):
         """Write the hot rows back to the host table (hotline; no-op otherwise)."""
@@ -308,42 +356,104 @@ class Trainer:
             raise RuntimeError(f"{what}() is for hotline mode, not {self.mode}")
 
     # --- training -------------------------------------------------------------------------
-    def train_epoch(self, dataset, progress=None):
+    def train_epoch(self, dataset, progress=None, stop=None):
         """One pass over ``dataset`` in mini-batches of ``batch_size``, in order.
 
         ``hotline``: while the EAL is not frozen, the first ``ceil(sample_rate * n_batches)``
         mini-batches are trained the hybrid way while the EAL learns their lookups; then it is
-        frozen and the rest runs as working sets of ``working_set`` mini-batches.
+        frozen and the rest runs as working sets of ``working_set`` mini-batches. With
+        ``relearn_every = K`` every ``K`` working sets start a re-learn (hot rows flushed,
+        EAL cleared, ``relearn_batches`` learning mini-batches, freeze, hot table refilled).
         ``progress(n_samples)`` is called after each mini-batch / working set.
+
+        ``stop``: train only up to sample ``stop`` of the epoch, rounded up to the end of the
+        mini-batch (gpu-only, hybrid, learning phases) or working set (hotline) it falls in;
+        the epoch then stays open (:attr:`position`) and the next call continues it, exactly
+        as if it had not stopped (e.g. around a checkpoint). The returned stats count this
+        call's samples and seconds, and the epoch's loss and learning mini-batches so far.
         """
         data = self.stage(dataset)
-        N = self.batch_size
-        n_batches = math.ceil(data.n / N)
-        self._loss_sum.zero_()
-        self._loss_n = 0
+        if self.position == 0:
+            self._loss_sum.zero_()
+            self._loss_n = 0
+            self._epoch_learn = 0
+        elif data.n != self._data_len:
+            raise ValueError(f"the epoch stopped at sample {self.position} of a {self._data_len}"
+                             f"-sample data set; it cannot continue on {data.n} samples")
+        self._data_len = data.n
+        stop = data.n if stop is None else max(0, min(int(stop), data.n))
         if self.cuda:
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
-        learn_batches = 0
-        start = 0
-        if self.mode == "hotline" and not self.store.frozen:
-            learn_batches = min(n_batches, max(1, math.ceil(self.sample_rate * n_batches)))
-            for i in range(learn_batches):
-                a, b = i * N, min((i + 1) * N, data.n)
-                self.store.learn(data.sparse_cpu[a:b])
-                self.store.hybrid_step(data, a, b, "learn_step", i)
-                if progress:
-                    progress(b - a)
-            self.store.freeze()
-            start = min(learn_batches * N, data.n)
-        self.store.train(data, start, data.n, progress)
+        first = self.position
+        self._run(data, stop, progress)
         if self.cuda:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
-        self.epoch += 1
+        samples = self.position - first
+        complete = self.position >= data.n
+        epoch = self.epoch + 1
+        if complete:
+            self.epoch += 1
+            self.position = 0
         loss = float(self._loss_sum) / max(1, self._loss_n)
-        return EpochStats(self.epoch, data.n, seconds, data.n / seconds if seconds else 0.0,
-                          loss, learn_batches)
+        return EpochStats(epoch, samples, seconds, samples / seconds if seconds else 0.0,
+                          loss, self._epoch_learn, complete, self.position)
+
+    def _run(self, data, stop, progress):
+        """Train from :attr:`position` to ``stop`` (rounded up to the unit it falls in).
+
+        The loop is a function of the saved state only (position, learning mini-batches left,
+        working sets since the last freeze, re-learn due), so a run that stops at a unit
+        boundary and continues -- in this trainer or in one resumed from a checkpoint --
+        trains the same units in the same order as one that does not stop."""
+        N, n = self.batch_size, data.n
+        if self.mode != "hotline":
+            pos = self.position
+            end = min(n, pos + math.ceil((stop - pos) / N) * N)
+            if end > pos:
+                self.store.train(data, pos, end, progress, first_index=pos // N)
+            self.position = max(pos, end)
+            return
+        st, step = self.store, self.working_set * N
+        while self.position < stop:
+            pos = self.position
+            if not st.frozen:
+                if self._learn_left is None:       # the first learning phase
+                    n_batches = math.ceil(n / N)
+                    self._learn_left = min(n_batches,
+                                           max(1, math.ceil(self.sample_rate * n_batches)))
+                while self._learn_left > 0 and self.position < stop:
+                    a = self.position
+                    b = min(a + N, n)
+                    st.learn(data.sparse_cpu[a:b])
+                    st.hybrid_step(data, a, b, "learn_step", self._epoch_learn)
+                    self.position = b
+                    self._learn_left -= 1
+                    self._epoch_learn += 1
+                    if progress:
+                        progress(b - a)
+                # Frozen when the learning mini-batches are done, or at the end of the epoch
+                # (a re-learn cut short by it).
+                if self._learn_left == 0 or self.position >= n:
+                    self._freeze(relearn=bool(self.freeze_log))
+                continue
+            if self._relearn_due:
+                st.begin_relearn()
+                self._learn_left = self.relearn_batches
+                self._relearn_due = False
+                continue
+            end = min(n, pos + math.ceil((stop - pos) / step) * step)
+            if self.relearn_every:
+                left = max(1, self.relearn_every - self._ws_since_freeze)
+                end = min(end, pos + left * step)
+            st.train(data, pos, end, progress)
+            k = math.ceil((end - pos) / step)
+            self._ws_since_freeze += k
+            self._working_sets += k
+            self.position = end
+            if self.relearn_every and self._ws_since_freeze >= self.relearn_every:
+                self._relearn_due = True
 
     def train_range(self, dataset, start, stop, progress=None):
         """Train samples ``start..stop-1`` of ``dataset`` in the mode's order, without the
@@ -379,18 +489,151 @@ class Trainer:
         """The complete embedding table in host memory (hot rows flushed first)."""
         return self.store.full_table()
 
-    def state_dict(self):
-        """A checkpoint: MLP parameters and the complete table (flushed), on the CPU."""
-        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "table": self.embedding_table().clone(), "mode": self.mode,
-                "table_sizes": self.table_sizes, "dim": self.dim, "epoch": self.epoch}
+    def _config(self):
+        """The settings a checkpoint records (and checks on load)."""
+        cfg = {"mode": self.mode, "table_sizes": list(self.table_sizes), "n_dense": self.n_dense,
+               "dim": self.dim, "bottom": list(self._arch[0]), "top": list(self._arch[1]),
+               "lr": self.lr, "batch_size": self.batch_size, "working_set": self.working_set,
+               "sample_rate": self.sample_rate, "seed": self.seed,
+               "np_micro_batch_size": self.np_micro_batch_size,
+               "relearn_every": self.relearn_every, "relearn_batches": self.relearn_batches}
+        if self.mode == "hotline":
+            e = self.eal_config
+            cfg["eal"] = {k: int(getattr(e, k)) for k in
+                          ("banks", "sets", "ways", "table_bits", "row_bits")}
+        return cfg
+
+    def state_dict(self, copy=True):
+        """A complete checkpoint, on the CPU (hot rows flushed first, so ``table`` is the
+        complete embedding table):
+
+        * ``model``, ``optimizer``: MLP parameters and ``torch.optim.SGD`` state;
+        * ``table``: ``float32 [sum(table_sizes), dim]``;
+        * ``epoch`` (completed epochs), ``position`` and ``progress`` (where the current epoch
+          stands: learning mini-batches left, working sets since the last freeze, re-learn
+          due, the epoch's loss sums, the data set's size);
+        * ``rng``: torch's CPU (and CUDA) generator states (the trainer itself draws no
+          random numbers after its seeded initialisation; restored for code that does);
+        * ``hotline`` (hotline mode): the EAL tag store as ``Transport.dump_tensors`` tensors,
+          ``frozen`` and the freeze threshold, the driver counters and the freeze log;
+        * ``config``, ``mode``, ``table_sizes``, ``dim``, ``format``, ``version``.
+
+        ``copy=False`` lets ``table`` share memory with the host table (for saving at once).
+        """
+        table = self.embedding_table()
+        if copy or self.mode == "gpu-only":
+            table = table.detach().to("cpu", copy=True)
+        opt = self.opt.state_dict()
+        opt = {"state": {k: {n: (v.detach().cpu().clone() if torch.is_tensor(v) else v)
+                             for n, v in st.items()} for k, st in opt["state"].items()},
+               "param_groups": opt["param_groups"]}
+        sd = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+              "mode": self.mode, "table_sizes": self.table_sizes, "dim": self.dim,
+              "config": self._config(),
+              "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+              "optimizer": opt, "table": table, "epoch": self.epoch, "position": self.position,
+              "progress": {"learn_left": self._learn_left,
+                           "ws_since_freeze": self._ws_since_freeze,
+                           "working_sets": self._working_sets,
+                           "relearn_due": self._relearn_due, "epoch_learn": self._epoch_learn,
+                           "data_len": self._data_len, "loss_sum": float(self._loss_sum),
+                           "loss_n": self._loss_n},
+              "rng": {"torch": torch.get_rng_state(),
+                      "cuda": torch.cuda.get_rng_state(self.device) if self.cuda else None},
+              "hotline": None}
+        if self.mode == "hotline":
+            st = self.store
+            sd["hotline"] = {
+                "frozen": bool(st.frozen),
+                "popular_max_rrpv": st.dev.popular_max_rrpv if st.frozen else None,
+                "tag_store": st.tag_store(), "counters": self.counters(),
+                "freeze_log": [dict(e) for e in self.freeze_log],
+                "last_hot": None if self._last_hot is None else self._last_hot.clone()}
+        return sd
+
+    def load_state_dict(self, sd, restore_rng=True):
+        """Continue from a checkpoint (:meth:`state_dict` / :meth:`save_checkpoint`): MLPs,
+        optimizer, table, epoch and position, and in hotline mode the EAL (tag store, frozen
+        or learning) with the hot table refilled from the checkpoint's table, so the resumed
+        run schedules and trains exactly as the saved one would have.
+
+        The table sizes, ``dim``, ``n_dense`` and MLP shapes must match (``ValueError``);
+        other settings may differ (a mid-epoch position assumes the same ``batch_size``
+        and ``working_set``). A hotline checkpoint loaded into another mode drops the EAL; a
+        gpu-only / hybrid one loaded into hotline mode starts learning afresh; a hotline one
+        needs the same EAL geometry."""
+        if sd.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a trainer checkpoint (format {sd.get('format')!r})")
+        if int(sd.get("version", 0)) > CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {sd['version']} is newer than this code's "
+                             f"{CHECKPOINT_VERSION}")
+        cfg = sd["config"]
+        for key, mine in (("table_sizes", list(self.table_sizes)), ("dim", self.dim),
+                          ("n_dense", self.n_dense)):
+            got = list(cfg[key]) if key == "table_sizes" else cfg[key]
+            if got != mine:
+                raise ValueError(f"checkpoint {key} = {cfg[key]} differs from the trainer's "
+                                 f"{mine}")
+        hl = sd.get("hotline") if self.mode == "hotline" else None
+        if hl is not None and cfg.get("eal") != self._config()["eal"]:
+            raise ValueError(f"checkpoint EAL geometry {cfg.get('eal')} differs from the "
+                             f"trainer's {self._config()['eal']}")
+        self.model.load_state_dict(sd["model"])
+        self.opt.load_state_dict(sd["optimizer"])
+        self.store.load_table(sd["table"])
+        pr = sd["progress"]
+        self.epoch, self.position = int(sd["epoch"]), int(sd["position"])
+        self._working_sets = int(pr["working_sets"])
+        self._epoch_learn = int(pr["epoch_learn"])
+        self._data_len = pr["data_len"]
+        self._loss_sum.fill_(float(pr["loss_sum"]))
+        self._loss_n = int(pr["loss_n"])
+        if restore_rng and sd.get("rng") is not None:
+            torch.set_rng_state(sd["rng"]["torch"])
+            if self.cuda and sd["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(sd["rng"]["cuda"], self.device)
+        self.freeze_log, self._last_hot, self._counter_base = [], None, {}
+        self._learn_left, self._ws_since_freeze, self._relearn_due = None, 0, False
+        if hl is not None:
+            self._learn_left = pr["learn_left"]
+            self._ws_since_freeze = int(pr["ws_since_freeze"])
+            self._relearn_due = bool(pr["relearn_due"])
+            self.store.restore(hl["tag_store"], hl["frozen"], hl["popular_max_rrpv"])
+            self.freeze_log = [dict(e) for e in hl["freeze_log"]]
+            self._last_hot = hl["last_hot"]
+            now = self.store.dev.counters().as_dict()
+            self._counter_base = {k: int(v) - now.get(k, 0) for k, v in hl["counters"].items()}
+        elif self.mode == "hotline":      # e.g. a gpu-only checkpoint: learn from scratch
+            self.store.begin_relearn(flush=False)
+        return self
+
+    def save_checkpoint(self, path):
+        """Write :meth:`state_dict` to ``path`` (atomically: a temporary file, then a
+        rename). Distributed: every rank must call it (the hot rows are flushed everywhere),
+        rank 0 writes (the replicas are identical), and all wait until the file exists."""
+        sd = self.state_dict(copy=False)
+        path = os.fspath(path)
+        if self.rank == 0:
+            tmp = f"{path}.tmp{os.getpid()}"
+            torch.save(sd, tmp)
+            os.replace(tmp, path)
+        if self.dp is not None:
+            self.dp.barrier()
+        return path
+
+    def load_checkpoint(self, path, restore_rng=True):
+        """:meth:`load_state_dict` of the checkpoint at ``path`` (every rank reads it)."""
+        sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        return self.load_state_dict(sd, restore_rng)
 
     def counters(self):
-        """The driver's counters as a dict (hotline), else ``{}``."""
+        """The driver's counters as a dict (hotline), else ``{}``; after a resume they
+        continue from the checkpoint's."""
         if self.mode != "hotline":
             return {}
         c = self.store.dev.counters()
-        return c.as_dict() if hasattr(c, "as_dict") else dict(c)
+        c = c.as_dict() if hasattr(c, "as_dict") else dict(c)
+        return {k: v + self._counter_base.get(k, 0) for k, v in c.items()}
 
     def step_timings(self):
         """Phase timings so far: ``{kind: {"count": n, "phases": {phase: {"total_ms",
