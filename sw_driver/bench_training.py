@@ -12,12 +12,14 @@ options (``--table-scale``, ``--batch-size``) and the same code runs on the CPU.
 """
 
 import argparse
+import gc
 import json
 import math
 import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -38,17 +40,65 @@ def scaled_sizes(scale):
     return tuple(max(2, int(round(n * scale))) for n in CRITEO_KAGGLE_TABLE_SIZES)
 
 
+#: elements per independently seeded chunk of :func:`fill_uniform_` (256 MB of float32)
+FILL_CHUNK = 1 << 26
+
+
+def fill_uniform_(table, lo, hi, seed=0, threads=None):
+    """``table.uniform_(lo, hi)`` in parallel, in place (no second copy): torch's CPU
+    ``uniform_`` is one serial loop (about 4-6 ns per element, so 2 minutes for an 86 GB
+    table), so fixed chunks of :data:`FILL_CHUNK` elements, each with its own generator
+    seeded ``(seed, chunk)``, are filled by a thread pool (torch releases the GIL). The
+    values depend on ``seed`` only, not on ``threads``."""
+    flat = table.view(-1)
+    n = flat.numel()
+    threads = max(1, int(threads or os.cpu_count() or 1))
+
+    def fill(i):
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+        flat[i * FILL_CHUNK:(i + 1) * FILL_CHUNK].uniform_(lo, hi, generator=g)
+
+    chunks = range(-(-n // FILL_CHUNK))
+    if threads == 1 or len(chunks) <= 1:
+        for i in chunks:
+            fill(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, chunks))
+    return table
+
+
+def release_memory(device):
+    """Free what closed trainers left: the trainer and its store refer to each other, so
+    without a collection a gpu-only table (8.6 GB on the device) or a host table could stay
+    alive into the next mode; then return the cached device blocks."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def host_memory_gib(field="MemTotal"):
+    """``/proc/meminfo``'s ``field`` in GiB, or ``None``."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
 def environment(device):
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "host_cpus": os.cpu_count(), "device": str(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
-    try:
-        with open("/proc/meminfo") as f:
-            env["host_memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
+    mem = host_memory_gib("MemTotal")
+    if mem is not None:
+        env["host_memory_gib"] = mem
     return env
 
 
@@ -97,19 +147,23 @@ def run_mode(mode, args, sizes, data, host_table, device):
         log(f"{mode}: {result['ms_per_step']:.2f} ms per mini-batch")
         return result
     finally:
-        tr.close() if hasattr(tr, "close") else None
+        tr.close()           # frees the device table / hot table and pinned buffers
 
 
 def capacity(args, device):
     """Hotline on a table larger than GPU memory; gpu-only must fail to allocate it."""
     if device.type != "cuda":
         return {"skipped": "no CUDA device"}
+    release_memory(device)
     gpu_bytes = torch.cuda.get_device_properties(device).total_memory
     want = int(gpu_bytes * 1.08)
-    host_gib = environment(device).get("host_memory_gib", 0)
-    if want > host_gib * 2**30 * 0.8:
-        return {"skipped": f"host memory {host_gib} GiB cannot hold a table larger than the "
-                           f"GPU's {gpu_bytes / 2**30:.0f} GiB"}
+    # The table is the one big allocation (not pinned, filled in place); keep 8 GiB for the
+    # rest (data, staging buffers, the hot table's host copy while it loads, the process).
+    avail_gib = host_memory_gib("MemAvailable") or 0.0
+    if want + 8 * 2**30 > avail_gib * 2**30:
+        return {"skipped": f"available host memory {avail_gib} GiB cannot hold a table "
+                           f"larger than the GPU's {gpu_bytes / 2**30:.0f} GiB "
+                           f"({want / 2**30:.0f} GiB + 8 GiB)"}
     rows = want // (args.dim * 4)
     scale = rows / sum(CRITEO_KAGGLE_TABLE_SIZES)
     sizes = scaled_sizes(scale)
@@ -125,12 +179,19 @@ def capacity(args, device):
         out["gpu_only"] = f"cannot allocate: {str(exc).splitlines()[0][:160]}"
     torch.cuda.empty_cache()
     t = time.perf_counter()
-    host_table = torch.empty(total, args.dim, dtype=torch.float32).uniform_(-0.01, 0.01)
+    # Not pinned (the pinned allocator would round 86 GB up to 128 GiB) and filled in place.
+    host_table = fill_uniform_(torch.empty(total, args.dim, dtype=torch.float32),
+                               -0.01, 0.01, seed=args.seed)
     log(f"capacity: host table initialised in {time.perf_counter() - t:.1f} s")
     cal = calibrated(args, sizes)
     data = cal.generator.replace(stream=1).batch(args.capacity_batches * args.batch_size)
-    res = run_mode("hotline", args, sizes, data, host_table, device)
-    out.update(hotline_ms_per_step=res["ms_per_step"], counters=res.get("counters"))
+    try:
+        res = run_mode("hotline", args, sizes, data, host_table, device)
+    finally:
+        del host_table
+        release_memory(device)
+    out.update(hotline_ms_per_step=res["ms_per_step"], counters=res.get("counters"),
+               timings=res.get("timings"))
     return out
 
 
@@ -173,16 +234,20 @@ def main(argv=None):
         f"{args.hot_budget} ({100 * args.hot_budget / total:.1f} % of rows)")
     data, cal = build_data(args, sizes)
     t = time.perf_counter()
-    host_table = torch.empty(total, args.dim, dtype=torch.float32,
-                             pin_memory=device.type == "cuda").uniform_(-0.01, 0.01)
+    # One host table for all modes (gpu-only copies it to the device; hybrid and hotline
+    # train it in place, so each mode starts where the previous one stopped -- same shapes
+    # and access pattern, which is what the timings depend on). Not pinned: nothing DMAs
+    # from it (copies go through the trainers' pinned staging buffers), and pinning would
+    # lock a power-of-two-rounded 16 GiB for the rest of the process.
+    host_table = fill_uniform_(torch.empty(total, args.dim, dtype=torch.float32),
+                               -0.01, 0.01, seed=args.seed)
     log(f"host table ready ({time.perf_counter() - t:.1f} s)")
     results = {"environment": env, "args": vars(args), "rows": total,
                "calibration": {"p_hot": cal.p_hot, "head_rows": cal.head_rows,
                                "oracle_share": cal.share}, "modes": {}}
     for mode in args.modes.split(","):
         results["modes"][mode] = run_mode(mode, args, sizes, data, host_table, device)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(device)
         write_json(args.json, results)  # after every mode: a killed run keeps what it measured
     modes = results["modes"]
     if "hotline" in modes:
@@ -191,10 +256,18 @@ def main(argv=None):
             if other in modes:
                 results[f"hotline_vs_{other}"] = modes[other]["ms_per_step"] / hl
     del host_table
+    release_memory(device)
     print_summary(results)
     if args.capacity:
-        results["capacity"] = capacity(args, device)
-        print(f"capacity: {results['capacity']}")
+        write_json(args.json, results)
+        try:
+            results["capacity"] = capacity(args, device)
+        except Exception as exc:       # keep the main results and say what failed
+            import traceback
+            traceback.print_exc()
+            results["capacity"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        cap = {k: v for k, v in results["capacity"].items() if k != "timings"}
+        print(f"capacity: {cap}")
     write_json(args.json, results)
     return 0
 

@@ -435,9 +435,9 @@ class HotlineDevice:
 
         ``sparse_ws``: integer ``[n_inputs, n_tables]`` (moved to ``device``);
         ``micro_batch_size``: popular micro-batch size, >= 1. Pure tensor work on ``device``
-        against the slot map; the cold list is the only data copied back to the host
-        (``torch.unique`` and boolean indexing synchronise internally on CUDA, since their
-        output sizes depend on the data). Equals ``verif.golden.fragment(sparse_ws, logger,
+        against the slot map; the cold list and four counts are the only data copied back to
+        the host (one copy). On CUDA that copy and ``torch.unique`` (whose output size depends
+        on the data) are the two host synchronisations, both on the current stream. Equals ``verif.golden.fragment(sparse_ws, logger,
         micro_batch_size, popular_max_rrpv)`` on the same tag store.
 
         Raises :class:`DeviceStateError` unless frozen, :class:`IndexOutOfRangeError` for a row
@@ -452,51 +452,65 @@ class HotlineDevice:
         entries = self.config.entries
         # Out-of-range rows are clamped so that every kernel stays in bounds; the check is
         # reported after the one host copy below (no extra synchronisation on a good input).
+        # Host synchronisations (CUDA): torch.unique's output size and the one copy of the
+        # cold list and counts below; no boolean-mask indexing or nonzero (each of those
+        # would be one more round trip).
         bad = self._bad_lookups(s)
         bad_any = bad.any()
         g = torch.where(bad, 0, s) + self._offsets_dev           # global rows [n, T]
         slot = self._slot_map[g].to(torch.int64)                 # hot slot or -1
         hit = slot >= 0
         popular = hit.all(1)
+        # Popular inputs first, then the non-popular ones, each in input order (a stable
+        # partition by prefix sums): order[:n_popular] / order[n_popular:].
         idx = torch.arange(n, dtype=torch.int64, device=dev)
-        popular_idx = idx[popular]
-        non_popular = idx[~popular]
-        miss = ~hit
-        # Row-major order of the misses = input order, then table order (spec 7.3); misses
-        # occur in non-popular inputs only.
-        missed = g[miss]
-        if missed.numel():
-            uniq, inverse = torch.unique(missed, sorted=True, return_inverse=True)
-            pos = torch.arange(missed.numel(), dtype=torch.int64, device=dev)
-            first = torch.full((uniq.numel(),), missed.numel(), dtype=torch.int64, device=dev)
-            first = first.scatter_reduce(0, inverse, pos, reduce="amin", include_self=True)
-            order = torch.argsort(first)                         # uniques by first use
-            rank = torch.empty_like(order)
-            rank[order] = torch.arange(order.numel(), dtype=torch.int64, device=dev)
-            cold = uniq[order]
-            remapped = slot.masked_scatter(miss, entries + rank[inverse])
-        else:
-            cold = missed
-            remapped = slot
+        pop64 = popular.to(torch.int64)
+        c_pop = torch.cumsum(pop64, 0)                           # popular inputs in [0, i]
+        n_pop_dev = pop64.sum()
+        dest = torch.where(popular, c_pop - 1, n_pop_dev + idx - c_pop)
+        order = torch.empty_like(idx)
+        order[dest] = idx
+        # Cold list: distinct missed global rows in first-use order, row-major = input order,
+        # then table order (spec 7.3). Hits are mapped to a sentinel above every global row,
+        # so torch.unique sees every lookup and no mask has to be compacted first; the
+        # sentinel, if present, is the largest unique and is forced to sort last.
+        L = n * T
+        sentinel = self.total_rows
+        key = torch.where(hit, sentinel, g).reshape(-1)
+        uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        U = uniq.numel()
+        pos = torch.arange(L, dtype=torch.int64, device=dev)
+        first = torch.full((U,), L, dtype=torch.int64, device=dev)
+        first = first.scatter_reduce(0, inverse, pos, reduce="amin", include_self=True)
+        first = torch.where(uniq == sentinel, L, first)
+        by_first = torch.argsort(first)                          # uniques by first use
+        rank = torch.empty_like(by_first)
+        rank[by_first] = torch.arange(U, dtype=torch.int64, device=dev)
+        cold_all = uniq[by_first]                                # the sentinel last
+        remapped = torch.where(hit, slot, entries + rank[inverse].view(n, T))
+        n_miss_dev = L - hit.sum()                               # int64, on the device
         # Distinct hot rows read (for Schedule.n_unique): mark the slots hit.
         seen = torch.zeros(entries + 1, dtype=torch.bool, device=dev)
         seen[torch.where(hit, slot, entries).reshape(-1)] = True
         n_hot_unique = seen[:entries].sum()
-        host = torch.cat([cold, n_hot_unique.view(1), bad_any.view(1).to(torch.int64)]).cpu()
-        if bool(host[-1]):
+        host = torch.cat([cold_all, torch.stack([
+            n_hot_unique, bad_any.to(torch.int64), n_pop_dev, n_miss_dev])]).cpu()
+        if bool(host[-3]):
             self._raise_first_bad(s.cpu(), bad.cpu(), "sparse_ws")
-        cold_cpu = host[:-2]
-        n_cold = cold_cpu.numel()
+        n_popular, n_miss = int(host[-2]), int(host[-1])
+        n_cold = U - (1 if n_miss < L else 0)                    # minus the hits' sentinel
+        cold_cpu = host[:n_cold]
         cold_tables = torch.searchsorted(self._offsets_cpu, cold_cpu, right=True) - 1
         cold_rows = cold_cpu - self._offsets_cpu[cold_tables]
-        n_popular = popular_idx.numel()
-        n_hits = n * T - missed.numel()
+        n_hits = L - n_miss
+        popular_idx = order[:n_popular]
+        non_popular = order[n_popular:]
         micro = list(torch.split(popular_idx, mbs)) if n_popular else []
         sched = Schedule(
             popular=popular, popular_micro_batches=micro, non_popular=non_popular,
             cold_global_rows=cold_cpu, remapped=remapped, hit=hit, cold_tables=cold_tables,
             cold_rows=cold_rows, n_inputs=n, n_tables=T, n_lookups=n * T, n_hits=n_hits,
-            n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-2]) + n_cold,
+            n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-4]) + n_cold,
             entries=entries, micro_batch_size=mbs, generation=self._generation,
             _owner=self._token)
         c = self._counters

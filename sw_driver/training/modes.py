@@ -88,6 +88,9 @@ class _Store:
         self.dim = trainer.dim
 
     def close(self):
+        """Release what the store holds (device tensors, pinned buffers, references to the
+        host table) so that the memory is free as soon as the trainer is closed, even while
+        a reference cycle keeps the trainer object itself alive."""
         pass
 
     def eval_rows(self, data, a, b):
@@ -138,6 +141,9 @@ class GpuOnlyStore(_Store):
 
     def load_table(self, table):
         self.table.copy_(table)
+
+    def close(self):
+        self.table = None            # the device copy of the whole table
 
 
 class _HostTableStore(_Store):
@@ -192,6 +198,10 @@ class _HostTableStore(_Store):
     def load_table(self, table):
         self.host_table.copy_(table)
 
+    def close(self):
+        self.host_table = None       # the caller's tensor (bench) or our own
+        self._rows_pin = self._grad_pin = None
+
 
 class HybridStore(_HostTableStore):
     """The paper's baseline: tables in CPU memory, MLPs on the device."""
@@ -238,9 +248,12 @@ class HotlineStore(_HostTableStore):
         self.frozen = False
         self._staging_in = torch.empty(self.cap, self.dim, pin_memory=self.cuda)
         self._staging_out = torch.empty(self.cap, self.dim, pin_memory=self.cuda)
+        self._last_h2d = None        # the last H2D out of staging_in (CUDA)
         if self.cuda:
             self.side = torch.cuda.Stream(self.device)        # H2D / D2H copies
-            self.sched_stream = torch.cuda.Stream(self.device)
+            # High priority: the schedule of k+1 sits between the host and popular(k+1);
+            # its few small kernels should not queue behind non_popular(k)'s.
+            self.sched_stream = torch.cuda.Stream(self.device, priority=-1)
             self._pool = None
         else:
             self.side = self.sched_stream = None
@@ -254,6 +267,14 @@ class HotlineStore(_HostTableStore):
         if self.dev is not None:
             self.dev.close()
             self.dev = None
+        if self.cuda and self.working is not None:
+            try:
+                torch.cuda.synchronize(self.device)     # no copy may still use the buffers
+            except RuntimeError:        # closing after a CUDA error: keep that error visible
+                pass
+        self.working = None
+        self._staging_in = self._staging_out = None
+        super().close()
 
     # --- learning -------------------------------------------------------------------------
     def learn(self, sparse_cpu):
@@ -374,6 +395,13 @@ class HotlineStore(_HostTableStore):
             raise RuntimeError(f"working set has {p.n_cold} cold rows, more than the "
                                f"{self.cap}-row cold buffer (max_cold_rows)")
         tok = rec.host_begin("gather")
+        if self._last_h2d is not None:
+            # staging_in is about to be overwritten by CPU threads: the previous
+            # non-blocking H2D that reads it must be done. It always is by now (write_back
+            # waited for the D2H queued behind it on the side stream), so this costs
+            # nothing; it keeps the rule local instead of resting on that chain.
+            self._last_h2d.synchronize()
+            self._last_h2d = None
         staged = self.dev.gather(p.sched, self.host_table, self._staging_in)
         rec.host_end(tok)
         return staged
@@ -382,12 +410,16 @@ class HotlineStore(_HostTableStore):
         E = self.entries
         dst = self.working[E:E + p.n_cold]
         if self.cuda:
+            # Write after read on working[E:]: the previous non_popular read it on the main
+            # stream and its D2H on this side stream; that D2H waited for the non_popular
+            # (event), and this copy is queued behind the D2H on the same stream.
             with torch.cuda.stream(self.side):
                 tok = rec.dev_begin("h2d", self.side)
                 dst.copy_(staged, non_blocking=True)
                 rec.dev_end(tok, self.side)
                 p.h2d_done = torch.cuda.Event()
                 p.h2d_done.record(self.side)
+            self._last_h2d = p.h2d_done
         else:
             tok = rec.host_begin("h2d")
             dst.copy_(staged)
@@ -430,7 +462,7 @@ class HotlineStore(_HostTableStore):
             h2d(k)              [side]    staging_in -> working[E:]  /  popular run
             non_popular(k)      [main]    waits h2d(k)
             d2h(k)              [side]    waits non_popular(k); working[E:] -> staging_out
-            schedule(k+1)       [sched]   one host sync (the cold list), overlaps np(k)
+            schedule(k+1)       [sched]   host syncs: unique + the cold list; overlaps np(k)
 
         The read-after-write hazard -- a cold row of working set k+1 that working set k
         updated -- is closed by write_back(k) preceding gather(k+1) in host program order

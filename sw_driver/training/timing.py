@@ -74,6 +74,11 @@ class Record:
             self._dev[phase].append((start, ev))
 
     def _ready(self):
+        # The base event too: elapsed_time() raises unless both of its events completed, and
+        # a side-stream event (an H2D copy) may complete before the main stream reaches the
+        # base event recorded ahead of it in host order.
+        if self.base is not None and not self.base.query():
+            return False
         return all(e.query() for pairs in self._dev.values() for p in pairs for e in p)
 
     def _resolve(self):

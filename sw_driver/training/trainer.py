@@ -117,7 +117,7 @@ class Trainer:
         timeline is kept for plots; it starts after a device synchronisation (``None``: no
         tracing, no extra synchronisation)
     host_table : optional pre-initialised ``float32 [sum(table_sizes), dim]`` host tensor
-        (pinned for CUDA), used in place instead of a fresh DLRM init (saves time and
+        (need not be pinned: nothing DMAs from it), used in place instead of a fresh DLRM init (saves time and
         memory when several trainers share a start point; it is modified by training)
     relearn_every : hotline only: every this many working sets (counted since the last
         freeze, across epochs) the hot rows are flushed to the host table, the EAL is cleared
@@ -206,9 +206,12 @@ class Trainer:
         self.model = model.to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
 
-        pin = self.cuda and mode != "gpu-only"
         if host_table is None:
-            host_table = init_table(self.table_sizes, self.dim, self.seed, pin=pin)
+            # Not pinned: nothing DMAs from the host table (copies go through the pinned
+            # staging buffers; gathers and write-backs are CPU copies), and the pinned
+            # allocator rounds every block up to a power of two and keeps it cached, so a
+            # pinned 8.6 GB table would lock 16 GiB for the rest of the process.
+            host_table = init_table(self.table_sizes, self.dim, self.seed)
         elif tuple(host_table.shape) != (sum(self.table_sizes), self.dim):
             raise ValueError(f"host_table must be [{sum(self.table_sizes)}, {self.dim}], "
                              f"got {tuple(host_table.shape)}")
@@ -657,8 +660,11 @@ class Trainer:
         self.timer.reset()
 
     def close(self):
-        """Release the driver and the background thread."""
+        """Release the driver, the background thread and the memory the store holds (device
+        table, hot table, pinned buffers, staged data sets); the trainer cannot train after
+        this. Idempotent."""
         self.store.close()
+        self._data_cache = []
 
     def __enter__(self):
         return self
