@@ -10,31 +10,13 @@ import random
 import pytest
 import torch
 
-from hotline_hw.config import CONFIGS, EALConfig, FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
+from hotline_hw.config import CONFIGS, EALConfig
 from verif.golden import (feistel_hash, feistel_hash_int, feistel_unhash, feistel_unhash_int,
                           hash_fields, key_from_fields, make_keys, split_keys)
 
+from spec_reference import ref_fields, ref_hash
+
 U64 = (1 << 64) - 1
-
-
-# --- plain-Python reference, straight from spec section 3 ---------------------------------
-def ref_f(x, i, wi, wo):
-    return (((x ^ (FEISTEL_ROUND_KEYS[i] % 2 ** wi)) * FEISTEL_MULTIPLIERS[i]) % 2 ** 32) >> (32 - wo)
-
-
-def ref_hash(k, cfg):
-    b = cfg.key_bits // 2
-    a = cfg.key_bits - b
-    hi, lo = k >> b, k % 2 ** b
-    w_hi, w_lo = a, b
-    for i in range(cfg.hash_rounds):
-        hi, lo = lo, hi ^ ref_f(lo, i, w_lo, w_hi)
-        w_hi, w_lo = w_lo, w_hi
-    return hi * 2 ** w_lo + lo
-
-
-def ref_fields(h, cfg):
-    return (h % cfg.banks, (h >> cfg.bank_bits) % cfg.sets, h >> (cfg.bank_bits + cfg.set_bits))
 
 
 def to_i64(u):

@@ -14,28 +14,20 @@ restoring the tag store, both end elsewhere.
 import pytest
 import torch
 
-from sw_driver.data import SyntheticClickGenerator
 from sw_driver.training import Trainer, init_table
 from sw_driver.training.trainer import CHECKPOINT_FORMAT
+from training_setup import SIZES, KW as BASE_KW, small_click_data
 
-SIZES = (3, 40, 200, 1000, 5000)
-KW = dict(dim=8, bottom=(16,), top=(16,), lr=0.1, batch_size=32, working_set=3,
-          sample_rate=0.1, seed=0, gather_threads=2, hot_budget=256)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+KW = {**BASE_KW, "hot_budget": 256}
 N, W = KW["batch_size"], KW["working_set"]
 LEARN_END = 4 * N           # ceil(0.1 * 38 mini-batches) = 4 learning mini-batches
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
-    return SyntheticClickGenerator(SIZES, p_hot=0.6, head_rows=8, n_dense=4, seed=3).batch(1200)
+    return small_click_data(1200)
 
 
 def make(mode, **kw):

@@ -30,18 +30,12 @@ from sw_driver.data import (CRITEO_KAGGLE_TABLE_SIZES, ClickDataset, SyntheticCl
                             find_shared_data, read_criteo)
 from sw_driver.training import DLRM, Trainer, log_loss, roc_auc
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SETTINGS = dict(dim=16, bottom=(64,), top=(64, 32), lr=0.1, batch_size=128, working_set=4,
                 hot_budget=8192, sample_rate=0.25, gather_threads=1)
 #: table cap -> smallest popular share that makes the comparison meaningful
 CAPS = {256: 0.15, 4096: 0.005}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def sizes(cap):

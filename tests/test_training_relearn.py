@@ -22,24 +22,15 @@ from sw_driver.data import ClickDataset, SyntheticClickGenerator
 from sw_driver.training import DLRM, Trainer, eal_config_for_budget, init_table, table_offsets
 from verif.golden import AccessLogger, fragment
 from verif.golden.feistel import make_keys
+from training_setup import SIZES, HOT_BUDGET, KW, small_click_data
 
-SIZES = (3, 40, 200, 1000, 5000)
-KW = dict(dim=8, bottom=(16,), top=(16,), lr=0.1, batch_size=32, working_set=3,
-          sample_rate=0.1, seed=0, gather_threads=2)
-HOT_BUDGET = 256
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def data():
-    return SyntheticClickGenerator(SIZES, p_hot=0.6, head_rows=8, n_dense=4, seed=3).batch(1200)
+    return small_click_data(1200)
 
 
 def reference(ds, epochs, relearn_every, relearn_batches):

@@ -11,17 +11,11 @@ from sw_driver import bench_training
 from sw_driver.data import SyntheticClickGenerator
 from sw_driver.training import Trainer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZES = (3, 40, 200, 1000)
 KW = dict(dim=8, bottom=(16,), top=(16,), batch_size=32, working_set=2, sample_rate=0.2,
           gather_threads=2)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_fill_uniform_is_in_place_bounded_and_thread_independent(monkeypatch):
