@@ -5,7 +5,7 @@ docs all read their parameters from :class:`EALConfig`. ``docs/spec.md`` explain
 ``python -m hotline_hw.config`` prints the derived widths of the named configurations.
 """
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 import math
 
 __all__ = ["EALConfig", "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",

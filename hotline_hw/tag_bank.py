@@ -4,7 +4,7 @@ Implements docs/spec.md section 4 for the sets of one bank, one lookup per cycle
 """
 
 from amaranth import Signal, Module, Mux
-from amaranth.lib import wiring, data, memory
+from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig, RRPV_INSERT, RRPV_MAX

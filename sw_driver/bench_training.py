@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from sw_driver.data.dataset import ClickDataset
 from sw_driver.data.presets import CRITEO_KAGGLE_TABLE_SIZES
 from sw_driver.data.synthetic import calibrate
 from sw_driver.training.trainer import Trainer

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from hotline_hw.config import ASIC_CONFIG, CONFIGS, DEFAULT_CONFIG, EALConfig
+from hotline_hw.config import ASIC_CONFIG, DEFAULT_CONFIG, EALConfig
 from hotline_hw.generate import TOP_NAME, main as generate_main, verilog_text
 from verif.tb.runner import REPO_ROOT
 

@@ -16,13 +16,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sw_driver.data import SyntheticClickGenerator
-from sw_driver.training import DLRM, Trainer, eal_config_for_budget, init_table, table_offsets
+from sw_driver.training import Trainer, eal_config_for_budget, init_table
 from verif.golden import AccessLogger, fragment
 from verif.golden.feistel import make_keys
-from training_setup import SIZES, HOT_BUDGET, KW, small_click_data
+from training_setup import SIZES, HOT_BUDGET, KW, SequentialReference, small_click_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,23 +38,9 @@ def reference(ds, order, epochs=1, **kw):
     """The plain sequential execution: returns (model, table, cold lists per working set)."""
     kw = {**KW, **kw}
     sizes, T = ds.table_sizes, ds.n_tables
-    N, W, lr = kw["batch_size"], kw["working_set"], kw["lr"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(kw["seed"])
-        model = DLRM(ds.n_dense, T, kw["dim"], kw["bottom"], kw["top"])
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    table = init_table(sizes, kw["dim"], kw["seed"])
-    off = table_offsets(sizes)
-
-    def step(idx):
-        g = ds.sparse[idx] + off
-        rows = table[g].requires_grad_()
-        logits = model(ds.dense[idx], rows)
-        loss = F.binary_cross_entropy_with_logits(logits, ds.labels[idx], reduction="sum") / N
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        table.index_add_(0, g.flatten(), -lr * rows.grad.flatten(0, 1))
+    N, W = kw["batch_size"], kw["working_set"]
+    ref = SequentialReference(ds, kw)
+    model, table, off, step = ref.model, ref.table, ref.offsets, ref.step
 
     n = len(ds)
     colds = []

@@ -16,13 +16,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sw_driver.data import ClickDataset, SyntheticClickGenerator
-from sw_driver.training import DLRM, Trainer, eal_config_for_budget, init_table, table_offsets
+from sw_driver.training import Trainer, eal_config_for_budget, init_table
 from verif.golden import AccessLogger, fragment
 from verif.golden.feistel import make_keys
-from training_setup import SIZES, HOT_BUDGET, KW, small_click_data
+from training_setup import SIZES, HOT_BUDGET, KW, SequentialReference, small_click_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,25 +36,11 @@ def reference(ds, epochs, relearn_every, relearn_batches):
     """Sequential execution of the documented order on one table; returns (model, table,
     hot sets per freeze as Python sets of global rows)."""
     sizes, T = ds.table_sizes, ds.n_tables
-    N, W, lr = KW["batch_size"], KW["working_set"], KW["lr"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(KW["seed"])
-        model = DLRM(ds.n_dense, T, KW["dim"], KW["bottom"], KW["top"])
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    table = init_table(sizes, KW["dim"], KW["seed"])
-    off = table_offsets(sizes)
+    N, W = KW["batch_size"], KW["working_set"]
+    ref = SequentialReference(ds, KW)
+    model, table, off, step = ref.model, ref.table, ref.offsets, ref.step
     cfg = eal_config_for_budget(HOT_BUDGET, sizes)
     logger = AccessLogger(cfg)
-
-    def step(idx):
-        g = ds.sparse[idx] + off
-        rows = table[g].requires_grad_()
-        logits = model(ds.dense[idx], rows)
-        loss = F.binary_cross_entropy_with_logits(logits, ds.labels[idx], reduction="sum") / N
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        table.index_add_(0, g.flatten(), -lr * rows.grad.flatten(0, 1))
 
     n = len(ds)
     n_batches = math.ceil(n / N)

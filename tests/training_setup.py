@@ -13,3 +13,34 @@ KW = dict(dim=8, bottom=(16,), top=(16,), lr=0.1, batch_size=32, working_set=3,
 def small_click_data(n=1200, seed=3):
     """``n`` samples with popular inputs (hot heads of 8 rows) and many recurring cold rows."""
     return SyntheticClickGenerator(SIZES, p_hot=0.6, head_rows=8, n_dense=4, seed=seed).batch(n)
+
+
+class SequentialReference:
+    """Plain sequential DLRM training on one full table: the order-by-order reference that the
+    pipelined modes must equal bit for bit. ``step(idx)`` trains the inputs ``idx`` of ``ds``
+    as one SGD step (loss = summed BCE / N, sparse SGD on the looked-up rows)."""
+
+    def __init__(self, ds, kw):
+        import torch
+        from sw_driver.training import DLRM, init_table, table_offsets
+
+        self.ds, self.n, self.lr = ds, kw["batch_size"], kw["lr"]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(kw["seed"])
+            self.model = DLRM(ds.n_dense, ds.n_tables, kw["dim"], kw["bottom"], kw["top"])
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
+        self.table = init_table(ds.table_sizes, kw["dim"], kw["seed"])
+        self.offsets = table_offsets(ds.table_sizes)
+
+    def step(self, idx):
+        import torch.nn.functional as F
+
+        ds = self.ds
+        g = ds.sparse[idx] + self.offsets
+        rows = self.table[g].requires_grad_()
+        logits = self.model(ds.dense[idx], rows)
+        loss = F.binary_cross_entropy_with_logits(logits, ds.labels[idx], reduction="sum") / self.n
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.table.index_add_(0, g.flatten(), -self.lr * rows.grad.flatten(0, 1))

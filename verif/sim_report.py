@@ -38,7 +38,7 @@ def main(argv=None):
     data, description, is_real = load_criteo_or_synthetic(max_rows=args.max_rows, seed=args.seed)
     work = LookupWorkload.from_sparse(data.sparse, cfg, args.batch_size, args.sample_rate,
                                       args.seed)
-    print(f"Hotline make sim: lookup-engine RTL (Verilator) against the golden model")
+    print("Hotline make sim: lookup-engine RTL (Verilator) against the golden model")
     print(f"  data    : {description}{'' if is_real else '  <-- not the real data'}")
     print(f"  config  : {args.config}: {cfg.describe()}")
     print(f"  workload: {len(data)} inputs x {work.tables} tables, mini-batch {args.batch_size}; "

@@ -16,7 +16,7 @@ import numpy as np
 import cocotb
 import torch
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
 from hotline_hw.config import EALConfig
 from verif.golden import AccessLogger
