@@ -104,6 +104,22 @@ def _run(pool, calls):
         raise error
 
 
+def _check_pair(table, buf, name, idx):
+    """Checks a table, a row buffer ``buf`` (called ``name`` in errors) and an index list
+    that go together; returns the number of indices."""
+    _check_table(table, "table")
+    _check_table(buf, name)
+    _check_index(idx)
+    n = idx.numel()
+    if buf.dtype != table.dtype:
+        raise TypeError(f"{name} has dtype {buf.dtype}, table has {table.dtype}")
+    if buf.shape[1] != table.shape[1]:
+        raise ValueError(f"{name} has dim {buf.shape[1]}, table has dim {table.shape[1]}")
+    if buf.shape[0] < n:
+        raise ValueError(f"{name} has {buf.shape[0]} rows, fewer than the {n} indices")
+    return n
+
+
 def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
     """``out[:n] = table[idx]`` with ``n = len(idx)``, in parallel chunks on ``pool``.
 
@@ -118,16 +134,7 @@ def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
     Returns ``out[:n]``. An index outside ``[0, R)`` raises torch's ``IndexError`` /
     ``RuntimeError`` (other chunks may have been copied by then).
     """
-    _check_table(table, "table")
-    _check_table(out, "out")
-    _check_index(idx)
-    n = idx.numel()
-    if out.dtype != table.dtype:
-        raise TypeError(f"out has dtype {out.dtype}, table has {table.dtype}")
-    if out.shape[1] != table.shape[1]:
-        raise ValueError(f"out has dim {out.shape[1]}, table has dim {table.shape[1]}")
-    if out.shape[0] < n:
-        raise ValueError(f"out has {out.shape[0]} rows, fewer than the {n} indices")
+    n = _check_pair(table, out, "out", idx)
     dst = out[:n]
     calls = [(torch.index_select, (table, 0, idx[a:b]), {"out": dst[a:b]})
              for a, b in chunk_bounds(n, _pool_width(pool), min_chunk)]
@@ -142,16 +149,7 @@ def scatter_rows(table, idx, rows, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
     chunks, which copy lands is unspecified, as for ``index_copy_`` itself. ``rows`` is
     ``[>= n, D]`` in host memory with ``table``'s dtype. Returns ``table``.
     """
-    _check_table(table, "table")
-    _check_table(rows, "rows")
-    _check_index(idx)
-    n = idx.numel()
-    if rows.dtype != table.dtype:
-        raise TypeError(f"rows has dtype {rows.dtype}, table has {table.dtype}")
-    if rows.shape[1] != table.shape[1]:
-        raise ValueError(f"rows has dim {rows.shape[1]}, table has dim {table.shape[1]}")
-    if rows.shape[0] < n:
-        raise ValueError(f"rows has {rows.shape[0]} rows, fewer than the {n} indices")
+    n = _check_pair(table, rows, "rows", idx)
     src = rows[:n]
     calls = [(table.index_copy_, (0, idx[a:b], src[a:b]), {})
              for a, b in chunk_bounds(n, _pool_width(pool), min_chunk)]
