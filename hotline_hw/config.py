@@ -2,7 +2,7 @@
 
 The golden model (``verif.golden``), the Amaranth RTL (``hotline_hw``), the driver and the
 docs all read their parameters from :class:`EALConfig`. ``docs/spec.md`` explains each field;
-``python -m hotline_hw.config`` prints the derived widths of the named configurations.
+``python -m hotline_hw`` prints the derived widths of the named configurations.
 """
 
 from dataclasses import dataclass, asdict
@@ -158,7 +158,3 @@ DEFAULT_CONFIG = EALConfig()
 ASIC_CONFIG = EALConfig(lanes=16, banks=64, sets=8192, ways=4, table_bits=5, row_bits=28)
 CONFIGS = {"default": DEFAULT_CONFIG, "asic": ASIC_CONFIG,
            "lanes1": EALConfig(lanes=1, banks=4), "lanes16": EALConfig(lanes=16, banks=64, sets=16)}
-
-if __name__ == "__main__":
-    for name, cfg in CONFIGS.items():
-        print(f"{name:8s} {cfg.describe()}")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX
-from verif.golden import key_from_fields, make_keys, split_keys
+from verif.golden import key_from_fields, sparse_keys, split_keys
 
 from .counters import Counters
 from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
@@ -330,8 +330,7 @@ class HotlineDevice:
         if bool(bad.any()):
             self._raise_first_bad(s, bad, "sparse")
         n = s.shape[0]
-        tables = torch.arange(self.n_tables, dtype=torch.int64).expand(n, self.n_tables)
-        keys = make_keys(tables, s, self.config)
+        keys = sparse_keys(s, self.config)
         hit, slot = self._transport.learn(keys.reshape(-1))
         return hit.reshape(n, self.n_tables), slot.reshape(n, self.n_tables)
 
@@ -365,7 +364,8 @@ class HotlineDevice:
 
     def unfreeze(self):
         """Back to learn mode without clearing the tag store (learning continues where it
-        stopped, as the RTL ``learn`` input allows); the slot map is dropped."""
+        stopped, as the RTL ``learn`` input allows); the slot map is no longer used until the
+        next :meth:`freeze` rebuilds it."""
         self._need_open("unfreeze")
         self._state = _LEARNING
         self._hot = None

@@ -391,16 +391,27 @@ def _main(a, say, device, world, rank):
             say(f"speedup hotline/hybrid={base['hotline'] / base['hybrid']:.2f} "
                 f"hotline/gpu-only={base['hotline'] / base['gpu-only']:.2f}")
     summary["wall_seconds"] = time.perf_counter() - t0
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(_finite(summary), indent=1, allow_nan=False,
+                                                 default=_json_default))
     say(f"metrics: {out / 'metrics.json'}")
     return summary
 
 
+def _finite(o):
+    """``o`` with NaN and infinite floats replaced by None: strict JSON has no NaN (an AUC is
+    NaN when the evaluation set holds one class only)."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    if isinstance(o, (torch.Tensor,)):
-        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return _finite(o.tolist())
     return str(o)
 
 

@@ -1,5 +1,6 @@
-"""``make sim``: the lookup-engine RTL under Verilator on the Criteo sample, checked against
-the golden model, with a short report.
+"""``make sim``: the lookup-engine RTL under Verilator on the Criteo sample, with a report.
+
+The RTL's every output is checked against the golden model.
 
 Learns popularity on a sample of mini-batches (5 % by default), freezes, classifies every
 other mini-batch, reads the learned tag store back, and prints lookups, cycles, lookups per

@@ -12,7 +12,7 @@ from hotline_hw.config import EALConfig
 from sw_driver.data.criteo import read_criteo
 from sw_driver.data.locate import find_shared_data, shared_data_roots
 from sw_driver.data.synthetic import criteo_kaggle_generator
-from verif.golden import make_keys
+from verif.golden import sparse_keys
 
 __all__ = ["LookupWorkload", "load_criteo_or_synthetic", "split_learn_sample", "lookup_keys"]
 
@@ -35,9 +35,7 @@ def load_criteo_or_synthetic(max_rows=None, table_sizes=None, seed=0, synthetic_
 def lookup_keys(sparse: torch.Tensor, cfg: EALConfig) -> torch.Tensor:
     """Keys ``(table << row_bits) | row`` of a ``[n, tables]`` row-index matrix (the column is
     the table id); errors name any table or row that does not fit the configuration."""
-    n, tables = sparse.shape
-    table_ids = torch.arange(tables, dtype=torch.int64).expand(n, tables)
-    return make_keys(table_ids, sparse, cfg)
+    return sparse_keys(sparse, cfg)
 
 
 def split_learn_sample(n_inputs, batch_size, sample_rate, seed=0):

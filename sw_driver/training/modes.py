@@ -518,8 +518,6 @@ class HotlineStore(_HostTableStore):
         self._write_back(prev, rec)
         tr.timer.close(rec)
 
-    def eval_rows(self, data, a, b):
-        return super().eval_rows(data, a, b)
 
 
 class _Pending:

@@ -10,11 +10,11 @@ for bit (``docs/spec.md``).
 from .access_logger import EAL, AccessLogger, DumpBeat, LookupResult
 from .feistel import (feistel_hash, feistel_hash_int, feistel_unhash, feistel_unhash_int,
                       fields_from_hash, hash_fields, hash_from_fields, key_from_fields,
-                      make_keys, split_keys)
+                      make_keys, sparse_keys, split_keys)
 from .fragmenter import WorkingSetSchedule, classify_inputs, fragment, iter_working_sets
 
 __all__ = ["AccessLogger", "EAL", "DumpBeat", "LookupResult",
            "feistel_hash", "feistel_unhash", "feistel_hash_int", "feistel_unhash_int",
            "fields_from_hash", "hash_fields", "hash_from_fields", "key_from_fields",
-           "make_keys", "split_keys",
+           "make_keys", "sparse_keys", "split_keys",
            "WorkingSetSchedule", "classify_inputs", "fragment", "iter_working_sets"]

@@ -111,6 +111,17 @@ def make_keys(tables, rows, cfg):
     return (t << cfg.row_bits) | r
 
 
+def sparse_keys(sparse, cfg):
+    """Keys of a one-hot row-index matrix ``sparse [n_inputs, n_tables]`` whose column is the
+    table id (spec sections 2 and 6): ``make_keys(column, sparse[:, column])``, with the same
+    range errors."""
+    sparse = torch.as_tensor(sparse)
+    if sparse.dim() != 2:
+        raise ValueError(f"sparse must be 2-D [n_inputs, n_tables], not {tuple(sparse.shape)}")
+    n, t = sparse.shape
+    return make_keys(torch.arange(t, dtype=torch.int64).expand(n, t), sparse, cfg)
+
+
 def split_keys(keys, cfg):
     """Inverse of :func:`make_keys` (spec section 2): ``keys -> (tables, rows)``."""
     _check_cfg(cfg)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .access_logger import AccessLogger
-from .feistel import make_keys, split_keys
+from .feistel import sparse_keys, split_keys
 
 __all__ = ["WorkingSetSchedule", "classify_inputs", "fragment", "iter_working_sets"]
 
@@ -109,8 +109,7 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
     if sparse.dim() != 2:
         raise ValueError(f"tables_rows must be 2-D [n_inputs, n_tables], not {tuple(sparse.shape)}")
     n_inputs, n_tables = sparse.shape
-    tables = torch.arange(n_tables, dtype=torch.int64).expand(n_inputs, n_tables)
-    keys = make_keys(tables, sparse, cfg)              # validates tables and rows
+    keys = sparse_keys(sparse, cfg)                    # validates tables and rows
     res = logger.lookup(keys, popular_max_rrpv)
     hit = res.hit
     popular = classify_inputs(hit)
