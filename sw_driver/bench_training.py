@@ -25,9 +25,9 @@ import torch
 
 from sw_driver.data.presets import CRITEO_KAGGLE_TABLE_SIZES
 from sw_driver.data.synthetic import calibrate
+from sw_driver.training.modes import MODES
 from sw_driver.training.trainer import Trainer
 
-MODES = ("gpu-only", "hybrid", "hotline")
 _T0 = time.perf_counter()
 
 
