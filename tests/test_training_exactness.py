@@ -64,12 +64,7 @@ def reference(ds, order, epochs=1, **kw):
             b = min(a + W * N, n)
             sch = fragment(ds.sparse[a:b], logger, N)
             colds.append(set((off[sch.cold_tables] + sch.cold_rows).tolist()))
-            for mb in sch.popular_micro_batches:
-                step(a + mb)
-            k = sch.non_popular.numel()
-            if k:
-                for chunk in torch.tensor_split(sch.non_popular, -(-k // N)):
-                    step(a + chunk)
+            ref.working_set(sch, a)
         start = 0
     return model, table, colds
 

@@ -68,12 +68,7 @@ def reference(ds, epochs, relearn_every, relearn_batches):
                 continue
             b = min(pos + W * N, n)
             sch = fragment(ds.sparse[pos:b], logger, N)
-            for mb in sch.popular_micro_batches:
-                step(pos + mb)
-            k = sch.non_popular.numel()
-            if k:
-                for chunk in torch.tensor_split(sch.non_popular, -(-k // N)):
-                    step(pos + chunk)
+            ref.working_set(sch, pos)
             pos, since = b, since + 1
             due = since >= relearn_every
     return model, table, hot_sets

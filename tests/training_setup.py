@@ -44,3 +44,16 @@ class SequentialReference:
         loss.backward()
         self.opt.step()
         self.table.index_add_(0, g.flatten(), -self.lr * rows.grad.flatten(0, 1))
+
+    def working_set(self, sched, start):
+        """Train one working set's schedule in the documented order: the popular
+        micro-batches, then the non-popular micro-batch in near-equal steps of at most N
+        inputs. ``start`` is the working set's first sample in ``ds``."""
+        import torch
+
+        for mb in sched.popular_micro_batches:
+            self.step(start + mb)
+        k = sched.non_popular.numel()
+        if k:
+            for chunk in torch.tensor_split(sched.non_popular, -(-k // self.n)):
+                self.step(start + chunk)
