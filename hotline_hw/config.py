@@ -8,7 +8,7 @@ docs all read their parameters from :class:`EALConfig`. ``docs/spec.md`` explain
 from dataclasses import dataclass, asdict
 import math
 
-__all__ = ["EALConfig", "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
+__all__ = ["EALConfig", "DeviceConfig", "DEFAULT_DEVICE", "SMALL_DEVICE", "DEVICE_CONFIGS", "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
            "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX"]
 
 # Feistel round constants (32-bit). Round i uses index i. Multipliers are odd so that the
@@ -158,3 +158,118 @@ DEFAULT_CONFIG = EALConfig()
 ASIC_CONFIG = EALConfig(lanes=16, banks=64, sets=8192, ways=4, table_bits=5, row_bits=28)
 CONFIGS = {"default": DEFAULT_CONFIG, "asic": ASIC_CONFIG,
            "lanes1": EALConfig(lanes=1, banks=4), "lanes16": EALConfig(lanes=16, banks=64, sets=16)}
+
+
+def _need(cond, msg):
+    if not cond:
+        raise ValueError(f"DeviceConfig: {msg}")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Parameters of the whole accelerator (``HotlineAccelerator``): its lookup path
+    (``eal``) and its host interface (registers over AXI4-Lite, DMA over an AXI4 master).
+
+    Parameters
+    ----------
+    eal : EALConfig
+        The Embedding Access Logger and its lookup engine.
+    bus_bits : int
+        Width of the DMA data bus (``m_axi_rdata``/``m_axi_wdata``), a power of two in
+        64..512. Every DMA address a command names, every table base and stride and the row
+        size must be a multiple of ``bus_bytes`` (``docs/device.md``).
+    addr_bits : int
+        Width of DMA bus addresses, 32..64.
+    read_ids : int
+        Row reads the gather/write-back engine keeps in flight, each under its own AXI ID; a
+        power of two >= 2. With ``burst_beats`` it sets the bytes in flight: enough to cover
+        ``read_ids * burst_beats`` cycles of host latency at full rate.
+    burst_beats : int
+        Longest DMA burst in beats, a power of two in 1..256 (AXI4 INCR allows 256); bursts
+        never cross a 4 KiB boundary either.
+    max_row_bytes : int
+        Largest row a gather or write-back may move (run-time ``ROW_BYTES`` <= this), a
+        multiple of ``bus_bytes``.
+    cmd_depth : int
+        Commands the command FIFO holds (a power of two >= 2).
+    max_count : int
+        Most list entries (keys, rows) one command may name.
+    csr_addr_bits : int
+        Width of the register (AXI4-Lite) address, 12..16: the register space is
+        ``2**csr_addr_bits`` bytes.
+    """
+
+    eal: EALConfig = EALConfig()
+    bus_bits: int = 128
+    addr_bits: int = 64
+    read_ids: int = 64
+    burst_beats: int = 16
+    max_row_bytes: int = 1024
+    cmd_depth: int = 16
+    max_count: int = (1 << 24) - 1
+    csr_addr_bits: int = 12
+
+    def __post_init__(self):
+        if not isinstance(self.eal, EALConfig):
+            raise TypeError(f"DeviceConfig: eal must be an EALConfig, not {self.eal!r}")
+        for name in ("bus_bits", "addr_bits", "read_ids", "burst_beats", "max_row_bytes",
+                     "cmd_depth", "max_count", "csr_addr_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"DeviceConfig: {name} must be an int, not {value!r}")
+        _need(_is_pow2(self.bus_bits) and 64 <= self.bus_bits <= 512,
+              f"bus_bits must be a power of two in 64..512, not {self.bus_bits}")
+        _need(32 <= self.addr_bits <= 64, f"addr_bits must be in 32..64, not {self.addr_bits}")
+        _need(_is_pow2(self.read_ids) and self.read_ids >= 2,
+              f"read_ids must be a power of two >= 2, not {self.read_ids}")
+        _need(_is_pow2(self.burst_beats) and self.burst_beats <= 256,
+              f"burst_beats must be a power of two in 1..256, not {self.burst_beats}")
+        _need(self.burst_beats * self.bus_bytes <= 4096,
+              f"a {self.burst_beats}-beat burst of {self.bus_bytes} B is more than 4 KiB")
+        _need(self.max_row_bytes >= self.bus_bytes and self.max_row_bytes % self.bus_bytes == 0
+              and self.max_row_bytes < 1 << 16,
+              f"max_row_bytes must be a multiple of bus_bytes ({self.bus_bytes}) below 64 KiB, "
+              f"not {self.max_row_bytes}")
+        _need(_is_pow2(self.cmd_depth) and self.cmd_depth >= 2,
+              f"cmd_depth must be a power of two >= 2, not {self.cmd_depth}")
+        _need(1 <= self.max_count < 1 << 32, f"max_count must be in 1..2**32-1, not {self.max_count}")
+        _need(12 <= self.csr_addr_bits <= 16,
+              f"csr_addr_bits must be in 12..16, not {self.csr_addr_bits}")
+        _need(self.eal.slot_bits <= 32, f"the hot-table slot ({self.eal.slot_bits} bits) must "
+              f"fit the 32-bit slot field of a lookup result word")
+        _need(self.eal.tag_bits <= 60, f"a tag of {self.eal.tag_bits} bits does not fit the "
+              f"60-bit tag field of a dump word")
+
+    @property
+    def bus_bytes(self):
+        """Bytes per DMA data beat."""
+        return self.bus_bits // 8
+
+    @property
+    def words_per_beat(self):
+        """64-bit list words (keys, results, dump entries) per data beat."""
+        return self.bus_bits // 64
+
+    @property
+    def max_tables(self):
+        """Table register slots (``TABLE_BASE``/``STRIDE``/``ROWS``): one per table id."""
+        return self.eal.max_tables
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return DeviceConfig(**{**{f: getattr(self, f) for f in self.__dataclass_fields__},
+                               **changes})
+
+    def describe(self):
+        """A one-line summary of the host interface and the EAL."""
+        return (f"bus={self.bus_bits}b addr={self.addr_bits}b read_ids={self.read_ids} "
+                f"burst={self.burst_beats} beats row<={self.max_row_bytes} B "
+                f"cmd_depth={self.cmd_depth} | EAL {self.eal.describe()}")
+
+
+DEFAULT_DEVICE = DeviceConfig()
+# A small device for fast Verilator builds in tests: one lookup lane, four banks.
+SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4)
+DEVICE_CONFIGS = {"default": DEFAULT_DEVICE, "small": SMALL_DEVICE,
+                  "bus64": SMALL_DEVICE.replace(bus_bits=64),
+                  "bus512": SMALL_DEVICE.replace(bus_bits=512, burst_beats=8)}

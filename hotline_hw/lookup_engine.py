@@ -41,7 +41,8 @@ class LookupEngine(wiring.Component):
     clear, start_dump : In(1)
         One-cycle command pulses, taken only while ``busy`` is low (ignored otherwise).
     busy : Out(1)
-        A lookup is in flight, or a clear or dump runs.
+        A lookup is in flight, or a clear or dump runs (also the clear that follows
+        reset: ``sets`` cycles).
 
     Micro-architecture: keys are hashed in a ``hash_rounds``-stage pipeline, then enter a
     reorder window of ``window`` beats. Each cycle every bank is granted the oldest pending
@@ -215,7 +216,9 @@ class LookupEngine(wiring.Component):
         for bank in banks:
             m.d.comb += bank.maint_addr.eq(maint_addr)
         read_data = Array(bank.read_data for bank in banks)
-        with m.FSM():
+        # After reset the engine clears the tag store (busy for `sets` cycles), so reset
+        # leaves the state the spec defines whatever the memories held before.
+        with m.FSM(init="CLEAR"):
             with m.State("IDLE"):
                 m.d.comb += idle_fsm.eq(1)
                 with m.If(take_command & self.clear):
