@@ -336,8 +336,12 @@ def registers_markdown(config: DeviceConfig) -> str:
                 bits = f"{f.lsb}" if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
                 head = (f"`{r.offset:#05x}` | `{r.name}` | {r.access} | {reset}" if k == 0
                         else " | | |")
-                meaning = f.doc if k else (f"{r.doc}: {f.doc}" if len(r.fields) > 1 or
-                                           f.doc != r.doc else r.doc)
+                if k:
+                    meaning = f.doc
+                elif len(r.fields) == 1 and (f.doc in r.doc or f.name == "value"):
+                    meaning = r.doc
+                else:
+                    meaning = f"{r.doc}; {f.name}: {f.doc}"
                 out.append(f"| {head} | `{f.name}` | {bits} | {meaning} |")
         out.append("")
     return "\n".join(out) + "\n"

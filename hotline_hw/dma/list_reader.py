@@ -146,7 +146,7 @@ class ListReader(wiring.Component):
             m.d.comb += [pos.eq((beat_index << (W.bit_length() - 1)) + k),
                          mask[k].eq((pos >= first_word) & (pos < first_word + total_words))]
         m.d.comb += [
-            self.beats.valid.eq(busy & ((q.r_level != 0) | filler)),
+            self.beats.valid.eq(busy & (q.r_rdy | filler)),
             beat.data.eq(Mux(filler, 0, q.r_data[:c.bus_bits])),
             beat.error.eq(filler | q.r_data[c.bus_bits]),
             beat.mask.eq(mask),

