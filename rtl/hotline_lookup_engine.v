@@ -4632,7 +4632,7 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   output dump__valid;
   reg dump__valid;
   reg [3:0] dump_bank = 4'h0;
-  reg [1:0] fsm_state = 2'h0;
+  reg [1:0] fsm_state = 2'h1;
   wire grant_w0_l0;
   wire grant_w0_l1;
   wire grant_w0_l2;
@@ -11890,7 +11890,7 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
           end
     endcase
     if (rst) begin
-      \$4583  = 2'h0;
+      \$4583  = 2'h1;
     end
   end
   always @* begin

@@ -1,22 +1,35 @@
-"""``make sim``: the lookup-engine RTL under Verilator on the Criteo sample, with a report.
+"""``make sim``: the RTL under Verilator on the Criteo sample, with a report.
 
 The RTL's every output is checked against the golden model.
 
-Learns popularity on a sample of mini-batches (5 % by default), freezes, classifies every
-other mini-batch, reads the learned tag store back, and prints lookups, cycles, lookups per
-cycle, the share of popular inputs (from the RTL's own hit flags) and the agreement with the
-golden model. Without the real sample it runs on synthetic data and says so.
+1. The lookup engine: learns popularity on a sample of mini-batches (5 % by default),
+   freezes, classifies every other mini-batch, reads the learned tag store back, and prints
+   lookups, cycles, lookups per cycle, the share of popular inputs (from the RTL's own hit
+   flags) and the agreement with the golden model.
+2. The whole device (``rtl/hotline_accelerator.v``) driven through its registers, with the
+   tables in simulated host memory: LEARN the same sample, DUMP, then for the first working
+   sets LOOKUP their keys, GATHER the cold rows the device's hit flags name and WRITE_BACK
+   them; prints rows, bytes and cycles per command and the gather bandwidth as a share of
+   the AXI data-bus peak.
+
+Without the real sample it runs on synthetic data and says so.
 """
 
 import argparse
+import dataclasses
+import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from hotline_hw.config import CONFIGS
-from verif.tb.runner import run_scenario, ScenarioFailed
-from verif.workload import LookupWorkload, load_criteo_or_synthetic
+from hotline_hw.config import CONFIGS, DEFAULT_DEVICE
+from hotline_hw.generate import ACCELERATOR_NAME
+from verif.golden import iter_working_sets
+from verif.tb.runner import REPO_ROOT, build_top, run_cocotb, run_scenario, ScenarioFailed
+from verif.workload import LookupWorkload, load_criteo_or_synthetic, split_learn_sample
 
 
 def main(argv=None):
@@ -32,6 +45,16 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="seed of the learn sample and stimulus")
     parser.add_argument("--stall-prob", type=float, default=0.0,
                         help="probability of back-pressure on the result stream per cycle")
+    parser.add_argument("--working-sets", type=int, default=2,
+                        help="working sets the device gathers and writes back (default 2)")
+    parser.add_argument("--working-set", type=int, default=4,
+                        help="mini-batches per working set (default 4)")
+    parser.add_argument("--dim", type=int, default=16,
+                        help="embedding dimension of the device's rows, fp32 (default 16: 64 B)")
+    parser.add_argument("--latency", type=int, default=200,
+                        help="host memory read and write latency in cycles (default 200)")
+    parser.add_argument("--no-device", action="store_true",
+                        help="only the lookup engine, not the device run")
     args = parser.parse_args(argv)
     cfg = CONFIGS[args.config]
     threshold = cfg.popular_max_rrpv if args.popular_max_rrpv is None else args.popular_max_rrpv
@@ -87,9 +110,82 @@ def main(argv=None):
     print(f"  simulation: {sim_cycles} cycles in {report['wall_seconds']:.1f} s "
           f"({sim_cycles / report['wall_seconds']:.0f} cycles/s incl. start-up); Verilator "
           f"build {report['build_seconds']:.1f} s; total {wall:.1f} s")
+    ok = report["mismatches"] == 0
+    if not args.no_device and args.config == "default":
+        ok = device_report(data, work, args) and ok
     if not is_real:
         print("  NOTE: synthetic data was used because the real Criteo sample is absent.")
-    return 0 if report["mismatches"] == 0 else 1
+    return 0 if ok else 1
+
+
+def device_report(data, work, args):
+    """Part 2: the device on the same workload; returns whether everything agreed."""
+    dcfg = DEFAULT_DEVICE
+    e = dcfg.eal
+    learn_ids, rest_ids = split_learn_sample(len(data), args.batch_size, args.sample_rate,
+                                             args.seed)
+    rest = np.concatenate([np.arange(b * args.batch_size, min(len(data), (b + 1) * args.batch_size))
+                           for b in rest_ids]) if len(rest_ids) else np.zeros(0, dtype=np.int64)
+    sparse = data.sparse.numpy()[rest]
+    sets = list(iter_working_sets(sparse, args.batch_size, args.working_set))[:args.working_sets]
+    offsets = np.cumsum([0] + [len(w) for w in sets])
+    print()
+    print(f"  device: {ACCELERATOR_NAME} (rtl/, {dcfg.describe().split(' | ')[0]}), host memory "
+          f"latency {args.latency} cycles, rows of {4 * args.dim} B")
+    started = time.perf_counter()
+    source = (REPO_ROOT / "rtl" / f"{ACCELERATOR_NAME}.v").read_text()
+    runner, build_dir = build_top(ACCELERATOR_NAME, source, "accel_rtl_default")
+    build_s = time.perf_counter() - started
+    work_dir = Path(tempfile.mkdtemp(prefix="make_sim_device_", dir=build_dir))
+    np.savez(work_dir / "workload.npz", learn_keys=work.learn_keys.numpy(),
+             ws_sparse=np.concatenate(sets) if sets else np.zeros((0, work.tables), np.int64),
+             ws_offsets=offsets, table_rows=np.asarray(data.table_sizes, dtype=np.int64))
+    spec = {"config": dataclasses.asdict(dcfg), "case": "workload", "seed": args.seed,
+            "workload": str(work_dir / "workload.npz"), "dim": args.dim,
+            "read_latency": args.latency, "write_latency": args.latency,
+            "report": str(work_dir / "report.json")}
+    (work_dir / "case.json").write_text(json.dumps(spec))
+    sim_started = time.perf_counter()
+    try:
+        run_cocotb(runner, build_dir, ACCELERATOR_NAME, "verif.tb.test_accelerator",
+                   REPO_ROOT / "verif" / "tb" / "test_accelerator.py",
+                   {"HOTLINE_CASE": work_dir / "case.json"}, name="make_sim_device")
+    except ScenarioFailed as exc:
+        print(f"  FAILED: {exc}", file=sys.stderr)
+        return False
+    wall = time.perf_counter() - sim_started
+    rep = json.loads((work_dir / "report.json").read_text())
+    bb = rep["bus_bytes"]
+    print()
+    print("  " + "command".ljust(12) + "".join(h.rjust(13) for h in
+                                             ("commands", "items", "cycles", "bytes moved", "of bus peak")))
+    for op, st in rep["stats"].items():
+        share = (f"{100.0 * st['bytes'] / (st['cycles'] * bb):.1f} %"
+                 if st["bytes"] and st["cycles"] else "")
+        moved = f"{st['bytes'] / 1e6:.2f} MB" if st["bytes"] else ""
+        print("  " + op.ljust(12) + "".join(str(v).rjust(13) for v in
+                                           (st["commands"], st["count"], st["cycles"], moved, share)))
+    g, wb = rep["stats"]["GATHER"], rep["stats"]["WRITE_BACK"]
+    pops = sum(w["popular_inputs"] for w in rep["working_sets"])
+    inputs = sum(w["inputs"] for w in rep["working_sets"])
+    print()
+    print(f"  working sets: {len(rep['working_sets'])} of {args.working_set} x {args.batch_size} "
+          f"inputs; {pops} of {inputs} inputs popular; {g['count']} cold rows gathered, "
+          f"{wb['count']} written back")
+    if g["cycles"]:
+        print(f"  gather bandwidth: {g['bytes'] / g['cycles']:.1f} B/cycle = "
+              f"{100.0 * g['bytes'] / (g['cycles'] * bb):.1f} % of the {8 * bb}-bit bus peak; "
+              f"write-back {100.0 * wb['bytes'] / max(1, wb['cycles'] * bb):.1f} %")
+    c = rep["counters"]
+    print(f"  device counters: {c['LOOKUPS']} lookups, {c['HITS']} hits, {c['ROWS_GATHERED']} rows "
+          f"gathered, {c['ROWS_WRITTEN']} written, {c['BYTES_READ']} B read, "
+          f"{c['BYTES_WRITTEN']} B written, {c['CYCLES']} cycles")
+    agreement = 100.0 * (rep["compared"] - rep["mismatches"]) / max(1, rep["compared"])
+    print(f"  agreement with the golden model: {agreement:.2f} % ({rep['compared'] - rep['mismatches']} "
+          f"of {rep['compared']} result words, dump entries, hit flags, cold lists and rows identical)")
+    print(f"  simulation: {c['CYCLES']} cycles in {wall:.1f} s ({c['CYCLES'] / wall:.0f} cycles/s "
+          f"incl. start-up); Verilator build {build_s:.1f} s")
+    return rep["mismatches"] == 0
 
 
 if __name__ == "__main__":

@@ -443,6 +443,128 @@ async def case_reset(c: Case):
     await c.dump()
 
 
+
+async def case_workload(dut, spec):
+    """``make sim``'s device run on a real workload (no memory mirror: the tables are far
+    larger than what is touched): LEARN the sample, DUMP, then per working set LOOKUP its
+    keys, build the cold list from the device's own hit flags (checked against the golden
+    fragmenter), GATHER those rows, change them as training would, WRITE_BACK. Every result
+    word, dump entry, cold list and row byte is compared; the report has per-command cycles
+    and bytes."""
+    import mmap
+    from verif.golden import fragment
+    w = np.load(spec["workload"])
+    cfg = config_from_dict(spec["config"])
+    e = cfg.eal
+    dim, rb = spec["dim"], 4 * spec["dim"]
+    table_rows = w["table_rows"].tolist()
+    learn_keys = w["learn_keys"]
+    ws_sparse, ws_offsets = w["ws_sparse"], w["ws_offsets"].tolist()
+    n_keys = max(len(learn_keys), max(b - a for a, b in zip(ws_offsets, ws_offsets[1:])) * len(table_rows))
+    # Layout: scratch lists first, then the tables, each on a 4 KiB boundary.
+    keys_at = 0x1000
+    res_at = keys_at + (8 * n_keys + 4095) // 4096 * 4096
+    dump_at = res_at + (8 * n_keys + 4095) // 4096 * 4096
+    buf_at = dump_at + (8 * e.entries + 4095) // 4096 * 4096
+    base = buf_at + (rb * n_keys + 4095) // 4096 * 4096
+    bases = []
+    for rows in table_rows:
+        bases.append(base)
+        base += (rows * rb + 4095) // 4096 * 4096
+    mem = mmap.mmap(-1, base)                      # pages appear when touched
+    bench = DeviceBench(dut, cfg, mem=mem, seed=spec["seed"], read_latency=spec["read_latency"],
+                        write_latency=spec["write_latency"])
+    await bench.start()
+    await bench.wait_ready()
+    for t, rows in enumerate(table_rows):
+        await bench.set_table(t, bases[t], rb, rows)
+    await bench.write_ok("ROW_BYTES", rb)
+    golden = AccessLogger(e)
+    rng = np.random.default_rng(spec["seed"])
+    stats = {op: {"commands": 0, "count": 0, "cycles": 0, "bytes": 0}
+             for op in ("LEARN", "DUMP", "LOOKUP", "GATHER", "WRITE_BACK")}
+    compared = mismatched = 0
+
+    def put_words(addr, words):
+        mem[addr:addr + 8 * len(words)] = np.asarray(words, dtype="<u8").tobytes()
+
+    def words_at(addr, n):
+        return np.frombuffer(mem[addr:addr + 8 * n], dtype="<u8")
+
+    async def run(op, count, a0, a1, nbytes=0):
+        cycles = await bench.run(op, count, a0, a1)
+        st = stats[op.name]
+        st["commands"] += 1
+        st["count"] += count
+        st["cycles"] += cycles
+        st["bytes"] += nbytes
+
+    def row_addr(key):
+        return bases[key >> e.row_bits] + (key & ((1 << e.row_bits) - 1)) * rb
+
+    # LEARN, results and dump against the golden model.
+    put_words(keys_at, learn_keys)
+    exp = golden.learn(torch.tensor(learn_keys, dtype=torch.int64))
+    await run(Opcode.LEARN, len(learn_keys), keys_at, res_at)
+    want = (exp.slot.numpy().astype(np.uint64) & 0xFFFFFFFF) | (exp.hit.numpy().astype(np.uint64) << 32)
+    got = words_at(res_at, len(learn_keys))
+    compared += len(want)
+    mismatched += int((got != want).sum())
+    st = golden.state
+    want = ((st["tag"].reshape(-1).numpy().astype(np.uint64) & ((1 << 60) - 1))
+            | (st["rrpv"].reshape(-1).numpy().astype(np.uint64) << 60)
+            | (st["valid"].reshape(-1).numpy().astype(np.uint64) << 63))
+    await run(Opcode.DUMP, e.entries, 0, dump_at)
+    got = words_at(dump_at, e.entries)
+    compared += len(want)
+    mismatched += int((got != want).sum())
+    await bench.write_ok("POPULAR_MAX_RRPV", e.popular_max_rrpv)
+    rows_state = {}
+    ws_report = []
+    for a, b in zip(ws_offsets, ws_offsets[1:]):
+        sparse = torch.tensor(ws_sparse[a:b], dtype=torch.int64)
+        keys = ((torch.arange(sparse.shape[1]) << e.row_bits) | sparse).reshape(-1).numpy()
+        put_words(keys_at, keys)
+        await run(Opcode.LOOKUP, len(keys), keys_at, res_at)
+        res = words_at(res_at, len(keys))
+        hit = (res >> 32) & 1
+        sched = fragment(sparse, golden, 128)
+        compared += len(keys)
+        mismatched += int((hit.astype(bool) != sched.hit.reshape(-1).numpy()).sum())
+        # The cold list from the device's own hit flags, first-seen order.
+        cold = list(dict.fromkeys(int(k) for k, h in zip(keys, hit) if not h))
+        compared += 1
+        mismatched += int(cold != [int(k) for k in
+                                   ((sched.cold_tables << e.row_bits) | sched.cold_rows).tolist()])
+        for k in cold:
+            if k not in rows_state:
+                data = rng.bytes(rb)
+                rows_state[k] = data
+                mem[row_addr(k):row_addr(k) + rb] = data
+        put_words(keys_at, cold)
+        await run(Opcode.GATHER, len(cold), keys_at, buf_at, len(cold) * rb)
+        gathered = mem[buf_at:buf_at + len(cold) * rb]
+        want = b"".join(rows_state[k] for k in cold)
+        compared += len(cold)
+        mismatched += sum(gathered[i * rb:(i + 1) * rb] != want[i * rb:(i + 1) * rb]
+                          for i in range(len(cold)))
+        # "Training" changes every gathered row; write-back must store the new rows.
+        updated = rng.bytes(len(cold) * rb)
+        mem[buf_at:buf_at + len(cold) * rb] = updated
+        await run(Opcode.WRITE_BACK, len(cold), keys_at, buf_at, len(cold) * rb)
+        for i, k in enumerate(cold):
+            rows_state[k] = updated[i * rb:(i + 1) * rb]
+            compared += 1
+            mismatched += mem[row_addr(k):row_addr(k) + rb] != rows_state[k]
+        ws_report.append({"inputs": int(b - a), "cold_rows": len(cold),
+                          "popular_inputs": int(sched.popular.sum())})
+    counters = {name: await bench.read64(name) for name in
+                ("LOOKUPS", "HITS", "ROWS_GATHERED", "ROWS_WRITTEN", "BYTES_READ",
+                 "BYTES_WRITTEN", "READ_STALL_CYCLES", "CYCLES")}
+    return {"stats": stats, "compared": compared, "mismatches": int(mismatched),
+            "working_sets": ws_report, "counters": counters, "bus_bytes": cfg.bus_bytes}
+
+
 CASES = {"registers": case_registers, "lookups": case_lookups, "rows": case_rows,
          "errors": case_errors, "reset": case_reset}
 
@@ -452,6 +574,11 @@ async def run_case(dut):
     """Plays the case named by HOTLINE_CASE and writes its report."""
     with open(os.environ["HOTLINE_CASE"]) as f:
         spec = json.load(f)
+    if spec["case"] == "workload":
+        report = await case_workload(dut, spec)
+        with open(spec["report"], "w") as f:
+            json.dump(report, f)
+        return
     case = Case(dut, spec)
     await case.start()
     started = cocotb.utils.get_sim_time("ns") // 10
