@@ -197,6 +197,9 @@ class DeviceConfig:
     csr_addr_bits : int
         Width of the register (AXI4-Lite) address, 12..16: the register space is
         ``2**csr_addr_bits`` bytes.
+    word_writes : int
+        Single-beat writes (lookup results, dump entries) in flight, a power of two >= 2:
+        they cover ``word_writes`` cycles of write-response latency at one word per cycle.
     """
 
     eal: EALConfig = EALConfig()
@@ -208,12 +211,13 @@ class DeviceConfig:
     cmd_depth: int = 16
     max_count: int = (1 << 24) - 1
     csr_addr_bits: int = 12
+    word_writes: int = 256
 
     def __post_init__(self):
         if not isinstance(self.eal, EALConfig):
             raise TypeError(f"DeviceConfig: eal must be an EALConfig, not {self.eal!r}")
         for name in ("bus_bits", "addr_bits", "read_ids", "burst_beats", "max_row_bytes",
-                     "cmd_depth", "max_count", "csr_addr_bits"):
+                     "cmd_depth", "max_count", "csr_addr_bits", "word_writes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"DeviceConfig: {name} must be an int, not {value!r}")
@@ -233,6 +237,8 @@ class DeviceConfig:
         _need(_is_pow2(self.cmd_depth) and self.cmd_depth >= 2,
               f"cmd_depth must be a power of two >= 2, not {self.cmd_depth}")
         _need(1 <= self.max_count < 1 << 32, f"max_count must be in 1..2**32-1, not {self.max_count}")
+        _need(_is_pow2(self.word_writes) and self.word_writes >= 2,
+              f"word_writes must be a power of two >= 2, not {self.word_writes}")
         _need(12 <= self.csr_addr_bits <= 16,
               f"csr_addr_bits must be in 12..16, not {self.csr_addr_bits}")
         _need(self.eal.slot_bits <= 32, f"the hot-table slot ({self.eal.slot_bits} bits) must "
@@ -264,12 +270,12 @@ class DeviceConfig:
         """A one-line summary of the host interface and the EAL."""
         return (f"bus={self.bus_bits}b addr={self.addr_bits}b read_ids={self.read_ids} "
                 f"burst={self.burst_beats} beats row<={self.max_row_bytes} B "
-                f"cmd_depth={self.cmd_depth} | EAL {self.eal.describe()}")
+                f"cmd_depth={self.cmd_depth} word_writes={self.word_writes} | EAL {self.eal.describe()}")
 
 
 DEFAULT_DEVICE = DeviceConfig()
 # A small device for fast Verilator builds in tests: one lookup lane, four banks.
-SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4)
+SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4, word_writes=32)
 DEVICE_CONFIGS = {"default": DEFAULT_DEVICE, "small": SMALL_DEVICE,
                   "bus64": SMALL_DEVICE.replace(bus_bits=64),
                   "bus512": SMALL_DEVICE.replace(bus_bits=512, burst_beats=8)}

@@ -12,8 +12,9 @@ and turns the training code's row indices into what the accelerator's lookup pat
    and 7) with a few device kernels against the slot map -> :class:`Schedule`; equal to
    ``verif.golden.fragment`` on the same state.
 4. :meth:`HotlineDevice.gather` / :meth:`HotlineDevice.write_back` -- move the schedule's cold
-   rows between the host table and a (pinned) staging buffer with several CPU threads
-   (:mod:`sw_driver.gather`).
+   rows between the host table and a device-visible staging buffer with the transport's
+   ``GATHER`` / ``WRITE_BACK`` commands (``model``: CPU threads, :mod:`sw_driver.gather`;
+   ``sim``: the RTL's DMA engine).
 
 Indexing: table ``t`` of ``table_rows[t]`` rows starts at global row ``table_offsets[t]`` of the
 host table ``[sum(table_rows), dim]``; a lookup ``(t, r)`` is global row ``table_offsets[t] + r``
@@ -26,13 +27,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX
+from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, RRPV_MAX
 from verif.golden import key_from_fields, sparse_keys, split_keys
 
 from .counters import Counters
 from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
 from .gather import gather_rows, make_pool, scatter_rows
-from .transport import Transport, open_transport
+from .model_transport import command_chunks
+from .transport import Transport, as_device_config, open_transport
 
 __all__ = ["HotlineDevice", "HotRows", "Schedule"]
 
@@ -129,15 +131,24 @@ class HotlineDevice:
         ``1 <= table_rows[t] <= 2**config.row_bits`` (else :class:`TableSpecError`).
     dim : int
         Embedding dimension (>= 1).
-    config : EALConfig
-        The tag-store parameters (``hotline_hw/config.py``).
+    config : EALConfig or DeviceConfig
+        The tag-store parameters, or the whole accelerator's (``hotline_hw/config.py``); an
+        EALConfig means ``DeviceConfig(eal=config)``. ``self.config`` is the EALConfig,
+        ``self.device_config`` the DeviceConfig.
     transport : str or Transport
-        ``"model"`` (the golden model), ``"sim"``, ``"pcie"`` (not yet implemented), or an open
+        ``"model"`` (the golden model and CPU threads), ``"sim"`` (the simulated RTL, started
+        by the device), ``"pcie"`` (not yet implemented), or an open
         :class:`~sw_driver.transport.Transport` for ``config`` (the device closes it).
     device : str or torch.device
         Where the slot map, the hot table and the schedules live (``"cpu"``, ``"cuda"``, ...).
     gather_threads : int
-        CPU threads for :meth:`gather` / :meth:`write_back`.
+        CPU threads for the ``model`` row mover and the hot-table copies.
+    close_transport : bool
+        Whether :meth:`close` closes the transport (default); ``False`` lets several devices
+        share one open transport in turn (e.g. one simulator for a test module).
+    transport_options : dict, optional
+        Keyword options for the transport opened by name (``sim``: ``shm_size``,
+        ``latency``, ... see :class:`~sw_driver.sim_transport.SimTransport`).
 
     States: *learning* (after opening or :meth:`clear`) -> :meth:`freeze` -> *frozen*
     (:meth:`schedule` allowed) -> :meth:`clear` / :meth:`unfreeze` -> *learning* ...;
@@ -146,11 +157,15 @@ class HotlineDevice:
     """
 
     def __init__(self, table_rows, dim, config=DEFAULT_CONFIG, transport="model", device="cpu",
-                 gather_threads=8):
+                 gather_threads=8, transport_options=None, close_transport=True):
         self._state = _CLOSED  # until fully opened
-        if not isinstance(config, EALConfig):
-            raise TypeError(f"config must be an EALConfig, not {type(config).__name__}")
+        if not isinstance(config, (EALConfig, DeviceConfig)):
+            raise TypeError(f"config must be an EALConfig or a DeviceConfig, not "
+                            f"{type(config).__name__}")
+        given_device = isinstance(config, DeviceConfig)
+        config, dcfg = as_device_config(config)
         self.config = config
+        self.device_config = dcfg
         self._table_rows = self._check_table_rows(table_rows, config)
         self.dim = _check_int(dim, "dim", 1, TableSpecError)
         gather_threads = _check_int(gather_threads, "gather_threads", 1)
@@ -171,15 +186,30 @@ class HotlineDevice:
         self._generation = 0
         self._counters = Counters()
         self._token = object()
+        self._tables_key = None      # what set_tables was last called with, and
+        self._tables_layout = None   # the transport's layout it made
+        self._close_transport = bool(close_transport)
         if isinstance(transport, Transport):
             if transport.config != config:
                 raise ValueError("the transport was opened for another EALConfig: "
                                  f"{transport.config.describe()} != {config.describe()}")
+            if given_device and transport.device_config != dcfg:
+                raise ValueError("the transport was opened for another DeviceConfig: "
+                                 f"{transport.device_config.describe()} != {dcfg.describe()}")
             self._transport = transport
+            self.device_config = transport.device_config
         else:
-            self._transport = open_transport(transport, config)
+            options = dict(transport_options or {})
+            if transport == "model":
+                options.setdefault("threads", gather_threads)
+            self._transport = open_transport(transport, dcfg if dcfg is not None else config,
+                                             **options)
         self.gather_threads = gather_threads
-        self._pool = make_pool(gather_threads)
+        try:
+            self._pool = make_pool(gather_threads)
+        except BaseException:
+            self._transport.close()
+            raise
         self._state = _LEARNING
 
     # --- description ----------------------------------------------------------------
@@ -562,13 +592,52 @@ class HotlineDevice:
             raise ScheduleError(f"{what}: {name} has dtype {buf.dtype}, host_table has "
                                 f"{host_table.dtype}")
 
+    def _host_copy(self, host_table):
+        """Whether rows of ``host_table`` are copied by CPU threads in the driver instead of
+        the transport's row mover: only for a transport that allows it (``model``) and a
+        table whose rows the DMA engine cannot move (``ROW_BYTES`` not a multiple of
+        ``bus_bytes`` or above ``max_row_bytes``, rows not contiguous)."""
+        if not self._transport.host_copy:
+            return False
+        dcfg = self.device_config
+        if dcfg is None:
+            return True
+        row_bytes = self.dim * host_table.element_size()
+        return (row_bytes % dcfg.bus_bytes != 0 or row_bytes > dcfg.max_row_bytes
+                or (self.dim > 1 and host_table.stride(1) != 1))
+
+    def _need_visible(self, tensor, name, what):
+        if not self._transport.is_device_visible(tensor):
+            raise ScheduleError(
+                f"{what}: {name} is not device-visible for the {self._transport.name} "
+                f"transport: allocate it with HotlineDevice.alloc_host() (or new_staging())")
+
+    def _program_tables(self, host_table, what):
+        """``transport.set_tables`` for ``host_table`` unless it is already programmed."""
+        self._need_visible(host_table, "host_table", what)
+        key = (self._transport.bus_address(host_table), tuple(host_table.shape),
+               tuple(host_table.stride()), host_table.dtype)
+        layout = getattr(self._transport, "layout", None)
+        if key != self._tables_key or layout is None or layout is not self._tables_layout:
+            self._tables_key = None
+            self._transport.set_tables(host_table, self._rows_cpu, self._offsets_cpu)
+            self._tables_key = key
+            self._tables_layout = getattr(self._transport, "layout", None)
+
+    def _cold_keys(self, sched):
+        return (sched.cold_tables << self.config.row_bits) | sched.cold_rows
+
     def gather(self, sched, host_table, staging):
         """Copy the schedule's cold rows ``host_table[sched.cold_global_rows]`` into
-        ``staging[:n_cold]`` with ``gather_threads`` CPU threads; returns ``staging[:n_cold]``.
+        ``staging[:n_cold]`` with the transport's ``GATHER`` commands (key list: the
+        schedule's ``(cold_tables, cold_rows)``, at most ``max_count`` keys a command);
+        returns ``staging[:n_cold]``.
 
-        ``host_table``: ``[sum(table_rows), dim]`` floating tensor in host memory;
-        ``staging``: ``[>= n_cold, dim]`` host tensor of the same dtype (pinned for a fast
-        upload, see :meth:`new_staging`). Mismatches raise :class:`ScheduleError`.
+        ``host_table``: ``[sum(table_rows), dim]`` floating tensor in device-visible host
+        memory (any host tensor for ``model``; :meth:`alloc_host` for ``sim``);
+        ``staging``: ``[>= n_cold, dim]`` device-visible host tensor of the same dtype with
+        packed rows (see :meth:`new_staging`). Mismatches raise :class:`ScheduleError`; a
+        command the device refuses raises :class:`~sw_driver.errors.DeviceCommandError`.
         """
         self._need_open("gather")
         what = "HotlineDevice.gather"
@@ -578,34 +647,73 @@ class HotlineDevice:
         if staging.device.type != "cpu":
             raise ScheduleError(f"{what}: staging must be in host memory, not on "
                                 f"{staging.device}")
-        out = gather_rows(host_table, sched.cold_global_rows, staging, self._pool)
-        self._counters.bytes_gathered += sched.n_cold * self.dim * host_table.element_size()
+        n = sched.n_cold
+        if self._host_copy(host_table):
+            out = gather_rows(host_table, sched.cold_global_rows, staging, self._pool)
+        else:
+            self._program_tables(host_table, what)
+            self._need_visible(staging, "staging", what)
+            out = staging[:n]
+            keys = self._cold_keys(sched)
+            for a, b in command_chunks(n, self.device_config.max_count):
+                self._transport.gather(keys[a:b], out[a:b])
+        self._counters.bytes_gathered += n * self.dim * host_table.element_size()
         return out
 
     def write_back(self, sched, rows, host_table):
         """Scatter updated cold rows back: ``host_table[sched.cold_global_rows] = rows``
-        with ``gather_threads`` CPU threads; returns ``host_table``.
+        with the transport's ``WRITE_BACK`` commands; returns ``host_table``.
 
-        ``rows``: ``[n_cold, dim]`` with ``host_table``'s dtype, in host memory or on a device
-        (then copied to the host first). Mismatches raise :class:`ScheduleError`.
+        ``rows``: ``[n_cold, dim]`` with ``host_table``'s dtype, anywhere: rows that are not
+        device-visible host memory with packed rows (a GPU tensor, a plain tensor for
+        ``sim``) are first copied into a device-visible buffer (a blocking copy).
+        Mismatches raise :class:`ScheduleError`.
         """
         self._need_open("write_back")
         what = "HotlineDevice.write_back"
         self._check_schedule(sched, what)
         self._check_host_table(host_table, what)
         self._check_rows_buffer(rows, "rows", host_table, sched.n_cold, True, what)
-        if rows.device.type != "cpu":
-            rows = rows.to("cpu")
-        scatter_rows(host_table, sched.cold_global_rows, rows, self._pool)
-        self._counters.bytes_written_back += sched.n_cold * self.dim * host_table.element_size()
+        n = sched.n_cold
+        if self._host_copy(host_table):
+            if rows.device.type != "cpu":
+                rows = rows.to("cpu")
+            scatter_rows(host_table, sched.cold_global_rows, rows, self._pool)
+        elif n:
+            self._program_tables(host_table, what)
+            packed = rows.dim() == 2 and (n < 2 or rows.stride(0) == self.dim) and (
+                self.dim < 2 or rows.stride(1) == 1)
+            if rows.device.type != "cpu" or not packed \
+                    or not self._transport.is_device_visible(rows):
+                bounce = self._transport.alloc((n, self.dim), host_table.dtype)
+                bounce.copy_(rows)
+                rows = bounce
+            keys = self._cold_keys(sched)
+            for a, b in command_chunks(n, self.device_config.max_count):
+                self._transport.write_back(keys[a:b], rows[a:b])
+        self._counters.bytes_written_back += n * self.dim * host_table.element_size()
         return host_table
 
+    def alloc_host(self, shape, dtype=torch.float32):
+        """A device-visible host buffer of ``shape`` (contents undefined) from the
+        transport's allocator: a (pinned when CUDA is available) tensor for ``model``, a
+        view into the simulated host DRAM for ``sim``. The host table must come from here
+        for ``sim``."""
+        self._need_open("alloc_host")
+        return self._transport.alloc(shape, dtype)
+
     def new_staging(self, rows, dtype=torch.float32):
-        """A staging buffer ``[rows, dim]`` in host memory, pinned when CUDA is available."""
+        """A device-visible staging buffer ``[rows, dim]`` (:meth:`alloc_host`; pinned for
+        ``model`` when CUDA is available)."""
         self._need_open("new_staging")
         rows = _check_int(rows, "rows", 0)
-        pin = torch.cuda.is_available()
-        return torch.empty(rows, self.dim, dtype=dtype, pin_memory=pin)
+        return self._transport.alloc((rows, self.dim), dtype)
+
+    def device_counters(self):
+        """The device's event counters (``transport.device_counters()``: the lower-case
+        names of ``hotline_hw.registers.COUNTERS``)."""
+        self._need_open("device_counters")
+        return self._transport.device_counters()
 
     # --- hot table helpers ----------------------------------------------------------------
     def load_hot_table(self, host_table, hot_table=None):
@@ -666,7 +774,8 @@ class HotlineDevice:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
         finally:
-            self._transport.close()
+            if self._close_transport:
+                self._transport.close()
 
     def __enter__(self):
         """Context manager: ``with HotlineDevice(...) as dev:`` closes it on exit."""

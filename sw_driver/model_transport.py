@@ -1,33 +1,76 @@
-"""The ``model`` transport: the tag store is the PyTorch golden model in this process.
+"""The ``model`` transport: the accelerator is the PyTorch golden model in this process.
 
 :class:`ModelTransport` wraps :class:`verif.golden.AccessLogger` (``docs/spec.md`` sections
 4, 5 and 8) behind the :class:`~sw_driver.transport.Transport` interface, so the driver runs
-end to end, bit-exact with the RTL, without hardware.
+end to end, bit-exact with the RTL, without hardware. Its row mover copies rows with CPU
+threads (:mod:`sw_driver.gather`) after the same command checks the RTL makes
+(:mod:`sw_driver.device_checks`), so a bad key list raises the same
+:class:`~sw_driver.errors.DeviceCommandError` (cause, engine, opcode, key index) on ``model``
+and ``sim``. Device-visible memory is ordinary host memory (pinned when CUDA is available);
+a bus address is a ``data_ptr``.
 """
 
 import torch
 
+from hotline_hw.commands import Engine, Opcode
+from hotline_hw.registers import COUNTERS
 from verif.golden import AccessLogger
 
-from .errors import DeviceStateError
+from .device_checks import check_command, raise_fault, table_layout
+from .errors import DeviceStateError, ScheduleError
+from .gather import gather_rows, make_pool, scatter_rows
 from .transport import Transport
 
-__all__ = ["ModelTransport"]
+__all__ = ["ModelTransport", "check_row_buffer", "command_chunks"]
+
+
+def command_chunks(n, max_count):
+    """``[(start, stop), ...]``: a list of ``n`` entries cut into commands of at most
+    ``max_count`` entries (none for ``n == 0``). Every transport cuts the same way."""
+    return [(a, min(n, a + max_count)) for a in range(0, n, max_count)]
+
+
+def check_row_buffer(buf, n, layout, name, what):
+    """Check a row buffer of a ``GATHER`` / ``WRITE_BACK`` command: a CPU tensor
+    ``[n, dim]`` of the tables' dtype whose rows are packed (``addr1 + i * ROW_BYTES``);
+    raises :class:`ScheduleError` naming ``name``."""
+    if not isinstance(buf, torch.Tensor):
+        raise ScheduleError(f"{what}: {name} must be a torch.Tensor, not {type(buf).__name__}")
+    if buf.device.type != "cpu":
+        raise ScheduleError(f"{what}: {name} must be in host memory, not on {buf.device}")
+    if buf.dim() != 2 or tuple(buf.shape) != (n, layout.dim):
+        raise ScheduleError(f"{what}: {name} has shape {tuple(buf.shape)}, expected "
+                            f"[{n}, dim={layout.dim}] (one row per key)")
+    if buf.dtype != layout.dtype:
+        raise ScheduleError(f"{what}: {name} has dtype {buf.dtype}, the tables have "
+                            f"{layout.dtype}")
+    if n > 1 and buf.stride(0) != layout.dim or layout.dim > 1 and buf.stride(1) != 1:
+        raise ScheduleError(f"{what}: {name} rows must be packed (strides ({layout.dim}, 1)), "
+                            f"not {buf.stride()}")
 
 
 class ModelTransport(Transport):
     """A :class:`~sw_driver.transport.Transport` backed by the golden
     :class:`~verif.golden.AccessLogger` (``logger`` attribute, read it, do not change it
-    behind the transport's back).
+    behind the transport's back) and CPU threads.
 
-    ``ModelTransport(config)`` starts with a cleared tag store.
+    ``ModelTransport(config, threads=1)`` starts with a cleared tag store; ``config`` is an
+    :class:`~hotline_hw.config.EALConfig` or a :class:`~hotline_hw.config.DeviceConfig`;
+    ``threads`` is the size of the row mover's thread pool.
     """
 
     name = "model"
+    host_copy = True
 
-    def __init__(self, config):
+    def __init__(self, config, threads=1):
         super().__init__(config)
-        self.logger = AccessLogger(config)
+        self.logger = AccessLogger(self.config)
+        self._pool = make_pool(threads)
+        self._layout = None
+        self._host_table = None
+        self._global_base = None     # int64 [max_tables]: host-table row of each table's row 0
+        self._sequence = 0           # CMD_SUBMITTED
+        self._counters = {name.lower(): 0 for name, _ in COUNTERS}
         self._closed = False
 
     def _check_open(self, what):
@@ -41,29 +84,87 @@ class ModelTransport(Transport):
             keys = keys.cpu()
         return keys
 
+    # --- commands ----------------------------------------------------------------------
+    def _list_bytes(self, n):
+        """Bytes of read data for one pass over a list of ``n`` words that starts on a beat
+        boundary (whole bus beats, as the RTL's ``BYTES_READ`` counts them)."""
+        bus = self.device_config.bus_bytes if self.device_config is not None else 8
+        return -(-8 * n // bus) * bus
+
+    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None):
+        """Run the command checks of one command; returns its sequence number or raises
+        DeviceCommandError (the command completes with an error: counted, nothing moved)."""
+        seq = self._sequence
+        self._sequence = (seq + 1) & 0xFFFF_FFFF
+        dcfg = self.device_config
+        if dcfg is not None:
+            layout = self._layout
+            fault = check_command(dcfg, opcode, count, addr0, addr1,
+                                  layout.row_bytes if layout else None, keys, layout)
+            if fault is not None:
+                self._counters["commands_completed"] += 1
+                self._counters["errors"] += 1
+                if fault.engine == Engine.LIST_CHECK:   # the check pass read the list
+                    self._counters["bytes_read"] += self._list_bytes(count)
+                raise_fault(fault, opcode, seq, keys, layout, dcfg)
+        self._counters["commands_completed"] += 1
+        return seq
+
+    def _max_count(self):
+        dcfg = self.device_config
+        return dcfg.max_count if dcfg is not None else 1 << 62
+
+    def _lookups(self, keys, opcode, run):
+        keys = self._keys(keys)
+        flat = keys.reshape(-1)
+        if flat.dtype != torch.int64:
+            flat = flat.to(torch.int64)
+        hits, slots = [], []
+        for a, b in command_chunks(flat.numel(), self._max_count()):
+            chunk = flat[a:b]
+            self._submit(opcode, b - a, chunk.data_ptr(), 0, chunk)
+            res = run(chunk)
+            hits.append(res.hit)
+            slots.append(res.slot)
+            self._counters["lookups"] += b - a
+            self._counters["hits"] += int(res.hit.sum())
+            self._counters["bytes_read"] += 2 * self._list_bytes(b - a)
+            self._counters["bytes_written"] += 8 * (b - a)
+        if not hits:
+            return (torch.zeros(keys.shape, dtype=torch.bool),
+                    torch.zeros(keys.shape, dtype=torch.int64))
+        return torch.cat(hits).reshape(keys.shape), torch.cat(slots).reshape(keys.shape)
+
     def learn(self, keys):
-        """Learn-mode lookups in stream order (spec section 4) -> ``(hit, slot)``."""
+        """Learn-mode lookups in stream order (spec section 4) -> ``(hit, slot)``; one
+        ``LEARN`` command per ``max_count`` keys (a key with bits above ``key_bits`` raises
+        :class:`~sw_driver.errors.DeviceCommandError` ``BAD_KEY``, nothing learned)."""
         self._check_open("learn")
-        res = self.logger.learn(self._keys(keys))
-        return res.hit, res.slot
+        return self._lookups(keys, Opcode.LEARN, self.logger.learn)
 
     def lookup(self, keys, popular_max_rrpv=None):
         """Frozen-mode lookups (spec section 4) -> ``(hit, slot)``; read-only. The threshold
         defaults to ``config.popular_max_rrpv``."""
         self._check_open("lookup")
-        res = self.logger.lookup(self._keys(keys), popular_max_rrpv)
-        return res.hit, res.slot
+        return self._lookups(keys, Opcode.LOOKUP,
+                             lambda k: self.logger.lookup(k, popular_max_rrpv))
 
     def dump(self):
         """The tag store in RTL ``dump`` order (spec section 8): a list of
         ``DumpBeat(bank, set, ways)``."""
         self._check_open("dump")
+        self._dump_command()
         return self.logger.dump()
+
+    def _dump_command(self):
+        self._submit(Opcode.DUMP, self.config.entries)
+        self._counters["bytes_written"] += 8 * self.config.entries
 
     def dump_tensors(self):
         """The tag store as tensors in ``dump`` order (fast path of
         :meth:`Transport.dump_tensors`)."""
         self._check_open("dump_tensors")
+        self._dump_command()
         return self.logger.dump_tensors()
 
     def load_dump_tensors(self, dump):
@@ -81,14 +182,108 @@ class ModelTransport(Transport):
         self.logger.load_state_dict(state)
 
     def clear(self):
-        """Zero the tag store (spec section 4)."""
+        """Zero the tag store (spec section 4): one ``CLEAR`` command."""
         self._check_open("clear")
+        self._submit(Opcode.CLEAR, 0)
         self.logger.clear()
+
+    # --- memory and the row mover ----------------------------------------------------------
+    def alloc(self, shape, dtype=torch.float32):
+        """A host tensor (pinned when CUDA is available); every CPU tensor is
+        device-visible to the model."""
+        self._check_open("alloc")
+        return torch.empty(shape, dtype=dtype, pin_memory=torch.cuda.is_available())
+
+    def bus_address(self, tensor):
+        """``tensor.data_ptr()`` for a CPU tensor; :class:`ScheduleError` otherwise."""
+        if not isinstance(tensor, torch.Tensor):
+            raise ScheduleError(f"bus_address: expected a torch.Tensor, not "
+                                f"{type(tensor).__name__}")
+        if tensor.device.type != "cpu":
+            raise ScheduleError(f"bus_address: a tensor on {tensor.device} is not "
+                                f"device-visible: the device reaches host memory only")
+        return tensor.data_ptr()
+
+    def _need_mover(self, what):
+        self._check_open(what)
+        if self.device_config is None:
+            raise NotImplementedError(
+                f"ModelTransport.{what}: {self.config.describe()} is no device configuration "
+                f"(keys too wide for a dump word), so there is no row mover")
+        if self._layout is None and what != "set_tables":
+            raise DeviceStateError(f"ModelTransport.{what}: call set_tables() first")
+
+    def set_tables(self, host_table, table_rows, table_offsets):
+        """Program the table registers for ``host_table`` (see
+        :meth:`Transport.set_tables`)."""
+        self._need_mover("set_tables")
+        layout = table_layout(self.device_config, host_table, table_rows, table_offsets,
+                              self.bus_address)
+        offsets = torch.as_tensor(table_offsets, dtype=torch.int64).reshape(-1)
+        base = torch.zeros(self.device_config.max_tables, dtype=torch.int64)
+        base[:offsets.numel()] = offsets
+        self._layout, self._host_table, self._global_base = layout, host_table, base
+
+    @property
+    def layout(self):
+        """The :class:`~sw_driver.device_checks.TableLayout` of the last
+        :meth:`set_tables` (``None`` before)."""
+        return self._layout
+
+    def _rows_command(self, opcode, keys, buf, name, what):
+        self._need_mover(what)
+        keys = self._keys(keys).reshape(-1).to(torch.int64)
+        n = keys.numel()
+        layout = self._layout
+        check_row_buffer(buf, n, layout, name, what)
+        self._submit(opcode, n, keys.data_ptr(), self.bus_address(buf), keys)
+        rb = self.config.row_bits
+        global_rows = self._global_base[keys >> rb] + (keys & ((1 << rb) - 1))
+        c = self._counters
+        c["bytes_read"] += 2 * self._list_bytes(n) + n * layout.row_bytes
+        c["bytes_written"] += n * layout.row_bytes
+        return global_rows
+
+    def gather(self, keys, out):
+        """One ``GATHER`` command (checked as the RTL checks it), rows copied with the
+        thread pool; returns ``out``."""
+        g = self._rows_command(Opcode.GATHER, keys, out, "out", "ModelTransport.gather")
+        gather_rows(self._host_table, g, out, self._pool)
+        self._counters["rows_gathered"] += g.numel()
+        return out
+
+    def write_back(self, keys, rows):
+        """One ``WRITE_BACK`` command (checked as the RTL checks it), rows copied with the
+        thread pool."""
+        g = self._rows_command(Opcode.WRITE_BACK, keys, rows, "rows",
+                               "ModelTransport.write_back")
+        scatter_rows(self._host_table, g, rows, self._pool)
+        self._counters["rows_written"] += g.numel()
+
+    def device_counters(self):
+        """The model's copy of the device counters (``hotline_hw.registers.COUNTERS``,
+        lower case), counted as the RTL counts them: the RTL reads a command's key list
+        twice (the check pass, then the move pass), ``bytes_read`` counts whole bus beats
+        (the model assumes lists that start on a beat boundary, as ``alloc`` gives them),
+        ``bytes_written`` enabled strobes. The cycle counters (``read_stall_cycles``,
+        ``write_stall_cycles``, ``cycles``) stay 0."""
+        self._check_open("device_counters")
+        return dict(self._counters)
+
+    def reset_device_counters(self):
+        """Zero the device counters (``COUNTER_RESET``)."""
+        self._check_open("reset_device_counters")
+        for k in self._counters:
+            self._counters[k] = 0
 
     def close(self):
         """Mark the transport closed (idempotent); later calls raise
         :class:`~sw_driver.errors.DeviceStateError`."""
         self._closed = True
+        self._host_table = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def __repr__(self):
         state = "closed" if self._closed else repr(self.logger)

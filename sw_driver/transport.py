@@ -1,16 +1,28 @@
-"""How the driver reaches the tag store of the Embedding Access Logger (EAL).
+"""How the driver reaches the accelerator: its command set (``docs/driver.md``).
 
-:class:`Transport` is the register/memory-level access to the tag store that the driver needs
-(``docs/driver.md``; the operations are those of the RTL lookup engine, ``docs/spec.md``
-section 8): learn-mode lookups, frozen-mode lookups, a readout (``dump``) and a ``clear``.
-A transport does not know about tables, offsets or working sets; it speaks in EAL keys
+:class:`Transport` is the register/memory-level access to one Hotline accelerator that the
+driver needs (``hotline_hw/commands.py``, ``hotline_hw/registers.py``):
+
+* the tag store of the Embedding Access Logger (EAL): learn-mode lookups, frozen-mode
+  lookups, a readout (``dump``) and a ``clear`` (``docs/spec.md`` sections 4, 5 and 8);
+* device-visible host memory (:meth:`Transport.alloc`, :meth:`Transport.bus_address`);
+* the row mover: :meth:`Transport.set_tables` programs the table registers,
+  :meth:`Transport.gather` / :meth:`Transport.write_back` run ``GATHER`` / ``WRITE_BACK``
+  commands on a key list, refused commands raise
+  :class:`~sw_driver.errors.DeviceCommandError`;
+* the device's event counters (:meth:`Transport.device_counters`).
+
+A transport does not know about working sets; it speaks in EAL keys
 ``(table << row_bits) | row`` (spec section 2).
 
 :func:`open_transport` builds one by name:
 
-* ``"model"`` -- :class:`sw_driver.model_transport.ModelTransport`, the PyTorch golden model
-  (``verif.golden.AccessLogger``) in this process.
-* ``"sim"`` -- the RTL in a simulator; not implemented yet.
+* ``"model"`` -- :class:`sw_driver.model_transport.ModelTransport`: the PyTorch golden model
+  (``verif.golden.AccessLogger``) and CPU threads in this process, with the device's command
+  checks (:mod:`sw_driver.device_checks`).
+* ``"sim"`` -- :class:`sw_driver.sim_transport.SimTransport`: the Verilated RTL top level
+  in a simulator subprocess that this process starts, with a shared-memory file as the
+  simulated host DRAM.
 * ``"pcie"`` -- the FPGA card over PCIe; not implemented yet.
 """
 
@@ -18,13 +30,36 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_hw.config import DeviceConfig, EALConfig
 
-__all__ = ["Transport", "open_transport", "register_transport", "TRANSPORTS"]
+__all__ = ["Transport", "open_transport", "register_transport", "TRANSPORTS",
+           "as_device_config"]
+
+
+def as_device_config(config, required=False):
+    """``(eal_config, device_config)`` for an :class:`EALConfig` (wrapped as
+    ``DeviceConfig(eal=config)``) or a :class:`DeviceConfig`. An EALConfig that no device can
+    have (a tag too wide for the dump word) gives ``device_config = None``, or ``ValueError``
+    when ``required``."""
+    if isinstance(config, DeviceConfig):
+        return config.eal, config
+    if not isinstance(config, EALConfig):
+        raise TypeError(f"config must be an EALConfig or a DeviceConfig, not "
+                        f"{type(config).__name__}")
+    try:
+        return config, DeviceConfig(eal=config)
+    except ValueError:
+        if required:
+            raise
+        return config, None
 
 
 class Transport(ABC):
-    """Register/memory-level access to one EAL tag store (spec sections 4, 5 and 8).
+    """Register/memory-level access to one Hotline accelerator (its command set).
+
+    ``config`` is the :class:`EALConfig` of the tag store, ``device_config`` the whole
+    :class:`DeviceConfig` (``None`` only for a model transport whose EALConfig no device can
+    have, e.g. 64-bit keys: it then has no row mover).
 
     Keys are int64 tensors of EAL keys; they are processed in the flattened (row-major)
     order of the tensor, which is the spec's stream order. Results are int64/bool tensors of
@@ -32,16 +67,21 @@ class Transport(ABC):
 
     Subclasses implement :meth:`learn`, :meth:`lookup`, :meth:`dump`, :meth:`clear` and
     :meth:`close`; :meth:`dump_tensors` has a generic implementation on top of :meth:`dump`
-    that a transport with a faster readout may override.
+    that a transport with a faster readout may override. The memory and row-mover methods
+    (:meth:`alloc`, :meth:`bus_address`, :meth:`set_tables`, :meth:`gather`,
+    :meth:`write_back`, :meth:`device_counters`) raise ``NotImplementedError`` unless a
+    transport provides them.
     """
 
     #: The transport's registry name (``"model"``, ``"sim"``, ``"pcie"``).
     name = "abstract"
+    #: Whether the driver may copy rows with CPU threads itself when a host table's rows do
+    #: not fit the row mover (``ROW_BYTES`` not a multiple of ``bus_bytes``, ...): true for
+    #: the in-process ``model``; a real or simulated device refuses such a table.
+    host_copy = False
 
     def __init__(self, config):
-        if not isinstance(config, EALConfig):
-            raise TypeError(f"config must be an EALConfig, not {type(config).__name__}")
-        self.config = config
+        self.config, self.device_config = as_device_config(config)
 
     @abstractmethod
     def learn(self, keys):
@@ -95,6 +135,50 @@ class Transport(ABC):
                 "set": torch.tensor(sets, dtype=torch.int64),
                 "valid": data[..., 0].bool(), "rrpv": data[..., 1], "tag": data[..., 2]}
 
+    # --- device-visible memory and the row mover --------------------------------------
+    def alloc(self, shape, dtype=torch.float32):
+        """A host buffer of ``shape``/``dtype`` that the device can reach by DMA (contents
+        undefined). It stays valid while the tensor (or a view of it) lives."""
+        raise NotImplementedError(f"{type(self).__name__} has no device-visible memory")
+
+    def bus_address(self, tensor):
+        """The bus address of ``tensor``'s first element; raises
+        :class:`~sw_driver.errors.ScheduleError` for a tensor the device cannot reach."""
+        raise NotImplementedError(f"{type(self).__name__} has no device-visible memory")
+
+    def is_device_visible(self, tensor):
+        """Whether :meth:`bus_address` accepts ``tensor``."""
+        from .errors import ScheduleError
+        try:
+            self.bus_address(tensor)
+        except (ScheduleError, NotImplementedError):
+            return False
+        return True
+
+    def set_tables(self, host_table, table_rows, table_offsets):
+        """Program the table registers: table ``t``'s row 0 is
+        ``host_table[table_offsets[t]]``, its stride the host table's row stride, its
+        ``TABLE_ROWS`` ``table_rows[t]``; ``ROW_BYTES`` = ``dim * element_size``. Unused
+        slots get 0 rows. ``host_table`` must be device-visible."""
+        raise NotImplementedError(f"{type(self).__name__} has no row mover")
+
+    def gather(self, keys, out):
+        """One ``GATHER`` command: row ``i`` of ``out`` (device-visible, ``[len(keys), dim]``,
+        contiguous, the tables' dtype) = the table row of ``keys[i]``. Returns ``out``.
+        A refused command raises :class:`~sw_driver.errors.DeviceCommandError` and moves
+        nothing."""
+        raise NotImplementedError(f"{type(self).__name__} has no row mover")
+
+    def write_back(self, keys, rows):
+        """One ``WRITE_BACK`` command: the table row of ``keys[i]`` = ``rows[i]``
+        (device-visible, ``[len(keys), dim]``, contiguous)."""
+        raise NotImplementedError(f"{type(self).__name__} has no row mover")
+
+    def device_counters(self):
+        """The device's event counters: ``{name: int}`` with the lower-case names of
+        ``hotline_hw.registers.COUNTERS``, in that order."""
+        raise NotImplementedError(f"{type(self).__name__} has no device counters")
+
     def load_dump_tensors(self, dump):
         """Replace the whole tag store by ``dump`` (the form :meth:`dump_tensors` returns,
         beats in any order), e.g. from a checkpoint. Transports that cannot write the tag
@@ -113,25 +197,31 @@ class Transport(ABC):
 
 
 def _not_yet(name):
-    def factory(config):
+    def factory(config, **options):
         raise NotImplementedError(
-            f"transport {name!r} is not implemented yet: the sim/pcie transports land with the "
-            f"register interface; use transport='model' (the golden AccessLogger) for now")
+            f"transport {name!r} is not implemented yet: the card transport needs BAR0 "
+            f"access and DMA-able host memory; use transport='model' (the golden model in "
+            f"process) or transport='sim' (the simulated RTL)")
     return factory
 
 
-def _model(config):
+def _model(config, **options):
     from .model_transport import ModelTransport
-    return ModelTransport(config)
+    return ModelTransport(config, **options)
 
 
-#: name -> factory(config) -> Transport
-TRANSPORTS = {"model": _model, "sim": _not_yet("sim"), "pcie": _not_yet("pcie")}
+def _sim(config, **options):
+    from .sim_transport import SimTransport
+    return SimTransport(config, **options)
+
+
+#: name -> factory(config, **options) -> Transport
+TRANSPORTS = {"model": _model, "sim": _sim, "pcie": _not_yet("pcie")}
 
 
 def register_transport(name, factory):
-    """Register ``factory(config) -> Transport`` under ``name`` (replaces an existing entry;
-    this is how the sim/pcie transports plug in)."""
+    """Register ``factory(config, **options) -> Transport`` under ``name`` (replaces an
+    existing entry; this is how other transports plug in)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"transport name must be a non-empty str, not {name!r}")
     if not callable(factory):
@@ -139,21 +229,23 @@ def register_transport(name, factory):
     TRANSPORTS[name] = factory
 
 
-def open_transport(name, config):
+def open_transport(name, config, **options):
     """Open the transport registered as ``name`` (``"model"``, ``"sim"``, ``"pcie"``) for
-    ``config`` (an :class:`~hotline_hw.config.EALConfig`).
+    ``config``: a :class:`~hotline_hw.config.DeviceConfig`, or an
+    :class:`~hotline_hw.config.EALConfig` (then ``DeviceConfig(eal=config)``, the default
+    host interface). ``options`` go to the factory (``model``: ``threads``; ``sim``: see
+    :class:`~sw_driver.sim_transport.SimTransport`).
 
-    Raises ``ValueError`` for an unknown name and ``NotImplementedError`` for ``"sim"`` and
-    ``"pcie"``, which land with the register interface.
+    Raises ``ValueError`` for an unknown name and ``NotImplementedError`` for ``"pcie"``.
     """
-    if not isinstance(config, EALConfig):
-        raise TypeError(f"config must be an EALConfig, not {type(config).__name__}")
+    eal, dcfg = as_device_config(config)
     try:
         factory = TRANSPORTS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown transport {name!r}: expected one of "
                          f"{', '.join(repr(n) for n in TRANSPORTS)}") from None
-    transport = factory(config)
+    arg = dcfg if dcfg is not None else eal
+    transport = factory(arg, **options) if options else factory(arg)
     if not isinstance(transport, Transport):
         raise TypeError(f"transport factory {name!r} returned {type(transport).__name__}, "
                         f"not a Transport")

@@ -24,12 +24,10 @@ def test_open_transport_names():
     t = open_transport("model", CFG)
     assert isinstance(t, ModelTransport) and isinstance(t, Transport) and t.name == "model"
     t.close()
-    for name in ("sim", "pcie"):
-        with pytest.raises(NotImplementedError) as ei:
-            open_transport(name, CFG)
-        msg = str(ei.value)
-        assert repr(name) in msg and "the sim/pcie transports land with the register " \
-            "interface" in msg
+    # "sim" starts a simulator (tests/test_driver_sim.py); "pcie" is not there yet.
+    with pytest.raises(NotImplementedError) as ei:
+        open_transport("pcie", CFG)
+    assert "'pcie'" in str(ei.value)
     with pytest.raises(ValueError, match=r"unknown transport 'usb': expected one of 'model'"):
         open_transport("usb", CFG)
     with pytest.raises(ValueError, match="unknown transport"):

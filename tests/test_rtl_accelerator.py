@@ -8,30 +8,24 @@ golden AccessLogger.
 """
 
 import dataclasses
-import hashlib
 import json
 
 import pytest
 
 from hotline_hw.config import DEVICE_CONFIGS, SMALL_DEVICE
-from hotline_hw.generate import ACCELERATOR_NAME, accelerator_verilog
-from verif.tb.runner import REPO_ROOT, build_top, run_cocotb
+from hotline_hw.generate import ACCELERATOR_NAME
+from verif.tb.runner import REPO_ROOT, build_accelerator, run_cocotb
 
 pytestmark = pytest.mark.rtl
 
 TB_FILE = REPO_ROOT / "verif" / "tb" / "test_accelerator.py"
 
 
-def config_tag(name, dcfg):
-    return f"accel_{name}_{hashlib.sha1(dcfg.describe().encode()).hexdigest()[:10]}"
-
-
 def run_case(config_name, case, *, seed=1, read_latency=20, write_latency=20, pause=0.0,
              reorder=False, **extra):
     """Build (cached) the top for ``DEVICE_CONFIGS[config_name]`` and play ``case``."""
     dcfg = DEVICE_CONFIGS[config_name]
-    runner, build_dir = build_top(ACCELERATOR_NAME, accelerator_verilog(dcfg),
-                                  config_tag(config_name, dcfg))
+    runner, build_dir = build_accelerator(dcfg)
     spec = {"config": dataclasses.asdict(dcfg), "case": case, "seed": seed,
             "read_latency": read_latency, "write_latency": write_latency, "pause": pause,
             "reorder": reorder, **extra}

@@ -28,7 +28,7 @@ import numpy as np
 from hotline_hw.config import CONFIGS, DEFAULT_DEVICE
 from hotline_hw.generate import ACCELERATOR_NAME
 from verif.golden import iter_working_sets
-from verif.tb.runner import REPO_ROOT, build_top, run_cocotb, run_scenario, ScenarioFailed
+from verif.tb.runner import REPO_ROOT, build_accelerator, run_cocotb, run_scenario, ScenarioFailed
 from verif.workload import LookupWorkload, load_criteo_or_synthetic, split_learn_sample
 
 
@@ -133,8 +133,7 @@ def device_report(data, work, args):
     print(f"  device: {ACCELERATOR_NAME} (rtl/, {dcfg.describe().split(' | ')[0]}), host memory "
           f"latency {args.latency} cycles, rows of {4 * args.dim} B")
     started = time.perf_counter()
-    source = (REPO_ROOT / "rtl" / f"{ACCELERATOR_NAME}.v").read_text()
-    runner, build_dir = build_top(ACCELERATOR_NAME, source, "accel_rtl_default")
+    runner, build_dir = build_accelerator(DEFAULT_DEVICE)
     build_s = time.perf_counter() - started
     work_dir = Path(tempfile.mkdtemp(prefix="make_sim_device_", dir=build_dir))
     np.savez(work_dir / "workload.npz", learn_keys=work.learn_keys.numpy(),

@@ -9,10 +9,6 @@ from ..config import DeviceConfig
 
 __all__ = ["WordWriter", "word_request"]
 
-#: Writes in flight; their addresses are kept to name a failing one.
-OUTSTANDING = 32
-
-
 def word_request(dcfg: DeviceConfig):
     """A word to write: its 8-byte aligned bus address and the data."""
     return data.StructLayout({"addr": dcfg.addr_bits, "data": 64})
@@ -22,7 +18,7 @@ class WordWriter(wiring.Component):
     """One single-beat AXI4 write per request: a full-width beat at the bus-aligned address
     with the word on its byte lanes and strobes for those eight lanes only (full-size beats
     are what every bridge and memory controller takes), up to one per cycle,
-    ``OUTSTANDING`` in flight.
+    ``word_writes`` in flight (their addresses are kept, in order, to name a failing one).
 
     Ports
     -----
@@ -53,7 +49,7 @@ class WordWriter(wiring.Component):
         W = c.words_per_beat
         lane_bits = (c.bus_bytes - 1).bit_length()
         # Unbuffered: a B response cannot arrive in the cycle its address is written.
-        m.submodules.pending = pend = fifo.SyncFIFO(width=c.addr_bits, depth=OUTSTANDING)
+        m.submodules.pending = pend = fifo.SyncFIFO(width=c.addr_bits, depth=c.word_writes)
 
         aw_busy = Signal()
         w_busy = Signal()

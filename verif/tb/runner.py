@@ -215,3 +215,23 @@ def _failures(results_xml: Path):
             if child.tag in ("failure", "error"):
                 bad.append(f"{case.get('name')}: {child.get('message') or child.text}")
     return bad
+
+
+def build_accelerator(dcfg, waves: bool = False):
+    """Build (or reuse) the Verilator model of the accelerator top level for ``dcfg``.
+
+    The default configuration is built from the committed ``rtl/hotline_accelerator.v``, so
+    tests and ``make sim`` check what users get; others are generated. Returns
+    ``(runner, build_dir)`` (see :func:`build_top`).
+    """
+    import hashlib
+    from hotline_hw.config import DEFAULT_DEVICE
+    from hotline_hw.generate import ACCELERATOR_NAME, accelerator_verilog
+    if dcfg == DEFAULT_DEVICE:
+        text = (REPO_ROOT / "rtl" / f"{ACCELERATOR_NAME}.v").read_text()
+        tag = "accel_rtl_default"
+    else:
+        text = accelerator_verilog(dcfg)
+        tag = "accel_" + hashlib.sha1(dcfg.describe().encode()).hexdigest()[:12]
+    return build_top(ACCELERATOR_NAME, text, tag, waves=waves)
+

@@ -11,6 +11,7 @@ guard byte, by a refused command) fails the case.
 import json
 import os
 import random
+import time
 
 import cocotb
 import numpy as np
@@ -565,6 +566,46 @@ async def case_workload(dut, spec):
             "working_sets": ws_report, "counters": counters, "bus_bytes": cfg.bus_bytes}
 
 
+
+async def case_gather_bench(dut, spec):
+    """Whole GATHER commands (decode, check pass over the list, list re-read, rows) for each
+    host latency and row size of the spec: cycles from CMD_SUBMIT to completion; every
+    gathered byte is checked."""
+    cfg = config_from_dict(spec["config"])
+    e = cfg.eal
+    rows_per_table = 4096
+    max_rb = max(spec["row_sizes"])
+    n_max = max(spec["beats"] * cfg.bus_bytes // rb for rb in spec["row_sizes"])
+    table_at = 1 << 20
+    buf_at = table_at + rows_per_table * max_rb + 4096
+    mem_size = buf_at + n_max * max_rb + 4096
+    bench = DeviceBench(dut, cfg, mem_size=mem_size, seed=spec["seed"])
+    await bench.start()
+    await bench.wait_ready()
+    rng = random.Random(spec["seed"])
+    mem = bench.memory
+    mem.write(table_at, rng.randbytes(rows_per_table * max_rb))
+    out = []
+    for latency in spec["latencies"]:
+        mem.read_latency = mem.write_latency = latency
+        for rb in spec["row_sizes"]:
+            n = spec["beats"] * cfg.bus_bytes // rb
+            await bench.set_table(0, table_at, rb, rows_per_table)
+            await bench.write_ok("ROW_BYTES", rb)
+            keys = [rng.randrange(rows_per_table) for _ in range(n)]
+            mem.write(0x1000, np.asarray(keys, dtype="<u8").tobytes())
+            wall = time.perf_counter()
+            cycles = await bench.run(Opcode.GATHER, n, 0x1000, buf_at)
+            wall = time.perf_counter() - wall
+            got = mem.read(buf_at, n * rb)
+            table = mem.read(table_at, rows_per_table * rb)
+            bad = sum(got[i * rb:(i + 1) * rb] != table[k * rb:(k + 1) * rb]
+                      for i, k in enumerate(keys))
+            out.append({"latency": latency, "row_bytes": rb, "rows": n, "cycles": cycles,
+                        "bytes": n * rb, "wall": wall, "bad_rows": int(bad)})
+    return {"runs": out, "bus_bytes": cfg.bus_bytes}
+
+
 CASES = {"registers": case_registers, "lookups": case_lookups, "rows": case_rows,
          "errors": case_errors, "reset": case_reset}
 
@@ -574,8 +615,8 @@ async def run_case(dut):
     """Plays the case named by HOTLINE_CASE and writes its report."""
     with open(os.environ["HOTLINE_CASE"]) as f:
         spec = json.load(f)
-    if spec["case"] == "workload":
-        report = await case_workload(dut, spec)
+    if spec["case"] in ("workload", "gather_bench"):
+        report = await (case_workload if spec["case"] == "workload" else case_gather_bench)(dut, spec)
         with open(spec["report"], "w") as f:
             json.dump(report, f)
         return
