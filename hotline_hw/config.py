@@ -205,8 +205,8 @@ class DeviceConfig:
     eal: EALConfig = EALConfig()
     bus_bits: int = 128
     addr_bits: int = 64
-    read_ids: int = 64
-    burst_beats: int = 16
+    read_ids: int = 128
+    burst_beats: int = 8
     max_row_bytes: int = 1024
     cmd_depth: int = 16
     max_count: int = (1 << 24) - 1

@@ -70,3 +70,33 @@ def test_refused_commands_dma_errors_recovery():
 
 def test_reset_mid_run_clears_tag_store():
     run_case("small", "reset", read_latency=10, seed=6)
+
+
+def _real_data(name):
+    from sw_driver.data.avazu import read_avazu
+    from sw_driver.data.locate import find_shared_data
+    from verif.workload import load_criteo_or_synthetic
+    if name == "criteo":
+        data, description, _ = load_criteo_or_synthetic(max_rows=3000)
+        return data, description
+    folder = find_shared_data("avazu_9k")
+    if folder is None:
+        data, description, _ = load_criteo_or_synthetic(max_rows=3000, seed=9)
+        return data, description
+    return read_avazu(folder, split="train", max_rows=3000), f"Avazu sample {folder}"
+
+
+@pytest.mark.parametrize("name", ["criteo", "avazu"])
+def test_real_working_sets_gather_and_write_back(name):
+    """The rows that a real log's working sets touch: the device learns a sample, looks up a
+    working set, gathers the cold rows its own hit flags name and writes them back; every
+    result word, dump entry, hit flag, cold list and row equals the golden model's."""
+    from verif.device_workload import device_workload, run_device_workload
+    data, description = _real_data(name)
+    arrays = device_workload(data, SMALL_DEVICE.eal, batch_size=128, sample_rate=0.1, seed=2,
+                             working_set=4, working_sets=1)
+    report = run_device_workload(SMALL_DEVICE, arrays, dim=16, latency=60, seed=2,
+                                 name=f"real_{name}")
+    assert report["mismatches"] == 0, description
+    assert report["stats"]["GATHER"]["count"] > 100, description
+    assert report["counters"]["ROWS_WRITTEN"] == report["stats"]["WRITE_BACK"]["count"]

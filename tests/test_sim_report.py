@@ -15,7 +15,8 @@ from verif.workload import LookupWorkload, split_learn_sample
 def test_make_sim_report_agrees_with_golden_model(capsys):
     """The report's popular-input share (from the RTL's hit flags) equals the golden model's
     classification of the same workload, and agreement is 100 %."""
-    assert sim_main(["--max-rows", "1500", "--sample-rate", "0.2", "--seed", "4"]) == 0
+    assert sim_main(["--max-rows", "1500", "--sample-rate", "0.2", "--seed", "4",
+                     "--working-sets", "1"]) == 0
     out = capsys.readouterr().out
     assert "agreement with the golden model: 100.00 %" in out
     data, _, _ = workload.load_criteo_or_synthetic(max_rows=1500, seed=4)
@@ -25,6 +26,10 @@ def test_make_sim_report_agrees_with_golden_model(capsys):
     hits = golden.lookup(work.frozen_keys).hit.reshape(work.frozen_inputs, work.tables)
     popular = int(classify_inputs(hits).sum())
     assert f"popular inputs (frozen phase, threshold 1): {popular} of {work.frozen_inputs}" in out
+    # Part 2, the device: its own hit flags, cold lists and every moved row agree too.
+    device = out[out.index("  device: "):]
+    assert "agreement with the golden model: 100.00 %" in device
+    assert "GATHER" in device and "of the 128-bit bus peak" in device
 
 
 def test_synthetic_fallback_says_so(monkeypatch):

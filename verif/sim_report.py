@@ -16,20 +16,16 @@ Without the real sample it runs on synthetic data and says so.
 """
 
 import argparse
-import dataclasses
-import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from hotline_hw.config import CONFIGS, DEFAULT_DEVICE
 from hotline_hw.generate import ACCELERATOR_NAME
-from verif.golden import iter_working_sets
-from verif.tb.runner import REPO_ROOT, build_accelerator, run_cocotb, run_scenario, ScenarioFailed
-from verif.workload import LookupWorkload, load_criteo_or_synthetic, split_learn_sample
+from verif.device_workload import device_workload, run_device_workload
+from verif.tb.runner import run_scenario, ScenarioFailed
+from verif.workload import LookupWorkload, load_criteo_or_synthetic
 
 
 def main(argv=None):
@@ -121,39 +117,18 @@ def main(argv=None):
 def device_report(data, work, args):
     """Part 2: the device on the same workload; returns whether everything agreed."""
     dcfg = DEFAULT_DEVICE
-    e = dcfg.eal
-    learn_ids, rest_ids = split_learn_sample(len(data), args.batch_size, args.sample_rate,
-                                             args.seed)
-    rest = np.concatenate([np.arange(b * args.batch_size, min(len(data), (b + 1) * args.batch_size))
-                           for b in rest_ids]) if len(rest_ids) else np.zeros(0, dtype=np.int64)
-    sparse = data.sparse.numpy()[rest]
-    sets = list(iter_working_sets(sparse, args.batch_size, args.working_set))[:args.working_sets]
-    offsets = np.cumsum([0] + [len(w) for w in sets])
+    arrays = device_workload(data, dcfg.eal, args.batch_size, args.sample_rate, args.seed,
+                             args.working_set, args.working_sets)
     print()
     print(f"  device: {ACCELERATOR_NAME} (rtl/, {dcfg.describe().split(' | ')[0]}), host memory "
           f"latency {args.latency} cycles, rows of {4 * args.dim} B")
-    started = time.perf_counter()
-    runner, build_dir = build_accelerator(DEFAULT_DEVICE)
-    build_s = time.perf_counter() - started
-    work_dir = Path(tempfile.mkdtemp(prefix="make_sim_device_", dir=build_dir))
-    np.savez(work_dir / "workload.npz", learn_keys=work.learn_keys.numpy(),
-             ws_sparse=np.concatenate(sets) if sets else np.zeros((0, work.tables), np.int64),
-             ws_offsets=offsets, table_rows=np.asarray(data.table_sizes, dtype=np.int64))
-    spec = {"config": dataclasses.asdict(dcfg), "case": "workload", "seed": args.seed,
-            "workload": str(work_dir / "workload.npz"), "dim": args.dim,
-            "read_latency": args.latency, "write_latency": args.latency,
-            "report": str(work_dir / "report.json")}
-    (work_dir / "case.json").write_text(json.dumps(spec))
-    sim_started = time.perf_counter()
     try:
-        run_cocotb(runner, build_dir, ACCELERATOR_NAME, "verif.tb.test_accelerator",
-                   REPO_ROOT / "verif" / "tb" / "test_accelerator.py",
-                   {"HOTLINE_CASE": work_dir / "case.json"}, name="make_sim_device")
+        rep = run_device_workload(dcfg, arrays, dim=args.dim, latency=args.latency,
+                                  seed=args.seed, name="make_sim_device")
     except ScenarioFailed as exc:
         print(f"  FAILED: {exc}", file=sys.stderr)
         return False
-    wall = time.perf_counter() - sim_started
-    rep = json.loads((work_dir / "report.json").read_text())
+    wall, build_s = rep["sim_seconds"], rep["build_seconds"]
     bb = rep["bus_bytes"]
     print()
     print("  " + "command".ljust(12) + "".join(h.rjust(13) for h in

@@ -161,7 +161,7 @@ class DeviceBench:
         while True:
             done = await self.read_value("CMD_COMPLETED") + await self.read_value("CMD_DROPPED")
             if done >= n:
-                return cocotb.utils.get_sim_time("ns") // 10 - start
+                return int(cocotb.utils.get_sim_time("ns") // 10 - start)
             if cocotb.utils.get_sim_time("ns") // 10 - start > max_cycles:
                 raise TimeoutError(f"CMD_COMPLETED stayed at {done}, expected {n}")
             await ClockCycles(self.dut.clk, poll)

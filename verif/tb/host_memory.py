@@ -41,11 +41,12 @@ class ProtocolViolation(AssertionError):
 
 
 class _Burst:
-    __slots__ = ("id", "addr", "beats", "resp", "ready", "next")
+    __slots__ = ("id", "addr", "beats", "resp", "ready", "next", "commit")
 
-    def __init__(self, id_, addr, beats, resp, ready):
+    def __init__(self, id_, addr, beats, resp, ready, commit=None):
         self.id, self.addr, self.beats, self.resp, self.ready = id_, addr, beats, resp, ready
         self.next = 0  # next beat to send
+        self.commit = commit  # a write's memory update, applied when its B is sent
 
 
 def _random_pause(prob, rng):
@@ -74,7 +75,9 @@ class HostMemory:
         Bus address of byte 0.
     read_latency, write_latency : int
         Cycles from a read request's AR handshake to its first R beat, and from a write's
-        last W beat to its B response (at least; the channels add a cycle each).
+        last W beat to its B response (at least; the channels add a cycle each). A write's
+        data reaches the memory when its B response is sent: reads before that see the old
+        data, as a manager that does not wait for B must expect.
     reorder : bool
         Answer bursts of different IDs in random order, interleaving up to ``interleave``
         read bursts beat by beat (bursts of one ID stay in order, as AXI4 requires).
@@ -215,6 +218,20 @@ class HostMemory:
                                     f"{self.violations[:5]}")
 
     # ---- internals ---------------------------------------------------------------------
+    def _commit(self, off, payload, partial):
+        """Store a write burst's data (strobes of partial beats in ``partial``)."""
+        lanes = self.byte_lanes
+        if not partial:
+            self._mv[off:off + len(payload)] = payload
+            return
+        for n in range(len(payload) // lanes):
+            strb = partial.get(n, self._full_strb)
+            if strb == self._full_strb:
+                self._mv[off + n * lanes:off + (n + 1) * lanes] = payload[n * lanes:(n + 1) * lanes]
+                continue
+            for i in range(lanes):
+                if strb >> i & 1:
+                    self._mv[off + n * lanes + i] = payload[n * lanes + i]
     @staticmethod
     def _stamped(factory):
         def make():
@@ -404,21 +421,13 @@ class HostMemory:
                 last_stamp = w.stamp
             self.write_bursts += 1
             self.write_beats += beats
+            commit = None
             if resp == RESP_OKAY:
-                off = addr - self.base
-                if not masks:
-                    self._mv[off:off + len(payload)] = payload
-                else:
-                    partial = dict(masks)
-                    for n in range(beats):
-                        strb = partial.get(n, self._full_strb)
-                        for i in range(lanes):
-                            if strb >> i & 1:
-                                self._mv[off + n * lanes + i] = payload[n * lanes + i]
+                commit = (addr - self.base, payload, dict(masks))
             else:
                 self.write_errors += 1
             self._writes.append(_Burst(int(aw.awid), addr, beats, resp,
-                                       last_stamp + self.write_latency * self._period))
+                                       last_stamp + self.write_latency * self._period, commit))
             self._write_event.set()
 
     async def _answer_writes(self):
@@ -442,6 +451,10 @@ class HostMemory:
             else:
                 burst = self._writes.popleft()
                 await self._wait_until(burst.ready)
+            # A write becomes visible when its response is given, not before: a manager
+            # that reads (or reports completion) before B would see the old data.
+            if burst.commit is not None:
+                self._commit(*burst.commit)
             bt = self.b._transaction_obj()
             bt.bid = burst.id
             bt.bresp = burst.resp
