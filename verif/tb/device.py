@@ -18,6 +18,12 @@ from hotline_hw.registers import register_map
 __all__ = ["DeviceBench", "config_from_dict", "CommandFailed"]
 
 
+def _pauses(prob, rng):
+    """A pause generator: each cycle paused with probability ``prob``."""
+    while True:
+        yield rng.random() < prob
+
+
 def config_from_dict(d):
     """A :class:`DeviceConfig` from its ``dataclasses.asdict`` form."""
     d = dict(d)
@@ -70,6 +76,13 @@ class DeviceBench:
                                  seed=o["seed"])
         if o["pause"]:
             self.memory.set_pause(o["pause"])
+            # The register bus gets random idle and back-pressure too, on all five channels.
+            rng = random.Random(o["seed"] + 1)
+            axil_channels = (self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
+                             self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
+                             self.axil.read_if.r_channel)
+            for channel in axil_channels:
+                channel.set_pause_generator(_pauses(o["pause"], random.Random(rng.getrandbits(32))))
         await self.reset()
 
     async def reset(self, cycles=4):
