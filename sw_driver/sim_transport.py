@@ -352,10 +352,12 @@ class SimTransport(Transport):
             raise DeviceMismatchError(f"sim: ID_MAGIC is {magic:#010x}, expected {MAGIC:#010x}: "
                                       f"not a Hotline core", self.log_path)
         version = got["ID_VERSION"]
-        major, minor = version >> 16 & 0xFF, version >> 8 & 0xFF
+        reg = self.rmap["ID_VERSION"]
+        major, minor, patch = ((version >> reg.field(f).lsb) & ((1 << reg.field(f).width) - 1)
+                               for f in ("major", "minor", "patch"))
         if major != VERSION[0] or minor < VERSION[1]:
             raise DeviceMismatchError(
-                f"sim: ID_VERSION is {major}.{minor}.{version & 0xFF} ({version:#x}), the "
+                f"sim: ID_VERSION is {major}.{minor}.{patch} ({version:#x}), the "
                 f"driver speaks {VERSION[0]}.{VERSION[1]}.{VERSION[2]} "
                 f"({want['ID_VERSION']:#x})", self.log_path)
         bad = [f"{n} = {got[n]} (expected {want[n]})" for n, _, _ in ID_PARAMETERS

@@ -99,6 +99,10 @@ def _worker(rank, world, init, out_dir):
         except RuntimeError as e:
             refused = "ranks disagree" in str(e)
         torch.save(refused, os.path.join(out_dir, f"refused_rank{rank}.pt"))
+        # Both ranks reach this point before either tears gloo down: destroying the group
+        # while the other rank still has work in flight aborted a worker once on a busy CI
+        # machine ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
