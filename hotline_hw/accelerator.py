@@ -91,10 +91,10 @@ class HotlineAccelerator(wiring.Component):
 
         # ---- table registers as arrays ---------------------------------------------------
         for t in range(c.max_tables):
+            base = Cat(q(f"TABLE{t}_BASE_LO"), q(f"TABLE{t}_BASE_HI"))
             m.d.comb += [
-                rm.table_base[t].eq(Cat(q(f"TABLE{t}_BASE_LO"), q(f"TABLE{t}_BASE_HI"))),
+                rm.table_base[t].eq(base), chk.table_base[t].eq(base),
                 rm.table_stride[t].eq(q(f"TABLE{t}_STRIDE")),
-                chk.table_base[t].eq(Cat(q(f"TABLE{t}_BASE_LO"), q(f"TABLE{t}_BASE_HI"))),
                 chk.table_stride[t].eq(q(f"TABLE{t}_STRIDE")),
                 chk.table_rows[t].eq(q(f"TABLE{t}_ROWS")),
             ]
@@ -389,7 +389,7 @@ class HotlineAccelerator(wiring.Component):
                      csr.r_STATUS.eq(Cat(busy, init, halted, q("REG_ERROR") != 0))]
 
         # ---- counters ----------------------------------------------------------------------
-        out = self
+        out = self                                   # the flat m_axi_* ports
         strobes = Signal(range(c.bus_bytes + 1))
         m.d.comb += strobes.eq(sum(out.m_axi_wstrb[i] for i in range(c.bus_bytes)))
         events = {

@@ -10,6 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import axil_signature, RESP_OKAY, RESP_SLVERR
+from .lookup_engine import _or_all
 from .registers import RegisterMap
 
 __all__ = ["CsrBank"]
@@ -66,11 +67,24 @@ class CsrBank(wiring.Component):
         m = Module()
         word_lo = 2
         word_bits = rmap.config.csr_addr_bits - word_lo
-        reg_error = self.q_REG_ERROR
         reg_error_addr = Signal(32)
         f_unmapped = rmap["REG_ERROR"].field("unmapped").lsb
         f_read_only = rmap["REG_ERROR"].field("read_only").lsb
         f_refused = rmap["REG_ERROR"].field("refused").lsb
+
+        # One comparator per register and bus side: the decode is a select signal per
+        # register, not a `case` per driven signal (which repeats every offset).
+        def decode(addr, prefix):
+            word = addr[word_lo:word_lo + word_bits]
+            sel = {}
+            for r in rmap:
+                sel[r.name] = Signal(name=f"{prefix}_{r.name}")
+                m.d.comb += sel[r.name].eq(word == (r.offset >> word_lo))
+            return sel
+
+        def any_of(sel, names):
+            names = list(names)
+            return _or_all(sel[n] for n in names) if names else Const(0)
 
         # ---- write: take AW and W together, answer on B --------------------------------
         bvalid = Signal()
@@ -83,38 +97,33 @@ class CsrBank(wiring.Component):
         with m.If(bvalid & bus.bready):
             m.d.sync += bvalid.eq(0)
         byte_mask = Cat(bus.wstrb[i].replicate(8) for i in range(4))
-
-        # Events of the core's own w1c registers this cycle.
-        err_set = Signal(32)
-        err_addr_new = Signal(32)
-        err_addr_set = Signal()
-
-        w1c_clear = {r.name: Signal(32, name=f"clr_{r.name}") for r in rmap if r.access == "w1c"}
+        wsel = decode(bus.awaddr, "wsel")
+        w_unmapped = Signal()
+        w_read_only = Signal()
+        w_refused = Signal()
+        m.d.comb += [
+            w_unmapped.eq(take_w & ~any_of(wsel, wsel)),
+            w_read_only.eq(take_w & any_of(wsel, (r.name for r in rmap if r.access == "ro"))),
+            w_refused.eq(take_w & _or_all([Const(0)] + [
+                wsel[r.name] & getattr(self, f"refuse_{r.name}")
+                for r in rmap if r.access == "wo"])),
+        ]
         with m.If(take_w):
-            m.d.sync += [bvalid.eq(1), bresp.eq(RESP_OKAY)]
-            with m.Switch(bus.awaddr[word_lo:word_lo + word_bits]):
-                for r in rmap:
-                    with m.Case(r.offset >> word_lo):
-                        if r.access == "rw":
-                            q = getattr(self, f"q_{r.name}")
-                            new = (q & ~byte_mask) | (bus.wdata & byte_mask)
-                            m.d.sync += q.eq(new & r.mask)
-                        elif r.access == "w1c":
-                            m.d.comb += w1c_clear[r.name].eq(bus.wdata & byte_mask & r.mask)
-                        elif r.access == "wo":
-                            refuse = getattr(self, f"refuse_{r.name}")
-                            with m.If(refuse):
-                                m.d.sync += bresp.eq(RESP_SLVERR)
-                                m.d.comb += [err_set[f_refused].eq(1), err_addr_set.eq(1)]
-                            with m.Else():
-                                m.d.comb += getattr(self, f"stb_{r.name}").eq(1)
-                        else:  # ro
-                            m.d.sync += bresp.eq(RESP_SLVERR)
-                            m.d.comb += [err_set[f_read_only].eq(1), err_addr_set.eq(1)]
-                with m.Default():
-                    m.d.sync += bresp.eq(RESP_SLVERR)
-                    m.d.comb += [err_set[f_unmapped].eq(1), err_addr_set.eq(1)]
-            m.d.comb += err_addr_new.eq(bus.awaddr)
+            m.d.sync += [bvalid.eq(1),
+                         bresp.eq(Mux(w_unmapped | w_read_only | w_refused,
+                                      RESP_SLVERR, RESP_OKAY))]
+        w1c_clear = {}
+        for r in rmap:
+            hit = take_w & wsel[r.name]
+            if r.access == "rw":
+                q = getattr(self, f"q_{r.name}")
+                with m.If(hit):
+                    m.d.sync += q.eq(((q & ~byte_mask) | (bus.wdata & byte_mask)) & r.mask)
+            elif r.access == "w1c":
+                w1c_clear[r.name] = Mux(hit, bus.wdata & byte_mask & r.mask, 0)
+            elif r.access == "wo":
+                m.d.comb += getattr(self, f"stb_{r.name}").eq(
+                    hit & ~getattr(self, f"refuse_{r.name}"))
 
         # ---- read: one cycle of decode, data registered ----------------------------------
         rvalid = Signal()
@@ -126,25 +135,33 @@ class CsrBank(wiring.Component):
                      bus.rdata.eq(rdata), bus.rresp.eq(rresp)]
         with m.If(rvalid & bus.rready):
             m.d.sync += rvalid.eq(0)
+        rsel = decode(bus.araddr, "rsel")
+        values = []
+        for r in rmap:
+            if r.name == "REG_ERROR_ADDR":
+                value = reg_error_addr
+            elif r.access in ("rw", "w1c"):
+                value = getattr(self, f"q_{r.name}")
+            elif r.access == "ro":
+                value = getattr(self, f"r_{r.name}") & r.mask
+            else:  # wo: reads give 0
+                continue
+            values.append(rsel[r.name].replicate(32) & value)
+        r_unmapped = Signal()
+        m.d.comb += r_unmapped.eq(take_r & ~any_of(rsel, rsel))
         with m.If(take_r):
-            m.d.sync += [rvalid.eq(1), rresp.eq(RESP_OKAY), rdata.eq(0)]
-            with m.Switch(bus.araddr[word_lo:word_lo + word_bits]):
-                for r in rmap:
-                    with m.Case(r.offset >> word_lo):
-                        if r.name == "REG_ERROR_ADDR":
-                            m.d.sync += rdata.eq(reg_error_addr)
-                        elif r.access in ("rw", "w1c"):
-                            m.d.sync += rdata.eq(getattr(self, f"q_{r.name}"))
-                        elif r.access == "ro":
-                            m.d.sync += rdata.eq(getattr(self, f"r_{r.name}") & r.mask)
-                with m.Default():
-                    m.d.sync += rresp.eq(RESP_SLVERR)
-                    m.d.comb += [err_set[f_unmapped].eq(1)]
-            # A refused write in the same cycle names its own address (writes take priority).
-            with m.If(~err_addr_set):
-                m.d.comb += err_addr_new.eq(bus.araddr)
-            with m.If(err_set[f_unmapped] & ~take_w):
-                m.d.comb += err_addr_set.eq(1)
+            m.d.sync += [rvalid.eq(1), rresp.eq(Mux(r_unmapped, RESP_SLVERR, RESP_OKAY)),
+                         rdata.eq(_or_all(values))]
+
+        # ---- refused accesses: sticky bits and the offset (a write's wins a tie) --------
+        err_set = Signal(32)
+        m.d.comb += [err_set[f_unmapped].eq(w_unmapped | r_unmapped),
+                     err_set[f_read_only].eq(w_read_only), err_set[f_refused].eq(w_refused)]
+        offset_mask = (1 << rmap.config.csr_addr_bits) - 1
+        with m.If(w_unmapped | w_read_only | w_refused):
+            m.d.sync += reg_error_addr.eq(bus.awaddr & offset_mask)
+        with m.Elif(r_unmapped):
+            m.d.sync += reg_error_addr.eq(bus.araddr & offset_mask)
 
         # ---- sticky bits: set wins over clear --------------------------------------------
         for r in rmap:
@@ -153,6 +170,4 @@ class CsrBank(wiring.Component):
             q = getattr(self, f"q_{r.name}")
             sets = err_set if r.name == "REG_ERROR" else getattr(self, f"set_{r.name}")
             m.d.sync += q.eq(((q & ~w1c_clear[r.name]) | sets) & r.mask)
-        with m.If(err_addr_set):
-            m.d.sync += reg_error_addr.eq(err_addr_new & ((1 << rmap.config.csr_addr_bits) - 1))
         return m

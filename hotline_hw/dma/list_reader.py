@@ -6,7 +6,7 @@ emits data beats with a mask of the words that belong to the list. :class:`WordS
 turns those beats into one word per cycle for consumers that take one key at a time.
 """
 
-from amaranth import Signal, Module, Mux, Cat, Const
+from amaranth import Signal, Module, Mux, Cat, Const, Array
 from amaranth.lib import wiring, stream, data, fifo
 from amaranth.lib.wiring import In, Out
 
@@ -190,7 +190,6 @@ class WordSerializer(wiring.Component):
             with m.If(rem[k]):
                 m.d.comb += pick.eq(k)
         words = [held[64 * k:64 * (k + 1)] for k in range(W)]
-        from amaranth import Array
         m.d.comb += [self.words.valid.eq(rem != 0),
                      self.words.payload.word.eq(Array(words)[pick]),
                      self.words.payload.error.eq(err)]

@@ -295,13 +295,18 @@ class RowMover(wiring.Component):
         ]
         m.submodules.ready_q = ready_q = fifo.SyncFIFO(width=id_bits, depth=n_ids)
         r_free = Signal()  # a failed chunk gives its ID back without writing
-        with m.If(r_v):
-            m.d.sync += r_count[r_id].eq(Mux(r_last, 0, r_beat + 1))
-            with m.If(r_last):
-                m.d.sync += slot_err.bit_select(r_id, 1).eq(0)
-                m.d.comb += [r_free.eq(burst_bad), ready_q.w_en.eq(~burst_bad)]
-            with m.Elif(r_bad):
-                m.d.sync += slot_err.bit_select(r_id, 1).eq(1)
+        # Each ID's counter and error bit decode the ID themselves: writing through a
+        # variable index (``r_count[r_id].eq``) would elaborate one case of every ID per
+        # counter, code that grows with the square of read_ids.
+        for i in range(n_ids):
+            with m.If(r_v & (r_id == i)):
+                m.d.sync += r_count[i].eq(Mux(r_last, 0, r_beat + 1))
+                with m.If(r_last):
+                    m.d.sync += slot_err[i].eq(0)
+                with m.Elif(r_bad):
+                    m.d.sync += slot_err[i].eq(1)
+        with m.If(r_v & r_last):
+            m.d.comb += [r_free.eq(burst_bad), ready_q.w_en.eq(~burst_bad)]
         m.d.comb += ready_q.w_data.eq(r_id)
 
         # ---- AW: one write burst per complete chunk -----------------------------------

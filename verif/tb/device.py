@@ -18,12 +18,6 @@ from hotline_hw.registers import register_map
 __all__ = ["DeviceBench", "config_from_dict", "CommandFailed"]
 
 
-def _pauses(prob, rng):
-    """A pause generator: each cycle paused with probability ``prob``."""
-    while True:
-        yield rng.random() < prob
-
-
 def config_from_dict(d):
     """A :class:`DeviceConfig` from its ``dataclasses.asdict`` form."""
     d = dict(d)
@@ -65,7 +59,7 @@ class DeviceBench:
 
     async def start(self):
         """Start the clock, build the bus models and reset the DUT."""
-        from verif.tb.host_memory import HostMemory
+        from verif.tb.host_memory import HostMemory, random_pauses
         dut = self.dut
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -82,7 +76,7 @@ class DeviceBench:
                              self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
                              self.axil.read_if.r_channel)
             for channel in axil_channels:
-                channel.set_pause_generator(_pauses(o["pause"], random.Random(rng.getrandbits(32))))
+                channel.set_pause_generator(random_pauses(o["pause"], random.Random(rng.getrandbits(32))))
         await self.reset()
 
     async def reset(self, cycles=4):

@@ -49,7 +49,8 @@ class _Burst:
         self.commit = commit  # a write's memory update, applied when its B is sent
 
 
-def _random_pause(prob, rng):
+def random_pauses(prob, rng):
+    """A cocotbext-axi pause generator: each cycle paused with probability ``prob``."""
     while True:
         yield rng.random() < prob
 
@@ -167,7 +168,7 @@ class HostMemory:
         rng = random.Random(self._seed if seed is None else seed)
         gens = {}
         for name in ("ar", "r", "aw", "w", "b"):
-            gens[name] = _random_pause(prob, random.Random(rng.getrandbits(32))) if prob else None
+            gens[name] = random_pauses(prob, random.Random(rng.getrandbits(32))) if prob else None
         self.set_pause_generators(**gens)
 
     def set_pause_generators(self, ar=None, r=None, aw=None, w=None, b=None):
