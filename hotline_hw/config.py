@@ -8,7 +8,9 @@ docs all read their parameters from :class:`EALConfig`. ``docs/spec.md`` explain
 from dataclasses import dataclass, asdict
 import math
 
-__all__ = ["EALConfig", "DeviceConfig", "DEFAULT_DEVICE", "SMALL_DEVICE", "DEVICE_CONFIGS", "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
+__all__ = ["EALConfig", "DeviceConfig", "DEFAULT_DEVICE", "SMALL_DEVICE", "DEVICE_CONFIGS",
+           "FragmenterConfig", "DEFAULT_FRAGMENTER", "FRAGMENTER_CONFIGS", "DEDUP_MULTIPLIER",
+           "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
            "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX"]
 
 # Feistel round constants (32-bit). Round i uses index i. Multipliers are odd so that the
@@ -279,3 +281,139 @@ SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4, wor
 DEVICE_CONFIGS = {"default": DEFAULT_DEVICE, "small": SMALL_DEVICE,
                   "bus64": SMALL_DEVICE.replace(bus_bits=64),
                   "bus512": SMALL_DEVICE.replace(bus_bits=512, burst_beats=8)}
+
+
+# The de-duplication hash (docs/spec.md section 7.1): Fibonacci hashing of the key folded to
+# 32 bits; the top bits of the product are well mixed even for keys that differ in few bits.
+DEDUP_MULTIPLIER = 0x9E3779B1
+
+
+@dataclass(frozen=True)
+class FragmenterConfig:
+    """Parameters of the input classifier and the working-set fragmenter
+    (``hotline_hw.fragmenter``; docs/spec.md section 7.1).
+
+    Parameters
+    ----------
+    eal : EALConfig
+        The lookup engine the fragmenter follows (lanes, key and slot widths, ``entries``).
+    dedup_banks : int
+        Banks of the de-duplication table, a power of two: a cycle serves one cold lookup per
+        bank, so more banks mean fewer stalls when cold lookups of one beat meet in a bank.
+    dedup_sets : int
+        Buckets per bank, a power of two.
+    dedup_ways : int
+        Entries per bucket (one memory word); probing moves to the next bucket when a bucket
+        is full.
+    epoch_bits : int
+        Width of the working-set number kept in each entry: entries of older working sets
+        are stale without being erased; the table is cleared every ``2**epoch_bits - 1``
+        working sets (``dedup_sets`` cycles).
+    inputs_bits : int
+        A working set holds at most ``2**inputs_bits`` inputs (width of input indices).
+    out_depth : int
+        Beats each output stream buffers before back-pressure stalls the fragmenter.
+    key_fifo_depth : int
+        Key beats the chain (``FragmentChain``) holds while their lookups are in the lookup
+        engine; at least the engine's depth, or the chain slows down.
+    """
+
+    eal: EALConfig = EALConfig()
+    dedup_banks: int = 16
+    dedup_sets: int = 512
+    dedup_ways: int = 4
+    epoch_bits: int = 4
+    inputs_bits: int = 20
+    out_depth: int = 16
+    key_fifo_depth: int = 32
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"FragmenterConfig: {msg}")
+        if not isinstance(self.eal, EALConfig):
+            raise TypeError(f"FragmenterConfig: eal must be an EALConfig, not {self.eal!r}")
+        for name in ("dedup_banks", "dedup_sets", "dedup_ways", "epoch_bits", "inputs_bits",
+                     "out_depth", "key_fifo_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"FragmenterConfig: {name} must be an int, not {value!r}")
+        need(_is_pow2(self.dedup_banks), f"dedup_banks must be a power of two, not {self.dedup_banks}")
+        need(_is_pow2(self.dedup_sets) and self.dedup_sets >= 2,
+             f"dedup_sets must be a power of two >= 2, not {self.dedup_sets}")
+        need(self.dedup_bank_bits + self.dedup_set_bits <= 32,
+             f"dedup_banks * dedup_sets ({self.dedup_banks * self.dedup_sets}) must be <= 2**32")
+        need(self.dedup_ways >= 1, f"dedup_ways must be >= 1, not {self.dedup_ways}")
+        need(1 <= self.epoch_bits <= 16, f"epoch_bits must be in 1..16, not {self.epoch_bits}")
+        need(1 <= self.inputs_bits <= 31, f"inputs_bits must be in 1..31, not {self.inputs_bits}")
+        need(self.out_depth >= 2, f"out_depth must be >= 2, not {self.out_depth}")
+        need(self.key_fifo_depth >= 2, f"key_fifo_depth must be >= 2, not {self.key_fifo_depth}")
+        need(self.bank_capacity >= self.eal.max_tables,
+             f"a dedup bank holds {self.bank_capacity} cold rows (3/4 of dedup_sets * "
+             f"dedup_ways = {self.dedup_sets * self.dedup_ways}), fewer than the "
+             f"{self.eal.max_tables} lookups of one input: raise dedup_sets or dedup_ways")
+
+    @property
+    def dedup_bank_bits(self):
+        return int(math.log2(self.dedup_banks))
+
+    @property
+    def dedup_set_bits(self):
+        return int(math.log2(self.dedup_sets))
+
+    @property
+    def bank_capacity(self):
+        """Cold rows a bank may hold in one working set: 3/4 of its entries, so that linear
+        probing always finds a free entry within a few buckets."""
+        n = self.dedup_sets * self.dedup_ways
+        return n - n // 4
+
+    @property
+    def cold_capacity(self):
+        """Most cold rows one working set can have (every bank at capacity)."""
+        return self.dedup_banks * self.bank_capacity
+
+    @property
+    def rank_bits(self):
+        """Width of a cold-row rank (position in the cold list)."""
+        return max(1, (self.cold_capacity - 1).bit_length())
+
+    @property
+    def remap_bits(self):
+        """Width of a remapped lookup: an index into ``[hot table; cold rows]``."""
+        return max(1, (self.eal.entries + self.cold_capacity - 1).bit_length())
+
+    @property
+    def dedup_entry_bits(self):
+        """Stored bits per de-dup entry: epoch + key + rank."""
+        return self.epoch_bits + self.eal.key_bits + self.rank_bits
+
+    @property
+    def dedup_memory_bits(self):
+        """Bits of the whole de-dup table."""
+        return self.dedup_banks * self.dedup_sets * self.dedup_ways * self.dedup_entry_bits
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return FragmenterConfig(**{**{f: getattr(self, f) for f in self.__dataclass_fields__},
+                                   **changes})
+
+    def describe(self):
+        """A one-line summary of the de-dup table and buffers."""
+        return (f"dedup {self.dedup_banks} banks x {self.dedup_sets} buckets x {self.dedup_ways} "
+                f"ways ({self.dedup_memory_bits / 8 / 1024:.1f} KiB, {self.cold_capacity} cold "
+                f"rows/working set, {self.bank_capacity}/bank) epoch={self.epoch_bits}b "
+                f"inputs<=2^{self.inputs_bits} out_depth={self.out_depth} "
+                f"key_fifo={self.key_fifo_depth} | EAL {self.eal.describe()}")
+
+
+DEFAULT_FRAGMENTER = FragmenterConfig()
+# Small configurations for fast builds and for tests that overflow the de-dup table.
+FRAGMENTER_CONFIGS = {
+    "default": DEFAULT_FRAGMENTER,
+    "small": FragmenterConfig(eal=CONFIGS["lanes1"], dedup_banks=4, dedup_sets=16,
+                              dedup_ways=4, epoch_bits=2, inputs_bits=16, out_depth=4,
+                              key_fifo_depth=16),
+    "lanes4_small": FragmenterConfig(dedup_banks=8, dedup_sets=16, dedup_ways=4,
+                                     epoch_bits=2, inputs_bits=16, out_depth=4),
+}

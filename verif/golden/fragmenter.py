@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
+from hotline_hw.config import FragmenterConfig
+
 from .access_logger import AccessLogger
+from .dedup import dedup_cut
 from .feistel import sparse_keys, split_keys
 
-__all__ = ["WorkingSetSchedule", "classify_inputs", "fragment", "iter_working_sets"]
+__all__ = ["WorkingSetSchedule", "classify_inputs", "fragment", "fragment_stream",
+           "iter_working_sets"]
 
 
 @dataclass
@@ -35,6 +39,9 @@ class WorkingSetSchedule:
         The frozen-mode hit of each lookup.
     n_lookups, n_hits, n_cold : int
         Lookups in the working set, how many hit, and unique cold rows.
+    ended_early : bool
+        The de-dup table's bank-capacity rule (spec section 7.1) ended the working set
+        before the inputs it was given ran out: the inputs after ``n_inputs`` start the next.
     """
 
     popular_micro_batches: list
@@ -48,6 +55,7 @@ class WorkingSetSchedule:
     n_lookups: int
     n_hits: int
     n_cold: int
+    ended_early: bool = False
 
     @property
     def n_inputs(self):
@@ -81,7 +89,7 @@ def _first_seen_unique(x):
     return uniq[order], rank[inverse]
 
 
-def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
+def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None, fragmenter=None):
     """Fragment one working set (spec sections 6 and 7) against a frozen ``logger``.
 
     Parameters
@@ -94,6 +102,9 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
         Popular micro-batch size, >= 1 (the spec's default is the mini-batch size ``N``).
     popular_max_rrpv : int, optional
         Frozen-mode threshold; default ``logger.cfg.popular_max_rrpv``.
+    fragmenter : FragmenterConfig, optional
+        Apply its de-dup table's bank-capacity rule (spec section 7.1): the schedule may then
+        cover only the first ``n_inputs`` of the inputs (``ended_early``). ``None``: no limit.
 
     Returns
     -------
@@ -105,6 +116,11 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
             or micro_batch_size < 1:
         raise ValueError(f"micro_batch_size must be an int >= 1, not {micro_batch_size!r}")
     cfg = logger.cfg
+    if fragmenter is not None:
+        if not isinstance(fragmenter, FragmenterConfig):
+            raise TypeError(f"fragmenter must be a FragmenterConfig, not {type(fragmenter).__name__}")
+        if fragmenter.eal != cfg:
+            raise ValueError("fragmenter.eal differs from the logger's EALConfig")
     sparse = torch.as_tensor(tables_rows)
     if sparse.dim() != 2:
         raise ValueError(f"tables_rows must be 2-D [n_inputs, n_tables], not {tuple(sparse.shape)}")
@@ -121,6 +137,16 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
     # order, exactly the spec's scan of the non-popular inputs.
     miss = ~hit
     cold_keys, cold_index = _first_seen_unique(keys[miss])
+    if fragmenter is not None and cold_keys.numel():
+        miss_input = idx.unsqueeze(1).expand(n_inputs, n_tables)[miss]
+        first_input = torch.full((cold_keys.numel(),), n_inputs, dtype=torch.int64)
+        first_input = first_input.scatter_reduce(0, cold_index, miss_input, reduce="amin")
+        cut = dedup_cut(cold_keys, first_input, n_inputs, n_tables, fragmenter)
+        if cut < n_inputs:
+            # Everything of inputs < cut is independent of the inputs after it.
+            early = fragment(sparse[:cut], logger, micro_batch_size, popular_max_rrpv)
+            early.ended_early = True
+            return early
     remapped = res.slot.clone()
     remapped[miss] = cfg.entries + cold_index
     cold_tables, cold_rows = split_keys(cold_keys, cfg)
@@ -129,6 +155,24 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None):
         popular_micro_batches=micro, non_popular=non_popular, cold_keys=cold_keys,
         cold_tables=cold_tables, cold_rows=cold_rows, remapped=remapped, popular=popular,
         hit=hit, n_lookups=n_inputs * n_tables, n_hits=n_hits, n_cold=cold_keys.numel())
+
+
+def fragment_stream(tables_rows, logger, micro_batch_size, working_set_inputs,
+                    fragmenter, popular_max_rrpv=None):
+    """All working sets of a stream of inputs, as the RTL fragmenter cuts them: working sets
+    of ``working_set_inputs`` inputs, each ended early by the de-dup rule when a bank fills;
+    the next one starts at the first input left over. Returns ``[(start, schedule)]``."""
+    if isinstance(working_set_inputs, bool) or not isinstance(working_set_inputs, int) \
+            or working_set_inputs < 1:
+        raise ValueError(f"working_set_inputs must be an int >= 1, not {working_set_inputs!r}")
+    sparse = torch.as_tensor(tables_rows)
+    out, start = [], 0
+    while start < len(sparse):
+        sched = fragment(sparse[start:start + working_set_inputs], logger, micro_batch_size,
+                         popular_max_rrpv, fragmenter)
+        out.append((start, sched))
+        start += sched.n_inputs
+    return out
 
 
 def iter_working_sets(sparse, mini_batch_size, working_set):

@@ -25,7 +25,8 @@ import numpy as np
 from hotline_hw.config import EALConfig, DEFAULT_CONFIG
 from hotline_hw.generate import TOP_NAME, verilog_text
 
-__all__ = ["REPO_ROOT", "build", "build_top", "run_cocotb", "run_scenario", "ScenarioFailed"]
+__all__ = ["REPO_ROOT", "build", "build_top", "run_cocotb", "run_scenario", "ScenarioFailed",
+           "build_accelerator", "build_fragment_chain", "run_fragment_case"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIM_BUILD = Path(os.environ.get("HOTLINE_SIM_BUILD", REPO_ROOT / "sim_build"))
@@ -235,3 +236,56 @@ def build_accelerator(dcfg, waves: bool = False):
         tag = "accel_" + hashlib.sha1(dcfg.describe().encode()).hexdigest()[:12]
     return build_top(ACCELERATOR_NAME, text, tag, waves=waves)
 
+
+
+def build_fragment_chain(fcfg, waves: bool = False):
+    """Build (or reuse) the Verilator model of the fragment chain for ``fcfg``: the default
+    configuration from the committed ``rtl/hotline_fragment_chain.v``, others generated."""
+    import hashlib
+    from hotline_hw.config import DEFAULT_FRAGMENTER
+    from hotline_hw.generate import FRAGMENT_CHAIN_NAME, fragment_chain_verilog
+    if fcfg == DEFAULT_FRAGMENTER:
+        text = (REPO_ROOT / "rtl" / f"{FRAGMENT_CHAIN_NAME}.v").read_text()
+        tag = "frag_rtl_default"
+    else:
+        text = fragment_chain_verilog(fcfg)
+        tag = "frag_" + hashlib.sha1(fcfg.describe().encode()).hexdigest()[:12]
+    return build_top(FRAGMENT_CHAIN_NAME, text, tag, waves=waves)
+
+
+def run_fragment_case(fcfg, learn_sparse, jobs, *, seed=1, idle_prob=0.0, stall_prob=0.0,
+                      hole_prob=0.0, bad_starts=(), name="frag", waves=False):
+    """Play a fragment-chain case (:mod:`verif.tb.test_fragment_chain`) on the RTL of
+    ``fcfg`` and return its report; raises :class:`ScenarioFailed` on any mismatch.
+
+    ``learn_sparse``: ``[n, n_tables]`` rows learned first (or ``None``); ``jobs``: list of
+    ``{"sparse": [n, n_tables] rows, "ws_inputs": int[, "popular_max_rrpv": int]}``;
+    ``bad_starts``: ``(n_tables, ws_inputs, total)`` triples that must be refused.
+    """
+    from verif.golden import sparse_keys
+    from hotline_hw.generate import FRAGMENT_CHAIN_NAME
+    import torch
+    runner, build_dir = build_fragment_chain(fcfg, waves=waves)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=build_dir))
+    case = {"config": {**{k: getattr(fcfg, k) for k in fcfg.__dataclass_fields__ if k != "eal"},
+                       "eal": dataclasses.asdict(fcfg.eal)},
+            "seed": seed, "idle_prob": idle_prob, "stall_prob": stall_prob,
+            "hole_prob": hole_prob, "bad_starts": [list(b) for b in bad_starts], "jobs": [],
+            "report": str(work / "report.json")}
+    if learn_sparse is not None:
+        keys = sparse_keys(torch.as_tensor(learn_sparse, dtype=torch.int64), fcfg.eal)
+        np.save(work / "learn.npy", keys.reshape(-1).numpy())
+        case["learn"] = str(work / "learn.npy")
+    for i, job in enumerate(jobs):
+        np.save(work / f"job{i}.npy", np.asarray(job["sparse"], dtype=np.int64))
+        case["jobs"].append({**{k: v for k, v in job.items() if k != "sparse"},
+                             "sparse": str(work / f"job{i}.npy")})
+    (work / "case.json").write_text(json.dumps(case))
+    started = time.perf_counter()
+    run_cocotb(runner, build_dir, FRAGMENT_CHAIN_NAME, "verif.tb.test_fragment_chain",
+               REPO_ROOT / "verif" / "tb" / "test_fragment_chain.py",
+               {"HOTLINE_CASE": work / "case.json"}, name=name, waves=waves)
+    report = json.loads((work / "report.json").read_text())
+    report["wall_seconds"] = time.perf_counter() - started
+    report["build_seconds"] = runner.build_seconds
+    return report
