@@ -29,7 +29,10 @@ class Counters:
     ``bytes_written_back``
         bytes copied back to the host table by ``write_back``;
     ``working_sets``
-        ``schedule`` calls.
+        ``schedule`` calls;
+    ``early_ends``
+        schedules the de-dup table's bank-capacity rule ended before their inputs ran out
+        (``Schedule.ended_early``; docs/spec.md section 7.1).
     """
 
     lookups: int = 0
@@ -41,6 +44,7 @@ class Counters:
     bytes_gathered: int = 0
     bytes_written_back: int = 0
     working_sets: int = 0
+    early_ends: int = 0
 
     def as_dict(self):
         """The counters as a plain ``{name: int}`` dict (field order)."""

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, RRPV_MAX
-from verif.golden import key_from_fields, sparse_keys, split_keys
+from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
+from verif.golden import dedup_bank, key_from_fields, sparse_keys, split_keys
 
 from .counters import Counters
 from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
@@ -73,6 +73,10 @@ class Schedule:
     Host tensors: ``cold_global_rows`` (int64 ``[n_cold]``: the gather list, host-table rows
     in first-seen order), ``cold_tables`` and ``cold_rows`` (its ``(table, row)`` pairs).
 
+    ``n_inputs`` may be less than the inputs given: the de-dup table's bank-capacity rule
+    (docs/spec.md section 7.1) ended the working set early (``ended_early``); the caller
+    schedules the inputs from ``n_inputs`` on as the next working set.
+
     Counts (ints): ``n_inputs``, ``n_tables``, ``n_lookups`` (``n_inputs * n_tables``),
     ``n_hits``, ``n_popular``, ``n_cold``, ``n_unique`` (distinct ``(table, row)`` in the working
     set: distinct hot rows read + ``n_cold``), ``entries`` (hot-table rows, the offset of the
@@ -96,6 +100,7 @@ class Schedule:
     n_unique: int
     entries: int
     micro_batch_size: int
+    ended_early: bool = False
     generation: int = field(default=0, repr=False)
     _owner: object = field(default=None, repr=False)
 
@@ -149,6 +154,10 @@ class HotlineDevice:
     transport_options : dict, optional
         Keyword options for the transport opened by name (``sim``: ``shm_size``,
         ``latency``, ... see :class:`~sw_driver.sim_transport.SimTransport`).
+    fragmenter : FragmenterConfig, optional
+        The classifier/fragmenter whose de-dup table :meth:`schedule` follows (its
+        bank-capacity rule ends a working set early, docs/spec.md section 7.1); default
+        ``FragmenterConfig(eal=config)``. Its ``eal`` must be ``config``.
 
     States: *learning* (after opening or :meth:`clear`) -> :meth:`freeze` -> *frozen*
     (:meth:`schedule` allowed) -> :meth:`clear` / :meth:`unfreeze` -> *learning* ...;
@@ -157,7 +166,8 @@ class HotlineDevice:
     """
 
     def __init__(self, table_rows, dim, config=DEFAULT_CONFIG, transport="model", device="cpu",
-                 gather_threads=8, transport_options=None, close_transport=True):
+                 gather_threads=8, transport_options=None, close_transport=True,
+                 fragmenter=None):
         self._state = _CLOSED  # until fully opened
         if not isinstance(config, (EALConfig, DeviceConfig)):
             raise TypeError(f"config must be an EALConfig or a DeviceConfig, not "
@@ -166,6 +176,15 @@ class HotlineDevice:
         config, dcfg = as_device_config(config)
         self.config = config
         self.device_config = dcfg
+        if fragmenter is None:
+            fragmenter = FragmenterConfig(eal=config)
+        elif not isinstance(fragmenter, FragmenterConfig):
+            raise TypeError(f"fragmenter must be a FragmenterConfig, not "
+                            f"{type(fragmenter).__name__}")
+        elif fragmenter.eal != config:
+            raise ValueError(f"fragmenter.eal ({fragmenter.eal.describe()}) is not the "
+                             f"device's EALConfig ({config.describe()})")
+        self.fragmenter = fragmenter
         self._table_rows = self._check_table_rows(table_rows, config)
         self.dim = _check_int(dim, "dim", 1, TableSpecError)
         gather_threads = _check_int(gather_threads, "gather_threads", 1)
@@ -518,31 +537,44 @@ class HotlineDevice:
         rank[by_first] = torch.arange(U, dtype=torch.int64, device=dev)
         cold_all = uniq[by_first]                                # the sentinel last
         remapped = torch.where(hit, slot, entries + rank[inverse].view(n, T))
-        n_miss_dev = L - hit.sum()                               # int64, on the device
+        # The de-dup table's bank-capacity rule (spec 7.1): the working set ends after the
+        # input whose cold row makes a bank hold more than bank_capacity - T rows.
+        cut = self._dedup_cut(cold_all, first[by_first], sentinel, n, T)   # 0-dim, device
+        in_ws = idx < cut
+        hits_per_input = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
+                                    torch.cumsum(hit.sum(1), 0)])
+        pops = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), c_pop])
+        n_hits_dev = hits_per_input[cut]
+        n_pop_cut_dev = pops[cut]
+        n_cold_dev = ((cold_all != sentinel) & (first[by_first] < cut * T)).sum()
         # Distinct hot rows read (for Schedule.n_unique): mark the slots hit.
         seen = torch.zeros(entries + 1, dtype=torch.bool, device=dev)
-        seen[torch.where(hit, slot, entries).reshape(-1)] = True
+        seen[torch.where(hit & in_ws.unsqueeze(1), slot, entries).reshape(-1)] = True
         n_hot_unique = seen[:entries].sum()
         host = torch.cat([cold_all, torch.stack([
-            n_hot_unique, bad_any.to(torch.int64), n_pop_dev, n_miss_dev])]).cpu()
-        if bool(host[-3]):
+            n_hot_unique, bad_any.to(torch.int64), n_pop_dev, n_pop_cut_dev, n_hits_dev,
+            n_cold_dev, cut.to(torch.int64)])]).cpu()
+        if bool(host[-6]):
             self._raise_first_bad(s.cpu(), bad.cpu(), "sparse_ws")
-        n_popular, n_miss = int(host[-2]), int(host[-1])
-        n_cold = U - (1 if n_miss < L else 0)                    # minus the hits' sentinel
+        n_pop_all, n_popular, n_hits, n_cold, n_in = (int(v) for v in host[-5:])
         cold_cpu = host[:n_cold]
         cold_tables = torch.searchsorted(self._offsets_cpu, cold_cpu, right=True) - 1
         cold_rows = cold_cpu - self._offsets_cpu[cold_tables]
-        n_hits = L - n_miss
+        # The popular (non-popular) inputs below the cut are a prefix of each class's list.
         popular_idx = order[:n_popular]
-        non_popular = order[n_popular:]
+        non_popular = order[n_pop_all:n_pop_all + n_in - n_popular]
         micro = list(torch.split(popular_idx, mbs)) if n_popular else []
+        early = n_in < n
+        if early:
+            popular, remapped, hit = popular[:n_in], remapped[:n_in], hit[:n_in]
         sched = Schedule(
             popular=popular, popular_micro_batches=micro, non_popular=non_popular,
             cold_global_rows=cold_cpu, remapped=remapped, hit=hit, cold_tables=cold_tables,
-            cold_rows=cold_rows, n_inputs=n, n_tables=T, n_lookups=n * T, n_hits=n_hits,
-            n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-4]) + n_cold,
-            entries=entries, micro_batch_size=mbs, generation=self._generation,
-            _owner=self._token)
+            cold_rows=cold_rows, n_inputs=n_in, n_tables=T, n_lookups=n_in * T, n_hits=n_hits,
+            n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-7]) + n_cold,
+            entries=entries, micro_batch_size=mbs, ended_early=early,
+            generation=self._generation, _owner=self._token)
+        n = n_in
         c = self._counters
         c.lookups += n * T
         c.unique += sched.n_unique
@@ -551,7 +583,31 @@ class HotlineDevice:
         c.inputs += n
         c.cold_rows += n_cold
         c.working_sets += 1
+        c.early_ends += int(early)
         return sched
+
+    def _dedup_cut(self, cold_all, first_sorted, sentinel, n, T):
+        """Inputs in the working set under the de-dup bank-capacity rule (spec 7.1), as a
+        0-dim device tensor: ``verif.golden.dedup_cut`` without leaving the device.
+        ``cold_all``: distinct cold global rows by first use (the hits' sentinel last),
+        ``first_sorted``: their first lookup positions."""
+        fr = self.fragmenter
+        dev = cold_all.device
+        limit = fr.bank_capacity - T
+        valid = cold_all != sentinel
+        if cold_all.numel() <= limit:          # no bank can reach the limit: no sync needed
+            return torch.tensor(n, dtype=torch.int64, device=dev)
+        g = torch.where(valid, cold_all, 0)
+        tables = torch.searchsorted(self._offsets_dev, g, right=True) - 1
+        keys = (tables << self.config.row_bits) | (g - self._offsets_dev[tables])
+        bank = torch.where(valid, dedup_bank(keys, fr), fr.dedup_banks)
+        by_bank = torch.sort(bank, stable=True).indices
+        sorted_bank = bank[by_bank]
+        starts = torch.searchsorted(sorted_bank, sorted_bank, right=False)
+        ordinal = torch.empty_like(by_bank)
+        ordinal[by_bank] = torch.arange(by_bank.numel(), device=dev) - starts
+        tipping = valid & (ordinal == limit)
+        return torch.where(tipping, first_sorted // T + 1, n).min().clamp(max=n)
 
     # --- gather / write back -------------------------------------------------------------
     def _check_schedule(self, sched, what):

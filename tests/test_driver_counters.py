@@ -7,7 +7,7 @@ from sw_driver.counters import Counters
 from sw_driver.driver import HotlineDevice
 
 FIELDS = ["lookups", "unique", "hits", "popular_inputs", "inputs", "cold_rows",
-          "bytes_gathered", "bytes_written_back", "working_sets"]
+          "bytes_gathered", "bytes_written_back", "working_sets", "early_ends"]
 
 
 def test_counters_dataclass():
@@ -51,7 +51,7 @@ def test_counters_hand_computed():
         assert (s.n_lookups, s.n_hits, s.n_popular, s.n_cold, s.n_unique) == (10, 4, 1, 4, 6)
         assert dev.counters().as_dict() == dict(
             lookups=10, unique=6, hits=4, popular_inputs=1, inputs=5, cold_rows=4,
-            bytes_gathered=0, bytes_written_back=0, working_sets=1)
+            bytes_gathered=0, bytes_written_back=0, working_sets=1, early_ends=0)
         host = torch.arange(7 * dim, dtype=torch.float32).view(7, dim)
         staged = dev.gather(s, host, torch.empty(8, dim))
         assert staged.tolist() == [[10, 11], [6, 7], [2, 3], [12, 13]]
@@ -64,7 +64,8 @@ def test_counters_hand_computed():
         c = dev.counters()
         assert c.as_dict() == dict(
             lookups=14, unique=8, hits=8, popular_inputs=3, inputs=7, cold_rows=4,
-            bytes_gathered=4 * dim * 4, bytes_written_back=4 * dim * 4, working_sets=2)
+            bytes_gathered=4 * dim * 4, bytes_written_back=4 * dim * 4, working_sets=2,
+            early_ends=0)
         assert abs(c.hit_rate - 8 / 14) < 1e-12
         # counters() is a snapshot; reset_counters() zeroes the device's counters
         c.lookups = -1

@@ -305,3 +305,44 @@ def test_schedule_on_cuda_matches_golden():
             assert_schedule_equal(cpu, f, table_rows, cfg)
         with pytest.raises(IndexOutOfRangeError, match="row 90 is out of range for table 2"):
             dev.schedule(torch.tensor([[0, 0, 90]]), 1)
+
+
+@pytest.mark.parametrize("name", ["small", "key64"])
+@pytest.mark.parametrize("dedup_banks", [1, 4])
+def test_schedule_ends_early_like_golden(name, dedup_banks):
+    """A de-dup table far too small for the working sets: the driver's schedules end where
+    the golden bank-capacity rule ends them (spec 7.1), field by field, and taking the rest
+    as the next working set covers every input exactly once, as ``fragment_stream`` does."""
+    from hotline_hw.config import FragmenterConfig
+    from verif.golden import fragment_stream
+    cfg = CONFIGS[name]
+    fr = FragmenterConfig(eal=cfg, dedup_banks=dedup_banks, dedup_sets=2,
+                          dedup_ways=cfg.max_tables)
+    gen = torch.Generator().manual_seed(11 + dedup_banks)
+    n_tables = min(cfg.max_tables, 3)
+    table_rows = [1 << min(cfg.row_bits, 20)] * n_tables
+    learn = skewed(table_rows, 300, gen, power=6.0)
+    lg = golden_logger(cfg, [learn])
+    ws = torch.cat([skewed(table_rows, 150, gen, power=6.0), learn[:30]])
+    with HotlineDevice(table_rows, 4, config=cfg, gather_threads=2, fragmenter=fr) as dev:
+        dev.learn(learn)
+        dev.freeze()
+        host = torch.randn(dev.total_rows if dev.total_rows < 1 << 22 else 1, 4, generator=gen) \
+            if name == "small" else None
+        hot_table = dev.load_hot_table(host) if host is not None else None
+        golden = fragment_stream(ws, lg, 7, 64, fr)
+        assert sum(s.ended_early for _, s in golden) >= 2
+        start, seen = 0, 0
+        for g_start, g in golden:
+            assert start == g_start
+            part = ws[start:start + 64]
+            s = dev.schedule(part, 7)
+            assert s.ended_early == g.ended_early
+            assert s.n_cold <= dedup_banks * fr.bank_capacity
+            assert_schedule_equal(s, g, table_rows, cfg)
+            if hot_table is not None:
+                assert_working_rows(s, dev, host, part[:s.n_inputs], hot_table)
+            start += s.n_inputs
+            seen += 1
+        assert start == len(ws)
+        assert dev.counters().early_ends == sum(s.ended_early for _, s in golden)

@@ -5,7 +5,9 @@
   plain sequential execution of the same micro-batch schedule written here: one full table,
   the learning mini-batches in order, then per working set the popular micro-batches and the
   non-popular one (in the trainer's near-equal SGD chunks), working set after working set.
-  The schedule comes from the golden model (``verif.golden.fragment``), not from the driver.
+  The schedule comes from the golden model (``verif.golden.fragment``), not from the driver,
+  with the de-dup table's rule (a working set ends early when a de-dup bank fills; a tiny
+  table forces it in one test).
 * The data reuse cold rows across consecutive working sets, and a deliberately stale variant
   (each working set's gather runs *before* the previous write-back) must differ: the hazard
   handling is what makes the result exact.
@@ -19,6 +21,7 @@ import torch
 
 from sw_driver.data import SyntheticClickGenerator
 from sw_driver.training import Trainer, eal_config_for_budget, init_table
+from hotline_hw.config import FragmenterConfig
 from verif.golden import AccessLogger, fragment
 from verif.golden.feistel import make_keys
 from training_setup import SIZES, HOT_BUDGET, KW, SequentialReference, small_click_data
@@ -34,8 +37,9 @@ def data():
     return small_click_data(1200)
 
 
-def reference(ds, order, epochs=1, **kw):
-    """The plain sequential execution: returns (model, table, cold lists per working set)."""
+def reference(ds, order, epochs=1, fragmenter=None, **kw):
+    """The plain sequential execution: returns (model, table, cold lists per working set).
+    ``fragmenter``: a FragmenterConfig of the same EAL geometry (default: the default one)."""
     kw = {**KW, **kw}
     sizes, T = ds.table_sizes, ds.n_tables
     N, W = kw["batch_size"], kw["working_set"]
@@ -50,6 +54,8 @@ def reference(ds, order, epochs=1, **kw):
                 step(torch.arange(a, min(a + N, n)))
         return model, table, colds
     cfg = eal_config_for_budget(HOT_BUDGET, sizes)
+    fragmenter = (FragmenterConfig(eal=cfg) if fragmenter is None
+                  else fragmenter.replace(eal=cfg))
     logger = AccessLogger(cfg)
     n_batches = math.ceil(n / N)
     learn = min(n_batches, max(1, math.ceil(kw["sample_rate"] * n_batches)))
@@ -60,11 +66,13 @@ def reference(ds, order, epochs=1, **kw):
         step(torch.arange(a, b))
     start = learn * N
     for _ in range(epochs):
-        for a in range(start, n, W * N):
+        a = start
+        while a < n:
             b = min(a + W * N, n)
-            sch = fragment(ds.sparse[a:b], logger, N)
+            sch = fragment(ds.sparse[a:b], logger, N, fragmenter=fragmenter)
             colds.append(set((off[sch.cold_tables] + sch.cold_rows).tolist()))
             ref.working_set(sch, a)
+            a += sch.n_inputs
         start = 0
     return model, table, colds
 
@@ -76,8 +84,11 @@ def same(trainer, model, table):
             and all(torch.equal(p, q) for p, q in zip(params, ref)))
 
 
-def hotline(ds, epochs=1, patch=None):
-    tr = Trainer(SIZES, ds.n_dense, "hotline", hot_budget=HOT_BUDGET, **KW)
+def hotline(ds, epochs=1, patch=None, fragmenter=None):
+    if fragmenter is not None:
+        fragmenter = fragmenter.replace(eal=eal_config_for_budget(HOT_BUDGET, SIZES))
+    tr = Trainer(SIZES, ds.n_dense, "hotline", hot_budget=HOT_BUDGET, fragmenter=fragmenter,
+                 **KW)
     if patch:
         patch(tr)
     for _ in range(epochs):
@@ -108,6 +119,22 @@ def test_hotline_equals_sequential_schedule_bit_for_bit(data):
         assert same(tr, model, table)
         # Not vacuous: training moved the table away from its initial values.
         assert not torch.equal(table, init_table(SIZES, KW["dim"], KW["seed"]))
+    finally:
+        tr.close()
+
+
+def test_hotline_equals_sequential_schedule_when_working_sets_end_early(data):
+    """A de-dup table of 1 bank x 2 buckets x 32 ways (48 cold rows): most working
+    sets end early, the next starts at the first input left, in the trainer and in the
+    reference alike, and the result is still bit for bit the sequential one."""
+    tiny = FragmenterConfig(dedup_banks=1, dedup_sets=2, dedup_ways=32)
+    model, table, colds = reference(data, "hotline", fragmenter=tiny)
+    tr = hotline(data, fragmenter=tiny)
+    try:
+        c = tr.counters()
+        assert c["early_ends"] >= 5 and c["working_sets"] == len(colds)
+        assert max(len(x) for x in colds) <= tiny.bank_capacity
+        assert same(tr, model, table)
     finally:
         tr.close()
 

@@ -108,7 +108,9 @@ class Fragmenter(wiring.Component):
         room = Cat(*[f.w_rdy for f in outs.values()]).all()
 
         # --- input: a small FIFO (so that inp.ready is registered), then the head beat ---
-        in_fifo = SyncFIFOBuffered(width=len(self.inp.payload.as_value()), depth=2)
+        # Depth 4: a buffered FIFO of depth 2 holds one entry in its inner FIFO, which cannot
+        # take a beat in the cycle it gives one: half rate.
+        in_fifo = SyncFIFOBuffered(width=len(self.inp.payload.as_value()), depth=4)
         m.submodules.in_fifo = in_fifo
         m.d.comb += [in_fifo.w_en.eq(self.inp.valid), in_fifo.w_data.eq(self.inp.payload),
                      self.inp.ready.eq(in_fifo.w_rdy)]

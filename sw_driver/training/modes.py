@@ -242,7 +242,8 @@ class HotlineStore(_HostTableStore):
         self.dev = device_factory()
         self.config = self.dev.config
         self.entries = self.config.entries
-        self.cap = int(tr.max_cold_rows or tr.working_set * tr.batch_size * tr.n_tables)
+        self.cap = int(tr.max_cold_rows or min(tr.working_set * tr.batch_size * tr.n_tables,
+                                               self.dev.fragmenter.cold_capacity))
         self.working = None
         self.hot = None
         self.frozen = False
@@ -353,7 +354,9 @@ class HotlineStore(_HostTableStore):
             sched = self.dev.schedule(data.sparse[a:b], self.tr.batch_size)
             ready = None
         rec.host_end(tok)
-        return _Pending(sched, a, b, ready, self.device, self.tr.np_micro_batch_size)
+        # The schedule may cover fewer inputs than asked (ended early, spec 7.1).
+        return _Pending(sched, a, a + sched.n_inputs, ready, self.device,
+                        self.tr.np_micro_batch_size)
 
     def _popular(self, data, p, rec):
         if p.micro:
@@ -475,14 +478,16 @@ class HotlineStore(_HostTableStore):
         if not self.frozen:
             raise RuntimeError("hotline training needs a frozen EAL: call freeze() first")
         step = tr.working_set * tr.batch_size
-        bounds = [(a, min(a + step, stop)) for a in range(start, stop, step)]
-        if not bounds:
+        if start >= stop:
             return
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         prev = None
         boot = tr.timer.record("working_set", first_index, stream=main)
-        nxt = self._schedule(data, *bounds[0], boot)
-        for k, (a, b) in enumerate(bounds):
+        # A working set is W*N inputs unless the de-dup rule ends it early (spec 7.1): the
+        # next one starts where the schedule stopped, so bounds are known one ahead.
+        nxt = self._schedule(data, start, min(start + step, stop), boot)
+        k = 0
+        while nxt is not None:
             ws = first_index + k
             rec = boot if k == 0 else tr.timer.record(
                 "working_set", ws, stream=main, sync=ws == tr.trace_working_set,
@@ -508,11 +513,12 @@ class HotlineStore(_HostTableStore):
                 if p.n_cold:
                     self._d2h(p, rec)
             prev = p
-            if k + 1 < len(bounds):
-                nxt = self._schedule(data, *bounds[k + 1], rec)
+            nxt = (self._schedule(data, p.b, min(p.b + step, stop), rec) if p.b < stop
+                   else None)
             tr.timer.close(rec)
             if progress:
-                progress(b - a)
+                progress(p.b - p.a)
+            k += 1
         # Drain: the last working set's cold rows go home.
         rec = tr.timer.record("drain", stream=main)
         self._write_back(prev, rec)

@@ -39,11 +39,12 @@ from .timing import PhaseTimer
 __all__ = ["Trainer", "EpochStats", "DeviceData", "CHECKPOINT_FORMAT"]
 
 
-def _open_driver(table_rows, dim, config, device, gather_threads):
+def _open_driver(table_rows, dim, config, device, gather_threads, fragmenter=None):
     from sw_driver.driver import HotlineDevice
 
     return HotlineDevice(table_rows, dim, config=config, transport="model",
-                         device=str(device), gather_threads=gather_threads)
+                         device=str(device), gather_threads=gather_threads,
+                         fragmenter=fragmenter)
 
 
 @dataclass
@@ -107,7 +108,11 @@ class Trainer:
         EAL learns from, trained meanwhile the hybrid way; then the EAL is frozen
     seed : fixes the MLP init and the table init (identical across modes)
     gather_threads : CPU threads of the driver's gather/write-back
-    max_cold_rows : cold-row buffer size (default ``W * N * T``, always enough)
+    max_cold_rows : cold-row buffer size (default: the smaller of ``W * N * T`` and the
+        fragmenter's ``cold_capacity``, always enough)
+    fragmenter : ``FragmenterConfig`` whose de-dup table the schedules follow (default
+        ``FragmenterConfig(eal=eal_config)``): a working set whose cold rows fill a de-dup
+        bank ends early and the next one starts at the first input left (docs/spec.md 7.1)
     record_timings : record per-step phase timings (CUDA events / perf_counter)
     np_micro_batch_size : the non-popular micro-batch of a working set is trained in SGD steps
         of at most this many inputs (default ``batch_size``; ``0``: one step for all of it),
@@ -137,7 +142,7 @@ class Trainer:
     def __init__(self, table_sizes, n_dense, mode="hotline", device="cpu", *, dim=16,
                  bottom=(512, 256), top=(512, 256), lr=0.1, batch_size=128, working_set=4,
                  hot_budget=4096, sample_rate=0.05, seed=0, gather_threads=4,
-                 max_cold_rows=None, eal_config=None, record_timings=True,
+                 max_cold_rows=None, eal_config=None, fragmenter=None, record_timings=True,
                  trace_working_set=1, host_table=None, np_micro_batch_size=None,
                  relearn_every=0, relearn_batches=None, distributed=False, resume=None):
         if mode not in MODES:
@@ -222,7 +227,8 @@ class Trainer:
         else:
             self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_sizes)
             self.store = HotlineStore(self, host_table, lambda: _open_driver(
-                self.table_sizes, self.dim, self.eal_config, self.device, gather_threads))
+                self.table_sizes, self.dim, self.eal_config, self.device, gather_threads,
+                fragmenter))
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_n = 0
         self._data_cache = []

@@ -18,7 +18,10 @@ def dedup_hash(keys):
     """The 32-bit de-dup hash of int64 ``keys``: ``((k ^ (k >> 32)) mod 2^32) * M mod 2^32``."""
     k = torch.as_tensor(keys, dtype=torch.int64)
     folded = (k ^ (k >> 32)) & _MASK32            # keys are < 2^64; >> is arithmetic, so mask
-    return (folded * DEDUP_MULTIPLIER) & _MASK32
+    # The 64-bit product would overflow int64: multiply in two 16-bit halves, mod 2^32.
+    lo = (folded & 0xFFFF) * DEDUP_MULTIPLIER
+    hi = (((folded >> 16) * DEDUP_MULTIPLIER) & 0xFFFF) << 16
+    return (lo + hi) & _MASK32
 
 
 def dedup_bank(keys, fcfg: FragmenterConfig):
