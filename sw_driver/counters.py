@@ -32,7 +32,7 @@ class Counters:
         ``schedule`` calls;
     ``early_ends``
         schedules the de-dup table's bank-capacity rule ended before their inputs ran out
-        (``Schedule.ended_early``; docs/spec.md section 7.1).
+        (``Schedule.ended_early``; docs/spec.md section 7.5).
     """
 
     lookups: int = 0

@@ -74,7 +74,7 @@ class Schedule:
     in first-seen order), ``cold_tables`` and ``cold_rows`` (its ``(table, row)`` pairs).
 
     ``n_inputs`` may be less than the inputs given: the de-dup table's bank-capacity rule
-    (docs/spec.md section 7.1) ended the working set early (``ended_early``); the caller
+    (docs/spec.md section 7.5) ended the working set early (``ended_early``); the caller
     schedules the inputs from ``n_inputs`` on as the next working set.
 
     Counts (ints): ``n_inputs``, ``n_tables``, ``n_lookups`` (``n_inputs * n_tables``),
@@ -156,7 +156,7 @@ class HotlineDevice:
         ``latency``, ... see :class:`~sw_driver.sim_transport.SimTransport`).
     fragmenter : FragmenterConfig, optional
         The classifier/fragmenter whose de-dup table :meth:`schedule` follows (its
-        bank-capacity rule ends a working set early, docs/spec.md section 7.1); default
+        bank-capacity rule ends a working set early, docs/spec.md section 7.5); default
         ``FragmenterConfig(eal=config)``. Its ``eal`` must be ``config``.
 
     States: *learning* (after opening or :meth:`clear`) -> :meth:`freeze` -> *frozen*
@@ -537,7 +537,7 @@ class HotlineDevice:
         rank[by_first] = torch.arange(U, dtype=torch.int64, device=dev)
         cold_all = uniq[by_first]                                # the sentinel last
         remapped = torch.where(hit, slot, entries + rank[inverse].view(n, T))
-        # The de-dup table's bank-capacity rule (spec 7.1): the working set ends after the
+        # The de-dup table's bank-capacity rule (spec 7.5): the working set ends after the
         # input whose cold row makes a bank hold more than bank_capacity - T rows.
         cut = self._dedup_cut(cold_all, first[by_first], sentinel, n, T)   # 0-dim, device
         in_ws = idx < cut
@@ -587,7 +587,7 @@ class HotlineDevice:
         return sched
 
     def _dedup_cut(self, cold_all, first_sorted, sentinel, n, T):
-        """Inputs in the working set under the de-dup bank-capacity rule (spec 7.1), as a
+        """Inputs in the working set under the de-dup bank-capacity rule (spec 7.5), as a
         0-dim device tensor: ``verif.golden.dedup_cut`` without leaving the device.
         ``cold_all``: distinct cold global rows by first use (the hits' sentinel last),
         ``first_sorted``: their first lookup positions."""

@@ -311,7 +311,7 @@ def test_schedule_on_cuda_matches_golden():
 @pytest.mark.parametrize("dedup_banks", [1, 4])
 def test_schedule_ends_early_like_golden(name, dedup_banks):
     """A de-dup table far too small for the working sets: the driver's schedules end where
-    the golden bank-capacity rule ends them (spec 7.1), field by field, and taking the rest
+    the golden bank-capacity rule ends them (spec 7.5), field by field, and taking the rest
     as the next working set covers every input exactly once, as ``fragment_stream`` does."""
     from hotline_hw.config import FragmenterConfig
     from verif.golden import fragment_stream

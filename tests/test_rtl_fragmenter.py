@@ -79,10 +79,17 @@ def test_colliding_keys_probe_and_overflow(fcfg):
     probe_rows = colliding_rows(fcfg, n_tables, 3, bank=1, bucket=5)       # 24 keys, 1 bucket
     repeats = probe_rows[torch.arange(30) % 3]
     overflow = colliding_rows(fcfg, n_tables, 40, bank=2)                  # 320 keys, 1 bank
+    # Two tables: table 0's rows spread over bank 3, table 1's share one bucket of bank 1,
+    # so a lane that must probe further is not the first lane of its cycle.
+    spread = colliding_rows(fcfg, 1, 40, bank=3)[:, 0]
+    crowded = colliding_rows(fcfg, 2, 11, bank=1, bucket=5)[:, 1]   # odd: lanes alternate
+    mixed = torch.stack([spread, crowded[torch.arange(40) % 11]], dim=1)
     jobs = [{"sparse": repeats, "ws_inputs": 30},
-            {"sparse": overflow, "ws_inputs": 40}]
+            {"sparse": overflow, "ws_inputs": 40},
+            {"sparse": mixed, "ws_inputs": 40}]
     report = run_fragment_case(fcfg, None, jobs, seed=9, **KNOBS, name="collide")
-    probe_job, over_job = report["jobs"]
+    probe_job, over_job, mixed_job = report["jobs"]
+    assert mixed_job["counters"]["stall_probe"] > 0
     assert probe_job["counters"]["stall_probe"] > 0
     if fcfg.eal.lanes > 1:
         assert probe_job["counters"]["stall_bank"] > 0

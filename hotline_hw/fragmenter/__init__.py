@@ -1,4 +1,4 @@
-"""The input classifier and the working-set fragmenter (docs/spec.md sections 6, 7, 7.1).
+"""The input classifier and the working-set fragmenter (docs/spec.md sections 6, 7, 7.5).
 
 * :mod:`.classifier` -- :class:`InputClassifier`: which lanes end an input, popular or not.
 * :mod:`.dedup_table` -- :class:`DedupTable`: banked, bucketised, linearly probed hash table.

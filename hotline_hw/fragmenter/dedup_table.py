@@ -1,4 +1,4 @@
-"""The de-duplication table: banks of bucketised hash tables in memory (docs/spec.md 7.1)."""
+"""The de-duplication table: banks of bucketised hash tables in memory (docs/spec.md 7.5)."""
 
 from amaranth import Signal, Module, Array, Cat, Const, Mux, unsigned
 from amaranth.lib import wiring, data

@@ -1,4 +1,4 @@
-"""The working-set fragmenter (docs/spec.md sections 6, 7 and 7.1): frozen-mode lookups in,
+"""The working-set fragmenter (docs/spec.md sections 6, 7 and 7.5): frozen-mode lookups in,
 the schedule out."""
 
 from amaranth import Signal, Module, Array, Cat, Const, Mux
@@ -62,7 +62,7 @@ class Fragmenter(wiring.Component):
 
     Each cycle the fragmenter takes the longest run of the head beat's remaining lanes that
     (a) puts at most one cold lookup in each de-dup bank, (b) needs no second probe and (c)
-    does not reach past the end of a working set; see docs/spec.md 7.1 and docs/device.md.
+    does not reach past the end of a working set; see docs/spec.md 7.5 and docs/fragmenter.md.
     """
 
     COUNTERS = ("working_sets", "early_ends", "run_cycles", "stall_bank", "stall_probe",

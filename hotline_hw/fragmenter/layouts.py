@@ -41,7 +41,7 @@ def lanes_of(lane_layout, fcfg: FragmenterConfig):
 
 
 def summary_layout(fcfg: FragmenterConfig):
-    """One record per working set, after all of its other outputs (spec 7, 7.1)."""
+    """One record per working set, after all of its other outputs (spec 7, 7.5)."""
     n = fcfg.inputs_bits + 1
     lk = fcfg.inputs_bits + fcfg.eal.table_bits + 1
     return data.StructLayout({"n_inputs": n, "n_popular": n, "n_cold": fcfg.rank_bits + 1,

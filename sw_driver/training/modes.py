@@ -354,7 +354,7 @@ class HotlineStore(_HostTableStore):
             sched = self.dev.schedule(data.sparse[a:b], self.tr.batch_size)
             ready = None
         rec.host_end(tok)
-        # The schedule may cover fewer inputs than asked (ended early, spec 7.1).
+        # The schedule may cover fewer inputs than asked (ended early, spec 7.5).
         return _Pending(sched, a, a + sched.n_inputs, ready, self.device,
                         self.tr.np_micro_batch_size)
 
@@ -483,7 +483,7 @@ class HotlineStore(_HostTableStore):
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         prev = None
         boot = tr.timer.record("working_set", first_index, stream=main)
-        # A working set is W*N inputs unless the de-dup rule ends it early (spec 7.1): the
+        # A working set is W*N inputs unless the de-dup rule ends it early (spec 7.5): the
         # next one starts where the schedule stopped, so bounds are known one ahead.
         nxt = self._schedule(data, start, min(start + step, stop), boot)
         k = 0

@@ -112,7 +112,7 @@ class Trainer:
         fragmenter's ``cold_capacity``, always enough)
     fragmenter : ``FragmenterConfig`` whose de-dup table the schedules follow (default
         ``FragmenterConfig(eal=eal_config)``): a working set whose cold rows fill a de-dup
-        bank ends early and the next one starts at the first input left (docs/spec.md 7.1)
+        bank ends early and the next one starts at the first input left (docs/spec.md 7.5)
     record_timings : record per-step phase timings (CUDA events / perf_counter)
     np_micro_batch_size : the non-popular micro-batch of a working set is trained in SGD steps
         of at most this many inputs (default ``batch_size``; ``0``: one step for all of it),

@@ -5,7 +5,7 @@ for bit (``docs/spec.md``).
 * :mod:`.access_logger` -- the EAL tag store: learn and frozen modes (section 4), popular rows
   and the hot-table layout (section 5), the ``dump`` order (section 8).
 * :mod:`.fragmenter` -- the input classifier (section 6) and the fragmenter (section 7).
-* :mod:`.dedup` -- the de-dup table's bank rule and where a working set ends (section 7.1).
+* :mod:`.dedup` -- the de-dup table's bank rule and where a working set ends (section 7.5).
 """
 
 from .access_logger import EAL, AccessLogger, DumpBeat, LookupResult

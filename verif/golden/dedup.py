@@ -1,4 +1,4 @@
-"""The de-duplication table's observable rule (``docs/spec.md`` section 7.1): which bank a
+"""The de-duplication table's observable rule (``docs/spec.md`` section 7.5): which bank a
 cold row lands in, and where a working set ends when a bank fills up.
 
 Only the bank of a key affects what the fragmenter outputs; the bucket and the probing order
@@ -38,7 +38,7 @@ def dedup_bucket(keys, fcfg: FragmenterConfig):
 
 
 def dedup_cut(cold_keys, cold_first_input, n_inputs, n_tables, fcfg: FragmenterConfig):
-    """Inputs in the working set under the bank-capacity rule (spec section 7.1).
+    """Inputs in the working set under the bank-capacity rule (spec section 7.5).
 
     ``cold_keys``: the distinct cold keys in first-seen order; ``cold_first_input``: the
     input each is first seen in (non-decreasing). A bank is *nearly full* once it holds more

@@ -40,7 +40,7 @@ class WorkingSetSchedule:
     n_lookups, n_hits, n_cold : int
         Lookups in the working set, how many hit, and unique cold rows.
     ended_early : bool
-        The de-dup table's bank-capacity rule (spec section 7.1) ended the working set
+        The de-dup table's bank-capacity rule (spec section 7.5) ended the working set
         before the inputs it was given ran out: the inputs after ``n_inputs`` start the next.
     """
 
@@ -103,7 +103,7 @@ def fragment(tables_rows, logger, micro_batch_size, popular_max_rrpv=None, fragm
     popular_max_rrpv : int, optional
         Frozen-mode threshold; default ``logger.cfg.popular_max_rrpv``.
     fragmenter : FragmenterConfig, optional
-        Apply its de-dup table's bank-capacity rule (spec section 7.1): the schedule may then
+        Apply its de-dup table's bank-capacity rule (spec section 7.5): the schedule may then
         cover only the first ``n_inputs`` of the inputs (``ended_early``). ``None``: no limit.
 
     Returns

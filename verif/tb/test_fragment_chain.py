@@ -84,12 +84,16 @@ class FragmentChainBench:
         dut.rst.value = 0
         await self.wait_idle()
 
-    async def wait_idle(self):
-        while True:
+    async def wait_idle(self, limit=200_000):
+        """Until ``busy`` is low; a mismatch (and no hang) when it stays high ``limit`` cycles."""
+        for _ in range(limit):
             await ReadOnly()
             if not int(self.dut.busy.value):
                 break
             await self.next_cycle()
+        else:
+            self.mismatch(f"busy still high after {limit} cycles")
+            raise AssertionError(f"busy stuck: {self.first_mismatches}")
         await self.next_cycle()
 
     def beats(self, keys):
@@ -156,9 +160,10 @@ class FragmentChainBench:
         dut.start.value = 0
         got = {s: [] for s in STREAMS}
         sent, holding = 0, False
-        first_cycle = last_cycle = None
+        first_cycle = last_cycle = last_key_cycle = None
+        summary_cycles = []
         inputs_done = 0
-        limit = self.cycle + 200 * (len(beats) + 10) + 10 * fcfg.dedup_sets * (n // 8 + 2)
+        limit = self.cycle + 50 * len(beats) + 20_000
         ports = {s: (getattr(dut, f"{s}__valid"), getattr(dut, f"{s}__ready"),
                      getattr(dut, f"{s}__payload")) for s in STREAMS}
         want = None
@@ -179,6 +184,8 @@ class FragmentChainBench:
                     first_cycle = self.cycle
                 sent += 1
                 holding = False
+                if sent == len(beats):
+                    last_key_cycle = self.cycle
             for s in STREAMS:
                 valid, _, payload = ports[s]
                 if readies[s] and int(valid.value):
@@ -188,6 +195,7 @@ class FragmentChainBench:
                         got[s].append(rec)
                         inputs_done += rec["n_inputs"]
                         last_cycle = self.cycle
+                        summary_cycles.append(self.cycle - first_cycle + 1)
                     else:
                         codec, field = self.codecs[s]
                         got[s].extend(codec.valid_values(value, field))
@@ -223,6 +231,8 @@ class FragmentChainBench:
             self.mismatch("error is set after a good job")
         return {"inputs": n, "n_tables": n_tables, "ws_inputs": ws_inputs,
                 "lookups": len(keys), "cycles": (last_cycle - first_cycle + 1) if first_cycle else 0,
+                "summary_cycles": summary_cycles,
+                "drain_cycles": (last_cycle - last_key_cycle) if last_key_cycle else None,
                 "working_sets": len(expected),
                 "early_ends": sum(1 for _, s in expected if s.ended_early),
                 "golden_cold": [s.n_cold for _, s in expected],
