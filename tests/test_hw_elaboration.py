@@ -57,3 +57,31 @@ def test_asic_configuration_elaborates():
     assert len(memories) == 64
     lane_bits = 1 + ASIC_CONFIG.key_bits
     assert re.search(rf"input \[{16 * lane_bits - 1}:0\] lookups__payload;", text)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"dedup_banks": 3}, "dedup_banks must be a power of two"),
+    ({"dedup_sets": 1}, "dedup_sets must be a power of two >= 2"),
+    ({"dedup_ways": 0}, "dedup_ways must be >= 1"),
+    ({"dedup_sets": 4, "dedup_ways": 4}, "fewer than the 32 lookups of one input"),
+    ({"epoch_bits": 0}, "epoch_bits must be in 1..16"),
+    ({"inputs_bits": 40}, "inputs_bits must be in 1..31"),
+    ({"out_depth": 1}, "out_depth must be >= 2"),
+])
+def test_bad_fragmenter_parameters_are_named(changes, message):
+    from hotline_hw.config import DEFAULT_FRAGMENTER
+    with pytest.raises(ValueError, match=message):
+        DEFAULT_FRAGMENTER.replace(**changes)
+    with pytest.raises(TypeError, match="dedup_ways must be an int"):
+        DEFAULT_FRAGMENTER.replace(dedup_ways=2.0)
+
+
+def test_fragment_chain_of_eight_lanes_elaborates():
+    """The chain with 8 lanes, 33-bit keys and 64 de-dup banks generates Verilog whose key
+    port has the width of 8 lanes (generation only; the 16-lane chain takes minutes)."""
+    from hotline_hw.config import EALConfig, FragmenterConfig
+    from hotline_hw.generate import fragment_chain_verilog
+    eal = EALConfig(lanes=8, banks=32, sets=16, table_bits=5, row_bits=28)
+    fcfg = FragmenterConfig(eal=eal, dedup_banks=64, dedup_sets=64)
+    text = fragment_chain_verilog(fcfg)
+    assert f"input [{8 * (1 + eal.key_bits) - 1}:0] keys__payload" in text

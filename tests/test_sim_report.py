@@ -30,6 +30,9 @@ def test_make_sim_report_agrees_with_golden_model(capsys):
     device = out[out.index("  device: "):]
     assert "agreement with the golden model: 100.00 %" in device
     assert "GATHER" in device and "of the 128-bit bus peak" in device
+    # Part 3, the classifier/fragmenter chain.
+    frag = out[out.index("  fragmenter: "):]
+    assert "agreement with the golden model: 100.00 %" in frag and "lookups/cycle" in frag
 
 
 def test_synthetic_fallback_says_so(monkeypatch):

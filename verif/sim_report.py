@@ -11,6 +11,10 @@ The RTL's every output is checked against the golden model.
    sets LOOKUP their keys, GATHER the cold rows the device's hit flags name and WRITE_BACK
    them; prints rows, bytes and cycles per command and the gather bandwidth as a share of
    the AXI data-bus peak.
+3. The classifier and fragmenter (``rtl/hotline_fragment_chain.v``): learn the same sample,
+   then fragment every other input in working sets of ``working_set`` mini-batches; every
+   remapped lookup, cold row, input index and summary is compared with the golden model;
+   prints working sets, popular share, cold rows and lookups per cycle.
 
 Without the real sample it runs on synthetic data and says so.
 """
@@ -51,6 +55,8 @@ def main(argv=None):
                         help="host memory read and write latency in cycles (default 200)")
     parser.add_argument("--no-device", action="store_true",
                         help="only the lookup engine, not the device run")
+    parser.add_argument("--no-fragmenter", action="store_true",
+                        help="skip part 3, the classifier/fragmenter chain")
     args = parser.parse_args(argv)
     cfg = CONFIGS[args.config]
     threshold = cfg.popular_max_rrpv if args.popular_max_rrpv is None else args.popular_max_rrpv
@@ -109,6 +115,8 @@ def main(argv=None):
     ok = report["mismatches"] == 0
     if not args.no_device and args.config == "default":
         ok = device_report(data, work, args) and ok
+    if not args.no_fragmenter and args.config == "default":
+        ok = fragmenter_report(work, args) and ok
     if not is_real:
         print("  NOTE: synthetic data was used because the real Criteo sample is absent.")
     return 0 if ok else 1
@@ -159,6 +167,44 @@ def device_report(data, work, args):
           f"of {rep['compared']} result words, dump entries, hit flags, cold lists and rows identical)")
     print(f"  simulation: {c['CYCLES']} cycles in {wall:.1f} s ({c['CYCLES'] / wall:.0f} cycles/s "
           f"incl. start-up); Verilator build {build_s:.1f} s")
+    return rep["mismatches"] == 0
+
+
+def fragmenter_report(work, args):
+    """Part 3: the classifier/fragmenter chain on the same workload; True if all agreed."""
+    from hotline_hw.config import DEFAULT_FRAGMENTER
+    from verif.tb.runner import run_fragment_case
+    fcfg = DEFAULT_FRAGMENTER
+    mask = (1 << fcfg.eal.row_bits) - 1
+    learn = (work.learn_keys & mask).view(-1, work.tables)
+    frozen = (work.frozen_keys & mask).view(-1, work.tables)
+    ws = args.working_set * args.batch_size
+    print()
+    print(f"  fragmenter: rtl/hotline_fragment_chain.v ({fcfg.describe().split(' | ')[0]})")
+    print(f"  learn the same {len(learn)} inputs, fragment {len(frozen)} in working sets of "
+          f"{args.working_set} x {args.batch_size}")
+    started = time.perf_counter()
+    try:
+        rep = run_fragment_case(fcfg, learn, [{"sparse": frozen, "ws_inputs": ws}],
+                                seed=args.seed, stall_prob=args.stall_prob, name="make_sim_frag")
+    except ScenarioFailed as exc:
+        print(f"  FAILED: {exc}", file=sys.stderr)
+        return False
+    wall = time.perf_counter() - started
+    j = rep["jobs"][0]
+    agreement = 100.0 * (rep["compared"] - rep["mismatches"]) / max(1, rep["compared"])
+    pop = sum(j["golden_popular"])
+    print(f"  {j['working_sets']} working sets ({j['early_ends']} ended early by the de-dup "
+          f"rule), popular inputs {pop} of {j['inputs']} = {100.0 * pop / max(1, j['inputs']):.1f} %, "
+          f"cold rows per working set {min(j['golden_cold'])}..{max(j['golden_cold'])}")
+    print(f"  {j['lookups']} lookups in {j['cycles']} cycles = {j['lookups'] / max(1, j['cycles']):.3f} "
+          f"lookups/cycle ({fcfg.eal.lanes} lanes); stalls {j['counters']['stall_bank']} bank, "
+          f"{j['counters']['stall_probe']} probe, {j['counters']['stall_output']} output, "
+          f"{j['counters']['stall_input']} input cycles")
+    print(f"  agreement with the golden model: {agreement:.2f} % ({rep['compared'] - rep['mismatches']}"
+          f" of {rep['compared']} remapped lookups, cold rows and input indices identical)")
+    print(f"  simulation: {rep['total_cycles']} cycles in {rep['wall_seconds']:.1f} s; Verilator "
+          f"build {rep['build_seconds']:.1f} s; total {wall:.1f} s")
     return rep["mismatches"] == 0
 
 

@@ -69,7 +69,11 @@ class DedupTable(wiring.Component):
 
         lane_bank = [self.lane("req_bank", l) if fcfg.dedup_bank_bits else Const(0, 1)
                      for l in range(lanes)]
-        read_data = []
+        # Each bank compares its bucket with the key of the lane probing it, and the lanes
+        # pick their bank's small answer: cheaper than moving whole buckets to the lanes.
+        answer = data.StructLayout({"match": 1, "free": 1, "rank": fcfg.rank_bits,
+                                    "way": self.way_bits})
+        answers = []
         for b in range(n_banks):
             mem = Memory(shape=unsigned(ew * ways), depth=fcfg.dedup_sets, init=[])
             m.submodules[f"bank{b}"] = mem
@@ -78,41 +82,47 @@ class DedupTable(wiring.Component):
             # The lane probing this bank this cycle (at most one, by contract).
             targets = [self.lane("req_valid", l) & (lane_bank[l] == b) for l in range(lanes)]
             addr = Const(0, len(rp.addr))
+            key = Const(0, fcfg.eal.key_bits)
             for l in reversed(range(lanes)):
                 addr = Mux(targets[l], self.lane("req_bucket", l), addr)
+                key = Mux(targets[l], self.lane("req_key", l), key)
             m.d.comb += rp.addr.eq(addr)
-            # Writes: the clear (every way, epoch 0), or the inserting lane's way.
-            wdata = Signal(bucket_layout, name=f"wdata{b}")
-            wen = Signal(ways, name=f"wen{b}")
-            with m.If(clearing):
-                m.d.comb += [wp.addr.eq(clear_addr), wp.data.eq(0), wp.en.eq(-1)]
-            with m.Else():
-                for l in range(lanes):
-                    with m.If(targets[l] & self.lane("ins", l)):
-                        m.d.comb += [wp.addr.eq(self.lane("req_bucket", l)),
-                                     wen.eq(1 << self.lane("way", l))]
-                        for w in range(ways):
-                            m.d.comb += [wdata[w].epoch.eq(self.epoch),
-                                         wdata[w].key.eq(self.lane("req_key", l)),
-                                         wdata[w].rank.eq(self.lane("ins_rank", l))]
-                m.d.comb += [wp.data.eq(wdata), wp.en.eq(wen)]
-            read_data.append(rp.data)
-
-        banks_data = Array(read_data)
-        for l in range(lanes):
-            bucket = Signal(bucket_layout, name=f"bucket{l}")
-            m.d.comb += bucket.eq(banks_data[lane_bank[l]])
+            bucket = Signal(bucket_layout, name=f"bucket{b}")
+            m.d.comb += bucket.eq(rp.data)
             live = [bucket[w].epoch == self.epoch for w in range(ways)]
-            hits = [live[w] & (bucket[w].key == self.lane("req_key", l)) for w in range(ways)]
+            hits = [live[w] & (bucket[w].key == key) for w in range(ways)]
             rank, way = Const(0, fcfg.rank_bits), Const(0, self.way_bits)
             for w in reversed(range(ways)):
                 rank = Mux(hits[w], bucket[w].rank, rank)
                 way = Mux(~live[w], w, way)          # the lowest free way
+            ans = Signal(answer, name=f"answer{b}")
+            m.d.comb += [ans.match.eq(Cat(*hits).any()), ans.free.eq(~Cat(*live).all()),
+                         ans.rank.eq(rank), ans.way.eq(way)]
+            answers.append(ans)
+            # Writes: the clear (every way, epoch 0), or the probing lane's insert into the
+            # lowest free way of the bucket it just read.
+            insert = Const(0)
+            ins_rank = Const(0, fcfg.rank_bits)
+            for l in reversed(range(lanes)):
+                insert = insert | (targets[l] & self.lane("ins", l))
+                ins_rank = Mux(targets[l], self.lane("ins_rank", l), ins_rank)
+            entry = Signal(ent, name=f"entry{b}")
+            m.d.comb += [entry.epoch.eq(self.epoch), entry.key.eq(key), entry.rank.eq(ins_rank)]
+            with m.If(clearing):
+                m.d.comb += [wp.addr.eq(clear_addr), wp.data.eq(0), wp.en.eq(-1)]
+            with m.Else():
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(entry.as_value().replicate(ways)),
+                             wp.en.eq(Mux(insert, 1 << ans.way, 0))]
+
+        by_bank = Array(answers)
+        for l in range(lanes):
+            ans = Signal(answer, name=f"lane_answer{l}")
+            m.d.comb += ans.eq(by_bank[lane_bank[l]])
             valid = self.lane("req_valid", l) & ~clearing
             m.d.comb += [
-                self.lane("match", l).eq(valid & Cat(*hits).any()),
-                self.lane("free", l).eq(valid & ~Cat(*live).all()),
-                self.lane("rank", l).eq(rank),
-                self.lane("way", l).eq(way),
+                self.lane("match", l).eq(valid & ans.match),
+                self.lane("free", l).eq(valid & ans.free),
+                self.lane("rank", l).eq(ans.rank),
+                self.lane("way", l).eq(ans.way),
             ]
         return m
