@@ -1,7 +1,8 @@
 """Throughput of the fragment chain (lookup engine -> classifier -> fragmenter):
 ``python -m verif.bench_fragmenter`` (``make bench-fragmenter``).
 
-Runs the committed default RTL (``rtl/hotline_fragment_chain.v``, cocotb + Verilator, every
+Runs the committed default RTL (``rtl/hotline_fragment_chain.v``; ``--config``/``--dedup``
+generate another), cocotb + Verilator, every
 output checked against the golden model as in the tests, no idle cycles and no
 back-pressure) on:
 
@@ -25,7 +26,7 @@ import time
 
 import torch
 
-from hotline_hw.config import DEFAULT_FRAGMENTER
+from hotline_hw.config import DEFAULT_FRAGMENTER, FRAGMENTER_CONFIGS
 from hotline_hw.fragmenter.layouts import (classified_beat, cold_lane, index_lane, lanes_of,
                                            remap_lane, summary_layout)
 from hotline_hw.layouts import lookup_beat
@@ -45,11 +46,11 @@ def memory_bits(fcfg=DEFAULT_FRAGMENTER):
             "fifo_input": classified_beat(fcfg).size * 4}
 
 
-def workloads(names):
+def workloads(names, calibrated_inputs=4 * 4096):
     out = {}
     if "calibrated" in names:
-        learn, job = calibrated_criteo_like(4096, 4 * 4096)
-        out["calibrated"] = (learn, job, 4 * 4096)
+        learn, job = calibrated_criteo_like(4096, calibrated_inputs)
+        out["calibrated"] = (learn, job, calibrated_inputs)
     for name in ("criteo", "avazu"):
         if name in names:
             from sw_driver.data import read_avazu, read_criteo
@@ -67,11 +68,10 @@ def workloads(names):
     return out
 
 
-def run(names, seed=1):
-    fcfg = DEFAULT_FRAGMENTER
+def run(names, fcfg=DEFAULT_FRAGMENTER, calibrated_inputs=4 * 4096, seed=1):
     lanes = fcfg.eal.lanes
     rows = []
-    for name, (learn, job, ws) in workloads(names).items():
+    for name, (learn, job, ws) in workloads(names, calibrated_inputs).items():
         logger = AccessLogger(fcfg.eal)
         if learn is not None:
             logger.learn(sparse_keys(learn, fcfg.eal))
@@ -106,18 +106,31 @@ def main(argv=None):
     p.add_argument("--workloads", default="calibrated,criteo,avazu,uniform",
                    help="comma-separated subset of calibrated, criteo, avazu, uniform")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--config", default="default", choices=sorted(FRAGMENTER_CONFIGS),
+                   help="named FragmenterConfig (default: the committed RTL's)")
+    p.add_argument("--dedup", metavar="BANKS,SETS,WAYS",
+                   help="override the de-dup geometry (generates and builds that RTL)")
+    p.add_argument("--calibrated-inputs", type=int, default=4 * 4096,
+                   help="inputs of the calibrated working set (default 4 x 4096)")
     args = p.parse_args(argv)
+    fcfg = FRAGMENTER_CONFIGS[args.config]
+    if args.dedup:
+        try:
+            banks, sets, ways = (int(v) for v in args.dedup.split(","))
+            fcfg = fcfg.replace(dedup_banks=banks, dedup_sets=sets, dedup_ways=ways)
+        except ValueError as exc:
+            p.error(f"--dedup {args.dedup}: {exc}")
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = set(names) - {"calibrated", "criteo", "avazu", "uniform"}
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
-    rows = run(names)
-    mem = memory_bits()
+    rows = run(names, fcfg, args.calibrated_inputs)
+    mem = memory_bits(fcfg)
     if args.json:
-        print(json.dumps({"config": DEFAULT_FRAGMENTER.describe(), "rows": rows,
+        print(json.dumps({"config": fcfg.describe(), "rows": rows,
                           "memory_bits": mem}, indent=1))
         return 0
-    print(f"fragment chain, {DEFAULT_FRAGMENTER.describe()}")
+    print(f"fragment chain, {fcfg.describe()}")
     for r in rows:
         ws = r["cycles_per_working_set"]
         print(f"{r['workload']:>10}: {r['inputs']} inputs x {r['tables']} tables, popular "
@@ -126,7 +139,7 @@ def main(argv=None):
               f"{' ...' if len(r['cold_rows']) > 4 else ''}")
         print(f"{'':>12}{r['lookups']} lookups in {r['cycles']} cycles = "
               f"{r['lookups_per_cycle']} lookups/cycle ({100 * r['share_of_lanes']:.1f} % of "
-              f"{DEFAULT_FRAGMENTER.eal.lanes} lanes); cycles per working set {ws[:4]}"
+              f"{fcfg.eal.lanes} lanes); cycles per working set {ws[:4]}"
               f"{' ...' if len(ws) > 4 else ''}; drain {r['drain_cycles']} cycles")
         print(f"{'':>12}stall cycles {r['stalls']} of {r['run_cycles']}; "
               f"sim {r['sim_cycles_per_s']} cycles/s, build {r['build_s']} s")
