@@ -129,7 +129,11 @@ def test_gather_scatter_errors(pools):
 # --- HotlineDevice.gather / write_back ------------------------------------------------------
 
 def _device_with_schedule(table_rows, dim, ws, threads=8, learn=None):
-    dev = HotlineDevice(table_rows, dim, config=EALConfig(), gather_threads=threads)
+    # A de-dup table large enough that the big working sets here are not ended early.
+    from hotline_hw.config import FragmenterConfig
+    big = FragmenterConfig(eal=EALConfig(), dedup_banks=64, dedup_sets=1024, dedup_ways=8)
+    dev = HotlineDevice(table_rows, dim, config=EALConfig(), gather_threads=threads,
+                        fragmenter=big)
     if learn is not None:
         dev.learn(learn)
     dev.freeze()
