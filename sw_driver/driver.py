@@ -536,17 +536,18 @@ class HotlineDevice:
         rank = torch.empty_like(by_first)
         rank[by_first] = torch.arange(U, dtype=torch.int64, device=dev)
         cold_all = uniq[by_first]                                # the sentinel last
+        first_sorted = first[by_first]                           # their first lookups
         remapped = torch.where(hit, slot, entries + rank[inverse].view(n, T))
         # The de-dup table's bank-capacity rule (spec 7.5): the working set ends after the
         # input whose cold row makes a bank hold more than bank_capacity - T rows.
-        cut = self._dedup_cut(cold_all, first[by_first], sentinel, n, T)   # 0-dim, device
+        cut = self._dedup_cut(cold_all, first_sorted, sentinel, n, T)     # 0-dim, device
         in_ws = idx < cut
         hits_per_input = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
                                     torch.cumsum(hit.sum(1), 0)])
         pops = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), c_pop])
         n_hits_dev = hits_per_input[cut]
         n_pop_cut_dev = pops[cut]
-        n_cold_dev = ((cold_all != sentinel) & (first[by_first] < cut * T)).sum()
+        n_cold_dev = ((cold_all != sentinel) & (first_sorted < cut * T)).sum()
         # Distinct hot rows read (for Schedule.n_unique): mark the slots hit.
         seen = torch.zeros(entries + 1, dtype=torch.bool, device=dev)
         seen[torch.where(hit & in_ws.unsqueeze(1), slot, entries).reshape(-1)] = True

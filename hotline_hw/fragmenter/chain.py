@@ -8,8 +8,8 @@ from amaranth.lib.wiring import In, Out
 from ..config import FragmenterConfig
 from ..layouts import lookup_beat, dump_record
 from ..lookup_engine import LookupEngine
-from .fragmenter import Fragmenter
-from .layouts import classified_beat, remap_lane, cold_lane, index_lane, lanes_of, summary_layout
+from .fragmenter import COUNTERS, Fragmenter, job_ports, schedule_outputs
+from .layouts import classified_beat
 
 __all__ = ["FragmentChain"]
 
@@ -30,23 +30,13 @@ class FragmentChain(wiring.Component):
         cfg = fcfg.eal
         super().__init__({
             "keys": In(stream.Signature(lookup_beat(cfg))),
-            "remapped": Out(stream.Signature(lanes_of(remap_lane(fcfg), fcfg))),
-            "cold": Out(stream.Signature(lanes_of(cold_lane(fcfg), fcfg))),
-            "popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
-            "non_popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
-            "summary": Out(stream.Signature(summary_layout(fcfg))),
+            **schedule_outputs(fcfg),
             "dump": Out(stream.Signature(dump_record(cfg))),
             "learn": In(1),
             "popular_max_rrpv": In(2, init=cfg.popular_max_rrpv),
             "clear": In(1),
             "start_dump": In(1),
-            "start": In(1),
-            "n_tables": In(cfg.table_bits + 1),
-            "ws_inputs": In(fcfg.inputs_bits + 1),
-            "total_inputs": In(32),
-            "busy": Out(1),
-            "error": Out(1),
-            **{name: Out(32) for name in Fragmenter.COUNTERS},
+            **job_ports(fcfg),
         })
 
     def elaborate(self, platform):
@@ -92,5 +82,5 @@ class FragmentChain(wiring.Component):
             frag.ws_inputs.eq(self.ws_inputs), frag.total_inputs.eq(self.total_inputs),
             self.busy.eq(engine.busy | frag.busy), self.error.eq(frag.error),
         ]
-        m.d.comb += [getattr(self, n).eq(getattr(frag, n)) for n in Fragmenter.COUNTERS]
+        m.d.comb += [getattr(self, n).eq(getattr(frag, n)) for n in COUNTERS]
         return m

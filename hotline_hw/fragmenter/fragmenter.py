@@ -12,7 +12,35 @@ from .dedup_table import DedupTable
 from .layouts import (classified_beat, remap_lane, cold_lane, index_lane, lanes_of,
                       summary_layout)
 
-__all__ = ["Fragmenter"]
+__all__ = ["Fragmenter", "schedule_outputs", "job_ports", "COUNTERS"]
+
+COUNTERS = ("working_sets", "early_ends", "run_cycles", "stall_bank", "stall_probe",
+            "stall_output", "stall_input")
+
+
+def schedule_outputs(fcfg: FragmenterConfig):
+    """The five output streams of the schedule (docs/spec.md 7.6), for the fragmenter and
+    the chain around it."""
+    return {
+        "remapped": Out(stream.Signature(lanes_of(remap_lane(fcfg), fcfg))),
+        "cold": Out(stream.Signature(lanes_of(cold_lane(fcfg), fcfg))),
+        "popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
+        "non_popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
+        "summary": Out(stream.Signature(summary_layout(fcfg))),
+    }
+
+
+def job_ports(fcfg: FragmenterConfig):
+    """The job control (``start`` and its three parameters), status and counters."""
+    return {
+        "start": In(1),
+        "n_tables": In(fcfg.eal.table_bits + 1),
+        "ws_inputs": In(fcfg.inputs_bits + 1),
+        "total_inputs": In(32),
+        "busy": Out(1),
+        "error": Out(1),
+        **{name: Out(32) for name in COUNTERS},
+    }
 
 
 def _popcount(bits):
@@ -65,27 +93,12 @@ class Fragmenter(wiring.Component):
     does not reach past the end of a working set; see docs/spec.md 7.5 and docs/fragmenter.md.
     """
 
-    COUNTERS = ("working_sets", "early_ends", "run_cycles", "stall_bank", "stall_probe",
-                "stall_output", "stall_input")
+    COUNTERS = COUNTERS
 
     def __init__(self, fcfg: FragmenterConfig):
         self.fcfg = fcfg
-        cfg = fcfg.eal
-        super().__init__({
-            "inp": In(stream.Signature(classified_beat(fcfg))),
-            "remapped": Out(stream.Signature(lanes_of(remap_lane(fcfg), fcfg))),
-            "cold": Out(stream.Signature(lanes_of(cold_lane(fcfg), fcfg))),
-            "popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
-            "non_popular": Out(stream.Signature(lanes_of(index_lane(fcfg), fcfg))),
-            "summary": Out(stream.Signature(summary_layout(fcfg))),
-            "start": In(1),
-            "n_tables": In(cfg.table_bits + 1),
-            "ws_inputs": In(fcfg.inputs_bits + 1),
-            "total_inputs": In(32),
-            "busy": Out(1),
-            "error": Out(1),
-            **{name: Out(32) for name in self.COUNTERS},
-        })
+        super().__init__({"inp": In(stream.Signature(classified_beat(fcfg))),
+                          **schedule_outputs(fcfg), **job_ports(fcfg)})
 
     def elaborate(self, platform):
         fcfg, cfg = self.fcfg, self.fcfg.eal

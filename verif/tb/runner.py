@@ -225,32 +225,33 @@ def build_accelerator(dcfg, waves: bool = False):
     tests and ``make sim`` check what users get; others are generated. Returns
     ``(runner, build_dir)`` (see :func:`build_top`).
     """
-    import hashlib
     from hotline_hw.config import DEFAULT_DEVICE
     from hotline_hw.generate import ACCELERATOR_NAME, accelerator_verilog
-    if dcfg == DEFAULT_DEVICE:
-        text = (REPO_ROOT / "rtl" / f"{ACCELERATOR_NAME}.v").read_text()
-        tag = "accel_rtl_default"
+    return _build_committed_or_generated(ACCELERATOR_NAME, dcfg, DEFAULT_DEVICE,
+                                         accelerator_verilog, "accel", waves)
+
+
+def _build_committed_or_generated(name, cfg, default_cfg, generate, prefix, waves):
+    """``build_top`` of ``rtl/<name>.v`` when ``cfg`` is the default (what users get), else
+    of ``generate(cfg)``, cached under a tag derived from ``cfg.describe()``."""
+    import hashlib
+    if cfg == default_cfg:
+        text = (REPO_ROOT / "rtl" / f"{name}.v").read_text()
+        tag = f"{prefix}_rtl_default"
     else:
-        text = accelerator_verilog(dcfg)
-        tag = "accel_" + hashlib.sha1(dcfg.describe().encode()).hexdigest()[:12]
-    return build_top(ACCELERATOR_NAME, text, tag, waves=waves)
+        text = generate(cfg)
+        tag = f"{prefix}_" + hashlib.sha1(cfg.describe().encode()).hexdigest()[:12]
+    return build_top(name, text, tag, waves=waves)
 
 
 
 def build_fragment_chain(fcfg, waves: bool = False):
     """Build (or reuse) the Verilator model of the fragment chain for ``fcfg``: the default
     configuration from the committed ``rtl/hotline_fragment_chain.v``, others generated."""
-    import hashlib
     from hotline_hw.config import DEFAULT_FRAGMENTER
     from hotline_hw.generate import FRAGMENT_CHAIN_NAME, fragment_chain_verilog
-    if fcfg == DEFAULT_FRAGMENTER:
-        text = (REPO_ROOT / "rtl" / f"{FRAGMENT_CHAIN_NAME}.v").read_text()
-        tag = "frag_rtl_default"
-    else:
-        text = fragment_chain_verilog(fcfg)
-        tag = "frag_" + hashlib.sha1(fcfg.describe().encode()).hexdigest()[:12]
-    return build_top(FRAGMENT_CHAIN_NAME, text, tag, waves=waves)
+    return _build_committed_or_generated(FRAGMENT_CHAIN_NAME, fcfg, DEFAULT_FRAGMENTER,
+                                         fragment_chain_verilog, "frag", waves)
 
 
 def run_fragment_case(fcfg, learn_sparse, jobs, *, seed=1, idle_prob=0.0, stall_prob=0.0,
