@@ -414,7 +414,7 @@ module hotline_fragment_chain(keys__valid, remapped__ready, cold__ready, popular
     .early_ends(early_ends),
     .error(error),
     .inp__ready(inp__ready),
-    .\n_tables$228 (n_tables),
+    .\n_tables$227 (n_tables),
     .non_popular__payload(non_popular__payload),
     .non_popular__valid(non_popular__valid),
     .popular__payload(popular__payload),
@@ -29617,7 +29617,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, o__ready, i__valid, advanc
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_en$28 , start, \n_tables$228 , ws_inputs, total_inputs, clk, rst, w_en, busy, remapped__payload, cold__payload, popular__payload, non_popular__payload, summary__payload, inp__ready, w_data, error, working_sets
+module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_en$28 , start, \n_tables$227 , ws_inputs, total_inputs, clk, rst, w_en, busy, remapped__payload, cold__payload, popular__payload, non_popular__payload, summary__payload, inp__ready, w_data, error, working_sets
 , early_ends, run_cycles, stall_input, stall_output, stall_bank, stall_probe, remapped__valid, cold__valid, popular__valid, non_popular__valid, summary__valid, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire \$1 ;
@@ -30362,114 +30362,114 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1664 ;
   wire \$1665 ;
   wire \$1666 ;
-  wire \$1667 ;
-  wire \$1668 ;
+  wire [32:0] \$1667 ;
+  wire [32:0] \$1668 ;
   wire \$1669 ;
   wire \$167 ;
-  wire \$1670 ;
+  wire [4:0] \$1670 ;
   wire \$1671 ;
   wire \$1672 ;
-  wire \$1673 ;
+  wire [1:0] \$1673 ;
   wire \$1674 ;
   wire \$1675 ;
-  wire \$1676 ;
-  wire \$1677 ;
-  wire \$1678 ;
+  wire [1:0] \$1676 ;
+  wire [2:0] \$1677 ;
+  wire [32:0] \$1678 ;
   wire \$1679 ;
   wire [10:0] \$168 ;
   wire \$1680 ;
   wire \$1681 ;
-  wire \$1682 ;
+  wire [1:0] \$1682 ;
   wire \$1683 ;
   wire \$1684 ;
-  wire \$1685 ;
-  wire \$1686 ;
-  wire \$1687 ;
+  wire [1:0] \$1685 ;
+  wire [2:0] \$1686 ;
+  wire [21:0] \$1687 ;
   wire \$1688 ;
   wire \$1689 ;
   wire \$169 ;
   wire \$1690 ;
   wire \$1691 ;
-  wire \$1692 ;
+  wire [1:0] \$1692 ;
   wire \$1693 ;
   wire \$1694 ;
   wire \$1695 ;
   wire \$1696 ;
-  wire \$1697 ;
-  wire \$1698 ;
-  wire \$1699 ;
+  wire [1:0] \$1697 ;
+  wire [2:0] \$1698 ;
+  wire [21:0] \$1699 ;
   wire \$17 ;
   wire [10:0] \$170 ;
   wire \$1700 ;
   wire \$1701 ;
-  wire \$1702 ;
+  wire [1:0] \$1702 ;
   wire \$1703 ;
   wire \$1704 ;
-  wire \$1705 ;
-  wire \$1706 ;
-  wire \$1707 ;
+  wire [1:0] \$1705 ;
+  wire [2:0] \$1706 ;
+  wire [16:0] \$1707 ;
   wire \$1708 ;
   wire \$1709 ;
   wire \$171 ;
-  wire \$1710 ;
-  wire [32:0] \$1711 ;
-  wire [32:0] \$1712 ;
-  wire \$1713 ;
-  wire [4:0] \$1714 ;
-  wire \$1715 ;
-  wire \$1716 ;
+  wire [1:0] \$1710 ;
+  wire \$1711 ;
+  wire \$1712 ;
+  wire [1:0] \$1713 ;
+  wire [2:0] \$1714 ;
+  wire [26:0] \$1715 ;
+  wire [1:0] \$1716 ;
   wire [1:0] \$1717 ;
-  wire \$1718 ;
-  wire \$1719 ;
+  wire [2:0] \$1718 ;
+  wire [26:0] \$1719 ;
   wire [10:0] \$172 ;
-  wire [1:0] \$1720 ;
-  wire [2:0] \$1721 ;
-  wire [32:0] \$1722 ;
-  wire \$1723 ;
+  wire \$1720 ;
+  wire [10:0] \$1721 ;
+  wire \$1722 ;
+  wire [10:0] \$1723 ;
   wire \$1724 ;
-  wire \$1725 ;
-  wire [1:0] \$1726 ;
-  wire \$1727 ;
+  wire [10:0] \$1725 ;
+  wire \$1726 ;
+  wire [10:0] \$1727 ;
   wire \$1728 ;
-  wire [1:0] \$1729 ;
+  wire [10:0] \$1729 ;
   wire \$173 ;
-  wire [2:0] \$1730 ;
-  wire [21:0] \$1731 ;
+  wire \$1730 ;
+  wire [10:0] \$1731 ;
   wire \$1732 ;
-  wire \$1733 ;
+  wire [10:0] \$1733 ;
   wire \$1734 ;
-  wire \$1735 ;
-  wire [1:0] \$1736 ;
-  wire \$1737 ;
+  wire [10:0] \$1735 ;
+  wire \$1736 ;
+  wire [10:0] \$1737 ;
   wire \$1738 ;
-  wire \$1739 ;
+  wire [10:0] \$1739 ;
   wire [10:0] \$174 ;
   wire \$1740 ;
-  wire [1:0] \$1741 ;
-  wire [2:0] \$1742 ;
-  wire [21:0] \$1743 ;
+  wire [10:0] \$1741 ;
+  wire \$1742 ;
+  wire [10:0] \$1743 ;
   wire \$1744 ;
-  wire \$1745 ;
-  wire [1:0] \$1746 ;
-  wire \$1747 ;
+  wire [10:0] \$1745 ;
+  wire \$1746 ;
+  wire [10:0] \$1747 ;
   wire \$1748 ;
-  wire [1:0] \$1749 ;
+  wire [10:0] \$1749 ;
   wire \$175 ;
-  wire [2:0] \$1750 ;
-  wire [16:0] \$1751 ;
+  wire \$1750 ;
+  wire [10:0] \$1751 ;
   wire \$1752 ;
-  wire \$1753 ;
-  wire [1:0] \$1754 ;
-  wire \$1755 ;
+  wire [10:0] \$1753 ;
+  wire \$1754 ;
+  wire [10:0] \$1755 ;
   wire \$1756 ;
-  wire [1:0] \$1757 ;
-  wire [2:0] \$1758 ;
-  wire [26:0] \$1759 ;
+  wire [10:0] \$1757 ;
+  wire \$1758 ;
+  wire [10:0] \$1759 ;
   wire [10:0] \$176 ;
-  wire [1:0] \$1760 ;
-  wire [1:0] \$1761 ;
-  wire [2:0] \$1762 ;
-  wire [26:0] \$1763 ;
+  wire \$1760 ;
+  wire [10:0] \$1761 ;
+  wire \$1762 ;
+  wire [10:0] \$1763 ;
   wire \$1764 ;
   wire [10:0] \$1765 ;
   wire \$1766 ;
@@ -30493,9 +30493,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1782 ;
   wire [10:0] \$1783 ;
   wire \$1784 ;
-  wire [10:0] \$1785 ;
+  reg \$1785 ;
   wire \$1786 ;
-  wire [10:0] \$1787 ;
+  wire \$1787 ;
   wire \$1788 ;
   wire [10:0] \$1789 ;
   wire \$179 ;
@@ -30542,10 +30542,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1826 ;
   wire [10:0] \$1827 ;
   wire \$1828 ;
-  reg \$1829 ;
+  wire [10:0] \$1829 ;
   wire \$183 ;
   wire \$1830 ;
-  wire \$1831 ;
+  wire [10:0] \$1831 ;
   wire \$1832 ;
   wire [10:0] \$1833 ;
   wire \$1834 ;
@@ -30569,9 +30569,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1850 ;
   wire [10:0] \$1851 ;
   wire \$1852 ;
-  wire [10:0] \$1853 ;
+  reg \$1853 ;
   wire \$1854 ;
-  wire [10:0] \$1855 ;
+  wire \$1855 ;
   wire \$1856 ;
   wire [10:0] \$1857 ;
   wire \$1858 ;
@@ -30617,9 +30617,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1894 ;
   wire [10:0] \$1895 ;
   wire \$1896 ;
-  reg \$1897 ;
+  wire [10:0] \$1897 ;
   wire \$1898 ;
-  wire \$1899 ;
+  wire [10:0] \$1899 ;
   wire \$19 ;
   wire [10:0] \$190 ;
   wire \$1900 ;
@@ -30645,9 +30645,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire [10:0] \$1919 ;
   wire [10:0] \$192 ;
   wire \$1920 ;
-  wire [10:0] \$1921 ;
+  reg \$1921 ;
   wire \$1922 ;
-  wire [10:0] \$1923 ;
+  wire \$1923 ;
   wire \$1924 ;
   wire [10:0] \$1925 ;
   wire \$1926 ;
@@ -30693,9 +30693,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1962 ;
   wire [10:0] \$1963 ;
   wire \$1964 ;
-  reg \$1965 ;
+  wire [10:0] \$1965 ;
   wire \$1966 ;
-  wire \$1967 ;
+  wire [10:0] \$1967 ;
   wire \$1968 ;
   wire [10:0] \$1969 ;
   wire \$197 ;
@@ -30719,62 +30719,62 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$1986 ;
   wire [10:0] \$1987 ;
   wire \$1988 ;
-  wire [10:0] \$1989 ;
+  reg \$1989 ;
   wire \$199 ;
   wire \$1990 ;
-  wire [10:0] \$1991 ;
-  wire \$1992 ;
-  wire [10:0] \$1993 ;
+  wire \$1991 ;
+  reg [4:0] \$1992 ;
+  reg \$1993 ;
   wire \$1994 ;
-  wire [10:0] \$1995 ;
+  wire \$1995 ;
   wire \$1996 ;
-  wire [10:0] \$1997 ;
+  wire \$1997 ;
   wire \$1998 ;
-  wire [10:0] \$1999 ;
+  wire \$1999 ;
   wire \$2 ;
   wire \$20 ;
   wire [10:0] \$200 ;
   wire \$2000 ;
-  wire [10:0] \$2001 ;
+  wire \$2001 ;
   wire \$2002 ;
-  wire [10:0] \$2003 ;
+  wire \$2003 ;
   wire \$2004 ;
-  wire [10:0] \$2005 ;
+  wire \$2005 ;
   wire \$2006 ;
   wire [10:0] \$2007 ;
   wire \$2008 ;
-  wire [10:0] \$2009 ;
+  wire \$2009 ;
   wire \$201 ;
   wire \$2010 ;
-  wire [10:0] \$2011 ;
+  wire \$2011 ;
   wire \$2012 ;
-  wire [10:0] \$2013 ;
+  wire \$2013 ;
   wire \$2014 ;
-  wire [10:0] \$2015 ;
+  wire \$2015 ;
   wire \$2016 ;
-  wire [10:0] \$2017 ;
+  wire \$2017 ;
   wire \$2018 ;
-  wire [10:0] \$2019 ;
+  wire \$2019 ;
   wire [10:0] \$202 ;
   wire \$2020 ;
   wire [10:0] \$2021 ;
   wire \$2022 ;
-  wire [10:0] \$2023 ;
+  wire \$2023 ;
   wire \$2024 ;
-  wire [10:0] \$2025 ;
+  wire \$2025 ;
   wire \$2026 ;
-  wire [10:0] \$2027 ;
+  wire \$2027 ;
   wire \$2028 ;
-  wire [10:0] \$2029 ;
+  wire \$2029 ;
   wire \$203 ;
   wire \$2030 ;
-  wire [10:0] \$2031 ;
+  wire \$2031 ;
   wire \$2032 ;
-  reg \$2033 ;
+  wire \$2033 ;
   wire \$2034 ;
-  wire \$2035 ;
-  reg [4:0] \$2036 ;
-  reg \$2037 ;
+  wire [10:0] \$2035 ;
+  wire \$2036 ;
+  wire \$2037 ;
   wire \$2038 ;
   wire \$2039 ;
   wire [10:0] \$204 ;
@@ -30787,10 +30787,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2046 ;
   wire \$2047 ;
   wire \$2048 ;
-  wire \$2049 ;
+  wire [10:0] \$2049 ;
   wire \$205 ;
   wire \$2050 ;
-  wire [10:0] \$2051 ;
+  wire \$2051 ;
   wire \$2052 ;
   wire \$2053 ;
   wire \$2054 ;
@@ -30803,9 +30803,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2060 ;
   wire \$2061 ;
   wire \$2062 ;
-  wire \$2063 ;
+  wire [10:0] \$2063 ;
   wire \$2064 ;
-  wire [10:0] \$2065 ;
+  wire \$2065 ;
   wire \$2066 ;
   wire \$2067 ;
   wire \$2068 ;
@@ -30818,9 +30818,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2074 ;
   wire \$2075 ;
   wire \$2076 ;
-  wire \$2077 ;
+  wire [10:0] \$2077 ;
   wire \$2078 ;
-  wire [10:0] \$2079 ;
+  wire \$2079 ;
   wire [10:0] \$208 ;
   wire \$2080 ;
   wire \$2081 ;
@@ -30834,9 +30834,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2089 ;
   wire \$209 ;
   wire \$2090 ;
-  wire \$2091 ;
+  wire [10:0] \$2091 ;
   wire \$2092 ;
-  wire [10:0] \$2093 ;
+  wire \$2093 ;
   wire \$2094 ;
   wire \$2095 ;
   wire \$2096 ;
@@ -30850,9 +30850,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2102 ;
   wire \$2103 ;
   wire \$2104 ;
-  wire \$2105 ;
+  wire [10:0] \$2105 ;
   wire \$2106 ;
-  wire [10:0] \$2107 ;
+  wire \$2107 ;
   wire \$2108 ;
   wire \$2109 ;
   wire \$211 ;
@@ -30865,10 +30865,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2116 ;
   wire \$2117 ;
   wire \$2118 ;
-  wire \$2119 ;
+  wire [10:0] \$2119 ;
   reg \$212 ;
   wire \$2120 ;
-  wire [10:0] \$2121 ;
+  wire \$2121 ;
   wire \$2122 ;
   wire \$2123 ;
   wire \$2124 ;
@@ -30881,9 +30881,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2130 ;
   wire \$2131 ;
   wire \$2132 ;
-  wire \$2133 ;
+  wire [10:0] \$2133 ;
   wire \$2134 ;
-  wire [10:0] \$2135 ;
+  wire \$2135 ;
   wire \$2136 ;
   wire \$2137 ;
   wire \$2138 ;
@@ -30896,9 +30896,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2144 ;
   wire \$2145 ;
   wire \$2146 ;
-  wire \$2147 ;
+  wire [10:0] \$2147 ;
   wire \$2148 ;
-  wire [10:0] \$2149 ;
+  wire \$2149 ;
   wire [21:0] \$215 ;
   wire \$2150 ;
   wire \$2151 ;
@@ -30912,9 +30912,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2159 ;
   wire \$216 ;
   wire \$2160 ;
-  wire \$2161 ;
+  wire [10:0] \$2161 ;
   wire \$2162 ;
-  wire [10:0] \$2163 ;
+  wire \$2163 ;
   wire \$2164 ;
   wire \$2165 ;
   wire \$2166 ;
@@ -30927,9 +30927,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2172 ;
   wire \$2173 ;
   wire \$2174 ;
-  wire \$2175 ;
+  wire [10:0] \$2175 ;
   wire \$2176 ;
-  wire [10:0] \$2177 ;
+  wire \$2177 ;
   wire \$2178 ;
   wire \$2179 ;
   wire [32:0] \$218 ;
@@ -30942,10 +30942,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2186 ;
   wire \$2187 ;
   wire \$2188 ;
-  wire \$2189 ;
+  wire [10:0] \$2189 ;
   wire \$219 ;
   wire \$2190 ;
-  wire [10:0] \$2191 ;
+  wire \$2191 ;
   wire \$2192 ;
   wire \$2193 ;
   wire \$2194 ;
@@ -30959,9 +30959,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2200 ;
   wire \$2201 ;
   wire \$2202 ;
-  wire \$2203 ;
+  wire [10:0] \$2203 ;
   wire \$2204 ;
-  wire [10:0] \$2205 ;
+  wire \$2205 ;
   wire \$2206 ;
   wire \$2207 ;
   wire \$2208 ;
@@ -30974,9 +30974,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2214 ;
   wire \$2215 ;
   wire \$2216 ;
-  wire \$2217 ;
+  wire [10:0] \$2217 ;
   wire \$2218 ;
-  wire [10:0] \$2219 ;
+  wire \$2219 ;
   wire [32:0] \$222 ;
   wire \$2220 ;
   wire \$2221 ;
@@ -30990,9 +30990,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2229 ;
   wire [16:0] \$223 ;
   wire \$2230 ;
-  wire \$2231 ;
+  wire [10:0] \$2231 ;
   wire \$2232 ;
-  wire [10:0] \$2233 ;
+  wire \$2233 ;
   wire \$2234 ;
   wire \$2235 ;
   wire \$2236 ;
@@ -31005,9 +31005,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2242 ;
   wire \$2243 ;
   wire \$2244 ;
-  wire \$2245 ;
+  wire [10:0] \$2245 ;
   wire \$2246 ;
-  wire [10:0] \$2247 ;
+  wire \$2247 ;
   wire \$2248 ;
   wire \$2249 ;
   wire \$225 ;
@@ -31020,10 +31020,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2256 ;
   wire \$2257 ;
   wire \$2258 ;
-  wire \$2259 ;
+  wire [10:0] \$2259 ;
   wire \$226 ;
   wire \$2260 ;
-  wire [10:0] \$2261 ;
+  wire \$2261 ;
   wire \$2262 ;
   wire \$2263 ;
   wire \$2264 ;
@@ -31036,9 +31036,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2270 ;
   wire \$2271 ;
   wire \$2272 ;
-  wire \$2273 ;
+  wire [10:0] \$2273 ;
   wire \$2274 ;
-  wire [10:0] \$2275 ;
+  wire \$2275 ;
   wire \$2276 ;
   wire \$2277 ;
   wire \$2278 ;
@@ -31051,9 +31051,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2284 ;
   wire \$2285 ;
   wire \$2286 ;
-  wire \$2287 ;
+  wire [10:0] \$2287 ;
   wire \$2288 ;
-  wire [10:0] \$2289 ;
+  wire \$2289 ;
   wire \$229 ;
   wire \$2290 ;
   wire \$2291 ;
@@ -31068,9 +31068,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$23 ;
   wire \$230 ;
   wire \$2300 ;
-  wire \$2301 ;
+  wire [10:0] \$2301 ;
   wire \$2302 ;
-  wire [10:0] \$2303 ;
+  wire \$2303 ;
   wire \$2304 ;
   wire \$2305 ;
   wire \$2306 ;
@@ -31083,9 +31083,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2312 ;
   wire \$2313 ;
   wire \$2314 ;
-  wire \$2315 ;
+  wire [10:0] \$2315 ;
   wire \$2316 ;
-  wire [10:0] \$2317 ;
+  wire \$2317 ;
   wire \$2318 ;
   wire \$2319 ;
   wire \$232 ;
@@ -31098,10 +31098,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2326 ;
   wire \$2327 ;
   wire \$2328 ;
-  wire \$2329 ;
+  wire [10:0] \$2329 ;
   wire \$233 ;
   wire \$2330 ;
-  wire [10:0] \$2331 ;
+  wire \$2331 ;
   wire \$2332 ;
   wire \$2333 ;
   wire \$2334 ;
@@ -31114,9 +31114,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2340 ;
   wire \$2341 ;
   wire \$2342 ;
-  wire \$2343 ;
+  wire [10:0] \$2343 ;
   wire \$2344 ;
-  wire [10:0] \$2345 ;
+  wire \$2345 ;
   wire \$2346 ;
   wire \$2347 ;
   wire \$2348 ;
@@ -31129,9 +31129,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2354 ;
   wire \$2355 ;
   wire \$2356 ;
-  wire \$2357 ;
+  wire [10:0] \$2357 ;
   wire \$2358 ;
-  wire [10:0] \$2359 ;
+  wire \$2359 ;
   wire [10:0] \$236 ;
   wire \$2360 ;
   wire \$2361 ;
@@ -31145,9 +31145,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2369 ;
   wire \$237 ;
   wire \$2370 ;
-  wire \$2371 ;
+  wire [10:0] \$2371 ;
   wire \$2372 ;
-  wire [10:0] \$2373 ;
+  wire \$2373 ;
   wire \$2374 ;
   wire \$2375 ;
   wire \$2376 ;
@@ -31160,9 +31160,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2382 ;
   wire \$2383 ;
   wire \$2384 ;
-  wire \$2385 ;
+  wire [10:0] \$2385 ;
   wire \$2386 ;
-  wire [10:0] \$2387 ;
+  wire \$2387 ;
   wire \$2388 ;
   wire \$2389 ;
   wire \$239 ;
@@ -31175,11 +31175,11 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2396 ;
   wire \$2397 ;
   wire \$2398 ;
-  wire \$2399 ;
+  wire [10:0] \$2399 ;
   wire \$24 ;
   wire [10:0] \$240 ;
   wire \$2400 ;
-  wire [10:0] \$2401 ;
+  wire \$2401 ;
   wire \$2402 ;
   wire \$2403 ;
   wire \$2404 ;
@@ -31192,9 +31192,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2410 ;
   wire \$2411 ;
   wire \$2412 ;
-  wire \$2413 ;
+  wire [10:0] \$2413 ;
   wire \$2414 ;
-  wire [10:0] \$2415 ;
+  wire \$2415 ;
   wire \$2416 ;
   wire \$2417 ;
   wire \$2418 ;
@@ -31207,9 +31207,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2424 ;
   wire \$2425 ;
   wire \$2426 ;
-  wire \$2427 ;
+  wire [10:0] \$2427 ;
   wire \$2428 ;
-  wire [10:0] \$2429 ;
+  wire \$2429 ;
   wire \$243 ;
   wire \$2430 ;
   wire \$2431 ;
@@ -31223,15 +31223,15 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2439 ;
   wire [10:0] \$244 ;
   wire \$2440 ;
-  wire \$2441 ;
+  wire [10:0] \$2441 ;
   wire \$2442 ;
-  wire [10:0] \$2443 ;
-  wire \$2444 ;
+  wire \$2443 ;
+  wire [1:0] \$2444 ;
   wire \$2445 ;
   wire \$2446 ;
-  wire \$2447 ;
-  wire \$2448 ;
-  wire \$2449 ;
+  wire [1:0] \$2447 ;
+  wire [2:0] \$2448 ;
+  wire [32:0] \$2449 ;
   wire \$245 ;
   wire \$2450 ;
   wire \$2451 ;
@@ -31240,7 +31240,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2454 ;
   wire \$2455 ;
   wire \$2456 ;
-  wire [10:0] \$2457 ;
+  wire \$2457 ;
   wire \$2458 ;
   wire \$2459 ;
   wire [10:0] \$246 ;
@@ -31256,7 +31256,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2469 ;
   wire \$247 ;
   wire \$2470 ;
-  wire [10:0] \$2471 ;
+  wire \$2471 ;
   wire \$2472 ;
   wire \$2473 ;
   wire \$2474 ;
@@ -31271,16 +31271,16 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2482 ;
   wire \$2483 ;
   wire \$2484 ;
-  wire [10:0] \$2485 ;
+  wire \$2485 ;
   wire \$2486 ;
   wire \$2487 ;
-  wire [1:0] \$2488 ;
+  wire \$2488 ;
   wire \$2489 ;
   wire \$249 ;
   wire \$2490 ;
-  wire [1:0] \$2491 ;
-  wire [2:0] \$2492 ;
-  wire [32:0] \$2493 ;
+  wire \$2491 ;
+  wire \$2492 ;
+  wire \$2493 ;
   wire \$2494 ;
   wire \$2495 ;
   wire \$2496 ;
@@ -31301,12 +31301,12 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2509 ;
   wire \$251 ;
   wire \$2510 ;
-  wire \$2511 ;
-  wire \$2512 ;
+  wire [7:0] \$2511 ;
+  wire [7:0] \$2512 ;
   wire \$2513 ;
   wire \$2514 ;
   wire \$2515 ;
-  wire \$2516 ;
+  wire [3:0] \$2516 ;
   wire \$2517 ;
   wire \$2518 ;
   wire \$2519 ;
@@ -31349,18 +31349,18 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2552 ;
   wire \$2553 ;
   wire \$2554 ;
-  wire [7:0] \$2555 ;
-  wire [7:0] \$2556 ;
-  wire \$2557 ;
-  wire \$2558 ;
-  wire \$2559 ;
+  wire \$2555 ;
+  wire \$2556 ;
+  wire [60:0] \$2557 ;
+  wire [60:0] \$2558 ;
+  wire [60:0] \$2559 ;
   wire [10:0] \$256 ;
-  wire [3:0] \$2560 ;
-  wire \$2561 ;
-  wire \$2562 ;
-  wire \$2563 ;
-  wire \$2564 ;
-  wire \$2565 ;
+  wire [60:0] \$2560 ;
+  wire [60:0] \$2561 ;
+  wire [60:0] \$2562 ;
+  wire [60:0] \$2563 ;
+  wire [60:0] \$2564 ;
+  wire [32:0] \$2565 ;
   wire \$2566 ;
   wire \$2567 ;
   wire \$2568 ;
@@ -31401,15 +31401,15 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$26 ;
   wire [10:0] \$260 ;
   wire \$2600 ;
-  wire [60:0] \$2601 ;
-  wire [60:0] \$2602 ;
-  wire [60:0] \$2603 ;
-  wire [60:0] \$2604 ;
-  wire [60:0] \$2605 ;
-  wire [60:0] \$2606 ;
-  wire [60:0] \$2607 ;
-  wire [60:0] \$2608 ;
-  wire [32:0] \$2609 ;
+  wire \$2601 ;
+  wire \$2602 ;
+  wire \$2603 ;
+  wire \$2604 ;
+  wire \$2605 ;
+  wire \$2606 ;
+  wire \$2607 ;
+  wire \$2608 ;
+  wire \$2609 ;
   wire \$261 ;
   wire \$2610 ;
   wire \$2611 ;
@@ -31475,32 +31475,32 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire \$2666 ;
   wire \$2667 ;
   wire \$2668 ;
-  wire [32:0] \$2669 ;
+  wire \$2669 ;
   wire \$267 ;
-  wire [32:0] \$2670 ;
-  wire [32:0] \$2671 ;
-  wire [32:0] \$2672 ;
-  reg \$2673 ;
-  reg [5:0] \$2674 ;
-  reg [20:0] \$2675 ;
-  reg [31:0] \$2676 ;
+  wire \$2670 ;
+  wire \$2671 ;
+  wire \$2672 ;
+  wire [32:0] \$2673 ;
+  wire [32:0] \$2674 ;
+  wire [32:0] \$2675 ;
+  wire [32:0] \$2676 ;
   reg \$2677 ;
-  reg [31:0] \$2678 ;
+  reg [5:0] \$2678 ;
   reg [20:0] \$2679 ;
   wire [10:0] \$268 ;
-  reg [20:0] \$2680 ;
-  reg [15:0] \$2681 ;
-  reg [25:0] \$2682 ;
-  reg [25:0] \$2683 ;
-  reg \$2684 ;
-  reg [4:0] \$2685 ;
-  reg \$2686 ;
-  reg [31:0] \$2687 ;
-  reg [9:0] \$2688 ;
-  reg [9:0] \$2689 ;
+  reg [31:0] \$2680 ;
+  reg \$2681 ;
+  reg [31:0] \$2682 ;
+  reg [20:0] \$2683 ;
+  reg [20:0] \$2684 ;
+  reg [15:0] \$2685 ;
+  reg [25:0] \$2686 ;
+  reg [25:0] \$2687 ;
+  reg \$2688 ;
+  reg [4:0] \$2689 ;
   wire \$269 ;
-  reg [9:0] \$2690 ;
-  reg [9:0] \$2691 ;
+  reg \$2690 ;
+  reg [31:0] \$2691 ;
   reg [9:0] \$2692 ;
   reg [9:0] \$2693 ;
   reg [9:0] \$2694 ;
@@ -31533,28 +31533,32 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   reg [9:0] \$2718 ;
   reg [9:0] \$2719 ;
   wire [10:0] \$272 ;
-  reg [31:0] \$2720 ;
-  reg [3:0] \$2721 ;
-  reg \$2722 ;
-  reg [6:0] \$2723 ;
-  reg [3:0] \$2724 ;
-  reg \$2725 ;
-  reg [171:0] \$2726 ;
-  reg [4:0] \$2727 ;
-  reg [6:0] \$2728 ;
-  reg [4:0] \$2729 ;
+  reg [9:0] \$2720 ;
+  reg [9:0] \$2721 ;
+  reg [9:0] \$2722 ;
+  reg [9:0] \$2723 ;
+  reg [31:0] \$2724 ;
+  reg [3:0] \$2725 ;
+  reg \$2726 ;
+  reg [6:0] \$2727 ;
+  reg [3:0] \$2728 ;
+  reg \$2729 ;
   wire \$273 ;
-  reg [6:0] \$2730 ;
+  reg [171:0] \$2730 ;
   reg [4:0] \$2731 ;
   reg [6:0] \$2732 ;
   reg [4:0] \$2733 ;
   reg [6:0] \$2734 ;
-  reg [31:0] \$2735 ;
-  reg [31:0] \$2736 ;
-  reg [31:0] \$2737 ;
-  reg [31:0] \$2738 ;
+  reg [4:0] \$2735 ;
+  reg [6:0] \$2736 ;
+  reg [4:0] \$2737 ;
+  reg [6:0] \$2738 ;
   reg [31:0] \$2739 ;
   wire [10:0] \$274 ;
+  reg [31:0] \$2740 ;
+  reg [31:0] \$2741 ;
+  reg [31:0] \$2742 ;
+  reg [31:0] \$2743 ;
   wire \$275 ;
   wire [10:0] \$276 ;
   wire \$277 ;
@@ -32371,7 +32375,6 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   wire acc_out1;
   wire acc_out2;
   wire acc_out3;
-  wire any_conflict_stop;
   reg [9:0] bank_count0 = 10'h000;
   reg [9:0] bank_count1 = 10'h000;
   reg [9:0] bank_count10 = 10'h000;
@@ -32571,8 +32574,8 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   reg [25:0] n_lookups = 26'h0000000;
   reg [20:0] n_popular = 21'h000000;
   reg [5:0] n_tables = 6'h00;
-  input [5:0] \n_tables$228 ;
-  wire [5:0] \n_tables$228 ;
+  input [5:0] \n_tables$227 ;
+  wire [5:0] \n_tables$227 ;
   reg nearly_full = 1'h0;
   wire new0;
   wire new1;
@@ -34485,1148 +34488,1149 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   assign \$1642  = \$1641  & enable;
   assign \$1643  = \$1624  | \$1642 ;
   assign \r_en$221  = \r_rdy$222  & \$1643 ;
-  assign \$1644  = enable & rem0;
-  assign \$1647  = rem0 & \$1646 ;
-  assign \$1648  = ~ \$1647 ;
-  assign \$1649  = enable & \$1648 ;
-  assign \$1650  = ~ ws_end0;
-  assign \$1651  = \$1649  & \$1650 ;
-  assign \$1652  = \$1651  & rem1;
-  assign \$1653  = \$1652  & conflict1;
-  assign \$1655  = rem0 & \$1654 ;
-  assign \$1656  = ~ \$1655 ;
-  assign \$1657  = enable & \$1656 ;
-  assign \$1658  = ~ ws_end0;
-  assign \$1659  = \$1657  & \$1658 ;
-  assign \$1660  = conflict1 | probe1;
-  assign \$1661  = rem1 & \$1660 ;
-  assign \$1662  = ~ \$1661 ;
-  assign \$1663  = \$1659  & \$1662 ;
-  assign \$1664  = ~ ws_end1;
-  assign \$1665  = \$1663  & \$1664 ;
-  assign \$1666  = \$1665  & rem2;
-  assign \$1667  = \$1666  & conflict2;
-  assign \$1669  = rem0 & \$1668 ;
-  assign \$1670  = ~ \$1669 ;
-  assign \$1671  = enable & \$1670 ;
-  assign \$1672  = ~ ws_end0;
-  assign \$1673  = \$1671  & \$1672 ;
-  assign \$1674  = conflict1 | probe1;
-  assign \$1675  = rem1 & \$1674 ;
-  assign \$1676  = ~ \$1675 ;
-  assign \$1677  = \$1673  & \$1676 ;
-  assign \$1678  = ~ ws_end1;
-  assign \$1679  = \$1677  & \$1678 ;
-  assign \$1680  = conflict2 | probe2;
-  assign \$1681  = rem2 & \$1680 ;
-  assign \$1682  = ~ \$1681 ;
-  assign \$1683  = \$1679  & \$1682 ;
-  assign \$1684  = ~ ws_end2;
-  assign \$1685  = \$1683  & \$1684 ;
-  assign \$1686  = \$1685  & rem3;
-  assign \$1687  = \$1686  & conflict3;
-  assign any_conflict_stop = | { \$1687 , \$1667 , \$1653 , \$1645  };
-  assign \$1688  = ~ busy;
-  assign \$1689  = start & \$1688 ;
-  assign \$1690  = \n_tables$228  >= 1'h1;
-  assign \$1691  = \n_tables$228  <= 6'h20;
-  assign \$1692  = \$1690  & \$1691 ;
-  assign \$1693  = ws_inputs >= 1'h1;
-  assign \$1694  = \$1692  & \$1693 ;
-  assign \$1695  = ws_inputs <= 21'h100000;
-  assign \$1696  = \$1694  & \$1695 ;
-  assign \$1697  = | total_inputs;
-  assign \$1698  = \$1696  & \$1697 ;
-  assign \$1699  = ~ \$1698 ;
-  assign \$1700  = \n_tables$228  >= 1'h1;
-  assign \$1701  = \n_tables$228  <= 6'h20;
-  assign \$1702  = \$1700  & \$1701 ;
-  assign \$1703  = ws_inputs >= 1'h1;
-  assign \$1704  = \$1702  & \$1703 ;
-  assign \$1705  = ws_inputs <= 21'h100000;
-  assign \$1706  = \$1704  & \$1705 ;
-  assign \$1707  = | total_inputs;
-  assign \$1708  = \$1706  & \$1707 ;
-  assign \$1709  = | { take3, take2, take1, take0 };
-  assign \$1710  = | { ws_end3, ws_end2, ws_end1, ws_end0 };
-  assign \$1711  = working_sets + 1'h1;
-  assign \$1712  = early_ends + 1'h1;
-  assign \$1713  = epoch == 4'hf;
-  assign \$1714  = epoch + 1'h1;
-  assign \$1715  = take0 & last[0];
-  assign \$1716  = take1 & last[1];
-  assign \$1717  = \$1715  + \$1716 ;
-  assign \$1718  = take2 & last[2];
-  assign \$1719  = take3 & last[3];
-  assign \$1720  = \$1718  + \$1719 ;
-  assign \$1721  = \$1717  + \$1720 ;
-  assign \$1722  = job_done + \$1721 ;
-  assign \$1723  = \$1722  == total;
-  assign \$1724  = take0 & last[0];
-  assign \$1725  = take1 & last[1];
-  assign \$1726  = \$1724  + \$1725 ;
-  assign \$1727  = take2 & last[2];
-  assign \$1728  = take3 & last[3];
-  assign \$1729  = \$1727  + \$1728 ;
-  assign \$1730  = \$1726  + \$1729 ;
-  assign \$1731  = ws_count + \$1730 ;
-  assign \$1732  = take0 & last[0];
-  assign \$1733  = \$1732  & popular[0];
-  assign \$1734  = take1 & last[1];
-  assign \$1735  = \$1734  & popular[1];
-  assign \$1736  = \$1733  + \$1735 ;
-  assign \$1737  = take2 & last[2];
-  assign \$1738  = \$1737  & popular[2];
-  assign \$1739  = take3 & last[3];
-  assign \$1740  = \$1739  & popular[3];
-  assign \$1741  = \$1738  + \$1740 ;
-  assign \$1742  = \$1736  + \$1741 ;
-  assign \$1743  = n_popular + \$1742 ;
-  assign \$1744  = take0 & new0;
-  assign \$1745  = take1 & new1;
-  assign \$1746  = \$1744  + \$1745 ;
-  assign \$1747  = take2 & new2;
-  assign \$1748  = take3 & new3;
-  assign \$1749  = \$1747  + \$1748 ;
-  assign \$1750  = \$1746  + \$1749 ;
-  assign \$1751  = n_cold + \$1750 ;
-  assign \$1752  = take0 & head[30];
-  assign \$1753  = take1 & head[73];
-  assign \$1754  = \$1752  + \$1753 ;
-  assign \$1755  = take2 & head[116];
-  assign \$1756  = take3 & head[159];
-  assign \$1757  = \$1755  + \$1756 ;
-  assign \$1758  = \$1754  + \$1757 ;
-  assign \$1759  = \$signal$215  + \$1758 ;
-  assign \$1760  = take0 + take1;
-  assign \$1761  = take2 + take3;
-  assign \$1762  = \$1760  + \$1761 ;
-  assign \$1763  = n_lookups + \$1762 ;
-  assign \$1764  = take0 & new0;
+  assign \$1644  = ~ busy;
+  assign \$1645  = start & \$1644 ;
+  assign \$1646  = \n_tables$227  >= 1'h1;
+  assign \$1647  = \n_tables$227  <= 6'h20;
+  assign \$1648  = \$1646  & \$1647 ;
+  assign \$1649  = ws_inputs >= 1'h1;
+  assign \$1650  = \$1648  & \$1649 ;
+  assign \$1651  = ws_inputs <= 21'h100000;
+  assign \$1652  = \$1650  & \$1651 ;
+  assign \$1653  = | total_inputs;
+  assign \$1654  = \$1652  & \$1653 ;
+  assign \$1655  = ~ \$1654 ;
+  assign \$1656  = \n_tables$227  >= 1'h1;
+  assign \$1657  = \n_tables$227  <= 6'h20;
+  assign \$1658  = \$1656  & \$1657 ;
+  assign \$1659  = ws_inputs >= 1'h1;
+  assign \$1660  = \$1658  & \$1659 ;
+  assign \$1661  = ws_inputs <= 21'h100000;
+  assign \$1662  = \$1660  & \$1661 ;
+  assign \$1663  = | total_inputs;
+  assign \$1664  = \$1662  & \$1663 ;
+  assign \$1665  = | { take3, take2, take1, take0 };
+  assign \$1666  = | { ws_end3, ws_end2, ws_end1, ws_end0 };
+  assign \$1667  = working_sets + 1'h1;
+  assign \$1668  = early_ends + 1'h1;
+  assign \$1669  = epoch == 4'hf;
+  assign \$1670  = epoch + 1'h1;
+  assign \$1671  = take0 & last[0];
+  assign \$1672  = take1 & last[1];
+  assign \$1673  = \$1671  + \$1672 ;
+  assign \$1674  = take2 & last[2];
+  assign \$1675  = take3 & last[3];
+  assign \$1676  = \$1674  + \$1675 ;
+  assign \$1677  = \$1673  + \$1676 ;
+  assign \$1678  = job_done + \$1677 ;
+  assign \$1679  = \$1678  == total;
+  assign \$1680  = take0 & last[0];
+  assign \$1681  = take1 & last[1];
+  assign \$1682  = \$1680  + \$1681 ;
+  assign \$1683  = take2 & last[2];
+  assign \$1684  = take3 & last[3];
+  assign \$1685  = \$1683  + \$1684 ;
+  assign \$1686  = \$1682  + \$1685 ;
+  assign \$1687  = ws_count + \$1686 ;
+  assign \$1688  = take0 & last[0];
+  assign \$1689  = \$1688  & popular[0];
+  assign \$1690  = take1 & last[1];
+  assign \$1691  = \$1690  & popular[1];
+  assign \$1692  = \$1689  + \$1691 ;
+  assign \$1693  = take2 & last[2];
+  assign \$1694  = \$1693  & popular[2];
+  assign \$1695  = take3 & last[3];
+  assign \$1696  = \$1695  & popular[3];
+  assign \$1697  = \$1694  + \$1696 ;
+  assign \$1698  = \$1692  + \$1697 ;
+  assign \$1699  = n_popular + \$1698 ;
+  assign \$1700  = take0 & new0;
+  assign \$1701  = take1 & new1;
+  assign \$1702  = \$1700  + \$1701 ;
+  assign \$1703  = take2 & new2;
+  assign \$1704  = take3 & new3;
+  assign \$1705  = \$1703  + \$1704 ;
+  assign \$1706  = \$1702  + \$1705 ;
+  assign \$1707  = n_cold + \$1706 ;
+  assign \$1708  = take0 & head[30];
+  assign \$1709  = take1 & head[73];
+  assign \$1710  = \$1708  + \$1709 ;
+  assign \$1711  = take2 & head[116];
+  assign \$1712  = take3 & head[159];
+  assign \$1713  = \$1711  + \$1712 ;
+  assign \$1714  = \$1710  + \$1713 ;
+  assign \$1715  = \$signal$215  + \$1714 ;
+  assign \$1716  = take0 + take1;
+  assign \$1717  = take2 + take3;
+  assign \$1718  = \$1716  + \$1717 ;
+  assign \$1719  = n_lookups + \$1718 ;
+  assign \$1720  = take0 & new0;
+  assign \$1721  = 10'h300 - n_tables;
+  assign \$1722  = bank_count0 == \$1721 ;
+  assign \$1723  = 10'h300 - n_tables;
+  assign \$1724  = bank_count1 == \$1723 ;
+  assign \$1725  = 10'h300 - n_tables;
+  assign \$1726  = bank_count2 == \$1725 ;
+  assign \$1727  = 10'h300 - n_tables;
+  assign \$1728  = bank_count3 == \$1727 ;
+  assign \$1729  = 10'h300 - n_tables;
+  assign \$1730  = bank_count4 == \$1729 ;
+  assign \$1731  = 10'h300 - n_tables;
+  assign \$1732  = bank_count5 == \$1731 ;
+  assign \$1733  = 10'h300 - n_tables;
+  assign \$1734  = bank_count6 == \$1733 ;
+  assign \$1735  = 10'h300 - n_tables;
+  assign \$1736  = bank_count7 == \$1735 ;
+  assign \$1737  = 10'h300 - n_tables;
+  assign \$1738  = bank_count8 == \$1737 ;
+  assign \$1739  = 10'h300 - n_tables;
+  assign \$1740  = bank_count9 == \$1739 ;
+  assign \$1741  = 10'h300 - n_tables;
+  assign \$1742  = bank_count10 == \$1741 ;
+  assign \$1743  = 10'h300 - n_tables;
+  assign \$1744  = bank_count11 == \$1743 ;
+  assign \$1745  = 10'h300 - n_tables;
+  assign \$1746  = bank_count12 == \$1745 ;
+  assign \$1747  = 10'h300 - n_tables;
+  assign \$1748  = bank_count13 == \$1747 ;
+  assign \$1749  = 10'h300 - n_tables;
+  assign \$1750  = bank_count14 == \$1749 ;
+  assign \$1751  = 10'h300 - n_tables;
+  assign \$1752  = bank_count15 == \$1751 ;
+  assign \$1753  = 10'h300 - n_tables;
+  assign \$1754  = bank_count16 == \$1753 ;
+  assign \$1755  = 10'h300 - n_tables;
+  assign \$1756  = bank_count17 == \$1755 ;
+  assign \$1757  = 10'h300 - n_tables;
+  assign \$1758  = bank_count18 == \$1757 ;
+  assign \$1759  = 10'h300 - n_tables;
+  assign \$1760  = bank_count19 == \$1759 ;
+  assign \$1761  = 10'h300 - n_tables;
+  assign \$1762  = bank_count20 == \$1761 ;
+  assign \$1763  = 10'h300 - n_tables;
+  assign \$1764  = bank_count21 == \$1763 ;
   assign \$1765  = 10'h300 - n_tables;
-  assign \$1766  = bank_count0 == \$1765 ;
+  assign \$1766  = bank_count22 == \$1765 ;
   assign \$1767  = 10'h300 - n_tables;
-  assign \$1768  = bank_count1 == \$1767 ;
+  assign \$1768  = bank_count23 == \$1767 ;
   assign \$1769  = 10'h300 - n_tables;
-  assign \$1770  = bank_count2 == \$1769 ;
+  assign \$1770  = bank_count24 == \$1769 ;
   assign \$1771  = 10'h300 - n_tables;
-  assign \$1772  = bank_count3 == \$1771 ;
+  assign \$1772  = bank_count25 == \$1771 ;
   assign \$1773  = 10'h300 - n_tables;
-  assign \$1774  = bank_count4 == \$1773 ;
+  assign \$1774  = bank_count26 == \$1773 ;
   assign \$1775  = 10'h300 - n_tables;
-  assign \$1776  = bank_count5 == \$1775 ;
+  assign \$1776  = bank_count27 == \$1775 ;
   assign \$1777  = 10'h300 - n_tables;
-  assign \$1778  = bank_count6 == \$1777 ;
+  assign \$1778  = bank_count28 == \$1777 ;
   assign \$1779  = 10'h300 - n_tables;
-  assign \$1780  = bank_count7 == \$1779 ;
+  assign \$1780  = bank_count29 == \$1779 ;
   assign \$1781  = 10'h300 - n_tables;
-  assign \$1782  = bank_count8 == \$1781 ;
+  assign \$1782  = bank_count30 == \$1781 ;
   assign \$1783  = 10'h300 - n_tables;
-  assign \$1784  = bank_count9 == \$1783 ;
-  assign \$1785  = 10'h300 - n_tables;
-  assign \$1786  = bank_count10 == \$1785 ;
-  assign \$1787  = 10'h300 - n_tables;
-  assign \$1788  = bank_count11 == \$1787 ;
+  assign \$1784  = bank_count31 == \$1783 ;
+  assign \$1786  = \$1720  & \$1785 ;
+  assign \$1787  = nearly_full | \$1786 ;
+  assign \$1788  = take1 & new1;
   assign \$1789  = 10'h300 - n_tables;
-  assign \$1790  = bank_count12 == \$1789 ;
+  assign \$1790  = bank_count0 == \$1789 ;
   assign \$1791  = 10'h300 - n_tables;
-  assign \$1792  = bank_count13 == \$1791 ;
+  assign \$1792  = bank_count1 == \$1791 ;
   assign \$1793  = 10'h300 - n_tables;
-  assign \$1794  = bank_count14 == \$1793 ;
+  assign \$1794  = bank_count2 == \$1793 ;
   assign \$1795  = 10'h300 - n_tables;
-  assign \$1796  = bank_count15 == \$1795 ;
+  assign \$1796  = bank_count3 == \$1795 ;
   assign \$1797  = 10'h300 - n_tables;
-  assign \$1798  = bank_count16 == \$1797 ;
+  assign \$1798  = bank_count4 == \$1797 ;
   assign \$1799  = 10'h300 - n_tables;
-  assign \$1800  = bank_count17 == \$1799 ;
+  assign \$1800  = bank_count5 == \$1799 ;
   assign \$1801  = 10'h300 - n_tables;
-  assign \$1802  = bank_count18 == \$1801 ;
+  assign \$1802  = bank_count6 == \$1801 ;
   assign \$1803  = 10'h300 - n_tables;
-  assign \$1804  = bank_count19 == \$1803 ;
+  assign \$1804  = bank_count7 == \$1803 ;
   assign \$1805  = 10'h300 - n_tables;
-  assign \$1806  = bank_count20 == \$1805 ;
+  assign \$1806  = bank_count8 == \$1805 ;
   assign \$1807  = 10'h300 - n_tables;
-  assign \$1808  = bank_count21 == \$1807 ;
+  assign \$1808  = bank_count9 == \$1807 ;
   assign \$1809  = 10'h300 - n_tables;
-  assign \$1810  = bank_count22 == \$1809 ;
+  assign \$1810  = bank_count10 == \$1809 ;
   assign \$1811  = 10'h300 - n_tables;
-  assign \$1812  = bank_count23 == \$1811 ;
+  assign \$1812  = bank_count11 == \$1811 ;
   assign \$1813  = 10'h300 - n_tables;
-  assign \$1814  = bank_count24 == \$1813 ;
+  assign \$1814  = bank_count12 == \$1813 ;
   assign \$1815  = 10'h300 - n_tables;
-  assign \$1816  = bank_count25 == \$1815 ;
+  assign \$1816  = bank_count13 == \$1815 ;
   assign \$1817  = 10'h300 - n_tables;
-  assign \$1818  = bank_count26 == \$1817 ;
+  assign \$1818  = bank_count14 == \$1817 ;
   assign \$1819  = 10'h300 - n_tables;
-  assign \$1820  = bank_count27 == \$1819 ;
+  assign \$1820  = bank_count15 == \$1819 ;
   assign \$1821  = 10'h300 - n_tables;
-  assign \$1822  = bank_count28 == \$1821 ;
+  assign \$1822  = bank_count16 == \$1821 ;
   assign \$1823  = 10'h300 - n_tables;
-  assign \$1824  = bank_count29 == \$1823 ;
+  assign \$1824  = bank_count17 == \$1823 ;
   assign \$1825  = 10'h300 - n_tables;
-  assign \$1826  = bank_count30 == \$1825 ;
+  assign \$1826  = bank_count18 == \$1825 ;
   assign \$1827  = 10'h300 - n_tables;
-  assign \$1828  = bank_count31 == \$1827 ;
-  assign \$1830  = \$1764  & \$1829 ;
-  assign \$1831  = nearly_full | \$1830 ;
-  assign \$1832  = take1 & new1;
+  assign \$1828  = bank_count19 == \$1827 ;
+  assign \$1829  = 10'h300 - n_tables;
+  assign \$1830  = bank_count20 == \$1829 ;
+  assign \$1831  = 10'h300 - n_tables;
+  assign \$1832  = bank_count21 == \$1831 ;
   assign \$1833  = 10'h300 - n_tables;
-  assign \$1834  = bank_count0 == \$1833 ;
+  assign \$1834  = bank_count22 == \$1833 ;
   assign \$1835  = 10'h300 - n_tables;
-  assign \$1836  = bank_count1 == \$1835 ;
+  assign \$1836  = bank_count23 == \$1835 ;
   assign \$1837  = 10'h300 - n_tables;
-  assign \$1838  = bank_count2 == \$1837 ;
+  assign \$1838  = bank_count24 == \$1837 ;
   assign \$1839  = 10'h300 - n_tables;
-  assign \$1840  = bank_count3 == \$1839 ;
+  assign \$1840  = bank_count25 == \$1839 ;
   assign \$1841  = 10'h300 - n_tables;
-  assign \$1842  = bank_count4 == \$1841 ;
+  assign \$1842  = bank_count26 == \$1841 ;
   assign \$1843  = 10'h300 - n_tables;
-  assign \$1844  = bank_count5 == \$1843 ;
+  assign \$1844  = bank_count27 == \$1843 ;
   assign \$1845  = 10'h300 - n_tables;
-  assign \$1846  = bank_count6 == \$1845 ;
+  assign \$1846  = bank_count28 == \$1845 ;
   assign \$1847  = 10'h300 - n_tables;
-  assign \$1848  = bank_count7 == \$1847 ;
+  assign \$1848  = bank_count29 == \$1847 ;
   assign \$1849  = 10'h300 - n_tables;
-  assign \$1850  = bank_count8 == \$1849 ;
+  assign \$1850  = bank_count30 == \$1849 ;
   assign \$1851  = 10'h300 - n_tables;
-  assign \$1852  = bank_count9 == \$1851 ;
-  assign \$1853  = 10'h300 - n_tables;
-  assign \$1854  = bank_count10 == \$1853 ;
-  assign \$1855  = 10'h300 - n_tables;
-  assign \$1856  = bank_count11 == \$1855 ;
+  assign \$1852  = bank_count31 == \$1851 ;
+  assign \$1854  = \$1788  & \$1853 ;
+  assign \$1855  = \$1787  | \$1854 ;
+  assign \$1856  = take2 & new2;
   assign \$1857  = 10'h300 - n_tables;
-  assign \$1858  = bank_count12 == \$1857 ;
+  assign \$1858  = bank_count0 == \$1857 ;
   assign \$1859  = 10'h300 - n_tables;
-  assign \$1860  = bank_count13 == \$1859 ;
+  assign \$1860  = bank_count1 == \$1859 ;
   assign \$1861  = 10'h300 - n_tables;
-  assign \$1862  = bank_count14 == \$1861 ;
+  assign \$1862  = bank_count2 == \$1861 ;
   assign \$1863  = 10'h300 - n_tables;
-  assign \$1864  = bank_count15 == \$1863 ;
+  assign \$1864  = bank_count3 == \$1863 ;
   assign \$1865  = 10'h300 - n_tables;
-  assign \$1866  = bank_count16 == \$1865 ;
+  assign \$1866  = bank_count4 == \$1865 ;
   assign \$1867  = 10'h300 - n_tables;
-  assign \$1868  = bank_count17 == \$1867 ;
+  assign \$1868  = bank_count5 == \$1867 ;
   assign \$1869  = 10'h300 - n_tables;
-  assign \$1870  = bank_count18 == \$1869 ;
+  assign \$1870  = bank_count6 == \$1869 ;
   assign \$1871  = 10'h300 - n_tables;
-  assign \$1872  = bank_count19 == \$1871 ;
+  assign \$1872  = bank_count7 == \$1871 ;
   assign \$1873  = 10'h300 - n_tables;
-  assign \$1874  = bank_count20 == \$1873 ;
+  assign \$1874  = bank_count8 == \$1873 ;
   assign \$1875  = 10'h300 - n_tables;
-  assign \$1876  = bank_count21 == \$1875 ;
+  assign \$1876  = bank_count9 == \$1875 ;
   assign \$1877  = 10'h300 - n_tables;
-  assign \$1878  = bank_count22 == \$1877 ;
+  assign \$1878  = bank_count10 == \$1877 ;
   assign \$1879  = 10'h300 - n_tables;
-  assign \$1880  = bank_count23 == \$1879 ;
+  assign \$1880  = bank_count11 == \$1879 ;
   assign \$1881  = 10'h300 - n_tables;
-  assign \$1882  = bank_count24 == \$1881 ;
+  assign \$1882  = bank_count12 == \$1881 ;
   assign \$1883  = 10'h300 - n_tables;
-  assign \$1884  = bank_count25 == \$1883 ;
+  assign \$1884  = bank_count13 == \$1883 ;
   assign \$1885  = 10'h300 - n_tables;
-  assign \$1886  = bank_count26 == \$1885 ;
+  assign \$1886  = bank_count14 == \$1885 ;
   assign \$1887  = 10'h300 - n_tables;
-  assign \$1888  = bank_count27 == \$1887 ;
+  assign \$1888  = bank_count15 == \$1887 ;
   assign \$1889  = 10'h300 - n_tables;
-  assign \$1890  = bank_count28 == \$1889 ;
+  assign \$1890  = bank_count16 == \$1889 ;
   assign \$1891  = 10'h300 - n_tables;
-  assign \$1892  = bank_count29 == \$1891 ;
+  assign \$1892  = bank_count17 == \$1891 ;
   assign \$1893  = 10'h300 - n_tables;
-  assign \$1894  = bank_count30 == \$1893 ;
+  assign \$1894  = bank_count18 == \$1893 ;
   assign \$1895  = 10'h300 - n_tables;
-  assign \$1896  = bank_count31 == \$1895 ;
-  assign \$1898  = \$1832  & \$1897 ;
-  assign \$1899  = \$1831  | \$1898 ;
-  assign \$1900  = take2 & new2;
+  assign \$1896  = bank_count19 == \$1895 ;
+  assign \$1897  = 10'h300 - n_tables;
+  assign \$1898  = bank_count20 == \$1897 ;
+  assign \$1899  = 10'h300 - n_tables;
+  assign \$1900  = bank_count21 == \$1899 ;
   assign \$1901  = 10'h300 - n_tables;
-  assign \$1902  = bank_count0 == \$1901 ;
+  assign \$1902  = bank_count22 == \$1901 ;
   assign \$1903  = 10'h300 - n_tables;
-  assign \$1904  = bank_count1 == \$1903 ;
+  assign \$1904  = bank_count23 == \$1903 ;
   assign \$1905  = 10'h300 - n_tables;
-  assign \$1906  = bank_count2 == \$1905 ;
+  assign \$1906  = bank_count24 == \$1905 ;
   assign \$1907  = 10'h300 - n_tables;
-  assign \$1908  = bank_count3 == \$1907 ;
+  assign \$1908  = bank_count25 == \$1907 ;
   assign \$1909  = 10'h300 - n_tables;
-  assign \$1910  = bank_count4 == \$1909 ;
+  assign \$1910  = bank_count26 == \$1909 ;
   assign \$1911  = 10'h300 - n_tables;
-  assign \$1912  = bank_count5 == \$1911 ;
+  assign \$1912  = bank_count27 == \$1911 ;
   assign \$1913  = 10'h300 - n_tables;
-  assign \$1914  = bank_count6 == \$1913 ;
+  assign \$1914  = bank_count28 == \$1913 ;
   assign \$1915  = 10'h300 - n_tables;
-  assign \$1916  = bank_count7 == \$1915 ;
+  assign \$1916  = bank_count29 == \$1915 ;
   assign \$1917  = 10'h300 - n_tables;
-  assign \$1918  = bank_count8 == \$1917 ;
+  assign \$1918  = bank_count30 == \$1917 ;
   assign \$1919  = 10'h300 - n_tables;
-  assign \$1920  = bank_count9 == \$1919 ;
-  assign \$1921  = 10'h300 - n_tables;
-  assign \$1922  = bank_count10 == \$1921 ;
-  assign \$1923  = 10'h300 - n_tables;
-  assign \$1924  = bank_count11 == \$1923 ;
+  assign \$1920  = bank_count31 == \$1919 ;
+  assign \$1922  = \$1856  & \$1921 ;
+  assign \$1923  = \$1855  | \$1922 ;
+  assign \$1924  = take3 & new3;
   assign \$1925  = 10'h300 - n_tables;
-  assign \$1926  = bank_count12 == \$1925 ;
+  assign \$1926  = bank_count0 == \$1925 ;
   assign \$1927  = 10'h300 - n_tables;
-  assign \$1928  = bank_count13 == \$1927 ;
+  assign \$1928  = bank_count1 == \$1927 ;
   assign \$1929  = 10'h300 - n_tables;
-  assign \$1930  = bank_count14 == \$1929 ;
+  assign \$1930  = bank_count2 == \$1929 ;
   assign \$1931  = 10'h300 - n_tables;
-  assign \$1932  = bank_count15 == \$1931 ;
+  assign \$1932  = bank_count3 == \$1931 ;
   assign \$1933  = 10'h300 - n_tables;
-  assign \$1934  = bank_count16 == \$1933 ;
+  assign \$1934  = bank_count4 == \$1933 ;
   assign \$1935  = 10'h300 - n_tables;
-  assign \$1936  = bank_count17 == \$1935 ;
+  assign \$1936  = bank_count5 == \$1935 ;
   assign \$1937  = 10'h300 - n_tables;
-  assign \$1938  = bank_count18 == \$1937 ;
+  assign \$1938  = bank_count6 == \$1937 ;
   assign \$1939  = 10'h300 - n_tables;
-  assign \$1940  = bank_count19 == \$1939 ;
+  assign \$1940  = bank_count7 == \$1939 ;
   assign \$1941  = 10'h300 - n_tables;
-  assign \$1942  = bank_count20 == \$1941 ;
+  assign \$1942  = bank_count8 == \$1941 ;
   assign \$1943  = 10'h300 - n_tables;
-  assign \$1944  = bank_count21 == \$1943 ;
+  assign \$1944  = bank_count9 == \$1943 ;
   assign \$1945  = 10'h300 - n_tables;
-  assign \$1946  = bank_count22 == \$1945 ;
+  assign \$1946  = bank_count10 == \$1945 ;
   assign \$1947  = 10'h300 - n_tables;
-  assign \$1948  = bank_count23 == \$1947 ;
+  assign \$1948  = bank_count11 == \$1947 ;
   assign \$1949  = 10'h300 - n_tables;
-  assign \$1950  = bank_count24 == \$1949 ;
+  assign \$1950  = bank_count12 == \$1949 ;
   assign \$1951  = 10'h300 - n_tables;
-  assign \$1952  = bank_count25 == \$1951 ;
+  assign \$1952  = bank_count13 == \$1951 ;
   assign \$1953  = 10'h300 - n_tables;
-  assign \$1954  = bank_count26 == \$1953 ;
+  assign \$1954  = bank_count14 == \$1953 ;
   assign \$1955  = 10'h300 - n_tables;
-  assign \$1956  = bank_count27 == \$1955 ;
+  assign \$1956  = bank_count15 == \$1955 ;
   assign \$1957  = 10'h300 - n_tables;
-  assign \$1958  = bank_count28 == \$1957 ;
+  assign \$1958  = bank_count16 == \$1957 ;
   assign \$1959  = 10'h300 - n_tables;
-  assign \$1960  = bank_count29 == \$1959 ;
+  assign \$1960  = bank_count17 == \$1959 ;
   assign \$1961  = 10'h300 - n_tables;
-  assign \$1962  = bank_count30 == \$1961 ;
+  assign \$1962  = bank_count18 == \$1961 ;
   assign \$1963  = 10'h300 - n_tables;
-  assign \$1964  = bank_count31 == \$1963 ;
-  assign \$1966  = \$1900  & \$1965 ;
-  assign \$1967  = \$1899  | \$1966 ;
-  assign \$1968  = take3 & new3;
+  assign \$1964  = bank_count19 == \$1963 ;
+  assign \$1965  = 10'h300 - n_tables;
+  assign \$1966  = bank_count20 == \$1965 ;
+  assign \$1967  = 10'h300 - n_tables;
+  assign \$1968  = bank_count21 == \$1967 ;
   assign \$1969  = 10'h300 - n_tables;
-  assign \$1970  = bank_count0 == \$1969 ;
+  assign \$1970  = bank_count22 == \$1969 ;
   assign \$1971  = 10'h300 - n_tables;
-  assign \$1972  = bank_count1 == \$1971 ;
+  assign \$1972  = bank_count23 == \$1971 ;
   assign \$1973  = 10'h300 - n_tables;
-  assign \$1974  = bank_count2 == \$1973 ;
+  assign \$1974  = bank_count24 == \$1973 ;
   assign \$1975  = 10'h300 - n_tables;
-  assign \$1976  = bank_count3 == \$1975 ;
+  assign \$1976  = bank_count25 == \$1975 ;
   assign \$1977  = 10'h300 - n_tables;
-  assign \$1978  = bank_count4 == \$1977 ;
+  assign \$1978  = bank_count26 == \$1977 ;
   assign \$1979  = 10'h300 - n_tables;
-  assign \$1980  = bank_count5 == \$1979 ;
+  assign \$1980  = bank_count27 == \$1979 ;
   assign \$1981  = 10'h300 - n_tables;
-  assign \$1982  = bank_count6 == \$1981 ;
+  assign \$1982  = bank_count28 == \$1981 ;
   assign \$1983  = 10'h300 - n_tables;
-  assign \$1984  = bank_count7 == \$1983 ;
+  assign \$1984  = bank_count29 == \$1983 ;
   assign \$1985  = 10'h300 - n_tables;
-  assign \$1986  = bank_count8 == \$1985 ;
+  assign \$1986  = bank_count30 == \$1985 ;
   assign \$1987  = 10'h300 - n_tables;
-  assign \$1988  = bank_count9 == \$1987 ;
-  assign \$1989  = 10'h300 - n_tables;
-  assign \$1990  = bank_count10 == \$1989 ;
-  assign \$1991  = 10'h300 - n_tables;
-  assign \$1992  = bank_count11 == \$1991 ;
-  assign \$1993  = 10'h300 - n_tables;
-  assign \$1994  = bank_count12 == \$1993 ;
-  assign \$1995  = 10'h300 - n_tables;
-  assign \$1996  = bank_count13 == \$1995 ;
-  assign \$1997  = 10'h300 - n_tables;
-  assign \$1998  = bank_count14 == \$1997 ;
-  assign \$1999  = 10'h300 - n_tables;
-  assign \$2000  = bank_count15 == \$1999 ;
-  assign \$2001  = 10'h300 - n_tables;
-  assign \$2002  = bank_count16 == \$2001 ;
-  assign \$2003  = 10'h300 - n_tables;
-  assign \$2004  = bank_count17 == \$2003 ;
-  assign \$2005  = 10'h300 - n_tables;
-  assign \$2006  = bank_count18 == \$2005 ;
-  assign \$2007  = 10'h300 - n_tables;
-  assign \$2008  = bank_count19 == \$2007 ;
-  assign \$2009  = 10'h300 - n_tables;
-  assign \$2010  = bank_count20 == \$2009 ;
-  assign \$2011  = 10'h300 - n_tables;
-  assign \$2012  = bank_count21 == \$2011 ;
-  assign \$2013  = 10'h300 - n_tables;
-  assign \$2014  = bank_count22 == \$2013 ;
-  assign \$2015  = 10'h300 - n_tables;
-  assign \$2016  = bank_count23 == \$2015 ;
-  assign \$2017  = 10'h300 - n_tables;
-  assign \$2018  = bank_count24 == \$2017 ;
-  assign \$2019  = 10'h300 - n_tables;
-  assign \$2020  = bank_count25 == \$2019 ;
-  assign \$2021  = 10'h300 - n_tables;
-  assign \$2022  = bank_count26 == \$2021 ;
-  assign \$2023  = 10'h300 - n_tables;
-  assign \$2024  = bank_count27 == \$2023 ;
-  assign \$2025  = 10'h300 - n_tables;
-  assign \$2026  = bank_count28 == \$2025 ;
-  assign \$2027  = 10'h300 - n_tables;
-  assign \$2028  = bank_count29 == \$2027 ;
-  assign \$2029  = 10'h300 - n_tables;
-  assign \$2030  = bank_count30 == \$2029 ;
-  assign \$2031  = 10'h300 - n_tables;
-  assign \$2032  = bank_count31 == \$2031 ;
-  assign \$2034  = \$1968  & \$2033 ;
-  assign \$2035  = \$1967  | \$2034 ;
-  assign \$2038  = take0 & new0;
-  assign \$2039  = ! head_bank0;
-  assign \$2040  = \$2038  & \$2039 ;
-  assign \$2041  = take1 & new1;
-  assign \$2042  = ! head_bank1;
-  assign \$2043  = \$2041  & \$2042 ;
-  assign \$2044  = take2 & new2;
-  assign \$2045  = ! head_bank2;
-  assign \$2046  = \$2044  & \$2045 ;
-  assign \$2047  = take3 & new3;
-  assign \$2048  = ! head_bank3;
-  assign \$2049  = \$2047  & \$2048 ;
-  assign \$2050  = | { \$2049 , \$2046 , \$2043 , \$2040  };
-  assign \$2051  = bank_count0 + 1'h1;
-  assign \$2052  = take0 & new0;
-  assign \$2053  = head_bank0 == 1'h1;
-  assign \$2054  = \$2052  & \$2053 ;
-  assign \$2055  = take1 & new1;
-  assign \$2056  = head_bank1 == 1'h1;
-  assign \$2057  = \$2055  & \$2056 ;
-  assign \$2058  = take2 & new2;
-  assign \$2059  = head_bank2 == 1'h1;
-  assign \$2060  = \$2058  & \$2059 ;
-  assign \$2061  = take3 & new3;
-  assign \$2062  = head_bank3 == 1'h1;
-  assign \$2063  = \$2061  & \$2062 ;
-  assign \$2064  = | { \$2063 , \$2060 , \$2057 , \$2054  };
-  assign \$2065  = bank_count1 + 1'h1;
-  assign \$2066  = take0 & new0;
-  assign \$2067  = head_bank0 == 2'h2;
-  assign \$2068  = \$2066  & \$2067 ;
-  assign \$2069  = take1 & new1;
-  assign \$2070  = head_bank1 == 2'h2;
-  assign \$2071  = \$2069  & \$2070 ;
-  assign \$2072  = take2 & new2;
-  assign \$2073  = head_bank2 == 2'h2;
-  assign \$2074  = \$2072  & \$2073 ;
-  assign \$2075  = take3 & new3;
-  assign \$2076  = head_bank3 == 2'h2;
-  assign \$2077  = \$2075  & \$2076 ;
-  assign \$2078  = | { \$2077 , \$2074 , \$2071 , \$2068  };
-  assign \$2079  = bank_count2 + 1'h1;
-  assign \$2080  = take0 & new0;
-  assign \$2081  = head_bank0 == 2'h3;
-  assign \$2082  = \$2080  & \$2081 ;
-  assign \$2083  = take1 & new1;
-  assign \$2084  = head_bank1 == 2'h3;
-  assign \$2085  = \$2083  & \$2084 ;
-  assign \$2086  = take2 & new2;
-  assign \$2087  = head_bank2 == 2'h3;
-  assign \$2088  = \$2086  & \$2087 ;
-  assign \$2089  = take3 & new3;
-  assign \$2090  = head_bank3 == 2'h3;
-  assign \$2091  = \$2089  & \$2090 ;
-  assign \$2092  = | { \$2091 , \$2088 , \$2085 , \$2082  };
-  assign \$2093  = bank_count3 + 1'h1;
-  assign \$2094  = take0 & new0;
-  assign \$2095  = head_bank0 == 3'h4;
-  assign \$2096  = \$2094  & \$2095 ;
-  assign \$2097  = take1 & new1;
-  assign \$2098  = head_bank1 == 3'h4;
-  assign \$2099  = \$2097  & \$2098 ;
-  assign \$2100  = take2 & new2;
-  assign \$2101  = head_bank2 == 3'h4;
-  assign \$2102  = \$2100  & \$2101 ;
-  assign \$2103  = take3 & new3;
-  assign \$2104  = head_bank3 == 3'h4;
-  assign \$2105  = \$2103  & \$2104 ;
-  assign \$2106  = | { \$2105 , \$2102 , \$2099 , \$2096  };
-  assign \$2107  = bank_count4 + 1'h1;
-  assign \$2108  = take0 & new0;
-  assign \$2109  = head_bank0 == 3'h5;
-  assign \$2110  = \$2108  & \$2109 ;
-  assign \$2111  = take1 & new1;
-  assign \$2112  = head_bank1 == 3'h5;
-  assign \$2113  = \$2111  & \$2112 ;
-  assign \$2114  = take2 & new2;
-  assign \$2115  = head_bank2 == 3'h5;
-  assign \$2116  = \$2114  & \$2115 ;
-  assign \$2117  = take3 & new3;
-  assign \$2118  = head_bank3 == 3'h5;
-  assign \$2119  = \$2117  & \$2118 ;
-  assign \$2120  = | { \$2119 , \$2116 , \$2113 , \$2110  };
-  assign \$2121  = bank_count5 + 1'h1;
-  assign \$2122  = take0 & new0;
-  assign \$2123  = head_bank0 == 3'h6;
-  assign \$2124  = \$2122  & \$2123 ;
-  assign \$2125  = take1 & new1;
-  assign \$2126  = head_bank1 == 3'h6;
-  assign \$2127  = \$2125  & \$2126 ;
-  assign \$2128  = take2 & new2;
-  assign \$2129  = head_bank2 == 3'h6;
-  assign \$2130  = \$2128  & \$2129 ;
-  assign \$2131  = take3 & new3;
-  assign \$2132  = head_bank3 == 3'h6;
-  assign \$2133  = \$2131  & \$2132 ;
-  assign \$2134  = | { \$2133 , \$2130 , \$2127 , \$2124  };
-  assign \$2135  = bank_count6 + 1'h1;
-  assign \$2136  = take0 & new0;
-  assign \$2137  = head_bank0 == 3'h7;
-  assign \$2138  = \$2136  & \$2137 ;
-  assign \$2139  = take1 & new1;
-  assign \$2140  = head_bank1 == 3'h7;
-  assign \$2141  = \$2139  & \$2140 ;
-  assign \$2142  = take2 & new2;
-  assign \$2143  = head_bank2 == 3'h7;
-  assign \$2144  = \$2142  & \$2143 ;
-  assign \$2145  = take3 & new3;
-  assign \$2146  = head_bank3 == 3'h7;
-  assign \$2147  = \$2145  & \$2146 ;
-  assign \$2148  = | { \$2147 , \$2144 , \$2141 , \$2138  };
-  assign \$2149  = bank_count7 + 1'h1;
-  assign \$2150  = take0 & new0;
-  assign \$2151  = head_bank0 == 4'h8;
-  assign \$2152  = \$2150  & \$2151 ;
-  assign \$2153  = take1 & new1;
-  assign \$2154  = head_bank1 == 4'h8;
-  assign \$2155  = \$2153  & \$2154 ;
-  assign \$2156  = take2 & new2;
-  assign \$2157  = head_bank2 == 4'h8;
-  assign \$2158  = \$2156  & \$2157 ;
-  assign \$2159  = take3 & new3;
-  assign \$2160  = head_bank3 == 4'h8;
-  assign \$2161  = \$2159  & \$2160 ;
-  assign \$2162  = | { \$2161 , \$2158 , \$2155 , \$2152  };
-  assign \$2163  = bank_count8 + 1'h1;
-  assign \$2164  = take0 & new0;
-  assign \$2165  = head_bank0 == 4'h9;
-  assign \$2166  = \$2164  & \$2165 ;
-  assign \$2167  = take1 & new1;
-  assign \$2168  = head_bank1 == 4'h9;
-  assign \$2169  = \$2167  & \$2168 ;
-  assign \$2170  = take2 & new2;
-  assign \$2171  = head_bank2 == 4'h9;
-  assign \$2172  = \$2170  & \$2171 ;
-  assign \$2173  = take3 & new3;
-  assign \$2174  = head_bank3 == 4'h9;
-  assign \$2175  = \$2173  & \$2174 ;
-  assign \$2176  = | { \$2175 , \$2172 , \$2169 , \$2166  };
-  assign \$2177  = bank_count9 + 1'h1;
-  assign \$2178  = take0 & new0;
-  assign \$2179  = head_bank0 == 4'ha;
-  assign \$2180  = \$2178  & \$2179 ;
-  assign \$2181  = take1 & new1;
-  assign \$2182  = head_bank1 == 4'ha;
-  assign \$2183  = \$2181  & \$2182 ;
-  assign \$2184  = take2 & new2;
-  assign \$2185  = head_bank2 == 4'ha;
-  assign \$2186  = \$2184  & \$2185 ;
-  assign \$2187  = take3 & new3;
-  assign \$2188  = head_bank3 == 4'ha;
-  assign \$2189  = \$2187  & \$2188 ;
-  assign \$2190  = | { \$2189 , \$2186 , \$2183 , \$2180  };
-  assign \$2191  = bank_count10 + 1'h1;
-  assign \$2192  = take0 & new0;
-  assign \$2193  = head_bank0 == 4'hb;
-  assign \$2194  = \$2192  & \$2193 ;
-  assign \$2195  = take1 & new1;
-  assign \$2196  = head_bank1 == 4'hb;
-  assign \$2197  = \$2195  & \$2196 ;
-  assign \$2198  = take2 & new2;
-  assign \$2199  = head_bank2 == 4'hb;
-  assign \$2200  = \$2198  & \$2199 ;
-  assign \$2201  = take3 & new3;
-  assign \$2202  = head_bank3 == 4'hb;
-  assign \$2203  = \$2201  & \$2202 ;
-  assign \$2204  = | { \$2203 , \$2200 , \$2197 , \$2194  };
-  assign \$2205  = bank_count11 + 1'h1;
-  assign \$2206  = take0 & new0;
-  assign \$2207  = head_bank0 == 4'hc;
-  assign \$2208  = \$2206  & \$2207 ;
-  assign \$2209  = take1 & new1;
-  assign \$2210  = head_bank1 == 4'hc;
-  assign \$2211  = \$2209  & \$2210 ;
-  assign \$2212  = take2 & new2;
-  assign \$2213  = head_bank2 == 4'hc;
-  assign \$2214  = \$2212  & \$2213 ;
-  assign \$2215  = take3 & new3;
-  assign \$2216  = head_bank3 == 4'hc;
-  assign \$2217  = \$2215  & \$2216 ;
-  assign \$2218  = | { \$2217 , \$2214 , \$2211 , \$2208  };
-  assign \$2219  = bank_count12 + 1'h1;
-  assign \$2220  = take0 & new0;
-  assign \$2221  = head_bank0 == 4'hd;
-  assign \$2222  = \$2220  & \$2221 ;
-  assign \$2223  = take1 & new1;
-  assign \$2224  = head_bank1 == 4'hd;
-  assign \$2225  = \$2223  & \$2224 ;
-  assign \$2226  = take2 & new2;
-  assign \$2227  = head_bank2 == 4'hd;
-  assign \$2228  = \$2226  & \$2227 ;
-  assign \$2229  = take3 & new3;
-  assign \$2230  = head_bank3 == 4'hd;
-  assign \$2231  = \$2229  & \$2230 ;
-  assign \$2232  = | { \$2231 , \$2228 , \$2225 , \$2222  };
-  assign \$2233  = bank_count13 + 1'h1;
-  assign \$2234  = take0 & new0;
-  assign \$2235  = head_bank0 == 4'he;
-  assign \$2236  = \$2234  & \$2235 ;
-  assign \$2237  = take1 & new1;
-  assign \$2238  = head_bank1 == 4'he;
-  assign \$2239  = \$2237  & \$2238 ;
-  assign \$2240  = take2 & new2;
-  assign \$2241  = head_bank2 == 4'he;
-  assign \$2242  = \$2240  & \$2241 ;
-  assign \$2243  = take3 & new3;
-  assign \$2244  = head_bank3 == 4'he;
-  assign \$2245  = \$2243  & \$2244 ;
-  assign \$2246  = | { \$2245 , \$2242 , \$2239 , \$2236  };
-  assign \$2247  = bank_count14 + 1'h1;
-  assign \$2248  = take0 & new0;
-  assign \$2249  = head_bank0 == 4'hf;
-  assign \$2250  = \$2248  & \$2249 ;
-  assign \$2251  = take1 & new1;
-  assign \$2252  = head_bank1 == 4'hf;
-  assign \$2253  = \$2251  & \$2252 ;
-  assign \$2254  = take2 & new2;
-  assign \$2255  = head_bank2 == 4'hf;
-  assign \$2256  = \$2254  & \$2255 ;
-  assign \$2257  = take3 & new3;
-  assign \$2258  = head_bank3 == 4'hf;
-  assign \$2259  = \$2257  & \$2258 ;
-  assign \$2260  = | { \$2259 , \$2256 , \$2253 , \$2250  };
-  assign \$2261  = bank_count15 + 1'h1;
-  assign \$2262  = take0 & new0;
-  assign \$2263  = head_bank0 == 5'h10;
-  assign \$2264  = \$2262  & \$2263 ;
-  assign \$2265  = take1 & new1;
-  assign \$2266  = head_bank1 == 5'h10;
-  assign \$2267  = \$2265  & \$2266 ;
-  assign \$2268  = take2 & new2;
-  assign \$2269  = head_bank2 == 5'h10;
-  assign \$2270  = \$2268  & \$2269 ;
-  assign \$2271  = take3 & new3;
-  assign \$2272  = head_bank3 == 5'h10;
-  assign \$2273  = \$2271  & \$2272 ;
-  assign \$2274  = | { \$2273 , \$2270 , \$2267 , \$2264  };
-  assign \$2275  = bank_count16 + 1'h1;
-  assign \$2276  = take0 & new0;
-  assign \$2277  = head_bank0 == 5'h11;
-  assign \$2278  = \$2276  & \$2277 ;
-  assign \$2279  = take1 & new1;
-  assign \$2280  = head_bank1 == 5'h11;
-  assign \$2281  = \$2279  & \$2280 ;
-  assign \$2282  = take2 & new2;
-  assign \$2283  = head_bank2 == 5'h11;
-  assign \$2284  = \$2282  & \$2283 ;
-  assign \$2285  = take3 & new3;
-  assign \$2286  = head_bank3 == 5'h11;
-  assign \$2287  = \$2285  & \$2286 ;
-  assign \$2288  = | { \$2287 , \$2284 , \$2281 , \$2278  };
-  assign \$2289  = bank_count17 + 1'h1;
-  assign \$2290  = take0 & new0;
-  assign \$2291  = head_bank0 == 5'h12;
-  assign \$2292  = \$2290  & \$2291 ;
-  assign \$2293  = take1 & new1;
-  assign \$2294  = head_bank1 == 5'h12;
-  assign \$2295  = \$2293  & \$2294 ;
-  assign \$2296  = take2 & new2;
-  assign \$2297  = head_bank2 == 5'h12;
-  assign \$2298  = \$2296  & \$2297 ;
-  assign \$2299  = take3 & new3;
-  assign \$2300  = head_bank3 == 5'h12;
-  assign \$2301  = \$2299  & \$2300 ;
-  assign \$2302  = | { \$2301 , \$2298 , \$2295 , \$2292  };
-  assign \$2303  = bank_count18 + 1'h1;
-  assign \$2304  = take0 & new0;
-  assign \$2305  = head_bank0 == 5'h13;
-  assign \$2306  = \$2304  & \$2305 ;
-  assign \$2307  = take1 & new1;
-  assign \$2308  = head_bank1 == 5'h13;
-  assign \$2309  = \$2307  & \$2308 ;
-  assign \$2310  = take2 & new2;
-  assign \$2311  = head_bank2 == 5'h13;
-  assign \$2312  = \$2310  & \$2311 ;
-  assign \$2313  = take3 & new3;
-  assign \$2314  = head_bank3 == 5'h13;
-  assign \$2315  = \$2313  & \$2314 ;
-  assign \$2316  = | { \$2315 , \$2312 , \$2309 , \$2306  };
-  assign \$2317  = bank_count19 + 1'h1;
-  assign \$2318  = take0 & new0;
-  assign \$2319  = head_bank0 == 5'h14;
-  assign \$2320  = \$2318  & \$2319 ;
-  assign \$2321  = take1 & new1;
-  assign \$2322  = head_bank1 == 5'h14;
-  assign \$2323  = \$2321  & \$2322 ;
-  assign \$2324  = take2 & new2;
-  assign \$2325  = head_bank2 == 5'h14;
-  assign \$2326  = \$2324  & \$2325 ;
-  assign \$2327  = take3 & new3;
-  assign \$2328  = head_bank3 == 5'h14;
-  assign \$2329  = \$2327  & \$2328 ;
-  assign \$2330  = | { \$2329 , \$2326 , \$2323 , \$2320  };
-  assign \$2331  = bank_count20 + 1'h1;
-  assign \$2332  = take0 & new0;
-  assign \$2333  = head_bank0 == 5'h15;
-  assign \$2334  = \$2332  & \$2333 ;
-  assign \$2335  = take1 & new1;
-  assign \$2336  = head_bank1 == 5'h15;
-  assign \$2337  = \$2335  & \$2336 ;
-  assign \$2338  = take2 & new2;
-  assign \$2339  = head_bank2 == 5'h15;
-  assign \$2340  = \$2338  & \$2339 ;
-  assign \$2341  = take3 & new3;
-  assign \$2342  = head_bank3 == 5'h15;
-  assign \$2343  = \$2341  & \$2342 ;
-  assign \$2344  = | { \$2343 , \$2340 , \$2337 , \$2334  };
-  assign \$2345  = bank_count21 + 1'h1;
-  assign \$2346  = take0 & new0;
-  assign \$2347  = head_bank0 == 5'h16;
-  assign \$2348  = \$2346  & \$2347 ;
-  assign \$2349  = take1 & new1;
-  assign \$2350  = head_bank1 == 5'h16;
-  assign \$2351  = \$2349  & \$2350 ;
-  assign \$2352  = take2 & new2;
-  assign \$2353  = head_bank2 == 5'h16;
-  assign \$2354  = \$2352  & \$2353 ;
-  assign \$2355  = take3 & new3;
-  assign \$2356  = head_bank3 == 5'h16;
-  assign \$2357  = \$2355  & \$2356 ;
-  assign \$2358  = | { \$2357 , \$2354 , \$2351 , \$2348  };
-  assign \$2359  = bank_count22 + 1'h1;
-  assign \$2360  = take0 & new0;
-  assign \$2361  = head_bank0 == 5'h17;
-  assign \$2362  = \$2360  & \$2361 ;
-  assign \$2363  = take1 & new1;
-  assign \$2364  = head_bank1 == 5'h17;
-  assign \$2365  = \$2363  & \$2364 ;
-  assign \$2366  = take2 & new2;
-  assign \$2367  = head_bank2 == 5'h17;
-  assign \$2368  = \$2366  & \$2367 ;
-  assign \$2369  = take3 & new3;
-  assign \$2370  = head_bank3 == 5'h17;
-  assign \$2371  = \$2369  & \$2370 ;
-  assign \$2372  = | { \$2371 , \$2368 , \$2365 , \$2362  };
-  assign \$2373  = bank_count23 + 1'h1;
-  assign \$2374  = take0 & new0;
-  assign \$2375  = head_bank0 == 5'h18;
-  assign \$2376  = \$2374  & \$2375 ;
-  assign \$2377  = take1 & new1;
-  assign \$2378  = head_bank1 == 5'h18;
-  assign \$2379  = \$2377  & \$2378 ;
-  assign \$2380  = take2 & new2;
-  assign \$2381  = head_bank2 == 5'h18;
-  assign \$2382  = \$2380  & \$2381 ;
-  assign \$2383  = take3 & new3;
-  assign \$2384  = head_bank3 == 5'h18;
-  assign \$2385  = \$2383  & \$2384 ;
-  assign \$2386  = | { \$2385 , \$2382 , \$2379 , \$2376  };
-  assign \$2387  = bank_count24 + 1'h1;
-  assign \$2388  = take0 & new0;
-  assign \$2389  = head_bank0 == 5'h19;
-  assign \$2390  = \$2388  & \$2389 ;
-  assign \$2391  = take1 & new1;
-  assign \$2392  = head_bank1 == 5'h19;
-  assign \$2393  = \$2391  & \$2392 ;
-  assign \$2394  = take2 & new2;
-  assign \$2395  = head_bank2 == 5'h19;
-  assign \$2396  = \$2394  & \$2395 ;
-  assign \$2397  = take3 & new3;
-  assign \$2398  = head_bank3 == 5'h19;
-  assign \$2399  = \$2397  & \$2398 ;
-  assign \$2400  = | { \$2399 , \$2396 , \$2393 , \$2390  };
-  assign \$2401  = bank_count25 + 1'h1;
-  assign \$2402  = take0 & new0;
-  assign \$2403  = head_bank0 == 5'h1a;
-  assign \$2404  = \$2402  & \$2403 ;
-  assign \$2405  = take1 & new1;
-  assign \$2406  = head_bank1 == 5'h1a;
-  assign \$2407  = \$2405  & \$2406 ;
-  assign \$2408  = take2 & new2;
-  assign \$2409  = head_bank2 == 5'h1a;
-  assign \$2410  = \$2408  & \$2409 ;
-  assign \$2411  = take3 & new3;
-  assign \$2412  = head_bank3 == 5'h1a;
-  assign \$2413  = \$2411  & \$2412 ;
-  assign \$2414  = | { \$2413 , \$2410 , \$2407 , \$2404  };
-  assign \$2415  = bank_count26 + 1'h1;
-  assign \$2416  = take0 & new0;
-  assign \$2417  = head_bank0 == 5'h1b;
-  assign \$2418  = \$2416  & \$2417 ;
-  assign \$2419  = take1 & new1;
-  assign \$2420  = head_bank1 == 5'h1b;
-  assign \$2421  = \$2419  & \$2420 ;
-  assign \$2422  = take2 & new2;
-  assign \$2423  = head_bank2 == 5'h1b;
-  assign \$2424  = \$2422  & \$2423 ;
-  assign \$2425  = take3 & new3;
-  assign \$2426  = head_bank3 == 5'h1b;
-  assign \$2427  = \$2425  & \$2426 ;
-  assign \$2428  = | { \$2427 , \$2424 , \$2421 , \$2418  };
-  assign \$2429  = bank_count27 + 1'h1;
-  assign \$2430  = take0 & new0;
-  assign \$2431  = head_bank0 == 5'h1c;
-  assign \$2432  = \$2430  & \$2431 ;
-  assign \$2433  = take1 & new1;
-  assign \$2434  = head_bank1 == 5'h1c;
-  assign \$2435  = \$2433  & \$2434 ;
-  assign \$2436  = take2 & new2;
-  assign \$2437  = head_bank2 == 5'h1c;
-  assign \$2438  = \$2436  & \$2437 ;
-  assign \$2439  = take3 & new3;
-  assign \$2440  = head_bank3 == 5'h1c;
-  assign \$2441  = \$2439  & \$2440 ;
-  assign \$2442  = | { \$2441 , \$2438 , \$2435 , \$2432  };
-  assign \$2443  = bank_count28 + 1'h1;
-  assign \$2444  = take0 & new0;
-  assign \$2445  = head_bank0 == 5'h1d;
-  assign \$2446  = \$2444  & \$2445 ;
-  assign \$2447  = take1 & new1;
-  assign \$2448  = head_bank1 == 5'h1d;
-  assign \$2449  = \$2447  & \$2448 ;
-  assign \$2450  = take2 & new2;
-  assign \$2451  = head_bank2 == 5'h1d;
-  assign \$2452  = \$2450  & \$2451 ;
-  assign \$2453  = take3 & new3;
-  assign \$2454  = head_bank3 == 5'h1d;
-  assign \$2455  = \$2453  & \$2454 ;
-  assign \$2456  = | { \$2455 , \$2452 , \$2449 , \$2446  };
-  assign \$2457  = bank_count29 + 1'h1;
-  assign \$2458  = take0 & new0;
-  assign \$2459  = head_bank0 == 5'h1e;
+  assign \$1988  = bank_count31 == \$1987 ;
+  assign \$1990  = \$1924  & \$1989 ;
+  assign \$1991  = \$1923  | \$1990 ;
+  assign \$1994  = take0 & new0;
+  assign \$1995  = ! head_bank0;
+  assign \$1996  = \$1994  & \$1995 ;
+  assign \$1997  = take1 & new1;
+  assign \$1998  = ! head_bank1;
+  assign \$1999  = \$1997  & \$1998 ;
+  assign \$2000  = take2 & new2;
+  assign \$2001  = ! head_bank2;
+  assign \$2002  = \$2000  & \$2001 ;
+  assign \$2003  = take3 & new3;
+  assign \$2004  = ! head_bank3;
+  assign \$2005  = \$2003  & \$2004 ;
+  assign \$2006  = | { \$2005 , \$2002 , \$1999 , \$1996  };
+  assign \$2007  = bank_count0 + 1'h1;
+  assign \$2008  = take0 & new0;
+  assign \$2009  = head_bank0 == 1'h1;
+  assign \$2010  = \$2008  & \$2009 ;
+  assign \$2011  = take1 & new1;
+  assign \$2012  = head_bank1 == 1'h1;
+  assign \$2013  = \$2011  & \$2012 ;
+  assign \$2014  = take2 & new2;
+  assign \$2015  = head_bank2 == 1'h1;
+  assign \$2016  = \$2014  & \$2015 ;
+  assign \$2017  = take3 & new3;
+  assign \$2018  = head_bank3 == 1'h1;
+  assign \$2019  = \$2017  & \$2018 ;
+  assign \$2020  = | { \$2019 , \$2016 , \$2013 , \$2010  };
+  assign \$2021  = bank_count1 + 1'h1;
+  assign \$2022  = take0 & new0;
+  assign \$2023  = head_bank0 == 2'h2;
+  assign \$2024  = \$2022  & \$2023 ;
+  assign \$2025  = take1 & new1;
+  assign \$2026  = head_bank1 == 2'h2;
+  assign \$2027  = \$2025  & \$2026 ;
+  assign \$2028  = take2 & new2;
+  assign \$2029  = head_bank2 == 2'h2;
+  assign \$2030  = \$2028  & \$2029 ;
+  assign \$2031  = take3 & new3;
+  assign \$2032  = head_bank3 == 2'h2;
+  assign \$2033  = \$2031  & \$2032 ;
+  assign \$2034  = | { \$2033 , \$2030 , \$2027 , \$2024  };
+  assign \$2035  = bank_count2 + 1'h1;
+  assign \$2036  = take0 & new0;
+  assign \$2037  = head_bank0 == 2'h3;
+  assign \$2038  = \$2036  & \$2037 ;
+  assign \$2039  = take1 & new1;
+  assign \$2040  = head_bank1 == 2'h3;
+  assign \$2041  = \$2039  & \$2040 ;
+  assign \$2042  = take2 & new2;
+  assign \$2043  = head_bank2 == 2'h3;
+  assign \$2044  = \$2042  & \$2043 ;
+  assign \$2045  = take3 & new3;
+  assign \$2046  = head_bank3 == 2'h3;
+  assign \$2047  = \$2045  & \$2046 ;
+  assign \$2048  = | { \$2047 , \$2044 , \$2041 , \$2038  };
+  assign \$2049  = bank_count3 + 1'h1;
+  assign \$2050  = take0 & new0;
+  assign \$2051  = head_bank0 == 3'h4;
+  assign \$2052  = \$2050  & \$2051 ;
+  assign \$2053  = take1 & new1;
+  assign \$2054  = head_bank1 == 3'h4;
+  assign \$2055  = \$2053  & \$2054 ;
+  assign \$2056  = take2 & new2;
+  assign \$2057  = head_bank2 == 3'h4;
+  assign \$2058  = \$2056  & \$2057 ;
+  assign \$2059  = take3 & new3;
+  assign \$2060  = head_bank3 == 3'h4;
+  assign \$2061  = \$2059  & \$2060 ;
+  assign \$2062  = | { \$2061 , \$2058 , \$2055 , \$2052  };
+  assign \$2063  = bank_count4 + 1'h1;
+  assign \$2064  = take0 & new0;
+  assign \$2065  = head_bank0 == 3'h5;
+  assign \$2066  = \$2064  & \$2065 ;
+  assign \$2067  = take1 & new1;
+  assign \$2068  = head_bank1 == 3'h5;
+  assign \$2069  = \$2067  & \$2068 ;
+  assign \$2070  = take2 & new2;
+  assign \$2071  = head_bank2 == 3'h5;
+  assign \$2072  = \$2070  & \$2071 ;
+  assign \$2073  = take3 & new3;
+  assign \$2074  = head_bank3 == 3'h5;
+  assign \$2075  = \$2073  & \$2074 ;
+  assign \$2076  = | { \$2075 , \$2072 , \$2069 , \$2066  };
+  assign \$2077  = bank_count5 + 1'h1;
+  assign \$2078  = take0 & new0;
+  assign \$2079  = head_bank0 == 3'h6;
+  assign \$2080  = \$2078  & \$2079 ;
+  assign \$2081  = take1 & new1;
+  assign \$2082  = head_bank1 == 3'h6;
+  assign \$2083  = \$2081  & \$2082 ;
+  assign \$2084  = take2 & new2;
+  assign \$2085  = head_bank2 == 3'h6;
+  assign \$2086  = \$2084  & \$2085 ;
+  assign \$2087  = take3 & new3;
+  assign \$2088  = head_bank3 == 3'h6;
+  assign \$2089  = \$2087  & \$2088 ;
+  assign \$2090  = | { \$2089 , \$2086 , \$2083 , \$2080  };
+  assign \$2091  = bank_count6 + 1'h1;
+  assign \$2092  = take0 & new0;
+  assign \$2093  = head_bank0 == 3'h7;
+  assign \$2094  = \$2092  & \$2093 ;
+  assign \$2095  = take1 & new1;
+  assign \$2096  = head_bank1 == 3'h7;
+  assign \$2097  = \$2095  & \$2096 ;
+  assign \$2098  = take2 & new2;
+  assign \$2099  = head_bank2 == 3'h7;
+  assign \$2100  = \$2098  & \$2099 ;
+  assign \$2101  = take3 & new3;
+  assign \$2102  = head_bank3 == 3'h7;
+  assign \$2103  = \$2101  & \$2102 ;
+  assign \$2104  = | { \$2103 , \$2100 , \$2097 , \$2094  };
+  assign \$2105  = bank_count7 + 1'h1;
+  assign \$2106  = take0 & new0;
+  assign \$2107  = head_bank0 == 4'h8;
+  assign \$2108  = \$2106  & \$2107 ;
+  assign \$2109  = take1 & new1;
+  assign \$2110  = head_bank1 == 4'h8;
+  assign \$2111  = \$2109  & \$2110 ;
+  assign \$2112  = take2 & new2;
+  assign \$2113  = head_bank2 == 4'h8;
+  assign \$2114  = \$2112  & \$2113 ;
+  assign \$2115  = take3 & new3;
+  assign \$2116  = head_bank3 == 4'h8;
+  assign \$2117  = \$2115  & \$2116 ;
+  assign \$2118  = | { \$2117 , \$2114 , \$2111 , \$2108  };
+  assign \$2119  = bank_count8 + 1'h1;
+  assign \$2120  = take0 & new0;
+  assign \$2121  = head_bank0 == 4'h9;
+  assign \$2122  = \$2120  & \$2121 ;
+  assign \$2123  = take1 & new1;
+  assign \$2124  = head_bank1 == 4'h9;
+  assign \$2125  = \$2123  & \$2124 ;
+  assign \$2126  = take2 & new2;
+  assign \$2127  = head_bank2 == 4'h9;
+  assign \$2128  = \$2126  & \$2127 ;
+  assign \$2129  = take3 & new3;
+  assign \$2130  = head_bank3 == 4'h9;
+  assign \$2131  = \$2129  & \$2130 ;
+  assign \$2132  = | { \$2131 , \$2128 , \$2125 , \$2122  };
+  assign \$2133  = bank_count9 + 1'h1;
+  assign \$2134  = take0 & new0;
+  assign \$2135  = head_bank0 == 4'ha;
+  assign \$2136  = \$2134  & \$2135 ;
+  assign \$2137  = take1 & new1;
+  assign \$2138  = head_bank1 == 4'ha;
+  assign \$2139  = \$2137  & \$2138 ;
+  assign \$2140  = take2 & new2;
+  assign \$2141  = head_bank2 == 4'ha;
+  assign \$2142  = \$2140  & \$2141 ;
+  assign \$2143  = take3 & new3;
+  assign \$2144  = head_bank3 == 4'ha;
+  assign \$2145  = \$2143  & \$2144 ;
+  assign \$2146  = | { \$2145 , \$2142 , \$2139 , \$2136  };
+  assign \$2147  = bank_count10 + 1'h1;
+  assign \$2148  = take0 & new0;
+  assign \$2149  = head_bank0 == 4'hb;
+  assign \$2150  = \$2148  & \$2149 ;
+  assign \$2151  = take1 & new1;
+  assign \$2152  = head_bank1 == 4'hb;
+  assign \$2153  = \$2151  & \$2152 ;
+  assign \$2154  = take2 & new2;
+  assign \$2155  = head_bank2 == 4'hb;
+  assign \$2156  = \$2154  & \$2155 ;
+  assign \$2157  = take3 & new3;
+  assign \$2158  = head_bank3 == 4'hb;
+  assign \$2159  = \$2157  & \$2158 ;
+  assign \$2160  = | { \$2159 , \$2156 , \$2153 , \$2150  };
+  assign \$2161  = bank_count11 + 1'h1;
+  assign \$2162  = take0 & new0;
+  assign \$2163  = head_bank0 == 4'hc;
+  assign \$2164  = \$2162  & \$2163 ;
+  assign \$2165  = take1 & new1;
+  assign \$2166  = head_bank1 == 4'hc;
+  assign \$2167  = \$2165  & \$2166 ;
+  assign \$2168  = take2 & new2;
+  assign \$2169  = head_bank2 == 4'hc;
+  assign \$2170  = \$2168  & \$2169 ;
+  assign \$2171  = take3 & new3;
+  assign \$2172  = head_bank3 == 4'hc;
+  assign \$2173  = \$2171  & \$2172 ;
+  assign \$2174  = | { \$2173 , \$2170 , \$2167 , \$2164  };
+  assign \$2175  = bank_count12 + 1'h1;
+  assign \$2176  = take0 & new0;
+  assign \$2177  = head_bank0 == 4'hd;
+  assign \$2178  = \$2176  & \$2177 ;
+  assign \$2179  = take1 & new1;
+  assign \$2180  = head_bank1 == 4'hd;
+  assign \$2181  = \$2179  & \$2180 ;
+  assign \$2182  = take2 & new2;
+  assign \$2183  = head_bank2 == 4'hd;
+  assign \$2184  = \$2182  & \$2183 ;
+  assign \$2185  = take3 & new3;
+  assign \$2186  = head_bank3 == 4'hd;
+  assign \$2187  = \$2185  & \$2186 ;
+  assign \$2188  = | { \$2187 , \$2184 , \$2181 , \$2178  };
+  assign \$2189  = bank_count13 + 1'h1;
+  assign \$2190  = take0 & new0;
+  assign \$2191  = head_bank0 == 4'he;
+  assign \$2192  = \$2190  & \$2191 ;
+  assign \$2193  = take1 & new1;
+  assign \$2194  = head_bank1 == 4'he;
+  assign \$2195  = \$2193  & \$2194 ;
+  assign \$2196  = take2 & new2;
+  assign \$2197  = head_bank2 == 4'he;
+  assign \$2198  = \$2196  & \$2197 ;
+  assign \$2199  = take3 & new3;
+  assign \$2200  = head_bank3 == 4'he;
+  assign \$2201  = \$2199  & \$2200 ;
+  assign \$2202  = | { \$2201 , \$2198 , \$2195 , \$2192  };
+  assign \$2203  = bank_count14 + 1'h1;
+  assign \$2204  = take0 & new0;
+  assign \$2205  = head_bank0 == 4'hf;
+  assign \$2206  = \$2204  & \$2205 ;
+  assign \$2207  = take1 & new1;
+  assign \$2208  = head_bank1 == 4'hf;
+  assign \$2209  = \$2207  & \$2208 ;
+  assign \$2210  = take2 & new2;
+  assign \$2211  = head_bank2 == 4'hf;
+  assign \$2212  = \$2210  & \$2211 ;
+  assign \$2213  = take3 & new3;
+  assign \$2214  = head_bank3 == 4'hf;
+  assign \$2215  = \$2213  & \$2214 ;
+  assign \$2216  = | { \$2215 , \$2212 , \$2209 , \$2206  };
+  assign \$2217  = bank_count15 + 1'h1;
+  assign \$2218  = take0 & new0;
+  assign \$2219  = head_bank0 == 5'h10;
+  assign \$2220  = \$2218  & \$2219 ;
+  assign \$2221  = take1 & new1;
+  assign \$2222  = head_bank1 == 5'h10;
+  assign \$2223  = \$2221  & \$2222 ;
+  assign \$2224  = take2 & new2;
+  assign \$2225  = head_bank2 == 5'h10;
+  assign \$2226  = \$2224  & \$2225 ;
+  assign \$2227  = take3 & new3;
+  assign \$2228  = head_bank3 == 5'h10;
+  assign \$2229  = \$2227  & \$2228 ;
+  assign \$2230  = | { \$2229 , \$2226 , \$2223 , \$2220  };
+  assign \$2231  = bank_count16 + 1'h1;
+  assign \$2232  = take0 & new0;
+  assign \$2233  = head_bank0 == 5'h11;
+  assign \$2234  = \$2232  & \$2233 ;
+  assign \$2235  = take1 & new1;
+  assign \$2236  = head_bank1 == 5'h11;
+  assign \$2237  = \$2235  & \$2236 ;
+  assign \$2238  = take2 & new2;
+  assign \$2239  = head_bank2 == 5'h11;
+  assign \$2240  = \$2238  & \$2239 ;
+  assign \$2241  = take3 & new3;
+  assign \$2242  = head_bank3 == 5'h11;
+  assign \$2243  = \$2241  & \$2242 ;
+  assign \$2244  = | { \$2243 , \$2240 , \$2237 , \$2234  };
+  assign \$2245  = bank_count17 + 1'h1;
+  assign \$2246  = take0 & new0;
+  assign \$2247  = head_bank0 == 5'h12;
+  assign \$2248  = \$2246  & \$2247 ;
+  assign \$2249  = take1 & new1;
+  assign \$2250  = head_bank1 == 5'h12;
+  assign \$2251  = \$2249  & \$2250 ;
+  assign \$2252  = take2 & new2;
+  assign \$2253  = head_bank2 == 5'h12;
+  assign \$2254  = \$2252  & \$2253 ;
+  assign \$2255  = take3 & new3;
+  assign \$2256  = head_bank3 == 5'h12;
+  assign \$2257  = \$2255  & \$2256 ;
+  assign \$2258  = | { \$2257 , \$2254 , \$2251 , \$2248  };
+  assign \$2259  = bank_count18 + 1'h1;
+  assign \$2260  = take0 & new0;
+  assign \$2261  = head_bank0 == 5'h13;
+  assign \$2262  = \$2260  & \$2261 ;
+  assign \$2263  = take1 & new1;
+  assign \$2264  = head_bank1 == 5'h13;
+  assign \$2265  = \$2263  & \$2264 ;
+  assign \$2266  = take2 & new2;
+  assign \$2267  = head_bank2 == 5'h13;
+  assign \$2268  = \$2266  & \$2267 ;
+  assign \$2269  = take3 & new3;
+  assign \$2270  = head_bank3 == 5'h13;
+  assign \$2271  = \$2269  & \$2270 ;
+  assign \$2272  = | { \$2271 , \$2268 , \$2265 , \$2262  };
+  assign \$2273  = bank_count19 + 1'h1;
+  assign \$2274  = take0 & new0;
+  assign \$2275  = head_bank0 == 5'h14;
+  assign \$2276  = \$2274  & \$2275 ;
+  assign \$2277  = take1 & new1;
+  assign \$2278  = head_bank1 == 5'h14;
+  assign \$2279  = \$2277  & \$2278 ;
+  assign \$2280  = take2 & new2;
+  assign \$2281  = head_bank2 == 5'h14;
+  assign \$2282  = \$2280  & \$2281 ;
+  assign \$2283  = take3 & new3;
+  assign \$2284  = head_bank3 == 5'h14;
+  assign \$2285  = \$2283  & \$2284 ;
+  assign \$2286  = | { \$2285 , \$2282 , \$2279 , \$2276  };
+  assign \$2287  = bank_count20 + 1'h1;
+  assign \$2288  = take0 & new0;
+  assign \$2289  = head_bank0 == 5'h15;
+  assign \$2290  = \$2288  & \$2289 ;
+  assign \$2291  = take1 & new1;
+  assign \$2292  = head_bank1 == 5'h15;
+  assign \$2293  = \$2291  & \$2292 ;
+  assign \$2294  = take2 & new2;
+  assign \$2295  = head_bank2 == 5'h15;
+  assign \$2296  = \$2294  & \$2295 ;
+  assign \$2297  = take3 & new3;
+  assign \$2298  = head_bank3 == 5'h15;
+  assign \$2299  = \$2297  & \$2298 ;
+  assign \$2300  = | { \$2299 , \$2296 , \$2293 , \$2290  };
+  assign \$2301  = bank_count21 + 1'h1;
+  assign \$2302  = take0 & new0;
+  assign \$2303  = head_bank0 == 5'h16;
+  assign \$2304  = \$2302  & \$2303 ;
+  assign \$2305  = take1 & new1;
+  assign \$2306  = head_bank1 == 5'h16;
+  assign \$2307  = \$2305  & \$2306 ;
+  assign \$2308  = take2 & new2;
+  assign \$2309  = head_bank2 == 5'h16;
+  assign \$2310  = \$2308  & \$2309 ;
+  assign \$2311  = take3 & new3;
+  assign \$2312  = head_bank3 == 5'h16;
+  assign \$2313  = \$2311  & \$2312 ;
+  assign \$2314  = | { \$2313 , \$2310 , \$2307 , \$2304  };
+  assign \$2315  = bank_count22 + 1'h1;
+  assign \$2316  = take0 & new0;
+  assign \$2317  = head_bank0 == 5'h17;
+  assign \$2318  = \$2316  & \$2317 ;
+  assign \$2319  = take1 & new1;
+  assign \$2320  = head_bank1 == 5'h17;
+  assign \$2321  = \$2319  & \$2320 ;
+  assign \$2322  = take2 & new2;
+  assign \$2323  = head_bank2 == 5'h17;
+  assign \$2324  = \$2322  & \$2323 ;
+  assign \$2325  = take3 & new3;
+  assign \$2326  = head_bank3 == 5'h17;
+  assign \$2327  = \$2325  & \$2326 ;
+  assign \$2328  = | { \$2327 , \$2324 , \$2321 , \$2318  };
+  assign \$2329  = bank_count23 + 1'h1;
+  assign \$2330  = take0 & new0;
+  assign \$2331  = head_bank0 == 5'h18;
+  assign \$2332  = \$2330  & \$2331 ;
+  assign \$2333  = take1 & new1;
+  assign \$2334  = head_bank1 == 5'h18;
+  assign \$2335  = \$2333  & \$2334 ;
+  assign \$2336  = take2 & new2;
+  assign \$2337  = head_bank2 == 5'h18;
+  assign \$2338  = \$2336  & \$2337 ;
+  assign \$2339  = take3 & new3;
+  assign \$2340  = head_bank3 == 5'h18;
+  assign \$2341  = \$2339  & \$2340 ;
+  assign \$2342  = | { \$2341 , \$2338 , \$2335 , \$2332  };
+  assign \$2343  = bank_count24 + 1'h1;
+  assign \$2344  = take0 & new0;
+  assign \$2345  = head_bank0 == 5'h19;
+  assign \$2346  = \$2344  & \$2345 ;
+  assign \$2347  = take1 & new1;
+  assign \$2348  = head_bank1 == 5'h19;
+  assign \$2349  = \$2347  & \$2348 ;
+  assign \$2350  = take2 & new2;
+  assign \$2351  = head_bank2 == 5'h19;
+  assign \$2352  = \$2350  & \$2351 ;
+  assign \$2353  = take3 & new3;
+  assign \$2354  = head_bank3 == 5'h19;
+  assign \$2355  = \$2353  & \$2354 ;
+  assign \$2356  = | { \$2355 , \$2352 , \$2349 , \$2346  };
+  assign \$2357  = bank_count25 + 1'h1;
+  assign \$2358  = take0 & new0;
+  assign \$2359  = head_bank0 == 5'h1a;
+  assign \$2360  = \$2358  & \$2359 ;
+  assign \$2361  = take1 & new1;
+  assign \$2362  = head_bank1 == 5'h1a;
+  assign \$2363  = \$2361  & \$2362 ;
+  assign \$2364  = take2 & new2;
+  assign \$2365  = head_bank2 == 5'h1a;
+  assign \$2366  = \$2364  & \$2365 ;
+  assign \$2367  = take3 & new3;
+  assign \$2368  = head_bank3 == 5'h1a;
+  assign \$2369  = \$2367  & \$2368 ;
+  assign \$2370  = | { \$2369 , \$2366 , \$2363 , \$2360  };
+  assign \$2371  = bank_count26 + 1'h1;
+  assign \$2372  = take0 & new0;
+  assign \$2373  = head_bank0 == 5'h1b;
+  assign \$2374  = \$2372  & \$2373 ;
+  assign \$2375  = take1 & new1;
+  assign \$2376  = head_bank1 == 5'h1b;
+  assign \$2377  = \$2375  & \$2376 ;
+  assign \$2378  = take2 & new2;
+  assign \$2379  = head_bank2 == 5'h1b;
+  assign \$2380  = \$2378  & \$2379 ;
+  assign \$2381  = take3 & new3;
+  assign \$2382  = head_bank3 == 5'h1b;
+  assign \$2383  = \$2381  & \$2382 ;
+  assign \$2384  = | { \$2383 , \$2380 , \$2377 , \$2374  };
+  assign \$2385  = bank_count27 + 1'h1;
+  assign \$2386  = take0 & new0;
+  assign \$2387  = head_bank0 == 5'h1c;
+  assign \$2388  = \$2386  & \$2387 ;
+  assign \$2389  = take1 & new1;
+  assign \$2390  = head_bank1 == 5'h1c;
+  assign \$2391  = \$2389  & \$2390 ;
+  assign \$2392  = take2 & new2;
+  assign \$2393  = head_bank2 == 5'h1c;
+  assign \$2394  = \$2392  & \$2393 ;
+  assign \$2395  = take3 & new3;
+  assign \$2396  = head_bank3 == 5'h1c;
+  assign \$2397  = \$2395  & \$2396 ;
+  assign \$2398  = | { \$2397 , \$2394 , \$2391 , \$2388  };
+  assign \$2399  = bank_count28 + 1'h1;
+  assign \$2400  = take0 & new0;
+  assign \$2401  = head_bank0 == 5'h1d;
+  assign \$2402  = \$2400  & \$2401 ;
+  assign \$2403  = take1 & new1;
+  assign \$2404  = head_bank1 == 5'h1d;
+  assign \$2405  = \$2403  & \$2404 ;
+  assign \$2406  = take2 & new2;
+  assign \$2407  = head_bank2 == 5'h1d;
+  assign \$2408  = \$2406  & \$2407 ;
+  assign \$2409  = take3 & new3;
+  assign \$2410  = head_bank3 == 5'h1d;
+  assign \$2411  = \$2409  & \$2410 ;
+  assign \$2412  = | { \$2411 , \$2408 , \$2405 , \$2402  };
+  assign \$2413  = bank_count29 + 1'h1;
+  assign \$2414  = take0 & new0;
+  assign \$2415  = head_bank0 == 5'h1e;
+  assign \$2416  = \$2414  & \$2415 ;
+  assign \$2417  = take1 & new1;
+  assign \$2418  = head_bank1 == 5'h1e;
+  assign \$2419  = \$2417  & \$2418 ;
+  assign \$2420  = take2 & new2;
+  assign \$2421  = head_bank2 == 5'h1e;
+  assign \$2422  = \$2420  & \$2421 ;
+  assign \$2423  = take3 & new3;
+  assign \$2424  = head_bank3 == 5'h1e;
+  assign \$2425  = \$2423  & \$2424 ;
+  assign \$2426  = | { \$2425 , \$2422 , \$2419 , \$2416  };
+  assign \$2427  = bank_count30 + 1'h1;
+  assign \$2428  = take0 & new0;
+  assign \$2429  = head_bank0 == 5'h1f;
+  assign \$2430  = \$2428  & \$2429 ;
+  assign \$2431  = take1 & new1;
+  assign \$2432  = head_bank1 == 5'h1f;
+  assign \$2433  = \$2431  & \$2432 ;
+  assign \$2434  = take2 & new2;
+  assign \$2435  = head_bank2 == 5'h1f;
+  assign \$2436  = \$2434  & \$2435 ;
+  assign \$2437  = take3 & new3;
+  assign \$2438  = head_bank3 == 5'h1f;
+  assign \$2439  = \$2437  & \$2438 ;
+  assign \$2440  = | { \$2439 , \$2436 , \$2433 , \$2430  };
+  assign \$2441  = bank_count31 + 1'h1;
+  assign \$2442  = take0 & last[0];
+  assign \$2443  = take1 & last[1];
+  assign \$2444  = \$2442  + \$2443 ;
+  assign \$2445  = take2 & last[2];
+  assign \$2446  = take3 & last[3];
+  assign \$2447  = \$2445  + \$2446 ;
+  assign \$2448  = \$2444  + \$2447 ;
+  assign \$2449  = job_done + \$2448 ;
+  assign \$2450  = enable & rem0;
+  assign \$2451  = \$2450  & probe0;
+  assign \$2456  = rem0 & \$2455 ;
+  assign \$2457  = ~ \$2456 ;
+  assign \$2458  = enable & \$2457 ;
+  assign \$2459  = ~ ws_end0;
   assign \$2460  = \$2458  & \$2459 ;
-  assign \$2461  = take1 & new1;
-  assign \$2462  = head_bank1 == 5'h1e;
-  assign \$2463  = \$2461  & \$2462 ;
-  assign \$2464  = take2 & new2;
-  assign \$2465  = head_bank2 == 5'h1e;
-  assign \$2466  = \$2464  & \$2465 ;
-  assign \$2467  = take3 & new3;
-  assign \$2468  = head_bank3 == 5'h1e;
-  assign \$2469  = \$2467  & \$2468 ;
-  assign \$2470  = | { \$2469 , \$2466 , \$2463 , \$2460  };
-  assign \$2471  = bank_count30 + 1'h1;
-  assign \$2472  = take0 & new0;
-  assign \$2473  = head_bank0 == 5'h1f;
-  assign \$2474  = \$2472  & \$2473 ;
-  assign \$2475  = take1 & new1;
-  assign \$2476  = head_bank1 == 5'h1f;
+  assign \$2461  = \$2460  & rem1;
+  assign \$2462  = \$2461  & probe1;
+  assign \$2463  = ~ conflict1;
+  assign \$2464  = \$2462  & \$2463 ;
+  assign \$2465  = \$2454  | \$2464 ;
+  assign \$2467  = rem0 & \$2466 ;
+  assign \$2468  = ~ \$2467 ;
+  assign \$2469  = enable & \$2468 ;
+  assign \$2470  = ~ ws_end0;
+  assign \$2471  = \$2469  & \$2470 ;
+  assign \$2472  = conflict1 | probe1;
+  assign \$2473  = rem1 & \$2472 ;
+  assign \$2474  = ~ \$2473 ;
+  assign \$2475  = \$2471  & \$2474 ;
+  assign \$2476  = ~ ws_end1;
   assign \$2477  = \$2475  & \$2476 ;
-  assign \$2478  = take2 & new2;
-  assign \$2479  = head_bank2 == 5'h1f;
-  assign \$2480  = \$2478  & \$2479 ;
-  assign \$2481  = take3 & new3;
-  assign \$2482  = head_bank3 == 5'h1f;
-  assign \$2483  = \$2481  & \$2482 ;
-  assign \$2484  = | { \$2483 , \$2480 , \$2477 , \$2474  };
-  assign \$2485  = bank_count31 + 1'h1;
-  assign \$2486  = take0 & last[0];
-  assign \$2487  = take1 & last[1];
-  assign \$2488  = \$2486  + \$2487 ;
-  assign \$2489  = take2 & last[2];
-  assign \$2490  = take3 & last[3];
-  assign \$2491  = \$2489  + \$2490 ;
-  assign \$2492  = \$2488  + \$2491 ;
-  assign \$2493  = job_done + \$2492 ;
-  assign \$2494  = enable & rem0;
-  assign \$2495  = \$2494  & probe0;
-  assign \$2500  = rem0 & \$2499 ;
-  assign \$2501  = ~ \$2500 ;
-  assign \$2502  = enable & \$2501 ;
-  assign \$2503  = ~ ws_end0;
+  assign \$2478  = \$2477  & rem2;
+  assign \$2479  = \$2478  & probe2;
+  assign \$2480  = ~ conflict2;
+  assign \$2481  = \$2479  & \$2480 ;
+  assign \$2482  = \$2465  | \$2481 ;
+  assign \$2484  = rem0 & \$2483 ;
+  assign \$2485  = ~ \$2484 ;
+  assign \$2486  = enable & \$2485 ;
+  assign \$2487  = ~ ws_end0;
+  assign \$2488  = \$2486  & \$2487 ;
+  assign \$2489  = conflict1 | probe1;
+  assign \$2490  = rem1 & \$2489 ;
+  assign \$2491  = ~ \$2490 ;
+  assign \$2492  = \$2488  & \$2491 ;
+  assign \$2493  = ~ ws_end1;
+  assign \$2494  = \$2492  & \$2493 ;
+  assign \$2495  = conflict2 | probe2;
+  assign \$2496  = rem2 & \$2495 ;
+  assign \$2497  = ~ \$2496 ;
+  assign \$2498  = \$2494  & \$2497 ;
+  assign \$2499  = ~ ws_end2;
+  assign \$2500  = \$2498  & \$2499 ;
+  assign \$2501  = \$2500  & rem3;
+  assign \$2502  = \$2501  & probe3;
+  assign \$2503  = ~ conflict3;
   assign \$2504  = \$2502  & \$2503 ;
-  assign \$2505  = \$2504  & rem1;
-  assign \$2506  = \$2505  & probe1;
-  assign \$2507  = ~ conflict1;
-  assign \$2508  = \$2506  & \$2507 ;
-  assign \$2509  = \$2498  | \$2508 ;
-  assign \$2511  = rem0 & \$2510 ;
-  assign \$2512  = ~ \$2511 ;
-  assign \$2513  = enable & \$2512 ;
-  assign \$2514  = ~ ws_end0;
-  assign \$2515  = \$2513  & \$2514 ;
-  assign \$2516  = conflict1 | probe1;
-  assign \$2517  = rem1 & \$2516 ;
-  assign \$2518  = ~ \$2517 ;
-  assign \$2519  = \$2515  & \$2518 ;
-  assign \$2520  = ~ ws_end1;
-  assign \$2521  = \$2519  & \$2520 ;
-  assign \$2522  = \$2521  & rem2;
-  assign \$2523  = \$2522  & probe2;
-  assign \$2524  = ~ conflict2;
-  assign \$2525  = \$2523  & \$2524 ;
-  assign \$2526  = \$2509  | \$2525 ;
-  assign \$2528  = rem0 & \$2527 ;
-  assign \$2529  = ~ \$2528 ;
-  assign \$2530  = enable & \$2529 ;
-  assign \$2531  = ~ ws_end0;
-  assign \$2532  = \$2530  & \$2531 ;
-  assign \$2533  = conflict1 | probe1;
-  assign \$2534  = rem1 & \$2533 ;
-  assign \$2535  = ~ \$2534 ;
-  assign \$2536  = \$2532  & \$2535 ;
-  assign \$2537  = ~ ws_end1;
-  assign \$2538  = \$2536  & \$2537 ;
-  assign \$2539  = conflict2 | probe2;
-  assign \$2540  = rem2 & \$2539 ;
-  assign \$2541  = ~ \$2540 ;
-  assign \$2542  = \$2538  & \$2541 ;
-  assign \$2543  = ~ ws_end2;
-  assign \$2544  = \$2542  & \$2543 ;
-  assign \$2545  = \$2544  & rem3;
-  assign \$2546  = \$2545  & probe3;
-  assign \$2547  = ~ conflict3;
-  assign \$2548  = \$2546  & \$2547 ;
-  assign \$2549  = \$2526  | \$2548 ;
-  assign \$2550  = rem0 & probe0;
-  assign \$2551  = first1 & probe1;
-  assign \$2552  = first2 & probe2;
-  assign \$2553  = first3 & probe3;
-  assign \$2554  = | { \$2553 , \$2552 , \$2551 , \$2550  };
-  assign \$2555  = probe_off + 1'h1;
-  assign \$2556  = \$2554  ? \$2555  : 8'h01;
-  assign \$2557  = ~ \busy$40 ;
-  assign \$2558  = clear_pending & \$2557 ;
-  assign \$2559  = head_valid & enable;
-  assign \$2560  = done | { take3, take2, take1, take0 };
-  assign \$2561  = ~ done[0];
-  assign \$2562  = head[0] & \$2561 ;
-  assign \$2563  = ~ \$2562 ;
-  assign \$2564  = \$2563  | take0;
-  assign \$2565  = ~ done[1];
-  assign \$2566  = head[43] & \$2565 ;
-  assign \$2567  = ~ \$2566 ;
-  assign \$2568  = \$2567  | take1;
-  assign \$2569  = ~ done[2];
-  assign \$2570  = head[86] & \$2569 ;
-  assign \$2571  = ~ \$2570 ;
-  assign \$2572  = \$2571  | take2;
-  assign \$2573  = ~ done[3];
-  assign \$2574  = head[129] & \$2573 ;
-  assign \$2575  = ~ \$2574 ;
-  assign \$2576  = \$2575  | take3;
-  assign \$2577  = & { \$2576 , \$2572 , \$2568 , \$2564  };
-  assign \$2578  = head_valid & \$2577 ;
-  assign \$2579  = \$2578  & enable;
-  assign \$2580  = ~ head_valid;
-  assign \$2581  = ~ done[0];
-  assign \$2582  = head[0] & \$2581 ;
+  assign \$2505  = \$2482  | \$2504 ;
+  assign \$2506  = rem0 & probe0;
+  assign \$2507  = first1 & probe1;
+  assign \$2508  = first2 & probe2;
+  assign \$2509  = first3 & probe3;
+  assign \$2510  = | { \$2509 , \$2508 , \$2507 , \$2506  };
+  assign \$2511  = probe_off + 1'h1;
+  assign \$2512  = \$2510  ? \$2511  : 8'h01;
+  assign \$2513  = ~ \busy$40 ;
+  assign \$2514  = clear_pending & \$2513 ;
+  assign \$2515  = head_valid & enable;
+  assign \$2516  = done | { take3, take2, take1, take0 };
+  assign \$2517  = ~ done[0];
+  assign \$2518  = head[0] & \$2517 ;
+  assign \$2519  = ~ \$2518 ;
+  assign \$2520  = \$2519  | take0;
+  assign \$2521  = ~ done[1];
+  assign \$2522  = head[43] & \$2521 ;
+  assign \$2523  = ~ \$2522 ;
+  assign \$2524  = \$2523  | take1;
+  assign \$2525  = ~ done[2];
+  assign \$2526  = head[86] & \$2525 ;
+  assign \$2527  = ~ \$2526 ;
+  assign \$2528  = \$2527  | take2;
+  assign \$2529  = ~ done[3];
+  assign \$2530  = head[129] & \$2529 ;
+  assign \$2531  = ~ \$2530 ;
+  assign \$2532  = \$2531  | take3;
+  assign \$2533  = & { \$2532 , \$2528 , \$2524 , \$2520  };
+  assign \$2534  = head_valid & \$2533 ;
+  assign \$2535  = \$2534  & enable;
+  assign \$2536  = ~ head_valid;
+  assign \$2537  = ~ done[0];
+  assign \$2538  = head[0] & \$2537 ;
+  assign \$2539  = ~ \$2538 ;
+  assign \$2540  = \$2539  | take0;
+  assign \$2541  = ~ done[1];
+  assign \$2542  = head[43] & \$2541 ;
+  assign \$2543  = ~ \$2542 ;
+  assign \$2544  = \$2543  | take1;
+  assign \$2545  = ~ done[2];
+  assign \$2546  = head[86] & \$2545 ;
+  assign \$2547  = ~ \$2546 ;
+  assign \$2548  = \$2547  | take2;
+  assign \$2549  = ~ done[3];
+  assign \$2550  = head[129] & \$2549 ;
+  assign \$2551  = ~ \$2550 ;
+  assign \$2552  = \$2551  | take3;
+  assign \$2553  = & { \$2552 , \$2548 , \$2544 , \$2540  };
+  assign \$2554  = \$2553  & enable;
+  assign \$2555  = \$2536  | \$2554 ;
+  assign \$2556  = \r_rdy$222  & \$2555 ;
+  assign \$2557  = incoming[29:1] * 32'd2654435761;
+  assign \$2558  = incoming[29:1] * 32'd2654435761;
+  assign \$2559  = incoming[72:44] * 32'd2654435761;
+  assign \$2560  = incoming[72:44] * 32'd2654435761;
+  assign \$2561  = incoming[115:87] * 32'd2654435761;
+  assign \$2562  = incoming[115:87] * 32'd2654435761;
+  assign \$2563  = incoming[158:130] * 32'd2654435761;
+  assign \$2564  = incoming[158:130] * 32'd2654435761;
+  assign \$2565  = run_cycles + 1'h1;
+  assign \$2566  = ~ head_valid;
+  assign \$2567  = & { \w_rdy$121 , \w_rdy$120 , \w_rdy$119 , \w_rdy$118 , \w_rdy$117  };
+  assign \$2568  = ~ \$2567 ;
+  assign \$2569  = enable & rem0;
+  assign \$2573  = rem0 & \$2572 ;
+  assign \$2574  = ~ \$2573 ;
+  assign \$2575  = enable & \$2574 ;
+  assign \$2576  = ~ ws_end0;
+  assign \$2577  = \$2575  & \$2576 ;
+  assign \$2578  = \$2577  & rem1;
+  assign \$2579  = \$2578  & conflict1;
+  assign \$2582  = rem0 & \$2581 ;
   assign \$2583  = ~ \$2582 ;
-  assign \$2584  = \$2583  | take0;
-  assign \$2585  = ~ done[1];
-  assign \$2586  = head[43] & \$2585 ;
-  assign \$2587  = ~ \$2586 ;
-  assign \$2588  = \$2587  | take1;
-  assign \$2589  = ~ done[2];
-  assign \$2590  = head[86] & \$2589 ;
-  assign \$2591  = ~ \$2590 ;
-  assign \$2592  = \$2591  | take2;
-  assign \$2593  = ~ done[3];
-  assign \$2594  = head[129] & \$2593 ;
-  assign \$2595  = ~ \$2594 ;
-  assign \$2596  = \$2595  | take3;
-  assign \$2597  = & { \$2596 , \$2592 , \$2588 , \$2584  };
-  assign \$2598  = \$2597  & enable;
-  assign \$2599  = \$2580  | \$2598 ;
-  assign \$2600  = \r_rdy$222  & \$2599 ;
-  assign \$2601  = incoming[29:1] * 32'd2654435761;
-  assign \$2602  = incoming[29:1] * 32'd2654435761;
-  assign \$2603  = incoming[72:44] * 32'd2654435761;
-  assign \$2604  = incoming[72:44] * 32'd2654435761;
-  assign \$2605  = incoming[115:87] * 32'd2654435761;
-  assign \$2606  = incoming[115:87] * 32'd2654435761;
-  assign \$2607  = incoming[158:130] * 32'd2654435761;
-  assign \$2608  = incoming[158:130] * 32'd2654435761;
-  assign \$2609  = run_cycles + 1'h1;
-  assign \$2610  = ~ head_valid;
-  assign \$2611  = & { \w_rdy$121 , \w_rdy$120 , \w_rdy$119 , \w_rdy$118 , \w_rdy$117  };
-  assign \$2612  = ~ \$2611 ;
-  assign \$2613  = enable & rem0;
-  assign \$2614  = \$2613  & probe0;
-  assign \$2619  = rem0 & \$2618 ;
-  assign \$2620  = ~ \$2619 ;
-  assign \$2621  = enable & \$2620 ;
-  assign \$2622  = ~ ws_end0;
-  assign \$2623  = \$2621  & \$2622 ;
-  assign \$2624  = \$2623  & rem1;
-  assign \$2625  = \$2624  & probe1;
-  assign \$2626  = ~ conflict1;
+  assign \$2584  = enable & \$2583 ;
+  assign \$2585  = ~ ws_end0;
+  assign \$2586  = \$2584  & \$2585 ;
+  assign \$2587  = conflict1 | probe1;
+  assign \$2588  = rem1 & \$2587 ;
+  assign \$2589  = ~ \$2588 ;
+  assign \$2590  = \$2586  & \$2589 ;
+  assign \$2591  = ~ ws_end1;
+  assign \$2592  = \$2590  & \$2591 ;
+  assign \$2593  = \$2592  & rem2;
+  assign \$2594  = \$2593  & conflict2;
+  assign \$2595  = \$2580  | \$2594 ;
+  assign \$2597  = rem0 & \$2596 ;
+  assign \$2598  = ~ \$2597 ;
+  assign \$2599  = enable & \$2598 ;
+  assign \$2600  = ~ ws_end0;
+  assign \$2601  = \$2599  & \$2600 ;
+  assign \$2602  = conflict1 | probe1;
+  assign \$2603  = rem1 & \$2602 ;
+  assign \$2604  = ~ \$2603 ;
+  assign \$2605  = \$2601  & \$2604 ;
+  assign \$2606  = ~ ws_end1;
+  assign \$2607  = \$2605  & \$2606 ;
+  assign \$2608  = conflict2 | probe2;
+  assign \$2609  = rem2 & \$2608 ;
+  assign \$2610  = ~ \$2609 ;
+  assign \$2611  = \$2607  & \$2610 ;
+  assign \$2612  = ~ ws_end2;
+  assign \$2613  = \$2611  & \$2612 ;
+  assign \$2614  = \$2613  & rem3;
+  assign \$2615  = \$2614  & conflict3;
+  assign \$2616  = \$2595  | \$2615 ;
+  assign \$2617  = enable & rem0;
+  assign \$2618  = \$2617  & probe0;
+  assign \$2623  = rem0 & \$2622 ;
+  assign \$2624  = ~ \$2623 ;
+  assign \$2625  = enable & \$2624 ;
+  assign \$2626  = ~ ws_end0;
   assign \$2627  = \$2625  & \$2626 ;
-  assign \$2628  = \$2617  | \$2627 ;
-  assign \$2630  = rem0 & \$2629 ;
-  assign \$2631  = ~ \$2630 ;
-  assign \$2632  = enable & \$2631 ;
-  assign \$2633  = ~ ws_end0;
-  assign \$2634  = \$2632  & \$2633 ;
-  assign \$2635  = conflict1 | probe1;
-  assign \$2636  = rem1 & \$2635 ;
-  assign \$2637  = ~ \$2636 ;
-  assign \$2638  = \$2634  & \$2637 ;
-  assign \$2639  = ~ ws_end1;
-  assign \$2640  = \$2638  & \$2639 ;
-  assign \$2641  = \$2640  & rem2;
-  assign \$2642  = \$2641  & probe2;
-  assign \$2643  = ~ conflict2;
+  assign \$2628  = \$2627  & rem1;
+  assign \$2629  = \$2628  & probe1;
+  assign \$2630  = ~ conflict1;
+  assign \$2631  = \$2629  & \$2630 ;
+  assign \$2632  = \$2621  | \$2631 ;
+  assign \$2634  = rem0 & \$2633 ;
+  assign \$2635  = ~ \$2634 ;
+  assign \$2636  = enable & \$2635 ;
+  assign \$2637  = ~ ws_end0;
+  assign \$2638  = \$2636  & \$2637 ;
+  assign \$2639  = conflict1 | probe1;
+  assign \$2640  = rem1 & \$2639 ;
+  assign \$2641  = ~ \$2640 ;
+  assign \$2642  = \$2638  & \$2641 ;
+  assign \$2643  = ~ ws_end1;
   assign \$2644  = \$2642  & \$2643 ;
-  assign \$2645  = \$2628  | \$2644 ;
-  assign \$2647  = rem0 & \$2646 ;
-  assign \$2648  = ~ \$2647 ;
-  assign \$2649  = enable & \$2648 ;
-  assign \$2650  = ~ ws_end0;
-  assign \$2651  = \$2649  & \$2650 ;
-  assign \$2652  = conflict1 | probe1;
-  assign \$2653  = rem1 & \$2652 ;
-  assign \$2654  = ~ \$2653 ;
-  assign \$2655  = \$2651  & \$2654 ;
-  assign \$2656  = ~ ws_end1;
-  assign \$2657  = \$2655  & \$2656 ;
-  assign \$2658  = conflict2 | probe2;
-  assign \$2659  = rem2 & \$2658 ;
-  assign \$2660  = ~ \$2659 ;
-  assign \$2661  = \$2657  & \$2660 ;
-  assign \$2662  = ~ ws_end2;
-  assign \$2663  = \$2661  & \$2662 ;
-  assign \$2664  = \$2663  & rem3;
-  assign \$2665  = \$2664  & probe3;
-  assign \$2666  = ~ conflict3;
+  assign \$2645  = \$2644  & rem2;
+  assign \$2646  = \$2645  & probe2;
+  assign \$2647  = ~ conflict2;
+  assign \$2648  = \$2646  & \$2647 ;
+  assign \$2649  = \$2632  | \$2648 ;
+  assign \$2651  = rem0 & \$2650 ;
+  assign \$2652  = ~ \$2651 ;
+  assign \$2653  = enable & \$2652 ;
+  assign \$2654  = ~ ws_end0;
+  assign \$2655  = \$2653  & \$2654 ;
+  assign \$2656  = conflict1 | probe1;
+  assign \$2657  = rem1 & \$2656 ;
+  assign \$2658  = ~ \$2657 ;
+  assign \$2659  = \$2655  & \$2658 ;
+  assign \$2660  = ~ ws_end1;
+  assign \$2661  = \$2659  & \$2660 ;
+  assign \$2662  = conflict2 | probe2;
+  assign \$2663  = rem2 & \$2662 ;
+  assign \$2664  = ~ \$2663 ;
+  assign \$2665  = \$2661  & \$2664 ;
+  assign \$2666  = ~ ws_end2;
   assign \$2667  = \$2665  & \$2666 ;
-  assign \$2668  = \$2645  | \$2667 ;
-  assign \$2669  = stall_input + 1'h1;
-  assign \$2670  = stall_output + 1'h1;
-  assign \$2671  = stall_bank + 1'h1;
-  assign \$2672  = stall_probe + 1'h1;
+  assign \$2668  = \$2667  & rem3;
+  assign \$2669  = \$2668  & probe3;
+  assign \$2670  = ~ conflict3;
+  assign \$2671  = \$2669  & \$2670 ;
+  assign \$2672  = \$2649  | \$2671 ;
+  assign \$2673  = stall_input + 1'h1;
+  assign \$2674  = stall_output + 1'h1;
+  assign \$2675  = stall_bank + 1'h1;
+  assign \$2676  = stall_probe + 1'h1;
   always @(posedge clk)
-    error <= \$2673 ;
+    error <= \$2677 ;
   always @(posedge clk)
-    n_tables <= \$2674 ;
+    n_tables <= \$2678 ;
   always @(posedge clk)
-    ws_limit <= \$2675 ;
+    ws_limit <= \$2679 ;
   always @(posedge clk)
-    total <= \$2676 ;
+    total <= \$2680 ;
   always @(posedge clk)
-    running <= \$2677 ;
+    running <= \$2681 ;
   always @(posedge clk)
-    job_done <= \$2678 ;
+    job_done <= \$2682 ;
   always @(posedge clk)
-    ws_count <= \$2679 ;
+    ws_count <= \$2683 ;
   always @(posedge clk)
-    n_popular <= \$2680 ;
+    n_popular <= \$2684 ;
   always @(posedge clk)
-    n_cold <= \$2681 ;
+    n_cold <= \$2685 ;
   always @(posedge clk)
-    \$signal$215  <= \$2682 ;
+    \$signal$215  <= \$2686 ;
   always @(posedge clk)
-    n_lookups <= \$2683 ;
+    n_lookups <= \$2687 ;
   always @(posedge clk)
-    nearly_full <= \$2684 ;
+    nearly_full <= \$2688 ;
   always @(posedge clk)
-    pos_in <= \$2685 ;
+    pos_in <= \$2689 ;
   always @(posedge clk)
-    acc_in <= \$2686 ;
+    acc_in <= \$2690 ;
   always @(posedge clk)
-    working_sets <= \$2687 ;
+    working_sets <= \$2691 ;
   always @(posedge clk)
-    bank_count0 <= \$2688 ;
+    bank_count0 <= \$2692 ;
   always @(posedge clk)
-    bank_count1 <= \$2689 ;
+    bank_count1 <= \$2693 ;
   always @(posedge clk)
-    bank_count2 <= \$2690 ;
+    bank_count2 <= \$2694 ;
   always @(posedge clk)
-    bank_count3 <= \$2691 ;
+    bank_count3 <= \$2695 ;
   always @(posedge clk)
-    bank_count4 <= \$2692 ;
+    bank_count4 <= \$2696 ;
   always @(posedge clk)
-    bank_count5 <= \$2693 ;
+    bank_count5 <= \$2697 ;
   always @(posedge clk)
-    bank_count6 <= \$2694 ;
+    bank_count6 <= \$2698 ;
   always @(posedge clk)
-    bank_count7 <= \$2695 ;
+    bank_count7 <= \$2699 ;
   always @(posedge clk)
-    bank_count8 <= \$2696 ;
+    bank_count8 <= \$2700 ;
   always @(posedge clk)
-    bank_count9 <= \$2697 ;
+    bank_count9 <= \$2701 ;
   always @(posedge clk)
-    bank_count10 <= \$2698 ;
+    bank_count10 <= \$2702 ;
   always @(posedge clk)
-    bank_count11 <= \$2699 ;
+    bank_count11 <= \$2703 ;
   always @(posedge clk)
-    bank_count12 <= \$2700 ;
+    bank_count12 <= \$2704 ;
   always @(posedge clk)
-    bank_count13 <= \$2701 ;
+    bank_count13 <= \$2705 ;
   always @(posedge clk)
-    bank_count14 <= \$2702 ;
+    bank_count14 <= \$2706 ;
   always @(posedge clk)
-    bank_count15 <= \$2703 ;
+    bank_count15 <= \$2707 ;
   always @(posedge clk)
-    bank_count16 <= \$2704 ;
+    bank_count16 <= \$2708 ;
   always @(posedge clk)
-    bank_count17 <= \$2705 ;
+    bank_count17 <= \$2709 ;
   always @(posedge clk)
-    bank_count18 <= \$2706 ;
+    bank_count18 <= \$2710 ;
   always @(posedge clk)
-    bank_count19 <= \$2707 ;
+    bank_count19 <= \$2711 ;
   always @(posedge clk)
-    bank_count20 <= \$2708 ;
+    bank_count20 <= \$2712 ;
   always @(posedge clk)
-    bank_count21 <= \$2709 ;
+    bank_count21 <= \$2713 ;
   always @(posedge clk)
-    bank_count22 <= \$2710 ;
+    bank_count22 <= \$2714 ;
   always @(posedge clk)
-    bank_count23 <= \$2711 ;
+    bank_count23 <= \$2715 ;
   always @(posedge clk)
-    bank_count24 <= \$2712 ;
+    bank_count24 <= \$2716 ;
   always @(posedge clk)
-    bank_count25 <= \$2713 ;
+    bank_count25 <= \$2717 ;
   always @(posedge clk)
-    bank_count26 <= \$2714 ;
+    bank_count26 <= \$2718 ;
   always @(posedge clk)
-    bank_count27 <= \$2715 ;
+    bank_count27 <= \$2719 ;
   always @(posedge clk)
-    bank_count28 <= \$2716 ;
+    bank_count28 <= \$2720 ;
   always @(posedge clk)
-    bank_count29 <= \$2717 ;
+    bank_count29 <= \$2721 ;
   always @(posedge clk)
-    bank_count30 <= \$2718 ;
+    bank_count30 <= \$2722 ;
   always @(posedge clk)
-    bank_count31 <= \$2719 ;
+    bank_count31 <= \$2723 ;
   always @(posedge clk)
-    early_ends <= \$2720 ;
+    early_ends <= \$2724 ;
   always @(posedge clk)
-    epoch <= \$2721 ;
+    epoch <= \$2725 ;
   always @(posedge clk)
-    clear_pending <= \$2722 ;
+    clear_pending <= \$2726 ;
   always @(posedge clk)
-    probe_off <= \$2723 ;
+    probe_off <= \$2727 ;
   always @(posedge clk)
-    done <= \$2724 ;
+    done <= \$2728 ;
   always @(posedge clk)
-    head_valid <= \$2725 ;
+    head_valid <= \$2729 ;
   always @(posedge clk)
-    head <= \$2726 ;
+    head <= \$2730 ;
   always @(posedge clk)
-    head_bank0 <= \$2727 ;
+    head_bank0 <= \$2731 ;
   always @(posedge clk)
-    head_bucket0 <= \$2728 ;
+    head_bucket0 <= \$2732 ;
   always @(posedge clk)
-    head_bank1 <= \$2729 ;
+    head_bank1 <= \$2733 ;
   always @(posedge clk)
-    head_bucket1 <= \$2730 ;
+    head_bucket1 <= \$2734 ;
   always @(posedge clk)
-    head_bank2 <= \$2731 ;
+    head_bank2 <= \$2735 ;
   always @(posedge clk)
-    head_bucket2 <= \$2732 ;
+    head_bucket2 <= \$2736 ;
   always @(posedge clk)
-    head_bank3 <= \$2733 ;
+    head_bank3 <= \$2737 ;
   always @(posedge clk)
-    head_bucket3 <= \$2734 ;
+    head_bucket3 <= \$2738 ;
   always @(posedge clk)
-    run_cycles <= \$2735 ;
+    run_cycles <= \$2739 ;
   always @(posedge clk)
-    stall_input <= \$2736 ;
+    stall_input <= \$2740 ;
   always @(posedge clk)
-    stall_output <= \$2737 ;
+    stall_output <= \$2741 ;
   always @(posedge clk)
-    stall_bank <= \$2738 ;
+    stall_bank <= \$2742 ;
   always @(posedge clk)
-    stall_probe <= \$2739 ;
+    stall_probe <= \$2743 ;
   \hotline_fragment_chain.fragmenter.classify  classify (
     .acc_in(acc_in),
     .acc_out0(acc_out0),
@@ -35636,10 +35640,10 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     .last(last),
     .n_tables(n_tables),
     .popular(popular),
-    .\port$24003$116 (head[116]),
-    .\port$24003$159 (head[159]),
-    .\port$24003$30 (head[30]),
-    .\port$24003$73 (head[73]),
+    .\port$24006$116 (head[116]),
+    .\port$24006$159 (head[159]),
+    .\port$24006$30 (head[30]),
+    .\port$24006$73 (head[73]),
     .\port$8538$0 (rem0),
     .\port$8543$0 (rem1),
     .\port$8555$0 (rem2),
@@ -37158,69 +37162,69 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
-          \$1829  = \$1766 ;
+          \$1785  = \$1722 ;
       5'h01:
-          \$1829  = \$1768 ;
+          \$1785  = \$1724 ;
       5'h02:
-          \$1829  = \$1770 ;
+          \$1785  = \$1726 ;
       5'h03:
-          \$1829  = \$1772 ;
+          \$1785  = \$1728 ;
       5'h04:
-          \$1829  = \$1774 ;
+          \$1785  = \$1730 ;
       5'h05:
-          \$1829  = \$1776 ;
+          \$1785  = \$1732 ;
       5'h06:
-          \$1829  = \$1778 ;
+          \$1785  = \$1734 ;
       5'h07:
-          \$1829  = \$1780 ;
+          \$1785  = \$1736 ;
       5'h08:
-          \$1829  = \$1782 ;
+          \$1785  = \$1738 ;
       5'h09:
-          \$1829  = \$1784 ;
+          \$1785  = \$1740 ;
       5'h0a:
-          \$1829  = \$1786 ;
+          \$1785  = \$1742 ;
       5'h0b:
-          \$1829  = \$1788 ;
+          \$1785  = \$1744 ;
       5'h0c:
-          \$1829  = \$1790 ;
+          \$1785  = \$1746 ;
       5'h0d:
-          \$1829  = \$1792 ;
+          \$1785  = \$1748 ;
       5'h0e:
-          \$1829  = \$1794 ;
+          \$1785  = \$1750 ;
       5'h0f:
-          \$1829  = \$1796 ;
+          \$1785  = \$1752 ;
       5'h10:
-          \$1829  = \$1798 ;
+          \$1785  = \$1754 ;
       5'h11:
-          \$1829  = \$1800 ;
+          \$1785  = \$1756 ;
       5'h12:
-          \$1829  = \$1802 ;
+          \$1785  = \$1758 ;
       5'h13:
-          \$1829  = \$1804 ;
+          \$1785  = \$1760 ;
       5'h14:
-          \$1829  = \$1806 ;
+          \$1785  = \$1762 ;
       5'h15:
-          \$1829  = \$1808 ;
+          \$1785  = \$1764 ;
       5'h16:
-          \$1829  = \$1810 ;
+          \$1785  = \$1766 ;
       5'h17:
-          \$1829  = \$1812 ;
+          \$1785  = \$1768 ;
       5'h18:
-          \$1829  = \$1814 ;
+          \$1785  = \$1770 ;
       5'h19:
-          \$1829  = \$1816 ;
+          \$1785  = \$1772 ;
       5'h1a:
-          \$1829  = \$1818 ;
+          \$1785  = \$1774 ;
       5'h1b:
-          \$1829  = \$1820 ;
+          \$1785  = \$1776 ;
       5'h1c:
-          \$1829  = \$1822 ;
+          \$1785  = \$1778 ;
       5'h1d:
-          \$1829  = \$1824 ;
+          \$1785  = \$1780 ;
       5'h1e:
-          \$1829  = \$1826 ;
+          \$1785  = \$1782 ;
       5'h1f:
-          \$1829  = \$1828 ;
+          \$1785  = \$1784 ;
     endcase
   end
   always @* begin
@@ -37228,69 +37232,69 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
-          \$1897  = \$1834 ;
+          \$1853  = \$1790 ;
       5'h01:
-          \$1897  = \$1836 ;
+          \$1853  = \$1792 ;
       5'h02:
-          \$1897  = \$1838 ;
+          \$1853  = \$1794 ;
       5'h03:
-          \$1897  = \$1840 ;
+          \$1853  = \$1796 ;
       5'h04:
-          \$1897  = \$1842 ;
+          \$1853  = \$1798 ;
       5'h05:
-          \$1897  = \$1844 ;
+          \$1853  = \$1800 ;
       5'h06:
-          \$1897  = \$1846 ;
+          \$1853  = \$1802 ;
       5'h07:
-          \$1897  = \$1848 ;
+          \$1853  = \$1804 ;
       5'h08:
-          \$1897  = \$1850 ;
+          \$1853  = \$1806 ;
       5'h09:
-          \$1897  = \$1852 ;
+          \$1853  = \$1808 ;
       5'h0a:
-          \$1897  = \$1854 ;
+          \$1853  = \$1810 ;
       5'h0b:
-          \$1897  = \$1856 ;
+          \$1853  = \$1812 ;
       5'h0c:
-          \$1897  = \$1858 ;
+          \$1853  = \$1814 ;
       5'h0d:
-          \$1897  = \$1860 ;
+          \$1853  = \$1816 ;
       5'h0e:
-          \$1897  = \$1862 ;
+          \$1853  = \$1818 ;
       5'h0f:
-          \$1897  = \$1864 ;
+          \$1853  = \$1820 ;
       5'h10:
-          \$1897  = \$1866 ;
+          \$1853  = \$1822 ;
       5'h11:
-          \$1897  = \$1868 ;
+          \$1853  = \$1824 ;
       5'h12:
-          \$1897  = \$1870 ;
+          \$1853  = \$1826 ;
       5'h13:
-          \$1897  = \$1872 ;
+          \$1853  = \$1828 ;
       5'h14:
-          \$1897  = \$1874 ;
+          \$1853  = \$1830 ;
       5'h15:
-          \$1897  = \$1876 ;
+          \$1853  = \$1832 ;
       5'h16:
-          \$1897  = \$1878 ;
+          \$1853  = \$1834 ;
       5'h17:
-          \$1897  = \$1880 ;
+          \$1853  = \$1836 ;
       5'h18:
-          \$1897  = \$1882 ;
+          \$1853  = \$1838 ;
       5'h19:
-          \$1897  = \$1884 ;
+          \$1853  = \$1840 ;
       5'h1a:
-          \$1897  = \$1886 ;
+          \$1853  = \$1842 ;
       5'h1b:
-          \$1897  = \$1888 ;
+          \$1853  = \$1844 ;
       5'h1c:
-          \$1897  = \$1890 ;
+          \$1853  = \$1846 ;
       5'h1d:
-          \$1897  = \$1892 ;
+          \$1853  = \$1848 ;
       5'h1e:
-          \$1897  = \$1894 ;
+          \$1853  = \$1850 ;
       5'h1f:
-          \$1897  = \$1896 ;
+          \$1853  = \$1852 ;
     endcase
   end
   always @* begin
@@ -37298,69 +37302,69 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
-          \$1965  = \$1902 ;
+          \$1921  = \$1858 ;
       5'h01:
-          \$1965  = \$1904 ;
+          \$1921  = \$1860 ;
       5'h02:
-          \$1965  = \$1906 ;
+          \$1921  = \$1862 ;
       5'h03:
-          \$1965  = \$1908 ;
+          \$1921  = \$1864 ;
       5'h04:
-          \$1965  = \$1910 ;
+          \$1921  = \$1866 ;
       5'h05:
-          \$1965  = \$1912 ;
+          \$1921  = \$1868 ;
       5'h06:
-          \$1965  = \$1914 ;
+          \$1921  = \$1870 ;
       5'h07:
-          \$1965  = \$1916 ;
+          \$1921  = \$1872 ;
       5'h08:
-          \$1965  = \$1918 ;
+          \$1921  = \$1874 ;
       5'h09:
-          \$1965  = \$1920 ;
+          \$1921  = \$1876 ;
       5'h0a:
-          \$1965  = \$1922 ;
+          \$1921  = \$1878 ;
       5'h0b:
-          \$1965  = \$1924 ;
+          \$1921  = \$1880 ;
       5'h0c:
-          \$1965  = \$1926 ;
+          \$1921  = \$1882 ;
       5'h0d:
-          \$1965  = \$1928 ;
+          \$1921  = \$1884 ;
       5'h0e:
-          \$1965  = \$1930 ;
+          \$1921  = \$1886 ;
       5'h0f:
-          \$1965  = \$1932 ;
+          \$1921  = \$1888 ;
       5'h10:
-          \$1965  = \$1934 ;
+          \$1921  = \$1890 ;
       5'h11:
-          \$1965  = \$1936 ;
+          \$1921  = \$1892 ;
       5'h12:
-          \$1965  = \$1938 ;
+          \$1921  = \$1894 ;
       5'h13:
-          \$1965  = \$1940 ;
+          \$1921  = \$1896 ;
       5'h14:
-          \$1965  = \$1942 ;
+          \$1921  = \$1898 ;
       5'h15:
-          \$1965  = \$1944 ;
+          \$1921  = \$1900 ;
       5'h16:
-          \$1965  = \$1946 ;
+          \$1921  = \$1902 ;
       5'h17:
-          \$1965  = \$1948 ;
+          \$1921  = \$1904 ;
       5'h18:
-          \$1965  = \$1950 ;
+          \$1921  = \$1906 ;
       5'h19:
-          \$1965  = \$1952 ;
+          \$1921  = \$1908 ;
       5'h1a:
-          \$1965  = \$1954 ;
+          \$1921  = \$1910 ;
       5'h1b:
-          \$1965  = \$1956 ;
+          \$1921  = \$1912 ;
       5'h1c:
-          \$1965  = \$1958 ;
+          \$1921  = \$1914 ;
       5'h1d:
-          \$1965  = \$1960 ;
+          \$1921  = \$1916 ;
       5'h1e:
-          \$1965  = \$1962 ;
+          \$1921  = \$1918 ;
       5'h1f:
-          \$1965  = \$1964 ;
+          \$1921  = \$1920 ;
     endcase
   end
   always @* begin
@@ -37368,69 +37372,69 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (head_bank3)
       5'h00:
-          \$2033  = \$1970 ;
+          \$1989  = \$1926 ;
       5'h01:
-          \$2033  = \$1972 ;
+          \$1989  = \$1928 ;
       5'h02:
-          \$2033  = \$1974 ;
+          \$1989  = \$1930 ;
       5'h03:
-          \$2033  = \$1976 ;
+          \$1989  = \$1932 ;
       5'h04:
-          \$2033  = \$1978 ;
+          \$1989  = \$1934 ;
       5'h05:
-          \$2033  = \$1980 ;
+          \$1989  = \$1936 ;
       5'h06:
-          \$2033  = \$1982 ;
+          \$1989  = \$1938 ;
       5'h07:
-          \$2033  = \$1984 ;
+          \$1989  = \$1940 ;
       5'h08:
-          \$2033  = \$1986 ;
+          \$1989  = \$1942 ;
       5'h09:
-          \$2033  = \$1988 ;
+          \$1989  = \$1944 ;
       5'h0a:
-          \$2033  = \$1990 ;
+          \$1989  = \$1946 ;
       5'h0b:
-          \$2033  = \$1992 ;
+          \$1989  = \$1948 ;
       5'h0c:
-          \$2033  = \$1994 ;
+          \$1989  = \$1950 ;
       5'h0d:
-          \$2033  = \$1996 ;
+          \$1989  = \$1952 ;
       5'h0e:
-          \$2033  = \$1998 ;
+          \$1989  = \$1954 ;
       5'h0f:
-          \$2033  = \$2000 ;
+          \$1989  = \$1956 ;
       5'h10:
-          \$2033  = \$2002 ;
+          \$1989  = \$1958 ;
       5'h11:
-          \$2033  = \$2004 ;
+          \$1989  = \$1960 ;
       5'h12:
-          \$2033  = \$2006 ;
+          \$1989  = \$1962 ;
       5'h13:
-          \$2033  = \$2008 ;
+          \$1989  = \$1964 ;
       5'h14:
-          \$2033  = \$2010 ;
+          \$1989  = \$1966 ;
       5'h15:
-          \$2033  = \$2012 ;
+          \$1989  = \$1968 ;
       5'h16:
-          \$2033  = \$2014 ;
+          \$1989  = \$1970 ;
       5'h17:
-          \$2033  = \$2016 ;
+          \$1989  = \$1972 ;
       5'h18:
-          \$2033  = \$2018 ;
+          \$1989  = \$1974 ;
       5'h19:
-          \$2033  = \$2020 ;
+          \$1989  = \$1976 ;
       5'h1a:
-          \$2033  = \$2022 ;
+          \$1989  = \$1978 ;
       5'h1b:
-          \$2033  = \$2024 ;
+          \$1989  = \$1980 ;
       5'h1c:
-          \$2033  = \$2026 ;
+          \$1989  = \$1982 ;
       5'h1d:
-          \$2033  = \$2028 ;
+          \$1989  = \$1984 ;
       5'h1e:
-          \$2033  = \$2030 ;
+          \$1989  = \$1986 ;
       5'h1f:
-          \$2033  = \$2032 ;
+          \$1989  = \$1988 ;
     endcase
   end
   always @* begin
@@ -37438,13 +37442,13 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (taken_last)
       2'h0:
-          \$2036  = pos_out0;
+          \$1992  = pos_out0;
       2'h1:
-          \$2036  = pos_out1;
+          \$1992  = pos_out1;
       2'h2:
-          \$2036  = pos_out2;
+          \$1992  = pos_out2;
       2'h3:
-          \$2036  = pos_out3;
+          \$1992  = pos_out3;
     endcase
   end
   always @* begin
@@ -37452,13 +37456,13 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     (* full_case = 32'd1 *)
     casez (taken_last)
       2'h0:
-          \$2037  = acc_out0;
+          \$1993  = acc_out0;
       2'h1:
-          \$2037  = acc_out1;
+          \$1993  = acc_out1;
       2'h2:
-          \$2037  = acc_out2;
+          \$1993  = acc_out2;
       2'h3:
-          \$2037  = acc_out3;
+          \$1993  = acc_out3;
     endcase
   end
   always @* begin
@@ -37511,64 +37515,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2673  = error;
-    if (\$1689 ) begin
-      \$2673  = \$1699 ;
-    end
-    if (rst) begin
-      \$2673  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2674  = n_tables;
-    if (\$1689 ) begin
-      if (\$1708 ) begin
-        \$2674  = \n_tables$228 ;
-      end
-    end
-    if (rst) begin
-      \$2674  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2675  = ws_limit;
-    if (\$1689 ) begin
-      if (\$1708 ) begin
-        \$2675  = ws_inputs;
-      end
-    end
-    if (rst) begin
-      \$2675  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2676  = total;
-    if (\$1689 ) begin
-      if (\$1708 ) begin
-        \$2676  = total_inputs;
-      end
-    end
-    if (rst) begin
-      \$2676  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2677  = running;
-    if (\$1689 ) begin
-      if (\$1708 ) begin
-        \$2677  = 1'h1;
-      end
-    end
-    if (\$1709 ) begin
-      if (\$1710 ) begin
-        if (\$1723 ) begin
-          \$2677  = 1'h0;
-        end
-      end
+    \$2677  = error;
+    if (\$1645 ) begin
+      \$2677  = \$1655 ;
     end
     if (rst) begin
       \$2677  = 1'h0;
@@ -37576,28 +37525,22 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2678  = job_done;
-    if (\$1689 ) begin
-      if (\$1708 ) begin
-        \$2678  = 32'd0;
+    \$2678  = n_tables;
+    if (\$1645 ) begin
+      if (\$1664 ) begin
+        \$2678  = \n_tables$227 ;
       end
     end
-    if (\$1709 ) begin
-      \$2678  = \$2493 [31:0];
-    end
     if (rst) begin
-      \$2678  = 32'd0;
+      \$2678  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2679  = ws_count;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2679  = 21'h000000;
-      end else begin
-        \$2679  = \$1731 [20:0];
+    \$2679  = ws_limit;
+    if (\$1645 ) begin
+      if (\$1664 ) begin
+        \$2679  = ws_inputs;
       end
     end
     if (rst) begin
@@ -37606,199 +37549,192 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2680  = n_popular;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2680  = 21'h000000;
-      end else begin
-        \$2680  = \$1743 [20:0];
+    \$2680  = total;
+    if (\$1645 ) begin
+      if (\$1664 ) begin
+        \$2680  = total_inputs;
       end
     end
     if (rst) begin
-      \$2680  = 21'h000000;
+      \$2680  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2681  = n_cold;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2681  = 16'h0000;
-      end else begin
-        \$2681  = \$1751 [15:0];
+    \$2681  = running;
+    if (\$1645 ) begin
+      if (\$1664 ) begin
+        \$2681  = 1'h1;
       end
     end
-    if (rst) begin
-      \$2681  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2682  = \$signal$215 ;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2682  = 26'h0000000;
-      end else begin
-        \$2682  = \$1759 [25:0];
-      end
-    end
-    if (rst) begin
-      \$2682  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2683  = n_lookups;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2683  = 26'h0000000;
-      end else begin
-        \$2683  = \$1763 [25:0];
-      end
-    end
-    if (rst) begin
-      \$2683  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2684  = nearly_full;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2684  = 1'h0;
-      end else begin
-        \$2684  = \$2035 ;
-      end
-    end
-    if (rst) begin
-      \$2684  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2685  = pos_in;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2685  = 5'h00;
-      end else begin
-        \$2685  = \$2036 ;
-      end
-    end
-    if (rst) begin
-      \$2685  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2686  = acc_in;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2686  = 1'h0;
-      end else begin
-        \$2686  = \$2037 ;
-      end
-    end
-    if (rst) begin
-      \$2686  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2687  = working_sets;
-    if (\$1709 ) begin
-      if (\$1710 ) begin
-        \$2687  = \$1711 [31:0];
-      end
-    end
-    if (rst) begin
-      \$2687  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2688  = bank_count0;
-    if (\$1709 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2688  = 10'h000;
-      end else begin
-        if (\$2050 ) begin
-          \$2688  = \$2051 [9:0];
+    if (\$1665 ) begin
+      if (\$1666 ) begin
+        if (\$1679 ) begin
+          \$2681  = 1'h0;
         end
       end
     end
     if (rst) begin
-      \$2688  = 10'h000;
+      \$2681  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2689  = bank_count1;
-    if (\$1709 ) begin
+    \$2682  = job_done;
+    if (\$1645 ) begin
+      if (\$1664 ) begin
+        \$2682  = 32'd0;
+      end
+    end
+    if (\$1665 ) begin
+      \$2682  = \$2449 [31:0];
+    end
+    if (rst) begin
+      \$2682  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2683  = ws_count;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2689  = 10'h000;
+      if (\$1666 ) begin
+        \$2683  = 21'h000000;
       end else begin
-        if (\$2064 ) begin
-          \$2689  = \$2065 [9:0];
-        end
+        \$2683  = \$1687 [20:0];
       end
     end
     if (rst) begin
-      \$2689  = 10'h000;
+      \$2683  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2690  = bank_count2;
-    if (\$1709 ) begin
+    \$2684  = n_popular;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2690  = 10'h000;
+      if (\$1666 ) begin
+        \$2684  = 21'h000000;
       end else begin
-        if (\$2078 ) begin
-          \$2690  = \$2079 [9:0];
-        end
+        \$2684  = \$1699 [20:0];
       end
     end
     if (rst) begin
-      \$2690  = 10'h000;
+      \$2684  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2691  = bank_count3;
-    if (\$1709 ) begin
+    \$2685  = n_cold;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
-        \$2691  = 10'h000;
+      if (\$1666 ) begin
+        \$2685  = 16'h0000;
       end else begin
-        if (\$2092 ) begin
-          \$2691  = \$2093 [9:0];
-        end
+        \$2685  = \$1707 [15:0];
       end
     end
     if (rst) begin
-      \$2691  = 10'h000;
+      \$2685  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2692  = bank_count4;
-    if (\$1709 ) begin
+    \$2686  = \$signal$215 ;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
+        \$2686  = 26'h0000000;
+      end else begin
+        \$2686  = \$1715 [25:0];
+      end
+    end
+    if (rst) begin
+      \$2686  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2687  = n_lookups;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2687  = 26'h0000000;
+      end else begin
+        \$2687  = \$1719 [25:0];
+      end
+    end
+    if (rst) begin
+      \$2687  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2688  = nearly_full;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2688  = 1'h0;
+      end else begin
+        \$2688  = \$1991 ;
+      end
+    end
+    if (rst) begin
+      \$2688  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2689  = pos_in;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2689  = 5'h00;
+      end else begin
+        \$2689  = \$1992 ;
+      end
+    end
+    if (rst) begin
+      \$2689  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2690  = acc_in;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2690  = 1'h0;
+      end else begin
+        \$2690  = \$1993 ;
+      end
+    end
+    if (rst) begin
+      \$2690  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2691  = working_sets;
+    if (\$1665 ) begin
+      if (\$1666 ) begin
+        \$2691  = \$1667 [31:0];
+      end
+    end
+    if (rst) begin
+      \$2691  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2692  = bank_count0;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
         \$2692  = 10'h000;
       end else begin
-        if (\$2106 ) begin
-          \$2692  = \$2107 [9:0];
+        if (\$2006 ) begin
+          \$2692  = \$2007 [9:0];
         end
       end
     end
@@ -37808,14 +37744,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2693  = bank_count5;
-    if (\$1709 ) begin
+    \$2693  = bank_count1;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2693  = 10'h000;
       end else begin
-        if (\$2120 ) begin
-          \$2693  = \$2121 [9:0];
+        if (\$2020 ) begin
+          \$2693  = \$2021 [9:0];
         end
       end
     end
@@ -37825,14 +37761,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2694  = bank_count6;
-    if (\$1709 ) begin
+    \$2694  = bank_count2;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2694  = 10'h000;
       end else begin
-        if (\$2134 ) begin
-          \$2694  = \$2135 [9:0];
+        if (\$2034 ) begin
+          \$2694  = \$2035 [9:0];
         end
       end
     end
@@ -37842,14 +37778,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2695  = bank_count7;
-    if (\$1709 ) begin
+    \$2695  = bank_count3;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2695  = 10'h000;
       end else begin
-        if (\$2148 ) begin
-          \$2695  = \$2149 [9:0];
+        if (\$2048 ) begin
+          \$2695  = \$2049 [9:0];
         end
       end
     end
@@ -37859,14 +37795,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2696  = bank_count8;
-    if (\$1709 ) begin
+    \$2696  = bank_count4;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2696  = 10'h000;
       end else begin
-        if (\$2162 ) begin
-          \$2696  = \$2163 [9:0];
+        if (\$2062 ) begin
+          \$2696  = \$2063 [9:0];
         end
       end
     end
@@ -37876,14 +37812,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2697  = bank_count9;
-    if (\$1709 ) begin
+    \$2697  = bank_count5;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2697  = 10'h000;
       end else begin
-        if (\$2176 ) begin
-          \$2697  = \$2177 [9:0];
+        if (\$2076 ) begin
+          \$2697  = \$2077 [9:0];
         end
       end
     end
@@ -37893,14 +37829,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2698  = bank_count10;
-    if (\$1709 ) begin
+    \$2698  = bank_count6;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2698  = 10'h000;
       end else begin
-        if (\$2190 ) begin
-          \$2698  = \$2191 [9:0];
+        if (\$2090 ) begin
+          \$2698  = \$2091 [9:0];
         end
       end
     end
@@ -37910,14 +37846,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2699  = bank_count11;
-    if (\$1709 ) begin
+    \$2699  = bank_count7;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2699  = 10'h000;
       end else begin
-        if (\$2204 ) begin
-          \$2699  = \$2205 [9:0];
+        if (\$2104 ) begin
+          \$2699  = \$2105 [9:0];
         end
       end
     end
@@ -37927,14 +37863,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2700  = bank_count12;
-    if (\$1709 ) begin
+    \$2700  = bank_count8;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2700  = 10'h000;
       end else begin
-        if (\$2218 ) begin
-          \$2700  = \$2219 [9:0];
+        if (\$2118 ) begin
+          \$2700  = \$2119 [9:0];
         end
       end
     end
@@ -37944,14 +37880,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2701  = bank_count13;
-    if (\$1709 ) begin
+    \$2701  = bank_count9;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2701  = 10'h000;
       end else begin
-        if (\$2232 ) begin
-          \$2701  = \$2233 [9:0];
+        if (\$2132 ) begin
+          \$2701  = \$2133 [9:0];
         end
       end
     end
@@ -37961,14 +37897,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2702  = bank_count14;
-    if (\$1709 ) begin
+    \$2702  = bank_count10;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2702  = 10'h000;
       end else begin
-        if (\$2246 ) begin
-          \$2702  = \$2247 [9:0];
+        if (\$2146 ) begin
+          \$2702  = \$2147 [9:0];
         end
       end
     end
@@ -37978,14 +37914,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2703  = bank_count15;
-    if (\$1709 ) begin
+    \$2703  = bank_count11;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2703  = 10'h000;
       end else begin
-        if (\$2260 ) begin
-          \$2703  = \$2261 [9:0];
+        if (\$2160 ) begin
+          \$2703  = \$2161 [9:0];
         end
       end
     end
@@ -37995,14 +37931,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2704  = bank_count16;
-    if (\$1709 ) begin
+    \$2704  = bank_count12;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2704  = 10'h000;
       end else begin
-        if (\$2274 ) begin
-          \$2704  = \$2275 [9:0];
+        if (\$2174 ) begin
+          \$2704  = \$2175 [9:0];
         end
       end
     end
@@ -38012,14 +37948,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2705  = bank_count17;
-    if (\$1709 ) begin
+    \$2705  = bank_count13;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2705  = 10'h000;
       end else begin
-        if (\$2288 ) begin
-          \$2705  = \$2289 [9:0];
+        if (\$2188 ) begin
+          \$2705  = \$2189 [9:0];
         end
       end
     end
@@ -38029,14 +37965,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2706  = bank_count18;
-    if (\$1709 ) begin
+    \$2706  = bank_count14;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2706  = 10'h000;
       end else begin
-        if (\$2302 ) begin
-          \$2706  = \$2303 [9:0];
+        if (\$2202 ) begin
+          \$2706  = \$2203 [9:0];
         end
       end
     end
@@ -38046,14 +37982,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2707  = bank_count19;
-    if (\$1709 ) begin
+    \$2707  = bank_count15;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2707  = 10'h000;
       end else begin
-        if (\$2316 ) begin
-          \$2707  = \$2317 [9:0];
+        if (\$2216 ) begin
+          \$2707  = \$2217 [9:0];
         end
       end
     end
@@ -38063,14 +37999,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2708  = bank_count20;
-    if (\$1709 ) begin
+    \$2708  = bank_count16;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2708  = 10'h000;
       end else begin
-        if (\$2330 ) begin
-          \$2708  = \$2331 [9:0];
+        if (\$2230 ) begin
+          \$2708  = \$2231 [9:0];
         end
       end
     end
@@ -38080,14 +38016,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2709  = bank_count21;
-    if (\$1709 ) begin
+    \$2709  = bank_count17;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2709  = 10'h000;
       end else begin
-        if (\$2344 ) begin
-          \$2709  = \$2345 [9:0];
+        if (\$2244 ) begin
+          \$2709  = \$2245 [9:0];
         end
       end
     end
@@ -38097,14 +38033,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2710  = bank_count22;
-    if (\$1709 ) begin
+    \$2710  = bank_count18;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2710  = 10'h000;
       end else begin
-        if (\$2358 ) begin
-          \$2710  = \$2359 [9:0];
+        if (\$2258 ) begin
+          \$2710  = \$2259 [9:0];
         end
       end
     end
@@ -38114,14 +38050,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2711  = bank_count23;
-    if (\$1709 ) begin
+    \$2711  = bank_count19;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2711  = 10'h000;
       end else begin
-        if (\$2372 ) begin
-          \$2711  = \$2373 [9:0];
+        if (\$2272 ) begin
+          \$2711  = \$2273 [9:0];
         end
       end
     end
@@ -38131,14 +38067,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2712  = bank_count24;
-    if (\$1709 ) begin
+    \$2712  = bank_count20;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2712  = 10'h000;
       end else begin
-        if (\$2386 ) begin
-          \$2712  = \$2387 [9:0];
+        if (\$2286 ) begin
+          \$2712  = \$2287 [9:0];
         end
       end
     end
@@ -38148,14 +38084,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2713  = bank_count25;
-    if (\$1709 ) begin
+    \$2713  = bank_count21;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2713  = 10'h000;
       end else begin
-        if (\$2400 ) begin
-          \$2713  = \$2401 [9:0];
+        if (\$2300 ) begin
+          \$2713  = \$2301 [9:0];
         end
       end
     end
@@ -38165,14 +38101,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2714  = bank_count26;
-    if (\$1709 ) begin
+    \$2714  = bank_count22;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2714  = 10'h000;
       end else begin
-        if (\$2414 ) begin
-          \$2714  = \$2415 [9:0];
+        if (\$2314 ) begin
+          \$2714  = \$2315 [9:0];
         end
       end
     end
@@ -38182,14 +38118,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2715  = bank_count27;
-    if (\$1709 ) begin
+    \$2715  = bank_count23;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2715  = 10'h000;
       end else begin
-        if (\$2428 ) begin
-          \$2715  = \$2429 [9:0];
+        if (\$2328 ) begin
+          \$2715  = \$2329 [9:0];
         end
       end
     end
@@ -38199,14 +38135,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2716  = bank_count28;
-    if (\$1709 ) begin
+    \$2716  = bank_count24;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2716  = 10'h000;
       end else begin
-        if (\$2442 ) begin
-          \$2716  = \$2443 [9:0];
+        if (\$2342 ) begin
+          \$2716  = \$2343 [9:0];
         end
       end
     end
@@ -38216,14 +38152,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2717  = bank_count29;
-    if (\$1709 ) begin
+    \$2717  = bank_count25;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2717  = 10'h000;
       end else begin
-        if (\$2456 ) begin
-          \$2717  = \$2457 [9:0];
+        if (\$2356 ) begin
+          \$2717  = \$2357 [9:0];
         end
       end
     end
@@ -38233,14 +38169,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2718  = bank_count30;
-    if (\$1709 ) begin
+    \$2718  = bank_count26;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2718  = 10'h000;
       end else begin
-        if (\$2470 ) begin
-          \$2718  = \$2471 [9:0];
+        if (\$2370 ) begin
+          \$2718  = \$2371 [9:0];
         end
       end
     end
@@ -38250,14 +38186,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2719  = bank_count31;
-    if (\$1709 ) begin
+    \$2719  = bank_count27;
+    if (\$1665 ) begin
       (* full_case = 32'd1 *)
-      if (\$1710 ) begin
+      if (\$1666 ) begin
         \$2719  = 10'h000;
       end else begin
-        if (\$2484 ) begin
-          \$2719  = \$2485 [9:0];
+        if (\$2384 ) begin
+          \$2719  = \$2385 [9:0];
         end
       end
     end
@@ -38267,148 +38203,176 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2720  = early_ends;
-    if (\$1709 ) begin
-      if (\$1710 ) begin
+    \$2720  = bank_count28;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2720  = 10'h000;
+      end else begin
+        if (\$2398 ) begin
+          \$2720  = \$2399 [9:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$2720  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2721  = bank_count29;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2721  = 10'h000;
+      end else begin
+        if (\$2412 ) begin
+          \$2721  = \$2413 [9:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$2721  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2722  = bank_count30;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2722  = 10'h000;
+      end else begin
+        if (\$2426 ) begin
+          \$2722  = \$2427 [9:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$2722  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2723  = bank_count31;
+    if (\$1665 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1666 ) begin
+        \$2723  = 10'h000;
+      end else begin
+        if (\$2440 ) begin
+          \$2723  = \$2441 [9:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$2723  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2724  = early_ends;
+    if (\$1665 ) begin
+      if (\$1666 ) begin
         if (early) begin
-          \$2720  = \$1712 [31:0];
+          \$2724  = \$1668 [31:0];
         end
       end
     end
     if (rst) begin
-      \$2720  = 32'd0;
+      \$2724  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2721  = epoch;
-    if (\$1709 ) begin
-      if (\$1710 ) begin
+    \$2725  = epoch;
+    if (\$1665 ) begin
+      if (\$1666 ) begin
         (* full_case = 32'd1 *)
-        if (\$1713 ) begin
-          \$2721  = 4'h1;
+        if (\$1669 ) begin
+          \$2725  = 4'h1;
         end else begin
-          \$2721  = \$1714 [3:0];
+          \$2725  = \$1670 [3:0];
         end
       end
     end
     if (rst) begin
-      \$2721  = 4'h1;
+      \$2725  = 4'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2722  = clear_pending;
-    if (\$1709 ) begin
-      if (\$1710 ) begin
-        if (\$1713 ) begin
-          \$2722  = 1'h1;
+    \$2726  = clear_pending;
+    if (\$1665 ) begin
+      if (\$1666 ) begin
+        if (\$1669 ) begin
+          \$2726  = 1'h1;
         end
       end
     end
-    if (\$2558 ) begin
-      \$2722  = 1'h0;
+    if (\$2514 ) begin
+      \$2726  = 1'h0;
     end
     if (rst) begin
-      \$2722  = 1'h0;
+      \$2726  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2723  = probe_off;
+    \$2727  = probe_off;
     if (enable) begin
       (* full_case = 32'd1 *)
-      if (\$2549 ) begin
-        \$2723  = \$2556 [6:0];
+      if (\$2505 ) begin
+        \$2727  = \$2512 [6:0];
       end else begin
-        \$2723  = 7'h00;
+        \$2727  = 7'h00;
       end
     end
     if (rst) begin
-      \$2723  = 7'h00;
+      \$2727  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2724  = done;
-    if (\$2559 ) begin
-      \$2724  = \$2560 ;
+    \$2728  = done;
+    if (\$2515 ) begin
+      \$2728  = \$2516 ;
     end
-    if (\$2600 ) begin
-      \$2724  = 4'h0;
+    if (\$2556 ) begin
+      \$2728  = 4'h0;
     end
     if (rst) begin
-      \$2724  = 4'h0;
+      \$2728  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2725  = head_valid;
-    if (\$2579 ) begin
-      \$2725  = 1'h0;
+    \$2729  = head_valid;
+    if (\$2535 ) begin
+      \$2729  = 1'h0;
     end
-    if (\$2600 ) begin
-      \$2725  = 1'h1;
+    if (\$2556 ) begin
+      \$2729  = 1'h1;
     end
     if (rst) begin
-      \$2725  = 1'h0;
+      \$2729  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2726  = head;
-    if (\$2600 ) begin
-      \$2726  = incoming;
+    \$2730  = head;
+    if (\$2556 ) begin
+      \$2730  = incoming;
     end
     if (rst) begin
-      \$2726  = 172'h0000000000000000000000000000000000000000000;
+      \$2730  = 172'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2727  = head_bank0;
-    if (\$2600 ) begin
-      \$2727  = \$2601 [31:27];
-    end
-    if (rst) begin
-      \$2727  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2728  = head_bucket0;
-    if (\$2600 ) begin
-      \$2728  = \$2602 [26:20];
-    end
-    if (rst) begin
-      \$2728  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2729  = head_bank1;
-    if (\$2600 ) begin
-      \$2729  = \$2603 [31:27];
-    end
-    if (rst) begin
-      \$2729  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2730  = head_bucket1;
-    if (\$2600 ) begin
-      \$2730  = \$2604 [26:20];
-    end
-    if (rst) begin
-      \$2730  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2731  = head_bank2;
-    if (\$2600 ) begin
-      \$2731  = \$2605 [31:27];
+    \$2731  = head_bank0;
+    if (\$2556 ) begin
+      \$2731  = \$2557 [31:27];
     end
     if (rst) begin
       \$2731  = 5'h00;
@@ -38416,9 +38380,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2732  = head_bucket2;
-    if (\$2600 ) begin
-      \$2732  = \$2606 [26:20];
+    \$2732  = head_bucket0;
+    if (\$2556 ) begin
+      \$2732  = \$2558 [26:20];
     end
     if (rst) begin
       \$2732  = 7'h00;
@@ -38426,9 +38390,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2733  = head_bank3;
-    if (\$2600 ) begin
-      \$2733  = \$2607 [31:27];
+    \$2733  = head_bank1;
+    if (\$2556 ) begin
+      \$2733  = \$2559 [31:27];
     end
     if (rst) begin
       \$2733  = 5'h00;
@@ -38436,9 +38400,9 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2734  = head_bucket3;
-    if (\$2600 ) begin
-      \$2734  = \$2608 [26:20];
+    \$2734  = head_bucket1;
+    if (\$2556 ) begin
+      \$2734  = \$2560 [26:20];
     end
     if (rst) begin
       \$2734  = 7'h00;
@@ -38446,66 +38410,106 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2735  = run_cycles;
-    if (running) begin
-      \$2735  = \$2609 [31:0];
+    \$2735  = head_bank2;
+    if (\$2556 ) begin
+      \$2735  = \$2561 [31:27];
     end
     if (rst) begin
-      \$2735  = 32'd0;
+      \$2735  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2736  = stall_input;
-    if (running) begin
-      if (\$2610 ) begin
-        \$2736  = \$2669 [31:0];
-      end
+    \$2736  = head_bucket2;
+    if (\$2556 ) begin
+      \$2736  = \$2562 [26:20];
     end
     if (rst) begin
-      \$2736  = 32'd0;
+      \$2736  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2737  = stall_output;
-    if (running) begin
-      if (\$2610 ) begin
-      end else if (\$2612 ) begin
-        \$2737  = \$2670 [31:0];
-      end
+    \$2737  = head_bank3;
+    if (\$2556 ) begin
+      \$2737  = \$2563 [31:27];
     end
     if (rst) begin
-      \$2737  = 32'd0;
+      \$2737  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2738  = stall_bank;
-    if (running) begin
-      if (\$2610 ) begin
-      end else if (\$2612 ) begin
-      end else if (any_conflict_stop) begin
-        \$2738  = \$2671 [31:0];
-      end
+    \$2738  = head_bucket3;
+    if (\$2556 ) begin
+      \$2738  = \$2564 [26:20];
     end
     if (rst) begin
-      \$2738  = 32'd0;
+      \$2738  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$2739  = stall_probe;
+    \$2739  = run_cycles;
     if (running) begin
-      if (\$2610 ) begin
-      end else if (\$2612 ) begin
-      end else if (any_conflict_stop) begin
-      end else if (\$2668 ) begin
-        \$2739  = \$2672 [31:0];
-      end
+      \$2739  = \$2565 [31:0];
     end
     if (rst) begin
       \$2739  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2740  = stall_input;
+    if (running) begin
+      if (\$2566 ) begin
+        \$2740  = \$2673 [31:0];
+      end
+    end
+    if (rst) begin
+      \$2740  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2741  = stall_output;
+    if (running) begin
+      if (\$2566 ) begin
+      end else if (\$2568 ) begin
+        \$2741  = \$2674 [31:0];
+      end
+    end
+    if (rst) begin
+      \$2741  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2742  = stall_bank;
+    if (running) begin
+      if (\$2566 ) begin
+      end else if (\$2568 ) begin
+      end else if (\$2616 ) begin
+        \$2742  = \$2675 [31:0];
+      end
+    end
+    if (rst) begin
+      \$2742  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$2743  = stall_probe;
+    if (running) begin
+      if (\$2566 ) begin
+      end else if (\$2568 ) begin
+      end else if (\$2616 ) begin
+      end else if (\$2672 ) begin
+        \$2743  = \$2676 [31:0];
+      end
+    end
+    if (rst) begin
+      \$2743  = 32'd0;
     end
   end
   assign r_rdy = remapped__valid;
@@ -38782,26 +38786,28 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
   assign \$224  = probe0;
   assign \$517  = probe0;
   assign \$955  = probe0;
-  assign \$1645  = 1'h0;
-  assign \$1646  = probe0;
-  assign \$1654  = probe0;
-  assign \$1668  = probe0;
-  assign \$2496  = 1'h1;
-  assign \$2497  = \$2495 ;
-  assign \$2498  = \$2495 ;
-  assign \$2499  = probe0;
-  assign \$2510  = probe0;
-  assign \$2527  = probe0;
-  assign \$2615  = 1'h1;
-  assign \$2616  = \$2614 ;
-  assign \$2617  = \$2614 ;
-  assign \$2618  = probe0;
-  assign \$2629  = probe0;
-  assign \$2646  = probe0;
+  assign \$2452  = 1'h1;
+  assign \$2453  = \$2451 ;
+  assign \$2454  = \$2451 ;
+  assign \$2455  = probe0;
+  assign \$2466  = probe0;
+  assign \$2483  = probe0;
+  assign \$2570  = 1'h0;
+  assign \$2571  = 1'h0;
+  assign \$2572  = probe0;
+  assign \$2580  = \$2579 ;
+  assign \$2581  = probe0;
+  assign \$2596  = probe0;
+  assign \$2619  = 1'h1;
+  assign \$2620  = \$2618 ;
+  assign \$2621  = \$2618 ;
+  assign \$2622  = probe0;
+  assign \$2633  = probe0;
+  assign \$2650  = probe0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 , \port$8569$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$24003$30 , \port$24003$73 , \port$24003$116 , \port$24003$159 , last, popular, \port$8538$0 
+module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 , \port$8569$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$24006$30 , \port$24006$73 , \port$24006$116 , \port$24006$159 , last, popular, \port$8538$0 
 );
   wire [6:0] \$1 ;
   wire [5:0] \$10 ;
@@ -38880,14 +38886,14 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   wire [5:0] n_tables;
   output [3:0] popular;
   wire [3:0] popular;
-  input \port$24003$116 ;
-  wire \port$24003$116 ;
-  input \port$24003$159 ;
-  wire \port$24003$159 ;
-  input \port$24003$30 ;
-  wire \port$24003$30 ;
-  input \port$24003$73 ;
-  wire \port$24003$73 ;
+  input \port$24006$116 ;
+  wire \port$24006$116 ;
+  input \port$24006$159 ;
+  wire \port$24006$159 ;
+  input \port$24006$30 ;
+  wire \port$24006$30 ;
+  input \port$24006$73 ;
+  wire \port$24006$73 ;
   input \port$8538$0 ;
   wire \port$8538$0 ;
   input \port$8543$0 ;
@@ -38914,14 +38920,14 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   assign \$42  = \port$8555$0  ? \$41  : { 1'h0, \$27 [4:0] };
   assign \$43  = ! \$27 [4:0];
   assign \$44  = \$43  | acc_out1;
-  assign \$45  = \port$24003$116  & \$44 ;
+  assign \$45  = \port$24006$116  & \$44 ;
   assign acc_out2 = \port$8555$0  ? \$45  : acc_out1;
   assign \$46  = n_tables - 1'h1;
   assign \$47  = \$42 [4:0] == \$46 ;
   assign \$48  = \port$8569$0  & \$47 ;
   assign \$49  = ! \$42 [4:0];
   assign \$50  = \$49  | acc_out2;
-  assign \$51  = \port$24003$159  & \$50 ;
+  assign \$51  = \port$24006$159  & \$50 ;
   assign \$52  = n_tables - 1'h1;
   assign \$53  = \$42 [4:0] == \$52 ;
   assign \$54  = \port$8569$0  & \$53 ;
@@ -38930,14 +38936,14 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   assign \$57  = \port$8569$0  ? \$56  : { 1'h0, \$42 [4:0] };
   assign \$58  = ! \$42 [4:0];
   assign \$59  = \$58  | acc_out2;
-  assign \$60  = \port$24003$159  & \$59 ;
+  assign \$60  = \port$24006$159  & \$59 ;
   assign acc_out3 = \port$8569$0  ? \$60  : acc_out2;
   assign \$1  = n_tables - 1'h1;
   assign \$2  = pos_in == \$1 ;
   assign \$3  = \port$8538$0  & \$2 ;
   assign \$4  = ! pos_in;
   assign \$5  = \$4  | acc_in;
-  assign \$6  = \port$24003$30  & \$5 ;
+  assign \$6  = \port$24006$30  & \$5 ;
   assign \$7  = n_tables - 1'h1;
   assign \$8  = pos_in == \$7 ;
   assign \$9  = \port$8538$0  & \$8 ;
@@ -38946,14 +38952,14 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   assign \$12  = \port$8538$0  ? \$11  : { 1'h0, pos_in };
   assign \$13  = ! pos_in;
   assign \$14  = \$13  | acc_in;
-  assign \$15  = \port$24003$30  & \$14 ;
+  assign \$15  = \port$24006$30  & \$14 ;
   assign acc_out0 = \port$8538$0  ? \$15  : acc_in;
   assign \$16  = n_tables - 1'h1;
   assign \$17  = \$12 [4:0] == \$16 ;
   assign \$18  = \port$8543$0  & \$17 ;
   assign \$19  = ! \$12 [4:0];
   assign \$20  = \$19  | acc_out0;
-  assign \$21  = \port$24003$73  & \$20 ;
+  assign \$21  = \port$24006$73  & \$20 ;
   assign \$22  = n_tables - 1'h1;
   assign \$23  = \$12 [4:0] == \$22 ;
   assign \$24  = \port$8543$0  & \$23 ;
@@ -38962,17 +38968,17 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   assign \$27  = \port$8543$0  ? \$26  : { 1'h0, \$12 [4:0] };
   assign \$28  = ! \$12 [4:0];
   assign \$29  = \$28  | acc_out0;
-  assign \$30  = \port$24003$73  & \$29 ;
+  assign \$30  = \port$24006$73  & \$29 ;
   assign acc_out1 = \port$8543$0  ? \$30  : acc_out0;
   assign \$31  = n_tables - 1'h1;
   assign \$32  = \$27 [4:0] == \$31 ;
   assign \$33  = \port$8555$0  & \$32 ;
   assign \$34  = ! \$27 [4:0];
   assign \$35  = \$34  | acc_out1;
-  assign \$36  = \port$24003$116  & \$35 ;
+  assign \$36  = \port$24006$116  & \$35 ;
   assign \$37  = n_tables - 1'h1;
   assign valid = { \port$8569$0 , \port$8555$0 , \port$8543$0 , \port$8538$0  };
-  assign hit = { \port$24003$159 , \port$24003$116 , \port$24003$73 , \port$24003$30  };
+  assign hit = { \port$24006$159 , \port$24006$116 , \port$24006$73 , \port$24006$30  };
   assign pos_out0 = \$12 [4:0];
   assign pos_out1 = \$27 [4:0];
   assign pos_out2 = \$42 [4:0];

@@ -214,7 +214,7 @@ class Fragmenter(wiring.Component):
         new_rank = [Signal(fcfg.rank_bits + 1, name=f"new_rank{l}") for l in range(lanes)]
         go = enable
         full = nearly_full
-        stop_probe = Const(0)
+        stop_probe = stop_conflict = Const(0)     # why the run of lanes stopped (counters)
         for l in range(lanes):
             ended_before = _popcount([last[k] for k in range(l)])
             m.d.comb += [ws_idx[l].eq(ws_count + ended_before),
@@ -227,6 +227,7 @@ class Fragmenter(wiring.Component):
             m.d.comb += ws_end[l].eq(take[l] & last[l] & (
                 full | (ws_idx[l] + 1 == ws_limit) | (job_idx[l] + 1 == total)))
             stop_probe = stop_probe | (go & rem[l] & probe[l] & ~conflict[l])
+            stop_conflict = stop_conflict | (go & rem[l] & conflict[l])
             go = go & ~(rem[l] & blocked) & ~ws_end[l]
         any_take = Cat(*take).any()
         any_end = Cat(*ws_end).any()
@@ -351,20 +352,13 @@ class Fragmenter(wiring.Component):
         m.d.comb += in_fifo.r_en.eq(load)
 
         # --- performance counters ---
-        any_conflict_stop = Signal()
-        g = enable
-        stops = []
-        for l in range(lanes):
-            stops.append(g & rem[l] & conflict[l])
-            g = g & ~(rem[l] & (conflict[l] | probe[l])) & ~ws_end[l]
-        m.d.comb += any_conflict_stop.eq(Cat(*stops).any())
         with m.If(running):
             m.d.sync += counters["run_cycles"].eq(counters["run_cycles"] + 1)
             with m.If(~head_valid):
                 m.d.sync += counters["stall_input"].eq(counters["stall_input"] + 1)
             with m.Elif(~room):
                 m.d.sync += counters["stall_output"].eq(counters["stall_output"] + 1)
-            with m.Elif(any_conflict_stop):
+            with m.Elif(stop_conflict):
                 m.d.sync += counters["stall_bank"].eq(counters["stall_bank"] + 1)
             with m.Elif(stop_probe):
                 m.d.sync += counters["stall_probe"].eq(counters["stall_probe"] + 1)
