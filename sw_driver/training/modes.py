@@ -87,6 +87,11 @@ class _Store:
         self.cuda = trainer.cuda
         self.dim = trainer.dim
 
+    def main_stream(self):
+        """The stream the trainer's kernels run on: the current stream of the training
+        device (CUDA; ``None`` on the CPU). Every event a store records names its stream."""
+        return torch.cuda.current_stream(self.device) if self.cuda else None
+
     def close(self):
         """Release what the store holds (device tensors, pinned buffers, references to the
         host table) so that the memory is free as soon as the trainer is closed, even while
@@ -176,19 +181,30 @@ class _HostTableStore(_Store):
         upd = grad.reshape(m, self.dim).mul(-tr.lr)
         rec.dev_end(tok)
         tok = rec.dev_begin("d2h")
-        if self.cuda:
-            upd_host = self._grad_pin[:m]
-            upd_host.copy_(upd, non_blocking=True)
-            self._d2h_done.record()
-        else:
-            upd_host = upd
+        upd_host = self._grad_to_host(upd, m)
         rec.dev_end(tok)
         tok = rec.host_begin("update")
-        if self.cuda:
-            self._d2h_done.synchronize()
+        self._wait_grad()
         self.host_table.index_add_(0, flat, upd_host)
         rec.host_end(tok)
         tr.timer.close(rec)
+
+    def _grad_to_host(self, upd, m):
+        """Start the copy of the ``m`` updates to the pinned buffer (CUDA: non-blocking, on
+        the training device's current stream, with an event recorded on that same stream --
+        not on the current device's, which is another GPU when training on ``cuda:1``)."""
+        if not self.cuda:
+            return upd
+        upd_host = self._grad_pin[:m]
+        upd_host.copy_(upd, non_blocking=True)
+        self._d2h_done.record(self.main_stream())
+        return upd_host
+
+    def _wait_grad(self):
+        """Wait for :meth:`_grad_to_host`'s copy; it follows the step's H2D copy on the same
+        stream, so ``_rows_pin`` is free again too."""
+        if self.cuda:
+            self._d2h_done.synchronize()
 
     def eval_rows(self, data, a, b):
         flat = (data.sparse_cpu[a:b] + self.offsets_cpu).reshape(-1)
@@ -433,7 +449,7 @@ class HotlineStore(_HostTableStore):
         src = self.working[E:E + p.n_cold]
         if self.cuda:
             np_done = torch.cuda.Event()
-            np_done.record()                            # main stream, after non-popular
+            np_done.record(self.main_stream())          # after non-popular(k)
             with torch.cuda.stream(self.side):
                 self.side.wait_event(np_done)
                 tok = rec.dev_begin("d2h", self.side)
@@ -480,7 +496,7 @@ class HotlineStore(_HostTableStore):
         step = tr.working_set * tr.batch_size
         if start >= stop:
             return
-        main = torch.cuda.current_stream(self.device) if self.cuda else None
+        main = self.main_stream()
         prev = None
         boot = tr.timer.record("working_set", first_index, stream=main)
         # A working set is W*N inputs unless the de-dup rule ends it early (spec 7.5): the

@@ -10,6 +10,14 @@ host phase. Events are converted to milliseconds only once they have completed
 (``Event.query()``), so :meth:`PhaseTimer.summary` is the only call that may wait
 (it synchronises once).
 
+Every CUDA event is recorded on an explicit stream of the trainer's device (the current stream
+of *that* device when the caller names none) and every synchronisation names the device:
+``torch.cuda.Event.record()`` without a stream and ``torch.cuda.synchronize()`` without a
+device act on the process's current device, which need not be the training device
+(``cuda:1``). With ``annotate=True`` each phase is also a ``torch.profiler.record_function``
+range (and an NVTX range on CUDA), so a ``torch.profiler`` trace or an Nsight Systems capture
+shows the phases by name.
+
 Times inside a record are relative to its start: host times to the host clock when the record
 opened, device times to a base event recorded on the main stream at that moment. The two
 clocks agree only when the device was idle at the record's start; records opened with
@@ -34,6 +42,7 @@ class Record:
     def __init__(self, timer, kind, index, stream):
         self.timer, self.kind, self.index = timer, kind, index
         self.cuda = timer.cuda
+        self.annotate = timer.annotate
         self.t0 = time.perf_counter()
         self._host = defaultdict(list)       # phase -> [(start_s, end_s)]
         self._dev = defaultdict(list)        # phase -> [[start_event, end_event]]
@@ -41,35 +50,54 @@ class Record:
         self.base = None
         if self.cuda:
             self.base = torch.cuda.Event(enable_timing=True)
-            self.base.record(stream)
+            self.base.record(timer.stream(stream))
         self.intervals = None                # phase -> [(start_ms, end_ms)] once resolved
 
     # host phases ------------------------------------------------------------------------
     def host_begin(self, phase):
         """Start a host interval; returns a token for :meth:`host_end`."""
-        return (phase, time.perf_counter())
+        return (phase, time.perf_counter(), self._range_begin(phase))
 
     def host_end(self, token):
-        phase, start = token
+        phase, start, rng = token
         end = time.perf_counter()
+        self._range_end(rng)
         with self._lock:
             self._host[phase].append((start, end))
+
+    # profiler ranges (annotate=True); begun and ended on the same thread ----------------
+    def _range_begin(self, phase):
+        if not self.annotate:
+            return None
+        rf = torch.profiler.record_function(phase)
+        rf.__enter__()
+        if self.cuda:
+            torch.cuda.nvtx.range_push(phase)
+        return rf
+
+    def _range_end(self, rf):
+        if rf is not None:
+            if self.cuda:
+                torch.cuda.nvtx.range_pop()
+            rf.__exit__(None, None, None)
 
     # device phases ----------------------------------------------------------------------
     def dev_begin(self, phase, stream=None):
         """Start a device interval on ``stream`` (current stream when ``None``)."""
         if not self.cuda:
             return self.host_begin(phase)
+        rng = self._range_begin(phase)
         ev = torch.cuda.Event(enable_timing=True)
-        ev.record(stream)
-        return (phase, ev)
+        ev.record(self.timer.stream(stream))
+        return (phase, ev, rng)
 
     def dev_end(self, token, stream=None):
         if not self.cuda:
             return self.host_end(token)
-        phase, start = token
+        phase, start, rng = token
         ev = torch.cuda.Event(enable_timing=True)
-        ev.record(stream)
+        ev.record(self.timer.stream(stream))
+        self._range_end(rng)
         with self._lock:
             self._dev[phase].append((start, ev))
 
@@ -119,16 +147,28 @@ class _NullRecord:
 class PhaseTimer:
     """Collects :class:`Record` objects and sums their phases per record kind.
 
-    ``PhaseTimer(cuda, enabled=True)``; :meth:`record` opens a record, :meth:`close` files
+    ``PhaseTimer(device, enabled=True, annotate=False)``: ``device`` is the training device
+    (CUDA events and synchronisations go to it, see the module doc). :meth:`record` opens a record, :meth:`close` files
     it, :meth:`summary` returns ``{kind: {"count": n, "phases": {phase: {"total_ms",
     "mean_ms"}}}}`` where ``mean_ms`` is per record of that kind. The last record opened with
     ``keep=True`` is kept whole (:attr:`traced`) for timeline plots.
     """
 
-    def __init__(self, cuda, enabled=True):
-        self.cuda = bool(cuda)
+    def __init__(self, device, enabled=True, annotate=False):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.enabled = bool(enabled)
+        self.annotate = bool(annotate)
         self.reset()
+
+    def stream(self, stream=None):
+        """``stream``, or the current stream of the training device when ``None``."""
+        return stream if stream is not None else torch.cuda.current_stream(self.device)
+
+    def synchronize(self):
+        """Wait for all work on the training device (not the current device)."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
 
     def reset(self):
         """Forget every record and sum."""
@@ -144,8 +184,8 @@ class PhaseTimer:
         origin; ``keep=True`` keeps the record as :attr:`traced`."""
         if not self.enabled:
             return _NullRecord()
-        if sync and self.cuda:
-            torch.cuda.synchronize()
+        if sync:
+            self.synchronize()
         rec = Record(self, kind, index, stream)
         if keep:
             self._keep.add(id(rec))
@@ -160,8 +200,8 @@ class PhaseTimer:
             self._drain(block=False)
 
     def _drain(self, block):
-        if block and self.cuda:
-            torch.cuda.synchronize()
+        if block:
+            self.synchronize()
         keep = []
         for rec in self._pending:
             if block or not rec.cuda or rec._ready():

@@ -59,6 +59,12 @@ class EpochStats:
     learn_batches: int         #: mini-batches trained the hybrid way while the EAL learned
     complete: bool = True      #: False when ``stop`` ended the call inside the epoch
     position: int = 0          #: where the epoch continues (0 once it is complete)
+    #: wall seconds of this call's learning phases (hybrid steps + EAL learning, hotline)
+    learn_seconds: float = 0.0
+    #: the part of ``learn_seconds`` spent in ``HotlineDevice.learn`` (the EAL itself)
+    eal_learn_seconds: float = 0.0
+    #: wall seconds of this call's freezes (popular set + hot table fill)
+    freeze_seconds: float = 0.0
 
 
 class DeviceData:
@@ -137,6 +143,8 @@ class Trainer:
         trainer with the same arguments and train the same data (checked); each trains its
         share of every (micro-)batch (:mod:`.distributed`)
     resume : path of a checkpoint (:meth:`save_checkpoint`) to continue from
+    annotate : name every timed phase as a ``torch.profiler.record_function`` range (and an
+        NVTX range on CUDA) for ``torch.profiler`` / Nsight Systems traces
     """
 
     def __init__(self, table_sizes, n_dense, mode="hotline", device="cpu", *, dim=16,
@@ -144,7 +152,8 @@ class Trainer:
                  hot_budget=4096, sample_rate=0.05, seed=0, gather_threads=4,
                  max_cold_rows=None, eal_config=None, fragmenter=None, record_timings=True,
                  trace_working_set=1, host_table=None, np_micro_batch_size=None,
-                 relearn_every=0, relearn_batches=None, distributed=False, resume=None):
+                 relearn_every=0, relearn_batches=None, distributed=False, resume=None,
+                 annotate=False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < sample_rate <= 1.0:
@@ -158,6 +167,8 @@ class Trainer:
             raise ValueError(f"relearn_every must be >= 0, got {relearn_every}")
         if relearn_every and mode != "hotline":
             raise ValueError(f"relearn_every is for hotline mode, not {mode}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if relearn_batches is not None and int(relearn_batches) < 1:
             raise ValueError(f"relearn_batches must be >= 1, got {relearn_batches}")
         self.mode = mode
@@ -182,7 +193,7 @@ class Trainer:
             None if not relearn_every else int(relearn_batches) if relearn_batches else
             max(1, math.ceil(self.sample_rate * relearn_every * self.working_set)))
         self.offsets = table_offsets(self.table_sizes)
-        self.timer = PhaseTimer(self.cuda, record_timings)
+        self.timer = PhaseTimer(self.device, record_timings, annotate=annotate)
         self._arch = (tuple(int(h) for h in bottom), tuple(int(h) for h in top))
         # Data parallelism: None, or the DataParallel helper (rank, world size, exchanges).
         self.dp = None
@@ -196,6 +207,7 @@ class Trainer:
         self.epoch = 0                 #: completed epochs
         self.position = 0              #: next sample of the current epoch (0: a new epoch)
         self._learn_left = None        # learning mini-batches left (None: not decided yet)
+        self._phase_s = {}             # this call's learn / eal_learn / freeze wall seconds
         self._ws_since_freeze = 0      # working sets since the last freeze
         self._working_sets = 0         # working sets trained, all epochs
         self._relearn_due = False
@@ -395,6 +407,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         first = self.position
+        self._phase_s = {"learn": 0.0, "eal_learn": 0.0, "freeze": 0.0}
         self._run(data, stop, progress)
         if self.cuda:
             torch.cuda.synchronize(self.device)
@@ -406,8 +419,11 @@ class Trainer:
             self.epoch += 1
             self.position = 0
         loss = float(self._loss_sum) / max(1, self._loss_n)
+        ph = self._phase_s
         return EpochStats(epoch, samples, seconds, samples / seconds if seconds else 0.0,
-                          loss, self._epoch_learn, complete, self.position)
+                          loss, self._epoch_learn, complete, self.position,
+                          learn_seconds=ph["learn"], eal_learn_seconds=ph["eal_learn"],
+                          freeze_seconds=ph["freeze"])
 
     def _run(self, data, stop, progress):
         """Train from :attr:`position` to ``stop`` (rounded up to the unit it falls in).
@@ -432,20 +448,26 @@ class Trainer:
                     n_batches = math.ceil(n / N)
                     self._learn_left = min(n_batches,
                                            max(1, math.ceil(self.sample_rate * n_batches)))
+                t_learn = self._wall()
                 while self._learn_left > 0 and self.position < stop:
                     a = self.position
                     b = min(a + N, n)
+                    t_eal = time.perf_counter()
                     st.learn(data.sparse_cpu[a:b])
+                    self._phase_s["eal_learn"] += time.perf_counter() - t_eal
                     st.hybrid_step(data, a, b, "learn_step", self._epoch_learn)
                     self.position = b
                     self._learn_left -= 1
                     self._epoch_learn += 1
                     if progress:
                         progress(b - a)
+                t_freeze = self._wall()
+                self._phase_s["learn"] += t_freeze - t_learn
                 # Frozen when the learning mini-batches are done, or at the end of the epoch
                 # (a re-learn cut short by it).
                 if self._learn_left == 0 or self.position >= n:
                     self._freeze(relearn=bool(self.freeze_log))
+                    self._phase_s["freeze"] += self._wall() - t_freeze
                 continue
             if self._relearn_due:
                 st.begin_relearn()
@@ -463,6 +485,13 @@ class Trainer:
             self.position = end
             if self.relearn_every and self._ws_since_freeze >= self.relearn_every:
                 self._relearn_due = True
+
+    def _wall(self):
+        """``perf_counter`` after the device's queued work (phase boundaries of the epoch
+        statistics: a few per learning phase, none per working set)."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def train_range(self, dataset, start, stop, progress=None):
         """Train samples ``start..stop-1`` of ``dataset`` in the mode's order, without the
