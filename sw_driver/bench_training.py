@@ -91,10 +91,13 @@ def host_memory_gib(field="MemTotal"):
 
 def environment(device):
     env = {"python": platform.python_version(), "torch": torch.__version__,
-           "host_cpus": os.cpu_count(), "device": str(device)}
+           "cuda": torch.version.cuda, "host_cpus": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "device": str(device),
+           "device_name": platform.processor() or platform.machine()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+        env.update(device_name=torch.cuda.get_device_name(device), gpu=props.name,
+                   gpu_memory_gib=round(props.total_memory / 2**30, 1))
     mem = host_memory_gib("MemTotal")
     if mem is not None:
         env["host_memory_gib"] = mem
@@ -122,31 +125,97 @@ def build_data(args, sizes):
     return data, cal
 
 
-def run_mode(mode, args, sizes, data, host_table, device):
-    """One mode: epoch 1 warms up (and learns, for hotline), epoch 2 is timed."""
+def warm_up(args, device, modes):
+    """Untimed: a few mini-batches of every mode on small tables with the benchmark's MLPs,
+    batch size and working set, so that the CUDA context, cuBLAS handles, kernel caches and
+    the caching allocators exist before the first timed epoch (a user's job pays that once,
+    not per mode)."""
+    t = time.perf_counter()
+    sizes = scaled_sizes(1e-4)
+    n = 2 * args.working_set * args.batch_size
+    gen = calibrate_free_generator(sizes, args.seed)
+    data = gen.batch(n)
+    for mode in modes:
+        tr = Trainer(sizes, data.dense.shape[1], mode, device, dim=args.dim,
+                     batch_size=args.batch_size, working_set=args.working_set,
+                     hot_budget=min(args.hot_budget, max(4, sum(sizes) // 10)),
+                     sample_rate=0.5, lr=args.lr, seed=args.seed, gather_threads=1,
+                     record_timings=False, trace_working_set=None)
+        try:
+            tr.train_epoch(data)
+        finally:
+            tr.close()
+    release_memory(device)
+    return time.perf_counter() - t
+
+
+def calibrate_free_generator(sizes, seed):
+    """A skewed generator for the warm-up (no calibration: its numbers are thrown away)."""
+    from sw_driver.data import SyntheticClickGenerator
+    return SyntheticClickGenerator(sizes, p_hot=0.75, head_rows=4, seed=seed)
+
+
+def run_mode(mode, args, sizes, data, host_table, device, profile=None):
+    """One mode, two epochs over the same pool of mini-batches, both timed: epoch 1 end to end
+    as a user runs it (hotline: popularity learning on the first ``sample_rate`` of the
+    mini-batches, trained the hybrid way meanwhile, then the freeze, then working sets), and
+    epoch 2, the steady state. ``profile``: a path for a ``torch.profiler`` trace of one
+    hotline working set after the steady state (Chrome/Perfetto JSON)."""
     tr = Trainer(sizes, data.dense.shape[1], mode, device, dim=args.dim,
                  batch_size=args.batch_size, working_set=args.working_set,
                  hot_budget=args.hot_budget, sample_rate=args.sample_rate, lr=args.lr,
                  seed=args.seed, gather_threads=args.gather_threads, host_table=host_table,
-                 record_timings=True, trace_working_set=None)
+                 record_timings=True, trace_working_set=None,
+                 annotate=bool(profile) and mode == "hotline")
+    steps = math.ceil(len(data) / args.batch_size)
     try:
-        warm = tr.train_epoch(data)
-        log(f"{mode}: warm-up epoch {warm.seconds:.2f} s ({warm.learn_batches} learning batches)")
+        first = tr.train_epoch(data)
+        epoch1 = {"ms_per_step": 1000.0 * first.seconds / steps, "seconds": first.seconds,
+                  "learn_batches": first.learn_batches, "learn_seconds": first.learn_seconds,
+                  "eal_learn_seconds": first.eal_learn_seconds,
+                  "freeze_seconds": first.freeze_seconds, "timings": tr.step_timings()}
+        log(f"{mode}: epoch 1 {epoch1['ms_per_step']:.2f} ms per mini-batch "
+            f"({first.seconds:.2f} s; learning {first.learn_seconds:.2f} s over "
+            f"{first.learn_batches} mini-batches, EAL {first.eal_learn_seconds:.2f} s, freeze "
+            f"{first.freeze_seconds:.2f} s)")
         tr.reset_timings()
         if mode == "hotline":
             tr.store.dev.reset_counters()
         timed = tr.train_epoch(data)
-        steps = math.ceil(len(data) / args.batch_size)
         result = {"mode": mode, "ms_per_step": 1000.0 * timed.seconds / steps,
                   "steps": steps, "samples_per_s": timed.samples_per_s,
-                  "train_loss": timed.train_loss, "timings": tr.step_timings()}
+                  "train_loss": timed.train_loss, "timings": tr.step_timings(),
+                  "epoch1": epoch1}
         if mode == "hotline":
             result["counters"] = tr.counters()
             result["eal"] = tr.eal_config.describe()
-        log(f"{mode}: {result['ms_per_step']:.2f} ms per mini-batch")
+            result["hot_rows"] = tr.store.hot_rows
+            if profile:
+                result["profile"] = profile_working_set(tr, data, args, profile)
+        log(f"{mode}: steady state {result['ms_per_step']:.2f} ms per mini-batch")
         return result
     finally:
         tr.close()           # frees the device table / hot table and pinned buffers
+
+
+def profile_working_set(tr, data, args, path):
+    """A ``torch.profiler`` trace (CPU, and CUDA when training there) of one hotline working
+    set and its drain, the phases named by the trainer's ``record_function``/NVTX ranges;
+    written as Chrome-trace JSON (open it in https://ui.perfetto.dev). Returns the path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU]
+    if tr.cuda:
+        acts.append(ProfilerActivity.CUDA)
+    n = min(len(data), args.working_set * args.batch_size)
+    tr.train_range(data, 0, n)                    # once untraced: the trace shows no warm-up
+    tr.timer.synchronize()
+    with profile(activities=acts) as prof:
+        tr.train_range(data, 0, n)
+        tr.timer.synchronize()
+    prof.export_chrome_trace(str(path))
+    log(f"profile of one working set: {path}")
+    return str(path)
 
 
 def capacity(args, device):
@@ -218,10 +287,22 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is faster on a busy 2-core VM)")
+    p.add_argument("--results-dir", default=None, metavar="DIR",
+                   help="also write the results to DIR/<date>-<device>.json (docs/results)")
+    p.add_argument("--profile", default=None, metavar="PATH",
+                   help="write a torch.profiler trace of one hotline working set (Perfetto)")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="skip the untimed warm-up of every mode on small tables")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA device is available")
+    modes_run = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes_run if m not in MODES]
+    if bad or not modes_run:
+        p.error(f"--modes {args.modes}: each must be one of {', '.join(MODES)}")
     sizes = scaled_sizes(args.table_scale)
     total = sum(sizes)
     if args.hot_budget > 0.10 * total:
@@ -231,7 +312,15 @@ def main(argv=None):
     log(f"tables: 26, {total / 1e6:.2f} M rows x {args.dim} ({total * args.dim * 4 / 2**30:.2f} "
         f"GiB); batch {args.batch_size}, working set {args.working_set}, hot budget "
         f"{args.hot_budget} ({100 * args.hot_budget / total:.1f} % of rows)")
+    results = {"environment": env, "command": command_line(argv), "args": vars(args),
+               "date": time.strftime("%Y-%m-%d"), "rows": total, "modes": {}}
+    if not args.no_warm_up:
+        results["warm_up_seconds"] = warm_up(args, device, modes_run)
+        log(f"warm-up of {', '.join(modes_run)} on small tables: "
+            f"{results['warm_up_seconds']:.1f} s (untimed)")
     data, cal = build_data(args, sizes)
+    results["calibration"] = {"p_hot": cal.p_hot, "head_rows": cal.head_rows,
+                              "oracle_share": cal.share}
     t = time.perf_counter()
     # One host table for all modes (gpu-only copies it to the device; hybrid and hotline
     # train it in place, so each mode starts where the previous one stopped -- same shapes
@@ -241,24 +330,18 @@ def main(argv=None):
     host_table = fill_uniform_(torch.empty(total, args.dim, dtype=torch.float32),
                                -0.01, 0.01, seed=args.seed)
     log(f"host table ready ({time.perf_counter() - t:.1f} s)")
-    results = {"environment": env, "args": vars(args), "rows": total,
-               "calibration": {"p_hot": cal.p_hot, "head_rows": cal.head_rows,
-                               "oracle_share": cal.share}, "modes": {}}
-    for mode in args.modes.split(","):
-        results["modes"][mode] = run_mode(mode, args, sizes, data, host_table, device)
+    out_file = results_path(args, env)
+    for mode in modes_run:
+        results["modes"][mode] = run_mode(mode, args, sizes, data, host_table, device,
+                                          profile=args.profile)
         release_memory(device)
-        write_json(args.json, results)  # after every mode: a killed run keeps what it measured
-    modes = results["modes"]
-    if "hotline" in modes:
-        hl = modes["hotline"]["ms_per_step"]
-        for other in ("gpu-only", "hybrid"):
-            if other in modes:
-                results[f"hotline_vs_{other}"] = modes[other]["ms_per_step"] / hl
+        write_json(out_file, results)   # after every mode: a killed run keeps what it measured
+    add_ratios(results)
     del host_table
     release_memory(device)
     print_summary(results)
     if args.capacity:
-        write_json(args.json, results)
+        write_json(out_file, results)
         try:
             results["capacity"] = capacity(args, device)
         except Exception as exc:       # keep the main results and say what failed
@@ -267,8 +350,53 @@ def main(argv=None):
             results["capacity"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         cap = {k: v for k, v in results["capacity"].items() if k != "timings"}
         print(f"capacity: {cap}")
-    write_json(args.json, results)
+    write_json(out_file, results)
+    if args.results_dir:
+        print(f"results: {out_file}")
     return 0
+
+
+def command_line(argv):
+    """The command as run (for the results file)."""
+    rest = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python -m sw_driver.bench_training", *rest])
+
+
+def results_path(args, env):
+    """``--json``, or ``--results-dir/<date>-<device>.json`` (the device name as
+    ``torch.cuda.get_device_name`` prints it, made a file name), or ``None``."""
+    if args.json:
+        return args.json
+    if not args.results_dir:
+        return None
+    name = env["device_name"] if env["device"].startswith("cuda") else "cpu"
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    os.makedirs(args.results_dir, exist_ok=True)
+    return os.path.join(args.results_dir, f"{time.strftime('%Y-%m-%d')}-{slug}.json")
+
+
+def add_ratios(results):
+    """``hotline_vs_<mode>`` (steady state) and ``epoch1_hotline_vs_<mode>``: the other mode's
+    ms per mini-batch over hotline's (> 1: hotline is faster); the steady-state phase split
+    and popular share of hotline."""
+    modes = results["modes"]
+    hl = modes.get("hotline")
+    if not hl:
+        return
+    for other in ("gpu-only", "hybrid"):
+        if other in modes:
+            results[f"hotline_vs_{other}"] = modes[other]["ms_per_step"] / hl["ms_per_step"]
+            results[f"epoch1_hotline_vs_{other}"] = (modes[other]["epoch1"]["ms_per_step"]
+                                                    / hl["epoch1"]["ms_per_step"])
+    c = hl.get("counters") or {}
+    if c.get("inputs"):
+        results["popular_share"] = c["popular_inputs"] / c["inputs"]
+    results["hot_rows_share"] = hl.get("hot_rows", 0) / results["rows"]
+    ws = hl["timings"].get("working_set")
+    if ws:
+        results["phase_split_ms"] = {k: v["mean_ms"] for k, v in ws["phases"].items()}
 
 
 def write_json(path, results):
@@ -279,19 +407,32 @@ def write_json(path, results):
 
 def print_summary(results):
     modes = results["modes"]
-    print("\n| mode | ms / mini-batch | samples/s |")
-    print("|---|---|---|")
+    env = results["environment"]
+    print(f"\ndevice: {env['device_name']} ({env['device']}), torch {env['torch']}, "
+          f"CUDA {env['cuda']}")
+    if not env["device"].startswith("cuda"):
+        print("on a CPU these figures say nothing about a GPU: MLPs, copies and gathers share "
+              "the same cores")
+    print("| mode | epoch 1 ms / mini-batch | steady ms / mini-batch | steady samples/s |")
+    print("|---|---|---|---|")
     for name, r in modes.items():
-        print(f"| {name} | {r['ms_per_step']:.2f} | {r['samples_per_s']:.0f} |")
-    for key in ("hotline_vs_gpu-only", "hotline_vs_hybrid"):
+        print(f"| {name} | {r['epoch1']['ms_per_step']:.2f} | {r['ms_per_step']:.2f} | "
+              f"{r['samples_per_s']:.0f} |")
+    for key in ("hotline_vs_gpu-only", "hotline_vs_hybrid", "epoch1_hotline_vs_gpu-only",
+                "epoch1_hotline_vs_hybrid"):
         if key in results:
             print(f"{key}: {results[key]:.2f}x (>1 means hotline is faster)")
     hl = modes.get("hotline")
     if hl:
+        e1 = hl["epoch1"]
+        print(f"hotline learning: {e1['learn_seconds']:.2f} s of epoch 1's {e1['seconds']:.2f} s "
+              f"({e1['learn_batches']} mini-batches trained the hybrid way; EAL "
+              f"{e1['eal_learn_seconds']:.2f} s), freeze {e1['freeze_seconds']:.2f} s")
         c = hl.get("counters") or {}
         if c.get("inputs"):
-            print(f"popular inputs {100 * c['popular_inputs'] / c['inputs']:.1f} %, "
-                  f"cold rows per working set {c['cold_rows'] / max(1, c['working_sets']):.0f}")
+            print(f"popular inputs {100 * c['popular_inputs'] / c['inputs']:.1f} %, hot rows "
+                  f"{100 * results.get('hot_rows_share', 0):.2f} % of rows, cold rows per "
+                  f"working set {c['cold_rows'] / max(1, c['working_sets']):.0f}")
         ws = hl["timings"].get("working_set")
         if ws:
             print("hotline working-set phases (mean ms): " + ", ".join(
