@@ -5,7 +5,9 @@ Prints one parseable line per epoch and mode::
 
     epoch=1 mode=hotline auc=0.6712 logloss=0.5031 samples_per_s=4321.0 train_loss=0.5104 seconds=1.67
 
-then the driver counters (hotline) and the per-phase timings, and writes to ``--out``:
+(hotline: then ``learning mode=hotline epoch=1 learn_batches=4 of=15 trained=hybrid ...``, the
+mini-batches trained the hybrid way while the EAL learned), then the driver counters (hotline)
+and the per-phase timings, and writes to ``--out``:
 ``metrics.json``, ``timeline_hotline.png`` (one working set's phases as horizontal bars) and
 ``throughput.png`` (samples/s per mode; the comparison of all three with ``--mode all``).
 
@@ -13,14 +15,26 @@ then the driver counters (hotline) and the per-phase timings, and writes to ``--
 one; ``--relearn-every K`` re-learns popularity every K working sets (hotline);
 ``--world-size N`` trains data-parallel in N local processes (torch.distributed), or launch
 with torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``).
+
+``--mode all`` first warms each mode up on a few mini-batches in a throwaway trainer
+(untimed), then times the three in a rotation chosen by ``--seed`` (or ``--order``) and prints
+``speedup hotline/hybrid=... hotline/gpu-only=... device=...`` (on the CPU also a line saying
+that the figures say nothing about a GPU).
+
+A user error (a bad option, unusable data, a table that does not fit in memory) is refused
+with one line on stderr, ``python -m sw_driver.train: error: <message>``, and exit status 2;
+``--debug`` shows the Python traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,11 +42,18 @@ from pathlib import Path
 import torch
 
 from sw_driver.data import (AVAZU_DEFAULT_TABLE_SIZE, CRITEO_KAGGLE_TABLE_SIZES, ClickDataset,
-                            SyntheticClickGenerator, read_avazu, read_criteo)
+                            DataFormatError, SyntheticClickGenerator, read_avazu, read_criteo)
 from sw_driver.training import MODES, Trainer
 from sw_driver.training.distributed import default_backend, free_port, init_from_env
+from sw_driver.training.modes import eal_config_for_budget, init_table
 
-__all__ = ["main", "load_data", "parse_args"]
+__all__ = ["main", "load_data", "parse_args", "CliError", "Refused"]
+
+PROG = "python -m sw_driver.train"
+#: exit status of a refusal (argparse's usage-error status, used for every user error)
+EXIT_REFUSED = 2
+#: share of a single data file held out for evaluation (its tail)
+HELD_OUT = 0.1
 
 _AVAZU_TABLES = 21
 _PHASE_ORDER = ("schedule", "popular", "gather", "h2d", "non_popular", "d2h", "write_back",
@@ -42,10 +63,45 @@ _PHASE_COLORS = {"schedule": "#7f7f7f", "popular": "#2ca02c", "gather": "#1f77b4
                  "write_back": "#ff7f0e", "compute": "#2ca02c", "update": "#ff7f0e"}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m sw_driver.train",
-        description="Train DLRM with Hotline / hybrid CPU-GPU / GPU-only embedding storage.")
+class CliError(Exception):
+    """A user error (an option, the data, memory): refused with one line naming the option or
+    the file, ``python -m sw_driver.train: error: <message>`` (see :func:`main`)."""
+
+
+class Refused(SystemExit):
+    """How a refusal ends the program: exit status 2 (:data:`EXIT_REFUSED`), after its one
+    line was printed on stderr; ``str()`` is that line."""
+
+    def __init__(self, line):
+        super().__init__(EXIT_REFUSED)
+        self.line = line
+
+    def __str__(self):
+        return self.line
+
+
+def _refuse(message):
+    """Print ``python -m sw_driver.train: error: <message>`` (one line) on stderr and exit 2."""
+    line = f"{PROG}: error: " + re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
+    print(line, file=sys.stderr, flush=True)
+    raise Refused(line)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (unknown option, not a number, bad choice) as one line too,
+    without the usage block (``--help`` shows it)."""
+
+    def error(self, message):
+        _refuse(message)
+
+
+def _parser():
+    p = _Parser(
+        prog=PROG,
+        description="Train DLRM with Hotline / hybrid CPU-GPU / GPU-only embedding storage.",
+        epilog="A user error is refused with one line on stderr "
+               f"('{PROG}: error: ...') and exit status {EXIT_REFUSED}; --debug shows the "
+               "traceback instead.")
     p.add_argument("--data", default=None,
                    help="Criteo .tsv/.txt or Avazu .csv file, or a folder holding "
                         "train/dev splits (default: synthetic Criteo-shaped data)")
@@ -85,41 +141,111 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from a checkpoint; --epochs counts the epochs in total")
     p.add_argument("--relearn-every", type=int, default=0, metavar="K",
-                   help="hotline: re-learn popularity every K working sets (0: learn once)")
+                   help="hotline (and the hotline run of --mode all): re-learn popularity "
+                        "every K working sets (0: learn once)")
     p.add_argument("--relearn-batches", type=int, default=None, metavar="M",
-                   help="mini-batches each re-learn learns from (default "
-                        "ceil(sample_rate * K * working_set))")
+                   help="with --relearn-every: mini-batches each re-learn learns from "
+                        "(default ceil(sample_rate * K * working_set))")
     p.add_argument("--world-size", type=int, default=None,
                    help="data-parallel processes (torch.distributed) started here; under "
                         "torchrun the WORLD_SIZE variable is used instead")
     p.add_argument("--dist-backend", default=None, choices=("gloo", "nccl"),
                    help="torch.distributed backend (default: nccl with cuda, gloo with cpu)")
-    a = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "working_set", "hot_budget", "dim",
-                 "table_size_cap", "gather_threads", "synthetic_samples"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0 < a.sample_rate <= 1:
-        p.error("--sample-rate must be in (0, 1]")
-    if a.threads is not None and a.threads < 1:
-        p.error("--threads must be >= 1")
-    if a.relearn_every < 0:
-        p.error("--relearn-every must be >= 0")
-    if a.relearn_batches is not None and a.relearn_batches < 1:
-        p.error("--relearn-batches must be >= 1")
-    if a.world_size is not None and a.world_size < 1:
-        p.error("--world-size must be >= 1")
-    if a.mode == "all" and (a.checkpoint or a.resume):
-        p.error("--checkpoint / --resume need one --mode, not all")
-    if a.resume and not Path(a.resume).is_file():
-        p.error(f"--resume {a.resume}: no such file")
-    if a.backend == "cuda" and not torch.cuda.is_available():
-        p.error("--backend cuda: no CUDA device is available")
+    p.add_argument("--order", default=None, metavar="MODES",
+                   help="--mode all: the timed runs' order, e.g. hybrid,hotline,gpu-only "
+                        "(default: a rotation of gpu-only,hybrid,hotline starting at mode "
+                        "number seed mod 3)")
+    p.add_argument("--warmup-batches", type=int, default=None, metavar="B",
+                   help="--mode all: untimed warm-up mini-batches per mode in a throwaway "
+                        "trainer (default 2 working sets, 2 * --working-set; 0: none)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of a refusal instead of the one-line error")
+    return p
+
+
+def parse_args(argv=None):
+    """The checked options. An unusable one is refused (one line on stderr, exit status 2;
+    with ``--debug`` the :class:`CliError` is raised instead)."""
+    a = _parser().parse_args(argv)
+    try:
+        _check_args(a)
+    except CliError as e:
+        if a.debug:
+            raise
+        _refuse(e)
     return a
 
 
-def _sizes(a):
-    return tuple(int(s) for s in a.split(",") if s.strip())
+def _check_args(a):
+    """Checks that need the options only (the data and memory checks come later)."""
+    for name in ("epochs", "batch_size", "working_set", "hot_budget", "dim",
+                 "table_size_cap", "gather_threads", "synthetic_samples"):
+        if getattr(a, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if a.max_rows is not None and a.max_rows < 1:
+        raise CliError(f"--max-rows must be >= 1 (leave it out to read every row), "
+                       f"got {a.max_rows}")
+    if not math.isfinite(a.lr) or a.lr <= 0:
+        raise CliError(f"--lr must be a finite number > 0, got {a.lr}")
+    if not 0 < a.sample_rate <= 1:
+        raise CliError(f"--sample-rate must be in (0, 1], got {a.sample_rate}")
+    if a.threads is not None and a.threads < 1:
+        raise CliError(f"--threads must be >= 1, got {a.threads}")
+    _layers(a.bottom, "--bottom")
+    _layers(a.top, "--top")
+    if a.relearn_every < 0:
+        raise CliError(f"--relearn-every must be >= 0, got {a.relearn_every}")
+    if a.relearn_every and a.mode not in ("hotline", "all"):
+        raise CliError(f"--relearn-every is for --mode hotline (with --mode all it applies to "
+                       f"the hotline run), not --mode {a.mode}")
+    if a.relearn_batches is not None:
+        if a.relearn_batches < 1:
+            raise CliError(f"--relearn-batches must be >= 1, got {a.relearn_batches}")
+        if not a.relearn_every:
+            raise CliError("--relearn-batches needs --relearn-every K (K >= 1): without it "
+                           "popularity is learned once")
+    if a.mode != "all":
+        for opt, v in (("--order", a.order), ("--warmup-batches", a.warmup_batches)):
+            if v is not None:
+                raise CliError(f"{opt} is for --mode all, not --mode {a.mode}")
+    else:
+        if a.order is not None:
+            _parse_order(a.order)
+        if a.warmup_batches is not None and a.warmup_batches < 0:
+            raise CliError(f"--warmup-batches must be >= 0, got {a.warmup_batches}")
+    if a.world_size is not None and a.world_size < 1:
+        raise CliError(f"--world-size must be >= 1, got {a.world_size}")
+    if a.mode == "all" and (a.checkpoint or a.resume):
+        raise CliError("--checkpoint / --resume need one --mode, not all")
+    if a.resume and not Path(a.resume).is_file():
+        raise CliError(f"--resume {a.resume}: no such file")
+    if a.backend == "cuda" and not torch.cuda.is_available():
+        raise CliError("--backend cuda: no CUDA device is available")
+
+
+def _layers(text, option):
+    """Hidden-layer sizes of ``--bottom`` / ``--top``: comma-separated integers >= 1."""
+    if not text.strip():
+        raise CliError(f"{option} is empty: give hidden-layer sizes such as 512,256")
+    sizes = []
+    for i, item in enumerate(text.split(","), 1):
+        s = item.strip()
+        if not s:
+            raise CliError(f"{option} {text!r}: item {i} is empty")
+        if not re.fullmatch(r"[+-]?[0-9]+", s):
+            raise CliError(f"{option} {text!r}: item {i} ({s!r}) is not an integer")
+        if int(s) < 1:
+            raise CliError(f"{option} {text!r}: item {i} ({int(s)}) must be >= 1")
+        sizes.append(int(s))
+    return tuple(sizes)
+
+
+def _parse_order(text):
+    order = tuple(m.strip() for m in text.split(","))
+    if sorted(order) != sorted(MODES):
+        raise CliError(f"--order {text!r}: name each of {', '.join(MODES)} once, "
+                       f"comma-separated")
+    return order
 
 
 def _cat(parts, name):
@@ -127,55 +253,204 @@ def _cat(parts, name):
                         torch.cat([d.sparse for d in parts]), parts[0].table_sizes, name)
 
 
-def _split_tail(ds, share=0.1):
-    n_eval = max(1, int(len(ds) * share))
+def _split_tail(ds, share=HELD_OUT):
+    n_eval = _n_held_out(len(ds), share)
     cut = len(ds) - n_eval
     return ds.subset(0, cut), ds.subset(cut, len(ds)), f"held-out tail ({n_eval} samples)"
 
 
-def load_data(data, cap, max_rows=None, synthetic_samples=8000, seed=0):
+def _n_held_out(n, share=HELD_OUT):
+    return max(1, int(n * share))
+
+
+def _rows_needed(batch_size, share=HELD_OUT):
+    """The fewest rows whose training part (after the held-out tail) holds one mini-batch."""
+    n = batch_size + 1
+    while n - _n_held_out(n, share) < batch_size:
+        n += 1
+    return n
+
+
+class _Source:
+    """Where the data come from, found without reading them: ``kind`` (``criteo``, ``avazu``,
+    ``synthetic``), ``path``, the folder's file ``names`` and the capped ``table_sizes``."""
+
+    def __init__(self, data, cap):
+        self.path = None if data is None else Path(data)
+        self.names = set()
+        if data is None:
+            self.kind = "synthetic"
+        elif self.path.is_dir():
+            self.names = {f.name for f in self.path.iterdir()}
+            self.kind = ("criteo" if self.names & {"train.tsv", "train.txt"} else
+                         "avazu" if "train.csv" in self.names else None)
+            if self.kind is None:
+                raise CliError(f"--data {self.path}: the folder has no train.tsv / train.txt "
+                               f"(Criteo) or train.csv (Avazu)")
+        elif not self.path.exists():
+            raise CliError(f"--data {self.path}: no such file")
+        else:
+            self.kind = "avazu" if self.path.suffix == ".csv" else "criteo"
+        if self.kind == "avazu":
+            self.table_sizes = (min(AVAZU_DEFAULT_TABLE_SIZE, cap),) * _AVAZU_TABLES
+        else:
+            self.table_sizes = tuple(min(s, cap) for s in CRITEO_KAGGLE_TABLE_SIZES)
+
+    def file(self, split=None):
+        """The file of ``split`` (a folder's ``train`` by default), for messages."""
+        if not self.path.is_dir():
+            return self.path
+        suffixes = (".csv",) if self.kind == "avazu" else (".tsv", ".txt")
+        for suffix in suffixes:
+            f = self.path / f"{split or 'train'}{suffix}"
+            if f.is_file():
+                return f
+        return self.path / f"{split or 'train'}{suffixes[0]}"
+
+    def read(self, split=None, rows=None):
+        try:
+            if self.kind == "criteo":
+                ds = read_criteo(self.path, split=split, table_sizes=self.table_sizes,
+                                 max_rows=rows)
+            else:
+                ds = read_avazu(self.path, split=split, table_sizes=self.table_sizes,
+                                max_rows=rows)
+        except OSError as e:     # unreadable, or a folder where the file should be
+            raise CliError(f"--data {self.file(split)}: {e.strerror or e}") from e
+        if len(ds) == 0:
+            raise CliError(f"--data {self.file(split)}: the file has no data rows")
+        return ds
+
+
+def _check_rows(n, batch_size, what, held_out, max_rows=None):
+    """Refuse data too small to train one mini-batch (``held_out``: the training rows lose a
+    held-out tail). ``what``: ``--data FILE`` or ``--synthetic-samples N``; ``max_rows``:
+    given when ``--max-rows`` cut the file short."""
+    if n < batch_size:
+        cut = f", read with --max-rows {max_rows}" if max_rows else ""
+        raise CliError(f"--batch-size {batch_size} is larger than the data: {n} rows "
+                       f"({what}{cut})")
+    if held_out and n - _n_held_out(n) < batch_size:
+        cut = f" (read with --max-rows {max_rows})" if max_rows else ""
+        raise CliError(f"{what}: {n} rows{cut} are too few for one mini-batch of "
+                       f"{batch_size} (--batch-size) plus the held-out {HELD_OUT:.0%} "
+                       f"({_n_held_out(n)} rows): at least {_rows_needed(batch_size)} "
+                       f"are needed")
+
+
+def load_data(data, cap, max_rows=None, synthetic_samples=8000, seed=0, batch_size=None):
     """``(train, eval, description)``. ``data``: a Criteo (.tsv/.txt) or Avazu (.csv) file, a
     folder with ``train``/``dev`` files, or ``None`` for synthetic Criteo-shaped data. Table
     sizes are the data set's, capped at ``cap`` rows (values modulo the size). The eval split
-    is ``dev`` (+ ``test``) when the folder has them, else the last 10 % of the training rows."""
-    if data is None:
-        sizes = tuple(min(s, cap) for s in CRITEO_KAGGLE_TABLE_SIZES)
-        gen = SyntheticClickGenerator(sizes, p_hot=0.75, head_rows=64, seed=seed)
+    is ``dev`` (+ ``test``) when the folder has them, else the last 10 % of the training rows.
+
+    Raises :class:`CliError` for a missing path, a folder without data, an empty file and,
+    given ``batch_size``, data too small for one mini-batch (plus the held-out tail), and
+    :class:`~sw_driver.data.DataFormatError` (file, line, column) for a malformed row."""
+    src = data if isinstance(data, _Source) else _Source(data, cap)
+    if src.kind == "synthetic":
+        if batch_size is not None:
+            _check_rows(synthetic_samples, batch_size, f"--synthetic-samples "
+                        f"{synthetic_samples}", True, "")
+        gen = SyntheticClickGenerator(src.table_sizes, p_hot=0.75, head_rows=64, seed=seed)
         ds = gen.batch(synthetic_samples)
         train, ev, what = _split_tail(ds)
         return train, ev, f"synthetic Criteo-shaped data ({synthetic_samples} samples), {what}"
-    path = Path(data)
-    if path.is_dir():
-        names = {f.name for f in path.iterdir()}
-        kind = "criteo" if names & {"train.tsv", "train.txt"} else \
-            "avazu" if "train.csv" in names else None
-        if kind is None:
-            raise SystemExit(f"{path}: no train.tsv / train.txt (Criteo) or train.csv (Avazu)")
-    else:
-        if not path.exists():
-            raise SystemExit(f"{path}: no such file")
-        kind = "avazu" if path.suffix == ".csv" else "criteo"
-    if kind == "criteo":
-        sizes = tuple(min(s, cap) for s in CRITEO_KAGGLE_TABLE_SIZES)
+    path, kind = src.path, src.kind
 
-        def read(split=None, rows=None):
-            return read_criteo(path, split=split, table_sizes=sizes, max_rows=rows)
-    else:
-        sizes = (min(AVAZU_DEFAULT_TABLE_SIZE, cap),) * _AVAZU_TABLES
+    def check(ds, held_out):
+        if batch_size is not None:
+            what = f"--data {src.file('train' if path.is_dir() else None)}"
+            _check_rows(len(ds), batch_size, what, held_out,
+                        max_rows if max_rows == len(ds) else None)
 
-        def read(split=None, rows=None):
-            return read_avazu(path, split=split, table_sizes=sizes, max_rows=rows)
     if path.is_dir():
-        train = read("train", max_rows)
-        evals = [read(s) for s in ("dev", "test")
-                 if any(n.startswith(s + ".") for n in names)]
+        train = src.read("train", max_rows)
+        evals = [src.read(s) for s in ("dev", "test")
+                 if any(n.startswith(s + ".") for n in src.names)]
         if evals:
+            check(train, False)
             ev = evals[0] if len(evals) == 1 else _cat(evals, f"{path.name}/dev+test")
             return train, ev, f"{kind} {path} ({len(train)} train, {len(ev)} dev+test)"
+        check(train, True)
         train, ev, what = _split_tail(train)
         return train, ev, f"{kind} {path}, {what}"
-    train, ev, what = _split_tail(read(None, max_rows))
+    ds = src.read(None, max_rows)
+    check(ds, True)
+    train, ev, what = _split_tail(ds)
     return train, ev, f"{kind} {path}, {what}"
+
+
+def _size(n_bytes):
+    for unit, k in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= k:
+            return f"{n_bytes / k:.1f} {unit}"
+    return f"{n_bytes} B"
+
+
+def _host_available():
+    """Bytes of host memory available for new allocations (``MemAvailable`` of
+    /proc/meminfo), or ``None`` where that is unknown (then nothing is refused)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _device_free(device):
+    """Free bytes on a CUDA ``device`` (``torch.cuda.mem_get_info``)."""
+    return torch.cuda.mem_get_info(torch.device(device))[0]
+
+
+def _check_resources(a, sizes, modes, device):
+    """Before anything is allocated: the hot budget against the tables, and the tables
+    against free memory. Host table: ``sum(sizes) * dim * 4`` bytes in host memory (every
+    mode); hot table (hotline): ``entries * dim * 4`` bytes on the training device, entries =
+    the next power of two >= the budget (``eal_config_for_budget``); gpu-only: a copy of the
+    whole table on the training device. With --mode all the modes run one after another, so
+    each must fit on its own. On the CPU backend the device is host memory."""
+    rows, row_bytes = sum(sizes), a.dim * 4
+    if "hotline" in modes and a.hot_budget > rows:
+        raise CliError(f"--hot-budget {a.hot_budget} is larger than all tables together "
+                       f"({rows:,} rows with --table-size-cap {a.table_size_cap}): at most "
+                       f"{rows:,}")
+    host = rows * row_bytes
+    host_avail = _host_available()
+    cuda = torch.device(device).type == "cuda"
+    if host_avail is not None and host > host_avail:
+        raise CliError(f"--table-size-cap {a.table_size_cap} / --dim {a.dim}: the host table "
+                       f"({rows:,} rows x dim {a.dim} x 4 B = {_size(host)}) does not fit in "
+                       f"the available host memory ({_size(host_avail)})")
+    if cuda:
+        avail, where, beside = _device_free(device), f"free memory of {device}", 0
+    else:
+        avail, where, beside = host_avail, "available host memory", host
+    if avail is None:
+        return
+    also = f" next to the host table ({_size(host)})" if beside else ""
+    if "hotline" in modes:
+        entries = eal_config_for_budget(a.hot_budget, sizes).entries
+        hot = entries * row_bytes
+        if beside + hot > avail:
+            raise CliError(f"--hot-budget {a.hot_budget}: the hot table ({entries:,} entries "
+                           f"x dim {a.dim} x 4 B = {_size(hot)}) does not fit in the {where}"
+                           f"{also} ({_size(avail)}); lower --hot-budget or --dim")
+    if "gpu-only" in modes and beside + host > avail:
+        raise CliError(f"--mode {a.mode}: gpu-only's copy of the table ({_size(host)}) does "
+                       f"not fit in the {where}{also} ({_size(avail)}); lower "
+                       f"--table-size-cap or --dim, or use --mode hybrid or hotline")
+
+
+def _precheck(a, device):
+    """The data source (without reading it) and the memory checks; returns the source."""
+    src = _Source(a.data, a.table_size_cap)
+    modes = MODES if a.mode == "all" else (a.mode,)
+    _check_resources(a, src.table_sizes, modes, device)
+    return src
 
 
 def _fmt_timings(t):
@@ -235,22 +510,91 @@ def _quiet(*args, **kwargs):
     pass
 
 
+def _trainer(mode, a, train, device, distributed, **kw):
+    relearn = a.relearn_every if mode == "hotline" else 0
+    return Trainer(train.table_sizes, train.n_dense, mode, device or a.backend, dim=a.dim,
+                   bottom=_layers(a.bottom, "--bottom"), top=_layers(a.top, "--top"), lr=a.lr,
+                   batch_size=a.batch_size, working_set=a.working_set,
+                   hot_budget=a.hot_budget, sample_rate=a.sample_rate, seed=a.seed,
+                   gather_threads=a.gather_threads, relearn_every=relearn,
+                   relearn_batches=a.relearn_batches if relearn else None,
+                   distributed=distributed, **kw)
+
+
+def _mode_order(a):
+    """The timed runs' order of --mode all and the rule that chose it: ``--order``, else the
+    rotation of ``MODES`` that starts at mode number ``seed mod 3``."""
+    if a.order:
+        return _parse_order(a.order), "--order"
+    r = a.seed % len(MODES)
+    return MODES[r:] + MODES[:r], f"rotation-by-seed rotation={r}"
+
+
+def _warm_up(order, a, train, device, distributed, say):
+    """Untimed: each mode in ``order`` trains the first ``--warmup-batches`` mini-batches
+    (default two working sets) in a throwaway trainer, so that one-time costs (first kernel
+    launches and library handles, allocator pools, thread pools, the driver's first calls)
+    fall outside the timed runs. The throwaway trainers share one host table of their own;
+    the timed trainers are new objects that start from the seeded initial model, and the
+    global random state is restored afterwards (``fork_rng``), so the warm-up changes none of
+    the timed runs' numbers."""
+    k = 2 * a.working_set if a.warmup_batches is None else a.warmup_batches
+    n = min(len(train), k * a.batch_size)
+    info = {"batches": math.ceil(n / a.batch_size), "samples": n, "order": list(order),
+            "seconds": 0.0}
+    if n == 0:
+        say("warmup batches=0 (none: the first timed run pays the one-time start-up costs)")
+        return info
+    dev = torch.device(device or a.backend)
+    devices = ([dev.index if dev.index is not None else torch.cuda.current_device()]
+               if dev.type == "cuda" else [])
+    part = train.subset(0, n)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=devices):
+        host = init_table(train.table_sizes, a.dim, a.seed)
+        for mode in order:
+            tr = _trainer(mode, a, train, device, distributed, host_table=host)
+            try:
+                tr.train_epoch(part)
+            finally:
+                tr.close()
+            del tr
+        del host
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    info["seconds"] = time.perf_counter() - t0
+    say(f"warmup batches={info['batches']} samples={n} order={','.join(order)} "
+        f"seconds={info['seconds']:.2f} (untimed, each mode in a throwaway trainer)")
+    return info
+
+
+def _device_name(device):
+    d = torch.device(device)
+    if d.type != "cuda":
+        return d.type
+    idx = d.index if d.index is not None else torch.cuda.current_device()
+    return f"cuda:{idx} gpu={torch.cuda.get_device_name(idx).replace(' ', '_')}"
+
+
 def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False):
     """Train in ``mode`` until ``a.epochs`` epochs are complete; prints (through ``say``)
     and returns the results dict."""
     from tqdm import tqdm
 
     relearn = a.relearn_every if mode == "hotline" else 0
-    tr = Trainer(train.table_sizes, train.n_dense, mode, device or a.backend, dim=a.dim,
-                 bottom=_sizes(a.bottom), top=_sizes(a.top), lr=a.lr, batch_size=a.batch_size,
-                 working_set=a.working_set, hot_budget=a.hot_budget, sample_rate=a.sample_rate,
-                 seed=a.seed, gather_threads=a.gather_threads, relearn_every=relearn,
-                 relearn_batches=a.relearn_batches if relearn else None,
-                 distributed=distributed)
+    tr = _trainer(mode, a, train, device, distributed)
     res = {"mode": mode, "epochs": []}
+    n_batches = math.ceil(len(train) / a.batch_size)
     try:
         if a.resume:
-            tr.load_checkpoint(a.resume)
+            try:
+                tr.load_checkpoint(a.resume)
+            except (ValueError, KeyError) as e:       # a checkpoint of other settings
+                raise CliError(f"--resume {a.resume}: {e}") from e
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+                raise CliError(f"--resume {a.resume}: not a readable checkpoint "
+                               f"(torch.load: {type(e).__name__})") from e
             say(f"[{mode}] resumed from {a.resume}: {tr.epoch} epochs done, position "
                 f"{tr.position}")
         if mode == "hotline":
@@ -268,11 +612,22 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
             auc, ll = tr.evaluate(ev)
             e = {"epoch": st.epoch, "auc": auc, "logloss": ll, "samples_per_s": st.samples_per_s,
                  "train_loss": st.train_loss, "seconds": st.seconds,
-                 "learn_batches": st.learn_batches}
+                 "learn_batches": st.learn_batches, "batches": n_batches}
             res["epochs"].append(e)
             say(f"epoch={st.epoch} mode={mode} auc={auc:.4f} logloss={ll:.4f} "
                 f"samples_per_s={st.samples_per_s:.1f} train_loss={st.train_loss:.4f} "
                 f"seconds={st.seconds:.2f}", flush=True)
+            if mode == "hotline":
+                learn_s = getattr(st, "learn_seconds", 0.0)
+                eal_s = getattr(st, "eal_learn_seconds", 0.0)
+                freeze_s = getattr(st, "freeze_seconds", 0.0)
+                e.update(learn_seconds=learn_s, eal_learn_seconds=eal_s,
+                         freeze_seconds=freeze_s)
+                say(f"learning mode={mode} epoch={st.epoch} learn_batches={st.learn_batches} "
+                    f"of={n_batches} trained=hybrid seconds={learn_s:.2f} "
+                    f"eal_seconds={eal_s:.2f} freeze_seconds={freeze_s:.2f} (rows gathered "
+                    f"from the host table while the EAL learned their lookups; counted in "
+                    f"samples_per_s)")
             if a.checkpoint:
                 tr.save_checkpoint(a.checkpoint)
                 say(f"checkpoint: {a.checkpoint} (epoch {tr.epoch})")
@@ -324,22 +679,45 @@ def _spawn(a, argv):
     """Start ``a.world_size`` local processes (spawn) and wait; returns rank 0's summary."""
     import torch.multiprocessing as mp
 
+    _precheck(a, a.backend)          # refuse here once rather than in every process
     argv = list(sys.argv[1:] if argv is None else argv)
     print(f"starting {a.world_size} processes (torch.distributed, "
           f"{a.dist_backend or default_backend(a.backend)})", flush=True)
-    mp.start_processes(_spawned, args=(argv, a.world_size, free_port()), nprocs=a.world_size,
-                       join=True, start_method="spawn")
+    try:
+        mp.start_processes(_spawned, args=(argv, a.world_size, free_port()),
+                           nprocs=a.world_size, join=True, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.exit_code != EXIT_REFUSED:
+            raise
+        # The process printed its refusal already.
+        raise CliError(f"--world-size {a.world_size}: process {e.error_index} refused to "
+                       f"run (its error is above)") from e
     return json.loads((Path(a.out) / "metrics.json").read_text())
 
 
 def main(argv=None):
-    """Command line entry point; returns the results dict (also written to metrics.json)."""
+    """Command line entry point; returns the results dict (also written to metrics.json).
+
+    A user error (:class:`CliError`: an option, the data, memory; or a
+    :class:`~sw_driver.data.DataFormatError` naming file, line and column) is printed as one
+    line ``python -m sw_driver.train: error: <message>`` on stderr and ends the program with
+    exit status 2 (:class:`Refused`, a ``SystemExit``); with ``--debug`` the exception is
+    raised instead (traceback, exit status 1)."""
     a = parse_args(argv)
+    try:
+        return _main_checked(a, argv)
+    except (CliError, DataFormatError) as e:
+        if a.debug:
+            raise
+        _refuse(e)
+
+
+def _main_checked(a, argv):
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if a.world_size and a.world_size > 1 and "WORLD_SIZE" not in os.environ:
         return _spawn(a, argv)
     if a.world_size and "WORLD_SIZE" in os.environ and a.world_size != env_world:
-        raise SystemExit(f"--world-size {a.world_size} but WORLD_SIZE={env_world}")
+        raise CliError(f"--world-size {a.world_size} but WORLD_SIZE={env_world}")
     backend = a.dist_backend or default_backend(a.backend)
     rank, world, local = init_from_env(backend)
     device = a.backend
@@ -357,27 +735,43 @@ def main(argv=None):
 
 
 def _main(a, say, device, world, rank):
+    src = _precheck(a, device)
     torch.manual_seed(a.seed)
     threads = a.threads or (1 if a.backend == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"--out {a.out}: cannot create the folder ({e.strerror or e})") from e
     t0 = time.perf_counter()
     if a.data is None:
         say("no --data given: using synthetic Criteo-shaped data")
-    train, ev, desc = load_data(a.data, a.table_size_cap, a.max_rows, a.synthetic_samples,
-                                a.seed)
+    train, ev, desc = load_data(src, a.table_size_cap, a.max_rows, a.synthetic_samples,
+                                a.seed, batch_size=a.batch_size)
     say(f"data: {desc}; {train.n_tables} tables, {sum(train.table_sizes):,} rows, "
         f"dim {a.dim}, batch {a.batch_size}, backend {a.backend}"
         + (f", {world} ranks" if world > 1 else ""))
-    modes = MODES if a.mode == "all" else (a.mode,)
+    summary = {"args": vars(a), "data": desc, "world_size": world}
+    if a.mode == "all":
+        modes, rule = _mode_order(a)
+        summary["order"] = list(modes)
+        say(f"order modes={','.join(modes)} rule={rule} (the timed runs, one after another)")
+        if a.relearn_every:
+            say(f"note: --relearn-every {a.relearn_every} applies to the hotline run only")
+        summary["warmup"] = _warm_up(modes, a, train, device, world > 1, say)
+    else:
+        modes = (a.mode,)
     results = {}
     for mode in modes:
         results[mode] = run_mode(mode, a, train, ev, out, say, device, world > 1)
-    summary = {"args": vars(a), "data": desc, "results": results, "world_size": world,
-               "wall_seconds": time.perf_counter() - t0}
+    # Keep the usual mode order in metrics.json and the plot, whatever the run order.
+    results = {m: results[m] for m in MODES if m in results}
+    summary["results"] = results
+    summary["device"] = _device_name(device)
     if rank != 0:
+        summary["wall_seconds"] = time.perf_counter() - t0
         return summary
     if all(r["epochs"] for r in results.values()):
         png = out / "throughput.png"
@@ -385,11 +779,25 @@ def _main(a, say, device, world, rank):
         say(f"throughput plot: {png}")
     else:
         say(f"nothing to train: the checkpoint has {a.epochs} epochs already")
-    if len(modes) > 1:
-        base = {m: results[m]["epochs"][-1]["samples_per_s"] for m in modes}
-        if base.get("hotline") and base.get("hybrid"):
-            say(f"speedup hotline/hybrid={base['hotline'] / base['hybrid']:.2f} "
-                f"hotline/gpu-only={base['hotline'] / base['gpu-only']:.2f}")
+    if a.mode == "all":
+        sps = {m: results[m]["epochs"][-1]["samples_per_s"] for m in MODES}
+
+        def ratio(x, y):
+            return f"{sps[x] / sps[y]:.2f}" if sps[y] else "nan"
+
+        summary["speedup"] = {"hotline/hybrid": sps["hotline"] / sps["hybrid"] if sps["hybrid"]
+                              else None,
+                              "hotline/gpu-only": sps["hotline"] / sps["gpu-only"]
+                              if sps["gpu-only"] else None}
+        say(f"speedup hotline/hybrid={ratio('hotline', 'hybrid')} "
+            f"hotline/gpu-only={ratio('hotline', 'gpu-only')} device={summary['device']} "
+            f"order={','.join(modes)} warmup_batches={summary['warmup']['batches']} "
+            f"(samples/s of the last epoch)")
+        if torch.device(device).type == "cpu":
+            say("note: device=cpu: these figures say nothing about a GPU. On the CPU the "
+                "'device' is host memory, so there are no host-device copies for Hotline to "
+                "hide; measure the speed-up with --backend cuda on a GPU "
+                "(or python -m sw_driver.bench_training)")
     summary["wall_seconds"] = time.perf_counter() - t0
     (out / "metrics.json").write_text(json.dumps(_finite(summary), indent=1, allow_nan=False,
                                                  default=_json_default))

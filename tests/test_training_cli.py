@@ -1,9 +1,13 @@
 """Smoke tests of ``python -m sw_driver.train`` (sw_driver/train.py): it trains, prints
-parseable metrics and counters, and writes metrics.json and the plots."""
+parseable metrics and counters, and writes metrics.json and the plots; --mode all warms up,
+rotates the order and names the device; user errors are refused with one line."""
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,6 +21,16 @@ SMALL = ["--epochs", "1", "--batch-size", "128", "--dim", "8", "--bottom", "32",
 EPOCH = re.compile(r"^epoch=(\d+) mode=(\S+) auc=(\S+) logloss=(\S+) samples_per_s=(\S+) "
                    r"train_loss=(\S+) seconds=(\S+)$", re.M)
 COUNTERS = re.compile(r"^counters mode=hotline (.*)$", re.M)
+LEARNING = re.compile(r"^learning mode=hotline epoch=(\d+) learn_batches=(\d+) of=(\d+) "
+                      r"trained=hybrid seconds=(\S+) eal_seconds=(\S+) freeze_seconds=(\S+) ",
+                      re.M)
+ORDER = re.compile(r"^order modes=(\S+) rule=(\S+)", re.M)
+WARMUP = re.compile(r"^warmup batches=(\d+) samples=(\d+) order=(\S+) seconds=(\S+) "
+                    r"\(untimed", re.M)
+SPEEDUP = re.compile(r"^speedup hotline/hybrid=(\S+) hotline/gpu-only=(\S+) device=(\S+) "
+                     r"order=(\S+) warmup_batches=(\d+)", re.M)
+CPU_NOTE = re.compile(r"^note: device=cpu: these figures say nothing about a GPU\.", re.M)
+ERROR = "python -m sw_driver.train: error: "
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,6 +59,7 @@ def test_cli_all_modes_on_criteo_sample(tmp_path, capsys):
         argv += ["--data", str(data)]
     summary, out = run(capsys, argv)
     rows = EPOCH.findall(out)
+    # --seed 0: the rotation that starts with gpu-only.
     assert [r[1] for r in rows] == ["gpu-only", "hybrid", "hotline"], out
     for _, mode, auc, ll, sps, loss, sec in rows:
         auc, ll, sps, loss = float(auc), float(ll), float(sps), float(loss)
@@ -52,6 +67,7 @@ def test_cli_all_modes_on_criteo_sample(tmp_path, capsys):
         assert sps > 0.0 and float(sec) > 0.0
     # gpu-only and hybrid train the same order: identical metrics on the CPU.
     assert rows[0][2:4] == rows[1][2:4]
+    assert rows[0][5] == rows[1][5]
     m = COUNTERS.search(out)
     assert m, out
     fields = dict(kv.split("=") for kv in m.group(1).split())
@@ -66,7 +82,7 @@ def test_cli_all_modes_on_criteo_sample(tmp_path, capsys):
     assert set(metrics["results"]) == {"gpu-only", "hybrid", "hotline"}
     assert metrics["results"]["hotline"]["epochs"][0]["auc"] == pytest.approx(float(rows[2][2]),
                                                                              abs=1e-4)
-    assert "speedup hotline/hybrid=" in out
+    assert "speedup hotline/hybrid=" in out and SPEEDUP.search(out).group(3) == "cpu"
     assert summary["results"]["hotline"]["timeline"]
 
 
@@ -103,3 +119,291 @@ def test_cli_rejects_bad_arguments(bad, tmp_path):
 def test_cli_missing_data_path(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         train.main(SMALL + ["--data", str(tmp_path / "nope.tsv"), "--out", str(tmp_path)])
+
+
+# --- --mode all: warm-up, order, device ---------------------------------------------------
+ALL_SYNTH = SMALL + ["--mode", "all", "--synthetic-samples", "2000", "--hot-budget", "1024"]
+
+
+def _metrics(out):
+    return {r[1]: (r[2], r[3], r[5]) for r in EPOCH.findall(out)}
+
+
+def test_cli_all_modes_warmup_order_and_device(tmp_path, capsys):
+    """--seed 1: the rotation starting at the second mode; a warm-up line (2 working sets of
+    mini-batches per mode by default); the speed-up names the device, the CPU note follows;
+    the warm-up changes none of the timed runs' numbers (same metrics with --warmup-batches
+    0), and gpu-only and hybrid still agree exactly."""
+    summary, out = run(capsys, ALL_SYNTH + ["--seed", "1", "--out", str(tmp_path / "w")])
+    order = ["hybrid", "hotline", "gpu-only"]
+    m = ORDER.search(out)
+    assert m and m.group(1) == ",".join(order) and m.group(2) == "rotation-by-seed", out
+    assert [r[1] for r in EPOCH.findall(out)] == order
+    w = WARMUP.search(out)
+    assert w and w.group(1) == "8" and w.group(2) == str(8 * 128) and w.group(3) == ",".join(order)
+    # The warm-up comes before the first timed epoch, the speed-up and the note after the last.
+    assert out.index(w.group(0)) < out.index("epoch=1 mode=hybrid")
+    sp = SPEEDUP.search(out)
+    assert sp and sp.group(3) == "cpu" and sp.group(4) == ",".join(order) and sp.group(5) == "8"
+    sps = {r[1]: float(r[4]) for r in EPOCH.findall(out)}
+    assert float(sp.group(1)) == pytest.approx(sps["hotline"] / sps["hybrid"], abs=0.006)
+    assert float(sp.group(2)) == pytest.approx(sps["hotline"] / sps["gpu-only"], abs=0.006)
+    note = CPU_NOTE.search(out)
+    assert note and out.index(sp.group(0)) < note.start()
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert metrics["order"] == order and metrics["warmup"]["batches"] == 8
+    assert metrics["device"] == "cpu" and set(metrics["speedup"]) == {"hotline/hybrid",
+                                                                     "hotline/gpu-only"}
+    assert list(metrics["results"]) == ["gpu-only", "hybrid", "hotline"]
+    warmed = _metrics(out)
+    assert warmed["gpu-only"] == warmed["hybrid"]
+
+    summary, out = run(capsys, ALL_SYNTH + ["--seed", "1", "--warmup-batches", "0",
+                                            "--out", str(tmp_path / "c")])
+    assert "warmup batches=0 (none" in out and not WARMUP.search(out)
+    assert SPEEDUP.search(out).group(5) == "0"
+    assert _metrics(out) == warmed
+
+
+def test_cli_all_modes_order_option(tmp_path, capsys):
+    _, out = run(capsys, ALL_SYNTH + ["--order", "hotline,gpu-only,hybrid", "--warmup-batches",
+                                      "1", "--synthetic-samples", "800", "--out", str(tmp_path)])
+    assert ORDER.search(out).group(2) == "--order"
+    assert [r[1] for r in EPOCH.findall(out)] == ["hotline", "gpu-only", "hybrid"]
+    assert WARMUP.search(out).group(1) == "1"
+
+
+# --- the learning line --------------------------------------------------------------------
+@pytest.mark.parametrize("rate, learned", [("0.25", 4), ("0.5", 8)])
+def test_cli_learning_line(rate, learned, tmp_path, capsys):
+    """1800 training samples = 15 mini-batches of 128; ceil(rate * 15) are learned."""
+    summary, out = run(capsys, SMALL + ["--mode", "hotline", "--synthetic-samples", "2000",
+                                        "--hot-budget", "1024", "--sample-rate", rate,
+                                        "--out", str(tmp_path)])
+    m = LEARNING.findall(out)
+    assert [r[:3] for r in m] == [("1", str(learned), "15")], out
+    learn_s, eal_s, freeze_s = map(float, m[0][3:])
+    e = summary["results"]["hotline"]["epochs"][0]
+    assert e["learn_batches"] == learned and e["batches"] == 15
+    assert 0 < e["learn_seconds"] <= e["seconds"] and learn_s == pytest.approx(
+        e["learn_seconds"], abs=0.006)
+    assert 0 <= eal_s <= learn_s + 0.01 and freeze_s >= 0
+
+
+def test_cli_no_learning_line_outside_hotline(tmp_path, capsys):
+    _, out = run(capsys, SMALL + ["--mode", "hybrid", "--synthetic-samples", "400",
+                                  "--out", str(tmp_path)])
+    assert EPOCH.search(out) and not re.search(r"^learning ", out, re.M)
+
+
+# --- refusals -----------------------------------------------------------------------------
+def criteo_lines(n, bad_line=None):
+    """``n`` valid Criteo rows; row ``bad_line`` (1-based) gets 'x' in column 3 (I2)."""
+    lines = []
+    for i in range(n):
+        ints = [str((i * 7 + j) % 50) for j in range(13)]
+        cats = [f"{(i * 2654435761 + j * 97) % 2**32:08x}" for j in range(26)]
+        if i + 1 == bad_line:
+            ints[1] = "x"
+        lines.append("\t".join([str(i % 2)] + ints + cats))
+    return "".join(line + "\n" for line in lines)
+
+
+@pytest.fixture
+def data_files(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "empty.tsv").write_text("")
+    (d / "nodata").mkdir()
+    (d / "emptytrain").mkdir()
+    (d / "emptytrain" / "train.tsv").write_text("")
+    (d / "header.csv").write_text("id,click,hour," + ",".join(
+        ["C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain",
+         "app_category", "device_id", "device_ip", "device_model", "device_type",
+         "device_conn_type", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21"]) + "\n")
+    (d / "tiny.tsv").write_text(criteo_lines(50))
+    (d / "few.tsv").write_text(criteo_lines(135))
+    (d / "good.tsv").write_text(criteo_lines(200))
+    (d / "bad.tsv").write_text(criteo_lines(200, bad_line=3))
+    (d / "noise.pt").write_bytes(b"\x80\x02not a checkpoint at all" * 3)
+    return d
+
+
+def refused(capsys, argv):
+    """Run main(argv) in process; it must exit with status 2 and exactly one line on stderr,
+    the error, with no traceback anywhere; returns that line."""
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    cap = capsys.readouterr()
+    assert e.value.code == 2, (e.value.code, cap.err)
+    assert "Traceback" not in cap.err and "Traceback" not in cap.out
+    lines = cap.err.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith(ERROR), cap.err
+    assert str(e.value) == lines[0]
+    return lines[0][len(ERROR):]
+
+
+REFUSALS = [
+    # (id, extra argv; {d} is the data folder, expected fragments of the message)
+    ("empty-file", ["--data", "{d}/empty.tsv"], ["--data", "empty.tsv", "no data rows"]),
+    ("avazu-header-only", ["--data", "{d}/header.csv"], ["header.csv", "no data rows"]),
+    ("folder-without-data", ["--data", "{d}/nodata"], ["--data", "nodata", "no train.tsv"]),
+    ("folder-empty-train", ["--data", "{d}/emptytrain"], ["emptytrain/train.tsv",
+                                                          "no data rows"]),
+    ("missing-file", ["--data", "{d}/nope.tsv"], ["--data", "nope.tsv", "no such file"]),
+    ("too-few-rows", ["--data", "{d}/few.tsv"],
+     ["--data", "few.tsv", "135 rows", "one mini-batch of 128", "held-out", "at least 142"]),
+    ("too-few-after-max-rows", ["--data", "{d}/good.tsv", "--max-rows", "140"],
+     ["good.tsv", "140 rows (read with --max-rows 140)", "at least 142"]),
+    ("batch-larger-than-data", ["--data", "{d}/tiny.tsv"],
+     ["--batch-size 128 is larger than the data", "50 rows", "tiny.tsv"]),
+    ("batch-larger-than-synthetic", ["--synthetic-samples", "100"],
+     ["--batch-size 128 is larger than the data", "--synthetic-samples 100"]),
+    ("too-few-synthetic", ["--synthetic-samples", "135"], ["--synthetic-samples 135",
+                                                           "at least 142"]),
+    ("malformed-row", ["--data", "{d}/bad.tsv"],
+     ["bad.tsv: line 3, column 3 (I2): not an integer: 'x'"]),
+    ("max-rows-0", ["--max-rows", "0"], ["--max-rows must be >= 1"]),
+    ("max-rows-negative", ["--max-rows", "-5"], ["--max-rows must be >= 1", "-5"]),
+    ("lr-nan", ["--lr", "nan"], ["--lr", "finite", "nan"]),
+    ("lr-inf", ["--lr", "inf"], ["--lr", "finite", "inf"]),
+    ("lr-minus-inf", ["--lr=-inf"], ["--lr", "finite", "-inf"]),
+    ("lr-zero", ["--lr", "0"], ["--lr", "> 0"]),
+    ("lr-negative", ["--lr", "-0.1"], ["--lr", "-0.1"]),
+    ("lr-not-a-number", ["--lr", "fast"], ["--lr", "invalid float value: 'fast'"]),
+    ("hot-budget-over-rows", ["--mode", "hotline", "--hot-budget", "20000"],
+     ["--hot-budget 20000", "larger than all tables", "17,087 rows"]),
+    ("hot-budget-over-rows-all", ["--mode", "all", "--hot-budget", "17088"],
+     ["--hot-budget 17088", "17,087 rows"]),
+    ("relearn-every-gpu-only", ["--mode", "gpu-only", "--relearn-every", "2"],
+     ["--relearn-every", "--mode gpu-only"]),
+    ("relearn-every-hybrid", ["--mode", "hybrid", "--relearn-every", "2"],
+     ["--relearn-every", "--mode hybrid"]),
+    ("relearn-batches-alone", ["--mode", "hotline", "--relearn-batches", "3"],
+     ["--relearn-batches needs --relearn-every"]),
+    ("relearn-batches-alone-all", ["--mode", "all", "--relearn-batches", "3"],
+     ["--relearn-batches needs --relearn-every"]),
+    ("order-outside-all", ["--mode", "hotline", "--order", "hybrid,hotline,gpu-only"],
+     ["--order is for --mode all"]),
+    ("warmup-outside-all", ["--mode", "hybrid", "--warmup-batches", "2"],
+     ["--warmup-batches is for --mode all"]),
+    ("order-incomplete", ["--mode", "all", "--order", "hybrid,hotline"], ["--order"]),
+    ("warmup-negative", ["--mode", "all", "--warmup-batches", "-1"], ["--warmup-batches"]),
+    ("bottom-empty-item", ["--bottom", "64,,32"], ["--bottom '64,,32'", "item 2 is empty"]),
+    ("bottom-trailing-comma", ["--bottom", "32,"], ["--bottom '32,'", "item 2 is empty"]),
+    ("bottom-not-integer", ["--bottom", "a"], ["--bottom 'a'", "not an integer"]),
+    ("bottom-float", ["--bottom", "32,1.5"], ["--bottom", "item 2", "not an integer"]),
+    ("bottom-zero", ["--bottom", "0"], ["--bottom '0'", "must be >= 1"]),
+    ("top-negative", ["--top", "32,-8"], ["--top '32,-8'", "item 2 (-8) must be >= 1"]),
+    ("top-empty", ["--top", ""], ["--top is empty"]),
+    ("host-table-too-big", ["--dim", str(2**28)],
+     ["--dim 268435456", "host table", "does not fit"]),
+    ("resume-not-a-checkpoint", ["--mode", "hotline", "--synthetic-samples", "400",
+                                 "--resume", "{d}/noise.pt"],
+     ["--resume", "noise.pt", "not a readable checkpoint"]),
+    ("resume-missing", ["--mode", "hotline", "--resume", "{d}/gone.pt"],
+     ["--resume", "gone.pt", "no such file"]),
+    ("mode-unknown", ["--mode", "fpga"], ["--mode", "invalid choice: 'fpga'"]),
+]
+
+
+@pytest.mark.parametrize("extra, expect", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_cli_refuses_with_one_line(extra, expect, data_files, tmp_path, capsys):
+    argv = SMALL + [x.replace("{d}", str(data_files)) for x in extra] + ["--out",
+                                                                          str(tmp_path / "o")]
+    msg = refused(capsys, argv)
+    for fragment in expect:
+        assert fragment in msg, msg
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+# Host memory: 17,087 rows (cap 1024) x dim 512 x 4 B = 33.4 MiB of host table; the hot table
+# of a 17,000-row budget is 32,768 entries x 512 x 4 B = 64 MiB.
+MEMORY = [
+    ("host-table", 16, ["--mode", "hybrid"], ["--table-size-cap 1024 / --dim 512",
+                                              "host table (17,087 rows x dim 512",
+                                              "16.0 MiB"]),
+    ("hot-table", 64, ["--mode", "hotline", "--hot-budget", "17000"],
+     ["--hot-budget 17000", "hot table (32,768 entries x dim 512 x 4 B = 64.0 MiB)",
+      "next to the host table"]),
+    ("hot-table-all", 64, ["--mode", "all", "--hot-budget", "17000"], ["--hot-budget 17000"]),
+    ("gpu-only-copy", 64, ["--mode", "gpu-only"], ["--mode gpu-only", "copy of the table"]),
+]
+
+
+@pytest.mark.parametrize("mib, extra, expect", [m[1:] for m in MEMORY], ids=[m[0] for m in MEMORY])
+def test_cli_refuses_tables_that_do_not_fit(mib, extra, expect, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(train, "_host_available", lambda: mib * 2**20)
+    msg = refused(capsys, SMALL + ["--dim", "512"] + extra + ["--out", str(tmp_path)])
+    for fragment in expect:
+        assert fragment in msg, msg
+
+
+def test_memory_check_passes_what_fits():
+    """The same tables with enough memory (a control for the refusals above): hybrid needs
+    the host table only (33.4 MiB < 64 MiB); every mode fits in 160 MiB."""
+    a = train.parse_args(SMALL + ["--dim", "512", "--hot-budget", "17000"])
+    sizes = train._Source(None, a.table_size_cap).table_sizes
+    avail = {"v": 64 * 2**20}
+    orig = train._host_available
+    try:
+        train._host_available = lambda: avail["v"]
+        train._check_resources(a, sizes, ("hybrid",), "cpu")
+        avail["v"] = 160 * 2**20
+        train._check_resources(a, sizes, train.MODES, "cpu")
+    finally:
+        train._host_available = orig
+
+
+@pytest.mark.parametrize("mode, expect", [
+    ("hotline", "--hot-budget 17000: the hot table (32,768 entries x dim 512 x 4 B = 64.0 MiB) "
+                "does not fit in the free memory of cuda:0 (32.0 MiB)"),
+    ("gpu-only", "--mode gpu-only: gpu-only's copy of the table (33.4 MiB) does not fit in the "
+                 "free memory of cuda:0 (32.0 MiB)"),
+])
+def test_memory_check_on_cuda_uses_device_memory(mode, expect, monkeypatch):
+    """On a CUDA device the hot table / gpu-only table is compared with the device's free
+    memory (faked here: 32 MiB), the host table with host memory (1 GiB)."""
+    monkeypatch.setattr(train, "_host_available", lambda: 2**30)
+    monkeypatch.setattr(train, "_device_free", lambda device: 32 * 2**20)
+    a = train.parse_args(SMALL + ["--dim", "512", "--hot-budget", "17000"])
+    sizes = train._Source(None, a.table_size_cap).table_sizes
+    a.mode = mode
+    with pytest.raises(train.CliError) as e:
+        train._check_resources(a, sizes, (mode,), "cuda:0")
+    assert str(e.value).startswith(expect + "; lower "), str(e.value)
+    train._check_resources(a, sizes, ("hybrid",), "cuda:0")      # host table only: fits
+
+
+def test_cli_unwritable_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    msg = refused(capsys, SMALL + ["--synthetic-samples", "400", "--out",
+                                   str(tmp_path / "file" / "sub")])
+    assert msg.startswith(f"--out {tmp_path / 'file' / 'sub'}: cannot create the folder")
+
+
+def test_cli_debug_shows_the_exception(data_files, tmp_path):
+    """--debug: the refusal's exception is raised (a traceback) instead of the one line."""
+    with pytest.raises(train.CliError, match="--lr must be a finite number"):
+        train.main(SMALL + ["--lr", "nan", "--debug", "--out", str(tmp_path)])
+    with pytest.raises(train.DataFormatError) as e:
+        train.main(SMALL + ["--data", str(data_files / "bad.tsv"), "--debug",
+                            "--out", str(tmp_path)])
+    assert (e.value.line, e.value.column, e.value.column_name) == (3, 3, "I2")
+
+
+def test_cli_exit_status_and_traceback_as_a_program(data_files, tmp_path):
+    """As a program: a refusal is one line on stderr, exit status 2; with --debug a
+    traceback, exit status 1."""
+    cmd = [sys.executable, "-m", "sw_driver.train", "--data", str(data_files / "bad.tsv"),
+           "--out", str(tmp_path)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    plain = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=120)
+    assert plain.returncode == 2, plain.stderr
+    assert plain.stderr.splitlines() == [f"{ERROR}{data_files / 'bad.tsv'}: line 3, column 3 "
+                                         f"(I2): not an integer: 'x'"]
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=root,
+                           timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "DataFormatError" in debug.stderr
