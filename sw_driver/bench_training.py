@@ -23,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from sw_driver.data import SyntheticClickGenerator
 from sw_driver.data.presets import CRITEO_KAGGLE_TABLE_SIZES
 from sw_driver.data.synthetic import calibrate
 from sw_driver.training.modes import MODES
+from sw_driver.training.resources import host_memory_bytes
 from sw_driver.training.trainer import Trainer
 
 _T0 = time.perf_counter()
@@ -79,14 +81,8 @@ def release_memory(device):
 
 def host_memory_gib(field="MemTotal"):
     """``/proc/meminfo``'s ``field`` in GiB, or ``None``."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+    n = host_memory_bytes(field)
+    return None if n is None else round(n / 2**30, 1)
 
 
 def environment(device):
@@ -133,8 +129,8 @@ def warm_up(args, device, modes):
     t = time.perf_counter()
     sizes = scaled_sizes(1e-4)
     n = 2 * args.working_set * args.batch_size
-    gen = calibrate_free_generator(sizes, args.seed)
-    data = gen.batch(n)
+    # Skewed but not calibrated: the warm-up's numbers are thrown away.
+    data = SyntheticClickGenerator(sizes, p_hot=0.75, head_rows=4, seed=args.seed).batch(n)
     for mode in modes:
         tr = Trainer(sizes, data.dense.shape[1], mode, device, dim=args.dim,
                      batch_size=args.batch_size, working_set=args.working_set,
@@ -147,12 +143,6 @@ def warm_up(args, device, modes):
             tr.close()
     release_memory(device)
     return time.perf_counter() - t
-
-
-def calibrate_free_generator(sizes, seed):
-    """A skewed generator for the warm-up (no calibration: its numbers are thrown away)."""
-    from sw_driver.data import SyntheticClickGenerator
-    return SyntheticClickGenerator(sizes, p_hot=0.75, head_rows=4, seed=seed)
 
 
 def run_mode(mode, args, sizes, data, host_table, device, profile=None):

@@ -46,6 +46,7 @@ from sw_driver.data import (AVAZU_DEFAULT_TABLE_SIZE, CRITEO_KAGGLE_TABLE_SIZES,
 from sw_driver.training import MODES, Trainer
 from sw_driver.training.distributed import default_backend, free_port, init_from_env
 from sw_driver.training.modes import eal_config_for_budget, init_table
+from sw_driver.training.resources import host_memory_bytes
 
 __all__ = ["main", "load_data", "parse_args", "CliError", "Refused"]
 
@@ -389,16 +390,9 @@ def _size(n_bytes):
 
 
 def _host_available():
-    """Bytes of host memory available for new allocations (``MemAvailable`` of
-    /proc/meminfo), or ``None`` where that is unknown (then nothing is refused)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Bytes of host memory available for new allocations (``MemAvailable``), or ``None``
+    where that is unknown (then nothing is refused)."""
+    return host_memory_bytes("MemAvailable")
 
 
 def _device_free(device):
@@ -582,7 +576,6 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
     and returns the results dict."""
     from tqdm import tqdm
 
-    relearn = a.relearn_every if mode == "hotline" else 0
     tr = _trainer(mode, a, train, device, distributed)
     res = {"mode": mode, "epochs": []}
     n_batches = math.ceil(len(train) / a.batch_size)
@@ -618,9 +611,8 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
                 f"samples_per_s={st.samples_per_s:.1f} train_loss={st.train_loss:.4f} "
                 f"seconds={st.seconds:.2f}", flush=True)
             if mode == "hotline":
-                learn_s = getattr(st, "learn_seconds", 0.0)
-                eal_s = getattr(st, "eal_learn_seconds", 0.0)
-                freeze_s = getattr(st, "freeze_seconds", 0.0)
+                learn_s, eal_s, freeze_s = (st.learn_seconds, st.eal_learn_seconds,
+                                            st.freeze_seconds)
                 e.update(learn_seconds=learn_s, eal_learn_seconds=eal_s,
                          freeze_seconds=freeze_s)
                 say(f"learning mode={mode} epoch={st.epoch} learn_batches={st.learn_batches} "
@@ -647,7 +639,7 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
                 f"cold_rows={c['cold_rows']} bytes_gathered={c['bytes_gathered']} "
                 f"bytes_written_back={c['bytes_written_back']} bytes_moved={moved} "
                 f"working_sets={c['working_sets']}")
-            if relearn:
+            if tr.relearn_every:
                 n_re = sum(1 for f in tr.freeze_log if f["relearn"])
                 moved_in = sum(f["moved_in"] for f in tr.freeze_log if f["relearn"])
                 say(f"relearn mode={mode} relearns={n_re} rows_moved_in={moved_in}")
