@@ -11,7 +11,8 @@ import math
 __all__ = ["EALConfig", "DeviceConfig", "DEFAULT_DEVICE", "SMALL_DEVICE", "DEVICE_CONFIGS",
            "FragmenterConfig", "DEFAULT_FRAGMENTER", "FRAGMENTER_CONFIGS", "DEDUP_MULTIPLIER",
            "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
-           "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX"]
+           "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX", "POLICIES",
+           "SKETCH_ROWS", "SKETCH_MULTIPLIER"]
 
 # Feistel round constants (32-bit). Round i uses index i. Multipliers are odd so that the
 # round function's product is a bijection of its low bits; the hash itself is a bijection
@@ -25,6 +26,15 @@ FEISTEL_MULTIPLIERS = (0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1,
 # 3 = distant (the eviction candidate). New entries are inserted at RRPV_INSERT.
 RRPV_INSERT = 2
 RRPV_MAX = 3
+
+# Replacement policies of the tag store (docs/spec.md section 4): "srrip" is the paper's;
+# "lfu" keeps per-entry frequency counters and admits a new key only when a small per-set
+# count-min sketch says it has been seen more often than the entry it would evict.
+POLICIES = ("srrip", "lfu")
+# The lfu sketch has two rows; row 0 is indexed by the low tag bits, row 1 by a
+# multiplicative hash of the low 32 tag bits (so the two rows collide independently).
+SKETCH_ROWS = 2
+SKETCH_MULTIPLIER = 0x9E3779B1
 
 
 def _is_pow2(n):
@@ -55,8 +65,18 @@ class EALConfig:
         Lookup beats in flight in the RTL reorder window (>= 2); throughput only, no
         effect on results.
     popular_max_rrpv : int
-        Default for the run-time threshold: once frozen, a valid entry is popular iff its
-        RRPV <= this value (0..3).
+        SRRIP only. Default for the run-time threshold: once frozen, a valid entry is popular
+        iff its RRPV <= this value (0..3).
+    policy : str
+        Replacement and admission policy: ``"srrip"`` (the paper's) or ``"lfu"`` (frequency
+        counters with sketch admission, docs/spec.md section 4.2).
+    count_bits : int
+        lfu only: width of the saturating frequency counters of entries and sketch, 2..8.
+    sketch_counters : int
+        lfu only: counters per sketch row per set, a power of two >= 2 (two rows).
+    popular_min_count : int
+        lfu only: once frozen, a valid entry is popular iff its count >= this value
+        (1..2**count_bits - 1; 1 = every tracked row, so the hot table is used in full).
     """
 
     lanes: int = 4
@@ -68,13 +88,18 @@ class EALConfig:
     hash_rounds: int = 4
     window: int = 6
     popular_max_rrpv: int = 1
+    policy: str = "srrip"
+    count_bits: int = 4
+    sketch_counters: int = 32
+    popular_min_count: int = 1
 
     def __post_init__(self):
         def need(cond, msg):
             if not cond:
                 raise ValueError(f"EALConfig: {msg}")
         for name in ("lanes", "banks", "sets", "ways", "table_bits", "row_bits",
-                     "hash_rounds", "window", "popular_max_rrpv"):
+                     "hash_rounds", "window", "popular_max_rrpv", "count_bits",
+                     "sketch_counters", "popular_min_count"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"EALConfig: {name} must be an int, not {value!r}")
@@ -91,6 +116,13 @@ class EALConfig:
         need(self.window >= 2, f"window must be >= 2, not {self.window}")
         need(0 <= self.popular_max_rrpv <= RRPV_MAX,
              f"popular_max_rrpv must be in 0..{RRPV_MAX}, not {self.popular_max_rrpv}")
+        need(self.policy in POLICIES,
+             f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        need(2 <= self.count_bits <= 8, f"count_bits must be in 2..8, not {self.count_bits}")
+        need(_is_pow2(self.sketch_counters) and self.sketch_counters >= 2,
+             f"sketch_counters must be a power of two >= 2, not {self.sketch_counters}")
+        need(1 <= self.popular_min_count <= self.count_max,
+             f"popular_min_count must be in 1..{self.count_max}, not {self.popular_min_count}")
         need(self.tag_bits >= 1,
              f"key_bits ({self.key_bits}) must exceed bank_bits + set_bits "
              f"({self.bank_bits} + {self.set_bits}) so that a tag remains")
@@ -130,9 +162,31 @@ class EALConfig:
         return max(1, (self.entries - 1).bit_length())
 
     @property
+    def count_max(self):
+        """lfu: the value at which counters saturate."""
+        return (1 << self.count_bits) - 1
+
+    @property
+    def meta_bits(self):
+        """Replacement state per entry: the RRPV (2 bits) or the lfu count."""
+        return 2 if self.policy == "srrip" else self.count_bits
+
+    @property
+    def sketch_bits(self):
+        """lfu: width of a sketch index (log2 of ``sketch_counters``)."""
+        return int(math.log2(self.sketch_counters))
+
+    @property
+    def set_state_bits(self):
+        """Per-set state besides the entries: the lfu sketch, 0 for srrip."""
+        if self.policy == "srrip":
+            return 0
+        return SKETCH_ROWS * self.sketch_counters * self.count_bits
+
+    @property
     def entry_bits(self):
-        """Stored bits per entry: valid (1) + RRPV (2) + tag."""
-        return 1 + 2 + self.tag_bits
+        """Stored bits per entry: valid (1) + RRPV or count + tag."""
+        return 1 + self.meta_bits + self.tag_bits
 
     @property
     def max_tables(self):
@@ -151,7 +205,16 @@ class EALConfig:
         return (f"lanes={self.lanes} banks={self.banks} sets/bank={self.sets} ways={self.ways} "
                 f"entries={self.entries} key={self.key_bits}b (table {self.table_bits}b + row "
                 f"{self.row_bits}b) tag={self.tag_bits}b rounds={self.hash_rounds} "
-                f"window={self.window} tag-store={self.entries * self.entry_bits / 8 / 2**20:.2f} MiB")
+                f"window={self.window}"
+                + ("" if self.policy == "srrip" else
+                   f" policy=lfu (count {self.count_bits}b, sketch {SKETCH_ROWS}x"
+                   f"{self.sketch_counters}, popular count>={self.popular_min_count})")
+                + f" tag-store={self.store_bits / 8 / 2**20:.2f} MiB")
+
+    @property
+    def store_bits(self):
+        """On-chip bits of the whole tag store (entries and per-set sketches)."""
+        return self.entries * self.entry_bits + self.banks * self.sets * self.set_state_bits
 
 
 DEFAULT_CONFIG = EALConfig()

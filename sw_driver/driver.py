@@ -29,6 +29,7 @@ import torch
 
 from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
 from verif.golden import dedup_bank, key_from_fields, sparse_keys, split_keys
+from verif.golden.access_logger import meta_name, popular_entries
 
 from .counters import Counters
 from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
@@ -404,7 +405,9 @@ class HotlineDevice:
         order = lambda d: torch.argsort(torch.as_tensor(d["bank"]).cpu() * self.config.sets
                                         + torch.as_tensor(d["set"]).cpu())
         want, got = order(dump), order(back)
-        for name in ("bank", "set", "valid", "rrpv", "tag"):
+        names = ["bank", "set", "valid", meta_name(self.config), "tag"]
+        names += ["sketch"] if self.config.policy == "lfu" else []
+        for name in names:
             a = torch.as_tensor(back[name]).cpu()[got]
             b = torch.as_tensor(dump[name]).cpu()[want].to(a.dtype)
             if not torch.equal(a, b):
@@ -442,11 +445,18 @@ class HotlineDevice:
         Calling it again while frozen re-reads the tag store (e.g. with another threshold).
         """
         self._need_open("freeze")
-        thr = _check_threshold(popular_max_rrpv, self.config.popular_max_rrpv)
         cfg = self.config
+        if cfg.policy == "srrip":
+            thr = _check_threshold(popular_max_rrpv, cfg.popular_max_rrpv)
+        elif popular_max_rrpv is not None:
+            raise ValueError("popular_max_rrpv is the srrip policy's threshold; this device's "
+                             "EAL uses lfu (its threshold is EALConfig.popular_min_count)")
+        else:
+            thr = None
         d = self._transport.dump_tensors()
         valid = d["valid"].to(torch.bool)
-        mask = valid & (d["rrpv"] <= thr)
+        mask = (valid & (d["rrpv"] <= thr) if thr is not None
+                else popular_entries(cfg, valid, d["count"]))
         beat, way = torch.nonzero(mask).unbind(1)
         bank, set_ = d["bank"][beat], d["set"][beat]
         tag = d["tag"][beat, way]

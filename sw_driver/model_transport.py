@@ -14,7 +14,9 @@ import torch
 
 from hotline_hw.commands import Engine, Opcode
 from hotline_hw.registers import COUNTERS
+from hotline_hw.config import SKETCH_ROWS
 from verif.golden import AccessLogger
+from verif.golden.access_logger import meta_name
 
 from .device_checks import check_command, raise_fault, table_layout
 from .errors import DeviceStateError, ScheduleError
@@ -175,8 +177,16 @@ class ModelTransport(Transport):
         bank = torch.as_tensor(dump["bank"], dtype=torch.int64)
         set_ = torch.as_tensor(dump["set"], dtype=torch.int64)
         state = {}
-        for name, dtype in (("valid", torch.bool), ("rrpv", torch.int64), ("tag", torch.int64)):
-            out = torch.zeros(cfg.banks, cfg.sets, cfg.ways, dtype=dtype)
+        fields = [("valid", torch.bool, ()), (meta_name(cfg), torch.int64, ()),
+                  ("tag", torch.int64, ())]
+        if cfg.policy == "lfu":
+            fields.append(("sketch", torch.int64, (SKETCH_ROWS, cfg.sketch_counters)))
+        for name, dtype, extra in fields:
+            if name not in dump:
+                raise ValueError(f"the dump has no {name!r} (this EAL uses the {cfg.policy} "
+                                 f"policy)")
+            per_beat = (cfg.ways,) if not extra else extra
+            out = torch.zeros(cfg.banks, cfg.sets, *per_beat, dtype=dtype)
             out[bank, set_] = torch.as_tensor(dump[name]).to(dtype)
             state[name] = out
         self.logger.load_state_dict(state)

@@ -30,7 +30,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from hotline_hw.config import DeviceConfig, EALConfig
+from hotline_hw.config import SKETCH_ROWS, DeviceConfig, EALConfig
+from verif.golden.access_logger import meta_name
 
 __all__ = ["Transport", "open_transport", "register_transport", "TRANSPORTS",
            "as_device_config"]
@@ -116,13 +117,16 @@ class Transport(ABC):
 
     def dump_tensors(self):
         """The tag store as tensors: ``{"bank", "set"}`` int64 ``[beats]`` and
-        ``{"valid", "rrpv", "tag"}`` int64/bool ``[beats, ways]``, one row per :meth:`dump`
+        ``{"valid", "rrpv" (srrip) or "count" (lfu), "tag"}`` int64/bool ``[beats, ways]``
+        (and the lfu ``"sketch"`` ``[beats, 2, sketch_counters]``), one row per :meth:`dump`
         beat (any order, every (bank, set) once). Generic version built from :meth:`dump`;
         tags ``>= 2**63`` (64-bit keys) are folded to their int64 bit pattern."""
         cfg = self.config
         beats = self.dump()
-        banks, sets, vals = [], [], []
-        for bank, set_, ways in beats:
+        banks, sets, vals, sketches = [], [], [], []
+        for beat in beats:
+            bank, set_, ways = beat[:3]
+            sketches.append(beat[3] if len(beat) > 3 else ())
             if len(ways) != cfg.ways:
                 raise ValueError(f"dump beat for bank {bank} set {set_} has {len(ways)} ways, "
                                  f"expected {cfg.ways}")
@@ -131,9 +135,13 @@ class Transport(ABC):
             vals.append([(int(bool(v)), int(r), int(t) - (1 << 64) if int(t) >= 1 << 63
                           else int(t)) for v, r, t in ways])
         data = torch.tensor(vals, dtype=torch.int64).reshape(len(beats), cfg.ways, 3)
-        return {"bank": torch.tensor(banks, dtype=torch.int64),
-                "set": torch.tensor(sets, dtype=torch.int64),
-                "valid": data[..., 0].bool(), "rrpv": data[..., 1], "tag": data[..., 2]}
+        out = {"bank": torch.tensor(banks, dtype=torch.int64),
+               "set": torch.tensor(sets, dtype=torch.int64),
+               "valid": data[..., 0].bool(), meta_name(cfg): data[..., 1], "tag": data[..., 2]}
+        if cfg.policy == "lfu":
+            out["sketch"] = torch.tensor(sketches, dtype=torch.int64).reshape(
+                len(beats), SKETCH_ROWS, cfg.sketch_counters)
+        return out
 
     # --- device-visible memory and the row mover --------------------------------------
     def alloc(self, shape, dtype=torch.float32):

@@ -1,11 +1,12 @@
 """The Embedding Access Logger (EAL) golden model (``docs/spec.md`` sections 4, 5 and 8).
 
-The tag store is three tensors of shape ``[banks, sets, ways]``: ``valid`` (bool), ``rrpv``
-(int64, 0..3) and ``tag`` (int64). Learn mode (SRRIP, spec section 4) is inherently
-sequential: :meth:`AccessLogger.learn` hashes the whole batch at once, then runs the
-per-lookup update on plain Python lists of the sets the batch touches, and writes those sets
-back to the tensors when the batch is done. Frozen mode (:meth:`AccessLogger.lookup`) is
-read-only and fully vectorised.
+The tag store is three tensors of shape ``[banks, sets, ways]``: ``valid`` (bool), the
+replacement state (``rrpv`` 0..3 for the srrip policy, ``count`` for lfu; int64) and ``tag``
+(int64), plus for lfu the per-set sketch ``[banks, sets, 2, sketch_counters]``. Learn mode
+(spec section 4) is defined one lookup at a time; :meth:`AccessLogger.learn` computes it with
+the compiled learner of ``verif.golden.learner`` and can run the key-by-key Python reference
+instead (the same result). Frozen mode (:meth:`AccessLogger.lookup`) is read-only and
+fully vectorised.
 """
 
 from collections import namedtuple
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_INSERT, RRPV_MAX
+from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX, SKETCH_ROWS
 
 from .feistel import _as_int64, hash_fields, key_from_fields, split_keys
+from .learner import learn_compiled, learn_sequential
 
-__all__ = ["AccessLogger", "EAL", "LookupResult", "DumpBeat"]
+__all__ = ["AccessLogger", "EAL", "LookupResult", "DumpBeat", "meta_name"]
 
 
 @dataclass
@@ -41,9 +43,15 @@ class LookupResult:
         return self.hit.numel()
 
 
-DumpBeat = namedtuple("DumpBeat", ["bank", "set", "ways"])
-DumpBeat.__doc__ = """One beat of the RTL ``dump`` stream (spec section 8): ``bank``, ``set`` and
-``ways``, a tuple of ``ways`` triples ``(valid, rrpv, tag)`` (Python ints)."""
+DumpBeat = namedtuple("DumpBeat", ["bank", "set", "ways", "sketch"], defaults=((),))
+DumpBeat.__doc__ = """One beat of the RTL ``dump`` stream (spec section 8): ``bank``, ``set``,
+``ways``, a tuple of ``ways`` triples ``(valid, rrpv or count, tag)`` (Python ints), and for the
+lfu policy ``sketch``, a tuple of 2 tuples of ``sketch_counters`` counts (empty for srrip)."""
+
+
+def meta_name(cfg):
+    """The name of an entry's replacement state: ``"rrpv"`` (srrip) or ``"count"`` (lfu)."""
+    return "rrpv" if cfg.policy == "srrip" else "count"
 
 
 def _check_threshold(value, default):
@@ -54,10 +62,29 @@ def _check_threshold(value, default):
     return value
 
 
+def popular_entries(cfg, valid, meta, popular_max_rrpv=None, popular_min_count=None):
+    """bool like ``valid``: the popular entries (spec section 5) for either policy: srrip
+    ``valid and rrpv <= popular_max_rrpv``, lfu ``valid and count >= popular_min_count``
+    (defaults from ``cfg``); the other policy's threshold must be left ``None``."""
+    if cfg.policy == "srrip":
+        if popular_min_count is not None:
+            raise ValueError("popular_min_count is a threshold of the lfu policy; this EAL "
+                             "uses srrip (set popular_max_rrpv)")
+        return valid & (meta <= _check_threshold(popular_max_rrpv, cfg.popular_max_rrpv))
+    if popular_max_rrpv is not None:
+        raise ValueError("popular_max_rrpv is a threshold of the srrip policy; this EAL uses "
+                         "lfu (set popular_min_count)")
+    thr = cfg.popular_min_count if popular_min_count is None else popular_min_count
+    if isinstance(thr, bool) or not isinstance(thr, int) or not 1 <= thr <= cfg.count_max:
+        raise ValueError(f"popular_min_count must be an int in 1..{cfg.count_max}, not {thr!r}")
+    return valid & (meta >= thr)
+
+
 class AccessLogger:
     """Golden model of the EAL tag store (spec sections 4 and 5).
 
-    ``AccessLogger(cfg)`` starts cleared (every entry ``{valid 0, rrpv 0, tag 0}``).
+    ``AccessLogger(cfg)`` starts cleared (every entry ``{valid 0, rrpv/count 0, tag 0}``,
+    every sketch counter 0).
     :meth:`learn` applies learn mode in stream order, :meth:`lookup` is frozen mode,
     :meth:`popular_rows` reads out the hot-table layout and :meth:`dump` the tag store in the
     order of the RTL ``dump`` stream (spec section 8).
@@ -70,8 +97,10 @@ class AccessLogger:
         n = cfg.banks * cfg.sets
         # Internally [banks * sets, ways], row index = flat set id = bank * sets + set.
         self._valid = torch.zeros(n, cfg.ways, dtype=torch.bool)
-        self._rrpv = torch.zeros(n, cfg.ways, dtype=torch.int64)
+        self._meta = torch.zeros(n, cfg.ways, dtype=torch.int64)
         self._tag = torch.zeros(n, cfg.ways, dtype=torch.int64)
+        self._sketch = (torch.zeros(n, SKETCH_ROWS, cfg.sketch_counters, dtype=torch.int64)
+                        if cfg.policy == "lfu" else None)
 
     # --- state -------------------------------------------------------------------------
     def _shape3(self, t):
@@ -85,8 +114,30 @@ class AccessLogger:
 
     @property
     def rrpv(self):
-        """Entry RRPVs 0..3 (spec section 4), int64 ``[banks, sets, ways]`` (a view)."""
-        return self._shape3(self._rrpv)
+        """srrip: entry RRPVs 0..3 (spec section 4), int64 ``[banks, sets, ways]`` (a view)."""
+        if self.cfg.policy != "srrip":
+            raise AttributeError("this EAL uses the lfu policy: its entries have a count")
+        return self._shape3(self._meta)
+
+    @property
+    def count(self):
+        """lfu: entry counts (spec section 4.2), int64 ``[banks, sets, ways]`` (a view)."""
+        if self.cfg.policy != "lfu":
+            raise AttributeError("this EAL uses the srrip policy: its entries have an rrpv")
+        return self._shape3(self._meta)
+
+    @property
+    def sketch(self):
+        """lfu: the per-set sketches, int64 ``[banks, sets, 2, sketch_counters]`` (a view);
+        ``None`` for srrip."""
+        if self._sketch is None:
+            return None
+        return self._sketch.view(self.cfg.banks, self.cfg.sets, SKETCH_ROWS, -1)
+
+    @property
+    def meta(self):
+        """The replacement state of either policy (``rrpv`` or ``count``), a view."""
+        return self._shape3(self._meta)
 
     @property
     def tag(self):
@@ -102,12 +153,19 @@ class AccessLogger:
     def clear(self):
         """Zero the tag store, as after reset or the RTL ``clear`` pulse (spec sections 4, 8)."""
         self._valid.zero_()
-        self._rrpv.zero_()
+        self._meta.zero_()
         self._tag.zero_()
+        if self._sketch is not None:
+            self._sketch.zero_()
 
     def state_dict(self):
-        """A copy of the tag store: ``{"valid", "rrpv", "tag"}``, each ``[banks, sets, ways]``."""
-        return {"valid": self.valid.clone(), "rrpv": self.rrpv.clone(), "tag": self.tag.clone()}
+        """A copy of the tag store: ``{"valid", "rrpv" (or "count"), "tag"}``, each
+        ``[banks, sets, ways]``, and for lfu ``"sketch"`` ``[banks, sets, 2, counters]``."""
+        out = {"valid": self.valid.clone(), meta_name(self.cfg): self.meta.clone(),
+               "tag": self.tag.clone()}
+        if self._sketch is not None:
+            out["sketch"] = self.sketch.clone()
+        return out
 
     def load_state_dict(self, state):
         """Replace the tag store by ``state`` (as from :meth:`state_dict`); validates shapes,
@@ -116,13 +174,25 @@ class AccessLogger:
         cfg = self.cfg
         shape = (cfg.banks, cfg.sets, cfg.ways)
         got = {}
-        for name in ("valid", "rrpv", "tag"):
+        mname = meta_name(cfg)
+        for name in ("valid", mname, "tag"):
+            if name not in state:
+                raise ValueError(f"state has no {name!r} (this EAL uses the {cfg.policy} "
+                                 f"policy)")
             t = torch.as_tensor(state[name])
             if tuple(t.shape) != shape:
                 raise ValueError(f"state[{name!r}] has shape {tuple(t.shape)}, expected {shape}")
             got[name] = t
         valid = got["valid"].to(torch.bool).reshape(-1, cfg.ways)
-        rrpv = _as_int64(got["rrpv"], 2, "rrpv").reshape(-1, cfg.ways)
+        meta = _as_int64(got[mname], cfg.meta_bits, mname).reshape(-1, cfg.ways)
+        sketch = None
+        if cfg.policy == "lfu":
+            sshape = (cfg.banks, cfg.sets, SKETCH_ROWS, cfg.sketch_counters)
+            sk = torch.as_tensor(state.get("sketch", torch.zeros(sshape, dtype=torch.int64)))
+            if tuple(sk.shape) != sshape:
+                raise ValueError(f"state['sketch'] has shape {tuple(sk.shape)}, expected {sshape}")
+            sketch = _as_int64(sk, cfg.count_bits, "sketch").reshape(-1, SKETCH_ROWS,
+                                                                     cfg.sketch_counters)
         tag = _as_int64(got["tag"], cfg.tag_bits, "tag").reshape(-1, cfg.ways)
         same = (tag[:, :, None] == tag[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         same &= ~torch.eye(cfg.ways, dtype=torch.bool)
@@ -130,74 +200,39 @@ class AccessLogger:
             fs = int(torch.nonzero(same.any(2).any(1))[0])
             raise ValueError(f"bank {fs // cfg.sets} set {fs % cfg.sets} holds a valid tag twice")
         self._valid = valid.clone()
-        self._rrpv = rrpv.clone()
+        self._meta = meta.clone()
         self._tag = tag.clone()
+        self._sketch = None if sketch is None else sketch.clone()
 
     # --- learn mode (spec section 4) ---------------------------------------------------
-    def learn(self, keys):
-        """Learn mode (spec section 4): SRRIP updates applied one lookup at a time in stream
-        order (the flattened order of ``keys``). Returns a :class:`LookupResult`; ``hit`` says
-        whether the key was already present, ``way``/``slot`` where it now lives."""
+    def learn(self, keys, reference=False):
+        """Learn mode (spec section 4): the policy's updates applied one lookup at a time in
+        stream order (the flattened order of ``keys``). Returns a :class:`LookupResult`;
+        ``hit`` says whether the key was already present, ``way`` where it now lives (for an
+        lfu key that was not admitted: the way it would have replaced).
+
+        The compiled learner (``verif.golden.learner``) computes it; ``reference=True`` runs
+        the key-by-key Python reference instead (same result, about 50 times slower)."""
         cfg = self.cfg
-        ways = cfg.ways
         bank, set_, tag = hash_fields(keys, cfg)
-        shape = bank.shape
         flat = (bank * cfg.sets + set_).reshape(-1)
-        n = flat.numel()
-        if n == 0:
-            z = torch.zeros(shape, dtype=torch.int64)
-            return LookupResult(torch.zeros(shape, dtype=torch.bool), z, z.clone(), bank,
-                                set_, tag)
-        touched = torch.unique(flat)
-        t_list = touched.tolist()
-        # Per touched set: [tags with None for invalid ways, rrpvs] as Python lists.
-        cache = {}
-        for fs, v, r, tg in zip(t_list, self._valid[touched].tolist(),
-                                self._rrpv[touched].tolist(), self._tag[touched].tolist()):
-            cache[fs] = ([tg[w] if v[w] else None for w in range(ways)], r)
-        hits, out_way = [], []
-        hit_append, way_append = hits.append, out_way.append
-        insert, top = RRPV_INSERT, RRPV_MAX
-        for fs, tg in zip(flat.tolist(), tag.reshape(-1).tolist()):
-            tags, r = cache[fs]
-            if tg in tags:                      # 1. hit: RRPV <- 0
-                w = tags.index(tg)
-                r[w] = 0
-                hit_append(True)
-            else:
-                hit_append(False)
-                if None in tags:                # 2. miss, free way: the lowest numbered
-                    w = tags.index(None)
-                else:                           # 3. miss, set full: age by 3 - max(RRPV),
-                    if top not in r:            #    evict the lowest way at RRPV 3
-                        d = top - max(r)
-                        r[:] = [x + d for x in r]
-                    w = r.index(top)
-                tags[w] = tg
-                r[w] = insert
-            way_append(w)
-        # Write the touched sets back.
-        new_tags = [cache[fs][0] for fs in t_list]
-        new_valid = torch.tensor([[x is not None for x in tags] for tags in new_tags],
-                                 dtype=torch.bool).reshape(-1, ways)
-        new_tag = torch.tensor([[0 if x is None else x for x in tags] for tags in new_tags],
-                               dtype=torch.int64).reshape(-1, ways)
-        self._rrpv[touched] = torch.tensor([cache[fs][1] for fs in t_list],
-                                           dtype=torch.int64).reshape(-1, ways)
-        self._tag[touched] = torch.where(new_valid, new_tag, self._tag[touched])
-        self._valid[touched] = new_valid
-        way = torch.tensor(out_way, dtype=torch.int64)
-        return LookupResult(hit=torch.tensor(hits, dtype=torch.bool).reshape(shape),
-                            way=way.reshape(shape), slot=(flat * ways + way).reshape(shape),
+        run = learn_sequential if reference else learn_compiled
+        hit, way = run(cfg, self._valid, self._meta, self._tag, self._sketch, flat,
+                       tag.reshape(-1))
+        shape = bank.shape
+        return LookupResult(hit=hit.reshape(shape), way=way.reshape(shape),
+                            slot=(flat * cfg.ways + way).reshape(shape),
                             bank=bank, set=set_, tag=tag)
 
     # --- frozen mode (spec section 4) --------------------------------------------------
-    def lookup(self, keys, popular_max_rrpv=None):
+    def lookup(self, keys, popular_max_rrpv=None, popular_min_count=None):
         """Frozen mode (spec section 4), read-only and vectorised: ``hit`` iff the key's entry
-        is present with ``rrpv <= popular_max_rrpv`` (default ``cfg.popular_max_rrpv``);
-        ``way`` is its way on a hit and 0 otherwise."""
+        is present and popular (srrip: ``rrpv <= popular_max_rrpv``, lfu: ``count >=
+        popular_min_count``; defaults from the config); ``way`` is its way on a hit and 0
+        otherwise."""
         cfg = self.cfg
-        thr = _check_threshold(popular_max_rrpv, cfg.popular_max_rrpv)
+        popular = popular_entries(cfg, self._valid, self._meta, popular_max_rrpv,
+                                  popular_min_count)
         bank, set_, tag = hash_fields(keys, cfg)
         shape = bank.shape
         flat = (bank * cfg.sets + set_).reshape(-1)
@@ -205,8 +240,7 @@ class AccessLogger:
         match = self._valid[flat] & (self._tag[flat] == t[:, None])
         present = match.any(1)
         way = match.to(torch.uint8).argmax(1) if flat.numel() else flat.clone()
-        rr = self._rrpv[flat].gather(1, way[:, None])[:, 0]
-        hit = present & (rr <= thr)
+        hit = present & popular[flat].gather(1, way[:, None])[:, 0]
         way = torch.where(hit, way, torch.zeros_like(way))
         return LookupResult(hit=hit.reshape(shape), way=way.reshape(shape),
                             slot=(flat * cfg.ways + way).reshape(shape),
@@ -217,17 +251,18 @@ class AccessLogger:
         return self.learn(keys) if learn else self.lookup(keys, popular_max_rrpv)
 
     # --- popular rows (spec section 5) -------------------------------------------------
-    def popular_mask(self, popular_max_rrpv=None):
-        """bool ``[banks, sets, ways]``: ``valid and rrpv <= popular_max_rrpv`` (spec 5)."""
-        thr = _check_threshold(popular_max_rrpv, self.cfg.popular_max_rrpv)
-        return self.valid & (self.rrpv <= thr)
+    def popular_mask(self, popular_max_rrpv=None, popular_min_count=None):
+        """bool ``[banks, sets, ways]``: the popular entries (spec section 5)."""
+        return popular_entries(self.cfg, self.valid, self.meta, popular_max_rrpv,
+                               popular_min_count)
 
-    def popular_rows(self, popular_max_rrpv=None):
+    def popular_rows(self, popular_max_rrpv=None, popular_min_count=None):
         """The hot-table layout (spec section 5): ``(slots, tables, rows)``, int64 tensors
         sorted by slot; the popular entry at slot ``s`` holds row ``rows[i]`` of table
         ``tables[i]``, recovered with the inverse hash."""
         cfg = self.cfg
-        slots = torch.nonzero(self.popular_mask(popular_max_rrpv).reshape(-1))[:, 0]
+        mask = self.popular_mask(popular_max_rrpv, popular_min_count)
+        slots = torch.nonzero(mask.reshape(-1))[:, 0]
         fs = slots // cfg.ways
         keys = key_from_fields(fs // cfg.sets, fs % cfg.sets, self._tag.reshape(-1)[slots], cfg)
         tables, rows = split_keys(keys, cfg)
@@ -236,34 +271,44 @@ class AccessLogger:
     # --- dump (spec section 8) ---------------------------------------------------------
     def dump_tensors(self):
         """The tag store in RTL ``dump`` order (spec section 8: for each set, for each bank),
-        as tensors: ``{"bank", "set"}`` int64 ``[sets * banks]`` and ``{"valid", "rrpv",
-        "tag"}`` ``[sets * banks, ways]``."""
+        as tensors: ``{"bank", "set"}`` int64 ``[sets * banks]``, ``{"valid", "rrpv" (or
+        "count"), "tag"}`` ``[sets * banks, ways]`` and for lfu ``"sketch"`` ``[sets * banks,
+        2, sketch_counters]``."""
         cfg = self.cfg
         sets, banks = torch.meshgrid(torch.arange(cfg.sets), torch.arange(cfg.banks),
                                      indexing="ij")
         out = {"bank": banks.reshape(-1), "set": sets.reshape(-1)}
-        for name in ("valid", "rrpv", "tag"):
-            out[name] = getattr(self, name).permute(1, 0, 2).reshape(-1, cfg.ways).clone()
+        for name, t in (("valid", self.valid), (meta_name(cfg), self.meta), ("tag", self.tag)):
+            out[name] = t.permute(1, 0, 2).reshape(-1, cfg.ways).clone()
+        if self._sketch is not None:
+            out["sketch"] = self.sketch.permute(1, 0, 2, 3).reshape(
+                -1, SKETCH_ROWS, cfg.sketch_counters).clone()
         return out
 
     def dump(self):
         """The tag store as the RTL ``dump`` stream emits it (spec section 8): a list of
         :class:`DumpBeat` ``(bank, set, ways)``, set-major then bank, each with ``ways``
-        triples ``(valid, rrpv, tag)`` of Python ints."""
+        triples ``(valid, rrpv or count, tag)`` of Python ints (and the lfu sketch)."""
         d = self.dump_tensors()
-        v, r, t = d["valid"].to(torch.int64).tolist(), d["rrpv"].tolist(), d["tag"].tolist()
-        return [DumpBeat(b, s, tuple(zip(vv, rr, tt)))
-                for b, s, vv, rr, tt in zip(d["bank"].tolist(), d["set"].tolist(), v, r, t)]
+        v, t = d["valid"].to(torch.int64).tolist(), d["tag"].tolist()
+        r = d[meta_name(self.cfg)].tolist()
+        sk = ([tuple(map(tuple, x)) for x in d["sketch"].tolist()] if "sketch" in d
+              else [()] * len(v))
+        return [DumpBeat(b, s, tuple(zip(vv, rr, tt)), kk)
+                for b, s, vv, rr, tt, kk in zip(d["bank"].tolist(), d["set"].tolist(), v, r, t,
+                                                sk)]
 
     def load_dump(self, beats):
         """Rebuild the tag store from a full ``dump`` stream (any order; every (bank, set)
         exactly once), e.g. one read from the RTL or the driver."""
         cfg = self.cfg
         n = cfg.banks * cfg.sets
-        order, vals = [], []
+        order, vals, sketches = [], [], []
+        lfu = cfg.policy == "lfu"
         seen = set()
         for beat in beats:
-            b, s, ways = beat
+            b, s, ways = beat[:3]
+            sketches.append(beat[3] if len(beat) > 3 else ())
             b, s = int(b), int(s)
             if not (0 <= b < cfg.banks and 0 <= s < cfg.sets) or (b, s) in seen:
                 raise ValueError(f"dump beat for bank {b} set {s} is out of range or repeated")
@@ -280,8 +325,15 @@ class AccessLogger:
         inv = torch.empty(n, dtype=torch.int64)
         inv[torch.tensor(order, dtype=torch.int64)] = torch.arange(n)
         data = data[inv].reshape(cfg.banks, cfg.sets, cfg.ways, 3)
-        self.load_state_dict({"valid": data[..., 0].bool(), "rrpv": data[..., 1],
-                              "tag": data[..., 2]})
+        state = {"valid": data[..., 0].bool(), meta_name(cfg): data[..., 1],
+                 "tag": data[..., 2]}
+        if lfu:
+            shape = (SKETCH_ROWS, cfg.sketch_counters)
+            if any(torch.tensor(x).shape != shape for x in sketches):
+                raise ValueError(f"every lfu dump beat needs a sketch of shape {shape}")
+            sk = torch.tensor(sketches, dtype=torch.int64)[inv]
+            state["sketch"] = sk.reshape(cfg.banks, cfg.sets, *shape)
+        self.load_state_dict(state)
 
     def __repr__(self):
         return (f"AccessLogger({self.cfg.describe()}, valid={int(self._valid.sum())}, "
