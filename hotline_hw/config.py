@@ -167,6 +167,11 @@ class EALConfig:
         return (1 << self.count_bits) - 1
 
     @property
+    def meta_name(self):
+        """The name of an entry's replacement state: ``"rrpv"`` (srrip) or ``"count"`` (lfu)."""
+        return "rrpv" if self.policy == "srrip" else "count"
+
+    @property
     def meta_bits(self):
         """Replacement state per entry: the RRPV (2 bits) or the lfu count."""
         return 2 if self.policy == "srrip" else self.count_bits

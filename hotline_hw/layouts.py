@@ -7,10 +7,10 @@ payloads and the cocotb testbenches pack and unpack port values through the same
 
 from amaranth.lib import data
 
-from .config import EALConfig
+from .config import EALConfig, SKETCH_ROWS
 
 __all__ = ["lookup_lane", "lookup_beat", "result_lane", "result_beat", "entry_layout",
-           "set_layout", "dump_record", "hashed_lane"]
+           "ways_layout", "sketch_layout", "set_layout", "dump_record", "hashed_lane"]
 
 
 def lookup_lane(cfg: EALConfig):
@@ -39,16 +39,33 @@ def hashed_lane(cfg: EALConfig):
 
 
 def entry_layout(cfg: EALConfig):
-    """One tag-store entry: valid, 2-bit SRRIP re-reference prediction value, exact tag."""
-    return data.StructLayout({"valid": 1, "rrpv": 2, "tag": cfg.tag_bits})
+    """One tag-store entry: valid, the replacement state (srrip: 2-bit re-reference
+    prediction value ``rrpv``; lfu: ``count_bits``-bit ``count``), exact tag."""
+    return data.StructLayout({"valid": 1, cfg.meta_name: cfg.meta_bits, "tag": cfg.tag_bits})
 
 
-def set_layout(cfg: EALConfig):
-    """All ways of one set: one memory word of a bank."""
+def ways_layout(cfg: EALConfig):
+    """All ways of one set."""
     return data.ArrayLayout(entry_layout(cfg), cfg.ways)
 
 
+def sketch_layout(cfg: EALConfig):
+    """lfu: a set's count-min sketch, ``SKETCH_ROWS`` rows of ``sketch_counters`` counts."""
+    return data.ArrayLayout(data.ArrayLayout(cfg.count_bits, cfg.sketch_counters), SKETCH_ROWS)
+
+
+def set_layout(cfg: EALConfig):
+    """One memory word of a bank: a set's ways (srrip), or its ways and sketch (lfu)."""
+    if cfg.policy == "srrip":
+        return ways_layout(cfg)
+    return data.StructLayout({"ways": ways_layout(cfg), "sketch": sketch_layout(cfg)})
+
+
 def dump_record(cfg: EALConfig):
-    """One beat of the tag-store dump: which bank and set, and the set's ways."""
-    return data.StructLayout({"bank": max(1, cfg.bank_bits), "set": max(1, cfg.set_bits),
-                              "ways": set_layout(cfg)})
+    """One beat of the tag-store dump: which bank and set, the set's ways (and its lfu
+    sketch)."""
+    fields = {"bank": max(1, cfg.bank_bits), "set": max(1, cfg.set_bits),
+              "ways": ways_layout(cfg)}
+    if cfg.policy == "lfu":
+        fields["sketch"] = sketch_layout(cfg)
+    return data.StructLayout(fields)

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .config import EALConfig
 from .layouts import lookup_beat, result_beat, dump_record, hashed_lane
 from .feistel import FeistelHash
+from .lfu_tag_bank import LfuTagBank
 from .tag_bank import TagBank
 
 __all__ = ["LookupEngine"]
@@ -74,7 +75,7 @@ class LookupEngine(wiring.Component):
         m.submodules.hash = hasher = FeistelHash(cfg)
         banks = []
         for b in range(n_banks):
-            bank = TagBank(cfg, id_bits)
+            bank = (TagBank if cfg.policy == "srrip" else LfuTagBank)(cfg, id_bits)
             m.submodules[f"bank{b}"] = bank
             m.d.comb += [bank.learn.eq(self.learn), bank.popular_max_rrpv.eq(self.popular_max_rrpv)]
             banks.append(bank)
@@ -215,7 +216,11 @@ class LookupEngine(wiring.Component):
         take_command = ~self.busy
         for bank in banks:
             m.d.comb += bank.maint_addr.eq(maint_addr)
-        read_data = Array(bank.read_data for bank in banks)
+        if cfg.policy == "srrip":
+            read_ways = Array(bank.read_data for bank in banks)
+        else:
+            read_ways = Array(bank.read_data.ways for bank in banks)
+            read_sketch = Array(bank.read_data.sketch for bank in banks)
         # After reset the engine clears the tag store (busy for `sets` cycles), so reset
         # leaves the state the spec defines whatever the memories held before.
         with m.FSM(init="CLEAR"):
@@ -244,8 +249,10 @@ class LookupEngine(wiring.Component):
                     self.dump.valid.eq(1),
                     self.dump.payload.bank.eq(dump_bank),
                     self.dump.payload.set.eq(maint_addr),
-                    self.dump.payload.ways.eq(read_data[dump_bank]),
+                    self.dump.payload.ways.eq(read_ways[dump_bank]),
                 ]
+                if cfg.policy == "lfu":
+                    m.d.comb += self.dump.payload.sketch.eq(read_sketch[dump_bank])
                 with m.If(self.dump.ready):
                     with m.If(dump_bank == n_banks - 1):
                         m.d.sync += dump_bank.eq(0)

@@ -88,3 +88,48 @@ def test_criteo_sample_learn_then_classify():
     ], seed=8, idle_prob=0.1, stall_prob=0.2, hole_prob=0.05, name="criteo_sample")
     assert report["mismatches"] == 0, description
     assert report["phases"][2]["lookups"] == work.frozen_inputs * work.tables
+
+
+# The lfu policy (spec section 4.2). Three-bit counters saturate within a few lookups, a
+# 4-counter sketch collides constantly and 150 keys compete for 24 entries: admissions,
+# rejections, saturation of entries and sketch, and ties for the victim all occur.
+TINY_LFU = TINY.replace(policy="lfu", count_bits=3, sketch_counters=4, popular_min_count=4)
+# Two lanes over eight banks: the engine's reorder window and bank conflicts with lfu banks.
+LFU_LANES2 = EALConfig(lanes=2, banks=8, policy="lfu")
+
+
+def test_lfu_tiny_config_admission_saturation_backpressure():
+    rng = random.Random(21)
+    keys = skewed_keys(rng, 3000, list(range(12)), 150)
+    report = run_scenario(TINY_LFU, [
+        {"op": "learn", "keys": keys[:300]},
+        {"op": "dump"},
+        {"op": "frozen", "keys": keys[:800]},
+        {"op": "learn", "keys": keys[300:]},        # saturates counts and sketches
+        {"op": "dump"},
+        {"op": "frozen", "keys": keys[:800]},
+        {"op": "clear"},
+        {"op": "dump"},
+    ], seed=22, idle_prob=0.1, stall_prob=0.5, hole_prob=0.25, name="lfu_tiny")
+    phases = report["phases"]
+    assert report["mismatches"] == 0
+    assert phases[1]["valid_entries"] == TINY_LFU.entries
+    # After 300 lookups popular_min_count 4 makes some but not all entries popular, so frozen
+    # lookups of present keys both hit and miss.
+    assert 0 < phases[1]["popular_entries_at_default_threshold"] < TINY_LFU.entries
+    assert 0 < phases[2]["golden_hits"] < 800
+    assert phases[7]["valid_entries"] == 0
+
+
+def test_lfu_criteo_sample_learn_then_classify():
+    """lfu on the real Criteo sample (synthetic without ../shared/data), two lanes."""
+    data, description, _ = load_criteo_or_synthetic(max_rows=2400)
+    work = LookupWorkload.from_sparse(data.sparse, LFU_LANES2, batch_size=128,
+                                      sample_rate=0.1, seed=3)
+    report = run_scenario(LFU_LANES2, [
+        {"op": "learn", "keys": work.learn_keys},
+        {"op": "dump"},
+        {"op": "frozen", "keys": work.frozen_keys},
+    ], seed=23, idle_prob=0.1, stall_prob=0.2, hole_prob=0.05, name="lfu_criteo")
+    assert report["mismatches"] == 0, description
+    assert report["phases"][2]["golden_hits"] > 0

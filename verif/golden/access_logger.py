@@ -51,7 +51,7 @@ lfu policy ``sketch``, a tuple of 2 tuples of ``sketch_counters`` counts (empty 
 
 def meta_name(cfg):
     """The name of an entry's replacement state: ``"rrpv"`` (srrip) or ``"count"`` (lfu)."""
-    return "rrpv" if cfg.policy == "srrip" else "count"
+    return cfg.meta_name
 
 
 def _check_threshold(value, default):

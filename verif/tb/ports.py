@@ -35,10 +35,11 @@ class PortCodec:
         self._dump_bank = _field(rec, "bank")
         self._dump_set = _field(rec, "set")
         self._dump_ways = rec["ways"].offset
+        self._dump_sketch = rec["sketch"].offset if cfg.policy == "lfu" else None
         ent = entry_layout(cfg)
         self._entry_stride = ent.size
         self._ent_valid = _field(ent, "valid")
-        self._ent_rrpv = _field(ent, "rrpv")
+        self._ent_meta = _field(ent, cfg.meta_name)
         self._ent_tag = _field(ent, "tag")
 
     @staticmethod
@@ -74,12 +75,20 @@ class PortCodec:
         return out
 
     def unpack_dump(self, value):
-        """A dump beat as ``(bank, set, [(valid, rrpv, tag) per way])``."""
+        """A dump beat as ``(bank, set, [(valid, rrpv or count, tag) per way], sketch)``;
+        ``sketch`` is a tuple of 2 tuples of counts (lfu) or ``()`` (srrip)."""
+        cfg = self.cfg
         ways = []
-        for w in range(self.cfg.ways):
+        for w in range(cfg.ways):
             entry = value >> (self._dump_ways + w * self._entry_stride)
-            ways.append((self._get(entry, self._ent_valid), self._get(entry, self._ent_rrpv),
+            ways.append((self._get(entry, self._ent_valid), self._get(entry, self._ent_meta),
                          self._get(entry, self._ent_tag)))
-        bank = self._get(value, self._dump_bank) if self.cfg.bank_bits else 0
-        set_ = self._get(value, self._dump_set) if self.cfg.set_bits else 0
-        return bank, set_, ways
+        bank = self._get(value, self._dump_bank) if cfg.bank_bits else 0
+        set_ = self._get(value, self._dump_set) if cfg.set_bits else 0
+        sketch = ()
+        if self._dump_sketch is not None:
+            mask = (1 << cfg.count_bits) - 1
+            bits = value >> self._dump_sketch
+            sketch = tuple(tuple((bits >> ((r * cfg.sketch_counters + c) * cfg.count_bits)) & mask
+                                 for c in range(cfg.sketch_counters)) for r in range(2))
+        return bank, set_, ways, sketch

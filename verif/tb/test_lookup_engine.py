@@ -101,9 +101,11 @@ class LookupEngineBench:
         keys = [int(k) for k in keys]
         if learn:
             expected = self.golden.learn(torch.tensor(keys, dtype=torch.int64))
-        else:
+        elif self.cfg.policy == "srrip":
             expected = self.golden.lookup(torch.tensor(keys, dtype=torch.int64),
                                           popular_max_rrpv=popular_max_rrpv)
+        else:       # lfu: the threshold is the elaboration parameter popular_min_count
+            expected = self.golden.lookup(torch.tensor(keys, dtype=torch.int64))
         hits, slots = expected.hit.tolist(), expected.slot.tolist()
         beats, layout = self.beats_for(keys)
         expected_beats = [codec.pack_results([(1, hits[k], slots[k]) if k is not None
@@ -181,10 +183,14 @@ class LookupEngineBench:
         if len(got) != len(expected):
             self.mismatch(f"dump: {len(got)} beats, expected {len(expected)}")
         for i, (g, e) in enumerate(zip(got, expected)):
-            if (g[0], g[1], tuple(g[2])) != (e.bank, e.set, tuple(tuple(w) for w in e.ways)):
+            if (g[0], g[1], tuple(g[2]), g[3]) != (e.bank, e.set, tuple(tuple(w) for w in e.ways),
+                                                     e.sketch):
                 self.mismatch(f"dump beat {i}: RTL {g} != golden {tuple(e)}")
         await self.wait_idle()
-        popular = sum(1 for g in got for v, r, _ in g[2] if v and r <= self.cfg.popular_max_rrpv)
+        cfg = self.cfg
+        popular = sum(1 for g in got for v, r, _ in g[2]
+                      if v and (r <= cfg.popular_max_rrpv if cfg.policy == "srrip"
+                                else r >= cfg.popular_min_count))
         return {"op": "dump", "beats": len(got), "cycles": self.cycle - started,
                 "valid_entries": sum(v for g in got for v, _, _ in g[2]),
                 "popular_entries_at_default_threshold": popular}

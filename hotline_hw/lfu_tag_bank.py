@@ -1,0 +1,128 @@
+"""One bank of the Embedding Access Logger with the lfu policy (docs/spec.md section 4.2).
+
+Same ports and timing as :class:`~hotline_hw.tag_bank.TagBank` (one lookup per cycle, a
+one-cycle read-modify-write of the set's memory word); the word holds the set's ways with
+their counts and the set's two-row count-min sketch, so admission needs no second memory and
+sets stay independent.
+"""
+
+from amaranth import Signal, Module, Mux, Const
+from amaranth.lib import memory
+
+from .config import SKETCH_MULTIPLIER
+from .layouts import set_layout
+from .tag_bank import TagBank
+
+__all__ = ["LfuTagBank"]
+
+
+class LfuTagBank(TagBank):
+    """A bank of ``sets`` x ``ways`` entries with frequency counts and sketch admission.
+
+    Ports are those of :class:`~hotline_hw.tag_bank.TagBank`; ``read_data`` carries the set's
+    ``ways`` and ``sketch``. ``popular_max_rrpv`` is not used: a frozen lookup is popular iff
+    its entry's count is at least ``cfg.popular_min_count`` (an elaboration parameter).
+    """
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        ways, counters, cmax = cfg.ways, cfg.sketch_counters, cfg.count_max
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        m.d.comb += [
+            rd.addr.eq(Mux(self.maint_read | self.maint_hold, self.maint_addr, self.req_set)),
+            rd.en.eq(~self.maint_hold),
+            self.read_data.eq(rd.data),
+        ]
+
+        # Stage 1 registers: the request whose set is being read, with its sketch indices
+        # (computed from the request so that the multiply is off the read-modify-write path).
+        s1_valid = Signal()
+        s1_set = Signal.like(self.req_set)
+        s1_tag = Signal.like(self.req_tag)
+        s1_id = Signal.like(self.req_id)
+        s1_i0 = Signal(cfg.sketch_bits)
+        s1_i1 = Signal(cfg.sketch_bits)
+        low32 = Signal(32)
+        product = Signal(64)
+        m.d.comb += [low32.eq(self.req_tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
+        m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
+                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id),
+                     s1_i0.eq(self.req_tag[:cfg.sketch_bits]),
+                     s1_i1.eq(product[32 - cfg.sketch_bits:32])]
+
+        cur = rd.data.ways
+        sk = rd.data.sketch
+        match = Signal(ways)
+        free = Signal(ways)
+        for w in range(ways):
+            m.d.comb += [match[w].eq(cur[w].valid & (cur[w].tag == s1_tag)),
+                         free[w].eq(~cur[w].valid)]
+
+        def lowest(bits, name):
+            """Index of the lowest set bit (0 when none)."""
+            index = Signal(max(1, cfg.way_bits), name=name)
+            for w in reversed(range(ways)):
+                with m.If(bits[w]):
+                    m.d.comb += index.eq(w)
+            return index
+
+        hit = match.any()
+        hit_way = lowest(match, "hit_way")
+        free_way = lowest(free, "free_way")
+        # Victim: the lowest-numbered way of least count.
+        running_min = cur[0].count
+        for w in range(1, ways):
+            running_min = Mux(cur[w].count < running_min, cur[w].count, running_min)
+        min_count = Signal(cfg.count_bits)
+        m.d.comb += min_count.eq(running_min)
+        at_min = Signal(ways)
+        for w in range(ways):
+            m.d.comb += at_min[w].eq(cur[w].count == min_count)
+        victim_way = lowest(at_min, "victim_way")
+
+        # Sketch estimate of the missing key and its conservative update.
+        e0 = Signal(cfg.count_bits)
+        e1 = Signal(cfg.count_bits)
+        m.d.comb += [e0.eq(sk[0][s1_i0]), e1.eq(sk[1][s1_i1])]
+        est = Signal(cfg.count_bits)
+        bumped = Signal(cfg.count_bits)
+        m.d.comb += [est.eq(Mux(e0 < e1, e0, e1)),
+                     bumped.eq(Mux(est == cmax, cmax, est + 1))]
+        hit_count = Signal(cfg.count_bits)
+        m.d.comb += hit_count.eq(cur[hit_way].count)
+        admit = Signal()
+        m.d.comb += admit.eq(free.any() | (bumped > min_count))
+        insert_way = Signal.like(victim_way)
+        m.d.comb += insert_way.eq(Mux(free.any(), free_way, victim_way))
+
+        new = Signal(set_layout(cfg))
+        m.d.comb += new.eq(rd.data)
+        with m.If(hit):
+            with m.If(hit_count != cmax):
+                m.d.comb += new.ways[hit_way].count.eq(hit_count + 1)
+        with m.Else():
+            for r, (index, e) in enumerate(((s1_i0, e0), (s1_i1, e1))):
+                with m.If(e == est):
+                    m.d.comb += new.sketch[r][index].eq(bumped)
+            with m.If(admit):
+                m.d.comb += [new.ways[insert_way].valid.eq(1),
+                             new.ways[insert_way].count.eq(bumped),
+                             new.ways[insert_way].tag.eq(s1_tag)]
+
+        m.d.comb += [
+            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
+            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
+            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
+            self.resp_valid.eq(s1_valid),
+            self.resp_id.eq(s1_id),
+        ]
+        with m.If(self.learn):
+            m.d.comb += [self.resp_hit.eq(hit),
+                         self.resp_way.eq(Mux(hit, hit_way, insert_way))]
+        with m.Else():
+            popular = hit & (hit_count >= Const(cfg.popular_min_count, cfg.count_bits))
+            m.d.comb += [self.resp_hit.eq(popular), self.resp_way.eq(Mux(popular, hit_way, 0))]
+        return m
