@@ -54,6 +54,12 @@ class HotlineAccelerator(wiring.Component):
     def __init__(self, dcfg: DeviceConfig):
         if not isinstance(dcfg, DeviceConfig):
             raise TypeError(f"dcfg must be a DeviceConfig, not {type(dcfg).__name__}")
+        if dcfg.eal.policy != "srrip":
+            # The DUMP word (docs/device.md) carries a 2-bit RRPV and no sketch; the lfu
+            # policy runs in the lookup engine, the fragment chain and the model transport.
+            raise ValueError(f"HotlineAccelerator: the device top level supports the srrip "
+                             f"policy only, not {dcfg.eal.policy!r} (use the lookup engine "
+                             f"or the model transport for lfu)")
         self.dcfg = dcfg
         self.rmap = register_map(dcfg)
         members = {}

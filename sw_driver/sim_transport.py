@@ -226,6 +226,9 @@ class SimTransport(Transport):
                  start_timeout=300.0, reply_timeout=600.0, expect=None, keep_files=False,
                  waves=False, bus_log_level="WARNING", memory="host_memory"):
         eal, dcfg = as_device_config(config, required=True)
+        if eal.policy != "srrip":
+            raise ValueError(f"the sim transport runs the device top level, which supports the "
+                             f"srrip policy only, not {eal.policy!r}; use transport='model'")
         super().__init__(dcfg)
         self.rmap = register_map(dcfg)
         self.command_cycles = int(command_cycles)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hotline_hw.config import EALConfig
-from verif.golden import AccessLogger, make_keys
+from verif.golden import AccessLogger, make_keys, sparse_keys
 from sw_driver.driver import HotlineDevice
 from sw_driver.errors import DeviceStateError
 from sw_driver.model_transport import ModelTransport
@@ -155,3 +155,27 @@ def test_tag_store_load_round_trip_and_refusal():
 
     with pytest.raises(NotImplementedError, match="cannot load a tag store"):
         ReadOnly.load_dump_tensors(object.__new__(ReadOnly), dump)
+
+
+def test_driver_with_lfu_policy_matches_golden_and_round_trips():
+    cfg = CFG.replace(policy="lfu", sketch_counters=4, popular_min_count=3)
+    lg = AccessLogger(cfg)
+    sparse = torch.stack([_keys(40, 7) % 64, _keys(40, 8) % 64], 1)
+    with HotlineDevice([64, 64], 2, config=cfg) as dev:
+        dev.learn(sparse)
+        lg.learn(sparse_keys(sparse, cfg))
+        hot = dev.freeze()
+        slots, tables, rows = lg.popular_rows()
+        assert torch.equal(hot.slots, slots) and torch.equal(hot.tables, tables)
+        assert 0 < slots.numel() < cfg.entries
+        assert dev.popular_max_rrpv is None
+        with pytest.raises(ValueError, match="popular_max_rrpv is the srrip policy's threshold"):
+            dev.freeze(popular_max_rrpv=1)
+        # The generic (beat-by-beat) dump carries the sketch too, and the store reloads.
+        d = Transport.dump_tensors(dev.transport)
+        assert torch.equal(d["sketch"], lg.dump_tensors()["sketch"])
+        dump = dev.transport.dump_tensors()
+        dev.load_tag_store(dump)
+        assert torch.equal(dev.transport.logger.sketch, lg.sketch)
+    with pytest.raises(ValueError, match="supports the srrip policy only, not 'lfu'"):
+        open_transport("sim", cfg)
