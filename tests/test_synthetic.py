@@ -224,3 +224,20 @@ def test_calibration_refuses_unreachable_targets():
     with pytest.raises(CalibrationError, match="p_hot = 1"):
         calibrate(0.99, budget, CRITEO_KAGGLE_TABLE_SIZES, head_rows=4096,
                   n_learn=2_000, n_measure=1_000)
+
+
+def test_drift_shifts_the_ranking_by_period():
+    from sw_driver.data.synthetic import SyntheticClickGenerator
+    sizes = (50, 1000, 7)
+    plain = SyntheticClickGenerator(sizes, p_hot=0.5, head_rows=8, seed=2)
+    drifting = SyntheticClickGenerator(sizes, p_hot=0.5, head_rows=8, seed=2,
+                                       drift_every=300, drift_shift=5)
+    base = plain.ranks_of_rows(plain.sparse(1000))
+    # Drawn in uneven chunks: the drift follows the sample's position, not the call.
+    moved = drifting.ranks_of_rows(np.concatenate([drifting.sparse(n) for n in (1, 450, 549)]))
+    period = np.arange(1000) // 300
+    want = (base - 1 + (period * 5)[:, None]) % np.asarray(sizes) + 1
+    assert np.array_equal(moved, want)
+    assert np.array_equal(moved[:300], base[:300])
+    with pytest.raises(ValueError, match="drift needs both drift_every"):
+        SyntheticClickGenerator(sizes, drift_every=10)

@@ -19,6 +19,11 @@ Model (docs/data.md has the full description):
   and ``e_t(row) = +-1`` a fixed pseudo-random sign per row (from `splitmix64`). A model can
   learn the dense slopes and the per-row signs of the first three tables; the rest is noise.
   Click rate about 25 %.
+* Drift (off by default): with ``drift_every = P`` and ``drift_shift = d``, sample ``i`` of the
+  stream uses the popularity ranking shifted by ``d * (i // P)`` ranks: after each period the
+  ``d`` most popular rows of every table become its least popular ones and every other row
+  moves ``d`` ranks up, so a hot set learned once decays as the stream goes on, like a real
+  log's popularity from day to day.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class SyntheticConfig:
     n_dense: int = 13
     seed: int = 0
     stream: int = 0
+    drift_every: int = 0
+    drift_shift: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "table_sizes", tuple(int(s) for s in self.table_sizes))
@@ -78,6 +85,12 @@ class SyntheticConfig:
             raise ValueError(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
         if self.n_dense < 0:
             raise ValueError(f"n_dense must be >= 0, got {self.n_dense}")
+        if self.drift_every < 0 or self.drift_shift < 0:
+            raise ValueError(f"drift_every and drift_shift must be >= 0, got "
+                             f"{self.drift_every} and {self.drift_shift}")
+        if (self.drift_every == 0) != (self.drift_shift == 0):
+            raise ValueError("drift needs both drift_every (samples per period) and "
+                             "drift_shift (ranks moved per period), or neither")
 
 
 class SyntheticClickGenerator:
@@ -97,10 +110,14 @@ class SyntheticClickGenerator:
         n_dense: int = 13,
         seed: int = 0,
         stream: int = 0,
+        drift_every: int = 0,
+        drift_shift: int = 0,
     ):
         self.config = SyntheticConfig(
-            tuple(table_sizes), zipf_exponent, p_hot, head_rows, n_dense, seed, stream
+            tuple(table_sizes), zipf_exponent, p_hot, head_rows, n_dense, seed, stream,
+            drift_every, drift_shift,
         )
+        self._position = 0  # samples drawn so far: the drift period of the next one
         c = self.config
         self._zipf = ZipfTables(c.table_sizes, c.zipf_exponent)
         self._perm = TablePermutations(c.table_sizes, c.seed)
@@ -148,7 +165,14 @@ class SyntheticClickGenerator:
         draws = self._rng_sparse.random((n, len(self.table_sizes) + 1))
         hot, u = draws[:, 0] < self.config.p_hot, draws[:, 1:]
         scale = np.where(hot[:, None], self._head_mass, self._zipf.total_mass)
-        return self.rows_of_ranks(self._zipf.ranks(u * scale))
+        ranks = self._zipf.ranks(u * scale)
+        c = self.config
+        if c.drift_every:
+            period = (self._position + np.arange(n, dtype=np.int64)) // c.drift_every
+            sizes = np.asarray(c.table_sizes, dtype=np.int64)
+            ranks = (ranks - 1 + (period * c.drift_shift)[:, None]) % sizes + 1
+        self._position += n
+        return self.rows_of_ranks(ranks)
 
     def batch(self, n: int) -> ClickDataset:
         """The next ``n`` samples as a `ClickDataset` (labels, dense and sparse)."""
