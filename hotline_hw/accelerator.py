@@ -12,7 +12,7 @@ only when every write it issued has been acknowledged. Commands therefore never 
 is the ordering rule that makes a gather after a write-back read the written rows.
 """
 
-from amaranth import Signal, Module, Mux, Cat, Const
+from amaranth import Signal, Module, Mux, Cat, Const, Shape
 from amaranth.lib import wiring, data, fifo
 from amaranth.lib.wiring import In, Out
 
@@ -54,12 +54,10 @@ class HotlineAccelerator(wiring.Component):
     def __init__(self, dcfg: DeviceConfig):
         if not isinstance(dcfg, DeviceConfig):
             raise TypeError(f"dcfg must be a DeviceConfig, not {type(dcfg).__name__}")
-        if dcfg.eal.policy != "srrip":
-            # The DUMP word (docs/device.md) carries a 2-bit RRPV and no sketch; the lfu
-            # policy runs in the lookup engine, the fragment chain and the model transport.
-            raise ValueError(f"HotlineAccelerator: the device top level supports the srrip "
-                             f"policy only, not {dcfg.eal.policy!r} (use the lookup engine "
-                             f"or the model transport for lfu)")
+        tag_room = Shape.cast(dump_word(dcfg.eal.policy)["tag"].shape).width
+        if dcfg.eal.tag_bits > tag_room:
+            raise ValueError(f"HotlineAccelerator: {dcfg.eal.tag_bits}-bit tags do not fit the "
+                             f"{tag_room}-bit tag field of the {dcfg.eal.policy} DUMP word")
         self.dcfg = dcfg
         self.rmap = register_map(dcfg)
         members = {}
@@ -194,8 +192,9 @@ class HotlineAccelerator(wiring.Component):
         m.d.comb += [res.slot.eq(eng.results.payload[0].slot), res.hit.eq(eng.results.payload[0].hit)]
         dump_way = Signal(range(e.ways))
         way_entry = eng.dump.payload.ways[dump_way]
-        dword = Signal(dump_word())
-        m.d.comb += [dword.tag.eq(way_entry.tag), dword.rrpv.eq(way_entry.rrpv),
+        dword = Signal(dump_word(e.policy))
+        meta = e.meta_name
+        m.d.comb += [dword.tag.eq(way_entry.tag), dword[meta].eq(way_entry[meta]),
                      dword.valid.eq(way_entry.valid)]
         dump_slot = Signal(64)
         m.d.comb += dump_slot.eq((eng.dump.payload.bank * e.sets + eng.dump.payload.set) * e.ways

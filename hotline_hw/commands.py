@@ -111,7 +111,11 @@ def result_word():
     return data.StructLayout({"slot": 32, "hit": 1, "zero": 31})
 
 
-def dump_word():
-    """One tag-store entry in host memory (64 bits) at ``addr1 + 8 * slot``: ``tag`` in bits
-    0..59 (zero-extended), ``rrpv`` in bits 60..61, bit 62 zero, ``valid`` in bit 63."""
-    return data.StructLayout({"tag": 60, "rrpv": 2, "zero": 1, "valid": 1})
+def dump_word(policy="srrip"):
+    """One tag-store entry in host memory (64 bits) at ``addr1 + 8 * slot``. srrip: ``tag`` in
+    bits 0..59 (zero-extended), ``rrpv`` in bits 60..61, bit 62 zero, ``valid`` in bit 63.
+    lfu: ``tag`` in bits 0..54, ``count`` in bits 55..62 (zero-extended), ``valid`` in bit 63.
+    The lfu sketch stays on the device (it matters only while learning)."""
+    if policy == "srrip":
+        return data.StructLayout({"tag": 60, "rrpv": 2, "zero": 1, "valid": 1})
+    return data.StructLayout({"tag": 55, "count": 8, "valid": 1})

@@ -39,7 +39,12 @@ def _fields(layout):
 
 
 #: ``{"result": {field: (lsb, width)}, "dump": {...}}`` from ``commands.py``.
-WORD_FIELDS = {"result": _fields(result_word()), "dump": _fields(dump_word())}
+WORD_FIELDS = {"result": _fields(result_word()), "dump": _fields(dump_word("srrip")),
+               "dump_lfu": _fields(dump_word("lfu"))}
+
+
+def _dump_kind(policy):
+    return "dump" if policy == "srrip" else "dump_lfu"
 
 
 class Fault(NamedTuple):
@@ -217,22 +222,25 @@ def encode_results(hit, slot):
 def decode_dump(words, eal):
     """Dump words (int64 ``[entries]``, entry ``slot`` at index ``slot``) -> the
     ``dump_tensors`` dict in RTL dump order (for each set, for each bank):
-    ``{"bank", "set"}`` int64 ``[sets * banks]``, ``{"valid" bool, "rrpv", "tag"}``
-    ``[sets * banks, ways]``."""
+    ``{"bank", "set"}`` int64 ``[sets * banks]``, ``{"valid" bool, "rrpv" (srrip) or
+    "count" (lfu), "tag"}`` ``[sets * banks, ways]``."""
+    kind, meta = _dump_kind(eal.policy), eal.meta_name
     words = torch.as_tensor(words, dtype=torch.int64).reshape(eal.banks, eal.sets, eal.ways)
     sets, banks = torch.meshgrid(torch.arange(eal.sets), torch.arange(eal.banks), indexing="ij")
     words = words.permute(1, 0, 2).reshape(-1, eal.ways)
     return {"bank": banks.reshape(-1), "set": sets.reshape(-1),
-            "valid": _field(words, "valid", "dump").bool(),
-            "rrpv": _field(words, "rrpv", "dump"),
-            "tag": _field(words, "tag", "dump")}
+            "valid": _field(words, "valid", kind).bool(),
+            meta: _field(words, meta, kind),
+            "tag": _field(words, "tag", kind)}
 
 
-def encode_dump(valid, rrpv, tag):
-    """Dump words of a ``[banks, sets, ways]`` tag store (slot order): the inverse of
-    :func:`decode_dump` for tags below ``2**60``."""
-    f = WORD_FIELDS["dump"]
+def encode_dump(valid, meta, tag, policy="srrip"):
+    """Dump words of a ``[banks, sets, ways]`` tag store (slot order; ``meta`` the RRPVs or
+    counts): the inverse of :func:`decode_dump` for tags that fit the word's tag field."""
+    kind = _dump_kind(policy)
+    f = WORD_FIELDS[kind]
+    meta_name = "rrpv" if policy == "srrip" else "count"
     tag_mask = (1 << f["tag"][1]) - 1
     return ((torch.as_tensor(tag, dtype=torch.int64) & tag_mask) << f["tag"][0]
-            | torch.as_tensor(rrpv, dtype=torch.int64) << f["rrpv"][0]
+            | torch.as_tensor(meta, dtype=torch.int64) << f[meta_name][0]
             | torch.as_tensor(valid).to(torch.int64) << f["valid"][0]).reshape(-1)

@@ -226,9 +226,6 @@ class SimTransport(Transport):
                  start_timeout=300.0, reply_timeout=600.0, expect=None, keep_files=False,
                  waves=False, bus_log_level="WARNING", memory="host_memory"):
         eal, dcfg = as_device_config(config, required=True)
-        if eal.policy != "srrip":
-            raise ValueError(f"the sim transport runs the device top level, which supports the "
-                             f"srrip policy only, not {eal.policy!r}; use transport='model'")
         super().__init__(dcfg)
         self.rmap = register_map(dcfg)
         self.command_cycles = int(command_cycles)
@@ -593,6 +590,9 @@ class SimTransport(Transport):
         """Frozen-mode lookups: ``POPULAR_MAX_RRPV`` (written when it changes), then
         ``LOOKUP`` commands -> ``(hit, slot)``."""
         self._check_open("lookup")
+        if self.config.policy != "srrip" and popular_max_rrpv is not None:
+            raise ValueError("popular_max_rrpv is the srrip policy's threshold; this EAL uses "
+                             "lfu (its threshold is EALConfig.popular_min_count)")
         thr = self.config.popular_max_rrpv if popular_max_rrpv is None else int(popular_max_rrpv)
         if not 0 <= thr <= 3:
             raise ValueError(f"popular_max_rrpv must be an int in 0..3, not {popular_max_rrpv!r}")
@@ -621,7 +621,8 @@ class SimTransport(Transport):
         self._check_open("dump")
         from verif.golden.access_logger import DumpBeat
         d = decode_dump(self._dump_words(), self.config)
-        v, r, t = d["valid"].to(torch.int64).tolist(), d["rrpv"].tolist(), d["tag"].tolist()
+        v, t = d["valid"].to(torch.int64).tolist(), d["tag"].tolist()
+        r = d[self.config.meta_name].tolist()
         return [DumpBeat(b, s, tuple(zip(vv, rr, tt)))
                 for b, s, vv, rr, tt in zip(d["bank"].tolist(), d["set"].tolist(), v, r, t)]
 

@@ -312,3 +312,36 @@ def test_close_and_crash():
     assert os.path.exists(ei.value.log_path)
     for d in (session.work_dir, *session.sim_dirs):
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_lfu_device_matches_model():
+    """The device top level with the lfu policy (its own build): learn results, the DUMP
+    words (count instead of RRPV), frozen lookups and the hot rows of freeze equal the model
+    transport's; a srrip threshold is refused on both."""
+    dcfg = DCFG.replace(eal=EAL.replace(policy="lfu", popular_min_count=2))
+    t = open_transport("sim", dcfg, shm_size=8 << 20)
+    s = HotlineDevice(ROWS, DIM, config=dcfg, transport=t, gather_threads=1)
+    m = HotlineDevice(ROWS, DIM, config=dcfg, gather_threads=1)
+    try:
+        for seed in range(2):
+            sparse = _skewed(400, ROWS, seed + 20)
+            hs, ss = s.learn(sparse)
+            hm, sm = m.learn(sparse)
+            assert torch.equal(hs, hm) and torch.equal(ss, sm)
+        d_s, d_m = s.transport.dump_tensors(), m.transport.dump_tensors()
+        d_m.pop("sketch")                      # the sketch stays on the device
+        assert _same(d_s, d_m)
+        assert 0 < int(d_s["count"].max()) and int(d_s["count"].max()) <= 15
+        keys = make_keys(torch.arange(3).expand(500, 3), _skewed(500, ROWS, 27),
+                         dcfg.eal).reshape(-1)
+        hs, ss = s.transport.lookup(keys)
+        hm, sm = m.transport.lookup(keys)
+        assert torch.equal(hs, hm) and torch.equal(ss[hs], sm[hm])
+        assert 0 < int(hs.sum()) < hs.numel()
+        for a, b in zip(s.freeze(), m.freeze()):
+            assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="srrip policy's threshold"):
+            s.transport.lookup(keys, 1)
+    finally:
+        s.close()
+        m.close()

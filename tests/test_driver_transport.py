@@ -177,5 +177,3 @@ def test_driver_with_lfu_policy_matches_golden_and_round_trips():
         dump = dev.transport.dump_tensors()
         dev.load_tag_store(dump)
         assert torch.equal(dev.transport.logger.sketch, lg.sketch)
-    with pytest.raises(ValueError, match="supports the srrip policy only, not 'lfu'"):
-        open_transport("sim", cfg)
