@@ -156,7 +156,8 @@ def run_mode(mode, args, sizes, data, host_table, device, profile=None):
                  hot_budget=args.hot_budget, sample_rate=args.sample_rate, lr=args.lr,
                  seed=args.seed, gather_threads=args.gather_threads, host_table=host_table,
                  record_timings=True, trace_working_set=None,
-                 annotate=bool(profile) and mode == "hotline")
+                 annotate=bool(profile) and mode == "hotline",
+                 policy=args.policy if mode == "hotline" else None)
     steps = math.ceil(len(data) / args.batch_size)
     try:
         first = tr.train_epoch(data)
@@ -263,6 +264,8 @@ def main(argv=None):
     p.add_argument("--working-set", type=int, default=4)
     p.add_argument("--hot-budget", type=int, default=2**21,
                    help="hot-table rows (EAL entries); default 2 M = 6.2 %% of 33.8 M rows")
+    p.add_argument("--policy", default="srrip", choices=("srrip", "lfu"),
+                   help="EAL policy of the hotline mode (docs/spec.md section 4)")
     p.add_argument("--target-popular", type=float, default=0.75)
     p.add_argument("--pool", type=int, default=64, help="mini-batches per epoch")
     p.add_argument("--sample-rate", type=float, default=0.125,

@@ -115,6 +115,9 @@ def _parser():
     p.add_argument("--working-set", type=int, default=4, help="mini-batches per working set W")
     p.add_argument("--hot-budget", type=int, default=16384,
                    help="hot-table rows; the EAL gets entries = next power of two >= budget")
+    p.add_argument("--policy", default="srrip", choices=("srrip", "lfu"),
+                   help="EAL replacement policy (docs/spec.md section 4): srrip, the "
+                        "paper's, or lfu, frequency counts with sketch admission")
     p.add_argument("--sample-rate", type=float, default=0.25,
                    help="share of the first epoch's mini-batches the EAL learns from")
     p.add_argument("--lr", type=float, default=0.1)
@@ -512,7 +515,8 @@ def _trainer(mode, a, train, device, distributed, **kw):
                    hot_budget=a.hot_budget, sample_rate=a.sample_rate, seed=a.seed,
                    gather_threads=a.gather_threads, relearn_every=relearn,
                    relearn_batches=a.relearn_batches if relearn else None,
-                   distributed=distributed, **kw)
+                   distributed=distributed, policy=a.policy if mode == "hotline" else None,
+                   **kw)
 
 
 def _mode_order(a):
@@ -593,7 +597,8 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
         if mode == "hotline":
             cfg = tr.eal_config
             say(f"[{mode}] EAL: {cfg.entries} entries ({cfg.banks} banks x {cfg.sets} sets x "
-                f"{cfg.ways} ways) for a hot budget of {a.hot_budget} rows")
+                f"{cfg.ways} ways, policy {cfg.policy}) for a hot budget of {a.hot_budget} "
+                f"rows")
         if tr.world_size > 1:
             say(f"[{mode}] data parallel: {tr.world_size} ranks")
         while tr.epoch < a.epochs:

@@ -45,10 +45,11 @@ def test_command_prints_the_table_and_drift(capsys, tmp_path):
     out = tmp_path / "pop.json"
     rows = bench.main(["--data", "synthetic", "--synthetic-inputs", "2000",
                        "--synthetic-capacities", "4K", "--fractions", "0.2", "--drift",
-                       "--drift-windows", "3", "--drift-inputs", "2000", "--drift-shift", "4",
+                       "--drift-windows", "3", "--drift-inputs", "2000", "--drift-shift", "4", "--speed",
                        "--json", str(out)])
     text = capsys.readouterr().out
     assert "vs oracle" in text and "drift 64K lfu" in text and "re-learned" in text
+    assert "learn speed" in text and "M keys/s" in text
     assert len(rows) == 2 and out.exists()
 
 

@@ -109,8 +109,16 @@ def test_cli_synthetic_two_epochs(tmp_path, capsys):
     assert not (tmp_path / "timeline_hotline.png").exists()
 
 
+def test_cli_lfu_policy(tmp_path, capsys):
+    argv = SMALL + ["--mode", "hotline", "--policy", "lfu", "--synthetic-samples", "2000",
+                    "--out", str(tmp_path)]
+    _, out = run(capsys, argv)
+    assert "ways, policy lfu) for a hot budget" in out
+
+
 @pytest.mark.parametrize("bad", [["--sample-rate", "0"], ["--epochs", "0"],
-                                 ["--mode", "fpga"], ["--threads", "0"]])
+                                 ["--mode", "fpga"], ["--threads", "0"],
+                                 ["--policy", "lru"]])
 def test_cli_rejects_bad_arguments(bad, tmp_path):
     with pytest.raises(SystemExit):
         train.parse_args(bad + ["--out", str(tmp_path)])

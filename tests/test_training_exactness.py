@@ -37,7 +37,7 @@ def data():
     return small_click_data(1200)
 
 
-def reference(ds, order, epochs=1, fragmenter=None, **kw):
+def reference(ds, order, epochs=1, fragmenter=None, policy="srrip", **kw):
     """The plain sequential execution: returns (model, table, cold lists per working set).
     ``fragmenter``: a FragmenterConfig of the same EAL geometry (default: the default one)."""
     kw = {**KW, **kw}
@@ -53,7 +53,7 @@ def reference(ds, order, epochs=1, fragmenter=None, **kw):
             for a in range(0, n, N):
                 step(torch.arange(a, min(a + N, n)))
         return model, table, colds
-    cfg = eal_config_for_budget(HOT_BUDGET, sizes)
+    cfg = eal_config_for_budget(HOT_BUDGET, sizes, policy=policy)
     fragmenter = (FragmenterConfig(eal=cfg) if fragmenter is None
                   else fragmenter.replace(eal=cfg))
     logger = AccessLogger(cfg)
@@ -84,11 +84,11 @@ def same(trainer, model, table):
             and all(torch.equal(p, q) for p, q in zip(params, ref)))
 
 
-def hotline(ds, epochs=1, patch=None, fragmenter=None):
+def hotline(ds, epochs=1, patch=None, fragmenter=None, policy=None):
     if fragmenter is not None:
         fragmenter = fragmenter.replace(eal=eal_config_for_budget(HOT_BUDGET, SIZES))
     tr = Trainer(SIZES, ds.n_dense, "hotline", hot_budget=HOT_BUDGET, fragmenter=fragmenter,
-                 **KW)
+                 policy=policy, **KW)
     if patch:
         patch(tr)
     for _ in range(epochs):
@@ -121,6 +121,23 @@ def test_hotline_equals_sequential_schedule_bit_for_bit(data):
         assert not torch.equal(table, init_table(SIZES, KW["dim"], KW["seed"]))
     finally:
         tr.close()
+
+
+def test_hotline_with_lfu_policy_equals_sequential_schedule(data):
+    """The lfu EAL (docs/spec.md 4.2) in the trainer: still bit-exact, and it classifies more
+    inputs as popular than srrip on the same data and budget."""
+    model, table, _ = reference(data, "hotline", policy="lfu")
+    tr, base = hotline(data, policy="lfu"), hotline(data)
+    try:
+        assert tr.eal_config.policy == "lfu" and same(tr, model, table)
+        lfu, srrip = tr.counters(), base.counters()
+        assert lfu["popular_inputs"] > srrip["popular_inputs"]
+    finally:
+        tr.close()
+        base.close()
+    with pytest.raises(ValueError, match="contradicts eal_config.policy"):
+        Trainer(SIZES, data.n_dense, "hotline", eal_config=eal_config_for_budget(
+            HOT_BUDGET, SIZES), policy="lfu", **KW)
 
 
 def test_hotline_equals_sequential_schedule_when_working_sets_end_early(data):

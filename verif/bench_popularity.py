@@ -15,8 +15,8 @@ prints:
 
 Data: the Criteo and Avazu samples of ``../shared/data`` (skipped with a note when absent) and
 the synthetic generator with the Criteo Kaggle table sizes. ``--drift`` adds a run on a
-drifting synthetic stream, learned once versus re-learned every window. ``--json`` writes
-everything measured.
+drifting synthetic stream, learned once versus re-learned every window; ``--speed`` times
+learning one 4096 x 26 mini-batch. ``--json`` writes everything measured.
 """
 
 import argparse
@@ -34,7 +34,7 @@ from sw_driver.data.synthetic import criteo_kaggle_generator
 from verif.golden import AccessLogger, hash_fields, sparse_keys
 
 __all__ = ["CAPACITIES", "POLICIES", "Row", "evaluate", "oracle_keys", "set_oracle_keys",
-           "main"]
+           "learn_speed", "drift_run", "main"]
 
 #: Capacity name -> geometry (4-way, as the paper's EAL). 2 M is the paper's ASIC EAL.
 CAPACITIES = {
@@ -172,6 +172,40 @@ def drift_run(capacity, windows, window_inputs, fraction, drift_shift, seed=0, o
     return results
 
 
+def learn_speed(batch=4096, repeats=5, out=print):
+    """Learning speed of the golden model: one ``batch`` x 26 mini-batch (the Criteo sample's
+    first rows, or synthetic when it is absent) learned into a fresh default-geometry EAL by
+    the compiled learner (best of ``repeats``, after one warm-up) and by the Python reference;
+    hashing included. Returns ``{policy: {"compiled_ms", "reference_ms", "keys"}}``."""
+    sparse = _real_data("criteo")
+    what = "Criteo sample"
+    if sparse is None or len(sparse) < batch:
+        sparse, what = torch.from_numpy(criteo_kaggle_generator(p_hot=0.75).sparse(batch)), \
+            "synthetic"
+    sparse = torch.as_tensor(sparse[:batch])
+    results = {}
+    for pol, changes in POLICIES.items():
+        cfg = CAPACITIES["4K"].replace(**changes)
+        keys = sparse_keys(sparse, cfg).reshape(-1)
+        AccessLogger(cfg).learn(keys)                      # compile / load the kernel
+        best = float("inf")
+        for _ in range(repeats):
+            eal = AccessLogger(cfg)
+            t0 = time.perf_counter()
+            eal.learn(keys)
+            best = min(best, time.perf_counter() - t0)
+        eal = AccessLogger(cfg)
+        t0 = time.perf_counter()
+        eal.learn(keys, reference=True)
+        ref = time.perf_counter() - t0
+        results[pol] = {"compiled_ms": 1e3 * best, "reference_ms": 1e3 * ref,
+                        "keys": keys.numel()}
+        out(f"learn speed {what} {batch}x{sparse.shape[1]} {pol:<6} compiled {1e3 * best:7.2f} ms "
+            f"({keys.numel() / best / 1e6:6.1f} M keys/s)  reference {1e3 * ref:7.1f} ms "
+            f"({keys.numel() / ref / 1e6:5.2f} M keys/s)")
+    return results
+
+
 def _real_data(name):
     root = find_shared_data({"criteo": "criteo_kaggle_8k", "avazu": "avazu_9k"}[name])
     if root is None:
@@ -195,6 +229,8 @@ def main(argv=None):
     p.add_argument("--drift-windows", type=int, default=6)
     p.add_argument("--drift-inputs", type=int, default=50_000, help="inputs per window")
     p.add_argument("--drift-shift", type=int, default=16, help="ranks moved per window")
+    p.add_argument("--speed", action="store_true",
+                   help="also time learning a 4096 x 26 mini-batch (compiled vs reference)")
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
     try:
@@ -230,12 +266,14 @@ def main(argv=None):
     drift = None
     if args.drift:
         drift = drift_run("64K", args.drift_windows, args.drift_inputs, 0.05, args.drift_shift)
+    speed = learn_speed() if args.speed else None
     worst = min((r.vs_oracle for r in rows if r.policy == "lfu"), default=float("nan"))
     print(f"lfu / oracle, worst row: {worst:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": " ".join(sys.argv), "rows": [dict(r.__dict__,
-                       vs_oracle=r.vs_oracle) for r in rows], "drift": drift}, f, indent=1)
+                       vs_oracle=r.vs_oracle) for r in rows], "drift": drift, "learn_speed": speed},
+                      f, indent=1)
     return rows
 
 

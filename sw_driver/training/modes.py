@@ -52,15 +52,15 @@ def init_table(table_rows, dim, seed, out=None, pin=False):
     return out
 
 
-def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16):
+def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16, policy="srrip"):
     """The EAL geometry for a hot budget (rows the hot table may hold).
 
     Rule: ``entries = banks * sets * ways`` is the smallest power of two ``>= hot_budget``
     (at least ``ways``) with ``ways = 4`` and ``banks = min(16, entries / 4)``, so
     ``sets = entries / (banks * ways)``. The key fields keep the spec's defaults (5 table bits,
     24 row bits) unless the tables need more. The popular set is at most ``entries`` rows
-    (only entries with RRPV <= 1 at freeze time are popular), so the hot table's device memory
-    is ``entries * dim * 4`` bytes.
+    (srrip: entries with RRPV <= 1 at freeze time; lfu: every tracked row), so the hot table's
+    device memory is ``entries * dim * 4`` bytes. ``policy`` is the EAL's (docs/spec.md 4).
     """
     from hotline_hw.config import EALConfig
 
@@ -72,7 +72,7 @@ def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16):
     table_bits = max(5, (len(table_rows) - 1).bit_length())
     row_bits = max(24, (max(int(r) for r in table_rows) - 1).bit_length())
     return EALConfig(banks=banks, sets=sets, ways=ways, table_bits=table_bits,
-                     row_bits=row_bits)
+                     row_bits=row_bits, policy=policy)
 
 
 # ------------------------------------------------------------------------------------------

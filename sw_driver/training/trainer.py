@@ -153,7 +153,7 @@ class Trainer:
                  max_cold_rows=None, eal_config=None, fragmenter=None, record_timings=True,
                  trace_working_set=1, host_table=None, np_micro_batch_size=None,
                  relearn_every=0, relearn_batches=None, distributed=False, resume=None,
-                 annotate=False):
+                 annotate=False, policy=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < sample_rate <= 1.0:
@@ -237,7 +237,11 @@ class Trainer:
         elif mode == "hybrid":
             self.store = HybridStore(self, host_table)
         else:
-            self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_sizes)
+            if eal_config is not None and policy is not None and eal_config.policy != policy:
+                raise ValueError(f"policy {policy!r} contradicts eal_config.policy "
+                                 f"{eal_config.policy!r}; give one of them")
+            self.eal_config = eal_config or eal_config_for_budget(
+                hot_budget, self.table_sizes, policy=policy or "srrip")
             self.store = HotlineStore(self, host_table, lambda: _open_driver(
                 self.table_sizes, self.dim, self.eal_config, self.device, gather_threads,
                 fragmenter))
