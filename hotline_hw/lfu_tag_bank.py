@@ -74,8 +74,10 @@ class LfuTagBank(TagBank):
         free_way = lowest(free, "free_way")
         # Victim: the lowest-numbered way of least count.
         running_min = cur[0].count
-        for w in range(1, ways):
-            running_min = Mux(cur[w].count < running_min, cur[w].count, running_min)
+        for w in range(1, ways):       # named steps: reusing the expression would double it
+            step = Signal(cfg.count_bits, name=f"min_upto{w}")
+            m.d.comb += step.eq(Mux(cur[w].count < running_min, cur[w].count, running_min))
+            running_min = step
         min_count = Signal(cfg.count_bits)
         m.d.comb += min_count.eq(running_min)
         at_min = Signal(ways)
@@ -83,16 +85,28 @@ class LfuTagBank(TagBank):
             m.d.comb += at_min[w].eq(cur[w].count == min_count)
         victim_way = lowest(at_min, "victim_way")
 
-        # Sketch estimate of the missing key and its conservative update.
+        def select(values, select_bits):
+            """AND-OR of ``values`` under one-hot ``select_bits`` (no wide index mux)."""
+            out = 0
+            for v, bit in zip(values, select_bits):
+                out = out | Mux(bit, v, 0)
+            return out
+
+        # Sketch estimate of the missing key and its conservative update. Every read and
+        # write below is a loop over ways or counters: variable-index writes would make the
+        # generated Verilog grow with the product of ways, counters and banks.
+        at0 = [s1_i0 == c for c in range(counters)]
+        at1 = [s1_i1 == c for c in range(counters)]
         e0 = Signal(cfg.count_bits)
         e1 = Signal(cfg.count_bits)
-        m.d.comb += [e0.eq(sk[0][s1_i0]), e1.eq(sk[1][s1_i1])]
+        m.d.comb += [e0.eq(select([sk[0][c] for c in range(counters)], at0)),
+                     e1.eq(select([sk[1][c] for c in range(counters)], at1))]
         est = Signal(cfg.count_bits)
         bumped = Signal(cfg.count_bits)
         m.d.comb += [est.eq(Mux(e0 < e1, e0, e1)),
                      bumped.eq(Mux(est == cmax, cmax, est + 1))]
         hit_count = Signal(cfg.count_bits)
-        m.d.comb += hit_count.eq(cur[hit_way].count)
+        m.d.comb += hit_count.eq(select([cur[w].count for w in range(ways)], match))
         admit = Signal()
         m.d.comb += admit.eq(free.any() | (bumped > min_count))
         insert_way = Signal.like(victim_way)
@@ -100,17 +114,16 @@ class LfuTagBank(TagBank):
 
         new = Signal(set_layout(cfg))
         m.d.comb += new.eq(rd.data)
-        with m.If(hit):
-            with m.If(hit_count != cmax):
-                m.d.comb += new.ways[hit_way].count.eq(hit_count + 1)
-        with m.Else():
-            for r, (index, e) in enumerate(((s1_i0, e0), (s1_i1, e1))):
-                with m.If(e == est):
-                    m.d.comb += new.sketch[r][index].eq(bumped)
-            with m.If(admit):
-                m.d.comb += [new.ways[insert_way].valid.eq(1),
-                             new.ways[insert_way].count.eq(bumped),
-                             new.ways[insert_way].tag.eq(s1_tag)]
+        for w in range(ways):
+            with m.If(match[w] & (cur[w].count != cmax)):           # hit: count + 1
+                m.d.comb += new.ways[w].count.eq(cur[w].count + 1)
+            with m.If(~hit & admit & (insert_way == w)):            # miss, admitted
+                m.d.comb += [new.ways[w].valid.eq(1), new.ways[w].count.eq(bumped),
+                             new.ways[w].tag.eq(s1_tag)]
+        for r, (at, e) in enumerate(((at0, e0), (at1, e1))):
+            for c in range(counters):
+                with m.If(~hit & (e == est) & at[c]):
+                    m.d.comb += new.sketch[r][c].eq(bumped)
 
         m.d.comb += [
             wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),

@@ -89,9 +89,13 @@ class TagBank(wiring.Component):
 
         hit_way = lowest(match, "hit_way")
         free_way = lowest(free, "free_way")
+        # A chain of named signals: an expression that reused the running maximum twice per
+        # way would double at every way (2**ways terms in the generated Verilog).
         running_max = cur[0].rrpv
         for w in range(1, ways):
-            running_max = Mux(cur[w].rrpv > running_max, cur[w].rrpv, running_max)
+            step = Signal(2, name=f"max_upto{w}")
+            m.d.comb += step.eq(Mux(cur[w].rrpv > running_max, cur[w].rrpv, running_max))
+            running_max = step
         max_rrpv = Signal(2)
         m.d.comb += max_rrpv.eq(running_max)
         at_max = Signal(ways)

@@ -1460,8 +1460,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$13408$0 (\$210 ),
-    .\port$13438$0 (\$211 ),
+    .\port$13280$0 (\$210 ),
+    .\port$13310$0 (\$211 ),
     .rows__araddr(rows__araddr),
     .rows__arid(rows__arid),
     .rows__arlen(rows__arlen),
@@ -1532,24 +1532,24 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
+    .\port$13396$0 (init),
+    .\port$13410$0 (irq_error),
+    .\port$13434$0 (halted),
+    .\port$13436$0 (err_cause),
+    .\port$13438$0 (err_engine),
+    .\port$13442$0 (err_addr),
+    .\port$13458$0 (count_lookups),
+    .\port$13460$0 (count_hits),
+    .\port$13462$0 (count_rows_gathered),
+    .\port$13464$0 (count_rows_written),
+    .\port$13466$0 (count_bytes_read),
+    .\port$13468$0 (count_bytes_written),
+    .\port$13470$0 (count_read_stall_cycles),
+    .\port$13472$0 (count_write_stall_cycles),
+    .\port$13474$0 (count_commands_completed),
+    .\port$13476$0 (count_errors),
+    .\port$13478$0 (count_cycles),
     .\port$135$0 (irq_done),
-    .\port$13524$0 (init),
-    .\port$13538$0 (irq_error),
-    .\port$13562$0 (halted),
-    .\port$13564$0 (err_cause),
-    .\port$13566$0 (err_engine),
-    .\port$13570$0 (err_addr),
-    .\port$13586$0 (count_lookups),
-    .\port$13588$0 (count_hits),
-    .\port$13590$0 (count_rows_gathered),
-    .\port$13592$0 (count_rows_written),
-    .\port$13594$0 (count_bytes_read),
-    .\port$13596$0 (count_bytes_written),
-    .\port$13598$0 (count_read_stall_cycles),
-    .\port$13600$0 (count_write_stall_cycles),
-    .\port$13602$0 (count_commands_completed),
-    .\port$13604$0 (count_errors),
-    .\port$13606$0 (count_cycles),
     .\port$142$0 (\busy$589 ),
     .\port$143$0 (\$73 ),
     .\port$2$0 (\$1 ),
@@ -1740,7 +1740,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .err_addr(\err_addr$553 ),
     .err_resp(err_resp),
     .error(error),
-    .\port$13558$5 (cmd[100:5]),
+    .\port$13430$5 (cmd[100:5]),
     .rst(rst),
     .start(start)
   );
@@ -3700,8 +3700,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$13408$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
-, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$13438$0 , out__awvalid, out__wvalid, words__awready, rows__awready
+module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$13280$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
+, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$13310$0 , out__awvalid, out__wvalid, words__awready, rows__awready
 , words__wready, rows__wready, out__bready, words__bvalid, rows__bvalid, lists__arvalid, lists__araddr, lists__arlen, words__awvalid, words__wvalid, words__awaddr, words__wdata, words__wstrb, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, out__awready
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
@@ -3805,10 +3805,10 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   wire out__wvalid;
   reg owner = 1'h0;
   reg pick;
-  input [128:0] \port$13408$0 ;
-  wire [128:0] \port$13408$0 ;
-  output [6:0] \port$13438$0 ;
-  wire [6:0] \port$13438$0 ;
+  input [128:0] \port$13280$0 ;
+  wire [128:0] \port$13280$0 ;
+  output [6:0] \port$13310$0 ;
+  wire [6:0] \port$13310$0 ;
   input [63:0] rows__araddr;
   wire [63:0] rows__araddr;
   wire [1:0] rows__arburst;
@@ -3902,9 +3902,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign lists__rvalid = out__rvalid & out__rid[7];
   assign out__awaddr = write_words ? words__awaddr : rows__awaddr;
   assign out__awlen = write_words ? 8'h00 : rows__awlen;
-  assign out__wdata = write_words ? words__wdata : \port$13408$0 [127:0];
+  assign out__wdata = write_words ? words__wdata : \port$13280$0 [127:0];
   assign out__wstrb = write_words ? words__wstrb : 16'hffff;
-  assign out__wlast = write_words ? 1'h1 : \port$13408$0 [128];
+  assign out__wlast = write_words ? 1'h1 : \port$13280$0 [128];
   assign out__awvalid = write_words ? words__awvalid : rows__awvalid;
   assign out__wvalid = write_words ? words__wvalid : rows__wvalid;
   assign words__awready = write_words & out__awready;
@@ -3987,9 +3987,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign words__awcache = 4'h3;
   assign rows__awprot = 3'h0;
   assign words__awprot = 3'h0;
-  assign rows__wdata = \port$13408$0 [127:0];
+  assign rows__wdata = \port$13280$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign rows__wlast = \port$13408$0 [128];
+  assign rows__wlast = \port$13280$0 [128];
   assign words__wlast = 1'h1;
   assign out__awid = { 1'h0, \$5  };
   assign rows__awid = 7'h00;
@@ -3999,7 +3999,7 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign rows__bresp = words__bresp;
   assign words__bid = 1'h0;
   assign rows__bid = out__bid[6:0];
-  assign \port$13438$0  = \$5 ;
+  assign \port$13310$0  = \$5 ;
   assign out__arsize = 3'h4;
   assign out__arburst = 2'h1;
   assign out__arcache = 4'h3;
@@ -5252,8 +5252,8 @@ module \hotline_accelerator.commands (rst, w_en, w_rdy, w_level, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$13524$0 
-, \port$13538$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$13562$0 , \port$13564$0 , \port$13566$0 , r_ERR_COMMAND, \port$13570$0 , r_CMD_COMPLETED, \port$13586$0 , \port$13588$0 , \port$13590$0 , \port$13592$0 , \port$13594$0 , \port$13596$0 , \port$13598$0 , \port$13600$0 , \port$13602$0 , \port$13604$0 , \port$13606$0 , bvalid
+module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$13396$0 
+, \port$13410$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$13434$0 , \port$13436$0 , \port$13438$0 , r_ERR_COMMAND, \port$13442$0 , r_CMD_COMPLETED, \port$13458$0 , \port$13460$0 , \port$13462$0 , \port$13464$0 , \port$13466$0 , \port$13468$0 , \port$13470$0 , \port$13472$0 , \port$13474$0 , \port$13476$0 , \port$13478$0 , bvalid
 , bus__bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, q_TABLE0_BASE_LO, q_TABLE0_BASE_HI, q_TABLE0_STRIDE, q_TABLE0_ROWS, q_TABLE1_BASE_LO, q_TABLE1_BASE_HI, q_TABLE1_STRIDE, q_TABLE1_ROWS, q_TABLE2_BASE_LO, q_TABLE2_BASE_HI, q_TABLE2_STRIDE
 , q_TABLE2_ROWS, q_TABLE3_BASE_LO, q_TABLE3_BASE_HI, q_TABLE3_STRIDE, q_TABLE3_ROWS, q_TABLE4_BASE_LO, q_TABLE4_BASE_HI, q_TABLE4_STRIDE, q_TABLE4_ROWS, q_TABLE5_BASE_LO, q_TABLE5_BASE_HI, q_TABLE5_STRIDE, q_TABLE5_ROWS, q_TABLE6_BASE_LO, q_TABLE6_BASE_HI, q_TABLE6_STRIDE, q_TABLE6_ROWS, q_TABLE7_BASE_LO, q_TABLE7_BASE_HI, q_TABLE7_STRIDE, q_TABLE7_ROWS
 , q_TABLE8_BASE_LO, q_TABLE8_BASE_HI, q_TABLE8_STRIDE, q_TABLE8_ROWS, q_TABLE9_BASE_LO, q_TABLE9_BASE_HI, q_TABLE9_STRIDE, q_TABLE9_ROWS, q_TABLE10_BASE_LO, q_TABLE10_BASE_HI, q_TABLE10_STRIDE, q_TABLE10_ROWS, q_TABLE11_BASE_LO, q_TABLE11_BASE_HI, q_TABLE11_STRIDE, q_TABLE11_ROWS, q_TABLE12_BASE_LO, q_TABLE12_BASE_HI, q_TABLE12_STRIDE, q_TABLE12_ROWS, q_TABLE13_BASE_LO
@@ -7173,42 +7173,42 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   input clk;
   wire clk;
   wire [31:0] err_set;
+  input \port$13396$0 ;
+  wire \port$13396$0 ;
+  input \port$13410$0 ;
+  wire \port$13410$0 ;
+  input \port$13434$0 ;
+  wire \port$13434$0 ;
+  input [7:0] \port$13436$0 ;
+  wire [7:0] \port$13436$0 ;
+  input [3:0] \port$13438$0 ;
+  wire [3:0] \port$13438$0 ;
+  input [63:0] \port$13442$0 ;
+  wire [63:0] \port$13442$0 ;
+  input [63:0] \port$13458$0 ;
+  wire [63:0] \port$13458$0 ;
+  input [63:0] \port$13460$0 ;
+  wire [63:0] \port$13460$0 ;
+  input [63:0] \port$13462$0 ;
+  wire [63:0] \port$13462$0 ;
+  input [63:0] \port$13464$0 ;
+  wire [63:0] \port$13464$0 ;
+  input [63:0] \port$13466$0 ;
+  wire [63:0] \port$13466$0 ;
+  input [63:0] \port$13468$0 ;
+  wire [63:0] \port$13468$0 ;
+  input [63:0] \port$13470$0 ;
+  wire [63:0] \port$13470$0 ;
+  input [63:0] \port$13472$0 ;
+  wire [63:0] \port$13472$0 ;
+  input [63:0] \port$13474$0 ;
+  wire [63:0] \port$13474$0 ;
+  input [63:0] \port$13476$0 ;
+  wire [63:0] \port$13476$0 ;
+  input [63:0] \port$13478$0 ;
+  wire [63:0] \port$13478$0 ;
   input \port$135$0 ;
   wire \port$135$0 ;
-  input \port$13524$0 ;
-  wire \port$13524$0 ;
-  input \port$13538$0 ;
-  wire \port$13538$0 ;
-  input \port$13562$0 ;
-  wire \port$13562$0 ;
-  input [7:0] \port$13564$0 ;
-  wire [7:0] \port$13564$0 ;
-  input [3:0] \port$13566$0 ;
-  wire [3:0] \port$13566$0 ;
-  input [63:0] \port$13570$0 ;
-  wire [63:0] \port$13570$0 ;
-  input [63:0] \port$13586$0 ;
-  wire [63:0] \port$13586$0 ;
-  input [63:0] \port$13588$0 ;
-  wire [63:0] \port$13588$0 ;
-  input [63:0] \port$13590$0 ;
-  wire [63:0] \port$13590$0 ;
-  input [63:0] \port$13592$0 ;
-  wire [63:0] \port$13592$0 ;
-  input [63:0] \port$13594$0 ;
-  wire [63:0] \port$13594$0 ;
-  input [63:0] \port$13596$0 ;
-  wire [63:0] \port$13596$0 ;
-  input [63:0] \port$13598$0 ;
-  wire [63:0] \port$13598$0 ;
-  input [63:0] \port$13600$0 ;
-  wire [63:0] \port$13600$0 ;
-  input [63:0] \port$13602$0 ;
-  wire [63:0] \port$13602$0 ;
-  input [63:0] \port$13604$0 ;
-  wire [63:0] \port$13604$0 ;
-  input [63:0] \port$13606$0 ;
-  wire [63:0] \port$13606$0 ;
   input \port$142$0 ;
   wire \port$142$0 ;
   input \port$143$0 ;
@@ -9859,7 +9859,7 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign \$1717  = \$1714  ? \$1716  : 32'd0;
   assign \$1718  = ~ \$1717 ;
   assign \$1719  = q_IRQ_STATUS & \$1718 ;
-  assign \$1720  = \$1719  | { 30'h00000000, \port$13538$0 , \port$135$0  };
+  assign \$1720  = \$1719  | { 30'h00000000, \port$13410$0 , \port$135$0  };
   assign \$1722  = take_w & wsel_REG_ERROR;
   assign \$1723  = wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$1725  = \$1722  ? \$1724  : 32'd0;
@@ -11638,34 +11638,34 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$13562$0 , \port$13524$0 , \port$142$0  };
-  assign r_ERR_CAUSE = { 20'h00000, \port$13566$0 , \port$13564$0  };
-  assign r_ERR_ADDR_LO = \port$13570$0 [31:0];
-  assign r_ERR_ADDR_HI = \port$13570$0 [63:32];
+  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$13434$0 , \port$13396$0 , \port$142$0  };
+  assign r_ERR_CAUSE = { 20'h00000, \port$13438$0 , \port$13436$0  };
+  assign r_ERR_ADDR_LO = \port$13442$0 [31:0];
+  assign r_ERR_ADDR_HI = \port$13442$0 [63:32];
   assign r_CMD_FREE = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
-  assign r_LOOKUPS_LO = \port$13586$0 [31:0];
-  assign r_LOOKUPS_HI = \port$13586$0 [63:32];
-  assign r_HITS_LO = \port$13588$0 [31:0];
-  assign r_HITS_HI = \port$13588$0 [63:32];
-  assign r_ROWS_GATHERED_LO = \port$13590$0 [31:0];
-  assign r_ROWS_GATHERED_HI = \port$13590$0 [63:32];
-  assign r_ROWS_WRITTEN_LO = \port$13592$0 [31:0];
-  assign r_ROWS_WRITTEN_HI = \port$13592$0 [63:32];
-  assign r_BYTES_READ_LO = \port$13594$0 [31:0];
-  assign r_BYTES_READ_HI = \port$13594$0 [63:32];
-  assign r_BYTES_WRITTEN_LO = \port$13596$0 [31:0];
-  assign r_BYTES_WRITTEN_HI = \port$13596$0 [63:32];
-  assign r_READ_STALL_CYCLES_LO = \port$13598$0 [31:0];
-  assign r_READ_STALL_CYCLES_HI = \port$13598$0 [63:32];
-  assign r_WRITE_STALL_CYCLES_LO = \port$13600$0 [31:0];
-  assign r_WRITE_STALL_CYCLES_HI = \port$13600$0 [63:32];
-  assign r_COMMANDS_COMPLETED_LO = \port$13602$0 [31:0];
-  assign r_COMMANDS_COMPLETED_HI = \port$13602$0 [63:32];
-  assign r_ERRORS_LO = \port$13604$0 [31:0];
-  assign r_ERRORS_HI = \port$13604$0 [63:32];
-  assign r_CYCLES_LO = \port$13606$0 [31:0];
-  assign r_CYCLES_HI = \port$13606$0 [63:32];
-  assign set_IRQ_STATUS = { 30'h00000000, \port$13538$0 , \port$135$0  };
+  assign r_LOOKUPS_LO = \port$13458$0 [31:0];
+  assign r_LOOKUPS_HI = \port$13458$0 [63:32];
+  assign r_HITS_LO = \port$13460$0 [31:0];
+  assign r_HITS_HI = \port$13460$0 [63:32];
+  assign r_ROWS_GATHERED_LO = \port$13462$0 [31:0];
+  assign r_ROWS_GATHERED_HI = \port$13462$0 [63:32];
+  assign r_ROWS_WRITTEN_LO = \port$13464$0 [31:0];
+  assign r_ROWS_WRITTEN_HI = \port$13464$0 [63:32];
+  assign r_BYTES_READ_LO = \port$13466$0 [31:0];
+  assign r_BYTES_READ_HI = \port$13466$0 [63:32];
+  assign r_BYTES_WRITTEN_LO = \port$13468$0 [31:0];
+  assign r_BYTES_WRITTEN_HI = \port$13468$0 [63:32];
+  assign r_READ_STALL_CYCLES_LO = \port$13470$0 [31:0];
+  assign r_READ_STALL_CYCLES_HI = \port$13470$0 [63:32];
+  assign r_WRITE_STALL_CYCLES_LO = \port$13472$0 [31:0];
+  assign r_WRITE_STALL_CYCLES_HI = \port$13472$0 [63:32];
+  assign r_COMMANDS_COMPLETED_LO = \port$13474$0 [31:0];
+  assign r_COMMANDS_COMPLETED_HI = \port$13474$0 [63:32];
+  assign r_ERRORS_LO = \port$13476$0 [31:0];
+  assign r_ERRORS_HI = \port$13476$0 [63:32];
+  assign r_CYCLES_LO = \port$13478$0 [31:0];
+  assign r_CYCLES_HI = \port$13478$0 [63:32];
+  assign set_IRQ_STATUS = { 30'h00000000, \port$13410$0 , \port$135$0  };
   assign err_set[2] = w_refused;
   assign err_set[1] = w_read_only;
   assign err_set[0] = \$452 ;
@@ -11878,38 +11878,38 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign { \$1334 [31:9], \$1334 [7:0] } = 31'h00000000;
   assign \$1334 [8] = rsel_P_WORD_WRITES;
   assign \$1338 [31:4] = 28'h0000000;
-  assign \$1338 [3:0] = { \port$143$0 , \port$13562$0 , \port$13524$0 , \port$142$0  };
+  assign \$1338 [3:0] = { \port$143$0 , \port$13434$0 , \port$13396$0 , \port$142$0  };
   assign \$1350 [31:12] = 20'h00000;
-  assign \$1350 [11:0] = { \port$13566$0 , \port$13564$0  };
+  assign \$1350 [11:0] = { \port$13438$0 , \port$13436$0  };
   assign \$1352  = r_ERR_COMMAND;
-  assign \$1356  = \port$13570$0 [31:0];
-  assign \$1358  = \port$13570$0 [63:32];
+  assign \$1356  = \port$13442$0 [31:0];
+  assign \$1358  = \port$13442$0 [63:32];
   assign \$1375  = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
   assign \$1377  = r_CMD_SUBMITTED;
   assign \$1380  = r_CMD_COMPLETED;
   assign \$1382  = r_CMD_DROPPED;
-  assign \$1387  = \port$13586$0 [31:0];
-  assign \$1389  = \port$13586$0 [63:32];
-  assign \$1392  = \port$13588$0 [31:0];
-  assign \$1394  = \port$13588$0 [63:32];
-  assign \$1398  = \port$13590$0 [31:0];
-  assign \$1400  = \port$13590$0 [63:32];
-  assign \$1403  = \port$13592$0 [31:0];
-  assign \$1405  = \port$13592$0 [63:32];
-  assign \$1411  = \port$13594$0 [31:0];
-  assign \$1413  = \port$13594$0 [63:32];
-  assign \$1416  = \port$13596$0 [31:0];
-  assign \$1418  = \port$13596$0 [63:32];
-  assign \$1422  = \port$13598$0 [31:0];
-  assign \$1424  = \port$13598$0 [63:32];
-  assign \$1427  = \port$13600$0 [31:0];
-  assign \$1429  = \port$13600$0 [63:32];
-  assign \$1434  = \port$13602$0 [31:0];
-  assign \$1436  = \port$13602$0 [63:32];
-  assign \$1439  = \port$13604$0 [31:0];
-  assign \$1441  = \port$13604$0 [63:32];
-  assign \$1445  = \port$13606$0 [31:0];
-  assign \$1447  = \port$13606$0 [63:32];
+  assign \$1387  = \port$13458$0 [31:0];
+  assign \$1389  = \port$13458$0 [63:32];
+  assign \$1392  = \port$13460$0 [31:0];
+  assign \$1394  = \port$13460$0 [63:32];
+  assign \$1398  = \port$13462$0 [31:0];
+  assign \$1400  = \port$13462$0 [63:32];
+  assign \$1403  = \port$13464$0 [31:0];
+  assign \$1405  = \port$13464$0 [63:32];
+  assign \$1411  = \port$13466$0 [31:0];
+  assign \$1413  = \port$13466$0 [63:32];
+  assign \$1416  = \port$13468$0 [31:0];
+  assign \$1418  = \port$13468$0 [63:32];
+  assign \$1422  = \port$13470$0 [31:0];
+  assign \$1424  = \port$13470$0 [63:32];
+  assign \$1427  = \port$13472$0 [31:0];
+  assign \$1429  = \port$13472$0 [63:32];
+  assign \$1434  = \port$13474$0 [31:0];
+  assign \$1436  = \port$13474$0 [63:32];
+  assign \$1439  = \port$13476$0 [31:0];
+  assign \$1441  = \port$13476$0 [63:32];
+  assign \$1445  = \port$13478$0 [31:0];
+  assign \$1447  = \port$13478$0 [63:32];
   assign \$1712  = bus__awaddr;
   assign \$1713  = bus__araddr;
   assign \$1716 [31:2] = 30'h00000000;
@@ -30008,81 +30008,71 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -30103,6 +30093,9 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -30283,72 +30276,55 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -30365,12 +30341,21 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -30422,119 +30407,120 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -30601,10 +30587,10 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -30621,81 +30607,71 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -30716,6 +30692,9 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -30896,72 +30875,55 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -30978,12 +30940,21 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -31035,119 +31006,120 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -31214,10 +31186,10 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -31234,81 +31206,71 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -31329,6 +31291,9 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -31509,72 +31474,55 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -31591,12 +31539,21 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -31648,119 +31605,120 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -31827,10 +31785,10 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -31847,81 +31805,71 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -31942,6 +31890,9 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -32122,72 +32073,55 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -32204,12 +32138,21 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -32261,119 +32204,120 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -32440,10 +32384,10 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -32460,81 +32404,71 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -32555,6 +32489,9 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -32735,72 +32672,55 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -32817,12 +32737,21 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -32874,119 +32803,120 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -33053,10 +32983,10 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -33073,81 +33003,71 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -33168,6 +33088,9 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -33348,72 +33271,55 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -33430,12 +33336,21 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -33487,119 +33402,120 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -33666,10 +33582,10 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -33686,81 +33602,71 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -33781,6 +33687,9 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -33961,72 +33870,55 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -34043,12 +33935,21 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -34100,119 +34001,120 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -34279,10 +34181,10 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -34299,81 +34201,71 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -34394,6 +34286,9 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -34574,72 +34469,55 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -34656,12 +34534,21 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -34713,119 +34600,120 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -34892,10 +34780,10 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -34912,81 +34800,71 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -35007,6 +34885,9 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -35187,72 +35068,55 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -35269,12 +35133,21 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -35326,119 +35199,120 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -35505,10 +35379,10 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -35525,81 +35399,71 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -35620,6 +35484,9 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -35800,72 +35667,55 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -35882,12 +35732,21 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -35939,119 +35798,120 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -36118,10 +35978,10 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -36138,81 +35998,71 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -36233,6 +36083,9 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -36413,72 +36266,55 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -36495,12 +36331,21 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -36552,119 +36397,120 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -36731,10 +36577,10 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -36751,81 +36597,71 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -36846,6 +36682,9 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -37026,72 +36865,55 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -37108,12 +36930,21 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     hit_way = 2'h0;
@@ -37165,119 +36996,120 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -37344,10 +37176,10 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -37364,81 +37196,71 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -37459,6 +37281,9 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -37639,72 +37464,55 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -37721,12 +37529,21 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     hit_way = 2'h0;
@@ -37778,119 +37595,120 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -37957,10 +37775,10 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -37977,81 +37795,71 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -38072,6 +37880,9 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -38252,72 +38063,55 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -38334,12 +38128,21 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     hit_way = 2'h0;
@@ -38391,119 +38194,120 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -38570,10 +38374,10 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -38590,81 +38394,71 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -38685,6 +38479,9 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -38865,72 +38662,55 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -38947,12 +38727,21 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     hit_way = 2'h0;
@@ -39004,119 +38793,120 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -39183,10 +38973,10 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -39203,81 +38993,71 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -39298,6 +39078,9 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -39478,72 +39261,55 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -39560,12 +39326,21 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     hit_way = 2'h0;
@@ -39617,119 +39392,120 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -39796,10 +39572,10 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -40794,7 +40570,7 @@ module \hotline_accelerator.engine.hash (rst, o__ready, i__valid, advance, busy,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$13558$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$13430$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
@@ -40945,8 +40721,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   wire [9:0] level;
   wire [1:0] mask;
   reg [63:0] next_addr = 64'h0000000000000000;
-  input [95:0] \port$13558$5 ;
-  wire [95:0] \port$13558$5 ;
+  input [95:0] \port$13430$5 ;
+  wire [95:0] \port$13430$5 ;
   wire [33:0] pos0;
   wire [33:0] pos1;
   wire [128:0] r_data;
@@ -40990,9 +40766,9 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign r_en = \$36  & \$37 ;
   assign \$38  = ~ busy;
   assign \$39  = start & \$38 ;
-  assign \$40  = \port$13558$5 [31:0] + \port$13558$5 [35];
+  assign \$40  = \port$13430$5 [31:0] + \port$13430$5 [35];
   assign \$41  = \$40  + 1'h1;
-  assign \$43  = \port$13558$5 [31:0] + \port$13558$5 [35];
+  assign \$43  = \port$13430$5 [31:0] + \port$13430$5 [35];
   assign \$44  = \$43  + 1'h1;
   assign \$46  = axi__arvalid & axi__arready;
   assign \$47  = ~ axi__arvalid;
@@ -41062,7 +40838,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   \hotline_accelerator.list_reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$11253$0 (\$15 ),
+    .\port$11125$0 (\$15 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -41096,7 +40872,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$72  = next_addr;
     if (\$39 ) begin
-      \$72  = { \port$13558$5 [95:36], 4'h0 };
+      \$72  = { \port$13430$5 [95:36], 4'h0 };
     end
     if (\$53 ) begin
       \$72  = \$56 [63:0];
@@ -41109,7 +40885,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$73  = rx_addr;
     if (\$39 ) begin
-      \$73  = { \port$13558$5 [95:36], 4'h0 };
+      \$73  = { \port$13430$5 [95:36], 4'h0 };
     end
     if (\$62 ) begin
       \$73  = \$63 [63:0];
@@ -41166,7 +40942,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$77  = first_word;
     if (\$39 ) begin
-      \$77  = \port$13558$5 [35];
+      \$77  = \port$13430$5 [35];
     end
     if (rst) begin
       \$77  = 1'h0;
@@ -41176,7 +40952,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$78  = total_words;
     if (\$39 ) begin
-      \$78  = { 1'h0, \port$13558$5 [31:0] };
+      \$78  = { 1'h0, \port$13430$5 [31:0] };
     end
     if (rst) begin
       \$78  = 33'h000000000;
@@ -41285,8 +41061,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$13558$5 [95:32];
-  assign count = \port$13558$5 [31:0];
+  assign addr = \port$13430$5 [95:32];
+  assign count = \port$13430$5 [31:0];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -41307,7 +41083,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11253$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
+module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11125$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41351,8 +41127,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11253$0 , r_
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$11253$0 ;
-  wire \port$11253$0 ;
+  input \port$11125$0 ;
+  wire \port$11125$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -41892,7 +41668,7 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11253$0 , r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11253$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$11125$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -41991,8 +41767,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11253$0 , r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11253$0 , \port$0$95  };
-  assign w_data = { \port$11253$0 , \port$0$95  };
+  assign w_port__data = { \port$11125$0 , \port$0$95  };
+  assign w_data = { \port$11125$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -45803,8 +45579,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   \hotline_accelerator.row_mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$257 ),
-    .\port$13296$0 (slot_rd__data),
-    .\port$14879$0 (rd_last),
+    .\port$13168$0 (slot_rd__data),
+    .\port$14751$0 (rd_last),
     .r_data(\r_data$267 ),
     .r_en(\r_en$270 ),
     .r_rdy(r_rdy),
@@ -45813,8 +45589,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   );
   \hotline_accelerator.row_mover.wpend  wpend (
     .clk(clk),
-    .\port$14873$0 (aw_slot),
-    .\port$14875$0 (aw_beats),
+    .\port$14745$0 (aw_slot),
+    .\port$14747$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$258 ),
@@ -49639,7 +49415,7 @@ module \hotline_accelerator.row_mover.ready_q (rst, r_en, r_rdy, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.w_fifo (rst, \port$13296$0 , r_rdy, r_data, r_en, w_en, \port$14879$0 , level, clk);
+module \hotline_accelerator.row_mover.w_fifo (rst, \port$13168$0 , r_rdy, r_data, r_en, w_en, \port$14751$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49664,10 +49440,10 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13296$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [127:0] \port$13296$0 ;
-  wire [127:0] \port$13296$0 ;
-  input \port$14879$0 ;
-  wire \port$14879$0 ;
+  input [127:0] \port$13168$0 ;
+  wire [127:0] \port$13168$0 ;
+  input \port$14751$0 ;
+  wire \port$14751$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -49700,7 +49476,7 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13296$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14879$0 , \port$13296$0  };
+      storage[w_port__addr] <= { \port$14751$0 , \port$13168$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -49762,14 +49538,14 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13296$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14879$0 , \port$13296$0  };
-  assign w_data = { \port$14879$0 , \port$13296$0  };
+  assign w_port__data = { \port$14751$0 , \port$13168$0  };
+  assign w_data = { \port$14751$0 , \port$13168$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$14873$0 , \port$14875$0 , clk);
+module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$14745$0 , \port$14747$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49793,10 +49569,10 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$14873$0 ;
-  wire [6:0] \port$14873$0 ;
-  input [3:0] \port$14875$0 ;
-  wire [3:0] \port$14875$0 ;
+  input [6:0] \port$14745$0 ;
+  wire [6:0] \port$14745$0 ;
+  input [3:0] \port$14747$0 ;
+  wire [3:0] \port$14747$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -49953,7 +49729,7 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14875$0 , \port$14873$0  };
+      storage[w_port__addr] <= { \port$14747$0 , \port$14745$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -50015,8 +49791,8 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14875$0 , \port$14873$0  };
-  assign w_data = { \port$14875$0 , \port$14873$0  };
+  assign w_port__data = { \port$14747$0 , \port$14745$0  };
+  assign w_data = { \port$14747$0 , \port$14745$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -18831,81 +18831,71 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -18926,6 +18916,9 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -19106,72 +19099,55 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -19188,12 +19164,21 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     hit_way = 2'h0;
@@ -19245,119 +19230,120 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -19424,10 +19410,10 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -19444,81 +19430,71 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -19539,6 +19515,9 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -19719,72 +19698,55 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -19801,12 +19763,21 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     hit_way = 2'h0;
@@ -19858,119 +19829,120 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -20037,10 +20009,10 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -20057,81 +20029,71 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -20152,6 +20114,9 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -20332,72 +20297,55 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -20414,12 +20362,21 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     hit_way = 2'h0;
@@ -20471,119 +20428,120 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -20650,10 +20608,10 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -20670,81 +20628,71 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -20765,6 +20713,9 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -20945,72 +20896,55 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -21027,12 +20961,21 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     hit_way = 2'h0;
@@ -21084,119 +21027,120 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -21263,10 +21207,10 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -21283,81 +21227,71 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -21378,6 +21312,9 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -21558,72 +21495,55 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -21640,12 +21560,21 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     hit_way = 2'h0;
@@ -21697,119 +21626,120 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -21876,10 +21806,10 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -21896,81 +21826,71 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -21991,6 +21911,9 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -22171,72 +22094,55 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -22253,12 +22159,21 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -22310,119 +22225,120 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -22489,10 +22405,10 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -22509,81 +22425,71 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -22604,6 +22510,9 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -22784,72 +22693,55 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -22866,12 +22758,21 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -22923,119 +22824,120 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -23102,10 +23004,10 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -23122,81 +23024,71 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -23217,6 +23109,9 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -23397,72 +23292,55 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -23479,12 +23357,21 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -23536,119 +23423,120 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -23715,10 +23603,10 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -23735,81 +23623,71 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -23830,6 +23708,9 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -24010,72 +23891,55 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -24092,12 +23956,21 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -24149,119 +24022,120 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -24328,10 +24202,10 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -24348,81 +24222,71 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -24443,6 +24307,9 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -24623,72 +24490,55 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -24705,12 +24555,21 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -24762,119 +24621,120 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -24941,10 +24801,10 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -24961,81 +24821,71 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -25056,6 +24906,9 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -25236,72 +25089,55 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -25318,12 +25154,21 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -25375,119 +25220,120 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -25554,10 +25400,10 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -25574,81 +25420,71 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -25669,6 +25505,9 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -25849,72 +25688,55 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -25931,12 +25753,21 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -25988,119 +25819,120 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -26167,10 +25999,10 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -26187,81 +26019,71 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -26282,6 +26104,9 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -26462,72 +26287,55 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -26544,12 +26352,21 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -26601,119 +26418,120 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -26780,10 +26598,10 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -26800,81 +26618,71 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -26895,6 +26703,9 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -27075,72 +26886,55 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -27157,12 +26951,21 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -27214,119 +27017,120 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -27393,10 +27197,10 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -27413,81 +27217,71 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -27508,6 +27302,9 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -27688,72 +27485,55 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -27770,12 +27550,21 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -27827,119 +27616,120 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -28006,10 +27796,10 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -28026,81 +27816,71 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -28121,6 +27901,9 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -28301,72 +28084,55 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -28383,12 +28149,21 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -28440,119 +28215,120 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -28619,10 +28395,10 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -35640,14 +35416,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     .last(last),
     .n_tables(n_tables),
     .popular(popular),
-    .\port$24006$116 (head[116]),
-    .\port$24006$159 (head[159]),
-    .\port$24006$30 (head[30]),
-    .\port$24006$73 (head[73]),
-    .\port$8538$0 (rem0),
-    .\port$8543$0 (rem1),
-    .\port$8555$0 (rem2),
-    .\port$8569$0 (rem3),
+    .\port$23878$116 (head[116]),
+    .\port$23878$159 (head[159]),
+    .\port$23878$30 (head[30]),
+    .\port$23878$73 (head[73]),
+    .\port$8410$0 (rem0),
+    .\port$8415$0 (rem1),
+    .\port$8427$0 (rem2),
+    .\port$8441$0 (rem3),
     .pos_in(pos_in),
     .pos_out0(pos_out0),
     .pos_out1(pos_out1),
@@ -38807,7 +38583,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 , \port$8569$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$24006$30 , \port$24006$73 , \port$24006$116 , \port$24006$159 , last, popular, \port$8538$0 
+module \hotline_fragment_chain.fragmenter.classify (\port$8415$0 , \port$8427$0 , \port$8441$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$23878$30 , \port$23878$73 , \port$23878$116 , \port$23878$159 , last, popular, \port$8410$0 
 );
   wire [6:0] \$1 ;
   wire [5:0] \$10 ;
@@ -38886,22 +38662,22 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   wire [5:0] n_tables;
   output [3:0] popular;
   wire [3:0] popular;
-  input \port$24006$116 ;
-  wire \port$24006$116 ;
-  input \port$24006$159 ;
-  wire \port$24006$159 ;
-  input \port$24006$30 ;
-  wire \port$24006$30 ;
-  input \port$24006$73 ;
-  wire \port$24006$73 ;
-  input \port$8538$0 ;
-  wire \port$8538$0 ;
-  input \port$8543$0 ;
-  wire \port$8543$0 ;
-  input \port$8555$0 ;
-  wire \port$8555$0 ;
-  input \port$8569$0 ;
-  wire \port$8569$0 ;
+  input \port$23878$116 ;
+  wire \port$23878$116 ;
+  input \port$23878$159 ;
+  wire \port$23878$159 ;
+  input \port$23878$30 ;
+  wire \port$23878$30 ;
+  input \port$23878$73 ;
+  wire \port$23878$73 ;
+  input \port$8410$0 ;
+  wire \port$8410$0 ;
+  input \port$8415$0 ;
+  wire \port$8415$0 ;
+  input \port$8427$0 ;
+  wire \port$8427$0 ;
+  input \port$8441$0 ;
+  wire \port$8441$0 ;
   input [4:0] pos_in;
   wire [4:0] pos_in;
   output [4:0] pos_out0;
@@ -38914,71 +38690,71 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8543$0 , \port$8555$0 
   wire [4:0] pos_out3;
   wire [3:0] valid;
   assign \$38  = \$27 [4:0] == \$37 ;
-  assign \$39  = \port$8555$0  & \$38 ;
+  assign \$39  = \port$8427$0  & \$38 ;
   assign \$40  = \$27 [4:0] + 1'h1;
   assign \$41  = \$39  ? 6'h00 : \$40 ;
-  assign \$42  = \port$8555$0  ? \$41  : { 1'h0, \$27 [4:0] };
+  assign \$42  = \port$8427$0  ? \$41  : { 1'h0, \$27 [4:0] };
   assign \$43  = ! \$27 [4:0];
   assign \$44  = \$43  | acc_out1;
-  assign \$45  = \port$24006$116  & \$44 ;
-  assign acc_out2 = \port$8555$0  ? \$45  : acc_out1;
+  assign \$45  = \port$23878$116  & \$44 ;
+  assign acc_out2 = \port$8427$0  ? \$45  : acc_out1;
   assign \$46  = n_tables - 1'h1;
   assign \$47  = \$42 [4:0] == \$46 ;
-  assign \$48  = \port$8569$0  & \$47 ;
+  assign \$48  = \port$8441$0  & \$47 ;
   assign \$49  = ! \$42 [4:0];
   assign \$50  = \$49  | acc_out2;
-  assign \$51  = \port$24006$159  & \$50 ;
+  assign \$51  = \port$23878$159  & \$50 ;
   assign \$52  = n_tables - 1'h1;
   assign \$53  = \$42 [4:0] == \$52 ;
-  assign \$54  = \port$8569$0  & \$53 ;
+  assign \$54  = \port$8441$0  & \$53 ;
   assign \$55  = \$42 [4:0] + 1'h1;
   assign \$56  = \$54  ? 6'h00 : \$55 ;
-  assign \$57  = \port$8569$0  ? \$56  : { 1'h0, \$42 [4:0] };
+  assign \$57  = \port$8441$0  ? \$56  : { 1'h0, \$42 [4:0] };
   assign \$58  = ! \$42 [4:0];
   assign \$59  = \$58  | acc_out2;
-  assign \$60  = \port$24006$159  & \$59 ;
-  assign acc_out3 = \port$8569$0  ? \$60  : acc_out2;
+  assign \$60  = \port$23878$159  & \$59 ;
+  assign acc_out3 = \port$8441$0  ? \$60  : acc_out2;
   assign \$1  = n_tables - 1'h1;
   assign \$2  = pos_in == \$1 ;
-  assign \$3  = \port$8538$0  & \$2 ;
+  assign \$3  = \port$8410$0  & \$2 ;
   assign \$4  = ! pos_in;
   assign \$5  = \$4  | acc_in;
-  assign \$6  = \port$24006$30  & \$5 ;
+  assign \$6  = \port$23878$30  & \$5 ;
   assign \$7  = n_tables - 1'h1;
   assign \$8  = pos_in == \$7 ;
-  assign \$9  = \port$8538$0  & \$8 ;
+  assign \$9  = \port$8410$0  & \$8 ;
   assign \$10  = pos_in + 1'h1;
   assign \$11  = \$9  ? 6'h00 : \$10 ;
-  assign \$12  = \port$8538$0  ? \$11  : { 1'h0, pos_in };
+  assign \$12  = \port$8410$0  ? \$11  : { 1'h0, pos_in };
   assign \$13  = ! pos_in;
   assign \$14  = \$13  | acc_in;
-  assign \$15  = \port$24006$30  & \$14 ;
-  assign acc_out0 = \port$8538$0  ? \$15  : acc_in;
+  assign \$15  = \port$23878$30  & \$14 ;
+  assign acc_out0 = \port$8410$0  ? \$15  : acc_in;
   assign \$16  = n_tables - 1'h1;
   assign \$17  = \$12 [4:0] == \$16 ;
-  assign \$18  = \port$8543$0  & \$17 ;
+  assign \$18  = \port$8415$0  & \$17 ;
   assign \$19  = ! \$12 [4:0];
   assign \$20  = \$19  | acc_out0;
-  assign \$21  = \port$24006$73  & \$20 ;
+  assign \$21  = \port$23878$73  & \$20 ;
   assign \$22  = n_tables - 1'h1;
   assign \$23  = \$12 [4:0] == \$22 ;
-  assign \$24  = \port$8543$0  & \$23 ;
+  assign \$24  = \port$8415$0  & \$23 ;
   assign \$25  = \$12 [4:0] + 1'h1;
   assign \$26  = \$24  ? 6'h00 : \$25 ;
-  assign \$27  = \port$8543$0  ? \$26  : { 1'h0, \$12 [4:0] };
+  assign \$27  = \port$8415$0  ? \$26  : { 1'h0, \$12 [4:0] };
   assign \$28  = ! \$12 [4:0];
   assign \$29  = \$28  | acc_out0;
-  assign \$30  = \port$24006$73  & \$29 ;
-  assign acc_out1 = \port$8543$0  ? \$30  : acc_out0;
+  assign \$30  = \port$23878$73  & \$29 ;
+  assign acc_out1 = \port$8415$0  ? \$30  : acc_out0;
   assign \$31  = n_tables - 1'h1;
   assign \$32  = \$27 [4:0] == \$31 ;
-  assign \$33  = \port$8555$0  & \$32 ;
+  assign \$33  = \port$8427$0  & \$32 ;
   assign \$34  = ! \$27 [4:0];
   assign \$35  = \$34  | acc_out1;
-  assign \$36  = \port$24006$116  & \$35 ;
+  assign \$36  = \port$23878$116  & \$35 ;
   assign \$37  = n_tables - 1'h1;
-  assign valid = { \port$8569$0 , \port$8555$0 , \port$8543$0 , \port$8538$0  };
-  assign hit = { \port$24006$159 , \port$24006$116 , \port$24006$73 , \port$24006$30  };
+  assign valid = { \port$8441$0 , \port$8427$0 , \port$8415$0 , \port$8410$0  };
+  assign hit = { \port$23878$159 , \port$23878$116 , \port$23878$73 , \port$23878$30  };
   assign pos_out0 = \$12 [4:0];
   assign pos_out1 = \$27 [4:0];
   assign pos_out2 = \$42 [4:0];

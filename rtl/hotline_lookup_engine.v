@@ -18089,81 +18089,71 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -18184,6 +18174,9 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -18364,72 +18357,55 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -18446,12 +18422,21 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     hit_way = 2'h0;
@@ -18503,119 +18488,120 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -18682,10 +18668,10 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -18702,81 +18688,71 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -18797,6 +18773,9 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -18977,72 +18956,55 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -19059,12 +19021,21 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     hit_way = 2'h0;
@@ -19116,119 +19087,120 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -19295,10 +19267,10 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -19315,81 +19287,71 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -19410,6 +19372,9 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -19590,72 +19555,55 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -19672,12 +19620,21 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     hit_way = 2'h0;
@@ -19729,119 +19686,120 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -19908,10 +19866,10 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -19928,81 +19886,71 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -20023,6 +19971,9 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -20203,72 +20154,55 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -20285,12 +20219,21 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     hit_way = 2'h0;
@@ -20342,119 +20285,120 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -20521,10 +20465,10 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -20541,81 +20485,71 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -20636,6 +20570,9 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -20816,72 +20753,55 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -20898,12 +20818,21 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     hit_way = 2'h0;
@@ -20955,119 +20884,120 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -21134,10 +21064,10 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -21154,81 +21084,71 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -21249,6 +21169,9 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -21429,72 +21352,55 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -21511,12 +21417,21 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -21568,119 +21483,120 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -21747,10 +21663,10 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -21767,81 +21683,71 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -21862,6 +21768,9 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -22042,72 +21951,55 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -22124,12 +22016,21 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -22181,119 +22082,120 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -22360,10 +22262,10 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -22380,81 +22282,71 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -22475,6 +22367,9 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -22655,72 +22550,55 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -22737,12 +22615,21 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -22794,119 +22681,120 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -22973,10 +22861,10 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -22993,81 +22881,71 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -23088,6 +22966,9 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -23268,72 +23149,55 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -23350,12 +23214,21 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -23407,119 +23280,120 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -23586,10 +23460,10 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -23606,81 +23480,71 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -23701,6 +23565,9 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -23881,72 +23748,55 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -23963,12 +23813,21 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -24020,119 +23879,120 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -24199,10 +24059,10 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -24219,81 +24079,71 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -24314,6 +24164,9 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -24494,72 +24347,55 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -24576,12 +24412,21 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -24633,119 +24478,120 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -24812,10 +24658,10 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -24832,81 +24678,71 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -24927,6 +24763,9 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -25107,72 +24946,55 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -25189,12 +25011,21 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -25246,119 +25077,120 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -25425,10 +25257,10 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -25445,81 +25277,71 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -25540,6 +25362,9 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -25720,72 +25545,55 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -25802,12 +25610,21 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -25859,119 +25676,120 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -26038,10 +25856,10 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -26058,81 +25876,71 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -26153,6 +25961,9 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -26333,72 +26144,55 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -26415,12 +26209,21 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -26472,119 +26275,120 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -26651,10 +26455,10 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -26671,81 +26475,71 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -26766,6 +26560,9 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -26946,72 +26743,55 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -27028,12 +26808,21 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -27085,119 +26874,120 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -27264,10 +27054,10 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;
@@ -27284,81 +27074,71 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [6:0] \$112 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [1:0] \$18 ;
-  wire [1:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [1:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire [21:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [2:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire [2:0] \$31 ;
-  wire [21:0] \$32 ;
+  wire \$31 ;
+  wire [1:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [1:0] \$35 ;
-  wire \$36 ;
+  wire \$35 ;
+  wire [2:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [2:0] \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [1:0] \$42 ;
-  wire \$43 ;
+  wire \$42 ;
+  wire [2:0] \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [2:0] \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [1:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [2:0] \$53 ;
+  wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
+  wire [1:0] \$55 ;
   wire [1:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [1:0] \$65 ;
-  wire [1:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [1:0] \$63 ;
+  reg \$64 ;
+  reg [5:0] \$65 ;
+  reg [18:0] \$66 ;
+  reg [4:0] \$67 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [1:0] \$73 ;
-  reg \$74 ;
-  reg [5:0] \$75 ;
-  reg [18:0] \$76 ;
-  reg [4:0] \$77 ;
   wire \$8 ;
   wire \$9 ;
+  wire [6:0] \$94 ;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
@@ -27379,6 +27159,9 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   wire maint_read;
   wire [3:0] match;
   wire [1:0] max_rrpv;
+  wire [1:0] max_upto1;
+  wire [1:0] max_upto2;
+  wire [1:0] max_upto3;
   reg [87:0] \new ;
   wire [21:0] \new[0] ;
   wire [1:0] \new[0].rrpv ;
@@ -27559,72 +27342,55 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$21  = read_data[24:23] > read_data[2:1];
-  assign \$22  = \$21  ? read_data[24:23] : read_data[2:1];
-  assign \$23  = read_data[46:45] > \$22 ;
-  assign \$24  = read_data[24:23] > read_data[2:1];
-  assign \$25  = \$24  ? read_data[24:23] : read_data[2:1];
-  assign \$26  = \$23  ? read_data[46:45] : \$25 ;
-  assign max_rrpv = \$20  ? read_data[68:67] : \$26 ;
-  assign \$27  = read_data[2:1] == max_rrpv;
-  assign \$28  = read_data[24:23] == max_rrpv;
-  assign \$29  = read_data[46:45] == max_rrpv;
-  assign \$30  = read_data[68:67] == max_rrpv;
-  assign \$31  = 2'h3 - max_rrpv;
-  assign \$112  = hit_way * 5'h16;
-  assign \$32  = read_data >> \$112 ;
-  assign \$33  = | match;
+  assign \$26  = ! \$25 ;
+  assign \$27  = | free;
+  assign \$28  = ! hit_way;
+  assign \$29  = read_data[2:1] + \$21 [1:0];
+  assign \$30  = | match;
+  assign \$31  = | free;
+  assign \$32  = \$31  ? free_way : victim_way;
+  assign \$33  = \$32  == 1'h1;
   assign \$34  = | free;
-  assign \$35  = \$34  ? free_way : victim_way;
-  assign \$36  = ! \$35 ;
-  assign \$37  = | free;
-  assign \$38  = ! hit_way;
-  assign \$39  = read_data[2:1] + \$31 [1:0];
-  assign \$40  = | match;
+  assign \$35  = hit_way == 1'h1;
+  assign \$36  = read_data[24:23] + \$21 [1:0];
+  assign \$37  = | match;
+  assign \$38  = | free;
+  assign \$39  = \$38  ? free_way : victim_way;
+  assign \$40  = \$39  == 2'h2;
   assign \$41  = | free;
-  assign \$42  = \$41  ? free_way : victim_way;
-  assign \$43  = \$42  == 1'h1;
-  assign \$44  = | free;
-  assign \$45  = hit_way == 1'h1;
-  assign \$46  = read_data[24:23] + \$31 [1:0];
-  assign \$47  = | match;
+  assign \$42  = hit_way == 2'h2;
+  assign \$43  = read_data[46:45] + \$21 [1:0];
+  assign \$44  = | match;
+  assign \$45  = | free;
+  assign \$46  = \$45  ? free_way : victim_way;
+  assign \$47  = \$46  == 2'h3;
   assign \$48  = | free;
-  assign \$49  = \$48  ? free_way : victim_way;
-  assign \$50  = \$49  == 2'h2;
-  assign \$51  = | free;
-  assign \$52  = hit_way == 2'h2;
-  assign \$53  = read_data[46:45] + \$31 [1:0];
-  assign \$54  = | match;
-  assign \$55  = | free;
-  assign \$56  = \$55  ? free_way : victim_way;
-  assign \$57  = \$56  == 2'h3;
-  assign \$58  = | free;
-  assign \$59  = hit_way == 2'h3;
-  assign \$60  = read_data[68:67] + \$31 [1:0];
+  assign \$49  = hit_way == 2'h3;
+  assign \$50  = read_data[68:67] + \$21 [1:0];
   assign wr__addr = maint_clear ? maint_addr : s1_set;
   assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$61  = s1_valid & learn;
-  assign wr__en = maint_clear | \$61 ;
-  assign \$62  = | match;
-  assign \$63  = | match;
-  assign \$64  = | free;
-  assign \$65  = \$64  ? free_way : victim_way;
-  assign \$66  = \$63  ? hit_way : \$65 ;
-  assign \$67  = | match;
-  assign \$68  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = | match;
-  assign \$71  = \$32 [2:1] <= popular_max_rrpv;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = \$72  ? hit_way : 2'h0;
+  assign \$51  = s1_valid & learn;
+  assign wr__en = maint_clear | \$51 ;
+  assign \$52  = | match;
+  assign \$53  = | match;
+  assign \$54  = | free;
+  assign \$55  = \$54  ? free_way : victim_way;
+  assign \$56  = \$53  ? hit_way : \$55 ;
+  assign \$57  = | match;
+  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = | match;
+  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$62  = \$60  & \$61 ;
+  assign \$63  = \$62  ? hit_way : 2'h0;
   always @(posedge clk)
-    s1_valid <= \$74 ;
+    s1_valid <= \$64 ;
   always @(posedge clk)
-    s1_set <= \$75 ;
+    s1_set <= \$65 ;
   always @(posedge clk)
-    s1_tag <= \$76 ;
+    s1_tag <= \$66 ;
   always @(posedge clk)
-    resp_id <= \$77 ;
+    resp_id <= \$67 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
@@ -27641,12 +27407,21 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \$12  = read_data[66] & \$11 ;
   assign \$13  = ~ read_data[66];
   assign \$14  = read_data[24:23] > read_data[2:1];
-  assign \$15  = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$16  = read_data[46:45] > \$15 ;
-  assign \$17  = read_data[24:23] > read_data[2:1];
-  assign \$18  = \$17  ? read_data[24:23] : read_data[2:1];
-  assign \$19  = \$16  ? read_data[46:45] : \$18 ;
-  assign \$20  = read_data[68:67] > \$19 ;
+  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
+  assign \$15  = read_data[46:45] > max_upto1;
+  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
+  assign \$16  = read_data[68:67] > max_upto2;
+  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
+  assign \$17  = read_data[2:1] == max_upto3;
+  assign \$18  = read_data[24:23] == max_upto3;
+  assign \$19  = read_data[46:45] == max_upto3;
+  assign \$20  = read_data[68:67] == max_upto3;
+  assign \$21  = 2'h3 - max_upto3;
+  assign \$94  = hit_way * 5'h16;
+  assign \$22  = read_data >> \$94 ;
+  assign \$23  = | match;
+  assign \$24  = | free;
+  assign \$25  = \$24  ? free_way : victim_way;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -27698,119 +27473,120 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
+    if (\$23 ) begin
       \new [21:0] = read_data[21:0];
-      if (\$38 ) begin
+      if (\$28 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$36 ) begin
+    end else if (\$26 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$37 ) begin
+    end else if (\$27 ) begin
       \new [21:0] = read_data[21:0];
     end else begin
       { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$39 [1:0];
+      \new [2:1] = \$29 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$40 ) begin
+    if (\$30 ) begin
       \new [43:22] = read_data[43:22];
-      if (\$45 ) begin
+      if (\$35 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$43 ) begin
+    end else if (\$33 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$44 ) begin
+    end else if (\$34 ) begin
       \new [43:22] = read_data[43:22];
     end else begin
       { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$46 [1:0];
+      \new [24:23] = \$36 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$47 ) begin
+    if (\$37 ) begin
       \new [65:44] = read_data[65:44];
-      if (\$52 ) begin
+      if (\$42 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$50 ) begin
+    end else if (\$40 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$51 ) begin
+    end else if (\$41 ) begin
       \new [65:44] = read_data[65:44];
     end else begin
       { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$53 [1:0];
+      \new [46:45] = \$43 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$54 ) begin
+    if (\$44 ) begin
       \new [87:66] = read_data[87:66];
-      if (\$59 ) begin
+      if (\$49 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$57 ) begin
+    end else if (\$47 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$58 ) begin
+    end else if (\$48 ) begin
       \new [87:66] = read_data[87:66];
     end else begin
       { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$60 [1:0];
+      \new [68:67] = \$50 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_hit = \$62 ;
+      resp_hit = \$52 ;
     end else begin
-      resp_hit = \$69 ;
+      resp_hit = \$59 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
     if (learn) begin
-      resp_way = \$66 ;
+      resp_way = \$56 ;
     end else begin
-      resp_way = \$73 ;
+      resp_way = \$63 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$74  = req_valid;
+    \$64  = req_valid;
     if (rst) begin
-      \$74  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$75  = req_set;
+    \$65  = req_set;
     if (rst) begin
-      \$75  = 6'h00;
+      \$65  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$76  = req_tag;
+    \$66  = req_tag;
     if (rst) begin
-      \$76  = 19'h00000;
+      \$66  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$77  = req_id;
+    \$67  = req_id;
     if (rst) begin
-      \$77  = 5'h00;
+      \$67  = 5'h00;
     end
   end
   assign rd__data = read_data;
-  assign age = \$31 [1:0];
-  assign hit_rrpv = \$32 [2:1];
+  assign max_rrpv = max_upto3;
+  assign age = \$21 [1:0];
+  assign hit_rrpv = \$22 [2:1];
   assign resp_valid = s1_valid;
   assign s1_id = resp_id;
   assign \read_data[0]  = read_data[21:0];
@@ -27877,10 +27653,10 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$30 ;
-  assign at_max[2] = \$29 ;
-  assign at_max[1] = \$28 ;
-  assign at_max[0] = \$27 ;
+  assign at_max[3] = \$20 ;
+  assign at_max[2] = \$19 ;
+  assign at_max[1] = \$18 ;
+  assign at_max[0] = \$17 ;
   assign free[3] = \$13 ;
   assign free[2] = \$10 ;
   assign free[1] = \$7 ;

@@ -94,8 +94,9 @@ def test_criteo_sample_learn_then_classify():
 # 4-counter sketch collides constantly and 150 keys compete for 24 entries: admissions,
 # rejections, saturation of entries and sketch, and ties for the victim all occur.
 TINY_LFU = TINY.replace(policy="lfu", count_bits=3, sketch_counters=4, popular_min_count=4)
-# Two lanes over eight banks: the engine's reorder window and bank conflicts with lfu banks.
-LFU_LANES2 = EALConfig(lanes=2, banks=8, policy="lfu")
+# Two lanes over eight banks of 16-way sets (the geometry the trainer gives lfu): the
+# engine's reorder window and bank conflicts with lfu banks.
+LFU_LANES2 = EALConfig(lanes=2, banks=8, sets=16, ways=16, policy="lfu")
 
 
 def test_lfu_tiny_config_admission_saturation_backpressure():
@@ -122,7 +123,7 @@ def test_lfu_tiny_config_admission_saturation_backpressure():
 
 
 def test_lfu_criteo_sample_learn_then_classify():
-    """lfu on the real Criteo sample (synthetic without ../shared/data), two lanes."""
+    """lfu on the real Criteo sample (synthetic without ../shared/data), two lanes, 16 ways."""
     data, description, _ = load_criteo_or_synthetic(max_rows=2400)
     work = LookupWorkload.from_sparse(data.sparse, LFU_LANES2, batch_size=128,
                                       sample_rate=0.1, seed=3)

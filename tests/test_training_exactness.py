@@ -258,6 +258,10 @@ def test_eal_config_for_budget_rule():
         assert cfg.entries == entries and cfg.entries >= budget
         assert cfg.ways == 4 and cfg.banks == min(16, entries // 4)
     assert eal_config_for_budget(64, (2**25,)).row_bits == 25
+    for budget, entries in ((1, 16), (100, 128), (4096, 4096)):
+        cfg = eal_config_for_budget(budget, SIZES, policy="lfu")
+        assert cfg.policy == "lfu" and cfg.entries == entries
+        assert cfg.ways == 16 and cfg.banks == min(16, entries // 16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

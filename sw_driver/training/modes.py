@@ -52,12 +52,13 @@ def init_table(table_rows, dim, seed, out=None, pin=False):
     return out
 
 
-def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16, policy="srrip"):
+def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy="srrip"):
     """The EAL geometry for a hot budget (rows the hot table may hold).
 
     Rule: ``entries = banks * sets * ways`` is the smallest power of two ``>= hot_budget``
-    (at least ``ways``) with ``ways = 4`` and ``banks = min(16, entries / 4)``, so
-    ``sets = entries / (banks * ways)``. The key fields keep the spec's defaults (5 table bits,
+    (at least ``ways``) with ``ways = 4`` (srrip, the paper's) or ``16`` (lfu: wider sets let
+    it keep the globally frequent rows, docs/benchmarks.md) unless given, and ``banks =
+    min(16, entries / ways)``, so ``sets = entries / (banks * ways)``. The key fields keep the spec's defaults (5 table bits,
     24 row bits) unless the tables need more. The popular set is at most ``entries`` rows
     (srrip: entries with RRPV <= 1 at freeze time; lfu: every tracked row), so the hot table's
     device memory is ``entries * dim * 4`` bytes. ``policy`` is the EAL's (docs/spec.md 4).
@@ -66,6 +67,8 @@ def eal_config_for_budget(hot_budget, table_rows, ways=4, banks=16, policy="srri
 
     if hot_budget < 1:
         raise ValueError(f"hot_budget must be >= 1, got {hot_budget}")
+    if ways is None:
+        ways = 4 if policy == "srrip" else 16
     entries = max(ways, 1 << (int(hot_budget) - 1).bit_length())
     banks = min(banks, entries // ways)
     sets = entries // (banks * ways)
