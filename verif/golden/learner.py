@@ -25,22 +25,15 @@ from hotline_hw.config import RRPV_INSERT, RRPV_MAX, SKETCH_MULTIPLIER
 
 __all__ = ["learn_sequential", "learn_compiled", "sketch_index"]
 
-def sketch_index(tags, cfg):
-    """The two sketch counters a tag uses (spec section 4.2): ``(i0, i1)``, int64 like ``tags``.
 
-    ``i0 = tag mod C``; ``i1 = ((tag mod 2**32) * SKETCH_MULTIPLIER mod 2**32) >> (32 - log2 C)``.
-    """
-    c_bits = cfg.sketch_bits
-    low = tags & 0xFFFFFFFF
-    i0 = tags & (cfg.sketch_counters - 1)
-    i1 = ((low * SKETCH_MULTIPLIER) & 0xFFFFFFFF) >> (32 - c_bits)
-    return i0, i1
-
-
-def _sketch_index_int(tag, cfg):
+def sketch_index(tag, cfg):
+    """The two sketch counters a tag uses (spec section 4.2), for a Python int or an int64
+    tensor: ``i0 = tag mod C``; ``i1 = ((tag mod 2**32) * SKETCH_MULTIPLIER mod 2**32) >>
+    (32 - log2 C)`` (an int64 product may wrap; its low 32 bits are still right)."""
     low = tag & 0xFFFFFFFF
-    return tag & (cfg.sketch_counters - 1), ((low * SKETCH_MULTIPLIER) & 0xFFFFFFFF) >> (
-        32 - cfg.sketch_bits)
+    i0 = tag & (cfg.sketch_counters - 1)
+    i1 = ((low * SKETCH_MULTIPLIER) & 0xFFFFFFFF) >> (32 - cfg.sketch_bits)
+    return i0, i1
 
 
 def learn_sequential(cfg, valid, meta, tag, sketch, sets, tags):
@@ -74,7 +67,7 @@ def learn_sequential(cfg, valid, meta, tag, sketch, sets, tags):
                 w = m.index(RRPV_MAX)
             tg_list[w], m[w] = tg, RRPV_INSERT
         else:
-            i0, i1 = _sketch_index_int(tg, cfg)
+            i0, i1 = sketch_index(tg, cfg)
             est = min(sk[0][i0], sk[1][i1])
             if sk[0][i0] == est:                        # conservative update
                 sk[0][i0] = min(cmax, est + 1)
