@@ -7,7 +7,6 @@ sets stay independent.
 """
 
 from amaranth import Signal, Module, Mux, Const
-from amaranth.lib import memory
 
 from .config import SKETCH_MULTIPLIER
 from .layouts import set_layout
@@ -28,46 +27,20 @@ class LfuTagBank(TagBank):
         cfg = self.cfg
         ways, counters, cmax = cfg.ways, cfg.sketch_counters, cfg.count_max
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
-        wr = mem.write_port()
-        rd = mem.read_port(transparent_for=(wr,))
-        m.d.comb += [
-            rd.addr.eq(Mux(self.maint_read | self.maint_hold, self.maint_addr, self.req_set)),
-            rd.en.eq(~self.maint_hold),
-            self.read_data.eq(rd.data),
-        ]
-
-        # Stage 1 registers: the request whose set is being read, with its sketch indices
-        # (computed from the request so that the multiply is off the read-modify-write path).
-        s1_valid = Signal()
-        s1_set = Signal.like(self.req_set)
-        s1_tag = Signal.like(self.req_tag)
-        s1_id = Signal.like(self.req_id)
+        # Stage 1: the request whose set is being read, with its sketch indices (computed
+        # from the request so that the multiply is off the read-modify-write path).
         s1_i0 = Signal(cfg.sketch_bits)
         s1_i1 = Signal(cfg.sketch_bits)
         low32 = Signal(32)
         product = Signal(64)
         m.d.comb += [low32.eq(self.req_tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
-        m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
-                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id),
-                     s1_i0.eq(self.req_tag[:cfg.sketch_bits]),
-                     s1_i1.eq(product[32 - cfg.sketch_bits:32])]
-
+        wr, rd, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m, [
+            (s1_i0, self.req_tag[:cfg.sketch_bits]),
+            (s1_i1, product[32 - cfg.sketch_bits:32])])
         cur = rd.data.ways
         sk = rd.data.sketch
-        match = Signal(ways)
-        free = Signal(ways)
-        for w in range(ways):
-            m.d.comb += [match[w].eq(cur[w].valid & (cur[w].tag == s1_tag)),
-                         free[w].eq(~cur[w].valid)]
-
-        def lowest(bits, name):
-            """Index of the lowest set bit (0 when none)."""
-            index = Signal(max(1, cfg.way_bits), name=name)
-            for w in reversed(range(ways)):
-                with m.If(bits[w]):
-                    m.d.comb += index.eq(w)
-            return index
+        match, free = self._match_free(m, cur, s1_tag)
+        lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit = match.any()
         hit_way = lowest(match, "hit_way")
@@ -125,13 +98,7 @@ class LfuTagBank(TagBank):
                 with m.If(~hit & (e == est) & at[c]):
                     m.d.comb += new.sketch[r][c].eq(bumped)
 
-        m.d.comb += [
-            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
-            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
-            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
-            self.resp_valid.eq(s1_valid),
-            self.resp_id.eq(s1_id),
-        ]
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id)
         with m.If(self.learn):
             m.d.comb += [self.resp_hit.eq(hit),
                          self.resp_way.eq(Mux(hit, hit_way, insert_way))]

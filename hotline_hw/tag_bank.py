@@ -51,10 +51,12 @@ class TagBank(wiring.Component):
             "read_data": Out(set_layout(cfg)),
         })
 
-    def elaborate(self, platform):
+    def _read_and_request(self, m, extra=()):
+        """The bank's memory, its read address (request or maintenance), and the stage-1
+        registers of the request whose set is being read. ``extra``: more ``(signal, value)``
+        pairs registered with the request. Returns ``(wr, rd, s1_valid, s1_set, s1_tag,
+        s1_id)``; shared by the SRRIP and lfu banks."""
         cfg = self.cfg
-        ways = cfg.ways
-        m = Module()
         m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
         wr = mem.write_port()
         rd = mem.read_port(transparent_for=(wr,))
@@ -63,29 +65,52 @@ class TagBank(wiring.Component):
             rd.en.eq(~self.maint_hold),
             self.read_data.eq(rd.data),
         ]
-
-        # Stage 1 registers: the request whose set is being read.
         s1_valid = Signal()
         s1_set = Signal.like(self.req_set)
         s1_tag = Signal.like(self.req_tag)
         s1_id = Signal.like(self.req_id)
         m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
                      s1_tag.eq(self.req_tag), s1_id.eq(self.req_id)]
+        m.d.sync += [sig.eq(value) for sig, value in extra]
+        return wr, rd, s1_valid, s1_set, s1_tag, s1_id
 
-        cur = rd.data
-        match = Signal(ways)
-        free = Signal(ways)
-        for w in range(ways):
+    def _match_free(self, m, cur, s1_tag):
+        """Per-way ``match`` (valid and the tag equal) and ``free`` (not valid) bits."""
+        match = Signal(self.cfg.ways)
+        free = Signal(self.cfg.ways)
+        for w in range(self.cfg.ways):
             m.d.comb += [match[w].eq(cur[w].valid & (cur[w].tag == s1_tag)),
                          free[w].eq(~cur[w].valid)]
+        return match, free
 
-        def lowest(bits, name):
-            """Index of the lowest set bit (0 when none)."""
-            index = Signal(max(1, cfg.way_bits), name=name)
-            for w in reversed(range(ways)):
-                with m.If(bits[w]):
-                    m.d.comb += index.eq(w)
-            return index
+    def _lowest(self, m, bits, name):
+        """Index of the lowest set bit of ``bits`` (0 when none)."""
+        index = Signal(max(1, self.cfg.way_bits), name=name)
+        for w in reversed(range(self.cfg.ways)):
+            with m.If(bits[w]):
+                m.d.comb += index.eq(w)
+        return index
+
+    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, s1_id):
+        """Write the updated set back (learn mode) or zero it (maintenance clear), and
+        drive the response's valid and id."""
+        m.d.comb += [
+            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
+            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
+            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
+            self.resp_valid.eq(s1_valid),
+            self.resp_id.eq(s1_id),
+        ]
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        ways = cfg.ways
+        m = Module()
+        # Stage 1: the request whose set is being read.
+        wr, rd, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m)
+        cur = rd.data
+        match, free = self._match_free(m, cur, s1_tag)
+        lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit_way = lowest(match, "hit_way")
         free_way = lowest(free, "free_way")
@@ -125,13 +150,7 @@ class TagBank(wiring.Component):
             with m.Else():
                 m.d.comb += [new[w].eq(cur[w]), new[w].rrpv.eq(cur[w].rrpv + age)]
 
-        m.d.comb += [
-            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
-            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
-            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
-            self.resp_valid.eq(s1_valid),
-            self.resp_id.eq(s1_id),
-        ]
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id)
         with m.If(self.learn):
             m.d.comb += [self.resp_hit.eq(hit),
                          self.resp_way.eq(Mux(hit, hit_way, insert_way))]
