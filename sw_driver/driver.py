@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
-from verif.golden import dedup_bank, key_from_fields, sparse_keys, split_keys
+from verif.golden import dedup_bank, key_from_fields, make_keys, sparse_keys, split_keys
 from verif.golden.access_logger import meta_name, popular_entries
 
 from .counters import Counters
@@ -102,6 +102,9 @@ class Schedule:
     entries: int
     micro_batch_size: int
     ended_early: bool = False
+    #: schedules of bags (:meth:`HotlineDevice.schedule_bags`): int64 ``[n_inputs + 1]``,
+    #: input ``i``'s lookups are ``remapped[lookup_offsets[i]:lookup_offsets[i + 1]]``
+    lookup_offsets: object = None
     generation: int = field(default=0, repr=False)
     _owner: object = field(default=None, repr=False)
 
@@ -360,6 +363,70 @@ class HotlineDevice:
         raise IndexOutOfRangeError(t, int(sparse[inp, t]), (inp, t), self._table_rows[t],
                                    what)
 
+    def _as_bags(self, tables, rows, lookup_offsets, what, device):
+        """``(tables, rows, lookup_offsets)`` as int64 tensors on ``device``, checked: 1-D,
+        equal lengths, offsets from 0 to ``L`` and non-decreasing, tables in range (rows are
+        checked by the caller, with positions)."""
+        def as_int(x, name):
+            t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+            if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+                if t.numel() or t.dtype == torch.bool:
+                    raise TypeError(f"{what}: {name} must hold integers, not {t.dtype}")
+            if t.dim() != 1:
+                raise ValueError(f"{what}: {name} must be 1-D, not shape {tuple(t.shape)}")
+            return t.to(torch.int64)
+
+        t, r = as_int(tables, "tables"), as_int(rows, "rows")
+        offs = as_int(lookup_offsets, "lookup_offsets")
+        if t.numel() != r.numel():
+            raise ValueError(f"{what}: tables has {t.numel()} lookups, rows {r.numel()}")
+        oc = offs.cpu()
+        if oc.numel() < 1 or int(oc[0]) != 0 or int(oc[-1]) != r.numel():
+            raise ValueError(f"{what}: lookup_offsets must run from 0 to the {r.numel()} "
+                             f"lookups, not {oc[:1].tolist()}..{oc[-1:].tolist()}")
+        if bool((oc[1:] < oc[:-1]).any()):
+            i = int(torch.nonzero(oc[1:] < oc[:-1])[0])
+            raise ValueError(f"{what}: lookup_offsets decreases at input {i} "
+                             f"({int(oc[i])} -> {int(oc[i + 1])})")
+        tc = t.cpu()
+        bad_t = (tc < 0) | (tc >= self.n_tables)
+        if bool(bad_t.any()):
+            j = int(torch.nonzero(bad_t)[0])
+            raise ValueError(f"{what}: lookup {j} names table {int(tc[j])}; the device has "
+                             f"tables 0..{self.n_tables - 1}")
+        return t.to(device), r.to(device), offs.to(device)
+
+    def _bad_bag_lookups(self, tables, rows):
+        """bool ``[L]``: rows outside their table (tables already checked)."""
+        limit = (self._rows_cpu if rows.device.type == "cpu" else self._rows_dev)[tables]
+        return (rows < 0) | (rows >= limit)
+
+    def _raise_first_bad_bag(self, tables, rows, offs, bad, what):
+        j = int(torch.nonzero(bad)[0])
+        inp = int(torch.searchsorted(offs, torch.tensor(j), right=True)) - 1
+        t = int(tables[j])
+        raise IndexOutOfRangeError(t, int(rows[j]), (inp, j - int(offs[inp])),
+                                   self._table_rows[t], what)
+
+    def learn_bags(self, tables, rows):
+        """Learn mode for lookups given one by one (multi-hot bags): lookup ``j`` is row
+        ``rows[j]`` of table ``tables[j]`` (integer ``[L]``), learned in that order. Returns
+        ``(hit, slot)`` ``[L]``. Range errors name the lookup; nothing is learned then."""
+        self._need_open("learn_bags")
+        if self._state != _LEARNING:
+            raise DeviceStateError("HotlineDevice.learn_bags: the device is frozen; call "
+                                   "clear() to re-learn from scratch or unfreeze() to "
+                                   "continue learning")
+        t, r = torch.as_tensor(tables), torch.as_tensor(rows)
+        offs = torch.tensor([0, r.numel()], dtype=torch.int64)
+        t, r, offs = self._as_bags(t, r, offs, "learn_bags", "cpu")
+        bad = self._bad_bag_lookups(t, r)
+        if bool(bad.any()):
+            self._raise_first_bad_bag(t, r, offs, bad, "learn_bags")
+        if r.numel() == 0:
+            return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.int64)
+        return self._transport.learn(make_keys(t, r, self.config))
+
     # --- learn mode (spec section 4) ----------------------------------------------------
     def learn(self, sparse):
         """Learn mode (spec section 4): the lookups of ``sparse`` (integer ``[n, n_tables]``,
@@ -494,7 +561,7 @@ class HotlineDevice:
 
         ``sparse_ws``: integer ``[n_inputs, n_tables]`` (moved to ``device``);
         ``micro_batch_size``: popular micro-batch size, >= 1. Pure tensor work on ``device``
-        against the slot map; the cold list and four counts are the only data copied back to
+        against the slot map; the cold list and a few counts are the only data copied back to
         the host (one copy). On CUDA that copy and ``torch.unique`` (whose output size depends
         on the data) are the two host synchronisations, both on the current stream. Equals ``verif.golden.fragment(sparse_ws, logger,
         micro_batch_size, popular_max_rrpv)`` on the same tag store.
@@ -505,21 +572,69 @@ class HotlineDevice:
         """
         self._need_frozen("schedule")
         mbs = _check_int(micro_batch_size, "micro_batch_size", 1)
-        dev = self.device
-        s = self._as_sparse(sparse_ws, "sparse_ws", dev)
+        s = self._as_sparse(sparse_ws, "sparse_ws", self.device)
         n, T = s.shape
-        entries = self.config.entries
-        # Out-of-range rows are clamped so that every kernel stays in bounds; the check is
-        # reported after the one host copy below (no extra synchronisation on a good input).
-        # Host synchronisations (CUDA): torch.unique's output size and the one copy of the
-        # cold list and counts below; no boolean-mask indexing or nonzero (each of those
-        # would be one more round trip).
         bad = self._bad_lookups(s)
-        bad_any = bad.any()
-        g = torch.where(bad, 0, s) + self._offsets_dev           # global rows [n, T]
+        # Out-of-range rows are clamped so that every kernel stays in bounds; the check is
+        # reported after the one host copy (no extra synchronisation on a good input).
+        g = (torch.where(bad, 0, s) + self._offsets_dev).reshape(-1)
+        starts = torch.arange(0, n * T + 1, T, dtype=torch.int64, device=self.device)
+
+        def report():
+            self._raise_first_bad(s.cpu(), bad.cpu(), "sparse_ws")
+
+        sched = self._schedule_flat(g, bad.any(), starts, n, T, T, mbs, report)
+        sched.remapped = sched.remapped.view(sched.n_inputs, T)
+        sched.hit = sched.hit.view(sched.n_inputs, T)
+        return sched
+
+    def schedule_bags(self, tables, rows, lookup_offsets, micro_batch_size):
+        """:meth:`schedule` for inputs with any number of lookups (multi-hot bags; docs/spec.md
+        section 7.6) -> :class:`Schedule` whose ``remapped`` and ``hit`` are flat ``[n_lookups]``
+        and whose ``lookup_offsets`` (int64 ``[n_inputs + 1]``, device) bound each input's
+        lookups.
+
+        ``tables``, ``rows``: integer ``[L]``, lookup ``j`` is row ``rows[j]`` of table
+        ``tables[j]``, in stream order (input order; within an input any fixed order, e.g.
+        table then bag position); ``lookup_offsets``: int64 ``[n_inputs + 1]``, non-decreasing
+        from 0 to ``L``: input ``i`` owns lookups ``lookup_offsets[i]:lookup_offsets[i+1]``
+        (it may own none: an input without lookups is popular). With one lookup per table per
+        input this is :meth:`schedule` exactly. The de-dup rule (spec 7.5) reserves room for
+        the largest input of the working set instead of ``n_tables``.
+        """
+        self._need_frozen("schedule_bags")
+        mbs = _check_int(micro_batch_size, "micro_batch_size", 1)
+        t, r, offs = self._as_bags(tables, rows, lookup_offsets, "schedule_bags", self.device)
+        n = offs.numel() - 1
+        bad = self._bad_bag_lookups(t, r)
+        tc = torch.where(bad, 0, t)
+        g = torch.where(bad, 0, r) + self._offsets_dev[tc]
+        widest = int((offs[1:] - offs[:-1]).max()) if n else 0
+
+        def report():
+            self._raise_first_bad_bag(t.cpu(), r.cpu(), offs.cpu(), bad.cpu(), "schedule_bags")
+
+        sched = self._schedule_flat(g, bad.any(), offs, n, self.n_tables, max(1, widest), mbs,
+                                    report)
+        sched.lookup_offsets = offs[:sched.n_inputs + 1]
+        return sched
+
+    def _schedule_flat(self, g, bad_any, starts, n, T, widest, mbs, report_bad):
+        """The schedule of ``n`` inputs whose lookups are the global rows ``g`` (int64 ``[L]``,
+        device, in stream order; input ``i`` owns ``g[starts[i]:starts[i+1]]``). ``widest``:
+        the most lookups one input may have (the de-dup rule's reserve); ``report_bad`` raises
+        the range error when ``bad_any`` turns out true after the host copy."""
+        dev = self.device
+        entries = self.config.entries
+        L = g.numel()
+        lengths = starts[1:] - starts[:-1]
+        input_of = torch.repeat_interleave(torch.arange(n, dtype=torch.int64, device=dev),
+                                           lengths, output_size=L)
         slot = self._slot_map[g].to(torch.int64)                 # hot slot or -1
         hit = slot >= 0
-        popular = hit.all(1)
+        hit64 = hit.to(torch.int64)
+        hits_in = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, input_of, hit64)
+        popular = hits_in == lengths                             # every lookup hits
         # Popular inputs first, then the non-popular ones, each in input order (a stable
         # partition by prefix sums): order[:n_popular] / order[n_popular:].
         idx = torch.arange(n, dtype=torch.int64, device=dev)
@@ -529,13 +644,12 @@ class HotlineDevice:
         dest = torch.where(popular, c_pop - 1, n_pop_dev + idx - c_pop)
         order = torch.empty_like(idx)
         order[dest] = idx
-        # Cold list: distinct missed global rows in first-use order, row-major = input order,
-        # then table order (spec 7.3). Hits are mapped to a sentinel above every global row,
-        # so torch.unique sees every lookup and no mask has to be compacted first; the
-        # sentinel, if present, is the largest unique and is forced to sort last.
-        L = n * T
+        # Cold list: distinct missed global rows in first-use order, i.e. stream order (spec
+        # 7.3). Hits are mapped to a sentinel above every global row, so torch.unique sees
+        # every lookup and no mask has to be compacted first; the sentinel, if present, is
+        # the largest unique and is forced to sort last.
         sentinel = self.total_rows
-        key = torch.where(hit, sentinel, g).reshape(-1)
+        key = torch.where(hit, sentinel, g)
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
         U = uniq.numel()
         pos = torch.arange(L, dtype=torch.int64, device=dev)
@@ -547,27 +661,29 @@ class HotlineDevice:
         rank[by_first] = torch.arange(U, dtype=torch.int64, device=dev)
         cold_all = uniq[by_first]                                # the sentinel last
         first_sorted = first[by_first]                           # their first lookups
-        remapped = torch.where(hit, slot, entries + rank[inverse].view(n, T))
+        remapped = torch.where(hit, slot, entries + rank[inverse])
         # The de-dup table's bank-capacity rule (spec 7.5): the working set ends after the
-        # input whose cold row makes a bank hold more than bank_capacity - T rows.
-        cut = self._dedup_cut(cold_all, first_sorted, sentinel, n, T)     # 0-dim, device
-        in_ws = idx < cut
-        hits_per_input = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
-                                    torch.cumsum(hit.sum(1), 0)])
+        # input whose cold row makes a bank hold more than bank_capacity - widest rows.
+        cut = self._dedup_cut(cold_all, first_sorted, sentinel, n, widest, input_of)
+        in_ws = input_of < cut
+        hits_before = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
+                                 torch.cumsum(hits_in, 0)])
         pops = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), c_pop])
-        n_hits_dev = hits_per_input[cut]
+        n_hits_dev = hits_before[cut]
         n_pop_cut_dev = pops[cut]
-        n_cold_dev = ((cold_all != sentinel) & (first_sorted < cut * T)).sum()
+        lookups_cut = starts[cut]
+        n_cold_dev = ((cold_all != sentinel) & (first_sorted < lookups_cut)).sum()
         # Distinct hot rows read (for Schedule.n_unique): mark the slots hit.
         seen = torch.zeros(entries + 1, dtype=torch.bool, device=dev)
-        seen[torch.where(hit & in_ws.unsqueeze(1), slot, entries).reshape(-1)] = True
+        seen[torch.where(hit & in_ws, slot, entries)] = True
         n_hot_unique = seen[:entries].sum()
         host = torch.cat([cold_all, torch.stack([
-            n_hot_unique, bad_any.to(torch.int64), n_pop_dev, n_pop_cut_dev, n_hits_dev,
-            n_cold_dev, cut.to(torch.int64)])]).cpu()
+            lookups_cut, n_hot_unique, bad_any.to(torch.int64), n_pop_dev, n_pop_cut_dev,
+            n_hits_dev, n_cold_dev, cut.to(torch.int64)])]).cpu()
         if bool(host[-6]):
-            self._raise_first_bad(s.cpu(), bad.cpu(), "sparse_ws")
+            report_bad()
         n_pop_all, n_popular, n_hits, n_cold, n_in = (int(v) for v in host[-5:])
+        n_look = int(host[-8])
         cold_cpu = host[:n_cold]
         cold_tables = torch.searchsorted(self._offsets_cpu, cold_cpu, right=True) - 1
         cold_rows = cold_cpu - self._offsets_cpu[cold_tables]
@@ -577,34 +693,34 @@ class HotlineDevice:
         micro = list(torch.split(popular_idx, mbs)) if n_popular else []
         early = n_in < n
         if early:
-            popular, remapped, hit = popular[:n_in], remapped[:n_in], hit[:n_in]
+            popular, remapped, hit = popular[:n_in], remapped[:n_look], hit[:n_look]
         sched = Schedule(
             popular=popular, popular_micro_batches=micro, non_popular=non_popular,
             cold_global_rows=cold_cpu, remapped=remapped, hit=hit, cold_tables=cold_tables,
-            cold_rows=cold_rows, n_inputs=n_in, n_tables=T, n_lookups=n_in * T, n_hits=n_hits,
+            cold_rows=cold_rows, n_inputs=n_in, n_tables=T, n_lookups=n_look, n_hits=n_hits,
             n_popular=n_popular, n_cold=n_cold, n_unique=int(host[-7]) + n_cold,
             entries=entries, micro_batch_size=mbs, ended_early=early,
             generation=self._generation, _owner=self._token)
-        n = n_in
         c = self._counters
-        c.lookups += n * T
+        c.lookups += n_look
         c.unique += sched.n_unique
         c.hits += n_hits
         c.popular_inputs += n_popular
-        c.inputs += n
+        c.inputs += n_in
         c.cold_rows += n_cold
         c.working_sets += 1
         c.early_ends += int(early)
         return sched
 
-    def _dedup_cut(self, cold_all, first_sorted, sentinel, n, T):
+    def _dedup_cut(self, cold_all, first_sorted, sentinel, n, widest, input_of):
         """Inputs in the working set under the de-dup bank-capacity rule (spec 7.5), as a
         0-dim device tensor: ``verif.golden.dedup_cut`` without leaving the device.
         ``cold_all``: distinct cold global rows by first use (the hits' sentinel last),
-        ``first_sorted``: their first lookup positions."""
+        ``first_sorted``: their first lookup positions, ``input_of``: each lookup's input,
+        ``widest``: the reserve (``n_tables`` for one-hot inputs)."""
         fr = self.fragmenter
         dev = cold_all.device
-        limit = fr.bank_capacity - T
+        limit = fr.bank_capacity - widest
         valid = cold_all != sentinel
         if cold_all.numel() <= limit:          # no bank can reach the limit: no sync needed
             return torch.tensor(n, dtype=torch.int64, device=dev)
@@ -618,7 +734,8 @@ class HotlineDevice:
         ordinal = torch.empty_like(by_bank)
         ordinal[by_bank] = torch.arange(by_bank.numel(), device=dev) - starts
         tipping = valid & (ordinal == limit)
-        return torch.where(tipping, first_sorted // T + 1, n).min().clamp(max=n)
+        first_input = input_of[torch.where(valid, first_sorted, 0)] + 1
+        return torch.where(tipping, first_input, n).min().clamp(max=n)
 
     # --- gather / write back -------------------------------------------------------------
     def _check_schedule(self, sched, what):
