@@ -6,7 +6,7 @@ call waits for (or times) the wrong GPU: the hotline device-to-host copy would n
 non-popular step and stale rows would be written back, silently. Three kinds of check:
 
 * a fake CUDA layer (no GPU needed) that records, for every event, the device of the stream it
-  was recorded on, and runs the stores' copy hand-offs and the phase timer with the training
+  was recorded on, and runs the embedding module's copy hand-offs and the phase timer with the training
   device set to ``cuda:1``;
 * a source check over ``sw_driver/`` that no call leaves the stream or device to the current
   device;
@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sw_driver.training import modes, timing
+from sw_driver.embedding import EmbeddingSGD, HotlineEmbeddingBagCollection
+from sw_driver.embedding.collection import _NULL_RECORD
+from sw_driver.embedding.pipeline import WorkingSetPipeline
+from sw_driver.training import timing
 from sw_driver.training.timing import PhaseTimer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,51 +125,69 @@ def test_phase_timer_records_and_synchronises_on_the_training_device(fake_cuda):
     assert fake_cuda.synchronized and set(fake_cuda.synchronized) == {1}
 
 
-def _host_store(cls):
-    """A store object with just the state its copy hand-offs use, training on ``cuda:1``
+def _hybrid_module(**extra):
+    """A collection with just the state its host-path hand-offs use, training on ``cuda:1``
     (tensors stay on the CPU: only the stream/event calls are checked)."""
-    st = object.__new__(cls)
-    st.device, st.cuda, st.dim = CUDA1, True, 4
-    st._grad_pin = torch.zeros(8, 4)
-    st._staging_out = torch.zeros(8, 4)
-    st._d2h_done = torch.cuda.Event()
-    return st
+    m = types.SimpleNamespace(device=CUDA1, cuda=True, dim=4, width=4, mode="hybrid",
+                              optimizer=EmbeddingSGD(0.5), table=torch.zeros(10, 4),
+                              _pin_grad=torch.zeros(8, 4), _pin_rows=torch.zeros(8, 4),
+                              _grad_done=torch.cuda.Event(), _read_done=None, **extra)
+    m._upload = lambda staged: staged.clone()          # the one real CUDA call, stubbed
+    return m
 
 
-def test_hybrid_update_copy_event_is_on_the_training_device(fake_cuda):
-    st = _host_store(modes.HybridStore)
-    upd = torch.randn(5, 4)
-    host = st._grad_to_host(upd, 5)
-    assert torch.equal(host, upd)
-    assert st._d2h_done.stream is fake_cuda.current_stream(1)
-    st._wait_grad()
+def test_hybrid_gradient_copy_event_is_on_the_training_device(fake_cuda):
+    m = _hybrid_module()
+    plan = types.SimpleNamespace(n_bags=5, one_hot=True, target="table", rec=_NULL_RECORD,
+                                 idx=torch.tensor([0, 1, 2, 2, 9]))
+    grad = torch.randn(5, 4)
+    HotlineEmbeddingBagCollection.apply_gradient(m, plan, grad)
+    assert m._grad_done.stream is fake_cuda.current_stream(1)
+    want = torch.zeros(10, 4).index_add_(0, plan.idx, grad * -0.5)
+    assert torch.equal(m.table, want)
+
+
+def test_hybrid_row_copy_event_is_on_the_training_device(fake_cuda):
+    m = _hybrid_module()
+    m.table = torch.randn(10, 4)
+    rows = HotlineEmbeddingBagCollection._read_rows(m, torch.tensor([3, 1]), _NULL_RECORD)
+    assert torch.equal(rows, m.table[[3, 1]])
+    assert m._read_done.stream is fake_cuda.current_stream(1)
+    # The next gather into the pinned buffer first waits for that copy.
+    HotlineEmbeddingBagCollection._read_rows(m, torch.tensor([0]), _NULL_RECORD)
+
+
+def _pipeline():
+    """A working-set pipeline with just the state its copy hand-offs use, on ``cuda:1``."""
+    p = object.__new__(WorkingSetPipeline)
+    p.device, p.cuda = CUDA1, True
+    p.ebc = types.SimpleNamespace(entries=2, working=torch.randn(10, 4))
+    p.staging_out = torch.zeros(8, 4)
+    p.side = FakeStream(1)
+    p._last_h2d = None
+    return p
 
 
 def test_hotline_d2h_waits_for_non_popular_on_the_training_device(fake_cuda):
-    st = _host_store(modes.HotlineStore)
-    st.entries = 2
-    st.working = torch.randn(10, 4)
-    st.side = FakeStream(1)
-    p = types.SimpleNamespace(n_cold=3)
-    st._d2h(p, timing._NullRecord())
+    p = _pipeline()
+    ws = types.SimpleNamespace(n_cold=3)
+    p.d2h(ws, timing._NullRecord())
     # The side stream waits for an event recorded on the main stream of cuda:1 (where the
     # non-popular step ran), then records its own completion.
-    (np_done,) = st.side.waited
+    (np_done,) = p.side.waited
     assert np_done.stream is fake_cuda.current_stream(1)
-    assert p.d2h_done.stream is st.side
-    assert torch.equal(st._staging_out[:3], st.working[2:5])
+    assert ws.d2h_done.stream is p.side
+    assert torch.equal(p.staging_out[:3], p.ebc.working[2:5])
 
 
 def test_hotline_h2d_event_is_on_the_side_stream(fake_cuda):
-    st = _host_store(modes.HotlineStore)
-    st.entries = 2
-    st.working = torch.zeros(10, 4)
-    st.side = FakeStream(1)
+    p = _pipeline()
+    p.ebc.working.zero_()
     staged = torch.randn(3, 4)
-    p = types.SimpleNamespace(n_cold=3)
-    st._h2d(p, staged, timing._NullRecord())
-    assert p.h2d_done.stream is st.side and st._last_h2d is p.h2d_done
-    assert torch.equal(st.working[2:5], staged)
+    ws = types.SimpleNamespace(n_cold=3)
+    p.h2d(ws, staged, timing._NullRecord())
+    assert ws.h2d_done.stream is p.side and p._last_h2d is ws.h2d_done
+    assert torch.equal(p.ebc.working[2:5], staged)
 
 
 # --- source check ------------------------------------------------------------------------------

@@ -13,16 +13,18 @@ that the forward read. A training loop looks like (docs/training.md)::
     for mb in ebc.working_sets(batches):   # 2. popular micro-batches, then the rest
         train_step(mb.features, mb.payload)
 
-Storage: one ``float32`` host tensor ``[sum(num_embeddings), dim + state_width]`` (table ``t``
+Storage: one ``float32`` tensor ``[sum(num_embeddings), dim + state_width]`` (table ``t``
 from row ``offsets[t]``); each row's optimizer state sits in its last columns, so the state
-travels with the row through gathers, the hot table and write-backs.
+travels with the row through gathers, the hot table and write-backs. ``mode`` says where it
+lives: ``"hotline"`` (host memory, popular rows in a hot table on the device, working sets
+pipelined by :mod:`.pipeline`), ``"hybrid"`` (host memory, every lookup gathered on the CPU:
+the paper's baseline) or ``"gpu-only"`` (all of it on the device: the ceiling). The DLRM
+trainer (:mod:`sw_driver.training`) runs its three modes on this module.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +32,18 @@ from torch import nn
 
 from .features import InputMajor, SparseFeatures
 from .optim import make_optimizer
+from .pipeline import WorkingSetPipeline, _payload_map
 
 __all__ = ["EmbeddingBagConfig", "HotlineEmbeddingBagCollection", "MicroBatch",
-           "BOUNDS_CHECK_MODES", "POOLING_MODES"]
+           "BOUNDS_CHECK_MODES", "POOLING_MODES", "PLACEMENT_MODES"]
 
-BOUNDS_CHECK_MODES = ("error", "warn", "ignore")
+#: FBGEMM's bounds-check modes: ``error`` (FATAL), ``warn`` (WARNING: clamp), ``ignore``
+#: (IGNORE: drop the lookup) and ``none`` (NONE: the caller vouches for the indices; the
+#: driver's schedule still refuses an out-of-range row in hotline working sets)
+BOUNDS_CHECK_MODES = ("error", "warn", "ignore", "none")
 POOLING_MODES = ("sum", "mean")
+#: where the rows live (see the module doc)
+PLACEMENT_MODES = ("hotline", "hybrid", "gpu-only")
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,10 @@ class _Plan:
     """What one forward read: ``idx`` rows of ``weight`` (``"working"``: the device's hot +
     cold rows; ``"host"``: the host table), pooled into ``n_bags`` bags."""
 
-    def __init__(self, target, idx, bags, n_bags, scale, batch, one_hot):
+    def __init__(self, target, idx, bags, n_bags, scale, batch, one_hot, rec=None):
         self.target, self.idx, self.bags, self.n_bags = target, idx, bags, n_bags
         self.scale, self.batch, self.one_hot = scale, batch, one_hot
+        self.rec = rec or _NULL_RECORD
 
 
 class _FusedLookup(torch.autograd.Function):
@@ -96,34 +105,24 @@ class MicroBatch:
 class _Scheduled:
     """The features of a micro-batch: its samples' lookups in the working set's schedule."""
 
-    def __init__(self, ebc, im, sched, samples):
-        self.ebc, self.im, self.sched, self.samples = ebc, im, sched, samples
+    def __init__(self, ebc, ws, samples):
+        self.ebc, self.ws, self.samples = ebc, ws, samples
         self.generation = ebc._ws_generation
 
 
-# --- payload helpers ---------------------------------------------------------------------
-def _payload_map(p, fn):
-    if p is None:
+class _NullRecord:
+    """Phase timing switched off (the trainer passes its own records)."""
+
+    def host_begin(self, phase):
         return None
-    if isinstance(p, torch.Tensor):
-        return fn(p)
-    if isinstance(p, dict):
-        return {k: _payload_map(v, fn) for k, v in p.items()}
-    if isinstance(p, (tuple, list)):
-        return type(p)(_payload_map(v, fn) for v in p)
-    raise TypeError(f"payload must be a tensor, tuple, list or dict of tensors, not "
-                    f"{type(p).__name__}")
+
+    host_end = dev_end = lambda self, *a, **k: None
+
+    def dev_begin(self, phase, stream=None):
+        return None
 
 
-def _payload_cat(parts):
-    first = parts[0]
-    if first is None:
-        return None
-    if isinstance(first, torch.Tensor):
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-    if isinstance(first, dict):
-        return {k: _payload_cat([p[k] for p in parts]) for k in first}
-    return type(first)(_payload_cat([p[i] for p in parts]) for i in range(len(first)))
+_NULL_RECORD = _NullRecord()
 
 
 class HotlineEmbeddingBagCollection(nn.Module):
@@ -137,6 +136,8 @@ class HotlineEmbeddingBagCollection(nn.Module):
         working set (``working_set * N`` samples)
     optimizer : :class:`~.optim.EmbeddingSGD`, :class:`~.optim.RowWiseAdagrad`, or a name
     device : where the hot table and the pooled outputs live
+    mode : ``"hotline"`` (default), ``"hybrid"`` (rows in host memory, no EAL: every
+        lookup gathered on the CPU) or ``"gpu-only"`` (every row on ``device``)
     hot_budget : rows the hot table may hold (EAL geometry by
         :func:`~sw_driver.training.eal_config_for_budget`, unless ``eal_config`` is given)
     policy : the EAL's popularity policy (``"srrip"`` or ``"lfu"``)
@@ -145,20 +146,29 @@ class HotlineEmbeddingBagCollection(nn.Module):
         samples (default ``batch_size``; ``0``: one step)
     bounds_check : ``"error"`` (raise, naming table, sample and row), ``"warn"`` (clamp
         into the table and warn with the count), ``"ignore"`` (drop the lookup from its bag
-        silently); violations are counted in :attr:`bounds_violations` in every mode
+        silently), ``"none"`` (no check: for indices already validated, e.g. a
+        ``ClickDataset``); violations are counted in :attr:`bounds_violations`
     seed : initial values: table ``t`` uniform in ``+-sqrt(1 / num_embeddings)`` (DLRM)
-    pipelined : gather the next cold rows on a background thread while the popular
+    host_table : optional ``float32 [sum(num_embeddings), dim + state_width]`` CPU tensor
+        used in place as the initial rows (several collections can share a start point);
+        its state columns are initialised by the optimizer
+    pipelined : gather the next cold rows in the background while the popular
         micro-batches train (``False``: the same order, one step after another)
+    timer : a :class:`~sw_driver.training.timing.PhaseTimer` that gets one record per
+        working set (phases ``schedule``, ``popular``, ``gather``, ``h2d``, ``non_popular``,
+        ``d2h``, ``write_back``) and a ``drain`` record; ``trace_working_set`` picks the
+        working set (index within a :meth:`working_sets` call) whose timeline it keeps
     transport, gather_threads, fragmenter, eal_config, max_cold_rows : the driver's
     """
 
     def __init__(self, tables, dim, *, batch_size, optimizer="sgd", device="cpu",
-                 hot_budget=4096, policy="srrip", working_set=4, np_micro_batch_size=None,
-                 bounds_check="error", seed=0, pipelined=True, transport="model",
+                 mode="hotline", hot_budget=4096, policy="srrip", working_set=4,
+                 np_micro_batch_size=None, bounds_check="error", seed=0, host_table=None,
+                 pipelined=True, timer=None, trace_working_set=None, transport="model",
                  gather_threads=2, fragmenter=None, eal_config=None, max_cold_rows=None):
         super().__init__()
-        from sw_driver.driver import HotlineDevice
         from sw_driver.training.modes import eal_config_for_budget, init_table, table_offsets
+        from sw_driver.training.timing import PhaseTimer
 
         self.tables = tuple(t if isinstance(t, EmbeddingBagConfig) else EmbeddingBagConfig(*t)
                             for t in tables)
@@ -173,6 +183,9 @@ class HotlineEmbeddingBagCollection(nn.Module):
         if bounds_check not in BOUNDS_CHECK_MODES:
             raise ValueError(f"bounds_check must be one of {BOUNDS_CHECK_MODES}, not "
                              f"{bounds_check!r}")
+        if mode not in PLACEMENT_MODES:
+            raise ValueError(f"mode must be one of {PLACEMENT_MODES}, not {mode!r}")
+        self.mode = mode
         self.keys = tuple(names)
         self.dim = int(dim)
         self.batch_size = int(batch_size)
@@ -183,37 +196,62 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self.bounds_violations = 0
         self.pipelined = bool(pipelined)
         self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.optimizer = make_optimizer(optimizer)
         self.table_rows = tuple(int(t.num_embeddings) for t in self.tables)
         self._rows = torch.tensor(self.table_rows, dtype=torch.int64)
         self.offsets = table_offsets(self.table_rows)
+        self._offsets_dev = {}
         self._mean = torch.tensor([t.pooling == "mean" for t in self.tables])
         self.width = self.dim + self.optimizer.state_width
-        host = torch.empty(sum(self.table_rows), self.width)
-        host[:, :self.dim] = init_table(self.table_rows, self.dim, seed)
-        self.optimizer.init_state(host, self.dim)
-        self.host_table = host
-        self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_rows,
-                                                              policy=policy)
-        self.dev = HotlineDevice(self.table_rows, self.width, config=self.eal_config,
-                                 transport=transport, device=str(self.device),
-                                 gather_threads=gather_threads, fragmenter=fragmenter)
-        E = self.entries = self.eal_config.entries
-        T = len(self.tables)
-        self.cap = int(max_cold_rows or self.dev.fragmenter.cold_capacity)
+        self.timer = timer or PhaseTimer(self.device, enabled=False)
+        self.trace_working_set = trace_working_set
+        shape = (sum(self.table_rows), self.width)
+        if host_table is None:
+            # Not pinned: nothing DMAs from it (copies go through pinned staging buffers),
+            # and the pinned allocator would round a huge table up to a power of two.
+            host_table = torch.empty(shape)
+            init_table(self.table_rows, self.dim, seed, out=host_table[:, :self.dim])
+        elif tuple(host_table.shape) != shape or host_table.dtype != torch.float32:
+            raise ValueError(f"host_table must be float32 {list(shape)} (rows, dim + the "
+                             f"optimizer's {self.optimizer.state_width} state columns), not "
+                             f"{host_table.dtype} {list(host_table.shape)}")
+        self.optimizer.init_state(host_table, self.dim)
+        #: the complete rows with their optimizer state: on ``device`` in gpu-only mode,
+        #: else in host memory (hot rows are current in :attr:`working` while frozen)
+        self.table = host_table.to(self.device, copy=True) if mode == "gpu-only" else host_table
+        self._pin_rows = self._pin_grad = None      # hybrid-path staging (CUDA)
+        self._read_done = None                       # the last H2D out of _pin_rows
+        self._grad_done = torch.cuda.Event() if self.cuda else None
         self.working = None
         self.hot = None
-        self._staging_in = torch.empty(self.cap, self.width)
-        self._staging_out = torch.empty(self.cap, self.width)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hotline-cold")
+        self.dev = self.pipeline = None
+        self.entries = 0
         self._ws_generation = 0
-        del E, T
+        if mode == "hotline":
+            from sw_driver.driver import HotlineDevice
+
+            self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_rows,
+                                                                  policy=policy)
+            self.dev = HotlineDevice(self.table_rows, self.width, config=self.eal_config,
+                                     transport=transport, device=str(self.device),
+                                     gather_threads=gather_threads, fragmenter=fragmenter)
+            self.entries = self.eal_config.entries
+            self.pipeline = WorkingSetPipeline(
+                self, int(max_cold_rows or self.dev.fragmenter.cold_capacity))
+            self.cap = self.pipeline.cap
 
     # --- state --------------------------------------------------------------------------
     @property
+    def host_table(self):
+        """The rows in host memory ``[sum(rows), dim + state_width]`` (``None`` in gpu-only
+        mode); hot rows are stale there until :meth:`flush`."""
+        return None if self.mode == "gpu-only" else self.table
+
+    @property
     def frozen(self):
         """Whether popularity is frozen (training then goes through :meth:`working_sets`)."""
-        return self.dev.state == "frozen"
+        return self.dev is not None and self.dev.state == "frozen"
 
     @property
     def hot_rows(self):
@@ -221,26 +259,47 @@ class HotlineEmbeddingBagCollection(nn.Module):
         return 0 if self.hot is None else self.hot.n
 
     def close(self):
-        """Release the driver and the background thread (idempotent)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-        if not self.dev.closed:
+        """Release the driver, the background thread and every table and buffer the module
+        holds, so the memory is free at once (idempotent; the module cannot train after)."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.dev is not None and not self.dev.closed:
             self.dev.close()
+        if self.cuda and self.working is not None:
+            try:
+                torch.cuda.synchronize(self.device)
+            except RuntimeError:        # closing after a CUDA error: keep that error visible
+                pass
+        self.table = self.working = None
+        self._pin_rows = self._pin_grad = None
+
+    def _need_hotline(self, what):
+        if self.dev is None:
+            raise RuntimeError(f"HotlineEmbeddingBagCollection.{what}() is for mode "
+                               f"'hotline', not {self.mode!r}")
 
     # --- input --------------------------------------------------------------------------
     def _prepare(self, features):
-        """The features as :class:`InputMajor` on the CPU, bounds-checked by the mode."""
+        """The features as :class:`InputMajor` (on their own device), bounds-checked by the
+        mode."""
         if isinstance(features, torch.Tensor):
-            features = SparseFeatures.from_dense(features, self.keys)
-        if not isinstance(features, SparseFeatures):
+            if features.dim() != 2 or features.shape[1] != len(self.keys):
+                raise ValueError(f"one-hot features must be [batch, {len(self.keys)}] (one "
+                                 f"column per table), not {list(features.shape)}")
+            im = InputMajor.from_dense(features.to(torch.int64))
+        elif isinstance(features, SparseFeatures):
+            if features.keys != self.keys:
+                raise ValueError(f"features have keys {list(features.keys)}, the "
+                                 f"collection's tables are {list(self.keys)} (same names, "
+                                 f"same order)")
+            im = features.input_major()
+        else:
             raise TypeError(f"features must be SparseFeatures or an [batch, tables] tensor, "
                             f"not {type(features).__name__}")
-        if features.keys != self.keys:
-            raise ValueError(f"features have keys {list(features.keys)}, the collection's "
-                             f"tables are {list(self.keys)} (same names, same order)")
-        im = features.to("cpu").input_major()
-        bad = (im.rows < 0) | (im.rows >= self._rows[im.tables])
+        if self.bounds_check == "none":
+            return im
+        limit = self._rows.to(im.rows.device)[im.tables]
+        bad = (im.rows < 0) | (im.rows >= limit)
         n_bad = int(bad.sum())
         if not n_bad:
             return im
@@ -259,66 +318,112 @@ class HotlineEmbeddingBagCollection(nn.Module):
         if self.bounds_check == "warn":
             warnings.warn(f"{where}; {n_bad} out-of-range lookups clamped into their tables "
                           f"(bounds_check='warn')", stacklevel=3)
-            hi = self._rows[im.tables] - 1
-            rows = torch.minimum(torch.clamp(im.rows, min=0), hi)
+            rows = torch.minimum(torch.clamp(im.rows, min=0), limit - 1)
             dense = None if im.dense is None else rows.view(im.n, im.n_tables)
             return InputMajor(im.tables, rows, im.bags, im.offsets, im.n, im.n_tables, dense)
         keep = ~bad                                            # "ignore": drop the lookups
         sample_of = im.bags // im.n_tables
-        per = torch.zeros(im.n, dtype=torch.int64).index_add_(0, sample_of, keep.long())
+        per = torch.zeros(im.n, dtype=torch.int64, device=keep.device).index_add_(
+            0, sample_of, keep.long())
         return InputMajor(im.tables[keep], im.rows[keep], im.bags[keep],
                           torch.cat([per.new_zeros(1), torch.cumsum(per, 0)]), im.n,
                           im.n_tables)
+
+    def _offsets_on(self, device):
+        key = str(device)
+        if key not in self._offsets_dev:
+            self._offsets_dev[key] = self.offsets.to(device)
+        return self._offsets_dev[key]
 
     def _scale(self, tables, bags, n_bags):
         """Per-lookup pooling weights (``None`` when every table sums)."""
         if not bool(self._mean.any()):
             return None
         counts = torch.bincount(bags, minlength=n_bags).clamp(min=1)
-        return torch.where(self._mean[tables], 1.0 / counts[bags].to(torch.float32),
-                           torch.ones((), dtype=torch.float32))
+        mean = self._mean.to(tables.device)
+        return torch.where(mean[tables], 1.0 / counts[bags].to(torch.float32),
+                           torch.ones((), dtype=torch.float32, device=tables.device))
 
     # --- forward / backward -------------------------------------------------------------
-    def lookup(self, features):
+    def lookup(self, features, rec=None):
         """``(pooled [B, T, dim], plan)`` without autograd; :meth:`apply_gradient` with the
         gradient of ``pooled`` takes the optimizer step (for trainers that exchange
-        gradients, e.g. data parallel). ``forward`` is both, fused into backward."""
+        gradients, e.g. data parallel). ``forward`` is both, fused into backward. ``rec``:
+        a phase-timer record for the copies of the host path (``gather``, ``h2d``; then
+        ``d2h``, ``update`` in :meth:`apply_gradient`)."""
+        rec = rec or _NULL_RECORD
         if isinstance(features, _Scheduled):
-            return self._lookup_scheduled(features)
+            return self._lookup_scheduled(features, rec)
         im = self._prepare(features)
         B, T = im.n, im.n_tables
-        g = self.offsets[im.tables] + im.rows
+        g = self._offsets_on(im.rows.device)[im.tables] + im.rows
         scale = self._scale(im.tables, im.bags, B * T)
         if self.frozen:
             if torch.is_grad_enabled():
                 raise RuntimeError("HotlineEmbeddingBagCollection: popularity is frozen; train "
                                    "through working_sets(...) (forward outside it is for "
                                    "evaluation, under torch.no_grad())")
+            g = g.cpu()
             slot = self.dev.slot_map.cpu()[g].to(torch.int64)
-            rows = self.host_table[g, :self.dim].to(self.device)
+            rows = self.table[g, :self.dim].to(self.device)
             hot = slot >= 0
             if bool(hot.any()):
                 hot_d = hot.to(self.device)
                 rows[hot_d] = self.working[slot[hot].to(self.device), :self.dim]
         else:
-            rows = self.host_table[g, :self.dim].to(self.device)
-        plan = _Plan("host", g, im.bags, B * T, scale, B, im.dense is not None
-                     and scale is None)
+            g = g.to(self.table.device)
+            rows = self._read_rows(g, rec)
+        plan = _Plan("table", g, im.bags, B * T, scale, B, im.dense is not None
+                     and scale is None, rec)
         return self._pool_rows(rows, plan), plan
 
-    def _lookup_scheduled(self, sf):
+    def _read_rows(self, g, rec):
+        """Rows ``g`` of :attr:`table` on the device (hybrid path: CPU gather into a pinned
+        buffer, then a non-blocking copy)."""
+        if self.mode == "gpu-only":
+            return self.table.index_select(0, g)[:, :self.dim]
+        m = g.numel()
+        tok = rec.host_begin("gather")
+        if self.cuda:
+            if self._read_done is not None:      # the last copy out of the buffer is done
+                self._read_done.synchronize()
+            if self._pin_rows is None or self._pin_rows.shape[0] < m:
+                self._pin_rows = torch.empty(_grown(m), self.width, pin_memory=True)
+            staged = torch.index_select(self.table, 0, g, out=self._pin_rows[:m])
+        else:
+            staged = self.table.index_select(0, g)
+        rec.host_end(tok)
+        tok = rec.dev_begin("h2d")
+        if self.cuda:
+            rows = self._upload(staged)
+            self._read_done = torch.cuda.Event()
+            self._read_done.record(torch.cuda.current_stream(self.device))
+        else:
+            rows = staged
+        rec.dev_end(tok)
+        return rows[:, :self.dim] if self.width > self.dim else rows
+
+    def _upload(self, staged):
+        """A non-blocking copy of pinned host rows to the device (current stream)."""
+        return staged.to(self.device, non_blocking=True)
+
+    def _lookup_scheduled(self, sf, rec):
         if sf.generation != self._ws_generation or self.working is None:
             raise RuntimeError("this micro-batch's working set is over; use each MicroBatch "
                                "inside its working_sets() iteration")
-        pos, bags = sf.im.select(sf.samples.cpu())
-        remapped = sf.sched.remapped.reshape(-1)
+        ws, im = sf.ws, sf.ws.im
+        at = im.rows.device
+        pos, bags = im.select(sf.samples.to(at))
+        remapped = ws.remapped.reshape(-1)
         idx = remapped[pos.to(remapped.device)].to(self.device)
-        B, T = sf.samples.numel(), sf.im.n_tables
-        tables = sf.im.tables[pos] if sf.im.dense is None else pos % T
+        B, T = sf.samples.numel(), im.n_tables
+        tables = im.tables[pos] if im.dense is None else pos % T
         scale = self._scale(tables, bags, B * T)
         plan = _Plan("working", idx, bags.to(self.device), B * T, scale, B,
-                     sf.im.dense is not None and scale is None)
-        rows = self.working.index_select(0, idx)[:, :self.dim]
+                     im.dense is not None and scale is None, rec)
+        rows = self.working.index_select(0, idx)
+        if self.width > self.dim:
+            rows = rows[:, :self.dim]
         return self._pool_rows(rows, plan), plan
 
     def _pool_rows(self, rows, plan):
@@ -333,15 +438,34 @@ class HotlineEmbeddingBagCollection(nn.Module):
 
     def apply_gradient(self, plan, grad):
         """The optimizer step on the rows ``plan`` read, for ``grad = d loss / d pooled``."""
-        g = grad.reshape(plan.n_bags, self.dim)
+        g = grad.detach().reshape(plan.n_bags, self.dim)
         if not plan.one_hot:
             g = g.index_select(0, plan.bags.to(g.device))
             if plan.scale is not None:
                 g = g * plan.scale.to(g.device).unsqueeze(1)
         if plan.target == "working":
             self.optimizer.update(self.working, plan.idx, g, self.dim)
+            return
+        rec = plan.rec
+        if self.mode == "gpu-only":
+            self.optimizer.update(self.table, plan.idx, g, self.dim)
+            return
+        tok = rec.dev_begin("d2h")
+        if self.cuda:       # device gradient -> pinned host buffer, on the training stream
+            m = g.shape[0]
+            if self._pin_grad is None or self._pin_grad.shape[0] < m:
+                self._pin_grad = torch.empty(_grown(m), self.dim, pin_memory=True)
+            host = self._pin_grad[:m]
+            host.copy_(g, non_blocking=True)
+            self._grad_done.record(torch.cuda.current_stream(self.device))
         else:
-            self.optimizer.update(self.host_table, plan.idx, g.detach().cpu(), self.dim)
+            host = g
+        rec.dev_end(tok)
+        tok = rec.host_begin("update")
+        if self.cuda:
+            self._grad_done.synchronize()
+        self.optimizer.update(self.table, plan.idx, host, self.dim)
+        rec.host_end(tok)
 
     def forward(self, features):
         """Pooled embeddings ``[B, T, dim]`` (table order) of ``features``
@@ -356,31 +480,61 @@ class HotlineEmbeddingBagCollection(nn.Module):
     # --- popularity ---------------------------------------------------------------------
     def learn(self, features):
         """Feed the lookups of ``features`` to the EAL (stream order)."""
+        self._need_hotline("learn")
+        if self.frozen:
+            raise RuntimeError("HotlineEmbeddingBagCollection.learn: popularity is frozen; "
+                               "call relearn() first")
         im = self._prepare(features)
         if im.dense is not None:
-            self.dev.learn(im.dense)
+            self.dev.learn(im.dense.cpu())
         else:
-            self.dev.learn_bags(im.tables, im.rows)
+            self.dev.learn_bags(im.tables.cpu(), im.rows.cpu())
 
-    def freeze(self):
-        """Freeze popularity and move the hot rows (with their optimizer state) to the
-        device; returns the driver's ``HotRows``."""
-        self.hot = self.dev.freeze()
+    def freeze(self, popular_max_rrpv=None):
+        """Freeze popularity (threshold ``popular_max_rrpv``, default the EAL config's) and
+        move the hot rows (with their optimizer state) to the device; returns the driver's
+        ``HotRows``."""
+        self._need_hotline("freeze")
+        self.hot = self.dev.freeze(popular_max_rrpv)
         if self.working is None:
             self.working = torch.zeros(self.entries + self.cap, self.width, device=self.device)
-        self.dev.load_hot_table(self.host_table, self.working[:self.entries])
+        self.dev.load_hot_table(self.table, self.working[:self.entries])
+        if self.cuda:
+            # The slot map and the hot table were written on the current stream; the
+            # schedule stream reads the slot map.
+            torch.cuda.synchronize(self.device)
         return self.hot
 
     def flush(self):
         """Copy the hot rows home: the host table is then complete."""
         if self.frozen and self.working is not None:
-            self.dev.store_hot_table(self.working[:self.entries], self.host_table)
+            self.dev.store_hot_table(self.working[:self.entries], self.table)
 
-    def relearn(self):
-        """Flush, clear the EAL and learn again (call :meth:`learn` then :meth:`freeze`)."""
-        self.flush()
+    def relearn(self, flush=True):
+        """Flush, clear the EAL and learn again (call :meth:`learn` then :meth:`freeze`).
+        ``flush=False`` drops the hot rows instead (when the host table was just
+        overwritten, e.g. from a checkpoint)."""
+        self._need_hotline("relearn")
+        if flush:
+            self.flush()
         self.dev.clear()
         self.hot = None
+
+    def tag_store(self):
+        """The EAL's tag store as CPU tensors in dump order (``Transport.dump_tensors``):
+        with the threshold while frozen this is all the popularity state."""
+        self._need_hotline("tag_store")
+        d = self.dev.transport.dump_tensors()
+        return {k: torch.as_tensor(v).detach().cpu().clone() for k, v in d.items()}
+
+    def restore(self, tag_store, frozen, popular_max_rrpv=None):
+        """Replace the EAL's state by ``tag_store`` (:meth:`tag_store`) and, if ``frozen``,
+        freeze with ``popular_max_rrpv`` and fill the hot table from the host table (which
+        must already hold the complete rows)."""
+        self.relearn(flush=False)
+        self.dev.load_tag_store(tag_store)
+        if frozen:
+            self.freeze(popular_max_rrpv)
 
     # --- working sets -------------------------------------------------------------------
     def _schedule(self, im):
@@ -388,115 +542,51 @@ class HotlineEmbeddingBagCollection(nn.Module):
             return self.dev.schedule(im.dense, self.batch_size)
         return self.dev.schedule_bags(im.tables, im.rows, im.offsets, self.batch_size)
 
-    def _cold_path(self, prev, sched):
-        """Write-back of the previous working set, then the gather of this one into
-        ``working[E:]`` (in that order: a row both use is read after it was written)."""
-        if prev is not None and prev.n_cold:
-            self.dev.write_back(prev, self._staging_out[:prev.n_cold], self.host_table)
-        if sched.n_cold:
-            staged = self.dev.gather(sched, self.host_table, self._staging_in)
-            self.working[self.entries:self.entries + sched.n_cold].copy_(staged)
-
-    def working_sets(self, batches):
+    def working_sets(self, batches, first_index=0):
         """Train ``batches`` (an iterable of ``(features, payload)``) as working sets of
         ``working_set * batch_size`` samples: yields :class:`MicroBatch` objects -- each
         working set's popular micro-batches, then its non-popular samples in steps of at most
         ``np_micro_batch_size``. Train each one (forward, backward) before asking for the
         next: meanwhile the next cold rows are gathered, and after the last one the final
         write-back runs, so the host table is current when the loop ends (hot rows: call
-        :meth:`flush`)."""
+        :meth:`flush`). Leaving the loop early (``break``, an exception) writes the rows of
+        the working set in progress back too. ``first_index`` numbers the timer's records."""
+        self._need_hotline("working_sets")
         if not self.frozen:
             raise RuntimeError("working_sets: popularity is not frozen; learn(...) and "
                                "freeze() first")
-        step = self.working_set_size * self.batch_size
-        pend_im, pend_pay, n_pend = [], [], 0
-        it = iter(batches)
-        done = False
-        prev = None
-        k = 0
-        E = self.entries
-        while True:
-            while n_pend < step and not done:
-                try:
-                    item = next(it)
-                except StopIteration:
-                    done = True
-                    break
-                feats, payload = item if isinstance(item, tuple) and len(item) == 2 else (item,
-                                                                                           None)
-                im = self._prepare(feats)
-                pend_im.append(im)
-                pend_pay.append(payload)
-                n_pend += im.n
-            if n_pend == 0:
-                break
-            im_all = InputMajor.cat(pend_im)
-            pay_all = _payload_cat(pend_pay)
-            n_take = min(step, n_pend)
-            im = im_all.slice(0, n_take) if n_take < n_pend else im_all
-            sched = self._schedule(im)
-            n_in = sched.n_inputs
-            rest = im_all.slice(n_in, n_pend) if n_in < n_pend else None
-            pay = _payload_map(pay_all, lambda t: t[:n_in])
-            pay_rest = _payload_map(pay_all, lambda t: t[n_in:])
-            if n_in < im.n:
-                im = im.slice(0, n_in)
-            pend_im, pend_pay = ([rest], [pay_rest]) if rest is not None else ([], [])
-            n_pend -= n_in
-            self._ws_generation += 1
-            fut = None
-            if self.pipelined:
-                fut = self._pool.submit(self._cold_path, prev, sched)
-            else:
-                self._cold_path(prev, sched)
-            try:
-                for micro in sched.popular_micro_batches:
-                    yield self._micro(im, sched, micro, pay, "popular", k)
-            finally:
-                if fut is not None:
-                    fut.result()
-            n = sched.non_popular.numel()
-            if n:
-                parts = -(-n // self.np_micro_batch_size) if self.np_micro_batch_size else 1
-                for chunk in torch.tensor_split(sched.non_popular, parts):
-                    yield self._micro(im, sched, chunk, pay, "non_popular", k)
-            if sched.n_cold:
-                self._staging_out[:sched.n_cold].copy_(self.working[E:E + sched.n_cold])
-            prev = sched
-            k += 1
-        if prev is not None and prev.n_cold:
-            self.dev.write_back(prev, self._staging_out[:prev.n_cold], self.host_table)
-        self._ws_generation += 1
+        return self.pipeline.run(batches, first_index)
 
-    def _micro(self, im, sched, samples, payload, kind, k):
-        dev_idx = samples
-        pay = _payload_map(payload, lambda t: t.index_select(0, dev_idx.to(t.device)))
-        return MicroBatch(_Scheduled(self, im, sched, samples), pay, kind, int(samples.numel()),
-                          k)
+    def _micro(self, ws, samples, kind, k):
+        pay = _payload_map(ws.payload, lambda t: t.index_select(0, samples.to(t.device)))
+        return MicroBatch(_Scheduled(self, ws, samples), pay, kind, int(samples.numel()), k)
 
     # --- tables and checkpoints ---------------------------------------------------------
     def embedding_table(self, name=None):
         """The complete rows (hot rows flushed first): all tables ``[sum(rows), dim]``, or
-        table ``name``'s ``[num_embeddings, dim]`` (views of the host table)."""
+        table ``name``'s ``[num_embeddings, dim]`` (views of :attr:`table`)."""
         self.flush()
         if name is None:
-            return self.host_table[:, :self.dim]
+            return self.table[:, :self.dim]
         t = self.keys.index(name)
         a = int(self.offsets[t])
-        return self.host_table[a:a + self.table_rows[t], :self.dim]
+        return self.table[a:a + self.table_rows[t], :self.dim]
 
     def optimizer_state(self):
         """The optimizer's per-row state ``[sum(rows), state_width]`` (hot rows flushed)."""
         self.flush()
-        return self.host_table[:, self.dim:]
+        return self.table[:, self.dim:]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         self.flush()
-        destination[prefix + "rows"] = self.host_table.clone()
+        destination[prefix + "rows"] = self.table.detach().to("cpu", copy=True)
         destination[prefix + "frozen"] = torch.tensor(self.frozen)
-        for k, v in self.dev.transport.dump_tensors().items():
-            destination[prefix + "tag_store." + k] = torch.as_tensor(v).detach().cpu().clone()
+        if self.dev is not None:
+            thr = self.dev.popular_max_rrpv if self.frozen else None
+            destination[prefix + "popular_max_rrpv"] = torch.tensor(-1 if thr is None else thr)
+            for k, v in self.tag_store().items():
+                destination[prefix + "tag_store." + k] = v
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -504,23 +594,34 @@ class HotlineEmbeddingBagCollection(nn.Module):
         if rows is None:
             missing_keys.append(prefix + "rows")
             return
-        if tuple(rows.shape) != tuple(self.host_table.shape):
+        if tuple(rows.shape) != tuple(self.table.shape):
             error_msgs.append(f"{prefix}rows: shape {tuple(rows.shape)} differs from the "
-                              f"collection's {tuple(self.host_table.shape)} (tables, dim, "
+                              f"collection's {tuple(self.table.shape)} (tables, dim, "
                               f"optimizer state)")
             return
-        self.host_table.copy_(rows)
+        self.table.copy_(rows)
         tags = {k[len(prefix + "tag_store."):]: v for k, v in state_dict.items()
                 if k.startswith(prefix + "tag_store.")}
-        self.hot = None
-        self.dev.load_tag_store(tags)
-        if bool(state_dict.get(prefix + "frozen", torch.tensor(False))):
-            self.freeze()
+        if self.dev is not None:
+            if not tags:
+                missing_keys.append(prefix + "tag_store")
+                return
+            thr = int(state_dict.get(prefix + "popular_max_rrpv", torch.tensor(-1)))
+            self.restore(tags, bool(state_dict.get(prefix + "frozen", torch.tensor(False))),
+                         None if thr < 0 else thr)
+        own = (prefix + "rows", prefix + "frozen", prefix + "popular_max_rrpv")
         for k in state_dict:
-            if k.startswith(prefix) and k not in (prefix + "rows", prefix + "frozen") \
+            if k.startswith(prefix) and k not in own \
                     and not k.startswith(prefix + "tag_store.") and "." not in k[len(prefix):]:
                 unexpected_keys.append(k)
 
     def extra_repr(self):
         return (f"tables={[(t.name, t.num_embeddings, t.pooling) for t in self.tables]}, "
-                f"dim={self.dim}, optimizer={self.optimizer.name}, hot entries={self.entries}")
+                f"dim={self.dim}, mode={self.mode}, optimizer={self.optimizer.name}, "
+                f"hot entries={self.entries}")
+
+
+def _grown(m):
+    """Rows for a reusable pinned buffer that must hold ``m``: the next power of two, so a
+    stream of varying multi-hot sizes allocates a few times, not every step."""
+    return 1 << max(0, int(m) - 1).bit_length()

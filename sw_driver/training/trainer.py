@@ -28,8 +28,7 @@ import torch.nn.functional as F
 
 from .dlrm import DLRM
 from .metrics import log_loss, roc_auc
-from .modes import (MODES, GpuOnlyStore, HotlineStore, HybridStore, eal_config_for_budget,
-                    init_table, table_offsets)
+from .modes import MODES, EmbeddingStore, eal_config_for_budget, init_table, table_offsets
 
 #: ``format`` field of a checkpoint written by :meth:`Trainer.save_checkpoint`
 CHECKPOINT_FORMAT = "hotline-dlrm-trainer"
@@ -37,14 +36,6 @@ CHECKPOINT_VERSION = 1
 from .timing import PhaseTimer
 
 __all__ = ["Trainer", "EpochStats", "DeviceData", "CHECKPOINT_FORMAT"]
-
-
-def _open_driver(table_rows, dim, config, device, gather_threads, fragmenter=None):
-    from sw_driver.driver import HotlineDevice
-
-    return HotlineDevice(table_rows, dim, config=config, transport="model",
-                         device=str(device), gather_threads=gather_threads,
-                         fragmenter=fragmenter)
 
 
 @dataclass
@@ -232,19 +223,17 @@ class Trainer:
         elif tuple(host_table.shape) != (sum(self.table_sizes), self.dim):
             raise ValueError(f"host_table must be [{sum(self.table_sizes)}, {self.dim}], "
                              f"got {tuple(host_table.shape)}")
-        if mode == "gpu-only":
-            self.store = GpuOnlyStore(self, host_table)
-        elif mode == "hybrid":
-            self.store = HybridStore(self, host_table)
-        else:
+        hotline_options = None
+        if mode == "hotline":
             if eal_config is not None and policy is not None and eal_config.policy != policy:
                 raise ValueError(f"policy {policy!r} contradicts eal_config.policy "
                                  f"{eal_config.policy!r}; give one of them")
             self.eal_config = eal_config or eal_config_for_budget(
                 hot_budget, self.table_sizes, policy=policy or "srrip")
-            self.store = HotlineStore(self, host_table, lambda: _open_driver(
-                self.table_sizes, self.dim, self.eal_config, self.device, gather_threads,
-                fragmenter))
+            hotline_options = {"eal_config": self.eal_config, "fragmenter": fragmenter,
+                               "gather_threads": gather_threads,
+                               "max_cold_rows": max_cold_rows}
+        self.store = EmbeddingStore(self, host_table, mode, hotline_options)
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_n = 0
         self._data_cache = []
