@@ -75,9 +75,12 @@ class PlainReference:
                 b.weight -= self.opt.lr * G / (self.state[t].sqrt() + self.opt.eps).unsqueeze(1)
 
 
+@pytest.mark.parametrize("mode", ["hotline", "hybrid", "gpu-only"])
 @pytest.mark.parametrize("opt", [RowWiseAdagrad(lr=0.3), "sgd"], ids=["adagrad", "sgd"])
-def test_forward_and_updates_match_plain_embedding_bag(opt):
-    ebc = make(opt)
+def test_forward_and_updates_match_plain_embedding_bag(opt, mode):
+    """Every placement (hotline before its freeze reads and updates host rows) against
+    nn.EmbeddingBag + the optimizer, one step and then many."""
+    ebc = make(opt, mode=mode)
     ref = PlainReference(ebc, ebc.optimizer)
     g = torch.Generator().manual_seed(0)
     for step in range(6):                              # one step, then many
@@ -145,23 +148,57 @@ def test_working_sets_equal_plain_training_in_the_same_order():
     ebc, order = _run_hotline(True, batches, opt)
     plain = make(opt)
     ref = PlainReference(plain, plain.optimizer)
-    everything = {i: None for i in range(0)}
+    _replay(ref, batches, order)
+    for t, k in enumerate(KEYS):
+        torch.testing.assert_close(ebc.embedding_table(k), ref.bags[t].weight.detach(),
+                                   rtol=1e-5, atol=1e-6)
+    ebc.close(), plain.close()
+
+
+def _replay(ref, batches, order, grads_seed=5):
+    """Train ``ref`` on the micro-batches ``order`` (kind, sample ids) with the gradients
+    `_run_hotline` used."""
     feats_of = {}
     for f, ids in batches:
         for j, s in enumerate(ids.tolist()):
             feats_of[s] = (f, j)
-    for feats, _ in batches[:2]:                      # the learning steps trained nothing
-        pass
     for kind, ids in order:
-        parts = [_sample_features(*feats_of[s]) for s in ids]
-        f = _cat_features(parts)
-        gen = torch.Generator().manual_seed(5 + sum(ids))
-        grad = torch.randn((len(ids), len(KEYS), DIM), generator=gen)
-        ref.step(f, grad)
+        f = _cat_features([_sample_features(*feats_of[s]) for s in ids])
+        gen = torch.Generator().manual_seed(grads_seed + sum(ids))
+        ref.step(f, torch.randn((len(ids), len(KEYS), DIM), generator=gen))
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
+@pytest.mark.parametrize("stop_at", ["popular", "non_popular"])
+def test_leaving_working_sets_early_loses_no_update(stop_at, pipelined):
+    """A loop that breaks out of working_sets() (at the first micro-batch of that kind after
+    the first working set: while the cold path of its working set may still run, or after
+    its non-popular step updated cold rows) still gets every trained row home: the tables
+    equal plain training on exactly the micro-batches that ran."""
+    batches = _batches()
+    opt = RowWiseAdagrad(lr=0.2)
+    ebc = make(opt, pipelined=pipelined, hot_budget=1024)
+    for feats, _ in batches[:2]:
+        ebc.learn(feats)
+    ebc.freeze()
+    done, seen_kind = [], 0
+    for mb in ebc.working_sets(batches[2:]):
+        out = ebc(mb.features)
+        gen = torch.Generator().manual_seed(5 + int(mb.payload.sum()))
+        out.backward(torch.randn(out.shape, generator=gen))
+        done.append((mb.kind, mb.payload.tolist()))
+        if mb.working_set >= 1 and mb.kind == stop_at:
+            seen_kind += 1
+            break
+    assert seen_kind == 1 and len(done) < 11
+    plain = make(opt)
+    ref = PlainReference(plain, plain.optimizer)
+    _replay(ref, batches, done)
     for t, k in enumerate(KEYS):
         torch.testing.assert_close(ebc.embedding_table(k), ref.bags[t].weight.detach(),
                                    rtol=1e-5, atol=1e-6)
-    del everything
+    with pytest.raises(RuntimeError, match="working set is over"):
+        ebc.lookup(mb.features)
     ebc.close(), plain.close()
 
 
@@ -247,6 +284,10 @@ def test_bounds_modes():
     assert torch.equal(got, want_drop) and ebc.bounds_violations == 3
     with pytest.raises(ValueError, match="bounds_check must be one of"):
         make("sgd", bounds_check="clamp")
+    ebc.bounds_check = "none"                  # trusted indices: neither checked nor counted
+    with torch.no_grad():
+        assert torch.equal(ebc(ok), want_clamp)
+    assert ebc.bounds_violations == 3
     ebc.close()
 
 
