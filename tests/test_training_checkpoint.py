@@ -38,6 +38,7 @@ def snapshot(tr, stats):
     """Everything that must match: parameters, optimizer, table, counters, epoch losses."""
     return {"model": {k: v.clone() for k, v in tr.model.state_dict().items()},
             "opt": tr.opt.state_dict()["param_groups"], "table": tr.embedding_table().clone(),
+            "row_state": tr.store.optimizer_state(),
             "counters": tr.counters(), "epoch": tr.epoch,
             "loss": [s.train_loss for s in stats if s.complete],
             "freezes": [(f["position"], f["hot_rows"], f["moved_in"]) for f in tr.freeze_log]}
@@ -48,6 +49,8 @@ def assert_same(a, b):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["table"], b["table"])
+    assert (a["row_state"] is None) == (b["row_state"] is None)
+    assert a["row_state"] is None or torch.equal(a["row_state"], b["row_state"])
     for k in ("opt", "counters", "epoch", "loss", "freezes"):
         assert a[k] == b[k], k
 
@@ -103,6 +106,10 @@ CASES = {
     # 576-640 (608 is inside it), ...
     "hotline-relearn": ("hotline", {"relearn_every": 2, "relearn_batches": 2},
                         [(0, 320), (0, 608), (0, None), (1, 5 * W * N)]),
+    # Row-wise Adagrad: the accumulators are saved (hot ones flushed) and restored too.
+    "hotline-adagrad": ("hotline", {"relearn_every": 2, "relearn_batches": 2,
+                                    "embedding_optimizer": "rowwise_adagrad"},
+                        [(0, 320), (0, 608), (0, None), (1, 5 * W * N)]),
 }
 
 
@@ -119,6 +126,8 @@ def test_resume_is_bit_identical(data, tmp_path, case):
         assert (False, False) in states and (True, False) in states    # learning / frozen
     if "relearn_every" in kw:
         assert len(ref["freezes"]) >= 5 and (True, True) in states      # re-learn due
+    if "embedding_optimizer" in kw:
+        assert float(ref["row_state"].max()) > 0
 
 
 def test_checkpoint_contents(data, tmp_path):

@@ -37,13 +37,15 @@ def data():
     return small_click_data(1200)
 
 
-def reference(ds, order, epochs=1, fragmenter=None, policy="srrip", **kw):
+def reference(ds, order, epochs=1, fragmenter=None, policy="srrip", adagrad_eps=None, **kw):
     """The plain sequential execution: returns (model, table, cold lists per working set).
-    ``fragmenter``: a FragmenterConfig of the same EAL geometry (default: the default one)."""
+    ``fragmenter``: a FragmenterConfig of the same EAL geometry (default: the default one);
+    ``adagrad_eps``: row-wise Adagrad instead of SGD on the rows (the reference's own)."""
     kw = {**KW, **kw}
     sizes, T = ds.table_sizes, ds.n_tables
     N, W = kw["batch_size"], kw["working_set"]
-    ref = SequentialReference(ds, kw)
+    ref = SequentialReference(ds, kw, adagrad_eps)
+    reference.last = ref
     model, table, off, step = ref.model, ref.table, ref.offsets, ref.step
 
     n = len(ds)
@@ -84,11 +86,11 @@ def same(trainer, model, table):
             and all(torch.equal(p, q) for p, q in zip(params, ref)))
 
 
-def hotline(ds, epochs=1, patch=None, fragmenter=None, policy=None):
+def hotline(ds, epochs=1, patch=None, fragmenter=None, policy=None, **kw):
     if fragmenter is not None:
         fragmenter = fragmenter.replace(eal=eal_config_for_budget(HOT_BUDGET, SIZES))
     tr = Trainer(SIZES, ds.n_dense, "hotline", hot_budget=HOT_BUDGET, fragmenter=fragmenter,
-                 policy=policy, **KW)
+                 policy=policy, **{**KW, **kw})
     if patch:
         patch(tr)
     for _ in range(epochs):
@@ -119,6 +121,25 @@ def test_hotline_equals_sequential_schedule_bit_for_bit(data):
         assert same(tr, model, table)
         # Not vacuous: training moved the table away from its initial values.
         assert not torch.equal(table, init_table(SIZES, KW["dim"], KW["seed"]))
+    finally:
+        tr.close()
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
+def test_hotline_with_rowwise_adagrad_equals_sequential_schedule(data, pipelined):
+    """Row-wise Adagrad on the rows: the accumulator of a row travels with it (gathered,
+    kept in the hot table, written back), so the pipelined run, and the module's sequential
+    order, equal the plain reference with its own accumulator table bit for bit."""
+    model, table, _ = reference(data, "hotline", epochs=2, adagrad_eps=1e-8, lr=0.1)
+    state = reference.last.state
+    tr = hotline(data, patch=lambda t: setattr(t.store.ebc, "pipelined", pipelined),
+                 embedding_optimizer="rowwise_adagrad")
+    try:
+        tr.train_epoch(data)
+        assert tr.store.hot_rows > 0 and tr.counters()["cold_rows"] > 0
+        assert same(tr, model, table)
+        assert torch.equal(tr.store.optimizer_state()[:, 0], state)
+        assert float(state.max()) > 0              # not vacuous: accumulators moved
     finally:
         tr.close()
 
@@ -197,9 +218,12 @@ def test_stale_gather_breaks_exactness(data):
         tr.close()
 
 
-def test_hybrid_equals_gpu_only_and_baseline_order(data):
-    model, table, _ = reference(data, "baseline")
-    trainers = [Trainer(SIZES, data.n_dense, mode, **KW) for mode in ("gpu-only", "hybrid")]
+@pytest.mark.parametrize("opt", ["sgd", "rowwise_adagrad"])
+def test_hybrid_equals_gpu_only_and_baseline_order(data, opt):
+    model, table, _ = reference(data, "baseline",
+                                adagrad_eps=1e-8 if opt == "rowwise_adagrad" else None)
+    trainers = [Trainer(SIZES, data.n_dense, mode, embedding_optimizer=opt, **KW)
+                for mode in ("gpu-only", "hybrid")]
     try:
         for tr in trainers:
             tr.train_epoch(data)

@@ -18,9 +18,12 @@ def small_click_data(n=1200, seed=3):
 class SequentialReference:
     """Plain sequential DLRM training on one full table: the order-by-order reference that the
     pipelined modes must equal bit for bit. ``step(idx)`` trains the inputs ``idx`` of ``ds``
-    as one SGD step (loss = summed BCE / N, sparse SGD on the looked-up rows)."""
+    as one SGD step (loss = summed BCE / N, then the embedding optimizer on the looked-up
+    rows: sparse SGD, or with ``adagrad_eps`` row-wise Adagrad written out here: per distinct
+    row the summed gradient ``G``, ``s += mean(G^2)``, ``w -= lr G / (sqrt(s) + eps)``, with
+    the accumulators in a table of their own)."""
 
-    def __init__(self, ds, kw):
+    def __init__(self, ds, kw, adagrad_eps=None):
         import torch
         from sw_driver.training import DLRM, init_table, table_offsets
 
@@ -31,6 +34,8 @@ class SequentialReference:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
         self.table = init_table(ds.table_sizes, kw["dim"], kw["seed"])
         self.offsets = table_offsets(ds.table_sizes)
+        self.eps = adagrad_eps
+        self.state = torch.zeros(self.table.shape[0])
 
     def step(self, idx):
         import torch.nn.functional as F
@@ -43,7 +48,15 @@ class SequentialReference:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        self.table.index_add_(0, g.flatten(), -self.lr * rows.grad.flatten(0, 1))
+        grad = rows.grad.flatten(0, 1)
+        if self.eps is None:
+            self.table.index_add_(0, g.flatten(), -self.lr * grad)
+            return
+        import torch
+        uniq, inv = torch.unique(g.flatten(), return_inverse=True)
+        G = torch.zeros(uniq.numel(), grad.shape[1]).index_add_(0, inv, grad)
+        self.state[uniq] += G.mul(G).mean(1)
+        self.table[uniq] -= (self.lr * G) / (self.state[uniq].sqrt() + self.eps).unsqueeze(1)
 
     def working_set(self, sched, start):
         """Train one working set's schedule in the documented order: the popular

@@ -82,13 +82,12 @@ def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy="s
 class EmbeddingStore:
     """The trainer's embedding rows in one mode: a
     :class:`~sw_driver.embedding.HotlineEmbeddingBagCollection` (``ebc``) with one one-hot
-    table per categorical feature, the trainer's SGD learning rate as its
-    :class:`~sw_driver.embedding.EmbeddingSGD`, and ``bounds_check="none"`` (a
-    ``ClickDataset`` checked its rows when it was built)."""
+    table per categorical feature, the trainer's embedding optimizer
+    (:class:`~sw_driver.embedding.EmbeddingSGD` with the trainer's ``lr`` by default), and
+    ``bounds_check="none"`` (a ``ClickDataset`` checked its rows when it was built)."""
 
     def __init__(self, trainer, host_init, mode, hotline_options=None):
-        from sw_driver.embedding import (EmbeddingBagConfig, EmbeddingSGD,
-                                         HotlineEmbeddingBagCollection)
+        from sw_driver.embedding import EmbeddingBagConfig, HotlineEmbeddingBagCollection
 
         tr = trainer
         self.tr, self.name = tr, mode
@@ -98,7 +97,7 @@ class EmbeddingStore:
         if mode == "hotline" and opts.get("max_cold_rows") is None:
             opts["max_cold_rows"] = _cold_rows(opts, tr)
         self.ebc = HotlineEmbeddingBagCollection(
-            tables, tr.dim, batch_size=tr.batch_size, optimizer=EmbeddingSGD(tr.lr),
+            tables, tr.dim, batch_size=tr.batch_size, optimizer=tr.embedding_optimizer,
             device=tr.device, mode=mode, working_set=tr.working_set,
             np_micro_batch_size=tr.np_micro_batch_size, bounds_check="none",
             host_table=host_init, timer=tr.timer, trace_working_set=tr.trace_working_set,
@@ -241,9 +240,23 @@ class EmbeddingStore:
         self.flush()
         return self.ebc.table[:, :self.dim]
 
-    def load_table(self, table):
-        """Overwrite the complete table with ``table`` (``[sum(table_rows), dim]``)."""
+    def optimizer_state(self):
+        """A CPU copy of the embedding optimizer's per-row state (hot rows flushed), or
+        ``None`` when it keeps none (SGD)."""
+        if self.ebc.width == self.dim:
+            return None
+        self.flush()
+        return self.ebc.table[:, self.dim:].detach().to("cpu", copy=True)
+
+    def load_table(self, table, state=None):
+        """Overwrite the complete table with ``table`` (``[sum(table_rows), dim]``) and the
+        optimizer's per-row state with ``state`` (re-initialised when ``None``)."""
         self.ebc.table[:, :self.dim].copy_(table)
+        if self.ebc.width > self.dim:
+            if state is None:
+                self.ebc.optimizer.init_state(self.ebc.table, self.dim)
+            else:
+                self.ebc.table[:, self.dim:].copy_(state)
 
 
 def _cold_rows(opts, tr):

@@ -96,7 +96,11 @@ class Trainer:
     device : training device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``)
     dim : embedding dimension
     bottom, top : hidden sizes of the DLRM MLPs
-    lr : SGD learning rate, MLPs and embeddings alike
+    lr : SGD learning rate of the MLPs (and of the embeddings unless ``embedding_lr``)
+    embedding_optimizer : ``"sgd"`` (default: ``row -= lr * grad``) or ``"rowwise_adagrad"``
+        (FBGEMM's exact row-wise Adagrad, TorchRec's default; one accumulator per row that
+        travels with the row through gathers, the hot table and write-backs)
+    embedding_lr : the embedding optimizer's learning rate (default ``lr``)
     batch_size : mini-batch size ``N`` (and the popular micro-batch size)
     working_set : ``W``, mini-batches per Hotline working set
     hot_budget : rows the hot table may hold; the EAL gets ``eal_config_for_budget``
@@ -144,7 +148,7 @@ class Trainer:
                  max_cold_rows=None, eal_config=None, fragmenter=None, record_timings=True,
                  trace_working_set=1, host_table=None, np_micro_batch_size=None,
                  relearn_every=0, relearn_batches=None, distributed=False, resume=None,
-                 annotate=False, policy=None):
+                 annotate=False, policy=None, embedding_optimizer="sgd", embedding_lr=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 < sample_rate <= 1.0:
@@ -170,6 +174,12 @@ class Trainer:
         self.n_dense = int(n_dense)
         self.dim = int(dim)
         self.lr = float(lr)
+        from sw_driver.embedding import make_optimizer
+        self.embedding_optimizer = make_optimizer(
+            {"name": embedding_optimizer, "lr": self.lr if embedding_lr is None
+             else embedding_lr})
+        #: floats per stored row: the embedding, then the optimizer's state
+        self.row_width = self.dim + self.embedding_optimizer.state_width
         self.batch_size = int(batch_size)
         self.working_set = int(working_set)
         self.sample_rate = float(sample_rate)
@@ -219,10 +229,12 @@ class Trainer:
             # staging buffers; gathers and write-backs are CPU copies), and the pinned
             # allocator rounds every block up to a power of two and keeps it cached, so a
             # pinned 8.6 GB table would lock 16 GiB for the rest of the process.
-            host_table = init_table(self.table_sizes, self.dim, self.seed)
-        elif tuple(host_table.shape) != (sum(self.table_sizes), self.dim):
-            raise ValueError(f"host_table must be [{sum(self.table_sizes)}, {self.dim}], "
-                             f"got {tuple(host_table.shape)}")
+            host_table = torch.empty(sum(self.table_sizes), self.row_width)
+            init_table(self.table_sizes, self.dim, self.seed, out=host_table[:, :self.dim])
+        elif tuple(host_table.shape) != (sum(self.table_sizes), self.row_width):
+            raise ValueError(f"host_table must be [{sum(self.table_sizes)}, {self.row_width}] "
+                             f"(dim + the embedding optimizer's state), got "
+                             f"{tuple(host_table.shape)}")
         hotline_options = None
         if mode == "hotline":
             if eal_config is not None and policy is not None and eal_config.policy != policy:
@@ -252,7 +264,8 @@ class Trainer:
         arch = sum((h + 1) * 1009 ** i for i, h in enumerate(self._arch[0] + (0,) + self._arch[1]))
         return [MODES.index(self.mode), self.seed, self.batch_size, self.working_set, self.dim,
                 self.n_dense, self.n_tables, hash(self.table_sizes) % 2**61, arch % 2**61,
-                round(self.lr * 1e9), round(self.sample_rate * 1e9), self.relearn_every,
+                round(self.lr * 1e9), round(self.embedding_optimizer.lr * 1e9),
+                self.embedding_optimizer.state_width, round(self.sample_rate * 1e9), self.relearn_every,
                 self.relearn_batches or 0, self.np_micro_batch_size]
 
     # --- the one micro-batch step shared by all modes ------------------------------------
@@ -527,7 +540,8 @@ class Trainer:
                "lr": self.lr, "batch_size": self.batch_size, "working_set": self.working_set,
                "sample_rate": self.sample_rate, "seed": self.seed,
                "np_micro_batch_size": self.np_micro_batch_size,
-               "relearn_every": self.relearn_every, "relearn_batches": self.relearn_batches}
+               "relearn_every": self.relearn_every, "relearn_batches": self.relearn_batches,
+               "embedding_optimizer": self.embedding_optimizer.config()}
         if self.mode == "hotline":
             e = self.eal_config
             cfg["eal"] = {k: int(getattr(e, k)) for k in
@@ -539,7 +553,8 @@ class Trainer:
         complete embedding table):
 
         * ``model``, ``optimizer``: MLP parameters and ``torch.optim.SGD`` state;
-        * ``table``: ``float32 [sum(table_sizes), dim]``;
+        * ``table``: ``float32 [sum(table_sizes), dim]``; ``table_state``: the embedding
+          optimizer's per-row state ``[sum(table_sizes), state_width]`` (``None`` for SGD);
         * ``epoch`` (completed epochs), ``position`` and ``progress`` (where the current epoch
           stands: learning mini-batches left, working sets since the last freeze, re-learn
           due, the epoch's loss sums, the data set's size);
@@ -552,8 +567,8 @@ class Trainer:
         ``copy=False`` lets ``table`` share memory with the host table (for saving at once).
         """
         table = self.embedding_table()
-        if copy or self.mode == "gpu-only":
-            table = table.detach().to("cpu", copy=True)
+        if copy or self.mode == "gpu-only" or not table.is_contiguous():
+            table = table.detach().to("cpu", copy=True).contiguous()
         opt = self.opt.state_dict()
         opt = {"state": {k: {n: (v.detach().cpu().clone() if torch.is_tensor(v) else v)
                              for n, v in st.items()} for k, st in opt["state"].items()},
@@ -562,7 +577,9 @@ class Trainer:
               "mode": self.mode, "table_sizes": self.table_sizes, "dim": self.dim,
               "config": self._config(),
               "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-              "optimizer": opt, "table": table, "epoch": self.epoch, "position": self.position,
+              "optimizer": opt, "table": table,
+              "table_state": self.store.optimizer_state(),
+              "epoch": self.epoch, "position": self.position,
               "progress": {"learn_left": self._learn_left,
                            "ws_since_freeze": self._ws_since_freeze,
                            "working_sets": self._working_sets,
@@ -611,7 +628,12 @@ class Trainer:
                              f"trainer's {self._config()['eal']}")
         self.model.load_state_dict(sd["model"])
         self.opt.load_state_dict(sd["optimizer"])
-        self.store.load_table(sd["table"])
+        mine = self.embedding_optimizer.config()
+        theirs = cfg.get("embedding_optimizer", {"name": "sgd"})
+        if theirs["name"] != mine["name"]:
+            raise ValueError(f"checkpoint embedding optimizer {theirs['name']!r} differs from "
+                             f"the trainer's {mine['name']!r}")
+        self.store.load_table(sd["table"], sd.get("table_state"))
         pr = sd["progress"]
         self.epoch, self.position = int(sd["epoch"]), int(sd["position"])
         self._working_sets = int(pr["working_sets"])
