@@ -24,6 +24,7 @@ completed (write after read). Hot rows never leave the device while frozen. docs
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -216,6 +217,9 @@ class WorkingSetPipeline:
             self.h2d(ws, staged, rec)
 
     # --- the generator -----------------------------------------------------------------
+    def _on_sched_stream(self):
+        return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
+
     def _next(self, it, pend, rec):
         """Schedule the next working set from the pending inputs plus new batches of ``it``
         (``pend``: ``[ims, payloads, n, done]``), or ``None`` at the end."""
@@ -230,16 +234,20 @@ class WorkingSetPipeline:
                 break
             feats, payload = (item if isinstance(item, tuple) and len(item) == 2
                               else (item, None))
-            im = ebc._prepare(feats)
+            # On the schedule stream: a bounds check's host sync then waits for the schedule
+            # kernels only, not for the training queued on the main stream.
+            with self._on_sched_stream():
+                im = ebc._prepare(feats)
             ims.append(im)
             pays.append(payload)
             pend[2] += im.n
         n = pend[2]
         if n == 0:
             return None
-        im_all = InputMajor.cat(ims)
+        with self._on_sched_stream():
+            im_all = InputMajor.cat(ims)
+            im = im_all.slice(0, step) if step < n else im_all
         pay_all = _payload_cat(pays)
-        im = im_all.slice(0, step) if step < n else im_all
         ws = self.schedule(im, None, rec)
         n_in = ws.n_inputs                      # fewer when a de-dup bank filled (spec 7.5)
         if n_in < im.n:
