@@ -21,6 +21,12 @@ with torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOC
 ``speedup hotline/hybrid=... hotline/gpu-only=... device=...`` (on the CPU also a line saying
 that the figures say nothing about a GPU).
 
+``--format`` describes any delimited click log column by column (docs/data.md),
+``--table-sizes`` sets the rows per table (one for all, one per table, or ``auto``: the
+distinct values of the training file), ``--mapping`` modulo or hash per table. After reading,
+a table that is constant or whose distinct values exceed twice its rows gets one
+``warning: ...`` line on stderr.
+
 A user error (a bad option, unusable data, a table that does not fit in memory) is refused
 with one line on stderr, ``python -m sw_driver.train: error: <message>``, and exit status 2;
 ``--debug`` shows the Python traceback instead.
@@ -41,8 +47,12 @@ from pathlib import Path
 
 import torch
 
-from sw_driver.data import (AVAZU_DEFAULT_TABLE_SIZE, CRITEO_KAGGLE_TABLE_SIZES, ClickDataset,
-                            DataFormatError, SyntheticClickGenerator, read_avazu, read_criteo)
+from sw_driver.data import (AVAZU_DEFAULT_TABLE_SIZE, CRITEO_KAGGLE_TABLE_SIZES, MAPPINGS,
+                            ClickDataset, DataFormatError, FormatSpecError,
+                            SyntheticClickGenerator, as_format, parse_avazu, parse_click_log,
+                            parse_criteo, table_stats, table_warnings)
+from sw_driver.data.avazu import CATEGORICAL as AVAZU_TABLE_NAMES
+from sw_driver.data.delimited import PRESETS, SUFFIXES
 from sw_driver.training import MODES, Trainer
 from sw_driver.training.distributed import default_backend, free_port, init_from_env
 from sw_driver.training.modes import eal_config_for_budget, init_table
@@ -56,7 +66,9 @@ EXIT_REFUSED = 2
 #: share of a single data file held out for evaluation (its tail)
 HELD_OUT = 0.1
 
-_AVAZU_TABLES = 21
+_CRITEO_TABLE_NAMES = tuple(f"C{i}" for i in range(1, 27))
+#: Suffixes of a folder's split files per data kind.
+_SUFFIXES = {"criteo": (".tsv", ".txt"), "avazu": (".csv",), "generic": SUFFIXES}
 _PHASE_ORDER = ("schedule", "popular", "gather", "h2d", "non_popular", "d2h", "write_back",
                 "compute", "update")
 _PHASE_COLORS = {"schedule": "#7f7f7f", "popular": "#2ca02c", "gather": "#1f77b4",
@@ -104,8 +116,22 @@ def _parser():
                f"('{PROG}: error: ...') and exit status {EXIT_REFUSED}; --debug shows the "
                "traceback instead.")
     p.add_argument("--data", default=None,
-                   help="Criteo .tsv/.txt or Avazu .csv file, or a folder holding "
-                        "train/dev splits (default: synthetic Criteo-shaped data)")
+                   help="Criteo .tsv/.txt or Avazu .csv file, any delimited click log with "
+                        "--format, or a folder holding train/dev splits (default: synthetic "
+                        "Criteo-shaped data)")
+    p.add_argument("--format", default=None, metavar="SPEC",
+                   help="the file's layout: criteo, avazu, a column description such as "
+                        "'sep=tab label=1 dense=2-14:log cat=15-40:hex32' (docs/data.md), or "
+                        "a .json file holding one (default: from the file name)")
+    p.add_argument("--table-sizes", default=None, metavar="SIZES",
+                   help="rows per table: N for every table, N1,N2,... one per table, or auto "
+                        "(each table as many rows as it has distinct values in the training "
+                        "file, at most --table-size-cap). Default: the data set's (Criteo "
+                        "Kaggle's sizes, 2**20 per Avazu field, --table-size-cap per table "
+                        "for a --format description) capped at --table-size-cap")
+    p.add_argument("--mapping", default=None, metavar="M",
+                   help="categorical value -> row: modulo or hash for every table, or one per "
+                        "table, comma-separated (default modulo)")
     p.add_argument("--mode", default="hotline", choices=(*MODES, "all"),
                    help="embedding storage; 'all' runs the three and compares them")
     p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
@@ -127,7 +153,8 @@ def _parser():
     p.add_argument("--max-rows", type=int, default=None,
                    help="read at most this many training rows")
     p.add_argument("--table-size-cap", type=int, default=2**16,
-                   help="rows per table at most (categorical values modulo the size)")
+                   help="rows per table at most for the default and auto sizes (explicit "
+                        "--table-sizes above it are refused)")
     p.add_argument("--synthetic-samples", type=int, default=8000,
                    help="samples of synthetic data (without --data), 10%% held out")
     p.add_argument("--gather-threads", type=int, default=2,
@@ -197,6 +224,20 @@ def _check_args(a):
         raise CliError(f"--threads must be >= 1, got {a.threads}")
     _layers(a.bottom, "--bottom")
     _layers(a.top, "--top")
+    auto = a.table_sizes is not None and a.table_sizes.strip().lower() == "auto"
+    if a.table_sizes is not None and not auto:
+        _int_items(a.table_sizes, "--table-sizes", "table sizes such as 1000 or 1460,583,...")
+    if a.mapping is not None:
+        _mapping_items(a.mapping)
+    if a.data is None:
+        if a.format is not None:
+            raise CliError("--format is for --data: the synthetic data has no file to describe")
+        if a.mapping is not None:
+            raise CliError("--mapping is for --data: the synthetic data has no raw values to "
+                           "map")
+        if auto:
+            raise CliError("--table-sizes auto needs --data: it counts the distinct values of "
+                           "the training file")
     if a.relearn_every < 0:
         raise CliError(f"--relearn-every must be >= 0, got {a.relearn_every}")
     if a.relearn_every and a.mode not in ("hotline", "all"):
@@ -229,8 +270,13 @@ def _check_args(a):
 
 def _layers(text, option):
     """Hidden-layer sizes of ``--bottom`` / ``--top``: comma-separated integers >= 1."""
+    return _int_items(text, option, "hidden-layer sizes such as 512,256")
+
+
+def _int_items(text, option, example):
+    """Comma-separated integers >= 1 (``example``: what to give, for the empty case)."""
     if not text.strip():
-        raise CliError(f"{option} is empty: give hidden-layer sizes such as 512,256")
+        raise CliError(f"{option} is empty: give {example}")
     sizes = []
     for i, item in enumerate(text.split(","), 1):
         s = item.strip()
@@ -242,6 +288,15 @@ def _layers(text, option):
             raise CliError(f"{option} {text!r}: item {i} ({int(s)}) must be >= 1")
         sizes.append(int(s))
     return tuple(sizes)
+
+
+def _mapping_items(text):
+    """The items of ``--mapping``, each ``modulo`` or ``hash``."""
+    items = [m.strip() for m in text.split(",")]
+    for i, m in enumerate(items, 1):
+        if m not in MAPPINGS:
+            raise CliError(f"--mapping {text!r}: item {i} ({m!r}) must be modulo or hash")
+    return items
 
 
 def _parse_order(text):
@@ -276,54 +331,155 @@ def _rows_needed(batch_size, share=HELD_OUT):
 
 
 class _Source:
-    """Where the data come from, found without reading them: ``kind`` (``criteo``, ``avazu``,
-    ``synthetic``), ``path``, the folder's file ``names`` and the capped ``table_sizes``."""
+    """Where the data come from, found without reading them (a generic log's first line is
+    read to resolve ``--format``): ``kind`` (``criteo``, ``avazu``, ``generic``,
+    ``synthetic``), ``path``, the folder's file ``names``, ``table_names``, the
+    ``table_sizes`` (None with ``auto`` until the training file is read), the per-table
+    ``mappings``, ``size_rule`` (the options that set the sizes, for messages) and, after
+    the training file was read, its per-table ``stats``."""
 
-    def __init__(self, data, cap):
+    def __init__(self, data, cap, fmt=None, sizes=None, mapping=None):
         self.path = None if data is None else Path(data)
         self.names = set()
+        self.cap, self.format, self.given_format, self.format_text = cap, None, None, fmt
+        self.stats = []
+        preset = None
+        if fmt is not None and data is not None:
+            preset = fmt.strip().lower() if fmt.strip().lower() in PRESETS else None
+            if preset is None:
+                self.format = self.given_format = _load_format(fmt)
         if data is None:
             self.kind = "synthetic"
         elif self.path.is_dir():
             self.names = {f.name for f in self.path.iterdir()}
-            self.kind = ("criteo" if self.names & {"train.tsv", "train.txt"} else
-                         "avazu" if "train.csv" in self.names else None)
+            if preset or self.format:
+                self.kind = preset or "generic"
+                wanted = [f"train{x}" for x in _SUFFIXES[self.kind]]
+                if not self.names & set(wanted):
+                    raise CliError(f"--data {self.path}: the folder has no "
+                                   f"{' / '.join(wanted)} (--format {fmt})")
+            else:
+                self.kind = ("criteo" if self.names & {"train.tsv", "train.txt"} else
+                             "avazu" if "train.csv" in self.names else None)
             if self.kind is None:
                 raise CliError(f"--data {self.path}: the folder has no train.tsv / train.txt "
                                f"(Criteo) or train.csv (Avazu)")
         elif not self.path.exists():
             raise CliError(f"--data {self.path}: no such file")
         else:
-            self.kind = "avazu" if self.path.suffix == ".csv" else "criteo"
-        if self.kind == "avazu":
-            self.table_sizes = (min(AVAZU_DEFAULT_TABLE_SIZE, cap),) * _AVAZU_TABLES
+            self.kind = preset or ("generic" if self.format else
+                                   "avazu" if self.path.suffix == ".csv" else "criteo")
+        if self.kind == "generic":
+            self._resolve_format()
         else:
-            self.table_sizes = tuple(min(s, cap) for s in CRITEO_KAGGLE_TABLE_SIZES)
+            self.table_names = AVAZU_TABLE_NAMES if self.kind == "avazu" else _CRITEO_TABLE_NAMES
+        self.table_sizes, self.size_rule = self._sizes(sizes, cap)
+        self.mappings = self._mappings(mapping)
+
+    def _resolve_format(self):
+        """Check ``--format`` against the training file's first line (names from a header)."""
+        f = self.file("train" if self.path.is_dir() else None)
+        try:
+            empty = f.stat().st_size == 0
+        except OSError as e:
+            raise CliError(f"--data {f}: {e.strerror or e}") from e
+        if empty:
+            raise CliError(f"--data {f}: the file has no data rows")
+        try:
+            self.format = self.format.resolved(f)
+        except FormatSpecError as e:
+            raise CliError(f"--format {self.format_text!r}: {e}") from e
+        except OSError as e:
+            raise CliError(f"--data {f}: {e.strerror or e}") from e
+        self.table_names = self.format.table_names
+
+    def _sizes(self, text, cap):
+        """(table sizes or None for auto, the rule for messages) from ``--table-sizes``."""
+        n = len(self.table_names)
+        if text is None:
+            # The data set's sizes: Criteo Kaggle's, Avazu's one size, a generic log none
+            # (every table gets the cap); capped, as before --table-sizes existed.
+            preset = {"avazu": (AVAZU_DEFAULT_TABLE_SIZE,) * n, "generic": (cap,) * n}.get(
+                self.kind, CRITEO_KAGGLE_TABLE_SIZES)
+            return tuple(min(s, cap) for s in preset), f"--table-size-cap {cap}"
+        if text.strip().lower() == "auto":
+            return None, f"--table-sizes auto, --table-size-cap {cap}"
+        sizes = _int_items(text, "--table-sizes", "table sizes such as 1000 or 1460,583,...")
+        if len(sizes) == 1:
+            sizes = sizes * n
+        elif len(sizes) != n:
+            raise CliError(f"--table-sizes {text!r}: {len(sizes)} sizes for {n} tables: give "
+                           f"one size for every table, one per table, or auto")
+        for t, size in enumerate(sizes):
+            if size > cap:
+                raise CliError(f"--table-sizes {text!r}: table {t} ({self.table_names[t]}) "
+                               f"has {size:,} rows, more than --table-size-cap {cap}: raise "
+                               f"--table-size-cap")
+        return tuple(sizes), f"--table-sizes {text}"
+
+    def _mappings(self, text):
+        n = len(self.table_names)
+        if text is None:
+            return ("modulo",) * n
+        items = _mapping_items(text)
+        if len(items) == 1:
+            return tuple(items) * n
+        if len(items) != n:
+            raise CliError(f"--mapping {text!r}: {len(items)} mappings for {n} tables: give "
+                           f"one for every table or one per table")
+        return tuple(items)
 
     def file(self, split=None):
         """The file of ``split`` (a folder's ``train`` by default), for messages."""
         if not self.path.is_dir():
             return self.path
-        suffixes = (".csv",) if self.kind == "avazu" else (".tsv", ".txt")
+        suffixes = _SUFFIXES[self.kind]
         for suffix in suffixes:
             f = self.path / f"{split or 'train'}{suffix}"
             if f.is_file():
                 return f
         return self.path / f"{split or 'train'}{suffixes[0]}"
 
+    def describe(self):
+        """The data kind for the ``data:`` line."""
+        return "click log" if self.kind == "generic" else self.kind
+
     def read(self, split=None, rows=None):
+        """Read ``split`` and map it to rows; the training split (read first) fixes ``auto``
+        sizes and gives the per-table ``stats``."""
         try:
             if self.kind == "criteo":
-                ds = read_criteo(self.path, split=split, table_sizes=self.table_sizes,
-                                 max_rows=rows)
+                raw = parse_criteo(self.path, split=split, max_rows=rows)
+            elif self.kind == "avazu":
+                raw = parse_avazu(self.path, split=split, max_rows=rows)
             else:
-                ds = read_avazu(self.path, split=split, table_sizes=self.table_sizes,
-                                max_rows=rows)
+                raw = parse_click_log(self.path, self.format, split=split, max_rows=rows)
         except OSError as e:     # unreadable, or a folder where the file should be
             raise CliError(f"--data {self.file(split)}: {e.strerror or e}") from e
-        if len(ds) == 0:
+        except FormatSpecError as e:
+            raise CliError(f"--format {self.format_text!r}: {self.file(split)}: {e}") from e
+        if len(raw) == 0:
             raise CliError(f"--data {self.file(split)}: the file has no data rows")
+        if self.table_sizes is None:
+            self.table_sizes = raw.auto_table_sizes(self.cap)
+        ds = raw.to_dataset(self.table_sizes, self.mappings)
+        if split in (None, "train"):
+            self.stats = table_stats(ds, raw, self.table_names)
         return ds
+
+
+def _load_format(text):
+    """``--format``'s description or JSON file as a ``ClickLogFormat``."""
+    try:
+        return as_format(text)
+    except FileNotFoundError as e:
+        raise CliError(f"--format {text}: no such file") from e
+    except OSError as e:
+        raise CliError(f"--format {text}: {e.strerror or e}") from e
+    except FormatSpecError as e:
+        msg = str(e)    # a JSON file's own message starts with its path
+        raise CliError(f"--format {msg}" if msg.startswith(f"{text.strip()}: ")
+                       else f"--format {text!r}: {msg}") from e
 
 
 def _check_rows(n, batch_size, what, held_out, max_rows=None):
@@ -344,9 +500,11 @@ def _check_rows(n, batch_size, what, held_out, max_rows=None):
 
 def load_data(data, cap, max_rows=None, synthetic_samples=8000, seed=0, batch_size=None):
     """``(train, eval, description)``. ``data``: a Criteo (.tsv/.txt) or Avazu (.csv) file, a
-    folder with ``train``/``dev`` files, or ``None`` for synthetic Criteo-shaped data. Table
-    sizes are the data set's, capped at ``cap`` rows (values modulo the size). The eval split
-    is ``dev`` (+ ``test``) when the folder has them, else the last 10 % of the training rows.
+    folder with ``train``/``dev`` files, ``None`` for synthetic Criteo-shaped data, or a
+    ``_Source`` (which also carries ``--format``, ``--table-sizes`` and ``--mapping``). By
+    default table sizes are the data set's, capped at ``cap`` rows (values modulo the size).
+    The eval split is ``dev`` (+ ``test``) when the folder has them, else the last 10 % of the
+    training rows. The source's ``stats`` then describe the training file's tables.
 
     Raises :class:`CliError` for a missing path, a folder without data, an empty file and,
     given ``batch_size``, data too small for one mini-batch (plus the held-out tail), and
@@ -360,7 +518,8 @@ def load_data(data, cap, max_rows=None, synthetic_samples=8000, seed=0, batch_si
         ds = gen.batch(synthetic_samples)
         train, ev, what = _split_tail(ds)
         return train, ev, f"synthetic Criteo-shaped data ({synthetic_samples} samples), {what}"
-    path, kind = src.path, src.kind
+    path, kind = src.path, src.describe()
+    fmt = f"; format: {src.given_format}" if src.kind == "generic" else ""
 
     def check(ds, held_out):
         if batch_size is not None:
@@ -375,14 +534,14 @@ def load_data(data, cap, max_rows=None, synthetic_samples=8000, seed=0, batch_si
         if evals:
             check(train, False)
             ev = evals[0] if len(evals) == 1 else _cat(evals, f"{path.name}/dev+test")
-            return train, ev, f"{kind} {path} ({len(train)} train, {len(ev)} dev+test)"
+            return train, ev, f"{kind} {path} ({len(train)} train, {len(ev)} dev+test){fmt}"
         check(train, True)
         train, ev, what = _split_tail(train)
-        return train, ev, f"{kind} {path}, {what}"
+        return train, ev, f"{kind} {path}, {what}{fmt}"
     ds = src.read(None, max_rows)
     check(ds, True)
     train, ev, what = _split_tail(ds)
-    return train, ev, f"{kind} {path}, {what}"
+    return train, ev, f"{kind} {path}, {what}{fmt}"
 
 
 def _size(n_bytes):
@@ -403,23 +562,24 @@ def _device_free(device):
     return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
-def _check_resources(a, sizes, modes, device):
+def _check_resources(a, sizes, modes, device, rule=None):
     """Before anything is allocated: the hot budget against the tables, and the tables
     against free memory. Host table: ``sum(sizes) * dim * 4`` bytes in host memory (every
     mode); hot table (hotline): ``entries * dim * 4`` bytes on the training device, entries =
     the next power of two >= the budget (``eal_config_for_budget``); gpu-only: a copy of the
     whole table on the training device. With --mode all the modes run one after another, so
-    each must fit on its own. On the CPU backend the device is host memory."""
+    each must fit on its own. On the CPU backend the device is host memory. ``rule``: the
+    options that set the sizes, for the messages (default ``--table-size-cap N``)."""
+    rule = rule or f"--table-size-cap {a.table_size_cap}"
     rows, row_bytes = sum(sizes), a.dim * 4
     if "hotline" in modes and a.hot_budget > rows:
         raise CliError(f"--hot-budget {a.hot_budget} is larger than all tables together "
-                       f"({rows:,} rows with --table-size-cap {a.table_size_cap}): at most "
-                       f"{rows:,}")
+                       f"({rows:,} rows with {rule}): at most {rows:,}")
     host = rows * row_bytes
     host_avail = _host_available()
     cuda = torch.device(device).type == "cuda"
     if host_avail is not None and host > host_avail:
-        raise CliError(f"--table-size-cap {a.table_size_cap} / --dim {a.dim}: the host table "
+        raise CliError(f"{rule} / --dim {a.dim}: the host table "
                        f"({rows:,} rows x dim {a.dim} x 4 B = {_size(host)}) does not fit in "
                        f"the available host memory ({_size(host_avail)})")
     if cuda:
@@ -443,11 +603,25 @@ def _check_resources(a, sizes, modes, device):
 
 
 def _precheck(a, device):
-    """The data source (without reading it) and the memory checks; returns the source."""
-    src = _Source(a.data, a.table_size_cap)
-    modes = MODES if a.mode == "all" else (a.mode,)
-    _check_resources(a, src.table_sizes, modes, device)
+    """The data source (without reading it) and the memory checks; returns the source.
+    With ``auto`` sizes the memory checks wait for the training file (see :func:`_main`)."""
+    src = _Source(a.data, a.table_size_cap, a.format, a.table_sizes, a.mapping)
+    if src.table_sizes is not None:
+        _check_resources(a, src.table_sizes, _modes(a), device, src.size_rule)
     return src
+
+
+def _modes(a):
+    return MODES if a.mode == "all" else (a.mode,)
+
+
+def _warn_tables(src):
+    """One ``warning:`` line on stderr per constant or heavily shared table (training file);
+    returns the statistics for metrics.json."""
+    sys.stdout.flush()       # after the data line, also when both go to one file
+    for line in table_warnings(src.stats):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return [dict(vars(s), constant=s.constant) for s in src.stats]
 
 
 def _fmt_timings(t):
@@ -745,12 +919,16 @@ def _main(a, say, device, world, rank):
     t0 = time.perf_counter()
     if a.data is None:
         say("no --data given: using synthetic Criteo-shaped data")
+    auto_sizes = src.table_sizes is None
     train, ev, desc = load_data(src, a.table_size_cap, a.max_rows, a.synthetic_samples,
                                 a.seed, batch_size=a.batch_size)
+    if auto_sizes:      # now known: the checks _precheck could not make
+        _check_resources(a, train.table_sizes, _modes(a), device, src.size_rule)
     say(f"data: {desc}; {train.n_tables} tables, {sum(train.table_sizes):,} rows, "
         f"dim {a.dim}, batch {a.batch_size}, backend {a.backend}"
         + (f", {world} ranks" if world > 1 else ""))
-    summary = {"args": vars(a), "data": desc, "world_size": world}
+    tables = _warn_tables(src) if rank == 0 else []
+    summary = {"args": vars(a), "data": desc, "world_size": world, "tables": tables}
     if a.mode == "all":
         modes, rule = _mode_order(a)
         summary["order"] = list(modes)

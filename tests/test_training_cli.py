@@ -2,6 +2,7 @@
 parseable metrics and counters, and writes metrics.json and the plots; --mode all warms up,
 rotates the order and names the device; user errors are refused with one line."""
 
+import hashlib
 import json
 import math
 import os
@@ -217,6 +218,22 @@ def criteo_lines(n, bad_line=None):
     return "".join(line + "\n" for line in lines)
 
 
+LOG_FORMAT = ("sep=, header=yes label=clicked dense=price,views:log cat=user,item,site "
+              "ignore=ts,note")
+
+
+def click_log(n=400, bad_line=None):
+    """A CSV click log with a header: ``user`` takes 40 values, ``item`` 300, ``site`` one;
+    line ``bad_line`` (1-based, the header is line 1) gets price 'cheap'."""
+    lines = ["ts,clicked,price,views,user,item,site,note"]
+    for i in range(n):
+        price = "cheap" if i + 2 == bad_line else f"{(i * 37) % 100 / 4}"
+        views = "" if i % 4 == 0 else str(i % 50)
+        lines.append(f"t{i},{int(i % 3 == 0)},{price},{views},u{i % 40},i{(i * 7) % 300},s0,"
+                     f"note {i}")
+    return "".join(line + "\n" for line in lines)
+
+
 @pytest.fixture
 def data_files(tmp_path):
     d = tmp_path / "data"
@@ -234,6 +251,9 @@ def data_files(tmp_path):
     (d / "good.tsv").write_text(criteo_lines(200))
     (d / "bad.tsv").write_text(criteo_lines(200, bad_line=3))
     (d / "noise.pt").write_bytes(b"\x80\x02not a checkpoint at all" * 3)
+    (d / "log.csv").write_text(click_log())
+    (d / "badlog.csv").write_text(click_log(bad_line=5))
+    (d / "bad.json").write_text("{sep: ','}")
     return d
 
 
@@ -312,6 +332,51 @@ REFUSALS = [
     ("resume-missing", ["--mode", "hotline", "--resume", "{d}/gone.pt"],
      ["--resume", "gone.pt", "no such file"]),
     ("mode-unknown", ["--mode", "fpga"], ["--mode", "invalid choice: 'fpga'"]),
+    # --format, --table-sizes, --mapping
+    ("format-with-synthetic", ["--format", "criteo"], ["--format is for --data"]),
+    ("mapping-with-synthetic", ["--mapping", "hash"], ["--mapping is for --data"]),
+    ("table-sizes-auto-synthetic", ["--table-sizes", "auto"],
+     ["--table-sizes auto needs --data"]),
+    ("table-sizes-not-integer", ["--table-sizes", "10,x"],
+     ["--table-sizes '10,x': item 2 ('x') is not an integer"]),
+    ("table-sizes-zero", ["--table-sizes", "0"], ["--table-sizes '0': item 1 (0) must be >= 1"]),
+    ("table-sizes-empty", ["--table-sizes", ""], ["--table-sizes is empty: give table sizes"]),
+    ("table-sizes-count", ["--data", "{d}/good.tsv", "--table-sizes", "10,20"],
+     ["--table-sizes '10,20': 2 sizes for 26 tables: give one size for every table"]),
+    ("table-sizes-over-cap", ["--data", "{d}/good.tsv", "--table-sizes", "5000"],
+     ["--table-sizes '5000': table 0 (C1) has 5,000 rows, more than --table-size-cap 1024"]),
+    ("table-sizes-count-format", ["--data", "{d}/log.csv", "--format", LOG_FORMAT,
+                                  "--table-sizes", "1,2,3,4"], ["4 sizes for 3 tables"]),
+    ("mapping-bad", ["--data", "{d}/good.tsv", "--mapping", "hash,fold"],
+     ["--mapping 'hash,fold': item 2 ('fold') must be modulo or hash"]),
+    ("mapping-count", ["--data", "{d}/good.tsv", "--mapping", "hash,modulo"],
+     ["--mapping 'hash,modulo': 2 mappings for 26 tables"]),
+    ("format-bad-key", ["--data", "{d}/log.csv", "--format", "label=1 cat=2 colour=red"],
+     ["--format 'label=1 cat=2 colour=red': unknown key 'colour'"]),
+    ("format-unused-columns", ["--data", "{d}/log.csv", "--format", "header label=clicked "
+                               "cat=user"], ["--format 'header label=clicked cat=user': columns "
+                                             "1 (ts), 3 (price)", "are not used"]),
+    ("format-unknown-name", ["--data", "{d}/log.csv", "--format", "header label=click "
+                             "cat=user ignore=rest"], ["unknown column name 'click' (names: ts"]),
+    ("format-no-names", ["--data", "{d}/log.csv", "--format", "label=clicked cat=5 "
+                         "ignore=rest"], ["'clicked': the columns have no names"]),
+    ("format-json-missing", ["--data", "{d}/log.csv", "--format", "{d}/nope.json"],
+     ["--format", "nope.json: no such file"]),
+    ("format-json-invalid", ["--data", "{d}/log.csv", "--format", "{d}/bad.json"],
+     ["bad.json: not valid JSON"]),
+    ("format-folder-without-train", ["--data", "{d}/nodata", "--format", LOG_FORMAT],
+     ["nodata: the folder has no train.csv / train.tsv / train.txt"]),
+    ("format-empty-file", ["--data", "{d}/empty.tsv", "--format", LOG_FORMAT],
+     ["--data", "empty.tsv: the file has no data rows"]),
+    ("format-malformed-row", ["--data", "{d}/badlog.csv", "--format", LOG_FORMAT, "--mode",
+                              "hybrid"],
+     ["badlog.csv: line 5, column 3 (price): not a number: 'cheap'"]),
+    ("format-criteo-preset-on-csv", ["--data", "{d}/log.csv", "--format", "criteo"],
+     ["log.csv: line 1", "expected 40 tab-separated columns, found 1"]),
+    ("auto-sizes-hot-budget", ["--data", "{d}/log.csv", "--format", LOG_FORMAT, "--mode",
+                               "hotline", "--table-sizes", "auto", "--hot-budget", "500"],
+     ["--hot-budget 500 is larger than all tables together (341 rows with --table-sizes "
+      "auto, --table-size-cap 1024)"]),
 ]
 
 
@@ -415,3 +480,71 @@ def test_cli_exit_status_and_traceback_as_a_program(data_files, tmp_path):
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert "DataFormatError" in debug.stderr
+
+
+# --- any click log: --format, --table-sizes, --mapping, warnings ---------------------------
+def _blake(v):
+    return int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little")
+
+
+def _splitmix64(x):
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def test_cli_any_click_log_auto_sizes_and_warnings(tmp_path, capsys):
+    """A CSV log described by --format trains; auto sizes are the distinct values of the
+    file (user 40, site 1) capped (item: 300 values, cap 100); the constant table and the
+    crowded one get one warning line each on stderr."""
+    path = tmp_path / "log.csv"
+    path.write_text(click_log())
+    summary = train.main(SMALL + ["--mode", "hybrid", "--data", str(path), "--format",
+                                  LOG_FORMAT, "--table-sizes", "auto", "--table-size-cap",
+                                  "100", "--out", str(tmp_path / "o")])
+    cap = capsys.readouterr()
+    assert f"data: click log {path}, held-out tail (40 samples); format: " in cap.out
+    assert "; 3 tables, 141 rows" in cap.out
+    assert len(EPOCH.findall(cap.out)) == 1
+    used = len({_blake(f"i{k}") % 100 for k in range(300)})     # modulo, the default
+    assert cap.err.splitlines() == [
+        f"warning: table 1 (item): 300 distinct values share 100 rows (3.0 per row, {used} "
+        f"rows used)",
+        "warning: table 2 (site) is constant: all 400 samples look up one row (1 distinct "
+        "value, 1 row)",
+    ]
+    tables = json.loads((tmp_path / "o" / "metrics.json").read_text())["tables"]
+    assert [(t["name"], t["rows"], t["distinct_values"], t["constant"]) for t in tables] == [
+        ("user", 40, 40, False), ("item", 100, 300, False), ("site", 1, 1, True)]
+    assert summary["tables"] == tables
+
+
+def test_cli_json_format_explicit_sizes_and_mapping(tmp_path, capsys):
+    """--format spec.json, --table-sizes per table, --mapping per table: the rows used match
+    a plain-Python mapping of the values (modulo for user, hash for item and site)."""
+    path = tmp_path / "log.csv"
+    path.write_text(click_log())
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"sep": ",", "header": True, "label": "clicked",
+                                "dense": ["price", {"column": "views", "transform": "log"}],
+                                "cat": ["user", "item", "site"], "ignore": ["ts", "note"]}))
+    train.main(SMALL + ["--mode", "gpu-only", "--data", str(path), "--format", str(spec),
+                        "--table-sizes", "64,128,2", "--mapping", "modulo,hash,hash",
+                        "--out", str(tmp_path / "o")])
+    cap = capsys.readouterr()
+    tables = json.loads((tmp_path / "o" / "metrics.json").read_text())["tables"]
+    users = {_blake(f"u{k}") % 64 for k in range(40)}
+    items = {_splitmix64(_blake(f"i{k}") ^ 1 << 32) % 128 for k in range(300)}   # table 1
+    assert [(t["rows"], t["distinct_rows"]) for t in tables] == [
+        (64, len(users)), (128, len(items)), (2, 1)]
+    assert "warning: table 1 (item): 300 distinct values share 128 rows" in cap.err
+    assert "warning: table 2 (site) is constant" in cap.err
+
+
+def test_cli_table_sizes_for_synthetic_data(tmp_path, capsys):
+    """--table-sizes also sizes the synthetic tables (one size for all 26)."""
+    summary, out = run(capsys, SMALL + ["--mode", "hybrid", "--synthetic-samples", "400",
+                                        "--table-sizes", "100", "--out", str(tmp_path)])
+    assert "26 tables, 2,600 rows" in out and summary["tables"] == []

@@ -48,10 +48,16 @@ def read_lines(path: Path, max_lines: int | None) -> list[str]:
         raise ValueError(f"max_rows must be >= 0, got {max_lines}")
     with open(path, "rb") as f:  # binary: split on b"\n" only, decode once
         data = f.read() if max_lines is None else b"".join(islice(f, max_lines))
+    return decode_lines(data, path, 1)
+
+
+def decode_lines(data: bytes, path: Path, first_line: int) -> list[str]:
+    """Lines of ``data`` (whole lines of a file, the first being line ``first_line``) as text
+    without terminators, with the rules of `read_lines`."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = first_line + data.count(b"\n", 0, e.start)
         raise DataFormatError(path, line, None, None, f"not valid UTF-8 ({e.reason})") from None
     lines = text.split("\n")
     if lines[-1] == "":

@@ -5,24 +5,25 @@ C21``. ``train.csv`` of the Kaggle set starts with that header line; the dev/tes
 none. The header is recognised by its first field being ``id`` and must then match exactly.
 
 Mapping (see docs/data.md): label = click; dense = (hour of day, day of week) from ``hour``
-(YYMMDDHH); each of the other 21 columns -> row ``string_hash64(value) % table_size``.
-The ``id`` column is ignored.
+(YYMMDDHH); each of the other 21 columns -> row ``string_hash64(value) % table_size``
+(``mapping="modulo"``, the default) or a table-salted mix of that hash (``"hash"``).
+The ``id`` column is ignored. `parse_avazu` stops before the mapping (a `RawClickLog`).
 """
 
 from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-import torch
 
 from . import _text
-from .criteo import table_sizes_for
 from .dataset import ClickDataset
 from .errors import DataFormatError
 from .hashing import string_hash64
 from .presets import AVAZU_DEFAULT_TABLE_SIZE
+from .tables import RawClickLog, mappings_for, table_sizes_for
 
 #: The categorical fields, in table order (table 0 is C1).
 CATEGORICAL: tuple[str, ...] = (
@@ -59,27 +60,14 @@ def hour_features(hour: str) -> tuple[float, float] | None:
     return float(hh), float(day.weekday())
 
 
-def read_avazu(
-    path: str | Path,
-    *,
-    split: str | None = None,
-    table_sizes: int | tuple[int, ...] = AVAZU_DEFAULT_TABLE_SIZE,
-    max_rows: int | None = None,
-) -> ClickDataset:
-    """Read an Avazu CSV file into a `ClickDataset` (2 dense features, 21 tables).
+def parse_avazu(
+    path: str | Path, *, split: str | None = None, max_rows: int | None = None
+) -> RawClickLog:
+    """Read an Avazu CSV file up to the categorical mapping (see `read_avazu`).
 
-    Args:
-        path: a ``.csv`` file, or a folder holding ``<split>.csv``.
-        split: ``"train"`` (default for a folder), ``"dev"`` or ``"test"``; folders only.
-        table_sizes: rows per categorical field (21 ints, `CATEGORICAL` order) or one int for
-            all (default ``AVAZU_DEFAULT_TABLE_SIZE`` = 2**20).
-        max_rows: read only the first ``max_rows`` samples (the header does not count).
-
-    Raises:
-        DataFormatError: wrong column count, a header that differs from the expected names,
-            click not 0/1, or an ``hour`` that is not a valid YYMMDDHH; with file, line, column.
+    The keys are ``string_hash64`` of the 21 fields; ``.to_dataset(table_sizes, mapping)``
+    maps them to rows as `read_avazu` does.
     """
-    sizes = table_sizes_for(table_sizes, N_TABLES)
     file = _text.resolve_file(path, split, (".csv",))
     with open(file, "rb") as f:
         has_header = f.readline().split(b",", 1)[0] == b"id"
@@ -99,26 +87,52 @@ def read_avazu(
     features = {h: hour_features(h) for h in set(hours)}
     for i, h in enumerate(hours):
         if features[h] is None:
-            raise DataFormatError(
-                file, first_line + i, _HOUR_COLUMN, "hour",
-                f"hour must be YYMMDDHH (a valid date, HH 00-23), got {h!r}",
-            )
+            raise DataFormatError(file, first_line + i, _HOUR_COLUMN, "hour", hour_problem(h))
     dense = np.array([features[h] for h in hours], dtype=np.float32).reshape(n, len(DENSE))
 
     # Hash each distinct string once; values repeat heavily.
     fields = [f for r in rows for f in r[_FIRST_CAT_COLUMN - 1:]]
     codes = {v: string_hash64(v) for v in set(fields)}
-    hashed = np.array([codes[v] for v in fields], dtype=np.uint64).reshape(n, N_TABLES)
-    sparse = (hashed % np.asarray(sizes, dtype=np.uint64)).astype(np.int64)
+    keys = np.array([codes[v] for v in fields], dtype=np.uint64).reshape(n, N_TABLES)
 
     labels = np.array([r[1] == "1" for r in rows], dtype=np.float32)
-    return ClickDataset(
-        labels=torch.from_numpy(labels),
-        dense=torch.from_numpy(dense),
-        sparse=torch.from_numpy(sparse),
-        table_sizes=sizes,
-        name=f"{file.parent.name}/{file.stem}",
-    )
+    return RawClickLog(labels=labels, dense=dense, keys=keys,
+                       empty=np.zeros((n, N_TABLES), dtype=bool), table_names=CATEGORICAL,
+                       name=f"{file.parent.name}/{file.stem}")
+
+
+def read_avazu(
+    path: str | Path,
+    *,
+    split: str | None = None,
+    table_sizes: int | Sequence[int] = AVAZU_DEFAULT_TABLE_SIZE,
+    mapping: str | Sequence[str] = "modulo",
+    max_rows: int | None = None,
+) -> ClickDataset:
+    """Read an Avazu CSV file into a `ClickDataset` (2 dense features, 21 tables).
+
+    Args:
+        path: a ``.csv`` file, or a folder holding ``<split>.csv``.
+        split: ``"train"`` (default for a folder), ``"dev"`` or ``"test"``; folders only.
+        table_sizes: rows per categorical field (21 ints, `CATEGORICAL` order) or one int for
+            all (default ``AVAZU_DEFAULT_TABLE_SIZE`` = 2**20).
+        mapping: ``"modulo"`` (default: ``string_hash64(value) % size``) or ``"hash"``
+            (``splitmix64(string_hash64(value) ^ table << 32) % size``), for all tables or a
+            sequence of 21, one per table.
+        max_rows: read only the first ``max_rows`` samples (the header does not count).
+
+    Raises:
+        DataFormatError: wrong column count, a header that differs from the expected names,
+            click not 0/1, or an ``hour`` that is not a valid YYMMDDHH; with file, line, column.
+    """
+    sizes = table_sizes_for(table_sizes, N_TABLES)
+    maps = mappings_for(mapping, N_TABLES)
+    return parse_avazu(path, split=split, max_rows=max_rows).to_dataset(sizes, maps)
+
+
+def hour_problem(value: str) -> str:
+    """Why ``value`` is not an accepted ``hour`` field."""
+    return f"hour must be YYMMDDHH (a valid date, HH 00-23), got {value!r}"
 
 
 def _check_header(file: Path, names: list[str]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,6 +81,33 @@ class ClickDataset:
             self.labels[rows], self.dense[rows], self.sparse[rows], self.table_sizes,
             f"{self.name}[{start}:{stop}]",
         )
+
+    def pin_memory(self) -> ClickDataset:
+        """A copy in page-locked host memory (what ``DataLoader(pin_memory=True)`` calls), so
+        that copies to a GPU can run asynchronously (``non_blocking=True``)."""
+        return _unchecked(self.labels.pin_memory(), self.dense.pin_memory(),
+                          self.sparse.pin_memory(), self.table_sizes, self.name)
+
+    @staticmethod
+    def concat(parts: Sequence[ClickDataset], name: str | None = None) -> ClickDataset:
+        """The samples of ``parts`` one after another (equal table sizes and dense width)."""
+        if not parts:
+            raise ValueError("concat needs at least one part")
+        sizes, n_dense = parts[0].table_sizes, parts[0].n_dense
+        for p in parts[1:]:
+            if p.table_sizes != sizes or p.n_dense != n_dense:
+                raise ValueError(f"cannot concatenate {p.name!r} ({p.n_dense} dense, tables "
+                                 f"{p.table_sizes}) to {parts[0].name!r} ({n_dense} dense, "
+                                 f"tables {sizes})")
+        if len(parts) == 1:
+            labels, dense, sparse = parts[0].labels, parts[0].dense, parts[0].sparse
+        else:
+            labels = torch.cat([p.labels for p in parts])
+            dense = torch.cat([p.dense for p in parts])
+            sparse = torch.cat([p.sparse for p in parts])
+        # The parts were validated; so is their concatenation.
+        return _unchecked(labels, dense, sparse, sizes,
+                          parts[0].name if name is None else name)
 
     def mini_batches(self, batch_size: int, drop_last: bool = False) -> Iterator[ClickDataset]:
         """Consecutive mini-batches of ``batch_size`` samples in order (views).

@@ -33,3 +33,8 @@ class DataFormatError(ValueError):
             if column_name:
                 where += f" ({column_name})"
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):
+        # Rebuild from the facts, not from the message (pickling, e.g. out of a DataLoader
+        # worker process).
+        return (type(self), (self.path, self.line, self.column, self.column_name, self.problem))

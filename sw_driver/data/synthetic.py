@@ -174,6 +174,20 @@ class SyntheticClickGenerator:
         self._position += n
         return self.rows_of_ranks(ranks)
 
+    def skip(self, n: int) -> None:
+        """Advance the stream by ``n`` samples without building them: the next `batch` is
+        what it would have been after ``batch(n)`` (how a streaming worker passes over the
+        other workers' batches)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        # One uniform (one 64-bit draw of PCG64) per table plus one per sample: jump the
+        # sparse stream. The dense normals come from a rejection sampler whose number of
+        # draws varies, so those are drawn and dropped, in blocks to bound the memory.
+        self._rng_sparse.bit_generator.advance(n * (len(self.table_sizes) + 1))
+        for start in range(0, n, 65536):
+            self._rng_dense.standard_normal((min(65536, n - start), self.config.n_dense + 1))
+        self._position += n
+
     def batch(self, n: int) -> ClickDataset:
         """The next ``n`` samples as a `ClickDataset` (labels, dense and sparse)."""
         sparse = self.sparse(n)
