@@ -147,6 +147,12 @@ def _parser():
     p.add_argument("--sample-rate", type=float, default=0.25,
                    help="share of the first epoch's mini-batches the EAL learns from")
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--embedding-optimizer", default="sgd", choices=("sgd", "rowwise_adagrad"),
+                   help="optimizer of the embedding rows: sgd (row -= lr * grad) or "
+                        "rowwise_adagrad (FBGEMM's, TorchRec's default; one accumulator per "
+                        "row travels with it)")
+    p.add_argument("--embedding-lr", type=float, default=None,
+                   help="learning rate of the embedding optimizer (default: --lr)")
     p.add_argument("--dim", type=int, default=16, help="embedding dimension")
     p.add_argument("--bottom", default="512,256", help="bottom MLP hidden sizes")
     p.add_argument("--top", default="512,256", help="top MLP hidden sizes")
@@ -218,6 +224,9 @@ def _check_args(a):
                        f"got {a.max_rows}")
     if not math.isfinite(a.lr) or a.lr <= 0:
         raise CliError(f"--lr must be a finite number > 0, got {a.lr}")
+    if a.embedding_lr is not None and (not math.isfinite(a.embedding_lr)
+                                       or a.embedding_lr <= 0):
+        raise CliError(f"--embedding-lr must be a finite number > 0, got {a.embedding_lr}")
     if not 0 < a.sample_rate <= 1:
         raise CliError(f"--sample-rate must be in (0, 1], got {a.sample_rate}")
     if a.threads is not None and a.threads < 1:
@@ -571,7 +580,10 @@ def _check_resources(a, sizes, modes, device, rule=None):
     each must fit on its own. On the CPU backend the device is host memory. ``rule``: the
     options that set the sizes, for the messages (default ``--table-size-cap N``)."""
     rule = rule or f"--table-size-cap {a.table_size_cap}"
-    rows, row_bytes = sum(sizes), a.dim * 4
+    # Row-wise Adagrad stores one accumulator float beside each row.
+    extra = int(a.embedding_optimizer == "rowwise_adagrad")
+    rows, row_bytes = sum(sizes), (a.dim + extra) * 4
+    width = f"dim {a.dim}" if not extra else f"(dim {a.dim} + 1 accumulator)"
     if "hotline" in modes and a.hot_budget > rows:
         raise CliError(f"--hot-budget {a.hot_budget} is larger than all tables together "
                        f"({rows:,} rows with {rule}): at most {rows:,}")
@@ -580,7 +592,7 @@ def _check_resources(a, sizes, modes, device, rule=None):
     cuda = torch.device(device).type == "cuda"
     if host_avail is not None and host > host_avail:
         raise CliError(f"{rule} / --dim {a.dim}: the host table "
-                       f"({rows:,} rows x dim {a.dim} x 4 B = {_size(host)}) does not fit in "
+                       f"({rows:,} rows x {width} x 4 B = {_size(host)}) does not fit in "
                        f"the available host memory ({_size(host_avail)})")
     if cuda:
         avail, where, beside = _device_free(device), f"free memory of {device}", 0
@@ -594,7 +606,7 @@ def _check_resources(a, sizes, modes, device, rule=None):
         hot = entries * row_bytes
         if beside + hot > avail:
             raise CliError(f"--hot-budget {a.hot_budget}: the hot table ({entries:,} entries "
-                           f"x dim {a.dim} x 4 B = {_size(hot)}) does not fit in the {where}"
+                           f"x {width} x 4 B = {_size(hot)}) does not fit in the {where}"
                            f"{also} ({_size(avail)}); lower --hot-budget or --dim")
     if "gpu-only" in modes and beside + host > avail:
         raise CliError(f"--mode {a.mode}: gpu-only's copy of the table ({_size(host)}) does "
@@ -690,6 +702,7 @@ def _trainer(mode, a, train, device, distributed, **kw):
                    gather_threads=a.gather_threads, relearn_every=relearn,
                    relearn_batches=a.relearn_batches if relearn else None,
                    distributed=distributed, policy=a.policy if mode == "hotline" else None,
+                   embedding_optimizer=a.embedding_optimizer, embedding_lr=a.embedding_lr,
                    **kw)
 
 

@@ -117,6 +117,21 @@ def test_cli_lfu_policy(tmp_path, capsys):
     assert "ways, policy lfu) for a hot budget" in out
 
 
+def test_cli_rowwise_adagrad(tmp_path, capsys):
+    """--embedding-optimizer rowwise_adagrad trains every mode; gpu-only and hybrid agree
+    exactly, and the embedding optimizer changes the result (it is really used)."""
+    argv = SMALL + ["--mode", "all", "--synthetic-samples", "2000", "--warmup-batches", "0"]
+    _, sgd = run(capsys, argv + ["--out", str(tmp_path / "sgd")])
+    _, ada = run(capsys, argv + ["--out", str(tmp_path / "ada"), "--embedding-optimizer",
+                                 "rowwise_adagrad", "--embedding-lr", "0.05"])
+    rows = {r[1]: r for r in EPOCH.findall(ada)}
+    assert set(rows) == {"gpu-only", "hybrid", "hotline"}, ada
+    assert rows["gpu-only"][2:4] == rows["hybrid"][2:4]
+    assert {r[1]: r[2:4] for r in EPOCH.findall(sgd)}["gpu-only"] != rows["gpu-only"][2:4]
+    args = json.loads((tmp_path / "ada" / "metrics.json").read_text())["args"]
+    assert args["embedding_optimizer"] == "rowwise_adagrad" and args["embedding_lr"] == 0.05
+
+
 @pytest.mark.parametrize("bad", [["--sample-rate", "0"], ["--epochs", "0"],
                                  ["--mode", "fpga"], ["--threads", "0"],
                                  ["--policy", "lru"]])
@@ -299,6 +314,10 @@ REFUSALS = [
     ("lr-zero", ["--lr", "0"], ["--lr", "> 0"]),
     ("lr-negative", ["--lr", "-0.1"], ["--lr", "-0.1"]),
     ("lr-not-a-number", ["--lr", "fast"], ["--lr", "invalid float value: 'fast'"]),
+    ("embedding-lr-zero", ["--embedding-lr", "0"], ["--embedding-lr", "> 0", "got 0.0"]),
+    ("embedding-lr-nan", ["--embedding-lr", "nan"], ["--embedding-lr", "finite"]),
+    ("embedding-optimizer", ["--embedding-optimizer", "adam"],
+     ["--embedding-optimizer", "invalid choice: 'adam'"]),
     ("hot-budget-over-rows", ["--mode", "hotline", "--hot-budget", "20000"],
      ["--hot-budget 20000", "larger than all tables", "17,087 rows"]),
     ("hot-budget-over-rows-all", ["--mode", "all", "--hot-budget", "17088"],
