@@ -1,9 +1,9 @@
 """One bank of the Embedding Access Logger with the lfu policy (docs/spec.md section 4.2).
 
-Same ports and timing as :class:`~hotline_hw.tag_bank.TagBank` (one lookup per cycle, a
-one-cycle read-modify-write of the set's memory word); the word holds the set's ways with
-their counts and the set's two-row count-min sketch, so admission needs no second memory and
-sets stay independent.
+Same ports and pipeline as :class:`~hotline_hw.tag_bank.TagBank` (one lookup per cycle;
+read, update, write, with the set being written forwarded into the update stage); the word
+holds the set's ways with their counts and the set's two-row count-min sketch, so admission
+needs no second memory and sets stay independent.
 """
 
 from amaranth import Signal, Module, Mux, Const
@@ -34,11 +34,11 @@ class LfuTagBank(TagBank):
         low32 = Signal(32)
         product = Signal(64)
         m.d.comb += [low32.eq(self.req_tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
-        wr, rd, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m, [
+        wr, word, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m, [
             (s1_i0, self.req_tag[:cfg.sketch_bits]),
             (s1_i1, product[32 - cfg.sketch_bits:32])])
-        cur = rd.data.ways
-        sk = rd.data.sketch
+        cur = word.ways
+        sk = word.sketch
         match, free = self._match_free(m, cur, s1_tag)
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
@@ -86,7 +86,7 @@ class LfuTagBank(TagBank):
         m.d.comb += insert_way.eq(Mux(free.any(), free_way, victim_way))
 
         new = Signal(set_layout(cfg))
-        m.d.comb += new.eq(rd.data)
+        m.d.comb += new.eq(word)
         for w in range(ways):
             with m.If(match[w] & (cur[w].count != cmax)):           # hit: count + 1
                 m.d.comb += new.ways[w].count.eq(cur[w].count + 1)
@@ -98,11 +98,12 @@ class LfuTagBank(TagBank):
                 with m.If(~hit & (e == est) & at[c]):
                     m.d.comb += new.sketch[r][c].eq(bumped)
 
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id)
-        with m.If(self.learn):
-            m.d.comb += [self.resp_hit.eq(hit),
-                         self.resp_way.eq(Mux(hit, hit_way, insert_way))]
+        resp_hit = Signal()
+        resp_way = Signal.like(hit_way)
+        with m.If(self._s1_learn):
+            m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way))]
         with m.Else():
             popular = hit & (hit_count >= Const(cfg.popular_min_count, cfg.count_bits))
-            m.d.comb += [self.resp_hit.eq(popular), self.resp_way.eq(Mux(popular, hit_way, 0))]
+            m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id, resp_hit, resp_way)
         return m

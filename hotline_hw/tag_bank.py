@@ -1,6 +1,7 @@
 """One bank of the Embedding Access Logger: a set-associative tag store with SRRIP.
 
-Implements docs/spec.md section 4 for the sets of one bank, one lookup per cycle.
+Implements docs/spec.md section 4 for the sets of one bank, one lookup per cycle, in a
+three-stage pipeline (read, update, write) with forwarding.
 """
 
 from amaranth import Signal, Module, Mux
@@ -14,7 +15,7 @@ __all__ = ["TagBank"]
 
 
 class TagBank(wiring.Component):
-    """A bank of ``sets`` x ``ways`` tag-store entries with a one-cycle read-modify-write.
+    """A bank of ``sets`` x ``ways`` tag-store entries, pipelined: read, update, write.
 
     Ports
     -----
@@ -22,10 +23,10 @@ class TagBank(wiring.Component):
         A lookup for this bank, accepted every cycle it is valid (the bank never stalls).
         ``req_id`` is carried to the response unchanged.
     resp_valid, resp_hit, resp_way, resp_id : Out
-        The result, valid the cycle after the request (combinational from the memory's
-        read data and the registered request).
+        The result, registered: valid two cycles after the request.
     learn, popular_max_rrpv : In
-        Mode and frozen-mode threshold (spec section 4); stable while lookups are in flight.
+        Mode (sampled with each request: a lookup in flight keeps the mode it was issued
+        in) and frozen-mode threshold (spec section 4; stable while lookups are in flight).
     maint_read, maint_hold, maint_clear, maint_addr : In
         Maintenance access while no lookup is in flight: ``maint_read`` reads set
         ``maint_addr`` (its ways appear on ``read_data`` next cycle), ``maint_hold`` keeps the
@@ -33,9 +34,16 @@ class TagBank(wiring.Component):
     read_data : Out(set_layout)
         The memory read port's data.
 
-    The read port is transparent to the write port, so a lookup to the set being written
-    in the same cycle reads the new ways: back-to-back lookups to one set need no stall and
-    are processed exactly in the order they were granted.
+    Pipeline: cycle ``t`` the request's set is read (stage 1); ``t + 1`` the update stage
+    computes the new set and the response from the read ways (stage 2) and registers both;
+    ``t + 2`` the write port stores the new set (stage 3) while the response is out. Two
+    paths keep back-to-back lookups of one set exact, so they need no stall and are
+    processed exactly in the order they were granted: the read port is transparent to the
+    write port (a read in the cycle of a write sees the new ways), and the set being written
+    is forwarded into the update stage when it is the set that stage works on (the update
+    of the lookup one cycle ahead, which the memory read missed). The clock is then set by
+    the update stage (forwarding mux, tag compares, victim choice), not by a memory
+    read-modify-write in one cycle.
     """
 
     def __init__(self, cfg: EALConfig, id_bits: int):
@@ -52,10 +60,12 @@ class TagBank(wiring.Component):
         })
 
     def _read_and_request(self, m, extra=()):
-        """The bank's memory, its read address (request or maintenance), and the stage-1
-        registers of the request whose set is being read. ``extra``: more ``(signal, value)``
-        pairs registered with the request. Returns ``(wr, rd, s1_valid, s1_set, s1_tag,
-        s1_id)``; shared by the SRRIP and lfu banks."""
+        """The bank's memory, its read address (request or maintenance), the update stage's
+        registers (the request whose set was read) and the forwarded set word. ``extra``:
+        more ``(signal, value)`` pairs registered with the request. Returns ``(wr, word,
+        s1_valid, s1_set, s1_tag, s1_id)`` where ``word`` is the set the update stage works
+        on; shared by the SRRIP and lfu banks (:meth:`_write_and_respond` closes the
+        pipeline)."""
         cfg = self.cfg
         m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
         wr = mem.write_port()
@@ -65,14 +75,27 @@ class TagBank(wiring.Component):
             rd.en.eq(~self.maint_hold),
             self.read_data.eq(rd.data),
         ]
+        # Stage 2 (update): the request whose set the memory is reading.
         s1_valid = Signal()
         s1_set = Signal.like(self.req_set)
         s1_tag = Signal.like(self.req_tag)
         s1_id = Signal.like(self.req_id)
+        self._s1_learn = Signal()
         m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
-                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id)]
+                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id),
+                     self._s1_learn.eq(self.learn)]
         m.d.sync += [sig.eq(value) for sig, value in extra]
-        return wr, rd, s1_valid, s1_set, s1_tag, s1_id
+        # Stage 3 (write): the previous update's set, written this cycle.
+        self._s2_write = Signal()
+        self._s2_set = Signal.like(self.req_set)
+        self._s2_word = Signal(set_layout(cfg))
+        forward = Signal()
+        word = Signal(set_layout(cfg))
+        m.d.comb += [
+            forward.eq(self._s2_write & (self._s2_set == s1_set)),
+            word.eq(Mux(forward, self._s2_word.as_value(), rd.data.as_value())),
+        ]
+        return wr, word, s1_valid, s1_set, s1_tag, s1_id
 
     def _match_free(self, m, cur, s1_tag):
         """Per-way ``match`` (valid and the tag equal) and ``free`` (not valid) bits."""
@@ -91,24 +114,30 @@ class TagBank(wiring.Component):
                 m.d.comb += index.eq(w)
         return index
 
-    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, s1_id):
-        """Write the updated set back (learn mode) or zero it (maintenance clear), and
-        drive the response's valid and id."""
-        m.d.comb += [
-            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, s1_set)),
-            wr.data.eq(Mux(self.maint_clear, 0, new.as_value())),
-            wr.en.eq(self.maint_clear | (s1_valid & self.learn)),
+    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, s1_id, hit, way):
+        """Register the updated set (written next cycle in learn mode; a maintenance clear
+        zeroes a set at once) and the response ``hit`` / ``way``."""
+        m.d.sync += [
+            self._s2_write.eq(s1_valid & self._s1_learn),
+            self._s2_set.eq(s1_set),
+            self._s2_word.eq(new),
             self.resp_valid.eq(s1_valid),
             self.resp_id.eq(s1_id),
+            self.resp_hit.eq(hit),
+            self.resp_way.eq(way),
+        ]
+        m.d.comb += [
+            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, self._s2_set)),
+            wr.data.eq(Mux(self.maint_clear, 0, self._s2_word.as_value())),
+            wr.en.eq(self.maint_clear | self._s2_write),
         ]
 
     def elaborate(self, platform):
         cfg = self.cfg
         ways = cfg.ways
         m = Module()
-        # Stage 1: the request whose set is being read.
-        wr, rd, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m)
-        cur = rd.data
+        wr, cur, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m)
+        learn = self._s1_learn
         match, free = self._match_free(m, cur, s1_tag)
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
@@ -150,11 +179,12 @@ class TagBank(wiring.Component):
             with m.Else():
                 m.d.comb += [new[w].eq(cur[w]), new[w].rrpv.eq(cur[w].rrpv + age)]
 
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id)
-        with m.If(self.learn):
-            m.d.comb += [self.resp_hit.eq(hit),
-                         self.resp_way.eq(Mux(hit, hit_way, insert_way))]
+        resp_hit = Signal()
+        resp_way = Signal.like(hit_way)
+        with m.If(learn):
+            m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way))]
         with m.Else():
             popular = hit & (hit_rrpv <= self.popular_max_rrpv)
-            m.d.comb += [self.resp_hit.eq(popular), self.resp_way.eq(Mux(popular, hit_way, 0))]
+            m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id, resp_hit, resp_way)
         return m

@@ -1460,8 +1460,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$13280$0 (\$210 ),
-    .\port$13310$0 (\$211 ),
+    .\port$13328$0 (\$210 ),
+    .\port$13358$0 (\$211 ),
     .rows__araddr(rows__araddr),
     .rows__arid(rows__arid),
     .rows__arlen(rows__arlen),
@@ -1532,24 +1532,24 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$13396$0 (init),
-    .\port$13410$0 (irq_error),
-    .\port$13434$0 (halted),
-    .\port$13436$0 (err_cause),
-    .\port$13438$0 (err_engine),
-    .\port$13442$0 (err_addr),
-    .\port$13458$0 (count_lookups),
-    .\port$13460$0 (count_hits),
-    .\port$13462$0 (count_rows_gathered),
-    .\port$13464$0 (count_rows_written),
-    .\port$13466$0 (count_bytes_read),
-    .\port$13468$0 (count_bytes_written),
-    .\port$13470$0 (count_read_stall_cycles),
-    .\port$13472$0 (count_write_stall_cycles),
-    .\port$13474$0 (count_commands_completed),
-    .\port$13476$0 (count_errors),
-    .\port$13478$0 (count_cycles),
+    .\port$13444$0 (init),
+    .\port$13458$0 (irq_error),
+    .\port$13482$0 (halted),
+    .\port$13484$0 (err_cause),
+    .\port$13486$0 (err_engine),
+    .\port$13490$0 (err_addr),
     .\port$135$0 (irq_done),
+    .\port$13506$0 (count_lookups),
+    .\port$13508$0 (count_hits),
+    .\port$13510$0 (count_rows_gathered),
+    .\port$13512$0 (count_rows_written),
+    .\port$13514$0 (count_bytes_read),
+    .\port$13516$0 (count_bytes_written),
+    .\port$13518$0 (count_read_stall_cycles),
+    .\port$13520$0 (count_write_stall_cycles),
+    .\port$13522$0 (count_commands_completed),
+    .\port$13524$0 (count_errors),
+    .\port$13526$0 (count_cycles),
     .\port$142$0 (\busy$589 ),
     .\port$143$0 (\$73 ),
     .\port$2$0 (\$1 ),
@@ -1740,7 +1740,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .err_addr(\err_addr$553 ),
     .err_resp(err_resp),
     .error(error),
-    .\port$13430$5 (cmd[100:5]),
+    .\port$13478$5 (cmd[100:5]),
     .rst(rst),
     .start(start)
   );
@@ -3700,8 +3700,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$13280$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
-, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$13310$0 , out__awvalid, out__wvalid, words__awready, rows__awready
+module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$13328$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
+, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$13358$0 , out__awvalid, out__wvalid, words__awready, rows__awready
 , words__wready, rows__wready, out__bready, words__bvalid, rows__bvalid, lists__arvalid, lists__araddr, lists__arlen, words__awvalid, words__wvalid, words__awaddr, words__wdata, words__wstrb, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, out__awready
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
@@ -3805,10 +3805,10 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   wire out__wvalid;
   reg owner = 1'h0;
   reg pick;
-  input [128:0] \port$13280$0 ;
-  wire [128:0] \port$13280$0 ;
-  output [6:0] \port$13310$0 ;
-  wire [6:0] \port$13310$0 ;
+  input [128:0] \port$13328$0 ;
+  wire [128:0] \port$13328$0 ;
+  output [6:0] \port$13358$0 ;
+  wire [6:0] \port$13358$0 ;
   input [63:0] rows__araddr;
   wire [63:0] rows__araddr;
   wire [1:0] rows__arburst;
@@ -3902,9 +3902,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign lists__rvalid = out__rvalid & out__rid[7];
   assign out__awaddr = write_words ? words__awaddr : rows__awaddr;
   assign out__awlen = write_words ? 8'h00 : rows__awlen;
-  assign out__wdata = write_words ? words__wdata : \port$13280$0 [127:0];
+  assign out__wdata = write_words ? words__wdata : \port$13328$0 [127:0];
   assign out__wstrb = write_words ? words__wstrb : 16'hffff;
-  assign out__wlast = write_words ? 1'h1 : \port$13280$0 [128];
+  assign out__wlast = write_words ? 1'h1 : \port$13328$0 [128];
   assign out__awvalid = write_words ? words__awvalid : rows__awvalid;
   assign out__wvalid = write_words ? words__wvalid : rows__wvalid;
   assign words__awready = write_words & out__awready;
@@ -3987,9 +3987,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign words__awcache = 4'h3;
   assign rows__awprot = 3'h0;
   assign words__awprot = 3'h0;
-  assign rows__wdata = \port$13280$0 [127:0];
+  assign rows__wdata = \port$13328$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign rows__wlast = \port$13280$0 [128];
+  assign rows__wlast = \port$13328$0 [128];
   assign words__wlast = 1'h1;
   assign out__awid = { 1'h0, \$5  };
   assign rows__awid = 7'h00;
@@ -3999,7 +3999,7 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign rows__bresp = words__bresp;
   assign words__bid = 1'h0;
   assign rows__bid = out__bid[6:0];
-  assign \port$13310$0  = \$5 ;
+  assign \port$13358$0  = \$5 ;
   assign out__arsize = 3'h4;
   assign out__arburst = 2'h1;
   assign out__arcache = 4'h3;
@@ -5252,8 +5252,8 @@ module \hotline_accelerator.commands (rst, w_en, w_rdy, w_level, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$13396$0 
-, \port$13410$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$13434$0 , \port$13436$0 , \port$13438$0 , r_ERR_COMMAND, \port$13442$0 , r_CMD_COMPLETED, \port$13458$0 , \port$13460$0 , \port$13462$0 , \port$13464$0 , \port$13466$0 , \port$13468$0 , \port$13470$0 , \port$13472$0 , \port$13474$0 , \port$13476$0 , \port$13478$0 , bvalid
+module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$13444$0 
+, \port$13458$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$13482$0 , \port$13484$0 , \port$13486$0 , r_ERR_COMMAND, \port$13490$0 , r_CMD_COMPLETED, \port$13506$0 , \port$13508$0 , \port$13510$0 , \port$13512$0 , \port$13514$0 , \port$13516$0 , \port$13518$0 , \port$13520$0 , \port$13522$0 , \port$13524$0 , \port$13526$0 , bvalid
 , bus__bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, q_TABLE0_BASE_LO, q_TABLE0_BASE_HI, q_TABLE0_STRIDE, q_TABLE0_ROWS, q_TABLE1_BASE_LO, q_TABLE1_BASE_HI, q_TABLE1_STRIDE, q_TABLE1_ROWS, q_TABLE2_BASE_LO, q_TABLE2_BASE_HI, q_TABLE2_STRIDE
 , q_TABLE2_ROWS, q_TABLE3_BASE_LO, q_TABLE3_BASE_HI, q_TABLE3_STRIDE, q_TABLE3_ROWS, q_TABLE4_BASE_LO, q_TABLE4_BASE_HI, q_TABLE4_STRIDE, q_TABLE4_ROWS, q_TABLE5_BASE_LO, q_TABLE5_BASE_HI, q_TABLE5_STRIDE, q_TABLE5_ROWS, q_TABLE6_BASE_LO, q_TABLE6_BASE_HI, q_TABLE6_STRIDE, q_TABLE6_ROWS, q_TABLE7_BASE_LO, q_TABLE7_BASE_HI, q_TABLE7_STRIDE, q_TABLE7_ROWS
 , q_TABLE8_BASE_LO, q_TABLE8_BASE_HI, q_TABLE8_STRIDE, q_TABLE8_ROWS, q_TABLE9_BASE_LO, q_TABLE9_BASE_HI, q_TABLE9_STRIDE, q_TABLE9_ROWS, q_TABLE10_BASE_LO, q_TABLE10_BASE_HI, q_TABLE10_STRIDE, q_TABLE10_ROWS, q_TABLE11_BASE_LO, q_TABLE11_BASE_HI, q_TABLE11_STRIDE, q_TABLE11_ROWS, q_TABLE12_BASE_LO, q_TABLE12_BASE_HI, q_TABLE12_STRIDE, q_TABLE12_ROWS, q_TABLE13_BASE_LO
@@ -7173,42 +7173,42 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   input clk;
   wire clk;
   wire [31:0] err_set;
-  input \port$13396$0 ;
-  wire \port$13396$0 ;
-  input \port$13410$0 ;
-  wire \port$13410$0 ;
-  input \port$13434$0 ;
-  wire \port$13434$0 ;
-  input [7:0] \port$13436$0 ;
-  wire [7:0] \port$13436$0 ;
-  input [3:0] \port$13438$0 ;
-  wire [3:0] \port$13438$0 ;
-  input [63:0] \port$13442$0 ;
-  wire [63:0] \port$13442$0 ;
-  input [63:0] \port$13458$0 ;
-  wire [63:0] \port$13458$0 ;
-  input [63:0] \port$13460$0 ;
-  wire [63:0] \port$13460$0 ;
-  input [63:0] \port$13462$0 ;
-  wire [63:0] \port$13462$0 ;
-  input [63:0] \port$13464$0 ;
-  wire [63:0] \port$13464$0 ;
-  input [63:0] \port$13466$0 ;
-  wire [63:0] \port$13466$0 ;
-  input [63:0] \port$13468$0 ;
-  wire [63:0] \port$13468$0 ;
-  input [63:0] \port$13470$0 ;
-  wire [63:0] \port$13470$0 ;
-  input [63:0] \port$13472$0 ;
-  wire [63:0] \port$13472$0 ;
-  input [63:0] \port$13474$0 ;
-  wire [63:0] \port$13474$0 ;
-  input [63:0] \port$13476$0 ;
-  wire [63:0] \port$13476$0 ;
-  input [63:0] \port$13478$0 ;
-  wire [63:0] \port$13478$0 ;
+  input \port$13444$0 ;
+  wire \port$13444$0 ;
+  input \port$13458$0 ;
+  wire \port$13458$0 ;
+  input \port$13482$0 ;
+  wire \port$13482$0 ;
+  input [7:0] \port$13484$0 ;
+  wire [7:0] \port$13484$0 ;
+  input [3:0] \port$13486$0 ;
+  wire [3:0] \port$13486$0 ;
+  input [63:0] \port$13490$0 ;
+  wire [63:0] \port$13490$0 ;
   input \port$135$0 ;
   wire \port$135$0 ;
+  input [63:0] \port$13506$0 ;
+  wire [63:0] \port$13506$0 ;
+  input [63:0] \port$13508$0 ;
+  wire [63:0] \port$13508$0 ;
+  input [63:0] \port$13510$0 ;
+  wire [63:0] \port$13510$0 ;
+  input [63:0] \port$13512$0 ;
+  wire [63:0] \port$13512$0 ;
+  input [63:0] \port$13514$0 ;
+  wire [63:0] \port$13514$0 ;
+  input [63:0] \port$13516$0 ;
+  wire [63:0] \port$13516$0 ;
+  input [63:0] \port$13518$0 ;
+  wire [63:0] \port$13518$0 ;
+  input [63:0] \port$13520$0 ;
+  wire [63:0] \port$13520$0 ;
+  input [63:0] \port$13522$0 ;
+  wire [63:0] \port$13522$0 ;
+  input [63:0] \port$13524$0 ;
+  wire [63:0] \port$13524$0 ;
+  input [63:0] \port$13526$0 ;
+  wire [63:0] \port$13526$0 ;
   input \port$142$0 ;
   wire \port$142$0 ;
   input \port$143$0 ;
@@ -9859,7 +9859,7 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign \$1717  = \$1714  ? \$1716  : 32'd0;
   assign \$1718  = ~ \$1717 ;
   assign \$1719  = q_IRQ_STATUS & \$1718 ;
-  assign \$1720  = \$1719  | { 30'h00000000, \port$13410$0 , \port$135$0  };
+  assign \$1720  = \$1719  | { 30'h00000000, \port$13458$0 , \port$135$0  };
   assign \$1722  = take_w & wsel_REG_ERROR;
   assign \$1723  = wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$1725  = \$1722  ? \$1724  : 32'd0;
@@ -11638,34 +11638,34 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$13434$0 , \port$13396$0 , \port$142$0  };
-  assign r_ERR_CAUSE = { 20'h00000, \port$13438$0 , \port$13436$0  };
-  assign r_ERR_ADDR_LO = \port$13442$0 [31:0];
-  assign r_ERR_ADDR_HI = \port$13442$0 [63:32];
+  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$13482$0 , \port$13444$0 , \port$142$0  };
+  assign r_ERR_CAUSE = { 20'h00000, \port$13486$0 , \port$13484$0  };
+  assign r_ERR_ADDR_LO = \port$13490$0 [31:0];
+  assign r_ERR_ADDR_HI = \port$13490$0 [63:32];
   assign r_CMD_FREE = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
-  assign r_LOOKUPS_LO = \port$13458$0 [31:0];
-  assign r_LOOKUPS_HI = \port$13458$0 [63:32];
-  assign r_HITS_LO = \port$13460$0 [31:0];
-  assign r_HITS_HI = \port$13460$0 [63:32];
-  assign r_ROWS_GATHERED_LO = \port$13462$0 [31:0];
-  assign r_ROWS_GATHERED_HI = \port$13462$0 [63:32];
-  assign r_ROWS_WRITTEN_LO = \port$13464$0 [31:0];
-  assign r_ROWS_WRITTEN_HI = \port$13464$0 [63:32];
-  assign r_BYTES_READ_LO = \port$13466$0 [31:0];
-  assign r_BYTES_READ_HI = \port$13466$0 [63:32];
-  assign r_BYTES_WRITTEN_LO = \port$13468$0 [31:0];
-  assign r_BYTES_WRITTEN_HI = \port$13468$0 [63:32];
-  assign r_READ_STALL_CYCLES_LO = \port$13470$0 [31:0];
-  assign r_READ_STALL_CYCLES_HI = \port$13470$0 [63:32];
-  assign r_WRITE_STALL_CYCLES_LO = \port$13472$0 [31:0];
-  assign r_WRITE_STALL_CYCLES_HI = \port$13472$0 [63:32];
-  assign r_COMMANDS_COMPLETED_LO = \port$13474$0 [31:0];
-  assign r_COMMANDS_COMPLETED_HI = \port$13474$0 [63:32];
-  assign r_ERRORS_LO = \port$13476$0 [31:0];
-  assign r_ERRORS_HI = \port$13476$0 [63:32];
-  assign r_CYCLES_LO = \port$13478$0 [31:0];
-  assign r_CYCLES_HI = \port$13478$0 [63:32];
-  assign set_IRQ_STATUS = { 30'h00000000, \port$13410$0 , \port$135$0  };
+  assign r_LOOKUPS_LO = \port$13506$0 [31:0];
+  assign r_LOOKUPS_HI = \port$13506$0 [63:32];
+  assign r_HITS_LO = \port$13508$0 [31:0];
+  assign r_HITS_HI = \port$13508$0 [63:32];
+  assign r_ROWS_GATHERED_LO = \port$13510$0 [31:0];
+  assign r_ROWS_GATHERED_HI = \port$13510$0 [63:32];
+  assign r_ROWS_WRITTEN_LO = \port$13512$0 [31:0];
+  assign r_ROWS_WRITTEN_HI = \port$13512$0 [63:32];
+  assign r_BYTES_READ_LO = \port$13514$0 [31:0];
+  assign r_BYTES_READ_HI = \port$13514$0 [63:32];
+  assign r_BYTES_WRITTEN_LO = \port$13516$0 [31:0];
+  assign r_BYTES_WRITTEN_HI = \port$13516$0 [63:32];
+  assign r_READ_STALL_CYCLES_LO = \port$13518$0 [31:0];
+  assign r_READ_STALL_CYCLES_HI = \port$13518$0 [63:32];
+  assign r_WRITE_STALL_CYCLES_LO = \port$13520$0 [31:0];
+  assign r_WRITE_STALL_CYCLES_HI = \port$13520$0 [63:32];
+  assign r_COMMANDS_COMPLETED_LO = \port$13522$0 [31:0];
+  assign r_COMMANDS_COMPLETED_HI = \port$13522$0 [63:32];
+  assign r_ERRORS_LO = \port$13524$0 [31:0];
+  assign r_ERRORS_HI = \port$13524$0 [63:32];
+  assign r_CYCLES_LO = \port$13526$0 [31:0];
+  assign r_CYCLES_HI = \port$13526$0 [63:32];
+  assign set_IRQ_STATUS = { 30'h00000000, \port$13458$0 , \port$135$0  };
   assign err_set[2] = w_refused;
   assign err_set[1] = w_read_only;
   assign err_set[0] = \$452 ;
@@ -11878,38 +11878,38 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign { \$1334 [31:9], \$1334 [7:0] } = 31'h00000000;
   assign \$1334 [8] = rsel_P_WORD_WRITES;
   assign \$1338 [31:4] = 28'h0000000;
-  assign \$1338 [3:0] = { \port$143$0 , \port$13434$0 , \port$13396$0 , \port$142$0  };
+  assign \$1338 [3:0] = { \port$143$0 , \port$13482$0 , \port$13444$0 , \port$142$0  };
   assign \$1350 [31:12] = 20'h00000;
-  assign \$1350 [11:0] = { \port$13438$0 , \port$13436$0  };
+  assign \$1350 [11:0] = { \port$13486$0 , \port$13484$0  };
   assign \$1352  = r_ERR_COMMAND;
-  assign \$1356  = \port$13442$0 [31:0];
-  assign \$1358  = \port$13442$0 [63:32];
+  assign \$1356  = \port$13490$0 [31:0];
+  assign \$1358  = \port$13490$0 [63:32];
   assign \$1375  = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
   assign \$1377  = r_CMD_SUBMITTED;
   assign \$1380  = r_CMD_COMPLETED;
   assign \$1382  = r_CMD_DROPPED;
-  assign \$1387  = \port$13458$0 [31:0];
-  assign \$1389  = \port$13458$0 [63:32];
-  assign \$1392  = \port$13460$0 [31:0];
-  assign \$1394  = \port$13460$0 [63:32];
-  assign \$1398  = \port$13462$0 [31:0];
-  assign \$1400  = \port$13462$0 [63:32];
-  assign \$1403  = \port$13464$0 [31:0];
-  assign \$1405  = \port$13464$0 [63:32];
-  assign \$1411  = \port$13466$0 [31:0];
-  assign \$1413  = \port$13466$0 [63:32];
-  assign \$1416  = \port$13468$0 [31:0];
-  assign \$1418  = \port$13468$0 [63:32];
-  assign \$1422  = \port$13470$0 [31:0];
-  assign \$1424  = \port$13470$0 [63:32];
-  assign \$1427  = \port$13472$0 [31:0];
-  assign \$1429  = \port$13472$0 [63:32];
-  assign \$1434  = \port$13474$0 [31:0];
-  assign \$1436  = \port$13474$0 [63:32];
-  assign \$1439  = \port$13476$0 [31:0];
-  assign \$1441  = \port$13476$0 [63:32];
-  assign \$1445  = \port$13478$0 [31:0];
-  assign \$1447  = \port$13478$0 [63:32];
+  assign \$1387  = \port$13506$0 [31:0];
+  assign \$1389  = \port$13506$0 [63:32];
+  assign \$1392  = \port$13508$0 [31:0];
+  assign \$1394  = \port$13508$0 [63:32];
+  assign \$1398  = \port$13510$0 [31:0];
+  assign \$1400  = \port$13510$0 [63:32];
+  assign \$1403  = \port$13512$0 [31:0];
+  assign \$1405  = \port$13512$0 [63:32];
+  assign \$1411  = \port$13514$0 [31:0];
+  assign \$1413  = \port$13514$0 [63:32];
+  assign \$1416  = \port$13516$0 [31:0];
+  assign \$1418  = \port$13516$0 [63:32];
+  assign \$1422  = \port$13518$0 [31:0];
+  assign \$1424  = \port$13518$0 [63:32];
+  assign \$1427  = \port$13520$0 [31:0];
+  assign \$1429  = \port$13520$0 [63:32];
+  assign \$1434  = \port$13522$0 [31:0];
+  assign \$1436  = \port$13522$0 [63:32];
+  assign \$1439  = \port$13524$0 [31:0];
+  assign \$1441  = \port$13524$0 [63:32];
+  assign \$1445  = \port$13526$0 [31:0];
+  assign \$1447  = \port$13526$0 [63:32];
   assign \$1712  = bus__awaddr;
   assign \$1713  = bus__araddr;
   assign \$1716 [31:2] = 30'h00000000;
@@ -23078,11 +23078,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(req_set),
     .req_tag(req_tag),
     .req_valid(req_valid),
-    .resp_hit(resp_hit),
+    .\resp_hit$46 (resp_hit),
     .resp_id(resp_id),
-    .resp_way(resp_way),
-    .rst(rst),
-    .s1_valid(resp_valid)
+    .resp_valid(resp_valid),
+    .\resp_way$47 (resp_way),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank1  bank1 (
     .clk(clk),
@@ -23097,11 +23097,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$418 ),
     .req_tag(\req_tag$419 ),
     .req_valid(\req_valid$417 ),
-    .resp_hit(\resp_hit$985 ),
+    .\resp_hit$46 (\resp_hit$985 ),
     .resp_id(\resp_id$847 ),
-    .resp_way(\resp_way$1001 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$831 )
+    .resp_valid(\resp_valid$831 ),
+    .\resp_way$47 (\resp_way$1001 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank10  bank10 (
     .clk(clk),
@@ -23116,11 +23116,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$670 ),
     .req_tag(\req_tag$671 ),
     .req_valid(\req_valid$669 ),
-    .resp_hit(\resp_hit$994 ),
+    .\resp_hit$46 (\resp_hit$994 ),
     .resp_id(\resp_id$856 ),
-    .resp_way(\resp_way$1010 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$840 )
+    .resp_valid(\resp_valid$840 ),
+    .\resp_way$47 (\resp_way$1010 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank11  bank11 (
     .clk(clk),
@@ -23135,11 +23135,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$698 ),
     .req_tag(\req_tag$699 ),
     .req_valid(\req_valid$697 ),
-    .resp_hit(\resp_hit$995 ),
+    .\resp_hit$46 (\resp_hit$995 ),
     .resp_id(\resp_id$857 ),
-    .resp_way(\resp_way$1011 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$841 )
+    .resp_valid(\resp_valid$841 ),
+    .\resp_way$47 (\resp_way$1011 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank12  bank12 (
     .clk(clk),
@@ -23154,11 +23154,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$726 ),
     .req_tag(\req_tag$727 ),
     .req_valid(\req_valid$725 ),
-    .resp_hit(\resp_hit$996 ),
+    .\resp_hit$46 (\resp_hit$996 ),
     .resp_id(\resp_id$858 ),
-    .resp_way(\resp_way$1012 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$842 )
+    .resp_valid(\resp_valid$842 ),
+    .\resp_way$47 (\resp_way$1012 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank13  bank13 (
     .clk(clk),
@@ -23173,11 +23173,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$754 ),
     .req_tag(\req_tag$755 ),
     .req_valid(\req_valid$753 ),
-    .resp_hit(\resp_hit$997 ),
+    .\resp_hit$46 (\resp_hit$997 ),
     .resp_id(\resp_id$859 ),
-    .resp_way(\resp_way$1013 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$843 )
+    .resp_valid(\resp_valid$843 ),
+    .\resp_way$47 (\resp_way$1013 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank14  bank14 (
     .clk(clk),
@@ -23192,11 +23192,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$782 ),
     .req_tag(\req_tag$783 ),
     .req_valid(\req_valid$781 ),
-    .resp_hit(\resp_hit$998 ),
+    .\resp_hit$46 (\resp_hit$998 ),
     .resp_id(\resp_id$860 ),
-    .resp_way(\resp_way$1014 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$844 )
+    .resp_valid(\resp_valid$844 ),
+    .\resp_way$47 (\resp_way$1014 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank15  bank15 (
     .clk(clk),
@@ -23211,11 +23211,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$810 ),
     .req_tag(\req_tag$811 ),
     .req_valid(\req_valid$809 ),
-    .resp_hit(\resp_hit$999 ),
+    .\resp_hit$46 (\resp_hit$999 ),
     .resp_id(\resp_id$861 ),
-    .resp_way(\resp_way$1015 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$845 )
+    .resp_valid(\resp_valid$845 ),
+    .\resp_way$47 (\resp_way$1015 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank2  bank2 (
     .clk(clk),
@@ -23230,11 +23230,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$446 ),
     .req_tag(\req_tag$447 ),
     .req_valid(\req_valid$445 ),
-    .resp_hit(\resp_hit$986 ),
+    .\resp_hit$46 (\resp_hit$986 ),
     .resp_id(\resp_id$848 ),
-    .resp_way(\resp_way$1002 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$832 )
+    .resp_valid(\resp_valid$832 ),
+    .\resp_way$47 (\resp_way$1002 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank3  bank3 (
     .clk(clk),
@@ -23249,11 +23249,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$474 ),
     .req_tag(\req_tag$475 ),
     .req_valid(\req_valid$473 ),
-    .resp_hit(\resp_hit$987 ),
+    .\resp_hit$46 (\resp_hit$987 ),
     .resp_id(\resp_id$849 ),
-    .resp_way(\resp_way$1003 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$833 )
+    .resp_valid(\resp_valid$833 ),
+    .\resp_way$47 (\resp_way$1003 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank4  bank4 (
     .clk(clk),
@@ -23268,11 +23268,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$502 ),
     .req_tag(\req_tag$503 ),
     .req_valid(\req_valid$501 ),
-    .resp_hit(\resp_hit$988 ),
+    .\resp_hit$46 (\resp_hit$988 ),
     .resp_id(\resp_id$850 ),
-    .resp_way(\resp_way$1004 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$834 )
+    .resp_valid(\resp_valid$834 ),
+    .\resp_way$47 (\resp_way$1004 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank5  bank5 (
     .clk(clk),
@@ -23287,11 +23287,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$530 ),
     .req_tag(\req_tag$531 ),
     .req_valid(\req_valid$529 ),
-    .resp_hit(\resp_hit$989 ),
+    .\resp_hit$46 (\resp_hit$989 ),
     .resp_id(\resp_id$851 ),
-    .resp_way(\resp_way$1005 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$835 )
+    .resp_valid(\resp_valid$835 ),
+    .\resp_way$47 (\resp_way$1005 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank6  bank6 (
     .clk(clk),
@@ -23306,11 +23306,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$558 ),
     .req_tag(\req_tag$559 ),
     .req_valid(\req_valid$557 ),
-    .resp_hit(\resp_hit$990 ),
+    .\resp_hit$46 (\resp_hit$990 ),
     .resp_id(\resp_id$852 ),
-    .resp_way(\resp_way$1006 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$836 )
+    .resp_valid(\resp_valid$836 ),
+    .\resp_way$47 (\resp_way$1006 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank7  bank7 (
     .clk(clk),
@@ -23325,11 +23325,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$586 ),
     .req_tag(\req_tag$587 ),
     .req_valid(\req_valid$585 ),
-    .resp_hit(\resp_hit$991 ),
+    .\resp_hit$46 (\resp_hit$991 ),
     .resp_id(\resp_id$853 ),
-    .resp_way(\resp_way$1007 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$837 )
+    .resp_valid(\resp_valid$837 ),
+    .\resp_way$47 (\resp_way$1007 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank8  bank8 (
     .clk(clk),
@@ -23344,11 +23344,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$614 ),
     .req_tag(\req_tag$615 ),
     .req_valid(\req_valid$613 ),
-    .resp_hit(\resp_hit$992 ),
+    .\resp_hit$46 (\resp_hit$992 ),
     .resp_id(\resp_id$854 ),
-    .resp_way(\resp_way$1008 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$838 )
+    .resp_valid(\resp_valid$838 ),
+    .\resp_way$47 (\resp_way$1008 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.bank9  bank9 (
     .clk(clk),
@@ -23363,11 +23363,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
     .req_set(\req_set$642 ),
     .req_tag(\req_tag$643 ),
     .req_valid(\req_valid$641 ),
-    .resp_hit(\resp_hit$993 ),
+    .\resp_hit$46 (\resp_hit$993 ),
     .resp_id(\resp_id$855 ),
-    .resp_way(\resp_way$1009 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$839 )
+    .resp_valid(\resp_valid$839 ),
+    .\resp_way$47 (\resp_way$1009 ),
+    .rst(rst)
   );
   \hotline_accelerator.engine.hash  hash (
     .advance(i__ready),
@@ -30003,10 +30003,11 @@ module \hotline_accelerator.engine (rst, lookups__valid, head_done, results__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -30018,40 +30019,40 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -30065,18 +30066,47 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -30160,23 +30190,40 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -30276,86 +30323,105 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -30407,74 +30473,74 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -30483,7 +30549,7 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -30491,38 +30557,92 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -30555,6 +30675,38 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -30587,25 +30739,26 @@ module \hotline_accelerator.engine.bank0 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -30617,40 +30770,40 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -30664,18 +30817,47 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -30759,23 +30941,40 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -30875,86 +31074,105 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -31006,74 +31224,74 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -31082,7 +31300,7 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -31090,38 +31308,92 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -31154,6 +31426,38 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -31186,25 +31490,26 @@ module \hotline_accelerator.engine.bank1 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -31216,40 +31521,40 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -31263,18 +31568,47 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -31358,23 +31692,40 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -31474,86 +31825,105 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -31605,74 +31975,74 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -31681,7 +32051,7 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -31689,38 +32059,92 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -31753,6 +32177,38 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -31785,25 +32241,26 @@ module \hotline_accelerator.engine.bank10 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -31815,40 +32272,40 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -31862,18 +32319,47 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -31957,23 +32443,40 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -32073,86 +32576,105 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -32204,74 +32726,74 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -32280,7 +32802,7 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -32288,38 +32810,92 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -32352,6 +32928,38 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -32384,25 +32992,26 @@ module \hotline_accelerator.engine.bank11 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -32414,40 +33023,40 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -32461,18 +33070,47 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -32556,23 +33194,40 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -32672,86 +33327,105 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -32803,74 +33477,74 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -32879,7 +33553,7 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -32887,38 +33561,92 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -32951,6 +33679,38 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -32983,25 +33743,26 @@ module \hotline_accelerator.engine.bank12 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -33013,40 +33774,40 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -33060,18 +33821,47 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -33155,23 +33945,40 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -33271,86 +34078,105 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -33402,74 +34228,74 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -33478,7 +34304,7 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -33486,38 +34312,92 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -33550,6 +34430,38 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -33582,25 +34494,26 @@ module \hotline_accelerator.engine.bank13 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -33612,40 +34525,40 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -33659,18 +34572,47 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -33754,23 +34696,40 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -33870,86 +34829,105 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -34001,74 +34979,74 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -34077,7 +35055,7 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -34085,38 +35063,92 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -34149,6 +35181,38 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -34181,25 +35245,26 @@ module \hotline_accelerator.engine.bank14 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -34211,40 +35276,40 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -34258,18 +35323,47 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -34353,23 +35447,40 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -34469,86 +35580,105 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -34600,74 +35730,74 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -34676,7 +35806,7 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -34684,38 +35814,92 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -34748,6 +35932,38 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -34780,25 +35996,26 @@ module \hotline_accelerator.engine.bank15 (rst, req_valid, req_set, req_tag, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -34810,40 +36027,40 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -34857,18 +36074,47 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -34952,23 +36198,40 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -35068,86 +36331,105 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -35199,74 +36481,74 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -35275,7 +36557,7 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -35283,38 +36565,92 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -35347,6 +36683,38 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -35379,25 +36747,26 @@ module \hotline_accelerator.engine.bank2 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -35409,40 +36778,40 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -35456,18 +36825,47 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -35551,23 +36949,40 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -35667,86 +37082,105 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -35798,74 +37232,74 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -35874,7 +37308,7 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -35882,38 +37316,92 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -35946,6 +37434,38 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -35978,25 +37498,26 @@ module \hotline_accelerator.engine.bank3 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -36008,40 +37529,40 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -36055,18 +37576,47 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -36150,23 +37700,40 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -36266,86 +37833,105 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -36397,74 +37983,74 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -36473,7 +38059,7 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -36481,38 +38067,92 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -36545,6 +38185,38 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -36577,25 +38249,26 @@ module \hotline_accelerator.engine.bank4 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -36607,40 +38280,40 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -36654,18 +38327,47 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -36749,23 +38451,40 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -36865,86 +38584,105 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     hit_way = 2'h0;
@@ -36996,74 +38734,74 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -37072,7 +38810,7 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -37080,38 +38818,92 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -37144,6 +38936,38 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -37176,25 +39000,26 @@ module \hotline_accelerator.engine.bank5 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -37206,40 +39031,40 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -37253,18 +39078,47 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -37348,23 +39202,40 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -37464,86 +39335,105 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     hit_way = 2'h0;
@@ -37595,74 +39485,74 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -37671,7 +39561,7 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -37679,38 +39569,92 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -37743,6 +39687,38 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -37775,25 +39751,26 @@ module \hotline_accelerator.engine.bank6 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -37805,40 +39782,40 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -37852,18 +39829,47 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -37947,23 +39953,40 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -38063,86 +40086,105 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     hit_way = 2'h0;
@@ -38194,74 +40236,74 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -38270,7 +40312,7 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -38278,38 +40320,92 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -38342,6 +40438,38 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -38374,25 +40502,26 @@ module \hotline_accelerator.engine.bank7 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -38404,40 +40533,40 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -38451,18 +40580,47 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -38546,23 +40704,40 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -38662,86 +40837,105 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     hit_way = 2'h0;
@@ -38793,74 +40987,74 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -38869,7 +41063,7 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -38877,38 +41071,92 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -38941,6 +41189,38 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -38973,25 +41253,26 @@ module \hotline_accelerator.engine.bank8 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, clk);
+module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_id, read_data, popular_max_rrpv, learn, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -39003,40 +41284,40 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -39050,18 +41331,47 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -39145,23 +41455,40 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -39261,86 +41588,105 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     hit_way = 2'h0;
@@ -39392,74 +41738,74 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -39468,7 +41814,7 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -39476,38 +41822,92 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -39540,6 +41940,38 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -39572,18 +42004,18 @@ module \hotline_accelerator.engine.bank9 (rst, req_valid, req_set, req_tag, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -40570,7 +43002,7 @@ module \hotline_accelerator.engine.hash (rst, o__ready, i__valid, advance, busy,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$13430$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$13478$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
@@ -40721,8 +43153,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   wire [9:0] level;
   wire [1:0] mask;
   reg [63:0] next_addr = 64'h0000000000000000;
-  input [95:0] \port$13430$5 ;
-  wire [95:0] \port$13430$5 ;
+  input [95:0] \port$13478$5 ;
+  wire [95:0] \port$13478$5 ;
   wire [33:0] pos0;
   wire [33:0] pos1;
   wire [128:0] r_data;
@@ -40766,9 +43198,9 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign r_en = \$36  & \$37 ;
   assign \$38  = ~ busy;
   assign \$39  = start & \$38 ;
-  assign \$40  = \port$13430$5 [31:0] + \port$13430$5 [35];
+  assign \$40  = \port$13478$5 [31:0] + \port$13478$5 [35];
   assign \$41  = \$40  + 1'h1;
-  assign \$43  = \port$13430$5 [31:0] + \port$13430$5 [35];
+  assign \$43  = \port$13478$5 [31:0] + \port$13478$5 [35];
   assign \$44  = \$43  + 1'h1;
   assign \$46  = axi__arvalid & axi__arready;
   assign \$47  = ~ axi__arvalid;
@@ -40838,7 +43270,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   \hotline_accelerator.list_reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$11125$0 (\$15 ),
+    .\port$11173$0 (\$15 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -40872,7 +43304,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$72  = next_addr;
     if (\$39 ) begin
-      \$72  = { \port$13430$5 [95:36], 4'h0 };
+      \$72  = { \port$13478$5 [95:36], 4'h0 };
     end
     if (\$53 ) begin
       \$72  = \$56 [63:0];
@@ -40885,7 +43317,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$73  = rx_addr;
     if (\$39 ) begin
-      \$73  = { \port$13430$5 [95:36], 4'h0 };
+      \$73  = { \port$13478$5 [95:36], 4'h0 };
     end
     if (\$62 ) begin
       \$73  = \$63 [63:0];
@@ -40942,7 +43374,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$77  = first_word;
     if (\$39 ) begin
-      \$77  = \port$13430$5 [35];
+      \$77  = \port$13478$5 [35];
     end
     if (rst) begin
       \$77  = 1'h0;
@@ -40952,7 +43384,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$78  = total_words;
     if (\$39 ) begin
-      \$78  = { 1'h0, \port$13430$5 [31:0] };
+      \$78  = { 1'h0, \port$13478$5 [31:0] };
     end
     if (rst) begin
       \$78  = 33'h000000000;
@@ -41061,8 +43493,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$13430$5 [95:32];
-  assign count = \port$13430$5 [31:0];
+  assign addr = \port$13478$5 [95:32];
+  assign count = \port$13478$5 [31:0];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -41083,7 +43515,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11125$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
+module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11173$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41127,8 +43559,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11125$0 , r_
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$11125$0 ;
-  wire \port$11125$0 ;
+  input \port$11173$0 ;
+  wire \port$11173$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -41668,7 +44100,7 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11125$0 , r_
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11125$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$11173$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -41767,8 +44199,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$11125$0 , r_
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11125$0 , \port$0$95  };
-  assign w_data = { \port$11125$0 , \port$0$95  };
+  assign w_port__data = { \port$11173$0 , \port$0$95  };
+  assign w_data = { \port$11173$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -45579,8 +48011,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   \hotline_accelerator.row_mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$257 ),
-    .\port$13168$0 (slot_rd__data),
-    .\port$14751$0 (rd_last),
+    .\port$13216$0 (slot_rd__data),
+    .\port$15055$0 (rd_last),
     .r_data(\r_data$267 ),
     .r_en(\r_en$270 ),
     .r_rdy(r_rdy),
@@ -45589,8 +48021,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   );
   \hotline_accelerator.row_mover.wpend  wpend (
     .clk(clk),
-    .\port$14745$0 (aw_slot),
-    .\port$14747$0 (aw_beats),
+    .\port$15049$0 (aw_slot),
+    .\port$15051$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$258 ),
@@ -49415,7 +51847,7 @@ module \hotline_accelerator.row_mover.ready_q (rst, r_en, r_rdy, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.w_fifo (rst, \port$13168$0 , r_rdy, r_data, r_en, w_en, \port$14751$0 , level, clk);
+module \hotline_accelerator.row_mover.w_fifo (rst, \port$13216$0 , r_rdy, r_data, r_en, w_en, \port$15055$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49440,10 +51872,10 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13168$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [127:0] \port$13168$0 ;
-  wire [127:0] \port$13168$0 ;
-  input \port$14751$0 ;
-  wire \port$14751$0 ;
+  input [127:0] \port$13216$0 ;
+  wire [127:0] \port$13216$0 ;
+  input \port$15055$0 ;
+  wire \port$15055$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -49476,7 +51908,7 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13168$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14751$0 , \port$13168$0  };
+      storage[w_port__addr] <= { \port$15055$0 , \port$13216$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -49538,14 +51970,14 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$13168$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14751$0 , \port$13168$0  };
-  assign w_data = { \port$14751$0 , \port$13168$0  };
+  assign w_port__data = { \port$15055$0 , \port$13216$0  };
+  assign w_data = { \port$15055$0 , \port$13216$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$14745$0 , \port$14747$0 , clk);
+module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$15049$0 , \port$15051$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49569,10 +52001,10 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$14745$0 ;
-  wire [6:0] \port$14745$0 ;
-  input [3:0] \port$14747$0 ;
-  wire [3:0] \port$14747$0 ;
+  input [6:0] \port$15049$0 ;
+  wire [6:0] \port$15049$0 ;
+  input [3:0] \port$15051$0 ;
+  wire [3:0] \port$15051$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -49729,7 +52161,7 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$14747$0 , \port$14745$0  };
+      storage[w_port__addr] <= { \port$15051$0 , \port$15049$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -49791,8 +52223,8 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$14747$0 , \port$14745$0  };
-  assign w_data = { \port$14747$0 , \port$14745$0  };
+  assign w_port__data = { \port$15051$0 , \port$15049$0  };
+  assign w_data = { \port$15051$0 , \port$15049$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -11901,11 +11901,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(req_set),
     .req_tag(req_tag),
     .req_valid(req_valid),
-    .resp_hit(resp_hit),
+    .\resp_hit$46 (resp_hit),
     .resp_id(resp_id),
-    .resp_way(resp_way),
-    .rst(rst),
-    .s1_valid(resp_valid)
+    .resp_valid(resp_valid),
+    .\resp_way$47 (resp_way),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank1  bank1 (
     .clk(clk),
@@ -11920,11 +11920,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$418 ),
     .req_tag(\req_tag$419 ),
     .req_valid(\req_valid$417 ),
-    .resp_hit(\resp_hit$985 ),
+    .\resp_hit$46 (\resp_hit$985 ),
     .resp_id(\resp_id$847 ),
-    .resp_way(\resp_way$1001 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$831 )
+    .resp_valid(\resp_valid$831 ),
+    .\resp_way$47 (\resp_way$1001 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank10  bank10 (
     .clk(clk),
@@ -11939,11 +11939,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$670 ),
     .req_tag(\req_tag$671 ),
     .req_valid(\req_valid$669 ),
-    .resp_hit(\resp_hit$994 ),
+    .\resp_hit$46 (\resp_hit$994 ),
     .resp_id(\resp_id$856 ),
-    .resp_way(\resp_way$1010 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$840 )
+    .resp_valid(\resp_valid$840 ),
+    .\resp_way$47 (\resp_way$1010 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank11  bank11 (
     .clk(clk),
@@ -11958,11 +11958,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$698 ),
     .req_tag(\req_tag$699 ),
     .req_valid(\req_valid$697 ),
-    .resp_hit(\resp_hit$995 ),
+    .\resp_hit$46 (\resp_hit$995 ),
     .resp_id(\resp_id$857 ),
-    .resp_way(\resp_way$1011 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$841 )
+    .resp_valid(\resp_valid$841 ),
+    .\resp_way$47 (\resp_way$1011 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank12  bank12 (
     .clk(clk),
@@ -11977,11 +11977,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$726 ),
     .req_tag(\req_tag$727 ),
     .req_valid(\req_valid$725 ),
-    .resp_hit(\resp_hit$996 ),
+    .\resp_hit$46 (\resp_hit$996 ),
     .resp_id(\resp_id$858 ),
-    .resp_way(\resp_way$1012 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$842 )
+    .resp_valid(\resp_valid$842 ),
+    .\resp_way$47 (\resp_way$1012 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank13  bank13 (
     .clk(clk),
@@ -11996,11 +11996,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$754 ),
     .req_tag(\req_tag$755 ),
     .req_valid(\req_valid$753 ),
-    .resp_hit(\resp_hit$997 ),
+    .\resp_hit$46 (\resp_hit$997 ),
     .resp_id(\resp_id$859 ),
-    .resp_way(\resp_way$1013 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$843 )
+    .resp_valid(\resp_valid$843 ),
+    .\resp_way$47 (\resp_way$1013 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank14  bank14 (
     .clk(clk),
@@ -12015,11 +12015,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$782 ),
     .req_tag(\req_tag$783 ),
     .req_valid(\req_valid$781 ),
-    .resp_hit(\resp_hit$998 ),
+    .\resp_hit$46 (\resp_hit$998 ),
     .resp_id(\resp_id$860 ),
-    .resp_way(\resp_way$1014 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$844 )
+    .resp_valid(\resp_valid$844 ),
+    .\resp_way$47 (\resp_way$1014 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank15  bank15 (
     .clk(clk),
@@ -12034,11 +12034,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$810 ),
     .req_tag(\req_tag$811 ),
     .req_valid(\req_valid$809 ),
-    .resp_hit(\resp_hit$999 ),
+    .\resp_hit$46 (\resp_hit$999 ),
     .resp_id(\resp_id$861 ),
-    .resp_way(\resp_way$1015 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$845 )
+    .resp_valid(\resp_valid$845 ),
+    .\resp_way$47 (\resp_way$1015 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank2  bank2 (
     .clk(clk),
@@ -12053,11 +12053,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$446 ),
     .req_tag(\req_tag$447 ),
     .req_valid(\req_valid$445 ),
-    .resp_hit(\resp_hit$986 ),
+    .\resp_hit$46 (\resp_hit$986 ),
     .resp_id(\resp_id$848 ),
-    .resp_way(\resp_way$1002 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$832 )
+    .resp_valid(\resp_valid$832 ),
+    .\resp_way$47 (\resp_way$1002 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank3  bank3 (
     .clk(clk),
@@ -12072,11 +12072,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$474 ),
     .req_tag(\req_tag$475 ),
     .req_valid(\req_valid$473 ),
-    .resp_hit(\resp_hit$987 ),
+    .\resp_hit$46 (\resp_hit$987 ),
     .resp_id(\resp_id$849 ),
-    .resp_way(\resp_way$1003 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$833 )
+    .resp_valid(\resp_valid$833 ),
+    .\resp_way$47 (\resp_way$1003 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank4  bank4 (
     .clk(clk),
@@ -12091,11 +12091,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$502 ),
     .req_tag(\req_tag$503 ),
     .req_valid(\req_valid$501 ),
-    .resp_hit(\resp_hit$988 ),
+    .\resp_hit$46 (\resp_hit$988 ),
     .resp_id(\resp_id$850 ),
-    .resp_way(\resp_way$1004 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$834 )
+    .resp_valid(\resp_valid$834 ),
+    .\resp_way$47 (\resp_way$1004 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank5  bank5 (
     .clk(clk),
@@ -12110,11 +12110,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$530 ),
     .req_tag(\req_tag$531 ),
     .req_valid(\req_valid$529 ),
-    .resp_hit(\resp_hit$989 ),
+    .\resp_hit$46 (\resp_hit$989 ),
     .resp_id(\resp_id$851 ),
-    .resp_way(\resp_way$1005 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$835 )
+    .resp_valid(\resp_valid$835 ),
+    .\resp_way$47 (\resp_way$1005 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank6  bank6 (
     .clk(clk),
@@ -12129,11 +12129,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$558 ),
     .req_tag(\req_tag$559 ),
     .req_valid(\req_valid$557 ),
-    .resp_hit(\resp_hit$990 ),
+    .\resp_hit$46 (\resp_hit$990 ),
     .resp_id(\resp_id$852 ),
-    .resp_way(\resp_way$1006 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$836 )
+    .resp_valid(\resp_valid$836 ),
+    .\resp_way$47 (\resp_way$1006 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank7  bank7 (
     .clk(clk),
@@ -12148,11 +12148,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$586 ),
     .req_tag(\req_tag$587 ),
     .req_valid(\req_valid$585 ),
-    .resp_hit(\resp_hit$991 ),
+    .\resp_hit$46 (\resp_hit$991 ),
     .resp_id(\resp_id$853 ),
-    .resp_way(\resp_way$1007 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$837 )
+    .resp_valid(\resp_valid$837 ),
+    .\resp_way$47 (\resp_way$1007 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank8  bank8 (
     .clk(clk),
@@ -12167,11 +12167,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$614 ),
     .req_tag(\req_tag$615 ),
     .req_valid(\req_valid$613 ),
-    .resp_hit(\resp_hit$992 ),
+    .\resp_hit$46 (\resp_hit$992 ),
     .resp_id(\resp_id$854 ),
-    .resp_way(\resp_way$1008 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$838 )
+    .resp_valid(\resp_valid$838 ),
+    .\resp_way$47 (\resp_way$1008 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.bank9  bank9 (
     .clk(clk),
@@ -12186,11 +12186,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .req_set(\req_set$642 ),
     .req_tag(\req_tag$643 ),
     .req_valid(\req_valid$641 ),
-    .resp_hit(\resp_hit$993 ),
+    .\resp_hit$46 (\resp_hit$993 ),
     .resp_id(\resp_id$855 ),
-    .resp_way(\resp_way$1009 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$839 )
+    .resp_valid(\resp_valid$839 ),
+    .\resp_way$47 (\resp_way$1009 ),
+    .rst(rst)
   );
   \hotline_fragment_chain.engine.hash  hash (
     .advance(i__ready),
@@ -18826,10 +18826,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -18841,40 +18842,40 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -18888,18 +18889,47 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -18983,23 +19013,40 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -19099,86 +19146,105 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     hit_way = 2'h0;
@@ -19230,74 +19296,74 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -19306,7 +19372,7 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -19314,38 +19380,92 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -19378,6 +19498,38 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -19410,25 +19562,26 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -19440,40 +19593,40 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -19487,18 +19640,47 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -19582,23 +19764,40 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -19698,86 +19897,105 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     hit_way = 2'h0;
@@ -19829,74 +20047,74 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -19905,7 +20123,7 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -19913,38 +20131,92 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -19977,6 +20249,38 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -20009,25 +20313,26 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -20039,40 +20344,40 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -20086,18 +20391,47 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -20181,23 +20515,40 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -20297,86 +20648,105 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     hit_way = 2'h0;
@@ -20428,74 +20798,74 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -20504,7 +20874,7 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -20512,38 +20882,92 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -20576,6 +21000,38 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -20608,25 +21064,26 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -20638,40 +21095,40 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -20685,18 +21142,47 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -20780,23 +21266,40 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -20896,86 +21399,105 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     hit_way = 2'h0;
@@ -21027,74 +21549,74 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -21103,7 +21625,7 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -21111,38 +21633,92 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -21175,6 +21751,38 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -21207,25 +21815,26 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -21237,40 +21846,40 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -21284,18 +21893,47 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -21379,23 +22017,40 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -21495,86 +22150,105 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     hit_way = 2'h0;
@@ -21626,74 +22300,74 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -21702,7 +22376,7 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -21710,38 +22384,92 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -21774,6 +22502,38 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -21806,25 +22566,26 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -21836,40 +22597,40 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -21883,18 +22644,47 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -21978,23 +22768,40 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -22094,86 +22901,105 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -22225,74 +23051,74 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -22301,7 +23127,7 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -22309,38 +23135,92 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -22373,6 +23253,38 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -22405,25 +23317,26 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -22435,40 +23348,40 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -22482,18 +23395,47 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -22577,23 +23519,40 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -22693,86 +23652,105 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -22824,74 +23802,74 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -22900,7 +23878,7 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -22908,38 +23886,92 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -22972,6 +24004,38 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -23004,25 +24068,26 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -23034,40 +24099,40 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -23081,18 +24146,47 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -23176,23 +24270,40 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -23292,86 +24403,105 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -23423,74 +24553,74 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -23499,7 +24629,7 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -23507,38 +24637,92 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -23571,6 +24755,38 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -23603,25 +24819,26 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, req_va
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -23633,40 +24850,40 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -23680,18 +24897,47 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -23775,23 +25021,40 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -23891,86 +25154,105 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -24022,74 +25304,74 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -24098,7 +25380,7 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -24106,38 +25388,92 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -24170,6 +25506,38 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -24202,25 +25570,26 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -24232,40 +25601,40 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -24279,18 +25648,47 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -24374,23 +25772,40 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -24490,86 +25905,105 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -24621,74 +26055,74 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -24697,7 +26131,7 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -24705,38 +26139,92 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -24769,6 +26257,38 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -24801,25 +26321,26 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -24831,40 +26352,40 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -24878,18 +26399,47 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -24973,23 +26523,40 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -25089,86 +26656,105 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -25220,74 +26806,74 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -25296,7 +26882,7 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -25304,38 +26890,92 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -25368,6 +27008,38 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -25400,25 +27072,26 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -25430,40 +27103,40 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -25477,18 +27150,47 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -25572,23 +27274,40 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -25688,86 +27407,105 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -25819,74 +27557,74 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -25895,7 +27633,7 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -25903,38 +27641,92 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -25967,6 +27759,38 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -25999,25 +27823,26 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -26029,40 +27854,40 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -26076,18 +27901,47 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -26171,23 +28025,40 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -26287,86 +28158,105 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -26418,74 +28308,74 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -26494,7 +28384,7 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -26502,38 +28392,92 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -26566,6 +28510,38 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -26598,25 +28574,26 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -26628,40 +28605,40 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -26675,18 +28652,47 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -26770,23 +28776,40 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -26886,86 +28909,105 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -27017,74 +29059,74 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -27093,7 +29135,7 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -27101,38 +29143,92 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -27165,6 +29261,38 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -27197,25 +29325,26 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -27227,40 +29356,40 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -27274,18 +29403,47 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -27369,23 +29527,40 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -27485,86 +29660,105 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -27616,74 +29810,74 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -27692,7 +29886,7 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -27700,38 +29894,92 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -27764,6 +30012,38 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -27796,25 +30076,26 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -27826,40 +30107,40 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -27873,18 +30154,47 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -27968,23 +30278,40 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -28084,86 +30411,105 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -28215,74 +30561,74 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -28291,7 +30637,7 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -28299,38 +30645,92 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -28363,6 +30763,38 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -28395,18 +30827,18 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, req_val
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -35416,14 +37848,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     .last(last),
     .n_tables(n_tables),
     .popular(popular),
-    .\port$23878$116 (head[116]),
-    .\port$23878$159 (head[159]),
-    .\port$23878$30 (head[30]),
-    .\port$23878$73 (head[73]),
-    .\port$8410$0 (rem0),
-    .\port$8415$0 (rem1),
-    .\port$8427$0 (rem2),
-    .\port$8441$0 (rem3),
+    .\port$24182$116 (head[116]),
+    .\port$24182$159 (head[159]),
+    .\port$24182$30 (head[30]),
+    .\port$24182$73 (head[73]),
+    .\port$8458$0 (rem0),
+    .\port$8463$0 (rem1),
+    .\port$8475$0 (rem2),
+    .\port$8489$0 (rem3),
     .pos_in(pos_in),
     .pos_out0(pos_out0),
     .pos_out1(pos_out1),
@@ -38583,7 +41015,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.classify (\port$8415$0 , \port$8427$0 , \port$8441$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$23878$30 , \port$23878$73 , \port$23878$116 , \port$23878$159 , last, popular, \port$8410$0 
+module \hotline_fragment_chain.fragmenter.classify (\port$8463$0 , \port$8475$0 , \port$8489$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$24182$30 , \port$24182$73 , \port$24182$116 , \port$24182$159 , last, popular, \port$8458$0 
 );
   wire [6:0] \$1 ;
   wire [5:0] \$10 ;
@@ -38662,22 +41094,22 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8415$0 , \port$8427$0 
   wire [5:0] n_tables;
   output [3:0] popular;
   wire [3:0] popular;
-  input \port$23878$116 ;
-  wire \port$23878$116 ;
-  input \port$23878$159 ;
-  wire \port$23878$159 ;
-  input \port$23878$30 ;
-  wire \port$23878$30 ;
-  input \port$23878$73 ;
-  wire \port$23878$73 ;
-  input \port$8410$0 ;
-  wire \port$8410$0 ;
-  input \port$8415$0 ;
-  wire \port$8415$0 ;
-  input \port$8427$0 ;
-  wire \port$8427$0 ;
-  input \port$8441$0 ;
-  wire \port$8441$0 ;
+  input \port$24182$116 ;
+  wire \port$24182$116 ;
+  input \port$24182$159 ;
+  wire \port$24182$159 ;
+  input \port$24182$30 ;
+  wire \port$24182$30 ;
+  input \port$24182$73 ;
+  wire \port$24182$73 ;
+  input \port$8458$0 ;
+  wire \port$8458$0 ;
+  input \port$8463$0 ;
+  wire \port$8463$0 ;
+  input \port$8475$0 ;
+  wire \port$8475$0 ;
+  input \port$8489$0 ;
+  wire \port$8489$0 ;
   input [4:0] pos_in;
   wire [4:0] pos_in;
   output [4:0] pos_out0;
@@ -38690,71 +41122,71 @@ module \hotline_fragment_chain.fragmenter.classify (\port$8415$0 , \port$8427$0 
   wire [4:0] pos_out3;
   wire [3:0] valid;
   assign \$38  = \$27 [4:0] == \$37 ;
-  assign \$39  = \port$8427$0  & \$38 ;
+  assign \$39  = \port$8475$0  & \$38 ;
   assign \$40  = \$27 [4:0] + 1'h1;
   assign \$41  = \$39  ? 6'h00 : \$40 ;
-  assign \$42  = \port$8427$0  ? \$41  : { 1'h0, \$27 [4:0] };
+  assign \$42  = \port$8475$0  ? \$41  : { 1'h0, \$27 [4:0] };
   assign \$43  = ! \$27 [4:0];
   assign \$44  = \$43  | acc_out1;
-  assign \$45  = \port$23878$116  & \$44 ;
-  assign acc_out2 = \port$8427$0  ? \$45  : acc_out1;
+  assign \$45  = \port$24182$116  & \$44 ;
+  assign acc_out2 = \port$8475$0  ? \$45  : acc_out1;
   assign \$46  = n_tables - 1'h1;
   assign \$47  = \$42 [4:0] == \$46 ;
-  assign \$48  = \port$8441$0  & \$47 ;
+  assign \$48  = \port$8489$0  & \$47 ;
   assign \$49  = ! \$42 [4:0];
   assign \$50  = \$49  | acc_out2;
-  assign \$51  = \port$23878$159  & \$50 ;
+  assign \$51  = \port$24182$159  & \$50 ;
   assign \$52  = n_tables - 1'h1;
   assign \$53  = \$42 [4:0] == \$52 ;
-  assign \$54  = \port$8441$0  & \$53 ;
+  assign \$54  = \port$8489$0  & \$53 ;
   assign \$55  = \$42 [4:0] + 1'h1;
   assign \$56  = \$54  ? 6'h00 : \$55 ;
-  assign \$57  = \port$8441$0  ? \$56  : { 1'h0, \$42 [4:0] };
+  assign \$57  = \port$8489$0  ? \$56  : { 1'h0, \$42 [4:0] };
   assign \$58  = ! \$42 [4:0];
   assign \$59  = \$58  | acc_out2;
-  assign \$60  = \port$23878$159  & \$59 ;
-  assign acc_out3 = \port$8441$0  ? \$60  : acc_out2;
+  assign \$60  = \port$24182$159  & \$59 ;
+  assign acc_out3 = \port$8489$0  ? \$60  : acc_out2;
   assign \$1  = n_tables - 1'h1;
   assign \$2  = pos_in == \$1 ;
-  assign \$3  = \port$8410$0  & \$2 ;
+  assign \$3  = \port$8458$0  & \$2 ;
   assign \$4  = ! pos_in;
   assign \$5  = \$4  | acc_in;
-  assign \$6  = \port$23878$30  & \$5 ;
+  assign \$6  = \port$24182$30  & \$5 ;
   assign \$7  = n_tables - 1'h1;
   assign \$8  = pos_in == \$7 ;
-  assign \$9  = \port$8410$0  & \$8 ;
+  assign \$9  = \port$8458$0  & \$8 ;
   assign \$10  = pos_in + 1'h1;
   assign \$11  = \$9  ? 6'h00 : \$10 ;
-  assign \$12  = \port$8410$0  ? \$11  : { 1'h0, pos_in };
+  assign \$12  = \port$8458$0  ? \$11  : { 1'h0, pos_in };
   assign \$13  = ! pos_in;
   assign \$14  = \$13  | acc_in;
-  assign \$15  = \port$23878$30  & \$14 ;
-  assign acc_out0 = \port$8410$0  ? \$15  : acc_in;
+  assign \$15  = \port$24182$30  & \$14 ;
+  assign acc_out0 = \port$8458$0  ? \$15  : acc_in;
   assign \$16  = n_tables - 1'h1;
   assign \$17  = \$12 [4:0] == \$16 ;
-  assign \$18  = \port$8415$0  & \$17 ;
+  assign \$18  = \port$8463$0  & \$17 ;
   assign \$19  = ! \$12 [4:0];
   assign \$20  = \$19  | acc_out0;
-  assign \$21  = \port$23878$73  & \$20 ;
+  assign \$21  = \port$24182$73  & \$20 ;
   assign \$22  = n_tables - 1'h1;
   assign \$23  = \$12 [4:0] == \$22 ;
-  assign \$24  = \port$8415$0  & \$23 ;
+  assign \$24  = \port$8463$0  & \$23 ;
   assign \$25  = \$12 [4:0] + 1'h1;
   assign \$26  = \$24  ? 6'h00 : \$25 ;
-  assign \$27  = \port$8415$0  ? \$26  : { 1'h0, \$12 [4:0] };
+  assign \$27  = \port$8463$0  ? \$26  : { 1'h0, \$12 [4:0] };
   assign \$28  = ! \$12 [4:0];
   assign \$29  = \$28  | acc_out0;
-  assign \$30  = \port$23878$73  & \$29 ;
-  assign acc_out1 = \port$8415$0  ? \$30  : acc_out0;
+  assign \$30  = \port$24182$73  & \$29 ;
+  assign acc_out1 = \port$8463$0  ? \$30  : acc_out0;
   assign \$31  = n_tables - 1'h1;
   assign \$32  = \$27 [4:0] == \$31 ;
-  assign \$33  = \port$8427$0  & \$32 ;
+  assign \$33  = \port$8475$0  & \$32 ;
   assign \$34  = ! \$27 [4:0];
   assign \$35  = \$34  | acc_out1;
-  assign \$36  = \port$23878$116  & \$35 ;
+  assign \$36  = \port$24182$116  & \$35 ;
   assign \$37  = n_tables - 1'h1;
-  assign valid = { \port$8441$0 , \port$8427$0 , \port$8415$0 , \port$8410$0  };
-  assign hit = { \port$23878$159 , \port$23878$116 , \port$23878$73 , \port$23878$30  };
+  assign valid = { \port$8489$0 , \port$8475$0 , \port$8463$0 , \port$8458$0  };
+  assign hit = { \port$24182$159 , \port$24182$116 , \port$24182$73 , \port$24182$30  };
   assign pos_out0 = \$12 [4:0];
   assign pos_out1 = \$27 [4:0];
   assign pos_out2 = \$42 [4:0];

@@ -11159,11 +11159,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(req_set),
     .req_tag(req_tag),
     .req_valid(req_valid),
-    .resp_hit(resp_hit),
+    .\resp_hit$46 (resp_hit),
     .resp_id(resp_id),
-    .resp_way(resp_way),
-    .rst(rst),
-    .s1_valid(resp_valid)
+    .resp_valid(resp_valid),
+    .\resp_way$47 (resp_way),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank1  bank1 (
     .clk(clk),
@@ -11178,11 +11178,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$432 ),
     .req_tag(\req_tag$433 ),
     .req_valid(\req_valid$431 ),
-    .resp_hit(\resp_hit$986 ),
+    .\resp_hit$46 (\resp_hit$986 ),
     .resp_id(\resp_id$858 ),
-    .resp_way(\resp_way$1002 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$842 )
+    .resp_valid(\resp_valid$842 ),
+    .\resp_way$47 (\resp_way$1002 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank10  bank10 (
     .clk(clk),
@@ -11197,11 +11197,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$684 ),
     .req_tag(\req_tag$685 ),
     .req_valid(\req_valid$683 ),
-    .resp_hit(\resp_hit$995 ),
+    .\resp_hit$46 (\resp_hit$995 ),
     .resp_id(\resp_id$867 ),
-    .resp_way(\resp_way$1011 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$851 )
+    .resp_valid(\resp_valid$851 ),
+    .\resp_way$47 (\resp_way$1011 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank11  bank11 (
     .clk(clk),
@@ -11216,11 +11216,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$712 ),
     .req_tag(\req_tag$713 ),
     .req_valid(\req_valid$711 ),
-    .resp_hit(\resp_hit$996 ),
+    .\resp_hit$46 (\resp_hit$996 ),
     .resp_id(\resp_id$868 ),
-    .resp_way(\resp_way$1012 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$852 )
+    .resp_valid(\resp_valid$852 ),
+    .\resp_way$47 (\resp_way$1012 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank12  bank12 (
     .clk(clk),
@@ -11235,11 +11235,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$740 ),
     .req_tag(\req_tag$741 ),
     .req_valid(\req_valid$739 ),
-    .resp_hit(\resp_hit$997 ),
+    .\resp_hit$46 (\resp_hit$997 ),
     .resp_id(\resp_id$869 ),
-    .resp_way(\resp_way$1013 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$853 )
+    .resp_valid(\resp_valid$853 ),
+    .\resp_way$47 (\resp_way$1013 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank13  bank13 (
     .clk(clk),
@@ -11254,11 +11254,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$768 ),
     .req_tag(\req_tag$769 ),
     .req_valid(\req_valid$767 ),
-    .resp_hit(\resp_hit$998 ),
+    .\resp_hit$46 (\resp_hit$998 ),
     .resp_id(\resp_id$870 ),
-    .resp_way(\resp_way$1014 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$854 )
+    .resp_valid(\resp_valid$854 ),
+    .\resp_way$47 (\resp_way$1014 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank14  bank14 (
     .clk(clk),
@@ -11273,11 +11273,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$796 ),
     .req_tag(\req_tag$797 ),
     .req_valid(\req_valid$795 ),
-    .resp_hit(\resp_hit$999 ),
+    .\resp_hit$46 (\resp_hit$999 ),
     .resp_id(\resp_id$871 ),
-    .resp_way(\resp_way$1015 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$855 )
+    .resp_valid(\resp_valid$855 ),
+    .\resp_way$47 (\resp_way$1015 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank15  bank15 (
     .clk(clk),
@@ -11292,11 +11292,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$824 ),
     .req_tag(\req_tag$825 ),
     .req_valid(\req_valid$823 ),
-    .resp_hit(\resp_hit$1000 ),
+    .\resp_hit$46 (\resp_hit$1000 ),
     .resp_id(\resp_id$872 ),
-    .resp_way(\resp_way$1016 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$856 )
+    .resp_valid(\resp_valid$856 ),
+    .\resp_way$47 (\resp_way$1016 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank2  bank2 (
     .clk(clk),
@@ -11311,11 +11311,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$460 ),
     .req_tag(\req_tag$461 ),
     .req_valid(\req_valid$459 ),
-    .resp_hit(\resp_hit$987 ),
+    .\resp_hit$46 (\resp_hit$987 ),
     .resp_id(\resp_id$859 ),
-    .resp_way(\resp_way$1003 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$843 )
+    .resp_valid(\resp_valid$843 ),
+    .\resp_way$47 (\resp_way$1003 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank3  bank3 (
     .clk(clk),
@@ -11330,11 +11330,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$488 ),
     .req_tag(\req_tag$489 ),
     .req_valid(\req_valid$487 ),
-    .resp_hit(\resp_hit$988 ),
+    .\resp_hit$46 (\resp_hit$988 ),
     .resp_id(\resp_id$860 ),
-    .resp_way(\resp_way$1004 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$844 )
+    .resp_valid(\resp_valid$844 ),
+    .\resp_way$47 (\resp_way$1004 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank4  bank4 (
     .clk(clk),
@@ -11349,11 +11349,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$516 ),
     .req_tag(\req_tag$517 ),
     .req_valid(\req_valid$515 ),
-    .resp_hit(\resp_hit$989 ),
+    .\resp_hit$46 (\resp_hit$989 ),
     .resp_id(\resp_id$861 ),
-    .resp_way(\resp_way$1005 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$845 )
+    .resp_valid(\resp_valid$845 ),
+    .\resp_way$47 (\resp_way$1005 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank5  bank5 (
     .clk(clk),
@@ -11368,11 +11368,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$544 ),
     .req_tag(\req_tag$545 ),
     .req_valid(\req_valid$543 ),
-    .resp_hit(\resp_hit$990 ),
+    .\resp_hit$46 (\resp_hit$990 ),
     .resp_id(\resp_id$862 ),
-    .resp_way(\resp_way$1006 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$846 )
+    .resp_valid(\resp_valid$846 ),
+    .\resp_way$47 (\resp_way$1006 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank6  bank6 (
     .clk(clk),
@@ -11387,11 +11387,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$572 ),
     .req_tag(\req_tag$573 ),
     .req_valid(\req_valid$571 ),
-    .resp_hit(\resp_hit$991 ),
+    .\resp_hit$46 (\resp_hit$991 ),
     .resp_id(\resp_id$863 ),
-    .resp_way(\resp_way$1007 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$847 )
+    .resp_valid(\resp_valid$847 ),
+    .\resp_way$47 (\resp_way$1007 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank7  bank7 (
     .clk(clk),
@@ -11406,11 +11406,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$600 ),
     .req_tag(\req_tag$601 ),
     .req_valid(\req_valid$599 ),
-    .resp_hit(\resp_hit$992 ),
+    .\resp_hit$46 (\resp_hit$992 ),
     .resp_id(\resp_id$864 ),
-    .resp_way(\resp_way$1008 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$848 )
+    .resp_valid(\resp_valid$848 ),
+    .\resp_way$47 (\resp_way$1008 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank8  bank8 (
     .clk(clk),
@@ -11425,11 +11425,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$628 ),
     .req_tag(\req_tag$629 ),
     .req_valid(\req_valid$627 ),
-    .resp_hit(\resp_hit$993 ),
+    .\resp_hit$46 (\resp_hit$993 ),
     .resp_id(\resp_id$865 ),
-    .resp_way(\resp_way$1009 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$849 )
+    .resp_valid(\resp_valid$849 ),
+    .\resp_way$47 (\resp_way$1009 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.bank9  bank9 (
     .clk(clk),
@@ -11444,11 +11444,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .req_set(\req_set$656 ),
     .req_tag(\req_tag$657 ),
     .req_valid(\req_valid$655 ),
-    .resp_hit(\resp_hit$994 ),
+    .\resp_hit$46 (\resp_hit$994 ),
     .resp_id(\resp_id$866 ),
-    .resp_way(\resp_way$1010 ),
-    .rst(rst),
-    .s1_valid(\resp_valid$850 )
+    .resp_valid(\resp_valid$850 ),
+    .\resp_way$47 (\resp_way$1010 ),
+    .rst(rst)
   );
   \hotline_lookup_engine.hash  hash (
     .advance(i__ready),
@@ -18084,10 +18084,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -18099,40 +18100,40 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -18146,18 +18147,47 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -18241,23 +18271,40 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -18357,86 +18404,105 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     hit_way = 2'h0;
@@ -18488,74 +18554,74 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -18564,7 +18630,7 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -18572,38 +18638,92 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -18636,6 +18756,38 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -18668,25 +18820,26 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -18698,40 +18851,40 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -18745,18 +18898,47 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -18840,23 +19022,40 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -18956,86 +19155,105 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     hit_way = 2'h0;
@@ -19087,74 +19305,74 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -19163,7 +19381,7 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -19171,38 +19389,92 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -19235,6 +19507,38 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -19267,25 +19571,26 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -19297,40 +19602,40 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -19344,18 +19649,47 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -19439,23 +19773,40 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -19555,86 +19906,105 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     hit_way = 2'h0;
@@ -19686,74 +20056,74 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -19762,7 +20132,7 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -19770,38 +20140,92 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -19834,6 +20258,38 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -19866,25 +20322,26 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -19896,40 +20353,40 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -19943,18 +20400,47 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -20038,23 +20524,40 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -20154,86 +20657,105 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     hit_way = 2'h0;
@@ -20285,74 +20807,74 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -20361,7 +20883,7 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -20369,38 +20891,92 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -20433,6 +21009,38 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -20465,25 +21073,26 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -20495,40 +21104,40 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -20542,18 +21151,47 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -20637,23 +21275,40 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -20753,86 +21408,105 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     hit_way = 2'h0;
@@ -20884,74 +21558,74 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -20960,7 +21634,7 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -20968,38 +21642,92 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -21032,6 +21760,38 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -21064,25 +21824,26 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -21094,40 +21855,40 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -21141,18 +21902,47 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -21236,23 +22026,40 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -21352,86 +22159,105 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     hit_way = 2'h0;
@@ -21483,74 +22309,74 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -21559,7 +22385,7 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -21567,38 +22393,92 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -21631,6 +22511,38 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -21663,25 +22575,26 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -21693,40 +22606,40 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -21740,18 +22653,47 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -21835,23 +22777,40 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -21951,86 +22910,105 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     hit_way = 2'h0;
@@ -22082,74 +23060,74 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -22158,7 +23136,7 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -22166,38 +23144,92 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -22230,6 +23262,38 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -22262,25 +23326,26 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -22292,40 +23357,40 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -22339,18 +23404,47 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -22434,23 +23528,40 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -22550,86 +23661,105 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     hit_way = 2'h0;
@@ -22681,74 +23811,74 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -22757,7 +23887,7 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -22765,38 +23895,92 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -22829,6 +24013,38 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -22861,25 +24077,26 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, req_valid, req
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -22891,40 +24108,40 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -22938,18 +24155,47 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -23033,23 +24279,40 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -23149,86 +24412,105 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     hit_way = 2'h0;
@@ -23280,74 +24562,74 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -23356,7 +24638,7 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -23364,38 +24646,92 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -23428,6 +24764,38 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -23460,25 +24828,26 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -23490,40 +24859,40 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -23537,18 +24906,47 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -23632,23 +25030,40 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -23748,86 +25163,105 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     hit_way = 2'h0;
@@ -23879,74 +25313,74 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -23955,7 +25389,7 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -23963,38 +25397,92 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -24027,6 +25515,38 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -24059,25 +25579,26 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -24089,40 +25610,40 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -24136,18 +25657,47 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -24231,23 +25781,40 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -24347,86 +25914,105 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     hit_way = 2'h0;
@@ -24478,74 +26064,74 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -24554,7 +26140,7 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -24562,38 +26148,92 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -24626,6 +26266,38 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -24658,25 +26330,26 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -24688,40 +26361,40 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -24735,18 +26408,47 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -24830,23 +26532,40 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -24946,86 +26665,105 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     hit_way = 2'h0;
@@ -25077,74 +26815,74 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -25153,7 +26891,7 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -25161,38 +26899,92 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -25225,6 +27017,38 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -25257,25 +27081,26 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -25287,40 +27112,40 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -25334,18 +27159,47 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -25429,23 +27283,40 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -25545,86 +27416,105 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     hit_way = 2'h0;
@@ -25676,74 +27566,74 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -25752,7 +27642,7 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -25760,38 +27650,92 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -25824,6 +27768,38 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -25856,25 +27832,26 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -25886,40 +27863,40 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -25933,18 +27910,47 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -26028,23 +28034,40 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -26144,86 +28167,105 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     hit_way = 2'h0;
@@ -26275,74 +28317,74 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -26351,7 +28393,7 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -26359,38 +28401,92 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -26423,6 +28519,38 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -26455,25 +28583,26 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -26485,40 +28614,40 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -26532,18 +28661,47 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -26627,23 +28785,40 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -26743,86 +28918,105 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     hit_way = 2'h0;
@@ -26874,74 +29068,74 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -26950,7 +29144,7 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -26958,38 +29152,92 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -27022,6 +29270,38 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -27054,25 +29334,26 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_hit, resp_way, s1_valid, resp_id, learn);
+module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_set, req_tag, req_id, read_data, maint_clear, maint_read, maint_hold, maint_addr, resp_valid, resp_id, \resp_hit$46 , \resp_way$47 , learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
+  wire [6:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -27084,40 +29365,40 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [2:0] \$21 ;
-  wire [21:0] \$22 ;
-  wire \$23 ;
+  wire \$21 ;
+  wire [2:0] \$22 ;
+  wire [21:0] \$23 ;
   wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [1:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [2:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [2:0] \$30 ;
   wire \$31 ;
-  wire [1:0] \$32 ;
-  wire \$33 ;
+  wire \$32 ;
+  wire [1:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [2:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [2:0] \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [2:0] \$43 ;
-  wire \$44 ;
+  wire \$43 ;
+  wire [2:0] \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire \$51 ;
+  wire \$50 ;
+  wire [2:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -27131,18 +29412,47 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   wire \$61 ;
   wire \$62 ;
   wire [1:0] \$63 ;
-  reg \$64 ;
-  reg [5:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [4:0] \$67 ;
+  wire \$64 ;
+  reg \$65 ;
+  reg [5:0] \$66 ;
+  reg [18:0] \$67 ;
+  reg [4:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [5:0] \$71 ;
+  reg [87:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg \$75 ;
+  reg [1:0] \$76 ;
   wire \$8 ;
   wire \$9 ;
-  wire [6:0] \$94 ;
+  reg _s1_learn = 1'h0;
+  reg [5:0] _s2_set = 6'h00;
+  reg [87:0] _s2_word = 88'h0000000000000000000000;
+  wire [21:0] \_s2_word[0] ;
+  wire [1:0] \_s2_word[0].rrpv ;
+  wire [18:0] \_s2_word[0].tag ;
+  wire \_s2_word[0].valid ;
+  wire [21:0] \_s2_word[1] ;
+  wire [1:0] \_s2_word[1].rrpv ;
+  wire [18:0] \_s2_word[1].tag ;
+  wire \_s2_word[1].valid ;
+  wire [21:0] \_s2_word[2] ;
+  wire [1:0] \_s2_word[2].rrpv ;
+  wire [18:0] \_s2_word[2].tag ;
+  wire \_s2_word[2].valid ;
+  wire [21:0] \_s2_word[3] ;
+  wire [1:0] \_s2_word[3].rrpv ;
+  wire [18:0] \_s2_word[3].tag ;
+  wire \_s2_word[3].valid ;
+  reg _s2_write = 1'h0;
   wire [1:0] age;
   wire [3:0] at_max;
   input clk;
   wire clk;
+  wire forward;
   wire [3:0] free;
   reg [1:0] free_way;
   wire [1:0] hit_rrpv;
@@ -27226,23 +29536,40 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   wire [18:0] req_tag;
   input req_valid;
   wire req_valid;
-  output resp_hit;
   reg resp_hit;
+  output \resp_hit$46 ;
+  reg \resp_hit$46  = 1'h0;
   output [4:0] resp_id;
   reg [4:0] resp_id = 5'h00;
-  (* init = 1'h0 *)
-  wire resp_valid;
-  output [1:0] resp_way;
+  output resp_valid;
+  reg resp_valid = 1'h0;
   reg [1:0] resp_way;
+  output [1:0] \resp_way$47 ;
+  reg [1:0] \resp_way$47  = 2'h0;
   input rst;
   wire rst;
-  (* init = 5'h00 *)
-  wire [4:0] s1_id;
+  reg [4:0] s1_id = 5'h00;
   reg [5:0] s1_set = 6'h00;
   reg [18:0] s1_tag = 19'h00000;
-  output s1_valid;
   reg s1_valid = 1'h0;
   reg [1:0] victim_way;
+  wire [87:0] word;
+  wire [21:0] \word[0] ;
+  wire [1:0] \word[0].rrpv ;
+  wire [18:0] \word[0].tag ;
+  wire \word[0].valid ;
+  wire [21:0] \word[1] ;
+  wire [1:0] \word[1].rrpv ;
+  wire [18:0] \word[1].tag ;
+  wire \word[1].valid ;
+  wire [21:0] \word[2] ;
+  wire [1:0] \word[2].rrpv ;
+  wire [18:0] \word[2].tag ;
+  wire \word[2].valid ;
+  wire [21:0] \word[3] ;
+  wire [1:0] \word[3].rrpv ;
+  wire [18:0] \word[3].tag ;
+  wire \word[3].valid ;
   wire [5:0] wr__addr;
   wire [87:0] wr__data;
   wire [21:0] \wr__data[0] ;
@@ -27342,86 +29669,105 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
     end
   end
   assign read_data = _0_;
-  assign \$26  = ! \$25 ;
-  assign \$27  = | free;
-  assign \$28  = ! hit_way;
-  assign \$29  = read_data[2:1] + \$21 [1:0];
-  assign \$30  = | match;
-  assign \$31  = | free;
-  assign \$32  = \$31  ? free_way : victim_way;
-  assign \$33  = \$32  == 1'h1;
-  assign \$34  = | free;
-  assign \$35  = hit_way == 1'h1;
-  assign \$36  = read_data[24:23] + \$21 [1:0];
-  assign \$37  = | match;
-  assign \$38  = | free;
-  assign \$39  = \$38  ? free_way : victim_way;
-  assign \$40  = \$39  == 2'h2;
-  assign \$41  = | free;
-  assign \$42  = hit_way == 2'h2;
-  assign \$43  = read_data[46:45] + \$21 [1:0];
-  assign \$44  = | match;
-  assign \$45  = | free;
-  assign \$46  = \$45  ? free_way : victim_way;
-  assign \$47  = \$46  == 2'h3;
-  assign \$48  = | free;
-  assign \$49  = hit_way == 2'h3;
-  assign \$50  = read_data[68:67] + \$21 [1:0];
-  assign wr__addr = maint_clear ? maint_addr : s1_set;
-  assign wr__data = maint_clear ? 88'h0000000000000000000000 : \new ;
-  assign \$51  = s1_valid & learn;
-  assign wr__en = maint_clear | \$51 ;
+  assign max_upto3 = \$17  ? word[68:67] : max_upto2;
+  assign \$18  = word[2:1] == max_upto3;
+  assign \$19  = word[24:23] == max_upto3;
+  assign \$20  = word[46:45] == max_upto3;
+  assign \$21  = word[68:67] == max_upto3;
+  assign \$22  = 2'h3 - max_upto3;
+  assign \$106  = hit_way * 5'h16;
+  assign \$23  = word >> \$106 ;
+  assign \$24  = | match;
+  assign \$25  = | free;
+  assign \$26  = \$25  ? free_way : victim_way;
+  assign \$27  = ! \$26 ;
+  assign \$28  = | free;
+  assign \$29  = ! hit_way;
+  assign \$30  = word[2:1] + \$22 [1:0];
+  assign \$31  = | match;
+  assign \$32  = | free;
+  assign \$33  = \$32  ? free_way : victim_way;
+  assign \$34  = \$33  == 1'h1;
+  assign \$35  = | free;
+  assign \$36  = hit_way == 1'h1;
+  assign \$37  = word[24:23] + \$22 [1:0];
+  assign \$38  = | match;
+  assign \$39  = | free;
+  assign \$40  = \$39  ? free_way : victim_way;
+  assign \$41  = \$40  == 2'h2;
+  assign \$42  = | free;
+  assign \$43  = hit_way == 2'h2;
+  assign \$44  = word[46:45] + \$22 [1:0];
+  assign \$45  = | match;
+  assign \$46  = | free;
+  assign \$47  = \$46  ? free_way : victim_way;
+  assign \$48  = \$47  == 2'h3;
+  assign \$49  = | free;
+  assign \$50  = hit_way == 2'h3;
+  assign \$51  = word[68:67] + \$22 [1:0];
   assign \$52  = | match;
   assign \$53  = | match;
   assign \$54  = | free;
   assign \$55  = \$54  ? free_way : victim_way;
   assign \$56  = \$53  ? hit_way : \$55 ;
   assign \$57  = | match;
-  assign \$58  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$58  = \$23 [2:1] <= popular_max_rrpv;
   assign \$59  = \$57  & \$58 ;
   assign \$60  = | match;
-  assign \$61  = \$22 [2:1] <= popular_max_rrpv;
+  assign \$61  = \$23 [2:1] <= popular_max_rrpv;
   assign \$62  = \$60  & \$61 ;
   assign \$63  = \$62  ? hit_way : 2'h0;
+  assign wr__addr = maint_clear ? maint_addr : _s2_set;
+  assign wr__data = maint_clear ? 88'h0000000000000000000000 : _s2_word;
+  assign wr__en = maint_clear | _s2_write;
+  assign \$64  = s1_valid & _s1_learn;
   always @(posedge clk)
-    s1_valid <= \$64 ;
+    s1_valid <= \$65 ;
   always @(posedge clk)
-    s1_set <= \$65 ;
+    s1_set <= \$66 ;
   always @(posedge clk)
-    s1_tag <= \$66 ;
+    s1_tag <= \$67 ;
   always @(posedge clk)
-    resp_id <= \$67 ;
+    s1_id <= \$68 ;
+  always @(posedge clk)
+    _s1_learn <= \$69 ;
+  always @(posedge clk)
+    _s2_write <= \$70 ;
+  always @(posedge clk)
+    _s2_set <= \$71 ;
+  always @(posedge clk)
+    _s2_word <= \$72 ;
+  always @(posedge clk)
+    resp_valid <= \$73 ;
+  always @(posedge clk)
+    resp_id <= \$74 ;
+  always @(posedge clk)
+    \resp_hit$46  <= \$75 ;
+  always @(posedge clk)
+    \resp_way$47  <= \$76 ;
   assign \$1  = maint_read | maint_hold;
   assign rd__addr = \$1  ? maint_addr : req_set;
   assign rd__en = ~ maint_hold;
-  assign \$2  = read_data[21:3] == s1_tag;
-  assign \$3  = read_data[0] & \$2 ;
-  assign \$4  = ~ read_data[0];
-  assign \$5  = read_data[43:25] == s1_tag;
-  assign \$6  = read_data[22] & \$5 ;
-  assign \$7  = ~ read_data[22];
-  assign \$8  = read_data[65:47] == s1_tag;
-  assign \$9  = read_data[44] & \$8 ;
-  assign \$10  = ~ read_data[44];
-  assign \$11  = read_data[87:69] == s1_tag;
-  assign \$12  = read_data[66] & \$11 ;
-  assign \$13  = ~ read_data[66];
-  assign \$14  = read_data[24:23] > read_data[2:1];
-  assign max_upto1 = \$14  ? read_data[24:23] : read_data[2:1];
-  assign \$15  = read_data[46:45] > max_upto1;
-  assign max_upto2 = \$15  ? read_data[46:45] : max_upto1;
-  assign \$16  = read_data[68:67] > max_upto2;
-  assign max_upto3 = \$16  ? read_data[68:67] : max_upto2;
-  assign \$17  = read_data[2:1] == max_upto3;
-  assign \$18  = read_data[24:23] == max_upto3;
-  assign \$19  = read_data[46:45] == max_upto3;
-  assign \$20  = read_data[68:67] == max_upto3;
-  assign \$21  = 2'h3 - max_upto3;
-  assign \$94  = hit_way * 5'h16;
-  assign \$22  = read_data >> \$94 ;
-  assign \$23  = | match;
-  assign \$24  = | free;
-  assign \$25  = \$24  ? free_way : victim_way;
+  assign \$2  = _s2_set == s1_set;
+  assign forward = _s2_write & \$2 ;
+  assign word = forward ? _s2_word : read_data;
+  assign \$3  = word[21:3] == s1_tag;
+  assign \$4  = word[0] & \$3 ;
+  assign \$5  = ~ word[0];
+  assign \$6  = word[43:25] == s1_tag;
+  assign \$7  = word[22] & \$6 ;
+  assign \$8  = ~ word[22];
+  assign \$9  = word[65:47] == s1_tag;
+  assign \$10  = word[44] & \$9 ;
+  assign \$11  = ~ word[44];
+  assign \$12  = word[87:69] == s1_tag;
+  assign \$13  = word[66] & \$12 ;
+  assign \$14  = ~ word[66];
+  assign \$15  = word[24:23] > word[2:1];
+  assign max_upto1 = \$15  ? word[24:23] : word[2:1];
+  assign \$16  = word[46:45] > max_upto1;
+  assign max_upto2 = \$16  ? word[46:45] : max_upto1;
+  assign \$17  = word[68:67] > max_upto2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     hit_way = 2'h0;
@@ -27473,74 +29819,74 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (\$23 ) begin
-      \new [21:0] = read_data[21:0];
-      if (\$28 ) begin
+    if (\$24 ) begin
+      \new [21:0] = word[21:0];
+      if (\$29 ) begin
         \new [2:1] = 2'h0;
       end
-    end else if (\$26 ) begin
+    end else if (\$27 ) begin
       \new [0] = 1'h1;
       \new [2:1] = 2'h2;
       \new [21:3] = s1_tag;
-    end else if (\$27 ) begin
-      \new [21:0] = read_data[21:0];
+    end else if (\$28 ) begin
+      \new [21:0] = word[21:0];
     end else begin
-      { \new [21:3], \new [0] } = { read_data[21:3], read_data[0] };
-      \new [2:1] = \$29 [1:0];
+      { \new [21:3], \new [0] } = { word[21:3], word[0] };
+      \new [2:1] = \$30 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$30 ) begin
-      \new [43:22] = read_data[43:22];
-      if (\$35 ) begin
+    if (\$31 ) begin
+      \new [43:22] = word[43:22];
+      if (\$36 ) begin
         \new [24:23] = 2'h0;
       end
-    end else if (\$33 ) begin
+    end else if (\$34 ) begin
       \new [22] = 1'h1;
       \new [24:23] = 2'h2;
       \new [43:25] = s1_tag;
-    end else if (\$34 ) begin
-      \new [43:22] = read_data[43:22];
+    end else if (\$35 ) begin
+      \new [43:22] = word[43:22];
     end else begin
-      { \new [43:25], \new [22] } = { read_data[43:25], read_data[22] };
-      \new [24:23] = \$36 [1:0];
+      { \new [43:25], \new [22] } = { word[43:25], word[22] };
+      \new [24:23] = \$37 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      \new [65:44] = read_data[65:44];
-      if (\$42 ) begin
+    if (\$38 ) begin
+      \new [65:44] = word[65:44];
+      if (\$43 ) begin
         \new [46:45] = 2'h0;
       end
-    end else if (\$40 ) begin
+    end else if (\$41 ) begin
       \new [44] = 1'h1;
       \new [46:45] = 2'h2;
       \new [65:47] = s1_tag;
-    end else if (\$41 ) begin
-      \new [65:44] = read_data[65:44];
+    end else if (\$42 ) begin
+      \new [65:44] = word[65:44];
     end else begin
-      { \new [65:47], \new [44] } = { read_data[65:47], read_data[44] };
-      \new [46:45] = \$43 [1:0];
+      { \new [65:47], \new [44] } = { word[65:47], word[44] };
+      \new [46:45] = \$44 [1:0];
     end
     (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \new [87:66] = read_data[87:66];
-      if (\$49 ) begin
+    if (\$45 ) begin
+      \new [87:66] = word[87:66];
+      if (\$50 ) begin
         \new [68:67] = 2'h0;
       end
-    end else if (\$47 ) begin
+    end else if (\$48 ) begin
       \new [66] = 1'h1;
       \new [68:67] = 2'h2;
       \new [87:69] = s1_tag;
-    end else if (\$48 ) begin
-      \new [87:66] = read_data[87:66];
+    end else if (\$49 ) begin
+      \new [87:66] = word[87:66];
     end else begin
-      { \new [87:69], \new [66] } = { read_data[87:69], read_data[66] };
-      \new [68:67] = \$50 [1:0];
+      { \new [87:69], \new [66] } = { word[87:69], word[66] };
+      \new [68:67] = \$51 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_hit = \$52 ;
     end else begin
       resp_hit = \$59 ;
@@ -27549,7 +29895,7 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     (* full_case = 32'd1 *)
-    if (learn) begin
+    if (_s1_learn) begin
       resp_way = \$56 ;
     end else begin
       resp_way = \$63 ;
@@ -27557,38 +29903,92 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$64  = req_valid;
+    \$65  = req_valid;
     if (rst) begin
-      \$64  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$65  = req_set;
+    \$66  = req_set;
     if (rst) begin
-      \$65  = 6'h00;
+      \$66  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$66  = req_tag;
+    \$67  = req_tag;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$67  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$67  = req_id;
+    \$68  = req_id;
     if (rst) begin
-      \$67  = 5'h00;
+      \$68  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$69  = learn;
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$70  = \$64 ;
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$71  = s1_set;
+    if (rst) begin
+      \$71  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$72  = \new ;
+    if (rst) begin
+      \$72  = 88'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$73  = s1_valid;
+    if (rst) begin
+      \$73  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$74  = s1_id;
+    if (rst) begin
+      \$74  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$75  = resp_hit;
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$76  = resp_way;
+    if (rst) begin
+      \$76  = 2'h0;
     end
   end
   assign rd__data = read_data;
   assign max_rrpv = max_upto3;
-  assign age = \$21 [1:0];
-  assign hit_rrpv = \$22 [2:1];
-  assign resp_valid = s1_valid;
-  assign s1_id = resp_id;
+  assign age = \$22 [1:0];
+  assign hit_rrpv = \$23 [2:1];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -27621,6 +30021,38 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \rd__data[3].valid  = read_data[66];
   assign \rd__data[3].rrpv  = read_data[68:67];
   assign \rd__data[3].tag  = read_data[87:69];
+  assign \word[0]  = word[21:0];
+  assign \word[0].valid  = word[0];
+  assign \word[0].rrpv  = word[2:1];
+  assign \word[0].tag  = word[21:3];
+  assign \word[1]  = word[43:22];
+  assign \word[1].valid  = word[22];
+  assign \word[1].rrpv  = word[24:23];
+  assign \word[1].tag  = word[43:25];
+  assign \word[2]  = word[65:44];
+  assign \word[2].valid  = word[44];
+  assign \word[2].rrpv  = word[46:45];
+  assign \word[2].tag  = word[65:47];
+  assign \word[3]  = word[87:66];
+  assign \word[3].valid  = word[66];
+  assign \word[3].rrpv  = word[68:67];
+  assign \word[3].tag  = word[87:69];
+  assign \_s2_word[0]  = _s2_word[21:0];
+  assign \_s2_word[0].valid  = _s2_word[0];
+  assign \_s2_word[0].rrpv  = _s2_word[2:1];
+  assign \_s2_word[0].tag  = _s2_word[21:3];
+  assign \_s2_word[1]  = _s2_word[43:22];
+  assign \_s2_word[1].valid  = _s2_word[22];
+  assign \_s2_word[1].rrpv  = _s2_word[24:23];
+  assign \_s2_word[1].tag  = _s2_word[43:25];
+  assign \_s2_word[2]  = _s2_word[65:44];
+  assign \_s2_word[2].valid  = _s2_word[44];
+  assign \_s2_word[2].rrpv  = _s2_word[46:45];
+  assign \_s2_word[2].tag  = _s2_word[65:47];
+  assign \_s2_word[3]  = _s2_word[87:66];
+  assign \_s2_word[3].valid  = _s2_word[66];
+  assign \_s2_word[3].rrpv  = _s2_word[68:67];
+  assign \_s2_word[3].tag  = _s2_word[87:69];
   assign \new[0]  = \new [21:0];
   assign \new[0].valid  = \new [0];
   assign \new[0].rrpv  = \new [2:1];
@@ -27653,18 +30085,18 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, req_valid, req_
   assign \wr__data[3].valid  = wr__data[66];
   assign \wr__data[3].rrpv  = wr__data[68:67];
   assign \wr__data[3].tag  = wr__data[87:69];
-  assign at_max[3] = \$20 ;
-  assign at_max[2] = \$19 ;
-  assign at_max[1] = \$18 ;
-  assign at_max[0] = \$17 ;
-  assign free[3] = \$13 ;
-  assign free[2] = \$10 ;
-  assign free[1] = \$7 ;
-  assign free[0] = \$4 ;
-  assign match[3] = \$12 ;
-  assign match[2] = \$9 ;
-  assign match[1] = \$6 ;
-  assign match[0] = \$3 ;
+  assign at_max[3] = \$21 ;
+  assign at_max[2] = \$20 ;
+  assign at_max[1] = \$19 ;
+  assign at_max[0] = \$18 ;
+  assign free[3] = \$14 ;
+  assign free[2] = \$11 ;
+  assign free[1] = \$8 ;
+  assign free[0] = \$5 ;
+  assign match[3] = \$13 ;
+  assign match[2] = \$10 ;
+  assign match[1] = \$7 ;
+  assign match[0] = \$4 ;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 
 from hotline_hw.config import EALConfig
 from hotline_hw.feistel import FeistelHash
+from hotline_hw.lfu_tag_bank import LfuTagBank
 from hotline_hw.tag_bank import TagBank
 from verif.golden import AccessLogger, hash_fields
 from verif.tb.ports import PortCodec
@@ -63,24 +64,28 @@ def test_feistel_pipeline_matches_golden_hash(cfg):
              mask(s, cfg.set_bits) if cfg.set_bits else 0, t) for b, s, t in flat] == expected
 
 
-def test_tag_bank_back_to_back_same_set_matches_golden():
-    """One bank, requests every cycle to few sets (read-after-write on consecutive cycles),
-    learn then frozen: every response equals the golden model's sequential result."""
-    cfg = EALConfig(lanes=1, banks=1, sets=4, ways=3, table_bits=2, row_bits=10)
+@pytest.mark.parametrize("policy", ["srrip", "lfu"])
+def test_tag_bank_back_to_back_same_set_matches_golden(policy):
+    """One bank, requests every cycle to few sets (read-after-write on consecutive cycles:
+    the pipeline's forwarding and the transparent read), learn then frozen: every response
+    (two cycles after its request) equals the golden model's sequential result."""
+    kw = dict(policy="lfu", ways=4, sketch_counters=8) if policy == "lfu" else dict(ways=3)
+    cfg = EALConfig(lanes=1, banks=1, sets=4, table_bits=2, row_bits=10, **kw)
     rng = random.Random(3)
     keys = [rng.randrange(40) for _ in range(400)]
     golden = AccessLogger(cfg)
     exp_learn = golden.learn(torch.tensor(keys))
-    exp_frozen = golden.lookup(torch.tensor(keys), popular_max_rrpv=2)
+    exp_frozen = (golden.lookup(torch.tensor(keys), popular_max_rrpv=2) if policy == "srrip"
+                  else golden.lookup(torch.tensor(keys)))
     _, sets, tags = hash_fields(torch.tensor(keys), cfg)
-    dut = TagBank(cfg, id_bits=10)
+    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg, id_bits=10)
     results = {"learn": [], "frozen": []}
 
     async def bench(ctx):
-        for mode, threshold in (("learn", 0), ("frozen", 2)):
+        for mode in ("learn", "frozen"):
             ctx.set(dut.learn, mode == "learn")
-            ctx.set(dut.popular_max_rrpv, threshold)
-            for i in range(len(keys) + 1):
+            ctx.set(dut.popular_max_rrpv, 2)
+            for i in range(len(keys) + 2):         # two more cycles: the pipeline drains
                 if i < len(keys):
                     ctx.set(dut.req_valid, 1)
                     ctx.set(dut.req_set, sets[i].item())
@@ -90,7 +95,7 @@ def test_tag_bank_back_to_back_same_set_matches_golden():
                     ctx.set(dut.req_valid, 0)
                 await ctx.tick()
                 if ctx.get(dut.resp_valid):
-                    results[mode].append((ctx.get(dut.resp_id), ctx.get(dut.resp_hit),
+                    results[mode].append((i, ctx.get(dut.resp_id), ctx.get(dut.resp_hit),
                                           ctx.get(dut.resp_way)))
 
     sim = Simulator(dut)
@@ -98,9 +103,11 @@ def test_tag_bank_back_to_back_same_set_matches_golden():
     sim.add_testbench(bench)
     sim.run()
     for mode, exp in (("learn", exp_learn), ("frozen", exp_frozen)):
-        assert [r[0] for r in results[mode]] == list(range(len(keys)))
-        assert [r[1] for r in results[mode]] == [int(h) for h in exp.hit.tolist()], mode
-        assert [r[2] for r in results[mode]] == exp.way.tolist(), mode
+        got = results[mode]
+        assert [r[1] for r in got] == list(range(len(keys)))
+        assert all(i == rid + 1 for i, rid, _, _ in got), "response latency is two cycles"
+        assert [r[2] for r in got] == [int(h) for h in exp.hit.tolist()], mode
+        assert [r[3] for r in got] == exp.way.tolist(), mode
 
 
 def test_port_codec_round_trip():
