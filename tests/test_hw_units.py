@@ -116,3 +116,66 @@ def test_port_codec_round_trip():
     codec = PortCodec(cfg)
     lanes = [(1, 1, cfg.entries - 1), (0, 0, 0), (1, 0, 5)]
     assert codec.unpack_results(codec.pack_results(lanes)) == lanes
+
+
+def test_port_codec_masks_64_bit_keys():
+    """64-bit keys arrive as int64 patterns (negative when the top bit is set, docs/spec.md
+    section 2): the codec masks them to the key field, so no bit spills into the valid bit
+    or the next lane, and they read back as the unsigned pattern."""
+    cfg = EALConfig(lanes=3, banks=4, sets=2, ways=3, table_bits=4, row_bits=60)
+    codec = PortCodec(cfg)
+    keys = [-1, -2**63, 2**63 - 1]      # all ones, the top bit alone, all but the top bit
+    value = codec.pack_lookups([(1, k) for k in keys])
+    assert value >> (3 * (1 + cfg.key_bits)) == 0
+    assert codec.unpack_lookups(value) == [(1, k % 2**64) for k in keys]
+    hole_after = codec.pack_lookups([(1, -1), (0, 0), (0, 0)])
+    assert codec.unpack_lookups(hole_after) == [(1, 2**64 - 1), (0, 0), (0, 0)]
+    assert codec.pack_lookups([(1, -5)]) == codec.pack_lookups([(1, 2**64 - 5)])
+
+
+@pytest.mark.parametrize("policy", ["srrip", "lfu"])
+def test_tag_bank_keeps_the_mode_of_each_request(policy):
+    """The bank samples ``learn`` with each request: lookups in flight finish in the mode
+    they were issued in when ``learn`` changes right behind them. Learn requests followed at
+    once by ``learn = 0`` (the last ones must still update the set), frozen requests followed
+    at once by ``learn = 1`` (they must not write), then a frozen pass over every key reads
+    the state back; every response equals the golden model's."""
+    kw = dict(policy="lfu", ways=4, sketch_counters=8) if policy == "lfu" else dict(ways=3)
+    cfg = EALConfig(lanes=1, banks=1, sets=4, table_bits=2, row_bits=10, **kw)
+    rng = random.Random(9)
+    # The last key of each run is new, so its write (or its absence) shows in the last pass.
+    learned = [rng.randrange(40) for _ in range(30)] + [1000]
+    probed = [rng.randrange(40, 80) for _ in range(30)] + [1001]
+    everything = learned + probed
+    golden = AccessLogger(cfg)
+    threshold = {"popular_max_rrpv": 3} if policy == "srrip" else {}
+    expected = [golden.learn(torch.tensor(learned)),
+                golden.lookup(torch.tensor(probed), **threshold),
+                golden.lookup(torch.tensor(everything), **threshold)]
+    plan = [(1, learned, 0), (0, probed, 1), (0, everything, 0)]
+    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg, id_bits=7)
+    got = [[] for _ in plan]
+
+    async def bench(ctx):
+        ctx.set(dut.popular_max_rrpv, 3)
+        for run, (learn, keys, after) in enumerate(plan):
+            _, sets, tags = hash_fields(torch.tensor(keys), cfg)
+            ctx.set(dut.learn, learn)
+            for i in range(len(keys) + 3):
+                ctx.set(dut.req_valid, i < len(keys))
+                if i < len(keys):
+                    ctx.set(dut.req_set, sets[i].item())
+                    ctx.set(dut.req_tag, tags[i].item())
+                    ctx.set(dut.req_id, i)
+                if i == len(keys):
+                    ctx.set(dut.learn, after)   # the cycle after the last request
+                await ctx.tick()
+                if ctx.get(dut.resp_valid):
+                    got[run].append((ctx.get(dut.resp_hit), ctx.get(dut.resp_way)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for run, exp in enumerate(expected):
+        assert got[run] == list(zip([int(h) for h in exp.hit.tolist()], exp.way.tolist())), run

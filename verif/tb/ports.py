@@ -2,6 +2,9 @@
 
 Amaranth flattens a stream payload into one vector port (``lookups__payload``); the bit
 positions come from the layouts in :mod:`hotline_hw.layouts`, never from hand-written offsets.
+Keys may be given as Python ints in ``[0, 2**key_bits)`` or, for 64-bit keys, as the int64
+two's-complement pattern the golden model uses (docs/spec.md section 2): every field is masked
+to its width before it is shifted into place, so a negative key never spills into other lanes.
 """
 
 from amaranth.hdl import Shape
@@ -47,22 +50,37 @@ class PortCodec:
         offset, width = field
         return (value >> offset) & ((1 << width) - 1)
 
+    @staticmethod
+    def _put(value, field):
+        """``value`` masked to the field's width and shifted to its offset: a negative int
+        (an int64 key with the top bit set) becomes its unsigned bit pattern."""
+        offset, width = field
+        return (int(value) & ((1 << width) - 1)) << offset
+
     def pack_lookups(self, lanes):
-        """``lanes``: a list of ``(valid, key)`` pairs, lane 0 first."""
+        """``lanes``: a list of ``(valid, key)`` pairs, lane 0 first; a key may be negative
+        (the int64 pattern of a 64-bit key)."""
         value = 0
         for i, (valid, key) in enumerate(lanes):
             base = i * self._lookup_stride
-            value |= (int(valid) << (base + self._lk_valid[0])) | (key << (base + self._lk_key[0]))
+            value |= (self._put(valid, self._lk_valid) | self._put(key, self._lk_key)) << base
         return value
+
+    def unpack_lookups(self, value):
+        """The lookup port value as a list of ``(valid, key)`` pairs (keys unsigned)."""
+        out = []
+        for i in range(self.cfg.lanes):
+            lane = value >> (i * self._lookup_stride)
+            out.append((self._get(lane, self._lk_valid), self._get(lane, self._lk_key)))
+        return out
 
     def pack_results(self, lanes):
         """``lanes``: a list of ``(valid, hit, slot)`` triples: the expected result port value."""
         value = 0
         for i, (valid, hit, slot) in enumerate(lanes):
             base = i * self._res_stride
-            value |= ((int(valid) << (base + self._res_valid[0]))
-                      | (int(hit) << (base + self._res_hit[0]))
-                      | (slot << (base + self._res_slot[0])))
+            value |= (self._put(valid, self._res_valid) | self._put(hit, self._res_hit)
+                      | self._put(slot, self._res_slot)) << base
         return value
 
     def unpack_results(self, value):

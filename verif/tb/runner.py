@@ -5,13 +5,19 @@
 A *scenario* is a list of phases (``learn``, ``frozen``, ``dump``, ``clear``) with their keys,
 plus the stimulus knobs (idle and back-pressure probabilities, holes, seed). The cocotb test
 :mod:`verif.tb.test_lookup_engine` plays it against the golden model and writes a report.
-Builds are cached per configuration under ``sim_build/`` and reused when the Verilog is
-unchanged; a file lock keeps parallel pytest workers from building the same folder at once.
+The lookup engine is always simulated from Verilog generated from the current source (also
+the default configuration: the committed ``rtl/`` is checked separately, by
+``tests/test_hw_elaboration.py`` and ``make rtl-check``). Builds are cached per configuration
+under ``sim_build/``: the generated text is written only when it changed, and Verilator skips
+a build whose inputs are identical, so an unchanged design is not rebuilt. A file lock keeps
+parallel pytest workers from building the same folder at once. A failed simulation raises
+:class:`ScenarioFailed` (an ``AssertionError``) with its first mismatches and the log's path.
 """
 
 import dataclasses
 import fcntl
 import json
+import operator
 import os
 import sys
 import tempfile
@@ -26,7 +32,8 @@ from hotline_hw.config import EALConfig, DEFAULT_CONFIG
 from hotline_hw.generate import TOP_NAME, verilog_text
 
 __all__ = ["REPO_ROOT", "build", "build_top", "run_cocotb", "run_scenario", "ScenarioFailed",
-           "build_accelerator", "build_fragment_chain", "run_fragment_case"]
+           "build_accelerator", "build_fragment_chain", "run_fragment_case", "engine_source",
+           "scenario_keys"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIM_BUILD = Path(os.environ.get("HOTLINE_SIM_BUILD", REPO_ROOT / "sim_build"))
@@ -78,24 +85,31 @@ def _verilate(runner, source: Path, top: str, build_dir: Path, waves: bool):
     runner.build_seconds = time.perf_counter() - started
 
 
-def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
-    """Build (or reuse) the Verilator model of ``cfg``; returns ``(runner, build_dir)``.
+def engine_source(cfg: EALConfig, build_dir: Path) -> Path:
+    """Write the lookup engine's Verilog for ``cfg``, generated from the current
+    ``hotline_hw`` source, to ``build_dir``; returns its path.
 
-    The default configuration is built from the committed ``rtl/`` file, so the tests check
-    what users get; other configurations are generated into the build folder.
+    Every configuration, the default included, is generated: simulating the committed
+    ``rtl/`` would test a stale design after an edit of ``hotline_hw/`` until ``make rtl``.
+    The file is rewritten only when the text changed, so its timestamp (and with it
+    Verilator's up-to-date check) follows the generated text.
     """
+    source = build_dir / f"{TOP_NAME}.v"
+    text = verilog_text(cfg)
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    return source
+
+
+def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
+    """Build (or reuse) the Verilator model of ``cfg``, from Verilog generated from the
+    current source (:func:`engine_source`); returns ``(runner, build_dir)``."""
     from cocotb_tools.runner import get_runner
     _verilator_on_path()
     build_dir = SIM_BUILD / (_config_tag(cfg) + ("_waves" if waves else ""))
     with _locked(build_dir.with_suffix(".lock")):
         build_dir.mkdir(parents=True, exist_ok=True)
-        if cfg == DEFAULT_CONFIG:
-            source = REPO_ROOT / "rtl" / f"{TOP_NAME}.v"
-        else:
-            source = build_dir / f"{TOP_NAME}.v"
-            text = verilog_text(cfg)
-            if not source.exists() or source.read_text() != text:
-                source.write_text(text)
+        source = engine_source(cfg, build_dir)
         runner = get_runner("verilator")
         _verilate(runner, source, TOP_NAME, build_dir, waves)
     return runner, build_dir
@@ -135,15 +149,31 @@ def run_cocotb(runner, build_dir: Path, top: str, test_module: str, test_file, e
     work = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=build_dir))
     results_xml = work / "results.xml"
     log = work / "sim.log"
-    runner.test(test_module=test_module, hdl_toplevel=top, build_dir=build_dir,
-                test_dir=work, results_xml=str(results_xml), waves=waves,
-                extra_env={**{k: str(v) for k, v in env.items()}, **_sim_env(test_file)},
-                log_file=log)
+    exit_code = _run_test(runner, test_module=test_module, hdl_toplevel=top,
+                          build_dir=build_dir, test_dir=work, results_xml=str(results_xml),
+                          waves=waves, log_file=log,
+                          extra_env={**{k: str(v) for k, v in env.items()},
+                                     **_sim_env(test_file)})
     failures = _failures(results_xml)
-    if failures:
+    if failures or exit_code:
         tail = log.read_text()[-6000:] if log.exists() else ""
-        raise ScenarioFailed(f"{name}: simulation failed ({failures}); log {log}:\n{tail}")
+        raise ScenarioFailed(f"{name}: simulation failed ({failures or f'exit code {exit_code}'}); "
+                             f"log {log}:\n{tail}")
     return work
+
+
+def _run_test(runner, **kwargs):
+    """``runner.test(**kwargs)``; returns the simulator's exit status (0 when it passed).
+
+    Under pytest the cocotb runner ends a failed simulation with ``sys.exit``, and pytest
+    would report only ``SystemExit: 1``: the exit is caught here so that the callers can
+    raise :class:`ScenarioFailed` with the report's mismatches and the log's path.
+    """
+    try:
+        runner.test(**kwargs)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
+    return 0
 
 
 def _sim_env(test_file):
@@ -153,15 +183,46 @@ def _sim_env(test_file):
             "COCOTB_REWRITE_ASSERTION_FILES": str(test_file)}
 
 
+def scenario_keys(keys, cfg: EALConfig):
+    """``keys`` (any integer sequence or array) as an int64 array: keys of 64 bits may be
+    given as Python ints up to ``2**64 - 1`` or as their int64 two's-complement patterns
+    (docs/spec.md section 2); a narrower key must be in ``[0, 2**key_bits)``."""
+    if hasattr(keys, "numpy"):             # a torch tensor
+        keys = keys.numpy()
+    if isinstance(keys, np.ndarray):
+        arr = np.ascontiguousarray(keys).view(np.int64) if keys.dtype == np.uint64 else keys
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"keys must be integers, not {arr.dtype}")
+    else:
+        # Python ints, some maybe >= 2**63: fold to int64 patterns (index() refuses floats).
+        arr = np.array([k - (1 << 64) if k >= 1 << 63 else k
+                        for k in map(operator.index, keys)], dtype=np.int64)
+    arr = arr.astype(np.int64).reshape(-1)
+    if cfg.key_bits < 64 and arr.size and (arr.min() < 0 or arr.max() >> cfg.key_bits):
+        bad = arr[(arr < 0) | (arr >> cfg.key_bits != 0)][0]
+        raise ValueError(f"key {int(bad)} does not fit key_bits = {cfg.key_bits}")
+    return arr
+
+
 def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.0,
-                 hole_prob=0.0, waves=None, name="scenario"):
+                 hole_prob=0.0, waves=None, name="scenario", budget_scale=1.0):
     """Play ``phases`` on the RTL of ``cfg`` and check every output against the golden model.
 
-    ``phases``: list of dicts, ``{"op": "learn" | "frozen", "keys": int array}`` (``frozen``
-    may carry ``"popular_max_rrpv"``), ``{"op": "dump"}`` or ``{"op": "clear"}``.
-    Returns the report dict written by the testbench (per-phase lookups, cycles, mismatches).
-    Raises :class:`ScenarioFailed` on any mismatch. ``waves`` (default: env ``WAVES=1``)
-    writes a VCD trace into the build folder.
+    ``phases``: list of dicts. ``{"op": "learn" | "frozen", "keys": ints}`` (``frozen``
+    may carry ``"popular_max_rrpv"``), ``{"op": "dump"}`` or ``{"op": "clear"}``. Any phase
+    may carry ``"commands_while_busy": p`` (pulse ``clear`` / ``start_dump`` with probability
+    ``p`` in cycles where ``busy`` is high; they must be ignored). A lookup phase may carry
+    ``"offer_during": "clear" | "dump"`` (start with that command and offer the first lookup
+    beat while it runs), ``"reset_after_beats": k`` (assert reset once ``k`` beats are in,
+    with some in flight; the golden model then clears) and, as a negative control,
+    ``"golden_popular_max_rrpv"`` (the golden model uses another threshold than the RTL).
+    Every phase starts in the first cycle in which ``busy`` is low. ``budget_scale``
+    stretches every cycle budget of the bench. Keys: see :func:`scenario_keys`.
+
+    Returns the report dict written by the testbench (per-phase lookups, cycles,
+    mismatches). Raises :class:`ScenarioFailed` (an ``AssertionError``) on any mismatch,
+    protocol violation or exceeded budget, with the first mismatches and the log's path.
+    ``waves`` (default: env ``WAVES=1``) writes a VCD trace into the work folder.
     """
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
@@ -172,38 +233,62 @@ def run_scenario(cfg: EALConfig, phases, *, seed=1, idle_prob=0.0, stall_prob=0.
         entry = {k: v for k, v in phase.items() if k != "keys"}
         if "keys" in phase:
             keys_file = work / f"phase{i}_keys.npy"
-            np.save(keys_file, np.asarray(phase["keys"], dtype=np.int64))
+            np.save(keys_file, scenario_keys(phase["keys"], cfg))
             entry["keys"] = str(keys_file)
         spec_phases.append(entry)
     report_path = work / "report.json"
     scenario = {"config": dataclasses.asdict(cfg), "seed": seed, "idle_prob": idle_prob,
                 "stall_prob": stall_prob, "hole_prob": hole_prob, "phases": spec_phases,
-                "report": str(report_path)}
+                "budget_scale": budget_scale, "report": str(report_path)}
     scenario_path = work / "scenario.json"
     scenario_path.write_text(json.dumps(scenario))
     tb_file = str(Path(__file__).with_name("test_lookup_engine.py"))
     results_xml = work / "results.xml"
+    log = work / "sim.log"
     started = time.perf_counter()
-    runner.test(test_module=TEST_MODULE, hdl_toplevel=TOP_NAME, build_dir=build_dir,
-                test_dir=work, results_xml=str(results_xml), waves=waves,
-                extra_env={"HOTLINE_SCENARIO": str(scenario_path), **_sim_env(tb_file)},
-                log_file=work / "sim.log")
+    exit_code = _run_test(runner, test_module=TEST_MODULE, hdl_toplevel=TOP_NAME,
+                          build_dir=build_dir, test_dir=work, results_xml=str(results_xml),
+                          waves=waves, log_file=log,
+                          extra_env={"HOTLINE_SCENARIO": str(scenario_path),
+                                     **_sim_env(tb_file)})
     wall = time.perf_counter() - started
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     failures = _failures(results_xml)
-    if report is None or failures:
-        log_tail = (work / "sim.log").read_text()[-6000:] if (work / "sim.log").exists() else ""
-        raise ScenarioFailed(f"{name}: simulation failed ({failures or 'no report'}); "
-                             f"log {work / 'sim.log'}:\n{log_tail}")
+    if report is None or failures or exit_code or report["mismatches"]:
+        raise ScenarioFailed(_failure_message(name, cfg, seed, report, failures, exit_code,
+                                              log, work))
     report["wall_seconds"] = wall
     report["build_seconds"] = runner.build_seconds
     report["work_dir"] = str(work)
     if waves:
         report["waves"] = str(work / "dump.vcd")
-    if report["mismatches"]:
-        raise ScenarioFailed(f"{name}: {report['mismatches']} mismatches against the golden "
-                             f"model; first: {report['first_mismatches']}")
     return report
+
+
+def _failure_message(name, cfg, seed, report, failures, exit_code, log: Path, work: Path):
+    """What a failed scenario shows under pytest: the first mismatches (the bench's own
+    lines, each with its cycle), where it stopped, and the log to read next."""
+    lines = [f"{name}: the lookup engine RTL failed the scenario ({cfg.describe()}; seed "
+             f"{seed})"]
+    if report is not None:
+        lines.append(f"{report['mismatches']} mismatch(es) against the golden model and the "
+                     f"port rules ({report.get('protocol_violations', 0)} protocol), "
+                     f"{report['compared']} beats compared; first:")
+        lines += [f"  - {m}" for m in report["first_mismatches"]]
+        if report.get("stopped"):
+            shown = any(m.endswith(report["stopped"]) for m in report["first_mismatches"])
+            lines.append("the scenario stopped at " + ("that check" if shown
+                                                      else f"this check: {report['stopped']}"))
+    else:
+        lines.append(f"the testbench wrote no report (exit code {exit_code}, failures "
+                     f"{failures or 'none recorded'}); last log lines:")
+        tail = log.read_text().splitlines()[-25:] if log.exists() else ["(no log)"]
+        lines += [f"  | {line}" for line in tail]
+    if report is not None and not report["mismatches"]:
+        lines.append(f"the cocotb test failed: {failures or f'exit code {exit_code}'}")
+    lines.append(f"log: {log}")
+    lines.append(f"work folder: {work} (WAVES=1 writes dump.vcd there)")
+    return "\n".join(lines)
 
 
 def _failures(results_xml: Path):
