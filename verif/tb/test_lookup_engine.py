@@ -209,6 +209,9 @@ class ProtocolMonitor:
             self._violation(f"lookups.ready high while the {self.maintenance} runs")
         clear, start_dump = int(dut.clear.value), int(dut.start_dump.value)
         if (clear or start_dump) and not busy:
+            if lookups_ready:       # spec 8: the command goes first, a lookup beat waits
+                self._violation(f"lookups.ready high in the cycle a "
+                                f"{'clear' if clear else 'start_dump'} is taken")
             if clear:
                 self.maintenance = "clear"
                 self.clear_taken = True
@@ -466,8 +469,13 @@ class LookupEngineBench:
                 self.quiet_commands()
             offering_in_maintenance = maintenance is not None and c >= 1
             if c == 0 and command is not None:
-                # The spec does not define a lookup offered with a command: none is.
-                drive(lookups_valid, 0)
+                # Spec 8: a beat offered together with a command waits until the command
+                # has finished; offer the first one right away to check that.
+                drive(lookups_valid, int(n > 0))
+                if n:
+                    lookups_payload.value = beats[0]
+                    holding = True
+                    accept_since = self.cycle
             elif not holding:
                 first = sent == 0
                 offer = sent < n and (first or offering_in_maintenance
@@ -499,6 +507,9 @@ class LookupEngineBench:
             if pulsed:
                 ignored += self.check_ignored(pulsed)
             if holding and int(lookups_ready.value):
+                if c == 0 and command is not None:
+                    self.fail(f"{name}: lookup beat {sent} was accepted in the cycle the "
+                              f"{command} was taken (the command goes first)")
                 if offering_in_maintenance:
                     self.fail(f"{name}: lookup beat {sent} was accepted while the "
                               f"{maintenance} runs (lookups.ready must be low)")
