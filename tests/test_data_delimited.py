@@ -14,18 +14,10 @@ import pytest
 import torch
 
 from sw_driver.data import (AVAZU_FORMAT, CRITEO_FORMAT, ClickLogFormat, ColumnSpec,
-                            DataFormatError, FormatSpecError, find_shared_data, parse_click_log,
-                            read_avazu, read_click_log, read_criteo, shared_data_roots)
+                            DataFormatError, FormatSpecError, parse_click_log, read_avazu,
+                            read_click_log, read_criteo)
 
-M64 = (1 << 64) - 1
-
-
-def _shared(name: str) -> Path:
-    found = find_shared_data(name)
-    if found is None:
-        roots = ", ".join(str(r) for r in shared_data_roots())
-        pytest.skip(f"real data {name}/ not found in {roots} (set HOTLINE_DATA)")
-    return found
+from test_data_readers import M64, _shared   # the real samples, or a skip that says where
 
 
 def _blake(v: str) -> int:
