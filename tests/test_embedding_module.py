@@ -320,6 +320,21 @@ def test_state_dict_resumes_bit_identically():
     a.close(), b.close(), wrong.close()
 
 
+def test_frozen_forward_reads_hot_rows_from_the_hot_table():
+    """Evaluation after training working sets, before any flush (the host copies of hot rows
+    are stale then): the forward equals nn.EmbeddingBag over the complete, flushed tables."""
+    batches = _batches()
+    ebc, _ = _run_hotline(True, batches, RowWiseAdagrad(lr=0.2), hot_budget=1024)
+    feats = batches[3][0]
+    stale = ebc.host_table[:, :DIM].clone()
+    with torch.no_grad():
+        out = ebc(feats)
+    ref = PlainReference(ebc, ebc.optimizer)          # reads the flushed tables
+    assert not torch.equal(stale, ebc.host_table[:, :DIM])   # hot rows were stale before
+    torch.testing.assert_close(out, ref.forward(feats).detach(), rtol=1e-6, atol=1e-6)
+    ebc.close()
+
+
 def test_frozen_collection_refuses_unscheduled_training_and_checks_keys():
     ebc = make("sgd")
     g = torch.Generator().manual_seed(0)

@@ -33,6 +33,7 @@ from torch import nn
 from .features import InputMajor, SparseFeatures
 from .optim import make_optimizer
 from .pipeline import WorkingSetPipeline, _payload_map
+from ..training.timing import PhaseTimer, _NullRecord
 
 __all__ = ["EmbeddingBagConfig", "HotlineEmbeddingBagCollection", "MicroBatch",
            "BOUNDS_CHECK_MODES", "POOLING_MODES", "PLACEMENT_MODES"]
@@ -110,18 +111,7 @@ class _Scheduled:
         self.generation = ebc._ws_generation
 
 
-class _NullRecord:
-    """Phase timing switched off (the trainer passes its own records)."""
-
-    def host_begin(self, phase):
-        return None
-
-    host_end = dev_end = lambda self, *a, **k: None
-
-    def dev_begin(self, phase, stream=None):
-        return None
-
-
+#: the record of a switched-off phase timer (the trainer passes its own records)
 _NULL_RECORD = _NullRecord()
 
 
@@ -168,7 +158,6 @@ class HotlineEmbeddingBagCollection(nn.Module):
                  gather_threads=2, fragmenter=None, eal_config=None, max_cold_rows=None):
         super().__init__()
         from sw_driver.training.modes import eal_config_for_budget, init_table, table_offsets
-        from sw_driver.training.timing import PhaseTimer
 
         self.tables = tuple(t if isinstance(t, EmbeddingBagConfig) else EmbeddingBagConfig(*t)
                             for t in tables)
@@ -363,13 +352,14 @@ class HotlineEmbeddingBagCollection(nn.Module):
                 raise RuntimeError("HotlineEmbeddingBagCollection: popularity is frozen; train "
                                    "through working_sets(...) (forward outside it is for "
                                    "evaluation, under torch.no_grad())")
+            # Hot rows from the hot table, the rest from the host table (stale there until
+            # flush); the slot map is indexed where it lives, not copied.
+            slot_map = self.dev.slot_map
+            slot = slot_map[g.to(slot_map.device)].to(self.device, torch.int64)
+            rows = self.table[g.cpu(), :self.dim].to(self.device)
+            hot_rows = self.working.index_select(0, slot.clamp(min=0))[:, :self.dim]
+            rows = torch.where((slot >= 0).unsqueeze(1), hot_rows, rows)
             g = g.cpu()
-            slot = self.dev.slot_map.cpu()[g].to(torch.int64)
-            rows = self.table[g, :self.dim].to(self.device)
-            hot = slot >= 0
-            if bool(hot.any()):
-                hot_d = hot.to(self.device)
-                rows[hot_d] = self.working[slot[hot].to(self.device), :self.dim]
         else:
             g = g.to(self.table.device)
             rows = self._read_rows(g, rec)

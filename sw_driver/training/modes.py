@@ -162,8 +162,6 @@ class EmbeddingStore:
             ebc.apply_gradient(plan, grad)
         tr.timer.close(rec)
 
-    hybrid_step = step
-
     # --- gpu-only / hybrid -----------------------------------------------------------------
     def train(self, data, start, stop, progress=None, first_index=0):
         """Train samples ``start..stop-1``: mini-batches (gpu-only, hybrid) or working sets

@@ -310,11 +310,6 @@ class Trainer:
         self._loss_n += n
         return rows_x.result()
 
-    def _sgd(self, table, idx_flat, grad):
-        """Sparse SGD on rows: ``table.index_add_(0, idx, -lr * grad)`` (duplicates add up in
-        lookup order on the CPU)."""
-        table.index_add_(0, idx_flat, grad.reshape(idx_flat.numel(), -1).mul(-self.lr))
-
     # --- data -----------------------------------------------------------------------------
     def stage(self, dataset):
         """The dataset staged on the device (:class:`DeviceData`); the two most recent ones
@@ -461,7 +456,7 @@ class Trainer:
                     t_eal = time.perf_counter()
                     st.learn(data.sparse_cpu[a:b])
                     self._phase_s["eal_learn"] += time.perf_counter() - t_eal
-                    st.hybrid_step(data, a, b, "learn_step", self._epoch_learn)
+                    st.step(data, a, b, "learn_step", self._epoch_learn)
                     self.position = b
                     self._learn_left -= 1
                     self._epoch_learn += 1
