@@ -61,9 +61,15 @@ class EALConfig:
         Width of the row index field of a key; rows per table < ``2**row_bits``.
     hash_rounds : int
         Feistel rounds, 2..8; the RTL spends one pipeline stage per round.
-    window : int
-        Lookup beats in flight in the RTL reorder window (>= 2); throughput only, no
-        effect on results.
+    dispatch_beats : int
+        RTL only, throughput only: beats the bank switch draws lookups from at once (>= 1);
+        a bank still empty-handed behind the oldest beat takes its lookup from a younger one.
+    queue_depth : int
+        RTL only, throughput only: entries of each bank's request queue (>= 2); a full
+        queue holds back its bank's lookups in the switch (hot keys), nothing is dropped.
+    beats_in_flight : int
+        RTL only, throughput only: beats between the switch and the result release (>= 2);
+        covers the banks' latency so that the engine keeps taking a beat per cycle.
     popular_max_rrpv : int
         SRRIP only. Default for the run-time threshold: once frozen, a valid entry is popular
         iff its RRPV <= this value (0..3).
@@ -86,7 +92,9 @@ class EALConfig:
     table_bits: int = 5
     row_bits: int = 24
     hash_rounds: int = 4
-    window: int = 6
+    dispatch_beats: int = 4
+    queue_depth: int = 4
+    beats_in_flight: int = 16
     popular_max_rrpv: int = 1
     policy: str = "srrip"
     count_bits: int = 4
@@ -98,7 +106,8 @@ class EALConfig:
             if not cond:
                 raise ValueError(f"EALConfig: {msg}")
         for name in ("lanes", "banks", "sets", "ways", "table_bits", "row_bits",
-                     "hash_rounds", "window", "popular_max_rrpv", "count_bits",
+                     "hash_rounds", "dispatch_beats", "queue_depth", "beats_in_flight",
+                     "popular_max_rrpv", "count_bits",
                      "sketch_counters", "popular_min_count"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -113,7 +122,10 @@ class EALConfig:
              f"key_bits = table_bits + row_bits must be in 2..64, not {self.key_bits}")
         need(2 <= self.hash_rounds <= len(FEISTEL_ROUND_KEYS),
              f"hash_rounds must be in 2..{len(FEISTEL_ROUND_KEYS)}, not {self.hash_rounds}")
-        need(self.window >= 2, f"window must be >= 2, not {self.window}")
+        need(self.dispatch_beats >= 1, f"dispatch_beats must be >= 1, not {self.dispatch_beats}")
+        need(self.queue_depth >= 2, f"queue_depth must be >= 2, not {self.queue_depth}")
+        need(self.beats_in_flight >= 2,
+             f"beats_in_flight must be >= 2, not {self.beats_in_flight}")
         need(0 <= self.popular_max_rrpv <= RRPV_MAX,
              f"popular_max_rrpv must be in 0..{RRPV_MAX}, not {self.popular_max_rrpv}")
         need(self.policy in POLICIES,
@@ -210,7 +222,8 @@ class EALConfig:
         return (f"lanes={self.lanes} banks={self.banks} sets/bank={self.sets} ways={self.ways} "
                 f"entries={self.entries} key={self.key_bits}b (table {self.table_bits}b + row "
                 f"{self.row_bits}b) tag={self.tag_bits}b rounds={self.hash_rounds} "
-                f"window={self.window}"
+                f"switch={self.dispatch_beats} queue={self.queue_depth} "
+                f"in-flight={self.beats_in_flight}"
                 + ("" if self.policy == "srrip" else
                    f" policy=lfu (count {self.count_bits}b, sketch {SKETCH_ROWS}x"
                    f"{self.sketch_counters}, popular count>={self.popular_min_count})")
@@ -227,7 +240,12 @@ DEFAULT_CONFIG = EALConfig()
 # 6 + 13 + 14 = 33 key bits. 16 lanes keeps 4 banks per lane (see docs/spec.md).
 ASIC_CONFIG = EALConfig(lanes=16, banks=64, sets=8192, ways=4, table_bits=5, row_bits=28)
 CONFIGS = {"default": DEFAULT_CONFIG, "asic": ASIC_CONFIG,
-           "lanes1": EALConfig(lanes=1, banks=4), "lanes16": EALConfig(lanes=16, banks=64, sets=16)}
+           "lanes1": EALConfig(lanes=1, banks=4), "lanes16": EALConfig(lanes=16, banks=64, sets=16),
+           "lanes64": EALConfig(lanes=64, banks=256, sets=16),
+           # The paper's accelerator as published: 64 lookup engines over 64 banks, 2 M
+           # entries (one bank per lane, so banks, not lanes, bound its rate).
+           "paper": EALConfig(lanes=64, banks=64, sets=8192, ways=4, table_bits=5,
+                              row_bits=28)}
 
 
 def _need(cond, msg):

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import axil_signature, RESP_OKAY, RESP_SLVERR
-from .lookup_engine import _or_all
+from .logic import or_tree
 from .registers import RegisterMap
 
 __all__ = ["CsrBank"]
@@ -84,7 +84,7 @@ class CsrBank(wiring.Component):
 
         def any_of(sel, names):
             names = list(names)
-            return _or_all(sel[n] for n in names) if names else Const(0)
+            return or_tree(sel[n] for n in names) if names else Const(0)
 
         # ---- write: take AW and W together, answer on B --------------------------------
         bvalid = Signal()
@@ -104,7 +104,7 @@ class CsrBank(wiring.Component):
         m.d.comb += [
             w_unmapped.eq(take_w & ~any_of(wsel, wsel)),
             w_read_only.eq(take_w & any_of(wsel, (r.name for r in rmap if r.access == "ro"))),
-            w_refused.eq(take_w & _or_all([Const(0)] + [
+            w_refused.eq(take_w & or_tree([Const(0)] + [
                 wsel[r.name] & getattr(self, f"refuse_{r.name}")
                 for r in rmap if r.access == "wo"])),
         ]
@@ -151,7 +151,7 @@ class CsrBank(wiring.Component):
         m.d.comb += r_unmapped.eq(take_r & ~any_of(rsel, rsel))
         with m.If(take_r):
             m.d.sync += [rvalid.eq(1), rresp.eq(Mux(r_unmapped, RESP_SLVERR, RESP_OKAY)),
-                         rdata.eq(_or_all(values))]
+                         rdata.eq(or_tree(values))]
 
         # ---- refused accesses: sticky bits and the offset (a write's wins a tie) --------
         err_set = Signal(32)

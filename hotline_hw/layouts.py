@@ -10,7 +10,8 @@ from amaranth.lib import data
 from .config import EALConfig, SKETCH_ROWS
 
 __all__ = ["lookup_lane", "lookup_beat", "result_lane", "result_beat", "entry_layout",
-           "ways_layout", "sketch_layout", "set_layout", "dump_record", "hashed_lane"]
+           "ways_layout", "sketch_layout", "set_layout", "dump_record", "hashed_lane",
+           "bank_request", "bank_response", "beat_record"]
 
 
 def lookup_lane(cfg: EALConfig):
@@ -69,3 +70,20 @@ def dump_record(cfg: EALConfig):
     if cfg.policy == "lfu":
         fields["sketch"] = sketch_layout(cfg)
     return data.StructLayout(fields)
+
+
+def bank_request(cfg: EALConfig):
+    """A lookup on its way to its bank: the set within the bank and the tag."""
+    return data.StructLayout({"set": max(1, cfg.set_bits), "tag": cfg.tag_bits})
+
+
+def bank_response(cfg: EALConfig):
+    """A bank's answer to one request: ``hit`` and the way (spec section 4)."""
+    return data.StructLayout({"hit": 1, "way": max(1, cfg.way_bits)})
+
+
+def beat_record(cfg: EALConfig):
+    """What the result release keeps of a beat in flight: per lane ``valid`` and where the
+    lookup went (its bank and set), enough to pick its response and form its slot."""
+    return data.ArrayLayout(data.StructLayout({"valid": 1, "bank": max(1, cfg.bank_bits),
+                                               "set": max(1, cfg.set_bits)}), cfg.lanes)

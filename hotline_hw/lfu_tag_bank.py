@@ -33,9 +33,9 @@ class LfuTagBank(TagBank):
         s1_i1 = Signal(cfg.sketch_bits)
         low32 = Signal(32)
         product = Signal(64)
-        m.d.comb += [low32.eq(self.req_tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
-        wr, word, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m, [
-            (s1_i0, self.req_tag[:cfg.sketch_bits]),
+        m.d.comb += [low32.eq(self.request.payload.tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
+        wr, word, s1_valid, s1_set, s1_tag = self._read_and_request(m, [
+            (s1_i0, self.request.payload.tag[:cfg.sketch_bits]),
             (s1_i1, product[32 - cfg.sketch_bits:32])])
         cur = word.ways
         sk = word.sketch
@@ -105,5 +105,5 @@ class LfuTagBank(TagBank):
         with m.Else():
             popular = hit & (hit_count >= Const(cfg.popular_min_count, cfg.count_bits))
             m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id, resp_hit, resp_way)
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way)
         return m

@@ -105,7 +105,7 @@ ID_PARAMETERS = (
     ("P_TABLE_BITS", lambda c: c.eal.table_bits, "table-id bits of a key"),
     ("P_ROW_BITS", lambda c: c.eal.row_bits, "row bits of a key"),
     ("P_HASH_ROUNDS", lambda c: c.eal.hash_rounds, "Feistel rounds"),
-    ("P_WINDOW", lambda c: c.eal.window, "reorder window beats"),
+    ("P_BEATS_IN_FLIGHT", lambda c: c.eal.beats_in_flight, "lookup beats in flight"),
     ("P_BUS_BITS", lambda c: c.bus_bits, "DMA data bus width"),
     ("P_ADDR_BITS", lambda c: c.addr_bits, "DMA address width"),
     ("P_READ_IDS", lambda c: c.read_ids, "row reads in flight (AXI IDs)"),

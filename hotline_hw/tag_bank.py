@@ -5,32 +5,56 @@ three-stage pipeline (read, update, write) with forwarding.
 """
 
 from amaranth import Signal, Module, Mux
-from amaranth.lib import wiring, memory
+from amaranth.lib import wiring, memory, stream
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig, RRPV_INSERT, RRPV_MAX
-from .layouts import set_layout
+from .layouts import set_layout, bank_request, bank_response
 
-__all__ = ["TagBank"]
+__all__ = ["TagBank", "MaintenanceSignature"]
+
+
+class MaintenanceSignature(wiring.Signature):
+    """The maintenance side of a bank, as the engine's clear and dump sequencer drives it.
+
+    Members
+    -------
+    read : Out(1)
+        Read set ``addr``; its ways appear on the bank's ``read_data`` the next cycle.
+    hold : Out(1)
+        Keep ``read_data`` unchanged (the read port is not enabled).
+    clear : Out(1)
+        Write an all-zero set at ``addr`` this cycle.
+    addr : Out(set_bits)
+        The set that ``read`` and ``clear`` address.
+    """
+
+    def __init__(self, cfg: EALConfig):
+        super().__init__({"read": Out(1), "hold": Out(1), "clear": Out(1),
+                          "addr": Out(max(1, cfg.set_bits))})
 
 
 class TagBank(wiring.Component):
     """A bank of ``sets`` x ``ways`` tag-store entries, pipelined: read, update, write.
 
-    Ports
-    -----
-    req_valid, req_set, req_tag, req_id : In
-        A lookup for this bank, accepted every cycle it is valid (the bank never stalls).
-        ``req_id`` is carried to the response unchanged.
-    resp_valid, resp_hit, resp_way, resp_id : Out
-        The result, registered: valid two cycles after the request.
+    Parameters
+    ----------
+    cfg : EALConfig
+        Sets, ways, tag width and policy parameters of the bank.
+
+    Attributes
+    ----------
+    request : In(stream of ``bank_request``, always ready)
+        A lookup for this bank (set and tag), taken every cycle it is valid: the bank never
+        stalls, so whoever feeds it must have room for the response.
+    response : Out(stream of ``bank_response``, always ready)
+        ``hit`` and ``way`` of each request, registered: valid two cycles after the
+        request, in request order.
     learn, popular_max_rrpv : In
         Mode (sampled with each request: a lookup in flight keeps the mode it was issued
         in) and frozen-mode threshold (spec section 4; stable while lookups are in flight).
-    maint_read, maint_hold, maint_clear, maint_addr : In
-        Maintenance access while no lookup is in flight: ``maint_read`` reads set
-        ``maint_addr`` (its ways appear on ``read_data`` next cycle), ``maint_hold`` keeps the
-        read data unchanged, ``maint_clear`` writes an all-zero set at ``maint_addr``.
+    maint : In(MaintenanceSignature)
+        Read, hold and clear a set while no lookup is in flight (clear and dump).
     read_data : Out(set_layout)
         The memory read port's data.
 
@@ -46,16 +70,13 @@ class TagBank(wiring.Component):
     read-modify-write in one cycle.
     """
 
-    def __init__(self, cfg: EALConfig, id_bits: int):
+    def __init__(self, cfg: EALConfig):
         self.cfg = cfg
         super().__init__({
-            "req_valid": In(1), "req_set": In(max(1, cfg.set_bits)),
-            "req_tag": In(cfg.tag_bits), "req_id": In(id_bits),
-            "resp_valid": Out(1), "resp_hit": Out(1), "resp_way": Out(max(1, cfg.way_bits)),
-            "resp_id": Out(id_bits),
+            "request": In(stream.Signature(bank_request(cfg), always_ready=True)),
+            "response": Out(stream.Signature(bank_response(cfg), always_ready=True)),
             "learn": In(1), "popular_max_rrpv": In(2),
-            "maint_read": In(1), "maint_hold": In(1), "maint_clear": In(1),
-            "maint_addr": In(max(1, cfg.set_bits)),
+            "maint": In(MaintenanceSignature(cfg)),
             "read_data": Out(set_layout(cfg)),
         })
 
@@ -63,7 +84,7 @@ class TagBank(wiring.Component):
         """The bank's memory, its read address (request or maintenance), the update stage's
         registers (the request whose set was read) and the forwarded set word. ``extra``:
         more ``(signal, value)`` pairs registered with the request. Returns ``(wr, word,
-        s1_valid, s1_set, s1_tag, s1_id)`` where ``word`` is the set the update stage works
+        s1_valid, s1_set, s1_tag)`` where ``word`` is the set the update stage works
         on; shared by the SRRIP and lfu banks (:meth:`_write_and_respond` closes the
         pipeline)."""
         cfg = self.cfg
@@ -71,23 +92,22 @@ class TagBank(wiring.Component):
         wr = mem.write_port()
         rd = mem.read_port(transparent_for=(wr,))
         m.d.comb += [
-            rd.addr.eq(Mux(self.maint_read | self.maint_hold, self.maint_addr, self.req_set)),
-            rd.en.eq(~self.maint_hold),
+            rd.addr.eq(Mux(self.maint.read | self.maint.hold, self.maint.addr,
+                           self.request.payload.set)),
+            rd.en.eq(~self.maint.hold),
             self.read_data.eq(rd.data),
         ]
         # Stage 2 (update): the request whose set the memory is reading.
         s1_valid = Signal()
-        s1_set = Signal.like(self.req_set)
-        s1_tag = Signal.like(self.req_tag)
-        s1_id = Signal.like(self.req_id)
+        s1_set = Signal.like(self.request.payload.set)
+        s1_tag = Signal.like(self.request.payload.tag)
         self._s1_learn = Signal()
-        m.d.sync += [s1_valid.eq(self.req_valid), s1_set.eq(self.req_set),
-                     s1_tag.eq(self.req_tag), s1_id.eq(self.req_id),
-                     self._s1_learn.eq(self.learn)]
+        m.d.sync += [s1_valid.eq(self.request.valid), s1_set.eq(self.request.payload.set),
+                     s1_tag.eq(self.request.payload.tag), self._s1_learn.eq(self.learn)]
         m.d.sync += [sig.eq(value) for sig, value in extra]
         # Stage 3 (write): the previous update's set, written this cycle.
         self._s2_write = Signal()
-        self._s2_set = Signal.like(self.req_set)
+        self._s2_set = Signal.like(s1_set)
         self._s2_word = Signal(set_layout(cfg))
         forward = Signal()
         word = Signal(set_layout(cfg))
@@ -95,7 +115,7 @@ class TagBank(wiring.Component):
             forward.eq(self._s2_write & (self._s2_set == s1_set)),
             word.eq(Mux(forward, self._s2_word.as_value(), rd.data.as_value())),
         ]
-        return wr, word, s1_valid, s1_set, s1_tag, s1_id
+        return wr, word, s1_valid, s1_set, s1_tag
 
     def _match_free(self, m, cur, s1_tag):
         """Per-way ``match`` (valid and the tag equal) and ``free`` (not valid) bits."""
@@ -114,29 +134,28 @@ class TagBank(wiring.Component):
                 m.d.comb += index.eq(w)
         return index
 
-    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, s1_id, hit, way):
+    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, hit, way):
         """Register the updated set (written next cycle in learn mode; a maintenance clear
         zeroes a set at once) and the response ``hit`` / ``way``."""
         m.d.sync += [
             self._s2_write.eq(s1_valid & self._s1_learn),
             self._s2_set.eq(s1_set),
             self._s2_word.eq(new),
-            self.resp_valid.eq(s1_valid),
-            self.resp_id.eq(s1_id),
-            self.resp_hit.eq(hit),
-            self.resp_way.eq(way),
+            self.response.valid.eq(s1_valid),
+            self.response.payload.hit.eq(hit),
+            self.response.payload.way.eq(way),
         ]
         m.d.comb += [
-            wr.addr.eq(Mux(self.maint_clear, self.maint_addr, self._s2_set)),
-            wr.data.eq(Mux(self.maint_clear, 0, self._s2_word.as_value())),
-            wr.en.eq(self.maint_clear | self._s2_write),
+            wr.addr.eq(Mux(self.maint.clear, self.maint.addr, self._s2_set)),
+            wr.data.eq(Mux(self.maint.clear, 0, self._s2_word.as_value())),
+            wr.en.eq(self.maint.clear | self._s2_write),
         ]
 
     def elaborate(self, platform):
         cfg = self.cfg
         ways = cfg.ways
         m = Module()
-        wr, cur, s1_valid, s1_set, s1_tag, s1_id = self._read_and_request(m)
+        wr, cur, s1_valid, s1_set, s1_tag = self._read_and_request(m)
         learn = self._s1_learn
         match, free = self._match_free(m, cur, s1_tag)
         lowest = lambda bits, name: self._lowest(m, bits, name)
@@ -186,5 +205,5 @@ class TagBank(wiring.Component):
         with m.Else():
             popular = hit & (hit_rrpv <= self.popular_max_rrpv)
             m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, s1_id, resp_hit, resp_way)
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way)
         return m

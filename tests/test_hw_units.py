@@ -78,7 +78,7 @@ def test_tag_bank_back_to_back_same_set_matches_golden(policy):
     exp_frozen = (golden.lookup(torch.tensor(keys), popular_max_rrpv=2) if policy == "srrip"
                   else golden.lookup(torch.tensor(keys)))
     _, sets, tags = hash_fields(torch.tensor(keys), cfg)
-    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg, id_bits=10)
+    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg)
     results = {"learn": [], "frozen": []}
 
     async def bench(ctx):
@@ -87,16 +87,15 @@ def test_tag_bank_back_to_back_same_set_matches_golden(policy):
             ctx.set(dut.popular_max_rrpv, 2)
             for i in range(len(keys) + 2):         # two more cycles: the pipeline drains
                 if i < len(keys):
-                    ctx.set(dut.req_valid, 1)
-                    ctx.set(dut.req_set, sets[i].item())
-                    ctx.set(dut.req_tag, tags[i].item())
-                    ctx.set(dut.req_id, i)
+                    ctx.set(dut.request.valid, 1)
+                    ctx.set(dut.request.payload.set, sets[i].item())
+                    ctx.set(dut.request.payload.tag, tags[i].item())
                 else:
-                    ctx.set(dut.req_valid, 0)
+                    ctx.set(dut.request.valid, 0)
                 await ctx.tick()
-                if ctx.get(dut.resp_valid):
-                    results[mode].append((i, ctx.get(dut.resp_id), ctx.get(dut.resp_hit),
-                                          ctx.get(dut.resp_way)))
+                if ctx.get(dut.response.valid):
+                    results[mode].append((i, ctx.get(dut.response.payload.hit),
+                                          ctx.get(dut.response.payload.way)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -104,10 +103,10 @@ def test_tag_bank_back_to_back_same_set_matches_golden(policy):
     sim.run()
     for mode, exp in (("learn", exp_learn), ("frozen", exp_frozen)):
         got = results[mode]
-        assert [r[1] for r in got] == list(range(len(keys)))
-        assert all(i == rid + 1 for i, rid, _, _ in got), "response latency is two cycles"
-        assert [r[2] for r in got] == [int(h) for h in exp.hit.tolist()], mode
-        assert [r[3] for r in got] == exp.way.tolist(), mode
+        # Sampled after the tick of cycle i: the response to request i - 1 (two cycles).
+        assert [r[0] for r in got] == list(range(1, len(keys) + 1)), "latency is two cycles"
+        assert [r[1] for r in got] == [int(h) for h in exp.hit.tolist()], mode
+        assert [r[2] for r in got] == exp.way.tolist(), mode
 
 
 def test_port_codec_round_trip():
@@ -153,7 +152,7 @@ def test_tag_bank_keeps_the_mode_of_each_request(policy):
                 golden.lookup(torch.tensor(probed), **threshold),
                 golden.lookup(torch.tensor(everything), **threshold)]
     plan = [(1, learned, 0), (0, probed, 1), (0, everything, 0)]
-    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg, id_bits=7)
+    dut = (TagBank if policy == "srrip" else LfuTagBank)(cfg)
     got = [[] for _ in plan]
 
     async def bench(ctx):
@@ -162,16 +161,16 @@ def test_tag_bank_keeps_the_mode_of_each_request(policy):
             _, sets, tags = hash_fields(torch.tensor(keys), cfg)
             ctx.set(dut.learn, learn)
             for i in range(len(keys) + 3):
-                ctx.set(dut.req_valid, i < len(keys))
+                ctx.set(dut.request.valid, i < len(keys))
                 if i < len(keys):
-                    ctx.set(dut.req_set, sets[i].item())
-                    ctx.set(dut.req_tag, tags[i].item())
-                    ctx.set(dut.req_id, i)
+                    ctx.set(dut.request.payload.set, sets[i].item())
+                    ctx.set(dut.request.payload.tag, tags[i].item())
                 if i == len(keys):
                     ctx.set(dut.learn, after)   # the cycle after the last request
                 await ctx.tick()
-                if ctx.get(dut.resp_valid):
-                    got[run].append((ctx.get(dut.resp_hit), ctx.get(dut.resp_way)))
+                if ctx.get(dut.response.valid):
+                    got[run].append((ctx.get(dut.response.payload.hit),
+                                     ctx.get(dut.response.payload.way)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

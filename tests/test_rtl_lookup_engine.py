@@ -20,8 +20,10 @@ from verif.workload import LookupWorkload, load_criteo_or_synthetic
 pytestmark = pytest.mark.rtl
 
 # Two banks of four 3-way sets: constant bank conflicts, evictions with ageing, back-to-back
-# read-modify-writes of one set; 3 ways and a 3-beat window are not powers of two.
-TINY = EALConfig(lanes=4, banks=2, sets=4, ways=3, table_bits=2, row_bits=10, window=3)
+# read-modify-writes of one set; 3 ways and 3 beats in flight are not powers of two; 2-entry queues and a 2-beat
+# switch fill quickly (back-pressure inside the engine).
+TINY = EALConfig(lanes=4, banks=2, sets=4, ways=3, table_bits=2, row_bits=10,
+                 dispatch_beats=2, queue_depth=2, beats_in_flight=3)
 
 
 def skewed_keys(rng, n, hot, space):
@@ -98,7 +100,7 @@ def test_criteo_sample_learn_then_classify():
 # rejections, saturation of entries and sketch, and ties for the victim all occur.
 TINY_LFU = TINY.replace(policy="lfu", count_bits=3, sketch_counters=4, popular_min_count=4)
 # Two lanes over eight banks of 16-way sets (the geometry the trainer gives lfu): the
-# engine's reorder window and bank conflicts with lfu banks.
+# engine's switch, queues and bank conflicts with lfu banks.
 LFU_LANES2 = EALConfig(lanes=2, banks=8, sets=16, ways=16, policy="lfu")
 
 
@@ -252,8 +254,8 @@ def test_mode_and_threshold_change_in_the_first_idle_cycle():
 
 
 def test_every_lane_to_one_bank_and_every_lookup_to_one_set():
-    """Adversarial conflicts: every lane of every beat to one bank (the arbiter serialises
-    the whole window), then every lookup to one set (back-to-back read-modify-writes of one
+    """Adversarial conflicts: every lane of every beat to one bank (its queue fills and
+    the switch serialises every beat), then every lookup to one set (back-to-back read-modify-writes of one
     set through the bank pipeline's forwarding, with evictions)."""
     rng = random.Random(39)
     one_bank = keys_hashing_to(TINY, 800, rng, bank=1, distinct=40)
@@ -279,13 +281,15 @@ def test_every_lane_to_one_bank_and_every_lookup_to_one_set():
 # 64 bits of the hash.
 SWEEP = {
     "b1s1w1_key64": EALConfig(lanes=2, banks=1, sets=1, ways=1, table_bits=8, row_bits=56,
-                              window=2, hash_rounds=2),
+                              dispatch_beats=1, queue_depth=2, beats_in_flight=2,
+                              hash_rounds=2),
     "b4s2w3_key64": EALConfig(lanes=3, banks=4, sets=2, ways=3, table_bits=4, row_bits=60,
-                              window=4, hash_rounds=3),
+                              dispatch_beats=3, queue_depth=3, beats_in_flight=5,
+                              hash_rounds=3),
     "b2s4w4_lane1": EALConfig(lanes=1, banks=2, sets=4, ways=4, table_bits=3, row_bits=9,
-                              window=2),
+                              dispatch_beats=1, beats_in_flight=2),
     "b4s4w2_lfu": EALConfig(lanes=4, banks=4, sets=4, ways=2, table_bits=2, row_bits=12,
-                            window=5, policy="lfu", count_bits=2, sketch_counters=2,
+                            dispatch_beats=2, queue_depth=2, beats_in_flight=4, policy="lfu", count_bits=2, sketch_counters=2,
                             popular_min_count=2),
 }
 

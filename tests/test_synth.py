@@ -26,10 +26,10 @@ from hotline_hw.synth.tools import NEXTPNR_ECP5, YOSYS, find_tool
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for seconds per tool, yet every block is there and the tag store (2 banks of
 # 64 sets x 2 ways) is deep enough for Yosys to put it in block RAM.
-TINY = ["--set", "banks=2", "--set", "ways=2", "--set", "window=2", "--set", "hash_rounds=2"]
+TINY = ["--set", "banks=2", "--set", "ways=2", "--set", "dispatch_beats=1", "--set", "beats_in_flight=2", "--set", "hash_rounds=2"]
 # Four lanes of an 8-round hash need 64 MULT18X18D; the LFE5U-12F has 28.
 TOO_MANY_DSPS = ["--set", "lanes=4", "--set", "banks=4", "--set", "sets=16", "--set", "ways=1",
-                 "--set", "window=2", "--set", "hash_rounds=8"]
+                 "--set", "dispatch_beats=1", "--set", "beats_in_flight=2", "--set", "hash_rounds=8"]
 # Generous per tool: a fresh machine's first YoWASP call compiles the tool (about a minute).
 TOOL_TIMEOUT = "300"
 
@@ -104,8 +104,9 @@ def test_memory_mapping_is_read():
     assert kinds == {"bank0.mem": "block RAM", "fifo.storage": "LUTRAM", "bank1.mem": "flip-flops"}
     assert parse.memory_kind("$__XILINX_LUTRAM_SDP_") == "LUTRAM"
     assert parse.memory_kind("$__XILINX_BLOCKRAM_TDP_") == "block RAM"
-    assert is_tag_store("engine.bank12.mem") and is_tag_store("bank0.mem")
+    assert is_tag_store("engine.bank12.bank.mem") and is_tag_store("bank0.bank.mem")
     assert not is_tag_store("fragmenter.table.bank0") and not is_tag_store("row_mover.slots")
+    assert not is_tag_store("bank0.queue.storage") and not is_tag_store("bank3.answers.storage")
 
 
 def test_verilog_memories_are_named_as_yosys_flattens_them():

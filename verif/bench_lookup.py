@@ -1,22 +1,76 @@
 """Lookup-engine benchmark: sustained lookups per cycle, simulation speed, build time.
 
-``python -m verif.bench_lookup`` (``make bench``) runs random keys through the RTL of the
-1-, 4- and 16-lane configurations (4 banks per lane) under Verilator, checks every result
-against the golden model, and prints a table; ``--record`` appends it to docs/benchmarks.md
-with the date, machine and command.
+``python -m verif.bench_lookup`` (``make bench``) runs keys through the RTL of the 1-, 4-
+and 16-lane configurations (4 banks per lane) under Verilator, checks every result against
+the golden model, and prints a table; ``--record`` appends it to docs/benchmarks.md with the
+date, machine and command. ``--keys`` picks the key streams: ``random`` (uniform),
+``zipf`` (Zipf-distributed ranks, ``--zipf-exponent``) and ``criteo`` (the Criteo sample's
+keys in input order, synthetic when ../shared/data is absent). ``--set FIELD=VALUE`` changes
+a configuration field (e.g. ``queue_depth=8``) to see what a parameter buys.
+
+Beside the measured rate the table gives the *bank bound*: one lookup per bank per cycle,
+so a stream whose busiest bank receives a share ``s`` of all lookups cannot exceed
+``1 / (lanes * s)`` lookups per lane per cycle, whatever the queues (hot keys).
 """
 
 import argparse
+import collections
+import dataclasses
 import datetime
 import os
 import platform
-import random
 import shutil
 import sys
 import time
 
+import numpy as np
+import torch
+
 from hotline_hw.config import CONFIGS
+from verif.golden import hash_fields
 from verif.tb.runner import REPO_ROOT, SIM_BUILD, _config_tag, run_scenario
+from verif.workload import load_criteo_or_synthetic, lookup_keys
+
+KEY_STREAMS = ("random", "zipf", "criteo")
+
+
+def stream_keys(kind, cfg, n, key_space, zipf_exponent, seed=2024):
+    """``n`` keys of the named stream for ``cfg``."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return rng.integers(0, key_space, n).tolist()
+    if kind == "zipf":
+        # Ranks 1, 2, ... of a Zipf law over key_space keys, scattered over the key space
+        # (a fixed permutation), so that popularity and key value are unrelated.
+        ranks = np.arange(1, key_space + 1, dtype=np.float64)
+        weights = ranks ** -zipf_exponent
+        picks = rng.choice(key_space, size=n, p=weights / weights.sum())
+        return rng.permutation(key_space)[picks].tolist()
+    data, _, _ = load_criteo_or_synthetic()
+    keys = lookup_keys(data.sparse, cfg).reshape(-1).tolist()   # input by input, table order
+    return (keys * (n // len(keys) + 1))[:n]
+
+
+def bank_bound(keys, cfg):
+    """Lookups per lane per cycle that the busiest bank allows (one lookup per cycle each)."""
+    banks, _, _ = hash_fields(torch.tensor(keys, dtype=torch.int64), cfg)
+    busiest = collections.Counter(banks.tolist()).most_common(1)[0][1] / len(keys)
+    return min(1.0, 1.0 / (cfg.lanes * busiest))
+
+
+def configured(name, overrides):
+    """The named configuration with ``FIELD=VALUE`` overrides applied."""
+    cfg = CONFIGS[name]
+    changes = {}
+    for item in overrides:
+        field, _, value = item.partition("=")
+        if field not in {f.name for f in dataclasses.fields(cfg)} or not value:
+            raise SystemExit(f"error: --set {item}: expected FIELD=VALUE with a field of EALConfig")
+        changes[field] = value if field == "policy" else int(value)
+    try:
+        return cfg.replace(**changes)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}")
 
 
 def machine():
@@ -36,48 +90,63 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="lanes1,default,lanes16",
                         help="comma-separated named configs (default: lanes1,default,lanes16)")
-    parser.add_argument("--lookups", type=int, default=40000, help="random lookups per mode")
+    parser.add_argument("--keys", default="random",
+                        help=f"comma-separated key streams from {', '.join(KEY_STREAMS)}")
+    parser.add_argument("--zipf-exponent", type=float, default=1.05)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE", help="change a configuration field; repeatable")
+    parser.add_argument("--lookups", type=int, default=40000, help="lookups per mode")
     parser.add_argument("--key-space", type=int, default=1 << 20,
                         help="keys are drawn uniformly from 0..key_space-1")
     parser.add_argument("--clean", action="store_true", help="time a clean Verilator build")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
-    rng = random.Random(2024)
+    kinds = args.keys.split(",")
+    for kind in kinds:
+        if kind not in KEY_STREAMS:
+            parser.error(f"--keys: unknown stream {kind!r} (choose from {', '.join(KEY_STREAMS)})")
     rows = []
     for name in args.configs.split(","):
-        cfg = CONFIGS[name]
-        keys = [rng.randrange(args.key_space) for _ in range(args.lookups)]
+        if name not in CONFIGS:
+            parser.error(f"--configs: unknown configuration {name!r} ({', '.join(CONFIGS)})")
+        cfg = configured(name, args.overrides)
         if args.clean:
             shutil.rmtree(SIM_BUILD / _config_tag(cfg), ignore_errors=True)
-        started = time.perf_counter()
-        report = run_scenario(cfg, [{"op": "learn", "keys": keys},
-                                    {"op": "frozen", "keys": keys}], name=f"bench_{name}")
-        total = time.perf_counter() - started
-        learn, frozen = report["phases"]
-        per_cycle = [p["lookups"] / p["cycles"] for p in (learn, frozen)]
-        rows.append({
-            "config": name, "lanes": cfg.lanes, "banks": cfg.banks,
-            "learn_lpc": per_cycle[0], "frozen_lpc": per_cycle[1],
-            "per_lane": min(per_cycle) / cfg.lanes,
-            "cycles_per_s": report["total_cycles"] / report["wall_seconds"],
-            "build_s": report["build_seconds"], "total_s": total,
-        })
-        print(f"{name}: {rows[-1]}", flush=True)
-    header = ("| config | lanes | banks | lookups/cycle learn | lookups/cycle frozen | per lane "
-              "(min) | sim cycles/s | Verilator build s |")
-    lines = [header, "|" + "---|" * 8]
+        for kind in kinds:
+            keys = stream_keys(kind, cfg, args.lookups, args.key_space, args.zipf_exponent)
+            started = time.perf_counter()
+            report = run_scenario(cfg, [{"op": "learn", "keys": keys},
+                                        {"op": "frozen", "keys": keys}],
+                                  name=f"bench_{name}_{kind}")
+            total = time.perf_counter() - started
+            learn, frozen = report["phases"]
+            per_cycle = [p["lookups"] / p["cycles"] for p in (learn, frozen)]
+            rows.append({
+                "config": name, "keys": kind, "lanes": cfg.lanes, "banks": cfg.banks,
+                "learn_lpc": per_cycle[0], "frozen_lpc": per_cycle[1],
+                "per_lane": min(per_cycle) / cfg.lanes, "bound": bank_bound(keys, cfg),
+                "cycles_per_s": report["total_cycles"] / report["wall_seconds"],
+                "build_s": report["build_seconds"], "total_s": total,
+            })
+            print(f"{name}/{kind}: {rows[-1]}", flush=True)
+    header = ("| config | keys | lanes | banks | lookups/cycle learn | lookups/cycle frozen | "
+              "per lane (min) | bank bound per lane | sim cycles/s | Verilator build s |")
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['lanes']} | {r['banks']} | {r['learn_lpc']:.3f} | "
-                     f"{r['frozen_lpc']:.3f} | {r['per_lane']:.3f} | {r['cycles_per_s']:.0f} | "
+        lines.append(f"| {r['config']} | {r['keys']} | {r['lanes']} | {r['banks']} | "
+                     f"{r['learn_lpc']:.3f} | {r['frozen_lpc']:.3f} | {r['per_lane']:.3f} | "
+                     f"{r['bound']:.3f} | {r['cycles_per_s']:.0f} | "
                      f"{r['build_s']:.1f}{' (clean)' if args.clean else ''} |")
     table = "\n".join(lines)
     print(table)
     if args.record:
         command = "python -m verif.bench_lookup " + " ".join(argv if argv is not None else sys.argv[1:])
         entry = (f"\n### Lookup engine, {datetime.date.today().isoformat()}\n\n"
-                 f"Machine: {machine()}. Command: `{command.strip()}`. {args.lookups} uniformly "
-                 f"random keys from {args.key_space} per mode, no idle or back-pressure cycles, "
-                 f"every result checked against the golden model.\n\n{table}\n")
+                 f"Machine: {machine()}. Command: `{command.strip()}`. {args.lookups} keys "
+                 f"per mode and stream (random: uniform over {args.key_space}; zipf: exponent "
+                 f"{args.zipf_exponent} over {args.key_space}; criteo: the sample's keys in "
+                 f"order), no idle or back-pressure cycles, every result checked against the "
+                 f"golden model.\n\n{table}\n")
         with open(REPO_ROOT / "docs" / "benchmarks.md", "a") as f:
             f.write(entry)
     return 0

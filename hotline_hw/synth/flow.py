@@ -42,12 +42,12 @@ _XILINX_MEMORY_CELLS = ("RAMB36E2", "RAMB18E2", "URAM288", "RAM32M", "RAM32M16",
                         "RAM64M8", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM256X1D",
                         "RAM32X1S", "RAM64X1S", "RAM128X1S", "RAM256X1S", "RAM512X1S")
 
-_TAG_STORE = re.compile(r"(^|\.)bank\d+\.mem$")
+_TAG_STORE = re.compile(r"(^|\.)bank\d+\.bank\.mem$")
 
 
 def is_tag_store(memory: str):
     """Whether a flattened memory name is an EAL tag-store bank: ``TagBank`` (and the lfu
-    bank) name their memory ``mem`` inside the engine's ``bank<N>`` submodule."""
+    bank) name their memory ``mem``; the engine's ``bank<N>`` pipeline names its bank ``bank``."""
     return bool(_TAG_STORE.search(memory))
 
 

@@ -59,7 +59,8 @@ class Budgets:
 
     They catch deadlocks, not slowness: each is several times what the engine needs
     (latency and throughput are not part of the contract). ``latency`` bounds one lookup
-    beat's trip through an engine whose reorder window is full of lookups to one bank;
+    beat's trip through an engine whose switch, queues and beats in flight are all full of
+    lookups to one bank;
     ``slow_in`` / ``slow_out`` are the factors by which random idle / back-pressure cycles
     stretch a stream; ``scale`` stretches every limit (a deeper pipeline, a slower engine).
     """
@@ -67,7 +68,8 @@ class Budgets:
     def __init__(self, cfg: EALConfig, idle_prob: float, stall_prob: float, scale: float = 1.0):
         self.cfg = cfg
         self.scale = scale
-        self.latency = 100 + 10 * (cfg.hash_rounds + cfg.window * cfg.lanes)
+        self.latency = 100 + 10 * (cfg.hash_rounds + cfg.queue_depth
+                                   + (cfg.dispatch_beats + cfg.beats_in_flight) * cfg.lanes)
         self.slow_in = 1.0 / (1.0 - min(idle_prob, 0.95))
         self.slow_out = 1.0 / (1.0 - min(stall_prob, 0.95))
 
@@ -82,7 +84,7 @@ class Budgets:
     @property
     def accept(self):
         """Cycles a lookup beat may wait for ``lookups.ready`` outside a clear or dump (the
-        window drains through ``results``)."""
+        beats in flight drain through ``results``)."""
         return self._cycles(4 * self.latency * self.slow_out)
 
     @property

@@ -1,0 +1,94 @@
+"""One bank of the lookup engine with its request and response queues."""
+
+from amaranth import Signal, Module
+from amaranth.lib import wiring, stream, fifo
+from amaranth.lib.wiring import In, Out
+
+from .config import EALConfig
+from .layouts import bank_request, bank_response, set_layout
+from .lfu_tag_bank import LfuTagBank
+from .tag_bank import TagBank, MaintenanceSignature
+
+__all__ = ["BankPipeline", "RESPONSE_QUEUE_DEPTH"]
+
+#: Responses a bank may have issued and not yet handed on: the bank's two pipeline stages
+#: plus the response queue's one cycle and the consumer's, so a bank answered every cycle
+#: is never held back.
+RESPONSE_QUEUE_DEPTH = 4
+
+
+class BankPipeline(wiring.Component):
+    """A tag bank between a request queue and a response queue.
+
+    Parameters
+    ----------
+    cfg : EALConfig
+        The bank's geometry and policy, and ``queue_depth``.
+
+    Attributes
+    ----------
+    requests : In(stream of ``bank_request``)
+        Lookups for this bank in stream order; not ready while the request queue
+        (``queue_depth`` entries) is full.
+    responses : Out(stream of ``bank_response``)
+        ``hit`` and ``way`` of each request, in request order.
+    learn, popular_max_rrpv : In
+        Passed to the bank (sampled with each request).
+    maint : In(MaintenanceSignature)
+        The bank's maintenance access (clear and dump), used only while ``busy`` is low.
+    read_data : Out(set_layout)
+        The bank's memory read data.
+
+    The bank takes a request only when its response is sure to have room: it issues from
+    the request queue while fewer than ``RESPONSE_QUEUE_DEPTH`` of its responses are
+    outstanding (in the bank or in the response queue), so a stalled consumer stops the
+    bank without a response ever being dropped, and the request queue then fills and
+    back-pressures the switch.
+    """
+
+    def __init__(self, cfg: EALConfig):
+        self.cfg = cfg
+        super().__init__({
+            "requests": In(stream.Signature(bank_request(cfg))),
+            "responses": Out(stream.Signature(bank_response(cfg))),
+            "learn": In(1), "popular_max_rrpv": In(2),
+            "maint": In(MaintenanceSignature(cfg)),
+            "read_data": Out(set_layout(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        request_bits = bank_request(cfg).size
+        response_bits = bank_response(cfg).size
+        m.submodules.queue = queue = fifo.SyncFIFO(width=request_bits, depth=cfg.queue_depth)
+        m.submodules.bank = bank = (TagBank if cfg.policy == "srrip" else LfuTagBank)(cfg)
+        m.submodules.answers = answers = fifo.SyncFIFO(width=response_bits,
+                                                       depth=RESPONSE_QUEUE_DEPTH)
+        wiring.connect(m, wiring.flipped(self.maint), bank.maint)
+
+        outstanding = Signal(range(RESPONSE_QUEUE_DEPTH + 1))
+        issue = Signal()
+        handed_on = Signal()
+        m.d.comb += [
+            queue.w_data.eq(self.requests.payload),
+            queue.w_en.eq(self.requests.valid),
+            self.requests.ready.eq(queue.w_rdy),
+
+            issue.eq(queue.r_rdy & (outstanding < RESPONSE_QUEUE_DEPTH)),
+            queue.r_en.eq(issue),
+            bank.request.valid.eq(issue),
+            bank.request.payload.eq(queue.r_data),
+            bank.learn.eq(self.learn),
+            bank.popular_max_rrpv.eq(self.popular_max_rrpv),
+            self.read_data.eq(bank.read_data),
+
+            answers.w_data.eq(bank.response.payload),
+            answers.w_en.eq(bank.response.valid),
+            self.responses.valid.eq(answers.r_rdy),
+            self.responses.payload.eq(answers.r_data),
+            answers.r_en.eq(self.responses.ready),
+            handed_on.eq(self.responses.valid & self.responses.ready),
+        ]
+        m.d.sync += outstanding.eq(outstanding + issue - handed_on)
+        return m
