@@ -9,8 +9,8 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
-from .layouts import hashed_lane, bank_request, beat_record
-from .logic import or_tree
+from .layouts import marked_lane, bank_request, beat_record
+from .logic import or_tree, one_hot, select_one_hot
 
 __all__ = ["BankSwitch"]
 
@@ -25,8 +25,8 @@ class BankSwitch(wiring.Component):
 
     Attributes
     ----------
-    beats : In(stream of ``lanes`` x ``hashed_lane``)
-        Hashed lookup beats; lanes with ``valid = 0`` are holes and go nowhere.
+    beats : In(stream of ``lanes`` x ``marked_lane``)
+        Hashed lookup beats; holes (``valid = 0``) and repeats go nowhere.
     records : Out(stream of ``beat_record``)
         One record per beat taken from ``beats``, in the same cycle: where each lane goes,
         for the result release. A beat is taken only when its record is.
@@ -36,9 +36,9 @@ class BankSwitch(wiring.Component):
         A beat is held in the switch.
 
     The switch holds up to ``dispatch_beats`` beats, oldest first. Every cycle each bank
-    takes the oldest lookup held for it (a priority encoder over the held lanes, then a
-    multiplexer: ``banks x dispatch_beats x lanes`` crosspoints, bilinear in lanes and banks,
-    no held lane compared with another). A bank whose oldest lookup sits in the oldest beat
+    takes the oldest lookup held for it (a one-hot priority encoder over the held lanes and
+    an AND-OR multiplexer: ``banks x dispatch_beats x lanes`` crosspoints, bilinear in lanes
+    and banks, no held lane compared with another). A bank whose oldest lookup sits in the oldest beat
     does not wait for the other banks of that beat, and a bank with nothing there takes its
     lookup from a younger beat, so one busy bank does not hold up the others. The oldest
     beat leaves when all its lookups have gone.
@@ -47,7 +47,7 @@ class BankSwitch(wiring.Component):
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
         super().__init__({
-            "beats": In(stream.Signature(data.ArrayLayout(hashed_lane(cfg), cfg.lanes))),
+            "beats": In(stream.Signature(data.ArrayLayout(marked_lane(cfg), cfg.lanes))),
             "records": Out(stream.Signature(beat_record(cfg))),
             "requests": Out(stream.Signature(bank_request(cfg))).array(cfg.banks),
             "busy": Out(1),
@@ -58,43 +58,38 @@ class BankSwitch(wiring.Component):
         m = Module()
         lanes, depth, n_banks = cfg.lanes, cfg.dispatch_beats, cfg.banks
         held = data.StructLayout({"pending": 1, "bank": max(1, cfg.bank_bits),
-                                  "set": max(1, cfg.set_bits), "tag": cfg.tag_bits})
+                                  "set": max(1, cfg.set_bits), "tag": cfg.tag_bits,
+                                  "repeated": 1})
         slots = [[Signal(held, name=f"beat{s}_lane{l}") for l in range(lanes)]
                  for s in range(depth)]
         count = Signal(range(depth + 1))
         held_lanes = [e for beat in slots for e in beat]          # oldest first
         n_held = len(held_lanes)
-        request_bits = bank_request(cfg).size
-        request_data = Signal(n_held * request_bits)
-        m.d.comb += request_data.eq(Cat(Cat(e.set, e.tag) for e in held_lanes))
+        # Bit j of every held lane's request (set, tag, repeated), oldest first.
+        request_data = [Cat(e.set, e.tag, e.repeated) for e in held_lanes]
+        columns = [Cat(d[j] for d in request_data) for j in range(bank_request(cfg).size)]
 
         # Which bank each held lookup wants (one-hot, zero when nothing is pending).
         wants = []
         for i, e in enumerate(held_lanes):
             w = Signal(n_banks, name=f"wants{i}")
-            m.d.comb += w.eq(Mux(e.pending, Const(1, n_banks) << e.bank if n_banks > 1 else 1, 0))
+            m.d.comb += w.eq(Mux(e.pending, one_hot(e.bank, n_banks), 0))
             wants.append(w)
 
         # Per bank: the oldest wanting lane as a one-hot vector (``want & -want``: a carry
-        # chain, a handful of netlist nodes whatever the width) and as an index (each
-        # index bit is an OR over the positions that have that bit set).
-        index_bits = max(1, (n_held - 1).bit_length())
-        position_masks = [sum(1 << i for i in range(n_held) if (i >> j) & 1)
-                          for j in range(index_bits)]
+        # chain) that drives an AND-OR multiplexer of the held requests.
         grants = []
         for b, request in enumerate(self.requests):
             want = Signal(n_held, name=f"bank{b}_wants")
             m.d.comb += want.eq(Cat(w[b] for w in wants))
-            oldest_onehot = Signal(n_held, name=f"bank{b}_oldest_onehot")
-            m.d.comb += oldest_onehot.eq(want & (~want + 1))
-            oldest = Signal(index_bits, name=f"bank{b}_oldest")
+            oldest = Signal(n_held, name=f"bank{b}_oldest")
             m.d.comb += [
-                oldest.eq(Cat((oldest_onehot & mask).any() for mask in position_masks)),
+                oldest.eq(want & (~want + 1)),
                 request.valid.eq(want.any()),
-                request.payload.eq(request_data.word_select(oldest, request_bits)),
+                request.payload.eq(select_one_hot(oldest, columns)),
             ]
             grant = Signal(n_held, name=f"bank{b}_grant")
-            m.d.comb += grant.eq(oldest_onehot & request.ready.replicate(n_held))
+            m.d.comb += grant.eq(oldest & request.ready.replicate(n_held))
             grants.append(grant)
         sent = Signal(n_held)
         m.d.comb += sent.eq(or_tree(grants))
@@ -116,22 +111,23 @@ class BankSwitch(wiring.Component):
         ]
         for l in range(lanes):
             src = self.beats.payload[l]
-            m.d.comb += [self.records.payload[l].valid.eq(src.valid),
-                         self.records.payload[l].bank.eq(src.bank),
-                         self.records.payload[l].set.eq(src.set)]
+            rec = self.records.payload[l]
+            m.d.comb += [rec.valid.eq(src.valid), rec.bank.eq(src.bank), rec.set.eq(src.set),
+                         rec.repeat.eq(src.repeat), rec.first.eq(src.first)]
         for s in range(depth):
             for l in range(lanes):
                 e = slots[s][l]
                 with m.If(take & (after_shift == s)):
                     src = self.beats.payload[l]
-                    m.d.sync += [e.pending.eq(src.valid), e.bank.eq(src.bank),
-                                 e.set.eq(src.set), e.tag.eq(src.tag)]
+                    m.d.sync += [e.pending.eq(src.valid & ~src.repeat), e.bank.eq(src.bank),
+                                 e.set.eq(src.set), e.tag.eq(src.tag),
+                                 e.repeated.eq(src.repeated)]
                 with m.Elif(shift):
                     if s + 1 < depth:
                         younger = slots[s + 1][l]
                         m.d.sync += [e.pending.eq(still[(s + 1) * lanes + l]),
                                      e.bank.eq(younger.bank), e.set.eq(younger.set),
-                                     e.tag.eq(younger.tag)]
+                                     e.tag.eq(younger.tag), e.repeated.eq(younger.repeated)]
                     else:
                         m.d.sync += e.pending.eq(0)
                 with m.Else():

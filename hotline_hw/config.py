@@ -70,6 +70,9 @@ class EALConfig:
     beats_in_flight : int
         RTL only, throughput only: beats between the switch and the result release (>= 2);
         covers the banks' latency so that the engine keeps taking a beat per cycle.
+    release_beats : int
+        RTL only, throughput only: beats the result release answers at once (>= 1); a beat
+        whose lanes share a bank waits for that bank while younger beats take their answers.
     popular_max_rrpv : int
         SRRIP only. Default for the run-time threshold: once frozen, a valid entry is popular
         iff its RRPV <= this value (0..3).
@@ -95,6 +98,7 @@ class EALConfig:
     dispatch_beats: int = 4
     queue_depth: int = 4
     beats_in_flight: int = 16
+    release_beats: int = 4
     popular_max_rrpv: int = 1
     policy: str = "srrip"
     count_bits: int = 4
@@ -107,6 +111,7 @@ class EALConfig:
                 raise ValueError(f"EALConfig: {msg}")
         for name in ("lanes", "banks", "sets", "ways", "table_bits", "row_bits",
                      "hash_rounds", "dispatch_beats", "queue_depth", "beats_in_flight",
+                     "release_beats",
                      "popular_max_rrpv", "count_bits",
                      "sketch_counters", "popular_min_count"):
             value = getattr(self, name)
@@ -126,6 +131,7 @@ class EALConfig:
         need(self.queue_depth >= 2, f"queue_depth must be >= 2, not {self.queue_depth}")
         need(self.beats_in_flight >= 2,
              f"beats_in_flight must be >= 2, not {self.beats_in_flight}")
+        need(self.release_beats >= 1, f"release_beats must be >= 1, not {self.release_beats}")
         need(0 <= self.popular_max_rrpv <= RRPV_MAX,
              f"popular_max_rrpv must be in 0..{RRPV_MAX}, not {self.popular_max_rrpv}")
         need(self.policy in POLICIES,
@@ -223,7 +229,7 @@ class EALConfig:
                 f"entries={self.entries} key={self.key_bits}b (table {self.table_bits}b + row "
                 f"{self.row_bits}b) tag={self.tag_bits}b rounds={self.hash_rounds} "
                 f"switch={self.dispatch_beats} queue={self.queue_depth} "
-                f"in-flight={self.beats_in_flight}"
+                f"in-flight={self.beats_in_flight} release={self.release_beats}"
                 + ("" if self.policy == "srrip" else
                    f" policy=lfu (count {self.count_bits}b, sketch {SKETCH_ROWS}x"
                    f"{self.sketch_counters}, popular count>={self.popular_min_count})")

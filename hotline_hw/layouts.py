@@ -11,7 +11,7 @@ from .config import EALConfig, SKETCH_ROWS
 
 __all__ = ["lookup_lane", "lookup_beat", "result_lane", "result_beat", "entry_layout",
            "ways_layout", "sketch_layout", "set_layout", "dump_record", "hashed_lane",
-           "bank_request", "bank_response", "beat_record"]
+           "lane_index_bits", "marked_lane", "bank_request", "bank_response", "beat_record"]
 
 
 def lookup_lane(cfg: EALConfig):
@@ -72,18 +72,37 @@ def dump_record(cfg: EALConfig):
     return data.StructLayout(fields)
 
 
+def lane_index_bits(cfg: EALConfig):
+    """Width of a lane number."""
+    return max(1, (cfg.lanes - 1).bit_length())
+
+
+def marked_lane(cfg: EALConfig):
+    """A hashed lookup with its place in its beat's runs of one key (:class:`RepeatMarker`):
+    ``repeat`` (an earlier lane's lookup answers it; it skips the bank), ``first`` (the lane
+    that answers it; its own lane otherwise) and ``repeated`` (later lanes repeat it)."""
+    return data.StructLayout({"valid": 1, "bank": max(1, cfg.bank_bits),
+                              "set": max(1, cfg.set_bits), "tag": cfg.tag_bits,
+                              "repeat": 1, "first": lane_index_bits(cfg), "repeated": 1})
+
+
 def bank_request(cfg: EALConfig):
-    """A lookup on its way to its bank: the set within the bank and the tag."""
-    return data.StructLayout({"set": max(1, cfg.set_bits), "tag": cfg.tag_bits})
+    """A lookup on its way to its bank: the set within the bank, the tag, and ``repeated``
+    (lookups of the same key follow it in its beat: in learn mode the key ends at RRPV 0)."""
+    return data.StructLayout({"set": max(1, cfg.set_bits), "tag": cfg.tag_bits, "repeated": 1})
 
 
 def bank_response(cfg: EALConfig):
-    """A bank's answer to one request: ``hit`` and the way (spec section 4)."""
-    return data.StructLayout({"hit": 1, "way": max(1, cfg.way_bits)})
+    """A bank's answer to one request: ``hit`` and the way (spec section 4), and
+    ``repeat_hit``, the answer of the lookups that repeat it in its beat (1 in learn mode,
+    where the key is then present; ``hit`` in frozen mode)."""
+    return data.StructLayout({"hit": 1, "way": max(1, cfg.way_bits), "repeat_hit": 1})
 
 
 def beat_record(cfg: EALConfig):
-    """What the result release keeps of a beat in flight: per lane ``valid`` and where the
-    lookup went (its bank and set), enough to pick its response and form its slot."""
-    return data.ArrayLayout(data.StructLayout({"valid": 1, "bank": max(1, cfg.bank_bits),
-                                               "set": max(1, cfg.set_bits)}), cfg.lanes)
+    """What the result release keeps of a beat in flight: per lane ``valid``, where the
+    lookup went (its bank and set), enough to pick its response and form its slot, and
+    ``repeat`` / ``first`` (answered from lane ``first``'s response)."""
+    return data.ArrayLayout(data.StructLayout({
+        "valid": 1, "bank": max(1, cfg.bank_bits), "set": max(1, cfg.set_bits),
+        "repeat": 1, "first": lane_index_bits(cfg)}), cfg.lanes)

@@ -105,5 +105,6 @@ class LfuTagBank(TagBank):
         with m.Else():
             popular = hit & (hit_count >= Const(cfg.popular_min_count, cfg.count_bits))
             m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way)
+        # Never repeated: the repeat marker combines nothing under lfu (every access counts).
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way, resp_hit)
         return m

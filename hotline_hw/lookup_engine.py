@@ -12,6 +12,7 @@ from .bank_switch import BankSwitch
 from .config import EALConfig
 from .feistel import FeistelHash
 from .layouts import lookup_beat, result_beat, dump_record, beat_record
+from .repeat_marker import RepeatMarker
 from .result_release import ResultRelease
 
 __all__ = ["LookupEngine"]
@@ -44,7 +45,8 @@ class LookupEngine(wiring.Component):
         reset: ``sets`` cycles).
 
     Micro-architecture (docs/architecture.md): keys are hashed in a ``hash_rounds``-stage
-    pipeline; the :class:`BankSwitch` sends each lookup to its bank's request queue, every
+    pipeline; the :class:`RepeatMarker` lets a run of one key inside a beat cost one bank
+    access (srrip); the :class:`BankSwitch` sends each lookup to its bank's request queue, every
     bank's lookups in stream order; each :class:`BankPipeline` answers one lookup per cycle
     into its response queue; the :class:`ResultRelease` puts each beat back together from
     the heads of those queues and releases beats in order. A FIFO of ``beats_in_flight``
@@ -72,12 +74,14 @@ class LookupEngine(wiring.Component):
         n_banks = cfg.banks
 
         m.submodules.hash = hasher = FeistelHash(cfg)
+        m.submodules.repeats = repeats = RepeatMarker(cfg)
         m.submodules.switch = switch = BankSwitch(cfg)
         m.submodules.release = release = ResultRelease(cfg)
         record_bits = beat_record(cfg).size
         m.submodules.in_flight = in_flight = fifo.SyncFIFOBuffered(
             width=record_bits, depth=cfg.beats_in_flight)
-        wiring.connect(m, hasher.o, switch.beats)
+        wiring.connect(m, hasher.o, repeats.i)
+        wiring.connect(m, repeats.o, switch.beats)
         m.d.comb += [
             in_flight.w_data.eq(switch.records.payload),
             in_flight.w_en.eq(switch.records.valid),
@@ -104,7 +108,7 @@ class LookupEngine(wiring.Component):
         m.d.comb += [
             # Every lookup past the switch has its beat record in the FIFO until its result
             # beat is released, so the banks' queues are empty when this is low.
-            busy_lookups.eq(hasher.busy | switch.busy | (in_flight.level != 0) | release.busy),
+            busy_lookups.eq(hasher.busy | repeats.busy | switch.busy | (in_flight.level != 0) | release.busy),
             self.busy.eq(busy_lookups | ~idle_fsm),
         ]
         take_command = ~self.busy

@@ -1,12 +1,12 @@
 """The result release: bank responses back into result beats, in stream order."""
 
-from amaranth import Signal, Module, Cat, Const, Mux
+from amaranth import Signal, Module, Array, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import beat_record, bank_response, result_beat
-from .logic import or_tree
+from .logic import or_tree, one_hot, select_one_hot
 
 __all__ = ["ResultRelease"]
 
@@ -17,28 +17,31 @@ class ResultRelease(wiring.Component):
     Parameters
     ----------
     cfg : EALConfig
-        ``lanes``, ``banks`` and the geometry that forms a slot.
+        ``lanes``, ``banks``, ``release_beats`` (beats answered at once) and the geometry
+        that forms a slot.
 
     Attributes
     ----------
     records : In(stream of ``beat_record``)
         The beats in flight, oldest first, as the switch took them: per lane ``valid``,
-        bank and set. The oldest record is taken once all its lanes are answered.
+        bank, set, ``repeat`` and ``first``. A repeat takes the answer of lane ``first``.
     responses : In(stream of ``bank_response``) x ``banks``
         Each bank's answers in the order the bank received its lookups.
     results : Out(stream of ``result_beat``)
         One beat per record, in order: ``valid`` copied, ``hit``, and the slot
         ``(bank * sets + set) * ways + way`` (zero for holes), from a register.
     busy : Out(1)
-        A result beat is waiting in the output register.
+        A beat is held (being answered, or waiting in the output register).
 
-    No sequence numbers are needed: a bank answers its lookups in stream order and beats
-    are released in stream order, so the answer a lane of the oldest beat needs is always
-    the head of its bank's response queue, once every lower lane of that beat sent to the
-    same bank has taken its own. Each cycle every such lane takes its answer (one per bank
-    per cycle); the beat moves to the output register in the cycle its last lane is
-    answered. Cost: a ``banks``-to-1 selection of a response per lane and a lane-by-lane
-    bank comparison within one beat, no storage per beat beyond the output register.
+    No sequence numbers are needed: a bank answers its lookups in stream order, so the
+    head of its response queue always belongs to its oldest lookup not yet answered. The
+    release holds up to ``release_beats`` beats, oldest first, and every cycle each bank
+    hands its head answer to the oldest held lane still waiting on that bank (the mirror
+    of the switch: a one-hot priority encoder per bank over the held lanes, bilinear in
+    lanes and banks). A beat in which two lanes share a bank needs two cycles of that bank,
+    but the younger beats take their answers meanwhile, so the release keeps up with the
+    banks instead of losing a cycle per shared bank. The oldest beat moves to the output
+    register in the cycle its last lane is answered.
     """
 
     def __init__(self, cfg: EALConfig):
@@ -53,77 +56,108 @@ class ResultRelease(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        lanes, n_banks = cfg.lanes, cfg.banks
-        record = self.records.payload
-        response_bits = bank_response(cfg).size
-        answered = Signal(lanes)                       # lanes of the oldest beat answered
-        kept = Signal(data.ArrayLayout(bank_response(cfg), lanes))
+        lanes, depth, n_banks = cfg.lanes, cfg.release_beats, cfg.banks
+        lane_record = beat_record(cfg).elem_shape
+        held = data.StructLayout({"lane": lane_record, "answered": 1,
+                                  "answer": bank_response(cfg)})
+        slots = [[Signal(held, name=f"beat{s}_lane{l}") for l in range(lanes)]
+                 for s in range(depth)]
+        count = Signal(range(depth + 1))
+        held_lanes = [e for beat in slots for e in beat]          # oldest first
+        n_held = len(held_lanes)
         head_valid = Cat(r.valid for r in self.responses)
-        head_data = Cat(r.payload for r in self.responses)
+        head_data = [r.payload.as_value() for r in self.responses]
+        columns = [Cat(d[j] for d in head_data) for j in range(bank_response(cfg).size)]
 
-        waiting = Signal(lanes)
-        m.d.comb += waiting.eq(Cat(self.records.valid & record[l].valid & ~answered[l]
-                                   for l in range(lanes)))
-        takes = Signal(lanes)
-        answers = []
-        for l in range(lanes):
-            bank = record[l].bank if n_banks > 1 else Const(0, 1)
-            # An earlier lane of this beat still waiting on the same bank goes first.
-            ahead = [waiting[k] & (record[k].bank == record[l].bank) for k in range(l)]
-            first = ~Cat(*ahead).any() if ahead else Const(1, 1)
-            answer = Signal(bank_response(cfg), name=f"lane{l}_answer")
+        # Held lanes still waiting on a bank (holes and repeats never do), by bank.
+        banks_of, wants = [], []
+        for i, e in enumerate(held_lanes):
+            bank = Signal(n_banks, name=f"held{i}_bank")
+            want = Signal(n_banks, name=f"held{i}_wants")
+            waiting = e.lane.valid & ~e.lane.repeat & ~e.answered
+            m.d.comb += [bank.eq(one_hot(e.lane.bank, n_banks)),
+                         want.eq(Mux(waiting, bank, 0))]
+            banks_of.append(bank)
+            wants.append(want)
+        grants = []
+        for b, response in enumerate(self.responses):
+            want = Signal(n_held, name=f"bank{b}_wanted_by")
+            oldest = Signal(n_held, name=f"bank{b}_oldest")
             m.d.comb += [
-                answer.eq(head_data.word_select(bank, response_bits)),
-                takes[l].eq(waiting[l] & first & head_valid.bit_select(bank, 1)),
+                want.eq(Cat(w[b] for w in wants)),
+                oldest.eq(want & (~want + 1)),
+                response.ready.eq(want.any()),
             ]
-            answers.append(answer)
-        # Each bank hands on at most one answer per cycle: the lane that took it.
-        per_lane_pops = []
-        for l in range(lanes):
-            pop = Signal(n_banks, name=f"lane{l}_pops")
-            m.d.comb += pop.eq(Mux(takes[l], Const(1, n_banks) << record[l].bank
-                                   if n_banks > 1 else 1, 0))
-            per_lane_pops.append(pop)
-        pops = Signal(n_banks)
-        m.d.comb += pops.eq(or_tree(per_lane_pops))
-        for b, r in enumerate(self.responses):
-            m.d.comb += r.ready.eq(pops[b])
+            grant = Signal(n_held, name=f"bank{b}_grant")
+            m.d.comb += grant.eq(oldest & response.valid.replicate(n_held))
+            grants.append(grant)
+        takes = Signal(n_held)
+        m.d.comb += takes.eq(or_tree(grants))
 
-        # The beat is complete when nothing of it waits after this cycle's answers.
+        # After this cycle's answers: each held lane's state.
+        answered_now, answer_now = [], []
+        for i, e in enumerate(held_lanes):
+            done = Signal(name=f"held{i}_answered_now")
+            answer = Signal(bank_response(cfg), name=f"held{i}_answer_now")
+            m.d.comb += [
+                done.eq(e.answered | takes[i]),
+                answer.eq(Mux(takes[i], select_one_hot(banks_of[i], columns),
+                              e.answer.as_value())),
+            ]
+            answered_now.append(done)
+            answer_now.append(answer)
+
+        # The oldest beat leaves once every lane that went to a bank is answered.
         complete = Signal()
         out_free = Signal()
         release = Signal()
+        after_release = Signal(range(depth + 1))
+        take = Signal()
+        oldest_beat = slots[0]
         m.d.comb += [
-            complete.eq(self.records.valid & ~(waiting & ~takes).any()),
+            complete.eq((count != 0) & Cat(~e.lane.valid | e.lane.repeat | answered_now[l]
+                                           for l, e in enumerate(oldest_beat)).all()),
             out_free.eq(~self.results.valid | self.results.ready),
             release.eq(complete & out_free),
-            self.records.ready.eq(release),
-            self.busy.eq(self.results.valid),
+            after_release.eq(count - release),
+            self.records.ready.eq(count < depth),
+            take.eq(self.records.valid & self.records.ready),
+            self.busy.eq((count != 0) | self.results.valid),
         ]
-        for l in range(lanes):
-            with m.If(takes[l]):
-                m.d.sync += kept[l].eq(answers[l])
-        with m.If(release):
-            m.d.sync += answered.eq(0)
-        with m.Else():
-            m.d.sync += answered.eq(answered | takes)
-
         with m.If(self.results.ready):
             m.d.sync += self.results.valid.eq(0)
         with m.If(release):
             m.d.sync += self.results.valid.eq(1)
-            for l in range(lanes):
-                lane = record[l]
-                now = Mux(takes[l], answers[l].as_value(), kept[l].as_value())
-                answer = Signal(bank_response(cfg), name=f"lane{l}_final")
-                m.d.comb += answer.eq(now)
+            for l, e in enumerate(oldest_beat):
+                lane = e.lane
+                # A repeat takes its run's first answer (same bank and set, so the same
+                # slot base): ``repeat_hit`` and the same way.
+                first = Array(answer_now[:l + 1])[lane.first] if l else answer_now[0]
+                hit = Mux(lane.repeat, first.repeat_hit, answer_now[l].hit)
+                way = Mux(lane.repeat, first.way, answer_now[l].way)
                 out = self.results.payload[l]
                 m.d.sync += [
                     out.valid.eq(lane.valid),
-                    out.hit.eq(lane.valid & answer.hit),
+                    out.hit.eq(lane.valid & hit),
                     # Holes read as all-zero lanes.
                     out.slot.eq(Mux(lane.valid,
-                                    (lane.bank * cfg.sets + lane.set) * cfg.ways + answer.way,
-                                    0)),
+                                    (lane.bank * cfg.sets + lane.set) * cfg.ways + way, 0)),
                 ]
+
+        for s in range(depth):
+            for l in range(lanes):
+                e = slots[s][l]
+                with m.If(take & (after_release == s)):
+                    m.d.sync += [e.lane.eq(self.records.payload[l]), e.answered.eq(0)]
+                with m.Elif(release):
+                    if s + 1 < depth:
+                        i = (s + 1) * lanes + l
+                        m.d.sync += [e.lane.eq(slots[s + 1][l].lane),
+                                     e.answered.eq(answered_now[i]), e.answer.eq(answer_now[i])]
+                    else:       # emptied: a stale lane must not claim answers
+                        m.d.sync += [e.lane.valid.eq(0), e.answered.eq(0)]
+                with m.Else():
+                    i = s * lanes + l
+                    m.d.sync += [e.answered.eq(answered_now[i]), e.answer.eq(answer_now[i])]
+        m.d.sync += count.eq(after_release + take)
         return m

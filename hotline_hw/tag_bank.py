@@ -45,11 +45,13 @@ class TagBank(wiring.Component):
     Attributes
     ----------
     request : In(stream of ``bank_request``, always ready)
-        A lookup for this bank (set and tag), taken every cycle it is valid: the bank never
-        stalls, so whoever feeds it must have room for the response.
+        A lookup for this bank (set, tag, ``repeated``), taken every cycle it is valid: the
+        bank never stalls, so whoever feeds it must have room for the response.
+        ``repeated``: in learn mode the key is left at RRPV 0, as the repeats of it later
+        in its beat (which skip the bank, :class:`RepeatMarker`) would leave it.
     response : Out(stream of ``bank_response``, always ready)
-        ``hit`` and ``way`` of each request, registered: valid two cycles after the
-        request, in request order.
+        ``hit``, ``way`` and ``repeat_hit`` (the answer of its repeats) of each request,
+        registered: valid two cycles after the request, in request order.
     learn, popular_max_rrpv : In
         Mode (sampled with each request: a lookup in flight keeps the mode it was issued
         in) and frozen-mode threshold (spec section 4; stable while lookups are in flight).
@@ -102,8 +104,10 @@ class TagBank(wiring.Component):
         s1_set = Signal.like(self.request.payload.set)
         s1_tag = Signal.like(self.request.payload.tag)
         self._s1_learn = Signal()
+        self._s1_repeated = Signal()
         m.d.sync += [s1_valid.eq(self.request.valid), s1_set.eq(self.request.payload.set),
-                     s1_tag.eq(self.request.payload.tag), self._s1_learn.eq(self.learn)]
+                     s1_tag.eq(self.request.payload.tag), self._s1_learn.eq(self.learn),
+                     self._s1_repeated.eq(self.request.payload.repeated)]
         m.d.sync += [sig.eq(value) for sig, value in extra]
         # Stage 3 (write): the previous update's set, written this cycle.
         self._s2_write = Signal()
@@ -134,9 +138,9 @@ class TagBank(wiring.Component):
                 m.d.comb += index.eq(w)
         return index
 
-    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, hit, way):
+    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, hit, way, repeat_hit):
         """Register the updated set (written next cycle in learn mode; a maintenance clear
-        zeroes a set at once) and the response ``hit`` / ``way``."""
+        zeroes a set at once) and the response ``hit`` / ``way`` / ``repeat_hit``."""
         m.d.sync += [
             self._s2_write.eq(s1_valid & self._s1_learn),
             self._s2_set.eq(s1_set),
@@ -144,6 +148,7 @@ class TagBank(wiring.Component):
             self.response.valid.eq(s1_valid),
             self.response.payload.hit.eq(hit),
             self.response.payload.way.eq(way),
+            self.response.payload.repeat_hit.eq(repeat_hit),
         ]
         m.d.comb += [
             wr.addr.eq(Mux(self.maint.clear, self.maint.addr, self._s2_set)),
@@ -191,7 +196,9 @@ class TagBank(wiring.Component):
                 with m.If(hit_way == w):
                     m.d.comb += new[w].rrpv.eq(0)
             with m.Elif(insert_way == w):
-                m.d.comb += [new[w].valid.eq(1), new[w].rrpv.eq(RRPV_INSERT),
+                # Repeats of the key later in its beat hit it at once: RRPV 0.
+                m.d.comb += [new[w].valid.eq(1),
+                             new[w].rrpv.eq(Mux(self._s1_repeated, 0, RRPV_INSERT)),
                              new[w].tag.eq(s1_tag)]
             with m.Elif(free.any()):
                 m.d.comb += new[w].eq(cur[w])
@@ -200,10 +207,13 @@ class TagBank(wiring.Component):
 
         resp_hit = Signal()
         resp_way = Signal.like(hit_way)
+        repeat_hit = Signal()
         with m.If(learn):
-            m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way))]
+            m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way)),
+                         repeat_hit.eq(1)]
         with m.Else():
             popular = hit & (hit_rrpv <= self.popular_max_rrpv)
-            m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way)
+            m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0)),
+                         repeat_hit.eq(popular)]
+        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way, repeat_hit)
         return m

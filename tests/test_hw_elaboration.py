@@ -18,6 +18,7 @@ from verif.tb.runner import REPO_ROOT
     ({"dispatch_beats": 0}, "dispatch_beats must be >= 1"),
     ({"queue_depth": 1}, "queue_depth must be >= 2"),
     ({"beats_in_flight": 1}, "beats_in_flight must be >= 2"),
+    ({"release_beats": 0}, "release_beats must be >= 1"),
     ({"popular_max_rrpv": 4}, "popular_max_rrpv must be in 0..3"),
     ({"table_bits": 0, "row_bits": 8, "banks": 16, "sets": 16}, "so that a tag remains"),
     ({"table_bits": 40, "row_bits": 30}, "key_bits = table_bits \\+ row_bits must be in 2..64"),

@@ -1,6 +1,7 @@
-"""Amaranth-simulator unit tests of the lookup engine's pieces on their own: the bank
-switch, a bank pipeline (queue, bank, response queue) and the result release, each under
-random stimulus and back-pressure, against what the piece must do by docs/spec.md."""
+"""Amaranth-simulator unit tests of the lookup engine's pieces on their own: the repeat
+marker, the bank switch, a bank pipeline (queue, bank, response queue), the tag bank's
+answer for runs of one key, and the result release, each under random stimulus and
+back-pressure, against what the piece must do by docs/spec.md."""
 
 import random
 
@@ -11,7 +12,9 @@ from amaranth.sim import Simulator
 from hotline_hw.bank_pipeline import BankPipeline
 from hotline_hw.bank_switch import BankSwitch
 from hotline_hw.config import EALConfig
+from hotline_hw.repeat_marker import RepeatMarker
 from hotline_hw.result_release import ResultRelease
+from hotline_hw.tag_bank import TagBank
 from verif.golden import AccessLogger, hash_fields
 
 CFG = EALConfig(lanes=4, banks=4, sets=4, ways=3, table_bits=2, row_bits=10,
@@ -26,24 +29,27 @@ def _simulate(dut, bench, cycles):
 
 
 def _random_beats(rng, cfg, n, hot_bank_share=0.4):
-    """``n`` beats of (valid, bank, set, tag) lanes; one bank gets a large share so that
-    its queue fills and lanes of one beat meet in a bank."""
+    """``n`` beats of (valid, bank, set, tag, repeat, repeated) lanes; one bank gets a large
+    share so that its queue fills and lanes of one beat meet in a bank; some lanes are
+    marked as repeats (they must go nowhere) or as repeated (carried to the bank)."""
     beats = []
     for _ in range(n):
         beat = []
         for _ in range(cfg.lanes):
             bank = 0 if rng.random() < hot_bank_share else rng.randrange(cfg.banks)
             beat.append((int(rng.random() < 0.85), bank, rng.randrange(cfg.sets),
-                         rng.getrandbits(cfg.tag_bits)))
+                         rng.getrandbits(cfg.tag_bits), int(rng.random() < 0.15),
+                         int(rng.random() < 0.3)))
         beats.append(beat)
     return beats
 
 
 @pytest.mark.parametrize("dispatch_beats", [1, 2, 3])
 def test_switch_sends_every_lookup_to_its_bank_in_stream_order(dispatch_beats):
-    """Random beats (holes, a hot bank, lanes of one beat on one bank) under random
-    readiness of every bank and of the record FIFO: every bank receives exactly the
-    lookups whose bank it is, in stream order; the records are the beats, in order."""
+    """Random beats (holes, repeats, a hot bank, lanes of one beat on one bank) under
+    random readiness of every bank and of the record FIFO: every bank receives exactly the
+    lookups whose bank it is (repeats excepted), in stream order, with their ``repeated``
+    flag; the records are the beats, in order."""
     cfg = CFG.replace(dispatch_beats=dispatch_beats)
     rng = random.Random(11 + dispatch_beats)
     beats = _random_beats(rng, cfg, 300)
@@ -55,22 +61,26 @@ def test_switch_sends_every_lookup_to_its_bank_in_stream_order(dispatch_beats):
         for _ in range(6000):
             ctx.set(dut.beats.valid, sent < len(beats))
             if sent < len(beats):
-                for l, (valid, bank, set_, tag) in enumerate(beats[sent]):
+                for l, (valid, bank, set_, tag, repeat, repeated) in enumerate(beats[sent]):
                     lane = dut.beats.payload[l]
                     ctx.set(lane.valid, valid)
                     ctx.set(lane.bank, bank)
                     ctx.set(lane.set, set_)
                     ctx.set(lane.tag, tag)
+                    ctx.set(lane.repeat, repeat)
+                    ctx.set(lane.first, 0)
+                    ctx.set(lane.repeated, repeated)
             ctx.set(dut.records.ready, rng.random() < 0.8)
             for request in dut.requests:
                 ctx.set(request.ready, rng.random() < 0.6)
             if ctx.get(dut.records.valid) and ctx.get(dut.records.ready):
-                records.append([(ctx.get(r.valid), ctx.get(r.bank), ctx.get(r.set))
-                                for r in dut.records.payload])
+                records.append([(ctx.get(r.valid), ctx.get(r.bank), ctx.get(r.set),
+                                 ctx.get(r.repeat)) for r in dut.records.payload])
             for b, request in enumerate(dut.requests):
                 if ctx.get(request.valid) and ctx.get(request.ready):
                     received[b].append((ctx.get(request.payload.set),
-                                        ctx.get(request.payload.tag)))
+                                        ctx.get(request.payload.tag),
+                                        ctx.get(request.payload.repeated)))
             if ctx.get(dut.beats.valid) and ctx.get(dut.beats.ready):
                 sent += 1
             await ctx.tick()
@@ -79,9 +89,10 @@ def test_switch_sends_every_lookup_to_its_bank_in_stream_order(dispatch_beats):
         assert sent == len(beats), "the switch stopped taking beats"
 
     _simulate(dut, bench, 7000)
-    assert records == [[(v, b, s) for v, b, s, _ in beat] for beat in beats]
+    assert records == [[(v, b, s, r) for v, b, s, _, r, _ in beat] for beat in beats]
     for b in range(cfg.banks):
-        expected = [(s, t) for beat in beats for v, bank, s, t in beat if v and bank == b]
+        expected = [(s, t, rd) for beat in beats for v, bank, s, t, r, rd in beat
+                    if v and not r and bank == b]
         assert received[b] == expected, f"bank {b}"
 
 
@@ -156,27 +167,46 @@ def test_bank_pipeline_answers_in_order_under_back_pressure(policy):
     assert refused, "the stalls never filled the request queue: the test lost its point"
 
 
-@pytest.mark.parametrize("lanes,banks", [(4, 4), (3, 8), (1, 2)])
-def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks):
-    """Beat records (holes, lanes of one beat on one bank) and per-bank response streams
-    that arrive with random delays, under random results back-pressure: each result beat
-    carries, lane by lane, the response its bank gave in stream order, with the slot
+@pytest.mark.parametrize("lanes,banks,release_beats", [(4, 4, 4), (3, 8, 2), (1, 2, 1)])
+def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks, release_beats):
+    """Beat records (holes, lanes of one beat on one bank, repeats of an earlier lane) and
+    per-bank response streams that arrive with random delays, under random results
+    back-pressure: each result beat carries, lane by lane, the response its bank gave in
+    stream order (a repeat: its first lane's ``repeat_hit`` and way), with the slot
     ``(bank * sets + set) * ways + way``; nothing is released early or twice."""
-    cfg = EALConfig(lanes=lanes, banks=banks, sets=4, ways=3, table_bits=2, row_bits=10)
+    cfg = EALConfig(lanes=lanes, banks=banks, sets=4, ways=3, table_bits=2, row_bits=10,
+                    release_beats=release_beats)
     rng = random.Random(lanes * 100 + banks)
-    records = [[(int(rng.random() < 0.85), 0 if rng.random() < 0.4 else rng.randrange(banks),
-                 rng.randrange(cfg.sets)) for _ in range(lanes)] for _ in range(250)]
-    # Each bank's responses, in stream order, as random (hit, way) pairs.
+    records = []
+    for _ in range(250):
+        record = []
+        for l in range(lanes):
+            firsts = [k for k, r in enumerate(record) if r[0] and not r[3]]
+            if firsts and rng.random() < 0.25:
+                k = rng.choice(firsts)
+                record.append((1, record[k][1], record[k][2], 1, k))
+            else:
+                record.append((int(rng.random() < 0.85),
+                               0 if rng.random() < 0.4 else rng.randrange(banks),
+                               rng.randrange(cfg.sets), 0, l))
+        records.append(record)
+    # Each bank's responses, in stream order, as random (hit, way, repeat_hit).
     answers = {}
     per_bank = [[] for _ in range(banks)]
     for i, record in enumerate(records):
-        for l, (valid, bank, _) in enumerate(record):
-            if valid:
-                answers[i, l] = (rng.randrange(2), rng.randrange(cfg.ways))
+        for l, (valid, bank, _, repeat, _) in enumerate(record):
+            if valid and not repeat:
+                answers[i, l] = (rng.randrange(2), rng.randrange(cfg.ways), rng.randrange(2))
                 per_bank[bank].append(answers[i, l])
-    expected = [[(v, v and answers[i, l][0],
-                  ((b * cfg.sets + s) * cfg.ways + answers[i, l][1]) if v else 0)
-                 for l, (v, b, s) in enumerate(record)] for i, record in enumerate(records)]
+    expected = []
+    for i, record in enumerate(records):
+        beat = []
+        for l, (v, b, s, repeat, first) in enumerate(record):
+            hit, way, _ = answers[i, l] if v and not repeat else (0, 0, 0)
+            if repeat:
+                _, way, hit = answers[i, first]
+            beat.append((v, v and hit, ((b * cfg.sets + s) * cfg.ways + way) if v else 0))
+        expected.append(beat)
     dut = ResultRelease(cfg)
     got = []
 
@@ -186,19 +216,22 @@ def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks):
         for _ in range(8000):
             ctx.set(dut.records.valid, fed < len(records))
             if fed < len(records):
-                for l, (valid, bank, set_) in enumerate(records[fed]):
+                for l, (valid, bank, set_, repeat, first) in enumerate(records[fed]):
                     lane = dut.records.payload[l]
                     ctx.set(lane.valid, valid)
                     ctx.set(lane.bank, bank)
                     ctx.set(lane.set, set_)
+                    ctx.set(lane.repeat, repeat)
+                    ctx.set(lane.first, first)
             for b, response in enumerate(dut.responses):
                 # A response once shown stays until taken (stream rule).
                 showing[b] = heads[b] < len(per_bank[b]) and (showing[b] or rng.random() < 0.5)
                 ctx.set(response.valid, showing[b])
                 if showing[b]:
-                    hit, way = per_bank[b][heads[b]]
+                    hit, way, repeat_hit = per_bank[b][heads[b]]
                     ctx.set(response.payload.hit, hit)
                     ctx.set(response.payload.way, way)
+                    ctx.set(response.payload.repeat_hit, repeat_hit)
             ctx.set(dut.results.ready, rng.random() < 0.7)
             if ctx.get(dut.results.valid) and ctx.get(dut.results.ready):
                 got.append([(ctx.get(r.valid), ctx.get(r.hit), ctx.get(r.slot))
@@ -216,3 +249,113 @@ def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks):
 
     _simulate(dut, bench, 8200)
     assert got == expected
+
+
+def _reference_marks(beat):
+    """Per lane ``(repeat, first, repeated)`` by the definition: a lane repeats when the
+    nearest lower lane looking up the same (bank, set) holds the same tag; it takes that
+    lane's ``first``."""
+    marks = []
+    for l, (valid, bank, set_, tag) in enumerate(beat):
+        nearest = next((k for k in range(l - 1, -1, -1)
+                        if valid and beat[k][0] and beat[k][1:3] == (bank, set_)), None)
+        if nearest is not None and beat[nearest][3] == tag:
+            marks.append([1, marks[nearest][1], 0])
+        else:
+            marks.append([0, l, 0])
+    for repeat, first, _ in marks:
+        if repeat:
+            marks[first][2] = 1
+    return [tuple(m) for m in marks]
+
+
+@pytest.mark.parametrize("policy", ["srrip", "lfu"])
+def test_repeat_marker_marks_runs_of_one_key_within_a_beat(policy):
+    """Beats of 6 lanes over few sets and keys (runs, runs broken by another key of the same
+    set, runs across other sets, holes) under random back-pressure: the marks equal the
+    definition's (srrip), or are all zero (lfu: every access counts); beats pass in order."""
+    cfg = EALConfig(lanes=6, banks=2, sets=2, ways=2, table_bits=2, row_bits=10,
+                    policy=policy)
+    rng = random.Random(23)
+    beats = [[(int(rng.random() < 0.9), rng.randrange(2), rng.randrange(2), rng.randrange(3))
+              for _ in range(cfg.lanes)] for _ in range(400)]
+    dut = RepeatMarker(cfg)
+    got = []
+
+    async def bench(ctx):
+        sent = 0
+        for _ in range(2000):
+            ctx.set(dut.i.valid, sent < len(beats))
+            if sent < len(beats):
+                for l, (valid, bank, set_, tag) in enumerate(beats[sent]):
+                    lane = dut.i.payload[l]
+                    ctx.set(lane.valid, valid)
+                    ctx.set(lane.bank, bank)
+                    ctx.set(lane.set, set_)
+                    ctx.set(lane.tag, tag)
+            ctx.set(dut.o.ready, rng.random() < 0.7)
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                got.append([(ctx.get(o.valid), ctx.get(o.bank), ctx.get(o.set), ctx.get(o.tag),
+                             ctx.get(o.repeat), ctx.get(o.first), ctx.get(o.repeated))
+                            for o in dut.o.payload])
+            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                sent += 1
+            await ctx.tick()
+            if len(got) == len(beats):
+                break
+
+    _simulate(dut, bench, 2100)
+    assert len(got) == len(beats)
+    for beat, out in zip(beats, got):
+        assert [o[:4] for o in out] == beat
+        marks = _reference_marks(beat) if policy == "srrip" else [
+            (0, l, 0) for l in range(cfg.lanes)]
+        assert [o[4:] for o in out] == marks, beat
+    if policy == "srrip":
+        assert sum(o[4] for out in got for o in out) > 200, "too few repeats to test"
+
+
+def test_tag_bank_answers_for_a_whole_run_of_one_key():
+    """A stream of runs of one key (lengths 1 to 3) where only each run's first lookup
+    reaches the bank, with ``repeated`` when the run goes on: the bank's answer equals the
+    golden model's for the first lookup, ``repeat_hit`` and the way equal its answer for
+    the others, in learn then frozen mode, and the sets end as the full stream leaves them
+    (the frozen pass reads them back)."""
+    cfg = EALConfig(lanes=1, banks=1, sets=2, ways=3, table_bits=2, row_bits=10)
+    rng = random.Random(29)
+    runs = [(rng.randrange(12), rng.choice([1, 1, 2, 3])) for _ in range(300)]
+    expanded = [key for key, n in runs for _ in range(n)]
+    golden = AccessLogger(cfg)
+    expected = {"learn": golden.learn(torch.tensor(expanded)),
+                "frozen": golden.lookup(torch.tensor(expanded), popular_max_rrpv=1)}
+    _, sets, tags = hash_fields(torch.tensor([key for key, _ in runs]), cfg)
+    dut = TagBank(cfg)
+    got = {"learn": [], "frozen": []}
+
+    async def bench(ctx):
+        ctx.set(dut.popular_max_rrpv, 1)
+        for mode in ("learn", "frozen"):
+            ctx.set(dut.learn, mode == "learn")
+            for i in range(len(runs) + 2):
+                ctx.set(dut.request.valid, i < len(runs))
+                if i < len(runs):
+                    ctx.set(dut.request.payload.set, sets[i].item())
+                    ctx.set(dut.request.payload.tag, tags[i].item())
+                    ctx.set(dut.request.payload.repeated, runs[i][1] > 1)
+                await ctx.tick()
+                if ctx.get(dut.response.valid):
+                    r = dut.response.payload
+                    got[mode].append((ctx.get(r.hit), ctx.get(r.way), ctx.get(r.repeat_hit)))
+
+    _simulate(dut, bench, 2 * (len(runs) + 4))
+    for mode, exp in expected.items():
+        hits, ways = [int(h) for h in exp.hit.tolist()], exp.way.tolist()
+        want, at = [], 0
+        for _, n in runs:
+            for j in range(n):
+                want.append((hits[at + j], ways[at + j]))
+            at += n
+        answers = []
+        for (hit, way, repeat_hit), (_, n) in zip(got[mode], runs):
+            answers += [(hit, way)] + [(repeat_hit, way)] * (n - 1)
+        assert answers == want, mode

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.rtl
 # read-modify-writes of one set; 3 ways and 3 beats in flight are not powers of two; 2-entry queues and a 2-beat
 # switch fill quickly (back-pressure inside the engine).
 TINY = EALConfig(lanes=4, banks=2, sets=4, ways=3, table_bits=2, row_bits=10,
-                 dispatch_beats=2, queue_depth=2, beats_in_flight=3)
+                 dispatch_beats=2, queue_depth=2, beats_in_flight=3, release_beats=2)
 
 
 def skewed_keys(rng, n, hot, space):
@@ -282,14 +282,15 @@ def test_every_lane_to_one_bank_and_every_lookup_to_one_set():
 SWEEP = {
     "b1s1w1_key64": EALConfig(lanes=2, banks=1, sets=1, ways=1, table_bits=8, row_bits=56,
                               dispatch_beats=1, queue_depth=2, beats_in_flight=2,
-                              hash_rounds=2),
+                              release_beats=1, hash_rounds=2),
     "b4s2w3_key64": EALConfig(lanes=3, banks=4, sets=2, ways=3, table_bits=4, row_bits=60,
                               dispatch_beats=3, queue_depth=3, beats_in_flight=5,
-                              hash_rounds=3),
+                              release_beats=3, hash_rounds=3),
     "b2s4w4_lane1": EALConfig(lanes=1, banks=2, sets=4, ways=4, table_bits=3, row_bits=9,
-                              dispatch_beats=1, beats_in_flight=2),
+                              dispatch_beats=1, beats_in_flight=2, release_beats=1),
     "b4s4w2_lfu": EALConfig(lanes=4, banks=4, sets=4, ways=2, table_bits=2, row_bits=12,
-                            dispatch_beats=2, queue_depth=2, beats_in_flight=4, policy="lfu", count_bits=2, sketch_counters=2,
+                            dispatch_beats=2, queue_depth=2, beats_in_flight=4, release_beats=2,
+                            policy="lfu", count_bits=2, sketch_counters=2,
                             popular_min_count=2),
 }
 

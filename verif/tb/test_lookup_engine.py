@@ -69,7 +69,8 @@ class Budgets:
         self.cfg = cfg
         self.scale = scale
         self.latency = 100 + 10 * (cfg.hash_rounds + cfg.queue_depth
-                                   + (cfg.dispatch_beats + cfg.beats_in_flight) * cfg.lanes)
+                                   + (cfg.dispatch_beats + cfg.beats_in_flight
+                                      + cfg.release_beats) * cfg.lanes)
         self.slow_in = 1.0 / (1.0 - min(idle_prob, 0.95))
         self.slow_out = 1.0 / (1.0 - min(stall_prob, 0.95))
 
