@@ -67,13 +67,17 @@ class BankSwitch(wiring.Component):
         n_held = len(held_lanes)
         # Bit j of every held lane's request (set, tag, repeated), oldest first.
         request_data = [Cat(e.set, e.tag, e.repeated) for e in held_lanes]
-        columns = [Cat(d[j] for d in request_data) for j in range(bank_request(cfg).size)]
+        columns = []
+        for j in range(bank_request(cfg).size):
+            column = Signal(n_held, name=f"request_bit{j}")   # a wire: referenced by every bank
+            m.d.comb += column.eq(Cat(d[j] for d in request_data))
+            columns.append(column)
 
         # Which bank each held lookup wants (one-hot, zero when nothing is pending).
         wants = []
         for i, e in enumerate(held_lanes):
             w = Signal(n_banks, name=f"wants{i}")
-            m.d.comb += w.eq(Mux(e.pending, one_hot(e.bank, n_banks), 0))
+            m.d.comb += w.eq(Mux(e.pending, one_hot(m, e.bank, n_banks, f"held{i}_bank"), 0))
             wants.append(w)
 
         # Per bank: the oldest wanting lane as a one-hot vector (``want & -want``: a carry

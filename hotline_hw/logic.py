@@ -1,6 +1,6 @@
 """Small combinational building blocks shared by the RTL blocks."""
 
-from amaranth import Cat, Const
+from amaranth import Cat, Const, Signal
 
 __all__ = ["or_tree", "one_hot", "select_one_hot"]
 
@@ -14,16 +14,21 @@ def or_tree(values):
     return values[0]
 
 
-def one_hot(value, n):
+def one_hot(m, value, n, name):
     """``n``-bit one-hot decode of ``value`` (bit ``value`` set), as two smaller decodes of
-    its low and high bits ANDed together: a constant ``1 << value`` would become a barrel
-    shifter in synthesis, and one comparator per output would cost ``n`` netlist nodes."""
+    its low and high bits ANDed together (each a named signal of ``m``: an expression used
+    twice would be built twice). A constant ``1 << value`` would become a barrel shifter in
+    synthesis, and one comparator per output would cost ``n`` netlist nodes."""
     bits = max(0, (n - 1).bit_length())
     if bits == 0:
         return Const(1, 1)
     low_bits = bits // 2
-    low = Cat(value[:low_bits] == k for k in range(1 << low_bits)) if low_bits else Const(1, 1)
-    high = Cat(value[low_bits:bits] == k for k in range(1 << (bits - low_bits)))
+    low = Signal(1 << low_bits, name=f"{name}_low")
+    high = Signal(1 << (bits - low_bits), name=f"{name}_high")
+    m.d.comb += [
+        low.eq(Cat(value[:low_bits] == k for k in range(1 << low_bits)) if low_bits else 1),
+        high.eq(Cat(value[low_bits:bits] == k for k in range(1 << (bits - low_bits)))),
+    ]
     return Cat(low & high[h].replicate(len(low)) for h in range(len(high)))[:n]
 
 

@@ -78,7 +78,8 @@ class RepeatMarker(wiring.Component):
                                    & (beat[k].set == beat[l].set)),
                     same_key[k].eq(same_set[k] & (beat[k].tag == beat[l].tag)),
                 ]
-            other_key = same_set & ~same_key
+            other_key = Signal(l, name=f"lane{l}_other_key")   # a wire: sliced l times
+            m.d.comb += other_key.eq(same_set & ~same_key)
             # Lane k starts l's run when it holds l's key and no lane between k and l looks
             # up the same set with another key; the run starts at the lowest such lane.
             starts = Signal(lanes, name=f"lane{l}_starts")

@@ -67,7 +67,11 @@ class ResultRelease(wiring.Component):
         n_held = len(held_lanes)
         head_valid = Cat(r.valid for r in self.responses)
         head_data = [r.payload.as_value() for r in self.responses]
-        columns = [Cat(d[j] for d in head_data) for j in range(bank_response(cfg).size)]
+        columns = []
+        for j in range(bank_response(cfg).size):
+            column = Signal(n_banks, name=f"answer_bit{j}")   # a wire: referenced by every lane
+            m.d.comb += column.eq(Cat(d[j] for d in head_data))
+            columns.append(column)
 
         # Held lanes still waiting on a bank (holes and repeats never do), by bank.
         banks_of, wants = [], []
@@ -75,7 +79,7 @@ class ResultRelease(wiring.Component):
             bank = Signal(n_banks, name=f"held{i}_bank")
             want = Signal(n_banks, name=f"held{i}_wants")
             waiting = e.lane.valid & ~e.lane.repeat & ~e.answered
-            m.d.comb += [bank.eq(one_hot(e.lane.bank, n_banks)),
+            m.d.comb += [bank.eq(one_hot(m, e.lane.bank, n_banks, f"held{i}_decode")),
                          want.eq(Mux(waiting, bank, 0))]
             banks_of.append(bank)
             wants.append(want)

@@ -90,7 +90,10 @@ class TagBank(wiring.Component):
         on; shared by the SRRIP and lfu banks (:meth:`_write_and_respond` closes the
         pipeline)."""
         cfg = self.cfg
-        m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[])
+        # Block RAM on every FPGA: without the attribute Yosys puts a 64-set bank in
+        # UltraScale+ distributed RAM (docs/benchmarks.md, FPGA synthesis).
+        m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[],
+                                               attrs={"ram_style": "block"})
         wr = mem.write_port()
         rd = mem.read_port(transparent_for=(wr,))
         m.d.comb += [

@@ -184,6 +184,23 @@ def test_commands_pulsed_while_busy_are_ignored():
     assert phases[4]["valid_entries"] == 0 and phases[6]["valid_entries"] > 0
 
 
+def test_lone_beats_keep_busy_high_through_every_stage():
+    """Phases of a single beat, each starting with the engine idle: the beat is alone in
+    the hash, the repeat marker, the switch, the beat-record FIFO, the banks and the
+    release in turn, so ``busy`` must come from each stage (the monitor fails a cycle
+    with the beat in flight and ``busy`` low); then a dump of what they learned."""
+    rng = random.Random(45)
+    phases = []
+    for i in range(24):
+        keys = [rng.randrange(12) for _ in range(rng.randrange(1, TINY.lanes + 1))]
+        phases.append({"op": "learn" if i % 3 else "frozen", "keys": keys})
+    phases.append({"op": "dump"})
+    report = run_scenario(TINY, phases, seed=46, idle_prob=0.0, stall_prob=0.2,
+                          name="lone_beats")
+    assert all(p["beats"] == 1 for p in report["phases"][:24])
+    assert report["phases"][24]["valid_entries"] > 0
+
+
 def test_lookups_offered_during_clear_and_dump_wait_and_are_not_lost():
     """A lookup phase that starts with a clear or a dump offers its first beat while the
     command runs: lookups.ready stays low all along (the monitor checks it), the beat is
