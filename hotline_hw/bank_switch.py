@@ -4,13 +4,13 @@ Part of the lookup engine (docs/architecture.md, "Lookup engine"); keeps docs/sp
 section 8's rule that every bank sees its lookups in stream order.
 """
 
-from amaranth import Signal, Module, Cat, Const, Mux
+from amaranth import Signal, Module, Cat, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import marked_lane, bank_request, beat_record
-from .logic import or_tree, one_hot, select_one_hot
+from .logic import or_tree, one_hot, bit_columns, select_one_hot, oldest_per_bank
 
 __all__ = ["BankSwitch"]
 
@@ -66,12 +66,8 @@ class BankSwitch(wiring.Component):
         held_lanes = [e for beat in slots for e in beat]          # oldest first
         n_held = len(held_lanes)
         # Bit j of every held lane's request (set, tag, repeated), oldest first.
-        request_data = [Cat(e.set, e.tag, e.repeated) for e in held_lanes]
-        columns = []
-        for j in range(bank_request(cfg).size):
-            column = Signal(n_held, name=f"request_bit{j}")   # a wire: referenced by every bank
-            m.d.comb += column.eq(Cat(d[j] for d in request_data))
-            columns.append(column)
+        columns = bit_columns(m, [Cat(e.set, e.tag, e.repeated) for e in held_lanes],
+                              bank_request(cfg).size, "request")
 
         # Which bank each held lookup wants (one-hot, zero when nothing is pending).
         wants = []
@@ -80,21 +76,13 @@ class BankSwitch(wiring.Component):
             m.d.comb += w.eq(Mux(e.pending, one_hot(m, e.bank, n_banks, f"held{i}_bank"), 0))
             wants.append(w)
 
-        # Per bank: the oldest wanting lane as a one-hot vector (``want & -want``: a carry
-        # chain) that drives an AND-OR multiplexer of the held requests.
+        # Per bank: the oldest wanting lane, whose request an AND-OR multiplexer selects.
         grants = []
-        for b, request in enumerate(self.requests):
-            want = Signal(n_held, name=f"bank{b}_wants")
-            m.d.comb += want.eq(Cat(w[b] for w in wants))
-            oldest = Signal(n_held, name=f"bank{b}_oldest")
-            m.d.comb += [
-                oldest.eq(want & (~want + 1)),
-                request.valid.eq(want.any()),
-                request.payload.eq(select_one_hot(oldest, columns)),
-            ]
-            grant = Signal(n_held, name=f"bank{b}_grant")
-            m.d.comb += grant.eq(oldest & request.ready.replicate(n_held))
-            grants.append(grant)
+        for request, (wanted, oldest) in zip(self.requests,
+                                             oldest_per_bank(m, wants, n_banks, "bank")):
+            m.d.comb += [request.valid.eq(wanted),
+                         request.payload.eq(select_one_hot(oldest, columns))]
+            grants.append(oldest & request.ready.replicate(n_held))
         sent = Signal(n_held)
         m.d.comb += sent.eq(or_tree(grants))
         still = Signal(n_held)

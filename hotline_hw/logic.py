@@ -2,7 +2,7 @@
 
 from amaranth import Cat, Const, Signal
 
-__all__ = ["or_tree", "one_hot", "select_one_hot"]
+__all__ = ["or_tree", "one_hot", "bit_columns", "select_one_hot", "oldest_per_bank"]
 
 
 def or_tree(values):
@@ -32,9 +32,37 @@ def one_hot(m, value, n, name):
     return Cat(low & high[h].replicate(len(low)) for h in range(len(high)))[:n]
 
 
+def bit_columns(m, words, width, name):
+    """The inputs of :func:`select_one_hot`: for each bit ``j < width`` a named wire of ``m``
+    holding bit ``j`` of every word in ``words`` (word ``i`` in bit ``i``). A wire, because
+    every select reads it: a ``Cat`` expression would be rebuilt at each use."""
+    columns = []
+    for j in range(width):
+        column = Signal(len(words), name=f"{name}_bit{j}")
+        m.d.comb += column.eq(Cat(word[j] for word in words))
+        columns.append(column)
+    return columns
+
+
 def select_one_hot(select, columns):
     """The AND-OR multiplexer: bit ``j`` of the result is ``(select & columns[j]).any()``,
     where ``columns[j]`` holds bit ``j`` of every input (one per bit of the one-hot
     ``select``). A variable ``word_select`` would synthesize as a barrel shifter over all
     inputs; this is one AND and an OR tree per bit."""
     return Cat((select & column).any() for column in columns)
+
+
+def oldest_per_bank(m, wants, n_banks, name):
+    """Oldest-first arbitration of held lanes (oldest first in ``wants``) over ``n_banks``
+    banks, without comparing lanes with each other: ``wants[i]`` is lane ``i``'s one-hot
+    bank (zero when it wants none). For each bank returns ``(wanted, oldest)``: whether any
+    lane wants it, and the oldest such lane as a one-hot vector (``want & -want``, a carry
+    chain). The bank switch and the result release both arbitrate this way."""
+    n_held = len(wants)
+    result = []
+    for b in range(n_banks):
+        want = Signal(n_held, name=f"{name}{b}_wanted_by")
+        oldest = Signal(n_held, name=f"{name}{b}_oldest")
+        m.d.comb += [want.eq(Cat(w[b] for w in wants)), oldest.eq(want & (~want + 1))]
+        result.append((want.any(), oldest))
+    return result

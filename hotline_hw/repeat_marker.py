@@ -5,7 +5,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
-from .layouts import hashed_lane, marked_lane
+from .layouts import hashed_lane, marked_lane, lane_index_bits
 from .logic import or_tree
 
 __all__ = ["RepeatMarker"]
@@ -57,7 +57,7 @@ class RepeatMarker(wiring.Component):
         lanes = cfg.lanes
         beat = self.i.payload
         combine = cfg.policy == "srrip" and lanes > 1
-        lane_bits = max(1, (lanes - 1).bit_length())
+        lane_bits = lane_index_bits(cfg)
         index_masks = [sum(1 << k for k in range(lanes) if (k >> j) & 1) for j in range(lane_bits)]
 
         repeat = Signal(lanes)
@@ -89,8 +89,7 @@ class RepeatMarker(wiring.Component):
             m.d.comb += [
                 lowest.eq(starts & (~starts + 1)),
                 repeat[l].eq(starts.any()),
-                first.eq(Mux(starts.any(), Cat((lowest & mask).any() for mask in index_masks),
-                             l)),
+                first.eq(Mux(repeat[l], Cat((lowest & mask).any() for mask in index_masks), l)),
             ]
             first_onehots.append(lowest)
         # A lane is ``repeated`` when it starts the run of some later lane.

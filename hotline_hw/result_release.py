@@ -1,12 +1,12 @@
 """The result release: bank responses back into result beats, in stream order."""
 
-from amaranth import Signal, Module, Array, Cat, Const, Mux
+from amaranth import Signal, Module, Array, Cat, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import beat_record, bank_response, result_beat
-from .logic import or_tree, one_hot, select_one_hot
+from .logic import or_tree, one_hot, bit_columns, select_one_hot, oldest_per_bank
 
 __all__ = ["ResultRelease"]
 
@@ -65,13 +65,8 @@ class ResultRelease(wiring.Component):
         count = Signal(range(depth + 1))
         held_lanes = [e for beat in slots for e in beat]          # oldest first
         n_held = len(held_lanes)
-        head_valid = Cat(r.valid for r in self.responses)
-        head_data = [r.payload.as_value() for r in self.responses]
-        columns = []
-        for j in range(bank_response(cfg).size):
-            column = Signal(n_banks, name=f"answer_bit{j}")   # a wire: referenced by every lane
-            m.d.comb += column.eq(Cat(d[j] for d in head_data))
-            columns.append(column)
+        columns = bit_columns(m, [r.payload.as_value() for r in self.responses],
+                              bank_response(cfg).size, "answer")
 
         # Held lanes still waiting on a bank (holes and repeats never do), by bank.
         banks_of, wants = [], []
@@ -83,18 +78,12 @@ class ResultRelease(wiring.Component):
                          want.eq(Mux(waiting, bank, 0))]
             banks_of.append(bank)
             wants.append(want)
+        # Each bank hands its head answer to the oldest lane waiting on it.
         grants = []
-        for b, response in enumerate(self.responses):
-            want = Signal(n_held, name=f"bank{b}_wanted_by")
-            oldest = Signal(n_held, name=f"bank{b}_oldest")
-            m.d.comb += [
-                want.eq(Cat(w[b] for w in wants)),
-                oldest.eq(want & (~want + 1)),
-                response.ready.eq(want.any()),
-            ]
-            grant = Signal(n_held, name=f"bank{b}_grant")
-            m.d.comb += grant.eq(oldest & response.valid.replicate(n_held))
-            grants.append(grant)
+        for response, (wanted, oldest) in zip(self.responses,
+                                              oldest_per_bank(m, wants, n_banks, "bank")):
+            m.d.comb += response.ready.eq(wanted)
+            grants.append(oldest & response.valid.replicate(n_held))
         takes = Signal(n_held)
         m.d.comb += takes.eq(or_tree(grants))
 

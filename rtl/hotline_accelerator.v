@@ -1460,8 +1460,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10230$0 (\$210 ),
-    .\port$10260$0 (\$211 ),
+    .\port$10227$0 (\$210 ),
+    .\port$10257$0 (\$211 ),
     .rows__araddr(rows__araddr),
     .rows__arid(rows__arid),
     .rows__arlen(rows__arlen),
@@ -1532,23 +1532,23 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$10346$0 (init),
-    .\port$10360$0 (irq_error),
-    .\port$10384$0 (halted),
-    .\port$10386$0 (err_cause),
-    .\port$10388$0 (err_engine),
-    .\port$10392$0 (err_addr),
-    .\port$10408$0 (count_lookups),
-    .\port$10410$0 (count_hits),
-    .\port$10412$0 (count_rows_gathered),
-    .\port$10414$0 (count_rows_written),
-    .\port$10416$0 (count_bytes_read),
-    .\port$10418$0 (count_bytes_written),
-    .\port$10420$0 (count_read_stall_cycles),
-    .\port$10422$0 (count_write_stall_cycles),
-    .\port$10424$0 (count_commands_completed),
-    .\port$10426$0 (count_errors),
-    .\port$10428$0 (count_cycles),
+    .\port$10343$0 (init),
+    .\port$10357$0 (irq_error),
+    .\port$10381$0 (halted),
+    .\port$10383$0 (err_cause),
+    .\port$10385$0 (err_engine),
+    .\port$10389$0 (err_addr),
+    .\port$10405$0 (count_lookups),
+    .\port$10407$0 (count_hits),
+    .\port$10409$0 (count_rows_gathered),
+    .\port$10411$0 (count_rows_written),
+    .\port$10413$0 (count_bytes_read),
+    .\port$10415$0 (count_bytes_written),
+    .\port$10417$0 (count_read_stall_cycles),
+    .\port$10419$0 (count_write_stall_cycles),
+    .\port$10421$0 (count_commands_completed),
+    .\port$10423$0 (count_errors),
+    .\port$10425$0 (count_cycles),
     .\port$135$0 (irq_done),
     .\port$142$0 (\busy$589 ),
     .\port$143$0 (\$73 ),
@@ -1740,7 +1740,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .err_addr(\err_addr$553 ),
     .err_resp(err_resp),
     .error(error),
-    .\port$10380$5 (cmd[100:5]),
+    .\port$10377$5 (cmd[100:5]),
     .rst(rst),
     .start(start)
   );
@@ -3700,8 +3700,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10230$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
-, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$10260$0 , out__awvalid, out__wvalid, words__awready, rows__awready
+module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10227$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
+, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$10257$0 , out__awvalid, out__wvalid, words__awready, rows__awready
 , words__wready, rows__wready, out__bready, words__bvalid, rows__bvalid, lists__arvalid, lists__araddr, lists__arlen, words__awvalid, words__wvalid, words__awaddr, words__wdata, words__wstrb, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, out__awready
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
@@ -3805,10 +3805,10 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   wire out__wvalid;
   reg owner = 1'h0;
   reg pick;
-  input [128:0] \port$10230$0 ;
-  wire [128:0] \port$10230$0 ;
-  output [6:0] \port$10260$0 ;
-  wire [6:0] \port$10260$0 ;
+  input [128:0] \port$10227$0 ;
+  wire [128:0] \port$10227$0 ;
+  output [6:0] \port$10257$0 ;
+  wire [6:0] \port$10257$0 ;
   input [63:0] rows__araddr;
   wire [63:0] rows__araddr;
   wire [1:0] rows__arburst;
@@ -3902,9 +3902,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign lists__rvalid = out__rvalid & out__rid[7];
   assign out__awaddr = write_words ? words__awaddr : rows__awaddr;
   assign out__awlen = write_words ? 8'h00 : rows__awlen;
-  assign out__wdata = write_words ? words__wdata : \port$10230$0 [127:0];
+  assign out__wdata = write_words ? words__wdata : \port$10227$0 [127:0];
   assign out__wstrb = write_words ? words__wstrb : 16'hffff;
-  assign out__wlast = write_words ? 1'h1 : \port$10230$0 [128];
+  assign out__wlast = write_words ? 1'h1 : \port$10227$0 [128];
   assign out__awvalid = write_words ? words__awvalid : rows__awvalid;
   assign out__wvalid = write_words ? words__wvalid : rows__wvalid;
   assign words__awready = write_words & out__awready;
@@ -3987,9 +3987,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign words__awcache = 4'h3;
   assign rows__awprot = 3'h0;
   assign words__awprot = 3'h0;
-  assign rows__wdata = \port$10230$0 [127:0];
+  assign rows__wdata = \port$10227$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign rows__wlast = \port$10230$0 [128];
+  assign rows__wlast = \port$10227$0 [128];
   assign words__wlast = 1'h1;
   assign out__awid = { 1'h0, \$5  };
   assign rows__awid = 7'h00;
@@ -3999,7 +3999,7 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign rows__bresp = words__bresp;
   assign words__bid = 1'h0;
   assign rows__bid = out__bid[6:0];
-  assign \port$10260$0  = \$5 ;
+  assign \port$10257$0  = \$5 ;
   assign out__arsize = 3'h4;
   assign out__arburst = 2'h1;
   assign out__arcache = 4'h3;
@@ -5252,8 +5252,8 @@ module \hotline_accelerator.commands (rst, w_en, w_rdy, w_level, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$10346$0 
-, \port$10360$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$10384$0 , \port$10386$0 , \port$10388$0 , r_ERR_COMMAND, \port$10392$0 , r_CMD_COMPLETED, \port$10408$0 , \port$10410$0 , \port$10412$0 , \port$10414$0 , \port$10416$0 , \port$10418$0 , \port$10420$0 , \port$10422$0 , \port$10424$0 , \port$10426$0 , \port$10428$0 , bvalid
+module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$10343$0 
+, \port$10357$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$10381$0 , \port$10383$0 , \port$10385$0 , r_ERR_COMMAND, \port$10389$0 , r_CMD_COMPLETED, \port$10405$0 , \port$10407$0 , \port$10409$0 , \port$10411$0 , \port$10413$0 , \port$10415$0 , \port$10417$0 , \port$10419$0 , \port$10421$0 , \port$10423$0 , \port$10425$0 , bvalid
 , bus__bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, q_TABLE0_BASE_LO, q_TABLE0_BASE_HI, q_TABLE0_STRIDE, q_TABLE0_ROWS, q_TABLE1_BASE_LO, q_TABLE1_BASE_HI, q_TABLE1_STRIDE, q_TABLE1_ROWS, q_TABLE2_BASE_LO, q_TABLE2_BASE_HI, q_TABLE2_STRIDE
 , q_TABLE2_ROWS, q_TABLE3_BASE_LO, q_TABLE3_BASE_HI, q_TABLE3_STRIDE, q_TABLE3_ROWS, q_TABLE4_BASE_LO, q_TABLE4_BASE_HI, q_TABLE4_STRIDE, q_TABLE4_ROWS, q_TABLE5_BASE_LO, q_TABLE5_BASE_HI, q_TABLE5_STRIDE, q_TABLE5_ROWS, q_TABLE6_BASE_LO, q_TABLE6_BASE_HI, q_TABLE6_STRIDE, q_TABLE6_ROWS, q_TABLE7_BASE_LO, q_TABLE7_BASE_HI, q_TABLE7_STRIDE, q_TABLE7_ROWS
 , q_TABLE8_BASE_LO, q_TABLE8_BASE_HI, q_TABLE8_STRIDE, q_TABLE8_ROWS, q_TABLE9_BASE_LO, q_TABLE9_BASE_HI, q_TABLE9_STRIDE, q_TABLE9_ROWS, q_TABLE10_BASE_LO, q_TABLE10_BASE_HI, q_TABLE10_STRIDE, q_TABLE10_ROWS, q_TABLE11_BASE_LO, q_TABLE11_BASE_HI, q_TABLE11_STRIDE, q_TABLE11_ROWS, q_TABLE12_BASE_LO, q_TABLE12_BASE_HI, q_TABLE12_STRIDE, q_TABLE12_ROWS, q_TABLE13_BASE_LO
@@ -7173,40 +7173,40 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   input clk;
   wire clk;
   wire [31:0] err_set;
-  input \port$10346$0 ;
-  wire \port$10346$0 ;
-  input \port$10360$0 ;
-  wire \port$10360$0 ;
-  input \port$10384$0 ;
-  wire \port$10384$0 ;
-  input [7:0] \port$10386$0 ;
-  wire [7:0] \port$10386$0 ;
-  input [3:0] \port$10388$0 ;
-  wire [3:0] \port$10388$0 ;
-  input [63:0] \port$10392$0 ;
-  wire [63:0] \port$10392$0 ;
-  input [63:0] \port$10408$0 ;
-  wire [63:0] \port$10408$0 ;
-  input [63:0] \port$10410$0 ;
-  wire [63:0] \port$10410$0 ;
-  input [63:0] \port$10412$0 ;
-  wire [63:0] \port$10412$0 ;
-  input [63:0] \port$10414$0 ;
-  wire [63:0] \port$10414$0 ;
-  input [63:0] \port$10416$0 ;
-  wire [63:0] \port$10416$0 ;
-  input [63:0] \port$10418$0 ;
-  wire [63:0] \port$10418$0 ;
-  input [63:0] \port$10420$0 ;
-  wire [63:0] \port$10420$0 ;
-  input [63:0] \port$10422$0 ;
-  wire [63:0] \port$10422$0 ;
-  input [63:0] \port$10424$0 ;
-  wire [63:0] \port$10424$0 ;
-  input [63:0] \port$10426$0 ;
-  wire [63:0] \port$10426$0 ;
-  input [63:0] \port$10428$0 ;
-  wire [63:0] \port$10428$0 ;
+  input \port$10343$0 ;
+  wire \port$10343$0 ;
+  input \port$10357$0 ;
+  wire \port$10357$0 ;
+  input \port$10381$0 ;
+  wire \port$10381$0 ;
+  input [7:0] \port$10383$0 ;
+  wire [7:0] \port$10383$0 ;
+  input [3:0] \port$10385$0 ;
+  wire [3:0] \port$10385$0 ;
+  input [63:0] \port$10389$0 ;
+  wire [63:0] \port$10389$0 ;
+  input [63:0] \port$10405$0 ;
+  wire [63:0] \port$10405$0 ;
+  input [63:0] \port$10407$0 ;
+  wire [63:0] \port$10407$0 ;
+  input [63:0] \port$10409$0 ;
+  wire [63:0] \port$10409$0 ;
+  input [63:0] \port$10411$0 ;
+  wire [63:0] \port$10411$0 ;
+  input [63:0] \port$10413$0 ;
+  wire [63:0] \port$10413$0 ;
+  input [63:0] \port$10415$0 ;
+  wire [63:0] \port$10415$0 ;
+  input [63:0] \port$10417$0 ;
+  wire [63:0] \port$10417$0 ;
+  input [63:0] \port$10419$0 ;
+  wire [63:0] \port$10419$0 ;
+  input [63:0] \port$10421$0 ;
+  wire [63:0] \port$10421$0 ;
+  input [63:0] \port$10423$0 ;
+  wire [63:0] \port$10423$0 ;
+  input [63:0] \port$10425$0 ;
+  wire [63:0] \port$10425$0 ;
   input \port$135$0 ;
   wire \port$135$0 ;
   input \port$142$0 ;
@@ -9859,7 +9859,7 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign \$1717  = \$1714  ? \$1716  : 32'd0;
   assign \$1718  = ~ \$1717 ;
   assign \$1719  = q_IRQ_STATUS & \$1718 ;
-  assign \$1720  = \$1719  | { 30'h00000000, \port$10360$0 , \port$135$0  };
+  assign \$1720  = \$1719  | { 30'h00000000, \port$10357$0 , \port$135$0  };
   assign \$1722  = take_w & wsel_REG_ERROR;
   assign \$1723  = wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$1725  = \$1722  ? \$1724  : 32'd0;
@@ -11638,34 +11638,34 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$10384$0 , \port$10346$0 , \port$142$0  };
-  assign r_ERR_CAUSE = { 20'h00000, \port$10388$0 , \port$10386$0  };
-  assign r_ERR_ADDR_LO = \port$10392$0 [31:0];
-  assign r_ERR_ADDR_HI = \port$10392$0 [63:32];
+  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$10381$0 , \port$10343$0 , \port$142$0  };
+  assign r_ERR_CAUSE = { 20'h00000, \port$10385$0 , \port$10383$0  };
+  assign r_ERR_ADDR_LO = \port$10389$0 [31:0];
+  assign r_ERR_ADDR_HI = \port$10389$0 [63:32];
   assign r_CMD_FREE = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
-  assign r_LOOKUPS_LO = \port$10408$0 [31:0];
-  assign r_LOOKUPS_HI = \port$10408$0 [63:32];
-  assign r_HITS_LO = \port$10410$0 [31:0];
-  assign r_HITS_HI = \port$10410$0 [63:32];
-  assign r_ROWS_GATHERED_LO = \port$10412$0 [31:0];
-  assign r_ROWS_GATHERED_HI = \port$10412$0 [63:32];
-  assign r_ROWS_WRITTEN_LO = \port$10414$0 [31:0];
-  assign r_ROWS_WRITTEN_HI = \port$10414$0 [63:32];
-  assign r_BYTES_READ_LO = \port$10416$0 [31:0];
-  assign r_BYTES_READ_HI = \port$10416$0 [63:32];
-  assign r_BYTES_WRITTEN_LO = \port$10418$0 [31:0];
-  assign r_BYTES_WRITTEN_HI = \port$10418$0 [63:32];
-  assign r_READ_STALL_CYCLES_LO = \port$10420$0 [31:0];
-  assign r_READ_STALL_CYCLES_HI = \port$10420$0 [63:32];
-  assign r_WRITE_STALL_CYCLES_LO = \port$10422$0 [31:0];
-  assign r_WRITE_STALL_CYCLES_HI = \port$10422$0 [63:32];
-  assign r_COMMANDS_COMPLETED_LO = \port$10424$0 [31:0];
-  assign r_COMMANDS_COMPLETED_HI = \port$10424$0 [63:32];
-  assign r_ERRORS_LO = \port$10426$0 [31:0];
-  assign r_ERRORS_HI = \port$10426$0 [63:32];
-  assign r_CYCLES_LO = \port$10428$0 [31:0];
-  assign r_CYCLES_HI = \port$10428$0 [63:32];
-  assign set_IRQ_STATUS = { 30'h00000000, \port$10360$0 , \port$135$0  };
+  assign r_LOOKUPS_LO = \port$10405$0 [31:0];
+  assign r_LOOKUPS_HI = \port$10405$0 [63:32];
+  assign r_HITS_LO = \port$10407$0 [31:0];
+  assign r_HITS_HI = \port$10407$0 [63:32];
+  assign r_ROWS_GATHERED_LO = \port$10409$0 [31:0];
+  assign r_ROWS_GATHERED_HI = \port$10409$0 [63:32];
+  assign r_ROWS_WRITTEN_LO = \port$10411$0 [31:0];
+  assign r_ROWS_WRITTEN_HI = \port$10411$0 [63:32];
+  assign r_BYTES_READ_LO = \port$10413$0 [31:0];
+  assign r_BYTES_READ_HI = \port$10413$0 [63:32];
+  assign r_BYTES_WRITTEN_LO = \port$10415$0 [31:0];
+  assign r_BYTES_WRITTEN_HI = \port$10415$0 [63:32];
+  assign r_READ_STALL_CYCLES_LO = \port$10417$0 [31:0];
+  assign r_READ_STALL_CYCLES_HI = \port$10417$0 [63:32];
+  assign r_WRITE_STALL_CYCLES_LO = \port$10419$0 [31:0];
+  assign r_WRITE_STALL_CYCLES_HI = \port$10419$0 [63:32];
+  assign r_COMMANDS_COMPLETED_LO = \port$10421$0 [31:0];
+  assign r_COMMANDS_COMPLETED_HI = \port$10421$0 [63:32];
+  assign r_ERRORS_LO = \port$10423$0 [31:0];
+  assign r_ERRORS_HI = \port$10423$0 [63:32];
+  assign r_CYCLES_LO = \port$10425$0 [31:0];
+  assign r_CYCLES_HI = \port$10425$0 [63:32];
+  assign set_IRQ_STATUS = { 30'h00000000, \port$10357$0 , \port$135$0  };
   assign err_set[2] = w_refused;
   assign err_set[1] = w_read_only;
   assign err_set[0] = \$452 ;
@@ -11878,38 +11878,38 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign { \$1334 [31:9], \$1334 [7:0] } = 31'h00000000;
   assign \$1334 [8] = rsel_P_WORD_WRITES;
   assign \$1338 [31:4] = 28'h0000000;
-  assign \$1338 [3:0] = { \port$143$0 , \port$10384$0 , \port$10346$0 , \port$142$0  };
+  assign \$1338 [3:0] = { \port$143$0 , \port$10381$0 , \port$10343$0 , \port$142$0  };
   assign \$1350 [31:12] = 20'h00000;
-  assign \$1350 [11:0] = { \port$10388$0 , \port$10386$0  };
+  assign \$1350 [11:0] = { \port$10385$0 , \port$10383$0  };
   assign \$1352  = r_ERR_COMMAND;
-  assign \$1356  = \port$10392$0 [31:0];
-  assign \$1358  = \port$10392$0 [63:32];
+  assign \$1356  = \port$10389$0 [31:0];
+  assign \$1358  = \port$10389$0 [63:32];
   assign \$1375  = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
   assign \$1377  = r_CMD_SUBMITTED;
   assign \$1380  = r_CMD_COMPLETED;
   assign \$1382  = r_CMD_DROPPED;
-  assign \$1387  = \port$10408$0 [31:0];
-  assign \$1389  = \port$10408$0 [63:32];
-  assign \$1392  = \port$10410$0 [31:0];
-  assign \$1394  = \port$10410$0 [63:32];
-  assign \$1398  = \port$10412$0 [31:0];
-  assign \$1400  = \port$10412$0 [63:32];
-  assign \$1403  = \port$10414$0 [31:0];
-  assign \$1405  = \port$10414$0 [63:32];
-  assign \$1411  = \port$10416$0 [31:0];
-  assign \$1413  = \port$10416$0 [63:32];
-  assign \$1416  = \port$10418$0 [31:0];
-  assign \$1418  = \port$10418$0 [63:32];
-  assign \$1422  = \port$10420$0 [31:0];
-  assign \$1424  = \port$10420$0 [63:32];
-  assign \$1427  = \port$10422$0 [31:0];
-  assign \$1429  = \port$10422$0 [63:32];
-  assign \$1434  = \port$10424$0 [31:0];
-  assign \$1436  = \port$10424$0 [63:32];
-  assign \$1439  = \port$10426$0 [31:0];
-  assign \$1441  = \port$10426$0 [63:32];
-  assign \$1445  = \port$10428$0 [31:0];
-  assign \$1447  = \port$10428$0 [63:32];
+  assign \$1387  = \port$10405$0 [31:0];
+  assign \$1389  = \port$10405$0 [63:32];
+  assign \$1392  = \port$10407$0 [31:0];
+  assign \$1394  = \port$10407$0 [63:32];
+  assign \$1398  = \port$10409$0 [31:0];
+  assign \$1400  = \port$10409$0 [63:32];
+  assign \$1403  = \port$10411$0 [31:0];
+  assign \$1405  = \port$10411$0 [63:32];
+  assign \$1411  = \port$10413$0 [31:0];
+  assign \$1413  = \port$10413$0 [63:32];
+  assign \$1416  = \port$10415$0 [31:0];
+  assign \$1418  = \port$10415$0 [63:32];
+  assign \$1422  = \port$10417$0 [31:0];
+  assign \$1424  = \port$10417$0 [63:32];
+  assign \$1427  = \port$10419$0 [31:0];
+  assign \$1429  = \port$10419$0 [63:32];
+  assign \$1434  = \port$10421$0 [31:0];
+  assign \$1436  = \port$10421$0 [63:32];
+  assign \$1439  = \port$10423$0 [31:0];
+  assign \$1441  = \port$10423$0 [63:32];
+  assign \$1445  = \port$10425$0 [31:0];
+  assign \$1447  = \port$10425$0 [63:32];
   assign \$1712  = bus__awaddr;
   assign \$1713  = bus__araddr;
   assign \$1716 [31:2] = 30'h00000000;
@@ -13492,32 +13492,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(maint__hold),
     .maint__read(maint__read),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3143$0 (\$36 ),
-    .\port$3145$0 (\$37 ),
-    .\port$3147$0 (\$38 ),
-    .\port$3149$0 (\$39 ),
-    .\port$3151$0 (\$40 ),
-    .\port$3153$0 (\$41 ),
-    .\port$3155$0 (\$42 ),
-    .\port$3157$0 (\$43 ),
-    .\port$3159$0 (\$44 ),
-    .\port$3161$0 (\$45 ),
-    .\port$3163$0 (\$46 ),
-    .\port$3165$0 (\$47 ),
-    .\port$3167$0 (\$48 ),
-    .\port$3169$0 (\$49 ),
-    .\port$3171$0 (\$50 ),
-    .\port$3173$0 (\$51 ),
-    .\port$3175$0 (\$52 ),
-    .\port$3177$0 (\$53 ),
-    .\port$3179$0 (\$54 ),
-    .\port$3181$0 (\$55 ),
-    .\port$3183$0 (\$56 ),
-    .\port$3185$0 (\$57 ),
-    .\port$3187$0 (\$58 ),
-    .\port$3189$0 (\$59 ),
-    .\port$3191$0 (\$60 ),
-    .\port$3193$0 (\$61 ),
+    .\port$3185$0 (\$36 ),
+    .\port$3187$0 (\$37 ),
+    .\port$3189$0 (\$38 ),
+    .\port$3191$0 (\$39 ),
+    .\port$3193$0 (\$40 ),
+    .\port$3195$0 (\$41 ),
+    .\port$3197$0 (\$42 ),
+    .\port$3199$0 (\$43 ),
+    .\port$3201$0 (\$44 ),
+    .\port$3203$0 (\$45 ),
+    .\port$3205$0 (\$46 ),
+    .\port$3207$0 (\$47 ),
+    .\port$3209$0 (\$48 ),
+    .\port$3211$0 (\$49 ),
+    .\port$3213$0 (\$50 ),
+    .\port$3215$0 (\$51 ),
+    .\port$3217$0 (\$52 ),
+    .\port$3219$0 (\$53 ),
+    .\port$3221$0 (\$54 ),
+    .\port$3223$0 (\$55 ),
+    .\port$3225$0 (\$56 ),
+    .\port$3227$0 (\$57 ),
+    .\port$3229$0 (\$58 ),
+    .\port$3231$0 (\$59 ),
+    .\port$3233$0 (\$60 ),
+    .\port$3235$0 (\$61 ),
     .\r_en$35 (responses__ready),
     .read_data(read_data),
     .requests__ready(requests__0__ready),
@@ -13534,32 +13534,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$315 ),
     .maint__read(\maint__read$299 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3200$0 (\$62 ),
-    .\port$3202$0 (\$63 ),
-    .\port$3204$0 (\$64 ),
-    .\port$3206$0 (\$65 ),
-    .\port$3208$0 (\$66 ),
-    .\port$3210$0 (\$67 ),
-    .\port$3212$0 (\$68 ),
-    .\port$3214$0 (\$69 ),
-    .\port$3216$0 (\$70 ),
-    .\port$3218$0 (\$71 ),
-    .\port$3220$0 (\$72 ),
-    .\port$3222$0 (\$73 ),
-    .\port$3224$0 (\$74 ),
-    .\port$3226$0 (\$75 ),
-    .\port$3228$0 (\$76 ),
-    .\port$3230$0 (\$77 ),
-    .\port$3232$0 (\$78 ),
-    .\port$3234$0 (\$79 ),
-    .\port$3236$0 (\$80 ),
-    .\port$3238$0 (\$81 ),
-    .\port$3240$0 (\$82 ),
-    .\port$3242$0 (\$83 ),
-    .\port$3244$0 (\$84 ),
-    .\port$3246$0 (\$85 ),
-    .\port$3248$0 (\$86 ),
-    .\port$3250$0 (\$87 ),
+    .\port$3238$0 (\$62 ),
+    .\port$3240$0 (\$63 ),
+    .\port$3242$0 (\$64 ),
+    .\port$3244$0 (\$65 ),
+    .\port$3246$0 (\$66 ),
+    .\port$3248$0 (\$67 ),
+    .\port$3250$0 (\$68 ),
+    .\port$3252$0 (\$69 ),
+    .\port$3254$0 (\$70 ),
+    .\port$3256$0 (\$71 ),
+    .\port$3258$0 (\$72 ),
+    .\port$3260$0 (\$73 ),
+    .\port$3262$0 (\$74 ),
+    .\port$3264$0 (\$75 ),
+    .\port$3266$0 (\$76 ),
+    .\port$3268$0 (\$77 ),
+    .\port$3270$0 (\$78 ),
+    .\port$3272$0 (\$79 ),
+    .\port$3274$0 (\$80 ),
+    .\port$3276$0 (\$81 ),
+    .\port$3278$0 (\$82 ),
+    .\port$3280$0 (\$83 ),
+    .\port$3282$0 (\$84 ),
+    .\port$3284$0 (\$85 ),
+    .\port$3286$0 (\$86 ),
+    .\port$3288$0 (\$87 ),
     .\r_en$35 (\responses__ready$54 ),
     .read_data(\read_data$334 ),
     .requests__ready(requests__1__ready),
@@ -13576,32 +13576,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$324 ),
     .maint__read(\maint__read$308 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3713$0 (\$296 ),
-    .\port$3715$0 (\$297 ),
-    .\port$3717$0 (\$298 ),
-    .\port$3719$0 (\$299 ),
-    .\port$3721$0 (\$300 ),
-    .\port$3723$0 (\$301 ),
-    .\port$3725$0 (\$302 ),
-    .\port$3727$0 (\$303 ),
-    .\port$3729$0 (\$304 ),
-    .\port$3731$0 (\$305 ),
-    .\port$3733$0 (\$306 ),
-    .\port$3735$0 (\$307 ),
-    .\port$3737$0 (\$308 ),
-    .\port$3739$0 (\$309 ),
-    .\port$3741$0 (\$310 ),
-    .\port$3743$0 (\$311 ),
-    .\port$3745$0 (\$312 ),
-    .\port$3747$0 (\$313 ),
-    .\port$3749$0 (\$314 ),
-    .\port$3751$0 (\$315 ),
-    .\port$3753$0 (\$316 ),
-    .\port$3755$0 (\$317 ),
-    .\port$3757$0 (\$318 ),
-    .\port$3759$0 (\$319 ),
-    .\port$3761$0 (\$320 ),
-    .\port$3763$0 (\$321 ),
+    .\port$3715$0 (\$296 ),
+    .\port$3717$0 (\$297 ),
+    .\port$3719$0 (\$298 ),
+    .\port$3721$0 (\$299 ),
+    .\port$3723$0 (\$300 ),
+    .\port$3725$0 (\$301 ),
+    .\port$3727$0 (\$302 ),
+    .\port$3729$0 (\$303 ),
+    .\port$3731$0 (\$304 ),
+    .\port$3733$0 (\$305 ),
+    .\port$3735$0 (\$306 ),
+    .\port$3737$0 (\$307 ),
+    .\port$3739$0 (\$308 ),
+    .\port$3741$0 (\$309 ),
+    .\port$3743$0 (\$310 ),
+    .\port$3745$0 (\$311 ),
+    .\port$3747$0 (\$312 ),
+    .\port$3749$0 (\$313 ),
+    .\port$3751$0 (\$314 ),
+    .\port$3753$0 (\$315 ),
+    .\port$3755$0 (\$316 ),
+    .\port$3757$0 (\$317 ),
+    .\port$3759$0 (\$318 ),
+    .\port$3761$0 (\$319 ),
+    .\port$3763$0 (\$320 ),
+    .\port$3765$0 (\$321 ),
     .\r_en$35 (\responses__ready$180 ),
     .read_data(\read_data$343 ),
     .requests__ready(requests__10__ready),
@@ -13618,32 +13618,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$325 ),
     .maint__read(\maint__read$309 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3770$0 (\$322 ),
-    .\port$3772$0 (\$323 ),
-    .\port$3774$0 (\$324 ),
-    .\port$3776$0 (\$325 ),
-    .\port$3778$0 (\$326 ),
-    .\port$3780$0 (\$327 ),
-    .\port$3782$0 (\$328 ),
-    .\port$3784$0 (\$329 ),
-    .\port$3786$0 (\$330 ),
-    .\port$3788$0 (\$331 ),
-    .\port$3790$0 (\$332 ),
-    .\port$3792$0 (\$333 ),
-    .\port$3794$0 (\$334 ),
-    .\port$3796$0 (\$335 ),
-    .\port$3798$0 (\$336 ),
-    .\port$3800$0 (\$337 ),
-    .\port$3802$0 (\$338 ),
-    .\port$3804$0 (\$339 ),
-    .\port$3806$0 (\$340 ),
-    .\port$3808$0 (\$341 ),
-    .\port$3810$0 (\$342 ),
-    .\port$3812$0 (\$343 ),
-    .\port$3814$0 (\$344 ),
-    .\port$3816$0 (\$345 ),
-    .\port$3818$0 (\$346 ),
-    .\port$3820$0 (\$347 ),
+    .\port$3768$0 (\$322 ),
+    .\port$3770$0 (\$323 ),
+    .\port$3772$0 (\$324 ),
+    .\port$3774$0 (\$325 ),
+    .\port$3776$0 (\$326 ),
+    .\port$3778$0 (\$327 ),
+    .\port$3780$0 (\$328 ),
+    .\port$3782$0 (\$329 ),
+    .\port$3784$0 (\$330 ),
+    .\port$3786$0 (\$331 ),
+    .\port$3788$0 (\$332 ),
+    .\port$3790$0 (\$333 ),
+    .\port$3792$0 (\$334 ),
+    .\port$3794$0 (\$335 ),
+    .\port$3796$0 (\$336 ),
+    .\port$3798$0 (\$337 ),
+    .\port$3800$0 (\$338 ),
+    .\port$3802$0 (\$339 ),
+    .\port$3804$0 (\$340 ),
+    .\port$3806$0 (\$341 ),
+    .\port$3808$0 (\$342 ),
+    .\port$3810$0 (\$343 ),
+    .\port$3812$0 (\$344 ),
+    .\port$3814$0 (\$345 ),
+    .\port$3816$0 (\$346 ),
+    .\port$3818$0 (\$347 ),
     .\r_en$35 (\responses__ready$194 ),
     .read_data(\read_data$344 ),
     .requests__ready(requests__11__ready),
@@ -13660,32 +13660,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$326 ),
     .maint__read(\maint__read$310 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3827$0 (\$348 ),
-    .\port$3829$0 (\$349 ),
-    .\port$3831$0 (\$350 ),
-    .\port$3833$0 (\$351 ),
-    .\port$3835$0 (\$352 ),
-    .\port$3837$0 (\$353 ),
-    .\port$3839$0 (\$354 ),
-    .\port$3841$0 (\$355 ),
-    .\port$3843$0 (\$356 ),
-    .\port$3845$0 (\$357 ),
-    .\port$3847$0 (\$358 ),
-    .\port$3849$0 (\$359 ),
-    .\port$3851$0 (\$360 ),
-    .\port$3853$0 (\$361 ),
-    .\port$3855$0 (\$362 ),
-    .\port$3857$0 (\$363 ),
-    .\port$3859$0 (\$364 ),
-    .\port$3861$0 (\$365 ),
-    .\port$3863$0 (\$366 ),
-    .\port$3865$0 (\$367 ),
-    .\port$3867$0 (\$368 ),
-    .\port$3869$0 (\$369 ),
-    .\port$3871$0 (\$370 ),
-    .\port$3873$0 (\$371 ),
-    .\port$3875$0 (\$372 ),
-    .\port$3877$0 (\$373 ),
+    .\port$3821$0 (\$348 ),
+    .\port$3823$0 (\$349 ),
+    .\port$3825$0 (\$350 ),
+    .\port$3827$0 (\$351 ),
+    .\port$3829$0 (\$352 ),
+    .\port$3831$0 (\$353 ),
+    .\port$3833$0 (\$354 ),
+    .\port$3835$0 (\$355 ),
+    .\port$3837$0 (\$356 ),
+    .\port$3839$0 (\$357 ),
+    .\port$3841$0 (\$358 ),
+    .\port$3843$0 (\$359 ),
+    .\port$3845$0 (\$360 ),
+    .\port$3847$0 (\$361 ),
+    .\port$3849$0 (\$362 ),
+    .\port$3851$0 (\$363 ),
+    .\port$3853$0 (\$364 ),
+    .\port$3855$0 (\$365 ),
+    .\port$3857$0 (\$366 ),
+    .\port$3859$0 (\$367 ),
+    .\port$3861$0 (\$368 ),
+    .\port$3863$0 (\$369 ),
+    .\port$3865$0 (\$370 ),
+    .\port$3867$0 (\$371 ),
+    .\port$3869$0 (\$372 ),
+    .\port$3871$0 (\$373 ),
     .\r_en$35 (\responses__ready$208 ),
     .read_data(\read_data$345 ),
     .requests__ready(requests__12__ready),
@@ -13702,32 +13702,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$327 ),
     .maint__read(\maint__read$311 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3884$0 (\$374 ),
-    .\port$3886$0 (\$375 ),
-    .\port$3888$0 (\$376 ),
-    .\port$3890$0 (\$377 ),
-    .\port$3892$0 (\$378 ),
-    .\port$3894$0 (\$379 ),
-    .\port$3896$0 (\$380 ),
-    .\port$3898$0 (\$381 ),
-    .\port$3900$0 (\$382 ),
-    .\port$3902$0 (\$383 ),
-    .\port$3904$0 (\$384 ),
-    .\port$3906$0 (\$385 ),
-    .\port$3908$0 (\$386 ),
-    .\port$3910$0 (\$387 ),
-    .\port$3912$0 (\$388 ),
-    .\port$3914$0 (\$389 ),
-    .\port$3916$0 (\$390 ),
-    .\port$3918$0 (\$391 ),
-    .\port$3920$0 (\$392 ),
-    .\port$3922$0 (\$393 ),
-    .\port$3924$0 (\$394 ),
-    .\port$3926$0 (\$395 ),
-    .\port$3928$0 (\$396 ),
-    .\port$3930$0 (\$397 ),
-    .\port$3932$0 (\$398 ),
-    .\port$3934$0 (\$399 ),
+    .\port$3874$0 (\$374 ),
+    .\port$3876$0 (\$375 ),
+    .\port$3878$0 (\$376 ),
+    .\port$3880$0 (\$377 ),
+    .\port$3882$0 (\$378 ),
+    .\port$3884$0 (\$379 ),
+    .\port$3886$0 (\$380 ),
+    .\port$3888$0 (\$381 ),
+    .\port$3890$0 (\$382 ),
+    .\port$3892$0 (\$383 ),
+    .\port$3894$0 (\$384 ),
+    .\port$3896$0 (\$385 ),
+    .\port$3898$0 (\$386 ),
+    .\port$3900$0 (\$387 ),
+    .\port$3902$0 (\$388 ),
+    .\port$3904$0 (\$389 ),
+    .\port$3906$0 (\$390 ),
+    .\port$3908$0 (\$391 ),
+    .\port$3910$0 (\$392 ),
+    .\port$3912$0 (\$393 ),
+    .\port$3914$0 (\$394 ),
+    .\port$3916$0 (\$395 ),
+    .\port$3918$0 (\$396 ),
+    .\port$3920$0 (\$397 ),
+    .\port$3922$0 (\$398 ),
+    .\port$3924$0 (\$399 ),
     .\r_en$35 (\responses__ready$222 ),
     .read_data(\read_data$346 ),
     .requests__ready(requests__13__ready),
@@ -13744,32 +13744,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$328 ),
     .maint__read(\maint__read$312 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3941$0 (\$400 ),
-    .\port$3943$0 (\$401 ),
-    .\port$3945$0 (\$402 ),
-    .\port$3947$0 (\$403 ),
-    .\port$3949$0 (\$404 ),
-    .\port$3951$0 (\$405 ),
-    .\port$3953$0 (\$406 ),
-    .\port$3955$0 (\$407 ),
-    .\port$3957$0 (\$408 ),
-    .\port$3959$0 (\$409 ),
-    .\port$3961$0 (\$410 ),
-    .\port$3963$0 (\$411 ),
-    .\port$3965$0 (\$412 ),
-    .\port$3967$0 (\$413 ),
-    .\port$3969$0 (\$414 ),
-    .\port$3971$0 (\$415 ),
-    .\port$3973$0 (\$416 ),
-    .\port$3975$0 (\$417 ),
-    .\port$3977$0 (\$418 ),
-    .\port$3979$0 (\$419 ),
-    .\port$3981$0 (\$420 ),
-    .\port$3983$0 (\$421 ),
-    .\port$3985$0 (\$422 ),
-    .\port$3987$0 (\$423 ),
-    .\port$3989$0 (\$424 ),
-    .\port$3991$0 (\$425 ),
+    .\port$3927$0 (\$400 ),
+    .\port$3929$0 (\$401 ),
+    .\port$3931$0 (\$402 ),
+    .\port$3933$0 (\$403 ),
+    .\port$3935$0 (\$404 ),
+    .\port$3937$0 (\$405 ),
+    .\port$3939$0 (\$406 ),
+    .\port$3941$0 (\$407 ),
+    .\port$3943$0 (\$408 ),
+    .\port$3945$0 (\$409 ),
+    .\port$3947$0 (\$410 ),
+    .\port$3949$0 (\$411 ),
+    .\port$3951$0 (\$412 ),
+    .\port$3953$0 (\$413 ),
+    .\port$3955$0 (\$414 ),
+    .\port$3957$0 (\$415 ),
+    .\port$3959$0 (\$416 ),
+    .\port$3961$0 (\$417 ),
+    .\port$3963$0 (\$418 ),
+    .\port$3965$0 (\$419 ),
+    .\port$3967$0 (\$420 ),
+    .\port$3969$0 (\$421 ),
+    .\port$3971$0 (\$422 ),
+    .\port$3973$0 (\$423 ),
+    .\port$3975$0 (\$424 ),
+    .\port$3977$0 (\$425 ),
     .\r_en$35 (\responses__ready$236 ),
     .read_data(\read_data$347 ),
     .requests__ready(requests__14__ready),
@@ -13786,32 +13786,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$329 ),
     .maint__read(\maint__read$313 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3998$0 (\$426 ),
-    .\port$4000$0 (\$427 ),
-    .\port$4002$0 (\$428 ),
-    .\port$4004$0 (\$429 ),
-    .\port$4006$0 (\$430 ),
-    .\port$4008$0 (\$431 ),
-    .\port$4010$0 (\$432 ),
-    .\port$4012$0 (\$433 ),
-    .\port$4014$0 (\$434 ),
-    .\port$4016$0 (\$435 ),
-    .\port$4018$0 (\$436 ),
-    .\port$4020$0 (\$437 ),
-    .\port$4022$0 (\$438 ),
-    .\port$4024$0 (\$439 ),
-    .\port$4026$0 (\$440 ),
-    .\port$4028$0 (\$441 ),
-    .\port$4030$0 (\$442 ),
-    .\port$4032$0 (\$443 ),
-    .\port$4034$0 (\$444 ),
-    .\port$4036$0 (\$445 ),
-    .\port$4038$0 (\$446 ),
-    .\port$4040$0 (\$447 ),
-    .\port$4042$0 (\$448 ),
-    .\port$4044$0 (\$449 ),
-    .\port$4046$0 (\$450 ),
-    .\port$4048$0 (\$451 ),
+    .\port$3980$0 (\$426 ),
+    .\port$3982$0 (\$427 ),
+    .\port$3984$0 (\$428 ),
+    .\port$3986$0 (\$429 ),
+    .\port$3988$0 (\$430 ),
+    .\port$3990$0 (\$431 ),
+    .\port$3992$0 (\$432 ),
+    .\port$3994$0 (\$433 ),
+    .\port$3996$0 (\$434 ),
+    .\port$3998$0 (\$435 ),
+    .\port$4000$0 (\$436 ),
+    .\port$4002$0 (\$437 ),
+    .\port$4004$0 (\$438 ),
+    .\port$4006$0 (\$439 ),
+    .\port$4008$0 (\$440 ),
+    .\port$4010$0 (\$441 ),
+    .\port$4012$0 (\$442 ),
+    .\port$4014$0 (\$443 ),
+    .\port$4016$0 (\$444 ),
+    .\port$4018$0 (\$445 ),
+    .\port$4020$0 (\$446 ),
+    .\port$4022$0 (\$447 ),
+    .\port$4024$0 (\$448 ),
+    .\port$4026$0 (\$449 ),
+    .\port$4028$0 (\$450 ),
+    .\port$4030$0 (\$451 ),
     .\r_en$35 (\responses__ready$250 ),
     .read_data(\read_data$348 ),
     .requests__ready(requests__15__ready),
@@ -13828,32 +13828,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$316 ),
     .maint__read(\maint__read$300 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3257$0 (\$88 ),
-    .\port$3259$0 (\$89 ),
-    .\port$3261$0 (\$90 ),
-    .\port$3263$0 (\$91 ),
-    .\port$3265$0 (\$92 ),
-    .\port$3267$0 (\$93 ),
-    .\port$3269$0 (\$94 ),
-    .\port$3271$0 (\$95 ),
-    .\port$3273$0 (\$96 ),
-    .\port$3275$0 (\$97 ),
-    .\port$3277$0 (\$98 ),
-    .\port$3279$0 (\$99 ),
-    .\port$3281$0 (\$100 ),
-    .\port$3283$0 (\$101 ),
-    .\port$3285$0 (\$102 ),
-    .\port$3287$0 (\$103 ),
-    .\port$3289$0 (\$104 ),
-    .\port$3291$0 (\$105 ),
-    .\port$3293$0 (\$106 ),
-    .\port$3295$0 (\$107 ),
-    .\port$3297$0 (\$108 ),
-    .\port$3299$0 (\$109 ),
-    .\port$3301$0 (\$110 ),
-    .\port$3303$0 (\$111 ),
-    .\port$3305$0 (\$112 ),
-    .\port$3307$0 (\$113 ),
+    .\port$3291$0 (\$88 ),
+    .\port$3293$0 (\$89 ),
+    .\port$3295$0 (\$90 ),
+    .\port$3297$0 (\$91 ),
+    .\port$3299$0 (\$92 ),
+    .\port$3301$0 (\$93 ),
+    .\port$3303$0 (\$94 ),
+    .\port$3305$0 (\$95 ),
+    .\port$3307$0 (\$96 ),
+    .\port$3309$0 (\$97 ),
+    .\port$3311$0 (\$98 ),
+    .\port$3313$0 (\$99 ),
+    .\port$3315$0 (\$100 ),
+    .\port$3317$0 (\$101 ),
+    .\port$3319$0 (\$102 ),
+    .\port$3321$0 (\$103 ),
+    .\port$3323$0 (\$104 ),
+    .\port$3325$0 (\$105 ),
+    .\port$3327$0 (\$106 ),
+    .\port$3329$0 (\$107 ),
+    .\port$3331$0 (\$108 ),
+    .\port$3333$0 (\$109 ),
+    .\port$3335$0 (\$110 ),
+    .\port$3337$0 (\$111 ),
+    .\port$3339$0 (\$112 ),
+    .\port$3341$0 (\$113 ),
     .\r_en$35 (\responses__ready$68 ),
     .read_data(\read_data$335 ),
     .requests__ready(requests__2__ready),
@@ -13870,32 +13870,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$317 ),
     .maint__read(\maint__read$301 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3314$0 (\$114 ),
-    .\port$3316$0 (\$115 ),
-    .\port$3318$0 (\$116 ),
-    .\port$3320$0 (\$117 ),
-    .\port$3322$0 (\$118 ),
-    .\port$3324$0 (\$119 ),
-    .\port$3326$0 (\$120 ),
-    .\port$3328$0 (\$121 ),
-    .\port$3330$0 (\$122 ),
-    .\port$3332$0 (\$123 ),
-    .\port$3334$0 (\$124 ),
-    .\port$3336$0 (\$125 ),
-    .\port$3338$0 (\$126 ),
-    .\port$3340$0 (\$127 ),
-    .\port$3342$0 (\$128 ),
-    .\port$3344$0 (\$129 ),
-    .\port$3346$0 (\$130 ),
-    .\port$3348$0 (\$131 ),
-    .\port$3350$0 (\$132 ),
-    .\port$3352$0 (\$133 ),
-    .\port$3354$0 (\$134 ),
-    .\port$3356$0 (\$135 ),
-    .\port$3358$0 (\$136 ),
-    .\port$3360$0 (\$137 ),
-    .\port$3362$0 (\$138 ),
-    .\port$3364$0 (\$139 ),
+    .\port$3344$0 (\$114 ),
+    .\port$3346$0 (\$115 ),
+    .\port$3348$0 (\$116 ),
+    .\port$3350$0 (\$117 ),
+    .\port$3352$0 (\$118 ),
+    .\port$3354$0 (\$119 ),
+    .\port$3356$0 (\$120 ),
+    .\port$3358$0 (\$121 ),
+    .\port$3360$0 (\$122 ),
+    .\port$3362$0 (\$123 ),
+    .\port$3364$0 (\$124 ),
+    .\port$3366$0 (\$125 ),
+    .\port$3368$0 (\$126 ),
+    .\port$3370$0 (\$127 ),
+    .\port$3372$0 (\$128 ),
+    .\port$3374$0 (\$129 ),
+    .\port$3376$0 (\$130 ),
+    .\port$3378$0 (\$131 ),
+    .\port$3380$0 (\$132 ),
+    .\port$3382$0 (\$133 ),
+    .\port$3384$0 (\$134 ),
+    .\port$3386$0 (\$135 ),
+    .\port$3388$0 (\$136 ),
+    .\port$3390$0 (\$137 ),
+    .\port$3392$0 (\$138 ),
+    .\port$3394$0 (\$139 ),
     .\r_en$35 (\responses__ready$82 ),
     .read_data(\read_data$336 ),
     .requests__ready(requests__3__ready),
@@ -13912,32 +13912,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$318 ),
     .maint__read(\maint__read$302 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3371$0 (\$140 ),
-    .\port$3373$0 (\$141 ),
-    .\port$3375$0 (\$142 ),
-    .\port$3377$0 (\$143 ),
-    .\port$3379$0 (\$144 ),
-    .\port$3381$0 (\$145 ),
-    .\port$3383$0 (\$146 ),
-    .\port$3385$0 (\$147 ),
-    .\port$3387$0 (\$148 ),
-    .\port$3389$0 (\$149 ),
-    .\port$3391$0 (\$150 ),
-    .\port$3393$0 (\$151 ),
-    .\port$3395$0 (\$152 ),
-    .\port$3397$0 (\$153 ),
-    .\port$3399$0 (\$154 ),
-    .\port$3401$0 (\$155 ),
-    .\port$3403$0 (\$156 ),
-    .\port$3405$0 (\$157 ),
-    .\port$3407$0 (\$158 ),
-    .\port$3409$0 (\$159 ),
-    .\port$3411$0 (\$160 ),
-    .\port$3413$0 (\$161 ),
-    .\port$3415$0 (\$162 ),
-    .\port$3417$0 (\$163 ),
-    .\port$3419$0 (\$164 ),
-    .\port$3421$0 (\$165 ),
+    .\port$3397$0 (\$140 ),
+    .\port$3399$0 (\$141 ),
+    .\port$3401$0 (\$142 ),
+    .\port$3403$0 (\$143 ),
+    .\port$3405$0 (\$144 ),
+    .\port$3407$0 (\$145 ),
+    .\port$3409$0 (\$146 ),
+    .\port$3411$0 (\$147 ),
+    .\port$3413$0 (\$148 ),
+    .\port$3415$0 (\$149 ),
+    .\port$3417$0 (\$150 ),
+    .\port$3419$0 (\$151 ),
+    .\port$3421$0 (\$152 ),
+    .\port$3423$0 (\$153 ),
+    .\port$3425$0 (\$154 ),
+    .\port$3427$0 (\$155 ),
+    .\port$3429$0 (\$156 ),
+    .\port$3431$0 (\$157 ),
+    .\port$3433$0 (\$158 ),
+    .\port$3435$0 (\$159 ),
+    .\port$3437$0 (\$160 ),
+    .\port$3439$0 (\$161 ),
+    .\port$3441$0 (\$162 ),
+    .\port$3443$0 (\$163 ),
+    .\port$3445$0 (\$164 ),
+    .\port$3447$0 (\$165 ),
     .\r_en$35 (\responses__ready$96 ),
     .read_data(\read_data$337 ),
     .requests__ready(requests__4__ready),
@@ -13954,32 +13954,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$319 ),
     .maint__read(\maint__read$303 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3428$0 (\$166 ),
-    .\port$3430$0 (\$167 ),
-    .\port$3432$0 (\$168 ),
-    .\port$3434$0 (\$169 ),
-    .\port$3436$0 (\$170 ),
-    .\port$3438$0 (\$171 ),
-    .\port$3440$0 (\$172 ),
-    .\port$3442$0 (\$173 ),
-    .\port$3444$0 (\$174 ),
-    .\port$3446$0 (\$175 ),
-    .\port$3448$0 (\$176 ),
-    .\port$3450$0 (\$177 ),
-    .\port$3452$0 (\$178 ),
-    .\port$3454$0 (\$179 ),
-    .\port$3456$0 (\$180 ),
-    .\port$3458$0 (\$181 ),
-    .\port$3460$0 (\$182 ),
-    .\port$3462$0 (\$183 ),
-    .\port$3464$0 (\$184 ),
-    .\port$3466$0 (\$185 ),
-    .\port$3468$0 (\$186 ),
-    .\port$3470$0 (\$187 ),
-    .\port$3472$0 (\$188 ),
-    .\port$3474$0 (\$189 ),
-    .\port$3476$0 (\$190 ),
-    .\port$3478$0 (\$191 ),
+    .\port$3450$0 (\$166 ),
+    .\port$3452$0 (\$167 ),
+    .\port$3454$0 (\$168 ),
+    .\port$3456$0 (\$169 ),
+    .\port$3458$0 (\$170 ),
+    .\port$3460$0 (\$171 ),
+    .\port$3462$0 (\$172 ),
+    .\port$3464$0 (\$173 ),
+    .\port$3466$0 (\$174 ),
+    .\port$3468$0 (\$175 ),
+    .\port$3470$0 (\$176 ),
+    .\port$3472$0 (\$177 ),
+    .\port$3474$0 (\$178 ),
+    .\port$3476$0 (\$179 ),
+    .\port$3478$0 (\$180 ),
+    .\port$3480$0 (\$181 ),
+    .\port$3482$0 (\$182 ),
+    .\port$3484$0 (\$183 ),
+    .\port$3486$0 (\$184 ),
+    .\port$3488$0 (\$185 ),
+    .\port$3490$0 (\$186 ),
+    .\port$3492$0 (\$187 ),
+    .\port$3494$0 (\$188 ),
+    .\port$3496$0 (\$189 ),
+    .\port$3498$0 (\$190 ),
+    .\port$3500$0 (\$191 ),
     .\r_en$35 (\responses__ready$110 ),
     .read_data(\read_data$338 ),
     .requests__ready(requests__5__ready),
@@ -13996,32 +13996,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$320 ),
     .maint__read(\maint__read$304 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3485$0 (\$192 ),
-    .\port$3487$0 (\$193 ),
-    .\port$3489$0 (\$194 ),
-    .\port$3491$0 (\$195 ),
-    .\port$3493$0 (\$196 ),
-    .\port$3495$0 (\$197 ),
-    .\port$3497$0 (\$198 ),
-    .\port$3499$0 (\$199 ),
-    .\port$3501$0 (\$200 ),
-    .\port$3503$0 (\$201 ),
-    .\port$3505$0 (\$202 ),
-    .\port$3507$0 (\$203 ),
-    .\port$3509$0 (\$204 ),
-    .\port$3511$0 (\$205 ),
-    .\port$3513$0 (\$206 ),
-    .\port$3515$0 (\$207 ),
-    .\port$3517$0 (\$208 ),
-    .\port$3519$0 (\$209 ),
-    .\port$3521$0 (\$210 ),
-    .\port$3523$0 (\$211 ),
-    .\port$3525$0 (\$212 ),
-    .\port$3527$0 (\$213 ),
-    .\port$3529$0 (\$214 ),
-    .\port$3531$0 (\$215 ),
-    .\port$3533$0 (\$216 ),
-    .\port$3535$0 (\$217 ),
+    .\port$3503$0 (\$192 ),
+    .\port$3505$0 (\$193 ),
+    .\port$3507$0 (\$194 ),
+    .\port$3509$0 (\$195 ),
+    .\port$3511$0 (\$196 ),
+    .\port$3513$0 (\$197 ),
+    .\port$3515$0 (\$198 ),
+    .\port$3517$0 (\$199 ),
+    .\port$3519$0 (\$200 ),
+    .\port$3521$0 (\$201 ),
+    .\port$3523$0 (\$202 ),
+    .\port$3525$0 (\$203 ),
+    .\port$3527$0 (\$204 ),
+    .\port$3529$0 (\$205 ),
+    .\port$3531$0 (\$206 ),
+    .\port$3533$0 (\$207 ),
+    .\port$3535$0 (\$208 ),
+    .\port$3537$0 (\$209 ),
+    .\port$3539$0 (\$210 ),
+    .\port$3541$0 (\$211 ),
+    .\port$3543$0 (\$212 ),
+    .\port$3545$0 (\$213 ),
+    .\port$3547$0 (\$214 ),
+    .\port$3549$0 (\$215 ),
+    .\port$3551$0 (\$216 ),
+    .\port$3553$0 (\$217 ),
     .\r_en$35 (\responses__ready$124 ),
     .read_data(\read_data$339 ),
     .requests__ready(requests__6__ready),
@@ -14038,32 +14038,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$321 ),
     .maint__read(\maint__read$305 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3542$0 (\$218 ),
-    .\port$3544$0 (\$219 ),
-    .\port$3546$0 (\$220 ),
-    .\port$3548$0 (\$221 ),
-    .\port$3550$0 (\$222 ),
-    .\port$3552$0 (\$223 ),
-    .\port$3554$0 (\$224 ),
-    .\port$3556$0 (\$225 ),
-    .\port$3558$0 (\$226 ),
-    .\port$3560$0 (\$227 ),
-    .\port$3562$0 (\$228 ),
-    .\port$3564$0 (\$229 ),
-    .\port$3566$0 (\$230 ),
-    .\port$3568$0 (\$231 ),
-    .\port$3570$0 (\$232 ),
-    .\port$3572$0 (\$233 ),
-    .\port$3574$0 (\$234 ),
-    .\port$3576$0 (\$235 ),
-    .\port$3578$0 (\$236 ),
-    .\port$3580$0 (\$237 ),
-    .\port$3582$0 (\$238 ),
-    .\port$3584$0 (\$239 ),
-    .\port$3586$0 (\$240 ),
-    .\port$3588$0 (\$241 ),
-    .\port$3590$0 (\$242 ),
-    .\port$3592$0 (\$243 ),
+    .\port$3556$0 (\$218 ),
+    .\port$3558$0 (\$219 ),
+    .\port$3560$0 (\$220 ),
+    .\port$3562$0 (\$221 ),
+    .\port$3564$0 (\$222 ),
+    .\port$3566$0 (\$223 ),
+    .\port$3568$0 (\$224 ),
+    .\port$3570$0 (\$225 ),
+    .\port$3572$0 (\$226 ),
+    .\port$3574$0 (\$227 ),
+    .\port$3576$0 (\$228 ),
+    .\port$3578$0 (\$229 ),
+    .\port$3580$0 (\$230 ),
+    .\port$3582$0 (\$231 ),
+    .\port$3584$0 (\$232 ),
+    .\port$3586$0 (\$233 ),
+    .\port$3588$0 (\$234 ),
+    .\port$3590$0 (\$235 ),
+    .\port$3592$0 (\$236 ),
+    .\port$3594$0 (\$237 ),
+    .\port$3596$0 (\$238 ),
+    .\port$3598$0 (\$239 ),
+    .\port$3600$0 (\$240 ),
+    .\port$3602$0 (\$241 ),
+    .\port$3604$0 (\$242 ),
+    .\port$3606$0 (\$243 ),
     .\r_en$35 (\responses__ready$138 ),
     .read_data(\read_data$340 ),
     .requests__ready(requests__7__ready),
@@ -14080,32 +14080,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$322 ),
     .maint__read(\maint__read$306 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3599$0 (\$244 ),
-    .\port$3601$0 (\$245 ),
-    .\port$3603$0 (\$246 ),
-    .\port$3605$0 (\$247 ),
-    .\port$3607$0 (\$248 ),
-    .\port$3609$0 (\$249 ),
-    .\port$3611$0 (\$250 ),
-    .\port$3613$0 (\$251 ),
-    .\port$3615$0 (\$252 ),
-    .\port$3617$0 (\$253 ),
-    .\port$3619$0 (\$254 ),
-    .\port$3621$0 (\$255 ),
-    .\port$3623$0 (\$256 ),
-    .\port$3625$0 (\$257 ),
-    .\port$3627$0 (\$258 ),
-    .\port$3629$0 (\$259 ),
-    .\port$3631$0 (\$260 ),
-    .\port$3633$0 (\$261 ),
-    .\port$3635$0 (\$262 ),
-    .\port$3637$0 (\$263 ),
-    .\port$3639$0 (\$264 ),
-    .\port$3641$0 (\$265 ),
-    .\port$3643$0 (\$266 ),
-    .\port$3645$0 (\$267 ),
-    .\port$3647$0 (\$268 ),
-    .\port$3649$0 (\$269 ),
+    .\port$3609$0 (\$244 ),
+    .\port$3611$0 (\$245 ),
+    .\port$3613$0 (\$246 ),
+    .\port$3615$0 (\$247 ),
+    .\port$3617$0 (\$248 ),
+    .\port$3619$0 (\$249 ),
+    .\port$3621$0 (\$250 ),
+    .\port$3623$0 (\$251 ),
+    .\port$3625$0 (\$252 ),
+    .\port$3627$0 (\$253 ),
+    .\port$3629$0 (\$254 ),
+    .\port$3631$0 (\$255 ),
+    .\port$3633$0 (\$256 ),
+    .\port$3635$0 (\$257 ),
+    .\port$3637$0 (\$258 ),
+    .\port$3639$0 (\$259 ),
+    .\port$3641$0 (\$260 ),
+    .\port$3643$0 (\$261 ),
+    .\port$3645$0 (\$262 ),
+    .\port$3647$0 (\$263 ),
+    .\port$3649$0 (\$264 ),
+    .\port$3651$0 (\$265 ),
+    .\port$3653$0 (\$266 ),
+    .\port$3655$0 (\$267 ),
+    .\port$3657$0 (\$268 ),
+    .\port$3659$0 (\$269 ),
     .\r_en$35 (\responses__ready$152 ),
     .read_data(\read_data$341 ),
     .requests__ready(requests__8__ready),
@@ -14122,32 +14122,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$323 ),
     .maint__read(\maint__read$307 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3656$0 (\$270 ),
-    .\port$3658$0 (\$271 ),
-    .\port$3660$0 (\$272 ),
-    .\port$3662$0 (\$273 ),
-    .\port$3664$0 (\$274 ),
-    .\port$3666$0 (\$275 ),
-    .\port$3668$0 (\$276 ),
-    .\port$3670$0 (\$277 ),
-    .\port$3672$0 (\$278 ),
-    .\port$3674$0 (\$279 ),
-    .\port$3676$0 (\$280 ),
-    .\port$3678$0 (\$281 ),
-    .\port$3680$0 (\$282 ),
-    .\port$3682$0 (\$283 ),
-    .\port$3684$0 (\$284 ),
-    .\port$3686$0 (\$285 ),
-    .\port$3688$0 (\$286 ),
-    .\port$3690$0 (\$287 ),
-    .\port$3692$0 (\$288 ),
-    .\port$3694$0 (\$289 ),
-    .\port$3696$0 (\$290 ),
-    .\port$3698$0 (\$291 ),
-    .\port$3700$0 (\$292 ),
-    .\port$3702$0 (\$293 ),
-    .\port$3704$0 (\$294 ),
-    .\port$3706$0 (\$295 ),
+    .\port$3662$0 (\$270 ),
+    .\port$3664$0 (\$271 ),
+    .\port$3666$0 (\$272 ),
+    .\port$3668$0 (\$273 ),
+    .\port$3670$0 (\$274 ),
+    .\port$3672$0 (\$275 ),
+    .\port$3674$0 (\$276 ),
+    .\port$3676$0 (\$277 ),
+    .\port$3678$0 (\$278 ),
+    .\port$3680$0 (\$279 ),
+    .\port$3682$0 (\$280 ),
+    .\port$3684$0 (\$281 ),
+    .\port$3686$0 (\$282 ),
+    .\port$3688$0 (\$283 ),
+    .\port$3690$0 (\$284 ),
+    .\port$3692$0 (\$285 ),
+    .\port$3694$0 (\$286 ),
+    .\port$3696$0 (\$287 ),
+    .\port$3698$0 (\$288 ),
+    .\port$3700$0 (\$289 ),
+    .\port$3702$0 (\$290 ),
+    .\port$3704$0 (\$291 ),
+    .\port$3706$0 (\$292 ),
+    .\port$3708$0 (\$293 ),
+    .\port$3710$0 (\$294 ),
+    .\port$3712$0 (\$295 ),
     .\r_en$35 (\responses__ready$166 ),
     .read_data(\read_data$342 ),
     .requests__ready(requests__9__ready),
@@ -14253,422 +14253,422 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .beats__valid(beats__valid),
     .busy(\busy$259 ),
     .clk(clk),
-    .\port$3143$0 (\$36 ),
-    .\port$3145$0 (\$37 ),
-    .\port$3147$0 (\$38 ),
-    .\port$3149$0 (\$39 ),
-    .\port$3151$0 (\$40 ),
-    .\port$3153$0 (\$41 ),
-    .\port$3155$0 (\$42 ),
-    .\port$3157$0 (\$43 ),
-    .\port$3159$0 (\$44 ),
-    .\port$3161$0 (\$45 ),
-    .\port$3163$0 (\$46 ),
-    .\port$3165$0 (\$47 ),
-    .\port$3167$0 (\$48 ),
-    .\port$3169$0 (\$49 ),
-    .\port$3171$0 (\$50 ),
-    .\port$3173$0 (\$51 ),
-    .\port$3175$0 (\$52 ),
-    .\port$3177$0 (\$53 ),
-    .\port$3179$0 (\$54 ),
-    .\port$3181$0 (\$55 ),
-    .\port$3183$0 (\$56 ),
-    .\port$3185$0 (\$57 ),
-    .\port$3187$0 (\$58 ),
-    .\port$3189$0 (\$59 ),
-    .\port$3191$0 (\$60 ),
-    .\port$3193$0 (\$61 ),
-    .\port$3200$0 (\$62 ),
-    .\port$3202$0 (\$63 ),
-    .\port$3204$0 (\$64 ),
-    .\port$3206$0 (\$65 ),
-    .\port$3208$0 (\$66 ),
-    .\port$3210$0 (\$67 ),
-    .\port$3212$0 (\$68 ),
-    .\port$3214$0 (\$69 ),
-    .\port$3216$0 (\$70 ),
-    .\port$3218$0 (\$71 ),
-    .\port$3220$0 (\$72 ),
-    .\port$3222$0 (\$73 ),
-    .\port$3224$0 (\$74 ),
-    .\port$3226$0 (\$75 ),
-    .\port$3228$0 (\$76 ),
-    .\port$3230$0 (\$77 ),
-    .\port$3232$0 (\$78 ),
-    .\port$3234$0 (\$79 ),
-    .\port$3236$0 (\$80 ),
-    .\port$3238$0 (\$81 ),
-    .\port$3240$0 (\$82 ),
-    .\port$3242$0 (\$83 ),
-    .\port$3244$0 (\$84 ),
-    .\port$3246$0 (\$85 ),
-    .\port$3248$0 (\$86 ),
-    .\port$3250$0 (\$87 ),
-    .\port$3257$0 (\$88 ),
-    .\port$3259$0 (\$89 ),
-    .\port$3261$0 (\$90 ),
-    .\port$3263$0 (\$91 ),
-    .\port$3265$0 (\$92 ),
-    .\port$3267$0 (\$93 ),
-    .\port$3269$0 (\$94 ),
-    .\port$3271$0 (\$95 ),
-    .\port$3273$0 (\$96 ),
-    .\port$3275$0 (\$97 ),
-    .\port$3277$0 (\$98 ),
-    .\port$3279$0 (\$99 ),
-    .\port$3281$0 (\$100 ),
-    .\port$3283$0 (\$101 ),
-    .\port$3285$0 (\$102 ),
-    .\port$3287$0 (\$103 ),
-    .\port$3289$0 (\$104 ),
-    .\port$3291$0 (\$105 ),
-    .\port$3293$0 (\$106 ),
-    .\port$3295$0 (\$107 ),
-    .\port$3297$0 (\$108 ),
-    .\port$3299$0 (\$109 ),
-    .\port$3301$0 (\$110 ),
-    .\port$3303$0 (\$111 ),
-    .\port$3305$0 (\$112 ),
-    .\port$3307$0 (\$113 ),
-    .\port$3314$0 (\$114 ),
-    .\port$3316$0 (\$115 ),
-    .\port$3318$0 (\$116 ),
-    .\port$3320$0 (\$117 ),
-    .\port$3322$0 (\$118 ),
-    .\port$3324$0 (\$119 ),
-    .\port$3326$0 (\$120 ),
-    .\port$3328$0 (\$121 ),
-    .\port$3330$0 (\$122 ),
-    .\port$3332$0 (\$123 ),
-    .\port$3334$0 (\$124 ),
-    .\port$3336$0 (\$125 ),
-    .\port$3338$0 (\$126 ),
-    .\port$3340$0 (\$127 ),
-    .\port$3342$0 (\$128 ),
-    .\port$3344$0 (\$129 ),
-    .\port$3346$0 (\$130 ),
-    .\port$3348$0 (\$131 ),
-    .\port$3350$0 (\$132 ),
-    .\port$3352$0 (\$133 ),
-    .\port$3354$0 (\$134 ),
-    .\port$3356$0 (\$135 ),
-    .\port$3358$0 (\$136 ),
-    .\port$3360$0 (\$137 ),
-    .\port$3362$0 (\$138 ),
-    .\port$3364$0 (\$139 ),
-    .\port$3371$0 (\$140 ),
-    .\port$3373$0 (\$141 ),
-    .\port$3375$0 (\$142 ),
-    .\port$3377$0 (\$143 ),
-    .\port$3379$0 (\$144 ),
-    .\port$3381$0 (\$145 ),
-    .\port$3383$0 (\$146 ),
-    .\port$3385$0 (\$147 ),
-    .\port$3387$0 (\$148 ),
-    .\port$3389$0 (\$149 ),
-    .\port$3391$0 (\$150 ),
-    .\port$3393$0 (\$151 ),
-    .\port$3395$0 (\$152 ),
-    .\port$3397$0 (\$153 ),
-    .\port$3399$0 (\$154 ),
-    .\port$3401$0 (\$155 ),
-    .\port$3403$0 (\$156 ),
-    .\port$3405$0 (\$157 ),
-    .\port$3407$0 (\$158 ),
-    .\port$3409$0 (\$159 ),
-    .\port$3411$0 (\$160 ),
-    .\port$3413$0 (\$161 ),
-    .\port$3415$0 (\$162 ),
-    .\port$3417$0 (\$163 ),
-    .\port$3419$0 (\$164 ),
-    .\port$3421$0 (\$165 ),
-    .\port$3428$0 (\$166 ),
-    .\port$3430$0 (\$167 ),
-    .\port$3432$0 (\$168 ),
-    .\port$3434$0 (\$169 ),
-    .\port$3436$0 (\$170 ),
-    .\port$3438$0 (\$171 ),
-    .\port$3440$0 (\$172 ),
-    .\port$3442$0 (\$173 ),
-    .\port$3444$0 (\$174 ),
-    .\port$3446$0 (\$175 ),
-    .\port$3448$0 (\$176 ),
-    .\port$3450$0 (\$177 ),
-    .\port$3452$0 (\$178 ),
-    .\port$3454$0 (\$179 ),
-    .\port$3456$0 (\$180 ),
-    .\port$3458$0 (\$181 ),
-    .\port$3460$0 (\$182 ),
-    .\port$3462$0 (\$183 ),
-    .\port$3464$0 (\$184 ),
-    .\port$3466$0 (\$185 ),
-    .\port$3468$0 (\$186 ),
-    .\port$3470$0 (\$187 ),
-    .\port$3472$0 (\$188 ),
-    .\port$3474$0 (\$189 ),
-    .\port$3476$0 (\$190 ),
-    .\port$3478$0 (\$191 ),
-    .\port$3485$0 (\$192 ),
-    .\port$3487$0 (\$193 ),
-    .\port$3489$0 (\$194 ),
-    .\port$3491$0 (\$195 ),
-    .\port$3493$0 (\$196 ),
-    .\port$3495$0 (\$197 ),
-    .\port$3497$0 (\$198 ),
-    .\port$3499$0 (\$199 ),
-    .\port$3501$0 (\$200 ),
-    .\port$3503$0 (\$201 ),
-    .\port$3505$0 (\$202 ),
-    .\port$3507$0 (\$203 ),
-    .\port$3509$0 (\$204 ),
-    .\port$3511$0 (\$205 ),
-    .\port$3513$0 (\$206 ),
-    .\port$3515$0 (\$207 ),
-    .\port$3517$0 (\$208 ),
-    .\port$3519$0 (\$209 ),
-    .\port$3521$0 (\$210 ),
-    .\port$3523$0 (\$211 ),
-    .\port$3525$0 (\$212 ),
-    .\port$3527$0 (\$213 ),
-    .\port$3529$0 (\$214 ),
-    .\port$3531$0 (\$215 ),
-    .\port$3533$0 (\$216 ),
-    .\port$3535$0 (\$217 ),
-    .\port$3542$0 (\$218 ),
-    .\port$3544$0 (\$219 ),
-    .\port$3546$0 (\$220 ),
-    .\port$3548$0 (\$221 ),
-    .\port$3550$0 (\$222 ),
-    .\port$3552$0 (\$223 ),
-    .\port$3554$0 (\$224 ),
-    .\port$3556$0 (\$225 ),
-    .\port$3558$0 (\$226 ),
-    .\port$3560$0 (\$227 ),
-    .\port$3562$0 (\$228 ),
-    .\port$3564$0 (\$229 ),
-    .\port$3566$0 (\$230 ),
-    .\port$3568$0 (\$231 ),
-    .\port$3570$0 (\$232 ),
-    .\port$3572$0 (\$233 ),
-    .\port$3574$0 (\$234 ),
-    .\port$3576$0 (\$235 ),
-    .\port$3578$0 (\$236 ),
-    .\port$3580$0 (\$237 ),
-    .\port$3582$0 (\$238 ),
-    .\port$3584$0 (\$239 ),
-    .\port$3586$0 (\$240 ),
-    .\port$3588$0 (\$241 ),
-    .\port$3590$0 (\$242 ),
-    .\port$3592$0 (\$243 ),
-    .\port$3599$0 (\$244 ),
-    .\port$3601$0 (\$245 ),
-    .\port$3603$0 (\$246 ),
-    .\port$3605$0 (\$247 ),
-    .\port$3607$0 (\$248 ),
-    .\port$3609$0 (\$249 ),
-    .\port$3611$0 (\$250 ),
-    .\port$3613$0 (\$251 ),
-    .\port$3615$0 (\$252 ),
-    .\port$3617$0 (\$253 ),
-    .\port$3619$0 (\$254 ),
-    .\port$3621$0 (\$255 ),
-    .\port$3623$0 (\$256 ),
-    .\port$3625$0 (\$257 ),
-    .\port$3627$0 (\$258 ),
-    .\port$3629$0 (\$259 ),
-    .\port$3631$0 (\$260 ),
-    .\port$3633$0 (\$261 ),
-    .\port$3635$0 (\$262 ),
-    .\port$3637$0 (\$263 ),
-    .\port$3639$0 (\$264 ),
-    .\port$3641$0 (\$265 ),
-    .\port$3643$0 (\$266 ),
-    .\port$3645$0 (\$267 ),
-    .\port$3647$0 (\$268 ),
-    .\port$3649$0 (\$269 ),
-    .\port$3656$0 (\$270 ),
-    .\port$3658$0 (\$271 ),
-    .\port$3660$0 (\$272 ),
-    .\port$3662$0 (\$273 ),
-    .\port$3664$0 (\$274 ),
-    .\port$3666$0 (\$275 ),
-    .\port$3668$0 (\$276 ),
-    .\port$3670$0 (\$277 ),
-    .\port$3672$0 (\$278 ),
-    .\port$3674$0 (\$279 ),
-    .\port$3676$0 (\$280 ),
-    .\port$3678$0 (\$281 ),
-    .\port$3680$0 (\$282 ),
-    .\port$3682$0 (\$283 ),
-    .\port$3684$0 (\$284 ),
-    .\port$3686$0 (\$285 ),
-    .\port$3688$0 (\$286 ),
-    .\port$3690$0 (\$287 ),
-    .\port$3692$0 (\$288 ),
-    .\port$3694$0 (\$289 ),
-    .\port$3696$0 (\$290 ),
-    .\port$3698$0 (\$291 ),
-    .\port$3700$0 (\$292 ),
-    .\port$3702$0 (\$293 ),
-    .\port$3704$0 (\$294 ),
-    .\port$3706$0 (\$295 ),
-    .\port$3713$0 (\$296 ),
-    .\port$3715$0 (\$297 ),
-    .\port$3717$0 (\$298 ),
-    .\port$3719$0 (\$299 ),
-    .\port$3721$0 (\$300 ),
-    .\port$3723$0 (\$301 ),
-    .\port$3725$0 (\$302 ),
-    .\port$3727$0 (\$303 ),
-    .\port$3729$0 (\$304 ),
-    .\port$3731$0 (\$305 ),
-    .\port$3733$0 (\$306 ),
-    .\port$3735$0 (\$307 ),
-    .\port$3737$0 (\$308 ),
-    .\port$3739$0 (\$309 ),
-    .\port$3741$0 (\$310 ),
-    .\port$3743$0 (\$311 ),
-    .\port$3745$0 (\$312 ),
-    .\port$3747$0 (\$313 ),
-    .\port$3749$0 (\$314 ),
-    .\port$3751$0 (\$315 ),
-    .\port$3753$0 (\$316 ),
-    .\port$3755$0 (\$317 ),
-    .\port$3757$0 (\$318 ),
-    .\port$3759$0 (\$319 ),
-    .\port$3761$0 (\$320 ),
-    .\port$3763$0 (\$321 ),
-    .\port$3770$0 (\$322 ),
-    .\port$3772$0 (\$323 ),
-    .\port$3774$0 (\$324 ),
-    .\port$3776$0 (\$325 ),
-    .\port$3778$0 (\$326 ),
-    .\port$3780$0 (\$327 ),
-    .\port$3782$0 (\$328 ),
-    .\port$3784$0 (\$329 ),
-    .\port$3786$0 (\$330 ),
-    .\port$3788$0 (\$331 ),
-    .\port$3790$0 (\$332 ),
-    .\port$3792$0 (\$333 ),
-    .\port$3794$0 (\$334 ),
-    .\port$3796$0 (\$335 ),
-    .\port$3798$0 (\$336 ),
-    .\port$3800$0 (\$337 ),
-    .\port$3802$0 (\$338 ),
-    .\port$3804$0 (\$339 ),
-    .\port$3806$0 (\$340 ),
-    .\port$3808$0 (\$341 ),
-    .\port$3810$0 (\$342 ),
-    .\port$3812$0 (\$343 ),
-    .\port$3814$0 (\$344 ),
-    .\port$3816$0 (\$345 ),
-    .\port$3818$0 (\$346 ),
-    .\port$3820$0 (\$347 ),
-    .\port$3827$0 (\$348 ),
-    .\port$3829$0 (\$349 ),
-    .\port$3831$0 (\$350 ),
-    .\port$3833$0 (\$351 ),
-    .\port$3835$0 (\$352 ),
-    .\port$3837$0 (\$353 ),
-    .\port$3839$0 (\$354 ),
-    .\port$3841$0 (\$355 ),
-    .\port$3843$0 (\$356 ),
-    .\port$3845$0 (\$357 ),
-    .\port$3847$0 (\$358 ),
-    .\port$3849$0 (\$359 ),
-    .\port$3851$0 (\$360 ),
-    .\port$3853$0 (\$361 ),
-    .\port$3855$0 (\$362 ),
-    .\port$3857$0 (\$363 ),
-    .\port$3859$0 (\$364 ),
-    .\port$3861$0 (\$365 ),
-    .\port$3863$0 (\$366 ),
-    .\port$3865$0 (\$367 ),
-    .\port$3867$0 (\$368 ),
-    .\port$3869$0 (\$369 ),
-    .\port$3871$0 (\$370 ),
-    .\port$3873$0 (\$371 ),
-    .\port$3875$0 (\$372 ),
-    .\port$3877$0 (\$373 ),
-    .\port$3884$0 (\$374 ),
-    .\port$3886$0 (\$375 ),
-    .\port$3888$0 (\$376 ),
-    .\port$3890$0 (\$377 ),
-    .\port$3892$0 (\$378 ),
-    .\port$3894$0 (\$379 ),
-    .\port$3896$0 (\$380 ),
-    .\port$3898$0 (\$381 ),
-    .\port$3900$0 (\$382 ),
-    .\port$3902$0 (\$383 ),
-    .\port$3904$0 (\$384 ),
-    .\port$3906$0 (\$385 ),
-    .\port$3908$0 (\$386 ),
-    .\port$3910$0 (\$387 ),
-    .\port$3912$0 (\$388 ),
-    .\port$3914$0 (\$389 ),
-    .\port$3916$0 (\$390 ),
-    .\port$3918$0 (\$391 ),
-    .\port$3920$0 (\$392 ),
-    .\port$3922$0 (\$393 ),
-    .\port$3924$0 (\$394 ),
-    .\port$3926$0 (\$395 ),
-    .\port$3928$0 (\$396 ),
-    .\port$3930$0 (\$397 ),
-    .\port$3932$0 (\$398 ),
-    .\port$3934$0 (\$399 ),
-    .\port$3941$0 (\$400 ),
-    .\port$3943$0 (\$401 ),
-    .\port$3945$0 (\$402 ),
-    .\port$3947$0 (\$403 ),
-    .\port$3949$0 (\$404 ),
-    .\port$3951$0 (\$405 ),
-    .\port$3953$0 (\$406 ),
-    .\port$3955$0 (\$407 ),
-    .\port$3957$0 (\$408 ),
-    .\port$3959$0 (\$409 ),
-    .\port$3961$0 (\$410 ),
-    .\port$3963$0 (\$411 ),
-    .\port$3965$0 (\$412 ),
-    .\port$3967$0 (\$413 ),
-    .\port$3969$0 (\$414 ),
-    .\port$3971$0 (\$415 ),
-    .\port$3973$0 (\$416 ),
-    .\port$3975$0 (\$417 ),
-    .\port$3977$0 (\$418 ),
-    .\port$3979$0 (\$419 ),
-    .\port$3981$0 (\$420 ),
-    .\port$3983$0 (\$421 ),
-    .\port$3985$0 (\$422 ),
-    .\port$3987$0 (\$423 ),
-    .\port$3989$0 (\$424 ),
-    .\port$3991$0 (\$425 ),
-    .\port$3998$0 (\$426 ),
-    .\port$4000$0 (\$427 ),
-    .\port$4002$0 (\$428 ),
-    .\port$4004$0 (\$429 ),
-    .\port$4006$0 (\$430 ),
-    .\port$4008$0 (\$431 ),
-    .\port$4010$0 (\$432 ),
-    .\port$4012$0 (\$433 ),
-    .\port$4014$0 (\$434 ),
-    .\port$4016$0 (\$435 ),
-    .\port$4018$0 (\$436 ),
-    .\port$4020$0 (\$437 ),
-    .\port$4022$0 (\$438 ),
-    .\port$4024$0 (\$439 ),
-    .\port$4026$0 (\$440 ),
-    .\port$4028$0 (\$441 ),
-    .\port$4030$0 (\$442 ),
-    .\port$4032$0 (\$443 ),
-    .\port$4034$0 (\$444 ),
-    .\port$4036$0 (\$445 ),
-    .\port$4038$0 (\$446 ),
-    .\port$4040$0 (\$447 ),
-    .\port$4042$0 (\$448 ),
-    .\port$4044$0 (\$449 ),
-    .\port$4046$0 (\$450 ),
-    .\port$4048$0 (\$451 ),
+    .\port$3185$0 (\$36 ),
+    .\port$3187$0 (\$37 ),
+    .\port$3189$0 (\$38 ),
+    .\port$3191$0 (\$39 ),
+    .\port$3193$0 (\$40 ),
+    .\port$3195$0 (\$41 ),
+    .\port$3197$0 (\$42 ),
+    .\port$3199$0 (\$43 ),
+    .\port$3201$0 (\$44 ),
+    .\port$3203$0 (\$45 ),
+    .\port$3205$0 (\$46 ),
+    .\port$3207$0 (\$47 ),
+    .\port$3209$0 (\$48 ),
+    .\port$3211$0 (\$49 ),
+    .\port$3213$0 (\$50 ),
+    .\port$3215$0 (\$51 ),
+    .\port$3217$0 (\$52 ),
+    .\port$3219$0 (\$53 ),
+    .\port$3221$0 (\$54 ),
+    .\port$3223$0 (\$55 ),
+    .\port$3225$0 (\$56 ),
+    .\port$3227$0 (\$57 ),
+    .\port$3229$0 (\$58 ),
+    .\port$3231$0 (\$59 ),
+    .\port$3233$0 (\$60 ),
+    .\port$3235$0 (\$61 ),
+    .\port$3238$0 (\$62 ),
+    .\port$3240$0 (\$63 ),
+    .\port$3242$0 (\$64 ),
+    .\port$3244$0 (\$65 ),
+    .\port$3246$0 (\$66 ),
+    .\port$3248$0 (\$67 ),
+    .\port$3250$0 (\$68 ),
+    .\port$3252$0 (\$69 ),
+    .\port$3254$0 (\$70 ),
+    .\port$3256$0 (\$71 ),
+    .\port$3258$0 (\$72 ),
+    .\port$3260$0 (\$73 ),
+    .\port$3262$0 (\$74 ),
+    .\port$3264$0 (\$75 ),
+    .\port$3266$0 (\$76 ),
+    .\port$3268$0 (\$77 ),
+    .\port$3270$0 (\$78 ),
+    .\port$3272$0 (\$79 ),
+    .\port$3274$0 (\$80 ),
+    .\port$3276$0 (\$81 ),
+    .\port$3278$0 (\$82 ),
+    .\port$3280$0 (\$83 ),
+    .\port$3282$0 (\$84 ),
+    .\port$3284$0 (\$85 ),
+    .\port$3286$0 (\$86 ),
+    .\port$3288$0 (\$87 ),
+    .\port$3291$0 (\$88 ),
+    .\port$3293$0 (\$89 ),
+    .\port$3295$0 (\$90 ),
+    .\port$3297$0 (\$91 ),
+    .\port$3299$0 (\$92 ),
+    .\port$3301$0 (\$93 ),
+    .\port$3303$0 (\$94 ),
+    .\port$3305$0 (\$95 ),
+    .\port$3307$0 (\$96 ),
+    .\port$3309$0 (\$97 ),
+    .\port$3311$0 (\$98 ),
+    .\port$3313$0 (\$99 ),
+    .\port$3315$0 (\$100 ),
+    .\port$3317$0 (\$101 ),
+    .\port$3319$0 (\$102 ),
+    .\port$3321$0 (\$103 ),
+    .\port$3323$0 (\$104 ),
+    .\port$3325$0 (\$105 ),
+    .\port$3327$0 (\$106 ),
+    .\port$3329$0 (\$107 ),
+    .\port$3331$0 (\$108 ),
+    .\port$3333$0 (\$109 ),
+    .\port$3335$0 (\$110 ),
+    .\port$3337$0 (\$111 ),
+    .\port$3339$0 (\$112 ),
+    .\port$3341$0 (\$113 ),
+    .\port$3344$0 (\$114 ),
+    .\port$3346$0 (\$115 ),
+    .\port$3348$0 (\$116 ),
+    .\port$3350$0 (\$117 ),
+    .\port$3352$0 (\$118 ),
+    .\port$3354$0 (\$119 ),
+    .\port$3356$0 (\$120 ),
+    .\port$3358$0 (\$121 ),
+    .\port$3360$0 (\$122 ),
+    .\port$3362$0 (\$123 ),
+    .\port$3364$0 (\$124 ),
+    .\port$3366$0 (\$125 ),
+    .\port$3368$0 (\$126 ),
+    .\port$3370$0 (\$127 ),
+    .\port$3372$0 (\$128 ),
+    .\port$3374$0 (\$129 ),
+    .\port$3376$0 (\$130 ),
+    .\port$3378$0 (\$131 ),
+    .\port$3380$0 (\$132 ),
+    .\port$3382$0 (\$133 ),
+    .\port$3384$0 (\$134 ),
+    .\port$3386$0 (\$135 ),
+    .\port$3388$0 (\$136 ),
+    .\port$3390$0 (\$137 ),
+    .\port$3392$0 (\$138 ),
+    .\port$3394$0 (\$139 ),
+    .\port$3397$0 (\$140 ),
+    .\port$3399$0 (\$141 ),
+    .\port$3401$0 (\$142 ),
+    .\port$3403$0 (\$143 ),
+    .\port$3405$0 (\$144 ),
+    .\port$3407$0 (\$145 ),
+    .\port$3409$0 (\$146 ),
+    .\port$3411$0 (\$147 ),
+    .\port$3413$0 (\$148 ),
+    .\port$3415$0 (\$149 ),
+    .\port$3417$0 (\$150 ),
+    .\port$3419$0 (\$151 ),
+    .\port$3421$0 (\$152 ),
+    .\port$3423$0 (\$153 ),
+    .\port$3425$0 (\$154 ),
+    .\port$3427$0 (\$155 ),
+    .\port$3429$0 (\$156 ),
+    .\port$3431$0 (\$157 ),
+    .\port$3433$0 (\$158 ),
+    .\port$3435$0 (\$159 ),
+    .\port$3437$0 (\$160 ),
+    .\port$3439$0 (\$161 ),
+    .\port$3441$0 (\$162 ),
+    .\port$3443$0 (\$163 ),
+    .\port$3445$0 (\$164 ),
+    .\port$3447$0 (\$165 ),
+    .\port$3450$0 (\$166 ),
+    .\port$3452$0 (\$167 ),
+    .\port$3454$0 (\$168 ),
+    .\port$3456$0 (\$169 ),
+    .\port$3458$0 (\$170 ),
+    .\port$3460$0 (\$171 ),
+    .\port$3462$0 (\$172 ),
+    .\port$3464$0 (\$173 ),
+    .\port$3466$0 (\$174 ),
+    .\port$3468$0 (\$175 ),
+    .\port$3470$0 (\$176 ),
+    .\port$3472$0 (\$177 ),
+    .\port$3474$0 (\$178 ),
+    .\port$3476$0 (\$179 ),
+    .\port$3478$0 (\$180 ),
+    .\port$3480$0 (\$181 ),
+    .\port$3482$0 (\$182 ),
+    .\port$3484$0 (\$183 ),
+    .\port$3486$0 (\$184 ),
+    .\port$3488$0 (\$185 ),
+    .\port$3490$0 (\$186 ),
+    .\port$3492$0 (\$187 ),
+    .\port$3494$0 (\$188 ),
+    .\port$3496$0 (\$189 ),
+    .\port$3498$0 (\$190 ),
+    .\port$3500$0 (\$191 ),
+    .\port$3503$0 (\$192 ),
+    .\port$3505$0 (\$193 ),
+    .\port$3507$0 (\$194 ),
+    .\port$3509$0 (\$195 ),
+    .\port$3511$0 (\$196 ),
+    .\port$3513$0 (\$197 ),
+    .\port$3515$0 (\$198 ),
+    .\port$3517$0 (\$199 ),
+    .\port$3519$0 (\$200 ),
+    .\port$3521$0 (\$201 ),
+    .\port$3523$0 (\$202 ),
+    .\port$3525$0 (\$203 ),
+    .\port$3527$0 (\$204 ),
+    .\port$3529$0 (\$205 ),
+    .\port$3531$0 (\$206 ),
+    .\port$3533$0 (\$207 ),
+    .\port$3535$0 (\$208 ),
+    .\port$3537$0 (\$209 ),
+    .\port$3539$0 (\$210 ),
+    .\port$3541$0 (\$211 ),
+    .\port$3543$0 (\$212 ),
+    .\port$3545$0 (\$213 ),
+    .\port$3547$0 (\$214 ),
+    .\port$3549$0 (\$215 ),
+    .\port$3551$0 (\$216 ),
+    .\port$3553$0 (\$217 ),
+    .\port$3556$0 (\$218 ),
+    .\port$3558$0 (\$219 ),
+    .\port$3560$0 (\$220 ),
+    .\port$3562$0 (\$221 ),
+    .\port$3564$0 (\$222 ),
+    .\port$3566$0 (\$223 ),
+    .\port$3568$0 (\$224 ),
+    .\port$3570$0 (\$225 ),
+    .\port$3572$0 (\$226 ),
+    .\port$3574$0 (\$227 ),
+    .\port$3576$0 (\$228 ),
+    .\port$3578$0 (\$229 ),
+    .\port$3580$0 (\$230 ),
+    .\port$3582$0 (\$231 ),
+    .\port$3584$0 (\$232 ),
+    .\port$3586$0 (\$233 ),
+    .\port$3588$0 (\$234 ),
+    .\port$3590$0 (\$235 ),
+    .\port$3592$0 (\$236 ),
+    .\port$3594$0 (\$237 ),
+    .\port$3596$0 (\$238 ),
+    .\port$3598$0 (\$239 ),
+    .\port$3600$0 (\$240 ),
+    .\port$3602$0 (\$241 ),
+    .\port$3604$0 (\$242 ),
+    .\port$3606$0 (\$243 ),
+    .\port$3609$0 (\$244 ),
+    .\port$3611$0 (\$245 ),
+    .\port$3613$0 (\$246 ),
+    .\port$3615$0 (\$247 ),
+    .\port$3617$0 (\$248 ),
+    .\port$3619$0 (\$249 ),
+    .\port$3621$0 (\$250 ),
+    .\port$3623$0 (\$251 ),
+    .\port$3625$0 (\$252 ),
+    .\port$3627$0 (\$253 ),
+    .\port$3629$0 (\$254 ),
+    .\port$3631$0 (\$255 ),
+    .\port$3633$0 (\$256 ),
+    .\port$3635$0 (\$257 ),
+    .\port$3637$0 (\$258 ),
+    .\port$3639$0 (\$259 ),
+    .\port$3641$0 (\$260 ),
+    .\port$3643$0 (\$261 ),
+    .\port$3645$0 (\$262 ),
+    .\port$3647$0 (\$263 ),
+    .\port$3649$0 (\$264 ),
+    .\port$3651$0 (\$265 ),
+    .\port$3653$0 (\$266 ),
+    .\port$3655$0 (\$267 ),
+    .\port$3657$0 (\$268 ),
+    .\port$3659$0 (\$269 ),
+    .\port$3662$0 (\$270 ),
+    .\port$3664$0 (\$271 ),
+    .\port$3666$0 (\$272 ),
+    .\port$3668$0 (\$273 ),
+    .\port$3670$0 (\$274 ),
+    .\port$3672$0 (\$275 ),
+    .\port$3674$0 (\$276 ),
+    .\port$3676$0 (\$277 ),
+    .\port$3678$0 (\$278 ),
+    .\port$3680$0 (\$279 ),
+    .\port$3682$0 (\$280 ),
+    .\port$3684$0 (\$281 ),
+    .\port$3686$0 (\$282 ),
+    .\port$3688$0 (\$283 ),
+    .\port$3690$0 (\$284 ),
+    .\port$3692$0 (\$285 ),
+    .\port$3694$0 (\$286 ),
+    .\port$3696$0 (\$287 ),
+    .\port$3698$0 (\$288 ),
+    .\port$3700$0 (\$289 ),
+    .\port$3702$0 (\$290 ),
+    .\port$3704$0 (\$291 ),
+    .\port$3706$0 (\$292 ),
+    .\port$3708$0 (\$293 ),
+    .\port$3710$0 (\$294 ),
+    .\port$3712$0 (\$295 ),
+    .\port$3715$0 (\$296 ),
+    .\port$3717$0 (\$297 ),
+    .\port$3719$0 (\$298 ),
+    .\port$3721$0 (\$299 ),
+    .\port$3723$0 (\$300 ),
+    .\port$3725$0 (\$301 ),
+    .\port$3727$0 (\$302 ),
+    .\port$3729$0 (\$303 ),
+    .\port$3731$0 (\$304 ),
+    .\port$3733$0 (\$305 ),
+    .\port$3735$0 (\$306 ),
+    .\port$3737$0 (\$307 ),
+    .\port$3739$0 (\$308 ),
+    .\port$3741$0 (\$309 ),
+    .\port$3743$0 (\$310 ),
+    .\port$3745$0 (\$311 ),
+    .\port$3747$0 (\$312 ),
+    .\port$3749$0 (\$313 ),
+    .\port$3751$0 (\$314 ),
+    .\port$3753$0 (\$315 ),
+    .\port$3755$0 (\$316 ),
+    .\port$3757$0 (\$317 ),
+    .\port$3759$0 (\$318 ),
+    .\port$3761$0 (\$319 ),
+    .\port$3763$0 (\$320 ),
+    .\port$3765$0 (\$321 ),
+    .\port$3768$0 (\$322 ),
+    .\port$3770$0 (\$323 ),
+    .\port$3772$0 (\$324 ),
+    .\port$3774$0 (\$325 ),
+    .\port$3776$0 (\$326 ),
+    .\port$3778$0 (\$327 ),
+    .\port$3780$0 (\$328 ),
+    .\port$3782$0 (\$329 ),
+    .\port$3784$0 (\$330 ),
+    .\port$3786$0 (\$331 ),
+    .\port$3788$0 (\$332 ),
+    .\port$3790$0 (\$333 ),
+    .\port$3792$0 (\$334 ),
+    .\port$3794$0 (\$335 ),
+    .\port$3796$0 (\$336 ),
+    .\port$3798$0 (\$337 ),
+    .\port$3800$0 (\$338 ),
+    .\port$3802$0 (\$339 ),
+    .\port$3804$0 (\$340 ),
+    .\port$3806$0 (\$341 ),
+    .\port$3808$0 (\$342 ),
+    .\port$3810$0 (\$343 ),
+    .\port$3812$0 (\$344 ),
+    .\port$3814$0 (\$345 ),
+    .\port$3816$0 (\$346 ),
+    .\port$3818$0 (\$347 ),
+    .\port$3821$0 (\$348 ),
+    .\port$3823$0 (\$349 ),
+    .\port$3825$0 (\$350 ),
+    .\port$3827$0 (\$351 ),
+    .\port$3829$0 (\$352 ),
+    .\port$3831$0 (\$353 ),
+    .\port$3833$0 (\$354 ),
+    .\port$3835$0 (\$355 ),
+    .\port$3837$0 (\$356 ),
+    .\port$3839$0 (\$357 ),
+    .\port$3841$0 (\$358 ),
+    .\port$3843$0 (\$359 ),
+    .\port$3845$0 (\$360 ),
+    .\port$3847$0 (\$361 ),
+    .\port$3849$0 (\$362 ),
+    .\port$3851$0 (\$363 ),
+    .\port$3853$0 (\$364 ),
+    .\port$3855$0 (\$365 ),
+    .\port$3857$0 (\$366 ),
+    .\port$3859$0 (\$367 ),
+    .\port$3861$0 (\$368 ),
+    .\port$3863$0 (\$369 ),
+    .\port$3865$0 (\$370 ),
+    .\port$3867$0 (\$371 ),
+    .\port$3869$0 (\$372 ),
+    .\port$3871$0 (\$373 ),
+    .\port$3874$0 (\$374 ),
+    .\port$3876$0 (\$375 ),
+    .\port$3878$0 (\$376 ),
+    .\port$3880$0 (\$377 ),
+    .\port$3882$0 (\$378 ),
+    .\port$3884$0 (\$379 ),
+    .\port$3886$0 (\$380 ),
+    .\port$3888$0 (\$381 ),
+    .\port$3890$0 (\$382 ),
+    .\port$3892$0 (\$383 ),
+    .\port$3894$0 (\$384 ),
+    .\port$3896$0 (\$385 ),
+    .\port$3898$0 (\$386 ),
+    .\port$3900$0 (\$387 ),
+    .\port$3902$0 (\$388 ),
+    .\port$3904$0 (\$389 ),
+    .\port$3906$0 (\$390 ),
+    .\port$3908$0 (\$391 ),
+    .\port$3910$0 (\$392 ),
+    .\port$3912$0 (\$393 ),
+    .\port$3914$0 (\$394 ),
+    .\port$3916$0 (\$395 ),
+    .\port$3918$0 (\$396 ),
+    .\port$3920$0 (\$397 ),
+    .\port$3922$0 (\$398 ),
+    .\port$3924$0 (\$399 ),
+    .\port$3927$0 (\$400 ),
+    .\port$3929$0 (\$401 ),
+    .\port$3931$0 (\$402 ),
+    .\port$3933$0 (\$403 ),
+    .\port$3935$0 (\$404 ),
+    .\port$3937$0 (\$405 ),
+    .\port$3939$0 (\$406 ),
+    .\port$3941$0 (\$407 ),
+    .\port$3943$0 (\$408 ),
+    .\port$3945$0 (\$409 ),
+    .\port$3947$0 (\$410 ),
+    .\port$3949$0 (\$411 ),
+    .\port$3951$0 (\$412 ),
+    .\port$3953$0 (\$413 ),
+    .\port$3955$0 (\$414 ),
+    .\port$3957$0 (\$415 ),
+    .\port$3959$0 (\$416 ),
+    .\port$3961$0 (\$417 ),
+    .\port$3963$0 (\$418 ),
+    .\port$3965$0 (\$419 ),
+    .\port$3967$0 (\$420 ),
+    .\port$3969$0 (\$421 ),
+    .\port$3971$0 (\$422 ),
+    .\port$3973$0 (\$423 ),
+    .\port$3975$0 (\$424 ),
+    .\port$3977$0 (\$425 ),
+    .\port$3980$0 (\$426 ),
+    .\port$3982$0 (\$427 ),
+    .\port$3984$0 (\$428 ),
+    .\port$3986$0 (\$429 ),
+    .\port$3988$0 (\$430 ),
+    .\port$3990$0 (\$431 ),
+    .\port$3992$0 (\$432 ),
+    .\port$3994$0 (\$433 ),
+    .\port$3996$0 (\$434 ),
+    .\port$3998$0 (\$435 ),
+    .\port$4000$0 (\$436 ),
+    .\port$4002$0 (\$437 ),
+    .\port$4004$0 (\$438 ),
+    .\port$4006$0 (\$439 ),
+    .\port$4008$0 (\$440 ),
+    .\port$4010$0 (\$441 ),
+    .\port$4012$0 (\$442 ),
+    .\port$4014$0 (\$443 ),
+    .\port$4016$0 (\$444 ),
+    .\port$4018$0 (\$445 ),
+    .\port$4020$0 (\$446 ),
+    .\port$4022$0 (\$447 ),
+    .\port$4024$0 (\$448 ),
+    .\port$4026$0 (\$449 ),
+    .\port$4028$0 (\$450 ),
+    .\port$4030$0 (\$451 ),
     .records__payload(w_data),
     .records__ready(records__ready),
     .records__valid(w_en),
@@ -16324,8 +16324,8 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0 , \port$3147$0 , \port$3149$0 , \port$3151$0 , \port$3153$0 , \port$3155$0 , \port$3157$0 , \port$3159$0 , \port$3161$0 , \port$3163$0 , \port$3165$0 , \port$3167$0 , \port$3169$0 , \port$3171$0 , \port$3173$0 , \port$3175$0 , \port$3177$0 , \port$3179$0 
-, \port$3181$0 , \port$3183$0 , \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , \port$3195$0 , \port$3197$0 , \port$3199$0 , \port$3201$0 , \port$3203$0 , \port$3205$0 , \port$3207$0 , \port$3209$0 , \port$3211$0 , \port$3213$0 , \port$3215$0 , \port$3217$0 , \port$3219$0 , \port$3221$0 
+, \port$3223$0 , \port$3225$0 , \port$3227$0 , \port$3229$0 , \port$3231$0 , \port$3233$0 , \port$3235$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -16354,48 +16354,6 @@ module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3143$0 ;
-  wire \port$3143$0 ;
-  input \port$3145$0 ;
-  wire \port$3145$0 ;
-  input \port$3147$0 ;
-  wire \port$3147$0 ;
-  input \port$3149$0 ;
-  wire \port$3149$0 ;
-  input \port$3151$0 ;
-  wire \port$3151$0 ;
-  input \port$3153$0 ;
-  wire \port$3153$0 ;
-  input \port$3155$0 ;
-  wire \port$3155$0 ;
-  input \port$3157$0 ;
-  wire \port$3157$0 ;
-  input \port$3159$0 ;
-  wire \port$3159$0 ;
-  input \port$3161$0 ;
-  wire \port$3161$0 ;
-  input \port$3163$0 ;
-  wire \port$3163$0 ;
-  input \port$3165$0 ;
-  wire \port$3165$0 ;
-  input \port$3167$0 ;
-  wire \port$3167$0 ;
-  input \port$3169$0 ;
-  wire \port$3169$0 ;
-  input \port$3171$0 ;
-  wire \port$3171$0 ;
-  input \port$3173$0 ;
-  wire \port$3173$0 ;
-  input \port$3175$0 ;
-  wire \port$3175$0 ;
-  input \port$3177$0 ;
-  wire \port$3177$0 ;
-  input \port$3179$0 ;
-  wire \port$3179$0 ;
-  input \port$3181$0 ;
-  wire \port$3181$0 ;
-  input \port$3183$0 ;
-  wire \port$3183$0 ;
   input \port$3185$0 ;
   wire \port$3185$0 ;
   input \port$3187$0 ;
@@ -16406,6 +16364,48 @@ module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0
   wire \port$3191$0 ;
   input \port$3193$0 ;
   wire \port$3193$0 ;
+  input \port$3195$0 ;
+  wire \port$3195$0 ;
+  input \port$3197$0 ;
+  wire \port$3197$0 ;
+  input \port$3199$0 ;
+  wire \port$3199$0 ;
+  input \port$3201$0 ;
+  wire \port$3201$0 ;
+  input \port$3203$0 ;
+  wire \port$3203$0 ;
+  input \port$3205$0 ;
+  wire \port$3205$0 ;
+  input \port$3207$0 ;
+  wire \port$3207$0 ;
+  input \port$3209$0 ;
+  wire \port$3209$0 ;
+  input \port$3211$0 ;
+  wire \port$3211$0 ;
+  input \port$3213$0 ;
+  wire \port$3213$0 ;
+  input \port$3215$0 ;
+  wire \port$3215$0 ;
+  input \port$3217$0 ;
+  wire \port$3217$0 ;
+  input \port$3219$0 ;
+  wire \port$3219$0 ;
+  input \port$3221$0 ;
+  wire \port$3221$0 ;
+  input \port$3223$0 ;
+  wire \port$3223$0 ;
+  input \port$3225$0 ;
+  wire \port$3225$0 ;
+  input \port$3227$0 ;
+  wire \port$3227$0 ;
+  input \port$3229$0 ;
+  wire \port$3229$0 ;
+  input \port$3231$0 ;
+  wire \port$3231$0 ;
+  input \port$3233$0 ;
+  wire \port$3233$0 ;
+  input \port$3235$0 ;
+  wire \port$3235$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -16514,32 +16514,32 @@ module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0
   );
   \hotline_accelerator.engine.bank0.queue  queue (
     .clk(clk),
-    .\port$3143$0 (\port$3143$0 ),
-    .\port$3145$0 (\port$3145$0 ),
-    .\port$3147$0 (\port$3147$0 ),
-    .\port$3149$0 (\port$3149$0 ),
-    .\port$3151$0 (\port$3151$0 ),
-    .\port$3153$0 (\port$3153$0 ),
-    .\port$3155$0 (\port$3155$0 ),
-    .\port$3157$0 (\port$3157$0 ),
-    .\port$3159$0 (\port$3159$0 ),
-    .\port$3161$0 (\port$3161$0 ),
-    .\port$3163$0 (\port$3163$0 ),
-    .\port$3165$0 (\port$3165$0 ),
-    .\port$3167$0 (\port$3167$0 ),
-    .\port$3169$0 (\port$3169$0 ),
-    .\port$3171$0 (\port$3171$0 ),
-    .\port$3173$0 (\port$3173$0 ),
-    .\port$3175$0 (\port$3175$0 ),
-    .\port$3177$0 (\port$3177$0 ),
-    .\port$3179$0 (\port$3179$0 ),
-    .\port$3181$0 (\port$3181$0 ),
-    .\port$3183$0 (\port$3183$0 ),
     .\port$3185$0 (\port$3185$0 ),
     .\port$3187$0 (\port$3187$0 ),
     .\port$3189$0 (\port$3189$0 ),
     .\port$3191$0 (\port$3191$0 ),
     .\port$3193$0 (\port$3193$0 ),
+    .\port$3195$0 (\port$3195$0 ),
+    .\port$3197$0 (\port$3197$0 ),
+    .\port$3199$0 (\port$3199$0 ),
+    .\port$3201$0 (\port$3201$0 ),
+    .\port$3203$0 (\port$3203$0 ),
+    .\port$3205$0 (\port$3205$0 ),
+    .\port$3207$0 (\port$3207$0 ),
+    .\port$3209$0 (\port$3209$0 ),
+    .\port$3211$0 (\port$3211$0 ),
+    .\port$3213$0 (\port$3213$0 ),
+    .\port$3215$0 (\port$3215$0 ),
+    .\port$3217$0 (\port$3217$0 ),
+    .\port$3219$0 (\port$3219$0 ),
+    .\port$3221$0 (\port$3221$0 ),
+    .\port$3223$0 (\port$3223$0 ),
+    .\port$3225$0 (\port$3225$0 ),
+    .\port$3227$0 (\port$3227$0 ),
+    .\port$3229$0 (\port$3229$0 ),
+    .\port$3231$0 (\port$3231$0 ),
+    .\port$3233$0 (\port$3233$0 ),
+    .\port$3235$0 (\port$3235$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -16558,8 +16558,8 @@ module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
-  assign requests__payload = { \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
+  assign w_data = { \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
+  assign requests__payload = { \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -16573,9 +16573,9 @@ module \hotline_accelerator.engine.bank0 (rst, w_en, \port$3143$0 , \port$3145$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
-  assign \requests__payload.tag  = { \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0  };
-  assign \requests__payload.repeated  = \port$3193$0 ;
+  assign \requests__payload.set  = { \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
+  assign \requests__payload.tag  = { \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0  };
+  assign \requests__payload.repeated  = \port$3235$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -17507,8 +17507,8 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3143$0 , \port$3145$0 , \port$3147$0 , \port$3149$0 , \port$3151$0 , \port$3153$0 , \port$3155$0 , \port$3157$0 , \port$3159$0 , \port$3161$0 , \port$3163$0 , \port$3165$0 , \port$3167$0 , \port$3169$0 , \port$3171$0 , \port$3173$0 , \port$3175$0 , \port$3177$0 , \port$3179$0 
-, \port$3181$0 , \port$3183$0 , \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , \port$3195$0 , \port$3197$0 , \port$3199$0 , \port$3201$0 , \port$3203$0 , \port$3205$0 , \port$3207$0 , \port$3209$0 , \port$3211$0 , \port$3213$0 , \port$3215$0 , \port$3217$0 , \port$3219$0 , \port$3221$0 
+, \port$3223$0 , \port$3225$0 , \port$3227$0 , \port$3229$0 , \port$3231$0 , \port$3233$0 , \port$3235$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17532,48 +17532,6 @@ module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3143$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3143$0 ;
-  wire \port$3143$0 ;
-  input \port$3145$0 ;
-  wire \port$3145$0 ;
-  input \port$3147$0 ;
-  wire \port$3147$0 ;
-  input \port$3149$0 ;
-  wire \port$3149$0 ;
-  input \port$3151$0 ;
-  wire \port$3151$0 ;
-  input \port$3153$0 ;
-  wire \port$3153$0 ;
-  input \port$3155$0 ;
-  wire \port$3155$0 ;
-  input \port$3157$0 ;
-  wire \port$3157$0 ;
-  input \port$3159$0 ;
-  wire \port$3159$0 ;
-  input \port$3161$0 ;
-  wire \port$3161$0 ;
-  input \port$3163$0 ;
-  wire \port$3163$0 ;
-  input \port$3165$0 ;
-  wire \port$3165$0 ;
-  input \port$3167$0 ;
-  wire \port$3167$0 ;
-  input \port$3169$0 ;
-  wire \port$3169$0 ;
-  input \port$3171$0 ;
-  wire \port$3171$0 ;
-  input \port$3173$0 ;
-  wire \port$3173$0 ;
-  input \port$3175$0 ;
-  wire \port$3175$0 ;
-  input \port$3177$0 ;
-  wire \port$3177$0 ;
-  input \port$3179$0 ;
-  wire \port$3179$0 ;
-  input \port$3181$0 ;
-  wire \port$3181$0 ;
-  input \port$3183$0 ;
-  wire \port$3183$0 ;
   input \port$3185$0 ;
   wire \port$3185$0 ;
   input \port$3187$0 ;
@@ -17584,6 +17542,48 @@ module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3143$0 , \port$
   wire \port$3191$0 ;
   input \port$3193$0 ;
   wire \port$3193$0 ;
+  input \port$3195$0 ;
+  wire \port$3195$0 ;
+  input \port$3197$0 ;
+  wire \port$3197$0 ;
+  input \port$3199$0 ;
+  wire \port$3199$0 ;
+  input \port$3201$0 ;
+  wire \port$3201$0 ;
+  input \port$3203$0 ;
+  wire \port$3203$0 ;
+  input \port$3205$0 ;
+  wire \port$3205$0 ;
+  input \port$3207$0 ;
+  wire \port$3207$0 ;
+  input \port$3209$0 ;
+  wire \port$3209$0 ;
+  input \port$3211$0 ;
+  wire \port$3211$0 ;
+  input \port$3213$0 ;
+  wire \port$3213$0 ;
+  input \port$3215$0 ;
+  wire \port$3215$0 ;
+  input \port$3217$0 ;
+  wire \port$3217$0 ;
+  input \port$3219$0 ;
+  wire \port$3219$0 ;
+  input \port$3221$0 ;
+  wire \port$3221$0 ;
+  input \port$3223$0 ;
+  wire \port$3223$0 ;
+  input \port$3225$0 ;
+  wire \port$3225$0 ;
+  input \port$3227$0 ;
+  wire \port$3227$0 ;
+  input \port$3229$0 ;
+  wire \port$3229$0 ;
+  input \port$3231$0 ;
+  wire \port$3231$0 ;
+  input \port$3233$0 ;
+  wire \port$3233$0 ;
+  input \port$3235$0 ;
+  wire \port$3235$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -17617,7 +17617,7 @@ module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3143$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
+      storage[w_port__addr] <= { \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -17679,15 +17679,15 @@ module \hotline_accelerator.engine.bank0.queue (rst, w_en, \port$3143$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
-  assign w_data = { \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0 , \port$3177$0 , \port$3175$0 , \port$3173$0 , \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0  };
+  assign w_port__data = { \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
+  assign w_data = { \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0 , \port$3204$0 , \port$3206$0 , \port$3208$0 , \port$3210$0 , \port$3212$0 , \port$3214$0 , \port$3216$0 , \port$3218$0 , \port$3220$0 , \port$3222$0 , \port$3224$0 , \port$3226$0 , \port$3228$0 , \port$3230$0 , \port$3232$0 , \port$3234$0 , \port$3236$0 
-, \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \port$3252$0 , \port$3254$0 , \port$3256$0 , \port$3258$0 , \port$3260$0 , \port$3262$0 , \port$3264$0 , \port$3266$0 , \port$3268$0 , \port$3270$0 , \port$3272$0 , \port$3274$0 
+, \port$3276$0 , \port$3278$0 , \port$3280$0 , \port$3282$0 , \port$3284$0 , \port$3286$0 , \port$3288$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -17716,44 +17716,6 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3200$0 ;
-  wire \port$3200$0 ;
-  input \port$3202$0 ;
-  wire \port$3202$0 ;
-  input \port$3204$0 ;
-  wire \port$3204$0 ;
-  input \port$3206$0 ;
-  wire \port$3206$0 ;
-  input \port$3208$0 ;
-  wire \port$3208$0 ;
-  input \port$3210$0 ;
-  wire \port$3210$0 ;
-  input \port$3212$0 ;
-  wire \port$3212$0 ;
-  input \port$3214$0 ;
-  wire \port$3214$0 ;
-  input \port$3216$0 ;
-  wire \port$3216$0 ;
-  input \port$3218$0 ;
-  wire \port$3218$0 ;
-  input \port$3220$0 ;
-  wire \port$3220$0 ;
-  input \port$3222$0 ;
-  wire \port$3222$0 ;
-  input \port$3224$0 ;
-  wire \port$3224$0 ;
-  input \port$3226$0 ;
-  wire \port$3226$0 ;
-  input \port$3228$0 ;
-  wire \port$3228$0 ;
-  input \port$3230$0 ;
-  wire \port$3230$0 ;
-  input \port$3232$0 ;
-  wire \port$3232$0 ;
-  input \port$3234$0 ;
-  wire \port$3234$0 ;
-  input \port$3236$0 ;
-  wire \port$3236$0 ;
   input \port$3238$0 ;
   wire \port$3238$0 ;
   input \port$3240$0 ;
@@ -17768,6 +17730,44 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
   wire \port$3248$0 ;
   input \port$3250$0 ;
   wire \port$3250$0 ;
+  input \port$3252$0 ;
+  wire \port$3252$0 ;
+  input \port$3254$0 ;
+  wire \port$3254$0 ;
+  input \port$3256$0 ;
+  wire \port$3256$0 ;
+  input \port$3258$0 ;
+  wire \port$3258$0 ;
+  input \port$3260$0 ;
+  wire \port$3260$0 ;
+  input \port$3262$0 ;
+  wire \port$3262$0 ;
+  input \port$3264$0 ;
+  wire \port$3264$0 ;
+  input \port$3266$0 ;
+  wire \port$3266$0 ;
+  input \port$3268$0 ;
+  wire \port$3268$0 ;
+  input \port$3270$0 ;
+  wire \port$3270$0 ;
+  input \port$3272$0 ;
+  wire \port$3272$0 ;
+  input \port$3274$0 ;
+  wire \port$3274$0 ;
+  input \port$3276$0 ;
+  wire \port$3276$0 ;
+  input \port$3278$0 ;
+  wire \port$3278$0 ;
+  input \port$3280$0 ;
+  wire \port$3280$0 ;
+  input \port$3282$0 ;
+  wire \port$3282$0 ;
+  input \port$3284$0 ;
+  wire \port$3284$0 ;
+  input \port$3286$0 ;
+  wire \port$3286$0 ;
+  input \port$3288$0 ;
+  wire \port$3288$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -17876,25 +17876,6 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
   );
   \hotline_accelerator.engine.bank1.queue  queue (
     .clk(clk),
-    .\port$3200$0 (\port$3200$0 ),
-    .\port$3202$0 (\port$3202$0 ),
-    .\port$3204$0 (\port$3204$0 ),
-    .\port$3206$0 (\port$3206$0 ),
-    .\port$3208$0 (\port$3208$0 ),
-    .\port$3210$0 (\port$3210$0 ),
-    .\port$3212$0 (\port$3212$0 ),
-    .\port$3214$0 (\port$3214$0 ),
-    .\port$3216$0 (\port$3216$0 ),
-    .\port$3218$0 (\port$3218$0 ),
-    .\port$3220$0 (\port$3220$0 ),
-    .\port$3222$0 (\port$3222$0 ),
-    .\port$3224$0 (\port$3224$0 ),
-    .\port$3226$0 (\port$3226$0 ),
-    .\port$3228$0 (\port$3228$0 ),
-    .\port$3230$0 (\port$3230$0 ),
-    .\port$3232$0 (\port$3232$0 ),
-    .\port$3234$0 (\port$3234$0 ),
-    .\port$3236$0 (\port$3236$0 ),
     .\port$3238$0 (\port$3238$0 ),
     .\port$3240$0 (\port$3240$0 ),
     .\port$3242$0 (\port$3242$0 ),
@@ -17902,6 +17883,25 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
     .\port$3246$0 (\port$3246$0 ),
     .\port$3248$0 (\port$3248$0 ),
     .\port$3250$0 (\port$3250$0 ),
+    .\port$3252$0 (\port$3252$0 ),
+    .\port$3254$0 (\port$3254$0 ),
+    .\port$3256$0 (\port$3256$0 ),
+    .\port$3258$0 (\port$3258$0 ),
+    .\port$3260$0 (\port$3260$0 ),
+    .\port$3262$0 (\port$3262$0 ),
+    .\port$3264$0 (\port$3264$0 ),
+    .\port$3266$0 (\port$3266$0 ),
+    .\port$3268$0 (\port$3268$0 ),
+    .\port$3270$0 (\port$3270$0 ),
+    .\port$3272$0 (\port$3272$0 ),
+    .\port$3274$0 (\port$3274$0 ),
+    .\port$3276$0 (\port$3276$0 ),
+    .\port$3278$0 (\port$3278$0 ),
+    .\port$3280$0 (\port$3280$0 ),
+    .\port$3282$0 (\port$3282$0 ),
+    .\port$3284$0 (\port$3284$0 ),
+    .\port$3286$0 (\port$3286$0 ),
+    .\port$3288$0 (\port$3288$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -17920,8 +17920,8 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
-  assign requests__payload = { \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
+  assign w_data = { \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
+  assign requests__payload = { \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -17935,9 +17935,9 @@ module \hotline_accelerator.engine.bank1 (rst, w_en, \port$3200$0 , \port$3202$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
-  assign \requests__payload.tag  = { \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0  };
-  assign \requests__payload.repeated  = \port$3250$0 ;
+  assign \requests__payload.set  = { \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
+  assign \requests__payload.tag  = { \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0  };
+  assign \requests__payload.repeated  = \port$3288$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -18869,8 +18869,8 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3200$0 , \port$3202$0 , \port$3204$0 , \port$3206$0 , \port$3208$0 , \port$3210$0 , \port$3212$0 , \port$3214$0 , \port$3216$0 , \port$3218$0 , \port$3220$0 , \port$3222$0 , \port$3224$0 , \port$3226$0 , \port$3228$0 , \port$3230$0 , \port$3232$0 , \port$3234$0 , \port$3236$0 
-, \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \port$3252$0 , \port$3254$0 , \port$3256$0 , \port$3258$0 , \port$3260$0 , \port$3262$0 , \port$3264$0 , \port$3266$0 , \port$3268$0 , \port$3270$0 , \port$3272$0 , \port$3274$0 
+, \port$3276$0 , \port$3278$0 , \port$3280$0 , \port$3282$0 , \port$3284$0 , \port$3286$0 , \port$3288$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18894,44 +18894,6 @@ module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3200$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3200$0 ;
-  wire \port$3200$0 ;
-  input \port$3202$0 ;
-  wire \port$3202$0 ;
-  input \port$3204$0 ;
-  wire \port$3204$0 ;
-  input \port$3206$0 ;
-  wire \port$3206$0 ;
-  input \port$3208$0 ;
-  wire \port$3208$0 ;
-  input \port$3210$0 ;
-  wire \port$3210$0 ;
-  input \port$3212$0 ;
-  wire \port$3212$0 ;
-  input \port$3214$0 ;
-  wire \port$3214$0 ;
-  input \port$3216$0 ;
-  wire \port$3216$0 ;
-  input \port$3218$0 ;
-  wire \port$3218$0 ;
-  input \port$3220$0 ;
-  wire \port$3220$0 ;
-  input \port$3222$0 ;
-  wire \port$3222$0 ;
-  input \port$3224$0 ;
-  wire \port$3224$0 ;
-  input \port$3226$0 ;
-  wire \port$3226$0 ;
-  input \port$3228$0 ;
-  wire \port$3228$0 ;
-  input \port$3230$0 ;
-  wire \port$3230$0 ;
-  input \port$3232$0 ;
-  wire \port$3232$0 ;
-  input \port$3234$0 ;
-  wire \port$3234$0 ;
-  input \port$3236$0 ;
-  wire \port$3236$0 ;
   input \port$3238$0 ;
   wire \port$3238$0 ;
   input \port$3240$0 ;
@@ -18946,6 +18908,44 @@ module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3200$0 , \port$
   wire \port$3248$0 ;
   input \port$3250$0 ;
   wire \port$3250$0 ;
+  input \port$3252$0 ;
+  wire \port$3252$0 ;
+  input \port$3254$0 ;
+  wire \port$3254$0 ;
+  input \port$3256$0 ;
+  wire \port$3256$0 ;
+  input \port$3258$0 ;
+  wire \port$3258$0 ;
+  input \port$3260$0 ;
+  wire \port$3260$0 ;
+  input \port$3262$0 ;
+  wire \port$3262$0 ;
+  input \port$3264$0 ;
+  wire \port$3264$0 ;
+  input \port$3266$0 ;
+  wire \port$3266$0 ;
+  input \port$3268$0 ;
+  wire \port$3268$0 ;
+  input \port$3270$0 ;
+  wire \port$3270$0 ;
+  input \port$3272$0 ;
+  wire \port$3272$0 ;
+  input \port$3274$0 ;
+  wire \port$3274$0 ;
+  input \port$3276$0 ;
+  wire \port$3276$0 ;
+  input \port$3278$0 ;
+  wire \port$3278$0 ;
+  input \port$3280$0 ;
+  wire \port$3280$0 ;
+  input \port$3282$0 ;
+  wire \port$3282$0 ;
+  input \port$3284$0 ;
+  wire \port$3284$0 ;
+  input \port$3286$0 ;
+  wire \port$3286$0 ;
+  input \port$3288$0 ;
+  wire \port$3288$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -18979,7 +18979,7 @@ module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3200$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
+      storage[w_port__addr] <= { \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -19041,15 +19041,15 @@ module \hotline_accelerator.engine.bank1.queue (rst, w_en, \port$3200$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
-  assign w_data = { \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0 , \port$3230$0 , \port$3228$0 , \port$3226$0 , \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0  };
+  assign w_port__data = { \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
+  assign w_data = { \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 
-, \port$3751$0 , \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 , \port$3751$0 
+, \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , \port$3765$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -19078,8 +19078,6 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3713$0 ;
-  wire \port$3713$0 ;
   input \port$3715$0 ;
   wire \port$3715$0 ;
   input \port$3717$0 ;
@@ -19130,6 +19128,8 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
   wire \port$3761$0 ;
   input \port$3763$0 ;
   wire \port$3763$0 ;
+  input \port$3765$0 ;
+  wire \port$3765$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -19238,7 +19238,6 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
   );
   \hotline_accelerator.engine.bank10.queue  queue (
     .clk(clk),
-    .\port$3713$0 (\port$3713$0 ),
     .\port$3715$0 (\port$3715$0 ),
     .\port$3717$0 (\port$3717$0 ),
     .\port$3719$0 (\port$3719$0 ),
@@ -19264,6 +19263,7 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
     .\port$3759$0 (\port$3759$0 ),
     .\port$3761$0 (\port$3761$0 ),
     .\port$3763$0 (\port$3763$0 ),
+    .\port$3765$0 (\port$3765$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -19282,8 +19282,8 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
-  assign requests__payload = { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
+  assign w_data = { \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
+  assign requests__payload = { \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -19297,9 +19297,9 @@ module \hotline_accelerator.engine.bank10 (rst, w_en, \port$3713$0 , \port$3715$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
-  assign \requests__payload.tag  = { \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0  };
-  assign \requests__payload.repeated  = \port$3763$0 ;
+  assign \requests__payload.set  = { \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
+  assign \requests__payload.tag  = { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0  };
+  assign \requests__payload.repeated  = \port$3765$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -20231,8 +20231,8 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3713$0 , \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 
-, \port$3751$0 , \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 , \port$3751$0 
+, \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , \port$3765$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20256,8 +20256,6 @@ module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3713$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3713$0 ;
-  wire \port$3713$0 ;
   input \port$3715$0 ;
   wire \port$3715$0 ;
   input \port$3717$0 ;
@@ -20308,6 +20306,8 @@ module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3713$0 , \port
   wire \port$3761$0 ;
   input \port$3763$0 ;
   wire \port$3763$0 ;
+  input \port$3765$0 ;
+  wire \port$3765$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -20341,7 +20341,7 @@ module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3713$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
+      storage[w_port__addr] <= { \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -20403,15 +20403,15 @@ module \hotline_accelerator.engine.bank10.queue (rst, w_en, \port$3713$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
-  assign w_data = { \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0  };
+  assign w_port__data = { \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
+  assign w_data = { \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 , \port$3802$0 , \port$3804$0 , \port$3806$0 
-, \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , \port$3820$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3768$0 , \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 , \port$3802$0 , \port$3804$0 
+, \port$3806$0 , \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -20440,6 +20440,8 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
+  input \port$3768$0 ;
+  wire \port$3768$0 ;
   input \port$3770$0 ;
   wire \port$3770$0 ;
   input \port$3772$0 ;
@@ -20490,8 +20492,6 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
   wire \port$3816$0 ;
   input \port$3818$0 ;
   wire \port$3818$0 ;
-  input \port$3820$0 ;
-  wire \port$3820$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -20600,6 +20600,7 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
   );
   \hotline_accelerator.engine.bank11.queue  queue (
     .clk(clk),
+    .\port$3768$0 (\port$3768$0 ),
     .\port$3770$0 (\port$3770$0 ),
     .\port$3772$0 (\port$3772$0 ),
     .\port$3774$0 (\port$3774$0 ),
@@ -20625,7 +20626,6 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
     .\port$3814$0 (\port$3814$0 ),
     .\port$3816$0 (\port$3816$0 ),
     .\port$3818$0 (\port$3818$0 ),
-    .\port$3820$0 (\port$3820$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -20644,8 +20644,8 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
-  assign requests__payload = { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
+  assign w_data = { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
+  assign requests__payload = { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -20659,9 +20659,9 @@ module \hotline_accelerator.engine.bank11 (rst, w_en, \port$3770$0 , \port$3772$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
-  assign \requests__payload.tag  = { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0  };
-  assign \requests__payload.repeated  = \port$3820$0 ;
+  assign \requests__payload.set  = { \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
+  assign \requests__payload.tag  = { \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0  };
+  assign \requests__payload.repeated  = \port$3818$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -21593,8 +21593,8 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 , \port$3802$0 , \port$3804$0 , \port$3806$0 
-, \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , \port$3820$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3768$0 , \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 , \port$3802$0 , \port$3804$0 
+, \port$3806$0 , \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21618,6 +21618,8 @@ module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3770$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
+  input \port$3768$0 ;
+  wire \port$3768$0 ;
   input \port$3770$0 ;
   wire \port$3770$0 ;
   input \port$3772$0 ;
@@ -21668,8 +21670,6 @@ module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3770$0 , \port
   wire \port$3816$0 ;
   input \port$3818$0 ;
   wire \port$3818$0 ;
-  input \port$3820$0 ;
-  wire \port$3820$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -21703,7 +21703,7 @@ module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3770$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
+      storage[w_port__addr] <= { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -21765,15 +21765,15 @@ module \hotline_accelerator.engine.bank11.queue (rst, w_en, \port$3770$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
-  assign w_data = { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0  };
+  assign w_port__data = { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
+  assign w_data = { \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 
-, \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \port$3873$0 , \port$3875$0 , \port$3877$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3821$0 , \port$3823$0 , \port$3825$0 , \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 
+, \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -21802,6 +21802,12 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
+  input \port$3821$0 ;
+  wire \port$3821$0 ;
+  input \port$3823$0 ;
+  wire \port$3823$0 ;
+  input \port$3825$0 ;
+  wire \port$3825$0 ;
   input \port$3827$0 ;
   wire \port$3827$0 ;
   input \port$3829$0 ;
@@ -21848,12 +21854,6 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
   wire \port$3869$0 ;
   input \port$3871$0 ;
   wire \port$3871$0 ;
-  input \port$3873$0 ;
-  wire \port$3873$0 ;
-  input \port$3875$0 ;
-  wire \port$3875$0 ;
-  input \port$3877$0 ;
-  wire \port$3877$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -21962,6 +21962,9 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
   );
   \hotline_accelerator.engine.bank12.queue  queue (
     .clk(clk),
+    .\port$3821$0 (\port$3821$0 ),
+    .\port$3823$0 (\port$3823$0 ),
+    .\port$3825$0 (\port$3825$0 ),
     .\port$3827$0 (\port$3827$0 ),
     .\port$3829$0 (\port$3829$0 ),
     .\port$3831$0 (\port$3831$0 ),
@@ -21985,9 +21988,6 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
     .\port$3867$0 (\port$3867$0 ),
     .\port$3869$0 (\port$3869$0 ),
     .\port$3871$0 (\port$3871$0 ),
-    .\port$3873$0 (\port$3873$0 ),
-    .\port$3875$0 (\port$3875$0 ),
-    .\port$3877$0 (\port$3877$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -22006,8 +22006,8 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
-  assign requests__payload = { \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
+  assign w_data = { \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
+  assign requests__payload = { \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -22021,9 +22021,9 @@ module \hotline_accelerator.engine.bank12 (rst, w_en, \port$3827$0 , \port$3829$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
-  assign \requests__payload.tag  = { \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0  };
-  assign \requests__payload.repeated  = \port$3877$0 ;
+  assign \requests__payload.set  = { \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
+  assign \requests__payload.tag  = { \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0  };
+  assign \requests__payload.repeated  = \port$3871$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -22955,8 +22955,8 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 
-, \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \port$3873$0 , \port$3875$0 , \port$3877$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3821$0 , \port$3823$0 , \port$3825$0 , \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 
+, \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22980,6 +22980,12 @@ module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3827$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
+  input \port$3821$0 ;
+  wire \port$3821$0 ;
+  input \port$3823$0 ;
+  wire \port$3823$0 ;
+  input \port$3825$0 ;
+  wire \port$3825$0 ;
   input \port$3827$0 ;
   wire \port$3827$0 ;
   input \port$3829$0 ;
@@ -23026,12 +23032,6 @@ module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3827$0 , \port
   wire \port$3869$0 ;
   input \port$3871$0 ;
   wire \port$3871$0 ;
-  input \port$3873$0 ;
-  wire \port$3873$0 ;
-  input \port$3875$0 ;
-  wire \port$3875$0 ;
-  input \port$3877$0 ;
-  wire \port$3877$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -23065,7 +23065,7 @@ module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3827$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
+      storage[w_port__addr] <= { \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -23127,15 +23127,15 @@ module \hotline_accelerator.engine.bank12.queue (rst, w_en, \port$3827$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
-  assign w_data = { \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
+  assign w_port__data = { \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
+  assign w_data = { \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 
-, \port$3922$0 , \port$3924$0 , \port$3926$0 , \port$3928$0 , \port$3930$0 , \port$3932$0 , \port$3934$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3874$0 , \port$3876$0 , \port$3878$0 , \port$3880$0 , \port$3882$0 , \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 
+, \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 , \port$3924$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -23164,6 +23164,16 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
+  input \port$3874$0 ;
+  wire \port$3874$0 ;
+  input \port$3876$0 ;
+  wire \port$3876$0 ;
+  input \port$3878$0 ;
+  wire \port$3878$0 ;
+  input \port$3880$0 ;
+  wire \port$3880$0 ;
+  input \port$3882$0 ;
+  wire \port$3882$0 ;
   input \port$3884$0 ;
   wire \port$3884$0 ;
   input \port$3886$0 ;
@@ -23206,16 +23216,6 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
   wire \port$3922$0 ;
   input \port$3924$0 ;
   wire \port$3924$0 ;
-  input \port$3926$0 ;
-  wire \port$3926$0 ;
-  input \port$3928$0 ;
-  wire \port$3928$0 ;
-  input \port$3930$0 ;
-  wire \port$3930$0 ;
-  input \port$3932$0 ;
-  wire \port$3932$0 ;
-  input \port$3934$0 ;
-  wire \port$3934$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -23324,6 +23324,11 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
   );
   \hotline_accelerator.engine.bank13.queue  queue (
     .clk(clk),
+    .\port$3874$0 (\port$3874$0 ),
+    .\port$3876$0 (\port$3876$0 ),
+    .\port$3878$0 (\port$3878$0 ),
+    .\port$3880$0 (\port$3880$0 ),
+    .\port$3882$0 (\port$3882$0 ),
     .\port$3884$0 (\port$3884$0 ),
     .\port$3886$0 (\port$3886$0 ),
     .\port$3888$0 (\port$3888$0 ),
@@ -23345,11 +23350,6 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
     .\port$3920$0 (\port$3920$0 ),
     .\port$3922$0 (\port$3922$0 ),
     .\port$3924$0 (\port$3924$0 ),
-    .\port$3926$0 (\port$3926$0 ),
-    .\port$3928$0 (\port$3928$0 ),
-    .\port$3930$0 (\port$3930$0 ),
-    .\port$3932$0 (\port$3932$0 ),
-    .\port$3934$0 (\port$3934$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -23368,8 +23368,8 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
-  assign requests__payload = { \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
+  assign w_data = { \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
+  assign requests__payload = { \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -23383,9 +23383,9 @@ module \hotline_accelerator.engine.bank13 (rst, w_en, \port$3884$0 , \port$3886$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
-  assign \requests__payload.tag  = { \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0  };
-  assign \requests__payload.repeated  = \port$3934$0 ;
+  assign \requests__payload.set  = { \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
+  assign \requests__payload.tag  = { \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0  };
+  assign \requests__payload.repeated  = \port$3924$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -24317,8 +24317,8 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 
-, \port$3922$0 , \port$3924$0 , \port$3926$0 , \port$3928$0 , \port$3930$0 , \port$3932$0 , \port$3934$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3874$0 , \port$3876$0 , \port$3878$0 , \port$3880$0 , \port$3882$0 , \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 
+, \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 , \port$3924$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -24342,6 +24342,16 @@ module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3884$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
+  input \port$3874$0 ;
+  wire \port$3874$0 ;
+  input \port$3876$0 ;
+  wire \port$3876$0 ;
+  input \port$3878$0 ;
+  wire \port$3878$0 ;
+  input \port$3880$0 ;
+  wire \port$3880$0 ;
+  input \port$3882$0 ;
+  wire \port$3882$0 ;
   input \port$3884$0 ;
   wire \port$3884$0 ;
   input \port$3886$0 ;
@@ -24384,16 +24394,6 @@ module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3884$0 , \port
   wire \port$3922$0 ;
   input \port$3924$0 ;
   wire \port$3924$0 ;
-  input \port$3926$0 ;
-  wire \port$3926$0 ;
-  input \port$3928$0 ;
-  wire \port$3928$0 ;
-  input \port$3930$0 ;
-  wire \port$3930$0 ;
-  input \port$3932$0 ;
-  wire \port$3932$0 ;
-  input \port$3934$0 ;
-  wire \port$3934$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -24427,7 +24427,7 @@ module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3884$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
+      storage[w_port__addr] <= { \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -24489,15 +24489,15 @@ module \hotline_accelerator.engine.bank13.queue (rst, w_en, \port$3884$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
-  assign w_data = { \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0  };
+  assign w_port__data = { \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
+  assign w_data = { \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 , \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 
-, \port$3979$0 , \port$3981$0 , \port$3983$0 , \port$3985$0 , \port$3987$0 , \port$3989$0 , \port$3991$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3927$0 , \port$3929$0 , \port$3931$0 , \port$3933$0 , \port$3935$0 , \port$3937$0 , \port$3939$0 , \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 
+, \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -24526,6 +24526,20 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
+  input \port$3927$0 ;
+  wire \port$3927$0 ;
+  input \port$3929$0 ;
+  wire \port$3929$0 ;
+  input \port$3931$0 ;
+  wire \port$3931$0 ;
+  input \port$3933$0 ;
+  wire \port$3933$0 ;
+  input \port$3935$0 ;
+  wire \port$3935$0 ;
+  input \port$3937$0 ;
+  wire \port$3937$0 ;
+  input \port$3939$0 ;
+  wire \port$3939$0 ;
   input \port$3941$0 ;
   wire \port$3941$0 ;
   input \port$3943$0 ;
@@ -24564,20 +24578,6 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
   wire \port$3975$0 ;
   input \port$3977$0 ;
   wire \port$3977$0 ;
-  input \port$3979$0 ;
-  wire \port$3979$0 ;
-  input \port$3981$0 ;
-  wire \port$3981$0 ;
-  input \port$3983$0 ;
-  wire \port$3983$0 ;
-  input \port$3985$0 ;
-  wire \port$3985$0 ;
-  input \port$3987$0 ;
-  wire \port$3987$0 ;
-  input \port$3989$0 ;
-  wire \port$3989$0 ;
-  input \port$3991$0 ;
-  wire \port$3991$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -24686,6 +24686,13 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
   );
   \hotline_accelerator.engine.bank14.queue  queue (
     .clk(clk),
+    .\port$3927$0 (\port$3927$0 ),
+    .\port$3929$0 (\port$3929$0 ),
+    .\port$3931$0 (\port$3931$0 ),
+    .\port$3933$0 (\port$3933$0 ),
+    .\port$3935$0 (\port$3935$0 ),
+    .\port$3937$0 (\port$3937$0 ),
+    .\port$3939$0 (\port$3939$0 ),
     .\port$3941$0 (\port$3941$0 ),
     .\port$3943$0 (\port$3943$0 ),
     .\port$3945$0 (\port$3945$0 ),
@@ -24705,13 +24712,6 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
     .\port$3973$0 (\port$3973$0 ),
     .\port$3975$0 (\port$3975$0 ),
     .\port$3977$0 (\port$3977$0 ),
-    .\port$3979$0 (\port$3979$0 ),
-    .\port$3981$0 (\port$3981$0 ),
-    .\port$3983$0 (\port$3983$0 ),
-    .\port$3985$0 (\port$3985$0 ),
-    .\port$3987$0 (\port$3987$0 ),
-    .\port$3989$0 (\port$3989$0 ),
-    .\port$3991$0 (\port$3991$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -24730,8 +24730,8 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3991$0 , \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
-  assign requests__payload = { \port$3991$0 , \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
+  assign w_data = { \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0 , \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
+  assign requests__payload = { \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0 , \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -24745,9 +24745,9 @@ module \hotline_accelerator.engine.bank14 (rst, w_en, \port$3941$0 , \port$3943$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
-  assign \requests__payload.tag  = { \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0  };
-  assign \requests__payload.repeated  = \port$3991$0 ;
+  assign \requests__payload.set  = { \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
+  assign \requests__payload.tag  = { \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0  };
+  assign \requests__payload.repeated  = \port$3977$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -25679,8 +25679,8 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 , \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 
-, \port$3979$0 , \port$3981$0 , \port$3983$0 , \port$3985$0 , \port$3987$0 , \port$3989$0 , \port$3991$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3927$0 , \port$3929$0 , \port$3931$0 , \port$3933$0 , \port$3935$0 , \port$3937$0 , \port$3939$0 , \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 
+, \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -25704,6 +25704,20 @@ module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3941$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
+  input \port$3927$0 ;
+  wire \port$3927$0 ;
+  input \port$3929$0 ;
+  wire \port$3929$0 ;
+  input \port$3931$0 ;
+  wire \port$3931$0 ;
+  input \port$3933$0 ;
+  wire \port$3933$0 ;
+  input \port$3935$0 ;
+  wire \port$3935$0 ;
+  input \port$3937$0 ;
+  wire \port$3937$0 ;
+  input \port$3939$0 ;
+  wire \port$3939$0 ;
   input \port$3941$0 ;
   wire \port$3941$0 ;
   input \port$3943$0 ;
@@ -25742,20 +25756,6 @@ module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3941$0 , \port
   wire \port$3975$0 ;
   input \port$3977$0 ;
   wire \port$3977$0 ;
-  input \port$3979$0 ;
-  wire \port$3979$0 ;
-  input \port$3981$0 ;
-  wire \port$3981$0 ;
-  input \port$3983$0 ;
-  wire \port$3983$0 ;
-  input \port$3985$0 ;
-  wire \port$3985$0 ;
-  input \port$3987$0 ;
-  wire \port$3987$0 ;
-  input \port$3989$0 ;
-  wire \port$3989$0 ;
-  input \port$3991$0 ;
-  wire \port$3991$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -25789,7 +25789,7 @@ module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3941$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3991$0 , \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
+      storage[w_port__addr] <= { \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0 , \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -25851,15 +25851,15 @@ module \hotline_accelerator.engine.bank14.queue (rst, w_en, \port$3941$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3991$0 , \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
-  assign w_data = { \port$3991$0 , \port$3989$0 , \port$3987$0 , \port$3985$0 , \port$3983$0 , \port$3981$0 , \port$3979$0 , \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0  };
+  assign w_port__data = { \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0 , \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
+  assign w_data = { \port$3977$0 , \port$3975$0 , \port$3973$0 , \port$3971$0 , \port$3969$0 , \port$3967$0 , \port$3965$0 , \port$3963$0 , \port$3961$0 , \port$3959$0 , \port$3957$0 , \port$3955$0 , \port$3953$0 , \port$3951$0 , \port$3949$0 , \port$3947$0 , \port$3945$0 , \port$3943$0 , \port$3941$0 , \port$3939$0 , \port$3937$0 , \port$3935$0 , \port$3933$0 , \port$3931$0 , \port$3929$0 , \port$3927$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 , \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 , \port$4018$0 , \port$4020$0 , \port$4022$0 , \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , \port$4032$0 , \port$4034$0 
-, \port$4036$0 , \port$4038$0 , \port$4040$0 , \port$4042$0 , \port$4044$0 , \port$4046$0 , \port$4048$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3980$0 , \port$3982$0 , \port$3984$0 , \port$3986$0 , \port$3988$0 , \port$3990$0 , \port$3992$0 , \port$3994$0 , \port$3996$0 , \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 , \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 
+, \port$4018$0 , \port$4020$0 , \port$4022$0 , \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -25888,6 +25888,24 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
+  input \port$3980$0 ;
+  wire \port$3980$0 ;
+  input \port$3982$0 ;
+  wire \port$3982$0 ;
+  input \port$3984$0 ;
+  wire \port$3984$0 ;
+  input \port$3986$0 ;
+  wire \port$3986$0 ;
+  input \port$3988$0 ;
+  wire \port$3988$0 ;
+  input \port$3990$0 ;
+  wire \port$3990$0 ;
+  input \port$3992$0 ;
+  wire \port$3992$0 ;
+  input \port$3994$0 ;
+  wire \port$3994$0 ;
+  input \port$3996$0 ;
+  wire \port$3996$0 ;
   input \port$3998$0 ;
   wire \port$3998$0 ;
   input \port$4000$0 ;
@@ -25922,24 +25940,6 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
   wire \port$4028$0 ;
   input \port$4030$0 ;
   wire \port$4030$0 ;
-  input \port$4032$0 ;
-  wire \port$4032$0 ;
-  input \port$4034$0 ;
-  wire \port$4034$0 ;
-  input \port$4036$0 ;
-  wire \port$4036$0 ;
-  input \port$4038$0 ;
-  wire \port$4038$0 ;
-  input \port$4040$0 ;
-  wire \port$4040$0 ;
-  input \port$4042$0 ;
-  wire \port$4042$0 ;
-  input \port$4044$0 ;
-  wire \port$4044$0 ;
-  input \port$4046$0 ;
-  wire \port$4046$0 ;
-  input \port$4048$0 ;
-  wire \port$4048$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -26048,6 +26048,15 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
   );
   \hotline_accelerator.engine.bank15.queue  queue (
     .clk(clk),
+    .\port$3980$0 (\port$3980$0 ),
+    .\port$3982$0 (\port$3982$0 ),
+    .\port$3984$0 (\port$3984$0 ),
+    .\port$3986$0 (\port$3986$0 ),
+    .\port$3988$0 (\port$3988$0 ),
+    .\port$3990$0 (\port$3990$0 ),
+    .\port$3992$0 (\port$3992$0 ),
+    .\port$3994$0 (\port$3994$0 ),
+    .\port$3996$0 (\port$3996$0 ),
     .\port$3998$0 (\port$3998$0 ),
     .\port$4000$0 (\port$4000$0 ),
     .\port$4002$0 (\port$4002$0 ),
@@ -26065,15 +26074,6 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
     .\port$4026$0 (\port$4026$0 ),
     .\port$4028$0 (\port$4028$0 ),
     .\port$4030$0 (\port$4030$0 ),
-    .\port$4032$0 (\port$4032$0 ),
-    .\port$4034$0 (\port$4034$0 ),
-    .\port$4036$0 (\port$4036$0 ),
-    .\port$4038$0 (\port$4038$0 ),
-    .\port$4040$0 (\port$4040$0 ),
-    .\port$4042$0 (\port$4042$0 ),
-    .\port$4044$0 (\port$4044$0 ),
-    .\port$4046$0 (\port$4046$0 ),
-    .\port$4048$0 (\port$4048$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -26092,8 +26092,8 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$4048$0 , \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
-  assign requests__payload = { \port$4048$0 , \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
+  assign w_data = { \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0 , \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
+  assign requests__payload = { \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0 , \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -26107,9 +26107,9 @@ module \hotline_accelerator.engine.bank15 (rst, w_en, \port$3998$0 , \port$4000$
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
-  assign \requests__payload.tag  = { \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0  };
-  assign \requests__payload.repeated  = \port$4048$0 ;
+  assign \requests__payload.set  = { \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
+  assign \requests__payload.tag  = { \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0  };
+  assign \requests__payload.repeated  = \port$4030$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -27041,8 +27041,8 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 , \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 , \port$4018$0 , \port$4020$0 , \port$4022$0 , \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , \port$4032$0 , \port$4034$0 
-, \port$4036$0 , \port$4038$0 , \port$4040$0 , \port$4042$0 , \port$4044$0 , \port$4046$0 , \port$4048$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3980$0 , \port$3982$0 , \port$3984$0 , \port$3986$0 , \port$3988$0 , \port$3990$0 , \port$3992$0 , \port$3994$0 , \port$3996$0 , \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 , \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 
+, \port$4018$0 , \port$4020$0 , \port$4022$0 , \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27066,6 +27066,24 @@ module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3998$0 , \port
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
+  input \port$3980$0 ;
+  wire \port$3980$0 ;
+  input \port$3982$0 ;
+  wire \port$3982$0 ;
+  input \port$3984$0 ;
+  wire \port$3984$0 ;
+  input \port$3986$0 ;
+  wire \port$3986$0 ;
+  input \port$3988$0 ;
+  wire \port$3988$0 ;
+  input \port$3990$0 ;
+  wire \port$3990$0 ;
+  input \port$3992$0 ;
+  wire \port$3992$0 ;
+  input \port$3994$0 ;
+  wire \port$3994$0 ;
+  input \port$3996$0 ;
+  wire \port$3996$0 ;
   input \port$3998$0 ;
   wire \port$3998$0 ;
   input \port$4000$0 ;
@@ -27100,24 +27118,6 @@ module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3998$0 , \port
   wire \port$4028$0 ;
   input \port$4030$0 ;
   wire \port$4030$0 ;
-  input \port$4032$0 ;
-  wire \port$4032$0 ;
-  input \port$4034$0 ;
-  wire \port$4034$0 ;
-  input \port$4036$0 ;
-  wire \port$4036$0 ;
-  input \port$4038$0 ;
-  wire \port$4038$0 ;
-  input \port$4040$0 ;
-  wire \port$4040$0 ;
-  input \port$4042$0 ;
-  wire \port$4042$0 ;
-  input \port$4044$0 ;
-  wire \port$4044$0 ;
-  input \port$4046$0 ;
-  wire \port$4046$0 ;
-  input \port$4048$0 ;
-  wire \port$4048$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -27151,7 +27151,7 @@ module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3998$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$4048$0 , \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
+      storage[w_port__addr] <= { \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0 , \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -27213,15 +27213,15 @@ module \hotline_accelerator.engine.bank15.queue (rst, w_en, \port$3998$0 , \port
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$4048$0 , \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
-  assign w_data = { \port$4048$0 , \port$4046$0 , \port$4044$0 , \port$4042$0 , \port$4040$0 , \port$4038$0 , \port$4036$0 , \port$4034$0 , \port$4032$0 , \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0  };
+  assign w_port__data = { \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0 , \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
+  assign w_data = { \port$4030$0 , \port$4028$0 , \port$4026$0 , \port$4024$0 , \port$4022$0 , \port$4020$0 , \port$4018$0 , \port$4016$0 , \port$4014$0 , \port$4012$0 , \port$4010$0 , \port$4008$0 , \port$4006$0 , \port$4004$0 , \port$4002$0 , \port$4000$0 , \port$3998$0 , \port$3996$0 , \port$3994$0 , \port$3992$0 , \port$3990$0 , \port$3988$0 , \port$3986$0 , \port$3984$0 , \port$3982$0 , \port$3980$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0 , \port$3261$0 , \port$3263$0 , \port$3265$0 , \port$3267$0 , \port$3269$0 , \port$3271$0 , \port$3273$0 , \port$3275$0 , \port$3277$0 , \port$3279$0 , \port$3281$0 , \port$3283$0 , \port$3285$0 , \port$3287$0 , \port$3289$0 , \port$3291$0 , \port$3293$0 
-, \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , \port$3309$0 , \port$3311$0 , \port$3313$0 , \port$3315$0 , \port$3317$0 , \port$3319$0 , \port$3321$0 , \port$3323$0 , \port$3325$0 , \port$3327$0 
+, \port$3329$0 , \port$3331$0 , \port$3333$0 , \port$3335$0 , \port$3337$0 , \port$3339$0 , \port$3341$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -27250,40 +27250,6 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3257$0 ;
-  wire \port$3257$0 ;
-  input \port$3259$0 ;
-  wire \port$3259$0 ;
-  input \port$3261$0 ;
-  wire \port$3261$0 ;
-  input \port$3263$0 ;
-  wire \port$3263$0 ;
-  input \port$3265$0 ;
-  wire \port$3265$0 ;
-  input \port$3267$0 ;
-  wire \port$3267$0 ;
-  input \port$3269$0 ;
-  wire \port$3269$0 ;
-  input \port$3271$0 ;
-  wire \port$3271$0 ;
-  input \port$3273$0 ;
-  wire \port$3273$0 ;
-  input \port$3275$0 ;
-  wire \port$3275$0 ;
-  input \port$3277$0 ;
-  wire \port$3277$0 ;
-  input \port$3279$0 ;
-  wire \port$3279$0 ;
-  input \port$3281$0 ;
-  wire \port$3281$0 ;
-  input \port$3283$0 ;
-  wire \port$3283$0 ;
-  input \port$3285$0 ;
-  wire \port$3285$0 ;
-  input \port$3287$0 ;
-  wire \port$3287$0 ;
-  input \port$3289$0 ;
-  wire \port$3289$0 ;
   input \port$3291$0 ;
   wire \port$3291$0 ;
   input \port$3293$0 ;
@@ -27302,6 +27268,40 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
   wire \port$3305$0 ;
   input \port$3307$0 ;
   wire \port$3307$0 ;
+  input \port$3309$0 ;
+  wire \port$3309$0 ;
+  input \port$3311$0 ;
+  wire \port$3311$0 ;
+  input \port$3313$0 ;
+  wire \port$3313$0 ;
+  input \port$3315$0 ;
+  wire \port$3315$0 ;
+  input \port$3317$0 ;
+  wire \port$3317$0 ;
+  input \port$3319$0 ;
+  wire \port$3319$0 ;
+  input \port$3321$0 ;
+  wire \port$3321$0 ;
+  input \port$3323$0 ;
+  wire \port$3323$0 ;
+  input \port$3325$0 ;
+  wire \port$3325$0 ;
+  input \port$3327$0 ;
+  wire \port$3327$0 ;
+  input \port$3329$0 ;
+  wire \port$3329$0 ;
+  input \port$3331$0 ;
+  wire \port$3331$0 ;
+  input \port$3333$0 ;
+  wire \port$3333$0 ;
+  input \port$3335$0 ;
+  wire \port$3335$0 ;
+  input \port$3337$0 ;
+  wire \port$3337$0 ;
+  input \port$3339$0 ;
+  wire \port$3339$0 ;
+  input \port$3341$0 ;
+  wire \port$3341$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -27410,23 +27410,6 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
   );
   \hotline_accelerator.engine.bank2.queue  queue (
     .clk(clk),
-    .\port$3257$0 (\port$3257$0 ),
-    .\port$3259$0 (\port$3259$0 ),
-    .\port$3261$0 (\port$3261$0 ),
-    .\port$3263$0 (\port$3263$0 ),
-    .\port$3265$0 (\port$3265$0 ),
-    .\port$3267$0 (\port$3267$0 ),
-    .\port$3269$0 (\port$3269$0 ),
-    .\port$3271$0 (\port$3271$0 ),
-    .\port$3273$0 (\port$3273$0 ),
-    .\port$3275$0 (\port$3275$0 ),
-    .\port$3277$0 (\port$3277$0 ),
-    .\port$3279$0 (\port$3279$0 ),
-    .\port$3281$0 (\port$3281$0 ),
-    .\port$3283$0 (\port$3283$0 ),
-    .\port$3285$0 (\port$3285$0 ),
-    .\port$3287$0 (\port$3287$0 ),
-    .\port$3289$0 (\port$3289$0 ),
     .\port$3291$0 (\port$3291$0 ),
     .\port$3293$0 (\port$3293$0 ),
     .\port$3295$0 (\port$3295$0 ),
@@ -27436,6 +27419,23 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
     .\port$3303$0 (\port$3303$0 ),
     .\port$3305$0 (\port$3305$0 ),
     .\port$3307$0 (\port$3307$0 ),
+    .\port$3309$0 (\port$3309$0 ),
+    .\port$3311$0 (\port$3311$0 ),
+    .\port$3313$0 (\port$3313$0 ),
+    .\port$3315$0 (\port$3315$0 ),
+    .\port$3317$0 (\port$3317$0 ),
+    .\port$3319$0 (\port$3319$0 ),
+    .\port$3321$0 (\port$3321$0 ),
+    .\port$3323$0 (\port$3323$0 ),
+    .\port$3325$0 (\port$3325$0 ),
+    .\port$3327$0 (\port$3327$0 ),
+    .\port$3329$0 (\port$3329$0 ),
+    .\port$3331$0 (\port$3331$0 ),
+    .\port$3333$0 (\port$3333$0 ),
+    .\port$3335$0 (\port$3335$0 ),
+    .\port$3337$0 (\port$3337$0 ),
+    .\port$3339$0 (\port$3339$0 ),
+    .\port$3341$0 (\port$3341$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -27454,8 +27454,8 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
-  assign requests__payload = { \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
+  assign w_data = { \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
+  assign requests__payload = { \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -27469,9 +27469,9 @@ module \hotline_accelerator.engine.bank2 (rst, w_en, \port$3257$0 , \port$3259$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
-  assign \requests__payload.tag  = { \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0  };
-  assign \requests__payload.repeated  = \port$3307$0 ;
+  assign \requests__payload.set  = { \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
+  assign \requests__payload.tag  = { \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0  };
+  assign \requests__payload.repeated  = \port$3341$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -28403,8 +28403,8 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3257$0 , \port$3259$0 , \port$3261$0 , \port$3263$0 , \port$3265$0 , \port$3267$0 , \port$3269$0 , \port$3271$0 , \port$3273$0 , \port$3275$0 , \port$3277$0 , \port$3279$0 , \port$3281$0 , \port$3283$0 , \port$3285$0 , \port$3287$0 , \port$3289$0 , \port$3291$0 , \port$3293$0 
-, \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , \port$3309$0 , \port$3311$0 , \port$3313$0 , \port$3315$0 , \port$3317$0 , \port$3319$0 , \port$3321$0 , \port$3323$0 , \port$3325$0 , \port$3327$0 
+, \port$3329$0 , \port$3331$0 , \port$3333$0 , \port$3335$0 , \port$3337$0 , \port$3339$0 , \port$3341$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28428,40 +28428,6 @@ module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3257$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3257$0 ;
-  wire \port$3257$0 ;
-  input \port$3259$0 ;
-  wire \port$3259$0 ;
-  input \port$3261$0 ;
-  wire \port$3261$0 ;
-  input \port$3263$0 ;
-  wire \port$3263$0 ;
-  input \port$3265$0 ;
-  wire \port$3265$0 ;
-  input \port$3267$0 ;
-  wire \port$3267$0 ;
-  input \port$3269$0 ;
-  wire \port$3269$0 ;
-  input \port$3271$0 ;
-  wire \port$3271$0 ;
-  input \port$3273$0 ;
-  wire \port$3273$0 ;
-  input \port$3275$0 ;
-  wire \port$3275$0 ;
-  input \port$3277$0 ;
-  wire \port$3277$0 ;
-  input \port$3279$0 ;
-  wire \port$3279$0 ;
-  input \port$3281$0 ;
-  wire \port$3281$0 ;
-  input \port$3283$0 ;
-  wire \port$3283$0 ;
-  input \port$3285$0 ;
-  wire \port$3285$0 ;
-  input \port$3287$0 ;
-  wire \port$3287$0 ;
-  input \port$3289$0 ;
-  wire \port$3289$0 ;
   input \port$3291$0 ;
   wire \port$3291$0 ;
   input \port$3293$0 ;
@@ -28480,6 +28446,40 @@ module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3257$0 , \port$
   wire \port$3305$0 ;
   input \port$3307$0 ;
   wire \port$3307$0 ;
+  input \port$3309$0 ;
+  wire \port$3309$0 ;
+  input \port$3311$0 ;
+  wire \port$3311$0 ;
+  input \port$3313$0 ;
+  wire \port$3313$0 ;
+  input \port$3315$0 ;
+  wire \port$3315$0 ;
+  input \port$3317$0 ;
+  wire \port$3317$0 ;
+  input \port$3319$0 ;
+  wire \port$3319$0 ;
+  input \port$3321$0 ;
+  wire \port$3321$0 ;
+  input \port$3323$0 ;
+  wire \port$3323$0 ;
+  input \port$3325$0 ;
+  wire \port$3325$0 ;
+  input \port$3327$0 ;
+  wire \port$3327$0 ;
+  input \port$3329$0 ;
+  wire \port$3329$0 ;
+  input \port$3331$0 ;
+  wire \port$3331$0 ;
+  input \port$3333$0 ;
+  wire \port$3333$0 ;
+  input \port$3335$0 ;
+  wire \port$3335$0 ;
+  input \port$3337$0 ;
+  wire \port$3337$0 ;
+  input \port$3339$0 ;
+  wire \port$3339$0 ;
+  input \port$3341$0 ;
+  wire \port$3341$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -28513,7 +28513,7 @@ module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3257$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
+      storage[w_port__addr] <= { \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -28575,15 +28575,15 @@ module \hotline_accelerator.engine.bank2.queue (rst, w_en, \port$3257$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
-  assign w_data = { \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0 , \port$3283$0 , \port$3281$0 , \port$3279$0 , \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0  };
+  assign w_port__data = { \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
+  assign w_data = { \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0 , \port$3318$0 , \port$3320$0 , \port$3322$0 , \port$3324$0 , \port$3326$0 , \port$3328$0 , \port$3330$0 , \port$3332$0 , \port$3334$0 , \port$3336$0 , \port$3338$0 , \port$3340$0 , \port$3342$0 , \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 
-, \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \port$3366$0 , \port$3368$0 , \port$3370$0 , \port$3372$0 , \port$3374$0 , \port$3376$0 , \port$3378$0 , \port$3380$0 
+, \port$3382$0 , \port$3384$0 , \port$3386$0 , \port$3388$0 , \port$3390$0 , \port$3392$0 , \port$3394$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -28612,36 +28612,6 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3314$0 ;
-  wire \port$3314$0 ;
-  input \port$3316$0 ;
-  wire \port$3316$0 ;
-  input \port$3318$0 ;
-  wire \port$3318$0 ;
-  input \port$3320$0 ;
-  wire \port$3320$0 ;
-  input \port$3322$0 ;
-  wire \port$3322$0 ;
-  input \port$3324$0 ;
-  wire \port$3324$0 ;
-  input \port$3326$0 ;
-  wire \port$3326$0 ;
-  input \port$3328$0 ;
-  wire \port$3328$0 ;
-  input \port$3330$0 ;
-  wire \port$3330$0 ;
-  input \port$3332$0 ;
-  wire \port$3332$0 ;
-  input \port$3334$0 ;
-  wire \port$3334$0 ;
-  input \port$3336$0 ;
-  wire \port$3336$0 ;
-  input \port$3338$0 ;
-  wire \port$3338$0 ;
-  input \port$3340$0 ;
-  wire \port$3340$0 ;
-  input \port$3342$0 ;
-  wire \port$3342$0 ;
   input \port$3344$0 ;
   wire \port$3344$0 ;
   input \port$3346$0 ;
@@ -28664,6 +28634,36 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
   wire \port$3362$0 ;
   input \port$3364$0 ;
   wire \port$3364$0 ;
+  input \port$3366$0 ;
+  wire \port$3366$0 ;
+  input \port$3368$0 ;
+  wire \port$3368$0 ;
+  input \port$3370$0 ;
+  wire \port$3370$0 ;
+  input \port$3372$0 ;
+  wire \port$3372$0 ;
+  input \port$3374$0 ;
+  wire \port$3374$0 ;
+  input \port$3376$0 ;
+  wire \port$3376$0 ;
+  input \port$3378$0 ;
+  wire \port$3378$0 ;
+  input \port$3380$0 ;
+  wire \port$3380$0 ;
+  input \port$3382$0 ;
+  wire \port$3382$0 ;
+  input \port$3384$0 ;
+  wire \port$3384$0 ;
+  input \port$3386$0 ;
+  wire \port$3386$0 ;
+  input \port$3388$0 ;
+  wire \port$3388$0 ;
+  input \port$3390$0 ;
+  wire \port$3390$0 ;
+  input \port$3392$0 ;
+  wire \port$3392$0 ;
+  input \port$3394$0 ;
+  wire \port$3394$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -28772,21 +28772,6 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
   );
   \hotline_accelerator.engine.bank3.queue  queue (
     .clk(clk),
-    .\port$3314$0 (\port$3314$0 ),
-    .\port$3316$0 (\port$3316$0 ),
-    .\port$3318$0 (\port$3318$0 ),
-    .\port$3320$0 (\port$3320$0 ),
-    .\port$3322$0 (\port$3322$0 ),
-    .\port$3324$0 (\port$3324$0 ),
-    .\port$3326$0 (\port$3326$0 ),
-    .\port$3328$0 (\port$3328$0 ),
-    .\port$3330$0 (\port$3330$0 ),
-    .\port$3332$0 (\port$3332$0 ),
-    .\port$3334$0 (\port$3334$0 ),
-    .\port$3336$0 (\port$3336$0 ),
-    .\port$3338$0 (\port$3338$0 ),
-    .\port$3340$0 (\port$3340$0 ),
-    .\port$3342$0 (\port$3342$0 ),
     .\port$3344$0 (\port$3344$0 ),
     .\port$3346$0 (\port$3346$0 ),
     .\port$3348$0 (\port$3348$0 ),
@@ -28798,6 +28783,21 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
     .\port$3360$0 (\port$3360$0 ),
     .\port$3362$0 (\port$3362$0 ),
     .\port$3364$0 (\port$3364$0 ),
+    .\port$3366$0 (\port$3366$0 ),
+    .\port$3368$0 (\port$3368$0 ),
+    .\port$3370$0 (\port$3370$0 ),
+    .\port$3372$0 (\port$3372$0 ),
+    .\port$3374$0 (\port$3374$0 ),
+    .\port$3376$0 (\port$3376$0 ),
+    .\port$3378$0 (\port$3378$0 ),
+    .\port$3380$0 (\port$3380$0 ),
+    .\port$3382$0 (\port$3382$0 ),
+    .\port$3384$0 (\port$3384$0 ),
+    .\port$3386$0 (\port$3386$0 ),
+    .\port$3388$0 (\port$3388$0 ),
+    .\port$3390$0 (\port$3390$0 ),
+    .\port$3392$0 (\port$3392$0 ),
+    .\port$3394$0 (\port$3394$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -28816,8 +28816,8 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
-  assign requests__payload = { \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
+  assign w_data = { \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
+  assign requests__payload = { \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -28831,9 +28831,9 @@ module \hotline_accelerator.engine.bank3 (rst, w_en, \port$3314$0 , \port$3316$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
-  assign \requests__payload.tag  = { \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0  };
-  assign \requests__payload.repeated  = \port$3364$0 ;
+  assign \requests__payload.set  = { \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
+  assign \requests__payload.tag  = { \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0  };
+  assign \requests__payload.repeated  = \port$3394$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -29765,8 +29765,8 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3314$0 , \port$3316$0 , \port$3318$0 , \port$3320$0 , \port$3322$0 , \port$3324$0 , \port$3326$0 , \port$3328$0 , \port$3330$0 , \port$3332$0 , \port$3334$0 , \port$3336$0 , \port$3338$0 , \port$3340$0 , \port$3342$0 , \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 
-, \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \port$3366$0 , \port$3368$0 , \port$3370$0 , \port$3372$0 , \port$3374$0 , \port$3376$0 , \port$3378$0 , \port$3380$0 
+, \port$3382$0 , \port$3384$0 , \port$3386$0 , \port$3388$0 , \port$3390$0 , \port$3392$0 , \port$3394$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29790,36 +29790,6 @@ module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3314$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3314$0 ;
-  wire \port$3314$0 ;
-  input \port$3316$0 ;
-  wire \port$3316$0 ;
-  input \port$3318$0 ;
-  wire \port$3318$0 ;
-  input \port$3320$0 ;
-  wire \port$3320$0 ;
-  input \port$3322$0 ;
-  wire \port$3322$0 ;
-  input \port$3324$0 ;
-  wire \port$3324$0 ;
-  input \port$3326$0 ;
-  wire \port$3326$0 ;
-  input \port$3328$0 ;
-  wire \port$3328$0 ;
-  input \port$3330$0 ;
-  wire \port$3330$0 ;
-  input \port$3332$0 ;
-  wire \port$3332$0 ;
-  input \port$3334$0 ;
-  wire \port$3334$0 ;
-  input \port$3336$0 ;
-  wire \port$3336$0 ;
-  input \port$3338$0 ;
-  wire \port$3338$0 ;
-  input \port$3340$0 ;
-  wire \port$3340$0 ;
-  input \port$3342$0 ;
-  wire \port$3342$0 ;
   input \port$3344$0 ;
   wire \port$3344$0 ;
   input \port$3346$0 ;
@@ -29842,6 +29812,36 @@ module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3314$0 , \port$
   wire \port$3362$0 ;
   input \port$3364$0 ;
   wire \port$3364$0 ;
+  input \port$3366$0 ;
+  wire \port$3366$0 ;
+  input \port$3368$0 ;
+  wire \port$3368$0 ;
+  input \port$3370$0 ;
+  wire \port$3370$0 ;
+  input \port$3372$0 ;
+  wire \port$3372$0 ;
+  input \port$3374$0 ;
+  wire \port$3374$0 ;
+  input \port$3376$0 ;
+  wire \port$3376$0 ;
+  input \port$3378$0 ;
+  wire \port$3378$0 ;
+  input \port$3380$0 ;
+  wire \port$3380$0 ;
+  input \port$3382$0 ;
+  wire \port$3382$0 ;
+  input \port$3384$0 ;
+  wire \port$3384$0 ;
+  input \port$3386$0 ;
+  wire \port$3386$0 ;
+  input \port$3388$0 ;
+  wire \port$3388$0 ;
+  input \port$3390$0 ;
+  wire \port$3390$0 ;
+  input \port$3392$0 ;
+  wire \port$3392$0 ;
+  input \port$3394$0 ;
+  wire \port$3394$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -29875,7 +29875,7 @@ module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3314$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
+      storage[w_port__addr] <= { \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -29937,15 +29937,15 @@ module \hotline_accelerator.engine.bank3.queue (rst, w_en, \port$3314$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
-  assign w_data = { \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0 , \port$3336$0 , \port$3334$0 , \port$3332$0 , \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0  };
+  assign w_port__data = { \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
+  assign w_data = { \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0 , \port$3375$0 , \port$3377$0 , \port$3379$0 , \port$3381$0 , \port$3383$0 , \port$3385$0 , \port$3387$0 , \port$3389$0 , \port$3391$0 , \port$3393$0 , \port$3395$0 , \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 
-, \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \port$3423$0 , \port$3425$0 , \port$3427$0 , \port$3429$0 , \port$3431$0 , \port$3433$0 
+, \port$3435$0 , \port$3437$0 , \port$3439$0 , \port$3441$0 , \port$3443$0 , \port$3445$0 , \port$3447$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -29974,32 +29974,6 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3371$0 ;
-  wire \port$3371$0 ;
-  input \port$3373$0 ;
-  wire \port$3373$0 ;
-  input \port$3375$0 ;
-  wire \port$3375$0 ;
-  input \port$3377$0 ;
-  wire \port$3377$0 ;
-  input \port$3379$0 ;
-  wire \port$3379$0 ;
-  input \port$3381$0 ;
-  wire \port$3381$0 ;
-  input \port$3383$0 ;
-  wire \port$3383$0 ;
-  input \port$3385$0 ;
-  wire \port$3385$0 ;
-  input \port$3387$0 ;
-  wire \port$3387$0 ;
-  input \port$3389$0 ;
-  wire \port$3389$0 ;
-  input \port$3391$0 ;
-  wire \port$3391$0 ;
-  input \port$3393$0 ;
-  wire \port$3393$0 ;
-  input \port$3395$0 ;
-  wire \port$3395$0 ;
   input \port$3397$0 ;
   wire \port$3397$0 ;
   input \port$3399$0 ;
@@ -30026,6 +30000,32 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
   wire \port$3419$0 ;
   input \port$3421$0 ;
   wire \port$3421$0 ;
+  input \port$3423$0 ;
+  wire \port$3423$0 ;
+  input \port$3425$0 ;
+  wire \port$3425$0 ;
+  input \port$3427$0 ;
+  wire \port$3427$0 ;
+  input \port$3429$0 ;
+  wire \port$3429$0 ;
+  input \port$3431$0 ;
+  wire \port$3431$0 ;
+  input \port$3433$0 ;
+  wire \port$3433$0 ;
+  input \port$3435$0 ;
+  wire \port$3435$0 ;
+  input \port$3437$0 ;
+  wire \port$3437$0 ;
+  input \port$3439$0 ;
+  wire \port$3439$0 ;
+  input \port$3441$0 ;
+  wire \port$3441$0 ;
+  input \port$3443$0 ;
+  wire \port$3443$0 ;
+  input \port$3445$0 ;
+  wire \port$3445$0 ;
+  input \port$3447$0 ;
+  wire \port$3447$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -30134,19 +30134,6 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
   );
   \hotline_accelerator.engine.bank4.queue  queue (
     .clk(clk),
-    .\port$3371$0 (\port$3371$0 ),
-    .\port$3373$0 (\port$3373$0 ),
-    .\port$3375$0 (\port$3375$0 ),
-    .\port$3377$0 (\port$3377$0 ),
-    .\port$3379$0 (\port$3379$0 ),
-    .\port$3381$0 (\port$3381$0 ),
-    .\port$3383$0 (\port$3383$0 ),
-    .\port$3385$0 (\port$3385$0 ),
-    .\port$3387$0 (\port$3387$0 ),
-    .\port$3389$0 (\port$3389$0 ),
-    .\port$3391$0 (\port$3391$0 ),
-    .\port$3393$0 (\port$3393$0 ),
-    .\port$3395$0 (\port$3395$0 ),
     .\port$3397$0 (\port$3397$0 ),
     .\port$3399$0 (\port$3399$0 ),
     .\port$3401$0 (\port$3401$0 ),
@@ -30160,6 +30147,19 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
     .\port$3417$0 (\port$3417$0 ),
     .\port$3419$0 (\port$3419$0 ),
     .\port$3421$0 (\port$3421$0 ),
+    .\port$3423$0 (\port$3423$0 ),
+    .\port$3425$0 (\port$3425$0 ),
+    .\port$3427$0 (\port$3427$0 ),
+    .\port$3429$0 (\port$3429$0 ),
+    .\port$3431$0 (\port$3431$0 ),
+    .\port$3433$0 (\port$3433$0 ),
+    .\port$3435$0 (\port$3435$0 ),
+    .\port$3437$0 (\port$3437$0 ),
+    .\port$3439$0 (\port$3439$0 ),
+    .\port$3441$0 (\port$3441$0 ),
+    .\port$3443$0 (\port$3443$0 ),
+    .\port$3445$0 (\port$3445$0 ),
+    .\port$3447$0 (\port$3447$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -30178,8 +30178,8 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
-  assign requests__payload = { \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
+  assign w_data = { \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
+  assign requests__payload = { \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -30193,9 +30193,9 @@ module \hotline_accelerator.engine.bank4 (rst, w_en, \port$3371$0 , \port$3373$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
-  assign \requests__payload.tag  = { \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0  };
-  assign \requests__payload.repeated  = \port$3421$0 ;
+  assign \requests__payload.set  = { \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
+  assign \requests__payload.tag  = { \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0  };
+  assign \requests__payload.repeated  = \port$3447$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -31127,8 +31127,8 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3371$0 , \port$3373$0 , \port$3375$0 , \port$3377$0 , \port$3379$0 , \port$3381$0 , \port$3383$0 , \port$3385$0 , \port$3387$0 , \port$3389$0 , \port$3391$0 , \port$3393$0 , \port$3395$0 , \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 
-, \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \port$3423$0 , \port$3425$0 , \port$3427$0 , \port$3429$0 , \port$3431$0 , \port$3433$0 
+, \port$3435$0 , \port$3437$0 , \port$3439$0 , \port$3441$0 , \port$3443$0 , \port$3445$0 , \port$3447$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31152,32 +31152,6 @@ module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3371$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3371$0 ;
-  wire \port$3371$0 ;
-  input \port$3373$0 ;
-  wire \port$3373$0 ;
-  input \port$3375$0 ;
-  wire \port$3375$0 ;
-  input \port$3377$0 ;
-  wire \port$3377$0 ;
-  input \port$3379$0 ;
-  wire \port$3379$0 ;
-  input \port$3381$0 ;
-  wire \port$3381$0 ;
-  input \port$3383$0 ;
-  wire \port$3383$0 ;
-  input \port$3385$0 ;
-  wire \port$3385$0 ;
-  input \port$3387$0 ;
-  wire \port$3387$0 ;
-  input \port$3389$0 ;
-  wire \port$3389$0 ;
-  input \port$3391$0 ;
-  wire \port$3391$0 ;
-  input \port$3393$0 ;
-  wire \port$3393$0 ;
-  input \port$3395$0 ;
-  wire \port$3395$0 ;
   input \port$3397$0 ;
   wire \port$3397$0 ;
   input \port$3399$0 ;
@@ -31204,6 +31178,32 @@ module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3371$0 , \port$
   wire \port$3419$0 ;
   input \port$3421$0 ;
   wire \port$3421$0 ;
+  input \port$3423$0 ;
+  wire \port$3423$0 ;
+  input \port$3425$0 ;
+  wire \port$3425$0 ;
+  input \port$3427$0 ;
+  wire \port$3427$0 ;
+  input \port$3429$0 ;
+  wire \port$3429$0 ;
+  input \port$3431$0 ;
+  wire \port$3431$0 ;
+  input \port$3433$0 ;
+  wire \port$3433$0 ;
+  input \port$3435$0 ;
+  wire \port$3435$0 ;
+  input \port$3437$0 ;
+  wire \port$3437$0 ;
+  input \port$3439$0 ;
+  wire \port$3439$0 ;
+  input \port$3441$0 ;
+  wire \port$3441$0 ;
+  input \port$3443$0 ;
+  wire \port$3443$0 ;
+  input \port$3445$0 ;
+  wire \port$3445$0 ;
+  input \port$3447$0 ;
+  wire \port$3447$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -31237,7 +31237,7 @@ module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3371$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
+      storage[w_port__addr] <= { \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -31299,15 +31299,15 @@ module \hotline_accelerator.engine.bank4.queue (rst, w_en, \port$3371$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
-  assign w_data = { \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0 , \port$3389$0 , \port$3387$0 , \port$3385$0 , \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0  };
+  assign w_port__data = { \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
+  assign w_data = { \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0 , \port$3432$0 , \port$3434$0 , \port$3436$0 , \port$3438$0 , \port$3440$0 , \port$3442$0 , \port$3444$0 , \port$3446$0 , \port$3448$0 , \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 
-, \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \port$3480$0 , \port$3482$0 , \port$3484$0 , \port$3486$0 
+, \port$3488$0 , \port$3490$0 , \port$3492$0 , \port$3494$0 , \port$3496$0 , \port$3498$0 , \port$3500$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -31336,28 +31336,6 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3428$0 ;
-  wire \port$3428$0 ;
-  input \port$3430$0 ;
-  wire \port$3430$0 ;
-  input \port$3432$0 ;
-  wire \port$3432$0 ;
-  input \port$3434$0 ;
-  wire \port$3434$0 ;
-  input \port$3436$0 ;
-  wire \port$3436$0 ;
-  input \port$3438$0 ;
-  wire \port$3438$0 ;
-  input \port$3440$0 ;
-  wire \port$3440$0 ;
-  input \port$3442$0 ;
-  wire \port$3442$0 ;
-  input \port$3444$0 ;
-  wire \port$3444$0 ;
-  input \port$3446$0 ;
-  wire \port$3446$0 ;
-  input \port$3448$0 ;
-  wire \port$3448$0 ;
   input \port$3450$0 ;
   wire \port$3450$0 ;
   input \port$3452$0 ;
@@ -31388,6 +31366,28 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
   wire \port$3476$0 ;
   input \port$3478$0 ;
   wire \port$3478$0 ;
+  input \port$3480$0 ;
+  wire \port$3480$0 ;
+  input \port$3482$0 ;
+  wire \port$3482$0 ;
+  input \port$3484$0 ;
+  wire \port$3484$0 ;
+  input \port$3486$0 ;
+  wire \port$3486$0 ;
+  input \port$3488$0 ;
+  wire \port$3488$0 ;
+  input \port$3490$0 ;
+  wire \port$3490$0 ;
+  input \port$3492$0 ;
+  wire \port$3492$0 ;
+  input \port$3494$0 ;
+  wire \port$3494$0 ;
+  input \port$3496$0 ;
+  wire \port$3496$0 ;
+  input \port$3498$0 ;
+  wire \port$3498$0 ;
+  input \port$3500$0 ;
+  wire \port$3500$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -31496,17 +31496,6 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
   );
   \hotline_accelerator.engine.bank5.queue  queue (
     .clk(clk),
-    .\port$3428$0 (\port$3428$0 ),
-    .\port$3430$0 (\port$3430$0 ),
-    .\port$3432$0 (\port$3432$0 ),
-    .\port$3434$0 (\port$3434$0 ),
-    .\port$3436$0 (\port$3436$0 ),
-    .\port$3438$0 (\port$3438$0 ),
-    .\port$3440$0 (\port$3440$0 ),
-    .\port$3442$0 (\port$3442$0 ),
-    .\port$3444$0 (\port$3444$0 ),
-    .\port$3446$0 (\port$3446$0 ),
-    .\port$3448$0 (\port$3448$0 ),
     .\port$3450$0 (\port$3450$0 ),
     .\port$3452$0 (\port$3452$0 ),
     .\port$3454$0 (\port$3454$0 ),
@@ -31522,6 +31511,17 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
     .\port$3474$0 (\port$3474$0 ),
     .\port$3476$0 (\port$3476$0 ),
     .\port$3478$0 (\port$3478$0 ),
+    .\port$3480$0 (\port$3480$0 ),
+    .\port$3482$0 (\port$3482$0 ),
+    .\port$3484$0 (\port$3484$0 ),
+    .\port$3486$0 (\port$3486$0 ),
+    .\port$3488$0 (\port$3488$0 ),
+    .\port$3490$0 (\port$3490$0 ),
+    .\port$3492$0 (\port$3492$0 ),
+    .\port$3494$0 (\port$3494$0 ),
+    .\port$3496$0 (\port$3496$0 ),
+    .\port$3498$0 (\port$3498$0 ),
+    .\port$3500$0 (\port$3500$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -31540,8 +31540,8 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0 , \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
-  assign requests__payload = { \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0 , \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
+  assign w_data = { \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
+  assign requests__payload = { \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -31555,9 +31555,9 @@ module \hotline_accelerator.engine.bank5 (rst, w_en, \port$3428$0 , \port$3430$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
-  assign \requests__payload.tag  = { \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0  };
-  assign \requests__payload.repeated  = \port$3478$0 ;
+  assign \requests__payload.set  = { \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
+  assign \requests__payload.tag  = { \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0  };
+  assign \requests__payload.repeated  = \port$3500$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -32489,8 +32489,8 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3428$0 , \port$3430$0 , \port$3432$0 , \port$3434$0 , \port$3436$0 , \port$3438$0 , \port$3440$0 , \port$3442$0 , \port$3444$0 , \port$3446$0 , \port$3448$0 , \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 
-, \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \port$3480$0 , \port$3482$0 , \port$3484$0 , \port$3486$0 
+, \port$3488$0 , \port$3490$0 , \port$3492$0 , \port$3494$0 , \port$3496$0 , \port$3498$0 , \port$3500$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32514,28 +32514,6 @@ module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3428$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3428$0 ;
-  wire \port$3428$0 ;
-  input \port$3430$0 ;
-  wire \port$3430$0 ;
-  input \port$3432$0 ;
-  wire \port$3432$0 ;
-  input \port$3434$0 ;
-  wire \port$3434$0 ;
-  input \port$3436$0 ;
-  wire \port$3436$0 ;
-  input \port$3438$0 ;
-  wire \port$3438$0 ;
-  input \port$3440$0 ;
-  wire \port$3440$0 ;
-  input \port$3442$0 ;
-  wire \port$3442$0 ;
-  input \port$3444$0 ;
-  wire \port$3444$0 ;
-  input \port$3446$0 ;
-  wire \port$3446$0 ;
-  input \port$3448$0 ;
-  wire \port$3448$0 ;
   input \port$3450$0 ;
   wire \port$3450$0 ;
   input \port$3452$0 ;
@@ -32566,6 +32544,28 @@ module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3428$0 , \port$
   wire \port$3476$0 ;
   input \port$3478$0 ;
   wire \port$3478$0 ;
+  input \port$3480$0 ;
+  wire \port$3480$0 ;
+  input \port$3482$0 ;
+  wire \port$3482$0 ;
+  input \port$3484$0 ;
+  wire \port$3484$0 ;
+  input \port$3486$0 ;
+  wire \port$3486$0 ;
+  input \port$3488$0 ;
+  wire \port$3488$0 ;
+  input \port$3490$0 ;
+  wire \port$3490$0 ;
+  input \port$3492$0 ;
+  wire \port$3492$0 ;
+  input \port$3494$0 ;
+  wire \port$3494$0 ;
+  input \port$3496$0 ;
+  wire \port$3496$0 ;
+  input \port$3498$0 ;
+  wire \port$3498$0 ;
+  input \port$3500$0 ;
+  wire \port$3500$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -32599,7 +32599,7 @@ module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3428$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0 , \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
+      storage[w_port__addr] <= { \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -32661,15 +32661,15 @@ module \hotline_accelerator.engine.bank5.queue (rst, w_en, \port$3428$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0 , \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
-  assign w_data = { \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0 , \port$3442$0 , \port$3440$0 , \port$3438$0 , \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0  };
+  assign w_port__data = { \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
+  assign w_data = { \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0 , \port$3489$0 , \port$3491$0 , \port$3493$0 , \port$3495$0 , \port$3497$0 , \port$3499$0 , \port$3501$0 , \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 
-, \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 , \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , \port$3537$0 , \port$3539$0 
+, \port$3541$0 , \port$3543$0 , \port$3545$0 , \port$3547$0 , \port$3549$0 , \port$3551$0 , \port$3553$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -32698,24 +32698,6 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3485$0 ;
-  wire \port$3485$0 ;
-  input \port$3487$0 ;
-  wire \port$3487$0 ;
-  input \port$3489$0 ;
-  wire \port$3489$0 ;
-  input \port$3491$0 ;
-  wire \port$3491$0 ;
-  input \port$3493$0 ;
-  wire \port$3493$0 ;
-  input \port$3495$0 ;
-  wire \port$3495$0 ;
-  input \port$3497$0 ;
-  wire \port$3497$0 ;
-  input \port$3499$0 ;
-  wire \port$3499$0 ;
-  input \port$3501$0 ;
-  wire \port$3501$0 ;
   input \port$3503$0 ;
   wire \port$3503$0 ;
   input \port$3505$0 ;
@@ -32750,6 +32732,24 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
   wire \port$3533$0 ;
   input \port$3535$0 ;
   wire \port$3535$0 ;
+  input \port$3537$0 ;
+  wire \port$3537$0 ;
+  input \port$3539$0 ;
+  wire \port$3539$0 ;
+  input \port$3541$0 ;
+  wire \port$3541$0 ;
+  input \port$3543$0 ;
+  wire \port$3543$0 ;
+  input \port$3545$0 ;
+  wire \port$3545$0 ;
+  input \port$3547$0 ;
+  wire \port$3547$0 ;
+  input \port$3549$0 ;
+  wire \port$3549$0 ;
+  input \port$3551$0 ;
+  wire \port$3551$0 ;
+  input \port$3553$0 ;
+  wire \port$3553$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -32858,15 +32858,6 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
   );
   \hotline_accelerator.engine.bank6.queue  queue (
     .clk(clk),
-    .\port$3485$0 (\port$3485$0 ),
-    .\port$3487$0 (\port$3487$0 ),
-    .\port$3489$0 (\port$3489$0 ),
-    .\port$3491$0 (\port$3491$0 ),
-    .\port$3493$0 (\port$3493$0 ),
-    .\port$3495$0 (\port$3495$0 ),
-    .\port$3497$0 (\port$3497$0 ),
-    .\port$3499$0 (\port$3499$0 ),
-    .\port$3501$0 (\port$3501$0 ),
     .\port$3503$0 (\port$3503$0 ),
     .\port$3505$0 (\port$3505$0 ),
     .\port$3507$0 (\port$3507$0 ),
@@ -32884,6 +32875,15 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
     .\port$3531$0 (\port$3531$0 ),
     .\port$3533$0 (\port$3533$0 ),
     .\port$3535$0 (\port$3535$0 ),
+    .\port$3537$0 (\port$3537$0 ),
+    .\port$3539$0 (\port$3539$0 ),
+    .\port$3541$0 (\port$3541$0 ),
+    .\port$3543$0 (\port$3543$0 ),
+    .\port$3545$0 (\port$3545$0 ),
+    .\port$3547$0 (\port$3547$0 ),
+    .\port$3549$0 (\port$3549$0 ),
+    .\port$3551$0 (\port$3551$0 ),
+    .\port$3553$0 (\port$3553$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -32902,8 +32902,8 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0 , \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
-  assign requests__payload = { \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0 , \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
+  assign w_data = { \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
+  assign requests__payload = { \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -32917,9 +32917,9 @@ module \hotline_accelerator.engine.bank6 (rst, w_en, \port$3485$0 , \port$3487$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
-  assign \requests__payload.tag  = { \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0  };
-  assign \requests__payload.repeated  = \port$3535$0 ;
+  assign \requests__payload.set  = { \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
+  assign \requests__payload.tag  = { \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0  };
+  assign \requests__payload.repeated  = \port$3553$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -33851,8 +33851,8 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3485$0 , \port$3487$0 , \port$3489$0 , \port$3491$0 , \port$3493$0 , \port$3495$0 , \port$3497$0 , \port$3499$0 , \port$3501$0 , \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 
-, \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 , \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , \port$3537$0 , \port$3539$0 
+, \port$3541$0 , \port$3543$0 , \port$3545$0 , \port$3547$0 , \port$3549$0 , \port$3551$0 , \port$3553$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33876,24 +33876,6 @@ module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3485$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3485$0 ;
-  wire \port$3485$0 ;
-  input \port$3487$0 ;
-  wire \port$3487$0 ;
-  input \port$3489$0 ;
-  wire \port$3489$0 ;
-  input \port$3491$0 ;
-  wire \port$3491$0 ;
-  input \port$3493$0 ;
-  wire \port$3493$0 ;
-  input \port$3495$0 ;
-  wire \port$3495$0 ;
-  input \port$3497$0 ;
-  wire \port$3497$0 ;
-  input \port$3499$0 ;
-  wire \port$3499$0 ;
-  input \port$3501$0 ;
-  wire \port$3501$0 ;
   input \port$3503$0 ;
   wire \port$3503$0 ;
   input \port$3505$0 ;
@@ -33928,6 +33910,24 @@ module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3485$0 , \port$
   wire \port$3533$0 ;
   input \port$3535$0 ;
   wire \port$3535$0 ;
+  input \port$3537$0 ;
+  wire \port$3537$0 ;
+  input \port$3539$0 ;
+  wire \port$3539$0 ;
+  input \port$3541$0 ;
+  wire \port$3541$0 ;
+  input \port$3543$0 ;
+  wire \port$3543$0 ;
+  input \port$3545$0 ;
+  wire \port$3545$0 ;
+  input \port$3547$0 ;
+  wire \port$3547$0 ;
+  input \port$3549$0 ;
+  wire \port$3549$0 ;
+  input \port$3551$0 ;
+  wire \port$3551$0 ;
+  input \port$3553$0 ;
+  wire \port$3553$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -33961,7 +33961,7 @@ module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3485$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0 , \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
+      storage[w_port__addr] <= { \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34023,15 +34023,15 @@ module \hotline_accelerator.engine.bank6.queue (rst, w_en, \port$3485$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0 , \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
-  assign w_data = { \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0 , \port$3495$0 , \port$3493$0 , \port$3491$0 , \port$3489$0 , \port$3487$0 , \port$3485$0  };
+  assign w_port__data = { \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
+  assign w_data = { \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0 , \port$3546$0 , \port$3548$0 , \port$3550$0 , \port$3552$0 , \port$3554$0 , \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 
-, \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 , \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 
+, \port$3594$0 , \port$3596$0 , \port$3598$0 , \port$3600$0 , \port$3602$0 , \port$3604$0 , \port$3606$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -34060,20 +34060,6 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3542$0 ;
-  wire \port$3542$0 ;
-  input \port$3544$0 ;
-  wire \port$3544$0 ;
-  input \port$3546$0 ;
-  wire \port$3546$0 ;
-  input \port$3548$0 ;
-  wire \port$3548$0 ;
-  input \port$3550$0 ;
-  wire \port$3550$0 ;
-  input \port$3552$0 ;
-  wire \port$3552$0 ;
-  input \port$3554$0 ;
-  wire \port$3554$0 ;
   input \port$3556$0 ;
   wire \port$3556$0 ;
   input \port$3558$0 ;
@@ -34112,6 +34098,20 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
   wire \port$3590$0 ;
   input \port$3592$0 ;
   wire \port$3592$0 ;
+  input \port$3594$0 ;
+  wire \port$3594$0 ;
+  input \port$3596$0 ;
+  wire \port$3596$0 ;
+  input \port$3598$0 ;
+  wire \port$3598$0 ;
+  input \port$3600$0 ;
+  wire \port$3600$0 ;
+  input \port$3602$0 ;
+  wire \port$3602$0 ;
+  input \port$3604$0 ;
+  wire \port$3604$0 ;
+  input \port$3606$0 ;
+  wire \port$3606$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -34220,13 +34220,6 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
   );
   \hotline_accelerator.engine.bank7.queue  queue (
     .clk(clk),
-    .\port$3542$0 (\port$3542$0 ),
-    .\port$3544$0 (\port$3544$0 ),
-    .\port$3546$0 (\port$3546$0 ),
-    .\port$3548$0 (\port$3548$0 ),
-    .\port$3550$0 (\port$3550$0 ),
-    .\port$3552$0 (\port$3552$0 ),
-    .\port$3554$0 (\port$3554$0 ),
     .\port$3556$0 (\port$3556$0 ),
     .\port$3558$0 (\port$3558$0 ),
     .\port$3560$0 (\port$3560$0 ),
@@ -34246,6 +34239,13 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
     .\port$3588$0 (\port$3588$0 ),
     .\port$3590$0 (\port$3590$0 ),
     .\port$3592$0 (\port$3592$0 ),
+    .\port$3594$0 (\port$3594$0 ),
+    .\port$3596$0 (\port$3596$0 ),
+    .\port$3598$0 (\port$3598$0 ),
+    .\port$3600$0 (\port$3600$0 ),
+    .\port$3602$0 (\port$3602$0 ),
+    .\port$3604$0 (\port$3604$0 ),
+    .\port$3606$0 (\port$3606$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -34264,8 +34264,8 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
-  assign requests__payload = { \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
+  assign w_data = { \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
+  assign requests__payload = { \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -34279,9 +34279,9 @@ module \hotline_accelerator.engine.bank7 (rst, w_en, \port$3542$0 , \port$3544$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
-  assign \requests__payload.tag  = { \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0  };
-  assign \requests__payload.repeated  = \port$3592$0 ;
+  assign \requests__payload.set  = { \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
+  assign \requests__payload.tag  = { \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0  };
+  assign \requests__payload.repeated  = \port$3606$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -35213,8 +35213,8 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3542$0 , \port$3544$0 , \port$3546$0 , \port$3548$0 , \port$3550$0 , \port$3552$0 , \port$3554$0 , \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 
-, \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 , \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 
+, \port$3594$0 , \port$3596$0 , \port$3598$0 , \port$3600$0 , \port$3602$0 , \port$3604$0 , \port$3606$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35238,20 +35238,6 @@ module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3542$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3542$0 ;
-  wire \port$3542$0 ;
-  input \port$3544$0 ;
-  wire \port$3544$0 ;
-  input \port$3546$0 ;
-  wire \port$3546$0 ;
-  input \port$3548$0 ;
-  wire \port$3548$0 ;
-  input \port$3550$0 ;
-  wire \port$3550$0 ;
-  input \port$3552$0 ;
-  wire \port$3552$0 ;
-  input \port$3554$0 ;
-  wire \port$3554$0 ;
   input \port$3556$0 ;
   wire \port$3556$0 ;
   input \port$3558$0 ;
@@ -35290,6 +35276,20 @@ module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3542$0 , \port$
   wire \port$3590$0 ;
   input \port$3592$0 ;
   wire \port$3592$0 ;
+  input \port$3594$0 ;
+  wire \port$3594$0 ;
+  input \port$3596$0 ;
+  wire \port$3596$0 ;
+  input \port$3598$0 ;
+  wire \port$3598$0 ;
+  input \port$3600$0 ;
+  wire \port$3600$0 ;
+  input \port$3602$0 ;
+  wire \port$3602$0 ;
+  input \port$3604$0 ;
+  wire \port$3604$0 ;
+  input \port$3606$0 ;
+  wire \port$3606$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -35323,7 +35323,7 @@ module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3542$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
+      storage[w_port__addr] <= { \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35385,15 +35385,15 @@ module \hotline_accelerator.engine.bank7.queue (rst, w_en, \port$3542$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
-  assign w_data = { \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0 , \port$3548$0 , \port$3546$0 , \port$3544$0 , \port$3542$0  };
+  assign w_port__data = { \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
+  assign w_data = { \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0 , \port$3603$0 , \port$3605$0 , \port$3607$0 , \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 
-, \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 , \port$3647$0 , \port$3649$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 , \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 
+, \port$3647$0 , \port$3649$0 , \port$3651$0 , \port$3653$0 , \port$3655$0 , \port$3657$0 , \port$3659$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -35422,16 +35422,6 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3599$0 ;
-  wire \port$3599$0 ;
-  input \port$3601$0 ;
-  wire \port$3601$0 ;
-  input \port$3603$0 ;
-  wire \port$3603$0 ;
-  input \port$3605$0 ;
-  wire \port$3605$0 ;
-  input \port$3607$0 ;
-  wire \port$3607$0 ;
   input \port$3609$0 ;
   wire \port$3609$0 ;
   input \port$3611$0 ;
@@ -35474,6 +35464,16 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
   wire \port$3647$0 ;
   input \port$3649$0 ;
   wire \port$3649$0 ;
+  input \port$3651$0 ;
+  wire \port$3651$0 ;
+  input \port$3653$0 ;
+  wire \port$3653$0 ;
+  input \port$3655$0 ;
+  wire \port$3655$0 ;
+  input \port$3657$0 ;
+  wire \port$3657$0 ;
+  input \port$3659$0 ;
+  wire \port$3659$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -35582,11 +35582,6 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
   );
   \hotline_accelerator.engine.bank8.queue  queue (
     .clk(clk),
-    .\port$3599$0 (\port$3599$0 ),
-    .\port$3601$0 (\port$3601$0 ),
-    .\port$3603$0 (\port$3603$0 ),
-    .\port$3605$0 (\port$3605$0 ),
-    .\port$3607$0 (\port$3607$0 ),
     .\port$3609$0 (\port$3609$0 ),
     .\port$3611$0 (\port$3611$0 ),
     .\port$3613$0 (\port$3613$0 ),
@@ -35608,6 +35603,11 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
     .\port$3645$0 (\port$3645$0 ),
     .\port$3647$0 (\port$3647$0 ),
     .\port$3649$0 (\port$3649$0 ),
+    .\port$3651$0 (\port$3651$0 ),
+    .\port$3653$0 (\port$3653$0 ),
+    .\port$3655$0 (\port$3655$0 ),
+    .\port$3657$0 (\port$3657$0 ),
+    .\port$3659$0 (\port$3659$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -35626,8 +35626,8 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
-  assign requests__payload = { \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
+  assign w_data = { \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
+  assign requests__payload = { \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -35641,9 +35641,9 @@ module \hotline_accelerator.engine.bank8 (rst, w_en, \port$3599$0 , \port$3601$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
-  assign \requests__payload.tag  = { \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0  };
-  assign \requests__payload.repeated  = \port$3649$0 ;
+  assign \requests__payload.set  = { \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
+  assign \requests__payload.tag  = { \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0  };
+  assign \requests__payload.repeated  = \port$3659$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -36575,8 +36575,8 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3599$0 , \port$3601$0 , \port$3603$0 , \port$3605$0 , \port$3607$0 , \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 
-, \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 , \port$3647$0 , \port$3649$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 , \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 
+, \port$3647$0 , \port$3649$0 , \port$3651$0 , \port$3653$0 , \port$3655$0 , \port$3657$0 , \port$3659$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -36600,16 +36600,6 @@ module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3599$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3599$0 ;
-  wire \port$3599$0 ;
-  input \port$3601$0 ;
-  wire \port$3601$0 ;
-  input \port$3603$0 ;
-  wire \port$3603$0 ;
-  input \port$3605$0 ;
-  wire \port$3605$0 ;
-  input \port$3607$0 ;
-  wire \port$3607$0 ;
   input \port$3609$0 ;
   wire \port$3609$0 ;
   input \port$3611$0 ;
@@ -36652,6 +36642,16 @@ module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3599$0 , \port$
   wire \port$3647$0 ;
   input \port$3649$0 ;
   wire \port$3649$0 ;
+  input \port$3651$0 ;
+  wire \port$3651$0 ;
+  input \port$3653$0 ;
+  wire \port$3653$0 ;
+  input \port$3655$0 ;
+  wire \port$3655$0 ;
+  input \port$3657$0 ;
+  wire \port$3657$0 ;
+  input \port$3659$0 ;
+  wire \port$3659$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -36685,7 +36685,7 @@ module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3599$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
+      storage[w_port__addr] <= { \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -36747,15 +36747,15 @@ module \hotline_accelerator.engine.bank8.queue (rst, w_en, \port$3599$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
-  assign w_data = { \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0 , \port$3601$0 , \port$3599$0  };
+  assign w_port__data = { \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
+  assign w_data = { \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0 , \port$3660$0 , \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 
-, \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
+module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 , \port$3694$0 , \port$3696$0 , \port$3698$0 
+, \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , \port$3708$0 , \port$3710$0 , \port$3712$0 , \r_en$35 , requests__ready, read_data, responses__valid, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire \$1 ;
   wire [3:0] \$2 ;
@@ -36784,12 +36784,6 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$24 ;
-  input \port$3656$0 ;
-  wire \port$3656$0 ;
-  input \port$3658$0 ;
-  wire \port$3658$0 ;
-  input \port$3660$0 ;
-  wire \port$3660$0 ;
   input \port$3662$0 ;
   wire \port$3662$0 ;
   input \port$3664$0 ;
@@ -36836,6 +36830,12 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
   wire \port$3704$0 ;
   input \port$3706$0 ;
   wire \port$3706$0 ;
+  input \port$3708$0 ;
+  wire \port$3708$0 ;
+  input \port$3710$0 ;
+  wire \port$3710$0 ;
+  input \port$3712$0 ;
+  wire \port$3712$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$34 ;
   wire r_en;
@@ -36944,9 +36944,6 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
   );
   \hotline_accelerator.engine.bank9.queue  queue (
     .clk(clk),
-    .\port$3656$0 (\port$3656$0 ),
-    .\port$3658$0 (\port$3658$0 ),
-    .\port$3660$0 (\port$3660$0 ),
     .\port$3662$0 (\port$3662$0 ),
     .\port$3664$0 (\port$3664$0 ),
     .\port$3666$0 (\port$3666$0 ),
@@ -36970,6 +36967,9 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
     .\port$3702$0 (\port$3702$0 ),
     .\port$3704$0 (\port$3704$0 ),
     .\port$3706$0 (\port$3706$0 ),
+    .\port$3708$0 (\port$3708$0 ),
+    .\port$3710$0 (\port$3710$0 ),
+    .\port$3712$0 (\port$3712$0 ),
     .r_data(request__payload),
     .r_en(issue),
     .r_rdy(r_rdy),
@@ -36988,8 +36988,8 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
   assign \maint__clear$3  = maint__clear;
   assign \maint__hold$5  = maint__hold;
   assign \maint__read$7  = maint__read;
-  assign w_data = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
-  assign requests__payload = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
+  assign w_data = { \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
+  assign requests__payload = { \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
   assign requests__valid = w_en;
   assign w_rdy = requests__ready;
   assign r_en = issue;
@@ -37003,9 +37003,9 @@ module \hotline_accelerator.engine.bank9 (rst, w_en, \port$3656$0 , \port$3658$0
   assign \r_rdy$32  = responses__valid;
   assign \r_data$34  = responses__payload;
   assign responses__ready = \r_en$35 ;
-  assign \requests__payload.set  = { \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
-  assign \requests__payload.tag  = { \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0  };
-  assign \requests__payload.repeated  = \port$3706$0 ;
+  assign \requests__payload.set  = { \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
+  assign \requests__payload.tag  = { \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0  };
+  assign \requests__payload.repeated  = \port$3712$0 ;
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -37937,8 +37937,8 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3656$0 , \port$3658$0 , \port$3660$0 , \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 
-, \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 , \port$3694$0 , \port$3696$0 , \port$3698$0 
+, \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , \port$3708$0 , \port$3710$0 , \port$3712$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37962,12 +37962,6 @@ module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3656$0 , \port$
   (* init = 2'h0 *)
   wire [1:0] consume;
   reg [2:0] level = 3'h0;
-  input \port$3656$0 ;
-  wire \port$3656$0 ;
-  input \port$3658$0 ;
-  wire \port$3658$0 ;
-  input \port$3660$0 ;
-  wire \port$3660$0 ;
   input \port$3662$0 ;
   wire \port$3662$0 ;
   input \port$3664$0 ;
@@ -38014,6 +38008,12 @@ module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3656$0 , \port$
   wire \port$3704$0 ;
   input \port$3706$0 ;
   wire \port$3706$0 ;
+  input \port$3708$0 ;
+  wire \port$3708$0 ;
+  input \port$3710$0 ;
+  wire \port$3710$0 ;
+  input \port$3712$0 ;
+  wire \port$3712$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [25:0] r_data;
@@ -38047,7 +38047,7 @@ module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3656$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
+      storage[w_port__addr] <= { \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38109,8 +38109,8 @@ module \hotline_accelerator.engine.bank9.queue (rst, w_en, \port$3656$0 , \port$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
-  assign w_data = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
+  assign w_port__data = { \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
+  assign w_data = { \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -39541,22 +39541,22 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] \$318 ;
   wire [15:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [15:0] \$320 ;
   wire [15:0] \$321 ;
-  wire \$322 ;
+  wire [15:0] \$322 ;
   wire [15:0] \$323 ;
-  wire \$324 ;
+  wire [15:0] \$324 ;
   wire [15:0] \$325 ;
-  wire \$326 ;
+  wire [15:0] \$326 ;
   wire [15:0] \$327 ;
-  wire \$328 ;
+  wire [15:0] \$328 ;
   wire [15:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [15:0] \$330 ;
   wire [15:0] \$331 ;
-  wire \$332 ;
+  wire [15:0] \$332 ;
   wire [15:0] \$333 ;
-  wire \$334 ;
+  wire [15:0] \$334 ;
   wire [15:0] \$335 ;
   wire \$336 ;
   wire [15:0] \$337 ;
@@ -39681,85 +39681,85 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$444 ;
   wire [15:0] \$445 ;
   wire \$446 ;
-  wire \$447 ;
+  wire [15:0] \$447 ;
   wire \$448 ;
-  wire \$449 ;
+  wire [15:0] \$449 ;
   wire \$45 ;
   wire \$450 ;
-  wire \$451 ;
+  wire [15:0] \$451 ;
   wire \$452 ;
-  wire \$453 ;
+  wire [15:0] \$453 ;
   wire \$454 ;
-  wire \$455 ;
+  wire [15:0] \$455 ;
   wire \$456 ;
-  wire \$457 ;
+  wire [15:0] \$457 ;
   wire \$458 ;
-  wire \$459 ;
+  wire [15:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire \$461 ;
-  wire [3:0] \$462 ;
+  wire [15:0] \$461 ;
+  wire \$462 ;
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire [10:0] \$466 ;
-  wire [11:0] \$467 ;
-  wire [14:0] \$468 ;
-  wire [1:0] \$469 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [15:0] \$470 ;
-  wire [15:0] \$471 ;
-  reg \$472 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
   wire \$473 ;
   wire \$474 ;
-  wire [10:0] \$475 ;
-  wire [11:0] \$476 ;
-  wire [14:0] \$477 ;
-  reg [1:0] \$478 ;
-  wire [1:0] \$479 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [3:0] \$478 ;
+  wire \$479 ;
   wire \$48 ;
-  wire [15:0] \$480 ;
-  wire [15:0] \$481 ;
-  reg \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire [10:0] \$485 ;
-  wire [11:0] \$486 ;
-  wire [14:0] \$487 ;
-  reg [1:0] \$488 ;
-  wire [1:0] \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire [10:0] \$482 ;
+  wire [11:0] \$483 ;
+  wire [14:0] \$484 ;
+  wire [1:0] \$485 ;
+  wire [15:0] \$486 ;
+  wire [15:0] \$487 ;
+  reg \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [15:0] \$490 ;
-  wire [15:0] \$491 ;
-  reg \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire [10:0] \$495 ;
-  wire [11:0] \$496 ;
-  wire [14:0] \$497 ;
-  reg [1:0] \$498 ;
-  wire [1:0] \$499 ;
+  wire \$490 ;
+  wire [10:0] \$491 ;
+  wire [11:0] \$492 ;
+  wire [14:0] \$493 ;
+  reg [1:0] \$494 ;
+  wire [1:0] \$495 ;
+  wire [15:0] \$496 ;
+  wire [15:0] \$497 ;
+  reg \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [15:0] \$500 ;
-  wire [15:0] \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
+  wire \$500 ;
+  wire [10:0] \$501 ;
+  wire [11:0] \$502 ;
+  wire [14:0] \$503 ;
+  reg [1:0] \$504 ;
+  wire [1:0] \$505 ;
+  wire [15:0] \$506 ;
+  wire [15:0] \$507 ;
+  reg \$508 ;
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
+  wire [10:0] \$511 ;
+  wire [11:0] \$512 ;
+  wire [14:0] \$513 ;
+  reg [1:0] \$514 ;
+  wire [1:0] \$515 ;
+  wire [15:0] \$516 ;
+  wire [15:0] \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
@@ -39778,29 +39778,45 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$531 ;
   wire \$532 ;
   wire \$533 ;
-  wire [3:0] \$534 ;
-  reg \$535 ;
-  reg [55:0] \$536 ;
-  reg [18:0] \$537 ;
-  reg [18:0] \$538 ;
-  reg [18:0] \$539 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  reg [18:0] \$540 ;
-  reg [18:0] \$541 ;
-  reg [18:0] \$542 ;
-  reg [18:0] \$543 ;
-  reg [18:0] \$544 ;
-  reg [18:0] \$545 ;
-  reg [18:0] \$546 ;
-  reg [18:0] \$547 ;
-  reg [18:0] \$548 ;
-  reg [18:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  reg [18:0] \$550 ;
-  reg [18:0] \$551 ;
-  reg [18:0] \$552 ;
-  reg [2:0] \$553 ;
+  wire [3:0] \$550 ;
+  reg \$551 ;
+  reg [55:0] \$552 ;
+  reg [18:0] \$553 ;
+  reg [18:0] \$554 ;
+  reg [18:0] \$555 ;
+  reg [18:0] \$556 ;
+  reg [18:0] \$557 ;
+  reg [18:0] \$558 ;
+  reg [18:0] \$559 ;
   wire \$56 ;
+  reg [18:0] \$560 ;
+  reg [18:0] \$561 ;
+  reg [18:0] \$562 ;
+  reg [18:0] \$563 ;
+  reg [18:0] \$564 ;
+  reg [18:0] \$565 ;
+  reg [18:0] \$566 ;
+  reg [18:0] \$567 ;
+  reg [18:0] \$568 ;
+  reg [2:0] \$569 ;
   wire [3:0] \$57 ;
   wire [3:0] \$58 ;
   wire [3:0] \$59 ;
@@ -39853,52 +39869,36 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] answer_bit1;
   wire [15:0] answer_bit2;
   wire [15:0] answer_bit3;
-  wire [15:0] bank0_grant;
   wire [15:0] bank0_oldest;
   wire [15:0] bank0_wanted_by;
-  wire [15:0] bank10_grant;
   wire [15:0] bank10_oldest;
   wire [15:0] bank10_wanted_by;
-  wire [15:0] bank11_grant;
   wire [15:0] bank11_oldest;
   wire [15:0] bank11_wanted_by;
-  wire [15:0] bank12_grant;
   wire [15:0] bank12_oldest;
   wire [15:0] bank12_wanted_by;
-  wire [15:0] bank13_grant;
   wire [15:0] bank13_oldest;
   wire [15:0] bank13_wanted_by;
-  wire [15:0] bank14_grant;
   wire [15:0] bank14_oldest;
   wire [15:0] bank14_wanted_by;
-  wire [15:0] bank15_grant;
   wire [15:0] bank15_oldest;
   wire [15:0] bank15_wanted_by;
-  wire [15:0] bank1_grant;
   wire [15:0] bank1_oldest;
   wire [15:0] bank1_wanted_by;
-  wire [15:0] bank2_grant;
   wire [15:0] bank2_oldest;
   wire [15:0] bank2_wanted_by;
-  wire [15:0] bank3_grant;
   wire [15:0] bank3_oldest;
   wire [15:0] bank3_wanted_by;
-  wire [15:0] bank4_grant;
   wire [15:0] bank4_oldest;
   wire [15:0] bank4_wanted_by;
-  wire [15:0] bank5_grant;
   wire [15:0] bank5_oldest;
   wire [15:0] bank5_wanted_by;
-  wire [15:0] bank6_grant;
   wire [15:0] bank6_oldest;
   wire [15:0] bank6_wanted_by;
-  wire [15:0] bank7_grant;
   wire [15:0] bank7_oldest;
   wire [15:0] bank7_wanted_by;
-  wire [15:0] bank8_grant;
   wire [15:0] bank8_oldest;
   wire [15:0] bank8_wanted_by;
-  wire [15:0] bank9_grant;
   wire [15:0] bank9_oldest;
   wire [15:0] bank9_wanted_by;
   reg [18:0] beat0_lane0 = 19'h00000;
@@ -40445,212 +40445,228 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire rst;
   wire take;
   wire [15:0] takes;
-  assign held7_answer_now = takes[7] ? { \$382 , \$380 , \$378 , \$376  } : beat1_lane3[18:15];
-  assign held8_answered_now = beat2_lane0[14] | takes[8];
-  assign \$383  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
-  assign \$384  = | \$383 ;
-  assign \$385  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$385  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$386  = | \$385 ;
-  assign \$387  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$387  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$388  = | \$387 ;
-  assign \$389  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$389  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$390  = | \$389 ;
-  assign held8_answer_now = takes[8] ? { \$390 , \$388 , \$386 , \$384  } : beat2_lane0[18:15];
-  assign held9_answered_now = beat2_lane1[14] | takes[9];
-  assign \$391  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held6_answer_now = takes[6] ? { \$390 , \$388 , \$386 , \$384  } : beat1_lane2[18:15];
+  assign held7_answered_now = beat1_lane3[14] | takes[7];
+  assign \$391  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$392  = | \$391 ;
-  assign \$393  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$393  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$394  = | \$393 ;
-  assign \$395  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$395  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$396  = | \$395 ;
-  assign \$397  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$397  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$398  = | \$397 ;
-  assign held9_answer_now = takes[9] ? { \$398 , \$396 , \$394 , \$392  } : beat2_lane1[18:15];
-  assign held10_answered_now = beat2_lane2[14] | takes[10];
-  assign \$399  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held7_answer_now = takes[7] ? { \$398 , \$396 , \$394 , \$392  } : beat1_lane3[18:15];
+  assign held8_answered_now = beat2_lane0[14] | takes[8];
+  assign \$399  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$400  = | \$399 ;
-  assign \$401  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$401  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$402  = | \$401 ;
-  assign \$403  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$403  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$404  = | \$403 ;
-  assign \$405  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$405  = { \$140 , \$139 , \$138 , \$137  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$406  = | \$405 ;
-  assign held10_answer_now = takes[10] ? { \$406 , \$404 , \$402 , \$400  } : beat2_lane2[18:15];
-  assign held11_answered_now = beat2_lane3[14] | takes[11];
-  assign \$407  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held8_answer_now = takes[8] ? { \$406 , \$404 , \$402 , \$400  } : beat2_lane0[18:15];
+  assign held9_answered_now = beat2_lane1[14] | takes[9];
+  assign \$407  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$408  = | \$407 ;
-  assign \$409  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$409  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$410  = | \$409 ;
-  assign \$411  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$411  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$412  = | \$411 ;
-  assign \$413  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$413  = { \$156 , \$155 , \$154 , \$153  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$414  = | \$413 ;
-  assign held11_answer_now = takes[11] ? { \$414 , \$412 , \$410 , \$408  } : beat2_lane3[18:15];
-  assign held12_answered_now = beat3_lane0[14] | takes[12];
-  assign \$415  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held9_answer_now = takes[9] ? { \$414 , \$412 , \$410 , \$408  } : beat2_lane1[18:15];
+  assign held10_answered_now = beat2_lane2[14] | takes[10];
+  assign \$415  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$416  = | \$415 ;
-  assign \$417  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$417  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$418  = | \$417 ;
-  assign \$419  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$419  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$420  = | \$419 ;
-  assign \$421  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$421  = { \$172 , \$171 , \$170 , \$169  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$422  = | \$421 ;
-  assign held12_answer_now = takes[12] ? { \$422 , \$420 , \$418 , \$416  } : beat3_lane0[18:15];
-  assign held13_answered_now = beat3_lane1[14] | takes[13];
-  assign \$423  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held10_answer_now = takes[10] ? { \$422 , \$420 , \$418 , \$416  } : beat2_lane2[18:15];
+  assign held11_answered_now = beat2_lane3[14] | takes[11];
+  assign \$423  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$424  = | \$423 ;
-  assign \$425  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$425  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$426  = | \$425 ;
-  assign \$427  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$427  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$428  = | \$427 ;
-  assign \$429  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$429  = { \$188 , \$187 , \$186 , \$185  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$430  = | \$429 ;
-  assign held13_answer_now = takes[13] ? { \$430 , \$428 , \$426 , \$424  } : beat3_lane1[18:15];
-  assign held14_answered_now = beat3_lane2[14] | takes[14];
-  assign \$431  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held11_answer_now = takes[11] ? { \$430 , \$428 , \$426 , \$424  } : beat2_lane3[18:15];
+  assign held12_answered_now = beat3_lane0[14] | takes[12];
+  assign \$431  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$432  = | \$431 ;
-  assign \$433  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$433  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$434  = | \$433 ;
-  assign \$435  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$435  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$436  = | \$435 ;
-  assign \$437  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$437  = { \$204 , \$203 , \$202 , \$201  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$438  = | \$437 ;
-  assign held14_answer_now = takes[14] ? { \$438 , \$436 , \$434 , \$432  } : beat3_lane2[18:15];
-  assign held15_answered_now = beat3_lane3[14] | takes[15];
-  assign \$439  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held12_answer_now = takes[12] ? { \$438 , \$436 , \$434 , \$432  } : beat3_lane0[18:15];
+  assign held13_answered_now = beat3_lane1[14] | takes[13];
+  assign \$439  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$440  = | \$439 ;
-  assign \$441  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$441  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$442  = | \$441 ;
-  assign \$443  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$443  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$444  = | \$443 ;
-  assign \$445  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$445  = { \$220 , \$219 , \$218 , \$217  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$446  = | \$445 ;
-  assign held15_answer_now = takes[15] ? { \$446 , \$444 , \$442 , \$440  } : beat3_lane3[18:15];
-  assign \$447  = | count;
-  assign \$448  = ~ beat0_lane0[0];
-  assign \$449  = \$448  | beat0_lane0[11];
-  assign \$450  = \$449  | held0_answered_now;
-  assign \$451  = ~ beat0_lane1[0];
-  assign \$452  = \$451  | beat0_lane1[11];
-  assign \$453  = \$452  | held1_answered_now;
-  assign \$454  = ~ beat0_lane2[0];
-  assign \$455  = \$454  | beat0_lane2[11];
-  assign \$456  = \$455  | held2_answered_now;
-  assign \$457  = ~ beat0_lane3[0];
-  assign \$458  = \$457  | beat0_lane3[11];
-  assign \$459  = \$458  | held3_answered_now;
-  assign \$460  = & { \$459 , \$456 , \$453 , \$450  };
-  assign complete = \$447  & \$460 ;
-  assign \$461  = ~ results__valid;
-  assign out_free = \$461  | results__ready;
+  assign held13_answer_now = takes[13] ? { \$446 , \$444 , \$442 , \$440  } : beat3_lane1[18:15];
+  assign held14_answered_now = beat3_lane2[14] | takes[14];
+  assign \$447  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$448  = | \$447 ;
+  assign \$449  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$450  = | \$449 ;
+  assign \$451  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$452  = | \$451 ;
+  assign \$453  = { \$236 , \$235 , \$234 , \$233  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$454  = | \$453 ;
+  assign held14_answer_now = takes[14] ? { \$454 , \$452 , \$450 , \$448  } : beat3_lane2[18:15];
+  assign held15_answered_now = beat3_lane3[14] | takes[15];
+  assign \$455  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$456  = | \$455 ;
+  assign \$457  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$458  = | \$457 ;
+  assign \$459  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$460  = | \$459 ;
+  assign \$461  = { \$252 , \$251 , \$250 , \$249  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$462  = | \$461 ;
+  assign held15_answer_now = takes[15] ? { \$462 , \$460 , \$458 , \$456  } : beat3_lane3[18:15];
+  assign \$463  = | count;
+  assign \$464  = ~ beat0_lane0[0];
+  assign \$465  = \$464  | beat0_lane0[11];
+  assign \$466  = \$465  | held0_answered_now;
+  assign \$467  = ~ beat0_lane1[0];
+  assign \$468  = \$467  | beat0_lane1[11];
+  assign \$469  = \$468  | held1_answered_now;
+  assign \$470  = ~ beat0_lane2[0];
+  assign \$471  = \$470  | beat0_lane2[11];
+  assign \$472  = \$471  | held2_answered_now;
+  assign \$473  = ~ beat0_lane3[0];
+  assign \$474  = \$473  | beat0_lane3[11];
+  assign \$475  = \$474  | held3_answered_now;
+  assign \$476  = & { \$475 , \$472 , \$469 , \$466  };
+  assign complete = \$463  & \$476 ;
+  assign \$477  = ~ results__valid;
+  assign out_free = \$477  | results__ready;
   assign \release  = complete & out_free;
-  assign \$462  = count - \release ;
+  assign \$478  = count - \release ;
   assign records__ready = count < 3'h4;
   assign take = records__valid & records__ready;
-  assign \$463  = | count;
-  assign busy = \$463  | results__valid;
-  assign \$464  = beat0_lane0[11] ? held0_answer_now[3] : held0_answer_now[0];
-  assign \$465  = beat0_lane0[0] & \$464 ;
-  assign \$466  = beat0_lane0[4:1] * 7'h40;
-  assign \$467  = \$466  + beat0_lane0[10:5];
-  assign \$468  = \$467  * 3'h4;
-  assign \$470  = \$468  + \$469 ;
-  assign \$471  = beat0_lane0[0] ? \$470  : 16'h0000;
-  assign \$473  = beat0_lane1[11] ? \$472  : held1_answer_now[0];
-  assign \$474  = beat0_lane1[0] & \$473 ;
-  assign \$475  = beat0_lane1[4:1] * 7'h40;
-  assign \$476  = \$475  + beat0_lane1[10:5];
-  assign \$477  = \$476  * 3'h4;
-  assign \$479  = beat0_lane1[11] ? \$478  : held1_answer_now[2:1];
-  assign \$480  = \$477  + \$479 ;
-  assign \$481  = beat0_lane1[0] ? \$480  : 16'h0000;
-  assign \$483  = beat0_lane2[11] ? \$482  : held2_answer_now[0];
-  assign \$484  = beat0_lane2[0] & \$483 ;
-  assign \$485  = beat0_lane2[4:1] * 7'h40;
-  assign \$486  = \$485  + beat0_lane2[10:5];
-  assign \$487  = \$486  * 3'h4;
-  assign \$489  = beat0_lane2[11] ? \$488  : held2_answer_now[2:1];
-  assign \$490  = \$487  + \$489 ;
-  assign \$491  = beat0_lane2[0] ? \$490  : 16'h0000;
-  assign \$493  = beat0_lane3[11] ? \$492  : held3_answer_now[0];
-  assign \$494  = beat0_lane3[0] & \$493 ;
-  assign \$495  = beat0_lane3[4:1] * 7'h40;
-  assign \$496  = \$495  + beat0_lane3[10:5];
-  assign \$497  = \$496  * 3'h4;
-  assign \$499  = beat0_lane3[11] ? \$498  : held3_answer_now[2:1];
-  assign \$500  = \$497  + \$499 ;
-  assign \$501  = beat0_lane3[0] ? \$500  : 16'h0000;
-  assign \$502  = ! \$462 [2:0];
-  assign \$503  = take & \$502 ;
-  assign \$504  = ! \$462 [2:0];
-  assign \$505  = take & \$504 ;
-  assign \$506  = ! \$462 [2:0];
-  assign \$507  = take & \$506 ;
-  assign \$508  = ! \$462 [2:0];
-  assign \$509  = take & \$508 ;
-  assign \$510  = \$462 [2:0] == 1'h1;
-  assign \$511  = take & \$510 ;
-  assign \$512  = \$462 [2:0] == 1'h1;
-  assign \$513  = take & \$512 ;
-  assign \$514  = \$462 [2:0] == 1'h1;
-  assign \$515  = take & \$514 ;
-  assign \$516  = \$462 [2:0] == 1'h1;
-  assign \$517  = take & \$516 ;
-  assign \$518  = \$462 [2:0] == 2'h2;
+  assign \$479  = | count;
+  assign busy = \$479  | results__valid;
+  assign \$480  = beat0_lane0[11] ? held0_answer_now[3] : held0_answer_now[0];
+  assign \$481  = beat0_lane0[0] & \$480 ;
+  assign \$482  = beat0_lane0[4:1] * 7'h40;
+  assign \$483  = \$482  + beat0_lane0[10:5];
+  assign \$484  = \$483  * 3'h4;
+  assign \$486  = \$484  + \$485 ;
+  assign \$487  = beat0_lane0[0] ? \$486  : 16'h0000;
+  assign \$489  = beat0_lane1[11] ? \$488  : held1_answer_now[0];
+  assign \$490  = beat0_lane1[0] & \$489 ;
+  assign \$491  = beat0_lane1[4:1] * 7'h40;
+  assign \$492  = \$491  + beat0_lane1[10:5];
+  assign \$493  = \$492  * 3'h4;
+  assign \$495  = beat0_lane1[11] ? \$494  : held1_answer_now[2:1];
+  assign \$496  = \$493  + \$495 ;
+  assign \$497  = beat0_lane1[0] ? \$496  : 16'h0000;
+  assign \$499  = beat0_lane2[11] ? \$498  : held2_answer_now[0];
+  assign \$500  = beat0_lane2[0] & \$499 ;
+  assign \$501  = beat0_lane2[4:1] * 7'h40;
+  assign \$502  = \$501  + beat0_lane2[10:5];
+  assign \$503  = \$502  * 3'h4;
+  assign \$505  = beat0_lane2[11] ? \$504  : held2_answer_now[2:1];
+  assign \$506  = \$503  + \$505 ;
+  assign \$507  = beat0_lane2[0] ? \$506  : 16'h0000;
+  assign \$509  = beat0_lane3[11] ? \$508  : held3_answer_now[0];
+  assign \$510  = beat0_lane3[0] & \$509 ;
+  assign \$511  = beat0_lane3[4:1] * 7'h40;
+  assign \$512  = \$511  + beat0_lane3[10:5];
+  assign \$513  = \$512  * 3'h4;
+  assign \$515  = beat0_lane3[11] ? \$514  : held3_answer_now[2:1];
+  assign \$516  = \$513  + \$515 ;
+  assign \$517  = beat0_lane3[0] ? \$516  : 16'h0000;
+  assign \$518  = ! \$478 [2:0];
   assign \$519  = take & \$518 ;
-  assign \$520  = \$462 [2:0] == 2'h2;
+  assign \$520  = ! \$478 [2:0];
   assign \$521  = take & \$520 ;
-  assign \$522  = \$462 [2:0] == 2'h2;
+  assign \$522  = ! \$478 [2:0];
   assign \$523  = take & \$522 ;
-  assign \$524  = \$462 [2:0] == 2'h2;
+  assign \$524  = ! \$478 [2:0];
   assign \$525  = take & \$524 ;
-  assign \$526  = \$462 [2:0] == 2'h3;
+  assign \$526  = \$478 [2:0] == 1'h1;
   assign \$527  = take & \$526 ;
-  assign \$528  = \$462 [2:0] == 2'h3;
+  assign \$528  = \$478 [2:0] == 1'h1;
   assign \$529  = take & \$528 ;
-  assign \$530  = \$462 [2:0] == 2'h3;
+  assign \$530  = \$478 [2:0] == 1'h1;
   assign \$531  = take & \$530 ;
-  assign \$532  = \$462 [2:0] == 2'h3;
+  assign \$532  = \$478 [2:0] == 1'h1;
   assign \$533  = take & \$532 ;
-  assign \$534  = \$462 [2:0] + take;
+  assign \$534  = \$478 [2:0] == 2'h2;
+  assign \$535  = take & \$534 ;
+  assign \$536  = \$478 [2:0] == 2'h2;
+  assign \$537  = take & \$536 ;
+  assign \$538  = \$478 [2:0] == 2'h2;
+  assign \$539  = take & \$538 ;
+  assign \$540  = \$478 [2:0] == 2'h2;
+  assign \$541  = take & \$540 ;
+  assign \$542  = \$478 [2:0] == 2'h3;
+  assign \$543  = take & \$542 ;
+  assign \$544  = \$478 [2:0] == 2'h3;
+  assign \$545  = take & \$544 ;
+  assign \$546  = \$478 [2:0] == 2'h3;
+  assign \$547  = take & \$546 ;
+  assign \$548  = \$478 [2:0] == 2'h3;
+  assign \$549  = take & \$548 ;
+  assign \$550  = \$478 [2:0] + take;
   always @(posedge clk)
-    results__valid <= \$535 ;
+    results__valid <= \$551 ;
   always @(posedge clk)
-    results__payload <= \$536 ;
+    results__payload <= \$552 ;
   always @(posedge clk)
-    beat0_lane0 <= \$537 ;
+    beat0_lane0 <= \$553 ;
   always @(posedge clk)
-    beat0_lane1 <= \$538 ;
+    beat0_lane1 <= \$554 ;
   always @(posedge clk)
-    beat0_lane2 <= \$539 ;
+    beat0_lane2 <= \$555 ;
   always @(posedge clk)
-    beat0_lane3 <= \$540 ;
+    beat0_lane3 <= \$556 ;
   always @(posedge clk)
-    beat1_lane0 <= \$541 ;
+    beat1_lane0 <= \$557 ;
   always @(posedge clk)
-    beat1_lane1 <= \$542 ;
+    beat1_lane1 <= \$558 ;
   always @(posedge clk)
-    beat1_lane2 <= \$543 ;
+    beat1_lane2 <= \$559 ;
   always @(posedge clk)
-    beat1_lane3 <= \$544 ;
+    beat1_lane3 <= \$560 ;
   always @(posedge clk)
-    beat2_lane0 <= \$545 ;
+    beat2_lane0 <= \$561 ;
   always @(posedge clk)
-    beat2_lane1 <= \$546 ;
+    beat2_lane1 <= \$562 ;
   always @(posedge clk)
-    beat2_lane2 <= \$547 ;
+    beat2_lane2 <= \$563 ;
   always @(posedge clk)
-    beat2_lane3 <= \$548 ;
+    beat2_lane3 <= \$564 ;
   always @(posedge clk)
-    beat3_lane0 <= \$549 ;
+    beat3_lane0 <= \$565 ;
   always @(posedge clk)
-    beat3_lane1 <= \$550 ;
+    beat3_lane1 <= \$566 ;
   always @(posedge clk)
-    beat3_lane2 <= \$551 ;
+    beat3_lane2 <= \$567 ;
   always @(posedge clk)
-    beat3_lane3 <= \$552 ;
+    beat3_lane3 <= \$568 ;
   always @(posedge clk)
-    count <= \$553 ;
+    count <= \$569 ;
   assign \$1  = ! beat0_lane0[2:1];
   assign \$2  = beat0_lane0[2:1] == 1'h1;
   assign \$3  = beat0_lane0[2:1] == 2'h2;
@@ -40926,219 +40942,203 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign \$257  = ~ { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
   assign \$258  = \$257  + 1'h1;
   assign \$259  = { 1'h0, held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] } & \$258 ;
-  assign responses__0__ready = | { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
-  assign bank0_grant = \$259 [15:0] & { responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid };
   assign \$260  = ~ { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
   assign \$261  = \$260  + 1'h1;
   assign \$262  = { 1'h0, held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] } & \$261 ;
-  assign responses__1__ready = | { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
-  assign bank1_grant = \$262 [15:0] & { responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid };
   assign \$263  = ~ { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
   assign \$264  = \$263  + 1'h1;
   assign \$265  = { 1'h0, held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] } & \$264 ;
-  assign responses__2__ready = | { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
-  assign bank2_grant = \$265 [15:0] & { responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid };
   assign \$266  = ~ { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
   assign \$267  = \$266  + 1'h1;
   assign \$268  = { 1'h0, held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] } & \$267 ;
-  assign responses__3__ready = | { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
-  assign bank3_grant = \$268 [15:0] & { responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid };
   assign \$269  = ~ { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
   assign \$270  = \$269  + 1'h1;
   assign \$271  = { 1'h0, held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] } & \$270 ;
-  assign responses__4__ready = | { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
-  assign bank4_grant = \$271 [15:0] & { responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid };
   assign \$272  = ~ { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
   assign \$273  = \$272  + 1'h1;
   assign \$274  = { 1'h0, held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] } & \$273 ;
-  assign responses__5__ready = | { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
-  assign bank5_grant = \$274 [15:0] & { responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid };
   assign \$275  = ~ { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
   assign \$276  = \$275  + 1'h1;
   assign \$277  = { 1'h0, held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] } & \$276 ;
-  assign responses__6__ready = | { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
-  assign bank6_grant = \$277 [15:0] & { responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid };
   assign \$278  = ~ { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
   assign \$279  = \$278  + 1'h1;
   assign \$280  = { 1'h0, held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] } & \$279 ;
-  assign responses__7__ready = | { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
-  assign bank7_grant = \$280 [15:0] & { responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid };
   assign \$281  = ~ { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
   assign \$282  = \$281  + 1'h1;
   assign \$283  = { 1'h0, held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] } & \$282 ;
-  assign responses__8__ready = | { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
-  assign bank8_grant = \$283 [15:0] & { responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid };
   assign \$284  = ~ { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
   assign \$285  = \$284  + 1'h1;
   assign \$286  = { 1'h0, held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] } & \$285 ;
-  assign responses__9__ready = | { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
-  assign bank9_grant = \$286 [15:0] & { responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid };
   assign \$287  = ~ { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
   assign \$288  = \$287  + 1'h1;
   assign \$289  = { 1'h0, held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] } & \$288 ;
-  assign responses__10__ready = | { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
-  assign bank10_grant = \$289 [15:0] & { responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid };
   assign \$290  = ~ { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
   assign \$291  = \$290  + 1'h1;
   assign \$292  = { 1'h0, held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] } & \$291 ;
-  assign responses__11__ready = | { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
-  assign bank11_grant = \$292 [15:0] & { responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid };
   assign \$293  = ~ { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
   assign \$294  = \$293  + 1'h1;
   assign \$295  = { 1'h0, held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] } & \$294 ;
-  assign responses__12__ready = | { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
-  assign bank12_grant = \$295 [15:0] & { responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid };
   assign \$296  = ~ { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
   assign \$297  = \$296  + 1'h1;
   assign \$298  = { 1'h0, held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] } & \$297 ;
-  assign responses__13__ready = | { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
-  assign bank13_grant = \$298 [15:0] & { responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid };
   assign \$299  = ~ { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
   assign \$300  = \$299  + 1'h1;
   assign \$301  = { 1'h0, held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] } & \$300 ;
-  assign responses__14__ready = | { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
-  assign bank14_grant = \$301 [15:0] & { responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid };
   assign \$302  = ~ { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
   assign \$303  = \$302  + 1'h1;
   assign \$304  = { 1'h0, held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] } & \$303 ;
+  assign responses__0__ready = | { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
+  assign responses__1__ready = | { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
+  assign responses__2__ready = | { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
+  assign responses__3__ready = | { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
+  assign responses__4__ready = | { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
+  assign responses__5__ready = | { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
+  assign responses__6__ready = | { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
+  assign responses__7__ready = | { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
+  assign responses__8__ready = | { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
+  assign responses__9__ready = | { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
+  assign responses__10__ready = | { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
+  assign responses__11__ready = | { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
+  assign responses__12__ready = | { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
+  assign responses__13__ready = | { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
+  assign responses__14__ready = | { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
   assign responses__15__ready = | { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
-  assign bank15_grant = \$304 [15:0] & { responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid };
-  assign \$305  = bank0_grant | bank1_grant;
-  assign \$306  = bank2_grant | bank3_grant;
+  assign \$305  = \$259 [15:0] & { responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid };
+  assign \$306  = \$262 [15:0] & { responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid };
   assign \$307  = \$305  | \$306 ;
-  assign \$308  = bank4_grant | bank5_grant;
-  assign \$309  = bank6_grant | bank7_grant;
+  assign \$308  = \$265 [15:0] & { responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid };
+  assign \$309  = \$268 [15:0] & { responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid };
   assign \$310  = \$308  | \$309 ;
   assign \$311  = \$307  | \$310 ;
-  assign \$312  = bank8_grant | bank9_grant;
-  assign \$313  = bank10_grant | bank11_grant;
+  assign \$312  = \$271 [15:0] & { responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid };
+  assign \$313  = \$274 [15:0] & { responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid };
   assign \$314  = \$312  | \$313 ;
-  assign \$315  = bank12_grant | bank13_grant;
-  assign \$316  = bank14_grant | bank15_grant;
+  assign \$315  = \$277 [15:0] & { responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid };
+  assign \$316  = \$280 [15:0] & { responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid };
   assign \$317  = \$315  | \$316 ;
   assign \$318  = \$314  | \$317 ;
-  assign takes = \$311  | \$318 ;
+  assign \$319  = \$311  | \$318 ;
+  assign \$320  = \$283 [15:0] & { responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid };
+  assign \$321  = \$286 [15:0] & { responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid };
+  assign \$322  = \$320  | \$321 ;
+  assign \$323  = \$289 [15:0] & { responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid };
+  assign \$324  = \$292 [15:0] & { responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid };
+  assign \$325  = \$323  | \$324 ;
+  assign \$326  = \$322  | \$325 ;
+  assign \$327  = \$295 [15:0] & { responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid };
+  assign \$328  = \$298 [15:0] & { responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid };
+  assign \$329  = \$327  | \$328 ;
+  assign \$330  = \$301 [15:0] & { responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid };
+  assign \$331  = \$304 [15:0] & { responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid };
+  assign \$332  = \$330  | \$331 ;
+  assign \$333  = \$329  | \$332 ;
+  assign \$334  = \$326  | \$333 ;
+  assign takes = \$319  | \$334 ;
   assign held0_answered_now = beat0_lane0[14] | takes[0];
-  assign \$319  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
-  assign \$320  = | \$319 ;
-  assign \$321  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
-  assign \$322  = | \$321 ;
-  assign \$323  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
-  assign \$324  = | \$323 ;
-  assign \$325  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$326  = | \$325 ;
-  assign held0_answer_now = takes[0] ? { \$326 , \$324 , \$322 , \$320  } : beat0_lane0[18:15];
-  assign held1_answered_now = beat0_lane1[14] | takes[1];
-  assign \$327  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
-  assign \$328  = | \$327 ;
-  assign \$329  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
-  assign \$330  = | \$329 ;
-  assign \$331  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
-  assign \$332  = | \$331 ;
-  assign \$333  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$334  = | \$333 ;
-  assign held1_answer_now = takes[1] ? { \$334 , \$332 , \$330 , \$328  } : beat0_lane1[18:15];
-  assign held2_answered_now = beat0_lane2[14] | takes[2];
-  assign \$335  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$335  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$336  = | \$335 ;
-  assign \$337  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$337  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$338  = | \$337 ;
-  assign \$339  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$339  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$340  = | \$339 ;
-  assign \$341  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$341  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$342  = | \$341 ;
-  assign held2_answer_now = takes[2] ? { \$342 , \$340 , \$338 , \$336  } : beat0_lane2[18:15];
-  assign held3_answered_now = beat0_lane3[14] | takes[3];
-  assign \$343  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held0_answer_now = takes[0] ? { \$342 , \$340 , \$338 , \$336  } : beat0_lane0[18:15];
+  assign held1_answered_now = beat0_lane1[14] | takes[1];
+  assign \$343  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$344  = | \$343 ;
-  assign \$345  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$345  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$346  = | \$345 ;
-  assign \$347  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$347  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$348  = | \$347 ;
-  assign \$349  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$349  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$350  = | \$349 ;
-  assign held3_answer_now = takes[3] ? { \$350 , \$348 , \$346 , \$344  } : beat0_lane3[18:15];
-  assign held4_answered_now = beat1_lane0[14] | takes[4];
-  assign \$351  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held1_answer_now = takes[1] ? { \$350 , \$348 , \$346 , \$344  } : beat0_lane1[18:15];
+  assign held2_answered_now = beat0_lane2[14] | takes[2];
+  assign \$351  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$352  = | \$351 ;
-  assign \$353  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$353  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$354  = | \$353 ;
-  assign \$355  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$355  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$356  = | \$355 ;
-  assign \$357  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$357  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$358  = | \$357 ;
-  assign held4_answer_now = takes[4] ? { \$358 , \$356 , \$354 , \$352  } : beat1_lane0[18:15];
-  assign held5_answered_now = beat1_lane1[14] | takes[5];
-  assign \$359  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held2_answer_now = takes[2] ? { \$358 , \$356 , \$354 , \$352  } : beat0_lane2[18:15];
+  assign held3_answered_now = beat0_lane3[14] | takes[3];
+  assign \$359  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$360  = | \$359 ;
-  assign \$361  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$361  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$362  = | \$361 ;
-  assign \$363  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$363  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$364  = | \$363 ;
-  assign \$365  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$365  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$366  = | \$365 ;
-  assign held5_answer_now = takes[5] ? { \$366 , \$364 , \$362 , \$360  } : beat1_lane1[18:15];
-  assign held6_answered_now = beat1_lane2[14] | takes[6];
-  assign \$367  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held3_answer_now = takes[3] ? { \$366 , \$364 , \$362 , \$360  } : beat0_lane3[18:15];
+  assign held4_answered_now = beat1_lane0[14] | takes[4];
+  assign \$367  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$368  = | \$367 ;
-  assign \$369  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$369  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$370  = | \$369 ;
-  assign \$371  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$371  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$372  = | \$371 ;
-  assign \$373  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$373  = { \$76 , \$75 , \$74 , \$73  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$374  = | \$373 ;
-  assign held6_answer_now = takes[6] ? { \$374 , \$372 , \$370 , \$368  } : beat1_lane2[18:15];
-  assign held7_answered_now = beat1_lane3[14] | takes[7];
-  assign \$375  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held4_answer_now = takes[4] ? { \$374 , \$372 , \$370 , \$368  } : beat1_lane0[18:15];
+  assign held5_answered_now = beat1_lane1[14] | takes[5];
+  assign \$375  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
   assign \$376  = | \$375 ;
-  assign \$377  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$377  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$378  = | \$377 ;
-  assign \$379  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$379  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$380  = | \$379 ;
-  assign \$381  = { \$124 , \$123 , \$122 , \$121  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$381  = { \$92 , \$91 , \$90 , \$89  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$382  = | \$381 ;
+  assign held5_answer_now = takes[5] ? { \$382 , \$380 , \$378 , \$376  } : beat1_lane1[18:15];
+  assign held6_answered_now = beat1_lane2[14] | takes[6];
+  assign \$383  = { \$108 , \$107 , \$106 , \$105  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$384  = | \$383 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$472  = 1'h0;
+    \$488  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
-          \$472  = held0_answer_now[3];
+          \$488  = held0_answer_now[3];
       2'h1:
-          \$472  = held1_answer_now[3];
+          \$488  = held1_answer_now[3];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$478  = 2'h0;
+    \$494  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
-          \$478  = held0_answer_now[2:1];
+          \$494  = held0_answer_now[2:1];
       2'h1:
-          \$478  = held1_answer_now[2:1];
+          \$494  = held1_answer_now[2:1];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$482  = 1'h0;
+    \$498  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
-          \$482  = held0_answer_now[3];
+          \$498  = held0_answer_now[3];
       2'h1:
-          \$482  = held1_answer_now[3];
+          \$498  = held1_answer_now[3];
       2'h2:
-          \$482  = held2_answer_now[3];
+          \$498  = held2_answer_now[3];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$488  = 2'h0;
+    \$504  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
-          \$488  = held0_answer_now[2:1];
+          \$504  = held0_answer_now[2:1];
       2'h1:
-          \$488  = held1_answer_now[2:1];
+          \$504  = held1_answer_now[2:1];
       2'h2:
-          \$488  = held2_answer_now[2:1];
+          \$504  = held2_answer_now[2:1];
     endcase
   end
   always @* begin
@@ -41146,13 +41146,13 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
-          \$492  = held0_answer_now[3];
+          \$508  = held0_answer_now[3];
       2'h1:
-          \$492  = held1_answer_now[3];
+          \$508  = held1_answer_now[3];
       2'h2:
-          \$492  = held2_answer_now[3];
+          \$508  = held2_answer_now[3];
       2'h3:
-          \$492  = held3_answer_now[3];
+          \$508  = held3_answer_now[3];
     endcase
   end
   always @* begin
@@ -41160,354 +41160,354 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
-          \$498  = held0_answer_now[2:1];
+          \$514  = held0_answer_now[2:1];
       2'h1:
-          \$498  = held1_answer_now[2:1];
+          \$514  = held1_answer_now[2:1];
       2'h2:
-          \$498  = held2_answer_now[2:1];
+          \$514  = held2_answer_now[2:1];
       2'h3:
-          \$498  = held3_answer_now[2:1];
+          \$514  = held3_answer_now[2:1];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$535  = results__valid;
+    \$551  = results__valid;
     if (results__ready) begin
-      \$535  = 1'h0;
+      \$551  = 1'h0;
     end
     if (\release ) begin
-      \$535  = 1'h1;
+      \$551  = 1'h1;
     end
     if (rst) begin
-      \$535  = 1'h0;
+      \$551  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$536  = results__payload;
+    \$552  = results__payload;
     if (\release ) begin
-      \$536 [0] = beat0_lane0[0];
-      \$536 [1] = \$465 ;
-      \$536 [13:2] = \$471 [11:0];
-      \$536 [14] = beat0_lane1[0];
-      \$536 [15] = \$474 ;
-      \$536 [27:16] = \$481 [11:0];
-      \$536 [28] = beat0_lane2[0];
-      \$536 [29] = \$484 ;
-      \$536 [41:30] = \$491 [11:0];
-      \$536 [42] = beat0_lane3[0];
-      \$536 [43] = \$494 ;
-      \$536 [55:44] = \$501 [11:0];
+      \$552 [0] = beat0_lane0[0];
+      \$552 [1] = \$481 ;
+      \$552 [13:2] = \$487 [11:0];
+      \$552 [14] = beat0_lane1[0];
+      \$552 [15] = \$490 ;
+      \$552 [27:16] = \$497 [11:0];
+      \$552 [28] = beat0_lane2[0];
+      \$552 [29] = \$500 ;
+      \$552 [41:30] = \$507 [11:0];
+      \$552 [42] = beat0_lane3[0];
+      \$552 [43] = \$510 ;
+      \$552 [55:44] = \$517 [11:0];
     end
     if (rst) begin
-      \$536  = 56'h00000000000000;
+      \$552  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$537 [18:15], \$537 [13:0] } = { beat0_lane0[18:15], beat0_lane0[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$503 ) begin
-      \$537 [13:0] = records__payload[13:0];
-      \$537 [14] = 1'h0;
-    end else if (\release ) begin
-      \$537 [13:0] = beat1_lane0[13:0];
-      \$537 [14] = held4_answered_now;
-      \$537 [18:15] = held4_answer_now;
-    end else begin
-      \$537 [14] = held0_answered_now;
-      \$537 [18:15] = held0_answer_now;
-    end
-    if (rst) begin
-      \$537  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$538 [18:15], \$538 [13:0] } = { beat0_lane1[18:15], beat0_lane1[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$505 ) begin
-      \$538 [13:0] = records__payload[27:14];
-      \$538 [14] = 1'h0;
-    end else if (\release ) begin
-      \$538 [13:0] = beat1_lane1[13:0];
-      \$538 [14] = held5_answered_now;
-      \$538 [18:15] = held5_answer_now;
-    end else begin
-      \$538 [14] = held1_answered_now;
-      \$538 [18:15] = held1_answer_now;
-    end
-    if (rst) begin
-      \$538  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$539 [18:15], \$539 [13:0] } = { beat0_lane2[18:15], beat0_lane2[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$507 ) begin
-      \$539 [13:0] = records__payload[41:28];
-      \$539 [14] = 1'h0;
-    end else if (\release ) begin
-      \$539 [13:0] = beat1_lane2[13:0];
-      \$539 [14] = held6_answered_now;
-      \$539 [18:15] = held6_answer_now;
-    end else begin
-      \$539 [14] = held2_answered_now;
-      \$539 [18:15] = held2_answer_now;
-    end
-    if (rst) begin
-      \$539  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$540 [18:15], \$540 [13:0] } = { beat0_lane3[18:15], beat0_lane3[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$509 ) begin
-      \$540 [13:0] = records__payload[55:42];
-      \$540 [14] = 1'h0;
-    end else if (\release ) begin
-      \$540 [13:0] = beat1_lane3[13:0];
-      \$540 [14] = held7_answered_now;
-      \$540 [18:15] = held7_answer_now;
-    end else begin
-      \$540 [14] = held3_answered_now;
-      \$540 [18:15] = held3_answer_now;
-    end
-    if (rst) begin
-      \$540  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$541 [18:15], \$541 [13:0] } = { beat1_lane0[18:15], beat1_lane0[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$511 ) begin
-      \$541 [13:0] = records__payload[13:0];
-      \$541 [14] = 1'h0;
-    end else if (\release ) begin
-      \$541 [13:0] = beat2_lane0[13:0];
-      \$541 [14] = held8_answered_now;
-      \$541 [18:15] = held8_answer_now;
-    end else begin
-      \$541 [14] = held4_answered_now;
-      \$541 [18:15] = held4_answer_now;
-    end
-    if (rst) begin
-      \$541  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$542 [18:15], \$542 [13:0] } = { beat1_lane1[18:15], beat1_lane1[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$513 ) begin
-      \$542 [13:0] = records__payload[27:14];
-      \$542 [14] = 1'h0;
-    end else if (\release ) begin
-      \$542 [13:0] = beat2_lane1[13:0];
-      \$542 [14] = held9_answered_now;
-      \$542 [18:15] = held9_answer_now;
-    end else begin
-      \$542 [14] = held5_answered_now;
-      \$542 [18:15] = held5_answer_now;
-    end
-    if (rst) begin
-      \$542  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$543 [18:15], \$543 [13:0] } = { beat1_lane2[18:15], beat1_lane2[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$515 ) begin
-      \$543 [13:0] = records__payload[41:28];
-      \$543 [14] = 1'h0;
-    end else if (\release ) begin
-      \$543 [13:0] = beat2_lane2[13:0];
-      \$543 [14] = held10_answered_now;
-      \$543 [18:15] = held10_answer_now;
-    end else begin
-      \$543 [14] = held6_answered_now;
-      \$543 [18:15] = held6_answer_now;
-    end
-    if (rst) begin
-      \$543  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$544 [18:15], \$544 [13:0] } = { beat1_lane3[18:15], beat1_lane3[13:0] };
-    (* full_case = 32'd1 *)
-    if (\$517 ) begin
-      \$544 [13:0] = records__payload[55:42];
-      \$544 [14] = 1'h0;
-    end else if (\release ) begin
-      \$544 [13:0] = beat2_lane3[13:0];
-      \$544 [14] = held11_answered_now;
-      \$544 [18:15] = held11_answer_now;
-    end else begin
-      \$544 [14] = held7_answered_now;
-      \$544 [18:15] = held7_answer_now;
-    end
-    if (rst) begin
-      \$544  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$545 [18:15], \$545 [13:0] } = { beat2_lane0[18:15], beat2_lane0[13:0] };
+    { \$553 [18:15], \$553 [13:0] } = { beat0_lane0[18:15], beat0_lane0[13:0] };
     (* full_case = 32'd1 *)
     if (\$519 ) begin
-      \$545 [13:0] = records__payload[13:0];
-      \$545 [14] = 1'h0;
+      \$553 [13:0] = records__payload[13:0];
+      \$553 [14] = 1'h0;
     end else if (\release ) begin
-      \$545 [13:0] = beat3_lane0[13:0];
-      \$545 [14] = held12_answered_now;
-      \$545 [18:15] = held12_answer_now;
+      \$553 [13:0] = beat1_lane0[13:0];
+      \$553 [14] = held4_answered_now;
+      \$553 [18:15] = held4_answer_now;
     end else begin
-      \$545 [14] = held8_answered_now;
-      \$545 [18:15] = held8_answer_now;
+      \$553 [14] = held0_answered_now;
+      \$553 [18:15] = held0_answer_now;
     end
     if (rst) begin
-      \$545  = 19'h00000;
+      \$553  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$546 [18:15], \$546 [13:0] } = { beat2_lane1[18:15], beat2_lane1[13:0] };
+    { \$554 [18:15], \$554 [13:0] } = { beat0_lane1[18:15], beat0_lane1[13:0] };
     (* full_case = 32'd1 *)
     if (\$521 ) begin
-      \$546 [13:0] = records__payload[27:14];
-      \$546 [14] = 1'h0;
+      \$554 [13:0] = records__payload[27:14];
+      \$554 [14] = 1'h0;
     end else if (\release ) begin
-      \$546 [13:0] = beat3_lane1[13:0];
-      \$546 [14] = held13_answered_now;
-      \$546 [18:15] = held13_answer_now;
+      \$554 [13:0] = beat1_lane1[13:0];
+      \$554 [14] = held5_answered_now;
+      \$554 [18:15] = held5_answer_now;
     end else begin
-      \$546 [14] = held9_answered_now;
-      \$546 [18:15] = held9_answer_now;
+      \$554 [14] = held1_answered_now;
+      \$554 [18:15] = held1_answer_now;
     end
     if (rst) begin
-      \$546  = 19'h00000;
+      \$554  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$547 [18:15], \$547 [13:0] } = { beat2_lane2[18:15], beat2_lane2[13:0] };
+    { \$555 [18:15], \$555 [13:0] } = { beat0_lane2[18:15], beat0_lane2[13:0] };
     (* full_case = 32'd1 *)
     if (\$523 ) begin
-      \$547 [13:0] = records__payload[41:28];
-      \$547 [14] = 1'h0;
+      \$555 [13:0] = records__payload[41:28];
+      \$555 [14] = 1'h0;
     end else if (\release ) begin
-      \$547 [13:0] = beat3_lane2[13:0];
-      \$547 [14] = held14_answered_now;
-      \$547 [18:15] = held14_answer_now;
+      \$555 [13:0] = beat1_lane2[13:0];
+      \$555 [14] = held6_answered_now;
+      \$555 [18:15] = held6_answer_now;
     end else begin
-      \$547 [14] = held10_answered_now;
-      \$547 [18:15] = held10_answer_now;
+      \$555 [14] = held2_answered_now;
+      \$555 [18:15] = held2_answer_now;
     end
     if (rst) begin
-      \$547  = 19'h00000;
+      \$555  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$548 [18:15], \$548 [13:0] } = { beat2_lane3[18:15], beat2_lane3[13:0] };
+    { \$556 [18:15], \$556 [13:0] } = { beat0_lane3[18:15], beat0_lane3[13:0] };
     (* full_case = 32'd1 *)
     if (\$525 ) begin
-      \$548 [13:0] = records__payload[55:42];
-      \$548 [14] = 1'h0;
+      \$556 [13:0] = records__payload[55:42];
+      \$556 [14] = 1'h0;
     end else if (\release ) begin
-      \$548 [13:0] = beat3_lane3[13:0];
-      \$548 [14] = held15_answered_now;
-      \$548 [18:15] = held15_answer_now;
+      \$556 [13:0] = beat1_lane3[13:0];
+      \$556 [14] = held7_answered_now;
+      \$556 [18:15] = held7_answer_now;
     end else begin
-      \$548 [14] = held11_answered_now;
-      \$548 [18:15] = held11_answer_now;
+      \$556 [14] = held3_answered_now;
+      \$556 [18:15] = held3_answer_now;
     end
     if (rst) begin
-      \$548  = 19'h00000;
+      \$556  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$549 [18:15], \$549 [13:0] } = { beat3_lane0[18:15], beat3_lane0[13:0] };
+    { \$557 [18:15], \$557 [13:0] } = { beat1_lane0[18:15], beat1_lane0[13:0] };
     (* full_case = 32'd1 *)
     if (\$527 ) begin
-      \$549 [13:0] = records__payload[13:0];
-      \$549 [14] = 1'h0;
+      \$557 [13:0] = records__payload[13:0];
+      \$557 [14] = 1'h0;
     end else if (\release ) begin
-      \$549 [0] = 1'h0;
-      \$549 [14] = 1'h0;
+      \$557 [13:0] = beat2_lane0[13:0];
+      \$557 [14] = held8_answered_now;
+      \$557 [18:15] = held8_answer_now;
     end else begin
-      \$549 [14] = held12_answered_now;
-      \$549 [18:15] = held12_answer_now;
+      \$557 [14] = held4_answered_now;
+      \$557 [18:15] = held4_answer_now;
     end
     if (rst) begin
-      \$549  = 19'h00000;
+      \$557  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$550 [18:15], \$550 [13:0] } = { beat3_lane1[18:15], beat3_lane1[13:0] };
+    { \$558 [18:15], \$558 [13:0] } = { beat1_lane1[18:15], beat1_lane1[13:0] };
     (* full_case = 32'd1 *)
     if (\$529 ) begin
-      \$550 [13:0] = records__payload[27:14];
-      \$550 [14] = 1'h0;
+      \$558 [13:0] = records__payload[27:14];
+      \$558 [14] = 1'h0;
     end else if (\release ) begin
-      \$550 [0] = 1'h0;
-      \$550 [14] = 1'h0;
+      \$558 [13:0] = beat2_lane1[13:0];
+      \$558 [14] = held9_answered_now;
+      \$558 [18:15] = held9_answer_now;
     end else begin
-      \$550 [14] = held13_answered_now;
-      \$550 [18:15] = held13_answer_now;
+      \$558 [14] = held5_answered_now;
+      \$558 [18:15] = held5_answer_now;
     end
     if (rst) begin
-      \$550  = 19'h00000;
+      \$558  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$551 [18:15], \$551 [13:0] } = { beat3_lane2[18:15], beat3_lane2[13:0] };
+    { \$559 [18:15], \$559 [13:0] } = { beat1_lane2[18:15], beat1_lane2[13:0] };
     (* full_case = 32'd1 *)
     if (\$531 ) begin
-      \$551 [13:0] = records__payload[41:28];
-      \$551 [14] = 1'h0;
+      \$559 [13:0] = records__payload[41:28];
+      \$559 [14] = 1'h0;
     end else if (\release ) begin
-      \$551 [0] = 1'h0;
-      \$551 [14] = 1'h0;
+      \$559 [13:0] = beat2_lane2[13:0];
+      \$559 [14] = held10_answered_now;
+      \$559 [18:15] = held10_answer_now;
     end else begin
-      \$551 [14] = held14_answered_now;
-      \$551 [18:15] = held14_answer_now;
+      \$559 [14] = held6_answered_now;
+      \$559 [18:15] = held6_answer_now;
     end
     if (rst) begin
-      \$551  = 19'h00000;
+      \$559  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    { \$552 [18:15], \$552 [13:0] } = { beat3_lane3[18:15], beat3_lane3[13:0] };
+    { \$560 [18:15], \$560 [13:0] } = { beat1_lane3[18:15], beat1_lane3[13:0] };
     (* full_case = 32'd1 *)
     if (\$533 ) begin
-      \$552 [13:0] = records__payload[55:42];
-      \$552 [14] = 1'h0;
+      \$560 [13:0] = records__payload[55:42];
+      \$560 [14] = 1'h0;
     end else if (\release ) begin
-      \$552 [0] = 1'h0;
-      \$552 [14] = 1'h0;
+      \$560 [13:0] = beat2_lane3[13:0];
+      \$560 [14] = held11_answered_now;
+      \$560 [18:15] = held11_answer_now;
     end else begin
-      \$552 [14] = held15_answered_now;
-      \$552 [18:15] = held15_answer_now;
+      \$560 [14] = held7_answered_now;
+      \$560 [18:15] = held7_answer_now;
     end
     if (rst) begin
-      \$552  = 19'h00000;
+      \$560  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
-    \$553  = \$534 [2:0];
+    { \$561 [18:15], \$561 [13:0] } = { beat2_lane0[18:15], beat2_lane0[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$535 ) begin
+      \$561 [13:0] = records__payload[13:0];
+      \$561 [14] = 1'h0;
+    end else if (\release ) begin
+      \$561 [13:0] = beat3_lane0[13:0];
+      \$561 [14] = held12_answered_now;
+      \$561 [18:15] = held12_answer_now;
+    end else begin
+      \$561 [14] = held8_answered_now;
+      \$561 [18:15] = held8_answer_now;
+    end
     if (rst) begin
-      \$553  = 3'h0;
+      \$561  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$562 [18:15], \$562 [13:0] } = { beat2_lane1[18:15], beat2_lane1[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$537 ) begin
+      \$562 [13:0] = records__payload[27:14];
+      \$562 [14] = 1'h0;
+    end else if (\release ) begin
+      \$562 [13:0] = beat3_lane1[13:0];
+      \$562 [14] = held13_answered_now;
+      \$562 [18:15] = held13_answer_now;
+    end else begin
+      \$562 [14] = held9_answered_now;
+      \$562 [18:15] = held9_answer_now;
+    end
+    if (rst) begin
+      \$562  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$563 [18:15], \$563 [13:0] } = { beat2_lane2[18:15], beat2_lane2[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$539 ) begin
+      \$563 [13:0] = records__payload[41:28];
+      \$563 [14] = 1'h0;
+    end else if (\release ) begin
+      \$563 [13:0] = beat3_lane2[13:0];
+      \$563 [14] = held14_answered_now;
+      \$563 [18:15] = held14_answer_now;
+    end else begin
+      \$563 [14] = held10_answered_now;
+      \$563 [18:15] = held10_answer_now;
+    end
+    if (rst) begin
+      \$563  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$564 [18:15], \$564 [13:0] } = { beat2_lane3[18:15], beat2_lane3[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$541 ) begin
+      \$564 [13:0] = records__payload[55:42];
+      \$564 [14] = 1'h0;
+    end else if (\release ) begin
+      \$564 [13:0] = beat3_lane3[13:0];
+      \$564 [14] = held15_answered_now;
+      \$564 [18:15] = held15_answer_now;
+    end else begin
+      \$564 [14] = held11_answered_now;
+      \$564 [18:15] = held11_answer_now;
+    end
+    if (rst) begin
+      \$564  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$565 [18:15], \$565 [13:0] } = { beat3_lane0[18:15], beat3_lane0[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$543 ) begin
+      \$565 [13:0] = records__payload[13:0];
+      \$565 [14] = 1'h0;
+    end else if (\release ) begin
+      \$565 [0] = 1'h0;
+      \$565 [14] = 1'h0;
+    end else begin
+      \$565 [14] = held12_answered_now;
+      \$565 [18:15] = held12_answer_now;
+    end
+    if (rst) begin
+      \$565  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$566 [18:15], \$566 [13:0] } = { beat3_lane1[18:15], beat3_lane1[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$545 ) begin
+      \$566 [13:0] = records__payload[27:14];
+      \$566 [14] = 1'h0;
+    end else if (\release ) begin
+      \$566 [0] = 1'h0;
+      \$566 [14] = 1'h0;
+    end else begin
+      \$566 [14] = held13_answered_now;
+      \$566 [18:15] = held13_answer_now;
+    end
+    if (rst) begin
+      \$566  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$567 [18:15], \$567 [13:0] } = { beat3_lane2[18:15], beat3_lane2[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$547 ) begin
+      \$567 [13:0] = records__payload[41:28];
+      \$567 [14] = 1'h0;
+    end else if (\release ) begin
+      \$567 [0] = 1'h0;
+      \$567 [14] = 1'h0;
+    end else begin
+      \$567 [14] = held14_answered_now;
+      \$567 [18:15] = held14_answer_now;
+    end
+    if (rst) begin
+      \$567  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    { \$568 [18:15], \$568 [13:0] } = { beat3_lane3[18:15], beat3_lane3[13:0] };
+    (* full_case = 32'd1 *)
+    if (\$549 ) begin
+      \$568 [13:0] = records__payload[55:42];
+      \$568 [14] = 1'h0;
+    end else if (\release ) begin
+      \$568 [0] = 1'h0;
+      \$568 [14] = 1'h0;
+    end else begin
+      \$568 [14] = held15_answered_now;
+      \$568 [18:15] = held15_answer_now;
+    end
+    if (rst) begin
+      \$568  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    \$569  = \$550 [2:0];
+    if (rst) begin
+      \$569  = 3'h0;
     end
   end
   assign answer_bit0 = { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
@@ -41594,7 +41594,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign bank14_oldest = \$301 [15:0];
   assign bank15_wanted_by = { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
   assign bank15_oldest = \$304 [15:0];
-  assign after_release = \$462 [2:0];
+  assign after_release = \$478 [2:0];
   assign \responses__0__payload.hit  = responses__0__payload[0];
   assign \responses__0__payload.way  = responses__0__payload[2:1];
   assign \responses__0__payload.repeat_hit  = responses__0__payload[3];
@@ -41907,7 +41907,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign \records__payload[3].set  = records__payload[52:47];
   assign \records__payload[3].repeat  = records__payload[53];
   assign \records__payload[3].first  = records__payload[55:54];
-  assign \$469  = held0_answer_now[2:1];
+  assign \$485  = held0_answer_now[2:1];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -41915,10 +41915,10 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
+  wire [3:0] \$11 ;
+  wire \$12 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
   wire \$15 ;
   wire \$16 ;
   wire \$17 ;
@@ -41934,21 +41934,21 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [1:0] \$29 ;
   wire \$3 ;
-  wire [1:0] \$30 ;
+  wire \$30 ;
   wire \$31 ;
   wire \$32 ;
-  wire \$33 ;
-  wire [3:0] \$34 ;
+  wire [3:0] \$33 ;
+  wire [4:0] \$34 ;
   wire [4:0] \$35 ;
-  wire [4:0] \$36 ;
-  wire \$37 ;
+  wire \$36 ;
+  wire [3:0] \$37 ;
   wire \$38 ;
   wire [3:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [3:0] \$41 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
@@ -41971,33 +41971,30 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire \$62 ;
+  wire [2:0] \$62 ;
   wire \$63 ;
-  wire [2:0] \$64 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [3:0] \$69 ;
   wire [3:0] \$7 ;
-  wire \$70 ;
-  wire [3:0] \$71 ;
-  wire [4:0] \$72 ;
-  wire [4:0] \$73 ;
+  wire [4:0] \$70 ;
+  wire [4:0] \$71 ;
+  wire \$72 ;
+  wire [3:0] \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [3:0] \$76 ;
-  wire \$77 ;
+  wire [3:0] \$75 ;
+  wire \$76 ;
+  wire [3:0] \$77 ;
   wire [3:0] \$78 ;
   wire \$79 ;
   wire [4:0] \$8 ;
-  wire [3:0] \$80 ;
-  wire [3:0] \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  reg \$85 ;
-  reg [135:0] \$86 ;
+  wire \$80 ;
+  wire \$81 ;
+  reg \$82 ;
+  reg [135:0] \$83 ;
   wire [4:0] \$9 ;
   (* init = 1'h0 *)
   wire busy;
@@ -42090,81 +42087,78 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   wire [3:0] repeated;
   input rst;
   wire rst;
-  assign \$13  = | \$12 ;
-  assign \$15  = | \$14 ;
-  assign lane1_first = \$11  ? { \$15 , \$13  } : 2'h1;
-  assign \$16  = i__payload[0] & i__payload[60];
-  assign \$17  = i__payload[4:1] == i__payload[64:61];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = i__payload[10:5] == i__payload[70:65];
-  assign \$20  = \$18  & \$19 ;
-  assign \$21  = i__payload[29:11] == i__payload[89:71];
-  assign \$22  = lane2_same_set[0] & \$21 ;
-  assign \$23  = i__payload[30] & i__payload[60];
-  assign \$24  = i__payload[34:31] == i__payload[64:61];
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = i__payload[40:35] == i__payload[70:65];
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = i__payload[59:41] == i__payload[89:71];
-  assign \$29  = lane2_same_set[1] & \$28 ;
-  assign \$30  = ~ lane2_same_key;
-  assign lane2_other_key = lane2_same_set & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$33  = lane2_same_key[0] & \$32 ;
-  assign \$34  = ~ { 2'h0, lane2_same_key[1], \$33  };
-  assign \$35  = \$34  + 1'h1;
-  assign \$36  = { 3'h0, lane2_same_key[1], \$33  } & \$35 ;
-  assign \$37  = | { 2'h0, lane2_same_key[1], \$33  };
-  assign \$38  = | { 2'h0, lane2_same_key[1], \$33  };
+  assign \$14  = | \$13 ;
+  assign lane1_first = \repeat [1] ? { \$14 , \$12  } : 2'h1;
+  assign \$15  = i__payload[0] & i__payload[60];
+  assign \$16  = i__payload[4:1] == i__payload[64:61];
+  assign \$17  = \$15  & \$16 ;
+  assign \$18  = i__payload[10:5] == i__payload[70:65];
+  assign \$19  = \$17  & \$18 ;
+  assign \$20  = i__payload[29:11] == i__payload[89:71];
+  assign \$21  = lane2_same_set[0] & \$20 ;
+  assign \$22  = i__payload[30] & i__payload[60];
+  assign \$23  = i__payload[34:31] == i__payload[64:61];
+  assign \$24  = \$22  & \$23 ;
+  assign \$25  = i__payload[40:35] == i__payload[70:65];
+  assign \$26  = \$24  & \$25 ;
+  assign \$27  = i__payload[59:41] == i__payload[89:71];
+  assign \$28  = lane2_same_set[1] & \$27 ;
+  assign \$29  = ~ lane2_same_key;
+  assign lane2_other_key = lane2_same_set & \$29 ;
+  assign \$31  = ~ \$30 ;
+  assign \$32  = lane2_same_key[0] & \$31 ;
+  assign \$33  = ~ { 2'h0, lane2_same_key[1], \$32  };
+  assign \$34  = \$33  + 1'h1;
+  assign \$35  = { 3'h0, lane2_same_key[1], \$32  } & \$34 ;
+  assign \$36  = | { 2'h0, lane2_same_key[1], \$32  };
+  assign \$38  = | \$37 ;
   assign \$40  = | \$39 ;
-  assign \$42  = | \$41 ;
-  assign lane2_first = \$38  ? { \$42 , \$40  } : 2'h2;
-  assign \$43  = i__payload[0] & i__payload[90];
-  assign \$44  = i__payload[4:1] == i__payload[94:91];
+  assign lane2_first = \repeat [2] ? { \$40 , \$38  } : 2'h2;
+  assign \$41  = i__payload[0] & i__payload[90];
+  assign \$42  = i__payload[4:1] == i__payload[94:91];
+  assign \$43  = \$41  & \$42 ;
+  assign \$44  = i__payload[10:5] == i__payload[100:95];
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = i__payload[10:5] == i__payload[100:95];
-  assign \$47  = \$45  & \$46 ;
-  assign \$48  = i__payload[29:11] == i__payload[119:101];
-  assign \$49  = lane3_same_set[0] & \$48 ;
-  assign \$50  = i__payload[30] & i__payload[90];
-  assign \$51  = i__payload[34:31] == i__payload[94:91];
+  assign \$46  = i__payload[29:11] == i__payload[119:101];
+  assign \$47  = lane3_same_set[0] & \$46 ;
+  assign \$48  = i__payload[30] & i__payload[90];
+  assign \$49  = i__payload[34:31] == i__payload[94:91];
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = i__payload[40:35] == i__payload[100:95];
   assign \$52  = \$50  & \$51 ;
-  assign \$53  = i__payload[40:35] == i__payload[100:95];
-  assign \$54  = \$52  & \$53 ;
-  assign \$55  = i__payload[59:41] == i__payload[119:101];
-  assign \$56  = lane3_same_set[1] & \$55 ;
-  assign \$57  = i__payload[60] & i__payload[90];
-  assign \$58  = i__payload[64:61] == i__payload[94:91];
+  assign \$53  = i__payload[59:41] == i__payload[119:101];
+  assign \$54  = lane3_same_set[1] & \$53 ;
+  assign \$55  = i__payload[60] & i__payload[90];
+  assign \$56  = i__payload[64:61] == i__payload[94:91];
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = i__payload[70:65] == i__payload[100:95];
   assign \$59  = \$57  & \$58 ;
-  assign \$60  = i__payload[70:65] == i__payload[100:95];
-  assign \$61  = \$59  & \$60 ;
-  assign \$62  = i__payload[89:71] == i__payload[119:101];
-  assign \$63  = lane3_same_set[2] & \$62 ;
-  assign \$64  = ~ lane3_same_key;
-  assign lane3_other_key = lane3_same_set & \$64 ;
-  assign \$65  = | lane3_other_key[2:1];
-  assign \$66  = ~ \$65 ;
-  assign \$67  = lane3_same_key[0] & \$66 ;
-  assign \$69  = ~ \$68 ;
-  assign \$70  = lane3_same_key[1] & \$69 ;
-  assign \$71  = ~ { 1'h0, lane3_same_key[2], \$70 , \$67  };
-  assign \$72  = \$71  + 1'h1;
-  assign \$73  = { 2'h0, lane3_same_key[2], \$70 , \$67  } & \$72 ;
-  assign \$74  = | { 1'h0, lane3_same_key[2], \$70 , \$67  };
-  assign \$75  = | { 1'h0, lane3_same_key[2], \$70 , \$67  };
-  assign \$77  = | \$76 ;
-  assign \$79  = | \$78 ;
-  assign lane3_first = \$75  ? { \$79 , \$77  } : 2'h3;
-  assign \$81  = \$36 [3:0] | \$73 [3:0];
-  assign repeated = \$80  | \$81 ;
-  assign \$82  = ~ o__valid;
-  assign i__ready = o__ready | \$82 ;
-  assign \$83  = ~ o__valid;
-  assign \$84  = o__ready | \$83 ;
+  assign \$60  = i__payload[89:71] == i__payload[119:101];
+  assign \$61  = lane3_same_set[2] & \$60 ;
+  assign \$62  = ~ lane3_same_key;
+  assign lane3_other_key = lane3_same_set & \$62 ;
+  assign \$63  = | lane3_other_key[2:1];
+  assign \$64  = ~ \$63 ;
+  assign \$65  = lane3_same_key[0] & \$64 ;
+  assign \$67  = ~ \$66 ;
+  assign \$68  = lane3_same_key[1] & \$67 ;
+  assign \$69  = ~ { 1'h0, lane3_same_key[2], \$68 , \$65  };
+  assign \$70  = \$69  + 1'h1;
+  assign \$71  = { 2'h0, lane3_same_key[2], \$68 , \$65  } & \$70 ;
+  assign \$72  = | { 1'h0, lane3_same_key[2], \$68 , \$65  };
+  assign \$74  = | \$73 ;
+  assign \$76  = | \$75 ;
+  assign lane3_first = \repeat [3] ? { \$76 , \$74  } : 2'h3;
+  assign \$78  = \$35 [3:0] | \$71 [3:0];
+  assign repeated = \$77  | \$78 ;
+  assign \$79  = ~ o__valid;
+  assign i__ready = o__ready | \$79 ;
+  assign \$80  = ~ o__valid;
+  assign \$81  = o__ready | \$80 ;
   always @(posedge clk)
-    o__valid <= \$85 ;
+    o__valid <= \$82 ;
   always @(posedge clk)
-    o__payload <= \$86 ;
+    o__payload <= \$83 ;
   assign \$1  = i__payload[0] & i__payload[30];
   assign \$2  = i__payload[4:1] == i__payload[34:31];
   assign \$3  = \$1  & \$2 ;
@@ -42177,60 +42171,61 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   assign \$7  = ~ { 3'h0, lane1_same_key };
   assign \$8  = \$7  + 1'h1;
   assign \$9  = { 4'h0, lane1_same_key } & \$8 ;
+  assign \$12  = | \$11 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$85  = o__valid;
-    if (\$84 ) begin
-      \$85  = i__valid;
+    \$82  = o__valid;
+    if (\$81 ) begin
+      \$82  = i__valid;
     end
     if (rst) begin
-      \$85  = 1'h0;
+      \$82  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$86  = o__payload;
-    if (\$84 ) begin
-      \$86 [0] = i__payload[0];
-      \$86 [4:1] = i__payload[4:1];
-      \$86 [10:5] = i__payload[10:5];
-      \$86 [29:11] = i__payload[29:11];
-      \$86 [30] = \repeat [0];
-      \$86 [32:31] = 2'h0;
-      \$86 [33] = repeated[0];
-      \$86 [34] = i__payload[30];
-      \$86 [38:35] = i__payload[34:31];
-      \$86 [44:39] = i__payload[40:35];
-      \$86 [63:45] = i__payload[59:41];
-      \$86 [64] = \repeat [1];
-      \$86 [66:65] = lane1_first;
-      \$86 [67] = repeated[1];
-      \$86 [68] = i__payload[60];
-      \$86 [72:69] = i__payload[64:61];
-      \$86 [78:73] = i__payload[70:65];
-      \$86 [97:79] = i__payload[89:71];
-      \$86 [98] = \repeat [2];
-      \$86 [100:99] = lane2_first;
-      \$86 [101] = repeated[2];
-      \$86 [102] = i__payload[90];
-      \$86 [106:103] = i__payload[94:91];
-      \$86 [112:107] = i__payload[100:95];
-      \$86 [131:113] = i__payload[119:101];
-      \$86 [132] = \repeat [3];
-      \$86 [134:133] = lane3_first;
-      \$86 [135] = repeated[3];
+    \$83  = o__payload;
+    if (\$81 ) begin
+      \$83 [0] = i__payload[0];
+      \$83 [4:1] = i__payload[4:1];
+      \$83 [10:5] = i__payload[10:5];
+      \$83 [29:11] = i__payload[29:11];
+      \$83 [30] = \repeat [0];
+      \$83 [32:31] = 2'h0;
+      \$83 [33] = repeated[0];
+      \$83 [34] = i__payload[30];
+      \$83 [38:35] = i__payload[34:31];
+      \$83 [44:39] = i__payload[40:35];
+      \$83 [63:45] = i__payload[59:41];
+      \$83 [64] = \repeat [1];
+      \$83 [66:65] = lane1_first;
+      \$83 [67] = repeated[1];
+      \$83 [68] = i__payload[60];
+      \$83 [72:69] = i__payload[64:61];
+      \$83 [78:73] = i__payload[70:65];
+      \$83 [97:79] = i__payload[89:71];
+      \$83 [98] = \repeat [2];
+      \$83 [100:99] = lane2_first;
+      \$83 [101] = repeated[2];
+      \$83 [102] = i__payload[90];
+      \$83 [106:103] = i__payload[94:91];
+      \$83 [112:107] = i__payload[100:95];
+      \$83 [131:113] = i__payload[119:101];
+      \$83 [132] = \repeat [3];
+      \$83 [134:133] = lane3_first;
+      \$83 [135] = repeated[3];
     end
     if (rst) begin
-      \$86  = 136'h0000000000000000000000000000000000;
+      \$83  = 136'h0000000000000000000000000000000000;
     end
   end
   assign lane0_first = 2'h0;
   assign lane1_starts = { 3'h0, lane1_same_key };
   assign lane1_run_start = \$9 [3:0];
-  assign lane2_starts = { 2'h0, lane2_same_key[1], \$33  };
-  assign lane2_run_start = \$36 [3:0];
-  assign lane3_starts = { 1'h0, lane3_same_key[2], \$70 , \$67  };
-  assign lane3_run_start = \$73 [3:0];
+  assign lane2_starts = { 2'h0, lane2_same_key[1], \$32  };
+  assign lane2_run_start = \$35 [3:0];
+  assign lane3_starts = { 1'h0, lane3_same_key[2], \$68 , \$65  };
+  assign lane3_run_start = \$71 [3:0];
   assign busy = o__valid;
   assign \i__payload[0]  = i__payload[29:0];
   assign \i__payload[0].valid  = i__payload[0];
@@ -42284,89 +42279,88 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   assign \o__payload[3].repeat  = o__payload[132];
   assign \o__payload[3].first  = o__payload[134:133];
   assign \o__payload[3].repeated  = o__payload[135];
-  assign lane3_same_key[2] = \$63 ;
-  assign lane3_same_key[1] = \$56 ;
-  assign lane3_same_key[0] = \$49 ;
-  assign lane3_same_set[2] = \$61 ;
-  assign lane3_same_set[1] = \$54 ;
-  assign lane3_same_set[0] = \$47 ;
-  assign lane2_same_key[1] = \$29 ;
-  assign lane2_same_key[0] = \$22 ;
-  assign lane2_same_set[1] = \$27 ;
-  assign lane2_same_set[0] = \$20 ;
-  assign \repeat [3] = \$74 ;
-  assign \repeat [2] = \$37 ;
+  assign lane3_same_key[2] = \$61 ;
+  assign lane3_same_key[1] = \$54 ;
+  assign lane3_same_key[0] = \$47 ;
+  assign lane3_same_set[2] = \$59 ;
+  assign lane3_same_set[1] = \$52 ;
+  assign lane3_same_set[0] = \$45 ;
+  assign lane2_same_key[1] = \$28 ;
+  assign lane2_same_key[0] = \$21 ;
+  assign lane2_same_set[1] = \$26 ;
+  assign lane2_same_set[0] = \$19 ;
+  assign \repeat [3] = \$72 ;
+  assign \repeat [2] = \$36 ;
   assign \repeat [1] = \$10 ;
   assign \repeat [0] = 1'h0;
   assign \$10  = lane1_same_key;
-  assign \$11  = lane1_same_key;
-  assign { \$12 [2], \$12 [0] } = 2'h0;
-  assign { \$12 [3], \$12 [1] } = { \$9 [3], \$9 [1] };
-  assign \$14 [1:0] = 2'h0;
-  assign \$14 [3:2] = \$9 [3:2];
-  assign \$31  = lane2_other_key[1];
-  assign { \$39 [2], \$39 [0] } = 2'h0;
-  assign { \$39 [3], \$39 [1] } = { \$36 [3], \$36 [1] };
-  assign \$41 [1:0] = 2'h0;
-  assign \$41 [3:2] = \$36 [3:2];
-  assign \$68  = lane3_other_key[2];
-  assign { \$76 [2], \$76 [0] } = 2'h0;
-  assign { \$76 [3], \$76 [1] } = { \$73 [3], \$73 [1] };
-  assign \$78 [1:0] = 2'h0;
-  assign \$78 [3:2] = \$73 [3:2];
-  assign \$80  = \$9 [3:0];
+  assign { \$11 [2], \$11 [0] } = 2'h0;
+  assign { \$11 [3], \$11 [1] } = { \$9 [3], \$9 [1] };
+  assign \$13 [1:0] = 2'h0;
+  assign \$13 [3:2] = \$9 [3:2];
+  assign \$30  = lane2_other_key[1];
+  assign { \$37 [2], \$37 [0] } = 2'h0;
+  assign { \$37 [3], \$37 [1] } = { \$35 [3], \$35 [1] };
+  assign \$39 [1:0] = 2'h0;
+  assign \$39 [3:2] = \$35 [3:2];
+  assign \$66  = lane3_other_key[2];
+  assign { \$73 [2], \$73 [0] } = 2'h0;
+  assign { \$73 [3], \$73 [1] } = { \$71 [3], \$71 [1] };
+  assign \$75 [1:0] = 2'h0;
+  assign \$75 [3:2] = \$71 [3:2];
+  assign \$77  = \$9 [3:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0 , \port$3145$0 , \port$3147$0 , \port$3149$0 , \port$3151$0 , \port$3153$0 , \port$3155$0 , \port$3157$0 , \port$3159$0 , \port$3161$0 , \port$3163$0 , \port$3165$0 , \port$3167$0 , \port$3169$0 , \port$3171$0 , \port$3173$0 , \port$3175$0 , \port$3177$0 , \port$3179$0 
-, \port$3181$0 , \port$3183$0 , \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , requests__1__valid, \port$3200$0 , \port$3202$0 , \port$3204$0 , \port$3206$0 , \port$3208$0 , \port$3210$0 , \port$3212$0 , \port$3214$0 , \port$3216$0 , \port$3218$0 , \port$3220$0 , \port$3222$0 , \port$3224$0 
-, \port$3226$0 , \port$3228$0 , \port$3230$0 , \port$3232$0 , \port$3234$0 , \port$3236$0 , \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , requests__2__valid, \port$3257$0 , \port$3259$0 , \port$3261$0 , \port$3263$0 , \port$3265$0 , \port$3267$0 , \port$3269$0 
-, \port$3271$0 , \port$3273$0 , \port$3275$0 , \port$3277$0 , \port$3279$0 , \port$3281$0 , \port$3283$0 , \port$3285$0 , \port$3287$0 , \port$3289$0 , \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , requests__3__valid, \port$3314$0 
-, \port$3316$0 , \port$3318$0 , \port$3320$0 , \port$3322$0 , \port$3324$0 , \port$3326$0 , \port$3328$0 , \port$3330$0 , \port$3332$0 , \port$3334$0 , \port$3336$0 , \port$3338$0 , \port$3340$0 , \port$3342$0 , \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 
-, \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , requests__4__valid, \port$3371$0 , \port$3373$0 , \port$3375$0 , \port$3377$0 , \port$3379$0 , \port$3381$0 , \port$3383$0 , \port$3385$0 , \port$3387$0 , \port$3389$0 , \port$3391$0 , \port$3393$0 , \port$3395$0 , \port$3397$0 , \port$3399$0 , \port$3401$0 
-, \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , requests__5__valid, \port$3428$0 , \port$3430$0 , \port$3432$0 , \port$3434$0 , \port$3436$0 , \port$3438$0 , \port$3440$0 , \port$3442$0 , \port$3444$0 , \port$3446$0 
-, \port$3448$0 , \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , requests__6__valid, \port$3485$0 , \port$3487$0 , \port$3489$0 , \port$3491$0 
-, \port$3493$0 , \port$3495$0 , \port$3497$0 , \port$3499$0 , \port$3501$0 , \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 , \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 
-, \port$3535$0 , requests__7__valid, \port$3542$0 , \port$3544$0 , \port$3546$0 , \port$3548$0 , \port$3550$0 , \port$3552$0 , \port$3554$0 , \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 
-, \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 , requests__8__valid, \port$3599$0 , \port$3601$0 , \port$3603$0 , \port$3605$0 , \port$3607$0 , \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 
-, \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 , \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 , \port$3647$0 , \port$3649$0 , requests__9__valid, \port$3656$0 , \port$3658$0 , \port$3660$0 , \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 
-, \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 , \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , requests__10__valid, \port$3713$0 
-, \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 , \port$3751$0 , \port$3753$0 , \port$3755$0 
-, \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , requests__11__valid, \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 
-, \port$3802$0 , \port$3804$0 , \port$3806$0 , \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , \port$3820$0 , requests__12__valid, \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 
-, \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \port$3873$0 , \port$3875$0 , \port$3877$0 , requests__13__valid, \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 
-, \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 , \port$3924$0 , \port$3926$0 , \port$3928$0 , \port$3930$0 , \port$3932$0 
-, \port$3934$0 , requests__14__valid, \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 , \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 
-, \port$3979$0 , \port$3981$0 , \port$3983$0 , \port$3985$0 , \port$3987$0 , \port$3989$0 , \port$3991$0 , requests__15__valid, \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 , \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 , \port$4018$0 , \port$4020$0 , \port$4022$0 
-, \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , \port$4032$0 , \port$4034$0 , \port$4036$0 , \port$4038$0 , \port$4040$0 , \port$4042$0 , \port$4044$0 , \port$4046$0 , \port$4048$0 , beats__ready, records__valid, busy, records__ready, requests__0__ready, requests__1__ready, requests__2__ready, requests__3__ready
+module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , \port$3195$0 , \port$3197$0 , \port$3199$0 , \port$3201$0 , \port$3203$0 , \port$3205$0 , \port$3207$0 , \port$3209$0 , \port$3211$0 , \port$3213$0 , \port$3215$0 , \port$3217$0 , \port$3219$0 , \port$3221$0 
+, \port$3223$0 , \port$3225$0 , \port$3227$0 , \port$3229$0 , \port$3231$0 , \port$3233$0 , \port$3235$0 , requests__1__valid, \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \port$3252$0 , \port$3254$0 , \port$3256$0 , \port$3258$0 , \port$3260$0 , \port$3262$0 
+, \port$3264$0 , \port$3266$0 , \port$3268$0 , \port$3270$0 , \port$3272$0 , \port$3274$0 , \port$3276$0 , \port$3278$0 , \port$3280$0 , \port$3282$0 , \port$3284$0 , \port$3286$0 , \port$3288$0 , requests__2__valid, \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 
+, \port$3305$0 , \port$3307$0 , \port$3309$0 , \port$3311$0 , \port$3313$0 , \port$3315$0 , \port$3317$0 , \port$3319$0 , \port$3321$0 , \port$3323$0 , \port$3325$0 , \port$3327$0 , \port$3329$0 , \port$3331$0 , \port$3333$0 , \port$3335$0 , \port$3337$0 , \port$3339$0 , \port$3341$0 , requests__3__valid, \port$3344$0 
+, \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \port$3366$0 , \port$3368$0 , \port$3370$0 , \port$3372$0 , \port$3374$0 , \port$3376$0 , \port$3378$0 , \port$3380$0 , \port$3382$0 , \port$3384$0 , \port$3386$0 
+, \port$3388$0 , \port$3390$0 , \port$3392$0 , \port$3394$0 , requests__4__valid, \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \port$3423$0 , \port$3425$0 , \port$3427$0 
+, \port$3429$0 , \port$3431$0 , \port$3433$0 , \port$3435$0 , \port$3437$0 , \port$3439$0 , \port$3441$0 , \port$3443$0 , \port$3445$0 , \port$3447$0 , requests__5__valid, \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 
+, \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \port$3480$0 , \port$3482$0 , \port$3484$0 , \port$3486$0 , \port$3488$0 , \port$3490$0 , \port$3492$0 , \port$3494$0 , \port$3496$0 , \port$3498$0 , \port$3500$0 , requests__6__valid, \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 
+, \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 , \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , \port$3537$0 , \port$3539$0 , \port$3541$0 , \port$3543$0 , \port$3545$0 , \port$3547$0 , \port$3549$0 , \port$3551$0 
+, \port$3553$0 , requests__7__valid, \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 , \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 
+, \port$3594$0 , \port$3596$0 , \port$3598$0 , \port$3600$0 , \port$3602$0 , \port$3604$0 , \port$3606$0 , requests__8__valid, \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 
+, \port$3635$0 , \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 , \port$3647$0 , \port$3649$0 , \port$3651$0 , \port$3653$0 , \port$3655$0 , \port$3657$0 , \port$3659$0 , requests__9__valid, \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 
+, \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 , \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , \port$3708$0 , \port$3710$0 , \port$3712$0 , requests__10__valid, \port$3715$0 
+, \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 , \port$3751$0 , \port$3753$0 , \port$3755$0 , \port$3757$0 
+, \port$3759$0 , \port$3761$0 , \port$3763$0 , \port$3765$0 , requests__11__valid, \port$3768$0 , \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 
+, \port$3800$0 , \port$3802$0 , \port$3804$0 , \port$3806$0 , \port$3808$0 , \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , requests__12__valid, \port$3821$0 , \port$3823$0 , \port$3825$0 , \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 
+, \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 , \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , requests__13__valid, \port$3874$0 , \port$3876$0 , \port$3878$0 , \port$3880$0 
+, \port$3882$0 , \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 
+, \port$3924$0 , requests__14__valid, \port$3927$0 , \port$3929$0 , \port$3931$0 , \port$3933$0 , \port$3935$0 , \port$3937$0 , \port$3939$0 , \port$3941$0 , \port$3943$0 , \port$3945$0 , \port$3947$0 , \port$3949$0 , \port$3951$0 , \port$3953$0 , \port$3955$0 , \port$3957$0 , \port$3959$0 , \port$3961$0 , \port$3963$0 
+, \port$3965$0 , \port$3967$0 , \port$3969$0 , \port$3971$0 , \port$3973$0 , \port$3975$0 , \port$3977$0 , requests__15__valid, \port$3980$0 , \port$3982$0 , \port$3984$0 , \port$3986$0 , \port$3988$0 , \port$3990$0 , \port$3992$0 , \port$3994$0 , \port$3996$0 , \port$3998$0 , \port$4000$0 , \port$4002$0 , \port$4004$0 
+, \port$4006$0 , \port$4008$0 , \port$4010$0 , \port$4012$0 , \port$4014$0 , \port$4016$0 , \port$4018$0 , \port$4020$0 , \port$4022$0 , \port$4024$0 , \port$4026$0 , \port$4028$0 , \port$4030$0 , beats__ready, records__valid, busy, records__ready, requests__0__ready, requests__1__ready, requests__2__ready, requests__3__ready
 , requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, beats__valid, beats__payload, records__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
   wire \$100 ;
-  wire [15:0] \$1000 ;
-  wire \$1001 ;
-  wire [15:0] \$1002 ;
-  wire \$1003 ;
-  wire [15:0] \$1004 ;
-  wire \$1005 ;
-  wire [15:0] \$1006 ;
-  wire \$1007 ;
-  wire [15:0] \$1008 ;
-  wire \$1009 ;
+  wire \$1000 ;
+  wire [15:0] \$1001 ;
+  wire \$1002 ;
+  wire [15:0] \$1003 ;
+  wire \$1004 ;
+  wire [15:0] \$1005 ;
+  wire \$1006 ;
+  wire [15:0] \$1007 ;
+  wire \$1008 ;
+  wire [15:0] \$1009 ;
   wire \$101 ;
-  wire [15:0] \$1010 ;
-  wire \$1011 ;
-  wire [15:0] \$1012 ;
-  wire \$1013 ;
-  wire [15:0] \$1014 ;
-  wire \$1015 ;
-  wire [15:0] \$1016 ;
-  wire \$1017 ;
-  wire [15:0] \$1018 ;
-  wire [16:0] \$1019 ;
+  wire \$1010 ;
+  wire [15:0] \$1011 ;
+  wire \$1012 ;
+  wire [15:0] \$1013 ;
+  wire \$1014 ;
+  wire [15:0] \$1015 ;
+  wire \$1016 ;
+  wire [15:0] \$1017 ;
+  wire \$1018 ;
+  wire [15:0] \$1019 ;
   wire \$102 ;
-  wire [16:0] \$1020 ;
+  wire \$1020 ;
   wire [15:0] \$1021 ;
   wire \$1022 ;
   wire [15:0] \$1023 ;
@@ -42440,29 +42434,29 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$1085 ;
   wire [15:0] \$1086 ;
   wire [15:0] \$1087 ;
-  wire \$1088 ;
-  wire \$1089 ;
+  wire [15:0] \$1088 ;
+  wire [15:0] \$1089 ;
   wire \$109 ;
-  wire \$1090 ;
-  wire [3:0] \$1091 ;
-  wire \$1092 ;
-  wire \$1093 ;
-  wire \$1094 ;
-  wire \$1095 ;
-  wire \$1096 ;
-  wire \$1097 ;
-  wire \$1098 ;
-  wire \$1099 ;
+  wire [15:0] \$1090 ;
+  wire [15:0] \$1091 ;
+  wire [15:0] \$1092 ;
+  wire [15:0] \$1093 ;
+  wire [15:0] \$1094 ;
+  wire [15:0] \$1095 ;
+  wire [15:0] \$1096 ;
+  wire [15:0] \$1097 ;
+  wire [15:0] \$1098 ;
+  wire [15:0] \$1099 ;
   wire [3:0] \$11 ;
   wire \$110 ;
-  wire \$1100 ;
-  wire \$1101 ;
-  wire \$1102 ;
-  wire \$1103 ;
+  wire [15:0] \$1100 ;
+  wire [15:0] \$1101 ;
+  wire [15:0] \$1102 ;
+  wire [15:0] \$1103 ;
   wire \$1104 ;
   wire \$1105 ;
   wire \$1106 ;
-  wire \$1107 ;
+  wire [3:0] \$1107 ;
   wire \$1108 ;
   wire \$1109 ;
   wire \$111 ;
@@ -42518,28 +42512,44 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \$1155 ;
   wire \$1156 ;
   wire \$1157 ;
-  wire [3:0] \$1158 ;
-  reg [30:0] \$1159 ;
+  wire \$1158 ;
+  wire \$1159 ;
   wire \$116 ;
-  reg [30:0] \$1160 ;
-  reg [30:0] \$1161 ;
-  reg [30:0] \$1162 ;
-  reg [30:0] \$1163 ;
-  reg [30:0] \$1164 ;
-  reg [30:0] \$1165 ;
-  reg [30:0] \$1166 ;
-  reg [30:0] \$1167 ;
-  reg [30:0] \$1168 ;
-  reg [30:0] \$1169 ;
+  wire \$1160 ;
+  wire \$1161 ;
+  wire \$1162 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
+  wire \$1166 ;
+  wire \$1167 ;
+  wire \$1168 ;
+  wire \$1169 ;
   wire [3:0] \$117 ;
-  reg [30:0] \$1170 ;
-  reg [30:0] \$1171 ;
-  reg [30:0] \$1172 ;
-  reg [30:0] \$1173 ;
-  reg [30:0] \$1174 ;
-  reg [2:0] \$1175 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire [3:0] \$1174 ;
+  reg [30:0] \$1175 ;
+  reg [30:0] \$1176 ;
+  reg [30:0] \$1177 ;
+  reg [30:0] \$1178 ;
+  reg [30:0] \$1179 ;
   wire [3:0] \$118 ;
+  reg [30:0] \$1180 ;
+  reg [30:0] \$1181 ;
+  reg [30:0] \$1182 ;
+  reg [30:0] \$1183 ;
+  reg [30:0] \$1184 ;
+  reg [30:0] \$1185 ;
+  reg [30:0] \$1186 ;
+  reg [30:0] \$1187 ;
+  reg [30:0] \$1188 ;
+  reg [30:0] \$1189 ;
   wire [3:0] \$119 ;
+  reg [30:0] \$1190 ;
+  reg [2:0] \$1191 ;
   wire [3:0] \$12 ;
   wire [3:0] \$120 ;
   wire \$121 ;
@@ -42625,67 +42635,67 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [16:0] \$194 ;
   wire [16:0] \$195 ;
   wire [15:0] \$196 ;
-  wire \$197 ;
-  wire [15:0] \$198 ;
-  wire \$199 ;
+  wire [16:0] \$197 ;
+  wire [16:0] \$198 ;
+  wire [15:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [15:0] \$200 ;
-  wire \$201 ;
+  wire [16:0] \$200 ;
+  wire [16:0] \$201 ;
   wire [15:0] \$202 ;
-  wire \$203 ;
-  wire [15:0] \$204 ;
-  wire \$205 ;
-  wire [15:0] \$206 ;
-  wire \$207 ;
+  wire [16:0] \$203 ;
+  wire [16:0] \$204 ;
+  wire [15:0] \$205 ;
+  wire [16:0] \$206 ;
+  wire [16:0] \$207 ;
   wire [15:0] \$208 ;
-  wire \$209 ;
+  wire [16:0] \$209 ;
   wire [3:0] \$21 ;
-  wire [15:0] \$210 ;
-  wire \$211 ;
-  wire [15:0] \$212 ;
-  wire \$213 ;
+  wire [16:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire [16:0] \$212 ;
+  wire [16:0] \$213 ;
   wire [15:0] \$214 ;
-  wire \$215 ;
-  wire [15:0] \$216 ;
-  wire \$217 ;
-  wire [15:0] \$218 ;
-  wire \$219 ;
+  wire [16:0] \$215 ;
+  wire [16:0] \$216 ;
+  wire [15:0] \$217 ;
+  wire [16:0] \$218 ;
+  wire [16:0] \$219 ;
   wire [3:0] \$22 ;
   wire [15:0] \$220 ;
-  wire \$221 ;
-  wire [15:0] \$222 ;
-  wire \$223 ;
-  wire [15:0] \$224 ;
-  wire \$225 ;
+  wire [16:0] \$221 ;
+  wire [16:0] \$222 ;
+  wire [15:0] \$223 ;
+  wire [16:0] \$224 ;
+  wire [16:0] \$225 ;
   wire [15:0] \$226 ;
-  wire \$227 ;
-  wire [15:0] \$228 ;
-  wire \$229 ;
+  wire [16:0] \$227 ;
+  wire [16:0] \$228 ;
+  wire [15:0] \$229 ;
   wire [3:0] \$23 ;
-  wire [15:0] \$230 ;
-  wire \$231 ;
+  wire [16:0] \$230 ;
+  wire [16:0] \$231 ;
   wire [15:0] \$232 ;
-  wire \$233 ;
-  wire [15:0] \$234 ;
-  wire \$235 ;
-  wire [15:0] \$236 ;
-  wire \$237 ;
+  wire [16:0] \$233 ;
+  wire [16:0] \$234 ;
+  wire [15:0] \$235 ;
+  wire [16:0] \$236 ;
+  wire [16:0] \$237 ;
   wire [15:0] \$238 ;
-  wire \$239 ;
+  wire [16:0] \$239 ;
   wire [3:0] \$24 ;
-  wire [15:0] \$240 ;
-  wire \$241 ;
-  wire [15:0] \$242 ;
-  wire \$243 ;
-  wire [15:0] \$244 ;
-  wire \$245 ;
-  wire [15:0] \$246 ;
-  wire \$247 ;
-  wire [15:0] \$248 ;
-  wire [16:0] \$249 ;
+  wire [16:0] \$240 ;
+  wire [15:0] \$241 ;
+  wire \$242 ;
+  wire [15:0] \$243 ;
+  wire \$244 ;
+  wire [15:0] \$245 ;
+  wire \$246 ;
+  wire [15:0] \$247 ;
+  wire \$248 ;
+  wire [15:0] \$249 ;
   wire \$25 ;
-  wire [16:0] \$250 ;
+  wire \$250 ;
   wire [15:0] \$251 ;
   wire \$252 ;
   wire [15:0] \$253 ;
@@ -42745,69 +42755,69 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$301 ;
   wire \$302 ;
   wire [15:0] \$303 ;
-  wire [16:0] \$304 ;
-  wire [16:0] \$305 ;
-  wire [15:0] \$306 ;
-  wire \$307 ;
-  wire [15:0] \$308 ;
-  wire \$309 ;
+  wire \$304 ;
+  wire [15:0] \$305 ;
+  wire \$306 ;
+  wire [15:0] \$307 ;
+  wire \$308 ;
+  wire [15:0] \$309 ;
   wire \$31 ;
-  wire [15:0] \$310 ;
-  wire \$311 ;
-  wire [15:0] \$312 ;
-  wire \$313 ;
-  wire [15:0] \$314 ;
-  wire \$315 ;
-  wire [15:0] \$316 ;
-  wire \$317 ;
-  wire [15:0] \$318 ;
-  wire \$319 ;
+  wire \$310 ;
+  wire [15:0] \$311 ;
+  wire \$312 ;
+  wire [15:0] \$313 ;
+  wire \$314 ;
+  wire [15:0] \$315 ;
+  wire \$316 ;
+  wire [15:0] \$317 ;
+  wire \$318 ;
+  wire [15:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire \$321 ;
-  wire [15:0] \$322 ;
-  wire \$323 ;
-  wire [15:0] \$324 ;
-  wire \$325 ;
-  wire [15:0] \$326 ;
-  wire \$327 ;
-  wire [15:0] \$328 ;
-  wire \$329 ;
+  wire \$320 ;
+  wire [15:0] \$321 ;
+  wire \$322 ;
+  wire [15:0] \$323 ;
+  wire \$324 ;
+  wire [15:0] \$325 ;
+  wire \$326 ;
+  wire [15:0] \$327 ;
+  wire \$328 ;
+  wire [15:0] \$329 ;
   wire [3:0] \$33 ;
-  wire [15:0] \$330 ;
-  wire \$331 ;
-  wire [15:0] \$332 ;
-  wire \$333 ;
-  wire [15:0] \$334 ;
-  wire \$335 ;
-  wire [15:0] \$336 ;
-  wire \$337 ;
-  wire [15:0] \$338 ;
-  wire \$339 ;
+  wire \$330 ;
+  wire [15:0] \$331 ;
+  wire \$332 ;
+  wire [15:0] \$333 ;
+  wire \$334 ;
+  wire [15:0] \$335 ;
+  wire \$336 ;
+  wire [15:0] \$337 ;
+  wire \$338 ;
+  wire [15:0] \$339 ;
   wire [3:0] \$34 ;
-  wire [15:0] \$340 ;
-  wire \$341 ;
-  wire [15:0] \$342 ;
-  wire \$343 ;
-  wire [15:0] \$344 ;
-  wire \$345 ;
-  wire [15:0] \$346 ;
-  wire \$347 ;
-  wire [15:0] \$348 ;
-  wire \$349 ;
+  wire \$340 ;
+  wire [15:0] \$341 ;
+  wire \$342 ;
+  wire [15:0] \$343 ;
+  wire \$344 ;
+  wire [15:0] \$345 ;
+  wire \$346 ;
+  wire [15:0] \$347 ;
+  wire \$348 ;
+  wire [15:0] \$349 ;
   wire [3:0] \$35 ;
-  wire [15:0] \$350 ;
-  wire \$351 ;
-  wire [15:0] \$352 ;
-  wire \$353 ;
-  wire [15:0] \$354 ;
-  wire \$355 ;
-  wire [15:0] \$356 ;
-  wire \$357 ;
-  wire [15:0] \$358 ;
-  wire [16:0] \$359 ;
+  wire \$350 ;
+  wire [15:0] \$351 ;
+  wire \$352 ;
+  wire [15:0] \$353 ;
+  wire \$354 ;
+  wire [15:0] \$355 ;
+  wire \$356 ;
+  wire [15:0] \$357 ;
+  wire \$358 ;
+  wire [15:0] \$359 ;
   wire [3:0] \$36 ;
-  wire [16:0] \$360 ;
+  wire \$360 ;
   wire [15:0] \$361 ;
   wire \$362 ;
   wire [15:0] \$363 ;
@@ -42867,69 +42877,69 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$411 ;
   wire \$412 ;
   wire [15:0] \$413 ;
-  wire [16:0] \$414 ;
-  wire [16:0] \$415 ;
-  wire [15:0] \$416 ;
-  wire \$417 ;
-  wire [15:0] \$418 ;
-  wire \$419 ;
+  wire \$414 ;
+  wire [15:0] \$415 ;
+  wire \$416 ;
+  wire [15:0] \$417 ;
+  wire \$418 ;
+  wire [15:0] \$419 ;
   wire \$42 ;
-  wire [15:0] \$420 ;
-  wire \$421 ;
-  wire [15:0] \$422 ;
-  wire \$423 ;
-  wire [15:0] \$424 ;
-  wire \$425 ;
-  wire [15:0] \$426 ;
-  wire \$427 ;
-  wire [15:0] \$428 ;
-  wire \$429 ;
+  wire \$420 ;
+  wire [15:0] \$421 ;
+  wire \$422 ;
+  wire [15:0] \$423 ;
+  wire \$424 ;
+  wire [15:0] \$425 ;
+  wire \$426 ;
+  wire [15:0] \$427 ;
+  wire \$428 ;
+  wire [15:0] \$429 ;
   wire \$43 ;
-  wire [15:0] \$430 ;
-  wire \$431 ;
-  wire [15:0] \$432 ;
-  wire \$433 ;
-  wire [15:0] \$434 ;
-  wire \$435 ;
-  wire [15:0] \$436 ;
-  wire \$437 ;
-  wire [15:0] \$438 ;
-  wire \$439 ;
+  wire \$430 ;
+  wire [15:0] \$431 ;
+  wire \$432 ;
+  wire [15:0] \$433 ;
+  wire \$434 ;
+  wire [15:0] \$435 ;
+  wire \$436 ;
+  wire [15:0] \$437 ;
+  wire \$438 ;
+  wire [15:0] \$439 ;
   wire \$44 ;
-  wire [15:0] \$440 ;
-  wire \$441 ;
-  wire [15:0] \$442 ;
-  wire \$443 ;
-  wire [15:0] \$444 ;
-  wire \$445 ;
-  wire [15:0] \$446 ;
-  wire \$447 ;
-  wire [15:0] \$448 ;
-  wire \$449 ;
+  wire \$440 ;
+  wire [15:0] \$441 ;
+  wire \$442 ;
+  wire [15:0] \$443 ;
+  wire \$444 ;
+  wire [15:0] \$445 ;
+  wire \$446 ;
+  wire [15:0] \$447 ;
+  wire \$448 ;
+  wire [15:0] \$449 ;
   wire [3:0] \$45 ;
-  wire [15:0] \$450 ;
-  wire \$451 ;
-  wire [15:0] \$452 ;
-  wire \$453 ;
-  wire [15:0] \$454 ;
-  wire \$455 ;
-  wire [15:0] \$456 ;
-  wire \$457 ;
-  wire [15:0] \$458 ;
-  wire \$459 ;
+  wire \$450 ;
+  wire [15:0] \$451 ;
+  wire \$452 ;
+  wire [15:0] \$453 ;
+  wire \$454 ;
+  wire [15:0] \$455 ;
+  wire \$456 ;
+  wire [15:0] \$457 ;
+  wire \$458 ;
+  wire [15:0] \$459 ;
   wire [3:0] \$46 ;
-  wire [15:0] \$460 ;
-  wire \$461 ;
-  wire [15:0] \$462 ;
-  wire \$463 ;
-  wire [15:0] \$464 ;
-  wire \$465 ;
-  wire [15:0] \$466 ;
-  wire \$467 ;
-  wire [15:0] \$468 ;
-  wire [16:0] \$469 ;
+  wire \$460 ;
+  wire [15:0] \$461 ;
+  wire \$462 ;
+  wire [15:0] \$463 ;
+  wire \$464 ;
+  wire [15:0] \$465 ;
+  wire \$466 ;
+  wire [15:0] \$467 ;
+  wire \$468 ;
+  wire [15:0] \$469 ;
   wire [3:0] \$47 ;
-  wire [16:0] \$470 ;
+  wire \$470 ;
   wire [15:0] \$471 ;
   wire \$472 ;
   wire [15:0] \$473 ;
@@ -42989,69 +42999,69 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$521 ;
   wire \$522 ;
   wire [15:0] \$523 ;
-  wire [16:0] \$524 ;
-  wire [16:0] \$525 ;
-  wire [15:0] \$526 ;
-  wire \$527 ;
-  wire [15:0] \$528 ;
-  wire \$529 ;
+  wire \$524 ;
+  wire [15:0] \$525 ;
+  wire \$526 ;
+  wire [15:0] \$527 ;
+  wire \$528 ;
+  wire [15:0] \$529 ;
   wire \$53 ;
-  wire [15:0] \$530 ;
-  wire \$531 ;
-  wire [15:0] \$532 ;
-  wire \$533 ;
-  wire [15:0] \$534 ;
-  wire \$535 ;
-  wire [15:0] \$536 ;
-  wire \$537 ;
-  wire [15:0] \$538 ;
-  wire \$539 ;
+  wire \$530 ;
+  wire [15:0] \$531 ;
+  wire \$532 ;
+  wire [15:0] \$533 ;
+  wire \$534 ;
+  wire [15:0] \$535 ;
+  wire \$536 ;
+  wire [15:0] \$537 ;
+  wire \$538 ;
+  wire [15:0] \$539 ;
   wire \$54 ;
-  wire [15:0] \$540 ;
-  wire \$541 ;
-  wire [15:0] \$542 ;
-  wire \$543 ;
-  wire [15:0] \$544 ;
-  wire \$545 ;
-  wire [15:0] \$546 ;
-  wire \$547 ;
-  wire [15:0] \$548 ;
-  wire \$549 ;
+  wire \$540 ;
+  wire [15:0] \$541 ;
+  wire \$542 ;
+  wire [15:0] \$543 ;
+  wire \$544 ;
+  wire [15:0] \$545 ;
+  wire \$546 ;
+  wire [15:0] \$547 ;
+  wire \$548 ;
+  wire [15:0] \$549 ;
   wire \$55 ;
-  wire [15:0] \$550 ;
-  wire \$551 ;
-  wire [15:0] \$552 ;
-  wire \$553 ;
-  wire [15:0] \$554 ;
-  wire \$555 ;
-  wire [15:0] \$556 ;
-  wire \$557 ;
-  wire [15:0] \$558 ;
-  wire \$559 ;
+  wire \$550 ;
+  wire [15:0] \$551 ;
+  wire \$552 ;
+  wire [15:0] \$553 ;
+  wire \$554 ;
+  wire [15:0] \$555 ;
+  wire \$556 ;
+  wire [15:0] \$557 ;
+  wire \$558 ;
+  wire [15:0] \$559 ;
   wire \$56 ;
-  wire [15:0] \$560 ;
-  wire \$561 ;
-  wire [15:0] \$562 ;
-  wire \$563 ;
-  wire [15:0] \$564 ;
-  wire \$565 ;
-  wire [15:0] \$566 ;
-  wire \$567 ;
-  wire [15:0] \$568 ;
-  wire \$569 ;
+  wire \$560 ;
+  wire [15:0] \$561 ;
+  wire \$562 ;
+  wire [15:0] \$563 ;
+  wire \$564 ;
+  wire [15:0] \$565 ;
+  wire \$566 ;
+  wire [15:0] \$567 ;
+  wire \$568 ;
+  wire [15:0] \$569 ;
   wire [3:0] \$57 ;
-  wire [15:0] \$570 ;
-  wire \$571 ;
-  wire [15:0] \$572 ;
-  wire \$573 ;
-  wire [15:0] \$574 ;
-  wire \$575 ;
-  wire [15:0] \$576 ;
-  wire \$577 ;
-  wire [15:0] \$578 ;
-  wire [16:0] \$579 ;
+  wire \$570 ;
+  wire [15:0] \$571 ;
+  wire \$572 ;
+  wire [15:0] \$573 ;
+  wire \$574 ;
+  wire [15:0] \$575 ;
+  wire \$576 ;
+  wire [15:0] \$577 ;
+  wire \$578 ;
+  wire [15:0] \$579 ;
   wire [3:0] \$58 ;
-  wire [16:0] \$580 ;
+  wire \$580 ;
   wire [15:0] \$581 ;
   wire \$582 ;
   wire [15:0] \$583 ;
@@ -43111,69 +43121,69 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$631 ;
   wire \$632 ;
   wire [15:0] \$633 ;
-  wire [16:0] \$634 ;
-  wire [16:0] \$635 ;
-  wire [15:0] \$636 ;
-  wire \$637 ;
-  wire [15:0] \$638 ;
-  wire \$639 ;
+  wire \$634 ;
+  wire [15:0] \$635 ;
+  wire \$636 ;
+  wire [15:0] \$637 ;
+  wire \$638 ;
+  wire [15:0] \$639 ;
   wire \$64 ;
-  wire [15:0] \$640 ;
-  wire \$641 ;
-  wire [15:0] \$642 ;
-  wire \$643 ;
-  wire [15:0] \$644 ;
-  wire \$645 ;
-  wire [15:0] \$646 ;
-  wire \$647 ;
-  wire [15:0] \$648 ;
-  wire \$649 ;
+  wire \$640 ;
+  wire [15:0] \$641 ;
+  wire \$642 ;
+  wire [15:0] \$643 ;
+  wire \$644 ;
+  wire [15:0] \$645 ;
+  wire \$646 ;
+  wire [15:0] \$647 ;
+  wire \$648 ;
+  wire [15:0] \$649 ;
   wire \$65 ;
-  wire [15:0] \$650 ;
-  wire \$651 ;
-  wire [15:0] \$652 ;
-  wire \$653 ;
-  wire [15:0] \$654 ;
-  wire \$655 ;
-  wire [15:0] \$656 ;
-  wire \$657 ;
-  wire [15:0] \$658 ;
-  wire \$659 ;
+  wire \$650 ;
+  wire [15:0] \$651 ;
+  wire \$652 ;
+  wire [15:0] \$653 ;
+  wire \$654 ;
+  wire [15:0] \$655 ;
+  wire \$656 ;
+  wire [15:0] \$657 ;
+  wire \$658 ;
+  wire [15:0] \$659 ;
   wire \$66 ;
-  wire [15:0] \$660 ;
-  wire \$661 ;
-  wire [15:0] \$662 ;
-  wire \$663 ;
-  wire [15:0] \$664 ;
-  wire \$665 ;
-  wire [15:0] \$666 ;
-  wire \$667 ;
-  wire [15:0] \$668 ;
-  wire \$669 ;
+  wire \$660 ;
+  wire [15:0] \$661 ;
+  wire \$662 ;
+  wire [15:0] \$663 ;
+  wire \$664 ;
+  wire [15:0] \$665 ;
+  wire \$666 ;
+  wire [15:0] \$667 ;
+  wire \$668 ;
+  wire [15:0] \$669 ;
   wire \$67 ;
-  wire [15:0] \$670 ;
-  wire \$671 ;
-  wire [15:0] \$672 ;
-  wire \$673 ;
-  wire [15:0] \$674 ;
-  wire \$675 ;
-  wire [15:0] \$676 ;
-  wire \$677 ;
-  wire [15:0] \$678 ;
-  wire \$679 ;
+  wire \$670 ;
+  wire [15:0] \$671 ;
+  wire \$672 ;
+  wire [15:0] \$673 ;
+  wire \$674 ;
+  wire [15:0] \$675 ;
+  wire \$676 ;
+  wire [15:0] \$677 ;
+  wire \$678 ;
+  wire [15:0] \$679 ;
   wire \$68 ;
-  wire [15:0] \$680 ;
-  wire \$681 ;
-  wire [15:0] \$682 ;
-  wire \$683 ;
-  wire [15:0] \$684 ;
-  wire \$685 ;
-  wire [15:0] \$686 ;
-  wire \$687 ;
-  wire [15:0] \$688 ;
-  wire [16:0] \$689 ;
+  wire \$680 ;
+  wire [15:0] \$681 ;
+  wire \$682 ;
+  wire [15:0] \$683 ;
+  wire \$684 ;
+  wire [15:0] \$685 ;
+  wire \$686 ;
+  wire [15:0] \$687 ;
+  wire \$688 ;
+  wire [15:0] \$689 ;
   wire [3:0] \$69 ;
-  wire [16:0] \$690 ;
+  wire \$690 ;
   wire [15:0] \$691 ;
   wire \$692 ;
   wire [15:0] \$693 ;
@@ -43233,70 +43243,70 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$741 ;
   wire \$742 ;
   wire [15:0] \$743 ;
-  wire [16:0] \$744 ;
-  wire [16:0] \$745 ;
-  wire [15:0] \$746 ;
-  wire \$747 ;
-  wire [15:0] \$748 ;
-  wire \$749 ;
+  wire \$744 ;
+  wire [15:0] \$745 ;
+  wire \$746 ;
+  wire [15:0] \$747 ;
+  wire \$748 ;
+  wire [15:0] \$749 ;
   wire \$75 ;
-  wire [15:0] \$750 ;
-  wire \$751 ;
-  wire [15:0] \$752 ;
-  wire \$753 ;
-  wire [15:0] \$754 ;
-  wire \$755 ;
-  wire [15:0] \$756 ;
-  wire \$757 ;
-  wire [15:0] \$758 ;
-  wire \$759 ;
+  wire \$750 ;
+  wire [15:0] \$751 ;
+  wire \$752 ;
+  wire [15:0] \$753 ;
+  wire \$754 ;
+  wire [15:0] \$755 ;
+  wire \$756 ;
+  wire [15:0] \$757 ;
+  wire \$758 ;
+  wire [15:0] \$759 ;
   wire \$76 ;
-  wire [15:0] \$760 ;
-  wire \$761 ;
-  wire [15:0] \$762 ;
-  wire \$763 ;
-  wire [15:0] \$764 ;
-  wire \$765 ;
-  wire [15:0] \$766 ;
-  wire \$767 ;
-  wire [15:0] \$768 ;
-  wire \$769 ;
+  wire \$760 ;
+  wire [15:0] \$761 ;
+  wire \$762 ;
+  wire [15:0] \$763 ;
+  wire \$764 ;
+  wire [15:0] \$765 ;
+  wire \$766 ;
+  wire [15:0] \$767 ;
+  wire \$768 ;
+  wire [15:0] \$769 ;
   wire \$77 ;
-  wire [15:0] \$770 ;
-  wire \$771 ;
-  wire [15:0] \$772 ;
-  wire \$773 ;
-  wire [15:0] \$774 ;
-  wire \$775 ;
-  wire [15:0] \$776 ;
-  wire \$777 ;
-  wire [15:0] \$778 ;
-  wire \$779 ;
+  wire \$770 ;
+  wire [15:0] \$771 ;
+  wire \$772 ;
+  wire [15:0] \$773 ;
+  wire \$774 ;
+  wire [15:0] \$775 ;
+  wire \$776 ;
+  wire [15:0] \$777 ;
+  wire \$778 ;
+  wire [15:0] \$779 ;
   wire \$78 ;
-  wire [15:0] \$780 ;
-  wire \$781 ;
-  wire [15:0] \$782 ;
-  wire \$783 ;
-  wire [15:0] \$784 ;
-  wire \$785 ;
-  wire [15:0] \$786 ;
-  wire \$787 ;
-  wire [15:0] \$788 ;
-  wire \$789 ;
+  wire \$780 ;
+  wire [15:0] \$781 ;
+  wire \$782 ;
+  wire [15:0] \$783 ;
+  wire \$784 ;
+  wire [15:0] \$785 ;
+  wire \$786 ;
+  wire [15:0] \$787 ;
+  wire \$788 ;
+  wire [15:0] \$789 ;
   wire \$79 ;
-  wire [15:0] \$790 ;
-  wire \$791 ;
-  wire [15:0] \$792 ;
-  wire \$793 ;
-  wire [15:0] \$794 ;
-  wire \$795 ;
-  wire [15:0] \$796 ;
-  wire \$797 ;
-  wire [15:0] \$798 ;
-  wire [16:0] \$799 ;
+  wire \$790 ;
+  wire [15:0] \$791 ;
+  wire \$792 ;
+  wire [15:0] \$793 ;
+  wire \$794 ;
+  wire [15:0] \$795 ;
+  wire \$796 ;
+  wire [15:0] \$797 ;
+  wire \$798 ;
+  wire [15:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [16:0] \$800 ;
+  wire \$800 ;
   wire [15:0] \$801 ;
   wire \$802 ;
   wire [15:0] \$803 ;
@@ -43355,70 +43365,70 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$851 ;
   wire \$852 ;
   wire [15:0] \$853 ;
-  wire [16:0] \$854 ;
-  wire [16:0] \$855 ;
-  wire [15:0] \$856 ;
-  wire \$857 ;
-  wire [15:0] \$858 ;
-  wire \$859 ;
+  wire \$854 ;
+  wire [15:0] \$855 ;
+  wire \$856 ;
+  wire [15:0] \$857 ;
+  wire \$858 ;
+  wire [15:0] \$859 ;
   wire \$86 ;
-  wire [15:0] \$860 ;
-  wire \$861 ;
-  wire [15:0] \$862 ;
-  wire \$863 ;
-  wire [15:0] \$864 ;
-  wire \$865 ;
-  wire [15:0] \$866 ;
-  wire \$867 ;
-  wire [15:0] \$868 ;
-  wire \$869 ;
+  wire \$860 ;
+  wire [15:0] \$861 ;
+  wire \$862 ;
+  wire [15:0] \$863 ;
+  wire \$864 ;
+  wire [15:0] \$865 ;
+  wire \$866 ;
+  wire [15:0] \$867 ;
+  wire \$868 ;
+  wire [15:0] \$869 ;
   wire \$87 ;
-  wire [15:0] \$870 ;
-  wire \$871 ;
-  wire [15:0] \$872 ;
-  wire \$873 ;
-  wire [15:0] \$874 ;
-  wire \$875 ;
-  wire [15:0] \$876 ;
-  wire \$877 ;
-  wire [15:0] \$878 ;
-  wire \$879 ;
+  wire \$870 ;
+  wire [15:0] \$871 ;
+  wire \$872 ;
+  wire [15:0] \$873 ;
+  wire \$874 ;
+  wire [15:0] \$875 ;
+  wire \$876 ;
+  wire [15:0] \$877 ;
+  wire \$878 ;
+  wire [15:0] \$879 ;
   wire \$88 ;
-  wire [15:0] \$880 ;
-  wire \$881 ;
-  wire [15:0] \$882 ;
-  wire \$883 ;
-  wire [15:0] \$884 ;
-  wire \$885 ;
-  wire [15:0] \$886 ;
-  wire \$887 ;
-  wire [15:0] \$888 ;
-  wire \$889 ;
+  wire \$880 ;
+  wire [15:0] \$881 ;
+  wire \$882 ;
+  wire [15:0] \$883 ;
+  wire \$884 ;
+  wire [15:0] \$885 ;
+  wire \$886 ;
+  wire [15:0] \$887 ;
+  wire \$888 ;
+  wire [15:0] \$889 ;
   wire \$89 ;
-  wire [15:0] \$890 ;
-  wire \$891 ;
-  wire [15:0] \$892 ;
-  wire \$893 ;
-  wire [15:0] \$894 ;
-  wire \$895 ;
-  wire [15:0] \$896 ;
-  wire \$897 ;
-  wire [15:0] \$898 ;
-  wire \$899 ;
+  wire \$890 ;
+  wire [15:0] \$891 ;
+  wire \$892 ;
+  wire [15:0] \$893 ;
+  wire \$894 ;
+  wire [15:0] \$895 ;
+  wire \$896 ;
+  wire [15:0] \$897 ;
+  wire \$898 ;
+  wire [15:0] \$899 ;
   wire [3:0] \$9 ;
   wire \$90 ;
-  wire [15:0] \$900 ;
-  wire \$901 ;
-  wire [15:0] \$902 ;
-  wire \$903 ;
-  wire [15:0] \$904 ;
-  wire \$905 ;
-  wire [15:0] \$906 ;
-  wire \$907 ;
-  wire [15:0] \$908 ;
-  wire [16:0] \$909 ;
+  wire \$900 ;
+  wire [15:0] \$901 ;
+  wire \$902 ;
+  wire [15:0] \$903 ;
+  wire \$904 ;
+  wire [15:0] \$905 ;
+  wire \$906 ;
+  wire [15:0] \$907 ;
+  wire \$908 ;
+  wire [15:0] \$909 ;
   wire \$91 ;
-  wire [16:0] \$910 ;
+  wire \$910 ;
   wire [15:0] \$911 ;
   wire \$912 ;
   wire [15:0] \$913 ;
@@ -43477,94 +43487,78 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [15:0] \$961 ;
   wire \$962 ;
   wire [15:0] \$963 ;
-  wire [16:0] \$964 ;
-  wire [16:0] \$965 ;
-  wire [15:0] \$966 ;
-  wire \$967 ;
-  wire [15:0] \$968 ;
-  wire \$969 ;
+  wire \$964 ;
+  wire [15:0] \$965 ;
+  wire \$966 ;
+  wire [15:0] \$967 ;
+  wire \$968 ;
+  wire [15:0] \$969 ;
   wire \$97 ;
-  wire [15:0] \$970 ;
-  wire \$971 ;
-  wire [15:0] \$972 ;
-  wire \$973 ;
-  wire [15:0] \$974 ;
-  wire \$975 ;
-  wire [15:0] \$976 ;
-  wire \$977 ;
-  wire [15:0] \$978 ;
-  wire \$979 ;
+  wire \$970 ;
+  wire [15:0] \$971 ;
+  wire \$972 ;
+  wire [15:0] \$973 ;
+  wire \$974 ;
+  wire [15:0] \$975 ;
+  wire \$976 ;
+  wire [15:0] \$977 ;
+  wire \$978 ;
+  wire [15:0] \$979 ;
   wire \$98 ;
-  wire [15:0] \$980 ;
-  wire \$981 ;
-  wire [15:0] \$982 ;
-  wire \$983 ;
-  wire [15:0] \$984 ;
-  wire \$985 ;
-  wire [15:0] \$986 ;
-  wire \$987 ;
-  wire [15:0] \$988 ;
-  wire \$989 ;
+  wire \$980 ;
+  wire [15:0] \$981 ;
+  wire \$982 ;
+  wire [15:0] \$983 ;
+  wire \$984 ;
+  wire [15:0] \$985 ;
+  wire \$986 ;
+  wire [15:0] \$987 ;
+  wire \$988 ;
+  wire [15:0] \$989 ;
   wire \$99 ;
-  wire [15:0] \$990 ;
-  wire \$991 ;
-  wire [15:0] \$992 ;
-  wire \$993 ;
-  wire [15:0] \$994 ;
-  wire \$995 ;
-  wire [15:0] \$996 ;
-  wire \$997 ;
-  wire [15:0] \$998 ;
-  wire \$999 ;
+  wire \$990 ;
+  wire [15:0] \$991 ;
+  wire \$992 ;
+  wire [15:0] \$993 ;
+  wire \$994 ;
+  wire [15:0] \$995 ;
+  wire \$996 ;
+  wire [15:0] \$997 ;
+  wire \$998 ;
+  wire [15:0] \$999 ;
   wire [2:0] after_shift;
-  wire [15:0] bank0_grant;
   wire [15:0] bank0_oldest;
-  wire [15:0] bank0_wants;
-  wire [15:0] bank10_grant;
+  wire [15:0] bank0_wanted_by;
   wire [15:0] bank10_oldest;
-  wire [15:0] bank10_wants;
-  wire [15:0] bank11_grant;
+  wire [15:0] bank10_wanted_by;
   wire [15:0] bank11_oldest;
-  wire [15:0] bank11_wants;
-  wire [15:0] bank12_grant;
+  wire [15:0] bank11_wanted_by;
   wire [15:0] bank12_oldest;
-  wire [15:0] bank12_wants;
-  wire [15:0] bank13_grant;
+  wire [15:0] bank12_wanted_by;
   wire [15:0] bank13_oldest;
-  wire [15:0] bank13_wants;
-  wire [15:0] bank14_grant;
+  wire [15:0] bank13_wanted_by;
   wire [15:0] bank14_oldest;
-  wire [15:0] bank14_wants;
-  wire [15:0] bank15_grant;
+  wire [15:0] bank14_wanted_by;
   wire [15:0] bank15_oldest;
-  wire [15:0] bank15_wants;
-  wire [15:0] bank1_grant;
+  wire [15:0] bank15_wanted_by;
   wire [15:0] bank1_oldest;
-  wire [15:0] bank1_wants;
-  wire [15:0] bank2_grant;
+  wire [15:0] bank1_wanted_by;
   wire [15:0] bank2_oldest;
-  wire [15:0] bank2_wants;
-  wire [15:0] bank3_grant;
+  wire [15:0] bank2_wanted_by;
   wire [15:0] bank3_oldest;
-  wire [15:0] bank3_wants;
-  wire [15:0] bank4_grant;
+  wire [15:0] bank3_wanted_by;
   wire [15:0] bank4_oldest;
-  wire [15:0] bank4_wants;
-  wire [15:0] bank5_grant;
+  wire [15:0] bank4_wanted_by;
   wire [15:0] bank5_oldest;
-  wire [15:0] bank5_wants;
-  wire [15:0] bank6_grant;
+  wire [15:0] bank5_wanted_by;
   wire [15:0] bank6_oldest;
-  wire [15:0] bank6_wants;
-  wire [15:0] bank7_grant;
+  wire [15:0] bank6_wanted_by;
   wire [15:0] bank7_oldest;
-  wire [15:0] bank7_wants;
-  wire [15:0] bank8_grant;
+  wire [15:0] bank7_wanted_by;
   wire [15:0] bank8_oldest;
-  wire [15:0] bank8_wants;
-  wire [15:0] bank9_grant;
+  wire [15:0] bank8_wanted_by;
   wire [15:0] bank9_oldest;
-  wire [15:0] bank9_wants;
+  wire [15:0] bank9_wanted_by;
   reg [30:0] beat0_lane0 = 31'h00000000;
   wire [3:0] \beat0_lane0.bank ;
   wire \beat0_lane0.pending ;
@@ -43736,48 +43730,6 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire [3:0] held8_bank_low;
   wire [3:0] held9_bank_high;
   wire [3:0] held9_bank_low;
-  output \port$3143$0 ;
-  wire \port$3143$0 ;
-  output \port$3145$0 ;
-  wire \port$3145$0 ;
-  output \port$3147$0 ;
-  wire \port$3147$0 ;
-  output \port$3149$0 ;
-  wire \port$3149$0 ;
-  output \port$3151$0 ;
-  wire \port$3151$0 ;
-  output \port$3153$0 ;
-  wire \port$3153$0 ;
-  output \port$3155$0 ;
-  wire \port$3155$0 ;
-  output \port$3157$0 ;
-  wire \port$3157$0 ;
-  output \port$3159$0 ;
-  wire \port$3159$0 ;
-  output \port$3161$0 ;
-  wire \port$3161$0 ;
-  output \port$3163$0 ;
-  wire \port$3163$0 ;
-  output \port$3165$0 ;
-  wire \port$3165$0 ;
-  output \port$3167$0 ;
-  wire \port$3167$0 ;
-  output \port$3169$0 ;
-  wire \port$3169$0 ;
-  output \port$3171$0 ;
-  wire \port$3171$0 ;
-  output \port$3173$0 ;
-  wire \port$3173$0 ;
-  output \port$3175$0 ;
-  wire \port$3175$0 ;
-  output \port$3177$0 ;
-  wire \port$3177$0 ;
-  output \port$3179$0 ;
-  wire \port$3179$0 ;
-  output \port$3181$0 ;
-  wire \port$3181$0 ;
-  output \port$3183$0 ;
-  wire \port$3183$0 ;
   output \port$3185$0 ;
   wire \port$3185$0 ;
   output \port$3187$0 ;
@@ -43788,44 +43740,48 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3191$0 ;
   output \port$3193$0 ;
   wire \port$3193$0 ;
-  output \port$3200$0 ;
-  wire \port$3200$0 ;
-  output \port$3202$0 ;
-  wire \port$3202$0 ;
-  output \port$3204$0 ;
-  wire \port$3204$0 ;
-  output \port$3206$0 ;
-  wire \port$3206$0 ;
-  output \port$3208$0 ;
-  wire \port$3208$0 ;
-  output \port$3210$0 ;
-  wire \port$3210$0 ;
-  output \port$3212$0 ;
-  wire \port$3212$0 ;
-  output \port$3214$0 ;
-  wire \port$3214$0 ;
-  output \port$3216$0 ;
-  wire \port$3216$0 ;
-  output \port$3218$0 ;
-  wire \port$3218$0 ;
-  output \port$3220$0 ;
-  wire \port$3220$0 ;
-  output \port$3222$0 ;
-  wire \port$3222$0 ;
-  output \port$3224$0 ;
-  wire \port$3224$0 ;
-  output \port$3226$0 ;
-  wire \port$3226$0 ;
-  output \port$3228$0 ;
-  wire \port$3228$0 ;
-  output \port$3230$0 ;
-  wire \port$3230$0 ;
-  output \port$3232$0 ;
-  wire \port$3232$0 ;
-  output \port$3234$0 ;
-  wire \port$3234$0 ;
-  output \port$3236$0 ;
-  wire \port$3236$0 ;
+  output \port$3195$0 ;
+  wire \port$3195$0 ;
+  output \port$3197$0 ;
+  wire \port$3197$0 ;
+  output \port$3199$0 ;
+  wire \port$3199$0 ;
+  output \port$3201$0 ;
+  wire \port$3201$0 ;
+  output \port$3203$0 ;
+  wire \port$3203$0 ;
+  output \port$3205$0 ;
+  wire \port$3205$0 ;
+  output \port$3207$0 ;
+  wire \port$3207$0 ;
+  output \port$3209$0 ;
+  wire \port$3209$0 ;
+  output \port$3211$0 ;
+  wire \port$3211$0 ;
+  output \port$3213$0 ;
+  wire \port$3213$0 ;
+  output \port$3215$0 ;
+  wire \port$3215$0 ;
+  output \port$3217$0 ;
+  wire \port$3217$0 ;
+  output \port$3219$0 ;
+  wire \port$3219$0 ;
+  output \port$3221$0 ;
+  wire \port$3221$0 ;
+  output \port$3223$0 ;
+  wire \port$3223$0 ;
+  output \port$3225$0 ;
+  wire \port$3225$0 ;
+  output \port$3227$0 ;
+  wire \port$3227$0 ;
+  output \port$3229$0 ;
+  wire \port$3229$0 ;
+  output \port$3231$0 ;
+  wire \port$3231$0 ;
+  output \port$3233$0 ;
+  wire \port$3233$0 ;
+  output \port$3235$0 ;
+  wire \port$3235$0 ;
   output \port$3238$0 ;
   wire \port$3238$0 ;
   output \port$3240$0 ;
@@ -43840,40 +43796,44 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3248$0 ;
   output \port$3250$0 ;
   wire \port$3250$0 ;
-  output \port$3257$0 ;
-  wire \port$3257$0 ;
-  output \port$3259$0 ;
-  wire \port$3259$0 ;
-  output \port$3261$0 ;
-  wire \port$3261$0 ;
-  output \port$3263$0 ;
-  wire \port$3263$0 ;
-  output \port$3265$0 ;
-  wire \port$3265$0 ;
-  output \port$3267$0 ;
-  wire \port$3267$0 ;
-  output \port$3269$0 ;
-  wire \port$3269$0 ;
-  output \port$3271$0 ;
-  wire \port$3271$0 ;
-  output \port$3273$0 ;
-  wire \port$3273$0 ;
-  output \port$3275$0 ;
-  wire \port$3275$0 ;
-  output \port$3277$0 ;
-  wire \port$3277$0 ;
-  output \port$3279$0 ;
-  wire \port$3279$0 ;
-  output \port$3281$0 ;
-  wire \port$3281$0 ;
-  output \port$3283$0 ;
-  wire \port$3283$0 ;
-  output \port$3285$0 ;
-  wire \port$3285$0 ;
-  output \port$3287$0 ;
-  wire \port$3287$0 ;
-  output \port$3289$0 ;
-  wire \port$3289$0 ;
+  output \port$3252$0 ;
+  wire \port$3252$0 ;
+  output \port$3254$0 ;
+  wire \port$3254$0 ;
+  output \port$3256$0 ;
+  wire \port$3256$0 ;
+  output \port$3258$0 ;
+  wire \port$3258$0 ;
+  output \port$3260$0 ;
+  wire \port$3260$0 ;
+  output \port$3262$0 ;
+  wire \port$3262$0 ;
+  output \port$3264$0 ;
+  wire \port$3264$0 ;
+  output \port$3266$0 ;
+  wire \port$3266$0 ;
+  output \port$3268$0 ;
+  wire \port$3268$0 ;
+  output \port$3270$0 ;
+  wire \port$3270$0 ;
+  output \port$3272$0 ;
+  wire \port$3272$0 ;
+  output \port$3274$0 ;
+  wire \port$3274$0 ;
+  output \port$3276$0 ;
+  wire \port$3276$0 ;
+  output \port$3278$0 ;
+  wire \port$3278$0 ;
+  output \port$3280$0 ;
+  wire \port$3280$0 ;
+  output \port$3282$0 ;
+  wire \port$3282$0 ;
+  output \port$3284$0 ;
+  wire \port$3284$0 ;
+  output \port$3286$0 ;
+  wire \port$3286$0 ;
+  output \port$3288$0 ;
+  wire \port$3288$0 ;
   output \port$3291$0 ;
   wire \port$3291$0 ;
   output \port$3293$0 ;
@@ -43892,36 +43852,40 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3305$0 ;
   output \port$3307$0 ;
   wire \port$3307$0 ;
-  output \port$3314$0 ;
-  wire \port$3314$0 ;
-  output \port$3316$0 ;
-  wire \port$3316$0 ;
-  output \port$3318$0 ;
-  wire \port$3318$0 ;
-  output \port$3320$0 ;
-  wire \port$3320$0 ;
-  output \port$3322$0 ;
-  wire \port$3322$0 ;
-  output \port$3324$0 ;
-  wire \port$3324$0 ;
-  output \port$3326$0 ;
-  wire \port$3326$0 ;
-  output \port$3328$0 ;
-  wire \port$3328$0 ;
-  output \port$3330$0 ;
-  wire \port$3330$0 ;
-  output \port$3332$0 ;
-  wire \port$3332$0 ;
-  output \port$3334$0 ;
-  wire \port$3334$0 ;
-  output \port$3336$0 ;
-  wire \port$3336$0 ;
-  output \port$3338$0 ;
-  wire \port$3338$0 ;
-  output \port$3340$0 ;
-  wire \port$3340$0 ;
-  output \port$3342$0 ;
-  wire \port$3342$0 ;
+  output \port$3309$0 ;
+  wire \port$3309$0 ;
+  output \port$3311$0 ;
+  wire \port$3311$0 ;
+  output \port$3313$0 ;
+  wire \port$3313$0 ;
+  output \port$3315$0 ;
+  wire \port$3315$0 ;
+  output \port$3317$0 ;
+  wire \port$3317$0 ;
+  output \port$3319$0 ;
+  wire \port$3319$0 ;
+  output \port$3321$0 ;
+  wire \port$3321$0 ;
+  output \port$3323$0 ;
+  wire \port$3323$0 ;
+  output \port$3325$0 ;
+  wire \port$3325$0 ;
+  output \port$3327$0 ;
+  wire \port$3327$0 ;
+  output \port$3329$0 ;
+  wire \port$3329$0 ;
+  output \port$3331$0 ;
+  wire \port$3331$0 ;
+  output \port$3333$0 ;
+  wire \port$3333$0 ;
+  output \port$3335$0 ;
+  wire \port$3335$0 ;
+  output \port$3337$0 ;
+  wire \port$3337$0 ;
+  output \port$3339$0 ;
+  wire \port$3339$0 ;
+  output \port$3341$0 ;
+  wire \port$3341$0 ;
   output \port$3344$0 ;
   wire \port$3344$0 ;
   output \port$3346$0 ;
@@ -43944,32 +43908,36 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3362$0 ;
   output \port$3364$0 ;
   wire \port$3364$0 ;
-  output \port$3371$0 ;
-  wire \port$3371$0 ;
-  output \port$3373$0 ;
-  wire \port$3373$0 ;
-  output \port$3375$0 ;
-  wire \port$3375$0 ;
-  output \port$3377$0 ;
-  wire \port$3377$0 ;
-  output \port$3379$0 ;
-  wire \port$3379$0 ;
-  output \port$3381$0 ;
-  wire \port$3381$0 ;
-  output \port$3383$0 ;
-  wire \port$3383$0 ;
-  output \port$3385$0 ;
-  wire \port$3385$0 ;
-  output \port$3387$0 ;
-  wire \port$3387$0 ;
-  output \port$3389$0 ;
-  wire \port$3389$0 ;
-  output \port$3391$0 ;
-  wire \port$3391$0 ;
-  output \port$3393$0 ;
-  wire \port$3393$0 ;
-  output \port$3395$0 ;
-  wire \port$3395$0 ;
+  output \port$3366$0 ;
+  wire \port$3366$0 ;
+  output \port$3368$0 ;
+  wire \port$3368$0 ;
+  output \port$3370$0 ;
+  wire \port$3370$0 ;
+  output \port$3372$0 ;
+  wire \port$3372$0 ;
+  output \port$3374$0 ;
+  wire \port$3374$0 ;
+  output \port$3376$0 ;
+  wire \port$3376$0 ;
+  output \port$3378$0 ;
+  wire \port$3378$0 ;
+  output \port$3380$0 ;
+  wire \port$3380$0 ;
+  output \port$3382$0 ;
+  wire \port$3382$0 ;
+  output \port$3384$0 ;
+  wire \port$3384$0 ;
+  output \port$3386$0 ;
+  wire \port$3386$0 ;
+  output \port$3388$0 ;
+  wire \port$3388$0 ;
+  output \port$3390$0 ;
+  wire \port$3390$0 ;
+  output \port$3392$0 ;
+  wire \port$3392$0 ;
+  output \port$3394$0 ;
+  wire \port$3394$0 ;
   output \port$3397$0 ;
   wire \port$3397$0 ;
   output \port$3399$0 ;
@@ -43996,28 +43964,32 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3419$0 ;
   output \port$3421$0 ;
   wire \port$3421$0 ;
-  output \port$3428$0 ;
-  wire \port$3428$0 ;
-  output \port$3430$0 ;
-  wire \port$3430$0 ;
-  output \port$3432$0 ;
-  wire \port$3432$0 ;
-  output \port$3434$0 ;
-  wire \port$3434$0 ;
-  output \port$3436$0 ;
-  wire \port$3436$0 ;
-  output \port$3438$0 ;
-  wire \port$3438$0 ;
-  output \port$3440$0 ;
-  wire \port$3440$0 ;
-  output \port$3442$0 ;
-  wire \port$3442$0 ;
-  output \port$3444$0 ;
-  wire \port$3444$0 ;
-  output \port$3446$0 ;
-  wire \port$3446$0 ;
-  output \port$3448$0 ;
-  wire \port$3448$0 ;
+  output \port$3423$0 ;
+  wire \port$3423$0 ;
+  output \port$3425$0 ;
+  wire \port$3425$0 ;
+  output \port$3427$0 ;
+  wire \port$3427$0 ;
+  output \port$3429$0 ;
+  wire \port$3429$0 ;
+  output \port$3431$0 ;
+  wire \port$3431$0 ;
+  output \port$3433$0 ;
+  wire \port$3433$0 ;
+  output \port$3435$0 ;
+  wire \port$3435$0 ;
+  output \port$3437$0 ;
+  wire \port$3437$0 ;
+  output \port$3439$0 ;
+  wire \port$3439$0 ;
+  output \port$3441$0 ;
+  wire \port$3441$0 ;
+  output \port$3443$0 ;
+  wire \port$3443$0 ;
+  output \port$3445$0 ;
+  wire \port$3445$0 ;
+  output \port$3447$0 ;
+  wire \port$3447$0 ;
   output \port$3450$0 ;
   wire \port$3450$0 ;
   output \port$3452$0 ;
@@ -44048,24 +44020,28 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3476$0 ;
   output \port$3478$0 ;
   wire \port$3478$0 ;
-  output \port$3485$0 ;
-  wire \port$3485$0 ;
-  output \port$3487$0 ;
-  wire \port$3487$0 ;
-  output \port$3489$0 ;
-  wire \port$3489$0 ;
-  output \port$3491$0 ;
-  wire \port$3491$0 ;
-  output \port$3493$0 ;
-  wire \port$3493$0 ;
-  output \port$3495$0 ;
-  wire \port$3495$0 ;
-  output \port$3497$0 ;
-  wire \port$3497$0 ;
-  output \port$3499$0 ;
-  wire \port$3499$0 ;
-  output \port$3501$0 ;
-  wire \port$3501$0 ;
+  output \port$3480$0 ;
+  wire \port$3480$0 ;
+  output \port$3482$0 ;
+  wire \port$3482$0 ;
+  output \port$3484$0 ;
+  wire \port$3484$0 ;
+  output \port$3486$0 ;
+  wire \port$3486$0 ;
+  output \port$3488$0 ;
+  wire \port$3488$0 ;
+  output \port$3490$0 ;
+  wire \port$3490$0 ;
+  output \port$3492$0 ;
+  wire \port$3492$0 ;
+  output \port$3494$0 ;
+  wire \port$3494$0 ;
+  output \port$3496$0 ;
+  wire \port$3496$0 ;
+  output \port$3498$0 ;
+  wire \port$3498$0 ;
+  output \port$3500$0 ;
+  wire \port$3500$0 ;
   output \port$3503$0 ;
   wire \port$3503$0 ;
   output \port$3505$0 ;
@@ -44100,20 +44076,24 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3533$0 ;
   output \port$3535$0 ;
   wire \port$3535$0 ;
-  output \port$3542$0 ;
-  wire \port$3542$0 ;
-  output \port$3544$0 ;
-  wire \port$3544$0 ;
-  output \port$3546$0 ;
-  wire \port$3546$0 ;
-  output \port$3548$0 ;
-  wire \port$3548$0 ;
-  output \port$3550$0 ;
-  wire \port$3550$0 ;
-  output \port$3552$0 ;
-  wire \port$3552$0 ;
-  output \port$3554$0 ;
-  wire \port$3554$0 ;
+  output \port$3537$0 ;
+  wire \port$3537$0 ;
+  output \port$3539$0 ;
+  wire \port$3539$0 ;
+  output \port$3541$0 ;
+  wire \port$3541$0 ;
+  output \port$3543$0 ;
+  wire \port$3543$0 ;
+  output \port$3545$0 ;
+  wire \port$3545$0 ;
+  output \port$3547$0 ;
+  wire \port$3547$0 ;
+  output \port$3549$0 ;
+  wire \port$3549$0 ;
+  output \port$3551$0 ;
+  wire \port$3551$0 ;
+  output \port$3553$0 ;
+  wire \port$3553$0 ;
   output \port$3556$0 ;
   wire \port$3556$0 ;
   output \port$3558$0 ;
@@ -44152,16 +44132,20 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3590$0 ;
   output \port$3592$0 ;
   wire \port$3592$0 ;
-  output \port$3599$0 ;
-  wire \port$3599$0 ;
-  output \port$3601$0 ;
-  wire \port$3601$0 ;
-  output \port$3603$0 ;
-  wire \port$3603$0 ;
-  output \port$3605$0 ;
-  wire \port$3605$0 ;
-  output \port$3607$0 ;
-  wire \port$3607$0 ;
+  output \port$3594$0 ;
+  wire \port$3594$0 ;
+  output \port$3596$0 ;
+  wire \port$3596$0 ;
+  output \port$3598$0 ;
+  wire \port$3598$0 ;
+  output \port$3600$0 ;
+  wire \port$3600$0 ;
+  output \port$3602$0 ;
+  wire \port$3602$0 ;
+  output \port$3604$0 ;
+  wire \port$3604$0 ;
+  output \port$3606$0 ;
+  wire \port$3606$0 ;
   output \port$3609$0 ;
   wire \port$3609$0 ;
   output \port$3611$0 ;
@@ -44204,12 +44188,16 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3647$0 ;
   output \port$3649$0 ;
   wire \port$3649$0 ;
-  output \port$3656$0 ;
-  wire \port$3656$0 ;
-  output \port$3658$0 ;
-  wire \port$3658$0 ;
-  output \port$3660$0 ;
-  wire \port$3660$0 ;
+  output \port$3651$0 ;
+  wire \port$3651$0 ;
+  output \port$3653$0 ;
+  wire \port$3653$0 ;
+  output \port$3655$0 ;
+  wire \port$3655$0 ;
+  output \port$3657$0 ;
+  wire \port$3657$0 ;
+  output \port$3659$0 ;
+  wire \port$3659$0 ;
   output \port$3662$0 ;
   wire \port$3662$0 ;
   output \port$3664$0 ;
@@ -44256,8 +44244,12 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3704$0 ;
   output \port$3706$0 ;
   wire \port$3706$0 ;
-  output \port$3713$0 ;
-  wire \port$3713$0 ;
+  output \port$3708$0 ;
+  wire \port$3708$0 ;
+  output \port$3710$0 ;
+  wire \port$3710$0 ;
+  output \port$3712$0 ;
+  wire \port$3712$0 ;
   output \port$3715$0 ;
   wire \port$3715$0 ;
   output \port$3717$0 ;
@@ -44308,6 +44300,10 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3761$0 ;
   output \port$3763$0 ;
   wire \port$3763$0 ;
+  output \port$3765$0 ;
+  wire \port$3765$0 ;
+  output \port$3768$0 ;
+  wire \port$3768$0 ;
   output \port$3770$0 ;
   wire \port$3770$0 ;
   output \port$3772$0 ;
@@ -44358,8 +44354,12 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3816$0 ;
   output \port$3818$0 ;
   wire \port$3818$0 ;
-  output \port$3820$0 ;
-  wire \port$3820$0 ;
+  output \port$3821$0 ;
+  wire \port$3821$0 ;
+  output \port$3823$0 ;
+  wire \port$3823$0 ;
+  output \port$3825$0 ;
+  wire \port$3825$0 ;
   output \port$3827$0 ;
   wire \port$3827$0 ;
   output \port$3829$0 ;
@@ -44406,12 +44406,16 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3869$0 ;
   output \port$3871$0 ;
   wire \port$3871$0 ;
-  output \port$3873$0 ;
-  wire \port$3873$0 ;
-  output \port$3875$0 ;
-  wire \port$3875$0 ;
-  output \port$3877$0 ;
-  wire \port$3877$0 ;
+  output \port$3874$0 ;
+  wire \port$3874$0 ;
+  output \port$3876$0 ;
+  wire \port$3876$0 ;
+  output \port$3878$0 ;
+  wire \port$3878$0 ;
+  output \port$3880$0 ;
+  wire \port$3880$0 ;
+  output \port$3882$0 ;
+  wire \port$3882$0 ;
   output \port$3884$0 ;
   wire \port$3884$0 ;
   output \port$3886$0 ;
@@ -44454,16 +44458,20 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3922$0 ;
   output \port$3924$0 ;
   wire \port$3924$0 ;
-  output \port$3926$0 ;
-  wire \port$3926$0 ;
-  output \port$3928$0 ;
-  wire \port$3928$0 ;
-  output \port$3930$0 ;
-  wire \port$3930$0 ;
-  output \port$3932$0 ;
-  wire \port$3932$0 ;
-  output \port$3934$0 ;
-  wire \port$3934$0 ;
+  output \port$3927$0 ;
+  wire \port$3927$0 ;
+  output \port$3929$0 ;
+  wire \port$3929$0 ;
+  output \port$3931$0 ;
+  wire \port$3931$0 ;
+  output \port$3933$0 ;
+  wire \port$3933$0 ;
+  output \port$3935$0 ;
+  wire \port$3935$0 ;
+  output \port$3937$0 ;
+  wire \port$3937$0 ;
+  output \port$3939$0 ;
+  wire \port$3939$0 ;
   output \port$3941$0 ;
   wire \port$3941$0 ;
   output \port$3943$0 ;
@@ -44502,20 +44510,24 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$3975$0 ;
   output \port$3977$0 ;
   wire \port$3977$0 ;
-  output \port$3979$0 ;
-  wire \port$3979$0 ;
-  output \port$3981$0 ;
-  wire \port$3981$0 ;
-  output \port$3983$0 ;
-  wire \port$3983$0 ;
-  output \port$3985$0 ;
-  wire \port$3985$0 ;
-  output \port$3987$0 ;
-  wire \port$3987$0 ;
-  output \port$3989$0 ;
-  wire \port$3989$0 ;
-  output \port$3991$0 ;
-  wire \port$3991$0 ;
+  output \port$3980$0 ;
+  wire \port$3980$0 ;
+  output \port$3982$0 ;
+  wire \port$3982$0 ;
+  output \port$3984$0 ;
+  wire \port$3984$0 ;
+  output \port$3986$0 ;
+  wire \port$3986$0 ;
+  output \port$3988$0 ;
+  wire \port$3988$0 ;
+  output \port$3990$0 ;
+  wire \port$3990$0 ;
+  output \port$3992$0 ;
+  wire \port$3992$0 ;
+  output \port$3994$0 ;
+  wire \port$3994$0 ;
+  output \port$3996$0 ;
+  wire \port$3996$0 ;
   output \port$3998$0 ;
   wire \port$3998$0 ;
   output \port$4000$0 ;
@@ -44550,24 +44562,6 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   wire \port$4028$0 ;
   output \port$4030$0 ;
   wire \port$4030$0 ;
-  output \port$4032$0 ;
-  wire \port$4032$0 ;
-  output \port$4034$0 ;
-  wire \port$4034$0 ;
-  output \port$4036$0 ;
-  wire \port$4036$0 ;
-  output \port$4038$0 ;
-  wire \port$4038$0 ;
-  output \port$4040$0 ;
-  wire \port$4040$0 ;
-  output \port$4042$0 ;
-  wire \port$4042$0 ;
-  output \port$4044$0 ;
-  wire \port$4044$0 ;
-  output \port$4046$0 ;
-  wire \port$4046$0 ;
-  output \port$4048$0 ;
-  wire \port$4048$0 ;
   output [55:0] records__payload;
   wire [55:0] records__payload;
   wire [13:0] \records__payload[0] ;
@@ -44985,1399 +44979,1399 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   assign \$193  = ~ { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
   assign \$194  = \$193  + 1'h1;
   assign \$195  = { 1'h0, wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] } & \$194 ;
+  assign \$196  = ~ { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
+  assign \$197  = \$196  + 1'h1;
+  assign \$198  = { 1'h0, wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] } & \$197 ;
+  assign \$199  = ~ { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
+  assign \$200  = \$199  + 1'h1;
+  assign \$201  = { 1'h0, wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] } & \$200 ;
+  assign \$202  = ~ { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
+  assign \$203  = \$202  + 1'h1;
+  assign \$204  = { 1'h0, wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] } & \$203 ;
+  assign \$205  = ~ { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
+  assign \$206  = \$205  + 1'h1;
+  assign \$207  = { 1'h0, wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] } & \$206 ;
+  assign \$208  = ~ { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
+  assign \$209  = \$208  + 1'h1;
+  assign \$210  = { 1'h0, wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] } & \$209 ;
+  assign \$211  = ~ { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
+  assign \$212  = \$211  + 1'h1;
+  assign \$213  = { 1'h0, wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] } & \$212 ;
+  assign \$214  = ~ { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
+  assign \$215  = \$214  + 1'h1;
+  assign \$216  = { 1'h0, wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] } & \$215 ;
+  assign \$217  = ~ { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
+  assign \$218  = \$217  + 1'h1;
+  assign \$219  = { 1'h0, wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] } & \$218 ;
+  assign \$220  = ~ { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
+  assign \$221  = \$220  + 1'h1;
+  assign \$222  = { 1'h0, wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] } & \$221 ;
+  assign \$223  = ~ { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
+  assign \$224  = \$223  + 1'h1;
+  assign \$225  = { 1'h0, wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] } & \$224 ;
+  assign \$226  = ~ { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
+  assign \$227  = \$226  + 1'h1;
+  assign \$228  = { 1'h0, wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] } & \$227 ;
+  assign \$229  = ~ { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
+  assign \$230  = \$229  + 1'h1;
+  assign \$231  = { 1'h0, wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] } & \$230 ;
+  assign \$232  = ~ { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
+  assign \$233  = \$232  + 1'h1;
+  assign \$234  = { 1'h0, wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] } & \$233 ;
+  assign \$235  = ~ { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
+  assign \$236  = \$235  + 1'h1;
+  assign \$237  = { 1'h0, wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] } & \$236 ;
+  assign \$238  = ~ { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
+  assign \$239  = \$238  + 1'h1;
+  assign \$240  = { 1'h0, wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] } & \$239 ;
   assign requests__0__valid = | { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
-  assign \$196  = \$195 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$197  = | \$196 ;
-  assign \$198  = \$195 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$199  = | \$198 ;
-  assign \$200  = \$195 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$201  = | \$200 ;
-  assign \$202  = \$195 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$203  = | \$202 ;
-  assign \$204  = \$195 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$205  = | \$204 ;
-  assign \$206  = \$195 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$207  = | \$206 ;
-  assign \$208  = \$195 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$209  = | \$208 ;
-  assign \$210  = \$195 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$211  = | \$210 ;
-  assign \$212  = \$195 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$213  = | \$212 ;
-  assign \$214  = \$195 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$215  = | \$214 ;
-  assign \$216  = \$195 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$217  = | \$216 ;
-  assign \$218  = \$195 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$219  = | \$218 ;
-  assign \$220  = \$195 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$221  = | \$220 ;
-  assign \$222  = \$195 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$223  = | \$222 ;
-  assign \$224  = \$195 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$225  = | \$224 ;
-  assign \$226  = \$195 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$227  = | \$226 ;
-  assign \$228  = \$195 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$229  = | \$228 ;
-  assign \$230  = \$195 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$231  = | \$230 ;
-  assign \$232  = \$195 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$233  = | \$232 ;
-  assign \$234  = \$195 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$235  = | \$234 ;
-  assign \$236  = \$195 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$237  = | \$236 ;
-  assign \$238  = \$195 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$239  = | \$238 ;
-  assign \$240  = \$195 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$241  = | \$240 ;
-  assign \$242  = \$195 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$243  = | \$242 ;
-  assign \$244  = \$195 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$245  = | \$244 ;
-  assign \$246  = \$195 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$247  = | \$246 ;
-  assign bank0_grant = \$195 [15:0] & { requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready };
-  assign \$248  = ~ { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign \$249  = \$248  + 1'h1;
-  assign \$250  = { 1'h0, wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] } & \$249 ;
-  assign requests__1__valid = | { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign \$251  = \$250 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$241  = \$195 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$242  = | \$241 ;
+  assign \$243  = \$195 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$244  = | \$243 ;
+  assign \$245  = \$195 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$246  = | \$245 ;
+  assign \$247  = \$195 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$248  = | \$247 ;
+  assign \$249  = \$195 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$250  = | \$249 ;
+  assign \$251  = \$195 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$252  = | \$251 ;
-  assign \$253  = \$250 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$253  = \$195 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$254  = | \$253 ;
-  assign \$255  = \$250 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$255  = \$195 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$256  = | \$255 ;
-  assign \$257  = \$250 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$257  = \$195 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$258  = | \$257 ;
-  assign \$259  = \$250 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$259  = \$195 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$260  = | \$259 ;
-  assign \$261  = \$250 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$261  = \$195 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$262  = | \$261 ;
-  assign \$263  = \$250 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$263  = \$195 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$264  = | \$263 ;
-  assign \$265  = \$250 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$265  = \$195 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$266  = | \$265 ;
-  assign \$267  = \$250 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$267  = \$195 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$268  = | \$267 ;
-  assign \$269  = \$250 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$269  = \$195 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$270  = | \$269 ;
-  assign \$271  = \$250 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$271  = \$195 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$272  = | \$271 ;
-  assign \$273  = \$250 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$273  = \$195 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$274  = | \$273 ;
-  assign \$275  = \$250 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$275  = \$195 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$276  = | \$275 ;
-  assign \$277  = \$250 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$277  = \$195 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$278  = | \$277 ;
-  assign \$279  = \$250 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$279  = \$195 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$280  = | \$279 ;
-  assign \$281  = \$250 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$281  = \$195 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$282  = | \$281 ;
-  assign \$283  = \$250 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$283  = \$195 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$284  = | \$283 ;
-  assign \$285  = \$250 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$285  = \$195 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$286  = | \$285 ;
-  assign \$287  = \$250 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$287  = \$195 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$288  = | \$287 ;
-  assign \$289  = \$250 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$289  = \$195 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$290  = | \$289 ;
-  assign \$291  = \$250 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$291  = \$195 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$292  = | \$291 ;
-  assign \$293  = \$250 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign requests__1__valid = | { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
+  assign \$293  = \$198 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$294  = | \$293 ;
-  assign \$295  = \$250 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$295  = \$198 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$296  = | \$295 ;
-  assign \$297  = \$250 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$297  = \$198 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$298  = | \$297 ;
-  assign \$299  = \$250 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$299  = \$198 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$300  = | \$299 ;
-  assign \$301  = \$250 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$301  = \$198 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$302  = | \$301 ;
-  assign bank1_grant = \$250 [15:0] & { requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready };
-  assign \$303  = ~ { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign \$304  = \$303  + 1'h1;
-  assign \$305  = { 1'h0, wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] } & \$304 ;
+  assign \$303  = \$198 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$304  = | \$303 ;
+  assign \$305  = \$198 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$306  = | \$305 ;
+  assign \$307  = \$198 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$308  = | \$307 ;
+  assign \$309  = \$198 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$310  = | \$309 ;
+  assign \$311  = \$198 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$312  = | \$311 ;
+  assign \$313  = \$198 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$314  = | \$313 ;
+  assign \$315  = \$198 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$316  = | \$315 ;
+  assign \$317  = \$198 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$318  = | \$317 ;
+  assign \$319  = \$198 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$320  = | \$319 ;
+  assign \$321  = \$198 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$322  = | \$321 ;
+  assign \$323  = \$198 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$324  = | \$323 ;
+  assign \$325  = \$198 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$326  = | \$325 ;
+  assign \$327  = \$198 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$328  = | \$327 ;
+  assign \$329  = \$198 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$330  = | \$329 ;
+  assign \$331  = \$198 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$332  = | \$331 ;
+  assign \$333  = \$198 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$334  = | \$333 ;
+  assign \$335  = \$198 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$336  = | \$335 ;
+  assign \$337  = \$198 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$338  = | \$337 ;
+  assign \$339  = \$198 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$340  = | \$339 ;
+  assign \$341  = \$198 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$342  = | \$341 ;
+  assign \$343  = \$198 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$344  = | \$343 ;
   assign requests__2__valid = | { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign \$306  = \$305 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$307  = | \$306 ;
-  assign \$308  = \$305 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$309  = | \$308 ;
-  assign \$310  = \$305 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$311  = | \$310 ;
-  assign \$312  = \$305 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$313  = | \$312 ;
-  assign \$314  = \$305 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$315  = | \$314 ;
-  assign \$316  = \$305 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$317  = | \$316 ;
-  assign \$318  = \$305 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$319  = | \$318 ;
-  assign \$320  = \$305 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$321  = | \$320 ;
-  assign \$322  = \$305 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$323  = | \$322 ;
-  assign \$324  = \$305 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$325  = | \$324 ;
-  assign \$326  = \$305 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$327  = | \$326 ;
-  assign \$328  = \$305 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$329  = | \$328 ;
-  assign \$330  = \$305 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$331  = | \$330 ;
-  assign \$332  = \$305 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$333  = | \$332 ;
-  assign \$334  = \$305 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$335  = | \$334 ;
-  assign \$336  = \$305 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$337  = | \$336 ;
-  assign \$338  = \$305 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$339  = | \$338 ;
-  assign \$340  = \$305 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$341  = | \$340 ;
-  assign \$342  = \$305 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$343  = | \$342 ;
-  assign \$344  = \$305 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$345  = | \$344 ;
-  assign \$346  = \$305 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$347  = | \$346 ;
-  assign \$348  = \$305 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$349  = | \$348 ;
-  assign \$350  = \$305 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$351  = | \$350 ;
-  assign \$352  = \$305 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$353  = | \$352 ;
-  assign \$354  = \$305 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$355  = | \$354 ;
-  assign \$356  = \$305 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$357  = | \$356 ;
-  assign bank2_grant = \$305 [15:0] & { requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready };
-  assign \$358  = ~ { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign \$359  = \$358  + 1'h1;
-  assign \$360  = { 1'h0, wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] } & \$359 ;
-  assign requests__3__valid = | { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign \$361  = \$360 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$345  = \$201 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$346  = | \$345 ;
+  assign \$347  = \$201 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$348  = | \$347 ;
+  assign \$349  = \$201 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$350  = | \$349 ;
+  assign \$351  = \$201 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$352  = | \$351 ;
+  assign \$353  = \$201 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$354  = | \$353 ;
+  assign \$355  = \$201 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$356  = | \$355 ;
+  assign \$357  = \$201 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$358  = | \$357 ;
+  assign \$359  = \$201 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$360  = | \$359 ;
+  assign \$361  = \$201 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$362  = | \$361 ;
-  assign \$363  = \$360 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$363  = \$201 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$364  = | \$363 ;
-  assign \$365  = \$360 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$365  = \$201 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$366  = | \$365 ;
-  assign \$367  = \$360 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$367  = \$201 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$368  = | \$367 ;
-  assign \$369  = \$360 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$369  = \$201 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$370  = | \$369 ;
-  assign \$371  = \$360 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$371  = \$201 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$372  = | \$371 ;
-  assign \$373  = \$360 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$373  = \$201 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$374  = | \$373 ;
-  assign \$375  = \$360 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$375  = \$201 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$376  = | \$375 ;
-  assign \$377  = \$360 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$377  = \$201 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$378  = | \$377 ;
-  assign \$379  = \$360 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$379  = \$201 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$380  = | \$379 ;
-  assign \$381  = \$360 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$381  = \$201 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$382  = | \$381 ;
-  assign \$383  = \$360 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$383  = \$201 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$384  = | \$383 ;
-  assign \$385  = \$360 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$385  = \$201 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$386  = | \$385 ;
-  assign \$387  = \$360 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$387  = \$201 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$388  = | \$387 ;
-  assign \$389  = \$360 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$389  = \$201 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$390  = | \$389 ;
-  assign \$391  = \$360 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$391  = \$201 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$392  = | \$391 ;
-  assign \$393  = \$360 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$393  = \$201 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$394  = | \$393 ;
-  assign \$395  = \$360 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$395  = \$201 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$396  = | \$395 ;
-  assign \$397  = \$360 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign requests__3__valid = | { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
+  assign \$397  = \$204 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$398  = | \$397 ;
-  assign \$399  = \$360 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$399  = \$204 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$400  = | \$399 ;
-  assign \$401  = \$360 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$401  = \$204 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$402  = | \$401 ;
-  assign \$403  = \$360 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$403  = \$204 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$404  = | \$403 ;
-  assign \$405  = \$360 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$405  = \$204 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$406  = | \$405 ;
-  assign \$407  = \$360 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$407  = \$204 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$408  = | \$407 ;
-  assign \$409  = \$360 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$409  = \$204 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$410  = | \$409 ;
-  assign \$411  = \$360 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$411  = \$204 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$412  = | \$411 ;
-  assign bank3_grant = \$360 [15:0] & { requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready };
-  assign \$413  = ~ { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign \$414  = \$413  + 1'h1;
-  assign \$415  = { 1'h0, wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] } & \$414 ;
+  assign \$413  = \$204 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$414  = | \$413 ;
+  assign \$415  = \$204 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$416  = | \$415 ;
+  assign \$417  = \$204 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$418  = | \$417 ;
+  assign \$419  = \$204 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$420  = | \$419 ;
+  assign \$421  = \$204 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$422  = | \$421 ;
+  assign \$423  = \$204 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$424  = | \$423 ;
+  assign \$425  = \$204 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$426  = | \$425 ;
+  assign \$427  = \$204 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$428  = | \$427 ;
+  assign \$429  = \$204 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$430  = | \$429 ;
+  assign \$431  = \$204 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$432  = | \$431 ;
+  assign \$433  = \$204 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$434  = | \$433 ;
+  assign \$435  = \$204 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$436  = | \$435 ;
+  assign \$437  = \$204 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$438  = | \$437 ;
+  assign \$439  = \$204 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$440  = | \$439 ;
+  assign \$441  = \$204 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$442  = | \$441 ;
+  assign \$443  = \$204 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$444  = | \$443 ;
+  assign \$445  = \$204 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$446  = | \$445 ;
+  assign \$447  = \$204 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$448  = | \$447 ;
   assign requests__4__valid = | { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign \$416  = \$415 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$417  = | \$416 ;
-  assign \$418  = \$415 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$419  = | \$418 ;
-  assign \$420  = \$415 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$421  = | \$420 ;
-  assign \$422  = \$415 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$423  = | \$422 ;
-  assign \$424  = \$415 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$425  = | \$424 ;
-  assign \$426  = \$415 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$427  = | \$426 ;
-  assign \$428  = \$415 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$429  = | \$428 ;
-  assign \$430  = \$415 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$431  = | \$430 ;
-  assign \$432  = \$415 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$433  = | \$432 ;
-  assign \$434  = \$415 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$435  = | \$434 ;
-  assign \$436  = \$415 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$437  = | \$436 ;
-  assign \$438  = \$415 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$439  = | \$438 ;
-  assign \$440  = \$415 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$441  = | \$440 ;
-  assign \$442  = \$415 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$443  = | \$442 ;
-  assign \$444  = \$415 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$445  = | \$444 ;
-  assign \$446  = \$415 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$447  = | \$446 ;
-  assign \$448  = \$415 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$449  = | \$448 ;
-  assign \$450  = \$415 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$451  = | \$450 ;
-  assign \$452  = \$415 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$453  = | \$452 ;
-  assign \$454  = \$415 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$455  = | \$454 ;
-  assign \$456  = \$415 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$457  = | \$456 ;
-  assign \$458  = \$415 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$459  = | \$458 ;
-  assign \$460  = \$415 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$461  = | \$460 ;
-  assign \$462  = \$415 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$463  = | \$462 ;
-  assign \$464  = \$415 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$465  = | \$464 ;
-  assign \$466  = \$415 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$467  = | \$466 ;
-  assign bank4_grant = \$415 [15:0] & { requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready };
-  assign \$468  = ~ { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign \$469  = \$468  + 1'h1;
-  assign \$470  = { 1'h0, wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] } & \$469 ;
-  assign requests__5__valid = | { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign \$471  = \$470 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$449  = \$207 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$450  = | \$449 ;
+  assign \$451  = \$207 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$452  = | \$451 ;
+  assign \$453  = \$207 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$454  = | \$453 ;
+  assign \$455  = \$207 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$456  = | \$455 ;
+  assign \$457  = \$207 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$458  = | \$457 ;
+  assign \$459  = \$207 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$460  = | \$459 ;
+  assign \$461  = \$207 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$462  = | \$461 ;
+  assign \$463  = \$207 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$464  = | \$463 ;
+  assign \$465  = \$207 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$466  = | \$465 ;
+  assign \$467  = \$207 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$468  = | \$467 ;
+  assign \$469  = \$207 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$470  = | \$469 ;
+  assign \$471  = \$207 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$472  = | \$471 ;
-  assign \$473  = \$470 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$473  = \$207 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$474  = | \$473 ;
-  assign \$475  = \$470 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$475  = \$207 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$476  = | \$475 ;
-  assign \$477  = \$470 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$477  = \$207 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$478  = | \$477 ;
-  assign \$479  = \$470 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$479  = \$207 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$480  = | \$479 ;
-  assign \$481  = \$470 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$481  = \$207 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$482  = | \$481 ;
-  assign \$483  = \$470 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$483  = \$207 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$484  = | \$483 ;
-  assign \$485  = \$470 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$485  = \$207 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$486  = | \$485 ;
-  assign \$487  = \$470 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$487  = \$207 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$488  = | \$487 ;
-  assign \$489  = \$470 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$489  = \$207 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$490  = | \$489 ;
-  assign \$491  = \$470 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$491  = \$207 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$492  = | \$491 ;
-  assign \$493  = \$470 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$493  = \$207 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$494  = | \$493 ;
-  assign \$495  = \$470 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$495  = \$207 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$496  = | \$495 ;
-  assign \$497  = \$470 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$497  = \$207 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$498  = | \$497 ;
-  assign \$499  = \$470 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$499  = \$207 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$500  = | \$499 ;
-  assign \$501  = \$470 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign requests__5__valid = | { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
+  assign \$501  = \$210 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$502  = | \$501 ;
-  assign \$503  = \$470 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$503  = \$210 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$504  = | \$503 ;
-  assign \$505  = \$470 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$505  = \$210 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$506  = | \$505 ;
-  assign \$507  = \$470 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$507  = \$210 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$508  = | \$507 ;
-  assign \$509  = \$470 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$509  = \$210 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$510  = | \$509 ;
-  assign \$511  = \$470 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$511  = \$210 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$512  = | \$511 ;
-  assign \$513  = \$470 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$513  = \$210 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$514  = | \$513 ;
-  assign \$515  = \$470 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$515  = \$210 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$516  = | \$515 ;
-  assign \$517  = \$470 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$517  = \$210 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$518  = | \$517 ;
-  assign \$519  = \$470 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$519  = \$210 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$520  = | \$519 ;
-  assign \$521  = \$470 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$521  = \$210 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$522  = | \$521 ;
-  assign bank5_grant = \$470 [15:0] & { requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready };
-  assign \$523  = ~ { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign \$524  = \$523  + 1'h1;
-  assign \$525  = { 1'h0, wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] } & \$524 ;
+  assign \$523  = \$210 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$524  = | \$523 ;
+  assign \$525  = \$210 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$526  = | \$525 ;
+  assign \$527  = \$210 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$528  = | \$527 ;
+  assign \$529  = \$210 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$530  = | \$529 ;
+  assign \$531  = \$210 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$532  = | \$531 ;
+  assign \$533  = \$210 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$534  = | \$533 ;
+  assign \$535  = \$210 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$536  = | \$535 ;
+  assign \$537  = \$210 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$538  = | \$537 ;
+  assign \$539  = \$210 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$540  = | \$539 ;
+  assign \$541  = \$210 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$542  = | \$541 ;
+  assign \$543  = \$210 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$544  = | \$543 ;
+  assign \$545  = \$210 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$546  = | \$545 ;
+  assign \$547  = \$210 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$548  = | \$547 ;
+  assign \$549  = \$210 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$550  = | \$549 ;
+  assign \$551  = \$210 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$552  = | \$551 ;
   assign requests__6__valid = | { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign \$526  = \$525 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$527  = | \$526 ;
-  assign \$528  = \$525 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$529  = | \$528 ;
-  assign \$530  = \$525 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$531  = | \$530 ;
-  assign \$532  = \$525 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$533  = | \$532 ;
-  assign \$534  = \$525 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$535  = | \$534 ;
-  assign \$536  = \$525 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$537  = | \$536 ;
-  assign \$538  = \$525 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$539  = | \$538 ;
-  assign \$540  = \$525 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$541  = | \$540 ;
-  assign \$542  = \$525 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$543  = | \$542 ;
-  assign \$544  = \$525 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$545  = | \$544 ;
-  assign \$546  = \$525 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$547  = | \$546 ;
-  assign \$548  = \$525 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$549  = | \$548 ;
-  assign \$550  = \$525 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$551  = | \$550 ;
-  assign \$552  = \$525 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$553  = | \$552 ;
-  assign \$554  = \$525 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$555  = | \$554 ;
-  assign \$556  = \$525 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$557  = | \$556 ;
-  assign \$558  = \$525 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$559  = | \$558 ;
-  assign \$560  = \$525 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$561  = | \$560 ;
-  assign \$562  = \$525 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$563  = | \$562 ;
-  assign \$564  = \$525 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$565  = | \$564 ;
-  assign \$566  = \$525 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$567  = | \$566 ;
-  assign \$568  = \$525 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$569  = | \$568 ;
-  assign \$570  = \$525 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$571  = | \$570 ;
-  assign \$572  = \$525 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$573  = | \$572 ;
-  assign \$574  = \$525 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$575  = | \$574 ;
-  assign \$576  = \$525 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$577  = | \$576 ;
-  assign bank6_grant = \$525 [15:0] & { requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready };
-  assign \$578  = ~ { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign \$579  = \$578  + 1'h1;
-  assign \$580  = { 1'h0, wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] } & \$579 ;
-  assign requests__7__valid = | { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign \$581  = \$580 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$553  = \$213 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$554  = | \$553 ;
+  assign \$555  = \$213 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$556  = | \$555 ;
+  assign \$557  = \$213 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$558  = | \$557 ;
+  assign \$559  = \$213 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$560  = | \$559 ;
+  assign \$561  = \$213 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$562  = | \$561 ;
+  assign \$563  = \$213 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$564  = | \$563 ;
+  assign \$565  = \$213 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$566  = | \$565 ;
+  assign \$567  = \$213 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$568  = | \$567 ;
+  assign \$569  = \$213 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$570  = | \$569 ;
+  assign \$571  = \$213 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$572  = | \$571 ;
+  assign \$573  = \$213 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$574  = | \$573 ;
+  assign \$575  = \$213 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$576  = | \$575 ;
+  assign \$577  = \$213 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$578  = | \$577 ;
+  assign \$579  = \$213 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$580  = | \$579 ;
+  assign \$581  = \$213 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$582  = | \$581 ;
-  assign \$583  = \$580 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$583  = \$213 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$584  = | \$583 ;
-  assign \$585  = \$580 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$585  = \$213 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$586  = | \$585 ;
-  assign \$587  = \$580 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$587  = \$213 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$588  = | \$587 ;
-  assign \$589  = \$580 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$589  = \$213 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$590  = | \$589 ;
-  assign \$591  = \$580 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$591  = \$213 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$592  = | \$591 ;
-  assign \$593  = \$580 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$593  = \$213 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$594  = | \$593 ;
-  assign \$595  = \$580 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$595  = \$213 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$596  = | \$595 ;
-  assign \$597  = \$580 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$597  = \$213 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$598  = | \$597 ;
-  assign \$599  = \$580 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$599  = \$213 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$600  = | \$599 ;
-  assign \$601  = \$580 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$601  = \$213 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$602  = | \$601 ;
-  assign \$603  = \$580 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$603  = \$213 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$604  = | \$603 ;
-  assign \$605  = \$580 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign requests__7__valid = | { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
+  assign \$605  = \$216 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$606  = | \$605 ;
-  assign \$607  = \$580 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$607  = \$216 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$608  = | \$607 ;
-  assign \$609  = \$580 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$609  = \$216 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$610  = | \$609 ;
-  assign \$611  = \$580 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$611  = \$216 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$612  = | \$611 ;
-  assign \$613  = \$580 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$613  = \$216 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$614  = | \$613 ;
-  assign \$615  = \$580 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$615  = \$216 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$616  = | \$615 ;
-  assign \$617  = \$580 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$617  = \$216 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$618  = | \$617 ;
-  assign \$619  = \$580 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$619  = \$216 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$620  = | \$619 ;
-  assign \$621  = \$580 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$621  = \$216 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$622  = | \$621 ;
-  assign \$623  = \$580 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$623  = \$216 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$624  = | \$623 ;
-  assign \$625  = \$580 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$625  = \$216 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$626  = | \$625 ;
-  assign \$627  = \$580 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$627  = \$216 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$628  = | \$627 ;
-  assign \$629  = \$580 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$629  = \$216 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$630  = | \$629 ;
-  assign \$631  = \$580 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$631  = \$216 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$632  = | \$631 ;
-  assign bank7_grant = \$580 [15:0] & { requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready };
-  assign \$633  = ~ { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign \$634  = \$633  + 1'h1;
-  assign \$635  = { 1'h0, wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] } & \$634 ;
+  assign \$633  = \$216 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$634  = | \$633 ;
+  assign \$635  = \$216 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$636  = | \$635 ;
+  assign \$637  = \$216 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$638  = | \$637 ;
+  assign \$639  = \$216 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$640  = | \$639 ;
+  assign \$641  = \$216 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$642  = | \$641 ;
+  assign \$643  = \$216 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$644  = | \$643 ;
+  assign \$645  = \$216 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$646  = | \$645 ;
+  assign \$647  = \$216 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$648  = | \$647 ;
+  assign \$649  = \$216 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$650  = | \$649 ;
+  assign \$651  = \$216 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$652  = | \$651 ;
+  assign \$653  = \$216 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$654  = | \$653 ;
+  assign \$655  = \$216 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$656  = | \$655 ;
   assign requests__8__valid = | { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign \$636  = \$635 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$637  = | \$636 ;
-  assign \$638  = \$635 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$639  = | \$638 ;
-  assign \$640  = \$635 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$641  = | \$640 ;
-  assign \$642  = \$635 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$643  = | \$642 ;
-  assign \$644  = \$635 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$645  = | \$644 ;
-  assign \$646  = \$635 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$647  = | \$646 ;
-  assign \$648  = \$635 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$649  = | \$648 ;
-  assign \$650  = \$635 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$651  = | \$650 ;
-  assign \$652  = \$635 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$653  = | \$652 ;
-  assign \$654  = \$635 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$655  = | \$654 ;
-  assign \$656  = \$635 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$657  = | \$656 ;
-  assign \$658  = \$635 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$659  = | \$658 ;
-  assign \$660  = \$635 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$661  = | \$660 ;
-  assign \$662  = \$635 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$663  = | \$662 ;
-  assign \$664  = \$635 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$665  = | \$664 ;
-  assign \$666  = \$635 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$667  = | \$666 ;
-  assign \$668  = \$635 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$669  = | \$668 ;
-  assign \$670  = \$635 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$671  = | \$670 ;
-  assign \$672  = \$635 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$673  = | \$672 ;
-  assign \$674  = \$635 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$675  = | \$674 ;
-  assign \$676  = \$635 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$677  = | \$676 ;
-  assign \$678  = \$635 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$679  = | \$678 ;
-  assign \$680  = \$635 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$681  = | \$680 ;
-  assign \$682  = \$635 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$683  = | \$682 ;
-  assign \$684  = \$635 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$685  = | \$684 ;
-  assign \$686  = \$635 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$687  = | \$686 ;
-  assign bank8_grant = \$635 [15:0] & { requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready };
-  assign \$688  = ~ { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign \$689  = \$688  + 1'h1;
-  assign \$690  = { 1'h0, wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] } & \$689 ;
-  assign requests__9__valid = | { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign \$691  = \$690 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$657  = \$219 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$658  = | \$657 ;
+  assign \$659  = \$219 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$660  = | \$659 ;
+  assign \$661  = \$219 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$662  = | \$661 ;
+  assign \$663  = \$219 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$664  = | \$663 ;
+  assign \$665  = \$219 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$666  = | \$665 ;
+  assign \$667  = \$219 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$668  = | \$667 ;
+  assign \$669  = \$219 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$670  = | \$669 ;
+  assign \$671  = \$219 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$672  = | \$671 ;
+  assign \$673  = \$219 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$674  = | \$673 ;
+  assign \$675  = \$219 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$676  = | \$675 ;
+  assign \$677  = \$219 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$678  = | \$677 ;
+  assign \$679  = \$219 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$680  = | \$679 ;
+  assign \$681  = \$219 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$682  = | \$681 ;
+  assign \$683  = \$219 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$684  = | \$683 ;
+  assign \$685  = \$219 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$686  = | \$685 ;
+  assign \$687  = \$219 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$688  = | \$687 ;
+  assign \$689  = \$219 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$690  = | \$689 ;
+  assign \$691  = \$219 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$692  = | \$691 ;
-  assign \$693  = \$690 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$693  = \$219 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$694  = | \$693 ;
-  assign \$695  = \$690 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$695  = \$219 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$696  = | \$695 ;
-  assign \$697  = \$690 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$697  = \$219 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$698  = | \$697 ;
-  assign \$699  = \$690 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$699  = \$219 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$700  = | \$699 ;
-  assign \$701  = \$690 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$701  = \$219 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$702  = | \$701 ;
-  assign \$703  = \$690 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$703  = \$219 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$704  = | \$703 ;
-  assign \$705  = \$690 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$705  = \$219 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$706  = | \$705 ;
-  assign \$707  = \$690 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$707  = \$219 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$708  = | \$707 ;
-  assign \$709  = \$690 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign requests__9__valid = | { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
+  assign \$709  = \$222 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$710  = | \$709 ;
-  assign \$711  = \$690 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$711  = \$222 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$712  = | \$711 ;
-  assign \$713  = \$690 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$713  = \$222 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$714  = | \$713 ;
-  assign \$715  = \$690 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$715  = \$222 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$716  = | \$715 ;
-  assign \$717  = \$690 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$717  = \$222 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$718  = | \$717 ;
-  assign \$719  = \$690 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$719  = \$222 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$720  = | \$719 ;
-  assign \$721  = \$690 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$721  = \$222 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$722  = | \$721 ;
-  assign \$723  = \$690 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$723  = \$222 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$724  = | \$723 ;
-  assign \$725  = \$690 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$725  = \$222 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$726  = | \$725 ;
-  assign \$727  = \$690 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$727  = \$222 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$728  = | \$727 ;
-  assign \$729  = \$690 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$729  = \$222 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$730  = | \$729 ;
-  assign \$731  = \$690 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$731  = \$222 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$732  = | \$731 ;
-  assign \$733  = \$690 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$733  = \$222 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$734  = | \$733 ;
-  assign \$735  = \$690 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$735  = \$222 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$736  = | \$735 ;
-  assign \$737  = \$690 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$737  = \$222 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$738  = | \$737 ;
-  assign \$739  = \$690 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$739  = \$222 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$740  = | \$739 ;
-  assign \$741  = \$690 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$741  = \$222 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$742  = | \$741 ;
-  assign bank9_grant = \$690 [15:0] & { requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready };
-  assign \$743  = ~ { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign \$744  = \$743  + 1'h1;
-  assign \$745  = { 1'h0, wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] } & \$744 ;
+  assign \$743  = \$222 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$744  = | \$743 ;
+  assign \$745  = \$222 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$746  = | \$745 ;
+  assign \$747  = \$222 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$748  = | \$747 ;
+  assign \$749  = \$222 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$750  = | \$749 ;
+  assign \$751  = \$222 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$752  = | \$751 ;
+  assign \$753  = \$222 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$754  = | \$753 ;
+  assign \$755  = \$222 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$756  = | \$755 ;
+  assign \$757  = \$222 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$758  = | \$757 ;
+  assign \$759  = \$222 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$760  = | \$759 ;
   assign requests__10__valid = | { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign \$746  = \$745 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$747  = | \$746 ;
-  assign \$748  = \$745 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$749  = | \$748 ;
-  assign \$750  = \$745 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$751  = | \$750 ;
-  assign \$752  = \$745 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$753  = | \$752 ;
-  assign \$754  = \$745 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$755  = | \$754 ;
-  assign \$756  = \$745 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$757  = | \$756 ;
-  assign \$758  = \$745 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$759  = | \$758 ;
-  assign \$760  = \$745 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$761  = | \$760 ;
-  assign \$762  = \$745 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$763  = | \$762 ;
-  assign \$764  = \$745 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$765  = | \$764 ;
-  assign \$766  = \$745 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$767  = | \$766 ;
-  assign \$768  = \$745 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$769  = | \$768 ;
-  assign \$770  = \$745 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$771  = | \$770 ;
-  assign \$772  = \$745 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$773  = | \$772 ;
-  assign \$774  = \$745 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$775  = | \$774 ;
-  assign \$776  = \$745 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$777  = | \$776 ;
-  assign \$778  = \$745 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$779  = | \$778 ;
-  assign \$780  = \$745 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$781  = | \$780 ;
-  assign \$782  = \$745 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$783  = | \$782 ;
-  assign \$784  = \$745 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$785  = | \$784 ;
-  assign \$786  = \$745 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$787  = | \$786 ;
-  assign \$788  = \$745 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$789  = | \$788 ;
-  assign \$790  = \$745 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$791  = | \$790 ;
-  assign \$792  = \$745 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$793  = | \$792 ;
-  assign \$794  = \$745 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$795  = | \$794 ;
-  assign \$796  = \$745 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$797  = | \$796 ;
-  assign bank10_grant = \$745 [15:0] & { requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready };
-  assign \$798  = ~ { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign \$799  = \$798  + 1'h1;
-  assign \$800  = { 1'h0, wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] } & \$799 ;
-  assign requests__11__valid = | { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign \$801  = \$800 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$761  = \$225 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$762  = | \$761 ;
+  assign \$763  = \$225 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$764  = | \$763 ;
+  assign \$765  = \$225 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$766  = | \$765 ;
+  assign \$767  = \$225 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$768  = | \$767 ;
+  assign \$769  = \$225 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$770  = | \$769 ;
+  assign \$771  = \$225 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$772  = | \$771 ;
+  assign \$773  = \$225 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$774  = | \$773 ;
+  assign \$775  = \$225 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$776  = | \$775 ;
+  assign \$777  = \$225 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$778  = | \$777 ;
+  assign \$779  = \$225 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$780  = | \$779 ;
+  assign \$781  = \$225 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$782  = | \$781 ;
+  assign \$783  = \$225 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$784  = | \$783 ;
+  assign \$785  = \$225 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$786  = | \$785 ;
+  assign \$787  = \$225 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$788  = | \$787 ;
+  assign \$789  = \$225 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$790  = | \$789 ;
+  assign \$791  = \$225 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$792  = | \$791 ;
+  assign \$793  = \$225 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$794  = | \$793 ;
+  assign \$795  = \$225 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$796  = | \$795 ;
+  assign \$797  = \$225 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$798  = | \$797 ;
+  assign \$799  = \$225 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$800  = | \$799 ;
+  assign \$801  = \$225 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$802  = | \$801 ;
-  assign \$803  = \$800 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$803  = \$225 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$804  = | \$803 ;
-  assign \$805  = \$800 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$805  = \$225 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$806  = | \$805 ;
-  assign \$807  = \$800 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$807  = \$225 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$808  = | \$807 ;
-  assign \$809  = \$800 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$809  = \$225 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$810  = | \$809 ;
-  assign \$811  = \$800 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$811  = \$225 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$812  = | \$811 ;
-  assign \$813  = \$800 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__11__valid = | { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
+  assign \$813  = \$228 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$814  = | \$813 ;
-  assign \$815  = \$800 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$815  = \$228 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$816  = | \$815 ;
-  assign \$817  = \$800 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$817  = \$228 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$818  = | \$817 ;
-  assign \$819  = \$800 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$819  = \$228 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$820  = | \$819 ;
-  assign \$821  = \$800 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$821  = \$228 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$822  = | \$821 ;
-  assign \$823  = \$800 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$823  = \$228 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$824  = | \$823 ;
-  assign \$825  = \$800 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$825  = \$228 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$826  = | \$825 ;
-  assign \$827  = \$800 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$827  = \$228 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$828  = | \$827 ;
-  assign \$829  = \$800 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$829  = \$228 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$830  = | \$829 ;
-  assign \$831  = \$800 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$831  = \$228 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$832  = | \$831 ;
-  assign \$833  = \$800 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$833  = \$228 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$834  = | \$833 ;
-  assign \$835  = \$800 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$835  = \$228 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$836  = | \$835 ;
-  assign \$837  = \$800 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$837  = \$228 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$838  = | \$837 ;
-  assign \$839  = \$800 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$839  = \$228 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$840  = | \$839 ;
-  assign \$841  = \$800 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$841  = \$228 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$842  = | \$841 ;
-  assign \$843  = \$800 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$843  = \$228 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$844  = | \$843 ;
-  assign \$845  = \$800 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$845  = \$228 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$846  = | \$845 ;
-  assign \$847  = \$800 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$847  = \$228 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$848  = | \$847 ;
-  assign \$849  = \$800 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$849  = \$228 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$850  = | \$849 ;
-  assign \$851  = \$800 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$851  = \$228 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$852  = | \$851 ;
-  assign bank11_grant = \$800 [15:0] & { requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready };
-  assign \$853  = ~ { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign \$854  = \$853  + 1'h1;
-  assign \$855  = { 1'h0, wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] } & \$854 ;
+  assign \$853  = \$228 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$854  = | \$853 ;
+  assign \$855  = \$228 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$856  = | \$855 ;
+  assign \$857  = \$228 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$858  = | \$857 ;
+  assign \$859  = \$228 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$860  = | \$859 ;
+  assign \$861  = \$228 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$862  = | \$861 ;
+  assign \$863  = \$228 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$864  = | \$863 ;
   assign requests__12__valid = | { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign \$856  = \$855 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$857  = | \$856 ;
-  assign \$858  = \$855 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$859  = | \$858 ;
-  assign \$860  = \$855 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$861  = | \$860 ;
-  assign \$862  = \$855 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$863  = | \$862 ;
-  assign \$864  = \$855 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$865  = | \$864 ;
-  assign \$866  = \$855 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$867  = | \$866 ;
-  assign \$868  = \$855 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$869  = | \$868 ;
-  assign \$870  = \$855 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$871  = | \$870 ;
-  assign \$872  = \$855 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$873  = | \$872 ;
-  assign \$874  = \$855 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$875  = | \$874 ;
-  assign \$876  = \$855 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$877  = | \$876 ;
-  assign \$878  = \$855 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$879  = | \$878 ;
-  assign \$880  = \$855 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$881  = | \$880 ;
-  assign \$882  = \$855 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$883  = | \$882 ;
-  assign \$884  = \$855 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$885  = | \$884 ;
-  assign \$886  = \$855 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$887  = | \$886 ;
-  assign \$888  = \$855 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$889  = | \$888 ;
-  assign \$890  = \$855 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$891  = | \$890 ;
-  assign \$892  = \$855 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$893  = | \$892 ;
-  assign \$894  = \$855 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$895  = | \$894 ;
-  assign \$896  = \$855 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$897  = | \$896 ;
-  assign \$898  = \$855 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$899  = | \$898 ;
-  assign \$900  = \$855 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$901  = | \$900 ;
-  assign \$902  = \$855 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$903  = | \$902 ;
-  assign \$904  = \$855 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$905  = | \$904 ;
-  assign \$906  = \$855 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$907  = | \$906 ;
-  assign bank12_grant = \$855 [15:0] & { requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready };
-  assign \$908  = ~ { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign \$909  = \$908  + 1'h1;
-  assign \$910  = { 1'h0, wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] } & \$909 ;
-  assign requests__13__valid = | { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign \$911  = \$910 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$865  = \$231 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$866  = | \$865 ;
+  assign \$867  = \$231 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$868  = | \$867 ;
+  assign \$869  = \$231 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$870  = | \$869 ;
+  assign \$871  = \$231 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$872  = | \$871 ;
+  assign \$873  = \$231 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$874  = | \$873 ;
+  assign \$875  = \$231 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$876  = | \$875 ;
+  assign \$877  = \$231 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$878  = | \$877 ;
+  assign \$879  = \$231 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$880  = | \$879 ;
+  assign \$881  = \$231 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$882  = | \$881 ;
+  assign \$883  = \$231 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$884  = | \$883 ;
+  assign \$885  = \$231 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$886  = | \$885 ;
+  assign \$887  = \$231 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$888  = | \$887 ;
+  assign \$889  = \$231 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$890  = | \$889 ;
+  assign \$891  = \$231 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$892  = | \$891 ;
+  assign \$893  = \$231 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$894  = | \$893 ;
+  assign \$895  = \$231 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$896  = | \$895 ;
+  assign \$897  = \$231 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$898  = | \$897 ;
+  assign \$899  = \$231 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$900  = | \$899 ;
+  assign \$901  = \$231 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$902  = | \$901 ;
+  assign \$903  = \$231 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$904  = | \$903 ;
+  assign \$905  = \$231 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$906  = | \$905 ;
+  assign \$907  = \$231 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$908  = | \$907 ;
+  assign \$909  = \$231 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$910  = | \$909 ;
+  assign \$911  = \$231 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$912  = | \$911 ;
-  assign \$913  = \$910 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$913  = \$231 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$914  = | \$913 ;
-  assign \$915  = \$910 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$915  = \$231 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$916  = | \$915 ;
-  assign \$917  = \$910 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign requests__13__valid = | { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
+  assign \$917  = \$234 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$918  = | \$917 ;
-  assign \$919  = \$910 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$919  = \$234 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$920  = | \$919 ;
-  assign \$921  = \$910 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$921  = \$234 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$922  = | \$921 ;
-  assign \$923  = \$910 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$923  = \$234 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$924  = | \$923 ;
-  assign \$925  = \$910 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$925  = \$234 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$926  = | \$925 ;
-  assign \$927  = \$910 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$927  = \$234 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$928  = | \$927 ;
-  assign \$929  = \$910 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$929  = \$234 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$930  = | \$929 ;
-  assign \$931  = \$910 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$931  = \$234 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$932  = | \$931 ;
-  assign \$933  = \$910 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$933  = \$234 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$934  = | \$933 ;
-  assign \$935  = \$910 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$935  = \$234 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$936  = | \$935 ;
-  assign \$937  = \$910 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$937  = \$234 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$938  = | \$937 ;
-  assign \$939  = \$910 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$939  = \$234 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$940  = | \$939 ;
-  assign \$941  = \$910 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$941  = \$234 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$942  = | \$941 ;
-  assign \$943  = \$910 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$943  = \$234 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$944  = | \$943 ;
-  assign \$945  = \$910 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$945  = \$234 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$946  = | \$945 ;
-  assign \$947  = \$910 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$947  = \$234 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$948  = | \$947 ;
-  assign \$949  = \$910 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$949  = \$234 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$950  = | \$949 ;
-  assign \$951  = \$910 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$951  = \$234 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$952  = | \$951 ;
-  assign \$953  = \$910 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$953  = \$234 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$954  = | \$953 ;
-  assign \$955  = \$910 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$955  = \$234 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$956  = | \$955 ;
-  assign \$957  = \$910 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$957  = \$234 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$958  = | \$957 ;
-  assign \$959  = \$910 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$959  = \$234 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$960  = | \$959 ;
-  assign \$961  = \$910 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$961  = \$234 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$962  = | \$961 ;
-  assign bank13_grant = \$910 [15:0] & { requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready };
-  assign \$963  = ~ { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign \$964  = \$963  + 1'h1;
-  assign \$965  = { 1'h0, wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] } & \$964 ;
+  assign \$963  = \$234 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$964  = | \$963 ;
+  assign \$965  = \$234 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$966  = | \$965 ;
+  assign \$967  = \$234 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$968  = | \$967 ;
   assign requests__14__valid = | { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign \$966  = \$965 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
-  assign \$967  = | \$966 ;
-  assign \$968  = \$965 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
-  assign \$969  = | \$968 ;
-  assign \$970  = \$965 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
-  assign \$971  = | \$970 ;
-  assign \$972  = \$965 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
-  assign \$973  = | \$972 ;
-  assign \$974  = \$965 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
-  assign \$975  = | \$974 ;
-  assign \$976  = \$965 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
-  assign \$977  = | \$976 ;
-  assign \$978  = \$965 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$979  = | \$978 ;
-  assign \$980  = \$965 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$981  = | \$980 ;
-  assign \$982  = \$965 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$983  = | \$982 ;
-  assign \$984  = \$965 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$985  = | \$984 ;
-  assign \$986  = \$965 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$987  = | \$986 ;
-  assign \$988  = \$965 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$989  = | \$988 ;
-  assign \$990  = \$965 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$991  = | \$990 ;
-  assign \$992  = \$965 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$993  = | \$992 ;
-  assign \$994  = \$965 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$995  = | \$994 ;
-  assign \$996  = \$965 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$997  = | \$996 ;
-  assign \$998  = \$965 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$999  = | \$998 ;
-  assign \$1000  = \$965 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$1001  = | \$1000 ;
-  assign \$1002  = \$965 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$1003  = | \$1002 ;
-  assign \$1004  = \$965 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$1005  = | \$1004 ;
-  assign \$1006  = \$965 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$1007  = | \$1006 ;
-  assign \$1008  = \$965 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$1009  = | \$1008 ;
-  assign \$1010  = \$965 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$1011  = | \$1010 ;
-  assign \$1012  = \$965 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$1013  = | \$1012 ;
-  assign \$1014  = \$965 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$1015  = | \$1014 ;
-  assign \$1016  = \$965 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$1017  = | \$1016 ;
-  assign bank14_grant = \$965 [15:0] & { requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready };
-  assign \$1018  = ~ { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign \$1019  = \$1018  + 1'h1;
-  assign \$1020  = { 1'h0, wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] } & \$1019 ;
+  assign \$969  = \$237 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$970  = | \$969 ;
+  assign \$971  = \$237 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$972  = | \$971 ;
+  assign \$973  = \$237 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$974  = | \$973 ;
+  assign \$975  = \$237 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$976  = | \$975 ;
+  assign \$977  = \$237 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$978  = | \$977 ;
+  assign \$979  = \$237 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$980  = | \$979 ;
+  assign \$981  = \$237 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$982  = | \$981 ;
+  assign \$983  = \$237 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$984  = | \$983 ;
+  assign \$985  = \$237 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$986  = | \$985 ;
+  assign \$987  = \$237 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$988  = | \$987 ;
+  assign \$989  = \$237 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$990  = | \$989 ;
+  assign \$991  = \$237 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$992  = | \$991 ;
+  assign \$993  = \$237 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$994  = | \$993 ;
+  assign \$995  = \$237 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$996  = | \$995 ;
+  assign \$997  = \$237 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$998  = | \$997 ;
+  assign \$999  = \$237 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$1000  = | \$999 ;
+  assign \$1001  = \$237 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$1002  = | \$1001 ;
+  assign \$1003  = \$237 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$1004  = | \$1003 ;
+  assign \$1005  = \$237 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$1006  = | \$1005 ;
+  assign \$1007  = \$237 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$1008  = | \$1007 ;
+  assign \$1009  = \$237 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$1010  = | \$1009 ;
+  assign \$1011  = \$237 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$1012  = | \$1011 ;
+  assign \$1013  = \$237 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$1014  = | \$1013 ;
+  assign \$1015  = \$237 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$1016  = | \$1015 ;
+  assign \$1017  = \$237 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$1018  = | \$1017 ;
+  assign \$1019  = \$237 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$1020  = | \$1019 ;
   assign requests__15__valid = | { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign \$1021  = \$1020 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign \$1021  = \$240 [15:0] & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
   assign \$1022  = | \$1021 ;
-  assign \$1023  = \$1020 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign \$1023  = \$240 [15:0] & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
   assign \$1024  = | \$1023 ;
-  assign \$1025  = \$1020 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign \$1025  = \$240 [15:0] & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
   assign \$1026  = | \$1025 ;
-  assign \$1027  = \$1020 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign \$1027  = \$240 [15:0] & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
   assign \$1028  = | \$1027 ;
-  assign \$1029  = \$1020 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$1029  = \$240 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$1030  = | \$1029 ;
-  assign \$1031  = \$1020 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$1031  = \$240 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$1032  = | \$1031 ;
-  assign \$1033  = \$1020 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$1033  = \$240 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$1034  = | \$1033 ;
-  assign \$1035  = \$1020 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$1035  = \$240 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$1036  = | \$1035 ;
-  assign \$1037  = \$1020 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$1037  = \$240 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$1038  = | \$1037 ;
-  assign \$1039  = \$1020 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$1039  = \$240 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$1040  = | \$1039 ;
-  assign \$1041  = \$1020 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$1041  = \$240 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$1042  = | \$1041 ;
-  assign \$1043  = \$1020 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$1043  = \$240 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$1044  = | \$1043 ;
-  assign \$1045  = \$1020 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$1045  = \$240 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$1046  = | \$1045 ;
-  assign \$1047  = \$1020 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$1047  = \$240 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$1048  = | \$1047 ;
-  assign \$1049  = \$1020 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$1049  = \$240 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$1050  = | \$1049 ;
-  assign \$1051  = \$1020 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$1051  = \$240 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$1052  = | \$1051 ;
-  assign \$1053  = \$1020 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$1053  = \$240 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$1054  = | \$1053 ;
-  assign \$1055  = \$1020 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$1055  = \$240 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$1056  = | \$1055 ;
-  assign \$1057  = \$1020 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$1057  = \$240 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$1058  = | \$1057 ;
-  assign \$1059  = \$1020 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$1059  = \$240 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$1060  = | \$1059 ;
-  assign \$1061  = \$1020 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$1061  = \$240 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$1062  = | \$1061 ;
-  assign \$1063  = \$1020 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$1063  = \$240 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$1064  = | \$1063 ;
-  assign \$1065  = \$1020 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$1065  = \$240 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$1066  = | \$1065 ;
-  assign \$1067  = \$1020 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$1067  = \$240 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$1068  = | \$1067 ;
-  assign \$1069  = \$1020 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$1069  = \$240 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$1070  = | \$1069 ;
-  assign \$1071  = \$1020 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$1071  = \$240 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$1072  = | \$1071 ;
-  assign bank15_grant = \$1020 [15:0] & { requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready };
-  assign \$1073  = bank0_grant | bank1_grant;
-  assign \$1074  = bank2_grant | bank3_grant;
+  assign \$1073  = \$195 [15:0] & { requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready };
+  assign \$1074  = \$198 [15:0] & { requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready };
   assign \$1075  = \$1073  | \$1074 ;
-  assign \$1076  = bank4_grant | bank5_grant;
-  assign \$1077  = bank6_grant | bank7_grant;
+  assign \$1076  = \$201 [15:0] & { requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready };
+  assign \$1077  = \$204 [15:0] & { requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready };
   assign \$1078  = \$1076  | \$1077 ;
   assign \$1079  = \$1075  | \$1078 ;
-  assign \$1080  = bank8_grant | bank9_grant;
-  assign \$1081  = bank10_grant | bank11_grant;
+  assign \$1080  = \$207 [15:0] & { requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready };
+  assign \$1081  = \$210 [15:0] & { requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready };
   assign \$1082  = \$1080  | \$1081 ;
-  assign \$1083  = bank12_grant | bank13_grant;
-  assign \$1084  = bank14_grant | bank15_grant;
+  assign \$1083  = \$213 [15:0] & { requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready };
+  assign \$1084  = \$216 [15:0] & { requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready };
   assign \$1085  = \$1083  | \$1084 ;
   assign \$1086  = \$1082  | \$1085 ;
-  assign sent = \$1079  | \$1086 ;
-  assign \$1087  = ~ sent;
-  assign still = { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] } & \$1087 ;
-  assign \$1088  = | count;
-  assign \$1089  = | still[3:0];
-  assign \$1090  = ~ \$1089 ;
-  assign shift = \$1088  & \$1090 ;
-  assign \$1091  = count - shift;
-  assign \$1092  = count < 3'h4;
-  assign beats__ready = \$1092  & records__ready;
-  assign \$1093  = count < 3'h4;
-  assign records__valid = beats__valid & \$1093 ;
+  assign \$1087  = \$1079  | \$1086 ;
+  assign \$1088  = \$219 [15:0] & { requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready };
+  assign \$1089  = \$222 [15:0] & { requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready };
+  assign \$1090  = \$1088  | \$1089 ;
+  assign \$1091  = \$225 [15:0] & { requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready };
+  assign \$1092  = \$228 [15:0] & { requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready };
+  assign \$1093  = \$1091  | \$1092 ;
+  assign \$1094  = \$1090  | \$1093 ;
+  assign \$1095  = \$231 [15:0] & { requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready };
+  assign \$1096  = \$234 [15:0] & { requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready };
+  assign \$1097  = \$1095  | \$1096 ;
+  assign \$1098  = \$237 [15:0] & { requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready };
+  assign \$1099  = \$240 [15:0] & { requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready };
+  assign \$1100  = \$1098  | \$1099 ;
+  assign \$1101  = \$1097  | \$1100 ;
+  assign \$1102  = \$1094  | \$1101 ;
+  assign sent = \$1087  | \$1102 ;
+  assign \$1103  = ~ sent;
+  assign still = { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] } & \$1103 ;
+  assign \$1104  = | count;
+  assign \$1105  = | still[3:0];
+  assign \$1106  = ~ \$1105 ;
+  assign shift = \$1104  & \$1106 ;
+  assign \$1107  = count - shift;
+  assign \$1108  = count < 3'h4;
+  assign beats__ready = \$1108  & records__ready;
+  assign \$1109  = count < 3'h4;
+  assign records__valid = beats__valid & \$1109 ;
   assign take = beats__valid & beats__ready;
   assign busy = | count;
-  assign \$1094  = ! \$1091 [2:0];
-  assign \$1095  = take & \$1094 ;
-  assign \$1096  = ~ beats__payload[30];
-  assign \$1097  = beats__payload[0] & \$1096 ;
-  assign \$1098  = ! \$1091 [2:0];
-  assign \$1099  = take & \$1098 ;
-  assign \$1100  = ~ beats__payload[64];
-  assign \$1101  = beats__payload[34] & \$1100 ;
-  assign \$1102  = ! \$1091 [2:0];
-  assign \$1103  = take & \$1102 ;
-  assign \$1104  = ~ beats__payload[98];
-  assign \$1105  = beats__payload[68] & \$1104 ;
-  assign \$1106  = ! \$1091 [2:0];
-  assign \$1107  = take & \$1106 ;
-  assign \$1108  = ~ beats__payload[132];
-  assign \$1109  = beats__payload[102] & \$1108 ;
-  assign \$1110  = \$1091 [2:0] == 1'h1;
+  assign \$1110  = ! \$1107 [2:0];
   assign \$1111  = take & \$1110 ;
   assign \$1112  = ~ beats__payload[30];
   assign \$1113  = beats__payload[0] & \$1112 ;
-  assign \$1114  = \$1091 [2:0] == 1'h1;
+  assign \$1114  = ! \$1107 [2:0];
   assign \$1115  = take & \$1114 ;
   assign \$1116  = ~ beats__payload[64];
   assign \$1117  = beats__payload[34] & \$1116 ;
-  assign \$1118  = \$1091 [2:0] == 1'h1;
+  assign \$1118  = ! \$1107 [2:0];
   assign \$1119  = take & \$1118 ;
   assign \$1120  = ~ beats__payload[98];
   assign \$1121  = beats__payload[68] & \$1120 ;
-  assign \$1122  = \$1091 [2:0] == 1'h1;
+  assign \$1122  = ! \$1107 [2:0];
   assign \$1123  = take & \$1122 ;
   assign \$1124  = ~ beats__payload[132];
   assign \$1125  = beats__payload[102] & \$1124 ;
-  assign \$1126  = \$1091 [2:0] == 2'h2;
+  assign \$1126  = \$1107 [2:0] == 1'h1;
   assign \$1127  = take & \$1126 ;
   assign \$1128  = ~ beats__payload[30];
   assign \$1129  = beats__payload[0] & \$1128 ;
-  assign \$1130  = \$1091 [2:0] == 2'h2;
+  assign \$1130  = \$1107 [2:0] == 1'h1;
   assign \$1131  = take & \$1130 ;
   assign \$1132  = ~ beats__payload[64];
   assign \$1133  = beats__payload[34] & \$1132 ;
-  assign \$1134  = \$1091 [2:0] == 2'h2;
+  assign \$1134  = \$1107 [2:0] == 1'h1;
   assign \$1135  = take & \$1134 ;
   assign \$1136  = ~ beats__payload[98];
   assign \$1137  = beats__payload[68] & \$1136 ;
-  assign \$1138  = \$1091 [2:0] == 2'h2;
+  assign \$1138  = \$1107 [2:0] == 1'h1;
   assign \$1139  = take & \$1138 ;
   assign \$1140  = ~ beats__payload[132];
   assign \$1141  = beats__payload[102] & \$1140 ;
-  assign \$1142  = \$1091 [2:0] == 2'h3;
+  assign \$1142  = \$1107 [2:0] == 2'h2;
   assign \$1143  = take & \$1142 ;
   assign \$1144  = ~ beats__payload[30];
   assign \$1145  = beats__payload[0] & \$1144 ;
-  assign \$1146  = \$1091 [2:0] == 2'h3;
+  assign \$1146  = \$1107 [2:0] == 2'h2;
   assign \$1147  = take & \$1146 ;
   assign \$1148  = ~ beats__payload[64];
   assign \$1149  = beats__payload[34] & \$1148 ;
-  assign \$1150  = \$1091 [2:0] == 2'h3;
+  assign \$1150  = \$1107 [2:0] == 2'h2;
   assign \$1151  = take & \$1150 ;
   assign \$1152  = ~ beats__payload[98];
   assign \$1153  = beats__payload[68] & \$1152 ;
-  assign \$1154  = \$1091 [2:0] == 2'h3;
+  assign \$1154  = \$1107 [2:0] == 2'h2;
   assign \$1155  = take & \$1154 ;
   assign \$1156  = ~ beats__payload[132];
   assign \$1157  = beats__payload[102] & \$1156 ;
-  assign \$1158  = \$1091 [2:0] + take;
+  assign \$1158  = \$1107 [2:0] == 2'h3;
+  assign \$1159  = take & \$1158 ;
+  assign \$1160  = ~ beats__payload[30];
+  assign \$1161  = beats__payload[0] & \$1160 ;
+  assign \$1162  = \$1107 [2:0] == 2'h3;
+  assign \$1163  = take & \$1162 ;
+  assign \$1164  = ~ beats__payload[64];
+  assign \$1165  = beats__payload[34] & \$1164 ;
+  assign \$1166  = \$1107 [2:0] == 2'h3;
+  assign \$1167  = take & \$1166 ;
+  assign \$1168  = ~ beats__payload[98];
+  assign \$1169  = beats__payload[68] & \$1168 ;
+  assign \$1170  = \$1107 [2:0] == 2'h3;
+  assign \$1171  = take & \$1170 ;
+  assign \$1172  = ~ beats__payload[132];
+  assign \$1173  = beats__payload[102] & \$1172 ;
+  assign \$1174  = \$1107 [2:0] + take;
   always @(posedge clk)
-    beat0_lane0 <= \$1159 ;
+    beat0_lane0 <= \$1175 ;
   always @(posedge clk)
-    beat0_lane1 <= \$1160 ;
+    beat0_lane1 <= \$1176 ;
   always @(posedge clk)
-    beat0_lane2 <= \$1161 ;
+    beat0_lane2 <= \$1177 ;
   always @(posedge clk)
-    beat0_lane3 <= \$1162 ;
+    beat0_lane3 <= \$1178 ;
   always @(posedge clk)
-    beat1_lane0 <= \$1163 ;
+    beat1_lane0 <= \$1179 ;
   always @(posedge clk)
-    beat1_lane1 <= \$1164 ;
+    beat1_lane1 <= \$1180 ;
   always @(posedge clk)
-    beat1_lane2 <= \$1165 ;
+    beat1_lane2 <= \$1181 ;
   always @(posedge clk)
-    beat1_lane3 <= \$1166 ;
+    beat1_lane3 <= \$1182 ;
   always @(posedge clk)
-    beat2_lane0 <= \$1167 ;
+    beat2_lane0 <= \$1183 ;
   always @(posedge clk)
-    beat2_lane1 <= \$1168 ;
+    beat2_lane1 <= \$1184 ;
   always @(posedge clk)
-    beat2_lane2 <= \$1169 ;
+    beat2_lane2 <= \$1185 ;
   always @(posedge clk)
-    beat2_lane3 <= \$1170 ;
+    beat2_lane3 <= \$1186 ;
   always @(posedge clk)
-    beat3_lane0 <= \$1171 ;
+    beat3_lane0 <= \$1187 ;
   always @(posedge clk)
-    beat3_lane1 <= \$1172 ;
+    beat3_lane1 <= \$1188 ;
   always @(posedge clk)
-    beat3_lane2 <= \$1173 ;
+    beat3_lane2 <= \$1189 ;
   always @(posedge clk)
-    beat3_lane3 <= \$1174 ;
+    beat3_lane3 <= \$1190 ;
   always @(posedge clk)
-    count <= \$1175 ;
+    count <= \$1191 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1159 [30:1] = beat0_lane0[30:1];
-    (* full_case = 32'd1 *)
-    if (\$1095 ) begin
-      \$1159 [0] = \$1097 ;
-      \$1159 [4:1] = beats__payload[4:1];
-      \$1159 [10:5] = beats__payload[10:5];
-      \$1159 [29:11] = beats__payload[29:11];
-      \$1159 [30] = beats__payload[33];
-    end else if (shift) begin
-      \$1159 [0] = still[4];
-      \$1159 [4:1] = beat1_lane0[4:1];
-      \$1159 [10:5] = beat1_lane0[10:5];
-      \$1159 [29:11] = beat1_lane0[29:11];
-      \$1159 [30] = beat1_lane0[30];
-    end else begin
-      \$1159 [0] = still[0];
-    end
-    if (rst) begin
-      \$1159  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1160 [30:1] = beat0_lane1[30:1];
-    (* full_case = 32'd1 *)
-    if (\$1099 ) begin
-      \$1160 [0] = \$1101 ;
-      \$1160 [4:1] = beats__payload[38:35];
-      \$1160 [10:5] = beats__payload[44:39];
-      \$1160 [29:11] = beats__payload[63:45];
-      \$1160 [30] = beats__payload[67];
-    end else if (shift) begin
-      \$1160 [0] = still[5];
-      \$1160 [4:1] = beat1_lane1[4:1];
-      \$1160 [10:5] = beat1_lane1[10:5];
-      \$1160 [29:11] = beat1_lane1[29:11];
-      \$1160 [30] = beat1_lane1[30];
-    end else begin
-      \$1160 [0] = still[1];
-    end
-    if (rst) begin
-      \$1160  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1161 [30:1] = beat0_lane2[30:1];
-    (* full_case = 32'd1 *)
-    if (\$1103 ) begin
-      \$1161 [0] = \$1105 ;
-      \$1161 [4:1] = beats__payload[72:69];
-      \$1161 [10:5] = beats__payload[78:73];
-      \$1161 [29:11] = beats__payload[97:79];
-      \$1161 [30] = beats__payload[101];
-    end else if (shift) begin
-      \$1161 [0] = still[6];
-      \$1161 [4:1] = beat1_lane2[4:1];
-      \$1161 [10:5] = beat1_lane2[10:5];
-      \$1161 [29:11] = beat1_lane2[29:11];
-      \$1161 [30] = beat1_lane2[30];
-    end else begin
-      \$1161 [0] = still[2];
-    end
-    if (rst) begin
-      \$1161  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1162 [30:1] = beat0_lane3[30:1];
-    (* full_case = 32'd1 *)
-    if (\$1107 ) begin
-      \$1162 [0] = \$1109 ;
-      \$1162 [4:1] = beats__payload[106:103];
-      \$1162 [10:5] = beats__payload[112:107];
-      \$1162 [29:11] = beats__payload[131:113];
-      \$1162 [30] = beats__payload[135];
-    end else if (shift) begin
-      \$1162 [0] = still[7];
-      \$1162 [4:1] = beat1_lane3[4:1];
-      \$1162 [10:5] = beat1_lane3[10:5];
-      \$1162 [29:11] = beat1_lane3[29:11];
-      \$1162 [30] = beat1_lane3[30];
-    end else begin
-      \$1162 [0] = still[3];
-    end
-    if (rst) begin
-      \$1162  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1163 [30:1] = beat1_lane0[30:1];
+    \$1175 [30:1] = beat0_lane0[30:1];
     (* full_case = 32'd1 *)
     if (\$1111 ) begin
-      \$1163 [0] = \$1113 ;
-      \$1163 [4:1] = beats__payload[4:1];
-      \$1163 [10:5] = beats__payload[10:5];
-      \$1163 [29:11] = beats__payload[29:11];
-      \$1163 [30] = beats__payload[33];
+      \$1175 [0] = \$1113 ;
+      \$1175 [4:1] = beats__payload[4:1];
+      \$1175 [10:5] = beats__payload[10:5];
+      \$1175 [29:11] = beats__payload[29:11];
+      \$1175 [30] = beats__payload[33];
     end else if (shift) begin
-      \$1163 [0] = still[8];
-      \$1163 [4:1] = beat2_lane0[4:1];
-      \$1163 [10:5] = beat2_lane0[10:5];
-      \$1163 [29:11] = beat2_lane0[29:11];
-      \$1163 [30] = beat2_lane0[30];
+      \$1175 [0] = still[4];
+      \$1175 [4:1] = beat1_lane0[4:1];
+      \$1175 [10:5] = beat1_lane0[10:5];
+      \$1175 [29:11] = beat1_lane0[29:11];
+      \$1175 [30] = beat1_lane0[30];
     end else begin
-      \$1163 [0] = still[4];
+      \$1175 [0] = still[0];
     end
     if (rst) begin
-      \$1163  = 31'h00000000;
+      \$1175  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1164 [30:1] = beat1_lane1[30:1];
+    \$1176 [30:1] = beat0_lane1[30:1];
     (* full_case = 32'd1 *)
     if (\$1115 ) begin
-      \$1164 [0] = \$1117 ;
-      \$1164 [4:1] = beats__payload[38:35];
-      \$1164 [10:5] = beats__payload[44:39];
-      \$1164 [29:11] = beats__payload[63:45];
-      \$1164 [30] = beats__payload[67];
+      \$1176 [0] = \$1117 ;
+      \$1176 [4:1] = beats__payload[38:35];
+      \$1176 [10:5] = beats__payload[44:39];
+      \$1176 [29:11] = beats__payload[63:45];
+      \$1176 [30] = beats__payload[67];
     end else if (shift) begin
-      \$1164 [0] = still[9];
-      \$1164 [4:1] = beat2_lane1[4:1];
-      \$1164 [10:5] = beat2_lane1[10:5];
-      \$1164 [29:11] = beat2_lane1[29:11];
-      \$1164 [30] = beat2_lane1[30];
+      \$1176 [0] = still[5];
+      \$1176 [4:1] = beat1_lane1[4:1];
+      \$1176 [10:5] = beat1_lane1[10:5];
+      \$1176 [29:11] = beat1_lane1[29:11];
+      \$1176 [30] = beat1_lane1[30];
     end else begin
-      \$1164 [0] = still[5];
+      \$1176 [0] = still[1];
     end
     if (rst) begin
-      \$1164  = 31'h00000000;
+      \$1176  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1165 [30:1] = beat1_lane2[30:1];
+    \$1177 [30:1] = beat0_lane2[30:1];
     (* full_case = 32'd1 *)
     if (\$1119 ) begin
-      \$1165 [0] = \$1121 ;
-      \$1165 [4:1] = beats__payload[72:69];
-      \$1165 [10:5] = beats__payload[78:73];
-      \$1165 [29:11] = beats__payload[97:79];
-      \$1165 [30] = beats__payload[101];
+      \$1177 [0] = \$1121 ;
+      \$1177 [4:1] = beats__payload[72:69];
+      \$1177 [10:5] = beats__payload[78:73];
+      \$1177 [29:11] = beats__payload[97:79];
+      \$1177 [30] = beats__payload[101];
     end else if (shift) begin
-      \$1165 [0] = still[10];
-      \$1165 [4:1] = beat2_lane2[4:1];
-      \$1165 [10:5] = beat2_lane2[10:5];
-      \$1165 [29:11] = beat2_lane2[29:11];
-      \$1165 [30] = beat2_lane2[30];
+      \$1177 [0] = still[6];
+      \$1177 [4:1] = beat1_lane2[4:1];
+      \$1177 [10:5] = beat1_lane2[10:5];
+      \$1177 [29:11] = beat1_lane2[29:11];
+      \$1177 [30] = beat1_lane2[30];
     end else begin
-      \$1165 [0] = still[6];
+      \$1177 [0] = still[2];
     end
     if (rst) begin
-      \$1165  = 31'h00000000;
+      \$1177  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1166 [30:1] = beat1_lane3[30:1];
+    \$1178 [30:1] = beat0_lane3[30:1];
     (* full_case = 32'd1 *)
     if (\$1123 ) begin
-      \$1166 [0] = \$1125 ;
-      \$1166 [4:1] = beats__payload[106:103];
-      \$1166 [10:5] = beats__payload[112:107];
-      \$1166 [29:11] = beats__payload[131:113];
-      \$1166 [30] = beats__payload[135];
+      \$1178 [0] = \$1125 ;
+      \$1178 [4:1] = beats__payload[106:103];
+      \$1178 [10:5] = beats__payload[112:107];
+      \$1178 [29:11] = beats__payload[131:113];
+      \$1178 [30] = beats__payload[135];
     end else if (shift) begin
-      \$1166 [0] = still[11];
-      \$1166 [4:1] = beat2_lane3[4:1];
-      \$1166 [10:5] = beat2_lane3[10:5];
-      \$1166 [29:11] = beat2_lane3[29:11];
-      \$1166 [30] = beat2_lane3[30];
+      \$1178 [0] = still[7];
+      \$1178 [4:1] = beat1_lane3[4:1];
+      \$1178 [10:5] = beat1_lane3[10:5];
+      \$1178 [29:11] = beat1_lane3[29:11];
+      \$1178 [30] = beat1_lane3[30];
     end else begin
-      \$1166 [0] = still[7];
+      \$1178 [0] = still[3];
     end
     if (rst) begin
-      \$1166  = 31'h00000000;
+      \$1178  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1167 [30:1] = beat2_lane0[30:1];
+    \$1179 [30:1] = beat1_lane0[30:1];
     (* full_case = 32'd1 *)
     if (\$1127 ) begin
-      \$1167 [0] = \$1129 ;
-      \$1167 [4:1] = beats__payload[4:1];
-      \$1167 [10:5] = beats__payload[10:5];
-      \$1167 [29:11] = beats__payload[29:11];
-      \$1167 [30] = beats__payload[33];
+      \$1179 [0] = \$1129 ;
+      \$1179 [4:1] = beats__payload[4:1];
+      \$1179 [10:5] = beats__payload[10:5];
+      \$1179 [29:11] = beats__payload[29:11];
+      \$1179 [30] = beats__payload[33];
     end else if (shift) begin
-      \$1167 [0] = still[12];
-      \$1167 [4:1] = beat3_lane0[4:1];
-      \$1167 [10:5] = beat3_lane0[10:5];
-      \$1167 [29:11] = beat3_lane0[29:11];
-      \$1167 [30] = beat3_lane0[30];
+      \$1179 [0] = still[8];
+      \$1179 [4:1] = beat2_lane0[4:1];
+      \$1179 [10:5] = beat2_lane0[10:5];
+      \$1179 [29:11] = beat2_lane0[29:11];
+      \$1179 [30] = beat2_lane0[30];
     end else begin
-      \$1167 [0] = still[8];
+      \$1179 [0] = still[4];
     end
     if (rst) begin
-      \$1167  = 31'h00000000;
+      \$1179  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1168 [30:1] = beat2_lane1[30:1];
+    \$1180 [30:1] = beat1_lane1[30:1];
     (* full_case = 32'd1 *)
     if (\$1131 ) begin
-      \$1168 [0] = \$1133 ;
-      \$1168 [4:1] = beats__payload[38:35];
-      \$1168 [10:5] = beats__payload[44:39];
-      \$1168 [29:11] = beats__payload[63:45];
-      \$1168 [30] = beats__payload[67];
+      \$1180 [0] = \$1133 ;
+      \$1180 [4:1] = beats__payload[38:35];
+      \$1180 [10:5] = beats__payload[44:39];
+      \$1180 [29:11] = beats__payload[63:45];
+      \$1180 [30] = beats__payload[67];
     end else if (shift) begin
-      \$1168 [0] = still[13];
-      \$1168 [4:1] = beat3_lane1[4:1];
-      \$1168 [10:5] = beat3_lane1[10:5];
-      \$1168 [29:11] = beat3_lane1[29:11];
-      \$1168 [30] = beat3_lane1[30];
+      \$1180 [0] = still[9];
+      \$1180 [4:1] = beat2_lane1[4:1];
+      \$1180 [10:5] = beat2_lane1[10:5];
+      \$1180 [29:11] = beat2_lane1[29:11];
+      \$1180 [30] = beat2_lane1[30];
     end else begin
-      \$1168 [0] = still[9];
+      \$1180 [0] = still[5];
     end
     if (rst) begin
-      \$1168  = 31'h00000000;
+      \$1180  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1169 [30:1] = beat2_lane2[30:1];
+    \$1181 [30:1] = beat1_lane2[30:1];
     (* full_case = 32'd1 *)
     if (\$1135 ) begin
-      \$1169 [0] = \$1137 ;
-      \$1169 [4:1] = beats__payload[72:69];
-      \$1169 [10:5] = beats__payload[78:73];
-      \$1169 [29:11] = beats__payload[97:79];
-      \$1169 [30] = beats__payload[101];
+      \$1181 [0] = \$1137 ;
+      \$1181 [4:1] = beats__payload[72:69];
+      \$1181 [10:5] = beats__payload[78:73];
+      \$1181 [29:11] = beats__payload[97:79];
+      \$1181 [30] = beats__payload[101];
     end else if (shift) begin
-      \$1169 [0] = still[14];
-      \$1169 [4:1] = beat3_lane2[4:1];
-      \$1169 [10:5] = beat3_lane2[10:5];
-      \$1169 [29:11] = beat3_lane2[29:11];
-      \$1169 [30] = beat3_lane2[30];
+      \$1181 [0] = still[10];
+      \$1181 [4:1] = beat2_lane2[4:1];
+      \$1181 [10:5] = beat2_lane2[10:5];
+      \$1181 [29:11] = beat2_lane2[29:11];
+      \$1181 [30] = beat2_lane2[30];
     end else begin
-      \$1169 [0] = still[10];
+      \$1181 [0] = still[6];
     end
     if (rst) begin
-      \$1169  = 31'h00000000;
+      \$1181  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1170 [30:1] = beat2_lane3[30:1];
+    \$1182 [30:1] = beat1_lane3[30:1];
     (* full_case = 32'd1 *)
     if (\$1139 ) begin
-      \$1170 [0] = \$1141 ;
-      \$1170 [4:1] = beats__payload[106:103];
-      \$1170 [10:5] = beats__payload[112:107];
-      \$1170 [29:11] = beats__payload[131:113];
-      \$1170 [30] = beats__payload[135];
+      \$1182 [0] = \$1141 ;
+      \$1182 [4:1] = beats__payload[106:103];
+      \$1182 [10:5] = beats__payload[112:107];
+      \$1182 [29:11] = beats__payload[131:113];
+      \$1182 [30] = beats__payload[135];
     end else if (shift) begin
-      \$1170 [0] = still[15];
-      \$1170 [4:1] = beat3_lane3[4:1];
-      \$1170 [10:5] = beat3_lane3[10:5];
-      \$1170 [29:11] = beat3_lane3[29:11];
-      \$1170 [30] = beat3_lane3[30];
+      \$1182 [0] = still[11];
+      \$1182 [4:1] = beat2_lane3[4:1];
+      \$1182 [10:5] = beat2_lane3[10:5];
+      \$1182 [29:11] = beat2_lane3[29:11];
+      \$1182 [30] = beat2_lane3[30];
     end else begin
-      \$1170 [0] = still[11];
+      \$1182 [0] = still[7];
     end
     if (rst) begin
-      \$1170  = 31'h00000000;
+      \$1182  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1171 [30:1] = beat3_lane0[30:1];
+    \$1183 [30:1] = beat2_lane0[30:1];
     (* full_case = 32'd1 *)
     if (\$1143 ) begin
-      \$1171 [0] = \$1145 ;
-      \$1171 [4:1] = beats__payload[4:1];
-      \$1171 [10:5] = beats__payload[10:5];
-      \$1171 [29:11] = beats__payload[29:11];
-      \$1171 [30] = beats__payload[33];
+      \$1183 [0] = \$1145 ;
+      \$1183 [4:1] = beats__payload[4:1];
+      \$1183 [10:5] = beats__payload[10:5];
+      \$1183 [29:11] = beats__payload[29:11];
+      \$1183 [30] = beats__payload[33];
     end else if (shift) begin
-      \$1171 [0] = 1'h0;
+      \$1183 [0] = still[12];
+      \$1183 [4:1] = beat3_lane0[4:1];
+      \$1183 [10:5] = beat3_lane0[10:5];
+      \$1183 [29:11] = beat3_lane0[29:11];
+      \$1183 [30] = beat3_lane0[30];
     end else begin
-      \$1171 [0] = still[12];
+      \$1183 [0] = still[8];
     end
     if (rst) begin
-      \$1171  = 31'h00000000;
+      \$1183  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1172 [30:1] = beat3_lane1[30:1];
+    \$1184 [30:1] = beat2_lane1[30:1];
     (* full_case = 32'd1 *)
     if (\$1147 ) begin
-      \$1172 [0] = \$1149 ;
-      \$1172 [4:1] = beats__payload[38:35];
-      \$1172 [10:5] = beats__payload[44:39];
-      \$1172 [29:11] = beats__payload[63:45];
-      \$1172 [30] = beats__payload[67];
+      \$1184 [0] = \$1149 ;
+      \$1184 [4:1] = beats__payload[38:35];
+      \$1184 [10:5] = beats__payload[44:39];
+      \$1184 [29:11] = beats__payload[63:45];
+      \$1184 [30] = beats__payload[67];
     end else if (shift) begin
-      \$1172 [0] = 1'h0;
+      \$1184 [0] = still[13];
+      \$1184 [4:1] = beat3_lane1[4:1];
+      \$1184 [10:5] = beat3_lane1[10:5];
+      \$1184 [29:11] = beat3_lane1[29:11];
+      \$1184 [30] = beat3_lane1[30];
     end else begin
-      \$1172 [0] = still[13];
+      \$1184 [0] = still[9];
     end
     if (rst) begin
-      \$1172  = 31'h00000000;
+      \$1184  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1173 [30:1] = beat3_lane2[30:1];
+    \$1185 [30:1] = beat2_lane2[30:1];
     (* full_case = 32'd1 *)
     if (\$1151 ) begin
-      \$1173 [0] = \$1153 ;
-      \$1173 [4:1] = beats__payload[72:69];
-      \$1173 [10:5] = beats__payload[78:73];
-      \$1173 [29:11] = beats__payload[97:79];
-      \$1173 [30] = beats__payload[101];
+      \$1185 [0] = \$1153 ;
+      \$1185 [4:1] = beats__payload[72:69];
+      \$1185 [10:5] = beats__payload[78:73];
+      \$1185 [29:11] = beats__payload[97:79];
+      \$1185 [30] = beats__payload[101];
     end else if (shift) begin
-      \$1173 [0] = 1'h0;
+      \$1185 [0] = still[14];
+      \$1185 [4:1] = beat3_lane2[4:1];
+      \$1185 [10:5] = beat3_lane2[10:5];
+      \$1185 [29:11] = beat3_lane2[29:11];
+      \$1185 [30] = beat3_lane2[30];
     end else begin
-      \$1173 [0] = still[14];
+      \$1185 [0] = still[10];
     end
     if (rst) begin
-      \$1173  = 31'h00000000;
+      \$1185  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1174 [30:1] = beat3_lane3[30:1];
+    \$1186 [30:1] = beat2_lane3[30:1];
     (* full_case = 32'd1 *)
     if (\$1155 ) begin
-      \$1174 [0] = \$1157 ;
-      \$1174 [4:1] = beats__payload[106:103];
-      \$1174 [10:5] = beats__payload[112:107];
-      \$1174 [29:11] = beats__payload[131:113];
-      \$1174 [30] = beats__payload[135];
+      \$1186 [0] = \$1157 ;
+      \$1186 [4:1] = beats__payload[106:103];
+      \$1186 [10:5] = beats__payload[112:107];
+      \$1186 [29:11] = beats__payload[131:113];
+      \$1186 [30] = beats__payload[135];
     end else if (shift) begin
-      \$1174 [0] = 1'h0;
+      \$1186 [0] = still[15];
+      \$1186 [4:1] = beat3_lane3[4:1];
+      \$1186 [10:5] = beat3_lane3[10:5];
+      \$1186 [29:11] = beat3_lane3[29:11];
+      \$1186 [30] = beat3_lane3[30];
     end else begin
-      \$1174 [0] = still[15];
+      \$1186 [0] = still[11];
     end
     if (rst) begin
-      \$1174  = 31'h00000000;
+      \$1186  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$1175  = \$1158 [2:0];
+    \$1187 [30:1] = beat3_lane0[30:1];
+    (* full_case = 32'd1 *)
+    if (\$1159 ) begin
+      \$1187 [0] = \$1161 ;
+      \$1187 [4:1] = beats__payload[4:1];
+      \$1187 [10:5] = beats__payload[10:5];
+      \$1187 [29:11] = beats__payload[29:11];
+      \$1187 [30] = beats__payload[33];
+    end else if (shift) begin
+      \$1187 [0] = 1'h0;
+    end else begin
+      \$1187 [0] = still[12];
+    end
     if (rst) begin
-      \$1175  = 3'h0;
+      \$1187  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1188 [30:1] = beat3_lane1[30:1];
+    (* full_case = 32'd1 *)
+    if (\$1163 ) begin
+      \$1188 [0] = \$1165 ;
+      \$1188 [4:1] = beats__payload[38:35];
+      \$1188 [10:5] = beats__payload[44:39];
+      \$1188 [29:11] = beats__payload[63:45];
+      \$1188 [30] = beats__payload[67];
+    end else if (shift) begin
+      \$1188 [0] = 1'h0;
+    end else begin
+      \$1188 [0] = still[13];
+    end
+    if (rst) begin
+      \$1188  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1189 [30:1] = beat3_lane2[30:1];
+    (* full_case = 32'd1 *)
+    if (\$1167 ) begin
+      \$1189 [0] = \$1169 ;
+      \$1189 [4:1] = beats__payload[72:69];
+      \$1189 [10:5] = beats__payload[78:73];
+      \$1189 [29:11] = beats__payload[97:79];
+      \$1189 [30] = beats__payload[101];
+    end else if (shift) begin
+      \$1189 [0] = 1'h0;
+    end else begin
+      \$1189 [0] = still[14];
+    end
+    if (rst) begin
+      \$1189  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1190 [30:1] = beat3_lane3[30:1];
+    (* full_case = 32'd1 *)
+    if (\$1171 ) begin
+      \$1190 [0] = \$1173 ;
+      \$1190 [4:1] = beats__payload[106:103];
+      \$1190 [10:5] = beats__payload[112:107];
+      \$1190 [29:11] = beats__payload[131:113];
+      \$1190 [30] = beats__payload[135];
+    end else if (shift) begin
+      \$1190 [0] = 1'h0;
+    end else begin
+      \$1190 [0] = still[15];
+    end
+    if (rst) begin
+      \$1190  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    \$1191  = \$1174 [2:0];
+    if (rst) begin
+      \$1191  = 3'h0;
     end
   end
   assign request_bit0 = { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
@@ -46438,471 +46432,471 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   assign held14_bank_high = { \$176 , \$175 , \$174 , \$173  };
   assign held15_bank_low = { \$184 , \$183 , \$182 , \$181  };
   assign held15_bank_high = { \$188 , \$187 , \$186 , \$185  };
-  assign bank0_wants = { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
+  assign bank0_wanted_by = { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
   assign bank0_oldest = \$195 [15:0];
-  assign requests__0__payload = { \$247 , \$245 , \$243 , \$241 , \$239 , \$237 , \$235 , \$233 , \$231 , \$229 , \$227 , \$225 , \$223 , \$221 , \$219 , \$217 , \$215 , \$213 , \$211 , \$209 , \$207 , \$205 , \$203 , \$201 , \$199 , \$197  };
-  assign bank1_wants = { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign bank1_oldest = \$250 [15:0];
-  assign requests__1__payload = { \$302 , \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274 , \$272 , \$270 , \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252  };
-  assign bank2_wants = { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign bank2_oldest = \$305 [15:0];
-  assign requests__2__payload = { \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343 , \$341 , \$339 , \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325 , \$323 , \$321 , \$319 , \$317 , \$315 , \$313 , \$311 , \$309 , \$307  };
-  assign bank3_wants = { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign bank3_oldest = \$360 [15:0];
-  assign requests__3__payload = { \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374 , \$372 , \$370 , \$368 , \$366 , \$364 , \$362  };
-  assign bank4_wants = { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign bank4_oldest = \$415 [15:0];
-  assign requests__4__payload = { \$467 , \$465 , \$463 , \$461 , \$459 , \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417  };
-  assign bank5_wants = { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign bank5_oldest = \$470 [15:0];
-  assign requests__5__payload = { \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472  };
-  assign bank6_wants = { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign bank6_oldest = \$525 [15:0];
-  assign requests__6__payload = { \$577 , \$575 , \$573 , \$571 , \$569 , \$567 , \$565 , \$563 , \$561 , \$559 , \$557 , \$555 , \$553 , \$551 , \$549 , \$547 , \$545 , \$543 , \$541 , \$539 , \$537 , \$535 , \$533 , \$531 , \$529 , \$527  };
-  assign bank7_wants = { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign bank7_oldest = \$580 [15:0];
-  assign requests__7__payload = { \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586 , \$584 , \$582  };
-  assign bank8_wants = { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign bank8_oldest = \$635 [15:0];
-  assign requests__8__payload = { \$687 , \$685 , \$683 , \$681 , \$679 , \$677 , \$675 , \$673 , \$671 , \$669 , \$667 , \$665 , \$663 , \$661 , \$659 , \$657 , \$655 , \$653 , \$651 , \$649 , \$647 , \$645 , \$643 , \$641 , \$639 , \$637  };
-  assign bank9_wants = { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign bank9_oldest = \$690 [15:0];
-  assign requests__9__payload = { \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702 , \$700 , \$698 , \$696 , \$694 , \$692  };
-  assign bank10_wants = { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign bank10_oldest = \$745 [15:0];
-  assign requests__10__payload = { \$797 , \$795 , \$793 , \$791 , \$789 , \$787 , \$785 , \$783 , \$781 , \$779 , \$777 , \$775 , \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759 , \$757 , \$755 , \$753 , \$751 , \$749 , \$747  };
-  assign bank11_wants = { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign bank11_oldest = \$800 [15:0];
-  assign requests__11__payload = { \$852 , \$850 , \$848 , \$846 , \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802  };
-  assign bank12_wants = { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign bank12_oldest = \$855 [15:0];
-  assign requests__12__payload = { \$907 , \$905 , \$903 , \$901 , \$899 , \$897 , \$895 , \$893 , \$891 , \$889 , \$887 , \$885 , \$883 , \$881 , \$879 , \$877 , \$875 , \$873 , \$871 , \$869 , \$867 , \$865 , \$863 , \$861 , \$859 , \$857  };
-  assign bank13_wants = { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign bank13_oldest = \$910 [15:0];
-  assign requests__13__payload = { \$962 , \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926 , \$924 , \$922 , \$920 , \$918 , \$916 , \$914 , \$912  };
-  assign bank14_wants = { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign bank14_oldest = \$965 [15:0];
-  assign requests__14__payload = { \$1017 , \$1015 , \$1013 , \$1011 , \$1009 , \$1007 , \$1005 , \$1003 , \$1001 , \$999 , \$997 , \$995 , \$993 , \$991 , \$989 , \$987 , \$985 , \$983 , \$981 , \$979 , \$977 , \$975 , \$973 , \$971 , \$969 , \$967  };
-  assign bank15_wants = { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign bank15_oldest = \$1020 [15:0];
+  assign bank1_wanted_by = { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
+  assign bank1_oldest = \$198 [15:0];
+  assign bank2_wanted_by = { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
+  assign bank2_oldest = \$201 [15:0];
+  assign bank3_wanted_by = { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
+  assign bank3_oldest = \$204 [15:0];
+  assign bank4_wanted_by = { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
+  assign bank4_oldest = \$207 [15:0];
+  assign bank5_wanted_by = { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
+  assign bank5_oldest = \$210 [15:0];
+  assign bank6_wanted_by = { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
+  assign bank6_oldest = \$213 [15:0];
+  assign bank7_wanted_by = { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
+  assign bank7_oldest = \$216 [15:0];
+  assign bank8_wanted_by = { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
+  assign bank8_oldest = \$219 [15:0];
+  assign bank9_wanted_by = { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
+  assign bank9_oldest = \$222 [15:0];
+  assign bank10_wanted_by = { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
+  assign bank10_oldest = \$225 [15:0];
+  assign bank11_wanted_by = { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
+  assign bank11_oldest = \$228 [15:0];
+  assign bank12_wanted_by = { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
+  assign bank12_oldest = \$231 [15:0];
+  assign bank13_wanted_by = { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
+  assign bank13_oldest = \$234 [15:0];
+  assign bank14_wanted_by = { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
+  assign bank14_oldest = \$237 [15:0];
+  assign bank15_wanted_by = { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
+  assign bank15_oldest = \$240 [15:0];
+  assign requests__0__payload = { \$292 , \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274 , \$272 , \$270 , \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252 , \$250 , \$248 , \$246 , \$244 , \$242  };
+  assign requests__1__payload = { \$344 , \$342 , \$340 , \$338 , \$336 , \$334 , \$332 , \$330 , \$328 , \$326 , \$324 , \$322 , \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306 , \$304 , \$302 , \$300 , \$298 , \$296 , \$294  };
+  assign requests__2__payload = { \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374 , \$372 , \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358 , \$356 , \$354 , \$352 , \$350 , \$348 , \$346  };
+  assign requests__3__payload = { \$448 , \$446 , \$444 , \$442 , \$440 , \$438 , \$436 , \$434 , \$432 , \$430 , \$428 , \$426 , \$424 , \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398  };
+  assign requests__4__payload = { \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450  };
+  assign requests__5__payload = { \$552 , \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534 , \$532 , \$530 , \$528 , \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502  };
+  assign requests__6__payload = { \$604 , \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586 , \$584 , \$582 , \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554  };
+  assign requests__7__payload = { \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606  };
+  assign requests__8__payload = { \$708 , \$706 , \$704 , \$702 , \$700 , \$698 , \$696 , \$694 , \$692 , \$690 , \$688 , \$686 , \$684 , \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658  };
+  assign requests__9__payload = { \$760 , \$758 , \$756 , \$754 , \$752 , \$750 , \$748 , \$746 , \$744 , \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710  };
+  assign requests__10__payload = { \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792 , \$790 , \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770 , \$768 , \$766 , \$764 , \$762  };
+  assign requests__11__payload = { \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846 , \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814  };
+  assign requests__12__payload = { \$916 , \$914 , \$912 , \$910 , \$908 , \$906 , \$904 , \$902 , \$900 , \$898 , \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866  };
+  assign requests__13__payload = { \$968 , \$966 , \$964 , \$962 , \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926 , \$924 , \$922 , \$920 , \$918  };
+  assign requests__14__payload = { \$1020 , \$1018 , \$1016 , \$1014 , \$1012 , \$1010 , \$1008 , \$1006 , \$1004 , \$1002 , \$1000 , \$998 , \$996 , \$994 , \$992 , \$990 , \$988 , \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign requests__15__payload = { \$1072 , \$1070 , \$1068 , \$1066 , \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046 , \$1044 , \$1042 , \$1040 , \$1038 , \$1036 , \$1034 , \$1032 , \$1030 , \$1028 , \$1026 , \$1024 , \$1022  };
-  assign after_shift = \$1091 [2:0];
-  assign \port$3143$0  = \$197 ;
-  assign \port$3145$0  = \$199 ;
-  assign \port$3147$0  = \$201 ;
-  assign \port$3149$0  = \$203 ;
-  assign \port$3151$0  = \$205 ;
-  assign \port$3153$0  = \$207 ;
-  assign \port$3155$0  = \$209 ;
-  assign \port$3157$0  = \$211 ;
-  assign \port$3159$0  = \$213 ;
-  assign \port$3161$0  = \$215 ;
-  assign \port$3163$0  = \$217 ;
-  assign \port$3165$0  = \$219 ;
-  assign \port$3167$0  = \$221 ;
-  assign \port$3169$0  = \$223 ;
-  assign \port$3171$0  = \$225 ;
-  assign \port$3173$0  = \$227 ;
-  assign \port$3175$0  = \$229 ;
-  assign \port$3177$0  = \$231 ;
-  assign \port$3179$0  = \$233 ;
-  assign \port$3181$0  = \$235 ;
-  assign \port$3183$0  = \$237 ;
-  assign \port$3185$0  = \$239 ;
-  assign \port$3187$0  = \$241 ;
-  assign \port$3189$0  = \$243 ;
-  assign \port$3191$0  = \$245 ;
-  assign \port$3193$0  = \$247 ;
-  assign \port$3200$0  = \$252 ;
-  assign \port$3202$0  = \$254 ;
-  assign \port$3204$0  = \$256 ;
-  assign \port$3206$0  = \$258 ;
-  assign \port$3208$0  = \$260 ;
-  assign \port$3210$0  = \$262 ;
-  assign \port$3212$0  = \$264 ;
-  assign \port$3214$0  = \$266 ;
-  assign \port$3216$0  = \$268 ;
-  assign \port$3218$0  = \$270 ;
-  assign \port$3220$0  = \$272 ;
-  assign \port$3222$0  = \$274 ;
-  assign \port$3224$0  = \$276 ;
-  assign \port$3226$0  = \$278 ;
-  assign \port$3228$0  = \$280 ;
-  assign \port$3230$0  = \$282 ;
-  assign \port$3232$0  = \$284 ;
-  assign \port$3234$0  = \$286 ;
-  assign \port$3236$0  = \$288 ;
-  assign \port$3238$0  = \$290 ;
-  assign \port$3240$0  = \$292 ;
-  assign \port$3242$0  = \$294 ;
-  assign \port$3244$0  = \$296 ;
-  assign \port$3246$0  = \$298 ;
-  assign \port$3248$0  = \$300 ;
-  assign \port$3250$0  = \$302 ;
-  assign \port$3257$0  = \$307 ;
-  assign \port$3259$0  = \$309 ;
-  assign \port$3261$0  = \$311 ;
-  assign \port$3263$0  = \$313 ;
-  assign \port$3265$0  = \$315 ;
-  assign \port$3267$0  = \$317 ;
-  assign \port$3269$0  = \$319 ;
-  assign \port$3271$0  = \$321 ;
-  assign \port$3273$0  = \$323 ;
-  assign \port$3275$0  = \$325 ;
-  assign \port$3277$0  = \$327 ;
-  assign \port$3279$0  = \$329 ;
-  assign \port$3281$0  = \$331 ;
-  assign \port$3283$0  = \$333 ;
-  assign \port$3285$0  = \$335 ;
-  assign \port$3287$0  = \$337 ;
-  assign \port$3289$0  = \$339 ;
-  assign \port$3291$0  = \$341 ;
-  assign \port$3293$0  = \$343 ;
-  assign \port$3295$0  = \$345 ;
-  assign \port$3297$0  = \$347 ;
-  assign \port$3299$0  = \$349 ;
-  assign \port$3301$0  = \$351 ;
-  assign \port$3303$0  = \$353 ;
-  assign \port$3305$0  = \$355 ;
-  assign \port$3307$0  = \$357 ;
-  assign \port$3314$0  = \$362 ;
-  assign \port$3316$0  = \$364 ;
-  assign \port$3318$0  = \$366 ;
-  assign \port$3320$0  = \$368 ;
-  assign \port$3322$0  = \$370 ;
-  assign \port$3324$0  = \$372 ;
-  assign \port$3326$0  = \$374 ;
-  assign \port$3328$0  = \$376 ;
-  assign \port$3330$0  = \$378 ;
-  assign \port$3332$0  = \$380 ;
-  assign \port$3334$0  = \$382 ;
-  assign \port$3336$0  = \$384 ;
-  assign \port$3338$0  = \$386 ;
-  assign \port$3340$0  = \$388 ;
-  assign \port$3342$0  = \$390 ;
-  assign \port$3344$0  = \$392 ;
-  assign \port$3346$0  = \$394 ;
-  assign \port$3348$0  = \$396 ;
-  assign \port$3350$0  = \$398 ;
-  assign \port$3352$0  = \$400 ;
-  assign \port$3354$0  = \$402 ;
-  assign \port$3356$0  = \$404 ;
-  assign \port$3358$0  = \$406 ;
-  assign \port$3360$0  = \$408 ;
-  assign \port$3362$0  = \$410 ;
-  assign \port$3364$0  = \$412 ;
-  assign \port$3371$0  = \$417 ;
-  assign \port$3373$0  = \$419 ;
-  assign \port$3375$0  = \$421 ;
-  assign \port$3377$0  = \$423 ;
-  assign \port$3379$0  = \$425 ;
-  assign \port$3381$0  = \$427 ;
-  assign \port$3383$0  = \$429 ;
-  assign \port$3385$0  = \$431 ;
-  assign \port$3387$0  = \$433 ;
-  assign \port$3389$0  = \$435 ;
-  assign \port$3391$0  = \$437 ;
-  assign \port$3393$0  = \$439 ;
-  assign \port$3395$0  = \$441 ;
-  assign \port$3397$0  = \$443 ;
-  assign \port$3399$0  = \$445 ;
-  assign \port$3401$0  = \$447 ;
-  assign \port$3403$0  = \$449 ;
-  assign \port$3405$0  = \$451 ;
-  assign \port$3407$0  = \$453 ;
-  assign \port$3409$0  = \$455 ;
-  assign \port$3411$0  = \$457 ;
-  assign \port$3413$0  = \$459 ;
-  assign \port$3415$0  = \$461 ;
-  assign \port$3417$0  = \$463 ;
-  assign \port$3419$0  = \$465 ;
-  assign \port$3421$0  = \$467 ;
-  assign \port$3428$0  = \$472 ;
-  assign \port$3430$0  = \$474 ;
-  assign \port$3432$0  = \$476 ;
-  assign \port$3434$0  = \$478 ;
-  assign \port$3436$0  = \$480 ;
-  assign \port$3438$0  = \$482 ;
-  assign \port$3440$0  = \$484 ;
-  assign \port$3442$0  = \$486 ;
-  assign \port$3444$0  = \$488 ;
-  assign \port$3446$0  = \$490 ;
-  assign \port$3448$0  = \$492 ;
-  assign \port$3450$0  = \$494 ;
-  assign \port$3452$0  = \$496 ;
-  assign \port$3454$0  = \$498 ;
-  assign \port$3456$0  = \$500 ;
-  assign \port$3458$0  = \$502 ;
-  assign \port$3460$0  = \$504 ;
-  assign \port$3462$0  = \$506 ;
-  assign \port$3464$0  = \$508 ;
-  assign \port$3466$0  = \$510 ;
-  assign \port$3468$0  = \$512 ;
-  assign \port$3470$0  = \$514 ;
-  assign \port$3472$0  = \$516 ;
-  assign \port$3474$0  = \$518 ;
-  assign \port$3476$0  = \$520 ;
-  assign \port$3478$0  = \$522 ;
-  assign \port$3485$0  = \$527 ;
-  assign \port$3487$0  = \$529 ;
-  assign \port$3489$0  = \$531 ;
-  assign \port$3491$0  = \$533 ;
-  assign \port$3493$0  = \$535 ;
-  assign \port$3495$0  = \$537 ;
-  assign \port$3497$0  = \$539 ;
-  assign \port$3499$0  = \$541 ;
-  assign \port$3501$0  = \$543 ;
-  assign \port$3503$0  = \$545 ;
-  assign \port$3505$0  = \$547 ;
-  assign \port$3507$0  = \$549 ;
-  assign \port$3509$0  = \$551 ;
-  assign \port$3511$0  = \$553 ;
-  assign \port$3513$0  = \$555 ;
-  assign \port$3515$0  = \$557 ;
-  assign \port$3517$0  = \$559 ;
-  assign \port$3519$0  = \$561 ;
-  assign \port$3521$0  = \$563 ;
-  assign \port$3523$0  = \$565 ;
-  assign \port$3525$0  = \$567 ;
-  assign \port$3527$0  = \$569 ;
-  assign \port$3529$0  = \$571 ;
-  assign \port$3531$0  = \$573 ;
-  assign \port$3533$0  = \$575 ;
-  assign \port$3535$0  = \$577 ;
-  assign \port$3542$0  = \$582 ;
-  assign \port$3544$0  = \$584 ;
-  assign \port$3546$0  = \$586 ;
-  assign \port$3548$0  = \$588 ;
-  assign \port$3550$0  = \$590 ;
-  assign \port$3552$0  = \$592 ;
-  assign \port$3554$0  = \$594 ;
-  assign \port$3556$0  = \$596 ;
-  assign \port$3558$0  = \$598 ;
-  assign \port$3560$0  = \$600 ;
-  assign \port$3562$0  = \$602 ;
-  assign \port$3564$0  = \$604 ;
-  assign \port$3566$0  = \$606 ;
-  assign \port$3568$0  = \$608 ;
-  assign \port$3570$0  = \$610 ;
-  assign \port$3572$0  = \$612 ;
-  assign \port$3574$0  = \$614 ;
-  assign \port$3576$0  = \$616 ;
-  assign \port$3578$0  = \$618 ;
-  assign \port$3580$0  = \$620 ;
-  assign \port$3582$0  = \$622 ;
-  assign \port$3584$0  = \$624 ;
-  assign \port$3586$0  = \$626 ;
-  assign \port$3588$0  = \$628 ;
-  assign \port$3590$0  = \$630 ;
-  assign \port$3592$0  = \$632 ;
-  assign \port$3599$0  = \$637 ;
-  assign \port$3601$0  = \$639 ;
-  assign \port$3603$0  = \$641 ;
-  assign \port$3605$0  = \$643 ;
-  assign \port$3607$0  = \$645 ;
-  assign \port$3609$0  = \$647 ;
-  assign \port$3611$0  = \$649 ;
-  assign \port$3613$0  = \$651 ;
-  assign \port$3615$0  = \$653 ;
-  assign \port$3617$0  = \$655 ;
-  assign \port$3619$0  = \$657 ;
-  assign \port$3621$0  = \$659 ;
-  assign \port$3623$0  = \$661 ;
-  assign \port$3625$0  = \$663 ;
-  assign \port$3627$0  = \$665 ;
-  assign \port$3629$0  = \$667 ;
-  assign \port$3631$0  = \$669 ;
-  assign \port$3633$0  = \$671 ;
-  assign \port$3635$0  = \$673 ;
-  assign \port$3637$0  = \$675 ;
-  assign \port$3639$0  = \$677 ;
-  assign \port$3641$0  = \$679 ;
-  assign \port$3643$0  = \$681 ;
-  assign \port$3645$0  = \$683 ;
-  assign \port$3647$0  = \$685 ;
-  assign \port$3649$0  = \$687 ;
-  assign \port$3656$0  = \$692 ;
-  assign \port$3658$0  = \$694 ;
-  assign \port$3660$0  = \$696 ;
-  assign \port$3662$0  = \$698 ;
-  assign \port$3664$0  = \$700 ;
-  assign \port$3666$0  = \$702 ;
-  assign \port$3668$0  = \$704 ;
-  assign \port$3670$0  = \$706 ;
-  assign \port$3672$0  = \$708 ;
-  assign \port$3674$0  = \$710 ;
-  assign \port$3676$0  = \$712 ;
-  assign \port$3678$0  = \$714 ;
-  assign \port$3680$0  = \$716 ;
-  assign \port$3682$0  = \$718 ;
-  assign \port$3684$0  = \$720 ;
-  assign \port$3686$0  = \$722 ;
-  assign \port$3688$0  = \$724 ;
-  assign \port$3690$0  = \$726 ;
-  assign \port$3692$0  = \$728 ;
-  assign \port$3694$0  = \$730 ;
-  assign \port$3696$0  = \$732 ;
-  assign \port$3698$0  = \$734 ;
-  assign \port$3700$0  = \$736 ;
-  assign \port$3702$0  = \$738 ;
-  assign \port$3704$0  = \$740 ;
-  assign \port$3706$0  = \$742 ;
-  assign \port$3713$0  = \$747 ;
-  assign \port$3715$0  = \$749 ;
-  assign \port$3717$0  = \$751 ;
-  assign \port$3719$0  = \$753 ;
-  assign \port$3721$0  = \$755 ;
-  assign \port$3723$0  = \$757 ;
-  assign \port$3725$0  = \$759 ;
-  assign \port$3727$0  = \$761 ;
-  assign \port$3729$0  = \$763 ;
-  assign \port$3731$0  = \$765 ;
-  assign \port$3733$0  = \$767 ;
-  assign \port$3735$0  = \$769 ;
-  assign \port$3737$0  = \$771 ;
-  assign \port$3739$0  = \$773 ;
-  assign \port$3741$0  = \$775 ;
-  assign \port$3743$0  = \$777 ;
-  assign \port$3745$0  = \$779 ;
-  assign \port$3747$0  = \$781 ;
-  assign \port$3749$0  = \$783 ;
-  assign \port$3751$0  = \$785 ;
-  assign \port$3753$0  = \$787 ;
-  assign \port$3755$0  = \$789 ;
-  assign \port$3757$0  = \$791 ;
-  assign \port$3759$0  = \$793 ;
-  assign \port$3761$0  = \$795 ;
-  assign \port$3763$0  = \$797 ;
-  assign \port$3770$0  = \$802 ;
-  assign \port$3772$0  = \$804 ;
-  assign \port$3774$0  = \$806 ;
-  assign \port$3776$0  = \$808 ;
-  assign \port$3778$0  = \$810 ;
-  assign \port$3780$0  = \$812 ;
-  assign \port$3782$0  = \$814 ;
-  assign \port$3784$0  = \$816 ;
-  assign \port$3786$0  = \$818 ;
-  assign \port$3788$0  = \$820 ;
-  assign \port$3790$0  = \$822 ;
-  assign \port$3792$0  = \$824 ;
-  assign \port$3794$0  = \$826 ;
-  assign \port$3796$0  = \$828 ;
-  assign \port$3798$0  = \$830 ;
-  assign \port$3800$0  = \$832 ;
-  assign \port$3802$0  = \$834 ;
-  assign \port$3804$0  = \$836 ;
-  assign \port$3806$0  = \$838 ;
-  assign \port$3808$0  = \$840 ;
-  assign \port$3810$0  = \$842 ;
-  assign \port$3812$0  = \$844 ;
-  assign \port$3814$0  = \$846 ;
-  assign \port$3816$0  = \$848 ;
-  assign \port$3818$0  = \$850 ;
-  assign \port$3820$0  = \$852 ;
-  assign \port$3827$0  = \$857 ;
-  assign \port$3829$0  = \$859 ;
-  assign \port$3831$0  = \$861 ;
-  assign \port$3833$0  = \$863 ;
-  assign \port$3835$0  = \$865 ;
-  assign \port$3837$0  = \$867 ;
-  assign \port$3839$0  = \$869 ;
-  assign \port$3841$0  = \$871 ;
-  assign \port$3843$0  = \$873 ;
-  assign \port$3845$0  = \$875 ;
-  assign \port$3847$0  = \$877 ;
-  assign \port$3849$0  = \$879 ;
-  assign \port$3851$0  = \$881 ;
-  assign \port$3853$0  = \$883 ;
-  assign \port$3855$0  = \$885 ;
-  assign \port$3857$0  = \$887 ;
-  assign \port$3859$0  = \$889 ;
-  assign \port$3861$0  = \$891 ;
-  assign \port$3863$0  = \$893 ;
-  assign \port$3865$0  = \$895 ;
-  assign \port$3867$0  = \$897 ;
-  assign \port$3869$0  = \$899 ;
-  assign \port$3871$0  = \$901 ;
-  assign \port$3873$0  = \$903 ;
-  assign \port$3875$0  = \$905 ;
-  assign \port$3877$0  = \$907 ;
-  assign \port$3884$0  = \$912 ;
-  assign \port$3886$0  = \$914 ;
-  assign \port$3888$0  = \$916 ;
-  assign \port$3890$0  = \$918 ;
-  assign \port$3892$0  = \$920 ;
-  assign \port$3894$0  = \$922 ;
-  assign \port$3896$0  = \$924 ;
-  assign \port$3898$0  = \$926 ;
-  assign \port$3900$0  = \$928 ;
-  assign \port$3902$0  = \$930 ;
-  assign \port$3904$0  = \$932 ;
-  assign \port$3906$0  = \$934 ;
-  assign \port$3908$0  = \$936 ;
-  assign \port$3910$0  = \$938 ;
-  assign \port$3912$0  = \$940 ;
-  assign \port$3914$0  = \$942 ;
-  assign \port$3916$0  = \$944 ;
-  assign \port$3918$0  = \$946 ;
-  assign \port$3920$0  = \$948 ;
-  assign \port$3922$0  = \$950 ;
-  assign \port$3924$0  = \$952 ;
-  assign \port$3926$0  = \$954 ;
-  assign \port$3928$0  = \$956 ;
-  assign \port$3930$0  = \$958 ;
-  assign \port$3932$0  = \$960 ;
-  assign \port$3934$0  = \$962 ;
-  assign \port$3941$0  = \$967 ;
-  assign \port$3943$0  = \$969 ;
-  assign \port$3945$0  = \$971 ;
-  assign \port$3947$0  = \$973 ;
-  assign \port$3949$0  = \$975 ;
-  assign \port$3951$0  = \$977 ;
-  assign \port$3953$0  = \$979 ;
-  assign \port$3955$0  = \$981 ;
-  assign \port$3957$0  = \$983 ;
-  assign \port$3959$0  = \$985 ;
-  assign \port$3961$0  = \$987 ;
-  assign \port$3963$0  = \$989 ;
-  assign \port$3965$0  = \$991 ;
-  assign \port$3967$0  = \$993 ;
-  assign \port$3969$0  = \$995 ;
-  assign \port$3971$0  = \$997 ;
-  assign \port$3973$0  = \$999 ;
-  assign \port$3975$0  = \$1001 ;
-  assign \port$3977$0  = \$1003 ;
-  assign \port$3979$0  = \$1005 ;
-  assign \port$3981$0  = \$1007 ;
-  assign \port$3983$0  = \$1009 ;
-  assign \port$3985$0  = \$1011 ;
-  assign \port$3987$0  = \$1013 ;
-  assign \port$3989$0  = \$1015 ;
-  assign \port$3991$0  = \$1017 ;
-  assign \port$3998$0  = \$1022 ;
-  assign \port$4000$0  = \$1024 ;
-  assign \port$4002$0  = \$1026 ;
-  assign \port$4004$0  = \$1028 ;
-  assign \port$4006$0  = \$1030 ;
-  assign \port$4008$0  = \$1032 ;
-  assign \port$4010$0  = \$1034 ;
-  assign \port$4012$0  = \$1036 ;
-  assign \port$4014$0  = \$1038 ;
-  assign \port$4016$0  = \$1040 ;
-  assign \port$4018$0  = \$1042 ;
-  assign \port$4020$0  = \$1044 ;
-  assign \port$4022$0  = \$1046 ;
-  assign \port$4024$0  = \$1048 ;
-  assign \port$4026$0  = \$1050 ;
-  assign \port$4028$0  = \$1052 ;
-  assign \port$4030$0  = \$1054 ;
-  assign \port$4032$0  = \$1056 ;
-  assign \port$4034$0  = \$1058 ;
-  assign \port$4036$0  = \$1060 ;
-  assign \port$4038$0  = \$1062 ;
-  assign \port$4040$0  = \$1064 ;
-  assign \port$4042$0  = \$1066 ;
-  assign \port$4044$0  = \$1068 ;
-  assign \port$4046$0  = \$1070 ;
-  assign \port$4048$0  = \$1072 ;
+  assign after_shift = \$1107 [2:0];
+  assign \port$3185$0  = \$242 ;
+  assign \port$3187$0  = \$244 ;
+  assign \port$3189$0  = \$246 ;
+  assign \port$3191$0  = \$248 ;
+  assign \port$3193$0  = \$250 ;
+  assign \port$3195$0  = \$252 ;
+  assign \port$3197$0  = \$254 ;
+  assign \port$3199$0  = \$256 ;
+  assign \port$3201$0  = \$258 ;
+  assign \port$3203$0  = \$260 ;
+  assign \port$3205$0  = \$262 ;
+  assign \port$3207$0  = \$264 ;
+  assign \port$3209$0  = \$266 ;
+  assign \port$3211$0  = \$268 ;
+  assign \port$3213$0  = \$270 ;
+  assign \port$3215$0  = \$272 ;
+  assign \port$3217$0  = \$274 ;
+  assign \port$3219$0  = \$276 ;
+  assign \port$3221$0  = \$278 ;
+  assign \port$3223$0  = \$280 ;
+  assign \port$3225$0  = \$282 ;
+  assign \port$3227$0  = \$284 ;
+  assign \port$3229$0  = \$286 ;
+  assign \port$3231$0  = \$288 ;
+  assign \port$3233$0  = \$290 ;
+  assign \port$3235$0  = \$292 ;
+  assign \port$3238$0  = \$294 ;
+  assign \port$3240$0  = \$296 ;
+  assign \port$3242$0  = \$298 ;
+  assign \port$3244$0  = \$300 ;
+  assign \port$3246$0  = \$302 ;
+  assign \port$3248$0  = \$304 ;
+  assign \port$3250$0  = \$306 ;
+  assign \port$3252$0  = \$308 ;
+  assign \port$3254$0  = \$310 ;
+  assign \port$3256$0  = \$312 ;
+  assign \port$3258$0  = \$314 ;
+  assign \port$3260$0  = \$316 ;
+  assign \port$3262$0  = \$318 ;
+  assign \port$3264$0  = \$320 ;
+  assign \port$3266$0  = \$322 ;
+  assign \port$3268$0  = \$324 ;
+  assign \port$3270$0  = \$326 ;
+  assign \port$3272$0  = \$328 ;
+  assign \port$3274$0  = \$330 ;
+  assign \port$3276$0  = \$332 ;
+  assign \port$3278$0  = \$334 ;
+  assign \port$3280$0  = \$336 ;
+  assign \port$3282$0  = \$338 ;
+  assign \port$3284$0  = \$340 ;
+  assign \port$3286$0  = \$342 ;
+  assign \port$3288$0  = \$344 ;
+  assign \port$3291$0  = \$346 ;
+  assign \port$3293$0  = \$348 ;
+  assign \port$3295$0  = \$350 ;
+  assign \port$3297$0  = \$352 ;
+  assign \port$3299$0  = \$354 ;
+  assign \port$3301$0  = \$356 ;
+  assign \port$3303$0  = \$358 ;
+  assign \port$3305$0  = \$360 ;
+  assign \port$3307$0  = \$362 ;
+  assign \port$3309$0  = \$364 ;
+  assign \port$3311$0  = \$366 ;
+  assign \port$3313$0  = \$368 ;
+  assign \port$3315$0  = \$370 ;
+  assign \port$3317$0  = \$372 ;
+  assign \port$3319$0  = \$374 ;
+  assign \port$3321$0  = \$376 ;
+  assign \port$3323$0  = \$378 ;
+  assign \port$3325$0  = \$380 ;
+  assign \port$3327$0  = \$382 ;
+  assign \port$3329$0  = \$384 ;
+  assign \port$3331$0  = \$386 ;
+  assign \port$3333$0  = \$388 ;
+  assign \port$3335$0  = \$390 ;
+  assign \port$3337$0  = \$392 ;
+  assign \port$3339$0  = \$394 ;
+  assign \port$3341$0  = \$396 ;
+  assign \port$3344$0  = \$398 ;
+  assign \port$3346$0  = \$400 ;
+  assign \port$3348$0  = \$402 ;
+  assign \port$3350$0  = \$404 ;
+  assign \port$3352$0  = \$406 ;
+  assign \port$3354$0  = \$408 ;
+  assign \port$3356$0  = \$410 ;
+  assign \port$3358$0  = \$412 ;
+  assign \port$3360$0  = \$414 ;
+  assign \port$3362$0  = \$416 ;
+  assign \port$3364$0  = \$418 ;
+  assign \port$3366$0  = \$420 ;
+  assign \port$3368$0  = \$422 ;
+  assign \port$3370$0  = \$424 ;
+  assign \port$3372$0  = \$426 ;
+  assign \port$3374$0  = \$428 ;
+  assign \port$3376$0  = \$430 ;
+  assign \port$3378$0  = \$432 ;
+  assign \port$3380$0  = \$434 ;
+  assign \port$3382$0  = \$436 ;
+  assign \port$3384$0  = \$438 ;
+  assign \port$3386$0  = \$440 ;
+  assign \port$3388$0  = \$442 ;
+  assign \port$3390$0  = \$444 ;
+  assign \port$3392$0  = \$446 ;
+  assign \port$3394$0  = \$448 ;
+  assign \port$3397$0  = \$450 ;
+  assign \port$3399$0  = \$452 ;
+  assign \port$3401$0  = \$454 ;
+  assign \port$3403$0  = \$456 ;
+  assign \port$3405$0  = \$458 ;
+  assign \port$3407$0  = \$460 ;
+  assign \port$3409$0  = \$462 ;
+  assign \port$3411$0  = \$464 ;
+  assign \port$3413$0  = \$466 ;
+  assign \port$3415$0  = \$468 ;
+  assign \port$3417$0  = \$470 ;
+  assign \port$3419$0  = \$472 ;
+  assign \port$3421$0  = \$474 ;
+  assign \port$3423$0  = \$476 ;
+  assign \port$3425$0  = \$478 ;
+  assign \port$3427$0  = \$480 ;
+  assign \port$3429$0  = \$482 ;
+  assign \port$3431$0  = \$484 ;
+  assign \port$3433$0  = \$486 ;
+  assign \port$3435$0  = \$488 ;
+  assign \port$3437$0  = \$490 ;
+  assign \port$3439$0  = \$492 ;
+  assign \port$3441$0  = \$494 ;
+  assign \port$3443$0  = \$496 ;
+  assign \port$3445$0  = \$498 ;
+  assign \port$3447$0  = \$500 ;
+  assign \port$3450$0  = \$502 ;
+  assign \port$3452$0  = \$504 ;
+  assign \port$3454$0  = \$506 ;
+  assign \port$3456$0  = \$508 ;
+  assign \port$3458$0  = \$510 ;
+  assign \port$3460$0  = \$512 ;
+  assign \port$3462$0  = \$514 ;
+  assign \port$3464$0  = \$516 ;
+  assign \port$3466$0  = \$518 ;
+  assign \port$3468$0  = \$520 ;
+  assign \port$3470$0  = \$522 ;
+  assign \port$3472$0  = \$524 ;
+  assign \port$3474$0  = \$526 ;
+  assign \port$3476$0  = \$528 ;
+  assign \port$3478$0  = \$530 ;
+  assign \port$3480$0  = \$532 ;
+  assign \port$3482$0  = \$534 ;
+  assign \port$3484$0  = \$536 ;
+  assign \port$3486$0  = \$538 ;
+  assign \port$3488$0  = \$540 ;
+  assign \port$3490$0  = \$542 ;
+  assign \port$3492$0  = \$544 ;
+  assign \port$3494$0  = \$546 ;
+  assign \port$3496$0  = \$548 ;
+  assign \port$3498$0  = \$550 ;
+  assign \port$3500$0  = \$552 ;
+  assign \port$3503$0  = \$554 ;
+  assign \port$3505$0  = \$556 ;
+  assign \port$3507$0  = \$558 ;
+  assign \port$3509$0  = \$560 ;
+  assign \port$3511$0  = \$562 ;
+  assign \port$3513$0  = \$564 ;
+  assign \port$3515$0  = \$566 ;
+  assign \port$3517$0  = \$568 ;
+  assign \port$3519$0  = \$570 ;
+  assign \port$3521$0  = \$572 ;
+  assign \port$3523$0  = \$574 ;
+  assign \port$3525$0  = \$576 ;
+  assign \port$3527$0  = \$578 ;
+  assign \port$3529$0  = \$580 ;
+  assign \port$3531$0  = \$582 ;
+  assign \port$3533$0  = \$584 ;
+  assign \port$3535$0  = \$586 ;
+  assign \port$3537$0  = \$588 ;
+  assign \port$3539$0  = \$590 ;
+  assign \port$3541$0  = \$592 ;
+  assign \port$3543$0  = \$594 ;
+  assign \port$3545$0  = \$596 ;
+  assign \port$3547$0  = \$598 ;
+  assign \port$3549$0  = \$600 ;
+  assign \port$3551$0  = \$602 ;
+  assign \port$3553$0  = \$604 ;
+  assign \port$3556$0  = \$606 ;
+  assign \port$3558$0  = \$608 ;
+  assign \port$3560$0  = \$610 ;
+  assign \port$3562$0  = \$612 ;
+  assign \port$3564$0  = \$614 ;
+  assign \port$3566$0  = \$616 ;
+  assign \port$3568$0  = \$618 ;
+  assign \port$3570$0  = \$620 ;
+  assign \port$3572$0  = \$622 ;
+  assign \port$3574$0  = \$624 ;
+  assign \port$3576$0  = \$626 ;
+  assign \port$3578$0  = \$628 ;
+  assign \port$3580$0  = \$630 ;
+  assign \port$3582$0  = \$632 ;
+  assign \port$3584$0  = \$634 ;
+  assign \port$3586$0  = \$636 ;
+  assign \port$3588$0  = \$638 ;
+  assign \port$3590$0  = \$640 ;
+  assign \port$3592$0  = \$642 ;
+  assign \port$3594$0  = \$644 ;
+  assign \port$3596$0  = \$646 ;
+  assign \port$3598$0  = \$648 ;
+  assign \port$3600$0  = \$650 ;
+  assign \port$3602$0  = \$652 ;
+  assign \port$3604$0  = \$654 ;
+  assign \port$3606$0  = \$656 ;
+  assign \port$3609$0  = \$658 ;
+  assign \port$3611$0  = \$660 ;
+  assign \port$3613$0  = \$662 ;
+  assign \port$3615$0  = \$664 ;
+  assign \port$3617$0  = \$666 ;
+  assign \port$3619$0  = \$668 ;
+  assign \port$3621$0  = \$670 ;
+  assign \port$3623$0  = \$672 ;
+  assign \port$3625$0  = \$674 ;
+  assign \port$3627$0  = \$676 ;
+  assign \port$3629$0  = \$678 ;
+  assign \port$3631$0  = \$680 ;
+  assign \port$3633$0  = \$682 ;
+  assign \port$3635$0  = \$684 ;
+  assign \port$3637$0  = \$686 ;
+  assign \port$3639$0  = \$688 ;
+  assign \port$3641$0  = \$690 ;
+  assign \port$3643$0  = \$692 ;
+  assign \port$3645$0  = \$694 ;
+  assign \port$3647$0  = \$696 ;
+  assign \port$3649$0  = \$698 ;
+  assign \port$3651$0  = \$700 ;
+  assign \port$3653$0  = \$702 ;
+  assign \port$3655$0  = \$704 ;
+  assign \port$3657$0  = \$706 ;
+  assign \port$3659$0  = \$708 ;
+  assign \port$3662$0  = \$710 ;
+  assign \port$3664$0  = \$712 ;
+  assign \port$3666$0  = \$714 ;
+  assign \port$3668$0  = \$716 ;
+  assign \port$3670$0  = \$718 ;
+  assign \port$3672$0  = \$720 ;
+  assign \port$3674$0  = \$722 ;
+  assign \port$3676$0  = \$724 ;
+  assign \port$3678$0  = \$726 ;
+  assign \port$3680$0  = \$728 ;
+  assign \port$3682$0  = \$730 ;
+  assign \port$3684$0  = \$732 ;
+  assign \port$3686$0  = \$734 ;
+  assign \port$3688$0  = \$736 ;
+  assign \port$3690$0  = \$738 ;
+  assign \port$3692$0  = \$740 ;
+  assign \port$3694$0  = \$742 ;
+  assign \port$3696$0  = \$744 ;
+  assign \port$3698$0  = \$746 ;
+  assign \port$3700$0  = \$748 ;
+  assign \port$3702$0  = \$750 ;
+  assign \port$3704$0  = \$752 ;
+  assign \port$3706$0  = \$754 ;
+  assign \port$3708$0  = \$756 ;
+  assign \port$3710$0  = \$758 ;
+  assign \port$3712$0  = \$760 ;
+  assign \port$3715$0  = \$762 ;
+  assign \port$3717$0  = \$764 ;
+  assign \port$3719$0  = \$766 ;
+  assign \port$3721$0  = \$768 ;
+  assign \port$3723$0  = \$770 ;
+  assign \port$3725$0  = \$772 ;
+  assign \port$3727$0  = \$774 ;
+  assign \port$3729$0  = \$776 ;
+  assign \port$3731$0  = \$778 ;
+  assign \port$3733$0  = \$780 ;
+  assign \port$3735$0  = \$782 ;
+  assign \port$3737$0  = \$784 ;
+  assign \port$3739$0  = \$786 ;
+  assign \port$3741$0  = \$788 ;
+  assign \port$3743$0  = \$790 ;
+  assign \port$3745$0  = \$792 ;
+  assign \port$3747$0  = \$794 ;
+  assign \port$3749$0  = \$796 ;
+  assign \port$3751$0  = \$798 ;
+  assign \port$3753$0  = \$800 ;
+  assign \port$3755$0  = \$802 ;
+  assign \port$3757$0  = \$804 ;
+  assign \port$3759$0  = \$806 ;
+  assign \port$3761$0  = \$808 ;
+  assign \port$3763$0  = \$810 ;
+  assign \port$3765$0  = \$812 ;
+  assign \port$3768$0  = \$814 ;
+  assign \port$3770$0  = \$816 ;
+  assign \port$3772$0  = \$818 ;
+  assign \port$3774$0  = \$820 ;
+  assign \port$3776$0  = \$822 ;
+  assign \port$3778$0  = \$824 ;
+  assign \port$3780$0  = \$826 ;
+  assign \port$3782$0  = \$828 ;
+  assign \port$3784$0  = \$830 ;
+  assign \port$3786$0  = \$832 ;
+  assign \port$3788$0  = \$834 ;
+  assign \port$3790$0  = \$836 ;
+  assign \port$3792$0  = \$838 ;
+  assign \port$3794$0  = \$840 ;
+  assign \port$3796$0  = \$842 ;
+  assign \port$3798$0  = \$844 ;
+  assign \port$3800$0  = \$846 ;
+  assign \port$3802$0  = \$848 ;
+  assign \port$3804$0  = \$850 ;
+  assign \port$3806$0  = \$852 ;
+  assign \port$3808$0  = \$854 ;
+  assign \port$3810$0  = \$856 ;
+  assign \port$3812$0  = \$858 ;
+  assign \port$3814$0  = \$860 ;
+  assign \port$3816$0  = \$862 ;
+  assign \port$3818$0  = \$864 ;
+  assign \port$3821$0  = \$866 ;
+  assign \port$3823$0  = \$868 ;
+  assign \port$3825$0  = \$870 ;
+  assign \port$3827$0  = \$872 ;
+  assign \port$3829$0  = \$874 ;
+  assign \port$3831$0  = \$876 ;
+  assign \port$3833$0  = \$878 ;
+  assign \port$3835$0  = \$880 ;
+  assign \port$3837$0  = \$882 ;
+  assign \port$3839$0  = \$884 ;
+  assign \port$3841$0  = \$886 ;
+  assign \port$3843$0  = \$888 ;
+  assign \port$3845$0  = \$890 ;
+  assign \port$3847$0  = \$892 ;
+  assign \port$3849$0  = \$894 ;
+  assign \port$3851$0  = \$896 ;
+  assign \port$3853$0  = \$898 ;
+  assign \port$3855$0  = \$900 ;
+  assign \port$3857$0  = \$902 ;
+  assign \port$3859$0  = \$904 ;
+  assign \port$3861$0  = \$906 ;
+  assign \port$3863$0  = \$908 ;
+  assign \port$3865$0  = \$910 ;
+  assign \port$3867$0  = \$912 ;
+  assign \port$3869$0  = \$914 ;
+  assign \port$3871$0  = \$916 ;
+  assign \port$3874$0  = \$918 ;
+  assign \port$3876$0  = \$920 ;
+  assign \port$3878$0  = \$922 ;
+  assign \port$3880$0  = \$924 ;
+  assign \port$3882$0  = \$926 ;
+  assign \port$3884$0  = \$928 ;
+  assign \port$3886$0  = \$930 ;
+  assign \port$3888$0  = \$932 ;
+  assign \port$3890$0  = \$934 ;
+  assign \port$3892$0  = \$936 ;
+  assign \port$3894$0  = \$938 ;
+  assign \port$3896$0  = \$940 ;
+  assign \port$3898$0  = \$942 ;
+  assign \port$3900$0  = \$944 ;
+  assign \port$3902$0  = \$946 ;
+  assign \port$3904$0  = \$948 ;
+  assign \port$3906$0  = \$950 ;
+  assign \port$3908$0  = \$952 ;
+  assign \port$3910$0  = \$954 ;
+  assign \port$3912$0  = \$956 ;
+  assign \port$3914$0  = \$958 ;
+  assign \port$3916$0  = \$960 ;
+  assign \port$3918$0  = \$962 ;
+  assign \port$3920$0  = \$964 ;
+  assign \port$3922$0  = \$966 ;
+  assign \port$3924$0  = \$968 ;
+  assign \port$3927$0  = \$970 ;
+  assign \port$3929$0  = \$972 ;
+  assign \port$3931$0  = \$974 ;
+  assign \port$3933$0  = \$976 ;
+  assign \port$3935$0  = \$978 ;
+  assign \port$3937$0  = \$980 ;
+  assign \port$3939$0  = \$982 ;
+  assign \port$3941$0  = \$984 ;
+  assign \port$3943$0  = \$986 ;
+  assign \port$3945$0  = \$988 ;
+  assign \port$3947$0  = \$990 ;
+  assign \port$3949$0  = \$992 ;
+  assign \port$3951$0  = \$994 ;
+  assign \port$3953$0  = \$996 ;
+  assign \port$3955$0  = \$998 ;
+  assign \port$3957$0  = \$1000 ;
+  assign \port$3959$0  = \$1002 ;
+  assign \port$3961$0  = \$1004 ;
+  assign \port$3963$0  = \$1006 ;
+  assign \port$3965$0  = \$1008 ;
+  assign \port$3967$0  = \$1010 ;
+  assign \port$3969$0  = \$1012 ;
+  assign \port$3971$0  = \$1014 ;
+  assign \port$3973$0  = \$1016 ;
+  assign \port$3975$0  = \$1018 ;
+  assign \port$3977$0  = \$1020 ;
+  assign \port$3980$0  = \$1022 ;
+  assign \port$3982$0  = \$1024 ;
+  assign \port$3984$0  = \$1026 ;
+  assign \port$3986$0  = \$1028 ;
+  assign \port$3988$0  = \$1030 ;
+  assign \port$3990$0  = \$1032 ;
+  assign \port$3992$0  = \$1034 ;
+  assign \port$3994$0  = \$1036 ;
+  assign \port$3996$0  = \$1038 ;
+  assign \port$3998$0  = \$1040 ;
+  assign \port$4000$0  = \$1042 ;
+  assign \port$4002$0  = \$1044 ;
+  assign \port$4004$0  = \$1046 ;
+  assign \port$4006$0  = \$1048 ;
+  assign \port$4008$0  = \$1050 ;
+  assign \port$4010$0  = \$1052 ;
+  assign \port$4012$0  = \$1054 ;
+  assign \port$4014$0  = \$1056 ;
+  assign \port$4016$0  = \$1058 ;
+  assign \port$4018$0  = \$1060 ;
+  assign \port$4020$0  = \$1062 ;
+  assign \port$4022$0  = \$1064 ;
+  assign \port$4024$0  = \$1066 ;
+  assign \port$4026$0  = \$1068 ;
+  assign \port$4028$0  = \$1070 ;
+  assign \port$4030$0  = \$1072 ;
   assign \beat0_lane0.pending  = beat0_lane0[0];
   assign \beat0_lane0.bank  = beat0_lane0[4:1];
   assign \beat0_lane0.set  = beat0_lane0[10:5];
@@ -46983,51 +46977,51 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
   assign \beat3_lane3.set  = beat3_lane3[10:5];
   assign \beat3_lane3.tag  = beat3_lane3[29:11];
   assign \beat3_lane3.repeated  = beat3_lane3[30];
-  assign \requests__0__payload.set  = { \$207 , \$205 , \$203 , \$201 , \$199 , \$197  };
-  assign \requests__0__payload.tag  = { \$245 , \$243 , \$241 , \$239 , \$237 , \$235 , \$233 , \$231 , \$229 , \$227 , \$225 , \$223 , \$221 , \$219 , \$217 , \$215 , \$213 , \$211 , \$209  };
-  assign \requests__0__payload.repeated  = \$247 ;
-  assign \requests__1__payload.set  = { \$262 , \$260 , \$258 , \$256 , \$254 , \$252  };
-  assign \requests__1__payload.tag  = { \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274 , \$272 , \$270 , \$268 , \$266 , \$264  };
-  assign \requests__1__payload.repeated  = \$302 ;
-  assign \requests__2__payload.set  = { \$317 , \$315 , \$313 , \$311 , \$309 , \$307  };
-  assign \requests__2__payload.tag  = { \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343 , \$341 , \$339 , \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325 , \$323 , \$321 , \$319  };
-  assign \requests__2__payload.repeated  = \$357 ;
-  assign \requests__3__payload.set  = { \$372 , \$370 , \$368 , \$366 , \$364 , \$362  };
-  assign \requests__3__payload.tag  = { \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374  };
-  assign \requests__3__payload.repeated  = \$412 ;
-  assign \requests__4__payload.set  = { \$427 , \$425 , \$423 , \$421 , \$419 , \$417  };
-  assign \requests__4__payload.tag  = { \$465 , \$463 , \$461 , \$459 , \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429  };
-  assign \requests__4__payload.repeated  = \$467 ;
-  assign \requests__5__payload.set  = { \$482 , \$480 , \$478 , \$476 , \$474 , \$472  };
-  assign \requests__5__payload.tag  = { \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484  };
-  assign \requests__5__payload.repeated  = \$522 ;
-  assign \requests__6__payload.set  = { \$537 , \$535 , \$533 , \$531 , \$529 , \$527  };
-  assign \requests__6__payload.tag  = { \$575 , \$573 , \$571 , \$569 , \$567 , \$565 , \$563 , \$561 , \$559 , \$557 , \$555 , \$553 , \$551 , \$549 , \$547 , \$545 , \$543 , \$541 , \$539  };
-  assign \requests__6__payload.repeated  = \$577 ;
-  assign \requests__7__payload.set  = { \$592 , \$590 , \$588 , \$586 , \$584 , \$582  };
-  assign \requests__7__payload.tag  = { \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598 , \$596 , \$594  };
-  assign \requests__7__payload.repeated  = \$632 ;
-  assign \requests__8__payload.set  = { \$647 , \$645 , \$643 , \$641 , \$639 , \$637  };
-  assign \requests__8__payload.tag  = { \$685 , \$683 , \$681 , \$679 , \$677 , \$675 , \$673 , \$671 , \$669 , \$667 , \$665 , \$663 , \$661 , \$659 , \$657 , \$655 , \$653 , \$651 , \$649  };
-  assign \requests__8__payload.repeated  = \$687 ;
-  assign \requests__9__payload.set  = { \$702 , \$700 , \$698 , \$696 , \$694 , \$692  };
-  assign \requests__9__payload.tag  = { \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704  };
-  assign \requests__9__payload.repeated  = \$742 ;
-  assign \requests__10__payload.set  = { \$757 , \$755 , \$753 , \$751 , \$749 , \$747  };
-  assign \requests__10__payload.tag  = { \$795 , \$793 , \$791 , \$789 , \$787 , \$785 , \$783 , \$781 , \$779 , \$777 , \$775 , \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759  };
-  assign \requests__10__payload.repeated  = \$797 ;
-  assign \requests__11__payload.set  = { \$812 , \$810 , \$808 , \$806 , \$804 , \$802  };
-  assign \requests__11__payload.tag  = { \$850 , \$848 , \$846 , \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814  };
-  assign \requests__11__payload.repeated  = \$852 ;
-  assign \requests__12__payload.set  = { \$867 , \$865 , \$863 , \$861 , \$859 , \$857  };
-  assign \requests__12__payload.tag  = { \$905 , \$903 , \$901 , \$899 , \$897 , \$895 , \$893 , \$891 , \$889 , \$887 , \$885 , \$883 , \$881 , \$879 , \$877 , \$875 , \$873 , \$871 , \$869  };
-  assign \requests__12__payload.repeated  = \$907 ;
-  assign \requests__13__payload.set  = { \$922 , \$920 , \$918 , \$916 , \$914 , \$912  };
-  assign \requests__13__payload.tag  = { \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926 , \$924  };
-  assign \requests__13__payload.repeated  = \$962 ;
-  assign \requests__14__payload.set  = { \$977 , \$975 , \$973 , \$971 , \$969 , \$967  };
-  assign \requests__14__payload.tag  = { \$1015 , \$1013 , \$1011 , \$1009 , \$1007 , \$1005 , \$1003 , \$1001 , \$999 , \$997 , \$995 , \$993 , \$991 , \$989 , \$987 , \$985 , \$983 , \$981 , \$979  };
-  assign \requests__14__payload.repeated  = \$1017 ;
+  assign \requests__0__payload.set  = { \$252 , \$250 , \$248 , \$246 , \$244 , \$242  };
+  assign \requests__0__payload.tag  = { \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274 , \$272 , \$270 , \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254  };
+  assign \requests__0__payload.repeated  = \$292 ;
+  assign \requests__1__payload.set  = { \$304 , \$302 , \$300 , \$298 , \$296 , \$294  };
+  assign \requests__1__payload.tag  = { \$342 , \$340 , \$338 , \$336 , \$334 , \$332 , \$330 , \$328 , \$326 , \$324 , \$322 , \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306  };
+  assign \requests__1__payload.repeated  = \$344 ;
+  assign \requests__2__payload.set  = { \$356 , \$354 , \$352 , \$350 , \$348 , \$346  };
+  assign \requests__2__payload.tag  = { \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374 , \$372 , \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358  };
+  assign \requests__2__payload.repeated  = \$396 ;
+  assign \requests__3__payload.set  = { \$408 , \$406 , \$404 , \$402 , \$400 , \$398  };
+  assign \requests__3__payload.tag  = { \$446 , \$444 , \$442 , \$440 , \$438 , \$436 , \$434 , \$432 , \$430 , \$428 , \$426 , \$424 , \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410  };
+  assign \requests__3__payload.repeated  = \$448 ;
+  assign \requests__4__payload.set  = { \$460 , \$458 , \$456 , \$454 , \$452 , \$450  };
+  assign \requests__4__payload.tag  = { \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462  };
+  assign \requests__4__payload.repeated  = \$500 ;
+  assign \requests__5__payload.set  = { \$512 , \$510 , \$508 , \$506 , \$504 , \$502  };
+  assign \requests__5__payload.tag  = { \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534 , \$532 , \$530 , \$528 , \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514  };
+  assign \requests__5__payload.repeated  = \$552 ;
+  assign \requests__6__payload.set  = { \$564 , \$562 , \$560 , \$558 , \$556 , \$554  };
+  assign \requests__6__payload.tag  = { \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586 , \$584 , \$582 , \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566  };
+  assign \requests__6__payload.repeated  = \$604 ;
+  assign \requests__7__payload.set  = { \$616 , \$614 , \$612 , \$610 , \$608 , \$606  };
+  assign \requests__7__payload.tag  = { \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618  };
+  assign \requests__7__payload.repeated  = \$656 ;
+  assign \requests__8__payload.set  = { \$668 , \$666 , \$664 , \$662 , \$660 , \$658  };
+  assign \requests__8__payload.tag  = { \$706 , \$704 , \$702 , \$700 , \$698 , \$696 , \$694 , \$692 , \$690 , \$688 , \$686 , \$684 , \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670  };
+  assign \requests__8__payload.repeated  = \$708 ;
+  assign \requests__9__payload.set  = { \$720 , \$718 , \$716 , \$714 , \$712 , \$710  };
+  assign \requests__9__payload.tag  = { \$758 , \$756 , \$754 , \$752 , \$750 , \$748 , \$746 , \$744 , \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722  };
+  assign \requests__9__payload.repeated  = \$760 ;
+  assign \requests__10__payload.set  = { \$772 , \$770 , \$768 , \$766 , \$764 , \$762  };
+  assign \requests__10__payload.tag  = { \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792 , \$790 , \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774  };
+  assign \requests__10__payload.repeated  = \$812 ;
+  assign \requests__11__payload.set  = { \$824 , \$822 , \$820 , \$818 , \$816 , \$814  };
+  assign \requests__11__payload.tag  = { \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846 , \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826  };
+  assign \requests__11__payload.repeated  = \$864 ;
+  assign \requests__12__payload.set  = { \$876 , \$874 , \$872 , \$870 , \$868 , \$866  };
+  assign \requests__12__payload.tag  = { \$914 , \$912 , \$910 , \$908 , \$906 , \$904 , \$902 , \$900 , \$898 , \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878  };
+  assign \requests__12__payload.repeated  = \$916 ;
+  assign \requests__13__payload.set  = { \$928 , \$926 , \$924 , \$922 , \$920 , \$918  };
+  assign \requests__13__payload.tag  = { \$966 , \$964 , \$962 , \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930  };
+  assign \requests__13__payload.repeated  = \$968 ;
+  assign \requests__14__payload.set  = { \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
+  assign \requests__14__payload.tag  = { \$1018 , \$1016 , \$1014 , \$1012 , \$1010 , \$1008 , \$1006 , \$1004 , \$1002 , \$1000 , \$998 , \$996 , \$994 , \$992 , \$990 , \$988 , \$986 , \$984 , \$982  };
+  assign \requests__14__payload.repeated  = \$1020 ;
   assign \requests__15__payload.set  = { \$1032 , \$1030 , \$1028 , \$1026 , \$1024 , \$1022  };
   assign \requests__15__payload.tag  = { \$1070 , \$1068 , \$1066 , \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046 , \$1044 , \$1042 , \$1040 , \$1038 , \$1036 , \$1034  };
   assign \requests__15__payload.repeated  = \$1072 ;
@@ -47110,7 +47104,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3143$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$10380$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$10377$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
@@ -47261,8 +47255,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   wire [9:0] level;
   wire [1:0] mask;
   reg [63:0] next_addr = 64'h0000000000000000;
-  input [95:0] \port$10380$5 ;
-  wire [95:0] \port$10380$5 ;
+  input [95:0] \port$10377$5 ;
+  wire [95:0] \port$10377$5 ;
   wire [33:0] pos0;
   wire [33:0] pos1;
   wire [128:0] r_data;
@@ -47306,9 +47300,9 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign r_en = \$36  & \$37 ;
   assign \$38  = ~ busy;
   assign \$39  = start & \$38 ;
-  assign \$40  = \port$10380$5 [31:0] + \port$10380$5 [35];
+  assign \$40  = \port$10377$5 [31:0] + \port$10377$5 [35];
   assign \$41  = \$40  + 1'h1;
-  assign \$43  = \port$10380$5 [31:0] + \port$10380$5 [35];
+  assign \$43  = \port$10377$5 [31:0] + \port$10377$5 [35];
   assign \$44  = \$43  + 1'h1;
   assign \$46  = axi__arvalid & axi__arready;
   assign \$47  = ~ axi__arvalid;
@@ -47378,7 +47372,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   \hotline_accelerator.list_reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$8075$0 (\$15 ),
+    .\port$8072$0 (\$15 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -47412,7 +47406,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$72  = next_addr;
     if (\$39 ) begin
-      \$72  = { \port$10380$5 [95:36], 4'h0 };
+      \$72  = { \port$10377$5 [95:36], 4'h0 };
     end
     if (\$53 ) begin
       \$72  = \$56 [63:0];
@@ -47425,7 +47419,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$73  = rx_addr;
     if (\$39 ) begin
-      \$73  = { \port$10380$5 [95:36], 4'h0 };
+      \$73  = { \port$10377$5 [95:36], 4'h0 };
     end
     if (\$62 ) begin
       \$73  = \$63 [63:0];
@@ -47482,7 +47476,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$77  = first_word;
     if (\$39 ) begin
-      \$77  = \port$10380$5 [35];
+      \$77  = \port$10377$5 [35];
     end
     if (rst) begin
       \$77  = 1'h0;
@@ -47492,7 +47486,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$78  = total_words;
     if (\$39 ) begin
-      \$78  = { 1'h0, \port$10380$5 [31:0] };
+      \$78  = { 1'h0, \port$10377$5 [31:0] };
     end
     if (rst) begin
       \$78  = 33'h000000000;
@@ -47601,8 +47595,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$10380$5 [95:32];
-  assign count = \port$10380$5 [31:0];
+  assign addr = \port$10377$5 [95:32];
+  assign count = \port$10377$5 [31:0];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -47623,7 +47617,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8075$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
+module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8072$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47667,8 +47661,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8075$0 , r_e
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$8075$0 ;
-  wire \port$8075$0 ;
+  input \port$8072$0 ;
+  wire \port$8072$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -48208,7 +48202,7 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8075$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8075$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$8072$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -48307,8 +48301,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8075$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8075$0 , \port$0$95  };
-  assign w_data = { \port$8075$0 , \port$0$95  };
+  assign w_port__data = { \port$8072$0 , \port$0$95  };
+  assign w_data = { \port$8072$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -52119,8 +52113,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   \hotline_accelerator.row_mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$257 ),
-    .\port$10118$0 (slot_rd__data),
-    .\port$12263$0 (rd_last),
+    .\port$10115$0 (slot_rd__data),
+    .\port$12260$0 (rd_last),
     .r_data(\r_data$267 ),
     .r_en(\r_en$270 ),
     .r_rdy(r_rdy),
@@ -52129,8 +52123,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   );
   \hotline_accelerator.row_mover.wpend  wpend (
     .clk(clk),
-    .\port$12257$0 (aw_slot),
-    .\port$12259$0 (aw_beats),
+    .\port$12254$0 (aw_slot),
+    .\port$12256$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$258 ),
@@ -55955,7 +55949,7 @@ module \hotline_accelerator.row_mover.ready_q (rst, r_en, r_rdy, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.w_fifo (rst, \port$10118$0 , r_rdy, r_data, r_en, w_en, \port$12263$0 , level, clk);
+module \hotline_accelerator.row_mover.w_fifo (rst, \port$10115$0 , r_rdy, r_data, r_en, w_en, \port$12260$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55980,10 +55974,10 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10118$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [127:0] \port$10118$0 ;
-  wire [127:0] \port$10118$0 ;
-  input \port$12263$0 ;
-  wire \port$12263$0 ;
+  input [127:0] \port$10115$0 ;
+  wire [127:0] \port$10115$0 ;
+  input \port$12260$0 ;
+  wire \port$12260$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -56016,7 +56010,7 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10118$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12263$0 , \port$10118$0  };
+      storage[w_port__addr] <= { \port$12260$0 , \port$10115$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -56078,14 +56072,14 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10118$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12263$0 , \port$10118$0  };
-  assign w_data = { \port$12263$0 , \port$10118$0  };
+  assign w_port__data = { \port$12260$0 , \port$10115$0  };
+  assign w_data = { \port$12260$0 , \port$10115$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$12257$0 , \port$12259$0 , clk);
+module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$12254$0 , \port$12256$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -56109,10 +56103,10 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$12257$0 ;
-  wire [6:0] \port$12257$0 ;
-  input [3:0] \port$12259$0 ;
-  wire [3:0] \port$12259$0 ;
+  input [6:0] \port$12254$0 ;
+  wire [6:0] \port$12254$0 ;
+  input [3:0] \port$12256$0 ;
+  wire [3:0] \port$12256$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -56269,7 +56263,7 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12259$0 , \port$12257$0  };
+      storage[w_port__addr] <= { \port$12256$0 , \port$12254$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -56331,8 +56325,8 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12259$0 , \port$12257$0  };
-  assign w_data = { \port$12259$0 , \port$12257$0  };
+  assign w_port__data = { \port$12256$0 , \port$12254$0  };
+  assign w_data = { \port$12256$0 , \port$12254$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
