@@ -11,10 +11,10 @@ from .tag_bank import TagBank, MaintenanceSignature
 
 __all__ = ["BankPipeline", "RESPONSE_QUEUE_DEPTH"]
 
-#: Responses a bank may have issued and not yet handed on: the bank's two pipeline stages
-#: plus the response queue's one cycle and the consumer's, so a bank answered every cycle
-#: is never held back.
-RESPONSE_QUEUE_DEPTH = 4
+#: Responses a bank may have issued and not yet handed on: the bank's pipeline
+#: (``TagBank.LATENCY`` cycles), the buffered response queue's two cycles from write to
+#: read, and the consumer's cycle, so a bank answered every cycle is never held back.
+RESPONSE_QUEUE_DEPTH = TagBank.LATENCY + 3
 
 
 class BankPipeline(wiring.Component):
@@ -28,8 +28,9 @@ class BankPipeline(wiring.Component):
     Attributes
     ----------
     requests : In(stream of ``bank_request``)
-        Lookups for this bank in stream order; not ready while the request queue
-        (``queue_depth`` entries) is full.
+        Lookups for this bank in stream order, taken into a register and from there into
+        the request queue; ``ready`` (a register) is low while the queue and that register
+        hold ``queue_depth`` lookups.
     responses : Out(stream of ``bank_response``)
         ``hit`` and ``way`` of each request, in request order.
     learn, popular_max_rrpv : In
@@ -63,18 +64,34 @@ class BankPipeline(wiring.Component):
         response_bits = bank_response(cfg).size
         m.submodules.queue = queue = fifo.SyncFIFO(width=request_bits, depth=cfg.queue_depth)
         m.submodules.bank = bank = (TagBank if cfg.policy == "srrip" else LfuTagBank)(cfg)
-        m.submodules.answers = answers = fifo.SyncFIFO(width=response_bits,
-                                                       depth=RESPONSE_QUEUE_DEPTH)
+        # Buffered: the answers leave from registers, the release's inputs.
+        m.submodules.answers = answers = fifo.SyncFIFOBuffered(width=response_bits,
+                                                               depth=RESPONSE_QUEUE_DEPTH)
         wiring.connect(m, wiring.flipped(self.maint), bank.maint)
 
-        outstanding = Signal(range(RESPONSE_QUEUE_DEPTH + 1))
+        # Requests arrive into a register and are written into the queue from there, so
+        # the switch's select ends at this register, not at the queue's memory; ``ready`` is
+        # a register too: high while the queue and the register hold fewer than
+        # ``queue_depth`` lookups after this cycle, so a lookup taken now always finds room.
+        arriving = Signal()
+        arriving_payload = Signal(request_bits)
+        ready = Signal()
+        accepted = Signal()
         issue = Signal()
+        held_next = Signal(range(cfg.queue_depth + 2))
+        m.d.comb += [
+            self.requests.ready.eq(ready),
+            accepted.eq(self.requests.valid & ready),
+            queue.w_data.eq(arriving_payload),
+            queue.w_en.eq(arriving),
+            held_next.eq(queue.level + arriving - issue + accepted),
+        ]
+        m.d.sync += [arriving.eq(accepted), arriving_payload.eq(self.requests.payload),
+                     ready.eq(held_next < cfg.queue_depth)]
+
+        outstanding = Signal(range(RESPONSE_QUEUE_DEPTH + 1))
         handed_on = Signal()
         m.d.comb += [
-            queue.w_data.eq(self.requests.payload),
-            queue.w_en.eq(self.requests.valid),
-            self.requests.ready.eq(queue.w_rdy),
-
             issue.eq(queue.r_rdy & (outstanding < RESPONSE_QUEUE_DEPTH)),
             queue.r_en.eq(issue),
             bank.request.valid.eq(issue),

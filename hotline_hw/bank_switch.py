@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import marked_lane, bank_request, beat_record
-from .logic import or_tree, one_hot, bit_columns, select_one_hot, oldest_per_bank
+from .logic import (or_tree, one_hot_halves, one_hot_from_halves, bit_columns, select_one_hot,
+                    oldest_per_bank)
 
 __all__ = ["BankSwitch"]
 
@@ -41,7 +42,9 @@ class BankSwitch(wiring.Component):
     and banks, no held lane compared with another). A bank whose oldest lookup sits in the oldest beat
     does not wait for the other banks of that beat, and a bank with nothing there takes its
     lookup from a younger beat, so one busy bank does not hold up the others. The oldest
-    beat leaves when all its lookups have gone.
+    beat leaves in the cycle after its last lookup has gone (decided from registers, off
+    the arbitration's path); a new beat may enter in that cycle, so two held beats keep up
+    with a beat per cycle (one held beat takes a beat every other cycle).
     """
 
     def __init__(self, cfg: EALConfig):
@@ -57,7 +60,11 @@ class BankSwitch(wiring.Component):
         cfg = self.cfg
         m = Module()
         lanes, depth, n_banks = cfg.lanes, cfg.dispatch_beats, cfg.banks
-        held = data.StructLayout({"pending": 1, "bank": max(1, cfg.bank_bits),
+        # A held lane keeps its bank as the two halves of its one-hot code, decoded as it
+        # enters, so the per-cycle arbitration starts with one AND per bank and lane.
+        entering = [one_hot_halves(self.beats.payload[l].bank, n_banks) for l in range(lanes)]
+        held = data.StructLayout({"pending": 1, "bank_low": len(entering[0][0]),
+                                  "bank_high": len(entering[0][1]),
                                   "set": max(1, cfg.set_bits), "tag": cfg.tag_bits,
                                   "repeated": 1})
         slots = [[Signal(held, name=f"beat{s}_lane{l}") for l in range(lanes)]
@@ -73,7 +80,8 @@ class BankSwitch(wiring.Component):
         wants = []
         for i, e in enumerate(held_lanes):
             w = Signal(n_banks, name=f"wants{i}")
-            m.d.comb += w.eq(Mux(e.pending, one_hot(m, e.bank, n_banks, f"held{i}_bank"), 0))
+            m.d.comb += w.eq(one_hot_from_halves(e.bank_low, e.bank_high, n_banks)
+                             & e.pending.replicate(n_banks))
             wants.append(w)
 
         # Per bank: the oldest wanting lane, whose request an AND-OR multiplexer selects.
@@ -88,16 +96,17 @@ class BankSwitch(wiring.Component):
         still = Signal(n_held)
         m.d.comb += still.eq(Cat(e.pending for e in held_lanes) & ~sent)
 
-        # The oldest beat leaves once nothing of it is pending; one new beat per cycle
-        # enters behind the others.
+        # The oldest beat leaves in the cycle after its last lookup was sent: decided from
+        # registers alone, so this cycle's grants do not reach the shift of every held lane.
+        # One new beat per cycle enters behind the others.
         shift = Signal()
         after_shift = Signal(range(depth + 1))
         take = Signal()
         m.d.comb += [
-            shift.eq((count != 0) & ~still[:lanes].any()),
+            shift.eq((count != 0) & ~Cat(e.pending for e in slots[0]).any()),
             after_shift.eq(count - shift),
-            self.beats.ready.eq((count < depth) & self.records.ready),
-            self.records.valid.eq(self.beats.valid & (count < depth)),
+            self.beats.ready.eq(((count < depth) | shift) & self.records.ready),
+            self.records.valid.eq(self.beats.valid & ((count < depth) | shift)),
             take.eq(self.beats.valid & self.beats.ready),
             self.busy.eq(count != 0),
         ]
@@ -111,15 +120,18 @@ class BankSwitch(wiring.Component):
                 e = slots[s][l]
                 with m.If(take & (after_shift == s)):
                     src = self.beats.payload[l]
-                    m.d.sync += [e.pending.eq(src.valid & ~src.repeat), e.bank.eq(src.bank),
+                    m.d.sync += [e.pending.eq(src.valid & ~src.repeat),
+                                 e.bank_low.eq(entering[l][0]), e.bank_high.eq(entering[l][1]),
                                  e.set.eq(src.set), e.tag.eq(src.tag),
                                  e.repeated.eq(src.repeated)]
                 with m.Elif(shift):
                     if s + 1 < depth:
                         younger = slots[s + 1][l]
                         m.d.sync += [e.pending.eq(still[(s + 1) * lanes + l]),
-                                     e.bank.eq(younger.bank), e.set.eq(younger.set),
-                                     e.tag.eq(younger.tag), e.repeated.eq(younger.repeated)]
+                                     e.bank_low.eq(younger.bank_low),
+                                     e.bank_high.eq(younger.bank_high),
+                                     e.set.eq(younger.set), e.tag.eq(younger.tag),
+                                     e.repeated.eq(younger.repeated)]
                     else:
                         m.d.sync += e.pending.eq(0)
                 with m.Else():

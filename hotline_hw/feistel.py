@@ -17,24 +17,39 @@ def feistel_round_widths(key_bits):
 
 
 class FeistelHash(wiring.Component):
-    """Hashes ``lanes`` keys per cycle, one pipeline stage per Feistel round.
+    """Hashes ``lanes`` keys per cycle, two pipeline stages per Feistel round.
 
-    Ports
-    -----
+    Parameters
+    ----------
+    cfg : EALConfig
+        Lanes, key width and ``hash_rounds``.
+
+    Attributes
+    ----------
     i : In(stream of ``lookup_beat``)
         Keys to hash; lane ``valid`` bits pass through.
     o : Out(stream of ``lanes`` x ``hashed_lane``)
-        The (bank, set, tag) fields of each lane's hash, ``hash_rounds`` cycles later.
+        The (bank, set, tag) fields of each lane's hash, ``LATENCY`` cycles later.
     busy : Out(1)
         A beat is somewhere in the pipeline.
 
+    A round's multiply by its 32-bit constant is split at its 16-bit halves: the first
+    stage forms the two partial products (one DSP multiplier each, their results
+    registered), the second adds them and XORs the top bits into the other half. One
+    stage per round put a DSP multiply and a 32-bit add in one cycle and set the engine's
+    clock at 84 MHz on an ECP5 (docs/benchmarks.md).
+
     The whole pipeline advances when its last stage is empty or drained, so back-pressure
-    on ``o`` stalls it without losing a beat; the latency is exactly ``hash_rounds`` cycles
-    when ``o`` is ready.
+    on ``o`` stalls it without losing a beat; the latency is exactly ``2 * hash_rounds``
+    cycles when ``o`` is ready.
     """
+
+    #: Pipeline stages per Feistel round.
+    STAGES_PER_ROUND = 2
 
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
+        self.latency = self.STAGES_PER_ROUND * cfg.hash_rounds
         super().__init__({
             "i": In(stream.Signature(lookup_beat(cfg))),
             "o": Out(stream.Signature(data.ArrayLayout(hashed_lane(cfg), cfg.lanes))),
@@ -45,7 +60,7 @@ class FeistelHash(wiring.Component):
         cfg = self.cfg
         m = Module()
         rounds = cfg.hash_rounds
-        stage_valid = [Signal(name=f"stage{k}_valid") for k in range(rounds)]
+        stage_valid = [Signal(name=f"stage{k}_valid") for k in range(self.latency)]
         advance = Signal()
         m.d.comb += [
             advance.eq(~stage_valid[-1] | self.o.ready),
@@ -55,25 +70,33 @@ class FeistelHash(wiring.Component):
         ]
         with m.If(advance):
             m.d.sync += stage_valid[0].eq(self.i.valid)
-            for k in range(1, rounds):
+            for k in range(1, self.latency):
                 m.d.sync += stage_valid[k].eq(stage_valid[k - 1])
+
+        def register(value, name):
+            reg = Signal.like(value, name=name)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
 
         for lane in range(cfg.lanes):
             hi_w, lo_w = feistel_round_widths(cfg.key_bits)
             key = self.i.payload[lane].key
             hi, lo, lane_valid = key[lo_w:], key[:lo_w], self.i.payload[lane].valid
             for k in range(rounds):
-                # F_k(lo): top hi_w bits of ((lo ^ K_k) * M_k) mod 2^32.
-                round_key = Const(FEISTEL_ROUND_KEYS[k] & ((1 << lo_w) - 1), lo_w)
-                product = ((lo ^ round_key) * FEISTEL_MULTIPLIERS[k])[:32]
+                # F_k(lo): top hi_w bits of ((lo ^ K_k) * M_k) mod 2^32, with
+                # M_k = M_hi * 2^16 + M_lo: x * M_lo + ((x * M_hi) mod 2^16) * 2^16.
+                x = lo ^ Const(FEISTEL_ROUND_KEYS[k] & ((1 << lo_w) - 1), lo_w)
+                multiplier = FEISTEL_MULTIPLIERS[k]
+                name = f"lane{lane}_r{k}"
+                low_part = register((x * (multiplier & 0xFFFF))[:32], f"{name}_low_part")
+                high_part = register((x * (multiplier >> 16))[:16], f"{name}_high_part")
+                hi, lo, lane_valid = (register(hi, f"{name}_hi_in"), register(lo, f"{name}_lo_in"),
+                                      register(lane_valid, f"{name}_valid_in"))
+                product = (low_part + (high_part << 16))[:32]
                 mixed = product[32 - hi_w:32]
-                next_hi = Signal(lo_w, name=f"lane{lane}_r{k}_hi")
-                next_lo = Signal(hi_w, name=f"lane{lane}_r{k}_lo")
-                next_valid = Signal(name=f"lane{lane}_r{k}_valid")
-                with m.If(advance):
-                    m.d.sync += [next_hi.eq(lo), next_lo.eq(hi ^ mixed),
-                                 next_valid.eq(lane_valid)]
-                hi, lo, lane_valid = next_hi, next_lo, next_valid
+                hi, lo, lane_valid = (register(lo, f"{name}_hi"), register(hi ^ mixed, f"{name}_lo"),
+                                      register(lane_valid, f"{name}_valid"))
                 hi_w, lo_w = lo_w, hi_w
             h = Cat(lo, hi)
             out = self.o.payload[lane]

@@ -1,7 +1,7 @@
 """One bank of the Embedding Access Logger with the lfu policy (docs/spec.md section 4.2).
 
 Same ports and pipeline as :class:`~hotline_hw.tag_bank.TagBank` (one lookup per cycle;
-read, update, write, with the set being written forwarded into the update stage); the word
+read, fetch, compare, update, write, with the sets of the lookups ahead forwarded); the word
 holds the set's ways with their counts and the set's two-row count-min sketch, so admission
 needs no second memory and sets stay independent.
 """
@@ -27,19 +27,20 @@ class LfuTagBank(TagBank):
         cfg = self.cfg
         ways, counters, cmax = cfg.ways, cfg.sketch_counters, cfg.count_max
         m = Module()
-        # Stage 1: the request whose set is being read, with its sketch indices (computed
-        # from the request so that the multiply is off the read-modify-write path).
-        s1_i0 = Signal(cfg.sketch_bits)
-        s1_i1 = Signal(cfg.sketch_bits)
+        # The sketch indices, computed from the request so that the multiply is three
+        # stages ahead of the update.
         low32 = Signal(32)
         product = Signal(64)
         m.d.comb += [low32.eq(self.request.payload.tag[:32]), product.eq(low32 * SKETCH_MULTIPLIER)]
-        wr, word, s1_valid, s1_set, s1_tag = self._read_and_request(m, [
-            (s1_i0, self.request.payload.tag[:cfg.sketch_bits]),
-            (s1_i1, product[32 - cfg.sketch_bits:32])])
+        stage = self._pipeline(m, [self.request.payload.tag[:cfg.sketch_bits],
+                                   product[32 - cfg.sketch_bits:32]])
+        i0, i1 = stage.extra
+        word, match, request = stage.word, stage.match, stage.request
         cur = word.ways
         sk = word.sketch
-        match, free = self._match_free(m, cur, s1_tag)
+        free = Signal(ways)
+        for w in range(ways):
+            m.d.comb += free[w].eq(~cur[w].valid)
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit = match.any()
@@ -68,8 +69,8 @@ class LfuTagBank(TagBank):
         # Sketch estimate of the missing key and its conservative update. Every read and
         # write below is a loop over ways or counters: variable-index writes would make the
         # generated Verilog grow with the product of ways, counters and banks.
-        at0 = [s1_i0 == c for c in range(counters)]
-        at1 = [s1_i1 == c for c in range(counters)]
+        at0 = [i0 == c for c in range(counters)]
+        at1 = [i1 == c for c in range(counters)]
         e0 = Signal(cfg.count_bits)
         e1 = Signal(cfg.count_bits)
         m.d.comb += [e0.eq(select([sk[0][c] for c in range(counters)], at0)),
@@ -86,13 +87,14 @@ class LfuTagBank(TagBank):
         m.d.comb += insert_way.eq(Mux(free.any(), free_way, victim_way))
 
         new = Signal(set_layout(cfg))
+        tag_ways = Signal(ways)
         m.d.comb += new.eq(word)
         for w in range(ways):
             with m.If(match[w] & (cur[w].count != cmax)):           # hit: count + 1
                 m.d.comb += new.ways[w].count.eq(cur[w].count + 1)
             with m.If(~hit & admit & (insert_way == w)):            # miss, admitted
                 m.d.comb += [new.ways[w].valid.eq(1), new.ways[w].count.eq(bumped),
-                             new.ways[w].tag.eq(s1_tag)]
+                             new.ways[w].tag.eq(request.tag), tag_ways[w].eq(1)]
         for r, (at, e) in enumerate(((at0, e0), (at1, e1))):
             for c in range(counters):
                 with m.If(~hit & (e == est) & at[c]):
@@ -100,11 +102,11 @@ class LfuTagBank(TagBank):
 
         resp_hit = Signal()
         resp_way = Signal.like(hit_way)
-        with m.If(self._s1_learn):
+        with m.If(request.learn):
             m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way))]
         with m.Else():
             popular = hit & (hit_count >= Const(cfg.popular_min_count, cfg.count_bits))
             m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0))]
         # Never repeated: the repeat marker combines nothing under lfu (every access counts).
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way, resp_hit)
+        self._write_and_respond(m, stage, new, tag_ways, resp_hit, resp_way, resp_hit)
         return m

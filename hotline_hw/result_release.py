@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import beat_record, bank_response, result_beat
-from .logic import or_tree, one_hot, bit_columns, select_one_hot, oldest_per_bank
+from .logic import (or_tree, one_hot_halves, one_hot_from_halves, bit_columns, select_one_hot,
+                    oldest_per_bank)
 
 __all__ = ["ResultRelease"]
 
@@ -41,7 +42,8 @@ class ResultRelease(wiring.Component):
     lanes and banks). A beat in which two lanes share a bank needs two cycles of that bank,
     but the younger beats take their answers meanwhile, so the release keeps up with the
     banks instead of losing a cycle per shared bank. The oldest beat moves to the output
-    register in the cycle its last lane is answered.
+    register in the cycle after its last lane was answered (decided from registers, off
+    the arbitration's path), and a new record may enter in that cycle.
     """
 
     def __init__(self, cfg: EALConfig):
@@ -58,7 +60,12 @@ class ResultRelease(wiring.Component):
         m = Module()
         lanes, depth, n_banks = cfg.lanes, cfg.release_beats, cfg.banks
         lane_record = beat_record(cfg).elem_shape
-        held = data.StructLayout({"lane": lane_record, "answered": 1,
+        # A held lane keeps its bank as the two halves of its one-hot code (decoded as it
+        # enters) and ``waiting``: it went to a bank (not a hole, not a repeat) and has no
+        # answer yet.
+        entering = [one_hot_halves(self.records.payload[l].bank, n_banks) for l in range(lanes)]
+        held = data.StructLayout({"lane": lane_record, "bank_low": len(entering[0][0]),
+                                  "bank_high": len(entering[0][1]), "waiting": 1,
                                   "answer": bank_response(cfg)})
         slots = [[Signal(held, name=f"beat{s}_lane{l}") for l in range(lanes)]
                  for s in range(depth)]
@@ -68,14 +75,13 @@ class ResultRelease(wiring.Component):
         columns = bit_columns(m, [r.payload.as_value() for r in self.responses],
                               bank_response(cfg).size, "answer")
 
-        # Held lanes still waiting on a bank (holes and repeats never do), by bank.
+        # Held lanes still waiting on a bank, by bank.
         banks_of, wants = [], []
         for i, e in enumerate(held_lanes):
             bank = Signal(n_banks, name=f"held{i}_bank")
             want = Signal(n_banks, name=f"held{i}_wants")
-            waiting = e.lane.valid & ~e.lane.repeat & ~e.answered
-            m.d.comb += [bank.eq(one_hot(m, e.lane.bank, n_banks, f"held{i}_decode")),
-                         want.eq(Mux(waiting, bank, 0))]
+            m.d.comb += [bank.eq(one_hot_from_halves(e.bank_low, e.bank_high, n_banks)),
+                         want.eq(bank & e.waiting.replicate(n_banks))]
             banks_of.append(bank)
             wants.append(want)
         # Each bank hands its head answer to the oldest lane waiting on it.
@@ -88,19 +94,21 @@ class ResultRelease(wiring.Component):
         m.d.comb += takes.eq(or_tree(grants))
 
         # After this cycle's answers: each held lane's state.
-        answered_now, answer_now = [], []
+        waiting_now, answer_now = [], []
         for i, e in enumerate(held_lanes):
-            done = Signal(name=f"held{i}_answered_now")
+            waiting = Signal(name=f"held{i}_waiting_now")
             answer = Signal(bank_response(cfg), name=f"held{i}_answer_now")
             m.d.comb += [
-                done.eq(e.answered | takes[i]),
+                waiting.eq(e.waiting & ~takes[i]),
                 answer.eq(Mux(takes[i], select_one_hot(banks_of[i], columns),
                               e.answer.as_value())),
             ]
-            answered_now.append(done)
+            waiting_now.append(waiting)
             answer_now.append(answer)
 
-        # The oldest beat leaves once every lane that went to a bank is answered.
+        # The oldest beat moves to the output register in the cycle after its last answer
+        # came: decided from registers, so this cycle's answers do not reach the shift of
+        # every held lane. A new record may enter in that cycle.
         complete = Signal()
         out_free = Signal()
         release = Signal()
@@ -108,12 +116,11 @@ class ResultRelease(wiring.Component):
         take = Signal()
         oldest_beat = slots[0]
         m.d.comb += [
-            complete.eq((count != 0) & Cat(~e.lane.valid | e.lane.repeat | answered_now[l]
-                                           for l, e in enumerate(oldest_beat)).all()),
+            complete.eq((count != 0) & ~Cat(e.waiting for e in oldest_beat).any()),
             out_free.eq(~self.results.valid | self.results.ready),
             release.eq(complete & out_free),
             after_release.eq(count - release),
-            self.records.ready.eq(count < depth),
+            self.records.ready.eq((count < depth) | release),
             take.eq(self.records.valid & self.records.ready),
             self.busy.eq((count != 0) | self.results.valid),
         ]
@@ -125,9 +132,10 @@ class ResultRelease(wiring.Component):
                 lane = e.lane
                 # A repeat takes its run's first answer (same bank and set, so the same
                 # slot base): ``repeat_hit`` and the same way.
-                first = Array(answer_now[:l + 1])[lane.first] if l else answer_now[0]
-                hit = Mux(lane.repeat, first.repeat_hit, answer_now[l].hit)
-                way = Mux(lane.repeat, first.way, answer_now[l].way)
+                answers = [x.answer for x in oldest_beat]
+                first = Array(answers[:l + 1])[lane.first] if l else answers[0]
+                hit = Mux(lane.repeat, first.repeat_hit, e.answer.hit)
+                way = Mux(lane.repeat, first.way, e.answer.way)
                 out = self.results.payload[l]
                 m.d.sync += [
                     out.valid.eq(lane.valid),
@@ -141,16 +149,20 @@ class ResultRelease(wiring.Component):
             for l in range(lanes):
                 e = slots[s][l]
                 with m.If(take & (after_release == s)):
-                    m.d.sync += [e.lane.eq(self.records.payload[l]), e.answered.eq(0)]
+                    src = self.records.payload[l]
+                    m.d.sync += [e.lane.eq(src), e.waiting.eq(src.valid & ~src.repeat),
+                                 e.bank_low.eq(entering[l][0]), e.bank_high.eq(entering[l][1])]
                 with m.Elif(release):
                     if s + 1 < depth:
                         i = (s + 1) * lanes + l
-                        m.d.sync += [e.lane.eq(slots[s + 1][l].lane),
-                                     e.answered.eq(answered_now[i]), e.answer.eq(answer_now[i])]
+                        younger = slots[s + 1][l]
+                        m.d.sync += [e.lane.eq(younger.lane), e.bank_low.eq(younger.bank_low),
+                                     e.bank_high.eq(younger.bank_high),
+                                     e.waiting.eq(waiting_now[i]), e.answer.eq(answer_now[i])]
                     else:       # emptied: a stale lane must not claim answers
-                        m.d.sync += [e.lane.valid.eq(0), e.answered.eq(0)]
+                        m.d.sync += [e.lane.valid.eq(0), e.waiting.eq(0)]
                 with m.Else():
                     i = s * lanes + l
-                    m.d.sync += [e.answered.eq(answered_now[i]), e.answer.eq(answer_now[i])]
+                    m.d.sync += [e.waiting.eq(waiting_now[i]), e.answer.eq(answer_now[i])]
         m.d.sync += count.eq(after_release + take)
         return m

@@ -1,11 +1,11 @@
 """One bank of the Embedding Access Logger: a set-associative tag store with SRRIP.
 
 Implements docs/spec.md section 4 for the sets of one bank, one lookup per cycle, in a
-three-stage pipeline (read, update, write) with forwarding.
+five-stage pipeline (read, fetch, compare, update, write) with forwarding.
 """
 
 from amaranth import Signal, Module, Mux
-from amaranth.lib import wiring, memory, stream
+from amaranth.lib import wiring, memory, stream, data
 from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig, RRPV_INSERT, RRPV_MAX
@@ -34,8 +34,35 @@ class MaintenanceSignature(wiring.Signature):
                           "addr": Out(max(1, cfg.set_bits))})
 
 
+def _in_flight(cfg: EALConfig):
+    """A request as it moves down the bank's pipeline, with the mode it was issued in."""
+    return data.StructLayout({"valid": 1, "learn": 1, "set": max(1, cfg.set_bits),
+                              "tag": cfg.tag_bits, "repeated": 1})
+
+
+class UpdateStage:
+    """What the update stage of a bank works on, handed by :meth:`TagBank._pipeline` to the
+    policy's update logic.
+
+    Attributes
+    ----------
+    request : Signal(in-flight request)
+        ``valid``, ``learn``, ``set``, ``tag`` and ``repeated`` of the lookup being updated.
+    word : Signal(set_layout)
+        Its set as every earlier lookup left it (forwarded when they are still in flight).
+    match : Signal(ways)
+        Per way: valid and holding the request's tag (computed a stage earlier and
+        forwarded, so no tag compare is on the update stage's path).
+    extra : list of Signal
+        The ``extra`` values given to :meth:`TagBank._pipeline`, delayed to this stage.
+    """
+
+    def __init__(self, request, word, match, extra):
+        self.request, self.word, self.match, self.extra = request, word, match, extra
+
+
 class TagBank(wiring.Component):
-    """A bank of ``sets`` x ``ways`` tag-store entries, pipelined: read, update, write.
+    """A bank of ``sets`` x ``ways`` tag-store entries, pipelined over five stages.
 
     Parameters
     ----------
@@ -51,7 +78,7 @@ class TagBank(wiring.Component):
         in its beat (which skip the bank, :class:`RepeatMarker`) would leave it.
     response : Out(stream of ``bank_response``, always ready)
         ``hit``, ``way`` and ``repeat_hit`` (the answer of its repeats) of each request,
-        registered: valid two cycles after the request, in request order.
+        registered: valid ``LATENCY`` cycles after the request, in request order.
     learn, popular_max_rrpv : In
         Mode (sampled with each request: a lookup in flight keeps the mode it was issued
         in) and frozen-mode threshold (spec section 4; stable while lookups are in flight).
@@ -60,17 +87,31 @@ class TagBank(wiring.Component):
     read_data : Out(set_layout)
         The memory read port's data.
 
-    Pipeline: cycle ``t`` the request's set is read (stage 1); ``t + 1`` the update stage
-    computes the new set and the response from the read ways (stage 2) and registers both;
-    ``t + 2`` the write port stores the new set (stage 3) while the response is out. Two
-    paths keep back-to-back lookups of one set exact, so they need no stall and are
-    processed exactly in the order they were granted: the read port is transparent to the
-    write port (a read in the cycle of a write sees the new ways), and the set being written
-    is forwarded into the update stage when it is the set that stage works on (the update
-    of the lookup one cycle ahead, which the memory read missed). The clock is then set by
-    the update stage (forwarding mux, tag compares, victim choice), not by a memory
-    read-modify-write in one cycle.
+    Pipeline, for a request taken in cycle ``t``:
+
+    - ``t`` *read*: the memory reads the request's set.
+    - ``t + 1`` *fetch*: the read data is registered as it leaves the block RAM (its
+      clock-to-out delay gets a cycle of its own), and the request's set and tag are
+      compared with those of the three requests ahead of it.
+    - ``t + 2`` *compare*: the set as the lookups up to three ahead left it (the word being
+      written, else the word written a cycle ago, else the read data) and its ways' tags
+      compared with the request's tag.
+    - ``t + 3`` *update*: the set as the lookup one ahead left it, when that one is of the
+      same set (its new word is then in the write register), else the compare stage's word;
+      the policy's update of the whole set and the response, registered.
+    - ``t + 4`` *write*: the new set is stored while the response is out.
+
+    The read port is transparent to the write port, so a read sees the write of the same
+    cycle, the lookup four ahead. The lookups one, two and three ahead are forwarded as
+    above, so back-to-back lookups of one set need no stall and are processed exactly in
+    request order. The loop that remains, a set's update feeding the next update of the
+    same set, is the policy's logic from one register to the next: the tag compares were
+    done a stage before (the update stage's match of a way is the lookup ahead's, unless
+    that lookup wrote its own tag there: then it is whether the two tags are equal).
     """
+
+    #: Cycles from a request to its response.
+    LATENCY = 4
 
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
@@ -82,19 +123,21 @@ class TagBank(wiring.Component):
             "read_data": Out(set_layout(cfg)),
         })
 
-    def _read_and_request(self, m, extra=()):
-        """The bank's memory, its read address (request or maintenance), the update stage's
-        registers (the request whose set was read) and the forwarded set word. ``extra``:
-        more ``(signal, value)`` pairs registered with the request. Returns ``(wr, word,
-        s1_valid, s1_set, s1_tag)`` where ``word`` is the set the update stage works
-        on; shared by the SRRIP and lfu banks (:meth:`_write_and_respond` closes the
-        pipeline)."""
+    def _ways(self, word):
+        """The ways of a memory word (an lfu word also holds a sketch)."""
+        return word if self.cfg.policy == "srrip" else word.ways
+
+    def _pipeline(self, m, extra=()) -> UpdateStage:
+        """The bank's memory and every stage but the policy's update (shared by the srrip
+        and lfu banks; :meth:`_write_and_respond` closes the pipeline). ``extra``: more
+        values computed from the request, delayed with it to the update stage."""
         cfg = self.cfg
+        ways = cfg.ways
         # Block RAM on every FPGA: without the attribute Yosys puts a 64-set bank in
         # UltraScale+ distributed RAM (docs/benchmarks.md, FPGA synthesis).
         m.submodules.mem = mem = memory.Memory(shape=set_layout(cfg), depth=cfg.sets, init=[],
                                                attrs={"ram_style": "block"})
-        wr = mem.write_port()
+        self._wr = wr = mem.write_port()
         rd = mem.read_port(transparent_for=(wr,))
         m.d.comb += [
             rd.addr.eq(Mux(self.maint.read | self.maint.hold, self.maint.addr,
@@ -102,36 +145,74 @@ class TagBank(wiring.Component):
             rd.en.eq(~self.maint.hold),
             self.read_data.eq(rd.data),
         ]
-        # Stage 2 (update): the request whose set the memory is reading.
-        s1_valid = Signal()
-        s1_set = Signal.like(self.request.payload.set)
-        s1_tag = Signal.like(self.request.payload.tag)
-        self._s1_learn = Signal()
-        self._s1_repeated = Signal()
-        m.d.sync += [s1_valid.eq(self.request.valid), s1_set.eq(self.request.payload.set),
-                     s1_tag.eq(self.request.payload.tag), self._s1_learn.eq(self.learn),
-                     self._s1_repeated.eq(self.request.payload.repeated)]
-        m.d.sync += [sig.eq(value) for sig, value in extra]
-        # Stage 3 (write): the previous update's set, written this cycle.
-        self._s2_write = Signal()
-        self._s2_set = Signal.like(s1_set)
-        self._s2_word = Signal(set_layout(cfg))
-        forward = Signal()
-        word = Signal(set_layout(cfg))
-        m.d.comb += [
-            forward.eq(self._s2_write & (self._s2_set == s1_set)),
-            word.eq(Mux(forward, self._s2_word.as_value(), rd.data.as_value())),
-        ]
-        return wr, word, s1_valid, s1_set, s1_tag
 
-    def _match_free(self, m, cur, s1_tag):
-        """Per-way ``match`` (valid and the tag equal) and ``free`` (not valid) bits."""
-        match = Signal(self.cfg.ways)
-        free = Signal(self.cfg.ways)
-        for w in range(self.cfg.ways):
-            m.d.comb += [match[w].eq(cur[w].valid & (cur[w].tag == s1_tag)),
-                         free[w].eq(~cur[w].valid)]
-        return match, free
+        # The request in each stage. Registered as a whole so each stage is one signal.
+        fetch = Signal(_in_flight(cfg), name="fetch")
+        compare = Signal(_in_flight(cfg), name="compare")
+        update = Signal(_in_flight(cfg), name="update")
+        m.d.sync += [
+            fetch.valid.eq(self.request.valid), fetch.learn.eq(self.learn),
+            fetch.set.eq(self.request.payload.set), fetch.tag.eq(self.request.payload.tag),
+            fetch.repeated.eq(self.request.payload.repeated),
+            compare.eq(fetch), update.eq(compare),
+        ]
+        delayed = []
+        for i, value in enumerate(extra):
+            chain = value
+            for stage in ("fetch", "compare", "update"):
+                step = Signal.like(value, name=f"{stage}_extra{i}")
+                m.d.sync += step.eq(chain)
+                chain = step
+            delayed.append(chain)
+
+        # The write stage: the set the update stage produced last cycle (``written``, stored
+        # this cycle) and the one before it (``stored``, written a cycle ago).
+        self._written = written = Signal(data.StructLayout({
+            "write": 1, "set": max(1, cfg.set_bits), "word": set_layout(cfg),
+            "tag_ways": ways}), name="written")
+        self._stored = stored = Signal(data.StructLayout({
+            "write": 1, "set": max(1, cfg.set_bits), "word": set_layout(cfg)}), name="stored")
+        m.d.sync += [stored.write.eq(written.write), stored.set.eq(written.set),
+                     stored.word.eq(written.word)]
+
+        # Fetch stage: which lookups ahead share the request's set. In the compare stage
+        # the one two ahead is in ``written`` and the one three ahead in ``stored``; in the
+        # update stage the one ahead is in ``written``.
+        writes = lambda stage: stage.valid & stage.learn
+        same = Signal(data.StructLayout({"ahead": 1, "ahead_tag": 1, "two": 1, "three": 1}),
+                      name="same_set")
+        m.d.sync += [
+            same.ahead.eq(writes(compare) & (compare.set == fetch.set)),
+            same.ahead_tag.eq(compare.tag == fetch.tag),
+            same.two.eq(writes(update) & (update.set == fetch.set)),
+            same.three.eq(written.write & (written.set == fetch.set)),
+        ]
+        fetched = Signal(set_layout(cfg), name="fetched")
+        m.d.sync += fetched.eq(rd.data)
+
+        # Compare stage: the set without the lookup one ahead, and its ways' tag compares.
+        base = Signal(set_layout(cfg), name="base")
+        m.d.comb += base.eq(Mux(same.two, written.word.as_value(),
+                                Mux(same.three, stored.word.as_value(), fetched.as_value())))
+        base_match = Signal(ways, name="base_match")
+        for w, entry in enumerate(self._ways(base)):
+            m.d.comb += base_match[w].eq(entry.valid & (entry.tag == compare.tag))
+        u_base = Signal(set_layout(cfg), name="update_base")
+        u_base_match = Signal(ways, name="update_base_match")
+        u_same = Signal.like(same, name="update_same_set")
+        m.d.sync += [u_base.eq(base), u_base_match.eq(base_match), u_same.eq(same)]
+
+        # Update stage: the lookup one ahead's new set when it is of this set. A way it
+        # wrote its own tag into matches when the two tags are equal; any other way keeps
+        # the tag and the valid bit the compare stage matched against (no policy clears a
+        # way's valid bit in a lookup: only the maintenance clear does).
+        word = Signal(set_layout(cfg), name="word")
+        match = Signal(ways, name="match")
+        m.d.comb += word.eq(Mux(u_same.ahead, written.word.as_value(), u_base.as_value()))
+        for w in range(ways):
+            m.d.comb += match[w].eq(Mux(u_same.ahead & written.tag_ways[w],
+                                        u_same.ahead_tag, u_base_match[w]))
+        return UpdateStage(update, word, match, delayed)
 
     def _lowest(self, m, bits, name):
         """Index of the lowest set bit of ``bits`` (0 when none)."""
@@ -141,31 +222,38 @@ class TagBank(wiring.Component):
                 m.d.comb += index.eq(w)
         return index
 
-    def _write_and_respond(self, m, wr, new, s1_valid, s1_set, hit, way, repeat_hit):
-        """Register the updated set (written next cycle in learn mode; a maintenance clear
-        zeroes a set at once) and the response ``hit`` / ``way`` / ``repeat_hit``."""
+    def _write_and_respond(self, m, stage, new, tag_ways, hit, way, repeat_hit):
+        """Register the updated set and ``tag_ways`` (the ways now holding the request's
+        tag that held another one, or were free), written next cycle in learn mode (a
+        maintenance clear zeroes a set at once), and the response ``hit`` / ``way`` /
+        ``repeat_hit``."""
+        request, written = stage.request, self._written
         m.d.sync += [
-            self._s2_write.eq(s1_valid & self._s1_learn),
-            self._s2_set.eq(s1_set),
-            self._s2_word.eq(new),
-            self.response.valid.eq(s1_valid),
+            written.write.eq(request.valid & request.learn),
+            written.set.eq(request.set),
+            written.word.eq(new),
+            written.tag_ways.eq(tag_ways),
+            self.response.valid.eq(request.valid),
             self.response.payload.hit.eq(hit),
             self.response.payload.way.eq(way),
             self.response.payload.repeat_hit.eq(repeat_hit),
         ]
+        wr = self._wr
         m.d.comb += [
-            wr.addr.eq(Mux(self.maint.clear, self.maint.addr, self._s2_set)),
-            wr.data.eq(Mux(self.maint.clear, 0, self._s2_word.as_value())),
-            wr.en.eq(self.maint.clear | self._s2_write),
+            wr.addr.eq(Mux(self.maint.clear, self.maint.addr, written.set)),
+            wr.data.eq(Mux(self.maint.clear, 0, written.word.as_value())),
+            wr.en.eq(self.maint.clear | written.write),
         ]
 
     def elaborate(self, platform):
         cfg = self.cfg
         ways = cfg.ways
         m = Module()
-        wr, cur, s1_valid, s1_set, s1_tag = self._read_and_request(m)
-        learn = self._s1_learn
-        match, free = self._match_free(m, cur, s1_tag)
+        stage = self._pipeline(m)
+        cur, match, request = stage.word, stage.match, stage.request
+        free = Signal(ways)
+        for w in range(ways):
+            m.d.comb += free[w].eq(~cur[w].valid)
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit_way = lowest(match, "hit_way")
@@ -192,6 +280,7 @@ class TagBank(wiring.Component):
 
         # Learn-mode update of the whole set (spec 4: hit / free way / age and evict).
         new = Signal(set_layout(cfg))
+        tag_ways = Signal(ways)
         insert_way = Mux(free.any(), free_way, victim_way)
         for w in range(ways):
             with m.If(hit):
@@ -201,8 +290,8 @@ class TagBank(wiring.Component):
             with m.Elif(insert_way == w):
                 # Repeats of the key later in its beat hit it at once: RRPV 0.
                 m.d.comb += [new[w].valid.eq(1),
-                             new[w].rrpv.eq(Mux(self._s1_repeated, 0, RRPV_INSERT)),
-                             new[w].tag.eq(s1_tag)]
+                             new[w].rrpv.eq(Mux(request.repeated, 0, RRPV_INSERT)),
+                             new[w].tag.eq(request.tag), tag_ways[w].eq(1)]
             with m.Elif(free.any()):
                 m.d.comb += new[w].eq(cur[w])
             with m.Else():
@@ -211,12 +300,12 @@ class TagBank(wiring.Component):
         resp_hit = Signal()
         resp_way = Signal.like(hit_way)
         repeat_hit = Signal()
-        with m.If(learn):
+        with m.If(request.learn):
             m.d.comb += [resp_hit.eq(hit), resp_way.eq(Mux(hit, hit_way, insert_way)),
                          repeat_hit.eq(1)]
         with m.Else():
             popular = hit & (hit_rrpv <= self.popular_max_rrpv)
             m.d.comb += [resp_hit.eq(popular), resp_way.eq(Mux(popular, hit_way, 0)),
                          repeat_hit.eq(popular)]
-        self._write_and_respond(m, wr, new, s1_valid, s1_set, resp_hit, resp_way, repeat_hit)
+        self._write_and_respond(m, stage, new, tag_ways, resp_hit, resp_way, repeat_hit)
         return m

@@ -251,6 +251,48 @@ def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks, rele
     assert got == expected
 
 
+@pytest.mark.parametrize("release_beats", [2, 4])
+def test_release_takes_a_beat_per_cycle_when_the_banks_keep_up(release_beats):
+    """Records offered every cycle, each lane on its own bank, every bank's next answer
+    always there and the results always taken: the release takes and releases a beat per
+    cycle (two held beats suffice: a finished beat leaves in the cycle after its last
+    answer, and a new record enters in that cycle)."""
+    lanes, banks = 4, 8
+    cfg = EALConfig(lanes=lanes, banks=banks, sets=4, ways=3, table_bits=2, row_bits=10,
+                    release_beats=release_beats)
+    rng = random.Random(41)
+    n_beats = 200
+    records = [[(1, (2 * l + i) % banks, rng.randrange(cfg.sets)) for l in range(lanes)]
+               for i in range(n_beats)]
+    dut = ResultRelease(cfg)
+    taken, released = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.results.ready, 1)
+        for r in dut.responses:
+            ctx.set(r.valid, 1)
+        fed = 0
+        for cycle in range(n_beats + 20):
+            ctx.set(dut.records.valid, fed < n_beats)
+            if fed < n_beats:
+                for l, (valid, bank, set_) in enumerate(records[fed]):
+                    lane = dut.records.payload[l]
+                    ctx.set(lane.valid, valid)
+                    ctx.set(lane.bank, bank)
+                    ctx.set(lane.set, set_)
+                    ctx.set(lane.first, l)
+            if ctx.get(dut.records.valid) and ctx.get(dut.records.ready):
+                taken.append(cycle)
+                fed += 1
+            if ctx.get(dut.results.valid):
+                released.append(cycle)
+            await ctx.tick()
+
+    _simulate(dut, bench, n_beats + 40)
+    assert len(taken) == n_beats and taken[-1] <= n_beats + 2, taken[-5:]
+    assert len(released) == n_beats and released[-1] <= n_beats + 6, released[-5:]
+
+
 def _reference_marks(beat):
     """Per lane ``(repeat, first, repeated)`` by the definition: a lane repeats when the
     nearest lower lane looking up the same (bank, set) holds the same tag; it takes that
@@ -336,7 +378,7 @@ def test_tag_bank_answers_for_a_whole_run_of_one_key():
         ctx.set(dut.popular_max_rrpv, 1)
         for mode in ("learn", "frozen"):
             ctx.set(dut.learn, mode == "learn")
-            for i in range(len(runs) + 2):
+            for i in range(len(runs) + TagBank.LATENCY):
                 ctx.set(dut.request.valid, i < len(runs))
                 if i < len(runs):
                     ctx.set(dut.request.payload.set, sets[i].item())
@@ -347,7 +389,7 @@ def test_tag_bank_answers_for_a_whole_run_of_one_key():
                     r = dut.response.payload
                     got[mode].append((ctx.get(r.hit), ctx.get(r.way), ctx.get(r.repeat_hit)))
 
-    _simulate(dut, bench, 2 * (len(runs) + 4))
+    _simulate(dut, bench, 2 * (len(runs) + TagBank.LATENCY + 2))
     for mode, exp in expected.items():
         hits, ways = [int(h) for h in exp.hit.tolist()], exp.way.tolist()
         want, at = [], 0

@@ -68,7 +68,7 @@ def test_feistel_pipeline_matches_golden_hash(cfg):
 def test_tag_bank_back_to_back_same_set_matches_golden(policy):
     """One bank, requests every cycle to few sets (read-after-write on consecutive cycles:
     the pipeline's forwarding and the transparent read), learn then frozen: every response
-    (two cycles after its request) equals the golden model's sequential result."""
+    (``TagBank.LATENCY`` cycles after its request) equals the golden model's sequential result."""
     kw = dict(policy="lfu", ways=4, sketch_counters=8) if policy == "lfu" else dict(ways=3)
     cfg = EALConfig(lanes=1, banks=1, sets=4, table_bits=2, row_bits=10, **kw)
     rng = random.Random(3)
@@ -85,7 +85,7 @@ def test_tag_bank_back_to_back_same_set_matches_golden(policy):
         for mode in ("learn", "frozen"):
             ctx.set(dut.learn, mode == "learn")
             ctx.set(dut.popular_max_rrpv, 2)
-            for i in range(len(keys) + 2):         # two more cycles: the pipeline drains
+            for i in range(len(keys) + TagBank.LATENCY):   # more cycles: the pipeline drains
                 if i < len(keys):
                     ctx.set(dut.request.valid, 1)
                     ctx.set(dut.request.payload.set, sets[i].item())
@@ -103,8 +103,9 @@ def test_tag_bank_back_to_back_same_set_matches_golden(policy):
     sim.run()
     for mode, exp in (("learn", exp_learn), ("frozen", exp_frozen)):
         got = results[mode]
-        # Sampled after the tick of cycle i: the response to request i - 1 (two cycles).
-        assert [r[0] for r in got] == list(range(1, len(keys) + 1)), "latency is two cycles"
+        # Sampled after the tick of cycle i: the response to request i + 1 - LATENCY.
+        assert [r[0] for r in got] == list(range(TagBank.LATENCY - 1,
+                                                 len(keys) + TagBank.LATENCY - 1)), "latency"
         assert [r[1] for r in got] == [int(h) for h in exp.hit.tolist()], mode
         assert [r[2] for r in got] == exp.way.tolist(), mode
 
@@ -160,7 +161,7 @@ def test_tag_bank_keeps_the_mode_of_each_request(policy):
         for run, (learn, keys, after) in enumerate(plan):
             _, sets, tags = hash_fields(torch.tensor(keys), cfg)
             ctx.set(dut.learn, learn)
-            for i in range(len(keys) + 3):
+            for i in range(len(keys) + TagBank.LATENCY + 1):
                 ctx.set(dut.request.valid, i < len(keys))
                 if i < len(keys):
                     ctx.set(dut.request.payload.set, sets[i].item())
