@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import EALConfig
 from .layouts import marked_lane, bank_request, beat_record
-from .logic import (or_tree, one_hot_halves, one_hot_from_halves, bit_columns, select_one_hot,
+from .logic import (or_tree, one_hot_halves, bit_columns, select_one_hot, wanted_by_bank,
                     oldest_per_bank)
 
 __all__ = ["BankSwitch"]
@@ -76,19 +76,14 @@ class BankSwitch(wiring.Component):
         columns = bit_columns(m, [Cat(e.set, e.tag, e.repeated) for e in held_lanes],
                               bank_request(cfg).size, "request")
 
-        # Which bank each held lookup wants (one-hot, zero when nothing is pending).
-        wants = []
-        for i, e in enumerate(held_lanes):
-            w = Signal(n_banks, name=f"wants{i}")
-            m.d.comb += w.eq(one_hot_from_halves(e.bank_low, e.bank_high, n_banks)
-                             & e.pending.replicate(n_banks))
-            wants.append(w)
-
-        # Per bank: the oldest wanting lane, whose request an AND-OR multiplexer selects.
+        # Per bank: the oldest lane with a lookup pending for it, whose request an AND-OR
+        # multiplexer selects.
+        wanted = wanted_by_bank(m, [e.bank_low for e in held_lanes],
+                                [e.bank_high for e in held_lanes],
+                                [e.pending for e in held_lanes], n_banks, "bank")
         grants = []
-        for request, (wanted, oldest) in zip(self.requests,
-                                             oldest_per_bank(m, wants, n_banks, "bank")):
-            m.d.comb += [request.valid.eq(wanted),
+        for request, (any_, oldest) in zip(self.requests, oldest_per_bank(m, wanted, "bank")):
+            m.d.comb += [request.valid.eq(any_),
                          request.payload.eq(select_one_hot(oldest, columns))]
             grants.append(oldest & request.ready.replicate(n_held))
         sent = Signal(n_held)

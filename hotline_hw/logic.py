@@ -3,7 +3,7 @@
 from amaranth import Cat, Const, Signal
 
 __all__ = ["or_tree", "one_hot", "one_hot_halves", "one_hot_from_halves", "bit_columns",
-           "select_one_hot", "oldest_per_bank"]
+           "select_one_hot", "wanted_by_bank", "oldest_per_bank"]
 
 
 def or_tree(values):
@@ -68,17 +68,35 @@ def select_one_hot(select, columns):
     return Cat((select & column).any() for column in columns)
 
 
-def oldest_per_bank(m, wants, n_banks, name):
-    """Oldest-first arbitration of held lanes (oldest first in ``wants``) over ``n_banks``
-    banks, without comparing lanes with each other: ``wants[i]`` is lane ``i``'s one-hot
-    bank (zero when it wants none). For each bank returns ``(wanted, oldest)``: whether any
-    lane wants it, and the oldest such lane as a one-hot vector (``want & -want``, a carry
-    chain). The bank switch and the result release both arbitrate this way."""
-    n_held = len(wants)
-    result = []
+def wanted_by_bank(m, lows, highs, enables, n_banks, name):
+    """Per bank, which held lanes want it: bit ``i`` of bank ``b``'s vector is set when
+    lane ``i`` is enabled and its bank (kept as the halves of :func:`one_hot_halves`,
+    ``lows[i]`` and ``highs[i]``) is ``b``. Built from columns (bit ``k`` of every lane's
+    low half, and so on) with one AND per bank of whole vectors, not lane by lane: the same
+    logic, but elaboration no longer transposes a ``lanes x banks`` matrix bit by bit."""
+    low_columns = bit_columns(m, lows, len(lows[0]), f"{name}_low")
+    high_columns = bit_columns(m, highs, len(highs[0]), f"{name}_high")
+    enabled = Signal(len(enables), name=f"{name}_enabled")
+    m.d.comb += enabled.eq(Cat(enables))
+    wanted = []
     for b in range(n_banks):
-        want = Signal(n_held, name=f"{name}{b}_wanted_by")
-        oldest = Signal(n_held, name=f"{name}{b}_oldest")
-        m.d.comb += [want.eq(Cat(w[b] for w in wants)), oldest.eq(want & (~want + 1))]
+        want = Signal(len(enables), name=f"{name}{b}_wanted_by")
+        m.d.comb += want.eq(low_columns[b % len(low_columns)]
+                            & high_columns[b // len(low_columns)] & enabled)
+        wanted.append(want)
+    return wanted
+
+
+def oldest_per_bank(m, wanted, name):
+    """Oldest-first arbitration of held lanes (oldest first in each vector) over banks,
+    without comparing lanes with each other: ``wanted[b]`` has bit ``i`` set when lane
+    ``i`` wants bank ``b`` (:func:`wanted_by_bank`). For each bank returns ``(any,
+    oldest)``: whether any lane wants it, and the oldest such lane as a one-hot vector
+    (``want & -want``, a carry chain). The bank switch and the result release both
+    arbitrate this way."""
+    result = []
+    for b, want in enumerate(wanted):
+        oldest = Signal(len(want), name=f"{name}{b}_oldest")
+        m.d.comb += oldest.eq(want & (~want + 1))
         result.append((want.any(), oldest))
     return result

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .config import EALConfig
 from .layouts import beat_record, bank_response, result_beat
 from .logic import (or_tree, one_hot_halves, one_hot_from_halves, bit_columns, select_one_hot,
-                    oldest_per_bank)
+                    wanted_by_bank, oldest_per_bank)
 
 __all__ = ["ResultRelease"]
 
@@ -75,20 +75,20 @@ class ResultRelease(wiring.Component):
         columns = bit_columns(m, [r.payload.as_value() for r in self.responses],
                               bank_response(cfg).size, "answer")
 
-        # Held lanes still waiting on a bank, by bank.
-        banks_of, wants = [], []
+        # Each held lane's bank, one-hot (to select its answer), and per bank the lanes
+        # waiting on it.
+        banks_of = []
         for i, e in enumerate(held_lanes):
             bank = Signal(n_banks, name=f"held{i}_bank")
-            want = Signal(n_banks, name=f"held{i}_wants")
-            m.d.comb += [bank.eq(one_hot_from_halves(e.bank_low, e.bank_high, n_banks)),
-                         want.eq(bank & e.waiting.replicate(n_banks))]
+            m.d.comb += bank.eq(one_hot_from_halves(e.bank_low, e.bank_high, n_banks))
             banks_of.append(bank)
-            wants.append(want)
+        wanted = wanted_by_bank(m, [e.bank_low for e in held_lanes],
+                                [e.bank_high for e in held_lanes],
+                                [e.waiting for e in held_lanes], n_banks, "bank")
         # Each bank hands its head answer to the oldest lane waiting on it.
         grants = []
-        for response, (wanted, oldest) in zip(self.responses,
-                                              oldest_per_bank(m, wants, n_banks, "bank")):
-            m.d.comb += response.ready.eq(wanted)
+        for response, (any_, oldest) in zip(self.responses, oldest_per_bank(m, wanted, "bank")):
+            m.d.comb += response.ready.eq(any_)
             grants.append(oldest & response.valid.replicate(n_held))
         takes = Signal(n_held)
         m.d.comb += takes.eq(or_tree(grants))

@@ -1460,8 +1460,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10939$0 (\$210 ),
-    .\port$10969$0 (\$211 ),
+    .\port$10907$0 (\$210 ),
+    .\port$10937$0 (\$211 ),
     .rows__araddr(rows__araddr),
     .rows__arid(rows__arid),
     .rows__arlen(rows__arlen),
@@ -1532,23 +1532,23 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$11055$0 (init),
-    .\port$11069$0 (irq_error),
-    .\port$11093$0 (halted),
-    .\port$11095$0 (err_cause),
-    .\port$11097$0 (err_engine),
-    .\port$11101$0 (err_addr),
-    .\port$11117$0 (count_lookups),
-    .\port$11119$0 (count_hits),
-    .\port$11121$0 (count_rows_gathered),
-    .\port$11123$0 (count_rows_written),
-    .\port$11125$0 (count_bytes_read),
-    .\port$11127$0 (count_bytes_written),
-    .\port$11129$0 (count_read_stall_cycles),
-    .\port$11131$0 (count_write_stall_cycles),
-    .\port$11133$0 (count_commands_completed),
-    .\port$11135$0 (count_errors),
-    .\port$11137$0 (count_cycles),
+    .\port$11023$0 (init),
+    .\port$11037$0 (irq_error),
+    .\port$11061$0 (halted),
+    .\port$11063$0 (err_cause),
+    .\port$11065$0 (err_engine),
+    .\port$11069$0 (err_addr),
+    .\port$11085$0 (count_lookups),
+    .\port$11087$0 (count_hits),
+    .\port$11089$0 (count_rows_gathered),
+    .\port$11091$0 (count_rows_written),
+    .\port$11093$0 (count_bytes_read),
+    .\port$11095$0 (count_bytes_written),
+    .\port$11097$0 (count_read_stall_cycles),
+    .\port$11099$0 (count_write_stall_cycles),
+    .\port$11101$0 (count_commands_completed),
+    .\port$11103$0 (count_errors),
+    .\port$11105$0 (count_cycles),
     .\port$135$0 (irq_done),
     .\port$142$0 (\busy$589 ),
     .\port$143$0 (\$73 ),
@@ -1740,7 +1740,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .err_addr(\err_addr$553 ),
     .err_resp(err_resp),
     .error(error),
-    .\port$11089$5 (cmd[100:5]),
+    .\port$11057$5 (cmd[100:5]),
     .rst(rst),
     .start(start)
   );
@@ -3700,8 +3700,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10939$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
-, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$10969$0 , out__awvalid, out__wvalid, words__awready, rows__awready
+module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10907$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
+, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$10937$0 , out__awvalid, out__wvalid, words__awready, rows__awready
 , words__wready, rows__wready, out__bready, words__bvalid, rows__bvalid, lists__arvalid, lists__araddr, lists__arlen, words__awvalid, words__wvalid, words__awaddr, words__wdata, words__wstrb, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, out__awready
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
@@ -3805,10 +3805,10 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   wire out__wvalid;
   reg owner = 1'h0;
   reg pick;
-  input [128:0] \port$10939$0 ;
-  wire [128:0] \port$10939$0 ;
-  output [6:0] \port$10969$0 ;
-  wire [6:0] \port$10969$0 ;
+  input [128:0] \port$10907$0 ;
+  wire [128:0] \port$10907$0 ;
+  output [6:0] \port$10937$0 ;
+  wire [6:0] \port$10937$0 ;
   input [63:0] rows__araddr;
   wire [63:0] rows__araddr;
   wire [1:0] rows__arburst;
@@ -3902,9 +3902,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign lists__rvalid = out__rvalid & out__rid[7];
   assign out__awaddr = write_words ? words__awaddr : rows__awaddr;
   assign out__awlen = write_words ? 8'h00 : rows__awlen;
-  assign out__wdata = write_words ? words__wdata : \port$10939$0 [127:0];
+  assign out__wdata = write_words ? words__wdata : \port$10907$0 [127:0];
   assign out__wstrb = write_words ? words__wstrb : 16'hffff;
-  assign out__wlast = write_words ? 1'h1 : \port$10939$0 [128];
+  assign out__wlast = write_words ? 1'h1 : \port$10907$0 [128];
   assign out__awvalid = write_words ? words__awvalid : rows__awvalid;
   assign out__wvalid = write_words ? words__wvalid : rows__wvalid;
   assign words__awready = write_words & out__awready;
@@ -3987,9 +3987,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign words__awcache = 4'h3;
   assign rows__awprot = 3'h0;
   assign words__awprot = 3'h0;
-  assign rows__wdata = \port$10939$0 [127:0];
+  assign rows__wdata = \port$10907$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign rows__wlast = \port$10939$0 [128];
+  assign rows__wlast = \port$10907$0 [128];
   assign words__wlast = 1'h1;
   assign out__awid = { 1'h0, \$5  };
   assign rows__awid = 7'h00;
@@ -3999,7 +3999,7 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign rows__bresp = words__bresp;
   assign words__bid = 1'h0;
   assign rows__bid = out__bid[6:0];
-  assign \port$10969$0  = \$5 ;
+  assign \port$10937$0  = \$5 ;
   assign out__arsize = 3'h4;
   assign out__arburst = 2'h1;
   assign out__arcache = 4'h3;
@@ -5252,8 +5252,8 @@ module \hotline_accelerator.commands (rst, w_en, w_rdy, w_level, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$11055$0 
-, \port$11069$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11093$0 , \port$11095$0 , \port$11097$0 , r_ERR_COMMAND, \port$11101$0 , r_CMD_COMPLETED, \port$11117$0 , \port$11119$0 , \port$11121$0 , \port$11123$0 , \port$11125$0 , \port$11127$0 , \port$11129$0 , \port$11131$0 , \port$11133$0 , \port$11135$0 , \port$11137$0 , bvalid
+module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$11023$0 
+, \port$11037$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11061$0 , \port$11063$0 , \port$11065$0 , r_ERR_COMMAND, \port$11069$0 , r_CMD_COMPLETED, \port$11085$0 , \port$11087$0 , \port$11089$0 , \port$11091$0 , \port$11093$0 , \port$11095$0 , \port$11097$0 , \port$11099$0 , \port$11101$0 , \port$11103$0 , \port$11105$0 , bvalid
 , bus__bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, q_TABLE0_BASE_LO, q_TABLE0_BASE_HI, q_TABLE0_STRIDE, q_TABLE0_ROWS, q_TABLE1_BASE_LO, q_TABLE1_BASE_HI, q_TABLE1_STRIDE, q_TABLE1_ROWS, q_TABLE2_BASE_LO, q_TABLE2_BASE_HI, q_TABLE2_STRIDE
 , q_TABLE2_ROWS, q_TABLE3_BASE_LO, q_TABLE3_BASE_HI, q_TABLE3_STRIDE, q_TABLE3_ROWS, q_TABLE4_BASE_LO, q_TABLE4_BASE_HI, q_TABLE4_STRIDE, q_TABLE4_ROWS, q_TABLE5_BASE_LO, q_TABLE5_BASE_HI, q_TABLE5_STRIDE, q_TABLE5_ROWS, q_TABLE6_BASE_LO, q_TABLE6_BASE_HI, q_TABLE6_STRIDE, q_TABLE6_ROWS, q_TABLE7_BASE_LO, q_TABLE7_BASE_HI, q_TABLE7_STRIDE, q_TABLE7_ROWS
 , q_TABLE8_BASE_LO, q_TABLE8_BASE_HI, q_TABLE8_STRIDE, q_TABLE8_ROWS, q_TABLE9_BASE_LO, q_TABLE9_BASE_HI, q_TABLE9_STRIDE, q_TABLE9_ROWS, q_TABLE10_BASE_LO, q_TABLE10_BASE_HI, q_TABLE10_STRIDE, q_TABLE10_ROWS, q_TABLE11_BASE_LO, q_TABLE11_BASE_HI, q_TABLE11_STRIDE, q_TABLE11_ROWS, q_TABLE12_BASE_LO, q_TABLE12_BASE_HI, q_TABLE12_STRIDE, q_TABLE12_ROWS, q_TABLE13_BASE_LO
@@ -7173,40 +7173,40 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   input clk;
   wire clk;
   wire [31:0] err_set;
-  input \port$11055$0 ;
-  wire \port$11055$0 ;
-  input \port$11069$0 ;
-  wire \port$11069$0 ;
-  input \port$11093$0 ;
-  wire \port$11093$0 ;
-  input [7:0] \port$11095$0 ;
-  wire [7:0] \port$11095$0 ;
-  input [3:0] \port$11097$0 ;
-  wire [3:0] \port$11097$0 ;
+  input \port$11023$0 ;
+  wire \port$11023$0 ;
+  input \port$11037$0 ;
+  wire \port$11037$0 ;
+  input \port$11061$0 ;
+  wire \port$11061$0 ;
+  input [7:0] \port$11063$0 ;
+  wire [7:0] \port$11063$0 ;
+  input [3:0] \port$11065$0 ;
+  wire [3:0] \port$11065$0 ;
+  input [63:0] \port$11069$0 ;
+  wire [63:0] \port$11069$0 ;
+  input [63:0] \port$11085$0 ;
+  wire [63:0] \port$11085$0 ;
+  input [63:0] \port$11087$0 ;
+  wire [63:0] \port$11087$0 ;
+  input [63:0] \port$11089$0 ;
+  wire [63:0] \port$11089$0 ;
+  input [63:0] \port$11091$0 ;
+  wire [63:0] \port$11091$0 ;
+  input [63:0] \port$11093$0 ;
+  wire [63:0] \port$11093$0 ;
+  input [63:0] \port$11095$0 ;
+  wire [63:0] \port$11095$0 ;
+  input [63:0] \port$11097$0 ;
+  wire [63:0] \port$11097$0 ;
+  input [63:0] \port$11099$0 ;
+  wire [63:0] \port$11099$0 ;
   input [63:0] \port$11101$0 ;
   wire [63:0] \port$11101$0 ;
-  input [63:0] \port$11117$0 ;
-  wire [63:0] \port$11117$0 ;
-  input [63:0] \port$11119$0 ;
-  wire [63:0] \port$11119$0 ;
-  input [63:0] \port$11121$0 ;
-  wire [63:0] \port$11121$0 ;
-  input [63:0] \port$11123$0 ;
-  wire [63:0] \port$11123$0 ;
-  input [63:0] \port$11125$0 ;
-  wire [63:0] \port$11125$0 ;
-  input [63:0] \port$11127$0 ;
-  wire [63:0] \port$11127$0 ;
-  input [63:0] \port$11129$0 ;
-  wire [63:0] \port$11129$0 ;
-  input [63:0] \port$11131$0 ;
-  wire [63:0] \port$11131$0 ;
-  input [63:0] \port$11133$0 ;
-  wire [63:0] \port$11133$0 ;
-  input [63:0] \port$11135$0 ;
-  wire [63:0] \port$11135$0 ;
-  input [63:0] \port$11137$0 ;
-  wire [63:0] \port$11137$0 ;
+  input [63:0] \port$11103$0 ;
+  wire [63:0] \port$11103$0 ;
+  input [63:0] \port$11105$0 ;
+  wire [63:0] \port$11105$0 ;
   input \port$135$0 ;
   wire \port$135$0 ;
   input \port$142$0 ;
@@ -9859,7 +9859,7 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign \$1717  = \$1714  ? \$1716  : 32'd0;
   assign \$1718  = ~ \$1717 ;
   assign \$1719  = q_IRQ_STATUS & \$1718 ;
-  assign \$1720  = \$1719  | { 30'h00000000, \port$11069$0 , \port$135$0  };
+  assign \$1720  = \$1719  | { 30'h00000000, \port$11037$0 , \port$135$0  };
   assign \$1722  = take_w & wsel_REG_ERROR;
   assign \$1723  = wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$1725  = \$1722  ? \$1724  : 32'd0;
@@ -11638,34 +11638,34 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$11093$0 , \port$11055$0 , \port$142$0  };
-  assign r_ERR_CAUSE = { 20'h00000, \port$11097$0 , \port$11095$0  };
-  assign r_ERR_ADDR_LO = \port$11101$0 [31:0];
-  assign r_ERR_ADDR_HI = \port$11101$0 [63:32];
+  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$11061$0 , \port$11023$0 , \port$142$0  };
+  assign r_ERR_CAUSE = { 20'h00000, \port$11065$0 , \port$11063$0  };
+  assign r_ERR_ADDR_LO = \port$11069$0 [31:0];
+  assign r_ERR_ADDR_HI = \port$11069$0 [63:32];
   assign r_CMD_FREE = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
-  assign r_LOOKUPS_LO = \port$11117$0 [31:0];
-  assign r_LOOKUPS_HI = \port$11117$0 [63:32];
-  assign r_HITS_LO = \port$11119$0 [31:0];
-  assign r_HITS_HI = \port$11119$0 [63:32];
-  assign r_ROWS_GATHERED_LO = \port$11121$0 [31:0];
-  assign r_ROWS_GATHERED_HI = \port$11121$0 [63:32];
-  assign r_ROWS_WRITTEN_LO = \port$11123$0 [31:0];
-  assign r_ROWS_WRITTEN_HI = \port$11123$0 [63:32];
-  assign r_BYTES_READ_LO = \port$11125$0 [31:0];
-  assign r_BYTES_READ_HI = \port$11125$0 [63:32];
-  assign r_BYTES_WRITTEN_LO = \port$11127$0 [31:0];
-  assign r_BYTES_WRITTEN_HI = \port$11127$0 [63:32];
-  assign r_READ_STALL_CYCLES_LO = \port$11129$0 [31:0];
-  assign r_READ_STALL_CYCLES_HI = \port$11129$0 [63:32];
-  assign r_WRITE_STALL_CYCLES_LO = \port$11131$0 [31:0];
-  assign r_WRITE_STALL_CYCLES_HI = \port$11131$0 [63:32];
-  assign r_COMMANDS_COMPLETED_LO = \port$11133$0 [31:0];
-  assign r_COMMANDS_COMPLETED_HI = \port$11133$0 [63:32];
-  assign r_ERRORS_LO = \port$11135$0 [31:0];
-  assign r_ERRORS_HI = \port$11135$0 [63:32];
-  assign r_CYCLES_LO = \port$11137$0 [31:0];
-  assign r_CYCLES_HI = \port$11137$0 [63:32];
-  assign set_IRQ_STATUS = { 30'h00000000, \port$11069$0 , \port$135$0  };
+  assign r_LOOKUPS_LO = \port$11085$0 [31:0];
+  assign r_LOOKUPS_HI = \port$11085$0 [63:32];
+  assign r_HITS_LO = \port$11087$0 [31:0];
+  assign r_HITS_HI = \port$11087$0 [63:32];
+  assign r_ROWS_GATHERED_LO = \port$11089$0 [31:0];
+  assign r_ROWS_GATHERED_HI = \port$11089$0 [63:32];
+  assign r_ROWS_WRITTEN_LO = \port$11091$0 [31:0];
+  assign r_ROWS_WRITTEN_HI = \port$11091$0 [63:32];
+  assign r_BYTES_READ_LO = \port$11093$0 [31:0];
+  assign r_BYTES_READ_HI = \port$11093$0 [63:32];
+  assign r_BYTES_WRITTEN_LO = \port$11095$0 [31:0];
+  assign r_BYTES_WRITTEN_HI = \port$11095$0 [63:32];
+  assign r_READ_STALL_CYCLES_LO = \port$11097$0 [31:0];
+  assign r_READ_STALL_CYCLES_HI = \port$11097$0 [63:32];
+  assign r_WRITE_STALL_CYCLES_LO = \port$11099$0 [31:0];
+  assign r_WRITE_STALL_CYCLES_HI = \port$11099$0 [63:32];
+  assign r_COMMANDS_COMPLETED_LO = \port$11101$0 [31:0];
+  assign r_COMMANDS_COMPLETED_HI = \port$11101$0 [63:32];
+  assign r_ERRORS_LO = \port$11103$0 [31:0];
+  assign r_ERRORS_HI = \port$11103$0 [63:32];
+  assign r_CYCLES_LO = \port$11105$0 [31:0];
+  assign r_CYCLES_HI = \port$11105$0 [63:32];
+  assign set_IRQ_STATUS = { 30'h00000000, \port$11037$0 , \port$135$0  };
   assign err_set[2] = w_refused;
   assign err_set[1] = w_read_only;
   assign err_set[0] = \$452 ;
@@ -11878,38 +11878,38 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign { \$1334 [31:9], \$1334 [7:0] } = 31'h00000000;
   assign \$1334 [8] = rsel_P_WORD_WRITES;
   assign \$1338 [31:4] = 28'h0000000;
-  assign \$1338 [3:0] = { \port$143$0 , \port$11093$0 , \port$11055$0 , \port$142$0  };
+  assign \$1338 [3:0] = { \port$143$0 , \port$11061$0 , \port$11023$0 , \port$142$0  };
   assign \$1350 [31:12] = 20'h00000;
-  assign \$1350 [11:0] = { \port$11097$0 , \port$11095$0  };
+  assign \$1350 [11:0] = { \port$11065$0 , \port$11063$0  };
   assign \$1352  = r_ERR_COMMAND;
-  assign \$1356  = \port$11101$0 [31:0];
-  assign \$1358  = \port$11101$0 [63:32];
+  assign \$1356  = \port$11069$0 [31:0];
+  assign \$1358  = \port$11069$0 [63:32];
   assign \$1375  = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
   assign \$1377  = r_CMD_SUBMITTED;
   assign \$1380  = r_CMD_COMPLETED;
   assign \$1382  = r_CMD_DROPPED;
-  assign \$1387  = \port$11117$0 [31:0];
-  assign \$1389  = \port$11117$0 [63:32];
-  assign \$1392  = \port$11119$0 [31:0];
-  assign \$1394  = \port$11119$0 [63:32];
-  assign \$1398  = \port$11121$0 [31:0];
-  assign \$1400  = \port$11121$0 [63:32];
-  assign \$1403  = \port$11123$0 [31:0];
-  assign \$1405  = \port$11123$0 [63:32];
-  assign \$1411  = \port$11125$0 [31:0];
-  assign \$1413  = \port$11125$0 [63:32];
-  assign \$1416  = \port$11127$0 [31:0];
-  assign \$1418  = \port$11127$0 [63:32];
-  assign \$1422  = \port$11129$0 [31:0];
-  assign \$1424  = \port$11129$0 [63:32];
-  assign \$1427  = \port$11131$0 [31:0];
-  assign \$1429  = \port$11131$0 [63:32];
-  assign \$1434  = \port$11133$0 [31:0];
-  assign \$1436  = \port$11133$0 [63:32];
-  assign \$1439  = \port$11135$0 [31:0];
-  assign \$1441  = \port$11135$0 [63:32];
-  assign \$1445  = \port$11137$0 [31:0];
-  assign \$1447  = \port$11137$0 [63:32];
+  assign \$1387  = \port$11085$0 [31:0];
+  assign \$1389  = \port$11085$0 [63:32];
+  assign \$1392  = \port$11087$0 [31:0];
+  assign \$1394  = \port$11087$0 [63:32];
+  assign \$1398  = \port$11089$0 [31:0];
+  assign \$1400  = \port$11089$0 [63:32];
+  assign \$1403  = \port$11091$0 [31:0];
+  assign \$1405  = \port$11091$0 [63:32];
+  assign \$1411  = \port$11093$0 [31:0];
+  assign \$1413  = \port$11093$0 [63:32];
+  assign \$1416  = \port$11095$0 [31:0];
+  assign \$1418  = \port$11095$0 [63:32];
+  assign \$1422  = \port$11097$0 [31:0];
+  assign \$1424  = \port$11097$0 [63:32];
+  assign \$1427  = \port$11099$0 [31:0];
+  assign \$1429  = \port$11099$0 [63:32];
+  assign \$1434  = \port$11101$0 [31:0];
+  assign \$1436  = \port$11101$0 [63:32];
+  assign \$1439  = \port$11103$0 [31:0];
+  assign \$1441  = \port$11103$0 [63:32];
+  assign \$1445  = \port$11105$0 [31:0];
+  assign \$1447  = \port$11105$0 [63:32];
   assign \$1712  = bus__awaddr;
   assign \$1713  = bus__araddr;
   assign \$1716 [31:2] = 30'h00000000;
@@ -13492,32 +13492,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(maint__hold),
     .maint__read(maint__read),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3121$0 (\$36 ),
-    .\port$3123$0 (\$37 ),
-    .\port$3125$0 (\$38 ),
-    .\port$3127$0 (\$39 ),
-    .\port$3129$0 (\$40 ),
-    .\port$3131$0 (\$41 ),
-    .\port$3133$0 (\$42 ),
-    .\port$3135$0 (\$43 ),
-    .\port$3137$0 (\$44 ),
-    .\port$3139$0 (\$45 ),
-    .\port$3141$0 (\$46 ),
-    .\port$3143$0 (\$47 ),
-    .\port$3145$0 (\$48 ),
-    .\port$3147$0 (\$49 ),
-    .\port$3149$0 (\$50 ),
-    .\port$3151$0 (\$51 ),
-    .\port$3153$0 (\$52 ),
-    .\port$3155$0 (\$53 ),
-    .\port$3157$0 (\$54 ),
-    .\port$3159$0 (\$55 ),
-    .\port$3161$0 (\$56 ),
-    .\port$3163$0 (\$57 ),
-    .\port$3165$0 (\$58 ),
-    .\port$3167$0 (\$59 ),
-    .\port$3169$0 (\$60 ),
-    .\port$3171$0 (\$61 ),
+    .\port$3073$0 (\$36 ),
+    .\port$3075$0 (\$37 ),
+    .\port$3077$0 (\$38 ),
+    .\port$3079$0 (\$39 ),
+    .\port$3081$0 (\$40 ),
+    .\port$3083$0 (\$41 ),
+    .\port$3085$0 (\$42 ),
+    .\port$3087$0 (\$43 ),
+    .\port$3089$0 (\$44 ),
+    .\port$3091$0 (\$45 ),
+    .\port$3093$0 (\$46 ),
+    .\port$3095$0 (\$47 ),
+    .\port$3097$0 (\$48 ),
+    .\port$3099$0 (\$49 ),
+    .\port$3101$0 (\$50 ),
+    .\port$3103$0 (\$51 ),
+    .\port$3105$0 (\$52 ),
+    .\port$3107$0 (\$53 ),
+    .\port$3109$0 (\$54 ),
+    .\port$3111$0 (\$55 ),
+    .\port$3113$0 (\$56 ),
+    .\port$3115$0 (\$57 ),
+    .\port$3117$0 (\$58 ),
+    .\port$3119$0 (\$59 ),
+    .\port$3121$0 (\$60 ),
+    .\port$3123$0 (\$61 ),
     .\r_en$39 (responses__ready),
     .read_data(read_data),
     .requests__ready(requests__0__ready),
@@ -13534,32 +13534,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$315 ),
     .maint__read(\maint__read$299 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3174$0 (\$62 ),
-    .\port$3176$0 (\$63 ),
-    .\port$3178$0 (\$64 ),
-    .\port$3180$0 (\$65 ),
-    .\port$3182$0 (\$66 ),
-    .\port$3184$0 (\$67 ),
-    .\port$3186$0 (\$68 ),
-    .\port$3188$0 (\$69 ),
-    .\port$3190$0 (\$70 ),
-    .\port$3192$0 (\$71 ),
-    .\port$3194$0 (\$72 ),
-    .\port$3196$0 (\$73 ),
-    .\port$3198$0 (\$74 ),
-    .\port$3200$0 (\$75 ),
-    .\port$3202$0 (\$76 ),
-    .\port$3204$0 (\$77 ),
-    .\port$3206$0 (\$78 ),
-    .\port$3208$0 (\$79 ),
-    .\port$3210$0 (\$80 ),
-    .\port$3212$0 (\$81 ),
-    .\port$3214$0 (\$82 ),
-    .\port$3216$0 (\$83 ),
-    .\port$3218$0 (\$84 ),
-    .\port$3220$0 (\$85 ),
-    .\port$3222$0 (\$86 ),
-    .\port$3224$0 (\$87 ),
+    .\port$3126$0 (\$62 ),
+    .\port$3128$0 (\$63 ),
+    .\port$3130$0 (\$64 ),
+    .\port$3132$0 (\$65 ),
+    .\port$3134$0 (\$66 ),
+    .\port$3136$0 (\$67 ),
+    .\port$3138$0 (\$68 ),
+    .\port$3140$0 (\$69 ),
+    .\port$3142$0 (\$70 ),
+    .\port$3144$0 (\$71 ),
+    .\port$3146$0 (\$72 ),
+    .\port$3148$0 (\$73 ),
+    .\port$3150$0 (\$74 ),
+    .\port$3152$0 (\$75 ),
+    .\port$3154$0 (\$76 ),
+    .\port$3156$0 (\$77 ),
+    .\port$3158$0 (\$78 ),
+    .\port$3160$0 (\$79 ),
+    .\port$3162$0 (\$80 ),
+    .\port$3164$0 (\$81 ),
+    .\port$3166$0 (\$82 ),
+    .\port$3168$0 (\$83 ),
+    .\port$3170$0 (\$84 ),
+    .\port$3172$0 (\$85 ),
+    .\port$3174$0 (\$86 ),
+    .\port$3176$0 (\$87 ),
     .\r_en$39 (\responses__ready$54 ),
     .read_data(\read_data$334 ),
     .requests__ready(requests__1__ready),
@@ -13576,32 +13576,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$324 ),
     .maint__read(\maint__read$308 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3651$0 (\$296 ),
-    .\port$3653$0 (\$297 ),
-    .\port$3655$0 (\$298 ),
-    .\port$3657$0 (\$299 ),
-    .\port$3659$0 (\$300 ),
-    .\port$3661$0 (\$301 ),
-    .\port$3663$0 (\$302 ),
-    .\port$3665$0 (\$303 ),
-    .\port$3667$0 (\$304 ),
-    .\port$3669$0 (\$305 ),
-    .\port$3671$0 (\$306 ),
-    .\port$3673$0 (\$307 ),
-    .\port$3675$0 (\$308 ),
-    .\port$3677$0 (\$309 ),
-    .\port$3679$0 (\$310 ),
-    .\port$3681$0 (\$311 ),
-    .\port$3683$0 (\$312 ),
-    .\port$3685$0 (\$313 ),
-    .\port$3687$0 (\$314 ),
-    .\port$3689$0 (\$315 ),
-    .\port$3691$0 (\$316 ),
-    .\port$3693$0 (\$317 ),
-    .\port$3695$0 (\$318 ),
-    .\port$3697$0 (\$319 ),
-    .\port$3699$0 (\$320 ),
-    .\port$3701$0 (\$321 ),
+    .\port$3603$0 (\$296 ),
+    .\port$3605$0 (\$297 ),
+    .\port$3607$0 (\$298 ),
+    .\port$3609$0 (\$299 ),
+    .\port$3611$0 (\$300 ),
+    .\port$3613$0 (\$301 ),
+    .\port$3615$0 (\$302 ),
+    .\port$3617$0 (\$303 ),
+    .\port$3619$0 (\$304 ),
+    .\port$3621$0 (\$305 ),
+    .\port$3623$0 (\$306 ),
+    .\port$3625$0 (\$307 ),
+    .\port$3627$0 (\$308 ),
+    .\port$3629$0 (\$309 ),
+    .\port$3631$0 (\$310 ),
+    .\port$3633$0 (\$311 ),
+    .\port$3635$0 (\$312 ),
+    .\port$3637$0 (\$313 ),
+    .\port$3639$0 (\$314 ),
+    .\port$3641$0 (\$315 ),
+    .\port$3643$0 (\$316 ),
+    .\port$3645$0 (\$317 ),
+    .\port$3647$0 (\$318 ),
+    .\port$3649$0 (\$319 ),
+    .\port$3651$0 (\$320 ),
+    .\port$3653$0 (\$321 ),
     .\r_en$39 (\responses__ready$180 ),
     .read_data(\read_data$343 ),
     .requests__ready(requests__10__ready),
@@ -13618,32 +13618,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$325 ),
     .maint__read(\maint__read$309 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3704$0 (\$322 ),
-    .\port$3706$0 (\$323 ),
-    .\port$3708$0 (\$324 ),
-    .\port$3710$0 (\$325 ),
-    .\port$3712$0 (\$326 ),
-    .\port$3714$0 (\$327 ),
-    .\port$3716$0 (\$328 ),
-    .\port$3718$0 (\$329 ),
-    .\port$3720$0 (\$330 ),
-    .\port$3722$0 (\$331 ),
-    .\port$3724$0 (\$332 ),
-    .\port$3726$0 (\$333 ),
-    .\port$3728$0 (\$334 ),
-    .\port$3730$0 (\$335 ),
-    .\port$3732$0 (\$336 ),
-    .\port$3734$0 (\$337 ),
-    .\port$3736$0 (\$338 ),
-    .\port$3738$0 (\$339 ),
-    .\port$3740$0 (\$340 ),
-    .\port$3742$0 (\$341 ),
-    .\port$3744$0 (\$342 ),
-    .\port$3746$0 (\$343 ),
-    .\port$3748$0 (\$344 ),
-    .\port$3750$0 (\$345 ),
-    .\port$3752$0 (\$346 ),
-    .\port$3754$0 (\$347 ),
+    .\port$3656$0 (\$322 ),
+    .\port$3658$0 (\$323 ),
+    .\port$3660$0 (\$324 ),
+    .\port$3662$0 (\$325 ),
+    .\port$3664$0 (\$326 ),
+    .\port$3666$0 (\$327 ),
+    .\port$3668$0 (\$328 ),
+    .\port$3670$0 (\$329 ),
+    .\port$3672$0 (\$330 ),
+    .\port$3674$0 (\$331 ),
+    .\port$3676$0 (\$332 ),
+    .\port$3678$0 (\$333 ),
+    .\port$3680$0 (\$334 ),
+    .\port$3682$0 (\$335 ),
+    .\port$3684$0 (\$336 ),
+    .\port$3686$0 (\$337 ),
+    .\port$3688$0 (\$338 ),
+    .\port$3690$0 (\$339 ),
+    .\port$3692$0 (\$340 ),
+    .\port$3694$0 (\$341 ),
+    .\port$3696$0 (\$342 ),
+    .\port$3698$0 (\$343 ),
+    .\port$3700$0 (\$344 ),
+    .\port$3702$0 (\$345 ),
+    .\port$3704$0 (\$346 ),
+    .\port$3706$0 (\$347 ),
     .\r_en$39 (\responses__ready$194 ),
     .read_data(\read_data$344 ),
     .requests__ready(requests__11__ready),
@@ -13660,32 +13660,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$326 ),
     .maint__read(\maint__read$310 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3757$0 (\$348 ),
-    .\port$3759$0 (\$349 ),
-    .\port$3761$0 (\$350 ),
-    .\port$3763$0 (\$351 ),
-    .\port$3765$0 (\$352 ),
-    .\port$3767$0 (\$353 ),
-    .\port$3769$0 (\$354 ),
-    .\port$3771$0 (\$355 ),
-    .\port$3773$0 (\$356 ),
-    .\port$3775$0 (\$357 ),
-    .\port$3777$0 (\$358 ),
-    .\port$3779$0 (\$359 ),
-    .\port$3781$0 (\$360 ),
-    .\port$3783$0 (\$361 ),
-    .\port$3785$0 (\$362 ),
-    .\port$3787$0 (\$363 ),
-    .\port$3789$0 (\$364 ),
-    .\port$3791$0 (\$365 ),
-    .\port$3793$0 (\$366 ),
-    .\port$3795$0 (\$367 ),
-    .\port$3797$0 (\$368 ),
-    .\port$3799$0 (\$369 ),
-    .\port$3801$0 (\$370 ),
-    .\port$3803$0 (\$371 ),
-    .\port$3805$0 (\$372 ),
-    .\port$3807$0 (\$373 ),
+    .\port$3709$0 (\$348 ),
+    .\port$3711$0 (\$349 ),
+    .\port$3713$0 (\$350 ),
+    .\port$3715$0 (\$351 ),
+    .\port$3717$0 (\$352 ),
+    .\port$3719$0 (\$353 ),
+    .\port$3721$0 (\$354 ),
+    .\port$3723$0 (\$355 ),
+    .\port$3725$0 (\$356 ),
+    .\port$3727$0 (\$357 ),
+    .\port$3729$0 (\$358 ),
+    .\port$3731$0 (\$359 ),
+    .\port$3733$0 (\$360 ),
+    .\port$3735$0 (\$361 ),
+    .\port$3737$0 (\$362 ),
+    .\port$3739$0 (\$363 ),
+    .\port$3741$0 (\$364 ),
+    .\port$3743$0 (\$365 ),
+    .\port$3745$0 (\$366 ),
+    .\port$3747$0 (\$367 ),
+    .\port$3749$0 (\$368 ),
+    .\port$3751$0 (\$369 ),
+    .\port$3753$0 (\$370 ),
+    .\port$3755$0 (\$371 ),
+    .\port$3757$0 (\$372 ),
+    .\port$3759$0 (\$373 ),
     .\r_en$39 (\responses__ready$208 ),
     .read_data(\read_data$345 ),
     .requests__ready(requests__12__ready),
@@ -13702,32 +13702,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$327 ),
     .maint__read(\maint__read$311 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3810$0 (\$374 ),
-    .\port$3812$0 (\$375 ),
-    .\port$3814$0 (\$376 ),
-    .\port$3816$0 (\$377 ),
-    .\port$3818$0 (\$378 ),
-    .\port$3820$0 (\$379 ),
-    .\port$3822$0 (\$380 ),
-    .\port$3824$0 (\$381 ),
-    .\port$3826$0 (\$382 ),
-    .\port$3828$0 (\$383 ),
-    .\port$3830$0 (\$384 ),
-    .\port$3832$0 (\$385 ),
-    .\port$3834$0 (\$386 ),
-    .\port$3836$0 (\$387 ),
-    .\port$3838$0 (\$388 ),
-    .\port$3840$0 (\$389 ),
-    .\port$3842$0 (\$390 ),
-    .\port$3844$0 (\$391 ),
-    .\port$3846$0 (\$392 ),
-    .\port$3848$0 (\$393 ),
-    .\port$3850$0 (\$394 ),
-    .\port$3852$0 (\$395 ),
-    .\port$3854$0 (\$396 ),
-    .\port$3856$0 (\$397 ),
-    .\port$3858$0 (\$398 ),
-    .\port$3860$0 (\$399 ),
+    .\port$3762$0 (\$374 ),
+    .\port$3764$0 (\$375 ),
+    .\port$3766$0 (\$376 ),
+    .\port$3768$0 (\$377 ),
+    .\port$3770$0 (\$378 ),
+    .\port$3772$0 (\$379 ),
+    .\port$3774$0 (\$380 ),
+    .\port$3776$0 (\$381 ),
+    .\port$3778$0 (\$382 ),
+    .\port$3780$0 (\$383 ),
+    .\port$3782$0 (\$384 ),
+    .\port$3784$0 (\$385 ),
+    .\port$3786$0 (\$386 ),
+    .\port$3788$0 (\$387 ),
+    .\port$3790$0 (\$388 ),
+    .\port$3792$0 (\$389 ),
+    .\port$3794$0 (\$390 ),
+    .\port$3796$0 (\$391 ),
+    .\port$3798$0 (\$392 ),
+    .\port$3800$0 (\$393 ),
+    .\port$3802$0 (\$394 ),
+    .\port$3804$0 (\$395 ),
+    .\port$3806$0 (\$396 ),
+    .\port$3808$0 (\$397 ),
+    .\port$3810$0 (\$398 ),
+    .\port$3812$0 (\$399 ),
     .\r_en$39 (\responses__ready$222 ),
     .read_data(\read_data$346 ),
     .requests__ready(requests__13__ready),
@@ -13744,32 +13744,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$328 ),
     .maint__read(\maint__read$312 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3863$0 (\$400 ),
-    .\port$3865$0 (\$401 ),
-    .\port$3867$0 (\$402 ),
-    .\port$3869$0 (\$403 ),
-    .\port$3871$0 (\$404 ),
-    .\port$3873$0 (\$405 ),
-    .\port$3875$0 (\$406 ),
-    .\port$3877$0 (\$407 ),
-    .\port$3879$0 (\$408 ),
-    .\port$3881$0 (\$409 ),
-    .\port$3883$0 (\$410 ),
-    .\port$3885$0 (\$411 ),
-    .\port$3887$0 (\$412 ),
-    .\port$3889$0 (\$413 ),
-    .\port$3891$0 (\$414 ),
-    .\port$3893$0 (\$415 ),
-    .\port$3895$0 (\$416 ),
-    .\port$3897$0 (\$417 ),
-    .\port$3899$0 (\$418 ),
-    .\port$3901$0 (\$419 ),
-    .\port$3903$0 (\$420 ),
-    .\port$3905$0 (\$421 ),
-    .\port$3907$0 (\$422 ),
-    .\port$3909$0 (\$423 ),
-    .\port$3911$0 (\$424 ),
-    .\port$3913$0 (\$425 ),
+    .\port$3815$0 (\$400 ),
+    .\port$3817$0 (\$401 ),
+    .\port$3819$0 (\$402 ),
+    .\port$3821$0 (\$403 ),
+    .\port$3823$0 (\$404 ),
+    .\port$3825$0 (\$405 ),
+    .\port$3827$0 (\$406 ),
+    .\port$3829$0 (\$407 ),
+    .\port$3831$0 (\$408 ),
+    .\port$3833$0 (\$409 ),
+    .\port$3835$0 (\$410 ),
+    .\port$3837$0 (\$411 ),
+    .\port$3839$0 (\$412 ),
+    .\port$3841$0 (\$413 ),
+    .\port$3843$0 (\$414 ),
+    .\port$3845$0 (\$415 ),
+    .\port$3847$0 (\$416 ),
+    .\port$3849$0 (\$417 ),
+    .\port$3851$0 (\$418 ),
+    .\port$3853$0 (\$419 ),
+    .\port$3855$0 (\$420 ),
+    .\port$3857$0 (\$421 ),
+    .\port$3859$0 (\$422 ),
+    .\port$3861$0 (\$423 ),
+    .\port$3863$0 (\$424 ),
+    .\port$3865$0 (\$425 ),
     .\r_en$39 (\responses__ready$236 ),
     .read_data(\read_data$347 ),
     .requests__ready(requests__14__ready),
@@ -13786,32 +13786,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$329 ),
     .maint__read(\maint__read$313 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3916$0 (\$426 ),
-    .\port$3918$0 (\$427 ),
-    .\port$3920$0 (\$428 ),
-    .\port$3922$0 (\$429 ),
-    .\port$3924$0 (\$430 ),
-    .\port$3926$0 (\$431 ),
-    .\port$3928$0 (\$432 ),
-    .\port$3930$0 (\$433 ),
-    .\port$3932$0 (\$434 ),
-    .\port$3934$0 (\$435 ),
-    .\port$3936$0 (\$436 ),
-    .\port$3938$0 (\$437 ),
-    .\port$3940$0 (\$438 ),
-    .\port$3942$0 (\$439 ),
-    .\port$3944$0 (\$440 ),
-    .\port$3946$0 (\$441 ),
-    .\port$3948$0 (\$442 ),
-    .\port$3950$0 (\$443 ),
-    .\port$3952$0 (\$444 ),
-    .\port$3954$0 (\$445 ),
-    .\port$3956$0 (\$446 ),
-    .\port$3958$0 (\$447 ),
-    .\port$3960$0 (\$448 ),
-    .\port$3962$0 (\$449 ),
-    .\port$3964$0 (\$450 ),
-    .\port$3966$0 (\$451 ),
+    .\port$3868$0 (\$426 ),
+    .\port$3870$0 (\$427 ),
+    .\port$3872$0 (\$428 ),
+    .\port$3874$0 (\$429 ),
+    .\port$3876$0 (\$430 ),
+    .\port$3878$0 (\$431 ),
+    .\port$3880$0 (\$432 ),
+    .\port$3882$0 (\$433 ),
+    .\port$3884$0 (\$434 ),
+    .\port$3886$0 (\$435 ),
+    .\port$3888$0 (\$436 ),
+    .\port$3890$0 (\$437 ),
+    .\port$3892$0 (\$438 ),
+    .\port$3894$0 (\$439 ),
+    .\port$3896$0 (\$440 ),
+    .\port$3898$0 (\$441 ),
+    .\port$3900$0 (\$442 ),
+    .\port$3902$0 (\$443 ),
+    .\port$3904$0 (\$444 ),
+    .\port$3906$0 (\$445 ),
+    .\port$3908$0 (\$446 ),
+    .\port$3910$0 (\$447 ),
+    .\port$3912$0 (\$448 ),
+    .\port$3914$0 (\$449 ),
+    .\port$3916$0 (\$450 ),
+    .\port$3918$0 (\$451 ),
     .\r_en$39 (\responses__ready$250 ),
     .read_data(\read_data$348 ),
     .requests__ready(requests__15__ready),
@@ -13828,32 +13828,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$316 ),
     .maint__read(\maint__read$300 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3227$0 (\$88 ),
-    .\port$3229$0 (\$89 ),
-    .\port$3231$0 (\$90 ),
-    .\port$3233$0 (\$91 ),
-    .\port$3235$0 (\$92 ),
-    .\port$3237$0 (\$93 ),
-    .\port$3239$0 (\$94 ),
-    .\port$3241$0 (\$95 ),
-    .\port$3243$0 (\$96 ),
-    .\port$3245$0 (\$97 ),
-    .\port$3247$0 (\$98 ),
-    .\port$3249$0 (\$99 ),
-    .\port$3251$0 (\$100 ),
-    .\port$3253$0 (\$101 ),
-    .\port$3255$0 (\$102 ),
-    .\port$3257$0 (\$103 ),
-    .\port$3259$0 (\$104 ),
-    .\port$3261$0 (\$105 ),
-    .\port$3263$0 (\$106 ),
-    .\port$3265$0 (\$107 ),
-    .\port$3267$0 (\$108 ),
-    .\port$3269$0 (\$109 ),
-    .\port$3271$0 (\$110 ),
-    .\port$3273$0 (\$111 ),
-    .\port$3275$0 (\$112 ),
-    .\port$3277$0 (\$113 ),
+    .\port$3179$0 (\$88 ),
+    .\port$3181$0 (\$89 ),
+    .\port$3183$0 (\$90 ),
+    .\port$3185$0 (\$91 ),
+    .\port$3187$0 (\$92 ),
+    .\port$3189$0 (\$93 ),
+    .\port$3191$0 (\$94 ),
+    .\port$3193$0 (\$95 ),
+    .\port$3195$0 (\$96 ),
+    .\port$3197$0 (\$97 ),
+    .\port$3199$0 (\$98 ),
+    .\port$3201$0 (\$99 ),
+    .\port$3203$0 (\$100 ),
+    .\port$3205$0 (\$101 ),
+    .\port$3207$0 (\$102 ),
+    .\port$3209$0 (\$103 ),
+    .\port$3211$0 (\$104 ),
+    .\port$3213$0 (\$105 ),
+    .\port$3215$0 (\$106 ),
+    .\port$3217$0 (\$107 ),
+    .\port$3219$0 (\$108 ),
+    .\port$3221$0 (\$109 ),
+    .\port$3223$0 (\$110 ),
+    .\port$3225$0 (\$111 ),
+    .\port$3227$0 (\$112 ),
+    .\port$3229$0 (\$113 ),
     .\r_en$39 (\responses__ready$68 ),
     .read_data(\read_data$335 ),
     .requests__ready(requests__2__ready),
@@ -13870,32 +13870,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$317 ),
     .maint__read(\maint__read$301 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3280$0 (\$114 ),
-    .\port$3282$0 (\$115 ),
-    .\port$3284$0 (\$116 ),
-    .\port$3286$0 (\$117 ),
-    .\port$3288$0 (\$118 ),
-    .\port$3290$0 (\$119 ),
-    .\port$3292$0 (\$120 ),
-    .\port$3294$0 (\$121 ),
-    .\port$3296$0 (\$122 ),
-    .\port$3298$0 (\$123 ),
-    .\port$3300$0 (\$124 ),
-    .\port$3302$0 (\$125 ),
-    .\port$3304$0 (\$126 ),
-    .\port$3306$0 (\$127 ),
-    .\port$3308$0 (\$128 ),
-    .\port$3310$0 (\$129 ),
-    .\port$3312$0 (\$130 ),
-    .\port$3314$0 (\$131 ),
-    .\port$3316$0 (\$132 ),
-    .\port$3318$0 (\$133 ),
-    .\port$3320$0 (\$134 ),
-    .\port$3322$0 (\$135 ),
-    .\port$3324$0 (\$136 ),
-    .\port$3326$0 (\$137 ),
-    .\port$3328$0 (\$138 ),
-    .\port$3330$0 (\$139 ),
+    .\port$3232$0 (\$114 ),
+    .\port$3234$0 (\$115 ),
+    .\port$3236$0 (\$116 ),
+    .\port$3238$0 (\$117 ),
+    .\port$3240$0 (\$118 ),
+    .\port$3242$0 (\$119 ),
+    .\port$3244$0 (\$120 ),
+    .\port$3246$0 (\$121 ),
+    .\port$3248$0 (\$122 ),
+    .\port$3250$0 (\$123 ),
+    .\port$3252$0 (\$124 ),
+    .\port$3254$0 (\$125 ),
+    .\port$3256$0 (\$126 ),
+    .\port$3258$0 (\$127 ),
+    .\port$3260$0 (\$128 ),
+    .\port$3262$0 (\$129 ),
+    .\port$3264$0 (\$130 ),
+    .\port$3266$0 (\$131 ),
+    .\port$3268$0 (\$132 ),
+    .\port$3270$0 (\$133 ),
+    .\port$3272$0 (\$134 ),
+    .\port$3274$0 (\$135 ),
+    .\port$3276$0 (\$136 ),
+    .\port$3278$0 (\$137 ),
+    .\port$3280$0 (\$138 ),
+    .\port$3282$0 (\$139 ),
     .\r_en$39 (\responses__ready$82 ),
     .read_data(\read_data$336 ),
     .requests__ready(requests__3__ready),
@@ -13912,32 +13912,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$318 ),
     .maint__read(\maint__read$302 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3333$0 (\$140 ),
-    .\port$3335$0 (\$141 ),
-    .\port$3337$0 (\$142 ),
-    .\port$3339$0 (\$143 ),
-    .\port$3341$0 (\$144 ),
-    .\port$3343$0 (\$145 ),
-    .\port$3345$0 (\$146 ),
-    .\port$3347$0 (\$147 ),
-    .\port$3349$0 (\$148 ),
-    .\port$3351$0 (\$149 ),
-    .\port$3353$0 (\$150 ),
-    .\port$3355$0 (\$151 ),
-    .\port$3357$0 (\$152 ),
-    .\port$3359$0 (\$153 ),
-    .\port$3361$0 (\$154 ),
-    .\port$3363$0 (\$155 ),
-    .\port$3365$0 (\$156 ),
-    .\port$3367$0 (\$157 ),
-    .\port$3369$0 (\$158 ),
-    .\port$3371$0 (\$159 ),
-    .\port$3373$0 (\$160 ),
-    .\port$3375$0 (\$161 ),
-    .\port$3377$0 (\$162 ),
-    .\port$3379$0 (\$163 ),
-    .\port$3381$0 (\$164 ),
-    .\port$3383$0 (\$165 ),
+    .\port$3285$0 (\$140 ),
+    .\port$3287$0 (\$141 ),
+    .\port$3289$0 (\$142 ),
+    .\port$3291$0 (\$143 ),
+    .\port$3293$0 (\$144 ),
+    .\port$3295$0 (\$145 ),
+    .\port$3297$0 (\$146 ),
+    .\port$3299$0 (\$147 ),
+    .\port$3301$0 (\$148 ),
+    .\port$3303$0 (\$149 ),
+    .\port$3305$0 (\$150 ),
+    .\port$3307$0 (\$151 ),
+    .\port$3309$0 (\$152 ),
+    .\port$3311$0 (\$153 ),
+    .\port$3313$0 (\$154 ),
+    .\port$3315$0 (\$155 ),
+    .\port$3317$0 (\$156 ),
+    .\port$3319$0 (\$157 ),
+    .\port$3321$0 (\$158 ),
+    .\port$3323$0 (\$159 ),
+    .\port$3325$0 (\$160 ),
+    .\port$3327$0 (\$161 ),
+    .\port$3329$0 (\$162 ),
+    .\port$3331$0 (\$163 ),
+    .\port$3333$0 (\$164 ),
+    .\port$3335$0 (\$165 ),
     .\r_en$39 (\responses__ready$96 ),
     .read_data(\read_data$337 ),
     .requests__ready(requests__4__ready),
@@ -13954,32 +13954,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$319 ),
     .maint__read(\maint__read$303 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3386$0 (\$166 ),
-    .\port$3388$0 (\$167 ),
-    .\port$3390$0 (\$168 ),
-    .\port$3392$0 (\$169 ),
-    .\port$3394$0 (\$170 ),
-    .\port$3396$0 (\$171 ),
-    .\port$3398$0 (\$172 ),
-    .\port$3400$0 (\$173 ),
-    .\port$3402$0 (\$174 ),
-    .\port$3404$0 (\$175 ),
-    .\port$3406$0 (\$176 ),
-    .\port$3408$0 (\$177 ),
-    .\port$3410$0 (\$178 ),
-    .\port$3412$0 (\$179 ),
-    .\port$3414$0 (\$180 ),
-    .\port$3416$0 (\$181 ),
-    .\port$3418$0 (\$182 ),
-    .\port$3420$0 (\$183 ),
-    .\port$3422$0 (\$184 ),
-    .\port$3424$0 (\$185 ),
-    .\port$3426$0 (\$186 ),
-    .\port$3428$0 (\$187 ),
-    .\port$3430$0 (\$188 ),
-    .\port$3432$0 (\$189 ),
-    .\port$3434$0 (\$190 ),
-    .\port$3436$0 (\$191 ),
+    .\port$3338$0 (\$166 ),
+    .\port$3340$0 (\$167 ),
+    .\port$3342$0 (\$168 ),
+    .\port$3344$0 (\$169 ),
+    .\port$3346$0 (\$170 ),
+    .\port$3348$0 (\$171 ),
+    .\port$3350$0 (\$172 ),
+    .\port$3352$0 (\$173 ),
+    .\port$3354$0 (\$174 ),
+    .\port$3356$0 (\$175 ),
+    .\port$3358$0 (\$176 ),
+    .\port$3360$0 (\$177 ),
+    .\port$3362$0 (\$178 ),
+    .\port$3364$0 (\$179 ),
+    .\port$3366$0 (\$180 ),
+    .\port$3368$0 (\$181 ),
+    .\port$3370$0 (\$182 ),
+    .\port$3372$0 (\$183 ),
+    .\port$3374$0 (\$184 ),
+    .\port$3376$0 (\$185 ),
+    .\port$3378$0 (\$186 ),
+    .\port$3380$0 (\$187 ),
+    .\port$3382$0 (\$188 ),
+    .\port$3384$0 (\$189 ),
+    .\port$3386$0 (\$190 ),
+    .\port$3388$0 (\$191 ),
     .\r_en$39 (\responses__ready$110 ),
     .read_data(\read_data$338 ),
     .requests__ready(requests__5__ready),
@@ -13996,32 +13996,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$320 ),
     .maint__read(\maint__read$304 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3439$0 (\$192 ),
-    .\port$3441$0 (\$193 ),
-    .\port$3443$0 (\$194 ),
-    .\port$3445$0 (\$195 ),
-    .\port$3447$0 (\$196 ),
-    .\port$3449$0 (\$197 ),
-    .\port$3451$0 (\$198 ),
-    .\port$3453$0 (\$199 ),
-    .\port$3455$0 (\$200 ),
-    .\port$3457$0 (\$201 ),
-    .\port$3459$0 (\$202 ),
-    .\port$3461$0 (\$203 ),
-    .\port$3463$0 (\$204 ),
-    .\port$3465$0 (\$205 ),
-    .\port$3467$0 (\$206 ),
-    .\port$3469$0 (\$207 ),
-    .\port$3471$0 (\$208 ),
-    .\port$3473$0 (\$209 ),
-    .\port$3475$0 (\$210 ),
-    .\port$3477$0 (\$211 ),
-    .\port$3479$0 (\$212 ),
-    .\port$3481$0 (\$213 ),
-    .\port$3483$0 (\$214 ),
-    .\port$3485$0 (\$215 ),
-    .\port$3487$0 (\$216 ),
-    .\port$3489$0 (\$217 ),
+    .\port$3391$0 (\$192 ),
+    .\port$3393$0 (\$193 ),
+    .\port$3395$0 (\$194 ),
+    .\port$3397$0 (\$195 ),
+    .\port$3399$0 (\$196 ),
+    .\port$3401$0 (\$197 ),
+    .\port$3403$0 (\$198 ),
+    .\port$3405$0 (\$199 ),
+    .\port$3407$0 (\$200 ),
+    .\port$3409$0 (\$201 ),
+    .\port$3411$0 (\$202 ),
+    .\port$3413$0 (\$203 ),
+    .\port$3415$0 (\$204 ),
+    .\port$3417$0 (\$205 ),
+    .\port$3419$0 (\$206 ),
+    .\port$3421$0 (\$207 ),
+    .\port$3423$0 (\$208 ),
+    .\port$3425$0 (\$209 ),
+    .\port$3427$0 (\$210 ),
+    .\port$3429$0 (\$211 ),
+    .\port$3431$0 (\$212 ),
+    .\port$3433$0 (\$213 ),
+    .\port$3435$0 (\$214 ),
+    .\port$3437$0 (\$215 ),
+    .\port$3439$0 (\$216 ),
+    .\port$3441$0 (\$217 ),
     .\r_en$39 (\responses__ready$124 ),
     .read_data(\read_data$339 ),
     .requests__ready(requests__6__ready),
@@ -14038,32 +14038,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$321 ),
     .maint__read(\maint__read$305 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3492$0 (\$218 ),
-    .\port$3494$0 (\$219 ),
-    .\port$3496$0 (\$220 ),
-    .\port$3498$0 (\$221 ),
-    .\port$3500$0 (\$222 ),
-    .\port$3502$0 (\$223 ),
-    .\port$3504$0 (\$224 ),
-    .\port$3506$0 (\$225 ),
-    .\port$3508$0 (\$226 ),
-    .\port$3510$0 (\$227 ),
-    .\port$3512$0 (\$228 ),
-    .\port$3514$0 (\$229 ),
-    .\port$3516$0 (\$230 ),
-    .\port$3518$0 (\$231 ),
-    .\port$3520$0 (\$232 ),
-    .\port$3522$0 (\$233 ),
-    .\port$3524$0 (\$234 ),
-    .\port$3526$0 (\$235 ),
-    .\port$3528$0 (\$236 ),
-    .\port$3530$0 (\$237 ),
-    .\port$3532$0 (\$238 ),
-    .\port$3534$0 (\$239 ),
-    .\port$3536$0 (\$240 ),
-    .\port$3538$0 (\$241 ),
-    .\port$3540$0 (\$242 ),
-    .\port$3542$0 (\$243 ),
+    .\port$3444$0 (\$218 ),
+    .\port$3446$0 (\$219 ),
+    .\port$3448$0 (\$220 ),
+    .\port$3450$0 (\$221 ),
+    .\port$3452$0 (\$222 ),
+    .\port$3454$0 (\$223 ),
+    .\port$3456$0 (\$224 ),
+    .\port$3458$0 (\$225 ),
+    .\port$3460$0 (\$226 ),
+    .\port$3462$0 (\$227 ),
+    .\port$3464$0 (\$228 ),
+    .\port$3466$0 (\$229 ),
+    .\port$3468$0 (\$230 ),
+    .\port$3470$0 (\$231 ),
+    .\port$3472$0 (\$232 ),
+    .\port$3474$0 (\$233 ),
+    .\port$3476$0 (\$234 ),
+    .\port$3478$0 (\$235 ),
+    .\port$3480$0 (\$236 ),
+    .\port$3482$0 (\$237 ),
+    .\port$3484$0 (\$238 ),
+    .\port$3486$0 (\$239 ),
+    .\port$3488$0 (\$240 ),
+    .\port$3490$0 (\$241 ),
+    .\port$3492$0 (\$242 ),
+    .\port$3494$0 (\$243 ),
     .\r_en$39 (\responses__ready$138 ),
     .read_data(\read_data$340 ),
     .requests__ready(requests__7__ready),
@@ -14080,32 +14080,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$322 ),
     .maint__read(\maint__read$306 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3545$0 (\$244 ),
-    .\port$3547$0 (\$245 ),
-    .\port$3549$0 (\$246 ),
-    .\port$3551$0 (\$247 ),
-    .\port$3553$0 (\$248 ),
-    .\port$3555$0 (\$249 ),
-    .\port$3557$0 (\$250 ),
-    .\port$3559$0 (\$251 ),
-    .\port$3561$0 (\$252 ),
-    .\port$3563$0 (\$253 ),
-    .\port$3565$0 (\$254 ),
-    .\port$3567$0 (\$255 ),
-    .\port$3569$0 (\$256 ),
-    .\port$3571$0 (\$257 ),
-    .\port$3573$0 (\$258 ),
-    .\port$3575$0 (\$259 ),
-    .\port$3577$0 (\$260 ),
-    .\port$3579$0 (\$261 ),
-    .\port$3581$0 (\$262 ),
-    .\port$3583$0 (\$263 ),
-    .\port$3585$0 (\$264 ),
-    .\port$3587$0 (\$265 ),
-    .\port$3589$0 (\$266 ),
-    .\port$3591$0 (\$267 ),
-    .\port$3593$0 (\$268 ),
-    .\port$3595$0 (\$269 ),
+    .\port$3497$0 (\$244 ),
+    .\port$3499$0 (\$245 ),
+    .\port$3501$0 (\$246 ),
+    .\port$3503$0 (\$247 ),
+    .\port$3505$0 (\$248 ),
+    .\port$3507$0 (\$249 ),
+    .\port$3509$0 (\$250 ),
+    .\port$3511$0 (\$251 ),
+    .\port$3513$0 (\$252 ),
+    .\port$3515$0 (\$253 ),
+    .\port$3517$0 (\$254 ),
+    .\port$3519$0 (\$255 ),
+    .\port$3521$0 (\$256 ),
+    .\port$3523$0 (\$257 ),
+    .\port$3525$0 (\$258 ),
+    .\port$3527$0 (\$259 ),
+    .\port$3529$0 (\$260 ),
+    .\port$3531$0 (\$261 ),
+    .\port$3533$0 (\$262 ),
+    .\port$3535$0 (\$263 ),
+    .\port$3537$0 (\$264 ),
+    .\port$3539$0 (\$265 ),
+    .\port$3541$0 (\$266 ),
+    .\port$3543$0 (\$267 ),
+    .\port$3545$0 (\$268 ),
+    .\port$3547$0 (\$269 ),
     .\r_en$39 (\responses__ready$152 ),
     .read_data(\read_data$341 ),
     .requests__ready(requests__8__ready),
@@ -14122,32 +14122,32 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .maint__hold(\maint__hold$323 ),
     .maint__read(\maint__read$307 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$3598$0 (\$270 ),
-    .\port$3600$0 (\$271 ),
-    .\port$3602$0 (\$272 ),
-    .\port$3604$0 (\$273 ),
-    .\port$3606$0 (\$274 ),
-    .\port$3608$0 (\$275 ),
-    .\port$3610$0 (\$276 ),
-    .\port$3612$0 (\$277 ),
-    .\port$3614$0 (\$278 ),
-    .\port$3616$0 (\$279 ),
-    .\port$3618$0 (\$280 ),
-    .\port$3620$0 (\$281 ),
-    .\port$3622$0 (\$282 ),
-    .\port$3624$0 (\$283 ),
-    .\port$3626$0 (\$284 ),
-    .\port$3628$0 (\$285 ),
-    .\port$3630$0 (\$286 ),
-    .\port$3632$0 (\$287 ),
-    .\port$3634$0 (\$288 ),
-    .\port$3636$0 (\$289 ),
-    .\port$3638$0 (\$290 ),
-    .\port$3640$0 (\$291 ),
-    .\port$3642$0 (\$292 ),
-    .\port$3644$0 (\$293 ),
-    .\port$3646$0 (\$294 ),
-    .\port$3648$0 (\$295 ),
+    .\port$3550$0 (\$270 ),
+    .\port$3552$0 (\$271 ),
+    .\port$3554$0 (\$272 ),
+    .\port$3556$0 (\$273 ),
+    .\port$3558$0 (\$274 ),
+    .\port$3560$0 (\$275 ),
+    .\port$3562$0 (\$276 ),
+    .\port$3564$0 (\$277 ),
+    .\port$3566$0 (\$278 ),
+    .\port$3568$0 (\$279 ),
+    .\port$3570$0 (\$280 ),
+    .\port$3572$0 (\$281 ),
+    .\port$3574$0 (\$282 ),
+    .\port$3576$0 (\$283 ),
+    .\port$3578$0 (\$284 ),
+    .\port$3580$0 (\$285 ),
+    .\port$3582$0 (\$286 ),
+    .\port$3584$0 (\$287 ),
+    .\port$3586$0 (\$288 ),
+    .\port$3588$0 (\$289 ),
+    .\port$3590$0 (\$290 ),
+    .\port$3592$0 (\$291 ),
+    .\port$3594$0 (\$292 ),
+    .\port$3596$0 (\$293 ),
+    .\port$3598$0 (\$294 ),
+    .\port$3600$0 (\$295 ),
     .\r_en$39 (\responses__ready$166 ),
     .read_data(\read_data$342 ),
     .requests__ready(requests__9__ready),
@@ -14253,422 +14253,422 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
     .beats__valid(beats__valid),
     .busy(\busy$259 ),
     .clk(clk),
-    .\port$3121$0 (\$36 ),
-    .\port$3123$0 (\$37 ),
-    .\port$3125$0 (\$38 ),
-    .\port$3127$0 (\$39 ),
-    .\port$3129$0 (\$40 ),
-    .\port$3131$0 (\$41 ),
-    .\port$3133$0 (\$42 ),
-    .\port$3135$0 (\$43 ),
-    .\port$3137$0 (\$44 ),
-    .\port$3139$0 (\$45 ),
-    .\port$3141$0 (\$46 ),
-    .\port$3143$0 (\$47 ),
-    .\port$3145$0 (\$48 ),
-    .\port$3147$0 (\$49 ),
-    .\port$3149$0 (\$50 ),
-    .\port$3151$0 (\$51 ),
-    .\port$3153$0 (\$52 ),
-    .\port$3155$0 (\$53 ),
-    .\port$3157$0 (\$54 ),
-    .\port$3159$0 (\$55 ),
-    .\port$3161$0 (\$56 ),
-    .\port$3163$0 (\$57 ),
-    .\port$3165$0 (\$58 ),
-    .\port$3167$0 (\$59 ),
-    .\port$3169$0 (\$60 ),
-    .\port$3171$0 (\$61 ),
-    .\port$3174$0 (\$62 ),
-    .\port$3176$0 (\$63 ),
-    .\port$3178$0 (\$64 ),
-    .\port$3180$0 (\$65 ),
-    .\port$3182$0 (\$66 ),
-    .\port$3184$0 (\$67 ),
-    .\port$3186$0 (\$68 ),
-    .\port$3188$0 (\$69 ),
-    .\port$3190$0 (\$70 ),
-    .\port$3192$0 (\$71 ),
-    .\port$3194$0 (\$72 ),
-    .\port$3196$0 (\$73 ),
-    .\port$3198$0 (\$74 ),
-    .\port$3200$0 (\$75 ),
-    .\port$3202$0 (\$76 ),
-    .\port$3204$0 (\$77 ),
-    .\port$3206$0 (\$78 ),
-    .\port$3208$0 (\$79 ),
-    .\port$3210$0 (\$80 ),
-    .\port$3212$0 (\$81 ),
-    .\port$3214$0 (\$82 ),
-    .\port$3216$0 (\$83 ),
-    .\port$3218$0 (\$84 ),
-    .\port$3220$0 (\$85 ),
-    .\port$3222$0 (\$86 ),
-    .\port$3224$0 (\$87 ),
-    .\port$3227$0 (\$88 ),
-    .\port$3229$0 (\$89 ),
-    .\port$3231$0 (\$90 ),
-    .\port$3233$0 (\$91 ),
-    .\port$3235$0 (\$92 ),
-    .\port$3237$0 (\$93 ),
-    .\port$3239$0 (\$94 ),
-    .\port$3241$0 (\$95 ),
-    .\port$3243$0 (\$96 ),
-    .\port$3245$0 (\$97 ),
-    .\port$3247$0 (\$98 ),
-    .\port$3249$0 (\$99 ),
-    .\port$3251$0 (\$100 ),
-    .\port$3253$0 (\$101 ),
-    .\port$3255$0 (\$102 ),
-    .\port$3257$0 (\$103 ),
-    .\port$3259$0 (\$104 ),
-    .\port$3261$0 (\$105 ),
-    .\port$3263$0 (\$106 ),
-    .\port$3265$0 (\$107 ),
-    .\port$3267$0 (\$108 ),
-    .\port$3269$0 (\$109 ),
-    .\port$3271$0 (\$110 ),
-    .\port$3273$0 (\$111 ),
-    .\port$3275$0 (\$112 ),
-    .\port$3277$0 (\$113 ),
-    .\port$3280$0 (\$114 ),
-    .\port$3282$0 (\$115 ),
-    .\port$3284$0 (\$116 ),
-    .\port$3286$0 (\$117 ),
-    .\port$3288$0 (\$118 ),
-    .\port$3290$0 (\$119 ),
-    .\port$3292$0 (\$120 ),
-    .\port$3294$0 (\$121 ),
-    .\port$3296$0 (\$122 ),
-    .\port$3298$0 (\$123 ),
-    .\port$3300$0 (\$124 ),
-    .\port$3302$0 (\$125 ),
-    .\port$3304$0 (\$126 ),
-    .\port$3306$0 (\$127 ),
-    .\port$3308$0 (\$128 ),
-    .\port$3310$0 (\$129 ),
-    .\port$3312$0 (\$130 ),
-    .\port$3314$0 (\$131 ),
-    .\port$3316$0 (\$132 ),
-    .\port$3318$0 (\$133 ),
-    .\port$3320$0 (\$134 ),
-    .\port$3322$0 (\$135 ),
-    .\port$3324$0 (\$136 ),
-    .\port$3326$0 (\$137 ),
-    .\port$3328$0 (\$138 ),
-    .\port$3330$0 (\$139 ),
-    .\port$3333$0 (\$140 ),
-    .\port$3335$0 (\$141 ),
-    .\port$3337$0 (\$142 ),
-    .\port$3339$0 (\$143 ),
-    .\port$3341$0 (\$144 ),
-    .\port$3343$0 (\$145 ),
-    .\port$3345$0 (\$146 ),
-    .\port$3347$0 (\$147 ),
-    .\port$3349$0 (\$148 ),
-    .\port$3351$0 (\$149 ),
-    .\port$3353$0 (\$150 ),
-    .\port$3355$0 (\$151 ),
-    .\port$3357$0 (\$152 ),
-    .\port$3359$0 (\$153 ),
-    .\port$3361$0 (\$154 ),
-    .\port$3363$0 (\$155 ),
-    .\port$3365$0 (\$156 ),
-    .\port$3367$0 (\$157 ),
-    .\port$3369$0 (\$158 ),
-    .\port$3371$0 (\$159 ),
-    .\port$3373$0 (\$160 ),
-    .\port$3375$0 (\$161 ),
-    .\port$3377$0 (\$162 ),
-    .\port$3379$0 (\$163 ),
-    .\port$3381$0 (\$164 ),
-    .\port$3383$0 (\$165 ),
-    .\port$3386$0 (\$166 ),
-    .\port$3388$0 (\$167 ),
-    .\port$3390$0 (\$168 ),
-    .\port$3392$0 (\$169 ),
-    .\port$3394$0 (\$170 ),
-    .\port$3396$0 (\$171 ),
-    .\port$3398$0 (\$172 ),
-    .\port$3400$0 (\$173 ),
-    .\port$3402$0 (\$174 ),
-    .\port$3404$0 (\$175 ),
-    .\port$3406$0 (\$176 ),
-    .\port$3408$0 (\$177 ),
-    .\port$3410$0 (\$178 ),
-    .\port$3412$0 (\$179 ),
-    .\port$3414$0 (\$180 ),
-    .\port$3416$0 (\$181 ),
-    .\port$3418$0 (\$182 ),
-    .\port$3420$0 (\$183 ),
-    .\port$3422$0 (\$184 ),
-    .\port$3424$0 (\$185 ),
-    .\port$3426$0 (\$186 ),
-    .\port$3428$0 (\$187 ),
-    .\port$3430$0 (\$188 ),
-    .\port$3432$0 (\$189 ),
-    .\port$3434$0 (\$190 ),
-    .\port$3436$0 (\$191 ),
-    .\port$3439$0 (\$192 ),
-    .\port$3441$0 (\$193 ),
-    .\port$3443$0 (\$194 ),
-    .\port$3445$0 (\$195 ),
-    .\port$3447$0 (\$196 ),
-    .\port$3449$0 (\$197 ),
-    .\port$3451$0 (\$198 ),
-    .\port$3453$0 (\$199 ),
-    .\port$3455$0 (\$200 ),
-    .\port$3457$0 (\$201 ),
-    .\port$3459$0 (\$202 ),
-    .\port$3461$0 (\$203 ),
-    .\port$3463$0 (\$204 ),
-    .\port$3465$0 (\$205 ),
-    .\port$3467$0 (\$206 ),
-    .\port$3469$0 (\$207 ),
-    .\port$3471$0 (\$208 ),
-    .\port$3473$0 (\$209 ),
-    .\port$3475$0 (\$210 ),
-    .\port$3477$0 (\$211 ),
-    .\port$3479$0 (\$212 ),
-    .\port$3481$0 (\$213 ),
-    .\port$3483$0 (\$214 ),
-    .\port$3485$0 (\$215 ),
-    .\port$3487$0 (\$216 ),
-    .\port$3489$0 (\$217 ),
-    .\port$3492$0 (\$218 ),
-    .\port$3494$0 (\$219 ),
-    .\port$3496$0 (\$220 ),
-    .\port$3498$0 (\$221 ),
-    .\port$3500$0 (\$222 ),
-    .\port$3502$0 (\$223 ),
-    .\port$3504$0 (\$224 ),
-    .\port$3506$0 (\$225 ),
-    .\port$3508$0 (\$226 ),
-    .\port$3510$0 (\$227 ),
-    .\port$3512$0 (\$228 ),
-    .\port$3514$0 (\$229 ),
-    .\port$3516$0 (\$230 ),
-    .\port$3518$0 (\$231 ),
-    .\port$3520$0 (\$232 ),
-    .\port$3522$0 (\$233 ),
-    .\port$3524$0 (\$234 ),
-    .\port$3526$0 (\$235 ),
-    .\port$3528$0 (\$236 ),
-    .\port$3530$0 (\$237 ),
-    .\port$3532$0 (\$238 ),
-    .\port$3534$0 (\$239 ),
-    .\port$3536$0 (\$240 ),
-    .\port$3538$0 (\$241 ),
-    .\port$3540$0 (\$242 ),
-    .\port$3542$0 (\$243 ),
-    .\port$3545$0 (\$244 ),
-    .\port$3547$0 (\$245 ),
-    .\port$3549$0 (\$246 ),
-    .\port$3551$0 (\$247 ),
-    .\port$3553$0 (\$248 ),
-    .\port$3555$0 (\$249 ),
-    .\port$3557$0 (\$250 ),
-    .\port$3559$0 (\$251 ),
-    .\port$3561$0 (\$252 ),
-    .\port$3563$0 (\$253 ),
-    .\port$3565$0 (\$254 ),
-    .\port$3567$0 (\$255 ),
-    .\port$3569$0 (\$256 ),
-    .\port$3571$0 (\$257 ),
-    .\port$3573$0 (\$258 ),
-    .\port$3575$0 (\$259 ),
-    .\port$3577$0 (\$260 ),
-    .\port$3579$0 (\$261 ),
-    .\port$3581$0 (\$262 ),
-    .\port$3583$0 (\$263 ),
-    .\port$3585$0 (\$264 ),
-    .\port$3587$0 (\$265 ),
-    .\port$3589$0 (\$266 ),
-    .\port$3591$0 (\$267 ),
-    .\port$3593$0 (\$268 ),
-    .\port$3595$0 (\$269 ),
-    .\port$3598$0 (\$270 ),
-    .\port$3600$0 (\$271 ),
-    .\port$3602$0 (\$272 ),
-    .\port$3604$0 (\$273 ),
-    .\port$3606$0 (\$274 ),
-    .\port$3608$0 (\$275 ),
-    .\port$3610$0 (\$276 ),
-    .\port$3612$0 (\$277 ),
-    .\port$3614$0 (\$278 ),
-    .\port$3616$0 (\$279 ),
-    .\port$3618$0 (\$280 ),
-    .\port$3620$0 (\$281 ),
-    .\port$3622$0 (\$282 ),
-    .\port$3624$0 (\$283 ),
-    .\port$3626$0 (\$284 ),
-    .\port$3628$0 (\$285 ),
-    .\port$3630$0 (\$286 ),
-    .\port$3632$0 (\$287 ),
-    .\port$3634$0 (\$288 ),
-    .\port$3636$0 (\$289 ),
-    .\port$3638$0 (\$290 ),
-    .\port$3640$0 (\$291 ),
-    .\port$3642$0 (\$292 ),
-    .\port$3644$0 (\$293 ),
-    .\port$3646$0 (\$294 ),
-    .\port$3648$0 (\$295 ),
-    .\port$3651$0 (\$296 ),
-    .\port$3653$0 (\$297 ),
-    .\port$3655$0 (\$298 ),
-    .\port$3657$0 (\$299 ),
-    .\port$3659$0 (\$300 ),
-    .\port$3661$0 (\$301 ),
-    .\port$3663$0 (\$302 ),
-    .\port$3665$0 (\$303 ),
-    .\port$3667$0 (\$304 ),
-    .\port$3669$0 (\$305 ),
-    .\port$3671$0 (\$306 ),
-    .\port$3673$0 (\$307 ),
-    .\port$3675$0 (\$308 ),
-    .\port$3677$0 (\$309 ),
-    .\port$3679$0 (\$310 ),
-    .\port$3681$0 (\$311 ),
-    .\port$3683$0 (\$312 ),
-    .\port$3685$0 (\$313 ),
-    .\port$3687$0 (\$314 ),
-    .\port$3689$0 (\$315 ),
-    .\port$3691$0 (\$316 ),
-    .\port$3693$0 (\$317 ),
-    .\port$3695$0 (\$318 ),
-    .\port$3697$0 (\$319 ),
-    .\port$3699$0 (\$320 ),
-    .\port$3701$0 (\$321 ),
-    .\port$3704$0 (\$322 ),
-    .\port$3706$0 (\$323 ),
-    .\port$3708$0 (\$324 ),
-    .\port$3710$0 (\$325 ),
-    .\port$3712$0 (\$326 ),
-    .\port$3714$0 (\$327 ),
-    .\port$3716$0 (\$328 ),
-    .\port$3718$0 (\$329 ),
-    .\port$3720$0 (\$330 ),
-    .\port$3722$0 (\$331 ),
-    .\port$3724$0 (\$332 ),
-    .\port$3726$0 (\$333 ),
-    .\port$3728$0 (\$334 ),
-    .\port$3730$0 (\$335 ),
-    .\port$3732$0 (\$336 ),
-    .\port$3734$0 (\$337 ),
-    .\port$3736$0 (\$338 ),
-    .\port$3738$0 (\$339 ),
-    .\port$3740$0 (\$340 ),
-    .\port$3742$0 (\$341 ),
-    .\port$3744$0 (\$342 ),
-    .\port$3746$0 (\$343 ),
-    .\port$3748$0 (\$344 ),
-    .\port$3750$0 (\$345 ),
-    .\port$3752$0 (\$346 ),
-    .\port$3754$0 (\$347 ),
-    .\port$3757$0 (\$348 ),
-    .\port$3759$0 (\$349 ),
-    .\port$3761$0 (\$350 ),
-    .\port$3763$0 (\$351 ),
-    .\port$3765$0 (\$352 ),
-    .\port$3767$0 (\$353 ),
-    .\port$3769$0 (\$354 ),
-    .\port$3771$0 (\$355 ),
-    .\port$3773$0 (\$356 ),
-    .\port$3775$0 (\$357 ),
-    .\port$3777$0 (\$358 ),
-    .\port$3779$0 (\$359 ),
-    .\port$3781$0 (\$360 ),
-    .\port$3783$0 (\$361 ),
-    .\port$3785$0 (\$362 ),
-    .\port$3787$0 (\$363 ),
-    .\port$3789$0 (\$364 ),
-    .\port$3791$0 (\$365 ),
-    .\port$3793$0 (\$366 ),
-    .\port$3795$0 (\$367 ),
-    .\port$3797$0 (\$368 ),
-    .\port$3799$0 (\$369 ),
-    .\port$3801$0 (\$370 ),
-    .\port$3803$0 (\$371 ),
-    .\port$3805$0 (\$372 ),
-    .\port$3807$0 (\$373 ),
-    .\port$3810$0 (\$374 ),
-    .\port$3812$0 (\$375 ),
-    .\port$3814$0 (\$376 ),
-    .\port$3816$0 (\$377 ),
-    .\port$3818$0 (\$378 ),
-    .\port$3820$0 (\$379 ),
-    .\port$3822$0 (\$380 ),
-    .\port$3824$0 (\$381 ),
-    .\port$3826$0 (\$382 ),
-    .\port$3828$0 (\$383 ),
-    .\port$3830$0 (\$384 ),
-    .\port$3832$0 (\$385 ),
-    .\port$3834$0 (\$386 ),
-    .\port$3836$0 (\$387 ),
-    .\port$3838$0 (\$388 ),
-    .\port$3840$0 (\$389 ),
-    .\port$3842$0 (\$390 ),
-    .\port$3844$0 (\$391 ),
-    .\port$3846$0 (\$392 ),
-    .\port$3848$0 (\$393 ),
-    .\port$3850$0 (\$394 ),
-    .\port$3852$0 (\$395 ),
-    .\port$3854$0 (\$396 ),
-    .\port$3856$0 (\$397 ),
-    .\port$3858$0 (\$398 ),
-    .\port$3860$0 (\$399 ),
-    .\port$3863$0 (\$400 ),
-    .\port$3865$0 (\$401 ),
-    .\port$3867$0 (\$402 ),
-    .\port$3869$0 (\$403 ),
-    .\port$3871$0 (\$404 ),
-    .\port$3873$0 (\$405 ),
-    .\port$3875$0 (\$406 ),
-    .\port$3877$0 (\$407 ),
-    .\port$3879$0 (\$408 ),
-    .\port$3881$0 (\$409 ),
-    .\port$3883$0 (\$410 ),
-    .\port$3885$0 (\$411 ),
-    .\port$3887$0 (\$412 ),
-    .\port$3889$0 (\$413 ),
-    .\port$3891$0 (\$414 ),
-    .\port$3893$0 (\$415 ),
-    .\port$3895$0 (\$416 ),
-    .\port$3897$0 (\$417 ),
-    .\port$3899$0 (\$418 ),
-    .\port$3901$0 (\$419 ),
-    .\port$3903$0 (\$420 ),
-    .\port$3905$0 (\$421 ),
-    .\port$3907$0 (\$422 ),
-    .\port$3909$0 (\$423 ),
-    .\port$3911$0 (\$424 ),
-    .\port$3913$0 (\$425 ),
-    .\port$3916$0 (\$426 ),
-    .\port$3918$0 (\$427 ),
-    .\port$3920$0 (\$428 ),
-    .\port$3922$0 (\$429 ),
-    .\port$3924$0 (\$430 ),
-    .\port$3926$0 (\$431 ),
-    .\port$3928$0 (\$432 ),
-    .\port$3930$0 (\$433 ),
-    .\port$3932$0 (\$434 ),
-    .\port$3934$0 (\$435 ),
-    .\port$3936$0 (\$436 ),
-    .\port$3938$0 (\$437 ),
-    .\port$3940$0 (\$438 ),
-    .\port$3942$0 (\$439 ),
-    .\port$3944$0 (\$440 ),
-    .\port$3946$0 (\$441 ),
-    .\port$3948$0 (\$442 ),
-    .\port$3950$0 (\$443 ),
-    .\port$3952$0 (\$444 ),
-    .\port$3954$0 (\$445 ),
-    .\port$3956$0 (\$446 ),
-    .\port$3958$0 (\$447 ),
-    .\port$3960$0 (\$448 ),
-    .\port$3962$0 (\$449 ),
-    .\port$3964$0 (\$450 ),
-    .\port$3966$0 (\$451 ),
+    .\port$3073$0 (\$36 ),
+    .\port$3075$0 (\$37 ),
+    .\port$3077$0 (\$38 ),
+    .\port$3079$0 (\$39 ),
+    .\port$3081$0 (\$40 ),
+    .\port$3083$0 (\$41 ),
+    .\port$3085$0 (\$42 ),
+    .\port$3087$0 (\$43 ),
+    .\port$3089$0 (\$44 ),
+    .\port$3091$0 (\$45 ),
+    .\port$3093$0 (\$46 ),
+    .\port$3095$0 (\$47 ),
+    .\port$3097$0 (\$48 ),
+    .\port$3099$0 (\$49 ),
+    .\port$3101$0 (\$50 ),
+    .\port$3103$0 (\$51 ),
+    .\port$3105$0 (\$52 ),
+    .\port$3107$0 (\$53 ),
+    .\port$3109$0 (\$54 ),
+    .\port$3111$0 (\$55 ),
+    .\port$3113$0 (\$56 ),
+    .\port$3115$0 (\$57 ),
+    .\port$3117$0 (\$58 ),
+    .\port$3119$0 (\$59 ),
+    .\port$3121$0 (\$60 ),
+    .\port$3123$0 (\$61 ),
+    .\port$3126$0 (\$62 ),
+    .\port$3128$0 (\$63 ),
+    .\port$3130$0 (\$64 ),
+    .\port$3132$0 (\$65 ),
+    .\port$3134$0 (\$66 ),
+    .\port$3136$0 (\$67 ),
+    .\port$3138$0 (\$68 ),
+    .\port$3140$0 (\$69 ),
+    .\port$3142$0 (\$70 ),
+    .\port$3144$0 (\$71 ),
+    .\port$3146$0 (\$72 ),
+    .\port$3148$0 (\$73 ),
+    .\port$3150$0 (\$74 ),
+    .\port$3152$0 (\$75 ),
+    .\port$3154$0 (\$76 ),
+    .\port$3156$0 (\$77 ),
+    .\port$3158$0 (\$78 ),
+    .\port$3160$0 (\$79 ),
+    .\port$3162$0 (\$80 ),
+    .\port$3164$0 (\$81 ),
+    .\port$3166$0 (\$82 ),
+    .\port$3168$0 (\$83 ),
+    .\port$3170$0 (\$84 ),
+    .\port$3172$0 (\$85 ),
+    .\port$3174$0 (\$86 ),
+    .\port$3176$0 (\$87 ),
+    .\port$3179$0 (\$88 ),
+    .\port$3181$0 (\$89 ),
+    .\port$3183$0 (\$90 ),
+    .\port$3185$0 (\$91 ),
+    .\port$3187$0 (\$92 ),
+    .\port$3189$0 (\$93 ),
+    .\port$3191$0 (\$94 ),
+    .\port$3193$0 (\$95 ),
+    .\port$3195$0 (\$96 ),
+    .\port$3197$0 (\$97 ),
+    .\port$3199$0 (\$98 ),
+    .\port$3201$0 (\$99 ),
+    .\port$3203$0 (\$100 ),
+    .\port$3205$0 (\$101 ),
+    .\port$3207$0 (\$102 ),
+    .\port$3209$0 (\$103 ),
+    .\port$3211$0 (\$104 ),
+    .\port$3213$0 (\$105 ),
+    .\port$3215$0 (\$106 ),
+    .\port$3217$0 (\$107 ),
+    .\port$3219$0 (\$108 ),
+    .\port$3221$0 (\$109 ),
+    .\port$3223$0 (\$110 ),
+    .\port$3225$0 (\$111 ),
+    .\port$3227$0 (\$112 ),
+    .\port$3229$0 (\$113 ),
+    .\port$3232$0 (\$114 ),
+    .\port$3234$0 (\$115 ),
+    .\port$3236$0 (\$116 ),
+    .\port$3238$0 (\$117 ),
+    .\port$3240$0 (\$118 ),
+    .\port$3242$0 (\$119 ),
+    .\port$3244$0 (\$120 ),
+    .\port$3246$0 (\$121 ),
+    .\port$3248$0 (\$122 ),
+    .\port$3250$0 (\$123 ),
+    .\port$3252$0 (\$124 ),
+    .\port$3254$0 (\$125 ),
+    .\port$3256$0 (\$126 ),
+    .\port$3258$0 (\$127 ),
+    .\port$3260$0 (\$128 ),
+    .\port$3262$0 (\$129 ),
+    .\port$3264$0 (\$130 ),
+    .\port$3266$0 (\$131 ),
+    .\port$3268$0 (\$132 ),
+    .\port$3270$0 (\$133 ),
+    .\port$3272$0 (\$134 ),
+    .\port$3274$0 (\$135 ),
+    .\port$3276$0 (\$136 ),
+    .\port$3278$0 (\$137 ),
+    .\port$3280$0 (\$138 ),
+    .\port$3282$0 (\$139 ),
+    .\port$3285$0 (\$140 ),
+    .\port$3287$0 (\$141 ),
+    .\port$3289$0 (\$142 ),
+    .\port$3291$0 (\$143 ),
+    .\port$3293$0 (\$144 ),
+    .\port$3295$0 (\$145 ),
+    .\port$3297$0 (\$146 ),
+    .\port$3299$0 (\$147 ),
+    .\port$3301$0 (\$148 ),
+    .\port$3303$0 (\$149 ),
+    .\port$3305$0 (\$150 ),
+    .\port$3307$0 (\$151 ),
+    .\port$3309$0 (\$152 ),
+    .\port$3311$0 (\$153 ),
+    .\port$3313$0 (\$154 ),
+    .\port$3315$0 (\$155 ),
+    .\port$3317$0 (\$156 ),
+    .\port$3319$0 (\$157 ),
+    .\port$3321$0 (\$158 ),
+    .\port$3323$0 (\$159 ),
+    .\port$3325$0 (\$160 ),
+    .\port$3327$0 (\$161 ),
+    .\port$3329$0 (\$162 ),
+    .\port$3331$0 (\$163 ),
+    .\port$3333$0 (\$164 ),
+    .\port$3335$0 (\$165 ),
+    .\port$3338$0 (\$166 ),
+    .\port$3340$0 (\$167 ),
+    .\port$3342$0 (\$168 ),
+    .\port$3344$0 (\$169 ),
+    .\port$3346$0 (\$170 ),
+    .\port$3348$0 (\$171 ),
+    .\port$3350$0 (\$172 ),
+    .\port$3352$0 (\$173 ),
+    .\port$3354$0 (\$174 ),
+    .\port$3356$0 (\$175 ),
+    .\port$3358$0 (\$176 ),
+    .\port$3360$0 (\$177 ),
+    .\port$3362$0 (\$178 ),
+    .\port$3364$0 (\$179 ),
+    .\port$3366$0 (\$180 ),
+    .\port$3368$0 (\$181 ),
+    .\port$3370$0 (\$182 ),
+    .\port$3372$0 (\$183 ),
+    .\port$3374$0 (\$184 ),
+    .\port$3376$0 (\$185 ),
+    .\port$3378$0 (\$186 ),
+    .\port$3380$0 (\$187 ),
+    .\port$3382$0 (\$188 ),
+    .\port$3384$0 (\$189 ),
+    .\port$3386$0 (\$190 ),
+    .\port$3388$0 (\$191 ),
+    .\port$3391$0 (\$192 ),
+    .\port$3393$0 (\$193 ),
+    .\port$3395$0 (\$194 ),
+    .\port$3397$0 (\$195 ),
+    .\port$3399$0 (\$196 ),
+    .\port$3401$0 (\$197 ),
+    .\port$3403$0 (\$198 ),
+    .\port$3405$0 (\$199 ),
+    .\port$3407$0 (\$200 ),
+    .\port$3409$0 (\$201 ),
+    .\port$3411$0 (\$202 ),
+    .\port$3413$0 (\$203 ),
+    .\port$3415$0 (\$204 ),
+    .\port$3417$0 (\$205 ),
+    .\port$3419$0 (\$206 ),
+    .\port$3421$0 (\$207 ),
+    .\port$3423$0 (\$208 ),
+    .\port$3425$0 (\$209 ),
+    .\port$3427$0 (\$210 ),
+    .\port$3429$0 (\$211 ),
+    .\port$3431$0 (\$212 ),
+    .\port$3433$0 (\$213 ),
+    .\port$3435$0 (\$214 ),
+    .\port$3437$0 (\$215 ),
+    .\port$3439$0 (\$216 ),
+    .\port$3441$0 (\$217 ),
+    .\port$3444$0 (\$218 ),
+    .\port$3446$0 (\$219 ),
+    .\port$3448$0 (\$220 ),
+    .\port$3450$0 (\$221 ),
+    .\port$3452$0 (\$222 ),
+    .\port$3454$0 (\$223 ),
+    .\port$3456$0 (\$224 ),
+    .\port$3458$0 (\$225 ),
+    .\port$3460$0 (\$226 ),
+    .\port$3462$0 (\$227 ),
+    .\port$3464$0 (\$228 ),
+    .\port$3466$0 (\$229 ),
+    .\port$3468$0 (\$230 ),
+    .\port$3470$0 (\$231 ),
+    .\port$3472$0 (\$232 ),
+    .\port$3474$0 (\$233 ),
+    .\port$3476$0 (\$234 ),
+    .\port$3478$0 (\$235 ),
+    .\port$3480$0 (\$236 ),
+    .\port$3482$0 (\$237 ),
+    .\port$3484$0 (\$238 ),
+    .\port$3486$0 (\$239 ),
+    .\port$3488$0 (\$240 ),
+    .\port$3490$0 (\$241 ),
+    .\port$3492$0 (\$242 ),
+    .\port$3494$0 (\$243 ),
+    .\port$3497$0 (\$244 ),
+    .\port$3499$0 (\$245 ),
+    .\port$3501$0 (\$246 ),
+    .\port$3503$0 (\$247 ),
+    .\port$3505$0 (\$248 ),
+    .\port$3507$0 (\$249 ),
+    .\port$3509$0 (\$250 ),
+    .\port$3511$0 (\$251 ),
+    .\port$3513$0 (\$252 ),
+    .\port$3515$0 (\$253 ),
+    .\port$3517$0 (\$254 ),
+    .\port$3519$0 (\$255 ),
+    .\port$3521$0 (\$256 ),
+    .\port$3523$0 (\$257 ),
+    .\port$3525$0 (\$258 ),
+    .\port$3527$0 (\$259 ),
+    .\port$3529$0 (\$260 ),
+    .\port$3531$0 (\$261 ),
+    .\port$3533$0 (\$262 ),
+    .\port$3535$0 (\$263 ),
+    .\port$3537$0 (\$264 ),
+    .\port$3539$0 (\$265 ),
+    .\port$3541$0 (\$266 ),
+    .\port$3543$0 (\$267 ),
+    .\port$3545$0 (\$268 ),
+    .\port$3547$0 (\$269 ),
+    .\port$3550$0 (\$270 ),
+    .\port$3552$0 (\$271 ),
+    .\port$3554$0 (\$272 ),
+    .\port$3556$0 (\$273 ),
+    .\port$3558$0 (\$274 ),
+    .\port$3560$0 (\$275 ),
+    .\port$3562$0 (\$276 ),
+    .\port$3564$0 (\$277 ),
+    .\port$3566$0 (\$278 ),
+    .\port$3568$0 (\$279 ),
+    .\port$3570$0 (\$280 ),
+    .\port$3572$0 (\$281 ),
+    .\port$3574$0 (\$282 ),
+    .\port$3576$0 (\$283 ),
+    .\port$3578$0 (\$284 ),
+    .\port$3580$0 (\$285 ),
+    .\port$3582$0 (\$286 ),
+    .\port$3584$0 (\$287 ),
+    .\port$3586$0 (\$288 ),
+    .\port$3588$0 (\$289 ),
+    .\port$3590$0 (\$290 ),
+    .\port$3592$0 (\$291 ),
+    .\port$3594$0 (\$292 ),
+    .\port$3596$0 (\$293 ),
+    .\port$3598$0 (\$294 ),
+    .\port$3600$0 (\$295 ),
+    .\port$3603$0 (\$296 ),
+    .\port$3605$0 (\$297 ),
+    .\port$3607$0 (\$298 ),
+    .\port$3609$0 (\$299 ),
+    .\port$3611$0 (\$300 ),
+    .\port$3613$0 (\$301 ),
+    .\port$3615$0 (\$302 ),
+    .\port$3617$0 (\$303 ),
+    .\port$3619$0 (\$304 ),
+    .\port$3621$0 (\$305 ),
+    .\port$3623$0 (\$306 ),
+    .\port$3625$0 (\$307 ),
+    .\port$3627$0 (\$308 ),
+    .\port$3629$0 (\$309 ),
+    .\port$3631$0 (\$310 ),
+    .\port$3633$0 (\$311 ),
+    .\port$3635$0 (\$312 ),
+    .\port$3637$0 (\$313 ),
+    .\port$3639$0 (\$314 ),
+    .\port$3641$0 (\$315 ),
+    .\port$3643$0 (\$316 ),
+    .\port$3645$0 (\$317 ),
+    .\port$3647$0 (\$318 ),
+    .\port$3649$0 (\$319 ),
+    .\port$3651$0 (\$320 ),
+    .\port$3653$0 (\$321 ),
+    .\port$3656$0 (\$322 ),
+    .\port$3658$0 (\$323 ),
+    .\port$3660$0 (\$324 ),
+    .\port$3662$0 (\$325 ),
+    .\port$3664$0 (\$326 ),
+    .\port$3666$0 (\$327 ),
+    .\port$3668$0 (\$328 ),
+    .\port$3670$0 (\$329 ),
+    .\port$3672$0 (\$330 ),
+    .\port$3674$0 (\$331 ),
+    .\port$3676$0 (\$332 ),
+    .\port$3678$0 (\$333 ),
+    .\port$3680$0 (\$334 ),
+    .\port$3682$0 (\$335 ),
+    .\port$3684$0 (\$336 ),
+    .\port$3686$0 (\$337 ),
+    .\port$3688$0 (\$338 ),
+    .\port$3690$0 (\$339 ),
+    .\port$3692$0 (\$340 ),
+    .\port$3694$0 (\$341 ),
+    .\port$3696$0 (\$342 ),
+    .\port$3698$0 (\$343 ),
+    .\port$3700$0 (\$344 ),
+    .\port$3702$0 (\$345 ),
+    .\port$3704$0 (\$346 ),
+    .\port$3706$0 (\$347 ),
+    .\port$3709$0 (\$348 ),
+    .\port$3711$0 (\$349 ),
+    .\port$3713$0 (\$350 ),
+    .\port$3715$0 (\$351 ),
+    .\port$3717$0 (\$352 ),
+    .\port$3719$0 (\$353 ),
+    .\port$3721$0 (\$354 ),
+    .\port$3723$0 (\$355 ),
+    .\port$3725$0 (\$356 ),
+    .\port$3727$0 (\$357 ),
+    .\port$3729$0 (\$358 ),
+    .\port$3731$0 (\$359 ),
+    .\port$3733$0 (\$360 ),
+    .\port$3735$0 (\$361 ),
+    .\port$3737$0 (\$362 ),
+    .\port$3739$0 (\$363 ),
+    .\port$3741$0 (\$364 ),
+    .\port$3743$0 (\$365 ),
+    .\port$3745$0 (\$366 ),
+    .\port$3747$0 (\$367 ),
+    .\port$3749$0 (\$368 ),
+    .\port$3751$0 (\$369 ),
+    .\port$3753$0 (\$370 ),
+    .\port$3755$0 (\$371 ),
+    .\port$3757$0 (\$372 ),
+    .\port$3759$0 (\$373 ),
+    .\port$3762$0 (\$374 ),
+    .\port$3764$0 (\$375 ),
+    .\port$3766$0 (\$376 ),
+    .\port$3768$0 (\$377 ),
+    .\port$3770$0 (\$378 ),
+    .\port$3772$0 (\$379 ),
+    .\port$3774$0 (\$380 ),
+    .\port$3776$0 (\$381 ),
+    .\port$3778$0 (\$382 ),
+    .\port$3780$0 (\$383 ),
+    .\port$3782$0 (\$384 ),
+    .\port$3784$0 (\$385 ),
+    .\port$3786$0 (\$386 ),
+    .\port$3788$0 (\$387 ),
+    .\port$3790$0 (\$388 ),
+    .\port$3792$0 (\$389 ),
+    .\port$3794$0 (\$390 ),
+    .\port$3796$0 (\$391 ),
+    .\port$3798$0 (\$392 ),
+    .\port$3800$0 (\$393 ),
+    .\port$3802$0 (\$394 ),
+    .\port$3804$0 (\$395 ),
+    .\port$3806$0 (\$396 ),
+    .\port$3808$0 (\$397 ),
+    .\port$3810$0 (\$398 ),
+    .\port$3812$0 (\$399 ),
+    .\port$3815$0 (\$400 ),
+    .\port$3817$0 (\$401 ),
+    .\port$3819$0 (\$402 ),
+    .\port$3821$0 (\$403 ),
+    .\port$3823$0 (\$404 ),
+    .\port$3825$0 (\$405 ),
+    .\port$3827$0 (\$406 ),
+    .\port$3829$0 (\$407 ),
+    .\port$3831$0 (\$408 ),
+    .\port$3833$0 (\$409 ),
+    .\port$3835$0 (\$410 ),
+    .\port$3837$0 (\$411 ),
+    .\port$3839$0 (\$412 ),
+    .\port$3841$0 (\$413 ),
+    .\port$3843$0 (\$414 ),
+    .\port$3845$0 (\$415 ),
+    .\port$3847$0 (\$416 ),
+    .\port$3849$0 (\$417 ),
+    .\port$3851$0 (\$418 ),
+    .\port$3853$0 (\$419 ),
+    .\port$3855$0 (\$420 ),
+    .\port$3857$0 (\$421 ),
+    .\port$3859$0 (\$422 ),
+    .\port$3861$0 (\$423 ),
+    .\port$3863$0 (\$424 ),
+    .\port$3865$0 (\$425 ),
+    .\port$3868$0 (\$426 ),
+    .\port$3870$0 (\$427 ),
+    .\port$3872$0 (\$428 ),
+    .\port$3874$0 (\$429 ),
+    .\port$3876$0 (\$430 ),
+    .\port$3878$0 (\$431 ),
+    .\port$3880$0 (\$432 ),
+    .\port$3882$0 (\$433 ),
+    .\port$3884$0 (\$434 ),
+    .\port$3886$0 (\$435 ),
+    .\port$3888$0 (\$436 ),
+    .\port$3890$0 (\$437 ),
+    .\port$3892$0 (\$438 ),
+    .\port$3894$0 (\$439 ),
+    .\port$3896$0 (\$440 ),
+    .\port$3898$0 (\$441 ),
+    .\port$3900$0 (\$442 ),
+    .\port$3902$0 (\$443 ),
+    .\port$3904$0 (\$444 ),
+    .\port$3906$0 (\$445 ),
+    .\port$3908$0 (\$446 ),
+    .\port$3910$0 (\$447 ),
+    .\port$3912$0 (\$448 ),
+    .\port$3914$0 (\$449 ),
+    .\port$3916$0 (\$450 ),
+    .\port$3918$0 (\$451 ),
     .records__payload(w_data),
     .records__ready(records__ready),
     .records__valid(w_en),
@@ -16324,8 +16324,8 @@ module \hotline_accelerator.engine (rst, lookups__valid, \busy$262 , lookups__re
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3121$0 , \port$3123$0 , \port$3125$0 , \port$3127$0 , \port$3129$0 , \port$3131$0 , \port$3133$0 , \port$3135$0 , \port$3137$0 , \port$3139$0 , \port$3141$0 , \port$3143$0 , \port$3145$0 , \port$3147$0 , \port$3149$0 , \port$3151$0 , \port$3153$0 , \port$3155$0 , \port$3157$0 
-, \port$3159$0 , \port$3161$0 , \port$3163$0 , \port$3165$0 , \port$3167$0 , \port$3169$0 , \port$3171$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3073$0 , \port$3075$0 , \port$3077$0 , \port$3079$0 , \port$3081$0 , \port$3083$0 , \port$3085$0 , \port$3087$0 , \port$3089$0 , \port$3091$0 , \port$3093$0 , \port$3095$0 , \port$3097$0 , \port$3099$0 , \port$3101$0 , \port$3103$0 , \port$3105$0 , \port$3107$0 , \port$3109$0 
+, \port$3111$0 , \port$3113$0 , \port$3115$0 , \port$3117$0 , \port$3119$0 , \port$3121$0 , \port$3123$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -16368,58 +16368,58 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3121$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3073$0 ;
+  wire \port$3073$0 ;
+  input \port$3075$0 ;
+  wire \port$3075$0 ;
+  input \port$3077$0 ;
+  wire \port$3077$0 ;
+  input \port$3079$0 ;
+  wire \port$3079$0 ;
+  input \port$3081$0 ;
+  wire \port$3081$0 ;
+  input \port$3083$0 ;
+  wire \port$3083$0 ;
+  input \port$3085$0 ;
+  wire \port$3085$0 ;
+  input \port$3087$0 ;
+  wire \port$3087$0 ;
+  input \port$3089$0 ;
+  wire \port$3089$0 ;
+  input \port$3091$0 ;
+  wire \port$3091$0 ;
+  input \port$3093$0 ;
+  wire \port$3093$0 ;
+  input \port$3095$0 ;
+  wire \port$3095$0 ;
+  input \port$3097$0 ;
+  wire \port$3097$0 ;
+  input \port$3099$0 ;
+  wire \port$3099$0 ;
+  input \port$3101$0 ;
+  wire \port$3101$0 ;
+  input \port$3103$0 ;
+  wire \port$3103$0 ;
+  input \port$3105$0 ;
+  wire \port$3105$0 ;
+  input \port$3107$0 ;
+  wire \port$3107$0 ;
+  input \port$3109$0 ;
+  wire \port$3109$0 ;
+  input \port$3111$0 ;
+  wire \port$3111$0 ;
+  input \port$3113$0 ;
+  wire \port$3113$0 ;
+  input \port$3115$0 ;
+  wire \port$3115$0 ;
+  input \port$3117$0 ;
+  wire \port$3117$0 ;
+  input \port$3119$0 ;
+  wire \port$3119$0 ;
   input \port$3121$0 ;
   wire \port$3121$0 ;
   input \port$3123$0 ;
   wire \port$3123$0 ;
-  input \port$3125$0 ;
-  wire \port$3125$0 ;
-  input \port$3127$0 ;
-  wire \port$3127$0 ;
-  input \port$3129$0 ;
-  wire \port$3129$0 ;
-  input \port$3131$0 ;
-  wire \port$3131$0 ;
-  input \port$3133$0 ;
-  wire \port$3133$0 ;
-  input \port$3135$0 ;
-  wire \port$3135$0 ;
-  input \port$3137$0 ;
-  wire \port$3137$0 ;
-  input \port$3139$0 ;
-  wire \port$3139$0 ;
-  input \port$3141$0 ;
-  wire \port$3141$0 ;
-  input \port$3143$0 ;
-  wire \port$3143$0 ;
-  input \port$3145$0 ;
-  wire \port$3145$0 ;
-  input \port$3147$0 ;
-  wire \port$3147$0 ;
-  input \port$3149$0 ;
-  wire \port$3149$0 ;
-  input \port$3151$0 ;
-  wire \port$3151$0 ;
-  input \port$3153$0 ;
-  wire \port$3153$0 ;
-  input \port$3155$0 ;
-  wire \port$3155$0 ;
-  input \port$3157$0 ;
-  wire \port$3157$0 ;
-  input \port$3159$0 ;
-  wire \port$3159$0 ;
-  input \port$3161$0 ;
-  wire \port$3161$0 ;
-  input \port$3163$0 ;
-  wire \port$3163$0 ;
-  input \port$3165$0 ;
-  wire \port$3165$0 ;
-  input \port$3167$0 ;
-  wire \port$3167$0 ;
-  input \port$3169$0 ;
-  wire \port$3169$0 ;
-  input \port$3171$0 ;
-  wire \port$3171$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -16557,7 +16557,7 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3121$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
-    \$9  = { \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0 , \port$3141$0 , \port$3139$0 , \port$3137$0 , \port$3135$0 , \port$3133$0 , \port$3131$0 , \port$3129$0 , \port$3127$0 , \port$3125$0 , \port$3123$0 , \port$3121$0  };
+    \$9  = { \port$3123$0 , \port$3121$0 , \port$3119$0 , \port$3117$0 , \port$3115$0 , \port$3113$0 , \port$3111$0 , \port$3109$0 , \port$3107$0 , \port$3105$0 , \port$3103$0 , \port$3101$0 , \port$3099$0 , \port$3097$0 , \port$3095$0 , \port$3093$0 , \port$3091$0 , \port$3089$0 , \port$3087$0 , \port$3085$0 , \port$3083$0 , \port$3081$0 , \port$3079$0 , \port$3077$0 , \port$3075$0 , \port$3073$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -16595,7 +16595,7 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3121$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3171$0 , \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0 , \port$3141$0 , \port$3139$0 , \port$3137$0 , \port$3135$0 , \port$3133$0 , \port$3131$0 , \port$3129$0 , \port$3127$0 , \port$3125$0 , \port$3123$0 , \port$3121$0  };
+  assign requests__payload = { \port$3123$0 , \port$3121$0 , \port$3119$0 , \port$3117$0 , \port$3115$0 , \port$3113$0 , \port$3111$0 , \port$3109$0 , \port$3107$0 , \port$3105$0 , \port$3103$0 , \port$3101$0 , \port$3099$0 , \port$3097$0 , \port$3095$0 , \port$3093$0 , \port$3091$0 , \port$3089$0 , \port$3087$0 , \port$3085$0 , \port$3083$0 , \port$3081$0 , \port$3079$0 , \port$3077$0 , \port$3075$0 , \port$3073$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -16637,9 +16637,9 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3121$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3131$0 , \port$3129$0 , \port$3127$0 , \port$3125$0 , \port$3123$0 , \port$3121$0  };
-  assign \requests__payload.tag  = { \port$3169$0 , \port$3167$0 , \port$3165$0 , \port$3163$0 , \port$3161$0 , \port$3159$0 , \port$3157$0 , \port$3155$0 , \port$3153$0 , \port$3151$0 , \port$3149$0 , \port$3147$0 , \port$3145$0 , \port$3143$0 , \port$3141$0 , \port$3139$0 , \port$3137$0 , \port$3135$0 , \port$3133$0  };
-  assign \requests__payload.repeated  = \port$3171$0 ;
+  assign \requests__payload.set  = { \port$3083$0 , \port$3081$0 , \port$3079$0 , \port$3077$0 , \port$3075$0 , \port$3073$0  };
+  assign \requests__payload.tag  = { \port$3121$0 , \port$3119$0 , \port$3117$0 , \port$3115$0 , \port$3113$0 , \port$3111$0 , \port$3109$0 , \port$3107$0 , \port$3105$0 , \port$3103$0 , \port$3101$0 , \port$3099$0 , \port$3097$0 , \port$3095$0 , \port$3093$0 , \port$3091$0 , \port$3089$0 , \port$3087$0 , \port$3085$0  };
+  assign \requests__payload.repeated  = \port$3123$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17996,8 +17996,8 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3174$0 , \port$3176$0 , \port$3178$0 , \port$3180$0 , \port$3182$0 , \port$3184$0 , \port$3186$0 , \port$3188$0 , \port$3190$0 , \port$3192$0 , \port$3194$0 , \port$3196$0 , \port$3198$0 , \port$3200$0 , \port$3202$0 , \port$3204$0 , \port$3206$0 , \port$3208$0 , \port$3210$0 
-, \port$3212$0 , \port$3214$0 , \port$3216$0 , \port$3218$0 , \port$3220$0 , \port$3222$0 , \port$3224$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3126$0 , \port$3128$0 , \port$3130$0 , \port$3132$0 , \port$3134$0 , \port$3136$0 , \port$3138$0 , \port$3140$0 , \port$3142$0 , \port$3144$0 , \port$3146$0 , \port$3148$0 , \port$3150$0 , \port$3152$0 , \port$3154$0 , \port$3156$0 , \port$3158$0 , \port$3160$0 , \port$3162$0 
+, \port$3164$0 , \port$3166$0 , \port$3168$0 , \port$3170$0 , \port$3172$0 , \port$3174$0 , \port$3176$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -18040,58 +18040,58 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3174$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3126$0 ;
+  wire \port$3126$0 ;
+  input \port$3128$0 ;
+  wire \port$3128$0 ;
+  input \port$3130$0 ;
+  wire \port$3130$0 ;
+  input \port$3132$0 ;
+  wire \port$3132$0 ;
+  input \port$3134$0 ;
+  wire \port$3134$0 ;
+  input \port$3136$0 ;
+  wire \port$3136$0 ;
+  input \port$3138$0 ;
+  wire \port$3138$0 ;
+  input \port$3140$0 ;
+  wire \port$3140$0 ;
+  input \port$3142$0 ;
+  wire \port$3142$0 ;
+  input \port$3144$0 ;
+  wire \port$3144$0 ;
+  input \port$3146$0 ;
+  wire \port$3146$0 ;
+  input \port$3148$0 ;
+  wire \port$3148$0 ;
+  input \port$3150$0 ;
+  wire \port$3150$0 ;
+  input \port$3152$0 ;
+  wire \port$3152$0 ;
+  input \port$3154$0 ;
+  wire \port$3154$0 ;
+  input \port$3156$0 ;
+  wire \port$3156$0 ;
+  input \port$3158$0 ;
+  wire \port$3158$0 ;
+  input \port$3160$0 ;
+  wire \port$3160$0 ;
+  input \port$3162$0 ;
+  wire \port$3162$0 ;
+  input \port$3164$0 ;
+  wire \port$3164$0 ;
+  input \port$3166$0 ;
+  wire \port$3166$0 ;
+  input \port$3168$0 ;
+  wire \port$3168$0 ;
+  input \port$3170$0 ;
+  wire \port$3170$0 ;
+  input \port$3172$0 ;
+  wire \port$3172$0 ;
   input \port$3174$0 ;
   wire \port$3174$0 ;
   input \port$3176$0 ;
   wire \port$3176$0 ;
-  input \port$3178$0 ;
-  wire \port$3178$0 ;
-  input \port$3180$0 ;
-  wire \port$3180$0 ;
-  input \port$3182$0 ;
-  wire \port$3182$0 ;
-  input \port$3184$0 ;
-  wire \port$3184$0 ;
-  input \port$3186$0 ;
-  wire \port$3186$0 ;
-  input \port$3188$0 ;
-  wire \port$3188$0 ;
-  input \port$3190$0 ;
-  wire \port$3190$0 ;
-  input \port$3192$0 ;
-  wire \port$3192$0 ;
-  input \port$3194$0 ;
-  wire \port$3194$0 ;
-  input \port$3196$0 ;
-  wire \port$3196$0 ;
-  input \port$3198$0 ;
-  wire \port$3198$0 ;
-  input \port$3200$0 ;
-  wire \port$3200$0 ;
-  input \port$3202$0 ;
-  wire \port$3202$0 ;
-  input \port$3204$0 ;
-  wire \port$3204$0 ;
-  input \port$3206$0 ;
-  wire \port$3206$0 ;
-  input \port$3208$0 ;
-  wire \port$3208$0 ;
-  input \port$3210$0 ;
-  wire \port$3210$0 ;
-  input \port$3212$0 ;
-  wire \port$3212$0 ;
-  input \port$3214$0 ;
-  wire \port$3214$0 ;
-  input \port$3216$0 ;
-  wire \port$3216$0 ;
-  input \port$3218$0 ;
-  wire \port$3218$0 ;
-  input \port$3220$0 ;
-  wire \port$3220$0 ;
-  input \port$3222$0 ;
-  wire \port$3222$0 ;
-  input \port$3224$0 ;
-  wire \port$3224$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -18229,7 +18229,7 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3174$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
-    \$9  = { \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0 , \port$3198$0 , \port$3196$0 , \port$3194$0 , \port$3192$0 , \port$3190$0 , \port$3188$0 , \port$3186$0 , \port$3184$0 , \port$3182$0 , \port$3180$0 , \port$3178$0 , \port$3176$0 , \port$3174$0  };
+    \$9  = { \port$3176$0 , \port$3174$0 , \port$3172$0 , \port$3170$0 , \port$3168$0 , \port$3166$0 , \port$3164$0 , \port$3162$0 , \port$3160$0 , \port$3158$0 , \port$3156$0 , \port$3154$0 , \port$3152$0 , \port$3150$0 , \port$3148$0 , \port$3146$0 , \port$3144$0 , \port$3142$0 , \port$3140$0 , \port$3138$0 , \port$3136$0 , \port$3134$0 , \port$3132$0 , \port$3130$0 , \port$3128$0 , \port$3126$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -18267,7 +18267,7 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3174$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3224$0 , \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0 , \port$3198$0 , \port$3196$0 , \port$3194$0 , \port$3192$0 , \port$3190$0 , \port$3188$0 , \port$3186$0 , \port$3184$0 , \port$3182$0 , \port$3180$0 , \port$3178$0 , \port$3176$0 , \port$3174$0  };
+  assign requests__payload = { \port$3176$0 , \port$3174$0 , \port$3172$0 , \port$3170$0 , \port$3168$0 , \port$3166$0 , \port$3164$0 , \port$3162$0 , \port$3160$0 , \port$3158$0 , \port$3156$0 , \port$3154$0 , \port$3152$0 , \port$3150$0 , \port$3148$0 , \port$3146$0 , \port$3144$0 , \port$3142$0 , \port$3140$0 , \port$3138$0 , \port$3136$0 , \port$3134$0 , \port$3132$0 , \port$3130$0 , \port$3128$0 , \port$3126$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -18309,9 +18309,9 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3174$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3184$0 , \port$3182$0 , \port$3180$0 , \port$3178$0 , \port$3176$0 , \port$3174$0  };
-  assign \requests__payload.tag  = { \port$3222$0 , \port$3220$0 , \port$3218$0 , \port$3216$0 , \port$3214$0 , \port$3212$0 , \port$3210$0 , \port$3208$0 , \port$3206$0 , \port$3204$0 , \port$3202$0 , \port$3200$0 , \port$3198$0 , \port$3196$0 , \port$3194$0 , \port$3192$0 , \port$3190$0 , \port$3188$0 , \port$3186$0  };
-  assign \requests__payload.repeated  = \port$3224$0 ;
+  assign \requests__payload.set  = { \port$3136$0 , \port$3134$0 , \port$3132$0 , \port$3130$0 , \port$3128$0 , \port$3126$0  };
+  assign \requests__payload.tag  = { \port$3174$0 , \port$3172$0 , \port$3170$0 , \port$3168$0 , \port$3166$0 , \port$3164$0 , \port$3162$0 , \port$3160$0 , \port$3158$0 , \port$3156$0 , \port$3154$0 , \port$3152$0 , \port$3150$0 , \port$3148$0 , \port$3146$0 , \port$3144$0 , \port$3142$0 , \port$3140$0 , \port$3138$0  };
+  assign \requests__payload.repeated  = \port$3176$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19668,8 +19668,8 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3651$0 , \port$3653$0 , \port$3655$0 , \port$3657$0 , \port$3659$0 , \port$3661$0 , \port$3663$0 , \port$3665$0 , \port$3667$0 , \port$3669$0 , \port$3671$0 , \port$3673$0 , \port$3675$0 , \port$3677$0 , \port$3679$0 , \port$3681$0 , \port$3683$0 , \port$3685$0 , \port$3687$0 
-, \port$3689$0 , \port$3691$0 , \port$3693$0 , \port$3695$0 , \port$3697$0 , \port$3699$0 , \port$3701$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3603$0 , \port$3605$0 , \port$3607$0 , \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 , \port$3637$0 , \port$3639$0 
+, \port$3641$0 , \port$3643$0 , \port$3645$0 , \port$3647$0 , \port$3649$0 , \port$3651$0 , \port$3653$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -19712,58 +19712,58 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3651$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3603$0 ;
+  wire \port$3603$0 ;
+  input \port$3605$0 ;
+  wire \port$3605$0 ;
+  input \port$3607$0 ;
+  wire \port$3607$0 ;
+  input \port$3609$0 ;
+  wire \port$3609$0 ;
+  input \port$3611$0 ;
+  wire \port$3611$0 ;
+  input \port$3613$0 ;
+  wire \port$3613$0 ;
+  input \port$3615$0 ;
+  wire \port$3615$0 ;
+  input \port$3617$0 ;
+  wire \port$3617$0 ;
+  input \port$3619$0 ;
+  wire \port$3619$0 ;
+  input \port$3621$0 ;
+  wire \port$3621$0 ;
+  input \port$3623$0 ;
+  wire \port$3623$0 ;
+  input \port$3625$0 ;
+  wire \port$3625$0 ;
+  input \port$3627$0 ;
+  wire \port$3627$0 ;
+  input \port$3629$0 ;
+  wire \port$3629$0 ;
+  input \port$3631$0 ;
+  wire \port$3631$0 ;
+  input \port$3633$0 ;
+  wire \port$3633$0 ;
+  input \port$3635$0 ;
+  wire \port$3635$0 ;
+  input \port$3637$0 ;
+  wire \port$3637$0 ;
+  input \port$3639$0 ;
+  wire \port$3639$0 ;
+  input \port$3641$0 ;
+  wire \port$3641$0 ;
+  input \port$3643$0 ;
+  wire \port$3643$0 ;
+  input \port$3645$0 ;
+  wire \port$3645$0 ;
+  input \port$3647$0 ;
+  wire \port$3647$0 ;
+  input \port$3649$0 ;
+  wire \port$3649$0 ;
   input \port$3651$0 ;
   wire \port$3651$0 ;
   input \port$3653$0 ;
   wire \port$3653$0 ;
-  input \port$3655$0 ;
-  wire \port$3655$0 ;
-  input \port$3657$0 ;
-  wire \port$3657$0 ;
-  input \port$3659$0 ;
-  wire \port$3659$0 ;
-  input \port$3661$0 ;
-  wire \port$3661$0 ;
-  input \port$3663$0 ;
-  wire \port$3663$0 ;
-  input \port$3665$0 ;
-  wire \port$3665$0 ;
-  input \port$3667$0 ;
-  wire \port$3667$0 ;
-  input \port$3669$0 ;
-  wire \port$3669$0 ;
-  input \port$3671$0 ;
-  wire \port$3671$0 ;
-  input \port$3673$0 ;
-  wire \port$3673$0 ;
-  input \port$3675$0 ;
-  wire \port$3675$0 ;
-  input \port$3677$0 ;
-  wire \port$3677$0 ;
-  input \port$3679$0 ;
-  wire \port$3679$0 ;
-  input \port$3681$0 ;
-  wire \port$3681$0 ;
-  input \port$3683$0 ;
-  wire \port$3683$0 ;
-  input \port$3685$0 ;
-  wire \port$3685$0 ;
-  input \port$3687$0 ;
-  wire \port$3687$0 ;
-  input \port$3689$0 ;
-  wire \port$3689$0 ;
-  input \port$3691$0 ;
-  wire \port$3691$0 ;
-  input \port$3693$0 ;
-  wire \port$3693$0 ;
-  input \port$3695$0 ;
-  wire \port$3695$0 ;
-  input \port$3697$0 ;
-  wire \port$3697$0 ;
-  input \port$3699$0 ;
-  wire \port$3699$0 ;
-  input \port$3701$0 ;
-  wire \port$3701$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -19901,7 +19901,7 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3651$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
-    \$9  = { \port$3701$0 , \port$3699$0 , \port$3697$0 , \port$3695$0 , \port$3693$0 , \port$3691$0 , \port$3689$0 , \port$3687$0 , \port$3685$0 , \port$3683$0 , \port$3681$0 , \port$3679$0 , \port$3677$0 , \port$3675$0 , \port$3673$0 , \port$3671$0 , \port$3669$0 , \port$3667$0 , \port$3665$0 , \port$3663$0 , \port$3661$0 , \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0  };
+    \$9  = { \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -19939,7 +19939,7 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3651$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3701$0 , \port$3699$0 , \port$3697$0 , \port$3695$0 , \port$3693$0 , \port$3691$0 , \port$3689$0 , \port$3687$0 , \port$3685$0 , \port$3683$0 , \port$3681$0 , \port$3679$0 , \port$3677$0 , \port$3675$0 , \port$3673$0 , \port$3671$0 , \port$3669$0 , \port$3667$0 , \port$3665$0 , \port$3663$0 , \port$3661$0 , \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0  };
+  assign requests__payload = { \port$3653$0 , \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0 , \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -19981,9 +19981,9 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3651$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3661$0 , \port$3659$0 , \port$3657$0 , \port$3655$0 , \port$3653$0 , \port$3651$0  };
-  assign \requests__payload.tag  = { \port$3699$0 , \port$3697$0 , \port$3695$0 , \port$3693$0 , \port$3691$0 , \port$3689$0 , \port$3687$0 , \port$3685$0 , \port$3683$0 , \port$3681$0 , \port$3679$0 , \port$3677$0 , \port$3675$0 , \port$3673$0 , \port$3671$0 , \port$3669$0 , \port$3667$0 , \port$3665$0 , \port$3663$0  };
-  assign \requests__payload.repeated  = \port$3701$0 ;
+  assign \requests__payload.set  = { \port$3613$0 , \port$3611$0 , \port$3609$0 , \port$3607$0 , \port$3605$0 , \port$3603$0  };
+  assign \requests__payload.tag  = { \port$3651$0 , \port$3649$0 , \port$3647$0 , \port$3645$0 , \port$3643$0 , \port$3641$0 , \port$3639$0 , \port$3637$0 , \port$3635$0 , \port$3633$0 , \port$3631$0 , \port$3629$0 , \port$3627$0 , \port$3625$0 , \port$3623$0 , \port$3621$0 , \port$3619$0 , \port$3617$0 , \port$3615$0  };
+  assign \requests__payload.repeated  = \port$3653$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -21340,8 +21340,8 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3704$0 , \port$3706$0 , \port$3708$0 , \port$3710$0 , \port$3712$0 , \port$3714$0 , \port$3716$0 , \port$3718$0 , \port$3720$0 , \port$3722$0 , \port$3724$0 , \port$3726$0 , \port$3728$0 , \port$3730$0 , \port$3732$0 , \port$3734$0 , \port$3736$0 , \port$3738$0 , \port$3740$0 
-, \port$3742$0 , \port$3744$0 , \port$3746$0 , \port$3748$0 , \port$3750$0 , \port$3752$0 , \port$3754$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3656$0 , \port$3658$0 , \port$3660$0 , \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 , \port$3688$0 , \port$3690$0 , \port$3692$0 
+, \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -21384,58 +21384,58 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3704$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3656$0 ;
+  wire \port$3656$0 ;
+  input \port$3658$0 ;
+  wire \port$3658$0 ;
+  input \port$3660$0 ;
+  wire \port$3660$0 ;
+  input \port$3662$0 ;
+  wire \port$3662$0 ;
+  input \port$3664$0 ;
+  wire \port$3664$0 ;
+  input \port$3666$0 ;
+  wire \port$3666$0 ;
+  input \port$3668$0 ;
+  wire \port$3668$0 ;
+  input \port$3670$0 ;
+  wire \port$3670$0 ;
+  input \port$3672$0 ;
+  wire \port$3672$0 ;
+  input \port$3674$0 ;
+  wire \port$3674$0 ;
+  input \port$3676$0 ;
+  wire \port$3676$0 ;
+  input \port$3678$0 ;
+  wire \port$3678$0 ;
+  input \port$3680$0 ;
+  wire \port$3680$0 ;
+  input \port$3682$0 ;
+  wire \port$3682$0 ;
+  input \port$3684$0 ;
+  wire \port$3684$0 ;
+  input \port$3686$0 ;
+  wire \port$3686$0 ;
+  input \port$3688$0 ;
+  wire \port$3688$0 ;
+  input \port$3690$0 ;
+  wire \port$3690$0 ;
+  input \port$3692$0 ;
+  wire \port$3692$0 ;
+  input \port$3694$0 ;
+  wire \port$3694$0 ;
+  input \port$3696$0 ;
+  wire \port$3696$0 ;
+  input \port$3698$0 ;
+  wire \port$3698$0 ;
+  input \port$3700$0 ;
+  wire \port$3700$0 ;
+  input \port$3702$0 ;
+  wire \port$3702$0 ;
   input \port$3704$0 ;
   wire \port$3704$0 ;
   input \port$3706$0 ;
   wire \port$3706$0 ;
-  input \port$3708$0 ;
-  wire \port$3708$0 ;
-  input \port$3710$0 ;
-  wire \port$3710$0 ;
-  input \port$3712$0 ;
-  wire \port$3712$0 ;
-  input \port$3714$0 ;
-  wire \port$3714$0 ;
-  input \port$3716$0 ;
-  wire \port$3716$0 ;
-  input \port$3718$0 ;
-  wire \port$3718$0 ;
-  input \port$3720$0 ;
-  wire \port$3720$0 ;
-  input \port$3722$0 ;
-  wire \port$3722$0 ;
-  input \port$3724$0 ;
-  wire \port$3724$0 ;
-  input \port$3726$0 ;
-  wire \port$3726$0 ;
-  input \port$3728$0 ;
-  wire \port$3728$0 ;
-  input \port$3730$0 ;
-  wire \port$3730$0 ;
-  input \port$3732$0 ;
-  wire \port$3732$0 ;
-  input \port$3734$0 ;
-  wire \port$3734$0 ;
-  input \port$3736$0 ;
-  wire \port$3736$0 ;
-  input \port$3738$0 ;
-  wire \port$3738$0 ;
-  input \port$3740$0 ;
-  wire \port$3740$0 ;
-  input \port$3742$0 ;
-  wire \port$3742$0 ;
-  input \port$3744$0 ;
-  wire \port$3744$0 ;
-  input \port$3746$0 ;
-  wire \port$3746$0 ;
-  input \port$3748$0 ;
-  wire \port$3748$0 ;
-  input \port$3750$0 ;
-  wire \port$3750$0 ;
-  input \port$3752$0 ;
-  wire \port$3752$0 ;
-  input \port$3754$0 ;
-  wire \port$3754$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -21573,7 +21573,7 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3704$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
-    \$9  = { \port$3754$0 , \port$3752$0 , \port$3750$0 , \port$3748$0 , \port$3746$0 , \port$3744$0 , \port$3742$0 , \port$3740$0 , \port$3738$0 , \port$3736$0 , \port$3734$0 , \port$3732$0 , \port$3730$0 , \port$3728$0 , \port$3726$0 , \port$3724$0 , \port$3722$0 , \port$3720$0 , \port$3718$0 , \port$3716$0 , \port$3714$0 , \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0  };
+    \$9  = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -21611,7 +21611,7 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3704$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3754$0 , \port$3752$0 , \port$3750$0 , \port$3748$0 , \port$3746$0 , \port$3744$0 , \port$3742$0 , \port$3740$0 , \port$3738$0 , \port$3736$0 , \port$3734$0 , \port$3732$0 , \port$3730$0 , \port$3728$0 , \port$3726$0 , \port$3724$0 , \port$3722$0 , \port$3720$0 , \port$3718$0 , \port$3716$0 , \port$3714$0 , \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0  };
+  assign requests__payload = { \port$3706$0 , \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0 , \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -21653,9 +21653,9 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3704$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3714$0 , \port$3712$0 , \port$3710$0 , \port$3708$0 , \port$3706$0 , \port$3704$0  };
-  assign \requests__payload.tag  = { \port$3752$0 , \port$3750$0 , \port$3748$0 , \port$3746$0 , \port$3744$0 , \port$3742$0 , \port$3740$0 , \port$3738$0 , \port$3736$0 , \port$3734$0 , \port$3732$0 , \port$3730$0 , \port$3728$0 , \port$3726$0 , \port$3724$0 , \port$3722$0 , \port$3720$0 , \port$3718$0 , \port$3716$0  };
-  assign \requests__payload.repeated  = \port$3754$0 ;
+  assign \requests__payload.set  = { \port$3666$0 , \port$3664$0 , \port$3662$0 , \port$3660$0 , \port$3658$0 , \port$3656$0  };
+  assign \requests__payload.tag  = { \port$3704$0 , \port$3702$0 , \port$3700$0 , \port$3698$0 , \port$3696$0 , \port$3694$0 , \port$3692$0 , \port$3690$0 , \port$3688$0 , \port$3686$0 , \port$3684$0 , \port$3682$0 , \port$3680$0 , \port$3678$0 , \port$3676$0 , \port$3674$0 , \port$3672$0 , \port$3670$0 , \port$3668$0  };
+  assign \requests__payload.repeated  = \port$3706$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23012,8 +23012,8 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , \port$3765$0 , \port$3767$0 , \port$3769$0 , \port$3771$0 , \port$3773$0 , \port$3775$0 , \port$3777$0 , \port$3779$0 , \port$3781$0 , \port$3783$0 , \port$3785$0 , \port$3787$0 , \port$3789$0 , \port$3791$0 , \port$3793$0 
-, \port$3795$0 , \port$3797$0 , \port$3799$0 , \port$3801$0 , \port$3803$0 , \port$3805$0 , \port$3807$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3709$0 , \port$3711$0 , \port$3713$0 , \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 , \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 
+, \port$3747$0 , \port$3749$0 , \port$3751$0 , \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -23056,58 +23056,58 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3757$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3709$0 ;
+  wire \port$3709$0 ;
+  input \port$3711$0 ;
+  wire \port$3711$0 ;
+  input \port$3713$0 ;
+  wire \port$3713$0 ;
+  input \port$3715$0 ;
+  wire \port$3715$0 ;
+  input \port$3717$0 ;
+  wire \port$3717$0 ;
+  input \port$3719$0 ;
+  wire \port$3719$0 ;
+  input \port$3721$0 ;
+  wire \port$3721$0 ;
+  input \port$3723$0 ;
+  wire \port$3723$0 ;
+  input \port$3725$0 ;
+  wire \port$3725$0 ;
+  input \port$3727$0 ;
+  wire \port$3727$0 ;
+  input \port$3729$0 ;
+  wire \port$3729$0 ;
+  input \port$3731$0 ;
+  wire \port$3731$0 ;
+  input \port$3733$0 ;
+  wire \port$3733$0 ;
+  input \port$3735$0 ;
+  wire \port$3735$0 ;
+  input \port$3737$0 ;
+  wire \port$3737$0 ;
+  input \port$3739$0 ;
+  wire \port$3739$0 ;
+  input \port$3741$0 ;
+  wire \port$3741$0 ;
+  input \port$3743$0 ;
+  wire \port$3743$0 ;
+  input \port$3745$0 ;
+  wire \port$3745$0 ;
+  input \port$3747$0 ;
+  wire \port$3747$0 ;
+  input \port$3749$0 ;
+  wire \port$3749$0 ;
+  input \port$3751$0 ;
+  wire \port$3751$0 ;
+  input \port$3753$0 ;
+  wire \port$3753$0 ;
+  input \port$3755$0 ;
+  wire \port$3755$0 ;
   input \port$3757$0 ;
   wire \port$3757$0 ;
   input \port$3759$0 ;
   wire \port$3759$0 ;
-  input \port$3761$0 ;
-  wire \port$3761$0 ;
-  input \port$3763$0 ;
-  wire \port$3763$0 ;
-  input \port$3765$0 ;
-  wire \port$3765$0 ;
-  input \port$3767$0 ;
-  wire \port$3767$0 ;
-  input \port$3769$0 ;
-  wire \port$3769$0 ;
-  input \port$3771$0 ;
-  wire \port$3771$0 ;
-  input \port$3773$0 ;
-  wire \port$3773$0 ;
-  input \port$3775$0 ;
-  wire \port$3775$0 ;
-  input \port$3777$0 ;
-  wire \port$3777$0 ;
-  input \port$3779$0 ;
-  wire \port$3779$0 ;
-  input \port$3781$0 ;
-  wire \port$3781$0 ;
-  input \port$3783$0 ;
-  wire \port$3783$0 ;
-  input \port$3785$0 ;
-  wire \port$3785$0 ;
-  input \port$3787$0 ;
-  wire \port$3787$0 ;
-  input \port$3789$0 ;
-  wire \port$3789$0 ;
-  input \port$3791$0 ;
-  wire \port$3791$0 ;
-  input \port$3793$0 ;
-  wire \port$3793$0 ;
-  input \port$3795$0 ;
-  wire \port$3795$0 ;
-  input \port$3797$0 ;
-  wire \port$3797$0 ;
-  input \port$3799$0 ;
-  wire \port$3799$0 ;
-  input \port$3801$0 ;
-  wire \port$3801$0 ;
-  input \port$3803$0 ;
-  wire \port$3803$0 ;
-  input \port$3805$0 ;
-  wire \port$3805$0 ;
-  input \port$3807$0 ;
-  wire \port$3807$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -23245,7 +23245,7 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3757$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
-    \$9  = { \port$3807$0 , \port$3805$0 , \port$3803$0 , \port$3801$0 , \port$3799$0 , \port$3797$0 , \port$3795$0 , \port$3793$0 , \port$3791$0 , \port$3789$0 , \port$3787$0 , \port$3785$0 , \port$3783$0 , \port$3781$0 , \port$3779$0 , \port$3777$0 , \port$3775$0 , \port$3773$0 , \port$3771$0 , \port$3769$0 , \port$3767$0 , \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0  };
+    \$9  = { \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0 , \port$3711$0 , \port$3709$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -23283,7 +23283,7 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3757$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3807$0 , \port$3805$0 , \port$3803$0 , \port$3801$0 , \port$3799$0 , \port$3797$0 , \port$3795$0 , \port$3793$0 , \port$3791$0 , \port$3789$0 , \port$3787$0 , \port$3785$0 , \port$3783$0 , \port$3781$0 , \port$3779$0 , \port$3777$0 , \port$3775$0 , \port$3773$0 , \port$3771$0 , \port$3769$0 , \port$3767$0 , \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0  };
+  assign requests__payload = { \port$3759$0 , \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0 , \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0 , \port$3711$0 , \port$3709$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -23325,9 +23325,9 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3757$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3767$0 , \port$3765$0 , \port$3763$0 , \port$3761$0 , \port$3759$0 , \port$3757$0  };
-  assign \requests__payload.tag  = { \port$3805$0 , \port$3803$0 , \port$3801$0 , \port$3799$0 , \port$3797$0 , \port$3795$0 , \port$3793$0 , \port$3791$0 , \port$3789$0 , \port$3787$0 , \port$3785$0 , \port$3783$0 , \port$3781$0 , \port$3779$0 , \port$3777$0 , \port$3775$0 , \port$3773$0 , \port$3771$0 , \port$3769$0  };
-  assign \requests__payload.repeated  = \port$3807$0 ;
+  assign \requests__payload.set  = { \port$3719$0 , \port$3717$0 , \port$3715$0 , \port$3713$0 , \port$3711$0 , \port$3709$0  };
+  assign \requests__payload.tag  = { \port$3757$0 , \port$3755$0 , \port$3753$0 , \port$3751$0 , \port$3749$0 , \port$3747$0 , \port$3745$0 , \port$3743$0 , \port$3741$0 , \port$3739$0 , \port$3737$0 , \port$3735$0 , \port$3733$0 , \port$3731$0 , \port$3729$0 , \port$3727$0 , \port$3725$0 , \port$3723$0 , \port$3721$0  };
+  assign \requests__payload.repeated  = \port$3759$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24684,8 +24684,8 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 , \port$3818$0 , \port$3820$0 , \port$3822$0 , \port$3824$0 , \port$3826$0 , \port$3828$0 , \port$3830$0 , \port$3832$0 , \port$3834$0 , \port$3836$0 , \port$3838$0 , \port$3840$0 , \port$3842$0 , \port$3844$0 , \port$3846$0 
-, \port$3848$0 , \port$3850$0 , \port$3852$0 , \port$3854$0 , \port$3856$0 , \port$3858$0 , \port$3860$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3762$0 , \port$3764$0 , \port$3766$0 , \port$3768$0 , \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 
+, \port$3800$0 , \port$3802$0 , \port$3804$0 , \port$3806$0 , \port$3808$0 , \port$3810$0 , \port$3812$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -24728,58 +24728,58 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3810$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3762$0 ;
+  wire \port$3762$0 ;
+  input \port$3764$0 ;
+  wire \port$3764$0 ;
+  input \port$3766$0 ;
+  wire \port$3766$0 ;
+  input \port$3768$0 ;
+  wire \port$3768$0 ;
+  input \port$3770$0 ;
+  wire \port$3770$0 ;
+  input \port$3772$0 ;
+  wire \port$3772$0 ;
+  input \port$3774$0 ;
+  wire \port$3774$0 ;
+  input \port$3776$0 ;
+  wire \port$3776$0 ;
+  input \port$3778$0 ;
+  wire \port$3778$0 ;
+  input \port$3780$0 ;
+  wire \port$3780$0 ;
+  input \port$3782$0 ;
+  wire \port$3782$0 ;
+  input \port$3784$0 ;
+  wire \port$3784$0 ;
+  input \port$3786$0 ;
+  wire \port$3786$0 ;
+  input \port$3788$0 ;
+  wire \port$3788$0 ;
+  input \port$3790$0 ;
+  wire \port$3790$0 ;
+  input \port$3792$0 ;
+  wire \port$3792$0 ;
+  input \port$3794$0 ;
+  wire \port$3794$0 ;
+  input \port$3796$0 ;
+  wire \port$3796$0 ;
+  input \port$3798$0 ;
+  wire \port$3798$0 ;
+  input \port$3800$0 ;
+  wire \port$3800$0 ;
+  input \port$3802$0 ;
+  wire \port$3802$0 ;
+  input \port$3804$0 ;
+  wire \port$3804$0 ;
+  input \port$3806$0 ;
+  wire \port$3806$0 ;
+  input \port$3808$0 ;
+  wire \port$3808$0 ;
   input \port$3810$0 ;
   wire \port$3810$0 ;
   input \port$3812$0 ;
   wire \port$3812$0 ;
-  input \port$3814$0 ;
-  wire \port$3814$0 ;
-  input \port$3816$0 ;
-  wire \port$3816$0 ;
-  input \port$3818$0 ;
-  wire \port$3818$0 ;
-  input \port$3820$0 ;
-  wire \port$3820$0 ;
-  input \port$3822$0 ;
-  wire \port$3822$0 ;
-  input \port$3824$0 ;
-  wire \port$3824$0 ;
-  input \port$3826$0 ;
-  wire \port$3826$0 ;
-  input \port$3828$0 ;
-  wire \port$3828$0 ;
-  input \port$3830$0 ;
-  wire \port$3830$0 ;
-  input \port$3832$0 ;
-  wire \port$3832$0 ;
-  input \port$3834$0 ;
-  wire \port$3834$0 ;
-  input \port$3836$0 ;
-  wire \port$3836$0 ;
-  input \port$3838$0 ;
-  wire \port$3838$0 ;
-  input \port$3840$0 ;
-  wire \port$3840$0 ;
-  input \port$3842$0 ;
-  wire \port$3842$0 ;
-  input \port$3844$0 ;
-  wire \port$3844$0 ;
-  input \port$3846$0 ;
-  wire \port$3846$0 ;
-  input \port$3848$0 ;
-  wire \port$3848$0 ;
-  input \port$3850$0 ;
-  wire \port$3850$0 ;
-  input \port$3852$0 ;
-  wire \port$3852$0 ;
-  input \port$3854$0 ;
-  wire \port$3854$0 ;
-  input \port$3856$0 ;
-  wire \port$3856$0 ;
-  input \port$3858$0 ;
-  wire \port$3858$0 ;
-  input \port$3860$0 ;
-  wire \port$3860$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -24917,7 +24917,7 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3810$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
-    \$9  = { \port$3860$0 , \port$3858$0 , \port$3856$0 , \port$3854$0 , \port$3852$0 , \port$3850$0 , \port$3848$0 , \port$3846$0 , \port$3844$0 , \port$3842$0 , \port$3840$0 , \port$3838$0 , \port$3836$0 , \port$3834$0 , \port$3832$0 , \port$3830$0 , \port$3828$0 , \port$3826$0 , \port$3824$0 , \port$3822$0 , \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0  };
+    \$9  = { \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0 , \port$3766$0 , \port$3764$0 , \port$3762$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -24955,7 +24955,7 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3810$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3860$0 , \port$3858$0 , \port$3856$0 , \port$3854$0 , \port$3852$0 , \port$3850$0 , \port$3848$0 , \port$3846$0 , \port$3844$0 , \port$3842$0 , \port$3840$0 , \port$3838$0 , \port$3836$0 , \port$3834$0 , \port$3832$0 , \port$3830$0 , \port$3828$0 , \port$3826$0 , \port$3824$0 , \port$3822$0 , \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0  };
+  assign requests__payload = { \port$3812$0 , \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0 , \port$3772$0 , \port$3770$0 , \port$3768$0 , \port$3766$0 , \port$3764$0 , \port$3762$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -24997,9 +24997,9 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3810$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3820$0 , \port$3818$0 , \port$3816$0 , \port$3814$0 , \port$3812$0 , \port$3810$0  };
-  assign \requests__payload.tag  = { \port$3858$0 , \port$3856$0 , \port$3854$0 , \port$3852$0 , \port$3850$0 , \port$3848$0 , \port$3846$0 , \port$3844$0 , \port$3842$0 , \port$3840$0 , \port$3838$0 , \port$3836$0 , \port$3834$0 , \port$3832$0 , \port$3830$0 , \port$3828$0 , \port$3826$0 , \port$3824$0 , \port$3822$0  };
-  assign \requests__payload.repeated  = \port$3860$0 ;
+  assign \requests__payload.set  = { \port$3772$0 , \port$3770$0 , \port$3768$0 , \port$3766$0 , \port$3764$0 , \port$3762$0  };
+  assign \requests__payload.tag  = { \port$3810$0 , \port$3808$0 , \port$3806$0 , \port$3804$0 , \port$3802$0 , \port$3800$0 , \port$3798$0 , \port$3796$0 , \port$3794$0 , \port$3792$0 , \port$3790$0 , \port$3788$0 , \port$3786$0 , \port$3784$0 , \port$3782$0 , \port$3780$0 , \port$3778$0 , \port$3776$0 , \port$3774$0  };
+  assign \requests__payload.repeated  = \port$3812$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26356,8 +26356,8 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \port$3873$0 , \port$3875$0 , \port$3877$0 , \port$3879$0 , \port$3881$0 , \port$3883$0 , \port$3885$0 , \port$3887$0 , \port$3889$0 , \port$3891$0 , \port$3893$0 , \port$3895$0 , \port$3897$0 , \port$3899$0 
-, \port$3901$0 , \port$3903$0 , \port$3905$0 , \port$3907$0 , \port$3909$0 , \port$3911$0 , \port$3913$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3815$0 , \port$3817$0 , \port$3819$0 , \port$3821$0 , \port$3823$0 , \port$3825$0 , \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 
+, \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -26400,58 +26400,58 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3863$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3815$0 ;
+  wire \port$3815$0 ;
+  input \port$3817$0 ;
+  wire \port$3817$0 ;
+  input \port$3819$0 ;
+  wire \port$3819$0 ;
+  input \port$3821$0 ;
+  wire \port$3821$0 ;
+  input \port$3823$0 ;
+  wire \port$3823$0 ;
+  input \port$3825$0 ;
+  wire \port$3825$0 ;
+  input \port$3827$0 ;
+  wire \port$3827$0 ;
+  input \port$3829$0 ;
+  wire \port$3829$0 ;
+  input \port$3831$0 ;
+  wire \port$3831$0 ;
+  input \port$3833$0 ;
+  wire \port$3833$0 ;
+  input \port$3835$0 ;
+  wire \port$3835$0 ;
+  input \port$3837$0 ;
+  wire \port$3837$0 ;
+  input \port$3839$0 ;
+  wire \port$3839$0 ;
+  input \port$3841$0 ;
+  wire \port$3841$0 ;
+  input \port$3843$0 ;
+  wire \port$3843$0 ;
+  input \port$3845$0 ;
+  wire \port$3845$0 ;
+  input \port$3847$0 ;
+  wire \port$3847$0 ;
+  input \port$3849$0 ;
+  wire \port$3849$0 ;
+  input \port$3851$0 ;
+  wire \port$3851$0 ;
+  input \port$3853$0 ;
+  wire \port$3853$0 ;
+  input \port$3855$0 ;
+  wire \port$3855$0 ;
+  input \port$3857$0 ;
+  wire \port$3857$0 ;
+  input \port$3859$0 ;
+  wire \port$3859$0 ;
+  input \port$3861$0 ;
+  wire \port$3861$0 ;
   input \port$3863$0 ;
   wire \port$3863$0 ;
   input \port$3865$0 ;
   wire \port$3865$0 ;
-  input \port$3867$0 ;
-  wire \port$3867$0 ;
-  input \port$3869$0 ;
-  wire \port$3869$0 ;
-  input \port$3871$0 ;
-  wire \port$3871$0 ;
-  input \port$3873$0 ;
-  wire \port$3873$0 ;
-  input \port$3875$0 ;
-  wire \port$3875$0 ;
-  input \port$3877$0 ;
-  wire \port$3877$0 ;
-  input \port$3879$0 ;
-  wire \port$3879$0 ;
-  input \port$3881$0 ;
-  wire \port$3881$0 ;
-  input \port$3883$0 ;
-  wire \port$3883$0 ;
-  input \port$3885$0 ;
-  wire \port$3885$0 ;
-  input \port$3887$0 ;
-  wire \port$3887$0 ;
-  input \port$3889$0 ;
-  wire \port$3889$0 ;
-  input \port$3891$0 ;
-  wire \port$3891$0 ;
-  input \port$3893$0 ;
-  wire \port$3893$0 ;
-  input \port$3895$0 ;
-  wire \port$3895$0 ;
-  input \port$3897$0 ;
-  wire \port$3897$0 ;
-  input \port$3899$0 ;
-  wire \port$3899$0 ;
-  input \port$3901$0 ;
-  wire \port$3901$0 ;
-  input \port$3903$0 ;
-  wire \port$3903$0 ;
-  input \port$3905$0 ;
-  wire \port$3905$0 ;
-  input \port$3907$0 ;
-  wire \port$3907$0 ;
-  input \port$3909$0 ;
-  wire \port$3909$0 ;
-  input \port$3911$0 ;
-  wire \port$3911$0 ;
-  input \port$3913$0 ;
-  wire \port$3913$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -26589,7 +26589,7 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3863$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
-    \$9  = { \port$3913$0 , \port$3911$0 , \port$3909$0 , \port$3907$0 , \port$3905$0 , \port$3903$0 , \port$3901$0 , \port$3899$0 , \port$3897$0 , \port$3895$0 , \port$3893$0 , \port$3891$0 , \port$3889$0 , \port$3887$0 , \port$3885$0 , \port$3883$0 , \port$3881$0 , \port$3879$0 , \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0  };
+    \$9  = { \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0 , \port$3819$0 , \port$3817$0 , \port$3815$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -26627,7 +26627,7 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3863$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3913$0 , \port$3911$0 , \port$3909$0 , \port$3907$0 , \port$3905$0 , \port$3903$0 , \port$3901$0 , \port$3899$0 , \port$3897$0 , \port$3895$0 , \port$3893$0 , \port$3891$0 , \port$3889$0 , \port$3887$0 , \port$3885$0 , \port$3883$0 , \port$3881$0 , \port$3879$0 , \port$3877$0 , \port$3875$0 , \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0  };
+  assign requests__payload = { \port$3865$0 , \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0 , \port$3825$0 , \port$3823$0 , \port$3821$0 , \port$3819$0 , \port$3817$0 , \port$3815$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -26669,9 +26669,9 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3863$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3873$0 , \port$3871$0 , \port$3869$0 , \port$3867$0 , \port$3865$0 , \port$3863$0  };
-  assign \requests__payload.tag  = { \port$3911$0 , \port$3909$0 , \port$3907$0 , \port$3905$0 , \port$3903$0 , \port$3901$0 , \port$3899$0 , \port$3897$0 , \port$3895$0 , \port$3893$0 , \port$3891$0 , \port$3889$0 , \port$3887$0 , \port$3885$0 , \port$3883$0 , \port$3881$0 , \port$3879$0 , \port$3877$0 , \port$3875$0  };
-  assign \requests__payload.repeated  = \port$3913$0 ;
+  assign \requests__payload.set  = { \port$3825$0 , \port$3823$0 , \port$3821$0 , \port$3819$0 , \port$3817$0 , \port$3815$0  };
+  assign \requests__payload.tag  = { \port$3863$0 , \port$3861$0 , \port$3859$0 , \port$3857$0 , \port$3855$0 , \port$3853$0 , \port$3851$0 , \port$3849$0 , \port$3847$0 , \port$3845$0 , \port$3843$0 , \port$3841$0 , \port$3839$0 , \port$3837$0 , \port$3835$0 , \port$3833$0 , \port$3831$0 , \port$3829$0 , \port$3827$0  };
+  assign \requests__payload.repeated  = \port$3865$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -28028,8 +28028,8 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 , \port$3924$0 , \port$3926$0 , \port$3928$0 , \port$3930$0 , \port$3932$0 , \port$3934$0 , \port$3936$0 , \port$3938$0 , \port$3940$0 , \port$3942$0 , \port$3944$0 , \port$3946$0 , \port$3948$0 , \port$3950$0 , \port$3952$0 
-, \port$3954$0 , \port$3956$0 , \port$3958$0 , \port$3960$0 , \port$3962$0 , \port$3964$0 , \port$3966$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3868$0 , \port$3870$0 , \port$3872$0 , \port$3874$0 , \port$3876$0 , \port$3878$0 , \port$3880$0 , \port$3882$0 , \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 , \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 
+, \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -28072,58 +28072,58 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3916$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3868$0 ;
+  wire \port$3868$0 ;
+  input \port$3870$0 ;
+  wire \port$3870$0 ;
+  input \port$3872$0 ;
+  wire \port$3872$0 ;
+  input \port$3874$0 ;
+  wire \port$3874$0 ;
+  input \port$3876$0 ;
+  wire \port$3876$0 ;
+  input \port$3878$0 ;
+  wire \port$3878$0 ;
+  input \port$3880$0 ;
+  wire \port$3880$0 ;
+  input \port$3882$0 ;
+  wire \port$3882$0 ;
+  input \port$3884$0 ;
+  wire \port$3884$0 ;
+  input \port$3886$0 ;
+  wire \port$3886$0 ;
+  input \port$3888$0 ;
+  wire \port$3888$0 ;
+  input \port$3890$0 ;
+  wire \port$3890$0 ;
+  input \port$3892$0 ;
+  wire \port$3892$0 ;
+  input \port$3894$0 ;
+  wire \port$3894$0 ;
+  input \port$3896$0 ;
+  wire \port$3896$0 ;
+  input \port$3898$0 ;
+  wire \port$3898$0 ;
+  input \port$3900$0 ;
+  wire \port$3900$0 ;
+  input \port$3902$0 ;
+  wire \port$3902$0 ;
+  input \port$3904$0 ;
+  wire \port$3904$0 ;
+  input \port$3906$0 ;
+  wire \port$3906$0 ;
+  input \port$3908$0 ;
+  wire \port$3908$0 ;
+  input \port$3910$0 ;
+  wire \port$3910$0 ;
+  input \port$3912$0 ;
+  wire \port$3912$0 ;
+  input \port$3914$0 ;
+  wire \port$3914$0 ;
   input \port$3916$0 ;
   wire \port$3916$0 ;
   input \port$3918$0 ;
   wire \port$3918$0 ;
-  input \port$3920$0 ;
-  wire \port$3920$0 ;
-  input \port$3922$0 ;
-  wire \port$3922$0 ;
-  input \port$3924$0 ;
-  wire \port$3924$0 ;
-  input \port$3926$0 ;
-  wire \port$3926$0 ;
-  input \port$3928$0 ;
-  wire \port$3928$0 ;
-  input \port$3930$0 ;
-  wire \port$3930$0 ;
-  input \port$3932$0 ;
-  wire \port$3932$0 ;
-  input \port$3934$0 ;
-  wire \port$3934$0 ;
-  input \port$3936$0 ;
-  wire \port$3936$0 ;
-  input \port$3938$0 ;
-  wire \port$3938$0 ;
-  input \port$3940$0 ;
-  wire \port$3940$0 ;
-  input \port$3942$0 ;
-  wire \port$3942$0 ;
-  input \port$3944$0 ;
-  wire \port$3944$0 ;
-  input \port$3946$0 ;
-  wire \port$3946$0 ;
-  input \port$3948$0 ;
-  wire \port$3948$0 ;
-  input \port$3950$0 ;
-  wire \port$3950$0 ;
-  input \port$3952$0 ;
-  wire \port$3952$0 ;
-  input \port$3954$0 ;
-  wire \port$3954$0 ;
-  input \port$3956$0 ;
-  wire \port$3956$0 ;
-  input \port$3958$0 ;
-  wire \port$3958$0 ;
-  input \port$3960$0 ;
-  wire \port$3960$0 ;
-  input \port$3962$0 ;
-  wire \port$3962$0 ;
-  input \port$3964$0 ;
-  wire \port$3964$0 ;
-  input \port$3966$0 ;
-  wire \port$3966$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -28261,7 +28261,7 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3916$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
-    \$9  = { \port$3966$0 , \port$3964$0 , \port$3962$0 , \port$3960$0 , \port$3958$0 , \port$3956$0 , \port$3954$0 , \port$3952$0 , \port$3950$0 , \port$3948$0 , \port$3946$0 , \port$3944$0 , \port$3942$0 , \port$3940$0 , \port$3938$0 , \port$3936$0 , \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0  };
+    \$9  = { \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0 , \port$3872$0 , \port$3870$0 , \port$3868$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -28299,7 +28299,7 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3916$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3966$0 , \port$3964$0 , \port$3962$0 , \port$3960$0 , \port$3958$0 , \port$3956$0 , \port$3954$0 , \port$3952$0 , \port$3950$0 , \port$3948$0 , \port$3946$0 , \port$3944$0 , \port$3942$0 , \port$3940$0 , \port$3938$0 , \port$3936$0 , \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0 , \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0  };
+  assign requests__payload = { \port$3918$0 , \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0 , \port$3878$0 , \port$3876$0 , \port$3874$0 , \port$3872$0 , \port$3870$0 , \port$3868$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -28341,9 +28341,9 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3916$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3926$0 , \port$3924$0 , \port$3922$0 , \port$3920$0 , \port$3918$0 , \port$3916$0  };
-  assign \requests__payload.tag  = { \port$3964$0 , \port$3962$0 , \port$3960$0 , \port$3958$0 , \port$3956$0 , \port$3954$0 , \port$3952$0 , \port$3950$0 , \port$3948$0 , \port$3946$0 , \port$3944$0 , \port$3942$0 , \port$3940$0 , \port$3938$0 , \port$3936$0 , \port$3934$0 , \port$3932$0 , \port$3930$0 , \port$3928$0  };
-  assign \requests__payload.repeated  = \port$3966$0 ;
+  assign \requests__payload.set  = { \port$3878$0 , \port$3876$0 , \port$3874$0 , \port$3872$0 , \port$3870$0 , \port$3868$0  };
+  assign \requests__payload.tag  = { \port$3916$0 , \port$3914$0 , \port$3912$0 , \port$3910$0 , \port$3908$0 , \port$3906$0 , \port$3904$0 , \port$3902$0 , \port$3900$0 , \port$3898$0 , \port$3896$0 , \port$3894$0 , \port$3892$0 , \port$3890$0 , \port$3888$0 , \port$3886$0 , \port$3884$0 , \port$3882$0 , \port$3880$0  };
+  assign \requests__payload.repeated  = \port$3918$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29700,8 +29700,8 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3227$0 , \port$3229$0 , \port$3231$0 , \port$3233$0 , \port$3235$0 , \port$3237$0 , \port$3239$0 , \port$3241$0 , \port$3243$0 , \port$3245$0 , \port$3247$0 , \port$3249$0 , \port$3251$0 , \port$3253$0 , \port$3255$0 , \port$3257$0 , \port$3259$0 , \port$3261$0 , \port$3263$0 
-, \port$3265$0 , \port$3267$0 , \port$3269$0 , \port$3271$0 , \port$3273$0 , \port$3275$0 , \port$3277$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3179$0 , \port$3181$0 , \port$3183$0 , \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 , \port$3193$0 , \port$3195$0 , \port$3197$0 , \port$3199$0 , \port$3201$0 , \port$3203$0 , \port$3205$0 , \port$3207$0 , \port$3209$0 , \port$3211$0 , \port$3213$0 , \port$3215$0 
+, \port$3217$0 , \port$3219$0 , \port$3221$0 , \port$3223$0 , \port$3225$0 , \port$3227$0 , \port$3229$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -29744,58 +29744,58 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3227$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3179$0 ;
+  wire \port$3179$0 ;
+  input \port$3181$0 ;
+  wire \port$3181$0 ;
+  input \port$3183$0 ;
+  wire \port$3183$0 ;
+  input \port$3185$0 ;
+  wire \port$3185$0 ;
+  input \port$3187$0 ;
+  wire \port$3187$0 ;
+  input \port$3189$0 ;
+  wire \port$3189$0 ;
+  input \port$3191$0 ;
+  wire \port$3191$0 ;
+  input \port$3193$0 ;
+  wire \port$3193$0 ;
+  input \port$3195$0 ;
+  wire \port$3195$0 ;
+  input \port$3197$0 ;
+  wire \port$3197$0 ;
+  input \port$3199$0 ;
+  wire \port$3199$0 ;
+  input \port$3201$0 ;
+  wire \port$3201$0 ;
+  input \port$3203$0 ;
+  wire \port$3203$0 ;
+  input \port$3205$0 ;
+  wire \port$3205$0 ;
+  input \port$3207$0 ;
+  wire \port$3207$0 ;
+  input \port$3209$0 ;
+  wire \port$3209$0 ;
+  input \port$3211$0 ;
+  wire \port$3211$0 ;
+  input \port$3213$0 ;
+  wire \port$3213$0 ;
+  input \port$3215$0 ;
+  wire \port$3215$0 ;
+  input \port$3217$0 ;
+  wire \port$3217$0 ;
+  input \port$3219$0 ;
+  wire \port$3219$0 ;
+  input \port$3221$0 ;
+  wire \port$3221$0 ;
+  input \port$3223$0 ;
+  wire \port$3223$0 ;
+  input \port$3225$0 ;
+  wire \port$3225$0 ;
   input \port$3227$0 ;
   wire \port$3227$0 ;
   input \port$3229$0 ;
   wire \port$3229$0 ;
-  input \port$3231$0 ;
-  wire \port$3231$0 ;
-  input \port$3233$0 ;
-  wire \port$3233$0 ;
-  input \port$3235$0 ;
-  wire \port$3235$0 ;
-  input \port$3237$0 ;
-  wire \port$3237$0 ;
-  input \port$3239$0 ;
-  wire \port$3239$0 ;
-  input \port$3241$0 ;
-  wire \port$3241$0 ;
-  input \port$3243$0 ;
-  wire \port$3243$0 ;
-  input \port$3245$0 ;
-  wire \port$3245$0 ;
-  input \port$3247$0 ;
-  wire \port$3247$0 ;
-  input \port$3249$0 ;
-  wire \port$3249$0 ;
-  input \port$3251$0 ;
-  wire \port$3251$0 ;
-  input \port$3253$0 ;
-  wire \port$3253$0 ;
-  input \port$3255$0 ;
-  wire \port$3255$0 ;
-  input \port$3257$0 ;
-  wire \port$3257$0 ;
-  input \port$3259$0 ;
-  wire \port$3259$0 ;
-  input \port$3261$0 ;
-  wire \port$3261$0 ;
-  input \port$3263$0 ;
-  wire \port$3263$0 ;
-  input \port$3265$0 ;
-  wire \port$3265$0 ;
-  input \port$3267$0 ;
-  wire \port$3267$0 ;
-  input \port$3269$0 ;
-  wire \port$3269$0 ;
-  input \port$3271$0 ;
-  wire \port$3271$0 ;
-  input \port$3273$0 ;
-  wire \port$3273$0 ;
-  input \port$3275$0 ;
-  wire \port$3275$0 ;
-  input \port$3277$0 ;
-  wire \port$3277$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -29933,7 +29933,7 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3227$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
-    \$9  = { \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0 , \port$3255$0 , \port$3253$0 , \port$3251$0 , \port$3249$0 , \port$3247$0 , \port$3245$0 , \port$3243$0 , \port$3241$0 , \port$3239$0 , \port$3237$0 , \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0  };
+    \$9  = { \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -29971,7 +29971,7 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3227$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3277$0 , \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0 , \port$3255$0 , \port$3253$0 , \port$3251$0 , \port$3249$0 , \port$3247$0 , \port$3245$0 , \port$3243$0 , \port$3241$0 , \port$3239$0 , \port$3237$0 , \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0  };
+  assign requests__payload = { \port$3229$0 , \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0 , \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -30013,9 +30013,9 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3227$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3237$0 , \port$3235$0 , \port$3233$0 , \port$3231$0 , \port$3229$0 , \port$3227$0  };
-  assign \requests__payload.tag  = { \port$3275$0 , \port$3273$0 , \port$3271$0 , \port$3269$0 , \port$3267$0 , \port$3265$0 , \port$3263$0 , \port$3261$0 , \port$3259$0 , \port$3257$0 , \port$3255$0 , \port$3253$0 , \port$3251$0 , \port$3249$0 , \port$3247$0 , \port$3245$0 , \port$3243$0 , \port$3241$0 , \port$3239$0  };
-  assign \requests__payload.repeated  = \port$3277$0 ;
+  assign \requests__payload.set  = { \port$3189$0 , \port$3187$0 , \port$3185$0 , \port$3183$0 , \port$3181$0 , \port$3179$0  };
+  assign \requests__payload.tag  = { \port$3227$0 , \port$3225$0 , \port$3223$0 , \port$3221$0 , \port$3219$0 , \port$3217$0 , \port$3215$0 , \port$3213$0 , \port$3211$0 , \port$3209$0 , \port$3207$0 , \port$3205$0 , \port$3203$0 , \port$3201$0 , \port$3199$0 , \port$3197$0 , \port$3195$0 , \port$3193$0 , \port$3191$0  };
+  assign \requests__payload.repeated  = \port$3229$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -31372,8 +31372,8 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3280$0 , \port$3282$0 , \port$3284$0 , \port$3286$0 , \port$3288$0 , \port$3290$0 , \port$3292$0 , \port$3294$0 , \port$3296$0 , \port$3298$0 , \port$3300$0 , \port$3302$0 , \port$3304$0 , \port$3306$0 , \port$3308$0 , \port$3310$0 , \port$3312$0 , \port$3314$0 , \port$3316$0 
-, \port$3318$0 , \port$3320$0 , \port$3322$0 , \port$3324$0 , \port$3326$0 , \port$3328$0 , \port$3330$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3232$0 , \port$3234$0 , \port$3236$0 , \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \port$3252$0 , \port$3254$0 , \port$3256$0 , \port$3258$0 , \port$3260$0 , \port$3262$0 , \port$3264$0 , \port$3266$0 , \port$3268$0 
+, \port$3270$0 , \port$3272$0 , \port$3274$0 , \port$3276$0 , \port$3278$0 , \port$3280$0 , \port$3282$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -31416,58 +31416,58 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3280$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3232$0 ;
+  wire \port$3232$0 ;
+  input \port$3234$0 ;
+  wire \port$3234$0 ;
+  input \port$3236$0 ;
+  wire \port$3236$0 ;
+  input \port$3238$0 ;
+  wire \port$3238$0 ;
+  input \port$3240$0 ;
+  wire \port$3240$0 ;
+  input \port$3242$0 ;
+  wire \port$3242$0 ;
+  input \port$3244$0 ;
+  wire \port$3244$0 ;
+  input \port$3246$0 ;
+  wire \port$3246$0 ;
+  input \port$3248$0 ;
+  wire \port$3248$0 ;
+  input \port$3250$0 ;
+  wire \port$3250$0 ;
+  input \port$3252$0 ;
+  wire \port$3252$0 ;
+  input \port$3254$0 ;
+  wire \port$3254$0 ;
+  input \port$3256$0 ;
+  wire \port$3256$0 ;
+  input \port$3258$0 ;
+  wire \port$3258$0 ;
+  input \port$3260$0 ;
+  wire \port$3260$0 ;
+  input \port$3262$0 ;
+  wire \port$3262$0 ;
+  input \port$3264$0 ;
+  wire \port$3264$0 ;
+  input \port$3266$0 ;
+  wire \port$3266$0 ;
+  input \port$3268$0 ;
+  wire \port$3268$0 ;
+  input \port$3270$0 ;
+  wire \port$3270$0 ;
+  input \port$3272$0 ;
+  wire \port$3272$0 ;
+  input \port$3274$0 ;
+  wire \port$3274$0 ;
+  input \port$3276$0 ;
+  wire \port$3276$0 ;
+  input \port$3278$0 ;
+  wire \port$3278$0 ;
   input \port$3280$0 ;
   wire \port$3280$0 ;
   input \port$3282$0 ;
   wire \port$3282$0 ;
-  input \port$3284$0 ;
-  wire \port$3284$0 ;
-  input \port$3286$0 ;
-  wire \port$3286$0 ;
-  input \port$3288$0 ;
-  wire \port$3288$0 ;
-  input \port$3290$0 ;
-  wire \port$3290$0 ;
-  input \port$3292$0 ;
-  wire \port$3292$0 ;
-  input \port$3294$0 ;
-  wire \port$3294$0 ;
-  input \port$3296$0 ;
-  wire \port$3296$0 ;
-  input \port$3298$0 ;
-  wire \port$3298$0 ;
-  input \port$3300$0 ;
-  wire \port$3300$0 ;
-  input \port$3302$0 ;
-  wire \port$3302$0 ;
-  input \port$3304$0 ;
-  wire \port$3304$0 ;
-  input \port$3306$0 ;
-  wire \port$3306$0 ;
-  input \port$3308$0 ;
-  wire \port$3308$0 ;
-  input \port$3310$0 ;
-  wire \port$3310$0 ;
-  input \port$3312$0 ;
-  wire \port$3312$0 ;
-  input \port$3314$0 ;
-  wire \port$3314$0 ;
-  input \port$3316$0 ;
-  wire \port$3316$0 ;
-  input \port$3318$0 ;
-  wire \port$3318$0 ;
-  input \port$3320$0 ;
-  wire \port$3320$0 ;
-  input \port$3322$0 ;
-  wire \port$3322$0 ;
-  input \port$3324$0 ;
-  wire \port$3324$0 ;
-  input \port$3326$0 ;
-  wire \port$3326$0 ;
-  input \port$3328$0 ;
-  wire \port$3328$0 ;
-  input \port$3330$0 ;
-  wire \port$3330$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -31605,7 +31605,7 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3280$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
-    \$9  = { \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0 , \port$3312$0 , \port$3310$0 , \port$3308$0 , \port$3306$0 , \port$3304$0 , \port$3302$0 , \port$3300$0 , \port$3298$0 , \port$3296$0 , \port$3294$0 , \port$3292$0 , \port$3290$0 , \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0  };
+    \$9  = { \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -31643,7 +31643,7 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3280$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3330$0 , \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0 , \port$3312$0 , \port$3310$0 , \port$3308$0 , \port$3306$0 , \port$3304$0 , \port$3302$0 , \port$3300$0 , \port$3298$0 , \port$3296$0 , \port$3294$0 , \port$3292$0 , \port$3290$0 , \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0  };
+  assign requests__payload = { \port$3282$0 , \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0 , \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -31685,9 +31685,9 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3280$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3290$0 , \port$3288$0 , \port$3286$0 , \port$3284$0 , \port$3282$0 , \port$3280$0  };
-  assign \requests__payload.tag  = { \port$3328$0 , \port$3326$0 , \port$3324$0 , \port$3322$0 , \port$3320$0 , \port$3318$0 , \port$3316$0 , \port$3314$0 , \port$3312$0 , \port$3310$0 , \port$3308$0 , \port$3306$0 , \port$3304$0 , \port$3302$0 , \port$3300$0 , \port$3298$0 , \port$3296$0 , \port$3294$0 , \port$3292$0  };
-  assign \requests__payload.repeated  = \port$3330$0 ;
+  assign \requests__payload.set  = { \port$3242$0 , \port$3240$0 , \port$3238$0 , \port$3236$0 , \port$3234$0 , \port$3232$0  };
+  assign \requests__payload.tag  = { \port$3280$0 , \port$3278$0 , \port$3276$0 , \port$3274$0 , \port$3272$0 , \port$3270$0 , \port$3268$0 , \port$3266$0 , \port$3264$0 , \port$3262$0 , \port$3260$0 , \port$3258$0 , \port$3256$0 , \port$3254$0 , \port$3252$0 , \port$3250$0 , \port$3248$0 , \port$3246$0 , \port$3244$0  };
+  assign \requests__payload.repeated  = \port$3282$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -33044,8 +33044,8 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3333$0 , \port$3335$0 , \port$3337$0 , \port$3339$0 , \port$3341$0 , \port$3343$0 , \port$3345$0 , \port$3347$0 , \port$3349$0 , \port$3351$0 , \port$3353$0 , \port$3355$0 , \port$3357$0 , \port$3359$0 , \port$3361$0 , \port$3363$0 , \port$3365$0 , \port$3367$0 , \port$3369$0 
-, \port$3371$0 , \port$3373$0 , \port$3375$0 , \port$3377$0 , \port$3379$0 , \port$3381$0 , \port$3383$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3285$0 , \port$3287$0 , \port$3289$0 , \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , \port$3309$0 , \port$3311$0 , \port$3313$0 , \port$3315$0 , \port$3317$0 , \port$3319$0 , \port$3321$0 
+, \port$3323$0 , \port$3325$0 , \port$3327$0 , \port$3329$0 , \port$3331$0 , \port$3333$0 , \port$3335$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -33088,58 +33088,58 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3333$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3285$0 ;
+  wire \port$3285$0 ;
+  input \port$3287$0 ;
+  wire \port$3287$0 ;
+  input \port$3289$0 ;
+  wire \port$3289$0 ;
+  input \port$3291$0 ;
+  wire \port$3291$0 ;
+  input \port$3293$0 ;
+  wire \port$3293$0 ;
+  input \port$3295$0 ;
+  wire \port$3295$0 ;
+  input \port$3297$0 ;
+  wire \port$3297$0 ;
+  input \port$3299$0 ;
+  wire \port$3299$0 ;
+  input \port$3301$0 ;
+  wire \port$3301$0 ;
+  input \port$3303$0 ;
+  wire \port$3303$0 ;
+  input \port$3305$0 ;
+  wire \port$3305$0 ;
+  input \port$3307$0 ;
+  wire \port$3307$0 ;
+  input \port$3309$0 ;
+  wire \port$3309$0 ;
+  input \port$3311$0 ;
+  wire \port$3311$0 ;
+  input \port$3313$0 ;
+  wire \port$3313$0 ;
+  input \port$3315$0 ;
+  wire \port$3315$0 ;
+  input \port$3317$0 ;
+  wire \port$3317$0 ;
+  input \port$3319$0 ;
+  wire \port$3319$0 ;
+  input \port$3321$0 ;
+  wire \port$3321$0 ;
+  input \port$3323$0 ;
+  wire \port$3323$0 ;
+  input \port$3325$0 ;
+  wire \port$3325$0 ;
+  input \port$3327$0 ;
+  wire \port$3327$0 ;
+  input \port$3329$0 ;
+  wire \port$3329$0 ;
+  input \port$3331$0 ;
+  wire \port$3331$0 ;
   input \port$3333$0 ;
   wire \port$3333$0 ;
   input \port$3335$0 ;
   wire \port$3335$0 ;
-  input \port$3337$0 ;
-  wire \port$3337$0 ;
-  input \port$3339$0 ;
-  wire \port$3339$0 ;
-  input \port$3341$0 ;
-  wire \port$3341$0 ;
-  input \port$3343$0 ;
-  wire \port$3343$0 ;
-  input \port$3345$0 ;
-  wire \port$3345$0 ;
-  input \port$3347$0 ;
-  wire \port$3347$0 ;
-  input \port$3349$0 ;
-  wire \port$3349$0 ;
-  input \port$3351$0 ;
-  wire \port$3351$0 ;
-  input \port$3353$0 ;
-  wire \port$3353$0 ;
-  input \port$3355$0 ;
-  wire \port$3355$0 ;
-  input \port$3357$0 ;
-  wire \port$3357$0 ;
-  input \port$3359$0 ;
-  wire \port$3359$0 ;
-  input \port$3361$0 ;
-  wire \port$3361$0 ;
-  input \port$3363$0 ;
-  wire \port$3363$0 ;
-  input \port$3365$0 ;
-  wire \port$3365$0 ;
-  input \port$3367$0 ;
-  wire \port$3367$0 ;
-  input \port$3369$0 ;
-  wire \port$3369$0 ;
-  input \port$3371$0 ;
-  wire \port$3371$0 ;
-  input \port$3373$0 ;
-  wire \port$3373$0 ;
-  input \port$3375$0 ;
-  wire \port$3375$0 ;
-  input \port$3377$0 ;
-  wire \port$3377$0 ;
-  input \port$3379$0 ;
-  wire \port$3379$0 ;
-  input \port$3381$0 ;
-  wire \port$3381$0 ;
-  input \port$3383$0 ;
-  wire \port$3383$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -33277,7 +33277,7 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3333$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
-    \$9  = { \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0 , \port$3369$0 , \port$3367$0 , \port$3365$0 , \port$3363$0 , \port$3361$0 , \port$3359$0 , \port$3357$0 , \port$3355$0 , \port$3353$0 , \port$3351$0 , \port$3349$0 , \port$3347$0 , \port$3345$0 , \port$3343$0 , \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0  };
+    \$9  = { \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -33315,7 +33315,7 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3333$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3383$0 , \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0 , \port$3369$0 , \port$3367$0 , \port$3365$0 , \port$3363$0 , \port$3361$0 , \port$3359$0 , \port$3357$0 , \port$3355$0 , \port$3353$0 , \port$3351$0 , \port$3349$0 , \port$3347$0 , \port$3345$0 , \port$3343$0 , \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0  };
+  assign requests__payload = { \port$3335$0 , \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0 , \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -33357,9 +33357,9 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3333$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3343$0 , \port$3341$0 , \port$3339$0 , \port$3337$0 , \port$3335$0 , \port$3333$0  };
-  assign \requests__payload.tag  = { \port$3381$0 , \port$3379$0 , \port$3377$0 , \port$3375$0 , \port$3373$0 , \port$3371$0 , \port$3369$0 , \port$3367$0 , \port$3365$0 , \port$3363$0 , \port$3361$0 , \port$3359$0 , \port$3357$0 , \port$3355$0 , \port$3353$0 , \port$3351$0 , \port$3349$0 , \port$3347$0 , \port$3345$0  };
-  assign \requests__payload.repeated  = \port$3383$0 ;
+  assign \requests__payload.set  = { \port$3295$0 , \port$3293$0 , \port$3291$0 , \port$3289$0 , \port$3287$0 , \port$3285$0  };
+  assign \requests__payload.tag  = { \port$3333$0 , \port$3331$0 , \port$3329$0 , \port$3327$0 , \port$3325$0 , \port$3323$0 , \port$3321$0 , \port$3319$0 , \port$3317$0 , \port$3315$0 , \port$3313$0 , \port$3311$0 , \port$3309$0 , \port$3307$0 , \port$3305$0 , \port$3303$0 , \port$3301$0 , \port$3299$0 , \port$3297$0  };
+  assign \requests__payload.repeated  = \port$3335$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -34716,8 +34716,8 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3386$0 , \port$3388$0 , \port$3390$0 , \port$3392$0 , \port$3394$0 , \port$3396$0 , \port$3398$0 , \port$3400$0 , \port$3402$0 , \port$3404$0 , \port$3406$0 , \port$3408$0 , \port$3410$0 , \port$3412$0 , \port$3414$0 , \port$3416$0 , \port$3418$0 , \port$3420$0 , \port$3422$0 
-, \port$3424$0 , \port$3426$0 , \port$3428$0 , \port$3430$0 , \port$3432$0 , \port$3434$0 , \port$3436$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3338$0 , \port$3340$0 , \port$3342$0 , \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 , \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \port$3366$0 , \port$3368$0 , \port$3370$0 , \port$3372$0 , \port$3374$0 
+, \port$3376$0 , \port$3378$0 , \port$3380$0 , \port$3382$0 , \port$3384$0 , \port$3386$0 , \port$3388$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -34760,58 +34760,58 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3386$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3338$0 ;
+  wire \port$3338$0 ;
+  input \port$3340$0 ;
+  wire \port$3340$0 ;
+  input \port$3342$0 ;
+  wire \port$3342$0 ;
+  input \port$3344$0 ;
+  wire \port$3344$0 ;
+  input \port$3346$0 ;
+  wire \port$3346$0 ;
+  input \port$3348$0 ;
+  wire \port$3348$0 ;
+  input \port$3350$0 ;
+  wire \port$3350$0 ;
+  input \port$3352$0 ;
+  wire \port$3352$0 ;
+  input \port$3354$0 ;
+  wire \port$3354$0 ;
+  input \port$3356$0 ;
+  wire \port$3356$0 ;
+  input \port$3358$0 ;
+  wire \port$3358$0 ;
+  input \port$3360$0 ;
+  wire \port$3360$0 ;
+  input \port$3362$0 ;
+  wire \port$3362$0 ;
+  input \port$3364$0 ;
+  wire \port$3364$0 ;
+  input \port$3366$0 ;
+  wire \port$3366$0 ;
+  input \port$3368$0 ;
+  wire \port$3368$0 ;
+  input \port$3370$0 ;
+  wire \port$3370$0 ;
+  input \port$3372$0 ;
+  wire \port$3372$0 ;
+  input \port$3374$0 ;
+  wire \port$3374$0 ;
+  input \port$3376$0 ;
+  wire \port$3376$0 ;
+  input \port$3378$0 ;
+  wire \port$3378$0 ;
+  input \port$3380$0 ;
+  wire \port$3380$0 ;
+  input \port$3382$0 ;
+  wire \port$3382$0 ;
+  input \port$3384$0 ;
+  wire \port$3384$0 ;
   input \port$3386$0 ;
   wire \port$3386$0 ;
   input \port$3388$0 ;
   wire \port$3388$0 ;
-  input \port$3390$0 ;
-  wire \port$3390$0 ;
-  input \port$3392$0 ;
-  wire \port$3392$0 ;
-  input \port$3394$0 ;
-  wire \port$3394$0 ;
-  input \port$3396$0 ;
-  wire \port$3396$0 ;
-  input \port$3398$0 ;
-  wire \port$3398$0 ;
-  input \port$3400$0 ;
-  wire \port$3400$0 ;
-  input \port$3402$0 ;
-  wire \port$3402$0 ;
-  input \port$3404$0 ;
-  wire \port$3404$0 ;
-  input \port$3406$0 ;
-  wire \port$3406$0 ;
-  input \port$3408$0 ;
-  wire \port$3408$0 ;
-  input \port$3410$0 ;
-  wire \port$3410$0 ;
-  input \port$3412$0 ;
-  wire \port$3412$0 ;
-  input \port$3414$0 ;
-  wire \port$3414$0 ;
-  input \port$3416$0 ;
-  wire \port$3416$0 ;
-  input \port$3418$0 ;
-  wire \port$3418$0 ;
-  input \port$3420$0 ;
-  wire \port$3420$0 ;
-  input \port$3422$0 ;
-  wire \port$3422$0 ;
-  input \port$3424$0 ;
-  wire \port$3424$0 ;
-  input \port$3426$0 ;
-  wire \port$3426$0 ;
-  input \port$3428$0 ;
-  wire \port$3428$0 ;
-  input \port$3430$0 ;
-  wire \port$3430$0 ;
-  input \port$3432$0 ;
-  wire \port$3432$0 ;
-  input \port$3434$0 ;
-  wire \port$3434$0 ;
-  input \port$3436$0 ;
-  wire \port$3436$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -34949,7 +34949,7 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3386$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
-    \$9  = { \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0 , \port$3426$0 , \port$3424$0 , \port$3422$0 , \port$3420$0 , \port$3418$0 , \port$3416$0 , \port$3414$0 , \port$3412$0 , \port$3410$0 , \port$3408$0 , \port$3406$0 , \port$3404$0 , \port$3402$0 , \port$3400$0 , \port$3398$0 , \port$3396$0 , \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0  };
+    \$9  = { \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -34987,7 +34987,7 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3386$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3436$0 , \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0 , \port$3426$0 , \port$3424$0 , \port$3422$0 , \port$3420$0 , \port$3418$0 , \port$3416$0 , \port$3414$0 , \port$3412$0 , \port$3410$0 , \port$3408$0 , \port$3406$0 , \port$3404$0 , \port$3402$0 , \port$3400$0 , \port$3398$0 , \port$3396$0 , \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0  };
+  assign requests__payload = { \port$3388$0 , \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0 , \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -35029,9 +35029,9 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3386$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3396$0 , \port$3394$0 , \port$3392$0 , \port$3390$0 , \port$3388$0 , \port$3386$0  };
-  assign \requests__payload.tag  = { \port$3434$0 , \port$3432$0 , \port$3430$0 , \port$3428$0 , \port$3426$0 , \port$3424$0 , \port$3422$0 , \port$3420$0 , \port$3418$0 , \port$3416$0 , \port$3414$0 , \port$3412$0 , \port$3410$0 , \port$3408$0 , \port$3406$0 , \port$3404$0 , \port$3402$0 , \port$3400$0 , \port$3398$0  };
-  assign \requests__payload.repeated  = \port$3436$0 ;
+  assign \requests__payload.set  = { \port$3348$0 , \port$3346$0 , \port$3344$0 , \port$3342$0 , \port$3340$0 , \port$3338$0  };
+  assign \requests__payload.tag  = { \port$3386$0 , \port$3384$0 , \port$3382$0 , \port$3380$0 , \port$3378$0 , \port$3376$0 , \port$3374$0 , \port$3372$0 , \port$3370$0 , \port$3368$0 , \port$3366$0 , \port$3364$0 , \port$3362$0 , \port$3360$0 , \port$3358$0 , \port$3356$0 , \port$3354$0 , \port$3352$0 , \port$3350$0  };
+  assign \requests__payload.repeated  = \port$3388$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -36388,8 +36388,8 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3439$0 , \port$3441$0 , \port$3443$0 , \port$3445$0 , \port$3447$0 , \port$3449$0 , \port$3451$0 , \port$3453$0 , \port$3455$0 , \port$3457$0 , \port$3459$0 , \port$3461$0 , \port$3463$0 , \port$3465$0 , \port$3467$0 , \port$3469$0 , \port$3471$0 , \port$3473$0 , \port$3475$0 
-, \port$3477$0 , \port$3479$0 , \port$3481$0 , \port$3483$0 , \port$3485$0 , \port$3487$0 , \port$3489$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3391$0 , \port$3393$0 , \port$3395$0 , \port$3397$0 , \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \port$3423$0 , \port$3425$0 , \port$3427$0 
+, \port$3429$0 , \port$3431$0 , \port$3433$0 , \port$3435$0 , \port$3437$0 , \port$3439$0 , \port$3441$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -36432,58 +36432,58 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3439$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3391$0 ;
+  wire \port$3391$0 ;
+  input \port$3393$0 ;
+  wire \port$3393$0 ;
+  input \port$3395$0 ;
+  wire \port$3395$0 ;
+  input \port$3397$0 ;
+  wire \port$3397$0 ;
+  input \port$3399$0 ;
+  wire \port$3399$0 ;
+  input \port$3401$0 ;
+  wire \port$3401$0 ;
+  input \port$3403$0 ;
+  wire \port$3403$0 ;
+  input \port$3405$0 ;
+  wire \port$3405$0 ;
+  input \port$3407$0 ;
+  wire \port$3407$0 ;
+  input \port$3409$0 ;
+  wire \port$3409$0 ;
+  input \port$3411$0 ;
+  wire \port$3411$0 ;
+  input \port$3413$0 ;
+  wire \port$3413$0 ;
+  input \port$3415$0 ;
+  wire \port$3415$0 ;
+  input \port$3417$0 ;
+  wire \port$3417$0 ;
+  input \port$3419$0 ;
+  wire \port$3419$0 ;
+  input \port$3421$0 ;
+  wire \port$3421$0 ;
+  input \port$3423$0 ;
+  wire \port$3423$0 ;
+  input \port$3425$0 ;
+  wire \port$3425$0 ;
+  input \port$3427$0 ;
+  wire \port$3427$0 ;
+  input \port$3429$0 ;
+  wire \port$3429$0 ;
+  input \port$3431$0 ;
+  wire \port$3431$0 ;
+  input \port$3433$0 ;
+  wire \port$3433$0 ;
+  input \port$3435$0 ;
+  wire \port$3435$0 ;
+  input \port$3437$0 ;
+  wire \port$3437$0 ;
   input \port$3439$0 ;
   wire \port$3439$0 ;
   input \port$3441$0 ;
   wire \port$3441$0 ;
-  input \port$3443$0 ;
-  wire \port$3443$0 ;
-  input \port$3445$0 ;
-  wire \port$3445$0 ;
-  input \port$3447$0 ;
-  wire \port$3447$0 ;
-  input \port$3449$0 ;
-  wire \port$3449$0 ;
-  input \port$3451$0 ;
-  wire \port$3451$0 ;
-  input \port$3453$0 ;
-  wire \port$3453$0 ;
-  input \port$3455$0 ;
-  wire \port$3455$0 ;
-  input \port$3457$0 ;
-  wire \port$3457$0 ;
-  input \port$3459$0 ;
-  wire \port$3459$0 ;
-  input \port$3461$0 ;
-  wire \port$3461$0 ;
-  input \port$3463$0 ;
-  wire \port$3463$0 ;
-  input \port$3465$0 ;
-  wire \port$3465$0 ;
-  input \port$3467$0 ;
-  wire \port$3467$0 ;
-  input \port$3469$0 ;
-  wire \port$3469$0 ;
-  input \port$3471$0 ;
-  wire \port$3471$0 ;
-  input \port$3473$0 ;
-  wire \port$3473$0 ;
-  input \port$3475$0 ;
-  wire \port$3475$0 ;
-  input \port$3477$0 ;
-  wire \port$3477$0 ;
-  input \port$3479$0 ;
-  wire \port$3479$0 ;
-  input \port$3481$0 ;
-  wire \port$3481$0 ;
-  input \port$3483$0 ;
-  wire \port$3483$0 ;
-  input \port$3485$0 ;
-  wire \port$3485$0 ;
-  input \port$3487$0 ;
-  wire \port$3487$0 ;
-  input \port$3489$0 ;
-  wire \port$3489$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -36621,7 +36621,7 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3439$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
-    \$9  = { \port$3489$0 , \port$3487$0 , \port$3485$0 , \port$3483$0 , \port$3481$0 , \port$3479$0 , \port$3477$0 , \port$3475$0 , \port$3473$0 , \port$3471$0 , \port$3469$0 , \port$3467$0 , \port$3465$0 , \port$3463$0 , \port$3461$0 , \port$3459$0 , \port$3457$0 , \port$3455$0 , \port$3453$0 , \port$3451$0 , \port$3449$0 , \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0  };
+    \$9  = { \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -36659,7 +36659,7 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3439$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3489$0 , \port$3487$0 , \port$3485$0 , \port$3483$0 , \port$3481$0 , \port$3479$0 , \port$3477$0 , \port$3475$0 , \port$3473$0 , \port$3471$0 , \port$3469$0 , \port$3467$0 , \port$3465$0 , \port$3463$0 , \port$3461$0 , \port$3459$0 , \port$3457$0 , \port$3455$0 , \port$3453$0 , \port$3451$0 , \port$3449$0 , \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0  };
+  assign requests__payload = { \port$3441$0 , \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0 , \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -36701,9 +36701,9 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3439$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3449$0 , \port$3447$0 , \port$3445$0 , \port$3443$0 , \port$3441$0 , \port$3439$0  };
-  assign \requests__payload.tag  = { \port$3487$0 , \port$3485$0 , \port$3483$0 , \port$3481$0 , \port$3479$0 , \port$3477$0 , \port$3475$0 , \port$3473$0 , \port$3471$0 , \port$3469$0 , \port$3467$0 , \port$3465$0 , \port$3463$0 , \port$3461$0 , \port$3459$0 , \port$3457$0 , \port$3455$0 , \port$3453$0 , \port$3451$0  };
-  assign \requests__payload.repeated  = \port$3489$0 ;
+  assign \requests__payload.set  = { \port$3401$0 , \port$3399$0 , \port$3397$0 , \port$3395$0 , \port$3393$0 , \port$3391$0  };
+  assign \requests__payload.tag  = { \port$3439$0 , \port$3437$0 , \port$3435$0 , \port$3433$0 , \port$3431$0 , \port$3429$0 , \port$3427$0 , \port$3425$0 , \port$3423$0 , \port$3421$0 , \port$3419$0 , \port$3417$0 , \port$3415$0 , \port$3413$0 , \port$3411$0 , \port$3409$0 , \port$3407$0 , \port$3405$0 , \port$3403$0  };
+  assign \requests__payload.repeated  = \port$3441$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -38060,8 +38060,8 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3492$0 , \port$3494$0 , \port$3496$0 , \port$3498$0 , \port$3500$0 , \port$3502$0 , \port$3504$0 , \port$3506$0 , \port$3508$0 , \port$3510$0 , \port$3512$0 , \port$3514$0 , \port$3516$0 , \port$3518$0 , \port$3520$0 , \port$3522$0 , \port$3524$0 , \port$3526$0 , \port$3528$0 
-, \port$3530$0 , \port$3532$0 , \port$3534$0 , \port$3536$0 , \port$3538$0 , \port$3540$0 , \port$3542$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3444$0 , \port$3446$0 , \port$3448$0 , \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \port$3480$0 
+, \port$3482$0 , \port$3484$0 , \port$3486$0 , \port$3488$0 , \port$3490$0 , \port$3492$0 , \port$3494$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -38104,58 +38104,58 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3492$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3444$0 ;
+  wire \port$3444$0 ;
+  input \port$3446$0 ;
+  wire \port$3446$0 ;
+  input \port$3448$0 ;
+  wire \port$3448$0 ;
+  input \port$3450$0 ;
+  wire \port$3450$0 ;
+  input \port$3452$0 ;
+  wire \port$3452$0 ;
+  input \port$3454$0 ;
+  wire \port$3454$0 ;
+  input \port$3456$0 ;
+  wire \port$3456$0 ;
+  input \port$3458$0 ;
+  wire \port$3458$0 ;
+  input \port$3460$0 ;
+  wire \port$3460$0 ;
+  input \port$3462$0 ;
+  wire \port$3462$0 ;
+  input \port$3464$0 ;
+  wire \port$3464$0 ;
+  input \port$3466$0 ;
+  wire \port$3466$0 ;
+  input \port$3468$0 ;
+  wire \port$3468$0 ;
+  input \port$3470$0 ;
+  wire \port$3470$0 ;
+  input \port$3472$0 ;
+  wire \port$3472$0 ;
+  input \port$3474$0 ;
+  wire \port$3474$0 ;
+  input \port$3476$0 ;
+  wire \port$3476$0 ;
+  input \port$3478$0 ;
+  wire \port$3478$0 ;
+  input \port$3480$0 ;
+  wire \port$3480$0 ;
+  input \port$3482$0 ;
+  wire \port$3482$0 ;
+  input \port$3484$0 ;
+  wire \port$3484$0 ;
+  input \port$3486$0 ;
+  wire \port$3486$0 ;
+  input \port$3488$0 ;
+  wire \port$3488$0 ;
+  input \port$3490$0 ;
+  wire \port$3490$0 ;
   input \port$3492$0 ;
   wire \port$3492$0 ;
   input \port$3494$0 ;
   wire \port$3494$0 ;
-  input \port$3496$0 ;
-  wire \port$3496$0 ;
-  input \port$3498$0 ;
-  wire \port$3498$0 ;
-  input \port$3500$0 ;
-  wire \port$3500$0 ;
-  input \port$3502$0 ;
-  wire \port$3502$0 ;
-  input \port$3504$0 ;
-  wire \port$3504$0 ;
-  input \port$3506$0 ;
-  wire \port$3506$0 ;
-  input \port$3508$0 ;
-  wire \port$3508$0 ;
-  input \port$3510$0 ;
-  wire \port$3510$0 ;
-  input \port$3512$0 ;
-  wire \port$3512$0 ;
-  input \port$3514$0 ;
-  wire \port$3514$0 ;
-  input \port$3516$0 ;
-  wire \port$3516$0 ;
-  input \port$3518$0 ;
-  wire \port$3518$0 ;
-  input \port$3520$0 ;
-  wire \port$3520$0 ;
-  input \port$3522$0 ;
-  wire \port$3522$0 ;
-  input \port$3524$0 ;
-  wire \port$3524$0 ;
-  input \port$3526$0 ;
-  wire \port$3526$0 ;
-  input \port$3528$0 ;
-  wire \port$3528$0 ;
-  input \port$3530$0 ;
-  wire \port$3530$0 ;
-  input \port$3532$0 ;
-  wire \port$3532$0 ;
-  input \port$3534$0 ;
-  wire \port$3534$0 ;
-  input \port$3536$0 ;
-  wire \port$3536$0 ;
-  input \port$3538$0 ;
-  wire \port$3538$0 ;
-  input \port$3540$0 ;
-  wire \port$3540$0 ;
-  input \port$3542$0 ;
-  wire \port$3542$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -38293,7 +38293,7 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3492$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
-    \$9  = { \port$3542$0 , \port$3540$0 , \port$3538$0 , \port$3536$0 , \port$3534$0 , \port$3532$0 , \port$3530$0 , \port$3528$0 , \port$3526$0 , \port$3524$0 , \port$3522$0 , \port$3520$0 , \port$3518$0 , \port$3516$0 , \port$3514$0 , \port$3512$0 , \port$3510$0 , \port$3508$0 , \port$3506$0 , \port$3504$0 , \port$3502$0 , \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0  };
+    \$9  = { \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -38331,7 +38331,7 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3492$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3542$0 , \port$3540$0 , \port$3538$0 , \port$3536$0 , \port$3534$0 , \port$3532$0 , \port$3530$0 , \port$3528$0 , \port$3526$0 , \port$3524$0 , \port$3522$0 , \port$3520$0 , \port$3518$0 , \port$3516$0 , \port$3514$0 , \port$3512$0 , \port$3510$0 , \port$3508$0 , \port$3506$0 , \port$3504$0 , \port$3502$0 , \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0  };
+  assign requests__payload = { \port$3494$0 , \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0 , \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -38373,9 +38373,9 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3492$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3502$0 , \port$3500$0 , \port$3498$0 , \port$3496$0 , \port$3494$0 , \port$3492$0  };
-  assign \requests__payload.tag  = { \port$3540$0 , \port$3538$0 , \port$3536$0 , \port$3534$0 , \port$3532$0 , \port$3530$0 , \port$3528$0 , \port$3526$0 , \port$3524$0 , \port$3522$0 , \port$3520$0 , \port$3518$0 , \port$3516$0 , \port$3514$0 , \port$3512$0 , \port$3510$0 , \port$3508$0 , \port$3506$0 , \port$3504$0  };
-  assign \requests__payload.repeated  = \port$3542$0 ;
+  assign \requests__payload.set  = { \port$3454$0 , \port$3452$0 , \port$3450$0 , \port$3448$0 , \port$3446$0 , \port$3444$0  };
+  assign \requests__payload.tag  = { \port$3492$0 , \port$3490$0 , \port$3488$0 , \port$3486$0 , \port$3484$0 , \port$3482$0 , \port$3480$0 , \port$3478$0 , \port$3476$0 , \port$3474$0 , \port$3472$0 , \port$3470$0 , \port$3468$0 , \port$3466$0 , \port$3464$0 , \port$3462$0 , \port$3460$0 , \port$3458$0 , \port$3456$0  };
+  assign \requests__payload.repeated  = \port$3494$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -39732,8 +39732,8 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3545$0 , \port$3547$0 , \port$3549$0 , \port$3551$0 , \port$3553$0 , \port$3555$0 , \port$3557$0 , \port$3559$0 , \port$3561$0 , \port$3563$0 , \port$3565$0 , \port$3567$0 , \port$3569$0 , \port$3571$0 , \port$3573$0 , \port$3575$0 , \port$3577$0 , \port$3579$0 , \port$3581$0 
-, \port$3583$0 , \port$3585$0 , \port$3587$0 , \port$3589$0 , \port$3591$0 , \port$3593$0 , \port$3595$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3497$0 , \port$3499$0 , \port$3501$0 , \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 , \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 
+, \port$3535$0 , \port$3537$0 , \port$3539$0 , \port$3541$0 , \port$3543$0 , \port$3545$0 , \port$3547$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -39776,58 +39776,58 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3545$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3497$0 ;
+  wire \port$3497$0 ;
+  input \port$3499$0 ;
+  wire \port$3499$0 ;
+  input \port$3501$0 ;
+  wire \port$3501$0 ;
+  input \port$3503$0 ;
+  wire \port$3503$0 ;
+  input \port$3505$0 ;
+  wire \port$3505$0 ;
+  input \port$3507$0 ;
+  wire \port$3507$0 ;
+  input \port$3509$0 ;
+  wire \port$3509$0 ;
+  input \port$3511$0 ;
+  wire \port$3511$0 ;
+  input \port$3513$0 ;
+  wire \port$3513$0 ;
+  input \port$3515$0 ;
+  wire \port$3515$0 ;
+  input \port$3517$0 ;
+  wire \port$3517$0 ;
+  input \port$3519$0 ;
+  wire \port$3519$0 ;
+  input \port$3521$0 ;
+  wire \port$3521$0 ;
+  input \port$3523$0 ;
+  wire \port$3523$0 ;
+  input \port$3525$0 ;
+  wire \port$3525$0 ;
+  input \port$3527$0 ;
+  wire \port$3527$0 ;
+  input \port$3529$0 ;
+  wire \port$3529$0 ;
+  input \port$3531$0 ;
+  wire \port$3531$0 ;
+  input \port$3533$0 ;
+  wire \port$3533$0 ;
+  input \port$3535$0 ;
+  wire \port$3535$0 ;
+  input \port$3537$0 ;
+  wire \port$3537$0 ;
+  input \port$3539$0 ;
+  wire \port$3539$0 ;
+  input \port$3541$0 ;
+  wire \port$3541$0 ;
+  input \port$3543$0 ;
+  wire \port$3543$0 ;
   input \port$3545$0 ;
   wire \port$3545$0 ;
   input \port$3547$0 ;
   wire \port$3547$0 ;
-  input \port$3549$0 ;
-  wire \port$3549$0 ;
-  input \port$3551$0 ;
-  wire \port$3551$0 ;
-  input \port$3553$0 ;
-  wire \port$3553$0 ;
-  input \port$3555$0 ;
-  wire \port$3555$0 ;
-  input \port$3557$0 ;
-  wire \port$3557$0 ;
-  input \port$3559$0 ;
-  wire \port$3559$0 ;
-  input \port$3561$0 ;
-  wire \port$3561$0 ;
-  input \port$3563$0 ;
-  wire \port$3563$0 ;
-  input \port$3565$0 ;
-  wire \port$3565$0 ;
-  input \port$3567$0 ;
-  wire \port$3567$0 ;
-  input \port$3569$0 ;
-  wire \port$3569$0 ;
-  input \port$3571$0 ;
-  wire \port$3571$0 ;
-  input \port$3573$0 ;
-  wire \port$3573$0 ;
-  input \port$3575$0 ;
-  wire \port$3575$0 ;
-  input \port$3577$0 ;
-  wire \port$3577$0 ;
-  input \port$3579$0 ;
-  wire \port$3579$0 ;
-  input \port$3581$0 ;
-  wire \port$3581$0 ;
-  input \port$3583$0 ;
-  wire \port$3583$0 ;
-  input \port$3585$0 ;
-  wire \port$3585$0 ;
-  input \port$3587$0 ;
-  wire \port$3587$0 ;
-  input \port$3589$0 ;
-  wire \port$3589$0 ;
-  input \port$3591$0 ;
-  wire \port$3591$0 ;
-  input \port$3593$0 ;
-  wire \port$3593$0 ;
-  input \port$3595$0 ;
-  wire \port$3595$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -39965,7 +39965,7 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3545$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$9  = { \port$3595$0 , \port$3593$0 , \port$3591$0 , \port$3589$0 , \port$3587$0 , \port$3585$0 , \port$3583$0 , \port$3581$0 , \port$3579$0 , \port$3577$0 , \port$3575$0 , \port$3573$0 , \port$3571$0 , \port$3569$0 , \port$3567$0 , \port$3565$0 , \port$3563$0 , \port$3561$0 , \port$3559$0 , \port$3557$0 , \port$3555$0 , \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0  };
+    \$9  = { \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -40003,7 +40003,7 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3545$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3595$0 , \port$3593$0 , \port$3591$0 , \port$3589$0 , \port$3587$0 , \port$3585$0 , \port$3583$0 , \port$3581$0 , \port$3579$0 , \port$3577$0 , \port$3575$0 , \port$3573$0 , \port$3571$0 , \port$3569$0 , \port$3567$0 , \port$3565$0 , \port$3563$0 , \port$3561$0 , \port$3559$0 , \port$3557$0 , \port$3555$0 , \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0  };
+  assign requests__payload = { \port$3547$0 , \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0 , \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -40045,9 +40045,9 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3545$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3555$0 , \port$3553$0 , \port$3551$0 , \port$3549$0 , \port$3547$0 , \port$3545$0  };
-  assign \requests__payload.tag  = { \port$3593$0 , \port$3591$0 , \port$3589$0 , \port$3587$0 , \port$3585$0 , \port$3583$0 , \port$3581$0 , \port$3579$0 , \port$3577$0 , \port$3575$0 , \port$3573$0 , \port$3571$0 , \port$3569$0 , \port$3567$0 , \port$3565$0 , \port$3563$0 , \port$3561$0 , \port$3559$0 , \port$3557$0  };
-  assign \requests__payload.repeated  = \port$3595$0 ;
+  assign \requests__payload.set  = { \port$3507$0 , \port$3505$0 , \port$3503$0 , \port$3501$0 , \port$3499$0 , \port$3497$0  };
+  assign \requests__payload.tag  = { \port$3545$0 , \port$3543$0 , \port$3541$0 , \port$3539$0 , \port$3537$0 , \port$3535$0 , \port$3533$0 , \port$3531$0 , \port$3529$0 , \port$3527$0 , \port$3525$0 , \port$3523$0 , \port$3521$0 , \port$3519$0 , \port$3517$0 , \port$3515$0 , \port$3513$0 , \port$3511$0 , \port$3509$0  };
+  assign \requests__payload.repeated  = \port$3547$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -41404,8 +41404,8 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3598$0 , \port$3600$0 , \port$3602$0 , \port$3604$0 , \port$3606$0 , \port$3608$0 , \port$3610$0 , \port$3612$0 , \port$3614$0 , \port$3616$0 , \port$3618$0 , \port$3620$0 , \port$3622$0 , \port$3624$0 , \port$3626$0 , \port$3628$0 , \port$3630$0 , \port$3632$0 , \port$3634$0 
-, \port$3636$0 , \port$3638$0 , \port$3640$0 , \port$3642$0 , \port$3644$0 , \port$3646$0 , \port$3648$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
+module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3550$0 , \port$3552$0 , \port$3554$0 , \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 , \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 , \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 
+, \port$3588$0 , \port$3590$0 , \port$3592$0 , \port$3594$0 , \port$3596$0 , \port$3598$0 , \port$3600$0 , \r_en$39 , read_data, responses__payload, popular_max_rrpv, learn, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -41448,58 +41448,58 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3598$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
+  input \port$3550$0 ;
+  wire \port$3550$0 ;
+  input \port$3552$0 ;
+  wire \port$3552$0 ;
+  input \port$3554$0 ;
+  wire \port$3554$0 ;
+  input \port$3556$0 ;
+  wire \port$3556$0 ;
+  input \port$3558$0 ;
+  wire \port$3558$0 ;
+  input \port$3560$0 ;
+  wire \port$3560$0 ;
+  input \port$3562$0 ;
+  wire \port$3562$0 ;
+  input \port$3564$0 ;
+  wire \port$3564$0 ;
+  input \port$3566$0 ;
+  wire \port$3566$0 ;
+  input \port$3568$0 ;
+  wire \port$3568$0 ;
+  input \port$3570$0 ;
+  wire \port$3570$0 ;
+  input \port$3572$0 ;
+  wire \port$3572$0 ;
+  input \port$3574$0 ;
+  wire \port$3574$0 ;
+  input \port$3576$0 ;
+  wire \port$3576$0 ;
+  input \port$3578$0 ;
+  wire \port$3578$0 ;
+  input \port$3580$0 ;
+  wire \port$3580$0 ;
+  input \port$3582$0 ;
+  wire \port$3582$0 ;
+  input \port$3584$0 ;
+  wire \port$3584$0 ;
+  input \port$3586$0 ;
+  wire \port$3586$0 ;
+  input \port$3588$0 ;
+  wire \port$3588$0 ;
+  input \port$3590$0 ;
+  wire \port$3590$0 ;
+  input \port$3592$0 ;
+  wire \port$3592$0 ;
+  input \port$3594$0 ;
+  wire \port$3594$0 ;
+  input \port$3596$0 ;
+  wire \port$3596$0 ;
   input \port$3598$0 ;
   wire \port$3598$0 ;
   input \port$3600$0 ;
   wire \port$3600$0 ;
-  input \port$3602$0 ;
-  wire \port$3602$0 ;
-  input \port$3604$0 ;
-  wire \port$3604$0 ;
-  input \port$3606$0 ;
-  wire \port$3606$0 ;
-  input \port$3608$0 ;
-  wire \port$3608$0 ;
-  input \port$3610$0 ;
-  wire \port$3610$0 ;
-  input \port$3612$0 ;
-  wire \port$3612$0 ;
-  input \port$3614$0 ;
-  wire \port$3614$0 ;
-  input \port$3616$0 ;
-  wire \port$3616$0 ;
-  input \port$3618$0 ;
-  wire \port$3618$0 ;
-  input \port$3620$0 ;
-  wire \port$3620$0 ;
-  input \port$3622$0 ;
-  wire \port$3622$0 ;
-  input \port$3624$0 ;
-  wire \port$3624$0 ;
-  input \port$3626$0 ;
-  wire \port$3626$0 ;
-  input \port$3628$0 ;
-  wire \port$3628$0 ;
-  input \port$3630$0 ;
-  wire \port$3630$0 ;
-  input \port$3632$0 ;
-  wire \port$3632$0 ;
-  input \port$3634$0 ;
-  wire \port$3634$0 ;
-  input \port$3636$0 ;
-  wire \port$3636$0 ;
-  input \port$3638$0 ;
-  wire \port$3638$0 ;
-  input \port$3640$0 ;
-  wire \port$3640$0 ;
-  input \port$3642$0 ;
-  wire \port$3642$0 ;
-  input \port$3644$0 ;
-  wire \port$3644$0 ;
-  input \port$3646$0 ;
-  wire \port$3646$0 ;
-  input \port$3648$0 ;
-  wire \port$3648$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -41637,7 +41637,7 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3598$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
-    \$9  = { \port$3648$0 , \port$3646$0 , \port$3644$0 , \port$3642$0 , \port$3640$0 , \port$3638$0 , \port$3636$0 , \port$3634$0 , \port$3632$0 , \port$3630$0 , \port$3628$0 , \port$3626$0 , \port$3624$0 , \port$3622$0 , \port$3620$0 , \port$3618$0 , \port$3616$0 , \port$3614$0 , \port$3612$0 , \port$3610$0 , \port$3608$0 , \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0  };
+    \$9  = { \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -41675,7 +41675,7 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3598$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$3648$0 , \port$3646$0 , \port$3644$0 , \port$3642$0 , \port$3640$0 , \port$3638$0 , \port$3636$0 , \port$3634$0 , \port$3632$0 , \port$3630$0 , \port$3628$0 , \port$3626$0 , \port$3624$0 , \port$3622$0 , \port$3620$0 , \port$3618$0 , \port$3616$0 , \port$3614$0 , \port$3612$0 , \port$3610$0 , \port$3608$0 , \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0  };
+  assign requests__payload = { \port$3600$0 , \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0 , \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -41717,9 +41717,9 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3598$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$3608$0 , \port$3606$0 , \port$3604$0 , \port$3602$0 , \port$3600$0 , \port$3598$0  };
-  assign \requests__payload.tag  = { \port$3646$0 , \port$3644$0 , \port$3642$0 , \port$3640$0 , \port$3638$0 , \port$3636$0 , \port$3634$0 , \port$3632$0 , \port$3630$0 , \port$3628$0 , \port$3626$0 , \port$3624$0 , \port$3622$0 , \port$3620$0 , \port$3618$0 , \port$3616$0 , \port$3614$0 , \port$3612$0 , \port$3610$0  };
-  assign \requests__payload.repeated  = \port$3648$0 ;
+  assign \requests__payload.set  = { \port$3560$0 , \port$3558$0 , \port$3556$0 , \port$3554$0 , \port$3552$0 , \port$3550$0  };
+  assign \requests__payload.tag  = { \port$3598$0 , \port$3596$0 , \port$3594$0 , \port$3592$0 , \port$3590$0 , \port$3588$0 , \port$3586$0 , \port$3584$0 , \port$3582$0 , \port$3580$0 , \port$3578$0 , \port$3576$0 , \port$3574$0 , \port$3572$0 , \port$3570$0 , \port$3568$0 , \port$3566$0 , \port$3564$0 , \port$3562$0  };
+  assign \requests__payload.repeated  = \port$3600$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -45610,36 +45610,36 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
   wire [16:0] \$100 ;
-  wire [15:0] \$101 ;
-  wire [16:0] \$102 ;
+  wire [16:0] \$101 ;
+  wire [15:0] \$102 ;
   wire [16:0] \$103 ;
-  wire [15:0] \$104 ;
-  wire [16:0] \$105 ;
+  wire [16:0] \$104 ;
+  wire [15:0] \$105 ;
   wire [16:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [16:0] \$108 ;
+  wire [16:0] \$107 ;
+  wire [15:0] \$108 ;
   wire [16:0] \$109 ;
   wire [3:0] \$11 ;
-  wire [15:0] \$110 ;
-  wire [16:0] \$111 ;
+  wire [16:0] \$110 ;
+  wire [15:0] \$111 ;
   wire [16:0] \$112 ;
-  wire [15:0] \$113 ;
+  wire [16:0] \$113 ;
   wire [15:0] \$114 ;
-  wire [15:0] \$115 ;
-  wire [15:0] \$116 ;
+  wire [16:0] \$115 ;
+  wire [16:0] \$116 ;
   wire [15:0] \$117 ;
-  wire [15:0] \$118 ;
-  wire [15:0] \$119 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
   wire [3:0] \$12 ;
   wire [15:0] \$120 ;
-  wire [15:0] \$121 ;
-  wire [15:0] \$122 ;
+  wire [16:0] \$121 ;
+  wire [16:0] \$122 ;
   wire [15:0] \$123 ;
-  wire [15:0] \$124 ;
-  wire [15:0] \$125 ;
+  wire [16:0] \$124 ;
+  wire [16:0] \$125 ;
   wire [15:0] \$126 ;
-  wire [15:0] \$127 ;
-  wire [15:0] \$128 ;
+  wire [16:0] \$127 ;
+  wire [16:0] \$128 ;
   wire [15:0] \$129 ;
   wire [3:0] \$13 ;
   wire [15:0] \$130 ;
@@ -45656,26 +45656,26 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] \$140 ;
   wire [15:0] \$141 ;
   wire [15:0] \$142 ;
-  wire \$143 ;
+  wire [15:0] \$143 ;
   wire [15:0] \$144 ;
-  wire \$145 ;
+  wire [15:0] \$145 ;
   wire [15:0] \$146 ;
-  wire \$147 ;
+  wire [15:0] \$147 ;
   wire [15:0] \$148 ;
-  wire \$149 ;
+  wire [15:0] \$149 ;
   wire [3:0] \$15 ;
   wire [15:0] \$150 ;
-  wire \$151 ;
-  wire \$152 ;
+  wire [15:0] \$151 ;
+  wire [15:0] \$152 ;
   wire [15:0] \$153 ;
-  wire \$154 ;
+  wire [15:0] \$154 ;
   wire [15:0] \$155 ;
-  wire \$156 ;
+  wire [15:0] \$156 ;
   wire [15:0] \$157 ;
-  wire \$158 ;
-  wire [15:0] \$159 ;
+  wire [15:0] \$158 ;
+  wire \$159 ;
   wire [3:0] \$16 ;
-  wire \$160 ;
+  wire [15:0] \$160 ;
   wire \$161 ;
   wire [15:0] \$162 ;
   wire \$163 ;
@@ -45683,8 +45683,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$165 ;
   wire [15:0] \$166 ;
   wire \$167 ;
-  wire [15:0] \$168 ;
-  wire \$169 ;
+  wire \$168 ;
+  wire [15:0] \$169 ;
   wire [3:0] \$17 ;
   wire \$170 ;
   wire [15:0] \$171 ;
@@ -45693,8 +45693,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$174 ;
   wire [15:0] \$175 ;
   wire \$176 ;
-  wire [15:0] \$177 ;
-  wire \$178 ;
+  wire \$177 ;
+  wire [15:0] \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire [15:0] \$180 ;
@@ -45703,8 +45703,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$183 ;
   wire [15:0] \$184 ;
   wire \$185 ;
-  wire [15:0] \$186 ;
-  wire \$187 ;
+  wire \$186 ;
+  wire [15:0] \$187 ;
   wire \$188 ;
   wire [15:0] \$189 ;
   wire [3:0] \$19 ;
@@ -45713,8 +45713,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$192 ;
   wire [15:0] \$193 ;
   wire \$194 ;
-  wire [15:0] \$195 ;
-  wire \$196 ;
+  wire \$195 ;
+  wire [15:0] \$196 ;
   wire \$197 ;
   wire [15:0] \$198 ;
   wire \$199 ;
@@ -45724,8 +45724,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$201 ;
   wire [15:0] \$202 ;
   wire \$203 ;
-  wire [15:0] \$204 ;
-  wire \$205 ;
+  wire \$204 ;
+  wire [15:0] \$205 ;
   wire \$206 ;
   wire [15:0] \$207 ;
   wire \$208 ;
@@ -45734,8 +45734,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$210 ;
   wire [15:0] \$211 ;
   wire \$212 ;
-  wire [15:0] \$213 ;
-  wire \$214 ;
+  wire \$213 ;
+  wire [15:0] \$214 ;
   wire \$215 ;
   wire [15:0] \$216 ;
   wire \$217 ;
@@ -45744,8 +45744,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [3:0] \$22 ;
   wire [15:0] \$220 ;
   wire \$221 ;
-  wire [15:0] \$222 ;
-  wire \$223 ;
+  wire \$222 ;
+  wire [15:0] \$223 ;
   wire \$224 ;
   wire [15:0] \$225 ;
   wire \$226 ;
@@ -45754,8 +45754,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] \$229 ;
   wire [3:0] \$23 ;
   wire \$230 ;
-  wire [15:0] \$231 ;
-  wire \$232 ;
+  wire \$231 ;
+  wire [15:0] \$232 ;
   wire \$233 ;
   wire [15:0] \$234 ;
   wire \$235 ;
@@ -45764,8 +45764,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] \$238 ;
   wire \$239 ;
   wire [3:0] \$24 ;
-  wire [15:0] \$240 ;
-  wire \$241 ;
+  wire \$240 ;
+  wire [15:0] \$241 ;
   wire \$242 ;
   wire [15:0] \$243 ;
   wire \$244 ;
@@ -45773,9 +45773,9 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$246 ;
   wire [15:0] \$247 ;
   wire \$248 ;
-  wire [15:0] \$249 ;
+  wire \$249 ;
   wire [3:0] \$25 ;
-  wire \$250 ;
+  wire [15:0] \$250 ;
   wire \$251 ;
   wire [15:0] \$252 ;
   wire \$253 ;
@@ -45783,8 +45783,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$255 ;
   wire [15:0] \$256 ;
   wire \$257 ;
-  wire [15:0] \$258 ;
-  wire \$259 ;
+  wire \$258 ;
+  wire [15:0] \$259 ;
   wire [3:0] \$26 ;
   wire \$260 ;
   wire [15:0] \$261 ;
@@ -45793,8 +45793,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$264 ;
   wire [15:0] \$265 ;
   wire \$266 ;
-  wire [15:0] \$267 ;
-  wire \$268 ;
+  wire \$267 ;
+  wire [15:0] \$268 ;
   wire \$269 ;
   wire [3:0] \$27 ;
   wire [15:0] \$270 ;
@@ -45803,8 +45803,8 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$273 ;
   wire [15:0] \$274 ;
   wire \$275 ;
-  wire [15:0] \$276 ;
-  wire \$277 ;
+  wire \$276 ;
+  wire [15:0] \$277 ;
   wire \$278 ;
   wire [15:0] \$279 ;
   wire [3:0] \$28 ;
@@ -45813,76 +45813,76 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$282 ;
   wire [15:0] \$283 ;
   wire \$284 ;
-  wire [15:0] \$285 ;
-  wire \$286 ;
+  wire \$285 ;
+  wire [15:0] \$286 ;
   wire \$287 ;
-  wire \$288 ;
+  wire [15:0] \$288 ;
   wire \$289 ;
   wire [3:0] \$29 ;
-  wire \$290 ;
-  wire [3:0] \$291 ;
-  wire \$292 ;
+  wire [15:0] \$290 ;
+  wire \$291 ;
+  wire [15:0] \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire \$295 ;
-  wire [10:0] \$296 ;
-  wire [11:0] \$297 ;
-  wire [14:0] \$298 ;
-  wire [1:0] \$299 ;
+  wire [15:0] \$295 ;
+  wire \$296 ;
+  wire [15:0] \$297 ;
+  wire \$298 ;
+  wire [15:0] \$299 ;
   wire [3:0] \$3 ;
   wire [3:0] \$30 ;
-  wire [15:0] \$300 ;
+  wire \$300 ;
   wire [15:0] \$301 ;
-  reg \$302 ;
+  wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [10:0] \$305 ;
-  wire [11:0] \$306 ;
-  wire [14:0] \$307 ;
-  reg [1:0] \$308 ;
-  wire [1:0] \$309 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire [3:0] \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [3:0] \$31 ;
-  wire [15:0] \$310 ;
-  wire [15:0] \$311 ;
-  reg \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire [10:0] \$315 ;
-  wire [11:0] \$316 ;
-  wire [14:0] \$317 ;
-  reg [1:0] \$318 ;
-  wire [1:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire [10:0] \$312 ;
+  wire [11:0] \$313 ;
+  wire [14:0] \$314 ;
+  wire [1:0] \$315 ;
+  wire [15:0] \$316 ;
+  wire [15:0] \$317 ;
+  reg \$318 ;
+  wire \$319 ;
   wire [3:0] \$32 ;
-  wire [15:0] \$320 ;
-  wire [15:0] \$321 ;
-  reg \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire [10:0] \$325 ;
-  wire [11:0] \$326 ;
-  wire [14:0] \$327 ;
-  reg [1:0] \$328 ;
-  wire [1:0] \$329 ;
+  wire \$320 ;
+  wire [10:0] \$321 ;
+  wire [11:0] \$322 ;
+  wire [14:0] \$323 ;
+  reg [1:0] \$324 ;
+  wire [1:0] \$325 ;
+  wire [15:0] \$326 ;
+  wire [15:0] \$327 ;
+  reg \$328 ;
+  wire \$329 ;
   wire [3:0] \$33 ;
-  wire [15:0] \$330 ;
-  wire [15:0] \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
+  wire \$330 ;
+  wire [10:0] \$331 ;
+  wire [11:0] \$332 ;
+  wire [14:0] \$333 ;
+  reg [1:0] \$334 ;
+  wire [1:0] \$335 ;
+  wire [15:0] \$336 ;
+  wire [15:0] \$337 ;
+  reg \$338 ;
   wire \$339 ;
   wire [3:0] \$34 ;
   wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [10:0] \$341 ;
+  wire [11:0] \$342 ;
+  wire [14:0] \$343 ;
+  reg [1:0] \$344 ;
+  wire [1:0] \$345 ;
+  wire [15:0] \$346 ;
+  wire [15:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [3:0] \$35 ;
@@ -46079,29 +46079,45 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire \$521 ;
   wire \$522 ;
   wire \$523 ;
-  wire [3:0] \$524 ;
-  reg \$525 ;
-  reg [55:0] \$526 ;
-  reg [26:0] \$527 ;
-  reg [26:0] \$528 ;
-  reg [26:0] \$529 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire [3:0] \$53 ;
-  reg [26:0] \$530 ;
-  reg [26:0] \$531 ;
-  reg [26:0] \$532 ;
-  reg [26:0] \$533 ;
-  reg [26:0] \$534 ;
-  reg [26:0] \$535 ;
-  reg [26:0] \$536 ;
-  reg [26:0] \$537 ;
-  reg [26:0] \$538 ;
-  reg [26:0] \$539 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire [3:0] \$54 ;
-  reg [26:0] \$540 ;
-  reg [26:0] \$541 ;
-  reg [26:0] \$542 ;
-  reg [2:0] \$543 ;
+  wire [3:0] \$540 ;
+  reg \$541 ;
+  reg [55:0] \$542 ;
+  reg [26:0] \$543 ;
+  reg [26:0] \$544 ;
+  reg [26:0] \$545 ;
+  reg [26:0] \$546 ;
+  reg [26:0] \$547 ;
+  reg [26:0] \$548 ;
+  reg [26:0] \$549 ;
   wire [3:0] \$55 ;
+  reg [26:0] \$550 ;
+  reg [26:0] \$551 ;
+  reg [26:0] \$552 ;
+  reg [26:0] \$553 ;
+  reg [26:0] \$554 ;
+  reg [26:0] \$555 ;
+  reg [26:0] \$556 ;
+  reg [26:0] \$557 ;
+  reg [26:0] \$558 ;
+  reg [2:0] \$559 ;
   wire [3:0] \$56 ;
   wire [3:0] \$57 ;
   wire [3:0] \$58 ;
@@ -46113,43 +46129,43 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [3:0] \$63 ;
   wire [3:0] \$64 ;
   wire [15:0] \$65 ;
-  wire [16:0] \$66 ;
-  wire [16:0] \$67 ;
+  wire [15:0] \$66 ;
+  wire [15:0] \$67 ;
   wire [15:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire [15:0] \$69 ;
   wire [3:0] \$7 ;
-  wire [16:0] \$70 ;
+  wire [15:0] \$70 ;
   wire [15:0] \$71 ;
-  wire [16:0] \$72 ;
-  wire [16:0] \$73 ;
+  wire [15:0] \$72 ;
+  wire [15:0] \$73 ;
   wire [15:0] \$74 ;
-  wire [16:0] \$75 ;
-  wire [16:0] \$76 ;
+  wire [15:0] \$75 ;
+  wire [15:0] \$76 ;
   wire [15:0] \$77 ;
-  wire [16:0] \$78 ;
-  wire [16:0] \$79 ;
+  wire [15:0] \$78 ;
+  wire [15:0] \$79 ;
   wire [3:0] \$8 ;
   wire [15:0] \$80 ;
-  wire [16:0] \$81 ;
+  wire [15:0] \$81 ;
   wire [16:0] \$82 ;
-  wire [15:0] \$83 ;
-  wire [16:0] \$84 ;
+  wire [16:0] \$83 ;
+  wire [15:0] \$84 ;
   wire [16:0] \$85 ;
-  wire [15:0] \$86 ;
-  wire [16:0] \$87 ;
+  wire [16:0] \$86 ;
+  wire [15:0] \$87 ;
   wire [16:0] \$88 ;
-  wire [15:0] \$89 ;
+  wire [16:0] \$89 ;
   wire [3:0] \$9 ;
-  wire [16:0] \$90 ;
+  wire [15:0] \$90 ;
   wire [16:0] \$91 ;
-  wire [15:0] \$92 ;
-  wire [16:0] \$93 ;
+  wire [16:0] \$92 ;
+  wire [15:0] \$93 ;
   wire [16:0] \$94 ;
-  wire [15:0] \$95 ;
-  wire [16:0] \$96 ;
+  wire [16:0] \$95 ;
+  wire [15:0] \$96 ;
   wire [16:0] \$97 ;
-  wire [15:0] \$98 ;
-  wire [16:0] \$99 ;
+  wire [16:0] \$98 ;
+  wire [15:0] \$99 ;
   wire [2:0] after_release;
   wire [15:0] answer_bit0;
   wire [15:0] answer_bit1;
@@ -46187,6 +46203,15 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [15:0] bank8_wanted_by;
   wire [15:0] bank9_oldest;
   wire [15:0] bank9_wanted_by;
+  wire [15:0] bank_enabled;
+  wire [15:0] bank_high_bit0;
+  wire [15:0] bank_high_bit1;
+  wire [15:0] bank_high_bit2;
+  wire [15:0] bank_high_bit3;
+  wire [15:0] bank_low_bit0;
+  wire [15:0] bank_low_bit1;
+  wire [15:0] bank_low_bit2;
+  wire [15:0] bank_low_bit3;
   reg [26:0] beat0_lane0 = 27'h0000000;
   wire [3:0] \beat0_lane0.answer ;
   wire \beat0_lane0.answer.hit ;
@@ -46423,112 +46448,96 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire [1:0] \held0_answer_now.way ;
   wire [15:0] held0_bank;
   wire held0_waiting_now;
-  wire [15:0] held0_wants;
   wire [3:0] held10_answer_now;
   wire \held10_answer_now.hit ;
   wire \held10_answer_now.repeat_hit ;
   wire [1:0] \held10_answer_now.way ;
   wire [15:0] held10_bank;
   wire held10_waiting_now;
-  wire [15:0] held10_wants;
   wire [3:0] held11_answer_now;
   wire \held11_answer_now.hit ;
   wire \held11_answer_now.repeat_hit ;
   wire [1:0] \held11_answer_now.way ;
   wire [15:0] held11_bank;
   wire held11_waiting_now;
-  wire [15:0] held11_wants;
   wire [3:0] held12_answer_now;
   wire \held12_answer_now.hit ;
   wire \held12_answer_now.repeat_hit ;
   wire [1:0] \held12_answer_now.way ;
   wire [15:0] held12_bank;
   wire held12_waiting_now;
-  wire [15:0] held12_wants;
   wire [3:0] held13_answer_now;
   wire \held13_answer_now.hit ;
   wire \held13_answer_now.repeat_hit ;
   wire [1:0] \held13_answer_now.way ;
   wire [15:0] held13_bank;
   wire held13_waiting_now;
-  wire [15:0] held13_wants;
   wire [3:0] held14_answer_now;
   wire \held14_answer_now.hit ;
   wire \held14_answer_now.repeat_hit ;
   wire [1:0] \held14_answer_now.way ;
   wire [15:0] held14_bank;
   wire held14_waiting_now;
-  wire [15:0] held14_wants;
   wire [3:0] held15_answer_now;
   wire \held15_answer_now.hit ;
   wire \held15_answer_now.repeat_hit ;
   wire [1:0] \held15_answer_now.way ;
   wire [15:0] held15_bank;
   wire held15_waiting_now;
-  wire [15:0] held15_wants;
   wire [3:0] held1_answer_now;
   wire \held1_answer_now.hit ;
   wire \held1_answer_now.repeat_hit ;
   wire [1:0] \held1_answer_now.way ;
   wire [15:0] held1_bank;
   wire held1_waiting_now;
-  wire [15:0] held1_wants;
   wire [3:0] held2_answer_now;
   wire \held2_answer_now.hit ;
   wire \held2_answer_now.repeat_hit ;
   wire [1:0] \held2_answer_now.way ;
   wire [15:0] held2_bank;
   wire held2_waiting_now;
-  wire [15:0] held2_wants;
   wire [3:0] held3_answer_now;
   wire \held3_answer_now.hit ;
   wire \held3_answer_now.repeat_hit ;
   wire [1:0] \held3_answer_now.way ;
   wire [15:0] held3_bank;
   wire held3_waiting_now;
-  wire [15:0] held3_wants;
   wire [3:0] held4_answer_now;
   wire \held4_answer_now.hit ;
   wire \held4_answer_now.repeat_hit ;
   wire [1:0] \held4_answer_now.way ;
   wire [15:0] held4_bank;
   wire held4_waiting_now;
-  wire [15:0] held4_wants;
   wire [3:0] held5_answer_now;
   wire \held5_answer_now.hit ;
   wire \held5_answer_now.repeat_hit ;
   wire [1:0] \held5_answer_now.way ;
   wire [15:0] held5_bank;
   wire held5_waiting_now;
-  wire [15:0] held5_wants;
   wire [3:0] held6_answer_now;
   wire \held6_answer_now.hit ;
   wire \held6_answer_now.repeat_hit ;
   wire [1:0] \held6_answer_now.way ;
   wire [15:0] held6_bank;
   wire held6_waiting_now;
-  wire [15:0] held6_wants;
   wire [3:0] held7_answer_now;
   wire \held7_answer_now.hit ;
   wire \held7_answer_now.repeat_hit ;
   wire [1:0] \held7_answer_now.way ;
   wire [15:0] held7_bank;
   wire held7_waiting_now;
-  wire [15:0] held7_wants;
   wire [3:0] held8_answer_now;
   wire \held8_answer_now.hit ;
   wire \held8_answer_now.repeat_hit ;
   wire [1:0] \held8_answer_now.way ;
   wire [15:0] held8_bank;
   wire held8_waiting_now;
-  wire [15:0] held8_wants;
   wire [3:0] held9_answer_now;
   wire \held9_answer_now.hit ;
   wire \held9_answer_now.repeat_hit ;
   wire [1:0] \held9_answer_now.way ;
   wire [15:0] held9_bank;
   wire held9_waiting_now;
-  wire [15:0] held9_wants;
   wire out_free;
   input [55:0] records__payload;
   wire [55:0] records__payload;
@@ -46731,1071 +46740,1087 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   wire rst;
   wire take;
   wire [15:0] takes;
-  assign \$386  = records__payload[2:1] == 2'h2;
-  assign \$387  = records__payload[2:1] == 2'h3;
-  assign \$388  = ! records__payload[4:3];
-  assign \$389  = records__payload[4:3] == 1'h1;
-  assign \$390  = records__payload[4:3] == 2'h2;
-  assign \$391  = records__payload[4:3] == 2'h3;
-  assign \$392  = \$291 [2:0] == 1'h1;
-  assign \$393  = take & \$392 ;
-  assign \$394  = ~ records__payload[25];
-  assign \$395  = records__payload[14] & \$394 ;
-  assign \$396  = ! records__payload[16:15];
-  assign \$397  = records__payload[16:15] == 1'h1;
-  assign \$398  = records__payload[16:15] == 2'h2;
-  assign \$399  = records__payload[16:15] == 2'h3;
-  assign \$400  = ! records__payload[18:17];
-  assign \$401  = records__payload[18:17] == 1'h1;
-  assign \$402  = records__payload[18:17] == 2'h2;
-  assign \$403  = records__payload[18:17] == 2'h3;
-  assign \$404  = \$291 [2:0] == 1'h1;
-  assign \$405  = take & \$404 ;
-  assign \$406  = ~ records__payload[39];
-  assign \$407  = records__payload[28] & \$406 ;
-  assign \$408  = ! records__payload[30:29];
-  assign \$409  = records__payload[30:29] == 1'h1;
-  assign \$410  = records__payload[30:29] == 2'h2;
-  assign \$411  = records__payload[30:29] == 2'h3;
-  assign \$412  = ! records__payload[32:31];
-  assign \$413  = records__payload[32:31] == 1'h1;
-  assign \$414  = records__payload[32:31] == 2'h2;
-  assign \$415  = records__payload[32:31] == 2'h3;
-  assign \$416  = \$291 [2:0] == 1'h1;
-  assign \$417  = take & \$416 ;
-  assign \$418  = ~ records__payload[53];
-  assign \$419  = records__payload[42] & \$418 ;
-  assign \$420  = ! records__payload[44:43];
-  assign \$421  = records__payload[44:43] == 1'h1;
-  assign \$422  = records__payload[44:43] == 2'h2;
-  assign \$423  = records__payload[44:43] == 2'h3;
-  assign \$424  = ! records__payload[46:45];
-  assign \$425  = records__payload[46:45] == 1'h1;
-  assign \$426  = records__payload[46:45] == 2'h2;
-  assign \$427  = records__payload[46:45] == 2'h3;
-  assign \$428  = \$291 [2:0] == 2'h2;
-  assign \$429  = take & \$428 ;
-  assign \$430  = ~ records__payload[11];
-  assign \$431  = records__payload[0] & \$430 ;
-  assign \$432  = ! records__payload[2:1];
-  assign \$433  = records__payload[2:1] == 1'h1;
-  assign \$434  = records__payload[2:1] == 2'h2;
-  assign \$435  = records__payload[2:1] == 2'h3;
-  assign \$436  = ! records__payload[4:3];
-  assign \$437  = records__payload[4:3] == 1'h1;
-  assign \$438  = records__payload[4:3] == 2'h2;
-  assign \$439  = records__payload[4:3] == 2'h3;
-  assign \$440  = \$291 [2:0] == 2'h2;
-  assign \$441  = take & \$440 ;
-  assign \$442  = ~ records__payload[25];
-  assign \$443  = records__payload[14] & \$442 ;
-  assign \$444  = ! records__payload[16:15];
-  assign \$445  = records__payload[16:15] == 1'h1;
-  assign \$446  = records__payload[16:15] == 2'h2;
-  assign \$447  = records__payload[16:15] == 2'h3;
-  assign \$448  = ! records__payload[18:17];
-  assign \$449  = records__payload[18:17] == 1'h1;
-  assign \$450  = records__payload[18:17] == 2'h2;
-  assign \$451  = records__payload[18:17] == 2'h3;
-  assign \$452  = \$291 [2:0] == 2'h2;
-  assign \$453  = take & \$452 ;
-  assign \$454  = ~ records__payload[39];
-  assign \$455  = records__payload[28] & \$454 ;
-  assign \$456  = ! records__payload[30:29];
-  assign \$457  = records__payload[30:29] == 1'h1;
-  assign \$458  = records__payload[30:29] == 2'h2;
-  assign \$459  = records__payload[30:29] == 2'h3;
-  assign \$460  = ! records__payload[32:31];
-  assign \$461  = records__payload[32:31] == 1'h1;
-  assign \$462  = records__payload[32:31] == 2'h2;
-  assign \$463  = records__payload[32:31] == 2'h3;
-  assign \$464  = \$291 [2:0] == 2'h2;
-  assign \$465  = take & \$464 ;
-  assign \$466  = ~ records__payload[53];
-  assign \$467  = records__payload[42] & \$466 ;
-  assign \$468  = ! records__payload[44:43];
-  assign \$469  = records__payload[44:43] == 1'h1;
-  assign \$470  = records__payload[44:43] == 2'h2;
-  assign \$471  = records__payload[44:43] == 2'h3;
-  assign \$472  = ! records__payload[46:45];
-  assign \$473  = records__payload[46:45] == 1'h1;
-  assign \$474  = records__payload[46:45] == 2'h2;
-  assign \$475  = records__payload[46:45] == 2'h3;
-  assign \$476  = \$291 [2:0] == 2'h3;
-  assign \$477  = take & \$476 ;
-  assign \$478  = ~ records__payload[11];
-  assign \$479  = records__payload[0] & \$478 ;
-  assign \$480  = ! records__payload[2:1];
-  assign \$481  = records__payload[2:1] == 1'h1;
-  assign \$482  = records__payload[2:1] == 2'h2;
-  assign \$483  = records__payload[2:1] == 2'h3;
-  assign \$484  = ! records__payload[4:3];
-  assign \$485  = records__payload[4:3] == 1'h1;
-  assign \$486  = records__payload[4:3] == 2'h2;
-  assign \$487  = records__payload[4:3] == 2'h3;
-  assign \$488  = \$291 [2:0] == 2'h3;
-  assign \$489  = take & \$488 ;
-  assign \$490  = ~ records__payload[25];
-  assign \$491  = records__payload[14] & \$490 ;
-  assign \$492  = ! records__payload[16:15];
-  assign \$493  = records__payload[16:15] == 1'h1;
-  assign \$494  = records__payload[16:15] == 2'h2;
-  assign \$495  = records__payload[16:15] == 2'h3;
-  assign \$496  = ! records__payload[18:17];
-  assign \$497  = records__payload[18:17] == 1'h1;
-  assign \$498  = records__payload[18:17] == 2'h2;
-  assign \$499  = records__payload[18:17] == 2'h3;
-  assign \$500  = \$291 [2:0] == 2'h3;
-  assign \$501  = take & \$500 ;
-  assign \$502  = ~ records__payload[39];
-  assign \$503  = records__payload[28] & \$502 ;
-  assign \$504  = ! records__payload[30:29];
-  assign \$505  = records__payload[30:29] == 1'h1;
-  assign \$506  = records__payload[30:29] == 2'h2;
-  assign \$507  = records__payload[30:29] == 2'h3;
-  assign \$508  = ! records__payload[32:31];
-  assign \$509  = records__payload[32:31] == 1'h1;
-  assign \$510  = records__payload[32:31] == 2'h2;
-  assign \$511  = records__payload[32:31] == 2'h3;
-  assign \$512  = \$291 [2:0] == 2'h3;
-  assign \$513  = take & \$512 ;
-  assign \$514  = ~ records__payload[53];
-  assign \$515  = records__payload[42] & \$514 ;
-  assign \$516  = ! records__payload[44:43];
-  assign \$517  = records__payload[44:43] == 1'h1;
-  assign \$518  = records__payload[44:43] == 2'h2;
-  assign \$519  = records__payload[44:43] == 2'h3;
-  assign \$520  = ! records__payload[46:45];
-  assign \$521  = records__payload[46:45] == 1'h1;
-  assign \$522  = records__payload[46:45] == 2'h2;
-  assign \$523  = records__payload[46:45] == 2'h3;
-  assign \$524  = \$291 [2:0] + take;
+  assign \$370  = records__payload[18:17] == 2'h2;
+  assign \$371  = records__payload[18:17] == 2'h3;
+  assign \$372  = ! \$307 [2:0];
+  assign \$373  = take & \$372 ;
+  assign \$374  = ~ records__payload[39];
+  assign \$375  = records__payload[28] & \$374 ;
+  assign \$376  = ! records__payload[30:29];
+  assign \$377  = records__payload[30:29] == 1'h1;
+  assign \$378  = records__payload[30:29] == 2'h2;
+  assign \$379  = records__payload[30:29] == 2'h3;
+  assign \$380  = ! records__payload[32:31];
+  assign \$381  = records__payload[32:31] == 1'h1;
+  assign \$382  = records__payload[32:31] == 2'h2;
+  assign \$383  = records__payload[32:31] == 2'h3;
+  assign \$384  = ! \$307 [2:0];
+  assign \$385  = take & \$384 ;
+  assign \$386  = ~ records__payload[53];
+  assign \$387  = records__payload[42] & \$386 ;
+  assign \$388  = ! records__payload[44:43];
+  assign \$389  = records__payload[44:43] == 1'h1;
+  assign \$390  = records__payload[44:43] == 2'h2;
+  assign \$391  = records__payload[44:43] == 2'h3;
+  assign \$392  = ! records__payload[46:45];
+  assign \$393  = records__payload[46:45] == 1'h1;
+  assign \$394  = records__payload[46:45] == 2'h2;
+  assign \$395  = records__payload[46:45] == 2'h3;
+  assign \$396  = \$307 [2:0] == 1'h1;
+  assign \$397  = take & \$396 ;
+  assign \$398  = ~ records__payload[11];
+  assign \$399  = records__payload[0] & \$398 ;
+  assign \$400  = ! records__payload[2:1];
+  assign \$401  = records__payload[2:1] == 1'h1;
+  assign \$402  = records__payload[2:1] == 2'h2;
+  assign \$403  = records__payload[2:1] == 2'h3;
+  assign \$404  = ! records__payload[4:3];
+  assign \$405  = records__payload[4:3] == 1'h1;
+  assign \$406  = records__payload[4:3] == 2'h2;
+  assign \$407  = records__payload[4:3] == 2'h3;
+  assign \$408  = \$307 [2:0] == 1'h1;
+  assign \$409  = take & \$408 ;
+  assign \$410  = ~ records__payload[25];
+  assign \$411  = records__payload[14] & \$410 ;
+  assign \$412  = ! records__payload[16:15];
+  assign \$413  = records__payload[16:15] == 1'h1;
+  assign \$414  = records__payload[16:15] == 2'h2;
+  assign \$415  = records__payload[16:15] == 2'h3;
+  assign \$416  = ! records__payload[18:17];
+  assign \$417  = records__payload[18:17] == 1'h1;
+  assign \$418  = records__payload[18:17] == 2'h2;
+  assign \$419  = records__payload[18:17] == 2'h3;
+  assign \$420  = \$307 [2:0] == 1'h1;
+  assign \$421  = take & \$420 ;
+  assign \$422  = ~ records__payload[39];
+  assign \$423  = records__payload[28] & \$422 ;
+  assign \$424  = ! records__payload[30:29];
+  assign \$425  = records__payload[30:29] == 1'h1;
+  assign \$426  = records__payload[30:29] == 2'h2;
+  assign \$427  = records__payload[30:29] == 2'h3;
+  assign \$428  = ! records__payload[32:31];
+  assign \$429  = records__payload[32:31] == 1'h1;
+  assign \$430  = records__payload[32:31] == 2'h2;
+  assign \$431  = records__payload[32:31] == 2'h3;
+  assign \$432  = \$307 [2:0] == 1'h1;
+  assign \$433  = take & \$432 ;
+  assign \$434  = ~ records__payload[53];
+  assign \$435  = records__payload[42] & \$434 ;
+  assign \$436  = ! records__payload[44:43];
+  assign \$437  = records__payload[44:43] == 1'h1;
+  assign \$438  = records__payload[44:43] == 2'h2;
+  assign \$439  = records__payload[44:43] == 2'h3;
+  assign \$440  = ! records__payload[46:45];
+  assign \$441  = records__payload[46:45] == 1'h1;
+  assign \$442  = records__payload[46:45] == 2'h2;
+  assign \$443  = records__payload[46:45] == 2'h3;
+  assign \$444  = \$307 [2:0] == 2'h2;
+  assign \$445  = take & \$444 ;
+  assign \$446  = ~ records__payload[11];
+  assign \$447  = records__payload[0] & \$446 ;
+  assign \$448  = ! records__payload[2:1];
+  assign \$449  = records__payload[2:1] == 1'h1;
+  assign \$450  = records__payload[2:1] == 2'h2;
+  assign \$451  = records__payload[2:1] == 2'h3;
+  assign \$452  = ! records__payload[4:3];
+  assign \$453  = records__payload[4:3] == 1'h1;
+  assign \$454  = records__payload[4:3] == 2'h2;
+  assign \$455  = records__payload[4:3] == 2'h3;
+  assign \$456  = \$307 [2:0] == 2'h2;
+  assign \$457  = take & \$456 ;
+  assign \$458  = ~ records__payload[25];
+  assign \$459  = records__payload[14] & \$458 ;
+  assign \$460  = ! records__payload[16:15];
+  assign \$461  = records__payload[16:15] == 1'h1;
+  assign \$462  = records__payload[16:15] == 2'h2;
+  assign \$463  = records__payload[16:15] == 2'h3;
+  assign \$464  = ! records__payload[18:17];
+  assign \$465  = records__payload[18:17] == 1'h1;
+  assign \$466  = records__payload[18:17] == 2'h2;
+  assign \$467  = records__payload[18:17] == 2'h3;
+  assign \$468  = \$307 [2:0] == 2'h2;
+  assign \$469  = take & \$468 ;
+  assign \$470  = ~ records__payload[39];
+  assign \$471  = records__payload[28] & \$470 ;
+  assign \$472  = ! records__payload[30:29];
+  assign \$473  = records__payload[30:29] == 1'h1;
+  assign \$474  = records__payload[30:29] == 2'h2;
+  assign \$475  = records__payload[30:29] == 2'h3;
+  assign \$476  = ! records__payload[32:31];
+  assign \$477  = records__payload[32:31] == 1'h1;
+  assign \$478  = records__payload[32:31] == 2'h2;
+  assign \$479  = records__payload[32:31] == 2'h3;
+  assign \$480  = \$307 [2:0] == 2'h2;
+  assign \$481  = take & \$480 ;
+  assign \$482  = ~ records__payload[53];
+  assign \$483  = records__payload[42] & \$482 ;
+  assign \$484  = ! records__payload[44:43];
+  assign \$485  = records__payload[44:43] == 1'h1;
+  assign \$486  = records__payload[44:43] == 2'h2;
+  assign \$487  = records__payload[44:43] == 2'h3;
+  assign \$488  = ! records__payload[46:45];
+  assign \$489  = records__payload[46:45] == 1'h1;
+  assign \$490  = records__payload[46:45] == 2'h2;
+  assign \$491  = records__payload[46:45] == 2'h3;
+  assign \$492  = \$307 [2:0] == 2'h3;
+  assign \$493  = take & \$492 ;
+  assign \$494  = ~ records__payload[11];
+  assign \$495  = records__payload[0] & \$494 ;
+  assign \$496  = ! records__payload[2:1];
+  assign \$497  = records__payload[2:1] == 1'h1;
+  assign \$498  = records__payload[2:1] == 2'h2;
+  assign \$499  = records__payload[2:1] == 2'h3;
+  assign \$500  = ! records__payload[4:3];
+  assign \$501  = records__payload[4:3] == 1'h1;
+  assign \$502  = records__payload[4:3] == 2'h2;
+  assign \$503  = records__payload[4:3] == 2'h3;
+  assign \$504  = \$307 [2:0] == 2'h3;
+  assign \$505  = take & \$504 ;
+  assign \$506  = ~ records__payload[25];
+  assign \$507  = records__payload[14] & \$506 ;
+  assign \$508  = ! records__payload[16:15];
+  assign \$509  = records__payload[16:15] == 1'h1;
+  assign \$510  = records__payload[16:15] == 2'h2;
+  assign \$511  = records__payload[16:15] == 2'h3;
+  assign \$512  = ! records__payload[18:17];
+  assign \$513  = records__payload[18:17] == 1'h1;
+  assign \$514  = records__payload[18:17] == 2'h2;
+  assign \$515  = records__payload[18:17] == 2'h3;
+  assign \$516  = \$307 [2:0] == 2'h3;
+  assign \$517  = take & \$516 ;
+  assign \$518  = ~ records__payload[39];
+  assign \$519  = records__payload[28] & \$518 ;
+  assign \$520  = ! records__payload[30:29];
+  assign \$521  = records__payload[30:29] == 1'h1;
+  assign \$522  = records__payload[30:29] == 2'h2;
+  assign \$523  = records__payload[30:29] == 2'h3;
+  assign \$524  = ! records__payload[32:31];
+  assign \$525  = records__payload[32:31] == 1'h1;
+  assign \$526  = records__payload[32:31] == 2'h2;
+  assign \$527  = records__payload[32:31] == 2'h3;
+  assign \$528  = \$307 [2:0] == 2'h3;
+  assign \$529  = take & \$528 ;
+  assign \$530  = ~ records__payload[53];
+  assign \$531  = records__payload[42] & \$530 ;
+  assign \$532  = ! records__payload[44:43];
+  assign \$533  = records__payload[44:43] == 1'h1;
+  assign \$534  = records__payload[44:43] == 2'h2;
+  assign \$535  = records__payload[44:43] == 2'h3;
+  assign \$536  = ! records__payload[46:45];
+  assign \$537  = records__payload[46:45] == 1'h1;
+  assign \$538  = records__payload[46:45] == 2'h2;
+  assign \$539  = records__payload[46:45] == 2'h3;
+  assign \$540  = \$307 [2:0] + take;
   always @(posedge clk)
-    results__valid <= \$525 ;
+    results__valid <= \$541 ;
   always @(posedge clk)
-    results__payload <= \$526 ;
+    results__payload <= \$542 ;
   always @(posedge clk)
-    beat0_lane0 <= \$527 ;
+    beat0_lane0 <= \$543 ;
   always @(posedge clk)
-    beat0_lane1 <= \$528 ;
+    beat0_lane1 <= \$544 ;
   always @(posedge clk)
-    beat0_lane2 <= \$529 ;
+    beat0_lane2 <= \$545 ;
   always @(posedge clk)
-    beat0_lane3 <= \$530 ;
+    beat0_lane3 <= \$546 ;
   always @(posedge clk)
-    beat1_lane0 <= \$531 ;
+    beat1_lane0 <= \$547 ;
   always @(posedge clk)
-    beat1_lane1 <= \$532 ;
+    beat1_lane1 <= \$548 ;
   always @(posedge clk)
-    beat1_lane2 <= \$533 ;
+    beat1_lane2 <= \$549 ;
   always @(posedge clk)
-    beat1_lane3 <= \$534 ;
+    beat1_lane3 <= \$550 ;
   always @(posedge clk)
-    beat2_lane0 <= \$535 ;
+    beat2_lane0 <= \$551 ;
   always @(posedge clk)
-    beat2_lane1 <= \$536 ;
+    beat2_lane1 <= \$552 ;
   always @(posedge clk)
-    beat2_lane2 <= \$537 ;
+    beat2_lane2 <= \$553 ;
   always @(posedge clk)
-    beat2_lane3 <= \$538 ;
+    beat2_lane3 <= \$554 ;
   always @(posedge clk)
-    beat3_lane0 <= \$539 ;
+    beat3_lane0 <= \$555 ;
   always @(posedge clk)
-    beat3_lane1 <= \$540 ;
+    beat3_lane1 <= \$556 ;
   always @(posedge clk)
-    beat3_lane2 <= \$541 ;
+    beat3_lane2 <= \$557 ;
   always @(posedge clk)
-    beat3_lane3 <= \$542 ;
+    beat3_lane3 <= \$558 ;
   always @(posedge clk)
-    count <= \$543 ;
+    count <= \$559 ;
   assign \$1  = beat0_lane0[17:14] & { beat0_lane0[18], beat0_lane0[18], beat0_lane0[18], beat0_lane0[18] };
   assign \$2  = beat0_lane0[17:14] & { beat0_lane0[19], beat0_lane0[19], beat0_lane0[19], beat0_lane0[19] };
   assign \$3  = beat0_lane0[17:14] & { beat0_lane0[20], beat0_lane0[20], beat0_lane0[20], beat0_lane0[20] };
   assign \$4  = beat0_lane0[17:14] & { beat0_lane0[21], beat0_lane0[21], beat0_lane0[21], beat0_lane0[21] };
-  assign held0_wants = { \$4 , \$3 , \$2 , \$1  } & { beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22], beat0_lane0[22] };
   assign \$5  = beat0_lane1[17:14] & { beat0_lane1[18], beat0_lane1[18], beat0_lane1[18], beat0_lane1[18] };
   assign \$6  = beat0_lane1[17:14] & { beat0_lane1[19], beat0_lane1[19], beat0_lane1[19], beat0_lane1[19] };
   assign \$7  = beat0_lane1[17:14] & { beat0_lane1[20], beat0_lane1[20], beat0_lane1[20], beat0_lane1[20] };
   assign \$8  = beat0_lane1[17:14] & { beat0_lane1[21], beat0_lane1[21], beat0_lane1[21], beat0_lane1[21] };
-  assign held1_wants = { \$8 , \$7 , \$6 , \$5  } & { beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22], beat0_lane1[22] };
   assign \$9  = beat0_lane2[17:14] & { beat0_lane2[18], beat0_lane2[18], beat0_lane2[18], beat0_lane2[18] };
   assign \$10  = beat0_lane2[17:14] & { beat0_lane2[19], beat0_lane2[19], beat0_lane2[19], beat0_lane2[19] };
   assign \$11  = beat0_lane2[17:14] & { beat0_lane2[20], beat0_lane2[20], beat0_lane2[20], beat0_lane2[20] };
   assign \$12  = beat0_lane2[17:14] & { beat0_lane2[21], beat0_lane2[21], beat0_lane2[21], beat0_lane2[21] };
-  assign held2_wants = { \$12 , \$11 , \$10 , \$9  } & { beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22], beat0_lane2[22] };
   assign \$13  = beat0_lane3[17:14] & { beat0_lane3[18], beat0_lane3[18], beat0_lane3[18], beat0_lane3[18] };
   assign \$14  = beat0_lane3[17:14] & { beat0_lane3[19], beat0_lane3[19], beat0_lane3[19], beat0_lane3[19] };
   assign \$15  = beat0_lane3[17:14] & { beat0_lane3[20], beat0_lane3[20], beat0_lane3[20], beat0_lane3[20] };
   assign \$16  = beat0_lane3[17:14] & { beat0_lane3[21], beat0_lane3[21], beat0_lane3[21], beat0_lane3[21] };
-  assign held3_wants = { \$16 , \$15 , \$14 , \$13  } & { beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22], beat0_lane3[22] };
   assign \$17  = beat1_lane0[17:14] & { beat1_lane0[18], beat1_lane0[18], beat1_lane0[18], beat1_lane0[18] };
   assign \$18  = beat1_lane0[17:14] & { beat1_lane0[19], beat1_lane0[19], beat1_lane0[19], beat1_lane0[19] };
   assign \$19  = beat1_lane0[17:14] & { beat1_lane0[20], beat1_lane0[20], beat1_lane0[20], beat1_lane0[20] };
   assign \$20  = beat1_lane0[17:14] & { beat1_lane0[21], beat1_lane0[21], beat1_lane0[21], beat1_lane0[21] };
-  assign held4_wants = { \$20 , \$19 , \$18 , \$17  } & { beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22], beat1_lane0[22] };
   assign \$21  = beat1_lane1[17:14] & { beat1_lane1[18], beat1_lane1[18], beat1_lane1[18], beat1_lane1[18] };
   assign \$22  = beat1_lane1[17:14] & { beat1_lane1[19], beat1_lane1[19], beat1_lane1[19], beat1_lane1[19] };
   assign \$23  = beat1_lane1[17:14] & { beat1_lane1[20], beat1_lane1[20], beat1_lane1[20], beat1_lane1[20] };
   assign \$24  = beat1_lane1[17:14] & { beat1_lane1[21], beat1_lane1[21], beat1_lane1[21], beat1_lane1[21] };
-  assign held5_wants = { \$24 , \$23 , \$22 , \$21  } & { beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22], beat1_lane1[22] };
   assign \$25  = beat1_lane2[17:14] & { beat1_lane2[18], beat1_lane2[18], beat1_lane2[18], beat1_lane2[18] };
   assign \$26  = beat1_lane2[17:14] & { beat1_lane2[19], beat1_lane2[19], beat1_lane2[19], beat1_lane2[19] };
   assign \$27  = beat1_lane2[17:14] & { beat1_lane2[20], beat1_lane2[20], beat1_lane2[20], beat1_lane2[20] };
   assign \$28  = beat1_lane2[17:14] & { beat1_lane2[21], beat1_lane2[21], beat1_lane2[21], beat1_lane2[21] };
-  assign held6_wants = { \$28 , \$27 , \$26 , \$25  } & { beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22], beat1_lane2[22] };
   assign \$29  = beat1_lane3[17:14] & { beat1_lane3[18], beat1_lane3[18], beat1_lane3[18], beat1_lane3[18] };
   assign \$30  = beat1_lane3[17:14] & { beat1_lane3[19], beat1_lane3[19], beat1_lane3[19], beat1_lane3[19] };
   assign \$31  = beat1_lane3[17:14] & { beat1_lane3[20], beat1_lane3[20], beat1_lane3[20], beat1_lane3[20] };
   assign \$32  = beat1_lane3[17:14] & { beat1_lane3[21], beat1_lane3[21], beat1_lane3[21], beat1_lane3[21] };
-  assign held7_wants = { \$32 , \$31 , \$30 , \$29  } & { beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22], beat1_lane3[22] };
   assign \$33  = beat2_lane0[17:14] & { beat2_lane0[18], beat2_lane0[18], beat2_lane0[18], beat2_lane0[18] };
   assign \$34  = beat2_lane0[17:14] & { beat2_lane0[19], beat2_lane0[19], beat2_lane0[19], beat2_lane0[19] };
   assign \$35  = beat2_lane0[17:14] & { beat2_lane0[20], beat2_lane0[20], beat2_lane0[20], beat2_lane0[20] };
   assign \$36  = beat2_lane0[17:14] & { beat2_lane0[21], beat2_lane0[21], beat2_lane0[21], beat2_lane0[21] };
-  assign held8_wants = { \$36 , \$35 , \$34 , \$33  } & { beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22], beat2_lane0[22] };
   assign \$37  = beat2_lane1[17:14] & { beat2_lane1[18], beat2_lane1[18], beat2_lane1[18], beat2_lane1[18] };
   assign \$38  = beat2_lane1[17:14] & { beat2_lane1[19], beat2_lane1[19], beat2_lane1[19], beat2_lane1[19] };
   assign \$39  = beat2_lane1[17:14] & { beat2_lane1[20], beat2_lane1[20], beat2_lane1[20], beat2_lane1[20] };
   assign \$40  = beat2_lane1[17:14] & { beat2_lane1[21], beat2_lane1[21], beat2_lane1[21], beat2_lane1[21] };
-  assign held9_wants = { \$40 , \$39 , \$38 , \$37  } & { beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22], beat2_lane1[22] };
   assign \$41  = beat2_lane2[17:14] & { beat2_lane2[18], beat2_lane2[18], beat2_lane2[18], beat2_lane2[18] };
   assign \$42  = beat2_lane2[17:14] & { beat2_lane2[19], beat2_lane2[19], beat2_lane2[19], beat2_lane2[19] };
   assign \$43  = beat2_lane2[17:14] & { beat2_lane2[20], beat2_lane2[20], beat2_lane2[20], beat2_lane2[20] };
   assign \$44  = beat2_lane2[17:14] & { beat2_lane2[21], beat2_lane2[21], beat2_lane2[21], beat2_lane2[21] };
-  assign held10_wants = { \$44 , \$43 , \$42 , \$41  } & { beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22], beat2_lane2[22] };
   assign \$45  = beat2_lane3[17:14] & { beat2_lane3[18], beat2_lane3[18], beat2_lane3[18], beat2_lane3[18] };
   assign \$46  = beat2_lane3[17:14] & { beat2_lane3[19], beat2_lane3[19], beat2_lane3[19], beat2_lane3[19] };
   assign \$47  = beat2_lane3[17:14] & { beat2_lane3[20], beat2_lane3[20], beat2_lane3[20], beat2_lane3[20] };
   assign \$48  = beat2_lane3[17:14] & { beat2_lane3[21], beat2_lane3[21], beat2_lane3[21], beat2_lane3[21] };
-  assign held11_wants = { \$48 , \$47 , \$46 , \$45  } & { beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22], beat2_lane3[22] };
   assign \$49  = beat3_lane0[17:14] & { beat3_lane0[18], beat3_lane0[18], beat3_lane0[18], beat3_lane0[18] };
   assign \$50  = beat3_lane0[17:14] & { beat3_lane0[19], beat3_lane0[19], beat3_lane0[19], beat3_lane0[19] };
   assign \$51  = beat3_lane0[17:14] & { beat3_lane0[20], beat3_lane0[20], beat3_lane0[20], beat3_lane0[20] };
   assign \$52  = beat3_lane0[17:14] & { beat3_lane0[21], beat3_lane0[21], beat3_lane0[21], beat3_lane0[21] };
-  assign held12_wants = { \$52 , \$51 , \$50 , \$49  } & { beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22], beat3_lane0[22] };
   assign \$53  = beat3_lane1[17:14] & { beat3_lane1[18], beat3_lane1[18], beat3_lane1[18], beat3_lane1[18] };
   assign \$54  = beat3_lane1[17:14] & { beat3_lane1[19], beat3_lane1[19], beat3_lane1[19], beat3_lane1[19] };
   assign \$55  = beat3_lane1[17:14] & { beat3_lane1[20], beat3_lane1[20], beat3_lane1[20], beat3_lane1[20] };
   assign \$56  = beat3_lane1[17:14] & { beat3_lane1[21], beat3_lane1[21], beat3_lane1[21], beat3_lane1[21] };
-  assign held13_wants = { \$56 , \$55 , \$54 , \$53  } & { beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22], beat3_lane1[22] };
   assign \$57  = beat3_lane2[17:14] & { beat3_lane2[18], beat3_lane2[18], beat3_lane2[18], beat3_lane2[18] };
   assign \$58  = beat3_lane2[17:14] & { beat3_lane2[19], beat3_lane2[19], beat3_lane2[19], beat3_lane2[19] };
   assign \$59  = beat3_lane2[17:14] & { beat3_lane2[20], beat3_lane2[20], beat3_lane2[20], beat3_lane2[20] };
   assign \$60  = beat3_lane2[17:14] & { beat3_lane2[21], beat3_lane2[21], beat3_lane2[21], beat3_lane2[21] };
-  assign held14_wants = { \$60 , \$59 , \$58 , \$57  } & { beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22], beat3_lane2[22] };
   assign \$61  = beat3_lane3[17:14] & { beat3_lane3[18], beat3_lane3[18], beat3_lane3[18], beat3_lane3[18] };
   assign \$62  = beat3_lane3[17:14] & { beat3_lane3[19], beat3_lane3[19], beat3_lane3[19], beat3_lane3[19] };
   assign \$63  = beat3_lane3[17:14] & { beat3_lane3[20], beat3_lane3[20], beat3_lane3[20], beat3_lane3[20] };
   assign \$64  = beat3_lane3[17:14] & { beat3_lane3[21], beat3_lane3[21], beat3_lane3[21], beat3_lane3[21] };
-  assign held15_wants = { \$64 , \$63 , \$62 , \$61  } & { beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22], beat3_lane3[22] };
-  assign \$65  = ~ { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
-  assign \$66  = \$65  + 1'h1;
-  assign \$67  = { 1'h0, held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] } & \$66 ;
-  assign \$68  = ~ { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
-  assign \$69  = \$68  + 1'h1;
-  assign \$70  = { 1'h0, held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] } & \$69 ;
-  assign \$71  = ~ { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
-  assign \$72  = \$71  + 1'h1;
-  assign \$73  = { 1'h0, held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] } & \$72 ;
-  assign \$74  = ~ { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
-  assign \$75  = \$74  + 1'h1;
-  assign \$76  = { 1'h0, held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] } & \$75 ;
-  assign \$77  = ~ { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
-  assign \$78  = \$77  + 1'h1;
-  assign \$79  = { 1'h0, held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] } & \$78 ;
-  assign \$80  = ~ { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
-  assign \$81  = \$80  + 1'h1;
-  assign \$82  = { 1'h0, held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] } & \$81 ;
-  assign \$83  = ~ { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
-  assign \$84  = \$83  + 1'h1;
-  assign \$85  = { 1'h0, held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] } & \$84 ;
-  assign \$86  = ~ { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
-  assign \$87  = \$86  + 1'h1;
-  assign \$88  = { 1'h0, held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] } & \$87 ;
-  assign \$89  = ~ { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
-  assign \$90  = \$89  + 1'h1;
-  assign \$91  = { 1'h0, held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] } & \$90 ;
-  assign \$92  = ~ { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
-  assign \$93  = \$92  + 1'h1;
-  assign \$94  = { 1'h0, held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] } & \$93 ;
-  assign \$95  = ~ { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
-  assign \$96  = \$95  + 1'h1;
-  assign \$97  = { 1'h0, held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] } & \$96 ;
-  assign \$98  = ~ { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
-  assign \$99  = \$98  + 1'h1;
-  assign \$100  = { 1'h0, held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] } & \$99 ;
-  assign \$101  = ~ { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
-  assign \$102  = \$101  + 1'h1;
-  assign \$103  = { 1'h0, held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] } & \$102 ;
-  assign \$104  = ~ { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
-  assign \$105  = \$104  + 1'h1;
-  assign \$106  = { 1'h0, held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] } & \$105 ;
-  assign \$107  = ~ { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
-  assign \$108  = \$107  + 1'h1;
-  assign \$109  = { 1'h0, held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] } & \$108 ;
-  assign \$110  = ~ { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
-  assign \$111  = \$110  + 1'h1;
-  assign \$112  = { 1'h0, held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] } & \$111 ;
-  assign responses__0__ready = | { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
-  assign responses__1__ready = | { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
-  assign responses__2__ready = | { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
-  assign responses__3__ready = | { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
-  assign responses__4__ready = | { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
-  assign responses__5__ready = | { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
-  assign responses__6__ready = | { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
-  assign responses__7__ready = | { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
-  assign responses__8__ready = | { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
-  assign responses__9__ready = | { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
-  assign responses__10__ready = | { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
-  assign responses__11__ready = | { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
-  assign responses__12__ready = | { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
-  assign responses__13__ready = | { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
-  assign responses__14__ready = | { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
-  assign responses__15__ready = | { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
-  assign \$113  = \$67 [15:0] & { responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid };
-  assign \$114  = \$70 [15:0] & { responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid };
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$73 [15:0] & { responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid };
-  assign \$117  = \$76 [15:0] & { responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid };
-  assign \$118  = \$116  | \$117 ;
-  assign \$119  = \$115  | \$118 ;
-  assign \$120  = \$79 [15:0] & { responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid };
-  assign \$121  = \$82 [15:0] & { responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid };
-  assign \$122  = \$120  | \$121 ;
-  assign \$123  = \$85 [15:0] & { responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid };
-  assign \$124  = \$88 [15:0] & { responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid };
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \$122  | \$125 ;
-  assign \$127  = \$119  | \$126 ;
-  assign \$128  = \$91 [15:0] & { responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid };
-  assign \$129  = \$94 [15:0] & { responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid };
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = \$97 [15:0] & { responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid };
-  assign \$132  = \$100 [15:0] & { responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid };
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$130  | \$133 ;
-  assign \$135  = \$103 [15:0] & { responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid };
-  assign \$136  = \$106 [15:0] & { responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid };
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = \$109 [15:0] & { responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid };
-  assign \$139  = \$112 [15:0] & { responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid };
-  assign \$140  = \$138  | \$139 ;
-  assign \$141  = \$137  | \$140 ;
-  assign \$142  = \$134  | \$141 ;
-  assign takes = \$127  | \$142 ;
-  assign \$143  = ~ takes[0];
-  assign held0_waiting_now = beat0_lane0[22] & \$143 ;
-  assign \$144  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
-  assign \$145  = | \$144 ;
-  assign \$146  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
-  assign \$147  = | \$146 ;
-  assign \$148  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
-  assign \$149  = | \$148 ;
-  assign \$150  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$151  = | \$150 ;
-  assign held0_answer_now = takes[0] ? { \$151 , \$149 , \$147 , \$145  } : beat0_lane0[26:23];
-  assign \$152  = ~ takes[1];
-  assign held1_waiting_now = beat0_lane1[22] & \$152 ;
-  assign \$153  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
-  assign \$154  = | \$153 ;
-  assign \$155  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
-  assign \$156  = | \$155 ;
-  assign \$157  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
-  assign \$158  = | \$157 ;
-  assign \$159  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$160  = | \$159 ;
-  assign held1_answer_now = takes[1] ? { \$160 , \$158 , \$156 , \$154  } : beat0_lane1[26:23];
-  assign \$161  = ~ takes[2];
-  assign held2_waiting_now = beat0_lane2[22] & \$161 ;
-  assign \$162  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$65  = { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] } & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign bank0_wanted_by = \$65  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$66  = { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] } & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign bank1_wanted_by = \$66  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$67  = { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] } & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign bank2_wanted_by = \$67  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$68  = { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] } & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign bank3_wanted_by = \$68  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$69  = { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] } & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign bank4_wanted_by = \$69  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$70  = { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] } & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign bank5_wanted_by = \$70  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$71  = { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] } & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign bank6_wanted_by = \$71  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$72  = { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] } & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign bank7_wanted_by = \$72  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$73  = { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] } & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign bank8_wanted_by = \$73  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$74  = { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] } & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign bank9_wanted_by = \$74  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$75  = { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] } & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign bank10_wanted_by = \$75  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$76  = { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] } & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign bank11_wanted_by = \$76  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$77  = { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] } & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign bank12_wanted_by = \$77  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$78  = { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] } & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign bank13_wanted_by = \$78  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$79  = { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] } & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign bank14_wanted_by = \$79  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$80  = { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] } & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign bank15_wanted_by = \$80  & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$81  = ~ bank0_wanted_by;
+  assign \$82  = \$81  + 1'h1;
+  assign \$83  = { 1'h0, bank0_wanted_by } & \$82 ;
+  assign \$84  = ~ bank1_wanted_by;
+  assign \$85  = \$84  + 1'h1;
+  assign \$86  = { 1'h0, bank1_wanted_by } & \$85 ;
+  assign \$87  = ~ bank2_wanted_by;
+  assign \$88  = \$87  + 1'h1;
+  assign \$89  = { 1'h0, bank2_wanted_by } & \$88 ;
+  assign \$90  = ~ bank3_wanted_by;
+  assign \$91  = \$90  + 1'h1;
+  assign \$92  = { 1'h0, bank3_wanted_by } & \$91 ;
+  assign \$93  = ~ bank4_wanted_by;
+  assign \$94  = \$93  + 1'h1;
+  assign \$95  = { 1'h0, bank4_wanted_by } & \$94 ;
+  assign \$96  = ~ bank5_wanted_by;
+  assign \$97  = \$96  + 1'h1;
+  assign \$98  = { 1'h0, bank5_wanted_by } & \$97 ;
+  assign \$99  = ~ bank6_wanted_by;
+  assign \$100  = \$99  + 1'h1;
+  assign \$101  = { 1'h0, bank6_wanted_by } & \$100 ;
+  assign \$102  = ~ bank7_wanted_by;
+  assign \$103  = \$102  + 1'h1;
+  assign \$104  = { 1'h0, bank7_wanted_by } & \$103 ;
+  assign \$105  = ~ bank8_wanted_by;
+  assign \$106  = \$105  + 1'h1;
+  assign \$107  = { 1'h0, bank8_wanted_by } & \$106 ;
+  assign \$108  = ~ bank9_wanted_by;
+  assign \$109  = \$108  + 1'h1;
+  assign \$110  = { 1'h0, bank9_wanted_by } & \$109 ;
+  assign \$111  = ~ bank10_wanted_by;
+  assign \$112  = \$111  + 1'h1;
+  assign \$113  = { 1'h0, bank10_wanted_by } & \$112 ;
+  assign \$114  = ~ bank11_wanted_by;
+  assign \$115  = \$114  + 1'h1;
+  assign \$116  = { 1'h0, bank11_wanted_by } & \$115 ;
+  assign \$117  = ~ bank12_wanted_by;
+  assign \$118  = \$117  + 1'h1;
+  assign \$119  = { 1'h0, bank12_wanted_by } & \$118 ;
+  assign \$120  = ~ bank13_wanted_by;
+  assign \$121  = \$120  + 1'h1;
+  assign \$122  = { 1'h0, bank13_wanted_by } & \$121 ;
+  assign \$123  = ~ bank14_wanted_by;
+  assign \$124  = \$123  + 1'h1;
+  assign \$125  = { 1'h0, bank14_wanted_by } & \$124 ;
+  assign \$126  = ~ bank15_wanted_by;
+  assign \$127  = \$126  + 1'h1;
+  assign \$128  = { 1'h0, bank15_wanted_by } & \$127 ;
+  assign responses__0__ready = | bank0_wanted_by;
+  assign responses__1__ready = | bank1_wanted_by;
+  assign responses__2__ready = | bank2_wanted_by;
+  assign responses__3__ready = | bank3_wanted_by;
+  assign responses__4__ready = | bank4_wanted_by;
+  assign responses__5__ready = | bank5_wanted_by;
+  assign responses__6__ready = | bank6_wanted_by;
+  assign responses__7__ready = | bank7_wanted_by;
+  assign responses__8__ready = | bank8_wanted_by;
+  assign responses__9__ready = | bank9_wanted_by;
+  assign responses__10__ready = | bank10_wanted_by;
+  assign responses__11__ready = | bank11_wanted_by;
+  assign responses__12__ready = | bank12_wanted_by;
+  assign responses__13__ready = | bank13_wanted_by;
+  assign responses__14__ready = | bank14_wanted_by;
+  assign responses__15__ready = | bank15_wanted_by;
+  assign \$129  = \$83 [15:0] & { responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid, responses__0__valid };
+  assign \$130  = \$86 [15:0] & { responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid, responses__1__valid };
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = \$89 [15:0] & { responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid, responses__2__valid };
+  assign \$133  = \$92 [15:0] & { responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid, responses__3__valid };
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = \$131  | \$134 ;
+  assign \$136  = \$95 [15:0] & { responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid, responses__4__valid };
+  assign \$137  = \$98 [15:0] & { responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid, responses__5__valid };
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$101 [15:0] & { responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid, responses__6__valid };
+  assign \$140  = \$104 [15:0] & { responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid, responses__7__valid };
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$138  | \$141 ;
+  assign \$143  = \$135  | \$142 ;
+  assign \$144  = \$107 [15:0] & { responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid, responses__8__valid };
+  assign \$145  = \$110 [15:0] & { responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid, responses__9__valid };
+  assign \$146  = \$144  | \$145 ;
+  assign \$147  = \$113 [15:0] & { responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid, responses__10__valid };
+  assign \$148  = \$116 [15:0] & { responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid, responses__11__valid };
+  assign \$149  = \$147  | \$148 ;
+  assign \$150  = \$146  | \$149 ;
+  assign \$151  = \$119 [15:0] & { responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid, responses__12__valid };
+  assign \$152  = \$122 [15:0] & { responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid, responses__13__valid };
+  assign \$153  = \$151  | \$152 ;
+  assign \$154  = \$125 [15:0] & { responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid, responses__14__valid };
+  assign \$155  = \$128 [15:0] & { responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid, responses__15__valid };
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = \$153  | \$156 ;
+  assign \$158  = \$150  | \$157 ;
+  assign takes = \$143  | \$158 ;
+  assign \$159  = ~ takes[0];
+  assign held0_waiting_now = beat0_lane0[22] & \$159 ;
+  assign \$160  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$161  = | \$160 ;
+  assign \$162  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$163  = | \$162 ;
-  assign \$164  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$164  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$165  = | \$164 ;
-  assign \$166  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$166  = { \$4 , \$3 , \$2 , \$1  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$167  = | \$166 ;
-  assign \$168  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$169  = | \$168 ;
-  assign held2_answer_now = takes[2] ? { \$169 , \$167 , \$165 , \$163  } : beat0_lane2[26:23];
-  assign \$170  = ~ takes[3];
-  assign held3_waiting_now = beat0_lane3[22] & \$170 ;
-  assign \$171  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held0_answer_now = takes[0] ? { \$167 , \$165 , \$163 , \$161  } : beat0_lane0[26:23];
+  assign \$168  = ~ takes[1];
+  assign held1_waiting_now = beat0_lane1[22] & \$168 ;
+  assign \$169  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$170  = | \$169 ;
+  assign \$171  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$172  = | \$171 ;
-  assign \$173  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$173  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$174  = | \$173 ;
-  assign \$175  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$175  = { \$8 , \$7 , \$6 , \$5  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$176  = | \$175 ;
-  assign \$177  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$178  = | \$177 ;
-  assign held3_answer_now = takes[3] ? { \$178 , \$176 , \$174 , \$172  } : beat0_lane3[26:23];
-  assign \$179  = ~ takes[4];
-  assign held4_waiting_now = beat1_lane0[22] & \$179 ;
-  assign \$180  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held1_answer_now = takes[1] ? { \$176 , \$174 , \$172 , \$170  } : beat0_lane1[26:23];
+  assign \$177  = ~ takes[2];
+  assign held2_waiting_now = beat0_lane2[22] & \$177 ;
+  assign \$178  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$179  = | \$178 ;
+  assign \$180  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$181  = | \$180 ;
-  assign \$182  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$182  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$183  = | \$182 ;
-  assign \$184  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$184  = { \$12 , \$11 , \$10 , \$9  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$185  = | \$184 ;
-  assign \$186  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$187  = | \$186 ;
-  assign held4_answer_now = takes[4] ? { \$187 , \$185 , \$183 , \$181  } : beat1_lane0[26:23];
-  assign \$188  = ~ takes[5];
-  assign held5_waiting_now = beat1_lane1[22] & \$188 ;
-  assign \$189  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held2_answer_now = takes[2] ? { \$185 , \$183 , \$181 , \$179  } : beat0_lane2[26:23];
+  assign \$186  = ~ takes[3];
+  assign held3_waiting_now = beat0_lane3[22] & \$186 ;
+  assign \$187  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$188  = | \$187 ;
+  assign \$189  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$190  = | \$189 ;
-  assign \$191  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$191  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$192  = | \$191 ;
-  assign \$193  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$193  = { \$16 , \$15 , \$14 , \$13  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$194  = | \$193 ;
-  assign \$195  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$196  = | \$195 ;
-  assign held5_answer_now = takes[5] ? { \$196 , \$194 , \$192 , \$190  } : beat1_lane1[26:23];
-  assign \$197  = ~ takes[6];
-  assign held6_waiting_now = beat1_lane2[22] & \$197 ;
-  assign \$198  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held3_answer_now = takes[3] ? { \$194 , \$192 , \$190 , \$188  } : beat0_lane3[26:23];
+  assign \$195  = ~ takes[4];
+  assign held4_waiting_now = beat1_lane0[22] & \$195 ;
+  assign \$196  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$197  = | \$196 ;
+  assign \$198  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$199  = | \$198 ;
-  assign \$200  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$200  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$201  = | \$200 ;
-  assign \$202  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$202  = { \$20 , \$19 , \$18 , \$17  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$203  = | \$202 ;
-  assign \$204  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$205  = | \$204 ;
-  assign held6_answer_now = takes[6] ? { \$205 , \$203 , \$201 , \$199  } : beat1_lane2[26:23];
-  assign \$206  = ~ takes[7];
-  assign held7_waiting_now = beat1_lane3[22] & \$206 ;
-  assign \$207  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held4_answer_now = takes[4] ? { \$203 , \$201 , \$199 , \$197  } : beat1_lane0[26:23];
+  assign \$204  = ~ takes[5];
+  assign held5_waiting_now = beat1_lane1[22] & \$204 ;
+  assign \$205  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$206  = | \$205 ;
+  assign \$207  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$208  = | \$207 ;
-  assign \$209  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$209  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$210  = | \$209 ;
-  assign \$211  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$211  = { \$24 , \$23 , \$22 , \$21  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$212  = | \$211 ;
-  assign \$213  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$214  = | \$213 ;
-  assign held7_answer_now = takes[7] ? { \$214 , \$212 , \$210 , \$208  } : beat1_lane3[26:23];
-  assign \$215  = ~ takes[8];
-  assign held8_waiting_now = beat2_lane0[22] & \$215 ;
-  assign \$216  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held5_answer_now = takes[5] ? { \$212 , \$210 , \$208 , \$206  } : beat1_lane1[26:23];
+  assign \$213  = ~ takes[6];
+  assign held6_waiting_now = beat1_lane2[22] & \$213 ;
+  assign \$214  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$215  = | \$214 ;
+  assign \$216  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$217  = | \$216 ;
-  assign \$218  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$218  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$219  = | \$218 ;
-  assign \$220  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$220  = { \$28 , \$27 , \$26 , \$25  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$221  = | \$220 ;
-  assign \$222  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$223  = | \$222 ;
-  assign held8_answer_now = takes[8] ? { \$223 , \$221 , \$219 , \$217  } : beat2_lane0[26:23];
-  assign \$224  = ~ takes[9];
-  assign held9_waiting_now = beat2_lane1[22] & \$224 ;
-  assign \$225  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held6_answer_now = takes[6] ? { \$221 , \$219 , \$217 , \$215  } : beat1_lane2[26:23];
+  assign \$222  = ~ takes[7];
+  assign held7_waiting_now = beat1_lane3[22] & \$222 ;
+  assign \$223  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$224  = | \$223 ;
+  assign \$225  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$226  = | \$225 ;
-  assign \$227  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$227  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$228  = | \$227 ;
-  assign \$229  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$229  = { \$32 , \$31 , \$30 , \$29  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$230  = | \$229 ;
-  assign \$231  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$232  = | \$231 ;
-  assign held9_answer_now = takes[9] ? { \$232 , \$230 , \$228 , \$226  } : beat2_lane1[26:23];
-  assign \$233  = ~ takes[10];
-  assign held10_waiting_now = beat2_lane2[22] & \$233 ;
-  assign \$234  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held7_answer_now = takes[7] ? { \$230 , \$228 , \$226 , \$224  } : beat1_lane3[26:23];
+  assign \$231  = ~ takes[8];
+  assign held8_waiting_now = beat2_lane0[22] & \$231 ;
+  assign \$232  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$233  = | \$232 ;
+  assign \$234  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$235  = | \$234 ;
-  assign \$236  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$236  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$237  = | \$236 ;
-  assign \$238  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$238  = { \$36 , \$35 , \$34 , \$33  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$239  = | \$238 ;
-  assign \$240  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$241  = | \$240 ;
-  assign held10_answer_now = takes[10] ? { \$241 , \$239 , \$237 , \$235  } : beat2_lane2[26:23];
-  assign \$242  = ~ takes[11];
-  assign held11_waiting_now = beat2_lane3[22] & \$242 ;
-  assign \$243  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held8_answer_now = takes[8] ? { \$239 , \$237 , \$235 , \$233  } : beat2_lane0[26:23];
+  assign \$240  = ~ takes[9];
+  assign held9_waiting_now = beat2_lane1[22] & \$240 ;
+  assign \$241  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$242  = | \$241 ;
+  assign \$243  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$244  = | \$243 ;
-  assign \$245  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$245  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$246  = | \$245 ;
-  assign \$247  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$247  = { \$40 , \$39 , \$38 , \$37  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$248  = | \$247 ;
-  assign \$249  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$250  = | \$249 ;
-  assign held11_answer_now = takes[11] ? { \$250 , \$248 , \$246 , \$244  } : beat2_lane3[26:23];
-  assign \$251  = ~ takes[12];
-  assign held12_waiting_now = beat3_lane0[22] & \$251 ;
-  assign \$252  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held9_answer_now = takes[9] ? { \$248 , \$246 , \$244 , \$242  } : beat2_lane1[26:23];
+  assign \$249  = ~ takes[10];
+  assign held10_waiting_now = beat2_lane2[22] & \$249 ;
+  assign \$250  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$251  = | \$250 ;
+  assign \$252  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$253  = | \$252 ;
-  assign \$254  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$254  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$255  = | \$254 ;
-  assign \$256  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$256  = { \$44 , \$43 , \$42 , \$41  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$257  = | \$256 ;
-  assign \$258  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$259  = | \$258 ;
-  assign held12_answer_now = takes[12] ? { \$259 , \$257 , \$255 , \$253  } : beat3_lane0[26:23];
-  assign \$260  = ~ takes[13];
-  assign held13_waiting_now = beat3_lane1[22] & \$260 ;
-  assign \$261  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held10_answer_now = takes[10] ? { \$257 , \$255 , \$253 , \$251  } : beat2_lane2[26:23];
+  assign \$258  = ~ takes[11];
+  assign held11_waiting_now = beat2_lane3[22] & \$258 ;
+  assign \$259  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$260  = | \$259 ;
+  assign \$261  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$262  = | \$261 ;
-  assign \$263  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$263  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$264  = | \$263 ;
-  assign \$265  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$265  = { \$48 , \$47 , \$46 , \$45  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$266  = | \$265 ;
-  assign \$267  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$268  = | \$267 ;
-  assign held13_answer_now = takes[13] ? { \$268 , \$266 , \$264 , \$262  } : beat3_lane1[26:23];
-  assign \$269  = ~ takes[14];
-  assign held14_waiting_now = beat3_lane2[22] & \$269 ;
-  assign \$270  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held11_answer_now = takes[11] ? { \$266 , \$264 , \$262 , \$260  } : beat2_lane3[26:23];
+  assign \$267  = ~ takes[12];
+  assign held12_waiting_now = beat3_lane0[22] & \$267 ;
+  assign \$268  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$269  = | \$268 ;
+  assign \$270  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$271  = | \$270 ;
-  assign \$272  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$272  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$273  = | \$272 ;
-  assign \$274  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$274  = { \$52 , \$51 , \$50 , \$49  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$275  = | \$274 ;
-  assign \$276  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$277  = | \$276 ;
-  assign held14_answer_now = takes[14] ? { \$277 , \$275 , \$273 , \$271  } : beat3_lane2[26:23];
-  assign \$278  = ~ takes[15];
-  assign held15_waiting_now = beat3_lane3[22] & \$278 ;
-  assign \$279  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign held12_answer_now = takes[12] ? { \$275 , \$273 , \$271 , \$269  } : beat3_lane0[26:23];
+  assign \$276  = ~ takes[13];
+  assign held13_waiting_now = beat3_lane1[22] & \$276 ;
+  assign \$277  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$278  = | \$277 ;
+  assign \$279  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
   assign \$280  = | \$279 ;
-  assign \$281  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$281  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
   assign \$282  = | \$281 ;
-  assign \$283  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$283  = { \$56 , \$55 , \$54 , \$53  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
   assign \$284  = | \$283 ;
-  assign \$285  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
-  assign \$286  = | \$285 ;
-  assign held15_answer_now = takes[15] ? { \$286 , \$284 , \$282 , \$280  } : beat3_lane3[26:23];
-  assign \$287  = | count;
-  assign \$288  = | { beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$289  = ~ \$288 ;
-  assign complete = \$287  & \$289 ;
-  assign \$290  = ~ results__valid;
-  assign out_free = \$290  | results__ready;
+  assign held13_answer_now = takes[13] ? { \$284 , \$282 , \$280 , \$278  } : beat3_lane1[26:23];
+  assign \$285  = ~ takes[14];
+  assign held14_waiting_now = beat3_lane2[22] & \$285 ;
+  assign \$286  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$287  = | \$286 ;
+  assign \$288  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$289  = | \$288 ;
+  assign \$290  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$291  = | \$290 ;
+  assign \$292  = { \$60 , \$59 , \$58 , \$57  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$293  = | \$292 ;
+  assign held14_answer_now = takes[14] ? { \$293 , \$291 , \$289 , \$287  } : beat3_lane2[26:23];
+  assign \$294  = ~ takes[15];
+  assign held15_waiting_now = beat3_lane3[22] & \$294 ;
+  assign \$295  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
+  assign \$296  = | \$295 ;
+  assign \$297  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[1], responses__14__payload[1], responses__13__payload[1], responses__12__payload[1], responses__11__payload[1], responses__10__payload[1], responses__9__payload[1], responses__8__payload[1], responses__7__payload[1], responses__6__payload[1], responses__5__payload[1], responses__4__payload[1], responses__3__payload[1], responses__2__payload[1], responses__1__payload[1], responses__0__payload[1] };
+  assign \$298  = | \$297 ;
+  assign \$299  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[2], responses__14__payload[2], responses__13__payload[2], responses__12__payload[2], responses__11__payload[2], responses__10__payload[2], responses__9__payload[2], responses__8__payload[2], responses__7__payload[2], responses__6__payload[2], responses__5__payload[2], responses__4__payload[2], responses__3__payload[2], responses__2__payload[2], responses__1__payload[2], responses__0__payload[2] };
+  assign \$300  = | \$299 ;
+  assign \$301  = { \$64 , \$63 , \$62 , \$61  } & { responses__15__payload[3], responses__14__payload[3], responses__13__payload[3], responses__12__payload[3], responses__11__payload[3], responses__10__payload[3], responses__9__payload[3], responses__8__payload[3], responses__7__payload[3], responses__6__payload[3], responses__5__payload[3], responses__4__payload[3], responses__3__payload[3], responses__2__payload[3], responses__1__payload[3], responses__0__payload[3] };
+  assign \$302  = | \$301 ;
+  assign held15_answer_now = takes[15] ? { \$302 , \$300 , \$298 , \$296  } : beat3_lane3[26:23];
+  assign \$303  = | count;
+  assign \$304  = | { beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$305  = ~ \$304 ;
+  assign complete = \$303  & \$305 ;
+  assign \$306  = ~ results__valid;
+  assign out_free = \$306  | results__ready;
   assign \release  = complete & out_free;
-  assign \$291  = count - \release ;
-  assign \$292  = count < 3'h4;
-  assign records__ready = \$292  | \release ;
+  assign \$307  = count - \release ;
+  assign \$308  = count < 3'h4;
+  assign records__ready = \$308  | \release ;
   assign take = records__valid & records__ready;
-  assign \$293  = | count;
-  assign busy = \$293  | results__valid;
-  assign \$294  = beat0_lane0[11] ? beat0_lane0[26] : beat0_lane0[23];
-  assign \$295  = beat0_lane0[0] & \$294 ;
-  assign \$296  = beat0_lane0[4:1] * 7'h40;
-  assign \$297  = \$296  + beat0_lane0[10:5];
-  assign \$298  = \$297  * 3'h4;
-  assign \$300  = \$298  + \$299 ;
-  assign \$301  = beat0_lane0[0] ? \$300  : 16'h0000;
-  assign \$303  = beat0_lane1[11] ? \$302  : beat0_lane1[23];
-  assign \$304  = beat0_lane1[0] & \$303 ;
-  assign \$305  = beat0_lane1[4:1] * 7'h40;
-  assign \$306  = \$305  + beat0_lane1[10:5];
-  assign \$307  = \$306  * 3'h4;
-  assign \$309  = beat0_lane1[11] ? \$308  : beat0_lane1[25:24];
-  assign \$310  = \$307  + \$309 ;
-  assign \$311  = beat0_lane1[0] ? \$310  : 16'h0000;
-  assign \$313  = beat0_lane2[11] ? \$312  : beat0_lane2[23];
-  assign \$314  = beat0_lane2[0] & \$313 ;
-  assign \$315  = beat0_lane2[4:1] * 7'h40;
-  assign \$316  = \$315  + beat0_lane2[10:5];
-  assign \$317  = \$316  * 3'h4;
-  assign \$319  = beat0_lane2[11] ? \$318  : beat0_lane2[25:24];
-  assign \$320  = \$317  + \$319 ;
-  assign \$321  = beat0_lane2[0] ? \$320  : 16'h0000;
-  assign \$323  = beat0_lane3[11] ? \$322  : beat0_lane3[23];
-  assign \$324  = beat0_lane3[0] & \$323 ;
-  assign \$325  = beat0_lane3[4:1] * 7'h40;
-  assign \$326  = \$325  + beat0_lane3[10:5];
-  assign \$327  = \$326  * 3'h4;
-  assign \$329  = beat0_lane3[11] ? \$328  : beat0_lane3[25:24];
-  assign \$330  = \$327  + \$329 ;
-  assign \$331  = beat0_lane3[0] ? \$330  : 16'h0000;
-  assign \$332  = ! \$291 [2:0];
-  assign \$333  = take & \$332 ;
-  assign \$334  = ~ records__payload[11];
-  assign \$335  = records__payload[0] & \$334 ;
-  assign \$336  = ! records__payload[2:1];
-  assign \$337  = records__payload[2:1] == 1'h1;
-  assign \$338  = records__payload[2:1] == 2'h2;
-  assign \$339  = records__payload[2:1] == 2'h3;
-  assign \$340  = ! records__payload[4:3];
-  assign \$341  = records__payload[4:3] == 1'h1;
-  assign \$342  = records__payload[4:3] == 2'h2;
-  assign \$343  = records__payload[4:3] == 2'h3;
-  assign \$344  = ! \$291 [2:0];
-  assign \$345  = take & \$344 ;
-  assign \$346  = ~ records__payload[25];
-  assign \$347  = records__payload[14] & \$346 ;
-  assign \$348  = ! records__payload[16:15];
-  assign \$349  = records__payload[16:15] == 1'h1;
-  assign \$350  = records__payload[16:15] == 2'h2;
-  assign \$351  = records__payload[16:15] == 2'h3;
-  assign \$352  = ! records__payload[18:17];
-  assign \$353  = records__payload[18:17] == 1'h1;
-  assign \$354  = records__payload[18:17] == 2'h2;
-  assign \$355  = records__payload[18:17] == 2'h3;
-  assign \$356  = ! \$291 [2:0];
-  assign \$357  = take & \$356 ;
-  assign \$358  = ~ records__payload[39];
-  assign \$359  = records__payload[28] & \$358 ;
-  assign \$360  = ! records__payload[30:29];
-  assign \$361  = records__payload[30:29] == 1'h1;
-  assign \$362  = records__payload[30:29] == 2'h2;
-  assign \$363  = records__payload[30:29] == 2'h3;
-  assign \$364  = ! records__payload[32:31];
-  assign \$365  = records__payload[32:31] == 1'h1;
-  assign \$366  = records__payload[32:31] == 2'h2;
-  assign \$367  = records__payload[32:31] == 2'h3;
-  assign \$368  = ! \$291 [2:0];
-  assign \$369  = take & \$368 ;
-  assign \$370  = ~ records__payload[53];
-  assign \$371  = records__payload[42] & \$370 ;
-  assign \$372  = ! records__payload[44:43];
-  assign \$373  = records__payload[44:43] == 1'h1;
-  assign \$374  = records__payload[44:43] == 2'h2;
-  assign \$375  = records__payload[44:43] == 2'h3;
-  assign \$376  = ! records__payload[46:45];
-  assign \$377  = records__payload[46:45] == 1'h1;
-  assign \$378  = records__payload[46:45] == 2'h2;
-  assign \$379  = records__payload[46:45] == 2'h3;
-  assign \$380  = \$291 [2:0] == 1'h1;
-  assign \$381  = take & \$380 ;
-  assign \$382  = ~ records__payload[11];
-  assign \$383  = records__payload[0] & \$382 ;
-  assign \$384  = ! records__payload[2:1];
-  assign \$385  = records__payload[2:1] == 1'h1;
+  assign \$309  = | count;
+  assign busy = \$309  | results__valid;
+  assign \$310  = beat0_lane0[11] ? beat0_lane0[26] : beat0_lane0[23];
+  assign \$311  = beat0_lane0[0] & \$310 ;
+  assign \$312  = beat0_lane0[4:1] * 7'h40;
+  assign \$313  = \$312  + beat0_lane0[10:5];
+  assign \$314  = \$313  * 3'h4;
+  assign \$316  = \$314  + \$315 ;
+  assign \$317  = beat0_lane0[0] ? \$316  : 16'h0000;
+  assign \$319  = beat0_lane1[11] ? \$318  : beat0_lane1[23];
+  assign \$320  = beat0_lane1[0] & \$319 ;
+  assign \$321  = beat0_lane1[4:1] * 7'h40;
+  assign \$322  = \$321  + beat0_lane1[10:5];
+  assign \$323  = \$322  * 3'h4;
+  assign \$325  = beat0_lane1[11] ? \$324  : beat0_lane1[25:24];
+  assign \$326  = \$323  + \$325 ;
+  assign \$327  = beat0_lane1[0] ? \$326  : 16'h0000;
+  assign \$329  = beat0_lane2[11] ? \$328  : beat0_lane2[23];
+  assign \$330  = beat0_lane2[0] & \$329 ;
+  assign \$331  = beat0_lane2[4:1] * 7'h40;
+  assign \$332  = \$331  + beat0_lane2[10:5];
+  assign \$333  = \$332  * 3'h4;
+  assign \$335  = beat0_lane2[11] ? \$334  : beat0_lane2[25:24];
+  assign \$336  = \$333  + \$335 ;
+  assign \$337  = beat0_lane2[0] ? \$336  : 16'h0000;
+  assign \$339  = beat0_lane3[11] ? \$338  : beat0_lane3[23];
+  assign \$340  = beat0_lane3[0] & \$339 ;
+  assign \$341  = beat0_lane3[4:1] * 7'h40;
+  assign \$342  = \$341  + beat0_lane3[10:5];
+  assign \$343  = \$342  * 3'h4;
+  assign \$345  = beat0_lane3[11] ? \$344  : beat0_lane3[25:24];
+  assign \$346  = \$343  + \$345 ;
+  assign \$347  = beat0_lane3[0] ? \$346  : 16'h0000;
+  assign \$348  = ! \$307 [2:0];
+  assign \$349  = take & \$348 ;
+  assign \$350  = ~ records__payload[11];
+  assign \$351  = records__payload[0] & \$350 ;
+  assign \$352  = ! records__payload[2:1];
+  assign \$353  = records__payload[2:1] == 1'h1;
+  assign \$354  = records__payload[2:1] == 2'h2;
+  assign \$355  = records__payload[2:1] == 2'h3;
+  assign \$356  = ! records__payload[4:3];
+  assign \$357  = records__payload[4:3] == 1'h1;
+  assign \$358  = records__payload[4:3] == 2'h2;
+  assign \$359  = records__payload[4:3] == 2'h3;
+  assign \$360  = ! \$307 [2:0];
+  assign \$361  = take & \$360 ;
+  assign \$362  = ~ records__payload[25];
+  assign \$363  = records__payload[14] & \$362 ;
+  assign \$364  = ! records__payload[16:15];
+  assign \$365  = records__payload[16:15] == 1'h1;
+  assign \$366  = records__payload[16:15] == 2'h2;
+  assign \$367  = records__payload[16:15] == 2'h3;
+  assign \$368  = ! records__payload[18:17];
+  assign \$369  = records__payload[18:17] == 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$525  = results__valid;
+    \$541  = results__valid;
     if (results__ready) begin
-      \$525  = 1'h0;
+      \$541  = 1'h0;
     end
     if (\release ) begin
-      \$525  = 1'h1;
+      \$541  = 1'h1;
     end
     if (rst) begin
-      \$525  = 1'h0;
+      \$541  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$526  = results__payload;
+    \$542  = results__payload;
     if (\release ) begin
-      \$526 [0] = beat0_lane0[0];
-      \$526 [1] = \$295 ;
-      \$526 [13:2] = \$301 [11:0];
-      \$526 [14] = beat0_lane1[0];
-      \$526 [15] = \$304 ;
-      \$526 [27:16] = \$311 [11:0];
-      \$526 [28] = beat0_lane2[0];
-      \$526 [29] = \$314 ;
-      \$526 [41:30] = \$321 [11:0];
-      \$526 [42] = beat0_lane3[0];
-      \$526 [43] = \$324 ;
-      \$526 [55:44] = \$331 [11:0];
+      \$542 [0] = beat0_lane0[0];
+      \$542 [1] = \$311 ;
+      \$542 [13:2] = \$317 [11:0];
+      \$542 [14] = beat0_lane1[0];
+      \$542 [15] = \$320 ;
+      \$542 [27:16] = \$327 [11:0];
+      \$542 [28] = beat0_lane2[0];
+      \$542 [29] = \$330 ;
+      \$542 [41:30] = \$337 [11:0];
+      \$542 [42] = beat0_lane3[0];
+      \$542 [43] = \$340 ;
+      \$542 [55:44] = \$347 [11:0];
     end
     if (rst) begin
-      \$526  = 56'h00000000000000;
+      \$542  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$527 [26:23], \$527 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
+    { \$543 [26:23], \$543 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
     (* full_case = 32'd1 *)
-    if (\$333 ) begin
-      \$527 [13:0] = records__payload[13:0];
-      \$527 [22] = \$335 ;
-      \$527 [17:14] = { \$339 , \$338 , \$337 , \$336  };
-      \$527 [21:18] = { \$343 , \$342 , \$341 , \$340  };
+    if (\$349 ) begin
+      \$543 [13:0] = records__payload[13:0];
+      \$543 [22] = \$351 ;
+      \$543 [17:14] = { \$355 , \$354 , \$353 , \$352  };
+      \$543 [21:18] = { \$359 , \$358 , \$357 , \$356  };
     end else if (\release ) begin
-      \$527 [13:0] = beat1_lane0[13:0];
-      \$527 [17:14] = beat1_lane0[17:14];
-      \$527 [21:18] = beat1_lane0[21:18];
-      \$527 [22] = held4_waiting_now;
-      \$527 [26:23] = held4_answer_now;
+      \$543 [13:0] = beat1_lane0[13:0];
+      \$543 [17:14] = beat1_lane0[17:14];
+      \$543 [21:18] = beat1_lane0[21:18];
+      \$543 [22] = held4_waiting_now;
+      \$543 [26:23] = held4_answer_now;
     end else begin
-      \$527 [22] = held0_waiting_now;
-      \$527 [26:23] = held0_answer_now;
+      \$543 [22] = held0_waiting_now;
+      \$543 [26:23] = held0_answer_now;
     end
     if (rst) begin
-      \$527  = 27'h0000000;
+      \$543  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$528 [26:23], \$528 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
+    { \$544 [26:23], \$544 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
     (* full_case = 32'd1 *)
-    if (\$345 ) begin
-      \$528 [13:0] = records__payload[27:14];
-      \$528 [22] = \$347 ;
-      \$528 [17:14] = { \$351 , \$350 , \$349 , \$348  };
-      \$528 [21:18] = { \$355 , \$354 , \$353 , \$352  };
+    if (\$361 ) begin
+      \$544 [13:0] = records__payload[27:14];
+      \$544 [22] = \$363 ;
+      \$544 [17:14] = { \$367 , \$366 , \$365 , \$364  };
+      \$544 [21:18] = { \$371 , \$370 , \$369 , \$368  };
     end else if (\release ) begin
-      \$528 [13:0] = beat1_lane1[13:0];
-      \$528 [17:14] = beat1_lane1[17:14];
-      \$528 [21:18] = beat1_lane1[21:18];
-      \$528 [22] = held5_waiting_now;
-      \$528 [26:23] = held5_answer_now;
+      \$544 [13:0] = beat1_lane1[13:0];
+      \$544 [17:14] = beat1_lane1[17:14];
+      \$544 [21:18] = beat1_lane1[21:18];
+      \$544 [22] = held5_waiting_now;
+      \$544 [26:23] = held5_answer_now;
     end else begin
-      \$528 [22] = held1_waiting_now;
-      \$528 [26:23] = held1_answer_now;
+      \$544 [22] = held1_waiting_now;
+      \$544 [26:23] = held1_answer_now;
     end
     if (rst) begin
-      \$528  = 27'h0000000;
+      \$544  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$529 [26:23], \$529 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
+    { \$545 [26:23], \$545 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
     (* full_case = 32'd1 *)
-    if (\$357 ) begin
-      \$529 [13:0] = records__payload[41:28];
-      \$529 [22] = \$359 ;
-      \$529 [17:14] = { \$363 , \$362 , \$361 , \$360  };
-      \$529 [21:18] = { \$367 , \$366 , \$365 , \$364  };
+    if (\$373 ) begin
+      \$545 [13:0] = records__payload[41:28];
+      \$545 [22] = \$375 ;
+      \$545 [17:14] = { \$379 , \$378 , \$377 , \$376  };
+      \$545 [21:18] = { \$383 , \$382 , \$381 , \$380  };
     end else if (\release ) begin
-      \$529 [13:0] = beat1_lane2[13:0];
-      \$529 [17:14] = beat1_lane2[17:14];
-      \$529 [21:18] = beat1_lane2[21:18];
-      \$529 [22] = held6_waiting_now;
-      \$529 [26:23] = held6_answer_now;
+      \$545 [13:0] = beat1_lane2[13:0];
+      \$545 [17:14] = beat1_lane2[17:14];
+      \$545 [21:18] = beat1_lane2[21:18];
+      \$545 [22] = held6_waiting_now;
+      \$545 [26:23] = held6_answer_now;
     end else begin
-      \$529 [22] = held2_waiting_now;
-      \$529 [26:23] = held2_answer_now;
+      \$545 [22] = held2_waiting_now;
+      \$545 [26:23] = held2_answer_now;
     end
     if (rst) begin
-      \$529  = 27'h0000000;
+      \$545  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$530 [26:23], \$530 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
+    { \$546 [26:23], \$546 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
     (* full_case = 32'd1 *)
-    if (\$369 ) begin
-      \$530 [13:0] = records__payload[55:42];
-      \$530 [22] = \$371 ;
-      \$530 [17:14] = { \$375 , \$374 , \$373 , \$372  };
-      \$530 [21:18] = { \$379 , \$378 , \$377 , \$376  };
+    if (\$385 ) begin
+      \$546 [13:0] = records__payload[55:42];
+      \$546 [22] = \$387 ;
+      \$546 [17:14] = { \$391 , \$390 , \$389 , \$388  };
+      \$546 [21:18] = { \$395 , \$394 , \$393 , \$392  };
     end else if (\release ) begin
-      \$530 [13:0] = beat1_lane3[13:0];
-      \$530 [17:14] = beat1_lane3[17:14];
-      \$530 [21:18] = beat1_lane3[21:18];
-      \$530 [22] = held7_waiting_now;
-      \$530 [26:23] = held7_answer_now;
+      \$546 [13:0] = beat1_lane3[13:0];
+      \$546 [17:14] = beat1_lane3[17:14];
+      \$546 [21:18] = beat1_lane3[21:18];
+      \$546 [22] = held7_waiting_now;
+      \$546 [26:23] = held7_answer_now;
     end else begin
-      \$530 [22] = held3_waiting_now;
-      \$530 [26:23] = held3_answer_now;
+      \$546 [22] = held3_waiting_now;
+      \$546 [26:23] = held3_answer_now;
     end
     if (rst) begin
-      \$530  = 27'h0000000;
+      \$546  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$531 [26:23], \$531 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
+    { \$547 [26:23], \$547 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
     (* full_case = 32'd1 *)
-    if (\$381 ) begin
-      \$531 [13:0] = records__payload[13:0];
-      \$531 [22] = \$383 ;
-      \$531 [17:14] = { \$387 , \$386 , \$385 , \$384  };
-      \$531 [21:18] = { \$391 , \$390 , \$389 , \$388  };
+    if (\$397 ) begin
+      \$547 [13:0] = records__payload[13:0];
+      \$547 [22] = \$399 ;
+      \$547 [17:14] = { \$403 , \$402 , \$401 , \$400  };
+      \$547 [21:18] = { \$407 , \$406 , \$405 , \$404  };
     end else if (\release ) begin
-      \$531 [13:0] = beat2_lane0[13:0];
-      \$531 [17:14] = beat2_lane0[17:14];
-      \$531 [21:18] = beat2_lane0[21:18];
-      \$531 [22] = held8_waiting_now;
-      \$531 [26:23] = held8_answer_now;
+      \$547 [13:0] = beat2_lane0[13:0];
+      \$547 [17:14] = beat2_lane0[17:14];
+      \$547 [21:18] = beat2_lane0[21:18];
+      \$547 [22] = held8_waiting_now;
+      \$547 [26:23] = held8_answer_now;
     end else begin
-      \$531 [22] = held4_waiting_now;
-      \$531 [26:23] = held4_answer_now;
+      \$547 [22] = held4_waiting_now;
+      \$547 [26:23] = held4_answer_now;
     end
     if (rst) begin
-      \$531  = 27'h0000000;
+      \$547  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$532 [26:23], \$532 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
+    { \$548 [26:23], \$548 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
     (* full_case = 32'd1 *)
-    if (\$393 ) begin
-      \$532 [13:0] = records__payload[27:14];
-      \$532 [22] = \$395 ;
-      \$532 [17:14] = { \$399 , \$398 , \$397 , \$396  };
-      \$532 [21:18] = { \$403 , \$402 , \$401 , \$400  };
+    if (\$409 ) begin
+      \$548 [13:0] = records__payload[27:14];
+      \$548 [22] = \$411 ;
+      \$548 [17:14] = { \$415 , \$414 , \$413 , \$412  };
+      \$548 [21:18] = { \$419 , \$418 , \$417 , \$416  };
     end else if (\release ) begin
-      \$532 [13:0] = beat2_lane1[13:0];
-      \$532 [17:14] = beat2_lane1[17:14];
-      \$532 [21:18] = beat2_lane1[21:18];
-      \$532 [22] = held9_waiting_now;
-      \$532 [26:23] = held9_answer_now;
+      \$548 [13:0] = beat2_lane1[13:0];
+      \$548 [17:14] = beat2_lane1[17:14];
+      \$548 [21:18] = beat2_lane1[21:18];
+      \$548 [22] = held9_waiting_now;
+      \$548 [26:23] = held9_answer_now;
     end else begin
-      \$532 [22] = held5_waiting_now;
-      \$532 [26:23] = held5_answer_now;
+      \$548 [22] = held5_waiting_now;
+      \$548 [26:23] = held5_answer_now;
     end
     if (rst) begin
-      \$532  = 27'h0000000;
+      \$548  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$533 [26:23], \$533 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
+    { \$549 [26:23], \$549 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
     (* full_case = 32'd1 *)
-    if (\$405 ) begin
-      \$533 [13:0] = records__payload[41:28];
-      \$533 [22] = \$407 ;
-      \$533 [17:14] = { \$411 , \$410 , \$409 , \$408  };
-      \$533 [21:18] = { \$415 , \$414 , \$413 , \$412  };
+    if (\$421 ) begin
+      \$549 [13:0] = records__payload[41:28];
+      \$549 [22] = \$423 ;
+      \$549 [17:14] = { \$427 , \$426 , \$425 , \$424  };
+      \$549 [21:18] = { \$431 , \$430 , \$429 , \$428  };
     end else if (\release ) begin
-      \$533 [13:0] = beat2_lane2[13:0];
-      \$533 [17:14] = beat2_lane2[17:14];
-      \$533 [21:18] = beat2_lane2[21:18];
-      \$533 [22] = held10_waiting_now;
-      \$533 [26:23] = held10_answer_now;
+      \$549 [13:0] = beat2_lane2[13:0];
+      \$549 [17:14] = beat2_lane2[17:14];
+      \$549 [21:18] = beat2_lane2[21:18];
+      \$549 [22] = held10_waiting_now;
+      \$549 [26:23] = held10_answer_now;
     end else begin
-      \$533 [22] = held6_waiting_now;
-      \$533 [26:23] = held6_answer_now;
+      \$549 [22] = held6_waiting_now;
+      \$549 [26:23] = held6_answer_now;
     end
     if (rst) begin
-      \$533  = 27'h0000000;
+      \$549  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$534 [26:23], \$534 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
+    { \$550 [26:23], \$550 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
     (* full_case = 32'd1 *)
-    if (\$417 ) begin
-      \$534 [13:0] = records__payload[55:42];
-      \$534 [22] = \$419 ;
-      \$534 [17:14] = { \$423 , \$422 , \$421 , \$420  };
-      \$534 [21:18] = { \$427 , \$426 , \$425 , \$424  };
+    if (\$433 ) begin
+      \$550 [13:0] = records__payload[55:42];
+      \$550 [22] = \$435 ;
+      \$550 [17:14] = { \$439 , \$438 , \$437 , \$436  };
+      \$550 [21:18] = { \$443 , \$442 , \$441 , \$440  };
     end else if (\release ) begin
-      \$534 [13:0] = beat2_lane3[13:0];
-      \$534 [17:14] = beat2_lane3[17:14];
-      \$534 [21:18] = beat2_lane3[21:18];
-      \$534 [22] = held11_waiting_now;
-      \$534 [26:23] = held11_answer_now;
+      \$550 [13:0] = beat2_lane3[13:0];
+      \$550 [17:14] = beat2_lane3[17:14];
+      \$550 [21:18] = beat2_lane3[21:18];
+      \$550 [22] = held11_waiting_now;
+      \$550 [26:23] = held11_answer_now;
     end else begin
-      \$534 [22] = held7_waiting_now;
-      \$534 [26:23] = held7_answer_now;
+      \$550 [22] = held7_waiting_now;
+      \$550 [26:23] = held7_answer_now;
     end
     if (rst) begin
-      \$534  = 27'h0000000;
+      \$550  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$535 [26:23], \$535 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
+    { \$551 [26:23], \$551 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
     (* full_case = 32'd1 *)
-    if (\$429 ) begin
-      \$535 [13:0] = records__payload[13:0];
-      \$535 [22] = \$431 ;
-      \$535 [17:14] = { \$435 , \$434 , \$433 , \$432  };
-      \$535 [21:18] = { \$439 , \$438 , \$437 , \$436  };
+    if (\$445 ) begin
+      \$551 [13:0] = records__payload[13:0];
+      \$551 [22] = \$447 ;
+      \$551 [17:14] = { \$451 , \$450 , \$449 , \$448  };
+      \$551 [21:18] = { \$455 , \$454 , \$453 , \$452  };
     end else if (\release ) begin
-      \$535 [13:0] = beat3_lane0[13:0];
-      \$535 [17:14] = beat3_lane0[17:14];
-      \$535 [21:18] = beat3_lane0[21:18];
-      \$535 [22] = held12_waiting_now;
-      \$535 [26:23] = held12_answer_now;
+      \$551 [13:0] = beat3_lane0[13:0];
+      \$551 [17:14] = beat3_lane0[17:14];
+      \$551 [21:18] = beat3_lane0[21:18];
+      \$551 [22] = held12_waiting_now;
+      \$551 [26:23] = held12_answer_now;
     end else begin
-      \$535 [22] = held8_waiting_now;
-      \$535 [26:23] = held8_answer_now;
+      \$551 [22] = held8_waiting_now;
+      \$551 [26:23] = held8_answer_now;
     end
     if (rst) begin
-      \$535  = 27'h0000000;
+      \$551  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$536 [26:23], \$536 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
+    { \$552 [26:23], \$552 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
     (* full_case = 32'd1 *)
-    if (\$441 ) begin
-      \$536 [13:0] = records__payload[27:14];
-      \$536 [22] = \$443 ;
-      \$536 [17:14] = { \$447 , \$446 , \$445 , \$444  };
-      \$536 [21:18] = { \$451 , \$450 , \$449 , \$448  };
+    if (\$457 ) begin
+      \$552 [13:0] = records__payload[27:14];
+      \$552 [22] = \$459 ;
+      \$552 [17:14] = { \$463 , \$462 , \$461 , \$460  };
+      \$552 [21:18] = { \$467 , \$466 , \$465 , \$464  };
     end else if (\release ) begin
-      \$536 [13:0] = beat3_lane1[13:0];
-      \$536 [17:14] = beat3_lane1[17:14];
-      \$536 [21:18] = beat3_lane1[21:18];
-      \$536 [22] = held13_waiting_now;
-      \$536 [26:23] = held13_answer_now;
+      \$552 [13:0] = beat3_lane1[13:0];
+      \$552 [17:14] = beat3_lane1[17:14];
+      \$552 [21:18] = beat3_lane1[21:18];
+      \$552 [22] = held13_waiting_now;
+      \$552 [26:23] = held13_answer_now;
     end else begin
-      \$536 [22] = held9_waiting_now;
-      \$536 [26:23] = held9_answer_now;
+      \$552 [22] = held9_waiting_now;
+      \$552 [26:23] = held9_answer_now;
     end
     if (rst) begin
-      \$536  = 27'h0000000;
+      \$552  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$537 [26:23], \$537 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
+    { \$553 [26:23], \$553 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
     (* full_case = 32'd1 *)
-    if (\$453 ) begin
-      \$537 [13:0] = records__payload[41:28];
-      \$537 [22] = \$455 ;
-      \$537 [17:14] = { \$459 , \$458 , \$457 , \$456  };
-      \$537 [21:18] = { \$463 , \$462 , \$461 , \$460  };
+    if (\$469 ) begin
+      \$553 [13:0] = records__payload[41:28];
+      \$553 [22] = \$471 ;
+      \$553 [17:14] = { \$475 , \$474 , \$473 , \$472  };
+      \$553 [21:18] = { \$479 , \$478 , \$477 , \$476  };
     end else if (\release ) begin
-      \$537 [13:0] = beat3_lane2[13:0];
-      \$537 [17:14] = beat3_lane2[17:14];
-      \$537 [21:18] = beat3_lane2[21:18];
-      \$537 [22] = held14_waiting_now;
-      \$537 [26:23] = held14_answer_now;
+      \$553 [13:0] = beat3_lane2[13:0];
+      \$553 [17:14] = beat3_lane2[17:14];
+      \$553 [21:18] = beat3_lane2[21:18];
+      \$553 [22] = held14_waiting_now;
+      \$553 [26:23] = held14_answer_now;
     end else begin
-      \$537 [22] = held10_waiting_now;
-      \$537 [26:23] = held10_answer_now;
+      \$553 [22] = held10_waiting_now;
+      \$553 [26:23] = held10_answer_now;
     end
     if (rst) begin
-      \$537  = 27'h0000000;
+      \$553  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$538 [26:23], \$538 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
+    { \$554 [26:23], \$554 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
     (* full_case = 32'd1 *)
-    if (\$465 ) begin
-      \$538 [13:0] = records__payload[55:42];
-      \$538 [22] = \$467 ;
-      \$538 [17:14] = { \$471 , \$470 , \$469 , \$468  };
-      \$538 [21:18] = { \$475 , \$474 , \$473 , \$472  };
+    if (\$481 ) begin
+      \$554 [13:0] = records__payload[55:42];
+      \$554 [22] = \$483 ;
+      \$554 [17:14] = { \$487 , \$486 , \$485 , \$484  };
+      \$554 [21:18] = { \$491 , \$490 , \$489 , \$488  };
     end else if (\release ) begin
-      \$538 [13:0] = beat3_lane3[13:0];
-      \$538 [17:14] = beat3_lane3[17:14];
-      \$538 [21:18] = beat3_lane3[21:18];
-      \$538 [22] = held15_waiting_now;
-      \$538 [26:23] = held15_answer_now;
+      \$554 [13:0] = beat3_lane3[13:0];
+      \$554 [17:14] = beat3_lane3[17:14];
+      \$554 [21:18] = beat3_lane3[21:18];
+      \$554 [22] = held15_waiting_now;
+      \$554 [26:23] = held15_answer_now;
     end else begin
-      \$538 [22] = held11_waiting_now;
-      \$538 [26:23] = held11_answer_now;
+      \$554 [22] = held11_waiting_now;
+      \$554 [26:23] = held11_answer_now;
     end
     if (rst) begin
-      \$538  = 27'h0000000;
+      \$554  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$539 [26:23], \$539 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
+    { \$555 [26:23], \$555 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
     (* full_case = 32'd1 *)
-    if (\$477 ) begin
-      \$539 [13:0] = records__payload[13:0];
-      \$539 [22] = \$479 ;
-      \$539 [17:14] = { \$483 , \$482 , \$481 , \$480  };
-      \$539 [21:18] = { \$487 , \$486 , \$485 , \$484  };
+    if (\$493 ) begin
+      \$555 [13:0] = records__payload[13:0];
+      \$555 [22] = \$495 ;
+      \$555 [17:14] = { \$499 , \$498 , \$497 , \$496  };
+      \$555 [21:18] = { \$503 , \$502 , \$501 , \$500  };
     end else if (\release ) begin
-      \$539 [0] = 1'h0;
-      \$539 [22] = 1'h0;
+      \$555 [0] = 1'h0;
+      \$555 [22] = 1'h0;
     end else begin
-      \$539 [22] = held12_waiting_now;
-      \$539 [26:23] = held12_answer_now;
+      \$555 [22] = held12_waiting_now;
+      \$555 [26:23] = held12_answer_now;
     end
     if (rst) begin
-      \$539  = 27'h0000000;
+      \$555  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$540 [26:23], \$540 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
+    { \$556 [26:23], \$556 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
     (* full_case = 32'd1 *)
-    if (\$489 ) begin
-      \$540 [13:0] = records__payload[27:14];
-      \$540 [22] = \$491 ;
-      \$540 [17:14] = { \$495 , \$494 , \$493 , \$492  };
-      \$540 [21:18] = { \$499 , \$498 , \$497 , \$496  };
+    if (\$505 ) begin
+      \$556 [13:0] = records__payload[27:14];
+      \$556 [22] = \$507 ;
+      \$556 [17:14] = { \$511 , \$510 , \$509 , \$508  };
+      \$556 [21:18] = { \$515 , \$514 , \$513 , \$512  };
     end else if (\release ) begin
-      \$540 [0] = 1'h0;
-      \$540 [22] = 1'h0;
+      \$556 [0] = 1'h0;
+      \$556 [22] = 1'h0;
     end else begin
-      \$540 [22] = held13_waiting_now;
-      \$540 [26:23] = held13_answer_now;
+      \$556 [22] = held13_waiting_now;
+      \$556 [26:23] = held13_answer_now;
     end
     if (rst) begin
-      \$540  = 27'h0000000;
+      \$556  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$541 [26:23], \$541 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
+    { \$557 [26:23], \$557 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
     (* full_case = 32'd1 *)
-    if (\$501 ) begin
-      \$541 [13:0] = records__payload[41:28];
-      \$541 [22] = \$503 ;
-      \$541 [17:14] = { \$507 , \$506 , \$505 , \$504  };
-      \$541 [21:18] = { \$511 , \$510 , \$509 , \$508  };
+    if (\$517 ) begin
+      \$557 [13:0] = records__payload[41:28];
+      \$557 [22] = \$519 ;
+      \$557 [17:14] = { \$523 , \$522 , \$521 , \$520  };
+      \$557 [21:18] = { \$527 , \$526 , \$525 , \$524  };
     end else if (\release ) begin
-      \$541 [0] = 1'h0;
-      \$541 [22] = 1'h0;
+      \$557 [0] = 1'h0;
+      \$557 [22] = 1'h0;
     end else begin
-      \$541 [22] = held14_waiting_now;
-      \$541 [26:23] = held14_answer_now;
+      \$557 [22] = held14_waiting_now;
+      \$557 [26:23] = held14_answer_now;
     end
     if (rst) begin
-      \$541  = 27'h0000000;
+      \$557  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    { \$542 [26:23], \$542 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
+    { \$558 [26:23], \$558 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
     (* full_case = 32'd1 *)
-    if (\$513 ) begin
-      \$542 [13:0] = records__payload[55:42];
-      \$542 [22] = \$515 ;
-      \$542 [17:14] = { \$519 , \$518 , \$517 , \$516  };
-      \$542 [21:18] = { \$523 , \$522 , \$521 , \$520  };
+    if (\$529 ) begin
+      \$558 [13:0] = records__payload[55:42];
+      \$558 [22] = \$531 ;
+      \$558 [17:14] = { \$535 , \$534 , \$533 , \$532  };
+      \$558 [21:18] = { \$539 , \$538 , \$537 , \$536  };
     end else if (\release ) begin
-      \$542 [0] = 1'h0;
-      \$542 [22] = 1'h0;
+      \$558 [0] = 1'h0;
+      \$558 [22] = 1'h0;
     end else begin
-      \$542 [22] = held15_waiting_now;
-      \$542 [26:23] = held15_answer_now;
+      \$558 [22] = held15_waiting_now;
+      \$558 [26:23] = held15_answer_now;
     end
     if (rst) begin
-      \$542  = 27'h0000000;
+      \$558  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$543  = \$524 [2:0];
+    \$559  = \$540 [2:0];
     if (rst) begin
-      \$543  = 3'h0;
+      \$559  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$302  = 1'h0;
+    \$318  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
-          \$302  = beat0_lane0[26];
+          \$318  = beat0_lane0[26];
       2'h1:
-          \$302  = beat0_lane1[26];
+          \$318  = beat0_lane1[26];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$308  = 2'h0;
+    \$324  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
-          \$308  = beat0_lane0[25:24];
+          \$324  = beat0_lane0[25:24];
       2'h1:
-          \$308  = beat0_lane1[25:24];
+          \$324  = beat0_lane1[25:24];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$312  = 1'h0;
+    \$328  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
-          \$312  = beat0_lane0[26];
+          \$328  = beat0_lane0[26];
       2'h1:
-          \$312  = beat0_lane1[26];
+          \$328  = beat0_lane1[26];
       2'h2:
-          \$312  = beat0_lane2[26];
+          \$328  = beat0_lane2[26];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$318  = 2'h0;
+    \$334  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
-          \$318  = beat0_lane0[25:24];
+          \$334  = beat0_lane0[25:24];
       2'h1:
-          \$318  = beat0_lane1[25:24];
+          \$334  = beat0_lane1[25:24];
       2'h2:
-          \$318  = beat0_lane2[25:24];
+          \$334  = beat0_lane2[25:24];
     endcase
   end
   always @* begin
@@ -47803,13 +47828,13 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
-          \$322  = beat0_lane0[26];
+          \$338  = beat0_lane0[26];
       2'h1:
-          \$322  = beat0_lane1[26];
+          \$338  = beat0_lane1[26];
       2'h2:
-          \$322  = beat0_lane2[26];
+          \$338  = beat0_lane2[26];
       2'h3:
-          \$322  = beat0_lane3[26];
+          \$338  = beat0_lane3[26];
     endcase
   end
   always @* begin
@@ -47817,13 +47842,13 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
-          \$328  = beat0_lane0[25:24];
+          \$344  = beat0_lane0[25:24];
       2'h1:
-          \$328  = beat0_lane1[25:24];
+          \$344  = beat0_lane1[25:24];
       2'h2:
-          \$328  = beat0_lane2[25:24];
+          \$344  = beat0_lane2[25:24];
       2'h3:
-          \$328  = beat0_lane3[25:24];
+          \$344  = beat0_lane3[25:24];
     endcase
   end
   assign answer_bit0 = { responses__15__payload[0], responses__14__payload[0], responses__13__payload[0], responses__12__payload[0], responses__11__payload[0], responses__10__payload[0], responses__9__payload[0], responses__8__payload[0], responses__7__payload[0], responses__6__payload[0], responses__5__payload[0], responses__4__payload[0], responses__3__payload[0], responses__2__payload[0], responses__1__payload[0], responses__0__payload[0] };
@@ -47846,39 +47871,32 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign held13_bank = { \$56 , \$55 , \$54 , \$53  };
   assign held14_bank = { \$60 , \$59 , \$58 , \$57  };
   assign held15_bank = { \$64 , \$63 , \$62 , \$61  };
-  assign bank0_wanted_by = { held15_wants[0], held14_wants[0], held13_wants[0], held12_wants[0], held11_wants[0], held10_wants[0], held9_wants[0], held8_wants[0], held7_wants[0], held6_wants[0], held5_wants[0], held4_wants[0], held3_wants[0], held2_wants[0], held1_wants[0], held0_wants[0] };
-  assign bank0_oldest = \$67 [15:0];
-  assign bank1_wanted_by = { held15_wants[1], held14_wants[1], held13_wants[1], held12_wants[1], held11_wants[1], held10_wants[1], held9_wants[1], held8_wants[1], held7_wants[1], held6_wants[1], held5_wants[1], held4_wants[1], held3_wants[1], held2_wants[1], held1_wants[1], held0_wants[1] };
-  assign bank1_oldest = \$70 [15:0];
-  assign bank2_wanted_by = { held15_wants[2], held14_wants[2], held13_wants[2], held12_wants[2], held11_wants[2], held10_wants[2], held9_wants[2], held8_wants[2], held7_wants[2], held6_wants[2], held5_wants[2], held4_wants[2], held3_wants[2], held2_wants[2], held1_wants[2], held0_wants[2] };
-  assign bank2_oldest = \$73 [15:0];
-  assign bank3_wanted_by = { held15_wants[3], held14_wants[3], held13_wants[3], held12_wants[3], held11_wants[3], held10_wants[3], held9_wants[3], held8_wants[3], held7_wants[3], held6_wants[3], held5_wants[3], held4_wants[3], held3_wants[3], held2_wants[3], held1_wants[3], held0_wants[3] };
-  assign bank3_oldest = \$76 [15:0];
-  assign bank4_wanted_by = { held15_wants[4], held14_wants[4], held13_wants[4], held12_wants[4], held11_wants[4], held10_wants[4], held9_wants[4], held8_wants[4], held7_wants[4], held6_wants[4], held5_wants[4], held4_wants[4], held3_wants[4], held2_wants[4], held1_wants[4], held0_wants[4] };
-  assign bank4_oldest = \$79 [15:0];
-  assign bank5_wanted_by = { held15_wants[5], held14_wants[5], held13_wants[5], held12_wants[5], held11_wants[5], held10_wants[5], held9_wants[5], held8_wants[5], held7_wants[5], held6_wants[5], held5_wants[5], held4_wants[5], held3_wants[5], held2_wants[5], held1_wants[5], held0_wants[5] };
-  assign bank5_oldest = \$82 [15:0];
-  assign bank6_wanted_by = { held15_wants[6], held14_wants[6], held13_wants[6], held12_wants[6], held11_wants[6], held10_wants[6], held9_wants[6], held8_wants[6], held7_wants[6], held6_wants[6], held5_wants[6], held4_wants[6], held3_wants[6], held2_wants[6], held1_wants[6], held0_wants[6] };
-  assign bank6_oldest = \$85 [15:0];
-  assign bank7_wanted_by = { held15_wants[7], held14_wants[7], held13_wants[7], held12_wants[7], held11_wants[7], held10_wants[7], held9_wants[7], held8_wants[7], held7_wants[7], held6_wants[7], held5_wants[7], held4_wants[7], held3_wants[7], held2_wants[7], held1_wants[7], held0_wants[7] };
-  assign bank7_oldest = \$88 [15:0];
-  assign bank8_wanted_by = { held15_wants[8], held14_wants[8], held13_wants[8], held12_wants[8], held11_wants[8], held10_wants[8], held9_wants[8], held8_wants[8], held7_wants[8], held6_wants[8], held5_wants[8], held4_wants[8], held3_wants[8], held2_wants[8], held1_wants[8], held0_wants[8] };
-  assign bank8_oldest = \$91 [15:0];
-  assign bank9_wanted_by = { held15_wants[9], held14_wants[9], held13_wants[9], held12_wants[9], held11_wants[9], held10_wants[9], held9_wants[9], held8_wants[9], held7_wants[9], held6_wants[9], held5_wants[9], held4_wants[9], held3_wants[9], held2_wants[9], held1_wants[9], held0_wants[9] };
-  assign bank9_oldest = \$94 [15:0];
-  assign bank10_wanted_by = { held15_wants[10], held14_wants[10], held13_wants[10], held12_wants[10], held11_wants[10], held10_wants[10], held9_wants[10], held8_wants[10], held7_wants[10], held6_wants[10], held5_wants[10], held4_wants[10], held3_wants[10], held2_wants[10], held1_wants[10], held0_wants[10] };
-  assign bank10_oldest = \$97 [15:0];
-  assign bank11_wanted_by = { held15_wants[11], held14_wants[11], held13_wants[11], held12_wants[11], held11_wants[11], held10_wants[11], held9_wants[11], held8_wants[11], held7_wants[11], held6_wants[11], held5_wants[11], held4_wants[11], held3_wants[11], held2_wants[11], held1_wants[11], held0_wants[11] };
-  assign bank11_oldest = \$100 [15:0];
-  assign bank12_wanted_by = { held15_wants[12], held14_wants[12], held13_wants[12], held12_wants[12], held11_wants[12], held10_wants[12], held9_wants[12], held8_wants[12], held7_wants[12], held6_wants[12], held5_wants[12], held4_wants[12], held3_wants[12], held2_wants[12], held1_wants[12], held0_wants[12] };
-  assign bank12_oldest = \$103 [15:0];
-  assign bank13_wanted_by = { held15_wants[13], held14_wants[13], held13_wants[13], held12_wants[13], held11_wants[13], held10_wants[13], held9_wants[13], held8_wants[13], held7_wants[13], held6_wants[13], held5_wants[13], held4_wants[13], held3_wants[13], held2_wants[13], held1_wants[13], held0_wants[13] };
-  assign bank13_oldest = \$106 [15:0];
-  assign bank14_wanted_by = { held15_wants[14], held14_wants[14], held13_wants[14], held12_wants[14], held11_wants[14], held10_wants[14], held9_wants[14], held8_wants[14], held7_wants[14], held6_wants[14], held5_wants[14], held4_wants[14], held3_wants[14], held2_wants[14], held1_wants[14], held0_wants[14] };
-  assign bank14_oldest = \$109 [15:0];
-  assign bank15_wanted_by = { held15_wants[15], held14_wants[15], held13_wants[15], held12_wants[15], held11_wants[15], held10_wants[15], held9_wants[15], held8_wants[15], held7_wants[15], held6_wants[15], held5_wants[15], held4_wants[15], held3_wants[15], held2_wants[15], held1_wants[15], held0_wants[15] };
-  assign bank15_oldest = \$112 [15:0];
-  assign after_release = \$291 [2:0];
+  assign bank_low_bit0 = { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign bank_low_bit1 = { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign bank_low_bit2 = { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign bank_low_bit3 = { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign bank_high_bit0 = { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign bank_high_bit1 = { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign bank_high_bit2 = { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign bank_high_bit3 = { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign bank_enabled = { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign bank0_oldest = \$83 [15:0];
+  assign bank1_oldest = \$86 [15:0];
+  assign bank2_oldest = \$89 [15:0];
+  assign bank3_oldest = \$92 [15:0];
+  assign bank4_oldest = \$95 [15:0];
+  assign bank5_oldest = \$98 [15:0];
+  assign bank6_oldest = \$101 [15:0];
+  assign bank7_oldest = \$104 [15:0];
+  assign bank8_oldest = \$107 [15:0];
+  assign bank9_oldest = \$110 [15:0];
+  assign bank10_oldest = \$113 [15:0];
+  assign bank11_oldest = \$116 [15:0];
+  assign bank12_oldest = \$119 [15:0];
+  assign bank13_oldest = \$122 [15:0];
+  assign bank14_oldest = \$125 [15:0];
+  assign bank15_oldest = \$128 [15:0];
+  assign after_release = \$307 [2:0];
   assign \responses__0__payload.hit  = responses__0__payload[0];
   assign \responses__0__payload.way  = responses__0__payload[2:1];
   assign \responses__0__payload.repeat_hit  = responses__0__payload[3];
@@ -48223,7 +48241,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign \records__payload[3].set  = records__payload[52:47];
   assign \records__payload[3].repeat  = records__payload[53];
   assign \records__payload[3].first  = records__payload[55:54];
-  assign \$299  = beat0_lane0[25:24];
+  assign \$315  = beat0_lane0[25:24];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -48628,32 +48646,32 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0 , \port$3123$0 , \port$3125$0 , \port$3127$0 , \port$3129$0 , \port$3131$0 , \port$3133$0 , \port$3135$0 , \port$3137$0 , \port$3139$0 , \port$3141$0 , \port$3143$0 , \port$3145$0 , \port$3147$0 , \port$3149$0 , \port$3151$0 , \port$3153$0 , \port$3155$0 , \port$3157$0 
-, \port$3159$0 , \port$3161$0 , \port$3163$0 , \port$3165$0 , \port$3167$0 , \port$3169$0 , \port$3171$0 , requests__1__valid, \port$3174$0 , \port$3176$0 , \port$3178$0 , \port$3180$0 , \port$3182$0 , \port$3184$0 , \port$3186$0 , \port$3188$0 , \port$3190$0 , \port$3192$0 , \port$3194$0 , \port$3196$0 , \port$3198$0 
-, \port$3200$0 , \port$3202$0 , \port$3204$0 , \port$3206$0 , \port$3208$0 , \port$3210$0 , \port$3212$0 , \port$3214$0 , \port$3216$0 , \port$3218$0 , \port$3220$0 , \port$3222$0 , \port$3224$0 , requests__2__valid, \port$3227$0 , \port$3229$0 , \port$3231$0 , \port$3233$0 , \port$3235$0 , \port$3237$0 , \port$3239$0 
-, \port$3241$0 , \port$3243$0 , \port$3245$0 , \port$3247$0 , \port$3249$0 , \port$3251$0 , \port$3253$0 , \port$3255$0 , \port$3257$0 , \port$3259$0 , \port$3261$0 , \port$3263$0 , \port$3265$0 , \port$3267$0 , \port$3269$0 , \port$3271$0 , \port$3273$0 , \port$3275$0 , \port$3277$0 , requests__3__valid, \port$3280$0 
-, \port$3282$0 , \port$3284$0 , \port$3286$0 , \port$3288$0 , \port$3290$0 , \port$3292$0 , \port$3294$0 , \port$3296$0 , \port$3298$0 , \port$3300$0 , \port$3302$0 , \port$3304$0 , \port$3306$0 , \port$3308$0 , \port$3310$0 , \port$3312$0 , \port$3314$0 , \port$3316$0 , \port$3318$0 , \port$3320$0 , \port$3322$0 
-, \port$3324$0 , \port$3326$0 , \port$3328$0 , \port$3330$0 , requests__4__valid, \port$3333$0 , \port$3335$0 , \port$3337$0 , \port$3339$0 , \port$3341$0 , \port$3343$0 , \port$3345$0 , \port$3347$0 , \port$3349$0 , \port$3351$0 , \port$3353$0 , \port$3355$0 , \port$3357$0 , \port$3359$0 , \port$3361$0 , \port$3363$0 
-, \port$3365$0 , \port$3367$0 , \port$3369$0 , \port$3371$0 , \port$3373$0 , \port$3375$0 , \port$3377$0 , \port$3379$0 , \port$3381$0 , \port$3383$0 , requests__5__valid, \port$3386$0 , \port$3388$0 , \port$3390$0 , \port$3392$0 , \port$3394$0 , \port$3396$0 , \port$3398$0 , \port$3400$0 , \port$3402$0 , \port$3404$0 
-, \port$3406$0 , \port$3408$0 , \port$3410$0 , \port$3412$0 , \port$3414$0 , \port$3416$0 , \port$3418$0 , \port$3420$0 , \port$3422$0 , \port$3424$0 , \port$3426$0 , \port$3428$0 , \port$3430$0 , \port$3432$0 , \port$3434$0 , \port$3436$0 , requests__6__valid, \port$3439$0 , \port$3441$0 , \port$3443$0 , \port$3445$0 
-, \port$3447$0 , \port$3449$0 , \port$3451$0 , \port$3453$0 , \port$3455$0 , \port$3457$0 , \port$3459$0 , \port$3461$0 , \port$3463$0 , \port$3465$0 , \port$3467$0 , \port$3469$0 , \port$3471$0 , \port$3473$0 , \port$3475$0 , \port$3477$0 , \port$3479$0 , \port$3481$0 , \port$3483$0 , \port$3485$0 , \port$3487$0 
-, \port$3489$0 , requests__7__valid, \port$3492$0 , \port$3494$0 , \port$3496$0 , \port$3498$0 , \port$3500$0 , \port$3502$0 , \port$3504$0 , \port$3506$0 , \port$3508$0 , \port$3510$0 , \port$3512$0 , \port$3514$0 , \port$3516$0 , \port$3518$0 , \port$3520$0 , \port$3522$0 , \port$3524$0 , \port$3526$0 , \port$3528$0 
-, \port$3530$0 , \port$3532$0 , \port$3534$0 , \port$3536$0 , \port$3538$0 , \port$3540$0 , \port$3542$0 , requests__8__valid, \port$3545$0 , \port$3547$0 , \port$3549$0 , \port$3551$0 , \port$3553$0 , \port$3555$0 , \port$3557$0 , \port$3559$0 , \port$3561$0 , \port$3563$0 , \port$3565$0 , \port$3567$0 , \port$3569$0 
-, \port$3571$0 , \port$3573$0 , \port$3575$0 , \port$3577$0 , \port$3579$0 , \port$3581$0 , \port$3583$0 , \port$3585$0 , \port$3587$0 , \port$3589$0 , \port$3591$0 , \port$3593$0 , \port$3595$0 , requests__9__valid, \port$3598$0 , \port$3600$0 , \port$3602$0 , \port$3604$0 , \port$3606$0 , \port$3608$0 , \port$3610$0 
-, \port$3612$0 , \port$3614$0 , \port$3616$0 , \port$3618$0 , \port$3620$0 , \port$3622$0 , \port$3624$0 , \port$3626$0 , \port$3628$0 , \port$3630$0 , \port$3632$0 , \port$3634$0 , \port$3636$0 , \port$3638$0 , \port$3640$0 , \port$3642$0 , \port$3644$0 , \port$3646$0 , \port$3648$0 , requests__10__valid, \port$3651$0 
-, \port$3653$0 , \port$3655$0 , \port$3657$0 , \port$3659$0 , \port$3661$0 , \port$3663$0 , \port$3665$0 , \port$3667$0 , \port$3669$0 , \port$3671$0 , \port$3673$0 , \port$3675$0 , \port$3677$0 , \port$3679$0 , \port$3681$0 , \port$3683$0 , \port$3685$0 , \port$3687$0 , \port$3689$0 , \port$3691$0 , \port$3693$0 
-, \port$3695$0 , \port$3697$0 , \port$3699$0 , \port$3701$0 , requests__11__valid, \port$3704$0 , \port$3706$0 , \port$3708$0 , \port$3710$0 , \port$3712$0 , \port$3714$0 , \port$3716$0 , \port$3718$0 , \port$3720$0 , \port$3722$0 , \port$3724$0 , \port$3726$0 , \port$3728$0 , \port$3730$0 , \port$3732$0 , \port$3734$0 
-, \port$3736$0 , \port$3738$0 , \port$3740$0 , \port$3742$0 , \port$3744$0 , \port$3746$0 , \port$3748$0 , \port$3750$0 , \port$3752$0 , \port$3754$0 , requests__12__valid, \port$3757$0 , \port$3759$0 , \port$3761$0 , \port$3763$0 , \port$3765$0 , \port$3767$0 , \port$3769$0 , \port$3771$0 , \port$3773$0 , \port$3775$0 
-, \port$3777$0 , \port$3779$0 , \port$3781$0 , \port$3783$0 , \port$3785$0 , \port$3787$0 , \port$3789$0 , \port$3791$0 , \port$3793$0 , \port$3795$0 , \port$3797$0 , \port$3799$0 , \port$3801$0 , \port$3803$0 , \port$3805$0 , \port$3807$0 , requests__13__valid, \port$3810$0 , \port$3812$0 , \port$3814$0 , \port$3816$0 
-, \port$3818$0 , \port$3820$0 , \port$3822$0 , \port$3824$0 , \port$3826$0 , \port$3828$0 , \port$3830$0 , \port$3832$0 , \port$3834$0 , \port$3836$0 , \port$3838$0 , \port$3840$0 , \port$3842$0 , \port$3844$0 , \port$3846$0 , \port$3848$0 , \port$3850$0 , \port$3852$0 , \port$3854$0 , \port$3856$0 , \port$3858$0 
-, \port$3860$0 , requests__14__valid, \port$3863$0 , \port$3865$0 , \port$3867$0 , \port$3869$0 , \port$3871$0 , \port$3873$0 , \port$3875$0 , \port$3877$0 , \port$3879$0 , \port$3881$0 , \port$3883$0 , \port$3885$0 , \port$3887$0 , \port$3889$0 , \port$3891$0 , \port$3893$0 , \port$3895$0 , \port$3897$0 , \port$3899$0 
-, \port$3901$0 , \port$3903$0 , \port$3905$0 , \port$3907$0 , \port$3909$0 , \port$3911$0 , \port$3913$0 , requests__15__valid, \port$3916$0 , \port$3918$0 , \port$3920$0 , \port$3922$0 , \port$3924$0 , \port$3926$0 , \port$3928$0 , \port$3930$0 , \port$3932$0 , \port$3934$0 , \port$3936$0 , \port$3938$0 , \port$3940$0 
-, \port$3942$0 , \port$3944$0 , \port$3946$0 , \port$3948$0 , \port$3950$0 , \port$3952$0 , \port$3954$0 , \port$3956$0 , \port$3958$0 , \port$3960$0 , \port$3962$0 , \port$3964$0 , \port$3966$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
+module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3073$0 , \port$3075$0 , \port$3077$0 , \port$3079$0 , \port$3081$0 , \port$3083$0 , \port$3085$0 , \port$3087$0 , \port$3089$0 , \port$3091$0 , \port$3093$0 , \port$3095$0 , \port$3097$0 , \port$3099$0 , \port$3101$0 , \port$3103$0 , \port$3105$0 , \port$3107$0 , \port$3109$0 
+, \port$3111$0 , \port$3113$0 , \port$3115$0 , \port$3117$0 , \port$3119$0 , \port$3121$0 , \port$3123$0 , requests__1__valid, \port$3126$0 , \port$3128$0 , \port$3130$0 , \port$3132$0 , \port$3134$0 , \port$3136$0 , \port$3138$0 , \port$3140$0 , \port$3142$0 , \port$3144$0 , \port$3146$0 , \port$3148$0 , \port$3150$0 
+, \port$3152$0 , \port$3154$0 , \port$3156$0 , \port$3158$0 , \port$3160$0 , \port$3162$0 , \port$3164$0 , \port$3166$0 , \port$3168$0 , \port$3170$0 , \port$3172$0 , \port$3174$0 , \port$3176$0 , requests__2__valid, \port$3179$0 , \port$3181$0 , \port$3183$0 , \port$3185$0 , \port$3187$0 , \port$3189$0 , \port$3191$0 
+, \port$3193$0 , \port$3195$0 , \port$3197$0 , \port$3199$0 , \port$3201$0 , \port$3203$0 , \port$3205$0 , \port$3207$0 , \port$3209$0 , \port$3211$0 , \port$3213$0 , \port$3215$0 , \port$3217$0 , \port$3219$0 , \port$3221$0 , \port$3223$0 , \port$3225$0 , \port$3227$0 , \port$3229$0 , requests__3__valid, \port$3232$0 
+, \port$3234$0 , \port$3236$0 , \port$3238$0 , \port$3240$0 , \port$3242$0 , \port$3244$0 , \port$3246$0 , \port$3248$0 , \port$3250$0 , \port$3252$0 , \port$3254$0 , \port$3256$0 , \port$3258$0 , \port$3260$0 , \port$3262$0 , \port$3264$0 , \port$3266$0 , \port$3268$0 , \port$3270$0 , \port$3272$0 , \port$3274$0 
+, \port$3276$0 , \port$3278$0 , \port$3280$0 , \port$3282$0 , requests__4__valid, \port$3285$0 , \port$3287$0 , \port$3289$0 , \port$3291$0 , \port$3293$0 , \port$3295$0 , \port$3297$0 , \port$3299$0 , \port$3301$0 , \port$3303$0 , \port$3305$0 , \port$3307$0 , \port$3309$0 , \port$3311$0 , \port$3313$0 , \port$3315$0 
+, \port$3317$0 , \port$3319$0 , \port$3321$0 , \port$3323$0 , \port$3325$0 , \port$3327$0 , \port$3329$0 , \port$3331$0 , \port$3333$0 , \port$3335$0 , requests__5__valid, \port$3338$0 , \port$3340$0 , \port$3342$0 , \port$3344$0 , \port$3346$0 , \port$3348$0 , \port$3350$0 , \port$3352$0 , \port$3354$0 , \port$3356$0 
+, \port$3358$0 , \port$3360$0 , \port$3362$0 , \port$3364$0 , \port$3366$0 , \port$3368$0 , \port$3370$0 , \port$3372$0 , \port$3374$0 , \port$3376$0 , \port$3378$0 , \port$3380$0 , \port$3382$0 , \port$3384$0 , \port$3386$0 , \port$3388$0 , requests__6__valid, \port$3391$0 , \port$3393$0 , \port$3395$0 , \port$3397$0 
+, \port$3399$0 , \port$3401$0 , \port$3403$0 , \port$3405$0 , \port$3407$0 , \port$3409$0 , \port$3411$0 , \port$3413$0 , \port$3415$0 , \port$3417$0 , \port$3419$0 , \port$3421$0 , \port$3423$0 , \port$3425$0 , \port$3427$0 , \port$3429$0 , \port$3431$0 , \port$3433$0 , \port$3435$0 , \port$3437$0 , \port$3439$0 
+, \port$3441$0 , requests__7__valid, \port$3444$0 , \port$3446$0 , \port$3448$0 , \port$3450$0 , \port$3452$0 , \port$3454$0 , \port$3456$0 , \port$3458$0 , \port$3460$0 , \port$3462$0 , \port$3464$0 , \port$3466$0 , \port$3468$0 , \port$3470$0 , \port$3472$0 , \port$3474$0 , \port$3476$0 , \port$3478$0 , \port$3480$0 
+, \port$3482$0 , \port$3484$0 , \port$3486$0 , \port$3488$0 , \port$3490$0 , \port$3492$0 , \port$3494$0 , requests__8__valid, \port$3497$0 , \port$3499$0 , \port$3501$0 , \port$3503$0 , \port$3505$0 , \port$3507$0 , \port$3509$0 , \port$3511$0 , \port$3513$0 , \port$3515$0 , \port$3517$0 , \port$3519$0 , \port$3521$0 
+, \port$3523$0 , \port$3525$0 , \port$3527$0 , \port$3529$0 , \port$3531$0 , \port$3533$0 , \port$3535$0 , \port$3537$0 , \port$3539$0 , \port$3541$0 , \port$3543$0 , \port$3545$0 , \port$3547$0 , requests__9__valid, \port$3550$0 , \port$3552$0 , \port$3554$0 , \port$3556$0 , \port$3558$0 , \port$3560$0 , \port$3562$0 
+, \port$3564$0 , \port$3566$0 , \port$3568$0 , \port$3570$0 , \port$3572$0 , \port$3574$0 , \port$3576$0 , \port$3578$0 , \port$3580$0 , \port$3582$0 , \port$3584$0 , \port$3586$0 , \port$3588$0 , \port$3590$0 , \port$3592$0 , \port$3594$0 , \port$3596$0 , \port$3598$0 , \port$3600$0 , requests__10__valid, \port$3603$0 
+, \port$3605$0 , \port$3607$0 , \port$3609$0 , \port$3611$0 , \port$3613$0 , \port$3615$0 , \port$3617$0 , \port$3619$0 , \port$3621$0 , \port$3623$0 , \port$3625$0 , \port$3627$0 , \port$3629$0 , \port$3631$0 , \port$3633$0 , \port$3635$0 , \port$3637$0 , \port$3639$0 , \port$3641$0 , \port$3643$0 , \port$3645$0 
+, \port$3647$0 , \port$3649$0 , \port$3651$0 , \port$3653$0 , requests__11__valid, \port$3656$0 , \port$3658$0 , \port$3660$0 , \port$3662$0 , \port$3664$0 , \port$3666$0 , \port$3668$0 , \port$3670$0 , \port$3672$0 , \port$3674$0 , \port$3676$0 , \port$3678$0 , \port$3680$0 , \port$3682$0 , \port$3684$0 , \port$3686$0 
+, \port$3688$0 , \port$3690$0 , \port$3692$0 , \port$3694$0 , \port$3696$0 , \port$3698$0 , \port$3700$0 , \port$3702$0 , \port$3704$0 , \port$3706$0 , requests__12__valid, \port$3709$0 , \port$3711$0 , \port$3713$0 , \port$3715$0 , \port$3717$0 , \port$3719$0 , \port$3721$0 , \port$3723$0 , \port$3725$0 , \port$3727$0 
+, \port$3729$0 , \port$3731$0 , \port$3733$0 , \port$3735$0 , \port$3737$0 , \port$3739$0 , \port$3741$0 , \port$3743$0 , \port$3745$0 , \port$3747$0 , \port$3749$0 , \port$3751$0 , \port$3753$0 , \port$3755$0 , \port$3757$0 , \port$3759$0 , requests__13__valid, \port$3762$0 , \port$3764$0 , \port$3766$0 , \port$3768$0 
+, \port$3770$0 , \port$3772$0 , \port$3774$0 , \port$3776$0 , \port$3778$0 , \port$3780$0 , \port$3782$0 , \port$3784$0 , \port$3786$0 , \port$3788$0 , \port$3790$0 , \port$3792$0 , \port$3794$0 , \port$3796$0 , \port$3798$0 , \port$3800$0 , \port$3802$0 , \port$3804$0 , \port$3806$0 , \port$3808$0 , \port$3810$0 
+, \port$3812$0 , requests__14__valid, \port$3815$0 , \port$3817$0 , \port$3819$0 , \port$3821$0 , \port$3823$0 , \port$3825$0 , \port$3827$0 , \port$3829$0 , \port$3831$0 , \port$3833$0 , \port$3835$0 , \port$3837$0 , \port$3839$0 , \port$3841$0 , \port$3843$0 , \port$3845$0 , \port$3847$0 , \port$3849$0 , \port$3851$0 
+, \port$3853$0 , \port$3855$0 , \port$3857$0 , \port$3859$0 , \port$3861$0 , \port$3863$0 , \port$3865$0 , requests__15__valid, \port$3868$0 , \port$3870$0 , \port$3872$0 , \port$3874$0 , \port$3876$0 , \port$3878$0 , \port$3880$0 , \port$3882$0 , \port$3884$0 , \port$3886$0 , \port$3888$0 , \port$3890$0 , \port$3892$0 
+, \port$3894$0 , \port$3896$0 , \port$3898$0 , \port$3900$0 , \port$3902$0 , \port$3904$0 , \port$3906$0 , \port$3908$0 , \port$3910$0 , \port$3912$0 , \port$3914$0 , \port$3916$0 , \port$3918$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
 , requests__1__ready, requests__2__ready, requests__3__ready, requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
-  wire [3:0] \$1 ;
-  wire [3:0] \$10 ;
-  wire [16:0] \$100 ;
+  wire [15:0] \$1 ;
+  wire [15:0] \$10 ;
+  wire \$100 ;
   wire \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
@@ -48675,7 +48693,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
-  wire [16:0] \$102 ;
+  wire \$102 ;
   wire \$1020 ;
   wire \$1021 ;
   wire \$1022 ;
@@ -48686,7 +48704,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1027 ;
   wire \$1028 ;
   wire \$1029 ;
-  wire [16:0] \$103 ;
+  wire [15:0] \$103 ;
   wire \$1030 ;
   wire \$1031 ;
   wire \$1032 ;
@@ -48697,7 +48715,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1037 ;
   wire \$1038 ;
   wire \$1039 ;
-  wire [15:0] \$104 ;
+  wire \$104 ;
   wire \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
@@ -48708,7 +48726,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
-  wire [16:0] \$105 ;
+  wire [15:0] \$105 ;
   wire \$1050 ;
   wire \$1051 ;
   wire \$1052 ;
@@ -48719,7 +48737,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1057 ;
   wire \$1058 ;
   wire \$1059 ;
-  wire [16:0] \$106 ;
+  wire \$106 ;
   wire \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
@@ -48741,7 +48759,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1077 ;
   wire \$1078 ;
   wire \$1079 ;
-  wire [16:0] \$108 ;
+  wire \$108 ;
   wire \$1080 ;
   wire \$1081 ;
   wire \$1082 ;
@@ -48752,7 +48770,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1087 ;
   wire \$1088 ;
   wire \$1089 ;
-  wire [16:0] \$109 ;
+  wire [15:0] \$109 ;
   wire \$1090 ;
   wire \$1091 ;
   wire \$1092 ;
@@ -48763,8 +48781,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1097 ;
   wire \$1098 ;
   wire \$1099 ;
-  wire [3:0] \$11 ;
-  wire [15:0] \$110 ;
+  wire [15:0] \$11 ;
+  wire \$110 ;
   wire \$1100 ;
   wire \$1101 ;
   wire \$1102 ;
@@ -48775,7 +48793,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1107 ;
   wire \$1108 ;
   wire \$1109 ;
-  wire [16:0] \$111 ;
+  wire [15:0] \$111 ;
   wire \$1110 ;
   wire \$1111 ;
   wire \$1112 ;
@@ -48786,7 +48804,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
-  wire [16:0] \$112 ;
+  wire \$112 ;
   wire \$1120 ;
   wire \$1121 ;
   wire \$1122 ;
@@ -48795,80 +48813,32 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$1125 ;
   wire \$1126 ;
   wire \$1127 ;
-  wire \$1128 ;
-  wire \$1129 ;
+  wire [3:0] \$1128 ;
+  reg [34:0] \$1129 ;
   wire [15:0] \$113 ;
-  wire \$1130 ;
-  wire \$1131 ;
-  wire \$1132 ;
-  wire \$1133 ;
-  wire \$1134 ;
-  wire \$1135 ;
-  wire \$1136 ;
-  wire \$1137 ;
-  wire \$1138 ;
-  wire \$1139 ;
+  reg [34:0] \$1130 ;
+  reg [34:0] \$1131 ;
+  reg [34:0] \$1132 ;
+  reg [34:0] \$1133 ;
+  reg [34:0] \$1134 ;
+  reg [34:0] \$1135 ;
+  reg [34:0] \$1136 ;
+  reg [34:0] \$1137 ;
+  reg [34:0] \$1138 ;
+  reg [34:0] \$1139 ;
   wire \$114 ;
-  wire \$1140 ;
-  wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
-  wire \$1144 ;
-  wire \$1145 ;
-  wire \$1146 ;
-  wire \$1147 ;
-  wire \$1148 ;
-  wire \$1149 ;
+  reg [34:0] \$1140 ;
+  reg [34:0] \$1141 ;
+  reg [34:0] \$1142 ;
+  reg [34:0] \$1143 ;
+  reg [34:0] \$1144 ;
+  reg [2:0] \$1145 ;
   wire [15:0] \$115 ;
-  wire \$1150 ;
-  wire \$1151 ;
-  wire \$1152 ;
-  wire \$1153 ;
-  wire \$1154 ;
-  wire \$1155 ;
-  wire \$1156 ;
-  wire \$1157 ;
-  wire \$1158 ;
-  wire \$1159 ;
   wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
-  wire \$1162 ;
-  wire \$1163 ;
-  wire \$1164 ;
-  wire \$1165 ;
-  wire \$1166 ;
-  wire \$1167 ;
-  wire \$1168 ;
-  wire \$1169 ;
   wire [15:0] \$117 ;
-  wire \$1170 ;
-  wire \$1171 ;
-  wire \$1172 ;
-  wire \$1173 ;
-  wire \$1174 ;
-  wire \$1175 ;
-  wire [3:0] \$1176 ;
-  reg [34:0] \$1177 ;
-  reg [34:0] \$1178 ;
-  reg [34:0] \$1179 ;
   wire \$118 ;
-  reg [34:0] \$1180 ;
-  reg [34:0] \$1181 ;
-  reg [34:0] \$1182 ;
-  reg [34:0] \$1183 ;
-  reg [34:0] \$1184 ;
-  reg [34:0] \$1185 ;
-  reg [34:0] \$1186 ;
-  reg [34:0] \$1187 ;
-  reg [34:0] \$1188 ;
-  reg [34:0] \$1189 ;
   wire [15:0] \$119 ;
-  reg [34:0] \$1190 ;
-  reg [34:0] \$1191 ;
-  reg [34:0] \$1192 ;
-  reg [2:0] \$1193 ;
-  wire [3:0] \$12 ;
+  wire [15:0] \$12 ;
   wire \$120 ;
   wire [15:0] \$121 ;
   wire \$122 ;
@@ -48879,7 +48849,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$127 ;
   wire \$128 ;
   wire [15:0] \$129 ;
-  wire [3:0] \$13 ;
+  wire [15:0] \$13 ;
   wire \$130 ;
   wire [15:0] \$131 ;
   wire \$132 ;
@@ -48890,7 +48860,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$137 ;
   wire \$138 ;
   wire [15:0] \$139 ;
-  wire [3:0] \$14 ;
+  wire [15:0] \$14 ;
   wire \$140 ;
   wire [15:0] \$141 ;
   wire \$142 ;
@@ -48901,7 +48871,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$147 ;
   wire \$148 ;
   wire [15:0] \$149 ;
-  wire [3:0] \$15 ;
+  wire [15:0] \$15 ;
   wire \$150 ;
   wire [15:0] \$151 ;
   wire \$152 ;
@@ -48912,7 +48882,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$157 ;
   wire \$158 ;
   wire [15:0] \$159 ;
-  wire [3:0] \$16 ;
+  wire [15:0] \$16 ;
   wire \$160 ;
   wire [15:0] \$161 ;
   wire \$162 ;
@@ -48923,7 +48893,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$167 ;
   wire \$168 ;
   wire [15:0] \$169 ;
-  wire [3:0] \$17 ;
+  wire [15:0] \$17 ;
   wire \$170 ;
   wire [15:0] \$171 ;
   wire \$172 ;
@@ -48934,7 +48904,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$177 ;
   wire \$178 ;
   wire [15:0] \$179 ;
-  wire [3:0] \$18 ;
+  wire [16:0] \$18 ;
   wire \$180 ;
   wire [15:0] \$181 ;
   wire \$182 ;
@@ -48945,7 +48915,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$187 ;
   wire \$188 ;
   wire [15:0] \$189 ;
-  wire [3:0] \$19 ;
+  wire [16:0] \$19 ;
   wire \$190 ;
   wire [15:0] \$191 ;
   wire \$192 ;
@@ -48956,8 +48926,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$197 ;
   wire \$198 ;
   wire [15:0] \$199 ;
-  wire [3:0] \$2 ;
-  wire [3:0] \$20 ;
+  wire [15:0] \$2 ;
+  wire [15:0] \$20 ;
   wire \$200 ;
   wire [15:0] \$201 ;
   wire \$202 ;
@@ -48968,7 +48938,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$207 ;
   wire \$208 ;
   wire [15:0] \$209 ;
-  wire [3:0] \$21 ;
+  wire [16:0] \$21 ;
   wire \$210 ;
   wire [15:0] \$211 ;
   wire \$212 ;
@@ -48979,7 +48949,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$217 ;
   wire \$218 ;
   wire [15:0] \$219 ;
-  wire [3:0] \$22 ;
+  wire [16:0] \$22 ;
   wire \$220 ;
   wire [15:0] \$221 ;
   wire \$222 ;
@@ -48990,7 +48960,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$227 ;
   wire \$228 ;
   wire [15:0] \$229 ;
-  wire [3:0] \$23 ;
+  wire [15:0] \$23 ;
   wire \$230 ;
   wire [15:0] \$231 ;
   wire \$232 ;
@@ -49001,7 +48971,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$237 ;
   wire \$238 ;
   wire [15:0] \$239 ;
-  wire [3:0] \$24 ;
+  wire [16:0] \$24 ;
   wire \$240 ;
   wire [15:0] \$241 ;
   wire \$242 ;
@@ -49012,7 +48982,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$247 ;
   wire \$248 ;
   wire [15:0] \$249 ;
-  wire [3:0] \$25 ;
+  wire [16:0] \$25 ;
   wire \$250 ;
   wire [15:0] \$251 ;
   wire \$252 ;
@@ -49023,7 +48993,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$257 ;
   wire \$258 ;
   wire [15:0] \$259 ;
-  wire [3:0] \$26 ;
+  wire [15:0] \$26 ;
   wire \$260 ;
   wire [15:0] \$261 ;
   wire \$262 ;
@@ -49034,7 +49004,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$267 ;
   wire \$268 ;
   wire [15:0] \$269 ;
-  wire [3:0] \$27 ;
+  wire [16:0] \$27 ;
   wire \$270 ;
   wire [15:0] \$271 ;
   wire \$272 ;
@@ -49045,7 +49015,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$277 ;
   wire \$278 ;
   wire [15:0] \$279 ;
-  wire [3:0] \$28 ;
+  wire [16:0] \$28 ;
   wire \$280 ;
   wire [15:0] \$281 ;
   wire \$282 ;
@@ -49056,7 +49026,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$287 ;
   wire \$288 ;
   wire [15:0] \$289 ;
-  wire [3:0] \$29 ;
+  wire [15:0] \$29 ;
   wire \$290 ;
   wire [15:0] \$291 ;
   wire \$292 ;
@@ -49067,8 +49037,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$297 ;
   wire \$298 ;
   wire [15:0] \$299 ;
-  wire [3:0] \$3 ;
-  wire [3:0] \$30 ;
+  wire [15:0] \$3 ;
+  wire [16:0] \$30 ;
   wire \$300 ;
   wire [15:0] \$301 ;
   wire \$302 ;
@@ -49079,7 +49049,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$307 ;
   wire \$308 ;
   wire [15:0] \$309 ;
-  wire [3:0] \$31 ;
+  wire [16:0] \$31 ;
   wire \$310 ;
   wire [15:0] \$311 ;
   wire \$312 ;
@@ -49090,7 +49060,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$317 ;
   wire \$318 ;
   wire [15:0] \$319 ;
-  wire [3:0] \$32 ;
+  wire [15:0] \$32 ;
   wire \$320 ;
   wire [15:0] \$321 ;
   wire \$322 ;
@@ -49101,7 +49071,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$327 ;
   wire \$328 ;
   wire [15:0] \$329 ;
-  wire [3:0] \$33 ;
+  wire [16:0] \$33 ;
   wire \$330 ;
   wire [15:0] \$331 ;
   wire \$332 ;
@@ -49112,7 +49082,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$337 ;
   wire \$338 ;
   wire [15:0] \$339 ;
-  wire [3:0] \$34 ;
+  wire [16:0] \$34 ;
   wire \$340 ;
   wire [15:0] \$341 ;
   wire \$342 ;
@@ -49123,7 +49093,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$347 ;
   wire \$348 ;
   wire [15:0] \$349 ;
-  wire [3:0] \$35 ;
+  wire [15:0] \$35 ;
   wire \$350 ;
   wire [15:0] \$351 ;
   wire \$352 ;
@@ -49134,7 +49104,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$357 ;
   wire \$358 ;
   wire [15:0] \$359 ;
-  wire [3:0] \$36 ;
+  wire [16:0] \$36 ;
   wire \$360 ;
   wire [15:0] \$361 ;
   wire \$362 ;
@@ -49145,7 +49115,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$367 ;
   wire \$368 ;
   wire [15:0] \$369 ;
-  wire [3:0] \$37 ;
+  wire [16:0] \$37 ;
   wire \$370 ;
   wire [15:0] \$371 ;
   wire \$372 ;
@@ -49156,7 +49126,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$377 ;
   wire \$378 ;
   wire [15:0] \$379 ;
-  wire [3:0] \$38 ;
+  wire [15:0] \$38 ;
   wire \$380 ;
   wire [15:0] \$381 ;
   wire \$382 ;
@@ -49167,7 +49137,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$387 ;
   wire \$388 ;
   wire [15:0] \$389 ;
-  wire [3:0] \$39 ;
+  wire [16:0] \$39 ;
   wire \$390 ;
   wire [15:0] \$391 ;
   wire \$392 ;
@@ -49178,8 +49148,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$397 ;
   wire \$398 ;
   wire [15:0] \$399 ;
-  wire [3:0] \$4 ;
-  wire [3:0] \$40 ;
+  wire [15:0] \$4 ;
+  wire [16:0] \$40 ;
   wire \$400 ;
   wire [15:0] \$401 ;
   wire \$402 ;
@@ -49190,7 +49160,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$407 ;
   wire \$408 ;
   wire [15:0] \$409 ;
-  wire [3:0] \$41 ;
+  wire [15:0] \$41 ;
   wire \$410 ;
   wire [15:0] \$411 ;
   wire \$412 ;
@@ -49201,7 +49171,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$417 ;
   wire \$418 ;
   wire [15:0] \$419 ;
-  wire [3:0] \$42 ;
+  wire [16:0] \$42 ;
   wire \$420 ;
   wire [15:0] \$421 ;
   wire \$422 ;
@@ -49212,7 +49182,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$427 ;
   wire \$428 ;
   wire [15:0] \$429 ;
-  wire [3:0] \$43 ;
+  wire [16:0] \$43 ;
   wire \$430 ;
   wire [15:0] \$431 ;
   wire \$432 ;
@@ -49223,7 +49193,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$437 ;
   wire \$438 ;
   wire [15:0] \$439 ;
-  wire [3:0] \$44 ;
+  wire [15:0] \$44 ;
   wire \$440 ;
   wire [15:0] \$441 ;
   wire \$442 ;
@@ -49234,7 +49204,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$447 ;
   wire \$448 ;
   wire [15:0] \$449 ;
-  wire [3:0] \$45 ;
+  wire [16:0] \$45 ;
   wire \$450 ;
   wire [15:0] \$451 ;
   wire \$452 ;
@@ -49245,7 +49215,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$457 ;
   wire \$458 ;
   wire [15:0] \$459 ;
-  wire [3:0] \$46 ;
+  wire [16:0] \$46 ;
   wire \$460 ;
   wire [15:0] \$461 ;
   wire \$462 ;
@@ -49256,7 +49226,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$467 ;
   wire \$468 ;
   wire [15:0] \$469 ;
-  wire [3:0] \$47 ;
+  wire [15:0] \$47 ;
   wire \$470 ;
   wire [15:0] \$471 ;
   wire \$472 ;
@@ -49267,7 +49237,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$477 ;
   wire \$478 ;
   wire [15:0] \$479 ;
-  wire [3:0] \$48 ;
+  wire [16:0] \$48 ;
   wire \$480 ;
   wire [15:0] \$481 ;
   wire \$482 ;
@@ -49278,7 +49248,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$487 ;
   wire \$488 ;
   wire [15:0] \$489 ;
-  wire [3:0] \$49 ;
+  wire [16:0] \$49 ;
   wire \$490 ;
   wire [15:0] \$491 ;
   wire \$492 ;
@@ -49289,8 +49259,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$497 ;
   wire \$498 ;
   wire [15:0] \$499 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$50 ;
+  wire [15:0] \$5 ;
+  wire [15:0] \$50 ;
   wire \$500 ;
   wire [15:0] \$501 ;
   wire \$502 ;
@@ -49301,7 +49271,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$507 ;
   wire \$508 ;
   wire [15:0] \$509 ;
-  wire [3:0] \$51 ;
+  wire [16:0] \$51 ;
   wire \$510 ;
   wire [15:0] \$511 ;
   wire \$512 ;
@@ -49312,7 +49282,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$517 ;
   wire \$518 ;
   wire [15:0] \$519 ;
-  wire [3:0] \$52 ;
+  wire [16:0] \$52 ;
   wire \$520 ;
   wire [15:0] \$521 ;
   wire \$522 ;
@@ -49323,7 +49293,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$527 ;
   wire \$528 ;
   wire [15:0] \$529 ;
-  wire [3:0] \$53 ;
+  wire [15:0] \$53 ;
   wire \$530 ;
   wire [15:0] \$531 ;
   wire \$532 ;
@@ -49334,7 +49304,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$537 ;
   wire \$538 ;
   wire [15:0] \$539 ;
-  wire [3:0] \$54 ;
+  wire [16:0] \$54 ;
   wire \$540 ;
   wire [15:0] \$541 ;
   wire \$542 ;
@@ -49345,7 +49315,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$547 ;
   wire \$548 ;
   wire [15:0] \$549 ;
-  wire [3:0] \$55 ;
+  wire [16:0] \$55 ;
   wire \$550 ;
   wire [15:0] \$551 ;
   wire \$552 ;
@@ -49356,7 +49326,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$557 ;
   wire \$558 ;
   wire [15:0] \$559 ;
-  wire [3:0] \$56 ;
+  wire [15:0] \$56 ;
   wire \$560 ;
   wire [15:0] \$561 ;
   wire \$562 ;
@@ -49367,7 +49337,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$567 ;
   wire \$568 ;
   wire [15:0] \$569 ;
-  wire [3:0] \$57 ;
+  wire [16:0] \$57 ;
   wire \$570 ;
   wire [15:0] \$571 ;
   wire \$572 ;
@@ -49378,7 +49348,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$577 ;
   wire \$578 ;
   wire [15:0] \$579 ;
-  wire [3:0] \$58 ;
+  wire [16:0] \$58 ;
   wire \$580 ;
   wire [15:0] \$581 ;
   wire \$582 ;
@@ -49389,7 +49359,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$587 ;
   wire \$588 ;
   wire [15:0] \$589 ;
-  wire [3:0] \$59 ;
+  wire [15:0] \$59 ;
   wire \$590 ;
   wire [15:0] \$591 ;
   wire \$592 ;
@@ -49400,8 +49370,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$597 ;
   wire \$598 ;
   wire [15:0] \$599 ;
-  wire [3:0] \$6 ;
-  wire [3:0] \$60 ;
+  wire [15:0] \$6 ;
+  wire [16:0] \$60 ;
   wire \$600 ;
   wire [15:0] \$601 ;
   wire \$602 ;
@@ -49412,7 +49382,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$607 ;
   wire \$608 ;
   wire [15:0] \$609 ;
-  wire [3:0] \$61 ;
+  wire [16:0] \$61 ;
   wire \$610 ;
   wire [15:0] \$611 ;
   wire \$612 ;
@@ -49423,7 +49393,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$617 ;
   wire \$618 ;
   wire [15:0] \$619 ;
-  wire [3:0] \$62 ;
+  wire [15:0] \$62 ;
   wire \$620 ;
   wire [15:0] \$621 ;
   wire \$622 ;
@@ -49434,7 +49404,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$627 ;
   wire \$628 ;
   wire [15:0] \$629 ;
-  wire [3:0] \$63 ;
+  wire [16:0] \$63 ;
   wire \$630 ;
   wire [15:0] \$631 ;
   wire \$632 ;
@@ -49445,7 +49415,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$637 ;
   wire \$638 ;
   wire [15:0] \$639 ;
-  wire [3:0] \$64 ;
+  wire [16:0] \$64 ;
   wire \$640 ;
   wire [15:0] \$641 ;
   wire \$642 ;
@@ -49467,7 +49437,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$657 ;
   wire \$658 ;
   wire [15:0] \$659 ;
-  wire [16:0] \$66 ;
+  wire \$66 ;
   wire \$660 ;
   wire [15:0] \$661 ;
   wire \$662 ;
@@ -49478,7 +49448,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$667 ;
   wire \$668 ;
   wire [15:0] \$669 ;
-  wire [16:0] \$67 ;
+  wire [15:0] \$67 ;
   wire \$670 ;
   wire [15:0] \$671 ;
   wire \$672 ;
@@ -49489,7 +49459,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$677 ;
   wire \$678 ;
   wire [15:0] \$679 ;
-  wire [15:0] \$68 ;
+  wire \$68 ;
   wire \$680 ;
   wire [15:0] \$681 ;
   wire \$682 ;
@@ -49500,7 +49470,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$687 ;
   wire \$688 ;
   wire [15:0] \$689 ;
-  wire [16:0] \$69 ;
+  wire [15:0] \$69 ;
   wire \$690 ;
   wire [15:0] \$691 ;
   wire \$692 ;
@@ -49511,8 +49481,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$697 ;
   wire \$698 ;
   wire [15:0] \$699 ;
-  wire [3:0] \$7 ;
-  wire [16:0] \$70 ;
+  wire [15:0] \$7 ;
+  wire \$70 ;
   wire \$700 ;
   wire [15:0] \$701 ;
   wire \$702 ;
@@ -49534,7 +49504,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$717 ;
   wire \$718 ;
   wire [15:0] \$719 ;
-  wire [16:0] \$72 ;
+  wire \$72 ;
   wire \$720 ;
   wire [15:0] \$721 ;
   wire \$722 ;
@@ -49545,7 +49515,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$727 ;
   wire \$728 ;
   wire [15:0] \$729 ;
-  wire [16:0] \$73 ;
+  wire [15:0] \$73 ;
   wire \$730 ;
   wire [15:0] \$731 ;
   wire \$732 ;
@@ -49556,7 +49526,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$737 ;
   wire \$738 ;
   wire [15:0] \$739 ;
-  wire [15:0] \$74 ;
+  wire \$74 ;
   wire \$740 ;
   wire [15:0] \$741 ;
   wire \$742 ;
@@ -49567,7 +49537,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$747 ;
   wire \$748 ;
   wire [15:0] \$749 ;
-  wire [16:0] \$75 ;
+  wire [15:0] \$75 ;
   wire \$750 ;
   wire [15:0] \$751 ;
   wire \$752 ;
@@ -49578,7 +49548,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$757 ;
   wire \$758 ;
   wire [15:0] \$759 ;
-  wire [16:0] \$76 ;
+  wire \$76 ;
   wire \$760 ;
   wire [15:0] \$761 ;
   wire \$762 ;
@@ -49600,7 +49570,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$777 ;
   wire \$778 ;
   wire [15:0] \$779 ;
-  wire [16:0] \$78 ;
+  wire \$78 ;
   wire \$780 ;
   wire [15:0] \$781 ;
   wire \$782 ;
@@ -49611,7 +49581,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$787 ;
   wire \$788 ;
   wire [15:0] \$789 ;
-  wire [16:0] \$79 ;
+  wire [15:0] \$79 ;
   wire \$790 ;
   wire [15:0] \$791 ;
   wire \$792 ;
@@ -49622,8 +49592,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$797 ;
   wire \$798 ;
   wire [15:0] \$799 ;
-  wire [3:0] \$8 ;
-  wire [15:0] \$80 ;
+  wire [15:0] \$8 ;
+  wire \$80 ;
   wire \$800 ;
   wire [15:0] \$801 ;
   wire \$802 ;
@@ -49634,7 +49604,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$807 ;
   wire \$808 ;
   wire [15:0] \$809 ;
-  wire [16:0] \$81 ;
+  wire [15:0] \$81 ;
   wire \$810 ;
   wire [15:0] \$811 ;
   wire \$812 ;
@@ -49645,7 +49615,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$817 ;
   wire \$818 ;
   wire [15:0] \$819 ;
-  wire [16:0] \$82 ;
+  wire \$82 ;
   wire \$820 ;
   wire [15:0] \$821 ;
   wire \$822 ;
@@ -49667,7 +49637,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$837 ;
   wire \$838 ;
   wire [15:0] \$839 ;
-  wire [16:0] \$84 ;
+  wire \$84 ;
   wire \$840 ;
   wire [15:0] \$841 ;
   wire \$842 ;
@@ -49678,7 +49648,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$847 ;
   wire \$848 ;
   wire [15:0] \$849 ;
-  wire [16:0] \$85 ;
+  wire [15:0] \$85 ;
   wire \$850 ;
   wire [15:0] \$851 ;
   wire \$852 ;
@@ -49689,7 +49659,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$857 ;
   wire \$858 ;
   wire [15:0] \$859 ;
-  wire [15:0] \$86 ;
+  wire \$86 ;
   wire \$860 ;
   wire [15:0] \$861 ;
   wire \$862 ;
@@ -49700,7 +49670,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$867 ;
   wire \$868 ;
   wire [15:0] \$869 ;
-  wire [16:0] \$87 ;
+  wire [15:0] \$87 ;
   wire \$870 ;
   wire [15:0] \$871 ;
   wire \$872 ;
@@ -49711,7 +49681,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$877 ;
   wire \$878 ;
   wire [15:0] \$879 ;
-  wire [16:0] \$88 ;
+  wire \$88 ;
   wire \$880 ;
   wire [15:0] \$881 ;
   wire \$882 ;
@@ -49731,98 +49701,98 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] \$895 ;
   wire \$896 ;
   wire [15:0] \$897 ;
-  wire \$898 ;
+  wire [15:0] \$898 ;
   wire [15:0] \$899 ;
-  wire [3:0] \$9 ;
-  wire [16:0] \$90 ;
-  wire \$900 ;
+  wire [15:0] \$9 ;
+  wire \$90 ;
+  wire [15:0] \$900 ;
   wire [15:0] \$901 ;
-  wire \$902 ;
+  wire [15:0] \$902 ;
   wire [15:0] \$903 ;
-  wire \$904 ;
+  wire [15:0] \$904 ;
   wire [15:0] \$905 ;
-  wire \$906 ;
+  wire [15:0] \$906 ;
   wire [15:0] \$907 ;
-  wire \$908 ;
+  wire [15:0] \$908 ;
   wire [15:0] \$909 ;
-  wire [16:0] \$91 ;
-  wire \$910 ;
+  wire [15:0] \$91 ;
+  wire [15:0] \$910 ;
   wire [15:0] \$911 ;
-  wire \$912 ;
+  wire [15:0] \$912 ;
   wire [15:0] \$913 ;
-  wire \$914 ;
+  wire [15:0] \$914 ;
   wire [15:0] \$915 ;
-  wire \$916 ;
+  wire [15:0] \$916 ;
   wire [15:0] \$917 ;
-  wire \$918 ;
+  wire [15:0] \$918 ;
   wire [15:0] \$919 ;
-  wire [15:0] \$92 ;
-  wire \$920 ;
+  wire \$92 ;
+  wire [15:0] \$920 ;
   wire [15:0] \$921 ;
-  wire \$922 ;
+  wire [15:0] \$922 ;
   wire [15:0] \$923 ;
-  wire \$924 ;
+  wire [15:0] \$924 ;
   wire [15:0] \$925 ;
-  wire \$926 ;
+  wire [15:0] \$926 ;
   wire [15:0] \$927 ;
   wire \$928 ;
-  wire [15:0] \$929 ;
-  wire [16:0] \$93 ;
+  wire \$929 ;
+  wire [15:0] \$93 ;
   wire \$930 ;
-  wire [15:0] \$931 ;
+  wire [3:0] \$931 ;
   wire \$932 ;
-  wire [15:0] \$933 ;
+  wire \$933 ;
   wire \$934 ;
-  wire [15:0] \$935 ;
+  wire \$935 ;
   wire \$936 ;
-  wire [15:0] \$937 ;
+  wire \$937 ;
   wire \$938 ;
-  wire [15:0] \$939 ;
-  wire [16:0] \$94 ;
+  wire \$939 ;
+  wire \$94 ;
   wire \$940 ;
-  wire [15:0] \$941 ;
+  wire \$941 ;
   wire \$942 ;
-  wire [15:0] \$943 ;
+  wire \$943 ;
   wire \$944 ;
-  wire [15:0] \$945 ;
-  wire [15:0] \$946 ;
-  wire [15:0] \$947 ;
-  wire [15:0] \$948 ;
-  wire [15:0] \$949 ;
+  wire \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire \$948 ;
+  wire \$949 ;
   wire [15:0] \$95 ;
-  wire [15:0] \$950 ;
-  wire [15:0] \$951 ;
-  wire [15:0] \$952 ;
-  wire [15:0] \$953 ;
-  wire [15:0] \$954 ;
-  wire [15:0] \$955 ;
-  wire [15:0] \$956 ;
-  wire [15:0] \$957 ;
-  wire [15:0] \$958 ;
-  wire [15:0] \$959 ;
-  wire [16:0] \$96 ;
-  wire [15:0] \$960 ;
-  wire [15:0] \$961 ;
-  wire [15:0] \$962 ;
-  wire [15:0] \$963 ;
-  wire [15:0] \$964 ;
-  wire [15:0] \$965 ;
-  wire [15:0] \$966 ;
-  wire [15:0] \$967 ;
-  wire [15:0] \$968 ;
-  wire [15:0] \$969 ;
-  wire [16:0] \$97 ;
-  wire [15:0] \$970 ;
-  wire [15:0] \$971 ;
-  wire [15:0] \$972 ;
-  wire [15:0] \$973 ;
-  wire [15:0] \$974 ;
-  wire [15:0] \$975 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
+  wire \$959 ;
+  wire \$96 ;
+  wire \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
+  wire [15:0] \$97 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire \$975 ;
   wire \$976 ;
   wire \$977 ;
   wire \$978 ;
-  wire [3:0] \$979 ;
-  wire [15:0] \$98 ;
+  wire \$979 ;
+  wire \$98 ;
   wire \$980 ;
   wire \$981 ;
   wire \$982 ;
@@ -49833,7 +49803,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire \$987 ;
   wire \$988 ;
   wire \$989 ;
-  wire [16:0] \$99 ;
+  wire [15:0] \$99 ;
   wire \$990 ;
   wire \$991 ;
   wire \$992 ;
@@ -49877,6 +49847,15 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire [15:0] bank8_wanted_by;
   wire [15:0] bank9_oldest;
   wire [15:0] bank9_wanted_by;
+  wire [15:0] bank_enabled;
+  wire [15:0] bank_high_bit0;
+  wire [15:0] bank_high_bit1;
+  wire [15:0] bank_high_bit2;
+  wire [15:0] bank_high_bit3;
+  wire [15:0] bank_low_bit0;
+  wire [15:0] bank_low_bit1;
+  wire [15:0] bank_low_bit2;
+  wire [15:0] bank_low_bit3;
   reg [34:0] beat0_lane0 = 35'h000000000;
   wire [3:0] \beat0_lane0.bank_high ;
   wire [3:0] \beat0_lane0.bank_low ;
@@ -50032,838 +50011,838 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
+  output \port$3073$0 ;
+  wire \port$3073$0 ;
+  output \port$3075$0 ;
+  wire \port$3075$0 ;
+  output \port$3077$0 ;
+  wire \port$3077$0 ;
+  output \port$3079$0 ;
+  wire \port$3079$0 ;
+  output \port$3081$0 ;
+  wire \port$3081$0 ;
+  output \port$3083$0 ;
+  wire \port$3083$0 ;
+  output \port$3085$0 ;
+  wire \port$3085$0 ;
+  output \port$3087$0 ;
+  wire \port$3087$0 ;
+  output \port$3089$0 ;
+  wire \port$3089$0 ;
+  output \port$3091$0 ;
+  wire \port$3091$0 ;
+  output \port$3093$0 ;
+  wire \port$3093$0 ;
+  output \port$3095$0 ;
+  wire \port$3095$0 ;
+  output \port$3097$0 ;
+  wire \port$3097$0 ;
+  output \port$3099$0 ;
+  wire \port$3099$0 ;
+  output \port$3101$0 ;
+  wire \port$3101$0 ;
+  output \port$3103$0 ;
+  wire \port$3103$0 ;
+  output \port$3105$0 ;
+  wire \port$3105$0 ;
+  output \port$3107$0 ;
+  wire \port$3107$0 ;
+  output \port$3109$0 ;
+  wire \port$3109$0 ;
+  output \port$3111$0 ;
+  wire \port$3111$0 ;
+  output \port$3113$0 ;
+  wire \port$3113$0 ;
+  output \port$3115$0 ;
+  wire \port$3115$0 ;
+  output \port$3117$0 ;
+  wire \port$3117$0 ;
+  output \port$3119$0 ;
+  wire \port$3119$0 ;
   output \port$3121$0 ;
   wire \port$3121$0 ;
   output \port$3123$0 ;
   wire \port$3123$0 ;
-  output \port$3125$0 ;
-  wire \port$3125$0 ;
-  output \port$3127$0 ;
-  wire \port$3127$0 ;
-  output \port$3129$0 ;
-  wire \port$3129$0 ;
-  output \port$3131$0 ;
-  wire \port$3131$0 ;
-  output \port$3133$0 ;
-  wire \port$3133$0 ;
-  output \port$3135$0 ;
-  wire \port$3135$0 ;
-  output \port$3137$0 ;
-  wire \port$3137$0 ;
-  output \port$3139$0 ;
-  wire \port$3139$0 ;
-  output \port$3141$0 ;
-  wire \port$3141$0 ;
-  output \port$3143$0 ;
-  wire \port$3143$0 ;
-  output \port$3145$0 ;
-  wire \port$3145$0 ;
-  output \port$3147$0 ;
-  wire \port$3147$0 ;
-  output \port$3149$0 ;
-  wire \port$3149$0 ;
-  output \port$3151$0 ;
-  wire \port$3151$0 ;
-  output \port$3153$0 ;
-  wire \port$3153$0 ;
-  output \port$3155$0 ;
-  wire \port$3155$0 ;
-  output \port$3157$0 ;
-  wire \port$3157$0 ;
-  output \port$3159$0 ;
-  wire \port$3159$0 ;
-  output \port$3161$0 ;
-  wire \port$3161$0 ;
-  output \port$3163$0 ;
-  wire \port$3163$0 ;
-  output \port$3165$0 ;
-  wire \port$3165$0 ;
-  output \port$3167$0 ;
-  wire \port$3167$0 ;
-  output \port$3169$0 ;
-  wire \port$3169$0 ;
-  output \port$3171$0 ;
-  wire \port$3171$0 ;
+  output \port$3126$0 ;
+  wire \port$3126$0 ;
+  output \port$3128$0 ;
+  wire \port$3128$0 ;
+  output \port$3130$0 ;
+  wire \port$3130$0 ;
+  output \port$3132$0 ;
+  wire \port$3132$0 ;
+  output \port$3134$0 ;
+  wire \port$3134$0 ;
+  output \port$3136$0 ;
+  wire \port$3136$0 ;
+  output \port$3138$0 ;
+  wire \port$3138$0 ;
+  output \port$3140$0 ;
+  wire \port$3140$0 ;
+  output \port$3142$0 ;
+  wire \port$3142$0 ;
+  output \port$3144$0 ;
+  wire \port$3144$0 ;
+  output \port$3146$0 ;
+  wire \port$3146$0 ;
+  output \port$3148$0 ;
+  wire \port$3148$0 ;
+  output \port$3150$0 ;
+  wire \port$3150$0 ;
+  output \port$3152$0 ;
+  wire \port$3152$0 ;
+  output \port$3154$0 ;
+  wire \port$3154$0 ;
+  output \port$3156$0 ;
+  wire \port$3156$0 ;
+  output \port$3158$0 ;
+  wire \port$3158$0 ;
+  output \port$3160$0 ;
+  wire \port$3160$0 ;
+  output \port$3162$0 ;
+  wire \port$3162$0 ;
+  output \port$3164$0 ;
+  wire \port$3164$0 ;
+  output \port$3166$0 ;
+  wire \port$3166$0 ;
+  output \port$3168$0 ;
+  wire \port$3168$0 ;
+  output \port$3170$0 ;
+  wire \port$3170$0 ;
+  output \port$3172$0 ;
+  wire \port$3172$0 ;
   output \port$3174$0 ;
   wire \port$3174$0 ;
   output \port$3176$0 ;
   wire \port$3176$0 ;
-  output \port$3178$0 ;
-  wire \port$3178$0 ;
-  output \port$3180$0 ;
-  wire \port$3180$0 ;
-  output \port$3182$0 ;
-  wire \port$3182$0 ;
-  output \port$3184$0 ;
-  wire \port$3184$0 ;
-  output \port$3186$0 ;
-  wire \port$3186$0 ;
-  output \port$3188$0 ;
-  wire \port$3188$0 ;
-  output \port$3190$0 ;
-  wire \port$3190$0 ;
-  output \port$3192$0 ;
-  wire \port$3192$0 ;
-  output \port$3194$0 ;
-  wire \port$3194$0 ;
-  output \port$3196$0 ;
-  wire \port$3196$0 ;
-  output \port$3198$0 ;
-  wire \port$3198$0 ;
-  output \port$3200$0 ;
-  wire \port$3200$0 ;
-  output \port$3202$0 ;
-  wire \port$3202$0 ;
-  output \port$3204$0 ;
-  wire \port$3204$0 ;
-  output \port$3206$0 ;
-  wire \port$3206$0 ;
-  output \port$3208$0 ;
-  wire \port$3208$0 ;
-  output \port$3210$0 ;
-  wire \port$3210$0 ;
-  output \port$3212$0 ;
-  wire \port$3212$0 ;
-  output \port$3214$0 ;
-  wire \port$3214$0 ;
-  output \port$3216$0 ;
-  wire \port$3216$0 ;
-  output \port$3218$0 ;
-  wire \port$3218$0 ;
-  output \port$3220$0 ;
-  wire \port$3220$0 ;
-  output \port$3222$0 ;
-  wire \port$3222$0 ;
-  output \port$3224$0 ;
-  wire \port$3224$0 ;
+  output \port$3179$0 ;
+  wire \port$3179$0 ;
+  output \port$3181$0 ;
+  wire \port$3181$0 ;
+  output \port$3183$0 ;
+  wire \port$3183$0 ;
+  output \port$3185$0 ;
+  wire \port$3185$0 ;
+  output \port$3187$0 ;
+  wire \port$3187$0 ;
+  output \port$3189$0 ;
+  wire \port$3189$0 ;
+  output \port$3191$0 ;
+  wire \port$3191$0 ;
+  output \port$3193$0 ;
+  wire \port$3193$0 ;
+  output \port$3195$0 ;
+  wire \port$3195$0 ;
+  output \port$3197$0 ;
+  wire \port$3197$0 ;
+  output \port$3199$0 ;
+  wire \port$3199$0 ;
+  output \port$3201$0 ;
+  wire \port$3201$0 ;
+  output \port$3203$0 ;
+  wire \port$3203$0 ;
+  output \port$3205$0 ;
+  wire \port$3205$0 ;
+  output \port$3207$0 ;
+  wire \port$3207$0 ;
+  output \port$3209$0 ;
+  wire \port$3209$0 ;
+  output \port$3211$0 ;
+  wire \port$3211$0 ;
+  output \port$3213$0 ;
+  wire \port$3213$0 ;
+  output \port$3215$0 ;
+  wire \port$3215$0 ;
+  output \port$3217$0 ;
+  wire \port$3217$0 ;
+  output \port$3219$0 ;
+  wire \port$3219$0 ;
+  output \port$3221$0 ;
+  wire \port$3221$0 ;
+  output \port$3223$0 ;
+  wire \port$3223$0 ;
+  output \port$3225$0 ;
+  wire \port$3225$0 ;
   output \port$3227$0 ;
   wire \port$3227$0 ;
   output \port$3229$0 ;
   wire \port$3229$0 ;
-  output \port$3231$0 ;
-  wire \port$3231$0 ;
-  output \port$3233$0 ;
-  wire \port$3233$0 ;
-  output \port$3235$0 ;
-  wire \port$3235$0 ;
-  output \port$3237$0 ;
-  wire \port$3237$0 ;
-  output \port$3239$0 ;
-  wire \port$3239$0 ;
-  output \port$3241$0 ;
-  wire \port$3241$0 ;
-  output \port$3243$0 ;
-  wire \port$3243$0 ;
-  output \port$3245$0 ;
-  wire \port$3245$0 ;
-  output \port$3247$0 ;
-  wire \port$3247$0 ;
-  output \port$3249$0 ;
-  wire \port$3249$0 ;
-  output \port$3251$0 ;
-  wire \port$3251$0 ;
-  output \port$3253$0 ;
-  wire \port$3253$0 ;
-  output \port$3255$0 ;
-  wire \port$3255$0 ;
-  output \port$3257$0 ;
-  wire \port$3257$0 ;
-  output \port$3259$0 ;
-  wire \port$3259$0 ;
-  output \port$3261$0 ;
-  wire \port$3261$0 ;
-  output \port$3263$0 ;
-  wire \port$3263$0 ;
-  output \port$3265$0 ;
-  wire \port$3265$0 ;
-  output \port$3267$0 ;
-  wire \port$3267$0 ;
-  output \port$3269$0 ;
-  wire \port$3269$0 ;
-  output \port$3271$0 ;
-  wire \port$3271$0 ;
-  output \port$3273$0 ;
-  wire \port$3273$0 ;
-  output \port$3275$0 ;
-  wire \port$3275$0 ;
-  output \port$3277$0 ;
-  wire \port$3277$0 ;
+  output \port$3232$0 ;
+  wire \port$3232$0 ;
+  output \port$3234$0 ;
+  wire \port$3234$0 ;
+  output \port$3236$0 ;
+  wire \port$3236$0 ;
+  output \port$3238$0 ;
+  wire \port$3238$0 ;
+  output \port$3240$0 ;
+  wire \port$3240$0 ;
+  output \port$3242$0 ;
+  wire \port$3242$0 ;
+  output \port$3244$0 ;
+  wire \port$3244$0 ;
+  output \port$3246$0 ;
+  wire \port$3246$0 ;
+  output \port$3248$0 ;
+  wire \port$3248$0 ;
+  output \port$3250$0 ;
+  wire \port$3250$0 ;
+  output \port$3252$0 ;
+  wire \port$3252$0 ;
+  output \port$3254$0 ;
+  wire \port$3254$0 ;
+  output \port$3256$0 ;
+  wire \port$3256$0 ;
+  output \port$3258$0 ;
+  wire \port$3258$0 ;
+  output \port$3260$0 ;
+  wire \port$3260$0 ;
+  output \port$3262$0 ;
+  wire \port$3262$0 ;
+  output \port$3264$0 ;
+  wire \port$3264$0 ;
+  output \port$3266$0 ;
+  wire \port$3266$0 ;
+  output \port$3268$0 ;
+  wire \port$3268$0 ;
+  output \port$3270$0 ;
+  wire \port$3270$0 ;
+  output \port$3272$0 ;
+  wire \port$3272$0 ;
+  output \port$3274$0 ;
+  wire \port$3274$0 ;
+  output \port$3276$0 ;
+  wire \port$3276$0 ;
+  output \port$3278$0 ;
+  wire \port$3278$0 ;
   output \port$3280$0 ;
   wire \port$3280$0 ;
   output \port$3282$0 ;
   wire \port$3282$0 ;
-  output \port$3284$0 ;
-  wire \port$3284$0 ;
-  output \port$3286$0 ;
-  wire \port$3286$0 ;
-  output \port$3288$0 ;
-  wire \port$3288$0 ;
-  output \port$3290$0 ;
-  wire \port$3290$0 ;
-  output \port$3292$0 ;
-  wire \port$3292$0 ;
-  output \port$3294$0 ;
-  wire \port$3294$0 ;
-  output \port$3296$0 ;
-  wire \port$3296$0 ;
-  output \port$3298$0 ;
-  wire \port$3298$0 ;
-  output \port$3300$0 ;
-  wire \port$3300$0 ;
-  output \port$3302$0 ;
-  wire \port$3302$0 ;
-  output \port$3304$0 ;
-  wire \port$3304$0 ;
-  output \port$3306$0 ;
-  wire \port$3306$0 ;
-  output \port$3308$0 ;
-  wire \port$3308$0 ;
-  output \port$3310$0 ;
-  wire \port$3310$0 ;
-  output \port$3312$0 ;
-  wire \port$3312$0 ;
-  output \port$3314$0 ;
-  wire \port$3314$0 ;
-  output \port$3316$0 ;
-  wire \port$3316$0 ;
-  output \port$3318$0 ;
-  wire \port$3318$0 ;
-  output \port$3320$0 ;
-  wire \port$3320$0 ;
-  output \port$3322$0 ;
-  wire \port$3322$0 ;
-  output \port$3324$0 ;
-  wire \port$3324$0 ;
-  output \port$3326$0 ;
-  wire \port$3326$0 ;
-  output \port$3328$0 ;
-  wire \port$3328$0 ;
-  output \port$3330$0 ;
-  wire \port$3330$0 ;
+  output \port$3285$0 ;
+  wire \port$3285$0 ;
+  output \port$3287$0 ;
+  wire \port$3287$0 ;
+  output \port$3289$0 ;
+  wire \port$3289$0 ;
+  output \port$3291$0 ;
+  wire \port$3291$0 ;
+  output \port$3293$0 ;
+  wire \port$3293$0 ;
+  output \port$3295$0 ;
+  wire \port$3295$0 ;
+  output \port$3297$0 ;
+  wire \port$3297$0 ;
+  output \port$3299$0 ;
+  wire \port$3299$0 ;
+  output \port$3301$0 ;
+  wire \port$3301$0 ;
+  output \port$3303$0 ;
+  wire \port$3303$0 ;
+  output \port$3305$0 ;
+  wire \port$3305$0 ;
+  output \port$3307$0 ;
+  wire \port$3307$0 ;
+  output \port$3309$0 ;
+  wire \port$3309$0 ;
+  output \port$3311$0 ;
+  wire \port$3311$0 ;
+  output \port$3313$0 ;
+  wire \port$3313$0 ;
+  output \port$3315$0 ;
+  wire \port$3315$0 ;
+  output \port$3317$0 ;
+  wire \port$3317$0 ;
+  output \port$3319$0 ;
+  wire \port$3319$0 ;
+  output \port$3321$0 ;
+  wire \port$3321$0 ;
+  output \port$3323$0 ;
+  wire \port$3323$0 ;
+  output \port$3325$0 ;
+  wire \port$3325$0 ;
+  output \port$3327$0 ;
+  wire \port$3327$0 ;
+  output \port$3329$0 ;
+  wire \port$3329$0 ;
+  output \port$3331$0 ;
+  wire \port$3331$0 ;
   output \port$3333$0 ;
   wire \port$3333$0 ;
   output \port$3335$0 ;
   wire \port$3335$0 ;
-  output \port$3337$0 ;
-  wire \port$3337$0 ;
-  output \port$3339$0 ;
-  wire \port$3339$0 ;
-  output \port$3341$0 ;
-  wire \port$3341$0 ;
-  output \port$3343$0 ;
-  wire \port$3343$0 ;
-  output \port$3345$0 ;
-  wire \port$3345$0 ;
-  output \port$3347$0 ;
-  wire \port$3347$0 ;
-  output \port$3349$0 ;
-  wire \port$3349$0 ;
-  output \port$3351$0 ;
-  wire \port$3351$0 ;
-  output \port$3353$0 ;
-  wire \port$3353$0 ;
-  output \port$3355$0 ;
-  wire \port$3355$0 ;
-  output \port$3357$0 ;
-  wire \port$3357$0 ;
-  output \port$3359$0 ;
-  wire \port$3359$0 ;
-  output \port$3361$0 ;
-  wire \port$3361$0 ;
-  output \port$3363$0 ;
-  wire \port$3363$0 ;
-  output \port$3365$0 ;
-  wire \port$3365$0 ;
-  output \port$3367$0 ;
-  wire \port$3367$0 ;
-  output \port$3369$0 ;
-  wire \port$3369$0 ;
-  output \port$3371$0 ;
-  wire \port$3371$0 ;
-  output \port$3373$0 ;
-  wire \port$3373$0 ;
-  output \port$3375$0 ;
-  wire \port$3375$0 ;
-  output \port$3377$0 ;
-  wire \port$3377$0 ;
-  output \port$3379$0 ;
-  wire \port$3379$0 ;
-  output \port$3381$0 ;
-  wire \port$3381$0 ;
-  output \port$3383$0 ;
-  wire \port$3383$0 ;
+  output \port$3338$0 ;
+  wire \port$3338$0 ;
+  output \port$3340$0 ;
+  wire \port$3340$0 ;
+  output \port$3342$0 ;
+  wire \port$3342$0 ;
+  output \port$3344$0 ;
+  wire \port$3344$0 ;
+  output \port$3346$0 ;
+  wire \port$3346$0 ;
+  output \port$3348$0 ;
+  wire \port$3348$0 ;
+  output \port$3350$0 ;
+  wire \port$3350$0 ;
+  output \port$3352$0 ;
+  wire \port$3352$0 ;
+  output \port$3354$0 ;
+  wire \port$3354$0 ;
+  output \port$3356$0 ;
+  wire \port$3356$0 ;
+  output \port$3358$0 ;
+  wire \port$3358$0 ;
+  output \port$3360$0 ;
+  wire \port$3360$0 ;
+  output \port$3362$0 ;
+  wire \port$3362$0 ;
+  output \port$3364$0 ;
+  wire \port$3364$0 ;
+  output \port$3366$0 ;
+  wire \port$3366$0 ;
+  output \port$3368$0 ;
+  wire \port$3368$0 ;
+  output \port$3370$0 ;
+  wire \port$3370$0 ;
+  output \port$3372$0 ;
+  wire \port$3372$0 ;
+  output \port$3374$0 ;
+  wire \port$3374$0 ;
+  output \port$3376$0 ;
+  wire \port$3376$0 ;
+  output \port$3378$0 ;
+  wire \port$3378$0 ;
+  output \port$3380$0 ;
+  wire \port$3380$0 ;
+  output \port$3382$0 ;
+  wire \port$3382$0 ;
+  output \port$3384$0 ;
+  wire \port$3384$0 ;
   output \port$3386$0 ;
   wire \port$3386$0 ;
   output \port$3388$0 ;
   wire \port$3388$0 ;
-  output \port$3390$0 ;
-  wire \port$3390$0 ;
-  output \port$3392$0 ;
-  wire \port$3392$0 ;
-  output \port$3394$0 ;
-  wire \port$3394$0 ;
-  output \port$3396$0 ;
-  wire \port$3396$0 ;
-  output \port$3398$0 ;
-  wire \port$3398$0 ;
-  output \port$3400$0 ;
-  wire \port$3400$0 ;
-  output \port$3402$0 ;
-  wire \port$3402$0 ;
-  output \port$3404$0 ;
-  wire \port$3404$0 ;
-  output \port$3406$0 ;
-  wire \port$3406$0 ;
-  output \port$3408$0 ;
-  wire \port$3408$0 ;
-  output \port$3410$0 ;
-  wire \port$3410$0 ;
-  output \port$3412$0 ;
-  wire \port$3412$0 ;
-  output \port$3414$0 ;
-  wire \port$3414$0 ;
-  output \port$3416$0 ;
-  wire \port$3416$0 ;
-  output \port$3418$0 ;
-  wire \port$3418$0 ;
-  output \port$3420$0 ;
-  wire \port$3420$0 ;
-  output \port$3422$0 ;
-  wire \port$3422$0 ;
-  output \port$3424$0 ;
-  wire \port$3424$0 ;
-  output \port$3426$0 ;
-  wire \port$3426$0 ;
-  output \port$3428$0 ;
-  wire \port$3428$0 ;
-  output \port$3430$0 ;
-  wire \port$3430$0 ;
-  output \port$3432$0 ;
-  wire \port$3432$0 ;
-  output \port$3434$0 ;
-  wire \port$3434$0 ;
-  output \port$3436$0 ;
-  wire \port$3436$0 ;
+  output \port$3391$0 ;
+  wire \port$3391$0 ;
+  output \port$3393$0 ;
+  wire \port$3393$0 ;
+  output \port$3395$0 ;
+  wire \port$3395$0 ;
+  output \port$3397$0 ;
+  wire \port$3397$0 ;
+  output \port$3399$0 ;
+  wire \port$3399$0 ;
+  output \port$3401$0 ;
+  wire \port$3401$0 ;
+  output \port$3403$0 ;
+  wire \port$3403$0 ;
+  output \port$3405$0 ;
+  wire \port$3405$0 ;
+  output \port$3407$0 ;
+  wire \port$3407$0 ;
+  output \port$3409$0 ;
+  wire \port$3409$0 ;
+  output \port$3411$0 ;
+  wire \port$3411$0 ;
+  output \port$3413$0 ;
+  wire \port$3413$0 ;
+  output \port$3415$0 ;
+  wire \port$3415$0 ;
+  output \port$3417$0 ;
+  wire \port$3417$0 ;
+  output \port$3419$0 ;
+  wire \port$3419$0 ;
+  output \port$3421$0 ;
+  wire \port$3421$0 ;
+  output \port$3423$0 ;
+  wire \port$3423$0 ;
+  output \port$3425$0 ;
+  wire \port$3425$0 ;
+  output \port$3427$0 ;
+  wire \port$3427$0 ;
+  output \port$3429$0 ;
+  wire \port$3429$0 ;
+  output \port$3431$0 ;
+  wire \port$3431$0 ;
+  output \port$3433$0 ;
+  wire \port$3433$0 ;
+  output \port$3435$0 ;
+  wire \port$3435$0 ;
+  output \port$3437$0 ;
+  wire \port$3437$0 ;
   output \port$3439$0 ;
   wire \port$3439$0 ;
   output \port$3441$0 ;
   wire \port$3441$0 ;
-  output \port$3443$0 ;
-  wire \port$3443$0 ;
-  output \port$3445$0 ;
-  wire \port$3445$0 ;
-  output \port$3447$0 ;
-  wire \port$3447$0 ;
-  output \port$3449$0 ;
-  wire \port$3449$0 ;
-  output \port$3451$0 ;
-  wire \port$3451$0 ;
-  output \port$3453$0 ;
-  wire \port$3453$0 ;
-  output \port$3455$0 ;
-  wire \port$3455$0 ;
-  output \port$3457$0 ;
-  wire \port$3457$0 ;
-  output \port$3459$0 ;
-  wire \port$3459$0 ;
-  output \port$3461$0 ;
-  wire \port$3461$0 ;
-  output \port$3463$0 ;
-  wire \port$3463$0 ;
-  output \port$3465$0 ;
-  wire \port$3465$0 ;
-  output \port$3467$0 ;
-  wire \port$3467$0 ;
-  output \port$3469$0 ;
-  wire \port$3469$0 ;
-  output \port$3471$0 ;
-  wire \port$3471$0 ;
-  output \port$3473$0 ;
-  wire \port$3473$0 ;
-  output \port$3475$0 ;
-  wire \port$3475$0 ;
-  output \port$3477$0 ;
-  wire \port$3477$0 ;
-  output \port$3479$0 ;
-  wire \port$3479$0 ;
-  output \port$3481$0 ;
-  wire \port$3481$0 ;
-  output \port$3483$0 ;
-  wire \port$3483$0 ;
-  output \port$3485$0 ;
-  wire \port$3485$0 ;
-  output \port$3487$0 ;
-  wire \port$3487$0 ;
-  output \port$3489$0 ;
-  wire \port$3489$0 ;
+  output \port$3444$0 ;
+  wire \port$3444$0 ;
+  output \port$3446$0 ;
+  wire \port$3446$0 ;
+  output \port$3448$0 ;
+  wire \port$3448$0 ;
+  output \port$3450$0 ;
+  wire \port$3450$0 ;
+  output \port$3452$0 ;
+  wire \port$3452$0 ;
+  output \port$3454$0 ;
+  wire \port$3454$0 ;
+  output \port$3456$0 ;
+  wire \port$3456$0 ;
+  output \port$3458$0 ;
+  wire \port$3458$0 ;
+  output \port$3460$0 ;
+  wire \port$3460$0 ;
+  output \port$3462$0 ;
+  wire \port$3462$0 ;
+  output \port$3464$0 ;
+  wire \port$3464$0 ;
+  output \port$3466$0 ;
+  wire \port$3466$0 ;
+  output \port$3468$0 ;
+  wire \port$3468$0 ;
+  output \port$3470$0 ;
+  wire \port$3470$0 ;
+  output \port$3472$0 ;
+  wire \port$3472$0 ;
+  output \port$3474$0 ;
+  wire \port$3474$0 ;
+  output \port$3476$0 ;
+  wire \port$3476$0 ;
+  output \port$3478$0 ;
+  wire \port$3478$0 ;
+  output \port$3480$0 ;
+  wire \port$3480$0 ;
+  output \port$3482$0 ;
+  wire \port$3482$0 ;
+  output \port$3484$0 ;
+  wire \port$3484$0 ;
+  output \port$3486$0 ;
+  wire \port$3486$0 ;
+  output \port$3488$0 ;
+  wire \port$3488$0 ;
+  output \port$3490$0 ;
+  wire \port$3490$0 ;
   output \port$3492$0 ;
   wire \port$3492$0 ;
   output \port$3494$0 ;
   wire \port$3494$0 ;
-  output \port$3496$0 ;
-  wire \port$3496$0 ;
-  output \port$3498$0 ;
-  wire \port$3498$0 ;
-  output \port$3500$0 ;
-  wire \port$3500$0 ;
-  output \port$3502$0 ;
-  wire \port$3502$0 ;
-  output \port$3504$0 ;
-  wire \port$3504$0 ;
-  output \port$3506$0 ;
-  wire \port$3506$0 ;
-  output \port$3508$0 ;
-  wire \port$3508$0 ;
-  output \port$3510$0 ;
-  wire \port$3510$0 ;
-  output \port$3512$0 ;
-  wire \port$3512$0 ;
-  output \port$3514$0 ;
-  wire \port$3514$0 ;
-  output \port$3516$0 ;
-  wire \port$3516$0 ;
-  output \port$3518$0 ;
-  wire \port$3518$0 ;
-  output \port$3520$0 ;
-  wire \port$3520$0 ;
-  output \port$3522$0 ;
-  wire \port$3522$0 ;
-  output \port$3524$0 ;
-  wire \port$3524$0 ;
-  output \port$3526$0 ;
-  wire \port$3526$0 ;
-  output \port$3528$0 ;
-  wire \port$3528$0 ;
-  output \port$3530$0 ;
-  wire \port$3530$0 ;
-  output \port$3532$0 ;
-  wire \port$3532$0 ;
-  output \port$3534$0 ;
-  wire \port$3534$0 ;
-  output \port$3536$0 ;
-  wire \port$3536$0 ;
-  output \port$3538$0 ;
-  wire \port$3538$0 ;
-  output \port$3540$0 ;
-  wire \port$3540$0 ;
-  output \port$3542$0 ;
-  wire \port$3542$0 ;
+  output \port$3497$0 ;
+  wire \port$3497$0 ;
+  output \port$3499$0 ;
+  wire \port$3499$0 ;
+  output \port$3501$0 ;
+  wire \port$3501$0 ;
+  output \port$3503$0 ;
+  wire \port$3503$0 ;
+  output \port$3505$0 ;
+  wire \port$3505$0 ;
+  output \port$3507$0 ;
+  wire \port$3507$0 ;
+  output \port$3509$0 ;
+  wire \port$3509$0 ;
+  output \port$3511$0 ;
+  wire \port$3511$0 ;
+  output \port$3513$0 ;
+  wire \port$3513$0 ;
+  output \port$3515$0 ;
+  wire \port$3515$0 ;
+  output \port$3517$0 ;
+  wire \port$3517$0 ;
+  output \port$3519$0 ;
+  wire \port$3519$0 ;
+  output \port$3521$0 ;
+  wire \port$3521$0 ;
+  output \port$3523$0 ;
+  wire \port$3523$0 ;
+  output \port$3525$0 ;
+  wire \port$3525$0 ;
+  output \port$3527$0 ;
+  wire \port$3527$0 ;
+  output \port$3529$0 ;
+  wire \port$3529$0 ;
+  output \port$3531$0 ;
+  wire \port$3531$0 ;
+  output \port$3533$0 ;
+  wire \port$3533$0 ;
+  output \port$3535$0 ;
+  wire \port$3535$0 ;
+  output \port$3537$0 ;
+  wire \port$3537$0 ;
+  output \port$3539$0 ;
+  wire \port$3539$0 ;
+  output \port$3541$0 ;
+  wire \port$3541$0 ;
+  output \port$3543$0 ;
+  wire \port$3543$0 ;
   output \port$3545$0 ;
   wire \port$3545$0 ;
   output \port$3547$0 ;
   wire \port$3547$0 ;
-  output \port$3549$0 ;
-  wire \port$3549$0 ;
-  output \port$3551$0 ;
-  wire \port$3551$0 ;
-  output \port$3553$0 ;
-  wire \port$3553$0 ;
-  output \port$3555$0 ;
-  wire \port$3555$0 ;
-  output \port$3557$0 ;
-  wire \port$3557$0 ;
-  output \port$3559$0 ;
-  wire \port$3559$0 ;
-  output \port$3561$0 ;
-  wire \port$3561$0 ;
-  output \port$3563$0 ;
-  wire \port$3563$0 ;
-  output \port$3565$0 ;
-  wire \port$3565$0 ;
-  output \port$3567$0 ;
-  wire \port$3567$0 ;
-  output \port$3569$0 ;
-  wire \port$3569$0 ;
-  output \port$3571$0 ;
-  wire \port$3571$0 ;
-  output \port$3573$0 ;
-  wire \port$3573$0 ;
-  output \port$3575$0 ;
-  wire \port$3575$0 ;
-  output \port$3577$0 ;
-  wire \port$3577$0 ;
-  output \port$3579$0 ;
-  wire \port$3579$0 ;
-  output \port$3581$0 ;
-  wire \port$3581$0 ;
-  output \port$3583$0 ;
-  wire \port$3583$0 ;
-  output \port$3585$0 ;
-  wire \port$3585$0 ;
-  output \port$3587$0 ;
-  wire \port$3587$0 ;
-  output \port$3589$0 ;
-  wire \port$3589$0 ;
-  output \port$3591$0 ;
-  wire \port$3591$0 ;
-  output \port$3593$0 ;
-  wire \port$3593$0 ;
-  output \port$3595$0 ;
-  wire \port$3595$0 ;
+  output \port$3550$0 ;
+  wire \port$3550$0 ;
+  output \port$3552$0 ;
+  wire \port$3552$0 ;
+  output \port$3554$0 ;
+  wire \port$3554$0 ;
+  output \port$3556$0 ;
+  wire \port$3556$0 ;
+  output \port$3558$0 ;
+  wire \port$3558$0 ;
+  output \port$3560$0 ;
+  wire \port$3560$0 ;
+  output \port$3562$0 ;
+  wire \port$3562$0 ;
+  output \port$3564$0 ;
+  wire \port$3564$0 ;
+  output \port$3566$0 ;
+  wire \port$3566$0 ;
+  output \port$3568$0 ;
+  wire \port$3568$0 ;
+  output \port$3570$0 ;
+  wire \port$3570$0 ;
+  output \port$3572$0 ;
+  wire \port$3572$0 ;
+  output \port$3574$0 ;
+  wire \port$3574$0 ;
+  output \port$3576$0 ;
+  wire \port$3576$0 ;
+  output \port$3578$0 ;
+  wire \port$3578$0 ;
+  output \port$3580$0 ;
+  wire \port$3580$0 ;
+  output \port$3582$0 ;
+  wire \port$3582$0 ;
+  output \port$3584$0 ;
+  wire \port$3584$0 ;
+  output \port$3586$0 ;
+  wire \port$3586$0 ;
+  output \port$3588$0 ;
+  wire \port$3588$0 ;
+  output \port$3590$0 ;
+  wire \port$3590$0 ;
+  output \port$3592$0 ;
+  wire \port$3592$0 ;
+  output \port$3594$0 ;
+  wire \port$3594$0 ;
+  output \port$3596$0 ;
+  wire \port$3596$0 ;
   output \port$3598$0 ;
   wire \port$3598$0 ;
   output \port$3600$0 ;
   wire \port$3600$0 ;
-  output \port$3602$0 ;
-  wire \port$3602$0 ;
-  output \port$3604$0 ;
-  wire \port$3604$0 ;
-  output \port$3606$0 ;
-  wire \port$3606$0 ;
-  output \port$3608$0 ;
-  wire \port$3608$0 ;
-  output \port$3610$0 ;
-  wire \port$3610$0 ;
-  output \port$3612$0 ;
-  wire \port$3612$0 ;
-  output \port$3614$0 ;
-  wire \port$3614$0 ;
-  output \port$3616$0 ;
-  wire \port$3616$0 ;
-  output \port$3618$0 ;
-  wire \port$3618$0 ;
-  output \port$3620$0 ;
-  wire \port$3620$0 ;
-  output \port$3622$0 ;
-  wire \port$3622$0 ;
-  output \port$3624$0 ;
-  wire \port$3624$0 ;
-  output \port$3626$0 ;
-  wire \port$3626$0 ;
-  output \port$3628$0 ;
-  wire \port$3628$0 ;
-  output \port$3630$0 ;
-  wire \port$3630$0 ;
-  output \port$3632$0 ;
-  wire \port$3632$0 ;
-  output \port$3634$0 ;
-  wire \port$3634$0 ;
-  output \port$3636$0 ;
-  wire \port$3636$0 ;
-  output \port$3638$0 ;
-  wire \port$3638$0 ;
-  output \port$3640$0 ;
-  wire \port$3640$0 ;
-  output \port$3642$0 ;
-  wire \port$3642$0 ;
-  output \port$3644$0 ;
-  wire \port$3644$0 ;
-  output \port$3646$0 ;
-  wire \port$3646$0 ;
-  output \port$3648$0 ;
-  wire \port$3648$0 ;
+  output \port$3603$0 ;
+  wire \port$3603$0 ;
+  output \port$3605$0 ;
+  wire \port$3605$0 ;
+  output \port$3607$0 ;
+  wire \port$3607$0 ;
+  output \port$3609$0 ;
+  wire \port$3609$0 ;
+  output \port$3611$0 ;
+  wire \port$3611$0 ;
+  output \port$3613$0 ;
+  wire \port$3613$0 ;
+  output \port$3615$0 ;
+  wire \port$3615$0 ;
+  output \port$3617$0 ;
+  wire \port$3617$0 ;
+  output \port$3619$0 ;
+  wire \port$3619$0 ;
+  output \port$3621$0 ;
+  wire \port$3621$0 ;
+  output \port$3623$0 ;
+  wire \port$3623$0 ;
+  output \port$3625$0 ;
+  wire \port$3625$0 ;
+  output \port$3627$0 ;
+  wire \port$3627$0 ;
+  output \port$3629$0 ;
+  wire \port$3629$0 ;
+  output \port$3631$0 ;
+  wire \port$3631$0 ;
+  output \port$3633$0 ;
+  wire \port$3633$0 ;
+  output \port$3635$0 ;
+  wire \port$3635$0 ;
+  output \port$3637$0 ;
+  wire \port$3637$0 ;
+  output \port$3639$0 ;
+  wire \port$3639$0 ;
+  output \port$3641$0 ;
+  wire \port$3641$0 ;
+  output \port$3643$0 ;
+  wire \port$3643$0 ;
+  output \port$3645$0 ;
+  wire \port$3645$0 ;
+  output \port$3647$0 ;
+  wire \port$3647$0 ;
+  output \port$3649$0 ;
+  wire \port$3649$0 ;
   output \port$3651$0 ;
   wire \port$3651$0 ;
   output \port$3653$0 ;
   wire \port$3653$0 ;
-  output \port$3655$0 ;
-  wire \port$3655$0 ;
-  output \port$3657$0 ;
-  wire \port$3657$0 ;
-  output \port$3659$0 ;
-  wire \port$3659$0 ;
-  output \port$3661$0 ;
-  wire \port$3661$0 ;
-  output \port$3663$0 ;
-  wire \port$3663$0 ;
-  output \port$3665$0 ;
-  wire \port$3665$0 ;
-  output \port$3667$0 ;
-  wire \port$3667$0 ;
-  output \port$3669$0 ;
-  wire \port$3669$0 ;
-  output \port$3671$0 ;
-  wire \port$3671$0 ;
-  output \port$3673$0 ;
-  wire \port$3673$0 ;
-  output \port$3675$0 ;
-  wire \port$3675$0 ;
-  output \port$3677$0 ;
-  wire \port$3677$0 ;
-  output \port$3679$0 ;
-  wire \port$3679$0 ;
-  output \port$3681$0 ;
-  wire \port$3681$0 ;
-  output \port$3683$0 ;
-  wire \port$3683$0 ;
-  output \port$3685$0 ;
-  wire \port$3685$0 ;
-  output \port$3687$0 ;
-  wire \port$3687$0 ;
-  output \port$3689$0 ;
-  wire \port$3689$0 ;
-  output \port$3691$0 ;
-  wire \port$3691$0 ;
-  output \port$3693$0 ;
-  wire \port$3693$0 ;
-  output \port$3695$0 ;
-  wire \port$3695$0 ;
-  output \port$3697$0 ;
-  wire \port$3697$0 ;
-  output \port$3699$0 ;
-  wire \port$3699$0 ;
-  output \port$3701$0 ;
-  wire \port$3701$0 ;
+  output \port$3656$0 ;
+  wire \port$3656$0 ;
+  output \port$3658$0 ;
+  wire \port$3658$0 ;
+  output \port$3660$0 ;
+  wire \port$3660$0 ;
+  output \port$3662$0 ;
+  wire \port$3662$0 ;
+  output \port$3664$0 ;
+  wire \port$3664$0 ;
+  output \port$3666$0 ;
+  wire \port$3666$0 ;
+  output \port$3668$0 ;
+  wire \port$3668$0 ;
+  output \port$3670$0 ;
+  wire \port$3670$0 ;
+  output \port$3672$0 ;
+  wire \port$3672$0 ;
+  output \port$3674$0 ;
+  wire \port$3674$0 ;
+  output \port$3676$0 ;
+  wire \port$3676$0 ;
+  output \port$3678$0 ;
+  wire \port$3678$0 ;
+  output \port$3680$0 ;
+  wire \port$3680$0 ;
+  output \port$3682$0 ;
+  wire \port$3682$0 ;
+  output \port$3684$0 ;
+  wire \port$3684$0 ;
+  output \port$3686$0 ;
+  wire \port$3686$0 ;
+  output \port$3688$0 ;
+  wire \port$3688$0 ;
+  output \port$3690$0 ;
+  wire \port$3690$0 ;
+  output \port$3692$0 ;
+  wire \port$3692$0 ;
+  output \port$3694$0 ;
+  wire \port$3694$0 ;
+  output \port$3696$0 ;
+  wire \port$3696$0 ;
+  output \port$3698$0 ;
+  wire \port$3698$0 ;
+  output \port$3700$0 ;
+  wire \port$3700$0 ;
+  output \port$3702$0 ;
+  wire \port$3702$0 ;
   output \port$3704$0 ;
   wire \port$3704$0 ;
   output \port$3706$0 ;
   wire \port$3706$0 ;
-  output \port$3708$0 ;
-  wire \port$3708$0 ;
-  output \port$3710$0 ;
-  wire \port$3710$0 ;
-  output \port$3712$0 ;
-  wire \port$3712$0 ;
-  output \port$3714$0 ;
-  wire \port$3714$0 ;
-  output \port$3716$0 ;
-  wire \port$3716$0 ;
-  output \port$3718$0 ;
-  wire \port$3718$0 ;
-  output \port$3720$0 ;
-  wire \port$3720$0 ;
-  output \port$3722$0 ;
-  wire \port$3722$0 ;
-  output \port$3724$0 ;
-  wire \port$3724$0 ;
-  output \port$3726$0 ;
-  wire \port$3726$0 ;
-  output \port$3728$0 ;
-  wire \port$3728$0 ;
-  output \port$3730$0 ;
-  wire \port$3730$0 ;
-  output \port$3732$0 ;
-  wire \port$3732$0 ;
-  output \port$3734$0 ;
-  wire \port$3734$0 ;
-  output \port$3736$0 ;
-  wire \port$3736$0 ;
-  output \port$3738$0 ;
-  wire \port$3738$0 ;
-  output \port$3740$0 ;
-  wire \port$3740$0 ;
-  output \port$3742$0 ;
-  wire \port$3742$0 ;
-  output \port$3744$0 ;
-  wire \port$3744$0 ;
-  output \port$3746$0 ;
-  wire \port$3746$0 ;
-  output \port$3748$0 ;
-  wire \port$3748$0 ;
-  output \port$3750$0 ;
-  wire \port$3750$0 ;
-  output \port$3752$0 ;
-  wire \port$3752$0 ;
-  output \port$3754$0 ;
-  wire \port$3754$0 ;
+  output \port$3709$0 ;
+  wire \port$3709$0 ;
+  output \port$3711$0 ;
+  wire \port$3711$0 ;
+  output \port$3713$0 ;
+  wire \port$3713$0 ;
+  output \port$3715$0 ;
+  wire \port$3715$0 ;
+  output \port$3717$0 ;
+  wire \port$3717$0 ;
+  output \port$3719$0 ;
+  wire \port$3719$0 ;
+  output \port$3721$0 ;
+  wire \port$3721$0 ;
+  output \port$3723$0 ;
+  wire \port$3723$0 ;
+  output \port$3725$0 ;
+  wire \port$3725$0 ;
+  output \port$3727$0 ;
+  wire \port$3727$0 ;
+  output \port$3729$0 ;
+  wire \port$3729$0 ;
+  output \port$3731$0 ;
+  wire \port$3731$0 ;
+  output \port$3733$0 ;
+  wire \port$3733$0 ;
+  output \port$3735$0 ;
+  wire \port$3735$0 ;
+  output \port$3737$0 ;
+  wire \port$3737$0 ;
+  output \port$3739$0 ;
+  wire \port$3739$0 ;
+  output \port$3741$0 ;
+  wire \port$3741$0 ;
+  output \port$3743$0 ;
+  wire \port$3743$0 ;
+  output \port$3745$0 ;
+  wire \port$3745$0 ;
+  output \port$3747$0 ;
+  wire \port$3747$0 ;
+  output \port$3749$0 ;
+  wire \port$3749$0 ;
+  output \port$3751$0 ;
+  wire \port$3751$0 ;
+  output \port$3753$0 ;
+  wire \port$3753$0 ;
+  output \port$3755$0 ;
+  wire \port$3755$0 ;
   output \port$3757$0 ;
   wire \port$3757$0 ;
   output \port$3759$0 ;
   wire \port$3759$0 ;
-  output \port$3761$0 ;
-  wire \port$3761$0 ;
-  output \port$3763$0 ;
-  wire \port$3763$0 ;
-  output \port$3765$0 ;
-  wire \port$3765$0 ;
-  output \port$3767$0 ;
-  wire \port$3767$0 ;
-  output \port$3769$0 ;
-  wire \port$3769$0 ;
-  output \port$3771$0 ;
-  wire \port$3771$0 ;
-  output \port$3773$0 ;
-  wire \port$3773$0 ;
-  output \port$3775$0 ;
-  wire \port$3775$0 ;
-  output \port$3777$0 ;
-  wire \port$3777$0 ;
-  output \port$3779$0 ;
-  wire \port$3779$0 ;
-  output \port$3781$0 ;
-  wire \port$3781$0 ;
-  output \port$3783$0 ;
-  wire \port$3783$0 ;
-  output \port$3785$0 ;
-  wire \port$3785$0 ;
-  output \port$3787$0 ;
-  wire \port$3787$0 ;
-  output \port$3789$0 ;
-  wire \port$3789$0 ;
-  output \port$3791$0 ;
-  wire \port$3791$0 ;
-  output \port$3793$0 ;
-  wire \port$3793$0 ;
-  output \port$3795$0 ;
-  wire \port$3795$0 ;
-  output \port$3797$0 ;
-  wire \port$3797$0 ;
-  output \port$3799$0 ;
-  wire \port$3799$0 ;
-  output \port$3801$0 ;
-  wire \port$3801$0 ;
-  output \port$3803$0 ;
-  wire \port$3803$0 ;
-  output \port$3805$0 ;
-  wire \port$3805$0 ;
-  output \port$3807$0 ;
-  wire \port$3807$0 ;
+  output \port$3762$0 ;
+  wire \port$3762$0 ;
+  output \port$3764$0 ;
+  wire \port$3764$0 ;
+  output \port$3766$0 ;
+  wire \port$3766$0 ;
+  output \port$3768$0 ;
+  wire \port$3768$0 ;
+  output \port$3770$0 ;
+  wire \port$3770$0 ;
+  output \port$3772$0 ;
+  wire \port$3772$0 ;
+  output \port$3774$0 ;
+  wire \port$3774$0 ;
+  output \port$3776$0 ;
+  wire \port$3776$0 ;
+  output \port$3778$0 ;
+  wire \port$3778$0 ;
+  output \port$3780$0 ;
+  wire \port$3780$0 ;
+  output \port$3782$0 ;
+  wire \port$3782$0 ;
+  output \port$3784$0 ;
+  wire \port$3784$0 ;
+  output \port$3786$0 ;
+  wire \port$3786$0 ;
+  output \port$3788$0 ;
+  wire \port$3788$0 ;
+  output \port$3790$0 ;
+  wire \port$3790$0 ;
+  output \port$3792$0 ;
+  wire \port$3792$0 ;
+  output \port$3794$0 ;
+  wire \port$3794$0 ;
+  output \port$3796$0 ;
+  wire \port$3796$0 ;
+  output \port$3798$0 ;
+  wire \port$3798$0 ;
+  output \port$3800$0 ;
+  wire \port$3800$0 ;
+  output \port$3802$0 ;
+  wire \port$3802$0 ;
+  output \port$3804$0 ;
+  wire \port$3804$0 ;
+  output \port$3806$0 ;
+  wire \port$3806$0 ;
+  output \port$3808$0 ;
+  wire \port$3808$0 ;
   output \port$3810$0 ;
   wire \port$3810$0 ;
   output \port$3812$0 ;
   wire \port$3812$0 ;
-  output \port$3814$0 ;
-  wire \port$3814$0 ;
-  output \port$3816$0 ;
-  wire \port$3816$0 ;
-  output \port$3818$0 ;
-  wire \port$3818$0 ;
-  output \port$3820$0 ;
-  wire \port$3820$0 ;
-  output \port$3822$0 ;
-  wire \port$3822$0 ;
-  output \port$3824$0 ;
-  wire \port$3824$0 ;
-  output \port$3826$0 ;
-  wire \port$3826$0 ;
-  output \port$3828$0 ;
-  wire \port$3828$0 ;
-  output \port$3830$0 ;
-  wire \port$3830$0 ;
-  output \port$3832$0 ;
-  wire \port$3832$0 ;
-  output \port$3834$0 ;
-  wire \port$3834$0 ;
-  output \port$3836$0 ;
-  wire \port$3836$0 ;
-  output \port$3838$0 ;
-  wire \port$3838$0 ;
-  output \port$3840$0 ;
-  wire \port$3840$0 ;
-  output \port$3842$0 ;
-  wire \port$3842$0 ;
-  output \port$3844$0 ;
-  wire \port$3844$0 ;
-  output \port$3846$0 ;
-  wire \port$3846$0 ;
-  output \port$3848$0 ;
-  wire \port$3848$0 ;
-  output \port$3850$0 ;
-  wire \port$3850$0 ;
-  output \port$3852$0 ;
-  wire \port$3852$0 ;
-  output \port$3854$0 ;
-  wire \port$3854$0 ;
-  output \port$3856$0 ;
-  wire \port$3856$0 ;
-  output \port$3858$0 ;
-  wire \port$3858$0 ;
-  output \port$3860$0 ;
-  wire \port$3860$0 ;
+  output \port$3815$0 ;
+  wire \port$3815$0 ;
+  output \port$3817$0 ;
+  wire \port$3817$0 ;
+  output \port$3819$0 ;
+  wire \port$3819$0 ;
+  output \port$3821$0 ;
+  wire \port$3821$0 ;
+  output \port$3823$0 ;
+  wire \port$3823$0 ;
+  output \port$3825$0 ;
+  wire \port$3825$0 ;
+  output \port$3827$0 ;
+  wire \port$3827$0 ;
+  output \port$3829$0 ;
+  wire \port$3829$0 ;
+  output \port$3831$0 ;
+  wire \port$3831$0 ;
+  output \port$3833$0 ;
+  wire \port$3833$0 ;
+  output \port$3835$0 ;
+  wire \port$3835$0 ;
+  output \port$3837$0 ;
+  wire \port$3837$0 ;
+  output \port$3839$0 ;
+  wire \port$3839$0 ;
+  output \port$3841$0 ;
+  wire \port$3841$0 ;
+  output \port$3843$0 ;
+  wire \port$3843$0 ;
+  output \port$3845$0 ;
+  wire \port$3845$0 ;
+  output \port$3847$0 ;
+  wire \port$3847$0 ;
+  output \port$3849$0 ;
+  wire \port$3849$0 ;
+  output \port$3851$0 ;
+  wire \port$3851$0 ;
+  output \port$3853$0 ;
+  wire \port$3853$0 ;
+  output \port$3855$0 ;
+  wire \port$3855$0 ;
+  output \port$3857$0 ;
+  wire \port$3857$0 ;
+  output \port$3859$0 ;
+  wire \port$3859$0 ;
+  output \port$3861$0 ;
+  wire \port$3861$0 ;
   output \port$3863$0 ;
   wire \port$3863$0 ;
   output \port$3865$0 ;
   wire \port$3865$0 ;
-  output \port$3867$0 ;
-  wire \port$3867$0 ;
-  output \port$3869$0 ;
-  wire \port$3869$0 ;
-  output \port$3871$0 ;
-  wire \port$3871$0 ;
-  output \port$3873$0 ;
-  wire \port$3873$0 ;
-  output \port$3875$0 ;
-  wire \port$3875$0 ;
-  output \port$3877$0 ;
-  wire \port$3877$0 ;
-  output \port$3879$0 ;
-  wire \port$3879$0 ;
-  output \port$3881$0 ;
-  wire \port$3881$0 ;
-  output \port$3883$0 ;
-  wire \port$3883$0 ;
-  output \port$3885$0 ;
-  wire \port$3885$0 ;
-  output \port$3887$0 ;
-  wire \port$3887$0 ;
-  output \port$3889$0 ;
-  wire \port$3889$0 ;
-  output \port$3891$0 ;
-  wire \port$3891$0 ;
-  output \port$3893$0 ;
-  wire \port$3893$0 ;
-  output \port$3895$0 ;
-  wire \port$3895$0 ;
-  output \port$3897$0 ;
-  wire \port$3897$0 ;
-  output \port$3899$0 ;
-  wire \port$3899$0 ;
-  output \port$3901$0 ;
-  wire \port$3901$0 ;
-  output \port$3903$0 ;
-  wire \port$3903$0 ;
-  output \port$3905$0 ;
-  wire \port$3905$0 ;
-  output \port$3907$0 ;
-  wire \port$3907$0 ;
-  output \port$3909$0 ;
-  wire \port$3909$0 ;
-  output \port$3911$0 ;
-  wire \port$3911$0 ;
-  output \port$3913$0 ;
-  wire \port$3913$0 ;
+  output \port$3868$0 ;
+  wire \port$3868$0 ;
+  output \port$3870$0 ;
+  wire \port$3870$0 ;
+  output \port$3872$0 ;
+  wire \port$3872$0 ;
+  output \port$3874$0 ;
+  wire \port$3874$0 ;
+  output \port$3876$0 ;
+  wire \port$3876$0 ;
+  output \port$3878$0 ;
+  wire \port$3878$0 ;
+  output \port$3880$0 ;
+  wire \port$3880$0 ;
+  output \port$3882$0 ;
+  wire \port$3882$0 ;
+  output \port$3884$0 ;
+  wire \port$3884$0 ;
+  output \port$3886$0 ;
+  wire \port$3886$0 ;
+  output \port$3888$0 ;
+  wire \port$3888$0 ;
+  output \port$3890$0 ;
+  wire \port$3890$0 ;
+  output \port$3892$0 ;
+  wire \port$3892$0 ;
+  output \port$3894$0 ;
+  wire \port$3894$0 ;
+  output \port$3896$0 ;
+  wire \port$3896$0 ;
+  output \port$3898$0 ;
+  wire \port$3898$0 ;
+  output \port$3900$0 ;
+  wire \port$3900$0 ;
+  output \port$3902$0 ;
+  wire \port$3902$0 ;
+  output \port$3904$0 ;
+  wire \port$3904$0 ;
+  output \port$3906$0 ;
+  wire \port$3906$0 ;
+  output \port$3908$0 ;
+  wire \port$3908$0 ;
+  output \port$3910$0 ;
+  wire \port$3910$0 ;
+  output \port$3912$0 ;
+  wire \port$3912$0 ;
+  output \port$3914$0 ;
+  wire \port$3914$0 ;
   output \port$3916$0 ;
   wire \port$3916$0 ;
   output \port$3918$0 ;
   wire \port$3918$0 ;
-  output \port$3920$0 ;
-  wire \port$3920$0 ;
-  output \port$3922$0 ;
-  wire \port$3922$0 ;
-  output \port$3924$0 ;
-  wire \port$3924$0 ;
-  output \port$3926$0 ;
-  wire \port$3926$0 ;
-  output \port$3928$0 ;
-  wire \port$3928$0 ;
-  output \port$3930$0 ;
-  wire \port$3930$0 ;
-  output \port$3932$0 ;
-  wire \port$3932$0 ;
-  output \port$3934$0 ;
-  wire \port$3934$0 ;
-  output \port$3936$0 ;
-  wire \port$3936$0 ;
-  output \port$3938$0 ;
-  wire \port$3938$0 ;
-  output \port$3940$0 ;
-  wire \port$3940$0 ;
-  output \port$3942$0 ;
-  wire \port$3942$0 ;
-  output \port$3944$0 ;
-  wire \port$3944$0 ;
-  output \port$3946$0 ;
-  wire \port$3946$0 ;
-  output \port$3948$0 ;
-  wire \port$3948$0 ;
-  output \port$3950$0 ;
-  wire \port$3950$0 ;
-  output \port$3952$0 ;
-  wire \port$3952$0 ;
-  output \port$3954$0 ;
-  wire \port$3954$0 ;
-  output \port$3956$0 ;
-  wire \port$3956$0 ;
-  output \port$3958$0 ;
-  wire \port$3958$0 ;
-  output \port$3960$0 ;
-  wire \port$3960$0 ;
-  output \port$3962$0 ;
-  wire \port$3962$0 ;
-  output \port$3964$0 ;
-  wire \port$3964$0 ;
-  output \port$3966$0 ;
-  wire \port$3966$0 ;
   output [55:0] records__payload;
   wire [55:0] records__payload;
   wire [13:0] \records__payload[0] ;
@@ -51054,1045 +51033,1029 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   wire shift;
   wire [15:0] still;
   wire take;
-  wire [15:0] wants0;
-  wire [15:0] wants1;
-  wire [15:0] wants10;
-  wire [15:0] wants11;
-  wire [15:0] wants12;
-  wire [15:0] wants13;
-  wire [15:0] wants14;
-  wire [15:0] wants15;
-  wire [15:0] wants2;
-  wire [15:0] wants3;
-  wire [15:0] wants4;
-  wire [15:0] wants5;
-  wire [15:0] wants6;
-  wire [15:0] wants7;
-  wire [15:0] wants8;
-  wire [15:0] wants9;
-  assign \$1  = beat0_lane0[4:1] & { beat0_lane0[5], beat0_lane0[5], beat0_lane0[5], beat0_lane0[5] };
-  assign \$2  = beat0_lane0[4:1] & { beat0_lane0[6], beat0_lane0[6], beat0_lane0[6], beat0_lane0[6] };
-  assign \$3  = beat0_lane0[4:1] & { beat0_lane0[7], beat0_lane0[7], beat0_lane0[7], beat0_lane0[7] };
-  assign \$4  = beat0_lane0[4:1] & { beat0_lane0[8], beat0_lane0[8], beat0_lane0[8], beat0_lane0[8] };
-  assign wants0 = { \$4 , \$3 , \$2 , \$1  } & { beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0], beat0_lane0[0] };
-  assign \$5  = beat0_lane1[4:1] & { beat0_lane1[5], beat0_lane1[5], beat0_lane1[5], beat0_lane1[5] };
-  assign \$6  = beat0_lane1[4:1] & { beat0_lane1[6], beat0_lane1[6], beat0_lane1[6], beat0_lane1[6] };
-  assign \$7  = beat0_lane1[4:1] & { beat0_lane1[7], beat0_lane1[7], beat0_lane1[7], beat0_lane1[7] };
-  assign \$8  = beat0_lane1[4:1] & { beat0_lane1[8], beat0_lane1[8], beat0_lane1[8], beat0_lane1[8] };
-  assign wants1 = { \$8 , \$7 , \$6 , \$5  } & { beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0], beat0_lane1[0] };
-  assign \$9  = beat0_lane2[4:1] & { beat0_lane2[5], beat0_lane2[5], beat0_lane2[5], beat0_lane2[5] };
-  assign \$10  = beat0_lane2[4:1] & { beat0_lane2[6], beat0_lane2[6], beat0_lane2[6], beat0_lane2[6] };
-  assign \$11  = beat0_lane2[4:1] & { beat0_lane2[7], beat0_lane2[7], beat0_lane2[7], beat0_lane2[7] };
-  assign \$12  = beat0_lane2[4:1] & { beat0_lane2[8], beat0_lane2[8], beat0_lane2[8], beat0_lane2[8] };
-  assign wants2 = { \$12 , \$11 , \$10 , \$9  } & { beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0], beat0_lane2[0] };
-  assign \$13  = beat0_lane3[4:1] & { beat0_lane3[5], beat0_lane3[5], beat0_lane3[5], beat0_lane3[5] };
-  assign \$14  = beat0_lane3[4:1] & { beat0_lane3[6], beat0_lane3[6], beat0_lane3[6], beat0_lane3[6] };
-  assign \$15  = beat0_lane3[4:1] & { beat0_lane3[7], beat0_lane3[7], beat0_lane3[7], beat0_lane3[7] };
-  assign \$16  = beat0_lane3[4:1] & { beat0_lane3[8], beat0_lane3[8], beat0_lane3[8], beat0_lane3[8] };
-  assign wants3 = { \$16 , \$15 , \$14 , \$13  } & { beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0], beat0_lane3[0] };
-  assign \$17  = beat1_lane0[4:1] & { beat1_lane0[5], beat1_lane0[5], beat1_lane0[5], beat1_lane0[5] };
-  assign \$18  = beat1_lane0[4:1] & { beat1_lane0[6], beat1_lane0[6], beat1_lane0[6], beat1_lane0[6] };
-  assign \$19  = beat1_lane0[4:1] & { beat1_lane0[7], beat1_lane0[7], beat1_lane0[7], beat1_lane0[7] };
-  assign \$20  = beat1_lane0[4:1] & { beat1_lane0[8], beat1_lane0[8], beat1_lane0[8], beat1_lane0[8] };
-  assign wants4 = { \$20 , \$19 , \$18 , \$17  } & { beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0], beat1_lane0[0] };
-  assign \$21  = beat1_lane1[4:1] & { beat1_lane1[5], beat1_lane1[5], beat1_lane1[5], beat1_lane1[5] };
-  assign \$22  = beat1_lane1[4:1] & { beat1_lane1[6], beat1_lane1[6], beat1_lane1[6], beat1_lane1[6] };
-  assign \$23  = beat1_lane1[4:1] & { beat1_lane1[7], beat1_lane1[7], beat1_lane1[7], beat1_lane1[7] };
-  assign \$24  = beat1_lane1[4:1] & { beat1_lane1[8], beat1_lane1[8], beat1_lane1[8], beat1_lane1[8] };
-  assign wants5 = { \$24 , \$23 , \$22 , \$21  } & { beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0], beat1_lane1[0] };
-  assign \$25  = beat1_lane2[4:1] & { beat1_lane2[5], beat1_lane2[5], beat1_lane2[5], beat1_lane2[5] };
-  assign \$26  = beat1_lane2[4:1] & { beat1_lane2[6], beat1_lane2[6], beat1_lane2[6], beat1_lane2[6] };
-  assign \$27  = beat1_lane2[4:1] & { beat1_lane2[7], beat1_lane2[7], beat1_lane2[7], beat1_lane2[7] };
-  assign \$28  = beat1_lane2[4:1] & { beat1_lane2[8], beat1_lane2[8], beat1_lane2[8], beat1_lane2[8] };
-  assign wants6 = { \$28 , \$27 , \$26 , \$25  } & { beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0], beat1_lane2[0] };
-  assign \$29  = beat1_lane3[4:1] & { beat1_lane3[5], beat1_lane3[5], beat1_lane3[5], beat1_lane3[5] };
-  assign \$30  = beat1_lane3[4:1] & { beat1_lane3[6], beat1_lane3[6], beat1_lane3[6], beat1_lane3[6] };
-  assign \$31  = beat1_lane3[4:1] & { beat1_lane3[7], beat1_lane3[7], beat1_lane3[7], beat1_lane3[7] };
-  assign \$32  = beat1_lane3[4:1] & { beat1_lane3[8], beat1_lane3[8], beat1_lane3[8], beat1_lane3[8] };
-  assign wants7 = { \$32 , \$31 , \$30 , \$29  } & { beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0], beat1_lane3[0] };
-  assign \$33  = beat2_lane0[4:1] & { beat2_lane0[5], beat2_lane0[5], beat2_lane0[5], beat2_lane0[5] };
-  assign \$34  = beat2_lane0[4:1] & { beat2_lane0[6], beat2_lane0[6], beat2_lane0[6], beat2_lane0[6] };
-  assign \$35  = beat2_lane0[4:1] & { beat2_lane0[7], beat2_lane0[7], beat2_lane0[7], beat2_lane0[7] };
-  assign \$36  = beat2_lane0[4:1] & { beat2_lane0[8], beat2_lane0[8], beat2_lane0[8], beat2_lane0[8] };
-  assign wants8 = { \$36 , \$35 , \$34 , \$33  } & { beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0], beat2_lane0[0] };
-  assign \$37  = beat2_lane1[4:1] & { beat2_lane1[5], beat2_lane1[5], beat2_lane1[5], beat2_lane1[5] };
-  assign \$38  = beat2_lane1[4:1] & { beat2_lane1[6], beat2_lane1[6], beat2_lane1[6], beat2_lane1[6] };
-  assign \$39  = beat2_lane1[4:1] & { beat2_lane1[7], beat2_lane1[7], beat2_lane1[7], beat2_lane1[7] };
-  assign \$40  = beat2_lane1[4:1] & { beat2_lane1[8], beat2_lane1[8], beat2_lane1[8], beat2_lane1[8] };
-  assign wants9 = { \$40 , \$39 , \$38 , \$37  } & { beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0], beat2_lane1[0] };
-  assign \$41  = beat2_lane2[4:1] & { beat2_lane2[5], beat2_lane2[5], beat2_lane2[5], beat2_lane2[5] };
-  assign \$42  = beat2_lane2[4:1] & { beat2_lane2[6], beat2_lane2[6], beat2_lane2[6], beat2_lane2[6] };
-  assign \$43  = beat2_lane2[4:1] & { beat2_lane2[7], beat2_lane2[7], beat2_lane2[7], beat2_lane2[7] };
-  assign \$44  = beat2_lane2[4:1] & { beat2_lane2[8], beat2_lane2[8], beat2_lane2[8], beat2_lane2[8] };
-  assign wants10 = { \$44 , \$43 , \$42 , \$41  } & { beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0], beat2_lane2[0] };
-  assign \$45  = beat2_lane3[4:1] & { beat2_lane3[5], beat2_lane3[5], beat2_lane3[5], beat2_lane3[5] };
-  assign \$46  = beat2_lane3[4:1] & { beat2_lane3[6], beat2_lane3[6], beat2_lane3[6], beat2_lane3[6] };
-  assign \$47  = beat2_lane3[4:1] & { beat2_lane3[7], beat2_lane3[7], beat2_lane3[7], beat2_lane3[7] };
-  assign \$48  = beat2_lane3[4:1] & { beat2_lane3[8], beat2_lane3[8], beat2_lane3[8], beat2_lane3[8] };
-  assign wants11 = { \$48 , \$47 , \$46 , \$45  } & { beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0], beat2_lane3[0] };
-  assign \$49  = beat3_lane0[4:1] & { beat3_lane0[5], beat3_lane0[5], beat3_lane0[5], beat3_lane0[5] };
-  assign \$50  = beat3_lane0[4:1] & { beat3_lane0[6], beat3_lane0[6], beat3_lane0[6], beat3_lane0[6] };
-  assign \$51  = beat3_lane0[4:1] & { beat3_lane0[7], beat3_lane0[7], beat3_lane0[7], beat3_lane0[7] };
-  assign \$52  = beat3_lane0[4:1] & { beat3_lane0[8], beat3_lane0[8], beat3_lane0[8], beat3_lane0[8] };
-  assign wants12 = { \$52 , \$51 , \$50 , \$49  } & { beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0], beat3_lane0[0] };
-  assign \$53  = beat3_lane1[4:1] & { beat3_lane1[5], beat3_lane1[5], beat3_lane1[5], beat3_lane1[5] };
-  assign \$54  = beat3_lane1[4:1] & { beat3_lane1[6], beat3_lane1[6], beat3_lane1[6], beat3_lane1[6] };
-  assign \$55  = beat3_lane1[4:1] & { beat3_lane1[7], beat3_lane1[7], beat3_lane1[7], beat3_lane1[7] };
-  assign \$56  = beat3_lane1[4:1] & { beat3_lane1[8], beat3_lane1[8], beat3_lane1[8], beat3_lane1[8] };
-  assign wants13 = { \$56 , \$55 , \$54 , \$53  } & { beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0], beat3_lane1[0] };
-  assign \$57  = beat3_lane2[4:1] & { beat3_lane2[5], beat3_lane2[5], beat3_lane2[5], beat3_lane2[5] };
-  assign \$58  = beat3_lane2[4:1] & { beat3_lane2[6], beat3_lane2[6], beat3_lane2[6], beat3_lane2[6] };
-  assign \$59  = beat3_lane2[4:1] & { beat3_lane2[7], beat3_lane2[7], beat3_lane2[7], beat3_lane2[7] };
-  assign \$60  = beat3_lane2[4:1] & { beat3_lane2[8], beat3_lane2[8], beat3_lane2[8], beat3_lane2[8] };
-  assign wants14 = { \$60 , \$59 , \$58 , \$57  } & { beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0], beat3_lane2[0] };
-  assign \$61  = beat3_lane3[4:1] & { beat3_lane3[5], beat3_lane3[5], beat3_lane3[5], beat3_lane3[5] };
-  assign \$62  = beat3_lane3[4:1] & { beat3_lane3[6], beat3_lane3[6], beat3_lane3[6], beat3_lane3[6] };
-  assign \$63  = beat3_lane3[4:1] & { beat3_lane3[7], beat3_lane3[7], beat3_lane3[7], beat3_lane3[7] };
-  assign \$64  = beat3_lane3[4:1] & { beat3_lane3[8], beat3_lane3[8], beat3_lane3[8], beat3_lane3[8] };
-  assign wants15 = { \$64 , \$63 , \$62 , \$61  } & { beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0], beat3_lane3[0] };
-  assign \$65  = ~ { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
-  assign \$66  = \$65  + 1'h1;
-  assign \$67  = { 1'h0, wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] } & \$66 ;
-  assign \$68  = ~ { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign \$69  = \$68  + 1'h1;
-  assign \$70  = { 1'h0, wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] } & \$69 ;
-  assign \$71  = ~ { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign \$72  = \$71  + 1'h1;
-  assign \$73  = { 1'h0, wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] } & \$72 ;
-  assign \$74  = ~ { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign \$75  = \$74  + 1'h1;
-  assign \$76  = { 1'h0, wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] } & \$75 ;
-  assign \$77  = ~ { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign \$78  = \$77  + 1'h1;
-  assign \$79  = { 1'h0, wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] } & \$78 ;
-  assign \$80  = ~ { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign \$81  = \$80  + 1'h1;
-  assign \$82  = { 1'h0, wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] } & \$81 ;
-  assign \$83  = ~ { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign \$84  = \$83  + 1'h1;
-  assign \$85  = { 1'h0, wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] } & \$84 ;
-  assign \$86  = ~ { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign \$87  = \$86  + 1'h1;
-  assign \$88  = { 1'h0, wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] } & \$87 ;
-  assign \$89  = ~ { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign \$90  = \$89  + 1'h1;
-  assign \$91  = { 1'h0, wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] } & \$90 ;
-  assign \$92  = ~ { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign \$93  = \$92  + 1'h1;
-  assign \$94  = { 1'h0, wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] } & \$93 ;
-  assign \$95  = ~ { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign \$96  = \$95  + 1'h1;
-  assign \$97  = { 1'h0, wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] } & \$96 ;
-  assign \$98  = ~ { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign \$99  = \$98  + 1'h1;
-  assign \$100  = { 1'h0, wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] } & \$99 ;
-  assign \$101  = ~ { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign \$102  = \$101  + 1'h1;
-  assign \$103  = { 1'h0, wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] } & \$102 ;
-  assign \$104  = ~ { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign \$105  = \$104  + 1'h1;
-  assign \$106  = { 1'h0, wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] } & \$105 ;
-  assign \$107  = ~ { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign \$108  = \$107  + 1'h1;
-  assign \$109  = { 1'h0, wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] } & \$108 ;
-  assign \$110  = ~ { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign \$111  = \$110  + 1'h1;
-  assign \$112  = { 1'h0, wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] } & \$111 ;
-  assign requests__0__valid = | { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
-  assign \$113  = \$67 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$1  = { beat3_lane3[1], beat3_lane2[1], beat3_lane1[1], beat3_lane0[1], beat2_lane3[1], beat2_lane2[1], beat2_lane1[1], beat2_lane0[1], beat1_lane3[1], beat1_lane2[1], beat1_lane1[1], beat1_lane0[1], beat0_lane3[1], beat0_lane2[1], beat0_lane1[1], beat0_lane0[1] } & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign bank0_wanted_by = \$1  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$2  = { beat3_lane3[2], beat3_lane2[2], beat3_lane1[2], beat3_lane0[2], beat2_lane3[2], beat2_lane2[2], beat2_lane1[2], beat2_lane0[2], beat1_lane3[2], beat1_lane2[2], beat1_lane1[2], beat1_lane0[2], beat0_lane3[2], beat0_lane2[2], beat0_lane1[2], beat0_lane0[2] } & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign bank1_wanted_by = \$2  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$3  = { beat3_lane3[3], beat3_lane2[3], beat3_lane1[3], beat3_lane0[3], beat2_lane3[3], beat2_lane2[3], beat2_lane1[3], beat2_lane0[3], beat1_lane3[3], beat1_lane2[3], beat1_lane1[3], beat1_lane0[3], beat0_lane3[3], beat0_lane2[3], beat0_lane1[3], beat0_lane0[3] } & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign bank2_wanted_by = \$3  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$4  = { beat3_lane3[4], beat3_lane2[4], beat3_lane1[4], beat3_lane0[4], beat2_lane3[4], beat2_lane2[4], beat2_lane1[4], beat2_lane0[4], beat1_lane3[4], beat1_lane2[4], beat1_lane1[4], beat1_lane0[4], beat0_lane3[4], beat0_lane2[4], beat0_lane1[4], beat0_lane0[4] } & { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign bank3_wanted_by = \$4  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$5  = { beat3_lane3[1], beat3_lane2[1], beat3_lane1[1], beat3_lane0[1], beat2_lane3[1], beat2_lane2[1], beat2_lane1[1], beat2_lane0[1], beat1_lane3[1], beat1_lane2[1], beat1_lane1[1], beat1_lane0[1], beat0_lane3[1], beat0_lane2[1], beat0_lane1[1], beat0_lane0[1] } & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign bank4_wanted_by = \$5  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$6  = { beat3_lane3[2], beat3_lane2[2], beat3_lane1[2], beat3_lane0[2], beat2_lane3[2], beat2_lane2[2], beat2_lane1[2], beat2_lane0[2], beat1_lane3[2], beat1_lane2[2], beat1_lane1[2], beat1_lane0[2], beat0_lane3[2], beat0_lane2[2], beat0_lane1[2], beat0_lane0[2] } & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign bank5_wanted_by = \$6  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$7  = { beat3_lane3[3], beat3_lane2[3], beat3_lane1[3], beat3_lane0[3], beat2_lane3[3], beat2_lane2[3], beat2_lane1[3], beat2_lane0[3], beat1_lane3[3], beat1_lane2[3], beat1_lane1[3], beat1_lane0[3], beat0_lane3[3], beat0_lane2[3], beat0_lane1[3], beat0_lane0[3] } & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign bank6_wanted_by = \$7  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$8  = { beat3_lane3[4], beat3_lane2[4], beat3_lane1[4], beat3_lane0[4], beat2_lane3[4], beat2_lane2[4], beat2_lane1[4], beat2_lane0[4], beat1_lane3[4], beat1_lane2[4], beat1_lane1[4], beat1_lane0[4], beat0_lane3[4], beat0_lane2[4], beat0_lane1[4], beat0_lane0[4] } & { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign bank7_wanted_by = \$8  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$9  = { beat3_lane3[1], beat3_lane2[1], beat3_lane1[1], beat3_lane0[1], beat2_lane3[1], beat2_lane2[1], beat2_lane1[1], beat2_lane0[1], beat1_lane3[1], beat1_lane2[1], beat1_lane1[1], beat1_lane0[1], beat0_lane3[1], beat0_lane2[1], beat0_lane1[1], beat0_lane0[1] } & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign bank8_wanted_by = \$9  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$10  = { beat3_lane3[2], beat3_lane2[2], beat3_lane1[2], beat3_lane0[2], beat2_lane3[2], beat2_lane2[2], beat2_lane1[2], beat2_lane0[2], beat1_lane3[2], beat1_lane2[2], beat1_lane1[2], beat1_lane0[2], beat0_lane3[2], beat0_lane2[2], beat0_lane1[2], beat0_lane0[2] } & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign bank9_wanted_by = \$10  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$11  = { beat3_lane3[3], beat3_lane2[3], beat3_lane1[3], beat3_lane0[3], beat2_lane3[3], beat2_lane2[3], beat2_lane1[3], beat2_lane0[3], beat1_lane3[3], beat1_lane2[3], beat1_lane1[3], beat1_lane0[3], beat0_lane3[3], beat0_lane2[3], beat0_lane1[3], beat0_lane0[3] } & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign bank10_wanted_by = \$11  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$12  = { beat3_lane3[4], beat3_lane2[4], beat3_lane1[4], beat3_lane0[4], beat2_lane3[4], beat2_lane2[4], beat2_lane1[4], beat2_lane0[4], beat1_lane3[4], beat1_lane2[4], beat1_lane1[4], beat1_lane0[4], beat0_lane3[4], beat0_lane2[4], beat0_lane1[4], beat0_lane0[4] } & { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign bank11_wanted_by = \$12  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$13  = { beat3_lane3[1], beat3_lane2[1], beat3_lane1[1], beat3_lane0[1], beat2_lane3[1], beat2_lane2[1], beat2_lane1[1], beat2_lane0[1], beat1_lane3[1], beat1_lane2[1], beat1_lane1[1], beat1_lane0[1], beat0_lane3[1], beat0_lane2[1], beat0_lane1[1], beat0_lane0[1] } & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign bank12_wanted_by = \$13  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$14  = { beat3_lane3[2], beat3_lane2[2], beat3_lane1[2], beat3_lane0[2], beat2_lane3[2], beat2_lane2[2], beat2_lane1[2], beat2_lane0[2], beat1_lane3[2], beat1_lane2[2], beat1_lane1[2], beat1_lane0[2], beat0_lane3[2], beat0_lane2[2], beat0_lane1[2], beat0_lane0[2] } & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign bank13_wanted_by = \$14  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$15  = { beat3_lane3[3], beat3_lane2[3], beat3_lane1[3], beat3_lane0[3], beat2_lane3[3], beat2_lane2[3], beat2_lane1[3], beat2_lane0[3], beat1_lane3[3], beat1_lane2[3], beat1_lane1[3], beat1_lane0[3], beat0_lane3[3], beat0_lane2[3], beat0_lane1[3], beat0_lane0[3] } & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign bank14_wanted_by = \$15  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$16  = { beat3_lane3[4], beat3_lane2[4], beat3_lane1[4], beat3_lane0[4], beat2_lane3[4], beat2_lane2[4], beat2_lane1[4], beat2_lane0[4], beat1_lane3[4], beat1_lane2[4], beat1_lane1[4], beat1_lane0[4], beat0_lane3[4], beat0_lane2[4], beat0_lane1[4], beat0_lane0[4] } & { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign bank15_wanted_by = \$16  & { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$17  = ~ bank0_wanted_by;
+  assign \$18  = \$17  + 1'h1;
+  assign \$19  = { 1'h0, bank0_wanted_by } & \$18 ;
+  assign \$20  = ~ bank1_wanted_by;
+  assign \$21  = \$20  + 1'h1;
+  assign \$22  = { 1'h0, bank1_wanted_by } & \$21 ;
+  assign \$23  = ~ bank2_wanted_by;
+  assign \$24  = \$23  + 1'h1;
+  assign \$25  = { 1'h0, bank2_wanted_by } & \$24 ;
+  assign \$26  = ~ bank3_wanted_by;
+  assign \$27  = \$26  + 1'h1;
+  assign \$28  = { 1'h0, bank3_wanted_by } & \$27 ;
+  assign \$29  = ~ bank4_wanted_by;
+  assign \$30  = \$29  + 1'h1;
+  assign \$31  = { 1'h0, bank4_wanted_by } & \$30 ;
+  assign \$32  = ~ bank5_wanted_by;
+  assign \$33  = \$32  + 1'h1;
+  assign \$34  = { 1'h0, bank5_wanted_by } & \$33 ;
+  assign \$35  = ~ bank6_wanted_by;
+  assign \$36  = \$35  + 1'h1;
+  assign \$37  = { 1'h0, bank6_wanted_by } & \$36 ;
+  assign \$38  = ~ bank7_wanted_by;
+  assign \$39  = \$38  + 1'h1;
+  assign \$40  = { 1'h0, bank7_wanted_by } & \$39 ;
+  assign \$41  = ~ bank8_wanted_by;
+  assign \$42  = \$41  + 1'h1;
+  assign \$43  = { 1'h0, bank8_wanted_by } & \$42 ;
+  assign \$44  = ~ bank9_wanted_by;
+  assign \$45  = \$44  + 1'h1;
+  assign \$46  = { 1'h0, bank9_wanted_by } & \$45 ;
+  assign \$47  = ~ bank10_wanted_by;
+  assign \$48  = \$47  + 1'h1;
+  assign \$49  = { 1'h0, bank10_wanted_by } & \$48 ;
+  assign \$50  = ~ bank11_wanted_by;
+  assign \$51  = \$50  + 1'h1;
+  assign \$52  = { 1'h0, bank11_wanted_by } & \$51 ;
+  assign \$53  = ~ bank12_wanted_by;
+  assign \$54  = \$53  + 1'h1;
+  assign \$55  = { 1'h0, bank12_wanted_by } & \$54 ;
+  assign \$56  = ~ bank13_wanted_by;
+  assign \$57  = \$56  + 1'h1;
+  assign \$58  = { 1'h0, bank13_wanted_by } & \$57 ;
+  assign \$59  = ~ bank14_wanted_by;
+  assign \$60  = \$59  + 1'h1;
+  assign \$61  = { 1'h0, bank14_wanted_by } & \$60 ;
+  assign \$62  = ~ bank15_wanted_by;
+  assign \$63  = \$62  + 1'h1;
+  assign \$64  = { 1'h0, bank15_wanted_by } & \$63 ;
+  assign requests__0__valid = | bank0_wanted_by;
+  assign \$65  = \$19 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$66  = | \$65 ;
+  assign \$67  = \$19 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$68  = | \$67 ;
+  assign \$69  = \$19 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign \$70  = | \$69 ;
+  assign \$71  = \$19 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$72  = | \$71 ;
+  assign \$73  = \$19 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$74  = | \$73 ;
+  assign \$75  = \$19 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$76  = | \$75 ;
+  assign \$77  = \$19 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$78  = | \$77 ;
+  assign \$79  = \$19 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$80  = | \$79 ;
+  assign \$81  = \$19 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$82  = | \$81 ;
+  assign \$83  = \$19 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$84  = | \$83 ;
+  assign \$85  = \$19 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$86  = | \$85 ;
+  assign \$87  = \$19 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$88  = | \$87 ;
+  assign \$89  = \$19 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$90  = | \$89 ;
+  assign \$91  = \$19 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$92  = | \$91 ;
+  assign \$93  = \$19 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$94  = | \$93 ;
+  assign \$95  = \$19 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$96  = | \$95 ;
+  assign \$97  = \$19 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$98  = | \$97 ;
+  assign \$99  = \$19 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$100  = | \$99 ;
+  assign \$101  = \$19 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$102  = | \$101 ;
+  assign \$103  = \$19 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$104  = | \$103 ;
+  assign \$105  = \$19 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$106  = | \$105 ;
+  assign \$107  = \$19 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$108  = | \$107 ;
+  assign \$109  = \$19 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$110  = | \$109 ;
+  assign \$111  = \$19 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$112  = | \$111 ;
+  assign \$113  = \$19 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$114  = | \$113 ;
-  assign \$115  = \$67 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$115  = \$19 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$116  = | \$115 ;
-  assign \$117  = \$67 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__1__valid = | bank1_wanted_by;
+  assign \$117  = \$22 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$118  = | \$117 ;
-  assign \$119  = \$67 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$119  = \$22 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$120  = | \$119 ;
-  assign \$121  = \$67 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$121  = \$22 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$122  = | \$121 ;
-  assign \$123  = \$67 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$123  = \$22 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$124  = | \$123 ;
-  assign \$125  = \$67 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$125  = \$22 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$126  = | \$125 ;
-  assign \$127  = \$67 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$127  = \$22 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$128  = | \$127 ;
-  assign \$129  = \$67 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$129  = \$22 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$130  = | \$129 ;
-  assign \$131  = \$67 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$131  = \$22 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$132  = | \$131 ;
-  assign \$133  = \$67 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$133  = \$22 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$134  = | \$133 ;
-  assign \$135  = \$67 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$135  = \$22 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$136  = | \$135 ;
-  assign \$137  = \$67 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$137  = \$22 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$138  = | \$137 ;
-  assign \$139  = \$67 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$139  = \$22 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$140  = | \$139 ;
-  assign \$141  = \$67 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$141  = \$22 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$142  = | \$141 ;
-  assign \$143  = \$67 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$143  = \$22 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$144  = | \$143 ;
-  assign \$145  = \$67 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$145  = \$22 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$146  = | \$145 ;
-  assign \$147  = \$67 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$147  = \$22 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$148  = | \$147 ;
-  assign \$149  = \$67 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$149  = \$22 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$150  = | \$149 ;
-  assign \$151  = \$67 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$151  = \$22 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$152  = | \$151 ;
-  assign \$153  = \$67 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$153  = \$22 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$154  = | \$153 ;
-  assign \$155  = \$67 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$155  = \$22 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$156  = | \$155 ;
-  assign \$157  = \$67 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$157  = \$22 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$158  = | \$157 ;
-  assign \$159  = \$67 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$159  = \$22 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$160  = | \$159 ;
-  assign \$161  = \$67 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$161  = \$22 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$162  = | \$161 ;
-  assign \$163  = \$67 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$163  = \$22 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$164  = | \$163 ;
-  assign requests__1__valid = | { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign \$165  = \$70 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$165  = \$22 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$166  = | \$165 ;
-  assign \$167  = \$70 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$167  = \$22 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$168  = | \$167 ;
-  assign \$169  = \$70 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__2__valid = | bank2_wanted_by;
+  assign \$169  = \$25 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$170  = | \$169 ;
-  assign \$171  = \$70 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$171  = \$25 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$172  = | \$171 ;
-  assign \$173  = \$70 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$173  = \$25 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$174  = | \$173 ;
-  assign \$175  = \$70 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$175  = \$25 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$176  = | \$175 ;
-  assign \$177  = \$70 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$177  = \$25 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$178  = | \$177 ;
-  assign \$179  = \$70 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$179  = \$25 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$180  = | \$179 ;
-  assign \$181  = \$70 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$181  = \$25 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$182  = | \$181 ;
-  assign \$183  = \$70 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$183  = \$25 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$184  = | \$183 ;
-  assign \$185  = \$70 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$185  = \$25 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$186  = | \$185 ;
-  assign \$187  = \$70 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$187  = \$25 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$188  = | \$187 ;
-  assign \$189  = \$70 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$189  = \$25 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$190  = | \$189 ;
-  assign \$191  = \$70 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$191  = \$25 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$192  = | \$191 ;
-  assign \$193  = \$70 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$193  = \$25 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$194  = | \$193 ;
-  assign \$195  = \$70 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$195  = \$25 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$196  = | \$195 ;
-  assign \$197  = \$70 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$197  = \$25 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$198  = | \$197 ;
-  assign \$199  = \$70 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$199  = \$25 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$200  = | \$199 ;
-  assign \$201  = \$70 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$201  = \$25 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$202  = | \$201 ;
-  assign \$203  = \$70 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$203  = \$25 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$204  = | \$203 ;
-  assign \$205  = \$70 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$205  = \$25 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$206  = | \$205 ;
-  assign \$207  = \$70 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$207  = \$25 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$208  = | \$207 ;
-  assign \$209  = \$70 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$209  = \$25 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$210  = | \$209 ;
-  assign \$211  = \$70 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$211  = \$25 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$212  = | \$211 ;
-  assign \$213  = \$70 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$213  = \$25 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$214  = | \$213 ;
-  assign \$215  = \$70 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$215  = \$25 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$216  = | \$215 ;
-  assign requests__2__valid = | { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign \$217  = \$73 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$217  = \$25 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$218  = | \$217 ;
-  assign \$219  = \$73 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$219  = \$25 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$220  = | \$219 ;
-  assign \$221  = \$73 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__3__valid = | bank3_wanted_by;
+  assign \$221  = \$28 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$222  = | \$221 ;
-  assign \$223  = \$73 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$223  = \$28 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$224  = | \$223 ;
-  assign \$225  = \$73 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$225  = \$28 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$226  = | \$225 ;
-  assign \$227  = \$73 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$227  = \$28 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$228  = | \$227 ;
-  assign \$229  = \$73 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$229  = \$28 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$230  = | \$229 ;
-  assign \$231  = \$73 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$231  = \$28 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$232  = | \$231 ;
-  assign \$233  = \$73 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$233  = \$28 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$234  = | \$233 ;
-  assign \$235  = \$73 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$235  = \$28 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$236  = | \$235 ;
-  assign \$237  = \$73 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$237  = \$28 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$238  = | \$237 ;
-  assign \$239  = \$73 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$239  = \$28 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$240  = | \$239 ;
-  assign \$241  = \$73 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$241  = \$28 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$242  = | \$241 ;
-  assign \$243  = \$73 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$243  = \$28 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$244  = | \$243 ;
-  assign \$245  = \$73 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$245  = \$28 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$246  = | \$245 ;
-  assign \$247  = \$73 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$247  = \$28 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$248  = | \$247 ;
-  assign \$249  = \$73 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$249  = \$28 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$250  = | \$249 ;
-  assign \$251  = \$73 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$251  = \$28 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$252  = | \$251 ;
-  assign \$253  = \$73 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$253  = \$28 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$254  = | \$253 ;
-  assign \$255  = \$73 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$255  = \$28 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$256  = | \$255 ;
-  assign \$257  = \$73 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$257  = \$28 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$258  = | \$257 ;
-  assign \$259  = \$73 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$259  = \$28 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$260  = | \$259 ;
-  assign \$261  = \$73 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$261  = \$28 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$262  = | \$261 ;
-  assign \$263  = \$73 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$263  = \$28 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$264  = | \$263 ;
-  assign \$265  = \$73 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$265  = \$28 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$266  = | \$265 ;
-  assign \$267  = \$73 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$267  = \$28 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$268  = | \$267 ;
-  assign requests__3__valid = | { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign \$269  = \$76 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$269  = \$28 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$270  = | \$269 ;
-  assign \$271  = \$76 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$271  = \$28 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$272  = | \$271 ;
-  assign \$273  = \$76 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__4__valid = | bank4_wanted_by;
+  assign \$273  = \$31 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$274  = | \$273 ;
-  assign \$275  = \$76 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$275  = \$31 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$276  = | \$275 ;
-  assign \$277  = \$76 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$277  = \$31 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$278  = | \$277 ;
-  assign \$279  = \$76 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$279  = \$31 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$280  = | \$279 ;
-  assign \$281  = \$76 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$281  = \$31 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$282  = | \$281 ;
-  assign \$283  = \$76 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$283  = \$31 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$284  = | \$283 ;
-  assign \$285  = \$76 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$285  = \$31 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$286  = | \$285 ;
-  assign \$287  = \$76 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$287  = \$31 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$288  = | \$287 ;
-  assign \$289  = \$76 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$289  = \$31 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$290  = | \$289 ;
-  assign \$291  = \$76 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$291  = \$31 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$292  = | \$291 ;
-  assign \$293  = \$76 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$293  = \$31 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$294  = | \$293 ;
-  assign \$295  = \$76 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$295  = \$31 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$296  = | \$295 ;
-  assign \$297  = \$76 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$297  = \$31 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$298  = | \$297 ;
-  assign \$299  = \$76 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$299  = \$31 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$300  = | \$299 ;
-  assign \$301  = \$76 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$301  = \$31 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$302  = | \$301 ;
-  assign \$303  = \$76 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$303  = \$31 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$304  = | \$303 ;
-  assign \$305  = \$76 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$305  = \$31 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$306  = | \$305 ;
-  assign \$307  = \$76 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$307  = \$31 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$308  = | \$307 ;
-  assign \$309  = \$76 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$309  = \$31 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$310  = | \$309 ;
-  assign \$311  = \$76 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$311  = \$31 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$312  = | \$311 ;
-  assign \$313  = \$76 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$313  = \$31 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$314  = | \$313 ;
-  assign \$315  = \$76 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$315  = \$31 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$316  = | \$315 ;
-  assign \$317  = \$76 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$317  = \$31 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$318  = | \$317 ;
-  assign \$319  = \$76 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$319  = \$31 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$320  = | \$319 ;
-  assign requests__4__valid = | { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign \$321  = \$79 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$321  = \$31 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$322  = | \$321 ;
-  assign \$323  = \$79 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$323  = \$31 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$324  = | \$323 ;
-  assign \$325  = \$79 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__5__valid = | bank5_wanted_by;
+  assign \$325  = \$34 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$326  = | \$325 ;
-  assign \$327  = \$79 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$327  = \$34 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$328  = | \$327 ;
-  assign \$329  = \$79 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$329  = \$34 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$330  = | \$329 ;
-  assign \$331  = \$79 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$331  = \$34 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$332  = | \$331 ;
-  assign \$333  = \$79 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$333  = \$34 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$334  = | \$333 ;
-  assign \$335  = \$79 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$335  = \$34 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$336  = | \$335 ;
-  assign \$337  = \$79 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$337  = \$34 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$338  = | \$337 ;
-  assign \$339  = \$79 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$339  = \$34 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$340  = | \$339 ;
-  assign \$341  = \$79 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$341  = \$34 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$342  = | \$341 ;
-  assign \$343  = \$79 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$343  = \$34 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$344  = | \$343 ;
-  assign \$345  = \$79 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$345  = \$34 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$346  = | \$345 ;
-  assign \$347  = \$79 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$347  = \$34 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$348  = | \$347 ;
-  assign \$349  = \$79 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$349  = \$34 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$350  = | \$349 ;
-  assign \$351  = \$79 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$351  = \$34 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$352  = | \$351 ;
-  assign \$353  = \$79 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$353  = \$34 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$354  = | \$353 ;
-  assign \$355  = \$79 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$355  = \$34 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$356  = | \$355 ;
-  assign \$357  = \$79 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$357  = \$34 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$358  = | \$357 ;
-  assign \$359  = \$79 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$359  = \$34 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$360  = | \$359 ;
-  assign \$361  = \$79 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$361  = \$34 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$362  = | \$361 ;
-  assign \$363  = \$79 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$363  = \$34 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$364  = | \$363 ;
-  assign \$365  = \$79 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$365  = \$34 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$366  = | \$365 ;
-  assign \$367  = \$79 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$367  = \$34 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$368  = | \$367 ;
-  assign \$369  = \$79 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$369  = \$34 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$370  = | \$369 ;
-  assign \$371  = \$79 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$371  = \$34 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$372  = | \$371 ;
-  assign requests__5__valid = | { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign \$373  = \$82 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$373  = \$34 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$374  = | \$373 ;
-  assign \$375  = \$82 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$375  = \$34 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$376  = | \$375 ;
-  assign \$377  = \$82 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__6__valid = | bank6_wanted_by;
+  assign \$377  = \$37 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$378  = | \$377 ;
-  assign \$379  = \$82 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$379  = \$37 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$380  = | \$379 ;
-  assign \$381  = \$82 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$381  = \$37 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$382  = | \$381 ;
-  assign \$383  = \$82 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$383  = \$37 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$384  = | \$383 ;
-  assign \$385  = \$82 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$385  = \$37 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$386  = | \$385 ;
-  assign \$387  = \$82 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$387  = \$37 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$388  = | \$387 ;
-  assign \$389  = \$82 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$389  = \$37 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$390  = | \$389 ;
-  assign \$391  = \$82 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$391  = \$37 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$392  = | \$391 ;
-  assign \$393  = \$82 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$393  = \$37 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$394  = | \$393 ;
-  assign \$395  = \$82 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$395  = \$37 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$396  = | \$395 ;
-  assign \$397  = \$82 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$397  = \$37 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$398  = | \$397 ;
-  assign \$399  = \$82 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$399  = \$37 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$400  = | \$399 ;
-  assign \$401  = \$82 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$401  = \$37 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$402  = | \$401 ;
-  assign \$403  = \$82 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$403  = \$37 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$404  = | \$403 ;
-  assign \$405  = \$82 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$405  = \$37 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$406  = | \$405 ;
-  assign \$407  = \$82 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$407  = \$37 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$408  = | \$407 ;
-  assign \$409  = \$82 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$409  = \$37 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$410  = | \$409 ;
-  assign \$411  = \$82 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$411  = \$37 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$412  = | \$411 ;
-  assign \$413  = \$82 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$413  = \$37 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$414  = | \$413 ;
-  assign \$415  = \$82 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$415  = \$37 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$416  = | \$415 ;
-  assign \$417  = \$82 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$417  = \$37 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$418  = | \$417 ;
-  assign \$419  = \$82 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$419  = \$37 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$420  = | \$419 ;
-  assign \$421  = \$82 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$421  = \$37 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$422  = | \$421 ;
-  assign \$423  = \$82 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$423  = \$37 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$424  = | \$423 ;
-  assign requests__6__valid = | { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign \$425  = \$85 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$425  = \$37 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$426  = | \$425 ;
-  assign \$427  = \$85 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$427  = \$37 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$428  = | \$427 ;
-  assign \$429  = \$85 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__7__valid = | bank7_wanted_by;
+  assign \$429  = \$40 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$430  = | \$429 ;
-  assign \$431  = \$85 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$431  = \$40 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$432  = | \$431 ;
-  assign \$433  = \$85 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$433  = \$40 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$434  = | \$433 ;
-  assign \$435  = \$85 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$435  = \$40 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$436  = | \$435 ;
-  assign \$437  = \$85 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$437  = \$40 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$438  = | \$437 ;
-  assign \$439  = \$85 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$439  = \$40 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$440  = | \$439 ;
-  assign \$441  = \$85 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$441  = \$40 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$442  = | \$441 ;
-  assign \$443  = \$85 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$443  = \$40 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$444  = | \$443 ;
-  assign \$445  = \$85 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$445  = \$40 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$446  = | \$445 ;
-  assign \$447  = \$85 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$447  = \$40 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$448  = | \$447 ;
-  assign \$449  = \$85 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$449  = \$40 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$450  = | \$449 ;
-  assign \$451  = \$85 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$451  = \$40 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$452  = | \$451 ;
-  assign \$453  = \$85 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$453  = \$40 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$454  = | \$453 ;
-  assign \$455  = \$85 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$455  = \$40 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$456  = | \$455 ;
-  assign \$457  = \$85 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$457  = \$40 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$458  = | \$457 ;
-  assign \$459  = \$85 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$459  = \$40 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$460  = | \$459 ;
-  assign \$461  = \$85 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$461  = \$40 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$462  = | \$461 ;
-  assign \$463  = \$85 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$463  = \$40 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$464  = | \$463 ;
-  assign \$465  = \$85 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$465  = \$40 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$466  = | \$465 ;
-  assign \$467  = \$85 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$467  = \$40 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$468  = | \$467 ;
-  assign \$469  = \$85 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$469  = \$40 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$470  = | \$469 ;
-  assign \$471  = \$85 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$471  = \$40 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$472  = | \$471 ;
-  assign \$473  = \$85 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$473  = \$40 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$474  = | \$473 ;
-  assign \$475  = \$85 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$475  = \$40 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$476  = | \$475 ;
-  assign requests__7__valid = | { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign \$477  = \$88 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$477  = \$40 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$478  = | \$477 ;
-  assign \$479  = \$88 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$479  = \$40 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$480  = | \$479 ;
-  assign \$481  = \$88 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__8__valid = | bank8_wanted_by;
+  assign \$481  = \$43 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$482  = | \$481 ;
-  assign \$483  = \$88 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$483  = \$43 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$484  = | \$483 ;
-  assign \$485  = \$88 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$485  = \$43 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$486  = | \$485 ;
-  assign \$487  = \$88 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$487  = \$43 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$488  = | \$487 ;
-  assign \$489  = \$88 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$489  = \$43 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$490  = | \$489 ;
-  assign \$491  = \$88 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$491  = \$43 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$492  = | \$491 ;
-  assign \$493  = \$88 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$493  = \$43 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$494  = | \$493 ;
-  assign \$495  = \$88 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$495  = \$43 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$496  = | \$495 ;
-  assign \$497  = \$88 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$497  = \$43 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$498  = | \$497 ;
-  assign \$499  = \$88 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$499  = \$43 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$500  = | \$499 ;
-  assign \$501  = \$88 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$501  = \$43 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$502  = | \$501 ;
-  assign \$503  = \$88 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$503  = \$43 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$504  = | \$503 ;
-  assign \$505  = \$88 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$505  = \$43 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$506  = | \$505 ;
-  assign \$507  = \$88 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$507  = \$43 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$508  = | \$507 ;
-  assign \$509  = \$88 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$509  = \$43 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$510  = | \$509 ;
-  assign \$511  = \$88 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$511  = \$43 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$512  = | \$511 ;
-  assign \$513  = \$88 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$513  = \$43 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$514  = | \$513 ;
-  assign \$515  = \$88 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$515  = \$43 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$516  = | \$515 ;
-  assign \$517  = \$88 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$517  = \$43 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$518  = | \$517 ;
-  assign \$519  = \$88 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$519  = \$43 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$520  = | \$519 ;
-  assign \$521  = \$88 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$521  = \$43 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$522  = | \$521 ;
-  assign \$523  = \$88 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$523  = \$43 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$524  = | \$523 ;
-  assign \$525  = \$88 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$525  = \$43 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$526  = | \$525 ;
-  assign \$527  = \$88 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$527  = \$43 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$528  = | \$527 ;
-  assign requests__8__valid = | { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign \$529  = \$91 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$529  = \$43 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$530  = | \$529 ;
-  assign \$531  = \$91 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$531  = \$43 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$532  = | \$531 ;
-  assign \$533  = \$91 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__9__valid = | bank9_wanted_by;
+  assign \$533  = \$46 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$534  = | \$533 ;
-  assign \$535  = \$91 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$535  = \$46 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$536  = | \$535 ;
-  assign \$537  = \$91 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$537  = \$46 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$538  = | \$537 ;
-  assign \$539  = \$91 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$539  = \$46 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$540  = | \$539 ;
-  assign \$541  = \$91 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$541  = \$46 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$542  = | \$541 ;
-  assign \$543  = \$91 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$543  = \$46 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$544  = | \$543 ;
-  assign \$545  = \$91 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$545  = \$46 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$546  = | \$545 ;
-  assign \$547  = \$91 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$547  = \$46 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$548  = | \$547 ;
-  assign \$549  = \$91 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$549  = \$46 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$550  = | \$549 ;
-  assign \$551  = \$91 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$551  = \$46 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$552  = | \$551 ;
-  assign \$553  = \$91 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$553  = \$46 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$554  = | \$553 ;
-  assign \$555  = \$91 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$555  = \$46 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$556  = | \$555 ;
-  assign \$557  = \$91 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$557  = \$46 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$558  = | \$557 ;
-  assign \$559  = \$91 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$559  = \$46 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$560  = | \$559 ;
-  assign \$561  = \$91 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$561  = \$46 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$562  = | \$561 ;
-  assign \$563  = \$91 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$563  = \$46 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$564  = | \$563 ;
-  assign \$565  = \$91 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$565  = \$46 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$566  = | \$565 ;
-  assign \$567  = \$91 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$567  = \$46 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$568  = | \$567 ;
-  assign \$569  = \$91 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$569  = \$46 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$570  = | \$569 ;
-  assign \$571  = \$91 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$571  = \$46 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$572  = | \$571 ;
-  assign \$573  = \$91 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$573  = \$46 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$574  = | \$573 ;
-  assign \$575  = \$91 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$575  = \$46 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$576  = | \$575 ;
-  assign \$577  = \$91 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$577  = \$46 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$578  = | \$577 ;
-  assign \$579  = \$91 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$579  = \$46 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$580  = | \$579 ;
-  assign requests__9__valid = | { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign \$581  = \$94 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$581  = \$46 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$582  = | \$581 ;
-  assign \$583  = \$94 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$583  = \$46 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$584  = | \$583 ;
-  assign \$585  = \$94 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__10__valid = | bank10_wanted_by;
+  assign \$585  = \$49 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$586  = | \$585 ;
-  assign \$587  = \$94 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$587  = \$49 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$588  = | \$587 ;
-  assign \$589  = \$94 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$589  = \$49 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$590  = | \$589 ;
-  assign \$591  = \$94 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$591  = \$49 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$592  = | \$591 ;
-  assign \$593  = \$94 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$593  = \$49 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$594  = | \$593 ;
-  assign \$595  = \$94 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$595  = \$49 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$596  = | \$595 ;
-  assign \$597  = \$94 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$597  = \$49 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$598  = | \$597 ;
-  assign \$599  = \$94 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$599  = \$49 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$600  = | \$599 ;
-  assign \$601  = \$94 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$601  = \$49 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$602  = | \$601 ;
-  assign \$603  = \$94 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$603  = \$49 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$604  = | \$603 ;
-  assign \$605  = \$94 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$605  = \$49 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$606  = | \$605 ;
-  assign \$607  = \$94 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$607  = \$49 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$608  = | \$607 ;
-  assign \$609  = \$94 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$609  = \$49 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$610  = | \$609 ;
-  assign \$611  = \$94 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$611  = \$49 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$612  = | \$611 ;
-  assign \$613  = \$94 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$613  = \$49 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$614  = | \$613 ;
-  assign \$615  = \$94 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$615  = \$49 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$616  = | \$615 ;
-  assign \$617  = \$94 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$617  = \$49 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$618  = | \$617 ;
-  assign \$619  = \$94 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$619  = \$49 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$620  = | \$619 ;
-  assign \$621  = \$94 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$621  = \$49 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$622  = | \$621 ;
-  assign \$623  = \$94 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$623  = \$49 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$624  = | \$623 ;
-  assign \$625  = \$94 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$625  = \$49 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$626  = | \$625 ;
-  assign \$627  = \$94 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$627  = \$49 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$628  = | \$627 ;
-  assign \$629  = \$94 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$629  = \$49 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$630  = | \$629 ;
-  assign \$631  = \$94 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$631  = \$49 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$632  = | \$631 ;
-  assign requests__10__valid = | { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign \$633  = \$97 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$633  = \$49 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$634  = | \$633 ;
-  assign \$635  = \$97 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$635  = \$49 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$636  = | \$635 ;
-  assign \$637  = \$97 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__11__valid = | bank11_wanted_by;
+  assign \$637  = \$52 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$638  = | \$637 ;
-  assign \$639  = \$97 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$639  = \$52 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$640  = | \$639 ;
-  assign \$641  = \$97 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$641  = \$52 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$642  = | \$641 ;
-  assign \$643  = \$97 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$643  = \$52 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$644  = | \$643 ;
-  assign \$645  = \$97 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$645  = \$52 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$646  = | \$645 ;
-  assign \$647  = \$97 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$647  = \$52 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$648  = | \$647 ;
-  assign \$649  = \$97 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$649  = \$52 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$650  = | \$649 ;
-  assign \$651  = \$97 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$651  = \$52 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$652  = | \$651 ;
-  assign \$653  = \$97 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$653  = \$52 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$654  = | \$653 ;
-  assign \$655  = \$97 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$655  = \$52 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$656  = | \$655 ;
-  assign \$657  = \$97 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$657  = \$52 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$658  = | \$657 ;
-  assign \$659  = \$97 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$659  = \$52 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$660  = | \$659 ;
-  assign \$661  = \$97 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$661  = \$52 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$662  = | \$661 ;
-  assign \$663  = \$97 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$663  = \$52 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$664  = | \$663 ;
-  assign \$665  = \$97 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$665  = \$52 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$666  = | \$665 ;
-  assign \$667  = \$97 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$667  = \$52 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$668  = | \$667 ;
-  assign \$669  = \$97 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$669  = \$52 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$670  = | \$669 ;
-  assign \$671  = \$97 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$671  = \$52 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$672  = | \$671 ;
-  assign \$673  = \$97 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$673  = \$52 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$674  = | \$673 ;
-  assign \$675  = \$97 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$675  = \$52 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$676  = | \$675 ;
-  assign \$677  = \$97 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$677  = \$52 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$678  = | \$677 ;
-  assign \$679  = \$97 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$679  = \$52 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$680  = | \$679 ;
-  assign \$681  = \$97 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$681  = \$52 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$682  = | \$681 ;
-  assign \$683  = \$97 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$683  = \$52 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$684  = | \$683 ;
-  assign requests__11__valid = | { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign \$685  = \$100 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$685  = \$52 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$686  = | \$685 ;
-  assign \$687  = \$100 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$687  = \$52 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$688  = | \$687 ;
-  assign \$689  = \$100 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__12__valid = | bank12_wanted_by;
+  assign \$689  = \$55 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$690  = | \$689 ;
-  assign \$691  = \$100 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$691  = \$55 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$692  = | \$691 ;
-  assign \$693  = \$100 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$693  = \$55 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$694  = | \$693 ;
-  assign \$695  = \$100 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$695  = \$55 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$696  = | \$695 ;
-  assign \$697  = \$100 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$697  = \$55 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$698  = | \$697 ;
-  assign \$699  = \$100 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$699  = \$55 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$700  = | \$699 ;
-  assign \$701  = \$100 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$701  = \$55 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$702  = | \$701 ;
-  assign \$703  = \$100 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$703  = \$55 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$704  = | \$703 ;
-  assign \$705  = \$100 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$705  = \$55 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$706  = | \$705 ;
-  assign \$707  = \$100 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$707  = \$55 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$708  = | \$707 ;
-  assign \$709  = \$100 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$709  = \$55 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$710  = | \$709 ;
-  assign \$711  = \$100 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$711  = \$55 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$712  = | \$711 ;
-  assign \$713  = \$100 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$713  = \$55 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$714  = | \$713 ;
-  assign \$715  = \$100 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$715  = \$55 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$716  = | \$715 ;
-  assign \$717  = \$100 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$717  = \$55 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$718  = | \$717 ;
-  assign \$719  = \$100 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$719  = \$55 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$720  = | \$719 ;
-  assign \$721  = \$100 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$721  = \$55 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$722  = | \$721 ;
-  assign \$723  = \$100 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$723  = \$55 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$724  = | \$723 ;
-  assign \$725  = \$100 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$725  = \$55 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$726  = | \$725 ;
-  assign \$727  = \$100 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$727  = \$55 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$728  = | \$727 ;
-  assign \$729  = \$100 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$729  = \$55 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$730  = | \$729 ;
-  assign \$731  = \$100 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$731  = \$55 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$732  = | \$731 ;
-  assign \$733  = \$100 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$733  = \$55 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$734  = | \$733 ;
-  assign \$735  = \$100 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$735  = \$55 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$736  = | \$735 ;
-  assign requests__12__valid = | { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign \$737  = \$103 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$737  = \$55 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$738  = | \$737 ;
-  assign \$739  = \$103 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$739  = \$55 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$740  = | \$739 ;
-  assign \$741  = \$103 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__13__valid = | bank13_wanted_by;
+  assign \$741  = \$58 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$742  = | \$741 ;
-  assign \$743  = \$103 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$743  = \$58 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$744  = | \$743 ;
-  assign \$745  = \$103 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$745  = \$58 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$746  = | \$745 ;
-  assign \$747  = \$103 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$747  = \$58 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$748  = | \$747 ;
-  assign \$749  = \$103 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$749  = \$58 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$750  = | \$749 ;
-  assign \$751  = \$103 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$751  = \$58 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$752  = | \$751 ;
-  assign \$753  = \$103 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$753  = \$58 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$754  = | \$753 ;
-  assign \$755  = \$103 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$755  = \$58 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$756  = | \$755 ;
-  assign \$757  = \$103 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$757  = \$58 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$758  = | \$757 ;
-  assign \$759  = \$103 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$759  = \$58 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$760  = | \$759 ;
-  assign \$761  = \$103 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$761  = \$58 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$762  = | \$761 ;
-  assign \$763  = \$103 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$763  = \$58 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$764  = | \$763 ;
-  assign \$765  = \$103 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$765  = \$58 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$766  = | \$765 ;
-  assign \$767  = \$103 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$767  = \$58 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$768  = | \$767 ;
-  assign \$769  = \$103 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$769  = \$58 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$770  = | \$769 ;
-  assign \$771  = \$103 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$771  = \$58 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$772  = | \$771 ;
-  assign \$773  = \$103 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$773  = \$58 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$774  = | \$773 ;
-  assign \$775  = \$103 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$775  = \$58 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$776  = | \$775 ;
-  assign \$777  = \$103 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$777  = \$58 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$778  = | \$777 ;
-  assign \$779  = \$103 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$779  = \$58 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$780  = | \$779 ;
-  assign \$781  = \$103 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$781  = \$58 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$782  = | \$781 ;
-  assign \$783  = \$103 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$783  = \$58 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$784  = | \$783 ;
-  assign \$785  = \$103 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$785  = \$58 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$786  = | \$785 ;
-  assign \$787  = \$103 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$787  = \$58 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$788  = | \$787 ;
-  assign requests__13__valid = | { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign \$789  = \$106 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$789  = \$58 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$790  = | \$789 ;
-  assign \$791  = \$106 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$791  = \$58 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$792  = | \$791 ;
-  assign \$793  = \$106 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__14__valid = | bank14_wanted_by;
+  assign \$793  = \$61 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$794  = | \$793 ;
-  assign \$795  = \$106 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$795  = \$61 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$796  = | \$795 ;
-  assign \$797  = \$106 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$797  = \$61 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$798  = | \$797 ;
-  assign \$799  = \$106 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$799  = \$61 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$800  = | \$799 ;
-  assign \$801  = \$106 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$801  = \$61 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$802  = | \$801 ;
-  assign \$803  = \$106 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$803  = \$61 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$804  = | \$803 ;
-  assign \$805  = \$106 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$805  = \$61 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$806  = | \$805 ;
-  assign \$807  = \$106 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$807  = \$61 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$808  = | \$807 ;
-  assign \$809  = \$106 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$809  = \$61 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$810  = | \$809 ;
-  assign \$811  = \$106 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$811  = \$61 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$812  = | \$811 ;
-  assign \$813  = \$106 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$813  = \$61 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$814  = | \$813 ;
-  assign \$815  = \$106 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$815  = \$61 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$816  = | \$815 ;
-  assign \$817  = \$106 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$817  = \$61 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$818  = | \$817 ;
-  assign \$819  = \$106 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$819  = \$61 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$820  = | \$819 ;
-  assign \$821  = \$106 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$821  = \$61 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$822  = | \$821 ;
-  assign \$823  = \$106 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$823  = \$61 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$824  = | \$823 ;
-  assign \$825  = \$106 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$825  = \$61 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$826  = | \$825 ;
-  assign \$827  = \$106 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$827  = \$61 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$828  = | \$827 ;
-  assign \$829  = \$106 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$829  = \$61 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$830  = | \$829 ;
-  assign \$831  = \$106 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$831  = \$61 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$832  = | \$831 ;
-  assign \$833  = \$106 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$833  = \$61 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$834  = | \$833 ;
-  assign \$835  = \$106 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$835  = \$61 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$836  = | \$835 ;
-  assign \$837  = \$106 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$837  = \$61 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$838  = | \$837 ;
-  assign \$839  = \$106 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$839  = \$61 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$840  = | \$839 ;
-  assign requests__14__valid = | { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign \$841  = \$109 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$841  = \$61 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$842  = | \$841 ;
-  assign \$843  = \$109 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$843  = \$61 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$844  = | \$843 ;
-  assign \$845  = \$109 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
+  assign requests__15__valid = | bank15_wanted_by;
+  assign \$845  = \$64 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
   assign \$846  = | \$845 ;
-  assign \$847  = \$109 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
+  assign \$847  = \$64 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
   assign \$848  = | \$847 ;
-  assign \$849  = \$109 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
+  assign \$849  = \$64 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
   assign \$850  = | \$849 ;
-  assign \$851  = \$109 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
+  assign \$851  = \$64 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
   assign \$852  = | \$851 ;
-  assign \$853  = \$109 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
+  assign \$853  = \$64 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
   assign \$854  = | \$853 ;
-  assign \$855  = \$109 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
+  assign \$855  = \$64 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
   assign \$856  = | \$855 ;
-  assign \$857  = \$109 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
+  assign \$857  = \$64 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
   assign \$858  = | \$857 ;
-  assign \$859  = \$109 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
+  assign \$859  = \$64 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
   assign \$860  = | \$859 ;
-  assign \$861  = \$109 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
+  assign \$861  = \$64 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
   assign \$862  = | \$861 ;
-  assign \$863  = \$109 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
+  assign \$863  = \$64 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
   assign \$864  = | \$863 ;
-  assign \$865  = \$109 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
+  assign \$865  = \$64 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
   assign \$866  = | \$865 ;
-  assign \$867  = \$109 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
+  assign \$867  = \$64 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
   assign \$868  = | \$867 ;
-  assign \$869  = \$109 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
+  assign \$869  = \$64 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
   assign \$870  = | \$869 ;
-  assign \$871  = \$109 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
+  assign \$871  = \$64 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
   assign \$872  = | \$871 ;
-  assign \$873  = \$109 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
+  assign \$873  = \$64 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
   assign \$874  = | \$873 ;
-  assign \$875  = \$109 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
+  assign \$875  = \$64 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
   assign \$876  = | \$875 ;
-  assign \$877  = \$109 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
+  assign \$877  = \$64 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
   assign \$878  = | \$877 ;
-  assign \$879  = \$109 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
+  assign \$879  = \$64 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
   assign \$880  = | \$879 ;
-  assign \$881  = \$109 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
+  assign \$881  = \$64 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
   assign \$882  = | \$881 ;
-  assign \$883  = \$109 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
+  assign \$883  = \$64 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
   assign \$884  = | \$883 ;
-  assign \$885  = \$109 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
+  assign \$885  = \$64 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
   assign \$886  = | \$885 ;
-  assign \$887  = \$109 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
+  assign \$887  = \$64 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
   assign \$888  = | \$887 ;
-  assign \$889  = \$109 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
+  assign \$889  = \$64 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
   assign \$890  = | \$889 ;
-  assign \$891  = \$109 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
+  assign \$891  = \$64 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign \$892  = | \$891 ;
-  assign requests__15__valid = | { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign \$893  = \$112 [15:0] & { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
+  assign \$893  = \$64 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign \$894  = | \$893 ;
-  assign \$895  = \$112 [15:0] & { beat3_lane3[10], beat3_lane2[10], beat3_lane1[10], beat3_lane0[10], beat2_lane3[10], beat2_lane2[10], beat2_lane1[10], beat2_lane0[10], beat1_lane3[10], beat1_lane2[10], beat1_lane1[10], beat1_lane0[10], beat0_lane3[10], beat0_lane2[10], beat0_lane1[10], beat0_lane0[10] };
+  assign \$895  = \$64 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
   assign \$896  = | \$895 ;
-  assign \$897  = \$112 [15:0] & { beat3_lane3[11], beat3_lane2[11], beat3_lane1[11], beat3_lane0[11], beat2_lane3[11], beat2_lane2[11], beat2_lane1[11], beat2_lane0[11], beat1_lane3[11], beat1_lane2[11], beat1_lane1[11], beat1_lane0[11], beat0_lane3[11], beat0_lane2[11], beat0_lane1[11], beat0_lane0[11] };
-  assign \$898  = | \$897 ;
-  assign \$899  = \$112 [15:0] & { beat3_lane3[12], beat3_lane2[12], beat3_lane1[12], beat3_lane0[12], beat2_lane3[12], beat2_lane2[12], beat2_lane1[12], beat2_lane0[12], beat1_lane3[12], beat1_lane2[12], beat1_lane1[12], beat1_lane0[12], beat0_lane3[12], beat0_lane2[12], beat0_lane1[12], beat0_lane0[12] };
-  assign \$900  = | \$899 ;
-  assign \$901  = \$112 [15:0] & { beat3_lane3[13], beat3_lane2[13], beat3_lane1[13], beat3_lane0[13], beat2_lane3[13], beat2_lane2[13], beat2_lane1[13], beat2_lane0[13], beat1_lane3[13], beat1_lane2[13], beat1_lane1[13], beat1_lane0[13], beat0_lane3[13], beat0_lane2[13], beat0_lane1[13], beat0_lane0[13] };
-  assign \$902  = | \$901 ;
-  assign \$903  = \$112 [15:0] & { beat3_lane3[14], beat3_lane2[14], beat3_lane1[14], beat3_lane0[14], beat2_lane3[14], beat2_lane2[14], beat2_lane1[14], beat2_lane0[14], beat1_lane3[14], beat1_lane2[14], beat1_lane1[14], beat1_lane0[14], beat0_lane3[14], beat0_lane2[14], beat0_lane1[14], beat0_lane0[14] };
-  assign \$904  = | \$903 ;
-  assign \$905  = \$112 [15:0] & { beat3_lane3[15], beat3_lane2[15], beat3_lane1[15], beat3_lane0[15], beat2_lane3[15], beat2_lane2[15], beat2_lane1[15], beat2_lane0[15], beat1_lane3[15], beat1_lane2[15], beat1_lane1[15], beat1_lane0[15], beat0_lane3[15], beat0_lane2[15], beat0_lane1[15], beat0_lane0[15] };
-  assign \$906  = | \$905 ;
-  assign \$907  = \$112 [15:0] & { beat3_lane3[16], beat3_lane2[16], beat3_lane1[16], beat3_lane0[16], beat2_lane3[16], beat2_lane2[16], beat2_lane1[16], beat2_lane0[16], beat1_lane3[16], beat1_lane2[16], beat1_lane1[16], beat1_lane0[16], beat0_lane3[16], beat0_lane2[16], beat0_lane1[16], beat0_lane0[16] };
-  assign \$908  = | \$907 ;
-  assign \$909  = \$112 [15:0] & { beat3_lane3[17], beat3_lane2[17], beat3_lane1[17], beat3_lane0[17], beat2_lane3[17], beat2_lane2[17], beat2_lane1[17], beat2_lane0[17], beat1_lane3[17], beat1_lane2[17], beat1_lane1[17], beat1_lane0[17], beat0_lane3[17], beat0_lane2[17], beat0_lane1[17], beat0_lane0[17] };
-  assign \$910  = | \$909 ;
-  assign \$911  = \$112 [15:0] & { beat3_lane3[18], beat3_lane2[18], beat3_lane1[18], beat3_lane0[18], beat2_lane3[18], beat2_lane2[18], beat2_lane1[18], beat2_lane0[18], beat1_lane3[18], beat1_lane2[18], beat1_lane1[18], beat1_lane0[18], beat0_lane3[18], beat0_lane2[18], beat0_lane1[18], beat0_lane0[18] };
-  assign \$912  = | \$911 ;
-  assign \$913  = \$112 [15:0] & { beat3_lane3[19], beat3_lane2[19], beat3_lane1[19], beat3_lane0[19], beat2_lane3[19], beat2_lane2[19], beat2_lane1[19], beat2_lane0[19], beat1_lane3[19], beat1_lane2[19], beat1_lane1[19], beat1_lane0[19], beat0_lane3[19], beat0_lane2[19], beat0_lane1[19], beat0_lane0[19] };
-  assign \$914  = | \$913 ;
-  assign \$915  = \$112 [15:0] & { beat3_lane3[20], beat3_lane2[20], beat3_lane1[20], beat3_lane0[20], beat2_lane3[20], beat2_lane2[20], beat2_lane1[20], beat2_lane0[20], beat1_lane3[20], beat1_lane2[20], beat1_lane1[20], beat1_lane0[20], beat0_lane3[20], beat0_lane2[20], beat0_lane1[20], beat0_lane0[20] };
-  assign \$916  = | \$915 ;
-  assign \$917  = \$112 [15:0] & { beat3_lane3[21], beat3_lane2[21], beat3_lane1[21], beat3_lane0[21], beat2_lane3[21], beat2_lane2[21], beat2_lane1[21], beat2_lane0[21], beat1_lane3[21], beat1_lane2[21], beat1_lane1[21], beat1_lane0[21], beat0_lane3[21], beat0_lane2[21], beat0_lane1[21], beat0_lane0[21] };
-  assign \$918  = | \$917 ;
-  assign \$919  = \$112 [15:0] & { beat3_lane3[22], beat3_lane2[22], beat3_lane1[22], beat3_lane0[22], beat2_lane3[22], beat2_lane2[22], beat2_lane1[22], beat2_lane0[22], beat1_lane3[22], beat1_lane2[22], beat1_lane1[22], beat1_lane0[22], beat0_lane3[22], beat0_lane2[22], beat0_lane1[22], beat0_lane0[22] };
-  assign \$920  = | \$919 ;
-  assign \$921  = \$112 [15:0] & { beat3_lane3[23], beat3_lane2[23], beat3_lane1[23], beat3_lane0[23], beat2_lane3[23], beat2_lane2[23], beat2_lane1[23], beat2_lane0[23], beat1_lane3[23], beat1_lane2[23], beat1_lane1[23], beat1_lane0[23], beat0_lane3[23], beat0_lane2[23], beat0_lane1[23], beat0_lane0[23] };
-  assign \$922  = | \$921 ;
-  assign \$923  = \$112 [15:0] & { beat3_lane3[24], beat3_lane2[24], beat3_lane1[24], beat3_lane0[24], beat2_lane3[24], beat2_lane2[24], beat2_lane1[24], beat2_lane0[24], beat1_lane3[24], beat1_lane2[24], beat1_lane1[24], beat1_lane0[24], beat0_lane3[24], beat0_lane2[24], beat0_lane1[24], beat0_lane0[24] };
-  assign \$924  = | \$923 ;
-  assign \$925  = \$112 [15:0] & { beat3_lane3[25], beat3_lane2[25], beat3_lane1[25], beat3_lane0[25], beat2_lane3[25], beat2_lane2[25], beat2_lane1[25], beat2_lane0[25], beat1_lane3[25], beat1_lane2[25], beat1_lane1[25], beat1_lane0[25], beat0_lane3[25], beat0_lane2[25], beat0_lane1[25], beat0_lane0[25] };
-  assign \$926  = | \$925 ;
-  assign \$927  = \$112 [15:0] & { beat3_lane3[26], beat3_lane2[26], beat3_lane1[26], beat3_lane0[26], beat2_lane3[26], beat2_lane2[26], beat2_lane1[26], beat2_lane0[26], beat1_lane3[26], beat1_lane2[26], beat1_lane1[26], beat1_lane0[26], beat0_lane3[26], beat0_lane2[26], beat0_lane1[26], beat0_lane0[26] };
-  assign \$928  = | \$927 ;
-  assign \$929  = \$112 [15:0] & { beat3_lane3[27], beat3_lane2[27], beat3_lane1[27], beat3_lane0[27], beat2_lane3[27], beat2_lane2[27], beat2_lane1[27], beat2_lane0[27], beat1_lane3[27], beat1_lane2[27], beat1_lane1[27], beat1_lane0[27], beat0_lane3[27], beat0_lane2[27], beat0_lane1[27], beat0_lane0[27] };
-  assign \$930  = | \$929 ;
-  assign \$931  = \$112 [15:0] & { beat3_lane3[28], beat3_lane2[28], beat3_lane1[28], beat3_lane0[28], beat2_lane3[28], beat2_lane2[28], beat2_lane1[28], beat2_lane0[28], beat1_lane3[28], beat1_lane2[28], beat1_lane1[28], beat1_lane0[28], beat0_lane3[28], beat0_lane2[28], beat0_lane1[28], beat0_lane0[28] };
-  assign \$932  = | \$931 ;
-  assign \$933  = \$112 [15:0] & { beat3_lane3[29], beat3_lane2[29], beat3_lane1[29], beat3_lane0[29], beat2_lane3[29], beat2_lane2[29], beat2_lane1[29], beat2_lane0[29], beat1_lane3[29], beat1_lane2[29], beat1_lane1[29], beat1_lane0[29], beat0_lane3[29], beat0_lane2[29], beat0_lane1[29], beat0_lane0[29] };
-  assign \$934  = | \$933 ;
-  assign \$935  = \$112 [15:0] & { beat3_lane3[30], beat3_lane2[30], beat3_lane1[30], beat3_lane0[30], beat2_lane3[30], beat2_lane2[30], beat2_lane1[30], beat2_lane0[30], beat1_lane3[30], beat1_lane2[30], beat1_lane1[30], beat1_lane0[30], beat0_lane3[30], beat0_lane2[30], beat0_lane1[30], beat0_lane0[30] };
-  assign \$936  = | \$935 ;
-  assign \$937  = \$112 [15:0] & { beat3_lane3[31], beat3_lane2[31], beat3_lane1[31], beat3_lane0[31], beat2_lane3[31], beat2_lane2[31], beat2_lane1[31], beat2_lane0[31], beat1_lane3[31], beat1_lane2[31], beat1_lane1[31], beat1_lane0[31], beat0_lane3[31], beat0_lane2[31], beat0_lane1[31], beat0_lane0[31] };
-  assign \$938  = | \$937 ;
-  assign \$939  = \$112 [15:0] & { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
-  assign \$940  = | \$939 ;
-  assign \$941  = \$112 [15:0] & { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
-  assign \$942  = | \$941 ;
-  assign \$943  = \$112 [15:0] & { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
-  assign \$944  = | \$943 ;
-  assign \$945  = \$67 [15:0] & { requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready };
-  assign \$946  = \$70 [15:0] & { requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready };
-  assign \$947  = \$945  | \$946 ;
-  assign \$948  = \$73 [15:0] & { requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready };
-  assign \$949  = \$76 [15:0] & { requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready };
-  assign \$950  = \$948  | \$949 ;
-  assign \$951  = \$947  | \$950 ;
-  assign \$952  = \$79 [15:0] & { requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready };
-  assign \$953  = \$82 [15:0] & { requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready };
-  assign \$954  = \$952  | \$953 ;
-  assign \$955  = \$85 [15:0] & { requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready };
-  assign \$956  = \$88 [15:0] & { requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready };
-  assign \$957  = \$955  | \$956 ;
-  assign \$958  = \$954  | \$957 ;
-  assign \$959  = \$951  | \$958 ;
-  assign \$960  = \$91 [15:0] & { requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready };
-  assign \$961  = \$94 [15:0] & { requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready };
-  assign \$962  = \$960  | \$961 ;
-  assign \$963  = \$97 [15:0] & { requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready };
-  assign \$964  = \$100 [15:0] & { requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready };
-  assign \$965  = \$963  | \$964 ;
-  assign \$966  = \$962  | \$965 ;
-  assign \$967  = \$103 [15:0] & { requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready };
-  assign \$968  = \$106 [15:0] & { requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready };
-  assign \$969  = \$967  | \$968 ;
-  assign \$970  = \$109 [15:0] & { requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready };
-  assign \$971  = \$112 [15:0] & { requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready };
-  assign \$972  = \$970  | \$971 ;
-  assign \$973  = \$969  | \$972 ;
-  assign \$974  = \$966  | \$973 ;
-  assign sent = \$959  | \$974 ;
-  assign \$975  = ~ sent;
-  assign still = { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] } & \$975 ;
-  assign \$976  = | count;
-  assign \$977  = | { beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
-  assign \$978  = ~ \$977 ;
-  assign shift = \$976  & \$978 ;
-  assign \$979  = count - shift;
-  assign \$980  = count < 3'h4;
-  assign \$981  = \$980  | shift;
-  assign beats__ready = \$981  & records__ready;
-  assign \$982  = count < 3'h4;
-  assign \$983  = \$982  | shift;
-  assign records__valid = beats__valid & \$983 ;
+  assign \$897  = \$19 [15:0] & { requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready, requests__0__ready };
+  assign \$898  = \$22 [15:0] & { requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready, requests__1__ready };
+  assign \$899  = \$897  | \$898 ;
+  assign \$900  = \$25 [15:0] & { requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready, requests__2__ready };
+  assign \$901  = \$28 [15:0] & { requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready, requests__3__ready };
+  assign \$902  = \$900  | \$901 ;
+  assign \$903  = \$899  | \$902 ;
+  assign \$904  = \$31 [15:0] & { requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready, requests__4__ready };
+  assign \$905  = \$34 [15:0] & { requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready, requests__5__ready };
+  assign \$906  = \$904  | \$905 ;
+  assign \$907  = \$37 [15:0] & { requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready, requests__6__ready };
+  assign \$908  = \$40 [15:0] & { requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready, requests__7__ready };
+  assign \$909  = \$907  | \$908 ;
+  assign \$910  = \$906  | \$909 ;
+  assign \$911  = \$903  | \$910 ;
+  assign \$912  = \$43 [15:0] & { requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready, requests__8__ready };
+  assign \$913  = \$46 [15:0] & { requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready, requests__9__ready };
+  assign \$914  = \$912  | \$913 ;
+  assign \$915  = \$49 [15:0] & { requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready, requests__10__ready };
+  assign \$916  = \$52 [15:0] & { requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready, requests__11__ready };
+  assign \$917  = \$915  | \$916 ;
+  assign \$918  = \$914  | \$917 ;
+  assign \$919  = \$55 [15:0] & { requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready, requests__12__ready };
+  assign \$920  = \$58 [15:0] & { requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready, requests__13__ready };
+  assign \$921  = \$919  | \$920 ;
+  assign \$922  = \$61 [15:0] & { requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready, requests__14__ready };
+  assign \$923  = \$64 [15:0] & { requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready, requests__15__ready };
+  assign \$924  = \$922  | \$923 ;
+  assign \$925  = \$921  | \$924 ;
+  assign \$926  = \$918  | \$925 ;
+  assign sent = \$911  | \$926 ;
+  assign \$927  = ~ sent;
+  assign still = { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] } & \$927 ;
+  assign \$928  = | count;
+  assign \$929  = | { beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign \$930  = ~ \$929 ;
+  assign shift = \$928  & \$930 ;
+  assign \$931  = count - shift;
+  assign \$932  = count < 3'h4;
+  assign \$933  = \$932  | shift;
+  assign beats__ready = \$933  & records__ready;
+  assign \$934  = count < 3'h4;
+  assign \$935  = \$934  | shift;
+  assign records__valid = beats__valid & \$935 ;
   assign take = beats__valid & beats__ready;
   assign busy = | count;
-  assign \$984  = ! \$979 [2:0];
+  assign \$936  = ! \$931 [2:0];
+  assign \$937  = take & \$936 ;
+  assign \$938  = ~ beats__payload[30];
+  assign \$939  = beats__payload[0] & \$938 ;
+  assign \$940  = ! beats__payload[2:1];
+  assign \$941  = beats__payload[2:1] == 1'h1;
+  assign \$942  = beats__payload[2:1] == 2'h2;
+  assign \$943  = beats__payload[2:1] == 2'h3;
+  assign \$944  = ! beats__payload[4:3];
+  assign \$945  = beats__payload[4:3] == 1'h1;
+  assign \$946  = beats__payload[4:3] == 2'h2;
+  assign \$947  = beats__payload[4:3] == 2'h3;
+  assign \$948  = ! \$931 [2:0];
+  assign \$949  = take & \$948 ;
+  assign \$950  = ~ beats__payload[64];
+  assign \$951  = beats__payload[34] & \$950 ;
+  assign \$952  = ! beats__payload[36:35];
+  assign \$953  = beats__payload[36:35] == 1'h1;
+  assign \$954  = beats__payload[36:35] == 2'h2;
+  assign \$955  = beats__payload[36:35] == 2'h3;
+  assign \$956  = ! beats__payload[38:37];
+  assign \$957  = beats__payload[38:37] == 1'h1;
+  assign \$958  = beats__payload[38:37] == 2'h2;
+  assign \$959  = beats__payload[38:37] == 2'h3;
+  assign \$960  = ! \$931 [2:0];
+  assign \$961  = take & \$960 ;
+  assign \$962  = ~ beats__payload[98];
+  assign \$963  = beats__payload[68] & \$962 ;
+  assign \$964  = ! beats__payload[70:69];
+  assign \$965  = beats__payload[70:69] == 1'h1;
+  assign \$966  = beats__payload[70:69] == 2'h2;
+  assign \$967  = beats__payload[70:69] == 2'h3;
+  assign \$968  = ! beats__payload[72:71];
+  assign \$969  = beats__payload[72:71] == 1'h1;
+  assign \$970  = beats__payload[72:71] == 2'h2;
+  assign \$971  = beats__payload[72:71] == 2'h3;
+  assign \$972  = ! \$931 [2:0];
+  assign \$973  = take & \$972 ;
+  assign \$974  = ~ beats__payload[132];
+  assign \$975  = beats__payload[102] & \$974 ;
+  assign \$976  = ! beats__payload[104:103];
+  assign \$977  = beats__payload[104:103] == 1'h1;
+  assign \$978  = beats__payload[104:103] == 2'h2;
+  assign \$979  = beats__payload[104:103] == 2'h3;
+  assign \$980  = ! beats__payload[106:105];
+  assign \$981  = beats__payload[106:105] == 1'h1;
+  assign \$982  = beats__payload[106:105] == 2'h2;
+  assign \$983  = beats__payload[106:105] == 2'h3;
+  assign \$984  = \$931 [2:0] == 1'h1;
   assign \$985  = take & \$984 ;
   assign \$986  = ~ beats__payload[30];
   assign \$987  = beats__payload[0] & \$986 ;
@@ -52104,7 +52067,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$993  = beats__payload[4:3] == 1'h1;
   assign \$994  = beats__payload[4:3] == 2'h2;
   assign \$995  = beats__payload[4:3] == 2'h3;
-  assign \$996  = ! \$979 [2:0];
+  assign \$996  = \$931 [2:0] == 1'h1;
   assign \$997  = take & \$996 ;
   assign \$998  = ~ beats__payload[64];
   assign \$999  = beats__payload[34] & \$998 ;
@@ -52116,7 +52079,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1005  = beats__payload[38:37] == 1'h1;
   assign \$1006  = beats__payload[38:37] == 2'h2;
   assign \$1007  = beats__payload[38:37] == 2'h3;
-  assign \$1008  = ! \$979 [2:0];
+  assign \$1008  = \$931 [2:0] == 1'h1;
   assign \$1009  = take & \$1008 ;
   assign \$1010  = ~ beats__payload[98];
   assign \$1011  = beats__payload[68] & \$1010 ;
@@ -52128,7 +52091,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1017  = beats__payload[72:71] == 1'h1;
   assign \$1018  = beats__payload[72:71] == 2'h2;
   assign \$1019  = beats__payload[72:71] == 2'h3;
-  assign \$1020  = ! \$979 [2:0];
+  assign \$1020  = \$931 [2:0] == 1'h1;
   assign \$1021  = take & \$1020 ;
   assign \$1022  = ~ beats__payload[132];
   assign \$1023  = beats__payload[102] & \$1022 ;
@@ -52140,7 +52103,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1029  = beats__payload[106:105] == 1'h1;
   assign \$1030  = beats__payload[106:105] == 2'h2;
   assign \$1031  = beats__payload[106:105] == 2'h3;
-  assign \$1032  = \$979 [2:0] == 1'h1;
+  assign \$1032  = \$931 [2:0] == 2'h2;
   assign \$1033  = take & \$1032 ;
   assign \$1034  = ~ beats__payload[30];
   assign \$1035  = beats__payload[0] & \$1034 ;
@@ -52152,7 +52115,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1041  = beats__payload[4:3] == 1'h1;
   assign \$1042  = beats__payload[4:3] == 2'h2;
   assign \$1043  = beats__payload[4:3] == 2'h3;
-  assign \$1044  = \$979 [2:0] == 1'h1;
+  assign \$1044  = \$931 [2:0] == 2'h2;
   assign \$1045  = take & \$1044 ;
   assign \$1046  = ~ beats__payload[64];
   assign \$1047  = beats__payload[34] & \$1046 ;
@@ -52164,7 +52127,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1053  = beats__payload[38:37] == 1'h1;
   assign \$1054  = beats__payload[38:37] == 2'h2;
   assign \$1055  = beats__payload[38:37] == 2'h3;
-  assign \$1056  = \$979 [2:0] == 1'h1;
+  assign \$1056  = \$931 [2:0] == 2'h2;
   assign \$1057  = take & \$1056 ;
   assign \$1058  = ~ beats__payload[98];
   assign \$1059  = beats__payload[68] & \$1058 ;
@@ -52176,7 +52139,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1065  = beats__payload[72:71] == 1'h1;
   assign \$1066  = beats__payload[72:71] == 2'h2;
   assign \$1067  = beats__payload[72:71] == 2'h3;
-  assign \$1068  = \$979 [2:0] == 1'h1;
+  assign \$1068  = \$931 [2:0] == 2'h2;
   assign \$1069  = take & \$1068 ;
   assign \$1070  = ~ beats__payload[132];
   assign \$1071  = beats__payload[102] & \$1070 ;
@@ -52188,7 +52151,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1077  = beats__payload[106:105] == 1'h1;
   assign \$1078  = beats__payload[106:105] == 2'h2;
   assign \$1079  = beats__payload[106:105] == 2'h3;
-  assign \$1080  = \$979 [2:0] == 2'h2;
+  assign \$1080  = \$931 [2:0] == 2'h3;
   assign \$1081  = take & \$1080 ;
   assign \$1082  = ~ beats__payload[30];
   assign \$1083  = beats__payload[0] & \$1082 ;
@@ -52200,7 +52163,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1089  = beats__payload[4:3] == 1'h1;
   assign \$1090  = beats__payload[4:3] == 2'h2;
   assign \$1091  = beats__payload[4:3] == 2'h3;
-  assign \$1092  = \$979 [2:0] == 2'h2;
+  assign \$1092  = \$931 [2:0] == 2'h3;
   assign \$1093  = take & \$1092 ;
   assign \$1094  = ~ beats__payload[64];
   assign \$1095  = beats__payload[34] & \$1094 ;
@@ -52212,7 +52175,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1101  = beats__payload[38:37] == 1'h1;
   assign \$1102  = beats__payload[38:37] == 2'h2;
   assign \$1103  = beats__payload[38:37] == 2'h3;
-  assign \$1104  = \$979 [2:0] == 2'h2;
+  assign \$1104  = \$931 [2:0] == 2'h3;
   assign \$1105  = take & \$1104 ;
   assign \$1106  = ~ beats__payload[98];
   assign \$1107  = beats__payload[68] & \$1106 ;
@@ -52224,7 +52187,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1113  = beats__payload[72:71] == 1'h1;
   assign \$1114  = beats__payload[72:71] == 2'h2;
   assign \$1115  = beats__payload[72:71] == 2'h3;
-  assign \$1116  = \$979 [2:0] == 2'h2;
+  assign \$1116  = \$931 [2:0] == 2'h3;
   assign \$1117  = take & \$1116 ;
   assign \$1118  = ~ beats__payload[132];
   assign \$1119  = beats__payload[102] & \$1118 ;
@@ -52236,474 +52199,426 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \$1125  = beats__payload[106:105] == 1'h1;
   assign \$1126  = beats__payload[106:105] == 2'h2;
   assign \$1127  = beats__payload[106:105] == 2'h3;
-  assign \$1128  = \$979 [2:0] == 2'h3;
-  assign \$1129  = take & \$1128 ;
-  assign \$1130  = ~ beats__payload[30];
-  assign \$1131  = beats__payload[0] & \$1130 ;
-  assign \$1132  = ! beats__payload[2:1];
-  assign \$1133  = beats__payload[2:1] == 1'h1;
-  assign \$1134  = beats__payload[2:1] == 2'h2;
-  assign \$1135  = beats__payload[2:1] == 2'h3;
-  assign \$1136  = ! beats__payload[4:3];
-  assign \$1137  = beats__payload[4:3] == 1'h1;
-  assign \$1138  = beats__payload[4:3] == 2'h2;
-  assign \$1139  = beats__payload[4:3] == 2'h3;
-  assign \$1140  = \$979 [2:0] == 2'h3;
-  assign \$1141  = take & \$1140 ;
-  assign \$1142  = ~ beats__payload[64];
-  assign \$1143  = beats__payload[34] & \$1142 ;
-  assign \$1144  = ! beats__payload[36:35];
-  assign \$1145  = beats__payload[36:35] == 1'h1;
-  assign \$1146  = beats__payload[36:35] == 2'h2;
-  assign \$1147  = beats__payload[36:35] == 2'h3;
-  assign \$1148  = ! beats__payload[38:37];
-  assign \$1149  = beats__payload[38:37] == 1'h1;
-  assign \$1150  = beats__payload[38:37] == 2'h2;
-  assign \$1151  = beats__payload[38:37] == 2'h3;
-  assign \$1152  = \$979 [2:0] == 2'h3;
-  assign \$1153  = take & \$1152 ;
-  assign \$1154  = ~ beats__payload[98];
-  assign \$1155  = beats__payload[68] & \$1154 ;
-  assign \$1156  = ! beats__payload[70:69];
-  assign \$1157  = beats__payload[70:69] == 1'h1;
-  assign \$1158  = beats__payload[70:69] == 2'h2;
-  assign \$1159  = beats__payload[70:69] == 2'h3;
-  assign \$1160  = ! beats__payload[72:71];
-  assign \$1161  = beats__payload[72:71] == 1'h1;
-  assign \$1162  = beats__payload[72:71] == 2'h2;
-  assign \$1163  = beats__payload[72:71] == 2'h3;
-  assign \$1164  = \$979 [2:0] == 2'h3;
-  assign \$1165  = take & \$1164 ;
-  assign \$1166  = ~ beats__payload[132];
-  assign \$1167  = beats__payload[102] & \$1166 ;
-  assign \$1168  = ! beats__payload[104:103];
-  assign \$1169  = beats__payload[104:103] == 1'h1;
-  assign \$1170  = beats__payload[104:103] == 2'h2;
-  assign \$1171  = beats__payload[104:103] == 2'h3;
-  assign \$1172  = ! beats__payload[106:105];
-  assign \$1173  = beats__payload[106:105] == 1'h1;
-  assign \$1174  = beats__payload[106:105] == 2'h2;
-  assign \$1175  = beats__payload[106:105] == 2'h3;
-  assign \$1176  = \$979 [2:0] + take;
+  assign \$1128  = \$931 [2:0] + take;
   always @(posedge clk)
-    beat0_lane0 <= \$1177 ;
+    beat0_lane0 <= \$1129 ;
   always @(posedge clk)
-    beat0_lane1 <= \$1178 ;
+    beat0_lane1 <= \$1130 ;
   always @(posedge clk)
-    beat0_lane2 <= \$1179 ;
+    beat0_lane2 <= \$1131 ;
   always @(posedge clk)
-    beat0_lane3 <= \$1180 ;
+    beat0_lane3 <= \$1132 ;
   always @(posedge clk)
-    beat1_lane0 <= \$1181 ;
+    beat1_lane0 <= \$1133 ;
   always @(posedge clk)
-    beat1_lane1 <= \$1182 ;
+    beat1_lane1 <= \$1134 ;
   always @(posedge clk)
-    beat1_lane2 <= \$1183 ;
+    beat1_lane2 <= \$1135 ;
   always @(posedge clk)
-    beat1_lane3 <= \$1184 ;
+    beat1_lane3 <= \$1136 ;
   always @(posedge clk)
-    beat2_lane0 <= \$1185 ;
+    beat2_lane0 <= \$1137 ;
   always @(posedge clk)
-    beat2_lane1 <= \$1186 ;
+    beat2_lane1 <= \$1138 ;
   always @(posedge clk)
-    beat2_lane2 <= \$1187 ;
+    beat2_lane2 <= \$1139 ;
   always @(posedge clk)
-    beat2_lane3 <= \$1188 ;
+    beat2_lane3 <= \$1140 ;
   always @(posedge clk)
-    beat3_lane0 <= \$1189 ;
+    beat3_lane0 <= \$1141 ;
   always @(posedge clk)
-    beat3_lane1 <= \$1190 ;
+    beat3_lane1 <= \$1142 ;
   always @(posedge clk)
-    beat3_lane2 <= \$1191 ;
+    beat3_lane2 <= \$1143 ;
   always @(posedge clk)
-    beat3_lane3 <= \$1192 ;
+    beat3_lane3 <= \$1144 ;
   always @(posedge clk)
-    count <= \$1193 ;
+    count <= \$1145 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1177 [34:1] = beat0_lane0[34:1];
+    \$1129 [34:1] = beat0_lane0[34:1];
+    (* full_case = 32'd1 *)
+    if (\$937 ) begin
+      \$1129 [0] = \$939 ;
+      \$1129 [4:1] = { \$943 , \$942 , \$941 , \$940  };
+      \$1129 [8:5] = { \$947 , \$946 , \$945 , \$944  };
+      \$1129 [14:9] = beats__payload[10:5];
+      \$1129 [33:15] = beats__payload[29:11];
+      \$1129 [34] = beats__payload[33];
+    end else if (shift) begin
+      \$1129 [0] = still[4];
+      \$1129 [4:1] = beat1_lane0[4:1];
+      \$1129 [8:5] = beat1_lane0[8:5];
+      \$1129 [14:9] = beat1_lane0[14:9];
+      \$1129 [33:15] = beat1_lane0[33:15];
+      \$1129 [34] = beat1_lane0[34];
+    end else begin
+      \$1129 [0] = still[0];
+    end
+    if (rst) begin
+      \$1129  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    \$1130 [34:1] = beat0_lane1[34:1];
+    (* full_case = 32'd1 *)
+    if (\$949 ) begin
+      \$1130 [0] = \$951 ;
+      \$1130 [4:1] = { \$955 , \$954 , \$953 , \$952  };
+      \$1130 [8:5] = { \$959 , \$958 , \$957 , \$956  };
+      \$1130 [14:9] = beats__payload[44:39];
+      \$1130 [33:15] = beats__payload[63:45];
+      \$1130 [34] = beats__payload[67];
+    end else if (shift) begin
+      \$1130 [0] = still[5];
+      \$1130 [4:1] = beat1_lane1[4:1];
+      \$1130 [8:5] = beat1_lane1[8:5];
+      \$1130 [14:9] = beat1_lane1[14:9];
+      \$1130 [33:15] = beat1_lane1[33:15];
+      \$1130 [34] = beat1_lane1[34];
+    end else begin
+      \$1130 [0] = still[1];
+    end
+    if (rst) begin
+      \$1130  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    \$1131 [34:1] = beat0_lane2[34:1];
+    (* full_case = 32'd1 *)
+    if (\$961 ) begin
+      \$1131 [0] = \$963 ;
+      \$1131 [4:1] = { \$967 , \$966 , \$965 , \$964  };
+      \$1131 [8:5] = { \$971 , \$970 , \$969 , \$968  };
+      \$1131 [14:9] = beats__payload[78:73];
+      \$1131 [33:15] = beats__payload[97:79];
+      \$1131 [34] = beats__payload[101];
+    end else if (shift) begin
+      \$1131 [0] = still[6];
+      \$1131 [4:1] = beat1_lane2[4:1];
+      \$1131 [8:5] = beat1_lane2[8:5];
+      \$1131 [14:9] = beat1_lane2[14:9];
+      \$1131 [33:15] = beat1_lane2[33:15];
+      \$1131 [34] = beat1_lane2[34];
+    end else begin
+      \$1131 [0] = still[2];
+    end
+    if (rst) begin
+      \$1131  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    \$1132 [34:1] = beat0_lane3[34:1];
+    (* full_case = 32'd1 *)
+    if (\$973 ) begin
+      \$1132 [0] = \$975 ;
+      \$1132 [4:1] = { \$979 , \$978 , \$977 , \$976  };
+      \$1132 [8:5] = { \$983 , \$982 , \$981 , \$980  };
+      \$1132 [14:9] = beats__payload[112:107];
+      \$1132 [33:15] = beats__payload[131:113];
+      \$1132 [34] = beats__payload[135];
+    end else if (shift) begin
+      \$1132 [0] = still[7];
+      \$1132 [4:1] = beat1_lane3[4:1];
+      \$1132 [8:5] = beat1_lane3[8:5];
+      \$1132 [14:9] = beat1_lane3[14:9];
+      \$1132 [33:15] = beat1_lane3[33:15];
+      \$1132 [34] = beat1_lane3[34];
+    end else begin
+      \$1132 [0] = still[3];
+    end
+    if (rst) begin
+      \$1132  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    \$1133 [34:1] = beat1_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$985 ) begin
-      \$1177 [0] = \$987 ;
-      \$1177 [4:1] = { \$991 , \$990 , \$989 , \$988  };
-      \$1177 [8:5] = { \$995 , \$994 , \$993 , \$992  };
-      \$1177 [14:9] = beats__payload[10:5];
-      \$1177 [33:15] = beats__payload[29:11];
-      \$1177 [34] = beats__payload[33];
+      \$1133 [0] = \$987 ;
+      \$1133 [4:1] = { \$991 , \$990 , \$989 , \$988  };
+      \$1133 [8:5] = { \$995 , \$994 , \$993 , \$992  };
+      \$1133 [14:9] = beats__payload[10:5];
+      \$1133 [33:15] = beats__payload[29:11];
+      \$1133 [34] = beats__payload[33];
     end else if (shift) begin
-      \$1177 [0] = still[4];
-      \$1177 [4:1] = beat1_lane0[4:1];
-      \$1177 [8:5] = beat1_lane0[8:5];
-      \$1177 [14:9] = beat1_lane0[14:9];
-      \$1177 [33:15] = beat1_lane0[33:15];
-      \$1177 [34] = beat1_lane0[34];
+      \$1133 [0] = still[8];
+      \$1133 [4:1] = beat2_lane0[4:1];
+      \$1133 [8:5] = beat2_lane0[8:5];
+      \$1133 [14:9] = beat2_lane0[14:9];
+      \$1133 [33:15] = beat2_lane0[33:15];
+      \$1133 [34] = beat2_lane0[34];
     end else begin
-      \$1177 [0] = still[0];
+      \$1133 [0] = still[4];
     end
     if (rst) begin
-      \$1177  = 35'h000000000;
+      \$1133  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1178 [34:1] = beat0_lane1[34:1];
+    \$1134 [34:1] = beat1_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$997 ) begin
-      \$1178 [0] = \$999 ;
-      \$1178 [4:1] = { \$1003 , \$1002 , \$1001 , \$1000  };
-      \$1178 [8:5] = { \$1007 , \$1006 , \$1005 , \$1004  };
-      \$1178 [14:9] = beats__payload[44:39];
-      \$1178 [33:15] = beats__payload[63:45];
-      \$1178 [34] = beats__payload[67];
+      \$1134 [0] = \$999 ;
+      \$1134 [4:1] = { \$1003 , \$1002 , \$1001 , \$1000  };
+      \$1134 [8:5] = { \$1007 , \$1006 , \$1005 , \$1004  };
+      \$1134 [14:9] = beats__payload[44:39];
+      \$1134 [33:15] = beats__payload[63:45];
+      \$1134 [34] = beats__payload[67];
     end else if (shift) begin
-      \$1178 [0] = still[5];
-      \$1178 [4:1] = beat1_lane1[4:1];
-      \$1178 [8:5] = beat1_lane1[8:5];
-      \$1178 [14:9] = beat1_lane1[14:9];
-      \$1178 [33:15] = beat1_lane1[33:15];
-      \$1178 [34] = beat1_lane1[34];
+      \$1134 [0] = still[9];
+      \$1134 [4:1] = beat2_lane1[4:1];
+      \$1134 [8:5] = beat2_lane1[8:5];
+      \$1134 [14:9] = beat2_lane1[14:9];
+      \$1134 [33:15] = beat2_lane1[33:15];
+      \$1134 [34] = beat2_lane1[34];
     end else begin
-      \$1178 [0] = still[1];
+      \$1134 [0] = still[5];
     end
     if (rst) begin
-      \$1178  = 35'h000000000;
+      \$1134  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1179 [34:1] = beat0_lane2[34:1];
+    \$1135 [34:1] = beat1_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1009 ) begin
-      \$1179 [0] = \$1011 ;
-      \$1179 [4:1] = { \$1015 , \$1014 , \$1013 , \$1012  };
-      \$1179 [8:5] = { \$1019 , \$1018 , \$1017 , \$1016  };
-      \$1179 [14:9] = beats__payload[78:73];
-      \$1179 [33:15] = beats__payload[97:79];
-      \$1179 [34] = beats__payload[101];
+      \$1135 [0] = \$1011 ;
+      \$1135 [4:1] = { \$1015 , \$1014 , \$1013 , \$1012  };
+      \$1135 [8:5] = { \$1019 , \$1018 , \$1017 , \$1016  };
+      \$1135 [14:9] = beats__payload[78:73];
+      \$1135 [33:15] = beats__payload[97:79];
+      \$1135 [34] = beats__payload[101];
     end else if (shift) begin
-      \$1179 [0] = still[6];
-      \$1179 [4:1] = beat1_lane2[4:1];
-      \$1179 [8:5] = beat1_lane2[8:5];
-      \$1179 [14:9] = beat1_lane2[14:9];
-      \$1179 [33:15] = beat1_lane2[33:15];
-      \$1179 [34] = beat1_lane2[34];
+      \$1135 [0] = still[10];
+      \$1135 [4:1] = beat2_lane2[4:1];
+      \$1135 [8:5] = beat2_lane2[8:5];
+      \$1135 [14:9] = beat2_lane2[14:9];
+      \$1135 [33:15] = beat2_lane2[33:15];
+      \$1135 [34] = beat2_lane2[34];
     end else begin
-      \$1179 [0] = still[2];
+      \$1135 [0] = still[6];
     end
     if (rst) begin
-      \$1179  = 35'h000000000;
+      \$1135  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1180 [34:1] = beat0_lane3[34:1];
+    \$1136 [34:1] = beat1_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1021 ) begin
-      \$1180 [0] = \$1023 ;
-      \$1180 [4:1] = { \$1027 , \$1026 , \$1025 , \$1024  };
-      \$1180 [8:5] = { \$1031 , \$1030 , \$1029 , \$1028  };
-      \$1180 [14:9] = beats__payload[112:107];
-      \$1180 [33:15] = beats__payload[131:113];
-      \$1180 [34] = beats__payload[135];
+      \$1136 [0] = \$1023 ;
+      \$1136 [4:1] = { \$1027 , \$1026 , \$1025 , \$1024  };
+      \$1136 [8:5] = { \$1031 , \$1030 , \$1029 , \$1028  };
+      \$1136 [14:9] = beats__payload[112:107];
+      \$1136 [33:15] = beats__payload[131:113];
+      \$1136 [34] = beats__payload[135];
     end else if (shift) begin
-      \$1180 [0] = still[7];
-      \$1180 [4:1] = beat1_lane3[4:1];
-      \$1180 [8:5] = beat1_lane3[8:5];
-      \$1180 [14:9] = beat1_lane3[14:9];
-      \$1180 [33:15] = beat1_lane3[33:15];
-      \$1180 [34] = beat1_lane3[34];
+      \$1136 [0] = still[11];
+      \$1136 [4:1] = beat2_lane3[4:1];
+      \$1136 [8:5] = beat2_lane3[8:5];
+      \$1136 [14:9] = beat2_lane3[14:9];
+      \$1136 [33:15] = beat2_lane3[33:15];
+      \$1136 [34] = beat2_lane3[34];
     end else begin
-      \$1180 [0] = still[3];
+      \$1136 [0] = still[7];
     end
     if (rst) begin
-      \$1180  = 35'h000000000;
+      \$1136  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1181 [34:1] = beat1_lane0[34:1];
+    \$1137 [34:1] = beat2_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1033 ) begin
-      \$1181 [0] = \$1035 ;
-      \$1181 [4:1] = { \$1039 , \$1038 , \$1037 , \$1036  };
-      \$1181 [8:5] = { \$1043 , \$1042 , \$1041 , \$1040  };
-      \$1181 [14:9] = beats__payload[10:5];
-      \$1181 [33:15] = beats__payload[29:11];
-      \$1181 [34] = beats__payload[33];
+      \$1137 [0] = \$1035 ;
+      \$1137 [4:1] = { \$1039 , \$1038 , \$1037 , \$1036  };
+      \$1137 [8:5] = { \$1043 , \$1042 , \$1041 , \$1040  };
+      \$1137 [14:9] = beats__payload[10:5];
+      \$1137 [33:15] = beats__payload[29:11];
+      \$1137 [34] = beats__payload[33];
     end else if (shift) begin
-      \$1181 [0] = still[8];
-      \$1181 [4:1] = beat2_lane0[4:1];
-      \$1181 [8:5] = beat2_lane0[8:5];
-      \$1181 [14:9] = beat2_lane0[14:9];
-      \$1181 [33:15] = beat2_lane0[33:15];
-      \$1181 [34] = beat2_lane0[34];
+      \$1137 [0] = still[12];
+      \$1137 [4:1] = beat3_lane0[4:1];
+      \$1137 [8:5] = beat3_lane0[8:5];
+      \$1137 [14:9] = beat3_lane0[14:9];
+      \$1137 [33:15] = beat3_lane0[33:15];
+      \$1137 [34] = beat3_lane0[34];
     end else begin
-      \$1181 [0] = still[4];
+      \$1137 [0] = still[8];
     end
     if (rst) begin
-      \$1181  = 35'h000000000;
+      \$1137  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1182 [34:1] = beat1_lane1[34:1];
+    \$1138 [34:1] = beat2_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1045 ) begin
-      \$1182 [0] = \$1047 ;
-      \$1182 [4:1] = { \$1051 , \$1050 , \$1049 , \$1048  };
-      \$1182 [8:5] = { \$1055 , \$1054 , \$1053 , \$1052  };
-      \$1182 [14:9] = beats__payload[44:39];
-      \$1182 [33:15] = beats__payload[63:45];
-      \$1182 [34] = beats__payload[67];
+      \$1138 [0] = \$1047 ;
+      \$1138 [4:1] = { \$1051 , \$1050 , \$1049 , \$1048  };
+      \$1138 [8:5] = { \$1055 , \$1054 , \$1053 , \$1052  };
+      \$1138 [14:9] = beats__payload[44:39];
+      \$1138 [33:15] = beats__payload[63:45];
+      \$1138 [34] = beats__payload[67];
     end else if (shift) begin
-      \$1182 [0] = still[9];
-      \$1182 [4:1] = beat2_lane1[4:1];
-      \$1182 [8:5] = beat2_lane1[8:5];
-      \$1182 [14:9] = beat2_lane1[14:9];
-      \$1182 [33:15] = beat2_lane1[33:15];
-      \$1182 [34] = beat2_lane1[34];
+      \$1138 [0] = still[13];
+      \$1138 [4:1] = beat3_lane1[4:1];
+      \$1138 [8:5] = beat3_lane1[8:5];
+      \$1138 [14:9] = beat3_lane1[14:9];
+      \$1138 [33:15] = beat3_lane1[33:15];
+      \$1138 [34] = beat3_lane1[34];
     end else begin
-      \$1182 [0] = still[5];
+      \$1138 [0] = still[9];
     end
     if (rst) begin
-      \$1182  = 35'h000000000;
+      \$1138  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1183 [34:1] = beat1_lane2[34:1];
+    \$1139 [34:1] = beat2_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1057 ) begin
-      \$1183 [0] = \$1059 ;
-      \$1183 [4:1] = { \$1063 , \$1062 , \$1061 , \$1060  };
-      \$1183 [8:5] = { \$1067 , \$1066 , \$1065 , \$1064  };
-      \$1183 [14:9] = beats__payload[78:73];
-      \$1183 [33:15] = beats__payload[97:79];
-      \$1183 [34] = beats__payload[101];
+      \$1139 [0] = \$1059 ;
+      \$1139 [4:1] = { \$1063 , \$1062 , \$1061 , \$1060  };
+      \$1139 [8:5] = { \$1067 , \$1066 , \$1065 , \$1064  };
+      \$1139 [14:9] = beats__payload[78:73];
+      \$1139 [33:15] = beats__payload[97:79];
+      \$1139 [34] = beats__payload[101];
     end else if (shift) begin
-      \$1183 [0] = still[10];
-      \$1183 [4:1] = beat2_lane2[4:1];
-      \$1183 [8:5] = beat2_lane2[8:5];
-      \$1183 [14:9] = beat2_lane2[14:9];
-      \$1183 [33:15] = beat2_lane2[33:15];
-      \$1183 [34] = beat2_lane2[34];
+      \$1139 [0] = still[14];
+      \$1139 [4:1] = beat3_lane2[4:1];
+      \$1139 [8:5] = beat3_lane2[8:5];
+      \$1139 [14:9] = beat3_lane2[14:9];
+      \$1139 [33:15] = beat3_lane2[33:15];
+      \$1139 [34] = beat3_lane2[34];
     end else begin
-      \$1183 [0] = still[6];
+      \$1139 [0] = still[10];
     end
     if (rst) begin
-      \$1183  = 35'h000000000;
+      \$1139  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1184 [34:1] = beat1_lane3[34:1];
+    \$1140 [34:1] = beat2_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1069 ) begin
-      \$1184 [0] = \$1071 ;
-      \$1184 [4:1] = { \$1075 , \$1074 , \$1073 , \$1072  };
-      \$1184 [8:5] = { \$1079 , \$1078 , \$1077 , \$1076  };
-      \$1184 [14:9] = beats__payload[112:107];
-      \$1184 [33:15] = beats__payload[131:113];
-      \$1184 [34] = beats__payload[135];
+      \$1140 [0] = \$1071 ;
+      \$1140 [4:1] = { \$1075 , \$1074 , \$1073 , \$1072  };
+      \$1140 [8:5] = { \$1079 , \$1078 , \$1077 , \$1076  };
+      \$1140 [14:9] = beats__payload[112:107];
+      \$1140 [33:15] = beats__payload[131:113];
+      \$1140 [34] = beats__payload[135];
     end else if (shift) begin
-      \$1184 [0] = still[11];
-      \$1184 [4:1] = beat2_lane3[4:1];
-      \$1184 [8:5] = beat2_lane3[8:5];
-      \$1184 [14:9] = beat2_lane3[14:9];
-      \$1184 [33:15] = beat2_lane3[33:15];
-      \$1184 [34] = beat2_lane3[34];
+      \$1140 [0] = still[15];
+      \$1140 [4:1] = beat3_lane3[4:1];
+      \$1140 [8:5] = beat3_lane3[8:5];
+      \$1140 [14:9] = beat3_lane3[14:9];
+      \$1140 [33:15] = beat3_lane3[33:15];
+      \$1140 [34] = beat3_lane3[34];
     end else begin
-      \$1184 [0] = still[7];
+      \$1140 [0] = still[11];
     end
     if (rst) begin
-      \$1184  = 35'h000000000;
+      \$1140  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1185 [34:1] = beat2_lane0[34:1];
+    \$1141 [34:1] = beat3_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1081 ) begin
-      \$1185 [0] = \$1083 ;
-      \$1185 [4:1] = { \$1087 , \$1086 , \$1085 , \$1084  };
-      \$1185 [8:5] = { \$1091 , \$1090 , \$1089 , \$1088  };
-      \$1185 [14:9] = beats__payload[10:5];
-      \$1185 [33:15] = beats__payload[29:11];
-      \$1185 [34] = beats__payload[33];
+      \$1141 [0] = \$1083 ;
+      \$1141 [4:1] = { \$1087 , \$1086 , \$1085 , \$1084  };
+      \$1141 [8:5] = { \$1091 , \$1090 , \$1089 , \$1088  };
+      \$1141 [14:9] = beats__payload[10:5];
+      \$1141 [33:15] = beats__payload[29:11];
+      \$1141 [34] = beats__payload[33];
     end else if (shift) begin
-      \$1185 [0] = still[12];
-      \$1185 [4:1] = beat3_lane0[4:1];
-      \$1185 [8:5] = beat3_lane0[8:5];
-      \$1185 [14:9] = beat3_lane0[14:9];
-      \$1185 [33:15] = beat3_lane0[33:15];
-      \$1185 [34] = beat3_lane0[34];
+      \$1141 [0] = 1'h0;
     end else begin
-      \$1185 [0] = still[8];
+      \$1141 [0] = still[12];
     end
     if (rst) begin
-      \$1185  = 35'h000000000;
+      \$1141  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1186 [34:1] = beat2_lane1[34:1];
+    \$1142 [34:1] = beat3_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1093 ) begin
-      \$1186 [0] = \$1095 ;
-      \$1186 [4:1] = { \$1099 , \$1098 , \$1097 , \$1096  };
-      \$1186 [8:5] = { \$1103 , \$1102 , \$1101 , \$1100  };
-      \$1186 [14:9] = beats__payload[44:39];
-      \$1186 [33:15] = beats__payload[63:45];
-      \$1186 [34] = beats__payload[67];
+      \$1142 [0] = \$1095 ;
+      \$1142 [4:1] = { \$1099 , \$1098 , \$1097 , \$1096  };
+      \$1142 [8:5] = { \$1103 , \$1102 , \$1101 , \$1100  };
+      \$1142 [14:9] = beats__payload[44:39];
+      \$1142 [33:15] = beats__payload[63:45];
+      \$1142 [34] = beats__payload[67];
     end else if (shift) begin
-      \$1186 [0] = still[13];
-      \$1186 [4:1] = beat3_lane1[4:1];
-      \$1186 [8:5] = beat3_lane1[8:5];
-      \$1186 [14:9] = beat3_lane1[14:9];
-      \$1186 [33:15] = beat3_lane1[33:15];
-      \$1186 [34] = beat3_lane1[34];
+      \$1142 [0] = 1'h0;
     end else begin
-      \$1186 [0] = still[9];
+      \$1142 [0] = still[13];
     end
     if (rst) begin
-      \$1186  = 35'h000000000;
+      \$1142  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1187 [34:1] = beat2_lane2[34:1];
+    \$1143 [34:1] = beat3_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1105 ) begin
-      \$1187 [0] = \$1107 ;
-      \$1187 [4:1] = { \$1111 , \$1110 , \$1109 , \$1108  };
-      \$1187 [8:5] = { \$1115 , \$1114 , \$1113 , \$1112  };
-      \$1187 [14:9] = beats__payload[78:73];
-      \$1187 [33:15] = beats__payload[97:79];
-      \$1187 [34] = beats__payload[101];
+      \$1143 [0] = \$1107 ;
+      \$1143 [4:1] = { \$1111 , \$1110 , \$1109 , \$1108  };
+      \$1143 [8:5] = { \$1115 , \$1114 , \$1113 , \$1112  };
+      \$1143 [14:9] = beats__payload[78:73];
+      \$1143 [33:15] = beats__payload[97:79];
+      \$1143 [34] = beats__payload[101];
     end else if (shift) begin
-      \$1187 [0] = still[14];
-      \$1187 [4:1] = beat3_lane2[4:1];
-      \$1187 [8:5] = beat3_lane2[8:5];
-      \$1187 [14:9] = beat3_lane2[14:9];
-      \$1187 [33:15] = beat3_lane2[33:15];
-      \$1187 [34] = beat3_lane2[34];
+      \$1143 [0] = 1'h0;
     end else begin
-      \$1187 [0] = still[10];
+      \$1143 [0] = still[14];
     end
     if (rst) begin
-      \$1187  = 35'h000000000;
+      \$1143  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1188 [34:1] = beat2_lane3[34:1];
+    \$1144 [34:1] = beat3_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1117 ) begin
-      \$1188 [0] = \$1119 ;
-      \$1188 [4:1] = { \$1123 , \$1122 , \$1121 , \$1120  };
-      \$1188 [8:5] = { \$1127 , \$1126 , \$1125 , \$1124  };
-      \$1188 [14:9] = beats__payload[112:107];
-      \$1188 [33:15] = beats__payload[131:113];
-      \$1188 [34] = beats__payload[135];
+      \$1144 [0] = \$1119 ;
+      \$1144 [4:1] = { \$1123 , \$1122 , \$1121 , \$1120  };
+      \$1144 [8:5] = { \$1127 , \$1126 , \$1125 , \$1124  };
+      \$1144 [14:9] = beats__payload[112:107];
+      \$1144 [33:15] = beats__payload[131:113];
+      \$1144 [34] = beats__payload[135];
     end else if (shift) begin
-      \$1188 [0] = still[15];
-      \$1188 [4:1] = beat3_lane3[4:1];
-      \$1188 [8:5] = beat3_lane3[8:5];
-      \$1188 [14:9] = beat3_lane3[14:9];
-      \$1188 [33:15] = beat3_lane3[33:15];
-      \$1188 [34] = beat3_lane3[34];
+      \$1144 [0] = 1'h0;
     end else begin
-      \$1188 [0] = still[11];
+      \$1144 [0] = still[15];
     end
     if (rst) begin
-      \$1188  = 35'h000000000;
+      \$1144  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1189 [34:1] = beat3_lane0[34:1];
-    (* full_case = 32'd1 *)
-    if (\$1129 ) begin
-      \$1189 [0] = \$1131 ;
-      \$1189 [4:1] = { \$1135 , \$1134 , \$1133 , \$1132  };
-      \$1189 [8:5] = { \$1139 , \$1138 , \$1137 , \$1136  };
-      \$1189 [14:9] = beats__payload[10:5];
-      \$1189 [33:15] = beats__payload[29:11];
-      \$1189 [34] = beats__payload[33];
-    end else if (shift) begin
-      \$1189 [0] = 1'h0;
-    end else begin
-      \$1189 [0] = still[12];
-    end
+    \$1145  = \$1128 [2:0];
     if (rst) begin
-      \$1189  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1190 [34:1] = beat3_lane1[34:1];
-    (* full_case = 32'd1 *)
-    if (\$1141 ) begin
-      \$1190 [0] = \$1143 ;
-      \$1190 [4:1] = { \$1147 , \$1146 , \$1145 , \$1144  };
-      \$1190 [8:5] = { \$1151 , \$1150 , \$1149 , \$1148  };
-      \$1190 [14:9] = beats__payload[44:39];
-      \$1190 [33:15] = beats__payload[63:45];
-      \$1190 [34] = beats__payload[67];
-    end else if (shift) begin
-      \$1190 [0] = 1'h0;
-    end else begin
-      \$1190 [0] = still[13];
-    end
-    if (rst) begin
-      \$1190  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1191 [34:1] = beat3_lane2[34:1];
-    (* full_case = 32'd1 *)
-    if (\$1153 ) begin
-      \$1191 [0] = \$1155 ;
-      \$1191 [4:1] = { \$1159 , \$1158 , \$1157 , \$1156  };
-      \$1191 [8:5] = { \$1163 , \$1162 , \$1161 , \$1160  };
-      \$1191 [14:9] = beats__payload[78:73];
-      \$1191 [33:15] = beats__payload[97:79];
-      \$1191 [34] = beats__payload[101];
-    end else if (shift) begin
-      \$1191 [0] = 1'h0;
-    end else begin
-      \$1191 [0] = still[14];
-    end
-    if (rst) begin
-      \$1191  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1192 [34:1] = beat3_lane3[34:1];
-    (* full_case = 32'd1 *)
-    if (\$1165 ) begin
-      \$1192 [0] = \$1167 ;
-      \$1192 [4:1] = { \$1171 , \$1170 , \$1169 , \$1168  };
-      \$1192 [8:5] = { \$1175 , \$1174 , \$1173 , \$1172  };
-      \$1192 [14:9] = beats__payload[112:107];
-      \$1192 [33:15] = beats__payload[131:113];
-      \$1192 [34] = beats__payload[135];
-    end else if (shift) begin
-      \$1192 [0] = 1'h0;
-    end else begin
-      \$1192 [0] = still[15];
-    end
-    if (rst) begin
-      \$1192  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
-    \$1193  = \$1176 [2:0];
-    if (rst) begin
-      \$1193  = 3'h0;
+      \$1145  = 3'h0;
     end
   end
   assign request_bit0 = { beat3_lane3[9], beat3_lane2[9], beat3_lane1[9], beat3_lane0[9], beat2_lane3[9], beat2_lane2[9], beat2_lane1[9], beat2_lane0[9], beat1_lane3[9], beat1_lane2[9], beat1_lane1[9], beat1_lane0[9], beat0_lane3[9], beat0_lane2[9], beat0_lane1[9], beat0_lane0[9] };
@@ -52732,471 +52647,464 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign request_bit23 = { beat3_lane3[32], beat3_lane2[32], beat3_lane1[32], beat3_lane0[32], beat2_lane3[32], beat2_lane2[32], beat2_lane1[32], beat2_lane0[32], beat1_lane3[32], beat1_lane2[32], beat1_lane1[32], beat1_lane0[32], beat0_lane3[32], beat0_lane2[32], beat0_lane1[32], beat0_lane0[32] };
   assign request_bit24 = { beat3_lane3[33], beat3_lane2[33], beat3_lane1[33], beat3_lane0[33], beat2_lane3[33], beat2_lane2[33], beat2_lane1[33], beat2_lane0[33], beat1_lane3[33], beat1_lane2[33], beat1_lane1[33], beat1_lane0[33], beat0_lane3[33], beat0_lane2[33], beat0_lane1[33], beat0_lane0[33] };
   assign request_bit25 = { beat3_lane3[34], beat3_lane2[34], beat3_lane1[34], beat3_lane0[34], beat2_lane3[34], beat2_lane2[34], beat2_lane1[34], beat2_lane0[34], beat1_lane3[34], beat1_lane2[34], beat1_lane1[34], beat1_lane0[34], beat0_lane3[34], beat0_lane2[34], beat0_lane1[34], beat0_lane0[34] };
-  assign bank0_wanted_by = { wants15[0], wants14[0], wants13[0], wants12[0], wants11[0], wants10[0], wants9[0], wants8[0], wants7[0], wants6[0], wants5[0], wants4[0], wants3[0], wants2[0], wants1[0], wants0[0] };
-  assign bank0_oldest = \$67 [15:0];
-  assign bank1_wanted_by = { wants15[1], wants14[1], wants13[1], wants12[1], wants11[1], wants10[1], wants9[1], wants8[1], wants7[1], wants6[1], wants5[1], wants4[1], wants3[1], wants2[1], wants1[1], wants0[1] };
-  assign bank1_oldest = \$70 [15:0];
-  assign bank2_wanted_by = { wants15[2], wants14[2], wants13[2], wants12[2], wants11[2], wants10[2], wants9[2], wants8[2], wants7[2], wants6[2], wants5[2], wants4[2], wants3[2], wants2[2], wants1[2], wants0[2] };
-  assign bank2_oldest = \$73 [15:0];
-  assign bank3_wanted_by = { wants15[3], wants14[3], wants13[3], wants12[3], wants11[3], wants10[3], wants9[3], wants8[3], wants7[3], wants6[3], wants5[3], wants4[3], wants3[3], wants2[3], wants1[3], wants0[3] };
-  assign bank3_oldest = \$76 [15:0];
-  assign bank4_wanted_by = { wants15[4], wants14[4], wants13[4], wants12[4], wants11[4], wants10[4], wants9[4], wants8[4], wants7[4], wants6[4], wants5[4], wants4[4], wants3[4], wants2[4], wants1[4], wants0[4] };
-  assign bank4_oldest = \$79 [15:0];
-  assign bank5_wanted_by = { wants15[5], wants14[5], wants13[5], wants12[5], wants11[5], wants10[5], wants9[5], wants8[5], wants7[5], wants6[5], wants5[5], wants4[5], wants3[5], wants2[5], wants1[5], wants0[5] };
-  assign bank5_oldest = \$82 [15:0];
-  assign bank6_wanted_by = { wants15[6], wants14[6], wants13[6], wants12[6], wants11[6], wants10[6], wants9[6], wants8[6], wants7[6], wants6[6], wants5[6], wants4[6], wants3[6], wants2[6], wants1[6], wants0[6] };
-  assign bank6_oldest = \$85 [15:0];
-  assign bank7_wanted_by = { wants15[7], wants14[7], wants13[7], wants12[7], wants11[7], wants10[7], wants9[7], wants8[7], wants7[7], wants6[7], wants5[7], wants4[7], wants3[7], wants2[7], wants1[7], wants0[7] };
-  assign bank7_oldest = \$88 [15:0];
-  assign bank8_wanted_by = { wants15[8], wants14[8], wants13[8], wants12[8], wants11[8], wants10[8], wants9[8], wants8[8], wants7[8], wants6[8], wants5[8], wants4[8], wants3[8], wants2[8], wants1[8], wants0[8] };
-  assign bank8_oldest = \$91 [15:0];
-  assign bank9_wanted_by = { wants15[9], wants14[9], wants13[9], wants12[9], wants11[9], wants10[9], wants9[9], wants8[9], wants7[9], wants6[9], wants5[9], wants4[9], wants3[9], wants2[9], wants1[9], wants0[9] };
-  assign bank9_oldest = \$94 [15:0];
-  assign bank10_wanted_by = { wants15[10], wants14[10], wants13[10], wants12[10], wants11[10], wants10[10], wants9[10], wants8[10], wants7[10], wants6[10], wants5[10], wants4[10], wants3[10], wants2[10], wants1[10], wants0[10] };
-  assign bank10_oldest = \$97 [15:0];
-  assign bank11_wanted_by = { wants15[11], wants14[11], wants13[11], wants12[11], wants11[11], wants10[11], wants9[11], wants8[11], wants7[11], wants6[11], wants5[11], wants4[11], wants3[11], wants2[11], wants1[11], wants0[11] };
-  assign bank11_oldest = \$100 [15:0];
-  assign bank12_wanted_by = { wants15[12], wants14[12], wants13[12], wants12[12], wants11[12], wants10[12], wants9[12], wants8[12], wants7[12], wants6[12], wants5[12], wants4[12], wants3[12], wants2[12], wants1[12], wants0[12] };
-  assign bank12_oldest = \$103 [15:0];
-  assign bank13_wanted_by = { wants15[13], wants14[13], wants13[13], wants12[13], wants11[13], wants10[13], wants9[13], wants8[13], wants7[13], wants6[13], wants5[13], wants4[13], wants3[13], wants2[13], wants1[13], wants0[13] };
-  assign bank13_oldest = \$106 [15:0];
-  assign bank14_wanted_by = { wants15[14], wants14[14], wants13[14], wants12[14], wants11[14], wants10[14], wants9[14], wants8[14], wants7[14], wants6[14], wants5[14], wants4[14], wants3[14], wants2[14], wants1[14], wants0[14] };
-  assign bank14_oldest = \$109 [15:0];
-  assign bank15_wanted_by = { wants15[15], wants14[15], wants13[15], wants12[15], wants11[15], wants10[15], wants9[15], wants8[15], wants7[15], wants6[15], wants5[15], wants4[15], wants3[15], wants2[15], wants1[15], wants0[15] };
-  assign bank15_oldest = \$112 [15:0];
-  assign requests__0__payload = { \$164 , \$162 , \$160 , \$158 , \$156 , \$154 , \$152 , \$150 , \$148 , \$146 , \$144 , \$142 , \$140 , \$138 , \$136 , \$134 , \$132 , \$130 , \$128 , \$126 , \$124 , \$122 , \$120 , \$118 , \$116 , \$114  };
-  assign requests__1__payload = { \$216 , \$214 , \$212 , \$210 , \$208 , \$206 , \$204 , \$202 , \$200 , \$198 , \$196 , \$194 , \$192 , \$190 , \$188 , \$186 , \$184 , \$182 , \$180 , \$178 , \$176 , \$174 , \$172 , \$170 , \$168 , \$166  };
-  assign requests__2__payload = { \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252 , \$250 , \$248 , \$246 , \$244 , \$242 , \$240 , \$238 , \$236 , \$234 , \$232 , \$230 , \$228 , \$226 , \$224 , \$222 , \$220 , \$218  };
-  assign requests__3__payload = { \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306 , \$304 , \$302 , \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274 , \$272 , \$270  };
-  assign requests__4__payload = { \$372 , \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358 , \$356 , \$354 , \$352 , \$350 , \$348 , \$346 , \$344 , \$342 , \$340 , \$338 , \$336 , \$334 , \$332 , \$330 , \$328 , \$326 , \$324 , \$322  };
-  assign requests__5__payload = { \$424 , \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374  };
-  assign requests__6__payload = { \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450 , \$448 , \$446 , \$444 , \$442 , \$440 , \$438 , \$436 , \$434 , \$432 , \$430 , \$428 , \$426  };
-  assign requests__7__payload = { \$528 , \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480 , \$478  };
-  assign requests__8__payload = { \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534 , \$532 , \$530  };
-  assign requests__9__payload = { \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586 , \$584 , \$582  };
-  assign requests__10__payload = { \$684 , \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638 , \$636 , \$634  };
-  assign requests__11__payload = { \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702 , \$700 , \$698 , \$696 , \$694 , \$692 , \$690 , \$688 , \$686  };
-  assign requests__12__payload = { \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770 , \$768 , \$766 , \$764 , \$762 , \$760 , \$758 , \$756 , \$754 , \$752 , \$750 , \$748 , \$746 , \$744 , \$742 , \$740 , \$738  };
-  assign requests__13__payload = { \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792 , \$790  };
-  assign requests__14__payload = { \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846 , \$844 , \$842  };
-  assign requests__15__payload = { \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926 , \$924 , \$922 , \$920 , \$918 , \$916 , \$914 , \$912 , \$910 , \$908 , \$906 , \$904 , \$902 , \$900 , \$898 , \$896 , \$894  };
-  assign after_shift = \$979 [2:0];
+  assign bank_low_bit0 = { beat3_lane3[1], beat3_lane2[1], beat3_lane1[1], beat3_lane0[1], beat2_lane3[1], beat2_lane2[1], beat2_lane1[1], beat2_lane0[1], beat1_lane3[1], beat1_lane2[1], beat1_lane1[1], beat1_lane0[1], beat0_lane3[1], beat0_lane2[1], beat0_lane1[1], beat0_lane0[1] };
+  assign bank_low_bit1 = { beat3_lane3[2], beat3_lane2[2], beat3_lane1[2], beat3_lane0[2], beat2_lane3[2], beat2_lane2[2], beat2_lane1[2], beat2_lane0[2], beat1_lane3[2], beat1_lane2[2], beat1_lane1[2], beat1_lane0[2], beat0_lane3[2], beat0_lane2[2], beat0_lane1[2], beat0_lane0[2] };
+  assign bank_low_bit2 = { beat3_lane3[3], beat3_lane2[3], beat3_lane1[3], beat3_lane0[3], beat2_lane3[3], beat2_lane2[3], beat2_lane1[3], beat2_lane0[3], beat1_lane3[3], beat1_lane2[3], beat1_lane1[3], beat1_lane0[3], beat0_lane3[3], beat0_lane2[3], beat0_lane1[3], beat0_lane0[3] };
+  assign bank_low_bit3 = { beat3_lane3[4], beat3_lane2[4], beat3_lane1[4], beat3_lane0[4], beat2_lane3[4], beat2_lane2[4], beat2_lane1[4], beat2_lane0[4], beat1_lane3[4], beat1_lane2[4], beat1_lane1[4], beat1_lane0[4], beat0_lane3[4], beat0_lane2[4], beat0_lane1[4], beat0_lane0[4] };
+  assign bank_high_bit0 = { beat3_lane3[5], beat3_lane2[5], beat3_lane1[5], beat3_lane0[5], beat2_lane3[5], beat2_lane2[5], beat2_lane1[5], beat2_lane0[5], beat1_lane3[5], beat1_lane2[5], beat1_lane1[5], beat1_lane0[5], beat0_lane3[5], beat0_lane2[5], beat0_lane1[5], beat0_lane0[5] };
+  assign bank_high_bit1 = { beat3_lane3[6], beat3_lane2[6], beat3_lane1[6], beat3_lane0[6], beat2_lane3[6], beat2_lane2[6], beat2_lane1[6], beat2_lane0[6], beat1_lane3[6], beat1_lane2[6], beat1_lane1[6], beat1_lane0[6], beat0_lane3[6], beat0_lane2[6], beat0_lane1[6], beat0_lane0[6] };
+  assign bank_high_bit2 = { beat3_lane3[7], beat3_lane2[7], beat3_lane1[7], beat3_lane0[7], beat2_lane3[7], beat2_lane2[7], beat2_lane1[7], beat2_lane0[7], beat1_lane3[7], beat1_lane2[7], beat1_lane1[7], beat1_lane0[7], beat0_lane3[7], beat0_lane2[7], beat0_lane1[7], beat0_lane0[7] };
+  assign bank_high_bit3 = { beat3_lane3[8], beat3_lane2[8], beat3_lane1[8], beat3_lane0[8], beat2_lane3[8], beat2_lane2[8], beat2_lane1[8], beat2_lane0[8], beat1_lane3[8], beat1_lane2[8], beat1_lane1[8], beat1_lane0[8], beat0_lane3[8], beat0_lane2[8], beat0_lane1[8], beat0_lane0[8] };
+  assign bank_enabled = { beat3_lane3[0], beat3_lane2[0], beat3_lane1[0], beat3_lane0[0], beat2_lane3[0], beat2_lane2[0], beat2_lane1[0], beat2_lane0[0], beat1_lane3[0], beat1_lane2[0], beat1_lane1[0], beat1_lane0[0], beat0_lane3[0], beat0_lane2[0], beat0_lane1[0], beat0_lane0[0] };
+  assign bank0_oldest = \$19 [15:0];
+  assign bank1_oldest = \$22 [15:0];
+  assign bank2_oldest = \$25 [15:0];
+  assign bank3_oldest = \$28 [15:0];
+  assign bank4_oldest = \$31 [15:0];
+  assign bank5_oldest = \$34 [15:0];
+  assign bank6_oldest = \$37 [15:0];
+  assign bank7_oldest = \$40 [15:0];
+  assign bank8_oldest = \$43 [15:0];
+  assign bank9_oldest = \$46 [15:0];
+  assign bank10_oldest = \$49 [15:0];
+  assign bank11_oldest = \$52 [15:0];
+  assign bank12_oldest = \$55 [15:0];
+  assign bank13_oldest = \$58 [15:0];
+  assign bank14_oldest = \$61 [15:0];
+  assign bank15_oldest = \$64 [15:0];
+  assign requests__0__payload = { \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104 , \$102 , \$100 , \$98 , \$96 , \$94 , \$92 , \$90 , \$88 , \$86 , \$84 , \$82 , \$80 , \$78 , \$76 , \$74 , \$72 , \$70 , \$68 , \$66  };
+  assign requests__1__payload = { \$168 , \$166 , \$164 , \$162 , \$160 , \$158 , \$156 , \$154 , \$152 , \$150 , \$148 , \$146 , \$144 , \$142 , \$140 , \$138 , \$136 , \$134 , \$132 , \$130 , \$128 , \$126 , \$124 , \$122 , \$120 , \$118  };
+  assign requests__2__payload = { \$220 , \$218 , \$216 , \$214 , \$212 , \$210 , \$208 , \$206 , \$204 , \$202 , \$200 , \$198 , \$196 , \$194 , \$192 , \$190 , \$188 , \$186 , \$184 , \$182 , \$180 , \$178 , \$176 , \$174 , \$172 , \$170  };
+  assign requests__3__payload = { \$272 , \$270 , \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252 , \$250 , \$248 , \$246 , \$244 , \$242 , \$240 , \$238 , \$236 , \$234 , \$232 , \$230 , \$228 , \$226 , \$224 , \$222  };
+  assign requests__4__payload = { \$324 , \$322 , \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306 , \$304 , \$302 , \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286 , \$284 , \$282 , \$280 , \$278 , \$276 , \$274  };
+  assign requests__5__payload = { \$376 , \$374 , \$372 , \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358 , \$356 , \$354 , \$352 , \$350 , \$348 , \$346 , \$344 , \$342 , \$340 , \$338 , \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
+  assign requests__6__payload = { \$428 , \$426 , \$424 , \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378  };
+  assign requests__7__payload = { \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450 , \$448 , \$446 , \$444 , \$442 , \$440 , \$438 , \$436 , \$434 , \$432 , \$430  };
+  assign requests__8__payload = { \$532 , \$530 , \$528 , \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482  };
+  assign requests__9__payload = { \$584 , \$582 , \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534  };
+  assign requests__10__payload = { \$636 , \$634 , \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586  };
+  assign requests__11__payload = { \$688 , \$686 , \$684 , \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638  };
+  assign requests__12__payload = { \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702 , \$700 , \$698 , \$696 , \$694 , \$692 , \$690  };
+  assign requests__13__payload = { \$792 , \$790 , \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770 , \$768 , \$766 , \$764 , \$762 , \$760 , \$758 , \$756 , \$754 , \$752 , \$750 , \$748 , \$746 , \$744 , \$742  };
+  assign requests__14__payload = { \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794  };
+  assign requests__15__payload = { \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846  };
+  assign after_shift = \$931 [2:0];
+  assign \port$3073$0  = \$66 ;
+  assign \port$3075$0  = \$68 ;
+  assign \port$3077$0  = \$70 ;
+  assign \port$3079$0  = \$72 ;
+  assign \port$3081$0  = \$74 ;
+  assign \port$3083$0  = \$76 ;
+  assign \port$3085$0  = \$78 ;
+  assign \port$3087$0  = \$80 ;
+  assign \port$3089$0  = \$82 ;
+  assign \port$3091$0  = \$84 ;
+  assign \port$3093$0  = \$86 ;
+  assign \port$3095$0  = \$88 ;
+  assign \port$3097$0  = \$90 ;
+  assign \port$3099$0  = \$92 ;
+  assign \port$3101$0  = \$94 ;
+  assign \port$3103$0  = \$96 ;
+  assign \port$3105$0  = \$98 ;
+  assign \port$3107$0  = \$100 ;
+  assign \port$3109$0  = \$102 ;
+  assign \port$3111$0  = \$104 ;
+  assign \port$3113$0  = \$106 ;
+  assign \port$3115$0  = \$108 ;
+  assign \port$3117$0  = \$110 ;
+  assign \port$3119$0  = \$112 ;
   assign \port$3121$0  = \$114 ;
   assign \port$3123$0  = \$116 ;
-  assign \port$3125$0  = \$118 ;
-  assign \port$3127$0  = \$120 ;
-  assign \port$3129$0  = \$122 ;
-  assign \port$3131$0  = \$124 ;
-  assign \port$3133$0  = \$126 ;
-  assign \port$3135$0  = \$128 ;
-  assign \port$3137$0  = \$130 ;
-  assign \port$3139$0  = \$132 ;
-  assign \port$3141$0  = \$134 ;
-  assign \port$3143$0  = \$136 ;
-  assign \port$3145$0  = \$138 ;
-  assign \port$3147$0  = \$140 ;
-  assign \port$3149$0  = \$142 ;
-  assign \port$3151$0  = \$144 ;
-  assign \port$3153$0  = \$146 ;
-  assign \port$3155$0  = \$148 ;
-  assign \port$3157$0  = \$150 ;
-  assign \port$3159$0  = \$152 ;
-  assign \port$3161$0  = \$154 ;
-  assign \port$3163$0  = \$156 ;
-  assign \port$3165$0  = \$158 ;
-  assign \port$3167$0  = \$160 ;
-  assign \port$3169$0  = \$162 ;
-  assign \port$3171$0  = \$164 ;
+  assign \port$3126$0  = \$118 ;
+  assign \port$3128$0  = \$120 ;
+  assign \port$3130$0  = \$122 ;
+  assign \port$3132$0  = \$124 ;
+  assign \port$3134$0  = \$126 ;
+  assign \port$3136$0  = \$128 ;
+  assign \port$3138$0  = \$130 ;
+  assign \port$3140$0  = \$132 ;
+  assign \port$3142$0  = \$134 ;
+  assign \port$3144$0  = \$136 ;
+  assign \port$3146$0  = \$138 ;
+  assign \port$3148$0  = \$140 ;
+  assign \port$3150$0  = \$142 ;
+  assign \port$3152$0  = \$144 ;
+  assign \port$3154$0  = \$146 ;
+  assign \port$3156$0  = \$148 ;
+  assign \port$3158$0  = \$150 ;
+  assign \port$3160$0  = \$152 ;
+  assign \port$3162$0  = \$154 ;
+  assign \port$3164$0  = \$156 ;
+  assign \port$3166$0  = \$158 ;
+  assign \port$3168$0  = \$160 ;
+  assign \port$3170$0  = \$162 ;
+  assign \port$3172$0  = \$164 ;
   assign \port$3174$0  = \$166 ;
   assign \port$3176$0  = \$168 ;
-  assign \port$3178$0  = \$170 ;
-  assign \port$3180$0  = \$172 ;
-  assign \port$3182$0  = \$174 ;
-  assign \port$3184$0  = \$176 ;
-  assign \port$3186$0  = \$178 ;
-  assign \port$3188$0  = \$180 ;
-  assign \port$3190$0  = \$182 ;
-  assign \port$3192$0  = \$184 ;
-  assign \port$3194$0  = \$186 ;
-  assign \port$3196$0  = \$188 ;
-  assign \port$3198$0  = \$190 ;
-  assign \port$3200$0  = \$192 ;
-  assign \port$3202$0  = \$194 ;
-  assign \port$3204$0  = \$196 ;
-  assign \port$3206$0  = \$198 ;
-  assign \port$3208$0  = \$200 ;
-  assign \port$3210$0  = \$202 ;
-  assign \port$3212$0  = \$204 ;
-  assign \port$3214$0  = \$206 ;
-  assign \port$3216$0  = \$208 ;
-  assign \port$3218$0  = \$210 ;
-  assign \port$3220$0  = \$212 ;
-  assign \port$3222$0  = \$214 ;
-  assign \port$3224$0  = \$216 ;
+  assign \port$3179$0  = \$170 ;
+  assign \port$3181$0  = \$172 ;
+  assign \port$3183$0  = \$174 ;
+  assign \port$3185$0  = \$176 ;
+  assign \port$3187$0  = \$178 ;
+  assign \port$3189$0  = \$180 ;
+  assign \port$3191$0  = \$182 ;
+  assign \port$3193$0  = \$184 ;
+  assign \port$3195$0  = \$186 ;
+  assign \port$3197$0  = \$188 ;
+  assign \port$3199$0  = \$190 ;
+  assign \port$3201$0  = \$192 ;
+  assign \port$3203$0  = \$194 ;
+  assign \port$3205$0  = \$196 ;
+  assign \port$3207$0  = \$198 ;
+  assign \port$3209$0  = \$200 ;
+  assign \port$3211$0  = \$202 ;
+  assign \port$3213$0  = \$204 ;
+  assign \port$3215$0  = \$206 ;
+  assign \port$3217$0  = \$208 ;
+  assign \port$3219$0  = \$210 ;
+  assign \port$3221$0  = \$212 ;
+  assign \port$3223$0  = \$214 ;
+  assign \port$3225$0  = \$216 ;
   assign \port$3227$0  = \$218 ;
   assign \port$3229$0  = \$220 ;
-  assign \port$3231$0  = \$222 ;
-  assign \port$3233$0  = \$224 ;
-  assign \port$3235$0  = \$226 ;
-  assign \port$3237$0  = \$228 ;
-  assign \port$3239$0  = \$230 ;
-  assign \port$3241$0  = \$232 ;
-  assign \port$3243$0  = \$234 ;
-  assign \port$3245$0  = \$236 ;
-  assign \port$3247$0  = \$238 ;
-  assign \port$3249$0  = \$240 ;
-  assign \port$3251$0  = \$242 ;
-  assign \port$3253$0  = \$244 ;
-  assign \port$3255$0  = \$246 ;
-  assign \port$3257$0  = \$248 ;
-  assign \port$3259$0  = \$250 ;
-  assign \port$3261$0  = \$252 ;
-  assign \port$3263$0  = \$254 ;
-  assign \port$3265$0  = \$256 ;
-  assign \port$3267$0  = \$258 ;
-  assign \port$3269$0  = \$260 ;
-  assign \port$3271$0  = \$262 ;
-  assign \port$3273$0  = \$264 ;
-  assign \port$3275$0  = \$266 ;
-  assign \port$3277$0  = \$268 ;
+  assign \port$3232$0  = \$222 ;
+  assign \port$3234$0  = \$224 ;
+  assign \port$3236$0  = \$226 ;
+  assign \port$3238$0  = \$228 ;
+  assign \port$3240$0  = \$230 ;
+  assign \port$3242$0  = \$232 ;
+  assign \port$3244$0  = \$234 ;
+  assign \port$3246$0  = \$236 ;
+  assign \port$3248$0  = \$238 ;
+  assign \port$3250$0  = \$240 ;
+  assign \port$3252$0  = \$242 ;
+  assign \port$3254$0  = \$244 ;
+  assign \port$3256$0  = \$246 ;
+  assign \port$3258$0  = \$248 ;
+  assign \port$3260$0  = \$250 ;
+  assign \port$3262$0  = \$252 ;
+  assign \port$3264$0  = \$254 ;
+  assign \port$3266$0  = \$256 ;
+  assign \port$3268$0  = \$258 ;
+  assign \port$3270$0  = \$260 ;
+  assign \port$3272$0  = \$262 ;
+  assign \port$3274$0  = \$264 ;
+  assign \port$3276$0  = \$266 ;
+  assign \port$3278$0  = \$268 ;
   assign \port$3280$0  = \$270 ;
   assign \port$3282$0  = \$272 ;
-  assign \port$3284$0  = \$274 ;
-  assign \port$3286$0  = \$276 ;
-  assign \port$3288$0  = \$278 ;
-  assign \port$3290$0  = \$280 ;
-  assign \port$3292$0  = \$282 ;
-  assign \port$3294$0  = \$284 ;
-  assign \port$3296$0  = \$286 ;
-  assign \port$3298$0  = \$288 ;
-  assign \port$3300$0  = \$290 ;
-  assign \port$3302$0  = \$292 ;
-  assign \port$3304$0  = \$294 ;
-  assign \port$3306$0  = \$296 ;
-  assign \port$3308$0  = \$298 ;
-  assign \port$3310$0  = \$300 ;
-  assign \port$3312$0  = \$302 ;
-  assign \port$3314$0  = \$304 ;
-  assign \port$3316$0  = \$306 ;
-  assign \port$3318$0  = \$308 ;
-  assign \port$3320$0  = \$310 ;
-  assign \port$3322$0  = \$312 ;
-  assign \port$3324$0  = \$314 ;
-  assign \port$3326$0  = \$316 ;
-  assign \port$3328$0  = \$318 ;
-  assign \port$3330$0  = \$320 ;
+  assign \port$3285$0  = \$274 ;
+  assign \port$3287$0  = \$276 ;
+  assign \port$3289$0  = \$278 ;
+  assign \port$3291$0  = \$280 ;
+  assign \port$3293$0  = \$282 ;
+  assign \port$3295$0  = \$284 ;
+  assign \port$3297$0  = \$286 ;
+  assign \port$3299$0  = \$288 ;
+  assign \port$3301$0  = \$290 ;
+  assign \port$3303$0  = \$292 ;
+  assign \port$3305$0  = \$294 ;
+  assign \port$3307$0  = \$296 ;
+  assign \port$3309$0  = \$298 ;
+  assign \port$3311$0  = \$300 ;
+  assign \port$3313$0  = \$302 ;
+  assign \port$3315$0  = \$304 ;
+  assign \port$3317$0  = \$306 ;
+  assign \port$3319$0  = \$308 ;
+  assign \port$3321$0  = \$310 ;
+  assign \port$3323$0  = \$312 ;
+  assign \port$3325$0  = \$314 ;
+  assign \port$3327$0  = \$316 ;
+  assign \port$3329$0  = \$318 ;
+  assign \port$3331$0  = \$320 ;
   assign \port$3333$0  = \$322 ;
   assign \port$3335$0  = \$324 ;
-  assign \port$3337$0  = \$326 ;
-  assign \port$3339$0  = \$328 ;
-  assign \port$3341$0  = \$330 ;
-  assign \port$3343$0  = \$332 ;
-  assign \port$3345$0  = \$334 ;
-  assign \port$3347$0  = \$336 ;
-  assign \port$3349$0  = \$338 ;
-  assign \port$3351$0  = \$340 ;
-  assign \port$3353$0  = \$342 ;
-  assign \port$3355$0  = \$344 ;
-  assign \port$3357$0  = \$346 ;
-  assign \port$3359$0  = \$348 ;
-  assign \port$3361$0  = \$350 ;
-  assign \port$3363$0  = \$352 ;
-  assign \port$3365$0  = \$354 ;
-  assign \port$3367$0  = \$356 ;
-  assign \port$3369$0  = \$358 ;
-  assign \port$3371$0  = \$360 ;
-  assign \port$3373$0  = \$362 ;
-  assign \port$3375$0  = \$364 ;
-  assign \port$3377$0  = \$366 ;
-  assign \port$3379$0  = \$368 ;
-  assign \port$3381$0  = \$370 ;
-  assign \port$3383$0  = \$372 ;
+  assign \port$3338$0  = \$326 ;
+  assign \port$3340$0  = \$328 ;
+  assign \port$3342$0  = \$330 ;
+  assign \port$3344$0  = \$332 ;
+  assign \port$3346$0  = \$334 ;
+  assign \port$3348$0  = \$336 ;
+  assign \port$3350$0  = \$338 ;
+  assign \port$3352$0  = \$340 ;
+  assign \port$3354$0  = \$342 ;
+  assign \port$3356$0  = \$344 ;
+  assign \port$3358$0  = \$346 ;
+  assign \port$3360$0  = \$348 ;
+  assign \port$3362$0  = \$350 ;
+  assign \port$3364$0  = \$352 ;
+  assign \port$3366$0  = \$354 ;
+  assign \port$3368$0  = \$356 ;
+  assign \port$3370$0  = \$358 ;
+  assign \port$3372$0  = \$360 ;
+  assign \port$3374$0  = \$362 ;
+  assign \port$3376$0  = \$364 ;
+  assign \port$3378$0  = \$366 ;
+  assign \port$3380$0  = \$368 ;
+  assign \port$3382$0  = \$370 ;
+  assign \port$3384$0  = \$372 ;
   assign \port$3386$0  = \$374 ;
   assign \port$3388$0  = \$376 ;
-  assign \port$3390$0  = \$378 ;
-  assign \port$3392$0  = \$380 ;
-  assign \port$3394$0  = \$382 ;
-  assign \port$3396$0  = \$384 ;
-  assign \port$3398$0  = \$386 ;
-  assign \port$3400$0  = \$388 ;
-  assign \port$3402$0  = \$390 ;
-  assign \port$3404$0  = \$392 ;
-  assign \port$3406$0  = \$394 ;
-  assign \port$3408$0  = \$396 ;
-  assign \port$3410$0  = \$398 ;
-  assign \port$3412$0  = \$400 ;
-  assign \port$3414$0  = \$402 ;
-  assign \port$3416$0  = \$404 ;
-  assign \port$3418$0  = \$406 ;
-  assign \port$3420$0  = \$408 ;
-  assign \port$3422$0  = \$410 ;
-  assign \port$3424$0  = \$412 ;
-  assign \port$3426$0  = \$414 ;
-  assign \port$3428$0  = \$416 ;
-  assign \port$3430$0  = \$418 ;
-  assign \port$3432$0  = \$420 ;
-  assign \port$3434$0  = \$422 ;
-  assign \port$3436$0  = \$424 ;
+  assign \port$3391$0  = \$378 ;
+  assign \port$3393$0  = \$380 ;
+  assign \port$3395$0  = \$382 ;
+  assign \port$3397$0  = \$384 ;
+  assign \port$3399$0  = \$386 ;
+  assign \port$3401$0  = \$388 ;
+  assign \port$3403$0  = \$390 ;
+  assign \port$3405$0  = \$392 ;
+  assign \port$3407$0  = \$394 ;
+  assign \port$3409$0  = \$396 ;
+  assign \port$3411$0  = \$398 ;
+  assign \port$3413$0  = \$400 ;
+  assign \port$3415$0  = \$402 ;
+  assign \port$3417$0  = \$404 ;
+  assign \port$3419$0  = \$406 ;
+  assign \port$3421$0  = \$408 ;
+  assign \port$3423$0  = \$410 ;
+  assign \port$3425$0  = \$412 ;
+  assign \port$3427$0  = \$414 ;
+  assign \port$3429$0  = \$416 ;
+  assign \port$3431$0  = \$418 ;
+  assign \port$3433$0  = \$420 ;
+  assign \port$3435$0  = \$422 ;
+  assign \port$3437$0  = \$424 ;
   assign \port$3439$0  = \$426 ;
   assign \port$3441$0  = \$428 ;
-  assign \port$3443$0  = \$430 ;
-  assign \port$3445$0  = \$432 ;
-  assign \port$3447$0  = \$434 ;
-  assign \port$3449$0  = \$436 ;
-  assign \port$3451$0  = \$438 ;
-  assign \port$3453$0  = \$440 ;
-  assign \port$3455$0  = \$442 ;
-  assign \port$3457$0  = \$444 ;
-  assign \port$3459$0  = \$446 ;
-  assign \port$3461$0  = \$448 ;
-  assign \port$3463$0  = \$450 ;
-  assign \port$3465$0  = \$452 ;
-  assign \port$3467$0  = \$454 ;
-  assign \port$3469$0  = \$456 ;
-  assign \port$3471$0  = \$458 ;
-  assign \port$3473$0  = \$460 ;
-  assign \port$3475$0  = \$462 ;
-  assign \port$3477$0  = \$464 ;
-  assign \port$3479$0  = \$466 ;
-  assign \port$3481$0  = \$468 ;
-  assign \port$3483$0  = \$470 ;
-  assign \port$3485$0  = \$472 ;
-  assign \port$3487$0  = \$474 ;
-  assign \port$3489$0  = \$476 ;
+  assign \port$3444$0  = \$430 ;
+  assign \port$3446$0  = \$432 ;
+  assign \port$3448$0  = \$434 ;
+  assign \port$3450$0  = \$436 ;
+  assign \port$3452$0  = \$438 ;
+  assign \port$3454$0  = \$440 ;
+  assign \port$3456$0  = \$442 ;
+  assign \port$3458$0  = \$444 ;
+  assign \port$3460$0  = \$446 ;
+  assign \port$3462$0  = \$448 ;
+  assign \port$3464$0  = \$450 ;
+  assign \port$3466$0  = \$452 ;
+  assign \port$3468$0  = \$454 ;
+  assign \port$3470$0  = \$456 ;
+  assign \port$3472$0  = \$458 ;
+  assign \port$3474$0  = \$460 ;
+  assign \port$3476$0  = \$462 ;
+  assign \port$3478$0  = \$464 ;
+  assign \port$3480$0  = \$466 ;
+  assign \port$3482$0  = \$468 ;
+  assign \port$3484$0  = \$470 ;
+  assign \port$3486$0  = \$472 ;
+  assign \port$3488$0  = \$474 ;
+  assign \port$3490$0  = \$476 ;
   assign \port$3492$0  = \$478 ;
   assign \port$3494$0  = \$480 ;
-  assign \port$3496$0  = \$482 ;
-  assign \port$3498$0  = \$484 ;
-  assign \port$3500$0  = \$486 ;
-  assign \port$3502$0  = \$488 ;
-  assign \port$3504$0  = \$490 ;
-  assign \port$3506$0  = \$492 ;
-  assign \port$3508$0  = \$494 ;
-  assign \port$3510$0  = \$496 ;
-  assign \port$3512$0  = \$498 ;
-  assign \port$3514$0  = \$500 ;
-  assign \port$3516$0  = \$502 ;
-  assign \port$3518$0  = \$504 ;
-  assign \port$3520$0  = \$506 ;
-  assign \port$3522$0  = \$508 ;
-  assign \port$3524$0  = \$510 ;
-  assign \port$3526$0  = \$512 ;
-  assign \port$3528$0  = \$514 ;
-  assign \port$3530$0  = \$516 ;
-  assign \port$3532$0  = \$518 ;
-  assign \port$3534$0  = \$520 ;
-  assign \port$3536$0  = \$522 ;
-  assign \port$3538$0  = \$524 ;
-  assign \port$3540$0  = \$526 ;
-  assign \port$3542$0  = \$528 ;
+  assign \port$3497$0  = \$482 ;
+  assign \port$3499$0  = \$484 ;
+  assign \port$3501$0  = \$486 ;
+  assign \port$3503$0  = \$488 ;
+  assign \port$3505$0  = \$490 ;
+  assign \port$3507$0  = \$492 ;
+  assign \port$3509$0  = \$494 ;
+  assign \port$3511$0  = \$496 ;
+  assign \port$3513$0  = \$498 ;
+  assign \port$3515$0  = \$500 ;
+  assign \port$3517$0  = \$502 ;
+  assign \port$3519$0  = \$504 ;
+  assign \port$3521$0  = \$506 ;
+  assign \port$3523$0  = \$508 ;
+  assign \port$3525$0  = \$510 ;
+  assign \port$3527$0  = \$512 ;
+  assign \port$3529$0  = \$514 ;
+  assign \port$3531$0  = \$516 ;
+  assign \port$3533$0  = \$518 ;
+  assign \port$3535$0  = \$520 ;
+  assign \port$3537$0  = \$522 ;
+  assign \port$3539$0  = \$524 ;
+  assign \port$3541$0  = \$526 ;
+  assign \port$3543$0  = \$528 ;
   assign \port$3545$0  = \$530 ;
   assign \port$3547$0  = \$532 ;
-  assign \port$3549$0  = \$534 ;
-  assign \port$3551$0  = \$536 ;
-  assign \port$3553$0  = \$538 ;
-  assign \port$3555$0  = \$540 ;
-  assign \port$3557$0  = \$542 ;
-  assign \port$3559$0  = \$544 ;
-  assign \port$3561$0  = \$546 ;
-  assign \port$3563$0  = \$548 ;
-  assign \port$3565$0  = \$550 ;
-  assign \port$3567$0  = \$552 ;
-  assign \port$3569$0  = \$554 ;
-  assign \port$3571$0  = \$556 ;
-  assign \port$3573$0  = \$558 ;
-  assign \port$3575$0  = \$560 ;
-  assign \port$3577$0  = \$562 ;
-  assign \port$3579$0  = \$564 ;
-  assign \port$3581$0  = \$566 ;
-  assign \port$3583$0  = \$568 ;
-  assign \port$3585$0  = \$570 ;
-  assign \port$3587$0  = \$572 ;
-  assign \port$3589$0  = \$574 ;
-  assign \port$3591$0  = \$576 ;
-  assign \port$3593$0  = \$578 ;
-  assign \port$3595$0  = \$580 ;
+  assign \port$3550$0  = \$534 ;
+  assign \port$3552$0  = \$536 ;
+  assign \port$3554$0  = \$538 ;
+  assign \port$3556$0  = \$540 ;
+  assign \port$3558$0  = \$542 ;
+  assign \port$3560$0  = \$544 ;
+  assign \port$3562$0  = \$546 ;
+  assign \port$3564$0  = \$548 ;
+  assign \port$3566$0  = \$550 ;
+  assign \port$3568$0  = \$552 ;
+  assign \port$3570$0  = \$554 ;
+  assign \port$3572$0  = \$556 ;
+  assign \port$3574$0  = \$558 ;
+  assign \port$3576$0  = \$560 ;
+  assign \port$3578$0  = \$562 ;
+  assign \port$3580$0  = \$564 ;
+  assign \port$3582$0  = \$566 ;
+  assign \port$3584$0  = \$568 ;
+  assign \port$3586$0  = \$570 ;
+  assign \port$3588$0  = \$572 ;
+  assign \port$3590$0  = \$574 ;
+  assign \port$3592$0  = \$576 ;
+  assign \port$3594$0  = \$578 ;
+  assign \port$3596$0  = \$580 ;
   assign \port$3598$0  = \$582 ;
   assign \port$3600$0  = \$584 ;
-  assign \port$3602$0  = \$586 ;
-  assign \port$3604$0  = \$588 ;
-  assign \port$3606$0  = \$590 ;
-  assign \port$3608$0  = \$592 ;
-  assign \port$3610$0  = \$594 ;
-  assign \port$3612$0  = \$596 ;
-  assign \port$3614$0  = \$598 ;
-  assign \port$3616$0  = \$600 ;
-  assign \port$3618$0  = \$602 ;
-  assign \port$3620$0  = \$604 ;
-  assign \port$3622$0  = \$606 ;
-  assign \port$3624$0  = \$608 ;
-  assign \port$3626$0  = \$610 ;
-  assign \port$3628$0  = \$612 ;
-  assign \port$3630$0  = \$614 ;
-  assign \port$3632$0  = \$616 ;
-  assign \port$3634$0  = \$618 ;
-  assign \port$3636$0  = \$620 ;
-  assign \port$3638$0  = \$622 ;
-  assign \port$3640$0  = \$624 ;
-  assign \port$3642$0  = \$626 ;
-  assign \port$3644$0  = \$628 ;
-  assign \port$3646$0  = \$630 ;
-  assign \port$3648$0  = \$632 ;
+  assign \port$3603$0  = \$586 ;
+  assign \port$3605$0  = \$588 ;
+  assign \port$3607$0  = \$590 ;
+  assign \port$3609$0  = \$592 ;
+  assign \port$3611$0  = \$594 ;
+  assign \port$3613$0  = \$596 ;
+  assign \port$3615$0  = \$598 ;
+  assign \port$3617$0  = \$600 ;
+  assign \port$3619$0  = \$602 ;
+  assign \port$3621$0  = \$604 ;
+  assign \port$3623$0  = \$606 ;
+  assign \port$3625$0  = \$608 ;
+  assign \port$3627$0  = \$610 ;
+  assign \port$3629$0  = \$612 ;
+  assign \port$3631$0  = \$614 ;
+  assign \port$3633$0  = \$616 ;
+  assign \port$3635$0  = \$618 ;
+  assign \port$3637$0  = \$620 ;
+  assign \port$3639$0  = \$622 ;
+  assign \port$3641$0  = \$624 ;
+  assign \port$3643$0  = \$626 ;
+  assign \port$3645$0  = \$628 ;
+  assign \port$3647$0  = \$630 ;
+  assign \port$3649$0  = \$632 ;
   assign \port$3651$0  = \$634 ;
   assign \port$3653$0  = \$636 ;
-  assign \port$3655$0  = \$638 ;
-  assign \port$3657$0  = \$640 ;
-  assign \port$3659$0  = \$642 ;
-  assign \port$3661$0  = \$644 ;
-  assign \port$3663$0  = \$646 ;
-  assign \port$3665$0  = \$648 ;
-  assign \port$3667$0  = \$650 ;
-  assign \port$3669$0  = \$652 ;
-  assign \port$3671$0  = \$654 ;
-  assign \port$3673$0  = \$656 ;
-  assign \port$3675$0  = \$658 ;
-  assign \port$3677$0  = \$660 ;
-  assign \port$3679$0  = \$662 ;
-  assign \port$3681$0  = \$664 ;
-  assign \port$3683$0  = \$666 ;
-  assign \port$3685$0  = \$668 ;
-  assign \port$3687$0  = \$670 ;
-  assign \port$3689$0  = \$672 ;
-  assign \port$3691$0  = \$674 ;
-  assign \port$3693$0  = \$676 ;
-  assign \port$3695$0  = \$678 ;
-  assign \port$3697$0  = \$680 ;
-  assign \port$3699$0  = \$682 ;
-  assign \port$3701$0  = \$684 ;
+  assign \port$3656$0  = \$638 ;
+  assign \port$3658$0  = \$640 ;
+  assign \port$3660$0  = \$642 ;
+  assign \port$3662$0  = \$644 ;
+  assign \port$3664$0  = \$646 ;
+  assign \port$3666$0  = \$648 ;
+  assign \port$3668$0  = \$650 ;
+  assign \port$3670$0  = \$652 ;
+  assign \port$3672$0  = \$654 ;
+  assign \port$3674$0  = \$656 ;
+  assign \port$3676$0  = \$658 ;
+  assign \port$3678$0  = \$660 ;
+  assign \port$3680$0  = \$662 ;
+  assign \port$3682$0  = \$664 ;
+  assign \port$3684$0  = \$666 ;
+  assign \port$3686$0  = \$668 ;
+  assign \port$3688$0  = \$670 ;
+  assign \port$3690$0  = \$672 ;
+  assign \port$3692$0  = \$674 ;
+  assign \port$3694$0  = \$676 ;
+  assign \port$3696$0  = \$678 ;
+  assign \port$3698$0  = \$680 ;
+  assign \port$3700$0  = \$682 ;
+  assign \port$3702$0  = \$684 ;
   assign \port$3704$0  = \$686 ;
   assign \port$3706$0  = \$688 ;
-  assign \port$3708$0  = \$690 ;
-  assign \port$3710$0  = \$692 ;
-  assign \port$3712$0  = \$694 ;
-  assign \port$3714$0  = \$696 ;
-  assign \port$3716$0  = \$698 ;
-  assign \port$3718$0  = \$700 ;
-  assign \port$3720$0  = \$702 ;
-  assign \port$3722$0  = \$704 ;
-  assign \port$3724$0  = \$706 ;
-  assign \port$3726$0  = \$708 ;
-  assign \port$3728$0  = \$710 ;
-  assign \port$3730$0  = \$712 ;
-  assign \port$3732$0  = \$714 ;
-  assign \port$3734$0  = \$716 ;
-  assign \port$3736$0  = \$718 ;
-  assign \port$3738$0  = \$720 ;
-  assign \port$3740$0  = \$722 ;
-  assign \port$3742$0  = \$724 ;
-  assign \port$3744$0  = \$726 ;
-  assign \port$3746$0  = \$728 ;
-  assign \port$3748$0  = \$730 ;
-  assign \port$3750$0  = \$732 ;
-  assign \port$3752$0  = \$734 ;
-  assign \port$3754$0  = \$736 ;
+  assign \port$3709$0  = \$690 ;
+  assign \port$3711$0  = \$692 ;
+  assign \port$3713$0  = \$694 ;
+  assign \port$3715$0  = \$696 ;
+  assign \port$3717$0  = \$698 ;
+  assign \port$3719$0  = \$700 ;
+  assign \port$3721$0  = \$702 ;
+  assign \port$3723$0  = \$704 ;
+  assign \port$3725$0  = \$706 ;
+  assign \port$3727$0  = \$708 ;
+  assign \port$3729$0  = \$710 ;
+  assign \port$3731$0  = \$712 ;
+  assign \port$3733$0  = \$714 ;
+  assign \port$3735$0  = \$716 ;
+  assign \port$3737$0  = \$718 ;
+  assign \port$3739$0  = \$720 ;
+  assign \port$3741$0  = \$722 ;
+  assign \port$3743$0  = \$724 ;
+  assign \port$3745$0  = \$726 ;
+  assign \port$3747$0  = \$728 ;
+  assign \port$3749$0  = \$730 ;
+  assign \port$3751$0  = \$732 ;
+  assign \port$3753$0  = \$734 ;
+  assign \port$3755$0  = \$736 ;
   assign \port$3757$0  = \$738 ;
   assign \port$3759$0  = \$740 ;
-  assign \port$3761$0  = \$742 ;
-  assign \port$3763$0  = \$744 ;
-  assign \port$3765$0  = \$746 ;
-  assign \port$3767$0  = \$748 ;
-  assign \port$3769$0  = \$750 ;
-  assign \port$3771$0  = \$752 ;
-  assign \port$3773$0  = \$754 ;
-  assign \port$3775$0  = \$756 ;
-  assign \port$3777$0  = \$758 ;
-  assign \port$3779$0  = \$760 ;
-  assign \port$3781$0  = \$762 ;
-  assign \port$3783$0  = \$764 ;
-  assign \port$3785$0  = \$766 ;
-  assign \port$3787$0  = \$768 ;
-  assign \port$3789$0  = \$770 ;
-  assign \port$3791$0  = \$772 ;
-  assign \port$3793$0  = \$774 ;
-  assign \port$3795$0  = \$776 ;
-  assign \port$3797$0  = \$778 ;
-  assign \port$3799$0  = \$780 ;
-  assign \port$3801$0  = \$782 ;
-  assign \port$3803$0  = \$784 ;
-  assign \port$3805$0  = \$786 ;
-  assign \port$3807$0  = \$788 ;
+  assign \port$3762$0  = \$742 ;
+  assign \port$3764$0  = \$744 ;
+  assign \port$3766$0  = \$746 ;
+  assign \port$3768$0  = \$748 ;
+  assign \port$3770$0  = \$750 ;
+  assign \port$3772$0  = \$752 ;
+  assign \port$3774$0  = \$754 ;
+  assign \port$3776$0  = \$756 ;
+  assign \port$3778$0  = \$758 ;
+  assign \port$3780$0  = \$760 ;
+  assign \port$3782$0  = \$762 ;
+  assign \port$3784$0  = \$764 ;
+  assign \port$3786$0  = \$766 ;
+  assign \port$3788$0  = \$768 ;
+  assign \port$3790$0  = \$770 ;
+  assign \port$3792$0  = \$772 ;
+  assign \port$3794$0  = \$774 ;
+  assign \port$3796$0  = \$776 ;
+  assign \port$3798$0  = \$778 ;
+  assign \port$3800$0  = \$780 ;
+  assign \port$3802$0  = \$782 ;
+  assign \port$3804$0  = \$784 ;
+  assign \port$3806$0  = \$786 ;
+  assign \port$3808$0  = \$788 ;
   assign \port$3810$0  = \$790 ;
   assign \port$3812$0  = \$792 ;
-  assign \port$3814$0  = \$794 ;
-  assign \port$3816$0  = \$796 ;
-  assign \port$3818$0  = \$798 ;
-  assign \port$3820$0  = \$800 ;
-  assign \port$3822$0  = \$802 ;
-  assign \port$3824$0  = \$804 ;
-  assign \port$3826$0  = \$806 ;
-  assign \port$3828$0  = \$808 ;
-  assign \port$3830$0  = \$810 ;
-  assign \port$3832$0  = \$812 ;
-  assign \port$3834$0  = \$814 ;
-  assign \port$3836$0  = \$816 ;
-  assign \port$3838$0  = \$818 ;
-  assign \port$3840$0  = \$820 ;
-  assign \port$3842$0  = \$822 ;
-  assign \port$3844$0  = \$824 ;
-  assign \port$3846$0  = \$826 ;
-  assign \port$3848$0  = \$828 ;
-  assign \port$3850$0  = \$830 ;
-  assign \port$3852$0  = \$832 ;
-  assign \port$3854$0  = \$834 ;
-  assign \port$3856$0  = \$836 ;
-  assign \port$3858$0  = \$838 ;
-  assign \port$3860$0  = \$840 ;
+  assign \port$3815$0  = \$794 ;
+  assign \port$3817$0  = \$796 ;
+  assign \port$3819$0  = \$798 ;
+  assign \port$3821$0  = \$800 ;
+  assign \port$3823$0  = \$802 ;
+  assign \port$3825$0  = \$804 ;
+  assign \port$3827$0  = \$806 ;
+  assign \port$3829$0  = \$808 ;
+  assign \port$3831$0  = \$810 ;
+  assign \port$3833$0  = \$812 ;
+  assign \port$3835$0  = \$814 ;
+  assign \port$3837$0  = \$816 ;
+  assign \port$3839$0  = \$818 ;
+  assign \port$3841$0  = \$820 ;
+  assign \port$3843$0  = \$822 ;
+  assign \port$3845$0  = \$824 ;
+  assign \port$3847$0  = \$826 ;
+  assign \port$3849$0  = \$828 ;
+  assign \port$3851$0  = \$830 ;
+  assign \port$3853$0  = \$832 ;
+  assign \port$3855$0  = \$834 ;
+  assign \port$3857$0  = \$836 ;
+  assign \port$3859$0  = \$838 ;
+  assign \port$3861$0  = \$840 ;
   assign \port$3863$0  = \$842 ;
   assign \port$3865$0  = \$844 ;
-  assign \port$3867$0  = \$846 ;
-  assign \port$3869$0  = \$848 ;
-  assign \port$3871$0  = \$850 ;
-  assign \port$3873$0  = \$852 ;
-  assign \port$3875$0  = \$854 ;
-  assign \port$3877$0  = \$856 ;
-  assign \port$3879$0  = \$858 ;
-  assign \port$3881$0  = \$860 ;
-  assign \port$3883$0  = \$862 ;
-  assign \port$3885$0  = \$864 ;
-  assign \port$3887$0  = \$866 ;
-  assign \port$3889$0  = \$868 ;
-  assign \port$3891$0  = \$870 ;
-  assign \port$3893$0  = \$872 ;
-  assign \port$3895$0  = \$874 ;
-  assign \port$3897$0  = \$876 ;
-  assign \port$3899$0  = \$878 ;
-  assign \port$3901$0  = \$880 ;
-  assign \port$3903$0  = \$882 ;
-  assign \port$3905$0  = \$884 ;
-  assign \port$3907$0  = \$886 ;
-  assign \port$3909$0  = \$888 ;
-  assign \port$3911$0  = \$890 ;
-  assign \port$3913$0  = \$892 ;
+  assign \port$3868$0  = \$846 ;
+  assign \port$3870$0  = \$848 ;
+  assign \port$3872$0  = \$850 ;
+  assign \port$3874$0  = \$852 ;
+  assign \port$3876$0  = \$854 ;
+  assign \port$3878$0  = \$856 ;
+  assign \port$3880$0  = \$858 ;
+  assign \port$3882$0  = \$860 ;
+  assign \port$3884$0  = \$862 ;
+  assign \port$3886$0  = \$864 ;
+  assign \port$3888$0  = \$866 ;
+  assign \port$3890$0  = \$868 ;
+  assign \port$3892$0  = \$870 ;
+  assign \port$3894$0  = \$872 ;
+  assign \port$3896$0  = \$874 ;
+  assign \port$3898$0  = \$876 ;
+  assign \port$3900$0  = \$878 ;
+  assign \port$3902$0  = \$880 ;
+  assign \port$3904$0  = \$882 ;
+  assign \port$3906$0  = \$884 ;
+  assign \port$3908$0  = \$886 ;
+  assign \port$3910$0  = \$888 ;
+  assign \port$3912$0  = \$890 ;
+  assign \port$3914$0  = \$892 ;
   assign \port$3916$0  = \$894 ;
   assign \port$3918$0  = \$896 ;
-  assign \port$3920$0  = \$898 ;
-  assign \port$3922$0  = \$900 ;
-  assign \port$3924$0  = \$902 ;
-  assign \port$3926$0  = \$904 ;
-  assign \port$3928$0  = \$906 ;
-  assign \port$3930$0  = \$908 ;
-  assign \port$3932$0  = \$910 ;
-  assign \port$3934$0  = \$912 ;
-  assign \port$3936$0  = \$914 ;
-  assign \port$3938$0  = \$916 ;
-  assign \port$3940$0  = \$918 ;
-  assign \port$3942$0  = \$920 ;
-  assign \port$3944$0  = \$922 ;
-  assign \port$3946$0  = \$924 ;
-  assign \port$3948$0  = \$926 ;
-  assign \port$3950$0  = \$928 ;
-  assign \port$3952$0  = \$930 ;
-  assign \port$3954$0  = \$932 ;
-  assign \port$3956$0  = \$934 ;
-  assign \port$3958$0  = \$936 ;
-  assign \port$3960$0  = \$938 ;
-  assign \port$3962$0  = \$940 ;
-  assign \port$3964$0  = \$942 ;
-  assign \port$3966$0  = \$944 ;
   assign \beat0_lane0.pending  = beat0_lane0[0];
   assign \beat0_lane0.bank_low  = beat0_lane0[4:1];
   assign \beat0_lane0.bank_high  = beat0_lane0[8:5];
@@ -53293,54 +53201,54 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
   assign \beat3_lane3.set  = beat3_lane3[14:9];
   assign \beat3_lane3.tag  = beat3_lane3[33:15];
   assign \beat3_lane3.repeated  = beat3_lane3[34];
-  assign \requests__0__payload.set  = { \$124 , \$122 , \$120 , \$118 , \$116 , \$114  };
-  assign \requests__0__payload.tag  = { \$162 , \$160 , \$158 , \$156 , \$154 , \$152 , \$150 , \$148 , \$146 , \$144 , \$142 , \$140 , \$138 , \$136 , \$134 , \$132 , \$130 , \$128 , \$126  };
-  assign \requests__0__payload.repeated  = \$164 ;
-  assign \requests__1__payload.set  = { \$176 , \$174 , \$172 , \$170 , \$168 , \$166  };
-  assign \requests__1__payload.tag  = { \$214 , \$212 , \$210 , \$208 , \$206 , \$204 , \$202 , \$200 , \$198 , \$196 , \$194 , \$192 , \$190 , \$188 , \$186 , \$184 , \$182 , \$180 , \$178  };
-  assign \requests__1__payload.repeated  = \$216 ;
-  assign \requests__2__payload.set  = { \$228 , \$226 , \$224 , \$222 , \$220 , \$218  };
-  assign \requests__2__payload.tag  = { \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252 , \$250 , \$248 , \$246 , \$244 , \$242 , \$240 , \$238 , \$236 , \$234 , \$232 , \$230  };
-  assign \requests__2__payload.repeated  = \$268 ;
-  assign \requests__3__payload.set  = { \$280 , \$278 , \$276 , \$274 , \$272 , \$270  };
-  assign \requests__3__payload.tag  = { \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306 , \$304 , \$302 , \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286 , \$284 , \$282  };
-  assign \requests__3__payload.repeated  = \$320 ;
-  assign \requests__4__payload.set  = { \$332 , \$330 , \$328 , \$326 , \$324 , \$322  };
-  assign \requests__4__payload.tag  = { \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358 , \$356 , \$354 , \$352 , \$350 , \$348 , \$346 , \$344 , \$342 , \$340 , \$338 , \$336 , \$334  };
-  assign \requests__4__payload.repeated  = \$372 ;
-  assign \requests__5__payload.set  = { \$384 , \$382 , \$380 , \$378 , \$376 , \$374  };
-  assign \requests__5__payload.tag  = { \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386  };
-  assign \requests__5__payload.repeated  = \$424 ;
-  assign \requests__6__payload.set  = { \$436 , \$434 , \$432 , \$430 , \$428 , \$426  };
-  assign \requests__6__payload.tag  = { \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450 , \$448 , \$446 , \$444 , \$442 , \$440 , \$438  };
-  assign \requests__6__payload.repeated  = \$476 ;
-  assign \requests__7__payload.set  = { \$488 , \$486 , \$484 , \$482 , \$480 , \$478  };
-  assign \requests__7__payload.tag  = { \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490  };
-  assign \requests__7__payload.repeated  = \$528 ;
-  assign \requests__8__payload.set  = { \$540 , \$538 , \$536 , \$534 , \$532 , \$530  };
-  assign \requests__8__payload.tag  = { \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542  };
-  assign \requests__8__payload.repeated  = \$580 ;
-  assign \requests__9__payload.set  = { \$592 , \$590 , \$588 , \$586 , \$584 , \$582  };
-  assign \requests__9__payload.tag  = { \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598 , \$596 , \$594  };
-  assign \requests__9__payload.repeated  = \$632 ;
-  assign \requests__10__payload.set  = { \$644 , \$642 , \$640 , \$638 , \$636 , \$634  };
-  assign \requests__10__payload.tag  = { \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646  };
-  assign \requests__10__payload.repeated  = \$684 ;
-  assign \requests__11__payload.set  = { \$696 , \$694 , \$692 , \$690 , \$688 , \$686  };
-  assign \requests__11__payload.tag  = { \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702 , \$700 , \$698  };
-  assign \requests__11__payload.repeated  = \$736 ;
-  assign \requests__12__payload.set  = { \$748 , \$746 , \$744 , \$742 , \$740 , \$738  };
-  assign \requests__12__payload.tag  = { \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770 , \$768 , \$766 , \$764 , \$762 , \$760 , \$758 , \$756 , \$754 , \$752 , \$750  };
-  assign \requests__12__payload.repeated  = \$788 ;
-  assign \requests__13__payload.set  = { \$800 , \$798 , \$796 , \$794 , \$792 , \$790  };
-  assign \requests__13__payload.tag  = { \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802  };
-  assign \requests__13__payload.repeated  = \$840 ;
-  assign \requests__14__payload.set  = { \$852 , \$850 , \$848 , \$846 , \$844 , \$842  };
-  assign \requests__14__payload.tag  = { \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854  };
-  assign \requests__14__payload.repeated  = \$892 ;
-  assign \requests__15__payload.set  = { \$904 , \$902 , \$900 , \$898 , \$896 , \$894  };
-  assign \requests__15__payload.tag  = { \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926 , \$924 , \$922 , \$920 , \$918 , \$916 , \$914 , \$912 , \$910 , \$908 , \$906  };
-  assign \requests__15__payload.repeated  = \$944 ;
+  assign \requests__0__payload.set  = { \$76 , \$74 , \$72 , \$70 , \$68 , \$66  };
+  assign \requests__0__payload.tag  = { \$114 , \$112 , \$110 , \$108 , \$106 , \$104 , \$102 , \$100 , \$98 , \$96 , \$94 , \$92 , \$90 , \$88 , \$86 , \$84 , \$82 , \$80 , \$78  };
+  assign \requests__0__payload.repeated  = \$116 ;
+  assign \requests__1__payload.set  = { \$128 , \$126 , \$124 , \$122 , \$120 , \$118  };
+  assign \requests__1__payload.tag  = { \$166 , \$164 , \$162 , \$160 , \$158 , \$156 , \$154 , \$152 , \$150 , \$148 , \$146 , \$144 , \$142 , \$140 , \$138 , \$136 , \$134 , \$132 , \$130  };
+  assign \requests__1__payload.repeated  = \$168 ;
+  assign \requests__2__payload.set  = { \$180 , \$178 , \$176 , \$174 , \$172 , \$170  };
+  assign \requests__2__payload.tag  = { \$218 , \$216 , \$214 , \$212 , \$210 , \$208 , \$206 , \$204 , \$202 , \$200 , \$198 , \$196 , \$194 , \$192 , \$190 , \$188 , \$186 , \$184 , \$182  };
+  assign \requests__2__payload.repeated  = \$220 ;
+  assign \requests__3__payload.set  = { \$232 , \$230 , \$228 , \$226 , \$224 , \$222  };
+  assign \requests__3__payload.tag  = { \$270 , \$268 , \$266 , \$264 , \$262 , \$260 , \$258 , \$256 , \$254 , \$252 , \$250 , \$248 , \$246 , \$244 , \$242 , \$240 , \$238 , \$236 , \$234  };
+  assign \requests__3__payload.repeated  = \$272 ;
+  assign \requests__4__payload.set  = { \$284 , \$282 , \$280 , \$278 , \$276 , \$274  };
+  assign \requests__4__payload.tag  = { \$322 , \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306 , \$304 , \$302 , \$300 , \$298 , \$296 , \$294 , \$292 , \$290 , \$288 , \$286  };
+  assign \requests__4__payload.repeated  = \$324 ;
+  assign \requests__5__payload.set  = { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
+  assign \requests__5__payload.tag  = { \$374 , \$372 , \$370 , \$368 , \$366 , \$364 , \$362 , \$360 , \$358 , \$356 , \$354 , \$352 , \$350 , \$348 , \$346 , \$344 , \$342 , \$340 , \$338  };
+  assign \requests__5__payload.repeated  = \$376 ;
+  assign \requests__6__payload.set  = { \$388 , \$386 , \$384 , \$382 , \$380 , \$378  };
+  assign \requests__6__payload.tag  = { \$426 , \$424 , \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390  };
+  assign \requests__6__payload.repeated  = \$428 ;
+  assign \requests__7__payload.set  = { \$440 , \$438 , \$436 , \$434 , \$432 , \$430  };
+  assign \requests__7__payload.tag  = { \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450 , \$448 , \$446 , \$444 , \$442  };
+  assign \requests__7__payload.repeated  = \$480 ;
+  assign \requests__8__payload.set  = { \$492 , \$490 , \$488 , \$486 , \$484 , \$482  };
+  assign \requests__8__payload.tag  = { \$530 , \$528 , \$526 , \$524 , \$522 , \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494  };
+  assign \requests__8__payload.repeated  = \$532 ;
+  assign \requests__9__payload.set  = { \$544 , \$542 , \$540 , \$538 , \$536 , \$534  };
+  assign \requests__9__payload.tag  = { \$582 , \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546  };
+  assign \requests__9__payload.repeated  = \$584 ;
+  assign \requests__10__payload.set  = { \$596 , \$594 , \$592 , \$590 , \$588 , \$586  };
+  assign \requests__10__payload.tag  = { \$634 , \$632 , \$630 , \$628 , \$626 , \$624 , \$622 , \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602 , \$600 , \$598  };
+  assign \requests__10__payload.repeated  = \$636 ;
+  assign \requests__11__payload.set  = { \$648 , \$646 , \$644 , \$642 , \$640 , \$638  };
+  assign \requests__11__payload.tag  = { \$686 , \$684 , \$682 , \$680 , \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650  };
+  assign \requests__11__payload.repeated  = \$688 ;
+  assign \requests__12__payload.set  = { \$700 , \$698 , \$696 , \$694 , \$692 , \$690  };
+  assign \requests__12__payload.tag  = { \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702  };
+  assign \requests__12__payload.repeated  = \$740 ;
+  assign \requests__13__payload.set  = { \$752 , \$750 , \$748 , \$746 , \$744 , \$742  };
+  assign \requests__13__payload.tag  = { \$790 , \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776 , \$774 , \$772 , \$770 , \$768 , \$766 , \$764 , \$762 , \$760 , \$758 , \$756 , \$754  };
+  assign \requests__13__payload.repeated  = \$792 ;
+  assign \requests__14__payload.set  = { \$804 , \$802 , \$800 , \$798 , \$796 , \$794  };
+  assign \requests__14__payload.tag  = { \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806  };
+  assign \requests__14__payload.repeated  = \$844 ;
+  assign \requests__15__payload.set  = { \$856 , \$854 , \$852 , \$850 , \$848 , \$846  };
+  assign \requests__15__payload.tag  = { \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858  };
+  assign \requests__15__payload.repeated  = \$896 ;
   assign \records__payload[0]  = records__payload[13:0];
   assign \records__payload[0].valid  = records__payload[0];
   assign \records__payload[0].bank  = records__payload[4:1];
@@ -53420,7 +53328,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3121$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$11089$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$11057$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
@@ -53571,8 +53479,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   wire [9:0] level;
   wire [1:0] mask;
   reg [63:0] next_addr = 64'h0000000000000000;
-  input [95:0] \port$11089$5 ;
-  wire [95:0] \port$11089$5 ;
+  input [95:0] \port$11057$5 ;
+  wire [95:0] \port$11057$5 ;
   wire [33:0] pos0;
   wire [33:0] pos1;
   wire [128:0] r_data;
@@ -53616,9 +53524,9 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign r_en = \$36  & \$37 ;
   assign \$38  = ~ busy;
   assign \$39  = start & \$38 ;
-  assign \$40  = \port$11089$5 [31:0] + \port$11089$5 [35];
+  assign \$40  = \port$11057$5 [31:0] + \port$11057$5 [35];
   assign \$41  = \$40  + 1'h1;
-  assign \$43  = \port$11089$5 [31:0] + \port$11089$5 [35];
+  assign \$43  = \port$11057$5 [31:0] + \port$11057$5 [35];
   assign \$44  = \$43  + 1'h1;
   assign \$46  = axi__arvalid & axi__arready;
   assign \$47  = ~ axi__arvalid;
@@ -53688,7 +53596,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   \hotline_accelerator.list_reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$8784$0 (\$15 ),
+    .\port$8752$0 (\$15 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -53722,7 +53630,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$72  = next_addr;
     if (\$39 ) begin
-      \$72  = { \port$11089$5 [95:36], 4'h0 };
+      \$72  = { \port$11057$5 [95:36], 4'h0 };
     end
     if (\$53 ) begin
       \$72  = \$56 [63:0];
@@ -53735,7 +53643,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$73  = rx_addr;
     if (\$39 ) begin
-      \$73  = { \port$11089$5 [95:36], 4'h0 };
+      \$73  = { \port$11057$5 [95:36], 4'h0 };
     end
     if (\$62 ) begin
       \$73  = \$63 [63:0];
@@ -53792,7 +53700,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$77  = first_word;
     if (\$39 ) begin
-      \$77  = \port$11089$5 [35];
+      \$77  = \port$11057$5 [35];
     end
     if (rst) begin
       \$77  = 1'h0;
@@ -53802,7 +53710,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$78  = total_words;
     if (\$39 ) begin
-      \$78  = { 1'h0, \port$11089$5 [31:0] };
+      \$78  = { 1'h0, \port$11057$5 [31:0] };
     end
     if (rst) begin
       \$78  = 33'h000000000;
@@ -53911,8 +53819,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11089$5 [95:32];
-  assign count = \port$11089$5 [31:0];
+  assign addr = \port$11057$5 [95:32];
+  assign count = \port$11057$5 [31:0];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -53933,7 +53841,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8784$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
+module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8752$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53977,8 +53885,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8784$0 , r_e
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$8784$0 ;
-  wire \port$8784$0 ;
+  input \port$8752$0 ;
+  wire \port$8752$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -54518,7 +54426,7 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8784$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8784$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$8752$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -54617,8 +54525,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8784$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8784$0 , \port$0$95  };
-  assign w_data = { \port$8784$0 , \port$0$95  };
+  assign w_port__data = { \port$8752$0 , \port$0$95  };
+  assign w_data = { \port$8752$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -58429,8 +58337,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   \hotline_accelerator.row_mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$257 ),
-    .\port$10827$0 (slot_rd__data),
-    .\port$13364$0 (rd_last),
+    .\port$10795$0 (slot_rd__data),
+    .\port$13332$0 (rd_last),
     .r_data(\r_data$267 ),
     .r_en(\r_en$270 ),
     .r_rdy(r_rdy),
@@ -58439,8 +58347,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   );
   \hotline_accelerator.row_mover.wpend  wpend (
     .clk(clk),
-    .\port$13358$0 (aw_slot),
-    .\port$13360$0 (aw_beats),
+    .\port$13326$0 (aw_slot),
+    .\port$13328$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$258 ),
@@ -62265,7 +62173,7 @@ module \hotline_accelerator.row_mover.ready_q (rst, r_en, r_rdy, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.w_fifo (rst, \port$10827$0 , r_rdy, r_data, r_en, w_en, \port$13364$0 , level, clk);
+module \hotline_accelerator.row_mover.w_fifo (rst, \port$10795$0 , r_rdy, r_data, r_en, w_en, \port$13332$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -62290,10 +62198,10 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10827$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [127:0] \port$10827$0 ;
-  wire [127:0] \port$10827$0 ;
-  input \port$13364$0 ;
-  wire \port$13364$0 ;
+  input [127:0] \port$10795$0 ;
+  wire [127:0] \port$10795$0 ;
+  input \port$13332$0 ;
+  wire \port$13332$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -62326,7 +62234,7 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10827$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13364$0 , \port$10827$0  };
+      storage[w_port__addr] <= { \port$13332$0 , \port$10795$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -62388,14 +62296,14 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10827$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13364$0 , \port$10827$0  };
-  assign w_data = { \port$13364$0 , \port$10827$0  };
+  assign w_port__data = { \port$13332$0 , \port$10795$0  };
+  assign w_data = { \port$13332$0 , \port$10795$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13358$0 , \port$13360$0 , clk);
+module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13326$0 , \port$13328$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -62419,10 +62327,10 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13358$0 ;
-  wire [6:0] \port$13358$0 ;
-  input [3:0] \port$13360$0 ;
-  wire [3:0] \port$13360$0 ;
+  input [6:0] \port$13326$0 ;
+  wire [6:0] \port$13326$0 ;
+  input [3:0] \port$13328$0 ;
+  wire [3:0] \port$13328$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -62579,7 +62487,7 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13360$0 , \port$13358$0  };
+      storage[w_port__addr] <= { \port$13328$0 , \port$13326$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -62641,8 +62549,8 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13360$0 , \port$13358$0  };
-  assign w_data = { \port$13360$0 , \port$13358$0  };
+  assign w_port__data = { \port$13328$0 , \port$13326$0  };
+  assign w_data = { \port$13328$0 , \port$13326$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
