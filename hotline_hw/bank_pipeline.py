@@ -29,8 +29,8 @@ class BankPipeline(wiring.Component):
     ----------
     requests : In(stream of ``bank_request``)
         Lookups for this bank in stream order, taken into a register and from there into
-        the request queue; ``ready`` (a register) is low while the queue and that register
-        hold ``queue_depth`` lookups.
+        the request queue (``queue_depth + 1`` entries: ``queue_depth`` waiting and one
+        on its way to the bank); ``ready`` (a register) is low while they are full.
     responses : Out(stream of ``bank_response``)
         ``hit`` and ``way`` of each request, in request order.
     learn, popular_max_rrpv : In
@@ -62,7 +62,11 @@ class BankPipeline(wiring.Component):
         m = Module()
         request_bits = bank_request(cfg).size
         response_bits = bank_response(cfg).size
-        m.submodules.queue = queue = fifo.SyncFIFO(width=request_bits, depth=cfg.queue_depth)
+        # One entry more than ``queue_depth``: ``ready`` is decided a cycle ahead (below),
+        # and a lookup streaming through spends that cycle in the request register while
+        # the one before it waits in the queue for its read.
+        capacity = cfg.queue_depth + 1
+        m.submodules.queue = queue = fifo.SyncFIFO(width=request_bits, depth=capacity)
         m.submodules.bank = bank = (TagBank if cfg.policy == "srrip" else LfuTagBank)(cfg)
         # Buffered: the answers leave from registers, the release's inputs.
         m.submodules.answers = answers = fifo.SyncFIFOBuffered(width=response_bits,
@@ -71,14 +75,14 @@ class BankPipeline(wiring.Component):
 
         # Requests arrive into a register and are written into the queue from there, so
         # the switch's select ends at this register, not at the queue's memory; ``ready`` is
-        # a register too: high while the queue and the register hold fewer than
-        # ``queue_depth`` lookups after this cycle, so a lookup taken now always finds room.
+        # a register too: high while the queue and the register will hold fewer than
+        # ``capacity`` lookups, so a lookup taken in the next cycle always finds room.
         arriving = Signal()
         arriving_payload = Signal(request_bits)
         ready = Signal()
         accepted = Signal()
         issue = Signal()
-        held_next = Signal(range(cfg.queue_depth + 2))
+        held_next = Signal(range(capacity + 2))
         m.d.comb += [
             self.requests.ready.eq(ready),
             accepted.eq(self.requests.valid & ready),
@@ -87,7 +91,7 @@ class BankPipeline(wiring.Component):
             held_next.eq(queue.level + arriving - issue + accepted),
         ]
         m.d.sync += [arriving.eq(accepted), arriving_payload.eq(self.requests.payload),
-                     ready.eq(held_next < cfg.queue_depth)]
+                     ready.eq(held_next < capacity)]
 
         outstanding = Signal(range(RESPONSE_QUEUE_DEPTH + 1))
         handed_on = Signal()

@@ -1460,8 +1460,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10907$0 (\$210 ),
-    .\port$10937$0 (\$211 ),
+    .\port$10971$0 (\$210 ),
+    .\port$11001$0 (\$211 ),
     .rows__araddr(rows__araddr),
     .rows__arid(rows__arid),
     .rows__arlen(rows__arlen),
@@ -1532,23 +1532,23 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$11023$0 (init),
-    .\port$11037$0 (irq_error),
-    .\port$11061$0 (halted),
-    .\port$11063$0 (err_cause),
-    .\port$11065$0 (err_engine),
-    .\port$11069$0 (err_addr),
-    .\port$11085$0 (count_lookups),
-    .\port$11087$0 (count_hits),
-    .\port$11089$0 (count_rows_gathered),
-    .\port$11091$0 (count_rows_written),
-    .\port$11093$0 (count_bytes_read),
-    .\port$11095$0 (count_bytes_written),
-    .\port$11097$0 (count_read_stall_cycles),
-    .\port$11099$0 (count_write_stall_cycles),
-    .\port$11101$0 (count_commands_completed),
-    .\port$11103$0 (count_errors),
-    .\port$11105$0 (count_cycles),
+    .\port$11087$0 (init),
+    .\port$11101$0 (irq_error),
+    .\port$11125$0 (halted),
+    .\port$11127$0 (err_cause),
+    .\port$11129$0 (err_engine),
+    .\port$11133$0 (err_addr),
+    .\port$11149$0 (count_lookups),
+    .\port$11151$0 (count_hits),
+    .\port$11153$0 (count_rows_gathered),
+    .\port$11155$0 (count_rows_written),
+    .\port$11157$0 (count_bytes_read),
+    .\port$11159$0 (count_bytes_written),
+    .\port$11161$0 (count_read_stall_cycles),
+    .\port$11163$0 (count_write_stall_cycles),
+    .\port$11165$0 (count_commands_completed),
+    .\port$11167$0 (count_errors),
+    .\port$11169$0 (count_cycles),
     .\port$135$0 (irq_done),
     .\port$142$0 (\busy$589 ),
     .\port$143$0 (\$73 ),
@@ -1740,7 +1740,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .err_addr(\err_addr$553 ),
     .err_resp(err_resp),
     .error(error),
-    .\port$11057$5 (cmd[100:5]),
+    .\port$11121$5 (cmd[100:5]),
     .rst(rst),
     .start(start)
   );
@@ -3700,8 +3700,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10907$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
-, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$10937$0 , out__awvalid, out__wvalid, words__awready, rows__awready
+module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, write_words, rows__wvalid, \port$10971$0 , out__araddr, out__arlen, out__arsize, out__arburst, out__arcache, out__arprot
+, out__arid, out__arvalid, lists__arready, rows__arready, rows__rvalid, lists__rvalid, out__rready, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__wdata, out__wstrb, out__wlast, \port$11001$0 , out__awvalid, out__wvalid, words__awready, rows__awready
 , words__wready, rows__wready, out__bready, words__bvalid, rows__bvalid, lists__arvalid, lists__araddr, lists__arlen, words__awvalid, words__wvalid, words__awaddr, words__wdata, words__wstrb, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, out__awready
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
@@ -3805,10 +3805,10 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   wire out__wvalid;
   reg owner = 1'h0;
   reg pick;
-  input [128:0] \port$10907$0 ;
-  wire [128:0] \port$10907$0 ;
-  output [6:0] \port$10937$0 ;
-  wire [6:0] \port$10937$0 ;
+  input [128:0] \port$10971$0 ;
+  wire [128:0] \port$10971$0 ;
+  output [6:0] \port$11001$0 ;
+  wire [6:0] \port$11001$0 ;
   input [63:0] rows__araddr;
   wire [63:0] rows__araddr;
   wire [1:0] rows__arburst;
@@ -3902,9 +3902,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign lists__rvalid = out__rvalid & out__rid[7];
   assign out__awaddr = write_words ? words__awaddr : rows__awaddr;
   assign out__awlen = write_words ? 8'h00 : rows__awlen;
-  assign out__wdata = write_words ? words__wdata : \port$10907$0 [127:0];
+  assign out__wdata = write_words ? words__wdata : \port$10971$0 [127:0];
   assign out__wstrb = write_words ? words__wstrb : 16'hffff;
-  assign out__wlast = write_words ? 1'h1 : \port$10907$0 [128];
+  assign out__wlast = write_words ? 1'h1 : \port$10971$0 [128];
   assign out__awvalid = write_words ? words__awvalid : rows__awvalid;
   assign out__wvalid = write_words ? words__wvalid : rows__wvalid;
   assign words__awready = write_words & out__awready;
@@ -3987,9 +3987,9 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign words__awcache = 4'h3;
   assign rows__awprot = 3'h0;
   assign words__awprot = 3'h0;
-  assign rows__wdata = \port$10907$0 [127:0];
+  assign rows__wdata = \port$10971$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign rows__wlast = \port$10907$0 [128];
+  assign rows__wlast = \port$10971$0 [128];
   assign words__wlast = 1'h1;
   assign out__awid = { 1'h0, \$5  };
   assign rows__awid = 7'h00;
@@ -3999,7 +3999,7 @@ module \hotline_accelerator.axi_mux (out__wready, out__bid, words__bresp, out__b
   assign rows__bresp = words__bresp;
   assign words__bid = 1'h0;
   assign rows__bid = out__bid[6:0];
-  assign \port$10937$0  = \$5 ;
+  assign \port$11001$0  = \$5 ;
   assign out__arsize = 3'h4;
   assign out__arburst = 2'h1;
   assign out__arcache = 4'h3;
@@ -5252,8 +5252,8 @@ module \hotline_accelerator.commands (rst, w_en, w_rdy, w_level, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$11023$0 
-, \port$11037$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11061$0 , \port$11063$0 , \port$11065$0 , r_ERR_COMMAND, \port$11069$0 , r_CMD_COMPLETED, \port$11085$0 , \port$11087$0 , \port$11089$0 , \port$11091$0 , \port$11093$0 , \port$11095$0 , \port$11097$0 , \port$11099$0 , \port$11101$0 , \port$11103$0 , \port$11105$0 , bvalid
+module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, refuse_CMD_SUBMIT, \port$2$0 , \port$135$0 , \port$142$0 , \port$143$0 , take_w, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, take_r, \port$11087$0 
+, \port$11101$0 , r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11125$0 , \port$11127$0 , \port$11129$0 , r_ERR_COMMAND, \port$11133$0 , r_CMD_COMPLETED, \port$11149$0 , \port$11151$0 , \port$11153$0 , \port$11155$0 , \port$11157$0 , \port$11159$0 , \port$11161$0 , \port$11163$0 , \port$11165$0 , \port$11167$0 , \port$11169$0 , bvalid
 , bus__bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, q_TABLE0_BASE_LO, q_TABLE0_BASE_HI, q_TABLE0_STRIDE, q_TABLE0_ROWS, q_TABLE1_BASE_LO, q_TABLE1_BASE_HI, q_TABLE1_STRIDE, q_TABLE1_ROWS, q_TABLE2_BASE_LO, q_TABLE2_BASE_HI, q_TABLE2_STRIDE
 , q_TABLE2_ROWS, q_TABLE3_BASE_LO, q_TABLE3_BASE_HI, q_TABLE3_STRIDE, q_TABLE3_ROWS, q_TABLE4_BASE_LO, q_TABLE4_BASE_HI, q_TABLE4_STRIDE, q_TABLE4_ROWS, q_TABLE5_BASE_LO, q_TABLE5_BASE_HI, q_TABLE5_STRIDE, q_TABLE5_ROWS, q_TABLE6_BASE_LO, q_TABLE6_BASE_HI, q_TABLE6_STRIDE, q_TABLE6_ROWS, q_TABLE7_BASE_LO, q_TABLE7_BASE_HI, q_TABLE7_STRIDE, q_TABLE7_ROWS
 , q_TABLE8_BASE_LO, q_TABLE8_BASE_HI, q_TABLE8_STRIDE, q_TABLE8_ROWS, q_TABLE9_BASE_LO, q_TABLE9_BASE_HI, q_TABLE9_STRIDE, q_TABLE9_ROWS, q_TABLE10_BASE_LO, q_TABLE10_BASE_HI, q_TABLE10_STRIDE, q_TABLE10_ROWS, q_TABLE11_BASE_LO, q_TABLE11_BASE_HI, q_TABLE11_STRIDE, q_TABLE11_ROWS, q_TABLE12_BASE_LO, q_TABLE12_BASE_HI, q_TABLE12_STRIDE, q_TABLE12_ROWS, q_TABLE13_BASE_LO
@@ -7173,40 +7173,40 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   input clk;
   wire clk;
   wire [31:0] err_set;
-  input \port$11023$0 ;
-  wire \port$11023$0 ;
-  input \port$11037$0 ;
-  wire \port$11037$0 ;
-  input \port$11061$0 ;
-  wire \port$11061$0 ;
-  input [7:0] \port$11063$0 ;
-  wire [7:0] \port$11063$0 ;
-  input [3:0] \port$11065$0 ;
-  wire [3:0] \port$11065$0 ;
-  input [63:0] \port$11069$0 ;
-  wire [63:0] \port$11069$0 ;
-  input [63:0] \port$11085$0 ;
-  wire [63:0] \port$11085$0 ;
-  input [63:0] \port$11087$0 ;
-  wire [63:0] \port$11087$0 ;
-  input [63:0] \port$11089$0 ;
-  wire [63:0] \port$11089$0 ;
-  input [63:0] \port$11091$0 ;
-  wire [63:0] \port$11091$0 ;
-  input [63:0] \port$11093$0 ;
-  wire [63:0] \port$11093$0 ;
-  input [63:0] \port$11095$0 ;
-  wire [63:0] \port$11095$0 ;
-  input [63:0] \port$11097$0 ;
-  wire [63:0] \port$11097$0 ;
-  input [63:0] \port$11099$0 ;
-  wire [63:0] \port$11099$0 ;
-  input [63:0] \port$11101$0 ;
-  wire [63:0] \port$11101$0 ;
-  input [63:0] \port$11103$0 ;
-  wire [63:0] \port$11103$0 ;
-  input [63:0] \port$11105$0 ;
-  wire [63:0] \port$11105$0 ;
+  input \port$11087$0 ;
+  wire \port$11087$0 ;
+  input \port$11101$0 ;
+  wire \port$11101$0 ;
+  input \port$11125$0 ;
+  wire \port$11125$0 ;
+  input [7:0] \port$11127$0 ;
+  wire [7:0] \port$11127$0 ;
+  input [3:0] \port$11129$0 ;
+  wire [3:0] \port$11129$0 ;
+  input [63:0] \port$11133$0 ;
+  wire [63:0] \port$11133$0 ;
+  input [63:0] \port$11149$0 ;
+  wire [63:0] \port$11149$0 ;
+  input [63:0] \port$11151$0 ;
+  wire [63:0] \port$11151$0 ;
+  input [63:0] \port$11153$0 ;
+  wire [63:0] \port$11153$0 ;
+  input [63:0] \port$11155$0 ;
+  wire [63:0] \port$11155$0 ;
+  input [63:0] \port$11157$0 ;
+  wire [63:0] \port$11157$0 ;
+  input [63:0] \port$11159$0 ;
+  wire [63:0] \port$11159$0 ;
+  input [63:0] \port$11161$0 ;
+  wire [63:0] \port$11161$0 ;
+  input [63:0] \port$11163$0 ;
+  wire [63:0] \port$11163$0 ;
+  input [63:0] \port$11165$0 ;
+  wire [63:0] \port$11165$0 ;
+  input [63:0] \port$11167$0 ;
+  wire [63:0] \port$11167$0 ;
+  input [63:0] \port$11169$0 ;
+  wire [63:0] \port$11169$0 ;
   input \port$135$0 ;
   wire \port$135$0 ;
   input \port$142$0 ;
@@ -9859,7 +9859,7 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign \$1717  = \$1714  ? \$1716  : 32'd0;
   assign \$1718  = ~ \$1717 ;
   assign \$1719  = q_IRQ_STATUS & \$1718 ;
-  assign \$1720  = \$1719  | { 30'h00000000, \port$11037$0 , \port$135$0  };
+  assign \$1720  = \$1719  | { 30'h00000000, \port$11101$0 , \port$135$0  };
   assign \$1722  = take_w & wsel_REG_ERROR;
   assign \$1723  = wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$1725  = \$1722  ? \$1724  : 32'd0;
@@ -11638,34 +11638,34 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$11061$0 , \port$11023$0 , \port$142$0  };
-  assign r_ERR_CAUSE = { 20'h00000, \port$11065$0 , \port$11063$0  };
-  assign r_ERR_ADDR_LO = \port$11069$0 [31:0];
-  assign r_ERR_ADDR_HI = \port$11069$0 [63:32];
+  assign r_STATUS = { 28'h0000000, \port$143$0 , \port$11125$0 , \port$11087$0 , \port$142$0  };
+  assign r_ERR_CAUSE = { 20'h00000, \port$11129$0 , \port$11127$0  };
+  assign r_ERR_ADDR_LO = \port$11133$0 [31:0];
+  assign r_ERR_ADDR_HI = \port$11133$0 [63:32];
   assign r_CMD_FREE = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
-  assign r_LOOKUPS_LO = \port$11085$0 [31:0];
-  assign r_LOOKUPS_HI = \port$11085$0 [63:32];
-  assign r_HITS_LO = \port$11087$0 [31:0];
-  assign r_HITS_HI = \port$11087$0 [63:32];
-  assign r_ROWS_GATHERED_LO = \port$11089$0 [31:0];
-  assign r_ROWS_GATHERED_HI = \port$11089$0 [63:32];
-  assign r_ROWS_WRITTEN_LO = \port$11091$0 [31:0];
-  assign r_ROWS_WRITTEN_HI = \port$11091$0 [63:32];
-  assign r_BYTES_READ_LO = \port$11093$0 [31:0];
-  assign r_BYTES_READ_HI = \port$11093$0 [63:32];
-  assign r_BYTES_WRITTEN_LO = \port$11095$0 [31:0];
-  assign r_BYTES_WRITTEN_HI = \port$11095$0 [63:32];
-  assign r_READ_STALL_CYCLES_LO = \port$11097$0 [31:0];
-  assign r_READ_STALL_CYCLES_HI = \port$11097$0 [63:32];
-  assign r_WRITE_STALL_CYCLES_LO = \port$11099$0 [31:0];
-  assign r_WRITE_STALL_CYCLES_HI = \port$11099$0 [63:32];
-  assign r_COMMANDS_COMPLETED_LO = \port$11101$0 [31:0];
-  assign r_COMMANDS_COMPLETED_HI = \port$11101$0 [63:32];
-  assign r_ERRORS_LO = \port$11103$0 [31:0];
-  assign r_ERRORS_HI = \port$11103$0 [63:32];
-  assign r_CYCLES_LO = \port$11105$0 [31:0];
-  assign r_CYCLES_HI = \port$11105$0 [63:32];
-  assign set_IRQ_STATUS = { 30'h00000000, \port$11037$0 , \port$135$0  };
+  assign r_LOOKUPS_LO = \port$11149$0 [31:0];
+  assign r_LOOKUPS_HI = \port$11149$0 [63:32];
+  assign r_HITS_LO = \port$11151$0 [31:0];
+  assign r_HITS_HI = \port$11151$0 [63:32];
+  assign r_ROWS_GATHERED_LO = \port$11153$0 [31:0];
+  assign r_ROWS_GATHERED_HI = \port$11153$0 [63:32];
+  assign r_ROWS_WRITTEN_LO = \port$11155$0 [31:0];
+  assign r_ROWS_WRITTEN_HI = \port$11155$0 [63:32];
+  assign r_BYTES_READ_LO = \port$11157$0 [31:0];
+  assign r_BYTES_READ_HI = \port$11157$0 [63:32];
+  assign r_BYTES_WRITTEN_LO = \port$11159$0 [31:0];
+  assign r_BYTES_WRITTEN_HI = \port$11159$0 [63:32];
+  assign r_READ_STALL_CYCLES_LO = \port$11161$0 [31:0];
+  assign r_READ_STALL_CYCLES_HI = \port$11161$0 [63:32];
+  assign r_WRITE_STALL_CYCLES_LO = \port$11163$0 [31:0];
+  assign r_WRITE_STALL_CYCLES_HI = \port$11163$0 [63:32];
+  assign r_COMMANDS_COMPLETED_LO = \port$11165$0 [31:0];
+  assign r_COMMANDS_COMPLETED_HI = \port$11165$0 [63:32];
+  assign r_ERRORS_LO = \port$11167$0 [31:0];
+  assign r_ERRORS_HI = \port$11167$0 [63:32];
+  assign r_CYCLES_LO = \port$11169$0 [31:0];
+  assign r_CYCLES_HI = \port$11169$0 [63:32];
+  assign set_IRQ_STATUS = { 30'h00000000, \port$11101$0 , \port$135$0  };
   assign err_set[2] = w_refused;
   assign err_set[1] = w_read_only;
   assign err_set[0] = \$452 ;
@@ -11878,38 +11878,38 @@ module \hotline_accelerator.csr (bus__awvalid, wdata, bus__wstrb, bus__wvalid, b
   assign { \$1334 [31:9], \$1334 [7:0] } = 31'h00000000;
   assign \$1334 [8] = rsel_P_WORD_WRITES;
   assign \$1338 [31:4] = 28'h0000000;
-  assign \$1338 [3:0] = { \port$143$0 , \port$11061$0 , \port$11023$0 , \port$142$0  };
+  assign \$1338 [3:0] = { \port$143$0 , \port$11125$0 , \port$11087$0 , \port$142$0  };
   assign \$1350 [31:12] = 20'h00000;
-  assign \$1350 [11:0] = { \port$11065$0 , \port$11063$0  };
+  assign \$1350 [11:0] = { \port$11129$0 , \port$11127$0  };
   assign \$1352  = r_ERR_COMMAND;
-  assign \$1356  = \port$11069$0 [31:0];
-  assign \$1358  = \port$11069$0 [63:32];
+  assign \$1356  = \port$11133$0 [31:0];
+  assign \$1358  = \port$11133$0 [63:32];
   assign \$1375  = { \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0 [5], \port$2$0  };
   assign \$1377  = r_CMD_SUBMITTED;
   assign \$1380  = r_CMD_COMPLETED;
   assign \$1382  = r_CMD_DROPPED;
-  assign \$1387  = \port$11085$0 [31:0];
-  assign \$1389  = \port$11085$0 [63:32];
-  assign \$1392  = \port$11087$0 [31:0];
-  assign \$1394  = \port$11087$0 [63:32];
-  assign \$1398  = \port$11089$0 [31:0];
-  assign \$1400  = \port$11089$0 [63:32];
-  assign \$1403  = \port$11091$0 [31:0];
-  assign \$1405  = \port$11091$0 [63:32];
-  assign \$1411  = \port$11093$0 [31:0];
-  assign \$1413  = \port$11093$0 [63:32];
-  assign \$1416  = \port$11095$0 [31:0];
-  assign \$1418  = \port$11095$0 [63:32];
-  assign \$1422  = \port$11097$0 [31:0];
-  assign \$1424  = \port$11097$0 [63:32];
-  assign \$1427  = \port$11099$0 [31:0];
-  assign \$1429  = \port$11099$0 [63:32];
-  assign \$1434  = \port$11101$0 [31:0];
-  assign \$1436  = \port$11101$0 [63:32];
-  assign \$1439  = \port$11103$0 [31:0];
-  assign \$1441  = \port$11103$0 [63:32];
-  assign \$1445  = \port$11105$0 [31:0];
-  assign \$1447  = \port$11105$0 [63:32];
+  assign \$1387  = \port$11149$0 [31:0];
+  assign \$1389  = \port$11149$0 [63:32];
+  assign \$1392  = \port$11151$0 [31:0];
+  assign \$1394  = \port$11151$0 [63:32];
+  assign \$1398  = \port$11153$0 [31:0];
+  assign \$1400  = \port$11153$0 [63:32];
+  assign \$1403  = \port$11155$0 [31:0];
+  assign \$1405  = \port$11155$0 [63:32];
+  assign \$1411  = \port$11157$0 [31:0];
+  assign \$1413  = \port$11157$0 [63:32];
+  assign \$1416  = \port$11159$0 [31:0];
+  assign \$1418  = \port$11159$0 [63:32];
+  assign \$1422  = \port$11161$0 [31:0];
+  assign \$1424  = \port$11161$0 [63:32];
+  assign \$1427  = \port$11163$0 [31:0];
+  assign \$1429  = \port$11163$0 [63:32];
+  assign \$1434  = \port$11165$0 [31:0];
+  assign \$1436  = \port$11165$0 [63:32];
+  assign \$1439  = \port$11167$0 [31:0];
+  assign \$1441  = \port$11167$0 [63:32];
+  assign \$1445  = \port$11169$0 [31:0];
+  assign \$1447  = \port$11169$0 [63:32];
   assign \$1712  = bus__awaddr;
   assign \$1713  = bus__araddr;
   assign \$1716 [31:2] = 30'h00000000;
@@ -16503,7 +16503,7 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$3073$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -17876,34 +17876,38 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -17914,77 +17918,82 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -18175,7 +18184,7 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$3126$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -19548,34 +19557,38 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -19586,77 +19599,82 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -19847,7 +19865,7 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$3603$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -21220,34 +21238,38 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -21258,77 +21280,82 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -21519,7 +21546,7 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$3656$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -22892,34 +22919,38 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -22930,77 +22961,82 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -23191,7 +23227,7 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$3709$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -24564,34 +24600,38 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -24602,77 +24642,82 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -24863,7 +24908,7 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$3762$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -26236,34 +26281,38 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -26274,77 +26323,82 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -26535,7 +26589,7 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$3815$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -27908,34 +27962,38 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -27946,77 +28004,82 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -28207,7 +28270,7 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$3868$0 , 
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -29580,34 +29643,38 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -29618,77 +29685,82 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -29879,7 +29951,7 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$3179$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -31252,34 +31324,38 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -31290,77 +31366,82 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -31551,7 +31632,7 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$3232$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -32924,34 +33005,38 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -32962,77 +33047,82 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -33223,7 +33313,7 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$3285$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -34596,34 +34686,38 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -34634,77 +34728,82 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -34895,7 +34994,7 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$3338$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -36268,34 +36367,38 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -36306,77 +36409,82 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -36567,7 +36675,7 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$3391$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -37940,34 +38048,38 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -37978,77 +38090,82 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -38239,7 +38356,7 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$3444$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -39612,34 +39729,38 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -39650,77 +39771,82 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -39911,7 +40037,7 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$3497$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -41284,34 +41410,38 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -41322,77 +41452,82 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -41583,7 +41718,7 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$3550$0 , \
   assign \$4  = outstanding < 3'h7;
   assign issue = r_rdy & \$4 ;
   assign handed_on = responses__valid & \r_en$39 ;
-  assign \$5  = \$3 [2:0] < 3'h4;
+  assign \$5  = \$3 [2:0] < 3'h5;
   assign \$6  = outstanding + issue;
   assign \$7  = \$6  - handed_on;
   always @(posedge clk)
@@ -42956,34 +43091,38 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [3:0] \$14 ;
-  reg [1:0] \$15 ;
-  reg [1:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [2:0] \$2 ;
-  wire \$3 ;
-  wire [2:0] \$4 ;
+  wire [3:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
+  wire \$2 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
+  wire [3:0] \$3 ;
+  wire [3:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [3:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [25:0] r_data;
   wire [25:0] r_data;
   input r_en;
   wire r_en;
   (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [25:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -42994,77 +43133,82 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [25:0] w_port__data;
   wire [25:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [25:0] storage [3:0];
+  reg [25:0] storage [4:0];
   initial begin
     storage[0] = 26'h0000000;
     storage[1] = 26'h0000000;
     storage[2] = 26'h0000000;
     storage[3] = 26'h0000000;
+    storage[4] = 26'h0000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 3'h4;
+  assign w_rdy = level != 3'h5;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [1:0];
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$15  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$16  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [2:0];
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$17  = 3'h0;
+      \$21  = 3'h0;
     end
   end
   assign w_level = level;
@@ -53328,7 +53472,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$3073$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$11057$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, beats__valid, axi__arready, axi__rvalid, start, \port$11121$5 , beats__payload, busy, error, err_resp, err_addr, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;
@@ -53479,8 +53623,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   wire [9:0] level;
   wire [1:0] mask;
   reg [63:0] next_addr = 64'h0000000000000000;
-  input [95:0] \port$11057$5 ;
-  wire [95:0] \port$11057$5 ;
+  input [95:0] \port$11121$5 ;
+  wire [95:0] \port$11121$5 ;
   wire [33:0] pos0;
   wire [33:0] pos1;
   wire [128:0] r_data;
@@ -53524,9 +53668,9 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign r_en = \$36  & \$37 ;
   assign \$38  = ~ busy;
   assign \$39  = start & \$38 ;
-  assign \$40  = \port$11057$5 [31:0] + \port$11057$5 [35];
+  assign \$40  = \port$11121$5 [31:0] + \port$11121$5 [35];
   assign \$41  = \$40  + 1'h1;
-  assign \$43  = \port$11057$5 [31:0] + \port$11057$5 [35];
+  assign \$43  = \port$11121$5 [31:0] + \port$11121$5 [35];
   assign \$44  = \$43  + 1'h1;
   assign \$46  = axi__arvalid & axi__arready;
   assign \$47  = ~ axi__arvalid;
@@ -53596,7 +53740,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   \hotline_accelerator.list_reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$8752$0 (\$15 ),
+    .\port$8816$0 (\$15 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -53630,7 +53774,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$72  = next_addr;
     if (\$39 ) begin
-      \$72  = { \port$11057$5 [95:36], 4'h0 };
+      \$72  = { \port$11121$5 [95:36], 4'h0 };
     end
     if (\$53 ) begin
       \$72  = \$56 [63:0];
@@ -53643,7 +53787,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$73  = rx_addr;
     if (\$39 ) begin
-      \$73  = { \port$11057$5 [95:36], 4'h0 };
+      \$73  = { \port$11121$5 [95:36], 4'h0 };
     end
     if (\$62 ) begin
       \$73  = \$63 [63:0];
@@ -53700,7 +53844,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$77  = first_word;
     if (\$39 ) begin
-      \$77  = \port$11057$5 [35];
+      \$77  = \port$11121$5 [35];
     end
     if (rst) begin
       \$77  = 1'h0;
@@ -53710,7 +53854,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$78  = total_words;
     if (\$39 ) begin
-      \$78  = { 1'h0, \port$11057$5 [31:0] };
+      \$78  = { 1'h0, \port$11121$5 [31:0] };
     end
     if (rst) begin
       \$78  = 33'h000000000;
@@ -53819,8 +53963,8 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11057$5 [95:32];
-  assign count = \port$11057$5 [31:0];
+  assign addr = \port$11121$5 [95:32];
+  assign count = \port$11121$5 [31:0];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -53841,7 +53985,7 @@ module \hotline_accelerator.list_reader (axi__rresp, clk, rst, beats__ready, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8752$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
+module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8816$0 , r_en, w_level, r_data, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53885,8 +54029,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8752$0 , r_e
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$8752$0 ;
-  wire \port$8752$0 ;
+  input \port$8816$0 ;
+  wire \port$8816$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -54426,7 +54570,7 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8752$0 , r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8752$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$8816$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -54525,8 +54669,8 @@ module \hotline_accelerator.list_reader.fifo (clk, rst, w_en, \port$8752$0 , r_e
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8752$0 , \port$0$95  };
-  assign w_data = { \port$8752$0 , \port$0$95  };
+  assign w_port__data = { \port$8816$0 , \port$0$95  };
+  assign w_data = { \port$8816$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -58337,8 +58481,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   \hotline_accelerator.row_mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$257 ),
-    .\port$10795$0 (slot_rd__data),
-    .\port$13332$0 (rd_last),
+    .\port$10859$0 (slot_rd__data),
+    .\port$13396$0 (rd_last),
     .r_data(\r_data$267 ),
     .r_en(\r_en$270 ),
     .r_rdy(r_rdy),
@@ -58347,8 +58491,8 @@ module \hotline_accelerator.row_mover (axi__rid, axi__rdata, axi__rresp, axi__rl
   );
   \hotline_accelerator.row_mover.wpend  wpend (
     .clk(clk),
-    .\port$13326$0 (aw_slot),
-    .\port$13328$0 (aw_beats),
+    .\port$13390$0 (aw_slot),
+    .\port$13392$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$258 ),
@@ -62173,7 +62317,7 @@ module \hotline_accelerator.row_mover.ready_q (rst, r_en, r_rdy, r_data, w_port_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.w_fifo (rst, \port$10795$0 , r_rdy, r_data, r_en, w_en, \port$13332$0 , level, clk);
+module \hotline_accelerator.row_mover.w_fifo (rst, \port$10859$0 , r_rdy, r_data, r_en, w_en, \port$13396$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -62198,10 +62342,10 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10795$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input [127:0] \port$10795$0 ;
-  wire [127:0] \port$10795$0 ;
-  input \port$13332$0 ;
-  wire \port$13332$0 ;
+  input [127:0] \port$10859$0 ;
+  wire [127:0] \port$10859$0 ;
+  input \port$13396$0 ;
+  wire \port$13396$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -62234,7 +62378,7 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10795$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13332$0 , \port$10795$0  };
+      storage[w_port__addr] <= { \port$13396$0 , \port$10859$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -62296,14 +62440,14 @@ module \hotline_accelerator.row_mover.w_fifo (rst, \port$10795$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13332$0 , \port$10795$0  };
-  assign w_data = { \port$13332$0 , \port$10795$0  };
+  assign w_port__data = { \port$13396$0 , \port$10859$0  };
+  assign w_data = { \port$13396$0 , \port$10859$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13326$0 , \port$13328$0 , clk);
+module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13390$0 , \port$13392$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -62327,10 +62471,10 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13326$0 ;
-  wire [6:0] \port$13326$0 ;
-  input [3:0] \port$13328$0 ;
-  wire [3:0] \port$13328$0 ;
+  input [6:0] \port$13390$0 ;
+  wire [6:0] \port$13390$0 ;
+  input [3:0] \port$13392$0 ;
+  wire [3:0] \port$13392$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -62487,7 +62631,7 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13328$0 , \port$13326$0  };
+      storage[w_port__addr] <= { \port$13392$0 , \port$13390$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -62549,8 +62693,8 @@ module \hotline_accelerator.row_mover.wpend (rst, w_en, r_en, r_rdy, r_data, \po
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13328$0 , \port$13326$0  };
-  assign w_data = { \port$13328$0 , \port$13326$0  };
+  assign w_port__data = { \port$13392$0 , \port$13390$0  };
+  assign w_data = { \port$13392$0 , \port$13390$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -167,6 +167,36 @@ def test_bank_pipeline_answers_in_order_under_back_pressure(policy):
     assert refused, "the stalls never filled the request queue: the test lost its point"
 
 
+@pytest.mark.parametrize("queue_depth", [2, 4])
+def test_bank_pipeline_answers_a_lookup_per_cycle_when_the_consumer_keeps_up(queue_depth):
+    """Requests offered every cycle to one bank pipeline whose consumer is always ready:
+    it takes one per cycle and answers one per cycle (the response credit covers the
+    bank's stages and the buffered queue; the request register's ``ready`` never idles a
+    cycle)."""
+    cfg = EALConfig(lanes=1, banks=1, sets=4, ways=3, table_bits=2, row_bits=10,
+                    queue_depth=queue_depth)
+    n = 200
+    dut = BankPipeline(cfg)
+    taken, answered = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.learn, 1)
+        ctx.set(dut.responses.ready, 1)
+        for cycle in range(n + 40):
+            ctx.set(dut.requests.valid, len(taken) < n)
+            ctx.set(dut.requests.payload.set, cycle % cfg.sets)
+            ctx.set(dut.requests.payload.tag, cycle % 7)
+            if len(taken) < n and ctx.get(dut.requests.ready):
+                taken.append(cycle)
+            if ctx.get(dut.responses.valid):
+                answered.append(cycle)
+            await ctx.tick()
+
+    _simulate(dut, bench, n + 60)
+    assert len(taken) == n and taken[-1] <= n + 1, taken[-5:]
+    assert len(answered) == n and answered[-1] - answered[0] == n - 1, answered[-5:]
+
+
 @pytest.mark.parametrize("lanes,banks,release_beats", [(4, 4, 4), (3, 8, 2), (1, 2, 1)])
 def test_release_assembles_beats_in_order_from_bank_responses(lanes, banks, release_beats):
     """Beat records (holes, lanes of one beat on one bank, repeats of an earlier lane) and
