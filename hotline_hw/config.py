@@ -60,13 +60,15 @@ class EALConfig:
     row_bits : int
         Width of the row index field of a key; rows per table < ``2**row_bits``.
     hash_rounds : int
-        Feistel rounds, 2..8; the RTL spends one pipeline stage per round.
+        Feistel rounds, 2..8; the RTL spends two pipeline stages per round.
     dispatch_beats : int
         RTL only, throughput only: beats the bank switch draws lookups from at once (>= 1);
         a bank still empty-handed behind the oldest beat takes its lookup from a younger one.
     queue_depth : int
-        RTL only, throughput only: entries of each bank's request queue (>= 2); a full
-        queue holds back its bank's lookups in the switch (hot keys), nothing is dropped.
+        RTL only, throughput only: lookups that may wait in each bank's request queue
+        (>= 2; the queue has one entry more, for the lookup streaming through its input
+        register); a full queue holds back its bank's lookups in the switch (hot keys),
+        nothing is dropped.
     beats_in_flight : int
         RTL only, throughput only: beats between the switch and the result release (>= 2);
         covers the banks' latency so that the engine keeps taking a beat per cycle.
