@@ -29,9 +29,11 @@ class FeistelHash(wiring.Component):
     i : In(stream of ``lookup_beat``)
         Keys to hash; lane ``valid`` bits pass through.
     o : Out(stream of ``lanes`` x ``hashed_lane``)
-        The (bank, set, tag) fields of each lane's hash, ``LATENCY`` cycles later.
+        The (bank, set, tag) fields of each lane's hash, ``latency`` cycles later.
     busy : Out(1)
         A beat is somewhere in the pipeline.
+    latency : int
+        ``STAGES_PER_ROUND * hash_rounds``: cycles from a key to its hash.
 
     A round's multiply by its 32-bit constant is split at its 16-bit halves: the first
     stage forms the two partial products (one DSP multiplier each, their results

@@ -35,12 +35,9 @@ class LfuTagBank(TagBank):
         stage = self._pipeline(m, [self.request.payload.tag[:cfg.sketch_bits],
                                    product[32 - cfg.sketch_bits:32]])
         i0, i1 = stage.extra
-        word, match, request = stage.word, stage.match, stage.request
+        word, match, free, request = stage.word, stage.match, stage.free, stage.request
         cur = word.ways
         sk = word.sketch
-        free = Signal(ways)
-        for w in range(ways):
-            m.d.comb += free[w].eq(~cur[w].valid)
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit = match.any()

@@ -2,7 +2,7 @@
 
 from amaranth import Cat, Const, Signal
 
-__all__ = ["or_tree", "one_hot", "one_hot_halves", "one_hot_from_halves", "bit_columns",
+__all__ = ["or_tree", "one_hot_halves", "one_hot_from_halves", "bit_columns",
            "select_one_hot", "wanted_by_bank", "oldest_per_bank"]
 
 
@@ -16,11 +16,12 @@ def or_tree(values):
 
 
 def one_hot_halves(value, n):
-    """The two small decodes of :func:`one_hot`: ``(low, high)``, one-hot codes of the low
-    and the high half of ``value``'s bits (``1 << (bits // 2)`` and ``1 << (bits - bits //
+    """A one-hot decode of ``value`` (``n`` outputs) in two small halves: ``(low, high)``,
+    one-hot codes of the low and the high half of ``value``'s bits (``1 << (bits // 2)`` and ``1 << (bits - bits //
     2)`` wide). A block that keeps a decoded value in registers stores these
     (``2 x sqrt(n)`` bits, not ``n``) and combines them with :func:`one_hot_from_halves`,
-    one AND per output bit."""
+    one AND per output bit. A ``1 << value`` would become a barrel shifter in synthesis,
+    and one comparator per output would cost ``n`` netlist nodes."""
     bits = max(0, (n - 1).bit_length())
     low_bits = bits // 2
     low = Cat(value[:low_bits] == k for k in range(1 << low_bits)) if low_bits else Const(1, 1)
@@ -32,20 +33,6 @@ def one_hot_halves(value, n):
 def one_hot_from_halves(low, high, n):
     """``n``-bit one-hot code from the halves of :func:`one_hot_halves`."""
     return Cat(low & high[h].replicate(len(low)) for h in range(len(high)))[:n]
-
-
-def one_hot(m, value, n, name):
-    """``n``-bit one-hot decode of ``value`` (bit ``value`` set), as two smaller decodes of
-    its low and high bits ANDed together (each a named signal of ``m``: an expression used
-    twice would be built twice). A constant ``1 << value`` would become a barrel shifter in
-    synthesis, and one comparator per output would cost ``n`` netlist nodes."""
-    if n <= 1:
-        return Const(1, 1)
-    low_value, high_value = one_hot_halves(value, n)
-    low = Signal(len(low_value), name=f"{name}_low")
-    high = Signal(len(high_value), name=f"{name}_high")
-    m.d.comb += [low.eq(low_value), high.eq(high_value)]
-    return one_hot_from_halves(low, high, n)
 
 
 def bit_columns(m, words, width, name):

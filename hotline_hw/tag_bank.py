@@ -53,12 +53,15 @@ class UpdateStage:
     match : Signal(ways)
         Per way: valid and holding the request's tag (computed a stage earlier and
         forwarded, so no tag compare is on the update stage's path).
+    free : Signal(ways)
+        Per way: not valid in ``word``.
     extra : list of Signal
         The ``extra`` values given to :meth:`TagBank._pipeline`, delayed to this stage.
     """
 
-    def __init__(self, request, word, match, extra):
-        self.request, self.word, self.match, self.extra = request, word, match, extra
+    def __init__(self, request, word, match, free, extra):
+        self.request, self.word, self.match, self.free, self.extra = (request, word, match,
+                                                                      free, extra)
 
 
 class TagBank(wiring.Component):
@@ -170,7 +173,7 @@ class TagBank(wiring.Component):
         self._written = written = Signal(data.StructLayout({
             "write": 1, "set": max(1, cfg.set_bits), "word": set_layout(cfg),
             "tag_ways": ways}), name="written")
-        self._stored = stored = Signal(data.StructLayout({
+        stored = Signal(data.StructLayout({
             "write": 1, "set": max(1, cfg.set_bits), "word": set_layout(cfg)}), name="stored")
         m.d.sync += [stored.write.eq(written.write), stored.set.eq(written.set),
                      stored.word.eq(written.word)]
@@ -209,10 +212,12 @@ class TagBank(wiring.Component):
         word = Signal(set_layout(cfg), name="word")
         match = Signal(ways, name="match")
         m.d.comb += word.eq(Mux(u_same.ahead, written.word.as_value(), u_base.as_value()))
-        for w in range(ways):
-            m.d.comb += match[w].eq(Mux(u_same.ahead & written.tag_ways[w],
-                                        u_same.ahead_tag, u_base_match[w]))
-        return UpdateStage(update, word, match, delayed)
+        free = Signal(ways, name="free")
+        for w, entry in enumerate(self._ways(word)):
+            m.d.comb += [match[w].eq(Mux(u_same.ahead & written.tag_ways[w],
+                                         u_same.ahead_tag, u_base_match[w])),
+                         free[w].eq(~entry.valid)]
+        return UpdateStage(update, word, match, free, delayed)
 
     def _lowest(self, m, bits, name):
         """Index of the lowest set bit of ``bits`` (0 when none)."""
@@ -250,10 +255,7 @@ class TagBank(wiring.Component):
         ways = cfg.ways
         m = Module()
         stage = self._pipeline(m)
-        cur, match, request = stage.word, stage.match, stage.request
-        free = Signal(ways)
-        for w in range(ways):
-            m.d.comb += free[w].eq(~cur[w].valid)
+        cur, match, free, request = stage.word, stage.match, stage.free, stage.request
         lowest = lambda bits, name: self._lowest(m, bits, name)
 
         hit_way = lowest(match, "hit_way")
