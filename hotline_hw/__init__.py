@@ -9,6 +9,6 @@ from these, clear and dump), :mod:`.logic` (shared combinational helpers).
 ``python -m hotline_hw.generate`` writes the Verilog to ``rtl/``.
 """
 
-from .config import EALConfig, CONFIGS, DEFAULT_CONFIG, ASIC_CONFIG
+from hotline_spec.config import EALConfig, CONFIGS, DEFAULT_CONFIG, ASIC_CONFIG
 
 __all__ = ["EALConfig", "CONFIGS", "DEFAULT_CONFIG", "ASIC_CONFIG"]

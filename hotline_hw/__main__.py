@@ -1,6 +1,6 @@
 """``python -m hotline_hw``: list the named configurations with their derived widths."""
 
-from .config import CONFIGS, DEVICE_CONFIGS, FRAGMENTER_CONFIGS
+from hotline_spec.config import CONFIGS, DEVICE_CONFIGS, FRAGMENTER_CONFIGS
 
 print("EAL / lookup-engine configurations (EALConfig):")
 for name, cfg in CONFIGS.items():

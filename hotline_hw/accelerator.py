@@ -2,8 +2,8 @@
 
 ``HotlineAccelerator`` is the top level (``rtl/hotline_accelerator.v``): an AXI4-Lite
 subordinate for the registers (``s_axil_*``), an AXI4 manager for DMA (``m_axi_*``) and an
-interrupt (``irq``). The register map is :mod:`hotline_hw.registers`, the command set
-:mod:`hotline_hw.commands`; the behaviour is written down in ``docs/device.md``.
+interrupt (``irq``). The register map is :mod:`hotline_spec.registers`, the command set
+:mod:`hotline_spec.commands`; the behaviour is written down in ``docs/device.md``.
 
 The command sequencer is this module's ``elaborate``: it pops one command at a time from the
 command FIFO, refuses a bad one before anything moves (decode checks, then a pass over the
@@ -17,8 +17,9 @@ from amaranth.lib import wiring, data, fifo
 from amaranth.lib.wiring import In, Out
 
 from .axi import axi4_signature, axil_signature, flat_members, connect_flat, RESP_DECERR
-from .commands import Opcode, ErrorCause, Engine, result_word, dump_word
-from .config import DeviceConfig
+from hotline_spec.commands import Opcode, ErrorCause, Engine
+from .layouts import dump_word, result_word
+from hotline_spec.config import DeviceConfig
 from .csr import CsrBank
 from .dma.axi_mux import AxiMux, read_id_bits
 from .dma.key_checker import KeyChecker
@@ -27,7 +28,7 @@ from .dma.row_mover import RowMover
 from .dma.word_writer import WordWriter
 from .layouts import lookup_beat
 from .lookup_engine import LookupEngine
-from .registers import register_map, COUNTERS
+from hotline_spec.registers import register_map, COUNTERS
 
 __all__ = ["HotlineAccelerator", "command_layout"]
 
@@ -39,7 +40,7 @@ def command_layout(dcfg: DeviceConfig):
 
 
 class HotlineAccelerator(wiring.Component):
-    """The accelerator top level for ``dcfg`` (a :class:`~hotline_hw.config.DeviceConfig`).
+    """The accelerator top level for ``dcfg`` (a :class:`~hotline_spec.config.DeviceConfig`).
 
     Ports (AXI names, so bus models and vendor IP connect without renaming)
     -----

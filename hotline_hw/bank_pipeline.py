@@ -4,7 +4,7 @@ from amaranth import Signal, Module
 from amaranth.lib import wiring, stream, fifo
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig
+from hotline_spec.config import EALConfig
 from .layouts import bank_request, bank_response, set_layout
 from .lfu_tag_bank import LfuTagBank
 from .tag_bank import TagBank, MaintenanceSignature

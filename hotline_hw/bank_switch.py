@@ -8,7 +8,7 @@ from amaranth import Signal, Module, Cat, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig
+from hotline_spec.config import EALConfig
 from .layouts import marked_lane, bank_request, beat_record
 from .logic import (or_tree, one_hot_halves, bit_columns, select_one_hot, wanted_by_bank,
                     oldest_per_bank)

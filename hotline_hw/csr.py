@@ -1,6 +1,6 @@
 """The register file: an AXI4-Lite subordinate generated from the register description.
 
-:class:`CsrBank` decodes every register of a :class:`~hotline_hw.registers.RegisterMap`;
+:class:`CsrBank` decodes every register of a :class:`~hotline_spec.registers.RegisterMap`;
 nothing here names a register except the two it keeps itself (``REG_ERROR`` and
 ``REG_ERROR_ADDR``, the record of refused accesses).
 """
@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import axil_signature, RESP_OKAY, RESP_SLVERR
 from .logic import or_tree
-from .registers import RegisterMap
+from hotline_spec.registers import RegisterMap
 
 __all__ = ["CsrBank"]
 

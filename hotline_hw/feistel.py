@@ -4,7 +4,7 @@ from amaranth import Signal, Module, Cat, Const
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig, FEISTEL_ROUND_KEYS, FEISTEL_MULTIPLIERS
+from hotline_spec.config import EALConfig, FEISTEL_ROUND_KEYS, FEISTEL_MULTIPLIERS
 from .layouts import lookup_beat, hashed_lane
 
 __all__ = ["FeistelHash", "feistel_round_widths"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from .config import CONFIGS, DEFAULT_DEVICE, DEFAULT_FRAGMENTER, DeviceConfig, EALConfig, FragmenterConfig
+from hotline_spec.config import CONFIGS, DEFAULT_DEVICE, DEFAULT_FRAGMENTER, DeviceConfig, EALConfig, FragmenterConfig
 
 TOP_NAME = "hotline_lookup_engine"
 ACCELERATOR_NAME = "hotline_accelerator"
@@ -58,7 +58,7 @@ def fragment_chain_verilog(fcfg: FragmenterConfig, name: str = FRAGMENT_CHAIN_NA
 def generated_files(rtl_dir: Path, cfg: EALConfig = CONFIGS["default"],
                     dcfg: DeviceConfig = DEFAULT_DEVICE):
     """``{path: text}`` of every generated file."""
-    from .registers import registers_markdown
+    from hotline_spec.registers import registers_markdown
     return {rtl_dir / f"{TOP_NAME}.v": verilog_text(cfg),
             rtl_dir / f"{ACCELERATOR_NAME}.v": accelerator_verilog(dcfg),
             rtl_dir / f"{FRAGMENT_CHAIN_NAME}.v": fragment_chain_verilog(DEFAULT_FRAGMENTER),

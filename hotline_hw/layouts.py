@@ -7,11 +7,23 @@ payloads and the cocotb testbenches pack and unpack port values through the same
 
 from amaranth.lib import data
 
-from .config import EALConfig, SKETCH_ROWS
+from hotline_spec.commands import DUMP_WORDS, RESULT_WORD
+from hotline_spec.config import EALConfig, SKETCH_ROWS
 
 __all__ = ["lookup_lane", "lookup_beat", "result_lane", "result_beat", "entry_layout",
            "ways_layout", "sketch_layout", "set_layout", "dump_record", "hashed_lane",
-           "lane_index_bits", "marked_lane", "bank_request", "bank_response", "beat_record"]
+           "lane_index_bits", "marked_lane", "bank_request", "bank_response", "beat_record",
+           "result_word", "dump_word"]
+
+
+def result_word():
+    """One lookup result word in host memory (``hotline_spec.commands.RESULT_WORD``)."""
+    return data.StructLayout(dict(RESULT_WORD))
+
+
+def dump_word(policy="srrip"):
+    """One tag-store entry word in host memory (``hotline_spec.commands.DUMP_WORDS``)."""
+    return data.StructLayout(dict(DUMP_WORDS[policy]))
 
 
 def lookup_lane(cfg: EALConfig):

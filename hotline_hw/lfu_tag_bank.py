@@ -8,7 +8,7 @@ needs no second memory and sets stay independent.
 
 from amaranth import Signal, Module, Mux, Const
 
-from .config import SKETCH_MULTIPLIER
+from hotline_spec.config import SKETCH_MULTIPLIER
 from .layouts import set_layout
 from .tag_bank import TagBank
 

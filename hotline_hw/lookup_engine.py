@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .bank_pipeline import BankPipeline
 from .bank_switch import BankSwitch
-from .config import EALConfig
+from hotline_spec.config import EALConfig
 from .feistel import FeistelHash
 from .layouts import lookup_beat, result_beat, dump_record, beat_record
 from .repeat_marker import RepeatMarker

@@ -4,7 +4,7 @@ from amaranth import Signal, Module, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig
+from hotline_spec.config import EALConfig
 from .layouts import hashed_lane, marked_lane, lane_index_bits
 from .logic import or_tree
 

@@ -4,7 +4,7 @@ from amaranth import Signal, Module, Array, Cat, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig
+from hotline_spec.config import EALConfig
 from .layouts import beat_record, bank_response, result_beat
 from .logic import (or_tree, one_hot_halves, one_hot_from_halves, bit_columns, select_one_hot,
                     wanted_by_bank, oldest_per_bank)

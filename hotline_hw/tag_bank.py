@@ -8,7 +8,7 @@ from amaranth import Signal, Module, Mux
 from amaranth.lib import wiring, memory, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .config import EALConfig, RRPV_INSERT, RRPV_MAX
+from hotline_spec.config import EALConfig, RRPV_INSERT, RRPV_MAX
 from .layouts import set_layout, bank_request, bank_response
 
 __all__ = ["TagBank", "MaintenanceSignature"]

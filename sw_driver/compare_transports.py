@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from hotline_hw.config import DEFAULT_DEVICE
+from hotline_spec.config import DEFAULT_DEVICE
 from verif.golden import iter_working_sets
 from verif.workload import load_criteo_or_synthetic, split_learn_sample
 

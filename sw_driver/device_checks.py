@@ -1,6 +1,6 @@
 """The accelerator's command checks and host-memory word formats, for the transports.
 
-``hotline_hw/commands.py`` defines the opcodes, error causes and 64-bit word layouts; this
+``hotline_spec/commands.py`` defines the opcodes, error causes and 64-bit word layouts; this
 module applies them on the host side:
 
 * :func:`check_command` -- the checks the command decoder and the key-list pass make before
@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
-from amaranth.hdl import Shape
-
-from hotline_hw.commands import (KEY_WORD_BYTES, LIST_OPCODES, Engine, ErrorCause, Opcode,
-                                 dump_word, result_word)
+from hotline_spec.commands import (DUMP_WORDS, KEY_WORD_BYTES, LIST_OPCODES, RESULT_WORD, Engine,
+                                   ErrorCause, Opcode, word_fields)
 
 from .errors import DeviceCommandError, ScheduleError
 
@@ -34,13 +32,9 @@ __all__ = ["Fault", "TableLayout", "table_layout", "check_command", "raise_fault
 ROW_OPCODES = (Opcode.GATHER, Opcode.WRITE_BACK)
 
 
-def _fields(layout):
-    return {name: (f.offset, Shape.cast(f.shape).width) for name, f in layout}
-
-
-#: ``{"result": {field: (lsb, width)}, "dump": {...}}`` from ``commands.py``.
-WORD_FIELDS = {"result": _fields(result_word()), "dump": _fields(dump_word("srrip")),
-               "dump_lfu": _fields(dump_word("lfu"))}
+#: ``{"result": {field: (lsb, width)}, "dump": {...}}`` from ``hotline_spec/commands.py``.
+WORD_FIELDS = {"result": word_fields(RESULT_WORD), "dump": word_fields(DUMP_WORDS["srrip"]),
+               "dump_lfu": word_fields(DUMP_WORDS["lfu"])}
 
 
 def _dump_kind(policy):

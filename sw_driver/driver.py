@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hotline_hw.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
+from hotline_spec.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
 from verif.golden import dedup_bank, key_from_fields, make_keys, sparse_keys, split_keys
 from verif.golden.access_logger import meta_name, popular_entries
 
@@ -141,7 +141,7 @@ class HotlineDevice:
     dim : int
         Embedding dimension (>= 1).
     config : EALConfig or DeviceConfig
-        The tag-store parameters, or the whole accelerator's (``hotline_hw/config.py``); an
+        The tag-store parameters, or the whole accelerator's (``hotline_spec/config.py``); an
         EALConfig means ``DeviceConfig(eal=config)``. ``self.config`` is the EALConfig,
         ``self.device_config`` the DeviceConfig.
     transport : str or Transport
@@ -895,7 +895,7 @@ class HotlineDevice:
 
     def device_counters(self):
         """The device's event counters (``transport.device_counters()``: the lower-case
-        names of ``hotline_hw.registers.COUNTERS``)."""
+        names of ``hotline_spec.registers.COUNTERS``)."""
         self._need_open("device_counters")
         return self._transport.device_counters()
 

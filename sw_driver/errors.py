@@ -12,7 +12,7 @@ so that a failing training run can be traced to its input without a debugger.
   checks) refused or stopped a command: ``ERR_CAUSE`` / ``ERR_COMMAND`` / ``ERR_ADDR``.
 * :class:`TransportError` -- the link to the device failed (a simulator that did not build,
   crashed or stopped answering); :class:`DeviceMismatchError` -- the core's ID block
-  differs from the driver's :class:`~hotline_hw.config.DeviceConfig`.
+  differs from the driver's :class:`~hotline_spec.config.DeviceConfig`.
 
 The first three are :class:`ValueError` subclasses, the others :class:`RuntimeError`.
 """
@@ -64,10 +64,10 @@ class DeviceStateError(DriverError, RuntimeError):
 
 class DeviceCommandError(DriverError, RuntimeError):
     """A command the device refused (causes below ``READ_SLVERR``: nothing moved) or stopped
-    part-way (bus errors), as ``hotline_hw/commands.py`` defines them.
+    part-way (bus errors), as ``hotline_spec/commands.py`` defines them.
 
-    Attributes: ``cause`` (:class:`~hotline_hw.commands.ErrorCause`), ``engine``
-    (:class:`~hotline_hw.commands.Engine`), ``opcode`` (:class:`~hotline_hw.commands.Opcode`),
+    Attributes: ``cause`` (:class:`~hotline_spec.commands.ErrorCause`), ``engine``
+    (:class:`~hotline_spec.commands.Engine`), ``opcode`` (:class:`~hotline_spec.commands.Opcode`),
     ``sequence`` (the command's sequence number, ``ERR_COMMAND``), ``address``
     (``ERR_ADDR``: the bus address the error names) and ``index`` (the key's position in the
     command's list when the cause names a key -- ``BAD_KEY``, ``BAD_TABLE``,
@@ -76,7 +76,7 @@ class DeviceCommandError(DriverError, RuntimeError):
     """
 
     def __init__(self, cause, engine, opcode, sequence, address, index=None, detail=""):
-        from hotline_hw.commands import Engine, ErrorCause, Opcode
+        from hotline_spec.commands import Engine, ErrorCause, Opcode
         self.cause = _enum(ErrorCause, cause)
         self.engine = _enum(Engine, engine)
         self.opcode = _enum(Opcode, opcode)
@@ -114,5 +114,5 @@ class TransportError(DriverError, RuntimeError):
 
 class DeviceMismatchError(TransportError):
     """The core's ID block (``ID_MAGIC``, ``ID_VERSION``, the ``P_*`` parameters) differs
-    from the driver's :class:`~hotline_hw.config.DeviceConfig`; the message names the
+    from the driver's :class:`~hotline_spec.config.DeviceConfig`; the message names the
     register, the core's value and the expected one."""

@@ -12,9 +12,9 @@ a bus address is a ``data_ptr``.
 
 import torch
 
-from hotline_hw.commands import Engine, Opcode
-from hotline_hw.registers import COUNTERS
-from hotline_hw.config import SKETCH_ROWS
+from hotline_spec.commands import Engine, Opcode
+from hotline_spec.registers import COUNTERS
+from hotline_spec.config import SKETCH_ROWS
 from verif.golden import AccessLogger
 from verif.golden.access_logger import meta_name
 
@@ -57,7 +57,7 @@ class ModelTransport(Transport):
     behind the transport's back) and CPU threads.
 
     ``ModelTransport(config, threads=1)`` starts with a cleared tag store; ``config`` is an
-    :class:`~hotline_hw.config.EALConfig` or a :class:`~hotline_hw.config.DeviceConfig`;
+    :class:`~hotline_spec.config.EALConfig` or a :class:`~hotline_spec.config.DeviceConfig`;
     ``threads`` is the size of the row mover's thread pool.
     """
 
@@ -271,7 +271,7 @@ class ModelTransport(Transport):
         self._counters["rows_written"] += g.numel()
 
     def device_counters(self):
-        """The model's copy of the device counters (``hotline_hw.registers.COUNTERS``,
+        """The model's copy of the device counters (``hotline_spec.registers.COUNTERS``,
         lower case), counted as the RTL counts them: the RTL reads a command's key list
         twice (the check pass, then the move pass), ``bytes_read`` counts whole bus beats
         (the model assumes lists that start on a beat boundary, as ``alloc`` gives them),

@@ -4,7 +4,7 @@
 ``HotlineDevice(..., transport="sim")``) starts the simulator itself:
 
 1. it builds (or reuses) the Verilator model of ``hotline_accelerator`` for its
-   :class:`~hotline_hw.config.DeviceConfig` (``hotline_hw.generate.accelerator_verilog``,
+   :class:`~hotline_spec.config.DeviceConfig` (``hotline_hw.generate.accelerator_verilog``,
    ``verif.tb.runner.build_top``; cached under ``sim_build/``);
 2. it creates a shared-memory file (under ``/dev/shm``) and maps it: that file **is** the
    simulated host DRAM. :meth:`SimTransport.alloc` hands out tensors that are views into it,
@@ -16,8 +16,8 @@
 4. it reads the ID block and refuses a core whose ``ID_MAGIC`` / ``ID_VERSION`` / ``P_*``
    parameters differ from its configuration (:class:`~sw_driver.errors.DeviceMismatchError`).
 
-Every operation is registers and commands from ``hotline_hw/registers.py`` and
-``hotline_hw/commands.py``: key lists and result words live in the shared memory; a command
+Every operation is registers and commands from ``hotline_spec/registers.py`` and
+``hotline_spec/commands.py``: key lists and result words live in the shared memory; a command
 is staged in ``CMD_*``, pushed with ``CMD_SUBMIT`` and waited for on ``CMD_COMPLETED``; a
 failed one is read from ``ERR_CAUSE`` / ``ERR_COMMAND`` / ``ERR_ADDR``, acknowledged with
 ``ERR_ACK`` and raised as :class:`~sw_driver.errors.DeviceCommandError`.
@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hotline_hw.commands import KEY_WORD_BYTES, MAGIC, VERSION, Engine, ErrorCause, Opcode
-from hotline_hw.registers import COUNTERS, ID_PARAMETERS, register_map
+from hotline_spec.commands import KEY_WORD_BYTES, MAGIC, VERSION, Engine, ErrorCause, Opcode
+from hotline_spec.registers import COUNTERS, ID_PARAMETERS, register_map
 
 from .device_checks import Fault, decode_dump, decode_results, raise_fault, table_layout
 from .errors import (DeviceCommandError, DeviceMismatchError, DeviceStateError, ScheduleError,

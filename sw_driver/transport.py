@@ -1,7 +1,7 @@
 """How the driver reaches the accelerator: its command set (``docs/driver.md``).
 
 :class:`Transport` is the register/memory-level access to one Hotline accelerator that the
-driver needs (``hotline_hw/commands.py``, ``hotline_hw/registers.py``):
+driver needs (``hotline_spec/commands.py``, ``hotline_spec/registers.py``):
 
 * the tag store of the Embedding Access Logger (EAL): learn-mode lookups, frozen-mode
   lookups, a readout (``dump``) and a ``clear`` (``docs/spec.md`` sections 4, 5 and 8);
@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from hotline_hw.config import SKETCH_ROWS, DeviceConfig, EALConfig
+from hotline_spec.config import SKETCH_ROWS, DeviceConfig, EALConfig
 from verif.golden.access_logger import meta_name
 
 __all__ = ["Transport", "open_transport", "register_transport", "TRANSPORTS",
@@ -184,7 +184,7 @@ class Transport(ABC):
 
     def device_counters(self):
         """The device's event counters: ``{name: int}`` with the lower-case names of
-        ``hotline_hw.registers.COUNTERS``, in that order."""
+        ``hotline_spec.registers.COUNTERS``, in that order."""
         raise NotImplementedError(f"{type(self).__name__} has no device counters")
 
     def load_dump_tensors(self, dump):
@@ -239,8 +239,8 @@ def register_transport(name, factory):
 
 def open_transport(name, config, **options):
     """Open the transport registered as ``name`` (``"model"``, ``"sim"``, ``"pcie"``) for
-    ``config``: a :class:`~hotline_hw.config.DeviceConfig`, or an
-    :class:`~hotline_hw.config.EALConfig` (then ``DeviceConfig(eal=config)``, the default
+    ``config``: a :class:`~hotline_spec.config.DeviceConfig`, or an
+    :class:`~hotline_spec.config.EALConfig` (then ``DeviceConfig(eal=config)``, the default
     host interface). ``options`` go to the factory (``model``: ``threads``; ``sim``: see
     :class:`~sw_driver.sim_transport.SimTransport`).
 

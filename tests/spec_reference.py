@@ -1,10 +1,10 @@
 """Plain-Python reference of the key hash, written straight from docs/spec.md section 3.
 
 Independent of ``verif.golden``: the golden-model tests compare against it. Only the round
-constants are shared, because the spec names them as the values in ``hotline_hw/config.py``.
+constants are shared, because the spec names them as the values in ``hotline_spec/config.py``.
 """
 
-from hotline_hw.config import FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
+from hotline_spec.config import FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
 
 
 def ref_f(x, i, wi, wo):

@@ -4,7 +4,7 @@ short run through the Amaranth simulator (the path used for the 64-lane configur
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from verif import bench_lookup
 from verif.golden import hash_fields
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from sw_driver.data.popularity import popular_share
 from sw_driver.data.synthetic import criteo_kaggle_generator
 from verif import bench_popularity as bench

@@ -2,7 +2,7 @@
 
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from sw_driver.counters import Counters
 from sw_driver.driver import HotlineDevice
 

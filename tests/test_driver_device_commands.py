@@ -2,16 +2,16 @@
 
 ``gather`` / ``write_back`` through ``Transport.set_tables`` + ``GATHER`` / ``WRITE_BACK``
 equal plain torch indexing; every refused command raises ``DeviceCommandError`` with the
-cause, engine, opcode and key index the RTL reports (``hotline_hw/commands.py``), and moves
+cause, engine, opcode and key index the RTL reports (``hotline_spec/commands.py``), and moves
 nothing; ``HotlineDevice.gather`` / ``write_back`` go through the transport.
 """
 
 import pytest
 import torch
 
-from hotline_hw.commands import Engine, ErrorCause, Opcode
-from hotline_hw.config import DeviceConfig, EALConfig, SMALL_DEVICE
-from hotline_hw.registers import COUNTERS
+from hotline_spec.commands import Engine, ErrorCause, Opcode
+from hotline_spec.config import DeviceConfig, EALConfig, SMALL_DEVICE
+from hotline_spec.registers import COUNTERS
 from verif.golden import make_keys
 from sw_driver.device_checks import (check_command, decode_dump, decode_results, encode_dump,
                                      encode_results)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from sw_driver.driver import HotlineDevice
 from sw_driver.errors import ScheduleError
 from sw_driver.gather import chunk_bounds, gather_rows, make_pool, scatter_rows
@@ -130,7 +130,7 @@ def test_gather_scatter_errors(pools):
 
 def _device_with_schedule(table_rows, dim, ws, threads=8, learn=None):
     # A de-dup table large enough that the big working sets here are not ended early.
-    from hotline_hw.config import FragmenterConfig
+    from hotline_spec.config import FragmenterConfig
     big = FragmenterConfig(eal=EALConfig(), dedup_banks=64, dedup_sets=1024, dedup_ways=8)
     dev = HotlineDevice(table_rows, dim, config=EALConfig(), gather_threads=threads,
                         fragmenter=big)

@@ -8,7 +8,7 @@ host table for the working-row semantics. The driver's own code is never the ref
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from verif.golden import AccessLogger, fragment, make_keys
 from sw_driver.driver import HotlineDevice, HotRows, Schedule
 from sw_driver.errors import IndexOutOfRangeError
@@ -313,7 +313,7 @@ def test_schedule_ends_early_like_golden(name, dedup_banks):
     """A de-dup table far too small for the working sets: the driver's schedules end where
     the golden bank-capacity rule ends them (spec 7.5), field by field, and taking the rest
     as the next working set covers every input exactly once, as ``fragment_stream`` does."""
-    from hotline_hw.config import FragmenterConfig
+    from hotline_spec.config import FragmenterConfig
     from verif.golden import fragment_stream
     cfg = CONFIGS[name]
     fr = FragmenterConfig(eal=cfg, dedup_banks=dedup_banks, dedup_sets=2,

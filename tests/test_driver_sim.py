@@ -16,8 +16,8 @@ import signal
 import pytest
 import torch
 
-from hotline_hw.commands import Engine, ErrorCause, Opcode
-from hotline_hw.config import SMALL_DEVICE
+from hotline_spec.commands import Engine, ErrorCause, Opcode
+from hotline_spec.config import SMALL_DEVICE
 from verif.golden import make_keys
 from sw_driver.driver import HotlineDevice
 from sw_driver.errors import (DeviceCommandError, DeviceMismatchError, ScheduleError,

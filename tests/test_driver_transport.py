@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from verif.golden import AccessLogger, make_keys, sparse_keys
 from sw_driver.driver import HotlineDevice
 from sw_driver.errors import DeviceStateError

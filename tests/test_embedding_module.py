@@ -124,7 +124,7 @@ def _batches(n=12, B=16, seed=2):
 
 
 def test_working_sets_pipelined_equal_sequential_bit_for_bit_with_adagrad():
-    from hotline_hw.config import FragmenterConfig
+    from hotline_spec.config import FragmenterConfig
 
     batches = _batches()
     a, order_a = _run_hotline(True, batches, RowWiseAdagrad(lr=0.2))
@@ -218,7 +218,7 @@ def _cat_features(parts):
 
 def test_bags_schedule_equals_one_hot_schedule_and_a_loop_reference():
     from sw_driver.driver import HotlineDevice
-    from hotline_hw.config import EALConfig
+    from hotline_spec.config import EALConfig
 
     g = torch.Generator().manual_seed(4)
     dev = HotlineDevice(SIZES, 4, config=EALConfig(banks=2, sets=4, ways=4))

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import torch
 
-from hotline_hw.config import CONFIGS, EALConfig, RRPV_INSERT, RRPV_MAX
+from hotline_spec.config import CONFIGS, EALConfig, RRPV_INSERT, RRPV_MAX
 from verif.golden import AccessLogger, DumpBeat, make_keys
 from spec_reference import ref_hash
 

@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from hotline_hw.config import CONFIGS, EALConfig
+from hotline_spec.config import CONFIGS, EALConfig
 from verif.golden import (feistel_hash, feistel_hash_int, feistel_unhash, feistel_unhash_int,
                           hash_fields, key_from_fields, make_keys, split_keys)
 

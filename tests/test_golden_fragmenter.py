@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from verif.golden import AccessLogger, classify_inputs, fragment, iter_working_sets, make_keys
 from spec_reference import ref_hash
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import torch
 
-from hotline_hw.config import SKETCH_MULTIPLIER, EALConfig
+from hotline_spec.config import SKETCH_MULTIPLIER, EALConfig
 from sw_driver.data import find_shared_data, read_criteo
 from verif.golden import AccessLogger, key_from_fields, make_keys, sparse_keys
 from spec_reference import ref_fields, ref_hash

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from hotline_hw.config import ASIC_CONFIG, DEFAULT_CONFIG, EALConfig
+from hotline_spec.config import ASIC_CONFIG, DEFAULT_CONFIG, EALConfig
 from hotline_hw.generate import TOP_NAME, main as generate_main, verilog_text
 from verif.tb.runner import REPO_ROOT
 
@@ -72,7 +72,7 @@ def test_asic_configuration_elaborates():
     ({"out_depth": 1}, "out_depth must be >= 2"),
 ])
 def test_bad_fragmenter_parameters_are_named(changes, message):
-    from hotline_hw.config import DEFAULT_FRAGMENTER
+    from hotline_spec.config import DEFAULT_FRAGMENTER
     with pytest.raises(ValueError, match=message):
         DEFAULT_FRAGMENTER.replace(**changes)
     with pytest.raises(TypeError, match="dedup_ways must be an int"):
@@ -82,7 +82,7 @@ def test_bad_fragmenter_parameters_are_named(changes, message):
 def test_fragment_chain_of_eight_lanes_elaborates():
     """The chain with 8 lanes, 33-bit keys and 64 de-dup banks generates Verilog whose key
     port has the width of 8 lanes (generation only; the 16-lane chain takes minutes)."""
-    from hotline_hw.config import EALConfig, FragmenterConfig
+    from hotline_spec.config import EALConfig, FragmenterConfig
     from hotline_hw.generate import fragment_chain_verilog
     eal = EALConfig(lanes=8, banks=32, sets=16, table_bits=5, row_bits=28)
     fcfg = FragmenterConfig(eal=eal, dedup_banks=64, dedup_sets=64)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hotline_hw.config import EALConfig, FragmenterConfig, FRAGMENTER_CONFIGS
+from hotline_spec.config import EALConfig, FragmenterConfig, FRAGMENTER_CONFIGS
 from hotline_hw.fragmenter import DedupTable, InputClassifier
 from verif.golden import dedup_bank, dedup_bucket, dedup_cut
 

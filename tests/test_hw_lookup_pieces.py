@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from hotline_hw.bank_pipeline import BankPipeline
 from hotline_hw.bank_switch import BankSwitch
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from hotline_hw.repeat_marker import RepeatMarker
 from hotline_hw.result_release import ResultRelease
 from hotline_hw.tag_bank import TagBank

@@ -2,9 +2,11 @@
 
 import pytest
 
-from hotline_hw.commands import ErrorCause, Opcode, dump_word, result_word
-from hotline_hw.config import DEFAULT_DEVICE, DEVICE_CONFIGS, SMALL_DEVICE, DeviceConfig
-from hotline_hw.registers import COUNTERS, ID_PARAMETERS, Field, Register, register_map, \
+from amaranth.hdl import Shape
+from hotline_hw.layouts import dump_word, result_word
+from hotline_spec.commands import DUMP_WORDS, RESULT_WORD, ErrorCause, Opcode, word_fields
+from hotline_spec.config import DEFAULT_DEVICE, DEVICE_CONFIGS, SMALL_DEVICE, DeviceConfig
+from hotline_spec.registers import COUNTERS, ID_PARAMETERS, Field, Register, register_map, \
     registers_markdown
 
 
@@ -53,6 +55,15 @@ def test_bad_register_descriptions_are_refused():
 def test_word_formats_are_64_bits():
     assert result_word().size == 64 and dump_word().size == 64
     assert result_word()["hit"].offset == 32 and dump_word()["valid"].offset == 63
+
+
+@pytest.mark.parametrize("policy", sorted(DUMP_WORDS))
+def test_host_word_fields_match_the_gateware_layouts(policy):
+    """The host reads fields from the plain tuples; the RTL builds its layouts from them."""
+    for fields, layout in ((RESULT_WORD, result_word()), (DUMP_WORDS[policy], dump_word(policy))):
+        host = word_fields(fields)
+        assert sum(w for _, w in host.values()) == 64
+        assert host == {name: (f.offset, Shape.cast(f.shape).width) for name, f in layout}
 
 
 @pytest.mark.parametrize("change, message", [

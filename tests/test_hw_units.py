@@ -6,7 +6,7 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from hotline_hw.feistel import FeistelHash
 from hotline_hw.lfu_tag_bank import LfuTagBank
 from hotline_hw.tag_bank import TagBank

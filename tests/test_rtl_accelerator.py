@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from hotline_hw.config import DEVICE_CONFIGS, SMALL_DEVICE
+from hotline_spec.config import DEVICE_CONFIGS, SMALL_DEVICE
 from hotline_hw.generate import ACCELERATOR_NAME
 from verif.tb.runner import REPO_ROOT, build_accelerator, run_cocotb
 

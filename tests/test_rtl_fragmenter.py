@@ -6,7 +6,7 @@ back-pressure on every stream, unless a test says otherwise."""
 import pytest
 import torch
 
-from hotline_hw.config import DEFAULT_FRAGMENTER, FRAGMENTER_CONFIGS
+from hotline_spec.config import DEFAULT_FRAGMENTER, FRAGMENTER_CONFIGS
 from sw_driver.data import read_avazu, read_criteo
 from sw_driver.data.locate import find_shared_data
 from verif.fragment_workload import calibrated_criteo_like, colliding_rows

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hotline_hw.config import CONFIGS, DEFAULT_CONFIG, EALConfig
+from hotline_spec.config import CONFIGS, DEFAULT_CONFIG, EALConfig
 from verif.golden import hash_fields
 from verif.tb.runner import ScenarioFailed, run_scenario, scenario_keys
 from verif.workload import LookupWorkload, load_criteo_or_synthetic

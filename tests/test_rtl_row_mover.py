@@ -12,7 +12,7 @@ read and write SLVERR/DECERR with a normal command after each.
 
 import pytest
 
-from hotline_hw.config import DEVICE_CONFIGS
+from hotline_spec.config import DEVICE_CONFIGS
 from verif.tb.test_row_mover import run_row_mover
 
 pytestmark = pytest.mark.rtl

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import verif.workload as workload
-from hotline_hw.config import DEFAULT_CONFIG
+from hotline_spec.config import DEFAULT_CONFIG
 from verif.golden import AccessLogger, classify_inputs
 from verif.sim_report import main as sim_main
 from verif.workload import LookupWorkload, split_learn_sample

@@ -21,7 +21,7 @@ import torch
 
 from sw_driver.data import SyntheticClickGenerator
 from sw_driver.training import Trainer, eal_config_for_budget, init_table
-from hotline_hw.config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 from verif.golden import AccessLogger, fragment
 from verif.golden.feistel import make_keys
 from training_setup import SIZES, HOT_BUDGET, KW, SequentialReference, small_click_data

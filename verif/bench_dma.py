@@ -1,6 +1,6 @@
 """Gather bandwidth of the row mover and of the whole device: ``python -m verif.bench_dma``.
 
-Runs gathers of random rows on the default :class:`~hotline_hw.config.DeviceConfig` (cocotb
+Runs gathers of random rows on the default :class:`~hotline_spec.config.DeviceConfig` (cocotb
 + Verilator, :class:`verif.tb.host_memory.HostMemory` without stalls, read and write latency
 equal) for each read latency and row size, and prints the bandwidth as a share of the bus
 peak: row bytes moved / (cycles from ``start`` to ``done`` x ``bus_bytes``). Every gathered
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hotline_hw.config import DEVICE_CONFIGS
+from hotline_spec.config import DEVICE_CONFIGS
 from verif.tb.test_row_mover import build_row_mover, run_row_mover
 
 LATENCIES = (200, 500, 1000)
@@ -54,7 +54,7 @@ def bench(device="default", latencies=LATENCIES, row_sizes=ROW_SIZES, beats=2000
 
 def bench_device(latencies=LATENCIES, row_sizes=ROW_SIZES, beats=20000, seed=1):
     """GATHER commands on the committed default accelerator; returns ``(runs, build_s, wall_s)``."""
-    from hotline_hw.config import DEFAULT_DEVICE
+    from hotline_spec.config import DEFAULT_DEVICE
     from hotline_hw.generate import ACCELERATOR_NAME
     from verif.tb.runner import REPO_ROOT, build_accelerator, run_cocotb
     started = time.perf_counter()

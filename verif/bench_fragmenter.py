@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from hotline_hw.config import DEFAULT_FRAGMENTER, FRAGMENTER_CONFIGS
+from hotline_spec.config import DEFAULT_FRAGMENTER, FRAGMENTER_CONFIGS
 from hotline_hw.fragmenter.layouts import (classified_beat, cold_lane, index_lane, lanes_of,
                                            remap_lane, summary_layout)
 from hotline_hw.layouts import lookup_beat

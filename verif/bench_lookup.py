@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from hotline_hw.config import CONFIGS
+from hotline_spec.config import CONFIGS
 from verif.golden import hash_fields
 from verif.tb.runner import REPO_ROOT, SIM_BUILD, _config_tag, run_scenario
 from verif.workload import load_criteo_or_synthetic, lookup_keys

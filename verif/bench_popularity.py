@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hotline_hw.config import ASIC_CONFIG, EALConfig
+from hotline_spec.config import ASIC_CONFIG, EALConfig
 from sw_driver.data import find_shared_data, read_avazu, read_criteo
 from sw_driver.data.synthetic import criteo_kaggle_generator
 from verif.golden import AccessLogger, hash_fields, sparse_keys

@@ -4,7 +4,7 @@ cold rows collide in the de-dup table."""
 
 import torch
 
-from hotline_hw.config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 from sw_driver.data.synthetic import CRITEO_KAGGLE_TABLE_SIZES, calibrate
 from verif.golden import dedup_bank, dedup_bucket, make_keys
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from hotline_hw.config import CONFIGS, DEFAULT_DEVICE
+from hotline_spec.config import CONFIGS, DEFAULT_DEVICE
 from hotline_hw.generate import ACCELERATOR_NAME
 from verif.device_workload import device_workload, run_device_workload
 from verif.tb.runner import run_scenario, ScenarioFailed
@@ -35,7 +35,7 @@ from verif.workload import LookupWorkload, load_criteo_or_synthetic
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="default", choices=sorted(CONFIGS),
-                        help="named EALConfig (hotline_hw/config.py)")
+                        help="named EALConfig (hotline_spec/config.py)")
     parser.add_argument("--sample-rate", type=float, default=0.05,
                         help="share of mini-batches used to learn popularity (default 0.05)")
     parser.add_argument("--batch-size", type=int, default=128, help="inputs per mini-batch")
@@ -172,7 +172,7 @@ def device_report(data, work, args):
 
 def fragmenter_report(work, args):
     """Part 3: the classifier/fragmenter chain on the same workload; True if all agreed."""
-    from hotline_hw.config import DEFAULT_FRAGMENTER
+    from hotline_spec.config import DEFAULT_FRAGMENTER
     from verif.tb.runner import run_fragment_case
     fcfg = DEFAULT_FRAGMENTER
     mask = (1 << fcfg.eal.row_bits) - 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from sw_driver.data.criteo import read_criteo
 from sw_driver.data.locate import find_shared_data, shared_data_roots
 from sw_driver.data.synthetic import criteo_kaggle_generator

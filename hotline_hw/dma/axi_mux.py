@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..axi import axi4_signature
-from ..config import DeviceConfig
+from hotline_spec.config import DeviceConfig
 
 __all__ = ["AxiMux", "read_id_bits"]
 

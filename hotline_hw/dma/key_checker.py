@@ -4,8 +4,8 @@ from amaranth import Signal, Module, Mux, Cat, Const, Array
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from ..commands import ErrorCause
-from ..config import DeviceConfig
+from hotline_spec.commands import ErrorCause
+from hotline_spec.config import DeviceConfig
 from .list_reader import list_beat
 
 __all__ = ["KeyChecker"]
@@ -32,7 +32,7 @@ class KeyChecker(wiring.Component):
     error : Out(1)
         A bad key was seen since ``start``.
     cause : Out(8)
-        Its :class:`~hotline_hw.commands.ErrorCause`.
+        Its :class:`~hotline_spec.commands.ErrorCause`.
     err_addr : Out(addr_bits)
         The bad key's bus address.
     first_key : Out(64)

@@ -11,7 +11,7 @@ from amaranth.lib import wiring, stream, data, fifo
 from amaranth.lib.wiring import In, Out
 
 from ..axi import axi4_signature, BURST_INCR, RESP_OKAY
-from ..config import DeviceConfig
+from hotline_spec.config import DeviceConfig
 
 __all__ = ["ListReader", "WordSerializer", "list_beat", "list_word"]
 

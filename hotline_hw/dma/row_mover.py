@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..axi import axi4_signature, BURST_INCR, RESP_SLVERR
-from ..config import DeviceConfig
+from hotline_spec.config import DeviceConfig
 
 __all__ = ["RowMover"]
 

@@ -5,7 +5,7 @@ from amaranth.lib import wiring, stream, data, fifo
 from amaranth.lib.wiring import In, Out
 
 from ..axi import axi4_signature, BURST_INCR, RESP_OKAY
-from ..config import DeviceConfig
+from hotline_spec.config import DeviceConfig
 
 __all__ = ["WordWriter", "word_request"]
 

@@ -5,7 +5,7 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 from ..layouts import lookup_beat, dump_record
 from ..lookup_engine import LookupEngine
 from .fragmenter import COUNTERS, Fragmenter, job_ports, schedule_outputs

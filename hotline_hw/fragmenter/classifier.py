@@ -4,7 +4,7 @@ from amaranth import Signal, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 
 __all__ = ["InputClassifier"]
 

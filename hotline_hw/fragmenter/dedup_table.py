@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 from .layouts import dedup_entry
 
 __all__ = ["DedupTable"]

@@ -6,7 +6,7 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..config import FragmenterConfig, DEDUP_MULTIPLIER
+from hotline_spec.config import FragmenterConfig, DEDUP_MULTIPLIER
 from .classifier import InputClassifier
 from .dedup_table import DedupTable
 from .layouts import (classified_beat, remap_lane, cold_lane, index_lane, lanes_of,

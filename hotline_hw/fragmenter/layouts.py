@@ -1,10 +1,10 @@
 """Payload layouts of the classifier/fragmenter streams, derived from a
-:class:`~hotline_hw.config.FragmenterConfig` (the single description of their bit formats;
+:class:`~hotline_spec.config.FragmenterConfig` (the single description of their bit formats;
 the testbenches pack and unpack ports through the same objects)."""
 
 from amaranth.lib import data
 
-from ..config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 
 __all__ = ["classified_lane", "classified_beat", "remap_lane", "cold_lane", "index_lane",
            "lanes_of", "summary_layout", "dedup_entry"]

@@ -1,14 +1,14 @@
 """Which design and configuration to synthesize, and its Verilog.
 
 A design is one of the three top levels that ``make rtl`` generates; its configuration is a
-name from the design's table in :mod:`hotline_hw.config` (``python -m hotline_hw`` lists them),
+name from the design's table in :mod:`hotline_spec.config` (``python -m hotline_hw`` lists them),
 optionally with fields changed (``banks=2``).
 """
 
 import re
 from dataclasses import dataclass, fields
 
-from ..config import CONFIGS, DEVICE_CONFIGS, FRAGMENTER_CONFIGS, EALConfig
+from hotline_spec.config import CONFIGS, DEVICE_CONFIGS, FRAGMENTER_CONFIGS, EALConfig
 from .errors import SynthError
 
 __all__ = ["DESIGNS", "Design", "resolve_config", "design_verilog", "verilog_memories"]

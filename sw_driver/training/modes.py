@@ -63,7 +63,7 @@ def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy="s
     (srrip: entries with RRPV <= 1 at freeze time; lfu: every tracked row), so the hot table's
     device memory is ``entries * dim * 4`` bytes. ``policy`` is the EAL's (docs/spec.md 4).
     """
-    from hotline_hw.config import EALConfig
+    from hotline_spec.config import EALConfig
 
     if hot_budget < 1:
         raise ValueError(f"hot_budget must be >= 1, got {hot_budget}")
@@ -260,7 +260,7 @@ class EmbeddingStore:
 def _cold_rows(opts, tr):
     """The cold-row buffer: every lookup of a working set cold (``W * N * T``), or the most
     cold rows the fragmenter's de-dup table lets a working set have, whichever is less."""
-    from hotline_hw.config import FragmenterConfig
+    from hotline_spec.config import FragmenterConfig
 
     frag = opts.get("fragmenter") or FragmenterConfig(eal=opts["eal_config"])
     return min(tr.working_set * tr.batch_size * tr.n_tables, frag.cold_capacity)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hotline_hw.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX, SKETCH_ROWS
+from hotline_spec.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX, SKETCH_ROWS
 
 from .feistel import _as_int64, hash_fields, key_from_fields, split_keys
 from .learner import learn_compiled, learn_sequential

@@ -7,7 +7,7 @@ decide timing, and are modelled here so that tests can craft colliding keys.
 
 import torch
 
-from hotline_hw.config import DEDUP_MULTIPLIER, FragmenterConfig
+from hotline_spec.config import DEDUP_MULTIPLIER, FragmenterConfig
 
 __all__ = ["dedup_hash", "dedup_bank", "dedup_bucket", "dedup_cut"]
 

@@ -13,7 +13,7 @@ multiplier into 16-bit halves, so no intermediate leaves ``int64``.
 import numpy as np
 import torch
 
-from hotline_hw.config import EALConfig, FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
+from hotline_spec.config import EALConfig, FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
 
 __all__ = ["make_keys", "split_keys", "feistel_hash", "feistel_unhash", "hash_fields",
            "fields_from_hash", "hash_from_fields", "key_from_fields",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hotline_hw.config import FragmenterConfig
+from hotline_spec.config import FragmenterConfig
 
 from .access_logger import AccessLogger
 from .dedup import dedup_cut

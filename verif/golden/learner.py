@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import torch
 
-from hotline_hw.config import RRPV_INSERT, RRPV_MAX, SKETCH_MULTIPLIER
+from hotline_spec.config import RRPV_INSERT, RRPV_MAX, SKETCH_MULTIPLIER
 
 __all__ = ["learn_sequential", "learn_compiled", "sketch_index"]
 

@@ -1,6 +1,6 @@
 """The accelerator's testbench harness: clock, reset, register access by name, commands,
 host memory. Used by the cocotb tests (:mod:`verif.tb.test_accelerator`), ``make sim`` and
-the benchmarks; every offset and field comes from :mod:`hotline_hw.registers`.
+the benchmarks; every offset and field comes from :mod:`hotline_spec.registers`.
 """
 
 import random
@@ -11,9 +11,9 @@ from cocotb.triggers import RisingEdge, ClockCycles
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.constants import AxiResp
 
-from hotline_hw.commands import Opcode, ErrorCause, Engine
-from hotline_hw.config import DeviceConfig, EALConfig
-from hotline_hw.registers import register_map
+from hotline_spec.commands import Opcode, ErrorCause, Engine
+from hotline_spec.config import DeviceConfig, EALConfig
+from hotline_spec.registers import register_map
 
 __all__ = ["DeviceBench", "config_from_dict", "CommandFailed"]
 

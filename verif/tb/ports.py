@@ -9,7 +9,7 @@ to its width before it is shifted into place, so a negative key never spills int
 
 from amaranth.hdl import Shape
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from hotline_hw.layouts import lookup_lane, result_lane, dump_record, entry_layout
 
 __all__ = ["PortCodec"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hotline_hw.config import EALConfig, DEFAULT_CONFIG
+from hotline_spec.config import EALConfig, DEFAULT_CONFIG
 from hotline_hw.generate import TOP_NAME, verilog_text
 
 __all__ = ["REPO_ROOT", "build", "build_top", "run_cocotb", "run_scenario", "ScenarioFailed",
@@ -310,7 +310,7 @@ def build_accelerator(dcfg, waves: bool = False):
     tests and ``make sim`` check what users get; others are generated. Returns
     ``(runner, build_dir)`` (see :func:`build_top`).
     """
-    from hotline_hw.config import DEFAULT_DEVICE
+    from hotline_spec.config import DEFAULT_DEVICE
     from hotline_hw.generate import ACCELERATOR_NAME, accelerator_verilog
     return _build_committed_or_generated(ACCELERATOR_NAME, dcfg, DEFAULT_DEVICE,
                                          accelerator_verilog, "accel", waves)
@@ -333,7 +333,7 @@ def _build_committed_or_generated(name, cfg, default_cfg, generate, prefix, wave
 def build_fragment_chain(fcfg, waves: bool = False):
     """Build (or reuse) the Verilator model of the fragment chain for ``fcfg``: the default
     configuration from the committed ``rtl/hotline_fragment_chain.v``, others generated."""
-    from hotline_hw.config import DEFAULT_FRAGMENTER
+    from hotline_spec.config import DEFAULT_FRAGMENTER
     from hotline_hw.generate import FRAGMENT_CHAIN_NAME, fragment_chain_verilog
     return _build_committed_or_generated(FRAGMENT_CHAIN_NAME, fcfg, DEFAULT_FRAGMENTER,
                                          fragment_chain_verilog, "frag", waves)

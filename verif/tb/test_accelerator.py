@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from cocotb.triggers import ClockCycles, ReadOnly
 
-from hotline_hw.commands import Opcode, ErrorCause, Engine, MAGIC
+from hotline_spec.commands import Opcode, ErrorCause, Engine, MAGIC
 from hotline_hw.axi import RESP_SLVERR, RESP_DECERR
 from verif.golden import AccessLogger
 from verif.tb.device import DeviceBench, CommandFailed, config_from_dict

@@ -20,7 +20,7 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from hotline_hw.config import FRAGMENTER_CONFIGS, FragmenterConfig, EALConfig
+from hotline_spec.config import FRAGMENTER_CONFIGS, FragmenterConfig, EALConfig
 from hotline_hw.fragmenter.layouts import (cold_lane, index_lane, remap_lane, summary_layout)
 from hotline_hw.layouts import lookup_lane
 from verif.golden import AccessLogger, fragment_stream, sparse_keys

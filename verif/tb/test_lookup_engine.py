@@ -41,7 +41,7 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from hotline_hw.config import EALConfig
+from hotline_spec.config import EALConfig
 from verif.golden import AccessLogger
 from verif.tb.ports import PortCodec
 

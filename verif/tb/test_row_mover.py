@@ -30,7 +30,7 @@ from cocotb.triggers import RisingEdge, ReadOnly, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi.stream import define_stream
 
-from hotline_hw.config import DEVICE_CONFIGS
+from hotline_spec.config import DEVICE_CONFIGS
 from verif.tb.host_memory import HostMemory, RESP_SLVERR, RESP_DECERR
 
 TOP = "hotline_row_mover_top"

@@ -1,8 +1,10 @@
 """The accelerator's command set and host-memory word formats: the one description.
 
-The RTL sequencer (:mod:`hotline_hw.sequencer`), the golden device model of the ``model``
+The RTL sequencer (:mod:`hotline_hw.accelerator`), the golden device model of the ``model``
 transport, the ``sim`` transport and ``docs/device.md`` all take opcodes, error causes and
-the layouts of the 64-bit words in host memory from here.
+the layouts of the 64-bit words in host memory from here. Plain Python: the host software
+reads the word fields as ``(name, width)`` tuples; the gateware builds its Amaranth layouts
+from the same tuples (:func:`hotline_hw.layouts.result_word`, :func:`hotline_hw.layouts.dump_word`).
 
 A command is staged in the ``CMD_*`` registers and pushed into the command FIFO by a write
 to ``CMD_SUBMIT`` (``docs/registers.md``). Commands run one after another, in submission
@@ -11,10 +13,8 @@ order; each one completes (all its writes acknowledged by the bus) before the ne
 
 import enum
 
-from amaranth.lib import data
-
-__all__ = ["Opcode", "ErrorCause", "Engine", "KEY_WORD_BYTES", "result_word", "dump_word",
-           "LIST_OPCODES", "MAGIC", "VERSION"]
+__all__ = ["Opcode", "ErrorCause", "Engine", "KEY_WORD_BYTES", "RESULT_WORD", "DUMP_WORDS",
+           "word_fields", "LIST_OPCODES", "MAGIC", "VERSION"]
 
 #: ``ID_MAGIC`` register value: ASCII "HOTL".
 MAGIC = 0x484F544C
@@ -105,17 +105,25 @@ class Engine(enum.IntEnum):
     WORD_WRITE = 5  #: lookup result and dump word writes
 
 
-def result_word():
-    """One lookup result in host memory (64 bits): ``slot`` (32 bits: the hot-table slot,
-    spec section 4), ``hit`` (bit 32), the rest zero."""
-    return data.StructLayout({"slot": 32, "hit": 1, "zero": 31})
+#: One lookup result in host memory (64 bits), fields from bit 0 up: ``slot`` (32 bits: the
+#: hot-table slot, spec section 4), ``hit`` (bit 32), the rest zero.
+RESULT_WORD = (("slot", 32), ("hit", 1), ("zero", 31))
+
+#: One tag-store entry in host memory (64 bits) at ``addr1 + 8 * slot``, per EAL policy.
+#: srrip: ``tag`` in bits 0..59 (zero-extended), ``rrpv`` in bits 60..61, bit 62 zero,
+#: ``valid`` in bit 63. lfu: ``tag`` in bits 0..54, ``count`` in bits 55..62
+#: (zero-extended), ``valid`` in bit 63. The lfu sketch stays on the device (it matters only
+#: while learning).
+DUMP_WORDS = {
+    "srrip": (("tag", 60), ("rrpv", 2), ("zero", 1), ("valid", 1)),
+    "lfu": (("tag", 55), ("count", 8), ("valid", 1)),
+}
 
 
-def dump_word(policy="srrip"):
-    """One tag-store entry in host memory (64 bits) at ``addr1 + 8 * slot``. srrip: ``tag`` in
-    bits 0..59 (zero-extended), ``rrpv`` in bits 60..61, bit 62 zero, ``valid`` in bit 63.
-    lfu: ``tag`` in bits 0..54, ``count`` in bits 55..62 (zero-extended), ``valid`` in bit 63.
-    The lfu sketch stays on the device (it matters only while learning)."""
-    if policy == "srrip":
-        return data.StructLayout({"tag": 60, "rrpv": 2, "zero": 1, "valid": 1})
-    return data.StructLayout({"tag": 55, "count": 8, "valid": 1})
+def word_fields(fields):
+    """``{name: (lsb, width)}`` of a word given as ``(name, width)`` tuples from bit 0 up."""
+    out, lsb = {}, 0
+    for name, width in fields:
+        out[name] = (lsb, width)
+        lsb += width
+    return out
