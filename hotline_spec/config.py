@@ -10,6 +10,7 @@ import math
 
 __all__ = ["EALConfig", "DeviceConfig", "DEFAULT_DEVICE", "SMALL_DEVICE", "DEVICE_CONFIGS",
            "FragmenterConfig", "DEFAULT_FRAGMENTER", "FRAGMENTER_CONFIGS", "DEDUP_MULTIPLIER",
+           "fragmenter_for_working_set", "DEDUP_MARGIN_SIGMAS",
            "FEISTEL_ROUND_KEYS", "FEISTEL_MULTIPLIERS", "CONFIGS",
            "DEFAULT_CONFIG", "ASIC_CONFIG", "RRPV_INSERT", "RRPV_MAX", "POLICIES",
            "SKETCH_ROWS", "SKETCH_MULTIPLIER"]
@@ -502,6 +503,52 @@ class FragmenterConfig:
 
 
 DEFAULT_FRAGMENTER = FragmenterConfig()
+
+#: Standard deviations of a de-dup bank's load kept free by `fragmenter_for_working_set`.
+DEDUP_MARGIN_SIGMAS = 6.0
+
+
+def fragmenter_for_working_set(eal, inputs, lookups_per_input, cold_share=1.0,
+                               sigmas=DEDUP_MARGIN_SIGMAS, base=None):
+    """A `FragmenterConfig` whose de-dup table holds the cold rows of a working set of
+    ``inputs`` inputs with ``lookups_per_input`` lookups each (``n_tables`` for one-hot
+    inputs; the widest input for bags), so that the bank-capacity rule of docs/spec.md 7.5
+    (almost) never ends a working set early. For the software driver's schedules; the RTL's
+    named configurations (``FRAGMENTER_CONFIGS``) are not sized this way.
+
+    Expected cold rows: ``R = ceil(cold_share * inputs * lookups_per_input)``. The default
+    ``cold_share = 1.0`` is the worst case (every lookup a distinct cold row), which needs no
+    knowledge of the data; a caller that knows its miss rate may pass less (fewer cold-buffer
+    rows, see ``sw_driver.training.memory_budget``). The hash spreads distinct keys over the
+    ``dedup_banks`` banks about binomially, so a bank holds ``m = R / banks`` rows on
+    average, with a standard deviation ``sqrt(m)``. The rule keeps ``bank_capacity -
+    lookups_per_input >= m + sigmas * sqrt(m)`` (6 sigma: below 1e-9 per bank and working
+    set); ``dedup_sets`` is the smallest power of two that does it, starting from ``base``'s
+    (default `FragmenterConfig` of ``eal``: never smaller). Banks and ways stay ``base``'s,
+    and ``inputs_bits`` grows to hold ``inputs``.
+    """
+    if base is None:
+        base = FragmenterConfig(eal=eal)
+    elif base.eal != eal:
+        raise ValueError("fragmenter_for_working_set: base.eal is not eal")
+    inputs, widest = int(inputs), int(lookups_per_input)
+    if inputs < 1 or widest < 1:
+        raise ValueError(f"fragmenter_for_working_set: inputs ({inputs}) and "
+                         f"lookups_per_input ({widest}) must be >= 1")
+    if not 0.0 < cold_share <= 1.0:
+        raise ValueError(f"fragmenter_for_working_set: cold_share must be in (0, 1], not "
+                         f"{cold_share}")
+    expected = math.ceil(cold_share * inputs * widest)
+    per_bank = expected / base.dedup_banks
+    need = per_bank + sigmas * math.sqrt(per_bank) + widest
+    sets = base.dedup_sets
+    while FragmenterConfig(eal=eal, dedup_banks=base.dedup_banks, dedup_sets=sets,
+                           dedup_ways=base.dedup_ways).bank_capacity < need:
+        sets *= 2
+    inputs_bits = max(base.inputs_bits, (inputs - 1).bit_length())
+    if sets == base.dedup_sets and inputs_bits == base.inputs_bits:
+        return base
+    return base.replace(dedup_sets=sets, inputs_bits=inputs_bits)
 # Small configurations for fast builds and for tests that overflow the de-dup table.
 FRAGMENTER_CONFIGS = {
     "default": DEFAULT_FRAGMENTER,

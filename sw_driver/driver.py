@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from hotline_spec.config import DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig, RRPV_MAX
+from hotline_spec.config import (DEFAULT_CONFIG, DeviceConfig, EALConfig, FragmenterConfig,
+                                 RRPV_MAX, fragmenter_for_working_set)
 from verif.golden import dedup_bank, key_from_fields, make_keys, sparse_keys, split_keys
 from verif.golden.access_logger import meta_name, popular_entries
 
@@ -37,21 +38,31 @@ from .gather import gather_rows, make_pool, scatter_rows
 from .model_transport import command_chunks
 from .transport import Transport, as_device_config, open_transport
 
-__all__ = ["HotlineDevice", "HotRows", "Schedule"]
+__all__ = ["HotlineDevice", "HotRows", "Schedule", "HOT_SLOT_LAYOUTS"]
 
 _LEARNING, _FROZEN, _CLOSED = "learning", "frozen", "closed"
+
+#: Hot-table layouts (``HotlineDevice(hot_slots=...)``): ``"entry"`` -- a hot row sits at its
+#: tag-store entry's index (spec section 5, ``config.entries`` rows); ``"compact"`` -- the hot
+#: rows sit at ``0..n_hot-1`` in entry order, in a hot table of ``hot_capacity`` rows.
+HOT_SLOT_LAYOUTS = ("entry", "compact")
 
 
 class HotRows(NamedTuple):
     """The hot-table layout after :meth:`HotlineDevice.freeze` (spec section 5), int64 CPU
     tensors ``[n_hot]`` sorted by slot: hot-table row ``slots[i]`` holds row ``rows[i]`` of
-    table ``tables[i]``, which is host-table row ``global_rows[i]``. ``(slots, tables, rows)``
-    equals ``verif.golden.AccessLogger.popular_rows`` of the same tag store."""
+    table ``tables[i]``, which is host-table row ``global_rows[i]``; ``entry_slots[i]`` is
+    its tag-store entry. With the ``"entry"`` layout ``slots`` is ``entry_slots`` and
+    ``(slots, tables, rows)`` equals ``verif.golden.AccessLogger.popular_rows`` of the same
+    tag store; with ``"compact"`` ``slots`` is ``0..n_hot-1`` (same order) and
+    ``(entry_slots, tables, rows)`` equals it. The hot table's rows (the offset of the cold
+    rows in the schedules' ``remapped``) are :attr:`HotlineDevice.hot_capacity`."""
 
     slots: torch.Tensor
     tables: torch.Tensor
     rows: torch.Tensor
     global_rows: torch.Tensor
+    entry_slots: torch.Tensor = None
 
     @property
     def n(self):
@@ -113,6 +124,12 @@ class Schedule:
         """Rows of the working-row concatenation ``[hot table; cold rows]``."""
         return self.entries + self.n_cold
 
+    @property
+    def hot_capacity(self):
+        """Rows of the hot table this schedule was made for (= ``entries``: the EAL's
+        entries with the ``"entry"`` layout, the freeze's hot capacity with ``"compact"``)."""
+        return self.entries
+
 
 def _check_int(value, what, minimum, error=ValueError):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
@@ -161,7 +178,23 @@ class HotlineDevice:
     fragmenter : FragmenterConfig, optional
         The classifier/fragmenter whose de-dup table :meth:`schedule` follows (its
         bank-capacity rule ends a working set early, docs/spec.md section 7.5); default
-        ``FragmenterConfig(eal=config)``. Its ``eal`` must be ``config``.
+        ``fragmenter_for_working_set(config, inputs, lookups)`` when ``working_set`` is
+        given, else ``FragmenterConfig(eal=config)`` (the RTL's default, 24,576 cold rows).
+        Its ``eal`` must be ``config``.
+    working_set : int or (int, int), optional
+        A size hint for the default ``fragmenter``: inputs per working set, or ``(inputs,
+        lookups_per_input)`` (default lookups: ``n_tables``; for bags the widest input). The
+        de-dup table is then sized (``hotline_spec.config.fragmenter_for_working_set``) so
+        that a working set of that size whose every lookup is a distinct cold row fits with a
+        6-sigma margin per bank: schedules (almost) never end early. Ignored when
+        ``fragmenter`` is given.
+    hot_slots : ``"entry"`` (default) or ``"compact"``
+        Hot-table layout (:data:`HOT_SLOT_LAYOUTS`). ``"entry"``: the spec's, a hot row at its
+        tag-store entry, a hot table of ``config.entries`` rows. ``"compact"``: hot rows at
+        ``0..n_hot-1`` (entry order), a hot table of ``hot_capacity`` rows, sized at each
+        :meth:`freeze` (``freeze(hot_capacity=C)``: ``max(C, n_hot)``); the schedules'
+        cold rows then start at ``hot_capacity``. Which rows are hot, the cold lists and
+        every count are the same in both layouts; only the hot slot numbers differ.
 
     States: *learning* (after opening or :meth:`clear`) -> :meth:`freeze` -> *frozen*
     (:meth:`schedule` allowed) -> :meth:`clear` / :meth:`unfreeze` -> *learning* ...;
@@ -171,7 +204,7 @@ class HotlineDevice:
 
     def __init__(self, table_rows, dim, config=DEFAULT_CONFIG, transport="model", device="cpu",
                  gather_threads=8, transport_options=None, close_transport=True,
-                 fragmenter=None):
+                 fragmenter=None, working_set=None, hot_slots="entry"):
         self._state = _CLOSED  # until fully opened
         if not isinstance(config, (EALConfig, DeviceConfig)):
             raise TypeError(f"config must be an EALConfig or a DeviceConfig, not "
@@ -180,16 +213,38 @@ class HotlineDevice:
         config, dcfg = as_device_config(config)
         self.config = config
         self.device_config = dcfg
+        if hot_slots not in HOT_SLOT_LAYOUTS:
+            raise ValueError(f"hot_slots must be one of {HOT_SLOT_LAYOUTS}, not {hot_slots!r}")
+        self.hot_slots = hot_slots
+        self._hot_capacity = config.entries if hot_slots == "entry" else None
+        self.working_set_hint = None
+        if working_set is not None:
+            if isinstance(working_set, (tuple, list)):
+                if len(working_set) != 2:
+                    raise ValueError(f"working_set must be inputs or (inputs, "
+                                     f"lookups_per_input), not {working_set!r}")
+                ws_in, ws_look = working_set
+            else:
+                ws_in, ws_look = working_set, None
+            ws_in = _check_int(ws_in, "working_set inputs", 1)
+            ws_look = None if ws_look is None else _check_int(ws_look,
+                                                              "working_set lookups_per_input", 1)
+            self.working_set_hint = (ws_in, ws_look)
         if fragmenter is None:
-            fragmenter = FragmenterConfig(eal=config)
+            if self.working_set_hint is None:
+                fragmenter = FragmenterConfig(eal=config)
         elif not isinstance(fragmenter, FragmenterConfig):
             raise TypeError(f"fragmenter must be a FragmenterConfig, not "
                             f"{type(fragmenter).__name__}")
         elif fragmenter.eal != config:
             raise ValueError(f"fragmenter.eal ({fragmenter.eal.describe()}) is not the "
                              f"device's EALConfig ({config.describe()})")
-        self.fragmenter = fragmenter
         self._table_rows = self._check_table_rows(table_rows, config)
+        if fragmenter is None:
+            ws_in, ws_look = self.working_set_hint
+            fragmenter = fragmenter_for_working_set(
+                config, ws_in, ws_look if ws_look is not None else len(self._table_rows))
+        self.fragmenter = fragmenter
         self.dim = _check_int(dim, "dim", 1, TableSpecError)
         gather_threads = _check_int(gather_threads, "gather_threads", 1)
         self.device = torch.device(device)
@@ -283,8 +338,16 @@ class HotlineDevice:
 
     @property
     def entries(self):
-        """Hot-table rows (``config.entries``)."""
+        """Tag-store entries (``config.entries``): the hot table's rows with the ``"entry"``
+        layout."""
         return self.config.entries
+
+    @property
+    def hot_capacity(self):
+        """Rows of the hot table (the offset of the cold rows in a schedule's ``remapped``):
+        ``config.entries`` with the ``"entry"`` layout; with ``"compact"`` the capacity of the
+        last :meth:`freeze` (``None`` before the first)."""
+        return self._hot_capacity
 
     @property
     def transport(self):
@@ -490,28 +553,39 @@ class HotlineDevice:
         self._hot = None
         self._threshold = None
 
-    def relearn(self, batches, popular_max_rrpv=None):
-        """``clear()``, ``learn`` each batch, ``freeze(popular_max_rrpv)``; returns the new
-        :class:`HotRows`. ``batches`` is one ``[n, n_tables]`` tensor/array or an iterable
-        of them."""
+    def relearn(self, batches, popular_max_rrpv=None, hot_capacity=None):
+        """``clear()``, ``learn`` each batch, ``freeze(popular_max_rrpv, hot_capacity)``;
+        returns the new :class:`HotRows`. ``batches`` is one ``[n, n_tables]`` tensor/array
+        or an iterable of them."""
         self._need_open("relearn")
         if isinstance(batches, (torch.Tensor, np.ndarray)):
             batches = [batches]
         self.clear()
         for b in batches:
             self.learn(b)
-        return self.freeze(popular_max_rrpv)
+        return self.freeze(popular_max_rrpv, hot_capacity)
 
     # --- freeze: popular rows and the slot map (spec section 5) --------------------------
-    def freeze(self, popular_max_rrpv=None):
+    def freeze(self, popular_max_rrpv=None, hot_capacity=None):
         """Switch to frozen mode with threshold ``popular_max_rrpv`` (default
         ``config.popular_max_rrpv``; 0..3): read the tag store out through the transport, lay
         out the hot table and build the slot map on ``device``.
 
         Returns :class:`HotRows` (sorted by slot; equals ``AccessLogger.popular_rows``).
         Calling it again while frozen re-reads the tag store (e.g. with another threshold).
+
+        ``hot_capacity`` (``"compact"`` layout only): the hot table has at least this many
+        rows (default 0), ``max(hot_capacity, n_hot)`` in all (:attr:`hot_capacity`): a
+        caller that already holds a hot table of ``C`` rows passes
+        ``C`` and reallocates only if the new hot set is larger.
         """
         self._need_open("freeze")
+        if hot_capacity is not None:
+            if self.hot_slots != "compact":
+                raise ValueError("hot_capacity is for the compact hot-slot layout "
+                                 "(HotlineDevice(..., hot_slots='compact')); the entry layout's "
+                                 f"hot table has config.entries = {self.config.entries} rows")
+            hot_capacity = _check_int(hot_capacity, "hot_capacity", 0)
         cfg = self.config
         if cfg.policy == "srrip":
             thr = _check_threshold(popular_max_rrpv, cfg.popular_max_rrpv)
@@ -547,9 +621,13 @@ class HotlineDevice:
         if self._slot_map is None:
             self._slot_map = torch.empty(self.total_rows, dtype=self._slot_dtype,
                                          device=self.device)
+        entry_slots = slots
+        if self.hot_slots == "compact":
+            slots = torch.arange(slots.numel(), dtype=torch.int64)
+            self._hot_capacity = max(int(hot_capacity or 0), int(slots.numel()))
         self._slot_map.fill_(-1)
         self._slot_map[global_rows.to(self.device)] = slots.to(self.device, self._slot_dtype)
-        self._hot = HotRows(slots, tables, rows, global_rows)
+        self._hot = HotRows(slots, tables, rows, global_rows, entry_slots)
         self._threshold = thr
         self._generation += 1
         self._state = _FROZEN
@@ -625,7 +703,7 @@ class HotlineDevice:
         the most lookups one input may have (the de-dup rule's reserve); ``report_bad`` raises
         the range error when ``bad_any`` turns out true after the host copy."""
         dev = self.device
-        entries = self.config.entries
+        entries = self._hot_capacity
         L = g.numel()
         lengths = starts[1:] - starts[:-1]
         input_of = torch.repeat_interleave(torch.arange(n, dtype=torch.int64, device=dev),
@@ -901,9 +979,9 @@ class HotlineDevice:
 
     # --- hot table helpers ----------------------------------------------------------------
     def load_hot_table(self, host_table, hot_table=None):
-        """The hot table of the current layout: ``[entries, dim]`` on ``device`` (``hot_table``
-        is filled in place when given), row ``slots[i]`` = ``host_table[global_rows[i]]``,
-        other rows zero. Requires the frozen state."""
+        """The hot table of the current layout: ``[hot_capacity, dim]`` on ``device``
+        (``hot_table`` is filled in place when given), row ``slots[i]`` =
+        ``host_table[global_rows[i]]``, other rows zero. Requires the frozen state."""
         self._need_frozen("load_hot_table")
         what = "HotlineDevice.load_hot_table"
         self._check_host_table(host_table, what)
@@ -911,10 +989,10 @@ class HotlineDevice:
         rows = torch.empty(hot.n, self.dim, dtype=host_table.dtype)
         gather_rows(host_table, hot.global_rows, rows, self._pool)
         if hot_table is None:
-            hot_table = torch.zeros(self.config.entries, self.dim, dtype=host_table.dtype,
+            hot_table = torch.zeros(self._hot_capacity, self.dim, dtype=host_table.dtype,
                                     device=self.device)
         else:
-            self._check_rows_buffer(hot_table, "hot_table", host_table, self.config.entries,
+            self._check_rows_buffer(hot_table, "hot_table", host_table, self._hot_capacity,
                                     True, what)
             hot_table.zero_()
         hot_table[hot.slots.to(hot_table.device)] = rows.to(hot_table.device)
@@ -927,7 +1005,7 @@ class HotlineDevice:
         self._need_frozen("store_hot_table")
         what = "HotlineDevice.store_hot_table"
         self._check_host_table(host_table, what)
-        self._check_rows_buffer(hot_table, "hot_table", host_table, self.config.entries, True,
+        self._check_rows_buffer(hot_table, "hot_table", host_table, self._hot_capacity, True,
                                 what)
         hot = self._hot
         rows = hot_table[hot.slots.to(hot_table.device)].to("cpu")
