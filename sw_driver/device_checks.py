@@ -14,16 +14,20 @@ module applies them on the host side:
   to tensors (field positions from the layouts of ``commands.py``, never spelled here).
 """
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
+import numba
+import numpy as np
 import torch
 from hotline_spec.commands import (DUMP_WORDS, KEY_WORD_BYTES, LIST_OPCODES, RESULT_WORD, Engine,
                                    ErrorCause, Opcode, word_fields)
 
 from .errors import DeviceCommandError, ScheduleError
 
-__all__ = ["Fault", "TableLayout", "table_layout", "check_command", "raise_fault",
+__all__ = ["Fault", "TableLayout", "table_layout", "check_command", "check_command_rows",
+           "raise_fault",
            "decode_results", "decode_dump", "encode_dump", "encode_results", "ROW_OPCODES",
            "WORD_FIELDS"]
 
@@ -148,6 +152,103 @@ def check_command(dcfg, opcode, count, addr0=0, addr1=0, row_bytes=None, keys=No
     if op not in LIST_OPCODES or keys is None:
         return None
     keys = _keys_i64(keys)
+    if cfg.eal.key_bits < 64:
+        fault, _ = _check_keys_compiled(cfg, op, addr0, row_bytes, keys, layout, None)
+        return fault
+    return _check_keys_reference(cfg, op, addr0, row_bytes, keys, layout)
+
+
+def check_command_rows(dcfg, opcode, count, addr0, addr1, row_bytes, keys, layout, global_base):
+    """:func:`check_command` of a ``GATHER`` / ``WRITE_BACK`` command that also maps its keys
+    to host-table rows in the same pass: returns ``(fault, rows)``, ``rows`` (int64 ``[n]``)
+    = ``global_base[table] + row`` of each key when there is no fault (``global_base``: int64
+    ``[max_tables]``, the host-table row of each table's row 0), else ``None``."""
+    keys = _keys_i64(keys)
+    fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, None, layout)
+    if fault is not None:
+        return fault, None
+    if Opcode(opcode) not in ROW_OPCODES or dcfg.eal.key_bits >= 64:
+        fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, keys, layout)
+        if fault is not None:
+            return fault, None
+        rb = dcfg.eal.row_bits
+        return None, global_base[keys >> rb] + (keys & ((1 << rb) - 1))
+    return _check_keys_compiled(dcfg, Opcode(opcode), addr0, row_bytes, keys, layout,
+                                global_base)
+
+
+@functools.lru_cache(maxsize=16)
+def _slot_arrays(layout, bus, row_bytes):
+    """numpy ``(rows, slot_bad)`` of a layout: each slot's TABLE_ROWS and whether its base or
+    stride is not a multiple of ``bus`` or its stride is below ``row_bytes``."""
+    rows = np.array(layout.rows, dtype=np.int64)
+    bad = np.array([b % bus != 0 or s % bus != 0 or s < row_bytes
+                    for b, s in zip(layout.base, layout.stride)], dtype=np.bool_)
+    return rows, bad
+
+
+_BAD_KEY = int(ErrorCause.BAD_KEY)
+_ROW_OUT_OF_RANGE = int(ErrorCause.ROW_OUT_OF_RANGE)
+_BAD_TABLE = int(ErrorCause.BAD_TABLE)
+
+
+@numba.njit(cache=True, nogil=True)
+def _check_keys_kernel(keys, key_bits, row_op, row_bits, rows, slot_bad, global_base, out):
+    """The key-list pass (``key_bits < 64``): returns ``(index, cause)`` of the first bad key
+    in list order (``BAD_KEY``, then for row opcodes ``ROW_OUT_OF_RANGE``, then
+    ``BAD_TABLE``), or ``(-1, 0)``; for row opcodes with ``out`` non-empty, fills
+    ``out[i] = global_base[table] + row``."""
+    rmask = (1 << row_bits) - 1
+    fill = out.shape[0] > 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        if k < 0 or (k >> key_bits) != 0:
+            return i, _BAD_KEY
+        if row_op:
+            t = k >> row_bits
+            r = k & rmask
+            if r >= rows[t]:
+                return i, _ROW_OUT_OF_RANGE
+            if slot_bad[t]:
+                return i, _BAD_TABLE
+            if fill:
+                out[i] = global_base[t] + r
+    return -1, 0
+
+
+_NO_ROWS = np.zeros(1, dtype=np.int64)
+_NO_BAD = np.zeros(1, dtype=np.bool_)
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _check_keys_compiled(cfg, op, addr0, row_bytes, keys, layout, global_base):
+    """The key-list pass compiled (one pass, one thread): ``(fault or None, rows or None)``;
+    ``rows`` only when ``global_base`` is given and there is no fault."""
+    row_op = op in ROW_OPCODES
+    k = np.ascontiguousarray(keys.numpy())
+    if row_op:
+        rows, slot_bad = _slot_arrays(layout, cfg.bus_bytes, row_bytes)
+    else:
+        rows, slot_bad = _NO_ROWS, _NO_BAD
+    out = None
+    if row_op and global_base is not None:
+        out = torch.empty(k.shape[0], dtype=torch.int64)
+        base = np.ascontiguousarray(torch.as_tensor(global_base, dtype=torch.int64).numpy())
+        out_np = out.numpy()
+    else:
+        base, out_np = _EMPTY, _EMPTY
+    i, cause = _check_keys_kernel(k, cfg.eal.key_bits, row_op, cfg.eal.row_bits, rows,
+                                  slot_bad, base, out_np)
+    if i >= 0:
+        return Fault(ErrorCause(int(cause)), Engine.LIST_CHECK,
+                     addr0 + KEY_WORD_BYTES * int(i), int(i)), None
+    return None, out
+
+
+def _check_keys_reference(cfg, op, addr0, row_bytes, keys, layout):
+    """The key-list pass as torch ops (the reference the compiled pass is tested against;
+    used for 64-bit keys)."""
+    bus = cfg.bus_bytes
     kb = cfg.eal.key_bits
     if kb < 64:
         bad_key = (keys < 0) | ((keys >> kb) != 0)

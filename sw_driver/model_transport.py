@@ -10,6 +10,7 @@ and ``sim``. Device-visible memory is ordinary host memory (pinned when CUDA is 
 a bus address is a ``data_ptr``.
 """
 
+import numpy as np
 import torch
 
 from hotline_spec.commands import Engine, Opcode
@@ -18,7 +19,7 @@ from hotline_spec.config import SKETCH_ROWS
 from verif.golden import AccessLogger
 from verif.golden.access_logger import meta_name
 
-from .device_checks import check_command, raise_fault, table_layout
+from .device_checks import check_command, check_command_rows, raise_fault, table_layout
 from .errors import DeviceStateError, ScheduleError
 from .gather import gather_rows, make_pool, scatter_rows
 from .transport import Transport
@@ -93,16 +94,25 @@ class ModelTransport(Transport):
         bus = self.device_config.bus_bytes if self.device_config is not None else 8
         return -(-8 * n // bus) * bus
 
-    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None):
+    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None, rows=False):
         """Run the command checks of one command; returns its sequence number or raises
-        DeviceCommandError (the command completes with an error: counted, nothing moved)."""
+        DeviceCommandError (the command completes with an error: counted, nothing moved).
+        With ``rows`` (GATHER / WRITE_BACK) returns ``(sequence, host-table rows of the
+        keys)``, mapped in the same compiled pass as the checks."""
         seq = self._sequence
         self._sequence = (seq + 1) & 0xFFFF_FFFF
         dcfg = self.device_config
+        global_rows = None
         if dcfg is not None:
             layout = self._layout
-            fault = check_command(dcfg, opcode, count, addr0, addr1,
-                                  layout.row_bytes if layout else None, keys, layout)
+            row_bytes = layout.row_bytes if layout else None
+            if rows:
+                fault, global_rows = check_command_rows(dcfg, opcode, count, addr0, addr1,
+                                                        row_bytes, keys, layout,
+                                                        self._global_base)
+            else:
+                fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, keys,
+                                      layout)
             if fault is not None:
                 self._counters["commands_completed"] += 1
                 self._counters["errors"] += 1
@@ -110,7 +120,7 @@ class ModelTransport(Transport):
                     self._counters["bytes_read"] += self._list_bytes(count)
                 raise_fault(fault, opcode, seq, keys, layout, dcfg)
         self._counters["commands_completed"] += 1
-        return seq
+        return (seq, global_rows) if rows else seq
 
     def _max_count(self):
         dcfg = self.device_config
@@ -129,12 +139,15 @@ class ModelTransport(Transport):
             hits.append(res.hit)
             slots.append(res.slot)
             self._counters["lookups"] += b - a
-            self._counters["hits"] += int(res.hit.sum())
+            # numpy's count is one thread: no intra-op fork on the lookups
+            self._counters["hits"] += int(np.count_nonzero(res.hit.numpy()))
             self._counters["bytes_read"] += 2 * self._list_bytes(b - a)
             self._counters["bytes_written"] += 8 * (b - a)
         if not hits:
             return (torch.zeros(keys.shape, dtype=torch.bool),
                     torch.zeros(keys.shape, dtype=torch.int64))
+        if len(hits) == 1:
+            return hits[0].reshape(keys.shape), slots[0].reshape(keys.shape)
         return torch.cat(hits).reshape(keys.shape), torch.cat(slots).reshape(keys.shape)
 
     def learn(self, keys):
@@ -246,9 +259,9 @@ class ModelTransport(Transport):
         n = keys.numel()
         layout = self._layout
         check_row_buffer(buf, n, layout, name, what)
-        self._submit(opcode, n, keys.data_ptr(), self.bus_address(buf), keys)
-        rb = self.config.row_bits
-        global_rows = self._global_base[keys >> rb] + (keys & ((1 << rb) - 1))
+        # checks and the key -> host-table row map in one compiled pass over the list
+        _, global_rows = self._submit(opcode, n, keys.data_ptr(), self.bus_address(buf), keys,
+                                      rows=True)
         c = self._counters
         c["bytes_read"] += 2 * self._list_bytes(n) + n * layout.row_bytes
         c["bytes_written"] += n * layout.row_bytes

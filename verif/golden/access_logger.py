@@ -16,8 +16,8 @@ import torch
 
 from hotline_spec.config import DEFAULT_CONFIG, EALConfig, RRPV_MAX, SKETCH_ROWS
 
-from .feistel import _as_int64, hash_fields, key_from_fields, split_keys
-from .learner import learn_compiled, learn_sequential
+from .feistel import _as_int64, _compilable, hash_fields, key_from_fields, split_keys
+from .learner import learn_compiled, learn_keys_compiled, learn_sequential
 
 __all__ = ["AccessLogger", "EAL", "LookupResult", "DumpBeat", "meta_name"]
 
@@ -212,9 +212,20 @@ class AccessLogger:
         lfu key that was not admitted: the way it would have replaced).
 
         The compiled learner (``verif.golden.learner``) computes it; ``reference=True`` runs
-        the key-by-key Python reference instead (same result, about 50 times slower)."""
+        the key-by-key Python reference instead (same result, about 50 times slower), with
+        the torch version of the hash."""
         cfg = self.cfg
-        bank, set_, tag = hash_fields(keys, cfg)
+        if not reference:
+            k = _as_int64(keys, cfg.key_bits, "key")
+            if _compilable(k):      # hash, learn and slots in one compiled call
+                shape = k.shape
+                hit, way, slot, bank, set_, tag = learn_keys_compiled(
+                    cfg, self._valid, self._meta, self._tag, self._sketch, k)
+                return LookupResult(hit=hit.reshape(shape), way=way.reshape(shape),
+                                    slot=slot.reshape(shape), bank=bank.reshape(shape),
+                                    set=set_.reshape(shape), tag=tag.reshape(shape))
+            keys = k
+        bank, set_, tag = hash_fields(keys, cfg, reference=reference)
         flat = (bank * cfg.sets + set_).reshape(-1)
         run = learn_sequential if reference else learn_compiled
         hit, way = run(cfg, self._valid, self._meta, self._tag, self._sketch, flat,

@@ -8,14 +8,23 @@ non-negative integers and a negative value is an error.
 The round function multiplies a value of up to 32 bits by a 32-bit multiplier, whose exact
 product can exceed ``2**63``; it is computed modulo ``2**32`` exactly by splitting the
 multiplier into 16-bit halves, so no intermediate leaves ``int64``.
+
+Two implementations of the hash give the same bits: the torch one (``_hash_raw``, a dozen
+tensor ops a round, the reference) and a compiled one (numba, ``_hash_u64``: one pass, one
+thread, unsigned 64-bit arithmetic), which :func:`feistel_hash`, :func:`hash_fields`,
+:func:`make_keys` and :func:`sparse_keys` use for contiguous CPU ``int64`` tensors (and the
+learner fuses with its loop). Many small torch ops are slow on a loaded machine with more
+than one intra-op thread (each op waits for every thread); the compiled pass does not fork.
+``reference=True`` (where offered) runs the torch version; the tests compare the two.
 """
 
+import numba
 import numpy as np
 import torch
 
 from hotline_spec.config import EALConfig, FEISTEL_MULTIPLIERS, FEISTEL_ROUND_KEYS
 
-__all__ = ["make_keys", "split_keys", "feistel_hash", "feistel_unhash", "hash_fields",
+__all__ = ["make_keys", "sparse_keys", "split_keys", "feistel_hash", "feistel_unhash", "hash_fields",
            "fields_from_hash", "hash_from_fields", "key_from_fields",
            "feistel_hash_int", "feistel_unhash_int"]
 
@@ -63,15 +72,43 @@ def _as_int64(x, width, what):
             return torch.tensor(folded, dtype=torch.int64).reshape(arr.shape)
         t = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64)))
     if width < 64:
-        bad = t < 0
-        if width < 63:
-            bad |= t >= limit
-        if bool(bad.any()):
-            i = int(torch.nonzero(bad.reshape(-1))[0])
+        if _compilable(t):
+            i = int(_first_out_of_range(t.reshape(-1).numpy(), width))
+            if i < 0:
+                return t
+            bad = None
+        else:
+            bad = t < 0
+            if width < 63:
+                bad |= t >= limit
+        if bad is None or bool(bad.any()):
+            if bad is not None:
+                i = int(torch.nonzero(bad.reshape(-1))[0])
             v = int(t.reshape(-1)[i])
             raise ValueError(f"{what} {v} at position {_fmt_pos(i, t.shape)} is out of range: "
                              f"must be 0 <= {what} < {limit} (2**{width})")
     return t
+
+
+#: Tensors of at least this many elements take the compiled paths (below it a torch op is as
+#: quick and compiling is not worth it).
+COMPILED_MIN = 64
+
+
+def _compilable(t):
+    """A contiguous CPU int64 tensor large enough for the compiled paths."""
+    return (t.dtype == torch.int64 and t.device.type == "cpu" and t.numel() >= COMPILED_MIN
+            and t.is_contiguous())
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_out_of_range(x, width):
+    """Index of the first value of ``x`` (int64) outside ``0 <= v < 2**width`` (width < 64),
+    or -1."""
+    for i in range(x.shape[0]):
+        if x[i] < 0 or (x[i] >> width) != 0:
+            return i
+    return -1
 
 
 def _field(x, shift, width):
@@ -103,12 +140,48 @@ def make_keys(tables, rows, cfg):
     limit.
     """
     _check_cfg(cfg)
+    if (isinstance(tables, torch.Tensor) and isinstance(rows, torch.Tensor)
+            and tables.shape == rows.shape and _compilable(tables) and _compilable(rows)):
+        out = torch.empty(rows.shape, dtype=torch.int64)
+        if int(_make_keys_kernel(tables.reshape(-1).numpy(), rows.reshape(-1).numpy(),
+                                 cfg.table_bits, cfg.row_bits, out.reshape(-1).numpy())) < 0:
+            return out
+        # an out-of-range field: the torch path below names it
     t = _as_int64(tables, cfg.table_bits, "table")
     r = _as_int64(rows, cfg.row_bits, "row")
     t, r = torch.broadcast_tensors(t, r)
     if cfg.table_bits == 0:
         return r.clone()
     return (t << cfg.row_bits) | r
+
+
+@numba.njit(cache=True, nogil=True)
+def _make_keys_kernel(tables, rows, table_bits, row_bits, out):
+    """``out = (tables << row_bits) | rows``; returns the index of the first table or row out
+    of range (``out`` then incomplete), or -1."""
+    for i in range(rows.shape[0]):
+        t = tables[i]
+        r = rows[i]
+        if t < 0 or (t >> table_bits) != 0 or r < 0 or (r >> row_bits) != 0:
+            return i
+        out[i] = (t << row_bits) | r
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _sparse_keys_kernel(sparse, table_bits, row_bits, out):
+    """``out[i, t] = (t << row_bits) | sparse[i, t]``; returns the flat index of the first
+    row (or table) out of range, or -1."""
+    n, nt = sparse.shape
+    if nt > (1 << table_bits):
+        return nt if table_bits < 63 else -1
+    for i in range(n):
+        for t in range(nt):
+            r = sparse[i, t]
+            if r < 0 or (r >> row_bits) != 0:
+                return i * nt + t
+            out[i, t] = (t << row_bits) | r
+    return -1
 
 
 def sparse_keys(sparse, cfg):
@@ -119,6 +192,12 @@ def sparse_keys(sparse, cfg):
     if sparse.dim() != 2:
         raise ValueError(f"sparse must be 2-D [n_inputs, n_tables], not {tuple(sparse.shape)}")
     n, t = sparse.shape
+    if _compilable(sparse) and cfg.table_bits < 63 and cfg.row_bits < 63:
+        _check_cfg(cfg)
+        out = torch.empty(n, t, dtype=torch.int64)
+        if int(_sparse_keys_kernel(sparse.numpy(), cfg.table_bits, cfg.row_bits,
+                                   out.numpy())) < 0:
+            return out
     return make_keys(torch.arange(t, dtype=torch.int64).expand(n, t), sparse, cfg)
 
 
@@ -170,14 +249,99 @@ def _unhash_raw(h, cfg):
     return (hi << b) | lo
 
 
-def feistel_hash(keys, cfg):
+# --- the compiled hash (numba): the same bits as _hash_raw, unsigned 64-bit arithmetic ------
+
+def hash_params(cfg):
+    """The compiled hash's parameters for ``cfg``: ``(a, b, round_keys, multipliers)``, the
+    half widths and uint64 arrays of the ``hash_rounds`` round constants."""
+    a, b = _widths(cfg)
+    rk = np.array(FEISTEL_ROUND_KEYS[:cfg.hash_rounds], dtype=np.uint64)
+    mu = np.array(FEISTEL_MULTIPLIERS[:cfg.hash_rounds], dtype=np.uint64)
+    return a, b, rk, mu
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _umask(width):
+    """``2**width - 1`` as uint64 for ``0 <= width <= 64``."""
+    if width >= 64:
+        return np.uint64(0xFFFFFFFFFFFFFFFF)
+    return (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _hash_u64(k, a, b, round_keys, mults):
+    """The Feistel hash (spec section 3) of one key ``k`` (uint64, ``key_bits = a + b``):
+    ``F_i(x) = (((x ^ (K_i mod 2^wi)) * M_i) mod 2^32) >> (32 - wo)`` on uint64 (the exact
+    product of two 32-bit values fits)."""
+    u32 = np.uint64(0xFFFFFFFF)
+    hi = k >> np.uint64(b)
+    lo = k & _umask(b)
+    wh = a
+    wl = b
+    for i in range(round_keys.shape[0]):
+        x = lo ^ (round_keys[i] & _umask(wl))
+        f = ((x * mults[i]) & u32) >> np.uint64(32 - wh)
+        nlo = hi ^ f
+        hi = lo
+        lo = nlo
+        t = wh
+        wh = wl
+        wl = t
+    return (hi << np.uint64(wl)) | lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_kernel(keys, a, b, round_keys, mults, out):
+    """``out[i] = hash(keys[i])`` (int64 arrays, the uint64 bit patterns)."""
+    for i in range(keys.shape[0]):
+        out[i] = np.int64(_hash_u64(np.uint64(keys[i]), a, b, round_keys, mults))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fields_kernel(keys, a, b, round_keys, mults, bank_bits, set_bits, bank, set_, tag):
+    """``(bank, set, tag)`` of each key's hash (spec section 3), int64 arrays."""
+    bmask = _umask(bank_bits)
+    smask = _umask(set_bits)
+    for i in range(keys.shape[0]):
+        h = _hash_u64(np.uint64(keys[i]), a, b, round_keys, mults)
+        bank[i] = np.int64(h & bmask)
+        set_[i] = np.int64((h >> np.uint64(bank_bits)) & smask)
+        if bank_bits + set_bits >= 64:
+            tag[i] = 0
+        else:
+            tag[i] = np.int64(h >> np.uint64(bank_bits + set_bits))
+
+
+def _hash_compiled(k, cfg):
+    """The compiled :func:`_hash_raw` of a contiguous CPU int64 tensor of checked keys."""
+    a, b, rk, mu = hash_params(cfg)
+    out = torch.empty(k.shape, dtype=torch.int64)
+    _hash_kernel(k.reshape(-1).numpy(), a, b, rk, mu, out.reshape(-1).numpy())
+    return out
+
+
+def _fields_compiled(k, cfg):
+    """``(bank, set, tag)`` of a contiguous CPU int64 tensor of checked keys, compiled."""
+    a, b, rk, mu = hash_params(cfg)
+    bank, set_, tag = (torch.empty(k.shape, dtype=torch.int64) for _ in range(3))
+    _fields_kernel(k.reshape(-1).numpy(), a, b, rk, mu, cfg.bank_bits, cfg.set_bits,
+                   bank.reshape(-1).numpy(), set_.reshape(-1).numpy(), tag.reshape(-1).numpy())
+    return bank, set_, tag
+
+
+def feistel_hash(keys, cfg, reference=False):
     """The Feistel hash of spec section 3, a bijection on ``key_bits``-bit values.
 
     ``keys``: int64 tensor (or ints) of keys, each ``0 <= k < 2**key_bits`` (else
-    ``ValueError``). Returns an int64 tensor of the same shape.
+    ``ValueError``). Returns an int64 tensor of the same shape. Computed by the compiled pass
+    for contiguous CPU int64 tensors, else (or with ``reference=True``) by torch ops; the
+    bits are the same.
     """
     _check_cfg(cfg)
-    return _hash_raw(_as_int64(keys, cfg.key_bits, "key"), cfg)
+    k = _as_int64(keys, cfg.key_bits, "key")
+    if not reference and _compilable(k):
+        return _hash_compiled(k, cfg)
+    return _hash_raw(k, cfg)
 
 
 def feistel_unhash(h, cfg):
@@ -209,9 +373,14 @@ def hash_from_fields(bank, set, tag, cfg):
     return t_sh | (s << bb) | b
 
 
-def hash_fields(keys, cfg):
-    """The tag-store address ``(bank, set, tag)`` of each key (spec sections 3 and 4)."""
-    return fields_from_hash(feistel_hash(keys, cfg), cfg)
+def hash_fields(keys, cfg, reference=False):
+    """The tag-store address ``(bank, set, tag)`` of each key (spec sections 3 and 4);
+    compiled for contiguous CPU int64 tensors unless ``reference``."""
+    _check_cfg(cfg)
+    k = _as_int64(keys, cfg.key_bits, "key")
+    if not reference and _compilable(k):
+        return _fields_compiled(k, cfg)
+    return fields_from_hash(_hash_raw(k, cfg), cfg)
 
 
 def key_from_fields(bank, set, tag, cfg):

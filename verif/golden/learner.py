@@ -23,7 +23,9 @@ import torch
 
 from hotline_spec.config import RRPV_INSERT, RRPV_MAX, SKETCH_MULTIPLIER
 
-__all__ = ["learn_sequential", "learn_compiled", "sketch_index"]
+from .feistel import _hash_u64, _umask, hash_params
+
+__all__ = ["learn_sequential", "learn_compiled", "learn_keys_compiled", "sketch_index"]
 
 
 def sketch_index(tag, cfg):
@@ -180,3 +182,50 @@ def learn_compiled(cfg, valid, meta, tag, sketch, sets, tags):
                   tag.numpy(), sk, sets.contiguous().numpy(), tags.contiguous().numpy(),
                   hit.numpy(), way.numpy())
     return hit, way
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_keys_kernel(lfu, cmax, c_bits, mult, insert, top_rrpv, valid, meta, tag, sketch,
+                       keys, a, b, round_keys, mults, bank_bits, set_bits, sets_per_bank,
+                       bank_out, set_out, tag_out, flat_out, hit_out, way_out, slot_out):
+    # hash -> (bank, set, tag) of every key, the learn loop, then the slots: one call.
+    bmask = _umask(bank_bits)
+    smask = _umask(set_bits)
+    for i in range(keys.shape[0]):
+        h = _hash_u64(np.uint64(keys[i]), a, b, round_keys, mults)
+        bk = np.int64(h & bmask)
+        st = np.int64((h >> np.uint64(bank_bits)) & smask)
+        bank_out[i] = bk
+        set_out[i] = st
+        if bank_bits + set_bits >= 64:
+            tag_out[i] = 0
+        else:
+            tag_out[i] = np.int64(h >> np.uint64(bank_bits + set_bits))
+        flat_out[i] = bk * sets_per_bank + st
+    _learn_kernel(lfu, cmax, c_bits, mult, insert, top_rrpv, valid, meta, tag, sketch,
+                  flat_out, tag_out, hit_out, way_out)
+    ways = valid.shape[1]
+    for i in range(keys.shape[0]):
+        slot_out[i] = flat_out[i] * ways + way_out[i]
+
+
+def learn_keys_compiled(cfg, valid, meta, tag, sketch, keys):
+    """Hash and learn in one compiled call: ``keys`` (contiguous CPU int64, already checked
+    to be ``key_bits`` wide) are hashed (:func:`verif.golden.feistel.hash_fields`, the same
+    bits), learned as :func:`learn_compiled` learns them, and the slots computed. Returns
+    ``(hit, way, slot, bank, set, tag)``, each ``[n]`` (bool, then int64). No torch op runs
+    on the lookups, so a loaded machine with several intra-op threads costs nothing extra."""
+    n = keys.numel()
+    hit = torch.empty(n, dtype=torch.bool)      # empty, not zeros: a fill would fork threads
+    way, slot, bank, set_, tg, flat = (torch.empty(n, dtype=torch.int64) for _ in range(6))
+    if n == 0:
+        return hit, way, slot, bank, set_, tg
+    lfu = cfg.policy == "lfu"
+    sk = sketch.numpy() if lfu else np.zeros((1, 2, 2), dtype=np.int64)
+    a, b, rk, mu = hash_params(cfg)
+    _learn_keys_kernel(lfu, cfg.count_max, cfg.sketch_bits, SKETCH_MULTIPLIER, RRPV_INSERT,
+                       RRPV_MAX, valid.numpy(), meta.numpy(), tag.numpy(), sk,
+                       keys.reshape(-1).numpy(), a, b, rk, mu, cfg.bank_bits, cfg.set_bits,
+                       cfg.sets, bank.numpy(), set_.numpy(), tg.numpy(), flat.numpy(),
+                       hit.numpy(), way.numpy(), slot.numpy())
+    return hit, way, slot, bank, set_, tg
