@@ -1,26 +1,225 @@
 #!/usr/bin/env bash
-# One call on a machine with a CUDA GPU: the CUDA tests, then the training benchmark with its
-# results file and a profile of one working set. Run from the repository root; results go to
-# ${OUT:-gpu_out} (the device tool's $OUT comes back to the caller). Uses the machine's own
-# torch (the lent machines carry a CUDA build); installs the few pure-Python packages the
-# trainer needs only when they are missing.
-set -u
+# The one call a lent GPU machine runs (docs/benchmarks.md, "The GPU session"), or its rehearsal
+# on the CPU:
+#
+#   OUT=gpu_out scripts/gpu_session.sh            # on the GPU machine (the device tool's $OUT)
+#   OUT=/tmp/dry scripts/gpu_session.sh --dry-run  # here: CPU, small sizes, same steps
+#
+# Steps: env (env.json), one pytest call per test file that mentions CUDA (junit + log),
+# tests_report (tests.json), loop (loop.json: the module's working-set loop in all 16
+# configurations under torch.cuda.set_sync_debug_mode("error")), bench (the headline training
+# benchmark, results/<date>-<device>.json), profile (the benchmark's trace of one working set,
+# checked and gzipped). Every step runs under a timeout taken from one global budget
+# (GPU_SESSION_BUDGET, 480 s), so the whole call fits the device tool's 600 s limit; a failed
+# step does not stop the next, but the exit code is non-zero and summary.json names it. Logs
+# are gzipped as written (logs/<step>.log.gz). No network, no pip: a missing package is a
+# failure of the env step. The HDL packages are blocked (scripts/without_hdl first on
+# PYTHONPATH) in both runs: the GPU machine has none, so the dry run must do without them too.
+#
+# Knobs (environment): OUT, PYTHON, GPU_SESSION_BUDGET (seconds), GPU_SESSION_STEPS (a
+# comma-separated subset of env,tests,tests_report,loop,bench,profile), GPU_SESSION_FAIL (steps
+# whose command is replaced by a missing Python module: the negative control),
+# GPU_SESSION_BENCH_ARGS / GPU_SESSION_LOOP_ARGS (extra arguments), GPU_SESSION_PYTEST_K (a
+# pytest -k expression for the test files; default: every test in them).
+set -u -o pipefail
+
+DRY=0
+for a in "$@"; do
+  case $a in
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a (use --dry-run or nothing)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 2
 OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD
-PY=${PYTHON:-python3}
-$PY - <<'PY' || $PY -m pip install -q numpy tqdm matplotlib pytest 2>&1 | tail -2
-import numpy, tqdm, matplotlib, pytest  # noqa: F401
-PY
-$PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \
-  | tee "$OUT/env.txt"
-# 1. CUDA tests (streams, events, pinned copies; non-current device when there are two GPUs).
-timeout 240 $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_training_streams.py \
-  tests/test_training_exactness.py tests/test_driver_schedule.py 2>&1 | tail -15 \
-  | tee "$OUT/cuda_tests.txt"
-# 2. The headline benchmark (docs/benchmarks.md), its JSON under docs/results and a profile.
-mkdir -p "$OUT/results"
-timeout ${BENCH_TIMEOUT:-420} $PY -m sw_driver.bench_training --results-dir "$OUT/results" \
-  --profile "$OUT/results/profile-working-set.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" \
-  | tail -30
-gzip -f "$OUT/results/profile-working-set.json" 2>/dev/null || true
+mkdir -p "$OUT/logs" "$OUT/tests" "$OUT/results" || exit 2
+OUT=$(cd "$OUT" && pwd)
+
+if [[ -n ${PYTHON:-} ]]; then PY=$PYTHON
+elif [[ $DRY == 1 && -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python
+else PY=python3; fi
+
+# Offline and without the HDL packages, whatever the caller's environment says.
+export PYTHONPATH="$ROOT/scripts/without_hdl:$ROOT"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
+export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
+unset PYTEST_ADDOPTS PYTEST_XDIST_WORKER PYTEST_XDIST_WORKER_COUNT PYTEST_CURRENT_TEST
+
+BUDGET=${GPU_SESSION_BUDGET:-480}
+KILL_GRACE=5          # timeout -k: a step that ignores SIGTERM is killed this much later
+FINAL_RESERVE=5       # the summary at the end
+START=$SECONDS
+DEADLINE=$((START + BUDGET))
+STEPS=${GPU_SESSION_STEPS:-env,tests,tests_report,loop,bench,profile}
+FAIL_INJECT=${GPU_SESSION_FAIL:-}
+
+if [[ $DRY == 1 ]]; then
+  DEVICE=cpu
+  REQUIRE_CUDA=
+  # The benchmark's own scaled-down options (26 Criteo-shaped tables x 0.001, 8 mini-batches).
+  BENCH_ARGS=(--device cpu --threads 1 --table-scale 0.001 --batch-size 128 --hot-budget 2048
+              --pool 8 --dim 8)
+  LOOP_ARGS=(--device cpu --size small --threads 1)
+else
+  DEVICE=cuda
+  REQUIRE_CUDA=1
+  BENCH_ARGS=(--device cuda)
+  LOOP_ARGS=(--device cuda --size gpu)
+fi
+# shellcheck disable=SC2206
+BENCH_ARGS+=(${GPU_SESSION_BENCH_ARGS:-})
+# shellcheck disable=SC2206
+LOOP_ARGS+=(${GPU_SESSION_LOOP_ARGS:-})
+
+# Step table: name cap min. cap = most seconds the step may take; min = seconds kept for it
+# while earlier steps run (so a hanging early step cannot starve the later ones).
+declare -A CAP=([env]=45 [tests]=150 [tests_report]=20 [loop]=150 [bench]=100000 [profile]=30)
+declare -A MIN=([env]=10 [tests]=30 [tests_report]=5 [loop]=45 [bench]=150 [profile]=10)
+ORDER=(env tests tests_report loop bench profile)
+if [[ $DRY == 1 ]]; then MIN[bench]=30; fi
+
+wanted() { [[ ",$STEPS," == *",$1,"* ]]; }
+
+# Seconds reserved for the wanted steps after $1.
+reserve_after() {
+  local after=0 r=0 s
+  for s in "${ORDER[@]}"; do
+    if [[ $after == 1 ]] && wanted "$s"; then r=$((r + MIN[$s] + KILL_GRACE)); fi
+    [[ $s == "$1" ]] && after=1
+  done
+  echo $((r + FINAL_RESERVE))
+}
+
+STATUS_FILE=$OUT/steps.tsv
+: > "$STATUS_FILE"
+FAILED=()
+
+# record NAME STATUS RC SECONDS TIMEOUT LOG NOTE
+record() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$STATUS_FILE"
+  if [[ $2 != ok ]]; then FAILED+=("$1"); fi
+  printf '[%4d s] %-40s %-8s rc=%s %ss (limit %ss) %s\n' $((SECONDS - START)) "$1" "$2" "$3" \
+    "$4" "$5" "$7"
+}
+
+# run_step NAME LIMIT OK_RCS NOTE -- command...: runs the command under `timeout LIMIT`, its
+# stdout+stderr gzipped into logs/NAME.log.gz as written; OK_RCS: exit codes that count as ok
+# (space-separated).
+run_step() {
+  local name=$1 limit=$2 okrcs=$3 note=$4; shift 5
+  local log=$OUT/logs/$name.log.gz
+  if (( limit < 5 )); then
+    record "$name" skipped -1 0 "$limit" "" "no time left in the ${BUDGET}s budget"
+    return
+  fi
+  local t0=$SECONDS rc
+  {
+    echo "# $name: $*"
+    echo "# limit ${limit}s, $(date -u +%FT%TZ)"
+    timeout -k "$KILL_GRACE" "$limit" "$@" 2>&1
+    rc=$?
+    echo "# exit code $rc"
+    exit $rc
+  } | gzip -c > "$log"
+  rc=${PIPESTATUS[0]}
+  local dt=$((SECONDS - t0)) status=failed
+  if [[ " $okrcs " == *" $rc "* ]]; then status=ok; fi
+  if [[ $rc == 124 || $rc == 137 ]]; then status=timeout; note="killed after ${limit}s"; fi
+  record "$name" "$status" "$rc" "$dt" "$limit" "logs/$name.log.gz" "$note"
+  # The tail of the log into the caller's output (the device tool keeps the last 12,000 chars).
+  local n=4; [[ $status != ok ]] && n=30
+  zcat "$log" 2>/dev/null | tail -n "$n" | sed 's/^/    | /'
+}
+
+# limit_for NAME [CAP]: the step's timeout: its cap, or what the budget leaves after keeping
+# the later steps' minimum.
+limit_for() {
+  local cap=${2:-${CAP[$1]}}
+  local left=$((DEADLINE - SECONDS - $(reserve_after "$1") - KILL_GRACE))
+  (( left < cap )) && cap=$left
+  echo "$cap"
+}
+
+# The Python module a step runs, or a missing one when the step is to fail (negative control).
+mod() { if [[ ",$FAIL_INJECT," == *",$1,"* ]]; then echo "sw_driver._no_such_module_$1"; else echo "$2"; fi; }
+
+echo "gpu_session: $([[ $DRY == 1 ]] && echo dry run on the CPU || echo GPU run), budget ${BUDGET}s, out $OUT, python $PY"
+
+# 1. environment
+if wanted env; then
+  run_step env "$(limit_for env)" "0" "" -- "$PY" -m "$(mod env sw_driver.gpu_checks)" env \
+    --out "$OUT/env.json" ${REQUIRE_CUDA:+--require-cuda}
+fi
+
+# 2. the test files that mention CUDA, each its own pytest call (exit 5, no test selected, is
+#    ok only with a -k filter; a collection error is exit 2, a failure).
+if wanted tests; then
+  group_end=$((SECONDS + $(limit_for tests)))
+  okrcs="0"; [[ -n ${GPU_SESSION_PYTEST_K:-} ]] && okrcs="0 5"
+  mapfile -t files < <(grep -l -i cuda tests/test_*.py | sort)
+  if (( ${#files[@]} == 0 )); then record tests failed -1 0 0 "" "no test file mentions cuda"; fi
+  for f in "${files[@]}"; do
+    base=$(basename "$f" .py)
+    limit=$((group_end - SECONDS - KILL_GRACE)); (( limit > 90 )) && limit=90
+    run_step "tests.$base" "$limit" "$okrcs" "" -- "$PY" -m "$(mod tests pytest)" -q \
+      -p no:cacheprovider -o addopts="-ra" --junitxml="$OUT/tests/$base.xml" \
+      ${GPU_SESSION_PYTEST_K:+-k "$GPU_SESSION_PYTEST_K"} "$f"
+    [[ -f $OUT/tests/$base.xml ]] && gzip -f "$OUT/tests/$base.xml"
+  done
+fi
+
+if wanted tests_report; then
+  run_step tests_report "$(limit_for tests_report)" "0" "" -- "$PY" -m \
+    "$(mod tests_report sw_driver.gpu_checks)" junit "$OUT/tests" --out "$OUT/tests.json" \
+    ${REQUIRE_CUDA:+--require-cuda-tests}
+fi
+
+# 3. the working-set loop in every configuration, host syncs forbidden inside it on CUDA
+if wanted loop; then
+  run_step loop "$(limit_for loop)" "0" "" -- "$PY" -m "$(mod loop sw_driver.gpu_checks)" loop \
+    --out "$OUT/loop.json" "${LOOP_ARGS[@]}"
+fi
+
+# 4. the headline benchmark (results JSON written after every mode: a killed run keeps what
+#    it measured) with the profile of one working set
+if wanted bench; then
+  rm -f "$OUT/results/profile-working-set.json" "$OUT/results/profile-working-set.json.gz"
+  run_step bench "$(limit_for bench)" "0" "" -- "$PY" -m "$(mod bench sw_driver.bench_training)" \
+    --results-dir "$OUT/results" --profile "$OUT/results/profile-working-set.json" \
+    "${BENCH_ARGS[@]}"
+fi
+
+# 5. the profile: the phases named, GPU kernels in it (GPU run), gzipped
+if wanted profile; then
+  run_step profile "$(limit_for profile)" "0" "" -- "$PY" -m "$(mod profile sw_driver.gpu_checks)" \
+    trace "$OUT/results/profile-working-set.json" ${REQUIRE_CUDA:+--require-cuda-kernels}
+fi
+
+# Summary (plain bash: it must be written even when Python is broken).
+ELAPSED=$((SECONDS - START))
+{
+  printf '{\n "ok": %s,\n "dry_run": %s,\n "device": "%s",\n' \
+    "$([[ ${#FAILED[@]} == 0 ]] && echo true || echo false)" \
+    "$([[ $DRY == 1 ]] && echo true || echo false)" "$DEVICE"
+  printf ' "budget_s": %s,\n "elapsed_s": %s,\n "failed": [' "$BUDGET" "$ELAPSED"
+  sep=""; for s in "${FAILED[@]}"; do printf '%s"%s"' "$sep" "$s"; sep=", "; done
+  printf '],\n "steps": [\n'
+  sep=""
+  while IFS=$'\t' read -r name status rc secs limit log note; do
+    note=${note//\\/\\\\}; note=${note//\"/\\\"}
+    printf '%s  {"name": "%s", "status": "%s", "rc": %s, "seconds": %s, "limit_s": %s, "log": "%s", "note": "%s"}' \
+      "$sep" "$name" "$status" "$rc" "$secs" "$limit" "$log" "$note"
+    sep=$',\n'
+  done < "$STATUS_FILE"
+  printf '\n ]\n}\n'
+} > "$OUT/summary.json"
+cat "$OUT/summary.json"
+if (( ${#FAILED[@]} )); then
+  echo "gpu_session: FAILED steps: ${FAILED[*]} (${ELAPSED}s of ${BUDGET}s)"
+  exit 1
+fi
+echo "gpu_session: all steps ok (${ELAPSED}s of ${BUDGET}s)"
+exit 0

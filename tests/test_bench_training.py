@@ -33,6 +33,19 @@ def test_benchmark_times_three_modes_and_writes_json(tmp_path, capsys):
     assert res["modes"]["hybrid"]["epoch1"]["learn_batches"] == 0
     assert res["epoch1_hotline_vs_hybrid"] == pytest.approx(
         res["modes"]["hybrid"]["epoch1"]["ms_per_step"] / e1["ms_per_step"])
+    # Epoch 1 after learning: hotline's 7 mini-batches after the freeze, without the learning
+    # mini-batch and the freeze; the modes that do not learn have one figure.
+    al = e1["after_learning"]
+    assert al["steps"] == 7
+    assert al["seconds"] == pytest.approx(e1["seconds"] - e1["learn_seconds"]
+                                          - e1["freeze_seconds"])
+    assert al["ms_per_step"] == pytest.approx(1000 * al["seconds"] / 7)
+    for other in ("gpu-only", "hybrid"):
+        o = res["modes"][other]["epoch1"]
+        assert o["after_learning"]["steps"] == 8
+        assert o["after_learning"]["ms_per_step"] == pytest.approx(o["ms_per_step"])
+        assert res[f"epoch1_after_learning_hotline_vs_{other}"] == pytest.approx(
+            o["ms_per_step"] / al["ms_per_step"])
     assert 0 < res["popular_share"] <= 1 and 0 < res["hot_rows_share"] <= 0.1
     # The profile is a Chrome trace holding the trainer's named phases.
     names = {e.get("name") for e in json.loads(trace.read_text())["traceEvents"]}
@@ -46,6 +59,8 @@ def test_benchmark_times_three_modes_and_writes_json(tmp_path, capsys):
         res["modes"]["hybrid"]["ms_per_step"] / hotline["ms_per_step"])
     printed = capsys.readouterr().out
     assert "| hotline |" in printed and "hotline learning: " in printed
+    assert "epoch 1 after learning" in printed
+    assert "epoch1_after_learning_hotline_vs_hybrid: " in printed
     assert "say nothing about a GPU" in printed
 
 
