@@ -24,6 +24,7 @@ trainer (:mod:`sw_driver.training`) runs its three modes on this module.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass
 
@@ -67,12 +68,16 @@ class EmbeddingBagConfig:
 
 class _Plan:
     """What one forward read: ``idx`` rows of ``weight`` (``"working"``: the device's hot +
-    cold rows; ``"host"``: the host table), pooled into ``n_bags`` bags."""
+    cold rows; ``"host"``: the host table), pooled into ``n_bags`` bags. A ``"working"`` plan
+    also keeps its micro-batch (``sf``: the working set, its generation and the hot table's
+    epoch), so that a late backward finds its rows (:meth:`HotlineEmbeddingBagCollection.
+    apply_gradient`)."""
 
-    def __init__(self, target, idx, bags, n_bags, scale, batch, one_hot, rec=None):
+    def __init__(self, target, idx, bags, n_bags, scale, batch, one_hot, rec=None, sf=None):
         self.target, self.idx, self.bags, self.n_bags = target, idx, bags, n_bags
         self.scale, self.batch, self.one_hot = scale, batch, one_hot
         self.rec = rec or _NULL_RECORD
+        self.sf = sf
 
 
 class _FusedLookup(torch.autograd.Function):
@@ -104,11 +109,17 @@ class MicroBatch:
 
 
 class _Scheduled:
-    """The features of a micro-batch: its samples' lookups in the working set's schedule."""
+    """The features of a micro-batch: its samples' lookups in the working set's schedule
+    (``kind``, ``index``: its place in working set ``ws_index``, for error messages)."""
 
-    def __init__(self, ebc, ws, samples):
+    def __init__(self, ebc, ws, samples, kind="popular", index=0, ws_index=0):
         self.ebc, self.ws, self.samples = ebc, ws, samples
         self.generation = ebc._ws_generation
+        self.hot_epoch = ebc._hot_epoch
+        self.kind, self.index, self.ws_index = kind, index, ws_index
+
+    def label(self):
+        return f"{self.kind} micro-batch {self.index} of working set {self.ws_index}"
 
 
 #: the record of a switched-off phase timer (the trainer passes its own records)
@@ -166,9 +177,13 @@ class HotlineEmbeddingBagCollection(nn.Module):
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError(f"HotlineEmbeddingBagCollection: table names repeat: {names}")
-        for name, v in (("dim", dim), ("batch_size", batch_size), ("working_set", working_set)):
-            if isinstance(v, bool) or int(v) < 1:
-                raise ValueError(f"HotlineEmbeddingBagCollection: {name} must be >= 1, not {v!r}")
+        dim, batch_size, working_set = (_whole(v, name, 1) for v, name in (
+            (dim, "dim"), (batch_size, "batch_size"), (working_set, "working_set")))
+        if np_micro_batch_size is not None:
+            np_micro_batch_size = _whole(np_micro_batch_size, "np_micro_batch_size", 0)
+        if max_cold_rows is not None:
+            max_cold_rows = _whole(max_cold_rows, "max_cold_rows", 1)
+        _check_device(device)
         if bounds_check not in BOUNDS_CHECK_MODES:
             raise ValueError(f"bounds_check must be one of {BOUNDS_CHECK_MODES}, not "
                              f"{bounds_check!r}")
@@ -217,6 +232,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self.dev = self.pipeline = None
         self.entries = 0
         self._ws_generation = 0
+        self._hot_epoch = 0              # +1 at every freeze / relearn: the hot layout changed
         if mode == "hotline":
             from sw_driver.driver import HotlineDevice
 
@@ -249,8 +265,11 @@ class HotlineEmbeddingBagCollection(nn.Module):
 
     def close(self):
         """Release the driver, the background thread and every table and buffer the module
-        holds, so the memory is free at once (idempotent; the module cannot train after)."""
+        holds, so the memory is free at once (idempotent; the module cannot train after).
+        An open :meth:`working_sets` loop is ended first (its rows are written home)."""
         if self.pipeline is not None:
+            if self.table is not None:
+                self.pipeline.end_loop()
             self.pipeline.close()
         if self.dev is not None and not self.dev.closed:
             self.dev.close()
@@ -262,19 +281,32 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self.table = self.working = None
         self._pin_rows = self._pin_grad = None
 
+    def _need_open(self, what):
+        if self.table is None:
+            raise RuntimeError(f"HotlineEmbeddingBagCollection.{what}: the collection is "
+                               f"closed (close() released its tables); build a new one")
+
+    def _need_no_loop(self, what):
+        if self.pipeline is not None and self.pipeline.loop is not None:
+            raise RuntimeError(f"HotlineEmbeddingBagCollection.{what}() inside a working_sets() "
+                               f"loop (working set {self.pipeline.loop.ws_index} in flight): "
+                               f"finish the loop, break out of it or close() it first")
+
     def _need_hotline(self, what):
+        self._need_open(what)
         if self.dev is None:
             raise RuntimeError(f"HotlineEmbeddingBagCollection.{what}() is for mode "
                                f"'hotline', not {self.mode!r}")
 
     # --- input --------------------------------------------------------------------------
-    def _prepare(self, features):
+    def _prepare(self, features, scheduled=False):
         """The features as :class:`InputMajor` (on their own device), bounds-checked by the
-        mode."""
+        mode (``scheduled``: for a working set, whose schedule checks the range itself)."""
         if isinstance(features, torch.Tensor):
             if features.dim() != 2 or features.shape[1] != len(self.keys):
                 raise ValueError(f"one-hot features must be [batch, {len(self.keys)}] (one "
                                  f"column per table), not {list(features.shape)}")
+            _check_index_dtype(features.dtype, "one-hot features")
             im = InputMajor.from_dense(features.to(torch.int64))
         elif isinstance(features, SparseFeatures):
             if features.keys != self.keys:
@@ -285,8 +317,22 @@ class HotlineEmbeddingBagCollection(nn.Module):
         else:
             raise TypeError(f"features must be SparseFeatures or an [batch, tables] tensor, "
                             f"not {type(features).__name__}")
-        if self.bounds_check == "none":
-            return im
+        mode = self.bounds_check
+        if mode == "none":
+            # "none" never lets a row of one table read another's (a row past the end of
+            # table t is row offsets[t] + row of the concatenated rows): indices on the host
+            # are checked anyway (no device is involved, the check costs little next to the
+            # gather); on the device an asynchronous assertion (no host synchronisation; a
+            # failure is a device-side assert, as in nn.EmbeddingBag). A working set's
+            # schedule checks its rows itself.
+            if im.rows.device.type != "cpu":
+                if not scheduled and im.rows.numel():
+                    limit = self._rows.to(im.rows.device)[im.tables]
+                    torch._assert_async(((im.rows >= 0) & (im.rows < limit)).all(),
+                                        "HotlineEmbeddingBagCollection: a row index is outside "
+                                        "its table (bounds_check='none')")
+                return im
+            mode = "error"
         limit = self._rows.to(im.rows.device)[im.tables]
         bad = (im.rows < 0) | (im.rows >= limit)
         n_bad = int(bad.sum())
@@ -298,13 +344,15 @@ class HotlineEmbeddingBagCollection(nn.Module):
         sample = int(im.bags[j]) // im.n_tables
         where = (f"table {self.keys[t]!r}: row {int(im.rows[j])} of sample {sample} is outside "
                  f"0..{self.table_rows[t] - 1}")
-        if self.bounds_check == "error":
+        if mode == "error":
             from sw_driver.errors import IndexOutOfRangeError
             err = IndexOutOfRangeError(t, int(im.rows[j]), (sample, t), self.table_rows[t],
                                        "features")
-            err.args = (f"{where} ({n_bad} lookups out of range; bounds_check='error')",)
+            how = ("'none' checks indices that are on the host anyway"
+                   if self.bounds_check == "none" else "'error'")
+            err.args = (f"{where} ({n_bad} lookups out of range; bounds_check={how})",)
             raise err
-        if self.bounds_check == "warn":
+        if mode == "warn":
             warnings.warn(f"{where}; {n_bad} out-of-range lookups clamped into their tables "
                           f"(bounds_check='warn')", stacklevel=3)
             rows = torch.minimum(torch.clamp(im.rows, min=0), limit - 1)
@@ -341,8 +389,11 @@ class HotlineEmbeddingBagCollection(nn.Module):
         a phase-timer record for the copies of the host path (``gather``, ``h2d``; then
         ``d2h``, ``update`` in :meth:`apply_gradient`)."""
         rec = rec or _NULL_RECORD
+        self._need_open("lookup")
         if isinstance(features, _Scheduled):
             return self._lookup_scheduled(features, rec)
+        if isinstance(features, MicroBatch):
+            raise TypeError("lookup/forward take mb.features, not the MicroBatch itself")
         im = self._prepare(features)
         B, T = im.n, im.n_tables
         g = self._offsets_on(im.rows.device)[im.tables] + im.rows
@@ -353,7 +404,9 @@ class HotlineEmbeddingBagCollection(nn.Module):
                                    "through working_sets(...) (forward outside it is for "
                                    "evaluation, under torch.no_grad())")
             # Hot rows from the hot table, the rest from the host table (stale there until
-            # flush); the slot map is indexed where it lives, not copied.
+            # flush; inside a working_sets loop the cold rows in flight are written home
+            # first); the slot map is indexed where it lives, not copied.
+            self.pipeline.publish()
             slot_map = self.dev.slot_map
             slot = slot_map[g.to(slot_map.device)].to(self.device, torch.int64)
             rows = self.table[g.cpu(), :self.dim].to(self.device)
@@ -410,7 +463,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
         tables = im.tables[pos] if im.dense is None else pos % T
         scale = self._scale(tables, bags, B * T)
         plan = _Plan("working", idx, bags.to(self.device), B * T, scale, B,
-                     im.dense is not None and scale is None, rec)
+                     im.dense is not None and scale is None, rec, sf)
         rows = self.working.index_select(0, idx)
         if self.width > self.dim:
             rows = rows[:, :self.dim]
@@ -434,8 +487,22 @@ class HotlineEmbeddingBagCollection(nn.Module):
             if plan.scale is not None:
                 g = g * plan.scale.to(g.device).unsqueeze(1)
         if plan.target == "working":
-            self.optimizer.update(self.working, plan.idx, g, self.dim)
+            sf = plan.sf
+            if self.working is None:
+                raise RuntimeError(f"backward of the {sf.label()}: the collection is closed "
+                                   f"(close() released its rows); call backward() before")
+            if sf.hot_epoch != self._hot_epoch:
+                raise RuntimeError(f"backward of the {sf.label()}: popularity was re-learned "
+                                   f"since its forward (relearn(), freeze() or a loaded "
+                                   f"state); call backward() before that")
+            if sf.generation == self._ws_generation:   # its working set is in progress
+                self.optimizer.update(self.working, plan.idx, g, self.dim)
+            else:
+                self._late_update(plan, g)
             return
+        if self.table is None:
+            raise RuntimeError("backward: the collection is closed (close() released its "
+                               "tables); call backward() before")
         rec = plan.rec
         if self.mode == "gpu-only":
             self.optimizer.update(self.table, plan.idx, g, self.dim)
@@ -457,6 +524,41 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self.optimizer.update(self.table, plan.idx, host, self.dim)
         rec.host_end(tok)
 
+    def _late_update(self, plan, g):
+        """The optimizer step of a micro-batch whose working set is over (one backward for
+        losses summed over several micro-batches): its hot rows are still in the hot table;
+        each of its cold rows is wherever it lives now -- in the current working set's rows
+        if that one gathered it, else in the host table (the write-backs in flight are
+        finished first). Distinct rows never span both, so a row-wise optimizer sees each
+        row's gradients together, in lookup order, as in an in-time step. Reads the indices
+        on the host (a synchronisation, for this unusual pattern only)."""
+        E = self.entries
+        pipe = self.pipeline
+        pipe.settle()
+        idx = plan.idx.cpu()
+        cold = idx >= E
+        glob = plan.sf.ws.sched.cold_global_rows[(idx - E).clamp(min=0)]
+        target = idx.clone()                          # hot: the same slot
+        on_host = cold.clone()
+        cur = pipe.resident()
+        if cur is not None:                           # its cold rows are in working[E:]
+            rows = cur.sched.cold_global_rows
+            order = torch.argsort(rows)
+            srt = rows[order]
+            at = torch.searchsorted(srt, glob).clamp(max=srt.numel() - 1)
+            found = cold & (srt[at] == glob)
+            target = torch.where(found, E + order[at], target)
+            on_host = cold & ~found
+            pipe.wait_resident(cur)
+        dev = self.working.device
+        keep = ~on_host
+        if bool(keep.any()):
+            self.optimizer.update(self.working, target[keep].to(dev),
+                                  g[keep.to(g.device)], self.dim)
+        if bool(on_host.any()):
+            self.optimizer.update(self.table, glob[on_host], g[on_host.to(g.device)].cpu(),
+                                  self.dim)
+
     def forward(self, features):
         """Pooled embeddings ``[B, T, dim]`` (table order) of ``features``
         (:class:`SparseFeatures`, an ``[B, T]`` one-hot tensor, or a :class:`MicroBatch`'s
@@ -471,6 +573,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
     def learn(self, features):
         """Feed the lookups of ``features`` to the EAL (stream order)."""
         self._need_hotline("learn")
+        self._need_no_loop("learn")
         if self.frozen:
             raise RuntimeError("HotlineEmbeddingBagCollection.learn: popularity is frozen; "
                                "call relearn() first")
@@ -485,6 +588,8 @@ class HotlineEmbeddingBagCollection(nn.Module):
         move the hot rows (with their optimizer state) to the device; returns the driver's
         ``HotRows``."""
         self._need_hotline("freeze")
+        self._need_no_loop("freeze")
+        self._hot_epoch += 1
         self.hot = self.dev.freeze(popular_max_rrpv)
         if self.working is None:
             self.working = torch.zeros(self.entries + self.cap, self.width, device=self.device)
@@ -496,7 +601,13 @@ class HotlineEmbeddingBagCollection(nn.Module):
         return self.hot
 
     def flush(self):
-        """Copy the hot rows home: the host table is then complete."""
+        """Copy the hot rows home: the host table is then complete. Inside a
+        :meth:`working_sets` loop the cold rows in flight go home too (the previous working
+        set's write-back is finished, the current one's rows are copied), so the host table
+        is what training the micro-batches so far one after another gives."""
+        self._need_open("flush")
+        if self.pipeline is not None:
+            self.pipeline.publish()
         if self.frozen and self.working is not None:
             self.dev.store_hot_table(self.working[:self.entries], self.table)
 
@@ -505,10 +616,12 @@ class HotlineEmbeddingBagCollection(nn.Module):
         ``flush=False`` drops the hot rows instead (when the host table was just
         overwritten, e.g. from a checkpoint)."""
         self._need_hotline("relearn")
+        self._need_no_loop("relearn")
         if flush:
             self.flush()
         self.dev.clear()
         self.hot = None
+        self._hot_epoch += 1
 
     def tag_store(self):
         """The EAL's tag store as CPU tensors in dump order (``Transport.dump_tensors``):
@@ -521,6 +634,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
         """Replace the EAL's state by ``tag_store`` (:meth:`tag_store`) and, if ``frozen``,
         freeze with ``popular_max_rrpv`` and fill the hot table from the host table (which
         must already hold the complete rows)."""
+        self._need_no_loop("restore")
         self.relearn(flush=False)
         self.dev.load_tag_store(tag_store)
         if frozen:
@@ -545,16 +659,18 @@ class HotlineEmbeddingBagCollection(nn.Module):
         if not self.frozen:
             raise RuntimeError("working_sets: popularity is not frozen; learn(...) and "
                                "freeze() first")
-        return self.pipeline.run(batches, first_index)
+        return self.pipeline.loop_over(batches, _whole(first_index, "first_index", 0))
 
-    def _micro(self, ws, samples, kind, k):
+    def _micro(self, ws, samples, kind, k, index=0, size=None):
         pay = _payload_map(ws.payload, lambda t: t.index_select(0, samples.to(t.device)))
-        return MicroBatch(_Scheduled(self, ws, samples), pay, kind, int(samples.numel()), k)
+        n = int(samples.numel()) if size is None else size
+        return MicroBatch(_Scheduled(self, ws, samples, kind, index, k), pay, kind, n, k)
 
     # --- tables and checkpoints ---------------------------------------------------------
     def embedding_table(self, name=None):
         """The complete rows (hot rows flushed first): all tables ``[sum(rows), dim]``, or
         table ``name``'s ``[num_embeddings, dim]`` (views of :attr:`table`)."""
+        self._need_open("embedding_table")
         self.flush()
         if name is None:
             return self.table[:, :self.dim]
@@ -564,10 +680,12 @@ class HotlineEmbeddingBagCollection(nn.Module):
 
     def optimizer_state(self):
         """The optimizer's per-row state ``[sum(rows), state_width]`` (hot rows flushed)."""
+        self._need_open("optimizer_state")
         self.flush()
         return self.table[:, self.dim:]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._need_open("state_dict")
         super()._save_to_state_dict(destination, prefix, keep_vars)
         self.flush()
         destination[prefix + "rows"] = self.table.detach().to("cpu", copy=True)
@@ -580,6 +698,8 @@ class HotlineEmbeddingBagCollection(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        self._need_open("load_state_dict")
+        self._need_no_loop("load_state_dict")
         rows = state_dict.get(prefix + "rows")
         if rows is None:
             missing_keys.append(prefix + "rows")
@@ -609,6 +729,48 @@ class HotlineEmbeddingBagCollection(nn.Module):
         return (f"tables={[(t.name, t.num_embeddings, t.pooling) for t in self.tables]}, "
                 f"dim={self.dim}, mode={self.mode}, optimizer={self.optimizer.name}, "
                 f"hot entries={self.entries}")
+
+
+def _whole(v, name, minimum):
+    """``v`` as an ``int >= minimum`` (a Python, NumPy or one-element torch integer); a
+    bool, a float (even 2.0) or another type raises ``TypeError``, a smaller value
+    ``ValueError``."""
+    if isinstance(v, (bool, float)) or (isinstance(v, torch.Tensor) and (
+            v.dtype == torch.bool or v.dtype.is_floating_point)):
+        raise TypeError(f"HotlineEmbeddingBagCollection: {name} must be a whole number "
+                        f">= {minimum}, not {v!r}")
+    try:
+        n = operator.index(v)
+    except TypeError:
+        raise TypeError(f"HotlineEmbeddingBagCollection: {name} must be a whole number "
+                        f">= {minimum}, not {type(v).__name__} {v!r}") from None
+    if n < minimum:
+        raise ValueError(f"HotlineEmbeddingBagCollection: {name} must be >= {minimum}, not {n}"
+                         + (" (0 means one step)" if name == "np_micro_batch_size" else ""))
+    return n
+
+
+def _check_device(device):
+    """A CUDA ``device`` that this process cannot use is one error here, not a traceback
+    from the first copy."""
+    d = torch.device(device)
+    if d.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"HotlineEmbeddingBagCollection: device={str(device)!r} but CUDA is "
+                           f"not available (torch {torch.__version__}, no GPU visible); "
+                           f"use device='cpu'")
+    if d.index is not None and d.index >= torch.cuda.device_count():
+        raise RuntimeError(f"HotlineEmbeddingBagCollection: device={str(device)!r} but only "
+                           f"{torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+def _check_index_dtype(dtype, what):
+    """Row indices are integers: a float (1.9 would be truncated to row 1) or a bool
+    (True would read row 1) is refused."""
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(f"{what}: row indices must be an integer tensor, not {dtype} (it "
+                        f"would be truncated; convert whole-number ids with .long())")
 
 
 def _grown(m):

@@ -114,6 +114,11 @@ class SparseFeatures:
         self.values = self.values.to(torch.int64).reshape(-1)
         if (lengths is None) == (offsets is None):
             raise ValueError("SparseFeatures: give lengths or offsets (one of them)")
+        for name, v in (("lengths", lengths), ("offsets", offsets)):
+            if v is not None:
+                dt = torch.as_tensor(v).dtype
+                if dt.is_floating_point or dt.is_complex or dt == torch.bool:
+                    raise TypeError(f"SparseFeatures: {name} must be integers, not {dt}")
         if lengths is None:
             offsets = torch.as_tensor(offsets, dtype=torch.int64).reshape(-1)
             if offsets.numel() < 1 or int(offsets[0]) != 0:

@@ -25,11 +25,16 @@ completed (write after read). Hot rows never leave the device while frozen. docs
 from __future__ import annotations
 
 import contextlib
+import gc
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .features import InputMajor
+from .features import InputMajor, SparseFeatures
+from ..training.timing import _NullRecord
+
+_NULL = _NullRecord()
 
 __all__ = ["WorkingSet", "WorkingSetPipeline"]
 
@@ -46,6 +51,7 @@ class WorkingSet:
         self.micro = list(sched.popular_micro_batches)
         self.non_popular = sched.non_popular
         self.h2d_done = self.d2h_done = None
+        self.cold_started = False        # its cold path (write-back before, gather) began
         self.gathered = False            # its cold rows are in working[E:]
         self.copied_out = False          # d2h issued (its rows go to staging_out)
         self.written_back = False        # its rows are home
@@ -80,6 +86,15 @@ class WorkingSet:
                 t.record_stream(main)
 
 
+class _Loop:
+    """The open ``working_sets()`` loop: its generator (weakly, so that dropping it ends the
+    loop) and the working set it is in."""
+
+    def __init__(self, ws_index):
+        self.gen = None
+        self.ws_index = ws_index
+
+
 class WorkingSetPipeline:
     """The cold path of the working sets and the generator that drives them.
 
@@ -95,6 +110,8 @@ class WorkingSetPipeline:
         self.staging_in = torch.empty(self.cap, ebc.width, pin_memory=self.cuda)
         self.staging_out = torch.empty(self.cap, ebc.width, pin_memory=self.cuda)
         self._last_h2d = None                # the last H2D out of staging_in (CUDA)
+        self.loop = None                     # the open working_sets() loop (one at a time)
+        self.prev = self.cur = self.fut = None   # its working sets in flight, cold path
         if self.cuda:
             self.side = torch.cuda.Stream(self.device)              # H2D / D2H copies
             # High priority: the schedule of k+1 sits between the host and popular(k+1);
@@ -211,6 +228,7 @@ class WorkingSetPipeline:
 
     def cold_path(self, prev, ws, rec):
         """write_back(prev), then gather(ws) and its H2D: the hazard order."""
+        ws.cold_started = True
         self.write_back(prev, rec)
         staged = self.gather(ws, rec)
         if staged is not None:
@@ -220,9 +238,80 @@ class WorkingSetPipeline:
     def _on_sched_stream(self):
         return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
 
+    # --- the open loop, seen from outside (late backward, flush, evaluation) ----------------
+    def loop_over(self, batches, first_index):
+        """The generator of ``working_sets``; refused at once while another loop is open."""
+        self._need_free(None)
+        loop = _Loop(first_index)
+        gen = self.run(batches, first_index, loop)
+        loop.gen = weakref.ref(gen)
+        return gen
+
+    def _need_free(self, loop):
+        if self.loop is not None and self.loop is not loop:
+            gc.collect()                # a loop dropped inside a reference cycle ends here
+        if self.loop is not None and self.loop is not loop:
+            raise RuntimeError(f"working_sets: another working_sets() loop is still open (in "
+                               f"working set {self.loop.ws_index}); finish it, break out of it "
+                               f"or call its close() first (both would share the device rows)")
+
+    def end_loop(self):
+        """End the open loop, if any (its rows go home), e.g. before ``close()``."""
+        gen = self.loop.gen() if self.loop is not None and self.loop.gen else None
+        if gen is not None:
+            try:
+                gen.close()
+            except ValueError:          # called from inside the loop's own generator
+                pass
+
+    def settle(self):
+        """Finish the cold path in flight (the background thread's write-back, gather and
+        copy on the CPU; the previous working set's write-back, which waits for its D2H):
+        the host table then holds every row that is not in ``working[E:]``."""
+        if self.loop is None:
+            return
+        if self.fut is not None:
+            f, self.fut = self.fut, None
+            f.result()
+        self.write_back(self.prev, _NULL)
+
+    def resident(self):
+        """The working set of the open loop whose cold rows are in ``working[E:]`` (gathered,
+        not yet written back), or ``None``."""
+        cur = self.cur
+        if self.loop is None or cur is None or not cur.gathered or cur.written_back \
+                or not cur.n_cold:
+            return None
+        return cur
+
+    def wait_resident(self, ws):
+        """Order the main stream after ``ws``'s H2D (CUDA) before it reads those rows."""
+        if self.cuda and ws.h2d_done is not None:
+            self.main_stream().wait_event(ws.h2d_done)
+
+    def publish(self):
+        """:meth:`settle`, then copy the current working set's cold rows (as trained so far)
+        to the host table without ending anything: the host table is then what the
+        micro-batches trained so far give one after another (hot rows aside: they are
+        current in the hot table)."""
+        if self.loop is None:
+            return
+        self.settle()
+        cur = self.resident()
+        if cur is not None:
+            self.wait_resident(cur)
+            ebc = self.ebc
+            E = ebc.entries
+            rows = ebc.working[E:E + cur.n_cold]
+            ebc.table.index_copy_(0, cur.sched.cold_global_rows, rows.to("cpu"))
+
+    # --- the generator -----------------------------------------------------------------
+    def _on_sched_stream(self):
+        return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
+
     def _next(self, it, pend, rec):
         """Schedule the next working set from the pending inputs plus new batches of ``it``
-        (``pend``: ``[ims, payloads, n, done]``), or ``None`` at the end."""
+        (``pend``: ``[ims, payloads, n, done, items read]``), or ``None`` at the end."""
         ebc = self.ebc
         step = ebc.working_set_size * ebc.batch_size
         ims, pays = pend[0], pend[1]
@@ -232,12 +321,16 @@ class WorkingSetPipeline:
             except StopIteration:
                 pend[3] = True
                 break
-            feats, payload = (item if isinstance(item, tuple) and len(item) == 2
-                              else (item, None))
+            i = pend[4]
+            pend[4] += 1
+            feats, payload = _split_item(item, i)
             # On the schedule stream: a bounds check's host sync then waits for the schedule
             # kernels only, not for the training queued on the main stream.
             with self._on_sched_stream():
-                im = ebc._prepare(feats)
+                im = ebc._prepare(feats, scheduled=True)
+            _check_payload(payload, im.n, i, pend[5] if pays else None)
+            if not pays:
+                pend[5] = _structure(payload)
             ims.append(im)
             pays.append(payload)
             pend[2] += im.n
@@ -258,71 +351,146 @@ class WorkingSetPipeline:
         pend[2] = n - n_in
         return ws
 
-    def run(self, batches, first_index=0):
+    def run(self, batches, first_index, loop):
         """Yield the micro-batches of ``batches`` (see ``working_sets``); records phase
-        timings in the collection's timer."""
+        timings in the collection's timer. ``loop``: this generator's :class:`_Loop`; only
+        one loop may be open at a time (they would share ``working[E:]`` and the staging
+        buffers)."""
         ebc = self.ebc
+        ebc._need_open("working_sets")
+        self._need_free(loop)
+        self.loop = loop
+        self.prev = self.cur = self.fut = None
         timer = ebc.timer
         main = self.main_stream()
-        E = ebc.entries
-        it = iter(batches)
-        pend = [[], [], 0, False]
-        prev = cur = fut = None
-        k = 0
-        rec = timer.record("working_set", first_index, stream=main)
-        nxt = self._next(it, pend, rec)
         try:
+            it = iter(batches)
+            pend = [[], [], 0, False, 0, None]
+            k = 0
+            rec = timer.record("working_set", first_index, stream=main)
+            nxt = self._next(it, pend, rec)
             while nxt is not None:
                 ws_index = first_index + k
+                loop.ws_index = ws_index
                 if k:
                     trace = ws_index == ebc.trace_working_set
                     rec = timer.record("working_set", ws_index, stream=main, sync=trace,
                                        keep=trace)
-                cur, nxt = nxt, None
+                cur = self.cur = nxt
+                nxt = None
                 ebc._ws_generation += 1
                 if self.cuda:
                     main.wait_event(cur.ready)
                     cur.to_main(main, self.device)
                 if ebc.pipelined and not self.cuda:   # cold path first, on the thread
-                    fut = self._pool.submit(self.cold_path, prev, cur, rec)
+                    cur.cold_started = True
+                    self.fut = self._pool.submit(self.cold_path, self.prev, cur, rec)
                 if cur.micro:
                     tok = rec.dev_begin("popular")
-                    for samples in cur.micro:
-                        yield ebc._micro(cur, samples, "popular", ws_index)
+                    for j, samples in enumerate(cur.micro):
+                        yield ebc._micro(cur, samples, "popular", ws_index, j)
                     rec.dev_end(tok)
-                if fut is not None:
-                    fut, f = None, fut
+                if self.fut is not None:
+                    f, self.fut = self.fut, None
                     f.result()
-                else:                     # CUDA: the popular kernels are queued; or serial
-                    self.cold_path(prev, cur, rec)
+                elif not cur.cold_started:  # CUDA: the popular kernels are queued; or serial
+                    self.cold_path(self.prev, cur, rec)
                 chunks = cur.non_popular_chunks(ebc.np_micro_batch_size)
                 if chunks:
                     if self.cuda and cur.n_cold:
                         main.wait_event(cur.h2d_done)
                     tok = rec.dev_begin("non_popular")
-                    for samples in chunks:
-                        yield ebc._micro(cur, samples, "non_popular", ws_index)
+                    for j, samples in enumerate(chunks):
+                        yield ebc._micro(cur, samples, "non_popular", ws_index, j)
                     rec.dev_end(tok)
                 if cur.n_cold:
                     self.d2h(cur, rec)
-                prev, cur = cur, None
+                self.prev, self.cur = cur, None
                 nxt = self._next(it, pend, rec)
                 timer.close(rec)
                 k += 1
             rec = timer.record("drain", stream=main)
-            self.write_back(prev, rec)
+            self.write_back(self.prev, rec)
             timer.close(rec)
         finally:
-            # Left early (an exception, or the loop stopped asking): no update may be lost.
-            if fut is not None:
-                fut.result()
-            if prev is not None and not prev.written_back:
-                self.write_back(prev, timer.record("drain", stream=main))
-            if cur is not None and cur.gathered and not cur.written_back:
-                if not cur.copied_out:
-                    self.d2h(cur, timer.record("drain", stream=main))
-                self.write_back(cur, timer.record("drain", stream=main))
-            ebc._ws_generation += 1
+            # Left early (an exception, the loop dropped or closed): no update may be lost.
+            try:
+                if self.fut is not None:
+                    f, self.fut = self.fut, None
+                    f.result()
+                prev, cur = self.prev, self.cur
+                if prev is not None and not prev.written_back:
+                    self.write_back(prev, timer.record("drain", stream=main))
+                if cur is not None and cur.gathered and not cur.written_back:
+                    if not cur.copied_out:
+                        self.d2h(cur, timer.record("drain", stream=main))
+                    self.write_back(cur, timer.record("drain", stream=main))
+            finally:
+                ebc._ws_generation += 1
+                self.prev = self.cur = self.fut = None
+                self.loop = None
+
+
+def _split_item(item, i):
+    """``(features, payload)`` of item ``i`` of a ``working_sets`` iterable: a pair (tuple or
+    list of two) or the features alone."""
+    if isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise TypeError(f"working_sets: item {i} is a {type(item).__name__} of {len(item)}; "
+                            f"each item must be a (features, payload) pair or the features "
+                            f"alone")
+        feats, payload = item
+    else:
+        feats, payload = item, None
+    if not isinstance(feats, (torch.Tensor, SparseFeatures)):
+        raise TypeError(f"working_sets: item {i}: features must be SparseFeatures or an "
+                        f"[batch, tables] tensor, not {type(feats).__name__} (items are "
+                        f"(features, payload) pairs)")
+    return feats, payload
+
+
+def _structure(p):
+    """The shape of a payload's nesting (types and keys), to compare batches."""
+    if p is None or isinstance(p, torch.Tensor):
+        return type(p).__name__
+    if isinstance(p, dict):
+        return ("dict", tuple((k, _structure(v)) for k, v in p.items()))
+    if isinstance(p, (tuple, list)):
+        return (type(p).__name__, tuple(_structure(v) for v in p))
+    return type(p).__name__
+
+
+def _check_payload(p, n, i, first, path=""):
+    """Every tensor of batch ``i``'s payload has one row per sample (``n``), and the payload
+    is nested as the first batch's (``first``)."""
+    _check_payload_leaves(p, n, i, path)
+    if first is not None and _structure(p) != first:
+        raise TypeError(f"working_sets: batch {i}: the payload is nested differently from "
+                        f"the first batch's (same tensors, tuples, lists and dict keys in "
+                        f"every batch)")
+
+
+def _check_payload_leaves(p, n, i, path):
+    if p is None:
+        return
+    if isinstance(p, torch.Tensor):
+        rows = p.shape[0] if p.dim() else None
+        if rows != n:
+            what = "a 0-dim tensor" if rows is None else f"{rows} rows (first dimension)"
+            raise ValueError(f"working_sets: batch {i}: payload{path} has {what} but its "
+                             f"features have {n} samples; every payload tensor needs one row "
+                             f"per sample")
+        return
+    if isinstance(p, dict):
+        for k, v in p.items():
+            _check_payload_leaves(v, n, i, f"{path}[{k!r}]")
+        return
+    if isinstance(p, (tuple, list)):
+        for j, v in enumerate(p):
+            _check_payload_leaves(v, n, i, f"{path}[{j}]")
+        return
+    raise TypeError(f"working_sets: batch {i}: payload{path} is a {type(p).__name__}, not a "
+                    f"tensor (a payload is a tensor, or a tuple, list or dict of tensors)")
 
 
 # --- payload helpers ---------------------------------------------------------------------
