@@ -55,7 +55,8 @@ from sw_driver.data.avazu import CATEGORICAL as AVAZU_TABLE_NAMES
 from sw_driver.data.delimited import PRESETS, SUFFIXES
 from sw_driver.training import MODES, Trainer
 from sw_driver.training.distributed import default_backend, free_port, init_from_env
-from sw_driver.training.modes import eal_config_for_budget, init_table
+from sw_driver.data.detect import describe_first_line, detect_layout
+from sw_driver.training.modes import DEFAULT_POLICY, eal_config_for_budget, init_table
 from sw_driver.training.resources import host_memory_bytes
 
 __all__ = ["main", "load_data", "parse_args", "CliError", "Refused"]
@@ -65,6 +66,9 @@ PROG = "python -m sw_driver.train"
 EXIT_REFUSED = 2
 #: share of a single data file held out for evaluation (its tail)
 HELD_OUT = 0.1
+#: ``--hot-budget`` when not given; lowered to the distinct rows the training data use
+#: when they are fewer (one warning line)
+DEFAULT_HOT_BUDGET = 16384
 
 _CRITEO_TABLE_NAMES = tuple(f"C{i}" for i in range(1, 27))
 #: Suffixes of a folder's split files per data kind.
@@ -122,7 +126,8 @@ def _parser():
     p.add_argument("--format", default=None, metavar="SPEC",
                    help="the file's layout: criteo, avazu, a column description such as "
                         "'sep=tab label=1 dense=2-14:log cat=15-40:hex32' (docs/data.md), or "
-                        "a .json file holding one (default: from the file name)")
+                        "a .json file holding one (default: recognised from the first line: "
+                        "Criteo or Avazu; anything else needs --format)")
     p.add_argument("--table-sizes", default=None, metavar="SIZES",
                    help="rows per table: N for every table, N1,N2,... one per table, or auto "
                         "(each table as many rows as it has distinct values in the training "
@@ -139,11 +144,14 @@ def _parser():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size N")
     p.add_argument("--working-set", type=int, default=4, help="mini-batches per working set W")
-    p.add_argument("--hot-budget", type=int, default=16384,
-                   help="hot-table rows; the EAL gets entries = next power of two >= budget")
-    p.add_argument("--policy", default="srrip", choices=("srrip", "lfu"),
-                   help="EAL replacement policy (docs/spec.md section 4): srrip, the "
-                        "paper's, or lfu, frequency counts with sketch admission")
+    p.add_argument("--hot-budget", type=int, default=None,
+                   help="hot-table rows; the EAL gets entries = next power of two >= budget "
+                        f"(default {DEFAULT_HOT_BUDGET}, or the distinct rows the training "
+                        "data use when fewer, with a warning)")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=("srrip", "lfu"),
+                   help="EAL replacement policy (docs/spec.md section 4): lfu (default), "
+                        "frequency counts with sketch admission, which finds more of the "
+                        "popular inputs (docs/benchmarks.md), or srrip, the paper's")
     p.add_argument("--sample-rate", type=float, default=0.25,
                    help="share of the first epoch's mini-batches the EAL learns from")
     p.add_argument("--lr", type=float, default=0.1)
@@ -217,7 +225,7 @@ def _check_args(a):
     """Checks that need the options only (the data and memory checks come later)."""
     for name in ("epochs", "batch_size", "working_set", "hot_budget", "dim",
                  "table_size_cap", "gather_threads", "synthetic_samples"):
-        if getattr(a, name) < 1:
+        if getattr(a, name) is not None and getattr(a, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.max_rows is not None and a.max_rows < 1:
         raise CliError(f"--max-rows must be >= 1 (leave it out to read every row), "
@@ -376,14 +384,34 @@ class _Source:
         elif not self.path.exists():
             raise CliError(f"--data {self.path}: no such file")
         else:
-            self.kind = preset or ("generic" if self.format else
-                                   "avazu" if self.path.suffix == ".csv" else "criteo")
+            self.kind = preset or ("generic" if self.format else self._detect(self.path))
+        if self.path is not None and self.path.is_dir() and not (preset or self.format):
+            self._detect(self.file("train"), self.kind)
         if self.kind == "generic":
             self._resolve_format()
         else:
             self.table_names = AVAZU_TABLE_NAMES if self.kind == "avazu" else _CRITEO_TABLE_NAMES
         self.table_sizes, self.size_rule = self._sizes(sizes, cap)
         self.mappings = self._mappings(mapping)
+
+    def _detect(self, f, expected=None):
+        """The layout of file ``f`` without ``--format`` (:func:`detect_layout`); an empty
+        file keeps the name's guess (the reader then says it has no data rows). Refuses a
+        file of no known layout, or (``expected``: a folder's file names chose it) of
+        another layout."""
+        try:
+            kind = detect_layout(f)
+        except OSError as e:
+            raise CliError(f"--data {f}: {e.strerror or e}") from e
+        if kind == "empty":
+            return expected or ("avazu" if f.suffix == ".csv" else "criteo")
+        if kind is None or (expected is not None and kind != expected):
+            seen = (f"it looks like {kind}, not {expected} as the file name says" if kind
+                    else f"first line: {describe_first_line(f)}")
+            raise CliError(f"--data {f}: not a Criteo (40 tab-separated fields) or Avazu (24 "
+                           f"comma-separated fields) log ({seen}): give --format (criteo, "
+                           f"avazu or a column description, docs/data.md)")
+        return kind
 
     def _resolve_format(self):
         """Check ``--format`` against the training file's first line (names from a header)."""
@@ -584,7 +612,8 @@ def _check_resources(a, sizes, modes, device, rule=None):
     extra = int(a.embedding_optimizer == "rowwise_adagrad")
     rows, row_bytes = sum(sizes), (a.dim + extra) * 4
     width = f"dim {a.dim}" if not extra else f"(dim {a.dim} + 1 accumulator)"
-    if "hotline" in modes and a.hot_budget > rows:
+    budget = _hot_budget(a, rows)
+    if "hotline" in modes and budget > rows:
         raise CliError(f"--hot-budget {a.hot_budget} is larger than all tables together "
                        f"({rows:,} rows with {rule}): at most {rows:,}")
     host = rows * row_bytes
@@ -602,16 +631,40 @@ def _check_resources(a, sizes, modes, device, rule=None):
         return
     also = f" next to the host table ({_size(host)})" if beside else ""
     if "hotline" in modes:
-        entries = eal_config_for_budget(a.hot_budget, sizes).entries
+        entries = eal_config_for_budget(budget, sizes, policy=a.policy).entries
         hot = entries * row_bytes
         if beside + hot > avail:
-            raise CliError(f"--hot-budget {a.hot_budget}: the hot table ({entries:,} entries "
+            raise CliError(f"--hot-budget {budget}: the hot table ({entries:,} entries "
                            f"x {width} x 4 B = {_size(hot)}) does not fit in the {where}"
                            f"{also} ({_size(avail)}); lower --hot-budget or --dim")
     if "gpu-only" in modes and beside + host > avail:
         raise CliError(f"--mode {a.mode}: gpu-only's copy of the table ({_size(host)}) does "
                        f"not fit in the {where}{also} ({_size(avail)}); lower "
                        f"--table-size-cap or --dim, or use --mode hybrid or hotline")
+
+
+def _hot_budget(a, rows):
+    """``--hot-budget``, or while it is not resolved yet (default) the default capped at the
+    tables' ``rows`` (the most it can become)."""
+    return a.hot_budget if a.hot_budget is not None else min(DEFAULT_HOT_BUDGET, rows)
+
+
+def _resolve_hot_budget(a, train, warn=True):
+    """Without ``--hot-budget``: the default, lowered to the distinct rows the training data
+    use (all tables together) when they are fewer, with one ``warning:`` line on stderr;
+    sets ``a.hot_budget``."""
+    if a.hot_budget is not None:
+        return a.hot_budget
+    sparse = train.sparse
+    distinct = sum(int(torch.unique(sparse[:, t]).numel()) for t in range(sparse.shape[1]))
+    a.hot_budget = max(1, min(DEFAULT_HOT_BUDGET, distinct))
+    if a.hot_budget < DEFAULT_HOT_BUDGET and warn and "hotline" in _modes(a):
+        sys.stdout.flush()
+        print(f"warning: the training data use {distinct:,} distinct rows (all tables "
+              f"together), fewer than the default --hot-budget {DEFAULT_HOT_BUDGET:,}: the hot "
+              f"budget is {a.hot_budget:,} (give --hot-budget to choose)", file=sys.stderr,
+              flush=True)
+    return a.hot_budget
 
 
 def _precheck(a, device):
@@ -797,7 +850,8 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
             auc, ll = tr.evaluate(ev)
             e = {"epoch": st.epoch, "auc": auc, "logloss": ll, "samples_per_s": st.samples_per_s,
                  "train_loss": st.train_loss, "seconds": st.seconds,
-                 "learn_batches": st.learn_batches, "batches": n_batches}
+                 "learn_batches": st.learn_batches, "batches": n_batches,
+                 "end_to_end_samples_per_s": st.end_to_end_samples_per_s}
             res["epochs"].append(e)
             say(f"epoch={st.epoch} mode={mode} auc={auc:.4f} logloss={ll:.4f} "
                 f"samples_per_s={st.samples_per_s:.1f} train_loss={st.train_loss:.4f} "
@@ -806,12 +860,14 @@ def run_mode(mode, a, train, ev, out, say=print, device=None, distributed=False)
                 learn_s, eal_s, freeze_s = (st.learn_seconds, st.eal_learn_seconds,
                                             st.freeze_seconds)
                 e.update(learn_seconds=learn_s, eal_learn_seconds=eal_s,
-                         freeze_seconds=freeze_s)
+                         freeze_seconds=freeze_s, learn_samples=st.learn_samples)
                 say(f"learning mode={mode} epoch={st.epoch} learn_batches={st.learn_batches} "
                     f"of={n_batches} trained=hybrid seconds={learn_s:.2f} "
-                    f"eal_seconds={eal_s:.2f} freeze_seconds={freeze_s:.2f} (rows gathered "
-                    f"from the host table while the EAL learned their lookups; counted in "
-                    f"samples_per_s)")
+                    f"eal_seconds={eal_s:.2f} freeze_seconds={freeze_s:.2f} "
+                    f"learn_samples={st.learn_samples} end_to_end_samples_per_s="
+                    f"{st.end_to_end_samples_per_s:.1f} (rows gathered from the host table "
+                    f"while the EAL learned their lookups; not in samples_per_s, which counts "
+                    f"the working sets only)")
             if a.checkpoint:
                 tr.save_checkpoint(a.checkpoint)
                 say(f"checkpoint: {a.checkpoint} (epoch {tr.epoch})")
@@ -937,6 +993,7 @@ def _main(a, say, device, world, rank):
                                 a.seed, batch_size=a.batch_size)
     if auto_sizes:      # now known: the checks _precheck could not make
         _check_resources(a, train.table_sizes, _modes(a), device, src.size_rule)
+    _resolve_hot_budget(a, train, warn=rank == 0)
     say(f"data: {desc}; {train.n_tables} tables, {sum(train.table_sizes):,} rows, "
         f"dim {a.dim}, batch {a.batch_size}, backend {a.backend}"
         + (f", {world} ranks" if world > 1 else ""))

@@ -31,7 +31,7 @@ def data():
 
 
 def make(mode, **kw):
-    return Trainer(SIZES, 4, mode, **{**KW, **kw})
+    return Trainer(SIZES, 4, mode, **{"policy": "srrip", **KW, **kw})
 
 
 def snapshot(tr, stats):

@@ -87,8 +87,10 @@ def same(trainer, model, table):
 
 
 def hotline(ds, epochs=1, patch=None, fragmenter=None, policy=None, **kw):
+    policy = policy or "srrip"     # the reference's default (the trainer's is lfu)
     if fragmenter is not None:
-        fragmenter = fragmenter.replace(eal=eal_config_for_budget(HOT_BUDGET, SIZES))
+        fragmenter = fragmenter.replace(eal=eal_config_for_budget(HOT_BUDGET, SIZES,
+                                                                  policy=policy))
     tr = Trainer(SIZES, ds.n_dense, "hotline", hot_budget=HOT_BUDGET, fragmenter=fragmenter,
                  policy=policy, **{**KW, **kw})
     if patch:
@@ -158,7 +160,7 @@ def test_hotline_with_lfu_policy_equals_sequential_schedule(data):
         base.close()
     with pytest.raises(ValueError, match="contradicts eal_config.policy"):
         Trainer(SIZES, data.n_dense, "hotline", eal_config=eal_config_for_budget(
-            HOT_BUDGET, SIZES), policy="lfu", **KW)
+            HOT_BUDGET, SIZES, policy="srrip"), policy="lfu", **KW)
 
 
 def test_hotline_equals_sequential_schedule_when_working_sets_end_early(data):
@@ -278,7 +280,7 @@ def test_bad_arguments():
 def test_eal_config_for_budget_rule():
     for budget, entries in ((1, 4), (4, 4), (5, 8), (4096, 4096), (4097, 8192),
                             (2**21, 2**21), (3_000_000, 2**22)):
-        cfg = eal_config_for_budget(budget, SIZES)
+        cfg = eal_config_for_budget(budget, SIZES, policy="srrip")
         assert cfg.entries == entries and cfg.entries >= budget
         assert cfg.ways == 4 and cfg.banks == min(16, entries // 4)
     assert eal_config_for_budget(64, (2**25,)).row_bits == 25

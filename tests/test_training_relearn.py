@@ -137,7 +137,7 @@ def test_relearn_follows_drifting_popularity():
     kw = {**KW, "working_set": 2}
     shares, hot = {}, {}
     for every in (0, 4):
-        tr = Trainer(ds.table_sizes, ds.n_dense, "hotline", hot_budget=512,
+        tr = Trainer(ds.table_sizes, ds.n_dense, "hotline", hot_budget=512, policy="srrip",
                      relearn_every=every, relearn_batches=6 if every else None, **kw)
         try:
             tr.train_epoch(ds, stop=10 * 32)       # the first learning phase (10 batches)

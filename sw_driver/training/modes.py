@@ -23,9 +23,15 @@ import math
 
 import torch
 
-__all__ = ["MODES", "EmbeddingStore", "init_table", "table_offsets", "eal_config_for_budget"]
+__all__ = ["MODES", "EmbeddingStore", "init_table", "table_offsets", "eal_config_for_budget",
+           "DEFAULT_POLICY", "fragmenter_for", "memory_budget"]
 
 MODES = ("gpu-only", "hybrid", "hotline")
+
+#: The EAL policy of the trainer, its command line and ``eal_config_for_budget``: ``lfu``
+#: finds 0.89-1.00 of an exact oracle's popular inputs where the paper's ``srrip`` finds
+#: 0.41-0.92 (docs/benchmarks.md, "EAL policies"); ``srrip`` stays available.
+DEFAULT_POLICY = "lfu"
 
 
 def table_offsets(table_rows):
@@ -52,7 +58,7 @@ def init_table(table_rows, dim, seed, out=None, pin=False):
     return out
 
 
-def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy="srrip"):
+def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy=DEFAULT_POLICY):
     """The EAL geometry for a hot budget (rows the hot table may hold).
 
     Rule: ``entries = banks * sets * ways`` is the smallest power of two ``>= hot_budget``
@@ -61,7 +67,8 @@ def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy="s
     min(16, entries / ways)``, so ``sets = entries / (banks * ways)``. The key fields keep the spec's defaults (5 table bits,
     24 row bits) unless the tables need more. The popular set is at most ``entries`` rows
     (srrip: entries with RRPV <= 1 at freeze time; lfu: every tracked row), so the hot table's
-    device memory is ``entries * dim * 4`` bytes. ``policy`` is the EAL's (docs/spec.md 4).
+    device memory is ``entries * dim * 4`` bytes. ``policy`` is the EAL's (docs/spec.md 4;
+    default :data:`DEFAULT_POLICY`, ``lfu``).
     """
     from hotline_spec.config import EALConfig
 
@@ -94,6 +101,9 @@ class EmbeddingStore:
         self.device, self.cuda, self.dim = tr.device, tr.cuda, tr.dim
         tables = [EmbeddingBagConfig(f"t{t}", n) for t, n in enumerate(tr.table_sizes)]
         opts = dict(hotline_options or {})
+        if mode == "hotline" and opts.get("fragmenter") is None:
+            opts["fragmenter"] = fragmenter_for(opts["eal_config"], tr.working_set,
+                                                tr.batch_size, tr.n_tables)
         if mode == "hotline" and opts.get("max_cold_rows") is None:
             opts["max_cold_rows"] = _cold_rows(opts, tr)
         self.ebc = HotlineEmbeddingBagCollection(
@@ -260,7 +270,90 @@ class EmbeddingStore:
 def _cold_rows(opts, tr):
     """The cold-row buffer: every lookup of a working set cold (``W * N * T``), or the most
     cold rows the fragmenter's de-dup table lets a working set have, whichever is less."""
-    from hotline_spec.config import FragmenterConfig
+    frag = opts.get("fragmenter") or fragmenter_for(opts["eal_config"], tr.working_set,
+                                                    tr.batch_size, tr.n_tables)
+    return cold_buffer_rows(frag, tr.working_set, tr.batch_size, tr.n_tables)
 
-    frag = opts.get("fragmenter") or FragmenterConfig(eal=opts["eal_config"])
-    return min(tr.working_set * tr.batch_size * tr.n_tables, frag.cold_capacity)
+
+def fragmenter_for(eal_config, working_set, batch_size, n_tables, cold_share=1.0):
+    """The trainer's default de-dup table: sized for a working set of ``working_set *
+    batch_size`` inputs of ``n_tables`` lookups (``hotline_spec.config.
+    fragmenter_for_working_set``; ``cold_share = 1``: every lookup may be a distinct cold row),
+    so that working sets (almost) never end early; never smaller than the RTL's default."""
+    from hotline_spec.config import fragmenter_for_working_set
+
+    return fragmenter_for_working_set(eal_config, int(working_set) * int(batch_size),
+                                      int(n_tables), cold_share=cold_share)
+
+
+def cold_buffer_rows(fragmenter, working_set, batch_size, lookups_per_input):
+    """Rows of the cold-row buffer (device) and of each pinned staging buffer: the most cold
+    rows a working set can have, ``min(W * N * lookups, fragmenter.cold_capacity)``."""
+    return min(int(working_set) * int(batch_size) * int(lookups_per_input),
+               fragmenter.cold_capacity)
+
+
+def _pow2_at_least(m):
+    return 1 << max(0, int(m) - 1).bit_length()
+
+
+def memory_budget(table_rows, dim, mode="hotline", *, batch_size, working_set=4,
+                  state_width=0, eal_config=None, hot_budget=4096, policy=DEFAULT_POLICY,
+                  fragmenter=None, max_cold_rows=None, hot_rows=None, cuda=True,
+                  lookups_per_input=None):
+    """Bytes the embedding storage of one mode allocates, item by item (``docs/training.md``,
+    "Memory budget"): a dict ``{item: bytes}`` plus the totals ``device_total`` (the training
+    device: GPU memory on CUDA), ``pinned_total`` (page-locked host memory; 0 without CUDA,
+    where the same buffers are ordinary host memory and counted in ``host_total``) and
+    ``host_total`` (pageable host memory).
+
+    A stored row is ``width = dim + state_width`` float32 (the embedding optimizer's state
+    travels with the row). Items:
+
+    * ``host_table``: ``sum(table_rows) * width * 4`` (host; hybrid and hotline);
+    * ``device_table`` (gpu-only): the same on the device;
+    * ``hybrid_rows`` / ``hybrid_grad`` (hybrid, and hotline's learning mini-batches):
+      the hybrid path's reusable buffers for one mini-batch's lookups, ``P = next power of
+      two >= batch_size * lookups`` rows of ``width`` / ``dim`` floats (pinned on CUDA);
+    * hotline: ``hot_table`` (device; ``hot_rows`` rows: the hot capacity of the compact
+      layout when given, else the EAL's ``entries``), ``cold_buffer`` (device, ``cap`` rows),
+      ``slot_map`` (device, int32 per global row; int64 with ``entries >= 2**31``),
+      ``staging_in`` and ``staging_out`` (pinned, ``cap`` rows each), where ``cap`` =
+      :func:`cold_buffer_rows` (``max_cold_rows`` when given) for the ``fragmenter``
+      (default :func:`fragmenter_for`) of the EAL (``eal_config``, default
+      ``eal_config_for_budget(hot_budget, table_rows, policy=policy)``).
+
+    Not counted: the MLPs and their activations, staged data sets, the driver's per-schedule
+    tensors (a few ``int64`` per lookup of one working set) and allocator rounding.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    rows = sum(int(r) for r in table_rows)
+    T = len(table_rows) if lookups_per_input is None else int(lookups_per_input)
+    width, f4 = int(dim) + int(state_width), 4
+    out = {}
+    pinned = {}
+    if mode == "gpu-only":
+        out["device_table"] = rows * width * f4
+    else:
+        out["host_table"] = rows * width * f4
+        p = _pow2_at_least(int(batch_size) * T)
+        pinned["hybrid_rows"] = p * width * f4
+        pinned["hybrid_grad"] = p * int(dim) * f4
+    device_items = {"device_table", "hot_table", "cold_buffer", "slot_map"}
+    if mode == "hotline":
+        eal = eal_config or eal_config_for_budget(hot_budget, table_rows, policy=policy)
+        frag = fragmenter or fragmenter_for(eal, working_set, batch_size, T)
+        cap = int(max_cold_rows) if max_cold_rows else cold_buffer_rows(
+            frag, working_set, batch_size, T)
+        hot = eal.entries if hot_rows is None else int(hot_rows)
+        out["hot_table"] = hot * width * f4
+        out["cold_buffer"] = cap * width * f4
+        out["slot_map"] = rows * (4 if eal.entries < 2**31 else 8)
+        pinned["staging_in"] = cap * width * f4
+        pinned["staging_out"] = cap * width * f4
+    out.update(pinned)
+    out["device_total"] = sum(v for k, v in out.items() if k in device_items)
+    out["pinned_total"] = sum(pinned.values()) if cuda else 0
+    out["host_total"] = out.get("host_table", 0) + (0 if cuda else sum(pinned.values()))
+    return out

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from .dlrm import DLRM
 from .metrics import log_loss, roc_auc
-from .modes import MODES, EmbeddingStore, eal_config_for_budget, init_table, table_offsets
+from .modes import (DEFAULT_POLICY, MODES, EmbeddingStore, eal_config_for_budget, init_table,
+                    memory_budget, table_offsets)
 
 #: ``format`` field of a checkpoint written by :meth:`Trainer.save_checkpoint`
 CHECKPOINT_FORMAT = "hotline-dlrm-trainer"
@@ -45,6 +46,10 @@ class EpochStats:
     epoch: int
     samples: int
     seconds: float
+    #: the mode's throughput. hotline: the samples trained as working sets over their wall
+    #: time (``seconds - learn_seconds - freeze_seconds``); the learning mini-batches, which
+    #: train the hybrid way, are not Hotline's and are not counted (0.0 when the call trained
+    #: no working set). Other modes: ``samples / seconds``
     samples_per_s: float
     train_loss: float          #: mean BCE over the epoch's micro-batches, sample-weighted
     learn_batches: int         #: mini-batches trained the hybrid way while the EAL learned
@@ -56,6 +61,10 @@ class EpochStats:
     eal_learn_seconds: float = 0.0
     #: wall seconds of this call's freezes (popular set + hot table fill)
     freeze_seconds: float = 0.0
+    #: samples of this call trained in learning phases (hotline: hybrid-way mini-batches)
+    learn_samples: int = 0
+    #: ``samples / seconds``: everything this call trained, learning mini-batches included
+    end_to_end_samples_per_s: float = 0.0
 
 
 class DeviceData:
@@ -107,13 +116,17 @@ class Trainer:
         (``entries`` = next power of two >= budget) unless ``eal_config`` is given
     sample_rate : share of the first epoch's mini-batches (the first ones) whose lookups the
         EAL learns from, trained meanwhile the hybrid way; then the EAL is frozen
+    policy : the EAL policy (hotline), ``"lfu"`` (default, ``modes.DEFAULT_POLICY``: the best
+        oracle ratio in docs/benchmarks.md "EAL policies") or ``"srrip"`` (the paper's)
     seed : fixes the MLP init and the table init (identical across modes)
     gather_threads : CPU threads of the driver's gather/write-back
     max_cold_rows : cold-row buffer size (default: the smaller of ``W * N * T`` and the
         fragmenter's ``cold_capacity``, always enough)
     fragmenter : ``FragmenterConfig`` whose de-dup table the schedules follow (default
-        ``FragmenterConfig(eal=eal_config)``): a working set whose cold rows fill a de-dup
-        bank ends early and the next one starts at the first input left (docs/spec.md 7.5)
+        ``modes.fragmenter_for``: sized for ``W * N`` inputs of ``T`` cold lookups, so
+        working sets do not end early; never smaller than ``FragmenterConfig(eal=eal_config)``):
+        a working set whose cold rows fill a de-dup bank ends early and the next one starts at
+        the first input left (docs/spec.md 7.5)
     record_timings : record per-step phase timings (CUDA events / perf_counter)
     np_micro_batch_size : the non-popular micro-batch of a working set is trained in SGD steps
         of at most this many inputs (default ``batch_size``; ``0``: one step for all of it),
@@ -209,6 +222,7 @@ class Trainer:
         self.position = 0              #: next sample of the current epoch (0: a new epoch)
         self._learn_left = None        # learning mini-batches left (None: not decided yet)
         self._phase_s = {}             # this call's learn / eal_learn / freeze wall seconds
+        self._learn_samples = 0        # this call's samples trained in learning phases
         self._ws_since_freeze = 0      # working sets since the last freeze
         self._working_sets = 0         # working sets trained, all epochs
         self._relearn_due = False
@@ -241,7 +255,7 @@ class Trainer:
                 raise ValueError(f"policy {policy!r} contradicts eal_config.policy "
                                  f"{eal_config.policy!r}; give one of them")
             self.eal_config = eal_config or eal_config_for_budget(
-                hot_budget, self.table_sizes, policy=policy or "srrip")
+                hot_budget, self.table_sizes, policy=policy or DEFAULT_POLICY)
             hotline_options = {"eal_config": self.eal_config, "fragmenter": fragmenter,
                                "gather_threads": gather_threads,
                                "max_cold_rows": max_cold_rows}
@@ -409,6 +423,7 @@ class Trainer:
         t0 = time.perf_counter()
         first = self.position
         self._phase_s = {"learn": 0.0, "eal_learn": 0.0, "freeze": 0.0}
+        self._learn_samples = 0
         self._run(data, stop, progress)
         if self.cuda:
             torch.cuda.synchronize(self.device)
@@ -421,10 +436,20 @@ class Trainer:
             self.position = 0
         loss = float(self._loss_sum) / max(1, self._loss_n)
         ph = self._phase_s
-        return EpochStats(epoch, samples, seconds, samples / seconds if seconds else 0.0,
+        end_to_end = samples / seconds if seconds else 0.0
+        if self.mode == "hotline":
+            # Hotline's own throughput: the working sets only. The learning mini-batches are
+            # hybrid steps (and the freezes a one-off), reported on their own.
+            ws_samples = samples - self._learn_samples
+            ws_seconds = seconds - ph["learn"] - ph["freeze"]
+            sps = ws_samples / ws_seconds if ws_samples > 0 and ws_seconds > 0 else 0.0
+        else:
+            sps = end_to_end
+        return EpochStats(epoch, samples, seconds, sps,
                           loss, self._epoch_learn, complete, self.position,
                           learn_seconds=ph["learn"], eal_learn_seconds=ph["eal_learn"],
-                          freeze_seconds=ph["freeze"])
+                          freeze_seconds=ph["freeze"], learn_samples=self._learn_samples,
+                          end_to_end_samples_per_s=end_to_end)
 
     def _run(self, data, stop, progress):
         """Train from :attr:`position` to ``stop`` (rounded up to the unit it falls in).
@@ -457,6 +482,7 @@ class Trainer:
                     st.learn(data.sparse_cpu[a:b])
                     self._phase_s["eal_learn"] += time.perf_counter() - t_eal
                     st.step(data, a, b, "learn_step", self._epoch_learn)
+                    self._learn_samples += b - a
                     self.position = b
                     self._learn_left -= 1
                     self._epoch_learn += 1
@@ -673,6 +699,19 @@ class Trainer:
         """:meth:`load_state_dict` of the checkpoint at ``path`` (every rank reads it)."""
         sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         return self.load_state_dict(sd, restore_rng)
+
+    def memory_budget(self):
+        """Bytes this trainer's embedding storage allocates, item by item, with the totals
+        per memory kind (:func:`~sw_driver.training.modes.memory_budget` for its settings;
+        docs/training.md, "Memory budget")."""
+        kw = {}
+        if self.mode == "hotline":
+            ebc = self.store.ebc
+            kw = {"eal_config": self.eal_config, "fragmenter": ebc.dev.fragmenter,
+                  "max_cold_rows": ebc.cap}
+        return memory_budget(self.table_sizes, self.dim, self.mode,
+                             batch_size=self.batch_size, working_set=self.working_set,
+                             state_width=self.row_width - self.dim, cuda=self.cuda, **kw)
 
     def counters(self):
         """The driver's counters as a dict (hotline), else ``{}``; after a resume they
