@@ -128,20 +128,23 @@ def bench_move(tables=26, rows=100_000, dim=64, cold=20_000, repeat=15, threads=
             staging = dev.new_staging(n)
             out = torch.empty(n, dim)
             upd = torch.randn(n, dim, generator=g)
-            fns = {
-                "index_select": lambda: torch.index_select(host, 0, idx, out=out),
-                "gather": lambda: dev.gather(sched, host, staging),
-                "index_copy_": lambda: host.index_copy_(0, idx, upd),
-                "write_back": lambda: dev.write_back(sched, upd, host),
-            }
-            times = {k: [] for k in fns}
-            for fn in fns.values():
-                fn()
-            for _ in range(repeat):
-                for k, fn in fns.items():
-                    t0 = time.perf_counter()
+            pairs = [
+                {"index_select": lambda: torch.index_select(host, 0, idx, out=out),
+                 "gather": lambda: dev.gather(sched, host, staging)},
+                {"index_copy_": lambda: host.index_copy_(0, idx, upd),
+                 "write_back": lambda: dev.write_back(sched, upd, host)},
+            ]
+            times = {}
+            for fns in pairs:   # each pair interleaved, the order swapped every round
+                times.update({k: [] for k in fns})
+                for fn in fns.values():
                     fn()
-                    times[k].append(time.perf_counter() - t0)
+                for r in range(repeat):
+                    for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                        t0 = time.perf_counter()
+                        fns[k]()
+                        times[k].append(time.perf_counter() - t0)
+            dev.gather(sched, host, staging)
             assert torch.equal(staging[:n], host[idx])
             dev.close()
             for k, ts in times.items():

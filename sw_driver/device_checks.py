@@ -27,7 +27,7 @@ from hotline_spec.commands import (DUMP_WORDS, KEY_WORD_BYTES, LIST_OPCODES, RES
 from .errors import DeviceCommandError, ScheduleError
 
 __all__ = ["Fault", "TableLayout", "table_layout", "check_command", "check_command_rows",
-           "raise_fault",
+           "raise_fault", "slot_arrays",
            "decode_results", "decode_dump", "encode_dump", "encode_results", "ROW_OPCODES",
            "WORD_FIELDS"]
 
@@ -177,6 +177,13 @@ def check_command_rows(dcfg, opcode, count, addr0, addr1, row_bytes, keys, layou
                                 global_base)
 
 
+def slot_arrays(dcfg, layout):
+    """numpy ``(rows, slot_bad)`` of a :class:`TableLayout` for the compiled key-list pass:
+    each table slot's ``TABLE_ROWS`` and whether the slot is ``BAD_TABLE`` (base or stride not
+    a multiple of ``bus_bytes``, stride below ``ROW_BYTES``). Cached per layout."""
+    return _slot_arrays(layout, dcfg.bus_bytes, layout.row_bytes)
+
+
 @functools.lru_cache(maxsize=16)
 def _slot_arrays(layout, bus, row_bytes):
     """numpy ``(rows, slot_bad)`` of a layout: each slot's TABLE_ROWS and whether its base or
@@ -200,16 +207,30 @@ def _check_keys_kernel(keys, key_bits, row_op, row_bits, rows, slot_bad, global_
     ``out[i] = global_base[table] + row``."""
     rmask = (1 << row_bits) - 1
     fill = out.shape[0] > 0
+    # one compare a key on the good path: limit = TABLE_ROWS, or 0 for a bad slot
+    limit = np.zeros(rows.shape[0], dtype=np.int64)
+    for t in range(rows.shape[0]):
+        if not slot_bad[t]:
+            limit[t] = rows[t]
+    if row_op and not fill:
+        # the good path: a branch-free pass that only says whether any key is bad
+        tmask = rows.shape[0] - 1               # max_tables, a power of two
+        bad = False
+        for i in range(keys.shape[0]):
+            k = keys[i]
+            bad |= ((k >> key_bits) != 0) | ((k & rmask) >= limit[(k >> row_bits) & tmask])
+        if not bad:
+            return -1, 0
     for i in range(keys.shape[0]):
         k = keys[i]
-        if k < 0 or (k >> key_bits) != 0:
+        if (k >> key_bits) != 0:                # bits above key_bits, negative keys too
             return i, _BAD_KEY
         if row_op:
             t = k >> row_bits
             r = k & rmask
-            if r >= rows[t]:
-                return i, _ROW_OUT_OF_RANGE
-            if slot_bad[t]:
+            if r >= limit[t]:
+                if r >= rows[t]:
+                    return i, _ROW_OUT_OF_RANGE
                 return i, _BAD_TABLE
             if fill:
                 out[i] = global_base[t] + r

@@ -8,9 +8,12 @@ row copies driven by an index list:
 * :func:`scatter_rows`: ``table[idx] = rows`` (``Tensor.index_copy_``).
 
 The index list is cut into contiguous chunks, one per worker of a persistent
-:class:`~concurrent.futures.ThreadPoolExecutor`; each chunk is one torch call on slices of
-the index list and the staging buffer. Torch releases the GIL inside its kernels, so the
-chunks run in parallel. Chunks write disjoint slices of the staging buffer (gather) or
+:class:`~concurrent.futures.ThreadPoolExecutor`; each chunk is one compiled copy (numba,
+``nogil``: a row loop with a bounds check, for float32/float64 tables with contiguous rows)
+or else one torch call on slices of the index list and the staging buffer. Both release the
+GIL, so the chunks run in parallel. The compiled copy is as fast as ``index_select`` and
+about three times faster than ``index_copy_`` (which takes a slow generic path on the CPU);
+``compiled=False`` forces the torch calls. Chunks write disjoint slices of the staging buffer (gather) or
 disjoint rows of the table (scatter, when ``idx`` has no duplicates), so no locking is
 needed.
 
@@ -23,9 +26,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
+import numpy as np
 import torch
 
-__all__ = ["gather_rows", "scatter_rows", "make_pool", "chunk_bounds", "bench_gather",
+from .device_checks import _check_keys_kernel
+
+__all__ = ["gather_rows", "scatter_rows", "gather_keys", "scatter_keys", "checked_copy", "make_pool", "chunk_bounds", "bench_gather",
            "MIN_CHUNK_ROWS"]
 
 #: Below this many rows per chunk, splitting costs more than it saves (thread hand-off is
@@ -120,7 +127,195 @@ def _check_pair(table, buf, name, idx):
     return n
 
 
-def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
+_COMPILED_DTYPES = (torch.float32, torch.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_kernel(table, idx, out):
+    """``out[i] = table[idx[i]]``; returns the position of the first index outside the
+    table (rows before it copied), or -1."""
+    n_rows = table.shape[0]
+    d = table.shape[1]
+    for i in range(idx.shape[0]):
+        g = idx[i]
+        if g < 0 or g >= n_rows:
+            return i
+        for j in range(d):
+            out[i, j] = table[g, j]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_kernel(table, idx, rows):
+    """``table[idx[i]] = rows[i]``; returns the position of the first index outside the
+    table (rows before it copied), or -1."""
+    n_rows = table.shape[0]
+    d = table.shape[1]
+    for i in range(idx.shape[0]):
+        g = idx[i]
+        if g < 0 or g >= n_rows:
+            return i
+        for j in range(d):
+            table[g, j] = rows[i, j]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_keys_kernel(table, keys, row_bits, global_base, out):
+    """``out[i] = table[global_base[key >> row_bits] + (key & (2**row_bits - 1))]`` for
+    checked keys; returns the position of the first key whose row falls outside ``table``
+    (a defence only: the command checks refuse such keys first), or -1."""
+    n_rows = table.shape[0]
+    d = table.shape[1]
+    rmask = (1 << row_bits) - 1
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        g = global_base[k >> row_bits] + (k & rmask)
+        if g < 0 or g >= n_rows:
+            return i
+        for j in range(d):
+            out[i, j] = table[g, j]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_keys_kernel(table, keys, row_bits, global_base, rows):
+    """``table[row of key i] = rows[i]`` (see :func:`_gather_keys_kernel`)."""
+    n_rows = table.shape[0]
+    d = table.shape[1]
+    rmask = (1 << row_bits) - 1
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        g = global_base[k >> row_bits] + (k & rmask)
+        if g < 0 or g >= n_rows:
+            return i
+        for j in range(d):
+            table[g, j] = rows[i, j]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _checked_copy_kernel(scatter, keys, key_bits, row_bits, slot_rows, slot_bad, global_base,
+                         table, buf):
+    """The command's key-list pass (:func:`sw_driver.device_checks._check_keys_kernel`,
+    row opcodes), then, only if every key passed, the copy (``scatter``: ``table[row] =
+    buf[i]``, else ``buf[i] = table[row]``): one call. Returns the first fault's ``(index,
+    cause)``, ``(index, -1)`` for a row outside ``table`` (a defence), or ``(-1, 0)``."""
+    none = np.zeros(0, dtype=np.int64)
+    i, cause = _check_keys_kernel(keys, key_bits, True, row_bits, slot_rows, slot_bad, none,
+                                  none)
+    if i >= 0:
+        return i, cause
+    if scatter:
+        j = _scatter_keys_kernel(table, keys, row_bits, global_base, buf)
+    else:
+        j = _gather_keys_kernel(table, keys, row_bits, global_base, buf)
+    if j >= 0:
+        return j, -1
+    return -1, 0
+
+
+def checked_copy(scatter, table, keys, key_bits, row_bits, slot_rows, slot_bad, global_base,
+                 buf, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
+    """The ``model`` transport's ``GATHER`` (``scatter`` false: ``buf[i] = row of keys[i]``)
+    or ``WRITE_BACK`` (``buf[i]`` written to the row of ``keys[i]``): the key-list checks
+    (``slot_rows``/``slot_bad``: numpy per-slot TABLE_ROWS and bad-slot flags, from
+    :func:`sw_driver.device_checks.slot_arrays`), then the copy if they pass, compiled; one
+    call for a single chunk, else the checks here and the copy in chunks on ``pool``.
+
+    Returns ``None`` when the tensors do not suit the compiled copy (nothing checked or
+    copied), ``(index, cause)`` of the first bad key (nothing copied), or ``(-1, 0)``."""
+    t_np = _rows_array(table)
+    b_np = _rows_array(buf) if t_np is not None else None
+    if b_np is None or keys.dtype != torch.int64 or not keys.is_contiguous():
+        return None
+    k_np = keys.numpy()
+    base = np.ascontiguousarray(torch.as_tensor(global_base, dtype=torch.int64).numpy())
+    bounds = chunk_bounds(keys.numel(), _pool_width(pool), min_chunk)
+    if len(bounds) <= 1 or pool is None:
+        i, cause = _checked_copy_kernel(scatter, k_np, key_bits, row_bits, slot_rows, slot_bad,
+                                        base, t_np, b_np)
+    else:
+        none = np.zeros(0, dtype=np.int64)
+        i, cause = _check_keys_kernel(k_np, key_bits, True, row_bits, slot_rows, slot_bad,
+                                      none, none)
+        if i < 0:
+            kernel = _scatter_keys_kernel if scatter else _gather_keys_kernel
+            calls = [(_keyed_copy, (kernel, t_np, k_np[a:b], row_bits, base, b_np[a:b],
+                                    "checked_copy"), {}) for a, b in bounds]
+            _run(pool, calls)
+    if cause == -1:
+        raise IndexError(f"checked_copy: key {int(k_np[i]):#x} at position {i} names a row "
+                         f"outside the table of {t_np.shape[0]} rows")
+    return int(i), int(cause)
+
+
+def _keyed_copy(kernel, table_np, keys_np, row_bits, base_np, buf_np, what):
+    i = int(kernel(table_np, keys_np, row_bits, base_np, buf_np))
+    if i >= 0:
+        raise IndexError(f"{what}: key {int(keys_np[i]):#x} at position {i} names a row "
+                         f"outside the table of {table_np.shape[0]} rows")
+
+
+def _keyed(kernel, table, keys, row_bits, global_base, buf, pool, min_chunk, what):
+    t_np = _rows_array(table)
+    b_np = _rows_array(buf) if t_np is not None else None
+    if b_np is None or keys.dtype != torch.int64 or not keys.is_contiguous():
+        return False
+    k_np = keys.numpy()
+    base = np.ascontiguousarray(torch.as_tensor(global_base, dtype=torch.int64).numpy())
+    calls = [(_keyed_copy, (kernel, t_np, k_np[a:b], row_bits, base, b_np[a:b], what), {})
+             for a, b in chunk_bounds(keys.numel(), _pool_width(pool), min_chunk)]
+    _run(pool, calls)
+    return True
+
+
+def gather_keys(table, keys, row_bits, global_base, out, pool=None, *,
+                min_chunk=MIN_CHUNK_ROWS):
+    """The ``model`` transport's ``GATHER`` copy of keys the command checks passed:
+    ``out[i] = table[global_base[table_id] + row]`` with ``(table_id, row)`` the fields of
+    ``keys[i]``, compiled, in chunks on ``pool``, without building the row list. Returns
+    ``False`` (nothing copied) when the tensors do not suit the compiled copy (dtype other
+    than float32/float64, rows not contiguous): the caller then maps the keys to rows and
+    uses :func:`gather_rows`."""
+    return _keyed(_gather_keys_kernel, table, keys, row_bits, global_base, out, pool,
+                  min_chunk, "gather_keys")
+
+
+def scatter_keys(table, keys, row_bits, global_base, rows, pool=None, *,
+                 min_chunk=MIN_CHUNK_ROWS):
+    """``WRITE_BACK``'s copy, the inverse of :func:`gather_keys` (keys duplicate-free);
+    ``False`` when the compiled copy does not apply."""
+    return _keyed(_scatter_keys_kernel, table, keys, row_bits, global_base, rows, pool,
+                  min_chunk, "scatter_keys")
+
+
+def _rows_array(t):
+    """A numpy view of a 2-D tensor with contiguous rows for the compiled copy, or ``None``."""
+    if t.dtype not in _COMPILED_DTYPES or (t.shape[1] > 1 and t.stride(1) != 1):
+        return None
+    return t.detach().numpy()
+
+
+def _compiled_copy(kernel, table_np, idx, buf_np, what):
+    idx_np = idx.numpy()
+    i = int(kernel(table_np, idx_np, buf_np))
+    if i >= 0:
+        raise IndexError(f"{what}: index {int(idx_np[i])} at position {i} is out of range for "
+                         f"a table of {table_np.shape[0]} rows")
+
+
+def _compiled_calls(kernel, table, idx, buf, bounds, what):
+    """One compiled call per chunk, or ``None`` when the tensors do not suit it."""
+    t_np = _rows_array(table)
+    b_np = _rows_array(buf) if t_np is not None else None
+    if b_np is None or not idx.is_contiguous():
+        return None
+    return [(_compiled_copy, (kernel, t_np, idx[a:b], b_np[a:b], what), {})
+            for a, b in bounds]
+
+
+def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS, compiled=True):
     """``out[:n] = table[idx]`` with ``n = len(idx)``, in parallel chunks on ``pool``.
 
     Parameters
@@ -130,29 +325,40 @@ def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
     out : tensor ``[>= n, D]`` in host memory, same dtype as ``table`` (the staging buffer)
     pool : ``ThreadPoolExecutor`` or ``None`` (one chunk per worker; ``None`` = this thread)
     min_chunk : smallest chunk worth handing to another thread
+    compiled : use the compiled copy where it applies (float32/float64, contiguous rows)
 
-    Returns ``out[:n]``. An index outside ``[0, R)`` raises torch's ``IndexError`` /
-    ``RuntimeError`` (other chunks may have been copied by then).
+    Returns ``out[:n]``. An index outside ``[0, R)`` raises ``IndexError`` (torch's
+    ``IndexError`` / ``RuntimeError`` on the torch path; other chunks may have been copied
+    by then).
     """
     n = _check_pair(table, out, "out", idx)
     dst = out[:n]
-    calls = [(torch.index_select, (table, 0, idx[a:b]), {"out": dst[a:b]})
-             for a, b in chunk_bounds(n, _pool_width(pool), min_chunk)]
+    bounds = chunk_bounds(n, _pool_width(pool), min_chunk)
+    calls = _compiled_calls(_gather_kernel, table, idx, dst, bounds, "gather_rows") \
+        if compiled and n else None
+    if calls is None:
+        calls = [(torch.index_select, (table, 0, idx[a:b]), {"out": dst[a:b]})
+                 for a, b in bounds]
     _run(pool, calls)
     return dst
 
 
-def scatter_rows(table, idx, rows, pool=None, *, min_chunk=MIN_CHUNK_ROWS):
+def scatter_rows(table, idx, rows, pool=None, *, min_chunk=MIN_CHUNK_ROWS, compiled=True):
     """``table[idx] = rows[:len(idx)]`` (``index_copy_``), in parallel chunks on ``pool``.
 
     ``idx`` should be duplicate-free (the driver's cold lists are): with a duplicate in two
-    chunks, which copy lands is unspecified, as for ``index_copy_`` itself. ``rows`` is
+    chunks, which copy lands is unspecified, as for ``index_copy_`` itself (within one chunk
+    the compiled copy lets the last one win). An index outside the table raises
+    ``IndexError`` (rows before it in its chunk written). ``rows`` is
     ``[>= n, D]`` in host memory with ``table``'s dtype. Returns ``table``.
     """
     n = _check_pair(table, rows, "rows", idx)
     src = rows[:n]
-    calls = [(table.index_copy_, (0, idx[a:b], src[a:b]), {})
-             for a, b in chunk_bounds(n, _pool_width(pool), min_chunk)]
+    bounds = chunk_bounds(n, _pool_width(pool), min_chunk)
+    calls = _compiled_calls(_scatter_kernel, table, idx, src, bounds, "scatter_rows") \
+        if compiled and n else None
+    if calls is None:
+        calls = [(table.index_copy_, (0, idx[a:b], src[a:b]), {}) for a, b in bounds]
     _run(pool, calls)
     return table
 

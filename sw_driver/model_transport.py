@@ -13,15 +13,16 @@ a bus address is a ``data_ptr``.
 import numpy as np
 import torch
 
-from hotline_spec.commands import Engine, Opcode
+from hotline_spec.commands import KEY_WORD_BYTES, Engine, ErrorCause, Opcode
 from hotline_spec.registers import COUNTERS
 from hotline_spec.config import SKETCH_ROWS
 from verif.golden import AccessLogger
 from verif.golden.access_logger import meta_name
 
-from .device_checks import check_command, check_command_rows, raise_fault, table_layout
+from .device_checks import (Fault, check_command, check_command_rows, raise_fault, slot_arrays,
+                            table_layout)
 from .errors import DeviceStateError, ScheduleError
-from .gather import gather_rows, make_pool, scatter_rows
+from .gather import checked_copy, gather_rows, make_pool, scatter_rows
 from .transport import Transport
 
 __all__ = ["ModelTransport", "check_row_buffer", "command_chunks"]
@@ -94,11 +95,13 @@ class ModelTransport(Transport):
         bus = self.device_config.bus_bytes if self.device_config is not None else 8
         return -(-8 * n // bus) * bus
 
-    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None, rows=False):
+    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None, rows=False, key_pass=None):
         """Run the command checks of one command; returns its sequence number or raises
         DeviceCommandError (the command completes with an error: counted, nothing moved).
         With ``rows`` (GATHER / WRITE_BACK) returns ``(sequence, host-table rows of the
-        keys)``, mapped in the same compiled pass as the checks."""
+        keys)``, mapped in the same compiled pass as the checks. With ``key_pass`` the
+        decoder checks run here and the key-list pass is ``key_pass()`` (it returns the
+        first bad key's ``(index, cause)`` or ``(-1, 0)``, and moves the rows only then)."""
         seq = self._sequence
         self._sequence = (seq + 1) & 0xFFFF_FFFF
         dcfg = self.device_config
@@ -106,7 +109,15 @@ class ModelTransport(Transport):
         if dcfg is not None:
             layout = self._layout
             row_bytes = layout.row_bytes if layout else None
-            if rows:
+            if key_pass is not None:
+                fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, None,
+                                      layout)
+                if fault is None:
+                    i, cause = key_pass()
+                    if i >= 0:
+                        fault = Fault(ErrorCause(cause), Engine.LIST_CHECK,
+                                      addr0 + KEY_WORD_BYTES * i, i)
+            elif rows:
                 fault, global_rows = check_command_rows(dcfg, opcode, count, addr0, addr1,
                                                         row_bytes, keys, layout,
                                                         self._global_base)
@@ -254,34 +265,64 @@ class ModelTransport(Transport):
         return self._layout
 
     def _rows_command(self, opcode, keys, buf, name, what):
+        """Check one ``GATHER`` / ``WRITE_BACK`` command and move its rows. Fast path
+        (float32/float64 rows, keys below 64 bits): the key-list checks and the copy
+        straight from the keys in one compiled call
+        (:func:`~sw_driver.gather.checked_copy`); else the checks map the keys to host rows
+        and :func:`~sw_driver.gather.gather_rows` / ``scatter_rows`` copy. Returns the number
+        of rows."""
         self._need_mover(what)
         keys = self._keys(keys).reshape(-1).to(torch.int64)
         n = keys.numel()
         layout = self._layout
         check_row_buffer(buf, n, layout, name, what)
-        # checks and the key -> host-table row map in one compiled pass over the list
-        _, global_rows = self._submit(opcode, n, keys.data_ptr(), self.bus_address(buf), keys,
-                                      rows=True)
+        addr1 = self.bus_address(buf)
+        dcfg = self.device_config
+        scatter = opcode == Opcode.WRITE_BACK
+        done = []
+
+        def key_pass():
+            res = checked_copy(scatter, self._host_table, keys, dcfg.eal.key_bits,
+                               dcfg.eal.row_bits, *slot_arrays(dcfg, layout),
+                               self._global_base, buf, self._pool)
+            if res is None:          # not for the compiled copy: checks only, rows below
+                fault, global_rows = check_command_rows(dcfg, opcode, n, keys.data_ptr(),
+                                                        addr1, layout.row_bytes, keys, layout,
+                                                        self._global_base)
+                if fault is not None:
+                    return fault.index, int(fault.cause)
+                done.append(global_rows)
+                return -1, 0
+            return res
+
+        if n and dcfg.eal.key_bits < 64:
+            self._submit(opcode, n, keys.data_ptr(), addr1, keys, key_pass=key_pass)
+            global_rows = done[0] if done else None
+        else:
+            _, global_rows = self._submit(opcode, n, keys.data_ptr(), addr1, keys, rows=True)
+        if global_rows is not None:
+            if scatter:
+                scatter_rows(self._host_table, global_rows, buf, self._pool)
+            else:
+                gather_rows(self._host_table, global_rows, buf, self._pool)
         c = self._counters
         c["bytes_read"] += 2 * self._list_bytes(n) + n * layout.row_bytes
         c["bytes_written"] += n * layout.row_bytes
-        return global_rows
+        return n
 
     def gather(self, keys, out):
         """One ``GATHER`` command (checked as the RTL checks it), rows copied with the
         thread pool; returns ``out``."""
-        g = self._rows_command(Opcode.GATHER, keys, out, "out", "ModelTransport.gather")
-        gather_rows(self._host_table, g, out, self._pool)
-        self._counters["rows_gathered"] += g.numel()
+        n = self._rows_command(Opcode.GATHER, keys, out, "out", "ModelTransport.gather")
+        self._counters["rows_gathered"] += n
         return out
 
     def write_back(self, keys, rows):
         """One ``WRITE_BACK`` command (checked as the RTL checks it), rows copied with the
         thread pool."""
-        g = self._rows_command(Opcode.WRITE_BACK, keys, rows, "rows",
+        n = self._rows_command(Opcode.WRITE_BACK, keys, rows, "rows",
                                "ModelTransport.write_back")
-        scatter_rows(self._host_table, g, rows, self._pool)
-        self._counters["rows_written"] += g.numel()
+        self._counters["rows_written"] += n
 
     def device_counters(self):
         """The model's copy of the device counters (``hotline_spec.registers.COUNTERS``,
