@@ -20,6 +20,7 @@ the row-gradient exchange when distributed) sits between the module's ``lookup``
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -40,14 +41,30 @@ def table_offsets(table_rows):
     return torch.cumsum(rows, 0) - rows
 
 
-def init_table(table_rows, dim, seed, out=None, pin=False):
+def init_table(table_rows, dim, seed, out=None, pin=False, threads=None):
     """The concatenated table initialised as DLRM does: table ``t`` uniform in
     ``+-sqrt(1 / n_t)``, drawn from a CPU generator seeded with ``seed`` table after table, so
     every mode starts from the same values. Filled in place in ``out`` when given, else
-    allocated (pinned when ``pin``)."""
+    allocated (pinned when ``pin``).
+
+    ``threads`` (default: the CPU count, at most 32) fills chunks of rows in parallel with
+    the same values as one generator drawing table after table, row after row: each chunk's
+    generator starts from the serial generator's state at the chunk's first element (one
+    32-bit Mersenne-Twister draw an element, skipped ahead in compiled code,
+    :mod:`sw_driver.training.mt_skip`), and torch's ``uniform_`` (serial, GIL released)
+    draws the chunk. ``threads=1``, small tables, an ``out`` that is not float32 with
+    contiguous rows, or a torch whose
+    generator does not behave so (checked once per process) take the serial loop."""
     total = sum(int(r) for r in table_rows)
     if out is None:
         out = torch.empty(total, dim, dtype=torch.float32, pin_memory=pin)
+    if threads is None:
+        threads = min(32, os.cpu_count() or 1)
+    if threads > 1 and total * dim >= 2 * _INIT_CHUNK and out.dtype == torch.float32:
+        from .mt_skip import parallel_uniform_tables
+        if parallel_uniform_tables(out, [int(n) for n in table_rows], int(seed), threads,
+                                   _INIT_CHUNK):
+            return out
     g = torch.Generator().manual_seed(int(seed))
     start = 0
     for n in table_rows:
@@ -56,6 +73,10 @@ def init_table(table_rows, dim, seed, out=None, pin=False):
         out[start:start + n].uniform_(-bound, bound, generator=g)
         start += n
     return out
+
+
+#: Elements per parallel chunk of :func:`init_table` (about 16 MiB of float32).
+_INIT_CHUNK = 1 << 22
 
 
 def eal_config_for_budget(hot_budget, table_rows, ways=None, banks=16, policy=DEFAULT_POLICY):
