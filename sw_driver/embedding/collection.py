@@ -112,8 +112,9 @@ class _Scheduled:
     """The features of a micro-batch: its samples' lookups in the working set's schedule
     (``kind``, ``index``: its place in working set ``ws_index``, for error messages)."""
 
-    def __init__(self, ebc, ws, samples, kind="popular", index=0, ws_index=0):
-        self.ebc, self.ws, self.samples = ebc, ws, samples
+    def __init__(self, ebc, ws, group, kind="popular", index=0, ws_index=0):
+        self.ebc, self.ws = ebc, ws
+        self.samples, self.pos, self.bags = group     # its lookups: positions in ws.im
         self.generation = ebc._ws_generation
         self.hot_epoch = ebc._hot_epoch
         self.kind, self.index, self.ws_index = kind, index, ws_index
@@ -327,13 +328,15 @@ class HotlineEmbeddingBagCollection(nn.Module):
             # schedule checks its rows itself.
             if im.rows.device.type != "cpu":
                 if not scheduled and im.rows.numel():
-                    limit = self._rows.to(im.rows.device)[im.tables]
+                    limit = self._cached("rows", self._rows, im.rows.device)[im.tables]
                     torch._assert_async(((im.rows >= 0) & (im.rows < limit)).all(),
                                         "HotlineEmbeddingBagCollection: a row index is outside "
                                         "its table (bounds_check='none')")
                 return im
             mode = "error"
-        limit = self._rows.to(im.rows.device)[im.tables]
+        elif scheduled and mode == "error" and im.rows.device.type != "cpu":
+            return im       # the schedule raises the same error after its one host copy
+        limit = self._cached("rows", self._rows, im.rows.device)[im.tables]
         bad = (im.rows < 0) | (im.rows >= limit)
         n_bad = int(bad.sum())
         if not n_bad:
@@ -367,18 +370,27 @@ class HotlineEmbeddingBagCollection(nn.Module):
                           im.n_tables)
 
     def _offsets_on(self, device):
-        key = str(device)
+        return self._cached("offsets", self.offsets, device)
+
+    def _cached(self, name, t, device):
+        """Host constant ``t`` on ``device``, copied once (a copy per step would be a
+        blocking host-to-device copy)."""
+        key = (name, str(device))
         if key not in self._offsets_dev:
-            self._offsets_dev[key] = self.offsets.to(device)
+            self._offsets_dev[key] = t.to(device)
         return self._offsets_dev[key]
 
     def _scale(self, tables, bags, n_bags):
         """Per-lookup pooling weights (``None`` when every table sums)."""
-        if not bool(self._mean.any()):
+        if not bool(self._mean.any()):           # a host tensor: no device read
             return None
-        counts = torch.bincount(bags, minlength=n_bags).clamp(min=1)
-        mean = self._mean.to(tables.device)
-        return torch.where(mean[tables], 1.0 / counts[bags].to(torch.float32),
+        # Lookups per bag without bincount (whose size is read from the device): exact
+        # float counts (below 2**24) by index_add, as bincount's clamped to >= 1.
+        counts = torch.zeros(n_bags, dtype=torch.float32, device=bags.device)
+        counts.index_add_(0, bags, torch.ones(bags.shape, dtype=torch.float32,
+                                              device=bags.device))
+        mean = self._cached("mean", self._mean, tables.device)
+        return torch.where(mean[tables], 1.0 / counts.clamp(min=1)[bags],
                            torch.ones((), dtype=torch.float32, device=tables.device))
 
     # --- forward / backward -------------------------------------------------------------
@@ -455,12 +467,11 @@ class HotlineEmbeddingBagCollection(nn.Module):
             raise RuntimeError("this micro-batch's working set is over; use each MicroBatch "
                                "inside its working_sets() iteration")
         ws, im = sf.ws, sf.ws.im
-        at = im.rows.device
-        pos, bags = im.select(sf.samples.to(at))
+        pos, bags = sf.pos, sf.bags              # planned with the schedule
         remapped = ws.remapped.reshape(-1)
         idx = remapped[pos.to(remapped.device)].to(self.device)
         B, T = sf.samples.numel(), im.n_tables
-        tables = im.tables[pos] if im.dense is None else pos % T
+        tables = im.tables[pos.to(im.tables.device)] if im.dense is None else pos % T
         scale = self._scale(tables, bags, B * T)
         plan = _Plan("working", idx, bags.to(self.device), B * T, scale, B,
                      im.dense is not None and scale is None, rec, sf)
@@ -661,10 +672,11 @@ class HotlineEmbeddingBagCollection(nn.Module):
                                "freeze() first")
         return self.pipeline.loop_over(batches, _whole(first_index, "first_index", 0))
 
-    def _micro(self, ws, samples, kind, k, index=0, size=None):
+    def _micro(self, ws, group, kind, k, index=0):
+        samples = group[0]
         pay = _payload_map(ws.payload, lambda t: t.index_select(0, samples.to(t.device)))
-        n = int(samples.numel()) if size is None else size
-        return MicroBatch(_Scheduled(self, ws, samples, kind, index, k), pay, kind, n, k)
+        return MicroBatch(_Scheduled(self, ws, group, kind, index, k), pay, kind,
+                          samples.numel(), k)
 
     # --- tables and checkpoints ---------------------------------------------------------
     def embedding_table(self, name=None):

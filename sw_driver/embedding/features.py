@@ -20,7 +20,9 @@ class InputMajor:
     """The lookups of ``n`` samples in stream order: lookup ``j`` is row ``rows[j]`` of table
     ``tables[j]`` in bag ``bags[j]`` (``sample * T + table``); sample ``i`` owns lookups
     ``offsets[i]:offsets[i + 1]``. ``dense`` is the ``[n, T]`` row matrix when every bag holds
-    exactly one lookup (the one-hot case, scheduled by ``HotlineDevice.schedule``)."""
+    exactly one lookup (the one-hot case, scheduled by ``HotlineDevice.schedule``).
+    ``offsets_host``: a host copy of ``offsets`` when those are on a GPU (so that slicing
+    reads no device memory), else ``None``."""
 
     tables: torch.Tensor
     rows: torch.Tensor
@@ -29,15 +31,44 @@ class InputMajor:
     n: int
     n_tables: int
     dense: torch.Tensor | None = None
+    offsets_host: torch.Tensor | None = None
+
+    def host_offsets(self):
+        """``offsets`` on the host (a device read only when there is no host copy)."""
+        if self.offsets.device.type == "cpu":
+            return self.offsets
+        if self.offsets_host is None:
+            self.offsets_host = self.offsets.cpu()
+        return self.offsets_host
 
     def slice(self, a, b):
-        """Samples ``a..b-1`` (their bags renumbered from 0)."""
+        """Samples ``a..b-1`` (their bags renumbered from 0). Reads only host memory."""
         if self.dense is not None:
             return InputMajor.from_dense(self.dense[a:b])
-        la, lb = int(self.offsets[a]), int(self.offsets[b])
+        oh = self.host_offsets()
+        la, lb = int(oh[a]), int(oh[b])
+        on_host = self.offsets.device.type == "cpu"
         return InputMajor(self.tables[la:lb], self.rows[la:lb],
                           self.bags[la:lb] - a * self.n_tables, self.offsets[a:b + 1] - la,
-                          b - a, self.n_tables)
+                          b - a, self.n_tables,
+                          offsets_host=None if on_host else oh[a:b + 1] - la)
+
+    def to_device(self, device):
+        """The lookups on ``device``: host tensors through pinned memory, non-blocking (on
+        the current stream); the host offsets are kept for slicing."""
+        if self.rows.device == torch.device(device):
+            return self
+
+        def up(t):
+            if t is None or t.device.type != "cpu":
+                return t
+            return t.pin_memory().to(device, non_blocking=True)
+
+        if self.dense is not None:
+            return InputMajor.from_dense(up(self.dense))
+        return InputMajor(up(self.tables), up(self.rows), up(self.bags), up(self.offsets),
+                          self.n, self.n_tables, up(self.dense),
+                          offsets_host=self.host_offsets() if self.dense is None else None)
 
     @staticmethod
     def from_dense(sparse):
@@ -58,28 +89,34 @@ class InputMajor:
             return InputMajor.from_dense(torch.cat([p.dense for p in parts]))
         tables, rows, bags, offs = [], [], [], [torch.zeros(1, dtype=torch.int64,
                                                             device=parts[0].rows.device)]
+        on_host = parts[0].offsets.device.type == "cpu"
+        offs_h = None if on_host else [torch.zeros(1, dtype=torch.int64)]
         n = base = 0
         for p in parts:
             tables.append(p.tables)
             rows.append(p.rows)
             bags.append(p.bags + n * T)
             offs.append(p.offsets[1:] + base)
+            if offs_h is not None:
+                offs_h.append(p.host_offsets()[1:] + base)
             n += p.n
             base += p.rows.numel()
         return InputMajor(torch.cat(tables), torch.cat(rows), torch.cat(bags), torch.cat(offs),
-                          n, T)
+                          n, T, offsets_host=None if offs_h is None else torch.cat(offs_h))
 
-    def select(self, samples):
+    def select(self, samples, total=None):
         """The lookups of ``samples`` (int64 index tensor), in that order: ``(positions``
         into this object's lookups``, bags`` renumbered to ``k * T + table`` for the ``k``-th
-        sample``)``."""
+        sample``)``. ``total``: how many lookups the samples own, when known on the host
+        (otherwise read from the device: a synchronisation on a GPU)."""
         T = self.n_tables
         if self.dense is not None:
             pos = (samples.unsqueeze(1) * T + torch.arange(T, device=samples.device)).reshape(-1)
             return pos, torch.arange(pos.numel(), device=samples.device)
         offs = self.offsets.to(samples.device)
         starts, lens = offs[samples], offs[samples + 1] - offs[samples]
-        total = int(lens.sum())
+        if total is None:
+            total = int(lens.sum())
         first = torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens, output_size=total)
         pos = torch.repeat_interleave(starts, lens, output_size=total) + (
             torch.arange(total, device=samples.device) - first)
@@ -181,11 +218,23 @@ class SparseFeatures:
             out[k] = (self.values[a:b], self.lengths[t * B:(t + 1) * B])
         return out
 
-    def to(self, device):
-        """The features on ``device``."""
-        f = SparseFeatures(self.keys, self.values.to(device), self.lengths.to(device))
-        f._dense = None if self._dense is None else self._dense.to(device)
+    def to(self, device, non_blocking=False):
+        """The features on ``device`` (not validated again: they were when built). The
+        lengths stay known on the host too, so that a working set can cut and schedule
+        them without reading device memory."""
+        f = object.__new__(SparseFeatures)
+        f.keys, f.batch_size = self.keys, self.batch_size
+        f.values = self.values.to(device, non_blocking=non_blocking)
+        f.lengths = self.lengths.to(device, non_blocking=non_blocking)
+        f._dense = None if self._dense is None else self._dense.to(device,
+                                                                   non_blocking=non_blocking)
+        f._lengths_host = self._host_lengths()
         return f
+
+    def _host_lengths(self):
+        if self.lengths.device.type == "cpu":
+            return self.lengths
+        return getattr(self, "_lengths_host", None)
 
     def input_major(self):
         """The lookups in stream order (:class:`InputMajor`)."""
@@ -200,4 +249,10 @@ class SparseFeatures:
         per_sample = self.lengths.view(T, B).sum(0)
         offsets = torch.cat([per_sample.new_zeros(1), torch.cumsum(per_sample, 0)])
         bags = im_bag[order]
-        return InputMajor(bags % T, self.values[order], bags, offsets, B, T)
+        host = None
+        lh = self._host_lengths()
+        if dev.type != "cpu" and lh is not None:
+            ph = lh.view(T, B).sum(0)
+            host = torch.cat([ph.new_zeros(1), torch.cumsum(ph, 0)])
+        return InputMajor(bags % T, self.values[order], bags, offsets, B, T,
+                          offsets_host=host)

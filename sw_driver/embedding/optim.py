@@ -63,13 +63,30 @@ class RowWiseAdagrad:
         table[:, dim] = self.initial_accumulator
 
     def update(self, weight, idx, grad, dim):
-        uniq, inv = torch.unique(idx, return_inverse=True)
-        g = torch.zeros(uniq.numel(), dim, dtype=grad.dtype, device=grad.device)
-        g.index_add_(0, inv, grad.reshape(idx.numel(), dim))
-        state = weight[uniq, dim] + g.mul(g).mean(1)
-        rows = weight[uniq, :dim] - (self.lr * g) / (state.sqrt() + self.eps).unsqueeze(1)
-        weight[uniq, dim] = state
-        weight[uniq, :dim] = rows
+        """Without a host synchronisation (no ``torch.unique``, whose size depends on the
+        data): the lookups are sorted by row (stable, so each row's gradients keep their
+        lookup order), numbered by distinct row with a prefix sum, and summed per row into
+        an ``[m, dim]`` buffer (``m`` lookups bound the distinct rows). Every lookup then
+        computes its row's new state and values from the old ones -- duplicates compute
+        the same numbers -- and one non-accumulating ``index_put_`` writes them."""
+        m = idx.numel()
+        if m == 0:
+            return
+        srt, perm = torch.sort(idx, stable=True)
+        first = torch.ones(m, dtype=torch.bool, device=idx.device)
+        first[1:] = srt[1:] != srt[:-1]
+        seg = torch.cumsum(first, 0) - 1                  # distinct-row number per lookup
+        g = torch.zeros(m, dim, dtype=grad.dtype, device=grad.device)
+        g.index_add_(0, seg, grad.reshape(m, dim).index_select(0, perm))
+        g = g.index_select(0, seg)                         # each lookup: its row's sum
+        old = weight.index_select(0, srt)
+        state = old[:, dim] + g.mul(g).mean(1)
+        new = torch.empty_like(old)
+        new[:, :dim] = old[:, :dim] - (self.lr * g) / (state.sqrt() + self.eps).unsqueeze(1)
+        new[:, dim] = state
+        if weight.shape[1] > dim + 1:
+            new[:, dim + 1:] = old[:, dim + 1:]
+        weight.index_put_((srt,), new)
 
     def config(self):
         return {"name": self.name, "lr": self.lr, "eps": self.eps,

@@ -36,6 +36,33 @@ from ..training.timing import _NullRecord
 
 _NULL = _NullRecord()
 
+
+@contextlib.contextmanager
+def deliberate_sync(cuda):
+    """Marks a host synchronisation that is there by design (docs/training.md, "Host
+    synchronisations"): it stays allowed under ``torch.cuda.set_sync_debug_mode("error")``,
+    which then catches any other one inside the working-set loop."""
+    mode = 0
+    if cuda:
+        try:
+            mode = torch.cuda.get_sync_debug_mode()
+        except (RuntimeError, AttributeError):        # no CUDA runtime (a fake in tests)
+            mode = 0
+        if mode:
+            torch.cuda.set_sync_debug_mode(0)
+    try:
+        yield
+    finally:
+        if mode:
+            torch.cuda.set_sync_debug_mode(mode)
+
+
+def _upload(t, device):
+    """A host tensor to ``device`` through pinned memory, non-blocking (current stream)."""
+    if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
 __all__ = ["WorkingSet", "WorkingSetPipeline"]
 
 
@@ -50,6 +77,8 @@ class WorkingSet:
         self.remapped = sched.remapped
         self.micro = list(sched.popular_micro_batches)
         self.non_popular = sched.non_popular
+        #: per micro-batch ``(samples, lookup positions, bags)``: popular, then non-popular
+        self.popular_groups, self.np_groups = [], []
         self.h2d_done = self.d2h_done = None
         self.cold_started = False        # its cold path (write-back before, gather) began
         self.gathered = False            # its cold rows are in working[E:]
@@ -63,6 +92,33 @@ class WorkingSet:
             return []
         k = -(-n // size) if size else 1
         return list(torch.tensor_split(self.non_popular, k))
+
+    def plan_lookups(self, np_size, cuda):
+        """Each micro-batch's samples and the positions and bags of their lookups, computed
+        once per working set (on the schedule stream on CUDA). Multi-hot: how many lookups
+        each micro-batch owns depends on the data; those counts come to the host in one
+        copy (a synchronisation of the schedule stream only)."""
+        im = self.im
+        groups = [("popular", s) for s in self.micro] + \
+            [("non_popular", s) for s in self.non_popular_chunks(np_size)]
+        T = im.n_tables
+        out = []
+        if im.dense is not None:
+            for kind, s in groups:
+                pos = (s.unsqueeze(1) * T + torch.arange(T, device=s.device)).reshape(-1)
+                out.append((kind, s, pos, torch.arange(pos.numel(), device=s.device)))
+        elif groups:
+            dev = groups[0][1].device
+            offs = im.offsets.to(dev)
+            lens = offs[1:] - offs[:-1]
+            counts = torch.stack([lens[s].sum() for _, s in groups])
+            with deliberate_sync(cuda):
+                counts = counts.cpu().tolist()
+            for (kind, s), total in zip(groups, counts):
+                pos, bags = im.select(s, total)
+                out.append((kind, s, pos, bags))
+        self.popular_groups = [g[1:] for g in out if g[0] == "popular"]
+        self.np_groups = [g[1:] for g in out if g[0] == "non_popular"]
 
     def to_main(self, main, device):
         """Make the tensors made on the schedule stream safe on the main stream: indices
@@ -80,6 +136,9 @@ class WorkingSet:
         self.remapped = on_main(self.remapped)
         self.micro = [on_main(m) for m in self.micro]
         self.non_popular = on_main(self.non_popular)
+        self.popular_groups = [tuple(on_main(t) for t in g) for g in self.popular_groups]
+        self.np_groups = [tuple(on_main(t) for t in g) for g in self.np_groups]
+        self.payload = _payload_map(self.payload, on_main)
         for name in ("tables", "rows", "bags", "offsets", "dense"):
             t = getattr(self.im, name)
             if isinstance(t, torch.Tensor) and t.device.type == "cuda":
@@ -141,17 +200,30 @@ class WorkingSetPipeline:
 
     # --- one working set's steps -------------------------------------------------------
     def schedule(self, im, payload, rec):
-        """Classify and fragment ``im`` (on the schedule stream on CUDA)."""
+        """Classify and fragment ``im`` into a :class:`WorkingSet` (on the schedule stream
+        on CUDA, with everything the micro-batches need: the inputs cut where the schedule
+        ended, the payload of those inputs on the device, each micro-batch's lookups; the
+        ``ready`` event follows all of it)."""
         tok = rec.host_begin("schedule")
-        if self.cuda:
-            with torch.cuda.stream(self.sched_stream):
-                sched = self.ebc._schedule(im)
-                ready = torch.cuda.Event()
-                ready.record(self.sched_stream)
-        else:
-            sched, ready = self.ebc._schedule(im), None
+        ebc = self.ebc
+        with self._on_sched_stream():
+            if self.cuda:
+                im = im.to_device(self.device)
+            with deliberate_sync(self.cuda):        # the driver's cold-list copy
+                sched = ebc._schedule(im)
+            ws = WorkingSet(sched, im, None, None)
+            n_in = ws.n_inputs                      # fewer when a de-dup bank filled (7.5)
+            if n_in < im.n:
+                ws.im = im.slice(0, n_in)
+            ws.payload = _payload_map(payload, lambda t: t[:n_in])
+            if self.cuda:
+                ws.payload = _payload_map(ws.payload, lambda t: _upload(t, self.device))
+            ws.plan_lookups(ebc.np_micro_batch_size, self.cuda)
+            if self.cuda:
+                ws.ready = torch.cuda.Event()
+                ws.ready.record(self.sched_stream)
         rec.host_end(tok)
-        return WorkingSet(sched, im, payload, ready)
+        return ws
 
     def write_back(self, ws, rec):
         """Write ``ws``'s updated cold rows (in ``staging_out``) to the host table, after its
@@ -160,7 +232,8 @@ class WorkingSetPipeline:
             return
         tok = rec.host_begin("write_back")
         if ws.d2h_done is not None:
-            ws.d2h_done.synchronize()
+            with deliberate_sync(self.cuda):       # the host reads what the D2H wrote
+                ws.d2h_done.synchronize()
         ebc = self.ebc
         ebc.dev.write_back(ws.sched, self.staging_out[:ws.n_cold], ebc.table)
         ws.written_back = True
@@ -179,7 +252,8 @@ class WorkingSetPipeline:
             # non-blocking H2D out of it must be done. It always is by now (write_back
             # waited for the D2H queued behind it on the side stream); the check keeps the
             # rule local instead of resting on that chain.
-            self._last_h2d.synchronize()
+            with deliberate_sync(self.cuda):
+                self._last_h2d.synchronize()
             self._last_h2d = None
         staged = self.ebc.dev.gather(ws.sched, self.ebc.table, self.staging_in)
         rec.host_end(tok)
@@ -324,10 +398,18 @@ class WorkingSetPipeline:
             i = pend[4]
             pend[4] += 1
             feats, payload = _split_item(item, i)
+            on_dev = (feats if isinstance(feats, torch.Tensor) else feats.values).is_cuda
+            if self.cuda and on_dev:
+                # Features made on the device by the caller's stream: the schedule stream
+                # reads them only after what that stream has queued so far.
+                self.sched_stream.wait_stream(self.main_stream())
             # On the schedule stream: a bounds check's host sync then waits for the schedule
             # kernels only, not for the training queued on the main stream.
             with self._on_sched_stream():
                 im = ebc._prepare(feats, scheduled=True)
+                if im.dense is None and im.offsets.is_cuda and im.offsets_host is None:
+                    with deliberate_sync(self.cuda):     # multi-hot built on the device
+                        im.host_offsets()
             _check_payload(payload, im.n, i, pend[5] if pays else None)
             if not pays:
                 pend[5] = _structure(payload)
@@ -341,12 +423,10 @@ class WorkingSetPipeline:
             im_all = InputMajor.cat(ims)
             im = im_all.slice(0, step) if step < n else im_all
         pay_all = _payload_cat(pays)
-        ws = self.schedule(im, None, rec)
-        n_in = ws.n_inputs                      # fewer when a de-dup bank filled (spec 7.5)
-        if n_in < im.n:
-            ws.im = im.slice(0, n_in)
-        ws.payload = _payload_map(pay_all, lambda t: t[:n_in])
-        ims[:] = [im_all.slice(n_in, n)] if n_in < n else []
+        ws = self.schedule(im, pay_all, rec)
+        n_in = ws.n_inputs
+        with self._on_sched_stream():
+            ims[:] = [im_all.slice(n_in, n)] if n_in < n else []
         pays[:] = [_payload_map(pay_all, lambda t: t[n_in:])] if n_in < n else []
         pend[2] = n - n_in
         return ws
@@ -385,23 +465,22 @@ class WorkingSetPipeline:
                 if ebc.pipelined and not self.cuda:   # cold path first, on the thread
                     cur.cold_started = True
                     self.fut = self._pool.submit(self.cold_path, self.prev, cur, rec)
-                if cur.micro:
+                if cur.popular_groups:
                     tok = rec.dev_begin("popular")
-                    for j, samples in enumerate(cur.micro):
-                        yield ebc._micro(cur, samples, "popular", ws_index, j)
+                    for j, group in enumerate(cur.popular_groups):
+                        yield ebc._micro(cur, group, "popular", ws_index, j)
                     rec.dev_end(tok)
                 if self.fut is not None:
                     f, self.fut = self.fut, None
                     f.result()
                 elif not cur.cold_started:  # CUDA: the popular kernels are queued; or serial
                     self.cold_path(self.prev, cur, rec)
-                chunks = cur.non_popular_chunks(ebc.np_micro_batch_size)
-                if chunks:
+                if cur.np_groups:
                     if self.cuda and cur.n_cold:
                         main.wait_event(cur.h2d_done)
                     tok = rec.dev_begin("non_popular")
-                    for j, samples in enumerate(chunks):
-                        yield ebc._micro(cur, samples, "non_popular", ws_index, j)
+                    for j, group in enumerate(cur.np_groups):
+                        yield ebc._micro(cur, group, "non_popular", ws_index, j)
                     rec.dev_end(tok)
                 if cur.n_cold:
                     self.d2h(cur, rec)
