@@ -27,7 +27,7 @@ from hotline_spec.commands import (DUMP_WORDS, KEY_WORD_BYTES, LIST_OPCODES, RES
 from .errors import DeviceCommandError, ScheduleError
 
 __all__ = ["Fault", "TableLayout", "table_layout", "check_command", "check_command_rows",
-           "raise_fault", "slot_arrays",
+           "raise_fault", "slot_arrays", "first_bad_lookup",
            "decode_results", "decode_dump", "encode_dump", "encode_results", "ROW_OPCODES",
            "WORD_FIELDS"]
 
@@ -294,6 +294,26 @@ def _check_keys_reference(cfg, op, addr0, row_bytes, keys, layout):
         return None
     i = int(torch.nonzero(bad)[0])
     return Fault(ErrorCause(int(cause[i])), Engine.LIST_CHECK, addr0 + KEY_WORD_BYTES * i, i)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_bad_lookup_kernel(sparse, limits):
+    n, nt = sparse.shape
+    for i in range(n):
+        for t in range(nt):
+            r = sparse[i, t]
+            if r < 0 or r >= limits[t]:
+                return i * nt + t
+    return -1
+
+
+def first_bad_lookup(sparse, table_rows):
+    """The flat position (``i * n_tables + t``) of the first lookup of ``sparse`` (int64 CPU
+    ``[n, n_tables]``) outside ``0 <= row < table_rows[t]``, or -1: one compiled pass, no
+    torch op (``HotlineDevice.learn``'s range check as ``(sparse < 0) | (sparse >= rows)``
+    and ``.any()`` forks torch's intra-op threads four times, slow on a loaded machine)."""
+    limits = np.ascontiguousarray(torch.as_tensor(table_rows, dtype=torch.int64).numpy())
+    return int(_first_bad_lookup_kernel(sparse.numpy(), limits))
 
 
 def raise_fault(fault, opcode, sequence, keys=None, layout=None, dcfg=None):
