@@ -64,8 +64,10 @@ class _Load:
 def bench_learn(batch=4096, tables=26, rows=1_000_000, repeat=15, threads=(1, 2), load=True,
                 seed=0, verbose=True):
     """ms per :meth:`HotlineDevice.learn` of a ``batch x tables`` mini-batch (skewed rows:
-    ``rows * u**4``, scrambled), ``model`` transport, default EAL. Returns
-    ``{(threads, loaded): median_ms}``."""
+    ``rows * u**4``, scrambled), ``model`` transport, default EAL. Each setting
+    also runs the proposed driver change (its range check compiled,
+    :func:`sw_driver.device_checks.first_bad_lookup`). Returns
+    ``{(threads, loaded, variant): median_ms}``."""
     from sw_driver.driver import HotlineDevice
 
     g = torch.Generator().manual_seed(seed)
@@ -76,24 +78,41 @@ def bench_learn(batch=4096, tables=26, rows=1_000_000, repeat=15, threads=(1, 2)
     results = {}
     old = torch.get_num_threads()
     loads = (False, True) if load else (False,)
+    from sw_driver.device_checks import first_bad_lookup
+
+    def learn_checked(dev, s):
+        # HotlineDevice.learn with its range check compiled (the driver change proposed in
+        # docs/benchmarks.md): the same calls otherwise.
+        s = dev._as_sparse(s, "sparse", "cpu")
+        if first_bad_lookup(s, dev._rows_cpu) >= 0:
+            dev._raise_first_bad(s, dev._bad_lookups(s), "sparse")
+        keys = sparse_keys(s, dev.config)
+        hit, slot = dev._transport.learn(keys.reshape(-1))
+        return hit.reshape(s.shape), slot.reshape(s.shape)
+
+    from verif.golden import sparse_keys
+    variants = {"HotlineDevice.learn": lambda dev, s: dev.learn(s),
+                "with compiled range check": learn_checked}
     try:
         for loaded in loads:
             with _Load(loaded):
                 for t in threads:
                     torch.set_num_threads(t)
-                    dev = HotlineDevice([rows] * tables, 64, transport="model", gather_threads=1)
-                    dev.learn(sparse[0])      # compile / warm up
-                    times = []
-                    for i in range(repeat):
-                        t0 = time.perf_counter()
-                        dev.learn(sparse[i % n_batches])
-                        times.append(time.perf_counter() - t0)
-                    dev.close()
-                    results[(t, loaded)] = _median(times) * 1e3
-                    if verbose:
-                        print(f"  learn {batch} x {tables}: torch threads {t}, "
-                              f"{'loaded' if loaded else 'idle'}: median {results[(t, loaded)]:.2f} ms"
-                              f" (best {min(times) * 1e3:.2f}, worst {max(times) * 1e3:.2f})")
+                    for label, call in variants.items():
+                        dev = HotlineDevice([rows] * tables, 64, transport="model",
+                                            gather_threads=1)
+                        call(dev, sparse[0])      # compile / warm up
+                        times = []
+                        for i in range(repeat):
+                            t0 = time.perf_counter()
+                            call(dev, sparse[i % n_batches])
+                            times.append(time.perf_counter() - t0)
+                        dev.close()
+                        med = results[(t, loaded, label)] = _median(times) * 1e3
+                        if verbose:
+                            print(f"  {label:26s} {batch} x {tables}: torch threads {t}, "
+                                  f"{'loaded' if loaded else 'idle  '}: median {med:7.2f} ms "
+                                  f"(best {min(times) * 1e3:.2f}, worst {max(times) * 1e3:.2f})")
     finally:
         torch.set_num_threads(old)
     return results
