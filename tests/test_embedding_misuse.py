@@ -488,3 +488,91 @@ def test_list_items_are_pairs_and_other_items_are_refused():
     with pytest.raises(TypeError, match=r"item 0.*features"):
         next(iter(ebc.working_sets([("x", ids) for _, ids in batches[2:4]])))
     ebc.close()
+
+
+# --- part 3: no host synchronisation in the loop (checked on the CPU as far as it can be) ---
+def _rowwise_adagrad_with_unique(opt, weight, idx, grad, dim):
+    """The textbook form (FBGEMM's exact row-wise Adagrad) with torch.unique."""
+    uniq, inv = torch.unique(idx, return_inverse=True)
+    g = torch.zeros(uniq.numel(), dim).index_add_(0, inv, grad)
+    state = weight[uniq, dim] + g.mul(g).mean(1)
+    rows = weight[uniq, :dim] - (opt.lr * g) / (state.sqrt() + opt.eps).unsqueeze(1)
+    weight[uniq, dim] = state
+    weight[uniq, :dim] = rows
+
+
+def test_rowwise_adagrad_without_unique_is_bit_identical_with_duplicates():
+    opt = RowWiseAdagrad(lr=0.3)
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        rows, dim = 40, 5
+        w = torch.randn(rows, dim + 1, generator=gen)
+        w[:, dim] = torch.rand(rows, generator=gen)
+        m = int(torch.randint(1, 200, (1,), generator=gen))
+        idx = torch.randint(0, 4 if trial % 2 else rows, (m,), generator=gen)   # duplicates
+        grad = torch.randn(m, dim, generator=gen)
+        want, got = w.clone(), w.clone()
+        _rowwise_adagrad_with_unique(opt, want, idx, grad, dim)
+        opt.update(got, idx, grad, dim)
+        assert torch.equal(got, want), trial
+    empty = w.clone()
+    opt.update(empty, torch.zeros(0, dtype=torch.int64), torch.zeros(0, 5), 5)
+    assert torch.equal(empty, w)
+
+
+#: functions that run per micro-batch inside the working-set loop
+LOOP_FUNCTIONS = {
+    "sw_driver/embedding/collection.py": {"_lookup_scheduled", "_pool_rows", "_scale",
+                                          "_micro", "_cached", "forward"},
+    "sw_driver/embedding/optim.py": {"update"},
+    "sw_driver/embedding/pipeline.py": {"run", "_next", "schedule", "plan_lookups",
+                                        "to_main", "write_back", "gather", "h2d", "d2h",
+                                        "cold_path", "non_popular_chunks"},
+    "sw_driver/embedding/features.py": {"slice", "cat", "to_device", "from_dense"},
+}
+#: (InputMajor.host_offsets reads the device only without a host copy, which _next makes
+#: inside deliberate_sync before slicing)
+SYNCING = {"item", "tolist", "cpu", "nonzero", "unique", "bincount", "synchronize",
+           "masked_select"}
+
+
+def _syncs_outside_deliberate(tree, names):
+    import ast
+
+    found = []
+
+    def visit(node, fn, allowed):
+        if isinstance(node, ast.With) and any(
+                isinstance(i.context_expr, ast.Call)
+                and ast.unparse(i.context_expr.func) == "deliberate_sync" for i in node.items):
+            allowed = True
+        if isinstance(node, ast.Call) and fn and not allowed:
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in SYNCING:
+                found.append(f"{fn}:{node.lineno}: {ast.unparse(f)}()")
+        for child in ast.iter_child_nodes(node):
+            inner = fn
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = child.name if child.name in names else (fn and f"{fn}.{child.name}")
+            visit(child, inner, allowed)
+
+    visit(tree, None, False)
+    return found
+
+
+def test_no_host_sync_call_in_the_loop_outside_deliberate_sync():
+    """A source check: in the functions of the working-set loop, every call that reads device
+    memory on the host sits in a `with deliberate_sync(...)` block (docs/training.md, "Host
+    synchronisations"); a GPU run checks the rest under set_sync_debug_mode("error")."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for rel, names in LOOP_FUNCTIONS.items():
+        found += [f"{rel}:{x}" for x in
+                  _syncs_outside_deliberate(ast.parse((root / rel).read_text()), names)]
+    assert not found, "host synchronisations in the loop:\n" + "\n".join(found)
+    bad = ast.parse("def run():\n    x.cpu()\n    with deliberate_sync(c):\n        y.item()\n")
+    assert _syncs_outside_deliberate(bad, {"run"}) == ["run:2: x.cpu()"]
