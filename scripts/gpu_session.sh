@@ -20,7 +20,8 @@
 # comma-separated subset of env,tests,tests_report,loop,bench,profile), GPU_SESSION_FAIL (steps
 # whose command is replaced by a missing Python module: the negative control),
 # GPU_SESSION_BENCH_ARGS / GPU_SESSION_LOOP_ARGS (extra arguments), GPU_SESSION_PYTEST_K (a
-# pytest -k expression for the test files; default: every test in them).
+# pytest -k expression for the test files; default: every test in them on the GPU, "cuda" in
+# the dry run).
 set -u -o pipefail
 
 DRY=0
@@ -57,6 +58,9 @@ STEPS=${GPU_SESSION_STEPS:-env,tests,tests_report,loop,bench,profile}
 FAIL_INJECT=${GPU_SESSION_FAIL:-}
 
 if [[ $DRY == 1 ]]; then
+  # The dry run runs the CUDA tests of each file (they skip here): what it proves is that the
+  # files collect without the HDL packages; the GPU run runs every test in them.
+  PYTEST_K=${GPU_SESSION_PYTEST_K-cuda}
   DEVICE=cpu
   REQUIRE_CUDA=
   # The benchmark's own scaled-down options (26 Criteo-shaped tables x 0.001, 8 mini-batches).
@@ -64,6 +68,7 @@ if [[ $DRY == 1 ]]; then
               --pool 8 --dim 8)
   LOOP_ARGS=(--device cpu --size small --threads 1)
 else
+  PYTEST_K=${GPU_SESSION_PYTEST_K-}
   DEVICE=cuda
   REQUIRE_CUDA=1
   BENCH_ARGS=(--device cuda)
@@ -99,7 +104,9 @@ FAILED=()
 
 # record NAME STATUS RC SECONDS TIMEOUT LOG NOTE
 record() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$STATUS_FILE"
+  local f out=()
+  for f in "$@"; do out+=("${f:--}"); done     # "-" for an empty field (tabs collapse in read)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${out[@]}" >> "$STATUS_FILE"
   if [[ $2 != ok ]]; then FAILED+=("$1"); fi
   printf '[%4d s] %-40s %-8s rc=%s %ss (limit %ss) %s\n' $((SECONDS - START)) "$1" "$2" "$3" \
     "$4" "$5" "$7"
@@ -128,6 +135,7 @@ run_step() {
   local dt=$((SECONDS - t0)) status=failed
   if [[ " $okrcs " == *" $rc "* ]]; then status=ok; fi
   if [[ $rc == 124 || $rc == 137 ]]; then status=timeout; note="killed after ${limit}s"; fi
+  if [[ $rc == 5 && $status == ok ]]; then note="no test selected"; fi
   record "$name" "$status" "$rc" "$dt" "$limit" "logs/$name.log.gz" "$note"
   # The tail of the log into the caller's output (the device tool keeps the last 12,000 chars).
   local n=4; [[ $status != ok ]] && n=30
@@ -154,19 +162,21 @@ if wanted env; then
     --out "$OUT/env.json" ${REQUIRE_CUDA:+--require-cuda}
 fi
 
-# 2. the test files that mention CUDA, each its own pytest call (exit 5, no test selected, is
-#    ok only with a -k filter; a collection error is exit 2, a failure).
+# 2. the test files that mention cuda, each its own pytest call (exit 5, no test selected, is
+#    ok only with a -k filter; a collection error is exit 2 or 4: a failure).
 if wanted tests; then
   group_end=$((SECONDS + $(limit_for tests)))
-  okrcs="0"; [[ -n ${GPU_SESSION_PYTEST_K:-} ]] && okrcs="0 5"
-  mapfile -t files < <(grep -l -i cuda tests/test_*.py | sort)
+  okrcs="0"; [[ -n $PYTEST_K ]] && okrcs="0 5"
+  # Every test file that says "cuda" except this session's own test (it would run the session
+  # inside itself).
+  mapfile -t files < <(grep -l cuda tests/test_*.py | grep -v '/test_gpu_session\.py$' | sort)
   if (( ${#files[@]} == 0 )); then record tests failed -1 0 0 "" "no test file mentions cuda"; fi
   for f in "${files[@]}"; do
     base=$(basename "$f" .py)
     limit=$((group_end - SECONDS - KILL_GRACE)); (( limit > 90 )) && limit=90
     run_step "tests.$base" "$limit" "$okrcs" "" -- "$PY" -m "$(mod tests pytest)" -q \
       -p no:cacheprovider -o addopts="-ra" --junitxml="$OUT/tests/$base.xml" \
-      ${GPU_SESSION_PYTEST_K:+-k "$GPU_SESSION_PYTEST_K"} "$f"
+      ${PYTEST_K:+-k "$PYTEST_K"} "$f"
     [[ -f $OUT/tests/$base.xml ]] && gzip -f "$OUT/tests/$base.xml"
   done
 fi
@@ -209,6 +219,7 @@ ELAPSED=$((SECONDS - START))
   printf '],\n "steps": [\n'
   sep=""
   while IFS=$'\t' read -r name status rc secs limit log note; do
+    [[ $note == - ]] && note=""; [[ $log == - ]] && log=""
     note=${note//\\/\\\\}; note=${note//\"/\\\"}
     printf '%s  {"name": "%s", "status": "%s", "rc": %s, "seconds": %s, "limit_s": %s, "log": "%s", "note": "%s"}' \
       "$sep" "$name" "$status" "$rc" "$secs" "$limit" "$log" "$note"
