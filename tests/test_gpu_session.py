@@ -220,8 +220,21 @@ def test_junit_report_requires_cuda_tests_on_the_gpu(tmp_path):
     assert gpu_checks.main(["junit", str(tmp_path), "--out", str(out),
                             "--require-cuda-tests"]) == 1
     rep = json.loads(out.read_text())
-    assert rep["cuda_tests_run"] == 0 and "no test with 'cuda'" in rep["problem"]
+    assert rep["cuda_tests_run"] == 0 and "for want of a CUDA device" in rep["problem"]
+    assert rep["skipped_for_want_of_cuda"] == ["tests.test_x::test_cuda_thing"]
     assert rep["files"]["test_x.xml.gz"]["counts"] == {"skipped": 1, "passed": 1}
+    # A test that needs two GPUs may skip on a one-GPU machine.
+    xml2 = xml.replace("needs a CUDA device", "needs two CUDA devices").replace(
+        'name="test_cpu"', 'name="test_cuda_fake"')
+    with gzip.open(tmp_path / "test_x.xml.gz", "wt") as f:
+        f.write(xml2)
+    assert gpu_checks.main(["junit", str(tmp_path), "--out", str(out),
+                            "--require-cuda-tests"]) == 0
+    with gzip.open(tmp_path / "test_y.xml.gz", "wt") as f:
+        f.write(xml2.replace("test_x", "test_y").replace('time="0.1"/>',
+                                                          'time="0.1"><failure message="x"/>'
+                                                          '</testcase>'))
+    assert gpu_checks.main(["junit", str(tmp_path), "--out", str(out)]) == 1
 
 
 def test_trace_check(tmp_path):
