@@ -192,8 +192,9 @@ fi
 
 # 3. the working-set loop in every configuration, host syncs forbidden inside it on CUDA
 if wanted loop; then
-  run_step loop "$(limit_for loop)" "0" "" -- "$PY" -m "$(mod loop sw_driver.gpu_checks)" loop \
-    --out "$OUT/loop.json" "${LOOP_ARGS[@]}"
+  limit=$(limit_for loop)
+  run_step loop "$limit" "0" "" -- "$PY" -m "$(mod loop sw_driver.gpu_checks)" loop \
+    --out "$OUT/loop.json" --time-limit $((limit - 10)) "${LOOP_ARGS[@]}"
 fi
 
 # 4. the headline benchmark (results JSON written after every mode: a killed run keeps what

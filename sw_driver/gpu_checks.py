@@ -592,11 +592,31 @@ def cmd_loop(args):
     ok_all = guard_err is None
     if guard_err:
         print(f"FAIL: sync guard control: {guard_err}")
+    t_start = time.perf_counter()
+    longest = 0.0
     for name in names:
         t = time.perf_counter()
+        left = args.time_limit - (t - t_start) if args.time_limit else math.inf
+        if left < 1.5 * longest:
+            res = {"name": name, "error": f"not run: {left:.0f} s left of --time-limit "
+                                          f"{args.time_limit} s, a configuration took up to "
+                                          f"{longest:.0f} s"}
+            ok, reasons = verdict(res)
+            res["ok"], res["reasons"] = ok, reasons
+            ok_all = False
+            out["configs"][name] = res
+            out["failed"] = [n for n, r in out["configs"].items() if not r["ok"]]
+            write_json(args.out, out)
+            print(f"FAIL {name:40s} {reasons[0]}", flush=True)
+            continue
         try:
             res = run_config(name, size, device)
-            if not res["sync"]["ok"]:
+            longest = max(longest, time.perf_counter() - t)
+            left = args.time_limit - (time.perf_counter() - t_start) if args.time_limit \
+                else math.inf
+            if not res["sync"]["ok"] and left < 1.5 * longest:
+                res["unguarded_rerun"] = {"error": "not run: no time left"}
+            elif not res["sync"]["ok"]:
                 # Still check correctness and timing, without the guard.
                 try:
                     res["unguarded_rerun"] = run_config(name, size, device, guard_on=False)
@@ -608,6 +628,7 @@ def cmd_loop(args):
                    "traceback": traceback.format_exc()[-2500:]}
         ok, reasons = verdict(res)
         res["ok"], res["reasons"], res["wall_seconds"] = ok, reasons, time.perf_counter() - t
+        longest = max(longest, res["wall_seconds"])
         ok_all &= ok
         out["configs"][name] = res
         out["passed"] = sum(r["ok"] for r in out["configs"].values())
@@ -740,6 +761,9 @@ def main(argv=None):
     lp.add_argument("--configs", default=None,
                     help=f"comma-separated names (default all {len(config_names())})")
     lp.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    lp.add_argument("--time-limit", type=float, default=None, metavar="S",
+                    help="stop starting configurations (each then fails as not run) when "
+                         "less than 1.5x the longest one so far is left of S seconds")
     j = sub.add_parser("junit", help="summarise pytest junit files")
     j.add_argument("dir")
     j.add_argument("--out", required=True)

@@ -248,3 +248,15 @@ def test_trace_check(tmp_path):
     t.write_text(json.dumps({"traceEvents": [{"name": n} for n in
                                              ("schedule", "popular", "non_popular")]}))
     assert gpu_checks.main(["trace", str(t), "--require-cuda-kernels"]) == 1
+
+
+def test_loop_stops_starting_configurations_when_its_time_is_out(tmp_path, one_torch_thread):
+    """A configuration that cannot fit the time left is recorded as not run (a failure), so
+    loop.json stays whole instead of being cut off by the step's timeout."""
+    out = tmp_path / "loop.json"
+    rc = gpu_checks.main(["loop", "--device", "cpu", "--out", str(out), "--time-limit", "0.01",
+                          "--configs", "one_hot-sgd-sum-cpu,one_hot-sgd-mean-cpu"])
+    rep = json.loads(out.read_text())
+    assert rc == 1 and not rep["ok"] and rep["failed"] == ["one_hot-sgd-mean-cpu"]
+    assert rep["configs"]["one_hot-sgd-sum-cpu"]["ok"]
+    assert "not run" in rep["configs"]["one_hot-sgd-mean-cpu"]["reasons"][0]
