@@ -454,7 +454,7 @@ def run_config(name, size, device, guard_on=True, seed=0):
             was = guard.active
             guard.exit()
             gen.close()
-            if cuda and was and SYNC_MESSAGE in str(exc):
+            if was and SYNC_MESSAGE in str(exc):
                 where, text = _where(exc)
                 res["sync"] = {"ok": False, "error": str(exc).splitlines()[0][:300],
                                "where": where, "traceback": text}

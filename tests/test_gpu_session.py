@@ -260,3 +260,40 @@ def test_loop_stops_starting_configurations_when_its_time_is_out(tmp_path, one_t
     assert rc == 1 and not rep["ok"] and rep["failed"] == ["one_hot-sgd-mean-cpu"]
     assert rep["configs"]["one_hot-sgd-sum-cpu"]["ok"]
     assert "not run" in rep["configs"]["one_hot-sgd-mean-cpu"]["reasons"][0]
+
+
+def test_a_sync_inside_backward_fails_the_configuration_with_its_site(monkeypatch,
+                                                                       one_torch_thread):
+    """The GPU path of a sync, acted on the CPU: a guard that 'switches the mode' on the CPU
+    and an embedding update that raises torch's sync error while the mode is "error". The
+    configuration must fail naming the site, and its unguarded rerun must still check it."""
+    from sw_driver.embedding import optim
+
+    mode = {"now": "default"}
+
+    class ActedGuard(SyncGuard):
+        def __init__(self, device):
+            super().__init__(device)
+            self.cuda = not isinstance(device, str)      # run_config passes "cpu" unguarded
+
+        def _mode(self, m):
+            if self.cuda:
+                mode["now"] = m
+
+    real = optim.EmbeddingSGD.update
+
+    def syncing_update(self, weight, idx, grad, dim):
+        if mode["now"] == "error":
+            raise RuntimeError("called a synchronizing CUDA operation")
+        real(self, weight, idx, grad, dim)
+
+    monkeypatch.setattr(gpu_checks, "SyncGuard", ActedGuard)
+    monkeypatch.setattr(optim.EmbeddingSGD, "update", syncing_update)
+    res = gpu_checks.run_config("one_hot-sgd-sum-device", SIZES["small"], "cpu")
+    assert res["sync"]["ok"] is False and mode["now"] == "default"
+    assert any("collection.py" in w and "apply_gradient" in w for w in res["sync"]["where"])
+    res["unguarded_rerun"] = gpu_checks.run_config("one_hot-sgd-sum-device", SIZES["small"],
+                                                   "cpu", guard_on=False)
+    ok, reasons = gpu_checks.verdict(res)
+    assert not ok and len(reasons) == 1 and reasons[0].startswith("host sync in the loop at ")
+    assert res["unguarded_rerun"]["check"]["ok"]
