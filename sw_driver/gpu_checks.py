@@ -365,10 +365,6 @@ class Head(nn.Module):
         return self.mlp(torch.cat([e.flatten(1), dense], 1)).squeeze(1)
 
 
-def _to(x, device):
-    return x.to(device) if isinstance(x, torch.Tensor) else x.to(device)
-
-
 def run_config(name, size, device, guard_on=True, seed=0):
     """One configuration (see the module doc). Returns its result dict."""
     from sw_driver.embedding import (EmbeddingBagConfig, EmbeddingSGD,
@@ -412,7 +408,7 @@ def run_config(name, size, device, guard_on=True, seed=0):
         ids = torch.arange(b * N, (b + 1) * N)
         feats = data.features(ids)
         payload = (data.dense[ids], data.labels[ids], ids)
-        return _to(feats, inputs), tuple(t.to(inputs) for t in payload)
+        return feats.to(inputs), tuple(t.to(inputs) for t in payload)
 
     res = {"name": name, **cfg, "device": str(device), "inputs_on": str(inputs),
            "guarded": guard_on and cuda}
