@@ -441,9 +441,6 @@ def run_config(name, size, device, guard_on=True, seed=0):
                 if mb.working_set >= warm:
                     key = "popular" if mb.kind == "popular" else "non_popular"
                     kinds[key] = kinds.get(key, 0) + 1
-                    if mb.kind == "non_popular" and mb.working_set not in kinds.setdefault(
-                            "_sets", []):
-                        kinds["_sets"].append(mb.working_set)
                 step(mb.features, mb.payload)
             guard.exit()
         except Exception as exc:                         # noqa: BLE001
@@ -459,7 +456,6 @@ def run_config(name, size, device, guard_on=True, seed=0):
         if cuda:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - (t0 or time.perf_counter())
-        kinds.pop("_sets", None)
         res["sync"] = {"ok": True, "checked": guard.cuda,
                        "exempt_schedule_syncs": guard.exempt_syncs,
                        "exempt_sites": guard.exempt_sites}
