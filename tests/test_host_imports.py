@@ -20,7 +20,7 @@ HOST_MODULES = [
     "verif.golden", "sw_driver.driver", "sw_driver.model_transport", "sw_driver.sim_transport",
     "sw_driver.device_checks", "sw_driver.gather", "sw_driver.compare_transports",
     "sw_driver.embedding", "sw_driver.training", "sw_driver.train", "sw_driver.bench_training",
-    "sw_driver.data", "sw_driver.examples.two_tower",
+    "sw_driver.data", "sw_driver.examples.two_tower", "sw_driver.gpu_checks",
 ]
 
 

@@ -84,15 +84,22 @@ def test_memory_budget_matches_the_trainer_allocations():
     for opt, state in (("sgd", 0), ("rowwise_adagrad", 1)):
         with Trainer(sizes, 2, "hotline", hot_budget=100, batch_size=16, working_set=3,
                      embedding_optimizer=opt, **TINY) as tr:
+            g = torch.Generator().manual_seed(1)
+            for _ in range(4):                       # a few rows seen often enough to be hot
+                tr.learn(torch.stack([torch.randint(0, 8, (16,), generator=g)] * 3, 1))
             tr.freeze()                                  # allocates the working buffer
             ebc, dev = tr.store.ebc, tr.store.dev
             b = tr.memory_budget()
             width = 4 + state
             assert b == memory_budget(sizes, 4, "hotline", batch_size=16, working_set=3,
-                                      hot_budget=100, state_width=state, cuda=False)
+                                      hot_budget=100, state_width=state, cuda=False,
+                                      hot_rows=dev.hot_capacity)
             assert b["host_table"] == ebc.table.numel() * 4 == sum(sizes) * width * 4
             assert b["hot_table"] + b["cold_buffer"] == ebc.working.numel() * 4
-            assert b["hot_table"] == tr.eal_config.entries * width * 4
+            # compact hot slots: the hot table holds the popular rows, not every EAL entry
+            assert b["hot_table"] == dev.hot_capacity * width * 4 == len(ebc.hot.slots) \
+                * width * 4
+            assert 0 < dev.hot_capacity < tr.eal_config.entries
             assert b["cold_buffer"] == ebc.cap * width * 4 == 3 * 16 * 3 * width * 4
             assert b["slot_map"] == dev.slot_map.numel() * dev.slot_map.element_size()
             assert b["staging_in"] == ebc.pipeline.staging_in.numel() * 4

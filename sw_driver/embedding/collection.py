@@ -142,7 +142,8 @@ class HotlineEmbeddingBagCollection(nn.Module):
         lookup gathered on the CPU) or ``"gpu-only"`` (every row on ``device``)
     hot_budget : rows the hot table may hold (EAL geometry by
         :func:`~sw_driver.training.eal_config_for_budget`, unless ``eal_config`` is given)
-    policy : the EAL's popularity policy (``"srrip"`` or ``"lfu"``)
+    policy : the EAL's popularity policy, ``"lfu"`` (default: it finds the most of an exact
+        oracle's popular inputs, docs/benchmarks.md) or ``"srrip"`` (the paper's)
     working_set : ``W``, mini-batches per working set
     np_micro_batch_size : the non-popular micro-batch is cut into steps of at most this many
         samples (default ``batch_size``; ``0``: one step)
@@ -161,15 +162,24 @@ class HotlineEmbeddingBagCollection(nn.Module):
         ``d2h``, ``write_back``) and a ``drain`` record; ``trace_working_set`` picks the
         working set (index within a :meth:`working_sets` call) whose timeline it keeps
     transport, gather_threads, fragmenter, eal_config, max_cold_rows : the driver's
+        (``fragmenter`` default: the de-dup table sized for ``working_set * batch_size``
+        inputs of one lookup per table, so working sets do not end early;
+        ``max_cold_rows`` default: the most cold rows such a working set can have)
+
+    Memory (``sw_driver.training.modes.memory_budget``, docs/training.md "Memory budget"):
+    the hot table holds the popular rows found at :meth:`freeze` (compact slots, grown by a
+    re-learn that finds more), the cold buffer ``max_cold_rows`` rows, both on ``device``;
+    two pinned staging buffers of ``max_cold_rows`` rows; the host table.
     """
 
     def __init__(self, tables, dim, *, batch_size, optimizer="sgd", device="cpu",
-                 mode="hotline", hot_budget=4096, policy="srrip", working_set=4,
+                 mode="hotline", hot_budget=4096, policy=None, working_set=4,
                  np_micro_batch_size=None, bounds_check="error", seed=0, host_table=None,
                  pipelined=True, timer=None, trace_working_set=None, transport="model",
                  gather_threads=2, fragmenter=None, eal_config=None, max_cold_rows=None):
         super().__init__()
-        from sw_driver.training.modes import eal_config_for_budget, init_table, table_offsets
+        from sw_driver.training.modes import (DEFAULT_POLICY, cold_buffer_rows,
+                                              eal_config_for_budget, init_table, table_offsets)
 
         self.tables = tuple(t if isinstance(t, EmbeddingBagConfig) else EmbeddingBagConfig(*t)
                             for t in tables)
@@ -238,13 +248,20 @@ class HotlineEmbeddingBagCollection(nn.Module):
             from sw_driver.driver import HotlineDevice
 
             self.eal_config = eal_config or eal_config_for_budget(hot_budget, self.table_rows,
-                                                                  policy=policy)
+                                                                  policy=policy or DEFAULT_POLICY)
+            # The de-dup table is sized for a working set of W * N inputs (one lookup per
+            # table each) unless a fragmenter is given, so schedules do not end early; hot
+            # rows are compact (0..n_hot-1), so the hot table holds the popular rows, not
+            # one slot per EAL entry. ``entries`` (the hot table's rows) is set at freeze.
+            inputs = self.working_set_size * self.batch_size
             self.dev = HotlineDevice(self.table_rows, self.width, config=self.eal_config,
                                      transport=transport, device=str(self.device),
-                                     gather_threads=gather_threads, fragmenter=fragmenter)
-            self.entries = self.eal_config.entries
-            self.pipeline = WorkingSetPipeline(
-                self, int(max_cold_rows or self.dev.fragmenter.cold_capacity))
+                                     gather_threads=gather_threads, fragmenter=fragmenter,
+                                     working_set=(inputs, len(self.tables)),
+                                     hot_slots="compact")
+            cold = cold_buffer_rows(self.dev.fragmenter, self.working_set_size,
+                                    self.batch_size, len(self.tables))
+            self.pipeline = WorkingSetPipeline(self, int(max_cold_rows or cold))
             self.cap = self.pipeline.cap
 
     # --- state --------------------------------------------------------------------------
@@ -601,8 +618,12 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self._need_hotline("freeze")
         self._need_no_loop("freeze")
         self._hot_epoch += 1
-        self.hot = self.dev.freeze(popular_max_rrpv)
-        if self.working is None:
+        # The hot table keeps the rows it has (a re-learn with more popular rows grows it;
+        # no loop is open, so the cold rows after it hold nothing).
+        self.hot = self.dev.freeze(popular_max_rrpv, hot_capacity=self.entries)
+        if self.working is None or self.dev.hot_capacity != self.entries:
+            self.entries = self.dev.hot_capacity
+            self.working = None
             self.working = torch.zeros(self.entries + self.cap, self.width, device=self.device)
         self.dev.load_hot_table(self.table, self.working[:self.entries])
         if self.cuda:

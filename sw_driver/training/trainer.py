@@ -707,8 +707,10 @@ class Trainer:
         kw = {}
         if self.mode == "hotline":
             ebc = self.store.ebc
+            # The hot table holds the popular rows (compact slots) once frozen; before the
+            # first freeze nothing is allocated on the device yet.
             kw = {"eal_config": self.eal_config, "fragmenter": ebc.dev.fragmenter,
-                  "max_cold_rows": ebc.cap}
+                  "max_cold_rows": ebc.cap, "hot_rows": ebc.entries}
         return memory_budget(self.table_sizes, self.dim, self.mode,
                              batch_size=self.batch_size, working_set=self.working_set,
                              state_width=self.row_width - self.dim, cuda=self.cuda, **kw)
