@@ -33,6 +33,7 @@ from verif.golden import dedup_bank, key_from_fields, make_keys, sparse_keys, sp
 from verif.golden.access_logger import meta_name, popular_entries
 
 from .counters import Counters
+from .device_checks import first_bad_lookup
 from .errors import DeviceStateError, IndexOutOfRangeError, ScheduleError, TableSpecError
 from .gather import gather_rows, make_pool, scatter_rows
 from .model_transport import command_chunks
@@ -118,6 +119,7 @@ class Schedule:
     lookup_offsets: object = None
     generation: int = field(default=0, repr=False)
     _owner: object = field(default=None, repr=False)
+    _cold_keys: object = field(default=None, repr=False)   # the driver's key list, once made
 
     @property
     def n_working_rows(self):
@@ -506,9 +508,10 @@ class HotlineDevice:
             raise DeviceStateError("HotlineDevice.learn: the device is frozen; call clear() to "
                                    "re-learn from scratch or unfreeze() to continue learning")
         s = self._as_sparse(sparse, "sparse", "cpu")
-        bad = self._bad_lookups(s)
-        if bool(bad.any()):
-            self._raise_first_bad(s, bad, "sparse")
+        # One compiled pass: four torch ops over a mini-batch's lookups would fork the
+        # intra-op threads each time, which is slow on a loaded machine.
+        if first_bad_lookup(s, self._rows_cpu) >= 0:
+            self._raise_first_bad(s, self._bad_lookups(s), "sparse")
         n = s.shape[0]
         keys = sparse_keys(s, self.config)
         hit, slot = self._transport.learn(keys.reshape(-1))
@@ -678,7 +681,10 @@ class HotlineDevice:
         from 0 to ``L``: input ``i`` owns lookups ``lookup_offsets[i]:lookup_offsets[i+1]``
         (it may own none: an input without lookups is popular). With one lookup per table per
         input this is :meth:`schedule` exactly. The de-dup rule (spec 7.5) reserves room for
-        the largest input of the working set instead of ``n_tables``.
+        the largest input of the working set instead of ``n_tables``. On CUDA, reading that
+        largest input's size is a host synchronisation besides :meth:`schedule`'s two (the
+        cold-list copy and ``torch.unique``); all three are once per working set, on the
+        caller's (the schedule) stream.
         """
         self._need_frozen("schedule_bags")
         mbs = _check_int(micro_batch_size, "micro_batch_size", 1)
@@ -887,7 +893,11 @@ class HotlineDevice:
             self._tables_layout = getattr(self._transport, "layout", None)
 
     def _cold_keys(self, sched):
-        return (sched.cold_tables << self.config.row_bits) | sched.cold_rows
+        """The GATHER / WRITE_BACK key list of ``sched``, built once per schedule (gather and
+        write-back both use it)."""
+        if sched._cold_keys is None:
+            sched._cold_keys = (sched.cold_tables << self.config.row_bits) | sched.cold_rows
+        return sched._cold_keys
 
     def gather(self, sched, host_table, staging):
         """Copy the schedule's cold rows ``host_table[sched.cold_global_rows]`` into
