@@ -119,9 +119,11 @@ def bench_learn(batch=4096, tables=26, rows=1_000_000, repeat=15, threads=(1, 2)
 
 
 def bench_move(tables=26, rows=100_000, dim=64, cold=20_000, repeat=15, threads=(1, 2),
-               gather_threads=1, seed=0, verbose=True):
+               gather_threads=None, seed=0, verbose=True):
     """Rows/s of :meth:`HotlineDevice.gather` / :meth:`write_back` (``model`` transport)
-    against ``torch.index_select`` / ``index_copy_`` of the same rows, interleaved. The
+    against ``torch.index_select`` / ``index_copy_`` of the same rows, interleaved, with as
+    many threads on each side (torch's intra-op threads ``t``; the driver's
+    ``gather_threads``, default ``t`` too). The
     schedule is a real one: ``cold`` distinct random rows missed after a small learned hot
     set. Returns ``{(threads, name): median_s}``."""
     from sw_driver.driver import HotlineDevice
@@ -134,8 +136,8 @@ def bench_move(tables=26, rows=100_000, dim=64, cold=20_000, repeat=15, threads=
     try:
         for t in threads:
             torch.set_num_threads(t)
-            dev = HotlineDevice([rows] * tables, dim, transport="model",
-                                gather_threads=gather_threads)
+            gt = gather_threads or t
+            dev = HotlineDevice([rows] * tables, dim, transport="model", gather_threads=gt)
             dev.learn(torch.zeros(1, tables, dtype=torch.int64))
             dev.freeze()
             per_table = max(1, cold // tables)
@@ -170,7 +172,7 @@ def bench_move(tables=26, rows=100_000, dim=64, cold=20_000, repeat=15, threads=
                 results[(t, k)] = _median(ts)
             if verbose:
                 print(f"  {n} cold rows of {dim} x fp32 from {tables} x {rows} rows, torch "
-                      f"threads {t}, gather_threads {gather_threads}:")
+                      f"threads {t}, gather_threads {gt}:")
                 for a, b in (("gather", "index_select"), ("write_back", "index_copy_")):
                     ra, rb = results[(t, a)], results[(t, b)]
                     print(f"    {a:10s} {ra * 1e6:8.0f} us ({n / ra / 1e6:6.2f} Mrow/s)   "
