@@ -130,67 +130,45 @@ def _check_pair(table, buf, name, idx):
 _COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _copy_row(dst, a, src, b):
+    for j in range(src.shape[1]):
+        dst[a, j] = src[b, j]
+
+
 @numba.njit(cache=True, nogil=True)
-def _gather_kernel(table, idx, out):
-    """``out[i] = table[idx[i]]``; returns the position of the first index outside the
-    table (rows before it copied), or -1."""
+def _rows_kernel(scatter, table, idx, buf):
+    """``scatter``: ``table[idx[i]] = buf[i]``, else ``buf[i] = table[idx[i]]``; returns the
+    position of the first index outside the table (rows before it copied), or -1."""
     n_rows = table.shape[0]
-    d = table.shape[1]
     for i in range(idx.shape[0]):
         g = idx[i]
         if g < 0 or g >= n_rows:
             return i
-        for j in range(d):
-            out[i, j] = table[g, j]
+        if scatter:
+            _copy_row(table, g, buf, i)
+        else:
+            _copy_row(buf, i, table, g)
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_kernel(table, idx, rows):
-    """``table[idx[i]] = rows[i]``; returns the position of the first index outside the
-    table (rows before it copied), or -1."""
+def _keys_kernel(scatter, table, keys, row_bits, global_base, buf):
+    """:func:`_rows_kernel` with the rows named by checked keys: row ``global_base[key >>
+    row_bits] + (key & (2**row_bits - 1))``; returns the position of the first key whose row
+    falls outside ``table`` (a defence only: the command checks refuse such keys first), or
+    -1."""
     n_rows = table.shape[0]
-    d = table.shape[1]
-    for i in range(idx.shape[0]):
-        g = idx[i]
-        if g < 0 or g >= n_rows:
-            return i
-        for j in range(d):
-            table[g, j] = rows[i, j]
-    return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _gather_keys_kernel(table, keys, row_bits, global_base, out):
-    """``out[i] = table[global_base[key >> row_bits] + (key & (2**row_bits - 1))]`` for
-    checked keys; returns the position of the first key whose row falls outside ``table``
-    (a defence only: the command checks refuse such keys first), or -1."""
-    n_rows = table.shape[0]
-    d = table.shape[1]
     rmask = (1 << row_bits) - 1
     for i in range(keys.shape[0]):
         k = keys[i]
         g = global_base[k >> row_bits] + (k & rmask)
         if g < 0 or g >= n_rows:
             return i
-        for j in range(d):
-            out[i, j] = table[g, j]
-    return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _scatter_keys_kernel(table, keys, row_bits, global_base, rows):
-    """``table[row of key i] = rows[i]`` (see :func:`_gather_keys_kernel`)."""
-    n_rows = table.shape[0]
-    d = table.shape[1]
-    rmask = (1 << row_bits) - 1
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        g = global_base[k >> row_bits] + (k & rmask)
-        if g < 0 or g >= n_rows:
-            return i
-        for j in range(d):
-            table[g, j] = rows[i, j]
+        if scatter:
+            _copy_row(table, g, buf, i)
+        else:
+            _copy_row(buf, i, table, g)
     return -1
 
 
@@ -206,10 +184,7 @@ def _checked_copy_kernel(scatter, keys, key_bits, row_bits, slot_rows, slot_bad,
                                   none)
     if i >= 0:
         return i, cause
-    if scatter:
-        j = _scatter_keys_kernel(table, keys, row_bits, global_base, buf)
-    else:
-        j = _gather_keys_kernel(table, keys, row_bits, global_base, buf)
+    j = _keys_kernel(scatter, table, keys, row_bits, global_base, buf)
     if j >= 0:
         return j, -1
     return -1, 0
@@ -251,8 +226,7 @@ def checked_copy(scatter, table, keys, key_bits, row_bits, slot_rows, slot_bad, 
         i, cause = _check_keys_kernel(k_np, key_bits, True, row_bits, slot_rows, slot_bad,
                                       none, none)
         if i < 0:
-            kernel = _scatter_keys_kernel
-            calls = [(_keyed_copy, (kernel, t_np, k_np[a:b], row_bits, base, b_np[a:b],
+            calls = [(_keyed_copy, (True, t_np, k_np[a:b], row_bits, base, b_np[a:b],
                                     "checked_copy"), {}) for a, b in bounds]
             _run(pool, calls)
     if cause == -1:
@@ -261,21 +235,21 @@ def checked_copy(scatter, table, keys, key_bits, row_bits, slot_rows, slot_bad, 
     return int(i), int(cause)
 
 
-def _keyed_copy(kernel, table_np, keys_np, row_bits, base_np, buf_np, what):
-    i = int(kernel(table_np, keys_np, row_bits, base_np, buf_np))
+def _keyed_copy(scatter, table_np, keys_np, row_bits, base_np, buf_np, what):
+    i = int(_keys_kernel(scatter, table_np, keys_np, row_bits, base_np, buf_np))
     if i >= 0:
         raise IndexError(f"{what}: key {int(keys_np[i]):#x} at position {i} names a row "
                          f"outside the table of {table_np.shape[0]} rows")
 
 
-def _keyed(kernel, table, keys, row_bits, global_base, buf, pool, min_chunk, what):
+def _keyed(scatter, table, keys, row_bits, global_base, buf, pool, min_chunk, what):
     t_np = _rows_array(table)
     b_np = _rows_array(buf) if t_np is not None else None
     if b_np is None or keys.dtype != torch.int64 or not keys.is_contiguous():
         return False
     k_np = keys.numpy()
     base = np.ascontiguousarray(torch.as_tensor(global_base, dtype=torch.int64).numpy())
-    calls = [(_keyed_copy, (kernel, t_np, k_np[a:b], row_bits, base, b_np[a:b], what), {})
+    calls = [(_keyed_copy, (scatter, t_np, k_np[a:b], row_bits, base, b_np[a:b], what), {})
              for a, b in chunk_bounds(keys.numel(), _pool_width(pool), min_chunk)]
     _run(pool, calls)
     return True
@@ -289,7 +263,7 @@ def gather_keys(table, keys, row_bits, global_base, out, pool=None, *,
     ``False`` (nothing copied) when the tensors do not suit the compiled copy (dtype other
     than float32/float64, rows not contiguous): the caller then maps the keys to rows and
     uses :func:`gather_rows`."""
-    return _keyed(_gather_keys_kernel, table, keys, row_bits, global_base, out, pool,
+    return _keyed(False, table, keys, row_bits, global_base, out, pool,
                   min_chunk, "gather_keys")
 
 
@@ -297,7 +271,7 @@ def scatter_keys(table, keys, row_bits, global_base, rows, pool=None, *,
                  min_chunk=MIN_CHUNK_ROWS):
     """``WRITE_BACK``'s copy, the inverse of :func:`gather_keys` (keys duplicate-free);
     ``False`` when the compiled copy does not apply."""
-    return _keyed(_scatter_keys_kernel, table, keys, row_bits, global_base, rows, pool,
+    return _keyed(True, table, keys, row_bits, global_base, rows, pool,
                   min_chunk, "scatter_keys")
 
 
@@ -308,21 +282,21 @@ def _rows_array(t):
     return t.detach().numpy()
 
 
-def _compiled_copy(kernel, table_np, idx, buf_np, what):
+def _compiled_copy(scatter, table_np, idx, buf_np, what):
     idx_np = idx.numpy()
-    i = int(kernel(table_np, idx_np, buf_np))
+    i = int(_rows_kernel(scatter, table_np, idx_np, buf_np))
     if i >= 0:
         raise IndexError(f"{what}: index {int(idx_np[i])} at position {i} is out of range for "
                          f"a table of {table_np.shape[0]} rows")
 
 
-def _compiled_calls(kernel, table, idx, buf, bounds, what):
+def _compiled_calls(scatter, table, idx, buf, bounds, what):
     """One compiled call per chunk, or ``None`` when the tensors do not suit it."""
     t_np = _rows_array(table)
     b_np = _rows_array(buf) if t_np is not None else None
     if b_np is None or not idx.is_contiguous():
         return None
-    return [(_compiled_copy, (kernel, t_np, idx[a:b], b_np[a:b], what), {})
+    return [(_compiled_copy, (scatter, t_np, idx[a:b], b_np[a:b], what), {})
             for a, b in bounds]
 
 
@@ -345,7 +319,7 @@ def gather_rows(table, idx, out, pool=None, *, min_chunk=MIN_CHUNK_ROWS, compile
     n = _check_pair(table, out, "out", idx)
     dst = out[:n]
     bounds = chunk_bounds(n, _pool_width(pool), min_chunk)
-    calls = _compiled_calls(_gather_kernel, table, idx, dst, bounds, "gather_rows") \
+    calls = _compiled_calls(False, table, idx, dst, bounds, "gather_rows") \
         if compiled and n else None
     if calls is None:
         calls = [(torch.index_select, (table, 0, idx[a:b]), {"out": dst[a:b]})
@@ -366,7 +340,7 @@ def scatter_rows(table, idx, rows, pool=None, *, min_chunk=MIN_CHUNK_ROWS, compi
     n = _check_pair(table, rows, "rows", idx)
     src = rows[:n]
     bounds = chunk_bounds(n, _pool_width(pool), min_chunk)
-    calls = _compiled_calls(_scatter_kernel, table, idx, src, bounds, "scatter_rows") \
+    calls = _compiled_calls(True, table, idx, src, bounds, "scatter_rows") \
         if compiled and n else None
     if calls is None:
         calls = [(table.index_copy_, (0, idx[a:b], src[a:b]), {}) for a, b in bounds]
