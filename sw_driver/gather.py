@@ -152,6 +152,8 @@ def _rows_kernel(scatter, table, idx, buf):
     return -1
 
 
+# The two loops stay apart: with the bounds check and the copy in one shared inlined
+# helper the gather measured 25 % slower (bench_software --parts move, 1 thread).
 @numba.njit(cache=True, nogil=True)
 def _keys_kernel(scatter, table, keys, row_bits, global_base, buf):
     """:func:`_rows_kernel` with the rows named by checked keys: row ``global_base[key >>
