@@ -271,7 +271,7 @@ class ModelTransport(Transport):
         (:func:`~sw_driver.gather.checked_copy`); else the checks map the keys to host rows
         and :func:`~sw_driver.gather.gather_rows` / ``scatter_rows`` copy. Returns the number
         of rows."""
-        self._need_mover(what)
+        self._need_mover(what.rsplit(".", 1)[-1])   # what: "ModelTransport.gather"
         keys = self._keys(keys).reshape(-1).to(torch.int64)
         n = keys.numel()
         layout = self._layout

@@ -177,3 +177,12 @@ def test_driver_with_lfu_policy_matches_golden_and_round_trips():
         dump = dev.transport.dump_tensors()
         dev.load_tag_store(dump)
         assert torch.equal(dev.transport.logger.sketch, lg.sketch)
+
+
+@pytest.mark.parametrize("op", ["gather", "write_back"])
+def test_row_command_before_set_tables_names_the_call_once(op):
+    from hotline_spec.config import DEFAULT_DEVICE
+    t = ModelTransport(DEFAULT_DEVICE)
+    with pytest.raises(DeviceStateError) as e:
+        getattr(t, op)(torch.zeros(1, dtype=torch.int64), torch.zeros(1, 16))
+    assert str(e.value) == f"ModelTransport.{op}: call set_tables() first"
