@@ -20,8 +20,8 @@
 # comma-separated subset of env,tests,tests_report,loop,bench,profile), GPU_SESSION_FAIL (steps
 # whose command is replaced by a missing Python module: the negative control),
 # GPU_SESSION_BENCH_ARGS / GPU_SESSION_LOOP_ARGS (extra arguments), GPU_SESSION_PYTEST_K (a
-# pytest -k expression for the test files; default: every test in them on the GPU, "cuda" in
-# the dry run).
+# pytest -k expression for the test files; default "cuda": their CUDA tests, which run on the
+# GPU and skip in the dry run).
 set -u -o pipefail
 
 DRY=0
@@ -62,7 +62,7 @@ FAIL_INJECT=${GPU_SESSION_FAIL:-}
 
 if [[ $DRY == 1 ]]; then
   # The dry run runs the CUDA tests of each file (they skip here): what it proves is that the
-  # files collect without the HDL packages; the GPU run runs every test in them.
+  # files collect without the HDL packages; the GPU run runs the same tests on the GPU.
   PYTEST_K=${GPU_SESSION_PYTEST_K-cuda}
   DEVICE=cpu
   REQUIRE_CUDA=
@@ -71,7 +71,9 @@ if [[ $DRY == 1 ]]; then
               --pool 8 --dim 8)
   LOOP_ARGS=(--device cpu --size small --threads 1)
 else
-  PYTEST_K=${GPU_SESSION_PYTEST_K-}
+  # The CUDA tests only: the whole files would not fit the tests' 150 s (they run here in
+  # make test anyway); GPU_SESSION_PYTEST_K= runs everything.
+  PYTEST_K=${GPU_SESSION_PYTEST_K-cuda}
   DEVICE=cuda
   REQUIRE_CUDA=1
   BENCH_ARGS=(--device cuda)
