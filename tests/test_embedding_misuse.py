@@ -188,6 +188,32 @@ def test_gradient_accumulation_across_working_sets(every, pipelined):
     ebc.close()
 
 
+def test_late_backward_of_a_working_set_without_cold_rows():
+    """A working set whose inputs are all popular has an empty cold list; a late backward
+    of its micro-batches (one backward after the loop) still updates the hot rows (it used
+    to index the empty list and raise IndexError)."""
+    pop = torch.tensor([[1, 2, 3], [4, 5, 6], [1, 5, 3], [4, 2, 6]] * 2)
+    cold = pop + torch.tensor([20, 60, 0])
+    batches = [(SparseFeatures.from_dense(x, KEYS), torch.arange(i * B, (i + 1) * B))
+               for i, x in enumerate((pop, pop, cold, pop))]
+    ebc = make()
+    for _ in range(3):
+        ebc.learn(batches[0][0])
+    ebc.freeze()
+    total, ids, kinds = 0, [], {}
+    for mb in ebc.working_sets(batches):
+        total = total + loss_of(ebc(mb.features), mb.payload)
+        ids += mb.payload.tolist()
+        kinds.setdefault(mb.working_set, set()).add(mb.kind)
+    assert kinds == {0: {"popular"}, 1: {"popular", "non_popular"}}
+    total.backward()
+    ref = Plain(start_table(batches), "sgd")
+    ref.backward(samples_of(batches, ids), torch.tensor(ids))
+    ref.step()
+    torch.testing.assert_close(ebc.embedding_table(), ref.table(), rtol=1e-5, atol=1e-6)
+    ebc.close()
+
+
 def test_late_backward_after_relearn_or_close_is_refused():
     batches = make_batches()
     ebc = frozen(batches=batches)
@@ -423,6 +449,26 @@ def test_bounds_none_never_reads_a_neighbouring_tables_row(mode):
 
 
 # --- 7. one-line errors -------------------------------------------------------------------
+def test_bounds_warn_keeps_the_host_offsets(monkeypatch):
+    """'warn' clamps rows but keeps the bags: the host copy of the offsets that device
+    features carry survives it (else the working-set loop copies them back to the host)."""
+    orig = SparseFeatures.input_major
+
+    def with_host_offsets(self):
+        im = orig(self)
+        im.offsets_host = im.offsets.clone()      # as device features built on the host
+        return im
+
+    monkeypatch.setattr(SparseFeatures, "input_major", with_host_offsets)
+    ebc = make(bounds_check="warn")
+    feats = SparseFeatures(KEYS, torch.tensor([1, 500, 2, 3]), torch.tensor([1, 0, 2, 0, 1, 0]))
+    with pytest.warns(UserWarning, match="clamped"):
+        im = ebc._prepare(feats)
+    assert im.offsets_host is not None and torch.equal(im.offsets_host, im.offsets)
+    assert int(im.rows.max()) == SIZES[1] - 1
+    ebc.close()
+
+
 def test_every_call_after_close_says_closed():
     batches = make_batches()
     ebc = frozen(batches=batches)

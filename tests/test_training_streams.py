@@ -40,6 +40,9 @@ class FakeStream:
     def wait_event(self, event):
         self.waited.append(event)
 
+    def wait_stream(self, stream):
+        self.waited.append(stream)
+
     def __repr__(self):
         return f"FakeStream(cuda:{self.device_index})"
 
@@ -188,6 +191,30 @@ def test_hotline_h2d_event_is_on_the_side_stream(fake_cuda):
     p.h2d(ws, staged, timing._NullRecord())
     assert ws.h2d_done.stream is p.side and p._last_h2d is ws.h2d_done
     assert torch.equal(p.ebc.working[2:5], staged)
+
+
+def test_device_features_are_kept_for_the_schedule_stream(fake_cuda, monkeypatch):
+    """Features the caller made on the device are read by the schedule stream: it waits for
+    the caller's stream of the training device, and their memory is marked as used by it
+    (record_stream), so that a caller dropping them cannot have its next allocation
+    overwrite them before the schedule's kernels read them."""
+    from sw_driver.embedding import SparseFeatures
+
+    p = _pipeline()
+    p.sched_stream = FakeStream(1)
+    multi = SparseFeatures(("a", "b"), torch.tensor([1, 2, 3]), torch.tensor([1, 0, 2, 0]))
+    dense = torch.tensor([[1, 2], [3, 4]])
+    marked = []
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: True))
+    monkeypatch.setattr(torch.Tensor, "record_stream",
+                        lambda t, s: marked.append((t.data_ptr(), s)))
+    p._order_after_caller(multi)
+    assert p.sched_stream.waited == [fake_cuda.current_stream(1)]
+    assert marked == [(multi.values.data_ptr(), p.sched_stream),
+                      (multi.lengths.data_ptr(), p.sched_stream)]
+    marked.clear()
+    p._order_after_caller(dense)
+    assert marked == [(dense.data_ptr(), p.sched_stream)]
 
 
 # --- source check ------------------------------------------------------------------------------

@@ -377,7 +377,10 @@ class HotlineEmbeddingBagCollection(nn.Module):
                           f"(bounds_check='warn')", stacklevel=3)
             rows = torch.minimum(torch.clamp(im.rows, min=0), limit - 1)
             dense = None if im.dense is None else rows.view(im.n, im.n_tables)
-            return InputMajor(im.tables, rows, im.bags, im.offsets, im.n, im.n_tables, dense)
+            # Same bags, same offsets: keep their host copy (device features would otherwise
+            # copy them back to the host again in the working-set loop).
+            return InputMajor(im.tables, rows, im.bags, im.offsets, im.n, im.n_tables, dense,
+                              offsets_host=im.offsets_host)
         keep = ~bad                                            # "ignore": drop the lookups
         sample_of = im.bags // im.n_tables
         per = torch.zeros(im.n, dtype=torch.int64, device=keep.device).index_add_(
@@ -565,7 +568,11 @@ class HotlineEmbeddingBagCollection(nn.Module):
         pipe.settle()
         idx = plan.idx.cpu()
         cold = idx >= E
-        glob = plan.sf.ws.sched.cold_global_rows[(idx - E).clamp(min=0)]
+        cold_rows = plan.sf.ws.sched.cold_global_rows
+        # Only the cold lookups' entries of glob are used; a working set without cold rows
+        # (every input popular) has an empty list, which no index may read.
+        glob = (cold_rows[(idx - E).clamp(0, cold_rows.numel() - 1)] if cold_rows.numel()
+                else torch.zeros_like(idx))
         target = idx.clone()                          # hot: the same slot
         on_host = cold.clone()
         cur = pipe.resident()

@@ -383,6 +383,23 @@ class WorkingSetPipeline:
     def _on_sched_stream(self):
         return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
 
+    def _order_after_caller(self, feats):
+        """Features made on the device by the caller's stream: the schedule stream reads them
+        only after what that stream has queued so far, and their memory is marked as used by
+        the schedule stream. Without the mark, a caller that drops them (a generator making
+        each batch on the device) hands their block back to its own stream at once, and its
+        next allocation there (the next batch) may overwrite them before the schedule
+        stream's kernels have read them: nothing orders the caller's stream after the
+        schedule stream until the working set's ``ready`` event."""
+        self.sched_stream.wait_stream(self.main_stream())
+        if isinstance(feats, torch.Tensor):
+            tensors = (feats,)
+        else:
+            tensors = (feats.values, feats.lengths, getattr(feats, "_dense", None))
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                t.record_stream(self.sched_stream)
+
     def _next(self, it, pend, rec):
         """Schedule the next working set from the pending inputs plus new batches of ``it``
         (``pend``: ``[ims, payloads, n, done, items read]``), or ``None`` at the end."""
@@ -400,9 +417,7 @@ class WorkingSetPipeline:
             feats, payload = _split_item(item, i)
             on_dev = (feats if isinstance(feats, torch.Tensor) else feats.values).is_cuda
             if self.cuda and on_dev:
-                # Features made on the device by the caller's stream: the schedule stream
-                # reads them only after what that stream has queued so far.
-                self.sched_stream.wait_stream(self.main_stream())
+                self._order_after_caller(feats)
             # On the schedule stream: a bounds check's host sync then waits for the schedule
             # kernels only, not for the training queued on the main stream.
             with self._on_sched_stream():
