@@ -141,6 +141,16 @@ def start_table(batches):
 
 
 # --- 1. late backward --------------------------------------------------------------------
+def assert_one_sgd_step(ebc, batches, ids):
+    """The collection's rows equal plain PyTorch's after one SGD step on the summed gradient
+    of the samples ``ids`` (in that order); closes the collection."""
+    ref = Plain(start_table(batches), "sgd")
+    ref.backward(samples_of(batches, ids), torch.tensor(ids))
+    ref.step()
+    torch.testing.assert_close(ebc.embedding_table(), ref.table(), rtol=1e-5, atol=1e-6)
+    ebc.close()
+
+
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
 def test_one_backward_for_the_whole_loop_equals_plain_accumulation(pipelined):
     """The loss summed over every micro-batch of several working sets, one backward() after
@@ -155,11 +165,7 @@ def test_one_backward_for_the_whole_loop_equals_plain_accumulation(pipelined):
         ids += mb.payload.tolist()
     assert kinds == {"popular", "non_popular"} and ebc.hot_rows > 0
     total.backward()
-    ref = Plain(start_table(batches), "sgd")
-    ref.backward(samples_of(batches, ids), torch.tensor(ids))
-    ref.step()
-    torch.testing.assert_close(ebc.embedding_table(), ref.table(), rtol=1e-5, atol=1e-6)
-    ebc.close()
+    assert_one_sgd_step(ebc, batches, ids)
 
 
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "sequential"])
@@ -207,11 +213,7 @@ def test_late_backward_of_a_working_set_without_cold_rows():
         kinds.setdefault(mb.working_set, set()).add(mb.kind)
     assert kinds == {0: {"popular"}, 1: {"popular", "non_popular"}}
     total.backward()
-    ref = Plain(start_table(batches), "sgd")
-    ref.backward(samples_of(batches, ids), torch.tensor(ids))
-    ref.step()
-    torch.testing.assert_close(ebc.embedding_table(), ref.table(), rtol=1e-5, atol=1e-6)
-    ebc.close()
+    assert_one_sgd_step(ebc, batches, ids)
 
 
 def test_late_backward_after_relearn_or_close_is_refused():
