@@ -145,6 +145,20 @@ class WorkingSet:
                 t.record_stream(main)
 
 
+class _Pending:
+    """The loop's inputs read but not yet scheduled: their lookups (``ims``) and payloads
+    (``pays``), ``n`` samples in all; ``done`` once the iterable is exhausted; ``items``
+    read so far (for error messages); ``structure``: the payload nesting of the first
+    pending batch (every batch concatenated with it must match)."""
+
+    def __init__(self):
+        self.ims, self.pays = [], []
+        self.n = 0
+        self.done = False
+        self.items = 0
+        self.structure = None
+
+
 class _Loop:
     """The open ``working_sets()`` loop: its generator (weakly, so that dropping it ends the
     loop) and the working set it is in."""
@@ -308,7 +322,6 @@ class WorkingSetPipeline:
         if staged is not None:
             self.h2d(ws, staged, rec)
 
-    # --- the generator -----------------------------------------------------------------
     def _on_sched_stream(self):
         return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
 
@@ -380,9 +393,6 @@ class WorkingSetPipeline:
             ebc.table.index_copy_(0, cur.sched.cold_global_rows, rows.to("cpu"))
 
     # --- the generator -----------------------------------------------------------------
-    def _on_sched_stream(self):
-        return torch.cuda.stream(self.sched_stream) if self.cuda else contextlib.nullcontext()
-
     def _order_after_caller(self, feats):
         """Features made on the device by the caller's stream: the schedule stream reads them
         only after what that stream has queued so far, and their memory is marked as used by
@@ -401,19 +411,19 @@ class WorkingSetPipeline:
                 t.record_stream(self.sched_stream)
 
     def _next(self, it, pend, rec):
-        """Schedule the next working set from the pending inputs plus new batches of ``it``
-        (``pend``: ``[ims, payloads, n, done, items read]``), or ``None`` at the end."""
+        """Schedule the next working set from the pending inputs (``pend``, a
+        :class:`_Pending`) plus new batches of ``it``, or ``None`` at the end."""
         ebc = self.ebc
         step = ebc.working_set_size * ebc.batch_size
-        ims, pays = pend[0], pend[1]
-        while pend[2] < step and not pend[3]:
+        ims, pays = pend.ims, pend.pays
+        while pend.n < step and not pend.done:
             try:
                 item = next(it)
             except StopIteration:
-                pend[3] = True
+                pend.done = True
                 break
-            i = pend[4]
-            pend[4] += 1
+            i = pend.items
+            pend.items += 1
             feats, payload = _split_item(item, i)
             on_dev = (feats if isinstance(feats, torch.Tensor) else feats.values).is_cuda
             if self.cuda and on_dev:
@@ -425,13 +435,13 @@ class WorkingSetPipeline:
                 if im.dense is None and im.offsets.is_cuda and im.offsets_host is None:
                     with deliberate_sync(self.cuda):     # multi-hot built on the device
                         im.host_offsets()
-            _check_payload(payload, im.n, i, pend[5] if pays else None)
+            _check_payload(payload, im.n, i, pend.structure if pays else None)
             if not pays:
-                pend[5] = _structure(payload)
+                pend.structure = _structure(payload)
             ims.append(im)
             pays.append(payload)
-            pend[2] += im.n
-        n = pend[2]
+            pend.n += im.n
+        n = pend.n
         if n == 0:
             return None
         with self._on_sched_stream():
@@ -443,7 +453,7 @@ class WorkingSetPipeline:
         with self._on_sched_stream():
             ims[:] = [im_all.slice(n_in, n)] if n_in < n else []
         pays[:] = [_payload_map(pay_all, lambda t: t[n_in:])] if n_in < n else []
-        pend[2] = n - n_in
+        pend.n = n - n_in
         return ws
 
     def run(self, batches, first_index, loop):
@@ -460,7 +470,7 @@ class WorkingSetPipeline:
         main = self.main_stream()
         try:
             it = iter(batches)
-            pend = [[], [], 0, False, 0, None]
+            pend = _Pending()
             k = 0
             rec = timer.record("working_set", first_index, stream=main)
             nxt = self._next(it, pend, rec)
