@@ -121,12 +121,9 @@ class EmbeddingStore:
         self.tr, self.name = tr, mode
         self.device, self.cuda, self.dim = tr.device, tr.cuda, tr.dim
         tables = [EmbeddingBagConfig(f"t{t}", n) for t, n in enumerate(tr.table_sizes)]
+        # The de-dup table and the cold buffer default in the module: sized for its working
+        # set (W * N inputs of T lookups), as fragmenter_for and cold_buffer_rows say.
         opts = dict(hotline_options or {})
-        if mode == "hotline" and opts.get("fragmenter") is None:
-            opts["fragmenter"] = fragmenter_for(opts["eal_config"], tr.working_set,
-                                                tr.batch_size, tr.n_tables)
-        if mode == "hotline" and opts.get("max_cold_rows") is None:
-            opts["max_cold_rows"] = _cold_rows(opts, tr)
         self.ebc = HotlineEmbeddingBagCollection(
             tables, tr.dim, batch_size=tr.batch_size, optimizer=tr.embedding_optimizer,
             device=tr.device, mode=mode, working_set=tr.working_set,
@@ -286,14 +283,6 @@ class EmbeddingStore:
                 self.ebc.optimizer.init_state(self.ebc.table, self.dim)
             else:
                 self.ebc.table[:, self.dim:].copy_(state)
-
-
-def _cold_rows(opts, tr):
-    """The cold-row buffer: every lookup of a working set cold (``W * N * T``), or the most
-    cold rows the fragmenter's de-dup table lets a working set have, whichever is less."""
-    frag = opts.get("fragmenter") or fragmenter_for(opts["eal_config"], tr.working_set,
-                                                    tr.batch_size, tr.n_tables)
-    return cold_buffer_rows(frag, tr.working_set, tr.batch_size, tr.n_tables)
 
 
 def fragmenter_for(eal_config, working_set, batch_size, n_tables, cold_share=1.0):
