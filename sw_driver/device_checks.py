@@ -164,17 +164,18 @@ def check_command_rows(dcfg, opcode, count, addr0, addr1, row_bytes, keys, layou
     = ``global_base[table] + row`` of each key when there is no fault (``global_base``: int64
     ``[max_tables]``, the host-table row of each table's row 0), else ``None``."""
     keys = _keys_i64(keys)
-    fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, None, layout)
+    compiled = Opcode(opcode) in ROW_OPCODES and dcfg.eal.key_bits < 64
+    # The decoder's checks, and the key-list pass too unless the compiled pass below makes it
+    # (it maps the keys to rows as it goes).
+    fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes,
+                          None if compiled else keys, layout)
     if fault is not None:
         return fault, None
-    if Opcode(opcode) not in ROW_OPCODES or dcfg.eal.key_bits >= 64:
-        fault = check_command(dcfg, opcode, count, addr0, addr1, row_bytes, keys, layout)
-        if fault is not None:
-            return fault, None
-        rb = dcfg.eal.row_bits
-        return None, global_base[keys >> rb] + (keys & ((1 << rb) - 1))
-    return _check_keys_compiled(dcfg, Opcode(opcode), addr0, row_bytes, keys, layout,
-                                global_base)
+    if compiled:
+        return _check_keys_compiled(dcfg, Opcode(opcode), addr0, row_bytes, keys, layout,
+                                    global_base)
+    rb = dcfg.eal.row_bits
+    return None, global_base[keys >> rb] + (keys & ((1 << rb) - 1))
 
 
 def slot_arrays(dcfg, layout):

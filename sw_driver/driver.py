@@ -232,17 +232,16 @@ class HotlineDevice:
             ws_look = None if ws_look is None else _check_int(ws_look,
                                                               "working_set lookups_per_input", 1)
             self.working_set_hint = (ws_in, ws_look)
-        if fragmenter is None:
-            if self.working_set_hint is None:
-                fragmenter = FragmenterConfig(eal=config)
-        elif not isinstance(fragmenter, FragmenterConfig):
+        if fragmenter is not None and not isinstance(fragmenter, FragmenterConfig):
             raise TypeError(f"fragmenter must be a FragmenterConfig, not "
                             f"{type(fragmenter).__name__}")
-        elif fragmenter.eal != config:
+        if fragmenter is not None and fragmenter.eal != config:
             raise ValueError(f"fragmenter.eal ({fragmenter.eal.describe()}) is not the "
                              f"device's EALConfig ({config.describe()})")
         self._table_rows = self._check_table_rows(table_rows, config)
-        if fragmenter is None:
+        if fragmenter is None and self.working_set_hint is None:
+            fragmenter = FragmenterConfig(eal=config)            # the RTL's default
+        elif fragmenter is None:
             ws_in, ws_look = self.working_set_hint
             fragmenter = fragmenter_for_working_set(
                 config, ws_in, ws_look if ws_look is not None else len(self._table_rows))
