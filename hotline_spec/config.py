@@ -542,13 +542,14 @@ def fragmenter_for_working_set(eal, inputs, lookups_per_input, cold_share=1.0,
     per_bank = expected / base.dedup_banks
     need = per_bank + sigmas * math.sqrt(per_bank) + widest
     sets = base.dedup_sets
-    while FragmenterConfig(eal=eal, dedup_banks=base.dedup_banks, dedup_sets=sets,
-                           dedup_ways=base.dedup_ways).bank_capacity < need:
+    while base.replace(dedup_sets=sets).bank_capacity < need:
         sets *= 2
     inputs_bits = max(base.inputs_bits, (inputs - 1).bit_length())
     if sets == base.dedup_sets and inputs_bits == base.inputs_bits:
         return base
     return base.replace(dedup_sets=sets, inputs_bits=inputs_bits)
+
+
 # Small configurations for fast builds and for tests that overflow the de-dup table.
 FRAGMENTER_CONFIGS = {
     "default": DEFAULT_FRAGMENTER,

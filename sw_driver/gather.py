@@ -228,9 +228,7 @@ def checked_copy(scatter, table, keys, key_bits, row_bits, slot_rows, slot_bad, 
         i, cause = _check_keys_kernel(k_np, key_bits, True, row_bits, slot_rows, slot_bad,
                                       none, none)
         if i < 0:
-            calls = [(_keyed_copy, (True, t_np, k_np[a:b], row_bits, base, b_np[a:b],
-                                    "checked_copy"), {}) for a, b in bounds]
-            _run(pool, calls)
+            _keyed(True, table, keys, row_bits, base, buf, pool, min_chunk, "checked_copy")
     if cause == -1:
         raise IndexError(f"checked_copy: key {int(k_np[i]):#x} at position {i} names a row "
                          f"outside the table of {t_np.shape[0]} rows")
