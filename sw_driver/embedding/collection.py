@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .features import InputMajor, SparseFeatures
+from .features import InputMajor, SparseFeatures, check_index_dtype
 from .optim import make_optimizer
 from .pipeline import WorkingSetPipeline, _payload_map
 from ..training.timing import PhaseTimer, _NullRecord
@@ -324,7 +324,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
             if features.dim() != 2 or features.shape[1] != len(self.keys):
                 raise ValueError(f"one-hot features must be [batch, {len(self.keys)}] (one "
                                  f"column per table), not {list(features.shape)}")
-            _check_index_dtype(features.dtype, "one-hot features")
+            check_index_dtype(features.dtype, "one-hot features: row indices")
             im = InputMajor.from_dense(features.to(torch.int64))
         elif isinstance(features, SparseFeatures):
             if features.keys != self.keys:
@@ -803,14 +803,6 @@ def _check_device(device):
     if d.index is not None and d.index >= torch.cuda.device_count():
         raise RuntimeError(f"HotlineEmbeddingBagCollection: device={str(device)!r} but only "
                            f"{torch.cuda.device_count()} CUDA device(s) are visible")
-
-
-def _check_index_dtype(dtype, what):
-    """Row indices are integers: a float (1.9 would be truncated to row 1) or a bool
-    (True would read row 1) is refused."""
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-        raise TypeError(f"{what}: row indices must be an integer tensor, not {dtype} (it "
-                        f"would be truncated; convert whole-number ids with .long())")
 
 
 def _grown(m):

@@ -125,6 +125,14 @@ class InputMajor:
         return pos, k * T + self.tables.to(samples.device)[pos]
 
 
+def check_index_dtype(dtype, what):
+    """Indices (rows, lengths, offsets) are integers: a float (1.9 would be truncated to 1)
+    or a bool (True would read row 1) is refused with a ``TypeError`` naming ``what``."""
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(f"{what} must be integers, not {dtype} (it would be truncated; "
+                        f"convert whole-number values with .long())")
+
+
 class SparseFeatures:
     """A batch of sparse features in ``KeyedJaggedTensor`` layout.
 
@@ -153,9 +161,7 @@ class SparseFeatures:
             raise ValueError("SparseFeatures: give lengths or offsets (one of them)")
         for name, v in (("lengths", lengths), ("offsets", offsets)):
             if v is not None:
-                dt = torch.as_tensor(v).dtype
-                if dt.is_floating_point or dt.is_complex or dt == torch.bool:
-                    raise TypeError(f"SparseFeatures: {name} must be integers, not {dt}")
+                check_index_dtype(torch.as_tensor(v).dtype, f"SparseFeatures: {name}")
         if lengths is None:
             offsets = torch.as_tensor(offsets, dtype=torch.int64).reshape(-1)
             if offsets.numel() < 1 or int(offsets[0]) != 0:
