@@ -297,19 +297,22 @@ def _hash_kernel(keys, a, b, round_keys, mults, out):
         out[i] = np.int64(_hash_u64(np.uint64(keys[i]), a, b, round_keys, mults))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _split_u64(h, bank_bits, set_bits):
+    """``(bank, set, tag)`` (int64) of a hash ``h`` (uint64): :func:`fields_from_hash`."""
+    bank = np.int64(h & _umask(bank_bits))
+    set_ = np.int64((h >> np.uint64(bank_bits)) & _umask(set_bits))
+    if bank_bits + set_bits >= 64:
+        return bank, set_, np.int64(0)
+    return bank, set_, np.int64(h >> np.uint64(bank_bits + set_bits))
+
+
 @numba.njit(cache=True, nogil=True)
 def _fields_kernel(keys, a, b, round_keys, mults, bank_bits, set_bits, bank, set_, tag):
     """``(bank, set, tag)`` of each key's hash (spec section 3), int64 arrays."""
-    bmask = _umask(bank_bits)
-    smask = _umask(set_bits)
     for i in range(keys.shape[0]):
         h = _hash_u64(np.uint64(keys[i]), a, b, round_keys, mults)
-        bank[i] = np.int64(h & bmask)
-        set_[i] = np.int64((h >> np.uint64(bank_bits)) & smask)
-        if bank_bits + set_bits >= 64:
-            tag[i] = 0
-        else:
-            tag[i] = np.int64(h >> np.uint64(bank_bits + set_bits))
+        bank[i], set_[i], tag[i] = _split_u64(h, bank_bits, set_bits)
 
 
 def _hash_compiled(k, cfg):

@@ -23,7 +23,7 @@ import torch
 
 from hotline_spec.config import RRPV_INSERT, RRPV_MAX, SKETCH_MULTIPLIER
 
-from .feistel import _hash_u64, _umask, hash_params
+from .feistel import _hash_u64, _split_u64, hash_params
 
 __all__ = ["learn_sequential", "learn_compiled", "learn_keys_compiled", "sketch_index"]
 
@@ -189,18 +189,12 @@ def _learn_keys_kernel(lfu, cmax, c_bits, mult, insert, top_rrpv, valid, meta, t
                        keys, a, b, round_keys, mults, bank_bits, set_bits, sets_per_bank,
                        bank_out, set_out, tag_out, flat_out, hit_out, way_out, slot_out):
     # hash -> (bank, set, tag) of every key, the learn loop, then the slots: one call.
-    bmask = _umask(bank_bits)
-    smask = _umask(set_bits)
     for i in range(keys.shape[0]):
         h = _hash_u64(np.uint64(keys[i]), a, b, round_keys, mults)
-        bk = np.int64(h & bmask)
-        st = np.int64((h >> np.uint64(bank_bits)) & smask)
+        bk, st, tg = _split_u64(h, bank_bits, set_bits)
         bank_out[i] = bk
         set_out[i] = st
-        if bank_bits + set_bits >= 64:
-            tag_out[i] = 0
-        else:
-            tag_out[i] = np.int64(h >> np.uint64(bank_bits + set_bits))
+        tag_out[i] = tg
         flat_out[i] = bk * sets_per_bank + st
     _learn_kernel(lfu, cmax, c_bits, mult, insert, top_rrpv, valid, meta, tag, sketch,
                   flat_out, tag_out, hit_out, way_out)
