@@ -630,7 +630,7 @@ class HotlineEmbeddingBagCollection(nn.Module):
         self.hot = self.dev.freeze(popular_max_rrpv, hot_capacity=self.entries)
         if self.working is None or self.dev.hot_capacity != self.entries:
             self.entries = self.dev.hot_capacity
-            self.working = None
+            self.working = None         # the old buffer is freed before the new one is made
             self.working = torch.zeros(self.entries + self.cap, self.width, device=self.device)
         self.dev.load_hot_table(self.table, self.working[:self.entries])
         if self.cuda:
