@@ -23,18 +23,9 @@ import time
 
 import torch
 
+from sw_driver.training.resources import cpu_model
+
 __all__ = ["bench_learn", "bench_move", "bench_init", "main"]
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _median(xs):
@@ -220,7 +211,8 @@ def main(argv=None):
     p.add_argument("--move-rows", type=int, default=100_000)
     p.add_argument("--cold", type=int, default=20_000)
     a = p.parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPUs ({_cpu_model()}), torch {torch.__version__}, "
+    cpu = cpu_model() or platform.processor() or "unknown CPU"
+    print(f"machine: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
     if "learn" in a.parts:
         print("learn (HotlineDevice.learn, model transport, default EAL):")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hotline_spec.config import CONFIGS
+from sw_driver.training.resources import cpu_model
 from verif.golden import hash_fields
 from verif.tb.runner import REPO_ROOT, SIM_BUILD, _config_tag, run_scenario
 from verif.workload import load_criteo_or_synthetic, lookup_keys
@@ -156,15 +157,7 @@ def configured(name, overrides):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
