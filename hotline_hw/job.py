@@ -1,0 +1,82 @@
+"""What every command executor and DMA block of the device shares: the job handshake, the
+error record, the first-error latch and the priority encoder.
+
+A command executor (``hotline_hw/device/``) is started by the sequencer with a one-cycle
+``start`` and its parameters, is ``busy`` until it has finished, pulses ``done`` once (after
+every write it issued has its B response) and then holds its :func:`error_record` until the
+next ``start``. A DMA block that reports errors keeps its own record the same way, with
+:func:`record_first`, so the first error of a command is the one reported.
+"""
+
+from amaranth import Signal, Mux, Cat, Const
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hotline_spec.commands import ErrorCause
+
+__all__ = ["error_record", "job_signature", "record_first", "resp_cause", "first_set",
+           "tree"]
+
+
+def error_record():
+    """One error: ``valid``, its :class:`~hotline_spec.commands.ErrorCause`, the
+    :class:`~hotline_spec.commands.Engine` that saw it, the bus address it names (the bad
+    key's, the failing burst's) and the list ``index`` of the key involved, when there is one."""
+    return data.StructLayout({"valid": 1, "cause": 8, "engine": 4, "addr": 64, "index": 32})
+
+
+def job_signature(params):
+    """The sequencer's side of a command executor taking ``params`` (a layout)."""
+    return wiring.Signature({
+        "start": Out(1),
+        "params": Out(params),
+        "busy": In(1),
+        "done": In(1),
+        "error": In(error_record()),
+    })
+
+
+def record_first(m, record, condition, *, cause, engine, addr=0, index=0):
+    """In ``m``: when ``condition`` holds and ``record`` holds no error yet, latch one.
+
+    Clearing ``record`` (at a job's start) is the caller's: ``m.d.sync += record.valid.eq(0)``
+    placed *before* this call, so that an error in the start cycle still wins.
+    """
+    with m.If(condition & ~record.valid):
+        m.d.sync += [record.valid.eq(1), record.cause.eq(cause), record.engine.eq(engine),
+                     record.addr.eq(addr), record.index.eq(index)]
+
+
+def resp_cause(write, resp):
+    """The :class:`ErrorCause` of an AXI error response ``resp`` (SLVERR or DECERR) on the
+    read (``write`` = 0) or write side."""
+    base = Mux(write, ErrorCause.WRITE_SLVERR, ErrorCause.READ_SLVERR)
+    return base + (resp == 0b11)
+
+
+def tree(op, values):
+    """``values`` combined pairwise with ``op`` in a balanced tree (log depth)."""
+    values = list(values)
+    if not values:
+        raise ValueError("tree of no values")
+    while len(values) > 1:
+        values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def first_set(m, bits, name="first"):
+    """The lowest set bit of ``bits``: ``(any, index, one_hot)`` as signals of ``m``.
+
+    ``bits & -bits`` isolates it; the index is an OR of the positions (log depth), not a
+    chain of ``m.If``s.
+    """
+    n = len(bits)
+    one_hot = Signal(n, name=f"{name}_one_hot")
+    index = Signal(range(max(n, 2)), name=f"{name}_index")
+    anyset = Signal(name=f"{name}_any")
+    m.d.comb += [one_hot.eq(bits & (-bits)[:n]), anyset.eq(bits != 0)]
+    for b in range(index.width):
+        positions = [one_hot[k] for k in range(n) if (k >> b) & 1]
+        m.d.comb += index[b].eq(tree(lambda x, y: x | y, positions) if positions else 0)
+    return anyset, index, one_hot
