@@ -95,7 +95,8 @@ def test_sequencer_runs_in_order_halts_and_drops():
                 seq = len(log)
                 log.append((name, ctx.get(job.params.opcode)))
                 ctx.set(job.busy, 1)
-                _, delay, fail = script[pending_seq[0]]
+                # The command's index travels in addr0, so the fake cannot mix commands up.
+                _, delay, fail = script[ctx.get(job.params.addr0) // 8]
                 await ctx.tick()                 # done comes at the earliest a cycle later
                 for _ in range(delay):
                     await ctx.tick()
@@ -108,8 +109,6 @@ def test_sequencer_runs_in_order_halts_and_drops():
                 ctx.set(job.done, 0)
                 ctx.set(job.busy, 0)
         return run
-
-    pending_seq = [0]
 
     async def host(ctx):
         ctx.set(dut.row_bytes, dcfg.bus_bytes)
@@ -127,7 +126,7 @@ def test_sequencer_runs_in_order_halts_and_drops():
                 op, _, _ = script[i]
                 ctx.set(dut.staged.opcode, op)
                 ctx.set(dut.staged.count, dcfg.eal.entries if op == Opcode.DUMP else 5)
-                ctx.set(dut.staged.addr0, 0x100)
+                ctx.set(dut.staged.addr0, 8 * i)
                 ctx.set(dut.staged.addr1, 0x1000)
                 ctx.set(dut.submit, 1)
                 await ctx.tick()
@@ -135,7 +134,6 @@ def test_sequencer_runs_in_order_halts_and_drops():
                 i += 1
             # Run them: each either completes, or fails and the rest of the burst drops.
             for j in range(first, i):
-                pending_seq[0] = j
                 for _ in range(200):     # a cycle budget: a hang fails here, not later
                     if ctx.get(dut.completed) + ctx.get(dut.dropped) > j or ctx.get(dut.halted):
                         break
