@@ -14,7 +14,7 @@ order; each one completes (all its writes acknowledged by the bus) before the ne
 import enum
 
 __all__ = ["Opcode", "ErrorCause", "Engine", "KEY_WORD_BYTES", "RESULT_WORD", "DUMP_WORDS",
-           "word_fields", "LIST_OPCODES", "MAGIC", "VERSION"]
+           "word_fields", "LIST_OPCODES", "SINGLE_PASS_OPCODES", "MAGIC", "VERSION"]
 
 #: ``ID_MAGIC`` register value: ASCII "HOTL".
 MAGIC = 0x484F544C
@@ -58,6 +58,10 @@ class Opcode(enum.IntEnum):
 
 #: Opcodes whose ``addr0`` holds a key list of ``count`` words (checked before anything moves).
 LIST_OPCODES = (Opcode.LEARN, Opcode.LOOKUP, Opcode.GATHER, Opcode.WRITE_BACK)
+#: The list opcodes that read their key list once and check it inline: a bad key (or a failed
+#: list read) ends the command after the keys before it (``docs/device.md``, "Errors").
+#: WRITE_BACK changes the tables, so it checks the whole list before it moves anything.
+SINGLE_PASS_OPCODES = (Opcode.LEARN, Opcode.LOOKUP, Opcode.GATHER)
 
 
 class ErrorCause(enum.IntEnum):

@@ -13,7 +13,7 @@ a bus address is a ``data_ptr``.
 import numpy as np
 import torch
 
-from hotline_spec.commands import KEY_WORD_BYTES, Engine, ErrorCause, Opcode
+from hotline_spec.commands import KEY_WORD_BYTES, SINGLE_PASS_OPCODES, Engine, ErrorCause, Opcode
 from hotline_spec.registers import COUNTERS
 from hotline_spec.config import SKETCH_ROWS
 from verif.golden import AccessLogger
@@ -95,9 +95,13 @@ class ModelTransport(Transport):
         bus = self.device_config.bus_bytes if self.device_config is not None else 8
         return -(-8 * n // bus) * bus
 
-    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None, rows=False, key_pass=None):
+    def _submit(self, opcode, count, addr0=0, addr1=0, keys=None, rows=False, key_pass=None,
+                prefix=None):
         """Run the command checks of one command; returns its sequence number or raises
-        DeviceCommandError (the command completes with an error: counted, nothing moved).
+        DeviceCommandError (the command completes with an error, counted). A refused command
+        (decoder, or WRITE_BACK's check pass) moves nothing; LEARN, LOOKUP and GATHER read
+        their list once and a bad key ends them after the keys before it: ``prefix(i)`` does
+        that part (``i`` keys) before the error is raised (``docs/device.md``, "Errors").
         With ``rows`` (GATHER / WRITE_BACK) returns ``(sequence, host-table rows of the
         keys)``, mapped in the same compiled pass as the checks. With ``key_pass`` the
         decoder checks run here and the key-list pass is ``key_pass()`` (it returns the
@@ -127,8 +131,10 @@ class ModelTransport(Transport):
             if fault is not None:
                 self._counters["commands_completed"] += 1
                 self._counters["errors"] += 1
-                if fault.engine == Engine.LIST_CHECK:   # the check pass read the list
+                if fault.engine == Engine.LIST_CHECK:   # the list was read (once)
                     self._counters["bytes_read"] += self._list_bytes(count)
+                    if prefix is not None and opcode in SINGLE_PASS_OPCODES:
+                        prefix(fault.index)
                 raise_fault(fault, opcode, seq, keys, layout, dcfg)
         self._counters["commands_completed"] += 1
         return (seq, global_rows) if rows else seq
@@ -145,15 +151,21 @@ class ModelTransport(Transport):
         hits, slots = [], []
         for a, b in command_chunks(flat.numel(), self._max_count()):
             chunk = flat[a:b]
-            self._submit(opcode, b - a, chunk.data_ptr(), 0, chunk)
-            res = run(chunk)
+
+            def looked_up(part):
+                res = run(part)
+                self._counters["lookups"] += part.numel()
+                # numpy's count is one thread: no intra-op fork on the lookups
+                self._counters["hits"] += int(np.count_nonzero(res.hit.numpy()))
+                self._counters["bytes_written"] += 8 * part.numel()
+                return res
+
+            self._submit(opcode, b - a, chunk.data_ptr(), 0, chunk,
+                         prefix=lambda i: looked_up(chunk[:i]) if i else None)
+            res = looked_up(chunk)
             hits.append(res.hit)
             slots.append(res.slot)
-            self._counters["lookups"] += b - a
-            # numpy's count is one thread: no intra-op fork on the lookups
-            self._counters["hits"] += int(np.count_nonzero(res.hit.numpy()))
-            self._counters["bytes_read"] += 2 * self._list_bytes(b - a)
-            self._counters["bytes_written"] += 8 * (b - a)
+            self._counters["bytes_read"] += self._list_bytes(b - a)
         if not hits:
             return (torch.zeros(keys.shape, dtype=torch.bool),
                     torch.zeros(keys.shape, dtype=torch.int64))
@@ -164,7 +176,8 @@ class ModelTransport(Transport):
     def learn(self, keys):
         """Learn-mode lookups in stream order (spec section 4) -> ``(hit, slot)``; one
         ``LEARN`` command per ``max_count`` keys (a key with bits above ``key_bits`` raises
-        :class:`~sw_driver.errors.DeviceCommandError` ``BAD_KEY``, nothing learned)."""
+        :class:`~sw_driver.errors.DeviceCommandError` ``BAD_KEY`` after the keys before it
+        were learned, as the RTL does)."""
         self._check_open("learn")
         return self._lookups(keys, Opcode.LEARN, self.logger.learn)
 
@@ -295,18 +308,34 @@ class ModelTransport(Transport):
                 return -1, 0
             return res
 
+        c = self._counters
+
+        def gathered(i):
+            """A GATHER cut short by its i-th key: the rows before it are in the buffer."""
+            if not i:
+                return
+            fault, part = check_command_rows(dcfg, opcode, i, keys.data_ptr(), addr1,
+                                             layout.row_bytes, keys[:i], layout,
+                                             self._global_base)
+            assert fault is None, fault
+            gather_rows(self._host_table, part, buf[:i], self._pool)
+            c["bytes_read"] += i * layout.row_bytes
+            c["bytes_written"] += i * layout.row_bytes
+
         if n and dcfg.eal.key_bits < 64:
-            self._submit(opcode, n, keys.data_ptr(), addr1, keys, key_pass=key_pass)
+            self._submit(opcode, n, keys.data_ptr(), addr1, keys, key_pass=key_pass,
+                         prefix=gathered)
             global_rows = done[0] if done else None
         else:
-            _, global_rows = self._submit(opcode, n, keys.data_ptr(), addr1, keys, rows=True)
+            _, global_rows = self._submit(opcode, n, keys.data_ptr(), addr1, keys, rows=True,
+                                          prefix=gathered)
         if global_rows is not None:
             if scatter:
                 scatter_rows(self._host_table, global_rows, buf, self._pool)
             else:
                 gather_rows(self._host_table, global_rows, buf, self._pool)
-        c = self._counters
-        c["bytes_read"] += 2 * self._list_bytes(n) + n * layout.row_bytes
+        passes = 2 if scatter else 1          # WRITE_BACK: the check pass, then the move
+        c["bytes_read"] += passes * self._list_bytes(n) + n * layout.row_bytes
         c["bytes_written"] += n * layout.row_bytes
         return n
 
@@ -327,7 +356,7 @@ class ModelTransport(Transport):
     def device_counters(self):
         """The model's copy of the device counters (``hotline_spec.registers.COUNTERS``,
         lower case), counted as the RTL counts them: the RTL reads a command's key list
-        twice (the check pass, then the move pass), ``bytes_read`` counts whole bus beats
+        once (WRITE_BACK twice: the check pass, then the move pass), ``bytes_read`` counts whole bus beats
         (the model assumes lists that start on a beat boundary, as ``alloc`` gives them),
         ``bytes_written`` enabled strobes. The cycle counters (``read_stall_cycles``,
         ``write_stall_cycles``, ``cycles``) stay 0."""

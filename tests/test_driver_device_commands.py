@@ -126,10 +126,19 @@ def test_refused_commands_move_nothing(mt):
     G, W = Opcode.GATHER, Opcode.WRITE_BACK
 
     def both(keys, cause, engine, index=None, buf=out):
+        out.fill_(-5.0)
         e1 = _refused(lambda: mt.gather(keys, buf), cause, engine, G, index)
+        # GATHER reads its list once: the keys before the bad one were gathered; a refusal
+        # by the decoder moves nothing (docs/device.md, "Errors").
+        expect = torch.full_like(out, -5.0)
+        for i in range(index or 0):
+            k = int(keys[i])
+            expect[i] = host[int(offsets[k >> EAL.row_bits]) + (k & ((1 << EAL.row_bits) - 1))]
+        assert torch.equal(out, expect)
+        out.fill_(-5.0)
         e2 = _refused(lambda: mt.write_back(keys, buf), cause, engine, W, index)
         assert e2.sequence == e1.sequence + 1
-        assert bool((out == -5.0).all()) and torch.equal(host, before)
+        assert bool((out == -5.0).all()) and torch.equal(host, before)   # checked first
         return e1
 
     # a row at/after its table's end: ROW_OUT_OF_RANGE, address of the key
