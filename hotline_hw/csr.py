@@ -289,12 +289,9 @@ class CsrBank(wiring.Component):
         with m.If(clearing):
             m.d.comb += [wp.addr.eq(clear_slot), wp.en.eq(-1), wp.data.eq(0)]
         with m.Else():
-            data_lanes = []
-            for j, k in lanes:
-                byte = w_data[8 * k:8 * k + 8]
-                keep = min(8, word_bits[j] - 8 * k)     # BASE_HI keeps addr_bits - 32 bits
-                data_lanes.append(Cat(byte[:keep], Const(0, 8 - keep)))
-            m.d.comb += [wp.addr.eq(wt_slot), wp.data.eq(Cat(data_lanes)),
+            # Bits of a BASE_HI lane beyond addr_bits are stored but never read (unpack).
+            m.d.comb += [wp.addr.eq(wt_slot),
+                         wp.data.eq(Cat(w_data[8 * k:8 * k + 8] for _, k in lanes)),
                          wp.en.eq(Cat(wt_word[j] & byte_go[k] for j, k in lanes))]
 
         # ---- read: select (stage 1), group AND-OR (stage 2), final OR (stage 3) ----------
