@@ -157,9 +157,10 @@ class CsrBank(wiring.Component):
         super().__init__(members)
 
     def _decode(self, m, addr, prefix):
-        """Registered-to-be select per non-table register of the word address in ``addr``,
-        as ANDs of two small comparators (low and high half of the word address), so that
-        the ~60 selects share ~40 comparators instead of each having its own."""
+        """The select of each non-table register (and the table decode) for the byte
+        address ``addr``, to be registered by the caller. A select is the AND of two small
+        comparators (low and high half of the word address), so the ~60 selects share ~40
+        comparators instead of each having its own 10-bit one."""
         word = addr[2:]
         half = len(word) // 2
         lows, highs, sel = {}, {}, {}
@@ -183,7 +184,6 @@ class CsrBank(wiring.Component):
         m = Module()
         regs = self._regs
         readable = [r for r in regs if r.access != "wo"]
-        offset_mask = (1 << dcfg.csr_addr_bits) - 1
         f_unmapped = rmap["REG_ERROR"].field("unmapped").lsb
         f_read_only = rmap["REG_ERROR"].field("read_only").lsb
         f_refused = rmap["REG_ERROR"].field("refused").lsb
@@ -350,9 +350,9 @@ class CsrBank(wiring.Component):
         m.d.comb += [err_set[f_unmapped].eq(w_unmapped | r_unmapped),
                      err_set[f_read_only].eq(w_read_only), err_set[f_refused].eq(w_refused)]
         with m.If(w_unmapped | w_read_only | w_refused):
-            m.d.sync += reg_error_addr.eq(aw_addr & offset_mask)
+            m.d.sync += reg_error_addr.eq(aw_addr)
         with m.Elif(r_unmapped):
-            m.d.sync += reg_error_addr.eq(r_addr & offset_mask)
+            m.d.sync += reg_error_addr.eq(r_addr)
 
         # ---- sticky bits: set wins over clear --------------------------------------------
         for r in regs:

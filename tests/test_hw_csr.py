@@ -134,6 +134,23 @@ def random_offset(rng, rmap, model, focus):
             return offset
 
 
+BUS_INPUTS = {"awaddr": 16, "awvalid": 1, "wdata": 32, "wstrb": 4, "wvalid": 1, "bready": 1,
+              "araddr": 16, "arvalid": 1, "rready": 1}
+BUS_OUTPUTS = ("awready", "wready", "bvalid", "bresp", "arready", "rvalid", "rdata", "rresp")
+
+
+def no_combinational_path(ctx, bus, rng):
+    """Every s_axil output stays put whatever the s_axil inputs do within the cycle."""
+    saved = {n: ctx.get(getattr(bus, n)) for n in BUS_INPUTS}
+    before = [ctx.get(getattr(bus, n)) for n in BUS_OUTPUTS]
+    for _ in range(2):
+        for n, bits in BUS_INPUTS.items():
+            ctx.set(getattr(bus, n), rng.getrandbits(bits))
+        assert [ctx.get(getattr(bus, n)) for n in BUS_OUTPUTS] == before
+    for n, value in saved.items():
+        ctx.set(getattr(bus, n), value)
+
+
 def run_random(dcfg, seed, cycles, reset_at=()):
     rmap = register_map(dcfg)
     dut = CsrBank(rmap, table_read_ports=READ_PORTS)
@@ -151,7 +168,7 @@ def run_random(dcfg, seed, cycles, reset_at=()):
     focus = ["REG_ERROR", "REG_ERROR_ADDR"] + [r.name for r in 3 * w1c + wo]
     bus = dut.bus
     stats = {"reads": 0, "writes": 0, "slverr": 0, "stb": 0, "table_checks": 0,
-             "set_and_clear": 0, "resets": 0}
+             "set_and_clear": 0, "resets": 0, "error_ties": 0}
 
     async def bench(ctx):
         ro_values = {r.name: 0 for r in ro}
@@ -210,6 +227,8 @@ def run_random(dcfg, seed, cycles, reset_at=()):
                 ctx.set(bus.araddr, rd["offset"])
 
             # ---- what the block shows in this cycle -------------------------------------
+            if c % 5 == 0:
+                no_combinational_path(ctx, bus, rng)
             for r in q_regs:
                 got = ctx.get(getattr(dut, f"q_{r.name}").as_value())
                 assert got == model.state[r.name], (c, r.name, hex(got),
@@ -247,6 +266,8 @@ def run_random(dcfg, seed, cycles, reset_at=()):
                 wr = rd = None
                 await ctx.tick()
                 continue
+            if write is not None and read_error is not None:
+                stats["error_ties"] += 1    # REG_ERROR_ADDR: the write's offset wins
             bresp, stb_want = model.cycle(write, read_error, sets, refuse)
             for r in wo:
                 got = ctx.get(getattr(dut, f"stb_{r.name}"))
@@ -305,7 +326,8 @@ def test_csr_bank_matches_register_model(name):
                        reset_at=reset_at)
     assert stats["reads"] > 200 and stats["writes"] > 200, stats
     assert stats["slverr"] > 30 and stats["stb"] > 10 and stats["table_checks"] > 1000, stats
-    assert stats["set_and_clear"] > 3 and stats["resets"] == len(reset_at), stats
+    assert stats["set_and_clear"] > 3 and stats["error_ties"] > 3, stats
+    assert stats["resets"] == len(reset_at), stats
 
 
 def test_ports_are_typed_views_of_the_description():
