@@ -111,8 +111,10 @@ class CsrBank(wiring.Component):
         The core drives ``table`` in cycle ``n``; ``entry`` holds that slot in cycle ``n + 1``
         (as stored at the start of cycle ``n``: a bus write in cycle ``n`` shows in ``n + 2``).
 
-    Behaviour and timing
-    --------------------
+    Notes
+    -----
+    Behaviour and timing:
+
     * Writes: AW and W are taken independently (``awready``/``wready`` low while one is held
       or the B response waits). The write is performed in the cycle after both are held
       ("cycle g"): ``rw`` registers and table slots take the bytes whose ``wstrb`` bit is set;
