@@ -70,7 +70,8 @@ def packer_reference(W, offset, segments):
 
 @pytest.mark.parametrize("word_bits,lanes,bus_bits", [
     (64, 4, 128), (64, 2, 128), (64, 1, 128), (64, 5, 128), (32, 3, 256), (64, 2, 64),
-], ids=["4into2", "2into2", "1into2", "5into2", "3into8", "2into1"])
+    (64, 8, 128),
+], ids=["4into2", "2into2", "1into2", "5into2", "3into8", "2into1", "8into2"])
 def test_packer_matches_reference(word_bits, lanes, bus_bits):
     """Random valid patterns (dense, sparse, empty beats), random offsets, flushes after
     random counts (in the last beat's cycle or later), random input gaps and output

@@ -19,11 +19,16 @@ def strobed_beat(bus_bits):
     return data.StructLayout({"data": bus_bits, "strobe": bus_bits // 8})
 
 
-def _popcount(bits):
-    """The number of set bits of a list of 1-bit values, as a balanced adder tree."""
-    if not bits:
-        return Const(0, 1)
-    return tree(lambda x, y: x + y, [b.as_unsigned() for b in bits])
+def _prefix_counts(bits):
+    """Inclusive prefix counts of a list of 1-bit values: ``out[i] = bits[0] + ... +
+    bits[i]``, a Sklansky prefix network (log2(n) adder levels, n/2 adders per level)."""
+    s = [b.as_unsigned() for b in bits]
+    d = 1
+    while d < len(s):
+        # In every block of 2d, the upper half adds the lower half's total.
+        s = [s[i] + s[(i & ~(2 * d - 1)) + d - 1] if i & d else s[i] for i in range(len(s))]
+        d *= 2
+    return s
 
 
 class Packer(wiring.Component):
@@ -102,11 +107,12 @@ class Packer(wiring.Component):
         rem = Signal(L)
         m.d.comb += rem.eq(inp.valid & ~taken)
         # Rank of each lane among the remaining ones: its word's position in the compact set.
-        rank = [_popcount([rem[j] for j in range(i)]) for i in range(L)]
+        counts = _prefix_counts([rem[i] for i in range(L)])
+        rank = [Const(0, 1)] + counts[:-1]
         take = Signal(L)                            # lanes taken this cycle (rank < W)
         for i in range(L):
             m.d.comb += take[i].eq(rem[i] & (rank[i] < W) if i >= W else rem[i])
-        total = _popcount([rem[i] for i in range(L)])
+        total = counts[-1]
         last_part = Signal()                        # the rest of the beat fits this cycle
         m.d.comb += last_part.eq(total <= W if L > W else 1)
         n_take = Signal(range(W + 1))
