@@ -76,7 +76,7 @@ def first_set(m, bits, name="first"):
     index = Signal(range(max(n, 2)), name=f"{name}_index")
     anyset = Signal(name=f"{name}_any")
     m.d.comb += [one_hot.eq(bits & (-bits)[:n]), anyset.eq(bits != 0)]
-    for b in range(index.width):
+    for b in range(len(index)):
         positions = [one_hot[k] for k in range(n) if (k >> b) & 1]
         m.d.comb += index[b].eq(tree(lambda x, y: x | y, positions) if positions else 0)
     return anyset, index, one_hot
