@@ -126,9 +126,9 @@ def _random_tables(rng, c):
         rows = rng.choice([0, 1, rng.randrange(1 << e.row_bits), 1 << e.row_bits,
                            (1 << e.row_bits) + 5, 1 << 31])
         if kind < 0.15:
-            base += 8                        # misaligned base
+            base += rng.choice([1, 4, 8])    # misaligned base (8: unless the bus is 64 b)
         elif kind < 0.3:
-            stride = rng.choice([stride + 8, 8])   # misaligned or too small
+            stride = rng.choice([stride + 4, stride + 8, 8])   # misaligned or too small
         tables.append((base, stride, rows))
     return tables
 
@@ -136,19 +136,26 @@ def _random_tables(rng, c):
 def _random_keys(rng, n, tables, c, bad_rate):
     """Mostly good keys (for check_rows = 1), a few bad ones of every kind."""
     e = c.eal
-    good = [t for t, (b, s, r) in enumerate(tables)
-            if r and not (b % c.bus_bytes or s % c.bus_bytes or s < 2 * c.bus_bytes)]
+    ok = [not (b % c.bus_bytes or s % c.bus_bytes or s < 2 * c.bus_bytes)
+          for b, s, r in tables]
+    good = [t for t, (b, s, r) in enumerate(tables) if r and ok[t]]
+    bad_table = [t for t, (b, s, r) in enumerate(tables) if r and not ok[t]]
+    short = [t for t, (b, s, r) in enumerate(tables) if r < 1 << e.row_bits]
     words = []
     for _ in range(n):
         r = rng.random()
         if r < bad_rate / 3:
             words.append(rng.getrandbits(64) | 1 << rng.randrange(e.key_bits, 64))
-        elif r < bad_rate or not good:
-            words.append(rng.getrandbits(e.key_bits))
+        elif r < 2 * bad_rate / 3 and short:
+            t = rng.choice(short)
+            words.append(t << e.row_bits | rng.randrange(tables[t][2], 1 << e.row_bits))
+        elif (r < bad_rate and bad_table) or not good:
+            t = rng.choice(bad_table or range(len(tables)))
+            words.append(t << e.row_bits | rng.randrange(min(max(tables[t][2], 1),
+                                                             1 << e.row_bits)))
         else:
             t = rng.choice(good)
-            rows = min(tables[t][2], 1 << e.row_bits)
-            words.append(t << e.row_bits | rng.randrange(rows))
+            words.append(t << e.row_bits | rng.randrange(min(tables[t][2], 1 << e.row_bits)))
     return words
 
 
@@ -176,6 +183,7 @@ def test_key_checker_matches_reference(bus_bits):
         cases.append((tables, addr, check_rows, row_bytes,
                       _reader_beats(keys, addr, W, errors)))
     checked = [0, 0]
+    causes = set()
 
     async def table_ram(ctx):
         ports = [p.table for p in dut.tables]
@@ -226,6 +234,7 @@ def test_key_checker_matches_reference(bus_bits):
                 assert not ctx.get(rec.valid)
             else:
                 checked[1] += 1
+                causes.add(err[0])
                 assert ctx.get(rec.valid)
                 assert (ctx.get(rec.cause), ctx.get(rec.addr), ctx.get(rec.index)) == err
                 assert ctx.get(rec.engine) == Engine.LIST_CHECK
@@ -235,6 +244,7 @@ def test_key_checker_matches_reference(bus_bits):
 
     _run(dut, [bench, consumer], [table_ram])
     assert checked[0] == len(cases) and checked[1] >= 10
+    assert causes == {ErrorCause.BAD_KEY, ErrorCause.ROW_OUT_OF_RANGE, ErrorCause.BAD_TABLE}
 
 
 def test_key_checker_full_rate_and_stall():
@@ -344,7 +354,7 @@ def test_lane_formatter(lanes, W):
             ctx.set(dut.beats.payload.mask, mask)
             await ctx.tick().until(dut.beats.ready)
             ctx.set(dut.beats.valid, 0)
-        await ctx.tick().repeat(3 * G + 10)
+        await ctx.tick().until(~dut.busy)
         assert len(got) == len(expect)
         for g, x in zip(got, expect):
             assert [v for v, _ in g] == [v for v, _ in x]

@@ -168,8 +168,10 @@ class KeyChecker(wiring.Component):
             m.d.sync += [cc.eq(bc) for cc, bc in zip(c_cause, b_cause)]
         c_bad = Cat(cc != 0 for cc in c_cause)
         any_bad, bad_pos, bad_hot = first_set(m, c_bad, "bad")
+        # Words before the first bad one (a prefix OR: no carry chain on the output path).
         keep = Signal(W)
-        m.d.comb += keep.eq(c_mask & (bad_hot - 1)[:W])   # all ones when no word is bad
+        m.d.comb += keep.eq(c_mask & ~Cat(tree(lambda x, y: x | y, list(c_bad[:k + 1]))
+                                          for k in range(W)))
         bad_cause = tree(lambda x, y: x | y,
                          [cc & bad_hot[k].replicate(3) for k, cc in enumerate(c_cause)])
         live = Signal()

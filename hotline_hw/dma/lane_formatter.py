@@ -1,7 +1,7 @@
 """Turns list beats (``words_per_beat`` words with a mask) into lookup beats of ``lanes``
 lanes."""
 
-from amaranth import Signal, Module, Const
+from amaranth import Signal, Module
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -33,12 +33,15 @@ class LaneFormatter(wiring.Component):
         ``ready`` is high when the held beat is used up or its last group leaves.
     lookups : Out(stream of :func:`~hotline_hw.layouts.lookup_beat`)
         From a register.
+    busy : Out(1)
+        A beat, or a part of one, is still inside.
     """
 
     def __init__(self, dcfg: DeviceConfig):
         self.dcfg = dcfg
         super().__init__({"beats": In(stream.Signature(list_beat(dcfg))),
-                          "lookups": Out(stream.Signature(lookup_beat(dcfg.eal)))})
+                          "lookups": Out(stream.Signature(lookup_beat(dcfg.eal))),
+                          "busy": Out(1)})
 
     def elaborate(self, platform):
         c = self.dcfg
@@ -92,6 +95,7 @@ class LaneFormatter(wiring.Component):
         with m.Elif(out.ready):
             m.d.sync += o_valid.eq(0)
 
+        m.d.comb += self.busy.eq((h_rem != 0) | o_valid)
         m.d.comb += self.beats.ready.eq((h_rem == 0) | (emit & ((h_rem & ~pick) == 0)))
         with m.If(self.beats.valid & self.beats.ready):
             m.d.sync += [h_data.eq(self.beats.payload.data), h_mask.eq(in_mask),

@@ -42,7 +42,8 @@ def list_fifo_beats(dcfg: DeviceConfig):
 class ListReader(wiring.Component):
     """DMA reader of a word list.
 
-    Bursts are issued only while the FIFO has room for a whole ``burst_beats`` burst (a
+    Bursts end on multiples of ``burst_beats`` beats (so none crosses 4 KiB) and are
+    issued only while the FIFO has room for a whole ``burst_beats`` burst (a
     credit counter: FIFO depth minus beats buffered or requested), so ``rready`` is always 1.
     Every timing-relevant quantity is a register: the next burst's length (recomputed each
     cycle from the registered burst address and beats left; a burst is issued at most every
@@ -113,6 +114,8 @@ class ListReader(wiring.Component):
         first_mask = Signal(W)
         last_mask = Signal(W)
         head_mask = Signal(W)                       # mask of the next beat to emit
+        last_beat = Signal()                        # beats_to_emit == 1, kept as a register
+        emit_left = Signal()                        # beats_to_emit != 0, likewise
         credits = Signal(range(depth + 1), init=depth)  # FIFO slots neither full nor requested
         rx_addr = Signal(c.addr_bits)               # address of the next beat to arrive
         rx_pos = Signal(32)                         # list position of its word 0
@@ -141,17 +144,22 @@ class ListReader(wiring.Component):
             else:
                 m.d.sync += last_mask.eq(ones)
         with m.If(phase == 1):
-            m.d.sync += [phase.eq(0),
+            m.d.sync += [phase.eq(0), last_beat.eq(beats_to_emit == 1), emit_left.eq(1),
                          head_mask.eq(first_mask & Mux(beats_to_emit == 1, last_mask, ones))]
 
         # ---- AR: one burst at most every other cycle, each needing a whole burst of credit --
+        # Bursts end on multiples of burst_beats beats (the first may be shorter): 4 KiB is
+        # such a multiple, so no burst crosses it, and the length needs no wide compare.
         bmax = c.burst_beats
-        to_4k = Signal(range(4096 // bb + 1))
-        cap = Signal(range(bmax + 1))
+        bw = exact_log2(bmax)
+        cap = Signal(range(bmax + 1))               # beats to the next burst boundary
+        few = Signal()                              # fewer beats left than that
         length = Signal(range(bmax + 1))            # registered: fresh by the next issue
-        m.d.comb += [to_4k.eq((4096 - next_addr[:12]) >> lb),
-                     cap.eq(Mux(to_4k < bmax, to_4k, bmax))]
-        m.d.sync += length.eq(Mux(beats_to_issue < cap, beats_to_issue, cap))
+        m.d.comb += [
+            cap.eq(bmax - (next_addr[lb:lb + bw] if bw else 0)),
+            few.eq((beats_to_issue[bw + 1:] == 0) & (beats_to_issue[:bw + 1] < cap)),
+        ]
+        m.d.sync += length.eq(Mux(few, beats_to_issue[:bw + 1], cap))
         arvalid = Signal()
         ar_len = Signal(8)
         ar_addr = Signal(c.addr_bits)
@@ -163,11 +171,13 @@ class ListReader(wiring.Component):
         issue = Signal()
         with m.If(arvalid & axi.arready):
             m.d.sync += arvalid.eq(0)
-        # `length` lags `next_addr`/`beats_to_issue` by a cycle: never issue in the cycle
-        # after they changed (after an issue `arvalid` is still high then; phase 1 covers
+        # `length` and `more` lag `next_addr`/`beats_to_issue` by a cycle: never issue in the
+        # cycle after they changed (after an issue `arvalid` is still high then; phase 1 covers
         # the start).
-        m.d.comb += issue.eq(busy & (phase == 0) & ~arvalid & (beats_to_issue != 0)
-                             & credit_ok & ~self.error.valid)
+        more = Signal()                             # beats_to_issue != 0, registered likewise
+        m.d.sync += more.eq(beats_to_issue != 0)
+        m.d.comb += issue.eq(busy & (phase == 0) & ~arvalid & more & credit_ok
+                             & ~self.error.valid)
         with m.If(issue):
             m.d.sync += [arvalid.eq(1), ar_addr.eq(next_addr), ar_len.eq(length - 1),
                          next_addr.eq(next_addr + (length << lb)),
@@ -187,7 +197,7 @@ class ListReader(wiring.Component):
 
         # After an error and once nothing is in flight or buffered, the rest are fillers.
         filler = Signal()
-        m.d.comb += filler.eq(self.error.valid & (credits == depth) & (beats_to_emit != 0))
+        m.d.comb += filler.eq(self.error.valid & (credits == depth) & emit_left)
 
         # ---- emit beats with their word mask -------------------------------------------
         beat = self.beats.payload
@@ -200,9 +210,10 @@ class ListReader(wiring.Component):
         ]
         with m.If(self.beats.valid & self.beats.ready):
             m.d.sync += [beats_to_emit.eq(beats_to_emit - 1),
+                         last_beat.eq(beats_to_emit == 2), emit_left.eq(~last_beat),
                          head_mask.eq(Mux(beats_to_emit == 2, last_mask, ones))]
-            with m.If(beats_to_emit == 1):
-                m.d.sync += [busy.eq(0), beats_to_issue.eq(0)]
+            with m.If(last_beat):
+                m.d.sync += busy.eq(0)
 
         # Write channels unused.
         m.d.comb += [axi.awvalid.eq(0), axi.wvalid.eq(0), axi.bready.eq(1)]
