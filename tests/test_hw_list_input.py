@@ -159,7 +159,7 @@ def _random_keys(rng, n, tables, c, bad_rate):
     return words
 
 
-@pytest.mark.parametrize("bus_bits", [64, 128, 256])
+@pytest.mark.parametrize("bus_bits", [64, 128, 256, 512])
 def test_key_checker_matches_reference(bus_bits):
     """Random lists (bad keys at random positions, error beats, tables of every kind,
     check_rows 0/1) fed with random valid gaps, drained with random ready: every forwarded
@@ -384,7 +384,7 @@ def _mem(addr):
     return (addr * 0x9E3779B97F4A7C15 + 0x1234567) & M64
 
 
-@pytest.mark.parametrize("bus_bits,burst", [(128, 8), (64, 4), (256, 2)])
+@pytest.mark.parametrize("bus_bits,burst", [(128, 8), (64, 4), (256, 2), (512, 1)])
 def test_list_reader_against_axi_responder(bus_bits, burst):
     """Random lists (any 8-aligned address, crossing 4 KiB, 1..200 words) read through a
     Python AXI responder with random AR/R gaps, some beats answered SLVERR/DECERR, and a

@@ -63,7 +63,7 @@ class ListReader(wiring.Component):
         data returns in order) and full-width beats.
     start : In(1)
         One-cycle pulse while ``busy`` is low: read ``count`` words from ``addr`` (both
-        sampled in that cycle). The first AR goes out 3 cycles later.
+        sampled in that cycle). The first ``arvalid`` comes 4 cycles later.
     addr : In(addr_bits)
         Bus address of word 0, a multiple of 8.
     count : In(32)
@@ -102,7 +102,10 @@ class ListReader(wiring.Component):
         lb = exact_log2(bb)                         # log2(bus bytes)
         depth = list_fifo_beats(c)
         ones = (1 << W) - 1
-        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=c.bus_bits + 1, depth=depth)
+        # SyncFIFOBuffered(depth + 1) is a `depth` FIFO plus an output register: with at
+        # most `depth` beats buffered or requested, its FIFO part always takes the next beat
+        # (a SyncFIFOBuffered(depth) may refuse one at level depth - 1).
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=c.bus_bits + 1, depth=depth + 1)
 
         busy = Signal()
         phase = Signal(2)                           # 2, 1: setting up after start; 0: run
