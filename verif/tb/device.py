@@ -11,6 +11,7 @@ functional coverage bins (:class:`FunctionalCoverage`).
 """
 
 import json
+import os
 import random
 
 import cocotb
@@ -177,7 +178,7 @@ class DeviceBench:
 
     def __init__(self, dut, dcfg: DeviceConfig, *, mem_size=1 << 20, mem=None, seed=1,
                  read_latency=20, write_latency=20, pause=0.0, reorder=False, monitor=True,
-                 budget_scale=1.0):
+                 budget_scale=None):
         self.dut = dut
         self.cfg = dcfg
         self.rmap = register_map(dcfg)
@@ -190,7 +191,9 @@ class DeviceBench:
         self.memory = None
         self.monitor = None
         self.use_monitor = monitor
-        self.budget_scale = budget_scale
+        # HOTLINE_BUDGET_SCALE stretches every wait's budget (e.g. for a very slow host model).
+        self.budget_scale = (budget_scale if budget_scale is not None
+                             else float(os.environ.get("HOTLINE_BUDGET_SCALE", "1")))
         self.submitted = 0
         self.outstanding = []         # (seq, opcode, count, budget) submitted, not awaited
         self.row_bytes = dcfg.bus_bytes
@@ -265,7 +268,9 @@ class DeviceBench:
         Generous (a few times the measured cycles) but orders of magnitude below the old
         5 M-cycle limit."""
         cfg, o = self.cfg, self.options
-        lat = o["read_latency"] + o["write_latency"]
+        mem = self.memory                     # its latencies may be changed during a run
+        lat = (mem.read_latency + mem.write_latency if mem is not None
+               else o["read_latency"] + o["write_latency"])
         margin = 4 * lat + 2_000
         try:
             op = Opcode(int(opcode))
