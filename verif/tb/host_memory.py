@@ -12,6 +12,7 @@ Typical use::
     mem = HostMemory(dut, "m_axi", dut.clk, dut.rst, size=1 << 20, read_latency=500)
     mem.set_pause(0.2, seed=3)                  # idle/back-pressure on every channel
     mem.inject_error(0x4000, 0x4040, RESP_SLVERR, kind="read")
+    mem.inject_error_nth(0x1000, 0x1100, 2, RESP_DECERR)  # only the 2nd read touching it
     ...
     mem.assert_clean()                          # no protocol violation seen
 """
@@ -26,7 +27,8 @@ from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus
 from cocotbext.axi.axi_channels import AxiARSink, AxiRSource, AxiAWSink, AxiWSink, AxiBSource
 
-__all__ = ["HostMemory", "ProtocolViolation", "RESP_OKAY", "RESP_SLVERR", "RESP_DECERR"]
+__all__ = ["HostMemory", "ErrorInjector", "ProtocolViolation", "RESP_OKAY", "RESP_SLVERR",
+           "RESP_DECERR"]
 
 RESP_OKAY, RESP_SLVERR, RESP_DECERR = 0, 2, 3
 BURST_INCR = 1
@@ -47,6 +49,68 @@ class _Burst:
         self.id, self.addr, self.beats, self.resp, self.ready = id_, addr, beats, resp, ready
         self.next = 0  # next beat to send
         self.commit = commit  # a write's memory update, applied when its B is sent
+
+
+class ErrorInjector:
+    """Which bursts get an error response: static ranges and n-th-access rules.
+
+    A plain-Python object (no simulator needed), consulted once per burst in the order of the
+    request handshakes. A *range* rule fails every burst of its kind that touches
+    ``[start, end)``; an *n-th* rule counts the bursts of its kind that touch its range from
+    the moment it is added and fails the ``nth`` (1 = the first) up to ``nth + count - 1``,
+    e.g. the second read of a list that a device reads twice (check pass, then move pass).
+    The first matching rule gives the response; every rule counts every burst it sees.
+
+    Attributes
+    ----------
+    failed : list of tuple
+        ``(kind, addr, nbytes, resp)`` of every burst answered with an injected error, in
+        order.
+    """
+
+    def __init__(self):
+        self._rules = []  # [kind, start, end, resp, first, last, seen]; first=None: always
+        self.failed = []
+
+    @staticmethod
+    def _check(kind, resp):
+        if kind not in ("read", "write"):
+            raise ValueError(f"inject_error: kind must be 'read' or 'write', not {kind!r}")
+        if resp not in (RESP_SLVERR, RESP_DECERR):
+            raise ValueError(f"inject_error: resp must be SLVERR (2) or DECERR (3), not {resp}")
+
+    def add_range(self, start, end, resp=RESP_SLVERR, kind="read"):
+        self._check(kind, resp)
+        self._rules.append([kind, start, end, resp, None, None, 0])
+
+    def add_nth(self, start, end, nth, resp=RESP_SLVERR, kind="read", count=1):
+        self._check(kind, resp)
+        if nth < 1 or count < 1:
+            raise ValueError(f"inject_error_nth: nth ({nth}) and count ({count}) must be >= 1")
+        self._rules.append([kind, start, end, resp, nth, nth + count - 1, 0])
+
+    def clear(self):
+        self._rules.clear()
+
+    def pending(self):
+        """n-th rules whose bursts have not all come yet (a test can assert it is 0)."""
+        return sum(1 for r in self._rules if r[4] is not None and r[6] < r[5])
+
+    def resp_for(self, kind, addr, nbytes):
+        """The response for a ``kind`` burst of ``nbytes`` at ``addr``: an injected error
+        or ``RESP_OKAY``."""
+        resp = RESP_OKAY
+        for rule in self._rules:
+            r_kind, start, end, err, first, last, _ = rule
+            if r_kind != kind or not (addr < end and start < addr + nbytes):
+                continue
+            rule[6] += 1
+            hit = first is None or first <= rule[6] <= last
+            if hit and resp == RESP_OKAY:
+                resp = err
+        if resp != RESP_OKAY:
+            self.failed.append((kind, addr, nbytes, resp))
+        return resp
 
 
 def random_pauses(prob, rng):
@@ -89,6 +153,10 @@ class HostMemory:
         in :attr:`violations`.
     record : bool
         Keep every burst in :attr:`bursts` as ``(kind, id, addr, beats, cache, prot)``.
+    allow_w_before_aw : bool
+        AXI4 (A3.3.1) lets write data arrive before its address; by default this model
+        reports it as a violation all the same (a manager that never does it is the stricter
+        design the row mover keeps); ``True`` counts it in :attr:`early_w_beats` instead.
 
     Attributes
     ----------
@@ -100,11 +168,15 @@ class HostMemory:
         Counters (errors: bursts answered SLVERR/DECERR).
     max_reads_in_flight : int
         Most read bursts accepted and not yet fully answered at one time.
+    failed_writes : list of (int, bytes)
+        Write bursts answered with an error: start address and, per byte of the burst, 1
+        where its strobe was set (the bytes that would have been written and were not).
     """
 
     def __init__(self, dut, prefix, clock, reset=None, *, mem=None, size=None, base=0,
                  read_latency=0, write_latency=0, reorder=False, interleave=4, seed=0,
-                 strict=False, record=False, reset_active_level=True):
+                 strict=False, record=False, reset_active_level=True,
+                 allow_w_before_aw=False):
         if mem is None:
             if size is None:
                 raise ValueError("HostMemory: give a buffer (mem) or a size")
@@ -120,6 +192,8 @@ class HostMemory:
         self.interleave = max(1, interleave)
         self.strict = strict
         self.record = record
+        self.allow_w_before_aw = allow_w_before_aw
+        self.early_w_beats = 0
         self.rng = random.Random(seed)
         self._seed = seed
         self.log = logging.getLogger(f"cocotb.{prefix}.host_memory")
@@ -145,8 +219,9 @@ class HostMemory:
         self._has_wstrb = hasattr(bus.write.w, "wstrb")
 
         self.violations = []
+        self.failed_writes = []  # (addr, one 0/1 byte per burst byte: strobed)
         self.bursts = []
-        self._errors = []  # (start, end, resp, kind)
+        self.errors = ErrorInjector()
         self.read_bursts = self.read_beats = self.read_errors = 0
         self.write_bursts = self.write_beats = self.write_errors = 0
         self.reads_in_flight = 0
@@ -185,15 +260,22 @@ class HostMemory:
     def inject_error(self, start, end, resp=RESP_SLVERR, kind="read"):
         """Answer ``resp`` (SLVERR or DECERR) to every ``kind`` (``"read"``/``"write"``)
         burst that touches bus addresses ``[start, end)``; a failing write changes nothing."""
-        if kind not in ("read", "write"):
-            raise ValueError(f"inject_error: kind must be 'read' or 'write', not {kind!r}")
-        if resp not in (RESP_SLVERR, RESP_DECERR):
-            raise ValueError(f"inject_error: resp must be SLVERR (2) or DECERR (3), not {resp}")
-        self._errors.append((start, end, resp, kind))
+        self.errors.add_range(start, end, resp, kind)
+
+    def inject_error_nth(self, start, end, nth, resp=RESP_SLVERR, kind="read", count=1):
+        """Answer ``resp`` to the ``nth`` (1 = first) ``kind`` burst that touches
+        ``[start, end)``, counted from now (and to the ``count - 1`` after it); the others
+        are answered normally. :attr:`injected` lists the bursts that failed."""
+        self.errors.add_nth(start, end, nth, resp, kind, count)
+
+    @property
+    def injected(self):
+        """``(kind, addr, nbytes, resp)`` of every burst answered with an injected error."""
+        return self.errors.failed
 
     def clear_errors(self):
-        """Remove every injected error."""
-        self._errors.clear()
+        """Remove every injected error (the record in :attr:`injected` stays)."""
+        self.errors.clear()
 
     # ---- host-side access --------------------------------------------------------------
     def read(self, addr, length):
@@ -263,11 +345,9 @@ class HostMemory:
         inside = self.base <= addr and addr + nbytes <= self.base + self.size
         if not inside:
             self._violation(f"{kind} at {addr:#x}, {nbytes} B: outside the memory")
-        resp = RESP_OKAY if inside else RESP_DECERR
-        for start, end, err, err_kind in self._errors:
-            if err_kind == kind and addr < end and start < addr + nbytes:
-                resp = err
-                break
+        resp = self.errors.resp_for(kind, addr, nbytes)
+        if not inside:
+            resp = RESP_DECERR
         if self.record:
             p = "ar" if kind == "read" else "aw"
             self.bursts.append((kind, int(getattr(tr, p + "id")), addr, beats,
@@ -411,7 +491,10 @@ class HostMemory:
                     await Timer((missing - 1) * self._period, "step")
                 w = await self.w.recv()
                 if w.stamp < aw.stamp:
-                    self._violation(f"write at {addr:#x}: W beat {n} before its AW")
+                    if self.allow_w_before_aw:
+                        self.early_w_beats += 1
+                    else:
+                        self._violation(f"write at {addr:#x}: W beat {n} before its AW")
                 last = int(w.wlast)
                 if last != (n == beats - 1):
                     self._violation(f"write at {addr:#x}: wlast={last} on beat {n} of {beats}")
@@ -427,6 +510,13 @@ class HostMemory:
                 commit = (addr - self.base, payload, dict(masks))
             else:
                 self.write_errors += 1
+                strobed = bytearray(beats * lanes)
+                full = dict(masks)
+                for n in range(beats):
+                    strb = full.get(n, self._full_strb)
+                    for i in range(lanes):
+                        strobed[n * lanes + i] = strb >> i & 1
+                self.failed_writes.append((addr, bytes(strobed)))
             self._writes.append(_Burst(int(aw.awid), addr, beats, resp,
                                        last_stamp + self.write_latency * self._period, commit))
             self._write_event.set()

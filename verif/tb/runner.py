@@ -12,6 +12,10 @@ under ``sim_build/``: the generated text is written only when it changed, and Ve
 a build whose inputs are identical, so an unchanged design is not rebuilt. A file lock keeps
 parallel pytest workers from building the same folder at once. A failed simulation raises
 :class:`ScenarioFailed` (an ``AssertionError``) with its first mismatches and the log's path.
+
+``HOTLINE_COVERAGE=1`` builds every model with Verilator line and toggle coverage, in
+separate folders (``<tag>_cov``); each simulation then leaves a ``coverage.dat`` in its work
+folder, which ``verif/coverage_report.py`` merges and summarises per module.
 """
 
 import dataclasses
@@ -42,6 +46,18 @@ TEST_MODULE = "verif.tb.test_lookup_engine"
 
 class ScenarioFailed(AssertionError):
     """The RTL disagreed with the golden model (or the simulation failed)."""
+
+
+COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle"]
+
+
+def coverage_enabled() -> bool:
+    """True when ``HOTLINE_COVERAGE`` asks for coverage builds."""
+    return os.environ.get("HOTLINE_COVERAGE", "0") not in ("", "0")
+
+
+def _build_suffix(waves: bool) -> str:
+    return ("_waves" if waves else "") + ("_cov" if coverage_enabled() else "")
 
 
 def _verilator_on_path():
@@ -77,7 +93,8 @@ def _verilate(runner, source: Path, top: str, build_dir: Path, waves: bool):
     log = build_dir / "build.log"
     try:
         runner.build(sources=[source], hdl_toplevel=top, build_dir=build_dir,
-                     build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"],
+                     build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
+                     + (COVERAGE_ARGS if coverage_enabled() else []),
                      waves=waves, log_file=log)
     except Exception as exc:
         tail = log.read_text()[-4000:] if log.exists() else ""
@@ -106,7 +123,7 @@ def build(cfg: EALConfig = DEFAULT_CONFIG, waves: bool = False):
     current source (:func:`engine_source`); returns ``(runner, build_dir)``."""
     from cocotb_tools.runner import get_runner
     _verilator_on_path()
-    build_dir = SIM_BUILD / (_config_tag(cfg) + ("_waves" if waves else ""))
+    build_dir = SIM_BUILD / (_config_tag(cfg) + _build_suffix(waves))
     with _locked(build_dir.with_suffix(".lock")):
         build_dir.mkdir(parents=True, exist_ok=True)
         source = engine_source(cfg, build_dir)
@@ -126,7 +143,7 @@ def build_top(name: str, verilog_text: str, tag: str, waves: bool = False):
     """
     from cocotb_tools.runner import get_runner
     _verilator_on_path()
-    build_dir = SIM_BUILD / (tag + ("_waves" if waves else ""))
+    build_dir = SIM_BUILD / (tag + _build_suffix(waves))
     with _locked(build_dir.with_suffix(".lock")):
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / f"{name}.v"

@@ -5,7 +5,13 @@ One cocotb test, :func:`run_case`, plays the case named in ``HOTLINE_CASE`` (a J
 "pause", "reorder", "report"}``) and writes a report. Every case keeps a mirror of the whole
 simulated host memory: after each command the mirror gets the writes the command should make,
 and the entire memory must equal it, so a stray write anywhere (outside a destination, into a
-guard byte, by a refused command) fails the case.
+guard byte, by a refused command) fails the case. After every case the AXI handshake monitor
+(all ten channels) and the host memory's protocol checks must have seen no violation, and
+the functional coverage bins are written to ``functional_coverage.json`` in the work folder.
+
+``single_pass`` in the spec switches the expectations of the list-error cases to the rebuilt
+device (LEARN/LOOKUP/GATHER read their list once; a list read error ends the command with
+the keys before it processed): see :meth:`Case.list_error_moves`.
 """
 
 import json
@@ -19,9 +25,9 @@ import torch
 from cocotb.triggers import ClockCycles, ReadOnly
 
 from hotline_spec.commands import Opcode, ErrorCause, Engine, MAGIC
-from hotline_hw.axi import RESP_SLVERR, RESP_DECERR
+from hotline_hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
 from verif.golden import AccessLogger
-from verif.tb.device import DeviceBench, CommandFailed, config_from_dict
+from verif.tb.device import DeviceBench, CommandFailed, config_from_dict, report_bins
 
 KEYS, RESULTS, DUMP, TABLES, BUFFERS = 0x1_0000, 0x2_0000, 0x3_0000, 0x4_0000, 0xA_0000
 MEM_SIZE = 1 << 21
@@ -41,6 +47,26 @@ class Case:
         self.golden = AccessLogger(self.cfg.eal)
         self.report = {"checks": 0}
         self.mirror = None
+        self.single_pass = bool(spec.get("single_pass", False))
+
+    # ---- what a failed list read moves (the one place that knows the device's passes) --
+    @property
+    def list_reads_before_move(self):
+        """Reads of a LEARN/LOOKUP/GATHER list before its move pass: 1 (the check pass) on
+        the current device, 0 on the single-pass one. WRITE_BACK keeps its check pass."""
+        return 0 if self.single_pass else 1
+
+    def list_error_moves(self, keys, list_addr, failed, opcode):
+        """``[(index, key)]`` that a command whose list read failed in its move pass still
+        processes, in order. ``failed``: the ``(kind, addr, nbytes, resp)`` bursts answered
+        with an error. Current device: every index, a lost word replaced by the list's first
+        (checked) key. Single pass (not WRITE_BACK): the indices before the first lost word."""
+        lost = {i for i in range(len(keys)) for kind, addr, nbytes, _ in failed
+                if kind == "read" and addr <= list_addr + 8 * i < addr + nbytes}
+        if self.single_pass and opcode != Opcode.WRITE_BACK:
+            first = min(lost, default=len(keys))
+            return [(i, keys[i]) for i in range(first)]
+        return [(i, keys[0] if i in lost else keys[i]) for i in range(len(keys))]
 
     async def start(self):
         await self.bench.start()
@@ -98,16 +124,21 @@ class Case:
         self.check_memory(f"{'learn' if learn else 'lookup'} of {len(keys)} keys")
         return cycles, int(exp.hit.sum())
 
-    async def dump(self, addr=DUMP):
-        e = self.cfg.eal
+    def dump_words(self):
+        """The DUMP words of the golden tag store, and how many entries are valid."""
         st = self.golden.state
         valid, rrpv, tag = (st[k].reshape(-1).tolist() for k in ("valid", "rrpv", "tag"))
         words = [(int(t) & ((1 << 60) - 1)) | (int(r) << 60) | (int(v) << 63)
                  for v, r, t in zip(valid, rrpv, tag)]
-        self.expect(addr, np.asarray(words, dtype=np.uint64).astype("<u8").tobytes())
+        return np.asarray(words, dtype=np.uint64).astype("<u8").tobytes(), sum(valid)
+
+    async def dump(self, addr=DUMP):
+        e = self.cfg.eal
+        data, valid = self.dump_words()
+        self.expect(addr, data)
         cycles = await self.bench.run(Opcode.DUMP, e.entries, 0, addr)
         self.check_memory("dump")
-        return cycles, sum(valid)
+        return cycles, valid
 
     # ---- rows ------------------------------------------------------------------------
     async def tables(self, n_tables, rows, row_bytes, stride_pad=0, near_4k=True):
@@ -444,6 +475,265 @@ async def case_reset(c: Case):
     await c.dump()
 
 
+async def case_move_error(c: Case):
+    """A list read that fails after a clean check pass (the n-th-access injector fails the
+    list's last burst on its second read), for GATHER and LEARN: the error names the failed
+    burst, and exactly what :meth:`Case.list_error_moves` says moved (a lost key replaced by
+    the first key on the current device); then the same commands run cleanly."""
+    cfg, b, rng, mem = c.cfg, c.bench, c.rng, c.bench.memory
+    rb = 2 * cfg.bus_bytes
+    await c.tables(2, 32, rb)
+    n = 2 * cfg.read_ids + 7
+    keys = [c.key(0, 0)] + [c.key(rng.randrange(2), rng.randrange(1, 32)) for _ in range(n - 1)]
+    lo, hi = KEYS + 8 * (n - 1), KEYS + 8 * n          # the last word: one burst per pass
+    nth = c.list_reads_before_move + 1
+    E, D = ErrorCause, Engine
+    # GATHER
+    c.put_words(KEYS, keys)
+    mem.inject_error_nth(lo, hi, nth, RESP_SLVERR, kind="read")
+    before = len(mem.injected)
+    err = await c.expect_error(b.run(Opcode.GATHER, n, KEYS, BUFFERS), E.READ_SLVERR,
+                               D.LIST_READ, what="gather list re-read error")
+    failed = mem.injected[before:]
+    assert len(failed) == 1, f"expected one failed list burst, got {failed}"
+    assert failed[0][1] <= err.address < failed[0][1] + failed[0][2], \
+        f"ERR_ADDR {err.address:#x} is not in the failed burst {failed[0]}"
+    moved = c.list_error_moves(keys, KEYS, failed, Opcode.GATHER)
+    assert len(moved) < n or any(k != keys[i] for i, k in moved), "nothing was lost"
+    for i, k in moved:
+        a = c.row_addr(k)
+        c.expect(BUFFERS + i * rb, c.mirror[a:a + rb])
+    c.check_memory("gather whose list re-read failed")
+    mem.clear_errors()
+    await c.gather(keys, BUFFERS)
+    # LEARN: the tag store learns the moved keys (in order), their results are written.
+    mem.inject_error_nth(lo, hi, nth, RESP_DECERR, kind="read")
+    before = len(mem.injected)
+    err = await c.expect_error(b.run(Opcode.LEARN, n, KEYS, RESULTS), E.READ_DECERR,
+                               D.LIST_READ, what="learn list re-read error")
+    failed = mem.injected[before:]
+    assert len(failed) == 1 and failed[0][1] <= err.address < failed[0][1] + failed[0][2]
+    moved = c.list_error_moves(keys, KEYS, failed, Opcode.LEARN)
+    exp = c.golden.learn(torch.tensor([k for _, k in moved], dtype=torch.int64))
+    for (i, _), h, s in zip(moved, exp.hit.tolist(), exp.slot.tolist()):
+        c.expect(RESULTS + 8 * i, ((int(s) & 0xFFFF_FFFF) | (int(h) << 32)).to_bytes(8, "little"))
+    c.check_memory("learn whose list re-read failed")
+    mem.clear_errors()
+    await c.dump()
+    await c.lookups(keys, True)
+    c.report["lost_keys"] = n - sum(1 for i, k in moved if k == keys[i])
+
+
+async def case_dump_error(c: Case):
+    """A write error on the third DUMP burst: the other words land, the failed burst changes
+    nothing, the error names it; a clean DUMP follows."""
+    cfg, b, rng, mem = c.cfg, c.bench, c.rng, c.bench.memory
+    e = cfg.eal
+    await c.lookups([rng.randrange(1 << e.key_bits) for _ in range(e.entries // 2)], True)
+    data, _ = c.dump_words()
+    old = bytes(c.mirror[DUMP:DUMP + len(data)])
+    mem.inject_error_nth(DUMP, DUMP + len(data), 3, RESP_SLVERR, kind="write")
+    before = len(mem.injected)
+    err = await c.expect_error(b.run(Opcode.DUMP, e.entries, 0, DUMP), ErrorCause.WRITE_SLVERR,
+                               Engine.WORD_WRITE, what="dump write error")
+    failed = mem.injected[before:]
+    assert len(failed) == 1, f"expected one failed dump burst, got {failed}"
+    _, addr, nbytes, _ = failed[0]
+    assert addr <= err.address < addr + nbytes, f"ERR_ADDR {err.address:#x} not in {failed[0]}"
+    c.expect(DUMP, data)
+    # The failed burst's strobed bytes keep their old value (a beat may carry one word).
+    (waddr, strobed), = mem.failed_writes[-1:]
+    assert waddr == addr
+    kept = [waddr + j for j, on in enumerate(strobed) if on]
+    assert kept and all(DUMP <= a < DUMP + len(data) for a in kept), "strobes outside DUMP"
+    for a in kept:
+        c.mirror[a] = old[a - DUMP]
+    c.check_memory("dump with a failed write burst")
+    mem.clear_errors()
+    await c.dump()
+
+
+async def case_reset_gather(c: Case):
+    """Reset in the middle of a GATHER with row reads in flight (long read latency): the
+    core and the registers reset, nothing outside the destination changed, and the next
+    GATHER, WRITE_BACK and LEARN are exact."""
+    cfg, b, rng, mem = c.cfg, c.bench, c.rng, c.bench.memory
+    rb = 4 * cfg.bus_bytes
+    rows = 64
+    await c.tables(2, rows, rb)
+    n = 3 * cfg.read_ids
+    keys = [c.key(rng.randrange(2), rng.randrange(rows)) for _ in range(n)]
+    c.put_words(KEYS, keys)
+    latency = mem.read_latency
+    mem.read_latency = max(latency, 200)
+    list_beats = -(-8 * n // cfg.bus_bytes)
+    beats0 = mem.read_beats
+    await b.submit(Opcode.GATHER, n, KEYS, BUFFERS)
+    # Rows are read once both list passes are in: wait for row reads in flight.
+    await b.wait_until(lambda: mem.read_beats - beats0 > 2 * list_beats + 4
+                       and mem.reads_in_flight >= 2,
+                       b.command_budget(Opcode.GATHER, n), "row reads of the GATHER in flight")
+    c.report["reads_in_flight_at_reset"] = mem.reads_in_flight
+    await b.reset()
+    mem.read_latency = latency
+    assert await b.field("STATUS", "init") == 1, "no clear after reset"
+    await b.wait_ready()
+    assert await b.read_value("ROW_BYTES") == cfg.bus_bytes, "registers not reset"
+    assert await b.read_value("TABLE0_ROWS") == 0, "table registers not reset"
+    assert await b.read_value("CMD_COMPLETED") == 0 and await b.read_value("CMD_SUBMITTED") == 0
+    assert await b.read64("ROWS_GATHERED") == 0
+    dest = (BUFFERS, BUFFERS + n * rb)
+    got = mem.read(0, MEM_SIZE)
+    c.mirror[dest[0]:dest[1]] = got[dest[0]:dest[1]]               # cut short by the reset
+    c.check_memory("reset mid-gather: nothing outside the destination")
+    await c.tables(2, rows, rb)
+    await c.gather(keys, BUFFERS)
+    uniq = list(dict.fromkeys(keys))
+    wb_buf = BUFFERS + 0x2_0000
+    c.put(wb_buf, rng.randbytes(len(uniq) * rb))
+    await c.write_back(uniq, wb_buf)
+    c.golden.clear()
+    await c.lookups(keys, True)
+    await c.dump()
+
+
+async def case_err_ack(c: Case):
+    """ERR_ACK while not halted is harmless: idle (nothing changes) and while a LEARN runs
+    with a LOOKUP queued behind it (both complete, exact, nothing dropped)."""
+    cfg, b, rng = c.cfg, c.bench, c.rng
+    e = cfg.eal
+    status0 = await b.read_value("STATUS")
+    dropped0 = await b.read_value("CMD_DROPPED")
+    await b.write_ok("ERR_ACK", 1)
+    await ClockCycles(b.dut.clk, 20)
+    assert await b.read_value("STATUS") == status0, "ERR_ACK while idle changed STATUS"
+    assert await b.read_value("CMD_DROPPED") == dropped0
+    assert await b.read_value("ERR_CAUSE") == 0
+    keys = [rng.randrange(1 << e.key_bits) for _ in range(600)]
+    probe = [rng.choice(keys) if rng.random() < 0.7 else rng.randrange(1 << e.key_bits)
+             for _ in range(300)]
+    c.put_words(KEYS, keys)
+    c.put_words(KEYS + 0x8000, probe)
+    await b.write_ok("POPULAR_MAX_RRPV", 3)
+    for ks, at, learn in ((keys, RESULTS, True), (probe, RESULTS + 0x8000, False)):
+        t = torch.tensor(ks, dtype=torch.int64)
+        exp = c.golden.learn(t) if learn else c.golden.lookup(t, popular_max_rrpv=3)
+        words = [(int(s) & 0xFFFF_FFFF) | (int(h) << 32)
+                 for h, s in zip(exp.hit.tolist(), exp.slot.tolist())]
+        c.expect(at, np.asarray(words, dtype="<u8").tobytes())
+    before = b.submitted
+    await b.submit(Opcode.LEARN, len(keys), KEYS, RESULTS)
+    await b.submit(Opcode.LOOKUP, len(probe), KEYS + 0x8000, RESULTS + 0x8000)
+    assert await b.field("STATUS", "busy") == 1
+    await b.write_ok("ERR_ACK", 1)
+    await b.wait_completed(before + 2)
+    assert await b.error() is None
+    assert await b.read_value("CMD_DROPPED") == dropped0, "ERR_ACK while running dropped commands"
+    c.check_memory("learn and lookup with an ERR_ACK while busy")
+    await c.dump()
+
+
+async def case_submit_drop(c: Case):
+    """CMD_SUBMIT in the cycles right after ERR_ACK, while the sequencer drops the queue
+    behind a failed command: the count adds up (submitted = completed + dropped), the new
+    LOOKUP either is dropped (memory unchanged) or runs (exact results), the error clears,
+    and the next commands run."""
+    cfg, b, rng = c.cfg, c.bench, c.rng
+    e = cfg.eal
+    keys = [rng.randrange(1 << e.key_bits) for _ in range(300)]
+    await c.lookups(keys, True)
+    probe = keys[:100] + [rng.randrange(1 << e.key_bits) for _ in range(50)]
+    c.put_words(KEYS + 0x8000, probe)
+    await b.write_ok("POPULAR_MAX_RRPV", 3)
+    dropped0 = await b.read_value("CMD_DROPPED")
+    await b.submit(9)                                              # fails: halts
+    queued = cfg.cmd_depth - 1
+    for _ in range(queued):
+        await b.submit(Opcode.LOOKUP, len(keys), KEYS, RESULTS + 0x4000)
+    for _ in range(100):
+        if await b.field("STATUS", "halted"):
+            break
+    else:
+        raise AssertionError("bad opcode did not halt")
+    # Stage the LOOKUP, then ERR_ACK and CMD_SUBMIT back to back on the register bus.
+    ctrl = b.rmap["CMD_CTRL"]
+    await b.write_ok("CMD_CTRL", int(Opcode.LOOKUP) << ctrl.field("opcode").lsb)
+    await b.write_ok("CMD_COUNT", len(probe))
+    for reg, v in (("CMD_ADDR0_LO", KEYS + 0x8000), ("CMD_ADDR0_HI", 0),
+                   ("CMD_ADDR1_LO", RESULTS + 0x8000), ("CMD_ADDR1_HI", 0)):
+        await b.write_ok(reg, v)
+    ack = cocotb.start_soon(b.write("ERR_ACK", 1))
+    resp = await b.write("CMD_SUBMIT", 1)
+    assert await ack == RESP_OKAY
+    submitted = await b.read_value("CMD_SUBMITTED")
+    b.submitted = submitted
+    b.outstanding = [(submitted - 1, int(Opcode.LOOKUP), len(probe),
+                      b.command_budget(Opcode.LOOKUP, len(probe)))]
+    await b.wait_completed(submitted)
+    assert await b.field("STATUS", "halted") == 0, "halted after ERR_ACK"
+    assert await b.read_value("ERR_CAUSE") == 0
+    dropped = await b.read_value("CMD_DROPPED") - dropped0
+    completed = await b.read_value("CMD_COMPLETED")
+    assert completed + await b.read_value("CMD_DROPPED") == submitted, "commands lost"
+    if resp == RESP_OKAY and dropped == queued:                    # the new one ran
+        exp = c.golden.lookup(torch.tensor(probe, dtype=torch.int64), popular_max_rrpv=3)
+        words = [(int(s) & 0xFFFF_FFFF) | (int(h) << 32)
+                 for h, s in zip(exp.hit.tolist(), exp.slot.tolist())]
+        c.expect(RESULTS + 0x8000, np.asarray(words, dtype="<u8").tobytes())
+        c.report["new_command"] = "ran"
+    else:
+        assert dropped == queued + (resp == RESP_OKAY), f"{dropped} dropped, {queued} queued"
+        c.report["new_command"] = "dropped" if resp == RESP_OKAY else "refused"
+    c.check_memory("submit while dropping")
+    await b.write_ok("REG_ERROR", 0xFFFF_FFFF)
+    await c.lookups(probe, False, 2)
+    await c.lookups(keys[:50], True)
+
+
+async def case_default_mix(c: Case):
+    """A short tour on a wide configuration (e.g. DEFAULT_DEVICE: 4 lanes, 128 read IDs):
+    learn (list across 4 KiB), dump, frozen lookup, a gather of more rows than read IDs, a
+    write-back, a refused command, a row read error and recovery."""
+    cfg, b, rng, mem = c.cfg, c.bench, c.rng, c.bench.memory
+    e = cfg.eal
+    space = 1 << e.key_bits
+    hot = [rng.randrange(space) for _ in range(e.entries // 4)]
+    draw = lambda n: [rng.choice(hot) if rng.random() < 0.6 else rng.randrange(space)
+                      for _ in range(n)]
+    await c.lookups(draw(c.spec.get("n", 800)), True, keys_addr=KEYS + 4096 - 8 * 5)
+    await c.dump()
+    await c.lookups(draw(400), False, 2)
+    rb = 2 * cfg.bus_bytes
+    await c.tables(3, 64, rb, stride_pad=1)
+    n = cfg.read_ids + 5
+    keys = [c.key(rng.randrange(3), rng.randrange(64)) for _ in range(n)]
+    await c.gather(keys, BUFFERS + 4096 - cfg.bus_bytes)
+    uniq = list(dict.fromkeys(keys))
+    c.put(BUFFERS + 0x4_0000, rng.randbytes(len(uniq) * rb))
+    await c.write_back(uniq, BUFFERS + 0x4_0000)
+    bad = list(keys[:8])
+    bad[3] = c.key(2, 64)
+    c.put_words(KEYS, bad)
+    await c.expect_error(b.run(Opcode.GATHER, 8, KEYS, BUFFERS), ErrorCause.ROW_OUT_OF_RANGE,
+                         Engine.LIST_CHECK, KEYS + 24, "row out of range")
+    c.check_memory("refused gather")
+    bad_row = c.row_addr(keys[5])
+    mem.inject_error(bad_row, bad_row + rb, RESP_SLVERR, kind="read")
+    c.put_words(KEYS, keys)
+    snapshot = bytes(c.mirror)
+    err = await c.expect_error(b.run(Opcode.GATHER, n, KEYS, BUFFERS), ErrorCause.READ_SLVERR,
+                               Engine.ROW_READ, what="row read error")
+    assert bad_row <= err.address < bad_row + rb
+    got = mem.read(0, MEM_SIZE)
+    dest = (BUFFERS, BUFFERS + n * rb)
+    assert got[:dest[0]] == snapshot[:dest[0]] and got[dest[1]:] == snapshot[dest[1]:], \
+        "a failed gather wrote outside its destination"
+    c.mirror[dest[0]:dest[1]] = got[dest[0]:dest[1]]
+    mem.clear_errors()
+    await c.gather(keys, BUFFERS)
+    c.report["lanes"] = e.lanes
+
+
 
 async def case_workload(dut, spec):
     """``make sim``'s device run on a real workload (no memory mirror: the tables are far
@@ -607,7 +897,20 @@ async def case_gather_bench(dut, spec):
 
 
 CASES = {"registers": case_registers, "lookups": case_lookups, "rows": case_rows,
-         "errors": case_errors, "reset": case_reset}
+         "errors": case_errors, "reset": case_reset, "move_error": case_move_error,
+         "dump_error": case_dump_error, "reset_gather": case_reset_gather,
+         "err_ack": case_err_ack, "submit_drop": case_submit_drop,
+         "default_mix": case_default_mix}
+
+
+def finish(bench, report):
+    """After every case: no AXI handshake or host-memory protocol violation; the functional
+    coverage bins to ``functional_coverage.json`` (the work folder) and the log."""
+    bench.check_protocol(f"case {report.get('case')}")
+    bench.coverage.write("functional_coverage.json")
+    for line in report_bins(bench.coverage.to_json()) + (bench.monitor.summary() if bench.monitor else []):
+        bench.dut._log.info(line)
+    report["budget_use"] = round(bench.budget_use, 3)
 
 
 @cocotb.test()
@@ -617,6 +920,7 @@ async def run_case(dut):
         spec = json.load(f)
     if spec["case"] in ("workload", "gather_bench"):
         report = await (case_workload if spec["case"] == "workload" else case_gather_bench)(dut, spec)
+        finish(DeviceBench.last, report)
         with open(spec["report"], "w") as f:
             json.dump(report, f)
         return
@@ -625,6 +929,8 @@ async def run_case(dut):
     started = cocotb.utils.get_sim_time("ns") // 10
     await CASES[spec["case"]](case)
     case.report["cycles"] = cocotb.utils.get_sim_time("ns") // 10 - started
+    case.report["case"] = spec["case"]
+    finish(case.bench, case.report)
     with open(spec["report"], "w") as f:
         json.dump(case.report, f)
 
