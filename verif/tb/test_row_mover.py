@@ -256,11 +256,13 @@ class RowMoverBench:
         self.failures.append(what)
         self.dut._log.error(what)
 
-    async def command(self, gather, layout, keys, *, expect_error=None, label="", sent=None):
+    async def command(self, gather, layout, keys, *, expect_error=None, label="", sent=None,
+                      stop_delay=0):
         """Run one command and check memory, bursts and status; returns its record.
 
         ``sent``: the key stream is cut short: only the first ``sent`` keys come, then
-        ``stop`` rises (the command's ``count`` stays ``len(keys)``)."""
+        ``stop`` rises ``stop_delay`` cycles after the last left the source's queue (the
+        command's ``count`` stays ``len(keys)``)."""
         dut, dcfg, mem = self.dut, self.dcfg, self.mem
         rb, bb = layout.row_bytes, dcfg.bus_bytes
         row_bits = dcfg.eal.row_bits
@@ -296,7 +298,7 @@ class RowMoverBench:
         dut.count.value = self.rng.getrandbits(32)
         stopper = None
         if sent is not None:
-            stopper = cocotb.start_soon(self.raise_stop(self.rng.choice([0, 0, 1, 3])))
+            stopper = cocotb.start_soon(self.raise_stop(stop_delay))
         budget = (sum(len(c) for c in row_chunks) * (dcfg.burst_beats + 8) * 20
                   + 40 * (mem.read_latency + mem.write_latency) + 20000)
         try:
@@ -433,22 +435,27 @@ async def run_suite(bench, spec):
                 await bench.command(gather, layout, keys,
                                     label=f"{'gather' if gather else 'write-back'} rb={rb} "
                                           f"n={count} {style} lat={latency}")
-    # The key stream cut short: `stop` after none, one, part or all but one of the keys.
+    # The key stream cut short: `stop` after none, one, part or all but one of the keys,
+    # `delay` cycles after the last key was put on the bus. With delay 0 and no key gaps, a
+    # single key is offered from before `start` and `stop` is high when it is taken: the
+    # mover, idle otherwise, must not finish before taking it.
     count = ids + 5
-    stops = [(g, sent) for sent in (0, 1, count // 2, count - 1) for g in (True, False)]
+    stops = [(g, sent, delay) for sent in (0, 1, count // 2, count - 1) for g in (True, False)
+             for delay in (0, 2)]
     if not full:
-        stops = stops[::3] + [stops[5]]
-    for gather, sent in stops:
+        stops = [(True, 0, 0), (False, 1, 0), (True, 1, 2), (False, count // 2, 1),
+                 (True, count - 1, 0)]
+    for gather, sent, delay in stops:
         rb = rng.choice(sizes)
-        style = styles[n % len(styles)]
+        style = "plain" if sent == 1 and delay == 0 else styles[n % len(styles)]
         n += 1
         stimulus(bench, rng, style, rng.choice([1, 8, 40]))
         layout = Layout(rng, dcfg, rb, count, bench.mem.size, n_tables=3,
                         rows_per_table=count)
         keys = layout.keys(rng, count, dcfg.eal.row_bits, distinct=not gather)
-        await bench.command(gather, layout, keys, sent=sent,
+        await bench.command(gather, layout, keys, sent=sent, stop_delay=delay,
                             label=f"{'gather' if gather else 'write-back'} rb={rb} stop after "
-                                  f"{sent} of {count} {style}")
+                                  f"{sent} of {count} (+{delay}) {style}")
     # Errors: one key's row (or buffer row) answers SLVERR/DECERR on the read or the write.
     cases = [(g, kind, resp) for g in (True, False) for kind in ("read", "write")
              for resp in (RESP_SLVERR, RESP_DECERR)]
