@@ -49,7 +49,7 @@ class LookupEngine(wiring.Component):
         A lookup is in flight, or a clear or dump runs (also the clear that follows
         reset: ``sets`` cycles).
 
-    Micro-architecture (docs/architecture.md): keys are hashed in a ``hash_rounds``-stage
+    Micro-architecture (docs/architecture.md): keys are hashed in a ``1 + 2 * hash_rounds``-stage
     pipeline; the :class:`RepeatMarker` lets a run of one key inside a beat cost one bank
     access (srrip); the :class:`BankSwitch` sends each lookup to its bank's request queue, every
     bank's lookups in stream order; each :class:`BankPipeline` answers one lookup per cycle
