@@ -17,7 +17,8 @@ def feistel_round_widths(key_bits):
 
 
 class FeistelHash(wiring.Component):
-    """Hashes ``lanes`` keys per cycle, two pipeline stages per Feistel round.
+    """Hashes ``lanes`` keys per cycle: an input stage, then two pipeline stages per
+    Feistel round.
 
     Parameters
     ----------
@@ -33,7 +34,7 @@ class FeistelHash(wiring.Component):
     busy : Out(1)
         A beat is somewhere in the pipeline.
     latency : int
-        ``STAGES_PER_ROUND * hash_rounds``: cycles from a key to its hash.
+        ``1 + STAGES_PER_ROUND * hash_rounds``: cycles from a key to its hash.
 
     A round's multiply by its 32-bit constant is split at its 16-bit halves: the first
     stage forms the two partial products (one DSP multiplier each, their results
@@ -41,9 +42,15 @@ class FeistelHash(wiring.Component):
     stage per round put a DSP multiply and a 32-bit add in one cycle and set the engine's
     clock at 84 MHz on an ECP5 (docs/benchmarks.md).
 
+    Every multiplier's operand comes straight from a register: the round key XOR that
+    forms it (``lo ^ K``) is done a stage earlier, by the input stage for round 0 and by
+    the previous round's second stage (one more input to the XOR it does anyway) for the
+    others. With the XOR in front of the DSP, a round's result register -> XOR -> DSP
+    multiply was the 2-lane engine's critical path (98.96 MHz).
+
     The whole pipeline advances when its last stage is empty or drained, so back-pressure
-    on ``o`` stalls it without losing a beat; the latency is exactly ``2 * hash_rounds``
-    cycles when ``o`` is ready.
+    on ``o`` stalls it without losing a beat; the latency is exactly ``latency`` cycles
+    when ``o`` is ready.
     """
 
     #: Pipeline stages per Feistel round.
@@ -51,7 +58,7 @@ class FeistelHash(wiring.Component):
 
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
-        self.latency = self.STAGES_PER_ROUND * cfg.hash_rounds
+        self.latency = 1 + self.STAGES_PER_ROUND * cfg.hash_rounds
         super().__init__({
             "i": In(stream.Signature(lookup_beat(cfg))),
             "o": Out(stream.Signature(data.ArrayLayout(hashed_lane(cfg), cfg.lanes))),
@@ -81,14 +88,20 @@ class FeistelHash(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
+        def round_key(k, width):
+            return Const(FEISTEL_ROUND_KEYS[k] & ((1 << width) - 1), width)
+
         for lane in range(cfg.lanes):
             hi_w, lo_w = feistel_round_widths(cfg.key_bits)
             key = self.i.payload[lane].key
-            hi, lo, lane_valid = key[lo_w:], key[:lo_w], self.i.payload[lane].valid
+            name = f"lane{lane}_in"
+            hi, lo = register(key[lo_w:], f"{name}_hi"), register(key[:lo_w], f"{name}_lo")
+            lane_valid = register(self.i.payload[lane].valid, f"{name}_valid")
+            x = register(key[:lo_w] ^ round_key(0, lo_w), f"{name}_x")
             for k in range(rounds):
                 # F_k(lo): top hi_w bits of ((lo ^ K_k) * M_k) mod 2^32, with
-                # M_k = M_hi * 2^16 + M_lo: x * M_lo + ((x * M_hi) mod 2^16) * 2^16.
-                x = lo ^ Const(FEISTEL_ROUND_KEYS[k] & ((1 << lo_w) - 1), lo_w)
+                # M_k = M_hi * 2^16 + M_lo: x * M_lo + ((x * M_hi) mod 2^16) * 2^16;
+                # x = lo ^ K_k is a register.
                 multiplier = FEISTEL_MULTIPLIERS[k]
                 name = f"lane{lane}_r{k}"
                 low_part = register((x * (multiplier & 0xFFFF))[:32], f"{name}_low_part")
@@ -97,7 +110,10 @@ class FeistelHash(wiring.Component):
                                       register(lane_valid, f"{name}_valid_in"))
                 product = (low_part + (high_part << 16))[:32]
                 mixed = product[32 - hi_w:32]
-                hi, lo, lane_valid = (register(lo, f"{name}_hi"), register(hi ^ mixed, f"{name}_lo"),
+                new_lo = hi ^ mixed
+                if k + 1 < rounds:  # the next round's multiplier operand
+                    x = register(new_lo ^ round_key(k + 1, hi_w), f"{name}_x_next")
+                hi, lo, lane_valid = (register(lo, f"{name}_hi"), register(new_lo, f"{name}_lo"),
                                       register(lane_valid, f"{name}_valid"))
                 hi_w, lo_w = lo_w, hi_w
             h = Cat(lo, hi)

@@ -3,7 +3,7 @@
 Implements docs/spec.md sections 4 and 8; the micro-architecture is in docs/architecture.md.
 """
 
-from amaranth import Signal, Module, Array
+from amaranth import Signal, Module, Array, Mux
 from amaranth.lib import wiring, stream, fifo
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +34,12 @@ class LookupEngine(wiring.Component):
     results : Out(stream of ``result_beat``)
         One beat per lookup beat, in order: per lane ``valid`` (copied), ``hit`` and ``slot``.
     dump : Out(stream of ``dump_record``)
-        After ``start_dump``: every set of every bank, set-major then bank.
+        After ``start_dump``: every set of every bank, bank-major (bank 0's sets 0 ..
+        ``sets - 1``, then bank 1's...), the order of the entries' slots ``(bank * sets +
+        set) * ways + way`` in the host's dump buffer, so that the dump is one sequential
+        stream of ``entries`` words. One record per cycle while ``dump.ready`` is high (the
+        next set is read while a record is emitted); ``valid`` and ``payload`` come from
+        registers.
     learn, popular_max_rrpv : In
         Learn (1) or frozen (0) mode and the frozen-mode popularity threshold; change them
         only while ``busy`` is low.
@@ -44,7 +49,7 @@ class LookupEngine(wiring.Component):
         A lookup is in flight, or a clear or dump runs (also the clear that follows
         reset: ``sets`` cycles).
 
-    Micro-architecture (docs/architecture.md): keys are hashed in a ``hash_rounds``-stage
+    Micro-architecture (docs/architecture.md): keys are hashed in a ``1 + 2 * hash_rounds``-stage
     pipeline; the :class:`RepeatMarker` lets a run of one key inside a beat cost one bank
     access (srrip); the :class:`BankSwitch` sends each lookup to its bank's request queue, every
     bank's lookups in stream order; each :class:`BankPipeline` answers one lookup per cycle
@@ -103,7 +108,6 @@ class LookupEngine(wiring.Component):
         # ---- maintenance: clear and dump -------------------------------------------------
         idle_fsm = Signal()
         maint_addr = Signal(max(1, cfg.set_bits))
-        dump_bank = Signal(max(1, cfg.bank_bits))
         busy_lookups = Signal()
         m.d.comb += [
             # Every lookup past the switch has its beat record in the FIFO until its result
@@ -119,6 +123,42 @@ class LookupEngine(wiring.Component):
         else:
             read_ways = Array(bank.read_data.ways for bank in banks)
             read_sketch = Array(bank.read_data.sketch for bank in banks)
+
+        # The dump is a three-stage pipeline: the read of set `maint_addr` of bank `rd_bank`
+        # (every bank reads that set; one is used), the banks' read data (`d_*`: a bank's
+        # `read_data` holds while its read port is held), and the record register that drives
+        # `dump`. A read is issued whenever the read data will have moved on, so a record
+        # leaves every cycle that `dump.ready` is high.
+        rd_bank = Signal(max(1, cfg.bank_bits))
+        rd_more = Signal()  # sets left to read
+        d_v = Signal()
+        d_bank = Signal(max(1, cfg.bank_bits))
+        d_set = Signal(max(1, cfg.set_bits))
+        o = self.dump
+        o_load = Signal()
+        issue = Signal()
+        m.d.comb += [
+            o_load.eq(d_v & (~o.valid | o.ready)),
+            issue.eq(rd_more & (~d_v | o_load)),
+        ]
+        last_set = maint_addr == cfg.sets - 1
+        with m.If(issue):
+            m.d.sync += [d_v.eq(1), d_bank.eq(rd_bank), d_set.eq(maint_addr),
+                         maint_addr.eq(Mux(last_set, 0, maint_addr + 1))]
+            with m.If(last_set):
+                m.d.sync += rd_bank.eq(rd_bank + 1)
+                with m.If(rd_bank == n_banks - 1):
+                    m.d.sync += rd_more.eq(0)
+        with m.Elif(o_load):
+            m.d.sync += d_v.eq(0)
+        with m.If(o_load):
+            m.d.sync += [o.valid.eq(1), o.payload.bank.eq(d_bank), o.payload.set.eq(d_set),
+                         o.payload.ways.eq(read_ways[d_bank])]
+            if cfg.policy == "lfu":
+                m.d.sync += o.payload.sketch.eq(read_sketch[d_bank])
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
+
         # After reset the engine clears the tag store (busy for `sets` cycles), so reset
         # leaves the state the spec defines whatever the memories held before.
         with m.FSM(init="CLEAR"):
@@ -128,39 +168,21 @@ class LookupEngine(wiring.Component):
                     m.d.sync += maint_addr.eq(0)
                     m.next = "CLEAR"
                 with m.Elif(take_command & self.start_dump):
-                    m.d.sync += [maint_addr.eq(0), dump_bank.eq(0)]
-                    m.next = "DUMP_READ"
+                    m.d.sync += [maint_addr.eq(0), rd_bank.eq(0), rd_more.eq(1)]
+                    m.next = "DUMP"
             with m.State("CLEAR"):
                 for bank in banks:
                     m.d.comb += bank.maint.clear.eq(1)
                 m.d.sync += maint_addr.eq(maint_addr + 1)
                 with m.If(maint_addr == cfg.sets - 1):
                     m.next = "IDLE"
-            with m.State("DUMP_READ"):
+            with m.State("DUMP"):
+                # `read` keeps the read ports on `maint_addr`; `hold` stops them unless a
+                # read is issued, so the read data waits for the record register.
                 for bank in banks:
-                    m.d.comb += bank.maint.read.eq(1)
-                m.next = "DUMP_EMIT"
-            with m.State("DUMP_EMIT"):
-                for bank in banks:
-                    m.d.comb += bank.maint.hold.eq(1)
-                m.d.comb += [
-                    self.dump.valid.eq(1),
-                    self.dump.payload.bank.eq(dump_bank),
-                    self.dump.payload.set.eq(maint_addr),
-                    self.dump.payload.ways.eq(read_ways[dump_bank]),
-                ]
-                if cfg.policy == "lfu":
-                    m.d.comb += self.dump.payload.sketch.eq(read_sketch[dump_bank])
-                with m.If(self.dump.ready):
-                    with m.If(dump_bank == n_banks - 1):
-                        m.d.sync += dump_bank.eq(0)
-                        with m.If(maint_addr == cfg.sets - 1):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += maint_addr.eq(maint_addr + 1)
-                            m.next = "DUMP_READ"
-                    with m.Else():
-                        m.d.sync += dump_bank.eq(dump_bank + 1)
+                    m.d.comb += [bank.maint.read.eq(1), bank.maint.hold.eq(~issue)]
+                with m.If(~rd_more & ~d_v & ~o.valid):
+                    m.next = "IDLE"
 
         # Commands take priority over lookups in the cycle they arrive.
         command_now = idle_fsm & take_command & (self.clear | self.start_dump)

@@ -56,6 +56,9 @@ def test_default_config_random_trace_all_modes():
     assert 0 < phases[2]["golden_hits"] < phases[4]["golden_hits"] <= len(probe)
     assert phases[6]["valid_entries"] == 0 and phases[1]["valid_entries"] > 0
     assert phases[1]["beats"] == DEFAULT_CONFIG.banks * DEFAULT_CONFIG.sets
+    # One dump record every cycle that dump.ready is high (bank-major order: checked beat
+    # by beat against the golden store).
+    assert phases[1]["dump_gaps"] == phases[6]["dump_gaps"] == phases[9]["dump_gaps"] == 0
 
 
 def test_tiny_config_conflicts_evictions_backpressure():
@@ -68,6 +71,7 @@ def test_tiny_config_conflicts_evictions_backpressure():
     ], seed=6, idle_prob=0.1, stall_prob=0.5, hole_prob=0.25, name="tiny_conflicts")
     assert report["mismatches"] == 0
     assert report["phases"][1]["valid_entries"] == TINY.entries  # the store filled up
+    assert report["phases"][1]["dump_gaps"] == 0
 
 
 def test_single_lane_config():

@@ -7,11 +7,13 @@ expected chunks (burst length, 4 KiB boundaries of source and destination). The 
 in ``verif/tb/test_row_mover.py``: row sizes around the bus width up to ``max_row_bytes``,
 tables and buffers at and just before 4 KiB boundaries, counts 1, 3 and above ``read_ids``,
 duplicate keys, idle/back-pressure on every channel, out-of-order interleaved read data,
-read and write SLVERR/DECERR with a normal command after each.
+read and write SLVERR/DECERR with a normal command after each, key streams cut short by
+``stop``. The table parameters come from a RAM with one cycle of read latency.
 """
 
 import pytest
 
+from hotline_spec.commands import Engine, ErrorCause
 from hotline_spec.config import DEVICE_CONFIGS
 from verif.tb.test_row_mover import run_row_mover
 
@@ -29,8 +31,12 @@ def check(report, device):
     assert any(c["count"] > dcfg.read_ids for c in commands)
     assert any(c["count"] == 1 for c in commands)
     assert any(c["reorder"] for c in commands)
-    errors = [c for c in commands if c["error"]]
-    assert {(c["err_write"], c["err_resp"]) for c in errors} >= {(0, 2), (1, 2), (1, 3)}
+    errors = [c for c in commands if c["err_valid"]]
+    assert {(c["err_engine"], c["err_cause"]) for c in errors} >= {
+        (Engine.ROW_READ, ErrorCause.READ_SLVERR), (Engine.ROW_WRITE, ErrorCause.WRITE_SLVERR),
+        (Engine.ROW_WRITE, ErrorCause.WRITE_DECERR)}
+    stopped = {c["sent"] for c in commands if c["stopped"] and c["sent"] < c["count"]}
+    assert 0 in stopped and len(stopped) >= 3
     assert report["read_errors"] and report["write_errors"]
     # Many reads were in flight at once (the engine pipelines its reads).
     assert report["max_reads_in_flight"] >= dcfg.read_ids // 2

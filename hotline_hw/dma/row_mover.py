@@ -8,7 +8,7 @@ so every read burst has exactly one matching write burst.
 
 Data path::
 
-    keys -> s1 (table lookup) -> s2 (row address) -> row (chunker) -> AR
+    keys -> a (table RAM read) -> b (entry) -> c (row address) -> row (chunker) -> AR
     R -> slot buffer (read_ids x burst_beats words) -> ready queue -> AW -> W FIFO -> W
     B -> outstanding-write FIFO (addresses, for the error report)
 
@@ -21,7 +21,10 @@ from amaranth.lib import wiring, stream, data, fifo, memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from ..axi import axi4_signature, BURST_INCR, RESP_SLVERR
+from ..axi import axi4_signature, BURST_INCR
+from ..job import error_record, record_first, resp_cause, first_set
+from ..tables import table_read_signature
+from hotline_spec.commands import Engine
 from hotline_spec.config import DeviceConfig
 
 __all__ = ["RowMover"]
@@ -49,16 +52,22 @@ class RowMover(wiring.Component):
         Bus and address widths, ``read_ids``, ``burst_beats``, ``max_row_bytes`` and the key
         format (``dcfg.eal``).
 
-    Ports
-    -----
+    Attributes
+    ----------
     axi : Out(axi4_signature(addr_bits, bus_bits, log2(read_ids)))
         AXI4 manager for the row reads and writes. Reads use IDs ``0 .. read_ids - 1`` (one
         per chunk in flight); writes all use AWID 0, so B responses come back in order.
         ``rready`` and ``bready`` are always 1. Every valid comes from a register.
+    tables : Out(table_read_signature(dcfg))
+        Read port of the table RAM (:mod:`hotline_hw.tables`): ``table`` is the table field
+        of ``keys.payload`` (driven every cycle, whether or not a key is taken); the entry
+        is used the cycle after a key is taken. Only ``base`` and ``stride`` are used: base
+        a multiple of ``bus_bytes``, stride a multiple of ``bus_bytes`` and >= ``row_bytes``
+        (the key checker refuses keys of other tables). The entries must not change while
+        ``busy``.
     start : In(1)
         One-cycle pulse, taken while ``busy`` is 0: latches ``gather``, ``count``,
-        ``buf_addr``, ``row_bytes``, ``table_base`` and ``table_stride``; they may change
-        afterwards.
+        ``buf_addr`` and ``row_bytes``; they may change afterwards.
     gather : In(1)
         1: gather (table rows -> buffer); 0: write-back (buffer -> table rows).
     count : In(32)
@@ -68,28 +77,32 @@ class RowMover(wiring.Component):
         ``bus_bytes``.
     row_bytes : In(16)
         Bytes per row: a multiple of ``bus_bytes`` in ``bus_bytes .. max_row_bytes``.
-    table_base : In(ArrayLayout(addr_bits, max_tables))
-        Base address of each table, a multiple of ``bus_bytes``.
-    table_stride : In(ArrayLayout(32, max_tables))
-        Bytes between rows of each table, a multiple of ``bus_bytes`` and >= ``row_bytes``.
     keys : In(stream.Signature(key_bits))
-        Exactly ``count`` keys ``(table << row_bits) | row`` in list order, already checked
+        Up to ``count`` keys ``(table << row_bits) | row`` in list order, already checked
         (``row`` is inside its table). Row ``i`` of the command is the ``i``-th key.
+    stop : In(1)
+        Level, held until ``done``: the key stream ends before ``count`` keys (upstream cut
+        it short: a bad key, a list read error). It may rise as soon as the last key that
+        will come is on ``keys`` (valid) or taken; the mover still takes keys offered while
+        it is high, and once it is high with ``keys.valid`` low, finishes the rows already
+        taken, waits for every B and pulses ``done`` as after ``count`` keys.
     busy : Out(1)
         High from the cycle after ``start``; low again in the cycle ``done`` pulses (a new
         ``start`` may come in that cycle).
     done : Out(1)
-        One-cycle pulse: all ``count`` keys consumed, all writes acknowledged (B received).
-    error : Out(1)
-        Valid with ``done`` (held until the next ``start``): a read or write answered SLVERR
-        or DECERR. The engine then issued no further reads, did not write the data of the
-        failed read burst, let the bursts in flight finish and discarded the remaining keys.
-    err_write : Out(1)
-        The first error was a write response (1) or a read response (0).
-    err_resp : Out(2)
-        The xRESP of the first error (2 SLVERR, 3 DECERR).
-    err_addr : Out(addr_bits)
-        Start address of the first failing burst.
+        One-cycle pulse: all ``count`` keys consumed (or ``stop``), all writes acknowledged
+        (B received).
+    error : Out(error_record())
+        Cleared by ``start``, set by the first error of the command and held until the next
+        ``start``: a read (engine ``ROW_READ``) or write (``ROW_WRITE``) answered SLVERR or
+        DECERR; ``cause`` is :func:`~hotline_hw.job.resp_cause` of it, ``addr`` the start
+        address of the failing burst, ``index`` 0. The engine then issued no further reads,
+        did not write the data of the failed read burst, let the bursts in flight finish and
+        discarded the remaining keys.
+
+    Timing: the table RAM's output goes through a 2:1 multiplexer into a register (stage
+    ``b``); the row address ``base + row * stride`` is one stage from registers to a
+    register (stage ``c``), so the multiply sees no table-index multiplexer in front of it.
     """
 
     def __init__(self, dcfg: DeviceConfig):
@@ -104,15 +117,12 @@ class RowMover(wiring.Component):
             "count": In(32),
             "buf_addr": In(dcfg.addr_bits),
             "row_bytes": In(16),
-            "table_base": In(data.ArrayLayout(dcfg.addr_bits, dcfg.max_tables)),
-            "table_stride": In(data.ArrayLayout(32, dcfg.max_tables)),
+            "tables": Out(table_read_signature(dcfg)),
             "keys": In(stream.Signature(dcfg.eal.key_bits)),
+            "stop": In(1),
             "busy": Out(1),
             "done": Out(1),
-            "error": Out(1),
-            "err_write": Out(1),
-            "err_resp": Out(2),
-            "err_addr": Out(dcfg.addr_bits),
+            "error": Out(error_record()),
         })
 
     def elaborate(self, platform):
@@ -141,30 +151,24 @@ class RowMover(wiring.Component):
         c_gather = Signal()
         c_row_bytes = Signal(16)
         c_row_beats = Signal(range(max_row_beats + 1))
-        c_base = Signal(data.ArrayLayout(addr_bits, d.max_tables))
-        c_stride = Signal(data.ArrayLayout(32, d.max_tables))
         keys_left = Signal(32)
         buf_ptr = Signal(addr_bits)
-        err = self.error  # set on the first bad response: no more reads, drop the keys
+        # Set on the first bad response: no more reads, drop the keys.
+        err = self.error.valid
 
         with m.If(self.start & ~busy):
             m.d.sync += [
                 busy.eq(1), c_gather.eq(self.gather), c_row_bytes.eq(self.row_bytes),
-                c_row_beats.eq(self.row_bytes >> size_log), c_base.eq(self.table_base),
-                c_stride.eq(self.table_stride), keys_left.eq(self.count),
-                buf_ptr.eq(self.buf_addr), err.eq(0), self.err_write.eq(0),
-                self.err_resp.eq(0), self.err_addr.eq(0),
+                c_row_beats.eq(self.row_bytes >> size_log), keys_left.eq(self.count),
+                buf_ptr.eq(self.buf_addr), self.error.eq(0),
             ]
 
         # ---- ID / slot allocation -----------------------------------------------------
         # A bitmap, not a free list, so that a reset mid-command leaves a consistent state.
         in_use = Signal(n_ids)
         free_id = Signal(id_bits)
-        id_ok = Signal()
-        m.d.comb += id_ok.eq(~in_use.all())
-        for i in reversed(range(n_ids)):   # lowest free ID wins
-            with m.If(~in_use[i]):
-                m.d.comb += free_id.eq(i)
+        id_ok, free_index, _ = first_set(m, ~in_use, name="free_id")  # lowest free ID
+        m.d.comb += free_id.eq(free_index)
 
         # Per-ID chunk records, written when the chunk's read is issued: the destination
         # and length (for AW/W) and the source (the address of a failed read).
@@ -186,42 +190,66 @@ class RowMover(wiring.Component):
         def slot_addr(slot_id, beat):
             return Cat(beat[:beat_log], slot_id) if beat_log else slot_id
 
-        # ---- s1: take a key, look up its table ----------------------------------------
-        s1_v = Signal()
-        s1_base = Signal(addr_bits)
-        s1_stride = Signal(32)
-        s1_row = Signal(row_bits)
-        s1_buf = Signal(addr_bits)
-        s2_v = Signal()
-        s2_table = Signal(addr_bits)
-        s2_buf = Signal(addr_bits)
+        # ---- a: take a key; the table RAM reads its entry meanwhile -------------------
+        # The RAM address comes straight from the key stream (no dependence on ``ready``);
+        # its entry is on the port the cycle after the key was taken (``a_new``). Should
+        # stage a stall then, the entry is kept in ``a_base``/``a_stride``.
+        a_v = Signal()
+        a_new = Signal()
+        a_row = Signal(row_bits)
+        a_buf = Signal(addr_bits)
+        a_base = Signal(addr_bits)
+        a_stride = Signal(32)
+        b_v = Signal()
+        b_row = Signal(row_bits)
+        b_buf = Signal(addr_bits)
+        b_base = Signal(addr_bits)
+        b_stride = Signal(32)
+        c_v = Signal()
+        c_table = Signal(addr_bits)
+        c_buf = Signal(addr_bits)
         row_v = Signal()
         row_free = Signal()
-        s2_adv = Signal()
-        s1_adv = Signal()
-        m.d.comb += [
-            s2_adv.eq(s2_v & row_free),
-            s1_adv.eq(s1_v & (~s2_v | s2_adv)),
-            self.keys.ready.eq(busy & (keys_left != 0) & (~s1_v | s1_adv)),
-        ]
+        c_adv = Signal()
+        b_adv = Signal()
+        a_adv = Signal()
+        take = Signal()
         key = self.keys.payload
-        table = key[row_bits:]
-        with m.If(self.keys.valid & self.keys.ready):
+        m.d.comb += [
+            c_adv.eq(c_v & row_free),
+            b_adv.eq(b_v & (~c_v | c_adv)),
+            a_adv.eq(a_v & (~b_v | b_adv)),
+            self.keys.ready.eq(busy & (keys_left != 0) & (~a_v | a_adv)),
+            take.eq(self.keys.valid & self.keys.ready),
+            self.tables.table.eq(key[row_bits:]),
+        ]
+        entry = self.tables.entry
+        m.d.sync += a_new.eq(take)
+        with m.If(a_new):
+            m.d.sync += [a_base.eq(entry.base), a_stride.eq(entry.stride)]
+        with m.If(take):
             m.d.sync += [
-                s1_v.eq(1), s1_row.eq(key[:row_bits]), s1_buf.eq(buf_ptr),
-                s1_base.eq(c_base[table] if d.max_tables > 1 else c_base[0]),
-                s1_stride.eq(c_stride[table] if d.max_tables > 1 else c_stride[0]),
+                a_v.eq(1), a_row.eq(key[:row_bits]), a_buf.eq(buf_ptr),
                 buf_ptr.eq(buf_ptr + c_row_bytes), keys_left.eq(keys_left - 1),
             ]
-        with m.Elif(s1_adv):
-            m.d.sync += s1_v.eq(0)
+        with m.Elif(a_adv):
+            m.d.sync += a_v.eq(0)
 
-        # ---- s2: the table row's address (the multiply gets a stage of its own) -------
-        with m.If(s1_adv):
-            m.d.sync += [s2_v.eq(1), s2_table.eq(s1_base + s1_row * s1_stride),
-                         s2_buf.eq(s1_buf)]
-        with m.Elif(s2_adv):
-            m.d.sync += s2_v.eq(0)
+        # ---- b: the key with its table's base and stride, all in registers ------------
+        with m.If(a_adv):
+            m.d.sync += [
+                b_v.eq(1), b_row.eq(a_row), b_buf.eq(a_buf),
+                b_base.eq(Mux(a_new, entry.base, a_base)),
+                b_stride.eq(Mux(a_new, entry.stride, a_stride)),
+            ]
+        with m.Elif(b_adv):
+            m.d.sync += b_v.eq(0)
+
+        # ---- c: the table row's address (the multiply gets a stage of its own) --------
+        with m.If(b_adv):
+            m.d.sync += [c_v.eq(1), c_table.eq(b_base + b_row * b_stride), c_buf.eq(b_buf)]
+        with m.Elif(c_adv):
+            m.d.sync += c_v.eq(0)
 
         # ---- row: cut the row into chunks, issue one read per chunk -------------------
         row_src = Signal(addr_bits)
@@ -257,11 +285,11 @@ class RowMover(wiring.Component):
             src_wr.addr.eq(free_id), src_wr.en.eq(ar_load), src_wr.data.eq(row_src),
         ]
         with m.If(row_free):
-            m.d.sync += row_v.eq(s2_v)
-            with m.If(s2_v):
+            m.d.sync += row_v.eq(c_v)
+            with m.If(c_v):
                 m.d.sync += [
-                    row_src.eq(Mux(c_gather, s2_table, s2_buf)),
-                    row_dst.eq(Mux(c_gather, s2_buf, s2_table)),
+                    row_src.eq(Mux(c_gather, c_table, c_buf)),
+                    row_dst.eq(Mux(c_gather, c_buf, c_table)),
                     row_left.eq(c_row_beats),
                 ]
         m.d.comb += [
@@ -395,20 +423,24 @@ class RowMover(wiring.Component):
                               & ~Mux(r_free, Const(1, n_ids) << r_id, 0))
 
         # ---- errors: the first bad response of the command ----------------------------
-        with m.If(busy & ~err):
-            with m.If(r_v & r_bad):
-                m.d.sync += [err.eq(1), self.err_write.eq(0), self.err_resp.eq(r_resp),
-                             self.err_addr.eq(src_rd.data)]
-            with m.Elif(axi.bvalid & (axi.bresp >= RESP_SLVERR)):
-                m.d.sync += [err.eq(1), self.err_write.eq(1), self.err_resp.eq(axi.bresp),
-                             self.err_addr.eq(wr_q.r_data)]
+        # A read error wins over a write error of the same cycle (as the order of the
+        # bursts on the bus would have it: the read's data was never to be written).
+        rd_fail = Signal()
+        wr_fail = Signal()
+        m.d.comb += [rd_fail.eq(r_v & r_bad), wr_fail.eq(axi.bvalid & axi.bresp[1])]
+        record_first(m, self.error, busy & (rd_fail | wr_fail),
+                     cause=resp_cause(~rd_fail, Mux(rd_fail, r_resp, axi.bresp)),
+                     engine=Mux(rd_fail, Engine.ROW_READ, Engine.ROW_WRITE),
+                     addr=Mux(rd_fail, src_rd.data, wr_q.r_data))
 
         # ---- done: every key consumed, every chunk written and acknowledged -----------
         # An ID stays in use from its read until its last beat left the buffer, so
         # `in_use == 0` covers AR, R, the ready queue and AW; the W FIFO and the
         # outstanding writes are what remains.
+        # ``stop`` with no key offered: the stream ended early, the keys taken are all.
         m.d.sync += self.done.eq(0)
-        with m.If(busy & (keys_left == 0) & ~s1_v & ~s2_v & ~row_v & (in_use == 0)
+        keys_over = (keys_left == 0) | (self.stop & ~self.keys.valid)
+        with m.If(busy & keys_over & ~a_v & ~b_v & ~c_v & ~row_v & (in_use == 0)
                   & ~rd_inflight & ~w_fifo.r_rdy & (wr_q.level == 0)):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         return m

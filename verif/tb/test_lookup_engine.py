@@ -371,11 +371,13 @@ class LookupEngineBench:
         return beats, layout
 
     def expected_dump(self):
-        """The golden tag store in dump order, tags as unsigned ``tag_bits`` patterns (a
-        64-bit tag is an int64 in the golden model)."""
+        """The golden tag store in the engine's dump order, bank-major (for each bank, its
+        sets in order: the order of the entries' slots), tags as unsigned ``tag_bits``
+        patterns (a 64-bit tag is an int64 in the golden model)."""
         mask = (1 << self.cfg.tag_bits) - 1
+        beats = sorted(self.golden.dump(), key=lambda b: (b.bank, b.set))
         return [(b.bank, b.set, tuple((v, m, t & mask) for v, m, t in b.ways), b.sketch)
-                for b in self.golden.dump()]
+                for b in beats]
 
     def expected_results(self, keys, learn, threshold):
         """The golden model's results for ``keys`` in one mode (learn mode updates it)."""
@@ -441,6 +443,7 @@ class LookupEngineBench:
         holding = False
         rtl_hits = []
         dump_got = []
+        dump_gaps = 0   # cycles between the first and the last dump beat with ready but no beat
         first_cycle = last_cycle = None
         started = self.cycle
         maintenance = None          # the command this phase started, while it runs
@@ -545,6 +548,8 @@ class LookupEngineBench:
                                   f"{expected_dump[i]}")
                 dump_got.append(got)
                 dump_since = self.cycle
+            elif dump_go and expected_dump is not None and 0 < len(dump_got) < len(expected_dump):
+                dump_gaps += 1
 
             # ---- budgets: name what the bench waits for
             waited = self.cycle
@@ -596,6 +601,7 @@ class LookupEngineBench:
                                "results_before_reset": reset_at[1]})
         if expected_dump is not None:
             report.update(self.dump_summary(dump_got))
+            report["dump_gaps"] = dump_gaps
             if op == "dump":
                 report["beats"] = len(dump_got)
         return report

@@ -1,14 +1,17 @@
 """cocotb testbench of the gather / write-back engine (:class:`hotline_hw.dma.RowMover`).
 
 The DUT is :class:`RowMoverTop`: the engine with its AXI4 manager as flat ``m_axi_*`` ports,
-served by :class:`verif.tb.host_memory.HostMemory`. A spec file (env ``HOTLINE_ROW_MOVER``,
+served by :class:`verif.tb.host_memory.HostMemory`, and its table read port served by a
+small RAM of table entries (one cycle of read latency, as the device's register RAM) that the
+bench writes through ``tbl_*`` ports; slots no command uses hold random entries. A spec file (env ``HOTLINE_ROW_MOVER``,
 written by :func:`run_row_mover`) names the device configuration and a suite:
 
 ``fast`` / ``full``
     Gathers and write-backs with row sizes around the bus width up to ``max_row_bytes``,
     tables and buffers at and just before 4 KiB boundaries, counts of 1, a few and more than
     ``read_ids``, duplicate keys, random idle/back-pressure on every channel, out-of-order
-    and interleaved read data, read and write error injection. After every command every
+    and interleaved read data, read and write error injection, key streams cut short by ``stop`` (no key, one, part, all
+but one) with the last key still offered when ``stop`` rises. After every command every
     byte of memory is compared with the expected image (so guard bytes around every
     destination are checked), and the bursts seen on the bus with the expected chunks.
 ``bench``
@@ -30,8 +33,9 @@ from cocotb.triggers import RisingEdge, ReadOnly, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi.stream import define_stream
 
+from hotline_spec.commands import Engine, ErrorCause
 from hotline_spec.config import DEVICE_CONFIGS
-from verif.tb.host_memory import HostMemory, RESP_SLVERR, RESP_DECERR
+from verif.tb.host_memory import HostMemory, RESP_SLVERR, RESP_DECERR, random_pauses
 
 TOP = "hotline_row_mover_top"
 PAGE = 4096
@@ -40,21 +44,37 @@ KeysBus, KeysTransaction, KeysSource, _, _ = define_stream(
 
 
 # ---- the DUT wrapper and its build (used by the pytest side and the benchmark) -----------
+#: The error record's fields as ports of the wrapper: ``err_<field>``.
+ERROR_FIELDS = ("valid", "cause", "engine", "addr", "index")
+
+
 def row_mover_top(dcfg):
-    """A component around :class:`RowMover` whose AXI port is flat (``m_axi_*``); the
-    control ports keep their names (``start``, ``keys__valid``, ``table_base``...)."""
+    """A component around :class:`RowMover` whose AXI port is flat (``m_axi_*``), whose
+    table read port is served by a RAM of table entries written through ``tbl_we``,
+    ``tbl_table``, ``tbl_base``, ``tbl_stride``, ``tbl_rows``, and whose error record is
+    split into ``err_<field>`` ports; the other ports keep their names (``start``,
+    ``keys__valid``...)."""
     from amaranth import Module
-    from amaranth.lib import wiring
+    from amaranth.lib import wiring, memory
     from amaranth.lib.wiring import In, Out
     from hotline_hw.axi import flat_members, connect_flat
     from hotline_hw.dma import RowMover
+    from hotline_hw.job import error_record
+    from hotline_hw.tables import table_entry
 
     class RowMoverTop(wiring.Component):
         def __init__(self):
             self.mover = RowMover(dcfg)
             inner = self.mover.signature.members
             members = flat_members("m_axi", inner["axi"].signature)
-            members.update({name: member for name, member in inner.items() if name != "axi"})
+            members.update({name: member for name, member in inner.items()
+                            if name not in ("axi", "tables", "error")})
+            members.update({f"err_{name}": Out(error_record().members[name])
+                            for name in ERROR_FIELDS})
+            members.update({"tbl_we": In(1),
+                            "tbl_table": In(inner["tables"].signature.members["table"].shape)})
+            members.update({f"tbl_{name}": In(shape)
+                            for name, shape in table_entry(dcfg).members.items()})
             super().__init__(members)
 
         def elaborate(self, platform):
@@ -62,13 +82,26 @@ def row_mover_top(dcfg):
             m.submodules.mover = mover = self.mover
             connect_flat(m, self, "m_axi", mover.axi)
             for name, member in mover.signature.members.items():
-                if name in ("axi", "keys"):
+                if name in ("axi", "keys", "tables", "error"):
                     continue
                 if member.flow == In:
                     m.d.comb += getattr(mover, name).eq(getattr(self, name))
                 else:
                     m.d.comb += getattr(self, name).eq(getattr(mover, name))
+            for name in ERROR_FIELDS:
+                m.d.comb += getattr(self, f"err_{name}").eq(getattr(mover.error, name))
             wiring.connect(m, wiring.flipped(self.keys), mover.keys)
+            # The table RAM: a synchronous read, as the device's register bank keeps it.
+            m.submodules.table_ram = ram = memory.Memory(
+                shape=table_entry(dcfg), depth=dcfg.max_tables, init=[])
+            wr = ram.write_port()
+            rd = ram.read_port(domain="sync")
+            m.d.comb += [
+                wr.en.eq(self.tbl_we), wr.addr.eq(self.tbl_table),
+                wr.data.base.eq(self.tbl_base), wr.data.stride.eq(self.tbl_stride),
+                wr.data.rows.eq(self.tbl_rows),
+                rd.addr.eq(mover.tables.table), mover.tables.entry.eq(rd.data),
+            ]
             return m
 
     return RowMoverTop()
@@ -181,8 +214,8 @@ class RowMoverBench:
 
     async def reset(self):
         dut = self.dut
-        for name in ("start", "gather", "count", "buf_addr", "row_bytes", "table_base",
-                     "table_stride"):
+        for name in ("start", "gather", "count", "buf_addr", "row_bytes", "stop", "tbl_we",
+                     "tbl_table", "tbl_base", "tbl_stride", "tbl_rows"):
             getattr(dut, name).value = 0
         dut.rst.value = 1
         for _ in range(4):
@@ -191,16 +224,51 @@ class RowMoverBench:
         t0 = get_sim_time("step")
         await RisingEdge(dut.clk)
         self.period = get_sim_time("step") - t0
+        # Every slot a random entry: a key read with the wrong slot's entry moves the wrong
+        # bytes. Commands overwrite the slots they use.
+        bb = self.dcfg.bus_bytes
+        await self.write_tables({t: (self.rng.randrange(self.mem.size // bb) * bb,
+                                     self.rng.randrange(1, 64) * bb, self.rng.getrandbits(32))
+                                 for t in range(self.dcfg.max_tables)})
+
+    async def write_tables(self, tables):
+        """Write ``{slot: (base, stride, rows)}`` into the table RAM, one slot a cycle."""
+        dut = self.dut
+        for t, (base, stride, rows) in tables.items():
+            dut.tbl_we.value = 1
+            dut.tbl_table.value = t
+            dut.tbl_base.value = base
+            dut.tbl_stride.value = stride
+            dut.tbl_rows.value = rows
+            await RisingEdge(dut.clk)
+        dut.tbl_we.value = 0
+
+    async def raise_stop(self, delay):
+        """``stop`` ``delay`` cycles after the last key left the source's queue (it may
+        still be offered on ``keys``, not yet taken)."""
+        while not self.keys.empty():
+            await RisingEdge(self.dut.clk)
+        for _ in range(delay):
+            await RisingEdge(self.dut.clk)
+        self.dut.stop.value = 1
 
     def fail(self, what):
         self.failures.append(what)
         self.dut._log.error(what)
 
-    async def command(self, gather, layout, keys, *, expect_error=None, label=""):
-        """Run one command and check memory, bursts and status; returns its record."""
+    async def command(self, gather, layout, keys, *, expect_error=None, label="", sent=None,
+                      stop_delay=0):
+        """Run one command and check memory, bursts and status; returns its record.
+
+        ``sent``: the key stream is cut short: only the first ``sent`` keys come, then
+        ``stop`` rises ``stop_delay`` cycles after the last left the source's queue (the
+        command's ``count`` stays ``len(keys)``)."""
         dut, dcfg, mem = self.dut, self.dcfg, self.mem
-        ab, rb, bb = dcfg.addr_bits, layout.row_bytes, dcfg.bus_bytes
+        rb, bb = layout.row_bytes, dcfg.bus_bytes
         row_bits = dcfg.eal.row_bits
+        count = len(keys)
+        if sent is not None:
+            keys = keys[:sent]
         before = mem.read(0, mem.size)
         expected = bytearray(before)
         row_chunks = []  # per row: its chunks (src, dst, bytes)
@@ -211,17 +279,14 @@ class RowMoverBench:
             expected[dst:dst + rb] = before[src:src + rb]
             row_chunks.append(chunks(src, dst, rb, bb, dcfg.burst_beats))
         n_bursts = len(mem.bursts)
-        base = sum(b << (t * ab) for t, (b, _, _) in layout.tables.items())
-        stride = sum(s << (t * 32) for t, (_, s, _) in layout.tables.items())
+        await self.write_tables(layout.tables)
         for key in keys:
             self.keys.send_nowait(KeysTransaction(payload=key))
         await RisingEdge(dut.clk)
         dut.gather.value = int(gather)
-        dut.count.value = len(keys)
+        dut.count.value = count
         dut.buf_addr.value = layout.buf
         dut.row_bytes.value = rb
-        dut.table_base.value = base
-        dut.table_stride.value = stride
         dut.start.value = 1
         await RisingEdge(dut.clk)
         started = get_sim_time("step")
@@ -229,8 +294,11 @@ class RowMoverBench:
         # Scramble the command inputs: the engine must have latched them.
         dut.buf_addr.value = 0
         dut.row_bytes.value = bb
-        dut.table_base.value = 0
         dut.gather.value = int(not gather)
+        dut.count.value = self.rng.getrandbits(32)
+        stopper = None
+        if sent is not None:
+            stopper = cocotb.start_soon(self.raise_stop(stop_delay))
         budget = (sum(len(c) for c in row_chunks) * (dcfg.burst_beats + 8) * 20
                   + 40 * (mem.read_latency + mem.write_latency) + 20000)
         try:
@@ -240,16 +308,22 @@ class RowMoverBench:
             raise
         await ReadOnly()
         cycles = round((get_sim_time("step") - started) / self.period)
-        status = {k: int(getattr(dut, k).value)
-                  for k in ("error", "err_write", "err_resp", "err_addr")}
+        status = {f"err_{k}": int(getattr(dut, f"err_{k}").value) for k in ERROR_FIELDS}
+        key_offered = int(dut.keys__valid.value)
+        stop_seen = int(dut.stop.value)
         await RisingEdge(dut.clk)
+        if stopper is not None:
+            dut.stop.value = 0
         after = mem.read(0, mem.size)
-        record = {"label": label, "gather": gather, "count": len(keys), "row_bytes": rb,
-                  "cycles": cycles, "bytes": len(keys) * rb, **status,
+        record = {"label": label, "gather": gather, "count": count, "sent": len(keys),
+                  "stopped": sent is not None, "row_bytes": rb, "cycles": cycles,
+                  "bytes": len(keys) * rb, **status,
                   "read_latency": mem.read_latency, "reorder": mem.reorder}
         self.report.append(record)
-        if not self.keys.empty():
+        if not self.keys.empty() or key_offered:
             self.fail(f"{label}: done before all keys were consumed")
+        if sent is not None and not stop_seen:
+            self.fail(f"{label}: done before stop rose, {len(keys)} of {count} keys")
         if mem.writes_pending or not mem.b.empty() or mem.reads_in_flight:
             self.fail(f"{label}: done with bus traffic outstanding (writes "
                       f"{mem.writes_pending}, reads {mem.reads_in_flight})")
@@ -276,7 +350,7 @@ class RowMoverBench:
                 return
 
     def _check_clean(self, label, status, before, after, expected, row_chunks, bursts):
-        if status["error"]:
+        if status["err_valid"] or status["err_cause"] or status["err_addr"]:
             self.fail(f"{label}: unexpected error {status}")
         if after != bytes(expected):
             self._first_diff(after, expected, label)
@@ -296,8 +370,12 @@ class RowMoverBench:
         """Errors: status fields right; every byte outside the destinations unchanged;
         every destination chunk either untouched or fully written; the failed burst's
         destination untouched."""
-        want = {"error": 1, "err_write": int(err["kind"] == "write"),
-                "err_resp": err["resp"], "err_addr": err["addr"]}
+        write = err["kind"] == "write"
+        cause = ((ErrorCause.WRITE_SLVERR if write else ErrorCause.READ_SLVERR)
+                 + (err["resp"] == RESP_DECERR))
+        want = {"err_valid": 1, "err_cause": int(cause),
+                "err_engine": int(Engine.ROW_WRITE if write else Engine.ROW_READ),
+                "err_addr": err["addr"], "err_index": 0}
         if status != want:
             self.fail(f"{label}: status {status}, expected {want}")
         cut = bytearray(after)
@@ -315,12 +393,19 @@ class RowMoverBench:
             self._first_diff(cut, before, label)
 
 
-def stimulus(mem, rng, style, latency):
-    """Apply one of the stimulus styles to the memory model."""
+def stimulus(bench, rng, style, latency):
+    """Apply one of the stimulus styles to the memory model and the key stream."""
+    mem = bench.mem
     mem.read_latency = latency
     mem.write_latency = rng.randrange(1, latency + 2)
     mem.reorder = style in ("reorder", "both")
-    mem.set_pause(0.3 if style in ("pause", "both") else 0.0, seed=rng.getrandbits(32))
+    pause = style in ("pause", "both")
+    mem.set_pause(0.3 if pause else 0.0, seed=rng.getrandbits(32))
+    if pause:  # gaps in the key stream too
+        bench.keys.set_pause_generator(random_pauses(0.3, random.Random(rng.getrandbits(32))))
+    else:
+        bench.keys.clear_pause_generator()
+        bench.keys.pause = False
 
 
 async def run_suite(bench, spec):
@@ -342,7 +427,7 @@ async def run_suite(bench, spec):
                 n += 1
                 if not full and count == ids + 5 and rb > 2 * burst_bytes and not gather:
                     continue  # the largest rows: one long write-back is enough in fast
-                stimulus(bench.mem, rng, style, latency)
+                stimulus(bench, rng, style, latency)
                 rows = max(8, count // 2 + 2)
                 layout = Layout(rng, dcfg, rb, count, bench.mem.size, n_tables=3,
                                 rows_per_table=rows)
@@ -350,6 +435,27 @@ async def run_suite(bench, spec):
                 await bench.command(gather, layout, keys,
                                     label=f"{'gather' if gather else 'write-back'} rb={rb} "
                                           f"n={count} {style} lat={latency}")
+    # The key stream cut short: `stop` after none, one, part or all but one of the keys,
+    # `delay` cycles after the last key was put on the bus. With delay 0 and no key gaps, a
+    # single key is offered from before `start` and `stop` is high when it is taken: the
+    # mover, idle otherwise, must not finish before taking it.
+    count = ids + 5
+    stops = [(g, sent, delay) for sent in (0, 1, count // 2, count - 1) for g in (True, False)
+             for delay in (0, 2)]
+    if not full:
+        stops = [(True, 0, 0), (False, 1, 0), (True, 1, 2), (False, count // 2, 1),
+                 (True, count - 1, 0)]
+    for gather, sent, delay in stops:
+        rb = rng.choice(sizes)
+        style = "plain" if sent == 1 and delay == 0 else styles[n % len(styles)]
+        n += 1
+        stimulus(bench, rng, style, rng.choice([1, 8, 40]))
+        layout = Layout(rng, dcfg, rb, count, bench.mem.size, n_tables=3,
+                        rows_per_table=count)
+        keys = layout.keys(rng, count, dcfg.eal.row_bits, distinct=not gather)
+        await bench.command(gather, layout, keys, sent=sent, stop_delay=delay,
+                            label=f"{'gather' if gather else 'write-back'} rb={rb} stop after "
+                                  f"{sent} of {count} (+{delay}) {style}")
     # Errors: one key's row (or buffer row) answers SLVERR/DECERR on the read or the write.
     cases = [(g, kind, resp) for g in (True, False) for kind in ("read", "write")
              for resp in (RESP_SLVERR, RESP_DECERR)]
@@ -359,7 +465,7 @@ async def run_suite(bench, spec):
         rb = rng.choice([s for s in sizes if s >= 2 * bb])
         count = ids + 3 if full else min(ids + 3, 20)
         style = rng.choice(styles)
-        stimulus(bench.mem, rng, style, rng.choice([3, 30]))
+        stimulus(bench, rng, style, rng.choice([3, 30]))
         layout = Layout(rng, dcfg, rb, count, bench.mem.size, n_tables=2,
                         rows_per_table=count)
         keys = layout.keys(rng, count, dcfg.eal.row_bits, distinct=True)
@@ -388,6 +494,7 @@ async def run_suite(bench, spec):
 async def run_bench(bench, spec):
     dcfg, rng = bench.dcfg, bench.rng
     bench.mem.set_pause(0.0)
+    bench.keys.clear_pause_generator()
     bench.mem.reorder = False
     for latency in spec["latencies"]:
         for rb in spec["row_sizes"]:
