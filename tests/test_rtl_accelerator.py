@@ -25,7 +25,7 @@ TB_FILE = REPO_ROOT / "verif" / "tb" / "test_accelerator.py"
 # device reads them once and ends a failing command with the keys before the error
 # processed: set True then (the list-error cases' expectations switch in one place,
 # verif.tb.test_accelerator.Case.list_error_moves).
-SINGLE_PASS = False
+SINGLE_PASS = True
 
 
 def run_case(config_name, case, *, seed=1, read_latency=20, write_latency=20, pause=0.0,
