@@ -38,8 +38,8 @@ class LookupEngine(wiring.Component):
         ``sets - 1``, then bank 1's...), the order of the entries' slots ``(bank * sets +
         set) * ways + way`` in the host's dump buffer, so that the dump is one sequential
         stream of ``entries`` words. One record per cycle while ``dump.ready`` is high (the
-        next sets are read while records are emitted); ``valid`` and ``payload`` come from
-        registers (a buffered FIFO).
+        next set is read while a record is emitted); ``valid`` and ``payload`` come from
+        registers.
     learn, popular_max_rrpv : In
         Learn (1) or frozen (0) mode and the frozen-mode popularity threshold; change them
         only while ``busy`` is low.
@@ -59,9 +59,6 @@ class LookupEngine(wiring.Component):
     serves its lookups in stream order, the results and the final tag store equal
     sequential processing.
     """
-
-    #: Dump records buffered: with two reads in flight, one record per cycle needs five.
-    DUMP_FIFO_DEPTH = 5
 
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
@@ -121,54 +118,46 @@ class LookupEngine(wiring.Component):
         take_command = ~self.busy
         for bank in banks:
             m.d.comb += bank.maint.addr.eq(maint_addr)
+        if cfg.policy == "srrip":
+            read_ways = Array(bank.read_data for bank in banks)
+        else:
+            read_ways = Array(bank.read_data.ways for bank in banks)
+            read_sketch = Array(bank.read_data.sketch for bank in banks)
 
-        # The dump: every cycle a read of set `maint_addr` (all banks read it; bank `rd_bank`
-        # is the one used) may be issued; the banks' read data is registered (`dump_read*`,
-        # a copy of what each bank registers for its lookups: Yosys can merge the two), one
-        # bank of it selected and written to a buffered FIFO that drives `dump`. The RAM read
-        # data goes through no logic, and `dump.ready` reaches no RAM enable: a read is
-        # issued only when the FIFO will have room for it, counting the two in flight.
+        # The dump is a three-stage pipeline: the read of set `maint_addr` of bank `rd_bank`
+        # (every bank reads that set; one is used), the banks' read data (`d_*`: a bank's
+        # `read_data` holds while its read port is held), and the record register that drives
+        # `dump`. A read is issued whenever the read data will have moved on, so a record
+        # leaves every cycle that `dump.ready` is high.
         rd_bank = Signal(max(1, cfg.bank_bits))
         rd_more = Signal()  # sets left to read
-        v1 = Signal()       # a read issued last cycle: its data is on the banks' read_data
-        v1_bank = Signal.like(rd_bank)
-        v1_set = Signal.like(maint_addr)
-        v2 = Signal()       # ... and now in the dump_read registers
-        v2_bank = Signal.like(rd_bank)
-        v2_set = Signal.like(maint_addr)
-        read_regs = []
-        for b, bank in enumerate(banks):
-            reg = Signal.like(bank.read_data, name=f"dump_read{b}")
-            m.d.sync += reg.eq(bank.read_data)
-            read_regs.append(reg)
-        if cfg.policy == "srrip":
-            read_ways = Array(read_regs)
-        else:
-            read_ways = Array(reg.ways for reg in read_regs)
-            read_sketch = Array(reg.sketch for reg in read_regs)
-        m.submodules.dump_fifo = dump_fifo = fifo.SyncFIFOBuffered(
-            width=dump_record(cfg).size, depth=self.DUMP_FIFO_DEPTH)
-        record = Signal(dump_record(cfg))
+        d_v = Signal()
+        d_bank = Signal(max(1, cfg.bank_bits))
+        d_set = Signal(max(1, cfg.set_bits))
+        o = self.dump
+        o_load = Signal()
         issue = Signal()
         m.d.comb += [
-            issue.eq(rd_more & (dump_fifo.level + v1 + v2 < self.DUMP_FIFO_DEPTH)),
-            record.bank.eq(v2_bank), record.set.eq(v2_set),
-            record.ways.eq(read_ways[v2_bank]),
-            dump_fifo.w_en.eq(v2), dump_fifo.w_data.eq(record),
-            self.dump.valid.eq(dump_fifo.r_rdy), self.dump.payload.eq(dump_fifo.r_data),
-            dump_fifo.r_en.eq(self.dump.ready),
+            o_load.eq(d_v & (~o.valid | o.ready)),
+            issue.eq(rd_more & (~d_v | o_load)),
         ]
-        if cfg.policy == "lfu":
-            m.d.comb += record.sketch.eq(read_sketch[v2_bank])
-        m.d.sync += [v1.eq(issue), v1_bank.eq(rd_bank), v1_set.eq(maint_addr),
-                     v2.eq(v1), v2_bank.eq(v1_bank), v2_set.eq(v1_set)]
         last_set = maint_addr == cfg.sets - 1
         with m.If(issue):
-            m.d.sync += maint_addr.eq(Mux(last_set, 0, maint_addr + 1))
+            m.d.sync += [d_v.eq(1), d_bank.eq(rd_bank), d_set.eq(maint_addr),
+                         maint_addr.eq(Mux(last_set, 0, maint_addr + 1))]
             with m.If(last_set):
                 m.d.sync += rd_bank.eq(rd_bank + 1)
                 with m.If(rd_bank == n_banks - 1):
                     m.d.sync += rd_more.eq(0)
+        with m.Elif(o_load):
+            m.d.sync += d_v.eq(0)
+        with m.If(o_load):
+            m.d.sync += [o.valid.eq(1), o.payload.bank.eq(d_bank), o.payload.set.eq(d_set),
+                         o.payload.ways.eq(read_ways[d_bank])]
+            if cfg.policy == "lfu":
+                m.d.sync += o.payload.sketch.eq(read_sketch[d_bank])
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
 
         # After reset the engine clears the tag store (busy for `sets` cycles), so reset
         # leaves the state the spec defines whatever the memories held before.
@@ -188,9 +177,11 @@ class LookupEngine(wiring.Component):
                 with m.If(maint_addr == cfg.sets - 1):
                     m.next = "IDLE"
             with m.State("DUMP"):
+                # `read` keeps the read ports on `maint_addr`; `hold` stops them unless a
+                # read is issued, so the read data waits for the record register.
                 for bank in banks:
-                    m.d.comb += bank.maint.read.eq(1)
-                with m.If(~rd_more & ~v1 & ~v2 & (dump_fifo.level == 0)):
+                    m.d.comb += [bank.maint.read.eq(1), bank.maint.hold.eq(~issue)]
+                with m.If(~rd_more & ~d_v & ~o.valid):
                     m.next = "IDLE"
 
         # Commands take priority over lookups in the cycle they arrive.
