@@ -178,16 +178,28 @@ def test_bad_inputs_raise_the_same_errors(sim):
         cases.append(("bits above key_bits", bad, ErrorCause.BAD_KEY, 1))
         for what, keys, cause, index in cases:
             for op in ("gather", "write_back"):
+                out_s.fill_(-3)
+                out_m.fill_(-3)
                 e = _errors_match(lambda: getattr(ts, op)(keys, out_s),
                                   lambda: getattr(tm, op)(keys, out_m))
                 assert (e.cause, e.index, e.engine) == (cause, index, Engine.LIST_CHECK), what
-            assert bool((out_s == -3).all()) and torch.equal(hs, hm), what   # nothing moved
-        # learn: a bad key refuses the whole list
+                # GATHER reads its list once and ends at the bad key: the rows before it are
+                # in the buffer; WRITE_BACK checks first and moves nothing (docs/device.md).
+                moved = index if op == "gather" else 0
+                assert torch.equal(out_s, out_m), what
+                assert bool((out_s[moved:] == -3).all()) and torch.equal(hs, hm), what
+                assert not bool((out_s[:moved] == -3).any()), what
+        # learn: a bad key ends the list; the keys before it are learned, on both transports
         keys = make_keys(torch.zeros(6, dtype=torch.int64), torch.arange(6), EAL)
         keys[4] = -1
         e = _errors_match(lambda: ts.learn(keys), lambda: tm.learn(keys))
         assert (e.cause, e.opcode, e.index) == (ErrorCause.BAD_KEY, Opcode.LEARN, 4)
-        assert not bool(ts.dump_tensors()["valid"].any())
+        ds, dm = ts.dump_tensors(), tm.dump_tensors()
+        assert int(ds["valid"].sum()) == 4
+        for name in ("valid", "tag"):
+            assert torch.equal(torch.as_tensor(ds[name]), torch.as_tensor(dm[name])), name
+        ts.clear()
+        tm.clear()
         # count 0
         e = _errors_match(lambda: ts.gather(good[:0], ts.alloc((0, DIM))),
                           lambda: tm.gather(good[:0], tm.alloc((0, DIM))))
