@@ -20,7 +20,7 @@ from hotline_spec.commands import Opcode
 from hotline_spec.config import DeviceConfig
 from hotline_spec.registers import register_map, COUNTERS
 from .axi import axi4_signature, axil_signature, flat_members, connect_flat
-from .csr import CsrBank
+from .csr import CsrBank, register_layout
 from .device.counters import EventCounter
 from .device.dump_executor import DumpExecutor, ClearExecutor
 from .device.lookup_executor import LookupExecutor
@@ -105,6 +105,9 @@ class HotlineAccelerator(wiring.Component):
         # ---- registers ----------------------------------------------------------------------
         for name, value in self.rmap.id_values().items():
             m.d.comb += getattr(csr, f"r_{name}").eq(value)
+        # The data of a write to an action register, read through that register's fields.
+        written = {name: register_layout(self.rmap[name])(csr.wdata)
+                   for name in ("ERR_ACK", "COUNTER_RESET")}
         staged = seq.staged
         m.d.comb += [
             staged.opcode.eq(csr.q_CMD_CTRL.opcode), staged.irq.eq(csr.q_CMD_CTRL.irq),
@@ -114,7 +117,7 @@ class HotlineAccelerator(wiring.Component):
             seq.submit.eq(csr.stb_CMD_SUBMIT), csr.refuse_CMD_SUBMIT.eq(seq.full),
             seq.row_bytes.eq(csr.q_ROW_BYTES.value),
             seq.threshold.eq(csr.q_POPULAR_MAX_RRPV.value),
-            seq.err_ack.eq(csr.stb_ERR_ACK & csr.wdata[0]),
+            seq.err_ack.eq(csr.stb_ERR_ACK & written["ERR_ACK"].ack),
             csr.r_CMD_FREE.eq(seq.free), csr.r_CMD_SUBMITTED.eq(seq.submitted),
             csr.r_CMD_COMPLETED.eq(seq.completed), csr.r_CMD_DROPPED.eq(seq.dropped),
             csr.r_ERR_CAUSE.cause.eq(seq.error.cause), csr.r_ERR_CAUSE.engine.eq(seq.error.engine),
@@ -154,7 +157,7 @@ class HotlineAccelerator(wiring.Component):
             "CYCLES": Const(1),
         }
         assert set(events) == {name for name, _ in COUNTERS}
-        reset_counters = csr.stb_COUNTER_RESET & csr.wdata[0]
+        reset_counters = csr.stb_COUNTER_RESET & written["COUNTER_RESET"].reset
         for name, event in events.items():
             width = 32 if name.startswith("ROWS_") else 8
             counter = EventCounter(width)
