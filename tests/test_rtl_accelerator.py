@@ -21,13 +21,6 @@ pytestmark = pytest.mark.rtl
 
 TB_FILE = REPO_ROOT / "verif" / "tb" / "test_accelerator.py"
 
-# The device reads LEARN/LOOKUP/GATHER lists twice (check pass, move pass). The rebuilt
-# device reads them once and ends a failing command with the keys before the error
-# processed: set True then (the list-error cases' expectations switch in one place,
-# verif.tb.test_accelerator.Case.list_error_moves).
-SINGLE_PASS = True
-
-
 def run_case(config_name, case, *, seed=1, read_latency=20, write_latency=20, pause=0.0,
              reorder=False, **extra):
     """Build (cached) the top for ``DEVICE_CONFIGS[config_name]`` and play ``case``."""
@@ -35,7 +28,7 @@ def run_case(config_name, case, *, seed=1, read_latency=20, write_latency=20, pa
     runner, build_dir = build_accelerator(dcfg)
     spec = {"config": dataclasses.asdict(dcfg), "case": case, "seed": seed,
             "read_latency": read_latency, "write_latency": write_latency, "pause": pause,
-            "reorder": reorder, "single_pass": SINGLE_PASS, **extra}
+            "reorder": reorder, **extra}
     work = build_dir / f"case_{case}_{seed}"
     work.mkdir(exist_ok=True)
     spec["report"] = str(work / "report.json")

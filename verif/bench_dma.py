@@ -9,8 +9,8 @@ time.
 
 Then (unless ``--engine-only``) the same sweep through the whole accelerator
 (``rtl/hotline_accelerator.v``, registers and commands): each GATHER command's cycles run from
-its ``CMD_SUBMIT`` to its completion and include the decode, the check pass over the key list,
-the list's second read and the register polling, so it is what a host gets.
+its ``CMD_SUBMIT`` to its completion and include the decode, the key list's read (once: the
+check is inline) and the register polling, so it is what a host gets.
 """
 
 import argparse

@@ -8,7 +8,7 @@ from ..axi import axi4_signature
 from ..job import first_set, tree
 from hotline_spec.config import DeviceConfig
 
-__all__ = ["AxiArbiter", "AxiMux", "read_id_bits", "id_prefixes"]
+__all__ = ["AxiArbiter", "read_id_bits", "id_prefixes"]
 
 _AR = ("araddr", "arlen", "arsize", "arburst", "arcache", "arprot")
 _AW = ("awaddr", "awlen", "awsize", "awburst", "awcache", "awprot")
@@ -132,17 +132,13 @@ class AxiArbiter(wiring.Component):
         a, d = dcfg.addr_bits, dcfg.bus_bits
         members = {"out": Out(axi4_signature(a, d, out_id_bits))}
         for name in names:
-            if name == "out" or name in self._extra_members():
+            if name == "out":
                 raise ValueError(f"AxiArbiter: {name!r} cannot name a port")
             bits = self.readers.get(name, self.writers.get(name))
             members[name] = In(axi4_signature(a, d, bits))
-        members.update(self._extra_members())
         self._names = names
         super().__init__(members)
         self.ports = {name: getattr(self, name) for name in names}
-
-    def _extra_members(self):
-        return {}
 
     def _route(self, m, out_id, out_valid, names, bases, widths, kind):
         """Response routing: ``{kind}valid`` to the port whose prefix ``out_id`` carries."""
@@ -234,15 +230,3 @@ class AxiArbiter(wiring.Component):
                 m.d.comb += p.bresp.eq(out.bresp)
         m.d.comb += out.bready.eq(1)
         return m
-
-
-class AxiMux(AxiArbiter):
-    """Transition only (the integrator removes it): :class:`AxiArbiter` with the default
-    ports ``rows``, ``lists`` and ``words`` and today's ``write_words`` input, which is no
-    longer needed (both writers may write at once) and is ignored."""
-
-    def __init__(self, dcfg: DeviceConfig):
-        super().__init__(dcfg)
-
-    def _extra_members(self):
-        return {"write_words": In(1)}

@@ -9,9 +9,10 @@ guard byte, by a refused command) fails the case. After every case the AXI hands
 (all ten channels) and the host memory's protocol checks must have seen no violation, and
 the functional coverage bins are written to ``functional_coverage.json`` in the work folder.
 
-``single_pass`` in the spec switches the expectations of the list-error cases to the rebuilt
-device (LEARN/LOOKUP/GATHER read their list once; a list read error ends the command with
-the keys before it processed): see :meth:`Case.list_error_moves`.
+LEARN, LOOKUP and GATHER read their list once and WRITE_BACK twice (a check pass first); a
+bad key or a list read error ends a command with the keys before it processed
+(docs/device.md, "Errors"): :meth:`Case.list_error_moves` and :meth:`Case.expect_cut_short`
+are the one place that says what moved.
 """
 
 import json
@@ -47,26 +48,23 @@ class Case:
         self.golden = AccessLogger(self.cfg.eal)
         self.report = {"checks": 0}
         self.mirror = None
-        self.single_pass = bool(spec.get("single_pass", False))
 
     # ---- what a failed list read moves (the one place that knows the device's passes) --
-    @property
-    def list_reads_before_move(self):
-        """Reads of a LEARN/LOOKUP/GATHER list before its move pass: 1 (the check pass) on
-        the current device, 0 on the single-pass one. WRITE_BACK keeps its check pass."""
-        return 0 if self.single_pass else 1
+    @staticmethod
+    def list_reads_before_move(opcode):
+        """Reads of a command's list before its move pass: 1 for WRITE_BACK (its check
+        pass), 0 for the single-pass LEARN/LOOKUP/GATHER."""
+        return 1 if opcode == Opcode.WRITE_BACK else 0
 
     def list_error_moves(self, keys, list_addr, failed, opcode):
         """``[(index, key)]`` that a command whose list read failed in its move pass still
         processes, in order. ``failed``: the ``(kind, addr, nbytes, resp)`` bursts answered
-        with an error. Current device: every index, a lost word replaced by the list's first
-        (checked) key. Single pass (not WRITE_BACK): the indices before the first lost word."""
+        with an error. The key stream ends at the first lost word (for every opcode: in
+        WRITE_BACK's move pass too), so these are the indices before it."""
         lost = {i for i in range(len(keys)) for kind, addr, nbytes, _ in failed
                 if kind == "read" and addr <= list_addr + 8 * i < addr + nbytes}
-        if self.single_pass and opcode != Opcode.WRITE_BACK:
-            first = min(lost, default=len(keys))
-            return [(i, keys[i]) for i in range(first)]
-        return [(i, keys[0] if i in lost else keys[i]) for i in range(len(keys))]
+        first = min(lost, default=len(keys))
+        return [(i, keys[i]) for i in range(first)]
 
     async def start(self):
         await self.bench.start()
@@ -112,8 +110,8 @@ class Case:
     def expect_cut_short(self, opcode, keys, index, dest):
         """What a single-pass command whose key ``index`` is bad leaves behind: the keys
         before it looked up (LEARN: learned) with their results at ``dest``, or (GATHER)
-        their rows in the buffer at ``dest``. A two-pass device moves nothing."""
-        if not self.single_pass or not index:
+        their rows in the buffer at ``dest``."""
+        if not index:
             return
         keys = [int(k) for k in keys[:index]]
         if opcode == Opcode.GATHER:
@@ -405,7 +403,7 @@ async def case_errors(c: Case):
         c.expect_cut_short(Opcode.GATHER, keys, first, BUFFERS)
     await b.set_table(1, base1, stride1, rows1)
     _, valid = await c.dump()          # against the golden model (single pass: 5 learned)
-    assert c.single_pass or valid == 0, "a refused LEARN changed the tag store"
+    assert valid > 0, "the LEARN cut short by a bad key learned nothing"
     c.check_memory("refused commands")
     # A failed command drops the commands queued behind it, and FIFO overflow is refused.
     dropped0 = await b.read_value("CMD_DROPPED")
@@ -502,17 +500,18 @@ async def case_reset(c: Case):
 
 
 async def case_move_error(c: Case):
-    """A list read that fails after a clean check pass (the n-th-access injector fails the
-    list's last burst on its second read), for GATHER and LEARN: the error names the failed
-    burst, and exactly what :meth:`Case.list_error_moves` says moved (a lost key replaced by
-    the first key on the current device); then the same commands run cleanly."""
+    """A list read that fails part-way: the list's last burst fails on its first read for the
+    single-pass GATHER and LEARN, and on its second read for WRITE_BACK (a failure in the move
+    pass after a clean check pass, by the n-th-access injector). The error names the failed
+    burst, and exactly what :meth:`Case.list_error_moves` says moved (the keys before the lost
+    word); then the same commands run cleanly."""
     cfg, b, rng, mem = c.cfg, c.bench, c.rng, c.bench.memory
     rb = 2 * cfg.bus_bytes
     await c.tables(2, 32, rb)
     n = 2 * cfg.read_ids + 7
     keys = [c.key(0, 0)] + [c.key(rng.randrange(2), rng.randrange(1, 32)) for _ in range(n - 1)]
     lo, hi = KEYS + 8 * (n - 1), KEYS + 8 * n          # the last word: one burst per pass
-    nth = c.list_reads_before_move + 1
+    nth = c.list_reads_before_move(Opcode.GATHER) + 1
     E, D = ErrorCause, Engine
     # GATHER
     c.put_words(KEYS, keys)
@@ -548,6 +547,30 @@ async def case_move_error(c: Case):
     await c.dump()
     await c.lookups(keys, True)
     c.report["lost_keys"] = n - sum(1 for i, k in moved if k == keys[i])
+    # WRITE_BACK: distinct rows (two writes of one row may land in either order), a clean
+    # check pass, then the move pass's read of the last burst fails: the rows of the keys
+    # before the lost word are written back, nothing else.
+    wb_n = min(n, 64)
+    wb_keys = rng.sample([c.key(t, r) for t in range(2) for r in range(32)], wb_n)
+    src = BUFFERS + 0x1_0000
+    c.put(src, bytes(rng.randrange(256) for _ in range(wb_n * rb)))
+    c.put_words(KEYS, wb_keys)
+    lo = KEYS + 8 * (wb_n - 1)
+    mem.inject_error_nth(lo, lo + 8, c.list_reads_before_move(Opcode.WRITE_BACK) + 1,
+                         RESP_SLVERR, kind="read")
+    before = len(mem.injected)
+    err = await c.expect_error(b.run(Opcode.WRITE_BACK, wb_n, KEYS, src), E.READ_SLVERR,
+                               D.LIST_READ, what="write-back move-pass list read error")
+    failed = mem.injected[before:]
+    assert len(failed) == 1 and failed[0][1] <= err.address < failed[0][1] + failed[0][2]
+    moved = c.list_error_moves(wb_keys, KEYS, failed, Opcode.WRITE_BACK)
+    assert 0 < len(moved) < wb_n, len(moved)
+    for i, k in moved:
+        a = c.row_addr(k)
+        c.expect(a, c.mirror[src + i * rb:src + (i + 1) * rb])
+    c.check_memory("write-back whose move-pass list read failed")
+    mem.clear_errors()
+    await c.write_back(wb_keys, src)
 
 
 async def case_dump_error(c: Case):
@@ -893,7 +916,7 @@ async def case_workload(dut, spec):
 
 
 async def case_gather_bench(dut, spec):
-    """Whole GATHER commands (decode, check pass over the list, list re-read, rows) for each
+    """Whole GATHER commands (decode, the list read once with its inline check, rows) for each
     host latency and row size of the spec: cycles from CMD_SUBMIT to completion; every
     gathered byte is checked."""
     cfg = config_from_dict(spec["config"])
