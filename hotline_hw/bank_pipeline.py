@@ -38,7 +38,8 @@ class BankPipeline(wiring.Component):
     maint : In(MaintenanceSignature)
         The bank's maintenance access (clear and dump), used only while ``busy`` is low.
     read_data : Out(set_layout)
-        The bank's memory read data.
+        The bank's registered memory read data (:attr:`TagBank.read_data`): the set that
+        ``maint.read`` asked for, two cycles later.
 
     The bank takes a request only when its response is sure to have room: it issues from
     the request queue while fewer than ``RESPONSE_QUEUE_DEPTH`` of its responses are

@@ -37,9 +37,10 @@ class LookupEngine(wiring.Component):
         After ``start_dump``: every set of every bank, bank-major (bank 0's sets 0 ..
         ``sets - 1``, then bank 1's...), the order of the entries' slots ``(bank * sets +
         set) * ways + way`` in the host's dump buffer, so that the dump is one sequential
-        stream of ``entries`` words. One record per cycle while ``dump.ready`` is high (the
-        next set is read while a record is emitted); ``valid`` and ``payload`` come from
-        registers.
+        stream of ``entries`` words. One record per cycle while ``dump.ready`` is high (sets
+        are read ahead into a buffered FIFO of ``DUMP_FIFO_DEPTH`` records); ``valid`` and
+        ``payload`` come from registers; the first record comes ``DUMP_LATENCY`` cycles
+        after ``start_dump``.
     learn, popular_max_rrpv : In
         Learn (1) or frozen (0) mode and the frozen-mode popularity threshold; change them
         only while ``busy`` is low.
@@ -59,6 +60,14 @@ class LookupEngine(wiring.Component):
     serves its lookups in stream order, the results and the final tag store equal
     sequential processing.
     """
+
+    #: Dump records buffered. A read's record reaches the FIFO two cycles after the read
+    #: and leaves it two cycles later at the earliest; with the credit registered (a read
+    #: is issued on the count of the cycle before), one record per cycle needs five.
+    DUMP_FIFO_DEPTH = 5
+    #: Cycles from the cycle ``start_dump`` is taken to the first ``dump`` record: the first
+    #: read, the RAM's read data, the bank's register of it, the FIFO's two.
+    DUMP_LATENCY = 5
 
     def __init__(self, cfg: EALConfig):
         self.cfg = cfg
@@ -118,46 +127,58 @@ class LookupEngine(wiring.Component):
         take_command = ~self.busy
         for bank in banks:
             m.d.comb += bank.maint.addr.eq(maint_addr)
+        # The dump: reads of set `maint_addr` (every bank reads it; bank `rd_bank`'s is the
+        # one used) issued on credit. A bank's `read_data` is its own register of the RAM's
+        # read data, so a read issued in cycle t is there in t + 2 (`v2`); that cycle one bank
+        # of it is selected, from flip-flops, and written into a buffered FIFO whose output
+        # register drives `dump`. `owed` counts the records read or being read and not yet
+        # taken from `dump`; a read is issued only while `room` (registered: `owed` below
+        # the FIFO's depth), so every record read finds room and neither `dump.ready` nor
+        # the FIFO's state reaches a RAM enable in the same cycle.
         if cfg.policy == "srrip":
             read_ways = Array(bank.read_data for bank in banks)
         else:
             read_ways = Array(bank.read_data.ways for bank in banks)
             read_sketch = Array(bank.read_data.sketch for bank in banks)
-
-        # The dump is a three-stage pipeline: the read of set `maint_addr` of bank `rd_bank`
-        # (every bank reads that set; one is used), the banks' read data (`d_*`: a bank's
-        # `read_data` holds while its read port is held), and the record register that drives
-        # `dump`. A read is issued whenever the read data will have moved on, so a record
-        # leaves every cycle that `dump.ready` is high.
         rd_bank = Signal(max(1, cfg.bank_bits))
         rd_more = Signal()  # sets left to read
-        d_v = Signal()
-        d_bank = Signal(max(1, cfg.bank_bits))
-        d_set = Signal(max(1, cfg.set_bits))
-        o = self.dump
-        o_load = Signal()
+        v1 = Signal()       # a read issued last cycle: its data is on the RAMs' read ports
+        v1_bank = Signal.like(rd_bank)
+        v1_set = Signal.like(maint_addr)
+        v2 = Signal()       # ... and now in the banks' `read_data` registers
+        v2_bank = Signal.like(rd_bank)
+        v2_set = Signal.like(maint_addr)
+        depth = self.DUMP_FIFO_DEPTH
+        m.submodules.dump_fifo = dump_fifo = fifo.SyncFIFOBuffered(
+            width=dump_record(cfg).size, depth=depth)
+        owed = Signal(range(depth + 1))
+        owed_next = Signal(range(depth + 2))
+        room = Signal(init=1)
         issue = Signal()
+        taken = Signal()
+        record = Signal(dump_record(cfg))
         m.d.comb += [
-            o_load.eq(d_v & (~o.valid | o.ready)),
-            issue.eq(rd_more & (~d_v | o_load)),
+            issue.eq(rd_more & room),
+            taken.eq(self.dump.valid & self.dump.ready),
+            owed_next.eq(owed + issue - taken),
+            record.bank.eq(v2_bank), record.set.eq(v2_set),
+            record.ways.eq(read_ways[v2_bank]),
+            dump_fifo.w_en.eq(v2), dump_fifo.w_data.eq(record),
+            self.dump.valid.eq(dump_fifo.r_rdy), self.dump.payload.eq(dump_fifo.r_data),
+            dump_fifo.r_en.eq(self.dump.ready),
         ]
+        if cfg.policy == "lfu":
+            m.d.comb += record.sketch.eq(read_sketch[v2_bank])
+        m.d.sync += [owed.eq(owed_next), room.eq(owed_next < depth),
+                     v1.eq(issue), v1_bank.eq(rd_bank), v1_set.eq(maint_addr),
+                     v2.eq(v1), v2_bank.eq(v1_bank), v2_set.eq(v1_set)]
         last_set = maint_addr == cfg.sets - 1
         with m.If(issue):
-            m.d.sync += [d_v.eq(1), d_bank.eq(rd_bank), d_set.eq(maint_addr),
-                         maint_addr.eq(Mux(last_set, 0, maint_addr + 1))]
+            m.d.sync += maint_addr.eq(Mux(last_set, 0, maint_addr + 1))
             with m.If(last_set):
                 m.d.sync += rd_bank.eq(rd_bank + 1)
                 with m.If(rd_bank == n_banks - 1):
                     m.d.sync += rd_more.eq(0)
-        with m.Elif(o_load):
-            m.d.sync += d_v.eq(0)
-        with m.If(o_load):
-            m.d.sync += [o.valid.eq(1), o.payload.bank.eq(d_bank), o.payload.set.eq(d_set),
-                         o.payload.ways.eq(read_ways[d_bank])]
-            if cfg.policy == "lfu":
-                m.d.sync += o.payload.sketch.eq(read_sketch[d_bank])
-        with m.Elif(o.ready):
-            m.d.sync += o.valid.eq(0)
 
         # After reset the engine clears the tag store (busy for `sets` cycles), so reset
         # leaves the state the spec defines whatever the memories held before.
@@ -177,11 +198,11 @@ class LookupEngine(wiring.Component):
                 with m.If(maint_addr == cfg.sets - 1):
                     m.next = "IDLE"
             with m.State("DUMP"):
-                # `read` keeps the read ports on `maint_addr`; `hold` stops them unless a
-                # read is issued, so the read data waits for the record register.
+                # `read` keeps the read ports on `maint_addr`; `hold` disables them unless a
+                # read is issued (the read data then repeats; `v1`/`v2` mark the new ones).
                 for bank in banks:
                     m.d.comb += [bank.maint.read.eq(1), bank.maint.hold.eq(~issue)]
-                with m.If(~rd_more & ~d_v & ~o.valid):
+                with m.If(~rd_more & (owed == 0)):
                     m.next = "IDLE"
 
         # Commands take priority over lookups in the cycle they arrive.

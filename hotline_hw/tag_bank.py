@@ -20,9 +20,11 @@ class MaintenanceSignature(wiring.Signature):
     Members
     -------
     read : Out(1)
-        Read set ``addr``; its ways appear on the bank's ``read_data`` the next cycle.
+        Read set ``addr``; its ways appear on the bank's ``read_data`` two cycles later
+        (``read_data`` is the bank's own register of the memory's read data).
     hold : Out(1)
-        Keep ``read_data`` unchanged (the read port is not enabled).
+        Do not enable the read port: the memory's read data keeps the last set read, so
+        ``read_data`` repeats it from the next cycle on.
     clear : Out(1)
         Write an all-zero set at ``addr`` this cycle.
     addr : Out(set_bits)
@@ -88,7 +90,10 @@ class TagBank(wiring.Component):
     maint : In(MaintenanceSignature)
         Read, hold and clear a set while no lookup is in flight (clear and dump).
     read_data : Out(set_layout)
-        The memory read port's data.
+        The memory's read data as the fetch stage registered it (``fetched``: the set read
+        two cycles before, see ``maint``), for the maintenance reads of the dump: a register,
+        so what selects among the banks' read data starts at flip-flops, not at a block
+        RAM's output.
 
     Pipeline, for a request taken in cycle ``t``:
 
@@ -146,7 +151,6 @@ class TagBank(wiring.Component):
             rd.addr.eq(Mux(self.maint.read | self.maint.hold, self.maint.addr,
                            self.request.payload.set)),
             rd.en.eq(~self.maint.hold),
-            self.read_data.eq(rd.data),
         ]
 
         # The request in each stage. Registered as a whole so each stage is one signal.
@@ -192,6 +196,10 @@ class TagBank(wiring.Component):
         ]
         fetched = Signal(set_layout(cfg), name="fetched")
         m.d.sync += fetched.eq(rd.data)
+        # The maintenance read data is this register too: no second register on the block
+        # RAM's output (a copy of this one in the engine made bank RAM -> update_base_match
+        # the 2-lane engine's slowest path, 76.5 MHz).
+        m.d.comb += self.read_data.eq(fetched)
 
         # Compare stage: the set without the lookup one ahead, and its ways' tag compares.
         base = Signal(set_layout(cfg), name="base")

@@ -358,7 +358,8 @@ def encode_results(hit, slot):
 
 def decode_dump(words, eal):
     """Dump words (int64 ``[entries]``, entry ``slot`` at index ``slot``) -> the
-    ``dump_tensors`` dict in RTL dump order (for each set, for each bank):
+    ``dump_tensors`` dict set-major (for each set, for each bank: the transports' dump
+    order; the words, like the RTL dump stream, are bank-major):
     ``{"bank", "set"}`` int64 ``[sets * banks]``, ``{"valid" bool, "rrpv" (srrip) or
     "count" (lfu), "tag"}`` ``[sets * banks, ways]``."""
     kind, meta = _dump_kind(eal.policy), eal.meta_name

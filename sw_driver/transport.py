@@ -103,9 +103,10 @@ class Transport(ABC):
 
     @abstractmethod
     def dump(self):
-        """The whole tag store as the RTL ``dump`` stream emits it (spec section 8): a list
+        """The whole tag store as the RTL ``dump`` stream's beats (spec section 8): a list
         of ``(bank, set, ways)`` with ``ways`` a tuple of ``config.ways`` triples
-        ``(valid, rrpv, tag)`` (Python ints), set-major then bank."""
+        ``(valid, rrpv, tag)`` (Python ints), set-major then bank (the RTL streams them
+        bank-major, the entries' slot order)."""
 
     @abstractmethod
     def clear(self):

@@ -1,7 +1,9 @@
 """Amaranth-simulator unit tests of the lookup engine's pieces on their own: the repeat
 marker, the bank switch, a bank pipeline (queue, bank, response queue), the tag bank's
 answer for runs of one key, and the result release, each under random stimulus and
-back-pressure, against what the piece must do by docs/spec.md."""
+back-pressure, against what the piece must do by docs/spec.md; and the engine's dump path
+(the banks' maintenance reads, the bank select and the dump FIFO) under random
+``dump.ready``."""
 
 import random
 
@@ -11,11 +13,13 @@ from amaranth.sim import Simulator
 
 from hotline_hw.bank_pipeline import BankPipeline
 from hotline_hw.bank_switch import BankSwitch
+from hotline_hw.lookup_engine import LookupEngine
 from hotline_spec.config import EALConfig
 from hotline_hw.repeat_marker import RepeatMarker
 from hotline_hw.result_release import ResultRelease
 from hotline_hw.tag_bank import TagBank
 from verif.golden import AccessLogger, hash_fields
+from verif.tb.ports import PortCodec
 
 CFG = EALConfig(lanes=4, banks=4, sets=4, ways=3, table_bits=2, row_bits=10,
                 dispatch_beats=2, queue_depth=2, beats_in_flight=3)
@@ -431,3 +435,73 @@ def test_tag_bank_answers_for_a_whole_run_of_one_key():
         for (hit, way, repeat_hit), (_, n) in zip(got[mode], runs):
             answers += [(hit, way)] + [(repeat_hit, way)] * (n - 1)
         assert answers == want, mode
+
+
+@pytest.mark.parametrize("policy", ["srrip", "lfu"])
+def test_engine_dump_streams_the_store_bank_major_a_record_per_ready_cycle(policy):
+    """The engine learns random keys, then dumps four times under ``dump.ready`` high in
+    all, 85 %, half and a fifth of the cycles: each dump is the golden model's tag store,
+    bank-major (bank 0's sets 0..sets-1, then bank 1's...), with a record in every cycle that
+    ``dump.ready`` is high between the first record and the last, nothing after the last,
+    ``busy`` high until the last is taken; the first record comes ``DUMP_LATENCY`` cycles
+    after ``start_dump``."""
+    kw = dict(policy="lfu", ways=4, sketch_counters=8) if policy == "lfu" else {}
+    cfg = CFG.replace(**kw)
+    rng = random.Random(31)
+    keys = [rng.randrange(80) for _ in range(cfg.lanes * 40)]   # 80 keys, 48 entries
+    golden = AccessLogger(cfg)
+    golden.learn(torch.tensor(keys))
+    expected = sorted(golden.dump(), key=lambda beat: (beat.bank, beat.set))
+    assert [(b.bank, b.set) for b in expected] == [(b, s) for b in range(cfg.banks)
+                                                   for s in range(cfg.sets)]
+    codec = PortCodec(cfg)
+    dut = LookupEngine(cfg)
+    dumps = []
+    shares = (1.0, 0.85, 0.5, 0.2)
+
+    async def bench(ctx):
+        ctx.set(dut.learn, 1)
+        ctx.set(dut.results.ready, 1)
+        while ctx.get(dut.busy):                 # the clear that follows reset
+            await ctx.tick()
+        for i in range(0, len(keys), cfg.lanes):
+            ctx.set(dut.lookups.valid, 1)
+            ctx.set(dut.lookups.payload.as_value(),
+                    codec.pack_lookups([(1, k) for k in keys[i:i + cfg.lanes]]))
+            await ctx.tick().until(dut.lookups.ready)
+        ctx.set(dut.lookups.valid, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        for ready_share in shares:
+            ctx.set(dut.start_dump, 1)
+            await ctx.tick()
+            ctx.set(dut.start_dump, 0)
+            got, gaps, first, cycle = [], 0, None, 1
+            while ctx.get(dut.busy):
+                ready = rng.random() < ready_share
+                ctx.set(dut.dump.ready, ready)
+                if ctx.get(dut.dump.valid):
+                    assert len(got) < len(expected), "a record after the last"
+                    if ready:
+                        bank, set_, ways, sketch = codec.unpack_dump(
+                            ctx.get(dut.dump.payload.as_value()))
+                        got.append((bank, set_, tuple(ways), sketch))
+                        first = cycle if first is None else first
+                elif ready and 0 < len(got) < len(expected):
+                    gaps += 1
+                await ctx.tick()
+                cycle += 1
+            assert not ctx.get(dut.dump.valid)
+            dumps.append((ready_share, got, gaps, first))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run_until(1e-8 * 20000)
+    assert [d[0] for d in dumps] == list(shares), "the bench did not finish"
+    want = [(b.bank, b.set, tuple(b.ways), b.sketch) for b in expected]
+    assert any(v for b in want for v, _, _ in b[2]), "nothing learned"
+    for ready_share, got, gaps, first in dumps:
+        assert got == want, ready_share
+        assert gaps == 0, ready_share
+    assert dumps[0][3] == LookupEngine.DUMP_LATENCY

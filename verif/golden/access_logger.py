@@ -281,10 +281,11 @@ class AccessLogger:
 
     # --- dump (spec section 8) ---------------------------------------------------------
     def dump_tensors(self):
-        """The tag store in RTL ``dump`` order (spec section 8: for each set, for each bank),
-        as tensors: ``{"bank", "set"}`` int64 ``[sets * banks]``, ``{"valid", "rrpv" (or
-        "count"), "tag"}`` ``[sets * banks, ways]`` and for lfu ``"sketch"`` ``[sets * banks,
-        2, sketch_counters]``."""
+        """The tag store set-major (for each set, for each bank: the order of every
+        transport's dump; the RTL ``dump`` stream is bank-major, the entries' slot order,
+        spec section 8), as tensors: ``{"bank", "set"}`` int64 ``[sets * banks]``,
+        ``{"valid", "rrpv" (or "count"), "tag"}`` ``[sets * banks, ways]`` and for lfu
+        ``"sketch"`` ``[sets * banks, 2, sketch_counters]``."""
         cfg = self.cfg
         sets, banks = torch.meshgrid(torch.arange(cfg.sets), torch.arange(cfg.banks),
                                      indexing="ij")
@@ -297,9 +298,11 @@ class AccessLogger:
         return out
 
     def dump(self):
-        """The tag store as the RTL ``dump`` stream emits it (spec section 8): a list of
-        :class:`DumpBeat` ``(bank, set, ways)``, set-major then bank, each with ``ways``
-        triples ``(valid, rrpv or count, tag)`` of Python ints (and the lfu sketch)."""
+        """The tag store as the RTL ``dump`` stream's beats (spec section 8): a list of
+        :class:`DumpBeat` ``(bank, set, ways)``, set-major then bank (the order of every
+        transport's dump; the RTL streams them bank-major: sort by ``(bank, set)`` to
+        compare), each with ``ways`` triples ``(valid, rrpv or count, tag)`` of Python ints
+        (and the lfu sketch)."""
         d = self.dump_tensors()
         v, t = d["valid"].to(torch.int64).tolist(), d["tag"].tolist()
         r = d[meta_name(self.cfg)].tolist()
