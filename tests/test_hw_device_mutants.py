@@ -1,0 +1,264 @@
+"""Checks added by the mutation exercise (``verif/mutation.py``, docs/verification.md): what
+the sequencer reports for each command, and which error a failed list command blames.
+
+``test_sequencer_outcomes_pulses_and_starts`` drives the :class:`Sequencer` with refused and
+valid commands (every opcode, random ``irq`` flags) and fake executors that finish after
+random delays with random errors; a plain-Python model (the driver's own
+``check_command`` for the refusals) gives, per command, the executor it must start with
+which parameters, the ``finished``/``failed``/``irq_done`` pulse, the error record and the
+halt. ``test_first_in_list_matches_reference`` compares
+:func:`hotline_hw.device.blame.first_in_list` with the rule it states.
+"""
+
+import random
+
+from amaranth import Module, Signal, Elaboratable
+from amaranth.sim import Simulator
+
+from hotline_hw.device.blame import first_in_list
+from hotline_hw.device.command import ExecutorKind
+from hotline_hw.device.sequencer import Sequencer, EXECUTORS
+from hotline_hw.job import error_record
+from hotline_spec.commands import Opcode, ErrorCause, Engine
+from hotline_spec.config import SMALL_DEVICE
+from sw_driver.device_checks import check_command
+
+KIND = {Opcode.FENCE: ExecutorKind.NONE, Opcode.LEARN: ExecutorKind.LOOKUP,
+        Opcode.LOOKUP: ExecutorKind.LOOKUP, Opcode.DUMP: ExecutorKind.DUMP,
+        Opcode.CLEAR: ExecutorKind.CLEAR, Opcode.GATHER: ExecutorKind.ROWS,
+        Opcode.WRITE_BACK: ExecutorKind.ROWS}
+LIST_OPS = (Opcode.LEARN, Opcode.LOOKUP, Opcode.GATHER, Opcode.WRITE_BACK)
+
+
+def make_script(rng, dcfg, n):
+    """Commands: dicts with the registers, the fake executor's delay and error, and the
+    expected outcome. ``addr1`` carries the command's index (aligned for every opcode)."""
+    script = []
+    for i in range(n):
+        op = rng.choice(list(Opcode))
+        count = dcfg.eal.entries if op == Opcode.DUMP else rng.randrange(1, 50)
+        addr0 = 8 * rng.randrange(1 << 20)
+        addr1 = (i + 1) << 12
+        if op in LIST_OPS + (Opcode.DUMP,) and rng.random() < 0.15:
+            if rng.random() < 0.5:
+                count = 0 if op != Opcode.DUMP else count - 1
+            elif op != Opcode.DUMP:
+                addr0 += 4
+        fault = check_command(dcfg, op, count, addr0, addr1, dcfg.bus_bytes)
+        runs = fault is None and op != Opcode.FENCE
+        fail = (rng.choice([ErrorCause.READ_SLVERR, ErrorCause.WRITE_DECERR])
+                if runs and rng.random() < 0.15 else 0)
+        script.append({"op": op, "irq": rng.randrange(2), "count": count, "addr0": addr0,
+                       "addr1": addr1, "delay": rng.randrange(0, 8), "fail": fail,
+                       "fault": fault, "runs": runs})
+    return script
+
+
+def test_sequencer_outcomes_pulses_and_starts():
+    dcfg = SMALL_DEVICE
+    dut = Sequencer(dcfg)
+    rng = random.Random(21)
+    script = make_script(rng, dcfg, 80)
+    # Command 0 is a FENCE with irq submitted while the reset clear still runs.
+    script[0] = {"op": Opcode.FENCE, "irq": 1, "count": 0, "addr0": 0, "addr1": 1 << 12,
+                 "delay": 0, "fail": 0, "fault": None, "runs": False}
+    assert sum(s["fault"] is not None for s in script) >= 5
+    assert sum(bool(s["fail"]) for s in script) >= 5
+    starts = []        # (executor, index, params) in start order
+    events = []        # (opcode, count, failed, irq_done) of every `finished` pulse
+    cycle = [0]
+    last_submit = [-10]
+
+    def executor(name):
+        job = getattr(dut, name)
+
+        async def run(ctx):
+            while True:
+                await ctx.tick()
+                if not ctx.get(job.start):
+                    continue
+                i = (ctx.get(job.params.addr1) >> 12) - 1
+                p = job.params
+                starts.append((name, i, (ctx.get(p.opcode), ctx.get(p.count), ctx.get(p.addr0),
+                                         ctx.get(p.addr1), ctx.get(p.row_bytes),
+                                         ctx.get(p.threshold))))
+                s = script[i]
+                ctx.set(job.busy, 1)
+                await ctx.tick()
+                for _ in range(s["delay"]):
+                    await ctx.tick()
+                ctx.set(job.error.valid, 1 if s["fail"] else 0)
+                ctx.set(job.error.cause, s["fail"])
+                ctx.set(job.error.engine, Engine.ROW_READ)
+                ctx.set(job.error.addr, 0x5000 + i)
+                ctx.set(job.error.index, i)
+                ctx.set(job.done, 1)
+                await ctx.tick()
+                ctx.set(job.done, 0)
+                ctx.set(job.busy, 0)
+        return run
+
+    async def monitor(ctx):
+        while True:
+            if ctx.get(dut.finished):
+                events.append((ctx.get(dut.finished_opcode), ctx.get(dut.finished_count),
+                               ctx.get(dut.failed), ctx.get(dut.irq_done)))
+            else:
+                assert not ctx.get(dut.irq_done) and not ctx.get(dut.failed)
+            if ctx.get(dut.submit):
+                last_submit[0] = cycle[0]
+            # STATUS.busy: a command runs or is queued (a just-written command needs two
+            # cycles to reach the queue's output), or the reset clear runs.
+            if not ctx.get(dut.busy) and not ctx.get(dut.halted):
+                assert not ctx.get(dut.init)
+                assert (ctx.get(dut.free) == dcfg.cmd_depth
+                        or cycle[0] - last_submit[0] <= 1), f"idle with a command queued, cycle {cycle[0]}"
+            await ctx.tick()
+            cycle[0] += 1
+
+    async def submit(ctx, s):
+        ctx.set(dut.staged.opcode, s["op"])
+        ctx.set(dut.staged.irq, s["irq"])
+        ctx.set(dut.staged.count, s["count"])
+        ctx.set(dut.staged.addr0, s["addr0"])
+        ctx.set(dut.staged.addr1, s["addr1"])
+        ctx.set(dut.submit, 1)
+        await ctx.tick()
+        ctx.set(dut.submit, 0)
+
+    async def host(ctx):
+        ctx.set(dut.row_bytes, dcfg.bus_bytes)
+        ctx.set(dut.threshold, 2)
+        # Reset: the tag-store clear holds every command back.
+        ctx.set(dut.engine_busy, 1)
+        await submit(ctx, script[0])
+        for _ in range(15):
+            await ctx.tick()
+            assert ctx.get(dut.init) and ctx.get(dut.busy)
+        assert ctx.get(dut.completed) == 0 and not events
+        ctx.set(dut.engine_busy, 0)
+        expected = [(Opcode.FENCE, 0, 0, 1)]
+        i, dropped = 1, 0
+        finished = [0]
+        while i < len(script):
+            first = i
+            for _ in range(rng.randrange(1, dcfg.cmd_depth + 1)):
+                if i == len(script) or ctx.get(dut.full):
+                    break
+                await submit(ctx, script[i])
+                i += 1
+            for j in range(first, i):
+                s = script[j]
+                for _ in range(200):          # a cycle budget: a hang fails here
+                    if ctx.get(dut.completed) + ctx.get(dut.dropped) > j or ctx.get(dut.halted):
+                        break
+                    await ctx.tick()
+                else:
+                    raise AssertionError(f"command {j} did not finish in 200 cycles (hang)")
+                failed = s["fault"] is not None or bool(s["fail"])
+                finished.append(j)
+                expected.append((s["op"], s["count"], int(failed), int(s["irq"] and not failed)))
+                if not ctx.get(dut.halted):
+                    assert not failed, f"command {j} ({s['op'].name}) completed, not failed"
+                    continue
+                assert failed, f"command {j} ({s['op'].name}) halted without an error"
+                err = dut.error
+                if s["fault"] is not None:
+                    f = s["fault"]
+                    want = (f.cause, Engine.DECODER, f.address)
+                else:
+                    want = (s["fail"], Engine.ROW_READ, 0x5000 + j)
+                assert (ctx.get(err.valid), ctx.get(err.cause), ctx.get(err.engine),
+                        ctx.get(err.addr)) == (1,) + want, f"command {j}"
+                assert ctx.get(dut.err_command) == j
+                # The halt lasts until err_ack: nothing is dropped or run meanwhile.
+                before = (ctx.get(dut.dropped), ctx.get(dut.completed))
+                for _ in range(12):
+                    await ctx.tick()
+                    assert ctx.get(dut.halted)
+                assert (ctx.get(dut.dropped), ctx.get(dut.completed)) == before
+                ctx.set(dut.err_ack, 1)
+                await ctx.tick()
+                ctx.set(dut.err_ack, 0)
+                for _ in range(40):
+                    await ctx.tick()
+                assert not ctx.get(dut.halted) and not ctx.get(dut.error.valid)
+                dropped += i - j - 1
+                assert ctx.get(dut.dropped) == dropped
+                break
+        for _ in range(5):
+            await ctx.tick()
+        assert not ctx.get(dut.busy)
+        assert ctx.get(dut.submitted) == len(script)
+        assert ctx.get(dut.completed) + ctx.get(dut.dropped) == len(script)
+        assert events == expected
+        # Exactly the commands that ran (finished, not refused, not FENCE) started the
+        # executor of their opcode, once each, in order, with their registers.
+        assert [k for _, k, _ in starts] == [k for k in finished if script[k]["runs"]]
+        for name, k, params in starts:
+            s = script[k]
+            assert name == EXECUTORS[KIND[s["op"]]], (k, name, s["op"].name)
+            assert params == (s["op"], s["count"], s["addr0"], s["addr1"], dcfg.bus_bytes, 2)
+        assert len(starts) >= 20
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for name in EXECUTORS.values():
+        sim.add_testbench(executor(name), background=True)
+    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(host)
+    sim.run()
+
+
+class _Blame(Elaboratable):
+    def __init__(self):
+        self.check, self.read = Signal(error_record()), Signal(error_record())
+        self.later = [Signal(error_record(), name=f"later{k}") for k in range(3)]
+        self.m = Module()
+        self.out = first_in_list(self.m, self.check, self.read, *self.later)
+
+    def elaborate(self, platform):
+        return self.m
+
+
+def blame_reference(check, read, later):
+    """The record to report: of the key check's and the read's, the earlier in the list
+    (the read's at the same address: the key in a failed beat is never checked), else the
+    first valid later one, else none."""
+    if check["valid"] and read["valid"]:
+        return check if check["addr"] < read["addr"] else read
+    for rec in (check, read, *later):
+        if rec["valid"]:
+            return rec
+    return None
+
+
+def test_first_in_list_matches_reference():
+    dut = _Blame()
+    rng = random.Random(3)
+
+    def rand_record(tag):
+        return {"valid": int(rng.random() < 0.5), "cause": rng.randrange(1, 12),
+                "engine": rng.randrange(16), "addr": rng.choice([0x100, 0x108, 0x140, 0x180]),
+                "index": tag}
+
+    async def bench(ctx):
+        for _ in range(400):
+            check, read = rand_record(1), rand_record(2)
+            later = [rand_record(3 + k) for k in range(3)]
+            for sig, rec in [(dut.check, check), (dut.read, read)] + list(zip(dut.later, later)):
+                for field, value in rec.items():
+                    ctx.set(getattr(sig, field), value)
+            await ctx.tick()            # the check-first compare is registered
+            want = blame_reference(check, read, later)
+            got = {f: ctx.get(getattr(dut.out, f)) for f in ("valid", "cause", "engine",
+                                                            "addr", "index")}
+            if want is None:
+                assert got["valid"] == 0
+            else:
+                assert got == want, (check, read, later)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
