@@ -262,3 +262,230 @@ def test_first_in_list_matches_reference():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+# ---- LookupExecutor against fakes of the engine and the bus -----------------------------
+def test_lookup_executor_writes_every_result():
+    """LEARN/LOOKUP through :class:`LookupExecutor` with a fake engine (results after a
+    random latency, ``busy`` while it holds a lookup) and a host memory model on both AXI
+    ports: every command ends with ``done``, no error, and exactly its result words written.
+    Short lists (one list beat) given to an idle engine are the case where the end of the
+    key stream must wait for the results themselves, not only for an idle engine."""
+    from hotline_hw.device.lookup_executor import LookupExecutor
+    dcfg = SMALL_DEVICE
+    e = dcfg.eal
+    bb = dcfg.bus_bytes
+    W = dcfg.words_per_beat
+    dut = LookupExecutor(dcfg)
+    rng = random.Random(7)
+    mem = {}                           # byte address -> value (absent: 0xEE)
+    engine_q = []                      # (ready cycle, beat) in flight in the fake engine
+    now = [0]
+
+    def key_result(key):
+        return (key * 2654435761) % (1 << e.slot_bits) | (key & 1) << 32
+
+    def read_beat(addr):
+        return sum(mem.get(addr + b, 0xEE) << (8 * b) for b in range(bb))
+
+    async def clock(ctx):
+        while True:
+            await ctx.tick()
+            now[0] += 1
+
+    async def list_port(ctx):
+        axi = dut.list_axi
+        while True:
+            ctx.set(axi.arready, 1)
+            _, _, valid, addr, length = await ctx.tick().sample(axi.arvalid, axi.araddr, axi.arlen)
+            if not valid:
+                continue
+            ctx.set(axi.arready, 0)
+            for _ in range(rng.randrange(0, 12)):
+                await ctx.tick()
+            for k in range(length + 1):
+                ctx.set(axi.rvalid, 1)
+                ctx.set(axi.rdata, read_beat(addr + k * bb))
+                ctx.set(axi.rresp, 0)
+                ctx.set(axi.rlast, k == length)
+                await ctx.tick()
+                ctx.set(axi.rvalid, 0)
+
+    async def write_port(ctx):
+        axi = dut.write_axi
+        while True:
+            ctx.set(axi.awready, 1)
+            _, _, valid, addr, length = await ctx.tick().sample(axi.awvalid, axi.awaddr, axi.awlen)
+            if not valid:
+                continue
+            ctx.set(axi.awready, 0)
+            for k in range(length + 1):
+                while True:
+                    ready = rng.random() < 0.7
+                    ctx.set(axi.wready, ready)
+                    _, _, wv, data, strb, last = await ctx.tick().sample(
+                        axi.wvalid, axi.wdata, axi.wstrb, axi.wlast)
+                    if wv and ready:
+                        break
+                ctx.set(axi.wready, 0)
+                assert last == (k == length)
+                for b in range(bb):
+                    if strb >> b & 1:
+                        mem[addr + k * bb + b] = data >> (8 * b) & 0xFF
+            for _ in range(rng.randrange(0, 6)):
+                await ctx.tick()
+            ctx.set(axi.bvalid, 1)
+            ctx.set(axi.bresp, 0)
+            await ctx.tick()
+            ctx.set(axi.bvalid, 0)
+
+    async def engine(ctx):
+        latency = 6
+        while True:
+            ready = rng.random() < 0.8
+            ctx.set(dut.lookups.ready, ready)
+            ctx.set(dut.engine_busy, bool(engine_q))
+            head = engine_q[0] if engine_q and engine_q[0][0] <= now[0] else None
+            ctx.set(dut.results.valid, head is not None)
+            if head is not None:
+                for lane, (v, key) in enumerate(head[1]):
+                    ctx.set(dut.results.payload[lane].valid, v)
+                    ctx.set(dut.results.payload[lane].hit, key_result(key) >> 32)
+                    ctx.set(dut.results.payload[lane].slot, key_result(key) & 0xFFFFFFFF)
+            _, _, lv, rv, rr, *lanes = await ctx.tick().sample(
+                dut.lookups.valid, dut.results.valid, dut.results.ready,
+                *[x for lane in range(e.lanes) for x in (dut.lookups.payload[lane].valid,
+                                                          dut.lookups.payload[lane].key)])
+            if rv and rr:
+                engine_q.pop(0)
+            if lv and ready:
+                engine_q.append((now[0] + latency + rng.randrange(0, 10),
+                                 [(lanes[2 * k], lanes[2 * k + 1]) for k in range(e.lanes)]))
+
+    async def host(ctx):
+        done = 0
+        for n in range(40):
+            count = rng.choice([1, 1, 2, 3, rng.randrange(1, 30)])
+            addr0 = 0x10000 + 8 * rng.randrange(64)
+            addr1 = 0x40000 + 8 * rng.randrange(64)
+            keys = [rng.randrange(1 << e.key_bits) for _ in range(count)]
+            for i, k in enumerate(keys):
+                for b in range(8):
+                    mem[addr0 + 8 * i + b] = k >> (8 * b) & 0xFF
+            before = dict(mem)
+            op = rng.choice([Opcode.LEARN, Opcode.LOOKUP])
+            p = dut.job.params
+            for field, value in (("opcode", op), ("count", count), ("addr0", addr0),
+                                 ("addr1", addr1), ("row_bytes", bb), ("threshold", 1)):
+                ctx.set(getattr(p, field), value)
+            for _ in range(rng.randrange(20, 40)):      # the engine goes idle
+                await ctx.tick()
+            ctx.set(dut.job.start, 1)
+            await ctx.tick()
+            ctx.set(dut.job.start, 0)
+            assert ctx.get(dut.learn) == (op == Opcode.LEARN)
+            for _ in range(2000):
+                if ctx.get(dut.job.done):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError(f"command {n} did not finish in 2000 cycles (hang)")
+            assert not ctx.get(dut.job.error.valid), n
+            await ctx.tick()
+            for a in set(mem) | set(before):
+                i = (a - addr1) // 8
+                if 0 <= i < count:
+                    want = key_result(keys[i]) >> (8 * ((a - addr1) % 8)) & 0xFF
+                    assert mem.get(a) == want, (n, count, i, hex(a))
+                else:
+                    assert mem.get(a) == before.get(a), (n, count, hex(a))
+            for i in range(count):
+                assert addr1 + 8 * i in mem, (n, i)
+            done += 1
+        assert done == 40
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for bench in (clock, list_port, write_port, engine):
+        sim.add_testbench(bench, background=True)
+    sim.add_testbench(host)
+    sim.run()
+
+
+# ---- KeyChecker at the boundaries of the row checks -------------------------------------
+def test_key_checker_row_boundaries():
+    """Rows ``rows - 1`` (good) and ``rows`` (ROW_OUT_OF_RANGE), stride == ROW_BYTES (good)
+    and one beat less (BAD_TABLE), against the reference of tests/test_hw_list_input.py."""
+    from test_hw_list_input import _dcfg, _reader_beats, _check_reference, _pack, _run
+    from hotline_hw.dma.key_checker import KeyChecker
+    c = _dcfg(128)
+    e = c.eal
+    rb = 2 * c.bus_bytes
+    dut = KeyChecker(c)
+    rng = random.Random(4)
+    nt = 1 << e.table_bits
+    cases = []
+    for _ in range(40):
+        tables = [(c.bus_bytes * rng.randrange(1 << 10),
+                   rb if rng.random() < 0.8 else rb - c.bus_bytes,
+                   rng.choice([1, 2, 7, (1 << e.row_bits) - 1])) for _ in range(nt)]
+        keys = []
+        for _ in range(rng.randrange(1, 12)):
+            t = rng.randrange(nt)
+            rows = tables[t][2]
+            row = rows - 1 if rng.random() < 0.85 else rows
+            keys.append(t << e.row_bits | row)
+        addr = 8 * rng.randrange(1 << 20)
+        cases.append((tables, addr, keys))
+    state = {"tables": cases[0][0], "got": []}
+    seen = set()
+
+    async def table_ram(ctx):
+        ports = [p.table for p in dut.tables]
+        async for _, _, *idx in ctx.tick().sample(*ports):
+            for p, t in zip(dut.tables, idx):
+                base, stride, rows = state["tables"][t]
+                ctx.set(p.entry.base, base)
+                ctx.set(p.entry.stride, stride)
+                ctx.set(p.entry.rows, rows)
+
+    async def consumer(ctx):
+        out = dut.checked
+        ctx.set(out.ready, 1)
+        while True:
+            _, _, valid, data, mask = await ctx.tick().sample(out.valid, out.payload.data,
+                                                              out.payload.mask)
+            if valid:
+                state["got"].append((data, mask))
+
+    async def bench(ctx):
+        for tables, addr, keys in cases:
+            beats = _reader_beats(keys, addr, c.words_per_beat)
+            state["tables"] = tables
+            ctx.set(dut.check_rows, 1)
+            ctx.set(dut.row_bytes, rb)
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            state["got"] = []
+            for ws, mask, error in beats:
+                ctx.set(dut.beats.valid, 1)
+                ctx.set(dut.beats.payload.data, _pack(ws))
+                ctx.set(dut.beats.payload.mask, mask)
+                ctx.set(dut.beats.payload.error, error)
+                await ctx.tick().until(dut.beats.ready)
+                ctx.set(dut.beats.valid, 0)
+            await ctx.tick().until(~dut.busy)
+            out, err, _, passed = _check_reference(beats, addr, tables, 1, rb, c)
+            assert state["got"] == out
+            if err is None:
+                assert not ctx.get(dut.error.valid)
+            else:
+                seen.add(err[0])
+                assert (ctx.get(dut.error.cause), ctx.get(dut.error.addr),
+                        ctx.get(dut.error.index)) == err
+            assert ctx.get(dut.passed) == passed
+
+    _run(dut, [bench, consumer], [table_ram])
+    assert seen == {ErrorCause.ROW_OUT_OF_RANGE, ErrorCause.BAD_TABLE}

@@ -73,7 +73,8 @@ SEQ_T = ((U + "::test_sequencer_runs_in_order_halts_and_drops",
           X + "::test_sequencer_outcomes_pulses_and_starts"),)
 DEC_T = ((U + "::test_decoder_matches_the_drivers_checks",),)
 BLAME_T = ((X + "::test_first_in_list_matches_reference",),)
-KC_T = (("tests/test_hw_list_input.py", "-k", "key_checker"),)
+KC_T = (("tests/test_hw_list_input.py", "-k", "key_checker"),
+        (X + "::test_key_checker_row_boundaries",))
 LR_T = (("tests/test_hw_list_input.py", "-k", "list_reader"),)
 LF_T = (("tests/test_hw_list_input.py", "-k", "lane_formatter"),)
 PK_T = (("tests/test_hw_writers.py", "-k", "packer"),)
@@ -233,7 +234,8 @@ MUTANTS = [
     # ---- executors and the row mover (Verilator device tests) ------------------------------
     Mutant("EX-1", D + "lookup_executor.py", "with m.If(~reader.busy & ~checker.busy & (returned == checker.passed)",
            "with m.If(~reader.busy & ~checker.busy", "LEARN/LOOKUP end: flush before every "
-           "result returned", ((DEV_LOOKUPS,),), slow=True),
+           "result returned", ((X + "::test_lookup_executor_writes_every_result",), (DEV_LOOKUPS,)),
+           slow=True),
     Mutant("EX-2", D + "row_executor.py", "m.d.comb += mover.stop.eq(stream_idle & cut_short)",
            "m.d.comb += mover.stop.eq(cut_short)",
            "GATHER end: the mover stopped while good keys are still on their way",
