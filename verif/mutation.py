@@ -239,7 +239,8 @@ MUTANTS = [
     Mutant("EX-2", D + "row_executor.py", "m.d.comb += mover.stop.eq(stream_idle & cut_short)",
            "m.d.comb += mover.stop.eq(cut_short)",
            "GATHER end: the mover stopped while good keys are still on their way",
-           ((DEV_MOVE_ERR,),), slow=True),
+           ((X + "::test_row_executor_gather_cut_short_by_a_list_read_error",), (DEV_MOVE_ERR,)),
+           slow=True),
     Mutant("EX-3", D + "row_executor.py", "with m.If(cut_short):                 # refused: nothing moved",
            "with m.If(checker.error.valid):", "WRITE_BACK check pass: a list read error "
            "does not refuse the command", ((DEV_ERRORS,),), slow=True),
