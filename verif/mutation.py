@@ -255,7 +255,8 @@ MUTANTS = [
                       "kind), so != LOOKUP is == LEARN for every opcode it sees"),
     Mutant("RM-1", M + "row_mover.py", "keys_over = (keys_left == 0) | (self.stop & ~self.keys.valid)",
            "keys_over = (keys_left == 0)", "RowMover: stop ignored (a cut-short GATHER hangs)",
-           ((DEV_ERRORS,),), slow=True),
+           ((X + "::test_row_executor_gather_cut_short_by_a_list_read_error",), (DEV_ERRORS,)),
+           slow=True),
 ]
 
 
