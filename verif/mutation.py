@@ -312,10 +312,14 @@ _HANG = re.compile(r"BudgetExceeded|cycle budget|hang", re.I)
 
 def _killer(out):
     """The first failing test of a pytest run's output and what it failed with."""
+    # --tb=line prints "path:line: message" per failure; the summary names the test.
+    where = [ln for ln in out.splitlines() if re.match(r"^/?\S+\.py:\d+: ", ln)]
     for line in out.splitlines():
         if line.startswith(("FAILED ", "ERROR ")):
             test = line.split()[1]
             what = line.split(" - ", 1)[1] if " - " in line else ""
+            if where:
+                what = (what + " | " if what else "") + where[0].split(": ", 1)[1]
             return test, what
     return None, ""
 
