@@ -239,11 +239,12 @@ MUTANTS = [
     Mutant("EX-2", D + "row_executor.py", "m.d.comb += mover.stop.eq(stream_idle & cut_short)",
            "m.d.comb += mover.stop.eq(cut_short)",
            "GATHER end: the mover stopped while good keys are still on their way",
-           ((X + "::test_row_executor_gather_cut_short_by_a_list_read_error",), (DEV_MOVE_ERR,)),
+           ((X + "::test_row_executor_cut_short_by_a_list_read_error",), (DEV_MOVE_ERR,)),
            slow=True),
     Mutant("EX-3", D + "row_executor.py", "with m.If(cut_short):                 # refused: nothing moved",
            "with m.If(checker.error.valid):", "WRITE_BACK check pass: a list read error "
-           "does not refuse the command", ((DEV_ERRORS,),), slow=True),
+           "does not refuse the command",
+           ((X + "::test_row_executor_cut_short_by_a_list_read_error",), (DEV_ERRORS,)), slow=True),
     Mutant("EX-4", D + "dump_executor.py", "m.d.sync += record.eq(writer.error)",
            "m.d.sync += record.valid.eq(0)", "DUMP: the write error not reported",
            ((DEV_DUMP_ERR,),), slow=True),
@@ -255,7 +256,7 @@ MUTANTS = [
                       "kind), so != LOOKUP is == LEARN for every opcode it sees"),
     Mutant("RM-1", M + "row_mover.py", "keys_over = (keys_left == 0) | (self.stop & ~self.keys.valid)",
            "keys_over = (keys_left == 0)", "RowMover: stop ignored (a cut-short GATHER hangs)",
-           ((X + "::test_row_executor_gather_cut_short_by_a_list_read_error",), (DEV_ERRORS,)),
+           ((X + "::test_row_executor_cut_short_by_a_list_read_error",), (DEV_ERRORS,)),
            slow=True),
 ]
 
