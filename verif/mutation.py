@@ -316,7 +316,7 @@ def _killer(out):
     # --tb=line prints "path:line: message" per failure; the summary names the test.
     where = [ln for ln in out.splitlines() if re.match(r"^/?\S+\.py:\d+: ", ln)]
     for line in out.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
+        if re.match(r"^(FAILED|ERROR) \S+::", line):     # pytest's summary, not a log line
             test = line.split()[1]
             what = line.split(" - ", 1)[1] if " - " in line else ""
             if where:
