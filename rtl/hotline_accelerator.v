@@ -1131,11 +1131,11 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10251$0 (\$43 ),
-    .\port$12733$0 (\$41 ),
-    .\port$13380$0 (\$44 ),
-    .\port$7841$0 (\$40 ),
-    .\port$9994$0 (\$42 ),
+    .\port$10031$0 (\$42 ),
+    .\port$10288$0 (\$43 ),
+    .\port$12787$0 (\$41 ),
+    .\port$13434$0 (\$44 ),
+    .\port$7878$0 (\$40 ),
     .results__awaddr(results__awaddr),
     .results__awready(write_axi__awready),
     .results__awvalid(results__awvalid),
@@ -1179,7 +1179,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_bytes_read  count_bytes_read (
     .clk(clk),
     .high(r_BYTES_READ_HI),
-    .\port$13490$0 (r_BYTES_READ_LO),
+    .\port$13544$0 (r_BYTES_READ_LO),
     .\port$19$0 (\$11 ),
     .reset(\reset$609 ),
     .rst(rst)
@@ -1188,14 +1188,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_BYTES_WRITTEN_HI),
     .increment(\$27 [7:0]),
-    .\port$13498$0 (r_BYTES_WRITTEN_LO),
+    .\port$13552$0 (r_BYTES_WRITTEN_LO),
     .reset(\reset$615 ),
     .rst(rst)
   );
   \hotline_accelerator.count_commands_completed  count_commands_completed (
     .clk(clk),
     .high(r_COMMANDS_COMPLETED_HI),
-    .\port$13522$0 (r_COMMANDS_COMPLETED_LO),
+    .\port$13576$0 (r_COMMANDS_COMPLETED_LO),
     .\port$957$0 (finished),
     .reset(\reset$630 ),
     .rst(rst)
@@ -1203,39 +1203,39 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_cycles  count_cycles (
     .clk(clk),
     .high(r_CYCLES_HI),
-    .\port$13538$0 (r_CYCLES_LO),
+    .\port$13592$0 (r_CYCLES_LO),
     .reset(\reset$640 ),
     .rst(rst)
   );
   \hotline_accelerator.count_errors  count_errors (
     .clk(clk),
     .high(r_ERRORS_HI),
-    .\port$10925$0 (failed),
-    .\port$13530$0 (r_ERRORS_LO),
+    .\port$10962$0 (failed),
+    .\port$13584$0 (r_ERRORS_LO),
     .reset(\reset$635 ),
     .rst(rst)
   );
   \hotline_accelerator.count_hits  count_hits (
     .clk(clk),
     .high(r_HITS_HI),
-    .\port$13466$0 (r_HITS_LO),
-    .\port$7287$0 (hits),
+    .\port$13520$0 (r_HITS_LO),
+    .\port$7324$0 (hits),
     .reset(\reset$590 ),
     .rst(rst)
   );
   \hotline_accelerator.count_lookups  count_lookups (
     .clk(clk),
     .high(r_LOOKUPS_HI),
-    .\port$13458$0 (r_LOOKUPS_LO),
-    .\port$7271$0 (looked_up),
+    .\port$13512$0 (r_LOOKUPS_LO),
+    .\port$7308$0 (looked_up),
     .reset(reset),
     .rst(rst)
   );
   \hotline_accelerator.count_read_stall_cycles  count_read_stall_cycles (
     .clk(clk),
     .high(r_READ_STALL_CYCLES_HI),
-    .\port$10569$1 (handshake[1]),
-    .\port$13506$0 (r_READ_STALL_CYCLES_LO),
+    .\port$10606$1 (handshake[1]),
+    .\port$13560$0 (r_READ_STALL_CYCLES_LO),
     .reset(\reset$620 ),
     .rst(rst)
   );
@@ -1243,7 +1243,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_GATHERED_HI),
     .increment(\increment$594 ),
-    .\port$13474$0 (r_ROWS_GATHERED_LO),
+    .\port$13528$0 (r_ROWS_GATHERED_LO),
     .reset(\reset$598 ),
     .rst(rst)
   );
@@ -1251,15 +1251,15 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_WRITTEN_HI),
     .increment(\increment$602 ),
-    .\port$13482$0 (r_ROWS_WRITTEN_LO),
+    .\port$13536$0 (r_ROWS_WRITTEN_LO),
     .reset(\reset$603 ),
     .rst(rst)
   );
   \hotline_accelerator.count_write_stall_cycles  count_write_stall_cycles (
     .clk(clk),
     .high(r_WRITE_STALL_CYCLES_HI),
-    .\port$10569$2 (handshake[2]),
-    .\port$13514$0 (r_WRITE_STALL_CYCLES_LO),
+    .\port$10606$2 (handshake[2]),
+    .\port$13568$0 (r_WRITE_STALL_CYCLES_LO),
     .reset(\reset$625 ),
     .rst(rst)
   );
@@ -1279,7 +1279,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$10947$13 (error[76:13]),
+    .\port$10984$13 (error[76:13]),
     .\port$904$0 (free),
     .q_CMD_ADDR0_HI(q_CMD_ADDR0_HI),
     .q_CMD_ADDR0_LO(q_CMD_ADDR0_LO),
@@ -1352,8 +1352,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .job__error(dump__error),
     .job__params(job__params),
     .job__start(\job__start$137 ),
-    .\port$10251$0 (\$43 ),
-    .\port$13380$0 (\$44 ),
+    .\port$10288$0 (\$43 ),
+    .\port$13434$0 (\$44 ),
     .rst(rst),
     .start_dump(start_dump),
     .words__valid(dump__valid),
@@ -1369,7 +1369,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .dump__payload(dump__payload),
     .dump__ready(dump__ready),
     .dump__valid(dump__valid),
-    .\i__payload$340 (lookups__payload),
+    .\i__payload$368 (lookups__payload),
     .learn(learn),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
@@ -1408,8 +1408,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookups__payload(lookups__payload),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
-    .\port$12733$0 (\$41 ),
-    .\port$7841$0 (\$40 ),
+    .\port$12787$0 (\$41 ),
+    .\port$7878$0 (\$40 ),
     .results__payload(results__payload),
     .results__ready(results__ready),
     .rst(rst),
@@ -1443,7 +1443,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .list_axi__araddr(row_lists__araddr),
     .list_axi__arlen(row_lists__arlen),
     .list_axi__arvalid(row_lists__arvalid),
-    .\port$9994$0 (\$42 ),
+    .\port$10031$0 (\$42 ),
     .row_axi__araddr(rows__araddr),
     .row_axi__arid(rows__arid),
     .row_axi__arlen(rows__arlen),
@@ -2260,10 +2260,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7841$0 , rows__wvalid, \port$9994$0 , dump__wlast, dump__wvalid, \port$10251$0 , out__araddr
+module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7878$0 , rows__wvalid, \port$10031$0 , dump__wlast, dump__wvalid, \port$10288$0 , out__araddr
 , out__arlen, out__arsize, out__arburst, out__arcache, out__arprot, out__arid, out__arvalid, rows__arready, lookup_lists__arready, row_lists__arready, rows__rvalid, lookup_lists__rvalid, row_lists__rvalid, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__awid, out__awvalid
-, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12733$0 , row_lists__arvalid, row_lists__araddr
-, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13380$0 , out__awready);
+, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12787$0 , row_lists__arvalid, row_lists__araddr
+, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13434$0 , out__awready);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire [63:0] \$10 ;
@@ -2513,16 +2513,16 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire out__wvalid;
   reg [2:0] owner = 3'h0;
   reg [2:0] \owner$86  = 3'h0;
-  input [143:0] \port$10251$0 ;
-  wire [143:0] \port$10251$0 ;
-  input [2:0] \port$12733$0 ;
-  wire [2:0] \port$12733$0 ;
-  input [2:0] \port$13380$0 ;
-  wire [2:0] \port$13380$0 ;
-  input [143:0] \port$7841$0 ;
-  wire [143:0] \port$7841$0 ;
-  input [128:0] \port$9994$0 ;
-  wire [128:0] \port$9994$0 ;
+  input [128:0] \port$10031$0 ;
+  wire [128:0] \port$10031$0 ;
+  input [143:0] \port$10288$0 ;
+  wire [143:0] \port$10288$0 ;
+  input [2:0] \port$12787$0 ;
+  wire [2:0] \port$12787$0 ;
+  input [2:0] \port$13434$0 ;
+  wire [2:0] \port$13434$0 ;
+  input [143:0] \port$7878$0 ;
+  wire [143:0] \port$7878$0 ;
   wire [1:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -2694,9 +2694,9 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$52  = \grant$83 [2] ? dump__awaddr : 64'h0000000000000000;
   assign out__awaddr = \$51  | \$52 ;
   assign \$53  = \grant$83 [0] ? rows__awlen : 8'h00;
-  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12733$0  } : 8'h00;
+  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12787$0  } : 8'h00;
   assign \$55  = \$53  | \$54 ;
-  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13380$0  } : 8'h00;
+  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13434$0  } : 8'h00;
   assign out__awlen = \$55  | \$56 ;
   assign \$57  = \grant$83 [0] ? 3'h4 : 3'h0;
   assign \$58  = \grant$83 [1] ? 3'h4 : 3'h0;
@@ -2728,17 +2728,17 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$84  = r_rdy & \$83 ;
   assign \$85  = r_data == 2'h2;
   assign \$86  = r_rdy & \$85 ;
-  assign \$87  = head[0] ? \port$9994$0 [127:0] : 128'h00000000000000000000000000000000;
-  assign \$88  = head[1] ? \port$7841$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$87  = head[0] ? \port$10031$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$88  = head[1] ? \port$7878$0 [127:0] : 128'h00000000000000000000000000000000;
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = head[2] ? \port$10251$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$90  = head[2] ? \port$10288$0 [127:0] : 128'h00000000000000000000000000000000;
   assign out__wdata = \$89  | \$90 ;
   assign \$91  = head[0] ? 16'hffff : 16'h0000;
-  assign \$92  = head[1] ? \port$7841$0 [143:128] : 16'h0000;
+  assign \$92  = head[1] ? \port$7878$0 [143:128] : 16'h0000;
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = head[2] ? \port$10251$0 [143:128] : 16'h0000;
+  assign \$94  = head[2] ? \port$10288$0 [143:128] : 16'h0000;
   assign out__wstrb = \$93  | \$94 ;
-  assign \$95  = head[0] ? \port$9994$0 [128] : 1'h0;
+  assign \$95  = head[0] ? \port$10031$0 [128] : 1'h0;
   assign \$96  = head[1] ? results__wlast : 1'h0;
   assign \$97  = \$95  | \$96 ;
   assign \$98  = head[2] ? dump__wlast : 1'h0;
@@ -2861,8 +2861,8 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign row_lists__rlast = rows__rlast;
   assign out__rready = 1'h1;
   assign aw_req = { dump__awvalid, results__awvalid, rows__awvalid };
-  assign results__awlen = { 5'h00, \port$12733$0  };
-  assign dump__awlen = { 5'h00, \port$13380$0  };
+  assign results__awlen = { 5'h00, \port$12787$0  };
+  assign dump__awlen = { 5'h00, \port$13434$0  };
   assign rows__awsize = 3'h4;
   assign results__awsize = 3'h4;
   assign dump__awsize = 3'h4;
@@ -2879,13 +2879,13 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign results__awid = 1'h0;
   assign dump__awid = 1'h0;
   assign w_data = index;
-  assign rows__wdata = \port$9994$0 [127:0];
-  assign results__wdata = \port$7841$0 [127:0];
-  assign dump__wdata = \port$10251$0 [127:0];
+  assign rows__wdata = \port$10031$0 [127:0];
+  assign results__wdata = \port$7878$0 [127:0];
+  assign dump__wdata = \port$10288$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign results__wstrb = \port$7841$0 [143:128];
-  assign dump__wstrb = \port$10251$0 [143:128];
-  assign rows__wlast = \port$9994$0 [128];
+  assign results__wstrb = \port$7878$0 [143:128];
+  assign dump__wstrb = \port$10288$0 [143:128];
+  assign rows__wlast = \port$10031$0 [128];
   assign rows__bid = out__bid[6:0];
   assign results__bid = out__bid[0];
   assign dump__bid = out__bid[0];
@@ -3138,7 +3138,7 @@ module \hotline_accelerator.clear$650 (rst, engine_busy, job__busy, job__start, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13490$0 , high, clk);
+module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13544$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3152,8 +3152,8 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$134
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13490$0 ;
-  wire [31:0] \port$13490$0 ;
+  output [31:0] \port$13544$0 ;
+  wire [31:0] \port$13544$0 ;
   input [4:0] \port$19$0 ;
   wire [4:0] \port$19$0 ;
   input reset;
@@ -3207,11 +3207,11 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$134
   end
   assign value = { high, low[31:0] };
   assign increment = { 3'h0, \port$19$0  };
-  assign \port$13490$0  = low[31:0];
+  assign \port$13544$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13498$0 , high, clk);
+module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13552$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3226,8 +3226,8 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13498$0 ;
-  wire [31:0] \port$13498$0 ;
+  output [31:0] \port$13552$0 ;
+  wire [31:0] \port$13552$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3278,11 +3278,11 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13498$0  = low[31:0];
+  assign \port$13552$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13522$0 , high, clk);
+module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13576$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3296,8 +3296,8 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13522$0 ;
-  wire [31:0] \port$13522$0 ;
+  output [31:0] \port$13576$0 ;
+  wire [31:0] \port$13576$0 ;
   input \port$957$0 ;
   wire \port$957$0 ;
   input reset;
@@ -3351,11 +3351,11 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$957$0  };
-  assign \port$13522$0  = low[31:0];
+  assign \port$13576$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_cycles (rst, reset, \port$13538$0 , high, clk);
+module \hotline_accelerator.count_cycles (rst, reset, \port$13592$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3369,8 +3369,8 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13538$0 , high, clk)
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13538$0 ;
-  wire [31:0] \port$13538$0 ;
+  output [31:0] \port$13592$0 ;
+  wire [31:0] \port$13592$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3422,11 +3422,11 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13538$0 , high, clk)
   end
   assign value = { high, low[31:0] };
   assign increment = 8'h01;
-  assign \port$13538$0  = low[31:0];
+  assign \port$13592$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_errors (rst, reset, \port$10925$0 , \port$13530$0 , high, clk);
+module \hotline_accelerator.count_errors (rst, reset, \port$10962$0 , \port$13584$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3440,10 +3440,10 @@ module \hotline_accelerator.count_errors (rst, reset, \port$10925$0 , \port$1353
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10925$0 ;
-  wire \port$10925$0 ;
-  output [31:0] \port$13530$0 ;
-  wire [31:0] \port$13530$0 ;
+  input \port$10962$0 ;
+  wire \port$10962$0 ;
+  output [31:0] \port$13584$0 ;
+  wire [31:0] \port$13584$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3487,19 +3487,19 @@ module \hotline_accelerator.count_errors (rst, reset, \port$10925$0 , \port$1353
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10925$0  };
+      \$3  = { 7'h00, \port$10962$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10925$0  };
-  assign \port$13530$0  = low[31:0];
+  assign increment = { 7'h00, \port$10962$0  };
+  assign \port$13584$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_hits (rst, reset, \port$7287$0 , \port$13466$0 , high, clk);
+module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13520$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3513,10 +3513,10 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7287$0 , \port$13466$0
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13466$0 ;
-  wire [31:0] \port$13466$0 ;
-  input [2:0] \port$7287$0 ;
-  wire [2:0] \port$7287$0 ;
+  output [31:0] \port$13520$0 ;
+  wire [31:0] \port$13520$0 ;
+  input [2:0] \port$7324$0 ;
+  wire [2:0] \port$7324$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3560,19 +3560,19 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7287$0 , \port$13466$0
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 5'h00, \port$7287$0  };
+      \$3  = { 5'h00, \port$7324$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 5'h00, \port$7287$0  };
-  assign \port$13466$0  = low[31:0];
+  assign increment = { 5'h00, \port$7324$0  };
+  assign \port$13520$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_lookups (rst, reset, \port$7271$0 , \port$13458$0 , high, clk);
+module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13512$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3586,10 +3586,10 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7271$0 , \port$1345
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13458$0 ;
-  wire [31:0] \port$13458$0 ;
-  input [2:0] \port$7271$0 ;
-  wire [2:0] \port$7271$0 ;
+  output [31:0] \port$13512$0 ;
+  wire [31:0] \port$13512$0 ;
+  input [2:0] \port$7308$0 ;
+  wire [2:0] \port$7308$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3633,19 +3633,19 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7271$0 , \port$1345
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 5'h00, \port$7271$0  };
+      \$3  = { 5'h00, \port$7308$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 5'h00, \port$7271$0  };
-  assign \port$13458$0  = low[31:0];
+  assign increment = { 5'h00, \port$7308$0  };
+  assign \port$13512$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10569$1 , \port$13506$0 , high, clk);
+module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10606$1 , \port$13560$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3659,10 +3659,10 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10569$1 ,
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10569$1 ;
-  wire \port$10569$1 ;
-  output [31:0] \port$13506$0 ;
-  wire [31:0] \port$13506$0 ;
+  input \port$10606$1 ;
+  wire \port$10606$1 ;
+  output [31:0] \port$13560$0 ;
+  wire [31:0] \port$13560$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3706,19 +3706,19 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10569$1 ,
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10569$1  };
+      \$3  = { 7'h00, \port$10606$1  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10569$1  };
-  assign \port$13506$0  = low[31:0];
+  assign increment = { 7'h00, \port$10606$1  };
+  assign \port$13560$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13474$0 , high, clk);
+module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13528$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3733,8 +3733,8 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13474$0 ;
-  wire [31:0] \port$13474$0 ;
+  output [31:0] \port$13528$0 ;
+  wire [31:0] \port$13528$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3785,11 +3785,11 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13474$0  = low[31:0];
+  assign \port$13528$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13482$0 , high, clk);
+module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13536$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3804,8 +3804,8 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$134
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13482$0 ;
-  wire [31:0] \port$13482$0 ;
+  output [31:0] \port$13536$0 ;
+  wire [31:0] \port$13536$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3856,11 +3856,11 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$134
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13482$0  = low[31:0];
+  assign \port$13536$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10569$2 , \port$13514$0 , high, clk);
+module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10606$2 , \port$13568$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3874,10 +3874,10 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10569$2 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10569$2 ;
-  wire \port$10569$2 ;
-  output [31:0] \port$13514$0 ;
-  wire [31:0] \port$13514$0 ;
+  input \port$10606$2 ;
+  wire \port$10606$2 ;
+  output [31:0] \port$13568$0 ;
+  wire [31:0] \port$13568$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3921,21 +3921,21 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10569$2 
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10569$2  };
+      \$3  = { 7'h00, \port$10606$2  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10569$2  };
-  assign \port$13514$0  = low[31:0];
+  assign increment = { 7'h00, \port$10606$2  };
+  assign \port$13568$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, bus__awready, bus__wready, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, bus__arready, refuse_CMD_SUBMIT, \port$904$0 , rp__addr, \rp__addr$303 , r_ERR_CAUSE
 , set_IRQ_STATUS, r_STATUS, w_data, bvalid, bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, rvalid, rdata, rresp, q_IRQ_STATUS, q_REG_ERROR, table_reads__0__entry, table_reads__1__entry
-, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$10947$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
+, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$10984$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
 , r_WRITE_STALL_CYCLES_LO, r_WRITE_STALL_CYCLES_HI, r_COMMANDS_COMPLETED_LO, r_COMMANDS_COMPLETED_HI, r_ERRORS_LO, r_ERRORS_HI, r_CYCLES_LO, r_CYCLES_HI, bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [5:0] \$1 ;
@@ -4860,8 +4860,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   wire clk;
   wire [31:0] err_set;
   wire go;
-  input [63:0] \port$10947$13 ;
-  wire [63:0] \port$10947$13 ;
+  input [63:0] \port$10984$13 ;
+  wire [63:0] \port$10984$13 ;
   input [4:0] \port$904$0 ;
   wire [4:0] \port$904$0 ;
   output [31:0] q_CMD_ADDR0_HI;
@@ -8171,8 +8171,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_ERR_ADDR_LO = \port$10947$13 [31:0];
-  assign r_ERR_ADDR_HI = \port$10947$13 [63:32];
+  assign r_ERR_ADDR_LO = \port$10984$13 [31:0];
+  assign r_ERR_ADDR_HI = \port$10984$13 [63:32];
   assign r_CMD_FREE = { 27'h0000000, \port$904$0  };
   assign table_reads__0__table = rp__addr;
   assign table_reads__1__table = \rp__addr$303 ;
@@ -8229,8 +8229,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \r_ERR_CAUSE.cause  = r_ERR_CAUSE[7:0];
   assign \r_ERR_CAUSE.engine  = r_ERR_CAUSE[11:8];
   assign \r_ERR_COMMAND.value  = r_ERR_COMMAND;
-  assign \r_ERR_ADDR_LO.value  = \port$10947$13 [31:0];
-  assign \r_ERR_ADDR_HI.value  = \port$10947$13 [63:32];
+  assign \r_ERR_ADDR_LO.value  = \port$10984$13 [31:0];
+  assign \r_ERR_ADDR_HI.value  = \port$10984$13 [63:32];
   assign \r_CMD_FREE.value  = { 27'h0000000, \port$904$0  };
   assign \r_CMD_SUBMITTED.value  = r_CMD_SUBMITTED;
   assign \r_CMD_COMPLETED.value  = r_CMD_COMPLETED;
@@ -8379,8 +8379,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \$285 [31:12] = 20'h00000;
   assign \$285 [11:0] = r_ERR_CAUSE[11:0];
   assign \$287  = r_ERR_COMMAND;
-  assign \$291  = \port$10947$13 [31:0];
-  assign \$293  = \port$10947$13 [63:32];
+  assign \$291  = \port$10984$13 [31:0];
+  assign \$293  = \port$10984$13 [63:32];
   assign \$308  = { 27'h0000000, \port$904$0  };
   assign \$310  = r_CMD_SUBMITTED;
   assign \$313  = r_CMD_COMPLETED;
@@ -8422,8 +8422,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10251$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, dump__payload, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
-, \port$13380$0 , axi__bid);
+module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10288$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
+, \port$13434$0 , axi__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8574,10 +8574,10 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, job__busy, 
   input job__start;
   wire job__start;
   wire offset;
-  output [143:0] \port$10251$0 ;
-  wire [143:0] \port$10251$0 ;
-  output [2:0] \port$13380$0 ;
-  wire [2:0] \port$13380$0 ;
+  output [143:0] \port$10288$0 ;
+  wire [143:0] \port$10288$0 ;
+  output [2:0] \port$13434$0 ;
+  wire [2:0] \port$13434$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -8688,7 +8688,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, job__busy, 
     .error(error),
     .flush(\flush$95 ),
     .idle(\idle$101 ),
-    .\port$10941$104 (job__params[163:104]),
+    .\port$10978$104 (job__params[163:104]),
     .\r_data$40 (\$18 ),
     .\r_en$47 (axi__bvalid),
     .rst(rst),
@@ -8909,8 +8909,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, job__busy, 
   assign offset = job__params[103];
   assign addr = { job__params[163:104], 4'h0 };
   assign record = job__error;
-  assign \port$10251$0  = \$18 ;
-  assign \port$13380$0  = \$19 ;
+  assign \port$10288$0  = \$18 ;
+  assign \port$13434$0  = \$19 ;
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.strobe  = beats__payload[143:128];
   assign \beats__payload$67.data  = beats__payload[127:0];
@@ -9552,7 +9552,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10941$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10978$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9656,8 +9656,8 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$10941$104 ;
-  wire [59:0] \port$10941$104 ;
+  input [59:0] \port$10978$104 ;
+  wire [59:0] \port$10978$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -9771,8 +9771,8 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
   \hotline_accelerator.dump.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$13382$0 (off),
-    .\port$13384$0 (chunk),
+    .\port$13436$0 (off),
+    .\port$13438$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -9849,7 +9849,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$10941$104 [2:0];
+      \$39  = \port$10978$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
@@ -9862,7 +9862,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$10941$104 [59:3];
+      \$40  = \port$10978$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
@@ -9899,7 +9899,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$10941$104 , 4'h0 };
+  assign addr = { \port$10978$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -10229,7 +10229,7 @@ module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13382$0 , \port$13384$0 , level, clk);
+module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13436$0 , \port$13438$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10254,10 +10254,10 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$13382$0 ;
-  wire [2:0] \port$13382$0 ;
-  input [56:0] \port$13384$0 ;
-  wire [56:0] \port$13384$0 ;
+  input [2:0] \port$13436$0 ;
+  wire [2:0] \port$13436$0 ;
+  input [56:0] \port$13438$0 ;
+  wire [56:0] \port$13438$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -10318,7 +10318,7 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13384$0 , \port$13382$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$13438$0 , \port$13436$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -10380,14 +10380,14 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13384$0 , \port$13382$0 , 4'h0 };
-  assign w_data = { \port$13384$0 , \port$13382$0 , 4'h0 };
+  assign w_port__data = { \port$13438$0 , \port$13436$0 , 4'h0 };
+  assign w_data = { \port$13438$0 , \port$13436$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__ready, dump__ready, dump__valid, dump__payload, results__valid, results__payload, learn, popular_max_rrpv, lookups__valid, \i__payload$340 , start_dump, clear, clk);
+module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__payload, results__ready, dump__ready, results__valid, results__payload, dump__valid, learn, popular_max_rrpv, lookups__valid, \i__payload$368 , start_dump, clear, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10800,7 +10800,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  reg [87:0] \$47 ;
+  wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -10819,27 +10819,27 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire [6:0] \$52 ;
+  wire [6:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  reg \$59 ;
-  wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [5:0] \$61 ;
-  reg [5:0] \$62 ;
-  reg [3:0] \$63 ;
-  reg \$64 ;
-  reg \$65 ;
-  reg [97:0] \$66 ;
+  reg [2:0] \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg [3:0] \$59 ;
+  wire [3:0] \$6 ;
+  reg [5:0] \$60 ;
+  reg \$61 ;
+  reg [3:0] \$62 ;
+  reg [5:0] \$63 ;
+  reg [5:0] \$64 ;
+  reg [3:0] \$65 ;
+  reg \$66 ;
   reg [1:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [4:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -10850,7 +10850,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  reg [87:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -10918,11 +10918,8 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire clear;
   input clk;
   wire clk;
-  reg [3:0] d_bank = 4'h0;
-  reg [5:0] d_set = 6'h00;
-  reg d_v = 1'h0;
   output [97:0] dump__payload;
-  reg [97:0] dump__payload = 98'h0000000000000000000000000;
+  wire [97:0] dump__payload;
   wire [3:0] \dump__payload.bank ;
   wire [5:0] \dump__payload.set ;
   wire [87:0] \dump__payload.ways ;
@@ -10945,23 +10942,23 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   input dump__ready;
   wire dump__ready;
   output dump__valid;
-  reg dump__valid = 1'h0;
+  wire dump__valid;
   reg [1:0] fsm_state = 2'h1;
   wire [119:0] i__payload;
-  input [119:0] \i__payload$340 ;
-  wire [119:0] \i__payload$340 ;
-  wire [29:0] \i__payload$340[0] ;
-  wire [28:0] \i__payload$340[0].key ;
-  wire \i__payload$340[0].valid ;
-  wire [29:0] \i__payload$340[1] ;
-  wire [28:0] \i__payload$340[1].key ;
-  wire \i__payload$340[1].valid ;
-  wire [29:0] \i__payload$340[2] ;
-  wire [28:0] \i__payload$340[2].key ;
-  wire \i__payload$340[2].valid ;
-  wire [29:0] \i__payload$340[3] ;
-  wire [28:0] \i__payload$340[3].key ;
-  wire \i__payload$340[3].valid ;
+  input [119:0] \i__payload$368 ;
+  wire [119:0] \i__payload$368 ;
+  wire [29:0] \i__payload$368[0] ;
+  wire [28:0] \i__payload$368[0].key ;
+  wire \i__payload$368[0].valid ;
+  wire [29:0] \i__payload$368[1] ;
+  wire [28:0] \i__payload$368[1].key ;
+  wire \i__payload$368[1].valid ;
+  wire [29:0] \i__payload$368[2] ;
+  wire [28:0] \i__payload$368[2].key ;
+  wire \i__payload$368[2].valid ;
+  wire [29:0] \i__payload$368[3] ;
+  wire [28:0] \i__payload$368[3].key ;
+  wire \i__payload$368[3].valid ;
   wire [29:0] \i__payload[0] ;
   wire [3:0] \i__payload[0].bank ;
   wire [5:0] \i__payload[0].set ;
@@ -10983,9 +10980,9 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire [18:0] \i__payload[3].tag ;
   wire \i__payload[3].valid ;
   wire i__ready;
-  wire \i__ready$343 ;
+  wire \i__ready$371 ;
   wire i__valid;
-  wire \i__valid$336 ;
+  wire \i__valid$364 ;
   reg idle_fsm;
   wire issue;
   input learn;
@@ -11056,53 +11053,53 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   (* init = 6'h00 *)
   wire [5:0] \maint__addr$280 ;
   reg maint__clear;
-  reg \maint__clear$289 ;
-  reg \maint__clear$290 ;
-  reg \maint__clear$291 ;
-  reg \maint__clear$292 ;
-  reg \maint__clear$293 ;
-  reg \maint__clear$294 ;
-  reg \maint__clear$295 ;
-  reg \maint__clear$296 ;
-  reg \maint__clear$297 ;
-  reg \maint__clear$298 ;
-  reg \maint__clear$299 ;
-  reg \maint__clear$300 ;
-  reg \maint__clear$301 ;
-  reg \maint__clear$302 ;
-  reg \maint__clear$303 ;
+  reg \maint__clear$317 ;
+  reg \maint__clear$318 ;
+  reg \maint__clear$319 ;
+  reg \maint__clear$320 ;
+  reg \maint__clear$321 ;
+  reg \maint__clear$322 ;
+  reg \maint__clear$323 ;
+  reg \maint__clear$324 ;
+  reg \maint__clear$325 ;
+  reg \maint__clear$326 ;
+  reg \maint__clear$327 ;
+  reg \maint__clear$328 ;
+  reg \maint__clear$329 ;
+  reg \maint__clear$330 ;
+  reg \maint__clear$331 ;
   reg maint__hold;
-  reg \maint__hold$307 ;
-  reg \maint__hold$309 ;
-  reg \maint__hold$311 ;
-  reg \maint__hold$313 ;
-  reg \maint__hold$315 ;
-  reg \maint__hold$317 ;
-  reg \maint__hold$319 ;
-  reg \maint__hold$321 ;
-  reg \maint__hold$323 ;
-  reg \maint__hold$325 ;
-  reg \maint__hold$327 ;
-  reg \maint__hold$329 ;
-  reg \maint__hold$331 ;
-  reg \maint__hold$333 ;
   reg \maint__hold$335 ;
+  reg \maint__hold$337 ;
+  reg \maint__hold$339 ;
+  reg \maint__hold$341 ;
+  reg \maint__hold$343 ;
+  reg \maint__hold$345 ;
+  reg \maint__hold$347 ;
+  reg \maint__hold$349 ;
+  reg \maint__hold$351 ;
+  reg \maint__hold$353 ;
+  reg \maint__hold$355 ;
+  reg \maint__hold$357 ;
+  reg \maint__hold$359 ;
+  reg \maint__hold$361 ;
+  reg \maint__hold$363 ;
   reg maint__read;
-  reg \maint__read$306 ;
-  reg \maint__read$308 ;
-  reg \maint__read$310 ;
-  reg \maint__read$312 ;
-  reg \maint__read$314 ;
-  reg \maint__read$316 ;
-  reg \maint__read$318 ;
-  reg \maint__read$320 ;
-  reg \maint__read$322 ;
-  reg \maint__read$324 ;
-  reg \maint__read$326 ;
-  reg \maint__read$328 ;
-  reg \maint__read$330 ;
-  reg \maint__read$332 ;
   reg \maint__read$334 ;
+  reg \maint__read$336 ;
+  reg \maint__read$338 ;
+  reg \maint__read$340 ;
+  reg \maint__read$342 ;
+  reg \maint__read$344 ;
+  reg \maint__read$346 ;
+  reg \maint__read$348 ;
+  reg \maint__read$350 ;
+  reg \maint__read$352 ;
+  reg \maint__read$354 ;
+  reg \maint__read$356 ;
+  reg \maint__read$358 ;
+  reg \maint__read$360 ;
+  reg \maint__read$362 ;
   (* init = 6'h00 *)
   wire [5:0] maint_addr;
   wire [119:0] o__payload;
@@ -11163,7 +11160,8 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire \o__ready$8 ;
   wire o__valid;
   wire \o__valid$11 ;
-  wire o_load;
+  reg [2:0] owed = 3'h0;
+  wire [2:0] owed_next;
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$101 ;
@@ -11183,266 +11181,269 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire [1:0] \popular_max_rrpv$73 ;
   wire [1:0] \popular_max_rrpv$87 ;
   wire [55:0] r_data;
+  wire [97:0] \r_data$313 ;
   wire r_en;
+  wire \r_en$314 ;
   wire r_rdy;
+  wire \r_rdy$311 ;
   reg [3:0] rd_bank = 4'h0;
   reg rd_more = 1'h0;
   wire [87:0] read_data;
-  wire [87:0] \read_data$351 ;
-  wire [21:0] \read_data$351[0] ;
-  wire [1:0] \read_data$351[0].rrpv ;
-  wire [18:0] \read_data$351[0].tag ;
-  wire \read_data$351[0].valid ;
-  wire [21:0] \read_data$351[1] ;
-  wire [1:0] \read_data$351[1].rrpv ;
-  wire [18:0] \read_data$351[1].tag ;
-  wire \read_data$351[1].valid ;
-  wire [21:0] \read_data$351[2] ;
-  wire [1:0] \read_data$351[2].rrpv ;
-  wire [18:0] \read_data$351[2].tag ;
-  wire \read_data$351[2].valid ;
-  wire [21:0] \read_data$351[3] ;
-  wire [1:0] \read_data$351[3].rrpv ;
-  wire [18:0] \read_data$351[3].tag ;
-  wire \read_data$351[3].valid ;
-  wire [87:0] \read_data$352 ;
-  wire [21:0] \read_data$352[0] ;
-  wire [1:0] \read_data$352[0].rrpv ;
-  wire [18:0] \read_data$352[0].tag ;
-  wire \read_data$352[0].valid ;
-  wire [21:0] \read_data$352[1] ;
-  wire [1:0] \read_data$352[1].rrpv ;
-  wire [18:0] \read_data$352[1].tag ;
-  wire \read_data$352[1].valid ;
-  wire [21:0] \read_data$352[2] ;
-  wire [1:0] \read_data$352[2].rrpv ;
-  wire [18:0] \read_data$352[2].tag ;
-  wire \read_data$352[2].valid ;
-  wire [21:0] \read_data$352[3] ;
-  wire [1:0] \read_data$352[3].rrpv ;
-  wire [18:0] \read_data$352[3].tag ;
-  wire \read_data$352[3].valid ;
-  wire [87:0] \read_data$353 ;
-  wire [21:0] \read_data$353[0] ;
-  wire [1:0] \read_data$353[0].rrpv ;
-  wire [18:0] \read_data$353[0].tag ;
-  wire \read_data$353[0].valid ;
-  wire [21:0] \read_data$353[1] ;
-  wire [1:0] \read_data$353[1].rrpv ;
-  wire [18:0] \read_data$353[1].tag ;
-  wire \read_data$353[1].valid ;
-  wire [21:0] \read_data$353[2] ;
-  wire [1:0] \read_data$353[2].rrpv ;
-  wire [18:0] \read_data$353[2].tag ;
-  wire \read_data$353[2].valid ;
-  wire [21:0] \read_data$353[3] ;
-  wire [1:0] \read_data$353[3].rrpv ;
-  wire [18:0] \read_data$353[3].tag ;
-  wire \read_data$353[3].valid ;
-  wire [87:0] \read_data$354 ;
-  wire [21:0] \read_data$354[0] ;
-  wire [1:0] \read_data$354[0].rrpv ;
-  wire [18:0] \read_data$354[0].tag ;
-  wire \read_data$354[0].valid ;
-  wire [21:0] \read_data$354[1] ;
-  wire [1:0] \read_data$354[1].rrpv ;
-  wire [18:0] \read_data$354[1].tag ;
-  wire \read_data$354[1].valid ;
-  wire [21:0] \read_data$354[2] ;
-  wire [1:0] \read_data$354[2].rrpv ;
-  wire [18:0] \read_data$354[2].tag ;
-  wire \read_data$354[2].valid ;
-  wire [21:0] \read_data$354[3] ;
-  wire [1:0] \read_data$354[3].rrpv ;
-  wire [18:0] \read_data$354[3].tag ;
-  wire \read_data$354[3].valid ;
-  wire [87:0] \read_data$355 ;
-  wire [21:0] \read_data$355[0] ;
-  wire [1:0] \read_data$355[0].rrpv ;
-  wire [18:0] \read_data$355[0].tag ;
-  wire \read_data$355[0].valid ;
-  wire [21:0] \read_data$355[1] ;
-  wire [1:0] \read_data$355[1].rrpv ;
-  wire [18:0] \read_data$355[1].tag ;
-  wire \read_data$355[1].valid ;
-  wire [21:0] \read_data$355[2] ;
-  wire [1:0] \read_data$355[2].rrpv ;
-  wire [18:0] \read_data$355[2].tag ;
-  wire \read_data$355[2].valid ;
-  wire [21:0] \read_data$355[3] ;
-  wire [1:0] \read_data$355[3].rrpv ;
-  wire [18:0] \read_data$355[3].tag ;
-  wire \read_data$355[3].valid ;
-  wire [87:0] \read_data$356 ;
-  wire [21:0] \read_data$356[0] ;
-  wire [1:0] \read_data$356[0].rrpv ;
-  wire [18:0] \read_data$356[0].tag ;
-  wire \read_data$356[0].valid ;
-  wire [21:0] \read_data$356[1] ;
-  wire [1:0] \read_data$356[1].rrpv ;
-  wire [18:0] \read_data$356[1].tag ;
-  wire \read_data$356[1].valid ;
-  wire [21:0] \read_data$356[2] ;
-  wire [1:0] \read_data$356[2].rrpv ;
-  wire [18:0] \read_data$356[2].tag ;
-  wire \read_data$356[2].valid ;
-  wire [21:0] \read_data$356[3] ;
-  wire [1:0] \read_data$356[3].rrpv ;
-  wire [18:0] \read_data$356[3].tag ;
-  wire \read_data$356[3].valid ;
-  wire [87:0] \read_data$357 ;
-  wire [21:0] \read_data$357[0] ;
-  wire [1:0] \read_data$357[0].rrpv ;
-  wire [18:0] \read_data$357[0].tag ;
-  wire \read_data$357[0].valid ;
-  wire [21:0] \read_data$357[1] ;
-  wire [1:0] \read_data$357[1].rrpv ;
-  wire [18:0] \read_data$357[1].tag ;
-  wire \read_data$357[1].valid ;
-  wire [21:0] \read_data$357[2] ;
-  wire [1:0] \read_data$357[2].rrpv ;
-  wire [18:0] \read_data$357[2].tag ;
-  wire \read_data$357[2].valid ;
-  wire [21:0] \read_data$357[3] ;
-  wire [1:0] \read_data$357[3].rrpv ;
-  wire [18:0] \read_data$357[3].tag ;
-  wire \read_data$357[3].valid ;
-  wire [87:0] \read_data$358 ;
-  wire [21:0] \read_data$358[0] ;
-  wire [1:0] \read_data$358[0].rrpv ;
-  wire [18:0] \read_data$358[0].tag ;
-  wire \read_data$358[0].valid ;
-  wire [21:0] \read_data$358[1] ;
-  wire [1:0] \read_data$358[1].rrpv ;
-  wire [18:0] \read_data$358[1].tag ;
-  wire \read_data$358[1].valid ;
-  wire [21:0] \read_data$358[2] ;
-  wire [1:0] \read_data$358[2].rrpv ;
-  wire [18:0] \read_data$358[2].tag ;
-  wire \read_data$358[2].valid ;
-  wire [21:0] \read_data$358[3] ;
-  wire [1:0] \read_data$358[3].rrpv ;
-  wire [18:0] \read_data$358[3].tag ;
-  wire \read_data$358[3].valid ;
-  wire [87:0] \read_data$359 ;
-  wire [21:0] \read_data$359[0] ;
-  wire [1:0] \read_data$359[0].rrpv ;
-  wire [18:0] \read_data$359[0].tag ;
-  wire \read_data$359[0].valid ;
-  wire [21:0] \read_data$359[1] ;
-  wire [1:0] \read_data$359[1].rrpv ;
-  wire [18:0] \read_data$359[1].tag ;
-  wire \read_data$359[1].valid ;
-  wire [21:0] \read_data$359[2] ;
-  wire [1:0] \read_data$359[2].rrpv ;
-  wire [18:0] \read_data$359[2].tag ;
-  wire \read_data$359[2].valid ;
-  wire [21:0] \read_data$359[3] ;
-  wire [1:0] \read_data$359[3].rrpv ;
-  wire [18:0] \read_data$359[3].tag ;
-  wire \read_data$359[3].valid ;
-  wire [87:0] \read_data$360 ;
-  wire [21:0] \read_data$360[0] ;
-  wire [1:0] \read_data$360[0].rrpv ;
-  wire [18:0] \read_data$360[0].tag ;
-  wire \read_data$360[0].valid ;
-  wire [21:0] \read_data$360[1] ;
-  wire [1:0] \read_data$360[1].rrpv ;
-  wire [18:0] \read_data$360[1].tag ;
-  wire \read_data$360[1].valid ;
-  wire [21:0] \read_data$360[2] ;
-  wire [1:0] \read_data$360[2].rrpv ;
-  wire [18:0] \read_data$360[2].tag ;
-  wire \read_data$360[2].valid ;
-  wire [21:0] \read_data$360[3] ;
-  wire [1:0] \read_data$360[3].rrpv ;
-  wire [18:0] \read_data$360[3].tag ;
-  wire \read_data$360[3].valid ;
-  wire [87:0] \read_data$361 ;
-  wire [21:0] \read_data$361[0] ;
-  wire [1:0] \read_data$361[0].rrpv ;
-  wire [18:0] \read_data$361[0].tag ;
-  wire \read_data$361[0].valid ;
-  wire [21:0] \read_data$361[1] ;
-  wire [1:0] \read_data$361[1].rrpv ;
-  wire [18:0] \read_data$361[1].tag ;
-  wire \read_data$361[1].valid ;
-  wire [21:0] \read_data$361[2] ;
-  wire [1:0] \read_data$361[2].rrpv ;
-  wire [18:0] \read_data$361[2].tag ;
-  wire \read_data$361[2].valid ;
-  wire [21:0] \read_data$361[3] ;
-  wire [1:0] \read_data$361[3].rrpv ;
-  wire [18:0] \read_data$361[3].tag ;
-  wire \read_data$361[3].valid ;
-  wire [87:0] \read_data$362 ;
-  wire [21:0] \read_data$362[0] ;
-  wire [1:0] \read_data$362[0].rrpv ;
-  wire [18:0] \read_data$362[0].tag ;
-  wire \read_data$362[0].valid ;
-  wire [21:0] \read_data$362[1] ;
-  wire [1:0] \read_data$362[1].rrpv ;
-  wire [18:0] \read_data$362[1].tag ;
-  wire \read_data$362[1].valid ;
-  wire [21:0] \read_data$362[2] ;
-  wire [1:0] \read_data$362[2].rrpv ;
-  wire [18:0] \read_data$362[2].tag ;
-  wire \read_data$362[2].valid ;
-  wire [21:0] \read_data$362[3] ;
-  wire [1:0] \read_data$362[3].rrpv ;
-  wire [18:0] \read_data$362[3].tag ;
-  wire \read_data$362[3].valid ;
-  wire [87:0] \read_data$363 ;
-  wire [21:0] \read_data$363[0] ;
-  wire [1:0] \read_data$363[0].rrpv ;
-  wire [18:0] \read_data$363[0].tag ;
-  wire \read_data$363[0].valid ;
-  wire [21:0] \read_data$363[1] ;
-  wire [1:0] \read_data$363[1].rrpv ;
-  wire [18:0] \read_data$363[1].tag ;
-  wire \read_data$363[1].valid ;
-  wire [21:0] \read_data$363[2] ;
-  wire [1:0] \read_data$363[2].rrpv ;
-  wire [18:0] \read_data$363[2].tag ;
-  wire \read_data$363[2].valid ;
-  wire [21:0] \read_data$363[3] ;
-  wire [1:0] \read_data$363[3].rrpv ;
-  wire [18:0] \read_data$363[3].tag ;
-  wire \read_data$363[3].valid ;
-  wire [87:0] \read_data$364 ;
-  wire [21:0] \read_data$364[0] ;
-  wire [1:0] \read_data$364[0].rrpv ;
-  wire [18:0] \read_data$364[0].tag ;
-  wire \read_data$364[0].valid ;
-  wire [21:0] \read_data$364[1] ;
-  wire [1:0] \read_data$364[1].rrpv ;
-  wire [18:0] \read_data$364[1].tag ;
-  wire \read_data$364[1].valid ;
-  wire [21:0] \read_data$364[2] ;
-  wire [1:0] \read_data$364[2].rrpv ;
-  wire [18:0] \read_data$364[2].tag ;
-  wire \read_data$364[2].valid ;
-  wire [21:0] \read_data$364[3] ;
-  wire [1:0] \read_data$364[3].rrpv ;
-  wire [18:0] \read_data$364[3].tag ;
-  wire \read_data$364[3].valid ;
-  wire [87:0] \read_data$365 ;
-  wire [21:0] \read_data$365[0] ;
-  wire [1:0] \read_data$365[0].rrpv ;
-  wire [18:0] \read_data$365[0].tag ;
-  wire \read_data$365[0].valid ;
-  wire [21:0] \read_data$365[1] ;
-  wire [1:0] \read_data$365[1].rrpv ;
-  wire [18:0] \read_data$365[1].tag ;
-  wire \read_data$365[1].valid ;
-  wire [21:0] \read_data$365[2] ;
-  wire [1:0] \read_data$365[2].rrpv ;
-  wire [18:0] \read_data$365[2].tag ;
-  wire \read_data$365[2].valid ;
-  wire [21:0] \read_data$365[3] ;
-  wire [1:0] \read_data$365[3].rrpv ;
-  wire [18:0] \read_data$365[3].tag ;
-  wire \read_data$365[3].valid ;
+  wire [87:0] \read_data$293 ;
+  wire [21:0] \read_data$293[0] ;
+  wire [1:0] \read_data$293[0].rrpv ;
+  wire [18:0] \read_data$293[0].tag ;
+  wire \read_data$293[0].valid ;
+  wire [21:0] \read_data$293[1] ;
+  wire [1:0] \read_data$293[1].rrpv ;
+  wire [18:0] \read_data$293[1].tag ;
+  wire \read_data$293[1].valid ;
+  wire [21:0] \read_data$293[2] ;
+  wire [1:0] \read_data$293[2].rrpv ;
+  wire [18:0] \read_data$293[2].tag ;
+  wire \read_data$293[2].valid ;
+  wire [21:0] \read_data$293[3] ;
+  wire [1:0] \read_data$293[3].rrpv ;
+  wire [18:0] \read_data$293[3].tag ;
+  wire \read_data$293[3].valid ;
+  wire [87:0] \read_data$294 ;
+  wire [21:0] \read_data$294[0] ;
+  wire [1:0] \read_data$294[0].rrpv ;
+  wire [18:0] \read_data$294[0].tag ;
+  wire \read_data$294[0].valid ;
+  wire [21:0] \read_data$294[1] ;
+  wire [1:0] \read_data$294[1].rrpv ;
+  wire [18:0] \read_data$294[1].tag ;
+  wire \read_data$294[1].valid ;
+  wire [21:0] \read_data$294[2] ;
+  wire [1:0] \read_data$294[2].rrpv ;
+  wire [18:0] \read_data$294[2].tag ;
+  wire \read_data$294[2].valid ;
+  wire [21:0] \read_data$294[3] ;
+  wire [1:0] \read_data$294[3].rrpv ;
+  wire [18:0] \read_data$294[3].tag ;
+  wire \read_data$294[3].valid ;
+  wire [87:0] \read_data$295 ;
+  wire [21:0] \read_data$295[0] ;
+  wire [1:0] \read_data$295[0].rrpv ;
+  wire [18:0] \read_data$295[0].tag ;
+  wire \read_data$295[0].valid ;
+  wire [21:0] \read_data$295[1] ;
+  wire [1:0] \read_data$295[1].rrpv ;
+  wire [18:0] \read_data$295[1].tag ;
+  wire \read_data$295[1].valid ;
+  wire [21:0] \read_data$295[2] ;
+  wire [1:0] \read_data$295[2].rrpv ;
+  wire [18:0] \read_data$295[2].tag ;
+  wire \read_data$295[2].valid ;
+  wire [21:0] \read_data$295[3] ;
+  wire [1:0] \read_data$295[3].rrpv ;
+  wire [18:0] \read_data$295[3].tag ;
+  wire \read_data$295[3].valid ;
+  wire [87:0] \read_data$296 ;
+  wire [21:0] \read_data$296[0] ;
+  wire [1:0] \read_data$296[0].rrpv ;
+  wire [18:0] \read_data$296[0].tag ;
+  wire \read_data$296[0].valid ;
+  wire [21:0] \read_data$296[1] ;
+  wire [1:0] \read_data$296[1].rrpv ;
+  wire [18:0] \read_data$296[1].tag ;
+  wire \read_data$296[1].valid ;
+  wire [21:0] \read_data$296[2] ;
+  wire [1:0] \read_data$296[2].rrpv ;
+  wire [18:0] \read_data$296[2].tag ;
+  wire \read_data$296[2].valid ;
+  wire [21:0] \read_data$296[3] ;
+  wire [1:0] \read_data$296[3].rrpv ;
+  wire [18:0] \read_data$296[3].tag ;
+  wire \read_data$296[3].valid ;
+  wire [87:0] \read_data$297 ;
+  wire [21:0] \read_data$297[0] ;
+  wire [1:0] \read_data$297[0].rrpv ;
+  wire [18:0] \read_data$297[0].tag ;
+  wire \read_data$297[0].valid ;
+  wire [21:0] \read_data$297[1] ;
+  wire [1:0] \read_data$297[1].rrpv ;
+  wire [18:0] \read_data$297[1].tag ;
+  wire \read_data$297[1].valid ;
+  wire [21:0] \read_data$297[2] ;
+  wire [1:0] \read_data$297[2].rrpv ;
+  wire [18:0] \read_data$297[2].tag ;
+  wire \read_data$297[2].valid ;
+  wire [21:0] \read_data$297[3] ;
+  wire [1:0] \read_data$297[3].rrpv ;
+  wire [18:0] \read_data$297[3].tag ;
+  wire \read_data$297[3].valid ;
+  wire [87:0] \read_data$298 ;
+  wire [21:0] \read_data$298[0] ;
+  wire [1:0] \read_data$298[0].rrpv ;
+  wire [18:0] \read_data$298[0].tag ;
+  wire \read_data$298[0].valid ;
+  wire [21:0] \read_data$298[1] ;
+  wire [1:0] \read_data$298[1].rrpv ;
+  wire [18:0] \read_data$298[1].tag ;
+  wire \read_data$298[1].valid ;
+  wire [21:0] \read_data$298[2] ;
+  wire [1:0] \read_data$298[2].rrpv ;
+  wire [18:0] \read_data$298[2].tag ;
+  wire \read_data$298[2].valid ;
+  wire [21:0] \read_data$298[3] ;
+  wire [1:0] \read_data$298[3].rrpv ;
+  wire [18:0] \read_data$298[3].tag ;
+  wire \read_data$298[3].valid ;
+  wire [87:0] \read_data$299 ;
+  wire [21:0] \read_data$299[0] ;
+  wire [1:0] \read_data$299[0].rrpv ;
+  wire [18:0] \read_data$299[0].tag ;
+  wire \read_data$299[0].valid ;
+  wire [21:0] \read_data$299[1] ;
+  wire [1:0] \read_data$299[1].rrpv ;
+  wire [18:0] \read_data$299[1].tag ;
+  wire \read_data$299[1].valid ;
+  wire [21:0] \read_data$299[2] ;
+  wire [1:0] \read_data$299[2].rrpv ;
+  wire [18:0] \read_data$299[2].tag ;
+  wire \read_data$299[2].valid ;
+  wire [21:0] \read_data$299[3] ;
+  wire [1:0] \read_data$299[3].rrpv ;
+  wire [18:0] \read_data$299[3].tag ;
+  wire \read_data$299[3].valid ;
+  wire [87:0] \read_data$300 ;
+  wire [21:0] \read_data$300[0] ;
+  wire [1:0] \read_data$300[0].rrpv ;
+  wire [18:0] \read_data$300[0].tag ;
+  wire \read_data$300[0].valid ;
+  wire [21:0] \read_data$300[1] ;
+  wire [1:0] \read_data$300[1].rrpv ;
+  wire [18:0] \read_data$300[1].tag ;
+  wire \read_data$300[1].valid ;
+  wire [21:0] \read_data$300[2] ;
+  wire [1:0] \read_data$300[2].rrpv ;
+  wire [18:0] \read_data$300[2].tag ;
+  wire \read_data$300[2].valid ;
+  wire [21:0] \read_data$300[3] ;
+  wire [1:0] \read_data$300[3].rrpv ;
+  wire [18:0] \read_data$300[3].tag ;
+  wire \read_data$300[3].valid ;
+  wire [87:0] \read_data$301 ;
+  wire [21:0] \read_data$301[0] ;
+  wire [1:0] \read_data$301[0].rrpv ;
+  wire [18:0] \read_data$301[0].tag ;
+  wire \read_data$301[0].valid ;
+  wire [21:0] \read_data$301[1] ;
+  wire [1:0] \read_data$301[1].rrpv ;
+  wire [18:0] \read_data$301[1].tag ;
+  wire \read_data$301[1].valid ;
+  wire [21:0] \read_data$301[2] ;
+  wire [1:0] \read_data$301[2].rrpv ;
+  wire [18:0] \read_data$301[2].tag ;
+  wire \read_data$301[2].valid ;
+  wire [21:0] \read_data$301[3] ;
+  wire [1:0] \read_data$301[3].rrpv ;
+  wire [18:0] \read_data$301[3].tag ;
+  wire \read_data$301[3].valid ;
+  wire [87:0] \read_data$302 ;
+  wire [21:0] \read_data$302[0] ;
+  wire [1:0] \read_data$302[0].rrpv ;
+  wire [18:0] \read_data$302[0].tag ;
+  wire \read_data$302[0].valid ;
+  wire [21:0] \read_data$302[1] ;
+  wire [1:0] \read_data$302[1].rrpv ;
+  wire [18:0] \read_data$302[1].tag ;
+  wire \read_data$302[1].valid ;
+  wire [21:0] \read_data$302[2] ;
+  wire [1:0] \read_data$302[2].rrpv ;
+  wire [18:0] \read_data$302[2].tag ;
+  wire \read_data$302[2].valid ;
+  wire [21:0] \read_data$302[3] ;
+  wire [1:0] \read_data$302[3].rrpv ;
+  wire [18:0] \read_data$302[3].tag ;
+  wire \read_data$302[3].valid ;
+  wire [87:0] \read_data$303 ;
+  wire [21:0] \read_data$303[0] ;
+  wire [1:0] \read_data$303[0].rrpv ;
+  wire [18:0] \read_data$303[0].tag ;
+  wire \read_data$303[0].valid ;
+  wire [21:0] \read_data$303[1] ;
+  wire [1:0] \read_data$303[1].rrpv ;
+  wire [18:0] \read_data$303[1].tag ;
+  wire \read_data$303[1].valid ;
+  wire [21:0] \read_data$303[2] ;
+  wire [1:0] \read_data$303[2].rrpv ;
+  wire [18:0] \read_data$303[2].tag ;
+  wire \read_data$303[2].valid ;
+  wire [21:0] \read_data$303[3] ;
+  wire [1:0] \read_data$303[3].rrpv ;
+  wire [18:0] \read_data$303[3].tag ;
+  wire \read_data$303[3].valid ;
+  wire [87:0] \read_data$304 ;
+  wire [21:0] \read_data$304[0] ;
+  wire [1:0] \read_data$304[0].rrpv ;
+  wire [18:0] \read_data$304[0].tag ;
+  wire \read_data$304[0].valid ;
+  wire [21:0] \read_data$304[1] ;
+  wire [1:0] \read_data$304[1].rrpv ;
+  wire [18:0] \read_data$304[1].tag ;
+  wire \read_data$304[1].valid ;
+  wire [21:0] \read_data$304[2] ;
+  wire [1:0] \read_data$304[2].rrpv ;
+  wire [18:0] \read_data$304[2].tag ;
+  wire \read_data$304[2].valid ;
+  wire [21:0] \read_data$304[3] ;
+  wire [1:0] \read_data$304[3].rrpv ;
+  wire [18:0] \read_data$304[3].tag ;
+  wire \read_data$304[3].valid ;
+  wire [87:0] \read_data$305 ;
+  wire [21:0] \read_data$305[0] ;
+  wire [1:0] \read_data$305[0].rrpv ;
+  wire [18:0] \read_data$305[0].tag ;
+  wire \read_data$305[0].valid ;
+  wire [21:0] \read_data$305[1] ;
+  wire [1:0] \read_data$305[1].rrpv ;
+  wire [18:0] \read_data$305[1].tag ;
+  wire \read_data$305[1].valid ;
+  wire [21:0] \read_data$305[2] ;
+  wire [1:0] \read_data$305[2].rrpv ;
+  wire [18:0] \read_data$305[2].tag ;
+  wire \read_data$305[2].valid ;
+  wire [21:0] \read_data$305[3] ;
+  wire [1:0] \read_data$305[3].rrpv ;
+  wire [18:0] \read_data$305[3].tag ;
+  wire \read_data$305[3].valid ;
+  wire [87:0] \read_data$306 ;
+  wire [21:0] \read_data$306[0] ;
+  wire [1:0] \read_data$306[0].rrpv ;
+  wire [18:0] \read_data$306[0].tag ;
+  wire \read_data$306[0].valid ;
+  wire [21:0] \read_data$306[1] ;
+  wire [1:0] \read_data$306[1].rrpv ;
+  wire [18:0] \read_data$306[1].tag ;
+  wire \read_data$306[1].valid ;
+  wire [21:0] \read_data$306[2] ;
+  wire [1:0] \read_data$306[2].rrpv ;
+  wire [18:0] \read_data$306[2].tag ;
+  wire \read_data$306[2].valid ;
+  wire [21:0] \read_data$306[3] ;
+  wire [1:0] \read_data$306[3].rrpv ;
+  wire [18:0] \read_data$306[3].tag ;
+  wire \read_data$306[3].valid ;
+  wire [87:0] \read_data$307 ;
+  wire [21:0] \read_data$307[0] ;
+  wire [1:0] \read_data$307[0].rrpv ;
+  wire [18:0] \read_data$307[0].tag ;
+  wire \read_data$307[0].valid ;
+  wire [21:0] \read_data$307[1] ;
+  wire [1:0] \read_data$307[1].rrpv ;
+  wire [18:0] \read_data$307[1].tag ;
+  wire \read_data$307[1].valid ;
+  wire [21:0] \read_data$307[2] ;
+  wire [1:0] \read_data$307[2].rrpv ;
+  wire [18:0] \read_data$307[2].tag ;
+  wire \read_data$307[2].valid ;
+  wire [21:0] \read_data$307[3] ;
+  wire [1:0] \read_data$307[3].rrpv ;
+  wire [18:0] \read_data$307[3].tag ;
+  wire \read_data$307[3].valid ;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -11459,6 +11460,26 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   wire [1:0] \read_data[3].rrpv ;
   wire [18:0] \read_data[3].tag ;
   wire \read_data[3].valid ;
+  wire [97:0] record;
+  wire [3:0] \record.bank ;
+  wire [5:0] \record.set ;
+  wire [87:0] \record.ways ;
+  wire [21:0] \record.ways[0] ;
+  wire [1:0] \record.ways[0].rrpv ;
+  wire [18:0] \record.ways[0].tag ;
+  wire \record.ways[0].valid ;
+  wire [21:0] \record.ways[1] ;
+  wire [1:0] \record.ways[1].rrpv ;
+  wire [18:0] \record.ways[1].tag ;
+  wire \record.ways[1].valid ;
+  wire [21:0] \record.ways[2] ;
+  wire [1:0] \record.ways[2].rrpv ;
+  wire [18:0] \record.ways[2].tag ;
+  wire \record.ways[2].valid ;
+  wire [21:0] \record.ways[3] ;
+  wire [1:0] \record.ways[3].rrpv ;
+  wire [18:0] \record.ways[3].tag ;
+  wire \record.ways[3].valid ;
   wire [55:0] records__payload;
   wire [55:0] \records__payload$20 ;
   wire [13:0] \records__payload$20[0] ;
@@ -11938,12 +11959,23 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   output results__valid;
   wire results__valid;
   wire \results__valid$29 ;
+  reg room = 1'h1;
   input rst;
   wire rst;
   input start_dump;
   wire start_dump;
+  wire taken;
+  reg v1 = 1'h0;
+  reg [3:0] v1_bank = 4'h0;
+  reg [5:0] v1_set = 6'h00;
+  (* init = 1'h0 *)
+  wire v2;
+  reg [3:0] v2_bank = 4'h0;
+  reg [5:0] v2_set = 6'h00;
   wire [55:0] w_data;
+  wire [97:0] \w_data$310 ;
   wire w_en;
+  reg \w_en$308  = 1'h0;
   wire w_rdy;
   assign \$1  = busy | beats__valid;
   assign \$2  = \$1  | \busy$259 ;
@@ -11952,12 +11984,11 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   assign busy_lookups = \$4  | \busy$261 ;
   assign \$5  = ~ idle_fsm;
   assign \busy$262  = busy_lookups | \$5 ;
-  assign \$6  = ~ dump__valid;
-  assign \$7  = \$6  | dump__ready;
-  assign o_load = d_v & \$7 ;
-  assign \$8  = ~ d_v;
-  assign \$9  = \$8  | o_load;
-  assign issue = rd_more & \$9 ;
+  assign issue = rd_more & room;
+  assign taken = dump__valid & dump__ready;
+  assign \$6  = owed + issue;
+  assign \$7  = \$6  - taken;
+  assign \$9  = ~ issue;
   assign \$10  = ~ issue;
   assign \$11  = ~ issue;
   assign \$12  = ~ issue;
@@ -11973,57 +12004,61 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   assign \$22  = ~ issue;
   assign \$23  = ~ issue;
   assign \$24  = ~ issue;
-  assign \$25  = ~ issue;
-  assign \$26  = lookups__valid & idle_fsm;
-  assign \$27  = ~ \busy$262 ;
-  assign \$28  = idle_fsm & \$27 ;
-  assign \$29  = clear | start_dump;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = ~ \$30 ;
-  assign \i__valid$336  = \$26  & \$31 ;
-  assign \$32  = \i__ready$343  & idle_fsm;
-  assign \$33  = ~ \busy$262 ;
-  assign \$34  = idle_fsm & \$33 ;
-  assign \$35  = clear | start_dump;
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = ~ \$36 ;
-  assign lookups__ready = \$32  & \$37 ;
-  assign \$38  = ! fsm_state;
-  assign \$39  = fsm_state == 1'h1;
-  assign \$40  = fsm_state == 2'h2;
+  assign \$25  = lookups__valid & idle_fsm;
+  assign \$26  = ~ \busy$262 ;
+  assign \$27  = idle_fsm & \$26 ;
+  assign \$28  = clear | start_dump;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = ~ \$29 ;
+  assign \i__valid$364  = \$25  & \$30 ;
+  assign \$31  = \i__ready$371  & idle_fsm;
+  assign \$32  = ~ \busy$262 ;
+  assign \$33  = idle_fsm & \$32 ;
+  assign \$34  = clear | start_dump;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ \$35 ;
+  assign lookups__ready = \$31  & \$36 ;
+  assign \$37  = ! fsm_state;
+  assign \$38  = fsm_state == 1'h1;
+  assign \$39  = fsm_state == 2'h2;
+  assign \$40  = \$7 [2:0] < 3'h5;
   assign \$41  = maint__addr == 6'h3f;
   assign \$42  = maint__addr + 1'h1;
   assign \$43  = \$41  ? 7'h00 : \$42 ;
   assign \$44  = maint__addr == 6'h3f;
   assign \$45  = rd_bank + 1'h1;
   assign \$46  = rd_bank == 4'hf;
-  assign \$48  = ~ \busy$262 ;
-  assign \$49  = \$48  & clear;
-  assign \$50  = ~ \busy$262 ;
-  assign \$51  = \$50  & start_dump;
-  assign \$52  = maint__addr + 1'h1;
-  assign \$53  = maint__addr == 6'h3f;
-  assign \$54  = ~ rd_more;
-  assign \$55  = ~ d_v;
-  assign \$56  = \$54  & \$55 ;
-  assign \$57  = ~ dump__valid;
-  assign \$58  = \$56  & \$57 ;
+  assign \$47  = ~ \busy$262 ;
+  assign \$48  = \$47  & clear;
+  assign \$49  = ~ \busy$262 ;
+  assign \$50  = \$49  & start_dump;
+  assign \$51  = maint__addr + 1'h1;
+  assign \$52  = maint__addr == 6'h3f;
+  assign \$53  = ~ rd_more;
+  assign \$54  = ! owed;
+  assign \$55  = \$53  & \$54 ;
   always @(posedge clk)
-    d_v <= \$59 ;
+    owed <= \$56 ;
   always @(posedge clk)
-    d_bank <= \$60 ;
+    room <= \$57 ;
   always @(posedge clk)
-    d_set <= \$61 ;
+    v1 <= \$58 ;
   always @(posedge clk)
-    maint__addr <= \$62 ;
+    v1_bank <= \$59 ;
   always @(posedge clk)
-    rd_bank <= \$63 ;
+    v1_set <= \$60 ;
   always @(posedge clk)
-    rd_more <= \$64 ;
+    \w_en$308  <= \$61 ;
   always @(posedge clk)
-    dump__valid <= \$65 ;
+    v2_bank <= \$62 ;
   always @(posedge clk)
-    dump__payload <= \$66 ;
+    v2_set <= \$63 ;
+  always @(posedge clk)
+    maint__addr <= \$64 ;
+  always @(posedge clk)
+    rd_bank <= \$65 ;
+  always @(posedge clk)
+    rd_more <= \$66 ;
   always @(posedge clk)
     fsm_state <= \$67 ;
   \hotline_accelerator.engine.bank0  bank0 (
@@ -12034,32 +12069,32 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .maint__hold(maint__hold),
     .maint__read(maint__read),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1536$0 (\$68 ),
-    .\port$1538$0 (\$69 ),
-    .\port$1540$0 (\$70 ),
-    .\port$1542$0 (\$71 ),
-    .\port$1544$0 (\$72 ),
-    .\port$1546$0 (\$73 ),
-    .\port$1548$0 (\$74 ),
-    .\port$1550$0 (\$75 ),
-    .\port$1552$0 (\$76 ),
-    .\port$1554$0 (\$77 ),
-    .\port$1556$0 (\$78 ),
-    .\port$1558$0 (\$79 ),
-    .\port$1560$0 (\$80 ),
-    .\port$1562$0 (\$81 ),
-    .\port$1564$0 (\$82 ),
-    .\port$1566$0 (\$83 ),
-    .\port$1568$0 (\$84 ),
-    .\port$1570$0 (\$85 ),
-    .\port$1572$0 (\$86 ),
-    .\port$1574$0 (\$87 ),
-    .\port$1576$0 (\$88 ),
-    .\port$1578$0 (\$89 ),
-    .\port$1580$0 (\$90 ),
-    .\port$1582$0 (\$91 ),
-    .\port$1584$0 (\$92 ),
-    .\port$1586$0 (\$93 ),
+    .\port$1529$0 (\$68 ),
+    .\port$1531$0 (\$69 ),
+    .\port$1533$0 (\$70 ),
+    .\port$1535$0 (\$71 ),
+    .\port$1537$0 (\$72 ),
+    .\port$1539$0 (\$73 ),
+    .\port$1541$0 (\$74 ),
+    .\port$1543$0 (\$75 ),
+    .\port$1545$0 (\$76 ),
+    .\port$1547$0 (\$77 ),
+    .\port$1549$0 (\$78 ),
+    .\port$1551$0 (\$79 ),
+    .\port$1553$0 (\$80 ),
+    .\port$1555$0 (\$81 ),
+    .\port$1557$0 (\$82 ),
+    .\port$1559$0 (\$83 ),
+    .\port$1561$0 (\$84 ),
+    .\port$1563$0 (\$85 ),
+    .\port$1565$0 (\$86 ),
+    .\port$1567$0 (\$87 ),
+    .\port$1569$0 (\$88 ),
+    .\port$1571$0 (\$89 ),
+    .\port$1573$0 (\$90 ),
+    .\port$1575$0 (\$91 ),
+    .\port$1577$0 (\$92 ),
+    .\port$1579$0 (\$93 ),
     .\r_en$39 (responses__ready),
     .read_data(read_data),
     .requests__ready(requests__0__ready),
@@ -12072,38 +12107,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$289 ),
-    .maint__hold(\maint__hold$307 ),
-    .maint__read(\maint__read$306 ),
+    .maint__clear(\maint__clear$317 ),
+    .maint__hold(\maint__hold$335 ),
+    .maint__read(\maint__read$334 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1589$0 (\$94 ),
-    .\port$1591$0 (\$95 ),
-    .\port$1593$0 (\$96 ),
-    .\port$1595$0 (\$97 ),
-    .\port$1597$0 (\$98 ),
-    .\port$1599$0 (\$99 ),
-    .\port$1601$0 (\$100 ),
-    .\port$1603$0 (\$101 ),
-    .\port$1605$0 (\$102 ),
-    .\port$1607$0 (\$103 ),
-    .\port$1609$0 (\$104 ),
-    .\port$1611$0 (\$105 ),
-    .\port$1613$0 (\$106 ),
-    .\port$1615$0 (\$107 ),
-    .\port$1617$0 (\$108 ),
-    .\port$1619$0 (\$109 ),
-    .\port$1621$0 (\$110 ),
-    .\port$1623$0 (\$111 ),
-    .\port$1625$0 (\$112 ),
-    .\port$1627$0 (\$113 ),
-    .\port$1629$0 (\$114 ),
-    .\port$1631$0 (\$115 ),
-    .\port$1633$0 (\$116 ),
-    .\port$1635$0 (\$117 ),
-    .\port$1637$0 (\$118 ),
-    .\port$1639$0 (\$119 ),
+    .\port$1582$0 (\$94 ),
+    .\port$1584$0 (\$95 ),
+    .\port$1586$0 (\$96 ),
+    .\port$1588$0 (\$97 ),
+    .\port$1590$0 (\$98 ),
+    .\port$1592$0 (\$99 ),
+    .\port$1594$0 (\$100 ),
+    .\port$1596$0 (\$101 ),
+    .\port$1598$0 (\$102 ),
+    .\port$1600$0 (\$103 ),
+    .\port$1602$0 (\$104 ),
+    .\port$1604$0 (\$105 ),
+    .\port$1606$0 (\$106 ),
+    .\port$1608$0 (\$107 ),
+    .\port$1610$0 (\$108 ),
+    .\port$1612$0 (\$109 ),
+    .\port$1614$0 (\$110 ),
+    .\port$1616$0 (\$111 ),
+    .\port$1618$0 (\$112 ),
+    .\port$1620$0 (\$113 ),
+    .\port$1622$0 (\$114 ),
+    .\port$1624$0 (\$115 ),
+    .\port$1626$0 (\$116 ),
+    .\port$1628$0 (\$117 ),
+    .\port$1630$0 (\$118 ),
+    .\port$1632$0 (\$119 ),
     .\r_en$39 (\responses__ready$54 ),
-    .read_data(\read_data$351 ),
+    .read_data(\read_data$293 ),
     .requests__ready(requests__1__ready),
     .requests__valid(\requests__valid$50 ),
     .responses__payload(responses__1__payload),
@@ -12114,38 +12149,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$298 ),
-    .maint__hold(\maint__hold$325 ),
-    .maint__read(\maint__read$324 ),
+    .maint__clear(\maint__clear$326 ),
+    .maint__hold(\maint__hold$353 ),
+    .maint__read(\maint__read$352 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2066$0 (\$328 ),
-    .\port$2068$0 (\$329 ),
-    .\port$2070$0 (\$330 ),
-    .\port$2072$0 (\$331 ),
-    .\port$2074$0 (\$332 ),
-    .\port$2076$0 (\$333 ),
-    .\port$2078$0 (\$334 ),
-    .\port$2080$0 (\$335 ),
-    .\port$2082$0 (\$336 ),
-    .\port$2084$0 (\$337 ),
-    .\port$2086$0 (\$338 ),
-    .\port$2088$0 (\$339 ),
-    .\port$2090$0 (\$340 ),
-    .\port$2092$0 (\$341 ),
-    .\port$2094$0 (\$342 ),
-    .\port$2096$0 (\$343 ),
-    .\port$2098$0 (\$344 ),
-    .\port$2100$0 (\$345 ),
-    .\port$2102$0 (\$346 ),
-    .\port$2104$0 (\$347 ),
-    .\port$2106$0 (\$348 ),
-    .\port$2108$0 (\$349 ),
-    .\port$2110$0 (\$350 ),
-    .\port$2112$0 (\$351 ),
-    .\port$2114$0 (\$352 ),
-    .\port$2116$0 (\$353 ),
+    .\port$2059$0 (\$328 ),
+    .\port$2061$0 (\$329 ),
+    .\port$2063$0 (\$330 ),
+    .\port$2065$0 (\$331 ),
+    .\port$2067$0 (\$332 ),
+    .\port$2069$0 (\$333 ),
+    .\port$2071$0 (\$334 ),
+    .\port$2073$0 (\$335 ),
+    .\port$2075$0 (\$336 ),
+    .\port$2077$0 (\$337 ),
+    .\port$2079$0 (\$338 ),
+    .\port$2081$0 (\$339 ),
+    .\port$2083$0 (\$340 ),
+    .\port$2085$0 (\$341 ),
+    .\port$2087$0 (\$342 ),
+    .\port$2089$0 (\$343 ),
+    .\port$2091$0 (\$344 ),
+    .\port$2093$0 (\$345 ),
+    .\port$2095$0 (\$346 ),
+    .\port$2097$0 (\$347 ),
+    .\port$2099$0 (\$348 ),
+    .\port$2101$0 (\$349 ),
+    .\port$2103$0 (\$350 ),
+    .\port$2105$0 (\$351 ),
+    .\port$2107$0 (\$352 ),
+    .\port$2109$0 (\$353 ),
     .\r_en$39 (\responses__ready$180 ),
-    .read_data(\read_data$360 ),
+    .read_data(\read_data$302 ),
     .requests__ready(requests__10__ready),
     .requests__valid(\requests__valid$176 ),
     .responses__payload(responses__10__payload),
@@ -12156,38 +12191,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$299 ),
-    .maint__hold(\maint__hold$327 ),
-    .maint__read(\maint__read$326 ),
+    .maint__clear(\maint__clear$327 ),
+    .maint__hold(\maint__hold$355 ),
+    .maint__read(\maint__read$354 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2119$0 (\$354 ),
-    .\port$2121$0 (\$355 ),
-    .\port$2123$0 (\$356 ),
-    .\port$2125$0 (\$357 ),
-    .\port$2127$0 (\$358 ),
-    .\port$2129$0 (\$359 ),
-    .\port$2131$0 (\$360 ),
-    .\port$2133$0 (\$361 ),
-    .\port$2135$0 (\$362 ),
-    .\port$2137$0 (\$363 ),
-    .\port$2139$0 (\$364 ),
-    .\port$2141$0 (\$365 ),
-    .\port$2143$0 (\$366 ),
-    .\port$2145$0 (\$367 ),
-    .\port$2147$0 (\$368 ),
-    .\port$2149$0 (\$369 ),
-    .\port$2151$0 (\$370 ),
-    .\port$2153$0 (\$371 ),
-    .\port$2155$0 (\$372 ),
-    .\port$2157$0 (\$373 ),
-    .\port$2159$0 (\$374 ),
-    .\port$2161$0 (\$375 ),
-    .\port$2163$0 (\$376 ),
-    .\port$2165$0 (\$377 ),
-    .\port$2167$0 (\$378 ),
-    .\port$2169$0 (\$379 ),
+    .\port$2112$0 (\$354 ),
+    .\port$2114$0 (\$355 ),
+    .\port$2116$0 (\$356 ),
+    .\port$2118$0 (\$357 ),
+    .\port$2120$0 (\$358 ),
+    .\port$2122$0 (\$359 ),
+    .\port$2124$0 (\$360 ),
+    .\port$2126$0 (\$361 ),
+    .\port$2128$0 (\$362 ),
+    .\port$2130$0 (\$363 ),
+    .\port$2132$0 (\$364 ),
+    .\port$2134$0 (\$365 ),
+    .\port$2136$0 (\$366 ),
+    .\port$2138$0 (\$367 ),
+    .\port$2140$0 (\$368 ),
+    .\port$2142$0 (\$369 ),
+    .\port$2144$0 (\$370 ),
+    .\port$2146$0 (\$371 ),
+    .\port$2148$0 (\$372 ),
+    .\port$2150$0 (\$373 ),
+    .\port$2152$0 (\$374 ),
+    .\port$2154$0 (\$375 ),
+    .\port$2156$0 (\$376 ),
+    .\port$2158$0 (\$377 ),
+    .\port$2160$0 (\$378 ),
+    .\port$2162$0 (\$379 ),
     .\r_en$39 (\responses__ready$194 ),
-    .read_data(\read_data$361 ),
+    .read_data(\read_data$303 ),
     .requests__ready(requests__11__ready),
     .requests__valid(\requests__valid$190 ),
     .responses__payload(responses__11__payload),
@@ -12198,38 +12233,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$300 ),
-    .maint__hold(\maint__hold$329 ),
-    .maint__read(\maint__read$328 ),
+    .maint__clear(\maint__clear$328 ),
+    .maint__hold(\maint__hold$357 ),
+    .maint__read(\maint__read$356 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2172$0 (\$380 ),
-    .\port$2174$0 (\$381 ),
-    .\port$2176$0 (\$382 ),
-    .\port$2178$0 (\$383 ),
-    .\port$2180$0 (\$384 ),
-    .\port$2182$0 (\$385 ),
-    .\port$2184$0 (\$386 ),
-    .\port$2186$0 (\$387 ),
-    .\port$2188$0 (\$388 ),
-    .\port$2190$0 (\$389 ),
-    .\port$2192$0 (\$390 ),
-    .\port$2194$0 (\$391 ),
-    .\port$2196$0 (\$392 ),
-    .\port$2198$0 (\$393 ),
-    .\port$2200$0 (\$394 ),
-    .\port$2202$0 (\$395 ),
-    .\port$2204$0 (\$396 ),
-    .\port$2206$0 (\$397 ),
-    .\port$2208$0 (\$398 ),
-    .\port$2210$0 (\$399 ),
-    .\port$2212$0 (\$400 ),
-    .\port$2214$0 (\$401 ),
-    .\port$2216$0 (\$402 ),
-    .\port$2218$0 (\$403 ),
-    .\port$2220$0 (\$404 ),
-    .\port$2222$0 (\$405 ),
+    .\port$2165$0 (\$380 ),
+    .\port$2167$0 (\$381 ),
+    .\port$2169$0 (\$382 ),
+    .\port$2171$0 (\$383 ),
+    .\port$2173$0 (\$384 ),
+    .\port$2175$0 (\$385 ),
+    .\port$2177$0 (\$386 ),
+    .\port$2179$0 (\$387 ),
+    .\port$2181$0 (\$388 ),
+    .\port$2183$0 (\$389 ),
+    .\port$2185$0 (\$390 ),
+    .\port$2187$0 (\$391 ),
+    .\port$2189$0 (\$392 ),
+    .\port$2191$0 (\$393 ),
+    .\port$2193$0 (\$394 ),
+    .\port$2195$0 (\$395 ),
+    .\port$2197$0 (\$396 ),
+    .\port$2199$0 (\$397 ),
+    .\port$2201$0 (\$398 ),
+    .\port$2203$0 (\$399 ),
+    .\port$2205$0 (\$400 ),
+    .\port$2207$0 (\$401 ),
+    .\port$2209$0 (\$402 ),
+    .\port$2211$0 (\$403 ),
+    .\port$2213$0 (\$404 ),
+    .\port$2215$0 (\$405 ),
     .\r_en$39 (\responses__ready$208 ),
-    .read_data(\read_data$362 ),
+    .read_data(\read_data$304 ),
     .requests__ready(requests__12__ready),
     .requests__valid(\requests__valid$204 ),
     .responses__payload(responses__12__payload),
@@ -12240,38 +12275,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$301 ),
-    .maint__hold(\maint__hold$331 ),
-    .maint__read(\maint__read$330 ),
+    .maint__clear(\maint__clear$329 ),
+    .maint__hold(\maint__hold$359 ),
+    .maint__read(\maint__read$358 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2225$0 (\$406 ),
-    .\port$2227$0 (\$407 ),
-    .\port$2229$0 (\$408 ),
-    .\port$2231$0 (\$409 ),
-    .\port$2233$0 (\$410 ),
-    .\port$2235$0 (\$411 ),
-    .\port$2237$0 (\$412 ),
-    .\port$2239$0 (\$413 ),
-    .\port$2241$0 (\$414 ),
-    .\port$2243$0 (\$415 ),
-    .\port$2245$0 (\$416 ),
-    .\port$2247$0 (\$417 ),
-    .\port$2249$0 (\$418 ),
-    .\port$2251$0 (\$419 ),
-    .\port$2253$0 (\$420 ),
-    .\port$2255$0 (\$421 ),
-    .\port$2257$0 (\$422 ),
-    .\port$2259$0 (\$423 ),
-    .\port$2261$0 (\$424 ),
-    .\port$2263$0 (\$425 ),
-    .\port$2265$0 (\$426 ),
-    .\port$2267$0 (\$427 ),
-    .\port$2269$0 (\$428 ),
-    .\port$2271$0 (\$429 ),
-    .\port$2273$0 (\$430 ),
-    .\port$2275$0 (\$431 ),
+    .\port$2218$0 (\$406 ),
+    .\port$2220$0 (\$407 ),
+    .\port$2222$0 (\$408 ),
+    .\port$2224$0 (\$409 ),
+    .\port$2226$0 (\$410 ),
+    .\port$2228$0 (\$411 ),
+    .\port$2230$0 (\$412 ),
+    .\port$2232$0 (\$413 ),
+    .\port$2234$0 (\$414 ),
+    .\port$2236$0 (\$415 ),
+    .\port$2238$0 (\$416 ),
+    .\port$2240$0 (\$417 ),
+    .\port$2242$0 (\$418 ),
+    .\port$2244$0 (\$419 ),
+    .\port$2246$0 (\$420 ),
+    .\port$2248$0 (\$421 ),
+    .\port$2250$0 (\$422 ),
+    .\port$2252$0 (\$423 ),
+    .\port$2254$0 (\$424 ),
+    .\port$2256$0 (\$425 ),
+    .\port$2258$0 (\$426 ),
+    .\port$2260$0 (\$427 ),
+    .\port$2262$0 (\$428 ),
+    .\port$2264$0 (\$429 ),
+    .\port$2266$0 (\$430 ),
+    .\port$2268$0 (\$431 ),
     .\r_en$39 (\responses__ready$222 ),
-    .read_data(\read_data$363 ),
+    .read_data(\read_data$305 ),
     .requests__ready(requests__13__ready),
     .requests__valid(\requests__valid$218 ),
     .responses__payload(responses__13__payload),
@@ -12282,38 +12317,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$302 ),
-    .maint__hold(\maint__hold$333 ),
-    .maint__read(\maint__read$332 ),
+    .maint__clear(\maint__clear$330 ),
+    .maint__hold(\maint__hold$361 ),
+    .maint__read(\maint__read$360 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2278$0 (\$432 ),
-    .\port$2280$0 (\$433 ),
-    .\port$2282$0 (\$434 ),
-    .\port$2284$0 (\$435 ),
-    .\port$2286$0 (\$436 ),
-    .\port$2288$0 (\$437 ),
-    .\port$2290$0 (\$438 ),
-    .\port$2292$0 (\$439 ),
-    .\port$2294$0 (\$440 ),
-    .\port$2296$0 (\$441 ),
-    .\port$2298$0 (\$442 ),
-    .\port$2300$0 (\$443 ),
-    .\port$2302$0 (\$444 ),
-    .\port$2304$0 (\$445 ),
-    .\port$2306$0 (\$446 ),
-    .\port$2308$0 (\$447 ),
-    .\port$2310$0 (\$448 ),
-    .\port$2312$0 (\$449 ),
-    .\port$2314$0 (\$450 ),
-    .\port$2316$0 (\$451 ),
-    .\port$2318$0 (\$452 ),
-    .\port$2320$0 (\$453 ),
-    .\port$2322$0 (\$454 ),
-    .\port$2324$0 (\$455 ),
-    .\port$2326$0 (\$456 ),
-    .\port$2328$0 (\$457 ),
+    .\port$2271$0 (\$432 ),
+    .\port$2273$0 (\$433 ),
+    .\port$2275$0 (\$434 ),
+    .\port$2277$0 (\$435 ),
+    .\port$2279$0 (\$436 ),
+    .\port$2281$0 (\$437 ),
+    .\port$2283$0 (\$438 ),
+    .\port$2285$0 (\$439 ),
+    .\port$2287$0 (\$440 ),
+    .\port$2289$0 (\$441 ),
+    .\port$2291$0 (\$442 ),
+    .\port$2293$0 (\$443 ),
+    .\port$2295$0 (\$444 ),
+    .\port$2297$0 (\$445 ),
+    .\port$2299$0 (\$446 ),
+    .\port$2301$0 (\$447 ),
+    .\port$2303$0 (\$448 ),
+    .\port$2305$0 (\$449 ),
+    .\port$2307$0 (\$450 ),
+    .\port$2309$0 (\$451 ),
+    .\port$2311$0 (\$452 ),
+    .\port$2313$0 (\$453 ),
+    .\port$2315$0 (\$454 ),
+    .\port$2317$0 (\$455 ),
+    .\port$2319$0 (\$456 ),
+    .\port$2321$0 (\$457 ),
     .\r_en$39 (\responses__ready$236 ),
-    .read_data(\read_data$364 ),
+    .read_data(\read_data$306 ),
     .requests__ready(requests__14__ready),
     .requests__valid(\requests__valid$232 ),
     .responses__payload(responses__14__payload),
@@ -12324,38 +12359,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$303 ),
-    .maint__hold(\maint__hold$335 ),
-    .maint__read(\maint__read$334 ),
+    .maint__clear(\maint__clear$331 ),
+    .maint__hold(\maint__hold$363 ),
+    .maint__read(\maint__read$362 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2331$0 (\$458 ),
-    .\port$2333$0 (\$459 ),
-    .\port$2335$0 (\$460 ),
-    .\port$2337$0 (\$461 ),
-    .\port$2339$0 (\$462 ),
-    .\port$2341$0 (\$463 ),
-    .\port$2343$0 (\$464 ),
-    .\port$2345$0 (\$465 ),
-    .\port$2347$0 (\$466 ),
-    .\port$2349$0 (\$467 ),
-    .\port$2351$0 (\$468 ),
-    .\port$2353$0 (\$469 ),
-    .\port$2355$0 (\$470 ),
-    .\port$2357$0 (\$471 ),
-    .\port$2359$0 (\$472 ),
-    .\port$2361$0 (\$473 ),
-    .\port$2363$0 (\$474 ),
-    .\port$2365$0 (\$475 ),
-    .\port$2367$0 (\$476 ),
-    .\port$2369$0 (\$477 ),
-    .\port$2371$0 (\$478 ),
-    .\port$2373$0 (\$479 ),
-    .\port$2375$0 (\$480 ),
-    .\port$2377$0 (\$481 ),
-    .\port$2379$0 (\$482 ),
-    .\port$2381$0 (\$483 ),
+    .\port$2324$0 (\$458 ),
+    .\port$2326$0 (\$459 ),
+    .\port$2328$0 (\$460 ),
+    .\port$2330$0 (\$461 ),
+    .\port$2332$0 (\$462 ),
+    .\port$2334$0 (\$463 ),
+    .\port$2336$0 (\$464 ),
+    .\port$2338$0 (\$465 ),
+    .\port$2340$0 (\$466 ),
+    .\port$2342$0 (\$467 ),
+    .\port$2344$0 (\$468 ),
+    .\port$2346$0 (\$469 ),
+    .\port$2348$0 (\$470 ),
+    .\port$2350$0 (\$471 ),
+    .\port$2352$0 (\$472 ),
+    .\port$2354$0 (\$473 ),
+    .\port$2356$0 (\$474 ),
+    .\port$2358$0 (\$475 ),
+    .\port$2360$0 (\$476 ),
+    .\port$2362$0 (\$477 ),
+    .\port$2364$0 (\$478 ),
+    .\port$2366$0 (\$479 ),
+    .\port$2368$0 (\$480 ),
+    .\port$2370$0 (\$481 ),
+    .\port$2372$0 (\$482 ),
+    .\port$2374$0 (\$483 ),
     .\r_en$39 (\responses__ready$250 ),
-    .read_data(\read_data$365 ),
+    .read_data(\read_data$307 ),
     .requests__ready(requests__15__ready),
     .requests__valid(\requests__valid$246 ),
     .responses__payload(responses__15__payload),
@@ -12366,38 +12401,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$290 ),
-    .maint__hold(\maint__hold$309 ),
-    .maint__read(\maint__read$308 ),
+    .maint__clear(\maint__clear$318 ),
+    .maint__hold(\maint__hold$337 ),
+    .maint__read(\maint__read$336 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1642$0 (\$120 ),
-    .\port$1644$0 (\$121 ),
-    .\port$1646$0 (\$122 ),
-    .\port$1648$0 (\$123 ),
-    .\port$1650$0 (\$124 ),
-    .\port$1652$0 (\$125 ),
-    .\port$1654$0 (\$126 ),
-    .\port$1656$0 (\$127 ),
-    .\port$1658$0 (\$128 ),
-    .\port$1660$0 (\$129 ),
-    .\port$1662$0 (\$130 ),
-    .\port$1664$0 (\$131 ),
-    .\port$1666$0 (\$132 ),
-    .\port$1668$0 (\$133 ),
-    .\port$1670$0 (\$134 ),
-    .\port$1672$0 (\$135 ),
-    .\port$1674$0 (\$136 ),
-    .\port$1676$0 (\$137 ),
-    .\port$1678$0 (\$138 ),
-    .\port$1680$0 (\$139 ),
-    .\port$1682$0 (\$140 ),
-    .\port$1684$0 (\$141 ),
-    .\port$1686$0 (\$142 ),
-    .\port$1688$0 (\$143 ),
-    .\port$1690$0 (\$144 ),
-    .\port$1692$0 (\$145 ),
+    .\port$1635$0 (\$120 ),
+    .\port$1637$0 (\$121 ),
+    .\port$1639$0 (\$122 ),
+    .\port$1641$0 (\$123 ),
+    .\port$1643$0 (\$124 ),
+    .\port$1645$0 (\$125 ),
+    .\port$1647$0 (\$126 ),
+    .\port$1649$0 (\$127 ),
+    .\port$1651$0 (\$128 ),
+    .\port$1653$0 (\$129 ),
+    .\port$1655$0 (\$130 ),
+    .\port$1657$0 (\$131 ),
+    .\port$1659$0 (\$132 ),
+    .\port$1661$0 (\$133 ),
+    .\port$1663$0 (\$134 ),
+    .\port$1665$0 (\$135 ),
+    .\port$1667$0 (\$136 ),
+    .\port$1669$0 (\$137 ),
+    .\port$1671$0 (\$138 ),
+    .\port$1673$0 (\$139 ),
+    .\port$1675$0 (\$140 ),
+    .\port$1677$0 (\$141 ),
+    .\port$1679$0 (\$142 ),
+    .\port$1681$0 (\$143 ),
+    .\port$1683$0 (\$144 ),
+    .\port$1685$0 (\$145 ),
     .\r_en$39 (\responses__ready$68 ),
-    .read_data(\read_data$352 ),
+    .read_data(\read_data$294 ),
     .requests__ready(requests__2__ready),
     .requests__valid(\requests__valid$64 ),
     .responses__payload(responses__2__payload),
@@ -12408,38 +12443,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$291 ),
-    .maint__hold(\maint__hold$311 ),
-    .maint__read(\maint__read$310 ),
+    .maint__clear(\maint__clear$319 ),
+    .maint__hold(\maint__hold$339 ),
+    .maint__read(\maint__read$338 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1695$0 (\$146 ),
-    .\port$1697$0 (\$147 ),
-    .\port$1699$0 (\$148 ),
-    .\port$1701$0 (\$149 ),
-    .\port$1703$0 (\$150 ),
-    .\port$1705$0 (\$151 ),
-    .\port$1707$0 (\$152 ),
-    .\port$1709$0 (\$153 ),
-    .\port$1711$0 (\$154 ),
-    .\port$1713$0 (\$155 ),
-    .\port$1715$0 (\$156 ),
-    .\port$1717$0 (\$157 ),
-    .\port$1719$0 (\$158 ),
-    .\port$1721$0 (\$159 ),
-    .\port$1723$0 (\$160 ),
-    .\port$1725$0 (\$161 ),
-    .\port$1727$0 (\$162 ),
-    .\port$1729$0 (\$163 ),
-    .\port$1731$0 (\$164 ),
-    .\port$1733$0 (\$165 ),
-    .\port$1735$0 (\$166 ),
-    .\port$1737$0 (\$167 ),
-    .\port$1739$0 (\$168 ),
-    .\port$1741$0 (\$169 ),
-    .\port$1743$0 (\$170 ),
-    .\port$1745$0 (\$171 ),
+    .\port$1688$0 (\$146 ),
+    .\port$1690$0 (\$147 ),
+    .\port$1692$0 (\$148 ),
+    .\port$1694$0 (\$149 ),
+    .\port$1696$0 (\$150 ),
+    .\port$1698$0 (\$151 ),
+    .\port$1700$0 (\$152 ),
+    .\port$1702$0 (\$153 ),
+    .\port$1704$0 (\$154 ),
+    .\port$1706$0 (\$155 ),
+    .\port$1708$0 (\$156 ),
+    .\port$1710$0 (\$157 ),
+    .\port$1712$0 (\$158 ),
+    .\port$1714$0 (\$159 ),
+    .\port$1716$0 (\$160 ),
+    .\port$1718$0 (\$161 ),
+    .\port$1720$0 (\$162 ),
+    .\port$1722$0 (\$163 ),
+    .\port$1724$0 (\$164 ),
+    .\port$1726$0 (\$165 ),
+    .\port$1728$0 (\$166 ),
+    .\port$1730$0 (\$167 ),
+    .\port$1732$0 (\$168 ),
+    .\port$1734$0 (\$169 ),
+    .\port$1736$0 (\$170 ),
+    .\port$1738$0 (\$171 ),
     .\r_en$39 (\responses__ready$82 ),
-    .read_data(\read_data$353 ),
+    .read_data(\read_data$295 ),
     .requests__ready(requests__3__ready),
     .requests__valid(\requests__valid$78 ),
     .responses__payload(responses__3__payload),
@@ -12450,38 +12485,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$292 ),
-    .maint__hold(\maint__hold$313 ),
-    .maint__read(\maint__read$312 ),
+    .maint__clear(\maint__clear$320 ),
+    .maint__hold(\maint__hold$341 ),
+    .maint__read(\maint__read$340 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1748$0 (\$172 ),
-    .\port$1750$0 (\$173 ),
-    .\port$1752$0 (\$174 ),
-    .\port$1754$0 (\$175 ),
-    .\port$1756$0 (\$176 ),
-    .\port$1758$0 (\$177 ),
-    .\port$1760$0 (\$178 ),
-    .\port$1762$0 (\$179 ),
-    .\port$1764$0 (\$180 ),
-    .\port$1766$0 (\$181 ),
-    .\port$1768$0 (\$182 ),
-    .\port$1770$0 (\$183 ),
-    .\port$1772$0 (\$184 ),
-    .\port$1774$0 (\$185 ),
-    .\port$1776$0 (\$186 ),
-    .\port$1778$0 (\$187 ),
-    .\port$1780$0 (\$188 ),
-    .\port$1782$0 (\$189 ),
-    .\port$1784$0 (\$190 ),
-    .\port$1786$0 (\$191 ),
-    .\port$1788$0 (\$192 ),
-    .\port$1790$0 (\$193 ),
-    .\port$1792$0 (\$194 ),
-    .\port$1794$0 (\$195 ),
-    .\port$1796$0 (\$196 ),
-    .\port$1798$0 (\$197 ),
+    .\port$1741$0 (\$172 ),
+    .\port$1743$0 (\$173 ),
+    .\port$1745$0 (\$174 ),
+    .\port$1747$0 (\$175 ),
+    .\port$1749$0 (\$176 ),
+    .\port$1751$0 (\$177 ),
+    .\port$1753$0 (\$178 ),
+    .\port$1755$0 (\$179 ),
+    .\port$1757$0 (\$180 ),
+    .\port$1759$0 (\$181 ),
+    .\port$1761$0 (\$182 ),
+    .\port$1763$0 (\$183 ),
+    .\port$1765$0 (\$184 ),
+    .\port$1767$0 (\$185 ),
+    .\port$1769$0 (\$186 ),
+    .\port$1771$0 (\$187 ),
+    .\port$1773$0 (\$188 ),
+    .\port$1775$0 (\$189 ),
+    .\port$1777$0 (\$190 ),
+    .\port$1779$0 (\$191 ),
+    .\port$1781$0 (\$192 ),
+    .\port$1783$0 (\$193 ),
+    .\port$1785$0 (\$194 ),
+    .\port$1787$0 (\$195 ),
+    .\port$1789$0 (\$196 ),
+    .\port$1791$0 (\$197 ),
     .\r_en$39 (\responses__ready$96 ),
-    .read_data(\read_data$354 ),
+    .read_data(\read_data$296 ),
     .requests__ready(requests__4__ready),
     .requests__valid(\requests__valid$92 ),
     .responses__payload(responses__4__payload),
@@ -12492,38 +12527,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$293 ),
-    .maint__hold(\maint__hold$315 ),
-    .maint__read(\maint__read$314 ),
+    .maint__clear(\maint__clear$321 ),
+    .maint__hold(\maint__hold$343 ),
+    .maint__read(\maint__read$342 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1801$0 (\$198 ),
-    .\port$1803$0 (\$199 ),
-    .\port$1805$0 (\$200 ),
-    .\port$1807$0 (\$201 ),
-    .\port$1809$0 (\$202 ),
-    .\port$1811$0 (\$203 ),
-    .\port$1813$0 (\$204 ),
-    .\port$1815$0 (\$205 ),
-    .\port$1817$0 (\$206 ),
-    .\port$1819$0 (\$207 ),
-    .\port$1821$0 (\$208 ),
-    .\port$1823$0 (\$209 ),
-    .\port$1825$0 (\$210 ),
-    .\port$1827$0 (\$211 ),
-    .\port$1829$0 (\$212 ),
-    .\port$1831$0 (\$213 ),
-    .\port$1833$0 (\$214 ),
-    .\port$1835$0 (\$215 ),
-    .\port$1837$0 (\$216 ),
-    .\port$1839$0 (\$217 ),
-    .\port$1841$0 (\$218 ),
-    .\port$1843$0 (\$219 ),
-    .\port$1845$0 (\$220 ),
-    .\port$1847$0 (\$221 ),
-    .\port$1849$0 (\$222 ),
-    .\port$1851$0 (\$223 ),
+    .\port$1794$0 (\$198 ),
+    .\port$1796$0 (\$199 ),
+    .\port$1798$0 (\$200 ),
+    .\port$1800$0 (\$201 ),
+    .\port$1802$0 (\$202 ),
+    .\port$1804$0 (\$203 ),
+    .\port$1806$0 (\$204 ),
+    .\port$1808$0 (\$205 ),
+    .\port$1810$0 (\$206 ),
+    .\port$1812$0 (\$207 ),
+    .\port$1814$0 (\$208 ),
+    .\port$1816$0 (\$209 ),
+    .\port$1818$0 (\$210 ),
+    .\port$1820$0 (\$211 ),
+    .\port$1822$0 (\$212 ),
+    .\port$1824$0 (\$213 ),
+    .\port$1826$0 (\$214 ),
+    .\port$1828$0 (\$215 ),
+    .\port$1830$0 (\$216 ),
+    .\port$1832$0 (\$217 ),
+    .\port$1834$0 (\$218 ),
+    .\port$1836$0 (\$219 ),
+    .\port$1838$0 (\$220 ),
+    .\port$1840$0 (\$221 ),
+    .\port$1842$0 (\$222 ),
+    .\port$1844$0 (\$223 ),
     .\r_en$39 (\responses__ready$110 ),
-    .read_data(\read_data$355 ),
+    .read_data(\read_data$297 ),
     .requests__ready(requests__5__ready),
     .requests__valid(\requests__valid$106 ),
     .responses__payload(responses__5__payload),
@@ -12534,38 +12569,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$294 ),
-    .maint__hold(\maint__hold$317 ),
-    .maint__read(\maint__read$316 ),
+    .maint__clear(\maint__clear$322 ),
+    .maint__hold(\maint__hold$345 ),
+    .maint__read(\maint__read$344 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1854$0 (\$224 ),
-    .\port$1856$0 (\$225 ),
-    .\port$1858$0 (\$226 ),
-    .\port$1860$0 (\$227 ),
-    .\port$1862$0 (\$228 ),
-    .\port$1864$0 (\$229 ),
-    .\port$1866$0 (\$230 ),
-    .\port$1868$0 (\$231 ),
-    .\port$1870$0 (\$232 ),
-    .\port$1872$0 (\$233 ),
-    .\port$1874$0 (\$234 ),
-    .\port$1876$0 (\$235 ),
-    .\port$1878$0 (\$236 ),
-    .\port$1880$0 (\$237 ),
-    .\port$1882$0 (\$238 ),
-    .\port$1884$0 (\$239 ),
-    .\port$1886$0 (\$240 ),
-    .\port$1888$0 (\$241 ),
-    .\port$1890$0 (\$242 ),
-    .\port$1892$0 (\$243 ),
-    .\port$1894$0 (\$244 ),
-    .\port$1896$0 (\$245 ),
-    .\port$1898$0 (\$246 ),
-    .\port$1900$0 (\$247 ),
-    .\port$1902$0 (\$248 ),
-    .\port$1904$0 (\$249 ),
+    .\port$1847$0 (\$224 ),
+    .\port$1849$0 (\$225 ),
+    .\port$1851$0 (\$226 ),
+    .\port$1853$0 (\$227 ),
+    .\port$1855$0 (\$228 ),
+    .\port$1857$0 (\$229 ),
+    .\port$1859$0 (\$230 ),
+    .\port$1861$0 (\$231 ),
+    .\port$1863$0 (\$232 ),
+    .\port$1865$0 (\$233 ),
+    .\port$1867$0 (\$234 ),
+    .\port$1869$0 (\$235 ),
+    .\port$1871$0 (\$236 ),
+    .\port$1873$0 (\$237 ),
+    .\port$1875$0 (\$238 ),
+    .\port$1877$0 (\$239 ),
+    .\port$1879$0 (\$240 ),
+    .\port$1881$0 (\$241 ),
+    .\port$1883$0 (\$242 ),
+    .\port$1885$0 (\$243 ),
+    .\port$1887$0 (\$244 ),
+    .\port$1889$0 (\$245 ),
+    .\port$1891$0 (\$246 ),
+    .\port$1893$0 (\$247 ),
+    .\port$1895$0 (\$248 ),
+    .\port$1897$0 (\$249 ),
     .\r_en$39 (\responses__ready$124 ),
-    .read_data(\read_data$356 ),
+    .read_data(\read_data$298 ),
     .requests__ready(requests__6__ready),
     .requests__valid(\requests__valid$120 ),
     .responses__payload(responses__6__payload),
@@ -12576,38 +12611,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$295 ),
-    .maint__hold(\maint__hold$319 ),
-    .maint__read(\maint__read$318 ),
+    .maint__clear(\maint__clear$323 ),
+    .maint__hold(\maint__hold$347 ),
+    .maint__read(\maint__read$346 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1907$0 (\$250 ),
-    .\port$1909$0 (\$251 ),
-    .\port$1911$0 (\$252 ),
-    .\port$1913$0 (\$253 ),
-    .\port$1915$0 (\$254 ),
-    .\port$1917$0 (\$255 ),
-    .\port$1919$0 (\$256 ),
-    .\port$1921$0 (\$257 ),
-    .\port$1923$0 (\$258 ),
-    .\port$1925$0 (\$259 ),
-    .\port$1927$0 (\$260 ),
-    .\port$1929$0 (\$261 ),
-    .\port$1931$0 (\$262 ),
-    .\port$1933$0 (\$263 ),
-    .\port$1935$0 (\$264 ),
-    .\port$1937$0 (\$265 ),
-    .\port$1939$0 (\$266 ),
-    .\port$1941$0 (\$267 ),
-    .\port$1943$0 (\$268 ),
-    .\port$1945$0 (\$269 ),
-    .\port$1947$0 (\$270 ),
-    .\port$1949$0 (\$271 ),
-    .\port$1951$0 (\$272 ),
-    .\port$1953$0 (\$273 ),
-    .\port$1955$0 (\$274 ),
-    .\port$1957$0 (\$275 ),
+    .\port$1900$0 (\$250 ),
+    .\port$1902$0 (\$251 ),
+    .\port$1904$0 (\$252 ),
+    .\port$1906$0 (\$253 ),
+    .\port$1908$0 (\$254 ),
+    .\port$1910$0 (\$255 ),
+    .\port$1912$0 (\$256 ),
+    .\port$1914$0 (\$257 ),
+    .\port$1916$0 (\$258 ),
+    .\port$1918$0 (\$259 ),
+    .\port$1920$0 (\$260 ),
+    .\port$1922$0 (\$261 ),
+    .\port$1924$0 (\$262 ),
+    .\port$1926$0 (\$263 ),
+    .\port$1928$0 (\$264 ),
+    .\port$1930$0 (\$265 ),
+    .\port$1932$0 (\$266 ),
+    .\port$1934$0 (\$267 ),
+    .\port$1936$0 (\$268 ),
+    .\port$1938$0 (\$269 ),
+    .\port$1940$0 (\$270 ),
+    .\port$1942$0 (\$271 ),
+    .\port$1944$0 (\$272 ),
+    .\port$1946$0 (\$273 ),
+    .\port$1948$0 (\$274 ),
+    .\port$1950$0 (\$275 ),
     .\r_en$39 (\responses__ready$138 ),
-    .read_data(\read_data$357 ),
+    .read_data(\read_data$299 ),
     .requests__ready(requests__7__ready),
     .requests__valid(\requests__valid$134 ),
     .responses__payload(responses__7__payload),
@@ -12618,38 +12653,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$296 ),
-    .maint__hold(\maint__hold$321 ),
-    .maint__read(\maint__read$320 ),
+    .maint__clear(\maint__clear$324 ),
+    .maint__hold(\maint__hold$349 ),
+    .maint__read(\maint__read$348 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1960$0 (\$276 ),
-    .\port$1962$0 (\$277 ),
-    .\port$1964$0 (\$278 ),
-    .\port$1966$0 (\$279 ),
-    .\port$1968$0 (\$280 ),
-    .\port$1970$0 (\$281 ),
-    .\port$1972$0 (\$282 ),
-    .\port$1974$0 (\$283 ),
-    .\port$1976$0 (\$284 ),
-    .\port$1978$0 (\$285 ),
-    .\port$1980$0 (\$286 ),
-    .\port$1982$0 (\$287 ),
-    .\port$1984$0 (\$288 ),
-    .\port$1986$0 (\$289 ),
-    .\port$1988$0 (\$290 ),
-    .\port$1990$0 (\$291 ),
-    .\port$1992$0 (\$292 ),
-    .\port$1994$0 (\$293 ),
-    .\port$1996$0 (\$294 ),
-    .\port$1998$0 (\$295 ),
-    .\port$2000$0 (\$296 ),
-    .\port$2002$0 (\$297 ),
-    .\port$2004$0 (\$298 ),
-    .\port$2006$0 (\$299 ),
-    .\port$2008$0 (\$300 ),
-    .\port$2010$0 (\$301 ),
+    .\port$1953$0 (\$276 ),
+    .\port$1955$0 (\$277 ),
+    .\port$1957$0 (\$278 ),
+    .\port$1959$0 (\$279 ),
+    .\port$1961$0 (\$280 ),
+    .\port$1963$0 (\$281 ),
+    .\port$1965$0 (\$282 ),
+    .\port$1967$0 (\$283 ),
+    .\port$1969$0 (\$284 ),
+    .\port$1971$0 (\$285 ),
+    .\port$1973$0 (\$286 ),
+    .\port$1975$0 (\$287 ),
+    .\port$1977$0 (\$288 ),
+    .\port$1979$0 (\$289 ),
+    .\port$1981$0 (\$290 ),
+    .\port$1983$0 (\$291 ),
+    .\port$1985$0 (\$292 ),
+    .\port$1987$0 (\$293 ),
+    .\port$1989$0 (\$294 ),
+    .\port$1991$0 (\$295 ),
+    .\port$1993$0 (\$296 ),
+    .\port$1995$0 (\$297 ),
+    .\port$1997$0 (\$298 ),
+    .\port$1999$0 (\$299 ),
+    .\port$2001$0 (\$300 ),
+    .\port$2003$0 (\$301 ),
     .\r_en$39 (\responses__ready$152 ),
-    .read_data(\read_data$358 ),
+    .read_data(\read_data$300 ),
     .requests__ready(requests__8__ready),
     .requests__valid(\requests__valid$148 ),
     .responses__payload(responses__8__payload),
@@ -12660,50 +12695,59 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$297 ),
-    .maint__hold(\maint__hold$323 ),
-    .maint__read(\maint__read$322 ),
+    .maint__clear(\maint__clear$325 ),
+    .maint__hold(\maint__hold$351 ),
+    .maint__read(\maint__read$350 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$2013$0 (\$302 ),
-    .\port$2015$0 (\$303 ),
-    .\port$2017$0 (\$304 ),
-    .\port$2019$0 (\$305 ),
-    .\port$2021$0 (\$306 ),
-    .\port$2023$0 (\$307 ),
-    .\port$2025$0 (\$308 ),
-    .\port$2027$0 (\$309 ),
-    .\port$2029$0 (\$310 ),
-    .\port$2031$0 (\$311 ),
-    .\port$2033$0 (\$312 ),
-    .\port$2035$0 (\$313 ),
-    .\port$2037$0 (\$314 ),
-    .\port$2039$0 (\$315 ),
-    .\port$2041$0 (\$316 ),
-    .\port$2043$0 (\$317 ),
-    .\port$2045$0 (\$318 ),
-    .\port$2047$0 (\$319 ),
-    .\port$2049$0 (\$320 ),
-    .\port$2051$0 (\$321 ),
-    .\port$2053$0 (\$322 ),
-    .\port$2055$0 (\$323 ),
-    .\port$2057$0 (\$324 ),
-    .\port$2059$0 (\$325 ),
-    .\port$2061$0 (\$326 ),
-    .\port$2063$0 (\$327 ),
+    .\port$2006$0 (\$302 ),
+    .\port$2008$0 (\$303 ),
+    .\port$2010$0 (\$304 ),
+    .\port$2012$0 (\$305 ),
+    .\port$2014$0 (\$306 ),
+    .\port$2016$0 (\$307 ),
+    .\port$2018$0 (\$308 ),
+    .\port$2020$0 (\$309 ),
+    .\port$2022$0 (\$310 ),
+    .\port$2024$0 (\$311 ),
+    .\port$2026$0 (\$312 ),
+    .\port$2028$0 (\$313 ),
+    .\port$2030$0 (\$314 ),
+    .\port$2032$0 (\$315 ),
+    .\port$2034$0 (\$316 ),
+    .\port$2036$0 (\$317 ),
+    .\port$2038$0 (\$318 ),
+    .\port$2040$0 (\$319 ),
+    .\port$2042$0 (\$320 ),
+    .\port$2044$0 (\$321 ),
+    .\port$2046$0 (\$322 ),
+    .\port$2048$0 (\$323 ),
+    .\port$2050$0 (\$324 ),
+    .\port$2052$0 (\$325 ),
+    .\port$2054$0 (\$326 ),
+    .\port$2056$0 (\$327 ),
     .\r_en$39 (\responses__ready$166 ),
-    .read_data(\read_data$359 ),
+    .read_data(\read_data$301 ),
     .requests__ready(requests__9__ready),
     .requests__valid(\requests__valid$162 ),
     .responses__payload(responses__9__payload),
     .responses__valid(responses__9__valid),
     .rst(rst)
   );
+  \hotline_accelerator.engine.dump_fifo  dump_fifo (
+    .clk(clk),
+    .r_data(dump__payload),
+    .r_en(dump__ready),
+    .r_rdy(dump__valid),
+    .rst(rst),
+    .w_en(\w_en$308 ),
+    .w_port__data(record)
+  );
   \hotline_accelerator.engine.hash  hash (
-    .advance(\i__ready$343 ),
+    .advance(\i__ready$371 ),
     .busy(busy),
     .clk(clk),
-    .i__payload(\i__payload$340 ),
-    .i__valid(\i__valid$336 ),
+    .i__payload(\i__payload$368 ),
+    .i__valid(\i__valid$364 ),
     .o__payload(i__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -12795,422 +12839,422 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     .beats__valid(beats__valid),
     .busy(\busy$259 ),
     .clk(clk),
-    .\port$1536$0 (\$68 ),
-    .\port$1538$0 (\$69 ),
-    .\port$1540$0 (\$70 ),
-    .\port$1542$0 (\$71 ),
-    .\port$1544$0 (\$72 ),
-    .\port$1546$0 (\$73 ),
-    .\port$1548$0 (\$74 ),
-    .\port$1550$0 (\$75 ),
-    .\port$1552$0 (\$76 ),
-    .\port$1554$0 (\$77 ),
-    .\port$1556$0 (\$78 ),
-    .\port$1558$0 (\$79 ),
-    .\port$1560$0 (\$80 ),
-    .\port$1562$0 (\$81 ),
-    .\port$1564$0 (\$82 ),
-    .\port$1566$0 (\$83 ),
-    .\port$1568$0 (\$84 ),
-    .\port$1570$0 (\$85 ),
-    .\port$1572$0 (\$86 ),
-    .\port$1574$0 (\$87 ),
-    .\port$1576$0 (\$88 ),
-    .\port$1578$0 (\$89 ),
-    .\port$1580$0 (\$90 ),
-    .\port$1582$0 (\$91 ),
-    .\port$1584$0 (\$92 ),
-    .\port$1586$0 (\$93 ),
-    .\port$1589$0 (\$94 ),
-    .\port$1591$0 (\$95 ),
-    .\port$1593$0 (\$96 ),
-    .\port$1595$0 (\$97 ),
-    .\port$1597$0 (\$98 ),
-    .\port$1599$0 (\$99 ),
-    .\port$1601$0 (\$100 ),
-    .\port$1603$0 (\$101 ),
-    .\port$1605$0 (\$102 ),
-    .\port$1607$0 (\$103 ),
-    .\port$1609$0 (\$104 ),
-    .\port$1611$0 (\$105 ),
-    .\port$1613$0 (\$106 ),
-    .\port$1615$0 (\$107 ),
-    .\port$1617$0 (\$108 ),
-    .\port$1619$0 (\$109 ),
-    .\port$1621$0 (\$110 ),
-    .\port$1623$0 (\$111 ),
-    .\port$1625$0 (\$112 ),
-    .\port$1627$0 (\$113 ),
-    .\port$1629$0 (\$114 ),
-    .\port$1631$0 (\$115 ),
-    .\port$1633$0 (\$116 ),
-    .\port$1635$0 (\$117 ),
-    .\port$1637$0 (\$118 ),
-    .\port$1639$0 (\$119 ),
-    .\port$1642$0 (\$120 ),
-    .\port$1644$0 (\$121 ),
-    .\port$1646$0 (\$122 ),
-    .\port$1648$0 (\$123 ),
-    .\port$1650$0 (\$124 ),
-    .\port$1652$0 (\$125 ),
-    .\port$1654$0 (\$126 ),
-    .\port$1656$0 (\$127 ),
-    .\port$1658$0 (\$128 ),
-    .\port$1660$0 (\$129 ),
-    .\port$1662$0 (\$130 ),
-    .\port$1664$0 (\$131 ),
-    .\port$1666$0 (\$132 ),
-    .\port$1668$0 (\$133 ),
-    .\port$1670$0 (\$134 ),
-    .\port$1672$0 (\$135 ),
-    .\port$1674$0 (\$136 ),
-    .\port$1676$0 (\$137 ),
-    .\port$1678$0 (\$138 ),
-    .\port$1680$0 (\$139 ),
-    .\port$1682$0 (\$140 ),
-    .\port$1684$0 (\$141 ),
-    .\port$1686$0 (\$142 ),
-    .\port$1688$0 (\$143 ),
-    .\port$1690$0 (\$144 ),
-    .\port$1692$0 (\$145 ),
-    .\port$1695$0 (\$146 ),
-    .\port$1697$0 (\$147 ),
-    .\port$1699$0 (\$148 ),
-    .\port$1701$0 (\$149 ),
-    .\port$1703$0 (\$150 ),
-    .\port$1705$0 (\$151 ),
-    .\port$1707$0 (\$152 ),
-    .\port$1709$0 (\$153 ),
-    .\port$1711$0 (\$154 ),
-    .\port$1713$0 (\$155 ),
-    .\port$1715$0 (\$156 ),
-    .\port$1717$0 (\$157 ),
-    .\port$1719$0 (\$158 ),
-    .\port$1721$0 (\$159 ),
-    .\port$1723$0 (\$160 ),
-    .\port$1725$0 (\$161 ),
-    .\port$1727$0 (\$162 ),
-    .\port$1729$0 (\$163 ),
-    .\port$1731$0 (\$164 ),
-    .\port$1733$0 (\$165 ),
-    .\port$1735$0 (\$166 ),
-    .\port$1737$0 (\$167 ),
-    .\port$1739$0 (\$168 ),
-    .\port$1741$0 (\$169 ),
-    .\port$1743$0 (\$170 ),
-    .\port$1745$0 (\$171 ),
-    .\port$1748$0 (\$172 ),
-    .\port$1750$0 (\$173 ),
-    .\port$1752$0 (\$174 ),
-    .\port$1754$0 (\$175 ),
-    .\port$1756$0 (\$176 ),
-    .\port$1758$0 (\$177 ),
-    .\port$1760$0 (\$178 ),
-    .\port$1762$0 (\$179 ),
-    .\port$1764$0 (\$180 ),
-    .\port$1766$0 (\$181 ),
-    .\port$1768$0 (\$182 ),
-    .\port$1770$0 (\$183 ),
-    .\port$1772$0 (\$184 ),
-    .\port$1774$0 (\$185 ),
-    .\port$1776$0 (\$186 ),
-    .\port$1778$0 (\$187 ),
-    .\port$1780$0 (\$188 ),
-    .\port$1782$0 (\$189 ),
-    .\port$1784$0 (\$190 ),
-    .\port$1786$0 (\$191 ),
-    .\port$1788$0 (\$192 ),
-    .\port$1790$0 (\$193 ),
-    .\port$1792$0 (\$194 ),
-    .\port$1794$0 (\$195 ),
-    .\port$1796$0 (\$196 ),
-    .\port$1798$0 (\$197 ),
-    .\port$1801$0 (\$198 ),
-    .\port$1803$0 (\$199 ),
-    .\port$1805$0 (\$200 ),
-    .\port$1807$0 (\$201 ),
-    .\port$1809$0 (\$202 ),
-    .\port$1811$0 (\$203 ),
-    .\port$1813$0 (\$204 ),
-    .\port$1815$0 (\$205 ),
-    .\port$1817$0 (\$206 ),
-    .\port$1819$0 (\$207 ),
-    .\port$1821$0 (\$208 ),
-    .\port$1823$0 (\$209 ),
-    .\port$1825$0 (\$210 ),
-    .\port$1827$0 (\$211 ),
-    .\port$1829$0 (\$212 ),
-    .\port$1831$0 (\$213 ),
-    .\port$1833$0 (\$214 ),
-    .\port$1835$0 (\$215 ),
-    .\port$1837$0 (\$216 ),
-    .\port$1839$0 (\$217 ),
-    .\port$1841$0 (\$218 ),
-    .\port$1843$0 (\$219 ),
-    .\port$1845$0 (\$220 ),
-    .\port$1847$0 (\$221 ),
-    .\port$1849$0 (\$222 ),
-    .\port$1851$0 (\$223 ),
-    .\port$1854$0 (\$224 ),
-    .\port$1856$0 (\$225 ),
-    .\port$1858$0 (\$226 ),
-    .\port$1860$0 (\$227 ),
-    .\port$1862$0 (\$228 ),
-    .\port$1864$0 (\$229 ),
-    .\port$1866$0 (\$230 ),
-    .\port$1868$0 (\$231 ),
-    .\port$1870$0 (\$232 ),
-    .\port$1872$0 (\$233 ),
-    .\port$1874$0 (\$234 ),
-    .\port$1876$0 (\$235 ),
-    .\port$1878$0 (\$236 ),
-    .\port$1880$0 (\$237 ),
-    .\port$1882$0 (\$238 ),
-    .\port$1884$0 (\$239 ),
-    .\port$1886$0 (\$240 ),
-    .\port$1888$0 (\$241 ),
-    .\port$1890$0 (\$242 ),
-    .\port$1892$0 (\$243 ),
-    .\port$1894$0 (\$244 ),
-    .\port$1896$0 (\$245 ),
-    .\port$1898$0 (\$246 ),
-    .\port$1900$0 (\$247 ),
-    .\port$1902$0 (\$248 ),
-    .\port$1904$0 (\$249 ),
-    .\port$1907$0 (\$250 ),
-    .\port$1909$0 (\$251 ),
-    .\port$1911$0 (\$252 ),
-    .\port$1913$0 (\$253 ),
-    .\port$1915$0 (\$254 ),
-    .\port$1917$0 (\$255 ),
-    .\port$1919$0 (\$256 ),
-    .\port$1921$0 (\$257 ),
-    .\port$1923$0 (\$258 ),
-    .\port$1925$0 (\$259 ),
-    .\port$1927$0 (\$260 ),
-    .\port$1929$0 (\$261 ),
-    .\port$1931$0 (\$262 ),
-    .\port$1933$0 (\$263 ),
-    .\port$1935$0 (\$264 ),
-    .\port$1937$0 (\$265 ),
-    .\port$1939$0 (\$266 ),
-    .\port$1941$0 (\$267 ),
-    .\port$1943$0 (\$268 ),
-    .\port$1945$0 (\$269 ),
-    .\port$1947$0 (\$270 ),
-    .\port$1949$0 (\$271 ),
-    .\port$1951$0 (\$272 ),
-    .\port$1953$0 (\$273 ),
-    .\port$1955$0 (\$274 ),
-    .\port$1957$0 (\$275 ),
-    .\port$1960$0 (\$276 ),
-    .\port$1962$0 (\$277 ),
-    .\port$1964$0 (\$278 ),
-    .\port$1966$0 (\$279 ),
-    .\port$1968$0 (\$280 ),
-    .\port$1970$0 (\$281 ),
-    .\port$1972$0 (\$282 ),
-    .\port$1974$0 (\$283 ),
-    .\port$1976$0 (\$284 ),
-    .\port$1978$0 (\$285 ),
-    .\port$1980$0 (\$286 ),
-    .\port$1982$0 (\$287 ),
-    .\port$1984$0 (\$288 ),
-    .\port$1986$0 (\$289 ),
-    .\port$1988$0 (\$290 ),
-    .\port$1990$0 (\$291 ),
-    .\port$1992$0 (\$292 ),
-    .\port$1994$0 (\$293 ),
-    .\port$1996$0 (\$294 ),
-    .\port$1998$0 (\$295 ),
-    .\port$2000$0 (\$296 ),
-    .\port$2002$0 (\$297 ),
-    .\port$2004$0 (\$298 ),
-    .\port$2006$0 (\$299 ),
-    .\port$2008$0 (\$300 ),
-    .\port$2010$0 (\$301 ),
-    .\port$2013$0 (\$302 ),
-    .\port$2015$0 (\$303 ),
-    .\port$2017$0 (\$304 ),
-    .\port$2019$0 (\$305 ),
-    .\port$2021$0 (\$306 ),
-    .\port$2023$0 (\$307 ),
-    .\port$2025$0 (\$308 ),
-    .\port$2027$0 (\$309 ),
-    .\port$2029$0 (\$310 ),
-    .\port$2031$0 (\$311 ),
-    .\port$2033$0 (\$312 ),
-    .\port$2035$0 (\$313 ),
-    .\port$2037$0 (\$314 ),
-    .\port$2039$0 (\$315 ),
-    .\port$2041$0 (\$316 ),
-    .\port$2043$0 (\$317 ),
-    .\port$2045$0 (\$318 ),
-    .\port$2047$0 (\$319 ),
-    .\port$2049$0 (\$320 ),
-    .\port$2051$0 (\$321 ),
-    .\port$2053$0 (\$322 ),
-    .\port$2055$0 (\$323 ),
-    .\port$2057$0 (\$324 ),
-    .\port$2059$0 (\$325 ),
-    .\port$2061$0 (\$326 ),
-    .\port$2063$0 (\$327 ),
-    .\port$2066$0 (\$328 ),
-    .\port$2068$0 (\$329 ),
-    .\port$2070$0 (\$330 ),
-    .\port$2072$0 (\$331 ),
-    .\port$2074$0 (\$332 ),
-    .\port$2076$0 (\$333 ),
-    .\port$2078$0 (\$334 ),
-    .\port$2080$0 (\$335 ),
-    .\port$2082$0 (\$336 ),
-    .\port$2084$0 (\$337 ),
-    .\port$2086$0 (\$338 ),
-    .\port$2088$0 (\$339 ),
-    .\port$2090$0 (\$340 ),
-    .\port$2092$0 (\$341 ),
-    .\port$2094$0 (\$342 ),
-    .\port$2096$0 (\$343 ),
-    .\port$2098$0 (\$344 ),
-    .\port$2100$0 (\$345 ),
-    .\port$2102$0 (\$346 ),
-    .\port$2104$0 (\$347 ),
-    .\port$2106$0 (\$348 ),
-    .\port$2108$0 (\$349 ),
-    .\port$2110$0 (\$350 ),
-    .\port$2112$0 (\$351 ),
-    .\port$2114$0 (\$352 ),
-    .\port$2116$0 (\$353 ),
-    .\port$2119$0 (\$354 ),
-    .\port$2121$0 (\$355 ),
-    .\port$2123$0 (\$356 ),
-    .\port$2125$0 (\$357 ),
-    .\port$2127$0 (\$358 ),
-    .\port$2129$0 (\$359 ),
-    .\port$2131$0 (\$360 ),
-    .\port$2133$0 (\$361 ),
-    .\port$2135$0 (\$362 ),
-    .\port$2137$0 (\$363 ),
-    .\port$2139$0 (\$364 ),
-    .\port$2141$0 (\$365 ),
-    .\port$2143$0 (\$366 ),
-    .\port$2145$0 (\$367 ),
-    .\port$2147$0 (\$368 ),
-    .\port$2149$0 (\$369 ),
-    .\port$2151$0 (\$370 ),
-    .\port$2153$0 (\$371 ),
-    .\port$2155$0 (\$372 ),
-    .\port$2157$0 (\$373 ),
-    .\port$2159$0 (\$374 ),
-    .\port$2161$0 (\$375 ),
-    .\port$2163$0 (\$376 ),
-    .\port$2165$0 (\$377 ),
-    .\port$2167$0 (\$378 ),
-    .\port$2169$0 (\$379 ),
-    .\port$2172$0 (\$380 ),
-    .\port$2174$0 (\$381 ),
-    .\port$2176$0 (\$382 ),
-    .\port$2178$0 (\$383 ),
-    .\port$2180$0 (\$384 ),
-    .\port$2182$0 (\$385 ),
-    .\port$2184$0 (\$386 ),
-    .\port$2186$0 (\$387 ),
-    .\port$2188$0 (\$388 ),
-    .\port$2190$0 (\$389 ),
-    .\port$2192$0 (\$390 ),
-    .\port$2194$0 (\$391 ),
-    .\port$2196$0 (\$392 ),
-    .\port$2198$0 (\$393 ),
-    .\port$2200$0 (\$394 ),
-    .\port$2202$0 (\$395 ),
-    .\port$2204$0 (\$396 ),
-    .\port$2206$0 (\$397 ),
-    .\port$2208$0 (\$398 ),
-    .\port$2210$0 (\$399 ),
-    .\port$2212$0 (\$400 ),
-    .\port$2214$0 (\$401 ),
-    .\port$2216$0 (\$402 ),
-    .\port$2218$0 (\$403 ),
-    .\port$2220$0 (\$404 ),
-    .\port$2222$0 (\$405 ),
-    .\port$2225$0 (\$406 ),
-    .\port$2227$0 (\$407 ),
-    .\port$2229$0 (\$408 ),
-    .\port$2231$0 (\$409 ),
-    .\port$2233$0 (\$410 ),
-    .\port$2235$0 (\$411 ),
-    .\port$2237$0 (\$412 ),
-    .\port$2239$0 (\$413 ),
-    .\port$2241$0 (\$414 ),
-    .\port$2243$0 (\$415 ),
-    .\port$2245$0 (\$416 ),
-    .\port$2247$0 (\$417 ),
-    .\port$2249$0 (\$418 ),
-    .\port$2251$0 (\$419 ),
-    .\port$2253$0 (\$420 ),
-    .\port$2255$0 (\$421 ),
-    .\port$2257$0 (\$422 ),
-    .\port$2259$0 (\$423 ),
-    .\port$2261$0 (\$424 ),
-    .\port$2263$0 (\$425 ),
-    .\port$2265$0 (\$426 ),
-    .\port$2267$0 (\$427 ),
-    .\port$2269$0 (\$428 ),
-    .\port$2271$0 (\$429 ),
-    .\port$2273$0 (\$430 ),
-    .\port$2275$0 (\$431 ),
-    .\port$2278$0 (\$432 ),
-    .\port$2280$0 (\$433 ),
-    .\port$2282$0 (\$434 ),
-    .\port$2284$0 (\$435 ),
-    .\port$2286$0 (\$436 ),
-    .\port$2288$0 (\$437 ),
-    .\port$2290$0 (\$438 ),
-    .\port$2292$0 (\$439 ),
-    .\port$2294$0 (\$440 ),
-    .\port$2296$0 (\$441 ),
-    .\port$2298$0 (\$442 ),
-    .\port$2300$0 (\$443 ),
-    .\port$2302$0 (\$444 ),
-    .\port$2304$0 (\$445 ),
-    .\port$2306$0 (\$446 ),
-    .\port$2308$0 (\$447 ),
-    .\port$2310$0 (\$448 ),
-    .\port$2312$0 (\$449 ),
-    .\port$2314$0 (\$450 ),
-    .\port$2316$0 (\$451 ),
-    .\port$2318$0 (\$452 ),
-    .\port$2320$0 (\$453 ),
-    .\port$2322$0 (\$454 ),
-    .\port$2324$0 (\$455 ),
-    .\port$2326$0 (\$456 ),
-    .\port$2328$0 (\$457 ),
-    .\port$2331$0 (\$458 ),
-    .\port$2333$0 (\$459 ),
-    .\port$2335$0 (\$460 ),
-    .\port$2337$0 (\$461 ),
-    .\port$2339$0 (\$462 ),
-    .\port$2341$0 (\$463 ),
-    .\port$2343$0 (\$464 ),
-    .\port$2345$0 (\$465 ),
-    .\port$2347$0 (\$466 ),
-    .\port$2349$0 (\$467 ),
-    .\port$2351$0 (\$468 ),
-    .\port$2353$0 (\$469 ),
-    .\port$2355$0 (\$470 ),
-    .\port$2357$0 (\$471 ),
-    .\port$2359$0 (\$472 ),
-    .\port$2361$0 (\$473 ),
-    .\port$2363$0 (\$474 ),
-    .\port$2365$0 (\$475 ),
-    .\port$2367$0 (\$476 ),
-    .\port$2369$0 (\$477 ),
-    .\port$2371$0 (\$478 ),
-    .\port$2373$0 (\$479 ),
-    .\port$2375$0 (\$480 ),
-    .\port$2377$0 (\$481 ),
-    .\port$2379$0 (\$482 ),
-    .\port$2381$0 (\$483 ),
+    .\port$1529$0 (\$68 ),
+    .\port$1531$0 (\$69 ),
+    .\port$1533$0 (\$70 ),
+    .\port$1535$0 (\$71 ),
+    .\port$1537$0 (\$72 ),
+    .\port$1539$0 (\$73 ),
+    .\port$1541$0 (\$74 ),
+    .\port$1543$0 (\$75 ),
+    .\port$1545$0 (\$76 ),
+    .\port$1547$0 (\$77 ),
+    .\port$1549$0 (\$78 ),
+    .\port$1551$0 (\$79 ),
+    .\port$1553$0 (\$80 ),
+    .\port$1555$0 (\$81 ),
+    .\port$1557$0 (\$82 ),
+    .\port$1559$0 (\$83 ),
+    .\port$1561$0 (\$84 ),
+    .\port$1563$0 (\$85 ),
+    .\port$1565$0 (\$86 ),
+    .\port$1567$0 (\$87 ),
+    .\port$1569$0 (\$88 ),
+    .\port$1571$0 (\$89 ),
+    .\port$1573$0 (\$90 ),
+    .\port$1575$0 (\$91 ),
+    .\port$1577$0 (\$92 ),
+    .\port$1579$0 (\$93 ),
+    .\port$1582$0 (\$94 ),
+    .\port$1584$0 (\$95 ),
+    .\port$1586$0 (\$96 ),
+    .\port$1588$0 (\$97 ),
+    .\port$1590$0 (\$98 ),
+    .\port$1592$0 (\$99 ),
+    .\port$1594$0 (\$100 ),
+    .\port$1596$0 (\$101 ),
+    .\port$1598$0 (\$102 ),
+    .\port$1600$0 (\$103 ),
+    .\port$1602$0 (\$104 ),
+    .\port$1604$0 (\$105 ),
+    .\port$1606$0 (\$106 ),
+    .\port$1608$0 (\$107 ),
+    .\port$1610$0 (\$108 ),
+    .\port$1612$0 (\$109 ),
+    .\port$1614$0 (\$110 ),
+    .\port$1616$0 (\$111 ),
+    .\port$1618$0 (\$112 ),
+    .\port$1620$0 (\$113 ),
+    .\port$1622$0 (\$114 ),
+    .\port$1624$0 (\$115 ),
+    .\port$1626$0 (\$116 ),
+    .\port$1628$0 (\$117 ),
+    .\port$1630$0 (\$118 ),
+    .\port$1632$0 (\$119 ),
+    .\port$1635$0 (\$120 ),
+    .\port$1637$0 (\$121 ),
+    .\port$1639$0 (\$122 ),
+    .\port$1641$0 (\$123 ),
+    .\port$1643$0 (\$124 ),
+    .\port$1645$0 (\$125 ),
+    .\port$1647$0 (\$126 ),
+    .\port$1649$0 (\$127 ),
+    .\port$1651$0 (\$128 ),
+    .\port$1653$0 (\$129 ),
+    .\port$1655$0 (\$130 ),
+    .\port$1657$0 (\$131 ),
+    .\port$1659$0 (\$132 ),
+    .\port$1661$0 (\$133 ),
+    .\port$1663$0 (\$134 ),
+    .\port$1665$0 (\$135 ),
+    .\port$1667$0 (\$136 ),
+    .\port$1669$0 (\$137 ),
+    .\port$1671$0 (\$138 ),
+    .\port$1673$0 (\$139 ),
+    .\port$1675$0 (\$140 ),
+    .\port$1677$0 (\$141 ),
+    .\port$1679$0 (\$142 ),
+    .\port$1681$0 (\$143 ),
+    .\port$1683$0 (\$144 ),
+    .\port$1685$0 (\$145 ),
+    .\port$1688$0 (\$146 ),
+    .\port$1690$0 (\$147 ),
+    .\port$1692$0 (\$148 ),
+    .\port$1694$0 (\$149 ),
+    .\port$1696$0 (\$150 ),
+    .\port$1698$0 (\$151 ),
+    .\port$1700$0 (\$152 ),
+    .\port$1702$0 (\$153 ),
+    .\port$1704$0 (\$154 ),
+    .\port$1706$0 (\$155 ),
+    .\port$1708$0 (\$156 ),
+    .\port$1710$0 (\$157 ),
+    .\port$1712$0 (\$158 ),
+    .\port$1714$0 (\$159 ),
+    .\port$1716$0 (\$160 ),
+    .\port$1718$0 (\$161 ),
+    .\port$1720$0 (\$162 ),
+    .\port$1722$0 (\$163 ),
+    .\port$1724$0 (\$164 ),
+    .\port$1726$0 (\$165 ),
+    .\port$1728$0 (\$166 ),
+    .\port$1730$0 (\$167 ),
+    .\port$1732$0 (\$168 ),
+    .\port$1734$0 (\$169 ),
+    .\port$1736$0 (\$170 ),
+    .\port$1738$0 (\$171 ),
+    .\port$1741$0 (\$172 ),
+    .\port$1743$0 (\$173 ),
+    .\port$1745$0 (\$174 ),
+    .\port$1747$0 (\$175 ),
+    .\port$1749$0 (\$176 ),
+    .\port$1751$0 (\$177 ),
+    .\port$1753$0 (\$178 ),
+    .\port$1755$0 (\$179 ),
+    .\port$1757$0 (\$180 ),
+    .\port$1759$0 (\$181 ),
+    .\port$1761$0 (\$182 ),
+    .\port$1763$0 (\$183 ),
+    .\port$1765$0 (\$184 ),
+    .\port$1767$0 (\$185 ),
+    .\port$1769$0 (\$186 ),
+    .\port$1771$0 (\$187 ),
+    .\port$1773$0 (\$188 ),
+    .\port$1775$0 (\$189 ),
+    .\port$1777$0 (\$190 ),
+    .\port$1779$0 (\$191 ),
+    .\port$1781$0 (\$192 ),
+    .\port$1783$0 (\$193 ),
+    .\port$1785$0 (\$194 ),
+    .\port$1787$0 (\$195 ),
+    .\port$1789$0 (\$196 ),
+    .\port$1791$0 (\$197 ),
+    .\port$1794$0 (\$198 ),
+    .\port$1796$0 (\$199 ),
+    .\port$1798$0 (\$200 ),
+    .\port$1800$0 (\$201 ),
+    .\port$1802$0 (\$202 ),
+    .\port$1804$0 (\$203 ),
+    .\port$1806$0 (\$204 ),
+    .\port$1808$0 (\$205 ),
+    .\port$1810$0 (\$206 ),
+    .\port$1812$0 (\$207 ),
+    .\port$1814$0 (\$208 ),
+    .\port$1816$0 (\$209 ),
+    .\port$1818$0 (\$210 ),
+    .\port$1820$0 (\$211 ),
+    .\port$1822$0 (\$212 ),
+    .\port$1824$0 (\$213 ),
+    .\port$1826$0 (\$214 ),
+    .\port$1828$0 (\$215 ),
+    .\port$1830$0 (\$216 ),
+    .\port$1832$0 (\$217 ),
+    .\port$1834$0 (\$218 ),
+    .\port$1836$0 (\$219 ),
+    .\port$1838$0 (\$220 ),
+    .\port$1840$0 (\$221 ),
+    .\port$1842$0 (\$222 ),
+    .\port$1844$0 (\$223 ),
+    .\port$1847$0 (\$224 ),
+    .\port$1849$0 (\$225 ),
+    .\port$1851$0 (\$226 ),
+    .\port$1853$0 (\$227 ),
+    .\port$1855$0 (\$228 ),
+    .\port$1857$0 (\$229 ),
+    .\port$1859$0 (\$230 ),
+    .\port$1861$0 (\$231 ),
+    .\port$1863$0 (\$232 ),
+    .\port$1865$0 (\$233 ),
+    .\port$1867$0 (\$234 ),
+    .\port$1869$0 (\$235 ),
+    .\port$1871$0 (\$236 ),
+    .\port$1873$0 (\$237 ),
+    .\port$1875$0 (\$238 ),
+    .\port$1877$0 (\$239 ),
+    .\port$1879$0 (\$240 ),
+    .\port$1881$0 (\$241 ),
+    .\port$1883$0 (\$242 ),
+    .\port$1885$0 (\$243 ),
+    .\port$1887$0 (\$244 ),
+    .\port$1889$0 (\$245 ),
+    .\port$1891$0 (\$246 ),
+    .\port$1893$0 (\$247 ),
+    .\port$1895$0 (\$248 ),
+    .\port$1897$0 (\$249 ),
+    .\port$1900$0 (\$250 ),
+    .\port$1902$0 (\$251 ),
+    .\port$1904$0 (\$252 ),
+    .\port$1906$0 (\$253 ),
+    .\port$1908$0 (\$254 ),
+    .\port$1910$0 (\$255 ),
+    .\port$1912$0 (\$256 ),
+    .\port$1914$0 (\$257 ),
+    .\port$1916$0 (\$258 ),
+    .\port$1918$0 (\$259 ),
+    .\port$1920$0 (\$260 ),
+    .\port$1922$0 (\$261 ),
+    .\port$1924$0 (\$262 ),
+    .\port$1926$0 (\$263 ),
+    .\port$1928$0 (\$264 ),
+    .\port$1930$0 (\$265 ),
+    .\port$1932$0 (\$266 ),
+    .\port$1934$0 (\$267 ),
+    .\port$1936$0 (\$268 ),
+    .\port$1938$0 (\$269 ),
+    .\port$1940$0 (\$270 ),
+    .\port$1942$0 (\$271 ),
+    .\port$1944$0 (\$272 ),
+    .\port$1946$0 (\$273 ),
+    .\port$1948$0 (\$274 ),
+    .\port$1950$0 (\$275 ),
+    .\port$1953$0 (\$276 ),
+    .\port$1955$0 (\$277 ),
+    .\port$1957$0 (\$278 ),
+    .\port$1959$0 (\$279 ),
+    .\port$1961$0 (\$280 ),
+    .\port$1963$0 (\$281 ),
+    .\port$1965$0 (\$282 ),
+    .\port$1967$0 (\$283 ),
+    .\port$1969$0 (\$284 ),
+    .\port$1971$0 (\$285 ),
+    .\port$1973$0 (\$286 ),
+    .\port$1975$0 (\$287 ),
+    .\port$1977$0 (\$288 ),
+    .\port$1979$0 (\$289 ),
+    .\port$1981$0 (\$290 ),
+    .\port$1983$0 (\$291 ),
+    .\port$1985$0 (\$292 ),
+    .\port$1987$0 (\$293 ),
+    .\port$1989$0 (\$294 ),
+    .\port$1991$0 (\$295 ),
+    .\port$1993$0 (\$296 ),
+    .\port$1995$0 (\$297 ),
+    .\port$1997$0 (\$298 ),
+    .\port$1999$0 (\$299 ),
+    .\port$2001$0 (\$300 ),
+    .\port$2003$0 (\$301 ),
+    .\port$2006$0 (\$302 ),
+    .\port$2008$0 (\$303 ),
+    .\port$2010$0 (\$304 ),
+    .\port$2012$0 (\$305 ),
+    .\port$2014$0 (\$306 ),
+    .\port$2016$0 (\$307 ),
+    .\port$2018$0 (\$308 ),
+    .\port$2020$0 (\$309 ),
+    .\port$2022$0 (\$310 ),
+    .\port$2024$0 (\$311 ),
+    .\port$2026$0 (\$312 ),
+    .\port$2028$0 (\$313 ),
+    .\port$2030$0 (\$314 ),
+    .\port$2032$0 (\$315 ),
+    .\port$2034$0 (\$316 ),
+    .\port$2036$0 (\$317 ),
+    .\port$2038$0 (\$318 ),
+    .\port$2040$0 (\$319 ),
+    .\port$2042$0 (\$320 ),
+    .\port$2044$0 (\$321 ),
+    .\port$2046$0 (\$322 ),
+    .\port$2048$0 (\$323 ),
+    .\port$2050$0 (\$324 ),
+    .\port$2052$0 (\$325 ),
+    .\port$2054$0 (\$326 ),
+    .\port$2056$0 (\$327 ),
+    .\port$2059$0 (\$328 ),
+    .\port$2061$0 (\$329 ),
+    .\port$2063$0 (\$330 ),
+    .\port$2065$0 (\$331 ),
+    .\port$2067$0 (\$332 ),
+    .\port$2069$0 (\$333 ),
+    .\port$2071$0 (\$334 ),
+    .\port$2073$0 (\$335 ),
+    .\port$2075$0 (\$336 ),
+    .\port$2077$0 (\$337 ),
+    .\port$2079$0 (\$338 ),
+    .\port$2081$0 (\$339 ),
+    .\port$2083$0 (\$340 ),
+    .\port$2085$0 (\$341 ),
+    .\port$2087$0 (\$342 ),
+    .\port$2089$0 (\$343 ),
+    .\port$2091$0 (\$344 ),
+    .\port$2093$0 (\$345 ),
+    .\port$2095$0 (\$346 ),
+    .\port$2097$0 (\$347 ),
+    .\port$2099$0 (\$348 ),
+    .\port$2101$0 (\$349 ),
+    .\port$2103$0 (\$350 ),
+    .\port$2105$0 (\$351 ),
+    .\port$2107$0 (\$352 ),
+    .\port$2109$0 (\$353 ),
+    .\port$2112$0 (\$354 ),
+    .\port$2114$0 (\$355 ),
+    .\port$2116$0 (\$356 ),
+    .\port$2118$0 (\$357 ),
+    .\port$2120$0 (\$358 ),
+    .\port$2122$0 (\$359 ),
+    .\port$2124$0 (\$360 ),
+    .\port$2126$0 (\$361 ),
+    .\port$2128$0 (\$362 ),
+    .\port$2130$0 (\$363 ),
+    .\port$2132$0 (\$364 ),
+    .\port$2134$0 (\$365 ),
+    .\port$2136$0 (\$366 ),
+    .\port$2138$0 (\$367 ),
+    .\port$2140$0 (\$368 ),
+    .\port$2142$0 (\$369 ),
+    .\port$2144$0 (\$370 ),
+    .\port$2146$0 (\$371 ),
+    .\port$2148$0 (\$372 ),
+    .\port$2150$0 (\$373 ),
+    .\port$2152$0 (\$374 ),
+    .\port$2154$0 (\$375 ),
+    .\port$2156$0 (\$376 ),
+    .\port$2158$0 (\$377 ),
+    .\port$2160$0 (\$378 ),
+    .\port$2162$0 (\$379 ),
+    .\port$2165$0 (\$380 ),
+    .\port$2167$0 (\$381 ),
+    .\port$2169$0 (\$382 ),
+    .\port$2171$0 (\$383 ),
+    .\port$2173$0 (\$384 ),
+    .\port$2175$0 (\$385 ),
+    .\port$2177$0 (\$386 ),
+    .\port$2179$0 (\$387 ),
+    .\port$2181$0 (\$388 ),
+    .\port$2183$0 (\$389 ),
+    .\port$2185$0 (\$390 ),
+    .\port$2187$0 (\$391 ),
+    .\port$2189$0 (\$392 ),
+    .\port$2191$0 (\$393 ),
+    .\port$2193$0 (\$394 ),
+    .\port$2195$0 (\$395 ),
+    .\port$2197$0 (\$396 ),
+    .\port$2199$0 (\$397 ),
+    .\port$2201$0 (\$398 ),
+    .\port$2203$0 (\$399 ),
+    .\port$2205$0 (\$400 ),
+    .\port$2207$0 (\$401 ),
+    .\port$2209$0 (\$402 ),
+    .\port$2211$0 (\$403 ),
+    .\port$2213$0 (\$404 ),
+    .\port$2215$0 (\$405 ),
+    .\port$2218$0 (\$406 ),
+    .\port$2220$0 (\$407 ),
+    .\port$2222$0 (\$408 ),
+    .\port$2224$0 (\$409 ),
+    .\port$2226$0 (\$410 ),
+    .\port$2228$0 (\$411 ),
+    .\port$2230$0 (\$412 ),
+    .\port$2232$0 (\$413 ),
+    .\port$2234$0 (\$414 ),
+    .\port$2236$0 (\$415 ),
+    .\port$2238$0 (\$416 ),
+    .\port$2240$0 (\$417 ),
+    .\port$2242$0 (\$418 ),
+    .\port$2244$0 (\$419 ),
+    .\port$2246$0 (\$420 ),
+    .\port$2248$0 (\$421 ),
+    .\port$2250$0 (\$422 ),
+    .\port$2252$0 (\$423 ),
+    .\port$2254$0 (\$424 ),
+    .\port$2256$0 (\$425 ),
+    .\port$2258$0 (\$426 ),
+    .\port$2260$0 (\$427 ),
+    .\port$2262$0 (\$428 ),
+    .\port$2264$0 (\$429 ),
+    .\port$2266$0 (\$430 ),
+    .\port$2268$0 (\$431 ),
+    .\port$2271$0 (\$432 ),
+    .\port$2273$0 (\$433 ),
+    .\port$2275$0 (\$434 ),
+    .\port$2277$0 (\$435 ),
+    .\port$2279$0 (\$436 ),
+    .\port$2281$0 (\$437 ),
+    .\port$2283$0 (\$438 ),
+    .\port$2285$0 (\$439 ),
+    .\port$2287$0 (\$440 ),
+    .\port$2289$0 (\$441 ),
+    .\port$2291$0 (\$442 ),
+    .\port$2293$0 (\$443 ),
+    .\port$2295$0 (\$444 ),
+    .\port$2297$0 (\$445 ),
+    .\port$2299$0 (\$446 ),
+    .\port$2301$0 (\$447 ),
+    .\port$2303$0 (\$448 ),
+    .\port$2305$0 (\$449 ),
+    .\port$2307$0 (\$450 ),
+    .\port$2309$0 (\$451 ),
+    .\port$2311$0 (\$452 ),
+    .\port$2313$0 (\$453 ),
+    .\port$2315$0 (\$454 ),
+    .\port$2317$0 (\$455 ),
+    .\port$2319$0 (\$456 ),
+    .\port$2321$0 (\$457 ),
+    .\port$2324$0 (\$458 ),
+    .\port$2326$0 (\$459 ),
+    .\port$2328$0 (\$460 ),
+    .\port$2330$0 (\$461 ),
+    .\port$2332$0 (\$462 ),
+    .\port$2334$0 (\$463 ),
+    .\port$2336$0 (\$464 ),
+    .\port$2338$0 (\$465 ),
+    .\port$2340$0 (\$466 ),
+    .\port$2342$0 (\$467 ),
+    .\port$2344$0 (\$468 ),
+    .\port$2346$0 (\$469 ),
+    .\port$2348$0 (\$470 ),
+    .\port$2350$0 (\$471 ),
+    .\port$2352$0 (\$472 ),
+    .\port$2354$0 (\$473 ),
+    .\port$2356$0 (\$474 ),
+    .\port$2358$0 (\$475 ),
+    .\port$2360$0 (\$476 ),
+    .\port$2362$0 (\$477 ),
+    .\port$2364$0 (\$478 ),
+    .\port$2366$0 (\$479 ),
+    .\port$2368$0 (\$480 ),
+    .\port$2370$0 (\$481 ),
+    .\port$2372$0 (\$482 ),
+    .\port$2374$0 (\$483 ),
     .records__payload(w_data),
     .records__ready(records__ready),
     .records__valid(w_en),
@@ -13251,39 +13295,39 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
     (* full_case = 32'd1 *)
-    casez (d_bank)
+    casez (v2_bank)
       4'h0:
-          \$47  = read_data;
+          \$8  = read_data;
       4'h1:
-          \$47  = \read_data$351 ;
+          \$8  = \read_data$293 ;
       4'h2:
-          \$47  = \read_data$352 ;
+          \$8  = \read_data$294 ;
       4'h3:
-          \$47  = \read_data$353 ;
+          \$8  = \read_data$295 ;
       4'h4:
-          \$47  = \read_data$354 ;
+          \$8  = \read_data$296 ;
       4'h5:
-          \$47  = \read_data$355 ;
+          \$8  = \read_data$297 ;
       4'h6:
-          \$47  = \read_data$356 ;
+          \$8  = \read_data$298 ;
       4'h7:
-          \$47  = \read_data$357 ;
+          \$8  = \read_data$299 ;
       4'h8:
-          \$47  = \read_data$358 ;
+          \$8  = \read_data$300 ;
       4'h9:
-          \$47  = \read_data$359 ;
+          \$8  = \read_data$301 ;
       4'ha:
-          \$47  = \read_data$360 ;
+          \$8  = \read_data$302 ;
       4'hb:
-          \$47  = \read_data$361 ;
+          \$8  = \read_data$303 ;
       4'hc:
-          \$47  = \read_data$362 ;
+          \$8  = \read_data$304 ;
       4'hd:
-          \$47  = \read_data$363 ;
+          \$8  = \read_data$305 ;
       4'he:
-          \$47  = \read_data$364 ;
+          \$8  = \read_data$306 ;
       4'hf:
-          \$47  = \read_data$365 ;
+          \$8  = \read_data$307 ;
     endcase
   end
   always @* begin
@@ -13306,152 +13350,152 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$289  = 1'h0;
+    \maint__clear$317  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$289  = 1'h1;
+          \maint__clear$317  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$290  = 1'h0;
+    \maint__clear$318  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$290  = 1'h1;
+          \maint__clear$318  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$291  = 1'h0;
+    \maint__clear$319  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$291  = 1'h1;
+          \maint__clear$319  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$292  = 1'h0;
+    \maint__clear$320  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$292  = 1'h1;
+          \maint__clear$320  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$293  = 1'h0;
+    \maint__clear$321  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$293  = 1'h1;
+          \maint__clear$321  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$294  = 1'h0;
+    \maint__clear$322  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$294  = 1'h1;
+          \maint__clear$322  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$295  = 1'h0;
+    \maint__clear$323  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$295  = 1'h1;
+          \maint__clear$323  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$296  = 1'h0;
+    \maint__clear$324  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$296  = 1'h1;
+          \maint__clear$324  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$297  = 1'h0;
+    \maint__clear$325  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$297  = 1'h1;
+          \maint__clear$325  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$298  = 1'h0;
+    \maint__clear$326  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$298  = 1'h1;
+          \maint__clear$326  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$299  = 1'h0;
+    \maint__clear$327  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$299  = 1'h1;
+          \maint__clear$327  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$300  = 1'h0;
+    \maint__clear$328  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$300  = 1'h1;
+          \maint__clear$328  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$301  = 1'h0;
+    \maint__clear$329  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$301  = 1'h1;
+          \maint__clear$329  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$302  = 1'h0;
+    \maint__clear$330  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$302  = 1'h1;
+          \maint__clear$330  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__clear$303  = 1'h0;
+    \maint__clear$331  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$303  = 1'h1;
+          \maint__clear$331  = 1'h1;
     endcase
   end
   always @* begin
@@ -13475,343 +13519,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
       2'h1:
           /* empty */;
       2'h2:
-          maint__hold = \$10 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$306  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$306  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$307  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$307  = \$11 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$308  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$308  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$309  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$309  = \$12 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$310  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$310  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$311  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$311  = \$13 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$312  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$312  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$313  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$313  = \$14 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$314  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$314  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$315  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$315  = \$15 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$316  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$316  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$317  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$317  = \$16 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$318  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$318  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$319  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$319  = \$17 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$320  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$320  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$321  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$321  = \$18 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$322  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$322  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$323  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$323  = \$19 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$324  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$324  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$325  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$325  = \$20 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$326  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$326  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$327  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$327  = \$21 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$328  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$328  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$329  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$329  = \$22 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$330  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$330  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$331  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$331  = \$23 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__read$332  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$332  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \maint__hold$333  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$333  = \$24 ;
+          maint__hold = \$9 ;
     endcase
   end
   always @* begin
@@ -13835,123 +13543,459 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$335  = \$25 ;
+          \maint__hold$335  = \$10 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$59  = d_v;
-    if (issue) begin
-      \$59  = 1'h1;
-    end else if (o_load) begin
-      \$59  = 1'h0;
-    end
+    \maint__read$336  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$336  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$337  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$337  = \$11 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$338  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$338  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$339  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$339  = \$12 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$340  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$340  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$341  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$341  = \$13 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$342  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$342  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$343  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$343  = \$14 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$344  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$344  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$345  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$345  = \$15 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$346  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$346  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$347  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$347  = \$16 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$348  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$348  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$349  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$349  = \$17 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$350  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$350  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$351  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$351  = \$18 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$352  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$352  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$353  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$353  = \$19 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$354  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$354  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$355  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$355  = \$20 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$356  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$356  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$357  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$357  = \$21 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$358  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$358  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$359  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$359  = \$22 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$360  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$360  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$361  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$361  = \$23 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__read$362  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$362  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \maint__hold$363  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$363  = \$24 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$56  = \$7 [2:0];
     if (rst) begin
-      \$59  = 1'h0;
+      \$56  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$60  = d_bank;
-    if (issue) begin
-      \$60  = rd_bank;
-    end
+    \$57  = \$40 ;
     if (rst) begin
-      \$60  = 4'h0;
+      \$57  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$61  = d_set;
-    if (issue) begin
-      \$61  = maint__addr;
-    end
+    \$58  = issue;
     if (rst) begin
-      \$61  = 6'h00;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$62  = maint__addr;
+    \$59  = rd_bank;
+    if (rst) begin
+      \$59  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$60  = maint__addr;
+    if (rst) begin
+      \$60  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$61  = v1;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$62  = v1_bank;
+    if (rst) begin
+      \$62  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$63  = v1_set;
+    if (rst) begin
+      \$63  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$64  = maint__addr;
     if (issue) begin
-      \$62  = \$43 [5:0];
+      \$64  = \$43 [5:0];
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-            \$62  = 6'h00;
-          end else if (\$51 ) begin
-            \$62  = 6'h00;
+          if (\$48 ) begin
+            \$64  = 6'h00;
+          end else if (\$50 ) begin
+            \$64  = 6'h00;
           end
       2'h1:
-          \$62  = \$52 [5:0];
+          \$64  = \$51 [5:0];
     endcase
     if (rst) begin
-      \$62  = 6'h00;
+      \$64  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$63  = rd_bank;
+    \$65  = rd_bank;
     if (issue) begin
       if (\$44 ) begin
-        \$63  = \$45 [3:0];
+        \$65  = \$45 [3:0];
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$63  = 4'h0;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$65  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$63  = 4'h0;
+      \$65  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$64  = rd_more;
+    \$66  = rd_more;
     if (issue) begin
       if (\$44 ) begin
         if (\$46 ) begin
-          \$64  = 1'h0;
+          \$66  = 1'h0;
         end
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$64  = 1'h1;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$66  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$65  = dump__valid;
-    if (o_load) begin
-      \$65  = 1'h1;
-    end else if (dump__ready) begin
-      \$65  = 1'h0;
-    end
-    if (rst) begin
-      \$65  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$66  = dump__payload;
-    if (o_load) begin
-      \$66 [3:0] = d_bank;
-      \$66 [9:4] = d_set;
-      \$66 [97:10] = \$47 ;
-    end
-    if (rst) begin
-      \$66  = 98'h0000000000000000000000000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
@@ -13959,17 +14003,17 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
     \$67  = fsm_state;
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
+          if (\$48 ) begin
             \$67  = 2'h1;
-          end else if (\$51 ) begin
+          end else if (\$50 ) begin
             \$67  = 2'h2;
           end
       2'h1:
-          if (\$53 ) begin
+          if (\$52 ) begin
             \$67  = 2'h0;
           end
       2'h2:
-          if (\$58 ) begin
+          if (\$55 ) begin
             \$67  = 2'h0;
           end
     endcase
@@ -14153,7 +14197,13 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   assign \maint__addr$278  = maint__addr;
   assign \maint__addr$279  = maint__addr;
   assign \maint__addr$280  = maint__addr;
-  assign lookups__payload = \i__payload$340 ;
+  assign owed_next = \$7 [2:0];
+  assign v2 = \w_en$308 ;
+  assign \w_data$310  = record;
+  assign \r_rdy$311  = dump__valid;
+  assign \r_data$313  = dump__payload;
+  assign \r_en$314  = dump__ready;
+  assign lookups__payload = \i__payload$368 ;
   assign \i__payload[0]  = i__payload[29:0];
   assign \i__payload[0].valid  = i__payload[0];
   assign \i__payload[0].bank  = i__payload[4:1];
@@ -14530,30 +14580,281 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   assign \responses__payload$249.hit  = responses__15__payload[0];
   assign \responses__payload$249.way  = responses__15__payload[2:1];
   assign \responses__payload$249.repeat_hit  = responses__15__payload[3];
-  assign \i__payload$340[0]  = \i__payload$340 [29:0];
-  assign \i__payload$340[0].valid  = \i__payload$340 [0];
-  assign \i__payload$340[0].key  = \i__payload$340 [29:1];
-  assign \i__payload$340[1]  = \i__payload$340 [59:30];
-  assign \i__payload$340[1].valid  = \i__payload$340 [30];
-  assign \i__payload$340[1].key  = \i__payload$340 [59:31];
-  assign \i__payload$340[2]  = \i__payload$340 [89:60];
-  assign \i__payload$340[2].valid  = \i__payload$340 [60];
-  assign \i__payload$340[2].key  = \i__payload$340 [89:61];
-  assign \i__payload$340[3]  = \i__payload$340 [119:90];
-  assign \i__payload$340[3].valid  = \i__payload$340 [90];
-  assign \i__payload$340[3].key  = \i__payload$340 [119:91];
-  assign \lookups__payload[0]  = \i__payload$340 [29:0];
-  assign \lookups__payload[0].valid  = \i__payload$340 [0];
-  assign \lookups__payload[0].key  = \i__payload$340 [29:1];
-  assign \lookups__payload[1]  = \i__payload$340 [59:30];
-  assign \lookups__payload[1].valid  = \i__payload$340 [30];
-  assign \lookups__payload[1].key  = \i__payload$340 [59:31];
-  assign \lookups__payload[2]  = \i__payload$340 [89:60];
-  assign \lookups__payload[2].valid  = \i__payload$340 [60];
-  assign \lookups__payload[2].key  = \i__payload$340 [89:61];
-  assign \lookups__payload[3]  = \i__payload$340 [119:90];
-  assign \lookups__payload[3].valid  = \i__payload$340 [90];
-  assign \lookups__payload[3].key  = \i__payload$340 [119:91];
+  assign \record.bank  = record[3:0];
+  assign \record.set  = record[9:4];
+  assign \record.ways  = record[97:10];
+  assign \record.ways[0]  = record[31:10];
+  assign \record.ways[0].valid  = record[10];
+  assign \record.ways[0].rrpv  = record[12:11];
+  assign \record.ways[0].tag  = record[31:13];
+  assign \record.ways[1]  = record[53:32];
+  assign \record.ways[1].valid  = record[32];
+  assign \record.ways[1].rrpv  = record[34:33];
+  assign \record.ways[1].tag  = record[53:35];
+  assign \record.ways[2]  = record[75:54];
+  assign \record.ways[2].valid  = record[54];
+  assign \record.ways[2].rrpv  = record[56:55];
+  assign \record.ways[2].tag  = record[75:57];
+  assign \record.ways[3]  = record[97:76];
+  assign \record.ways[3].valid  = record[76];
+  assign \record.ways[3].rrpv  = record[78:77];
+  assign \record.ways[3].tag  = record[97:79];
+  assign \read_data[0]  = read_data[21:0];
+  assign \read_data[0].valid  = read_data[0];
+  assign \read_data[0].rrpv  = read_data[2:1];
+  assign \read_data[0].tag  = read_data[21:3];
+  assign \read_data[1]  = read_data[43:22];
+  assign \read_data[1].valid  = read_data[22];
+  assign \read_data[1].rrpv  = read_data[24:23];
+  assign \read_data[1].tag  = read_data[43:25];
+  assign \read_data[2]  = read_data[65:44];
+  assign \read_data[2].valid  = read_data[44];
+  assign \read_data[2].rrpv  = read_data[46:45];
+  assign \read_data[2].tag  = read_data[65:47];
+  assign \read_data[3]  = read_data[87:66];
+  assign \read_data[3].valid  = read_data[66];
+  assign \read_data[3].rrpv  = read_data[68:67];
+  assign \read_data[3].tag  = read_data[87:69];
+  assign \read_data$293[0]  = \read_data$293 [21:0];
+  assign \read_data$293[0].valid  = \read_data$293 [0];
+  assign \read_data$293[0].rrpv  = \read_data$293 [2:1];
+  assign \read_data$293[0].tag  = \read_data$293 [21:3];
+  assign \read_data$293[1]  = \read_data$293 [43:22];
+  assign \read_data$293[1].valid  = \read_data$293 [22];
+  assign \read_data$293[1].rrpv  = \read_data$293 [24:23];
+  assign \read_data$293[1].tag  = \read_data$293 [43:25];
+  assign \read_data$293[2]  = \read_data$293 [65:44];
+  assign \read_data$293[2].valid  = \read_data$293 [44];
+  assign \read_data$293[2].rrpv  = \read_data$293 [46:45];
+  assign \read_data$293[2].tag  = \read_data$293 [65:47];
+  assign \read_data$293[3]  = \read_data$293 [87:66];
+  assign \read_data$293[3].valid  = \read_data$293 [66];
+  assign \read_data$293[3].rrpv  = \read_data$293 [68:67];
+  assign \read_data$293[3].tag  = \read_data$293 [87:69];
+  assign \read_data$294[0]  = \read_data$294 [21:0];
+  assign \read_data$294[0].valid  = \read_data$294 [0];
+  assign \read_data$294[0].rrpv  = \read_data$294 [2:1];
+  assign \read_data$294[0].tag  = \read_data$294 [21:3];
+  assign \read_data$294[1]  = \read_data$294 [43:22];
+  assign \read_data$294[1].valid  = \read_data$294 [22];
+  assign \read_data$294[1].rrpv  = \read_data$294 [24:23];
+  assign \read_data$294[1].tag  = \read_data$294 [43:25];
+  assign \read_data$294[2]  = \read_data$294 [65:44];
+  assign \read_data$294[2].valid  = \read_data$294 [44];
+  assign \read_data$294[2].rrpv  = \read_data$294 [46:45];
+  assign \read_data$294[2].tag  = \read_data$294 [65:47];
+  assign \read_data$294[3]  = \read_data$294 [87:66];
+  assign \read_data$294[3].valid  = \read_data$294 [66];
+  assign \read_data$294[3].rrpv  = \read_data$294 [68:67];
+  assign \read_data$294[3].tag  = \read_data$294 [87:69];
+  assign \read_data$295[0]  = \read_data$295 [21:0];
+  assign \read_data$295[0].valid  = \read_data$295 [0];
+  assign \read_data$295[0].rrpv  = \read_data$295 [2:1];
+  assign \read_data$295[0].tag  = \read_data$295 [21:3];
+  assign \read_data$295[1]  = \read_data$295 [43:22];
+  assign \read_data$295[1].valid  = \read_data$295 [22];
+  assign \read_data$295[1].rrpv  = \read_data$295 [24:23];
+  assign \read_data$295[1].tag  = \read_data$295 [43:25];
+  assign \read_data$295[2]  = \read_data$295 [65:44];
+  assign \read_data$295[2].valid  = \read_data$295 [44];
+  assign \read_data$295[2].rrpv  = \read_data$295 [46:45];
+  assign \read_data$295[2].tag  = \read_data$295 [65:47];
+  assign \read_data$295[3]  = \read_data$295 [87:66];
+  assign \read_data$295[3].valid  = \read_data$295 [66];
+  assign \read_data$295[3].rrpv  = \read_data$295 [68:67];
+  assign \read_data$295[3].tag  = \read_data$295 [87:69];
+  assign \read_data$296[0]  = \read_data$296 [21:0];
+  assign \read_data$296[0].valid  = \read_data$296 [0];
+  assign \read_data$296[0].rrpv  = \read_data$296 [2:1];
+  assign \read_data$296[0].tag  = \read_data$296 [21:3];
+  assign \read_data$296[1]  = \read_data$296 [43:22];
+  assign \read_data$296[1].valid  = \read_data$296 [22];
+  assign \read_data$296[1].rrpv  = \read_data$296 [24:23];
+  assign \read_data$296[1].tag  = \read_data$296 [43:25];
+  assign \read_data$296[2]  = \read_data$296 [65:44];
+  assign \read_data$296[2].valid  = \read_data$296 [44];
+  assign \read_data$296[2].rrpv  = \read_data$296 [46:45];
+  assign \read_data$296[2].tag  = \read_data$296 [65:47];
+  assign \read_data$296[3]  = \read_data$296 [87:66];
+  assign \read_data$296[3].valid  = \read_data$296 [66];
+  assign \read_data$296[3].rrpv  = \read_data$296 [68:67];
+  assign \read_data$296[3].tag  = \read_data$296 [87:69];
+  assign \read_data$297[0]  = \read_data$297 [21:0];
+  assign \read_data$297[0].valid  = \read_data$297 [0];
+  assign \read_data$297[0].rrpv  = \read_data$297 [2:1];
+  assign \read_data$297[0].tag  = \read_data$297 [21:3];
+  assign \read_data$297[1]  = \read_data$297 [43:22];
+  assign \read_data$297[1].valid  = \read_data$297 [22];
+  assign \read_data$297[1].rrpv  = \read_data$297 [24:23];
+  assign \read_data$297[1].tag  = \read_data$297 [43:25];
+  assign \read_data$297[2]  = \read_data$297 [65:44];
+  assign \read_data$297[2].valid  = \read_data$297 [44];
+  assign \read_data$297[2].rrpv  = \read_data$297 [46:45];
+  assign \read_data$297[2].tag  = \read_data$297 [65:47];
+  assign \read_data$297[3]  = \read_data$297 [87:66];
+  assign \read_data$297[3].valid  = \read_data$297 [66];
+  assign \read_data$297[3].rrpv  = \read_data$297 [68:67];
+  assign \read_data$297[3].tag  = \read_data$297 [87:69];
+  assign \read_data$298[0]  = \read_data$298 [21:0];
+  assign \read_data$298[0].valid  = \read_data$298 [0];
+  assign \read_data$298[0].rrpv  = \read_data$298 [2:1];
+  assign \read_data$298[0].tag  = \read_data$298 [21:3];
+  assign \read_data$298[1]  = \read_data$298 [43:22];
+  assign \read_data$298[1].valid  = \read_data$298 [22];
+  assign \read_data$298[1].rrpv  = \read_data$298 [24:23];
+  assign \read_data$298[1].tag  = \read_data$298 [43:25];
+  assign \read_data$298[2]  = \read_data$298 [65:44];
+  assign \read_data$298[2].valid  = \read_data$298 [44];
+  assign \read_data$298[2].rrpv  = \read_data$298 [46:45];
+  assign \read_data$298[2].tag  = \read_data$298 [65:47];
+  assign \read_data$298[3]  = \read_data$298 [87:66];
+  assign \read_data$298[3].valid  = \read_data$298 [66];
+  assign \read_data$298[3].rrpv  = \read_data$298 [68:67];
+  assign \read_data$298[3].tag  = \read_data$298 [87:69];
+  assign \read_data$299[0]  = \read_data$299 [21:0];
+  assign \read_data$299[0].valid  = \read_data$299 [0];
+  assign \read_data$299[0].rrpv  = \read_data$299 [2:1];
+  assign \read_data$299[0].tag  = \read_data$299 [21:3];
+  assign \read_data$299[1]  = \read_data$299 [43:22];
+  assign \read_data$299[1].valid  = \read_data$299 [22];
+  assign \read_data$299[1].rrpv  = \read_data$299 [24:23];
+  assign \read_data$299[1].tag  = \read_data$299 [43:25];
+  assign \read_data$299[2]  = \read_data$299 [65:44];
+  assign \read_data$299[2].valid  = \read_data$299 [44];
+  assign \read_data$299[2].rrpv  = \read_data$299 [46:45];
+  assign \read_data$299[2].tag  = \read_data$299 [65:47];
+  assign \read_data$299[3]  = \read_data$299 [87:66];
+  assign \read_data$299[3].valid  = \read_data$299 [66];
+  assign \read_data$299[3].rrpv  = \read_data$299 [68:67];
+  assign \read_data$299[3].tag  = \read_data$299 [87:69];
+  assign \read_data$300[0]  = \read_data$300 [21:0];
+  assign \read_data$300[0].valid  = \read_data$300 [0];
+  assign \read_data$300[0].rrpv  = \read_data$300 [2:1];
+  assign \read_data$300[0].tag  = \read_data$300 [21:3];
+  assign \read_data$300[1]  = \read_data$300 [43:22];
+  assign \read_data$300[1].valid  = \read_data$300 [22];
+  assign \read_data$300[1].rrpv  = \read_data$300 [24:23];
+  assign \read_data$300[1].tag  = \read_data$300 [43:25];
+  assign \read_data$300[2]  = \read_data$300 [65:44];
+  assign \read_data$300[2].valid  = \read_data$300 [44];
+  assign \read_data$300[2].rrpv  = \read_data$300 [46:45];
+  assign \read_data$300[2].tag  = \read_data$300 [65:47];
+  assign \read_data$300[3]  = \read_data$300 [87:66];
+  assign \read_data$300[3].valid  = \read_data$300 [66];
+  assign \read_data$300[3].rrpv  = \read_data$300 [68:67];
+  assign \read_data$300[3].tag  = \read_data$300 [87:69];
+  assign \read_data$301[0]  = \read_data$301 [21:0];
+  assign \read_data$301[0].valid  = \read_data$301 [0];
+  assign \read_data$301[0].rrpv  = \read_data$301 [2:1];
+  assign \read_data$301[0].tag  = \read_data$301 [21:3];
+  assign \read_data$301[1]  = \read_data$301 [43:22];
+  assign \read_data$301[1].valid  = \read_data$301 [22];
+  assign \read_data$301[1].rrpv  = \read_data$301 [24:23];
+  assign \read_data$301[1].tag  = \read_data$301 [43:25];
+  assign \read_data$301[2]  = \read_data$301 [65:44];
+  assign \read_data$301[2].valid  = \read_data$301 [44];
+  assign \read_data$301[2].rrpv  = \read_data$301 [46:45];
+  assign \read_data$301[2].tag  = \read_data$301 [65:47];
+  assign \read_data$301[3]  = \read_data$301 [87:66];
+  assign \read_data$301[3].valid  = \read_data$301 [66];
+  assign \read_data$301[3].rrpv  = \read_data$301 [68:67];
+  assign \read_data$301[3].tag  = \read_data$301 [87:69];
+  assign \read_data$302[0]  = \read_data$302 [21:0];
+  assign \read_data$302[0].valid  = \read_data$302 [0];
+  assign \read_data$302[0].rrpv  = \read_data$302 [2:1];
+  assign \read_data$302[0].tag  = \read_data$302 [21:3];
+  assign \read_data$302[1]  = \read_data$302 [43:22];
+  assign \read_data$302[1].valid  = \read_data$302 [22];
+  assign \read_data$302[1].rrpv  = \read_data$302 [24:23];
+  assign \read_data$302[1].tag  = \read_data$302 [43:25];
+  assign \read_data$302[2]  = \read_data$302 [65:44];
+  assign \read_data$302[2].valid  = \read_data$302 [44];
+  assign \read_data$302[2].rrpv  = \read_data$302 [46:45];
+  assign \read_data$302[2].tag  = \read_data$302 [65:47];
+  assign \read_data$302[3]  = \read_data$302 [87:66];
+  assign \read_data$302[3].valid  = \read_data$302 [66];
+  assign \read_data$302[3].rrpv  = \read_data$302 [68:67];
+  assign \read_data$302[3].tag  = \read_data$302 [87:69];
+  assign \read_data$303[0]  = \read_data$303 [21:0];
+  assign \read_data$303[0].valid  = \read_data$303 [0];
+  assign \read_data$303[0].rrpv  = \read_data$303 [2:1];
+  assign \read_data$303[0].tag  = \read_data$303 [21:3];
+  assign \read_data$303[1]  = \read_data$303 [43:22];
+  assign \read_data$303[1].valid  = \read_data$303 [22];
+  assign \read_data$303[1].rrpv  = \read_data$303 [24:23];
+  assign \read_data$303[1].tag  = \read_data$303 [43:25];
+  assign \read_data$303[2]  = \read_data$303 [65:44];
+  assign \read_data$303[2].valid  = \read_data$303 [44];
+  assign \read_data$303[2].rrpv  = \read_data$303 [46:45];
+  assign \read_data$303[2].tag  = \read_data$303 [65:47];
+  assign \read_data$303[3]  = \read_data$303 [87:66];
+  assign \read_data$303[3].valid  = \read_data$303 [66];
+  assign \read_data$303[3].rrpv  = \read_data$303 [68:67];
+  assign \read_data$303[3].tag  = \read_data$303 [87:69];
+  assign \read_data$304[0]  = \read_data$304 [21:0];
+  assign \read_data$304[0].valid  = \read_data$304 [0];
+  assign \read_data$304[0].rrpv  = \read_data$304 [2:1];
+  assign \read_data$304[0].tag  = \read_data$304 [21:3];
+  assign \read_data$304[1]  = \read_data$304 [43:22];
+  assign \read_data$304[1].valid  = \read_data$304 [22];
+  assign \read_data$304[1].rrpv  = \read_data$304 [24:23];
+  assign \read_data$304[1].tag  = \read_data$304 [43:25];
+  assign \read_data$304[2]  = \read_data$304 [65:44];
+  assign \read_data$304[2].valid  = \read_data$304 [44];
+  assign \read_data$304[2].rrpv  = \read_data$304 [46:45];
+  assign \read_data$304[2].tag  = \read_data$304 [65:47];
+  assign \read_data$304[3]  = \read_data$304 [87:66];
+  assign \read_data$304[3].valid  = \read_data$304 [66];
+  assign \read_data$304[3].rrpv  = \read_data$304 [68:67];
+  assign \read_data$304[3].tag  = \read_data$304 [87:69];
+  assign \read_data$305[0]  = \read_data$305 [21:0];
+  assign \read_data$305[0].valid  = \read_data$305 [0];
+  assign \read_data$305[0].rrpv  = \read_data$305 [2:1];
+  assign \read_data$305[0].tag  = \read_data$305 [21:3];
+  assign \read_data$305[1]  = \read_data$305 [43:22];
+  assign \read_data$305[1].valid  = \read_data$305 [22];
+  assign \read_data$305[1].rrpv  = \read_data$305 [24:23];
+  assign \read_data$305[1].tag  = \read_data$305 [43:25];
+  assign \read_data$305[2]  = \read_data$305 [65:44];
+  assign \read_data$305[2].valid  = \read_data$305 [44];
+  assign \read_data$305[2].rrpv  = \read_data$305 [46:45];
+  assign \read_data$305[2].tag  = \read_data$305 [65:47];
+  assign \read_data$305[3]  = \read_data$305 [87:66];
+  assign \read_data$305[3].valid  = \read_data$305 [66];
+  assign \read_data$305[3].rrpv  = \read_data$305 [68:67];
+  assign \read_data$305[3].tag  = \read_data$305 [87:69];
+  assign \read_data$306[0]  = \read_data$306 [21:0];
+  assign \read_data$306[0].valid  = \read_data$306 [0];
+  assign \read_data$306[0].rrpv  = \read_data$306 [2:1];
+  assign \read_data$306[0].tag  = \read_data$306 [21:3];
+  assign \read_data$306[1]  = \read_data$306 [43:22];
+  assign \read_data$306[1].valid  = \read_data$306 [22];
+  assign \read_data$306[1].rrpv  = \read_data$306 [24:23];
+  assign \read_data$306[1].tag  = \read_data$306 [43:25];
+  assign \read_data$306[2]  = \read_data$306 [65:44];
+  assign \read_data$306[2].valid  = \read_data$306 [44];
+  assign \read_data$306[2].rrpv  = \read_data$306 [46:45];
+  assign \read_data$306[2].tag  = \read_data$306 [65:47];
+  assign \read_data$306[3]  = \read_data$306 [87:66];
+  assign \read_data$306[3].valid  = \read_data$306 [66];
+  assign \read_data$306[3].rrpv  = \read_data$306 [68:67];
+  assign \read_data$306[3].tag  = \read_data$306 [87:69];
+  assign \read_data$307[0]  = \read_data$307 [21:0];
+  assign \read_data$307[0].valid  = \read_data$307 [0];
+  assign \read_data$307[0].rrpv  = \read_data$307 [2:1];
+  assign \read_data$307[0].tag  = \read_data$307 [21:3];
+  assign \read_data$307[1]  = \read_data$307 [43:22];
+  assign \read_data$307[1].valid  = \read_data$307 [22];
+  assign \read_data$307[1].rrpv  = \read_data$307 [24:23];
+  assign \read_data$307[1].tag  = \read_data$307 [43:25];
+  assign \read_data$307[2]  = \read_data$307 [65:44];
+  assign \read_data$307[2].valid  = \read_data$307 [44];
+  assign \read_data$307[2].rrpv  = \read_data$307 [46:45];
+  assign \read_data$307[2].tag  = \read_data$307 [65:47];
+  assign \read_data$307[3]  = \read_data$307 [87:66];
+  assign \read_data$307[3].valid  = \read_data$307 [66];
+  assign \read_data$307[3].rrpv  = \read_data$307 [68:67];
+  assign \read_data$307[3].tag  = \read_data$307 [87:69];
   assign \dump__payload.bank  = dump__payload[3:0];
   assign \dump__payload.set  = dump__payload[9:4];
   assign \dump__payload.ways  = dump__payload[97:10];
@@ -14573,267 +14874,38 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, results__re
   assign \dump__payload.ways[3].valid  = dump__payload[76];
   assign \dump__payload.ways[3].rrpv  = dump__payload[78:77];
   assign \dump__payload.ways[3].tag  = dump__payload[97:79];
-  assign \read_data[0]  = read_data[21:0];
-  assign \read_data[0].valid  = read_data[0];
-  assign \read_data[0].rrpv  = read_data[2:1];
-  assign \read_data[0].tag  = read_data[21:3];
-  assign \read_data[1]  = read_data[43:22];
-  assign \read_data[1].valid  = read_data[22];
-  assign \read_data[1].rrpv  = read_data[24:23];
-  assign \read_data[1].tag  = read_data[43:25];
-  assign \read_data[2]  = read_data[65:44];
-  assign \read_data[2].valid  = read_data[44];
-  assign \read_data[2].rrpv  = read_data[46:45];
-  assign \read_data[2].tag  = read_data[65:47];
-  assign \read_data[3]  = read_data[87:66];
-  assign \read_data[3].valid  = read_data[66];
-  assign \read_data[3].rrpv  = read_data[68:67];
-  assign \read_data[3].tag  = read_data[87:69];
-  assign \read_data$351[0]  = \read_data$351 [21:0];
-  assign \read_data$351[0].valid  = \read_data$351 [0];
-  assign \read_data$351[0].rrpv  = \read_data$351 [2:1];
-  assign \read_data$351[0].tag  = \read_data$351 [21:3];
-  assign \read_data$351[1]  = \read_data$351 [43:22];
-  assign \read_data$351[1].valid  = \read_data$351 [22];
-  assign \read_data$351[1].rrpv  = \read_data$351 [24:23];
-  assign \read_data$351[1].tag  = \read_data$351 [43:25];
-  assign \read_data$351[2]  = \read_data$351 [65:44];
-  assign \read_data$351[2].valid  = \read_data$351 [44];
-  assign \read_data$351[2].rrpv  = \read_data$351 [46:45];
-  assign \read_data$351[2].tag  = \read_data$351 [65:47];
-  assign \read_data$351[3]  = \read_data$351 [87:66];
-  assign \read_data$351[3].valid  = \read_data$351 [66];
-  assign \read_data$351[3].rrpv  = \read_data$351 [68:67];
-  assign \read_data$351[3].tag  = \read_data$351 [87:69];
-  assign \read_data$352[0]  = \read_data$352 [21:0];
-  assign \read_data$352[0].valid  = \read_data$352 [0];
-  assign \read_data$352[0].rrpv  = \read_data$352 [2:1];
-  assign \read_data$352[0].tag  = \read_data$352 [21:3];
-  assign \read_data$352[1]  = \read_data$352 [43:22];
-  assign \read_data$352[1].valid  = \read_data$352 [22];
-  assign \read_data$352[1].rrpv  = \read_data$352 [24:23];
-  assign \read_data$352[1].tag  = \read_data$352 [43:25];
-  assign \read_data$352[2]  = \read_data$352 [65:44];
-  assign \read_data$352[2].valid  = \read_data$352 [44];
-  assign \read_data$352[2].rrpv  = \read_data$352 [46:45];
-  assign \read_data$352[2].tag  = \read_data$352 [65:47];
-  assign \read_data$352[3]  = \read_data$352 [87:66];
-  assign \read_data$352[3].valid  = \read_data$352 [66];
-  assign \read_data$352[3].rrpv  = \read_data$352 [68:67];
-  assign \read_data$352[3].tag  = \read_data$352 [87:69];
-  assign \read_data$353[0]  = \read_data$353 [21:0];
-  assign \read_data$353[0].valid  = \read_data$353 [0];
-  assign \read_data$353[0].rrpv  = \read_data$353 [2:1];
-  assign \read_data$353[0].tag  = \read_data$353 [21:3];
-  assign \read_data$353[1]  = \read_data$353 [43:22];
-  assign \read_data$353[1].valid  = \read_data$353 [22];
-  assign \read_data$353[1].rrpv  = \read_data$353 [24:23];
-  assign \read_data$353[1].tag  = \read_data$353 [43:25];
-  assign \read_data$353[2]  = \read_data$353 [65:44];
-  assign \read_data$353[2].valid  = \read_data$353 [44];
-  assign \read_data$353[2].rrpv  = \read_data$353 [46:45];
-  assign \read_data$353[2].tag  = \read_data$353 [65:47];
-  assign \read_data$353[3]  = \read_data$353 [87:66];
-  assign \read_data$353[3].valid  = \read_data$353 [66];
-  assign \read_data$353[3].rrpv  = \read_data$353 [68:67];
-  assign \read_data$353[3].tag  = \read_data$353 [87:69];
-  assign \read_data$354[0]  = \read_data$354 [21:0];
-  assign \read_data$354[0].valid  = \read_data$354 [0];
-  assign \read_data$354[0].rrpv  = \read_data$354 [2:1];
-  assign \read_data$354[0].tag  = \read_data$354 [21:3];
-  assign \read_data$354[1]  = \read_data$354 [43:22];
-  assign \read_data$354[1].valid  = \read_data$354 [22];
-  assign \read_data$354[1].rrpv  = \read_data$354 [24:23];
-  assign \read_data$354[1].tag  = \read_data$354 [43:25];
-  assign \read_data$354[2]  = \read_data$354 [65:44];
-  assign \read_data$354[2].valid  = \read_data$354 [44];
-  assign \read_data$354[2].rrpv  = \read_data$354 [46:45];
-  assign \read_data$354[2].tag  = \read_data$354 [65:47];
-  assign \read_data$354[3]  = \read_data$354 [87:66];
-  assign \read_data$354[3].valid  = \read_data$354 [66];
-  assign \read_data$354[3].rrpv  = \read_data$354 [68:67];
-  assign \read_data$354[3].tag  = \read_data$354 [87:69];
-  assign \read_data$355[0]  = \read_data$355 [21:0];
-  assign \read_data$355[0].valid  = \read_data$355 [0];
-  assign \read_data$355[0].rrpv  = \read_data$355 [2:1];
-  assign \read_data$355[0].tag  = \read_data$355 [21:3];
-  assign \read_data$355[1]  = \read_data$355 [43:22];
-  assign \read_data$355[1].valid  = \read_data$355 [22];
-  assign \read_data$355[1].rrpv  = \read_data$355 [24:23];
-  assign \read_data$355[1].tag  = \read_data$355 [43:25];
-  assign \read_data$355[2]  = \read_data$355 [65:44];
-  assign \read_data$355[2].valid  = \read_data$355 [44];
-  assign \read_data$355[2].rrpv  = \read_data$355 [46:45];
-  assign \read_data$355[2].tag  = \read_data$355 [65:47];
-  assign \read_data$355[3]  = \read_data$355 [87:66];
-  assign \read_data$355[3].valid  = \read_data$355 [66];
-  assign \read_data$355[3].rrpv  = \read_data$355 [68:67];
-  assign \read_data$355[3].tag  = \read_data$355 [87:69];
-  assign \read_data$356[0]  = \read_data$356 [21:0];
-  assign \read_data$356[0].valid  = \read_data$356 [0];
-  assign \read_data$356[0].rrpv  = \read_data$356 [2:1];
-  assign \read_data$356[0].tag  = \read_data$356 [21:3];
-  assign \read_data$356[1]  = \read_data$356 [43:22];
-  assign \read_data$356[1].valid  = \read_data$356 [22];
-  assign \read_data$356[1].rrpv  = \read_data$356 [24:23];
-  assign \read_data$356[1].tag  = \read_data$356 [43:25];
-  assign \read_data$356[2]  = \read_data$356 [65:44];
-  assign \read_data$356[2].valid  = \read_data$356 [44];
-  assign \read_data$356[2].rrpv  = \read_data$356 [46:45];
-  assign \read_data$356[2].tag  = \read_data$356 [65:47];
-  assign \read_data$356[3]  = \read_data$356 [87:66];
-  assign \read_data$356[3].valid  = \read_data$356 [66];
-  assign \read_data$356[3].rrpv  = \read_data$356 [68:67];
-  assign \read_data$356[3].tag  = \read_data$356 [87:69];
-  assign \read_data$357[0]  = \read_data$357 [21:0];
-  assign \read_data$357[0].valid  = \read_data$357 [0];
-  assign \read_data$357[0].rrpv  = \read_data$357 [2:1];
-  assign \read_data$357[0].tag  = \read_data$357 [21:3];
-  assign \read_data$357[1]  = \read_data$357 [43:22];
-  assign \read_data$357[1].valid  = \read_data$357 [22];
-  assign \read_data$357[1].rrpv  = \read_data$357 [24:23];
-  assign \read_data$357[1].tag  = \read_data$357 [43:25];
-  assign \read_data$357[2]  = \read_data$357 [65:44];
-  assign \read_data$357[2].valid  = \read_data$357 [44];
-  assign \read_data$357[2].rrpv  = \read_data$357 [46:45];
-  assign \read_data$357[2].tag  = \read_data$357 [65:47];
-  assign \read_data$357[3]  = \read_data$357 [87:66];
-  assign \read_data$357[3].valid  = \read_data$357 [66];
-  assign \read_data$357[3].rrpv  = \read_data$357 [68:67];
-  assign \read_data$357[3].tag  = \read_data$357 [87:69];
-  assign \read_data$358[0]  = \read_data$358 [21:0];
-  assign \read_data$358[0].valid  = \read_data$358 [0];
-  assign \read_data$358[0].rrpv  = \read_data$358 [2:1];
-  assign \read_data$358[0].tag  = \read_data$358 [21:3];
-  assign \read_data$358[1]  = \read_data$358 [43:22];
-  assign \read_data$358[1].valid  = \read_data$358 [22];
-  assign \read_data$358[1].rrpv  = \read_data$358 [24:23];
-  assign \read_data$358[1].tag  = \read_data$358 [43:25];
-  assign \read_data$358[2]  = \read_data$358 [65:44];
-  assign \read_data$358[2].valid  = \read_data$358 [44];
-  assign \read_data$358[2].rrpv  = \read_data$358 [46:45];
-  assign \read_data$358[2].tag  = \read_data$358 [65:47];
-  assign \read_data$358[3]  = \read_data$358 [87:66];
-  assign \read_data$358[3].valid  = \read_data$358 [66];
-  assign \read_data$358[3].rrpv  = \read_data$358 [68:67];
-  assign \read_data$358[3].tag  = \read_data$358 [87:69];
-  assign \read_data$359[0]  = \read_data$359 [21:0];
-  assign \read_data$359[0].valid  = \read_data$359 [0];
-  assign \read_data$359[0].rrpv  = \read_data$359 [2:1];
-  assign \read_data$359[0].tag  = \read_data$359 [21:3];
-  assign \read_data$359[1]  = \read_data$359 [43:22];
-  assign \read_data$359[1].valid  = \read_data$359 [22];
-  assign \read_data$359[1].rrpv  = \read_data$359 [24:23];
-  assign \read_data$359[1].tag  = \read_data$359 [43:25];
-  assign \read_data$359[2]  = \read_data$359 [65:44];
-  assign \read_data$359[2].valid  = \read_data$359 [44];
-  assign \read_data$359[2].rrpv  = \read_data$359 [46:45];
-  assign \read_data$359[2].tag  = \read_data$359 [65:47];
-  assign \read_data$359[3]  = \read_data$359 [87:66];
-  assign \read_data$359[3].valid  = \read_data$359 [66];
-  assign \read_data$359[3].rrpv  = \read_data$359 [68:67];
-  assign \read_data$359[3].tag  = \read_data$359 [87:69];
-  assign \read_data$360[0]  = \read_data$360 [21:0];
-  assign \read_data$360[0].valid  = \read_data$360 [0];
-  assign \read_data$360[0].rrpv  = \read_data$360 [2:1];
-  assign \read_data$360[0].tag  = \read_data$360 [21:3];
-  assign \read_data$360[1]  = \read_data$360 [43:22];
-  assign \read_data$360[1].valid  = \read_data$360 [22];
-  assign \read_data$360[1].rrpv  = \read_data$360 [24:23];
-  assign \read_data$360[1].tag  = \read_data$360 [43:25];
-  assign \read_data$360[2]  = \read_data$360 [65:44];
-  assign \read_data$360[2].valid  = \read_data$360 [44];
-  assign \read_data$360[2].rrpv  = \read_data$360 [46:45];
-  assign \read_data$360[2].tag  = \read_data$360 [65:47];
-  assign \read_data$360[3]  = \read_data$360 [87:66];
-  assign \read_data$360[3].valid  = \read_data$360 [66];
-  assign \read_data$360[3].rrpv  = \read_data$360 [68:67];
-  assign \read_data$360[3].tag  = \read_data$360 [87:69];
-  assign \read_data$361[0]  = \read_data$361 [21:0];
-  assign \read_data$361[0].valid  = \read_data$361 [0];
-  assign \read_data$361[0].rrpv  = \read_data$361 [2:1];
-  assign \read_data$361[0].tag  = \read_data$361 [21:3];
-  assign \read_data$361[1]  = \read_data$361 [43:22];
-  assign \read_data$361[1].valid  = \read_data$361 [22];
-  assign \read_data$361[1].rrpv  = \read_data$361 [24:23];
-  assign \read_data$361[1].tag  = \read_data$361 [43:25];
-  assign \read_data$361[2]  = \read_data$361 [65:44];
-  assign \read_data$361[2].valid  = \read_data$361 [44];
-  assign \read_data$361[2].rrpv  = \read_data$361 [46:45];
-  assign \read_data$361[2].tag  = \read_data$361 [65:47];
-  assign \read_data$361[3]  = \read_data$361 [87:66];
-  assign \read_data$361[3].valid  = \read_data$361 [66];
-  assign \read_data$361[3].rrpv  = \read_data$361 [68:67];
-  assign \read_data$361[3].tag  = \read_data$361 [87:69];
-  assign \read_data$362[0]  = \read_data$362 [21:0];
-  assign \read_data$362[0].valid  = \read_data$362 [0];
-  assign \read_data$362[0].rrpv  = \read_data$362 [2:1];
-  assign \read_data$362[0].tag  = \read_data$362 [21:3];
-  assign \read_data$362[1]  = \read_data$362 [43:22];
-  assign \read_data$362[1].valid  = \read_data$362 [22];
-  assign \read_data$362[1].rrpv  = \read_data$362 [24:23];
-  assign \read_data$362[1].tag  = \read_data$362 [43:25];
-  assign \read_data$362[2]  = \read_data$362 [65:44];
-  assign \read_data$362[2].valid  = \read_data$362 [44];
-  assign \read_data$362[2].rrpv  = \read_data$362 [46:45];
-  assign \read_data$362[2].tag  = \read_data$362 [65:47];
-  assign \read_data$362[3]  = \read_data$362 [87:66];
-  assign \read_data$362[3].valid  = \read_data$362 [66];
-  assign \read_data$362[3].rrpv  = \read_data$362 [68:67];
-  assign \read_data$362[3].tag  = \read_data$362 [87:69];
-  assign \read_data$363[0]  = \read_data$363 [21:0];
-  assign \read_data$363[0].valid  = \read_data$363 [0];
-  assign \read_data$363[0].rrpv  = \read_data$363 [2:1];
-  assign \read_data$363[0].tag  = \read_data$363 [21:3];
-  assign \read_data$363[1]  = \read_data$363 [43:22];
-  assign \read_data$363[1].valid  = \read_data$363 [22];
-  assign \read_data$363[1].rrpv  = \read_data$363 [24:23];
-  assign \read_data$363[1].tag  = \read_data$363 [43:25];
-  assign \read_data$363[2]  = \read_data$363 [65:44];
-  assign \read_data$363[2].valid  = \read_data$363 [44];
-  assign \read_data$363[2].rrpv  = \read_data$363 [46:45];
-  assign \read_data$363[2].tag  = \read_data$363 [65:47];
-  assign \read_data$363[3]  = \read_data$363 [87:66];
-  assign \read_data$363[3].valid  = \read_data$363 [66];
-  assign \read_data$363[3].rrpv  = \read_data$363 [68:67];
-  assign \read_data$363[3].tag  = \read_data$363 [87:69];
-  assign \read_data$364[0]  = \read_data$364 [21:0];
-  assign \read_data$364[0].valid  = \read_data$364 [0];
-  assign \read_data$364[0].rrpv  = \read_data$364 [2:1];
-  assign \read_data$364[0].tag  = \read_data$364 [21:3];
-  assign \read_data$364[1]  = \read_data$364 [43:22];
-  assign \read_data$364[1].valid  = \read_data$364 [22];
-  assign \read_data$364[1].rrpv  = \read_data$364 [24:23];
-  assign \read_data$364[1].tag  = \read_data$364 [43:25];
-  assign \read_data$364[2]  = \read_data$364 [65:44];
-  assign \read_data$364[2].valid  = \read_data$364 [44];
-  assign \read_data$364[2].rrpv  = \read_data$364 [46:45];
-  assign \read_data$364[2].tag  = \read_data$364 [65:47];
-  assign \read_data$364[3]  = \read_data$364 [87:66];
-  assign \read_data$364[3].valid  = \read_data$364 [66];
-  assign \read_data$364[3].rrpv  = \read_data$364 [68:67];
-  assign \read_data$364[3].tag  = \read_data$364 [87:69];
-  assign \read_data$365[0]  = \read_data$365 [21:0];
-  assign \read_data$365[0].valid  = \read_data$365 [0];
-  assign \read_data$365[0].rrpv  = \read_data$365 [2:1];
-  assign \read_data$365[0].tag  = \read_data$365 [21:3];
-  assign \read_data$365[1]  = \read_data$365 [43:22];
-  assign \read_data$365[1].valid  = \read_data$365 [22];
-  assign \read_data$365[1].rrpv  = \read_data$365 [24:23];
-  assign \read_data$365[1].tag  = \read_data$365 [43:25];
-  assign \read_data$365[2]  = \read_data$365 [65:44];
-  assign \read_data$365[2].valid  = \read_data$365 [44];
-  assign \read_data$365[2].rrpv  = \read_data$365 [46:45];
-  assign \read_data$365[2].tag  = \read_data$365 [65:47];
-  assign \read_data$365[3]  = \read_data$365 [87:66];
-  assign \read_data$365[3].valid  = \read_data$365 [66];
-  assign \read_data$365[3].rrpv  = \read_data$365 [68:67];
-  assign \read_data$365[3].tag  = \read_data$365 [87:69];
+  assign \i__payload$368[0]  = \i__payload$368 [29:0];
+  assign \i__payload$368[0].valid  = \i__payload$368 [0];
+  assign \i__payload$368[0].key  = \i__payload$368 [29:1];
+  assign \i__payload$368[1]  = \i__payload$368 [59:30];
+  assign \i__payload$368[1].valid  = \i__payload$368 [30];
+  assign \i__payload$368[1].key  = \i__payload$368 [59:31];
+  assign \i__payload$368[2]  = \i__payload$368 [89:60];
+  assign \i__payload$368[2].valid  = \i__payload$368 [60];
+  assign \i__payload$368[2].key  = \i__payload$368 [89:61];
+  assign \i__payload$368[3]  = \i__payload$368 [119:90];
+  assign \i__payload$368[3].valid  = \i__payload$368 [90];
+  assign \i__payload$368[3].key  = \i__payload$368 [119:91];
+  assign \lookups__payload[0]  = \i__payload$368 [29:0];
+  assign \lookups__payload[0].valid  = \i__payload$368 [0];
+  assign \lookups__payload[0].key  = \i__payload$368 [29:1];
+  assign \lookups__payload[1]  = \i__payload$368 [59:30];
+  assign \lookups__payload[1].valid  = \i__payload$368 [30];
+  assign \lookups__payload[1].key  = \i__payload$368 [59:31];
+  assign \lookups__payload[2]  = \i__payload$368 [89:60];
+  assign \lookups__payload[2].valid  = \i__payload$368 [60];
+  assign \lookups__payload[2].key  = \i__payload$368 [89:61];
+  assign \lookups__payload[3]  = \i__payload$368 [119:90];
+  assign \lookups__payload[3].valid  = \i__payload$368 [90];
+  assign \lookups__payload[3].key  = \i__payload$368 [119:91];
+  assign record[97:10] = \$8 ;
+  assign record[9:4] = v2_set;
+  assign record[3:0] = v2_bank;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1536$0 , \port$1538$0 , \port$1540$0 , \port$1542$0 , \port$1544$0 , \port$1546$0 , \port$1548$0 , \port$1550$0 , \port$1552$0 , \port$1554$0 , \port$1556$0 , \port$1558$0 , \port$1560$0 , \port$1562$0 , \port$1564$0 , \port$1566$0 , \port$1568$0 , \port$1570$0 , \port$1572$0 
-, \port$1574$0 , \port$1576$0 , \port$1578$0 , \port$1580$0 , \port$1582$0 , \port$1584$0 , \port$1586$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1529$0 , \port$1531$0 , \port$1533$0 , \port$1535$0 , \port$1537$0 , \port$1539$0 , \port$1541$0 , \port$1543$0 , \port$1545$0 , \port$1547$0 , \port$1549$0 , \port$1551$0 , \port$1553$0 , \port$1555$0 , \port$1557$0 , \port$1559$0 , \port$1561$0 , \port$1563$0 , \port$1565$0 
+, \port$1567$0 , \port$1569$0 , \port$1571$0 , \port$1573$0 , \port$1575$0 , \port$1577$0 , \port$1579$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -14876,58 +14948,58 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1536$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1536$0 ;
-  wire \port$1536$0 ;
-  input \port$1538$0 ;
-  wire \port$1538$0 ;
-  input \port$1540$0 ;
-  wire \port$1540$0 ;
-  input \port$1542$0 ;
-  wire \port$1542$0 ;
-  input \port$1544$0 ;
-  wire \port$1544$0 ;
-  input \port$1546$0 ;
-  wire \port$1546$0 ;
-  input \port$1548$0 ;
-  wire \port$1548$0 ;
-  input \port$1550$0 ;
-  wire \port$1550$0 ;
-  input \port$1552$0 ;
-  wire \port$1552$0 ;
-  input \port$1554$0 ;
-  wire \port$1554$0 ;
-  input \port$1556$0 ;
-  wire \port$1556$0 ;
-  input \port$1558$0 ;
-  wire \port$1558$0 ;
-  input \port$1560$0 ;
-  wire \port$1560$0 ;
-  input \port$1562$0 ;
-  wire \port$1562$0 ;
-  input \port$1564$0 ;
-  wire \port$1564$0 ;
-  input \port$1566$0 ;
-  wire \port$1566$0 ;
-  input \port$1568$0 ;
-  wire \port$1568$0 ;
-  input \port$1570$0 ;
-  wire \port$1570$0 ;
-  input \port$1572$0 ;
-  wire \port$1572$0 ;
-  input \port$1574$0 ;
-  wire \port$1574$0 ;
-  input \port$1576$0 ;
-  wire \port$1576$0 ;
-  input \port$1578$0 ;
-  wire \port$1578$0 ;
-  input \port$1580$0 ;
-  wire \port$1580$0 ;
-  input \port$1582$0 ;
-  wire \port$1582$0 ;
-  input \port$1584$0 ;
-  wire \port$1584$0 ;
-  input \port$1586$0 ;
-  wire \port$1586$0 ;
+  input \port$1529$0 ;
+  wire \port$1529$0 ;
+  input \port$1531$0 ;
+  wire \port$1531$0 ;
+  input \port$1533$0 ;
+  wire \port$1533$0 ;
+  input \port$1535$0 ;
+  wire \port$1535$0 ;
+  input \port$1537$0 ;
+  wire \port$1537$0 ;
+  input \port$1539$0 ;
+  wire \port$1539$0 ;
+  input \port$1541$0 ;
+  wire \port$1541$0 ;
+  input \port$1543$0 ;
+  wire \port$1543$0 ;
+  input \port$1545$0 ;
+  wire \port$1545$0 ;
+  input \port$1547$0 ;
+  wire \port$1547$0 ;
+  input \port$1549$0 ;
+  wire \port$1549$0 ;
+  input \port$1551$0 ;
+  wire \port$1551$0 ;
+  input \port$1553$0 ;
+  wire \port$1553$0 ;
+  input \port$1555$0 ;
+  wire \port$1555$0 ;
+  input \port$1557$0 ;
+  wire \port$1557$0 ;
+  input \port$1559$0 ;
+  wire \port$1559$0 ;
+  input \port$1561$0 ;
+  wire \port$1561$0 ;
+  input \port$1563$0 ;
+  wire \port$1563$0 ;
+  input \port$1565$0 ;
+  wire \port$1565$0 ;
+  input \port$1567$0 ;
+  wire \port$1567$0 ;
+  input \port$1569$0 ;
+  wire \port$1569$0 ;
+  input \port$1571$0 ;
+  wire \port$1571$0 ;
+  input \port$1573$0 ;
+  wire \port$1573$0 ;
+  input \port$1575$0 ;
+  wire \port$1575$0 ;
+  input \port$1577$0 ;
+  wire \port$1577$0 ;
+  input \port$1579$0 ;
+  wire \port$1579$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -15065,7 +15137,7 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1536$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$9  = { \port$1586$0 , \port$1584$0 , \port$1582$0 , \port$1580$0 , \port$1578$0 , \port$1576$0 , \port$1574$0 , \port$1572$0 , \port$1570$0 , \port$1568$0 , \port$1566$0 , \port$1564$0 , \port$1562$0 , \port$1560$0 , \port$1558$0 , \port$1556$0 , \port$1554$0 , \port$1552$0 , \port$1550$0 , \port$1548$0 , \port$1546$0 , \port$1544$0 , \port$1542$0 , \port$1540$0 , \port$1538$0 , \port$1536$0  };
+    \$9  = { \port$1579$0 , \port$1577$0 , \port$1575$0 , \port$1573$0 , \port$1571$0 , \port$1569$0 , \port$1567$0 , \port$1565$0 , \port$1563$0 , \port$1561$0 , \port$1559$0 , \port$1557$0 , \port$1555$0 , \port$1553$0 , \port$1551$0 , \port$1549$0 , \port$1547$0 , \port$1545$0 , \port$1543$0 , \port$1541$0 , \port$1539$0 , \port$1537$0 , \port$1535$0 , \port$1533$0 , \port$1531$0 , \port$1529$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -15103,7 +15175,7 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1536$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1586$0 , \port$1584$0 , \port$1582$0 , \port$1580$0 , \port$1578$0 , \port$1576$0 , \port$1574$0 , \port$1572$0 , \port$1570$0 , \port$1568$0 , \port$1566$0 , \port$1564$0 , \port$1562$0 , \port$1560$0 , \port$1558$0 , \port$1556$0 , \port$1554$0 , \port$1552$0 , \port$1550$0 , \port$1548$0 , \port$1546$0 , \port$1544$0 , \port$1542$0 , \port$1540$0 , \port$1538$0 , \port$1536$0  };
+  assign requests__payload = { \port$1579$0 , \port$1577$0 , \port$1575$0 , \port$1573$0 , \port$1571$0 , \port$1569$0 , \port$1567$0 , \port$1565$0 , \port$1563$0 , \port$1561$0 , \port$1559$0 , \port$1557$0 , \port$1555$0 , \port$1553$0 , \port$1551$0 , \port$1549$0 , \port$1547$0 , \port$1545$0 , \port$1543$0 , \port$1541$0 , \port$1539$0 , \port$1537$0 , \port$1535$0 , \port$1533$0 , \port$1531$0 , \port$1529$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -15145,9 +15217,9 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1536$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1546$0 , \port$1544$0 , \port$1542$0 , \port$1540$0 , \port$1538$0 , \port$1536$0  };
-  assign \requests__payload.tag  = { \port$1584$0 , \port$1582$0 , \port$1580$0 , \port$1578$0 , \port$1576$0 , \port$1574$0 , \port$1572$0 , \port$1570$0 , \port$1568$0 , \port$1566$0 , \port$1564$0 , \port$1562$0 , \port$1560$0 , \port$1558$0 , \port$1556$0 , \port$1554$0 , \port$1552$0 , \port$1550$0 , \port$1548$0  };
-  assign \requests__payload.repeated  = \port$1586$0 ;
+  assign \requests__payload.set  = { \port$1539$0 , \port$1537$0 , \port$1535$0 , \port$1533$0 , \port$1531$0 , \port$1529$0  };
+  assign \requests__payload.tag  = { \port$1577$0 , \port$1575$0 , \port$1573$0 , \port$1571$0 , \port$1569$0 , \port$1567$0 , \port$1565$0 , \port$1563$0 , \port$1561$0 , \port$1559$0 , \port$1557$0 , \port$1555$0 , \port$1553$0 , \port$1551$0 , \port$1549$0 , \port$1547$0 , \port$1545$0 , \port$1543$0 , \port$1541$0  };
+  assign \requests__payload.repeated  = \port$1579$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15334,7 +15406,7 @@ module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15490,7 +15562,8 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -15565,7 +15638,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -15775,11 +15848,11 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -15886,7 +15959,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -16107,7 +16180,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -16159,7 +16232,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -16182,22 +16255,22 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -16218,22 +16291,6 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -16356,6 +16413,22 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -16513,8 +16586,8 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1589$0 , \port$1591$0 , \port$1593$0 , \port$1595$0 , \port$1597$0 , \port$1599$0 , \port$1601$0 , \port$1603$0 , \port$1605$0 , \port$1607$0 , \port$1609$0 , \port$1611$0 , \port$1613$0 , \port$1615$0 , \port$1617$0 , \port$1619$0 , \port$1621$0 , \port$1623$0 , \port$1625$0 
-, \port$1627$0 , \port$1629$0 , \port$1631$0 , \port$1633$0 , \port$1635$0 , \port$1637$0 , \port$1639$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1582$0 , \port$1584$0 , \port$1586$0 , \port$1588$0 , \port$1590$0 , \port$1592$0 , \port$1594$0 , \port$1596$0 , \port$1598$0 , \port$1600$0 , \port$1602$0 , \port$1604$0 , \port$1606$0 , \port$1608$0 , \port$1610$0 , \port$1612$0 , \port$1614$0 , \port$1616$0 , \port$1618$0 
+, \port$1620$0 , \port$1622$0 , \port$1624$0 , \port$1626$0 , \port$1628$0 , \port$1630$0 , \port$1632$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -16557,58 +16630,58 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1589$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1589$0 ;
-  wire \port$1589$0 ;
-  input \port$1591$0 ;
-  wire \port$1591$0 ;
-  input \port$1593$0 ;
-  wire \port$1593$0 ;
-  input \port$1595$0 ;
-  wire \port$1595$0 ;
-  input \port$1597$0 ;
-  wire \port$1597$0 ;
-  input \port$1599$0 ;
-  wire \port$1599$0 ;
-  input \port$1601$0 ;
-  wire \port$1601$0 ;
-  input \port$1603$0 ;
-  wire \port$1603$0 ;
-  input \port$1605$0 ;
-  wire \port$1605$0 ;
-  input \port$1607$0 ;
-  wire \port$1607$0 ;
-  input \port$1609$0 ;
-  wire \port$1609$0 ;
-  input \port$1611$0 ;
-  wire \port$1611$0 ;
-  input \port$1613$0 ;
-  wire \port$1613$0 ;
-  input \port$1615$0 ;
-  wire \port$1615$0 ;
-  input \port$1617$0 ;
-  wire \port$1617$0 ;
-  input \port$1619$0 ;
-  wire \port$1619$0 ;
-  input \port$1621$0 ;
-  wire \port$1621$0 ;
-  input \port$1623$0 ;
-  wire \port$1623$0 ;
-  input \port$1625$0 ;
-  wire \port$1625$0 ;
-  input \port$1627$0 ;
-  wire \port$1627$0 ;
-  input \port$1629$0 ;
-  wire \port$1629$0 ;
-  input \port$1631$0 ;
-  wire \port$1631$0 ;
-  input \port$1633$0 ;
-  wire \port$1633$0 ;
-  input \port$1635$0 ;
-  wire \port$1635$0 ;
-  input \port$1637$0 ;
-  wire \port$1637$0 ;
-  input \port$1639$0 ;
-  wire \port$1639$0 ;
+  input \port$1582$0 ;
+  wire \port$1582$0 ;
+  input \port$1584$0 ;
+  wire \port$1584$0 ;
+  input \port$1586$0 ;
+  wire \port$1586$0 ;
+  input \port$1588$0 ;
+  wire \port$1588$0 ;
+  input \port$1590$0 ;
+  wire \port$1590$0 ;
+  input \port$1592$0 ;
+  wire \port$1592$0 ;
+  input \port$1594$0 ;
+  wire \port$1594$0 ;
+  input \port$1596$0 ;
+  wire \port$1596$0 ;
+  input \port$1598$0 ;
+  wire \port$1598$0 ;
+  input \port$1600$0 ;
+  wire \port$1600$0 ;
+  input \port$1602$0 ;
+  wire \port$1602$0 ;
+  input \port$1604$0 ;
+  wire \port$1604$0 ;
+  input \port$1606$0 ;
+  wire \port$1606$0 ;
+  input \port$1608$0 ;
+  wire \port$1608$0 ;
+  input \port$1610$0 ;
+  wire \port$1610$0 ;
+  input \port$1612$0 ;
+  wire \port$1612$0 ;
+  input \port$1614$0 ;
+  wire \port$1614$0 ;
+  input \port$1616$0 ;
+  wire \port$1616$0 ;
+  input \port$1618$0 ;
+  wire \port$1618$0 ;
+  input \port$1620$0 ;
+  wire \port$1620$0 ;
+  input \port$1622$0 ;
+  wire \port$1622$0 ;
+  input \port$1624$0 ;
+  wire \port$1624$0 ;
+  input \port$1626$0 ;
+  wire \port$1626$0 ;
+  input \port$1628$0 ;
+  wire \port$1628$0 ;
+  input \port$1630$0 ;
+  wire \port$1630$0 ;
+  input \port$1632$0 ;
+  wire \port$1632$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -16746,7 +16819,7 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1589$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$9  = { \port$1639$0 , \port$1637$0 , \port$1635$0 , \port$1633$0 , \port$1631$0 , \port$1629$0 , \port$1627$0 , \port$1625$0 , \port$1623$0 , \port$1621$0 , \port$1619$0 , \port$1617$0 , \port$1615$0 , \port$1613$0 , \port$1611$0 , \port$1609$0 , \port$1607$0 , \port$1605$0 , \port$1603$0 , \port$1601$0 , \port$1599$0 , \port$1597$0 , \port$1595$0 , \port$1593$0 , \port$1591$0 , \port$1589$0  };
+    \$9  = { \port$1632$0 , \port$1630$0 , \port$1628$0 , \port$1626$0 , \port$1624$0 , \port$1622$0 , \port$1620$0 , \port$1618$0 , \port$1616$0 , \port$1614$0 , \port$1612$0 , \port$1610$0 , \port$1608$0 , \port$1606$0 , \port$1604$0 , \port$1602$0 , \port$1600$0 , \port$1598$0 , \port$1596$0 , \port$1594$0 , \port$1592$0 , \port$1590$0 , \port$1588$0 , \port$1586$0 , \port$1584$0 , \port$1582$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -16784,7 +16857,7 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1589$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1639$0 , \port$1637$0 , \port$1635$0 , \port$1633$0 , \port$1631$0 , \port$1629$0 , \port$1627$0 , \port$1625$0 , \port$1623$0 , \port$1621$0 , \port$1619$0 , \port$1617$0 , \port$1615$0 , \port$1613$0 , \port$1611$0 , \port$1609$0 , \port$1607$0 , \port$1605$0 , \port$1603$0 , \port$1601$0 , \port$1599$0 , \port$1597$0 , \port$1595$0 , \port$1593$0 , \port$1591$0 , \port$1589$0  };
+  assign requests__payload = { \port$1632$0 , \port$1630$0 , \port$1628$0 , \port$1626$0 , \port$1624$0 , \port$1622$0 , \port$1620$0 , \port$1618$0 , \port$1616$0 , \port$1614$0 , \port$1612$0 , \port$1610$0 , \port$1608$0 , \port$1606$0 , \port$1604$0 , \port$1602$0 , \port$1600$0 , \port$1598$0 , \port$1596$0 , \port$1594$0 , \port$1592$0 , \port$1590$0 , \port$1588$0 , \port$1586$0 , \port$1584$0 , \port$1582$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -16826,9 +16899,9 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1589$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1599$0 , \port$1597$0 , \port$1595$0 , \port$1593$0 , \port$1591$0 , \port$1589$0  };
-  assign \requests__payload.tag  = { \port$1637$0 , \port$1635$0 , \port$1633$0 , \port$1631$0 , \port$1629$0 , \port$1627$0 , \port$1625$0 , \port$1623$0 , \port$1621$0 , \port$1619$0 , \port$1617$0 , \port$1615$0 , \port$1613$0 , \port$1611$0 , \port$1609$0 , \port$1607$0 , \port$1605$0 , \port$1603$0 , \port$1601$0  };
-  assign \requests__payload.repeated  = \port$1639$0 ;
+  assign \requests__payload.set  = { \port$1592$0 , \port$1590$0 , \port$1588$0 , \port$1586$0 , \port$1584$0 , \port$1582$0  };
+  assign \requests__payload.tag  = { \port$1630$0 , \port$1628$0 , \port$1626$0 , \port$1624$0 , \port$1622$0 , \port$1620$0 , \port$1618$0 , \port$1616$0 , \port$1614$0 , \port$1612$0 , \port$1610$0 , \port$1608$0 , \port$1606$0 , \port$1604$0 , \port$1602$0 , \port$1600$0 , \port$1598$0 , \port$1596$0 , \port$1594$0  };
+  assign \requests__payload.repeated  = \port$1632$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17015,7 +17088,7 @@ module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17171,7 +17244,8 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -17246,7 +17320,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -17456,11 +17530,11 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -17567,7 +17641,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -17788,7 +17862,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -17840,7 +17914,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -17863,22 +17937,22 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -17899,22 +17973,6 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -18037,6 +18095,22 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -18194,8 +18268,8 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2066$0 , \port$2068$0 , \port$2070$0 , \port$2072$0 , \port$2074$0 , \port$2076$0 , \port$2078$0 , \port$2080$0 , \port$2082$0 , \port$2084$0 , \port$2086$0 , \port$2088$0 , \port$2090$0 , \port$2092$0 , \port$2094$0 , \port$2096$0 , \port$2098$0 , \port$2100$0 , \port$2102$0 
-, \port$2104$0 , \port$2106$0 , \port$2108$0 , \port$2110$0 , \port$2112$0 , \port$2114$0 , \port$2116$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2059$0 , \port$2061$0 , \port$2063$0 , \port$2065$0 , \port$2067$0 , \port$2069$0 , \port$2071$0 , \port$2073$0 , \port$2075$0 , \port$2077$0 , \port$2079$0 , \port$2081$0 , \port$2083$0 , \port$2085$0 , \port$2087$0 , \port$2089$0 , \port$2091$0 , \port$2093$0 , \port$2095$0 
+, \port$2097$0 , \port$2099$0 , \port$2101$0 , \port$2103$0 , \port$2105$0 , \port$2107$0 , \port$2109$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -18238,58 +18312,58 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2066$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2066$0 ;
-  wire \port$2066$0 ;
-  input \port$2068$0 ;
-  wire \port$2068$0 ;
-  input \port$2070$0 ;
-  wire \port$2070$0 ;
-  input \port$2072$0 ;
-  wire \port$2072$0 ;
-  input \port$2074$0 ;
-  wire \port$2074$0 ;
-  input \port$2076$0 ;
-  wire \port$2076$0 ;
-  input \port$2078$0 ;
-  wire \port$2078$0 ;
-  input \port$2080$0 ;
-  wire \port$2080$0 ;
-  input \port$2082$0 ;
-  wire \port$2082$0 ;
-  input \port$2084$0 ;
-  wire \port$2084$0 ;
-  input \port$2086$0 ;
-  wire \port$2086$0 ;
-  input \port$2088$0 ;
-  wire \port$2088$0 ;
-  input \port$2090$0 ;
-  wire \port$2090$0 ;
-  input \port$2092$0 ;
-  wire \port$2092$0 ;
-  input \port$2094$0 ;
-  wire \port$2094$0 ;
-  input \port$2096$0 ;
-  wire \port$2096$0 ;
-  input \port$2098$0 ;
-  wire \port$2098$0 ;
-  input \port$2100$0 ;
-  wire \port$2100$0 ;
-  input \port$2102$0 ;
-  wire \port$2102$0 ;
-  input \port$2104$0 ;
-  wire \port$2104$0 ;
-  input \port$2106$0 ;
-  wire \port$2106$0 ;
-  input \port$2108$0 ;
-  wire \port$2108$0 ;
-  input \port$2110$0 ;
-  wire \port$2110$0 ;
-  input \port$2112$0 ;
-  wire \port$2112$0 ;
-  input \port$2114$0 ;
-  wire \port$2114$0 ;
-  input \port$2116$0 ;
-  wire \port$2116$0 ;
+  input \port$2059$0 ;
+  wire \port$2059$0 ;
+  input \port$2061$0 ;
+  wire \port$2061$0 ;
+  input \port$2063$0 ;
+  wire \port$2063$0 ;
+  input \port$2065$0 ;
+  wire \port$2065$0 ;
+  input \port$2067$0 ;
+  wire \port$2067$0 ;
+  input \port$2069$0 ;
+  wire \port$2069$0 ;
+  input \port$2071$0 ;
+  wire \port$2071$0 ;
+  input \port$2073$0 ;
+  wire \port$2073$0 ;
+  input \port$2075$0 ;
+  wire \port$2075$0 ;
+  input \port$2077$0 ;
+  wire \port$2077$0 ;
+  input \port$2079$0 ;
+  wire \port$2079$0 ;
+  input \port$2081$0 ;
+  wire \port$2081$0 ;
+  input \port$2083$0 ;
+  wire \port$2083$0 ;
+  input \port$2085$0 ;
+  wire \port$2085$0 ;
+  input \port$2087$0 ;
+  wire \port$2087$0 ;
+  input \port$2089$0 ;
+  wire \port$2089$0 ;
+  input \port$2091$0 ;
+  wire \port$2091$0 ;
+  input \port$2093$0 ;
+  wire \port$2093$0 ;
+  input \port$2095$0 ;
+  wire \port$2095$0 ;
+  input \port$2097$0 ;
+  wire \port$2097$0 ;
+  input \port$2099$0 ;
+  wire \port$2099$0 ;
+  input \port$2101$0 ;
+  wire \port$2101$0 ;
+  input \port$2103$0 ;
+  wire \port$2103$0 ;
+  input \port$2105$0 ;
+  wire \port$2105$0 ;
+  input \port$2107$0 ;
+  wire \port$2107$0 ;
+  input \port$2109$0 ;
+  wire \port$2109$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -18427,7 +18501,7 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2066$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$9  = { \port$2116$0 , \port$2114$0 , \port$2112$0 , \port$2110$0 , \port$2108$0 , \port$2106$0 , \port$2104$0 , \port$2102$0 , \port$2100$0 , \port$2098$0 , \port$2096$0 , \port$2094$0 , \port$2092$0 , \port$2090$0 , \port$2088$0 , \port$2086$0 , \port$2084$0 , \port$2082$0 , \port$2080$0 , \port$2078$0 , \port$2076$0 , \port$2074$0 , \port$2072$0 , \port$2070$0 , \port$2068$0 , \port$2066$0  };
+    \$9  = { \port$2109$0 , \port$2107$0 , \port$2105$0 , \port$2103$0 , \port$2101$0 , \port$2099$0 , \port$2097$0 , \port$2095$0 , \port$2093$0 , \port$2091$0 , \port$2089$0 , \port$2087$0 , \port$2085$0 , \port$2083$0 , \port$2081$0 , \port$2079$0 , \port$2077$0 , \port$2075$0 , \port$2073$0 , \port$2071$0 , \port$2069$0 , \port$2067$0 , \port$2065$0 , \port$2063$0 , \port$2061$0 , \port$2059$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -18465,7 +18539,7 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2066$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2116$0 , \port$2114$0 , \port$2112$0 , \port$2110$0 , \port$2108$0 , \port$2106$0 , \port$2104$0 , \port$2102$0 , \port$2100$0 , \port$2098$0 , \port$2096$0 , \port$2094$0 , \port$2092$0 , \port$2090$0 , \port$2088$0 , \port$2086$0 , \port$2084$0 , \port$2082$0 , \port$2080$0 , \port$2078$0 , \port$2076$0 , \port$2074$0 , \port$2072$0 , \port$2070$0 , \port$2068$0 , \port$2066$0  };
+  assign requests__payload = { \port$2109$0 , \port$2107$0 , \port$2105$0 , \port$2103$0 , \port$2101$0 , \port$2099$0 , \port$2097$0 , \port$2095$0 , \port$2093$0 , \port$2091$0 , \port$2089$0 , \port$2087$0 , \port$2085$0 , \port$2083$0 , \port$2081$0 , \port$2079$0 , \port$2077$0 , \port$2075$0 , \port$2073$0 , \port$2071$0 , \port$2069$0 , \port$2067$0 , \port$2065$0 , \port$2063$0 , \port$2061$0 , \port$2059$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -18507,9 +18581,9 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2066$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2076$0 , \port$2074$0 , \port$2072$0 , \port$2070$0 , \port$2068$0 , \port$2066$0  };
-  assign \requests__payload.tag  = { \port$2114$0 , \port$2112$0 , \port$2110$0 , \port$2108$0 , \port$2106$0 , \port$2104$0 , \port$2102$0 , \port$2100$0 , \port$2098$0 , \port$2096$0 , \port$2094$0 , \port$2092$0 , \port$2090$0 , \port$2088$0 , \port$2086$0 , \port$2084$0 , \port$2082$0 , \port$2080$0 , \port$2078$0  };
-  assign \requests__payload.repeated  = \port$2116$0 ;
+  assign \requests__payload.set  = { \port$2069$0 , \port$2067$0 , \port$2065$0 , \port$2063$0 , \port$2061$0 , \port$2059$0  };
+  assign \requests__payload.tag  = { \port$2107$0 , \port$2105$0 , \port$2103$0 , \port$2101$0 , \port$2099$0 , \port$2097$0 , \port$2095$0 , \port$2093$0 , \port$2091$0 , \port$2089$0 , \port$2087$0 , \port$2085$0 , \port$2083$0 , \port$2081$0 , \port$2079$0 , \port$2077$0 , \port$2075$0 , \port$2073$0 , \port$2071$0  };
+  assign \requests__payload.repeated  = \port$2109$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18696,7 +18770,7 @@ module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18852,7 +18926,8 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -18927,7 +19002,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -19137,11 +19212,11 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -19248,7 +19323,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -19469,7 +19544,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -19521,7 +19596,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -19544,22 +19619,22 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -19580,22 +19655,6 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -19718,6 +19777,22 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -19875,8 +19950,8 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2119$0 , \port$2121$0 , \port$2123$0 , \port$2125$0 , \port$2127$0 , \port$2129$0 , \port$2131$0 , \port$2133$0 , \port$2135$0 , \port$2137$0 , \port$2139$0 , \port$2141$0 , \port$2143$0 , \port$2145$0 , \port$2147$0 , \port$2149$0 , \port$2151$0 , \port$2153$0 , \port$2155$0 
-, \port$2157$0 , \port$2159$0 , \port$2161$0 , \port$2163$0 , \port$2165$0 , \port$2167$0 , \port$2169$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2112$0 , \port$2114$0 , \port$2116$0 , \port$2118$0 , \port$2120$0 , \port$2122$0 , \port$2124$0 , \port$2126$0 , \port$2128$0 , \port$2130$0 , \port$2132$0 , \port$2134$0 , \port$2136$0 , \port$2138$0 , \port$2140$0 , \port$2142$0 , \port$2144$0 , \port$2146$0 , \port$2148$0 
+, \port$2150$0 , \port$2152$0 , \port$2154$0 , \port$2156$0 , \port$2158$0 , \port$2160$0 , \port$2162$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -19919,58 +19994,58 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2119$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2119$0 ;
-  wire \port$2119$0 ;
-  input \port$2121$0 ;
-  wire \port$2121$0 ;
-  input \port$2123$0 ;
-  wire \port$2123$0 ;
-  input \port$2125$0 ;
-  wire \port$2125$0 ;
-  input \port$2127$0 ;
-  wire \port$2127$0 ;
-  input \port$2129$0 ;
-  wire \port$2129$0 ;
-  input \port$2131$0 ;
-  wire \port$2131$0 ;
-  input \port$2133$0 ;
-  wire \port$2133$0 ;
-  input \port$2135$0 ;
-  wire \port$2135$0 ;
-  input \port$2137$0 ;
-  wire \port$2137$0 ;
-  input \port$2139$0 ;
-  wire \port$2139$0 ;
-  input \port$2141$0 ;
-  wire \port$2141$0 ;
-  input \port$2143$0 ;
-  wire \port$2143$0 ;
-  input \port$2145$0 ;
-  wire \port$2145$0 ;
-  input \port$2147$0 ;
-  wire \port$2147$0 ;
-  input \port$2149$0 ;
-  wire \port$2149$0 ;
-  input \port$2151$0 ;
-  wire \port$2151$0 ;
-  input \port$2153$0 ;
-  wire \port$2153$0 ;
-  input \port$2155$0 ;
-  wire \port$2155$0 ;
-  input \port$2157$0 ;
-  wire \port$2157$0 ;
-  input \port$2159$0 ;
-  wire \port$2159$0 ;
-  input \port$2161$0 ;
-  wire \port$2161$0 ;
-  input \port$2163$0 ;
-  wire \port$2163$0 ;
-  input \port$2165$0 ;
-  wire \port$2165$0 ;
-  input \port$2167$0 ;
-  wire \port$2167$0 ;
-  input \port$2169$0 ;
-  wire \port$2169$0 ;
+  input \port$2112$0 ;
+  wire \port$2112$0 ;
+  input \port$2114$0 ;
+  wire \port$2114$0 ;
+  input \port$2116$0 ;
+  wire \port$2116$0 ;
+  input \port$2118$0 ;
+  wire \port$2118$0 ;
+  input \port$2120$0 ;
+  wire \port$2120$0 ;
+  input \port$2122$0 ;
+  wire \port$2122$0 ;
+  input \port$2124$0 ;
+  wire \port$2124$0 ;
+  input \port$2126$0 ;
+  wire \port$2126$0 ;
+  input \port$2128$0 ;
+  wire \port$2128$0 ;
+  input \port$2130$0 ;
+  wire \port$2130$0 ;
+  input \port$2132$0 ;
+  wire \port$2132$0 ;
+  input \port$2134$0 ;
+  wire \port$2134$0 ;
+  input \port$2136$0 ;
+  wire \port$2136$0 ;
+  input \port$2138$0 ;
+  wire \port$2138$0 ;
+  input \port$2140$0 ;
+  wire \port$2140$0 ;
+  input \port$2142$0 ;
+  wire \port$2142$0 ;
+  input \port$2144$0 ;
+  wire \port$2144$0 ;
+  input \port$2146$0 ;
+  wire \port$2146$0 ;
+  input \port$2148$0 ;
+  wire \port$2148$0 ;
+  input \port$2150$0 ;
+  wire \port$2150$0 ;
+  input \port$2152$0 ;
+  wire \port$2152$0 ;
+  input \port$2154$0 ;
+  wire \port$2154$0 ;
+  input \port$2156$0 ;
+  wire \port$2156$0 ;
+  input \port$2158$0 ;
+  wire \port$2158$0 ;
+  input \port$2160$0 ;
+  wire \port$2160$0 ;
+  input \port$2162$0 ;
+  wire \port$2162$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -20108,7 +20183,7 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2119$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$9  = { \port$2169$0 , \port$2167$0 , \port$2165$0 , \port$2163$0 , \port$2161$0 , \port$2159$0 , \port$2157$0 , \port$2155$0 , \port$2153$0 , \port$2151$0 , \port$2149$0 , \port$2147$0 , \port$2145$0 , \port$2143$0 , \port$2141$0 , \port$2139$0 , \port$2137$0 , \port$2135$0 , \port$2133$0 , \port$2131$0 , \port$2129$0 , \port$2127$0 , \port$2125$0 , \port$2123$0 , \port$2121$0 , \port$2119$0  };
+    \$9  = { \port$2162$0 , \port$2160$0 , \port$2158$0 , \port$2156$0 , \port$2154$0 , \port$2152$0 , \port$2150$0 , \port$2148$0 , \port$2146$0 , \port$2144$0 , \port$2142$0 , \port$2140$0 , \port$2138$0 , \port$2136$0 , \port$2134$0 , \port$2132$0 , \port$2130$0 , \port$2128$0 , \port$2126$0 , \port$2124$0 , \port$2122$0 , \port$2120$0 , \port$2118$0 , \port$2116$0 , \port$2114$0 , \port$2112$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -20146,7 +20221,7 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2119$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2169$0 , \port$2167$0 , \port$2165$0 , \port$2163$0 , \port$2161$0 , \port$2159$0 , \port$2157$0 , \port$2155$0 , \port$2153$0 , \port$2151$0 , \port$2149$0 , \port$2147$0 , \port$2145$0 , \port$2143$0 , \port$2141$0 , \port$2139$0 , \port$2137$0 , \port$2135$0 , \port$2133$0 , \port$2131$0 , \port$2129$0 , \port$2127$0 , \port$2125$0 , \port$2123$0 , \port$2121$0 , \port$2119$0  };
+  assign requests__payload = { \port$2162$0 , \port$2160$0 , \port$2158$0 , \port$2156$0 , \port$2154$0 , \port$2152$0 , \port$2150$0 , \port$2148$0 , \port$2146$0 , \port$2144$0 , \port$2142$0 , \port$2140$0 , \port$2138$0 , \port$2136$0 , \port$2134$0 , \port$2132$0 , \port$2130$0 , \port$2128$0 , \port$2126$0 , \port$2124$0 , \port$2122$0 , \port$2120$0 , \port$2118$0 , \port$2116$0 , \port$2114$0 , \port$2112$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -20188,9 +20263,9 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2119$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2129$0 , \port$2127$0 , \port$2125$0 , \port$2123$0 , \port$2121$0 , \port$2119$0  };
-  assign \requests__payload.tag  = { \port$2167$0 , \port$2165$0 , \port$2163$0 , \port$2161$0 , \port$2159$0 , \port$2157$0 , \port$2155$0 , \port$2153$0 , \port$2151$0 , \port$2149$0 , \port$2147$0 , \port$2145$0 , \port$2143$0 , \port$2141$0 , \port$2139$0 , \port$2137$0 , \port$2135$0 , \port$2133$0 , \port$2131$0  };
-  assign \requests__payload.repeated  = \port$2169$0 ;
+  assign \requests__payload.set  = { \port$2122$0 , \port$2120$0 , \port$2118$0 , \port$2116$0 , \port$2114$0 , \port$2112$0  };
+  assign \requests__payload.tag  = { \port$2160$0 , \port$2158$0 , \port$2156$0 , \port$2154$0 , \port$2152$0 , \port$2150$0 , \port$2148$0 , \port$2146$0 , \port$2144$0 , \port$2142$0 , \port$2140$0 , \port$2138$0 , \port$2136$0 , \port$2134$0 , \port$2132$0 , \port$2130$0 , \port$2128$0 , \port$2126$0 , \port$2124$0  };
+  assign \requests__payload.repeated  = \port$2162$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20377,7 +20452,7 @@ module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20533,7 +20608,8 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -20608,7 +20684,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -20818,11 +20894,11 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -20929,7 +21005,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -21150,7 +21226,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -21202,7 +21278,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -21225,22 +21301,22 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -21261,22 +21337,6 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -21399,6 +21459,22 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -21556,8 +21632,8 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2172$0 , \port$2174$0 , \port$2176$0 , \port$2178$0 , \port$2180$0 , \port$2182$0 , \port$2184$0 , \port$2186$0 , \port$2188$0 , \port$2190$0 , \port$2192$0 , \port$2194$0 , \port$2196$0 , \port$2198$0 , \port$2200$0 , \port$2202$0 , \port$2204$0 , \port$2206$0 , \port$2208$0 
-, \port$2210$0 , \port$2212$0 , \port$2214$0 , \port$2216$0 , \port$2218$0 , \port$2220$0 , \port$2222$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2165$0 , \port$2167$0 , \port$2169$0 , \port$2171$0 , \port$2173$0 , \port$2175$0 , \port$2177$0 , \port$2179$0 , \port$2181$0 , \port$2183$0 , \port$2185$0 , \port$2187$0 , \port$2189$0 , \port$2191$0 , \port$2193$0 , \port$2195$0 , \port$2197$0 , \port$2199$0 , \port$2201$0 
+, \port$2203$0 , \port$2205$0 , \port$2207$0 , \port$2209$0 , \port$2211$0 , \port$2213$0 , \port$2215$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -21600,58 +21676,58 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2172$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2172$0 ;
-  wire \port$2172$0 ;
-  input \port$2174$0 ;
-  wire \port$2174$0 ;
-  input \port$2176$0 ;
-  wire \port$2176$0 ;
-  input \port$2178$0 ;
-  wire \port$2178$0 ;
-  input \port$2180$0 ;
-  wire \port$2180$0 ;
-  input \port$2182$0 ;
-  wire \port$2182$0 ;
-  input \port$2184$0 ;
-  wire \port$2184$0 ;
-  input \port$2186$0 ;
-  wire \port$2186$0 ;
-  input \port$2188$0 ;
-  wire \port$2188$0 ;
-  input \port$2190$0 ;
-  wire \port$2190$0 ;
-  input \port$2192$0 ;
-  wire \port$2192$0 ;
-  input \port$2194$0 ;
-  wire \port$2194$0 ;
-  input \port$2196$0 ;
-  wire \port$2196$0 ;
-  input \port$2198$0 ;
-  wire \port$2198$0 ;
-  input \port$2200$0 ;
-  wire \port$2200$0 ;
-  input \port$2202$0 ;
-  wire \port$2202$0 ;
-  input \port$2204$0 ;
-  wire \port$2204$0 ;
-  input \port$2206$0 ;
-  wire \port$2206$0 ;
-  input \port$2208$0 ;
-  wire \port$2208$0 ;
-  input \port$2210$0 ;
-  wire \port$2210$0 ;
-  input \port$2212$0 ;
-  wire \port$2212$0 ;
-  input \port$2214$0 ;
-  wire \port$2214$0 ;
-  input \port$2216$0 ;
-  wire \port$2216$0 ;
-  input \port$2218$0 ;
-  wire \port$2218$0 ;
-  input \port$2220$0 ;
-  wire \port$2220$0 ;
-  input \port$2222$0 ;
-  wire \port$2222$0 ;
+  input \port$2165$0 ;
+  wire \port$2165$0 ;
+  input \port$2167$0 ;
+  wire \port$2167$0 ;
+  input \port$2169$0 ;
+  wire \port$2169$0 ;
+  input \port$2171$0 ;
+  wire \port$2171$0 ;
+  input \port$2173$0 ;
+  wire \port$2173$0 ;
+  input \port$2175$0 ;
+  wire \port$2175$0 ;
+  input \port$2177$0 ;
+  wire \port$2177$0 ;
+  input \port$2179$0 ;
+  wire \port$2179$0 ;
+  input \port$2181$0 ;
+  wire \port$2181$0 ;
+  input \port$2183$0 ;
+  wire \port$2183$0 ;
+  input \port$2185$0 ;
+  wire \port$2185$0 ;
+  input \port$2187$0 ;
+  wire \port$2187$0 ;
+  input \port$2189$0 ;
+  wire \port$2189$0 ;
+  input \port$2191$0 ;
+  wire \port$2191$0 ;
+  input \port$2193$0 ;
+  wire \port$2193$0 ;
+  input \port$2195$0 ;
+  wire \port$2195$0 ;
+  input \port$2197$0 ;
+  wire \port$2197$0 ;
+  input \port$2199$0 ;
+  wire \port$2199$0 ;
+  input \port$2201$0 ;
+  wire \port$2201$0 ;
+  input \port$2203$0 ;
+  wire \port$2203$0 ;
+  input \port$2205$0 ;
+  wire \port$2205$0 ;
+  input \port$2207$0 ;
+  wire \port$2207$0 ;
+  input \port$2209$0 ;
+  wire \port$2209$0 ;
+  input \port$2211$0 ;
+  wire \port$2211$0 ;
+  input \port$2213$0 ;
+  wire \port$2213$0 ;
+  input \port$2215$0 ;
+  wire \port$2215$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -21789,7 +21865,7 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2172$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$9  = { \port$2222$0 , \port$2220$0 , \port$2218$0 , \port$2216$0 , \port$2214$0 , \port$2212$0 , \port$2210$0 , \port$2208$0 , \port$2206$0 , \port$2204$0 , \port$2202$0 , \port$2200$0 , \port$2198$0 , \port$2196$0 , \port$2194$0 , \port$2192$0 , \port$2190$0 , \port$2188$0 , \port$2186$0 , \port$2184$0 , \port$2182$0 , \port$2180$0 , \port$2178$0 , \port$2176$0 , \port$2174$0 , \port$2172$0  };
+    \$9  = { \port$2215$0 , \port$2213$0 , \port$2211$0 , \port$2209$0 , \port$2207$0 , \port$2205$0 , \port$2203$0 , \port$2201$0 , \port$2199$0 , \port$2197$0 , \port$2195$0 , \port$2193$0 , \port$2191$0 , \port$2189$0 , \port$2187$0 , \port$2185$0 , \port$2183$0 , \port$2181$0 , \port$2179$0 , \port$2177$0 , \port$2175$0 , \port$2173$0 , \port$2171$0 , \port$2169$0 , \port$2167$0 , \port$2165$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -21827,7 +21903,7 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2172$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2222$0 , \port$2220$0 , \port$2218$0 , \port$2216$0 , \port$2214$0 , \port$2212$0 , \port$2210$0 , \port$2208$0 , \port$2206$0 , \port$2204$0 , \port$2202$0 , \port$2200$0 , \port$2198$0 , \port$2196$0 , \port$2194$0 , \port$2192$0 , \port$2190$0 , \port$2188$0 , \port$2186$0 , \port$2184$0 , \port$2182$0 , \port$2180$0 , \port$2178$0 , \port$2176$0 , \port$2174$0 , \port$2172$0  };
+  assign requests__payload = { \port$2215$0 , \port$2213$0 , \port$2211$0 , \port$2209$0 , \port$2207$0 , \port$2205$0 , \port$2203$0 , \port$2201$0 , \port$2199$0 , \port$2197$0 , \port$2195$0 , \port$2193$0 , \port$2191$0 , \port$2189$0 , \port$2187$0 , \port$2185$0 , \port$2183$0 , \port$2181$0 , \port$2179$0 , \port$2177$0 , \port$2175$0 , \port$2173$0 , \port$2171$0 , \port$2169$0 , \port$2167$0 , \port$2165$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -21869,9 +21945,9 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2172$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2182$0 , \port$2180$0 , \port$2178$0 , \port$2176$0 , \port$2174$0 , \port$2172$0  };
-  assign \requests__payload.tag  = { \port$2220$0 , \port$2218$0 , \port$2216$0 , \port$2214$0 , \port$2212$0 , \port$2210$0 , \port$2208$0 , \port$2206$0 , \port$2204$0 , \port$2202$0 , \port$2200$0 , \port$2198$0 , \port$2196$0 , \port$2194$0 , \port$2192$0 , \port$2190$0 , \port$2188$0 , \port$2186$0 , \port$2184$0  };
-  assign \requests__payload.repeated  = \port$2222$0 ;
+  assign \requests__payload.set  = { \port$2175$0 , \port$2173$0 , \port$2171$0 , \port$2169$0 , \port$2167$0 , \port$2165$0  };
+  assign \requests__payload.tag  = { \port$2213$0 , \port$2211$0 , \port$2209$0 , \port$2207$0 , \port$2205$0 , \port$2203$0 , \port$2201$0 , \port$2199$0 , \port$2197$0 , \port$2195$0 , \port$2193$0 , \port$2191$0 , \port$2189$0 , \port$2187$0 , \port$2185$0 , \port$2183$0 , \port$2181$0 , \port$2179$0 , \port$2177$0  };
+  assign \requests__payload.repeated  = \port$2215$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22058,7 +22134,7 @@ module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22214,7 +22290,8 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -22289,7 +22366,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -22499,11 +22576,11 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -22610,7 +22687,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -22831,7 +22908,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -22883,7 +22960,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -22906,22 +22983,22 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -22942,22 +23019,6 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -23080,6 +23141,22 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -23237,8 +23314,8 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2225$0 , \port$2227$0 , \port$2229$0 , \port$2231$0 , \port$2233$0 , \port$2235$0 , \port$2237$0 , \port$2239$0 , \port$2241$0 , \port$2243$0 , \port$2245$0 , \port$2247$0 , \port$2249$0 , \port$2251$0 , \port$2253$0 , \port$2255$0 , \port$2257$0 , \port$2259$0 , \port$2261$0 
-, \port$2263$0 , \port$2265$0 , \port$2267$0 , \port$2269$0 , \port$2271$0 , \port$2273$0 , \port$2275$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2218$0 , \port$2220$0 , \port$2222$0 , \port$2224$0 , \port$2226$0 , \port$2228$0 , \port$2230$0 , \port$2232$0 , \port$2234$0 , \port$2236$0 , \port$2238$0 , \port$2240$0 , \port$2242$0 , \port$2244$0 , \port$2246$0 , \port$2248$0 , \port$2250$0 , \port$2252$0 , \port$2254$0 
+, \port$2256$0 , \port$2258$0 , \port$2260$0 , \port$2262$0 , \port$2264$0 , \port$2266$0 , \port$2268$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -23281,58 +23358,58 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2225$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2225$0 ;
-  wire \port$2225$0 ;
-  input \port$2227$0 ;
-  wire \port$2227$0 ;
-  input \port$2229$0 ;
-  wire \port$2229$0 ;
-  input \port$2231$0 ;
-  wire \port$2231$0 ;
-  input \port$2233$0 ;
-  wire \port$2233$0 ;
-  input \port$2235$0 ;
-  wire \port$2235$0 ;
-  input \port$2237$0 ;
-  wire \port$2237$0 ;
-  input \port$2239$0 ;
-  wire \port$2239$0 ;
-  input \port$2241$0 ;
-  wire \port$2241$0 ;
-  input \port$2243$0 ;
-  wire \port$2243$0 ;
-  input \port$2245$0 ;
-  wire \port$2245$0 ;
-  input \port$2247$0 ;
-  wire \port$2247$0 ;
-  input \port$2249$0 ;
-  wire \port$2249$0 ;
-  input \port$2251$0 ;
-  wire \port$2251$0 ;
-  input \port$2253$0 ;
-  wire \port$2253$0 ;
-  input \port$2255$0 ;
-  wire \port$2255$0 ;
-  input \port$2257$0 ;
-  wire \port$2257$0 ;
-  input \port$2259$0 ;
-  wire \port$2259$0 ;
-  input \port$2261$0 ;
-  wire \port$2261$0 ;
-  input \port$2263$0 ;
-  wire \port$2263$0 ;
-  input \port$2265$0 ;
-  wire \port$2265$0 ;
-  input \port$2267$0 ;
-  wire \port$2267$0 ;
-  input \port$2269$0 ;
-  wire \port$2269$0 ;
-  input \port$2271$0 ;
-  wire \port$2271$0 ;
-  input \port$2273$0 ;
-  wire \port$2273$0 ;
-  input \port$2275$0 ;
-  wire \port$2275$0 ;
+  input \port$2218$0 ;
+  wire \port$2218$0 ;
+  input \port$2220$0 ;
+  wire \port$2220$0 ;
+  input \port$2222$0 ;
+  wire \port$2222$0 ;
+  input \port$2224$0 ;
+  wire \port$2224$0 ;
+  input \port$2226$0 ;
+  wire \port$2226$0 ;
+  input \port$2228$0 ;
+  wire \port$2228$0 ;
+  input \port$2230$0 ;
+  wire \port$2230$0 ;
+  input \port$2232$0 ;
+  wire \port$2232$0 ;
+  input \port$2234$0 ;
+  wire \port$2234$0 ;
+  input \port$2236$0 ;
+  wire \port$2236$0 ;
+  input \port$2238$0 ;
+  wire \port$2238$0 ;
+  input \port$2240$0 ;
+  wire \port$2240$0 ;
+  input \port$2242$0 ;
+  wire \port$2242$0 ;
+  input \port$2244$0 ;
+  wire \port$2244$0 ;
+  input \port$2246$0 ;
+  wire \port$2246$0 ;
+  input \port$2248$0 ;
+  wire \port$2248$0 ;
+  input \port$2250$0 ;
+  wire \port$2250$0 ;
+  input \port$2252$0 ;
+  wire \port$2252$0 ;
+  input \port$2254$0 ;
+  wire \port$2254$0 ;
+  input \port$2256$0 ;
+  wire \port$2256$0 ;
+  input \port$2258$0 ;
+  wire \port$2258$0 ;
+  input \port$2260$0 ;
+  wire \port$2260$0 ;
+  input \port$2262$0 ;
+  wire \port$2262$0 ;
+  input \port$2264$0 ;
+  wire \port$2264$0 ;
+  input \port$2266$0 ;
+  wire \port$2266$0 ;
+  input \port$2268$0 ;
+  wire \port$2268$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -23470,7 +23547,7 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2225$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$9  = { \port$2275$0 , \port$2273$0 , \port$2271$0 , \port$2269$0 , \port$2267$0 , \port$2265$0 , \port$2263$0 , \port$2261$0 , \port$2259$0 , \port$2257$0 , \port$2255$0 , \port$2253$0 , \port$2251$0 , \port$2249$0 , \port$2247$0 , \port$2245$0 , \port$2243$0 , \port$2241$0 , \port$2239$0 , \port$2237$0 , \port$2235$0 , \port$2233$0 , \port$2231$0 , \port$2229$0 , \port$2227$0 , \port$2225$0  };
+    \$9  = { \port$2268$0 , \port$2266$0 , \port$2264$0 , \port$2262$0 , \port$2260$0 , \port$2258$0 , \port$2256$0 , \port$2254$0 , \port$2252$0 , \port$2250$0 , \port$2248$0 , \port$2246$0 , \port$2244$0 , \port$2242$0 , \port$2240$0 , \port$2238$0 , \port$2236$0 , \port$2234$0 , \port$2232$0 , \port$2230$0 , \port$2228$0 , \port$2226$0 , \port$2224$0 , \port$2222$0 , \port$2220$0 , \port$2218$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -23508,7 +23585,7 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2225$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2275$0 , \port$2273$0 , \port$2271$0 , \port$2269$0 , \port$2267$0 , \port$2265$0 , \port$2263$0 , \port$2261$0 , \port$2259$0 , \port$2257$0 , \port$2255$0 , \port$2253$0 , \port$2251$0 , \port$2249$0 , \port$2247$0 , \port$2245$0 , \port$2243$0 , \port$2241$0 , \port$2239$0 , \port$2237$0 , \port$2235$0 , \port$2233$0 , \port$2231$0 , \port$2229$0 , \port$2227$0 , \port$2225$0  };
+  assign requests__payload = { \port$2268$0 , \port$2266$0 , \port$2264$0 , \port$2262$0 , \port$2260$0 , \port$2258$0 , \port$2256$0 , \port$2254$0 , \port$2252$0 , \port$2250$0 , \port$2248$0 , \port$2246$0 , \port$2244$0 , \port$2242$0 , \port$2240$0 , \port$2238$0 , \port$2236$0 , \port$2234$0 , \port$2232$0 , \port$2230$0 , \port$2228$0 , \port$2226$0 , \port$2224$0 , \port$2222$0 , \port$2220$0 , \port$2218$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -23550,9 +23627,9 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2225$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2235$0 , \port$2233$0 , \port$2231$0 , \port$2229$0 , \port$2227$0 , \port$2225$0  };
-  assign \requests__payload.tag  = { \port$2273$0 , \port$2271$0 , \port$2269$0 , \port$2267$0 , \port$2265$0 , \port$2263$0 , \port$2261$0 , \port$2259$0 , \port$2257$0 , \port$2255$0 , \port$2253$0 , \port$2251$0 , \port$2249$0 , \port$2247$0 , \port$2245$0 , \port$2243$0 , \port$2241$0 , \port$2239$0 , \port$2237$0  };
-  assign \requests__payload.repeated  = \port$2275$0 ;
+  assign \requests__payload.set  = { \port$2228$0 , \port$2226$0 , \port$2224$0 , \port$2222$0 , \port$2220$0 , \port$2218$0  };
+  assign \requests__payload.tag  = { \port$2266$0 , \port$2264$0 , \port$2262$0 , \port$2260$0 , \port$2258$0 , \port$2256$0 , \port$2254$0 , \port$2252$0 , \port$2250$0 , \port$2248$0 , \port$2246$0 , \port$2244$0 , \port$2242$0 , \port$2240$0 , \port$2238$0 , \port$2236$0 , \port$2234$0 , \port$2232$0 , \port$2230$0  };
+  assign \requests__payload.repeated  = \port$2268$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23739,7 +23816,7 @@ module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23895,7 +23972,8 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -23970,7 +24048,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -24180,11 +24258,11 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -24291,7 +24369,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -24512,7 +24590,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -24564,7 +24642,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -24587,22 +24665,22 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -24623,22 +24701,6 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -24761,6 +24823,22 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -24918,8 +24996,8 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2278$0 , \port$2280$0 , \port$2282$0 , \port$2284$0 , \port$2286$0 , \port$2288$0 , \port$2290$0 , \port$2292$0 , \port$2294$0 , \port$2296$0 , \port$2298$0 , \port$2300$0 , \port$2302$0 , \port$2304$0 , \port$2306$0 , \port$2308$0 , \port$2310$0 , \port$2312$0 , \port$2314$0 
-, \port$2316$0 , \port$2318$0 , \port$2320$0 , \port$2322$0 , \port$2324$0 , \port$2326$0 , \port$2328$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2271$0 , \port$2273$0 , \port$2275$0 , \port$2277$0 , \port$2279$0 , \port$2281$0 , \port$2283$0 , \port$2285$0 , \port$2287$0 , \port$2289$0 , \port$2291$0 , \port$2293$0 , \port$2295$0 , \port$2297$0 , \port$2299$0 , \port$2301$0 , \port$2303$0 , \port$2305$0 , \port$2307$0 
+, \port$2309$0 , \port$2311$0 , \port$2313$0 , \port$2315$0 , \port$2317$0 , \port$2319$0 , \port$2321$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -24962,58 +25040,58 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2278$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2278$0 ;
-  wire \port$2278$0 ;
-  input \port$2280$0 ;
-  wire \port$2280$0 ;
-  input \port$2282$0 ;
-  wire \port$2282$0 ;
-  input \port$2284$0 ;
-  wire \port$2284$0 ;
-  input \port$2286$0 ;
-  wire \port$2286$0 ;
-  input \port$2288$0 ;
-  wire \port$2288$0 ;
-  input \port$2290$0 ;
-  wire \port$2290$0 ;
-  input \port$2292$0 ;
-  wire \port$2292$0 ;
-  input \port$2294$0 ;
-  wire \port$2294$0 ;
-  input \port$2296$0 ;
-  wire \port$2296$0 ;
-  input \port$2298$0 ;
-  wire \port$2298$0 ;
-  input \port$2300$0 ;
-  wire \port$2300$0 ;
-  input \port$2302$0 ;
-  wire \port$2302$0 ;
-  input \port$2304$0 ;
-  wire \port$2304$0 ;
-  input \port$2306$0 ;
-  wire \port$2306$0 ;
-  input \port$2308$0 ;
-  wire \port$2308$0 ;
-  input \port$2310$0 ;
-  wire \port$2310$0 ;
-  input \port$2312$0 ;
-  wire \port$2312$0 ;
-  input \port$2314$0 ;
-  wire \port$2314$0 ;
-  input \port$2316$0 ;
-  wire \port$2316$0 ;
-  input \port$2318$0 ;
-  wire \port$2318$0 ;
-  input \port$2320$0 ;
-  wire \port$2320$0 ;
-  input \port$2322$0 ;
-  wire \port$2322$0 ;
-  input \port$2324$0 ;
-  wire \port$2324$0 ;
-  input \port$2326$0 ;
-  wire \port$2326$0 ;
-  input \port$2328$0 ;
-  wire \port$2328$0 ;
+  input \port$2271$0 ;
+  wire \port$2271$0 ;
+  input \port$2273$0 ;
+  wire \port$2273$0 ;
+  input \port$2275$0 ;
+  wire \port$2275$0 ;
+  input \port$2277$0 ;
+  wire \port$2277$0 ;
+  input \port$2279$0 ;
+  wire \port$2279$0 ;
+  input \port$2281$0 ;
+  wire \port$2281$0 ;
+  input \port$2283$0 ;
+  wire \port$2283$0 ;
+  input \port$2285$0 ;
+  wire \port$2285$0 ;
+  input \port$2287$0 ;
+  wire \port$2287$0 ;
+  input \port$2289$0 ;
+  wire \port$2289$0 ;
+  input \port$2291$0 ;
+  wire \port$2291$0 ;
+  input \port$2293$0 ;
+  wire \port$2293$0 ;
+  input \port$2295$0 ;
+  wire \port$2295$0 ;
+  input \port$2297$0 ;
+  wire \port$2297$0 ;
+  input \port$2299$0 ;
+  wire \port$2299$0 ;
+  input \port$2301$0 ;
+  wire \port$2301$0 ;
+  input \port$2303$0 ;
+  wire \port$2303$0 ;
+  input \port$2305$0 ;
+  wire \port$2305$0 ;
+  input \port$2307$0 ;
+  wire \port$2307$0 ;
+  input \port$2309$0 ;
+  wire \port$2309$0 ;
+  input \port$2311$0 ;
+  wire \port$2311$0 ;
+  input \port$2313$0 ;
+  wire \port$2313$0 ;
+  input \port$2315$0 ;
+  wire \port$2315$0 ;
+  input \port$2317$0 ;
+  wire \port$2317$0 ;
+  input \port$2319$0 ;
+  wire \port$2319$0 ;
+  input \port$2321$0 ;
+  wire \port$2321$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -25151,7 +25229,7 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2278$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$9  = { \port$2328$0 , \port$2326$0 , \port$2324$0 , \port$2322$0 , \port$2320$0 , \port$2318$0 , \port$2316$0 , \port$2314$0 , \port$2312$0 , \port$2310$0 , \port$2308$0 , \port$2306$0 , \port$2304$0 , \port$2302$0 , \port$2300$0 , \port$2298$0 , \port$2296$0 , \port$2294$0 , \port$2292$0 , \port$2290$0 , \port$2288$0 , \port$2286$0 , \port$2284$0 , \port$2282$0 , \port$2280$0 , \port$2278$0  };
+    \$9  = { \port$2321$0 , \port$2319$0 , \port$2317$0 , \port$2315$0 , \port$2313$0 , \port$2311$0 , \port$2309$0 , \port$2307$0 , \port$2305$0 , \port$2303$0 , \port$2301$0 , \port$2299$0 , \port$2297$0 , \port$2295$0 , \port$2293$0 , \port$2291$0 , \port$2289$0 , \port$2287$0 , \port$2285$0 , \port$2283$0 , \port$2281$0 , \port$2279$0 , \port$2277$0 , \port$2275$0 , \port$2273$0 , \port$2271$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -25189,7 +25267,7 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2278$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2328$0 , \port$2326$0 , \port$2324$0 , \port$2322$0 , \port$2320$0 , \port$2318$0 , \port$2316$0 , \port$2314$0 , \port$2312$0 , \port$2310$0 , \port$2308$0 , \port$2306$0 , \port$2304$0 , \port$2302$0 , \port$2300$0 , \port$2298$0 , \port$2296$0 , \port$2294$0 , \port$2292$0 , \port$2290$0 , \port$2288$0 , \port$2286$0 , \port$2284$0 , \port$2282$0 , \port$2280$0 , \port$2278$0  };
+  assign requests__payload = { \port$2321$0 , \port$2319$0 , \port$2317$0 , \port$2315$0 , \port$2313$0 , \port$2311$0 , \port$2309$0 , \port$2307$0 , \port$2305$0 , \port$2303$0 , \port$2301$0 , \port$2299$0 , \port$2297$0 , \port$2295$0 , \port$2293$0 , \port$2291$0 , \port$2289$0 , \port$2287$0 , \port$2285$0 , \port$2283$0 , \port$2281$0 , \port$2279$0 , \port$2277$0 , \port$2275$0 , \port$2273$0 , \port$2271$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -25231,9 +25309,9 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2278$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2288$0 , \port$2286$0 , \port$2284$0 , \port$2282$0 , \port$2280$0 , \port$2278$0  };
-  assign \requests__payload.tag  = { \port$2326$0 , \port$2324$0 , \port$2322$0 , \port$2320$0 , \port$2318$0 , \port$2316$0 , \port$2314$0 , \port$2312$0 , \port$2310$0 , \port$2308$0 , \port$2306$0 , \port$2304$0 , \port$2302$0 , \port$2300$0 , \port$2298$0 , \port$2296$0 , \port$2294$0 , \port$2292$0 , \port$2290$0  };
-  assign \requests__payload.repeated  = \port$2328$0 ;
+  assign \requests__payload.set  = { \port$2281$0 , \port$2279$0 , \port$2277$0 , \port$2275$0 , \port$2273$0 , \port$2271$0  };
+  assign \requests__payload.tag  = { \port$2319$0 , \port$2317$0 , \port$2315$0 , \port$2313$0 , \port$2311$0 , \port$2309$0 , \port$2307$0 , \port$2305$0 , \port$2303$0 , \port$2301$0 , \port$2299$0 , \port$2297$0 , \port$2295$0 , \port$2293$0 , \port$2291$0 , \port$2289$0 , \port$2287$0 , \port$2285$0 , \port$2283$0  };
+  assign \requests__payload.repeated  = \port$2321$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25420,7 +25498,7 @@ module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -25576,7 +25654,8 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -25651,7 +25730,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -25861,11 +25940,11 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -25972,7 +26051,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -26193,7 +26272,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -26245,7 +26324,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -26268,22 +26347,22 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -26304,22 +26383,6 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -26442,6 +26505,22 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -26599,8 +26678,8 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2331$0 , \port$2333$0 , \port$2335$0 , \port$2337$0 , \port$2339$0 , \port$2341$0 , \port$2343$0 , \port$2345$0 , \port$2347$0 , \port$2349$0 , \port$2351$0 , \port$2353$0 , \port$2355$0 , \port$2357$0 , \port$2359$0 , \port$2361$0 , \port$2363$0 , \port$2365$0 , \port$2367$0 
-, \port$2369$0 , \port$2371$0 , \port$2373$0 , \port$2375$0 , \port$2377$0 , \port$2379$0 , \port$2381$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2324$0 , \port$2326$0 , \port$2328$0 , \port$2330$0 , \port$2332$0 , \port$2334$0 , \port$2336$0 , \port$2338$0 , \port$2340$0 , \port$2342$0 , \port$2344$0 , \port$2346$0 , \port$2348$0 , \port$2350$0 , \port$2352$0 , \port$2354$0 , \port$2356$0 , \port$2358$0 , \port$2360$0 
+, \port$2362$0 , \port$2364$0 , \port$2366$0 , \port$2368$0 , \port$2370$0 , \port$2372$0 , \port$2374$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -26643,58 +26722,58 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2331$0 , 
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2331$0 ;
-  wire \port$2331$0 ;
-  input \port$2333$0 ;
-  wire \port$2333$0 ;
-  input \port$2335$0 ;
-  wire \port$2335$0 ;
-  input \port$2337$0 ;
-  wire \port$2337$0 ;
-  input \port$2339$0 ;
-  wire \port$2339$0 ;
-  input \port$2341$0 ;
-  wire \port$2341$0 ;
-  input \port$2343$0 ;
-  wire \port$2343$0 ;
-  input \port$2345$0 ;
-  wire \port$2345$0 ;
-  input \port$2347$0 ;
-  wire \port$2347$0 ;
-  input \port$2349$0 ;
-  wire \port$2349$0 ;
-  input \port$2351$0 ;
-  wire \port$2351$0 ;
-  input \port$2353$0 ;
-  wire \port$2353$0 ;
-  input \port$2355$0 ;
-  wire \port$2355$0 ;
-  input \port$2357$0 ;
-  wire \port$2357$0 ;
-  input \port$2359$0 ;
-  wire \port$2359$0 ;
-  input \port$2361$0 ;
-  wire \port$2361$0 ;
-  input \port$2363$0 ;
-  wire \port$2363$0 ;
-  input \port$2365$0 ;
-  wire \port$2365$0 ;
-  input \port$2367$0 ;
-  wire \port$2367$0 ;
-  input \port$2369$0 ;
-  wire \port$2369$0 ;
-  input \port$2371$0 ;
-  wire \port$2371$0 ;
-  input \port$2373$0 ;
-  wire \port$2373$0 ;
-  input \port$2375$0 ;
-  wire \port$2375$0 ;
-  input \port$2377$0 ;
-  wire \port$2377$0 ;
-  input \port$2379$0 ;
-  wire \port$2379$0 ;
-  input \port$2381$0 ;
-  wire \port$2381$0 ;
+  input \port$2324$0 ;
+  wire \port$2324$0 ;
+  input \port$2326$0 ;
+  wire \port$2326$0 ;
+  input \port$2328$0 ;
+  wire \port$2328$0 ;
+  input \port$2330$0 ;
+  wire \port$2330$0 ;
+  input \port$2332$0 ;
+  wire \port$2332$0 ;
+  input \port$2334$0 ;
+  wire \port$2334$0 ;
+  input \port$2336$0 ;
+  wire \port$2336$0 ;
+  input \port$2338$0 ;
+  wire \port$2338$0 ;
+  input \port$2340$0 ;
+  wire \port$2340$0 ;
+  input \port$2342$0 ;
+  wire \port$2342$0 ;
+  input \port$2344$0 ;
+  wire \port$2344$0 ;
+  input \port$2346$0 ;
+  wire \port$2346$0 ;
+  input \port$2348$0 ;
+  wire \port$2348$0 ;
+  input \port$2350$0 ;
+  wire \port$2350$0 ;
+  input \port$2352$0 ;
+  wire \port$2352$0 ;
+  input \port$2354$0 ;
+  wire \port$2354$0 ;
+  input \port$2356$0 ;
+  wire \port$2356$0 ;
+  input \port$2358$0 ;
+  wire \port$2358$0 ;
+  input \port$2360$0 ;
+  wire \port$2360$0 ;
+  input \port$2362$0 ;
+  wire \port$2362$0 ;
+  input \port$2364$0 ;
+  wire \port$2364$0 ;
+  input \port$2366$0 ;
+  wire \port$2366$0 ;
+  input \port$2368$0 ;
+  wire \port$2368$0 ;
+  input \port$2370$0 ;
+  wire \port$2370$0 ;
+  input \port$2372$0 ;
+  wire \port$2372$0 ;
+  input \port$2374$0 ;
+  wire \port$2374$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -26832,7 +26911,7 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2331$0 , 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
-    \$9  = { \port$2381$0 , \port$2379$0 , \port$2377$0 , \port$2375$0 , \port$2373$0 , \port$2371$0 , \port$2369$0 , \port$2367$0 , \port$2365$0 , \port$2363$0 , \port$2361$0 , \port$2359$0 , \port$2357$0 , \port$2355$0 , \port$2353$0 , \port$2351$0 , \port$2349$0 , \port$2347$0 , \port$2345$0 , \port$2343$0 , \port$2341$0 , \port$2339$0 , \port$2337$0 , \port$2335$0 , \port$2333$0 , \port$2331$0  };
+    \$9  = { \port$2374$0 , \port$2372$0 , \port$2370$0 , \port$2368$0 , \port$2366$0 , \port$2364$0 , \port$2362$0 , \port$2360$0 , \port$2358$0 , \port$2356$0 , \port$2354$0 , \port$2352$0 , \port$2350$0 , \port$2348$0 , \port$2346$0 , \port$2344$0 , \port$2342$0 , \port$2340$0 , \port$2338$0 , \port$2336$0 , \port$2334$0 , \port$2332$0 , \port$2330$0 , \port$2328$0 , \port$2326$0 , \port$2324$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -26870,7 +26949,7 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2331$0 , 
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2381$0 , \port$2379$0 , \port$2377$0 , \port$2375$0 , \port$2373$0 , \port$2371$0 , \port$2369$0 , \port$2367$0 , \port$2365$0 , \port$2363$0 , \port$2361$0 , \port$2359$0 , \port$2357$0 , \port$2355$0 , \port$2353$0 , \port$2351$0 , \port$2349$0 , \port$2347$0 , \port$2345$0 , \port$2343$0 , \port$2341$0 , \port$2339$0 , \port$2337$0 , \port$2335$0 , \port$2333$0 , \port$2331$0  };
+  assign requests__payload = { \port$2374$0 , \port$2372$0 , \port$2370$0 , \port$2368$0 , \port$2366$0 , \port$2364$0 , \port$2362$0 , \port$2360$0 , \port$2358$0 , \port$2356$0 , \port$2354$0 , \port$2352$0 , \port$2350$0 , \port$2348$0 , \port$2346$0 , \port$2344$0 , \port$2342$0 , \port$2340$0 , \port$2338$0 , \port$2336$0 , \port$2334$0 , \port$2332$0 , \port$2330$0 , \port$2328$0 , \port$2326$0 , \port$2324$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -26912,9 +26991,9 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2331$0 , 
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2341$0 , \port$2339$0 , \port$2337$0 , \port$2335$0 , \port$2333$0 , \port$2331$0  };
-  assign \requests__payload.tag  = { \port$2379$0 , \port$2377$0 , \port$2375$0 , \port$2373$0 , \port$2371$0 , \port$2369$0 , \port$2367$0 , \port$2365$0 , \port$2363$0 , \port$2361$0 , \port$2359$0 , \port$2357$0 , \port$2355$0 , \port$2353$0 , \port$2351$0 , \port$2349$0 , \port$2347$0 , \port$2345$0 , \port$2343$0  };
-  assign \requests__payload.repeated  = \port$2381$0 ;
+  assign \requests__payload.set  = { \port$2334$0 , \port$2332$0 , \port$2330$0 , \port$2328$0 , \port$2326$0 , \port$2324$0  };
+  assign \requests__payload.tag  = { \port$2372$0 , \port$2370$0 , \port$2368$0 , \port$2366$0 , \port$2364$0 , \port$2362$0 , \port$2360$0 , \port$2358$0 , \port$2356$0 , \port$2354$0 , \port$2352$0 , \port$2350$0 , \port$2348$0 , \port$2346$0 , \port$2344$0 , \port$2342$0 , \port$2340$0 , \port$2338$0 , \port$2336$0  };
+  assign \requests__payload.repeated  = \port$2374$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -27101,7 +27180,7 @@ module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27257,7 +27336,8 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -27332,7 +27412,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -27542,11 +27622,11 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -27653,7 +27733,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -27874,7 +27954,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -27926,7 +28006,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -27949,22 +28029,22 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -27985,22 +28065,6 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -28123,6 +28187,22 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -28280,8 +28360,8 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1642$0 , \port$1644$0 , \port$1646$0 , \port$1648$0 , \port$1650$0 , \port$1652$0 , \port$1654$0 , \port$1656$0 , \port$1658$0 , \port$1660$0 , \port$1662$0 , \port$1664$0 , \port$1666$0 , \port$1668$0 , \port$1670$0 , \port$1672$0 , \port$1674$0 , \port$1676$0 , \port$1678$0 
-, \port$1680$0 , \port$1682$0 , \port$1684$0 , \port$1686$0 , \port$1688$0 , \port$1690$0 , \port$1692$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1635$0 , \port$1637$0 , \port$1639$0 , \port$1641$0 , \port$1643$0 , \port$1645$0 , \port$1647$0 , \port$1649$0 , \port$1651$0 , \port$1653$0 , \port$1655$0 , \port$1657$0 , \port$1659$0 , \port$1661$0 , \port$1663$0 , \port$1665$0 , \port$1667$0 , \port$1669$0 , \port$1671$0 
+, \port$1673$0 , \port$1675$0 , \port$1677$0 , \port$1679$0 , \port$1681$0 , \port$1683$0 , \port$1685$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -28324,58 +28404,58 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1642$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1642$0 ;
-  wire \port$1642$0 ;
-  input \port$1644$0 ;
-  wire \port$1644$0 ;
-  input \port$1646$0 ;
-  wire \port$1646$0 ;
-  input \port$1648$0 ;
-  wire \port$1648$0 ;
-  input \port$1650$0 ;
-  wire \port$1650$0 ;
-  input \port$1652$0 ;
-  wire \port$1652$0 ;
-  input \port$1654$0 ;
-  wire \port$1654$0 ;
-  input \port$1656$0 ;
-  wire \port$1656$0 ;
-  input \port$1658$0 ;
-  wire \port$1658$0 ;
-  input \port$1660$0 ;
-  wire \port$1660$0 ;
-  input \port$1662$0 ;
-  wire \port$1662$0 ;
-  input \port$1664$0 ;
-  wire \port$1664$0 ;
-  input \port$1666$0 ;
-  wire \port$1666$0 ;
-  input \port$1668$0 ;
-  wire \port$1668$0 ;
-  input \port$1670$0 ;
-  wire \port$1670$0 ;
-  input \port$1672$0 ;
-  wire \port$1672$0 ;
-  input \port$1674$0 ;
-  wire \port$1674$0 ;
-  input \port$1676$0 ;
-  wire \port$1676$0 ;
-  input \port$1678$0 ;
-  wire \port$1678$0 ;
-  input \port$1680$0 ;
-  wire \port$1680$0 ;
-  input \port$1682$0 ;
-  wire \port$1682$0 ;
-  input \port$1684$0 ;
-  wire \port$1684$0 ;
-  input \port$1686$0 ;
-  wire \port$1686$0 ;
-  input \port$1688$0 ;
-  wire \port$1688$0 ;
-  input \port$1690$0 ;
-  wire \port$1690$0 ;
-  input \port$1692$0 ;
-  wire \port$1692$0 ;
+  input \port$1635$0 ;
+  wire \port$1635$0 ;
+  input \port$1637$0 ;
+  wire \port$1637$0 ;
+  input \port$1639$0 ;
+  wire \port$1639$0 ;
+  input \port$1641$0 ;
+  wire \port$1641$0 ;
+  input \port$1643$0 ;
+  wire \port$1643$0 ;
+  input \port$1645$0 ;
+  wire \port$1645$0 ;
+  input \port$1647$0 ;
+  wire \port$1647$0 ;
+  input \port$1649$0 ;
+  wire \port$1649$0 ;
+  input \port$1651$0 ;
+  wire \port$1651$0 ;
+  input \port$1653$0 ;
+  wire \port$1653$0 ;
+  input \port$1655$0 ;
+  wire \port$1655$0 ;
+  input \port$1657$0 ;
+  wire \port$1657$0 ;
+  input \port$1659$0 ;
+  wire \port$1659$0 ;
+  input \port$1661$0 ;
+  wire \port$1661$0 ;
+  input \port$1663$0 ;
+  wire \port$1663$0 ;
+  input \port$1665$0 ;
+  wire \port$1665$0 ;
+  input \port$1667$0 ;
+  wire \port$1667$0 ;
+  input \port$1669$0 ;
+  wire \port$1669$0 ;
+  input \port$1671$0 ;
+  wire \port$1671$0 ;
+  input \port$1673$0 ;
+  wire \port$1673$0 ;
+  input \port$1675$0 ;
+  wire \port$1675$0 ;
+  input \port$1677$0 ;
+  wire \port$1677$0 ;
+  input \port$1679$0 ;
+  wire \port$1679$0 ;
+  input \port$1681$0 ;
+  wire \port$1681$0 ;
+  input \port$1683$0 ;
+  wire \port$1683$0 ;
+  input \port$1685$0 ;
+  wire \port$1685$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -28513,7 +28593,7 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1642$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$9  = { \port$1692$0 , \port$1690$0 , \port$1688$0 , \port$1686$0 , \port$1684$0 , \port$1682$0 , \port$1680$0 , \port$1678$0 , \port$1676$0 , \port$1674$0 , \port$1672$0 , \port$1670$0 , \port$1668$0 , \port$1666$0 , \port$1664$0 , \port$1662$0 , \port$1660$0 , \port$1658$0 , \port$1656$0 , \port$1654$0 , \port$1652$0 , \port$1650$0 , \port$1648$0 , \port$1646$0 , \port$1644$0 , \port$1642$0  };
+    \$9  = { \port$1685$0 , \port$1683$0 , \port$1681$0 , \port$1679$0 , \port$1677$0 , \port$1675$0 , \port$1673$0 , \port$1671$0 , \port$1669$0 , \port$1667$0 , \port$1665$0 , \port$1663$0 , \port$1661$0 , \port$1659$0 , \port$1657$0 , \port$1655$0 , \port$1653$0 , \port$1651$0 , \port$1649$0 , \port$1647$0 , \port$1645$0 , \port$1643$0 , \port$1641$0 , \port$1639$0 , \port$1637$0 , \port$1635$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -28551,7 +28631,7 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1642$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1692$0 , \port$1690$0 , \port$1688$0 , \port$1686$0 , \port$1684$0 , \port$1682$0 , \port$1680$0 , \port$1678$0 , \port$1676$0 , \port$1674$0 , \port$1672$0 , \port$1670$0 , \port$1668$0 , \port$1666$0 , \port$1664$0 , \port$1662$0 , \port$1660$0 , \port$1658$0 , \port$1656$0 , \port$1654$0 , \port$1652$0 , \port$1650$0 , \port$1648$0 , \port$1646$0 , \port$1644$0 , \port$1642$0  };
+  assign requests__payload = { \port$1685$0 , \port$1683$0 , \port$1681$0 , \port$1679$0 , \port$1677$0 , \port$1675$0 , \port$1673$0 , \port$1671$0 , \port$1669$0 , \port$1667$0 , \port$1665$0 , \port$1663$0 , \port$1661$0 , \port$1659$0 , \port$1657$0 , \port$1655$0 , \port$1653$0 , \port$1651$0 , \port$1649$0 , \port$1647$0 , \port$1645$0 , \port$1643$0 , \port$1641$0 , \port$1639$0 , \port$1637$0 , \port$1635$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -28593,9 +28673,9 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1642$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1652$0 , \port$1650$0 , \port$1648$0 , \port$1646$0 , \port$1644$0 , \port$1642$0  };
-  assign \requests__payload.tag  = { \port$1690$0 , \port$1688$0 , \port$1686$0 , \port$1684$0 , \port$1682$0 , \port$1680$0 , \port$1678$0 , \port$1676$0 , \port$1674$0 , \port$1672$0 , \port$1670$0 , \port$1668$0 , \port$1666$0 , \port$1664$0 , \port$1662$0 , \port$1660$0 , \port$1658$0 , \port$1656$0 , \port$1654$0  };
-  assign \requests__payload.repeated  = \port$1692$0 ;
+  assign \requests__payload.set  = { \port$1645$0 , \port$1643$0 , \port$1641$0 , \port$1639$0 , \port$1637$0 , \port$1635$0  };
+  assign \requests__payload.tag  = { \port$1683$0 , \port$1681$0 , \port$1679$0 , \port$1677$0 , \port$1675$0 , \port$1673$0 , \port$1671$0 , \port$1669$0 , \port$1667$0 , \port$1665$0 , \port$1663$0 , \port$1661$0 , \port$1659$0 , \port$1657$0 , \port$1655$0 , \port$1653$0 , \port$1651$0 , \port$1649$0 , \port$1647$0  };
+  assign \requests__payload.repeated  = \port$1685$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -28782,7 +28862,7 @@ module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28938,7 +29018,8 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -29013,7 +29094,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -29223,11 +29304,11 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -29334,7 +29415,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -29555,7 +29636,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -29607,7 +29688,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -29630,22 +29711,22 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -29666,22 +29747,6 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -29804,6 +29869,22 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -29961,8 +30042,8 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1695$0 , \port$1697$0 , \port$1699$0 , \port$1701$0 , \port$1703$0 , \port$1705$0 , \port$1707$0 , \port$1709$0 , \port$1711$0 , \port$1713$0 , \port$1715$0 , \port$1717$0 , \port$1719$0 , \port$1721$0 , \port$1723$0 , \port$1725$0 , \port$1727$0 , \port$1729$0 , \port$1731$0 
-, \port$1733$0 , \port$1735$0 , \port$1737$0 , \port$1739$0 , \port$1741$0 , \port$1743$0 , \port$1745$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1688$0 , \port$1690$0 , \port$1692$0 , \port$1694$0 , \port$1696$0 , \port$1698$0 , \port$1700$0 , \port$1702$0 , \port$1704$0 , \port$1706$0 , \port$1708$0 , \port$1710$0 , \port$1712$0 , \port$1714$0 , \port$1716$0 , \port$1718$0 , \port$1720$0 , \port$1722$0 , \port$1724$0 
+, \port$1726$0 , \port$1728$0 , \port$1730$0 , \port$1732$0 , \port$1734$0 , \port$1736$0 , \port$1738$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -30005,58 +30086,58 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1695$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1695$0 ;
-  wire \port$1695$0 ;
-  input \port$1697$0 ;
-  wire \port$1697$0 ;
-  input \port$1699$0 ;
-  wire \port$1699$0 ;
-  input \port$1701$0 ;
-  wire \port$1701$0 ;
-  input \port$1703$0 ;
-  wire \port$1703$0 ;
-  input \port$1705$0 ;
-  wire \port$1705$0 ;
-  input \port$1707$0 ;
-  wire \port$1707$0 ;
-  input \port$1709$0 ;
-  wire \port$1709$0 ;
-  input \port$1711$0 ;
-  wire \port$1711$0 ;
-  input \port$1713$0 ;
-  wire \port$1713$0 ;
-  input \port$1715$0 ;
-  wire \port$1715$0 ;
-  input \port$1717$0 ;
-  wire \port$1717$0 ;
-  input \port$1719$0 ;
-  wire \port$1719$0 ;
-  input \port$1721$0 ;
-  wire \port$1721$0 ;
-  input \port$1723$0 ;
-  wire \port$1723$0 ;
-  input \port$1725$0 ;
-  wire \port$1725$0 ;
-  input \port$1727$0 ;
-  wire \port$1727$0 ;
-  input \port$1729$0 ;
-  wire \port$1729$0 ;
-  input \port$1731$0 ;
-  wire \port$1731$0 ;
-  input \port$1733$0 ;
-  wire \port$1733$0 ;
-  input \port$1735$0 ;
-  wire \port$1735$0 ;
-  input \port$1737$0 ;
-  wire \port$1737$0 ;
-  input \port$1739$0 ;
-  wire \port$1739$0 ;
-  input \port$1741$0 ;
-  wire \port$1741$0 ;
-  input \port$1743$0 ;
-  wire \port$1743$0 ;
-  input \port$1745$0 ;
-  wire \port$1745$0 ;
+  input \port$1688$0 ;
+  wire \port$1688$0 ;
+  input \port$1690$0 ;
+  wire \port$1690$0 ;
+  input \port$1692$0 ;
+  wire \port$1692$0 ;
+  input \port$1694$0 ;
+  wire \port$1694$0 ;
+  input \port$1696$0 ;
+  wire \port$1696$0 ;
+  input \port$1698$0 ;
+  wire \port$1698$0 ;
+  input \port$1700$0 ;
+  wire \port$1700$0 ;
+  input \port$1702$0 ;
+  wire \port$1702$0 ;
+  input \port$1704$0 ;
+  wire \port$1704$0 ;
+  input \port$1706$0 ;
+  wire \port$1706$0 ;
+  input \port$1708$0 ;
+  wire \port$1708$0 ;
+  input \port$1710$0 ;
+  wire \port$1710$0 ;
+  input \port$1712$0 ;
+  wire \port$1712$0 ;
+  input \port$1714$0 ;
+  wire \port$1714$0 ;
+  input \port$1716$0 ;
+  wire \port$1716$0 ;
+  input \port$1718$0 ;
+  wire \port$1718$0 ;
+  input \port$1720$0 ;
+  wire \port$1720$0 ;
+  input \port$1722$0 ;
+  wire \port$1722$0 ;
+  input \port$1724$0 ;
+  wire \port$1724$0 ;
+  input \port$1726$0 ;
+  wire \port$1726$0 ;
+  input \port$1728$0 ;
+  wire \port$1728$0 ;
+  input \port$1730$0 ;
+  wire \port$1730$0 ;
+  input \port$1732$0 ;
+  wire \port$1732$0 ;
+  input \port$1734$0 ;
+  wire \port$1734$0 ;
+  input \port$1736$0 ;
+  wire \port$1736$0 ;
+  input \port$1738$0 ;
+  wire \port$1738$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -30194,7 +30275,7 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1695$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
-    \$9  = { \port$1745$0 , \port$1743$0 , \port$1741$0 , \port$1739$0 , \port$1737$0 , \port$1735$0 , \port$1733$0 , \port$1731$0 , \port$1729$0 , \port$1727$0 , \port$1725$0 , \port$1723$0 , \port$1721$0 , \port$1719$0 , \port$1717$0 , \port$1715$0 , \port$1713$0 , \port$1711$0 , \port$1709$0 , \port$1707$0 , \port$1705$0 , \port$1703$0 , \port$1701$0 , \port$1699$0 , \port$1697$0 , \port$1695$0  };
+    \$9  = { \port$1738$0 , \port$1736$0 , \port$1734$0 , \port$1732$0 , \port$1730$0 , \port$1728$0 , \port$1726$0 , \port$1724$0 , \port$1722$0 , \port$1720$0 , \port$1718$0 , \port$1716$0 , \port$1714$0 , \port$1712$0 , \port$1710$0 , \port$1708$0 , \port$1706$0 , \port$1704$0 , \port$1702$0 , \port$1700$0 , \port$1698$0 , \port$1696$0 , \port$1694$0 , \port$1692$0 , \port$1690$0 , \port$1688$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -30232,7 +30313,7 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1695$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1745$0 , \port$1743$0 , \port$1741$0 , \port$1739$0 , \port$1737$0 , \port$1735$0 , \port$1733$0 , \port$1731$0 , \port$1729$0 , \port$1727$0 , \port$1725$0 , \port$1723$0 , \port$1721$0 , \port$1719$0 , \port$1717$0 , \port$1715$0 , \port$1713$0 , \port$1711$0 , \port$1709$0 , \port$1707$0 , \port$1705$0 , \port$1703$0 , \port$1701$0 , \port$1699$0 , \port$1697$0 , \port$1695$0  };
+  assign requests__payload = { \port$1738$0 , \port$1736$0 , \port$1734$0 , \port$1732$0 , \port$1730$0 , \port$1728$0 , \port$1726$0 , \port$1724$0 , \port$1722$0 , \port$1720$0 , \port$1718$0 , \port$1716$0 , \port$1714$0 , \port$1712$0 , \port$1710$0 , \port$1708$0 , \port$1706$0 , \port$1704$0 , \port$1702$0 , \port$1700$0 , \port$1698$0 , \port$1696$0 , \port$1694$0 , \port$1692$0 , \port$1690$0 , \port$1688$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -30274,9 +30355,9 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1695$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1705$0 , \port$1703$0 , \port$1701$0 , \port$1699$0 , \port$1697$0 , \port$1695$0  };
-  assign \requests__payload.tag  = { \port$1743$0 , \port$1741$0 , \port$1739$0 , \port$1737$0 , \port$1735$0 , \port$1733$0 , \port$1731$0 , \port$1729$0 , \port$1727$0 , \port$1725$0 , \port$1723$0 , \port$1721$0 , \port$1719$0 , \port$1717$0 , \port$1715$0 , \port$1713$0 , \port$1711$0 , \port$1709$0 , \port$1707$0  };
-  assign \requests__payload.repeated  = \port$1745$0 ;
+  assign \requests__payload.set  = { \port$1698$0 , \port$1696$0 , \port$1694$0 , \port$1692$0 , \port$1690$0 , \port$1688$0  };
+  assign \requests__payload.tag  = { \port$1736$0 , \port$1734$0 , \port$1732$0 , \port$1730$0 , \port$1728$0 , \port$1726$0 , \port$1724$0 , \port$1722$0 , \port$1720$0 , \port$1718$0 , \port$1716$0 , \port$1714$0 , \port$1712$0 , \port$1710$0 , \port$1708$0 , \port$1706$0 , \port$1704$0 , \port$1702$0 , \port$1700$0  };
+  assign \requests__payload.repeated  = \port$1738$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30463,7 +30544,7 @@ module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -30619,7 +30700,8 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -30694,7 +30776,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -30904,11 +30986,11 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -31015,7 +31097,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -31236,7 +31318,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -31288,7 +31370,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -31311,22 +31393,22 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -31347,22 +31429,6 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -31485,6 +31551,22 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -31642,8 +31724,8 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1748$0 , \port$1750$0 , \port$1752$0 , \port$1754$0 , \port$1756$0 , \port$1758$0 , \port$1760$0 , \port$1762$0 , \port$1764$0 , \port$1766$0 , \port$1768$0 , \port$1770$0 , \port$1772$0 , \port$1774$0 , \port$1776$0 , \port$1778$0 , \port$1780$0 , \port$1782$0 , \port$1784$0 
-, \port$1786$0 , \port$1788$0 , \port$1790$0 , \port$1792$0 , \port$1794$0 , \port$1796$0 , \port$1798$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1741$0 , \port$1743$0 , \port$1745$0 , \port$1747$0 , \port$1749$0 , \port$1751$0 , \port$1753$0 , \port$1755$0 , \port$1757$0 , \port$1759$0 , \port$1761$0 , \port$1763$0 , \port$1765$0 , \port$1767$0 , \port$1769$0 , \port$1771$0 , \port$1773$0 , \port$1775$0 , \port$1777$0 
+, \port$1779$0 , \port$1781$0 , \port$1783$0 , \port$1785$0 , \port$1787$0 , \port$1789$0 , \port$1791$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -31686,58 +31768,58 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1748$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1748$0 ;
-  wire \port$1748$0 ;
-  input \port$1750$0 ;
-  wire \port$1750$0 ;
-  input \port$1752$0 ;
-  wire \port$1752$0 ;
-  input \port$1754$0 ;
-  wire \port$1754$0 ;
-  input \port$1756$0 ;
-  wire \port$1756$0 ;
-  input \port$1758$0 ;
-  wire \port$1758$0 ;
-  input \port$1760$0 ;
-  wire \port$1760$0 ;
-  input \port$1762$0 ;
-  wire \port$1762$0 ;
-  input \port$1764$0 ;
-  wire \port$1764$0 ;
-  input \port$1766$0 ;
-  wire \port$1766$0 ;
-  input \port$1768$0 ;
-  wire \port$1768$0 ;
-  input \port$1770$0 ;
-  wire \port$1770$0 ;
-  input \port$1772$0 ;
-  wire \port$1772$0 ;
-  input \port$1774$0 ;
-  wire \port$1774$0 ;
-  input \port$1776$0 ;
-  wire \port$1776$0 ;
-  input \port$1778$0 ;
-  wire \port$1778$0 ;
-  input \port$1780$0 ;
-  wire \port$1780$0 ;
-  input \port$1782$0 ;
-  wire \port$1782$0 ;
-  input \port$1784$0 ;
-  wire \port$1784$0 ;
-  input \port$1786$0 ;
-  wire \port$1786$0 ;
-  input \port$1788$0 ;
-  wire \port$1788$0 ;
-  input \port$1790$0 ;
-  wire \port$1790$0 ;
-  input \port$1792$0 ;
-  wire \port$1792$0 ;
-  input \port$1794$0 ;
-  wire \port$1794$0 ;
-  input \port$1796$0 ;
-  wire \port$1796$0 ;
-  input \port$1798$0 ;
-  wire \port$1798$0 ;
+  input \port$1741$0 ;
+  wire \port$1741$0 ;
+  input \port$1743$0 ;
+  wire \port$1743$0 ;
+  input \port$1745$0 ;
+  wire \port$1745$0 ;
+  input \port$1747$0 ;
+  wire \port$1747$0 ;
+  input \port$1749$0 ;
+  wire \port$1749$0 ;
+  input \port$1751$0 ;
+  wire \port$1751$0 ;
+  input \port$1753$0 ;
+  wire \port$1753$0 ;
+  input \port$1755$0 ;
+  wire \port$1755$0 ;
+  input \port$1757$0 ;
+  wire \port$1757$0 ;
+  input \port$1759$0 ;
+  wire \port$1759$0 ;
+  input \port$1761$0 ;
+  wire \port$1761$0 ;
+  input \port$1763$0 ;
+  wire \port$1763$0 ;
+  input \port$1765$0 ;
+  wire \port$1765$0 ;
+  input \port$1767$0 ;
+  wire \port$1767$0 ;
+  input \port$1769$0 ;
+  wire \port$1769$0 ;
+  input \port$1771$0 ;
+  wire \port$1771$0 ;
+  input \port$1773$0 ;
+  wire \port$1773$0 ;
+  input \port$1775$0 ;
+  wire \port$1775$0 ;
+  input \port$1777$0 ;
+  wire \port$1777$0 ;
+  input \port$1779$0 ;
+  wire \port$1779$0 ;
+  input \port$1781$0 ;
+  wire \port$1781$0 ;
+  input \port$1783$0 ;
+  wire \port$1783$0 ;
+  input \port$1785$0 ;
+  wire \port$1785$0 ;
+  input \port$1787$0 ;
+  wire \port$1787$0 ;
+  input \port$1789$0 ;
+  wire \port$1789$0 ;
+  input \port$1791$0 ;
+  wire \port$1791$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -31875,7 +31957,7 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1748$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
-    \$9  = { \port$1798$0 , \port$1796$0 , \port$1794$0 , \port$1792$0 , \port$1790$0 , \port$1788$0 , \port$1786$0 , \port$1784$0 , \port$1782$0 , \port$1780$0 , \port$1778$0 , \port$1776$0 , \port$1774$0 , \port$1772$0 , \port$1770$0 , \port$1768$0 , \port$1766$0 , \port$1764$0 , \port$1762$0 , \port$1760$0 , \port$1758$0 , \port$1756$0 , \port$1754$0 , \port$1752$0 , \port$1750$0 , \port$1748$0  };
+    \$9  = { \port$1791$0 , \port$1789$0 , \port$1787$0 , \port$1785$0 , \port$1783$0 , \port$1781$0 , \port$1779$0 , \port$1777$0 , \port$1775$0 , \port$1773$0 , \port$1771$0 , \port$1769$0 , \port$1767$0 , \port$1765$0 , \port$1763$0 , \port$1761$0 , \port$1759$0 , \port$1757$0 , \port$1755$0 , \port$1753$0 , \port$1751$0 , \port$1749$0 , \port$1747$0 , \port$1745$0 , \port$1743$0 , \port$1741$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -31913,7 +31995,7 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1748$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1798$0 , \port$1796$0 , \port$1794$0 , \port$1792$0 , \port$1790$0 , \port$1788$0 , \port$1786$0 , \port$1784$0 , \port$1782$0 , \port$1780$0 , \port$1778$0 , \port$1776$0 , \port$1774$0 , \port$1772$0 , \port$1770$0 , \port$1768$0 , \port$1766$0 , \port$1764$0 , \port$1762$0 , \port$1760$0 , \port$1758$0 , \port$1756$0 , \port$1754$0 , \port$1752$0 , \port$1750$0 , \port$1748$0  };
+  assign requests__payload = { \port$1791$0 , \port$1789$0 , \port$1787$0 , \port$1785$0 , \port$1783$0 , \port$1781$0 , \port$1779$0 , \port$1777$0 , \port$1775$0 , \port$1773$0 , \port$1771$0 , \port$1769$0 , \port$1767$0 , \port$1765$0 , \port$1763$0 , \port$1761$0 , \port$1759$0 , \port$1757$0 , \port$1755$0 , \port$1753$0 , \port$1751$0 , \port$1749$0 , \port$1747$0 , \port$1745$0 , \port$1743$0 , \port$1741$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -31955,9 +32037,9 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1748$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1758$0 , \port$1756$0 , \port$1754$0 , \port$1752$0 , \port$1750$0 , \port$1748$0  };
-  assign \requests__payload.tag  = { \port$1796$0 , \port$1794$0 , \port$1792$0 , \port$1790$0 , \port$1788$0 , \port$1786$0 , \port$1784$0 , \port$1782$0 , \port$1780$0 , \port$1778$0 , \port$1776$0 , \port$1774$0 , \port$1772$0 , \port$1770$0 , \port$1768$0 , \port$1766$0 , \port$1764$0 , \port$1762$0 , \port$1760$0  };
-  assign \requests__payload.repeated  = \port$1798$0 ;
+  assign \requests__payload.set  = { \port$1751$0 , \port$1749$0 , \port$1747$0 , \port$1745$0 , \port$1743$0 , \port$1741$0  };
+  assign \requests__payload.tag  = { \port$1789$0 , \port$1787$0 , \port$1785$0 , \port$1783$0 , \port$1781$0 , \port$1779$0 , \port$1777$0 , \port$1775$0 , \port$1773$0 , \port$1771$0 , \port$1769$0 , \port$1767$0 , \port$1765$0 , \port$1763$0 , \port$1761$0 , \port$1759$0 , \port$1757$0 , \port$1755$0 , \port$1753$0  };
+  assign \requests__payload.repeated  = \port$1791$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -32144,7 +32226,7 @@ module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32300,7 +32382,8 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -32375,7 +32458,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -32585,11 +32668,11 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -32696,7 +32779,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -32917,7 +33000,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -32969,7 +33052,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -32992,22 +33075,22 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -33028,22 +33111,6 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -33166,6 +33233,22 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -33323,8 +33406,8 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1801$0 , \port$1803$0 , \port$1805$0 , \port$1807$0 , \port$1809$0 , \port$1811$0 , \port$1813$0 , \port$1815$0 , \port$1817$0 , \port$1819$0 , \port$1821$0 , \port$1823$0 , \port$1825$0 , \port$1827$0 , \port$1829$0 , \port$1831$0 , \port$1833$0 , \port$1835$0 , \port$1837$0 
-, \port$1839$0 , \port$1841$0 , \port$1843$0 , \port$1845$0 , \port$1847$0 , \port$1849$0 , \port$1851$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1794$0 , \port$1796$0 , \port$1798$0 , \port$1800$0 , \port$1802$0 , \port$1804$0 , \port$1806$0 , \port$1808$0 , \port$1810$0 , \port$1812$0 , \port$1814$0 , \port$1816$0 , \port$1818$0 , \port$1820$0 , \port$1822$0 , \port$1824$0 , \port$1826$0 , \port$1828$0 , \port$1830$0 
+, \port$1832$0 , \port$1834$0 , \port$1836$0 , \port$1838$0 , \port$1840$0 , \port$1842$0 , \port$1844$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -33367,58 +33450,58 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1801$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1801$0 ;
-  wire \port$1801$0 ;
-  input \port$1803$0 ;
-  wire \port$1803$0 ;
-  input \port$1805$0 ;
-  wire \port$1805$0 ;
-  input \port$1807$0 ;
-  wire \port$1807$0 ;
-  input \port$1809$0 ;
-  wire \port$1809$0 ;
-  input \port$1811$0 ;
-  wire \port$1811$0 ;
-  input \port$1813$0 ;
-  wire \port$1813$0 ;
-  input \port$1815$0 ;
-  wire \port$1815$0 ;
-  input \port$1817$0 ;
-  wire \port$1817$0 ;
-  input \port$1819$0 ;
-  wire \port$1819$0 ;
-  input \port$1821$0 ;
-  wire \port$1821$0 ;
-  input \port$1823$0 ;
-  wire \port$1823$0 ;
-  input \port$1825$0 ;
-  wire \port$1825$0 ;
-  input \port$1827$0 ;
-  wire \port$1827$0 ;
-  input \port$1829$0 ;
-  wire \port$1829$0 ;
-  input \port$1831$0 ;
-  wire \port$1831$0 ;
-  input \port$1833$0 ;
-  wire \port$1833$0 ;
-  input \port$1835$0 ;
-  wire \port$1835$0 ;
-  input \port$1837$0 ;
-  wire \port$1837$0 ;
-  input \port$1839$0 ;
-  wire \port$1839$0 ;
-  input \port$1841$0 ;
-  wire \port$1841$0 ;
-  input \port$1843$0 ;
-  wire \port$1843$0 ;
-  input \port$1845$0 ;
-  wire \port$1845$0 ;
-  input \port$1847$0 ;
-  wire \port$1847$0 ;
-  input \port$1849$0 ;
-  wire \port$1849$0 ;
-  input \port$1851$0 ;
-  wire \port$1851$0 ;
+  input \port$1794$0 ;
+  wire \port$1794$0 ;
+  input \port$1796$0 ;
+  wire \port$1796$0 ;
+  input \port$1798$0 ;
+  wire \port$1798$0 ;
+  input \port$1800$0 ;
+  wire \port$1800$0 ;
+  input \port$1802$0 ;
+  wire \port$1802$0 ;
+  input \port$1804$0 ;
+  wire \port$1804$0 ;
+  input \port$1806$0 ;
+  wire \port$1806$0 ;
+  input \port$1808$0 ;
+  wire \port$1808$0 ;
+  input \port$1810$0 ;
+  wire \port$1810$0 ;
+  input \port$1812$0 ;
+  wire \port$1812$0 ;
+  input \port$1814$0 ;
+  wire \port$1814$0 ;
+  input \port$1816$0 ;
+  wire \port$1816$0 ;
+  input \port$1818$0 ;
+  wire \port$1818$0 ;
+  input \port$1820$0 ;
+  wire \port$1820$0 ;
+  input \port$1822$0 ;
+  wire \port$1822$0 ;
+  input \port$1824$0 ;
+  wire \port$1824$0 ;
+  input \port$1826$0 ;
+  wire \port$1826$0 ;
+  input \port$1828$0 ;
+  wire \port$1828$0 ;
+  input \port$1830$0 ;
+  wire \port$1830$0 ;
+  input \port$1832$0 ;
+  wire \port$1832$0 ;
+  input \port$1834$0 ;
+  wire \port$1834$0 ;
+  input \port$1836$0 ;
+  wire \port$1836$0 ;
+  input \port$1838$0 ;
+  wire \port$1838$0 ;
+  input \port$1840$0 ;
+  wire \port$1840$0 ;
+  input \port$1842$0 ;
+  wire \port$1842$0 ;
+  input \port$1844$0 ;
+  wire \port$1844$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -33556,7 +33639,7 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1801$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
-    \$9  = { \port$1851$0 , \port$1849$0 , \port$1847$0 , \port$1845$0 , \port$1843$0 , \port$1841$0 , \port$1839$0 , \port$1837$0 , \port$1835$0 , \port$1833$0 , \port$1831$0 , \port$1829$0 , \port$1827$0 , \port$1825$0 , \port$1823$0 , \port$1821$0 , \port$1819$0 , \port$1817$0 , \port$1815$0 , \port$1813$0 , \port$1811$0 , \port$1809$0 , \port$1807$0 , \port$1805$0 , \port$1803$0 , \port$1801$0  };
+    \$9  = { \port$1844$0 , \port$1842$0 , \port$1840$0 , \port$1838$0 , \port$1836$0 , \port$1834$0 , \port$1832$0 , \port$1830$0 , \port$1828$0 , \port$1826$0 , \port$1824$0 , \port$1822$0 , \port$1820$0 , \port$1818$0 , \port$1816$0 , \port$1814$0 , \port$1812$0 , \port$1810$0 , \port$1808$0 , \port$1806$0 , \port$1804$0 , \port$1802$0 , \port$1800$0 , \port$1798$0 , \port$1796$0 , \port$1794$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -33594,7 +33677,7 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1801$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1851$0 , \port$1849$0 , \port$1847$0 , \port$1845$0 , \port$1843$0 , \port$1841$0 , \port$1839$0 , \port$1837$0 , \port$1835$0 , \port$1833$0 , \port$1831$0 , \port$1829$0 , \port$1827$0 , \port$1825$0 , \port$1823$0 , \port$1821$0 , \port$1819$0 , \port$1817$0 , \port$1815$0 , \port$1813$0 , \port$1811$0 , \port$1809$0 , \port$1807$0 , \port$1805$0 , \port$1803$0 , \port$1801$0  };
+  assign requests__payload = { \port$1844$0 , \port$1842$0 , \port$1840$0 , \port$1838$0 , \port$1836$0 , \port$1834$0 , \port$1832$0 , \port$1830$0 , \port$1828$0 , \port$1826$0 , \port$1824$0 , \port$1822$0 , \port$1820$0 , \port$1818$0 , \port$1816$0 , \port$1814$0 , \port$1812$0 , \port$1810$0 , \port$1808$0 , \port$1806$0 , \port$1804$0 , \port$1802$0 , \port$1800$0 , \port$1798$0 , \port$1796$0 , \port$1794$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -33636,9 +33719,9 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1801$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1811$0 , \port$1809$0 , \port$1807$0 , \port$1805$0 , \port$1803$0 , \port$1801$0  };
-  assign \requests__payload.tag  = { \port$1849$0 , \port$1847$0 , \port$1845$0 , \port$1843$0 , \port$1841$0 , \port$1839$0 , \port$1837$0 , \port$1835$0 , \port$1833$0 , \port$1831$0 , \port$1829$0 , \port$1827$0 , \port$1825$0 , \port$1823$0 , \port$1821$0 , \port$1819$0 , \port$1817$0 , \port$1815$0 , \port$1813$0  };
-  assign \requests__payload.repeated  = \port$1851$0 ;
+  assign \requests__payload.set  = { \port$1804$0 , \port$1802$0 , \port$1800$0 , \port$1798$0 , \port$1796$0 , \port$1794$0  };
+  assign \requests__payload.tag  = { \port$1842$0 , \port$1840$0 , \port$1838$0 , \port$1836$0 , \port$1834$0 , \port$1832$0 , \port$1830$0 , \port$1828$0 , \port$1826$0 , \port$1824$0 , \port$1822$0 , \port$1820$0 , \port$1818$0 , \port$1816$0 , \port$1814$0 , \port$1812$0 , \port$1810$0 , \port$1808$0 , \port$1806$0  };
+  assign \requests__payload.repeated  = \port$1844$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -33825,7 +33908,7 @@ module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33981,7 +34064,8 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -34056,7 +34140,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -34266,11 +34350,11 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -34377,7 +34461,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -34598,7 +34682,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -34650,7 +34734,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -34673,22 +34757,22 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -34709,22 +34793,6 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -34847,6 +34915,22 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -35004,8 +35088,8 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1854$0 , \port$1856$0 , \port$1858$0 , \port$1860$0 , \port$1862$0 , \port$1864$0 , \port$1866$0 , \port$1868$0 , \port$1870$0 , \port$1872$0 , \port$1874$0 , \port$1876$0 , \port$1878$0 , \port$1880$0 , \port$1882$0 , \port$1884$0 , \port$1886$0 , \port$1888$0 , \port$1890$0 
-, \port$1892$0 , \port$1894$0 , \port$1896$0 , \port$1898$0 , \port$1900$0 , \port$1902$0 , \port$1904$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1847$0 , \port$1849$0 , \port$1851$0 , \port$1853$0 , \port$1855$0 , \port$1857$0 , \port$1859$0 , \port$1861$0 , \port$1863$0 , \port$1865$0 , \port$1867$0 , \port$1869$0 , \port$1871$0 , \port$1873$0 , \port$1875$0 , \port$1877$0 , \port$1879$0 , \port$1881$0 , \port$1883$0 
+, \port$1885$0 , \port$1887$0 , \port$1889$0 , \port$1891$0 , \port$1893$0 , \port$1895$0 , \port$1897$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -35048,58 +35132,58 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1854$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1854$0 ;
-  wire \port$1854$0 ;
-  input \port$1856$0 ;
-  wire \port$1856$0 ;
-  input \port$1858$0 ;
-  wire \port$1858$0 ;
-  input \port$1860$0 ;
-  wire \port$1860$0 ;
-  input \port$1862$0 ;
-  wire \port$1862$0 ;
-  input \port$1864$0 ;
-  wire \port$1864$0 ;
-  input \port$1866$0 ;
-  wire \port$1866$0 ;
-  input \port$1868$0 ;
-  wire \port$1868$0 ;
-  input \port$1870$0 ;
-  wire \port$1870$0 ;
-  input \port$1872$0 ;
-  wire \port$1872$0 ;
-  input \port$1874$0 ;
-  wire \port$1874$0 ;
-  input \port$1876$0 ;
-  wire \port$1876$0 ;
-  input \port$1878$0 ;
-  wire \port$1878$0 ;
-  input \port$1880$0 ;
-  wire \port$1880$0 ;
-  input \port$1882$0 ;
-  wire \port$1882$0 ;
-  input \port$1884$0 ;
-  wire \port$1884$0 ;
-  input \port$1886$0 ;
-  wire \port$1886$0 ;
-  input \port$1888$0 ;
-  wire \port$1888$0 ;
-  input \port$1890$0 ;
-  wire \port$1890$0 ;
-  input \port$1892$0 ;
-  wire \port$1892$0 ;
-  input \port$1894$0 ;
-  wire \port$1894$0 ;
-  input \port$1896$0 ;
-  wire \port$1896$0 ;
-  input \port$1898$0 ;
-  wire \port$1898$0 ;
-  input \port$1900$0 ;
-  wire \port$1900$0 ;
-  input \port$1902$0 ;
-  wire \port$1902$0 ;
-  input \port$1904$0 ;
-  wire \port$1904$0 ;
+  input \port$1847$0 ;
+  wire \port$1847$0 ;
+  input \port$1849$0 ;
+  wire \port$1849$0 ;
+  input \port$1851$0 ;
+  wire \port$1851$0 ;
+  input \port$1853$0 ;
+  wire \port$1853$0 ;
+  input \port$1855$0 ;
+  wire \port$1855$0 ;
+  input \port$1857$0 ;
+  wire \port$1857$0 ;
+  input \port$1859$0 ;
+  wire \port$1859$0 ;
+  input \port$1861$0 ;
+  wire \port$1861$0 ;
+  input \port$1863$0 ;
+  wire \port$1863$0 ;
+  input \port$1865$0 ;
+  wire \port$1865$0 ;
+  input \port$1867$0 ;
+  wire \port$1867$0 ;
+  input \port$1869$0 ;
+  wire \port$1869$0 ;
+  input \port$1871$0 ;
+  wire \port$1871$0 ;
+  input \port$1873$0 ;
+  wire \port$1873$0 ;
+  input \port$1875$0 ;
+  wire \port$1875$0 ;
+  input \port$1877$0 ;
+  wire \port$1877$0 ;
+  input \port$1879$0 ;
+  wire \port$1879$0 ;
+  input \port$1881$0 ;
+  wire \port$1881$0 ;
+  input \port$1883$0 ;
+  wire \port$1883$0 ;
+  input \port$1885$0 ;
+  wire \port$1885$0 ;
+  input \port$1887$0 ;
+  wire \port$1887$0 ;
+  input \port$1889$0 ;
+  wire \port$1889$0 ;
+  input \port$1891$0 ;
+  wire \port$1891$0 ;
+  input \port$1893$0 ;
+  wire \port$1893$0 ;
+  input \port$1895$0 ;
+  wire \port$1895$0 ;
+  input \port$1897$0 ;
+  wire \port$1897$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -35237,7 +35321,7 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1854$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
-    \$9  = { \port$1904$0 , \port$1902$0 , \port$1900$0 , \port$1898$0 , \port$1896$0 , \port$1894$0 , \port$1892$0 , \port$1890$0 , \port$1888$0 , \port$1886$0 , \port$1884$0 , \port$1882$0 , \port$1880$0 , \port$1878$0 , \port$1876$0 , \port$1874$0 , \port$1872$0 , \port$1870$0 , \port$1868$0 , \port$1866$0 , \port$1864$0 , \port$1862$0 , \port$1860$0 , \port$1858$0 , \port$1856$0 , \port$1854$0  };
+    \$9  = { \port$1897$0 , \port$1895$0 , \port$1893$0 , \port$1891$0 , \port$1889$0 , \port$1887$0 , \port$1885$0 , \port$1883$0 , \port$1881$0 , \port$1879$0 , \port$1877$0 , \port$1875$0 , \port$1873$0 , \port$1871$0 , \port$1869$0 , \port$1867$0 , \port$1865$0 , \port$1863$0 , \port$1861$0 , \port$1859$0 , \port$1857$0 , \port$1855$0 , \port$1853$0 , \port$1851$0 , \port$1849$0 , \port$1847$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -35275,7 +35359,7 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1854$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1904$0 , \port$1902$0 , \port$1900$0 , \port$1898$0 , \port$1896$0 , \port$1894$0 , \port$1892$0 , \port$1890$0 , \port$1888$0 , \port$1886$0 , \port$1884$0 , \port$1882$0 , \port$1880$0 , \port$1878$0 , \port$1876$0 , \port$1874$0 , \port$1872$0 , \port$1870$0 , \port$1868$0 , \port$1866$0 , \port$1864$0 , \port$1862$0 , \port$1860$0 , \port$1858$0 , \port$1856$0 , \port$1854$0  };
+  assign requests__payload = { \port$1897$0 , \port$1895$0 , \port$1893$0 , \port$1891$0 , \port$1889$0 , \port$1887$0 , \port$1885$0 , \port$1883$0 , \port$1881$0 , \port$1879$0 , \port$1877$0 , \port$1875$0 , \port$1873$0 , \port$1871$0 , \port$1869$0 , \port$1867$0 , \port$1865$0 , \port$1863$0 , \port$1861$0 , \port$1859$0 , \port$1857$0 , \port$1855$0 , \port$1853$0 , \port$1851$0 , \port$1849$0 , \port$1847$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -35317,9 +35401,9 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1854$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1864$0 , \port$1862$0 , \port$1860$0 , \port$1858$0 , \port$1856$0 , \port$1854$0  };
-  assign \requests__payload.tag  = { \port$1902$0 , \port$1900$0 , \port$1898$0 , \port$1896$0 , \port$1894$0 , \port$1892$0 , \port$1890$0 , \port$1888$0 , \port$1886$0 , \port$1884$0 , \port$1882$0 , \port$1880$0 , \port$1878$0 , \port$1876$0 , \port$1874$0 , \port$1872$0 , \port$1870$0 , \port$1868$0 , \port$1866$0  };
-  assign \requests__payload.repeated  = \port$1904$0 ;
+  assign \requests__payload.set  = { \port$1857$0 , \port$1855$0 , \port$1853$0 , \port$1851$0 , \port$1849$0 , \port$1847$0  };
+  assign \requests__payload.tag  = { \port$1895$0 , \port$1893$0 , \port$1891$0 , \port$1889$0 , \port$1887$0 , \port$1885$0 , \port$1883$0 , \port$1881$0 , \port$1879$0 , \port$1877$0 , \port$1875$0 , \port$1873$0 , \port$1871$0 , \port$1869$0 , \port$1867$0 , \port$1865$0 , \port$1863$0 , \port$1861$0 , \port$1859$0  };
+  assign \requests__payload.repeated  = \port$1897$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -35506,7 +35590,7 @@ module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35662,7 +35746,8 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -35737,7 +35822,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -35947,11 +36032,11 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -36058,7 +36143,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -36279,7 +36364,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -36331,7 +36416,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -36354,22 +36439,22 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -36390,22 +36475,6 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -36528,6 +36597,22 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -36685,8 +36770,8 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1907$0 , \port$1909$0 , \port$1911$0 , \port$1913$0 , \port$1915$0 , \port$1917$0 , \port$1919$0 , \port$1921$0 , \port$1923$0 , \port$1925$0 , \port$1927$0 , \port$1929$0 , \port$1931$0 , \port$1933$0 , \port$1935$0 , \port$1937$0 , \port$1939$0 , \port$1941$0 , \port$1943$0 
-, \port$1945$0 , \port$1947$0 , \port$1949$0 , \port$1951$0 , \port$1953$0 , \port$1955$0 , \port$1957$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1900$0 , \port$1902$0 , \port$1904$0 , \port$1906$0 , \port$1908$0 , \port$1910$0 , \port$1912$0 , \port$1914$0 , \port$1916$0 , \port$1918$0 , \port$1920$0 , \port$1922$0 , \port$1924$0 , \port$1926$0 , \port$1928$0 , \port$1930$0 , \port$1932$0 , \port$1934$0 , \port$1936$0 
+, \port$1938$0 , \port$1940$0 , \port$1942$0 , \port$1944$0 , \port$1946$0 , \port$1948$0 , \port$1950$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -36729,58 +36814,58 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1907$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1907$0 ;
-  wire \port$1907$0 ;
-  input \port$1909$0 ;
-  wire \port$1909$0 ;
-  input \port$1911$0 ;
-  wire \port$1911$0 ;
-  input \port$1913$0 ;
-  wire \port$1913$0 ;
-  input \port$1915$0 ;
-  wire \port$1915$0 ;
-  input \port$1917$0 ;
-  wire \port$1917$0 ;
-  input \port$1919$0 ;
-  wire \port$1919$0 ;
-  input \port$1921$0 ;
-  wire \port$1921$0 ;
-  input \port$1923$0 ;
-  wire \port$1923$0 ;
-  input \port$1925$0 ;
-  wire \port$1925$0 ;
-  input \port$1927$0 ;
-  wire \port$1927$0 ;
-  input \port$1929$0 ;
-  wire \port$1929$0 ;
-  input \port$1931$0 ;
-  wire \port$1931$0 ;
-  input \port$1933$0 ;
-  wire \port$1933$0 ;
-  input \port$1935$0 ;
-  wire \port$1935$0 ;
-  input \port$1937$0 ;
-  wire \port$1937$0 ;
-  input \port$1939$0 ;
-  wire \port$1939$0 ;
-  input \port$1941$0 ;
-  wire \port$1941$0 ;
-  input \port$1943$0 ;
-  wire \port$1943$0 ;
-  input \port$1945$0 ;
-  wire \port$1945$0 ;
-  input \port$1947$0 ;
-  wire \port$1947$0 ;
-  input \port$1949$0 ;
-  wire \port$1949$0 ;
-  input \port$1951$0 ;
-  wire \port$1951$0 ;
-  input \port$1953$0 ;
-  wire \port$1953$0 ;
-  input \port$1955$0 ;
-  wire \port$1955$0 ;
-  input \port$1957$0 ;
-  wire \port$1957$0 ;
+  input \port$1900$0 ;
+  wire \port$1900$0 ;
+  input \port$1902$0 ;
+  wire \port$1902$0 ;
+  input \port$1904$0 ;
+  wire \port$1904$0 ;
+  input \port$1906$0 ;
+  wire \port$1906$0 ;
+  input \port$1908$0 ;
+  wire \port$1908$0 ;
+  input \port$1910$0 ;
+  wire \port$1910$0 ;
+  input \port$1912$0 ;
+  wire \port$1912$0 ;
+  input \port$1914$0 ;
+  wire \port$1914$0 ;
+  input \port$1916$0 ;
+  wire \port$1916$0 ;
+  input \port$1918$0 ;
+  wire \port$1918$0 ;
+  input \port$1920$0 ;
+  wire \port$1920$0 ;
+  input \port$1922$0 ;
+  wire \port$1922$0 ;
+  input \port$1924$0 ;
+  wire \port$1924$0 ;
+  input \port$1926$0 ;
+  wire \port$1926$0 ;
+  input \port$1928$0 ;
+  wire \port$1928$0 ;
+  input \port$1930$0 ;
+  wire \port$1930$0 ;
+  input \port$1932$0 ;
+  wire \port$1932$0 ;
+  input \port$1934$0 ;
+  wire \port$1934$0 ;
+  input \port$1936$0 ;
+  wire \port$1936$0 ;
+  input \port$1938$0 ;
+  wire \port$1938$0 ;
+  input \port$1940$0 ;
+  wire \port$1940$0 ;
+  input \port$1942$0 ;
+  wire \port$1942$0 ;
+  input \port$1944$0 ;
+  wire \port$1944$0 ;
+  input \port$1946$0 ;
+  wire \port$1946$0 ;
+  input \port$1948$0 ;
+  wire \port$1948$0 ;
+  input \port$1950$0 ;
+  wire \port$1950$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -36918,7 +37003,7 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1907$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
-    \$9  = { \port$1957$0 , \port$1955$0 , \port$1953$0 , \port$1951$0 , \port$1949$0 , \port$1947$0 , \port$1945$0 , \port$1943$0 , \port$1941$0 , \port$1939$0 , \port$1937$0 , \port$1935$0 , \port$1933$0 , \port$1931$0 , \port$1929$0 , \port$1927$0 , \port$1925$0 , \port$1923$0 , \port$1921$0 , \port$1919$0 , \port$1917$0 , \port$1915$0 , \port$1913$0 , \port$1911$0 , \port$1909$0 , \port$1907$0  };
+    \$9  = { \port$1950$0 , \port$1948$0 , \port$1946$0 , \port$1944$0 , \port$1942$0 , \port$1940$0 , \port$1938$0 , \port$1936$0 , \port$1934$0 , \port$1932$0 , \port$1930$0 , \port$1928$0 , \port$1926$0 , \port$1924$0 , \port$1922$0 , \port$1920$0 , \port$1918$0 , \port$1916$0 , \port$1914$0 , \port$1912$0 , \port$1910$0 , \port$1908$0 , \port$1906$0 , \port$1904$0 , \port$1902$0 , \port$1900$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -36956,7 +37041,7 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1907$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1957$0 , \port$1955$0 , \port$1953$0 , \port$1951$0 , \port$1949$0 , \port$1947$0 , \port$1945$0 , \port$1943$0 , \port$1941$0 , \port$1939$0 , \port$1937$0 , \port$1935$0 , \port$1933$0 , \port$1931$0 , \port$1929$0 , \port$1927$0 , \port$1925$0 , \port$1923$0 , \port$1921$0 , \port$1919$0 , \port$1917$0 , \port$1915$0 , \port$1913$0 , \port$1911$0 , \port$1909$0 , \port$1907$0  };
+  assign requests__payload = { \port$1950$0 , \port$1948$0 , \port$1946$0 , \port$1944$0 , \port$1942$0 , \port$1940$0 , \port$1938$0 , \port$1936$0 , \port$1934$0 , \port$1932$0 , \port$1930$0 , \port$1928$0 , \port$1926$0 , \port$1924$0 , \port$1922$0 , \port$1920$0 , \port$1918$0 , \port$1916$0 , \port$1914$0 , \port$1912$0 , \port$1910$0 , \port$1908$0 , \port$1906$0 , \port$1904$0 , \port$1902$0 , \port$1900$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -36998,9 +37083,9 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1907$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1917$0 , \port$1915$0 , \port$1913$0 , \port$1911$0 , \port$1909$0 , \port$1907$0  };
-  assign \requests__payload.tag  = { \port$1955$0 , \port$1953$0 , \port$1951$0 , \port$1949$0 , \port$1947$0 , \port$1945$0 , \port$1943$0 , \port$1941$0 , \port$1939$0 , \port$1937$0 , \port$1935$0 , \port$1933$0 , \port$1931$0 , \port$1929$0 , \port$1927$0 , \port$1925$0 , \port$1923$0 , \port$1921$0 , \port$1919$0  };
-  assign \requests__payload.repeated  = \port$1957$0 ;
+  assign \requests__payload.set  = { \port$1910$0 , \port$1908$0 , \port$1906$0 , \port$1904$0 , \port$1902$0 , \port$1900$0  };
+  assign \requests__payload.tag  = { \port$1948$0 , \port$1946$0 , \port$1944$0 , \port$1942$0 , \port$1940$0 , \port$1938$0 , \port$1936$0 , \port$1934$0 , \port$1932$0 , \port$1930$0 , \port$1928$0 , \port$1926$0 , \port$1924$0 , \port$1922$0 , \port$1920$0 , \port$1918$0 , \port$1916$0 , \port$1914$0 , \port$1912$0  };
+  assign \requests__payload.repeated  = \port$1950$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -37187,7 +37272,7 @@ module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37343,7 +37428,8 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -37418,7 +37504,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -37628,11 +37714,11 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -37739,7 +37825,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -37960,7 +38046,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -38012,7 +38098,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -38035,22 +38121,22 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -38071,22 +38157,6 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -38209,6 +38279,22 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -38366,8 +38452,8 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1960$0 , \port$1962$0 , \port$1964$0 , \port$1966$0 , \port$1968$0 , \port$1970$0 , \port$1972$0 , \port$1974$0 , \port$1976$0 , \port$1978$0 , \port$1980$0 , \port$1982$0 , \port$1984$0 , \port$1986$0 , \port$1988$0 , \port$1990$0 , \port$1992$0 , \port$1994$0 , \port$1996$0 
-, \port$1998$0 , \port$2000$0 , \port$2002$0 , \port$2004$0 , \port$2006$0 , \port$2008$0 , \port$2010$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1953$0 , \port$1955$0 , \port$1957$0 , \port$1959$0 , \port$1961$0 , \port$1963$0 , \port$1965$0 , \port$1967$0 , \port$1969$0 , \port$1971$0 , \port$1973$0 , \port$1975$0 , \port$1977$0 , \port$1979$0 , \port$1981$0 , \port$1983$0 , \port$1985$0 , \port$1987$0 , \port$1989$0 
+, \port$1991$0 , \port$1993$0 , \port$1995$0 , \port$1997$0 , \port$1999$0 , \port$2001$0 , \port$2003$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -38410,58 +38496,58 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1960$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1960$0 ;
-  wire \port$1960$0 ;
-  input \port$1962$0 ;
-  wire \port$1962$0 ;
-  input \port$1964$0 ;
-  wire \port$1964$0 ;
-  input \port$1966$0 ;
-  wire \port$1966$0 ;
-  input \port$1968$0 ;
-  wire \port$1968$0 ;
-  input \port$1970$0 ;
-  wire \port$1970$0 ;
-  input \port$1972$0 ;
-  wire \port$1972$0 ;
-  input \port$1974$0 ;
-  wire \port$1974$0 ;
-  input \port$1976$0 ;
-  wire \port$1976$0 ;
-  input \port$1978$0 ;
-  wire \port$1978$0 ;
-  input \port$1980$0 ;
-  wire \port$1980$0 ;
-  input \port$1982$0 ;
-  wire \port$1982$0 ;
-  input \port$1984$0 ;
-  wire \port$1984$0 ;
-  input \port$1986$0 ;
-  wire \port$1986$0 ;
-  input \port$1988$0 ;
-  wire \port$1988$0 ;
-  input \port$1990$0 ;
-  wire \port$1990$0 ;
-  input \port$1992$0 ;
-  wire \port$1992$0 ;
-  input \port$1994$0 ;
-  wire \port$1994$0 ;
-  input \port$1996$0 ;
-  wire \port$1996$0 ;
-  input \port$1998$0 ;
-  wire \port$1998$0 ;
-  input \port$2000$0 ;
-  wire \port$2000$0 ;
-  input \port$2002$0 ;
-  wire \port$2002$0 ;
-  input \port$2004$0 ;
-  wire \port$2004$0 ;
-  input \port$2006$0 ;
-  wire \port$2006$0 ;
-  input \port$2008$0 ;
-  wire \port$2008$0 ;
-  input \port$2010$0 ;
-  wire \port$2010$0 ;
+  input \port$1953$0 ;
+  wire \port$1953$0 ;
+  input \port$1955$0 ;
+  wire \port$1955$0 ;
+  input \port$1957$0 ;
+  wire \port$1957$0 ;
+  input \port$1959$0 ;
+  wire \port$1959$0 ;
+  input \port$1961$0 ;
+  wire \port$1961$0 ;
+  input \port$1963$0 ;
+  wire \port$1963$0 ;
+  input \port$1965$0 ;
+  wire \port$1965$0 ;
+  input \port$1967$0 ;
+  wire \port$1967$0 ;
+  input \port$1969$0 ;
+  wire \port$1969$0 ;
+  input \port$1971$0 ;
+  wire \port$1971$0 ;
+  input \port$1973$0 ;
+  wire \port$1973$0 ;
+  input \port$1975$0 ;
+  wire \port$1975$0 ;
+  input \port$1977$0 ;
+  wire \port$1977$0 ;
+  input \port$1979$0 ;
+  wire \port$1979$0 ;
+  input \port$1981$0 ;
+  wire \port$1981$0 ;
+  input \port$1983$0 ;
+  wire \port$1983$0 ;
+  input \port$1985$0 ;
+  wire \port$1985$0 ;
+  input \port$1987$0 ;
+  wire \port$1987$0 ;
+  input \port$1989$0 ;
+  wire \port$1989$0 ;
+  input \port$1991$0 ;
+  wire \port$1991$0 ;
+  input \port$1993$0 ;
+  wire \port$1993$0 ;
+  input \port$1995$0 ;
+  wire \port$1995$0 ;
+  input \port$1997$0 ;
+  wire \port$1997$0 ;
+  input \port$1999$0 ;
+  wire \port$1999$0 ;
+  input \port$2001$0 ;
+  wire \port$2001$0 ;
+  input \port$2003$0 ;
+  wire \port$2003$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -38599,7 +38685,7 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1960$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
-    \$9  = { \port$2010$0 , \port$2008$0 , \port$2006$0 , \port$2004$0 , \port$2002$0 , \port$2000$0 , \port$1998$0 , \port$1996$0 , \port$1994$0 , \port$1992$0 , \port$1990$0 , \port$1988$0 , \port$1986$0 , \port$1984$0 , \port$1982$0 , \port$1980$0 , \port$1978$0 , \port$1976$0 , \port$1974$0 , \port$1972$0 , \port$1970$0 , \port$1968$0 , \port$1966$0 , \port$1964$0 , \port$1962$0 , \port$1960$0  };
+    \$9  = { \port$2003$0 , \port$2001$0 , \port$1999$0 , \port$1997$0 , \port$1995$0 , \port$1993$0 , \port$1991$0 , \port$1989$0 , \port$1987$0 , \port$1985$0 , \port$1983$0 , \port$1981$0 , \port$1979$0 , \port$1977$0 , \port$1975$0 , \port$1973$0 , \port$1971$0 , \port$1969$0 , \port$1967$0 , \port$1965$0 , \port$1963$0 , \port$1961$0 , \port$1959$0 , \port$1957$0 , \port$1955$0 , \port$1953$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -38637,7 +38723,7 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1960$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2010$0 , \port$2008$0 , \port$2006$0 , \port$2004$0 , \port$2002$0 , \port$2000$0 , \port$1998$0 , \port$1996$0 , \port$1994$0 , \port$1992$0 , \port$1990$0 , \port$1988$0 , \port$1986$0 , \port$1984$0 , \port$1982$0 , \port$1980$0 , \port$1978$0 , \port$1976$0 , \port$1974$0 , \port$1972$0 , \port$1970$0 , \port$1968$0 , \port$1966$0 , \port$1964$0 , \port$1962$0 , \port$1960$0  };
+  assign requests__payload = { \port$2003$0 , \port$2001$0 , \port$1999$0 , \port$1997$0 , \port$1995$0 , \port$1993$0 , \port$1991$0 , \port$1989$0 , \port$1987$0 , \port$1985$0 , \port$1983$0 , \port$1981$0 , \port$1979$0 , \port$1977$0 , \port$1975$0 , \port$1973$0 , \port$1971$0 , \port$1969$0 , \port$1967$0 , \port$1965$0 , \port$1963$0 , \port$1961$0 , \port$1959$0 , \port$1957$0 , \port$1955$0 , \port$1953$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -38679,9 +38765,9 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1960$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1970$0 , \port$1968$0 , \port$1966$0 , \port$1964$0 , \port$1962$0 , \port$1960$0  };
-  assign \requests__payload.tag  = { \port$2008$0 , \port$2006$0 , \port$2004$0 , \port$2002$0 , \port$2000$0 , \port$1998$0 , \port$1996$0 , \port$1994$0 , \port$1992$0 , \port$1990$0 , \port$1988$0 , \port$1986$0 , \port$1984$0 , \port$1982$0 , \port$1980$0 , \port$1978$0 , \port$1976$0 , \port$1974$0 , \port$1972$0  };
-  assign \requests__payload.repeated  = \port$2010$0 ;
+  assign \requests__payload.set  = { \port$1963$0 , \port$1961$0 , \port$1959$0 , \port$1957$0 , \port$1955$0 , \port$1953$0  };
+  assign \requests__payload.tag  = { \port$2001$0 , \port$1999$0 , \port$1997$0 , \port$1995$0 , \port$1993$0 , \port$1991$0 , \port$1989$0 , \port$1987$0 , \port$1985$0 , \port$1983$0 , \port$1981$0 , \port$1979$0 , \port$1977$0 , \port$1975$0 , \port$1973$0 , \port$1971$0 , \port$1969$0 , \port$1967$0 , \port$1965$0  };
+  assign \requests__payload.repeated  = \port$2003$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -38868,7 +38954,7 @@ module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39024,7 +39110,8 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -39099,7 +39186,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -39309,11 +39396,11 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -39420,7 +39507,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -39641,7 +39728,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -39693,7 +39780,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -39716,22 +39803,22 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -39752,22 +39839,6 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -39890,6 +39961,22 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -40047,8 +40134,8 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2013$0 , \port$2015$0 , \port$2017$0 , \port$2019$0 , \port$2021$0 , \port$2023$0 , \port$2025$0 , \port$2027$0 , \port$2029$0 , \port$2031$0 , \port$2033$0 , \port$2035$0 , \port$2037$0 , \port$2039$0 , \port$2041$0 , \port$2043$0 , \port$2045$0 , \port$2047$0 , \port$2049$0 
-, \port$2051$0 , \port$2053$0 , \port$2055$0 , \port$2057$0 , \port$2059$0 , \port$2061$0 , \port$2063$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2006$0 , \port$2008$0 , \port$2010$0 , \port$2012$0 , \port$2014$0 , \port$2016$0 , \port$2018$0 , \port$2020$0 , \port$2022$0 , \port$2024$0 , \port$2026$0 , \port$2028$0 , \port$2030$0 , \port$2032$0 , \port$2034$0 , \port$2036$0 , \port$2038$0 , \port$2040$0 , \port$2042$0 
+, \port$2044$0 , \port$2046$0 , \port$2048$0 , \port$2050$0 , \port$2052$0 , \port$2054$0 , \port$2056$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -40091,58 +40178,58 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2013$0 , \
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$2013$0 ;
-  wire \port$2013$0 ;
-  input \port$2015$0 ;
-  wire \port$2015$0 ;
-  input \port$2017$0 ;
-  wire \port$2017$0 ;
-  input \port$2019$0 ;
-  wire \port$2019$0 ;
-  input \port$2021$0 ;
-  wire \port$2021$0 ;
-  input \port$2023$0 ;
-  wire \port$2023$0 ;
-  input \port$2025$0 ;
-  wire \port$2025$0 ;
-  input \port$2027$0 ;
-  wire \port$2027$0 ;
-  input \port$2029$0 ;
-  wire \port$2029$0 ;
-  input \port$2031$0 ;
-  wire \port$2031$0 ;
-  input \port$2033$0 ;
-  wire \port$2033$0 ;
-  input \port$2035$0 ;
-  wire \port$2035$0 ;
-  input \port$2037$0 ;
-  wire \port$2037$0 ;
-  input \port$2039$0 ;
-  wire \port$2039$0 ;
-  input \port$2041$0 ;
-  wire \port$2041$0 ;
-  input \port$2043$0 ;
-  wire \port$2043$0 ;
-  input \port$2045$0 ;
-  wire \port$2045$0 ;
-  input \port$2047$0 ;
-  wire \port$2047$0 ;
-  input \port$2049$0 ;
-  wire \port$2049$0 ;
-  input \port$2051$0 ;
-  wire \port$2051$0 ;
-  input \port$2053$0 ;
-  wire \port$2053$0 ;
-  input \port$2055$0 ;
-  wire \port$2055$0 ;
-  input \port$2057$0 ;
-  wire \port$2057$0 ;
-  input \port$2059$0 ;
-  wire \port$2059$0 ;
-  input \port$2061$0 ;
-  wire \port$2061$0 ;
-  input \port$2063$0 ;
-  wire \port$2063$0 ;
+  input \port$2006$0 ;
+  wire \port$2006$0 ;
+  input \port$2008$0 ;
+  wire \port$2008$0 ;
+  input \port$2010$0 ;
+  wire \port$2010$0 ;
+  input \port$2012$0 ;
+  wire \port$2012$0 ;
+  input \port$2014$0 ;
+  wire \port$2014$0 ;
+  input \port$2016$0 ;
+  wire \port$2016$0 ;
+  input \port$2018$0 ;
+  wire \port$2018$0 ;
+  input \port$2020$0 ;
+  wire \port$2020$0 ;
+  input \port$2022$0 ;
+  wire \port$2022$0 ;
+  input \port$2024$0 ;
+  wire \port$2024$0 ;
+  input \port$2026$0 ;
+  wire \port$2026$0 ;
+  input \port$2028$0 ;
+  wire \port$2028$0 ;
+  input \port$2030$0 ;
+  wire \port$2030$0 ;
+  input \port$2032$0 ;
+  wire \port$2032$0 ;
+  input \port$2034$0 ;
+  wire \port$2034$0 ;
+  input \port$2036$0 ;
+  wire \port$2036$0 ;
+  input \port$2038$0 ;
+  wire \port$2038$0 ;
+  input \port$2040$0 ;
+  wire \port$2040$0 ;
+  input \port$2042$0 ;
+  wire \port$2042$0 ;
+  input \port$2044$0 ;
+  wire \port$2044$0 ;
+  input \port$2046$0 ;
+  wire \port$2046$0 ;
+  input \port$2048$0 ;
+  wire \port$2048$0 ;
+  input \port$2050$0 ;
+  wire \port$2050$0 ;
+  input \port$2052$0 ;
+  wire \port$2052$0 ;
+  input \port$2054$0 ;
+  wire \port$2054$0 ;
+  input \port$2056$0 ;
+  wire \port$2056$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -40280,7 +40367,7 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2013$0 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
-    \$9  = { \port$2063$0 , \port$2061$0 , \port$2059$0 , \port$2057$0 , \port$2055$0 , \port$2053$0 , \port$2051$0 , \port$2049$0 , \port$2047$0 , \port$2045$0 , \port$2043$0 , \port$2041$0 , \port$2039$0 , \port$2037$0 , \port$2035$0 , \port$2033$0 , \port$2031$0 , \port$2029$0 , \port$2027$0 , \port$2025$0 , \port$2023$0 , \port$2021$0 , \port$2019$0 , \port$2017$0 , \port$2015$0 , \port$2013$0  };
+    \$9  = { \port$2056$0 , \port$2054$0 , \port$2052$0 , \port$2050$0 , \port$2048$0 , \port$2046$0 , \port$2044$0 , \port$2042$0 , \port$2040$0 , \port$2038$0 , \port$2036$0 , \port$2034$0 , \port$2032$0 , \port$2030$0 , \port$2028$0 , \port$2026$0 , \port$2024$0 , \port$2022$0 , \port$2020$0 , \port$2018$0 , \port$2016$0 , \port$2014$0 , \port$2012$0 , \port$2010$0 , \port$2008$0 , \port$2006$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -40318,7 +40405,7 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2013$0 , \
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$2063$0 , \port$2061$0 , \port$2059$0 , \port$2057$0 , \port$2055$0 , \port$2053$0 , \port$2051$0 , \port$2049$0 , \port$2047$0 , \port$2045$0 , \port$2043$0 , \port$2041$0 , \port$2039$0 , \port$2037$0 , \port$2035$0 , \port$2033$0 , \port$2031$0 , \port$2029$0 , \port$2027$0 , \port$2025$0 , \port$2023$0 , \port$2021$0 , \port$2019$0 , \port$2017$0 , \port$2015$0 , \port$2013$0  };
+  assign requests__payload = { \port$2056$0 , \port$2054$0 , \port$2052$0 , \port$2050$0 , \port$2048$0 , \port$2046$0 , \port$2044$0 , \port$2042$0 , \port$2040$0 , \port$2038$0 , \port$2036$0 , \port$2034$0 , \port$2032$0 , \port$2030$0 , \port$2028$0 , \port$2026$0 , \port$2024$0 , \port$2022$0 , \port$2020$0 , \port$2018$0 , \port$2016$0 , \port$2014$0 , \port$2012$0 , \port$2010$0 , \port$2008$0 , \port$2006$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -40360,9 +40447,9 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2013$0 , \
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$2023$0 , \port$2021$0 , \port$2019$0 , \port$2017$0 , \port$2015$0 , \port$2013$0  };
-  assign \requests__payload.tag  = { \port$2061$0 , \port$2059$0 , \port$2057$0 , \port$2055$0 , \port$2053$0 , \port$2051$0 , \port$2049$0 , \port$2047$0 , \port$2045$0 , \port$2043$0 , \port$2041$0 , \port$2039$0 , \port$2037$0 , \port$2035$0 , \port$2033$0 , \port$2031$0 , \port$2029$0 , \port$2027$0 , \port$2025$0  };
-  assign \requests__payload.repeated  = \port$2063$0 ;
+  assign \requests__payload.set  = { \port$2016$0 , \port$2014$0 , \port$2012$0 , \port$2010$0 , \port$2008$0 , \port$2006$0  };
+  assign \requests__payload.tag  = { \port$2054$0 , \port$2052$0 , \port$2050$0 , \port$2048$0 , \port$2046$0 , \port$2044$0 , \port$2042$0 , \port$2040$0 , \port$2038$0 , \port$2036$0 , \port$2034$0 , \port$2032$0 , \port$2030$0 , \port$2028$0 , \port$2026$0 , \port$2024$0 , \port$2022$0 , \port$2020$0 , \port$2018$0  };
+  assign \requests__payload.repeated  = \port$2056$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -40549,7 +40636,7 @@ module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn, popular_max_rrpv, clk);
+module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40705,7 +40792,8 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -40780,7 +40868,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -40990,11 +41078,11 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -41101,7 +41189,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -41322,7 +41410,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -41374,7 +41462,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -41397,22 +41485,22 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -41433,22 +41521,6 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -41571,6 +41643,22 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -41728,8 +41816,181 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload, clk);
+module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w_en, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [3:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire [3:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  reg [1:0] \$27 ;
+  reg [1:0] \$28 ;
+  reg [2:0] \$29 ;
+  wire [3:0] \$3 ;
+  reg \$30 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [97:0] r_data;
+  wire [97:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [97:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [97:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [97:0] w_port__data;
+  wire [97:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [97:0] storage [3:0];
+  initial begin
+    storage[0] = 98'h0000000000000000000000000;
+    storage[1] = 98'h0000000000000000000000000;
+    storage[2] = 98'h0000000000000000000000000;
+    storage[3] = 98'h0000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [97:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h4;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign \$3  = inner_level + r_rdy;
+  assign \$4  = w_rdy & w_en;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
+  always @(posedge clk)
+    w_port__addr <= \$27 ;
+  always @(posedge clk)
+    r_port__addr <= \$28 ;
+  always @(posedge clk)
+    inner_level <= \$29 ;
+  always @(posedge clk)
+    r_rdy <= \$30 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    \$27  = w_port__addr;
+    if (\$4 ) begin
+      \$27  = \$5 [1:0];
+    end
+    if (rst) begin
+      \$27  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [1:0];
+    end
+    if (rst) begin
+      \$28  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [2:0];
+    end
+    if (\$22 ) begin
+      \$29  = \$23 [2:0];
+    end
+    if (rst) begin
+      \$29  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    \$30  = r_rdy;
+    if (\$26 ) begin
+      \$30  = 1'h1;
+    end else if (r_en) begin
+      \$30  = 1'h0;
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  assign w_level = \$3 [2:0];
+  assign level = \$3 [2:0];
+  assign r_level = \$3 [2:0];
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
   wire \$1 ;
   wire [47:0] \$10 ;
   wire [13:0] \$100 ;
@@ -42699,7 +42960,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
   assign \$auto$rtlil.cc:2739:Not$8  = ~ { \$25 [14], \$25 [11], \$25 [5:4], \$25 [2] };
   assign \$auto$rtlil.cc:2739:Not$10  = ~ { i__payload[44:42], i__payload[39:38], i__payload[36:34], i__payload[31] };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$134  = stage0_valid;
     if (advance) begin
       \$134  = i__valid;
@@ -42709,7 +42970,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$135  = stage1_valid;
     if (advance) begin
       \$135  = stage0_valid;
@@ -42719,7 +42980,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$136  = stage2_valid;
     if (advance) begin
       \$136  = stage1_valid;
@@ -42729,7 +42990,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$137  = stage3_valid;
     if (advance) begin
       \$137  = stage2_valid;
@@ -42739,7 +43000,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$138  = stage4_valid;
     if (advance) begin
       \$138  = stage3_valid;
@@ -42749,7 +43010,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$139  = stage5_valid;
     if (advance) begin
       \$139  = stage4_valid;
@@ -42759,7 +43020,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$140  = stage6_valid;
     if (advance) begin
       \$140  = stage5_valid;
@@ -42769,7 +43030,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$141  = stage7_valid;
     if (advance) begin
       \$141  = stage6_valid;
@@ -42779,7 +43040,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$142  = stage8_valid;
     if (advance) begin
       \$142  = stage7_valid;
@@ -42789,7 +43050,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$143  = lane0_in_hi;
     if (advance) begin
       \$143  = i__payload[29:15];
@@ -42799,7 +43060,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$144  = lane0_in_lo;
     if (advance) begin
       \$144  = i__payload[14:1];
@@ -42809,7 +43070,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$145  = lane0_in_valid;
     if (advance) begin
       \$145  = i__payload[0];
@@ -42819,7 +43080,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$146  = lane0_in_x;
     if (advance) begin
       \$146  = \$2 ;
@@ -42829,7 +43090,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$147  = lane0_r0_low_part;
     if (advance) begin
       \$147  = \$3 ;
@@ -42839,7 +43100,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$148  = lane0_r0_high_part;
     if (advance) begin
       \$148  = \$4 [15:0];
@@ -42849,7 +43110,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$149  = lane0_r0_hi_in;
     if (advance) begin
       \$149  = lane0_in_hi;
@@ -42859,7 +43120,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$150  = lane0_r0_lo_in;
     if (advance) begin
       \$150  = lane0_in_lo;
@@ -42869,7 +43130,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$151  = lane0_r0_valid_in;
     if (advance) begin
       \$151  = lane0_in_valid;
@@ -42879,7 +43140,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$152  = lane0_r0_x_next;
     if (advance) begin
       \$152  = \$8 ;
@@ -42889,7 +43150,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$153  = lane0_r0_hi;
     if (advance) begin
       \$153  = lane0_r0_lo_in;
@@ -42899,7 +43160,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$154  = lane0_r0_lo;
     if (advance) begin
       \$154  = \$11 ;
@@ -42909,7 +43170,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$155  = lane0_r0_valid;
     if (advance) begin
       \$155  = lane0_r0_valid_in;
@@ -42919,7 +43180,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$156  = lane0_r1_low_part;
     if (advance) begin
       \$156  = \$12 ;
@@ -42929,7 +43190,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$157  = lane0_r1_high_part;
     if (advance) begin
       \$157  = \$13 [15:0];
@@ -42939,7 +43200,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$158  = lane0_r1_hi_in;
     if (advance) begin
       \$158  = lane0_r0_hi;
@@ -42949,7 +43210,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$159  = lane0_r1_lo_in;
     if (advance) begin
       \$159  = lane0_r0_lo;
@@ -42959,7 +43220,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$160  = lane0_r1_valid_in;
     if (advance) begin
       \$160  = lane0_r0_valid;
@@ -42969,7 +43230,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$161  = lane0_r1_x_next;
     if (advance) begin
       \$161  = \$17 ;
@@ -42979,7 +43240,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$162  = lane0_r1_hi;
     if (advance) begin
       \$162  = lane0_r1_lo_in;
@@ -42989,7 +43250,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$163  = lane0_r1_lo;
     if (advance) begin
       \$163  = \$20 ;
@@ -42999,7 +43260,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$164  = lane0_r1_valid;
     if (advance) begin
       \$164  = lane0_r1_valid_in;
@@ -43009,7 +43270,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$165  = lane0_r2_low_part;
     if (advance) begin
       \$165  = \$21 ;
@@ -43019,7 +43280,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$166  = lane0_r2_high_part;
     if (advance) begin
       \$166  = \$22 [15:0];
@@ -43029,7 +43290,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$167  = lane0_r2_hi_in;
     if (advance) begin
       \$167  = lane0_r1_hi;
@@ -43039,7 +43300,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$168  = lane0_r2_lo_in;
     if (advance) begin
       \$168  = lane0_r1_lo;
@@ -43049,7 +43310,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$169  = lane0_r2_valid_in;
     if (advance) begin
       \$169  = lane0_r1_valid;
@@ -43059,7 +43320,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$170  = lane0_r2_x_next;
     if (advance) begin
       \$170  = \$26 ;
@@ -43069,7 +43330,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$171  = lane0_r2_hi;
     if (advance) begin
       \$171  = lane0_r2_lo_in;
@@ -43079,7 +43340,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$172  = lane0_r2_lo;
     if (advance) begin
       \$172  = \$29 ;
@@ -43089,7 +43350,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$173  = lane0_r2_valid;
     if (advance) begin
       \$173  = lane0_r2_valid_in;
@@ -43099,7 +43360,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$174  = lane0_r3_low_part;
     if (advance) begin
       \$174  = \$30 ;
@@ -43109,7 +43370,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$175  = lane0_r3_high_part;
     if (advance) begin
       \$175  = \$31 [15:0];
@@ -43119,7 +43380,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$176  = lane0_r3_hi_in;
     if (advance) begin
       \$176  = lane0_r2_hi;
@@ -43129,7 +43390,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$177  = lane0_r3_lo_in;
     if (advance) begin
       \$177  = lane0_r2_lo;
@@ -43139,7 +43400,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$178  = lane0_r3_valid_in;
     if (advance) begin
       \$178  = lane0_r2_valid;
@@ -43149,7 +43410,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$179  = lane0_r3_hi;
     if (advance) begin
       \$179  = lane0_r3_lo_in;
@@ -43159,7 +43420,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$180  = lane0_r3_lo;
     if (advance) begin
       \$180  = \$34 ;
@@ -43169,7 +43430,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$181  = lane0_r3_valid;
     if (advance) begin
       \$181  = lane0_r3_valid_in;
@@ -43179,7 +43440,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$182  = lane1_in_hi;
     if (advance) begin
       \$182  = i__payload[59:45];
@@ -43189,7 +43450,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$183  = lane1_in_lo;
     if (advance) begin
       \$183  = i__payload[44:31];
@@ -43199,7 +43460,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$184  = lane1_in_valid;
     if (advance) begin
       \$184  = i__payload[30];
@@ -43209,7 +43470,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$185  = lane1_in_x;
     if (advance) begin
       \$185  = \$35 ;
@@ -43219,7 +43480,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$186  = lane1_r0_low_part;
     if (advance) begin
       \$186  = \$36 ;
@@ -43229,7 +43490,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$187  = lane1_r0_high_part;
     if (advance) begin
       \$187  = \$37 [15:0];
@@ -43239,7 +43500,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$188  = lane1_r0_hi_in;
     if (advance) begin
       \$188  = lane1_in_hi;
@@ -43249,7 +43510,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$189  = lane1_r0_lo_in;
     if (advance) begin
       \$189  = lane1_in_lo;
@@ -43259,7 +43520,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$190  = lane1_r0_valid_in;
     if (advance) begin
       \$190  = lane1_in_valid;
@@ -43269,7 +43530,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$191  = lane1_r0_x_next;
     if (advance) begin
       \$191  = \$41 ;
@@ -43279,7 +43540,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$192  = lane1_r0_hi;
     if (advance) begin
       \$192  = lane1_r0_lo_in;
@@ -43289,7 +43550,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$193  = lane1_r0_lo;
     if (advance) begin
       \$193  = \$44 ;
@@ -43299,7 +43560,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$194  = lane1_r0_valid;
     if (advance) begin
       \$194  = lane1_r0_valid_in;
@@ -43309,7 +43570,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$195  = lane1_r1_low_part;
     if (advance) begin
       \$195  = \$45 ;
@@ -43319,7 +43580,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$196  = lane1_r1_high_part;
     if (advance) begin
       \$196  = \$46 [15:0];
@@ -43329,7 +43590,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$197  = lane1_r1_hi_in;
     if (advance) begin
       \$197  = lane1_r0_hi;
@@ -43339,7 +43600,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$198  = lane1_r1_lo_in;
     if (advance) begin
       \$198  = lane1_r0_lo;
@@ -43349,7 +43610,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$199  = lane1_r1_valid_in;
     if (advance) begin
       \$199  = lane1_r0_valid;
@@ -43359,7 +43620,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$200  = lane1_r1_x_next;
     if (advance) begin
       \$200  = \$50 ;
@@ -43369,7 +43630,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$201  = lane1_r1_hi;
     if (advance) begin
       \$201  = lane1_r1_lo_in;
@@ -43379,7 +43640,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$202  = lane1_r1_lo;
     if (advance) begin
       \$202  = \$53 ;
@@ -43389,7 +43650,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$203  = lane1_r1_valid;
     if (advance) begin
       \$203  = lane1_r1_valid_in;
@@ -43399,7 +43660,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$204  = lane1_r2_low_part;
     if (advance) begin
       \$204  = \$54 ;
@@ -43409,7 +43670,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$205  = lane1_r2_high_part;
     if (advance) begin
       \$205  = \$55 [15:0];
@@ -43419,7 +43680,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$206  = lane1_r2_hi_in;
     if (advance) begin
       \$206  = lane1_r1_hi;
@@ -43429,7 +43690,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$207  = lane1_r2_lo_in;
     if (advance) begin
       \$207  = lane1_r1_lo;
@@ -43439,7 +43700,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$208  = lane1_r2_valid_in;
     if (advance) begin
       \$208  = lane1_r1_valid;
@@ -43449,7 +43710,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$209  = lane1_r2_x_next;
     if (advance) begin
       \$209  = \$59 ;
@@ -43459,7 +43720,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$210  = lane1_r2_hi;
     if (advance) begin
       \$210  = lane1_r2_lo_in;
@@ -43469,7 +43730,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$211  = lane1_r2_lo;
     if (advance) begin
       \$211  = \$62 ;
@@ -43479,7 +43740,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$212  = lane1_r2_valid;
     if (advance) begin
       \$212  = lane1_r2_valid_in;
@@ -43489,7 +43750,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$213  = lane1_r3_low_part;
     if (advance) begin
       \$213  = \$63 ;
@@ -43499,7 +43760,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$214  = lane1_r3_high_part;
     if (advance) begin
       \$214  = \$64 [15:0];
@@ -43509,7 +43770,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$215  = lane1_r3_hi_in;
     if (advance) begin
       \$215  = lane1_r2_hi;
@@ -43519,7 +43780,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$216  = lane1_r3_lo_in;
     if (advance) begin
       \$216  = lane1_r2_lo;
@@ -43529,7 +43790,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$217  = lane1_r3_valid_in;
     if (advance) begin
       \$217  = lane1_r2_valid;
@@ -43539,7 +43800,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$218  = lane1_r3_hi;
     if (advance) begin
       \$218  = lane1_r3_lo_in;
@@ -43549,7 +43810,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$219  = lane1_r3_lo;
     if (advance) begin
       \$219  = \$67 ;
@@ -43559,7 +43820,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$220  = lane1_r3_valid;
     if (advance) begin
       \$220  = lane1_r3_valid_in;
@@ -43569,7 +43830,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$221  = lane2_in_hi;
     if (advance) begin
       \$221  = i__payload[89:75];
@@ -43579,7 +43840,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$222  = lane2_in_lo;
     if (advance) begin
       \$222  = i__payload[74:61];
@@ -43589,7 +43850,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$223  = lane2_in_valid;
     if (advance) begin
       \$223  = i__payload[60];
@@ -43599,7 +43860,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$224  = lane2_in_x;
     if (advance) begin
       \$224  = \$68 ;
@@ -43609,7 +43870,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$225  = lane2_r0_low_part;
     if (advance) begin
       \$225  = \$69 ;
@@ -43619,7 +43880,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$226  = lane2_r0_high_part;
     if (advance) begin
       \$226  = \$70 [15:0];
@@ -43629,7 +43890,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$227  = lane2_r0_hi_in;
     if (advance) begin
       \$227  = lane2_in_hi;
@@ -43639,7 +43900,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$228  = lane2_r0_lo_in;
     if (advance) begin
       \$228  = lane2_in_lo;
@@ -43649,7 +43910,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$229  = lane2_r0_valid_in;
     if (advance) begin
       \$229  = lane2_in_valid;
@@ -43659,7 +43920,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$230  = lane2_r0_x_next;
     if (advance) begin
       \$230  = \$74 ;
@@ -43669,7 +43930,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$231  = lane2_r0_hi;
     if (advance) begin
       \$231  = lane2_r0_lo_in;
@@ -43679,7 +43940,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$232  = lane2_r0_lo;
     if (advance) begin
       \$232  = \$77 ;
@@ -43689,7 +43950,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$233  = lane2_r0_valid;
     if (advance) begin
       \$233  = lane2_r0_valid_in;
@@ -43699,7 +43960,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$234  = lane2_r1_low_part;
     if (advance) begin
       \$234  = \$78 ;
@@ -43709,7 +43970,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$235  = lane2_r1_high_part;
     if (advance) begin
       \$235  = \$79 [15:0];
@@ -43719,7 +43980,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$236  = lane2_r1_hi_in;
     if (advance) begin
       \$236  = lane2_r0_hi;
@@ -43729,7 +43990,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$237  = lane2_r1_lo_in;
     if (advance) begin
       \$237  = lane2_r0_lo;
@@ -43739,7 +44000,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$238  = lane2_r1_valid_in;
     if (advance) begin
       \$238  = lane2_r0_valid;
@@ -43749,7 +44010,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$239  = lane2_r1_x_next;
     if (advance) begin
       \$239  = \$83 ;
@@ -43759,7 +44020,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$240  = lane2_r1_hi;
     if (advance) begin
       \$240  = lane2_r1_lo_in;
@@ -43769,7 +44030,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$241  = lane2_r1_lo;
     if (advance) begin
       \$241  = \$86 ;
@@ -43779,7 +44040,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$242  = lane2_r1_valid;
     if (advance) begin
       \$242  = lane2_r1_valid_in;
@@ -43789,7 +44050,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$243  = lane2_r2_low_part;
     if (advance) begin
       \$243  = \$87 ;
@@ -43799,7 +44060,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$244  = lane2_r2_high_part;
     if (advance) begin
       \$244  = \$88 [15:0];
@@ -43809,7 +44070,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$245  = lane2_r2_hi_in;
     if (advance) begin
       \$245  = lane2_r1_hi;
@@ -43819,7 +44080,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$246  = lane2_r2_lo_in;
     if (advance) begin
       \$246  = lane2_r1_lo;
@@ -43829,7 +44090,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$247  = lane2_r2_valid_in;
     if (advance) begin
       \$247  = lane2_r1_valid;
@@ -43839,7 +44100,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$248  = lane2_r2_x_next;
     if (advance) begin
       \$248  = \$92 ;
@@ -43849,7 +44110,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$249  = lane2_r2_hi;
     if (advance) begin
       \$249  = lane2_r2_lo_in;
@@ -43859,7 +44120,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$250  = lane2_r2_lo;
     if (advance) begin
       \$250  = \$95 ;
@@ -43869,7 +44130,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$251  = lane2_r2_valid;
     if (advance) begin
       \$251  = lane2_r2_valid_in;
@@ -43879,7 +44140,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$252  = lane2_r3_low_part;
     if (advance) begin
       \$252  = \$96 ;
@@ -43889,7 +44150,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$253  = lane2_r3_high_part;
     if (advance) begin
       \$253  = \$97 [15:0];
@@ -43899,7 +44160,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$254  = lane2_r3_hi_in;
     if (advance) begin
       \$254  = lane2_r2_hi;
@@ -43909,7 +44170,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$255  = lane2_r3_lo_in;
     if (advance) begin
       \$255  = lane2_r2_lo;
@@ -43919,7 +44180,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$256  = lane2_r3_valid_in;
     if (advance) begin
       \$256  = lane2_r2_valid;
@@ -43929,7 +44190,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$257  = lane2_r3_hi;
     if (advance) begin
       \$257  = lane2_r3_lo_in;
@@ -43939,7 +44200,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$258  = lane2_r3_lo;
     if (advance) begin
       \$258  = \$100 ;
@@ -43949,7 +44210,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$259  = lane2_r3_valid;
     if (advance) begin
       \$259  = lane2_r3_valid_in;
@@ -43959,7 +44220,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$260  = lane3_in_hi;
     if (advance) begin
       \$260  = i__payload[119:105];
@@ -43969,7 +44230,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$261  = lane3_in_lo;
     if (advance) begin
       \$261  = i__payload[104:91];
@@ -43979,7 +44240,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$262  = lane3_in_valid;
     if (advance) begin
       \$262  = i__payload[90];
@@ -43989,7 +44250,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$263  = lane3_in_x;
     if (advance) begin
       \$263  = \$101 ;
@@ -43999,7 +44260,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$264  = lane3_r0_low_part;
     if (advance) begin
       \$264  = \$102 ;
@@ -44009,7 +44270,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$265  = lane3_r0_high_part;
     if (advance) begin
       \$265  = \$103 [15:0];
@@ -44019,7 +44280,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$266  = lane3_r0_hi_in;
     if (advance) begin
       \$266  = lane3_in_hi;
@@ -44029,7 +44290,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$267  = lane3_r0_lo_in;
     if (advance) begin
       \$267  = lane3_in_lo;
@@ -44039,7 +44300,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$268  = lane3_r0_valid_in;
     if (advance) begin
       \$268  = lane3_in_valid;
@@ -44049,7 +44310,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$269  = lane3_r0_x_next;
     if (advance) begin
       \$269  = \$107 ;
@@ -44059,7 +44320,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$270  = lane3_r0_hi;
     if (advance) begin
       \$270  = lane3_r0_lo_in;
@@ -44069,7 +44330,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$271  = lane3_r0_lo;
     if (advance) begin
       \$271  = \$110 ;
@@ -44079,7 +44340,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$272  = lane3_r0_valid;
     if (advance) begin
       \$272  = lane3_r0_valid_in;
@@ -44089,7 +44350,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$273  = lane3_r1_low_part;
     if (advance) begin
       \$273  = \$111 ;
@@ -44099,7 +44360,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$274  = lane3_r1_high_part;
     if (advance) begin
       \$274  = \$112 [15:0];
@@ -44109,7 +44370,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$275  = lane3_r1_hi_in;
     if (advance) begin
       \$275  = lane3_r0_hi;
@@ -44119,7 +44380,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$276  = lane3_r1_lo_in;
     if (advance) begin
       \$276  = lane3_r0_lo;
@@ -44129,7 +44390,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$277  = lane3_r1_valid_in;
     if (advance) begin
       \$277  = lane3_r0_valid;
@@ -44139,7 +44400,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$278  = lane3_r1_x_next;
     if (advance) begin
       \$278  = \$116 ;
@@ -44149,7 +44410,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$279  = lane3_r1_hi;
     if (advance) begin
       \$279  = lane3_r1_lo_in;
@@ -44159,7 +44420,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$280  = lane3_r1_lo;
     if (advance) begin
       \$280  = \$119 ;
@@ -44169,7 +44430,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$281  = lane3_r1_valid;
     if (advance) begin
       \$281  = lane3_r1_valid_in;
@@ -44179,7 +44440,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$282  = lane3_r2_low_part;
     if (advance) begin
       \$282  = \$120 ;
@@ -44189,7 +44450,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$283  = lane3_r2_high_part;
     if (advance) begin
       \$283  = \$121 [15:0];
@@ -44199,7 +44460,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$284  = lane3_r2_hi_in;
     if (advance) begin
       \$284  = lane3_r1_hi;
@@ -44209,7 +44470,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$285  = lane3_r2_lo_in;
     if (advance) begin
       \$285  = lane3_r1_lo;
@@ -44219,7 +44480,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$286  = lane3_r2_valid_in;
     if (advance) begin
       \$286  = lane3_r1_valid;
@@ -44229,7 +44490,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$287  = lane3_r2_x_next;
     if (advance) begin
       \$287  = \$125 ;
@@ -44239,7 +44500,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$288  = lane3_r2_hi;
     if (advance) begin
       \$288  = lane3_r2_lo_in;
@@ -44249,7 +44510,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$289  = lane3_r2_lo;
     if (advance) begin
       \$289  = \$128 ;
@@ -44259,7 +44520,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$290  = lane3_r2_valid;
     if (advance) begin
       \$290  = lane3_r2_valid_in;
@@ -44269,7 +44530,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$291  = lane3_r3_low_part;
     if (advance) begin
       \$291  = \$129 ;
@@ -44279,7 +44540,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$292  = lane3_r3_high_part;
     if (advance) begin
       \$292  = \$130 [15:0];
@@ -44289,7 +44550,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$293  = lane3_r3_hi_in;
     if (advance) begin
       \$293  = lane3_r2_hi;
@@ -44299,7 +44560,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$294  = lane3_r3_lo_in;
     if (advance) begin
       \$294  = lane3_r2_lo;
@@ -44309,7 +44570,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$295  = lane3_r3_valid_in;
     if (advance) begin
       \$295  = lane3_r2_valid;
@@ -44319,7 +44580,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$296  = lane3_r3_hi;
     if (advance) begin
       \$296  = lane3_r3_lo_in;
@@ -44329,7 +44590,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$297  = lane3_r3_lo;
     if (advance) begin
       \$297  = \$133 ;
@@ -44339,7 +44600,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$298  = lane3_r3_valid;
     if (advance) begin
       \$298  = lane3_r3_valid_in;
@@ -44462,7 +44723,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -44600,7 +44861,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -44610,7 +44871,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -44620,7 +44881,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -44633,7 +44894,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -44656,7 +44917,7 @@ endmodule
 module \hotline_accelerator.engine.release (rst, responses__0__ready, responses__1__ready, responses__2__ready, responses__3__ready, responses__4__ready, responses__5__ready, responses__6__ready, responses__7__ready, responses__8__ready, responses__9__ready, responses__10__ready, responses__11__ready, responses__12__ready, responses__13__ready, responses__14__ready, responses__15__ready, records__ready, busy, records__payload, responses__0__payload
 , responses__1__payload, responses__2__payload, responses__3__payload, responses__4__payload, responses__5__payload, responses__6__payload, responses__7__payload, responses__8__payload, responses__9__payload, responses__10__payload, responses__11__payload, responses__12__payload, responses__13__payload, responses__14__payload, responses__15__payload, results__ready, results__valid, results__payload, records__valid, responses__0__valid, responses__1__valid
 , responses__2__valid, responses__3__valid, responses__4__valid, responses__5__valid, responses__6__valid, responses__7__valid, responses__8__valid, responses__9__valid, responses__10__valid, responses__11__valid, responses__12__valid, responses__13__valid, responses__14__valid, responses__15__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
   wire [16:0] \$100 ;
@@ -46433,7 +46694,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign \$368  = ! records__payload[18:17];
   assign \$369  = records__payload[18:17] == 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$541  = results__valid;
     if (results__ready) begin
       \$541  = 1'h0;
@@ -46446,7 +46707,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$542  = results__payload;
     if (\release ) begin
       \$542 [0] = beat0_lane0[0];
@@ -46467,7 +46728,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$543 [26:23], \$543 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$349 ) begin
@@ -46490,7 +46751,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$544 [26:23], \$544 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$361 ) begin
@@ -46513,7 +46774,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$545 [26:23], \$545 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$373 ) begin
@@ -46536,7 +46797,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$546 [26:23], \$546 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$385 ) begin
@@ -46559,7 +46820,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$547 [26:23], \$547 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$397 ) begin
@@ -46582,7 +46843,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$548 [26:23], \$548 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$409 ) begin
@@ -46605,7 +46866,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$549 [26:23], \$549 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$421 ) begin
@@ -46628,7 +46889,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$550 [26:23], \$550 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$433 ) begin
@@ -46651,7 +46912,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$551 [26:23], \$551 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$445 ) begin
@@ -46674,7 +46935,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$552 [26:23], \$552 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$457 ) begin
@@ -46697,7 +46958,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$553 [26:23], \$553 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$469 ) begin
@@ -46720,7 +46981,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$554 [26:23], \$554 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$481 ) begin
@@ -46743,7 +47004,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$555 [26:23], \$555 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$493 ) begin
@@ -46763,7 +47024,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$556 [26:23], \$556 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$505 ) begin
@@ -46783,7 +47044,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$557 [26:23], \$557 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$517 ) begin
@@ -46803,7 +47064,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     { \$558 [26:23], \$558 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$529 ) begin
@@ -46823,14 +47084,14 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$559  = \$540 [2:0];
     if (rst) begin
       \$559  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$318  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -46840,7 +47101,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$324  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -46850,7 +47111,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$328  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -46862,7 +47123,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$334  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -46874,7 +47135,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -46888,7 +47149,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -47296,7 +47557,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload, i__valid, o__valid, o__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -47557,7 +47818,7 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   assign \$9  = { 4'h0, lane1_same_key } & \$8 ;
   assign \$12  = | \$11 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$82  = o__valid;
     if (\$81 ) begin
       \$82  = i__valid;
@@ -47567,7 +47828,7 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$83  = o__payload;
     if (\$81 ) begin
       \$83 [0] = i__payload[0];
@@ -47696,29 +47957,29 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0 , \port$1538$0 , \port$1540$0 , \port$1542$0 , \port$1544$0 , \port$1546$0 , \port$1548$0 , \port$1550$0 , \port$1552$0 , \port$1554$0 , \port$1556$0 , \port$1558$0 , \port$1560$0 , \port$1562$0 , \port$1564$0 , \port$1566$0 , \port$1568$0 , \port$1570$0 , \port$1572$0 
-, \port$1574$0 , \port$1576$0 , \port$1578$0 , \port$1580$0 , \port$1582$0 , \port$1584$0 , \port$1586$0 , requests__1__valid, \port$1589$0 , \port$1591$0 , \port$1593$0 , \port$1595$0 , \port$1597$0 , \port$1599$0 , \port$1601$0 , \port$1603$0 , \port$1605$0 , \port$1607$0 , \port$1609$0 , \port$1611$0 , \port$1613$0 
-, \port$1615$0 , \port$1617$0 , \port$1619$0 , \port$1621$0 , \port$1623$0 , \port$1625$0 , \port$1627$0 , \port$1629$0 , \port$1631$0 , \port$1633$0 , \port$1635$0 , \port$1637$0 , \port$1639$0 , requests__2__valid, \port$1642$0 , \port$1644$0 , \port$1646$0 , \port$1648$0 , \port$1650$0 , \port$1652$0 , \port$1654$0 
-, \port$1656$0 , \port$1658$0 , \port$1660$0 , \port$1662$0 , \port$1664$0 , \port$1666$0 , \port$1668$0 , \port$1670$0 , \port$1672$0 , \port$1674$0 , \port$1676$0 , \port$1678$0 , \port$1680$0 , \port$1682$0 , \port$1684$0 , \port$1686$0 , \port$1688$0 , \port$1690$0 , \port$1692$0 , requests__3__valid, \port$1695$0 
-, \port$1697$0 , \port$1699$0 , \port$1701$0 , \port$1703$0 , \port$1705$0 , \port$1707$0 , \port$1709$0 , \port$1711$0 , \port$1713$0 , \port$1715$0 , \port$1717$0 , \port$1719$0 , \port$1721$0 , \port$1723$0 , \port$1725$0 , \port$1727$0 , \port$1729$0 , \port$1731$0 , \port$1733$0 , \port$1735$0 , \port$1737$0 
-, \port$1739$0 , \port$1741$0 , \port$1743$0 , \port$1745$0 , requests__4__valid, \port$1748$0 , \port$1750$0 , \port$1752$0 , \port$1754$0 , \port$1756$0 , \port$1758$0 , \port$1760$0 , \port$1762$0 , \port$1764$0 , \port$1766$0 , \port$1768$0 , \port$1770$0 , \port$1772$0 , \port$1774$0 , \port$1776$0 , \port$1778$0 
-, \port$1780$0 , \port$1782$0 , \port$1784$0 , \port$1786$0 , \port$1788$0 , \port$1790$0 , \port$1792$0 , \port$1794$0 , \port$1796$0 , \port$1798$0 , requests__5__valid, \port$1801$0 , \port$1803$0 , \port$1805$0 , \port$1807$0 , \port$1809$0 , \port$1811$0 , \port$1813$0 , \port$1815$0 , \port$1817$0 , \port$1819$0 
-, \port$1821$0 , \port$1823$0 , \port$1825$0 , \port$1827$0 , \port$1829$0 , \port$1831$0 , \port$1833$0 , \port$1835$0 , \port$1837$0 , \port$1839$0 , \port$1841$0 , \port$1843$0 , \port$1845$0 , \port$1847$0 , \port$1849$0 , \port$1851$0 , requests__6__valid, \port$1854$0 , \port$1856$0 , \port$1858$0 , \port$1860$0 
-, \port$1862$0 , \port$1864$0 , \port$1866$0 , \port$1868$0 , \port$1870$0 , \port$1872$0 , \port$1874$0 , \port$1876$0 , \port$1878$0 , \port$1880$0 , \port$1882$0 , \port$1884$0 , \port$1886$0 , \port$1888$0 , \port$1890$0 , \port$1892$0 , \port$1894$0 , \port$1896$0 , \port$1898$0 , \port$1900$0 , \port$1902$0 
-, \port$1904$0 , requests__7__valid, \port$1907$0 , \port$1909$0 , \port$1911$0 , \port$1913$0 , \port$1915$0 , \port$1917$0 , \port$1919$0 , \port$1921$0 , \port$1923$0 , \port$1925$0 , \port$1927$0 , \port$1929$0 , \port$1931$0 , \port$1933$0 , \port$1935$0 , \port$1937$0 , \port$1939$0 , \port$1941$0 , \port$1943$0 
-, \port$1945$0 , \port$1947$0 , \port$1949$0 , \port$1951$0 , \port$1953$0 , \port$1955$0 , \port$1957$0 , requests__8__valid, \port$1960$0 , \port$1962$0 , \port$1964$0 , \port$1966$0 , \port$1968$0 , \port$1970$0 , \port$1972$0 , \port$1974$0 , \port$1976$0 , \port$1978$0 , \port$1980$0 , \port$1982$0 , \port$1984$0 
-, \port$1986$0 , \port$1988$0 , \port$1990$0 , \port$1992$0 , \port$1994$0 , \port$1996$0 , \port$1998$0 , \port$2000$0 , \port$2002$0 , \port$2004$0 , \port$2006$0 , \port$2008$0 , \port$2010$0 , requests__9__valid, \port$2013$0 , \port$2015$0 , \port$2017$0 , \port$2019$0 , \port$2021$0 , \port$2023$0 , \port$2025$0 
-, \port$2027$0 , \port$2029$0 , \port$2031$0 , \port$2033$0 , \port$2035$0 , \port$2037$0 , \port$2039$0 , \port$2041$0 , \port$2043$0 , \port$2045$0 , \port$2047$0 , \port$2049$0 , \port$2051$0 , \port$2053$0 , \port$2055$0 , \port$2057$0 , \port$2059$0 , \port$2061$0 , \port$2063$0 , requests__10__valid, \port$2066$0 
-, \port$2068$0 , \port$2070$0 , \port$2072$0 , \port$2074$0 , \port$2076$0 , \port$2078$0 , \port$2080$0 , \port$2082$0 , \port$2084$0 , \port$2086$0 , \port$2088$0 , \port$2090$0 , \port$2092$0 , \port$2094$0 , \port$2096$0 , \port$2098$0 , \port$2100$0 , \port$2102$0 , \port$2104$0 , \port$2106$0 , \port$2108$0 
-, \port$2110$0 , \port$2112$0 , \port$2114$0 , \port$2116$0 , requests__11__valid, \port$2119$0 , \port$2121$0 , \port$2123$0 , \port$2125$0 , \port$2127$0 , \port$2129$0 , \port$2131$0 , \port$2133$0 , \port$2135$0 , \port$2137$0 , \port$2139$0 , \port$2141$0 , \port$2143$0 , \port$2145$0 , \port$2147$0 , \port$2149$0 
-, \port$2151$0 , \port$2153$0 , \port$2155$0 , \port$2157$0 , \port$2159$0 , \port$2161$0 , \port$2163$0 , \port$2165$0 , \port$2167$0 , \port$2169$0 , requests__12__valid, \port$2172$0 , \port$2174$0 , \port$2176$0 , \port$2178$0 , \port$2180$0 , \port$2182$0 , \port$2184$0 , \port$2186$0 , \port$2188$0 , \port$2190$0 
-, \port$2192$0 , \port$2194$0 , \port$2196$0 , \port$2198$0 , \port$2200$0 , \port$2202$0 , \port$2204$0 , \port$2206$0 , \port$2208$0 , \port$2210$0 , \port$2212$0 , \port$2214$0 , \port$2216$0 , \port$2218$0 , \port$2220$0 , \port$2222$0 , requests__13__valid, \port$2225$0 , \port$2227$0 , \port$2229$0 , \port$2231$0 
-, \port$2233$0 , \port$2235$0 , \port$2237$0 , \port$2239$0 , \port$2241$0 , \port$2243$0 , \port$2245$0 , \port$2247$0 , \port$2249$0 , \port$2251$0 , \port$2253$0 , \port$2255$0 , \port$2257$0 , \port$2259$0 , \port$2261$0 , \port$2263$0 , \port$2265$0 , \port$2267$0 , \port$2269$0 , \port$2271$0 , \port$2273$0 
-, \port$2275$0 , requests__14__valid, \port$2278$0 , \port$2280$0 , \port$2282$0 , \port$2284$0 , \port$2286$0 , \port$2288$0 , \port$2290$0 , \port$2292$0 , \port$2294$0 , \port$2296$0 , \port$2298$0 , \port$2300$0 , \port$2302$0 , \port$2304$0 , \port$2306$0 , \port$2308$0 , \port$2310$0 , \port$2312$0 , \port$2314$0 
-, \port$2316$0 , \port$2318$0 , \port$2320$0 , \port$2322$0 , \port$2324$0 , \port$2326$0 , \port$2328$0 , requests__15__valid, \port$2331$0 , \port$2333$0 , \port$2335$0 , \port$2337$0 , \port$2339$0 , \port$2341$0 , \port$2343$0 , \port$2345$0 , \port$2347$0 , \port$2349$0 , \port$2351$0 , \port$2353$0 , \port$2355$0 
-, \port$2357$0 , \port$2359$0 , \port$2361$0 , \port$2363$0 , \port$2365$0 , \port$2367$0 , \port$2369$0 , \port$2371$0 , \port$2373$0 , \port$2375$0 , \port$2377$0 , \port$2379$0 , \port$2381$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
+module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0 , \port$1531$0 , \port$1533$0 , \port$1535$0 , \port$1537$0 , \port$1539$0 , \port$1541$0 , \port$1543$0 , \port$1545$0 , \port$1547$0 , \port$1549$0 , \port$1551$0 , \port$1553$0 , \port$1555$0 , \port$1557$0 , \port$1559$0 , \port$1561$0 , \port$1563$0 , \port$1565$0 
+, \port$1567$0 , \port$1569$0 , \port$1571$0 , \port$1573$0 , \port$1575$0 , \port$1577$0 , \port$1579$0 , requests__1__valid, \port$1582$0 , \port$1584$0 , \port$1586$0 , \port$1588$0 , \port$1590$0 , \port$1592$0 , \port$1594$0 , \port$1596$0 , \port$1598$0 , \port$1600$0 , \port$1602$0 , \port$1604$0 , \port$1606$0 
+, \port$1608$0 , \port$1610$0 , \port$1612$0 , \port$1614$0 , \port$1616$0 , \port$1618$0 , \port$1620$0 , \port$1622$0 , \port$1624$0 , \port$1626$0 , \port$1628$0 , \port$1630$0 , \port$1632$0 , requests__2__valid, \port$1635$0 , \port$1637$0 , \port$1639$0 , \port$1641$0 , \port$1643$0 , \port$1645$0 , \port$1647$0 
+, \port$1649$0 , \port$1651$0 , \port$1653$0 , \port$1655$0 , \port$1657$0 , \port$1659$0 , \port$1661$0 , \port$1663$0 , \port$1665$0 , \port$1667$0 , \port$1669$0 , \port$1671$0 , \port$1673$0 , \port$1675$0 , \port$1677$0 , \port$1679$0 , \port$1681$0 , \port$1683$0 , \port$1685$0 , requests__3__valid, \port$1688$0 
+, \port$1690$0 , \port$1692$0 , \port$1694$0 , \port$1696$0 , \port$1698$0 , \port$1700$0 , \port$1702$0 , \port$1704$0 , \port$1706$0 , \port$1708$0 , \port$1710$0 , \port$1712$0 , \port$1714$0 , \port$1716$0 , \port$1718$0 , \port$1720$0 , \port$1722$0 , \port$1724$0 , \port$1726$0 , \port$1728$0 , \port$1730$0 
+, \port$1732$0 , \port$1734$0 , \port$1736$0 , \port$1738$0 , requests__4__valid, \port$1741$0 , \port$1743$0 , \port$1745$0 , \port$1747$0 , \port$1749$0 , \port$1751$0 , \port$1753$0 , \port$1755$0 , \port$1757$0 , \port$1759$0 , \port$1761$0 , \port$1763$0 , \port$1765$0 , \port$1767$0 , \port$1769$0 , \port$1771$0 
+, \port$1773$0 , \port$1775$0 , \port$1777$0 , \port$1779$0 , \port$1781$0 , \port$1783$0 , \port$1785$0 , \port$1787$0 , \port$1789$0 , \port$1791$0 , requests__5__valid, \port$1794$0 , \port$1796$0 , \port$1798$0 , \port$1800$0 , \port$1802$0 , \port$1804$0 , \port$1806$0 , \port$1808$0 , \port$1810$0 , \port$1812$0 
+, \port$1814$0 , \port$1816$0 , \port$1818$0 , \port$1820$0 , \port$1822$0 , \port$1824$0 , \port$1826$0 , \port$1828$0 , \port$1830$0 , \port$1832$0 , \port$1834$0 , \port$1836$0 , \port$1838$0 , \port$1840$0 , \port$1842$0 , \port$1844$0 , requests__6__valid, \port$1847$0 , \port$1849$0 , \port$1851$0 , \port$1853$0 
+, \port$1855$0 , \port$1857$0 , \port$1859$0 , \port$1861$0 , \port$1863$0 , \port$1865$0 , \port$1867$0 , \port$1869$0 , \port$1871$0 , \port$1873$0 , \port$1875$0 , \port$1877$0 , \port$1879$0 , \port$1881$0 , \port$1883$0 , \port$1885$0 , \port$1887$0 , \port$1889$0 , \port$1891$0 , \port$1893$0 , \port$1895$0 
+, \port$1897$0 , requests__7__valid, \port$1900$0 , \port$1902$0 , \port$1904$0 , \port$1906$0 , \port$1908$0 , \port$1910$0 , \port$1912$0 , \port$1914$0 , \port$1916$0 , \port$1918$0 , \port$1920$0 , \port$1922$0 , \port$1924$0 , \port$1926$0 , \port$1928$0 , \port$1930$0 , \port$1932$0 , \port$1934$0 , \port$1936$0 
+, \port$1938$0 , \port$1940$0 , \port$1942$0 , \port$1944$0 , \port$1946$0 , \port$1948$0 , \port$1950$0 , requests__8__valid, \port$1953$0 , \port$1955$0 , \port$1957$0 , \port$1959$0 , \port$1961$0 , \port$1963$0 , \port$1965$0 , \port$1967$0 , \port$1969$0 , \port$1971$0 , \port$1973$0 , \port$1975$0 , \port$1977$0 
+, \port$1979$0 , \port$1981$0 , \port$1983$0 , \port$1985$0 , \port$1987$0 , \port$1989$0 , \port$1991$0 , \port$1993$0 , \port$1995$0 , \port$1997$0 , \port$1999$0 , \port$2001$0 , \port$2003$0 , requests__9__valid, \port$2006$0 , \port$2008$0 , \port$2010$0 , \port$2012$0 , \port$2014$0 , \port$2016$0 , \port$2018$0 
+, \port$2020$0 , \port$2022$0 , \port$2024$0 , \port$2026$0 , \port$2028$0 , \port$2030$0 , \port$2032$0 , \port$2034$0 , \port$2036$0 , \port$2038$0 , \port$2040$0 , \port$2042$0 , \port$2044$0 , \port$2046$0 , \port$2048$0 , \port$2050$0 , \port$2052$0 , \port$2054$0 , \port$2056$0 , requests__10__valid, \port$2059$0 
+, \port$2061$0 , \port$2063$0 , \port$2065$0 , \port$2067$0 , \port$2069$0 , \port$2071$0 , \port$2073$0 , \port$2075$0 , \port$2077$0 , \port$2079$0 , \port$2081$0 , \port$2083$0 , \port$2085$0 , \port$2087$0 , \port$2089$0 , \port$2091$0 , \port$2093$0 , \port$2095$0 , \port$2097$0 , \port$2099$0 , \port$2101$0 
+, \port$2103$0 , \port$2105$0 , \port$2107$0 , \port$2109$0 , requests__11__valid, \port$2112$0 , \port$2114$0 , \port$2116$0 , \port$2118$0 , \port$2120$0 , \port$2122$0 , \port$2124$0 , \port$2126$0 , \port$2128$0 , \port$2130$0 , \port$2132$0 , \port$2134$0 , \port$2136$0 , \port$2138$0 , \port$2140$0 , \port$2142$0 
+, \port$2144$0 , \port$2146$0 , \port$2148$0 , \port$2150$0 , \port$2152$0 , \port$2154$0 , \port$2156$0 , \port$2158$0 , \port$2160$0 , \port$2162$0 , requests__12__valid, \port$2165$0 , \port$2167$0 , \port$2169$0 , \port$2171$0 , \port$2173$0 , \port$2175$0 , \port$2177$0 , \port$2179$0 , \port$2181$0 , \port$2183$0 
+, \port$2185$0 , \port$2187$0 , \port$2189$0 , \port$2191$0 , \port$2193$0 , \port$2195$0 , \port$2197$0 , \port$2199$0 , \port$2201$0 , \port$2203$0 , \port$2205$0 , \port$2207$0 , \port$2209$0 , \port$2211$0 , \port$2213$0 , \port$2215$0 , requests__13__valid, \port$2218$0 , \port$2220$0 , \port$2222$0 , \port$2224$0 
+, \port$2226$0 , \port$2228$0 , \port$2230$0 , \port$2232$0 , \port$2234$0 , \port$2236$0 , \port$2238$0 , \port$2240$0 , \port$2242$0 , \port$2244$0 , \port$2246$0 , \port$2248$0 , \port$2250$0 , \port$2252$0 , \port$2254$0 , \port$2256$0 , \port$2258$0 , \port$2260$0 , \port$2262$0 , \port$2264$0 , \port$2266$0 
+, \port$2268$0 , requests__14__valid, \port$2271$0 , \port$2273$0 , \port$2275$0 , \port$2277$0 , \port$2279$0 , \port$2281$0 , \port$2283$0 , \port$2285$0 , \port$2287$0 , \port$2289$0 , \port$2291$0 , \port$2293$0 , \port$2295$0 , \port$2297$0 , \port$2299$0 , \port$2301$0 , \port$2303$0 , \port$2305$0 , \port$2307$0 
+, \port$2309$0 , \port$2311$0 , \port$2313$0 , \port$2315$0 , \port$2317$0 , \port$2319$0 , \port$2321$0 , requests__15__valid, \port$2324$0 , \port$2326$0 , \port$2328$0 , \port$2330$0 , \port$2332$0 , \port$2334$0 , \port$2336$0 , \port$2338$0 , \port$2340$0 , \port$2342$0 , \port$2344$0 , \port$2346$0 , \port$2348$0 
+, \port$2350$0 , \port$2352$0 , \port$2354$0 , \port$2356$0 , \port$2358$0 , \port$2360$0 , \port$2362$0 , \port$2364$0 , \port$2366$0 , \port$2368$0 , \port$2370$0 , \port$2372$0 , \port$2374$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
 , requests__1__ready, requests__2__ready, requests__3__ready, requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   wire \$100 ;
@@ -49061,838 +49322,838 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
-  output \port$1536$0 ;
-  wire \port$1536$0 ;
-  output \port$1538$0 ;
-  wire \port$1538$0 ;
-  output \port$1540$0 ;
-  wire \port$1540$0 ;
-  output \port$1542$0 ;
-  wire \port$1542$0 ;
-  output \port$1544$0 ;
-  wire \port$1544$0 ;
-  output \port$1546$0 ;
-  wire \port$1546$0 ;
-  output \port$1548$0 ;
-  wire \port$1548$0 ;
-  output \port$1550$0 ;
-  wire \port$1550$0 ;
-  output \port$1552$0 ;
-  wire \port$1552$0 ;
-  output \port$1554$0 ;
-  wire \port$1554$0 ;
-  output \port$1556$0 ;
-  wire \port$1556$0 ;
-  output \port$1558$0 ;
-  wire \port$1558$0 ;
-  output \port$1560$0 ;
-  wire \port$1560$0 ;
-  output \port$1562$0 ;
-  wire \port$1562$0 ;
-  output \port$1564$0 ;
-  wire \port$1564$0 ;
-  output \port$1566$0 ;
-  wire \port$1566$0 ;
-  output \port$1568$0 ;
-  wire \port$1568$0 ;
-  output \port$1570$0 ;
-  wire \port$1570$0 ;
-  output \port$1572$0 ;
-  wire \port$1572$0 ;
-  output \port$1574$0 ;
-  wire \port$1574$0 ;
-  output \port$1576$0 ;
-  wire \port$1576$0 ;
-  output \port$1578$0 ;
-  wire \port$1578$0 ;
-  output \port$1580$0 ;
-  wire \port$1580$0 ;
+  output \port$1529$0 ;
+  wire \port$1529$0 ;
+  output \port$1531$0 ;
+  wire \port$1531$0 ;
+  output \port$1533$0 ;
+  wire \port$1533$0 ;
+  output \port$1535$0 ;
+  wire \port$1535$0 ;
+  output \port$1537$0 ;
+  wire \port$1537$0 ;
+  output \port$1539$0 ;
+  wire \port$1539$0 ;
+  output \port$1541$0 ;
+  wire \port$1541$0 ;
+  output \port$1543$0 ;
+  wire \port$1543$0 ;
+  output \port$1545$0 ;
+  wire \port$1545$0 ;
+  output \port$1547$0 ;
+  wire \port$1547$0 ;
+  output \port$1549$0 ;
+  wire \port$1549$0 ;
+  output \port$1551$0 ;
+  wire \port$1551$0 ;
+  output \port$1553$0 ;
+  wire \port$1553$0 ;
+  output \port$1555$0 ;
+  wire \port$1555$0 ;
+  output \port$1557$0 ;
+  wire \port$1557$0 ;
+  output \port$1559$0 ;
+  wire \port$1559$0 ;
+  output \port$1561$0 ;
+  wire \port$1561$0 ;
+  output \port$1563$0 ;
+  wire \port$1563$0 ;
+  output \port$1565$0 ;
+  wire \port$1565$0 ;
+  output \port$1567$0 ;
+  wire \port$1567$0 ;
+  output \port$1569$0 ;
+  wire \port$1569$0 ;
+  output \port$1571$0 ;
+  wire \port$1571$0 ;
+  output \port$1573$0 ;
+  wire \port$1573$0 ;
+  output \port$1575$0 ;
+  wire \port$1575$0 ;
+  output \port$1577$0 ;
+  wire \port$1577$0 ;
+  output \port$1579$0 ;
+  wire \port$1579$0 ;
   output \port$1582$0 ;
   wire \port$1582$0 ;
   output \port$1584$0 ;
   wire \port$1584$0 ;
   output \port$1586$0 ;
   wire \port$1586$0 ;
-  output \port$1589$0 ;
-  wire \port$1589$0 ;
-  output \port$1591$0 ;
-  wire \port$1591$0 ;
-  output \port$1593$0 ;
-  wire \port$1593$0 ;
-  output \port$1595$0 ;
-  wire \port$1595$0 ;
-  output \port$1597$0 ;
-  wire \port$1597$0 ;
-  output \port$1599$0 ;
-  wire \port$1599$0 ;
-  output \port$1601$0 ;
-  wire \port$1601$0 ;
-  output \port$1603$0 ;
-  wire \port$1603$0 ;
-  output \port$1605$0 ;
-  wire \port$1605$0 ;
-  output \port$1607$0 ;
-  wire \port$1607$0 ;
-  output \port$1609$0 ;
-  wire \port$1609$0 ;
-  output \port$1611$0 ;
-  wire \port$1611$0 ;
-  output \port$1613$0 ;
-  wire \port$1613$0 ;
-  output \port$1615$0 ;
-  wire \port$1615$0 ;
-  output \port$1617$0 ;
-  wire \port$1617$0 ;
-  output \port$1619$0 ;
-  wire \port$1619$0 ;
-  output \port$1621$0 ;
-  wire \port$1621$0 ;
-  output \port$1623$0 ;
-  wire \port$1623$0 ;
-  output \port$1625$0 ;
-  wire \port$1625$0 ;
-  output \port$1627$0 ;
-  wire \port$1627$0 ;
-  output \port$1629$0 ;
-  wire \port$1629$0 ;
-  output \port$1631$0 ;
-  wire \port$1631$0 ;
-  output \port$1633$0 ;
-  wire \port$1633$0 ;
+  output \port$1588$0 ;
+  wire \port$1588$0 ;
+  output \port$1590$0 ;
+  wire \port$1590$0 ;
+  output \port$1592$0 ;
+  wire \port$1592$0 ;
+  output \port$1594$0 ;
+  wire \port$1594$0 ;
+  output \port$1596$0 ;
+  wire \port$1596$0 ;
+  output \port$1598$0 ;
+  wire \port$1598$0 ;
+  output \port$1600$0 ;
+  wire \port$1600$0 ;
+  output \port$1602$0 ;
+  wire \port$1602$0 ;
+  output \port$1604$0 ;
+  wire \port$1604$0 ;
+  output \port$1606$0 ;
+  wire \port$1606$0 ;
+  output \port$1608$0 ;
+  wire \port$1608$0 ;
+  output \port$1610$0 ;
+  wire \port$1610$0 ;
+  output \port$1612$0 ;
+  wire \port$1612$0 ;
+  output \port$1614$0 ;
+  wire \port$1614$0 ;
+  output \port$1616$0 ;
+  wire \port$1616$0 ;
+  output \port$1618$0 ;
+  wire \port$1618$0 ;
+  output \port$1620$0 ;
+  wire \port$1620$0 ;
+  output \port$1622$0 ;
+  wire \port$1622$0 ;
+  output \port$1624$0 ;
+  wire \port$1624$0 ;
+  output \port$1626$0 ;
+  wire \port$1626$0 ;
+  output \port$1628$0 ;
+  wire \port$1628$0 ;
+  output \port$1630$0 ;
+  wire \port$1630$0 ;
+  output \port$1632$0 ;
+  wire \port$1632$0 ;
   output \port$1635$0 ;
   wire \port$1635$0 ;
   output \port$1637$0 ;
   wire \port$1637$0 ;
   output \port$1639$0 ;
   wire \port$1639$0 ;
-  output \port$1642$0 ;
-  wire \port$1642$0 ;
-  output \port$1644$0 ;
-  wire \port$1644$0 ;
-  output \port$1646$0 ;
-  wire \port$1646$0 ;
-  output \port$1648$0 ;
-  wire \port$1648$0 ;
-  output \port$1650$0 ;
-  wire \port$1650$0 ;
-  output \port$1652$0 ;
-  wire \port$1652$0 ;
-  output \port$1654$0 ;
-  wire \port$1654$0 ;
-  output \port$1656$0 ;
-  wire \port$1656$0 ;
-  output \port$1658$0 ;
-  wire \port$1658$0 ;
-  output \port$1660$0 ;
-  wire \port$1660$0 ;
-  output \port$1662$0 ;
-  wire \port$1662$0 ;
-  output \port$1664$0 ;
-  wire \port$1664$0 ;
-  output \port$1666$0 ;
-  wire \port$1666$0 ;
-  output \port$1668$0 ;
-  wire \port$1668$0 ;
-  output \port$1670$0 ;
-  wire \port$1670$0 ;
-  output \port$1672$0 ;
-  wire \port$1672$0 ;
-  output \port$1674$0 ;
-  wire \port$1674$0 ;
-  output \port$1676$0 ;
-  wire \port$1676$0 ;
-  output \port$1678$0 ;
-  wire \port$1678$0 ;
-  output \port$1680$0 ;
-  wire \port$1680$0 ;
-  output \port$1682$0 ;
-  wire \port$1682$0 ;
-  output \port$1684$0 ;
-  wire \port$1684$0 ;
-  output \port$1686$0 ;
-  wire \port$1686$0 ;
+  output \port$1641$0 ;
+  wire \port$1641$0 ;
+  output \port$1643$0 ;
+  wire \port$1643$0 ;
+  output \port$1645$0 ;
+  wire \port$1645$0 ;
+  output \port$1647$0 ;
+  wire \port$1647$0 ;
+  output \port$1649$0 ;
+  wire \port$1649$0 ;
+  output \port$1651$0 ;
+  wire \port$1651$0 ;
+  output \port$1653$0 ;
+  wire \port$1653$0 ;
+  output \port$1655$0 ;
+  wire \port$1655$0 ;
+  output \port$1657$0 ;
+  wire \port$1657$0 ;
+  output \port$1659$0 ;
+  wire \port$1659$0 ;
+  output \port$1661$0 ;
+  wire \port$1661$0 ;
+  output \port$1663$0 ;
+  wire \port$1663$0 ;
+  output \port$1665$0 ;
+  wire \port$1665$0 ;
+  output \port$1667$0 ;
+  wire \port$1667$0 ;
+  output \port$1669$0 ;
+  wire \port$1669$0 ;
+  output \port$1671$0 ;
+  wire \port$1671$0 ;
+  output \port$1673$0 ;
+  wire \port$1673$0 ;
+  output \port$1675$0 ;
+  wire \port$1675$0 ;
+  output \port$1677$0 ;
+  wire \port$1677$0 ;
+  output \port$1679$0 ;
+  wire \port$1679$0 ;
+  output \port$1681$0 ;
+  wire \port$1681$0 ;
+  output \port$1683$0 ;
+  wire \port$1683$0 ;
+  output \port$1685$0 ;
+  wire \port$1685$0 ;
   output \port$1688$0 ;
   wire \port$1688$0 ;
   output \port$1690$0 ;
   wire \port$1690$0 ;
   output \port$1692$0 ;
   wire \port$1692$0 ;
-  output \port$1695$0 ;
-  wire \port$1695$0 ;
-  output \port$1697$0 ;
-  wire \port$1697$0 ;
-  output \port$1699$0 ;
-  wire \port$1699$0 ;
-  output \port$1701$0 ;
-  wire \port$1701$0 ;
-  output \port$1703$0 ;
-  wire \port$1703$0 ;
-  output \port$1705$0 ;
-  wire \port$1705$0 ;
-  output \port$1707$0 ;
-  wire \port$1707$0 ;
-  output \port$1709$0 ;
-  wire \port$1709$0 ;
-  output \port$1711$0 ;
-  wire \port$1711$0 ;
-  output \port$1713$0 ;
-  wire \port$1713$0 ;
-  output \port$1715$0 ;
-  wire \port$1715$0 ;
-  output \port$1717$0 ;
-  wire \port$1717$0 ;
-  output \port$1719$0 ;
-  wire \port$1719$0 ;
-  output \port$1721$0 ;
-  wire \port$1721$0 ;
-  output \port$1723$0 ;
-  wire \port$1723$0 ;
-  output \port$1725$0 ;
-  wire \port$1725$0 ;
-  output \port$1727$0 ;
-  wire \port$1727$0 ;
-  output \port$1729$0 ;
-  wire \port$1729$0 ;
-  output \port$1731$0 ;
-  wire \port$1731$0 ;
-  output \port$1733$0 ;
-  wire \port$1733$0 ;
-  output \port$1735$0 ;
-  wire \port$1735$0 ;
-  output \port$1737$0 ;
-  wire \port$1737$0 ;
-  output \port$1739$0 ;
-  wire \port$1739$0 ;
+  output \port$1694$0 ;
+  wire \port$1694$0 ;
+  output \port$1696$0 ;
+  wire \port$1696$0 ;
+  output \port$1698$0 ;
+  wire \port$1698$0 ;
+  output \port$1700$0 ;
+  wire \port$1700$0 ;
+  output \port$1702$0 ;
+  wire \port$1702$0 ;
+  output \port$1704$0 ;
+  wire \port$1704$0 ;
+  output \port$1706$0 ;
+  wire \port$1706$0 ;
+  output \port$1708$0 ;
+  wire \port$1708$0 ;
+  output \port$1710$0 ;
+  wire \port$1710$0 ;
+  output \port$1712$0 ;
+  wire \port$1712$0 ;
+  output \port$1714$0 ;
+  wire \port$1714$0 ;
+  output \port$1716$0 ;
+  wire \port$1716$0 ;
+  output \port$1718$0 ;
+  wire \port$1718$0 ;
+  output \port$1720$0 ;
+  wire \port$1720$0 ;
+  output \port$1722$0 ;
+  wire \port$1722$0 ;
+  output \port$1724$0 ;
+  wire \port$1724$0 ;
+  output \port$1726$0 ;
+  wire \port$1726$0 ;
+  output \port$1728$0 ;
+  wire \port$1728$0 ;
+  output \port$1730$0 ;
+  wire \port$1730$0 ;
+  output \port$1732$0 ;
+  wire \port$1732$0 ;
+  output \port$1734$0 ;
+  wire \port$1734$0 ;
+  output \port$1736$0 ;
+  wire \port$1736$0 ;
+  output \port$1738$0 ;
+  wire \port$1738$0 ;
   output \port$1741$0 ;
   wire \port$1741$0 ;
   output \port$1743$0 ;
   wire \port$1743$0 ;
   output \port$1745$0 ;
   wire \port$1745$0 ;
-  output \port$1748$0 ;
-  wire \port$1748$0 ;
-  output \port$1750$0 ;
-  wire \port$1750$0 ;
-  output \port$1752$0 ;
-  wire \port$1752$0 ;
-  output \port$1754$0 ;
-  wire \port$1754$0 ;
-  output \port$1756$0 ;
-  wire \port$1756$0 ;
-  output \port$1758$0 ;
-  wire \port$1758$0 ;
-  output \port$1760$0 ;
-  wire \port$1760$0 ;
-  output \port$1762$0 ;
-  wire \port$1762$0 ;
-  output \port$1764$0 ;
-  wire \port$1764$0 ;
-  output \port$1766$0 ;
-  wire \port$1766$0 ;
-  output \port$1768$0 ;
-  wire \port$1768$0 ;
-  output \port$1770$0 ;
-  wire \port$1770$0 ;
-  output \port$1772$0 ;
-  wire \port$1772$0 ;
-  output \port$1774$0 ;
-  wire \port$1774$0 ;
-  output \port$1776$0 ;
-  wire \port$1776$0 ;
-  output \port$1778$0 ;
-  wire \port$1778$0 ;
-  output \port$1780$0 ;
-  wire \port$1780$0 ;
-  output \port$1782$0 ;
-  wire \port$1782$0 ;
-  output \port$1784$0 ;
-  wire \port$1784$0 ;
-  output \port$1786$0 ;
-  wire \port$1786$0 ;
-  output \port$1788$0 ;
-  wire \port$1788$0 ;
-  output \port$1790$0 ;
-  wire \port$1790$0 ;
-  output \port$1792$0 ;
-  wire \port$1792$0 ;
+  output \port$1747$0 ;
+  wire \port$1747$0 ;
+  output \port$1749$0 ;
+  wire \port$1749$0 ;
+  output \port$1751$0 ;
+  wire \port$1751$0 ;
+  output \port$1753$0 ;
+  wire \port$1753$0 ;
+  output \port$1755$0 ;
+  wire \port$1755$0 ;
+  output \port$1757$0 ;
+  wire \port$1757$0 ;
+  output \port$1759$0 ;
+  wire \port$1759$0 ;
+  output \port$1761$0 ;
+  wire \port$1761$0 ;
+  output \port$1763$0 ;
+  wire \port$1763$0 ;
+  output \port$1765$0 ;
+  wire \port$1765$0 ;
+  output \port$1767$0 ;
+  wire \port$1767$0 ;
+  output \port$1769$0 ;
+  wire \port$1769$0 ;
+  output \port$1771$0 ;
+  wire \port$1771$0 ;
+  output \port$1773$0 ;
+  wire \port$1773$0 ;
+  output \port$1775$0 ;
+  wire \port$1775$0 ;
+  output \port$1777$0 ;
+  wire \port$1777$0 ;
+  output \port$1779$0 ;
+  wire \port$1779$0 ;
+  output \port$1781$0 ;
+  wire \port$1781$0 ;
+  output \port$1783$0 ;
+  wire \port$1783$0 ;
+  output \port$1785$0 ;
+  wire \port$1785$0 ;
+  output \port$1787$0 ;
+  wire \port$1787$0 ;
+  output \port$1789$0 ;
+  wire \port$1789$0 ;
+  output \port$1791$0 ;
+  wire \port$1791$0 ;
   output \port$1794$0 ;
   wire \port$1794$0 ;
   output \port$1796$0 ;
   wire \port$1796$0 ;
   output \port$1798$0 ;
   wire \port$1798$0 ;
-  output \port$1801$0 ;
-  wire \port$1801$0 ;
-  output \port$1803$0 ;
-  wire \port$1803$0 ;
-  output \port$1805$0 ;
-  wire \port$1805$0 ;
-  output \port$1807$0 ;
-  wire \port$1807$0 ;
-  output \port$1809$0 ;
-  wire \port$1809$0 ;
-  output \port$1811$0 ;
-  wire \port$1811$0 ;
-  output \port$1813$0 ;
-  wire \port$1813$0 ;
-  output \port$1815$0 ;
-  wire \port$1815$0 ;
-  output \port$1817$0 ;
-  wire \port$1817$0 ;
-  output \port$1819$0 ;
-  wire \port$1819$0 ;
-  output \port$1821$0 ;
-  wire \port$1821$0 ;
-  output \port$1823$0 ;
-  wire \port$1823$0 ;
-  output \port$1825$0 ;
-  wire \port$1825$0 ;
-  output \port$1827$0 ;
-  wire \port$1827$0 ;
-  output \port$1829$0 ;
-  wire \port$1829$0 ;
-  output \port$1831$0 ;
-  wire \port$1831$0 ;
-  output \port$1833$0 ;
-  wire \port$1833$0 ;
-  output \port$1835$0 ;
-  wire \port$1835$0 ;
-  output \port$1837$0 ;
-  wire \port$1837$0 ;
-  output \port$1839$0 ;
-  wire \port$1839$0 ;
-  output \port$1841$0 ;
-  wire \port$1841$0 ;
-  output \port$1843$0 ;
-  wire \port$1843$0 ;
-  output \port$1845$0 ;
-  wire \port$1845$0 ;
+  output \port$1800$0 ;
+  wire \port$1800$0 ;
+  output \port$1802$0 ;
+  wire \port$1802$0 ;
+  output \port$1804$0 ;
+  wire \port$1804$0 ;
+  output \port$1806$0 ;
+  wire \port$1806$0 ;
+  output \port$1808$0 ;
+  wire \port$1808$0 ;
+  output \port$1810$0 ;
+  wire \port$1810$0 ;
+  output \port$1812$0 ;
+  wire \port$1812$0 ;
+  output \port$1814$0 ;
+  wire \port$1814$0 ;
+  output \port$1816$0 ;
+  wire \port$1816$0 ;
+  output \port$1818$0 ;
+  wire \port$1818$0 ;
+  output \port$1820$0 ;
+  wire \port$1820$0 ;
+  output \port$1822$0 ;
+  wire \port$1822$0 ;
+  output \port$1824$0 ;
+  wire \port$1824$0 ;
+  output \port$1826$0 ;
+  wire \port$1826$0 ;
+  output \port$1828$0 ;
+  wire \port$1828$0 ;
+  output \port$1830$0 ;
+  wire \port$1830$0 ;
+  output \port$1832$0 ;
+  wire \port$1832$0 ;
+  output \port$1834$0 ;
+  wire \port$1834$0 ;
+  output \port$1836$0 ;
+  wire \port$1836$0 ;
+  output \port$1838$0 ;
+  wire \port$1838$0 ;
+  output \port$1840$0 ;
+  wire \port$1840$0 ;
+  output \port$1842$0 ;
+  wire \port$1842$0 ;
+  output \port$1844$0 ;
+  wire \port$1844$0 ;
   output \port$1847$0 ;
   wire \port$1847$0 ;
   output \port$1849$0 ;
   wire \port$1849$0 ;
   output \port$1851$0 ;
   wire \port$1851$0 ;
-  output \port$1854$0 ;
-  wire \port$1854$0 ;
-  output \port$1856$0 ;
-  wire \port$1856$0 ;
-  output \port$1858$0 ;
-  wire \port$1858$0 ;
-  output \port$1860$0 ;
-  wire \port$1860$0 ;
-  output \port$1862$0 ;
-  wire \port$1862$0 ;
-  output \port$1864$0 ;
-  wire \port$1864$0 ;
-  output \port$1866$0 ;
-  wire \port$1866$0 ;
-  output \port$1868$0 ;
-  wire \port$1868$0 ;
-  output \port$1870$0 ;
-  wire \port$1870$0 ;
-  output \port$1872$0 ;
-  wire \port$1872$0 ;
-  output \port$1874$0 ;
-  wire \port$1874$0 ;
-  output \port$1876$0 ;
-  wire \port$1876$0 ;
-  output \port$1878$0 ;
-  wire \port$1878$0 ;
-  output \port$1880$0 ;
-  wire \port$1880$0 ;
-  output \port$1882$0 ;
-  wire \port$1882$0 ;
-  output \port$1884$0 ;
-  wire \port$1884$0 ;
-  output \port$1886$0 ;
-  wire \port$1886$0 ;
-  output \port$1888$0 ;
-  wire \port$1888$0 ;
-  output \port$1890$0 ;
-  wire \port$1890$0 ;
-  output \port$1892$0 ;
-  wire \port$1892$0 ;
-  output \port$1894$0 ;
-  wire \port$1894$0 ;
-  output \port$1896$0 ;
-  wire \port$1896$0 ;
-  output \port$1898$0 ;
-  wire \port$1898$0 ;
+  output \port$1853$0 ;
+  wire \port$1853$0 ;
+  output \port$1855$0 ;
+  wire \port$1855$0 ;
+  output \port$1857$0 ;
+  wire \port$1857$0 ;
+  output \port$1859$0 ;
+  wire \port$1859$0 ;
+  output \port$1861$0 ;
+  wire \port$1861$0 ;
+  output \port$1863$0 ;
+  wire \port$1863$0 ;
+  output \port$1865$0 ;
+  wire \port$1865$0 ;
+  output \port$1867$0 ;
+  wire \port$1867$0 ;
+  output \port$1869$0 ;
+  wire \port$1869$0 ;
+  output \port$1871$0 ;
+  wire \port$1871$0 ;
+  output \port$1873$0 ;
+  wire \port$1873$0 ;
+  output \port$1875$0 ;
+  wire \port$1875$0 ;
+  output \port$1877$0 ;
+  wire \port$1877$0 ;
+  output \port$1879$0 ;
+  wire \port$1879$0 ;
+  output \port$1881$0 ;
+  wire \port$1881$0 ;
+  output \port$1883$0 ;
+  wire \port$1883$0 ;
+  output \port$1885$0 ;
+  wire \port$1885$0 ;
+  output \port$1887$0 ;
+  wire \port$1887$0 ;
+  output \port$1889$0 ;
+  wire \port$1889$0 ;
+  output \port$1891$0 ;
+  wire \port$1891$0 ;
+  output \port$1893$0 ;
+  wire \port$1893$0 ;
+  output \port$1895$0 ;
+  wire \port$1895$0 ;
+  output \port$1897$0 ;
+  wire \port$1897$0 ;
   output \port$1900$0 ;
   wire \port$1900$0 ;
   output \port$1902$0 ;
   wire \port$1902$0 ;
   output \port$1904$0 ;
   wire \port$1904$0 ;
-  output \port$1907$0 ;
-  wire \port$1907$0 ;
-  output \port$1909$0 ;
-  wire \port$1909$0 ;
-  output \port$1911$0 ;
-  wire \port$1911$0 ;
-  output \port$1913$0 ;
-  wire \port$1913$0 ;
-  output \port$1915$0 ;
-  wire \port$1915$0 ;
-  output \port$1917$0 ;
-  wire \port$1917$0 ;
-  output \port$1919$0 ;
-  wire \port$1919$0 ;
-  output \port$1921$0 ;
-  wire \port$1921$0 ;
-  output \port$1923$0 ;
-  wire \port$1923$0 ;
-  output \port$1925$0 ;
-  wire \port$1925$0 ;
-  output \port$1927$0 ;
-  wire \port$1927$0 ;
-  output \port$1929$0 ;
-  wire \port$1929$0 ;
-  output \port$1931$0 ;
-  wire \port$1931$0 ;
-  output \port$1933$0 ;
-  wire \port$1933$0 ;
-  output \port$1935$0 ;
-  wire \port$1935$0 ;
-  output \port$1937$0 ;
-  wire \port$1937$0 ;
-  output \port$1939$0 ;
-  wire \port$1939$0 ;
-  output \port$1941$0 ;
-  wire \port$1941$0 ;
-  output \port$1943$0 ;
-  wire \port$1943$0 ;
-  output \port$1945$0 ;
-  wire \port$1945$0 ;
-  output \port$1947$0 ;
-  wire \port$1947$0 ;
-  output \port$1949$0 ;
-  wire \port$1949$0 ;
-  output \port$1951$0 ;
-  wire \port$1951$0 ;
+  output \port$1906$0 ;
+  wire \port$1906$0 ;
+  output \port$1908$0 ;
+  wire \port$1908$0 ;
+  output \port$1910$0 ;
+  wire \port$1910$0 ;
+  output \port$1912$0 ;
+  wire \port$1912$0 ;
+  output \port$1914$0 ;
+  wire \port$1914$0 ;
+  output \port$1916$0 ;
+  wire \port$1916$0 ;
+  output \port$1918$0 ;
+  wire \port$1918$0 ;
+  output \port$1920$0 ;
+  wire \port$1920$0 ;
+  output \port$1922$0 ;
+  wire \port$1922$0 ;
+  output \port$1924$0 ;
+  wire \port$1924$0 ;
+  output \port$1926$0 ;
+  wire \port$1926$0 ;
+  output \port$1928$0 ;
+  wire \port$1928$0 ;
+  output \port$1930$0 ;
+  wire \port$1930$0 ;
+  output \port$1932$0 ;
+  wire \port$1932$0 ;
+  output \port$1934$0 ;
+  wire \port$1934$0 ;
+  output \port$1936$0 ;
+  wire \port$1936$0 ;
+  output \port$1938$0 ;
+  wire \port$1938$0 ;
+  output \port$1940$0 ;
+  wire \port$1940$0 ;
+  output \port$1942$0 ;
+  wire \port$1942$0 ;
+  output \port$1944$0 ;
+  wire \port$1944$0 ;
+  output \port$1946$0 ;
+  wire \port$1946$0 ;
+  output \port$1948$0 ;
+  wire \port$1948$0 ;
+  output \port$1950$0 ;
+  wire \port$1950$0 ;
   output \port$1953$0 ;
   wire \port$1953$0 ;
   output \port$1955$0 ;
   wire \port$1955$0 ;
   output \port$1957$0 ;
   wire \port$1957$0 ;
-  output \port$1960$0 ;
-  wire \port$1960$0 ;
-  output \port$1962$0 ;
-  wire \port$1962$0 ;
-  output \port$1964$0 ;
-  wire \port$1964$0 ;
-  output \port$1966$0 ;
-  wire \port$1966$0 ;
-  output \port$1968$0 ;
-  wire \port$1968$0 ;
-  output \port$1970$0 ;
-  wire \port$1970$0 ;
-  output \port$1972$0 ;
-  wire \port$1972$0 ;
-  output \port$1974$0 ;
-  wire \port$1974$0 ;
-  output \port$1976$0 ;
-  wire \port$1976$0 ;
-  output \port$1978$0 ;
-  wire \port$1978$0 ;
-  output \port$1980$0 ;
-  wire \port$1980$0 ;
-  output \port$1982$0 ;
-  wire \port$1982$0 ;
-  output \port$1984$0 ;
-  wire \port$1984$0 ;
-  output \port$1986$0 ;
-  wire \port$1986$0 ;
-  output \port$1988$0 ;
-  wire \port$1988$0 ;
-  output \port$1990$0 ;
-  wire \port$1990$0 ;
-  output \port$1992$0 ;
-  wire \port$1992$0 ;
-  output \port$1994$0 ;
-  wire \port$1994$0 ;
-  output \port$1996$0 ;
-  wire \port$1996$0 ;
-  output \port$1998$0 ;
-  wire \port$1998$0 ;
-  output \port$2000$0 ;
-  wire \port$2000$0 ;
-  output \port$2002$0 ;
-  wire \port$2002$0 ;
-  output \port$2004$0 ;
-  wire \port$2004$0 ;
+  output \port$1959$0 ;
+  wire \port$1959$0 ;
+  output \port$1961$0 ;
+  wire \port$1961$0 ;
+  output \port$1963$0 ;
+  wire \port$1963$0 ;
+  output \port$1965$0 ;
+  wire \port$1965$0 ;
+  output \port$1967$0 ;
+  wire \port$1967$0 ;
+  output \port$1969$0 ;
+  wire \port$1969$0 ;
+  output \port$1971$0 ;
+  wire \port$1971$0 ;
+  output \port$1973$0 ;
+  wire \port$1973$0 ;
+  output \port$1975$0 ;
+  wire \port$1975$0 ;
+  output \port$1977$0 ;
+  wire \port$1977$0 ;
+  output \port$1979$0 ;
+  wire \port$1979$0 ;
+  output \port$1981$0 ;
+  wire \port$1981$0 ;
+  output \port$1983$0 ;
+  wire \port$1983$0 ;
+  output \port$1985$0 ;
+  wire \port$1985$0 ;
+  output \port$1987$0 ;
+  wire \port$1987$0 ;
+  output \port$1989$0 ;
+  wire \port$1989$0 ;
+  output \port$1991$0 ;
+  wire \port$1991$0 ;
+  output \port$1993$0 ;
+  wire \port$1993$0 ;
+  output \port$1995$0 ;
+  wire \port$1995$0 ;
+  output \port$1997$0 ;
+  wire \port$1997$0 ;
+  output \port$1999$0 ;
+  wire \port$1999$0 ;
+  output \port$2001$0 ;
+  wire \port$2001$0 ;
+  output \port$2003$0 ;
+  wire \port$2003$0 ;
   output \port$2006$0 ;
   wire \port$2006$0 ;
   output \port$2008$0 ;
   wire \port$2008$0 ;
   output \port$2010$0 ;
   wire \port$2010$0 ;
-  output \port$2013$0 ;
-  wire \port$2013$0 ;
-  output \port$2015$0 ;
-  wire \port$2015$0 ;
-  output \port$2017$0 ;
-  wire \port$2017$0 ;
-  output \port$2019$0 ;
-  wire \port$2019$0 ;
-  output \port$2021$0 ;
-  wire \port$2021$0 ;
-  output \port$2023$0 ;
-  wire \port$2023$0 ;
-  output \port$2025$0 ;
-  wire \port$2025$0 ;
-  output \port$2027$0 ;
-  wire \port$2027$0 ;
-  output \port$2029$0 ;
-  wire \port$2029$0 ;
-  output \port$2031$0 ;
-  wire \port$2031$0 ;
-  output \port$2033$0 ;
-  wire \port$2033$0 ;
-  output \port$2035$0 ;
-  wire \port$2035$0 ;
-  output \port$2037$0 ;
-  wire \port$2037$0 ;
-  output \port$2039$0 ;
-  wire \port$2039$0 ;
-  output \port$2041$0 ;
-  wire \port$2041$0 ;
-  output \port$2043$0 ;
-  wire \port$2043$0 ;
-  output \port$2045$0 ;
-  wire \port$2045$0 ;
-  output \port$2047$0 ;
-  wire \port$2047$0 ;
-  output \port$2049$0 ;
-  wire \port$2049$0 ;
-  output \port$2051$0 ;
-  wire \port$2051$0 ;
-  output \port$2053$0 ;
-  wire \port$2053$0 ;
-  output \port$2055$0 ;
-  wire \port$2055$0 ;
-  output \port$2057$0 ;
-  wire \port$2057$0 ;
+  output \port$2012$0 ;
+  wire \port$2012$0 ;
+  output \port$2014$0 ;
+  wire \port$2014$0 ;
+  output \port$2016$0 ;
+  wire \port$2016$0 ;
+  output \port$2018$0 ;
+  wire \port$2018$0 ;
+  output \port$2020$0 ;
+  wire \port$2020$0 ;
+  output \port$2022$0 ;
+  wire \port$2022$0 ;
+  output \port$2024$0 ;
+  wire \port$2024$0 ;
+  output \port$2026$0 ;
+  wire \port$2026$0 ;
+  output \port$2028$0 ;
+  wire \port$2028$0 ;
+  output \port$2030$0 ;
+  wire \port$2030$0 ;
+  output \port$2032$0 ;
+  wire \port$2032$0 ;
+  output \port$2034$0 ;
+  wire \port$2034$0 ;
+  output \port$2036$0 ;
+  wire \port$2036$0 ;
+  output \port$2038$0 ;
+  wire \port$2038$0 ;
+  output \port$2040$0 ;
+  wire \port$2040$0 ;
+  output \port$2042$0 ;
+  wire \port$2042$0 ;
+  output \port$2044$0 ;
+  wire \port$2044$0 ;
+  output \port$2046$0 ;
+  wire \port$2046$0 ;
+  output \port$2048$0 ;
+  wire \port$2048$0 ;
+  output \port$2050$0 ;
+  wire \port$2050$0 ;
+  output \port$2052$0 ;
+  wire \port$2052$0 ;
+  output \port$2054$0 ;
+  wire \port$2054$0 ;
+  output \port$2056$0 ;
+  wire \port$2056$0 ;
   output \port$2059$0 ;
   wire \port$2059$0 ;
   output \port$2061$0 ;
   wire \port$2061$0 ;
   output \port$2063$0 ;
   wire \port$2063$0 ;
-  output \port$2066$0 ;
-  wire \port$2066$0 ;
-  output \port$2068$0 ;
-  wire \port$2068$0 ;
-  output \port$2070$0 ;
-  wire \port$2070$0 ;
-  output \port$2072$0 ;
-  wire \port$2072$0 ;
-  output \port$2074$0 ;
-  wire \port$2074$0 ;
-  output \port$2076$0 ;
-  wire \port$2076$0 ;
-  output \port$2078$0 ;
-  wire \port$2078$0 ;
-  output \port$2080$0 ;
-  wire \port$2080$0 ;
-  output \port$2082$0 ;
-  wire \port$2082$0 ;
-  output \port$2084$0 ;
-  wire \port$2084$0 ;
-  output \port$2086$0 ;
-  wire \port$2086$0 ;
-  output \port$2088$0 ;
-  wire \port$2088$0 ;
-  output \port$2090$0 ;
-  wire \port$2090$0 ;
-  output \port$2092$0 ;
-  wire \port$2092$0 ;
-  output \port$2094$0 ;
-  wire \port$2094$0 ;
-  output \port$2096$0 ;
-  wire \port$2096$0 ;
-  output \port$2098$0 ;
-  wire \port$2098$0 ;
-  output \port$2100$0 ;
-  wire \port$2100$0 ;
-  output \port$2102$0 ;
-  wire \port$2102$0 ;
-  output \port$2104$0 ;
-  wire \port$2104$0 ;
-  output \port$2106$0 ;
-  wire \port$2106$0 ;
-  output \port$2108$0 ;
-  wire \port$2108$0 ;
-  output \port$2110$0 ;
-  wire \port$2110$0 ;
+  output \port$2065$0 ;
+  wire \port$2065$0 ;
+  output \port$2067$0 ;
+  wire \port$2067$0 ;
+  output \port$2069$0 ;
+  wire \port$2069$0 ;
+  output \port$2071$0 ;
+  wire \port$2071$0 ;
+  output \port$2073$0 ;
+  wire \port$2073$0 ;
+  output \port$2075$0 ;
+  wire \port$2075$0 ;
+  output \port$2077$0 ;
+  wire \port$2077$0 ;
+  output \port$2079$0 ;
+  wire \port$2079$0 ;
+  output \port$2081$0 ;
+  wire \port$2081$0 ;
+  output \port$2083$0 ;
+  wire \port$2083$0 ;
+  output \port$2085$0 ;
+  wire \port$2085$0 ;
+  output \port$2087$0 ;
+  wire \port$2087$0 ;
+  output \port$2089$0 ;
+  wire \port$2089$0 ;
+  output \port$2091$0 ;
+  wire \port$2091$0 ;
+  output \port$2093$0 ;
+  wire \port$2093$0 ;
+  output \port$2095$0 ;
+  wire \port$2095$0 ;
+  output \port$2097$0 ;
+  wire \port$2097$0 ;
+  output \port$2099$0 ;
+  wire \port$2099$0 ;
+  output \port$2101$0 ;
+  wire \port$2101$0 ;
+  output \port$2103$0 ;
+  wire \port$2103$0 ;
+  output \port$2105$0 ;
+  wire \port$2105$0 ;
+  output \port$2107$0 ;
+  wire \port$2107$0 ;
+  output \port$2109$0 ;
+  wire \port$2109$0 ;
   output \port$2112$0 ;
   wire \port$2112$0 ;
   output \port$2114$0 ;
   wire \port$2114$0 ;
   output \port$2116$0 ;
   wire \port$2116$0 ;
-  output \port$2119$0 ;
-  wire \port$2119$0 ;
-  output \port$2121$0 ;
-  wire \port$2121$0 ;
-  output \port$2123$0 ;
-  wire \port$2123$0 ;
-  output \port$2125$0 ;
-  wire \port$2125$0 ;
-  output \port$2127$0 ;
-  wire \port$2127$0 ;
-  output \port$2129$0 ;
-  wire \port$2129$0 ;
-  output \port$2131$0 ;
-  wire \port$2131$0 ;
-  output \port$2133$0 ;
-  wire \port$2133$0 ;
-  output \port$2135$0 ;
-  wire \port$2135$0 ;
-  output \port$2137$0 ;
-  wire \port$2137$0 ;
-  output \port$2139$0 ;
-  wire \port$2139$0 ;
-  output \port$2141$0 ;
-  wire \port$2141$0 ;
-  output \port$2143$0 ;
-  wire \port$2143$0 ;
-  output \port$2145$0 ;
-  wire \port$2145$0 ;
-  output \port$2147$0 ;
-  wire \port$2147$0 ;
-  output \port$2149$0 ;
-  wire \port$2149$0 ;
-  output \port$2151$0 ;
-  wire \port$2151$0 ;
-  output \port$2153$0 ;
-  wire \port$2153$0 ;
-  output \port$2155$0 ;
-  wire \port$2155$0 ;
-  output \port$2157$0 ;
-  wire \port$2157$0 ;
-  output \port$2159$0 ;
-  wire \port$2159$0 ;
-  output \port$2161$0 ;
-  wire \port$2161$0 ;
-  output \port$2163$0 ;
-  wire \port$2163$0 ;
+  output \port$2118$0 ;
+  wire \port$2118$0 ;
+  output \port$2120$0 ;
+  wire \port$2120$0 ;
+  output \port$2122$0 ;
+  wire \port$2122$0 ;
+  output \port$2124$0 ;
+  wire \port$2124$0 ;
+  output \port$2126$0 ;
+  wire \port$2126$0 ;
+  output \port$2128$0 ;
+  wire \port$2128$0 ;
+  output \port$2130$0 ;
+  wire \port$2130$0 ;
+  output \port$2132$0 ;
+  wire \port$2132$0 ;
+  output \port$2134$0 ;
+  wire \port$2134$0 ;
+  output \port$2136$0 ;
+  wire \port$2136$0 ;
+  output \port$2138$0 ;
+  wire \port$2138$0 ;
+  output \port$2140$0 ;
+  wire \port$2140$0 ;
+  output \port$2142$0 ;
+  wire \port$2142$0 ;
+  output \port$2144$0 ;
+  wire \port$2144$0 ;
+  output \port$2146$0 ;
+  wire \port$2146$0 ;
+  output \port$2148$0 ;
+  wire \port$2148$0 ;
+  output \port$2150$0 ;
+  wire \port$2150$0 ;
+  output \port$2152$0 ;
+  wire \port$2152$0 ;
+  output \port$2154$0 ;
+  wire \port$2154$0 ;
+  output \port$2156$0 ;
+  wire \port$2156$0 ;
+  output \port$2158$0 ;
+  wire \port$2158$0 ;
+  output \port$2160$0 ;
+  wire \port$2160$0 ;
+  output \port$2162$0 ;
+  wire \port$2162$0 ;
   output \port$2165$0 ;
   wire \port$2165$0 ;
   output \port$2167$0 ;
   wire \port$2167$0 ;
   output \port$2169$0 ;
   wire \port$2169$0 ;
-  output \port$2172$0 ;
-  wire \port$2172$0 ;
-  output \port$2174$0 ;
-  wire \port$2174$0 ;
-  output \port$2176$0 ;
-  wire \port$2176$0 ;
-  output \port$2178$0 ;
-  wire \port$2178$0 ;
-  output \port$2180$0 ;
-  wire \port$2180$0 ;
-  output \port$2182$0 ;
-  wire \port$2182$0 ;
-  output \port$2184$0 ;
-  wire \port$2184$0 ;
-  output \port$2186$0 ;
-  wire \port$2186$0 ;
-  output \port$2188$0 ;
-  wire \port$2188$0 ;
-  output \port$2190$0 ;
-  wire \port$2190$0 ;
-  output \port$2192$0 ;
-  wire \port$2192$0 ;
-  output \port$2194$0 ;
-  wire \port$2194$0 ;
-  output \port$2196$0 ;
-  wire \port$2196$0 ;
-  output \port$2198$0 ;
-  wire \port$2198$0 ;
-  output \port$2200$0 ;
-  wire \port$2200$0 ;
-  output \port$2202$0 ;
-  wire \port$2202$0 ;
-  output \port$2204$0 ;
-  wire \port$2204$0 ;
-  output \port$2206$0 ;
-  wire \port$2206$0 ;
-  output \port$2208$0 ;
-  wire \port$2208$0 ;
-  output \port$2210$0 ;
-  wire \port$2210$0 ;
-  output \port$2212$0 ;
-  wire \port$2212$0 ;
-  output \port$2214$0 ;
-  wire \port$2214$0 ;
-  output \port$2216$0 ;
-  wire \port$2216$0 ;
+  output \port$2171$0 ;
+  wire \port$2171$0 ;
+  output \port$2173$0 ;
+  wire \port$2173$0 ;
+  output \port$2175$0 ;
+  wire \port$2175$0 ;
+  output \port$2177$0 ;
+  wire \port$2177$0 ;
+  output \port$2179$0 ;
+  wire \port$2179$0 ;
+  output \port$2181$0 ;
+  wire \port$2181$0 ;
+  output \port$2183$0 ;
+  wire \port$2183$0 ;
+  output \port$2185$0 ;
+  wire \port$2185$0 ;
+  output \port$2187$0 ;
+  wire \port$2187$0 ;
+  output \port$2189$0 ;
+  wire \port$2189$0 ;
+  output \port$2191$0 ;
+  wire \port$2191$0 ;
+  output \port$2193$0 ;
+  wire \port$2193$0 ;
+  output \port$2195$0 ;
+  wire \port$2195$0 ;
+  output \port$2197$0 ;
+  wire \port$2197$0 ;
+  output \port$2199$0 ;
+  wire \port$2199$0 ;
+  output \port$2201$0 ;
+  wire \port$2201$0 ;
+  output \port$2203$0 ;
+  wire \port$2203$0 ;
+  output \port$2205$0 ;
+  wire \port$2205$0 ;
+  output \port$2207$0 ;
+  wire \port$2207$0 ;
+  output \port$2209$0 ;
+  wire \port$2209$0 ;
+  output \port$2211$0 ;
+  wire \port$2211$0 ;
+  output \port$2213$0 ;
+  wire \port$2213$0 ;
+  output \port$2215$0 ;
+  wire \port$2215$0 ;
   output \port$2218$0 ;
   wire \port$2218$0 ;
   output \port$2220$0 ;
   wire \port$2220$0 ;
   output \port$2222$0 ;
   wire \port$2222$0 ;
-  output \port$2225$0 ;
-  wire \port$2225$0 ;
-  output \port$2227$0 ;
-  wire \port$2227$0 ;
-  output \port$2229$0 ;
-  wire \port$2229$0 ;
-  output \port$2231$0 ;
-  wire \port$2231$0 ;
-  output \port$2233$0 ;
-  wire \port$2233$0 ;
-  output \port$2235$0 ;
-  wire \port$2235$0 ;
-  output \port$2237$0 ;
-  wire \port$2237$0 ;
-  output \port$2239$0 ;
-  wire \port$2239$0 ;
-  output \port$2241$0 ;
-  wire \port$2241$0 ;
-  output \port$2243$0 ;
-  wire \port$2243$0 ;
-  output \port$2245$0 ;
-  wire \port$2245$0 ;
-  output \port$2247$0 ;
-  wire \port$2247$0 ;
-  output \port$2249$0 ;
-  wire \port$2249$0 ;
-  output \port$2251$0 ;
-  wire \port$2251$0 ;
-  output \port$2253$0 ;
-  wire \port$2253$0 ;
-  output \port$2255$0 ;
-  wire \port$2255$0 ;
-  output \port$2257$0 ;
-  wire \port$2257$0 ;
-  output \port$2259$0 ;
-  wire \port$2259$0 ;
-  output \port$2261$0 ;
-  wire \port$2261$0 ;
-  output \port$2263$0 ;
-  wire \port$2263$0 ;
-  output \port$2265$0 ;
-  wire \port$2265$0 ;
-  output \port$2267$0 ;
-  wire \port$2267$0 ;
-  output \port$2269$0 ;
-  wire \port$2269$0 ;
+  output \port$2224$0 ;
+  wire \port$2224$0 ;
+  output \port$2226$0 ;
+  wire \port$2226$0 ;
+  output \port$2228$0 ;
+  wire \port$2228$0 ;
+  output \port$2230$0 ;
+  wire \port$2230$0 ;
+  output \port$2232$0 ;
+  wire \port$2232$0 ;
+  output \port$2234$0 ;
+  wire \port$2234$0 ;
+  output \port$2236$0 ;
+  wire \port$2236$0 ;
+  output \port$2238$0 ;
+  wire \port$2238$0 ;
+  output \port$2240$0 ;
+  wire \port$2240$0 ;
+  output \port$2242$0 ;
+  wire \port$2242$0 ;
+  output \port$2244$0 ;
+  wire \port$2244$0 ;
+  output \port$2246$0 ;
+  wire \port$2246$0 ;
+  output \port$2248$0 ;
+  wire \port$2248$0 ;
+  output \port$2250$0 ;
+  wire \port$2250$0 ;
+  output \port$2252$0 ;
+  wire \port$2252$0 ;
+  output \port$2254$0 ;
+  wire \port$2254$0 ;
+  output \port$2256$0 ;
+  wire \port$2256$0 ;
+  output \port$2258$0 ;
+  wire \port$2258$0 ;
+  output \port$2260$0 ;
+  wire \port$2260$0 ;
+  output \port$2262$0 ;
+  wire \port$2262$0 ;
+  output \port$2264$0 ;
+  wire \port$2264$0 ;
+  output \port$2266$0 ;
+  wire \port$2266$0 ;
+  output \port$2268$0 ;
+  wire \port$2268$0 ;
   output \port$2271$0 ;
   wire \port$2271$0 ;
   output \port$2273$0 ;
   wire \port$2273$0 ;
   output \port$2275$0 ;
   wire \port$2275$0 ;
-  output \port$2278$0 ;
-  wire \port$2278$0 ;
-  output \port$2280$0 ;
-  wire \port$2280$0 ;
-  output \port$2282$0 ;
-  wire \port$2282$0 ;
-  output \port$2284$0 ;
-  wire \port$2284$0 ;
-  output \port$2286$0 ;
-  wire \port$2286$0 ;
-  output \port$2288$0 ;
-  wire \port$2288$0 ;
-  output \port$2290$0 ;
-  wire \port$2290$0 ;
-  output \port$2292$0 ;
-  wire \port$2292$0 ;
-  output \port$2294$0 ;
-  wire \port$2294$0 ;
-  output \port$2296$0 ;
-  wire \port$2296$0 ;
-  output \port$2298$0 ;
-  wire \port$2298$0 ;
-  output \port$2300$0 ;
-  wire \port$2300$0 ;
-  output \port$2302$0 ;
-  wire \port$2302$0 ;
-  output \port$2304$0 ;
-  wire \port$2304$0 ;
-  output \port$2306$0 ;
-  wire \port$2306$0 ;
-  output \port$2308$0 ;
-  wire \port$2308$0 ;
-  output \port$2310$0 ;
-  wire \port$2310$0 ;
-  output \port$2312$0 ;
-  wire \port$2312$0 ;
-  output \port$2314$0 ;
-  wire \port$2314$0 ;
-  output \port$2316$0 ;
-  wire \port$2316$0 ;
-  output \port$2318$0 ;
-  wire \port$2318$0 ;
-  output \port$2320$0 ;
-  wire \port$2320$0 ;
-  output \port$2322$0 ;
-  wire \port$2322$0 ;
+  output \port$2277$0 ;
+  wire \port$2277$0 ;
+  output \port$2279$0 ;
+  wire \port$2279$0 ;
+  output \port$2281$0 ;
+  wire \port$2281$0 ;
+  output \port$2283$0 ;
+  wire \port$2283$0 ;
+  output \port$2285$0 ;
+  wire \port$2285$0 ;
+  output \port$2287$0 ;
+  wire \port$2287$0 ;
+  output \port$2289$0 ;
+  wire \port$2289$0 ;
+  output \port$2291$0 ;
+  wire \port$2291$0 ;
+  output \port$2293$0 ;
+  wire \port$2293$0 ;
+  output \port$2295$0 ;
+  wire \port$2295$0 ;
+  output \port$2297$0 ;
+  wire \port$2297$0 ;
+  output \port$2299$0 ;
+  wire \port$2299$0 ;
+  output \port$2301$0 ;
+  wire \port$2301$0 ;
+  output \port$2303$0 ;
+  wire \port$2303$0 ;
+  output \port$2305$0 ;
+  wire \port$2305$0 ;
+  output \port$2307$0 ;
+  wire \port$2307$0 ;
+  output \port$2309$0 ;
+  wire \port$2309$0 ;
+  output \port$2311$0 ;
+  wire \port$2311$0 ;
+  output \port$2313$0 ;
+  wire \port$2313$0 ;
+  output \port$2315$0 ;
+  wire \port$2315$0 ;
+  output \port$2317$0 ;
+  wire \port$2317$0 ;
+  output \port$2319$0 ;
+  wire \port$2319$0 ;
+  output \port$2321$0 ;
+  wire \port$2321$0 ;
   output \port$2324$0 ;
   wire \port$2324$0 ;
   output \port$2326$0 ;
   wire \port$2326$0 ;
   output \port$2328$0 ;
   wire \port$2328$0 ;
-  output \port$2331$0 ;
-  wire \port$2331$0 ;
-  output \port$2333$0 ;
-  wire \port$2333$0 ;
-  output \port$2335$0 ;
-  wire \port$2335$0 ;
-  output \port$2337$0 ;
-  wire \port$2337$0 ;
-  output \port$2339$0 ;
-  wire \port$2339$0 ;
-  output \port$2341$0 ;
-  wire \port$2341$0 ;
-  output \port$2343$0 ;
-  wire \port$2343$0 ;
-  output \port$2345$0 ;
-  wire \port$2345$0 ;
-  output \port$2347$0 ;
-  wire \port$2347$0 ;
-  output \port$2349$0 ;
-  wire \port$2349$0 ;
-  output \port$2351$0 ;
-  wire \port$2351$0 ;
-  output \port$2353$0 ;
-  wire \port$2353$0 ;
-  output \port$2355$0 ;
-  wire \port$2355$0 ;
-  output \port$2357$0 ;
-  wire \port$2357$0 ;
-  output \port$2359$0 ;
-  wire \port$2359$0 ;
-  output \port$2361$0 ;
-  wire \port$2361$0 ;
-  output \port$2363$0 ;
-  wire \port$2363$0 ;
-  output \port$2365$0 ;
-  wire \port$2365$0 ;
-  output \port$2367$0 ;
-  wire \port$2367$0 ;
-  output \port$2369$0 ;
-  wire \port$2369$0 ;
-  output \port$2371$0 ;
-  wire \port$2371$0 ;
-  output \port$2373$0 ;
-  wire \port$2373$0 ;
-  output \port$2375$0 ;
-  wire \port$2375$0 ;
-  output \port$2377$0 ;
-  wire \port$2377$0 ;
-  output \port$2379$0 ;
-  wire \port$2379$0 ;
-  output \port$2381$0 ;
-  wire \port$2381$0 ;
+  output \port$2330$0 ;
+  wire \port$2330$0 ;
+  output \port$2332$0 ;
+  wire \port$2332$0 ;
+  output \port$2334$0 ;
+  wire \port$2334$0 ;
+  output \port$2336$0 ;
+  wire \port$2336$0 ;
+  output \port$2338$0 ;
+  wire \port$2338$0 ;
+  output \port$2340$0 ;
+  wire \port$2340$0 ;
+  output \port$2342$0 ;
+  wire \port$2342$0 ;
+  output \port$2344$0 ;
+  wire \port$2344$0 ;
+  output \port$2346$0 ;
+  wire \port$2346$0 ;
+  output \port$2348$0 ;
+  wire \port$2348$0 ;
+  output \port$2350$0 ;
+  wire \port$2350$0 ;
+  output \port$2352$0 ;
+  wire \port$2352$0 ;
+  output \port$2354$0 ;
+  wire \port$2354$0 ;
+  output \port$2356$0 ;
+  wire \port$2356$0 ;
+  output \port$2358$0 ;
+  wire \port$2358$0 ;
+  output \port$2360$0 ;
+  wire \port$2360$0 ;
+  output \port$2362$0 ;
+  wire \port$2362$0 ;
+  output \port$2364$0 ;
+  wire \port$2364$0 ;
+  output \port$2366$0 ;
+  wire \port$2366$0 ;
+  output \port$2368$0 ;
+  wire \port$2368$0 ;
+  output \port$2370$0 ;
+  wire \port$2370$0 ;
+  output \port$2372$0 ;
+  wire \port$2372$0 ;
+  output \port$2374$0 ;
+  wire \port$2374$0 ;
   output [55:0] records__payload;
   wire [55:0] records__payload;
   wire [13:0] \records__payload[0] ;
@@ -51285,7 +51546,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
   always @(posedge clk)
     count <= \$1145 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1129 [34:1] = beat0_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$937 ) begin
@@ -51310,7 +51571,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1130 [34:1] = beat0_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$949 ) begin
@@ -51335,7 +51596,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1131 [34:1] = beat0_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$961 ) begin
@@ -51360,7 +51621,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1132 [34:1] = beat0_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$973 ) begin
@@ -51385,7 +51646,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1133 [34:1] = beat1_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$985 ) begin
@@ -51410,7 +51671,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1134 [34:1] = beat1_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$997 ) begin
@@ -51435,7 +51696,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1135 [34:1] = beat1_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1009 ) begin
@@ -51460,7 +51721,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1136 [34:1] = beat1_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1021 ) begin
@@ -51485,7 +51746,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1137 [34:1] = beat2_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1033 ) begin
@@ -51510,7 +51771,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1138 [34:1] = beat2_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1045 ) begin
@@ -51535,7 +51796,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1139 [34:1] = beat2_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1057 ) begin
@@ -51560,7 +51821,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1140 [34:1] = beat2_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1069 ) begin
@@ -51585,7 +51846,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1141 [34:1] = beat3_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1081 ) begin
@@ -51605,7 +51866,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1142 [34:1] = beat3_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1093 ) begin
@@ -51625,7 +51886,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1143 [34:1] = beat3_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1105 ) begin
@@ -51645,7 +51906,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1144 [34:1] = beat3_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1117 ) begin
@@ -51665,7 +51926,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$1145  = \$1128 [2:0];
     if (rst) begin
       \$1145  = 3'h0;
@@ -51739,422 +52000,422 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
   assign requests__14__payload = { \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794  };
   assign requests__15__payload = { \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846  };
   assign after_shift = \$931 [2:0];
-  assign \port$1536$0  = \$66 ;
-  assign \port$1538$0  = \$68 ;
-  assign \port$1540$0  = \$70 ;
-  assign \port$1542$0  = \$72 ;
-  assign \port$1544$0  = \$74 ;
-  assign \port$1546$0  = \$76 ;
-  assign \port$1548$0  = \$78 ;
-  assign \port$1550$0  = \$80 ;
-  assign \port$1552$0  = \$82 ;
-  assign \port$1554$0  = \$84 ;
-  assign \port$1556$0  = \$86 ;
-  assign \port$1558$0  = \$88 ;
-  assign \port$1560$0  = \$90 ;
-  assign \port$1562$0  = \$92 ;
-  assign \port$1564$0  = \$94 ;
-  assign \port$1566$0  = \$96 ;
-  assign \port$1568$0  = \$98 ;
-  assign \port$1570$0  = \$100 ;
-  assign \port$1572$0  = \$102 ;
-  assign \port$1574$0  = \$104 ;
-  assign \port$1576$0  = \$106 ;
-  assign \port$1578$0  = \$108 ;
-  assign \port$1580$0  = \$110 ;
-  assign \port$1582$0  = \$112 ;
-  assign \port$1584$0  = \$114 ;
-  assign \port$1586$0  = \$116 ;
-  assign \port$1589$0  = \$118 ;
-  assign \port$1591$0  = \$120 ;
-  assign \port$1593$0  = \$122 ;
-  assign \port$1595$0  = \$124 ;
-  assign \port$1597$0  = \$126 ;
-  assign \port$1599$0  = \$128 ;
-  assign \port$1601$0  = \$130 ;
-  assign \port$1603$0  = \$132 ;
-  assign \port$1605$0  = \$134 ;
-  assign \port$1607$0  = \$136 ;
-  assign \port$1609$0  = \$138 ;
-  assign \port$1611$0  = \$140 ;
-  assign \port$1613$0  = \$142 ;
-  assign \port$1615$0  = \$144 ;
-  assign \port$1617$0  = \$146 ;
-  assign \port$1619$0  = \$148 ;
-  assign \port$1621$0  = \$150 ;
-  assign \port$1623$0  = \$152 ;
-  assign \port$1625$0  = \$154 ;
-  assign \port$1627$0  = \$156 ;
-  assign \port$1629$0  = \$158 ;
-  assign \port$1631$0  = \$160 ;
-  assign \port$1633$0  = \$162 ;
-  assign \port$1635$0  = \$164 ;
-  assign \port$1637$0  = \$166 ;
-  assign \port$1639$0  = \$168 ;
-  assign \port$1642$0  = \$170 ;
-  assign \port$1644$0  = \$172 ;
-  assign \port$1646$0  = \$174 ;
-  assign \port$1648$0  = \$176 ;
-  assign \port$1650$0  = \$178 ;
-  assign \port$1652$0  = \$180 ;
-  assign \port$1654$0  = \$182 ;
-  assign \port$1656$0  = \$184 ;
-  assign \port$1658$0  = \$186 ;
-  assign \port$1660$0  = \$188 ;
-  assign \port$1662$0  = \$190 ;
-  assign \port$1664$0  = \$192 ;
-  assign \port$1666$0  = \$194 ;
-  assign \port$1668$0  = \$196 ;
-  assign \port$1670$0  = \$198 ;
-  assign \port$1672$0  = \$200 ;
-  assign \port$1674$0  = \$202 ;
-  assign \port$1676$0  = \$204 ;
-  assign \port$1678$0  = \$206 ;
-  assign \port$1680$0  = \$208 ;
-  assign \port$1682$0  = \$210 ;
-  assign \port$1684$0  = \$212 ;
-  assign \port$1686$0  = \$214 ;
-  assign \port$1688$0  = \$216 ;
-  assign \port$1690$0  = \$218 ;
-  assign \port$1692$0  = \$220 ;
-  assign \port$1695$0  = \$222 ;
-  assign \port$1697$0  = \$224 ;
-  assign \port$1699$0  = \$226 ;
-  assign \port$1701$0  = \$228 ;
-  assign \port$1703$0  = \$230 ;
-  assign \port$1705$0  = \$232 ;
-  assign \port$1707$0  = \$234 ;
-  assign \port$1709$0  = \$236 ;
-  assign \port$1711$0  = \$238 ;
-  assign \port$1713$0  = \$240 ;
-  assign \port$1715$0  = \$242 ;
-  assign \port$1717$0  = \$244 ;
-  assign \port$1719$0  = \$246 ;
-  assign \port$1721$0  = \$248 ;
-  assign \port$1723$0  = \$250 ;
-  assign \port$1725$0  = \$252 ;
-  assign \port$1727$0  = \$254 ;
-  assign \port$1729$0  = \$256 ;
-  assign \port$1731$0  = \$258 ;
-  assign \port$1733$0  = \$260 ;
-  assign \port$1735$0  = \$262 ;
-  assign \port$1737$0  = \$264 ;
-  assign \port$1739$0  = \$266 ;
-  assign \port$1741$0  = \$268 ;
-  assign \port$1743$0  = \$270 ;
-  assign \port$1745$0  = \$272 ;
-  assign \port$1748$0  = \$274 ;
-  assign \port$1750$0  = \$276 ;
-  assign \port$1752$0  = \$278 ;
-  assign \port$1754$0  = \$280 ;
-  assign \port$1756$0  = \$282 ;
-  assign \port$1758$0  = \$284 ;
-  assign \port$1760$0  = \$286 ;
-  assign \port$1762$0  = \$288 ;
-  assign \port$1764$0  = \$290 ;
-  assign \port$1766$0  = \$292 ;
-  assign \port$1768$0  = \$294 ;
-  assign \port$1770$0  = \$296 ;
-  assign \port$1772$0  = \$298 ;
-  assign \port$1774$0  = \$300 ;
-  assign \port$1776$0  = \$302 ;
-  assign \port$1778$0  = \$304 ;
-  assign \port$1780$0  = \$306 ;
-  assign \port$1782$0  = \$308 ;
-  assign \port$1784$0  = \$310 ;
-  assign \port$1786$0  = \$312 ;
-  assign \port$1788$0  = \$314 ;
-  assign \port$1790$0  = \$316 ;
-  assign \port$1792$0  = \$318 ;
-  assign \port$1794$0  = \$320 ;
-  assign \port$1796$0  = \$322 ;
-  assign \port$1798$0  = \$324 ;
-  assign \port$1801$0  = \$326 ;
-  assign \port$1803$0  = \$328 ;
-  assign \port$1805$0  = \$330 ;
-  assign \port$1807$0  = \$332 ;
-  assign \port$1809$0  = \$334 ;
-  assign \port$1811$0  = \$336 ;
-  assign \port$1813$0  = \$338 ;
-  assign \port$1815$0  = \$340 ;
-  assign \port$1817$0  = \$342 ;
-  assign \port$1819$0  = \$344 ;
-  assign \port$1821$0  = \$346 ;
-  assign \port$1823$0  = \$348 ;
-  assign \port$1825$0  = \$350 ;
-  assign \port$1827$0  = \$352 ;
-  assign \port$1829$0  = \$354 ;
-  assign \port$1831$0  = \$356 ;
-  assign \port$1833$0  = \$358 ;
-  assign \port$1835$0  = \$360 ;
-  assign \port$1837$0  = \$362 ;
-  assign \port$1839$0  = \$364 ;
-  assign \port$1841$0  = \$366 ;
-  assign \port$1843$0  = \$368 ;
-  assign \port$1845$0  = \$370 ;
-  assign \port$1847$0  = \$372 ;
-  assign \port$1849$0  = \$374 ;
-  assign \port$1851$0  = \$376 ;
-  assign \port$1854$0  = \$378 ;
-  assign \port$1856$0  = \$380 ;
-  assign \port$1858$0  = \$382 ;
-  assign \port$1860$0  = \$384 ;
-  assign \port$1862$0  = \$386 ;
-  assign \port$1864$0  = \$388 ;
-  assign \port$1866$0  = \$390 ;
-  assign \port$1868$0  = \$392 ;
-  assign \port$1870$0  = \$394 ;
-  assign \port$1872$0  = \$396 ;
-  assign \port$1874$0  = \$398 ;
-  assign \port$1876$0  = \$400 ;
-  assign \port$1878$0  = \$402 ;
-  assign \port$1880$0  = \$404 ;
-  assign \port$1882$0  = \$406 ;
-  assign \port$1884$0  = \$408 ;
-  assign \port$1886$0  = \$410 ;
-  assign \port$1888$0  = \$412 ;
-  assign \port$1890$0  = \$414 ;
-  assign \port$1892$0  = \$416 ;
-  assign \port$1894$0  = \$418 ;
-  assign \port$1896$0  = \$420 ;
-  assign \port$1898$0  = \$422 ;
-  assign \port$1900$0  = \$424 ;
-  assign \port$1902$0  = \$426 ;
-  assign \port$1904$0  = \$428 ;
-  assign \port$1907$0  = \$430 ;
-  assign \port$1909$0  = \$432 ;
-  assign \port$1911$0  = \$434 ;
-  assign \port$1913$0  = \$436 ;
-  assign \port$1915$0  = \$438 ;
-  assign \port$1917$0  = \$440 ;
-  assign \port$1919$0  = \$442 ;
-  assign \port$1921$0  = \$444 ;
-  assign \port$1923$0  = \$446 ;
-  assign \port$1925$0  = \$448 ;
-  assign \port$1927$0  = \$450 ;
-  assign \port$1929$0  = \$452 ;
-  assign \port$1931$0  = \$454 ;
-  assign \port$1933$0  = \$456 ;
-  assign \port$1935$0  = \$458 ;
-  assign \port$1937$0  = \$460 ;
-  assign \port$1939$0  = \$462 ;
-  assign \port$1941$0  = \$464 ;
-  assign \port$1943$0  = \$466 ;
-  assign \port$1945$0  = \$468 ;
-  assign \port$1947$0  = \$470 ;
-  assign \port$1949$0  = \$472 ;
-  assign \port$1951$0  = \$474 ;
-  assign \port$1953$0  = \$476 ;
-  assign \port$1955$0  = \$478 ;
-  assign \port$1957$0  = \$480 ;
-  assign \port$1960$0  = \$482 ;
-  assign \port$1962$0  = \$484 ;
-  assign \port$1964$0  = \$486 ;
-  assign \port$1966$0  = \$488 ;
-  assign \port$1968$0  = \$490 ;
-  assign \port$1970$0  = \$492 ;
-  assign \port$1972$0  = \$494 ;
-  assign \port$1974$0  = \$496 ;
-  assign \port$1976$0  = \$498 ;
-  assign \port$1978$0  = \$500 ;
-  assign \port$1980$0  = \$502 ;
-  assign \port$1982$0  = \$504 ;
-  assign \port$1984$0  = \$506 ;
-  assign \port$1986$0  = \$508 ;
-  assign \port$1988$0  = \$510 ;
-  assign \port$1990$0  = \$512 ;
-  assign \port$1992$0  = \$514 ;
-  assign \port$1994$0  = \$516 ;
-  assign \port$1996$0  = \$518 ;
-  assign \port$1998$0  = \$520 ;
-  assign \port$2000$0  = \$522 ;
-  assign \port$2002$0  = \$524 ;
-  assign \port$2004$0  = \$526 ;
-  assign \port$2006$0  = \$528 ;
-  assign \port$2008$0  = \$530 ;
-  assign \port$2010$0  = \$532 ;
-  assign \port$2013$0  = \$534 ;
-  assign \port$2015$0  = \$536 ;
-  assign \port$2017$0  = \$538 ;
-  assign \port$2019$0  = \$540 ;
-  assign \port$2021$0  = \$542 ;
-  assign \port$2023$0  = \$544 ;
-  assign \port$2025$0  = \$546 ;
-  assign \port$2027$0  = \$548 ;
-  assign \port$2029$0  = \$550 ;
-  assign \port$2031$0  = \$552 ;
-  assign \port$2033$0  = \$554 ;
-  assign \port$2035$0  = \$556 ;
-  assign \port$2037$0  = \$558 ;
-  assign \port$2039$0  = \$560 ;
-  assign \port$2041$0  = \$562 ;
-  assign \port$2043$0  = \$564 ;
-  assign \port$2045$0  = \$566 ;
-  assign \port$2047$0  = \$568 ;
-  assign \port$2049$0  = \$570 ;
-  assign \port$2051$0  = \$572 ;
-  assign \port$2053$0  = \$574 ;
-  assign \port$2055$0  = \$576 ;
-  assign \port$2057$0  = \$578 ;
-  assign \port$2059$0  = \$580 ;
-  assign \port$2061$0  = \$582 ;
-  assign \port$2063$0  = \$584 ;
-  assign \port$2066$0  = \$586 ;
-  assign \port$2068$0  = \$588 ;
-  assign \port$2070$0  = \$590 ;
-  assign \port$2072$0  = \$592 ;
-  assign \port$2074$0  = \$594 ;
-  assign \port$2076$0  = \$596 ;
-  assign \port$2078$0  = \$598 ;
-  assign \port$2080$0  = \$600 ;
-  assign \port$2082$0  = \$602 ;
-  assign \port$2084$0  = \$604 ;
-  assign \port$2086$0  = \$606 ;
-  assign \port$2088$0  = \$608 ;
-  assign \port$2090$0  = \$610 ;
-  assign \port$2092$0  = \$612 ;
-  assign \port$2094$0  = \$614 ;
-  assign \port$2096$0  = \$616 ;
-  assign \port$2098$0  = \$618 ;
-  assign \port$2100$0  = \$620 ;
-  assign \port$2102$0  = \$622 ;
-  assign \port$2104$0  = \$624 ;
-  assign \port$2106$0  = \$626 ;
-  assign \port$2108$0  = \$628 ;
-  assign \port$2110$0  = \$630 ;
-  assign \port$2112$0  = \$632 ;
-  assign \port$2114$0  = \$634 ;
-  assign \port$2116$0  = \$636 ;
-  assign \port$2119$0  = \$638 ;
-  assign \port$2121$0  = \$640 ;
-  assign \port$2123$0  = \$642 ;
-  assign \port$2125$0  = \$644 ;
-  assign \port$2127$0  = \$646 ;
-  assign \port$2129$0  = \$648 ;
-  assign \port$2131$0  = \$650 ;
-  assign \port$2133$0  = \$652 ;
-  assign \port$2135$0  = \$654 ;
-  assign \port$2137$0  = \$656 ;
-  assign \port$2139$0  = \$658 ;
-  assign \port$2141$0  = \$660 ;
-  assign \port$2143$0  = \$662 ;
-  assign \port$2145$0  = \$664 ;
-  assign \port$2147$0  = \$666 ;
-  assign \port$2149$0  = \$668 ;
-  assign \port$2151$0  = \$670 ;
-  assign \port$2153$0  = \$672 ;
-  assign \port$2155$0  = \$674 ;
-  assign \port$2157$0  = \$676 ;
-  assign \port$2159$0  = \$678 ;
-  assign \port$2161$0  = \$680 ;
-  assign \port$2163$0  = \$682 ;
-  assign \port$2165$0  = \$684 ;
-  assign \port$2167$0  = \$686 ;
-  assign \port$2169$0  = \$688 ;
-  assign \port$2172$0  = \$690 ;
-  assign \port$2174$0  = \$692 ;
-  assign \port$2176$0  = \$694 ;
-  assign \port$2178$0  = \$696 ;
-  assign \port$2180$0  = \$698 ;
-  assign \port$2182$0  = \$700 ;
-  assign \port$2184$0  = \$702 ;
-  assign \port$2186$0  = \$704 ;
-  assign \port$2188$0  = \$706 ;
-  assign \port$2190$0  = \$708 ;
-  assign \port$2192$0  = \$710 ;
-  assign \port$2194$0  = \$712 ;
-  assign \port$2196$0  = \$714 ;
-  assign \port$2198$0  = \$716 ;
-  assign \port$2200$0  = \$718 ;
-  assign \port$2202$0  = \$720 ;
-  assign \port$2204$0  = \$722 ;
-  assign \port$2206$0  = \$724 ;
-  assign \port$2208$0  = \$726 ;
-  assign \port$2210$0  = \$728 ;
-  assign \port$2212$0  = \$730 ;
-  assign \port$2214$0  = \$732 ;
-  assign \port$2216$0  = \$734 ;
-  assign \port$2218$0  = \$736 ;
-  assign \port$2220$0  = \$738 ;
-  assign \port$2222$0  = \$740 ;
-  assign \port$2225$0  = \$742 ;
-  assign \port$2227$0  = \$744 ;
-  assign \port$2229$0  = \$746 ;
-  assign \port$2231$0  = \$748 ;
-  assign \port$2233$0  = \$750 ;
-  assign \port$2235$0  = \$752 ;
-  assign \port$2237$0  = \$754 ;
-  assign \port$2239$0  = \$756 ;
-  assign \port$2241$0  = \$758 ;
-  assign \port$2243$0  = \$760 ;
-  assign \port$2245$0  = \$762 ;
-  assign \port$2247$0  = \$764 ;
-  assign \port$2249$0  = \$766 ;
-  assign \port$2251$0  = \$768 ;
-  assign \port$2253$0  = \$770 ;
-  assign \port$2255$0  = \$772 ;
-  assign \port$2257$0  = \$774 ;
-  assign \port$2259$0  = \$776 ;
-  assign \port$2261$0  = \$778 ;
-  assign \port$2263$0  = \$780 ;
-  assign \port$2265$0  = \$782 ;
-  assign \port$2267$0  = \$784 ;
-  assign \port$2269$0  = \$786 ;
-  assign \port$2271$0  = \$788 ;
-  assign \port$2273$0  = \$790 ;
-  assign \port$2275$0  = \$792 ;
-  assign \port$2278$0  = \$794 ;
-  assign \port$2280$0  = \$796 ;
-  assign \port$2282$0  = \$798 ;
-  assign \port$2284$0  = \$800 ;
-  assign \port$2286$0  = \$802 ;
-  assign \port$2288$0  = \$804 ;
-  assign \port$2290$0  = \$806 ;
-  assign \port$2292$0  = \$808 ;
-  assign \port$2294$0  = \$810 ;
-  assign \port$2296$0  = \$812 ;
-  assign \port$2298$0  = \$814 ;
-  assign \port$2300$0  = \$816 ;
-  assign \port$2302$0  = \$818 ;
-  assign \port$2304$0  = \$820 ;
-  assign \port$2306$0  = \$822 ;
-  assign \port$2308$0  = \$824 ;
-  assign \port$2310$0  = \$826 ;
-  assign \port$2312$0  = \$828 ;
-  assign \port$2314$0  = \$830 ;
-  assign \port$2316$0  = \$832 ;
-  assign \port$2318$0  = \$834 ;
-  assign \port$2320$0  = \$836 ;
-  assign \port$2322$0  = \$838 ;
-  assign \port$2324$0  = \$840 ;
-  assign \port$2326$0  = \$842 ;
-  assign \port$2328$0  = \$844 ;
-  assign \port$2331$0  = \$846 ;
-  assign \port$2333$0  = \$848 ;
-  assign \port$2335$0  = \$850 ;
-  assign \port$2337$0  = \$852 ;
-  assign \port$2339$0  = \$854 ;
-  assign \port$2341$0  = \$856 ;
-  assign \port$2343$0  = \$858 ;
-  assign \port$2345$0  = \$860 ;
-  assign \port$2347$0  = \$862 ;
-  assign \port$2349$0  = \$864 ;
-  assign \port$2351$0  = \$866 ;
-  assign \port$2353$0  = \$868 ;
-  assign \port$2355$0  = \$870 ;
-  assign \port$2357$0  = \$872 ;
-  assign \port$2359$0  = \$874 ;
-  assign \port$2361$0  = \$876 ;
-  assign \port$2363$0  = \$878 ;
-  assign \port$2365$0  = \$880 ;
-  assign \port$2367$0  = \$882 ;
-  assign \port$2369$0  = \$884 ;
-  assign \port$2371$0  = \$886 ;
-  assign \port$2373$0  = \$888 ;
-  assign \port$2375$0  = \$890 ;
-  assign \port$2377$0  = \$892 ;
-  assign \port$2379$0  = \$894 ;
-  assign \port$2381$0  = \$896 ;
+  assign \port$1529$0  = \$66 ;
+  assign \port$1531$0  = \$68 ;
+  assign \port$1533$0  = \$70 ;
+  assign \port$1535$0  = \$72 ;
+  assign \port$1537$0  = \$74 ;
+  assign \port$1539$0  = \$76 ;
+  assign \port$1541$0  = \$78 ;
+  assign \port$1543$0  = \$80 ;
+  assign \port$1545$0  = \$82 ;
+  assign \port$1547$0  = \$84 ;
+  assign \port$1549$0  = \$86 ;
+  assign \port$1551$0  = \$88 ;
+  assign \port$1553$0  = \$90 ;
+  assign \port$1555$0  = \$92 ;
+  assign \port$1557$0  = \$94 ;
+  assign \port$1559$0  = \$96 ;
+  assign \port$1561$0  = \$98 ;
+  assign \port$1563$0  = \$100 ;
+  assign \port$1565$0  = \$102 ;
+  assign \port$1567$0  = \$104 ;
+  assign \port$1569$0  = \$106 ;
+  assign \port$1571$0  = \$108 ;
+  assign \port$1573$0  = \$110 ;
+  assign \port$1575$0  = \$112 ;
+  assign \port$1577$0  = \$114 ;
+  assign \port$1579$0  = \$116 ;
+  assign \port$1582$0  = \$118 ;
+  assign \port$1584$0  = \$120 ;
+  assign \port$1586$0  = \$122 ;
+  assign \port$1588$0  = \$124 ;
+  assign \port$1590$0  = \$126 ;
+  assign \port$1592$0  = \$128 ;
+  assign \port$1594$0  = \$130 ;
+  assign \port$1596$0  = \$132 ;
+  assign \port$1598$0  = \$134 ;
+  assign \port$1600$0  = \$136 ;
+  assign \port$1602$0  = \$138 ;
+  assign \port$1604$0  = \$140 ;
+  assign \port$1606$0  = \$142 ;
+  assign \port$1608$0  = \$144 ;
+  assign \port$1610$0  = \$146 ;
+  assign \port$1612$0  = \$148 ;
+  assign \port$1614$0  = \$150 ;
+  assign \port$1616$0  = \$152 ;
+  assign \port$1618$0  = \$154 ;
+  assign \port$1620$0  = \$156 ;
+  assign \port$1622$0  = \$158 ;
+  assign \port$1624$0  = \$160 ;
+  assign \port$1626$0  = \$162 ;
+  assign \port$1628$0  = \$164 ;
+  assign \port$1630$0  = \$166 ;
+  assign \port$1632$0  = \$168 ;
+  assign \port$1635$0  = \$170 ;
+  assign \port$1637$0  = \$172 ;
+  assign \port$1639$0  = \$174 ;
+  assign \port$1641$0  = \$176 ;
+  assign \port$1643$0  = \$178 ;
+  assign \port$1645$0  = \$180 ;
+  assign \port$1647$0  = \$182 ;
+  assign \port$1649$0  = \$184 ;
+  assign \port$1651$0  = \$186 ;
+  assign \port$1653$0  = \$188 ;
+  assign \port$1655$0  = \$190 ;
+  assign \port$1657$0  = \$192 ;
+  assign \port$1659$0  = \$194 ;
+  assign \port$1661$0  = \$196 ;
+  assign \port$1663$0  = \$198 ;
+  assign \port$1665$0  = \$200 ;
+  assign \port$1667$0  = \$202 ;
+  assign \port$1669$0  = \$204 ;
+  assign \port$1671$0  = \$206 ;
+  assign \port$1673$0  = \$208 ;
+  assign \port$1675$0  = \$210 ;
+  assign \port$1677$0  = \$212 ;
+  assign \port$1679$0  = \$214 ;
+  assign \port$1681$0  = \$216 ;
+  assign \port$1683$0  = \$218 ;
+  assign \port$1685$0  = \$220 ;
+  assign \port$1688$0  = \$222 ;
+  assign \port$1690$0  = \$224 ;
+  assign \port$1692$0  = \$226 ;
+  assign \port$1694$0  = \$228 ;
+  assign \port$1696$0  = \$230 ;
+  assign \port$1698$0  = \$232 ;
+  assign \port$1700$0  = \$234 ;
+  assign \port$1702$0  = \$236 ;
+  assign \port$1704$0  = \$238 ;
+  assign \port$1706$0  = \$240 ;
+  assign \port$1708$0  = \$242 ;
+  assign \port$1710$0  = \$244 ;
+  assign \port$1712$0  = \$246 ;
+  assign \port$1714$0  = \$248 ;
+  assign \port$1716$0  = \$250 ;
+  assign \port$1718$0  = \$252 ;
+  assign \port$1720$0  = \$254 ;
+  assign \port$1722$0  = \$256 ;
+  assign \port$1724$0  = \$258 ;
+  assign \port$1726$0  = \$260 ;
+  assign \port$1728$0  = \$262 ;
+  assign \port$1730$0  = \$264 ;
+  assign \port$1732$0  = \$266 ;
+  assign \port$1734$0  = \$268 ;
+  assign \port$1736$0  = \$270 ;
+  assign \port$1738$0  = \$272 ;
+  assign \port$1741$0  = \$274 ;
+  assign \port$1743$0  = \$276 ;
+  assign \port$1745$0  = \$278 ;
+  assign \port$1747$0  = \$280 ;
+  assign \port$1749$0  = \$282 ;
+  assign \port$1751$0  = \$284 ;
+  assign \port$1753$0  = \$286 ;
+  assign \port$1755$0  = \$288 ;
+  assign \port$1757$0  = \$290 ;
+  assign \port$1759$0  = \$292 ;
+  assign \port$1761$0  = \$294 ;
+  assign \port$1763$0  = \$296 ;
+  assign \port$1765$0  = \$298 ;
+  assign \port$1767$0  = \$300 ;
+  assign \port$1769$0  = \$302 ;
+  assign \port$1771$0  = \$304 ;
+  assign \port$1773$0  = \$306 ;
+  assign \port$1775$0  = \$308 ;
+  assign \port$1777$0  = \$310 ;
+  assign \port$1779$0  = \$312 ;
+  assign \port$1781$0  = \$314 ;
+  assign \port$1783$0  = \$316 ;
+  assign \port$1785$0  = \$318 ;
+  assign \port$1787$0  = \$320 ;
+  assign \port$1789$0  = \$322 ;
+  assign \port$1791$0  = \$324 ;
+  assign \port$1794$0  = \$326 ;
+  assign \port$1796$0  = \$328 ;
+  assign \port$1798$0  = \$330 ;
+  assign \port$1800$0  = \$332 ;
+  assign \port$1802$0  = \$334 ;
+  assign \port$1804$0  = \$336 ;
+  assign \port$1806$0  = \$338 ;
+  assign \port$1808$0  = \$340 ;
+  assign \port$1810$0  = \$342 ;
+  assign \port$1812$0  = \$344 ;
+  assign \port$1814$0  = \$346 ;
+  assign \port$1816$0  = \$348 ;
+  assign \port$1818$0  = \$350 ;
+  assign \port$1820$0  = \$352 ;
+  assign \port$1822$0  = \$354 ;
+  assign \port$1824$0  = \$356 ;
+  assign \port$1826$0  = \$358 ;
+  assign \port$1828$0  = \$360 ;
+  assign \port$1830$0  = \$362 ;
+  assign \port$1832$0  = \$364 ;
+  assign \port$1834$0  = \$366 ;
+  assign \port$1836$0  = \$368 ;
+  assign \port$1838$0  = \$370 ;
+  assign \port$1840$0  = \$372 ;
+  assign \port$1842$0  = \$374 ;
+  assign \port$1844$0  = \$376 ;
+  assign \port$1847$0  = \$378 ;
+  assign \port$1849$0  = \$380 ;
+  assign \port$1851$0  = \$382 ;
+  assign \port$1853$0  = \$384 ;
+  assign \port$1855$0  = \$386 ;
+  assign \port$1857$0  = \$388 ;
+  assign \port$1859$0  = \$390 ;
+  assign \port$1861$0  = \$392 ;
+  assign \port$1863$0  = \$394 ;
+  assign \port$1865$0  = \$396 ;
+  assign \port$1867$0  = \$398 ;
+  assign \port$1869$0  = \$400 ;
+  assign \port$1871$0  = \$402 ;
+  assign \port$1873$0  = \$404 ;
+  assign \port$1875$0  = \$406 ;
+  assign \port$1877$0  = \$408 ;
+  assign \port$1879$0  = \$410 ;
+  assign \port$1881$0  = \$412 ;
+  assign \port$1883$0  = \$414 ;
+  assign \port$1885$0  = \$416 ;
+  assign \port$1887$0  = \$418 ;
+  assign \port$1889$0  = \$420 ;
+  assign \port$1891$0  = \$422 ;
+  assign \port$1893$0  = \$424 ;
+  assign \port$1895$0  = \$426 ;
+  assign \port$1897$0  = \$428 ;
+  assign \port$1900$0  = \$430 ;
+  assign \port$1902$0  = \$432 ;
+  assign \port$1904$0  = \$434 ;
+  assign \port$1906$0  = \$436 ;
+  assign \port$1908$0  = \$438 ;
+  assign \port$1910$0  = \$440 ;
+  assign \port$1912$0  = \$442 ;
+  assign \port$1914$0  = \$444 ;
+  assign \port$1916$0  = \$446 ;
+  assign \port$1918$0  = \$448 ;
+  assign \port$1920$0  = \$450 ;
+  assign \port$1922$0  = \$452 ;
+  assign \port$1924$0  = \$454 ;
+  assign \port$1926$0  = \$456 ;
+  assign \port$1928$0  = \$458 ;
+  assign \port$1930$0  = \$460 ;
+  assign \port$1932$0  = \$462 ;
+  assign \port$1934$0  = \$464 ;
+  assign \port$1936$0  = \$466 ;
+  assign \port$1938$0  = \$468 ;
+  assign \port$1940$0  = \$470 ;
+  assign \port$1942$0  = \$472 ;
+  assign \port$1944$0  = \$474 ;
+  assign \port$1946$0  = \$476 ;
+  assign \port$1948$0  = \$478 ;
+  assign \port$1950$0  = \$480 ;
+  assign \port$1953$0  = \$482 ;
+  assign \port$1955$0  = \$484 ;
+  assign \port$1957$0  = \$486 ;
+  assign \port$1959$0  = \$488 ;
+  assign \port$1961$0  = \$490 ;
+  assign \port$1963$0  = \$492 ;
+  assign \port$1965$0  = \$494 ;
+  assign \port$1967$0  = \$496 ;
+  assign \port$1969$0  = \$498 ;
+  assign \port$1971$0  = \$500 ;
+  assign \port$1973$0  = \$502 ;
+  assign \port$1975$0  = \$504 ;
+  assign \port$1977$0  = \$506 ;
+  assign \port$1979$0  = \$508 ;
+  assign \port$1981$0  = \$510 ;
+  assign \port$1983$0  = \$512 ;
+  assign \port$1985$0  = \$514 ;
+  assign \port$1987$0  = \$516 ;
+  assign \port$1989$0  = \$518 ;
+  assign \port$1991$0  = \$520 ;
+  assign \port$1993$0  = \$522 ;
+  assign \port$1995$0  = \$524 ;
+  assign \port$1997$0  = \$526 ;
+  assign \port$1999$0  = \$528 ;
+  assign \port$2001$0  = \$530 ;
+  assign \port$2003$0  = \$532 ;
+  assign \port$2006$0  = \$534 ;
+  assign \port$2008$0  = \$536 ;
+  assign \port$2010$0  = \$538 ;
+  assign \port$2012$0  = \$540 ;
+  assign \port$2014$0  = \$542 ;
+  assign \port$2016$0  = \$544 ;
+  assign \port$2018$0  = \$546 ;
+  assign \port$2020$0  = \$548 ;
+  assign \port$2022$0  = \$550 ;
+  assign \port$2024$0  = \$552 ;
+  assign \port$2026$0  = \$554 ;
+  assign \port$2028$0  = \$556 ;
+  assign \port$2030$0  = \$558 ;
+  assign \port$2032$0  = \$560 ;
+  assign \port$2034$0  = \$562 ;
+  assign \port$2036$0  = \$564 ;
+  assign \port$2038$0  = \$566 ;
+  assign \port$2040$0  = \$568 ;
+  assign \port$2042$0  = \$570 ;
+  assign \port$2044$0  = \$572 ;
+  assign \port$2046$0  = \$574 ;
+  assign \port$2048$0  = \$576 ;
+  assign \port$2050$0  = \$578 ;
+  assign \port$2052$0  = \$580 ;
+  assign \port$2054$0  = \$582 ;
+  assign \port$2056$0  = \$584 ;
+  assign \port$2059$0  = \$586 ;
+  assign \port$2061$0  = \$588 ;
+  assign \port$2063$0  = \$590 ;
+  assign \port$2065$0  = \$592 ;
+  assign \port$2067$0  = \$594 ;
+  assign \port$2069$0  = \$596 ;
+  assign \port$2071$0  = \$598 ;
+  assign \port$2073$0  = \$600 ;
+  assign \port$2075$0  = \$602 ;
+  assign \port$2077$0  = \$604 ;
+  assign \port$2079$0  = \$606 ;
+  assign \port$2081$0  = \$608 ;
+  assign \port$2083$0  = \$610 ;
+  assign \port$2085$0  = \$612 ;
+  assign \port$2087$0  = \$614 ;
+  assign \port$2089$0  = \$616 ;
+  assign \port$2091$0  = \$618 ;
+  assign \port$2093$0  = \$620 ;
+  assign \port$2095$0  = \$622 ;
+  assign \port$2097$0  = \$624 ;
+  assign \port$2099$0  = \$626 ;
+  assign \port$2101$0  = \$628 ;
+  assign \port$2103$0  = \$630 ;
+  assign \port$2105$0  = \$632 ;
+  assign \port$2107$0  = \$634 ;
+  assign \port$2109$0  = \$636 ;
+  assign \port$2112$0  = \$638 ;
+  assign \port$2114$0  = \$640 ;
+  assign \port$2116$0  = \$642 ;
+  assign \port$2118$0  = \$644 ;
+  assign \port$2120$0  = \$646 ;
+  assign \port$2122$0  = \$648 ;
+  assign \port$2124$0  = \$650 ;
+  assign \port$2126$0  = \$652 ;
+  assign \port$2128$0  = \$654 ;
+  assign \port$2130$0  = \$656 ;
+  assign \port$2132$0  = \$658 ;
+  assign \port$2134$0  = \$660 ;
+  assign \port$2136$0  = \$662 ;
+  assign \port$2138$0  = \$664 ;
+  assign \port$2140$0  = \$666 ;
+  assign \port$2142$0  = \$668 ;
+  assign \port$2144$0  = \$670 ;
+  assign \port$2146$0  = \$672 ;
+  assign \port$2148$0  = \$674 ;
+  assign \port$2150$0  = \$676 ;
+  assign \port$2152$0  = \$678 ;
+  assign \port$2154$0  = \$680 ;
+  assign \port$2156$0  = \$682 ;
+  assign \port$2158$0  = \$684 ;
+  assign \port$2160$0  = \$686 ;
+  assign \port$2162$0  = \$688 ;
+  assign \port$2165$0  = \$690 ;
+  assign \port$2167$0  = \$692 ;
+  assign \port$2169$0  = \$694 ;
+  assign \port$2171$0  = \$696 ;
+  assign \port$2173$0  = \$698 ;
+  assign \port$2175$0  = \$700 ;
+  assign \port$2177$0  = \$702 ;
+  assign \port$2179$0  = \$704 ;
+  assign \port$2181$0  = \$706 ;
+  assign \port$2183$0  = \$708 ;
+  assign \port$2185$0  = \$710 ;
+  assign \port$2187$0  = \$712 ;
+  assign \port$2189$0  = \$714 ;
+  assign \port$2191$0  = \$716 ;
+  assign \port$2193$0  = \$718 ;
+  assign \port$2195$0  = \$720 ;
+  assign \port$2197$0  = \$722 ;
+  assign \port$2199$0  = \$724 ;
+  assign \port$2201$0  = \$726 ;
+  assign \port$2203$0  = \$728 ;
+  assign \port$2205$0  = \$730 ;
+  assign \port$2207$0  = \$732 ;
+  assign \port$2209$0  = \$734 ;
+  assign \port$2211$0  = \$736 ;
+  assign \port$2213$0  = \$738 ;
+  assign \port$2215$0  = \$740 ;
+  assign \port$2218$0  = \$742 ;
+  assign \port$2220$0  = \$744 ;
+  assign \port$2222$0  = \$746 ;
+  assign \port$2224$0  = \$748 ;
+  assign \port$2226$0  = \$750 ;
+  assign \port$2228$0  = \$752 ;
+  assign \port$2230$0  = \$754 ;
+  assign \port$2232$0  = \$756 ;
+  assign \port$2234$0  = \$758 ;
+  assign \port$2236$0  = \$760 ;
+  assign \port$2238$0  = \$762 ;
+  assign \port$2240$0  = \$764 ;
+  assign \port$2242$0  = \$766 ;
+  assign \port$2244$0  = \$768 ;
+  assign \port$2246$0  = \$770 ;
+  assign \port$2248$0  = \$772 ;
+  assign \port$2250$0  = \$774 ;
+  assign \port$2252$0  = \$776 ;
+  assign \port$2254$0  = \$778 ;
+  assign \port$2256$0  = \$780 ;
+  assign \port$2258$0  = \$782 ;
+  assign \port$2260$0  = \$784 ;
+  assign \port$2262$0  = \$786 ;
+  assign \port$2264$0  = \$788 ;
+  assign \port$2266$0  = \$790 ;
+  assign \port$2268$0  = \$792 ;
+  assign \port$2271$0  = \$794 ;
+  assign \port$2273$0  = \$796 ;
+  assign \port$2275$0  = \$798 ;
+  assign \port$2277$0  = \$800 ;
+  assign \port$2279$0  = \$802 ;
+  assign \port$2281$0  = \$804 ;
+  assign \port$2283$0  = \$806 ;
+  assign \port$2285$0  = \$808 ;
+  assign \port$2287$0  = \$810 ;
+  assign \port$2289$0  = \$812 ;
+  assign \port$2291$0  = \$814 ;
+  assign \port$2293$0  = \$816 ;
+  assign \port$2295$0  = \$818 ;
+  assign \port$2297$0  = \$820 ;
+  assign \port$2299$0  = \$822 ;
+  assign \port$2301$0  = \$824 ;
+  assign \port$2303$0  = \$826 ;
+  assign \port$2305$0  = \$828 ;
+  assign \port$2307$0  = \$830 ;
+  assign \port$2309$0  = \$832 ;
+  assign \port$2311$0  = \$834 ;
+  assign \port$2313$0  = \$836 ;
+  assign \port$2315$0  = \$838 ;
+  assign \port$2317$0  = \$840 ;
+  assign \port$2319$0  = \$842 ;
+  assign \port$2321$0  = \$844 ;
+  assign \port$2324$0  = \$846 ;
+  assign \port$2326$0  = \$848 ;
+  assign \port$2328$0  = \$850 ;
+  assign \port$2330$0  = \$852 ;
+  assign \port$2332$0  = \$854 ;
+  assign \port$2334$0  = \$856 ;
+  assign \port$2336$0  = \$858 ;
+  assign \port$2338$0  = \$860 ;
+  assign \port$2340$0  = \$862 ;
+  assign \port$2342$0  = \$864 ;
+  assign \port$2344$0  = \$866 ;
+  assign \port$2346$0  = \$868 ;
+  assign \port$2348$0  = \$870 ;
+  assign \port$2350$0  = \$872 ;
+  assign \port$2352$0  = \$874 ;
+  assign \port$2354$0  = \$876 ;
+  assign \port$2356$0  = \$878 ;
+  assign \port$2358$0  = \$880 ;
+  assign \port$2360$0  = \$882 ;
+  assign \port$2362$0  = \$884 ;
+  assign \port$2364$0  = \$886 ;
+  assign \port$2366$0  = \$888 ;
+  assign \port$2368$0  = \$890 ;
+  assign \port$2370$0  = \$892 ;
+  assign \port$2372$0  = \$894 ;
+  assign \port$2374$0  = \$896 ;
   assign \beat0_lane0.pending  = beat0_lane0[0];
   assign \beat0_lane0.bank_low  = beat0_lane0[4:1];
   assign \beat0_lane0.bank_high  = beat0_lane0[8:5];
@@ -52378,9 +52639,9 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1536$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7841$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
-, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12733$0 , \axi__bid$102 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
+module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7878$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
+, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12787$0 , \axi__bid$102 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -52698,10 +52959,10 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [31:0] \out.index ;
   wire \out.valid ;
   wire [31:0] passed;
-  output [2:0] \port$12733$0 ;
-  wire [2:0] \port$12733$0 ;
-  output [143:0] \port$7841$0 ;
-  wire [143:0] \port$7841$0 ;
+  output [2:0] \port$12787$0 ;
+  wire [2:0] \port$12787$0 ;
+  output [143:0] \port$7878$0 ;
+  wire [143:0] \port$7878$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -52930,7 +53191,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .busy(busy),
     .clk(clk),
     .error(\error$181 ),
-    .\port$10941$4 (job__params[99:4]),
+    .\port$10978$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -52949,7 +53210,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .error(error),
     .flush(\flush$198 ),
     .idle(\idle$206 ),
-    .\port$10941$104 (job__params[163:104]),
+    .\port$10978$104 (job__params[163:104]),
     .\r_data$40 (\$60 ),
     .\r_en$47 (\axi__bvalid$108 ),
     .rst(rst),
@@ -52958,14 +53219,14 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .wlast(write_axi__wlast)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     chain = 109'h0000000000000000000000000000;
     if (error[0]) begin
       chain = error;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     (* full_case = 32'd1 *)
     if (check_first) begin
       out = \error$182 ;
@@ -52978,7 +53239,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -52988,7 +53249,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \start$189  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -52998,7 +53259,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \start$190  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -53008,7 +53269,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \start$191  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -53018,7 +53279,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     flush = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -53030,7 +53291,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \flush$198  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -53044,7 +53305,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     job__done = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -53060,7 +53321,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$54  = \$41 [31:0];
     casez (fsm_state)
       3'h0:
@@ -53073,14 +53334,14 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$55  = \$45 ;
     if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$56  = job__error;
     casez (fsm_state)
       3'h0:
@@ -53101,7 +53362,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$57  = learn;
     casez (fsm_state)
       3'h0:
@@ -53114,7 +53375,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$58  = threshold;
     casez (fsm_state)
       3'h0:
@@ -53127,7 +53388,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$59  = fsm_state;
     casez (fsm_state)
       3'h0:
@@ -53293,8 +53554,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign record = job__error;
   assign looked_up = \$12 [2:0];
   assign hits = \$28 [2:0];
-  assign \port$7841$0  = \$60 ;
-  assign \port$12733$0  = \$61 ;
+  assign \port$7878$0  = \$60 ;
+  assign \port$12787$0  = \$61 ;
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -53440,7 +53701,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked__ready, addr, row_bytes, start, beats__payload, checked__payload, checked__valid, passed, error, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -53797,7 +54058,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   always @(posedge clk)
     skip <= \$107 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     b_cause0 = 3'h0;
     if (\$7 ) begin
       b_cause0 = 3'h0;
@@ -53810,7 +54071,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     b_cause1 = 3'h0;
     if (\$14 ) begin
       b_cause1 = 3'h0;
@@ -53823,7 +54084,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$72  = \$signal$41 ;
     if (en) begin
       \$72  = beats__valid;
@@ -53836,7 +54097,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$73  = \$signal ;
     if (en) begin
       \$73  = beats__payload[127:0];
@@ -53846,7 +54107,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$74  = \$signal$48 ;
     if (en) begin
       \$74  = beats__payload[129:128];
@@ -53856,7 +54117,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$75  = \$signal$49 ;
     if (en) begin
       \$75  = beats__payload[130];
@@ -53866,7 +54127,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$76  = a_num;
     if (en) begin
       \$76  = n_in;
@@ -53876,7 +54137,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$77  = n_in;
     if (en) begin
       if (beats__valid) begin
@@ -53891,7 +54152,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$78  = \$signal$42 ;
     if (en) begin
       \$78  = \$signal$41 ;
@@ -53904,7 +54165,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$79  = \$signal$6 ;
     if (en) begin
       \$79  = \$signal ;
@@ -53914,7 +54175,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$80  = \$signal$11 ;
     if (en) begin
       \$80  = \$signal$48 ;
@@ -53924,7 +54185,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$81  = \$signal$52 ;
     if (en) begin
       \$81  = \$signal$49 ;
@@ -53934,7 +54195,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$82  = b_num;
     if (en) begin
       \$82  = a_num;
@@ -53944,7 +54205,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$83  = b_bad_key;
     if (en) begin
       \$83  = a_bad_key;
@@ -53954,7 +54215,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$84  = seen_first;
     if (\$45 ) begin
       \$84  = 1'h1;
@@ -53967,7 +54228,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$85  = first_key;
     if (\$45 ) begin
       \$85  = \$48 ;
@@ -53977,7 +54238,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$86  = \$signal$31 ;
     if (en) begin
       \$86  = \$signal$42 ;
@@ -53990,7 +54251,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$87  = \$signal$56 ;
     if (en) begin
       \$87  = \$signal$6 ;
@@ -54000,7 +54261,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$88  = \$signal$29 ;
     if (en) begin
       \$88  = \$signal$11 ;
@@ -54010,7 +54271,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$89  = \$signal$33 ;
     if (en) begin
       \$89  = \$signal$52 ;
@@ -54020,7 +54281,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$90  = c_num;
     if (en) begin
       \$90  = b_num;
@@ -54030,7 +54291,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$91  = c_cause0;
     if (en) begin
       \$91  = b_cause0;
@@ -54040,7 +54301,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$92  = c_cause1;
     if (en) begin
       \$92  = b_cause1;
@@ -54050,7 +54311,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$93  = 1'h0;
     if (\$55 ) begin
       \$93  = 1'h1;
@@ -54063,7 +54324,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$94  = stopped;
     if (\$53 ) begin
       \$94  = 1'h1;
@@ -54076,7 +54337,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$95  = pend_cause;
     if (\$55 ) begin
       \$95  = \$58 ;
@@ -54086,7 +54347,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$96  = pend_num;
     if (\$55 ) begin
       \$96  = c_num;
@@ -54096,7 +54357,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$97  = pend_pos;
     if (\$55 ) begin
       \$97  = bad_one_hot[1];
@@ -54106,7 +54367,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$98  = checked__valid;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54127,7 +54388,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$99  = \$signal$38 ;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54143,7 +54404,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$100  = o_mask;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54159,7 +54420,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$101  = s_valid;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54180,7 +54441,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$102  = \$signal$62 ;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54194,7 +54455,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$103  = s_mask;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54208,7 +54469,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$104  = passed;
     if (\$63 ) begin
       \$104  = \$65 [31:0];
@@ -54221,7 +54482,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$105  = error;
     if (start) begin
       \$105 [0] = 1'h0;
@@ -54238,7 +54499,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$106  = base;
     if (start) begin
       \$106  = { addr[63:4], 4'h0 };
@@ -54248,7 +54509,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     \$107  = skip;
     if (start) begin
       \$107  = addr[3];
@@ -54302,7 +54563,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready, beats__payload, beats__valid, lookups__valid, lookups__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -54402,7 +54663,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
   always @(posedge clk)
     h_mask <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$17  = lookups__valid;
     if (emit) begin
       \$17  = 1'h1;
@@ -54414,7 +54675,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$18  = h_rem;
     if (emit) begin
       \$18  = \$11 ;
@@ -54427,7 +54688,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$19  = lookups__payload;
     if (emit) begin
       \$19 [0] = \$12 ;
@@ -54444,7 +54705,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$20  = h_data;
     if (\$16 ) begin
       \$20  = beats__payload[127:0];
@@ -54454,7 +54715,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$21  = h_mask;
     if (\$16 ) begin
       \$21  = beats__payload[129:128];
@@ -54502,7 +54763,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready, offset, words__valid, words__payload, start, flush, beats__payload, o_valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
   wire [3:0] \$1 ;
   wire [1:0] \$10 ;
   wire [2:0] \$11 ;
@@ -54772,7 +55033,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
   assign \$5  = rem[1] + rem[0];
   assign \$6  = rem[2] + \$5 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54782,7 +55043,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54792,7 +55053,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54802,7 +55063,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54812,7 +55073,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54822,7 +55083,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54832,7 +55093,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54842,7 +55103,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -54852,7 +55113,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$82  = a_valid;
     if (a_free) begin
       \$82  = \$40 ;
@@ -54862,7 +55123,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$83  = a_n;
     if (a_free) begin
       \$83  = \$15 [1:0];
@@ -54872,7 +55133,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$84  = a_words;
     if (a_free) begin
       \$84 [63:0] = \$58 ;
@@ -54883,7 +55144,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$85  = taken;
     if (load) begin
       \$85  = \$74 ;
@@ -54896,7 +55157,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$86  = o_valid;
     if (beats__ready) begin
       \$86  = 1'h0;
@@ -54915,7 +55176,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$87  = o_data;
     if (a_pop) begin
       if (full) begin
@@ -54932,7 +55193,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$88  = o_mask;
     if (a_pop) begin
       if (full) begin
@@ -54948,7 +55209,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$89  = \buf ;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -54965,7 +55226,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$90  = bmask;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -54985,7 +55246,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$91  = fill;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -55005,7 +55266,7 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$92  = flush_wait;
     if (a_pop) begin
     end else if (\$77 ) begin
@@ -55049,8 +55310,8 @@ module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10941$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
-  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
+module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10978$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+  reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -55209,8 +55470,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$10941$4 ;
-  wire [95:0] \port$10941$4 ;
+  input [95:0] \port$10978$4 ;
+  wire [95:0] \port$10978$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -55337,7 +55598,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   \hotline_accelerator.lookup.reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$7353$0 (\$13 ),
+    .\port$7390$0 (\$13 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -55345,14 +55606,14 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     words = 33'h000000000;
     if (\$1 ) begin
       words = \$2 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$66  = busy;
     if (\$20 ) begin
       \$66  = 1'h1;
@@ -55367,7 +55628,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$67  = phase;
     if (\$20 ) begin
       \$67  = 2'h2;
@@ -55383,27 +55644,27 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$10941$4 [95:32];
+      \$68  = \port$10978$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$10941$4 [31:0];
+      \$69  = \port$10978$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$70  = error;
     if (\$20 ) begin
       \$70 [0] = 1'h0;
@@ -55420,7 +55681,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$71  = next_addr;
     if (\$21 ) begin
       \$71  = { l_addr[63:4], 4'h0 };
@@ -55433,7 +55694,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$72  = rx_addr;
     if (\$21 ) begin
       \$72  = { l_addr[63:4], 4'h0 };
@@ -55446,7 +55707,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$73  = beats_to_issue;
     if (\$21 ) begin
       \$73  = \$23 [32:0];
@@ -55459,7 +55720,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$74  = beats_to_emit;
     if (\$21 ) begin
       \$74  = \$25 [32:0];
@@ -55472,7 +55733,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$75  = first_mask;
     if (\$21 ) begin
       \$75  = \$26 [1:0];
@@ -55482,7 +55743,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$76  = rx_pos;
     if (\$21 ) begin
       \$76  = { \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27  };
@@ -55495,7 +55756,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$77  = rx_first;
     if (\$21 ) begin
       \$77  = 1'h1;
@@ -55508,7 +55769,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$78  = last_mask;
     if (\$21 ) begin
       \$78  = \$31 [1:0];
@@ -55518,7 +55779,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$79  = last_beat;
     if (\$32 ) begin
       \$79  = \$33 ;
@@ -55531,7 +55792,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$80  = emit_left;
     if (\$32 ) begin
       \$80  = 1'h1;
@@ -55544,7 +55805,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$81  = head_mask;
     if (\$32 ) begin
       \$81  = \$36 ;
@@ -55557,14 +55818,14 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$82  = \$37 ;
     if (rst) begin
       \$82  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$83  = axi__arvalid;
     if (\$38 ) begin
       \$83  = 1'h0;
@@ -55577,14 +55838,14 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$84  = \$39 ;
     if (rst) begin
       \$84  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$85  = axi__araddr;
     if (issue) begin
       \$85  = next_addr;
@@ -55594,7 +55855,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$86  = axi__arlen;
     if (issue) begin
       \$86  = { \$40 [4], \$40 [4], \$40 [4], \$40  };
@@ -55604,7 +55865,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$87  = \$47 [9:0];
     if (rst) begin
       \$87  = 10'h200;
@@ -55626,8 +55887,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$10941$4 [95:32];
-  assign count = \port$10941$4 [31:0];
+  assign addr = \port$10978$4 [95:32];
+  assign count = \port$10978$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -55648,8 +55909,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
+module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7390$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -55689,8 +55950,8 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$7353$0 ;
-  wire \port$7353$0 ;
+  input \port$7390$0 ;
+  wire \port$7390$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -56230,7 +56491,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7353$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$7390$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -56278,7 +56539,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
   always @(posedge clk)
     r_rdy <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$27  = w_port__addr;
     if (\$4 ) begin
       \$27  = \$5 [8:0];
@@ -56288,7 +56549,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$28  = r_port__addr;
     if (\$8 ) begin
       \$28  = \$9 [8:0];
@@ -56298,7 +56559,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$29  = inner_level;
     if (\$15 ) begin
       \$29  = \$16 [9:0];
@@ -56311,7 +56572,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
     \$30  = r_rdy;
     if (\$26 ) begin
       \$30  = 1'h1;
@@ -56326,15 +56587,15 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7353$0 , r_en, r
   assign level = \$3 [9:0];
   assign r_level = \$3 [9:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7353$0 , \port$0$95  };
-  assign w_data = { \port$7353$0 , \port$0$95  };
+  assign w_port__data = { \port$7390$0 , \port$0$95  };
+  assign w_data = { \port$7390$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10941$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
-  reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
+module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10978$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+  reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -56437,8 +56698,8 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$10941$104 ;
-  wire [59:0] \port$10941$104 ;
+  input [59:0] \port$10978$104 ;
+  wire [59:0] \port$10978$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -56552,8 +56813,8 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
   \hotline_accelerator.lookup.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$12735$0 (off),
-    .\port$12737$0 (chunk),
+    .\port$12789$0 (off),
+    .\port$12791$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -56561,7 +56822,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     .w_rdy(\w_rdy$25 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$42  = w_count;
     if (\$26 ) begin
       \$42  = \$28 [2:0];
@@ -56574,7 +56835,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$43  = error;
     if (start) begin
       \$43 [0] = 1'h0;
@@ -56591,7 +56852,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$36  = axi__awvalid;
     if (axi__awready) begin
       \$36  = 1'h0;
@@ -56604,7 +56865,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$37  = axi__awaddr;
     if (issue) begin
       \$37  = { chunk, off, 4'h0 };
@@ -56614,7 +56875,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$38  = aw_len;
     if (issue) begin
       \$38  = \$13 [2:0];
@@ -56624,33 +56885,33 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$39  = off;
     if (issue) begin
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$10941$104 [2:0];
+      \$39  = \port$10978$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$40  = chunk;
     if (issue) begin
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$10941$104 [59:3];
+      \$40  = \port$10978$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$131 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
     \$41  = \$25 [4:0];
     if (start) begin
       \$41  = 5'h00;
@@ -56680,7 +56941,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$10941$104 , 4'h0 };
+  assign addr = { \port$10978$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -56693,7 +56954,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -56831,7 +57092,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -56841,7 +57102,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -56851,7 +57112,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -56864,7 +57125,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -56885,7 +57146,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en, w_rdy, r_rdy, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -56969,7 +57230,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -56979,7 +57240,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -56989,7 +57250,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -57010,8 +57271,8 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12735$0 , \port$12737$0 , level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
+module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12789$0 , \port$12791$0 , level, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -57035,10 +57296,10 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$12735$0 ;
-  wire [2:0] \port$12735$0 ;
-  input [56:0] \port$12737$0 ;
-  wire [56:0] \port$12737$0 ;
+  input [2:0] \port$12789$0 ;
+  wire [2:0] \port$12789$0 ;
+  input [56:0] \port$12791$0 ;
+  wire [56:0] \port$12791$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -57099,7 +57360,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12737$0 , \port$12735$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$12791$0 , \port$12789$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -57126,7 +57387,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -57136,7 +57397,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -57146,7 +57407,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -57161,16 +57422,16 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12737$0 , \port$12735$0 , 4'h0 };
-  assign w_data = { \port$12737$0 , \port$12735$0 , 4'h0 };
+  assign w_port__data = { \port$12791$0 , \port$12789$0 , 4'h0 };
+  assign w_data = { \port$12791$0 , \port$12789$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$9994$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
+module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10031$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
 , tables__entry, job__start, job__params, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -57407,8 +57668,8 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   wire [3:0] \out.engine ;
   wire [31:0] \out.index ;
   wire \out.valid ;
-  output [128:0] \port$9994$0 ;
-  wire [128:0] \port$9994$0 ;
+  output [128:0] \port$10031$0 ;
+  wire [128:0] \port$10031$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -57586,7 +57847,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .keys__payload(words__payload[28:0]),
     .keys__ready(words__ready),
     .keys__valid(keys__valid),
-    .\port$10941$100 (job__params[179:100]),
+    .\port$10978$100 (job__params[179:100]),
     .\r_data$274 (\$28 ),
     .\r_en$277 (\axi__wready$126 ),
     .\r_en$279 (\axi__bvalid$108 ),
@@ -57609,7 +57870,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .busy(busy),
     .clk(clk),
     .error(\error$179 ),
-    .\port$10941$4 (job__params[99:4]),
+    .\port$10978$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -57625,14 +57886,14 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .words__valid(keys__valid)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     chain = 109'h0000000000000000000000000000;
     if (error[0]) begin
       chain = error;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     (* full_case = 32'd1 *)
     if (check_first) begin
       out = \error$180 ;
@@ -57645,7 +57906,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57663,7 +57924,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \start$187  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57681,7 +57942,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \start$188  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57703,7 +57964,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     stop = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57715,7 +57976,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     job__done = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57733,14 +57994,14 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$24  = \$21 ;
     if (rst) begin
       \$24  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$25  = job__error;
     casez (fsm_state)
       3'h0:
@@ -57761,7 +58022,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$26  = check_pass;
     casez (fsm_state)
       3'h0:
@@ -57780,7 +58041,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$27  = fsm_state;
     casez (fsm_state)
       3'h0:
@@ -57948,7 +58209,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   assign buf_addr = job__params[163:100];
   assign \row_bytes$172  = job__params[179:164];
   assign record = job__error;
-  assign \port$9994$0  = \$28 ;
+  assign \port$10031$0  = \$28 ;
   assign tables__2__table = words__payload[28:24];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
@@ -58027,7 +58288,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en, tables__0__table, tables__1__table, busy, tables__0__entry, tables__1__entry, addr, row_bytes, start, beats__payload, checked__payload, checked__valid, error, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -58395,7 +58656,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   always @(posedge clk)
     skip <= \$107 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     b_cause0 = 3'h0;
     if (\$7 ) begin
       b_cause0 = 3'h0;
@@ -58408,7 +58669,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     b_cause1 = 3'h0;
     if (\$14 ) begin
       b_cause1 = 3'h0;
@@ -58421,7 +58682,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$72  = \$signal$41 ;
     if (en) begin
       \$72  = beats__valid;
@@ -58434,7 +58695,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$73  = \$signal ;
     if (en) begin
       \$73  = beats__payload[127:0];
@@ -58444,7 +58705,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$74  = \$signal$48 ;
     if (en) begin
       \$74  = beats__payload[129:128];
@@ -58454,7 +58715,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$75  = \$signal$49 ;
     if (en) begin
       \$75  = beats__payload[130];
@@ -58464,7 +58725,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$76  = a_num;
     if (en) begin
       \$76  = n_in;
@@ -58474,7 +58735,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$77  = n_in;
     if (en) begin
       if (beats__valid) begin
@@ -58489,7 +58750,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$78  = \$signal$42 ;
     if (en) begin
       \$78  = \$signal$41 ;
@@ -58502,7 +58763,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$79  = \$signal$6 ;
     if (en) begin
       \$79  = \$signal ;
@@ -58512,7 +58773,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$80  = \$signal$11 ;
     if (en) begin
       \$80  = \$signal$48 ;
@@ -58522,7 +58783,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$81  = \$signal$52 ;
     if (en) begin
       \$81  = \$signal$49 ;
@@ -58532,7 +58793,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$82  = b_num;
     if (en) begin
       \$82  = a_num;
@@ -58542,7 +58803,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$83  = b_bad_key;
     if (en) begin
       \$83  = a_bad_key;
@@ -58552,7 +58813,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$84  = seen_first;
     if (\$45 ) begin
       \$84  = 1'h1;
@@ -58565,7 +58826,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$85  = first_key;
     if (\$45 ) begin
       \$85  = \$48 ;
@@ -58575,7 +58836,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$86  = \$signal$31 ;
     if (en) begin
       \$86  = \$signal$42 ;
@@ -58588,7 +58849,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$87  = \$signal$56 ;
     if (en) begin
       \$87  = \$signal$6 ;
@@ -58598,7 +58859,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$88  = \$signal$29 ;
     if (en) begin
       \$88  = \$signal$11 ;
@@ -58608,7 +58869,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$89  = \$signal$33 ;
     if (en) begin
       \$89  = \$signal$52 ;
@@ -58618,7 +58879,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$90  = c_num;
     if (en) begin
       \$90  = b_num;
@@ -58628,7 +58889,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$91  = c_cause0;
     if (en) begin
       \$91  = b_cause0;
@@ -58638,7 +58899,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$92  = c_cause1;
     if (en) begin
       \$92  = b_cause1;
@@ -58648,7 +58909,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$93  = 1'h0;
     if (\$55 ) begin
       \$93  = 1'h1;
@@ -58661,7 +58922,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$94  = stopped;
     if (\$53 ) begin
       \$94  = 1'h1;
@@ -58674,7 +58935,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$95  = pend_cause;
     if (\$55 ) begin
       \$95  = \$58 ;
@@ -58684,7 +58945,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$96  = pend_num;
     if (\$55 ) begin
       \$96  = c_num;
@@ -58694,7 +58955,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$97  = pend_pos;
     if (\$55 ) begin
       \$97  = bad_one_hot[1];
@@ -58704,7 +58965,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$98  = checked__valid;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -58725,7 +58986,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$99  = \$signal$38 ;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -58741,7 +59002,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$100  = o_mask;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -58757,7 +59018,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$101  = s_valid;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -58778,7 +59039,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$102  = \$signal$62 ;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -58792,7 +59053,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$103  = s_mask;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -58806,7 +59067,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$104  = passed;
     if (\$63 ) begin
       \$104  = \$65 [31:0];
@@ -58819,7 +59080,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$105  = error;
     if (start) begin
       \$105 [0] = 1'h0;
@@ -58836,7 +59097,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$106  = base;
     if (start) begin
       \$106  = { addr[63:4], 4'h0 };
@@ -58846,7 +59107,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$107  = skip;
     if (start) begin
       \$107  = addr[3];
@@ -58889,9 +59150,9 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, r_rdy, \r_data$274 , axi__arready, axi__rvalid, axi__awready, \r_en$277 , \r_en$279 , tables__entry, count, \port$10941$100 , start, stop
+module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, r_rdy, \r_data$274 , axi__arready, axi__rvalid, axi__awready, \r_en$277 , \r_en$279 , tables__entry, count, \port$10978$100 , start, stop
 , keys__payload, error, axi__arvalid, axi__arid, axi__araddr, axi__arlen, axi__awvalid, axi__awaddr, axi__awlen, done, axi__bresp);
-  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [3:0] \$100 ;
@@ -60256,8 +60517,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire [3:0] \meta_wr__data.beats ;
   wire [63:0] \meta_wr__data.dst ;
   wire meta_wr__en;
-  input [79:0] \port$10941$100 ;
-  wire [79:0] \port$10941$100 ;
+  input [79:0] \port$10978$100 ;
+  wire [79:0] \port$10978$100 ;
   reg r_bad = 1'h0;
   reg [2:0] r_beat;
   reg [2:0] r_count0 = 3'h0;
@@ -63239,8 +63500,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   \hotline_accelerator.rows.mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$264 ),
-    .\port$13279$0 (rd_last),
-    .\port$9882$0 (slot_rd__data),
+    .\port$13333$0 (rd_last),
+    .\port$9919$0 (slot_rd__data),
     .r_data(\r_data$274 ),
     .r_en(\r_en$277 ),
     .r_rdy(r_rdy),
@@ -63249,8 +63510,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   );
   \hotline_accelerator.rows.mover.wpend  wpend (
     .clk(clk),
-    .\port$13273$0 (aw_slot),
-    .\port$13275$0 (aw_beats),
+    .\port$13327$0 (aw_slot),
+    .\port$13329$0 (aw_beats),
     .r_data(\r_data$209 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$265 ),
@@ -63267,7 +63528,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     .w_port__data(axi__awaddr)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     (* full_case = 32'd1 *)
     casez (r_id)
       7'h00:
@@ -63529,7 +63790,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1066  = busy;
     if (\$2 ) begin
       \$1066  = 1'h1;
@@ -63542,7 +63803,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1067  = c_gather;
     if (\$2 ) begin
       \$1067  = gather;
@@ -63552,17 +63813,17 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1068  = c_row_bytes;
     if (\$2 ) begin
-      \$1068  = \port$10941$100 [79:64];
+      \$1068  = \port$10978$100 [79:64];
     end
     if (rst) begin
       \$1068  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1069  = c_row_beats;
     if (\$2 ) begin
       \$1069  = \$3 [6:0];
@@ -63572,7 +63833,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1070  = keys_left;
     if (\$2 ) begin
       \$1070  = count;
@@ -63585,10 +63846,10 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1071  = buf_ptr;
     if (\$2 ) begin
-      \$1071  = \port$10941$100 [63:0];
+      \$1071  = \port$10978$100 [63:0];
     end
     if (take) begin
       \$1071  = \$4 [63:0];
@@ -63598,7 +63859,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1072  = error;
     if (\$2 ) begin
       \$1072  = 109'h0000000000000000000000000000;
@@ -63615,14 +63876,14 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1073  = take;
     if (rst) begin
       \$1073  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1074  = a_base;
     if (a_new) begin
       \$1074  = tables__entry[63:0];
@@ -63632,7 +63893,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1075  = a_stride;
     if (a_new) begin
       \$1075  = tables__entry[95:64];
@@ -63642,7 +63903,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1076  = a_v;
     if (take) begin
       \$1076  = 1'h1;
@@ -63654,7 +63915,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1077  = a_row;
     if (take) begin
       \$1077  = keys__payload[23:0];
@@ -63664,7 +63925,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1078  = a_buf;
     if (take) begin
       \$1078  = buf_ptr;
@@ -63674,7 +63935,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1079  = b_v;
     if (a_adv) begin
       \$1079  = 1'h1;
@@ -63686,7 +63947,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1080  = b_row;
     if (a_adv) begin
       \$1080  = a_row;
@@ -63696,7 +63957,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1081  = b_buf;
     if (a_adv) begin
       \$1081  = a_buf;
@@ -63706,7 +63967,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1082  = b_base;
     if (a_adv) begin
       \$1082  = \$6 ;
@@ -63716,7 +63977,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1083  = b_stride;
     if (a_adv) begin
       \$1083  = \$7 ;
@@ -63726,7 +63987,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1084  = c_v;
     if (b_adv) begin
       \$1084  = 1'h1;
@@ -63738,7 +63999,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1085  = c_table;
     if (b_adv) begin
       \$1085  = \$9 [63:0];
@@ -63748,7 +64009,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1086  = c_buf;
     if (b_adv) begin
       \$1086  = b_buf;
@@ -63758,7 +64019,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1087  = axi__arvalid;
     if (ar_load) begin
       \$1087  = 1'h1;
@@ -63770,7 +64031,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1088  = axi__arid;
     if (ar_load) begin
       \$1088  = free_id;
@@ -63780,7 +64041,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1089  = axi__araddr;
     if (ar_load) begin
       \$1089  = row_src;
@@ -63790,7 +64051,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1090  = axi__arlen;
     if (ar_load) begin
       \$1090  = { \$10 [4], \$10 [4], \$10 [4], \$10  };
@@ -63800,7 +64061,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1091  = row_src;
     if (ar_load) begin
       \$1091  = \$12 [63:0];
@@ -63815,7 +64076,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1092  = row_dst;
     if (ar_load) begin
       \$1092  = \$14 [63:0];
@@ -63830,7 +64091,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1093  = row_left;
     if (ar_load) begin
       \$1093  = \$15 [6:0];
@@ -63845,7 +64106,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1094  = row_v;
     if (row_free) begin
       \$1094  = c_v;
@@ -63855,49 +64116,49 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1095  = axi__rvalid;
     if (rst) begin
       \$1095  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1096  = axi__rid;
     if (rst) begin
       \$1096  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1097  = axi__rdata;
     if (rst) begin
       \$1097  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1098  = axi__rresp;
     if (rst) begin
       \$1098  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1099  = axi__rresp[1];
     if (rst) begin
       \$1099  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1100  = axi__rlast;
     if (rst) begin
       \$1100  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1101  = r_count0;
     if (\$19 ) begin
       \$1101  = \$21 [2:0];
@@ -63907,7 +64168,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1102  = slot_err;
     if (\$19 ) begin
       if (r_last) begin
@@ -64810,7 +65071,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1103  = r_count1;
     if (\$23 ) begin
       \$1103  = \$25 [2:0];
@@ -64820,7 +65081,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1104  = r_count2;
     if (\$27 ) begin
       \$1104  = \$29 [2:0];
@@ -64830,7 +65091,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1105  = r_count3;
     if (\$31 ) begin
       \$1105  = \$33 [2:0];
@@ -64840,7 +65101,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1106  = r_count4;
     if (\$35 ) begin
       \$1106  = \$37 [2:0];
@@ -64850,7 +65111,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1107  = r_count5;
     if (\$39 ) begin
       \$1107  = \$41 [2:0];
@@ -64860,7 +65121,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1108  = r_count6;
     if (\$43 ) begin
       \$1108  = \$45 [2:0];
@@ -64870,7 +65131,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1109  = r_count7;
     if (\$47 ) begin
       \$1109  = \$49 [2:0];
@@ -64880,7 +65141,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1110  = r_count8;
     if (\$51 ) begin
       \$1110  = \$53 [2:0];
@@ -64890,7 +65151,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1111  = r_count9;
     if (\$55 ) begin
       \$1111  = \$57 [2:0];
@@ -64900,7 +65161,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1112  = r_count10;
     if (\$59 ) begin
       \$1112  = \$61 [2:0];
@@ -64910,7 +65171,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1113  = r_count11;
     if (\$63 ) begin
       \$1113  = \$65 [2:0];
@@ -64920,7 +65181,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1114  = r_count12;
     if (\$67 ) begin
       \$1114  = \$69 [2:0];
@@ -64930,7 +65191,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1115  = r_count13;
     if (\$71 ) begin
       \$1115  = \$73 [2:0];
@@ -64940,7 +65201,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1116  = r_count14;
     if (\$75 ) begin
       \$1116  = \$77 [2:0];
@@ -64950,7 +65211,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1117  = r_count15;
     if (\$79 ) begin
       \$1117  = \$81 [2:0];
@@ -64960,7 +65221,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1118  = r_count16;
     if (\$83 ) begin
       \$1118  = \$85 [2:0];
@@ -64970,7 +65231,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1119  = r_count17;
     if (\$87 ) begin
       \$1119  = \$89 [2:0];
@@ -64980,7 +65241,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1120  = r_count18;
     if (\$91 ) begin
       \$1120  = \$93 [2:0];
@@ -64990,7 +65251,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1121  = r_count19;
     if (\$95 ) begin
       \$1121  = \$97 [2:0];
@@ -65000,7 +65261,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1122  = r_count20;
     if (\$99 ) begin
       \$1122  = \$101 [2:0];
@@ -65010,7 +65271,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1123  = r_count21;
     if (\$103 ) begin
       \$1123  = \$105 [2:0];
@@ -65020,7 +65281,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1124  = r_count22;
     if (\$107 ) begin
       \$1124  = \$109 [2:0];
@@ -65030,7 +65291,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1125  = r_count23;
     if (\$111 ) begin
       \$1125  = \$113 [2:0];
@@ -65040,7 +65301,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1126  = r_count24;
     if (\$115 ) begin
       \$1126  = \$117 [2:0];
@@ -65050,7 +65311,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1127  = r_count25;
     if (\$119 ) begin
       \$1127  = \$121 [2:0];
@@ -65060,7 +65321,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1128  = r_count26;
     if (\$123 ) begin
       \$1128  = \$125 [2:0];
@@ -65070,7 +65331,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1129  = r_count27;
     if (\$127 ) begin
       \$1129  = \$129 [2:0];
@@ -65080,7 +65341,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1130  = r_count28;
     if (\$131 ) begin
       \$1130  = \$133 [2:0];
@@ -65090,7 +65351,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1131  = r_count29;
     if (\$135 ) begin
       \$1131  = \$137 [2:0];
@@ -65100,7 +65361,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1132  = r_count30;
     if (\$139 ) begin
       \$1132  = \$141 [2:0];
@@ -65110,7 +65371,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1133  = r_count31;
     if (\$143 ) begin
       \$1133  = \$145 [2:0];
@@ -65120,7 +65381,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1134  = r_count32;
     if (\$147 ) begin
       \$1134  = \$149 [2:0];
@@ -65130,7 +65391,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1135  = r_count33;
     if (\$151 ) begin
       \$1135  = \$153 [2:0];
@@ -65140,7 +65401,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1136  = r_count34;
     if (\$155 ) begin
       \$1136  = \$157 [2:0];
@@ -65150,7 +65411,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1137  = r_count35;
     if (\$159 ) begin
       \$1137  = \$161 [2:0];
@@ -65160,7 +65421,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1138  = r_count36;
     if (\$163 ) begin
       \$1138  = \$165 [2:0];
@@ -65170,7 +65431,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1139  = r_count37;
     if (\$167 ) begin
       \$1139  = \$169 [2:0];
@@ -65180,7 +65441,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1140  = r_count38;
     if (\$171 ) begin
       \$1140  = \$173 [2:0];
@@ -65190,7 +65451,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1141  = r_count39;
     if (\$175 ) begin
       \$1141  = \$177 [2:0];
@@ -65200,7 +65461,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1142  = r_count40;
     if (\$179 ) begin
       \$1142  = \$181 [2:0];
@@ -65210,7 +65471,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1143  = r_count41;
     if (\$183 ) begin
       \$1143  = \$185 [2:0];
@@ -65220,7 +65481,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1144  = r_count42;
     if (\$187 ) begin
       \$1144  = \$189 [2:0];
@@ -65230,7 +65491,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1145  = r_count43;
     if (\$191 ) begin
       \$1145  = \$193 [2:0];
@@ -65240,7 +65501,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1146  = r_count44;
     if (\$195 ) begin
       \$1146  = \$197 [2:0];
@@ -65250,7 +65511,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1147  = r_count45;
     if (\$199 ) begin
       \$1147  = \$201 [2:0];
@@ -65260,7 +65521,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1148  = r_count46;
     if (\$203 ) begin
       \$1148  = \$205 [2:0];
@@ -65270,7 +65531,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1149  = r_count47;
     if (\$207 ) begin
       \$1149  = \$209 [2:0];
@@ -65280,7 +65541,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1150  = r_count48;
     if (\$211 ) begin
       \$1150  = \$213 [2:0];
@@ -65290,7 +65551,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1151  = r_count49;
     if (\$215 ) begin
       \$1151  = \$217 [2:0];
@@ -65300,7 +65561,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1152  = r_count50;
     if (\$219 ) begin
       \$1152  = \$221 [2:0];
@@ -65310,7 +65571,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1153  = r_count51;
     if (\$223 ) begin
       \$1153  = \$225 [2:0];
@@ -65320,7 +65581,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1154  = r_count52;
     if (\$227 ) begin
       \$1154  = \$229 [2:0];
@@ -65330,7 +65591,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1155  = r_count53;
     if (\$231 ) begin
       \$1155  = \$233 [2:0];
@@ -65340,7 +65601,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1156  = r_count54;
     if (\$235 ) begin
       \$1156  = \$237 [2:0];
@@ -65350,7 +65611,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1157  = r_count55;
     if (\$239 ) begin
       \$1157  = \$241 [2:0];
@@ -65360,7 +65621,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1158  = r_count56;
     if (\$243 ) begin
       \$1158  = \$245 [2:0];
@@ -65370,7 +65631,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1159  = r_count57;
     if (\$247 ) begin
       \$1159  = \$249 [2:0];
@@ -65380,7 +65641,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1160  = r_count58;
     if (\$251 ) begin
       \$1160  = \$253 [2:0];
@@ -65390,7 +65651,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1161  = r_count59;
     if (\$255 ) begin
       \$1161  = \$257 [2:0];
@@ -65400,7 +65661,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1162  = r_count60;
     if (\$259 ) begin
       \$1162  = \$261 [2:0];
@@ -65410,7 +65671,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1163  = r_count61;
     if (\$263 ) begin
       \$1163  = \$265 [2:0];
@@ -65420,7 +65681,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1164  = r_count62;
     if (\$267 ) begin
       \$1164  = \$269 [2:0];
@@ -65430,7 +65691,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1165  = r_count63;
     if (\$271 ) begin
       \$1165  = \$273 [2:0];
@@ -65440,7 +65701,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1166  = r_count64;
     if (\$275 ) begin
       \$1166  = \$277 [2:0];
@@ -65450,7 +65711,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1167  = r_count65;
     if (\$279 ) begin
       \$1167  = \$281 [2:0];
@@ -65460,7 +65721,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1168  = r_count66;
     if (\$283 ) begin
       \$1168  = \$285 [2:0];
@@ -65470,7 +65731,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1169  = r_count67;
     if (\$287 ) begin
       \$1169  = \$289 [2:0];
@@ -65480,7 +65741,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1170  = r_count68;
     if (\$291 ) begin
       \$1170  = \$293 [2:0];
@@ -65490,7 +65751,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1171  = r_count69;
     if (\$295 ) begin
       \$1171  = \$297 [2:0];
@@ -65500,7 +65761,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1172  = r_count70;
     if (\$299 ) begin
       \$1172  = \$301 [2:0];
@@ -65510,7 +65771,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1173  = r_count71;
     if (\$303 ) begin
       \$1173  = \$305 [2:0];
@@ -65520,7 +65781,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1174  = r_count72;
     if (\$307 ) begin
       \$1174  = \$309 [2:0];
@@ -65530,7 +65791,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1175  = r_count73;
     if (\$311 ) begin
       \$1175  = \$313 [2:0];
@@ -65540,7 +65801,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1176  = r_count74;
     if (\$315 ) begin
       \$1176  = \$317 [2:0];
@@ -65550,7 +65811,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1177  = r_count75;
     if (\$319 ) begin
       \$1177  = \$321 [2:0];
@@ -65560,7 +65821,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1178  = r_count76;
     if (\$323 ) begin
       \$1178  = \$325 [2:0];
@@ -65570,7 +65831,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1179  = r_count77;
     if (\$327 ) begin
       \$1179  = \$329 [2:0];
@@ -65580,7 +65841,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1180  = r_count78;
     if (\$331 ) begin
       \$1180  = \$333 [2:0];
@@ -65590,7 +65851,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1181  = r_count79;
     if (\$335 ) begin
       \$1181  = \$337 [2:0];
@@ -65600,7 +65861,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1182  = r_count80;
     if (\$339 ) begin
       \$1182  = \$341 [2:0];
@@ -65610,7 +65871,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1183  = r_count81;
     if (\$343 ) begin
       \$1183  = \$345 [2:0];
@@ -65620,7 +65881,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1184  = r_count82;
     if (\$347 ) begin
       \$1184  = \$349 [2:0];
@@ -65630,7 +65891,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1185  = r_count83;
     if (\$351 ) begin
       \$1185  = \$353 [2:0];
@@ -65640,7 +65901,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1186  = r_count84;
     if (\$355 ) begin
       \$1186  = \$357 [2:0];
@@ -65650,7 +65911,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1187  = r_count85;
     if (\$359 ) begin
       \$1187  = \$361 [2:0];
@@ -65660,7 +65921,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1188  = r_count86;
     if (\$363 ) begin
       \$1188  = \$365 [2:0];
@@ -65670,7 +65931,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1189  = r_count87;
     if (\$367 ) begin
       \$1189  = \$369 [2:0];
@@ -65680,7 +65941,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1190  = r_count88;
     if (\$371 ) begin
       \$1190  = \$373 [2:0];
@@ -65690,7 +65951,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1191  = r_count89;
     if (\$375 ) begin
       \$1191  = \$377 [2:0];
@@ -65700,7 +65961,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1192  = r_count90;
     if (\$379 ) begin
       \$1192  = \$381 [2:0];
@@ -65710,7 +65971,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1193  = r_count91;
     if (\$383 ) begin
       \$1193  = \$385 [2:0];
@@ -65720,7 +65981,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1194  = r_count92;
     if (\$387 ) begin
       \$1194  = \$389 [2:0];
@@ -65730,7 +65991,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1195  = r_count93;
     if (\$391 ) begin
       \$1195  = \$393 [2:0];
@@ -65740,7 +66001,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1196  = r_count94;
     if (\$395 ) begin
       \$1196  = \$397 [2:0];
@@ -65750,7 +66011,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1197  = r_count95;
     if (\$399 ) begin
       \$1197  = \$401 [2:0];
@@ -65760,7 +66021,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1198  = r_count96;
     if (\$403 ) begin
       \$1198  = \$405 [2:0];
@@ -65770,7 +66031,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1199  = r_count97;
     if (\$407 ) begin
       \$1199  = \$409 [2:0];
@@ -65780,7 +66041,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1200  = r_count98;
     if (\$411 ) begin
       \$1200  = \$413 [2:0];
@@ -65790,7 +66051,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1201  = r_count99;
     if (\$415 ) begin
       \$1201  = \$417 [2:0];
@@ -65800,7 +66061,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1202  = r_count100;
     if (\$419 ) begin
       \$1202  = \$421 [2:0];
@@ -65810,7 +66071,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1203  = r_count101;
     if (\$423 ) begin
       \$1203  = \$425 [2:0];
@@ -65820,7 +66081,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1204  = r_count102;
     if (\$427 ) begin
       \$1204  = \$429 [2:0];
@@ -65830,7 +66091,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1205  = r_count103;
     if (\$431 ) begin
       \$1205  = \$433 [2:0];
@@ -65840,7 +66101,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1206  = r_count104;
     if (\$435 ) begin
       \$1206  = \$437 [2:0];
@@ -65850,7 +66111,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1207  = r_count105;
     if (\$439 ) begin
       \$1207  = \$441 [2:0];
@@ -65860,7 +66121,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1208  = r_count106;
     if (\$443 ) begin
       \$1208  = \$445 [2:0];
@@ -65870,7 +66131,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1209  = r_count107;
     if (\$447 ) begin
       \$1209  = \$449 [2:0];
@@ -65880,7 +66141,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1210  = r_count108;
     if (\$451 ) begin
       \$1210  = \$453 [2:0];
@@ -65890,7 +66151,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1211  = r_count109;
     if (\$455 ) begin
       \$1211  = \$457 [2:0];
@@ -65900,7 +66161,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1212  = r_count110;
     if (\$459 ) begin
       \$1212  = \$461 [2:0];
@@ -65910,7 +66171,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1213  = r_count111;
     if (\$463 ) begin
       \$1213  = \$465 [2:0];
@@ -65920,7 +66181,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1214  = r_count112;
     if (\$467 ) begin
       \$1214  = \$469 [2:0];
@@ -65930,7 +66191,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1215  = r_count113;
     if (\$471 ) begin
       \$1215  = \$473 [2:0];
@@ -65940,7 +66201,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1216  = r_count114;
     if (\$475 ) begin
       \$1216  = \$477 [2:0];
@@ -65950,7 +66211,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1217  = r_count115;
     if (\$479 ) begin
       \$1217  = \$481 [2:0];
@@ -65960,7 +66221,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1218  = r_count116;
     if (\$483 ) begin
       \$1218  = \$485 [2:0];
@@ -65970,7 +66231,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1219  = r_count117;
     if (\$487 ) begin
       \$1219  = \$489 [2:0];
@@ -65980,7 +66241,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1220  = r_count118;
     if (\$491 ) begin
       \$1220  = \$493 [2:0];
@@ -65990,7 +66251,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1221  = r_count119;
     if (\$495 ) begin
       \$1221  = \$497 [2:0];
@@ -66000,7 +66261,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1222  = r_count120;
     if (\$499 ) begin
       \$1222  = \$501 [2:0];
@@ -66010,7 +66271,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1223  = r_count121;
     if (\$503 ) begin
       \$1223  = \$505 [2:0];
@@ -66020,7 +66281,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1224  = r_count122;
     if (\$507 ) begin
       \$1224  = \$509 [2:0];
@@ -66030,7 +66291,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1225  = r_count123;
     if (\$511 ) begin
       \$1225  = \$513 [2:0];
@@ -66040,7 +66301,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1226  = r_count124;
     if (\$515 ) begin
       \$1226  = \$517 [2:0];
@@ -66050,7 +66311,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1227  = r_count125;
     if (\$519 ) begin
       \$1227  = \$521 [2:0];
@@ -66060,7 +66321,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1228  = r_count126;
     if (\$523 ) begin
       \$1228  = \$525 [2:0];
@@ -66070,7 +66331,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1229  = r_count127;
     if (\$527 ) begin
       \$1229  = \$529 [2:0];
@@ -66080,7 +66341,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1230  = meta_v;
     if (meta_pop) begin
       \$1230  = 1'h1;
@@ -66092,7 +66353,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1231  = meta_id;
     if (meta_pop) begin
       \$1231  = \r_data$192 ;
@@ -66102,7 +66363,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1232  = axi__awvalid;
     if (aw_load) begin
       \$1232  = 1'h1;
@@ -66114,7 +66375,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1233  = axi__awaddr;
     if (aw_load) begin
       \$1233  = meta_rd__data[63:0];
@@ -66124,7 +66385,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1234  = axi__awlen;
     if (aw_load) begin
       \$1234  = { \$530 [4], \$530 [4], \$530 [4], \$530  };
@@ -66134,7 +66395,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1235  = aw_slot;
     if (aw_load) begin
       \$1235  = meta_id;
@@ -66144,7 +66405,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1236  = aw_beats;
     if (aw_load) begin
       \$1236  = meta_rd__data[67:64];
@@ -66154,21 +66415,21 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1237  = w_issue;
     if (rst) begin
       \$1237  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1238  = \$531 ;
     if (rst) begin
       \$1238  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1239  = w_beat;
     if (w_issue) begin
       \$1239  = \$532 [2:0];
@@ -66181,7 +66442,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1240  = w_active;
     if (w_next) begin
       \$1240  = 1'h1;
@@ -66193,7 +66454,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1241  = w_slot;
     if (w_next) begin
       \$1241  = \r_data$209 [6:0];
@@ -66203,7 +66464,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1242  = w_beats;
     if (w_next) begin
       \$1242  = \r_data$209 [10:7];
@@ -66213,14 +66474,14 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1243  = \$543 [127:0];
     if (rst) begin
       \$1243  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1244  = 1'h0;
     if (\$575 ) begin
       \$1244  = 1'h1;
@@ -66230,21 +66491,21 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     r_free = 1'h0;
     if (\$1051 ) begin
       r_free = burst_bad;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     w_en = 1'h0;
     if (\$1051 ) begin
       w_en = \$1052 ;
     end
   end
-  assign row_bytes = \port$10941$100 [79:64];
-  assign buf_addr = \port$10941$100 [63:0];
+  assign row_bytes = \port$10978$100 [79:64];
+  assign buf_addr = \port$10978$100 [63:0];
   assign chunk = \$1040 [3:0];
   assign free_id_index = free_id;
   assign tables__table = keys__payload[28:24];
@@ -66311,14 +66572,14 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign free_id[2] = \$768 ;
   assign free_id[1] = \$705 ;
   assign free_id[0] = \$642 ;
-  assign \$3  = { 4'h0, \port$10941$100 [79:68] };
+  assign \$3  = { 4'h0, \port$10978$100 [79:68] };
   assign \$11  = { 3'h0, \$1040 [3:0], 4'h0 };
   assign \$13  = { 3'h0, \$1040 [3:0], 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66525,7 +66786,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -66535,7 +66796,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -66545,7 +66806,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -66566,8 +66827,8 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data, r_en, w_en, \port$13279$0 , level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
+module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data, r_en, w_en, \port$13333$0 , level, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66591,10 +66852,10 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input \port$13279$0 ;
-  wire \port$13279$0 ;
-  input [127:0] \port$9882$0 ;
-  wire [127:0] \port$9882$0 ;
+  input \port$13333$0 ;
+  wire \port$13333$0 ;
+  input [127:0] \port$9919$0 ;
+  wire [127:0] \port$9919$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -66627,7 +66888,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13279$0 , \port$9882$0  };
+      storage[w_port__addr] <= { \port$13333$0 , \port$9919$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -66654,7 +66915,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -66664,7 +66925,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -66674,7 +66935,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -66689,15 +66950,15 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9882$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13279$0 , \port$9882$0  };
-  assign w_data = { \port$13279$0 , \port$9882$0  };
+  assign w_port__data = { \port$13333$0 , \port$9919$0  };
+  assign w_data = { \port$13333$0 , \port$9919$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13273$0 , \port$13275$0 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
+module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13327$0 , \port$13329$0 , clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66720,10 +66981,10 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13273$0 ;
-  wire [6:0] \port$13273$0 ;
-  input [3:0] \port$13275$0 ;
-  wire [3:0] \port$13275$0 ;
+  input [6:0] \port$13327$0 ;
+  wire [6:0] \port$13327$0 ;
+  input [3:0] \port$13329$0 ;
+  wire [3:0] \port$13329$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -66880,7 +67141,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13275$0 , \port$13273$0  };
+      storage[w_port__addr] <= { \port$13329$0 , \port$13327$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -66907,7 +67168,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -66917,7 +67178,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -66927,7 +67188,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -66942,15 +67203,15 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13275$0 , \port$13273$0  };
-  assign w_data = { \port$13275$0 , \port$13273$0  };
+  assign w_port__data = { \port$13329$0 , \port$13327$0  };
+  assign w_data = { \port$13329$0 , \port$13327$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -67157,7 +67418,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -67167,7 +67428,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -67177,7 +67438,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -67198,8 +67459,8 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10941$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
-  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
+module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10978$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+  reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -67358,8 +67619,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$10941$4 ;
-  wire [95:0] \port$10941$4 ;
+  input [95:0] \port$10978$4 ;
+  wire [95:0] \port$10978$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -67486,7 +67747,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   \hotline_accelerator.rows.reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$7972$0 (\$13 ),
+    .\port$8009$0 (\$13 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -67494,14 +67755,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     words = 33'h000000000;
     if (\$1 ) begin
       words = \$2 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$66  = busy;
     if (\$20 ) begin
       \$66  = 1'h1;
@@ -67516,7 +67777,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$67  = phase;
     if (\$20 ) begin
       \$67  = 2'h2;
@@ -67532,27 +67793,27 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$10941$4 [95:32];
+      \$68  = \port$10978$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$10941$4 [31:0];
+      \$69  = \port$10978$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$70  = error;
     if (\$20 ) begin
       \$70 [0] = 1'h0;
@@ -67569,7 +67830,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$71  = next_addr;
     if (\$21 ) begin
       \$71  = { l_addr[63:4], 4'h0 };
@@ -67582,7 +67843,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$72  = rx_addr;
     if (\$21 ) begin
       \$72  = { l_addr[63:4], 4'h0 };
@@ -67595,7 +67856,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$73  = beats_to_issue;
     if (\$21 ) begin
       \$73  = \$23 [32:0];
@@ -67608,7 +67869,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$74  = beats_to_emit;
     if (\$21 ) begin
       \$74  = \$25 [32:0];
@@ -67621,7 +67882,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$75  = first_mask;
     if (\$21 ) begin
       \$75  = \$26 [1:0];
@@ -67631,7 +67892,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$76  = rx_pos;
     if (\$21 ) begin
       \$76  = { \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27  };
@@ -67644,7 +67905,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$77  = rx_first;
     if (\$21 ) begin
       \$77  = 1'h1;
@@ -67657,7 +67918,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$78  = last_mask;
     if (\$21 ) begin
       \$78  = \$31 [1:0];
@@ -67667,7 +67928,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$79  = last_beat;
     if (\$32 ) begin
       \$79  = \$33 ;
@@ -67680,7 +67941,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$80  = emit_left;
     if (\$32 ) begin
       \$80  = 1'h1;
@@ -67693,7 +67954,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$81  = head_mask;
     if (\$32 ) begin
       \$81  = \$36 ;
@@ -67706,14 +67967,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$82  = \$37 ;
     if (rst) begin
       \$82  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$83  = axi__arvalid;
     if (\$38 ) begin
       \$83  = 1'h0;
@@ -67726,14 +67987,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$84  = \$39 ;
     if (rst) begin
       \$84  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$85  = axi__araddr;
     if (issue) begin
       \$85  = next_addr;
@@ -67743,7 +68004,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$86  = axi__arlen;
     if (issue) begin
       \$86  = { \$40 [4], \$40 [4], \$40 [4], \$40  };
@@ -67753,7 +68014,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$87  = \$47 [9:0];
     if (rst) begin
       \$87  = 10'h200;
@@ -67775,8 +68036,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$10941$4 [95:32];
-  assign count = \port$10941$4 [31:0];
+  assign addr = \port$10978$4 [95:32];
+  assign count = \port$10978$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -67797,8 +68058,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
+module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -67838,8 +68099,8 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$7972$0 ;
-  wire \port$7972$0 ;
+  input \port$8009$0 ;
+  wire \port$8009$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -68379,7 +68640,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7972$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$8009$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -68427,7 +68688,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
   always @(posedge clk)
     r_rdy <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$27  = w_port__addr;
     if (\$4 ) begin
       \$27  = \$5 [8:0];
@@ -68437,7 +68698,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$28  = r_port__addr;
     if (\$8 ) begin
       \$28  = \$9 [8:0];
@@ -68447,7 +68708,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$29  = inner_level;
     if (\$15 ) begin
       \$29  = \$16 [9:0];
@@ -68460,7 +68721,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$30  = r_rdy;
     if (\$26 ) begin
       \$30  = 1'h1;
@@ -68475,15 +68736,15 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7972$0 , r_en, r_d
   assign level = \$3 [9:0];
   assign r_level = \$3 [9:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7972$0 , \port$0$95  };
-  assign w_data = { \port$7972$0 , \port$0$95  };
+  assign w_port__data = { \port$8009$0 , \port$0$95  };
+  assign w_data = { \port$8009$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, beats__ready, words__ready, beats__payload, words__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
   wire [2:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -68553,7 +68814,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
   always @(posedge clk)
     err <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$15  = rem;
     if (\$11 ) begin
       \$15  = \$13 ;
@@ -68566,7 +68827,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$16  = held;
     if (\$14 ) begin
       \$16  = beats__payload[127:0];
@@ -68576,7 +68837,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$17  = err;
     if (\$14 ) begin
       \$17  = beats__payload[130];
@@ -68598,7 +68859,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finished, irq_done, busy, engine_busy, staged, threshold, \row_bytes$52 , init, finish_fail, lookup__start, rows__start, dump__start, clear__start, submitted, finished_opcode, finished_count
 , params, dropped, halted, error, err_command, completed, lookup__done, lookup__error, rows__done, rows__error, dump__done, dump__error, clear__done, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$146  = 0;
   wire [5:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -68939,7 +69200,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     fail_record = 109'h0000000000000000000000000000;
     casez (fsm_state)
       3'h0:
@@ -68975,7 +69236,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     finish_ok = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69021,7 +69282,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     lookup__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69044,7 +69305,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     rows__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69067,7 +69328,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     dump__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69090,7 +69351,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     clear__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69113,7 +69374,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$40  = submitted;
     if (\$25 ) begin
       \$40  = \$26 [31:0];
@@ -69123,7 +69384,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$41  = fsm_state;
     casez (fsm_state)
       3'h0:
@@ -69176,7 +69437,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$42  = command;
     casez (fsm_state)
       3'h0:
@@ -69192,7 +69453,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$43  = params;
     casez (fsm_state)
       3'h0:
@@ -69213,7 +69474,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$44  = dropped;
     casez (fsm_state)
       3'h0:
@@ -69230,7 +69491,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$45  = halted;
     casez (fsm_state)
       3'h0:
@@ -69252,7 +69513,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$46  = error;
     casez (fsm_state)
       3'h0:
@@ -69274,7 +69535,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$47  = err_command;
     casez (fsm_state)
       3'h0:
@@ -69296,7 +69557,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$48  = kind;
     casez (fsm_state)
       3'h0:
@@ -69313,7 +69574,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$49  = refusal;
     casez (fsm_state)
       3'h0:
@@ -69330,7 +69591,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$50  = completed;
     if (\$38 ) begin
       \$50  = \$39 [31:0];
@@ -69340,7 +69601,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     init = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69348,7 +69609,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     seq_idle = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69358,7 +69619,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     r_en = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69375,7 +69636,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     finish_fail = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69522,7 +69783,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
-  reg \$auto$verilog_backend.cc:2355:dump_module$146  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$147  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -69657,7 +69918,7 @@ module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
   assign \$43  = | \$42 ;
   assign \$44  = \$41  | \$43 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     { error[76:13], error[8:0] } = 73'h0000000000000000000;
     if (\$1 ) begin
       error[0] = 1'h1;
@@ -69683,7 +69944,7 @@ module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     kind = 3'h0;
     if (\$1 ) begin
     end else if (\$15 ) begin
@@ -69724,7 +69985,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$147  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$148  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -69862,7 +70123,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -69872,7 +70133,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -69882,7 +70143,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -69895,7 +70156,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;

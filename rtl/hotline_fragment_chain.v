@@ -395,7 +395,7 @@ module hotline_fragment_chain(keys__valid, remapped__ready, cold__ready, popular
     .dump__payload(dump__payload),
     .dump__ready(dump__ready),
     .dump__valid(dump__valid),
-    .\i__payload$340 (keys__payload),
+    .\i__payload$368 (keys__payload),
     .learn(learn),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
@@ -746,7 +746,7 @@ module hotline_fragment_chain(keys__valid, remapped__ready, cold__ready, popular
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, clear, start_dump, clk, rst, lookups__valid, results__ready, \busy$262 , lookups__ready, dump__valid, dump__payload, results__valid, results__payload, \i__payload$340 );
+module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, clear, start_dump, clk, rst, lookups__valid, results__ready, \busy$262 , lookups__ready, dump__payload, results__valid, results__payload, dump__valid, \i__payload$368 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1159,7 +1159,7 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  reg [87:0] \$47 ;
+  wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -1178,27 +1178,27 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire [6:0] \$52 ;
+  wire [6:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  reg \$59 ;
-  wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [5:0] \$61 ;
-  reg [5:0] \$62 ;
-  reg [3:0] \$63 ;
-  reg \$64 ;
-  reg \$65 ;
-  reg [97:0] \$66 ;
+  reg [2:0] \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg [3:0] \$59 ;
+  wire [3:0] \$6 ;
+  reg [5:0] \$60 ;
+  reg \$61 ;
+  reg [3:0] \$62 ;
+  reg [5:0] \$63 ;
+  reg [5:0] \$64 ;
+  reg [3:0] \$65 ;
+  reg \$66 ;
   reg [1:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [4:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -1209,7 +1209,7 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  reg [87:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -1277,11 +1277,8 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire clear;
   input clk;
   wire clk;
-  reg [3:0] d_bank = 4'h0;
-  reg [5:0] d_set = 6'h00;
-  reg d_v = 1'h0;
   output [97:0] dump__payload;
-  reg [97:0] dump__payload = 98'h0000000000000000000000000;
+  wire [97:0] dump__payload;
   wire [3:0] \dump__payload.bank ;
   wire [5:0] \dump__payload.set ;
   wire [87:0] \dump__payload.ways ;
@@ -1304,23 +1301,23 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   input dump__ready;
   wire dump__ready;
   output dump__valid;
-  reg dump__valid = 1'h0;
+  wire dump__valid;
   reg [1:0] fsm_state = 2'h1;
   wire [119:0] i__payload;
-  input [119:0] \i__payload$340 ;
-  wire [119:0] \i__payload$340 ;
-  wire [29:0] \i__payload$340[0] ;
-  wire [28:0] \i__payload$340[0].key ;
-  wire \i__payload$340[0].valid ;
-  wire [29:0] \i__payload$340[1] ;
-  wire [28:0] \i__payload$340[1].key ;
-  wire \i__payload$340[1].valid ;
-  wire [29:0] \i__payload$340[2] ;
-  wire [28:0] \i__payload$340[2].key ;
-  wire \i__payload$340[2].valid ;
-  wire [29:0] \i__payload$340[3] ;
-  wire [28:0] \i__payload$340[3].key ;
-  wire \i__payload$340[3].valid ;
+  input [119:0] \i__payload$368 ;
+  wire [119:0] \i__payload$368 ;
+  wire [29:0] \i__payload$368[0] ;
+  wire [28:0] \i__payload$368[0].key ;
+  wire \i__payload$368[0].valid ;
+  wire [29:0] \i__payload$368[1] ;
+  wire [28:0] \i__payload$368[1].key ;
+  wire \i__payload$368[1].valid ;
+  wire [29:0] \i__payload$368[2] ;
+  wire [28:0] \i__payload$368[2].key ;
+  wire \i__payload$368[2].valid ;
+  wire [29:0] \i__payload$368[3] ;
+  wire [28:0] \i__payload$368[3].key ;
+  wire \i__payload$368[3].valid ;
   wire [29:0] \i__payload[0] ;
   wire [3:0] \i__payload[0].bank ;
   wire [5:0] \i__payload[0].set ;
@@ -1342,9 +1339,9 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire [18:0] \i__payload[3].tag ;
   wire \i__payload[3].valid ;
   wire i__ready;
-  wire \i__ready$343 ;
+  wire \i__ready$371 ;
   wire i__valid;
-  wire \i__valid$336 ;
+  wire \i__valid$364 ;
   reg idle_fsm;
   wire issue;
   input learn;
@@ -1415,53 +1412,53 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   (* init = 6'h00 *)
   wire [5:0] \maint__addr$280 ;
   reg maint__clear;
-  reg \maint__clear$289 ;
-  reg \maint__clear$290 ;
-  reg \maint__clear$291 ;
-  reg \maint__clear$292 ;
-  reg \maint__clear$293 ;
-  reg \maint__clear$294 ;
-  reg \maint__clear$295 ;
-  reg \maint__clear$296 ;
-  reg \maint__clear$297 ;
-  reg \maint__clear$298 ;
-  reg \maint__clear$299 ;
-  reg \maint__clear$300 ;
-  reg \maint__clear$301 ;
-  reg \maint__clear$302 ;
-  reg \maint__clear$303 ;
+  reg \maint__clear$317 ;
+  reg \maint__clear$318 ;
+  reg \maint__clear$319 ;
+  reg \maint__clear$320 ;
+  reg \maint__clear$321 ;
+  reg \maint__clear$322 ;
+  reg \maint__clear$323 ;
+  reg \maint__clear$324 ;
+  reg \maint__clear$325 ;
+  reg \maint__clear$326 ;
+  reg \maint__clear$327 ;
+  reg \maint__clear$328 ;
+  reg \maint__clear$329 ;
+  reg \maint__clear$330 ;
+  reg \maint__clear$331 ;
   reg maint__hold;
-  reg \maint__hold$307 ;
-  reg \maint__hold$309 ;
-  reg \maint__hold$311 ;
-  reg \maint__hold$313 ;
-  reg \maint__hold$315 ;
-  reg \maint__hold$317 ;
-  reg \maint__hold$319 ;
-  reg \maint__hold$321 ;
-  reg \maint__hold$323 ;
-  reg \maint__hold$325 ;
-  reg \maint__hold$327 ;
-  reg \maint__hold$329 ;
-  reg \maint__hold$331 ;
-  reg \maint__hold$333 ;
   reg \maint__hold$335 ;
+  reg \maint__hold$337 ;
+  reg \maint__hold$339 ;
+  reg \maint__hold$341 ;
+  reg \maint__hold$343 ;
+  reg \maint__hold$345 ;
+  reg \maint__hold$347 ;
+  reg \maint__hold$349 ;
+  reg \maint__hold$351 ;
+  reg \maint__hold$353 ;
+  reg \maint__hold$355 ;
+  reg \maint__hold$357 ;
+  reg \maint__hold$359 ;
+  reg \maint__hold$361 ;
+  reg \maint__hold$363 ;
   reg maint__read;
-  reg \maint__read$306 ;
-  reg \maint__read$308 ;
-  reg \maint__read$310 ;
-  reg \maint__read$312 ;
-  reg \maint__read$314 ;
-  reg \maint__read$316 ;
-  reg \maint__read$318 ;
-  reg \maint__read$320 ;
-  reg \maint__read$322 ;
-  reg \maint__read$324 ;
-  reg \maint__read$326 ;
-  reg \maint__read$328 ;
-  reg \maint__read$330 ;
-  reg \maint__read$332 ;
   reg \maint__read$334 ;
+  reg \maint__read$336 ;
+  reg \maint__read$338 ;
+  reg \maint__read$340 ;
+  reg \maint__read$342 ;
+  reg \maint__read$344 ;
+  reg \maint__read$346 ;
+  reg \maint__read$348 ;
+  reg \maint__read$350 ;
+  reg \maint__read$352 ;
+  reg \maint__read$354 ;
+  reg \maint__read$356 ;
+  reg \maint__read$358 ;
+  reg \maint__read$360 ;
+  reg \maint__read$362 ;
   (* init = 6'h00 *)
   wire [5:0] maint_addr;
   wire [119:0] o__payload;
@@ -1522,7 +1519,8 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire \o__ready$8 ;
   wire o__valid;
   wire \o__valid$11 ;
-  wire o_load;
+  reg [2:0] owed = 3'h0;
+  wire [2:0] owed_next;
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$101 ;
@@ -1542,266 +1540,269 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire [1:0] \popular_max_rrpv$73 ;
   wire [1:0] \popular_max_rrpv$87 ;
   wire [55:0] r_data;
+  wire [97:0] \r_data$313 ;
   wire r_en;
+  wire \r_en$314 ;
   wire r_rdy;
+  wire \r_rdy$311 ;
   reg [3:0] rd_bank = 4'h0;
   reg rd_more = 1'h0;
   wire [87:0] read_data;
-  wire [87:0] \read_data$351 ;
-  wire [21:0] \read_data$351[0] ;
-  wire [1:0] \read_data$351[0].rrpv ;
-  wire [18:0] \read_data$351[0].tag ;
-  wire \read_data$351[0].valid ;
-  wire [21:0] \read_data$351[1] ;
-  wire [1:0] \read_data$351[1].rrpv ;
-  wire [18:0] \read_data$351[1].tag ;
-  wire \read_data$351[1].valid ;
-  wire [21:0] \read_data$351[2] ;
-  wire [1:0] \read_data$351[2].rrpv ;
-  wire [18:0] \read_data$351[2].tag ;
-  wire \read_data$351[2].valid ;
-  wire [21:0] \read_data$351[3] ;
-  wire [1:0] \read_data$351[3].rrpv ;
-  wire [18:0] \read_data$351[3].tag ;
-  wire \read_data$351[3].valid ;
-  wire [87:0] \read_data$352 ;
-  wire [21:0] \read_data$352[0] ;
-  wire [1:0] \read_data$352[0].rrpv ;
-  wire [18:0] \read_data$352[0].tag ;
-  wire \read_data$352[0].valid ;
-  wire [21:0] \read_data$352[1] ;
-  wire [1:0] \read_data$352[1].rrpv ;
-  wire [18:0] \read_data$352[1].tag ;
-  wire \read_data$352[1].valid ;
-  wire [21:0] \read_data$352[2] ;
-  wire [1:0] \read_data$352[2].rrpv ;
-  wire [18:0] \read_data$352[2].tag ;
-  wire \read_data$352[2].valid ;
-  wire [21:0] \read_data$352[3] ;
-  wire [1:0] \read_data$352[3].rrpv ;
-  wire [18:0] \read_data$352[3].tag ;
-  wire \read_data$352[3].valid ;
-  wire [87:0] \read_data$353 ;
-  wire [21:0] \read_data$353[0] ;
-  wire [1:0] \read_data$353[0].rrpv ;
-  wire [18:0] \read_data$353[0].tag ;
-  wire \read_data$353[0].valid ;
-  wire [21:0] \read_data$353[1] ;
-  wire [1:0] \read_data$353[1].rrpv ;
-  wire [18:0] \read_data$353[1].tag ;
-  wire \read_data$353[1].valid ;
-  wire [21:0] \read_data$353[2] ;
-  wire [1:0] \read_data$353[2].rrpv ;
-  wire [18:0] \read_data$353[2].tag ;
-  wire \read_data$353[2].valid ;
-  wire [21:0] \read_data$353[3] ;
-  wire [1:0] \read_data$353[3].rrpv ;
-  wire [18:0] \read_data$353[3].tag ;
-  wire \read_data$353[3].valid ;
-  wire [87:0] \read_data$354 ;
-  wire [21:0] \read_data$354[0] ;
-  wire [1:0] \read_data$354[0].rrpv ;
-  wire [18:0] \read_data$354[0].tag ;
-  wire \read_data$354[0].valid ;
-  wire [21:0] \read_data$354[1] ;
-  wire [1:0] \read_data$354[1].rrpv ;
-  wire [18:0] \read_data$354[1].tag ;
-  wire \read_data$354[1].valid ;
-  wire [21:0] \read_data$354[2] ;
-  wire [1:0] \read_data$354[2].rrpv ;
-  wire [18:0] \read_data$354[2].tag ;
-  wire \read_data$354[2].valid ;
-  wire [21:0] \read_data$354[3] ;
-  wire [1:0] \read_data$354[3].rrpv ;
-  wire [18:0] \read_data$354[3].tag ;
-  wire \read_data$354[3].valid ;
-  wire [87:0] \read_data$355 ;
-  wire [21:0] \read_data$355[0] ;
-  wire [1:0] \read_data$355[0].rrpv ;
-  wire [18:0] \read_data$355[0].tag ;
-  wire \read_data$355[0].valid ;
-  wire [21:0] \read_data$355[1] ;
-  wire [1:0] \read_data$355[1].rrpv ;
-  wire [18:0] \read_data$355[1].tag ;
-  wire \read_data$355[1].valid ;
-  wire [21:0] \read_data$355[2] ;
-  wire [1:0] \read_data$355[2].rrpv ;
-  wire [18:0] \read_data$355[2].tag ;
-  wire \read_data$355[2].valid ;
-  wire [21:0] \read_data$355[3] ;
-  wire [1:0] \read_data$355[3].rrpv ;
-  wire [18:0] \read_data$355[3].tag ;
-  wire \read_data$355[3].valid ;
-  wire [87:0] \read_data$356 ;
-  wire [21:0] \read_data$356[0] ;
-  wire [1:0] \read_data$356[0].rrpv ;
-  wire [18:0] \read_data$356[0].tag ;
-  wire \read_data$356[0].valid ;
-  wire [21:0] \read_data$356[1] ;
-  wire [1:0] \read_data$356[1].rrpv ;
-  wire [18:0] \read_data$356[1].tag ;
-  wire \read_data$356[1].valid ;
-  wire [21:0] \read_data$356[2] ;
-  wire [1:0] \read_data$356[2].rrpv ;
-  wire [18:0] \read_data$356[2].tag ;
-  wire \read_data$356[2].valid ;
-  wire [21:0] \read_data$356[3] ;
-  wire [1:0] \read_data$356[3].rrpv ;
-  wire [18:0] \read_data$356[3].tag ;
-  wire \read_data$356[3].valid ;
-  wire [87:0] \read_data$357 ;
-  wire [21:0] \read_data$357[0] ;
-  wire [1:0] \read_data$357[0].rrpv ;
-  wire [18:0] \read_data$357[0].tag ;
-  wire \read_data$357[0].valid ;
-  wire [21:0] \read_data$357[1] ;
-  wire [1:0] \read_data$357[1].rrpv ;
-  wire [18:0] \read_data$357[1].tag ;
-  wire \read_data$357[1].valid ;
-  wire [21:0] \read_data$357[2] ;
-  wire [1:0] \read_data$357[2].rrpv ;
-  wire [18:0] \read_data$357[2].tag ;
-  wire \read_data$357[2].valid ;
-  wire [21:0] \read_data$357[3] ;
-  wire [1:0] \read_data$357[3].rrpv ;
-  wire [18:0] \read_data$357[3].tag ;
-  wire \read_data$357[3].valid ;
-  wire [87:0] \read_data$358 ;
-  wire [21:0] \read_data$358[0] ;
-  wire [1:0] \read_data$358[0].rrpv ;
-  wire [18:0] \read_data$358[0].tag ;
-  wire \read_data$358[0].valid ;
-  wire [21:0] \read_data$358[1] ;
-  wire [1:0] \read_data$358[1].rrpv ;
-  wire [18:0] \read_data$358[1].tag ;
-  wire \read_data$358[1].valid ;
-  wire [21:0] \read_data$358[2] ;
-  wire [1:0] \read_data$358[2].rrpv ;
-  wire [18:0] \read_data$358[2].tag ;
-  wire \read_data$358[2].valid ;
-  wire [21:0] \read_data$358[3] ;
-  wire [1:0] \read_data$358[3].rrpv ;
-  wire [18:0] \read_data$358[3].tag ;
-  wire \read_data$358[3].valid ;
-  wire [87:0] \read_data$359 ;
-  wire [21:0] \read_data$359[0] ;
-  wire [1:0] \read_data$359[0].rrpv ;
-  wire [18:0] \read_data$359[0].tag ;
-  wire \read_data$359[0].valid ;
-  wire [21:0] \read_data$359[1] ;
-  wire [1:0] \read_data$359[1].rrpv ;
-  wire [18:0] \read_data$359[1].tag ;
-  wire \read_data$359[1].valid ;
-  wire [21:0] \read_data$359[2] ;
-  wire [1:0] \read_data$359[2].rrpv ;
-  wire [18:0] \read_data$359[2].tag ;
-  wire \read_data$359[2].valid ;
-  wire [21:0] \read_data$359[3] ;
-  wire [1:0] \read_data$359[3].rrpv ;
-  wire [18:0] \read_data$359[3].tag ;
-  wire \read_data$359[3].valid ;
-  wire [87:0] \read_data$360 ;
-  wire [21:0] \read_data$360[0] ;
-  wire [1:0] \read_data$360[0].rrpv ;
-  wire [18:0] \read_data$360[0].tag ;
-  wire \read_data$360[0].valid ;
-  wire [21:0] \read_data$360[1] ;
-  wire [1:0] \read_data$360[1].rrpv ;
-  wire [18:0] \read_data$360[1].tag ;
-  wire \read_data$360[1].valid ;
-  wire [21:0] \read_data$360[2] ;
-  wire [1:0] \read_data$360[2].rrpv ;
-  wire [18:0] \read_data$360[2].tag ;
-  wire \read_data$360[2].valid ;
-  wire [21:0] \read_data$360[3] ;
-  wire [1:0] \read_data$360[3].rrpv ;
-  wire [18:0] \read_data$360[3].tag ;
-  wire \read_data$360[3].valid ;
-  wire [87:0] \read_data$361 ;
-  wire [21:0] \read_data$361[0] ;
-  wire [1:0] \read_data$361[0].rrpv ;
-  wire [18:0] \read_data$361[0].tag ;
-  wire \read_data$361[0].valid ;
-  wire [21:0] \read_data$361[1] ;
-  wire [1:0] \read_data$361[1].rrpv ;
-  wire [18:0] \read_data$361[1].tag ;
-  wire \read_data$361[1].valid ;
-  wire [21:0] \read_data$361[2] ;
-  wire [1:0] \read_data$361[2].rrpv ;
-  wire [18:0] \read_data$361[2].tag ;
-  wire \read_data$361[2].valid ;
-  wire [21:0] \read_data$361[3] ;
-  wire [1:0] \read_data$361[3].rrpv ;
-  wire [18:0] \read_data$361[3].tag ;
-  wire \read_data$361[3].valid ;
-  wire [87:0] \read_data$362 ;
-  wire [21:0] \read_data$362[0] ;
-  wire [1:0] \read_data$362[0].rrpv ;
-  wire [18:0] \read_data$362[0].tag ;
-  wire \read_data$362[0].valid ;
-  wire [21:0] \read_data$362[1] ;
-  wire [1:0] \read_data$362[1].rrpv ;
-  wire [18:0] \read_data$362[1].tag ;
-  wire \read_data$362[1].valid ;
-  wire [21:0] \read_data$362[2] ;
-  wire [1:0] \read_data$362[2].rrpv ;
-  wire [18:0] \read_data$362[2].tag ;
-  wire \read_data$362[2].valid ;
-  wire [21:0] \read_data$362[3] ;
-  wire [1:0] \read_data$362[3].rrpv ;
-  wire [18:0] \read_data$362[3].tag ;
-  wire \read_data$362[3].valid ;
-  wire [87:0] \read_data$363 ;
-  wire [21:0] \read_data$363[0] ;
-  wire [1:0] \read_data$363[0].rrpv ;
-  wire [18:0] \read_data$363[0].tag ;
-  wire \read_data$363[0].valid ;
-  wire [21:0] \read_data$363[1] ;
-  wire [1:0] \read_data$363[1].rrpv ;
-  wire [18:0] \read_data$363[1].tag ;
-  wire \read_data$363[1].valid ;
-  wire [21:0] \read_data$363[2] ;
-  wire [1:0] \read_data$363[2].rrpv ;
-  wire [18:0] \read_data$363[2].tag ;
-  wire \read_data$363[2].valid ;
-  wire [21:0] \read_data$363[3] ;
-  wire [1:0] \read_data$363[3].rrpv ;
-  wire [18:0] \read_data$363[3].tag ;
-  wire \read_data$363[3].valid ;
-  wire [87:0] \read_data$364 ;
-  wire [21:0] \read_data$364[0] ;
-  wire [1:0] \read_data$364[0].rrpv ;
-  wire [18:0] \read_data$364[0].tag ;
-  wire \read_data$364[0].valid ;
-  wire [21:0] \read_data$364[1] ;
-  wire [1:0] \read_data$364[1].rrpv ;
-  wire [18:0] \read_data$364[1].tag ;
-  wire \read_data$364[1].valid ;
-  wire [21:0] \read_data$364[2] ;
-  wire [1:0] \read_data$364[2].rrpv ;
-  wire [18:0] \read_data$364[2].tag ;
-  wire \read_data$364[2].valid ;
-  wire [21:0] \read_data$364[3] ;
-  wire [1:0] \read_data$364[3].rrpv ;
-  wire [18:0] \read_data$364[3].tag ;
-  wire \read_data$364[3].valid ;
-  wire [87:0] \read_data$365 ;
-  wire [21:0] \read_data$365[0] ;
-  wire [1:0] \read_data$365[0].rrpv ;
-  wire [18:0] \read_data$365[0].tag ;
-  wire \read_data$365[0].valid ;
-  wire [21:0] \read_data$365[1] ;
-  wire [1:0] \read_data$365[1].rrpv ;
-  wire [18:0] \read_data$365[1].tag ;
-  wire \read_data$365[1].valid ;
-  wire [21:0] \read_data$365[2] ;
-  wire [1:0] \read_data$365[2].rrpv ;
-  wire [18:0] \read_data$365[2].tag ;
-  wire \read_data$365[2].valid ;
-  wire [21:0] \read_data$365[3] ;
-  wire [1:0] \read_data$365[3].rrpv ;
-  wire [18:0] \read_data$365[3].tag ;
-  wire \read_data$365[3].valid ;
+  wire [87:0] \read_data$293 ;
+  wire [21:0] \read_data$293[0] ;
+  wire [1:0] \read_data$293[0].rrpv ;
+  wire [18:0] \read_data$293[0].tag ;
+  wire \read_data$293[0].valid ;
+  wire [21:0] \read_data$293[1] ;
+  wire [1:0] \read_data$293[1].rrpv ;
+  wire [18:0] \read_data$293[1].tag ;
+  wire \read_data$293[1].valid ;
+  wire [21:0] \read_data$293[2] ;
+  wire [1:0] \read_data$293[2].rrpv ;
+  wire [18:0] \read_data$293[2].tag ;
+  wire \read_data$293[2].valid ;
+  wire [21:0] \read_data$293[3] ;
+  wire [1:0] \read_data$293[3].rrpv ;
+  wire [18:0] \read_data$293[3].tag ;
+  wire \read_data$293[3].valid ;
+  wire [87:0] \read_data$294 ;
+  wire [21:0] \read_data$294[0] ;
+  wire [1:0] \read_data$294[0].rrpv ;
+  wire [18:0] \read_data$294[0].tag ;
+  wire \read_data$294[0].valid ;
+  wire [21:0] \read_data$294[1] ;
+  wire [1:0] \read_data$294[1].rrpv ;
+  wire [18:0] \read_data$294[1].tag ;
+  wire \read_data$294[1].valid ;
+  wire [21:0] \read_data$294[2] ;
+  wire [1:0] \read_data$294[2].rrpv ;
+  wire [18:0] \read_data$294[2].tag ;
+  wire \read_data$294[2].valid ;
+  wire [21:0] \read_data$294[3] ;
+  wire [1:0] \read_data$294[3].rrpv ;
+  wire [18:0] \read_data$294[3].tag ;
+  wire \read_data$294[3].valid ;
+  wire [87:0] \read_data$295 ;
+  wire [21:0] \read_data$295[0] ;
+  wire [1:0] \read_data$295[0].rrpv ;
+  wire [18:0] \read_data$295[0].tag ;
+  wire \read_data$295[0].valid ;
+  wire [21:0] \read_data$295[1] ;
+  wire [1:0] \read_data$295[1].rrpv ;
+  wire [18:0] \read_data$295[1].tag ;
+  wire \read_data$295[1].valid ;
+  wire [21:0] \read_data$295[2] ;
+  wire [1:0] \read_data$295[2].rrpv ;
+  wire [18:0] \read_data$295[2].tag ;
+  wire \read_data$295[2].valid ;
+  wire [21:0] \read_data$295[3] ;
+  wire [1:0] \read_data$295[3].rrpv ;
+  wire [18:0] \read_data$295[3].tag ;
+  wire \read_data$295[3].valid ;
+  wire [87:0] \read_data$296 ;
+  wire [21:0] \read_data$296[0] ;
+  wire [1:0] \read_data$296[0].rrpv ;
+  wire [18:0] \read_data$296[0].tag ;
+  wire \read_data$296[0].valid ;
+  wire [21:0] \read_data$296[1] ;
+  wire [1:0] \read_data$296[1].rrpv ;
+  wire [18:0] \read_data$296[1].tag ;
+  wire \read_data$296[1].valid ;
+  wire [21:0] \read_data$296[2] ;
+  wire [1:0] \read_data$296[2].rrpv ;
+  wire [18:0] \read_data$296[2].tag ;
+  wire \read_data$296[2].valid ;
+  wire [21:0] \read_data$296[3] ;
+  wire [1:0] \read_data$296[3].rrpv ;
+  wire [18:0] \read_data$296[3].tag ;
+  wire \read_data$296[3].valid ;
+  wire [87:0] \read_data$297 ;
+  wire [21:0] \read_data$297[0] ;
+  wire [1:0] \read_data$297[0].rrpv ;
+  wire [18:0] \read_data$297[0].tag ;
+  wire \read_data$297[0].valid ;
+  wire [21:0] \read_data$297[1] ;
+  wire [1:0] \read_data$297[1].rrpv ;
+  wire [18:0] \read_data$297[1].tag ;
+  wire \read_data$297[1].valid ;
+  wire [21:0] \read_data$297[2] ;
+  wire [1:0] \read_data$297[2].rrpv ;
+  wire [18:0] \read_data$297[2].tag ;
+  wire \read_data$297[2].valid ;
+  wire [21:0] \read_data$297[3] ;
+  wire [1:0] \read_data$297[3].rrpv ;
+  wire [18:0] \read_data$297[3].tag ;
+  wire \read_data$297[3].valid ;
+  wire [87:0] \read_data$298 ;
+  wire [21:0] \read_data$298[0] ;
+  wire [1:0] \read_data$298[0].rrpv ;
+  wire [18:0] \read_data$298[0].tag ;
+  wire \read_data$298[0].valid ;
+  wire [21:0] \read_data$298[1] ;
+  wire [1:0] \read_data$298[1].rrpv ;
+  wire [18:0] \read_data$298[1].tag ;
+  wire \read_data$298[1].valid ;
+  wire [21:0] \read_data$298[2] ;
+  wire [1:0] \read_data$298[2].rrpv ;
+  wire [18:0] \read_data$298[2].tag ;
+  wire \read_data$298[2].valid ;
+  wire [21:0] \read_data$298[3] ;
+  wire [1:0] \read_data$298[3].rrpv ;
+  wire [18:0] \read_data$298[3].tag ;
+  wire \read_data$298[3].valid ;
+  wire [87:0] \read_data$299 ;
+  wire [21:0] \read_data$299[0] ;
+  wire [1:0] \read_data$299[0].rrpv ;
+  wire [18:0] \read_data$299[0].tag ;
+  wire \read_data$299[0].valid ;
+  wire [21:0] \read_data$299[1] ;
+  wire [1:0] \read_data$299[1].rrpv ;
+  wire [18:0] \read_data$299[1].tag ;
+  wire \read_data$299[1].valid ;
+  wire [21:0] \read_data$299[2] ;
+  wire [1:0] \read_data$299[2].rrpv ;
+  wire [18:0] \read_data$299[2].tag ;
+  wire \read_data$299[2].valid ;
+  wire [21:0] \read_data$299[3] ;
+  wire [1:0] \read_data$299[3].rrpv ;
+  wire [18:0] \read_data$299[3].tag ;
+  wire \read_data$299[3].valid ;
+  wire [87:0] \read_data$300 ;
+  wire [21:0] \read_data$300[0] ;
+  wire [1:0] \read_data$300[0].rrpv ;
+  wire [18:0] \read_data$300[0].tag ;
+  wire \read_data$300[0].valid ;
+  wire [21:0] \read_data$300[1] ;
+  wire [1:0] \read_data$300[1].rrpv ;
+  wire [18:0] \read_data$300[1].tag ;
+  wire \read_data$300[1].valid ;
+  wire [21:0] \read_data$300[2] ;
+  wire [1:0] \read_data$300[2].rrpv ;
+  wire [18:0] \read_data$300[2].tag ;
+  wire \read_data$300[2].valid ;
+  wire [21:0] \read_data$300[3] ;
+  wire [1:0] \read_data$300[3].rrpv ;
+  wire [18:0] \read_data$300[3].tag ;
+  wire \read_data$300[3].valid ;
+  wire [87:0] \read_data$301 ;
+  wire [21:0] \read_data$301[0] ;
+  wire [1:0] \read_data$301[0].rrpv ;
+  wire [18:0] \read_data$301[0].tag ;
+  wire \read_data$301[0].valid ;
+  wire [21:0] \read_data$301[1] ;
+  wire [1:0] \read_data$301[1].rrpv ;
+  wire [18:0] \read_data$301[1].tag ;
+  wire \read_data$301[1].valid ;
+  wire [21:0] \read_data$301[2] ;
+  wire [1:0] \read_data$301[2].rrpv ;
+  wire [18:0] \read_data$301[2].tag ;
+  wire \read_data$301[2].valid ;
+  wire [21:0] \read_data$301[3] ;
+  wire [1:0] \read_data$301[3].rrpv ;
+  wire [18:0] \read_data$301[3].tag ;
+  wire \read_data$301[3].valid ;
+  wire [87:0] \read_data$302 ;
+  wire [21:0] \read_data$302[0] ;
+  wire [1:0] \read_data$302[0].rrpv ;
+  wire [18:0] \read_data$302[0].tag ;
+  wire \read_data$302[0].valid ;
+  wire [21:0] \read_data$302[1] ;
+  wire [1:0] \read_data$302[1].rrpv ;
+  wire [18:0] \read_data$302[1].tag ;
+  wire \read_data$302[1].valid ;
+  wire [21:0] \read_data$302[2] ;
+  wire [1:0] \read_data$302[2].rrpv ;
+  wire [18:0] \read_data$302[2].tag ;
+  wire \read_data$302[2].valid ;
+  wire [21:0] \read_data$302[3] ;
+  wire [1:0] \read_data$302[3].rrpv ;
+  wire [18:0] \read_data$302[3].tag ;
+  wire \read_data$302[3].valid ;
+  wire [87:0] \read_data$303 ;
+  wire [21:0] \read_data$303[0] ;
+  wire [1:0] \read_data$303[0].rrpv ;
+  wire [18:0] \read_data$303[0].tag ;
+  wire \read_data$303[0].valid ;
+  wire [21:0] \read_data$303[1] ;
+  wire [1:0] \read_data$303[1].rrpv ;
+  wire [18:0] \read_data$303[1].tag ;
+  wire \read_data$303[1].valid ;
+  wire [21:0] \read_data$303[2] ;
+  wire [1:0] \read_data$303[2].rrpv ;
+  wire [18:0] \read_data$303[2].tag ;
+  wire \read_data$303[2].valid ;
+  wire [21:0] \read_data$303[3] ;
+  wire [1:0] \read_data$303[3].rrpv ;
+  wire [18:0] \read_data$303[3].tag ;
+  wire \read_data$303[3].valid ;
+  wire [87:0] \read_data$304 ;
+  wire [21:0] \read_data$304[0] ;
+  wire [1:0] \read_data$304[0].rrpv ;
+  wire [18:0] \read_data$304[0].tag ;
+  wire \read_data$304[0].valid ;
+  wire [21:0] \read_data$304[1] ;
+  wire [1:0] \read_data$304[1].rrpv ;
+  wire [18:0] \read_data$304[1].tag ;
+  wire \read_data$304[1].valid ;
+  wire [21:0] \read_data$304[2] ;
+  wire [1:0] \read_data$304[2].rrpv ;
+  wire [18:0] \read_data$304[2].tag ;
+  wire \read_data$304[2].valid ;
+  wire [21:0] \read_data$304[3] ;
+  wire [1:0] \read_data$304[3].rrpv ;
+  wire [18:0] \read_data$304[3].tag ;
+  wire \read_data$304[3].valid ;
+  wire [87:0] \read_data$305 ;
+  wire [21:0] \read_data$305[0] ;
+  wire [1:0] \read_data$305[0].rrpv ;
+  wire [18:0] \read_data$305[0].tag ;
+  wire \read_data$305[0].valid ;
+  wire [21:0] \read_data$305[1] ;
+  wire [1:0] \read_data$305[1].rrpv ;
+  wire [18:0] \read_data$305[1].tag ;
+  wire \read_data$305[1].valid ;
+  wire [21:0] \read_data$305[2] ;
+  wire [1:0] \read_data$305[2].rrpv ;
+  wire [18:0] \read_data$305[2].tag ;
+  wire \read_data$305[2].valid ;
+  wire [21:0] \read_data$305[3] ;
+  wire [1:0] \read_data$305[3].rrpv ;
+  wire [18:0] \read_data$305[3].tag ;
+  wire \read_data$305[3].valid ;
+  wire [87:0] \read_data$306 ;
+  wire [21:0] \read_data$306[0] ;
+  wire [1:0] \read_data$306[0].rrpv ;
+  wire [18:0] \read_data$306[0].tag ;
+  wire \read_data$306[0].valid ;
+  wire [21:0] \read_data$306[1] ;
+  wire [1:0] \read_data$306[1].rrpv ;
+  wire [18:0] \read_data$306[1].tag ;
+  wire \read_data$306[1].valid ;
+  wire [21:0] \read_data$306[2] ;
+  wire [1:0] \read_data$306[2].rrpv ;
+  wire [18:0] \read_data$306[2].tag ;
+  wire \read_data$306[2].valid ;
+  wire [21:0] \read_data$306[3] ;
+  wire [1:0] \read_data$306[3].rrpv ;
+  wire [18:0] \read_data$306[3].tag ;
+  wire \read_data$306[3].valid ;
+  wire [87:0] \read_data$307 ;
+  wire [21:0] \read_data$307[0] ;
+  wire [1:0] \read_data$307[0].rrpv ;
+  wire [18:0] \read_data$307[0].tag ;
+  wire \read_data$307[0].valid ;
+  wire [21:0] \read_data$307[1] ;
+  wire [1:0] \read_data$307[1].rrpv ;
+  wire [18:0] \read_data$307[1].tag ;
+  wire \read_data$307[1].valid ;
+  wire [21:0] \read_data$307[2] ;
+  wire [1:0] \read_data$307[2].rrpv ;
+  wire [18:0] \read_data$307[2].tag ;
+  wire \read_data$307[2].valid ;
+  wire [21:0] \read_data$307[3] ;
+  wire [1:0] \read_data$307[3].rrpv ;
+  wire [18:0] \read_data$307[3].tag ;
+  wire \read_data$307[3].valid ;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -1818,6 +1819,26 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   wire [1:0] \read_data[3].rrpv ;
   wire [18:0] \read_data[3].tag ;
   wire \read_data[3].valid ;
+  wire [97:0] record;
+  wire [3:0] \record.bank ;
+  wire [5:0] \record.set ;
+  wire [87:0] \record.ways ;
+  wire [21:0] \record.ways[0] ;
+  wire [1:0] \record.ways[0].rrpv ;
+  wire [18:0] \record.ways[0].tag ;
+  wire \record.ways[0].valid ;
+  wire [21:0] \record.ways[1] ;
+  wire [1:0] \record.ways[1].rrpv ;
+  wire [18:0] \record.ways[1].tag ;
+  wire \record.ways[1].valid ;
+  wire [21:0] \record.ways[2] ;
+  wire [1:0] \record.ways[2].rrpv ;
+  wire [18:0] \record.ways[2].tag ;
+  wire \record.ways[2].valid ;
+  wire [21:0] \record.ways[3] ;
+  wire [1:0] \record.ways[3].rrpv ;
+  wire [18:0] \record.ways[3].tag ;
+  wire \record.ways[3].valid ;
   wire [55:0] records__payload;
   wire [55:0] \records__payload$20 ;
   wire [13:0] \records__payload$20[0] ;
@@ -2297,12 +2318,23 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   output results__valid;
   wire results__valid;
   wire \results__valid$29 ;
+  reg room = 1'h1;
   input rst;
   wire rst;
   input start_dump;
   wire start_dump;
+  wire taken;
+  reg v1 = 1'h0;
+  reg [3:0] v1_bank = 4'h0;
+  reg [5:0] v1_set = 6'h00;
+  (* init = 1'h0 *)
+  wire v2;
+  reg [3:0] v2_bank = 4'h0;
+  reg [5:0] v2_set = 6'h00;
   wire [55:0] w_data;
+  wire [97:0] \w_data$310 ;
   wire w_en;
+  reg \w_en$308  = 1'h0;
   wire w_rdy;
   assign \$1  = busy | beats__valid;
   assign \$2  = \$1  | \busy$259 ;
@@ -2311,12 +2343,11 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   assign busy_lookups = \$4  | \busy$261 ;
   assign \$5  = ~ idle_fsm;
   assign \busy$262  = busy_lookups | \$5 ;
-  assign \$6  = ~ dump__valid;
-  assign \$7  = \$6  | dump__ready;
-  assign o_load = d_v & \$7 ;
-  assign \$8  = ~ d_v;
-  assign \$9  = \$8  | o_load;
-  assign issue = rd_more & \$9 ;
+  assign issue = rd_more & room;
+  assign taken = dump__valid & dump__ready;
+  assign \$6  = owed + issue;
+  assign \$7  = \$6  - taken;
+  assign \$9  = ~ issue;
   assign \$10  = ~ issue;
   assign \$11  = ~ issue;
   assign \$12  = ~ issue;
@@ -2332,57 +2363,61 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   assign \$22  = ~ issue;
   assign \$23  = ~ issue;
   assign \$24  = ~ issue;
-  assign \$25  = ~ issue;
-  assign \$26  = lookups__valid & idle_fsm;
-  assign \$27  = ~ \busy$262 ;
-  assign \$28  = idle_fsm & \$27 ;
-  assign \$29  = clear | start_dump;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = ~ \$30 ;
-  assign \i__valid$336  = \$26  & \$31 ;
-  assign \$32  = \i__ready$343  & idle_fsm;
-  assign \$33  = ~ \busy$262 ;
-  assign \$34  = idle_fsm & \$33 ;
-  assign \$35  = clear | start_dump;
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = ~ \$36 ;
-  assign lookups__ready = \$32  & \$37 ;
-  assign \$38  = ! fsm_state;
-  assign \$39  = fsm_state == 1'h1;
-  assign \$40  = fsm_state == 2'h2;
+  assign \$25  = lookups__valid & idle_fsm;
+  assign \$26  = ~ \busy$262 ;
+  assign \$27  = idle_fsm & \$26 ;
+  assign \$28  = clear | start_dump;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = ~ \$29 ;
+  assign \i__valid$364  = \$25  & \$30 ;
+  assign \$31  = \i__ready$371  & idle_fsm;
+  assign \$32  = ~ \busy$262 ;
+  assign \$33  = idle_fsm & \$32 ;
+  assign \$34  = clear | start_dump;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ \$35 ;
+  assign lookups__ready = \$31  & \$36 ;
+  assign \$37  = ! fsm_state;
+  assign \$38  = fsm_state == 1'h1;
+  assign \$39  = fsm_state == 2'h2;
+  assign \$40  = \$7 [2:0] < 3'h5;
   assign \$41  = maint__addr == 6'h3f;
   assign \$42  = maint__addr + 1'h1;
   assign \$43  = \$41  ? 7'h00 : \$42 ;
   assign \$44  = maint__addr == 6'h3f;
   assign \$45  = rd_bank + 1'h1;
   assign \$46  = rd_bank == 4'hf;
-  assign \$48  = ~ \busy$262 ;
-  assign \$49  = \$48  & clear;
-  assign \$50  = ~ \busy$262 ;
-  assign \$51  = \$50  & start_dump;
-  assign \$52  = maint__addr + 1'h1;
-  assign \$53  = maint__addr == 6'h3f;
-  assign \$54  = ~ rd_more;
-  assign \$55  = ~ d_v;
-  assign \$56  = \$54  & \$55 ;
-  assign \$57  = ~ dump__valid;
-  assign \$58  = \$56  & \$57 ;
+  assign \$47  = ~ \busy$262 ;
+  assign \$48  = \$47  & clear;
+  assign \$49  = ~ \busy$262 ;
+  assign \$50  = \$49  & start_dump;
+  assign \$51  = maint__addr + 1'h1;
+  assign \$52  = maint__addr == 6'h3f;
+  assign \$53  = ~ rd_more;
+  assign \$54  = ! owed;
+  assign \$55  = \$53  & \$54 ;
   always @(posedge clk)
-    d_v <= \$59 ;
+    owed <= \$56 ;
   always @(posedge clk)
-    d_bank <= \$60 ;
+    room <= \$57 ;
   always @(posedge clk)
-    d_set <= \$61 ;
+    v1 <= \$58 ;
   always @(posedge clk)
-    maint__addr <= \$62 ;
+    v1_bank <= \$59 ;
   always @(posedge clk)
-    rd_bank <= \$63 ;
+    v1_set <= \$60 ;
   always @(posedge clk)
-    rd_more <= \$64 ;
+    \w_en$308  <= \$61 ;
   always @(posedge clk)
-    dump__valid <= \$65 ;
+    v2_bank <= \$62 ;
   always @(posedge clk)
-    dump__payload <= \$66 ;
+    v2_set <= \$63 ;
+  always @(posedge clk)
+    maint__addr <= \$64 ;
+  always @(posedge clk)
+    rd_bank <= \$65 ;
+  always @(posedge clk)
+    rd_more <= \$66 ;
   always @(posedge clk)
     fsm_state <= \$67 ;
   \hotline_fragment_chain.engine.bank0  bank0 (
@@ -2393,32 +2428,32 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .maint__hold(maint__hold),
     .maint__read(maint__read),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$426$0 (\$68 ),
-    .\port$428$0 (\$69 ),
-    .\port$430$0 (\$70 ),
-    .\port$432$0 (\$71 ),
-    .\port$434$0 (\$72 ),
-    .\port$436$0 (\$73 ),
-    .\port$438$0 (\$74 ),
-    .\port$440$0 (\$75 ),
-    .\port$442$0 (\$76 ),
-    .\port$444$0 (\$77 ),
-    .\port$446$0 (\$78 ),
-    .\port$448$0 (\$79 ),
-    .\port$450$0 (\$80 ),
-    .\port$452$0 (\$81 ),
-    .\port$454$0 (\$82 ),
-    .\port$456$0 (\$83 ),
-    .\port$458$0 (\$84 ),
-    .\port$460$0 (\$85 ),
-    .\port$462$0 (\$86 ),
-    .\port$464$0 (\$87 ),
-    .\port$466$0 (\$88 ),
-    .\port$468$0 (\$89 ),
-    .\port$470$0 (\$90 ),
-    .\port$472$0 (\$91 ),
-    .\port$474$0 (\$92 ),
-    .\port$476$0 (\$93 ),
+    .\port$419$0 (\$68 ),
+    .\port$421$0 (\$69 ),
+    .\port$423$0 (\$70 ),
+    .\port$425$0 (\$71 ),
+    .\port$427$0 (\$72 ),
+    .\port$429$0 (\$73 ),
+    .\port$431$0 (\$74 ),
+    .\port$433$0 (\$75 ),
+    .\port$435$0 (\$76 ),
+    .\port$437$0 (\$77 ),
+    .\port$439$0 (\$78 ),
+    .\port$441$0 (\$79 ),
+    .\port$443$0 (\$80 ),
+    .\port$445$0 (\$81 ),
+    .\port$447$0 (\$82 ),
+    .\port$449$0 (\$83 ),
+    .\port$451$0 (\$84 ),
+    .\port$453$0 (\$85 ),
+    .\port$455$0 (\$86 ),
+    .\port$457$0 (\$87 ),
+    .\port$459$0 (\$88 ),
+    .\port$461$0 (\$89 ),
+    .\port$463$0 (\$90 ),
+    .\port$465$0 (\$91 ),
+    .\port$467$0 (\$92 ),
+    .\port$469$0 (\$93 ),
     .\r_en$39 (responses__ready),
     .read_data(read_data),
     .requests__ready(requests__0__ready),
@@ -2431,38 +2466,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$289 ),
-    .maint__hold(\maint__hold$307 ),
-    .maint__read(\maint__read$306 ),
+    .maint__clear(\maint__clear$317 ),
+    .maint__hold(\maint__hold$335 ),
+    .maint__read(\maint__read$334 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$479$0 (\$94 ),
-    .\port$481$0 (\$95 ),
-    .\port$483$0 (\$96 ),
-    .\port$485$0 (\$97 ),
-    .\port$487$0 (\$98 ),
-    .\port$489$0 (\$99 ),
-    .\port$491$0 (\$100 ),
-    .\port$493$0 (\$101 ),
-    .\port$495$0 (\$102 ),
-    .\port$497$0 (\$103 ),
-    .\port$499$0 (\$104 ),
-    .\port$501$0 (\$105 ),
-    .\port$503$0 (\$106 ),
-    .\port$505$0 (\$107 ),
-    .\port$507$0 (\$108 ),
-    .\port$509$0 (\$109 ),
-    .\port$511$0 (\$110 ),
-    .\port$513$0 (\$111 ),
-    .\port$515$0 (\$112 ),
-    .\port$517$0 (\$113 ),
-    .\port$519$0 (\$114 ),
-    .\port$521$0 (\$115 ),
-    .\port$523$0 (\$116 ),
-    .\port$525$0 (\$117 ),
-    .\port$527$0 (\$118 ),
-    .\port$529$0 (\$119 ),
+    .\port$472$0 (\$94 ),
+    .\port$474$0 (\$95 ),
+    .\port$476$0 (\$96 ),
+    .\port$478$0 (\$97 ),
+    .\port$480$0 (\$98 ),
+    .\port$482$0 (\$99 ),
+    .\port$484$0 (\$100 ),
+    .\port$486$0 (\$101 ),
+    .\port$488$0 (\$102 ),
+    .\port$490$0 (\$103 ),
+    .\port$492$0 (\$104 ),
+    .\port$494$0 (\$105 ),
+    .\port$496$0 (\$106 ),
+    .\port$498$0 (\$107 ),
+    .\port$500$0 (\$108 ),
+    .\port$502$0 (\$109 ),
+    .\port$504$0 (\$110 ),
+    .\port$506$0 (\$111 ),
+    .\port$508$0 (\$112 ),
+    .\port$510$0 (\$113 ),
+    .\port$512$0 (\$114 ),
+    .\port$514$0 (\$115 ),
+    .\port$516$0 (\$116 ),
+    .\port$518$0 (\$117 ),
+    .\port$520$0 (\$118 ),
+    .\port$522$0 (\$119 ),
     .\r_en$39 (\responses__ready$54 ),
-    .read_data(\read_data$351 ),
+    .read_data(\read_data$293 ),
     .requests__ready(requests__1__ready),
     .requests__valid(\requests__valid$50 ),
     .responses__payload(responses__1__payload),
@@ -2473,38 +2508,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$298 ),
-    .maint__hold(\maint__hold$325 ),
-    .maint__read(\maint__read$324 ),
+    .maint__clear(\maint__clear$326 ),
+    .maint__hold(\maint__hold$353 ),
+    .maint__read(\maint__read$352 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1000$0 (\$350 ),
-    .\port$1002$0 (\$351 ),
-    .\port$1004$0 (\$352 ),
-    .\port$1006$0 (\$353 ),
-    .\port$956$0 (\$328 ),
-    .\port$958$0 (\$329 ),
-    .\port$960$0 (\$330 ),
-    .\port$962$0 (\$331 ),
-    .\port$964$0 (\$332 ),
-    .\port$966$0 (\$333 ),
-    .\port$968$0 (\$334 ),
-    .\port$970$0 (\$335 ),
-    .\port$972$0 (\$336 ),
-    .\port$974$0 (\$337 ),
-    .\port$976$0 (\$338 ),
-    .\port$978$0 (\$339 ),
-    .\port$980$0 (\$340 ),
-    .\port$982$0 (\$341 ),
-    .\port$984$0 (\$342 ),
-    .\port$986$0 (\$343 ),
-    .\port$988$0 (\$344 ),
-    .\port$990$0 (\$345 ),
-    .\port$992$0 (\$346 ),
-    .\port$994$0 (\$347 ),
-    .\port$996$0 (\$348 ),
-    .\port$998$0 (\$349 ),
+    .\port$949$0 (\$328 ),
+    .\port$951$0 (\$329 ),
+    .\port$953$0 (\$330 ),
+    .\port$955$0 (\$331 ),
+    .\port$957$0 (\$332 ),
+    .\port$959$0 (\$333 ),
+    .\port$961$0 (\$334 ),
+    .\port$963$0 (\$335 ),
+    .\port$965$0 (\$336 ),
+    .\port$967$0 (\$337 ),
+    .\port$969$0 (\$338 ),
+    .\port$971$0 (\$339 ),
+    .\port$973$0 (\$340 ),
+    .\port$975$0 (\$341 ),
+    .\port$977$0 (\$342 ),
+    .\port$979$0 (\$343 ),
+    .\port$981$0 (\$344 ),
+    .\port$983$0 (\$345 ),
+    .\port$985$0 (\$346 ),
+    .\port$987$0 (\$347 ),
+    .\port$989$0 (\$348 ),
+    .\port$991$0 (\$349 ),
+    .\port$993$0 (\$350 ),
+    .\port$995$0 (\$351 ),
+    .\port$997$0 (\$352 ),
+    .\port$999$0 (\$353 ),
     .\r_en$39 (\responses__ready$180 ),
-    .read_data(\read_data$360 ),
+    .read_data(\read_data$302 ),
     .requests__ready(requests__10__ready),
     .requests__valid(\requests__valid$176 ),
     .responses__payload(responses__10__payload),
@@ -2515,38 +2550,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$299 ),
-    .maint__hold(\maint__hold$327 ),
-    .maint__read(\maint__read$326 ),
+    .maint__clear(\maint__clear$327 ),
+    .maint__hold(\maint__hold$355 ),
+    .maint__read(\maint__read$354 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1009$0 (\$354 ),
-    .\port$1011$0 (\$355 ),
-    .\port$1013$0 (\$356 ),
-    .\port$1015$0 (\$357 ),
-    .\port$1017$0 (\$358 ),
-    .\port$1019$0 (\$359 ),
-    .\port$1021$0 (\$360 ),
-    .\port$1023$0 (\$361 ),
-    .\port$1025$0 (\$362 ),
-    .\port$1027$0 (\$363 ),
-    .\port$1029$0 (\$364 ),
-    .\port$1031$0 (\$365 ),
-    .\port$1033$0 (\$366 ),
-    .\port$1035$0 (\$367 ),
-    .\port$1037$0 (\$368 ),
-    .\port$1039$0 (\$369 ),
-    .\port$1041$0 (\$370 ),
-    .\port$1043$0 (\$371 ),
-    .\port$1045$0 (\$372 ),
-    .\port$1047$0 (\$373 ),
-    .\port$1049$0 (\$374 ),
-    .\port$1051$0 (\$375 ),
-    .\port$1053$0 (\$376 ),
-    .\port$1055$0 (\$377 ),
-    .\port$1057$0 (\$378 ),
-    .\port$1059$0 (\$379 ),
+    .\port$1002$0 (\$354 ),
+    .\port$1004$0 (\$355 ),
+    .\port$1006$0 (\$356 ),
+    .\port$1008$0 (\$357 ),
+    .\port$1010$0 (\$358 ),
+    .\port$1012$0 (\$359 ),
+    .\port$1014$0 (\$360 ),
+    .\port$1016$0 (\$361 ),
+    .\port$1018$0 (\$362 ),
+    .\port$1020$0 (\$363 ),
+    .\port$1022$0 (\$364 ),
+    .\port$1024$0 (\$365 ),
+    .\port$1026$0 (\$366 ),
+    .\port$1028$0 (\$367 ),
+    .\port$1030$0 (\$368 ),
+    .\port$1032$0 (\$369 ),
+    .\port$1034$0 (\$370 ),
+    .\port$1036$0 (\$371 ),
+    .\port$1038$0 (\$372 ),
+    .\port$1040$0 (\$373 ),
+    .\port$1042$0 (\$374 ),
+    .\port$1044$0 (\$375 ),
+    .\port$1046$0 (\$376 ),
+    .\port$1048$0 (\$377 ),
+    .\port$1050$0 (\$378 ),
+    .\port$1052$0 (\$379 ),
     .\r_en$39 (\responses__ready$194 ),
-    .read_data(\read_data$361 ),
+    .read_data(\read_data$303 ),
     .requests__ready(requests__11__ready),
     .requests__valid(\requests__valid$190 ),
     .responses__payload(responses__11__payload),
@@ -2557,38 +2592,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$300 ),
-    .maint__hold(\maint__hold$329 ),
-    .maint__read(\maint__read$328 ),
+    .maint__clear(\maint__clear$328 ),
+    .maint__hold(\maint__hold$357 ),
+    .maint__read(\maint__read$356 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1062$0 (\$380 ),
-    .\port$1064$0 (\$381 ),
-    .\port$1066$0 (\$382 ),
-    .\port$1068$0 (\$383 ),
-    .\port$1070$0 (\$384 ),
-    .\port$1072$0 (\$385 ),
-    .\port$1074$0 (\$386 ),
-    .\port$1076$0 (\$387 ),
-    .\port$1078$0 (\$388 ),
-    .\port$1080$0 (\$389 ),
-    .\port$1082$0 (\$390 ),
-    .\port$1084$0 (\$391 ),
-    .\port$1086$0 (\$392 ),
-    .\port$1088$0 (\$393 ),
-    .\port$1090$0 (\$394 ),
-    .\port$1092$0 (\$395 ),
-    .\port$1094$0 (\$396 ),
-    .\port$1096$0 (\$397 ),
-    .\port$1098$0 (\$398 ),
-    .\port$1100$0 (\$399 ),
-    .\port$1102$0 (\$400 ),
-    .\port$1104$0 (\$401 ),
-    .\port$1106$0 (\$402 ),
-    .\port$1108$0 (\$403 ),
-    .\port$1110$0 (\$404 ),
-    .\port$1112$0 (\$405 ),
+    .\port$1055$0 (\$380 ),
+    .\port$1057$0 (\$381 ),
+    .\port$1059$0 (\$382 ),
+    .\port$1061$0 (\$383 ),
+    .\port$1063$0 (\$384 ),
+    .\port$1065$0 (\$385 ),
+    .\port$1067$0 (\$386 ),
+    .\port$1069$0 (\$387 ),
+    .\port$1071$0 (\$388 ),
+    .\port$1073$0 (\$389 ),
+    .\port$1075$0 (\$390 ),
+    .\port$1077$0 (\$391 ),
+    .\port$1079$0 (\$392 ),
+    .\port$1081$0 (\$393 ),
+    .\port$1083$0 (\$394 ),
+    .\port$1085$0 (\$395 ),
+    .\port$1087$0 (\$396 ),
+    .\port$1089$0 (\$397 ),
+    .\port$1091$0 (\$398 ),
+    .\port$1093$0 (\$399 ),
+    .\port$1095$0 (\$400 ),
+    .\port$1097$0 (\$401 ),
+    .\port$1099$0 (\$402 ),
+    .\port$1101$0 (\$403 ),
+    .\port$1103$0 (\$404 ),
+    .\port$1105$0 (\$405 ),
     .\r_en$39 (\responses__ready$208 ),
-    .read_data(\read_data$362 ),
+    .read_data(\read_data$304 ),
     .requests__ready(requests__12__ready),
     .requests__valid(\requests__valid$204 ),
     .responses__payload(responses__12__payload),
@@ -2599,38 +2634,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$301 ),
-    .maint__hold(\maint__hold$331 ),
-    .maint__read(\maint__read$330 ),
+    .maint__clear(\maint__clear$329 ),
+    .maint__hold(\maint__hold$359 ),
+    .maint__read(\maint__read$358 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1115$0 (\$406 ),
-    .\port$1117$0 (\$407 ),
-    .\port$1119$0 (\$408 ),
-    .\port$1121$0 (\$409 ),
-    .\port$1123$0 (\$410 ),
-    .\port$1125$0 (\$411 ),
-    .\port$1127$0 (\$412 ),
-    .\port$1129$0 (\$413 ),
-    .\port$1131$0 (\$414 ),
-    .\port$1133$0 (\$415 ),
-    .\port$1135$0 (\$416 ),
-    .\port$1137$0 (\$417 ),
-    .\port$1139$0 (\$418 ),
-    .\port$1141$0 (\$419 ),
-    .\port$1143$0 (\$420 ),
-    .\port$1145$0 (\$421 ),
-    .\port$1147$0 (\$422 ),
-    .\port$1149$0 (\$423 ),
-    .\port$1151$0 (\$424 ),
-    .\port$1153$0 (\$425 ),
-    .\port$1155$0 (\$426 ),
-    .\port$1157$0 (\$427 ),
-    .\port$1159$0 (\$428 ),
-    .\port$1161$0 (\$429 ),
-    .\port$1163$0 (\$430 ),
-    .\port$1165$0 (\$431 ),
+    .\port$1108$0 (\$406 ),
+    .\port$1110$0 (\$407 ),
+    .\port$1112$0 (\$408 ),
+    .\port$1114$0 (\$409 ),
+    .\port$1116$0 (\$410 ),
+    .\port$1118$0 (\$411 ),
+    .\port$1120$0 (\$412 ),
+    .\port$1122$0 (\$413 ),
+    .\port$1124$0 (\$414 ),
+    .\port$1126$0 (\$415 ),
+    .\port$1128$0 (\$416 ),
+    .\port$1130$0 (\$417 ),
+    .\port$1132$0 (\$418 ),
+    .\port$1134$0 (\$419 ),
+    .\port$1136$0 (\$420 ),
+    .\port$1138$0 (\$421 ),
+    .\port$1140$0 (\$422 ),
+    .\port$1142$0 (\$423 ),
+    .\port$1144$0 (\$424 ),
+    .\port$1146$0 (\$425 ),
+    .\port$1148$0 (\$426 ),
+    .\port$1150$0 (\$427 ),
+    .\port$1152$0 (\$428 ),
+    .\port$1154$0 (\$429 ),
+    .\port$1156$0 (\$430 ),
+    .\port$1158$0 (\$431 ),
     .\r_en$39 (\responses__ready$222 ),
-    .read_data(\read_data$363 ),
+    .read_data(\read_data$305 ),
     .requests__ready(requests__13__ready),
     .requests__valid(\requests__valid$218 ),
     .responses__payload(responses__13__payload),
@@ -2641,38 +2676,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$302 ),
-    .maint__hold(\maint__hold$333 ),
-    .maint__read(\maint__read$332 ),
+    .maint__clear(\maint__clear$330 ),
+    .maint__hold(\maint__hold$361 ),
+    .maint__read(\maint__read$360 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1168$0 (\$432 ),
-    .\port$1170$0 (\$433 ),
-    .\port$1172$0 (\$434 ),
-    .\port$1174$0 (\$435 ),
-    .\port$1176$0 (\$436 ),
-    .\port$1178$0 (\$437 ),
-    .\port$1180$0 (\$438 ),
-    .\port$1182$0 (\$439 ),
-    .\port$1184$0 (\$440 ),
-    .\port$1186$0 (\$441 ),
-    .\port$1188$0 (\$442 ),
-    .\port$1190$0 (\$443 ),
-    .\port$1192$0 (\$444 ),
-    .\port$1194$0 (\$445 ),
-    .\port$1196$0 (\$446 ),
-    .\port$1198$0 (\$447 ),
-    .\port$1200$0 (\$448 ),
-    .\port$1202$0 (\$449 ),
-    .\port$1204$0 (\$450 ),
-    .\port$1206$0 (\$451 ),
-    .\port$1208$0 (\$452 ),
-    .\port$1210$0 (\$453 ),
-    .\port$1212$0 (\$454 ),
-    .\port$1214$0 (\$455 ),
-    .\port$1216$0 (\$456 ),
-    .\port$1218$0 (\$457 ),
+    .\port$1161$0 (\$432 ),
+    .\port$1163$0 (\$433 ),
+    .\port$1165$0 (\$434 ),
+    .\port$1167$0 (\$435 ),
+    .\port$1169$0 (\$436 ),
+    .\port$1171$0 (\$437 ),
+    .\port$1173$0 (\$438 ),
+    .\port$1175$0 (\$439 ),
+    .\port$1177$0 (\$440 ),
+    .\port$1179$0 (\$441 ),
+    .\port$1181$0 (\$442 ),
+    .\port$1183$0 (\$443 ),
+    .\port$1185$0 (\$444 ),
+    .\port$1187$0 (\$445 ),
+    .\port$1189$0 (\$446 ),
+    .\port$1191$0 (\$447 ),
+    .\port$1193$0 (\$448 ),
+    .\port$1195$0 (\$449 ),
+    .\port$1197$0 (\$450 ),
+    .\port$1199$0 (\$451 ),
+    .\port$1201$0 (\$452 ),
+    .\port$1203$0 (\$453 ),
+    .\port$1205$0 (\$454 ),
+    .\port$1207$0 (\$455 ),
+    .\port$1209$0 (\$456 ),
+    .\port$1211$0 (\$457 ),
     .\r_en$39 (\responses__ready$236 ),
-    .read_data(\read_data$364 ),
+    .read_data(\read_data$306 ),
     .requests__ready(requests__14__ready),
     .requests__valid(\requests__valid$232 ),
     .responses__payload(responses__14__payload),
@@ -2683,38 +2718,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$303 ),
-    .maint__hold(\maint__hold$335 ),
-    .maint__read(\maint__read$334 ),
+    .maint__clear(\maint__clear$331 ),
+    .maint__hold(\maint__hold$363 ),
+    .maint__read(\maint__read$362 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1221$0 (\$458 ),
-    .\port$1223$0 (\$459 ),
-    .\port$1225$0 (\$460 ),
-    .\port$1227$0 (\$461 ),
-    .\port$1229$0 (\$462 ),
-    .\port$1231$0 (\$463 ),
-    .\port$1233$0 (\$464 ),
-    .\port$1235$0 (\$465 ),
-    .\port$1237$0 (\$466 ),
-    .\port$1239$0 (\$467 ),
-    .\port$1241$0 (\$468 ),
-    .\port$1243$0 (\$469 ),
-    .\port$1245$0 (\$470 ),
-    .\port$1247$0 (\$471 ),
-    .\port$1249$0 (\$472 ),
-    .\port$1251$0 (\$473 ),
-    .\port$1253$0 (\$474 ),
-    .\port$1255$0 (\$475 ),
-    .\port$1257$0 (\$476 ),
-    .\port$1259$0 (\$477 ),
-    .\port$1261$0 (\$478 ),
-    .\port$1263$0 (\$479 ),
-    .\port$1265$0 (\$480 ),
-    .\port$1267$0 (\$481 ),
-    .\port$1269$0 (\$482 ),
-    .\port$1271$0 (\$483 ),
+    .\port$1214$0 (\$458 ),
+    .\port$1216$0 (\$459 ),
+    .\port$1218$0 (\$460 ),
+    .\port$1220$0 (\$461 ),
+    .\port$1222$0 (\$462 ),
+    .\port$1224$0 (\$463 ),
+    .\port$1226$0 (\$464 ),
+    .\port$1228$0 (\$465 ),
+    .\port$1230$0 (\$466 ),
+    .\port$1232$0 (\$467 ),
+    .\port$1234$0 (\$468 ),
+    .\port$1236$0 (\$469 ),
+    .\port$1238$0 (\$470 ),
+    .\port$1240$0 (\$471 ),
+    .\port$1242$0 (\$472 ),
+    .\port$1244$0 (\$473 ),
+    .\port$1246$0 (\$474 ),
+    .\port$1248$0 (\$475 ),
+    .\port$1250$0 (\$476 ),
+    .\port$1252$0 (\$477 ),
+    .\port$1254$0 (\$478 ),
+    .\port$1256$0 (\$479 ),
+    .\port$1258$0 (\$480 ),
+    .\port$1260$0 (\$481 ),
+    .\port$1262$0 (\$482 ),
+    .\port$1264$0 (\$483 ),
     .\r_en$39 (\responses__ready$250 ),
-    .read_data(\read_data$365 ),
+    .read_data(\read_data$307 ),
     .requests__ready(requests__15__ready),
     .requests__valid(\requests__valid$246 ),
     .responses__payload(responses__15__payload),
@@ -2725,38 +2760,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$290 ),
-    .maint__hold(\maint__hold$309 ),
-    .maint__read(\maint__read$308 ),
+    .maint__clear(\maint__clear$318 ),
+    .maint__hold(\maint__hold$337 ),
+    .maint__read(\maint__read$336 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$532$0 (\$120 ),
-    .\port$534$0 (\$121 ),
-    .\port$536$0 (\$122 ),
-    .\port$538$0 (\$123 ),
-    .\port$540$0 (\$124 ),
-    .\port$542$0 (\$125 ),
-    .\port$544$0 (\$126 ),
-    .\port$546$0 (\$127 ),
-    .\port$548$0 (\$128 ),
-    .\port$550$0 (\$129 ),
-    .\port$552$0 (\$130 ),
-    .\port$554$0 (\$131 ),
-    .\port$556$0 (\$132 ),
-    .\port$558$0 (\$133 ),
-    .\port$560$0 (\$134 ),
-    .\port$562$0 (\$135 ),
-    .\port$564$0 (\$136 ),
-    .\port$566$0 (\$137 ),
-    .\port$568$0 (\$138 ),
-    .\port$570$0 (\$139 ),
-    .\port$572$0 (\$140 ),
-    .\port$574$0 (\$141 ),
-    .\port$576$0 (\$142 ),
-    .\port$578$0 (\$143 ),
-    .\port$580$0 (\$144 ),
-    .\port$582$0 (\$145 ),
+    .\port$525$0 (\$120 ),
+    .\port$527$0 (\$121 ),
+    .\port$529$0 (\$122 ),
+    .\port$531$0 (\$123 ),
+    .\port$533$0 (\$124 ),
+    .\port$535$0 (\$125 ),
+    .\port$537$0 (\$126 ),
+    .\port$539$0 (\$127 ),
+    .\port$541$0 (\$128 ),
+    .\port$543$0 (\$129 ),
+    .\port$545$0 (\$130 ),
+    .\port$547$0 (\$131 ),
+    .\port$549$0 (\$132 ),
+    .\port$551$0 (\$133 ),
+    .\port$553$0 (\$134 ),
+    .\port$555$0 (\$135 ),
+    .\port$557$0 (\$136 ),
+    .\port$559$0 (\$137 ),
+    .\port$561$0 (\$138 ),
+    .\port$563$0 (\$139 ),
+    .\port$565$0 (\$140 ),
+    .\port$567$0 (\$141 ),
+    .\port$569$0 (\$142 ),
+    .\port$571$0 (\$143 ),
+    .\port$573$0 (\$144 ),
+    .\port$575$0 (\$145 ),
     .\r_en$39 (\responses__ready$68 ),
-    .read_data(\read_data$352 ),
+    .read_data(\read_data$294 ),
     .requests__ready(requests__2__ready),
     .requests__valid(\requests__valid$64 ),
     .responses__payload(responses__2__payload),
@@ -2767,38 +2802,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$291 ),
-    .maint__hold(\maint__hold$311 ),
-    .maint__read(\maint__read$310 ),
+    .maint__clear(\maint__clear$319 ),
+    .maint__hold(\maint__hold$339 ),
+    .maint__read(\maint__read$338 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$585$0 (\$146 ),
-    .\port$587$0 (\$147 ),
-    .\port$589$0 (\$148 ),
-    .\port$591$0 (\$149 ),
-    .\port$593$0 (\$150 ),
-    .\port$595$0 (\$151 ),
-    .\port$597$0 (\$152 ),
-    .\port$599$0 (\$153 ),
-    .\port$601$0 (\$154 ),
-    .\port$603$0 (\$155 ),
-    .\port$605$0 (\$156 ),
-    .\port$607$0 (\$157 ),
-    .\port$609$0 (\$158 ),
-    .\port$611$0 (\$159 ),
-    .\port$613$0 (\$160 ),
-    .\port$615$0 (\$161 ),
-    .\port$617$0 (\$162 ),
-    .\port$619$0 (\$163 ),
-    .\port$621$0 (\$164 ),
-    .\port$623$0 (\$165 ),
-    .\port$625$0 (\$166 ),
-    .\port$627$0 (\$167 ),
-    .\port$629$0 (\$168 ),
-    .\port$631$0 (\$169 ),
-    .\port$633$0 (\$170 ),
-    .\port$635$0 (\$171 ),
+    .\port$578$0 (\$146 ),
+    .\port$580$0 (\$147 ),
+    .\port$582$0 (\$148 ),
+    .\port$584$0 (\$149 ),
+    .\port$586$0 (\$150 ),
+    .\port$588$0 (\$151 ),
+    .\port$590$0 (\$152 ),
+    .\port$592$0 (\$153 ),
+    .\port$594$0 (\$154 ),
+    .\port$596$0 (\$155 ),
+    .\port$598$0 (\$156 ),
+    .\port$600$0 (\$157 ),
+    .\port$602$0 (\$158 ),
+    .\port$604$0 (\$159 ),
+    .\port$606$0 (\$160 ),
+    .\port$608$0 (\$161 ),
+    .\port$610$0 (\$162 ),
+    .\port$612$0 (\$163 ),
+    .\port$614$0 (\$164 ),
+    .\port$616$0 (\$165 ),
+    .\port$618$0 (\$166 ),
+    .\port$620$0 (\$167 ),
+    .\port$622$0 (\$168 ),
+    .\port$624$0 (\$169 ),
+    .\port$626$0 (\$170 ),
+    .\port$628$0 (\$171 ),
     .\r_en$39 (\responses__ready$82 ),
-    .read_data(\read_data$353 ),
+    .read_data(\read_data$295 ),
     .requests__ready(requests__3__ready),
     .requests__valid(\requests__valid$78 ),
     .responses__payload(responses__3__payload),
@@ -2809,38 +2844,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$292 ),
-    .maint__hold(\maint__hold$313 ),
-    .maint__read(\maint__read$312 ),
+    .maint__clear(\maint__clear$320 ),
+    .maint__hold(\maint__hold$341 ),
+    .maint__read(\maint__read$340 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$638$0 (\$172 ),
-    .\port$640$0 (\$173 ),
-    .\port$642$0 (\$174 ),
-    .\port$644$0 (\$175 ),
-    .\port$646$0 (\$176 ),
-    .\port$648$0 (\$177 ),
-    .\port$650$0 (\$178 ),
-    .\port$652$0 (\$179 ),
-    .\port$654$0 (\$180 ),
-    .\port$656$0 (\$181 ),
-    .\port$658$0 (\$182 ),
-    .\port$660$0 (\$183 ),
-    .\port$662$0 (\$184 ),
-    .\port$664$0 (\$185 ),
-    .\port$666$0 (\$186 ),
-    .\port$668$0 (\$187 ),
-    .\port$670$0 (\$188 ),
-    .\port$672$0 (\$189 ),
-    .\port$674$0 (\$190 ),
-    .\port$676$0 (\$191 ),
-    .\port$678$0 (\$192 ),
-    .\port$680$0 (\$193 ),
-    .\port$682$0 (\$194 ),
-    .\port$684$0 (\$195 ),
-    .\port$686$0 (\$196 ),
-    .\port$688$0 (\$197 ),
+    .\port$631$0 (\$172 ),
+    .\port$633$0 (\$173 ),
+    .\port$635$0 (\$174 ),
+    .\port$637$0 (\$175 ),
+    .\port$639$0 (\$176 ),
+    .\port$641$0 (\$177 ),
+    .\port$643$0 (\$178 ),
+    .\port$645$0 (\$179 ),
+    .\port$647$0 (\$180 ),
+    .\port$649$0 (\$181 ),
+    .\port$651$0 (\$182 ),
+    .\port$653$0 (\$183 ),
+    .\port$655$0 (\$184 ),
+    .\port$657$0 (\$185 ),
+    .\port$659$0 (\$186 ),
+    .\port$661$0 (\$187 ),
+    .\port$663$0 (\$188 ),
+    .\port$665$0 (\$189 ),
+    .\port$667$0 (\$190 ),
+    .\port$669$0 (\$191 ),
+    .\port$671$0 (\$192 ),
+    .\port$673$0 (\$193 ),
+    .\port$675$0 (\$194 ),
+    .\port$677$0 (\$195 ),
+    .\port$679$0 (\$196 ),
+    .\port$681$0 (\$197 ),
     .\r_en$39 (\responses__ready$96 ),
-    .read_data(\read_data$354 ),
+    .read_data(\read_data$296 ),
     .requests__ready(requests__4__ready),
     .requests__valid(\requests__valid$92 ),
     .responses__payload(responses__4__payload),
@@ -2851,38 +2886,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$293 ),
-    .maint__hold(\maint__hold$315 ),
-    .maint__read(\maint__read$314 ),
+    .maint__clear(\maint__clear$321 ),
+    .maint__hold(\maint__hold$343 ),
+    .maint__read(\maint__read$342 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$691$0 (\$198 ),
-    .\port$693$0 (\$199 ),
-    .\port$695$0 (\$200 ),
-    .\port$697$0 (\$201 ),
-    .\port$699$0 (\$202 ),
-    .\port$701$0 (\$203 ),
-    .\port$703$0 (\$204 ),
-    .\port$705$0 (\$205 ),
-    .\port$707$0 (\$206 ),
-    .\port$709$0 (\$207 ),
-    .\port$711$0 (\$208 ),
-    .\port$713$0 (\$209 ),
-    .\port$715$0 (\$210 ),
-    .\port$717$0 (\$211 ),
-    .\port$719$0 (\$212 ),
-    .\port$721$0 (\$213 ),
-    .\port$723$0 (\$214 ),
-    .\port$725$0 (\$215 ),
-    .\port$727$0 (\$216 ),
-    .\port$729$0 (\$217 ),
-    .\port$731$0 (\$218 ),
-    .\port$733$0 (\$219 ),
-    .\port$735$0 (\$220 ),
-    .\port$737$0 (\$221 ),
-    .\port$739$0 (\$222 ),
-    .\port$741$0 (\$223 ),
+    .\port$684$0 (\$198 ),
+    .\port$686$0 (\$199 ),
+    .\port$688$0 (\$200 ),
+    .\port$690$0 (\$201 ),
+    .\port$692$0 (\$202 ),
+    .\port$694$0 (\$203 ),
+    .\port$696$0 (\$204 ),
+    .\port$698$0 (\$205 ),
+    .\port$700$0 (\$206 ),
+    .\port$702$0 (\$207 ),
+    .\port$704$0 (\$208 ),
+    .\port$706$0 (\$209 ),
+    .\port$708$0 (\$210 ),
+    .\port$710$0 (\$211 ),
+    .\port$712$0 (\$212 ),
+    .\port$714$0 (\$213 ),
+    .\port$716$0 (\$214 ),
+    .\port$718$0 (\$215 ),
+    .\port$720$0 (\$216 ),
+    .\port$722$0 (\$217 ),
+    .\port$724$0 (\$218 ),
+    .\port$726$0 (\$219 ),
+    .\port$728$0 (\$220 ),
+    .\port$730$0 (\$221 ),
+    .\port$732$0 (\$222 ),
+    .\port$734$0 (\$223 ),
     .\r_en$39 (\responses__ready$110 ),
-    .read_data(\read_data$355 ),
+    .read_data(\read_data$297 ),
     .requests__ready(requests__5__ready),
     .requests__valid(\requests__valid$106 ),
     .responses__payload(responses__5__payload),
@@ -2893,38 +2928,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$294 ),
-    .maint__hold(\maint__hold$317 ),
-    .maint__read(\maint__read$316 ),
+    .maint__clear(\maint__clear$322 ),
+    .maint__hold(\maint__hold$345 ),
+    .maint__read(\maint__read$344 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$744$0 (\$224 ),
-    .\port$746$0 (\$225 ),
-    .\port$748$0 (\$226 ),
-    .\port$750$0 (\$227 ),
-    .\port$752$0 (\$228 ),
-    .\port$754$0 (\$229 ),
-    .\port$756$0 (\$230 ),
-    .\port$758$0 (\$231 ),
-    .\port$760$0 (\$232 ),
-    .\port$762$0 (\$233 ),
-    .\port$764$0 (\$234 ),
-    .\port$766$0 (\$235 ),
-    .\port$768$0 (\$236 ),
-    .\port$770$0 (\$237 ),
-    .\port$772$0 (\$238 ),
-    .\port$774$0 (\$239 ),
-    .\port$776$0 (\$240 ),
-    .\port$778$0 (\$241 ),
-    .\port$780$0 (\$242 ),
-    .\port$782$0 (\$243 ),
-    .\port$784$0 (\$244 ),
-    .\port$786$0 (\$245 ),
-    .\port$788$0 (\$246 ),
-    .\port$790$0 (\$247 ),
-    .\port$792$0 (\$248 ),
-    .\port$794$0 (\$249 ),
+    .\port$737$0 (\$224 ),
+    .\port$739$0 (\$225 ),
+    .\port$741$0 (\$226 ),
+    .\port$743$0 (\$227 ),
+    .\port$745$0 (\$228 ),
+    .\port$747$0 (\$229 ),
+    .\port$749$0 (\$230 ),
+    .\port$751$0 (\$231 ),
+    .\port$753$0 (\$232 ),
+    .\port$755$0 (\$233 ),
+    .\port$757$0 (\$234 ),
+    .\port$759$0 (\$235 ),
+    .\port$761$0 (\$236 ),
+    .\port$763$0 (\$237 ),
+    .\port$765$0 (\$238 ),
+    .\port$767$0 (\$239 ),
+    .\port$769$0 (\$240 ),
+    .\port$771$0 (\$241 ),
+    .\port$773$0 (\$242 ),
+    .\port$775$0 (\$243 ),
+    .\port$777$0 (\$244 ),
+    .\port$779$0 (\$245 ),
+    .\port$781$0 (\$246 ),
+    .\port$783$0 (\$247 ),
+    .\port$785$0 (\$248 ),
+    .\port$787$0 (\$249 ),
     .\r_en$39 (\responses__ready$124 ),
-    .read_data(\read_data$356 ),
+    .read_data(\read_data$298 ),
     .requests__ready(requests__6__ready),
     .requests__valid(\requests__valid$120 ),
     .responses__payload(responses__6__payload),
@@ -2935,38 +2970,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$295 ),
-    .maint__hold(\maint__hold$319 ),
-    .maint__read(\maint__read$318 ),
+    .maint__clear(\maint__clear$323 ),
+    .maint__hold(\maint__hold$347 ),
+    .maint__read(\maint__read$346 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$797$0 (\$250 ),
-    .\port$799$0 (\$251 ),
-    .\port$801$0 (\$252 ),
-    .\port$803$0 (\$253 ),
-    .\port$805$0 (\$254 ),
-    .\port$807$0 (\$255 ),
-    .\port$809$0 (\$256 ),
-    .\port$811$0 (\$257 ),
-    .\port$813$0 (\$258 ),
-    .\port$815$0 (\$259 ),
-    .\port$817$0 (\$260 ),
-    .\port$819$0 (\$261 ),
-    .\port$821$0 (\$262 ),
-    .\port$823$0 (\$263 ),
-    .\port$825$0 (\$264 ),
-    .\port$827$0 (\$265 ),
-    .\port$829$0 (\$266 ),
-    .\port$831$0 (\$267 ),
-    .\port$833$0 (\$268 ),
-    .\port$835$0 (\$269 ),
-    .\port$837$0 (\$270 ),
-    .\port$839$0 (\$271 ),
-    .\port$841$0 (\$272 ),
-    .\port$843$0 (\$273 ),
-    .\port$845$0 (\$274 ),
-    .\port$847$0 (\$275 ),
+    .\port$790$0 (\$250 ),
+    .\port$792$0 (\$251 ),
+    .\port$794$0 (\$252 ),
+    .\port$796$0 (\$253 ),
+    .\port$798$0 (\$254 ),
+    .\port$800$0 (\$255 ),
+    .\port$802$0 (\$256 ),
+    .\port$804$0 (\$257 ),
+    .\port$806$0 (\$258 ),
+    .\port$808$0 (\$259 ),
+    .\port$810$0 (\$260 ),
+    .\port$812$0 (\$261 ),
+    .\port$814$0 (\$262 ),
+    .\port$816$0 (\$263 ),
+    .\port$818$0 (\$264 ),
+    .\port$820$0 (\$265 ),
+    .\port$822$0 (\$266 ),
+    .\port$824$0 (\$267 ),
+    .\port$826$0 (\$268 ),
+    .\port$828$0 (\$269 ),
+    .\port$830$0 (\$270 ),
+    .\port$832$0 (\$271 ),
+    .\port$834$0 (\$272 ),
+    .\port$836$0 (\$273 ),
+    .\port$838$0 (\$274 ),
+    .\port$840$0 (\$275 ),
     .\r_en$39 (\responses__ready$138 ),
-    .read_data(\read_data$357 ),
+    .read_data(\read_data$299 ),
     .requests__ready(requests__7__ready),
     .requests__valid(\requests__valid$134 ),
     .responses__payload(responses__7__payload),
@@ -2977,38 +3012,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$296 ),
-    .maint__hold(\maint__hold$321 ),
-    .maint__read(\maint__read$320 ),
+    .maint__clear(\maint__clear$324 ),
+    .maint__hold(\maint__hold$349 ),
+    .maint__read(\maint__read$348 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$850$0 (\$276 ),
-    .\port$852$0 (\$277 ),
-    .\port$854$0 (\$278 ),
-    .\port$856$0 (\$279 ),
-    .\port$858$0 (\$280 ),
-    .\port$860$0 (\$281 ),
-    .\port$862$0 (\$282 ),
-    .\port$864$0 (\$283 ),
-    .\port$866$0 (\$284 ),
-    .\port$868$0 (\$285 ),
-    .\port$870$0 (\$286 ),
-    .\port$872$0 (\$287 ),
-    .\port$874$0 (\$288 ),
-    .\port$876$0 (\$289 ),
-    .\port$878$0 (\$290 ),
-    .\port$880$0 (\$291 ),
-    .\port$882$0 (\$292 ),
-    .\port$884$0 (\$293 ),
-    .\port$886$0 (\$294 ),
-    .\port$888$0 (\$295 ),
-    .\port$890$0 (\$296 ),
-    .\port$892$0 (\$297 ),
-    .\port$894$0 (\$298 ),
-    .\port$896$0 (\$299 ),
-    .\port$898$0 (\$300 ),
-    .\port$900$0 (\$301 ),
+    .\port$843$0 (\$276 ),
+    .\port$845$0 (\$277 ),
+    .\port$847$0 (\$278 ),
+    .\port$849$0 (\$279 ),
+    .\port$851$0 (\$280 ),
+    .\port$853$0 (\$281 ),
+    .\port$855$0 (\$282 ),
+    .\port$857$0 (\$283 ),
+    .\port$859$0 (\$284 ),
+    .\port$861$0 (\$285 ),
+    .\port$863$0 (\$286 ),
+    .\port$865$0 (\$287 ),
+    .\port$867$0 (\$288 ),
+    .\port$869$0 (\$289 ),
+    .\port$871$0 (\$290 ),
+    .\port$873$0 (\$291 ),
+    .\port$875$0 (\$292 ),
+    .\port$877$0 (\$293 ),
+    .\port$879$0 (\$294 ),
+    .\port$881$0 (\$295 ),
+    .\port$883$0 (\$296 ),
+    .\port$885$0 (\$297 ),
+    .\port$887$0 (\$298 ),
+    .\port$889$0 (\$299 ),
+    .\port$891$0 (\$300 ),
+    .\port$893$0 (\$301 ),
     .\r_en$39 (\responses__ready$152 ),
-    .read_data(\read_data$358 ),
+    .read_data(\read_data$300 ),
     .requests__ready(requests__8__ready),
     .requests__valid(\requests__valid$148 ),
     .responses__payload(responses__8__payload),
@@ -3019,50 +3054,59 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$297 ),
-    .maint__hold(\maint__hold$323 ),
-    .maint__read(\maint__read$322 ),
+    .maint__clear(\maint__clear$325 ),
+    .maint__hold(\maint__hold$351 ),
+    .maint__read(\maint__read$350 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$903$0 (\$302 ),
-    .\port$905$0 (\$303 ),
-    .\port$907$0 (\$304 ),
-    .\port$909$0 (\$305 ),
-    .\port$911$0 (\$306 ),
-    .\port$913$0 (\$307 ),
-    .\port$915$0 (\$308 ),
-    .\port$917$0 (\$309 ),
-    .\port$919$0 (\$310 ),
-    .\port$921$0 (\$311 ),
-    .\port$923$0 (\$312 ),
-    .\port$925$0 (\$313 ),
-    .\port$927$0 (\$314 ),
-    .\port$929$0 (\$315 ),
-    .\port$931$0 (\$316 ),
-    .\port$933$0 (\$317 ),
-    .\port$935$0 (\$318 ),
-    .\port$937$0 (\$319 ),
-    .\port$939$0 (\$320 ),
-    .\port$941$0 (\$321 ),
-    .\port$943$0 (\$322 ),
-    .\port$945$0 (\$323 ),
-    .\port$947$0 (\$324 ),
-    .\port$949$0 (\$325 ),
-    .\port$951$0 (\$326 ),
-    .\port$953$0 (\$327 ),
+    .\port$896$0 (\$302 ),
+    .\port$898$0 (\$303 ),
+    .\port$900$0 (\$304 ),
+    .\port$902$0 (\$305 ),
+    .\port$904$0 (\$306 ),
+    .\port$906$0 (\$307 ),
+    .\port$908$0 (\$308 ),
+    .\port$910$0 (\$309 ),
+    .\port$912$0 (\$310 ),
+    .\port$914$0 (\$311 ),
+    .\port$916$0 (\$312 ),
+    .\port$918$0 (\$313 ),
+    .\port$920$0 (\$314 ),
+    .\port$922$0 (\$315 ),
+    .\port$924$0 (\$316 ),
+    .\port$926$0 (\$317 ),
+    .\port$928$0 (\$318 ),
+    .\port$930$0 (\$319 ),
+    .\port$932$0 (\$320 ),
+    .\port$934$0 (\$321 ),
+    .\port$936$0 (\$322 ),
+    .\port$938$0 (\$323 ),
+    .\port$940$0 (\$324 ),
+    .\port$942$0 (\$325 ),
+    .\port$944$0 (\$326 ),
+    .\port$946$0 (\$327 ),
     .\r_en$39 (\responses__ready$166 ),
-    .read_data(\read_data$359 ),
+    .read_data(\read_data$301 ),
     .requests__ready(requests__9__ready),
     .requests__valid(\requests__valid$162 ),
     .responses__payload(responses__9__payload),
     .responses__valid(responses__9__valid),
     .rst(rst)
   );
+  \hotline_fragment_chain.engine.dump_fifo  dump_fifo (
+    .clk(clk),
+    .r_data(dump__payload),
+    .r_en(dump__ready),
+    .r_rdy(dump__valid),
+    .rst(rst),
+    .w_en(\w_en$308 ),
+    .w_port__data(record)
+  );
   \hotline_fragment_chain.engine.hash  hash (
-    .advance(\i__ready$343 ),
+    .advance(\i__ready$371 ),
     .busy(busy),
     .clk(clk),
-    .i__payload(\i__payload$340 ),
-    .i__valid(\i__valid$336 ),
+    .i__payload(\i__payload$368 ),
+    .i__valid(\i__valid$364 ),
     .o__payload(i__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -3154,422 +3198,422 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     .beats__valid(beats__valid),
     .busy(\busy$259 ),
     .clk(clk),
-    .\port$1000$0 (\$350 ),
-    .\port$1002$0 (\$351 ),
-    .\port$1004$0 (\$352 ),
-    .\port$1006$0 (\$353 ),
-    .\port$1009$0 (\$354 ),
-    .\port$1011$0 (\$355 ),
-    .\port$1013$0 (\$356 ),
-    .\port$1015$0 (\$357 ),
-    .\port$1017$0 (\$358 ),
-    .\port$1019$0 (\$359 ),
-    .\port$1021$0 (\$360 ),
-    .\port$1023$0 (\$361 ),
-    .\port$1025$0 (\$362 ),
-    .\port$1027$0 (\$363 ),
-    .\port$1029$0 (\$364 ),
-    .\port$1031$0 (\$365 ),
-    .\port$1033$0 (\$366 ),
-    .\port$1035$0 (\$367 ),
-    .\port$1037$0 (\$368 ),
-    .\port$1039$0 (\$369 ),
-    .\port$1041$0 (\$370 ),
-    .\port$1043$0 (\$371 ),
-    .\port$1045$0 (\$372 ),
-    .\port$1047$0 (\$373 ),
-    .\port$1049$0 (\$374 ),
-    .\port$1051$0 (\$375 ),
-    .\port$1053$0 (\$376 ),
-    .\port$1055$0 (\$377 ),
-    .\port$1057$0 (\$378 ),
-    .\port$1059$0 (\$379 ),
-    .\port$1062$0 (\$380 ),
-    .\port$1064$0 (\$381 ),
-    .\port$1066$0 (\$382 ),
-    .\port$1068$0 (\$383 ),
-    .\port$1070$0 (\$384 ),
-    .\port$1072$0 (\$385 ),
-    .\port$1074$0 (\$386 ),
-    .\port$1076$0 (\$387 ),
-    .\port$1078$0 (\$388 ),
-    .\port$1080$0 (\$389 ),
-    .\port$1082$0 (\$390 ),
-    .\port$1084$0 (\$391 ),
-    .\port$1086$0 (\$392 ),
-    .\port$1088$0 (\$393 ),
-    .\port$1090$0 (\$394 ),
-    .\port$1092$0 (\$395 ),
-    .\port$1094$0 (\$396 ),
-    .\port$1096$0 (\$397 ),
-    .\port$1098$0 (\$398 ),
-    .\port$1100$0 (\$399 ),
-    .\port$1102$0 (\$400 ),
-    .\port$1104$0 (\$401 ),
-    .\port$1106$0 (\$402 ),
-    .\port$1108$0 (\$403 ),
-    .\port$1110$0 (\$404 ),
-    .\port$1112$0 (\$405 ),
-    .\port$1115$0 (\$406 ),
-    .\port$1117$0 (\$407 ),
-    .\port$1119$0 (\$408 ),
-    .\port$1121$0 (\$409 ),
-    .\port$1123$0 (\$410 ),
-    .\port$1125$0 (\$411 ),
-    .\port$1127$0 (\$412 ),
-    .\port$1129$0 (\$413 ),
-    .\port$1131$0 (\$414 ),
-    .\port$1133$0 (\$415 ),
-    .\port$1135$0 (\$416 ),
-    .\port$1137$0 (\$417 ),
-    .\port$1139$0 (\$418 ),
-    .\port$1141$0 (\$419 ),
-    .\port$1143$0 (\$420 ),
-    .\port$1145$0 (\$421 ),
-    .\port$1147$0 (\$422 ),
-    .\port$1149$0 (\$423 ),
-    .\port$1151$0 (\$424 ),
-    .\port$1153$0 (\$425 ),
-    .\port$1155$0 (\$426 ),
-    .\port$1157$0 (\$427 ),
-    .\port$1159$0 (\$428 ),
-    .\port$1161$0 (\$429 ),
-    .\port$1163$0 (\$430 ),
-    .\port$1165$0 (\$431 ),
-    .\port$1168$0 (\$432 ),
-    .\port$1170$0 (\$433 ),
-    .\port$1172$0 (\$434 ),
-    .\port$1174$0 (\$435 ),
-    .\port$1176$0 (\$436 ),
-    .\port$1178$0 (\$437 ),
-    .\port$1180$0 (\$438 ),
-    .\port$1182$0 (\$439 ),
-    .\port$1184$0 (\$440 ),
-    .\port$1186$0 (\$441 ),
-    .\port$1188$0 (\$442 ),
-    .\port$1190$0 (\$443 ),
-    .\port$1192$0 (\$444 ),
-    .\port$1194$0 (\$445 ),
-    .\port$1196$0 (\$446 ),
-    .\port$1198$0 (\$447 ),
-    .\port$1200$0 (\$448 ),
-    .\port$1202$0 (\$449 ),
-    .\port$1204$0 (\$450 ),
-    .\port$1206$0 (\$451 ),
-    .\port$1208$0 (\$452 ),
-    .\port$1210$0 (\$453 ),
-    .\port$1212$0 (\$454 ),
-    .\port$1214$0 (\$455 ),
-    .\port$1216$0 (\$456 ),
-    .\port$1218$0 (\$457 ),
-    .\port$1221$0 (\$458 ),
-    .\port$1223$0 (\$459 ),
-    .\port$1225$0 (\$460 ),
-    .\port$1227$0 (\$461 ),
-    .\port$1229$0 (\$462 ),
-    .\port$1231$0 (\$463 ),
-    .\port$1233$0 (\$464 ),
-    .\port$1235$0 (\$465 ),
-    .\port$1237$0 (\$466 ),
-    .\port$1239$0 (\$467 ),
-    .\port$1241$0 (\$468 ),
-    .\port$1243$0 (\$469 ),
-    .\port$1245$0 (\$470 ),
-    .\port$1247$0 (\$471 ),
-    .\port$1249$0 (\$472 ),
-    .\port$1251$0 (\$473 ),
-    .\port$1253$0 (\$474 ),
-    .\port$1255$0 (\$475 ),
-    .\port$1257$0 (\$476 ),
-    .\port$1259$0 (\$477 ),
-    .\port$1261$0 (\$478 ),
-    .\port$1263$0 (\$479 ),
-    .\port$1265$0 (\$480 ),
-    .\port$1267$0 (\$481 ),
-    .\port$1269$0 (\$482 ),
-    .\port$1271$0 (\$483 ),
-    .\port$426$0 (\$68 ),
-    .\port$428$0 (\$69 ),
-    .\port$430$0 (\$70 ),
-    .\port$432$0 (\$71 ),
-    .\port$434$0 (\$72 ),
-    .\port$436$0 (\$73 ),
-    .\port$438$0 (\$74 ),
-    .\port$440$0 (\$75 ),
-    .\port$442$0 (\$76 ),
-    .\port$444$0 (\$77 ),
-    .\port$446$0 (\$78 ),
-    .\port$448$0 (\$79 ),
-    .\port$450$0 (\$80 ),
-    .\port$452$0 (\$81 ),
-    .\port$454$0 (\$82 ),
-    .\port$456$0 (\$83 ),
-    .\port$458$0 (\$84 ),
-    .\port$460$0 (\$85 ),
-    .\port$462$0 (\$86 ),
-    .\port$464$0 (\$87 ),
-    .\port$466$0 (\$88 ),
-    .\port$468$0 (\$89 ),
-    .\port$470$0 (\$90 ),
-    .\port$472$0 (\$91 ),
-    .\port$474$0 (\$92 ),
-    .\port$476$0 (\$93 ),
-    .\port$479$0 (\$94 ),
-    .\port$481$0 (\$95 ),
-    .\port$483$0 (\$96 ),
-    .\port$485$0 (\$97 ),
-    .\port$487$0 (\$98 ),
-    .\port$489$0 (\$99 ),
-    .\port$491$0 (\$100 ),
-    .\port$493$0 (\$101 ),
-    .\port$495$0 (\$102 ),
-    .\port$497$0 (\$103 ),
-    .\port$499$0 (\$104 ),
-    .\port$501$0 (\$105 ),
-    .\port$503$0 (\$106 ),
-    .\port$505$0 (\$107 ),
-    .\port$507$0 (\$108 ),
-    .\port$509$0 (\$109 ),
-    .\port$511$0 (\$110 ),
-    .\port$513$0 (\$111 ),
-    .\port$515$0 (\$112 ),
-    .\port$517$0 (\$113 ),
-    .\port$519$0 (\$114 ),
-    .\port$521$0 (\$115 ),
-    .\port$523$0 (\$116 ),
-    .\port$525$0 (\$117 ),
-    .\port$527$0 (\$118 ),
-    .\port$529$0 (\$119 ),
-    .\port$532$0 (\$120 ),
-    .\port$534$0 (\$121 ),
-    .\port$536$0 (\$122 ),
-    .\port$538$0 (\$123 ),
-    .\port$540$0 (\$124 ),
-    .\port$542$0 (\$125 ),
-    .\port$544$0 (\$126 ),
-    .\port$546$0 (\$127 ),
-    .\port$548$0 (\$128 ),
-    .\port$550$0 (\$129 ),
-    .\port$552$0 (\$130 ),
-    .\port$554$0 (\$131 ),
-    .\port$556$0 (\$132 ),
-    .\port$558$0 (\$133 ),
-    .\port$560$0 (\$134 ),
-    .\port$562$0 (\$135 ),
-    .\port$564$0 (\$136 ),
-    .\port$566$0 (\$137 ),
-    .\port$568$0 (\$138 ),
-    .\port$570$0 (\$139 ),
-    .\port$572$0 (\$140 ),
-    .\port$574$0 (\$141 ),
-    .\port$576$0 (\$142 ),
-    .\port$578$0 (\$143 ),
-    .\port$580$0 (\$144 ),
-    .\port$582$0 (\$145 ),
-    .\port$585$0 (\$146 ),
-    .\port$587$0 (\$147 ),
-    .\port$589$0 (\$148 ),
-    .\port$591$0 (\$149 ),
-    .\port$593$0 (\$150 ),
-    .\port$595$0 (\$151 ),
-    .\port$597$0 (\$152 ),
-    .\port$599$0 (\$153 ),
-    .\port$601$0 (\$154 ),
-    .\port$603$0 (\$155 ),
-    .\port$605$0 (\$156 ),
-    .\port$607$0 (\$157 ),
-    .\port$609$0 (\$158 ),
-    .\port$611$0 (\$159 ),
-    .\port$613$0 (\$160 ),
-    .\port$615$0 (\$161 ),
-    .\port$617$0 (\$162 ),
-    .\port$619$0 (\$163 ),
-    .\port$621$0 (\$164 ),
-    .\port$623$0 (\$165 ),
-    .\port$625$0 (\$166 ),
-    .\port$627$0 (\$167 ),
-    .\port$629$0 (\$168 ),
-    .\port$631$0 (\$169 ),
-    .\port$633$0 (\$170 ),
-    .\port$635$0 (\$171 ),
-    .\port$638$0 (\$172 ),
-    .\port$640$0 (\$173 ),
-    .\port$642$0 (\$174 ),
-    .\port$644$0 (\$175 ),
-    .\port$646$0 (\$176 ),
-    .\port$648$0 (\$177 ),
-    .\port$650$0 (\$178 ),
-    .\port$652$0 (\$179 ),
-    .\port$654$0 (\$180 ),
-    .\port$656$0 (\$181 ),
-    .\port$658$0 (\$182 ),
-    .\port$660$0 (\$183 ),
-    .\port$662$0 (\$184 ),
-    .\port$664$0 (\$185 ),
-    .\port$666$0 (\$186 ),
-    .\port$668$0 (\$187 ),
-    .\port$670$0 (\$188 ),
-    .\port$672$0 (\$189 ),
-    .\port$674$0 (\$190 ),
-    .\port$676$0 (\$191 ),
-    .\port$678$0 (\$192 ),
-    .\port$680$0 (\$193 ),
-    .\port$682$0 (\$194 ),
-    .\port$684$0 (\$195 ),
-    .\port$686$0 (\$196 ),
-    .\port$688$0 (\$197 ),
-    .\port$691$0 (\$198 ),
-    .\port$693$0 (\$199 ),
-    .\port$695$0 (\$200 ),
-    .\port$697$0 (\$201 ),
-    .\port$699$0 (\$202 ),
-    .\port$701$0 (\$203 ),
-    .\port$703$0 (\$204 ),
-    .\port$705$0 (\$205 ),
-    .\port$707$0 (\$206 ),
-    .\port$709$0 (\$207 ),
-    .\port$711$0 (\$208 ),
-    .\port$713$0 (\$209 ),
-    .\port$715$0 (\$210 ),
-    .\port$717$0 (\$211 ),
-    .\port$719$0 (\$212 ),
-    .\port$721$0 (\$213 ),
-    .\port$723$0 (\$214 ),
-    .\port$725$0 (\$215 ),
-    .\port$727$0 (\$216 ),
-    .\port$729$0 (\$217 ),
-    .\port$731$0 (\$218 ),
-    .\port$733$0 (\$219 ),
-    .\port$735$0 (\$220 ),
-    .\port$737$0 (\$221 ),
-    .\port$739$0 (\$222 ),
-    .\port$741$0 (\$223 ),
-    .\port$744$0 (\$224 ),
-    .\port$746$0 (\$225 ),
-    .\port$748$0 (\$226 ),
-    .\port$750$0 (\$227 ),
-    .\port$752$0 (\$228 ),
-    .\port$754$0 (\$229 ),
-    .\port$756$0 (\$230 ),
-    .\port$758$0 (\$231 ),
-    .\port$760$0 (\$232 ),
-    .\port$762$0 (\$233 ),
-    .\port$764$0 (\$234 ),
-    .\port$766$0 (\$235 ),
-    .\port$768$0 (\$236 ),
-    .\port$770$0 (\$237 ),
-    .\port$772$0 (\$238 ),
-    .\port$774$0 (\$239 ),
-    .\port$776$0 (\$240 ),
-    .\port$778$0 (\$241 ),
-    .\port$780$0 (\$242 ),
-    .\port$782$0 (\$243 ),
-    .\port$784$0 (\$244 ),
-    .\port$786$0 (\$245 ),
-    .\port$788$0 (\$246 ),
-    .\port$790$0 (\$247 ),
-    .\port$792$0 (\$248 ),
-    .\port$794$0 (\$249 ),
-    .\port$797$0 (\$250 ),
-    .\port$799$0 (\$251 ),
-    .\port$801$0 (\$252 ),
-    .\port$803$0 (\$253 ),
-    .\port$805$0 (\$254 ),
-    .\port$807$0 (\$255 ),
-    .\port$809$0 (\$256 ),
-    .\port$811$0 (\$257 ),
-    .\port$813$0 (\$258 ),
-    .\port$815$0 (\$259 ),
-    .\port$817$0 (\$260 ),
-    .\port$819$0 (\$261 ),
-    .\port$821$0 (\$262 ),
-    .\port$823$0 (\$263 ),
-    .\port$825$0 (\$264 ),
-    .\port$827$0 (\$265 ),
-    .\port$829$0 (\$266 ),
-    .\port$831$0 (\$267 ),
-    .\port$833$0 (\$268 ),
-    .\port$835$0 (\$269 ),
-    .\port$837$0 (\$270 ),
-    .\port$839$0 (\$271 ),
-    .\port$841$0 (\$272 ),
-    .\port$843$0 (\$273 ),
-    .\port$845$0 (\$274 ),
-    .\port$847$0 (\$275 ),
-    .\port$850$0 (\$276 ),
-    .\port$852$0 (\$277 ),
-    .\port$854$0 (\$278 ),
-    .\port$856$0 (\$279 ),
-    .\port$858$0 (\$280 ),
-    .\port$860$0 (\$281 ),
-    .\port$862$0 (\$282 ),
-    .\port$864$0 (\$283 ),
-    .\port$866$0 (\$284 ),
-    .\port$868$0 (\$285 ),
-    .\port$870$0 (\$286 ),
-    .\port$872$0 (\$287 ),
-    .\port$874$0 (\$288 ),
-    .\port$876$0 (\$289 ),
-    .\port$878$0 (\$290 ),
-    .\port$880$0 (\$291 ),
-    .\port$882$0 (\$292 ),
-    .\port$884$0 (\$293 ),
-    .\port$886$0 (\$294 ),
-    .\port$888$0 (\$295 ),
-    .\port$890$0 (\$296 ),
-    .\port$892$0 (\$297 ),
-    .\port$894$0 (\$298 ),
-    .\port$896$0 (\$299 ),
-    .\port$898$0 (\$300 ),
-    .\port$900$0 (\$301 ),
-    .\port$903$0 (\$302 ),
-    .\port$905$0 (\$303 ),
-    .\port$907$0 (\$304 ),
-    .\port$909$0 (\$305 ),
-    .\port$911$0 (\$306 ),
-    .\port$913$0 (\$307 ),
-    .\port$915$0 (\$308 ),
-    .\port$917$0 (\$309 ),
-    .\port$919$0 (\$310 ),
-    .\port$921$0 (\$311 ),
-    .\port$923$0 (\$312 ),
-    .\port$925$0 (\$313 ),
-    .\port$927$0 (\$314 ),
-    .\port$929$0 (\$315 ),
-    .\port$931$0 (\$316 ),
-    .\port$933$0 (\$317 ),
-    .\port$935$0 (\$318 ),
-    .\port$937$0 (\$319 ),
-    .\port$939$0 (\$320 ),
-    .\port$941$0 (\$321 ),
-    .\port$943$0 (\$322 ),
-    .\port$945$0 (\$323 ),
-    .\port$947$0 (\$324 ),
-    .\port$949$0 (\$325 ),
-    .\port$951$0 (\$326 ),
-    .\port$953$0 (\$327 ),
-    .\port$956$0 (\$328 ),
-    .\port$958$0 (\$329 ),
-    .\port$960$0 (\$330 ),
-    .\port$962$0 (\$331 ),
-    .\port$964$0 (\$332 ),
-    .\port$966$0 (\$333 ),
-    .\port$968$0 (\$334 ),
-    .\port$970$0 (\$335 ),
-    .\port$972$0 (\$336 ),
-    .\port$974$0 (\$337 ),
-    .\port$976$0 (\$338 ),
-    .\port$978$0 (\$339 ),
-    .\port$980$0 (\$340 ),
-    .\port$982$0 (\$341 ),
-    .\port$984$0 (\$342 ),
-    .\port$986$0 (\$343 ),
-    .\port$988$0 (\$344 ),
-    .\port$990$0 (\$345 ),
-    .\port$992$0 (\$346 ),
-    .\port$994$0 (\$347 ),
-    .\port$996$0 (\$348 ),
-    .\port$998$0 (\$349 ),
+    .\port$1002$0 (\$354 ),
+    .\port$1004$0 (\$355 ),
+    .\port$1006$0 (\$356 ),
+    .\port$1008$0 (\$357 ),
+    .\port$1010$0 (\$358 ),
+    .\port$1012$0 (\$359 ),
+    .\port$1014$0 (\$360 ),
+    .\port$1016$0 (\$361 ),
+    .\port$1018$0 (\$362 ),
+    .\port$1020$0 (\$363 ),
+    .\port$1022$0 (\$364 ),
+    .\port$1024$0 (\$365 ),
+    .\port$1026$0 (\$366 ),
+    .\port$1028$0 (\$367 ),
+    .\port$1030$0 (\$368 ),
+    .\port$1032$0 (\$369 ),
+    .\port$1034$0 (\$370 ),
+    .\port$1036$0 (\$371 ),
+    .\port$1038$0 (\$372 ),
+    .\port$1040$0 (\$373 ),
+    .\port$1042$0 (\$374 ),
+    .\port$1044$0 (\$375 ),
+    .\port$1046$0 (\$376 ),
+    .\port$1048$0 (\$377 ),
+    .\port$1050$0 (\$378 ),
+    .\port$1052$0 (\$379 ),
+    .\port$1055$0 (\$380 ),
+    .\port$1057$0 (\$381 ),
+    .\port$1059$0 (\$382 ),
+    .\port$1061$0 (\$383 ),
+    .\port$1063$0 (\$384 ),
+    .\port$1065$0 (\$385 ),
+    .\port$1067$0 (\$386 ),
+    .\port$1069$0 (\$387 ),
+    .\port$1071$0 (\$388 ),
+    .\port$1073$0 (\$389 ),
+    .\port$1075$0 (\$390 ),
+    .\port$1077$0 (\$391 ),
+    .\port$1079$0 (\$392 ),
+    .\port$1081$0 (\$393 ),
+    .\port$1083$0 (\$394 ),
+    .\port$1085$0 (\$395 ),
+    .\port$1087$0 (\$396 ),
+    .\port$1089$0 (\$397 ),
+    .\port$1091$0 (\$398 ),
+    .\port$1093$0 (\$399 ),
+    .\port$1095$0 (\$400 ),
+    .\port$1097$0 (\$401 ),
+    .\port$1099$0 (\$402 ),
+    .\port$1101$0 (\$403 ),
+    .\port$1103$0 (\$404 ),
+    .\port$1105$0 (\$405 ),
+    .\port$1108$0 (\$406 ),
+    .\port$1110$0 (\$407 ),
+    .\port$1112$0 (\$408 ),
+    .\port$1114$0 (\$409 ),
+    .\port$1116$0 (\$410 ),
+    .\port$1118$0 (\$411 ),
+    .\port$1120$0 (\$412 ),
+    .\port$1122$0 (\$413 ),
+    .\port$1124$0 (\$414 ),
+    .\port$1126$0 (\$415 ),
+    .\port$1128$0 (\$416 ),
+    .\port$1130$0 (\$417 ),
+    .\port$1132$0 (\$418 ),
+    .\port$1134$0 (\$419 ),
+    .\port$1136$0 (\$420 ),
+    .\port$1138$0 (\$421 ),
+    .\port$1140$0 (\$422 ),
+    .\port$1142$0 (\$423 ),
+    .\port$1144$0 (\$424 ),
+    .\port$1146$0 (\$425 ),
+    .\port$1148$0 (\$426 ),
+    .\port$1150$0 (\$427 ),
+    .\port$1152$0 (\$428 ),
+    .\port$1154$0 (\$429 ),
+    .\port$1156$0 (\$430 ),
+    .\port$1158$0 (\$431 ),
+    .\port$1161$0 (\$432 ),
+    .\port$1163$0 (\$433 ),
+    .\port$1165$0 (\$434 ),
+    .\port$1167$0 (\$435 ),
+    .\port$1169$0 (\$436 ),
+    .\port$1171$0 (\$437 ),
+    .\port$1173$0 (\$438 ),
+    .\port$1175$0 (\$439 ),
+    .\port$1177$0 (\$440 ),
+    .\port$1179$0 (\$441 ),
+    .\port$1181$0 (\$442 ),
+    .\port$1183$0 (\$443 ),
+    .\port$1185$0 (\$444 ),
+    .\port$1187$0 (\$445 ),
+    .\port$1189$0 (\$446 ),
+    .\port$1191$0 (\$447 ),
+    .\port$1193$0 (\$448 ),
+    .\port$1195$0 (\$449 ),
+    .\port$1197$0 (\$450 ),
+    .\port$1199$0 (\$451 ),
+    .\port$1201$0 (\$452 ),
+    .\port$1203$0 (\$453 ),
+    .\port$1205$0 (\$454 ),
+    .\port$1207$0 (\$455 ),
+    .\port$1209$0 (\$456 ),
+    .\port$1211$0 (\$457 ),
+    .\port$1214$0 (\$458 ),
+    .\port$1216$0 (\$459 ),
+    .\port$1218$0 (\$460 ),
+    .\port$1220$0 (\$461 ),
+    .\port$1222$0 (\$462 ),
+    .\port$1224$0 (\$463 ),
+    .\port$1226$0 (\$464 ),
+    .\port$1228$0 (\$465 ),
+    .\port$1230$0 (\$466 ),
+    .\port$1232$0 (\$467 ),
+    .\port$1234$0 (\$468 ),
+    .\port$1236$0 (\$469 ),
+    .\port$1238$0 (\$470 ),
+    .\port$1240$0 (\$471 ),
+    .\port$1242$0 (\$472 ),
+    .\port$1244$0 (\$473 ),
+    .\port$1246$0 (\$474 ),
+    .\port$1248$0 (\$475 ),
+    .\port$1250$0 (\$476 ),
+    .\port$1252$0 (\$477 ),
+    .\port$1254$0 (\$478 ),
+    .\port$1256$0 (\$479 ),
+    .\port$1258$0 (\$480 ),
+    .\port$1260$0 (\$481 ),
+    .\port$1262$0 (\$482 ),
+    .\port$1264$0 (\$483 ),
+    .\port$419$0 (\$68 ),
+    .\port$421$0 (\$69 ),
+    .\port$423$0 (\$70 ),
+    .\port$425$0 (\$71 ),
+    .\port$427$0 (\$72 ),
+    .\port$429$0 (\$73 ),
+    .\port$431$0 (\$74 ),
+    .\port$433$0 (\$75 ),
+    .\port$435$0 (\$76 ),
+    .\port$437$0 (\$77 ),
+    .\port$439$0 (\$78 ),
+    .\port$441$0 (\$79 ),
+    .\port$443$0 (\$80 ),
+    .\port$445$0 (\$81 ),
+    .\port$447$0 (\$82 ),
+    .\port$449$0 (\$83 ),
+    .\port$451$0 (\$84 ),
+    .\port$453$0 (\$85 ),
+    .\port$455$0 (\$86 ),
+    .\port$457$0 (\$87 ),
+    .\port$459$0 (\$88 ),
+    .\port$461$0 (\$89 ),
+    .\port$463$0 (\$90 ),
+    .\port$465$0 (\$91 ),
+    .\port$467$0 (\$92 ),
+    .\port$469$0 (\$93 ),
+    .\port$472$0 (\$94 ),
+    .\port$474$0 (\$95 ),
+    .\port$476$0 (\$96 ),
+    .\port$478$0 (\$97 ),
+    .\port$480$0 (\$98 ),
+    .\port$482$0 (\$99 ),
+    .\port$484$0 (\$100 ),
+    .\port$486$0 (\$101 ),
+    .\port$488$0 (\$102 ),
+    .\port$490$0 (\$103 ),
+    .\port$492$0 (\$104 ),
+    .\port$494$0 (\$105 ),
+    .\port$496$0 (\$106 ),
+    .\port$498$0 (\$107 ),
+    .\port$500$0 (\$108 ),
+    .\port$502$0 (\$109 ),
+    .\port$504$0 (\$110 ),
+    .\port$506$0 (\$111 ),
+    .\port$508$0 (\$112 ),
+    .\port$510$0 (\$113 ),
+    .\port$512$0 (\$114 ),
+    .\port$514$0 (\$115 ),
+    .\port$516$0 (\$116 ),
+    .\port$518$0 (\$117 ),
+    .\port$520$0 (\$118 ),
+    .\port$522$0 (\$119 ),
+    .\port$525$0 (\$120 ),
+    .\port$527$0 (\$121 ),
+    .\port$529$0 (\$122 ),
+    .\port$531$0 (\$123 ),
+    .\port$533$0 (\$124 ),
+    .\port$535$0 (\$125 ),
+    .\port$537$0 (\$126 ),
+    .\port$539$0 (\$127 ),
+    .\port$541$0 (\$128 ),
+    .\port$543$0 (\$129 ),
+    .\port$545$0 (\$130 ),
+    .\port$547$0 (\$131 ),
+    .\port$549$0 (\$132 ),
+    .\port$551$0 (\$133 ),
+    .\port$553$0 (\$134 ),
+    .\port$555$0 (\$135 ),
+    .\port$557$0 (\$136 ),
+    .\port$559$0 (\$137 ),
+    .\port$561$0 (\$138 ),
+    .\port$563$0 (\$139 ),
+    .\port$565$0 (\$140 ),
+    .\port$567$0 (\$141 ),
+    .\port$569$0 (\$142 ),
+    .\port$571$0 (\$143 ),
+    .\port$573$0 (\$144 ),
+    .\port$575$0 (\$145 ),
+    .\port$578$0 (\$146 ),
+    .\port$580$0 (\$147 ),
+    .\port$582$0 (\$148 ),
+    .\port$584$0 (\$149 ),
+    .\port$586$0 (\$150 ),
+    .\port$588$0 (\$151 ),
+    .\port$590$0 (\$152 ),
+    .\port$592$0 (\$153 ),
+    .\port$594$0 (\$154 ),
+    .\port$596$0 (\$155 ),
+    .\port$598$0 (\$156 ),
+    .\port$600$0 (\$157 ),
+    .\port$602$0 (\$158 ),
+    .\port$604$0 (\$159 ),
+    .\port$606$0 (\$160 ),
+    .\port$608$0 (\$161 ),
+    .\port$610$0 (\$162 ),
+    .\port$612$0 (\$163 ),
+    .\port$614$0 (\$164 ),
+    .\port$616$0 (\$165 ),
+    .\port$618$0 (\$166 ),
+    .\port$620$0 (\$167 ),
+    .\port$622$0 (\$168 ),
+    .\port$624$0 (\$169 ),
+    .\port$626$0 (\$170 ),
+    .\port$628$0 (\$171 ),
+    .\port$631$0 (\$172 ),
+    .\port$633$0 (\$173 ),
+    .\port$635$0 (\$174 ),
+    .\port$637$0 (\$175 ),
+    .\port$639$0 (\$176 ),
+    .\port$641$0 (\$177 ),
+    .\port$643$0 (\$178 ),
+    .\port$645$0 (\$179 ),
+    .\port$647$0 (\$180 ),
+    .\port$649$0 (\$181 ),
+    .\port$651$0 (\$182 ),
+    .\port$653$0 (\$183 ),
+    .\port$655$0 (\$184 ),
+    .\port$657$0 (\$185 ),
+    .\port$659$0 (\$186 ),
+    .\port$661$0 (\$187 ),
+    .\port$663$0 (\$188 ),
+    .\port$665$0 (\$189 ),
+    .\port$667$0 (\$190 ),
+    .\port$669$0 (\$191 ),
+    .\port$671$0 (\$192 ),
+    .\port$673$0 (\$193 ),
+    .\port$675$0 (\$194 ),
+    .\port$677$0 (\$195 ),
+    .\port$679$0 (\$196 ),
+    .\port$681$0 (\$197 ),
+    .\port$684$0 (\$198 ),
+    .\port$686$0 (\$199 ),
+    .\port$688$0 (\$200 ),
+    .\port$690$0 (\$201 ),
+    .\port$692$0 (\$202 ),
+    .\port$694$0 (\$203 ),
+    .\port$696$0 (\$204 ),
+    .\port$698$0 (\$205 ),
+    .\port$700$0 (\$206 ),
+    .\port$702$0 (\$207 ),
+    .\port$704$0 (\$208 ),
+    .\port$706$0 (\$209 ),
+    .\port$708$0 (\$210 ),
+    .\port$710$0 (\$211 ),
+    .\port$712$0 (\$212 ),
+    .\port$714$0 (\$213 ),
+    .\port$716$0 (\$214 ),
+    .\port$718$0 (\$215 ),
+    .\port$720$0 (\$216 ),
+    .\port$722$0 (\$217 ),
+    .\port$724$0 (\$218 ),
+    .\port$726$0 (\$219 ),
+    .\port$728$0 (\$220 ),
+    .\port$730$0 (\$221 ),
+    .\port$732$0 (\$222 ),
+    .\port$734$0 (\$223 ),
+    .\port$737$0 (\$224 ),
+    .\port$739$0 (\$225 ),
+    .\port$741$0 (\$226 ),
+    .\port$743$0 (\$227 ),
+    .\port$745$0 (\$228 ),
+    .\port$747$0 (\$229 ),
+    .\port$749$0 (\$230 ),
+    .\port$751$0 (\$231 ),
+    .\port$753$0 (\$232 ),
+    .\port$755$0 (\$233 ),
+    .\port$757$0 (\$234 ),
+    .\port$759$0 (\$235 ),
+    .\port$761$0 (\$236 ),
+    .\port$763$0 (\$237 ),
+    .\port$765$0 (\$238 ),
+    .\port$767$0 (\$239 ),
+    .\port$769$0 (\$240 ),
+    .\port$771$0 (\$241 ),
+    .\port$773$0 (\$242 ),
+    .\port$775$0 (\$243 ),
+    .\port$777$0 (\$244 ),
+    .\port$779$0 (\$245 ),
+    .\port$781$0 (\$246 ),
+    .\port$783$0 (\$247 ),
+    .\port$785$0 (\$248 ),
+    .\port$787$0 (\$249 ),
+    .\port$790$0 (\$250 ),
+    .\port$792$0 (\$251 ),
+    .\port$794$0 (\$252 ),
+    .\port$796$0 (\$253 ),
+    .\port$798$0 (\$254 ),
+    .\port$800$0 (\$255 ),
+    .\port$802$0 (\$256 ),
+    .\port$804$0 (\$257 ),
+    .\port$806$0 (\$258 ),
+    .\port$808$0 (\$259 ),
+    .\port$810$0 (\$260 ),
+    .\port$812$0 (\$261 ),
+    .\port$814$0 (\$262 ),
+    .\port$816$0 (\$263 ),
+    .\port$818$0 (\$264 ),
+    .\port$820$0 (\$265 ),
+    .\port$822$0 (\$266 ),
+    .\port$824$0 (\$267 ),
+    .\port$826$0 (\$268 ),
+    .\port$828$0 (\$269 ),
+    .\port$830$0 (\$270 ),
+    .\port$832$0 (\$271 ),
+    .\port$834$0 (\$272 ),
+    .\port$836$0 (\$273 ),
+    .\port$838$0 (\$274 ),
+    .\port$840$0 (\$275 ),
+    .\port$843$0 (\$276 ),
+    .\port$845$0 (\$277 ),
+    .\port$847$0 (\$278 ),
+    .\port$849$0 (\$279 ),
+    .\port$851$0 (\$280 ),
+    .\port$853$0 (\$281 ),
+    .\port$855$0 (\$282 ),
+    .\port$857$0 (\$283 ),
+    .\port$859$0 (\$284 ),
+    .\port$861$0 (\$285 ),
+    .\port$863$0 (\$286 ),
+    .\port$865$0 (\$287 ),
+    .\port$867$0 (\$288 ),
+    .\port$869$0 (\$289 ),
+    .\port$871$0 (\$290 ),
+    .\port$873$0 (\$291 ),
+    .\port$875$0 (\$292 ),
+    .\port$877$0 (\$293 ),
+    .\port$879$0 (\$294 ),
+    .\port$881$0 (\$295 ),
+    .\port$883$0 (\$296 ),
+    .\port$885$0 (\$297 ),
+    .\port$887$0 (\$298 ),
+    .\port$889$0 (\$299 ),
+    .\port$891$0 (\$300 ),
+    .\port$893$0 (\$301 ),
+    .\port$896$0 (\$302 ),
+    .\port$898$0 (\$303 ),
+    .\port$900$0 (\$304 ),
+    .\port$902$0 (\$305 ),
+    .\port$904$0 (\$306 ),
+    .\port$906$0 (\$307 ),
+    .\port$908$0 (\$308 ),
+    .\port$910$0 (\$309 ),
+    .\port$912$0 (\$310 ),
+    .\port$914$0 (\$311 ),
+    .\port$916$0 (\$312 ),
+    .\port$918$0 (\$313 ),
+    .\port$920$0 (\$314 ),
+    .\port$922$0 (\$315 ),
+    .\port$924$0 (\$316 ),
+    .\port$926$0 (\$317 ),
+    .\port$928$0 (\$318 ),
+    .\port$930$0 (\$319 ),
+    .\port$932$0 (\$320 ),
+    .\port$934$0 (\$321 ),
+    .\port$936$0 (\$322 ),
+    .\port$938$0 (\$323 ),
+    .\port$940$0 (\$324 ),
+    .\port$942$0 (\$325 ),
+    .\port$944$0 (\$326 ),
+    .\port$946$0 (\$327 ),
+    .\port$949$0 (\$328 ),
+    .\port$951$0 (\$329 ),
+    .\port$953$0 (\$330 ),
+    .\port$955$0 (\$331 ),
+    .\port$957$0 (\$332 ),
+    .\port$959$0 (\$333 ),
+    .\port$961$0 (\$334 ),
+    .\port$963$0 (\$335 ),
+    .\port$965$0 (\$336 ),
+    .\port$967$0 (\$337 ),
+    .\port$969$0 (\$338 ),
+    .\port$971$0 (\$339 ),
+    .\port$973$0 (\$340 ),
+    .\port$975$0 (\$341 ),
+    .\port$977$0 (\$342 ),
+    .\port$979$0 (\$343 ),
+    .\port$981$0 (\$344 ),
+    .\port$983$0 (\$345 ),
+    .\port$985$0 (\$346 ),
+    .\port$987$0 (\$347 ),
+    .\port$989$0 (\$348 ),
+    .\port$991$0 (\$349 ),
+    .\port$993$0 (\$350 ),
+    .\port$995$0 (\$351 ),
+    .\port$997$0 (\$352 ),
+    .\port$999$0 (\$353 ),
     .records__payload(w_data),
     .records__ready(records__ready),
     .records__valid(w_en),
@@ -3610,39 +3654,39 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     (* full_case = 32'd1 *)
-    casez (d_bank)
+    casez (v2_bank)
       4'h0:
-          \$47  = read_data;
+          \$8  = read_data;
       4'h1:
-          \$47  = \read_data$351 ;
+          \$8  = \read_data$293 ;
       4'h2:
-          \$47  = \read_data$352 ;
+          \$8  = \read_data$294 ;
       4'h3:
-          \$47  = \read_data$353 ;
+          \$8  = \read_data$295 ;
       4'h4:
-          \$47  = \read_data$354 ;
+          \$8  = \read_data$296 ;
       4'h5:
-          \$47  = \read_data$355 ;
+          \$8  = \read_data$297 ;
       4'h6:
-          \$47  = \read_data$356 ;
+          \$8  = \read_data$298 ;
       4'h7:
-          \$47  = \read_data$357 ;
+          \$8  = \read_data$299 ;
       4'h8:
-          \$47  = \read_data$358 ;
+          \$8  = \read_data$300 ;
       4'h9:
-          \$47  = \read_data$359 ;
+          \$8  = \read_data$301 ;
       4'ha:
-          \$47  = \read_data$360 ;
+          \$8  = \read_data$302 ;
       4'hb:
-          \$47  = \read_data$361 ;
+          \$8  = \read_data$303 ;
       4'hc:
-          \$47  = \read_data$362 ;
+          \$8  = \read_data$304 ;
       4'hd:
-          \$47  = \read_data$363 ;
+          \$8  = \read_data$305 ;
       4'he:
-          \$47  = \read_data$364 ;
+          \$8  = \read_data$306 ;
       4'hf:
-          \$47  = \read_data$365 ;
+          \$8  = \read_data$307 ;
     endcase
   end
   always @* begin
@@ -3665,152 +3709,152 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$289  = 1'h0;
+    \maint__clear$317  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$289  = 1'h1;
+          \maint__clear$317  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$290  = 1'h0;
+    \maint__clear$318  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$290  = 1'h1;
+          \maint__clear$318  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$291  = 1'h0;
+    \maint__clear$319  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$291  = 1'h1;
+          \maint__clear$319  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$292  = 1'h0;
+    \maint__clear$320  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$292  = 1'h1;
+          \maint__clear$320  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$293  = 1'h0;
+    \maint__clear$321  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$293  = 1'h1;
+          \maint__clear$321  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$294  = 1'h0;
+    \maint__clear$322  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$294  = 1'h1;
+          \maint__clear$322  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$295  = 1'h0;
+    \maint__clear$323  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$295  = 1'h1;
+          \maint__clear$323  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$296  = 1'h0;
+    \maint__clear$324  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$296  = 1'h1;
+          \maint__clear$324  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$297  = 1'h0;
+    \maint__clear$325  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$297  = 1'h1;
+          \maint__clear$325  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$298  = 1'h0;
+    \maint__clear$326  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$298  = 1'h1;
+          \maint__clear$326  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$299  = 1'h0;
+    \maint__clear$327  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$299  = 1'h1;
+          \maint__clear$327  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$300  = 1'h0;
+    \maint__clear$328  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$300  = 1'h1;
+          \maint__clear$328  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$301  = 1'h0;
+    \maint__clear$329  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$301  = 1'h1;
+          \maint__clear$329  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$302  = 1'h0;
+    \maint__clear$330  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$302  = 1'h1;
+          \maint__clear$330  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$303  = 1'h0;
+    \maint__clear$331  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$303  = 1'h1;
+          \maint__clear$331  = 1'h1;
     endcase
   end
   always @* begin
@@ -3834,343 +3878,7 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
       2'h1:
           /* empty */;
       2'h2:
-          maint__hold = \$10 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$306  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$306  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$307  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$307  = \$11 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$308  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$308  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$309  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$309  = \$12 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$310  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$310  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$311  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$311  = \$13 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$312  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$312  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$313  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$313  = \$14 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$314  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$314  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$315  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$315  = \$15 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$316  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$316  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$317  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$317  = \$16 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$318  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$318  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$319  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$319  = \$17 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$320  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$320  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$321  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$321  = \$18 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$322  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$322  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$323  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$323  = \$19 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$324  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$324  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$325  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$325  = \$20 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$326  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$326  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$327  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$327  = \$21 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$328  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$328  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$329  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$329  = \$22 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$330  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$330  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$331  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$331  = \$23 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$332  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__read$332  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$333  = 1'h0;
-    casez (fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          \maint__hold$333  = \$24 ;
+          maint__hold = \$9 ;
     endcase
   end
   always @* begin
@@ -4194,123 +3902,459 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$335  = \$25 ;
+          \maint__hold$335  = \$10 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$59  = d_v;
-    if (issue) begin
-      \$59  = 1'h1;
-    end else if (o_load) begin
-      \$59  = 1'h0;
-    end
+    \maint__read$336  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$336  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$337  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$337  = \$11 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$338  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$338  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$339  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$339  = \$12 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$340  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$340  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$341  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$341  = \$13 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$342  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$342  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$343  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$343  = \$14 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$344  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$344  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$345  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$345  = \$15 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$346  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$346  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$347  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$347  = \$16 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$348  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$348  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$349  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$349  = \$17 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$350  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$350  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$351  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$351  = \$18 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$352  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$352  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$353  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$353  = \$19 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$354  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$354  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$355  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$355  = \$20 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$356  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$356  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$357  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$357  = \$21 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$358  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$358  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$359  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$359  = \$22 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$360  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$360  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$361  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$361  = \$23 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__read$362  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__read$362  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \maint__hold$363  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \maint__hold$363  = \$24 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$56  = \$7 [2:0];
     if (rst) begin
-      \$59  = 1'h0;
+      \$56  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$60  = d_bank;
-    if (issue) begin
-      \$60  = rd_bank;
-    end
+    \$57  = \$40 ;
     if (rst) begin
-      \$60  = 4'h0;
+      \$57  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$61  = d_set;
-    if (issue) begin
-      \$61  = maint__addr;
-    end
+    \$58  = issue;
     if (rst) begin
-      \$61  = 6'h00;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$62  = maint__addr;
+    \$59  = rd_bank;
+    if (rst) begin
+      \$59  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$60  = maint__addr;
+    if (rst) begin
+      \$60  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$61  = v1;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$62  = v1_bank;
+    if (rst) begin
+      \$62  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$63  = v1_set;
+    if (rst) begin
+      \$63  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$64  = maint__addr;
     if (issue) begin
-      \$62  = \$43 [5:0];
+      \$64  = \$43 [5:0];
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-            \$62  = 6'h00;
-          end else if (\$51 ) begin
-            \$62  = 6'h00;
+          if (\$48 ) begin
+            \$64  = 6'h00;
+          end else if (\$50 ) begin
+            \$64  = 6'h00;
           end
       2'h1:
-          \$62  = \$52 [5:0];
+          \$64  = \$51 [5:0];
     endcase
     if (rst) begin
-      \$62  = 6'h00;
+      \$64  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$63  = rd_bank;
+    \$65  = rd_bank;
     if (issue) begin
       if (\$44 ) begin
-        \$63  = \$45 [3:0];
+        \$65  = \$45 [3:0];
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$63  = 4'h0;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$65  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$63  = 4'h0;
+      \$65  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$64  = rd_more;
+    \$66  = rd_more;
     if (issue) begin
       if (\$44 ) begin
         if (\$46 ) begin
-          \$64  = 1'h0;
+          \$66  = 1'h0;
         end
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$64  = 1'h1;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$66  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$65  = dump__valid;
-    if (o_load) begin
-      \$65  = 1'h1;
-    end else if (dump__ready) begin
-      \$65  = 1'h0;
-    end
-    if (rst) begin
-      \$65  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$66  = dump__payload;
-    if (o_load) begin
-      \$66 [3:0] = d_bank;
-      \$66 [9:4] = d_set;
-      \$66 [97:10] = \$47 ;
-    end
-    if (rst) begin
-      \$66  = 98'h0000000000000000000000000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
@@ -4318,17 +4362,17 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
     \$67  = fsm_state;
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
+          if (\$48 ) begin
             \$67  = 2'h1;
-          end else if (\$51 ) begin
+          end else if (\$50 ) begin
             \$67  = 2'h2;
           end
       2'h1:
-          if (\$53 ) begin
+          if (\$52 ) begin
             \$67  = 2'h0;
           end
       2'h2:
-          if (\$58 ) begin
+          if (\$55 ) begin
             \$67  = 2'h0;
           end
     endcase
@@ -4512,7 +4556,13 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   assign \maint__addr$278  = maint__addr;
   assign \maint__addr$279  = maint__addr;
   assign \maint__addr$280  = maint__addr;
-  assign lookups__payload = \i__payload$340 ;
+  assign owed_next = \$7 [2:0];
+  assign v2 = \w_en$308 ;
+  assign \w_data$310  = record;
+  assign \r_rdy$311  = dump__valid;
+  assign \r_data$313  = dump__payload;
+  assign \r_en$314  = dump__ready;
+  assign lookups__payload = \i__payload$368 ;
   assign \i__payload[0]  = i__payload[29:0];
   assign \i__payload[0].valid  = i__payload[0];
   assign \i__payload[0].bank  = i__payload[4:1];
@@ -4889,30 +4939,281 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   assign \responses__payload$249.hit  = responses__15__payload[0];
   assign \responses__payload$249.way  = responses__15__payload[2:1];
   assign \responses__payload$249.repeat_hit  = responses__15__payload[3];
-  assign \i__payload$340[0]  = \i__payload$340 [29:0];
-  assign \i__payload$340[0].valid  = \i__payload$340 [0];
-  assign \i__payload$340[0].key  = \i__payload$340 [29:1];
-  assign \i__payload$340[1]  = \i__payload$340 [59:30];
-  assign \i__payload$340[1].valid  = \i__payload$340 [30];
-  assign \i__payload$340[1].key  = \i__payload$340 [59:31];
-  assign \i__payload$340[2]  = \i__payload$340 [89:60];
-  assign \i__payload$340[2].valid  = \i__payload$340 [60];
-  assign \i__payload$340[2].key  = \i__payload$340 [89:61];
-  assign \i__payload$340[3]  = \i__payload$340 [119:90];
-  assign \i__payload$340[3].valid  = \i__payload$340 [90];
-  assign \i__payload$340[3].key  = \i__payload$340 [119:91];
-  assign \lookups__payload[0]  = \i__payload$340 [29:0];
-  assign \lookups__payload[0].valid  = \i__payload$340 [0];
-  assign \lookups__payload[0].key  = \i__payload$340 [29:1];
-  assign \lookups__payload[1]  = \i__payload$340 [59:30];
-  assign \lookups__payload[1].valid  = \i__payload$340 [30];
-  assign \lookups__payload[1].key  = \i__payload$340 [59:31];
-  assign \lookups__payload[2]  = \i__payload$340 [89:60];
-  assign \lookups__payload[2].valid  = \i__payload$340 [60];
-  assign \lookups__payload[2].key  = \i__payload$340 [89:61];
-  assign \lookups__payload[3]  = \i__payload$340 [119:90];
-  assign \lookups__payload[3].valid  = \i__payload$340 [90];
-  assign \lookups__payload[3].key  = \i__payload$340 [119:91];
+  assign \record.bank  = record[3:0];
+  assign \record.set  = record[9:4];
+  assign \record.ways  = record[97:10];
+  assign \record.ways[0]  = record[31:10];
+  assign \record.ways[0].valid  = record[10];
+  assign \record.ways[0].rrpv  = record[12:11];
+  assign \record.ways[0].tag  = record[31:13];
+  assign \record.ways[1]  = record[53:32];
+  assign \record.ways[1].valid  = record[32];
+  assign \record.ways[1].rrpv  = record[34:33];
+  assign \record.ways[1].tag  = record[53:35];
+  assign \record.ways[2]  = record[75:54];
+  assign \record.ways[2].valid  = record[54];
+  assign \record.ways[2].rrpv  = record[56:55];
+  assign \record.ways[2].tag  = record[75:57];
+  assign \record.ways[3]  = record[97:76];
+  assign \record.ways[3].valid  = record[76];
+  assign \record.ways[3].rrpv  = record[78:77];
+  assign \record.ways[3].tag  = record[97:79];
+  assign \read_data[0]  = read_data[21:0];
+  assign \read_data[0].valid  = read_data[0];
+  assign \read_data[0].rrpv  = read_data[2:1];
+  assign \read_data[0].tag  = read_data[21:3];
+  assign \read_data[1]  = read_data[43:22];
+  assign \read_data[1].valid  = read_data[22];
+  assign \read_data[1].rrpv  = read_data[24:23];
+  assign \read_data[1].tag  = read_data[43:25];
+  assign \read_data[2]  = read_data[65:44];
+  assign \read_data[2].valid  = read_data[44];
+  assign \read_data[2].rrpv  = read_data[46:45];
+  assign \read_data[2].tag  = read_data[65:47];
+  assign \read_data[3]  = read_data[87:66];
+  assign \read_data[3].valid  = read_data[66];
+  assign \read_data[3].rrpv  = read_data[68:67];
+  assign \read_data[3].tag  = read_data[87:69];
+  assign \read_data$293[0]  = \read_data$293 [21:0];
+  assign \read_data$293[0].valid  = \read_data$293 [0];
+  assign \read_data$293[0].rrpv  = \read_data$293 [2:1];
+  assign \read_data$293[0].tag  = \read_data$293 [21:3];
+  assign \read_data$293[1]  = \read_data$293 [43:22];
+  assign \read_data$293[1].valid  = \read_data$293 [22];
+  assign \read_data$293[1].rrpv  = \read_data$293 [24:23];
+  assign \read_data$293[1].tag  = \read_data$293 [43:25];
+  assign \read_data$293[2]  = \read_data$293 [65:44];
+  assign \read_data$293[2].valid  = \read_data$293 [44];
+  assign \read_data$293[2].rrpv  = \read_data$293 [46:45];
+  assign \read_data$293[2].tag  = \read_data$293 [65:47];
+  assign \read_data$293[3]  = \read_data$293 [87:66];
+  assign \read_data$293[3].valid  = \read_data$293 [66];
+  assign \read_data$293[3].rrpv  = \read_data$293 [68:67];
+  assign \read_data$293[3].tag  = \read_data$293 [87:69];
+  assign \read_data$294[0]  = \read_data$294 [21:0];
+  assign \read_data$294[0].valid  = \read_data$294 [0];
+  assign \read_data$294[0].rrpv  = \read_data$294 [2:1];
+  assign \read_data$294[0].tag  = \read_data$294 [21:3];
+  assign \read_data$294[1]  = \read_data$294 [43:22];
+  assign \read_data$294[1].valid  = \read_data$294 [22];
+  assign \read_data$294[1].rrpv  = \read_data$294 [24:23];
+  assign \read_data$294[1].tag  = \read_data$294 [43:25];
+  assign \read_data$294[2]  = \read_data$294 [65:44];
+  assign \read_data$294[2].valid  = \read_data$294 [44];
+  assign \read_data$294[2].rrpv  = \read_data$294 [46:45];
+  assign \read_data$294[2].tag  = \read_data$294 [65:47];
+  assign \read_data$294[3]  = \read_data$294 [87:66];
+  assign \read_data$294[3].valid  = \read_data$294 [66];
+  assign \read_data$294[3].rrpv  = \read_data$294 [68:67];
+  assign \read_data$294[3].tag  = \read_data$294 [87:69];
+  assign \read_data$295[0]  = \read_data$295 [21:0];
+  assign \read_data$295[0].valid  = \read_data$295 [0];
+  assign \read_data$295[0].rrpv  = \read_data$295 [2:1];
+  assign \read_data$295[0].tag  = \read_data$295 [21:3];
+  assign \read_data$295[1]  = \read_data$295 [43:22];
+  assign \read_data$295[1].valid  = \read_data$295 [22];
+  assign \read_data$295[1].rrpv  = \read_data$295 [24:23];
+  assign \read_data$295[1].tag  = \read_data$295 [43:25];
+  assign \read_data$295[2]  = \read_data$295 [65:44];
+  assign \read_data$295[2].valid  = \read_data$295 [44];
+  assign \read_data$295[2].rrpv  = \read_data$295 [46:45];
+  assign \read_data$295[2].tag  = \read_data$295 [65:47];
+  assign \read_data$295[3]  = \read_data$295 [87:66];
+  assign \read_data$295[3].valid  = \read_data$295 [66];
+  assign \read_data$295[3].rrpv  = \read_data$295 [68:67];
+  assign \read_data$295[3].tag  = \read_data$295 [87:69];
+  assign \read_data$296[0]  = \read_data$296 [21:0];
+  assign \read_data$296[0].valid  = \read_data$296 [0];
+  assign \read_data$296[0].rrpv  = \read_data$296 [2:1];
+  assign \read_data$296[0].tag  = \read_data$296 [21:3];
+  assign \read_data$296[1]  = \read_data$296 [43:22];
+  assign \read_data$296[1].valid  = \read_data$296 [22];
+  assign \read_data$296[1].rrpv  = \read_data$296 [24:23];
+  assign \read_data$296[1].tag  = \read_data$296 [43:25];
+  assign \read_data$296[2]  = \read_data$296 [65:44];
+  assign \read_data$296[2].valid  = \read_data$296 [44];
+  assign \read_data$296[2].rrpv  = \read_data$296 [46:45];
+  assign \read_data$296[2].tag  = \read_data$296 [65:47];
+  assign \read_data$296[3]  = \read_data$296 [87:66];
+  assign \read_data$296[3].valid  = \read_data$296 [66];
+  assign \read_data$296[3].rrpv  = \read_data$296 [68:67];
+  assign \read_data$296[3].tag  = \read_data$296 [87:69];
+  assign \read_data$297[0]  = \read_data$297 [21:0];
+  assign \read_data$297[0].valid  = \read_data$297 [0];
+  assign \read_data$297[0].rrpv  = \read_data$297 [2:1];
+  assign \read_data$297[0].tag  = \read_data$297 [21:3];
+  assign \read_data$297[1]  = \read_data$297 [43:22];
+  assign \read_data$297[1].valid  = \read_data$297 [22];
+  assign \read_data$297[1].rrpv  = \read_data$297 [24:23];
+  assign \read_data$297[1].tag  = \read_data$297 [43:25];
+  assign \read_data$297[2]  = \read_data$297 [65:44];
+  assign \read_data$297[2].valid  = \read_data$297 [44];
+  assign \read_data$297[2].rrpv  = \read_data$297 [46:45];
+  assign \read_data$297[2].tag  = \read_data$297 [65:47];
+  assign \read_data$297[3]  = \read_data$297 [87:66];
+  assign \read_data$297[3].valid  = \read_data$297 [66];
+  assign \read_data$297[3].rrpv  = \read_data$297 [68:67];
+  assign \read_data$297[3].tag  = \read_data$297 [87:69];
+  assign \read_data$298[0]  = \read_data$298 [21:0];
+  assign \read_data$298[0].valid  = \read_data$298 [0];
+  assign \read_data$298[0].rrpv  = \read_data$298 [2:1];
+  assign \read_data$298[0].tag  = \read_data$298 [21:3];
+  assign \read_data$298[1]  = \read_data$298 [43:22];
+  assign \read_data$298[1].valid  = \read_data$298 [22];
+  assign \read_data$298[1].rrpv  = \read_data$298 [24:23];
+  assign \read_data$298[1].tag  = \read_data$298 [43:25];
+  assign \read_data$298[2]  = \read_data$298 [65:44];
+  assign \read_data$298[2].valid  = \read_data$298 [44];
+  assign \read_data$298[2].rrpv  = \read_data$298 [46:45];
+  assign \read_data$298[2].tag  = \read_data$298 [65:47];
+  assign \read_data$298[3]  = \read_data$298 [87:66];
+  assign \read_data$298[3].valid  = \read_data$298 [66];
+  assign \read_data$298[3].rrpv  = \read_data$298 [68:67];
+  assign \read_data$298[3].tag  = \read_data$298 [87:69];
+  assign \read_data$299[0]  = \read_data$299 [21:0];
+  assign \read_data$299[0].valid  = \read_data$299 [0];
+  assign \read_data$299[0].rrpv  = \read_data$299 [2:1];
+  assign \read_data$299[0].tag  = \read_data$299 [21:3];
+  assign \read_data$299[1]  = \read_data$299 [43:22];
+  assign \read_data$299[1].valid  = \read_data$299 [22];
+  assign \read_data$299[1].rrpv  = \read_data$299 [24:23];
+  assign \read_data$299[1].tag  = \read_data$299 [43:25];
+  assign \read_data$299[2]  = \read_data$299 [65:44];
+  assign \read_data$299[2].valid  = \read_data$299 [44];
+  assign \read_data$299[2].rrpv  = \read_data$299 [46:45];
+  assign \read_data$299[2].tag  = \read_data$299 [65:47];
+  assign \read_data$299[3]  = \read_data$299 [87:66];
+  assign \read_data$299[3].valid  = \read_data$299 [66];
+  assign \read_data$299[3].rrpv  = \read_data$299 [68:67];
+  assign \read_data$299[3].tag  = \read_data$299 [87:69];
+  assign \read_data$300[0]  = \read_data$300 [21:0];
+  assign \read_data$300[0].valid  = \read_data$300 [0];
+  assign \read_data$300[0].rrpv  = \read_data$300 [2:1];
+  assign \read_data$300[0].tag  = \read_data$300 [21:3];
+  assign \read_data$300[1]  = \read_data$300 [43:22];
+  assign \read_data$300[1].valid  = \read_data$300 [22];
+  assign \read_data$300[1].rrpv  = \read_data$300 [24:23];
+  assign \read_data$300[1].tag  = \read_data$300 [43:25];
+  assign \read_data$300[2]  = \read_data$300 [65:44];
+  assign \read_data$300[2].valid  = \read_data$300 [44];
+  assign \read_data$300[2].rrpv  = \read_data$300 [46:45];
+  assign \read_data$300[2].tag  = \read_data$300 [65:47];
+  assign \read_data$300[3]  = \read_data$300 [87:66];
+  assign \read_data$300[3].valid  = \read_data$300 [66];
+  assign \read_data$300[3].rrpv  = \read_data$300 [68:67];
+  assign \read_data$300[3].tag  = \read_data$300 [87:69];
+  assign \read_data$301[0]  = \read_data$301 [21:0];
+  assign \read_data$301[0].valid  = \read_data$301 [0];
+  assign \read_data$301[0].rrpv  = \read_data$301 [2:1];
+  assign \read_data$301[0].tag  = \read_data$301 [21:3];
+  assign \read_data$301[1]  = \read_data$301 [43:22];
+  assign \read_data$301[1].valid  = \read_data$301 [22];
+  assign \read_data$301[1].rrpv  = \read_data$301 [24:23];
+  assign \read_data$301[1].tag  = \read_data$301 [43:25];
+  assign \read_data$301[2]  = \read_data$301 [65:44];
+  assign \read_data$301[2].valid  = \read_data$301 [44];
+  assign \read_data$301[2].rrpv  = \read_data$301 [46:45];
+  assign \read_data$301[2].tag  = \read_data$301 [65:47];
+  assign \read_data$301[3]  = \read_data$301 [87:66];
+  assign \read_data$301[3].valid  = \read_data$301 [66];
+  assign \read_data$301[3].rrpv  = \read_data$301 [68:67];
+  assign \read_data$301[3].tag  = \read_data$301 [87:69];
+  assign \read_data$302[0]  = \read_data$302 [21:0];
+  assign \read_data$302[0].valid  = \read_data$302 [0];
+  assign \read_data$302[0].rrpv  = \read_data$302 [2:1];
+  assign \read_data$302[0].tag  = \read_data$302 [21:3];
+  assign \read_data$302[1]  = \read_data$302 [43:22];
+  assign \read_data$302[1].valid  = \read_data$302 [22];
+  assign \read_data$302[1].rrpv  = \read_data$302 [24:23];
+  assign \read_data$302[1].tag  = \read_data$302 [43:25];
+  assign \read_data$302[2]  = \read_data$302 [65:44];
+  assign \read_data$302[2].valid  = \read_data$302 [44];
+  assign \read_data$302[2].rrpv  = \read_data$302 [46:45];
+  assign \read_data$302[2].tag  = \read_data$302 [65:47];
+  assign \read_data$302[3]  = \read_data$302 [87:66];
+  assign \read_data$302[3].valid  = \read_data$302 [66];
+  assign \read_data$302[3].rrpv  = \read_data$302 [68:67];
+  assign \read_data$302[3].tag  = \read_data$302 [87:69];
+  assign \read_data$303[0]  = \read_data$303 [21:0];
+  assign \read_data$303[0].valid  = \read_data$303 [0];
+  assign \read_data$303[0].rrpv  = \read_data$303 [2:1];
+  assign \read_data$303[0].tag  = \read_data$303 [21:3];
+  assign \read_data$303[1]  = \read_data$303 [43:22];
+  assign \read_data$303[1].valid  = \read_data$303 [22];
+  assign \read_data$303[1].rrpv  = \read_data$303 [24:23];
+  assign \read_data$303[1].tag  = \read_data$303 [43:25];
+  assign \read_data$303[2]  = \read_data$303 [65:44];
+  assign \read_data$303[2].valid  = \read_data$303 [44];
+  assign \read_data$303[2].rrpv  = \read_data$303 [46:45];
+  assign \read_data$303[2].tag  = \read_data$303 [65:47];
+  assign \read_data$303[3]  = \read_data$303 [87:66];
+  assign \read_data$303[3].valid  = \read_data$303 [66];
+  assign \read_data$303[3].rrpv  = \read_data$303 [68:67];
+  assign \read_data$303[3].tag  = \read_data$303 [87:69];
+  assign \read_data$304[0]  = \read_data$304 [21:0];
+  assign \read_data$304[0].valid  = \read_data$304 [0];
+  assign \read_data$304[0].rrpv  = \read_data$304 [2:1];
+  assign \read_data$304[0].tag  = \read_data$304 [21:3];
+  assign \read_data$304[1]  = \read_data$304 [43:22];
+  assign \read_data$304[1].valid  = \read_data$304 [22];
+  assign \read_data$304[1].rrpv  = \read_data$304 [24:23];
+  assign \read_data$304[1].tag  = \read_data$304 [43:25];
+  assign \read_data$304[2]  = \read_data$304 [65:44];
+  assign \read_data$304[2].valid  = \read_data$304 [44];
+  assign \read_data$304[2].rrpv  = \read_data$304 [46:45];
+  assign \read_data$304[2].tag  = \read_data$304 [65:47];
+  assign \read_data$304[3]  = \read_data$304 [87:66];
+  assign \read_data$304[3].valid  = \read_data$304 [66];
+  assign \read_data$304[3].rrpv  = \read_data$304 [68:67];
+  assign \read_data$304[3].tag  = \read_data$304 [87:69];
+  assign \read_data$305[0]  = \read_data$305 [21:0];
+  assign \read_data$305[0].valid  = \read_data$305 [0];
+  assign \read_data$305[0].rrpv  = \read_data$305 [2:1];
+  assign \read_data$305[0].tag  = \read_data$305 [21:3];
+  assign \read_data$305[1]  = \read_data$305 [43:22];
+  assign \read_data$305[1].valid  = \read_data$305 [22];
+  assign \read_data$305[1].rrpv  = \read_data$305 [24:23];
+  assign \read_data$305[1].tag  = \read_data$305 [43:25];
+  assign \read_data$305[2]  = \read_data$305 [65:44];
+  assign \read_data$305[2].valid  = \read_data$305 [44];
+  assign \read_data$305[2].rrpv  = \read_data$305 [46:45];
+  assign \read_data$305[2].tag  = \read_data$305 [65:47];
+  assign \read_data$305[3]  = \read_data$305 [87:66];
+  assign \read_data$305[3].valid  = \read_data$305 [66];
+  assign \read_data$305[3].rrpv  = \read_data$305 [68:67];
+  assign \read_data$305[3].tag  = \read_data$305 [87:69];
+  assign \read_data$306[0]  = \read_data$306 [21:0];
+  assign \read_data$306[0].valid  = \read_data$306 [0];
+  assign \read_data$306[0].rrpv  = \read_data$306 [2:1];
+  assign \read_data$306[0].tag  = \read_data$306 [21:3];
+  assign \read_data$306[1]  = \read_data$306 [43:22];
+  assign \read_data$306[1].valid  = \read_data$306 [22];
+  assign \read_data$306[1].rrpv  = \read_data$306 [24:23];
+  assign \read_data$306[1].tag  = \read_data$306 [43:25];
+  assign \read_data$306[2]  = \read_data$306 [65:44];
+  assign \read_data$306[2].valid  = \read_data$306 [44];
+  assign \read_data$306[2].rrpv  = \read_data$306 [46:45];
+  assign \read_data$306[2].tag  = \read_data$306 [65:47];
+  assign \read_data$306[3]  = \read_data$306 [87:66];
+  assign \read_data$306[3].valid  = \read_data$306 [66];
+  assign \read_data$306[3].rrpv  = \read_data$306 [68:67];
+  assign \read_data$306[3].tag  = \read_data$306 [87:69];
+  assign \read_data$307[0]  = \read_data$307 [21:0];
+  assign \read_data$307[0].valid  = \read_data$307 [0];
+  assign \read_data$307[0].rrpv  = \read_data$307 [2:1];
+  assign \read_data$307[0].tag  = \read_data$307 [21:3];
+  assign \read_data$307[1]  = \read_data$307 [43:22];
+  assign \read_data$307[1].valid  = \read_data$307 [22];
+  assign \read_data$307[1].rrpv  = \read_data$307 [24:23];
+  assign \read_data$307[1].tag  = \read_data$307 [43:25];
+  assign \read_data$307[2]  = \read_data$307 [65:44];
+  assign \read_data$307[2].valid  = \read_data$307 [44];
+  assign \read_data$307[2].rrpv  = \read_data$307 [46:45];
+  assign \read_data$307[2].tag  = \read_data$307 [65:47];
+  assign \read_data$307[3]  = \read_data$307 [87:66];
+  assign \read_data$307[3].valid  = \read_data$307 [66];
+  assign \read_data$307[3].rrpv  = \read_data$307 [68:67];
+  assign \read_data$307[3].tag  = \read_data$307 [87:69];
   assign \dump__payload.bank  = dump__payload[3:0];
   assign \dump__payload.set  = dump__payload[9:4];
   assign \dump__payload.ways  = dump__payload[97:10];
@@ -4932,267 +5233,38 @@ module \hotline_fragment_chain.engine (dump__ready, learn, popular_max_rrpv, cle
   assign \dump__payload.ways[3].valid  = dump__payload[76];
   assign \dump__payload.ways[3].rrpv  = dump__payload[78:77];
   assign \dump__payload.ways[3].tag  = dump__payload[97:79];
-  assign \read_data[0]  = read_data[21:0];
-  assign \read_data[0].valid  = read_data[0];
-  assign \read_data[0].rrpv  = read_data[2:1];
-  assign \read_data[0].tag  = read_data[21:3];
-  assign \read_data[1]  = read_data[43:22];
-  assign \read_data[1].valid  = read_data[22];
-  assign \read_data[1].rrpv  = read_data[24:23];
-  assign \read_data[1].tag  = read_data[43:25];
-  assign \read_data[2]  = read_data[65:44];
-  assign \read_data[2].valid  = read_data[44];
-  assign \read_data[2].rrpv  = read_data[46:45];
-  assign \read_data[2].tag  = read_data[65:47];
-  assign \read_data[3]  = read_data[87:66];
-  assign \read_data[3].valid  = read_data[66];
-  assign \read_data[3].rrpv  = read_data[68:67];
-  assign \read_data[3].tag  = read_data[87:69];
-  assign \read_data$351[0]  = \read_data$351 [21:0];
-  assign \read_data$351[0].valid  = \read_data$351 [0];
-  assign \read_data$351[0].rrpv  = \read_data$351 [2:1];
-  assign \read_data$351[0].tag  = \read_data$351 [21:3];
-  assign \read_data$351[1]  = \read_data$351 [43:22];
-  assign \read_data$351[1].valid  = \read_data$351 [22];
-  assign \read_data$351[1].rrpv  = \read_data$351 [24:23];
-  assign \read_data$351[1].tag  = \read_data$351 [43:25];
-  assign \read_data$351[2]  = \read_data$351 [65:44];
-  assign \read_data$351[2].valid  = \read_data$351 [44];
-  assign \read_data$351[2].rrpv  = \read_data$351 [46:45];
-  assign \read_data$351[2].tag  = \read_data$351 [65:47];
-  assign \read_data$351[3]  = \read_data$351 [87:66];
-  assign \read_data$351[3].valid  = \read_data$351 [66];
-  assign \read_data$351[3].rrpv  = \read_data$351 [68:67];
-  assign \read_data$351[3].tag  = \read_data$351 [87:69];
-  assign \read_data$352[0]  = \read_data$352 [21:0];
-  assign \read_data$352[0].valid  = \read_data$352 [0];
-  assign \read_data$352[0].rrpv  = \read_data$352 [2:1];
-  assign \read_data$352[0].tag  = \read_data$352 [21:3];
-  assign \read_data$352[1]  = \read_data$352 [43:22];
-  assign \read_data$352[1].valid  = \read_data$352 [22];
-  assign \read_data$352[1].rrpv  = \read_data$352 [24:23];
-  assign \read_data$352[1].tag  = \read_data$352 [43:25];
-  assign \read_data$352[2]  = \read_data$352 [65:44];
-  assign \read_data$352[2].valid  = \read_data$352 [44];
-  assign \read_data$352[2].rrpv  = \read_data$352 [46:45];
-  assign \read_data$352[2].tag  = \read_data$352 [65:47];
-  assign \read_data$352[3]  = \read_data$352 [87:66];
-  assign \read_data$352[3].valid  = \read_data$352 [66];
-  assign \read_data$352[3].rrpv  = \read_data$352 [68:67];
-  assign \read_data$352[3].tag  = \read_data$352 [87:69];
-  assign \read_data$353[0]  = \read_data$353 [21:0];
-  assign \read_data$353[0].valid  = \read_data$353 [0];
-  assign \read_data$353[0].rrpv  = \read_data$353 [2:1];
-  assign \read_data$353[0].tag  = \read_data$353 [21:3];
-  assign \read_data$353[1]  = \read_data$353 [43:22];
-  assign \read_data$353[1].valid  = \read_data$353 [22];
-  assign \read_data$353[1].rrpv  = \read_data$353 [24:23];
-  assign \read_data$353[1].tag  = \read_data$353 [43:25];
-  assign \read_data$353[2]  = \read_data$353 [65:44];
-  assign \read_data$353[2].valid  = \read_data$353 [44];
-  assign \read_data$353[2].rrpv  = \read_data$353 [46:45];
-  assign \read_data$353[2].tag  = \read_data$353 [65:47];
-  assign \read_data$353[3]  = \read_data$353 [87:66];
-  assign \read_data$353[3].valid  = \read_data$353 [66];
-  assign \read_data$353[3].rrpv  = \read_data$353 [68:67];
-  assign \read_data$353[3].tag  = \read_data$353 [87:69];
-  assign \read_data$354[0]  = \read_data$354 [21:0];
-  assign \read_data$354[0].valid  = \read_data$354 [0];
-  assign \read_data$354[0].rrpv  = \read_data$354 [2:1];
-  assign \read_data$354[0].tag  = \read_data$354 [21:3];
-  assign \read_data$354[1]  = \read_data$354 [43:22];
-  assign \read_data$354[1].valid  = \read_data$354 [22];
-  assign \read_data$354[1].rrpv  = \read_data$354 [24:23];
-  assign \read_data$354[1].tag  = \read_data$354 [43:25];
-  assign \read_data$354[2]  = \read_data$354 [65:44];
-  assign \read_data$354[2].valid  = \read_data$354 [44];
-  assign \read_data$354[2].rrpv  = \read_data$354 [46:45];
-  assign \read_data$354[2].tag  = \read_data$354 [65:47];
-  assign \read_data$354[3]  = \read_data$354 [87:66];
-  assign \read_data$354[3].valid  = \read_data$354 [66];
-  assign \read_data$354[3].rrpv  = \read_data$354 [68:67];
-  assign \read_data$354[3].tag  = \read_data$354 [87:69];
-  assign \read_data$355[0]  = \read_data$355 [21:0];
-  assign \read_data$355[0].valid  = \read_data$355 [0];
-  assign \read_data$355[0].rrpv  = \read_data$355 [2:1];
-  assign \read_data$355[0].tag  = \read_data$355 [21:3];
-  assign \read_data$355[1]  = \read_data$355 [43:22];
-  assign \read_data$355[1].valid  = \read_data$355 [22];
-  assign \read_data$355[1].rrpv  = \read_data$355 [24:23];
-  assign \read_data$355[1].tag  = \read_data$355 [43:25];
-  assign \read_data$355[2]  = \read_data$355 [65:44];
-  assign \read_data$355[2].valid  = \read_data$355 [44];
-  assign \read_data$355[2].rrpv  = \read_data$355 [46:45];
-  assign \read_data$355[2].tag  = \read_data$355 [65:47];
-  assign \read_data$355[3]  = \read_data$355 [87:66];
-  assign \read_data$355[3].valid  = \read_data$355 [66];
-  assign \read_data$355[3].rrpv  = \read_data$355 [68:67];
-  assign \read_data$355[3].tag  = \read_data$355 [87:69];
-  assign \read_data$356[0]  = \read_data$356 [21:0];
-  assign \read_data$356[0].valid  = \read_data$356 [0];
-  assign \read_data$356[0].rrpv  = \read_data$356 [2:1];
-  assign \read_data$356[0].tag  = \read_data$356 [21:3];
-  assign \read_data$356[1]  = \read_data$356 [43:22];
-  assign \read_data$356[1].valid  = \read_data$356 [22];
-  assign \read_data$356[1].rrpv  = \read_data$356 [24:23];
-  assign \read_data$356[1].tag  = \read_data$356 [43:25];
-  assign \read_data$356[2]  = \read_data$356 [65:44];
-  assign \read_data$356[2].valid  = \read_data$356 [44];
-  assign \read_data$356[2].rrpv  = \read_data$356 [46:45];
-  assign \read_data$356[2].tag  = \read_data$356 [65:47];
-  assign \read_data$356[3]  = \read_data$356 [87:66];
-  assign \read_data$356[3].valid  = \read_data$356 [66];
-  assign \read_data$356[3].rrpv  = \read_data$356 [68:67];
-  assign \read_data$356[3].tag  = \read_data$356 [87:69];
-  assign \read_data$357[0]  = \read_data$357 [21:0];
-  assign \read_data$357[0].valid  = \read_data$357 [0];
-  assign \read_data$357[0].rrpv  = \read_data$357 [2:1];
-  assign \read_data$357[0].tag  = \read_data$357 [21:3];
-  assign \read_data$357[1]  = \read_data$357 [43:22];
-  assign \read_data$357[1].valid  = \read_data$357 [22];
-  assign \read_data$357[1].rrpv  = \read_data$357 [24:23];
-  assign \read_data$357[1].tag  = \read_data$357 [43:25];
-  assign \read_data$357[2]  = \read_data$357 [65:44];
-  assign \read_data$357[2].valid  = \read_data$357 [44];
-  assign \read_data$357[2].rrpv  = \read_data$357 [46:45];
-  assign \read_data$357[2].tag  = \read_data$357 [65:47];
-  assign \read_data$357[3]  = \read_data$357 [87:66];
-  assign \read_data$357[3].valid  = \read_data$357 [66];
-  assign \read_data$357[3].rrpv  = \read_data$357 [68:67];
-  assign \read_data$357[3].tag  = \read_data$357 [87:69];
-  assign \read_data$358[0]  = \read_data$358 [21:0];
-  assign \read_data$358[0].valid  = \read_data$358 [0];
-  assign \read_data$358[0].rrpv  = \read_data$358 [2:1];
-  assign \read_data$358[0].tag  = \read_data$358 [21:3];
-  assign \read_data$358[1]  = \read_data$358 [43:22];
-  assign \read_data$358[1].valid  = \read_data$358 [22];
-  assign \read_data$358[1].rrpv  = \read_data$358 [24:23];
-  assign \read_data$358[1].tag  = \read_data$358 [43:25];
-  assign \read_data$358[2]  = \read_data$358 [65:44];
-  assign \read_data$358[2].valid  = \read_data$358 [44];
-  assign \read_data$358[2].rrpv  = \read_data$358 [46:45];
-  assign \read_data$358[2].tag  = \read_data$358 [65:47];
-  assign \read_data$358[3]  = \read_data$358 [87:66];
-  assign \read_data$358[3].valid  = \read_data$358 [66];
-  assign \read_data$358[3].rrpv  = \read_data$358 [68:67];
-  assign \read_data$358[3].tag  = \read_data$358 [87:69];
-  assign \read_data$359[0]  = \read_data$359 [21:0];
-  assign \read_data$359[0].valid  = \read_data$359 [0];
-  assign \read_data$359[0].rrpv  = \read_data$359 [2:1];
-  assign \read_data$359[0].tag  = \read_data$359 [21:3];
-  assign \read_data$359[1]  = \read_data$359 [43:22];
-  assign \read_data$359[1].valid  = \read_data$359 [22];
-  assign \read_data$359[1].rrpv  = \read_data$359 [24:23];
-  assign \read_data$359[1].tag  = \read_data$359 [43:25];
-  assign \read_data$359[2]  = \read_data$359 [65:44];
-  assign \read_data$359[2].valid  = \read_data$359 [44];
-  assign \read_data$359[2].rrpv  = \read_data$359 [46:45];
-  assign \read_data$359[2].tag  = \read_data$359 [65:47];
-  assign \read_data$359[3]  = \read_data$359 [87:66];
-  assign \read_data$359[3].valid  = \read_data$359 [66];
-  assign \read_data$359[3].rrpv  = \read_data$359 [68:67];
-  assign \read_data$359[3].tag  = \read_data$359 [87:69];
-  assign \read_data$360[0]  = \read_data$360 [21:0];
-  assign \read_data$360[0].valid  = \read_data$360 [0];
-  assign \read_data$360[0].rrpv  = \read_data$360 [2:1];
-  assign \read_data$360[0].tag  = \read_data$360 [21:3];
-  assign \read_data$360[1]  = \read_data$360 [43:22];
-  assign \read_data$360[1].valid  = \read_data$360 [22];
-  assign \read_data$360[1].rrpv  = \read_data$360 [24:23];
-  assign \read_data$360[1].tag  = \read_data$360 [43:25];
-  assign \read_data$360[2]  = \read_data$360 [65:44];
-  assign \read_data$360[2].valid  = \read_data$360 [44];
-  assign \read_data$360[2].rrpv  = \read_data$360 [46:45];
-  assign \read_data$360[2].tag  = \read_data$360 [65:47];
-  assign \read_data$360[3]  = \read_data$360 [87:66];
-  assign \read_data$360[3].valid  = \read_data$360 [66];
-  assign \read_data$360[3].rrpv  = \read_data$360 [68:67];
-  assign \read_data$360[3].tag  = \read_data$360 [87:69];
-  assign \read_data$361[0]  = \read_data$361 [21:0];
-  assign \read_data$361[0].valid  = \read_data$361 [0];
-  assign \read_data$361[0].rrpv  = \read_data$361 [2:1];
-  assign \read_data$361[0].tag  = \read_data$361 [21:3];
-  assign \read_data$361[1]  = \read_data$361 [43:22];
-  assign \read_data$361[1].valid  = \read_data$361 [22];
-  assign \read_data$361[1].rrpv  = \read_data$361 [24:23];
-  assign \read_data$361[1].tag  = \read_data$361 [43:25];
-  assign \read_data$361[2]  = \read_data$361 [65:44];
-  assign \read_data$361[2].valid  = \read_data$361 [44];
-  assign \read_data$361[2].rrpv  = \read_data$361 [46:45];
-  assign \read_data$361[2].tag  = \read_data$361 [65:47];
-  assign \read_data$361[3]  = \read_data$361 [87:66];
-  assign \read_data$361[3].valid  = \read_data$361 [66];
-  assign \read_data$361[3].rrpv  = \read_data$361 [68:67];
-  assign \read_data$361[3].tag  = \read_data$361 [87:69];
-  assign \read_data$362[0]  = \read_data$362 [21:0];
-  assign \read_data$362[0].valid  = \read_data$362 [0];
-  assign \read_data$362[0].rrpv  = \read_data$362 [2:1];
-  assign \read_data$362[0].tag  = \read_data$362 [21:3];
-  assign \read_data$362[1]  = \read_data$362 [43:22];
-  assign \read_data$362[1].valid  = \read_data$362 [22];
-  assign \read_data$362[1].rrpv  = \read_data$362 [24:23];
-  assign \read_data$362[1].tag  = \read_data$362 [43:25];
-  assign \read_data$362[2]  = \read_data$362 [65:44];
-  assign \read_data$362[2].valid  = \read_data$362 [44];
-  assign \read_data$362[2].rrpv  = \read_data$362 [46:45];
-  assign \read_data$362[2].tag  = \read_data$362 [65:47];
-  assign \read_data$362[3]  = \read_data$362 [87:66];
-  assign \read_data$362[3].valid  = \read_data$362 [66];
-  assign \read_data$362[3].rrpv  = \read_data$362 [68:67];
-  assign \read_data$362[3].tag  = \read_data$362 [87:69];
-  assign \read_data$363[0]  = \read_data$363 [21:0];
-  assign \read_data$363[0].valid  = \read_data$363 [0];
-  assign \read_data$363[0].rrpv  = \read_data$363 [2:1];
-  assign \read_data$363[0].tag  = \read_data$363 [21:3];
-  assign \read_data$363[1]  = \read_data$363 [43:22];
-  assign \read_data$363[1].valid  = \read_data$363 [22];
-  assign \read_data$363[1].rrpv  = \read_data$363 [24:23];
-  assign \read_data$363[1].tag  = \read_data$363 [43:25];
-  assign \read_data$363[2]  = \read_data$363 [65:44];
-  assign \read_data$363[2].valid  = \read_data$363 [44];
-  assign \read_data$363[2].rrpv  = \read_data$363 [46:45];
-  assign \read_data$363[2].tag  = \read_data$363 [65:47];
-  assign \read_data$363[3]  = \read_data$363 [87:66];
-  assign \read_data$363[3].valid  = \read_data$363 [66];
-  assign \read_data$363[3].rrpv  = \read_data$363 [68:67];
-  assign \read_data$363[3].tag  = \read_data$363 [87:69];
-  assign \read_data$364[0]  = \read_data$364 [21:0];
-  assign \read_data$364[0].valid  = \read_data$364 [0];
-  assign \read_data$364[0].rrpv  = \read_data$364 [2:1];
-  assign \read_data$364[0].tag  = \read_data$364 [21:3];
-  assign \read_data$364[1]  = \read_data$364 [43:22];
-  assign \read_data$364[1].valid  = \read_data$364 [22];
-  assign \read_data$364[1].rrpv  = \read_data$364 [24:23];
-  assign \read_data$364[1].tag  = \read_data$364 [43:25];
-  assign \read_data$364[2]  = \read_data$364 [65:44];
-  assign \read_data$364[2].valid  = \read_data$364 [44];
-  assign \read_data$364[2].rrpv  = \read_data$364 [46:45];
-  assign \read_data$364[2].tag  = \read_data$364 [65:47];
-  assign \read_data$364[3]  = \read_data$364 [87:66];
-  assign \read_data$364[3].valid  = \read_data$364 [66];
-  assign \read_data$364[3].rrpv  = \read_data$364 [68:67];
-  assign \read_data$364[3].tag  = \read_data$364 [87:69];
-  assign \read_data$365[0]  = \read_data$365 [21:0];
-  assign \read_data$365[0].valid  = \read_data$365 [0];
-  assign \read_data$365[0].rrpv  = \read_data$365 [2:1];
-  assign \read_data$365[0].tag  = \read_data$365 [21:3];
-  assign \read_data$365[1]  = \read_data$365 [43:22];
-  assign \read_data$365[1].valid  = \read_data$365 [22];
-  assign \read_data$365[1].rrpv  = \read_data$365 [24:23];
-  assign \read_data$365[1].tag  = \read_data$365 [43:25];
-  assign \read_data$365[2]  = \read_data$365 [65:44];
-  assign \read_data$365[2].valid  = \read_data$365 [44];
-  assign \read_data$365[2].rrpv  = \read_data$365 [46:45];
-  assign \read_data$365[2].tag  = \read_data$365 [65:47];
-  assign \read_data$365[3]  = \read_data$365 [87:66];
-  assign \read_data$365[3].valid  = \read_data$365 [66];
-  assign \read_data$365[3].rrpv  = \read_data$365 [68:67];
-  assign \read_data$365[3].tag  = \read_data$365 [87:69];
+  assign \i__payload$368[0]  = \i__payload$368 [29:0];
+  assign \i__payload$368[0].valid  = \i__payload$368 [0];
+  assign \i__payload$368[0].key  = \i__payload$368 [29:1];
+  assign \i__payload$368[1]  = \i__payload$368 [59:30];
+  assign \i__payload$368[1].valid  = \i__payload$368 [30];
+  assign \i__payload$368[1].key  = \i__payload$368 [59:31];
+  assign \i__payload$368[2]  = \i__payload$368 [89:60];
+  assign \i__payload$368[2].valid  = \i__payload$368 [60];
+  assign \i__payload$368[2].key  = \i__payload$368 [89:61];
+  assign \i__payload$368[3]  = \i__payload$368 [119:90];
+  assign \i__payload$368[3].valid  = \i__payload$368 [90];
+  assign \i__payload$368[3].key  = \i__payload$368 [119:91];
+  assign \lookups__payload[0]  = \i__payload$368 [29:0];
+  assign \lookups__payload[0].valid  = \i__payload$368 [0];
+  assign \lookups__payload[0].key  = \i__payload$368 [29:1];
+  assign \lookups__payload[1]  = \i__payload$368 [59:30];
+  assign \lookups__payload[1].valid  = \i__payload$368 [30];
+  assign \lookups__payload[1].key  = \i__payload$368 [59:31];
+  assign \lookups__payload[2]  = \i__payload$368 [89:60];
+  assign \lookups__payload[2].valid  = \i__payload$368 [60];
+  assign \lookups__payload[2].key  = \i__payload$368 [89:61];
+  assign \lookups__payload[3]  = \i__payload$368 [119:90];
+  assign \lookups__payload[3].valid  = \i__payload$368 [90];
+  assign \lookups__payload[3].key  = \i__payload$368 [119:91];
+  assign record[97:10] = \$8 ;
+  assign record[9:4] = v2_set;
+  assign record[3:0] = v2_bank;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, requests__valid, \port$426$0 , \port$428$0 , \port$430$0 , \port$432$0 , \port$434$0 , \port$436$0 , \port$438$0 , \port$440$0 , \port$442$0 , \port$444$0 , \port$446$0 , \port$448$0 , \port$450$0 , \port$452$0 , \port$454$0 , \port$456$0 , \port$458$0 
-, \port$460$0 , \port$462$0 , \port$464$0 , \port$466$0 , \port$468$0 , \port$470$0 , \port$472$0 , \port$474$0 , \port$476$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, requests__valid, \port$419$0 , \port$421$0 , \port$423$0 , \port$425$0 , \port$427$0 , \port$429$0 , \port$431$0 , \port$433$0 , \port$435$0 , \port$437$0 , \port$439$0 , \port$441$0 , \port$443$0 , \port$445$0 , \port$447$0 , \port$449$0 , \port$451$0 
+, \port$453$0 , \port$455$0 , \port$457$0 , \port$459$0 , \port$461$0 , \port$463$0 , \port$465$0 , \port$467$0 , \port$469$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -5235,58 +5307,58 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$426$0 ;
-  wire \port$426$0 ;
-  input \port$428$0 ;
-  wire \port$428$0 ;
-  input \port$430$0 ;
-  wire \port$430$0 ;
-  input \port$432$0 ;
-  wire \port$432$0 ;
-  input \port$434$0 ;
-  wire \port$434$0 ;
-  input \port$436$0 ;
-  wire \port$436$0 ;
-  input \port$438$0 ;
-  wire \port$438$0 ;
-  input \port$440$0 ;
-  wire \port$440$0 ;
-  input \port$442$0 ;
-  wire \port$442$0 ;
-  input \port$444$0 ;
-  wire \port$444$0 ;
-  input \port$446$0 ;
-  wire \port$446$0 ;
-  input \port$448$0 ;
-  wire \port$448$0 ;
-  input \port$450$0 ;
-  wire \port$450$0 ;
-  input \port$452$0 ;
-  wire \port$452$0 ;
-  input \port$454$0 ;
-  wire \port$454$0 ;
-  input \port$456$0 ;
-  wire \port$456$0 ;
-  input \port$458$0 ;
-  wire \port$458$0 ;
-  input \port$460$0 ;
-  wire \port$460$0 ;
-  input \port$462$0 ;
-  wire \port$462$0 ;
-  input \port$464$0 ;
-  wire \port$464$0 ;
-  input \port$466$0 ;
-  wire \port$466$0 ;
-  input \port$468$0 ;
-  wire \port$468$0 ;
-  input \port$470$0 ;
-  wire \port$470$0 ;
-  input \port$472$0 ;
-  wire \port$472$0 ;
-  input \port$474$0 ;
-  wire \port$474$0 ;
-  input \port$476$0 ;
-  wire \port$476$0 ;
+  input \port$419$0 ;
+  wire \port$419$0 ;
+  input \port$421$0 ;
+  wire \port$421$0 ;
+  input \port$423$0 ;
+  wire \port$423$0 ;
+  input \port$425$0 ;
+  wire \port$425$0 ;
+  input \port$427$0 ;
+  wire \port$427$0 ;
+  input \port$429$0 ;
+  wire \port$429$0 ;
+  input \port$431$0 ;
+  wire \port$431$0 ;
+  input \port$433$0 ;
+  wire \port$433$0 ;
+  input \port$435$0 ;
+  wire \port$435$0 ;
+  input \port$437$0 ;
+  wire \port$437$0 ;
+  input \port$439$0 ;
+  wire \port$439$0 ;
+  input \port$441$0 ;
+  wire \port$441$0 ;
+  input \port$443$0 ;
+  wire \port$443$0 ;
+  input \port$445$0 ;
+  wire \port$445$0 ;
+  input \port$447$0 ;
+  wire \port$447$0 ;
+  input \port$449$0 ;
+  wire \port$449$0 ;
+  input \port$451$0 ;
+  wire \port$451$0 ;
+  input \port$453$0 ;
+  wire \port$453$0 ;
+  input \port$455$0 ;
+  wire \port$455$0 ;
+  input \port$457$0 ;
+  wire \port$457$0 ;
+  input \port$459$0 ;
+  wire \port$459$0 ;
+  input \port$461$0 ;
+  wire \port$461$0 ;
+  input \port$463$0 ;
+  wire \port$463$0 ;
+  input \port$465$0 ;
+  wire \port$465$0 ;
+  input \port$467$0 ;
+  wire \port$467$0 ;
+  input \port$469$0 ;
+  wire \port$469$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -5424,7 +5496,7 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$9  = { \port$476$0 , \port$474$0 , \port$472$0 , \port$470$0 , \port$468$0 , \port$466$0 , \port$464$0 , \port$462$0 , \port$460$0 , \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0 , \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0  };
+    \$9  = { \port$469$0 , \port$467$0 , \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0 , \port$429$0 , \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -5462,7 +5534,7 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$476$0 , \port$474$0 , \port$472$0 , \port$470$0 , \port$468$0 , \port$466$0 , \port$464$0 , \port$462$0 , \port$460$0 , \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0 , \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0  };
+  assign requests__payload = { \port$469$0 , \port$467$0 , \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0 , \port$429$0 , \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -5504,9 +5576,9 @@ module \hotline_fragment_chain.engine.bank0 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0  };
-  assign \requests__payload.tag  = { \port$474$0 , \port$472$0 , \port$470$0 , \port$468$0 , \port$466$0 , \port$464$0 , \port$462$0 , \port$460$0 , \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0  };
-  assign \requests__payload.repeated  = \port$476$0 ;
+  assign \requests__payload.set  = { \port$429$0 , \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0  };
+  assign \requests__payload.tag  = { \port$467$0 , \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0  };
+  assign \requests__payload.repeated  = \port$469$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5693,7 +5765,7 @@ module \hotline_fragment_chain.engine.bank0.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5849,7 +5921,8 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -5924,7 +5997,7 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -6134,11 +6207,11 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -6245,7 +6318,7 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -6466,7 +6539,7 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -6518,7 +6591,7 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -6541,22 +6614,22 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -6577,22 +6650,6 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -6715,6 +6772,22 @@ module \hotline_fragment_chain.engine.bank0.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -6872,8 +6945,8 @@ module \hotline_fragment_chain.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, requests__valid, \port$479$0 , \port$481$0 , \port$483$0 , \port$485$0 , \port$487$0 , \port$489$0 , \port$491$0 , \port$493$0 , \port$495$0 , \port$497$0 , \port$499$0 , \port$501$0 , \port$503$0 , \port$505$0 , \port$507$0 , \port$509$0 , \port$511$0 
-, \port$513$0 , \port$515$0 , \port$517$0 , \port$519$0 , \port$521$0 , \port$523$0 , \port$525$0 , \port$527$0 , \port$529$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, requests__valid, \port$472$0 , \port$474$0 , \port$476$0 , \port$478$0 , \port$480$0 , \port$482$0 , \port$484$0 , \port$486$0 , \port$488$0 , \port$490$0 , \port$492$0 , \port$494$0 , \port$496$0 , \port$498$0 , \port$500$0 , \port$502$0 , \port$504$0 
+, \port$506$0 , \port$508$0 , \port$510$0 , \port$512$0 , \port$514$0 , \port$516$0 , \port$518$0 , \port$520$0 , \port$522$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -6916,58 +6989,58 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$479$0 ;
-  wire \port$479$0 ;
-  input \port$481$0 ;
-  wire \port$481$0 ;
-  input \port$483$0 ;
-  wire \port$483$0 ;
-  input \port$485$0 ;
-  wire \port$485$0 ;
-  input \port$487$0 ;
-  wire \port$487$0 ;
-  input \port$489$0 ;
-  wire \port$489$0 ;
-  input \port$491$0 ;
-  wire \port$491$0 ;
-  input \port$493$0 ;
-  wire \port$493$0 ;
-  input \port$495$0 ;
-  wire \port$495$0 ;
-  input \port$497$0 ;
-  wire \port$497$0 ;
-  input \port$499$0 ;
-  wire \port$499$0 ;
-  input \port$501$0 ;
-  wire \port$501$0 ;
-  input \port$503$0 ;
-  wire \port$503$0 ;
-  input \port$505$0 ;
-  wire \port$505$0 ;
-  input \port$507$0 ;
-  wire \port$507$0 ;
-  input \port$509$0 ;
-  wire \port$509$0 ;
-  input \port$511$0 ;
-  wire \port$511$0 ;
-  input \port$513$0 ;
-  wire \port$513$0 ;
-  input \port$515$0 ;
-  wire \port$515$0 ;
-  input \port$517$0 ;
-  wire \port$517$0 ;
-  input \port$519$0 ;
-  wire \port$519$0 ;
-  input \port$521$0 ;
-  wire \port$521$0 ;
-  input \port$523$0 ;
-  wire \port$523$0 ;
-  input \port$525$0 ;
-  wire \port$525$0 ;
-  input \port$527$0 ;
-  wire \port$527$0 ;
-  input \port$529$0 ;
-  wire \port$529$0 ;
+  input \port$472$0 ;
+  wire \port$472$0 ;
+  input \port$474$0 ;
+  wire \port$474$0 ;
+  input \port$476$0 ;
+  wire \port$476$0 ;
+  input \port$478$0 ;
+  wire \port$478$0 ;
+  input \port$480$0 ;
+  wire \port$480$0 ;
+  input \port$482$0 ;
+  wire \port$482$0 ;
+  input \port$484$0 ;
+  wire \port$484$0 ;
+  input \port$486$0 ;
+  wire \port$486$0 ;
+  input \port$488$0 ;
+  wire \port$488$0 ;
+  input \port$490$0 ;
+  wire \port$490$0 ;
+  input \port$492$0 ;
+  wire \port$492$0 ;
+  input \port$494$0 ;
+  wire \port$494$0 ;
+  input \port$496$0 ;
+  wire \port$496$0 ;
+  input \port$498$0 ;
+  wire \port$498$0 ;
+  input \port$500$0 ;
+  wire \port$500$0 ;
+  input \port$502$0 ;
+  wire \port$502$0 ;
+  input \port$504$0 ;
+  wire \port$504$0 ;
+  input \port$506$0 ;
+  wire \port$506$0 ;
+  input \port$508$0 ;
+  wire \port$508$0 ;
+  input \port$510$0 ;
+  wire \port$510$0 ;
+  input \port$512$0 ;
+  wire \port$512$0 ;
+  input \port$514$0 ;
+  wire \port$514$0 ;
+  input \port$516$0 ;
+  wire \port$516$0 ;
+  input \port$518$0 ;
+  wire \port$518$0 ;
+  input \port$520$0 ;
+  wire \port$520$0 ;
+  input \port$522$0 ;
+  wire \port$522$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -7105,7 +7178,7 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$9  = { \port$529$0 , \port$527$0 , \port$525$0 , \port$523$0 , \port$521$0 , \port$519$0 , \port$517$0 , \port$515$0 , \port$513$0 , \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0 , \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0  };
+    \$9  = { \port$522$0 , \port$520$0 , \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0 , \port$482$0 , \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -7143,7 +7216,7 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$529$0 , \port$527$0 , \port$525$0 , \port$523$0 , \port$521$0 , \port$519$0 , \port$517$0 , \port$515$0 , \port$513$0 , \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0 , \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0  };
+  assign requests__payload = { \port$522$0 , \port$520$0 , \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0 , \port$482$0 , \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -7185,9 +7258,9 @@ module \hotline_fragment_chain.engine.bank1 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0  };
-  assign \requests__payload.tag  = { \port$527$0 , \port$525$0 , \port$523$0 , \port$521$0 , \port$519$0 , \port$517$0 , \port$515$0 , \port$513$0 , \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0  };
-  assign \requests__payload.repeated  = \port$529$0 ;
+  assign \requests__payload.set  = { \port$482$0 , \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0  };
+  assign \requests__payload.tag  = { \port$520$0 , \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0  };
+  assign \requests__payload.repeated  = \port$522$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7374,7 +7447,7 @@ module \hotline_fragment_chain.engine.bank1.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -7530,7 +7603,8 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -7605,7 +7679,7 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -7815,11 +7889,11 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -7926,7 +8000,7 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -8147,7 +8221,7 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -8199,7 +8273,7 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -8222,22 +8296,22 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -8258,22 +8332,6 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -8396,6 +8454,22 @@ module \hotline_fragment_chain.engine.bank1.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -8553,8 +8627,8 @@ module \hotline_fragment_chain.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, requests__valid, \port$956$0 , \port$958$0 , \port$960$0 , \port$962$0 , \port$964$0 , \port$966$0 , \port$968$0 , \port$970$0 , \port$972$0 , \port$974$0 , \port$976$0 , \port$978$0 , \port$980$0 , \port$982$0 , \port$984$0 , \port$986$0 , \port$988$0 
-, \port$990$0 , \port$992$0 , \port$994$0 , \port$996$0 , \port$998$0 , \port$1000$0 , \port$1002$0 , \port$1004$0 , \port$1006$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, requests__valid, \port$949$0 , \port$951$0 , \port$953$0 , \port$955$0 , \port$957$0 , \port$959$0 , \port$961$0 , \port$963$0 , \port$965$0 , \port$967$0 , \port$969$0 , \port$971$0 , \port$973$0 , \port$975$0 , \port$977$0 , \port$979$0 , \port$981$0 
+, \port$983$0 , \port$985$0 , \port$987$0 , \port$989$0 , \port$991$0 , \port$993$0 , \port$995$0 , \port$997$0 , \port$999$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -8597,58 +8671,58 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1000$0 ;
-  wire \port$1000$0 ;
-  input \port$1002$0 ;
-  wire \port$1002$0 ;
-  input \port$1004$0 ;
-  wire \port$1004$0 ;
-  input \port$1006$0 ;
-  wire \port$1006$0 ;
-  input \port$956$0 ;
-  wire \port$956$0 ;
-  input \port$958$0 ;
-  wire \port$958$0 ;
-  input \port$960$0 ;
-  wire \port$960$0 ;
-  input \port$962$0 ;
-  wire \port$962$0 ;
-  input \port$964$0 ;
-  wire \port$964$0 ;
-  input \port$966$0 ;
-  wire \port$966$0 ;
-  input \port$968$0 ;
-  wire \port$968$0 ;
-  input \port$970$0 ;
-  wire \port$970$0 ;
-  input \port$972$0 ;
-  wire \port$972$0 ;
-  input \port$974$0 ;
-  wire \port$974$0 ;
-  input \port$976$0 ;
-  wire \port$976$0 ;
-  input \port$978$0 ;
-  wire \port$978$0 ;
-  input \port$980$0 ;
-  wire \port$980$0 ;
-  input \port$982$0 ;
-  wire \port$982$0 ;
-  input \port$984$0 ;
-  wire \port$984$0 ;
-  input \port$986$0 ;
-  wire \port$986$0 ;
-  input \port$988$0 ;
-  wire \port$988$0 ;
-  input \port$990$0 ;
-  wire \port$990$0 ;
-  input \port$992$0 ;
-  wire \port$992$0 ;
-  input \port$994$0 ;
-  wire \port$994$0 ;
-  input \port$996$0 ;
-  wire \port$996$0 ;
-  input \port$998$0 ;
-  wire \port$998$0 ;
+  input \port$949$0 ;
+  wire \port$949$0 ;
+  input \port$951$0 ;
+  wire \port$951$0 ;
+  input \port$953$0 ;
+  wire \port$953$0 ;
+  input \port$955$0 ;
+  wire \port$955$0 ;
+  input \port$957$0 ;
+  wire \port$957$0 ;
+  input \port$959$0 ;
+  wire \port$959$0 ;
+  input \port$961$0 ;
+  wire \port$961$0 ;
+  input \port$963$0 ;
+  wire \port$963$0 ;
+  input \port$965$0 ;
+  wire \port$965$0 ;
+  input \port$967$0 ;
+  wire \port$967$0 ;
+  input \port$969$0 ;
+  wire \port$969$0 ;
+  input \port$971$0 ;
+  wire \port$971$0 ;
+  input \port$973$0 ;
+  wire \port$973$0 ;
+  input \port$975$0 ;
+  wire \port$975$0 ;
+  input \port$977$0 ;
+  wire \port$977$0 ;
+  input \port$979$0 ;
+  wire \port$979$0 ;
+  input \port$981$0 ;
+  wire \port$981$0 ;
+  input \port$983$0 ;
+  wire \port$983$0 ;
+  input \port$985$0 ;
+  wire \port$985$0 ;
+  input \port$987$0 ;
+  wire \port$987$0 ;
+  input \port$989$0 ;
+  wire \port$989$0 ;
+  input \port$991$0 ;
+  wire \port$991$0 ;
+  input \port$993$0 ;
+  wire \port$993$0 ;
+  input \port$995$0 ;
+  wire \port$995$0 ;
+  input \port$997$0 ;
+  wire \port$997$0 ;
+  input \port$999$0 ;
+  wire \port$999$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -8786,7 +8860,7 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$9  = { \port$1006$0 , \port$1004$0 , \port$1002$0 , \port$1000$0 , \port$998$0 , \port$996$0 , \port$994$0 , \port$992$0 , \port$990$0 , \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0 , \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0  };
+    \$9  = { \port$999$0 , \port$997$0 , \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0 , \port$959$0 , \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -8824,7 +8898,7 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1006$0 , \port$1004$0 , \port$1002$0 , \port$1000$0 , \port$998$0 , \port$996$0 , \port$994$0 , \port$992$0 , \port$990$0 , \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0 , \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0  };
+  assign requests__payload = { \port$999$0 , \port$997$0 , \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0 , \port$959$0 , \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -8866,9 +8940,9 @@ module \hotline_fragment_chain.engine.bank10 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0  };
-  assign \requests__payload.tag  = { \port$1004$0 , \port$1002$0 , \port$1000$0 , \port$998$0 , \port$996$0 , \port$994$0 , \port$992$0 , \port$990$0 , \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0  };
-  assign \requests__payload.repeated  = \port$1006$0 ;
+  assign \requests__payload.set  = { \port$959$0 , \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0  };
+  assign \requests__payload.tag  = { \port$997$0 , \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0  };
+  assign \requests__payload.repeated  = \port$999$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9055,7 +9129,7 @@ module \hotline_fragment_chain.engine.bank10.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9211,7 +9285,8 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -9286,7 +9361,7 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -9496,11 +9571,11 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -9607,7 +9682,7 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -9828,7 +9903,7 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -9880,7 +9955,7 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -9903,22 +9978,22 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -9939,22 +10014,6 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -10077,6 +10136,22 @@ module \hotline_fragment_chain.engine.bank10.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -10234,8 +10309,8 @@ module \hotline_fragment_chain.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, requests__valid, \port$1009$0 , \port$1011$0 , \port$1013$0 , \port$1015$0 , \port$1017$0 , \port$1019$0 , \port$1021$0 , \port$1023$0 , \port$1025$0 , \port$1027$0 , \port$1029$0 , \port$1031$0 , \port$1033$0 , \port$1035$0 , \port$1037$0 , \port$1039$0 , \port$1041$0 
-, \port$1043$0 , \port$1045$0 , \port$1047$0 , \port$1049$0 , \port$1051$0 , \port$1053$0 , \port$1055$0 , \port$1057$0 , \port$1059$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, requests__valid, \port$1002$0 , \port$1004$0 , \port$1006$0 , \port$1008$0 , \port$1010$0 , \port$1012$0 , \port$1014$0 , \port$1016$0 , \port$1018$0 , \port$1020$0 , \port$1022$0 , \port$1024$0 , \port$1026$0 , \port$1028$0 , \port$1030$0 , \port$1032$0 , \port$1034$0 
+, \port$1036$0 , \port$1038$0 , \port$1040$0 , \port$1042$0 , \port$1044$0 , \port$1046$0 , \port$1048$0 , \port$1050$0 , \port$1052$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -10278,58 +10353,58 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1009$0 ;
-  wire \port$1009$0 ;
-  input \port$1011$0 ;
-  wire \port$1011$0 ;
-  input \port$1013$0 ;
-  wire \port$1013$0 ;
-  input \port$1015$0 ;
-  wire \port$1015$0 ;
-  input \port$1017$0 ;
-  wire \port$1017$0 ;
-  input \port$1019$0 ;
-  wire \port$1019$0 ;
-  input \port$1021$0 ;
-  wire \port$1021$0 ;
-  input \port$1023$0 ;
-  wire \port$1023$0 ;
-  input \port$1025$0 ;
-  wire \port$1025$0 ;
-  input \port$1027$0 ;
-  wire \port$1027$0 ;
-  input \port$1029$0 ;
-  wire \port$1029$0 ;
-  input \port$1031$0 ;
-  wire \port$1031$0 ;
-  input \port$1033$0 ;
-  wire \port$1033$0 ;
-  input \port$1035$0 ;
-  wire \port$1035$0 ;
-  input \port$1037$0 ;
-  wire \port$1037$0 ;
-  input \port$1039$0 ;
-  wire \port$1039$0 ;
-  input \port$1041$0 ;
-  wire \port$1041$0 ;
-  input \port$1043$0 ;
-  wire \port$1043$0 ;
-  input \port$1045$0 ;
-  wire \port$1045$0 ;
-  input \port$1047$0 ;
-  wire \port$1047$0 ;
-  input \port$1049$0 ;
-  wire \port$1049$0 ;
-  input \port$1051$0 ;
-  wire \port$1051$0 ;
-  input \port$1053$0 ;
-  wire \port$1053$0 ;
-  input \port$1055$0 ;
-  wire \port$1055$0 ;
-  input \port$1057$0 ;
-  wire \port$1057$0 ;
-  input \port$1059$0 ;
-  wire \port$1059$0 ;
+  input \port$1002$0 ;
+  wire \port$1002$0 ;
+  input \port$1004$0 ;
+  wire \port$1004$0 ;
+  input \port$1006$0 ;
+  wire \port$1006$0 ;
+  input \port$1008$0 ;
+  wire \port$1008$0 ;
+  input \port$1010$0 ;
+  wire \port$1010$0 ;
+  input \port$1012$0 ;
+  wire \port$1012$0 ;
+  input \port$1014$0 ;
+  wire \port$1014$0 ;
+  input \port$1016$0 ;
+  wire \port$1016$0 ;
+  input \port$1018$0 ;
+  wire \port$1018$0 ;
+  input \port$1020$0 ;
+  wire \port$1020$0 ;
+  input \port$1022$0 ;
+  wire \port$1022$0 ;
+  input \port$1024$0 ;
+  wire \port$1024$0 ;
+  input \port$1026$0 ;
+  wire \port$1026$0 ;
+  input \port$1028$0 ;
+  wire \port$1028$0 ;
+  input \port$1030$0 ;
+  wire \port$1030$0 ;
+  input \port$1032$0 ;
+  wire \port$1032$0 ;
+  input \port$1034$0 ;
+  wire \port$1034$0 ;
+  input \port$1036$0 ;
+  wire \port$1036$0 ;
+  input \port$1038$0 ;
+  wire \port$1038$0 ;
+  input \port$1040$0 ;
+  wire \port$1040$0 ;
+  input \port$1042$0 ;
+  wire \port$1042$0 ;
+  input \port$1044$0 ;
+  wire \port$1044$0 ;
+  input \port$1046$0 ;
+  wire \port$1046$0 ;
+  input \port$1048$0 ;
+  wire \port$1048$0 ;
+  input \port$1050$0 ;
+  wire \port$1050$0 ;
+  input \port$1052$0 ;
+  wire \port$1052$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -10467,7 +10542,7 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$9  = { \port$1059$0 , \port$1057$0 , \port$1055$0 , \port$1053$0 , \port$1051$0 , \port$1049$0 , \port$1047$0 , \port$1045$0 , \port$1043$0 , \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0 , \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0  };
+    \$9  = { \port$1052$0 , \port$1050$0 , \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0 , \port$1012$0 , \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -10505,7 +10580,7 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1059$0 , \port$1057$0 , \port$1055$0 , \port$1053$0 , \port$1051$0 , \port$1049$0 , \port$1047$0 , \port$1045$0 , \port$1043$0 , \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0 , \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0  };
+  assign requests__payload = { \port$1052$0 , \port$1050$0 , \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0 , \port$1012$0 , \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -10547,9 +10622,9 @@ module \hotline_fragment_chain.engine.bank11 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0  };
-  assign \requests__payload.tag  = { \port$1057$0 , \port$1055$0 , \port$1053$0 , \port$1051$0 , \port$1049$0 , \port$1047$0 , \port$1045$0 , \port$1043$0 , \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0  };
-  assign \requests__payload.repeated  = \port$1059$0 ;
+  assign \requests__payload.set  = { \port$1012$0 , \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0  };
+  assign \requests__payload.tag  = { \port$1050$0 , \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0  };
+  assign \requests__payload.repeated  = \port$1052$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10736,7 +10811,7 @@ module \hotline_fragment_chain.engine.bank11.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10892,7 +10967,8 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -10967,7 +11043,7 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -11177,11 +11253,11 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -11288,7 +11364,7 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -11509,7 +11585,7 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -11561,7 +11637,7 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -11584,22 +11660,22 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -11620,22 +11696,6 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -11758,6 +11818,22 @@ module \hotline_fragment_chain.engine.bank11.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -11915,8 +11991,8 @@ module \hotline_fragment_chain.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, requests__valid, \port$1062$0 , \port$1064$0 , \port$1066$0 , \port$1068$0 , \port$1070$0 , \port$1072$0 , \port$1074$0 , \port$1076$0 , \port$1078$0 , \port$1080$0 , \port$1082$0 , \port$1084$0 , \port$1086$0 , \port$1088$0 , \port$1090$0 , \port$1092$0 , \port$1094$0 
-, \port$1096$0 , \port$1098$0 , \port$1100$0 , \port$1102$0 , \port$1104$0 , \port$1106$0 , \port$1108$0 , \port$1110$0 , \port$1112$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, requests__valid, \port$1055$0 , \port$1057$0 , \port$1059$0 , \port$1061$0 , \port$1063$0 , \port$1065$0 , \port$1067$0 , \port$1069$0 , \port$1071$0 , \port$1073$0 , \port$1075$0 , \port$1077$0 , \port$1079$0 , \port$1081$0 , \port$1083$0 , \port$1085$0 , \port$1087$0 
+, \port$1089$0 , \port$1091$0 , \port$1093$0 , \port$1095$0 , \port$1097$0 , \port$1099$0 , \port$1101$0 , \port$1103$0 , \port$1105$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -11959,58 +12035,58 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1062$0 ;
-  wire \port$1062$0 ;
-  input \port$1064$0 ;
-  wire \port$1064$0 ;
-  input \port$1066$0 ;
-  wire \port$1066$0 ;
-  input \port$1068$0 ;
-  wire \port$1068$0 ;
-  input \port$1070$0 ;
-  wire \port$1070$0 ;
-  input \port$1072$0 ;
-  wire \port$1072$0 ;
-  input \port$1074$0 ;
-  wire \port$1074$0 ;
-  input \port$1076$0 ;
-  wire \port$1076$0 ;
-  input \port$1078$0 ;
-  wire \port$1078$0 ;
-  input \port$1080$0 ;
-  wire \port$1080$0 ;
-  input \port$1082$0 ;
-  wire \port$1082$0 ;
-  input \port$1084$0 ;
-  wire \port$1084$0 ;
-  input \port$1086$0 ;
-  wire \port$1086$0 ;
-  input \port$1088$0 ;
-  wire \port$1088$0 ;
-  input \port$1090$0 ;
-  wire \port$1090$0 ;
-  input \port$1092$0 ;
-  wire \port$1092$0 ;
-  input \port$1094$0 ;
-  wire \port$1094$0 ;
-  input \port$1096$0 ;
-  wire \port$1096$0 ;
-  input \port$1098$0 ;
-  wire \port$1098$0 ;
-  input \port$1100$0 ;
-  wire \port$1100$0 ;
-  input \port$1102$0 ;
-  wire \port$1102$0 ;
-  input \port$1104$0 ;
-  wire \port$1104$0 ;
-  input \port$1106$0 ;
-  wire \port$1106$0 ;
-  input \port$1108$0 ;
-  wire \port$1108$0 ;
-  input \port$1110$0 ;
-  wire \port$1110$0 ;
-  input \port$1112$0 ;
-  wire \port$1112$0 ;
+  input \port$1055$0 ;
+  wire \port$1055$0 ;
+  input \port$1057$0 ;
+  wire \port$1057$0 ;
+  input \port$1059$0 ;
+  wire \port$1059$0 ;
+  input \port$1061$0 ;
+  wire \port$1061$0 ;
+  input \port$1063$0 ;
+  wire \port$1063$0 ;
+  input \port$1065$0 ;
+  wire \port$1065$0 ;
+  input \port$1067$0 ;
+  wire \port$1067$0 ;
+  input \port$1069$0 ;
+  wire \port$1069$0 ;
+  input \port$1071$0 ;
+  wire \port$1071$0 ;
+  input \port$1073$0 ;
+  wire \port$1073$0 ;
+  input \port$1075$0 ;
+  wire \port$1075$0 ;
+  input \port$1077$0 ;
+  wire \port$1077$0 ;
+  input \port$1079$0 ;
+  wire \port$1079$0 ;
+  input \port$1081$0 ;
+  wire \port$1081$0 ;
+  input \port$1083$0 ;
+  wire \port$1083$0 ;
+  input \port$1085$0 ;
+  wire \port$1085$0 ;
+  input \port$1087$0 ;
+  wire \port$1087$0 ;
+  input \port$1089$0 ;
+  wire \port$1089$0 ;
+  input \port$1091$0 ;
+  wire \port$1091$0 ;
+  input \port$1093$0 ;
+  wire \port$1093$0 ;
+  input \port$1095$0 ;
+  wire \port$1095$0 ;
+  input \port$1097$0 ;
+  wire \port$1097$0 ;
+  input \port$1099$0 ;
+  wire \port$1099$0 ;
+  input \port$1101$0 ;
+  wire \port$1101$0 ;
+  input \port$1103$0 ;
+  wire \port$1103$0 ;
+  input \port$1105$0 ;
+  wire \port$1105$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -12148,7 +12224,7 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$9  = { \port$1112$0 , \port$1110$0 , \port$1108$0 , \port$1106$0 , \port$1104$0 , \port$1102$0 , \port$1100$0 , \port$1098$0 , \port$1096$0 , \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0 , \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0  };
+    \$9  = { \port$1105$0 , \port$1103$0 , \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0 , \port$1065$0 , \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -12186,7 +12262,7 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1112$0 , \port$1110$0 , \port$1108$0 , \port$1106$0 , \port$1104$0 , \port$1102$0 , \port$1100$0 , \port$1098$0 , \port$1096$0 , \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0 , \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0  };
+  assign requests__payload = { \port$1105$0 , \port$1103$0 , \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0 , \port$1065$0 , \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -12228,9 +12304,9 @@ module \hotline_fragment_chain.engine.bank12 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0  };
-  assign \requests__payload.tag  = { \port$1110$0 , \port$1108$0 , \port$1106$0 , \port$1104$0 , \port$1102$0 , \port$1100$0 , \port$1098$0 , \port$1096$0 , \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0  };
-  assign \requests__payload.repeated  = \port$1112$0 ;
+  assign \requests__payload.set  = { \port$1065$0 , \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0  };
+  assign \requests__payload.tag  = { \port$1103$0 , \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0  };
+  assign \requests__payload.repeated  = \port$1105$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12417,7 +12493,7 @@ module \hotline_fragment_chain.engine.bank12.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12573,7 +12649,8 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -12648,7 +12725,7 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -12858,11 +12935,11 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -12969,7 +13046,7 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -13190,7 +13267,7 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -13242,7 +13319,7 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -13265,22 +13342,22 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -13301,22 +13378,6 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -13439,6 +13500,22 @@ module \hotline_fragment_chain.engine.bank12.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -13596,8 +13673,8 @@ module \hotline_fragment_chain.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, requests__valid, \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 
-, \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, requests__valid, \port$1108$0 , \port$1110$0 , \port$1112$0 , \port$1114$0 , \port$1116$0 , \port$1118$0 , \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 
+, \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1156$0 , \port$1158$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -13640,58 +13717,58 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
+  input \port$1108$0 ;
+  wire \port$1108$0 ;
+  input \port$1110$0 ;
+  wire \port$1110$0 ;
+  input \port$1112$0 ;
+  wire \port$1112$0 ;
+  input \port$1114$0 ;
+  wire \port$1114$0 ;
+  input \port$1116$0 ;
+  wire \port$1116$0 ;
+  input \port$1118$0 ;
+  wire \port$1118$0 ;
+  input \port$1120$0 ;
+  wire \port$1120$0 ;
+  input \port$1122$0 ;
+  wire \port$1122$0 ;
+  input \port$1124$0 ;
+  wire \port$1124$0 ;
+  input \port$1126$0 ;
+  wire \port$1126$0 ;
+  input \port$1128$0 ;
+  wire \port$1128$0 ;
+  input \port$1130$0 ;
+  wire \port$1130$0 ;
+  input \port$1132$0 ;
+  wire \port$1132$0 ;
+  input \port$1134$0 ;
+  wire \port$1134$0 ;
+  input \port$1136$0 ;
+  wire \port$1136$0 ;
+  input \port$1138$0 ;
+  wire \port$1138$0 ;
+  input \port$1140$0 ;
+  wire \port$1140$0 ;
+  input \port$1142$0 ;
+  wire \port$1142$0 ;
+  input \port$1144$0 ;
+  wire \port$1144$0 ;
+  input \port$1146$0 ;
+  wire \port$1146$0 ;
+  input \port$1148$0 ;
+  wire \port$1148$0 ;
+  input \port$1150$0 ;
+  wire \port$1150$0 ;
+  input \port$1152$0 ;
+  wire \port$1152$0 ;
+  input \port$1154$0 ;
+  wire \port$1154$0 ;
+  input \port$1156$0 ;
+  wire \port$1156$0 ;
+  input \port$1158$0 ;
+  wire \port$1158$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -13829,7 +13906,7 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$9  = { \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0  };
+    \$9  = { \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0 , \port$1118$0 , \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -13867,7 +13944,7 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0  };
+  assign requests__payload = { \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0 , \port$1118$0 , \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -13909,9 +13986,9 @@ module \hotline_fragment_chain.engine.bank13 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0  };
-  assign \requests__payload.tag  = { \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0  };
-  assign \requests__payload.repeated  = \port$1165$0 ;
+  assign \requests__payload.set  = { \port$1118$0 , \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0  };
+  assign \requests__payload.tag  = { \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0  };
+  assign \requests__payload.repeated  = \port$1158$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -14098,7 +14175,7 @@ module \hotline_fragment_chain.engine.bank13.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -14254,7 +14331,8 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -14329,7 +14407,7 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -14539,11 +14617,11 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -14650,7 +14728,7 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -14871,7 +14949,7 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -14923,7 +15001,7 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -14946,22 +15024,22 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -14982,22 +15060,6 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -15120,6 +15182,22 @@ module \hotline_fragment_chain.engine.bank13.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -15277,8 +15355,8 @@ module \hotline_fragment_chain.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, requests__valid, \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 , \port$1200$0 
-, \port$1202$0 , \port$1204$0 , \port$1206$0 , \port$1208$0 , \port$1210$0 , \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, requests__valid, \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 
+, \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -15321,58 +15399,58 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -15510,7 +15588,7 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$9  = { \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0  };
+    \$9  = { \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -15548,7 +15626,7 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0  };
+  assign requests__payload = { \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -15590,9 +15668,9 @@ module \hotline_fragment_chain.engine.bank14 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0  };
-  assign \requests__payload.tag  = { \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0  };
-  assign \requests__payload.repeated  = \port$1218$0 ;
+  assign \requests__payload.set  = { \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0  };
+  assign \requests__payload.tag  = { \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0  };
+  assign \requests__payload.repeated  = \port$1211$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15779,7 +15857,7 @@ module \hotline_fragment_chain.engine.bank14.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15935,7 +16013,8 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -16010,7 +16089,7 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -16220,11 +16299,11 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -16331,7 +16410,7 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -16552,7 +16631,7 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -16604,7 +16683,7 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -16627,22 +16706,22 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -16663,22 +16742,6 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -16801,6 +16864,22 @@ module \hotline_fragment_chain.engine.bank14.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -16958,8 +17037,8 @@ module \hotline_fragment_chain.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, requests__valid, \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 
-, \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, requests__valid, \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 , \port$1238$0 , \port$1240$0 , \port$1242$0 , \port$1244$0 , \port$1246$0 
+, \port$1248$0 , \port$1250$0 , \port$1252$0 , \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -17002,58 +17081,58 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, reques
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
+  input \port$1214$0 ;
+  wire \port$1214$0 ;
+  input \port$1216$0 ;
+  wire \port$1216$0 ;
+  input \port$1218$0 ;
+  wire \port$1218$0 ;
+  input \port$1220$0 ;
+  wire \port$1220$0 ;
+  input \port$1222$0 ;
+  wire \port$1222$0 ;
+  input \port$1224$0 ;
+  wire \port$1224$0 ;
+  input \port$1226$0 ;
+  wire \port$1226$0 ;
+  input \port$1228$0 ;
+  wire \port$1228$0 ;
+  input \port$1230$0 ;
+  wire \port$1230$0 ;
+  input \port$1232$0 ;
+  wire \port$1232$0 ;
+  input \port$1234$0 ;
+  wire \port$1234$0 ;
+  input \port$1236$0 ;
+  wire \port$1236$0 ;
+  input \port$1238$0 ;
+  wire \port$1238$0 ;
+  input \port$1240$0 ;
+  wire \port$1240$0 ;
+  input \port$1242$0 ;
+  wire \port$1242$0 ;
+  input \port$1244$0 ;
+  wire \port$1244$0 ;
+  input \port$1246$0 ;
+  wire \port$1246$0 ;
+  input \port$1248$0 ;
+  wire \port$1248$0 ;
+  input \port$1250$0 ;
+  wire \port$1250$0 ;
+  input \port$1252$0 ;
+  wire \port$1252$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -17191,7 +17270,7 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, reques
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$9  = { \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0  };
+    \$9  = { \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -17229,7 +17308,7 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, reques
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0  };
+  assign requests__payload = { \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -17271,9 +17350,9 @@ module \hotline_fragment_chain.engine.bank15 (popular_max_rrpv, clk, rst, reques
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0  };
-  assign \requests__payload.tag  = { \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0  };
-  assign \requests__payload.repeated  = \port$1271$0 ;
+  assign \requests__payload.set  = { \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0  };
+  assign \requests__payload.tag  = { \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0  };
+  assign \requests__payload.repeated  = \port$1264$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17460,7 +17539,7 @@ module \hotline_fragment_chain.engine.bank15.answers (rst, r_en, r_data, w_en, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17616,7 +17695,8 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -17691,7 +17771,7 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -17901,11 +17981,11 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -18012,7 +18092,7 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -18233,7 +18313,7 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -18285,7 +18365,7 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -18308,22 +18388,22 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -18344,22 +18424,6 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -18482,6 +18546,22 @@ module \hotline_fragment_chain.engine.bank15.bank (popular_max_rrpv, clk, rst, r
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -18639,8 +18719,8 @@ module \hotline_fragment_chain.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, requests__valid, \port$532$0 , \port$534$0 , \port$536$0 , \port$538$0 , \port$540$0 , \port$542$0 , \port$544$0 , \port$546$0 , \port$548$0 , \port$550$0 , \port$552$0 , \port$554$0 , \port$556$0 , \port$558$0 , \port$560$0 , \port$562$0 , \port$564$0 
-, \port$566$0 , \port$568$0 , \port$570$0 , \port$572$0 , \port$574$0 , \port$576$0 , \port$578$0 , \port$580$0 , \port$582$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, requests__valid, \port$525$0 , \port$527$0 , \port$529$0 , \port$531$0 , \port$533$0 , \port$535$0 , \port$537$0 , \port$539$0 , \port$541$0 , \port$543$0 , \port$545$0 , \port$547$0 , \port$549$0 , \port$551$0 , \port$553$0 , \port$555$0 , \port$557$0 
+, \port$559$0 , \port$561$0 , \port$563$0 , \port$565$0 , \port$567$0 , \port$569$0 , \port$571$0 , \port$573$0 , \port$575$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -18683,58 +18763,58 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$532$0 ;
-  wire \port$532$0 ;
-  input \port$534$0 ;
-  wire \port$534$0 ;
-  input \port$536$0 ;
-  wire \port$536$0 ;
-  input \port$538$0 ;
-  wire \port$538$0 ;
-  input \port$540$0 ;
-  wire \port$540$0 ;
-  input \port$542$0 ;
-  wire \port$542$0 ;
-  input \port$544$0 ;
-  wire \port$544$0 ;
-  input \port$546$0 ;
-  wire \port$546$0 ;
-  input \port$548$0 ;
-  wire \port$548$0 ;
-  input \port$550$0 ;
-  wire \port$550$0 ;
-  input \port$552$0 ;
-  wire \port$552$0 ;
-  input \port$554$0 ;
-  wire \port$554$0 ;
-  input \port$556$0 ;
-  wire \port$556$0 ;
-  input \port$558$0 ;
-  wire \port$558$0 ;
-  input \port$560$0 ;
-  wire \port$560$0 ;
-  input \port$562$0 ;
-  wire \port$562$0 ;
-  input \port$564$0 ;
-  wire \port$564$0 ;
-  input \port$566$0 ;
-  wire \port$566$0 ;
-  input \port$568$0 ;
-  wire \port$568$0 ;
-  input \port$570$0 ;
-  wire \port$570$0 ;
-  input \port$572$0 ;
-  wire \port$572$0 ;
-  input \port$574$0 ;
-  wire \port$574$0 ;
-  input \port$576$0 ;
-  wire \port$576$0 ;
-  input \port$578$0 ;
-  wire \port$578$0 ;
-  input \port$580$0 ;
-  wire \port$580$0 ;
-  input \port$582$0 ;
-  wire \port$582$0 ;
+  input \port$525$0 ;
+  wire \port$525$0 ;
+  input \port$527$0 ;
+  wire \port$527$0 ;
+  input \port$529$0 ;
+  wire \port$529$0 ;
+  input \port$531$0 ;
+  wire \port$531$0 ;
+  input \port$533$0 ;
+  wire \port$533$0 ;
+  input \port$535$0 ;
+  wire \port$535$0 ;
+  input \port$537$0 ;
+  wire \port$537$0 ;
+  input \port$539$0 ;
+  wire \port$539$0 ;
+  input \port$541$0 ;
+  wire \port$541$0 ;
+  input \port$543$0 ;
+  wire \port$543$0 ;
+  input \port$545$0 ;
+  wire \port$545$0 ;
+  input \port$547$0 ;
+  wire \port$547$0 ;
+  input \port$549$0 ;
+  wire \port$549$0 ;
+  input \port$551$0 ;
+  wire \port$551$0 ;
+  input \port$553$0 ;
+  wire \port$553$0 ;
+  input \port$555$0 ;
+  wire \port$555$0 ;
+  input \port$557$0 ;
+  wire \port$557$0 ;
+  input \port$559$0 ;
+  wire \port$559$0 ;
+  input \port$561$0 ;
+  wire \port$561$0 ;
+  input \port$563$0 ;
+  wire \port$563$0 ;
+  input \port$565$0 ;
+  wire \port$565$0 ;
+  input \port$567$0 ;
+  wire \port$567$0 ;
+  input \port$569$0 ;
+  wire \port$569$0 ;
+  input \port$571$0 ;
+  wire \port$571$0 ;
+  input \port$573$0 ;
+  wire \port$573$0 ;
+  input \port$575$0 ;
+  wire \port$575$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -18872,7 +18952,7 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$9  = { \port$582$0 , \port$580$0 , \port$578$0 , \port$576$0 , \port$574$0 , \port$572$0 , \port$570$0 , \port$568$0 , \port$566$0 , \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0 , \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0  };
+    \$9  = { \port$575$0 , \port$573$0 , \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0 , \port$535$0 , \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -18910,7 +18990,7 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$582$0 , \port$580$0 , \port$578$0 , \port$576$0 , \port$574$0 , \port$572$0 , \port$570$0 , \port$568$0 , \port$566$0 , \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0 , \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0  };
+  assign requests__payload = { \port$575$0 , \port$573$0 , \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0 , \port$535$0 , \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -18952,9 +19032,9 @@ module \hotline_fragment_chain.engine.bank2 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0  };
-  assign \requests__payload.tag  = { \port$580$0 , \port$578$0 , \port$576$0 , \port$574$0 , \port$572$0 , \port$570$0 , \port$568$0 , \port$566$0 , \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0  };
-  assign \requests__payload.repeated  = \port$582$0 ;
+  assign \requests__payload.set  = { \port$535$0 , \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0  };
+  assign \requests__payload.tag  = { \port$573$0 , \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0  };
+  assign \requests__payload.repeated  = \port$575$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -19141,7 +19221,7 @@ module \hotline_fragment_chain.engine.bank2.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19297,7 +19377,8 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -19372,7 +19453,7 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -19582,11 +19663,11 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -19693,7 +19774,7 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -19914,7 +19995,7 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -19966,7 +20047,7 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -19989,22 +20070,22 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -20025,22 +20106,6 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -20163,6 +20228,22 @@ module \hotline_fragment_chain.engine.bank2.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -20320,8 +20401,8 @@ module \hotline_fragment_chain.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, requests__valid, \port$585$0 , \port$587$0 , \port$589$0 , \port$591$0 , \port$593$0 , \port$595$0 , \port$597$0 , \port$599$0 , \port$601$0 , \port$603$0 , \port$605$0 , \port$607$0 , \port$609$0 , \port$611$0 , \port$613$0 , \port$615$0 , \port$617$0 
-, \port$619$0 , \port$621$0 , \port$623$0 , \port$625$0 , \port$627$0 , \port$629$0 , \port$631$0 , \port$633$0 , \port$635$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, requests__valid, \port$578$0 , \port$580$0 , \port$582$0 , \port$584$0 , \port$586$0 , \port$588$0 , \port$590$0 , \port$592$0 , \port$594$0 , \port$596$0 , \port$598$0 , \port$600$0 , \port$602$0 , \port$604$0 , \port$606$0 , \port$608$0 , \port$610$0 
+, \port$612$0 , \port$614$0 , \port$616$0 , \port$618$0 , \port$620$0 , \port$622$0 , \port$624$0 , \port$626$0 , \port$628$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -20364,58 +20445,58 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$585$0 ;
-  wire \port$585$0 ;
-  input \port$587$0 ;
-  wire \port$587$0 ;
-  input \port$589$0 ;
-  wire \port$589$0 ;
-  input \port$591$0 ;
-  wire \port$591$0 ;
-  input \port$593$0 ;
-  wire \port$593$0 ;
-  input \port$595$0 ;
-  wire \port$595$0 ;
-  input \port$597$0 ;
-  wire \port$597$0 ;
-  input \port$599$0 ;
-  wire \port$599$0 ;
-  input \port$601$0 ;
-  wire \port$601$0 ;
-  input \port$603$0 ;
-  wire \port$603$0 ;
-  input \port$605$0 ;
-  wire \port$605$0 ;
-  input \port$607$0 ;
-  wire \port$607$0 ;
-  input \port$609$0 ;
-  wire \port$609$0 ;
-  input \port$611$0 ;
-  wire \port$611$0 ;
-  input \port$613$0 ;
-  wire \port$613$0 ;
-  input \port$615$0 ;
-  wire \port$615$0 ;
-  input \port$617$0 ;
-  wire \port$617$0 ;
-  input \port$619$0 ;
-  wire \port$619$0 ;
-  input \port$621$0 ;
-  wire \port$621$0 ;
-  input \port$623$0 ;
-  wire \port$623$0 ;
-  input \port$625$0 ;
-  wire \port$625$0 ;
-  input \port$627$0 ;
-  wire \port$627$0 ;
-  input \port$629$0 ;
-  wire \port$629$0 ;
-  input \port$631$0 ;
-  wire \port$631$0 ;
-  input \port$633$0 ;
-  wire \port$633$0 ;
-  input \port$635$0 ;
-  wire \port$635$0 ;
+  input \port$578$0 ;
+  wire \port$578$0 ;
+  input \port$580$0 ;
+  wire \port$580$0 ;
+  input \port$582$0 ;
+  wire \port$582$0 ;
+  input \port$584$0 ;
+  wire \port$584$0 ;
+  input \port$586$0 ;
+  wire \port$586$0 ;
+  input \port$588$0 ;
+  wire \port$588$0 ;
+  input \port$590$0 ;
+  wire \port$590$0 ;
+  input \port$592$0 ;
+  wire \port$592$0 ;
+  input \port$594$0 ;
+  wire \port$594$0 ;
+  input \port$596$0 ;
+  wire \port$596$0 ;
+  input \port$598$0 ;
+  wire \port$598$0 ;
+  input \port$600$0 ;
+  wire \port$600$0 ;
+  input \port$602$0 ;
+  wire \port$602$0 ;
+  input \port$604$0 ;
+  wire \port$604$0 ;
+  input \port$606$0 ;
+  wire \port$606$0 ;
+  input \port$608$0 ;
+  wire \port$608$0 ;
+  input \port$610$0 ;
+  wire \port$610$0 ;
+  input \port$612$0 ;
+  wire \port$612$0 ;
+  input \port$614$0 ;
+  wire \port$614$0 ;
+  input \port$616$0 ;
+  wire \port$616$0 ;
+  input \port$618$0 ;
+  wire \port$618$0 ;
+  input \port$620$0 ;
+  wire \port$620$0 ;
+  input \port$622$0 ;
+  wire \port$622$0 ;
+  input \port$624$0 ;
+  wire \port$624$0 ;
+  input \port$626$0 ;
+  wire \port$626$0 ;
+  input \port$628$0 ;
+  wire \port$628$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -20553,7 +20634,7 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$9  = { \port$635$0 , \port$633$0 , \port$631$0 , \port$629$0 , \port$627$0 , \port$625$0 , \port$623$0 , \port$621$0 , \port$619$0 , \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0 , \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0  };
+    \$9  = { \port$628$0 , \port$626$0 , \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0 , \port$588$0 , \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -20591,7 +20672,7 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$635$0 , \port$633$0 , \port$631$0 , \port$629$0 , \port$627$0 , \port$625$0 , \port$623$0 , \port$621$0 , \port$619$0 , \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0 , \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0  };
+  assign requests__payload = { \port$628$0 , \port$626$0 , \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0 , \port$588$0 , \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -20633,9 +20714,9 @@ module \hotline_fragment_chain.engine.bank3 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0  };
-  assign \requests__payload.tag  = { \port$633$0 , \port$631$0 , \port$629$0 , \port$627$0 , \port$625$0 , \port$623$0 , \port$621$0 , \port$619$0 , \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0  };
-  assign \requests__payload.repeated  = \port$635$0 ;
+  assign \requests__payload.set  = { \port$588$0 , \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0  };
+  assign \requests__payload.tag  = { \port$626$0 , \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0  };
+  assign \requests__payload.repeated  = \port$628$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20822,7 +20903,7 @@ module \hotline_fragment_chain.engine.bank3.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20978,7 +21059,8 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -21053,7 +21135,7 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -21263,11 +21345,11 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -21374,7 +21456,7 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -21595,7 +21677,7 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -21647,7 +21729,7 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -21670,22 +21752,22 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -21706,22 +21788,6 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -21844,6 +21910,22 @@ module \hotline_fragment_chain.engine.bank3.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -22001,8 +22083,8 @@ module \hotline_fragment_chain.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, requests__valid, \port$638$0 , \port$640$0 , \port$642$0 , \port$644$0 , \port$646$0 , \port$648$0 , \port$650$0 , \port$652$0 , \port$654$0 , \port$656$0 , \port$658$0 , \port$660$0 , \port$662$0 , \port$664$0 , \port$666$0 , \port$668$0 , \port$670$0 
-, \port$672$0 , \port$674$0 , \port$676$0 , \port$678$0 , \port$680$0 , \port$682$0 , \port$684$0 , \port$686$0 , \port$688$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, requests__valid, \port$631$0 , \port$633$0 , \port$635$0 , \port$637$0 , \port$639$0 , \port$641$0 , \port$643$0 , \port$645$0 , \port$647$0 , \port$649$0 , \port$651$0 , \port$653$0 , \port$655$0 , \port$657$0 , \port$659$0 , \port$661$0 , \port$663$0 
+, \port$665$0 , \port$667$0 , \port$669$0 , \port$671$0 , \port$673$0 , \port$675$0 , \port$677$0 , \port$679$0 , \port$681$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -22045,58 +22127,58 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$638$0 ;
-  wire \port$638$0 ;
-  input \port$640$0 ;
-  wire \port$640$0 ;
-  input \port$642$0 ;
-  wire \port$642$0 ;
-  input \port$644$0 ;
-  wire \port$644$0 ;
-  input \port$646$0 ;
-  wire \port$646$0 ;
-  input \port$648$0 ;
-  wire \port$648$0 ;
-  input \port$650$0 ;
-  wire \port$650$0 ;
-  input \port$652$0 ;
-  wire \port$652$0 ;
-  input \port$654$0 ;
-  wire \port$654$0 ;
-  input \port$656$0 ;
-  wire \port$656$0 ;
-  input \port$658$0 ;
-  wire \port$658$0 ;
-  input \port$660$0 ;
-  wire \port$660$0 ;
-  input \port$662$0 ;
-  wire \port$662$0 ;
-  input \port$664$0 ;
-  wire \port$664$0 ;
-  input \port$666$0 ;
-  wire \port$666$0 ;
-  input \port$668$0 ;
-  wire \port$668$0 ;
-  input \port$670$0 ;
-  wire \port$670$0 ;
-  input \port$672$0 ;
-  wire \port$672$0 ;
-  input \port$674$0 ;
-  wire \port$674$0 ;
-  input \port$676$0 ;
-  wire \port$676$0 ;
-  input \port$678$0 ;
-  wire \port$678$0 ;
-  input \port$680$0 ;
-  wire \port$680$0 ;
-  input \port$682$0 ;
-  wire \port$682$0 ;
-  input \port$684$0 ;
-  wire \port$684$0 ;
-  input \port$686$0 ;
-  wire \port$686$0 ;
-  input \port$688$0 ;
-  wire \port$688$0 ;
+  input \port$631$0 ;
+  wire \port$631$0 ;
+  input \port$633$0 ;
+  wire \port$633$0 ;
+  input \port$635$0 ;
+  wire \port$635$0 ;
+  input \port$637$0 ;
+  wire \port$637$0 ;
+  input \port$639$0 ;
+  wire \port$639$0 ;
+  input \port$641$0 ;
+  wire \port$641$0 ;
+  input \port$643$0 ;
+  wire \port$643$0 ;
+  input \port$645$0 ;
+  wire \port$645$0 ;
+  input \port$647$0 ;
+  wire \port$647$0 ;
+  input \port$649$0 ;
+  wire \port$649$0 ;
+  input \port$651$0 ;
+  wire \port$651$0 ;
+  input \port$653$0 ;
+  wire \port$653$0 ;
+  input \port$655$0 ;
+  wire \port$655$0 ;
+  input \port$657$0 ;
+  wire \port$657$0 ;
+  input \port$659$0 ;
+  wire \port$659$0 ;
+  input \port$661$0 ;
+  wire \port$661$0 ;
+  input \port$663$0 ;
+  wire \port$663$0 ;
+  input \port$665$0 ;
+  wire \port$665$0 ;
+  input \port$667$0 ;
+  wire \port$667$0 ;
+  input \port$669$0 ;
+  wire \port$669$0 ;
+  input \port$671$0 ;
+  wire \port$671$0 ;
+  input \port$673$0 ;
+  wire \port$673$0 ;
+  input \port$675$0 ;
+  wire \port$675$0 ;
+  input \port$677$0 ;
+  wire \port$677$0 ;
+  input \port$679$0 ;
+  wire \port$679$0 ;
+  input \port$681$0 ;
+  wire \port$681$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -22234,7 +22316,7 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$9  = { \port$688$0 , \port$686$0 , \port$684$0 , \port$682$0 , \port$680$0 , \port$678$0 , \port$676$0 , \port$674$0 , \port$672$0 , \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0 , \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0  };
+    \$9  = { \port$681$0 , \port$679$0 , \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0 , \port$641$0 , \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -22272,7 +22354,7 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$688$0 , \port$686$0 , \port$684$0 , \port$682$0 , \port$680$0 , \port$678$0 , \port$676$0 , \port$674$0 , \port$672$0 , \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0 , \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0  };
+  assign requests__payload = { \port$681$0 , \port$679$0 , \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0 , \port$641$0 , \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -22314,9 +22396,9 @@ module \hotline_fragment_chain.engine.bank4 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0  };
-  assign \requests__payload.tag  = { \port$686$0 , \port$684$0 , \port$682$0 , \port$680$0 , \port$678$0 , \port$676$0 , \port$674$0 , \port$672$0 , \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0  };
-  assign \requests__payload.repeated  = \port$688$0 ;
+  assign \requests__payload.set  = { \port$641$0 , \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0  };
+  assign \requests__payload.tag  = { \port$679$0 , \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0  };
+  assign \requests__payload.repeated  = \port$681$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22503,7 +22585,7 @@ module \hotline_fragment_chain.engine.bank4.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22659,7 +22741,8 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -22734,7 +22817,7 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -22944,11 +23027,11 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -23055,7 +23138,7 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -23276,7 +23359,7 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -23328,7 +23411,7 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -23351,22 +23434,22 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -23387,22 +23470,6 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -23525,6 +23592,22 @@ module \hotline_fragment_chain.engine.bank4.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -23682,8 +23765,8 @@ module \hotline_fragment_chain.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, requests__valid, \port$691$0 , \port$693$0 , \port$695$0 , \port$697$0 , \port$699$0 , \port$701$0 , \port$703$0 , \port$705$0 , \port$707$0 , \port$709$0 , \port$711$0 , \port$713$0 , \port$715$0 , \port$717$0 , \port$719$0 , \port$721$0 , \port$723$0 
-, \port$725$0 , \port$727$0 , \port$729$0 , \port$731$0 , \port$733$0 , \port$735$0 , \port$737$0 , \port$739$0 , \port$741$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, requests__valid, \port$684$0 , \port$686$0 , \port$688$0 , \port$690$0 , \port$692$0 , \port$694$0 , \port$696$0 , \port$698$0 , \port$700$0 , \port$702$0 , \port$704$0 , \port$706$0 , \port$708$0 , \port$710$0 , \port$712$0 , \port$714$0 , \port$716$0 
+, \port$718$0 , \port$720$0 , \port$722$0 , \port$724$0 , \port$726$0 , \port$728$0 , \port$730$0 , \port$732$0 , \port$734$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -23726,58 +23809,58 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$691$0 ;
-  wire \port$691$0 ;
-  input \port$693$0 ;
-  wire \port$693$0 ;
-  input \port$695$0 ;
-  wire \port$695$0 ;
-  input \port$697$0 ;
-  wire \port$697$0 ;
-  input \port$699$0 ;
-  wire \port$699$0 ;
-  input \port$701$0 ;
-  wire \port$701$0 ;
-  input \port$703$0 ;
-  wire \port$703$0 ;
-  input \port$705$0 ;
-  wire \port$705$0 ;
-  input \port$707$0 ;
-  wire \port$707$0 ;
-  input \port$709$0 ;
-  wire \port$709$0 ;
-  input \port$711$0 ;
-  wire \port$711$0 ;
-  input \port$713$0 ;
-  wire \port$713$0 ;
-  input \port$715$0 ;
-  wire \port$715$0 ;
-  input \port$717$0 ;
-  wire \port$717$0 ;
-  input \port$719$0 ;
-  wire \port$719$0 ;
-  input \port$721$0 ;
-  wire \port$721$0 ;
-  input \port$723$0 ;
-  wire \port$723$0 ;
-  input \port$725$0 ;
-  wire \port$725$0 ;
-  input \port$727$0 ;
-  wire \port$727$0 ;
-  input \port$729$0 ;
-  wire \port$729$0 ;
-  input \port$731$0 ;
-  wire \port$731$0 ;
-  input \port$733$0 ;
-  wire \port$733$0 ;
-  input \port$735$0 ;
-  wire \port$735$0 ;
-  input \port$737$0 ;
-  wire \port$737$0 ;
-  input \port$739$0 ;
-  wire \port$739$0 ;
-  input \port$741$0 ;
-  wire \port$741$0 ;
+  input \port$684$0 ;
+  wire \port$684$0 ;
+  input \port$686$0 ;
+  wire \port$686$0 ;
+  input \port$688$0 ;
+  wire \port$688$0 ;
+  input \port$690$0 ;
+  wire \port$690$0 ;
+  input \port$692$0 ;
+  wire \port$692$0 ;
+  input \port$694$0 ;
+  wire \port$694$0 ;
+  input \port$696$0 ;
+  wire \port$696$0 ;
+  input \port$698$0 ;
+  wire \port$698$0 ;
+  input \port$700$0 ;
+  wire \port$700$0 ;
+  input \port$702$0 ;
+  wire \port$702$0 ;
+  input \port$704$0 ;
+  wire \port$704$0 ;
+  input \port$706$0 ;
+  wire \port$706$0 ;
+  input \port$708$0 ;
+  wire \port$708$0 ;
+  input \port$710$0 ;
+  wire \port$710$0 ;
+  input \port$712$0 ;
+  wire \port$712$0 ;
+  input \port$714$0 ;
+  wire \port$714$0 ;
+  input \port$716$0 ;
+  wire \port$716$0 ;
+  input \port$718$0 ;
+  wire \port$718$0 ;
+  input \port$720$0 ;
+  wire \port$720$0 ;
+  input \port$722$0 ;
+  wire \port$722$0 ;
+  input \port$724$0 ;
+  wire \port$724$0 ;
+  input \port$726$0 ;
+  wire \port$726$0 ;
+  input \port$728$0 ;
+  wire \port$728$0 ;
+  input \port$730$0 ;
+  wire \port$730$0 ;
+  input \port$732$0 ;
+  wire \port$732$0 ;
+  input \port$734$0 ;
+  wire \port$734$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -23915,7 +23998,7 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$9  = { \port$741$0 , \port$739$0 , \port$737$0 , \port$735$0 , \port$733$0 , \port$731$0 , \port$729$0 , \port$727$0 , \port$725$0 , \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0 , \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0  };
+    \$9  = { \port$734$0 , \port$732$0 , \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0 , \port$694$0 , \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -23953,7 +24036,7 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$741$0 , \port$739$0 , \port$737$0 , \port$735$0 , \port$733$0 , \port$731$0 , \port$729$0 , \port$727$0 , \port$725$0 , \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0 , \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0  };
+  assign requests__payload = { \port$734$0 , \port$732$0 , \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0 , \port$694$0 , \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -23995,9 +24078,9 @@ module \hotline_fragment_chain.engine.bank5 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0  };
-  assign \requests__payload.tag  = { \port$739$0 , \port$737$0 , \port$735$0 , \port$733$0 , \port$731$0 , \port$729$0 , \port$727$0 , \port$725$0 , \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0  };
-  assign \requests__payload.repeated  = \port$741$0 ;
+  assign \requests__payload.set  = { \port$694$0 , \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0  };
+  assign \requests__payload.tag  = { \port$732$0 , \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0  };
+  assign \requests__payload.repeated  = \port$734$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24184,7 +24267,7 @@ module \hotline_fragment_chain.engine.bank5.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -24340,7 +24423,8 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -24415,7 +24499,7 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -24625,11 +24709,11 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -24736,7 +24820,7 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -24957,7 +25041,7 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -25009,7 +25093,7 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -25032,22 +25116,22 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -25068,22 +25152,6 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -25206,6 +25274,22 @@ module \hotline_fragment_chain.engine.bank5.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -25363,8 +25447,8 @@ module \hotline_fragment_chain.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, requests__valid, \port$744$0 , \port$746$0 , \port$748$0 , \port$750$0 , \port$752$0 , \port$754$0 , \port$756$0 , \port$758$0 , \port$760$0 , \port$762$0 , \port$764$0 , \port$766$0 , \port$768$0 , \port$770$0 , \port$772$0 , \port$774$0 , \port$776$0 
-, \port$778$0 , \port$780$0 , \port$782$0 , \port$784$0 , \port$786$0 , \port$788$0 , \port$790$0 , \port$792$0 , \port$794$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, requests__valid, \port$737$0 , \port$739$0 , \port$741$0 , \port$743$0 , \port$745$0 , \port$747$0 , \port$749$0 , \port$751$0 , \port$753$0 , \port$755$0 , \port$757$0 , \port$759$0 , \port$761$0 , \port$763$0 , \port$765$0 , \port$767$0 , \port$769$0 
+, \port$771$0 , \port$773$0 , \port$775$0 , \port$777$0 , \port$779$0 , \port$781$0 , \port$783$0 , \port$785$0 , \port$787$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -25407,58 +25491,58 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$744$0 ;
-  wire \port$744$0 ;
-  input \port$746$0 ;
-  wire \port$746$0 ;
-  input \port$748$0 ;
-  wire \port$748$0 ;
-  input \port$750$0 ;
-  wire \port$750$0 ;
-  input \port$752$0 ;
-  wire \port$752$0 ;
-  input \port$754$0 ;
-  wire \port$754$0 ;
-  input \port$756$0 ;
-  wire \port$756$0 ;
-  input \port$758$0 ;
-  wire \port$758$0 ;
-  input \port$760$0 ;
-  wire \port$760$0 ;
-  input \port$762$0 ;
-  wire \port$762$0 ;
-  input \port$764$0 ;
-  wire \port$764$0 ;
-  input \port$766$0 ;
-  wire \port$766$0 ;
-  input \port$768$0 ;
-  wire \port$768$0 ;
-  input \port$770$0 ;
-  wire \port$770$0 ;
-  input \port$772$0 ;
-  wire \port$772$0 ;
-  input \port$774$0 ;
-  wire \port$774$0 ;
-  input \port$776$0 ;
-  wire \port$776$0 ;
-  input \port$778$0 ;
-  wire \port$778$0 ;
-  input \port$780$0 ;
-  wire \port$780$0 ;
-  input \port$782$0 ;
-  wire \port$782$0 ;
-  input \port$784$0 ;
-  wire \port$784$0 ;
-  input \port$786$0 ;
-  wire \port$786$0 ;
-  input \port$788$0 ;
-  wire \port$788$0 ;
-  input \port$790$0 ;
-  wire \port$790$0 ;
-  input \port$792$0 ;
-  wire \port$792$0 ;
-  input \port$794$0 ;
-  wire \port$794$0 ;
+  input \port$737$0 ;
+  wire \port$737$0 ;
+  input \port$739$0 ;
+  wire \port$739$0 ;
+  input \port$741$0 ;
+  wire \port$741$0 ;
+  input \port$743$0 ;
+  wire \port$743$0 ;
+  input \port$745$0 ;
+  wire \port$745$0 ;
+  input \port$747$0 ;
+  wire \port$747$0 ;
+  input \port$749$0 ;
+  wire \port$749$0 ;
+  input \port$751$0 ;
+  wire \port$751$0 ;
+  input \port$753$0 ;
+  wire \port$753$0 ;
+  input \port$755$0 ;
+  wire \port$755$0 ;
+  input \port$757$0 ;
+  wire \port$757$0 ;
+  input \port$759$0 ;
+  wire \port$759$0 ;
+  input \port$761$0 ;
+  wire \port$761$0 ;
+  input \port$763$0 ;
+  wire \port$763$0 ;
+  input \port$765$0 ;
+  wire \port$765$0 ;
+  input \port$767$0 ;
+  wire \port$767$0 ;
+  input \port$769$0 ;
+  wire \port$769$0 ;
+  input \port$771$0 ;
+  wire \port$771$0 ;
+  input \port$773$0 ;
+  wire \port$773$0 ;
+  input \port$775$0 ;
+  wire \port$775$0 ;
+  input \port$777$0 ;
+  wire \port$777$0 ;
+  input \port$779$0 ;
+  wire \port$779$0 ;
+  input \port$781$0 ;
+  wire \port$781$0 ;
+  input \port$783$0 ;
+  wire \port$783$0 ;
+  input \port$785$0 ;
+  wire \port$785$0 ;
+  input \port$787$0 ;
+  wire \port$787$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -25596,7 +25680,7 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$9  = { \port$794$0 , \port$792$0 , \port$790$0 , \port$788$0 , \port$786$0 , \port$784$0 , \port$782$0 , \port$780$0 , \port$778$0 , \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0 , \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0  };
+    \$9  = { \port$787$0 , \port$785$0 , \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0 , \port$747$0 , \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -25634,7 +25718,7 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$794$0 , \port$792$0 , \port$790$0 , \port$788$0 , \port$786$0 , \port$784$0 , \port$782$0 , \port$780$0 , \port$778$0 , \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0 , \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0  };
+  assign requests__payload = { \port$787$0 , \port$785$0 , \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0 , \port$747$0 , \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -25676,9 +25760,9 @@ module \hotline_fragment_chain.engine.bank6 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0  };
-  assign \requests__payload.tag  = { \port$792$0 , \port$790$0 , \port$788$0 , \port$786$0 , \port$784$0 , \port$782$0 , \port$780$0 , \port$778$0 , \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0  };
-  assign \requests__payload.repeated  = \port$794$0 ;
+  assign \requests__payload.set  = { \port$747$0 , \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0  };
+  assign \requests__payload.tag  = { \port$785$0 , \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0  };
+  assign \requests__payload.repeated  = \port$787$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25865,7 +25949,7 @@ module \hotline_fragment_chain.engine.bank6.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26021,7 +26105,8 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -26096,7 +26181,7 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -26306,11 +26391,11 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -26417,7 +26502,7 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -26638,7 +26723,7 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -26690,7 +26775,7 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -26713,22 +26798,22 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -26749,22 +26834,6 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -26887,6 +26956,22 @@ module \hotline_fragment_chain.engine.bank6.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -27044,8 +27129,8 @@ module \hotline_fragment_chain.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, requests__valid, \port$797$0 , \port$799$0 , \port$801$0 , \port$803$0 , \port$805$0 , \port$807$0 , \port$809$0 , \port$811$0 , \port$813$0 , \port$815$0 , \port$817$0 , \port$819$0 , \port$821$0 , \port$823$0 , \port$825$0 , \port$827$0 , \port$829$0 
-, \port$831$0 , \port$833$0 , \port$835$0 , \port$837$0 , \port$839$0 , \port$841$0 , \port$843$0 , \port$845$0 , \port$847$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, requests__valid, \port$790$0 , \port$792$0 , \port$794$0 , \port$796$0 , \port$798$0 , \port$800$0 , \port$802$0 , \port$804$0 , \port$806$0 , \port$808$0 , \port$810$0 , \port$812$0 , \port$814$0 , \port$816$0 , \port$818$0 , \port$820$0 , \port$822$0 
+, \port$824$0 , \port$826$0 , \port$828$0 , \port$830$0 , \port$832$0 , \port$834$0 , \port$836$0 , \port$838$0 , \port$840$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -27088,58 +27173,58 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$797$0 ;
-  wire \port$797$0 ;
-  input \port$799$0 ;
-  wire \port$799$0 ;
-  input \port$801$0 ;
-  wire \port$801$0 ;
-  input \port$803$0 ;
-  wire \port$803$0 ;
-  input \port$805$0 ;
-  wire \port$805$0 ;
-  input \port$807$0 ;
-  wire \port$807$0 ;
-  input \port$809$0 ;
-  wire \port$809$0 ;
-  input \port$811$0 ;
-  wire \port$811$0 ;
-  input \port$813$0 ;
-  wire \port$813$0 ;
-  input \port$815$0 ;
-  wire \port$815$0 ;
-  input \port$817$0 ;
-  wire \port$817$0 ;
-  input \port$819$0 ;
-  wire \port$819$0 ;
-  input \port$821$0 ;
-  wire \port$821$0 ;
-  input \port$823$0 ;
-  wire \port$823$0 ;
-  input \port$825$0 ;
-  wire \port$825$0 ;
-  input \port$827$0 ;
-  wire \port$827$0 ;
-  input \port$829$0 ;
-  wire \port$829$0 ;
-  input \port$831$0 ;
-  wire \port$831$0 ;
-  input \port$833$0 ;
-  wire \port$833$0 ;
-  input \port$835$0 ;
-  wire \port$835$0 ;
-  input \port$837$0 ;
-  wire \port$837$0 ;
-  input \port$839$0 ;
-  wire \port$839$0 ;
-  input \port$841$0 ;
-  wire \port$841$0 ;
-  input \port$843$0 ;
-  wire \port$843$0 ;
-  input \port$845$0 ;
-  wire \port$845$0 ;
-  input \port$847$0 ;
-  wire \port$847$0 ;
+  input \port$790$0 ;
+  wire \port$790$0 ;
+  input \port$792$0 ;
+  wire \port$792$0 ;
+  input \port$794$0 ;
+  wire \port$794$0 ;
+  input \port$796$0 ;
+  wire \port$796$0 ;
+  input \port$798$0 ;
+  wire \port$798$0 ;
+  input \port$800$0 ;
+  wire \port$800$0 ;
+  input \port$802$0 ;
+  wire \port$802$0 ;
+  input \port$804$0 ;
+  wire \port$804$0 ;
+  input \port$806$0 ;
+  wire \port$806$0 ;
+  input \port$808$0 ;
+  wire \port$808$0 ;
+  input \port$810$0 ;
+  wire \port$810$0 ;
+  input \port$812$0 ;
+  wire \port$812$0 ;
+  input \port$814$0 ;
+  wire \port$814$0 ;
+  input \port$816$0 ;
+  wire \port$816$0 ;
+  input \port$818$0 ;
+  wire \port$818$0 ;
+  input \port$820$0 ;
+  wire \port$820$0 ;
+  input \port$822$0 ;
+  wire \port$822$0 ;
+  input \port$824$0 ;
+  wire \port$824$0 ;
+  input \port$826$0 ;
+  wire \port$826$0 ;
+  input \port$828$0 ;
+  wire \port$828$0 ;
+  input \port$830$0 ;
+  wire \port$830$0 ;
+  input \port$832$0 ;
+  wire \port$832$0 ;
+  input \port$834$0 ;
+  wire \port$834$0 ;
+  input \port$836$0 ;
+  wire \port$836$0 ;
+  input \port$838$0 ;
+  wire \port$838$0 ;
+  input \port$840$0 ;
+  wire \port$840$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -27277,7 +27362,7 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$9  = { \port$847$0 , \port$845$0 , \port$843$0 , \port$841$0 , \port$839$0 , \port$837$0 , \port$835$0 , \port$833$0 , \port$831$0 , \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0 , \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0  };
+    \$9  = { \port$840$0 , \port$838$0 , \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0 , \port$800$0 , \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -27315,7 +27400,7 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$847$0 , \port$845$0 , \port$843$0 , \port$841$0 , \port$839$0 , \port$837$0 , \port$835$0 , \port$833$0 , \port$831$0 , \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0 , \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0  };
+  assign requests__payload = { \port$840$0 , \port$838$0 , \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0 , \port$800$0 , \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -27357,9 +27442,9 @@ module \hotline_fragment_chain.engine.bank7 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0  };
-  assign \requests__payload.tag  = { \port$845$0 , \port$843$0 , \port$841$0 , \port$839$0 , \port$837$0 , \port$835$0 , \port$833$0 , \port$831$0 , \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0  };
-  assign \requests__payload.repeated  = \port$847$0 ;
+  assign \requests__payload.set  = { \port$800$0 , \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0  };
+  assign \requests__payload.tag  = { \port$838$0 , \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0  };
+  assign \requests__payload.repeated  = \port$840$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -27546,7 +27631,7 @@ module \hotline_fragment_chain.engine.bank7.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27702,7 +27787,8 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -27777,7 +27863,7 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -27987,11 +28073,11 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -28098,7 +28184,7 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -28319,7 +28405,7 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -28371,7 +28457,7 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -28394,22 +28480,22 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -28430,22 +28516,6 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -28568,6 +28638,22 @@ module \hotline_fragment_chain.engine.bank7.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -28725,8 +28811,8 @@ module \hotline_fragment_chain.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, requests__valid, \port$850$0 , \port$852$0 , \port$854$0 , \port$856$0 , \port$858$0 , \port$860$0 , \port$862$0 , \port$864$0 , \port$866$0 , \port$868$0 , \port$870$0 , \port$872$0 , \port$874$0 , \port$876$0 , \port$878$0 , \port$880$0 , \port$882$0 
-, \port$884$0 , \port$886$0 , \port$888$0 , \port$890$0 , \port$892$0 , \port$894$0 , \port$896$0 , \port$898$0 , \port$900$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, requests__valid, \port$843$0 , \port$845$0 , \port$847$0 , \port$849$0 , \port$851$0 , \port$853$0 , \port$855$0 , \port$857$0 , \port$859$0 , \port$861$0 , \port$863$0 , \port$865$0 , \port$867$0 , \port$869$0 , \port$871$0 , \port$873$0 , \port$875$0 
+, \port$877$0 , \port$879$0 , \port$881$0 , \port$883$0 , \port$885$0 , \port$887$0 , \port$889$0 , \port$891$0 , \port$893$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -28769,58 +28855,58 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$850$0 ;
-  wire \port$850$0 ;
-  input \port$852$0 ;
-  wire \port$852$0 ;
-  input \port$854$0 ;
-  wire \port$854$0 ;
-  input \port$856$0 ;
-  wire \port$856$0 ;
-  input \port$858$0 ;
-  wire \port$858$0 ;
-  input \port$860$0 ;
-  wire \port$860$0 ;
-  input \port$862$0 ;
-  wire \port$862$0 ;
-  input \port$864$0 ;
-  wire \port$864$0 ;
-  input \port$866$0 ;
-  wire \port$866$0 ;
-  input \port$868$0 ;
-  wire \port$868$0 ;
-  input \port$870$0 ;
-  wire \port$870$0 ;
-  input \port$872$0 ;
-  wire \port$872$0 ;
-  input \port$874$0 ;
-  wire \port$874$0 ;
-  input \port$876$0 ;
-  wire \port$876$0 ;
-  input \port$878$0 ;
-  wire \port$878$0 ;
-  input \port$880$0 ;
-  wire \port$880$0 ;
-  input \port$882$0 ;
-  wire \port$882$0 ;
-  input \port$884$0 ;
-  wire \port$884$0 ;
-  input \port$886$0 ;
-  wire \port$886$0 ;
-  input \port$888$0 ;
-  wire \port$888$0 ;
-  input \port$890$0 ;
-  wire \port$890$0 ;
-  input \port$892$0 ;
-  wire \port$892$0 ;
-  input \port$894$0 ;
-  wire \port$894$0 ;
-  input \port$896$0 ;
-  wire \port$896$0 ;
-  input \port$898$0 ;
-  wire \port$898$0 ;
-  input \port$900$0 ;
-  wire \port$900$0 ;
+  input \port$843$0 ;
+  wire \port$843$0 ;
+  input \port$845$0 ;
+  wire \port$845$0 ;
+  input \port$847$0 ;
+  wire \port$847$0 ;
+  input \port$849$0 ;
+  wire \port$849$0 ;
+  input \port$851$0 ;
+  wire \port$851$0 ;
+  input \port$853$0 ;
+  wire \port$853$0 ;
+  input \port$855$0 ;
+  wire \port$855$0 ;
+  input \port$857$0 ;
+  wire \port$857$0 ;
+  input \port$859$0 ;
+  wire \port$859$0 ;
+  input \port$861$0 ;
+  wire \port$861$0 ;
+  input \port$863$0 ;
+  wire \port$863$0 ;
+  input \port$865$0 ;
+  wire \port$865$0 ;
+  input \port$867$0 ;
+  wire \port$867$0 ;
+  input \port$869$0 ;
+  wire \port$869$0 ;
+  input \port$871$0 ;
+  wire \port$871$0 ;
+  input \port$873$0 ;
+  wire \port$873$0 ;
+  input \port$875$0 ;
+  wire \port$875$0 ;
+  input \port$877$0 ;
+  wire \port$877$0 ;
+  input \port$879$0 ;
+  wire \port$879$0 ;
+  input \port$881$0 ;
+  wire \port$881$0 ;
+  input \port$883$0 ;
+  wire \port$883$0 ;
+  input \port$885$0 ;
+  wire \port$885$0 ;
+  input \port$887$0 ;
+  wire \port$887$0 ;
+  input \port$889$0 ;
+  wire \port$889$0 ;
+  input \port$891$0 ;
+  wire \port$891$0 ;
+  input \port$893$0 ;
+  wire \port$893$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -28958,7 +29044,7 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$9  = { \port$900$0 , \port$898$0 , \port$896$0 , \port$894$0 , \port$892$0 , \port$890$0 , \port$888$0 , \port$886$0 , \port$884$0 , \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0 , \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0  };
+    \$9  = { \port$893$0 , \port$891$0 , \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0 , \port$853$0 , \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -28996,7 +29082,7 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$900$0 , \port$898$0 , \port$896$0 , \port$894$0 , \port$892$0 , \port$890$0 , \port$888$0 , \port$886$0 , \port$884$0 , \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0 , \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0  };
+  assign requests__payload = { \port$893$0 , \port$891$0 , \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0 , \port$853$0 , \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -29038,9 +29124,9 @@ module \hotline_fragment_chain.engine.bank8 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0  };
-  assign \requests__payload.tag  = { \port$898$0 , \port$896$0 , \port$894$0 , \port$892$0 , \port$890$0 , \port$888$0 , \port$886$0 , \port$884$0 , \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0  };
-  assign \requests__payload.repeated  = \port$900$0 ;
+  assign \requests__payload.set  = { \port$853$0 , \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0  };
+  assign \requests__payload.tag  = { \port$891$0 , \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0  };
+  assign \requests__payload.repeated  = \port$893$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -29227,7 +29313,7 @@ module \hotline_fragment_chain.engine.bank8.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29383,7 +29469,8 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -29458,7 +29545,7 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -29668,11 +29755,11 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -29779,7 +29866,7 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -30000,7 +30087,7 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -30052,7 +30139,7 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -30075,22 +30162,22 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -30111,22 +30198,6 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -30249,6 +30320,22 @@ module \hotline_fragment_chain.engine.bank8.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -30406,8 +30493,8 @@ module \hotline_fragment_chain.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, requests__valid, \port$903$0 , \port$905$0 , \port$907$0 , \port$909$0 , \port$911$0 , \port$913$0 , \port$915$0 , \port$917$0 , \port$919$0 , \port$921$0 , \port$923$0 , \port$925$0 , \port$927$0 , \port$929$0 , \port$931$0 , \port$933$0 , \port$935$0 
-, \port$937$0 , \port$939$0 , \port$941$0 , \port$943$0 , \port$945$0 , \port$947$0 , \port$949$0 , \port$951$0 , \port$953$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, requests__valid, \port$896$0 , \port$898$0 , \port$900$0 , \port$902$0 , \port$904$0 , \port$906$0 , \port$908$0 , \port$910$0 , \port$912$0 , \port$914$0 , \port$916$0 , \port$918$0 , \port$920$0 , \port$922$0 , \port$924$0 , \port$926$0 , \port$928$0 
+, \port$930$0 , \port$932$0 , \port$934$0 , \port$936$0 , \port$938$0 , \port$940$0 , \port$942$0 , \port$944$0 , \port$946$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -30450,58 +30537,58 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, request
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$903$0 ;
-  wire \port$903$0 ;
-  input \port$905$0 ;
-  wire \port$905$0 ;
-  input \port$907$0 ;
-  wire \port$907$0 ;
-  input \port$909$0 ;
-  wire \port$909$0 ;
-  input \port$911$0 ;
-  wire \port$911$0 ;
-  input \port$913$0 ;
-  wire \port$913$0 ;
-  input \port$915$0 ;
-  wire \port$915$0 ;
-  input \port$917$0 ;
-  wire \port$917$0 ;
-  input \port$919$0 ;
-  wire \port$919$0 ;
-  input \port$921$0 ;
-  wire \port$921$0 ;
-  input \port$923$0 ;
-  wire \port$923$0 ;
-  input \port$925$0 ;
-  wire \port$925$0 ;
-  input \port$927$0 ;
-  wire \port$927$0 ;
-  input \port$929$0 ;
-  wire \port$929$0 ;
-  input \port$931$0 ;
-  wire \port$931$0 ;
-  input \port$933$0 ;
-  wire \port$933$0 ;
-  input \port$935$0 ;
-  wire \port$935$0 ;
-  input \port$937$0 ;
-  wire \port$937$0 ;
-  input \port$939$0 ;
-  wire \port$939$0 ;
-  input \port$941$0 ;
-  wire \port$941$0 ;
-  input \port$943$0 ;
-  wire \port$943$0 ;
-  input \port$945$0 ;
-  wire \port$945$0 ;
-  input \port$947$0 ;
-  wire \port$947$0 ;
-  input \port$949$0 ;
-  wire \port$949$0 ;
-  input \port$951$0 ;
-  wire \port$951$0 ;
-  input \port$953$0 ;
-  wire \port$953$0 ;
+  input \port$896$0 ;
+  wire \port$896$0 ;
+  input \port$898$0 ;
+  wire \port$898$0 ;
+  input \port$900$0 ;
+  wire \port$900$0 ;
+  input \port$902$0 ;
+  wire \port$902$0 ;
+  input \port$904$0 ;
+  wire \port$904$0 ;
+  input \port$906$0 ;
+  wire \port$906$0 ;
+  input \port$908$0 ;
+  wire \port$908$0 ;
+  input \port$910$0 ;
+  wire \port$910$0 ;
+  input \port$912$0 ;
+  wire \port$912$0 ;
+  input \port$914$0 ;
+  wire \port$914$0 ;
+  input \port$916$0 ;
+  wire \port$916$0 ;
+  input \port$918$0 ;
+  wire \port$918$0 ;
+  input \port$920$0 ;
+  wire \port$920$0 ;
+  input \port$922$0 ;
+  wire \port$922$0 ;
+  input \port$924$0 ;
+  wire \port$924$0 ;
+  input \port$926$0 ;
+  wire \port$926$0 ;
+  input \port$928$0 ;
+  wire \port$928$0 ;
+  input \port$930$0 ;
+  wire \port$930$0 ;
+  input \port$932$0 ;
+  wire \port$932$0 ;
+  input \port$934$0 ;
+  wire \port$934$0 ;
+  input \port$936$0 ;
+  wire \port$936$0 ;
+  input \port$938$0 ;
+  wire \port$938$0 ;
+  input \port$940$0 ;
+  wire \port$940$0 ;
+  input \port$942$0 ;
+  wire \port$942$0 ;
+  input \port$944$0 ;
+  wire \port$944$0 ;
+  input \port$946$0 ;
+  wire \port$946$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -30639,7 +30726,7 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, request
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$9  = { \port$953$0 , \port$951$0 , \port$949$0 , \port$947$0 , \port$945$0 , \port$943$0 , \port$941$0 , \port$939$0 , \port$937$0 , \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0 , \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0  };
+    \$9  = { \port$946$0 , \port$944$0 , \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0 , \port$906$0 , \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -30677,7 +30764,7 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, request
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$953$0 , \port$951$0 , \port$949$0 , \port$947$0 , \port$945$0 , \port$943$0 , \port$941$0 , \port$939$0 , \port$937$0 , \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0 , \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0  };
+  assign requests__payload = { \port$946$0 , \port$944$0 , \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0 , \port$906$0 , \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -30719,9 +30806,9 @@ module \hotline_fragment_chain.engine.bank9 (popular_max_rrpv, clk, rst, request
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0  };
-  assign \requests__payload.tag  = { \port$951$0 , \port$949$0 , \port$947$0 , \port$945$0 , \port$943$0 , \port$941$0 , \port$939$0 , \port$937$0 , \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0  };
-  assign \requests__payload.repeated  = \port$953$0 ;
+  assign \requests__payload.set  = { \port$906$0 , \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0  };
+  assign \requests__payload.tag  = { \port$944$0 , \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0  };
+  assign \requests__payload.repeated  = \port$946$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30908,7 +30995,7 @@ module \hotline_fragment_chain.engine.bank9.answers (rst, r_en, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -31064,7 +31151,8 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -31139,7 +31227,7 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -31349,11 +31437,11 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -31460,7 +31548,7 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -31681,7 +31769,7 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -31733,7 +31821,7 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -31756,22 +31844,22 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -31792,22 +31880,6 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -31930,6 +32002,22 @@ module \hotline_fragment_chain.engine.bank9.bank (popular_max_rrpv, clk, rst, re
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -32087,8 +32175,181 @@ module \hotline_fragment_chain.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload);
+module \hotline_fragment_chain.engine.dump_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [3:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire [3:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  reg [1:0] \$27 ;
+  reg [1:0] \$28 ;
+  reg [2:0] \$29 ;
+  wire [3:0] \$3 ;
+  reg \$30 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [97:0] r_data;
+  wire [97:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [97:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [97:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [97:0] w_port__data;
+  wire [97:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [97:0] storage [3:0];
+  initial begin
+    storage[0] = 98'h0000000000000000000000000;
+    storage[1] = 98'h0000000000000000000000000;
+    storage[2] = 98'h0000000000000000000000000;
+    storage[3] = 98'h0000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [97:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h4;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign \$3  = inner_level + r_rdy;
+  assign \$4  = w_rdy & w_en;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
+  always @(posedge clk)
+    w_port__addr <= \$27 ;
+  always @(posedge clk)
+    r_port__addr <= \$28 ;
+  always @(posedge clk)
+    inner_level <= \$29 ;
+  always @(posedge clk)
+    r_rdy <= \$30 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$27  = w_port__addr;
+    if (\$4 ) begin
+      \$27  = \$5 [1:0];
+    end
+    if (rst) begin
+      \$27  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [1:0];
+    end
+    if (rst) begin
+      \$28  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [2:0];
+    end
+    if (\$22 ) begin
+      \$29  = \$23 [2:0];
+    end
+    if (rst) begin
+      \$29  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$30  = r_rdy;
+    if (\$26 ) begin
+      \$30  = 1'h1;
+    end else if (r_en) begin
+      \$30  = 1'h0;
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  assign w_level = \$3 [2:0];
+  assign level = \$3 [2:0];
+  assign r_level = \$3 [2:0];
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire \$1 ;
   wire [47:0] \$10 ;
   wire [13:0] \$100 ;
@@ -33058,7 +33319,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
   assign \$auto$rtlil.cc:2739:Not$8  = ~ { \$25 [14], \$25 [11], \$25 [5:4], \$25 [2] };
   assign \$auto$rtlil.cc:2739:Not$10  = ~ { i__payload[44:42], i__payload[39:38], i__payload[36:34], i__payload[31] };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$134  = stage0_valid;
     if (advance) begin
       \$134  = i__valid;
@@ -33068,7 +33329,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$135  = stage1_valid;
     if (advance) begin
       \$135  = stage0_valid;
@@ -33078,7 +33339,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$136  = stage2_valid;
     if (advance) begin
       \$136  = stage1_valid;
@@ -33088,7 +33349,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$137  = stage3_valid;
     if (advance) begin
       \$137  = stage2_valid;
@@ -33098,7 +33359,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$138  = stage4_valid;
     if (advance) begin
       \$138  = stage3_valid;
@@ -33108,7 +33369,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$139  = stage5_valid;
     if (advance) begin
       \$139  = stage4_valid;
@@ -33118,7 +33379,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$140  = stage6_valid;
     if (advance) begin
       \$140  = stage5_valid;
@@ -33128,7 +33389,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$141  = stage7_valid;
     if (advance) begin
       \$141  = stage6_valid;
@@ -33138,7 +33399,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$142  = stage8_valid;
     if (advance) begin
       \$142  = stage7_valid;
@@ -33148,7 +33409,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$143  = lane0_in_hi;
     if (advance) begin
       \$143  = i__payload[29:15];
@@ -33158,7 +33419,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$144  = lane0_in_lo;
     if (advance) begin
       \$144  = i__payload[14:1];
@@ -33168,7 +33429,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$145  = lane0_in_valid;
     if (advance) begin
       \$145  = i__payload[0];
@@ -33178,7 +33439,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$146  = lane0_in_x;
     if (advance) begin
       \$146  = \$2 ;
@@ -33188,7 +33449,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$147  = lane0_r0_low_part;
     if (advance) begin
       \$147  = \$3 ;
@@ -33198,7 +33459,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$148  = lane0_r0_high_part;
     if (advance) begin
       \$148  = \$4 [15:0];
@@ -33208,7 +33469,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$149  = lane0_r0_hi_in;
     if (advance) begin
       \$149  = lane0_in_hi;
@@ -33218,7 +33479,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$150  = lane0_r0_lo_in;
     if (advance) begin
       \$150  = lane0_in_lo;
@@ -33228,7 +33489,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$151  = lane0_r0_valid_in;
     if (advance) begin
       \$151  = lane0_in_valid;
@@ -33238,7 +33499,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$152  = lane0_r0_x_next;
     if (advance) begin
       \$152  = \$8 ;
@@ -33248,7 +33509,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$153  = lane0_r0_hi;
     if (advance) begin
       \$153  = lane0_r0_lo_in;
@@ -33258,7 +33519,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$154  = lane0_r0_lo;
     if (advance) begin
       \$154  = \$11 ;
@@ -33268,7 +33529,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$155  = lane0_r0_valid;
     if (advance) begin
       \$155  = lane0_r0_valid_in;
@@ -33278,7 +33539,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$156  = lane0_r1_low_part;
     if (advance) begin
       \$156  = \$12 ;
@@ -33288,7 +33549,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$157  = lane0_r1_high_part;
     if (advance) begin
       \$157  = \$13 [15:0];
@@ -33298,7 +33559,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$158  = lane0_r1_hi_in;
     if (advance) begin
       \$158  = lane0_r0_hi;
@@ -33308,7 +33569,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$159  = lane0_r1_lo_in;
     if (advance) begin
       \$159  = lane0_r0_lo;
@@ -33318,7 +33579,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$160  = lane0_r1_valid_in;
     if (advance) begin
       \$160  = lane0_r0_valid;
@@ -33328,7 +33589,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$161  = lane0_r1_x_next;
     if (advance) begin
       \$161  = \$17 ;
@@ -33338,7 +33599,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$162  = lane0_r1_hi;
     if (advance) begin
       \$162  = lane0_r1_lo_in;
@@ -33348,7 +33609,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$163  = lane0_r1_lo;
     if (advance) begin
       \$163  = \$20 ;
@@ -33358,7 +33619,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$164  = lane0_r1_valid;
     if (advance) begin
       \$164  = lane0_r1_valid_in;
@@ -33368,7 +33629,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$165  = lane0_r2_low_part;
     if (advance) begin
       \$165  = \$21 ;
@@ -33378,7 +33639,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$166  = lane0_r2_high_part;
     if (advance) begin
       \$166  = \$22 [15:0];
@@ -33388,7 +33649,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$167  = lane0_r2_hi_in;
     if (advance) begin
       \$167  = lane0_r1_hi;
@@ -33398,7 +33659,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$168  = lane0_r2_lo_in;
     if (advance) begin
       \$168  = lane0_r1_lo;
@@ -33408,7 +33669,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$169  = lane0_r2_valid_in;
     if (advance) begin
       \$169  = lane0_r1_valid;
@@ -33418,7 +33679,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$170  = lane0_r2_x_next;
     if (advance) begin
       \$170  = \$26 ;
@@ -33428,7 +33689,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$171  = lane0_r2_hi;
     if (advance) begin
       \$171  = lane0_r2_lo_in;
@@ -33438,7 +33699,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$172  = lane0_r2_lo;
     if (advance) begin
       \$172  = \$29 ;
@@ -33448,7 +33709,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$173  = lane0_r2_valid;
     if (advance) begin
       \$173  = lane0_r2_valid_in;
@@ -33458,7 +33719,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$174  = lane0_r3_low_part;
     if (advance) begin
       \$174  = \$30 ;
@@ -33468,7 +33729,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$175  = lane0_r3_high_part;
     if (advance) begin
       \$175  = \$31 [15:0];
@@ -33478,7 +33739,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$176  = lane0_r3_hi_in;
     if (advance) begin
       \$176  = lane0_r2_hi;
@@ -33488,7 +33749,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$177  = lane0_r3_lo_in;
     if (advance) begin
       \$177  = lane0_r2_lo;
@@ -33498,7 +33759,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$178  = lane0_r3_valid_in;
     if (advance) begin
       \$178  = lane0_r2_valid;
@@ -33508,7 +33769,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$179  = lane0_r3_hi;
     if (advance) begin
       \$179  = lane0_r3_lo_in;
@@ -33518,7 +33779,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$180  = lane0_r3_lo;
     if (advance) begin
       \$180  = \$34 ;
@@ -33528,7 +33789,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$181  = lane0_r3_valid;
     if (advance) begin
       \$181  = lane0_r3_valid_in;
@@ -33538,7 +33799,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$182  = lane1_in_hi;
     if (advance) begin
       \$182  = i__payload[59:45];
@@ -33548,7 +33809,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$183  = lane1_in_lo;
     if (advance) begin
       \$183  = i__payload[44:31];
@@ -33558,7 +33819,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$184  = lane1_in_valid;
     if (advance) begin
       \$184  = i__payload[30];
@@ -33568,7 +33829,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$185  = lane1_in_x;
     if (advance) begin
       \$185  = \$35 ;
@@ -33578,7 +33839,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$186  = lane1_r0_low_part;
     if (advance) begin
       \$186  = \$36 ;
@@ -33588,7 +33849,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$187  = lane1_r0_high_part;
     if (advance) begin
       \$187  = \$37 [15:0];
@@ -33598,7 +33859,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$188  = lane1_r0_hi_in;
     if (advance) begin
       \$188  = lane1_in_hi;
@@ -33608,7 +33869,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$189  = lane1_r0_lo_in;
     if (advance) begin
       \$189  = lane1_in_lo;
@@ -33618,7 +33879,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$190  = lane1_r0_valid_in;
     if (advance) begin
       \$190  = lane1_in_valid;
@@ -33628,7 +33889,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$191  = lane1_r0_x_next;
     if (advance) begin
       \$191  = \$41 ;
@@ -33638,7 +33899,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$192  = lane1_r0_hi;
     if (advance) begin
       \$192  = lane1_r0_lo_in;
@@ -33648,7 +33909,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$193  = lane1_r0_lo;
     if (advance) begin
       \$193  = \$44 ;
@@ -33658,7 +33919,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$194  = lane1_r0_valid;
     if (advance) begin
       \$194  = lane1_r0_valid_in;
@@ -33668,7 +33929,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$195  = lane1_r1_low_part;
     if (advance) begin
       \$195  = \$45 ;
@@ -33678,7 +33939,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$196  = lane1_r1_high_part;
     if (advance) begin
       \$196  = \$46 [15:0];
@@ -33688,7 +33949,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$197  = lane1_r1_hi_in;
     if (advance) begin
       \$197  = lane1_r0_hi;
@@ -33698,7 +33959,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$198  = lane1_r1_lo_in;
     if (advance) begin
       \$198  = lane1_r0_lo;
@@ -33708,7 +33969,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$199  = lane1_r1_valid_in;
     if (advance) begin
       \$199  = lane1_r0_valid;
@@ -33718,7 +33979,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$200  = lane1_r1_x_next;
     if (advance) begin
       \$200  = \$50 ;
@@ -33728,7 +33989,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$201  = lane1_r1_hi;
     if (advance) begin
       \$201  = lane1_r1_lo_in;
@@ -33738,7 +33999,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$202  = lane1_r1_lo;
     if (advance) begin
       \$202  = \$53 ;
@@ -33748,7 +34009,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$203  = lane1_r1_valid;
     if (advance) begin
       \$203  = lane1_r1_valid_in;
@@ -33758,7 +34019,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$204  = lane1_r2_low_part;
     if (advance) begin
       \$204  = \$54 ;
@@ -33768,7 +34029,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$205  = lane1_r2_high_part;
     if (advance) begin
       \$205  = \$55 [15:0];
@@ -33778,7 +34039,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$206  = lane1_r2_hi_in;
     if (advance) begin
       \$206  = lane1_r1_hi;
@@ -33788,7 +34049,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$207  = lane1_r2_lo_in;
     if (advance) begin
       \$207  = lane1_r1_lo;
@@ -33798,7 +34059,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$208  = lane1_r2_valid_in;
     if (advance) begin
       \$208  = lane1_r1_valid;
@@ -33808,7 +34069,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$209  = lane1_r2_x_next;
     if (advance) begin
       \$209  = \$59 ;
@@ -33818,7 +34079,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$210  = lane1_r2_hi;
     if (advance) begin
       \$210  = lane1_r2_lo_in;
@@ -33828,7 +34089,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$211  = lane1_r2_lo;
     if (advance) begin
       \$211  = \$62 ;
@@ -33838,7 +34099,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$212  = lane1_r2_valid;
     if (advance) begin
       \$212  = lane1_r2_valid_in;
@@ -33848,7 +34109,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$213  = lane1_r3_low_part;
     if (advance) begin
       \$213  = \$63 ;
@@ -33858,7 +34119,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$214  = lane1_r3_high_part;
     if (advance) begin
       \$214  = \$64 [15:0];
@@ -33868,7 +34129,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$215  = lane1_r3_hi_in;
     if (advance) begin
       \$215  = lane1_r2_hi;
@@ -33878,7 +34139,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$216  = lane1_r3_lo_in;
     if (advance) begin
       \$216  = lane1_r2_lo;
@@ -33888,7 +34149,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$217  = lane1_r3_valid_in;
     if (advance) begin
       \$217  = lane1_r2_valid;
@@ -33898,7 +34159,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$218  = lane1_r3_hi;
     if (advance) begin
       \$218  = lane1_r3_lo_in;
@@ -33908,7 +34169,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$219  = lane1_r3_lo;
     if (advance) begin
       \$219  = \$67 ;
@@ -33918,7 +34179,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$220  = lane1_r3_valid;
     if (advance) begin
       \$220  = lane1_r3_valid_in;
@@ -33928,7 +34189,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$221  = lane2_in_hi;
     if (advance) begin
       \$221  = i__payload[89:75];
@@ -33938,7 +34199,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$222  = lane2_in_lo;
     if (advance) begin
       \$222  = i__payload[74:61];
@@ -33948,7 +34209,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$223  = lane2_in_valid;
     if (advance) begin
       \$223  = i__payload[60];
@@ -33958,7 +34219,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$224  = lane2_in_x;
     if (advance) begin
       \$224  = \$68 ;
@@ -33968,7 +34229,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$225  = lane2_r0_low_part;
     if (advance) begin
       \$225  = \$69 ;
@@ -33978,7 +34239,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$226  = lane2_r0_high_part;
     if (advance) begin
       \$226  = \$70 [15:0];
@@ -33988,7 +34249,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$227  = lane2_r0_hi_in;
     if (advance) begin
       \$227  = lane2_in_hi;
@@ -33998,7 +34259,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$228  = lane2_r0_lo_in;
     if (advance) begin
       \$228  = lane2_in_lo;
@@ -34008,7 +34269,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$229  = lane2_r0_valid_in;
     if (advance) begin
       \$229  = lane2_in_valid;
@@ -34018,7 +34279,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$230  = lane2_r0_x_next;
     if (advance) begin
       \$230  = \$74 ;
@@ -34028,7 +34289,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$231  = lane2_r0_hi;
     if (advance) begin
       \$231  = lane2_r0_lo_in;
@@ -34038,7 +34299,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$232  = lane2_r0_lo;
     if (advance) begin
       \$232  = \$77 ;
@@ -34048,7 +34309,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$233  = lane2_r0_valid;
     if (advance) begin
       \$233  = lane2_r0_valid_in;
@@ -34058,7 +34319,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$234  = lane2_r1_low_part;
     if (advance) begin
       \$234  = \$78 ;
@@ -34068,7 +34329,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$235  = lane2_r1_high_part;
     if (advance) begin
       \$235  = \$79 [15:0];
@@ -34078,7 +34339,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$236  = lane2_r1_hi_in;
     if (advance) begin
       \$236  = lane2_r0_hi;
@@ -34088,7 +34349,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$237  = lane2_r1_lo_in;
     if (advance) begin
       \$237  = lane2_r0_lo;
@@ -34098,7 +34359,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$238  = lane2_r1_valid_in;
     if (advance) begin
       \$238  = lane2_r0_valid;
@@ -34108,7 +34369,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$239  = lane2_r1_x_next;
     if (advance) begin
       \$239  = \$83 ;
@@ -34118,7 +34379,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$240  = lane2_r1_hi;
     if (advance) begin
       \$240  = lane2_r1_lo_in;
@@ -34128,7 +34389,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$241  = lane2_r1_lo;
     if (advance) begin
       \$241  = \$86 ;
@@ -34138,7 +34399,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$242  = lane2_r1_valid;
     if (advance) begin
       \$242  = lane2_r1_valid_in;
@@ -34148,7 +34409,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$243  = lane2_r2_low_part;
     if (advance) begin
       \$243  = \$87 ;
@@ -34158,7 +34419,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$244  = lane2_r2_high_part;
     if (advance) begin
       \$244  = \$88 [15:0];
@@ -34168,7 +34429,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$245  = lane2_r2_hi_in;
     if (advance) begin
       \$245  = lane2_r1_hi;
@@ -34178,7 +34439,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$246  = lane2_r2_lo_in;
     if (advance) begin
       \$246  = lane2_r1_lo;
@@ -34188,7 +34449,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$247  = lane2_r2_valid_in;
     if (advance) begin
       \$247  = lane2_r1_valid;
@@ -34198,7 +34459,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$248  = lane2_r2_x_next;
     if (advance) begin
       \$248  = \$92 ;
@@ -34208,7 +34469,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$249  = lane2_r2_hi;
     if (advance) begin
       \$249  = lane2_r2_lo_in;
@@ -34218,7 +34479,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$250  = lane2_r2_lo;
     if (advance) begin
       \$250  = \$95 ;
@@ -34228,7 +34489,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$251  = lane2_r2_valid;
     if (advance) begin
       \$251  = lane2_r2_valid_in;
@@ -34238,7 +34499,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$252  = lane2_r3_low_part;
     if (advance) begin
       \$252  = \$96 ;
@@ -34248,7 +34509,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$253  = lane2_r3_high_part;
     if (advance) begin
       \$253  = \$97 [15:0];
@@ -34258,7 +34519,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$254  = lane2_r3_hi_in;
     if (advance) begin
       \$254  = lane2_r2_hi;
@@ -34268,7 +34529,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$255  = lane2_r3_lo_in;
     if (advance) begin
       \$255  = lane2_r2_lo;
@@ -34278,7 +34539,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$256  = lane2_r3_valid_in;
     if (advance) begin
       \$256  = lane2_r2_valid;
@@ -34288,7 +34549,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$257  = lane2_r3_hi;
     if (advance) begin
       \$257  = lane2_r3_lo_in;
@@ -34298,7 +34559,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$258  = lane2_r3_lo;
     if (advance) begin
       \$258  = \$100 ;
@@ -34308,7 +34569,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$259  = lane2_r3_valid;
     if (advance) begin
       \$259  = lane2_r3_valid_in;
@@ -34318,7 +34579,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$260  = lane3_in_hi;
     if (advance) begin
       \$260  = i__payload[119:105];
@@ -34328,7 +34589,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$261  = lane3_in_lo;
     if (advance) begin
       \$261  = i__payload[104:91];
@@ -34338,7 +34599,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$262  = lane3_in_valid;
     if (advance) begin
       \$262  = i__payload[90];
@@ -34348,7 +34609,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$263  = lane3_in_x;
     if (advance) begin
       \$263  = \$101 ;
@@ -34358,7 +34619,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$264  = lane3_r0_low_part;
     if (advance) begin
       \$264  = \$102 ;
@@ -34368,7 +34629,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$265  = lane3_r0_high_part;
     if (advance) begin
       \$265  = \$103 [15:0];
@@ -34378,7 +34639,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$266  = lane3_r0_hi_in;
     if (advance) begin
       \$266  = lane3_in_hi;
@@ -34388,7 +34649,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$267  = lane3_r0_lo_in;
     if (advance) begin
       \$267  = lane3_in_lo;
@@ -34398,7 +34659,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$268  = lane3_r0_valid_in;
     if (advance) begin
       \$268  = lane3_in_valid;
@@ -34408,7 +34669,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$269  = lane3_r0_x_next;
     if (advance) begin
       \$269  = \$107 ;
@@ -34418,7 +34679,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$270  = lane3_r0_hi;
     if (advance) begin
       \$270  = lane3_r0_lo_in;
@@ -34428,7 +34689,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$271  = lane3_r0_lo;
     if (advance) begin
       \$271  = \$110 ;
@@ -34438,7 +34699,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$272  = lane3_r0_valid;
     if (advance) begin
       \$272  = lane3_r0_valid_in;
@@ -34448,7 +34709,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$273  = lane3_r1_low_part;
     if (advance) begin
       \$273  = \$111 ;
@@ -34458,7 +34719,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$274  = lane3_r1_high_part;
     if (advance) begin
       \$274  = \$112 [15:0];
@@ -34468,7 +34729,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$275  = lane3_r1_hi_in;
     if (advance) begin
       \$275  = lane3_r0_hi;
@@ -34478,7 +34739,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$276  = lane3_r1_lo_in;
     if (advance) begin
       \$276  = lane3_r0_lo;
@@ -34488,7 +34749,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$277  = lane3_r1_valid_in;
     if (advance) begin
       \$277  = lane3_r0_valid;
@@ -34498,7 +34759,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$278  = lane3_r1_x_next;
     if (advance) begin
       \$278  = \$116 ;
@@ -34508,7 +34769,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$279  = lane3_r1_hi;
     if (advance) begin
       \$279  = lane3_r1_lo_in;
@@ -34518,7 +34779,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$280  = lane3_r1_lo;
     if (advance) begin
       \$280  = \$119 ;
@@ -34528,7 +34789,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$281  = lane3_r1_valid;
     if (advance) begin
       \$281  = lane3_r1_valid_in;
@@ -34538,7 +34799,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$282  = lane3_r2_low_part;
     if (advance) begin
       \$282  = \$120 ;
@@ -34548,7 +34809,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$283  = lane3_r2_high_part;
     if (advance) begin
       \$283  = \$121 [15:0];
@@ -34558,7 +34819,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$284  = lane3_r2_hi_in;
     if (advance) begin
       \$284  = lane3_r1_hi;
@@ -34568,7 +34829,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$285  = lane3_r2_lo_in;
     if (advance) begin
       \$285  = lane3_r1_lo;
@@ -34578,7 +34839,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$286  = lane3_r2_valid_in;
     if (advance) begin
       \$286  = lane3_r1_valid;
@@ -34588,7 +34849,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$287  = lane3_r2_x_next;
     if (advance) begin
       \$287  = \$125 ;
@@ -34598,7 +34859,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$288  = lane3_r2_hi;
     if (advance) begin
       \$288  = lane3_r2_lo_in;
@@ -34608,7 +34869,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$289  = lane3_r2_lo;
     if (advance) begin
       \$289  = \$128 ;
@@ -34618,7 +34879,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$290  = lane3_r2_valid;
     if (advance) begin
       \$290  = lane3_r2_valid_in;
@@ -34628,7 +34889,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$291  = lane3_r3_low_part;
     if (advance) begin
       \$291  = \$129 ;
@@ -34638,7 +34899,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$292  = lane3_r3_high_part;
     if (advance) begin
       \$292  = \$130 [15:0];
@@ -34648,7 +34909,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$293  = lane3_r3_hi_in;
     if (advance) begin
       \$293  = lane3_r2_hi;
@@ -34658,7 +34919,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$294  = lane3_r3_lo_in;
     if (advance) begin
       \$294  = lane3_r2_lo;
@@ -34668,7 +34929,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$295  = lane3_r3_valid_in;
     if (advance) begin
       \$295  = lane3_r2_valid;
@@ -34678,7 +34939,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$296  = lane3_r3_hi;
     if (advance) begin
       \$296  = lane3_r3_lo_in;
@@ -34688,7 +34949,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$297  = lane3_r3_lo;
     if (advance) begin
       \$297  = \$133 ;
@@ -34698,7 +34959,7 @@ module \hotline_fragment_chain.engine.hash (clk, rst, i__valid, advance, busy, o
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$298  = lane3_r3_valid;
     if (advance) begin
       \$298  = lane3_r3_valid_in;
@@ -34821,7 +35082,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -34959,7 +35220,7 @@ module \hotline_fragment_chain.engine.in_flight (rst, w_en, r_en, w_rdy, w_level
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -34969,7 +35230,7 @@ module \hotline_fragment_chain.engine.in_flight (rst, w_en, r_en, w_rdy, w_level
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -34979,7 +35240,7 @@ module \hotline_fragment_chain.engine.in_flight (rst, w_en, r_en, w_rdy, w_level
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -34992,7 +35253,7 @@ module \hotline_fragment_chain.engine.in_flight (rst, w_en, r_en, w_rdy, w_level
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -35015,7 +35276,7 @@ endmodule
 module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0__ready, responses__1__ready, responses__2__ready, responses__3__ready, responses__4__ready, responses__5__ready, responses__6__ready, responses__7__ready, responses__8__ready, responses__9__ready, responses__10__ready, responses__11__ready, responses__12__ready, responses__13__ready, responses__14__ready, responses__15__ready, records__ready, busy, records__payload
 , responses__0__payload, responses__1__payload, responses__2__payload, responses__3__payload, responses__4__payload, responses__5__payload, responses__6__payload, responses__7__payload, responses__8__payload, responses__9__payload, responses__10__payload, responses__11__payload, responses__12__payload, responses__13__payload, responses__14__payload, responses__15__payload, results__valid, results__payload, records__valid, responses__0__valid, responses__1__valid
 , responses__2__valid, responses__3__valid, responses__4__valid, responses__5__valid, responses__6__valid, responses__7__valid, responses__8__valid, responses__9__valid, responses__10__valid, responses__11__valid, responses__12__valid, responses__13__valid, responses__14__valid, responses__15__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
   wire [16:0] \$100 ;
@@ -36792,7 +37053,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
   assign \$368  = ! records__payload[18:17];
   assign \$369  = records__payload[18:17] == 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$541  = results__valid;
     if (results__ready) begin
       \$541  = 1'h0;
@@ -36805,7 +37066,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$542  = results__payload;
     if (\release ) begin
       \$542 [0] = beat0_lane0[0];
@@ -36826,7 +37087,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$543 [26:23], \$543 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$349 ) begin
@@ -36849,7 +37110,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$544 [26:23], \$544 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$361 ) begin
@@ -36872,7 +37133,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$545 [26:23], \$545 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$373 ) begin
@@ -36895,7 +37156,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$546 [26:23], \$546 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$385 ) begin
@@ -36918,7 +37179,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$547 [26:23], \$547 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$397 ) begin
@@ -36941,7 +37202,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$548 [26:23], \$548 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$409 ) begin
@@ -36964,7 +37225,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$549 [26:23], \$549 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$421 ) begin
@@ -36987,7 +37248,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$550 [26:23], \$550 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$433 ) begin
@@ -37010,7 +37271,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$551 [26:23], \$551 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$445 ) begin
@@ -37033,7 +37294,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$552 [26:23], \$552 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$457 ) begin
@@ -37056,7 +37317,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$553 [26:23], \$553 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$469 ) begin
@@ -37079,7 +37340,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$554 [26:23], \$554 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$481 ) begin
@@ -37102,7 +37363,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$555 [26:23], \$555 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$493 ) begin
@@ -37122,7 +37383,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$556 [26:23], \$556 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$505 ) begin
@@ -37142,7 +37403,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$557 [26:23], \$557 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$517 ) begin
@@ -37162,7 +37423,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$558 [26:23], \$558 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$529 ) begin
@@ -37182,14 +37443,14 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$559  = \$540 [2:0];
     if (rst) begin
       \$559  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$318  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -37199,7 +37460,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$324  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -37209,7 +37470,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$328  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -37221,7 +37482,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$334  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -37233,7 +37494,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -37247,7 +37508,7 @@ module \hotline_fragment_chain.engine.release (rst, results__ready, responses__0
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -37655,7 +37916,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.engine.repeats (rst, i__ready, o__ready, i__payload, i__valid, o__valid, o__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -37916,7 +38177,7 @@ module \hotline_fragment_chain.engine.repeats (rst, i__ready, o__ready, i__paylo
   assign \$9  = { 4'h0, lane1_same_key } & \$8 ;
   assign \$12  = | \$11 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$82  = o__valid;
     if (\$81 ) begin
       \$82  = i__valid;
@@ -37926,7 +38187,7 @@ module \hotline_fragment_chain.engine.repeats (rst, i__ready, o__ready, i__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$83  = o__payload;
     if (\$81 ) begin
       \$83 [0] = i__payload[0];
@@ -38055,29 +38316,29 @@ module \hotline_fragment_chain.engine.repeats (rst, i__ready, o__ready, i__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426$0 , \port$428$0 , \port$430$0 , \port$432$0 , \port$434$0 , \port$436$0 , \port$438$0 , \port$440$0 , \port$442$0 , \port$444$0 , \port$446$0 , \port$448$0 , \port$450$0 , \port$452$0 , \port$454$0 , \port$456$0 , \port$458$0 , \port$460$0 , \port$462$0 
-, \port$464$0 , \port$466$0 , \port$468$0 , \port$470$0 , \port$472$0 , \port$474$0 , \port$476$0 , requests__1__valid, \port$479$0 , \port$481$0 , \port$483$0 , \port$485$0 , \port$487$0 , \port$489$0 , \port$491$0 , \port$493$0 , \port$495$0 , \port$497$0 , \port$499$0 , \port$501$0 , \port$503$0 
-, \port$505$0 , \port$507$0 , \port$509$0 , \port$511$0 , \port$513$0 , \port$515$0 , \port$517$0 , \port$519$0 , \port$521$0 , \port$523$0 , \port$525$0 , \port$527$0 , \port$529$0 , requests__2__valid, \port$532$0 , \port$534$0 , \port$536$0 , \port$538$0 , \port$540$0 , \port$542$0 , \port$544$0 
-, \port$546$0 , \port$548$0 , \port$550$0 , \port$552$0 , \port$554$0 , \port$556$0 , \port$558$0 , \port$560$0 , \port$562$0 , \port$564$0 , \port$566$0 , \port$568$0 , \port$570$0 , \port$572$0 , \port$574$0 , \port$576$0 , \port$578$0 , \port$580$0 , \port$582$0 , requests__3__valid, \port$585$0 
-, \port$587$0 , \port$589$0 , \port$591$0 , \port$593$0 , \port$595$0 , \port$597$0 , \port$599$0 , \port$601$0 , \port$603$0 , \port$605$0 , \port$607$0 , \port$609$0 , \port$611$0 , \port$613$0 , \port$615$0 , \port$617$0 , \port$619$0 , \port$621$0 , \port$623$0 , \port$625$0 , \port$627$0 
-, \port$629$0 , \port$631$0 , \port$633$0 , \port$635$0 , requests__4__valid, \port$638$0 , \port$640$0 , \port$642$0 , \port$644$0 , \port$646$0 , \port$648$0 , \port$650$0 , \port$652$0 , \port$654$0 , \port$656$0 , \port$658$0 , \port$660$0 , \port$662$0 , \port$664$0 , \port$666$0 , \port$668$0 
-, \port$670$0 , \port$672$0 , \port$674$0 , \port$676$0 , \port$678$0 , \port$680$0 , \port$682$0 , \port$684$0 , \port$686$0 , \port$688$0 , requests__5__valid, \port$691$0 , \port$693$0 , \port$695$0 , \port$697$0 , \port$699$0 , \port$701$0 , \port$703$0 , \port$705$0 , \port$707$0 , \port$709$0 
-, \port$711$0 , \port$713$0 , \port$715$0 , \port$717$0 , \port$719$0 , \port$721$0 , \port$723$0 , \port$725$0 , \port$727$0 , \port$729$0 , \port$731$0 , \port$733$0 , \port$735$0 , \port$737$0 , \port$739$0 , \port$741$0 , requests__6__valid, \port$744$0 , \port$746$0 , \port$748$0 , \port$750$0 
-, \port$752$0 , \port$754$0 , \port$756$0 , \port$758$0 , \port$760$0 , \port$762$0 , \port$764$0 , \port$766$0 , \port$768$0 , \port$770$0 , \port$772$0 , \port$774$0 , \port$776$0 , \port$778$0 , \port$780$0 , \port$782$0 , \port$784$0 , \port$786$0 , \port$788$0 , \port$790$0 , \port$792$0 
-, \port$794$0 , requests__7__valid, \port$797$0 , \port$799$0 , \port$801$0 , \port$803$0 , \port$805$0 , \port$807$0 , \port$809$0 , \port$811$0 , \port$813$0 , \port$815$0 , \port$817$0 , \port$819$0 , \port$821$0 , \port$823$0 , \port$825$0 , \port$827$0 , \port$829$0 , \port$831$0 , \port$833$0 
-, \port$835$0 , \port$837$0 , \port$839$0 , \port$841$0 , \port$843$0 , \port$845$0 , \port$847$0 , requests__8__valid, \port$850$0 , \port$852$0 , \port$854$0 , \port$856$0 , \port$858$0 , \port$860$0 , \port$862$0 , \port$864$0 , \port$866$0 , \port$868$0 , \port$870$0 , \port$872$0 , \port$874$0 
-, \port$876$0 , \port$878$0 , \port$880$0 , \port$882$0 , \port$884$0 , \port$886$0 , \port$888$0 , \port$890$0 , \port$892$0 , \port$894$0 , \port$896$0 , \port$898$0 , \port$900$0 , requests__9__valid, \port$903$0 , \port$905$0 , \port$907$0 , \port$909$0 , \port$911$0 , \port$913$0 , \port$915$0 
-, \port$917$0 , \port$919$0 , \port$921$0 , \port$923$0 , \port$925$0 , \port$927$0 , \port$929$0 , \port$931$0 , \port$933$0 , \port$935$0 , \port$937$0 , \port$939$0 , \port$941$0 , \port$943$0 , \port$945$0 , \port$947$0 , \port$949$0 , \port$951$0 , \port$953$0 , requests__10__valid, \port$956$0 
-, \port$958$0 , \port$960$0 , \port$962$0 , \port$964$0 , \port$966$0 , \port$968$0 , \port$970$0 , \port$972$0 , \port$974$0 , \port$976$0 , \port$978$0 , \port$980$0 , \port$982$0 , \port$984$0 , \port$986$0 , \port$988$0 , \port$990$0 , \port$992$0 , \port$994$0 , \port$996$0 , \port$998$0 
-, \port$1000$0 , \port$1002$0 , \port$1004$0 , \port$1006$0 , requests__11__valid, \port$1009$0 , \port$1011$0 , \port$1013$0 , \port$1015$0 , \port$1017$0 , \port$1019$0 , \port$1021$0 , \port$1023$0 , \port$1025$0 , \port$1027$0 , \port$1029$0 , \port$1031$0 , \port$1033$0 , \port$1035$0 , \port$1037$0 , \port$1039$0 
-, \port$1041$0 , \port$1043$0 , \port$1045$0 , \port$1047$0 , \port$1049$0 , \port$1051$0 , \port$1053$0 , \port$1055$0 , \port$1057$0 , \port$1059$0 , requests__12__valid, \port$1062$0 , \port$1064$0 , \port$1066$0 , \port$1068$0 , \port$1070$0 , \port$1072$0 , \port$1074$0 , \port$1076$0 , \port$1078$0 , \port$1080$0 
-, \port$1082$0 , \port$1084$0 , \port$1086$0 , \port$1088$0 , \port$1090$0 , \port$1092$0 , \port$1094$0 , \port$1096$0 , \port$1098$0 , \port$1100$0 , \port$1102$0 , \port$1104$0 , \port$1106$0 , \port$1108$0 , \port$1110$0 , \port$1112$0 , requests__13__valid, \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 
-, \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 , \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 
-, \port$1165$0 , requests__14__valid, \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 , \port$1200$0 , \port$1202$0 , \port$1204$0 
-, \port$1206$0 , \port$1208$0 , \port$1210$0 , \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , requests__15__valid, \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 
-, \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
+module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$419$0 , \port$421$0 , \port$423$0 , \port$425$0 , \port$427$0 , \port$429$0 , \port$431$0 , \port$433$0 , \port$435$0 , \port$437$0 , \port$439$0 , \port$441$0 , \port$443$0 , \port$445$0 , \port$447$0 , \port$449$0 , \port$451$0 , \port$453$0 , \port$455$0 
+, \port$457$0 , \port$459$0 , \port$461$0 , \port$463$0 , \port$465$0 , \port$467$0 , \port$469$0 , requests__1__valid, \port$472$0 , \port$474$0 , \port$476$0 , \port$478$0 , \port$480$0 , \port$482$0 , \port$484$0 , \port$486$0 , \port$488$0 , \port$490$0 , \port$492$0 , \port$494$0 , \port$496$0 
+, \port$498$0 , \port$500$0 , \port$502$0 , \port$504$0 , \port$506$0 , \port$508$0 , \port$510$0 , \port$512$0 , \port$514$0 , \port$516$0 , \port$518$0 , \port$520$0 , \port$522$0 , requests__2__valid, \port$525$0 , \port$527$0 , \port$529$0 , \port$531$0 , \port$533$0 , \port$535$0 , \port$537$0 
+, \port$539$0 , \port$541$0 , \port$543$0 , \port$545$0 , \port$547$0 , \port$549$0 , \port$551$0 , \port$553$0 , \port$555$0 , \port$557$0 , \port$559$0 , \port$561$0 , \port$563$0 , \port$565$0 , \port$567$0 , \port$569$0 , \port$571$0 , \port$573$0 , \port$575$0 , requests__3__valid, \port$578$0 
+, \port$580$0 , \port$582$0 , \port$584$0 , \port$586$0 , \port$588$0 , \port$590$0 , \port$592$0 , \port$594$0 , \port$596$0 , \port$598$0 , \port$600$0 , \port$602$0 , \port$604$0 , \port$606$0 , \port$608$0 , \port$610$0 , \port$612$0 , \port$614$0 , \port$616$0 , \port$618$0 , \port$620$0 
+, \port$622$0 , \port$624$0 , \port$626$0 , \port$628$0 , requests__4__valid, \port$631$0 , \port$633$0 , \port$635$0 , \port$637$0 , \port$639$0 , \port$641$0 , \port$643$0 , \port$645$0 , \port$647$0 , \port$649$0 , \port$651$0 , \port$653$0 , \port$655$0 , \port$657$0 , \port$659$0 , \port$661$0 
+, \port$663$0 , \port$665$0 , \port$667$0 , \port$669$0 , \port$671$0 , \port$673$0 , \port$675$0 , \port$677$0 , \port$679$0 , \port$681$0 , requests__5__valid, \port$684$0 , \port$686$0 , \port$688$0 , \port$690$0 , \port$692$0 , \port$694$0 , \port$696$0 , \port$698$0 , \port$700$0 , \port$702$0 
+, \port$704$0 , \port$706$0 , \port$708$0 , \port$710$0 , \port$712$0 , \port$714$0 , \port$716$0 , \port$718$0 , \port$720$0 , \port$722$0 , \port$724$0 , \port$726$0 , \port$728$0 , \port$730$0 , \port$732$0 , \port$734$0 , requests__6__valid, \port$737$0 , \port$739$0 , \port$741$0 , \port$743$0 
+, \port$745$0 , \port$747$0 , \port$749$0 , \port$751$0 , \port$753$0 , \port$755$0 , \port$757$0 , \port$759$0 , \port$761$0 , \port$763$0 , \port$765$0 , \port$767$0 , \port$769$0 , \port$771$0 , \port$773$0 , \port$775$0 , \port$777$0 , \port$779$0 , \port$781$0 , \port$783$0 , \port$785$0 
+, \port$787$0 , requests__7__valid, \port$790$0 , \port$792$0 , \port$794$0 , \port$796$0 , \port$798$0 , \port$800$0 , \port$802$0 , \port$804$0 , \port$806$0 , \port$808$0 , \port$810$0 , \port$812$0 , \port$814$0 , \port$816$0 , \port$818$0 , \port$820$0 , \port$822$0 , \port$824$0 , \port$826$0 
+, \port$828$0 , \port$830$0 , \port$832$0 , \port$834$0 , \port$836$0 , \port$838$0 , \port$840$0 , requests__8__valid, \port$843$0 , \port$845$0 , \port$847$0 , \port$849$0 , \port$851$0 , \port$853$0 , \port$855$0 , \port$857$0 , \port$859$0 , \port$861$0 , \port$863$0 , \port$865$0 , \port$867$0 
+, \port$869$0 , \port$871$0 , \port$873$0 , \port$875$0 , \port$877$0 , \port$879$0 , \port$881$0 , \port$883$0 , \port$885$0 , \port$887$0 , \port$889$0 , \port$891$0 , \port$893$0 , requests__9__valid, \port$896$0 , \port$898$0 , \port$900$0 , \port$902$0 , \port$904$0 , \port$906$0 , \port$908$0 
+, \port$910$0 , \port$912$0 , \port$914$0 , \port$916$0 , \port$918$0 , \port$920$0 , \port$922$0 , \port$924$0 , \port$926$0 , \port$928$0 , \port$930$0 , \port$932$0 , \port$934$0 , \port$936$0 , \port$938$0 , \port$940$0 , \port$942$0 , \port$944$0 , \port$946$0 , requests__10__valid, \port$949$0 
+, \port$951$0 , \port$953$0 , \port$955$0 , \port$957$0 , \port$959$0 , \port$961$0 , \port$963$0 , \port$965$0 , \port$967$0 , \port$969$0 , \port$971$0 , \port$973$0 , \port$975$0 , \port$977$0 , \port$979$0 , \port$981$0 , \port$983$0 , \port$985$0 , \port$987$0 , \port$989$0 , \port$991$0 
+, \port$993$0 , \port$995$0 , \port$997$0 , \port$999$0 , requests__11__valid, \port$1002$0 , \port$1004$0 , \port$1006$0 , \port$1008$0 , \port$1010$0 , \port$1012$0 , \port$1014$0 , \port$1016$0 , \port$1018$0 , \port$1020$0 , \port$1022$0 , \port$1024$0 , \port$1026$0 , \port$1028$0 , \port$1030$0 , \port$1032$0 
+, \port$1034$0 , \port$1036$0 , \port$1038$0 , \port$1040$0 , \port$1042$0 , \port$1044$0 , \port$1046$0 , \port$1048$0 , \port$1050$0 , \port$1052$0 , requests__12__valid, \port$1055$0 , \port$1057$0 , \port$1059$0 , \port$1061$0 , \port$1063$0 , \port$1065$0 , \port$1067$0 , \port$1069$0 , \port$1071$0 , \port$1073$0 
+, \port$1075$0 , \port$1077$0 , \port$1079$0 , \port$1081$0 , \port$1083$0 , \port$1085$0 , \port$1087$0 , \port$1089$0 , \port$1091$0 , \port$1093$0 , \port$1095$0 , \port$1097$0 , \port$1099$0 , \port$1101$0 , \port$1103$0 , \port$1105$0 , requests__13__valid, \port$1108$0 , \port$1110$0 , \port$1112$0 , \port$1114$0 
+, \port$1116$0 , \port$1118$0 , \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1156$0 
+, \port$1158$0 , requests__14__valid, \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1195$0 , \port$1197$0 
+, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , requests__15__valid, \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 , \port$1238$0 
+, \port$1240$0 , \port$1242$0 , \port$1244$0 , \port$1246$0 , \port$1248$0 , \port$1250$0 , \port$1252$0 , \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
 , requests__1__ready, requests__2__ready, requests__3__ready, requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   wire \$100 ;
@@ -39420,838 +39681,838 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
-  output \port$1000$0 ;
-  wire \port$1000$0 ;
   output \port$1002$0 ;
   wire \port$1002$0 ;
   output \port$1004$0 ;
   wire \port$1004$0 ;
   output \port$1006$0 ;
   wire \port$1006$0 ;
-  output \port$1009$0 ;
-  wire \port$1009$0 ;
-  output \port$1011$0 ;
-  wire \port$1011$0 ;
-  output \port$1013$0 ;
-  wire \port$1013$0 ;
-  output \port$1015$0 ;
-  wire \port$1015$0 ;
-  output \port$1017$0 ;
-  wire \port$1017$0 ;
-  output \port$1019$0 ;
-  wire \port$1019$0 ;
-  output \port$1021$0 ;
-  wire \port$1021$0 ;
-  output \port$1023$0 ;
-  wire \port$1023$0 ;
-  output \port$1025$0 ;
-  wire \port$1025$0 ;
-  output \port$1027$0 ;
-  wire \port$1027$0 ;
-  output \port$1029$0 ;
-  wire \port$1029$0 ;
-  output \port$1031$0 ;
-  wire \port$1031$0 ;
-  output \port$1033$0 ;
-  wire \port$1033$0 ;
-  output \port$1035$0 ;
-  wire \port$1035$0 ;
-  output \port$1037$0 ;
-  wire \port$1037$0 ;
-  output \port$1039$0 ;
-  wire \port$1039$0 ;
-  output \port$1041$0 ;
-  wire \port$1041$0 ;
-  output \port$1043$0 ;
-  wire \port$1043$0 ;
-  output \port$1045$0 ;
-  wire \port$1045$0 ;
-  output \port$1047$0 ;
-  wire \port$1047$0 ;
-  output \port$1049$0 ;
-  wire \port$1049$0 ;
-  output \port$1051$0 ;
-  wire \port$1051$0 ;
-  output \port$1053$0 ;
-  wire \port$1053$0 ;
+  output \port$1008$0 ;
+  wire \port$1008$0 ;
+  output \port$1010$0 ;
+  wire \port$1010$0 ;
+  output \port$1012$0 ;
+  wire \port$1012$0 ;
+  output \port$1014$0 ;
+  wire \port$1014$0 ;
+  output \port$1016$0 ;
+  wire \port$1016$0 ;
+  output \port$1018$0 ;
+  wire \port$1018$0 ;
+  output \port$1020$0 ;
+  wire \port$1020$0 ;
+  output \port$1022$0 ;
+  wire \port$1022$0 ;
+  output \port$1024$0 ;
+  wire \port$1024$0 ;
+  output \port$1026$0 ;
+  wire \port$1026$0 ;
+  output \port$1028$0 ;
+  wire \port$1028$0 ;
+  output \port$1030$0 ;
+  wire \port$1030$0 ;
+  output \port$1032$0 ;
+  wire \port$1032$0 ;
+  output \port$1034$0 ;
+  wire \port$1034$0 ;
+  output \port$1036$0 ;
+  wire \port$1036$0 ;
+  output \port$1038$0 ;
+  wire \port$1038$0 ;
+  output \port$1040$0 ;
+  wire \port$1040$0 ;
+  output \port$1042$0 ;
+  wire \port$1042$0 ;
+  output \port$1044$0 ;
+  wire \port$1044$0 ;
+  output \port$1046$0 ;
+  wire \port$1046$0 ;
+  output \port$1048$0 ;
+  wire \port$1048$0 ;
+  output \port$1050$0 ;
+  wire \port$1050$0 ;
+  output \port$1052$0 ;
+  wire \port$1052$0 ;
   output \port$1055$0 ;
   wire \port$1055$0 ;
   output \port$1057$0 ;
   wire \port$1057$0 ;
   output \port$1059$0 ;
   wire \port$1059$0 ;
-  output \port$1062$0 ;
-  wire \port$1062$0 ;
-  output \port$1064$0 ;
-  wire \port$1064$0 ;
-  output \port$1066$0 ;
-  wire \port$1066$0 ;
-  output \port$1068$0 ;
-  wire \port$1068$0 ;
-  output \port$1070$0 ;
-  wire \port$1070$0 ;
-  output \port$1072$0 ;
-  wire \port$1072$0 ;
-  output \port$1074$0 ;
-  wire \port$1074$0 ;
-  output \port$1076$0 ;
-  wire \port$1076$0 ;
-  output \port$1078$0 ;
-  wire \port$1078$0 ;
-  output \port$1080$0 ;
-  wire \port$1080$0 ;
-  output \port$1082$0 ;
-  wire \port$1082$0 ;
-  output \port$1084$0 ;
-  wire \port$1084$0 ;
-  output \port$1086$0 ;
-  wire \port$1086$0 ;
-  output \port$1088$0 ;
-  wire \port$1088$0 ;
-  output \port$1090$0 ;
-  wire \port$1090$0 ;
-  output \port$1092$0 ;
-  wire \port$1092$0 ;
-  output \port$1094$0 ;
-  wire \port$1094$0 ;
-  output \port$1096$0 ;
-  wire \port$1096$0 ;
-  output \port$1098$0 ;
-  wire \port$1098$0 ;
-  output \port$1100$0 ;
-  wire \port$1100$0 ;
-  output \port$1102$0 ;
-  wire \port$1102$0 ;
-  output \port$1104$0 ;
-  wire \port$1104$0 ;
-  output \port$1106$0 ;
-  wire \port$1106$0 ;
+  output \port$1061$0 ;
+  wire \port$1061$0 ;
+  output \port$1063$0 ;
+  wire \port$1063$0 ;
+  output \port$1065$0 ;
+  wire \port$1065$0 ;
+  output \port$1067$0 ;
+  wire \port$1067$0 ;
+  output \port$1069$0 ;
+  wire \port$1069$0 ;
+  output \port$1071$0 ;
+  wire \port$1071$0 ;
+  output \port$1073$0 ;
+  wire \port$1073$0 ;
+  output \port$1075$0 ;
+  wire \port$1075$0 ;
+  output \port$1077$0 ;
+  wire \port$1077$0 ;
+  output \port$1079$0 ;
+  wire \port$1079$0 ;
+  output \port$1081$0 ;
+  wire \port$1081$0 ;
+  output \port$1083$0 ;
+  wire \port$1083$0 ;
+  output \port$1085$0 ;
+  wire \port$1085$0 ;
+  output \port$1087$0 ;
+  wire \port$1087$0 ;
+  output \port$1089$0 ;
+  wire \port$1089$0 ;
+  output \port$1091$0 ;
+  wire \port$1091$0 ;
+  output \port$1093$0 ;
+  wire \port$1093$0 ;
+  output \port$1095$0 ;
+  wire \port$1095$0 ;
+  output \port$1097$0 ;
+  wire \port$1097$0 ;
+  output \port$1099$0 ;
+  wire \port$1099$0 ;
+  output \port$1101$0 ;
+  wire \port$1101$0 ;
+  output \port$1103$0 ;
+  wire \port$1103$0 ;
+  output \port$1105$0 ;
+  wire \port$1105$0 ;
   output \port$1108$0 ;
   wire \port$1108$0 ;
   output \port$1110$0 ;
   wire \port$1110$0 ;
   output \port$1112$0 ;
   wire \port$1112$0 ;
-  output \port$1115$0 ;
-  wire \port$1115$0 ;
-  output \port$1117$0 ;
-  wire \port$1117$0 ;
-  output \port$1119$0 ;
-  wire \port$1119$0 ;
-  output \port$1121$0 ;
-  wire \port$1121$0 ;
-  output \port$1123$0 ;
-  wire \port$1123$0 ;
-  output \port$1125$0 ;
-  wire \port$1125$0 ;
-  output \port$1127$0 ;
-  wire \port$1127$0 ;
-  output \port$1129$0 ;
-  wire \port$1129$0 ;
-  output \port$1131$0 ;
-  wire \port$1131$0 ;
-  output \port$1133$0 ;
-  wire \port$1133$0 ;
-  output \port$1135$0 ;
-  wire \port$1135$0 ;
-  output \port$1137$0 ;
-  wire \port$1137$0 ;
-  output \port$1139$0 ;
-  wire \port$1139$0 ;
-  output \port$1141$0 ;
-  wire \port$1141$0 ;
-  output \port$1143$0 ;
-  wire \port$1143$0 ;
-  output \port$1145$0 ;
-  wire \port$1145$0 ;
-  output \port$1147$0 ;
-  wire \port$1147$0 ;
-  output \port$1149$0 ;
-  wire \port$1149$0 ;
-  output \port$1151$0 ;
-  wire \port$1151$0 ;
-  output \port$1153$0 ;
-  wire \port$1153$0 ;
-  output \port$1155$0 ;
-  wire \port$1155$0 ;
-  output \port$1157$0 ;
-  wire \port$1157$0 ;
-  output \port$1159$0 ;
-  wire \port$1159$0 ;
+  output \port$1114$0 ;
+  wire \port$1114$0 ;
+  output \port$1116$0 ;
+  wire \port$1116$0 ;
+  output \port$1118$0 ;
+  wire \port$1118$0 ;
+  output \port$1120$0 ;
+  wire \port$1120$0 ;
+  output \port$1122$0 ;
+  wire \port$1122$0 ;
+  output \port$1124$0 ;
+  wire \port$1124$0 ;
+  output \port$1126$0 ;
+  wire \port$1126$0 ;
+  output \port$1128$0 ;
+  wire \port$1128$0 ;
+  output \port$1130$0 ;
+  wire \port$1130$0 ;
+  output \port$1132$0 ;
+  wire \port$1132$0 ;
+  output \port$1134$0 ;
+  wire \port$1134$0 ;
+  output \port$1136$0 ;
+  wire \port$1136$0 ;
+  output \port$1138$0 ;
+  wire \port$1138$0 ;
+  output \port$1140$0 ;
+  wire \port$1140$0 ;
+  output \port$1142$0 ;
+  wire \port$1142$0 ;
+  output \port$1144$0 ;
+  wire \port$1144$0 ;
+  output \port$1146$0 ;
+  wire \port$1146$0 ;
+  output \port$1148$0 ;
+  wire \port$1148$0 ;
+  output \port$1150$0 ;
+  wire \port$1150$0 ;
+  output \port$1152$0 ;
+  wire \port$1152$0 ;
+  output \port$1154$0 ;
+  wire \port$1154$0 ;
+  output \port$1156$0 ;
+  wire \port$1156$0 ;
+  output \port$1158$0 ;
+  wire \port$1158$0 ;
   output \port$1161$0 ;
   wire \port$1161$0 ;
   output \port$1163$0 ;
   wire \port$1163$0 ;
   output \port$1165$0 ;
   wire \port$1165$0 ;
-  output \port$1168$0 ;
-  wire \port$1168$0 ;
-  output \port$1170$0 ;
-  wire \port$1170$0 ;
-  output \port$1172$0 ;
-  wire \port$1172$0 ;
-  output \port$1174$0 ;
-  wire \port$1174$0 ;
-  output \port$1176$0 ;
-  wire \port$1176$0 ;
-  output \port$1178$0 ;
-  wire \port$1178$0 ;
-  output \port$1180$0 ;
-  wire \port$1180$0 ;
-  output \port$1182$0 ;
-  wire \port$1182$0 ;
-  output \port$1184$0 ;
-  wire \port$1184$0 ;
-  output \port$1186$0 ;
-  wire \port$1186$0 ;
-  output \port$1188$0 ;
-  wire \port$1188$0 ;
-  output \port$1190$0 ;
-  wire \port$1190$0 ;
-  output \port$1192$0 ;
-  wire \port$1192$0 ;
-  output \port$1194$0 ;
-  wire \port$1194$0 ;
-  output \port$1196$0 ;
-  wire \port$1196$0 ;
-  output \port$1198$0 ;
-  wire \port$1198$0 ;
-  output \port$1200$0 ;
-  wire \port$1200$0 ;
-  output \port$1202$0 ;
-  wire \port$1202$0 ;
-  output \port$1204$0 ;
-  wire \port$1204$0 ;
-  output \port$1206$0 ;
-  wire \port$1206$0 ;
-  output \port$1208$0 ;
-  wire \port$1208$0 ;
-  output \port$1210$0 ;
-  wire \port$1210$0 ;
-  output \port$1212$0 ;
-  wire \port$1212$0 ;
+  output \port$1167$0 ;
+  wire \port$1167$0 ;
+  output \port$1169$0 ;
+  wire \port$1169$0 ;
+  output \port$1171$0 ;
+  wire \port$1171$0 ;
+  output \port$1173$0 ;
+  wire \port$1173$0 ;
+  output \port$1175$0 ;
+  wire \port$1175$0 ;
+  output \port$1177$0 ;
+  wire \port$1177$0 ;
+  output \port$1179$0 ;
+  wire \port$1179$0 ;
+  output \port$1181$0 ;
+  wire \port$1181$0 ;
+  output \port$1183$0 ;
+  wire \port$1183$0 ;
+  output \port$1185$0 ;
+  wire \port$1185$0 ;
+  output \port$1187$0 ;
+  wire \port$1187$0 ;
+  output \port$1189$0 ;
+  wire \port$1189$0 ;
+  output \port$1191$0 ;
+  wire \port$1191$0 ;
+  output \port$1193$0 ;
+  wire \port$1193$0 ;
+  output \port$1195$0 ;
+  wire \port$1195$0 ;
+  output \port$1197$0 ;
+  wire \port$1197$0 ;
+  output \port$1199$0 ;
+  wire \port$1199$0 ;
+  output \port$1201$0 ;
+  wire \port$1201$0 ;
+  output \port$1203$0 ;
+  wire \port$1203$0 ;
+  output \port$1205$0 ;
+  wire \port$1205$0 ;
+  output \port$1207$0 ;
+  wire \port$1207$0 ;
+  output \port$1209$0 ;
+  wire \port$1209$0 ;
+  output \port$1211$0 ;
+  wire \port$1211$0 ;
   output \port$1214$0 ;
   wire \port$1214$0 ;
   output \port$1216$0 ;
   wire \port$1216$0 ;
   output \port$1218$0 ;
   wire \port$1218$0 ;
-  output \port$1221$0 ;
-  wire \port$1221$0 ;
-  output \port$1223$0 ;
-  wire \port$1223$0 ;
-  output \port$1225$0 ;
-  wire \port$1225$0 ;
-  output \port$1227$0 ;
-  wire \port$1227$0 ;
-  output \port$1229$0 ;
-  wire \port$1229$0 ;
-  output \port$1231$0 ;
-  wire \port$1231$0 ;
-  output \port$1233$0 ;
-  wire \port$1233$0 ;
-  output \port$1235$0 ;
-  wire \port$1235$0 ;
-  output \port$1237$0 ;
-  wire \port$1237$0 ;
-  output \port$1239$0 ;
-  wire \port$1239$0 ;
-  output \port$1241$0 ;
-  wire \port$1241$0 ;
-  output \port$1243$0 ;
-  wire \port$1243$0 ;
-  output \port$1245$0 ;
-  wire \port$1245$0 ;
-  output \port$1247$0 ;
-  wire \port$1247$0 ;
-  output \port$1249$0 ;
-  wire \port$1249$0 ;
-  output \port$1251$0 ;
-  wire \port$1251$0 ;
-  output \port$1253$0 ;
-  wire \port$1253$0 ;
-  output \port$1255$0 ;
-  wire \port$1255$0 ;
-  output \port$1257$0 ;
-  wire \port$1257$0 ;
-  output \port$1259$0 ;
-  wire \port$1259$0 ;
-  output \port$1261$0 ;
-  wire \port$1261$0 ;
-  output \port$1263$0 ;
-  wire \port$1263$0 ;
-  output \port$1265$0 ;
-  wire \port$1265$0 ;
-  output \port$1267$0 ;
-  wire \port$1267$0 ;
-  output \port$1269$0 ;
-  wire \port$1269$0 ;
-  output \port$1271$0 ;
-  wire \port$1271$0 ;
-  output \port$426$0 ;
-  wire \port$426$0 ;
-  output \port$428$0 ;
-  wire \port$428$0 ;
-  output \port$430$0 ;
-  wire \port$430$0 ;
-  output \port$432$0 ;
-  wire \port$432$0 ;
-  output \port$434$0 ;
-  wire \port$434$0 ;
-  output \port$436$0 ;
-  wire \port$436$0 ;
-  output \port$438$0 ;
-  wire \port$438$0 ;
-  output \port$440$0 ;
-  wire \port$440$0 ;
-  output \port$442$0 ;
-  wire \port$442$0 ;
-  output \port$444$0 ;
-  wire \port$444$0 ;
-  output \port$446$0 ;
-  wire \port$446$0 ;
-  output \port$448$0 ;
-  wire \port$448$0 ;
-  output \port$450$0 ;
-  wire \port$450$0 ;
-  output \port$452$0 ;
-  wire \port$452$0 ;
-  output \port$454$0 ;
-  wire \port$454$0 ;
-  output \port$456$0 ;
-  wire \port$456$0 ;
-  output \port$458$0 ;
-  wire \port$458$0 ;
-  output \port$460$0 ;
-  wire \port$460$0 ;
-  output \port$462$0 ;
-  wire \port$462$0 ;
-  output \port$464$0 ;
-  wire \port$464$0 ;
-  output \port$466$0 ;
-  wire \port$466$0 ;
-  output \port$468$0 ;
-  wire \port$468$0 ;
-  output \port$470$0 ;
-  wire \port$470$0 ;
+  output \port$1220$0 ;
+  wire \port$1220$0 ;
+  output \port$1222$0 ;
+  wire \port$1222$0 ;
+  output \port$1224$0 ;
+  wire \port$1224$0 ;
+  output \port$1226$0 ;
+  wire \port$1226$0 ;
+  output \port$1228$0 ;
+  wire \port$1228$0 ;
+  output \port$1230$0 ;
+  wire \port$1230$0 ;
+  output \port$1232$0 ;
+  wire \port$1232$0 ;
+  output \port$1234$0 ;
+  wire \port$1234$0 ;
+  output \port$1236$0 ;
+  wire \port$1236$0 ;
+  output \port$1238$0 ;
+  wire \port$1238$0 ;
+  output \port$1240$0 ;
+  wire \port$1240$0 ;
+  output \port$1242$0 ;
+  wire \port$1242$0 ;
+  output \port$1244$0 ;
+  wire \port$1244$0 ;
+  output \port$1246$0 ;
+  wire \port$1246$0 ;
+  output \port$1248$0 ;
+  wire \port$1248$0 ;
+  output \port$1250$0 ;
+  wire \port$1250$0 ;
+  output \port$1252$0 ;
+  wire \port$1252$0 ;
+  output \port$1254$0 ;
+  wire \port$1254$0 ;
+  output \port$1256$0 ;
+  wire \port$1256$0 ;
+  output \port$1258$0 ;
+  wire \port$1258$0 ;
+  output \port$1260$0 ;
+  wire \port$1260$0 ;
+  output \port$1262$0 ;
+  wire \port$1262$0 ;
+  output \port$1264$0 ;
+  wire \port$1264$0 ;
+  output \port$419$0 ;
+  wire \port$419$0 ;
+  output \port$421$0 ;
+  wire \port$421$0 ;
+  output \port$423$0 ;
+  wire \port$423$0 ;
+  output \port$425$0 ;
+  wire \port$425$0 ;
+  output \port$427$0 ;
+  wire \port$427$0 ;
+  output \port$429$0 ;
+  wire \port$429$0 ;
+  output \port$431$0 ;
+  wire \port$431$0 ;
+  output \port$433$0 ;
+  wire \port$433$0 ;
+  output \port$435$0 ;
+  wire \port$435$0 ;
+  output \port$437$0 ;
+  wire \port$437$0 ;
+  output \port$439$0 ;
+  wire \port$439$0 ;
+  output \port$441$0 ;
+  wire \port$441$0 ;
+  output \port$443$0 ;
+  wire \port$443$0 ;
+  output \port$445$0 ;
+  wire \port$445$0 ;
+  output \port$447$0 ;
+  wire \port$447$0 ;
+  output \port$449$0 ;
+  wire \port$449$0 ;
+  output \port$451$0 ;
+  wire \port$451$0 ;
+  output \port$453$0 ;
+  wire \port$453$0 ;
+  output \port$455$0 ;
+  wire \port$455$0 ;
+  output \port$457$0 ;
+  wire \port$457$0 ;
+  output \port$459$0 ;
+  wire \port$459$0 ;
+  output \port$461$0 ;
+  wire \port$461$0 ;
+  output \port$463$0 ;
+  wire \port$463$0 ;
+  output \port$465$0 ;
+  wire \port$465$0 ;
+  output \port$467$0 ;
+  wire \port$467$0 ;
+  output \port$469$0 ;
+  wire \port$469$0 ;
   output \port$472$0 ;
   wire \port$472$0 ;
   output \port$474$0 ;
   wire \port$474$0 ;
   output \port$476$0 ;
   wire \port$476$0 ;
-  output \port$479$0 ;
-  wire \port$479$0 ;
-  output \port$481$0 ;
-  wire \port$481$0 ;
-  output \port$483$0 ;
-  wire \port$483$0 ;
-  output \port$485$0 ;
-  wire \port$485$0 ;
-  output \port$487$0 ;
-  wire \port$487$0 ;
-  output \port$489$0 ;
-  wire \port$489$0 ;
-  output \port$491$0 ;
-  wire \port$491$0 ;
-  output \port$493$0 ;
-  wire \port$493$0 ;
-  output \port$495$0 ;
-  wire \port$495$0 ;
-  output \port$497$0 ;
-  wire \port$497$0 ;
-  output \port$499$0 ;
-  wire \port$499$0 ;
-  output \port$501$0 ;
-  wire \port$501$0 ;
-  output \port$503$0 ;
-  wire \port$503$0 ;
-  output \port$505$0 ;
-  wire \port$505$0 ;
-  output \port$507$0 ;
-  wire \port$507$0 ;
-  output \port$509$0 ;
-  wire \port$509$0 ;
-  output \port$511$0 ;
-  wire \port$511$0 ;
-  output \port$513$0 ;
-  wire \port$513$0 ;
-  output \port$515$0 ;
-  wire \port$515$0 ;
-  output \port$517$0 ;
-  wire \port$517$0 ;
-  output \port$519$0 ;
-  wire \port$519$0 ;
-  output \port$521$0 ;
-  wire \port$521$0 ;
-  output \port$523$0 ;
-  wire \port$523$0 ;
+  output \port$478$0 ;
+  wire \port$478$0 ;
+  output \port$480$0 ;
+  wire \port$480$0 ;
+  output \port$482$0 ;
+  wire \port$482$0 ;
+  output \port$484$0 ;
+  wire \port$484$0 ;
+  output \port$486$0 ;
+  wire \port$486$0 ;
+  output \port$488$0 ;
+  wire \port$488$0 ;
+  output \port$490$0 ;
+  wire \port$490$0 ;
+  output \port$492$0 ;
+  wire \port$492$0 ;
+  output \port$494$0 ;
+  wire \port$494$0 ;
+  output \port$496$0 ;
+  wire \port$496$0 ;
+  output \port$498$0 ;
+  wire \port$498$0 ;
+  output \port$500$0 ;
+  wire \port$500$0 ;
+  output \port$502$0 ;
+  wire \port$502$0 ;
+  output \port$504$0 ;
+  wire \port$504$0 ;
+  output \port$506$0 ;
+  wire \port$506$0 ;
+  output \port$508$0 ;
+  wire \port$508$0 ;
+  output \port$510$0 ;
+  wire \port$510$0 ;
+  output \port$512$0 ;
+  wire \port$512$0 ;
+  output \port$514$0 ;
+  wire \port$514$0 ;
+  output \port$516$0 ;
+  wire \port$516$0 ;
+  output \port$518$0 ;
+  wire \port$518$0 ;
+  output \port$520$0 ;
+  wire \port$520$0 ;
+  output \port$522$0 ;
+  wire \port$522$0 ;
   output \port$525$0 ;
   wire \port$525$0 ;
   output \port$527$0 ;
   wire \port$527$0 ;
   output \port$529$0 ;
   wire \port$529$0 ;
-  output \port$532$0 ;
-  wire \port$532$0 ;
-  output \port$534$0 ;
-  wire \port$534$0 ;
-  output \port$536$0 ;
-  wire \port$536$0 ;
-  output \port$538$0 ;
-  wire \port$538$0 ;
-  output \port$540$0 ;
-  wire \port$540$0 ;
-  output \port$542$0 ;
-  wire \port$542$0 ;
-  output \port$544$0 ;
-  wire \port$544$0 ;
-  output \port$546$0 ;
-  wire \port$546$0 ;
-  output \port$548$0 ;
-  wire \port$548$0 ;
-  output \port$550$0 ;
-  wire \port$550$0 ;
-  output \port$552$0 ;
-  wire \port$552$0 ;
-  output \port$554$0 ;
-  wire \port$554$0 ;
-  output \port$556$0 ;
-  wire \port$556$0 ;
-  output \port$558$0 ;
-  wire \port$558$0 ;
-  output \port$560$0 ;
-  wire \port$560$0 ;
-  output \port$562$0 ;
-  wire \port$562$0 ;
-  output \port$564$0 ;
-  wire \port$564$0 ;
-  output \port$566$0 ;
-  wire \port$566$0 ;
-  output \port$568$0 ;
-  wire \port$568$0 ;
-  output \port$570$0 ;
-  wire \port$570$0 ;
-  output \port$572$0 ;
-  wire \port$572$0 ;
-  output \port$574$0 ;
-  wire \port$574$0 ;
-  output \port$576$0 ;
-  wire \port$576$0 ;
+  output \port$531$0 ;
+  wire \port$531$0 ;
+  output \port$533$0 ;
+  wire \port$533$0 ;
+  output \port$535$0 ;
+  wire \port$535$0 ;
+  output \port$537$0 ;
+  wire \port$537$0 ;
+  output \port$539$0 ;
+  wire \port$539$0 ;
+  output \port$541$0 ;
+  wire \port$541$0 ;
+  output \port$543$0 ;
+  wire \port$543$0 ;
+  output \port$545$0 ;
+  wire \port$545$0 ;
+  output \port$547$0 ;
+  wire \port$547$0 ;
+  output \port$549$0 ;
+  wire \port$549$0 ;
+  output \port$551$0 ;
+  wire \port$551$0 ;
+  output \port$553$0 ;
+  wire \port$553$0 ;
+  output \port$555$0 ;
+  wire \port$555$0 ;
+  output \port$557$0 ;
+  wire \port$557$0 ;
+  output \port$559$0 ;
+  wire \port$559$0 ;
+  output \port$561$0 ;
+  wire \port$561$0 ;
+  output \port$563$0 ;
+  wire \port$563$0 ;
+  output \port$565$0 ;
+  wire \port$565$0 ;
+  output \port$567$0 ;
+  wire \port$567$0 ;
+  output \port$569$0 ;
+  wire \port$569$0 ;
+  output \port$571$0 ;
+  wire \port$571$0 ;
+  output \port$573$0 ;
+  wire \port$573$0 ;
+  output \port$575$0 ;
+  wire \port$575$0 ;
   output \port$578$0 ;
   wire \port$578$0 ;
   output \port$580$0 ;
   wire \port$580$0 ;
   output \port$582$0 ;
   wire \port$582$0 ;
-  output \port$585$0 ;
-  wire \port$585$0 ;
-  output \port$587$0 ;
-  wire \port$587$0 ;
-  output \port$589$0 ;
-  wire \port$589$0 ;
-  output \port$591$0 ;
-  wire \port$591$0 ;
-  output \port$593$0 ;
-  wire \port$593$0 ;
-  output \port$595$0 ;
-  wire \port$595$0 ;
-  output \port$597$0 ;
-  wire \port$597$0 ;
-  output \port$599$0 ;
-  wire \port$599$0 ;
-  output \port$601$0 ;
-  wire \port$601$0 ;
-  output \port$603$0 ;
-  wire \port$603$0 ;
-  output \port$605$0 ;
-  wire \port$605$0 ;
-  output \port$607$0 ;
-  wire \port$607$0 ;
-  output \port$609$0 ;
-  wire \port$609$0 ;
-  output \port$611$0 ;
-  wire \port$611$0 ;
-  output \port$613$0 ;
-  wire \port$613$0 ;
-  output \port$615$0 ;
-  wire \port$615$0 ;
-  output \port$617$0 ;
-  wire \port$617$0 ;
-  output \port$619$0 ;
-  wire \port$619$0 ;
-  output \port$621$0 ;
-  wire \port$621$0 ;
-  output \port$623$0 ;
-  wire \port$623$0 ;
-  output \port$625$0 ;
-  wire \port$625$0 ;
-  output \port$627$0 ;
-  wire \port$627$0 ;
-  output \port$629$0 ;
-  wire \port$629$0 ;
+  output \port$584$0 ;
+  wire \port$584$0 ;
+  output \port$586$0 ;
+  wire \port$586$0 ;
+  output \port$588$0 ;
+  wire \port$588$0 ;
+  output \port$590$0 ;
+  wire \port$590$0 ;
+  output \port$592$0 ;
+  wire \port$592$0 ;
+  output \port$594$0 ;
+  wire \port$594$0 ;
+  output \port$596$0 ;
+  wire \port$596$0 ;
+  output \port$598$0 ;
+  wire \port$598$0 ;
+  output \port$600$0 ;
+  wire \port$600$0 ;
+  output \port$602$0 ;
+  wire \port$602$0 ;
+  output \port$604$0 ;
+  wire \port$604$0 ;
+  output \port$606$0 ;
+  wire \port$606$0 ;
+  output \port$608$0 ;
+  wire \port$608$0 ;
+  output \port$610$0 ;
+  wire \port$610$0 ;
+  output \port$612$0 ;
+  wire \port$612$0 ;
+  output \port$614$0 ;
+  wire \port$614$0 ;
+  output \port$616$0 ;
+  wire \port$616$0 ;
+  output \port$618$0 ;
+  wire \port$618$0 ;
+  output \port$620$0 ;
+  wire \port$620$0 ;
+  output \port$622$0 ;
+  wire \port$622$0 ;
+  output \port$624$0 ;
+  wire \port$624$0 ;
+  output \port$626$0 ;
+  wire \port$626$0 ;
+  output \port$628$0 ;
+  wire \port$628$0 ;
   output \port$631$0 ;
   wire \port$631$0 ;
   output \port$633$0 ;
   wire \port$633$0 ;
   output \port$635$0 ;
   wire \port$635$0 ;
-  output \port$638$0 ;
-  wire \port$638$0 ;
-  output \port$640$0 ;
-  wire \port$640$0 ;
-  output \port$642$0 ;
-  wire \port$642$0 ;
-  output \port$644$0 ;
-  wire \port$644$0 ;
-  output \port$646$0 ;
-  wire \port$646$0 ;
-  output \port$648$0 ;
-  wire \port$648$0 ;
-  output \port$650$0 ;
-  wire \port$650$0 ;
-  output \port$652$0 ;
-  wire \port$652$0 ;
-  output \port$654$0 ;
-  wire \port$654$0 ;
-  output \port$656$0 ;
-  wire \port$656$0 ;
-  output \port$658$0 ;
-  wire \port$658$0 ;
-  output \port$660$0 ;
-  wire \port$660$0 ;
-  output \port$662$0 ;
-  wire \port$662$0 ;
-  output \port$664$0 ;
-  wire \port$664$0 ;
-  output \port$666$0 ;
-  wire \port$666$0 ;
-  output \port$668$0 ;
-  wire \port$668$0 ;
-  output \port$670$0 ;
-  wire \port$670$0 ;
-  output \port$672$0 ;
-  wire \port$672$0 ;
-  output \port$674$0 ;
-  wire \port$674$0 ;
-  output \port$676$0 ;
-  wire \port$676$0 ;
-  output \port$678$0 ;
-  wire \port$678$0 ;
-  output \port$680$0 ;
-  wire \port$680$0 ;
-  output \port$682$0 ;
-  wire \port$682$0 ;
+  output \port$637$0 ;
+  wire \port$637$0 ;
+  output \port$639$0 ;
+  wire \port$639$0 ;
+  output \port$641$0 ;
+  wire \port$641$0 ;
+  output \port$643$0 ;
+  wire \port$643$0 ;
+  output \port$645$0 ;
+  wire \port$645$0 ;
+  output \port$647$0 ;
+  wire \port$647$0 ;
+  output \port$649$0 ;
+  wire \port$649$0 ;
+  output \port$651$0 ;
+  wire \port$651$0 ;
+  output \port$653$0 ;
+  wire \port$653$0 ;
+  output \port$655$0 ;
+  wire \port$655$0 ;
+  output \port$657$0 ;
+  wire \port$657$0 ;
+  output \port$659$0 ;
+  wire \port$659$0 ;
+  output \port$661$0 ;
+  wire \port$661$0 ;
+  output \port$663$0 ;
+  wire \port$663$0 ;
+  output \port$665$0 ;
+  wire \port$665$0 ;
+  output \port$667$0 ;
+  wire \port$667$0 ;
+  output \port$669$0 ;
+  wire \port$669$0 ;
+  output \port$671$0 ;
+  wire \port$671$0 ;
+  output \port$673$0 ;
+  wire \port$673$0 ;
+  output \port$675$0 ;
+  wire \port$675$0 ;
+  output \port$677$0 ;
+  wire \port$677$0 ;
+  output \port$679$0 ;
+  wire \port$679$0 ;
+  output \port$681$0 ;
+  wire \port$681$0 ;
   output \port$684$0 ;
   wire \port$684$0 ;
   output \port$686$0 ;
   wire \port$686$0 ;
   output \port$688$0 ;
   wire \port$688$0 ;
-  output \port$691$0 ;
-  wire \port$691$0 ;
-  output \port$693$0 ;
-  wire \port$693$0 ;
-  output \port$695$0 ;
-  wire \port$695$0 ;
-  output \port$697$0 ;
-  wire \port$697$0 ;
-  output \port$699$0 ;
-  wire \port$699$0 ;
-  output \port$701$0 ;
-  wire \port$701$0 ;
-  output \port$703$0 ;
-  wire \port$703$0 ;
-  output \port$705$0 ;
-  wire \port$705$0 ;
-  output \port$707$0 ;
-  wire \port$707$0 ;
-  output \port$709$0 ;
-  wire \port$709$0 ;
-  output \port$711$0 ;
-  wire \port$711$0 ;
-  output \port$713$0 ;
-  wire \port$713$0 ;
-  output \port$715$0 ;
-  wire \port$715$0 ;
-  output \port$717$0 ;
-  wire \port$717$0 ;
-  output \port$719$0 ;
-  wire \port$719$0 ;
-  output \port$721$0 ;
-  wire \port$721$0 ;
-  output \port$723$0 ;
-  wire \port$723$0 ;
-  output \port$725$0 ;
-  wire \port$725$0 ;
-  output \port$727$0 ;
-  wire \port$727$0 ;
-  output \port$729$0 ;
-  wire \port$729$0 ;
-  output \port$731$0 ;
-  wire \port$731$0 ;
-  output \port$733$0 ;
-  wire \port$733$0 ;
-  output \port$735$0 ;
-  wire \port$735$0 ;
+  output \port$690$0 ;
+  wire \port$690$0 ;
+  output \port$692$0 ;
+  wire \port$692$0 ;
+  output \port$694$0 ;
+  wire \port$694$0 ;
+  output \port$696$0 ;
+  wire \port$696$0 ;
+  output \port$698$0 ;
+  wire \port$698$0 ;
+  output \port$700$0 ;
+  wire \port$700$0 ;
+  output \port$702$0 ;
+  wire \port$702$0 ;
+  output \port$704$0 ;
+  wire \port$704$0 ;
+  output \port$706$0 ;
+  wire \port$706$0 ;
+  output \port$708$0 ;
+  wire \port$708$0 ;
+  output \port$710$0 ;
+  wire \port$710$0 ;
+  output \port$712$0 ;
+  wire \port$712$0 ;
+  output \port$714$0 ;
+  wire \port$714$0 ;
+  output \port$716$0 ;
+  wire \port$716$0 ;
+  output \port$718$0 ;
+  wire \port$718$0 ;
+  output \port$720$0 ;
+  wire \port$720$0 ;
+  output \port$722$0 ;
+  wire \port$722$0 ;
+  output \port$724$0 ;
+  wire \port$724$0 ;
+  output \port$726$0 ;
+  wire \port$726$0 ;
+  output \port$728$0 ;
+  wire \port$728$0 ;
+  output \port$730$0 ;
+  wire \port$730$0 ;
+  output \port$732$0 ;
+  wire \port$732$0 ;
+  output \port$734$0 ;
+  wire \port$734$0 ;
   output \port$737$0 ;
   wire \port$737$0 ;
   output \port$739$0 ;
   wire \port$739$0 ;
   output \port$741$0 ;
   wire \port$741$0 ;
-  output \port$744$0 ;
-  wire \port$744$0 ;
-  output \port$746$0 ;
-  wire \port$746$0 ;
-  output \port$748$0 ;
-  wire \port$748$0 ;
-  output \port$750$0 ;
-  wire \port$750$0 ;
-  output \port$752$0 ;
-  wire \port$752$0 ;
-  output \port$754$0 ;
-  wire \port$754$0 ;
-  output \port$756$0 ;
-  wire \port$756$0 ;
-  output \port$758$0 ;
-  wire \port$758$0 ;
-  output \port$760$0 ;
-  wire \port$760$0 ;
-  output \port$762$0 ;
-  wire \port$762$0 ;
-  output \port$764$0 ;
-  wire \port$764$0 ;
-  output \port$766$0 ;
-  wire \port$766$0 ;
-  output \port$768$0 ;
-  wire \port$768$0 ;
-  output \port$770$0 ;
-  wire \port$770$0 ;
-  output \port$772$0 ;
-  wire \port$772$0 ;
-  output \port$774$0 ;
-  wire \port$774$0 ;
-  output \port$776$0 ;
-  wire \port$776$0 ;
-  output \port$778$0 ;
-  wire \port$778$0 ;
-  output \port$780$0 ;
-  wire \port$780$0 ;
-  output \port$782$0 ;
-  wire \port$782$0 ;
-  output \port$784$0 ;
-  wire \port$784$0 ;
-  output \port$786$0 ;
-  wire \port$786$0 ;
-  output \port$788$0 ;
-  wire \port$788$0 ;
+  output \port$743$0 ;
+  wire \port$743$0 ;
+  output \port$745$0 ;
+  wire \port$745$0 ;
+  output \port$747$0 ;
+  wire \port$747$0 ;
+  output \port$749$0 ;
+  wire \port$749$0 ;
+  output \port$751$0 ;
+  wire \port$751$0 ;
+  output \port$753$0 ;
+  wire \port$753$0 ;
+  output \port$755$0 ;
+  wire \port$755$0 ;
+  output \port$757$0 ;
+  wire \port$757$0 ;
+  output \port$759$0 ;
+  wire \port$759$0 ;
+  output \port$761$0 ;
+  wire \port$761$0 ;
+  output \port$763$0 ;
+  wire \port$763$0 ;
+  output \port$765$0 ;
+  wire \port$765$0 ;
+  output \port$767$0 ;
+  wire \port$767$0 ;
+  output \port$769$0 ;
+  wire \port$769$0 ;
+  output \port$771$0 ;
+  wire \port$771$0 ;
+  output \port$773$0 ;
+  wire \port$773$0 ;
+  output \port$775$0 ;
+  wire \port$775$0 ;
+  output \port$777$0 ;
+  wire \port$777$0 ;
+  output \port$779$0 ;
+  wire \port$779$0 ;
+  output \port$781$0 ;
+  wire \port$781$0 ;
+  output \port$783$0 ;
+  wire \port$783$0 ;
+  output \port$785$0 ;
+  wire \port$785$0 ;
+  output \port$787$0 ;
+  wire \port$787$0 ;
   output \port$790$0 ;
   wire \port$790$0 ;
   output \port$792$0 ;
   wire \port$792$0 ;
   output \port$794$0 ;
   wire \port$794$0 ;
-  output \port$797$0 ;
-  wire \port$797$0 ;
-  output \port$799$0 ;
-  wire \port$799$0 ;
-  output \port$801$0 ;
-  wire \port$801$0 ;
-  output \port$803$0 ;
-  wire \port$803$0 ;
-  output \port$805$0 ;
-  wire \port$805$0 ;
-  output \port$807$0 ;
-  wire \port$807$0 ;
-  output \port$809$0 ;
-  wire \port$809$0 ;
-  output \port$811$0 ;
-  wire \port$811$0 ;
-  output \port$813$0 ;
-  wire \port$813$0 ;
-  output \port$815$0 ;
-  wire \port$815$0 ;
-  output \port$817$0 ;
-  wire \port$817$0 ;
-  output \port$819$0 ;
-  wire \port$819$0 ;
-  output \port$821$0 ;
-  wire \port$821$0 ;
-  output \port$823$0 ;
-  wire \port$823$0 ;
-  output \port$825$0 ;
-  wire \port$825$0 ;
-  output \port$827$0 ;
-  wire \port$827$0 ;
-  output \port$829$0 ;
-  wire \port$829$0 ;
-  output \port$831$0 ;
-  wire \port$831$0 ;
-  output \port$833$0 ;
-  wire \port$833$0 ;
-  output \port$835$0 ;
-  wire \port$835$0 ;
-  output \port$837$0 ;
-  wire \port$837$0 ;
-  output \port$839$0 ;
-  wire \port$839$0 ;
-  output \port$841$0 ;
-  wire \port$841$0 ;
+  output \port$796$0 ;
+  wire \port$796$0 ;
+  output \port$798$0 ;
+  wire \port$798$0 ;
+  output \port$800$0 ;
+  wire \port$800$0 ;
+  output \port$802$0 ;
+  wire \port$802$0 ;
+  output \port$804$0 ;
+  wire \port$804$0 ;
+  output \port$806$0 ;
+  wire \port$806$0 ;
+  output \port$808$0 ;
+  wire \port$808$0 ;
+  output \port$810$0 ;
+  wire \port$810$0 ;
+  output \port$812$0 ;
+  wire \port$812$0 ;
+  output \port$814$0 ;
+  wire \port$814$0 ;
+  output \port$816$0 ;
+  wire \port$816$0 ;
+  output \port$818$0 ;
+  wire \port$818$0 ;
+  output \port$820$0 ;
+  wire \port$820$0 ;
+  output \port$822$0 ;
+  wire \port$822$0 ;
+  output \port$824$0 ;
+  wire \port$824$0 ;
+  output \port$826$0 ;
+  wire \port$826$0 ;
+  output \port$828$0 ;
+  wire \port$828$0 ;
+  output \port$830$0 ;
+  wire \port$830$0 ;
+  output \port$832$0 ;
+  wire \port$832$0 ;
+  output \port$834$0 ;
+  wire \port$834$0 ;
+  output \port$836$0 ;
+  wire \port$836$0 ;
+  output \port$838$0 ;
+  wire \port$838$0 ;
+  output \port$840$0 ;
+  wire \port$840$0 ;
   output \port$843$0 ;
   wire \port$843$0 ;
   output \port$845$0 ;
   wire \port$845$0 ;
   output \port$847$0 ;
   wire \port$847$0 ;
-  output \port$850$0 ;
-  wire \port$850$0 ;
-  output \port$852$0 ;
-  wire \port$852$0 ;
-  output \port$854$0 ;
-  wire \port$854$0 ;
-  output \port$856$0 ;
-  wire \port$856$0 ;
-  output \port$858$0 ;
-  wire \port$858$0 ;
-  output \port$860$0 ;
-  wire \port$860$0 ;
-  output \port$862$0 ;
-  wire \port$862$0 ;
-  output \port$864$0 ;
-  wire \port$864$0 ;
-  output \port$866$0 ;
-  wire \port$866$0 ;
-  output \port$868$0 ;
-  wire \port$868$0 ;
-  output \port$870$0 ;
-  wire \port$870$0 ;
-  output \port$872$0 ;
-  wire \port$872$0 ;
-  output \port$874$0 ;
-  wire \port$874$0 ;
-  output \port$876$0 ;
-  wire \port$876$0 ;
-  output \port$878$0 ;
-  wire \port$878$0 ;
-  output \port$880$0 ;
-  wire \port$880$0 ;
-  output \port$882$0 ;
-  wire \port$882$0 ;
-  output \port$884$0 ;
-  wire \port$884$0 ;
-  output \port$886$0 ;
-  wire \port$886$0 ;
-  output \port$888$0 ;
-  wire \port$888$0 ;
-  output \port$890$0 ;
-  wire \port$890$0 ;
-  output \port$892$0 ;
-  wire \port$892$0 ;
-  output \port$894$0 ;
-  wire \port$894$0 ;
+  output \port$849$0 ;
+  wire \port$849$0 ;
+  output \port$851$0 ;
+  wire \port$851$0 ;
+  output \port$853$0 ;
+  wire \port$853$0 ;
+  output \port$855$0 ;
+  wire \port$855$0 ;
+  output \port$857$0 ;
+  wire \port$857$0 ;
+  output \port$859$0 ;
+  wire \port$859$0 ;
+  output \port$861$0 ;
+  wire \port$861$0 ;
+  output \port$863$0 ;
+  wire \port$863$0 ;
+  output \port$865$0 ;
+  wire \port$865$0 ;
+  output \port$867$0 ;
+  wire \port$867$0 ;
+  output \port$869$0 ;
+  wire \port$869$0 ;
+  output \port$871$0 ;
+  wire \port$871$0 ;
+  output \port$873$0 ;
+  wire \port$873$0 ;
+  output \port$875$0 ;
+  wire \port$875$0 ;
+  output \port$877$0 ;
+  wire \port$877$0 ;
+  output \port$879$0 ;
+  wire \port$879$0 ;
+  output \port$881$0 ;
+  wire \port$881$0 ;
+  output \port$883$0 ;
+  wire \port$883$0 ;
+  output \port$885$0 ;
+  wire \port$885$0 ;
+  output \port$887$0 ;
+  wire \port$887$0 ;
+  output \port$889$0 ;
+  wire \port$889$0 ;
+  output \port$891$0 ;
+  wire \port$891$0 ;
+  output \port$893$0 ;
+  wire \port$893$0 ;
   output \port$896$0 ;
   wire \port$896$0 ;
   output \port$898$0 ;
   wire \port$898$0 ;
   output \port$900$0 ;
   wire \port$900$0 ;
-  output \port$903$0 ;
-  wire \port$903$0 ;
-  output \port$905$0 ;
-  wire \port$905$0 ;
-  output \port$907$0 ;
-  wire \port$907$0 ;
-  output \port$909$0 ;
-  wire \port$909$0 ;
-  output \port$911$0 ;
-  wire \port$911$0 ;
-  output \port$913$0 ;
-  wire \port$913$0 ;
-  output \port$915$0 ;
-  wire \port$915$0 ;
-  output \port$917$0 ;
-  wire \port$917$0 ;
-  output \port$919$0 ;
-  wire \port$919$0 ;
-  output \port$921$0 ;
-  wire \port$921$0 ;
-  output \port$923$0 ;
-  wire \port$923$0 ;
-  output \port$925$0 ;
-  wire \port$925$0 ;
-  output \port$927$0 ;
-  wire \port$927$0 ;
-  output \port$929$0 ;
-  wire \port$929$0 ;
-  output \port$931$0 ;
-  wire \port$931$0 ;
-  output \port$933$0 ;
-  wire \port$933$0 ;
-  output \port$935$0 ;
-  wire \port$935$0 ;
-  output \port$937$0 ;
-  wire \port$937$0 ;
-  output \port$939$0 ;
-  wire \port$939$0 ;
-  output \port$941$0 ;
-  wire \port$941$0 ;
-  output \port$943$0 ;
-  wire \port$943$0 ;
-  output \port$945$0 ;
-  wire \port$945$0 ;
-  output \port$947$0 ;
-  wire \port$947$0 ;
+  output \port$902$0 ;
+  wire \port$902$0 ;
+  output \port$904$0 ;
+  wire \port$904$0 ;
+  output \port$906$0 ;
+  wire \port$906$0 ;
+  output \port$908$0 ;
+  wire \port$908$0 ;
+  output \port$910$0 ;
+  wire \port$910$0 ;
+  output \port$912$0 ;
+  wire \port$912$0 ;
+  output \port$914$0 ;
+  wire \port$914$0 ;
+  output \port$916$0 ;
+  wire \port$916$0 ;
+  output \port$918$0 ;
+  wire \port$918$0 ;
+  output \port$920$0 ;
+  wire \port$920$0 ;
+  output \port$922$0 ;
+  wire \port$922$0 ;
+  output \port$924$0 ;
+  wire \port$924$0 ;
+  output \port$926$0 ;
+  wire \port$926$0 ;
+  output \port$928$0 ;
+  wire \port$928$0 ;
+  output \port$930$0 ;
+  wire \port$930$0 ;
+  output \port$932$0 ;
+  wire \port$932$0 ;
+  output \port$934$0 ;
+  wire \port$934$0 ;
+  output \port$936$0 ;
+  wire \port$936$0 ;
+  output \port$938$0 ;
+  wire \port$938$0 ;
+  output \port$940$0 ;
+  wire \port$940$0 ;
+  output \port$942$0 ;
+  wire \port$942$0 ;
+  output \port$944$0 ;
+  wire \port$944$0 ;
+  output \port$946$0 ;
+  wire \port$946$0 ;
   output \port$949$0 ;
   wire \port$949$0 ;
   output \port$951$0 ;
   wire \port$951$0 ;
   output \port$953$0 ;
   wire \port$953$0 ;
-  output \port$956$0 ;
-  wire \port$956$0 ;
-  output \port$958$0 ;
-  wire \port$958$0 ;
-  output \port$960$0 ;
-  wire \port$960$0 ;
-  output \port$962$0 ;
-  wire \port$962$0 ;
-  output \port$964$0 ;
-  wire \port$964$0 ;
-  output \port$966$0 ;
-  wire \port$966$0 ;
-  output \port$968$0 ;
-  wire \port$968$0 ;
-  output \port$970$0 ;
-  wire \port$970$0 ;
-  output \port$972$0 ;
-  wire \port$972$0 ;
-  output \port$974$0 ;
-  wire \port$974$0 ;
-  output \port$976$0 ;
-  wire \port$976$0 ;
-  output \port$978$0 ;
-  wire \port$978$0 ;
-  output \port$980$0 ;
-  wire \port$980$0 ;
-  output \port$982$0 ;
-  wire \port$982$0 ;
-  output \port$984$0 ;
-  wire \port$984$0 ;
-  output \port$986$0 ;
-  wire \port$986$0 ;
-  output \port$988$0 ;
-  wire \port$988$0 ;
-  output \port$990$0 ;
-  wire \port$990$0 ;
-  output \port$992$0 ;
-  wire \port$992$0 ;
-  output \port$994$0 ;
-  wire \port$994$0 ;
-  output \port$996$0 ;
-  wire \port$996$0 ;
-  output \port$998$0 ;
-  wire \port$998$0 ;
+  output \port$955$0 ;
+  wire \port$955$0 ;
+  output \port$957$0 ;
+  wire \port$957$0 ;
+  output \port$959$0 ;
+  wire \port$959$0 ;
+  output \port$961$0 ;
+  wire \port$961$0 ;
+  output \port$963$0 ;
+  wire \port$963$0 ;
+  output \port$965$0 ;
+  wire \port$965$0 ;
+  output \port$967$0 ;
+  wire \port$967$0 ;
+  output \port$969$0 ;
+  wire \port$969$0 ;
+  output \port$971$0 ;
+  wire \port$971$0 ;
+  output \port$973$0 ;
+  wire \port$973$0 ;
+  output \port$975$0 ;
+  wire \port$975$0 ;
+  output \port$977$0 ;
+  wire \port$977$0 ;
+  output \port$979$0 ;
+  wire \port$979$0 ;
+  output \port$981$0 ;
+  wire \port$981$0 ;
+  output \port$983$0 ;
+  wire \port$983$0 ;
+  output \port$985$0 ;
+  wire \port$985$0 ;
+  output \port$987$0 ;
+  wire \port$987$0 ;
+  output \port$989$0 ;
+  wire \port$989$0 ;
+  output \port$991$0 ;
+  wire \port$991$0 ;
+  output \port$993$0 ;
+  wire \port$993$0 ;
+  output \port$995$0 ;
+  wire \port$995$0 ;
+  output \port$997$0 ;
+  wire \port$997$0 ;
+  output \port$999$0 ;
+  wire \port$999$0 ;
   output [55:0] records__payload;
   wire [55:0] records__payload;
   wire [13:0] \records__payload[0] ;
@@ -41644,7 +41905,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
   always @(posedge clk)
     count <= \$1145 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1129 [34:1] = beat0_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$937 ) begin
@@ -41669,7 +41930,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1130 [34:1] = beat0_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$949 ) begin
@@ -41694,7 +41955,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1131 [34:1] = beat0_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$961 ) begin
@@ -41719,7 +41980,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1132 [34:1] = beat0_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$973 ) begin
@@ -41744,7 +42005,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1133 [34:1] = beat1_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$985 ) begin
@@ -41769,7 +42030,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1134 [34:1] = beat1_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$997 ) begin
@@ -41794,7 +42055,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1135 [34:1] = beat1_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1009 ) begin
@@ -41819,7 +42080,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1136 [34:1] = beat1_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1021 ) begin
@@ -41844,7 +42105,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1137 [34:1] = beat2_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1033 ) begin
@@ -41869,7 +42130,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1138 [34:1] = beat2_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1045 ) begin
@@ -41894,7 +42155,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1139 [34:1] = beat2_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1057 ) begin
@@ -41919,7 +42180,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1140 [34:1] = beat2_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1069 ) begin
@@ -41944,7 +42205,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1141 [34:1] = beat3_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1081 ) begin
@@ -41964,7 +42225,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1142 [34:1] = beat3_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1093 ) begin
@@ -41984,7 +42245,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1143 [34:1] = beat3_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1105 ) begin
@@ -42004,7 +42265,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1144 [34:1] = beat3_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1117 ) begin
@@ -42024,7 +42285,7 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1145  = \$1128 [2:0];
     if (rst) begin
       \$1145  = 3'h0;
@@ -42098,422 +42359,422 @@ module \hotline_fragment_chain.engine.switch (rst, requests__0__valid, \port$426
   assign requests__14__payload = { \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794  };
   assign requests__15__payload = { \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846  };
   assign after_shift = \$931 [2:0];
-  assign \port$426$0  = \$66 ;
-  assign \port$428$0  = \$68 ;
-  assign \port$430$0  = \$70 ;
-  assign \port$432$0  = \$72 ;
-  assign \port$434$0  = \$74 ;
-  assign \port$436$0  = \$76 ;
-  assign \port$438$0  = \$78 ;
-  assign \port$440$0  = \$80 ;
-  assign \port$442$0  = \$82 ;
-  assign \port$444$0  = \$84 ;
-  assign \port$446$0  = \$86 ;
-  assign \port$448$0  = \$88 ;
-  assign \port$450$0  = \$90 ;
-  assign \port$452$0  = \$92 ;
-  assign \port$454$0  = \$94 ;
-  assign \port$456$0  = \$96 ;
-  assign \port$458$0  = \$98 ;
-  assign \port$460$0  = \$100 ;
-  assign \port$462$0  = \$102 ;
-  assign \port$464$0  = \$104 ;
-  assign \port$466$0  = \$106 ;
-  assign \port$468$0  = \$108 ;
-  assign \port$470$0  = \$110 ;
-  assign \port$472$0  = \$112 ;
-  assign \port$474$0  = \$114 ;
-  assign \port$476$0  = \$116 ;
-  assign \port$479$0  = \$118 ;
-  assign \port$481$0  = \$120 ;
-  assign \port$483$0  = \$122 ;
-  assign \port$485$0  = \$124 ;
-  assign \port$487$0  = \$126 ;
-  assign \port$489$0  = \$128 ;
-  assign \port$491$0  = \$130 ;
-  assign \port$493$0  = \$132 ;
-  assign \port$495$0  = \$134 ;
-  assign \port$497$0  = \$136 ;
-  assign \port$499$0  = \$138 ;
-  assign \port$501$0  = \$140 ;
-  assign \port$503$0  = \$142 ;
-  assign \port$505$0  = \$144 ;
-  assign \port$507$0  = \$146 ;
-  assign \port$509$0  = \$148 ;
-  assign \port$511$0  = \$150 ;
-  assign \port$513$0  = \$152 ;
-  assign \port$515$0  = \$154 ;
-  assign \port$517$0  = \$156 ;
-  assign \port$519$0  = \$158 ;
-  assign \port$521$0  = \$160 ;
-  assign \port$523$0  = \$162 ;
-  assign \port$525$0  = \$164 ;
-  assign \port$527$0  = \$166 ;
-  assign \port$529$0  = \$168 ;
-  assign \port$532$0  = \$170 ;
-  assign \port$534$0  = \$172 ;
-  assign \port$536$0  = \$174 ;
-  assign \port$538$0  = \$176 ;
-  assign \port$540$0  = \$178 ;
-  assign \port$542$0  = \$180 ;
-  assign \port$544$0  = \$182 ;
-  assign \port$546$0  = \$184 ;
-  assign \port$548$0  = \$186 ;
-  assign \port$550$0  = \$188 ;
-  assign \port$552$0  = \$190 ;
-  assign \port$554$0  = \$192 ;
-  assign \port$556$0  = \$194 ;
-  assign \port$558$0  = \$196 ;
-  assign \port$560$0  = \$198 ;
-  assign \port$562$0  = \$200 ;
-  assign \port$564$0  = \$202 ;
-  assign \port$566$0  = \$204 ;
-  assign \port$568$0  = \$206 ;
-  assign \port$570$0  = \$208 ;
-  assign \port$572$0  = \$210 ;
-  assign \port$574$0  = \$212 ;
-  assign \port$576$0  = \$214 ;
-  assign \port$578$0  = \$216 ;
-  assign \port$580$0  = \$218 ;
-  assign \port$582$0  = \$220 ;
-  assign \port$585$0  = \$222 ;
-  assign \port$587$0  = \$224 ;
-  assign \port$589$0  = \$226 ;
-  assign \port$591$0  = \$228 ;
-  assign \port$593$0  = \$230 ;
-  assign \port$595$0  = \$232 ;
-  assign \port$597$0  = \$234 ;
-  assign \port$599$0  = \$236 ;
-  assign \port$601$0  = \$238 ;
-  assign \port$603$0  = \$240 ;
-  assign \port$605$0  = \$242 ;
-  assign \port$607$0  = \$244 ;
-  assign \port$609$0  = \$246 ;
-  assign \port$611$0  = \$248 ;
-  assign \port$613$0  = \$250 ;
-  assign \port$615$0  = \$252 ;
-  assign \port$617$0  = \$254 ;
-  assign \port$619$0  = \$256 ;
-  assign \port$621$0  = \$258 ;
-  assign \port$623$0  = \$260 ;
-  assign \port$625$0  = \$262 ;
-  assign \port$627$0  = \$264 ;
-  assign \port$629$0  = \$266 ;
-  assign \port$631$0  = \$268 ;
-  assign \port$633$0  = \$270 ;
-  assign \port$635$0  = \$272 ;
-  assign \port$638$0  = \$274 ;
-  assign \port$640$0  = \$276 ;
-  assign \port$642$0  = \$278 ;
-  assign \port$644$0  = \$280 ;
-  assign \port$646$0  = \$282 ;
-  assign \port$648$0  = \$284 ;
-  assign \port$650$0  = \$286 ;
-  assign \port$652$0  = \$288 ;
-  assign \port$654$0  = \$290 ;
-  assign \port$656$0  = \$292 ;
-  assign \port$658$0  = \$294 ;
-  assign \port$660$0  = \$296 ;
-  assign \port$662$0  = \$298 ;
-  assign \port$664$0  = \$300 ;
-  assign \port$666$0  = \$302 ;
-  assign \port$668$0  = \$304 ;
-  assign \port$670$0  = \$306 ;
-  assign \port$672$0  = \$308 ;
-  assign \port$674$0  = \$310 ;
-  assign \port$676$0  = \$312 ;
-  assign \port$678$0  = \$314 ;
-  assign \port$680$0  = \$316 ;
-  assign \port$682$0  = \$318 ;
-  assign \port$684$0  = \$320 ;
-  assign \port$686$0  = \$322 ;
-  assign \port$688$0  = \$324 ;
-  assign \port$691$0  = \$326 ;
-  assign \port$693$0  = \$328 ;
-  assign \port$695$0  = \$330 ;
-  assign \port$697$0  = \$332 ;
-  assign \port$699$0  = \$334 ;
-  assign \port$701$0  = \$336 ;
-  assign \port$703$0  = \$338 ;
-  assign \port$705$0  = \$340 ;
-  assign \port$707$0  = \$342 ;
-  assign \port$709$0  = \$344 ;
-  assign \port$711$0  = \$346 ;
-  assign \port$713$0  = \$348 ;
-  assign \port$715$0  = \$350 ;
-  assign \port$717$0  = \$352 ;
-  assign \port$719$0  = \$354 ;
-  assign \port$721$0  = \$356 ;
-  assign \port$723$0  = \$358 ;
-  assign \port$725$0  = \$360 ;
-  assign \port$727$0  = \$362 ;
-  assign \port$729$0  = \$364 ;
-  assign \port$731$0  = \$366 ;
-  assign \port$733$0  = \$368 ;
-  assign \port$735$0  = \$370 ;
-  assign \port$737$0  = \$372 ;
-  assign \port$739$0  = \$374 ;
-  assign \port$741$0  = \$376 ;
-  assign \port$744$0  = \$378 ;
-  assign \port$746$0  = \$380 ;
-  assign \port$748$0  = \$382 ;
-  assign \port$750$0  = \$384 ;
-  assign \port$752$0  = \$386 ;
-  assign \port$754$0  = \$388 ;
-  assign \port$756$0  = \$390 ;
-  assign \port$758$0  = \$392 ;
-  assign \port$760$0  = \$394 ;
-  assign \port$762$0  = \$396 ;
-  assign \port$764$0  = \$398 ;
-  assign \port$766$0  = \$400 ;
-  assign \port$768$0  = \$402 ;
-  assign \port$770$0  = \$404 ;
-  assign \port$772$0  = \$406 ;
-  assign \port$774$0  = \$408 ;
-  assign \port$776$0  = \$410 ;
-  assign \port$778$0  = \$412 ;
-  assign \port$780$0  = \$414 ;
-  assign \port$782$0  = \$416 ;
-  assign \port$784$0  = \$418 ;
-  assign \port$786$0  = \$420 ;
-  assign \port$788$0  = \$422 ;
-  assign \port$790$0  = \$424 ;
-  assign \port$792$0  = \$426 ;
-  assign \port$794$0  = \$428 ;
-  assign \port$797$0  = \$430 ;
-  assign \port$799$0  = \$432 ;
-  assign \port$801$0  = \$434 ;
-  assign \port$803$0  = \$436 ;
-  assign \port$805$0  = \$438 ;
-  assign \port$807$0  = \$440 ;
-  assign \port$809$0  = \$442 ;
-  assign \port$811$0  = \$444 ;
-  assign \port$813$0  = \$446 ;
-  assign \port$815$0  = \$448 ;
-  assign \port$817$0  = \$450 ;
-  assign \port$819$0  = \$452 ;
-  assign \port$821$0  = \$454 ;
-  assign \port$823$0  = \$456 ;
-  assign \port$825$0  = \$458 ;
-  assign \port$827$0  = \$460 ;
-  assign \port$829$0  = \$462 ;
-  assign \port$831$0  = \$464 ;
-  assign \port$833$0  = \$466 ;
-  assign \port$835$0  = \$468 ;
-  assign \port$837$0  = \$470 ;
-  assign \port$839$0  = \$472 ;
-  assign \port$841$0  = \$474 ;
-  assign \port$843$0  = \$476 ;
-  assign \port$845$0  = \$478 ;
-  assign \port$847$0  = \$480 ;
-  assign \port$850$0  = \$482 ;
-  assign \port$852$0  = \$484 ;
-  assign \port$854$0  = \$486 ;
-  assign \port$856$0  = \$488 ;
-  assign \port$858$0  = \$490 ;
-  assign \port$860$0  = \$492 ;
-  assign \port$862$0  = \$494 ;
-  assign \port$864$0  = \$496 ;
-  assign \port$866$0  = \$498 ;
-  assign \port$868$0  = \$500 ;
-  assign \port$870$0  = \$502 ;
-  assign \port$872$0  = \$504 ;
-  assign \port$874$0  = \$506 ;
-  assign \port$876$0  = \$508 ;
-  assign \port$878$0  = \$510 ;
-  assign \port$880$0  = \$512 ;
-  assign \port$882$0  = \$514 ;
-  assign \port$884$0  = \$516 ;
-  assign \port$886$0  = \$518 ;
-  assign \port$888$0  = \$520 ;
-  assign \port$890$0  = \$522 ;
-  assign \port$892$0  = \$524 ;
-  assign \port$894$0  = \$526 ;
-  assign \port$896$0  = \$528 ;
-  assign \port$898$0  = \$530 ;
-  assign \port$900$0  = \$532 ;
-  assign \port$903$0  = \$534 ;
-  assign \port$905$0  = \$536 ;
-  assign \port$907$0  = \$538 ;
-  assign \port$909$0  = \$540 ;
-  assign \port$911$0  = \$542 ;
-  assign \port$913$0  = \$544 ;
-  assign \port$915$0  = \$546 ;
-  assign \port$917$0  = \$548 ;
-  assign \port$919$0  = \$550 ;
-  assign \port$921$0  = \$552 ;
-  assign \port$923$0  = \$554 ;
-  assign \port$925$0  = \$556 ;
-  assign \port$927$0  = \$558 ;
-  assign \port$929$0  = \$560 ;
-  assign \port$931$0  = \$562 ;
-  assign \port$933$0  = \$564 ;
-  assign \port$935$0  = \$566 ;
-  assign \port$937$0  = \$568 ;
-  assign \port$939$0  = \$570 ;
-  assign \port$941$0  = \$572 ;
-  assign \port$943$0  = \$574 ;
-  assign \port$945$0  = \$576 ;
-  assign \port$947$0  = \$578 ;
-  assign \port$949$0  = \$580 ;
-  assign \port$951$0  = \$582 ;
-  assign \port$953$0  = \$584 ;
-  assign \port$956$0  = \$586 ;
-  assign \port$958$0  = \$588 ;
-  assign \port$960$0  = \$590 ;
-  assign \port$962$0  = \$592 ;
-  assign \port$964$0  = \$594 ;
-  assign \port$966$0  = \$596 ;
-  assign \port$968$0  = \$598 ;
-  assign \port$970$0  = \$600 ;
-  assign \port$972$0  = \$602 ;
-  assign \port$974$0  = \$604 ;
-  assign \port$976$0  = \$606 ;
-  assign \port$978$0  = \$608 ;
-  assign \port$980$0  = \$610 ;
-  assign \port$982$0  = \$612 ;
-  assign \port$984$0  = \$614 ;
-  assign \port$986$0  = \$616 ;
-  assign \port$988$0  = \$618 ;
-  assign \port$990$0  = \$620 ;
-  assign \port$992$0  = \$622 ;
-  assign \port$994$0  = \$624 ;
-  assign \port$996$0  = \$626 ;
-  assign \port$998$0  = \$628 ;
-  assign \port$1000$0  = \$630 ;
-  assign \port$1002$0  = \$632 ;
-  assign \port$1004$0  = \$634 ;
-  assign \port$1006$0  = \$636 ;
-  assign \port$1009$0  = \$638 ;
-  assign \port$1011$0  = \$640 ;
-  assign \port$1013$0  = \$642 ;
-  assign \port$1015$0  = \$644 ;
-  assign \port$1017$0  = \$646 ;
-  assign \port$1019$0  = \$648 ;
-  assign \port$1021$0  = \$650 ;
-  assign \port$1023$0  = \$652 ;
-  assign \port$1025$0  = \$654 ;
-  assign \port$1027$0  = \$656 ;
-  assign \port$1029$0  = \$658 ;
-  assign \port$1031$0  = \$660 ;
-  assign \port$1033$0  = \$662 ;
-  assign \port$1035$0  = \$664 ;
-  assign \port$1037$0  = \$666 ;
-  assign \port$1039$0  = \$668 ;
-  assign \port$1041$0  = \$670 ;
-  assign \port$1043$0  = \$672 ;
-  assign \port$1045$0  = \$674 ;
-  assign \port$1047$0  = \$676 ;
-  assign \port$1049$0  = \$678 ;
-  assign \port$1051$0  = \$680 ;
-  assign \port$1053$0  = \$682 ;
-  assign \port$1055$0  = \$684 ;
-  assign \port$1057$0  = \$686 ;
-  assign \port$1059$0  = \$688 ;
-  assign \port$1062$0  = \$690 ;
-  assign \port$1064$0  = \$692 ;
-  assign \port$1066$0  = \$694 ;
-  assign \port$1068$0  = \$696 ;
-  assign \port$1070$0  = \$698 ;
-  assign \port$1072$0  = \$700 ;
-  assign \port$1074$0  = \$702 ;
-  assign \port$1076$0  = \$704 ;
-  assign \port$1078$0  = \$706 ;
-  assign \port$1080$0  = \$708 ;
-  assign \port$1082$0  = \$710 ;
-  assign \port$1084$0  = \$712 ;
-  assign \port$1086$0  = \$714 ;
-  assign \port$1088$0  = \$716 ;
-  assign \port$1090$0  = \$718 ;
-  assign \port$1092$0  = \$720 ;
-  assign \port$1094$0  = \$722 ;
-  assign \port$1096$0  = \$724 ;
-  assign \port$1098$0  = \$726 ;
-  assign \port$1100$0  = \$728 ;
-  assign \port$1102$0  = \$730 ;
-  assign \port$1104$0  = \$732 ;
-  assign \port$1106$0  = \$734 ;
-  assign \port$1108$0  = \$736 ;
-  assign \port$1110$0  = \$738 ;
-  assign \port$1112$0  = \$740 ;
-  assign \port$1115$0  = \$742 ;
-  assign \port$1117$0  = \$744 ;
-  assign \port$1119$0  = \$746 ;
-  assign \port$1121$0  = \$748 ;
-  assign \port$1123$0  = \$750 ;
-  assign \port$1125$0  = \$752 ;
-  assign \port$1127$0  = \$754 ;
-  assign \port$1129$0  = \$756 ;
-  assign \port$1131$0  = \$758 ;
-  assign \port$1133$0  = \$760 ;
-  assign \port$1135$0  = \$762 ;
-  assign \port$1137$0  = \$764 ;
-  assign \port$1139$0  = \$766 ;
-  assign \port$1141$0  = \$768 ;
-  assign \port$1143$0  = \$770 ;
-  assign \port$1145$0  = \$772 ;
-  assign \port$1147$0  = \$774 ;
-  assign \port$1149$0  = \$776 ;
-  assign \port$1151$0  = \$778 ;
-  assign \port$1153$0  = \$780 ;
-  assign \port$1155$0  = \$782 ;
-  assign \port$1157$0  = \$784 ;
-  assign \port$1159$0  = \$786 ;
-  assign \port$1161$0  = \$788 ;
-  assign \port$1163$0  = \$790 ;
-  assign \port$1165$0  = \$792 ;
-  assign \port$1168$0  = \$794 ;
-  assign \port$1170$0  = \$796 ;
-  assign \port$1172$0  = \$798 ;
-  assign \port$1174$0  = \$800 ;
-  assign \port$1176$0  = \$802 ;
-  assign \port$1178$0  = \$804 ;
-  assign \port$1180$0  = \$806 ;
-  assign \port$1182$0  = \$808 ;
-  assign \port$1184$0  = \$810 ;
-  assign \port$1186$0  = \$812 ;
-  assign \port$1188$0  = \$814 ;
-  assign \port$1190$0  = \$816 ;
-  assign \port$1192$0  = \$818 ;
-  assign \port$1194$0  = \$820 ;
-  assign \port$1196$0  = \$822 ;
-  assign \port$1198$0  = \$824 ;
-  assign \port$1200$0  = \$826 ;
-  assign \port$1202$0  = \$828 ;
-  assign \port$1204$0  = \$830 ;
-  assign \port$1206$0  = \$832 ;
-  assign \port$1208$0  = \$834 ;
-  assign \port$1210$0  = \$836 ;
-  assign \port$1212$0  = \$838 ;
-  assign \port$1214$0  = \$840 ;
-  assign \port$1216$0  = \$842 ;
-  assign \port$1218$0  = \$844 ;
-  assign \port$1221$0  = \$846 ;
-  assign \port$1223$0  = \$848 ;
-  assign \port$1225$0  = \$850 ;
-  assign \port$1227$0  = \$852 ;
-  assign \port$1229$0  = \$854 ;
-  assign \port$1231$0  = \$856 ;
-  assign \port$1233$0  = \$858 ;
-  assign \port$1235$0  = \$860 ;
-  assign \port$1237$0  = \$862 ;
-  assign \port$1239$0  = \$864 ;
-  assign \port$1241$0  = \$866 ;
-  assign \port$1243$0  = \$868 ;
-  assign \port$1245$0  = \$870 ;
-  assign \port$1247$0  = \$872 ;
-  assign \port$1249$0  = \$874 ;
-  assign \port$1251$0  = \$876 ;
-  assign \port$1253$0  = \$878 ;
-  assign \port$1255$0  = \$880 ;
-  assign \port$1257$0  = \$882 ;
-  assign \port$1259$0  = \$884 ;
-  assign \port$1261$0  = \$886 ;
-  assign \port$1263$0  = \$888 ;
-  assign \port$1265$0  = \$890 ;
-  assign \port$1267$0  = \$892 ;
-  assign \port$1269$0  = \$894 ;
-  assign \port$1271$0  = \$896 ;
+  assign \port$419$0  = \$66 ;
+  assign \port$421$0  = \$68 ;
+  assign \port$423$0  = \$70 ;
+  assign \port$425$0  = \$72 ;
+  assign \port$427$0  = \$74 ;
+  assign \port$429$0  = \$76 ;
+  assign \port$431$0  = \$78 ;
+  assign \port$433$0  = \$80 ;
+  assign \port$435$0  = \$82 ;
+  assign \port$437$0  = \$84 ;
+  assign \port$439$0  = \$86 ;
+  assign \port$441$0  = \$88 ;
+  assign \port$443$0  = \$90 ;
+  assign \port$445$0  = \$92 ;
+  assign \port$447$0  = \$94 ;
+  assign \port$449$0  = \$96 ;
+  assign \port$451$0  = \$98 ;
+  assign \port$453$0  = \$100 ;
+  assign \port$455$0  = \$102 ;
+  assign \port$457$0  = \$104 ;
+  assign \port$459$0  = \$106 ;
+  assign \port$461$0  = \$108 ;
+  assign \port$463$0  = \$110 ;
+  assign \port$465$0  = \$112 ;
+  assign \port$467$0  = \$114 ;
+  assign \port$469$0  = \$116 ;
+  assign \port$472$0  = \$118 ;
+  assign \port$474$0  = \$120 ;
+  assign \port$476$0  = \$122 ;
+  assign \port$478$0  = \$124 ;
+  assign \port$480$0  = \$126 ;
+  assign \port$482$0  = \$128 ;
+  assign \port$484$0  = \$130 ;
+  assign \port$486$0  = \$132 ;
+  assign \port$488$0  = \$134 ;
+  assign \port$490$0  = \$136 ;
+  assign \port$492$0  = \$138 ;
+  assign \port$494$0  = \$140 ;
+  assign \port$496$0  = \$142 ;
+  assign \port$498$0  = \$144 ;
+  assign \port$500$0  = \$146 ;
+  assign \port$502$0  = \$148 ;
+  assign \port$504$0  = \$150 ;
+  assign \port$506$0  = \$152 ;
+  assign \port$508$0  = \$154 ;
+  assign \port$510$0  = \$156 ;
+  assign \port$512$0  = \$158 ;
+  assign \port$514$0  = \$160 ;
+  assign \port$516$0  = \$162 ;
+  assign \port$518$0  = \$164 ;
+  assign \port$520$0  = \$166 ;
+  assign \port$522$0  = \$168 ;
+  assign \port$525$0  = \$170 ;
+  assign \port$527$0  = \$172 ;
+  assign \port$529$0  = \$174 ;
+  assign \port$531$0  = \$176 ;
+  assign \port$533$0  = \$178 ;
+  assign \port$535$0  = \$180 ;
+  assign \port$537$0  = \$182 ;
+  assign \port$539$0  = \$184 ;
+  assign \port$541$0  = \$186 ;
+  assign \port$543$0  = \$188 ;
+  assign \port$545$0  = \$190 ;
+  assign \port$547$0  = \$192 ;
+  assign \port$549$0  = \$194 ;
+  assign \port$551$0  = \$196 ;
+  assign \port$553$0  = \$198 ;
+  assign \port$555$0  = \$200 ;
+  assign \port$557$0  = \$202 ;
+  assign \port$559$0  = \$204 ;
+  assign \port$561$0  = \$206 ;
+  assign \port$563$0  = \$208 ;
+  assign \port$565$0  = \$210 ;
+  assign \port$567$0  = \$212 ;
+  assign \port$569$0  = \$214 ;
+  assign \port$571$0  = \$216 ;
+  assign \port$573$0  = \$218 ;
+  assign \port$575$0  = \$220 ;
+  assign \port$578$0  = \$222 ;
+  assign \port$580$0  = \$224 ;
+  assign \port$582$0  = \$226 ;
+  assign \port$584$0  = \$228 ;
+  assign \port$586$0  = \$230 ;
+  assign \port$588$0  = \$232 ;
+  assign \port$590$0  = \$234 ;
+  assign \port$592$0  = \$236 ;
+  assign \port$594$0  = \$238 ;
+  assign \port$596$0  = \$240 ;
+  assign \port$598$0  = \$242 ;
+  assign \port$600$0  = \$244 ;
+  assign \port$602$0  = \$246 ;
+  assign \port$604$0  = \$248 ;
+  assign \port$606$0  = \$250 ;
+  assign \port$608$0  = \$252 ;
+  assign \port$610$0  = \$254 ;
+  assign \port$612$0  = \$256 ;
+  assign \port$614$0  = \$258 ;
+  assign \port$616$0  = \$260 ;
+  assign \port$618$0  = \$262 ;
+  assign \port$620$0  = \$264 ;
+  assign \port$622$0  = \$266 ;
+  assign \port$624$0  = \$268 ;
+  assign \port$626$0  = \$270 ;
+  assign \port$628$0  = \$272 ;
+  assign \port$631$0  = \$274 ;
+  assign \port$633$0  = \$276 ;
+  assign \port$635$0  = \$278 ;
+  assign \port$637$0  = \$280 ;
+  assign \port$639$0  = \$282 ;
+  assign \port$641$0  = \$284 ;
+  assign \port$643$0  = \$286 ;
+  assign \port$645$0  = \$288 ;
+  assign \port$647$0  = \$290 ;
+  assign \port$649$0  = \$292 ;
+  assign \port$651$0  = \$294 ;
+  assign \port$653$0  = \$296 ;
+  assign \port$655$0  = \$298 ;
+  assign \port$657$0  = \$300 ;
+  assign \port$659$0  = \$302 ;
+  assign \port$661$0  = \$304 ;
+  assign \port$663$0  = \$306 ;
+  assign \port$665$0  = \$308 ;
+  assign \port$667$0  = \$310 ;
+  assign \port$669$0  = \$312 ;
+  assign \port$671$0  = \$314 ;
+  assign \port$673$0  = \$316 ;
+  assign \port$675$0  = \$318 ;
+  assign \port$677$0  = \$320 ;
+  assign \port$679$0  = \$322 ;
+  assign \port$681$0  = \$324 ;
+  assign \port$684$0  = \$326 ;
+  assign \port$686$0  = \$328 ;
+  assign \port$688$0  = \$330 ;
+  assign \port$690$0  = \$332 ;
+  assign \port$692$0  = \$334 ;
+  assign \port$694$0  = \$336 ;
+  assign \port$696$0  = \$338 ;
+  assign \port$698$0  = \$340 ;
+  assign \port$700$0  = \$342 ;
+  assign \port$702$0  = \$344 ;
+  assign \port$704$0  = \$346 ;
+  assign \port$706$0  = \$348 ;
+  assign \port$708$0  = \$350 ;
+  assign \port$710$0  = \$352 ;
+  assign \port$712$0  = \$354 ;
+  assign \port$714$0  = \$356 ;
+  assign \port$716$0  = \$358 ;
+  assign \port$718$0  = \$360 ;
+  assign \port$720$0  = \$362 ;
+  assign \port$722$0  = \$364 ;
+  assign \port$724$0  = \$366 ;
+  assign \port$726$0  = \$368 ;
+  assign \port$728$0  = \$370 ;
+  assign \port$730$0  = \$372 ;
+  assign \port$732$0  = \$374 ;
+  assign \port$734$0  = \$376 ;
+  assign \port$737$0  = \$378 ;
+  assign \port$739$0  = \$380 ;
+  assign \port$741$0  = \$382 ;
+  assign \port$743$0  = \$384 ;
+  assign \port$745$0  = \$386 ;
+  assign \port$747$0  = \$388 ;
+  assign \port$749$0  = \$390 ;
+  assign \port$751$0  = \$392 ;
+  assign \port$753$0  = \$394 ;
+  assign \port$755$0  = \$396 ;
+  assign \port$757$0  = \$398 ;
+  assign \port$759$0  = \$400 ;
+  assign \port$761$0  = \$402 ;
+  assign \port$763$0  = \$404 ;
+  assign \port$765$0  = \$406 ;
+  assign \port$767$0  = \$408 ;
+  assign \port$769$0  = \$410 ;
+  assign \port$771$0  = \$412 ;
+  assign \port$773$0  = \$414 ;
+  assign \port$775$0  = \$416 ;
+  assign \port$777$0  = \$418 ;
+  assign \port$779$0  = \$420 ;
+  assign \port$781$0  = \$422 ;
+  assign \port$783$0  = \$424 ;
+  assign \port$785$0  = \$426 ;
+  assign \port$787$0  = \$428 ;
+  assign \port$790$0  = \$430 ;
+  assign \port$792$0  = \$432 ;
+  assign \port$794$0  = \$434 ;
+  assign \port$796$0  = \$436 ;
+  assign \port$798$0  = \$438 ;
+  assign \port$800$0  = \$440 ;
+  assign \port$802$0  = \$442 ;
+  assign \port$804$0  = \$444 ;
+  assign \port$806$0  = \$446 ;
+  assign \port$808$0  = \$448 ;
+  assign \port$810$0  = \$450 ;
+  assign \port$812$0  = \$452 ;
+  assign \port$814$0  = \$454 ;
+  assign \port$816$0  = \$456 ;
+  assign \port$818$0  = \$458 ;
+  assign \port$820$0  = \$460 ;
+  assign \port$822$0  = \$462 ;
+  assign \port$824$0  = \$464 ;
+  assign \port$826$0  = \$466 ;
+  assign \port$828$0  = \$468 ;
+  assign \port$830$0  = \$470 ;
+  assign \port$832$0  = \$472 ;
+  assign \port$834$0  = \$474 ;
+  assign \port$836$0  = \$476 ;
+  assign \port$838$0  = \$478 ;
+  assign \port$840$0  = \$480 ;
+  assign \port$843$0  = \$482 ;
+  assign \port$845$0  = \$484 ;
+  assign \port$847$0  = \$486 ;
+  assign \port$849$0  = \$488 ;
+  assign \port$851$0  = \$490 ;
+  assign \port$853$0  = \$492 ;
+  assign \port$855$0  = \$494 ;
+  assign \port$857$0  = \$496 ;
+  assign \port$859$0  = \$498 ;
+  assign \port$861$0  = \$500 ;
+  assign \port$863$0  = \$502 ;
+  assign \port$865$0  = \$504 ;
+  assign \port$867$0  = \$506 ;
+  assign \port$869$0  = \$508 ;
+  assign \port$871$0  = \$510 ;
+  assign \port$873$0  = \$512 ;
+  assign \port$875$0  = \$514 ;
+  assign \port$877$0  = \$516 ;
+  assign \port$879$0  = \$518 ;
+  assign \port$881$0  = \$520 ;
+  assign \port$883$0  = \$522 ;
+  assign \port$885$0  = \$524 ;
+  assign \port$887$0  = \$526 ;
+  assign \port$889$0  = \$528 ;
+  assign \port$891$0  = \$530 ;
+  assign \port$893$0  = \$532 ;
+  assign \port$896$0  = \$534 ;
+  assign \port$898$0  = \$536 ;
+  assign \port$900$0  = \$538 ;
+  assign \port$902$0  = \$540 ;
+  assign \port$904$0  = \$542 ;
+  assign \port$906$0  = \$544 ;
+  assign \port$908$0  = \$546 ;
+  assign \port$910$0  = \$548 ;
+  assign \port$912$0  = \$550 ;
+  assign \port$914$0  = \$552 ;
+  assign \port$916$0  = \$554 ;
+  assign \port$918$0  = \$556 ;
+  assign \port$920$0  = \$558 ;
+  assign \port$922$0  = \$560 ;
+  assign \port$924$0  = \$562 ;
+  assign \port$926$0  = \$564 ;
+  assign \port$928$0  = \$566 ;
+  assign \port$930$0  = \$568 ;
+  assign \port$932$0  = \$570 ;
+  assign \port$934$0  = \$572 ;
+  assign \port$936$0  = \$574 ;
+  assign \port$938$0  = \$576 ;
+  assign \port$940$0  = \$578 ;
+  assign \port$942$0  = \$580 ;
+  assign \port$944$0  = \$582 ;
+  assign \port$946$0  = \$584 ;
+  assign \port$949$0  = \$586 ;
+  assign \port$951$0  = \$588 ;
+  assign \port$953$0  = \$590 ;
+  assign \port$955$0  = \$592 ;
+  assign \port$957$0  = \$594 ;
+  assign \port$959$0  = \$596 ;
+  assign \port$961$0  = \$598 ;
+  assign \port$963$0  = \$600 ;
+  assign \port$965$0  = \$602 ;
+  assign \port$967$0  = \$604 ;
+  assign \port$969$0  = \$606 ;
+  assign \port$971$0  = \$608 ;
+  assign \port$973$0  = \$610 ;
+  assign \port$975$0  = \$612 ;
+  assign \port$977$0  = \$614 ;
+  assign \port$979$0  = \$616 ;
+  assign \port$981$0  = \$618 ;
+  assign \port$983$0  = \$620 ;
+  assign \port$985$0  = \$622 ;
+  assign \port$987$0  = \$624 ;
+  assign \port$989$0  = \$626 ;
+  assign \port$991$0  = \$628 ;
+  assign \port$993$0  = \$630 ;
+  assign \port$995$0  = \$632 ;
+  assign \port$997$0  = \$634 ;
+  assign \port$999$0  = \$636 ;
+  assign \port$1002$0  = \$638 ;
+  assign \port$1004$0  = \$640 ;
+  assign \port$1006$0  = \$642 ;
+  assign \port$1008$0  = \$644 ;
+  assign \port$1010$0  = \$646 ;
+  assign \port$1012$0  = \$648 ;
+  assign \port$1014$0  = \$650 ;
+  assign \port$1016$0  = \$652 ;
+  assign \port$1018$0  = \$654 ;
+  assign \port$1020$0  = \$656 ;
+  assign \port$1022$0  = \$658 ;
+  assign \port$1024$0  = \$660 ;
+  assign \port$1026$0  = \$662 ;
+  assign \port$1028$0  = \$664 ;
+  assign \port$1030$0  = \$666 ;
+  assign \port$1032$0  = \$668 ;
+  assign \port$1034$0  = \$670 ;
+  assign \port$1036$0  = \$672 ;
+  assign \port$1038$0  = \$674 ;
+  assign \port$1040$0  = \$676 ;
+  assign \port$1042$0  = \$678 ;
+  assign \port$1044$0  = \$680 ;
+  assign \port$1046$0  = \$682 ;
+  assign \port$1048$0  = \$684 ;
+  assign \port$1050$0  = \$686 ;
+  assign \port$1052$0  = \$688 ;
+  assign \port$1055$0  = \$690 ;
+  assign \port$1057$0  = \$692 ;
+  assign \port$1059$0  = \$694 ;
+  assign \port$1061$0  = \$696 ;
+  assign \port$1063$0  = \$698 ;
+  assign \port$1065$0  = \$700 ;
+  assign \port$1067$0  = \$702 ;
+  assign \port$1069$0  = \$704 ;
+  assign \port$1071$0  = \$706 ;
+  assign \port$1073$0  = \$708 ;
+  assign \port$1075$0  = \$710 ;
+  assign \port$1077$0  = \$712 ;
+  assign \port$1079$0  = \$714 ;
+  assign \port$1081$0  = \$716 ;
+  assign \port$1083$0  = \$718 ;
+  assign \port$1085$0  = \$720 ;
+  assign \port$1087$0  = \$722 ;
+  assign \port$1089$0  = \$724 ;
+  assign \port$1091$0  = \$726 ;
+  assign \port$1093$0  = \$728 ;
+  assign \port$1095$0  = \$730 ;
+  assign \port$1097$0  = \$732 ;
+  assign \port$1099$0  = \$734 ;
+  assign \port$1101$0  = \$736 ;
+  assign \port$1103$0  = \$738 ;
+  assign \port$1105$0  = \$740 ;
+  assign \port$1108$0  = \$742 ;
+  assign \port$1110$0  = \$744 ;
+  assign \port$1112$0  = \$746 ;
+  assign \port$1114$0  = \$748 ;
+  assign \port$1116$0  = \$750 ;
+  assign \port$1118$0  = \$752 ;
+  assign \port$1120$0  = \$754 ;
+  assign \port$1122$0  = \$756 ;
+  assign \port$1124$0  = \$758 ;
+  assign \port$1126$0  = \$760 ;
+  assign \port$1128$0  = \$762 ;
+  assign \port$1130$0  = \$764 ;
+  assign \port$1132$0  = \$766 ;
+  assign \port$1134$0  = \$768 ;
+  assign \port$1136$0  = \$770 ;
+  assign \port$1138$0  = \$772 ;
+  assign \port$1140$0  = \$774 ;
+  assign \port$1142$0  = \$776 ;
+  assign \port$1144$0  = \$778 ;
+  assign \port$1146$0  = \$780 ;
+  assign \port$1148$0  = \$782 ;
+  assign \port$1150$0  = \$784 ;
+  assign \port$1152$0  = \$786 ;
+  assign \port$1154$0  = \$788 ;
+  assign \port$1156$0  = \$790 ;
+  assign \port$1158$0  = \$792 ;
+  assign \port$1161$0  = \$794 ;
+  assign \port$1163$0  = \$796 ;
+  assign \port$1165$0  = \$798 ;
+  assign \port$1167$0  = \$800 ;
+  assign \port$1169$0  = \$802 ;
+  assign \port$1171$0  = \$804 ;
+  assign \port$1173$0  = \$806 ;
+  assign \port$1175$0  = \$808 ;
+  assign \port$1177$0  = \$810 ;
+  assign \port$1179$0  = \$812 ;
+  assign \port$1181$0  = \$814 ;
+  assign \port$1183$0  = \$816 ;
+  assign \port$1185$0  = \$818 ;
+  assign \port$1187$0  = \$820 ;
+  assign \port$1189$0  = \$822 ;
+  assign \port$1191$0  = \$824 ;
+  assign \port$1193$0  = \$826 ;
+  assign \port$1195$0  = \$828 ;
+  assign \port$1197$0  = \$830 ;
+  assign \port$1199$0  = \$832 ;
+  assign \port$1201$0  = \$834 ;
+  assign \port$1203$0  = \$836 ;
+  assign \port$1205$0  = \$838 ;
+  assign \port$1207$0  = \$840 ;
+  assign \port$1209$0  = \$842 ;
+  assign \port$1211$0  = \$844 ;
+  assign \port$1214$0  = \$846 ;
+  assign \port$1216$0  = \$848 ;
+  assign \port$1218$0  = \$850 ;
+  assign \port$1220$0  = \$852 ;
+  assign \port$1222$0  = \$854 ;
+  assign \port$1224$0  = \$856 ;
+  assign \port$1226$0  = \$858 ;
+  assign \port$1228$0  = \$860 ;
+  assign \port$1230$0  = \$862 ;
+  assign \port$1232$0  = \$864 ;
+  assign \port$1234$0  = \$866 ;
+  assign \port$1236$0  = \$868 ;
+  assign \port$1238$0  = \$870 ;
+  assign \port$1240$0  = \$872 ;
+  assign \port$1242$0  = \$874 ;
+  assign \port$1244$0  = \$876 ;
+  assign \port$1246$0  = \$878 ;
+  assign \port$1248$0  = \$880 ;
+  assign \port$1250$0  = \$882 ;
+  assign \port$1252$0  = \$884 ;
+  assign \port$1254$0  = \$886 ;
+  assign \port$1256$0  = \$888 ;
+  assign \port$1258$0  = \$890 ;
+  assign \port$1260$0  = \$892 ;
+  assign \port$1262$0  = \$894 ;
+  assign \port$1264$0  = \$896 ;
   assign \beat0_lane0.pending  = beat0_lane0[0];
   assign \beat0_lane0.bank_low  = beat0_lane0[4:1];
   assign \beat0_lane0.bank_high  = beat0_lane0[8:5];
@@ -42739,7 +43000,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_en$28 , start, \n_tables$227 , ws_inputs, total_inputs, clk, rst, w_en, busy, remapped__payload, cold__payload, popular__payload, non_popular__payload, summary__payload, inp__ready, w_data, error, working_sets
 , early_ends, run_cycles, stall_input, stall_output, stall_bank, stall_probe, remapped__valid, cold__valid, popular__valid, non_popular__valid, summary__valid, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [10:0] \$100 ;
@@ -48760,14 +49021,14 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     .last(last),
     .n_tables(n_tables),
     .popular(popular),
-    .\port$22644$116 (head[116]),
-    .\port$22644$159 (head[159]),
-    .\port$22644$30 (head[30]),
-    .\port$22644$73 (head[73]),
-    .\port$6154$0 (rem0),
-    .\port$6159$0 (rem1),
-    .\port$6171$0 (rem2),
-    .\port$6185$0 (rem3),
+    .\port$22698$116 (head[116]),
+    .\port$22698$159 (head[159]),
+    .\port$22698$30 (head[30]),
+    .\port$22698$73 (head[73]),
+    .\port$6191$0 (rem0),
+    .\port$6196$0 (rem1),
+    .\port$6208$0 (rem2),
+    .\port$6222$0 (rem3),
     .pos_in(pos_in),
     .pos_out0(pos_out0),
     .pos_out1(pos_out1),
@@ -48878,7 +49139,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -48948,7 +49209,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49018,7 +49279,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49088,7 +49349,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -49158,7 +49419,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49228,7 +49489,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -49298,7 +49559,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49368,7 +49629,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -49438,7 +49699,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
@@ -49508,7 +49769,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49578,7 +49839,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -49648,7 +49909,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
@@ -49718,7 +49979,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -49788,7 +50049,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -49858,7 +50119,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
@@ -49928,7 +50189,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank3)
       5'h00:
@@ -49998,7 +50259,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -50068,7 +50329,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -50138,7 +50399,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
@@ -50208,7 +50469,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank3)
       5'h00:
@@ -50278,7 +50539,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank0)
       5'h00:
@@ -50348,7 +50609,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank1)
       5'h00:
@@ -50418,7 +50679,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank2)
       5'h00:
@@ -50488,7 +50749,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (head_bank3)
       5'h00:
@@ -50558,7 +50819,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (taken_last)
       2'h0:
@@ -50572,7 +50833,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     (* full_case = 32'd1 *)
     casez (taken_last)
       2'h0:
@@ -50586,7 +50847,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     end_full = 1'h0;
     if (ws_end0) begin
       end_full = full_now0;
@@ -50602,7 +50863,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     end_limit = 1'h0;
     if (ws_end0) begin
       end_limit = \$1566 ;
@@ -50618,7 +50879,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     taken_last = 2'h0;
     if (take0) begin
       taken_last = 2'h0;
@@ -50634,7 +50895,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2677  = error;
     if (\$1645 ) begin
       \$2677  = \$1655 ;
@@ -50644,7 +50905,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2678  = n_tables;
     if (\$1645 ) begin
       if (\$1664 ) begin
@@ -50656,7 +50917,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2679  = ws_limit;
     if (\$1645 ) begin
       if (\$1664 ) begin
@@ -50668,7 +50929,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2680  = total;
     if (\$1645 ) begin
       if (\$1664 ) begin
@@ -50680,7 +50941,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2681  = running;
     if (\$1645 ) begin
       if (\$1664 ) begin
@@ -50699,7 +50960,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2682  = job_done;
     if (\$1645 ) begin
       if (\$1664 ) begin
@@ -50714,7 +50975,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2683  = ws_count;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50729,7 +50990,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2684  = n_popular;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50744,7 +51005,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2685  = n_cold;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50759,7 +51020,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2686  = \$signal$215 ;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50774,7 +51035,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2687  = n_lookups;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50789,7 +51050,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2688  = nearly_full;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50804,7 +51065,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2689  = pos_in;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50819,7 +51080,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2690  = acc_in;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50834,7 +51095,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2691  = working_sets;
     if (\$1665 ) begin
       if (\$1666 ) begin
@@ -50846,7 +51107,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2692  = bank_count0;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50863,7 +51124,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2693  = bank_count1;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50880,7 +51141,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2694  = bank_count2;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50897,7 +51158,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2695  = bank_count3;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50914,7 +51175,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2696  = bank_count4;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50931,7 +51192,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2697  = bank_count5;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50948,7 +51209,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2698  = bank_count6;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50965,7 +51226,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2699  = bank_count7;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50982,7 +51243,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2700  = bank_count8;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -50999,7 +51260,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2701  = bank_count9;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51016,7 +51277,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2702  = bank_count10;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51033,7 +51294,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2703  = bank_count11;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51050,7 +51311,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2704  = bank_count12;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51067,7 +51328,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2705  = bank_count13;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51084,7 +51345,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2706  = bank_count14;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51101,7 +51362,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2707  = bank_count15;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51118,7 +51379,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2708  = bank_count16;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51135,7 +51396,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2709  = bank_count17;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51152,7 +51413,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2710  = bank_count18;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51169,7 +51430,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2711  = bank_count19;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51186,7 +51447,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2712  = bank_count20;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51203,7 +51464,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2713  = bank_count21;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51220,7 +51481,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2714  = bank_count22;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51237,7 +51498,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2715  = bank_count23;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51254,7 +51515,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2716  = bank_count24;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51271,7 +51532,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2717  = bank_count25;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51288,7 +51549,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2718  = bank_count26;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51305,7 +51566,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2719  = bank_count27;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51322,7 +51583,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2720  = bank_count28;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51339,7 +51600,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2721  = bank_count29;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51356,7 +51617,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2722  = bank_count30;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51373,7 +51634,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2723  = bank_count31;
     if (\$1665 ) begin
       (* full_case = 32'd1 *)
@@ -51390,7 +51651,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2724  = early_ends;
     if (\$1665 ) begin
       if (\$1666 ) begin
@@ -51404,7 +51665,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2725  = epoch;
     if (\$1665 ) begin
       if (\$1666 ) begin
@@ -51421,7 +51682,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2726  = clear_pending;
     if (\$1665 ) begin
       if (\$1666 ) begin
@@ -51438,7 +51699,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2727  = probe_off;
     if (enable) begin
       (* full_case = 32'd1 *)
@@ -51453,7 +51714,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2728  = done;
     if (\$2515 ) begin
       \$2728  = \$2516 ;
@@ -51466,7 +51727,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2729  = head_valid;
     if (\$2535 ) begin
       \$2729  = 1'h0;
@@ -51479,7 +51740,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2730  = head;
     if (\$2556 ) begin
       \$2730  = incoming;
@@ -51489,7 +51750,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2731  = head_bank0;
     if (\$2556 ) begin
       \$2731  = \$2557 [31:27];
@@ -51499,7 +51760,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2732  = head_bucket0;
     if (\$2556 ) begin
       \$2732  = \$2558 [26:20];
@@ -51509,7 +51770,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2733  = head_bank1;
     if (\$2556 ) begin
       \$2733  = \$2559 [31:27];
@@ -51519,7 +51780,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2734  = head_bucket1;
     if (\$2556 ) begin
       \$2734  = \$2560 [26:20];
@@ -51529,7 +51790,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2735  = head_bank2;
     if (\$2556 ) begin
       \$2735  = \$2561 [31:27];
@@ -51539,7 +51800,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2736  = head_bucket2;
     if (\$2556 ) begin
       \$2736  = \$2562 [26:20];
@@ -51549,7 +51810,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2737  = head_bank3;
     if (\$2556 ) begin
       \$2737  = \$2563 [31:27];
@@ -51559,7 +51820,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2738  = head_bucket3;
     if (\$2556 ) begin
       \$2738  = \$2564 [26:20];
@@ -51569,7 +51830,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2739  = run_cycles;
     if (running) begin
       \$2739  = \$2565 [31:0];
@@ -51579,7 +51840,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2740  = stall_input;
     if (running) begin
       if (\$2566 ) begin
@@ -51591,7 +51852,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2741  = stall_output;
     if (running) begin
       if (\$2566 ) begin
@@ -51604,7 +51865,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2742  = stall_bank;
     if (running) begin
       if (\$2566 ) begin
@@ -51618,7 +51879,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$2743  = stall_probe;
     if (running) begin
       if (\$2566 ) begin
@@ -51927,7 +52188,7 @@ module \hotline_fragment_chain.fragmenter (\r_en$10 , \r_en$16 , \r_en$22 , \r_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.classify (\port$6159$0 , \port$6171$0 , \port$6185$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$22644$30 , \port$22644$73 , \port$22644$116 , \port$22644$159 , last, popular, \port$6154$0 
+module \hotline_fragment_chain.fragmenter.classify (\port$6196$0 , \port$6208$0 , \port$6222$0 , pos_out0, acc_out0, pos_out1, acc_out1, pos_out2, acc_out2, pos_out3, acc_out3, n_tables, pos_in, acc_in, \port$22698$30 , \port$22698$73 , \port$22698$116 , \port$22698$159 , last, popular, \port$6191$0 
 );
   wire [6:0] \$1 ;
   wire [5:0] \$10 ;
@@ -52006,22 +52267,22 @@ module \hotline_fragment_chain.fragmenter.classify (\port$6159$0 , \port$6171$0 
   wire [5:0] n_tables;
   output [3:0] popular;
   wire [3:0] popular;
-  input \port$22644$116 ;
-  wire \port$22644$116 ;
-  input \port$22644$159 ;
-  wire \port$22644$159 ;
-  input \port$22644$30 ;
-  wire \port$22644$30 ;
-  input \port$22644$73 ;
-  wire \port$22644$73 ;
-  input \port$6154$0 ;
-  wire \port$6154$0 ;
-  input \port$6159$0 ;
-  wire \port$6159$0 ;
-  input \port$6171$0 ;
-  wire \port$6171$0 ;
-  input \port$6185$0 ;
-  wire \port$6185$0 ;
+  input \port$22698$116 ;
+  wire \port$22698$116 ;
+  input \port$22698$159 ;
+  wire \port$22698$159 ;
+  input \port$22698$30 ;
+  wire \port$22698$30 ;
+  input \port$22698$73 ;
+  wire \port$22698$73 ;
+  input \port$6191$0 ;
+  wire \port$6191$0 ;
+  input \port$6196$0 ;
+  wire \port$6196$0 ;
+  input \port$6208$0 ;
+  wire \port$6208$0 ;
+  input \port$6222$0 ;
+  wire \port$6222$0 ;
   input [4:0] pos_in;
   wire [4:0] pos_in;
   output [4:0] pos_out0;
@@ -52034,71 +52295,71 @@ module \hotline_fragment_chain.fragmenter.classify (\port$6159$0 , \port$6171$0 
   wire [4:0] pos_out3;
   wire [3:0] valid;
   assign \$38  = \$27 [4:0] == \$37 ;
-  assign \$39  = \port$6171$0  & \$38 ;
+  assign \$39  = \port$6208$0  & \$38 ;
   assign \$40  = \$27 [4:0] + 1'h1;
   assign \$41  = \$39  ? 6'h00 : \$40 ;
-  assign \$42  = \port$6171$0  ? \$41  : { 1'h0, \$27 [4:0] };
+  assign \$42  = \port$6208$0  ? \$41  : { 1'h0, \$27 [4:0] };
   assign \$43  = ! \$27 [4:0];
   assign \$44  = \$43  | acc_out1;
-  assign \$45  = \port$22644$116  & \$44 ;
-  assign acc_out2 = \port$6171$0  ? \$45  : acc_out1;
+  assign \$45  = \port$22698$116  & \$44 ;
+  assign acc_out2 = \port$6208$0  ? \$45  : acc_out1;
   assign \$46  = n_tables - 1'h1;
   assign \$47  = \$42 [4:0] == \$46 ;
-  assign \$48  = \port$6185$0  & \$47 ;
+  assign \$48  = \port$6222$0  & \$47 ;
   assign \$49  = ! \$42 [4:0];
   assign \$50  = \$49  | acc_out2;
-  assign \$51  = \port$22644$159  & \$50 ;
+  assign \$51  = \port$22698$159  & \$50 ;
   assign \$52  = n_tables - 1'h1;
   assign \$53  = \$42 [4:0] == \$52 ;
-  assign \$54  = \port$6185$0  & \$53 ;
+  assign \$54  = \port$6222$0  & \$53 ;
   assign \$55  = \$42 [4:0] + 1'h1;
   assign \$56  = \$54  ? 6'h00 : \$55 ;
-  assign \$57  = \port$6185$0  ? \$56  : { 1'h0, \$42 [4:0] };
+  assign \$57  = \port$6222$0  ? \$56  : { 1'h0, \$42 [4:0] };
   assign \$58  = ! \$42 [4:0];
   assign \$59  = \$58  | acc_out2;
-  assign \$60  = \port$22644$159  & \$59 ;
-  assign acc_out3 = \port$6185$0  ? \$60  : acc_out2;
+  assign \$60  = \port$22698$159  & \$59 ;
+  assign acc_out3 = \port$6222$0  ? \$60  : acc_out2;
   assign \$1  = n_tables - 1'h1;
   assign \$2  = pos_in == \$1 ;
-  assign \$3  = \port$6154$0  & \$2 ;
+  assign \$3  = \port$6191$0  & \$2 ;
   assign \$4  = ! pos_in;
   assign \$5  = \$4  | acc_in;
-  assign \$6  = \port$22644$30  & \$5 ;
+  assign \$6  = \port$22698$30  & \$5 ;
   assign \$7  = n_tables - 1'h1;
   assign \$8  = pos_in == \$7 ;
-  assign \$9  = \port$6154$0  & \$8 ;
+  assign \$9  = \port$6191$0  & \$8 ;
   assign \$10  = pos_in + 1'h1;
   assign \$11  = \$9  ? 6'h00 : \$10 ;
-  assign \$12  = \port$6154$0  ? \$11  : { 1'h0, pos_in };
+  assign \$12  = \port$6191$0  ? \$11  : { 1'h0, pos_in };
   assign \$13  = ! pos_in;
   assign \$14  = \$13  | acc_in;
-  assign \$15  = \port$22644$30  & \$14 ;
-  assign acc_out0 = \port$6154$0  ? \$15  : acc_in;
+  assign \$15  = \port$22698$30  & \$14 ;
+  assign acc_out0 = \port$6191$0  ? \$15  : acc_in;
   assign \$16  = n_tables - 1'h1;
   assign \$17  = \$12 [4:0] == \$16 ;
-  assign \$18  = \port$6159$0  & \$17 ;
+  assign \$18  = \port$6196$0  & \$17 ;
   assign \$19  = ! \$12 [4:0];
   assign \$20  = \$19  | acc_out0;
-  assign \$21  = \port$22644$73  & \$20 ;
+  assign \$21  = \port$22698$73  & \$20 ;
   assign \$22  = n_tables - 1'h1;
   assign \$23  = \$12 [4:0] == \$22 ;
-  assign \$24  = \port$6159$0  & \$23 ;
+  assign \$24  = \port$6196$0  & \$23 ;
   assign \$25  = \$12 [4:0] + 1'h1;
   assign \$26  = \$24  ? 6'h00 : \$25 ;
-  assign \$27  = \port$6159$0  ? \$26  : { 1'h0, \$12 [4:0] };
+  assign \$27  = \port$6196$0  ? \$26  : { 1'h0, \$12 [4:0] };
   assign \$28  = ! \$12 [4:0];
   assign \$29  = \$28  | acc_out0;
-  assign \$30  = \port$22644$73  & \$29 ;
-  assign acc_out1 = \port$6159$0  ? \$30  : acc_out0;
+  assign \$30  = \port$22698$73  & \$29 ;
+  assign acc_out1 = \port$6196$0  ? \$30  : acc_out0;
   assign \$31  = n_tables - 1'h1;
   assign \$32  = \$27 [4:0] == \$31 ;
-  assign \$33  = \port$6171$0  & \$32 ;
+  assign \$33  = \port$6208$0  & \$32 ;
   assign \$34  = ! \$27 [4:0];
   assign \$35  = \$34  | acc_out1;
-  assign \$36  = \port$22644$116  & \$35 ;
+  assign \$36  = \port$22698$116  & \$35 ;
   assign \$37  = n_tables - 1'h1;
-  assign valid = { \port$6185$0 , \port$6171$0 , \port$6159$0 , \port$6154$0  };
-  assign hit = { \port$22644$159 , \port$22644$116 , \port$22644$73 , \port$22644$30  };
+  assign valid = { \port$6222$0 , \port$6208$0 , \port$6196$0 , \port$6191$0  };
+  assign hit = { \port$22698$159 , \port$22698$116 , \port$22698$73 , \port$22698$30  };
   assign pos_out0 = \$12 [4:0];
   assign pos_out1 = \$27 [4:0];
   assign pos_out2 = \$42 [4:0];
@@ -52115,7 +52376,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter.cold_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -52252,7 +52513,7 @@ module \hotline_fragment_chain.fragmenter.cold_fifo (clk, rst, w_en, w_rdy, r_da
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -52262,7 +52523,7 @@ module \hotline_fragment_chain.fragmenter.cold_fifo (clk, rst, w_en, w_rdy, r_da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -52272,7 +52533,7 @@ module \hotline_fragment_chain.fragmenter.cold_fifo (clk, rst, w_en, w_rdy, r_da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -52285,7 +52546,7 @@ module \hotline_fragment_chain.fragmenter.cold_fifo (clk, rst, w_en, w_rdy, r_da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -52306,7 +52567,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter.in_fifo (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -52431,7 +52692,7 @@ module \hotline_fragment_chain.fragmenter.in_fifo (rst, w_en, r_en, w_rdy, r_dat
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -52441,7 +52702,7 @@ module \hotline_fragment_chain.fragmenter.in_fifo (rst, w_en, r_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -52451,7 +52712,7 @@ module \hotline_fragment_chain.fragmenter.in_fifo (rst, w_en, r_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -52464,7 +52725,7 @@ module \hotline_fragment_chain.fragmenter.in_fifo (rst, w_en, r_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -52485,197 +52746,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter.non_popular_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [4:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [4:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [4:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [3:0] \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [4:0] \$5 ;
-  wire [4:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 4'h0 *)
-  wire [3:0] consume;
-  reg [3:0] inner_level = 4'h0;
-  wire inner_r_rdy;
-  wire [4:0] level;
-  (* init = 4'h0 *)
-  wire [3:0] produce;
-  output [83:0] r_data;
-  wire [83:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [4:0] r_level;
-  reg [3:0] r_port__addr = 4'h0;
-  wire [83:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [83:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [4:0] w_level;
-  reg [3:0] w_port__addr = 4'h0;
-  input [83:0] w_port__data;
-  wire [83:0] w_port__data;
-  wire w_port__en;
-  output w_rdy;
-  wire w_rdy;
-  reg [83:0] storage [14:0];
-  initial begin
-    storage[0] = 84'h000000000000000000000;
-    storage[1] = 84'h000000000000000000000;
-    storage[2] = 84'h000000000000000000000;
-    storage[3] = 84'h000000000000000000000;
-    storage[4] = 84'h000000000000000000000;
-    storage[5] = 84'h000000000000000000000;
-    storage[6] = 84'h000000000000000000000;
-    storage[7] = 84'h000000000000000000000;
-    storage[8] = 84'h000000000000000000000;
-    storage[9] = 84'h000000000000000000000;
-    storage[10] = 84'h000000000000000000000;
-    storage[11] = 84'h000000000000000000000;
-    storage[12] = 84'h000000000000000000000;
-    storage[13] = 84'h000000000000000000000;
-    storage[14] = 84'h000000000000000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [83:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 4'hf;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 4'he;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 5'h00 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 4'he;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 5'h00 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [3:0];
-    end
-    if (rst) begin
-      \$30  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [3:0];
-    end
-    if (rst) begin
-      \$31  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [3:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [3:0];
-    end
-    if (rst) begin
-      \$32  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.popular_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -52866,8 +52936,199 @@ module \hotline_fragment_chain.fragmenter.popular_fifo (clk, rst, w_en, w_rdy, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
+module \hotline_fragment_chain.fragmenter.popular_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [4:0] \$11 ;
+  wire [4:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [4:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [3:0] \$30 ;
+  reg [3:0] \$31 ;
+  reg [3:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [4:0] \$5 ;
+  wire [4:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 4'h0 *)
+  wire [3:0] consume;
+  reg [3:0] inner_level = 4'h0;
+  wire inner_r_rdy;
+  wire [4:0] level;
+  (* init = 4'h0 *)
+  wire [3:0] produce;
+  output [83:0] r_data;
+  wire [83:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [4:0] r_level;
+  reg [3:0] r_port__addr = 4'h0;
+  wire [83:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [83:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [4:0] w_level;
+  reg [3:0] w_port__addr = 4'h0;
+  input [83:0] w_port__data;
+  wire [83:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [83:0] storage [14:0];
+  initial begin
+    storage[0] = 84'h000000000000000000000;
+    storage[1] = 84'h000000000000000000000;
+    storage[2] = 84'h000000000000000000000;
+    storage[3] = 84'h000000000000000000000;
+    storage[4] = 84'h000000000000000000000;
+    storage[5] = 84'h000000000000000000000;
+    storage[6] = 84'h000000000000000000000;
+    storage[7] = 84'h000000000000000000000;
+    storage[8] = 84'h000000000000000000000;
+    storage[9] = 84'h000000000000000000000;
+    storage[10] = 84'h000000000000000000000;
+    storage[11] = 84'h000000000000000000000;
+    storage[12] = 84'h000000000000000000000;
+    storage[13] = 84'h000000000000000000000;
+    storage[14] = 84'h000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [83:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 4'hf;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 4'he;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 5'h00 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 4'he;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 5'h00 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [3:0];
+    end
+    if (rst) begin
+      \$30  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [3:0];
+    end
+    if (rst) begin
+      \$31  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [3:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [3:0];
+    end
+    if (rst) begin
+      \$32  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
+  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -53004,7 +53265,7 @@ module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -53014,7 +53275,7 @@ module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -53024,7 +53285,7 @@ module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -53037,7 +53298,7 @@ module \hotline_fragment_chain.fragmenter.remapped_fifo (clk, rst, w_en, w_rdy, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -53058,7 +53319,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter.summary_fifo (clk, rst, w_en, w_rdy, r_data, w_port__data, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -53195,7 +53456,7 @@ module \hotline_fragment_chain.fragmenter.summary_fifo (clk, rst, w_en, w_rdy, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -53205,7 +53466,7 @@ module \hotline_fragment_chain.fragmenter.summary_fifo (clk, rst, w_en, w_rdy, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -53215,7 +53476,7 @@ module \hotline_fragment_chain.fragmenter.summary_fifo (clk, rst, w_en, w_rdy, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -53228,7 +53489,7 @@ module \hotline_fragment_chain.fragmenter.summary_fifo (clk, rst, w_en, w_rdy, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -53250,7 +53511,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, req_valid1, req_bucket1, req_valid2, req_bucket2, req_valid3, req_bucket3, ins_rank0, ins_rank1, ins_rank2, ins_rank3, ins0, ins1, ins2, ins3, clear, rank0, match0, free0
 , rank1, match1, free1, rank2, match2, free2, rank3, match3, free3, epoch, req_key0, req_key1, req_key2, req_key3, req_bank0, req_bank1, req_bank2, req_bank3, busy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire \$1 ;
   wire [6:0] \$10 ;
   wire \$100 ;
@@ -81987,7 +82248,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
   always @(posedge clk)
     busy <= \$11156 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     casez (req_bank0)
       5'h00:
@@ -82057,7 +82318,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     casez (req_bank1)
       5'h00:
@@ -82127,7 +82388,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     casez (req_bank2)
       5'h00:
@@ -82197,7 +82458,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     casez (req_bank3)
       5'h00:
@@ -82267,7 +82528,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       wp__addr = clear_addr;
@@ -82276,7 +82537,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       wp__data = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82285,7 +82546,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       wp__en = 8'hff;
@@ -82294,7 +82555,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$41  = clear_addr;
@@ -82303,7 +82564,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$42  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82312,7 +82573,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$43  = 8'hff;
@@ -82321,7 +82582,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$49  = clear_addr;
@@ -82330,7 +82591,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$50  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82339,7 +82600,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$51  = 8'hff;
@@ -82348,7 +82609,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$57  = clear_addr;
@@ -82357,7 +82618,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$58  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82366,7 +82627,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$59  = 8'hff;
@@ -82375,7 +82636,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$65  = clear_addr;
@@ -82384,7 +82645,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$66  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82393,7 +82654,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$67  = 8'hff;
@@ -82402,7 +82663,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$73  = clear_addr;
@@ -82411,7 +82672,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$74  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82420,7 +82681,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$75  = 8'hff;
@@ -82429,7 +82690,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$81  = clear_addr;
@@ -82438,7 +82699,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$82  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82447,7 +82708,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$83  = 8'hff;
@@ -82456,7 +82717,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$89  = clear_addr;
@@ -82465,7 +82726,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$90  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82474,7 +82735,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$91  = 8'hff;
@@ -82483,7 +82744,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$97  = clear_addr;
@@ -82492,7 +82753,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$98  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82501,7 +82762,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$99  = 8'hff;
@@ -82510,7 +82771,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$105  = clear_addr;
@@ -82519,7 +82780,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$106  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82528,7 +82789,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$107  = 8'hff;
@@ -82537,7 +82798,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$113  = clear_addr;
@@ -82546,7 +82807,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$114  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82555,7 +82816,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$115  = 8'hff;
@@ -82564,7 +82825,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$121  = clear_addr;
@@ -82573,7 +82834,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$122  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82582,7 +82843,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$123  = 8'hff;
@@ -82591,7 +82852,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$129  = clear_addr;
@@ -82600,7 +82861,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$130  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82609,7 +82870,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$131  = 8'hff;
@@ -82618,7 +82879,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$137  = clear_addr;
@@ -82627,7 +82888,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$138  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82636,7 +82897,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$139  = 8'hff;
@@ -82645,7 +82906,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$145  = clear_addr;
@@ -82654,7 +82915,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$146  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82663,7 +82924,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$147  = 8'hff;
@@ -82672,7 +82933,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$153  = clear_addr;
@@ -82681,7 +82942,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$154  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82690,7 +82951,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$155  = 8'hff;
@@ -82699,7 +82960,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$161  = clear_addr;
@@ -82708,7 +82969,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$162  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82717,7 +82978,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$163  = 8'hff;
@@ -82726,7 +82987,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$169  = clear_addr;
@@ -82735,7 +82996,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$170  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82744,7 +83005,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$171  = 8'hff;
@@ -82753,7 +83014,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$177  = clear_addr;
@@ -82762,7 +83023,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$178  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82771,7 +83032,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$179  = 8'hff;
@@ -82780,7 +83041,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$185  = clear_addr;
@@ -82789,7 +83050,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$186  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82798,7 +83059,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$187  = 8'hff;
@@ -82807,7 +83068,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$193  = clear_addr;
@@ -82816,7 +83077,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$194  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82825,7 +83086,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$195  = 8'hff;
@@ -82834,7 +83095,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$201  = clear_addr;
@@ -82843,7 +83104,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$202  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82852,7 +83113,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$203  = 8'hff;
@@ -82861,7 +83122,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$209  = clear_addr;
@@ -82870,7 +83131,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$210  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82879,7 +83140,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$211  = 8'hff;
@@ -82888,7 +83149,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$217  = clear_addr;
@@ -82897,7 +83158,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$218  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82906,7 +83167,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$219  = 8'hff;
@@ -82915,7 +83176,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$225  = clear_addr;
@@ -82924,7 +83185,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$226  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82933,7 +83194,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$227  = 8'hff;
@@ -82942,7 +83203,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$233  = clear_addr;
@@ -82951,7 +83212,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$234  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82960,7 +83221,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$235  = 8'hff;
@@ -82969,7 +83230,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$241  = clear_addr;
@@ -82978,7 +83239,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$242  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -82987,7 +83248,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$243  = 8'hff;
@@ -82996,7 +83257,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$249  = clear_addr;
@@ -83005,7 +83266,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$250  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -83014,7 +83275,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$251  = 8'hff;
@@ -83023,7 +83284,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$257  = clear_addr;
@@ -83032,7 +83293,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$258  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -83041,7 +83302,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$259  = 8'hff;
@@ -83050,7 +83311,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$265  = clear_addr;
@@ -83059,7 +83320,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$266  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -83068,7 +83329,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$267  = 8'hff;
@@ -83077,7 +83338,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$273  = clear_addr;
@@ -83086,7 +83347,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$274  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -83095,7 +83356,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$275  = 8'hff;
@@ -83104,7 +83365,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__addr$281  = clear_addr;
@@ -83113,7 +83374,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__data$282  = 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -83122,7 +83383,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (busy) begin
       \wp__en$283  = 8'hff;
@@ -83131,7 +83392,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$11155  = clear_addr;
     if (busy) begin
       \$11155  = \$11153 [6:0];
@@ -83143,7 +83404,7 @@ module \hotline_fragment_chain.fragmenter.table (rst, req_valid0, req_bucket0, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$11156  = busy;
     if (busy) begin
       if (\$11154 ) begin
@@ -84721,7 +84982,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_fragment_chain.key_fifo (clk, rst, w_en, r_en, w_rdy, r_data, w_port__data);
-  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -84873,7 +85134,7 @@ module \hotline_fragment_chain.key_fifo (clk, rst, w_en, r_en, w_rdy, r_data, w_
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -84883,7 +85144,7 @@ module \hotline_fragment_chain.key_fifo (clk, rst, w_en, r_en, w_rdy, r_data, w_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -84893,7 +85154,7 @@ module \hotline_fragment_chain.key_fifo (clk, rst, w_en, r_en, w_rdy, r_data, w_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -84906,7 +85167,7 @@ module \hotline_fragment_chain.key_fifo (clk, rst, w_en, r_en, w_rdy, r_data, w_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;

@@ -417,7 +417,7 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  reg [87:0] \$47 ;
+  wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -436,27 +436,27 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire [6:0] \$52 ;
+  wire [6:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  reg \$59 ;
-  wire \$6 ;
-  reg [3:0] \$60 ;
-  reg [5:0] \$61 ;
-  reg [5:0] \$62 ;
-  reg [3:0] \$63 ;
-  reg \$64 ;
-  reg \$65 ;
-  reg [97:0] \$66 ;
+  reg [2:0] \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg [3:0] \$59 ;
+  wire [3:0] \$6 ;
+  reg [5:0] \$60 ;
+  reg \$61 ;
+  reg [3:0] \$62 ;
+  reg [5:0] \$63 ;
+  reg [5:0] \$64 ;
+  reg [3:0] \$65 ;
+  reg \$66 ;
   reg [1:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [4:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -467,7 +467,7 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  reg [87:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -535,11 +535,8 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire clear;
   input clk;
   wire clk;
-  reg [3:0] d_bank = 4'h0;
-  reg [5:0] d_set = 6'h00;
-  reg d_v = 1'h0;
   output [97:0] dump__payload;
-  reg [97:0] dump__payload = 98'h0000000000000000000000000;
+  wire [97:0] dump__payload;
   wire [3:0] \dump__payload.bank ;
   wire [5:0] \dump__payload.set ;
   wire [87:0] \dump__payload.ways ;
@@ -562,22 +559,22 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   input dump__ready;
   wire dump__ready;
   output dump__valid;
-  reg dump__valid = 1'h0;
+  wire dump__valid;
   reg [1:0] fsm_state = 2'h1;
   wire [119:0] i__payload;
-  wire [119:0] \i__payload$345 ;
-  wire [29:0] \i__payload$345[0] ;
-  wire [28:0] \i__payload$345[0].key ;
-  wire \i__payload$345[0].valid ;
-  wire [29:0] \i__payload$345[1] ;
-  wire [28:0] \i__payload$345[1].key ;
-  wire \i__payload$345[1].valid ;
-  wire [29:0] \i__payload$345[2] ;
-  wire [28:0] \i__payload$345[2].key ;
-  wire \i__payload$345[2].valid ;
-  wire [29:0] \i__payload$345[3] ;
-  wire [28:0] \i__payload$345[3].key ;
-  wire \i__payload$345[3].valid ;
+  wire [119:0] \i__payload$372 ;
+  wire [29:0] \i__payload$372[0] ;
+  wire [28:0] \i__payload$372[0].key ;
+  wire \i__payload$372[0].valid ;
+  wire [29:0] \i__payload$372[1] ;
+  wire [28:0] \i__payload$372[1].key ;
+  wire \i__payload$372[1].valid ;
+  wire [29:0] \i__payload$372[2] ;
+  wire [28:0] \i__payload$372[2].key ;
+  wire \i__payload$372[2].valid ;
+  wire [29:0] \i__payload$372[3] ;
+  wire [28:0] \i__payload$372[3].key ;
+  wire \i__payload$372[3].valid ;
   wire [29:0] \i__payload[0] ;
   wire [3:0] \i__payload[0].bank ;
   wire [5:0] \i__payload[0].set ;
@@ -599,9 +596,9 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire [18:0] \i__payload[3].tag ;
   wire \i__payload[3].valid ;
   wire i__ready;
-  wire \i__ready$346 ;
+  wire \i__ready$373 ;
   wire i__valid;
-  wire \i__valid$344 ;
+  wire \i__valid$371 ;
   reg idle_fsm;
   wire issue;
   input learn;
@@ -673,53 +670,53 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   (* init = 6'h00 *)
   wire [5:0] \maint__addr$290 ;
   reg maint__clear;
-  reg \maint__clear$297 ;
-  reg \maint__clear$298 ;
-  reg \maint__clear$299 ;
-  reg \maint__clear$300 ;
-  reg \maint__clear$301 ;
-  reg \maint__clear$302 ;
-  reg \maint__clear$303 ;
-  reg \maint__clear$304 ;
-  reg \maint__clear$305 ;
-  reg \maint__clear$306 ;
-  reg \maint__clear$307 ;
-  reg \maint__clear$308 ;
-  reg \maint__clear$309 ;
-  reg \maint__clear$310 ;
-  reg \maint__clear$311 ;
+  reg \maint__clear$324 ;
+  reg \maint__clear$325 ;
+  reg \maint__clear$326 ;
+  reg \maint__clear$327 ;
+  reg \maint__clear$328 ;
+  reg \maint__clear$329 ;
+  reg \maint__clear$330 ;
+  reg \maint__clear$331 ;
+  reg \maint__clear$332 ;
+  reg \maint__clear$333 ;
+  reg \maint__clear$334 ;
+  reg \maint__clear$335 ;
+  reg \maint__clear$336 ;
+  reg \maint__clear$337 ;
+  reg \maint__clear$338 ;
   reg maint__hold;
-  reg \maint__hold$315 ;
-  reg \maint__hold$317 ;
-  reg \maint__hold$319 ;
-  reg \maint__hold$321 ;
-  reg \maint__hold$323 ;
-  reg \maint__hold$325 ;
-  reg \maint__hold$327 ;
-  reg \maint__hold$329 ;
-  reg \maint__hold$331 ;
-  reg \maint__hold$333 ;
-  reg \maint__hold$335 ;
-  reg \maint__hold$337 ;
-  reg \maint__hold$339 ;
-  reg \maint__hold$341 ;
-  reg \maint__hold$343 ;
+  reg \maint__hold$342 ;
+  reg \maint__hold$344 ;
+  reg \maint__hold$346 ;
+  reg \maint__hold$348 ;
+  reg \maint__hold$350 ;
+  reg \maint__hold$352 ;
+  reg \maint__hold$354 ;
+  reg \maint__hold$356 ;
+  reg \maint__hold$358 ;
+  reg \maint__hold$360 ;
+  reg \maint__hold$362 ;
+  reg \maint__hold$364 ;
+  reg \maint__hold$366 ;
+  reg \maint__hold$368 ;
+  reg \maint__hold$370 ;
   reg maint__read;
-  reg \maint__read$314 ;
-  reg \maint__read$316 ;
-  reg \maint__read$318 ;
-  reg \maint__read$320 ;
-  reg \maint__read$322 ;
-  reg \maint__read$324 ;
-  reg \maint__read$326 ;
-  reg \maint__read$328 ;
-  reg \maint__read$330 ;
-  reg \maint__read$332 ;
-  reg \maint__read$334 ;
-  reg \maint__read$336 ;
-  reg \maint__read$338 ;
-  reg \maint__read$340 ;
-  reg \maint__read$342 ;
+  reg \maint__read$341 ;
+  reg \maint__read$343 ;
+  reg \maint__read$345 ;
+  reg \maint__read$347 ;
+  reg \maint__read$349 ;
+  reg \maint__read$351 ;
+  reg \maint__read$353 ;
+  reg \maint__read$355 ;
+  reg \maint__read$357 ;
+  reg \maint__read$359 ;
+  reg \maint__read$361 ;
+  reg \maint__read$363 ;
+  reg \maint__read$365 ;
+  reg \maint__read$367 ;
+  reg \maint__read$369 ;
   (* init = 6'h00 *)
   wire [5:0] maint_addr;
   wire [119:0] o__payload;
@@ -780,7 +777,8 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire \o__ready$24 ;
   wire o__valid;
   wire \o__valid$27 ;
-  wire o_load;
+  reg [2:0] owed = 3'h0;
+  wire [2:0] owed_next;
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$112 ;
@@ -800,266 +798,269 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire [1:0] \popular_max_rrpv$84 ;
   wire [1:0] \popular_max_rrpv$98 ;
   wire [55:0] r_data;
+  wire [97:0] \r_data$320 ;
   wire r_en;
+  wire \r_en$321 ;
   wire r_rdy;
+  wire \r_rdy$319 ;
   reg [3:0] rd_bank = 4'h0;
   reg rd_more = 1'h0;
   wire [87:0] read_data;
-  wire [87:0] \read_data$351 ;
-  wire [21:0] \read_data$351[0] ;
-  wire [1:0] \read_data$351[0].rrpv ;
-  wire [18:0] \read_data$351[0].tag ;
-  wire \read_data$351[0].valid ;
-  wire [21:0] \read_data$351[1] ;
-  wire [1:0] \read_data$351[1].rrpv ;
-  wire [18:0] \read_data$351[1].tag ;
-  wire \read_data$351[1].valid ;
-  wire [21:0] \read_data$351[2] ;
-  wire [1:0] \read_data$351[2].rrpv ;
-  wire [18:0] \read_data$351[2].tag ;
-  wire \read_data$351[2].valid ;
-  wire [21:0] \read_data$351[3] ;
-  wire [1:0] \read_data$351[3].rrpv ;
-  wire [18:0] \read_data$351[3].tag ;
-  wire \read_data$351[3].valid ;
-  wire [87:0] \read_data$352 ;
-  wire [21:0] \read_data$352[0] ;
-  wire [1:0] \read_data$352[0].rrpv ;
-  wire [18:0] \read_data$352[0].tag ;
-  wire \read_data$352[0].valid ;
-  wire [21:0] \read_data$352[1] ;
-  wire [1:0] \read_data$352[1].rrpv ;
-  wire [18:0] \read_data$352[1].tag ;
-  wire \read_data$352[1].valid ;
-  wire [21:0] \read_data$352[2] ;
-  wire [1:0] \read_data$352[2].rrpv ;
-  wire [18:0] \read_data$352[2].tag ;
-  wire \read_data$352[2].valid ;
-  wire [21:0] \read_data$352[3] ;
-  wire [1:0] \read_data$352[3].rrpv ;
-  wire [18:0] \read_data$352[3].tag ;
-  wire \read_data$352[3].valid ;
-  wire [87:0] \read_data$353 ;
-  wire [21:0] \read_data$353[0] ;
-  wire [1:0] \read_data$353[0].rrpv ;
-  wire [18:0] \read_data$353[0].tag ;
-  wire \read_data$353[0].valid ;
-  wire [21:0] \read_data$353[1] ;
-  wire [1:0] \read_data$353[1].rrpv ;
-  wire [18:0] \read_data$353[1].tag ;
-  wire \read_data$353[1].valid ;
-  wire [21:0] \read_data$353[2] ;
-  wire [1:0] \read_data$353[2].rrpv ;
-  wire [18:0] \read_data$353[2].tag ;
-  wire \read_data$353[2].valid ;
-  wire [21:0] \read_data$353[3] ;
-  wire [1:0] \read_data$353[3].rrpv ;
-  wire [18:0] \read_data$353[3].tag ;
-  wire \read_data$353[3].valid ;
-  wire [87:0] \read_data$354 ;
-  wire [21:0] \read_data$354[0] ;
-  wire [1:0] \read_data$354[0].rrpv ;
-  wire [18:0] \read_data$354[0].tag ;
-  wire \read_data$354[0].valid ;
-  wire [21:0] \read_data$354[1] ;
-  wire [1:0] \read_data$354[1].rrpv ;
-  wire [18:0] \read_data$354[1].tag ;
-  wire \read_data$354[1].valid ;
-  wire [21:0] \read_data$354[2] ;
-  wire [1:0] \read_data$354[2].rrpv ;
-  wire [18:0] \read_data$354[2].tag ;
-  wire \read_data$354[2].valid ;
-  wire [21:0] \read_data$354[3] ;
-  wire [1:0] \read_data$354[3].rrpv ;
-  wire [18:0] \read_data$354[3].tag ;
-  wire \read_data$354[3].valid ;
-  wire [87:0] \read_data$355 ;
-  wire [21:0] \read_data$355[0] ;
-  wire [1:0] \read_data$355[0].rrpv ;
-  wire [18:0] \read_data$355[0].tag ;
-  wire \read_data$355[0].valid ;
-  wire [21:0] \read_data$355[1] ;
-  wire [1:0] \read_data$355[1].rrpv ;
-  wire [18:0] \read_data$355[1].tag ;
-  wire \read_data$355[1].valid ;
-  wire [21:0] \read_data$355[2] ;
-  wire [1:0] \read_data$355[2].rrpv ;
-  wire [18:0] \read_data$355[2].tag ;
-  wire \read_data$355[2].valid ;
-  wire [21:0] \read_data$355[3] ;
-  wire [1:0] \read_data$355[3].rrpv ;
-  wire [18:0] \read_data$355[3].tag ;
-  wire \read_data$355[3].valid ;
-  wire [87:0] \read_data$356 ;
-  wire [21:0] \read_data$356[0] ;
-  wire [1:0] \read_data$356[0].rrpv ;
-  wire [18:0] \read_data$356[0].tag ;
-  wire \read_data$356[0].valid ;
-  wire [21:0] \read_data$356[1] ;
-  wire [1:0] \read_data$356[1].rrpv ;
-  wire [18:0] \read_data$356[1].tag ;
-  wire \read_data$356[1].valid ;
-  wire [21:0] \read_data$356[2] ;
-  wire [1:0] \read_data$356[2].rrpv ;
-  wire [18:0] \read_data$356[2].tag ;
-  wire \read_data$356[2].valid ;
-  wire [21:0] \read_data$356[3] ;
-  wire [1:0] \read_data$356[3].rrpv ;
-  wire [18:0] \read_data$356[3].tag ;
-  wire \read_data$356[3].valid ;
-  wire [87:0] \read_data$357 ;
-  wire [21:0] \read_data$357[0] ;
-  wire [1:0] \read_data$357[0].rrpv ;
-  wire [18:0] \read_data$357[0].tag ;
-  wire \read_data$357[0].valid ;
-  wire [21:0] \read_data$357[1] ;
-  wire [1:0] \read_data$357[1].rrpv ;
-  wire [18:0] \read_data$357[1].tag ;
-  wire \read_data$357[1].valid ;
-  wire [21:0] \read_data$357[2] ;
-  wire [1:0] \read_data$357[2].rrpv ;
-  wire [18:0] \read_data$357[2].tag ;
-  wire \read_data$357[2].valid ;
-  wire [21:0] \read_data$357[3] ;
-  wire [1:0] \read_data$357[3].rrpv ;
-  wire [18:0] \read_data$357[3].tag ;
-  wire \read_data$357[3].valid ;
-  wire [87:0] \read_data$358 ;
-  wire [21:0] \read_data$358[0] ;
-  wire [1:0] \read_data$358[0].rrpv ;
-  wire [18:0] \read_data$358[0].tag ;
-  wire \read_data$358[0].valid ;
-  wire [21:0] \read_data$358[1] ;
-  wire [1:0] \read_data$358[1].rrpv ;
-  wire [18:0] \read_data$358[1].tag ;
-  wire \read_data$358[1].valid ;
-  wire [21:0] \read_data$358[2] ;
-  wire [1:0] \read_data$358[2].rrpv ;
-  wire [18:0] \read_data$358[2].tag ;
-  wire \read_data$358[2].valid ;
-  wire [21:0] \read_data$358[3] ;
-  wire [1:0] \read_data$358[3].rrpv ;
-  wire [18:0] \read_data$358[3].tag ;
-  wire \read_data$358[3].valid ;
-  wire [87:0] \read_data$359 ;
-  wire [21:0] \read_data$359[0] ;
-  wire [1:0] \read_data$359[0].rrpv ;
-  wire [18:0] \read_data$359[0].tag ;
-  wire \read_data$359[0].valid ;
-  wire [21:0] \read_data$359[1] ;
-  wire [1:0] \read_data$359[1].rrpv ;
-  wire [18:0] \read_data$359[1].tag ;
-  wire \read_data$359[1].valid ;
-  wire [21:0] \read_data$359[2] ;
-  wire [1:0] \read_data$359[2].rrpv ;
-  wire [18:0] \read_data$359[2].tag ;
-  wire \read_data$359[2].valid ;
-  wire [21:0] \read_data$359[3] ;
-  wire [1:0] \read_data$359[3].rrpv ;
-  wire [18:0] \read_data$359[3].tag ;
-  wire \read_data$359[3].valid ;
-  wire [87:0] \read_data$360 ;
-  wire [21:0] \read_data$360[0] ;
-  wire [1:0] \read_data$360[0].rrpv ;
-  wire [18:0] \read_data$360[0].tag ;
-  wire \read_data$360[0].valid ;
-  wire [21:0] \read_data$360[1] ;
-  wire [1:0] \read_data$360[1].rrpv ;
-  wire [18:0] \read_data$360[1].tag ;
-  wire \read_data$360[1].valid ;
-  wire [21:0] \read_data$360[2] ;
-  wire [1:0] \read_data$360[2].rrpv ;
-  wire [18:0] \read_data$360[2].tag ;
-  wire \read_data$360[2].valid ;
-  wire [21:0] \read_data$360[3] ;
-  wire [1:0] \read_data$360[3].rrpv ;
-  wire [18:0] \read_data$360[3].tag ;
-  wire \read_data$360[3].valid ;
-  wire [87:0] \read_data$361 ;
-  wire [21:0] \read_data$361[0] ;
-  wire [1:0] \read_data$361[0].rrpv ;
-  wire [18:0] \read_data$361[0].tag ;
-  wire \read_data$361[0].valid ;
-  wire [21:0] \read_data$361[1] ;
-  wire [1:0] \read_data$361[1].rrpv ;
-  wire [18:0] \read_data$361[1].tag ;
-  wire \read_data$361[1].valid ;
-  wire [21:0] \read_data$361[2] ;
-  wire [1:0] \read_data$361[2].rrpv ;
-  wire [18:0] \read_data$361[2].tag ;
-  wire \read_data$361[2].valid ;
-  wire [21:0] \read_data$361[3] ;
-  wire [1:0] \read_data$361[3].rrpv ;
-  wire [18:0] \read_data$361[3].tag ;
-  wire \read_data$361[3].valid ;
-  wire [87:0] \read_data$362 ;
-  wire [21:0] \read_data$362[0] ;
-  wire [1:0] \read_data$362[0].rrpv ;
-  wire [18:0] \read_data$362[0].tag ;
-  wire \read_data$362[0].valid ;
-  wire [21:0] \read_data$362[1] ;
-  wire [1:0] \read_data$362[1].rrpv ;
-  wire [18:0] \read_data$362[1].tag ;
-  wire \read_data$362[1].valid ;
-  wire [21:0] \read_data$362[2] ;
-  wire [1:0] \read_data$362[2].rrpv ;
-  wire [18:0] \read_data$362[2].tag ;
-  wire \read_data$362[2].valid ;
-  wire [21:0] \read_data$362[3] ;
-  wire [1:0] \read_data$362[3].rrpv ;
-  wire [18:0] \read_data$362[3].tag ;
-  wire \read_data$362[3].valid ;
-  wire [87:0] \read_data$363 ;
-  wire [21:0] \read_data$363[0] ;
-  wire [1:0] \read_data$363[0].rrpv ;
-  wire [18:0] \read_data$363[0].tag ;
-  wire \read_data$363[0].valid ;
-  wire [21:0] \read_data$363[1] ;
-  wire [1:0] \read_data$363[1].rrpv ;
-  wire [18:0] \read_data$363[1].tag ;
-  wire \read_data$363[1].valid ;
-  wire [21:0] \read_data$363[2] ;
-  wire [1:0] \read_data$363[2].rrpv ;
-  wire [18:0] \read_data$363[2].tag ;
-  wire \read_data$363[2].valid ;
-  wire [21:0] \read_data$363[3] ;
-  wire [1:0] \read_data$363[3].rrpv ;
-  wire [18:0] \read_data$363[3].tag ;
-  wire \read_data$363[3].valid ;
-  wire [87:0] \read_data$364 ;
-  wire [21:0] \read_data$364[0] ;
-  wire [1:0] \read_data$364[0].rrpv ;
-  wire [18:0] \read_data$364[0].tag ;
-  wire \read_data$364[0].valid ;
-  wire [21:0] \read_data$364[1] ;
-  wire [1:0] \read_data$364[1].rrpv ;
-  wire [18:0] \read_data$364[1].tag ;
-  wire \read_data$364[1].valid ;
-  wire [21:0] \read_data$364[2] ;
-  wire [1:0] \read_data$364[2].rrpv ;
-  wire [18:0] \read_data$364[2].tag ;
-  wire \read_data$364[2].valid ;
-  wire [21:0] \read_data$364[3] ;
-  wire [1:0] \read_data$364[3].rrpv ;
-  wire [18:0] \read_data$364[3].tag ;
-  wire \read_data$364[3].valid ;
-  wire [87:0] \read_data$365 ;
-  wire [21:0] \read_data$365[0] ;
-  wire [1:0] \read_data$365[0].rrpv ;
-  wire [18:0] \read_data$365[0].tag ;
-  wire \read_data$365[0].valid ;
-  wire [21:0] \read_data$365[1] ;
-  wire [1:0] \read_data$365[1].rrpv ;
-  wire [18:0] \read_data$365[1].tag ;
-  wire \read_data$365[1].valid ;
-  wire [21:0] \read_data$365[2] ;
-  wire [1:0] \read_data$365[2].rrpv ;
-  wire [18:0] \read_data$365[2].tag ;
-  wire \read_data$365[2].valid ;
-  wire [21:0] \read_data$365[3] ;
-  wire [1:0] \read_data$365[3].rrpv ;
-  wire [18:0] \read_data$365[3].tag ;
-  wire \read_data$365[3].valid ;
+  wire [87:0] \read_data$301 ;
+  wire [21:0] \read_data$301[0] ;
+  wire [1:0] \read_data$301[0].rrpv ;
+  wire [18:0] \read_data$301[0].tag ;
+  wire \read_data$301[0].valid ;
+  wire [21:0] \read_data$301[1] ;
+  wire [1:0] \read_data$301[1].rrpv ;
+  wire [18:0] \read_data$301[1].tag ;
+  wire \read_data$301[1].valid ;
+  wire [21:0] \read_data$301[2] ;
+  wire [1:0] \read_data$301[2].rrpv ;
+  wire [18:0] \read_data$301[2].tag ;
+  wire \read_data$301[2].valid ;
+  wire [21:0] \read_data$301[3] ;
+  wire [1:0] \read_data$301[3].rrpv ;
+  wire [18:0] \read_data$301[3].tag ;
+  wire \read_data$301[3].valid ;
+  wire [87:0] \read_data$302 ;
+  wire [21:0] \read_data$302[0] ;
+  wire [1:0] \read_data$302[0].rrpv ;
+  wire [18:0] \read_data$302[0].tag ;
+  wire \read_data$302[0].valid ;
+  wire [21:0] \read_data$302[1] ;
+  wire [1:0] \read_data$302[1].rrpv ;
+  wire [18:0] \read_data$302[1].tag ;
+  wire \read_data$302[1].valid ;
+  wire [21:0] \read_data$302[2] ;
+  wire [1:0] \read_data$302[2].rrpv ;
+  wire [18:0] \read_data$302[2].tag ;
+  wire \read_data$302[2].valid ;
+  wire [21:0] \read_data$302[3] ;
+  wire [1:0] \read_data$302[3].rrpv ;
+  wire [18:0] \read_data$302[3].tag ;
+  wire \read_data$302[3].valid ;
+  wire [87:0] \read_data$303 ;
+  wire [21:0] \read_data$303[0] ;
+  wire [1:0] \read_data$303[0].rrpv ;
+  wire [18:0] \read_data$303[0].tag ;
+  wire \read_data$303[0].valid ;
+  wire [21:0] \read_data$303[1] ;
+  wire [1:0] \read_data$303[1].rrpv ;
+  wire [18:0] \read_data$303[1].tag ;
+  wire \read_data$303[1].valid ;
+  wire [21:0] \read_data$303[2] ;
+  wire [1:0] \read_data$303[2].rrpv ;
+  wire [18:0] \read_data$303[2].tag ;
+  wire \read_data$303[2].valid ;
+  wire [21:0] \read_data$303[3] ;
+  wire [1:0] \read_data$303[3].rrpv ;
+  wire [18:0] \read_data$303[3].tag ;
+  wire \read_data$303[3].valid ;
+  wire [87:0] \read_data$304 ;
+  wire [21:0] \read_data$304[0] ;
+  wire [1:0] \read_data$304[0].rrpv ;
+  wire [18:0] \read_data$304[0].tag ;
+  wire \read_data$304[0].valid ;
+  wire [21:0] \read_data$304[1] ;
+  wire [1:0] \read_data$304[1].rrpv ;
+  wire [18:0] \read_data$304[1].tag ;
+  wire \read_data$304[1].valid ;
+  wire [21:0] \read_data$304[2] ;
+  wire [1:0] \read_data$304[2].rrpv ;
+  wire [18:0] \read_data$304[2].tag ;
+  wire \read_data$304[2].valid ;
+  wire [21:0] \read_data$304[3] ;
+  wire [1:0] \read_data$304[3].rrpv ;
+  wire [18:0] \read_data$304[3].tag ;
+  wire \read_data$304[3].valid ;
+  wire [87:0] \read_data$305 ;
+  wire [21:0] \read_data$305[0] ;
+  wire [1:0] \read_data$305[0].rrpv ;
+  wire [18:0] \read_data$305[0].tag ;
+  wire \read_data$305[0].valid ;
+  wire [21:0] \read_data$305[1] ;
+  wire [1:0] \read_data$305[1].rrpv ;
+  wire [18:0] \read_data$305[1].tag ;
+  wire \read_data$305[1].valid ;
+  wire [21:0] \read_data$305[2] ;
+  wire [1:0] \read_data$305[2].rrpv ;
+  wire [18:0] \read_data$305[2].tag ;
+  wire \read_data$305[2].valid ;
+  wire [21:0] \read_data$305[3] ;
+  wire [1:0] \read_data$305[3].rrpv ;
+  wire [18:0] \read_data$305[3].tag ;
+  wire \read_data$305[3].valid ;
+  wire [87:0] \read_data$306 ;
+  wire [21:0] \read_data$306[0] ;
+  wire [1:0] \read_data$306[0].rrpv ;
+  wire [18:0] \read_data$306[0].tag ;
+  wire \read_data$306[0].valid ;
+  wire [21:0] \read_data$306[1] ;
+  wire [1:0] \read_data$306[1].rrpv ;
+  wire [18:0] \read_data$306[1].tag ;
+  wire \read_data$306[1].valid ;
+  wire [21:0] \read_data$306[2] ;
+  wire [1:0] \read_data$306[2].rrpv ;
+  wire [18:0] \read_data$306[2].tag ;
+  wire \read_data$306[2].valid ;
+  wire [21:0] \read_data$306[3] ;
+  wire [1:0] \read_data$306[3].rrpv ;
+  wire [18:0] \read_data$306[3].tag ;
+  wire \read_data$306[3].valid ;
+  wire [87:0] \read_data$307 ;
+  wire [21:0] \read_data$307[0] ;
+  wire [1:0] \read_data$307[0].rrpv ;
+  wire [18:0] \read_data$307[0].tag ;
+  wire \read_data$307[0].valid ;
+  wire [21:0] \read_data$307[1] ;
+  wire [1:0] \read_data$307[1].rrpv ;
+  wire [18:0] \read_data$307[1].tag ;
+  wire \read_data$307[1].valid ;
+  wire [21:0] \read_data$307[2] ;
+  wire [1:0] \read_data$307[2].rrpv ;
+  wire [18:0] \read_data$307[2].tag ;
+  wire \read_data$307[2].valid ;
+  wire [21:0] \read_data$307[3] ;
+  wire [1:0] \read_data$307[3].rrpv ;
+  wire [18:0] \read_data$307[3].tag ;
+  wire \read_data$307[3].valid ;
+  wire [87:0] \read_data$308 ;
+  wire [21:0] \read_data$308[0] ;
+  wire [1:0] \read_data$308[0].rrpv ;
+  wire [18:0] \read_data$308[0].tag ;
+  wire \read_data$308[0].valid ;
+  wire [21:0] \read_data$308[1] ;
+  wire [1:0] \read_data$308[1].rrpv ;
+  wire [18:0] \read_data$308[1].tag ;
+  wire \read_data$308[1].valid ;
+  wire [21:0] \read_data$308[2] ;
+  wire [1:0] \read_data$308[2].rrpv ;
+  wire [18:0] \read_data$308[2].tag ;
+  wire \read_data$308[2].valid ;
+  wire [21:0] \read_data$308[3] ;
+  wire [1:0] \read_data$308[3].rrpv ;
+  wire [18:0] \read_data$308[3].tag ;
+  wire \read_data$308[3].valid ;
+  wire [87:0] \read_data$309 ;
+  wire [21:0] \read_data$309[0] ;
+  wire [1:0] \read_data$309[0].rrpv ;
+  wire [18:0] \read_data$309[0].tag ;
+  wire \read_data$309[0].valid ;
+  wire [21:0] \read_data$309[1] ;
+  wire [1:0] \read_data$309[1].rrpv ;
+  wire [18:0] \read_data$309[1].tag ;
+  wire \read_data$309[1].valid ;
+  wire [21:0] \read_data$309[2] ;
+  wire [1:0] \read_data$309[2].rrpv ;
+  wire [18:0] \read_data$309[2].tag ;
+  wire \read_data$309[2].valid ;
+  wire [21:0] \read_data$309[3] ;
+  wire [1:0] \read_data$309[3].rrpv ;
+  wire [18:0] \read_data$309[3].tag ;
+  wire \read_data$309[3].valid ;
+  wire [87:0] \read_data$310 ;
+  wire [21:0] \read_data$310[0] ;
+  wire [1:0] \read_data$310[0].rrpv ;
+  wire [18:0] \read_data$310[0].tag ;
+  wire \read_data$310[0].valid ;
+  wire [21:0] \read_data$310[1] ;
+  wire [1:0] \read_data$310[1].rrpv ;
+  wire [18:0] \read_data$310[1].tag ;
+  wire \read_data$310[1].valid ;
+  wire [21:0] \read_data$310[2] ;
+  wire [1:0] \read_data$310[2].rrpv ;
+  wire [18:0] \read_data$310[2].tag ;
+  wire \read_data$310[2].valid ;
+  wire [21:0] \read_data$310[3] ;
+  wire [1:0] \read_data$310[3].rrpv ;
+  wire [18:0] \read_data$310[3].tag ;
+  wire \read_data$310[3].valid ;
+  wire [87:0] \read_data$311 ;
+  wire [21:0] \read_data$311[0] ;
+  wire [1:0] \read_data$311[0].rrpv ;
+  wire [18:0] \read_data$311[0].tag ;
+  wire \read_data$311[0].valid ;
+  wire [21:0] \read_data$311[1] ;
+  wire [1:0] \read_data$311[1].rrpv ;
+  wire [18:0] \read_data$311[1].tag ;
+  wire \read_data$311[1].valid ;
+  wire [21:0] \read_data$311[2] ;
+  wire [1:0] \read_data$311[2].rrpv ;
+  wire [18:0] \read_data$311[2].tag ;
+  wire \read_data$311[2].valid ;
+  wire [21:0] \read_data$311[3] ;
+  wire [1:0] \read_data$311[3].rrpv ;
+  wire [18:0] \read_data$311[3].tag ;
+  wire \read_data$311[3].valid ;
+  wire [87:0] \read_data$312 ;
+  wire [21:0] \read_data$312[0] ;
+  wire [1:0] \read_data$312[0].rrpv ;
+  wire [18:0] \read_data$312[0].tag ;
+  wire \read_data$312[0].valid ;
+  wire [21:0] \read_data$312[1] ;
+  wire [1:0] \read_data$312[1].rrpv ;
+  wire [18:0] \read_data$312[1].tag ;
+  wire \read_data$312[1].valid ;
+  wire [21:0] \read_data$312[2] ;
+  wire [1:0] \read_data$312[2].rrpv ;
+  wire [18:0] \read_data$312[2].tag ;
+  wire \read_data$312[2].valid ;
+  wire [21:0] \read_data$312[3] ;
+  wire [1:0] \read_data$312[3].rrpv ;
+  wire [18:0] \read_data$312[3].tag ;
+  wire \read_data$312[3].valid ;
+  wire [87:0] \read_data$313 ;
+  wire [21:0] \read_data$313[0] ;
+  wire [1:0] \read_data$313[0].rrpv ;
+  wire [18:0] \read_data$313[0].tag ;
+  wire \read_data$313[0].valid ;
+  wire [21:0] \read_data$313[1] ;
+  wire [1:0] \read_data$313[1].rrpv ;
+  wire [18:0] \read_data$313[1].tag ;
+  wire \read_data$313[1].valid ;
+  wire [21:0] \read_data$313[2] ;
+  wire [1:0] \read_data$313[2].rrpv ;
+  wire [18:0] \read_data$313[2].tag ;
+  wire \read_data$313[2].valid ;
+  wire [21:0] \read_data$313[3] ;
+  wire [1:0] \read_data$313[3].rrpv ;
+  wire [18:0] \read_data$313[3].tag ;
+  wire \read_data$313[3].valid ;
+  wire [87:0] \read_data$314 ;
+  wire [21:0] \read_data$314[0] ;
+  wire [1:0] \read_data$314[0].rrpv ;
+  wire [18:0] \read_data$314[0].tag ;
+  wire \read_data$314[0].valid ;
+  wire [21:0] \read_data$314[1] ;
+  wire [1:0] \read_data$314[1].rrpv ;
+  wire [18:0] \read_data$314[1].tag ;
+  wire \read_data$314[1].valid ;
+  wire [21:0] \read_data$314[2] ;
+  wire [1:0] \read_data$314[2].rrpv ;
+  wire [18:0] \read_data$314[2].tag ;
+  wire \read_data$314[2].valid ;
+  wire [21:0] \read_data$314[3] ;
+  wire [1:0] \read_data$314[3].rrpv ;
+  wire [18:0] \read_data$314[3].tag ;
+  wire \read_data$314[3].valid ;
+  wire [87:0] \read_data$315 ;
+  wire [21:0] \read_data$315[0] ;
+  wire [1:0] \read_data$315[0].rrpv ;
+  wire [18:0] \read_data$315[0].tag ;
+  wire \read_data$315[0].valid ;
+  wire [21:0] \read_data$315[1] ;
+  wire [1:0] \read_data$315[1].rrpv ;
+  wire [18:0] \read_data$315[1].tag ;
+  wire \read_data$315[1].valid ;
+  wire [21:0] \read_data$315[2] ;
+  wire [1:0] \read_data$315[2].rrpv ;
+  wire [18:0] \read_data$315[2].tag ;
+  wire \read_data$315[2].valid ;
+  wire [21:0] \read_data$315[3] ;
+  wire [1:0] \read_data$315[3].rrpv ;
+  wire [18:0] \read_data$315[3].tag ;
+  wire \read_data$315[3].valid ;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -1076,6 +1077,26 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   wire [1:0] \read_data[3].rrpv ;
   wire [18:0] \read_data[3].tag ;
   wire \read_data[3].valid ;
+  wire [97:0] record;
+  wire [3:0] \record.bank ;
+  wire [5:0] \record.set ;
+  wire [87:0] \record.ways ;
+  wire [21:0] \record.ways[0] ;
+  wire [1:0] \record.ways[0].rrpv ;
+  wire [18:0] \record.ways[0].tag ;
+  wire \record.ways[0].valid ;
+  wire [21:0] \record.ways[1] ;
+  wire [1:0] \record.ways[1].rrpv ;
+  wire [18:0] \record.ways[1].tag ;
+  wire \record.ways[1].valid ;
+  wire [21:0] \record.ways[2] ;
+  wire [1:0] \record.ways[2].rrpv ;
+  wire [18:0] \record.ways[2].tag ;
+  wire \record.ways[2].valid ;
+  wire [21:0] \record.ways[3] ;
+  wire [1:0] \record.ways[3].rrpv ;
+  wire [18:0] \record.ways[3].tag ;
+  wire \record.ways[3].valid ;
   wire [55:0] records__payload;
   wire [55:0] \records__payload$36 ;
   wire [13:0] \records__payload$36[0] ;
@@ -1555,12 +1576,23 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   output results__valid;
   wire results__valid;
   wire \results__valid$42 ;
+  reg room = 1'h1;
   input rst;
   wire rst;
   input start_dump;
   wire start_dump;
+  wire taken;
+  reg v1 = 1'h0;
+  reg [3:0] v1_bank = 4'h0;
+  reg [5:0] v1_set = 6'h00;
+  (* init = 1'h0 *)
+  wire v2;
+  reg [3:0] v2_bank = 4'h0;
+  reg [5:0] v2_set = 6'h00;
   wire [55:0] w_data;
+  wire [97:0] \w_data$318 ;
   wire w_en;
+  reg \w_en$316  = 1'h0;
   wire w_rdy;
   assign \$1  = \busy$268  | beats__valid;
   assign \$2  = \$1  | \busy$270 ;
@@ -1569,12 +1601,11 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   assign busy_lookups = \$4  | \busy$272 ;
   assign \$5  = ~ idle_fsm;
   assign busy = busy_lookups | \$5 ;
-  assign \$6  = ~ dump__valid;
-  assign \$7  = \$6  | dump__ready;
-  assign o_load = d_v & \$7 ;
-  assign \$8  = ~ d_v;
-  assign \$9  = \$8  | o_load;
-  assign issue = rd_more & \$9 ;
+  assign issue = rd_more & room;
+  assign taken = dump__valid & dump__ready;
+  assign \$6  = owed + issue;
+  assign \$7  = \$6  - taken;
+  assign \$9  = ~ issue;
   assign \$10  = ~ issue;
   assign \$11  = ~ issue;
   assign \$12  = ~ issue;
@@ -1590,57 +1621,61 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   assign \$22  = ~ issue;
   assign \$23  = ~ issue;
   assign \$24  = ~ issue;
-  assign \$25  = ~ issue;
-  assign \$26  = lookups__valid & idle_fsm;
-  assign \$27  = ~ busy;
-  assign \$28  = idle_fsm & \$27 ;
-  assign \$29  = clear | start_dump;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = ~ \$30 ;
-  assign \i__valid$344  = \$26  & \$31 ;
-  assign \$32  = \i__ready$346  & idle_fsm;
-  assign \$33  = ~ busy;
-  assign \$34  = idle_fsm & \$33 ;
-  assign \$35  = clear | start_dump;
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = ~ \$36 ;
-  assign lookups__ready = \$32  & \$37 ;
-  assign \$38  = ! fsm_state;
-  assign \$39  = fsm_state == 1'h1;
-  assign \$40  = fsm_state == 2'h2;
+  assign \$25  = lookups__valid & idle_fsm;
+  assign \$26  = ~ busy;
+  assign \$27  = idle_fsm & \$26 ;
+  assign \$28  = clear | start_dump;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = ~ \$29 ;
+  assign \i__valid$371  = \$25  & \$30 ;
+  assign \$31  = \i__ready$373  & idle_fsm;
+  assign \$32  = ~ busy;
+  assign \$33  = idle_fsm & \$32 ;
+  assign \$34  = clear | start_dump;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ \$35 ;
+  assign lookups__ready = \$31  & \$36 ;
+  assign \$37  = ! fsm_state;
+  assign \$38  = fsm_state == 1'h1;
+  assign \$39  = fsm_state == 2'h2;
+  assign \$40  = \$7 [2:0] < 3'h5;
   assign \$41  = maint__addr == 6'h3f;
   assign \$42  = maint__addr + 1'h1;
   assign \$43  = \$41  ? 7'h00 : \$42 ;
   assign \$44  = maint__addr == 6'h3f;
   assign \$45  = rd_bank + 1'h1;
   assign \$46  = rd_bank == 4'hf;
-  assign \$48  = ~ busy;
-  assign \$49  = \$48  & clear;
-  assign \$50  = ~ busy;
-  assign \$51  = \$50  & start_dump;
-  assign \$52  = maint__addr + 1'h1;
-  assign \$53  = maint__addr == 6'h3f;
-  assign \$54  = ~ rd_more;
-  assign \$55  = ~ d_v;
-  assign \$56  = \$54  & \$55 ;
-  assign \$57  = ~ dump__valid;
-  assign \$58  = \$56  & \$57 ;
+  assign \$47  = ~ busy;
+  assign \$48  = \$47  & clear;
+  assign \$49  = ~ busy;
+  assign \$50  = \$49  & start_dump;
+  assign \$51  = maint__addr + 1'h1;
+  assign \$52  = maint__addr == 6'h3f;
+  assign \$53  = ~ rd_more;
+  assign \$54  = ! owed;
+  assign \$55  = \$53  & \$54 ;
   always @(posedge clk)
-    d_v <= \$59 ;
+    owed <= \$56 ;
   always @(posedge clk)
-    d_bank <= \$60 ;
+    room <= \$57 ;
   always @(posedge clk)
-    d_set <= \$61 ;
+    v1 <= \$58 ;
   always @(posedge clk)
-    maint__addr <= \$62 ;
+    v1_bank <= \$59 ;
   always @(posedge clk)
-    rd_bank <= \$63 ;
+    v1_set <= \$60 ;
   always @(posedge clk)
-    rd_more <= \$64 ;
+    \w_en$316  <= \$61 ;
   always @(posedge clk)
-    dump__valid <= \$65 ;
+    v2_bank <= \$62 ;
   always @(posedge clk)
-    dump__payload <= \$66 ;
+    v2_set <= \$63 ;
+  always @(posedge clk)
+    maint__addr <= \$64 ;
+  always @(posedge clk)
+    rd_bank <= \$65 ;
+  always @(posedge clk)
+    rd_more <= \$66 ;
   always @(posedge clk)
     fsm_state <= \$67 ;
   \hotline_lookup_engine.bank0  bank0 (
@@ -1651,32 +1686,32 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .maint__hold(maint__hold),
     .maint__read(maint__read),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$417$0 (\$68 ),
-    .\port$419$0 (\$69 ),
-    .\port$421$0 (\$70 ),
-    .\port$423$0 (\$71 ),
-    .\port$425$0 (\$72 ),
-    .\port$427$0 (\$73 ),
-    .\port$429$0 (\$74 ),
-    .\port$431$0 (\$75 ),
-    .\port$433$0 (\$76 ),
-    .\port$435$0 (\$77 ),
-    .\port$437$0 (\$78 ),
-    .\port$439$0 (\$79 ),
-    .\port$441$0 (\$80 ),
-    .\port$443$0 (\$81 ),
-    .\port$445$0 (\$82 ),
-    .\port$447$0 (\$83 ),
-    .\port$449$0 (\$84 ),
-    .\port$451$0 (\$85 ),
-    .\port$453$0 (\$86 ),
-    .\port$455$0 (\$87 ),
-    .\port$457$0 (\$88 ),
-    .\port$459$0 (\$89 ),
-    .\port$461$0 (\$90 ),
-    .\port$463$0 (\$91 ),
-    .\port$465$0 (\$92 ),
-    .\port$467$0 (\$93 ),
+    .\port$410$0 (\$68 ),
+    .\port$412$0 (\$69 ),
+    .\port$414$0 (\$70 ),
+    .\port$416$0 (\$71 ),
+    .\port$418$0 (\$72 ),
+    .\port$420$0 (\$73 ),
+    .\port$422$0 (\$74 ),
+    .\port$424$0 (\$75 ),
+    .\port$426$0 (\$76 ),
+    .\port$428$0 (\$77 ),
+    .\port$430$0 (\$78 ),
+    .\port$432$0 (\$79 ),
+    .\port$434$0 (\$80 ),
+    .\port$436$0 (\$81 ),
+    .\port$438$0 (\$82 ),
+    .\port$440$0 (\$83 ),
+    .\port$442$0 (\$84 ),
+    .\port$444$0 (\$85 ),
+    .\port$446$0 (\$86 ),
+    .\port$448$0 (\$87 ),
+    .\port$450$0 (\$88 ),
+    .\port$452$0 (\$89 ),
+    .\port$454$0 (\$90 ),
+    .\port$456$0 (\$91 ),
+    .\port$458$0 (\$92 ),
+    .\port$460$0 (\$93 ),
     .\r_en$39 (responses__ready),
     .read_data(read_data),
     .requests__ready(requests__0__ready),
@@ -1689,38 +1724,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$297 ),
-    .maint__hold(\maint__hold$315 ),
-    .maint__read(\maint__read$314 ),
+    .maint__clear(\maint__clear$324 ),
+    .maint__hold(\maint__hold$342 ),
+    .maint__read(\maint__read$341 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$470$0 (\$94 ),
-    .\port$472$0 (\$95 ),
-    .\port$474$0 (\$96 ),
-    .\port$476$0 (\$97 ),
-    .\port$478$0 (\$98 ),
-    .\port$480$0 (\$99 ),
-    .\port$482$0 (\$100 ),
-    .\port$484$0 (\$101 ),
-    .\port$486$0 (\$102 ),
-    .\port$488$0 (\$103 ),
-    .\port$490$0 (\$104 ),
-    .\port$492$0 (\$105 ),
-    .\port$494$0 (\$106 ),
-    .\port$496$0 (\$107 ),
-    .\port$498$0 (\$108 ),
-    .\port$500$0 (\$109 ),
-    .\port$502$0 (\$110 ),
-    .\port$504$0 (\$111 ),
-    .\port$506$0 (\$112 ),
-    .\port$508$0 (\$113 ),
-    .\port$510$0 (\$114 ),
-    .\port$512$0 (\$115 ),
-    .\port$514$0 (\$116 ),
-    .\port$516$0 (\$117 ),
-    .\port$518$0 (\$118 ),
-    .\port$520$0 (\$119 ),
+    .\port$463$0 (\$94 ),
+    .\port$465$0 (\$95 ),
+    .\port$467$0 (\$96 ),
+    .\port$469$0 (\$97 ),
+    .\port$471$0 (\$98 ),
+    .\port$473$0 (\$99 ),
+    .\port$475$0 (\$100 ),
+    .\port$477$0 (\$101 ),
+    .\port$479$0 (\$102 ),
+    .\port$481$0 (\$103 ),
+    .\port$483$0 (\$104 ),
+    .\port$485$0 (\$105 ),
+    .\port$487$0 (\$106 ),
+    .\port$489$0 (\$107 ),
+    .\port$491$0 (\$108 ),
+    .\port$493$0 (\$109 ),
+    .\port$495$0 (\$110 ),
+    .\port$497$0 (\$111 ),
+    .\port$499$0 (\$112 ),
+    .\port$501$0 (\$113 ),
+    .\port$503$0 (\$114 ),
+    .\port$505$0 (\$115 ),
+    .\port$507$0 (\$116 ),
+    .\port$509$0 (\$117 ),
+    .\port$511$0 (\$118 ),
+    .\port$513$0 (\$119 ),
     .\r_en$39 (\responses__ready$65 ),
-    .read_data(\read_data$351 ),
+    .read_data(\read_data$301 ),
     .requests__ready(requests__1__ready),
     .requests__valid(\requests__valid$61 ),
     .responses__payload(responses__1__payload),
@@ -1731,38 +1766,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$306 ),
-    .maint__hold(\maint__hold$333 ),
-    .maint__read(\maint__read$332 ),
+    .maint__clear(\maint__clear$333 ),
+    .maint__hold(\maint__hold$360 ),
+    .maint__read(\maint__read$359 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$947$0 (\$328 ),
-    .\port$949$0 (\$329 ),
-    .\port$951$0 (\$330 ),
-    .\port$953$0 (\$331 ),
-    .\port$955$0 (\$332 ),
-    .\port$957$0 (\$333 ),
-    .\port$959$0 (\$334 ),
-    .\port$961$0 (\$335 ),
-    .\port$963$0 (\$336 ),
-    .\port$965$0 (\$337 ),
-    .\port$967$0 (\$338 ),
-    .\port$969$0 (\$339 ),
-    .\port$971$0 (\$340 ),
-    .\port$973$0 (\$341 ),
-    .\port$975$0 (\$342 ),
-    .\port$977$0 (\$343 ),
-    .\port$979$0 (\$344 ),
-    .\port$981$0 (\$345 ),
-    .\port$983$0 (\$346 ),
-    .\port$985$0 (\$347 ),
-    .\port$987$0 (\$348 ),
-    .\port$989$0 (\$349 ),
-    .\port$991$0 (\$350 ),
-    .\port$993$0 (\$351 ),
-    .\port$995$0 (\$352 ),
-    .\port$997$0 (\$353 ),
+    .\port$940$0 (\$328 ),
+    .\port$942$0 (\$329 ),
+    .\port$944$0 (\$330 ),
+    .\port$946$0 (\$331 ),
+    .\port$948$0 (\$332 ),
+    .\port$950$0 (\$333 ),
+    .\port$952$0 (\$334 ),
+    .\port$954$0 (\$335 ),
+    .\port$956$0 (\$336 ),
+    .\port$958$0 (\$337 ),
+    .\port$960$0 (\$338 ),
+    .\port$962$0 (\$339 ),
+    .\port$964$0 (\$340 ),
+    .\port$966$0 (\$341 ),
+    .\port$968$0 (\$342 ),
+    .\port$970$0 (\$343 ),
+    .\port$972$0 (\$344 ),
+    .\port$974$0 (\$345 ),
+    .\port$976$0 (\$346 ),
+    .\port$978$0 (\$347 ),
+    .\port$980$0 (\$348 ),
+    .\port$982$0 (\$349 ),
+    .\port$984$0 (\$350 ),
+    .\port$986$0 (\$351 ),
+    .\port$988$0 (\$352 ),
+    .\port$990$0 (\$353 ),
     .\r_en$39 (\responses__ready$191 ),
-    .read_data(\read_data$360 ),
+    .read_data(\read_data$310 ),
     .requests__ready(requests__10__ready),
     .requests__valid(\requests__valid$187 ),
     .responses__payload(responses__10__payload),
@@ -1773,38 +1808,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$307 ),
-    .maint__hold(\maint__hold$335 ),
-    .maint__read(\maint__read$334 ),
+    .maint__clear(\maint__clear$334 ),
+    .maint__hold(\maint__hold$362 ),
+    .maint__read(\maint__read$361 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1000$0 (\$354 ),
-    .\port$1002$0 (\$355 ),
-    .\port$1004$0 (\$356 ),
-    .\port$1006$0 (\$357 ),
-    .\port$1008$0 (\$358 ),
-    .\port$1010$0 (\$359 ),
-    .\port$1012$0 (\$360 ),
-    .\port$1014$0 (\$361 ),
-    .\port$1016$0 (\$362 ),
-    .\port$1018$0 (\$363 ),
-    .\port$1020$0 (\$364 ),
-    .\port$1022$0 (\$365 ),
-    .\port$1024$0 (\$366 ),
-    .\port$1026$0 (\$367 ),
-    .\port$1028$0 (\$368 ),
-    .\port$1030$0 (\$369 ),
-    .\port$1032$0 (\$370 ),
-    .\port$1034$0 (\$371 ),
-    .\port$1036$0 (\$372 ),
-    .\port$1038$0 (\$373 ),
-    .\port$1040$0 (\$374 ),
-    .\port$1042$0 (\$375 ),
-    .\port$1044$0 (\$376 ),
-    .\port$1046$0 (\$377 ),
-    .\port$1048$0 (\$378 ),
-    .\port$1050$0 (\$379 ),
+    .\port$1001$0 (\$358 ),
+    .\port$1003$0 (\$359 ),
+    .\port$1005$0 (\$360 ),
+    .\port$1007$0 (\$361 ),
+    .\port$1009$0 (\$362 ),
+    .\port$1011$0 (\$363 ),
+    .\port$1013$0 (\$364 ),
+    .\port$1015$0 (\$365 ),
+    .\port$1017$0 (\$366 ),
+    .\port$1019$0 (\$367 ),
+    .\port$1021$0 (\$368 ),
+    .\port$1023$0 (\$369 ),
+    .\port$1025$0 (\$370 ),
+    .\port$1027$0 (\$371 ),
+    .\port$1029$0 (\$372 ),
+    .\port$1031$0 (\$373 ),
+    .\port$1033$0 (\$374 ),
+    .\port$1035$0 (\$375 ),
+    .\port$1037$0 (\$376 ),
+    .\port$1039$0 (\$377 ),
+    .\port$1041$0 (\$378 ),
+    .\port$1043$0 (\$379 ),
+    .\port$993$0 (\$354 ),
+    .\port$995$0 (\$355 ),
+    .\port$997$0 (\$356 ),
+    .\port$999$0 (\$357 ),
     .\r_en$39 (\responses__ready$205 ),
-    .read_data(\read_data$361 ),
+    .read_data(\read_data$311 ),
     .requests__ready(requests__11__ready),
     .requests__valid(\requests__valid$201 ),
     .responses__payload(responses__11__payload),
@@ -1815,38 +1850,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$308 ),
-    .maint__hold(\maint__hold$337 ),
-    .maint__read(\maint__read$336 ),
+    .maint__clear(\maint__clear$335 ),
+    .maint__hold(\maint__hold$364 ),
+    .maint__read(\maint__read$363 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1053$0 (\$380 ),
-    .\port$1055$0 (\$381 ),
-    .\port$1057$0 (\$382 ),
-    .\port$1059$0 (\$383 ),
-    .\port$1061$0 (\$384 ),
-    .\port$1063$0 (\$385 ),
-    .\port$1065$0 (\$386 ),
-    .\port$1067$0 (\$387 ),
-    .\port$1069$0 (\$388 ),
-    .\port$1071$0 (\$389 ),
-    .\port$1073$0 (\$390 ),
-    .\port$1075$0 (\$391 ),
-    .\port$1077$0 (\$392 ),
-    .\port$1079$0 (\$393 ),
-    .\port$1081$0 (\$394 ),
-    .\port$1083$0 (\$395 ),
-    .\port$1085$0 (\$396 ),
-    .\port$1087$0 (\$397 ),
-    .\port$1089$0 (\$398 ),
-    .\port$1091$0 (\$399 ),
-    .\port$1093$0 (\$400 ),
-    .\port$1095$0 (\$401 ),
-    .\port$1097$0 (\$402 ),
-    .\port$1099$0 (\$403 ),
-    .\port$1101$0 (\$404 ),
-    .\port$1103$0 (\$405 ),
+    .\port$1046$0 (\$380 ),
+    .\port$1048$0 (\$381 ),
+    .\port$1050$0 (\$382 ),
+    .\port$1052$0 (\$383 ),
+    .\port$1054$0 (\$384 ),
+    .\port$1056$0 (\$385 ),
+    .\port$1058$0 (\$386 ),
+    .\port$1060$0 (\$387 ),
+    .\port$1062$0 (\$388 ),
+    .\port$1064$0 (\$389 ),
+    .\port$1066$0 (\$390 ),
+    .\port$1068$0 (\$391 ),
+    .\port$1070$0 (\$392 ),
+    .\port$1072$0 (\$393 ),
+    .\port$1074$0 (\$394 ),
+    .\port$1076$0 (\$395 ),
+    .\port$1078$0 (\$396 ),
+    .\port$1080$0 (\$397 ),
+    .\port$1082$0 (\$398 ),
+    .\port$1084$0 (\$399 ),
+    .\port$1086$0 (\$400 ),
+    .\port$1088$0 (\$401 ),
+    .\port$1090$0 (\$402 ),
+    .\port$1092$0 (\$403 ),
+    .\port$1094$0 (\$404 ),
+    .\port$1096$0 (\$405 ),
     .\r_en$39 (\responses__ready$219 ),
-    .read_data(\read_data$362 ),
+    .read_data(\read_data$312 ),
     .requests__ready(requests__12__ready),
     .requests__valid(\requests__valid$215 ),
     .responses__payload(responses__12__payload),
@@ -1857,38 +1892,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$309 ),
-    .maint__hold(\maint__hold$339 ),
-    .maint__read(\maint__read$338 ),
+    .maint__clear(\maint__clear$336 ),
+    .maint__hold(\maint__hold$366 ),
+    .maint__read(\maint__read$365 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1106$0 (\$406 ),
-    .\port$1108$0 (\$407 ),
-    .\port$1110$0 (\$408 ),
-    .\port$1112$0 (\$409 ),
-    .\port$1114$0 (\$410 ),
-    .\port$1116$0 (\$411 ),
-    .\port$1118$0 (\$412 ),
-    .\port$1120$0 (\$413 ),
-    .\port$1122$0 (\$414 ),
-    .\port$1124$0 (\$415 ),
-    .\port$1126$0 (\$416 ),
-    .\port$1128$0 (\$417 ),
-    .\port$1130$0 (\$418 ),
-    .\port$1132$0 (\$419 ),
-    .\port$1134$0 (\$420 ),
-    .\port$1136$0 (\$421 ),
-    .\port$1138$0 (\$422 ),
-    .\port$1140$0 (\$423 ),
-    .\port$1142$0 (\$424 ),
-    .\port$1144$0 (\$425 ),
-    .\port$1146$0 (\$426 ),
-    .\port$1148$0 (\$427 ),
-    .\port$1150$0 (\$428 ),
-    .\port$1152$0 (\$429 ),
-    .\port$1154$0 (\$430 ),
-    .\port$1156$0 (\$431 ),
+    .\port$1099$0 (\$406 ),
+    .\port$1101$0 (\$407 ),
+    .\port$1103$0 (\$408 ),
+    .\port$1105$0 (\$409 ),
+    .\port$1107$0 (\$410 ),
+    .\port$1109$0 (\$411 ),
+    .\port$1111$0 (\$412 ),
+    .\port$1113$0 (\$413 ),
+    .\port$1115$0 (\$414 ),
+    .\port$1117$0 (\$415 ),
+    .\port$1119$0 (\$416 ),
+    .\port$1121$0 (\$417 ),
+    .\port$1123$0 (\$418 ),
+    .\port$1125$0 (\$419 ),
+    .\port$1127$0 (\$420 ),
+    .\port$1129$0 (\$421 ),
+    .\port$1131$0 (\$422 ),
+    .\port$1133$0 (\$423 ),
+    .\port$1135$0 (\$424 ),
+    .\port$1137$0 (\$425 ),
+    .\port$1139$0 (\$426 ),
+    .\port$1141$0 (\$427 ),
+    .\port$1143$0 (\$428 ),
+    .\port$1145$0 (\$429 ),
+    .\port$1147$0 (\$430 ),
+    .\port$1149$0 (\$431 ),
     .\r_en$39 (\responses__ready$233 ),
-    .read_data(\read_data$363 ),
+    .read_data(\read_data$313 ),
     .requests__ready(requests__13__ready),
     .requests__valid(\requests__valid$229 ),
     .responses__payload(responses__13__payload),
@@ -1899,38 +1934,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$310 ),
-    .maint__hold(\maint__hold$341 ),
-    .maint__read(\maint__read$340 ),
+    .maint__clear(\maint__clear$337 ),
+    .maint__hold(\maint__hold$368 ),
+    .maint__read(\maint__read$367 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1159$0 (\$432 ),
-    .\port$1161$0 (\$433 ),
-    .\port$1163$0 (\$434 ),
-    .\port$1165$0 (\$435 ),
-    .\port$1167$0 (\$436 ),
-    .\port$1169$0 (\$437 ),
-    .\port$1171$0 (\$438 ),
-    .\port$1173$0 (\$439 ),
-    .\port$1175$0 (\$440 ),
-    .\port$1177$0 (\$441 ),
-    .\port$1179$0 (\$442 ),
-    .\port$1181$0 (\$443 ),
-    .\port$1183$0 (\$444 ),
-    .\port$1185$0 (\$445 ),
-    .\port$1187$0 (\$446 ),
-    .\port$1189$0 (\$447 ),
-    .\port$1191$0 (\$448 ),
-    .\port$1193$0 (\$449 ),
-    .\port$1195$0 (\$450 ),
-    .\port$1197$0 (\$451 ),
-    .\port$1199$0 (\$452 ),
-    .\port$1201$0 (\$453 ),
-    .\port$1203$0 (\$454 ),
-    .\port$1205$0 (\$455 ),
-    .\port$1207$0 (\$456 ),
-    .\port$1209$0 (\$457 ),
+    .\port$1152$0 (\$432 ),
+    .\port$1154$0 (\$433 ),
+    .\port$1156$0 (\$434 ),
+    .\port$1158$0 (\$435 ),
+    .\port$1160$0 (\$436 ),
+    .\port$1162$0 (\$437 ),
+    .\port$1164$0 (\$438 ),
+    .\port$1166$0 (\$439 ),
+    .\port$1168$0 (\$440 ),
+    .\port$1170$0 (\$441 ),
+    .\port$1172$0 (\$442 ),
+    .\port$1174$0 (\$443 ),
+    .\port$1176$0 (\$444 ),
+    .\port$1178$0 (\$445 ),
+    .\port$1180$0 (\$446 ),
+    .\port$1182$0 (\$447 ),
+    .\port$1184$0 (\$448 ),
+    .\port$1186$0 (\$449 ),
+    .\port$1188$0 (\$450 ),
+    .\port$1190$0 (\$451 ),
+    .\port$1192$0 (\$452 ),
+    .\port$1194$0 (\$453 ),
+    .\port$1196$0 (\$454 ),
+    .\port$1198$0 (\$455 ),
+    .\port$1200$0 (\$456 ),
+    .\port$1202$0 (\$457 ),
     .\r_en$39 (\responses__ready$247 ),
-    .read_data(\read_data$364 ),
+    .read_data(\read_data$314 ),
     .requests__ready(requests__14__ready),
     .requests__valid(\requests__valid$243 ),
     .responses__payload(responses__14__payload),
@@ -1941,38 +1976,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$311 ),
-    .maint__hold(\maint__hold$343 ),
-    .maint__read(\maint__read$342 ),
+    .maint__clear(\maint__clear$338 ),
+    .maint__hold(\maint__hold$370 ),
+    .maint__read(\maint__read$369 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$1212$0 (\$458 ),
-    .\port$1214$0 (\$459 ),
-    .\port$1216$0 (\$460 ),
-    .\port$1218$0 (\$461 ),
-    .\port$1220$0 (\$462 ),
-    .\port$1222$0 (\$463 ),
-    .\port$1224$0 (\$464 ),
-    .\port$1226$0 (\$465 ),
-    .\port$1228$0 (\$466 ),
-    .\port$1230$0 (\$467 ),
-    .\port$1232$0 (\$468 ),
-    .\port$1234$0 (\$469 ),
-    .\port$1236$0 (\$470 ),
-    .\port$1238$0 (\$471 ),
-    .\port$1240$0 (\$472 ),
-    .\port$1242$0 (\$473 ),
-    .\port$1244$0 (\$474 ),
-    .\port$1246$0 (\$475 ),
-    .\port$1248$0 (\$476 ),
-    .\port$1250$0 (\$477 ),
-    .\port$1252$0 (\$478 ),
-    .\port$1254$0 (\$479 ),
-    .\port$1256$0 (\$480 ),
-    .\port$1258$0 (\$481 ),
-    .\port$1260$0 (\$482 ),
-    .\port$1262$0 (\$483 ),
+    .\port$1205$0 (\$458 ),
+    .\port$1207$0 (\$459 ),
+    .\port$1209$0 (\$460 ),
+    .\port$1211$0 (\$461 ),
+    .\port$1213$0 (\$462 ),
+    .\port$1215$0 (\$463 ),
+    .\port$1217$0 (\$464 ),
+    .\port$1219$0 (\$465 ),
+    .\port$1221$0 (\$466 ),
+    .\port$1223$0 (\$467 ),
+    .\port$1225$0 (\$468 ),
+    .\port$1227$0 (\$469 ),
+    .\port$1229$0 (\$470 ),
+    .\port$1231$0 (\$471 ),
+    .\port$1233$0 (\$472 ),
+    .\port$1235$0 (\$473 ),
+    .\port$1237$0 (\$474 ),
+    .\port$1239$0 (\$475 ),
+    .\port$1241$0 (\$476 ),
+    .\port$1243$0 (\$477 ),
+    .\port$1245$0 (\$478 ),
+    .\port$1247$0 (\$479 ),
+    .\port$1249$0 (\$480 ),
+    .\port$1251$0 (\$481 ),
+    .\port$1253$0 (\$482 ),
+    .\port$1255$0 (\$483 ),
     .\r_en$39 (\responses__ready$261 ),
-    .read_data(\read_data$365 ),
+    .read_data(\read_data$315 ),
     .requests__ready(requests__15__ready),
     .requests__valid(\requests__valid$257 ),
     .responses__payload(responses__15__payload),
@@ -1983,38 +2018,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$298 ),
-    .maint__hold(\maint__hold$317 ),
-    .maint__read(\maint__read$316 ),
+    .maint__clear(\maint__clear$325 ),
+    .maint__hold(\maint__hold$344 ),
+    .maint__read(\maint__read$343 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$523$0 (\$120 ),
-    .\port$525$0 (\$121 ),
-    .\port$527$0 (\$122 ),
-    .\port$529$0 (\$123 ),
-    .\port$531$0 (\$124 ),
-    .\port$533$0 (\$125 ),
-    .\port$535$0 (\$126 ),
-    .\port$537$0 (\$127 ),
-    .\port$539$0 (\$128 ),
-    .\port$541$0 (\$129 ),
-    .\port$543$0 (\$130 ),
-    .\port$545$0 (\$131 ),
-    .\port$547$0 (\$132 ),
-    .\port$549$0 (\$133 ),
-    .\port$551$0 (\$134 ),
-    .\port$553$0 (\$135 ),
-    .\port$555$0 (\$136 ),
-    .\port$557$0 (\$137 ),
-    .\port$559$0 (\$138 ),
-    .\port$561$0 (\$139 ),
-    .\port$563$0 (\$140 ),
-    .\port$565$0 (\$141 ),
-    .\port$567$0 (\$142 ),
-    .\port$569$0 (\$143 ),
-    .\port$571$0 (\$144 ),
-    .\port$573$0 (\$145 ),
+    .\port$516$0 (\$120 ),
+    .\port$518$0 (\$121 ),
+    .\port$520$0 (\$122 ),
+    .\port$522$0 (\$123 ),
+    .\port$524$0 (\$124 ),
+    .\port$526$0 (\$125 ),
+    .\port$528$0 (\$126 ),
+    .\port$530$0 (\$127 ),
+    .\port$532$0 (\$128 ),
+    .\port$534$0 (\$129 ),
+    .\port$536$0 (\$130 ),
+    .\port$538$0 (\$131 ),
+    .\port$540$0 (\$132 ),
+    .\port$542$0 (\$133 ),
+    .\port$544$0 (\$134 ),
+    .\port$546$0 (\$135 ),
+    .\port$548$0 (\$136 ),
+    .\port$550$0 (\$137 ),
+    .\port$552$0 (\$138 ),
+    .\port$554$0 (\$139 ),
+    .\port$556$0 (\$140 ),
+    .\port$558$0 (\$141 ),
+    .\port$560$0 (\$142 ),
+    .\port$562$0 (\$143 ),
+    .\port$564$0 (\$144 ),
+    .\port$566$0 (\$145 ),
     .\r_en$39 (\responses__ready$79 ),
-    .read_data(\read_data$352 ),
+    .read_data(\read_data$302 ),
     .requests__ready(requests__2__ready),
     .requests__valid(\requests__valid$75 ),
     .responses__payload(responses__2__payload),
@@ -2025,38 +2060,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$299 ),
-    .maint__hold(\maint__hold$319 ),
-    .maint__read(\maint__read$318 ),
+    .maint__clear(\maint__clear$326 ),
+    .maint__hold(\maint__hold$346 ),
+    .maint__read(\maint__read$345 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$576$0 (\$146 ),
-    .\port$578$0 (\$147 ),
-    .\port$580$0 (\$148 ),
-    .\port$582$0 (\$149 ),
-    .\port$584$0 (\$150 ),
-    .\port$586$0 (\$151 ),
-    .\port$588$0 (\$152 ),
-    .\port$590$0 (\$153 ),
-    .\port$592$0 (\$154 ),
-    .\port$594$0 (\$155 ),
-    .\port$596$0 (\$156 ),
-    .\port$598$0 (\$157 ),
-    .\port$600$0 (\$158 ),
-    .\port$602$0 (\$159 ),
-    .\port$604$0 (\$160 ),
-    .\port$606$0 (\$161 ),
-    .\port$608$0 (\$162 ),
-    .\port$610$0 (\$163 ),
-    .\port$612$0 (\$164 ),
-    .\port$614$0 (\$165 ),
-    .\port$616$0 (\$166 ),
-    .\port$618$0 (\$167 ),
-    .\port$620$0 (\$168 ),
-    .\port$622$0 (\$169 ),
-    .\port$624$0 (\$170 ),
-    .\port$626$0 (\$171 ),
+    .\port$569$0 (\$146 ),
+    .\port$571$0 (\$147 ),
+    .\port$573$0 (\$148 ),
+    .\port$575$0 (\$149 ),
+    .\port$577$0 (\$150 ),
+    .\port$579$0 (\$151 ),
+    .\port$581$0 (\$152 ),
+    .\port$583$0 (\$153 ),
+    .\port$585$0 (\$154 ),
+    .\port$587$0 (\$155 ),
+    .\port$589$0 (\$156 ),
+    .\port$591$0 (\$157 ),
+    .\port$593$0 (\$158 ),
+    .\port$595$0 (\$159 ),
+    .\port$597$0 (\$160 ),
+    .\port$599$0 (\$161 ),
+    .\port$601$0 (\$162 ),
+    .\port$603$0 (\$163 ),
+    .\port$605$0 (\$164 ),
+    .\port$607$0 (\$165 ),
+    .\port$609$0 (\$166 ),
+    .\port$611$0 (\$167 ),
+    .\port$613$0 (\$168 ),
+    .\port$615$0 (\$169 ),
+    .\port$617$0 (\$170 ),
+    .\port$619$0 (\$171 ),
     .\r_en$39 (\responses__ready$93 ),
-    .read_data(\read_data$353 ),
+    .read_data(\read_data$303 ),
     .requests__ready(requests__3__ready),
     .requests__valid(\requests__valid$89 ),
     .responses__payload(responses__3__payload),
@@ -2067,38 +2102,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$300 ),
-    .maint__hold(\maint__hold$321 ),
-    .maint__read(\maint__read$320 ),
+    .maint__clear(\maint__clear$327 ),
+    .maint__hold(\maint__hold$348 ),
+    .maint__read(\maint__read$347 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$629$0 (\$172 ),
-    .\port$631$0 (\$173 ),
-    .\port$633$0 (\$174 ),
-    .\port$635$0 (\$175 ),
-    .\port$637$0 (\$176 ),
-    .\port$639$0 (\$177 ),
-    .\port$641$0 (\$178 ),
-    .\port$643$0 (\$179 ),
-    .\port$645$0 (\$180 ),
-    .\port$647$0 (\$181 ),
-    .\port$649$0 (\$182 ),
-    .\port$651$0 (\$183 ),
-    .\port$653$0 (\$184 ),
-    .\port$655$0 (\$185 ),
-    .\port$657$0 (\$186 ),
-    .\port$659$0 (\$187 ),
-    .\port$661$0 (\$188 ),
-    .\port$663$0 (\$189 ),
-    .\port$665$0 (\$190 ),
-    .\port$667$0 (\$191 ),
-    .\port$669$0 (\$192 ),
-    .\port$671$0 (\$193 ),
-    .\port$673$0 (\$194 ),
-    .\port$675$0 (\$195 ),
-    .\port$677$0 (\$196 ),
-    .\port$679$0 (\$197 ),
+    .\port$622$0 (\$172 ),
+    .\port$624$0 (\$173 ),
+    .\port$626$0 (\$174 ),
+    .\port$628$0 (\$175 ),
+    .\port$630$0 (\$176 ),
+    .\port$632$0 (\$177 ),
+    .\port$634$0 (\$178 ),
+    .\port$636$0 (\$179 ),
+    .\port$638$0 (\$180 ),
+    .\port$640$0 (\$181 ),
+    .\port$642$0 (\$182 ),
+    .\port$644$0 (\$183 ),
+    .\port$646$0 (\$184 ),
+    .\port$648$0 (\$185 ),
+    .\port$650$0 (\$186 ),
+    .\port$652$0 (\$187 ),
+    .\port$654$0 (\$188 ),
+    .\port$656$0 (\$189 ),
+    .\port$658$0 (\$190 ),
+    .\port$660$0 (\$191 ),
+    .\port$662$0 (\$192 ),
+    .\port$664$0 (\$193 ),
+    .\port$666$0 (\$194 ),
+    .\port$668$0 (\$195 ),
+    .\port$670$0 (\$196 ),
+    .\port$672$0 (\$197 ),
     .\r_en$39 (\responses__ready$107 ),
-    .read_data(\read_data$354 ),
+    .read_data(\read_data$304 ),
     .requests__ready(requests__4__ready),
     .requests__valid(\requests__valid$103 ),
     .responses__payload(responses__4__payload),
@@ -2109,38 +2144,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$301 ),
-    .maint__hold(\maint__hold$323 ),
-    .maint__read(\maint__read$322 ),
+    .maint__clear(\maint__clear$328 ),
+    .maint__hold(\maint__hold$350 ),
+    .maint__read(\maint__read$349 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$682$0 (\$198 ),
-    .\port$684$0 (\$199 ),
-    .\port$686$0 (\$200 ),
-    .\port$688$0 (\$201 ),
-    .\port$690$0 (\$202 ),
-    .\port$692$0 (\$203 ),
-    .\port$694$0 (\$204 ),
-    .\port$696$0 (\$205 ),
-    .\port$698$0 (\$206 ),
-    .\port$700$0 (\$207 ),
-    .\port$702$0 (\$208 ),
-    .\port$704$0 (\$209 ),
-    .\port$706$0 (\$210 ),
-    .\port$708$0 (\$211 ),
-    .\port$710$0 (\$212 ),
-    .\port$712$0 (\$213 ),
-    .\port$714$0 (\$214 ),
-    .\port$716$0 (\$215 ),
-    .\port$718$0 (\$216 ),
-    .\port$720$0 (\$217 ),
-    .\port$722$0 (\$218 ),
-    .\port$724$0 (\$219 ),
-    .\port$726$0 (\$220 ),
-    .\port$728$0 (\$221 ),
-    .\port$730$0 (\$222 ),
-    .\port$732$0 (\$223 ),
+    .\port$675$0 (\$198 ),
+    .\port$677$0 (\$199 ),
+    .\port$679$0 (\$200 ),
+    .\port$681$0 (\$201 ),
+    .\port$683$0 (\$202 ),
+    .\port$685$0 (\$203 ),
+    .\port$687$0 (\$204 ),
+    .\port$689$0 (\$205 ),
+    .\port$691$0 (\$206 ),
+    .\port$693$0 (\$207 ),
+    .\port$695$0 (\$208 ),
+    .\port$697$0 (\$209 ),
+    .\port$699$0 (\$210 ),
+    .\port$701$0 (\$211 ),
+    .\port$703$0 (\$212 ),
+    .\port$705$0 (\$213 ),
+    .\port$707$0 (\$214 ),
+    .\port$709$0 (\$215 ),
+    .\port$711$0 (\$216 ),
+    .\port$713$0 (\$217 ),
+    .\port$715$0 (\$218 ),
+    .\port$717$0 (\$219 ),
+    .\port$719$0 (\$220 ),
+    .\port$721$0 (\$221 ),
+    .\port$723$0 (\$222 ),
+    .\port$725$0 (\$223 ),
     .\r_en$39 (\responses__ready$121 ),
-    .read_data(\read_data$355 ),
+    .read_data(\read_data$305 ),
     .requests__ready(requests__5__ready),
     .requests__valid(\requests__valid$117 ),
     .responses__payload(responses__5__payload),
@@ -2151,38 +2186,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$302 ),
-    .maint__hold(\maint__hold$325 ),
-    .maint__read(\maint__read$324 ),
+    .maint__clear(\maint__clear$329 ),
+    .maint__hold(\maint__hold$352 ),
+    .maint__read(\maint__read$351 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$735$0 (\$224 ),
-    .\port$737$0 (\$225 ),
-    .\port$739$0 (\$226 ),
-    .\port$741$0 (\$227 ),
-    .\port$743$0 (\$228 ),
-    .\port$745$0 (\$229 ),
-    .\port$747$0 (\$230 ),
-    .\port$749$0 (\$231 ),
-    .\port$751$0 (\$232 ),
-    .\port$753$0 (\$233 ),
-    .\port$755$0 (\$234 ),
-    .\port$757$0 (\$235 ),
-    .\port$759$0 (\$236 ),
-    .\port$761$0 (\$237 ),
-    .\port$763$0 (\$238 ),
-    .\port$765$0 (\$239 ),
-    .\port$767$0 (\$240 ),
-    .\port$769$0 (\$241 ),
-    .\port$771$0 (\$242 ),
-    .\port$773$0 (\$243 ),
-    .\port$775$0 (\$244 ),
-    .\port$777$0 (\$245 ),
-    .\port$779$0 (\$246 ),
-    .\port$781$0 (\$247 ),
-    .\port$783$0 (\$248 ),
-    .\port$785$0 (\$249 ),
+    .\port$728$0 (\$224 ),
+    .\port$730$0 (\$225 ),
+    .\port$732$0 (\$226 ),
+    .\port$734$0 (\$227 ),
+    .\port$736$0 (\$228 ),
+    .\port$738$0 (\$229 ),
+    .\port$740$0 (\$230 ),
+    .\port$742$0 (\$231 ),
+    .\port$744$0 (\$232 ),
+    .\port$746$0 (\$233 ),
+    .\port$748$0 (\$234 ),
+    .\port$750$0 (\$235 ),
+    .\port$752$0 (\$236 ),
+    .\port$754$0 (\$237 ),
+    .\port$756$0 (\$238 ),
+    .\port$758$0 (\$239 ),
+    .\port$760$0 (\$240 ),
+    .\port$762$0 (\$241 ),
+    .\port$764$0 (\$242 ),
+    .\port$766$0 (\$243 ),
+    .\port$768$0 (\$244 ),
+    .\port$770$0 (\$245 ),
+    .\port$772$0 (\$246 ),
+    .\port$774$0 (\$247 ),
+    .\port$776$0 (\$248 ),
+    .\port$778$0 (\$249 ),
     .\r_en$39 (\responses__ready$135 ),
-    .read_data(\read_data$356 ),
+    .read_data(\read_data$306 ),
     .requests__ready(requests__6__ready),
     .requests__valid(\requests__valid$131 ),
     .responses__payload(responses__6__payload),
@@ -2193,38 +2228,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$303 ),
-    .maint__hold(\maint__hold$327 ),
-    .maint__read(\maint__read$326 ),
+    .maint__clear(\maint__clear$330 ),
+    .maint__hold(\maint__hold$354 ),
+    .maint__read(\maint__read$353 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$788$0 (\$250 ),
-    .\port$790$0 (\$251 ),
-    .\port$792$0 (\$252 ),
-    .\port$794$0 (\$253 ),
-    .\port$796$0 (\$254 ),
-    .\port$798$0 (\$255 ),
-    .\port$800$0 (\$256 ),
-    .\port$802$0 (\$257 ),
-    .\port$804$0 (\$258 ),
-    .\port$806$0 (\$259 ),
-    .\port$808$0 (\$260 ),
-    .\port$810$0 (\$261 ),
-    .\port$812$0 (\$262 ),
-    .\port$814$0 (\$263 ),
-    .\port$816$0 (\$264 ),
-    .\port$818$0 (\$265 ),
-    .\port$820$0 (\$266 ),
-    .\port$822$0 (\$267 ),
-    .\port$824$0 (\$268 ),
-    .\port$826$0 (\$269 ),
-    .\port$828$0 (\$270 ),
-    .\port$830$0 (\$271 ),
-    .\port$832$0 (\$272 ),
-    .\port$834$0 (\$273 ),
-    .\port$836$0 (\$274 ),
-    .\port$838$0 (\$275 ),
+    .\port$781$0 (\$250 ),
+    .\port$783$0 (\$251 ),
+    .\port$785$0 (\$252 ),
+    .\port$787$0 (\$253 ),
+    .\port$789$0 (\$254 ),
+    .\port$791$0 (\$255 ),
+    .\port$793$0 (\$256 ),
+    .\port$795$0 (\$257 ),
+    .\port$797$0 (\$258 ),
+    .\port$799$0 (\$259 ),
+    .\port$801$0 (\$260 ),
+    .\port$803$0 (\$261 ),
+    .\port$805$0 (\$262 ),
+    .\port$807$0 (\$263 ),
+    .\port$809$0 (\$264 ),
+    .\port$811$0 (\$265 ),
+    .\port$813$0 (\$266 ),
+    .\port$815$0 (\$267 ),
+    .\port$817$0 (\$268 ),
+    .\port$819$0 (\$269 ),
+    .\port$821$0 (\$270 ),
+    .\port$823$0 (\$271 ),
+    .\port$825$0 (\$272 ),
+    .\port$827$0 (\$273 ),
+    .\port$829$0 (\$274 ),
+    .\port$831$0 (\$275 ),
     .\r_en$39 (\responses__ready$149 ),
-    .read_data(\read_data$357 ),
+    .read_data(\read_data$307 ),
     .requests__ready(requests__7__ready),
     .requests__valid(\requests__valid$145 ),
     .responses__payload(responses__7__payload),
@@ -2235,38 +2270,38 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$304 ),
-    .maint__hold(\maint__hold$329 ),
-    .maint__read(\maint__read$328 ),
+    .maint__clear(\maint__clear$331 ),
+    .maint__hold(\maint__hold$356 ),
+    .maint__read(\maint__read$355 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$841$0 (\$276 ),
-    .\port$843$0 (\$277 ),
-    .\port$845$0 (\$278 ),
-    .\port$847$0 (\$279 ),
-    .\port$849$0 (\$280 ),
-    .\port$851$0 (\$281 ),
-    .\port$853$0 (\$282 ),
-    .\port$855$0 (\$283 ),
-    .\port$857$0 (\$284 ),
-    .\port$859$0 (\$285 ),
-    .\port$861$0 (\$286 ),
-    .\port$863$0 (\$287 ),
-    .\port$865$0 (\$288 ),
-    .\port$867$0 (\$289 ),
-    .\port$869$0 (\$290 ),
-    .\port$871$0 (\$291 ),
-    .\port$873$0 (\$292 ),
-    .\port$875$0 (\$293 ),
-    .\port$877$0 (\$294 ),
-    .\port$879$0 (\$295 ),
-    .\port$881$0 (\$296 ),
-    .\port$883$0 (\$297 ),
-    .\port$885$0 (\$298 ),
-    .\port$887$0 (\$299 ),
-    .\port$889$0 (\$300 ),
-    .\port$891$0 (\$301 ),
+    .\port$834$0 (\$276 ),
+    .\port$836$0 (\$277 ),
+    .\port$838$0 (\$278 ),
+    .\port$840$0 (\$279 ),
+    .\port$842$0 (\$280 ),
+    .\port$844$0 (\$281 ),
+    .\port$846$0 (\$282 ),
+    .\port$848$0 (\$283 ),
+    .\port$850$0 (\$284 ),
+    .\port$852$0 (\$285 ),
+    .\port$854$0 (\$286 ),
+    .\port$856$0 (\$287 ),
+    .\port$858$0 (\$288 ),
+    .\port$860$0 (\$289 ),
+    .\port$862$0 (\$290 ),
+    .\port$864$0 (\$291 ),
+    .\port$866$0 (\$292 ),
+    .\port$868$0 (\$293 ),
+    .\port$870$0 (\$294 ),
+    .\port$872$0 (\$295 ),
+    .\port$874$0 (\$296 ),
+    .\port$876$0 (\$297 ),
+    .\port$878$0 (\$298 ),
+    .\port$880$0 (\$299 ),
+    .\port$882$0 (\$300 ),
+    .\port$884$0 (\$301 ),
     .\r_en$39 (\responses__ready$163 ),
-    .read_data(\read_data$358 ),
+    .read_data(\read_data$308 ),
     .requests__ready(requests__8__ready),
     .requests__valid(\requests__valid$159 ),
     .responses__payload(responses__8__payload),
@@ -2277,50 +2312,59 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .clk(clk),
     .learn(learn),
     .maint__addr(maint__addr),
-    .maint__clear(\maint__clear$305 ),
-    .maint__hold(\maint__hold$331 ),
-    .maint__read(\maint__read$330 ),
+    .maint__clear(\maint__clear$332 ),
+    .maint__hold(\maint__hold$358 ),
+    .maint__read(\maint__read$357 ),
     .popular_max_rrpv(popular_max_rrpv),
-    .\port$894$0 (\$302 ),
-    .\port$896$0 (\$303 ),
-    .\port$898$0 (\$304 ),
-    .\port$900$0 (\$305 ),
-    .\port$902$0 (\$306 ),
-    .\port$904$0 (\$307 ),
-    .\port$906$0 (\$308 ),
-    .\port$908$0 (\$309 ),
-    .\port$910$0 (\$310 ),
-    .\port$912$0 (\$311 ),
-    .\port$914$0 (\$312 ),
-    .\port$916$0 (\$313 ),
-    .\port$918$0 (\$314 ),
-    .\port$920$0 (\$315 ),
-    .\port$922$0 (\$316 ),
-    .\port$924$0 (\$317 ),
-    .\port$926$0 (\$318 ),
-    .\port$928$0 (\$319 ),
-    .\port$930$0 (\$320 ),
-    .\port$932$0 (\$321 ),
-    .\port$934$0 (\$322 ),
-    .\port$936$0 (\$323 ),
-    .\port$938$0 (\$324 ),
-    .\port$940$0 (\$325 ),
-    .\port$942$0 (\$326 ),
-    .\port$944$0 (\$327 ),
+    .\port$887$0 (\$302 ),
+    .\port$889$0 (\$303 ),
+    .\port$891$0 (\$304 ),
+    .\port$893$0 (\$305 ),
+    .\port$895$0 (\$306 ),
+    .\port$897$0 (\$307 ),
+    .\port$899$0 (\$308 ),
+    .\port$901$0 (\$309 ),
+    .\port$903$0 (\$310 ),
+    .\port$905$0 (\$311 ),
+    .\port$907$0 (\$312 ),
+    .\port$909$0 (\$313 ),
+    .\port$911$0 (\$314 ),
+    .\port$913$0 (\$315 ),
+    .\port$915$0 (\$316 ),
+    .\port$917$0 (\$317 ),
+    .\port$919$0 (\$318 ),
+    .\port$921$0 (\$319 ),
+    .\port$923$0 (\$320 ),
+    .\port$925$0 (\$321 ),
+    .\port$927$0 (\$322 ),
+    .\port$929$0 (\$323 ),
+    .\port$931$0 (\$324 ),
+    .\port$933$0 (\$325 ),
+    .\port$935$0 (\$326 ),
+    .\port$937$0 (\$327 ),
     .\r_en$39 (\responses__ready$177 ),
-    .read_data(\read_data$359 ),
+    .read_data(\read_data$309 ),
     .requests__ready(requests__9__ready),
     .requests__valid(\requests__valid$173 ),
     .responses__payload(responses__9__payload),
     .responses__valid(responses__9__valid),
     .rst(rst)
   );
+  \hotline_lookup_engine.dump_fifo  dump_fifo (
+    .clk(clk),
+    .r_data(dump__payload),
+    .r_en(dump__ready),
+    .r_rdy(dump__valid),
+    .rst(rst),
+    .w_en(\w_en$316 ),
+    .w_port__data(record)
+  );
   \hotline_lookup_engine.hash  hash (
-    .advance(\i__ready$346 ),
+    .advance(\i__ready$373 ),
     .busy(\busy$268 ),
     .clk(clk),
     .i__payload(lookups__payload),
-    .i__valid(\i__valid$344 ),
+    .i__valid(\i__valid$371 ),
     .o__payload(i__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -2412,422 +2456,422 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     .beats__valid(beats__valid),
     .busy(\busy$270 ),
     .clk(clk),
-    .\port$1000$0 (\$354 ),
-    .\port$1002$0 (\$355 ),
-    .\port$1004$0 (\$356 ),
-    .\port$1006$0 (\$357 ),
-    .\port$1008$0 (\$358 ),
-    .\port$1010$0 (\$359 ),
-    .\port$1012$0 (\$360 ),
-    .\port$1014$0 (\$361 ),
-    .\port$1016$0 (\$362 ),
-    .\port$1018$0 (\$363 ),
-    .\port$1020$0 (\$364 ),
-    .\port$1022$0 (\$365 ),
-    .\port$1024$0 (\$366 ),
-    .\port$1026$0 (\$367 ),
-    .\port$1028$0 (\$368 ),
-    .\port$1030$0 (\$369 ),
-    .\port$1032$0 (\$370 ),
-    .\port$1034$0 (\$371 ),
-    .\port$1036$0 (\$372 ),
-    .\port$1038$0 (\$373 ),
-    .\port$1040$0 (\$374 ),
-    .\port$1042$0 (\$375 ),
-    .\port$1044$0 (\$376 ),
-    .\port$1046$0 (\$377 ),
-    .\port$1048$0 (\$378 ),
-    .\port$1050$0 (\$379 ),
-    .\port$1053$0 (\$380 ),
-    .\port$1055$0 (\$381 ),
-    .\port$1057$0 (\$382 ),
-    .\port$1059$0 (\$383 ),
-    .\port$1061$0 (\$384 ),
-    .\port$1063$0 (\$385 ),
-    .\port$1065$0 (\$386 ),
-    .\port$1067$0 (\$387 ),
-    .\port$1069$0 (\$388 ),
-    .\port$1071$0 (\$389 ),
-    .\port$1073$0 (\$390 ),
-    .\port$1075$0 (\$391 ),
-    .\port$1077$0 (\$392 ),
-    .\port$1079$0 (\$393 ),
-    .\port$1081$0 (\$394 ),
-    .\port$1083$0 (\$395 ),
-    .\port$1085$0 (\$396 ),
-    .\port$1087$0 (\$397 ),
-    .\port$1089$0 (\$398 ),
-    .\port$1091$0 (\$399 ),
-    .\port$1093$0 (\$400 ),
-    .\port$1095$0 (\$401 ),
-    .\port$1097$0 (\$402 ),
-    .\port$1099$0 (\$403 ),
-    .\port$1101$0 (\$404 ),
-    .\port$1103$0 (\$405 ),
-    .\port$1106$0 (\$406 ),
-    .\port$1108$0 (\$407 ),
-    .\port$1110$0 (\$408 ),
-    .\port$1112$0 (\$409 ),
-    .\port$1114$0 (\$410 ),
-    .\port$1116$0 (\$411 ),
-    .\port$1118$0 (\$412 ),
-    .\port$1120$0 (\$413 ),
-    .\port$1122$0 (\$414 ),
-    .\port$1124$0 (\$415 ),
-    .\port$1126$0 (\$416 ),
-    .\port$1128$0 (\$417 ),
-    .\port$1130$0 (\$418 ),
-    .\port$1132$0 (\$419 ),
-    .\port$1134$0 (\$420 ),
-    .\port$1136$0 (\$421 ),
-    .\port$1138$0 (\$422 ),
-    .\port$1140$0 (\$423 ),
-    .\port$1142$0 (\$424 ),
-    .\port$1144$0 (\$425 ),
-    .\port$1146$0 (\$426 ),
-    .\port$1148$0 (\$427 ),
-    .\port$1150$0 (\$428 ),
-    .\port$1152$0 (\$429 ),
-    .\port$1154$0 (\$430 ),
-    .\port$1156$0 (\$431 ),
-    .\port$1159$0 (\$432 ),
-    .\port$1161$0 (\$433 ),
-    .\port$1163$0 (\$434 ),
-    .\port$1165$0 (\$435 ),
-    .\port$1167$0 (\$436 ),
-    .\port$1169$0 (\$437 ),
-    .\port$1171$0 (\$438 ),
-    .\port$1173$0 (\$439 ),
-    .\port$1175$0 (\$440 ),
-    .\port$1177$0 (\$441 ),
-    .\port$1179$0 (\$442 ),
-    .\port$1181$0 (\$443 ),
-    .\port$1183$0 (\$444 ),
-    .\port$1185$0 (\$445 ),
-    .\port$1187$0 (\$446 ),
-    .\port$1189$0 (\$447 ),
-    .\port$1191$0 (\$448 ),
-    .\port$1193$0 (\$449 ),
-    .\port$1195$0 (\$450 ),
-    .\port$1197$0 (\$451 ),
-    .\port$1199$0 (\$452 ),
-    .\port$1201$0 (\$453 ),
-    .\port$1203$0 (\$454 ),
-    .\port$1205$0 (\$455 ),
-    .\port$1207$0 (\$456 ),
-    .\port$1209$0 (\$457 ),
-    .\port$1212$0 (\$458 ),
-    .\port$1214$0 (\$459 ),
-    .\port$1216$0 (\$460 ),
-    .\port$1218$0 (\$461 ),
-    .\port$1220$0 (\$462 ),
-    .\port$1222$0 (\$463 ),
-    .\port$1224$0 (\$464 ),
-    .\port$1226$0 (\$465 ),
-    .\port$1228$0 (\$466 ),
-    .\port$1230$0 (\$467 ),
-    .\port$1232$0 (\$468 ),
-    .\port$1234$0 (\$469 ),
-    .\port$1236$0 (\$470 ),
-    .\port$1238$0 (\$471 ),
-    .\port$1240$0 (\$472 ),
-    .\port$1242$0 (\$473 ),
-    .\port$1244$0 (\$474 ),
-    .\port$1246$0 (\$475 ),
-    .\port$1248$0 (\$476 ),
-    .\port$1250$0 (\$477 ),
-    .\port$1252$0 (\$478 ),
-    .\port$1254$0 (\$479 ),
-    .\port$1256$0 (\$480 ),
-    .\port$1258$0 (\$481 ),
-    .\port$1260$0 (\$482 ),
-    .\port$1262$0 (\$483 ),
-    .\port$417$0 (\$68 ),
-    .\port$419$0 (\$69 ),
-    .\port$421$0 (\$70 ),
-    .\port$423$0 (\$71 ),
-    .\port$425$0 (\$72 ),
-    .\port$427$0 (\$73 ),
-    .\port$429$0 (\$74 ),
-    .\port$431$0 (\$75 ),
-    .\port$433$0 (\$76 ),
-    .\port$435$0 (\$77 ),
-    .\port$437$0 (\$78 ),
-    .\port$439$0 (\$79 ),
-    .\port$441$0 (\$80 ),
-    .\port$443$0 (\$81 ),
-    .\port$445$0 (\$82 ),
-    .\port$447$0 (\$83 ),
-    .\port$449$0 (\$84 ),
-    .\port$451$0 (\$85 ),
-    .\port$453$0 (\$86 ),
-    .\port$455$0 (\$87 ),
-    .\port$457$0 (\$88 ),
-    .\port$459$0 (\$89 ),
-    .\port$461$0 (\$90 ),
-    .\port$463$0 (\$91 ),
-    .\port$465$0 (\$92 ),
-    .\port$467$0 (\$93 ),
-    .\port$470$0 (\$94 ),
-    .\port$472$0 (\$95 ),
-    .\port$474$0 (\$96 ),
-    .\port$476$0 (\$97 ),
-    .\port$478$0 (\$98 ),
-    .\port$480$0 (\$99 ),
-    .\port$482$0 (\$100 ),
-    .\port$484$0 (\$101 ),
-    .\port$486$0 (\$102 ),
-    .\port$488$0 (\$103 ),
-    .\port$490$0 (\$104 ),
-    .\port$492$0 (\$105 ),
-    .\port$494$0 (\$106 ),
-    .\port$496$0 (\$107 ),
-    .\port$498$0 (\$108 ),
-    .\port$500$0 (\$109 ),
-    .\port$502$0 (\$110 ),
-    .\port$504$0 (\$111 ),
-    .\port$506$0 (\$112 ),
-    .\port$508$0 (\$113 ),
-    .\port$510$0 (\$114 ),
-    .\port$512$0 (\$115 ),
-    .\port$514$0 (\$116 ),
-    .\port$516$0 (\$117 ),
-    .\port$518$0 (\$118 ),
-    .\port$520$0 (\$119 ),
-    .\port$523$0 (\$120 ),
-    .\port$525$0 (\$121 ),
-    .\port$527$0 (\$122 ),
-    .\port$529$0 (\$123 ),
-    .\port$531$0 (\$124 ),
-    .\port$533$0 (\$125 ),
-    .\port$535$0 (\$126 ),
-    .\port$537$0 (\$127 ),
-    .\port$539$0 (\$128 ),
-    .\port$541$0 (\$129 ),
-    .\port$543$0 (\$130 ),
-    .\port$545$0 (\$131 ),
-    .\port$547$0 (\$132 ),
-    .\port$549$0 (\$133 ),
-    .\port$551$0 (\$134 ),
-    .\port$553$0 (\$135 ),
-    .\port$555$0 (\$136 ),
-    .\port$557$0 (\$137 ),
-    .\port$559$0 (\$138 ),
-    .\port$561$0 (\$139 ),
-    .\port$563$0 (\$140 ),
-    .\port$565$0 (\$141 ),
-    .\port$567$0 (\$142 ),
-    .\port$569$0 (\$143 ),
-    .\port$571$0 (\$144 ),
-    .\port$573$0 (\$145 ),
-    .\port$576$0 (\$146 ),
-    .\port$578$0 (\$147 ),
-    .\port$580$0 (\$148 ),
-    .\port$582$0 (\$149 ),
-    .\port$584$0 (\$150 ),
-    .\port$586$0 (\$151 ),
-    .\port$588$0 (\$152 ),
-    .\port$590$0 (\$153 ),
-    .\port$592$0 (\$154 ),
-    .\port$594$0 (\$155 ),
-    .\port$596$0 (\$156 ),
-    .\port$598$0 (\$157 ),
-    .\port$600$0 (\$158 ),
-    .\port$602$0 (\$159 ),
-    .\port$604$0 (\$160 ),
-    .\port$606$0 (\$161 ),
-    .\port$608$0 (\$162 ),
-    .\port$610$0 (\$163 ),
-    .\port$612$0 (\$164 ),
-    .\port$614$0 (\$165 ),
-    .\port$616$0 (\$166 ),
-    .\port$618$0 (\$167 ),
-    .\port$620$0 (\$168 ),
-    .\port$622$0 (\$169 ),
-    .\port$624$0 (\$170 ),
-    .\port$626$0 (\$171 ),
-    .\port$629$0 (\$172 ),
-    .\port$631$0 (\$173 ),
-    .\port$633$0 (\$174 ),
-    .\port$635$0 (\$175 ),
-    .\port$637$0 (\$176 ),
-    .\port$639$0 (\$177 ),
-    .\port$641$0 (\$178 ),
-    .\port$643$0 (\$179 ),
-    .\port$645$0 (\$180 ),
-    .\port$647$0 (\$181 ),
-    .\port$649$0 (\$182 ),
-    .\port$651$0 (\$183 ),
-    .\port$653$0 (\$184 ),
-    .\port$655$0 (\$185 ),
-    .\port$657$0 (\$186 ),
-    .\port$659$0 (\$187 ),
-    .\port$661$0 (\$188 ),
-    .\port$663$0 (\$189 ),
-    .\port$665$0 (\$190 ),
-    .\port$667$0 (\$191 ),
-    .\port$669$0 (\$192 ),
-    .\port$671$0 (\$193 ),
-    .\port$673$0 (\$194 ),
-    .\port$675$0 (\$195 ),
-    .\port$677$0 (\$196 ),
-    .\port$679$0 (\$197 ),
-    .\port$682$0 (\$198 ),
-    .\port$684$0 (\$199 ),
-    .\port$686$0 (\$200 ),
-    .\port$688$0 (\$201 ),
-    .\port$690$0 (\$202 ),
-    .\port$692$0 (\$203 ),
-    .\port$694$0 (\$204 ),
-    .\port$696$0 (\$205 ),
-    .\port$698$0 (\$206 ),
-    .\port$700$0 (\$207 ),
-    .\port$702$0 (\$208 ),
-    .\port$704$0 (\$209 ),
-    .\port$706$0 (\$210 ),
-    .\port$708$0 (\$211 ),
-    .\port$710$0 (\$212 ),
-    .\port$712$0 (\$213 ),
-    .\port$714$0 (\$214 ),
-    .\port$716$0 (\$215 ),
-    .\port$718$0 (\$216 ),
-    .\port$720$0 (\$217 ),
-    .\port$722$0 (\$218 ),
-    .\port$724$0 (\$219 ),
-    .\port$726$0 (\$220 ),
-    .\port$728$0 (\$221 ),
-    .\port$730$0 (\$222 ),
-    .\port$732$0 (\$223 ),
-    .\port$735$0 (\$224 ),
-    .\port$737$0 (\$225 ),
-    .\port$739$0 (\$226 ),
-    .\port$741$0 (\$227 ),
-    .\port$743$0 (\$228 ),
-    .\port$745$0 (\$229 ),
-    .\port$747$0 (\$230 ),
-    .\port$749$0 (\$231 ),
-    .\port$751$0 (\$232 ),
-    .\port$753$0 (\$233 ),
-    .\port$755$0 (\$234 ),
-    .\port$757$0 (\$235 ),
-    .\port$759$0 (\$236 ),
-    .\port$761$0 (\$237 ),
-    .\port$763$0 (\$238 ),
-    .\port$765$0 (\$239 ),
-    .\port$767$0 (\$240 ),
-    .\port$769$0 (\$241 ),
-    .\port$771$0 (\$242 ),
-    .\port$773$0 (\$243 ),
-    .\port$775$0 (\$244 ),
-    .\port$777$0 (\$245 ),
-    .\port$779$0 (\$246 ),
-    .\port$781$0 (\$247 ),
-    .\port$783$0 (\$248 ),
-    .\port$785$0 (\$249 ),
-    .\port$788$0 (\$250 ),
-    .\port$790$0 (\$251 ),
-    .\port$792$0 (\$252 ),
-    .\port$794$0 (\$253 ),
-    .\port$796$0 (\$254 ),
-    .\port$798$0 (\$255 ),
-    .\port$800$0 (\$256 ),
-    .\port$802$0 (\$257 ),
-    .\port$804$0 (\$258 ),
-    .\port$806$0 (\$259 ),
-    .\port$808$0 (\$260 ),
-    .\port$810$0 (\$261 ),
-    .\port$812$0 (\$262 ),
-    .\port$814$0 (\$263 ),
-    .\port$816$0 (\$264 ),
-    .\port$818$0 (\$265 ),
-    .\port$820$0 (\$266 ),
-    .\port$822$0 (\$267 ),
-    .\port$824$0 (\$268 ),
-    .\port$826$0 (\$269 ),
-    .\port$828$0 (\$270 ),
-    .\port$830$0 (\$271 ),
-    .\port$832$0 (\$272 ),
-    .\port$834$0 (\$273 ),
-    .\port$836$0 (\$274 ),
-    .\port$838$0 (\$275 ),
-    .\port$841$0 (\$276 ),
-    .\port$843$0 (\$277 ),
-    .\port$845$0 (\$278 ),
-    .\port$847$0 (\$279 ),
-    .\port$849$0 (\$280 ),
-    .\port$851$0 (\$281 ),
-    .\port$853$0 (\$282 ),
-    .\port$855$0 (\$283 ),
-    .\port$857$0 (\$284 ),
-    .\port$859$0 (\$285 ),
-    .\port$861$0 (\$286 ),
-    .\port$863$0 (\$287 ),
-    .\port$865$0 (\$288 ),
-    .\port$867$0 (\$289 ),
-    .\port$869$0 (\$290 ),
-    .\port$871$0 (\$291 ),
-    .\port$873$0 (\$292 ),
-    .\port$875$0 (\$293 ),
-    .\port$877$0 (\$294 ),
-    .\port$879$0 (\$295 ),
-    .\port$881$0 (\$296 ),
-    .\port$883$0 (\$297 ),
-    .\port$885$0 (\$298 ),
-    .\port$887$0 (\$299 ),
-    .\port$889$0 (\$300 ),
-    .\port$891$0 (\$301 ),
-    .\port$894$0 (\$302 ),
-    .\port$896$0 (\$303 ),
-    .\port$898$0 (\$304 ),
-    .\port$900$0 (\$305 ),
-    .\port$902$0 (\$306 ),
-    .\port$904$0 (\$307 ),
-    .\port$906$0 (\$308 ),
-    .\port$908$0 (\$309 ),
-    .\port$910$0 (\$310 ),
-    .\port$912$0 (\$311 ),
-    .\port$914$0 (\$312 ),
-    .\port$916$0 (\$313 ),
-    .\port$918$0 (\$314 ),
-    .\port$920$0 (\$315 ),
-    .\port$922$0 (\$316 ),
-    .\port$924$0 (\$317 ),
-    .\port$926$0 (\$318 ),
-    .\port$928$0 (\$319 ),
-    .\port$930$0 (\$320 ),
-    .\port$932$0 (\$321 ),
-    .\port$934$0 (\$322 ),
-    .\port$936$0 (\$323 ),
-    .\port$938$0 (\$324 ),
-    .\port$940$0 (\$325 ),
-    .\port$942$0 (\$326 ),
-    .\port$944$0 (\$327 ),
-    .\port$947$0 (\$328 ),
-    .\port$949$0 (\$329 ),
-    .\port$951$0 (\$330 ),
-    .\port$953$0 (\$331 ),
-    .\port$955$0 (\$332 ),
-    .\port$957$0 (\$333 ),
-    .\port$959$0 (\$334 ),
-    .\port$961$0 (\$335 ),
-    .\port$963$0 (\$336 ),
-    .\port$965$0 (\$337 ),
-    .\port$967$0 (\$338 ),
-    .\port$969$0 (\$339 ),
-    .\port$971$0 (\$340 ),
-    .\port$973$0 (\$341 ),
-    .\port$975$0 (\$342 ),
-    .\port$977$0 (\$343 ),
-    .\port$979$0 (\$344 ),
-    .\port$981$0 (\$345 ),
-    .\port$983$0 (\$346 ),
-    .\port$985$0 (\$347 ),
-    .\port$987$0 (\$348 ),
-    .\port$989$0 (\$349 ),
-    .\port$991$0 (\$350 ),
-    .\port$993$0 (\$351 ),
-    .\port$995$0 (\$352 ),
-    .\port$997$0 (\$353 ),
+    .\port$1001$0 (\$358 ),
+    .\port$1003$0 (\$359 ),
+    .\port$1005$0 (\$360 ),
+    .\port$1007$0 (\$361 ),
+    .\port$1009$0 (\$362 ),
+    .\port$1011$0 (\$363 ),
+    .\port$1013$0 (\$364 ),
+    .\port$1015$0 (\$365 ),
+    .\port$1017$0 (\$366 ),
+    .\port$1019$0 (\$367 ),
+    .\port$1021$0 (\$368 ),
+    .\port$1023$0 (\$369 ),
+    .\port$1025$0 (\$370 ),
+    .\port$1027$0 (\$371 ),
+    .\port$1029$0 (\$372 ),
+    .\port$1031$0 (\$373 ),
+    .\port$1033$0 (\$374 ),
+    .\port$1035$0 (\$375 ),
+    .\port$1037$0 (\$376 ),
+    .\port$1039$0 (\$377 ),
+    .\port$1041$0 (\$378 ),
+    .\port$1043$0 (\$379 ),
+    .\port$1046$0 (\$380 ),
+    .\port$1048$0 (\$381 ),
+    .\port$1050$0 (\$382 ),
+    .\port$1052$0 (\$383 ),
+    .\port$1054$0 (\$384 ),
+    .\port$1056$0 (\$385 ),
+    .\port$1058$0 (\$386 ),
+    .\port$1060$0 (\$387 ),
+    .\port$1062$0 (\$388 ),
+    .\port$1064$0 (\$389 ),
+    .\port$1066$0 (\$390 ),
+    .\port$1068$0 (\$391 ),
+    .\port$1070$0 (\$392 ),
+    .\port$1072$0 (\$393 ),
+    .\port$1074$0 (\$394 ),
+    .\port$1076$0 (\$395 ),
+    .\port$1078$0 (\$396 ),
+    .\port$1080$0 (\$397 ),
+    .\port$1082$0 (\$398 ),
+    .\port$1084$0 (\$399 ),
+    .\port$1086$0 (\$400 ),
+    .\port$1088$0 (\$401 ),
+    .\port$1090$0 (\$402 ),
+    .\port$1092$0 (\$403 ),
+    .\port$1094$0 (\$404 ),
+    .\port$1096$0 (\$405 ),
+    .\port$1099$0 (\$406 ),
+    .\port$1101$0 (\$407 ),
+    .\port$1103$0 (\$408 ),
+    .\port$1105$0 (\$409 ),
+    .\port$1107$0 (\$410 ),
+    .\port$1109$0 (\$411 ),
+    .\port$1111$0 (\$412 ),
+    .\port$1113$0 (\$413 ),
+    .\port$1115$0 (\$414 ),
+    .\port$1117$0 (\$415 ),
+    .\port$1119$0 (\$416 ),
+    .\port$1121$0 (\$417 ),
+    .\port$1123$0 (\$418 ),
+    .\port$1125$0 (\$419 ),
+    .\port$1127$0 (\$420 ),
+    .\port$1129$0 (\$421 ),
+    .\port$1131$0 (\$422 ),
+    .\port$1133$0 (\$423 ),
+    .\port$1135$0 (\$424 ),
+    .\port$1137$0 (\$425 ),
+    .\port$1139$0 (\$426 ),
+    .\port$1141$0 (\$427 ),
+    .\port$1143$0 (\$428 ),
+    .\port$1145$0 (\$429 ),
+    .\port$1147$0 (\$430 ),
+    .\port$1149$0 (\$431 ),
+    .\port$1152$0 (\$432 ),
+    .\port$1154$0 (\$433 ),
+    .\port$1156$0 (\$434 ),
+    .\port$1158$0 (\$435 ),
+    .\port$1160$0 (\$436 ),
+    .\port$1162$0 (\$437 ),
+    .\port$1164$0 (\$438 ),
+    .\port$1166$0 (\$439 ),
+    .\port$1168$0 (\$440 ),
+    .\port$1170$0 (\$441 ),
+    .\port$1172$0 (\$442 ),
+    .\port$1174$0 (\$443 ),
+    .\port$1176$0 (\$444 ),
+    .\port$1178$0 (\$445 ),
+    .\port$1180$0 (\$446 ),
+    .\port$1182$0 (\$447 ),
+    .\port$1184$0 (\$448 ),
+    .\port$1186$0 (\$449 ),
+    .\port$1188$0 (\$450 ),
+    .\port$1190$0 (\$451 ),
+    .\port$1192$0 (\$452 ),
+    .\port$1194$0 (\$453 ),
+    .\port$1196$0 (\$454 ),
+    .\port$1198$0 (\$455 ),
+    .\port$1200$0 (\$456 ),
+    .\port$1202$0 (\$457 ),
+    .\port$1205$0 (\$458 ),
+    .\port$1207$0 (\$459 ),
+    .\port$1209$0 (\$460 ),
+    .\port$1211$0 (\$461 ),
+    .\port$1213$0 (\$462 ),
+    .\port$1215$0 (\$463 ),
+    .\port$1217$0 (\$464 ),
+    .\port$1219$0 (\$465 ),
+    .\port$1221$0 (\$466 ),
+    .\port$1223$0 (\$467 ),
+    .\port$1225$0 (\$468 ),
+    .\port$1227$0 (\$469 ),
+    .\port$1229$0 (\$470 ),
+    .\port$1231$0 (\$471 ),
+    .\port$1233$0 (\$472 ),
+    .\port$1235$0 (\$473 ),
+    .\port$1237$0 (\$474 ),
+    .\port$1239$0 (\$475 ),
+    .\port$1241$0 (\$476 ),
+    .\port$1243$0 (\$477 ),
+    .\port$1245$0 (\$478 ),
+    .\port$1247$0 (\$479 ),
+    .\port$1249$0 (\$480 ),
+    .\port$1251$0 (\$481 ),
+    .\port$1253$0 (\$482 ),
+    .\port$1255$0 (\$483 ),
+    .\port$410$0 (\$68 ),
+    .\port$412$0 (\$69 ),
+    .\port$414$0 (\$70 ),
+    .\port$416$0 (\$71 ),
+    .\port$418$0 (\$72 ),
+    .\port$420$0 (\$73 ),
+    .\port$422$0 (\$74 ),
+    .\port$424$0 (\$75 ),
+    .\port$426$0 (\$76 ),
+    .\port$428$0 (\$77 ),
+    .\port$430$0 (\$78 ),
+    .\port$432$0 (\$79 ),
+    .\port$434$0 (\$80 ),
+    .\port$436$0 (\$81 ),
+    .\port$438$0 (\$82 ),
+    .\port$440$0 (\$83 ),
+    .\port$442$0 (\$84 ),
+    .\port$444$0 (\$85 ),
+    .\port$446$0 (\$86 ),
+    .\port$448$0 (\$87 ),
+    .\port$450$0 (\$88 ),
+    .\port$452$0 (\$89 ),
+    .\port$454$0 (\$90 ),
+    .\port$456$0 (\$91 ),
+    .\port$458$0 (\$92 ),
+    .\port$460$0 (\$93 ),
+    .\port$463$0 (\$94 ),
+    .\port$465$0 (\$95 ),
+    .\port$467$0 (\$96 ),
+    .\port$469$0 (\$97 ),
+    .\port$471$0 (\$98 ),
+    .\port$473$0 (\$99 ),
+    .\port$475$0 (\$100 ),
+    .\port$477$0 (\$101 ),
+    .\port$479$0 (\$102 ),
+    .\port$481$0 (\$103 ),
+    .\port$483$0 (\$104 ),
+    .\port$485$0 (\$105 ),
+    .\port$487$0 (\$106 ),
+    .\port$489$0 (\$107 ),
+    .\port$491$0 (\$108 ),
+    .\port$493$0 (\$109 ),
+    .\port$495$0 (\$110 ),
+    .\port$497$0 (\$111 ),
+    .\port$499$0 (\$112 ),
+    .\port$501$0 (\$113 ),
+    .\port$503$0 (\$114 ),
+    .\port$505$0 (\$115 ),
+    .\port$507$0 (\$116 ),
+    .\port$509$0 (\$117 ),
+    .\port$511$0 (\$118 ),
+    .\port$513$0 (\$119 ),
+    .\port$516$0 (\$120 ),
+    .\port$518$0 (\$121 ),
+    .\port$520$0 (\$122 ),
+    .\port$522$0 (\$123 ),
+    .\port$524$0 (\$124 ),
+    .\port$526$0 (\$125 ),
+    .\port$528$0 (\$126 ),
+    .\port$530$0 (\$127 ),
+    .\port$532$0 (\$128 ),
+    .\port$534$0 (\$129 ),
+    .\port$536$0 (\$130 ),
+    .\port$538$0 (\$131 ),
+    .\port$540$0 (\$132 ),
+    .\port$542$0 (\$133 ),
+    .\port$544$0 (\$134 ),
+    .\port$546$0 (\$135 ),
+    .\port$548$0 (\$136 ),
+    .\port$550$0 (\$137 ),
+    .\port$552$0 (\$138 ),
+    .\port$554$0 (\$139 ),
+    .\port$556$0 (\$140 ),
+    .\port$558$0 (\$141 ),
+    .\port$560$0 (\$142 ),
+    .\port$562$0 (\$143 ),
+    .\port$564$0 (\$144 ),
+    .\port$566$0 (\$145 ),
+    .\port$569$0 (\$146 ),
+    .\port$571$0 (\$147 ),
+    .\port$573$0 (\$148 ),
+    .\port$575$0 (\$149 ),
+    .\port$577$0 (\$150 ),
+    .\port$579$0 (\$151 ),
+    .\port$581$0 (\$152 ),
+    .\port$583$0 (\$153 ),
+    .\port$585$0 (\$154 ),
+    .\port$587$0 (\$155 ),
+    .\port$589$0 (\$156 ),
+    .\port$591$0 (\$157 ),
+    .\port$593$0 (\$158 ),
+    .\port$595$0 (\$159 ),
+    .\port$597$0 (\$160 ),
+    .\port$599$0 (\$161 ),
+    .\port$601$0 (\$162 ),
+    .\port$603$0 (\$163 ),
+    .\port$605$0 (\$164 ),
+    .\port$607$0 (\$165 ),
+    .\port$609$0 (\$166 ),
+    .\port$611$0 (\$167 ),
+    .\port$613$0 (\$168 ),
+    .\port$615$0 (\$169 ),
+    .\port$617$0 (\$170 ),
+    .\port$619$0 (\$171 ),
+    .\port$622$0 (\$172 ),
+    .\port$624$0 (\$173 ),
+    .\port$626$0 (\$174 ),
+    .\port$628$0 (\$175 ),
+    .\port$630$0 (\$176 ),
+    .\port$632$0 (\$177 ),
+    .\port$634$0 (\$178 ),
+    .\port$636$0 (\$179 ),
+    .\port$638$0 (\$180 ),
+    .\port$640$0 (\$181 ),
+    .\port$642$0 (\$182 ),
+    .\port$644$0 (\$183 ),
+    .\port$646$0 (\$184 ),
+    .\port$648$0 (\$185 ),
+    .\port$650$0 (\$186 ),
+    .\port$652$0 (\$187 ),
+    .\port$654$0 (\$188 ),
+    .\port$656$0 (\$189 ),
+    .\port$658$0 (\$190 ),
+    .\port$660$0 (\$191 ),
+    .\port$662$0 (\$192 ),
+    .\port$664$0 (\$193 ),
+    .\port$666$0 (\$194 ),
+    .\port$668$0 (\$195 ),
+    .\port$670$0 (\$196 ),
+    .\port$672$0 (\$197 ),
+    .\port$675$0 (\$198 ),
+    .\port$677$0 (\$199 ),
+    .\port$679$0 (\$200 ),
+    .\port$681$0 (\$201 ),
+    .\port$683$0 (\$202 ),
+    .\port$685$0 (\$203 ),
+    .\port$687$0 (\$204 ),
+    .\port$689$0 (\$205 ),
+    .\port$691$0 (\$206 ),
+    .\port$693$0 (\$207 ),
+    .\port$695$0 (\$208 ),
+    .\port$697$0 (\$209 ),
+    .\port$699$0 (\$210 ),
+    .\port$701$0 (\$211 ),
+    .\port$703$0 (\$212 ),
+    .\port$705$0 (\$213 ),
+    .\port$707$0 (\$214 ),
+    .\port$709$0 (\$215 ),
+    .\port$711$0 (\$216 ),
+    .\port$713$0 (\$217 ),
+    .\port$715$0 (\$218 ),
+    .\port$717$0 (\$219 ),
+    .\port$719$0 (\$220 ),
+    .\port$721$0 (\$221 ),
+    .\port$723$0 (\$222 ),
+    .\port$725$0 (\$223 ),
+    .\port$728$0 (\$224 ),
+    .\port$730$0 (\$225 ),
+    .\port$732$0 (\$226 ),
+    .\port$734$0 (\$227 ),
+    .\port$736$0 (\$228 ),
+    .\port$738$0 (\$229 ),
+    .\port$740$0 (\$230 ),
+    .\port$742$0 (\$231 ),
+    .\port$744$0 (\$232 ),
+    .\port$746$0 (\$233 ),
+    .\port$748$0 (\$234 ),
+    .\port$750$0 (\$235 ),
+    .\port$752$0 (\$236 ),
+    .\port$754$0 (\$237 ),
+    .\port$756$0 (\$238 ),
+    .\port$758$0 (\$239 ),
+    .\port$760$0 (\$240 ),
+    .\port$762$0 (\$241 ),
+    .\port$764$0 (\$242 ),
+    .\port$766$0 (\$243 ),
+    .\port$768$0 (\$244 ),
+    .\port$770$0 (\$245 ),
+    .\port$772$0 (\$246 ),
+    .\port$774$0 (\$247 ),
+    .\port$776$0 (\$248 ),
+    .\port$778$0 (\$249 ),
+    .\port$781$0 (\$250 ),
+    .\port$783$0 (\$251 ),
+    .\port$785$0 (\$252 ),
+    .\port$787$0 (\$253 ),
+    .\port$789$0 (\$254 ),
+    .\port$791$0 (\$255 ),
+    .\port$793$0 (\$256 ),
+    .\port$795$0 (\$257 ),
+    .\port$797$0 (\$258 ),
+    .\port$799$0 (\$259 ),
+    .\port$801$0 (\$260 ),
+    .\port$803$0 (\$261 ),
+    .\port$805$0 (\$262 ),
+    .\port$807$0 (\$263 ),
+    .\port$809$0 (\$264 ),
+    .\port$811$0 (\$265 ),
+    .\port$813$0 (\$266 ),
+    .\port$815$0 (\$267 ),
+    .\port$817$0 (\$268 ),
+    .\port$819$0 (\$269 ),
+    .\port$821$0 (\$270 ),
+    .\port$823$0 (\$271 ),
+    .\port$825$0 (\$272 ),
+    .\port$827$0 (\$273 ),
+    .\port$829$0 (\$274 ),
+    .\port$831$0 (\$275 ),
+    .\port$834$0 (\$276 ),
+    .\port$836$0 (\$277 ),
+    .\port$838$0 (\$278 ),
+    .\port$840$0 (\$279 ),
+    .\port$842$0 (\$280 ),
+    .\port$844$0 (\$281 ),
+    .\port$846$0 (\$282 ),
+    .\port$848$0 (\$283 ),
+    .\port$850$0 (\$284 ),
+    .\port$852$0 (\$285 ),
+    .\port$854$0 (\$286 ),
+    .\port$856$0 (\$287 ),
+    .\port$858$0 (\$288 ),
+    .\port$860$0 (\$289 ),
+    .\port$862$0 (\$290 ),
+    .\port$864$0 (\$291 ),
+    .\port$866$0 (\$292 ),
+    .\port$868$0 (\$293 ),
+    .\port$870$0 (\$294 ),
+    .\port$872$0 (\$295 ),
+    .\port$874$0 (\$296 ),
+    .\port$876$0 (\$297 ),
+    .\port$878$0 (\$298 ),
+    .\port$880$0 (\$299 ),
+    .\port$882$0 (\$300 ),
+    .\port$884$0 (\$301 ),
+    .\port$887$0 (\$302 ),
+    .\port$889$0 (\$303 ),
+    .\port$891$0 (\$304 ),
+    .\port$893$0 (\$305 ),
+    .\port$895$0 (\$306 ),
+    .\port$897$0 (\$307 ),
+    .\port$899$0 (\$308 ),
+    .\port$901$0 (\$309 ),
+    .\port$903$0 (\$310 ),
+    .\port$905$0 (\$311 ),
+    .\port$907$0 (\$312 ),
+    .\port$909$0 (\$313 ),
+    .\port$911$0 (\$314 ),
+    .\port$913$0 (\$315 ),
+    .\port$915$0 (\$316 ),
+    .\port$917$0 (\$317 ),
+    .\port$919$0 (\$318 ),
+    .\port$921$0 (\$319 ),
+    .\port$923$0 (\$320 ),
+    .\port$925$0 (\$321 ),
+    .\port$927$0 (\$322 ),
+    .\port$929$0 (\$323 ),
+    .\port$931$0 (\$324 ),
+    .\port$933$0 (\$325 ),
+    .\port$935$0 (\$326 ),
+    .\port$937$0 (\$327 ),
+    .\port$940$0 (\$328 ),
+    .\port$942$0 (\$329 ),
+    .\port$944$0 (\$330 ),
+    .\port$946$0 (\$331 ),
+    .\port$948$0 (\$332 ),
+    .\port$950$0 (\$333 ),
+    .\port$952$0 (\$334 ),
+    .\port$954$0 (\$335 ),
+    .\port$956$0 (\$336 ),
+    .\port$958$0 (\$337 ),
+    .\port$960$0 (\$338 ),
+    .\port$962$0 (\$339 ),
+    .\port$964$0 (\$340 ),
+    .\port$966$0 (\$341 ),
+    .\port$968$0 (\$342 ),
+    .\port$970$0 (\$343 ),
+    .\port$972$0 (\$344 ),
+    .\port$974$0 (\$345 ),
+    .\port$976$0 (\$346 ),
+    .\port$978$0 (\$347 ),
+    .\port$980$0 (\$348 ),
+    .\port$982$0 (\$349 ),
+    .\port$984$0 (\$350 ),
+    .\port$986$0 (\$351 ),
+    .\port$988$0 (\$352 ),
+    .\port$990$0 (\$353 ),
+    .\port$993$0 (\$354 ),
+    .\port$995$0 (\$355 ),
+    .\port$997$0 (\$356 ),
+    .\port$999$0 (\$357 ),
     .records__payload(w_data),
     .records__ready(records__ready),
     .records__valid(w_en),
@@ -2868,39 +2912,39 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     (* full_case = 32'd1 *)
-    casez (d_bank)
+    casez (v2_bank)
       4'h0:
-          \$47  = read_data;
+          \$8  = read_data;
       4'h1:
-          \$47  = \read_data$351 ;
+          \$8  = \read_data$301 ;
       4'h2:
-          \$47  = \read_data$352 ;
+          \$8  = \read_data$302 ;
       4'h3:
-          \$47  = \read_data$353 ;
+          \$8  = \read_data$303 ;
       4'h4:
-          \$47  = \read_data$354 ;
+          \$8  = \read_data$304 ;
       4'h5:
-          \$47  = \read_data$355 ;
+          \$8  = \read_data$305 ;
       4'h6:
-          \$47  = \read_data$356 ;
+          \$8  = \read_data$306 ;
       4'h7:
-          \$47  = \read_data$357 ;
+          \$8  = \read_data$307 ;
       4'h8:
-          \$47  = \read_data$358 ;
+          \$8  = \read_data$308 ;
       4'h9:
-          \$47  = \read_data$359 ;
+          \$8  = \read_data$309 ;
       4'ha:
-          \$47  = \read_data$360 ;
+          \$8  = \read_data$310 ;
       4'hb:
-          \$47  = \read_data$361 ;
+          \$8  = \read_data$311 ;
       4'hc:
-          \$47  = \read_data$362 ;
+          \$8  = \read_data$312 ;
       4'hd:
-          \$47  = \read_data$363 ;
+          \$8  = \read_data$313 ;
       4'he:
-          \$47  = \read_data$364 ;
+          \$8  = \read_data$314 ;
       4'hf:
-          \$47  = \read_data$365 ;
+          \$8  = \read_data$315 ;
     endcase
   end
   always @* begin
@@ -2923,152 +2967,152 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$297  = 1'h0;
+    \maint__clear$324  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$297  = 1'h1;
+          \maint__clear$324  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$298  = 1'h0;
+    \maint__clear$325  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$298  = 1'h1;
+          \maint__clear$325  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$299  = 1'h0;
+    \maint__clear$326  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$299  = 1'h1;
+          \maint__clear$326  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$300  = 1'h0;
+    \maint__clear$327  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$300  = 1'h1;
+          \maint__clear$327  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$301  = 1'h0;
+    \maint__clear$328  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$301  = 1'h1;
+          \maint__clear$328  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$302  = 1'h0;
+    \maint__clear$329  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$302  = 1'h1;
+          \maint__clear$329  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$303  = 1'h0;
+    \maint__clear$330  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$303  = 1'h1;
+          \maint__clear$330  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$304  = 1'h0;
+    \maint__clear$331  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$304  = 1'h1;
+          \maint__clear$331  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$305  = 1'h0;
+    \maint__clear$332  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$305  = 1'h1;
+          \maint__clear$332  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$306  = 1'h0;
+    \maint__clear$333  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$306  = 1'h1;
+          \maint__clear$333  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$307  = 1'h0;
+    \maint__clear$334  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$307  = 1'h1;
+          \maint__clear$334  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$308  = 1'h0;
+    \maint__clear$335  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$308  = 1'h1;
+          \maint__clear$335  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$309  = 1'h0;
+    \maint__clear$336  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$309  = 1'h1;
+          \maint__clear$336  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$310  = 1'h0;
+    \maint__clear$337  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$310  = 1'h1;
+          \maint__clear$337  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__clear$311  = 1'h0;
+    \maint__clear$338  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
-          \maint__clear$311  = 1'h1;
+          \maint__clear$338  = 1'h1;
     endcase
   end
   always @* begin
@@ -3092,483 +3136,483 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
       2'h1:
           /* empty */;
       2'h2:
-          maint__hold = \$10 ;
+          maint__hold = \$9 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$314  = 1'h0;
+    \maint__read$341  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$314  = 1'h1;
+          \maint__read$341  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$315  = 1'h0;
+    \maint__hold$342  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$315  = \$11 ;
+          \maint__hold$342  = \$10 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$316  = 1'h0;
+    \maint__read$343  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$316  = 1'h1;
+          \maint__read$343  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$317  = 1'h0;
+    \maint__hold$344  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$317  = \$12 ;
+          \maint__hold$344  = \$11 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$318  = 1'h0;
+    \maint__read$345  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$318  = 1'h1;
+          \maint__read$345  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$319  = 1'h0;
+    \maint__hold$346  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$319  = \$13 ;
+          \maint__hold$346  = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$320  = 1'h0;
+    \maint__read$347  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$320  = 1'h1;
+          \maint__read$347  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$321  = 1'h0;
+    \maint__hold$348  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$321  = \$14 ;
+          \maint__hold$348  = \$13 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$322  = 1'h0;
+    \maint__read$349  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$322  = 1'h1;
+          \maint__read$349  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$323  = 1'h0;
+    \maint__hold$350  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$323  = \$15 ;
+          \maint__hold$350  = \$14 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$324  = 1'h0;
+    \maint__read$351  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$324  = 1'h1;
+          \maint__read$351  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$325  = 1'h0;
+    \maint__hold$352  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$325  = \$16 ;
+          \maint__hold$352  = \$15 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$326  = 1'h0;
+    \maint__read$353  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$326  = 1'h1;
+          \maint__read$353  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$327  = 1'h0;
+    \maint__hold$354  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$327  = \$17 ;
+          \maint__hold$354  = \$16 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$328  = 1'h0;
+    \maint__read$355  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$328  = 1'h1;
+          \maint__read$355  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$329  = 1'h0;
+    \maint__hold$356  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$329  = \$18 ;
+          \maint__hold$356  = \$17 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$330  = 1'h0;
+    \maint__read$357  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$330  = 1'h1;
+          \maint__read$357  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$331  = 1'h0;
+    \maint__hold$358  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$331  = \$19 ;
+          \maint__hold$358  = \$18 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$332  = 1'h0;
+    \maint__read$359  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$332  = 1'h1;
+          \maint__read$359  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$333  = 1'h0;
+    \maint__hold$360  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$333  = \$20 ;
+          \maint__hold$360  = \$19 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$334  = 1'h0;
+    \maint__read$361  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$334  = 1'h1;
+          \maint__read$361  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$335  = 1'h0;
+    \maint__hold$362  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$335  = \$21 ;
+          \maint__hold$362  = \$20 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$336  = 1'h0;
+    \maint__read$363  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$336  = 1'h1;
+          \maint__read$363  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$337  = 1'h0;
+    \maint__hold$364  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$337  = \$22 ;
+          \maint__hold$364  = \$21 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$338  = 1'h0;
+    \maint__read$365  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$338  = 1'h1;
+          \maint__read$365  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$339  = 1'h0;
+    \maint__hold$366  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$339  = \$23 ;
+          \maint__hold$366  = \$22 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$340  = 1'h0;
+    \maint__read$367  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$340  = 1'h1;
+          \maint__read$367  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$341  = 1'h0;
+    \maint__hold$368  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$341  = \$24 ;
+          \maint__hold$368  = \$23 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__read$342  = 1'h0;
+    \maint__read$369  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__read$342  = 1'h1;
+          \maint__read$369  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \maint__hold$343  = 1'h0;
+    \maint__hold$370  = 1'h0;
     casez (fsm_state)
       2'h0:
           /* empty */;
       2'h1:
           /* empty */;
       2'h2:
-          \maint__hold$343  = \$25 ;
+          \maint__hold$370  = \$24 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$59  = d_v;
-    if (issue) begin
-      \$59  = 1'h1;
-    end else if (o_load) begin
-      \$59  = 1'h0;
-    end
+    \$56  = \$7 [2:0];
     if (rst) begin
-      \$59  = 1'h0;
+      \$56  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$60  = d_bank;
-    if (issue) begin
-      \$60  = rd_bank;
-    end
+    \$57  = \$40 ;
     if (rst) begin
-      \$60  = 4'h0;
+      \$57  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$61  = d_set;
-    if (issue) begin
-      \$61  = maint__addr;
-    end
+    \$58  = issue;
     if (rst) begin
-      \$61  = 6'h00;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$62  = maint__addr;
+    \$59  = rd_bank;
+    if (rst) begin
+      \$59  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$60  = maint__addr;
+    if (rst) begin
+      \$60  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$61  = v1;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$62  = v1_bank;
+    if (rst) begin
+      \$62  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$63  = v1_set;
+    if (rst) begin
+      \$63  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$64  = maint__addr;
     if (issue) begin
-      \$62  = \$43 [5:0];
+      \$64  = \$43 [5:0];
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-            \$62  = 6'h00;
-          end else if (\$51 ) begin
-            \$62  = 6'h00;
+          if (\$48 ) begin
+            \$64  = 6'h00;
+          end else if (\$50 ) begin
+            \$64  = 6'h00;
           end
       2'h1:
-          \$62  = \$52 [5:0];
+          \$64  = \$51 [5:0];
     endcase
     if (rst) begin
-      \$62  = 6'h00;
+      \$64  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$63  = rd_bank;
+    \$65  = rd_bank;
     if (issue) begin
       if (\$44 ) begin
-        \$63  = \$45 [3:0];
+        \$65  = \$45 [3:0];
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$63  = 4'h0;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$65  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$63  = 4'h0;
+      \$65  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$64  = rd_more;
+    \$66  = rd_more;
     if (issue) begin
       if (\$44 ) begin
         if (\$46 ) begin
-          \$64  = 1'h0;
+          \$66  = 1'h0;
         end
       end
     end
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
-          end else if (\$51 ) begin
-            \$64  = 1'h1;
+          if (\$48 ) begin
+          end else if (\$50 ) begin
+            \$66  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$65  = dump__valid;
-    if (o_load) begin
-      \$65  = 1'h1;
-    end else if (dump__ready) begin
-      \$65  = 1'h0;
-    end
-    if (rst) begin
-      \$65  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$66  = dump__payload;
-    if (o_load) begin
-      \$66 [3:0] = d_bank;
-      \$66 [9:4] = d_set;
-      \$66 [97:10] = \$47 ;
-    end
-    if (rst) begin
-      \$66  = 98'h0000000000000000000000000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
@@ -3576,17 +3620,17 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
     \$67  = fsm_state;
     casez (fsm_state)
       2'h0:
-          if (\$49 ) begin
+          if (\$48 ) begin
             \$67  = 2'h1;
-          end else if (\$51 ) begin
+          end else if (\$50 ) begin
             \$67  = 2'h2;
           end
       2'h1:
-          if (\$53 ) begin
+          if (\$52 ) begin
             \$67  = 2'h0;
           end
       2'h2:
-          if (\$58 ) begin
+          if (\$55 ) begin
             \$67  = 2'h0;
           end
     endcase
@@ -3770,7 +3814,13 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   assign \maint__addr$288  = maint__addr;
   assign \maint__addr$289  = maint__addr;
   assign \maint__addr$290  = maint__addr;
-  assign \i__payload$345  = lookups__payload;
+  assign owed_next = \$7 [2:0];
+  assign v2 = \w_en$316 ;
+  assign \w_data$318  = record;
+  assign \r_rdy$319  = dump__valid;
+  assign \r_data$320  = dump__payload;
+  assign \r_en$321  = dump__ready;
+  assign \i__payload$372  = lookups__payload;
   assign \lookups__payload[0]  = lookups__payload[29:0];
   assign \lookups__payload[0].valid  = lookups__payload[0];
   assign \lookups__payload[0].key  = lookups__payload[29:1];
@@ -4178,18 +4228,25 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   assign \responses__payload$260.hit  = responses__15__payload[0];
   assign \responses__payload$260.way  = responses__15__payload[2:1];
   assign \responses__payload$260.repeat_hit  = responses__15__payload[3];
-  assign \i__payload$345[0]  = lookups__payload[29:0];
-  assign \i__payload$345[0].valid  = lookups__payload[0];
-  assign \i__payload$345[0].key  = lookups__payload[29:1];
-  assign \i__payload$345[1]  = lookups__payload[59:30];
-  assign \i__payload$345[1].valid  = lookups__payload[30];
-  assign \i__payload$345[1].key  = lookups__payload[59:31];
-  assign \i__payload$345[2]  = lookups__payload[89:60];
-  assign \i__payload$345[2].valid  = lookups__payload[60];
-  assign \i__payload$345[2].key  = lookups__payload[89:61];
-  assign \i__payload$345[3]  = lookups__payload[119:90];
-  assign \i__payload$345[3].valid  = lookups__payload[90];
-  assign \i__payload$345[3].key  = lookups__payload[119:91];
+  assign \record.bank  = record[3:0];
+  assign \record.set  = record[9:4];
+  assign \record.ways  = record[97:10];
+  assign \record.ways[0]  = record[31:10];
+  assign \record.ways[0].valid  = record[10];
+  assign \record.ways[0].rrpv  = record[12:11];
+  assign \record.ways[0].tag  = record[31:13];
+  assign \record.ways[1]  = record[53:32];
+  assign \record.ways[1].valid  = record[32];
+  assign \record.ways[1].rrpv  = record[34:33];
+  assign \record.ways[1].tag  = record[53:35];
+  assign \record.ways[2]  = record[75:54];
+  assign \record.ways[2].valid  = record[54];
+  assign \record.ways[2].rrpv  = record[56:55];
+  assign \record.ways[2].tag  = record[75:57];
+  assign \record.ways[3]  = record[97:76];
+  assign \record.ways[3].valid  = record[76];
+  assign \record.ways[3].rrpv  = record[78:77];
+  assign \record.ways[3].tag  = record[97:79];
   assign \read_data[0]  = read_data[21:0];
   assign \read_data[0].valid  = read_data[0];
   assign \read_data[0].rrpv  = read_data[2:1];
@@ -4206,251 +4263,266 @@ module hotline_lookup_engine(lookups__valid, results__ready, dump__ready, learn,
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \read_data$351[0]  = \read_data$351 [21:0];
-  assign \read_data$351[0].valid  = \read_data$351 [0];
-  assign \read_data$351[0].rrpv  = \read_data$351 [2:1];
-  assign \read_data$351[0].tag  = \read_data$351 [21:3];
-  assign \read_data$351[1]  = \read_data$351 [43:22];
-  assign \read_data$351[1].valid  = \read_data$351 [22];
-  assign \read_data$351[1].rrpv  = \read_data$351 [24:23];
-  assign \read_data$351[1].tag  = \read_data$351 [43:25];
-  assign \read_data$351[2]  = \read_data$351 [65:44];
-  assign \read_data$351[2].valid  = \read_data$351 [44];
-  assign \read_data$351[2].rrpv  = \read_data$351 [46:45];
-  assign \read_data$351[2].tag  = \read_data$351 [65:47];
-  assign \read_data$351[3]  = \read_data$351 [87:66];
-  assign \read_data$351[3].valid  = \read_data$351 [66];
-  assign \read_data$351[3].rrpv  = \read_data$351 [68:67];
-  assign \read_data$351[3].tag  = \read_data$351 [87:69];
-  assign \read_data$352[0]  = \read_data$352 [21:0];
-  assign \read_data$352[0].valid  = \read_data$352 [0];
-  assign \read_data$352[0].rrpv  = \read_data$352 [2:1];
-  assign \read_data$352[0].tag  = \read_data$352 [21:3];
-  assign \read_data$352[1]  = \read_data$352 [43:22];
-  assign \read_data$352[1].valid  = \read_data$352 [22];
-  assign \read_data$352[1].rrpv  = \read_data$352 [24:23];
-  assign \read_data$352[1].tag  = \read_data$352 [43:25];
-  assign \read_data$352[2]  = \read_data$352 [65:44];
-  assign \read_data$352[2].valid  = \read_data$352 [44];
-  assign \read_data$352[2].rrpv  = \read_data$352 [46:45];
-  assign \read_data$352[2].tag  = \read_data$352 [65:47];
-  assign \read_data$352[3]  = \read_data$352 [87:66];
-  assign \read_data$352[3].valid  = \read_data$352 [66];
-  assign \read_data$352[3].rrpv  = \read_data$352 [68:67];
-  assign \read_data$352[3].tag  = \read_data$352 [87:69];
-  assign \read_data$353[0]  = \read_data$353 [21:0];
-  assign \read_data$353[0].valid  = \read_data$353 [0];
-  assign \read_data$353[0].rrpv  = \read_data$353 [2:1];
-  assign \read_data$353[0].tag  = \read_data$353 [21:3];
-  assign \read_data$353[1]  = \read_data$353 [43:22];
-  assign \read_data$353[1].valid  = \read_data$353 [22];
-  assign \read_data$353[1].rrpv  = \read_data$353 [24:23];
-  assign \read_data$353[1].tag  = \read_data$353 [43:25];
-  assign \read_data$353[2]  = \read_data$353 [65:44];
-  assign \read_data$353[2].valid  = \read_data$353 [44];
-  assign \read_data$353[2].rrpv  = \read_data$353 [46:45];
-  assign \read_data$353[2].tag  = \read_data$353 [65:47];
-  assign \read_data$353[3]  = \read_data$353 [87:66];
-  assign \read_data$353[3].valid  = \read_data$353 [66];
-  assign \read_data$353[3].rrpv  = \read_data$353 [68:67];
-  assign \read_data$353[3].tag  = \read_data$353 [87:69];
-  assign \read_data$354[0]  = \read_data$354 [21:0];
-  assign \read_data$354[0].valid  = \read_data$354 [0];
-  assign \read_data$354[0].rrpv  = \read_data$354 [2:1];
-  assign \read_data$354[0].tag  = \read_data$354 [21:3];
-  assign \read_data$354[1]  = \read_data$354 [43:22];
-  assign \read_data$354[1].valid  = \read_data$354 [22];
-  assign \read_data$354[1].rrpv  = \read_data$354 [24:23];
-  assign \read_data$354[1].tag  = \read_data$354 [43:25];
-  assign \read_data$354[2]  = \read_data$354 [65:44];
-  assign \read_data$354[2].valid  = \read_data$354 [44];
-  assign \read_data$354[2].rrpv  = \read_data$354 [46:45];
-  assign \read_data$354[2].tag  = \read_data$354 [65:47];
-  assign \read_data$354[3]  = \read_data$354 [87:66];
-  assign \read_data$354[3].valid  = \read_data$354 [66];
-  assign \read_data$354[3].rrpv  = \read_data$354 [68:67];
-  assign \read_data$354[3].tag  = \read_data$354 [87:69];
-  assign \read_data$355[0]  = \read_data$355 [21:0];
-  assign \read_data$355[0].valid  = \read_data$355 [0];
-  assign \read_data$355[0].rrpv  = \read_data$355 [2:1];
-  assign \read_data$355[0].tag  = \read_data$355 [21:3];
-  assign \read_data$355[1]  = \read_data$355 [43:22];
-  assign \read_data$355[1].valid  = \read_data$355 [22];
-  assign \read_data$355[1].rrpv  = \read_data$355 [24:23];
-  assign \read_data$355[1].tag  = \read_data$355 [43:25];
-  assign \read_data$355[2]  = \read_data$355 [65:44];
-  assign \read_data$355[2].valid  = \read_data$355 [44];
-  assign \read_data$355[2].rrpv  = \read_data$355 [46:45];
-  assign \read_data$355[2].tag  = \read_data$355 [65:47];
-  assign \read_data$355[3]  = \read_data$355 [87:66];
-  assign \read_data$355[3].valid  = \read_data$355 [66];
-  assign \read_data$355[3].rrpv  = \read_data$355 [68:67];
-  assign \read_data$355[3].tag  = \read_data$355 [87:69];
-  assign \read_data$356[0]  = \read_data$356 [21:0];
-  assign \read_data$356[0].valid  = \read_data$356 [0];
-  assign \read_data$356[0].rrpv  = \read_data$356 [2:1];
-  assign \read_data$356[0].tag  = \read_data$356 [21:3];
-  assign \read_data$356[1]  = \read_data$356 [43:22];
-  assign \read_data$356[1].valid  = \read_data$356 [22];
-  assign \read_data$356[1].rrpv  = \read_data$356 [24:23];
-  assign \read_data$356[1].tag  = \read_data$356 [43:25];
-  assign \read_data$356[2]  = \read_data$356 [65:44];
-  assign \read_data$356[2].valid  = \read_data$356 [44];
-  assign \read_data$356[2].rrpv  = \read_data$356 [46:45];
-  assign \read_data$356[2].tag  = \read_data$356 [65:47];
-  assign \read_data$356[3]  = \read_data$356 [87:66];
-  assign \read_data$356[3].valid  = \read_data$356 [66];
-  assign \read_data$356[3].rrpv  = \read_data$356 [68:67];
-  assign \read_data$356[3].tag  = \read_data$356 [87:69];
-  assign \read_data$357[0]  = \read_data$357 [21:0];
-  assign \read_data$357[0].valid  = \read_data$357 [0];
-  assign \read_data$357[0].rrpv  = \read_data$357 [2:1];
-  assign \read_data$357[0].tag  = \read_data$357 [21:3];
-  assign \read_data$357[1]  = \read_data$357 [43:22];
-  assign \read_data$357[1].valid  = \read_data$357 [22];
-  assign \read_data$357[1].rrpv  = \read_data$357 [24:23];
-  assign \read_data$357[1].tag  = \read_data$357 [43:25];
-  assign \read_data$357[2]  = \read_data$357 [65:44];
-  assign \read_data$357[2].valid  = \read_data$357 [44];
-  assign \read_data$357[2].rrpv  = \read_data$357 [46:45];
-  assign \read_data$357[2].tag  = \read_data$357 [65:47];
-  assign \read_data$357[3]  = \read_data$357 [87:66];
-  assign \read_data$357[3].valid  = \read_data$357 [66];
-  assign \read_data$357[3].rrpv  = \read_data$357 [68:67];
-  assign \read_data$357[3].tag  = \read_data$357 [87:69];
-  assign \read_data$358[0]  = \read_data$358 [21:0];
-  assign \read_data$358[0].valid  = \read_data$358 [0];
-  assign \read_data$358[0].rrpv  = \read_data$358 [2:1];
-  assign \read_data$358[0].tag  = \read_data$358 [21:3];
-  assign \read_data$358[1]  = \read_data$358 [43:22];
-  assign \read_data$358[1].valid  = \read_data$358 [22];
-  assign \read_data$358[1].rrpv  = \read_data$358 [24:23];
-  assign \read_data$358[1].tag  = \read_data$358 [43:25];
-  assign \read_data$358[2]  = \read_data$358 [65:44];
-  assign \read_data$358[2].valid  = \read_data$358 [44];
-  assign \read_data$358[2].rrpv  = \read_data$358 [46:45];
-  assign \read_data$358[2].tag  = \read_data$358 [65:47];
-  assign \read_data$358[3]  = \read_data$358 [87:66];
-  assign \read_data$358[3].valid  = \read_data$358 [66];
-  assign \read_data$358[3].rrpv  = \read_data$358 [68:67];
-  assign \read_data$358[3].tag  = \read_data$358 [87:69];
-  assign \read_data$359[0]  = \read_data$359 [21:0];
-  assign \read_data$359[0].valid  = \read_data$359 [0];
-  assign \read_data$359[0].rrpv  = \read_data$359 [2:1];
-  assign \read_data$359[0].tag  = \read_data$359 [21:3];
-  assign \read_data$359[1]  = \read_data$359 [43:22];
-  assign \read_data$359[1].valid  = \read_data$359 [22];
-  assign \read_data$359[1].rrpv  = \read_data$359 [24:23];
-  assign \read_data$359[1].tag  = \read_data$359 [43:25];
-  assign \read_data$359[2]  = \read_data$359 [65:44];
-  assign \read_data$359[2].valid  = \read_data$359 [44];
-  assign \read_data$359[2].rrpv  = \read_data$359 [46:45];
-  assign \read_data$359[2].tag  = \read_data$359 [65:47];
-  assign \read_data$359[3]  = \read_data$359 [87:66];
-  assign \read_data$359[3].valid  = \read_data$359 [66];
-  assign \read_data$359[3].rrpv  = \read_data$359 [68:67];
-  assign \read_data$359[3].tag  = \read_data$359 [87:69];
-  assign \read_data$360[0]  = \read_data$360 [21:0];
-  assign \read_data$360[0].valid  = \read_data$360 [0];
-  assign \read_data$360[0].rrpv  = \read_data$360 [2:1];
-  assign \read_data$360[0].tag  = \read_data$360 [21:3];
-  assign \read_data$360[1]  = \read_data$360 [43:22];
-  assign \read_data$360[1].valid  = \read_data$360 [22];
-  assign \read_data$360[1].rrpv  = \read_data$360 [24:23];
-  assign \read_data$360[1].tag  = \read_data$360 [43:25];
-  assign \read_data$360[2]  = \read_data$360 [65:44];
-  assign \read_data$360[2].valid  = \read_data$360 [44];
-  assign \read_data$360[2].rrpv  = \read_data$360 [46:45];
-  assign \read_data$360[2].tag  = \read_data$360 [65:47];
-  assign \read_data$360[3]  = \read_data$360 [87:66];
-  assign \read_data$360[3].valid  = \read_data$360 [66];
-  assign \read_data$360[3].rrpv  = \read_data$360 [68:67];
-  assign \read_data$360[3].tag  = \read_data$360 [87:69];
-  assign \read_data$361[0]  = \read_data$361 [21:0];
-  assign \read_data$361[0].valid  = \read_data$361 [0];
-  assign \read_data$361[0].rrpv  = \read_data$361 [2:1];
-  assign \read_data$361[0].tag  = \read_data$361 [21:3];
-  assign \read_data$361[1]  = \read_data$361 [43:22];
-  assign \read_data$361[1].valid  = \read_data$361 [22];
-  assign \read_data$361[1].rrpv  = \read_data$361 [24:23];
-  assign \read_data$361[1].tag  = \read_data$361 [43:25];
-  assign \read_data$361[2]  = \read_data$361 [65:44];
-  assign \read_data$361[2].valid  = \read_data$361 [44];
-  assign \read_data$361[2].rrpv  = \read_data$361 [46:45];
-  assign \read_data$361[2].tag  = \read_data$361 [65:47];
-  assign \read_data$361[3]  = \read_data$361 [87:66];
-  assign \read_data$361[3].valid  = \read_data$361 [66];
-  assign \read_data$361[3].rrpv  = \read_data$361 [68:67];
-  assign \read_data$361[3].tag  = \read_data$361 [87:69];
-  assign \read_data$362[0]  = \read_data$362 [21:0];
-  assign \read_data$362[0].valid  = \read_data$362 [0];
-  assign \read_data$362[0].rrpv  = \read_data$362 [2:1];
-  assign \read_data$362[0].tag  = \read_data$362 [21:3];
-  assign \read_data$362[1]  = \read_data$362 [43:22];
-  assign \read_data$362[1].valid  = \read_data$362 [22];
-  assign \read_data$362[1].rrpv  = \read_data$362 [24:23];
-  assign \read_data$362[1].tag  = \read_data$362 [43:25];
-  assign \read_data$362[2]  = \read_data$362 [65:44];
-  assign \read_data$362[2].valid  = \read_data$362 [44];
-  assign \read_data$362[2].rrpv  = \read_data$362 [46:45];
-  assign \read_data$362[2].tag  = \read_data$362 [65:47];
-  assign \read_data$362[3]  = \read_data$362 [87:66];
-  assign \read_data$362[3].valid  = \read_data$362 [66];
-  assign \read_data$362[3].rrpv  = \read_data$362 [68:67];
-  assign \read_data$362[3].tag  = \read_data$362 [87:69];
-  assign \read_data$363[0]  = \read_data$363 [21:0];
-  assign \read_data$363[0].valid  = \read_data$363 [0];
-  assign \read_data$363[0].rrpv  = \read_data$363 [2:1];
-  assign \read_data$363[0].tag  = \read_data$363 [21:3];
-  assign \read_data$363[1]  = \read_data$363 [43:22];
-  assign \read_data$363[1].valid  = \read_data$363 [22];
-  assign \read_data$363[1].rrpv  = \read_data$363 [24:23];
-  assign \read_data$363[1].tag  = \read_data$363 [43:25];
-  assign \read_data$363[2]  = \read_data$363 [65:44];
-  assign \read_data$363[2].valid  = \read_data$363 [44];
-  assign \read_data$363[2].rrpv  = \read_data$363 [46:45];
-  assign \read_data$363[2].tag  = \read_data$363 [65:47];
-  assign \read_data$363[3]  = \read_data$363 [87:66];
-  assign \read_data$363[3].valid  = \read_data$363 [66];
-  assign \read_data$363[3].rrpv  = \read_data$363 [68:67];
-  assign \read_data$363[3].tag  = \read_data$363 [87:69];
-  assign \read_data$364[0]  = \read_data$364 [21:0];
-  assign \read_data$364[0].valid  = \read_data$364 [0];
-  assign \read_data$364[0].rrpv  = \read_data$364 [2:1];
-  assign \read_data$364[0].tag  = \read_data$364 [21:3];
-  assign \read_data$364[1]  = \read_data$364 [43:22];
-  assign \read_data$364[1].valid  = \read_data$364 [22];
-  assign \read_data$364[1].rrpv  = \read_data$364 [24:23];
-  assign \read_data$364[1].tag  = \read_data$364 [43:25];
-  assign \read_data$364[2]  = \read_data$364 [65:44];
-  assign \read_data$364[2].valid  = \read_data$364 [44];
-  assign \read_data$364[2].rrpv  = \read_data$364 [46:45];
-  assign \read_data$364[2].tag  = \read_data$364 [65:47];
-  assign \read_data$364[3]  = \read_data$364 [87:66];
-  assign \read_data$364[3].valid  = \read_data$364 [66];
-  assign \read_data$364[3].rrpv  = \read_data$364 [68:67];
-  assign \read_data$364[3].tag  = \read_data$364 [87:69];
-  assign \read_data$365[0]  = \read_data$365 [21:0];
-  assign \read_data$365[0].valid  = \read_data$365 [0];
-  assign \read_data$365[0].rrpv  = \read_data$365 [2:1];
-  assign \read_data$365[0].tag  = \read_data$365 [21:3];
-  assign \read_data$365[1]  = \read_data$365 [43:22];
-  assign \read_data$365[1].valid  = \read_data$365 [22];
-  assign \read_data$365[1].rrpv  = \read_data$365 [24:23];
-  assign \read_data$365[1].tag  = \read_data$365 [43:25];
-  assign \read_data$365[2]  = \read_data$365 [65:44];
-  assign \read_data$365[2].valid  = \read_data$365 [44];
-  assign \read_data$365[2].rrpv  = \read_data$365 [46:45];
-  assign \read_data$365[2].tag  = \read_data$365 [65:47];
-  assign \read_data$365[3]  = \read_data$365 [87:66];
-  assign \read_data$365[3].valid  = \read_data$365 [66];
-  assign \read_data$365[3].rrpv  = \read_data$365 [68:67];
-  assign \read_data$365[3].tag  = \read_data$365 [87:69];
+  assign \read_data$301[0]  = \read_data$301 [21:0];
+  assign \read_data$301[0].valid  = \read_data$301 [0];
+  assign \read_data$301[0].rrpv  = \read_data$301 [2:1];
+  assign \read_data$301[0].tag  = \read_data$301 [21:3];
+  assign \read_data$301[1]  = \read_data$301 [43:22];
+  assign \read_data$301[1].valid  = \read_data$301 [22];
+  assign \read_data$301[1].rrpv  = \read_data$301 [24:23];
+  assign \read_data$301[1].tag  = \read_data$301 [43:25];
+  assign \read_data$301[2]  = \read_data$301 [65:44];
+  assign \read_data$301[2].valid  = \read_data$301 [44];
+  assign \read_data$301[2].rrpv  = \read_data$301 [46:45];
+  assign \read_data$301[2].tag  = \read_data$301 [65:47];
+  assign \read_data$301[3]  = \read_data$301 [87:66];
+  assign \read_data$301[3].valid  = \read_data$301 [66];
+  assign \read_data$301[3].rrpv  = \read_data$301 [68:67];
+  assign \read_data$301[3].tag  = \read_data$301 [87:69];
+  assign \read_data$302[0]  = \read_data$302 [21:0];
+  assign \read_data$302[0].valid  = \read_data$302 [0];
+  assign \read_data$302[0].rrpv  = \read_data$302 [2:1];
+  assign \read_data$302[0].tag  = \read_data$302 [21:3];
+  assign \read_data$302[1]  = \read_data$302 [43:22];
+  assign \read_data$302[1].valid  = \read_data$302 [22];
+  assign \read_data$302[1].rrpv  = \read_data$302 [24:23];
+  assign \read_data$302[1].tag  = \read_data$302 [43:25];
+  assign \read_data$302[2]  = \read_data$302 [65:44];
+  assign \read_data$302[2].valid  = \read_data$302 [44];
+  assign \read_data$302[2].rrpv  = \read_data$302 [46:45];
+  assign \read_data$302[2].tag  = \read_data$302 [65:47];
+  assign \read_data$302[3]  = \read_data$302 [87:66];
+  assign \read_data$302[3].valid  = \read_data$302 [66];
+  assign \read_data$302[3].rrpv  = \read_data$302 [68:67];
+  assign \read_data$302[3].tag  = \read_data$302 [87:69];
+  assign \read_data$303[0]  = \read_data$303 [21:0];
+  assign \read_data$303[0].valid  = \read_data$303 [0];
+  assign \read_data$303[0].rrpv  = \read_data$303 [2:1];
+  assign \read_data$303[0].tag  = \read_data$303 [21:3];
+  assign \read_data$303[1]  = \read_data$303 [43:22];
+  assign \read_data$303[1].valid  = \read_data$303 [22];
+  assign \read_data$303[1].rrpv  = \read_data$303 [24:23];
+  assign \read_data$303[1].tag  = \read_data$303 [43:25];
+  assign \read_data$303[2]  = \read_data$303 [65:44];
+  assign \read_data$303[2].valid  = \read_data$303 [44];
+  assign \read_data$303[2].rrpv  = \read_data$303 [46:45];
+  assign \read_data$303[2].tag  = \read_data$303 [65:47];
+  assign \read_data$303[3]  = \read_data$303 [87:66];
+  assign \read_data$303[3].valid  = \read_data$303 [66];
+  assign \read_data$303[3].rrpv  = \read_data$303 [68:67];
+  assign \read_data$303[3].tag  = \read_data$303 [87:69];
+  assign \read_data$304[0]  = \read_data$304 [21:0];
+  assign \read_data$304[0].valid  = \read_data$304 [0];
+  assign \read_data$304[0].rrpv  = \read_data$304 [2:1];
+  assign \read_data$304[0].tag  = \read_data$304 [21:3];
+  assign \read_data$304[1]  = \read_data$304 [43:22];
+  assign \read_data$304[1].valid  = \read_data$304 [22];
+  assign \read_data$304[1].rrpv  = \read_data$304 [24:23];
+  assign \read_data$304[1].tag  = \read_data$304 [43:25];
+  assign \read_data$304[2]  = \read_data$304 [65:44];
+  assign \read_data$304[2].valid  = \read_data$304 [44];
+  assign \read_data$304[2].rrpv  = \read_data$304 [46:45];
+  assign \read_data$304[2].tag  = \read_data$304 [65:47];
+  assign \read_data$304[3]  = \read_data$304 [87:66];
+  assign \read_data$304[3].valid  = \read_data$304 [66];
+  assign \read_data$304[3].rrpv  = \read_data$304 [68:67];
+  assign \read_data$304[3].tag  = \read_data$304 [87:69];
+  assign \read_data$305[0]  = \read_data$305 [21:0];
+  assign \read_data$305[0].valid  = \read_data$305 [0];
+  assign \read_data$305[0].rrpv  = \read_data$305 [2:1];
+  assign \read_data$305[0].tag  = \read_data$305 [21:3];
+  assign \read_data$305[1]  = \read_data$305 [43:22];
+  assign \read_data$305[1].valid  = \read_data$305 [22];
+  assign \read_data$305[1].rrpv  = \read_data$305 [24:23];
+  assign \read_data$305[1].tag  = \read_data$305 [43:25];
+  assign \read_data$305[2]  = \read_data$305 [65:44];
+  assign \read_data$305[2].valid  = \read_data$305 [44];
+  assign \read_data$305[2].rrpv  = \read_data$305 [46:45];
+  assign \read_data$305[2].tag  = \read_data$305 [65:47];
+  assign \read_data$305[3]  = \read_data$305 [87:66];
+  assign \read_data$305[3].valid  = \read_data$305 [66];
+  assign \read_data$305[3].rrpv  = \read_data$305 [68:67];
+  assign \read_data$305[3].tag  = \read_data$305 [87:69];
+  assign \read_data$306[0]  = \read_data$306 [21:0];
+  assign \read_data$306[0].valid  = \read_data$306 [0];
+  assign \read_data$306[0].rrpv  = \read_data$306 [2:1];
+  assign \read_data$306[0].tag  = \read_data$306 [21:3];
+  assign \read_data$306[1]  = \read_data$306 [43:22];
+  assign \read_data$306[1].valid  = \read_data$306 [22];
+  assign \read_data$306[1].rrpv  = \read_data$306 [24:23];
+  assign \read_data$306[1].tag  = \read_data$306 [43:25];
+  assign \read_data$306[2]  = \read_data$306 [65:44];
+  assign \read_data$306[2].valid  = \read_data$306 [44];
+  assign \read_data$306[2].rrpv  = \read_data$306 [46:45];
+  assign \read_data$306[2].tag  = \read_data$306 [65:47];
+  assign \read_data$306[3]  = \read_data$306 [87:66];
+  assign \read_data$306[3].valid  = \read_data$306 [66];
+  assign \read_data$306[3].rrpv  = \read_data$306 [68:67];
+  assign \read_data$306[3].tag  = \read_data$306 [87:69];
+  assign \read_data$307[0]  = \read_data$307 [21:0];
+  assign \read_data$307[0].valid  = \read_data$307 [0];
+  assign \read_data$307[0].rrpv  = \read_data$307 [2:1];
+  assign \read_data$307[0].tag  = \read_data$307 [21:3];
+  assign \read_data$307[1]  = \read_data$307 [43:22];
+  assign \read_data$307[1].valid  = \read_data$307 [22];
+  assign \read_data$307[1].rrpv  = \read_data$307 [24:23];
+  assign \read_data$307[1].tag  = \read_data$307 [43:25];
+  assign \read_data$307[2]  = \read_data$307 [65:44];
+  assign \read_data$307[2].valid  = \read_data$307 [44];
+  assign \read_data$307[2].rrpv  = \read_data$307 [46:45];
+  assign \read_data$307[2].tag  = \read_data$307 [65:47];
+  assign \read_data$307[3]  = \read_data$307 [87:66];
+  assign \read_data$307[3].valid  = \read_data$307 [66];
+  assign \read_data$307[3].rrpv  = \read_data$307 [68:67];
+  assign \read_data$307[3].tag  = \read_data$307 [87:69];
+  assign \read_data$308[0]  = \read_data$308 [21:0];
+  assign \read_data$308[0].valid  = \read_data$308 [0];
+  assign \read_data$308[0].rrpv  = \read_data$308 [2:1];
+  assign \read_data$308[0].tag  = \read_data$308 [21:3];
+  assign \read_data$308[1]  = \read_data$308 [43:22];
+  assign \read_data$308[1].valid  = \read_data$308 [22];
+  assign \read_data$308[1].rrpv  = \read_data$308 [24:23];
+  assign \read_data$308[1].tag  = \read_data$308 [43:25];
+  assign \read_data$308[2]  = \read_data$308 [65:44];
+  assign \read_data$308[2].valid  = \read_data$308 [44];
+  assign \read_data$308[2].rrpv  = \read_data$308 [46:45];
+  assign \read_data$308[2].tag  = \read_data$308 [65:47];
+  assign \read_data$308[3]  = \read_data$308 [87:66];
+  assign \read_data$308[3].valid  = \read_data$308 [66];
+  assign \read_data$308[3].rrpv  = \read_data$308 [68:67];
+  assign \read_data$308[3].tag  = \read_data$308 [87:69];
+  assign \read_data$309[0]  = \read_data$309 [21:0];
+  assign \read_data$309[0].valid  = \read_data$309 [0];
+  assign \read_data$309[0].rrpv  = \read_data$309 [2:1];
+  assign \read_data$309[0].tag  = \read_data$309 [21:3];
+  assign \read_data$309[1]  = \read_data$309 [43:22];
+  assign \read_data$309[1].valid  = \read_data$309 [22];
+  assign \read_data$309[1].rrpv  = \read_data$309 [24:23];
+  assign \read_data$309[1].tag  = \read_data$309 [43:25];
+  assign \read_data$309[2]  = \read_data$309 [65:44];
+  assign \read_data$309[2].valid  = \read_data$309 [44];
+  assign \read_data$309[2].rrpv  = \read_data$309 [46:45];
+  assign \read_data$309[2].tag  = \read_data$309 [65:47];
+  assign \read_data$309[3]  = \read_data$309 [87:66];
+  assign \read_data$309[3].valid  = \read_data$309 [66];
+  assign \read_data$309[3].rrpv  = \read_data$309 [68:67];
+  assign \read_data$309[3].tag  = \read_data$309 [87:69];
+  assign \read_data$310[0]  = \read_data$310 [21:0];
+  assign \read_data$310[0].valid  = \read_data$310 [0];
+  assign \read_data$310[0].rrpv  = \read_data$310 [2:1];
+  assign \read_data$310[0].tag  = \read_data$310 [21:3];
+  assign \read_data$310[1]  = \read_data$310 [43:22];
+  assign \read_data$310[1].valid  = \read_data$310 [22];
+  assign \read_data$310[1].rrpv  = \read_data$310 [24:23];
+  assign \read_data$310[1].tag  = \read_data$310 [43:25];
+  assign \read_data$310[2]  = \read_data$310 [65:44];
+  assign \read_data$310[2].valid  = \read_data$310 [44];
+  assign \read_data$310[2].rrpv  = \read_data$310 [46:45];
+  assign \read_data$310[2].tag  = \read_data$310 [65:47];
+  assign \read_data$310[3]  = \read_data$310 [87:66];
+  assign \read_data$310[3].valid  = \read_data$310 [66];
+  assign \read_data$310[3].rrpv  = \read_data$310 [68:67];
+  assign \read_data$310[3].tag  = \read_data$310 [87:69];
+  assign \read_data$311[0]  = \read_data$311 [21:0];
+  assign \read_data$311[0].valid  = \read_data$311 [0];
+  assign \read_data$311[0].rrpv  = \read_data$311 [2:1];
+  assign \read_data$311[0].tag  = \read_data$311 [21:3];
+  assign \read_data$311[1]  = \read_data$311 [43:22];
+  assign \read_data$311[1].valid  = \read_data$311 [22];
+  assign \read_data$311[1].rrpv  = \read_data$311 [24:23];
+  assign \read_data$311[1].tag  = \read_data$311 [43:25];
+  assign \read_data$311[2]  = \read_data$311 [65:44];
+  assign \read_data$311[2].valid  = \read_data$311 [44];
+  assign \read_data$311[2].rrpv  = \read_data$311 [46:45];
+  assign \read_data$311[2].tag  = \read_data$311 [65:47];
+  assign \read_data$311[3]  = \read_data$311 [87:66];
+  assign \read_data$311[3].valid  = \read_data$311 [66];
+  assign \read_data$311[3].rrpv  = \read_data$311 [68:67];
+  assign \read_data$311[3].tag  = \read_data$311 [87:69];
+  assign \read_data$312[0]  = \read_data$312 [21:0];
+  assign \read_data$312[0].valid  = \read_data$312 [0];
+  assign \read_data$312[0].rrpv  = \read_data$312 [2:1];
+  assign \read_data$312[0].tag  = \read_data$312 [21:3];
+  assign \read_data$312[1]  = \read_data$312 [43:22];
+  assign \read_data$312[1].valid  = \read_data$312 [22];
+  assign \read_data$312[1].rrpv  = \read_data$312 [24:23];
+  assign \read_data$312[1].tag  = \read_data$312 [43:25];
+  assign \read_data$312[2]  = \read_data$312 [65:44];
+  assign \read_data$312[2].valid  = \read_data$312 [44];
+  assign \read_data$312[2].rrpv  = \read_data$312 [46:45];
+  assign \read_data$312[2].tag  = \read_data$312 [65:47];
+  assign \read_data$312[3]  = \read_data$312 [87:66];
+  assign \read_data$312[3].valid  = \read_data$312 [66];
+  assign \read_data$312[3].rrpv  = \read_data$312 [68:67];
+  assign \read_data$312[3].tag  = \read_data$312 [87:69];
+  assign \read_data$313[0]  = \read_data$313 [21:0];
+  assign \read_data$313[0].valid  = \read_data$313 [0];
+  assign \read_data$313[0].rrpv  = \read_data$313 [2:1];
+  assign \read_data$313[0].tag  = \read_data$313 [21:3];
+  assign \read_data$313[1]  = \read_data$313 [43:22];
+  assign \read_data$313[1].valid  = \read_data$313 [22];
+  assign \read_data$313[1].rrpv  = \read_data$313 [24:23];
+  assign \read_data$313[1].tag  = \read_data$313 [43:25];
+  assign \read_data$313[2]  = \read_data$313 [65:44];
+  assign \read_data$313[2].valid  = \read_data$313 [44];
+  assign \read_data$313[2].rrpv  = \read_data$313 [46:45];
+  assign \read_data$313[2].tag  = \read_data$313 [65:47];
+  assign \read_data$313[3]  = \read_data$313 [87:66];
+  assign \read_data$313[3].valid  = \read_data$313 [66];
+  assign \read_data$313[3].rrpv  = \read_data$313 [68:67];
+  assign \read_data$313[3].tag  = \read_data$313 [87:69];
+  assign \read_data$314[0]  = \read_data$314 [21:0];
+  assign \read_data$314[0].valid  = \read_data$314 [0];
+  assign \read_data$314[0].rrpv  = \read_data$314 [2:1];
+  assign \read_data$314[0].tag  = \read_data$314 [21:3];
+  assign \read_data$314[1]  = \read_data$314 [43:22];
+  assign \read_data$314[1].valid  = \read_data$314 [22];
+  assign \read_data$314[1].rrpv  = \read_data$314 [24:23];
+  assign \read_data$314[1].tag  = \read_data$314 [43:25];
+  assign \read_data$314[2]  = \read_data$314 [65:44];
+  assign \read_data$314[2].valid  = \read_data$314 [44];
+  assign \read_data$314[2].rrpv  = \read_data$314 [46:45];
+  assign \read_data$314[2].tag  = \read_data$314 [65:47];
+  assign \read_data$314[3]  = \read_data$314 [87:66];
+  assign \read_data$314[3].valid  = \read_data$314 [66];
+  assign \read_data$314[3].rrpv  = \read_data$314 [68:67];
+  assign \read_data$314[3].tag  = \read_data$314 [87:69];
+  assign \read_data$315[0]  = \read_data$315 [21:0];
+  assign \read_data$315[0].valid  = \read_data$315 [0];
+  assign \read_data$315[0].rrpv  = \read_data$315 [2:1];
+  assign \read_data$315[0].tag  = \read_data$315 [21:3];
+  assign \read_data$315[1]  = \read_data$315 [43:22];
+  assign \read_data$315[1].valid  = \read_data$315 [22];
+  assign \read_data$315[1].rrpv  = \read_data$315 [24:23];
+  assign \read_data$315[1].tag  = \read_data$315 [43:25];
+  assign \read_data$315[2]  = \read_data$315 [65:44];
+  assign \read_data$315[2].valid  = \read_data$315 [44];
+  assign \read_data$315[2].rrpv  = \read_data$315 [46:45];
+  assign \read_data$315[2].tag  = \read_data$315 [65:47];
+  assign \read_data$315[3]  = \read_data$315 [87:66];
+  assign \read_data$315[3].valid  = \read_data$315 [66];
+  assign \read_data$315[3].rrpv  = \read_data$315 [68:67];
+  assign \read_data$315[3].tag  = \read_data$315 [87:69];
+  assign \i__payload$372[0]  = lookups__payload[29:0];
+  assign \i__payload$372[0].valid  = lookups__payload[0];
+  assign \i__payload$372[0].key  = lookups__payload[29:1];
+  assign \i__payload$372[1]  = lookups__payload[59:30];
+  assign \i__payload$372[1].valid  = lookups__payload[30];
+  assign \i__payload$372[1].key  = lookups__payload[59:31];
+  assign \i__payload$372[2]  = lookups__payload[89:60];
+  assign \i__payload$372[2].valid  = lookups__payload[60];
+  assign \i__payload$372[2].key  = lookups__payload[89:61];
+  assign \i__payload$372[3]  = lookups__payload[119:90];
+  assign \i__payload$372[3].valid  = lookups__payload[90];
+  assign \i__payload$372[3].key  = lookups__payload[119:91];
+  assign record[97:10] = \$8 ;
+  assign record[9:4] = v2_set;
+  assign record[3:0] = v2_bank;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid, \port$417$0 , \port$419$0 , \port$421$0 , \port$423$0 , \port$425$0 , \port$427$0 , \port$429$0 , \port$431$0 , \port$433$0 , \port$435$0 , \port$437$0 , \port$439$0 , \port$441$0 , \port$443$0 , \port$445$0 , \port$447$0 , \port$449$0 
-, \port$451$0 , \port$453$0 , \port$455$0 , \port$457$0 , \port$459$0 , \port$461$0 , \port$463$0 , \port$465$0 , \port$467$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid, \port$410$0 , \port$412$0 , \port$414$0 , \port$416$0 , \port$418$0 , \port$420$0 , \port$422$0 , \port$424$0 , \port$426$0 , \port$428$0 , \port$430$0 , \port$432$0 , \port$434$0 , \port$436$0 , \port$438$0 , \port$440$0 , \port$442$0 
+, \port$444$0 , \port$446$0 , \port$448$0 , \port$450$0 , \port$452$0 , \port$454$0 , \port$456$0 , \port$458$0 , \port$460$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -4493,58 +4565,58 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$417$0 ;
-  wire \port$417$0 ;
-  input \port$419$0 ;
-  wire \port$419$0 ;
-  input \port$421$0 ;
-  wire \port$421$0 ;
-  input \port$423$0 ;
-  wire \port$423$0 ;
-  input \port$425$0 ;
-  wire \port$425$0 ;
-  input \port$427$0 ;
-  wire \port$427$0 ;
-  input \port$429$0 ;
-  wire \port$429$0 ;
-  input \port$431$0 ;
-  wire \port$431$0 ;
-  input \port$433$0 ;
-  wire \port$433$0 ;
-  input \port$435$0 ;
-  wire \port$435$0 ;
-  input \port$437$0 ;
-  wire \port$437$0 ;
-  input \port$439$0 ;
-  wire \port$439$0 ;
-  input \port$441$0 ;
-  wire \port$441$0 ;
-  input \port$443$0 ;
-  wire \port$443$0 ;
-  input \port$445$0 ;
-  wire \port$445$0 ;
-  input \port$447$0 ;
-  wire \port$447$0 ;
-  input \port$449$0 ;
-  wire \port$449$0 ;
-  input \port$451$0 ;
-  wire \port$451$0 ;
-  input \port$453$0 ;
-  wire \port$453$0 ;
-  input \port$455$0 ;
-  wire \port$455$0 ;
-  input \port$457$0 ;
-  wire \port$457$0 ;
-  input \port$459$0 ;
-  wire \port$459$0 ;
-  input \port$461$0 ;
-  wire \port$461$0 ;
-  input \port$463$0 ;
-  wire \port$463$0 ;
-  input \port$465$0 ;
-  wire \port$465$0 ;
-  input \port$467$0 ;
-  wire \port$467$0 ;
+  input \port$410$0 ;
+  wire \port$410$0 ;
+  input \port$412$0 ;
+  wire \port$412$0 ;
+  input \port$414$0 ;
+  wire \port$414$0 ;
+  input \port$416$0 ;
+  wire \port$416$0 ;
+  input \port$418$0 ;
+  wire \port$418$0 ;
+  input \port$420$0 ;
+  wire \port$420$0 ;
+  input \port$422$0 ;
+  wire \port$422$0 ;
+  input \port$424$0 ;
+  wire \port$424$0 ;
+  input \port$426$0 ;
+  wire \port$426$0 ;
+  input \port$428$0 ;
+  wire \port$428$0 ;
+  input \port$430$0 ;
+  wire \port$430$0 ;
+  input \port$432$0 ;
+  wire \port$432$0 ;
+  input \port$434$0 ;
+  wire \port$434$0 ;
+  input \port$436$0 ;
+  wire \port$436$0 ;
+  input \port$438$0 ;
+  wire \port$438$0 ;
+  input \port$440$0 ;
+  wire \port$440$0 ;
+  input \port$442$0 ;
+  wire \port$442$0 ;
+  input \port$444$0 ;
+  wire \port$444$0 ;
+  input \port$446$0 ;
+  wire \port$446$0 ;
+  input \port$448$0 ;
+  wire \port$448$0 ;
+  input \port$450$0 ;
+  wire \port$450$0 ;
+  input \port$452$0 ;
+  wire \port$452$0 ;
+  input \port$454$0 ;
+  wire \port$454$0 ;
+  input \port$456$0 ;
+  wire \port$456$0 ;
+  input \port$458$0 ;
+  wire \port$458$0 ;
+  input \port$460$0 ;
+  wire \port$460$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -4682,7 +4754,7 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$9  = { \port$467$0 , \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0 , \port$429$0 , \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0 , \port$417$0  };
+    \$9  = { \port$460$0 , \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0 , \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0 , \port$424$0 , \port$422$0 , \port$420$0 , \port$418$0 , \port$416$0 , \port$414$0 , \port$412$0 , \port$410$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -4720,7 +4792,7 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$467$0 , \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0 , \port$429$0 , \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0 , \port$417$0  };
+  assign requests__payload = { \port$460$0 , \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0 , \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0 , \port$424$0 , \port$422$0 , \port$420$0 , \port$418$0 , \port$416$0 , \port$414$0 , \port$412$0 , \port$410$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -4762,9 +4834,9 @@ module \hotline_lookup_engine.bank0 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$427$0 , \port$425$0 , \port$423$0 , \port$421$0 , \port$419$0 , \port$417$0  };
-  assign \requests__payload.tag  = { \port$465$0 , \port$463$0 , \port$461$0 , \port$459$0 , \port$457$0 , \port$455$0 , \port$453$0 , \port$451$0 , \port$449$0 , \port$447$0 , \port$445$0 , \port$443$0 , \port$441$0 , \port$439$0 , \port$437$0 , \port$435$0 , \port$433$0 , \port$431$0 , \port$429$0  };
-  assign \requests__payload.repeated  = \port$467$0 ;
+  assign \requests__payload.set  = { \port$420$0 , \port$418$0 , \port$416$0 , \port$414$0 , \port$412$0 , \port$410$0  };
+  assign \requests__payload.tag  = { \port$458$0 , \port$456$0 , \port$454$0 , \port$452$0 , \port$450$0 , \port$448$0 , \port$446$0 , \port$444$0 , \port$442$0 , \port$440$0 , \port$438$0 , \port$436$0 , \port$434$0 , \port$432$0 , \port$430$0 , \port$428$0 , \port$426$0 , \port$424$0 , \port$422$0  };
+  assign \requests__payload.repeated  = \port$460$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4951,7 +5023,7 @@ module \hotline_lookup_engine.bank0.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5107,7 +5179,8 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -5182,7 +5255,7 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -5392,11 +5465,11 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -5503,7 +5576,7 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -5724,7 +5797,7 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -5776,7 +5849,7 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -5799,22 +5872,22 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -5835,22 +5908,6 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -5973,6 +6030,22 @@ module \hotline_lookup_engine.bank0.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -6130,8 +6203,8 @@ module \hotline_lookup_engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid, \port$470$0 , \port$472$0 , \port$474$0 , \port$476$0 , \port$478$0 , \port$480$0 , \port$482$0 , \port$484$0 , \port$486$0 , \port$488$0 , \port$490$0 , \port$492$0 , \port$494$0 , \port$496$0 , \port$498$0 , \port$500$0 , \port$502$0 
-, \port$504$0 , \port$506$0 , \port$508$0 , \port$510$0 , \port$512$0 , \port$514$0 , \port$516$0 , \port$518$0 , \port$520$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid, \port$463$0 , \port$465$0 , \port$467$0 , \port$469$0 , \port$471$0 , \port$473$0 , \port$475$0 , \port$477$0 , \port$479$0 , \port$481$0 , \port$483$0 , \port$485$0 , \port$487$0 , \port$489$0 , \port$491$0 , \port$493$0 , \port$495$0 
+, \port$497$0 , \port$499$0 , \port$501$0 , \port$503$0 , \port$505$0 , \port$507$0 , \port$509$0 , \port$511$0 , \port$513$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -6174,58 +6247,58 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$470$0 ;
-  wire \port$470$0 ;
-  input \port$472$0 ;
-  wire \port$472$0 ;
-  input \port$474$0 ;
-  wire \port$474$0 ;
-  input \port$476$0 ;
-  wire \port$476$0 ;
-  input \port$478$0 ;
-  wire \port$478$0 ;
-  input \port$480$0 ;
-  wire \port$480$0 ;
-  input \port$482$0 ;
-  wire \port$482$0 ;
-  input \port$484$0 ;
-  wire \port$484$0 ;
-  input \port$486$0 ;
-  wire \port$486$0 ;
-  input \port$488$0 ;
-  wire \port$488$0 ;
-  input \port$490$0 ;
-  wire \port$490$0 ;
-  input \port$492$0 ;
-  wire \port$492$0 ;
-  input \port$494$0 ;
-  wire \port$494$0 ;
-  input \port$496$0 ;
-  wire \port$496$0 ;
-  input \port$498$0 ;
-  wire \port$498$0 ;
-  input \port$500$0 ;
-  wire \port$500$0 ;
-  input \port$502$0 ;
-  wire \port$502$0 ;
-  input \port$504$0 ;
-  wire \port$504$0 ;
-  input \port$506$0 ;
-  wire \port$506$0 ;
-  input \port$508$0 ;
-  wire \port$508$0 ;
-  input \port$510$0 ;
-  wire \port$510$0 ;
-  input \port$512$0 ;
-  wire \port$512$0 ;
-  input \port$514$0 ;
-  wire \port$514$0 ;
-  input \port$516$0 ;
-  wire \port$516$0 ;
-  input \port$518$0 ;
-  wire \port$518$0 ;
-  input \port$520$0 ;
-  wire \port$520$0 ;
+  input \port$463$0 ;
+  wire \port$463$0 ;
+  input \port$465$0 ;
+  wire \port$465$0 ;
+  input \port$467$0 ;
+  wire \port$467$0 ;
+  input \port$469$0 ;
+  wire \port$469$0 ;
+  input \port$471$0 ;
+  wire \port$471$0 ;
+  input \port$473$0 ;
+  wire \port$473$0 ;
+  input \port$475$0 ;
+  wire \port$475$0 ;
+  input \port$477$0 ;
+  wire \port$477$0 ;
+  input \port$479$0 ;
+  wire \port$479$0 ;
+  input \port$481$0 ;
+  wire \port$481$0 ;
+  input \port$483$0 ;
+  wire \port$483$0 ;
+  input \port$485$0 ;
+  wire \port$485$0 ;
+  input \port$487$0 ;
+  wire \port$487$0 ;
+  input \port$489$0 ;
+  wire \port$489$0 ;
+  input \port$491$0 ;
+  wire \port$491$0 ;
+  input \port$493$0 ;
+  wire \port$493$0 ;
+  input \port$495$0 ;
+  wire \port$495$0 ;
+  input \port$497$0 ;
+  wire \port$497$0 ;
+  input \port$499$0 ;
+  wire \port$499$0 ;
+  input \port$501$0 ;
+  wire \port$501$0 ;
+  input \port$503$0 ;
+  wire \port$503$0 ;
+  input \port$505$0 ;
+  wire \port$505$0 ;
+  input \port$507$0 ;
+  wire \port$507$0 ;
+  input \port$509$0 ;
+  wire \port$509$0 ;
+  input \port$511$0 ;
+  wire \port$511$0 ;
+  input \port$513$0 ;
+  wire \port$513$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -6363,7 +6436,7 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$9  = { \port$520$0 , \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0 , \port$482$0 , \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0 , \port$470$0  };
+    \$9  = { \port$513$0 , \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0 , \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0 , \port$477$0 , \port$475$0 , \port$473$0 , \port$471$0 , \port$469$0 , \port$467$0 , \port$465$0 , \port$463$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -6401,7 +6474,7 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$520$0 , \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0 , \port$482$0 , \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0 , \port$470$0  };
+  assign requests__payload = { \port$513$0 , \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0 , \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0 , \port$477$0 , \port$475$0 , \port$473$0 , \port$471$0 , \port$469$0 , \port$467$0 , \port$465$0 , \port$463$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -6443,9 +6516,9 @@ module \hotline_lookup_engine.bank1 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$480$0 , \port$478$0 , \port$476$0 , \port$474$0 , \port$472$0 , \port$470$0  };
-  assign \requests__payload.tag  = { \port$518$0 , \port$516$0 , \port$514$0 , \port$512$0 , \port$510$0 , \port$508$0 , \port$506$0 , \port$504$0 , \port$502$0 , \port$500$0 , \port$498$0 , \port$496$0 , \port$494$0 , \port$492$0 , \port$490$0 , \port$488$0 , \port$486$0 , \port$484$0 , \port$482$0  };
-  assign \requests__payload.repeated  = \port$520$0 ;
+  assign \requests__payload.set  = { \port$473$0 , \port$471$0 , \port$469$0 , \port$467$0 , \port$465$0 , \port$463$0  };
+  assign \requests__payload.tag  = { \port$511$0 , \port$509$0 , \port$507$0 , \port$505$0 , \port$503$0 , \port$501$0 , \port$499$0 , \port$497$0 , \port$495$0 , \port$493$0 , \port$491$0 , \port$489$0 , \port$487$0 , \port$485$0 , \port$483$0 , \port$481$0 , \port$479$0 , \port$477$0 , \port$475$0  };
+  assign \requests__payload.repeated  = \port$513$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6632,7 +6705,7 @@ module \hotline_lookup_engine.bank1.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6788,7 +6861,8 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -6863,7 +6937,7 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -7073,11 +7147,11 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -7184,7 +7258,7 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -7405,7 +7479,7 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -7457,7 +7531,7 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -7480,22 +7554,22 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -7516,22 +7590,6 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -7654,6 +7712,22 @@ module \hotline_lookup_engine.bank1.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -7811,8 +7885,8 @@ module \hotline_lookup_engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__valid, \port$947$0 , \port$949$0 , \port$951$0 , \port$953$0 , \port$955$0 , \port$957$0 , \port$959$0 , \port$961$0 , \port$963$0 , \port$965$0 , \port$967$0 , \port$969$0 , \port$971$0 , \port$973$0 , \port$975$0 , \port$977$0 , \port$979$0 
-, \port$981$0 , \port$983$0 , \port$985$0 , \port$987$0 , \port$989$0 , \port$991$0 , \port$993$0 , \port$995$0 , \port$997$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__valid, \port$940$0 , \port$942$0 , \port$944$0 , \port$946$0 , \port$948$0 , \port$950$0 , \port$952$0 , \port$954$0 , \port$956$0 , \port$958$0 , \port$960$0 , \port$962$0 , \port$964$0 , \port$966$0 , \port$968$0 , \port$970$0 , \port$972$0 
+, \port$974$0 , \port$976$0 , \port$978$0 , \port$980$0 , \port$982$0 , \port$984$0 , \port$986$0 , \port$988$0 , \port$990$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -7855,58 +7929,58 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$947$0 ;
-  wire \port$947$0 ;
-  input \port$949$0 ;
-  wire \port$949$0 ;
-  input \port$951$0 ;
-  wire \port$951$0 ;
-  input \port$953$0 ;
-  wire \port$953$0 ;
-  input \port$955$0 ;
-  wire \port$955$0 ;
-  input \port$957$0 ;
-  wire \port$957$0 ;
-  input \port$959$0 ;
-  wire \port$959$0 ;
-  input \port$961$0 ;
-  wire \port$961$0 ;
-  input \port$963$0 ;
-  wire \port$963$0 ;
-  input \port$965$0 ;
-  wire \port$965$0 ;
-  input \port$967$0 ;
-  wire \port$967$0 ;
-  input \port$969$0 ;
-  wire \port$969$0 ;
-  input \port$971$0 ;
-  wire \port$971$0 ;
-  input \port$973$0 ;
-  wire \port$973$0 ;
-  input \port$975$0 ;
-  wire \port$975$0 ;
-  input \port$977$0 ;
-  wire \port$977$0 ;
-  input \port$979$0 ;
-  wire \port$979$0 ;
-  input \port$981$0 ;
-  wire \port$981$0 ;
-  input \port$983$0 ;
-  wire \port$983$0 ;
-  input \port$985$0 ;
-  wire \port$985$0 ;
-  input \port$987$0 ;
-  wire \port$987$0 ;
-  input \port$989$0 ;
-  wire \port$989$0 ;
-  input \port$991$0 ;
-  wire \port$991$0 ;
-  input \port$993$0 ;
-  wire \port$993$0 ;
-  input \port$995$0 ;
-  wire \port$995$0 ;
-  input \port$997$0 ;
-  wire \port$997$0 ;
+  input \port$940$0 ;
+  wire \port$940$0 ;
+  input \port$942$0 ;
+  wire \port$942$0 ;
+  input \port$944$0 ;
+  wire \port$944$0 ;
+  input \port$946$0 ;
+  wire \port$946$0 ;
+  input \port$948$0 ;
+  wire \port$948$0 ;
+  input \port$950$0 ;
+  wire \port$950$0 ;
+  input \port$952$0 ;
+  wire \port$952$0 ;
+  input \port$954$0 ;
+  wire \port$954$0 ;
+  input \port$956$0 ;
+  wire \port$956$0 ;
+  input \port$958$0 ;
+  wire \port$958$0 ;
+  input \port$960$0 ;
+  wire \port$960$0 ;
+  input \port$962$0 ;
+  wire \port$962$0 ;
+  input \port$964$0 ;
+  wire \port$964$0 ;
+  input \port$966$0 ;
+  wire \port$966$0 ;
+  input \port$968$0 ;
+  wire \port$968$0 ;
+  input \port$970$0 ;
+  wire \port$970$0 ;
+  input \port$972$0 ;
+  wire \port$972$0 ;
+  input \port$974$0 ;
+  wire \port$974$0 ;
+  input \port$976$0 ;
+  wire \port$976$0 ;
+  input \port$978$0 ;
+  wire \port$978$0 ;
+  input \port$980$0 ;
+  wire \port$980$0 ;
+  input \port$982$0 ;
+  wire \port$982$0 ;
+  input \port$984$0 ;
+  wire \port$984$0 ;
+  input \port$986$0 ;
+  wire \port$986$0 ;
+  input \port$988$0 ;
+  wire \port$988$0 ;
+  input \port$990$0 ;
+  wire \port$990$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -8044,7 +8118,7 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$9  = { \port$997$0 , \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0 , \port$959$0 , \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0 , \port$947$0  };
+    \$9  = { \port$990$0 , \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0 , \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0 , \port$954$0 , \port$952$0 , \port$950$0 , \port$948$0 , \port$946$0 , \port$944$0 , \port$942$0 , \port$940$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -8082,7 +8156,7 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$997$0 , \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0 , \port$959$0 , \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0 , \port$947$0  };
+  assign requests__payload = { \port$990$0 , \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0 , \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0 , \port$954$0 , \port$952$0 , \port$950$0 , \port$948$0 , \port$946$0 , \port$944$0 , \port$942$0 , \port$940$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -8124,9 +8198,9 @@ module \hotline_lookup_engine.bank10 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$957$0 , \port$955$0 , \port$953$0 , \port$951$0 , \port$949$0 , \port$947$0  };
-  assign \requests__payload.tag  = { \port$995$0 , \port$993$0 , \port$991$0 , \port$989$0 , \port$987$0 , \port$985$0 , \port$983$0 , \port$981$0 , \port$979$0 , \port$977$0 , \port$975$0 , \port$973$0 , \port$971$0 , \port$969$0 , \port$967$0 , \port$965$0 , \port$963$0 , \port$961$0 , \port$959$0  };
-  assign \requests__payload.repeated  = \port$997$0 ;
+  assign \requests__payload.set  = { \port$950$0 , \port$948$0 , \port$946$0 , \port$944$0 , \port$942$0 , \port$940$0  };
+  assign \requests__payload.tag  = { \port$988$0 , \port$986$0 , \port$984$0 , \port$982$0 , \port$980$0 , \port$978$0 , \port$976$0 , \port$974$0 , \port$972$0 , \port$970$0 , \port$968$0 , \port$966$0 , \port$964$0 , \port$962$0 , \port$960$0 , \port$958$0 , \port$956$0 , \port$954$0 , \port$952$0  };
+  assign \requests__payload.repeated  = \port$990$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8313,7 +8387,7 @@ module \hotline_lookup_engine.bank10.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8469,7 +8543,8 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -8544,7 +8619,7 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -8754,11 +8829,11 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -8865,7 +8940,7 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -9086,7 +9161,7 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -9138,7 +9213,7 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -9161,22 +9236,22 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -9197,22 +9272,6 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -9335,6 +9394,22 @@ module \hotline_lookup_engine.bank10.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -9492,8 +9567,8 @@ module \hotline_lookup_engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__valid, \port$1000$0 , \port$1002$0 , \port$1004$0 , \port$1006$0 , \port$1008$0 , \port$1010$0 , \port$1012$0 , \port$1014$0 , \port$1016$0 , \port$1018$0 , \port$1020$0 , \port$1022$0 , \port$1024$0 , \port$1026$0 , \port$1028$0 , \port$1030$0 , \port$1032$0 
-, \port$1034$0 , \port$1036$0 , \port$1038$0 , \port$1040$0 , \port$1042$0 , \port$1044$0 , \port$1046$0 , \port$1048$0 , \port$1050$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__valid, \port$993$0 , \port$995$0 , \port$997$0 , \port$999$0 , \port$1001$0 , \port$1003$0 , \port$1005$0 , \port$1007$0 , \port$1009$0 , \port$1011$0 , \port$1013$0 , \port$1015$0 , \port$1017$0 , \port$1019$0 , \port$1021$0 , \port$1023$0 , \port$1025$0 
+, \port$1027$0 , \port$1029$0 , \port$1031$0 , \port$1033$0 , \port$1035$0 , \port$1037$0 , \port$1039$0 , \port$1041$0 , \port$1043$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -9536,58 +9611,58 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1000$0 ;
-  wire \port$1000$0 ;
-  input \port$1002$0 ;
-  wire \port$1002$0 ;
-  input \port$1004$0 ;
-  wire \port$1004$0 ;
-  input \port$1006$0 ;
-  wire \port$1006$0 ;
-  input \port$1008$0 ;
-  wire \port$1008$0 ;
-  input \port$1010$0 ;
-  wire \port$1010$0 ;
-  input \port$1012$0 ;
-  wire \port$1012$0 ;
-  input \port$1014$0 ;
-  wire \port$1014$0 ;
-  input \port$1016$0 ;
-  wire \port$1016$0 ;
-  input \port$1018$0 ;
-  wire \port$1018$0 ;
-  input \port$1020$0 ;
-  wire \port$1020$0 ;
-  input \port$1022$0 ;
-  wire \port$1022$0 ;
-  input \port$1024$0 ;
-  wire \port$1024$0 ;
-  input \port$1026$0 ;
-  wire \port$1026$0 ;
-  input \port$1028$0 ;
-  wire \port$1028$0 ;
-  input \port$1030$0 ;
-  wire \port$1030$0 ;
-  input \port$1032$0 ;
-  wire \port$1032$0 ;
-  input \port$1034$0 ;
-  wire \port$1034$0 ;
-  input \port$1036$0 ;
-  wire \port$1036$0 ;
-  input \port$1038$0 ;
-  wire \port$1038$0 ;
-  input \port$1040$0 ;
-  wire \port$1040$0 ;
-  input \port$1042$0 ;
-  wire \port$1042$0 ;
-  input \port$1044$0 ;
-  wire \port$1044$0 ;
-  input \port$1046$0 ;
-  wire \port$1046$0 ;
-  input \port$1048$0 ;
-  wire \port$1048$0 ;
-  input \port$1050$0 ;
-  wire \port$1050$0 ;
+  input \port$1001$0 ;
+  wire \port$1001$0 ;
+  input \port$1003$0 ;
+  wire \port$1003$0 ;
+  input \port$1005$0 ;
+  wire \port$1005$0 ;
+  input \port$1007$0 ;
+  wire \port$1007$0 ;
+  input \port$1009$0 ;
+  wire \port$1009$0 ;
+  input \port$1011$0 ;
+  wire \port$1011$0 ;
+  input \port$1013$0 ;
+  wire \port$1013$0 ;
+  input \port$1015$0 ;
+  wire \port$1015$0 ;
+  input \port$1017$0 ;
+  wire \port$1017$0 ;
+  input \port$1019$0 ;
+  wire \port$1019$0 ;
+  input \port$1021$0 ;
+  wire \port$1021$0 ;
+  input \port$1023$0 ;
+  wire \port$1023$0 ;
+  input \port$1025$0 ;
+  wire \port$1025$0 ;
+  input \port$1027$0 ;
+  wire \port$1027$0 ;
+  input \port$1029$0 ;
+  wire \port$1029$0 ;
+  input \port$1031$0 ;
+  wire \port$1031$0 ;
+  input \port$1033$0 ;
+  wire \port$1033$0 ;
+  input \port$1035$0 ;
+  wire \port$1035$0 ;
+  input \port$1037$0 ;
+  wire \port$1037$0 ;
+  input \port$1039$0 ;
+  wire \port$1039$0 ;
+  input \port$1041$0 ;
+  wire \port$1041$0 ;
+  input \port$1043$0 ;
+  wire \port$1043$0 ;
+  input \port$993$0 ;
+  wire \port$993$0 ;
+  input \port$995$0 ;
+  wire \port$995$0 ;
+  input \port$997$0 ;
+  wire \port$997$0 ;
+  input \port$999$0 ;
+  wire \port$999$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -9725,7 +9800,7 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$9  = { \port$1050$0 , \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0 , \port$1012$0 , \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0 , \port$1000$0  };
+    \$9  = { \port$1043$0 , \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0 , \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0 , \port$1007$0 , \port$1005$0 , \port$1003$0 , \port$1001$0 , \port$999$0 , \port$997$0 , \port$995$0 , \port$993$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -9763,7 +9838,7 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1050$0 , \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0 , \port$1012$0 , \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0 , \port$1000$0  };
+  assign requests__payload = { \port$1043$0 , \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0 , \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0 , \port$1007$0 , \port$1005$0 , \port$1003$0 , \port$1001$0 , \port$999$0 , \port$997$0 , \port$995$0 , \port$993$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -9805,9 +9880,9 @@ module \hotline_lookup_engine.bank11 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1010$0 , \port$1008$0 , \port$1006$0 , \port$1004$0 , \port$1002$0 , \port$1000$0  };
-  assign \requests__payload.tag  = { \port$1048$0 , \port$1046$0 , \port$1044$0 , \port$1042$0 , \port$1040$0 , \port$1038$0 , \port$1036$0 , \port$1034$0 , \port$1032$0 , \port$1030$0 , \port$1028$0 , \port$1026$0 , \port$1024$0 , \port$1022$0 , \port$1020$0 , \port$1018$0 , \port$1016$0 , \port$1014$0 , \port$1012$0  };
-  assign \requests__payload.repeated  = \port$1050$0 ;
+  assign \requests__payload.set  = { \port$1003$0 , \port$1001$0 , \port$999$0 , \port$997$0 , \port$995$0 , \port$993$0  };
+  assign \requests__payload.tag  = { \port$1041$0 , \port$1039$0 , \port$1037$0 , \port$1035$0 , \port$1033$0 , \port$1031$0 , \port$1029$0 , \port$1027$0 , \port$1025$0 , \port$1023$0 , \port$1021$0 , \port$1019$0 , \port$1017$0 , \port$1015$0 , \port$1013$0 , \port$1011$0 , \port$1009$0 , \port$1007$0 , \port$1005$0  };
+  assign \requests__payload.repeated  = \port$1043$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9994,7 +10069,7 @@ module \hotline_lookup_engine.bank11.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10150,7 +10225,8 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -10225,7 +10301,7 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -10435,11 +10511,11 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -10546,7 +10622,7 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -10767,7 +10843,7 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -10819,7 +10895,7 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -10842,22 +10918,22 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -10878,22 +10954,6 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -11016,6 +11076,22 @@ module \hotline_lookup_engine.bank11.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -11173,8 +11249,8 @@ module \hotline_lookup_engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__valid, \port$1053$0 , \port$1055$0 , \port$1057$0 , \port$1059$0 , \port$1061$0 , \port$1063$0 , \port$1065$0 , \port$1067$0 , \port$1069$0 , \port$1071$0 , \port$1073$0 , \port$1075$0 , \port$1077$0 , \port$1079$0 , \port$1081$0 , \port$1083$0 , \port$1085$0 
-, \port$1087$0 , \port$1089$0 , \port$1091$0 , \port$1093$0 , \port$1095$0 , \port$1097$0 , \port$1099$0 , \port$1101$0 , \port$1103$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__valid, \port$1046$0 , \port$1048$0 , \port$1050$0 , \port$1052$0 , \port$1054$0 , \port$1056$0 , \port$1058$0 , \port$1060$0 , \port$1062$0 , \port$1064$0 , \port$1066$0 , \port$1068$0 , \port$1070$0 , \port$1072$0 , \port$1074$0 , \port$1076$0 , \port$1078$0 
+, \port$1080$0 , \port$1082$0 , \port$1084$0 , \port$1086$0 , \port$1088$0 , \port$1090$0 , \port$1092$0 , \port$1094$0 , \port$1096$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -11217,58 +11293,58 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1053$0 ;
-  wire \port$1053$0 ;
-  input \port$1055$0 ;
-  wire \port$1055$0 ;
-  input \port$1057$0 ;
-  wire \port$1057$0 ;
-  input \port$1059$0 ;
-  wire \port$1059$0 ;
-  input \port$1061$0 ;
-  wire \port$1061$0 ;
-  input \port$1063$0 ;
-  wire \port$1063$0 ;
-  input \port$1065$0 ;
-  wire \port$1065$0 ;
-  input \port$1067$0 ;
-  wire \port$1067$0 ;
-  input \port$1069$0 ;
-  wire \port$1069$0 ;
-  input \port$1071$0 ;
-  wire \port$1071$0 ;
-  input \port$1073$0 ;
-  wire \port$1073$0 ;
-  input \port$1075$0 ;
-  wire \port$1075$0 ;
-  input \port$1077$0 ;
-  wire \port$1077$0 ;
-  input \port$1079$0 ;
-  wire \port$1079$0 ;
-  input \port$1081$0 ;
-  wire \port$1081$0 ;
-  input \port$1083$0 ;
-  wire \port$1083$0 ;
-  input \port$1085$0 ;
-  wire \port$1085$0 ;
-  input \port$1087$0 ;
-  wire \port$1087$0 ;
-  input \port$1089$0 ;
-  wire \port$1089$0 ;
-  input \port$1091$0 ;
-  wire \port$1091$0 ;
-  input \port$1093$0 ;
-  wire \port$1093$0 ;
-  input \port$1095$0 ;
-  wire \port$1095$0 ;
-  input \port$1097$0 ;
-  wire \port$1097$0 ;
-  input \port$1099$0 ;
-  wire \port$1099$0 ;
-  input \port$1101$0 ;
-  wire \port$1101$0 ;
-  input \port$1103$0 ;
-  wire \port$1103$0 ;
+  input \port$1046$0 ;
+  wire \port$1046$0 ;
+  input \port$1048$0 ;
+  wire \port$1048$0 ;
+  input \port$1050$0 ;
+  wire \port$1050$0 ;
+  input \port$1052$0 ;
+  wire \port$1052$0 ;
+  input \port$1054$0 ;
+  wire \port$1054$0 ;
+  input \port$1056$0 ;
+  wire \port$1056$0 ;
+  input \port$1058$0 ;
+  wire \port$1058$0 ;
+  input \port$1060$0 ;
+  wire \port$1060$0 ;
+  input \port$1062$0 ;
+  wire \port$1062$0 ;
+  input \port$1064$0 ;
+  wire \port$1064$0 ;
+  input \port$1066$0 ;
+  wire \port$1066$0 ;
+  input \port$1068$0 ;
+  wire \port$1068$0 ;
+  input \port$1070$0 ;
+  wire \port$1070$0 ;
+  input \port$1072$0 ;
+  wire \port$1072$0 ;
+  input \port$1074$0 ;
+  wire \port$1074$0 ;
+  input \port$1076$0 ;
+  wire \port$1076$0 ;
+  input \port$1078$0 ;
+  wire \port$1078$0 ;
+  input \port$1080$0 ;
+  wire \port$1080$0 ;
+  input \port$1082$0 ;
+  wire \port$1082$0 ;
+  input \port$1084$0 ;
+  wire \port$1084$0 ;
+  input \port$1086$0 ;
+  wire \port$1086$0 ;
+  input \port$1088$0 ;
+  wire \port$1088$0 ;
+  input \port$1090$0 ;
+  wire \port$1090$0 ;
+  input \port$1092$0 ;
+  wire \port$1092$0 ;
+  input \port$1094$0 ;
+  wire \port$1094$0 ;
+  input \port$1096$0 ;
+  wire \port$1096$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -11406,7 +11482,7 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$9  = { \port$1103$0 , \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0 , \port$1065$0 , \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0 , \port$1053$0  };
+    \$9  = { \port$1096$0 , \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0 , \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0 , \port$1060$0 , \port$1058$0 , \port$1056$0 , \port$1054$0 , \port$1052$0 , \port$1050$0 , \port$1048$0 , \port$1046$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -11444,7 +11520,7 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1103$0 , \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0 , \port$1065$0 , \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0 , \port$1053$0  };
+  assign requests__payload = { \port$1096$0 , \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0 , \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0 , \port$1060$0 , \port$1058$0 , \port$1056$0 , \port$1054$0 , \port$1052$0 , \port$1050$0 , \port$1048$0 , \port$1046$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -11486,9 +11562,9 @@ module \hotline_lookup_engine.bank12 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1063$0 , \port$1061$0 , \port$1059$0 , \port$1057$0 , \port$1055$0 , \port$1053$0  };
-  assign \requests__payload.tag  = { \port$1101$0 , \port$1099$0 , \port$1097$0 , \port$1095$0 , \port$1093$0 , \port$1091$0 , \port$1089$0 , \port$1087$0 , \port$1085$0 , \port$1083$0 , \port$1081$0 , \port$1079$0 , \port$1077$0 , \port$1075$0 , \port$1073$0 , \port$1071$0 , \port$1069$0 , \port$1067$0 , \port$1065$0  };
-  assign \requests__payload.repeated  = \port$1103$0 ;
+  assign \requests__payload.set  = { \port$1056$0 , \port$1054$0 , \port$1052$0 , \port$1050$0 , \port$1048$0 , \port$1046$0  };
+  assign \requests__payload.tag  = { \port$1094$0 , \port$1092$0 , \port$1090$0 , \port$1088$0 , \port$1086$0 , \port$1084$0 , \port$1082$0 , \port$1080$0 , \port$1078$0 , \port$1076$0 , \port$1074$0 , \port$1072$0 , \port$1070$0 , \port$1068$0 , \port$1066$0 , \port$1064$0 , \port$1062$0 , \port$1060$0 , \port$1058$0  };
+  assign \requests__payload.repeated  = \port$1096$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11675,7 +11751,7 @@ module \hotline_lookup_engine.bank12.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11831,7 +11907,8 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -11906,7 +11983,7 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -12116,11 +12193,11 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -12227,7 +12304,7 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -12448,7 +12525,7 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -12500,7 +12577,7 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -12523,22 +12600,22 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -12559,22 +12636,6 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -12697,6 +12758,22 @@ module \hotline_lookup_engine.bank12.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -12854,8 +12931,8 @@ module \hotline_lookup_engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__valid, \port$1106$0 , \port$1108$0 , \port$1110$0 , \port$1112$0 , \port$1114$0 , \port$1116$0 , \port$1118$0 , \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 
-, \port$1140$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1156$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__valid, \port$1099$0 , \port$1101$0 , \port$1103$0 , \port$1105$0 , \port$1107$0 , \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 
+, \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 , \port$1149$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -12898,58 +12975,58 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1106$0 ;
-  wire \port$1106$0 ;
-  input \port$1108$0 ;
-  wire \port$1108$0 ;
-  input \port$1110$0 ;
-  wire \port$1110$0 ;
-  input \port$1112$0 ;
-  wire \port$1112$0 ;
-  input \port$1114$0 ;
-  wire \port$1114$0 ;
-  input \port$1116$0 ;
-  wire \port$1116$0 ;
-  input \port$1118$0 ;
-  wire \port$1118$0 ;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
+  input \port$1099$0 ;
+  wire \port$1099$0 ;
+  input \port$1101$0 ;
+  wire \port$1101$0 ;
+  input \port$1103$0 ;
+  wire \port$1103$0 ;
+  input \port$1105$0 ;
+  wire \port$1105$0 ;
+  input \port$1107$0 ;
+  wire \port$1107$0 ;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -13087,7 +13164,7 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$9  = { \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0 , \port$1118$0 , \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0 , \port$1106$0  };
+    \$9  = { \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0 , \port$1107$0 , \port$1105$0 , \port$1103$0 , \port$1101$0 , \port$1099$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -13125,7 +13202,7 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0 , \port$1118$0 , \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0 , \port$1106$0  };
+  assign requests__payload = { \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0 , \port$1107$0 , \port$1105$0 , \port$1103$0 , \port$1101$0 , \port$1099$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -13167,9 +13244,9 @@ module \hotline_lookup_engine.bank13 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1116$0 , \port$1114$0 , \port$1112$0 , \port$1110$0 , \port$1108$0 , \port$1106$0  };
-  assign \requests__payload.tag  = { \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0 , \port$1118$0  };
-  assign \requests__payload.repeated  = \port$1156$0 ;
+  assign \requests__payload.set  = { \port$1109$0 , \port$1107$0 , \port$1105$0 , \port$1103$0 , \port$1101$0 , \port$1099$0  };
+  assign \requests__payload.tag  = { \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0  };
+  assign \requests__payload.repeated  = \port$1149$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13356,7 +13433,7 @@ module \hotline_lookup_engine.bank13.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13512,7 +13589,8 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -13587,7 +13665,7 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -13797,11 +13875,11 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -13908,7 +13986,7 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -14129,7 +14207,7 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -14181,7 +14259,7 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -14204,22 +14282,22 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -14240,22 +14318,6 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -14378,6 +14440,22 @@ module \hotline_lookup_engine.bank13.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -14535,8 +14613,8 @@ module \hotline_lookup_engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__valid, \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 
-, \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__valid, \port$1152$0 , \port$1154$0 , \port$1156$0 , \port$1158$0 , \port$1160$0 , \port$1162$0 , \port$1164$0 , \port$1166$0 , \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 
+, \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 , \port$1200$0 , \port$1202$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -14579,58 +14657,58 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
+  input \port$1152$0 ;
+  wire \port$1152$0 ;
+  input \port$1154$0 ;
+  wire \port$1154$0 ;
+  input \port$1156$0 ;
+  wire \port$1156$0 ;
+  input \port$1158$0 ;
+  wire \port$1158$0 ;
+  input \port$1160$0 ;
+  wire \port$1160$0 ;
+  input \port$1162$0 ;
+  wire \port$1162$0 ;
+  input \port$1164$0 ;
+  wire \port$1164$0 ;
+  input \port$1166$0 ;
+  wire \port$1166$0 ;
+  input \port$1168$0 ;
+  wire \port$1168$0 ;
+  input \port$1170$0 ;
+  wire \port$1170$0 ;
+  input \port$1172$0 ;
+  wire \port$1172$0 ;
+  input \port$1174$0 ;
+  wire \port$1174$0 ;
+  input \port$1176$0 ;
+  wire \port$1176$0 ;
+  input \port$1178$0 ;
+  wire \port$1178$0 ;
+  input \port$1180$0 ;
+  wire \port$1180$0 ;
+  input \port$1182$0 ;
+  wire \port$1182$0 ;
+  input \port$1184$0 ;
+  wire \port$1184$0 ;
+  input \port$1186$0 ;
+  wire \port$1186$0 ;
+  input \port$1188$0 ;
+  wire \port$1188$0 ;
+  input \port$1190$0 ;
+  wire \port$1190$0 ;
+  input \port$1192$0 ;
+  wire \port$1192$0 ;
+  input \port$1194$0 ;
+  wire \port$1194$0 ;
+  input \port$1196$0 ;
+  wire \port$1196$0 ;
+  input \port$1198$0 ;
+  wire \port$1198$0 ;
+  input \port$1200$0 ;
+  wire \port$1200$0 ;
+  input \port$1202$0 ;
+  wire \port$1202$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -14768,7 +14846,7 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$9  = { \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0  };
+    \$9  = { \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -14806,7 +14884,7 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0  };
+  assign requests__payload = { \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -14848,9 +14926,9 @@ module \hotline_lookup_engine.bank14 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0  };
-  assign \requests__payload.tag  = { \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0  };
-  assign \requests__payload.repeated  = \port$1209$0 ;
+  assign \requests__payload.set  = { \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0  };
+  assign \requests__payload.tag  = { \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0  };
+  assign \requests__payload.repeated  = \port$1202$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15037,7 +15115,7 @@ module \hotline_lookup_engine.bank14.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15193,7 +15271,8 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -15268,7 +15347,7 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -15478,11 +15557,11 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -15589,7 +15668,7 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -15810,7 +15889,7 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -15862,7 +15941,7 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -15885,22 +15964,22 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -15921,22 +16000,6 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -16059,6 +16122,22 @@ module \hotline_lookup_engine.bank14.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -16216,8 +16295,8 @@ module \hotline_lookup_engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__valid, \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 , \port$1238$0 , \port$1240$0 , \port$1242$0 , \port$1244$0 
-, \port$1246$0 , \port$1248$0 , \port$1250$0 , \port$1252$0 , \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__valid, \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 
+, \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -16260,58 +16339,58 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__vali
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1238$0 ;
-  wire \port$1238$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
-  input \port$1248$0 ;
-  wire \port$1248$0 ;
-  input \port$1250$0 ;
-  wire \port$1250$0 ;
-  input \port$1252$0 ;
-  wire \port$1252$0 ;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -16449,7 +16528,7 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$9  = { \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0  };
+    \$9  = { \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -16487,7 +16566,7 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__vali
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0  };
+  assign requests__payload = { \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -16529,9 +16608,9 @@ module \hotline_lookup_engine.bank15 (popular_max_rrpv, clk, rst, requests__vali
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0  };
-  assign \requests__payload.tag  = { \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0 , \port$1252$0 , \port$1250$0 , \port$1248$0 , \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0  };
-  assign \requests__payload.repeated  = \port$1262$0 ;
+  assign \requests__payload.set  = { \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0  };
+  assign \requests__payload.tag  = { \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0  };
+  assign \requests__payload.repeated  = \port$1255$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16718,7 +16797,7 @@ module \hotline_lookup_engine.bank15.answers (rst, r_en, r_data, w_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16874,7 +16953,8 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -16949,7 +17029,7 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -17159,11 +17239,11 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -17270,7 +17350,7 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -17491,7 +17571,7 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -17543,7 +17623,7 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -17566,22 +17646,22 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -17602,22 +17682,6 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -17740,6 +17804,22 @@ module \hotline_lookup_engine.bank15.bank (popular_max_rrpv, clk, rst, request__
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -17897,8 +17977,8 @@ module \hotline_lookup_engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en, w_po
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid, \port$523$0 , \port$525$0 , \port$527$0 , \port$529$0 , \port$531$0 , \port$533$0 , \port$535$0 , \port$537$0 , \port$539$0 , \port$541$0 , \port$543$0 , \port$545$0 , \port$547$0 , \port$549$0 , \port$551$0 , \port$553$0 , \port$555$0 
-, \port$557$0 , \port$559$0 , \port$561$0 , \port$563$0 , \port$565$0 , \port$567$0 , \port$569$0 , \port$571$0 , \port$573$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid, \port$516$0 , \port$518$0 , \port$520$0 , \port$522$0 , \port$524$0 , \port$526$0 , \port$528$0 , \port$530$0 , \port$532$0 , \port$534$0 , \port$536$0 , \port$538$0 , \port$540$0 , \port$542$0 , \port$544$0 , \port$546$0 , \port$548$0 
+, \port$550$0 , \port$552$0 , \port$554$0 , \port$556$0 , \port$558$0 , \port$560$0 , \port$562$0 , \port$564$0 , \port$566$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -17941,58 +18021,58 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$523$0 ;
-  wire \port$523$0 ;
-  input \port$525$0 ;
-  wire \port$525$0 ;
-  input \port$527$0 ;
-  wire \port$527$0 ;
-  input \port$529$0 ;
-  wire \port$529$0 ;
-  input \port$531$0 ;
-  wire \port$531$0 ;
-  input \port$533$0 ;
-  wire \port$533$0 ;
-  input \port$535$0 ;
-  wire \port$535$0 ;
-  input \port$537$0 ;
-  wire \port$537$0 ;
-  input \port$539$0 ;
-  wire \port$539$0 ;
-  input \port$541$0 ;
-  wire \port$541$0 ;
-  input \port$543$0 ;
-  wire \port$543$0 ;
-  input \port$545$0 ;
-  wire \port$545$0 ;
-  input \port$547$0 ;
-  wire \port$547$0 ;
-  input \port$549$0 ;
-  wire \port$549$0 ;
-  input \port$551$0 ;
-  wire \port$551$0 ;
-  input \port$553$0 ;
-  wire \port$553$0 ;
-  input \port$555$0 ;
-  wire \port$555$0 ;
-  input \port$557$0 ;
-  wire \port$557$0 ;
-  input \port$559$0 ;
-  wire \port$559$0 ;
-  input \port$561$0 ;
-  wire \port$561$0 ;
-  input \port$563$0 ;
-  wire \port$563$0 ;
-  input \port$565$0 ;
-  wire \port$565$0 ;
-  input \port$567$0 ;
-  wire \port$567$0 ;
-  input \port$569$0 ;
-  wire \port$569$0 ;
-  input \port$571$0 ;
-  wire \port$571$0 ;
-  input \port$573$0 ;
-  wire \port$573$0 ;
+  input \port$516$0 ;
+  wire \port$516$0 ;
+  input \port$518$0 ;
+  wire \port$518$0 ;
+  input \port$520$0 ;
+  wire \port$520$0 ;
+  input \port$522$0 ;
+  wire \port$522$0 ;
+  input \port$524$0 ;
+  wire \port$524$0 ;
+  input \port$526$0 ;
+  wire \port$526$0 ;
+  input \port$528$0 ;
+  wire \port$528$0 ;
+  input \port$530$0 ;
+  wire \port$530$0 ;
+  input \port$532$0 ;
+  wire \port$532$0 ;
+  input \port$534$0 ;
+  wire \port$534$0 ;
+  input \port$536$0 ;
+  wire \port$536$0 ;
+  input \port$538$0 ;
+  wire \port$538$0 ;
+  input \port$540$0 ;
+  wire \port$540$0 ;
+  input \port$542$0 ;
+  wire \port$542$0 ;
+  input \port$544$0 ;
+  wire \port$544$0 ;
+  input \port$546$0 ;
+  wire \port$546$0 ;
+  input \port$548$0 ;
+  wire \port$548$0 ;
+  input \port$550$0 ;
+  wire \port$550$0 ;
+  input \port$552$0 ;
+  wire \port$552$0 ;
+  input \port$554$0 ;
+  wire \port$554$0 ;
+  input \port$556$0 ;
+  wire \port$556$0 ;
+  input \port$558$0 ;
+  wire \port$558$0 ;
+  input \port$560$0 ;
+  wire \port$560$0 ;
+  input \port$562$0 ;
+  wire \port$562$0 ;
+  input \port$564$0 ;
+  wire \port$564$0 ;
+  input \port$566$0 ;
+  wire \port$566$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -18130,7 +18210,7 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$9  = { \port$573$0 , \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0 , \port$535$0 , \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0 , \port$523$0  };
+    \$9  = { \port$566$0 , \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0 , \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0 , \port$530$0 , \port$528$0 , \port$526$0 , \port$524$0 , \port$522$0 , \port$520$0 , \port$518$0 , \port$516$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -18168,7 +18248,7 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$573$0 , \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0 , \port$535$0 , \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0 , \port$523$0  };
+  assign requests__payload = { \port$566$0 , \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0 , \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0 , \port$530$0 , \port$528$0 , \port$526$0 , \port$524$0 , \port$522$0 , \port$520$0 , \port$518$0 , \port$516$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -18210,9 +18290,9 @@ module \hotline_lookup_engine.bank2 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$533$0 , \port$531$0 , \port$529$0 , \port$527$0 , \port$525$0 , \port$523$0  };
-  assign \requests__payload.tag  = { \port$571$0 , \port$569$0 , \port$567$0 , \port$565$0 , \port$563$0 , \port$561$0 , \port$559$0 , \port$557$0 , \port$555$0 , \port$553$0 , \port$551$0 , \port$549$0 , \port$547$0 , \port$545$0 , \port$543$0 , \port$541$0 , \port$539$0 , \port$537$0 , \port$535$0  };
-  assign \requests__payload.repeated  = \port$573$0 ;
+  assign \requests__payload.set  = { \port$526$0 , \port$524$0 , \port$522$0 , \port$520$0 , \port$518$0 , \port$516$0  };
+  assign \requests__payload.tag  = { \port$564$0 , \port$562$0 , \port$560$0 , \port$558$0 , \port$556$0 , \port$554$0 , \port$552$0 , \port$550$0 , \port$548$0 , \port$546$0 , \port$544$0 , \port$542$0 , \port$540$0 , \port$538$0 , \port$536$0 , \port$534$0 , \port$532$0 , \port$530$0 , \port$528$0  };
+  assign \requests__payload.repeated  = \port$566$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18399,7 +18479,7 @@ module \hotline_lookup_engine.bank2.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18555,7 +18635,8 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -18630,7 +18711,7 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -18840,11 +18921,11 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -18951,7 +19032,7 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -19172,7 +19253,7 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -19224,7 +19305,7 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -19247,22 +19328,22 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -19283,22 +19364,6 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -19421,6 +19486,22 @@ module \hotline_lookup_engine.bank2.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -19578,8 +19659,8 @@ module \hotline_lookup_engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid, \port$576$0 , \port$578$0 , \port$580$0 , \port$582$0 , \port$584$0 , \port$586$0 , \port$588$0 , \port$590$0 , \port$592$0 , \port$594$0 , \port$596$0 , \port$598$0 , \port$600$0 , \port$602$0 , \port$604$0 , \port$606$0 , \port$608$0 
-, \port$610$0 , \port$612$0 , \port$614$0 , \port$616$0 , \port$618$0 , \port$620$0 , \port$622$0 , \port$624$0 , \port$626$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid, \port$569$0 , \port$571$0 , \port$573$0 , \port$575$0 , \port$577$0 , \port$579$0 , \port$581$0 , \port$583$0 , \port$585$0 , \port$587$0 , \port$589$0 , \port$591$0 , \port$593$0 , \port$595$0 , \port$597$0 , \port$599$0 , \port$601$0 
+, \port$603$0 , \port$605$0 , \port$607$0 , \port$609$0 , \port$611$0 , \port$613$0 , \port$615$0 , \port$617$0 , \port$619$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -19622,58 +19703,58 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$576$0 ;
-  wire \port$576$0 ;
-  input \port$578$0 ;
-  wire \port$578$0 ;
-  input \port$580$0 ;
-  wire \port$580$0 ;
-  input \port$582$0 ;
-  wire \port$582$0 ;
-  input \port$584$0 ;
-  wire \port$584$0 ;
-  input \port$586$0 ;
-  wire \port$586$0 ;
-  input \port$588$0 ;
-  wire \port$588$0 ;
-  input \port$590$0 ;
-  wire \port$590$0 ;
-  input \port$592$0 ;
-  wire \port$592$0 ;
-  input \port$594$0 ;
-  wire \port$594$0 ;
-  input \port$596$0 ;
-  wire \port$596$0 ;
-  input \port$598$0 ;
-  wire \port$598$0 ;
-  input \port$600$0 ;
-  wire \port$600$0 ;
-  input \port$602$0 ;
-  wire \port$602$0 ;
-  input \port$604$0 ;
-  wire \port$604$0 ;
-  input \port$606$0 ;
-  wire \port$606$0 ;
-  input \port$608$0 ;
-  wire \port$608$0 ;
-  input \port$610$0 ;
-  wire \port$610$0 ;
-  input \port$612$0 ;
-  wire \port$612$0 ;
-  input \port$614$0 ;
-  wire \port$614$0 ;
-  input \port$616$0 ;
-  wire \port$616$0 ;
-  input \port$618$0 ;
-  wire \port$618$0 ;
-  input \port$620$0 ;
-  wire \port$620$0 ;
-  input \port$622$0 ;
-  wire \port$622$0 ;
-  input \port$624$0 ;
-  wire \port$624$0 ;
-  input \port$626$0 ;
-  wire \port$626$0 ;
+  input \port$569$0 ;
+  wire \port$569$0 ;
+  input \port$571$0 ;
+  wire \port$571$0 ;
+  input \port$573$0 ;
+  wire \port$573$0 ;
+  input \port$575$0 ;
+  wire \port$575$0 ;
+  input \port$577$0 ;
+  wire \port$577$0 ;
+  input \port$579$0 ;
+  wire \port$579$0 ;
+  input \port$581$0 ;
+  wire \port$581$0 ;
+  input \port$583$0 ;
+  wire \port$583$0 ;
+  input \port$585$0 ;
+  wire \port$585$0 ;
+  input \port$587$0 ;
+  wire \port$587$0 ;
+  input \port$589$0 ;
+  wire \port$589$0 ;
+  input \port$591$0 ;
+  wire \port$591$0 ;
+  input \port$593$0 ;
+  wire \port$593$0 ;
+  input \port$595$0 ;
+  wire \port$595$0 ;
+  input \port$597$0 ;
+  wire \port$597$0 ;
+  input \port$599$0 ;
+  wire \port$599$0 ;
+  input \port$601$0 ;
+  wire \port$601$0 ;
+  input \port$603$0 ;
+  wire \port$603$0 ;
+  input \port$605$0 ;
+  wire \port$605$0 ;
+  input \port$607$0 ;
+  wire \port$607$0 ;
+  input \port$609$0 ;
+  wire \port$609$0 ;
+  input \port$611$0 ;
+  wire \port$611$0 ;
+  input \port$613$0 ;
+  wire \port$613$0 ;
+  input \port$615$0 ;
+  wire \port$615$0 ;
+  input \port$617$0 ;
+  wire \port$617$0 ;
+  input \port$619$0 ;
+  wire \port$619$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -19811,7 +19892,7 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
-    \$9  = { \port$626$0 , \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0 , \port$588$0 , \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0 , \port$576$0  };
+    \$9  = { \port$619$0 , \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0 , \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0 , \port$583$0 , \port$581$0 , \port$579$0 , \port$577$0 , \port$575$0 , \port$573$0 , \port$571$0 , \port$569$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -19849,7 +19930,7 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$626$0 , \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0 , \port$588$0 , \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0 , \port$576$0  };
+  assign requests__payload = { \port$619$0 , \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0 , \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0 , \port$583$0 , \port$581$0 , \port$579$0 , \port$577$0 , \port$575$0 , \port$573$0 , \port$571$0 , \port$569$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -19891,9 +19972,9 @@ module \hotline_lookup_engine.bank3 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$586$0 , \port$584$0 , \port$582$0 , \port$580$0 , \port$578$0 , \port$576$0  };
-  assign \requests__payload.tag  = { \port$624$0 , \port$622$0 , \port$620$0 , \port$618$0 , \port$616$0 , \port$614$0 , \port$612$0 , \port$610$0 , \port$608$0 , \port$606$0 , \port$604$0 , \port$602$0 , \port$600$0 , \port$598$0 , \port$596$0 , \port$594$0 , \port$592$0 , \port$590$0 , \port$588$0  };
-  assign \requests__payload.repeated  = \port$626$0 ;
+  assign \requests__payload.set  = { \port$579$0 , \port$577$0 , \port$575$0 , \port$573$0 , \port$571$0 , \port$569$0  };
+  assign \requests__payload.tag  = { \port$617$0 , \port$615$0 , \port$613$0 , \port$611$0 , \port$609$0 , \port$607$0 , \port$605$0 , \port$603$0 , \port$601$0 , \port$599$0 , \port$597$0 , \port$595$0 , \port$593$0 , \port$591$0 , \port$589$0 , \port$587$0 , \port$585$0 , \port$583$0 , \port$581$0  };
+  assign \requests__payload.repeated  = \port$619$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20080,7 +20161,7 @@ module \hotline_lookup_engine.bank3.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20236,7 +20317,8 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -20311,7 +20393,7 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -20521,11 +20603,11 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -20632,7 +20714,7 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -20853,7 +20935,7 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -20905,7 +20987,7 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -20928,22 +21010,22 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -20964,22 +21046,6 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -21102,6 +21168,22 @@ module \hotline_lookup_engine.bank3.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -21259,8 +21341,8 @@ module \hotline_lookup_engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid, \port$629$0 , \port$631$0 , \port$633$0 , \port$635$0 , \port$637$0 , \port$639$0 , \port$641$0 , \port$643$0 , \port$645$0 , \port$647$0 , \port$649$0 , \port$651$0 , \port$653$0 , \port$655$0 , \port$657$0 , \port$659$0 , \port$661$0 
-, \port$663$0 , \port$665$0 , \port$667$0 , \port$669$0 , \port$671$0 , \port$673$0 , \port$675$0 , \port$677$0 , \port$679$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid, \port$622$0 , \port$624$0 , \port$626$0 , \port$628$0 , \port$630$0 , \port$632$0 , \port$634$0 , \port$636$0 , \port$638$0 , \port$640$0 , \port$642$0 , \port$644$0 , \port$646$0 , \port$648$0 , \port$650$0 , \port$652$0 , \port$654$0 
+, \port$656$0 , \port$658$0 , \port$660$0 , \port$662$0 , \port$664$0 , \port$666$0 , \port$668$0 , \port$670$0 , \port$672$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -21303,58 +21385,58 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$629$0 ;
-  wire \port$629$0 ;
-  input \port$631$0 ;
-  wire \port$631$0 ;
-  input \port$633$0 ;
-  wire \port$633$0 ;
-  input \port$635$0 ;
-  wire \port$635$0 ;
-  input \port$637$0 ;
-  wire \port$637$0 ;
-  input \port$639$0 ;
-  wire \port$639$0 ;
-  input \port$641$0 ;
-  wire \port$641$0 ;
-  input \port$643$0 ;
-  wire \port$643$0 ;
-  input \port$645$0 ;
-  wire \port$645$0 ;
-  input \port$647$0 ;
-  wire \port$647$0 ;
-  input \port$649$0 ;
-  wire \port$649$0 ;
-  input \port$651$0 ;
-  wire \port$651$0 ;
-  input \port$653$0 ;
-  wire \port$653$0 ;
-  input \port$655$0 ;
-  wire \port$655$0 ;
-  input \port$657$0 ;
-  wire \port$657$0 ;
-  input \port$659$0 ;
-  wire \port$659$0 ;
-  input \port$661$0 ;
-  wire \port$661$0 ;
-  input \port$663$0 ;
-  wire \port$663$0 ;
-  input \port$665$0 ;
-  wire \port$665$0 ;
-  input \port$667$0 ;
-  wire \port$667$0 ;
-  input \port$669$0 ;
-  wire \port$669$0 ;
-  input \port$671$0 ;
-  wire \port$671$0 ;
-  input \port$673$0 ;
-  wire \port$673$0 ;
-  input \port$675$0 ;
-  wire \port$675$0 ;
-  input \port$677$0 ;
-  wire \port$677$0 ;
-  input \port$679$0 ;
-  wire \port$679$0 ;
+  input \port$622$0 ;
+  wire \port$622$0 ;
+  input \port$624$0 ;
+  wire \port$624$0 ;
+  input \port$626$0 ;
+  wire \port$626$0 ;
+  input \port$628$0 ;
+  wire \port$628$0 ;
+  input \port$630$0 ;
+  wire \port$630$0 ;
+  input \port$632$0 ;
+  wire \port$632$0 ;
+  input \port$634$0 ;
+  wire \port$634$0 ;
+  input \port$636$0 ;
+  wire \port$636$0 ;
+  input \port$638$0 ;
+  wire \port$638$0 ;
+  input \port$640$0 ;
+  wire \port$640$0 ;
+  input \port$642$0 ;
+  wire \port$642$0 ;
+  input \port$644$0 ;
+  wire \port$644$0 ;
+  input \port$646$0 ;
+  wire \port$646$0 ;
+  input \port$648$0 ;
+  wire \port$648$0 ;
+  input \port$650$0 ;
+  wire \port$650$0 ;
+  input \port$652$0 ;
+  wire \port$652$0 ;
+  input \port$654$0 ;
+  wire \port$654$0 ;
+  input \port$656$0 ;
+  wire \port$656$0 ;
+  input \port$658$0 ;
+  wire \port$658$0 ;
+  input \port$660$0 ;
+  wire \port$660$0 ;
+  input \port$662$0 ;
+  wire \port$662$0 ;
+  input \port$664$0 ;
+  wire \port$664$0 ;
+  input \port$666$0 ;
+  wire \port$666$0 ;
+  input \port$668$0 ;
+  wire \port$668$0 ;
+  input \port$670$0 ;
+  wire \port$670$0 ;
+  input \port$672$0 ;
+  wire \port$672$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -21492,7 +21574,7 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
-    \$9  = { \port$679$0 , \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0 , \port$641$0 , \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0 , \port$629$0  };
+    \$9  = { \port$672$0 , \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0 , \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0 , \port$636$0 , \port$634$0 , \port$632$0 , \port$630$0 , \port$628$0 , \port$626$0 , \port$624$0 , \port$622$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -21530,7 +21612,7 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$679$0 , \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0 , \port$641$0 , \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0 , \port$629$0  };
+  assign requests__payload = { \port$672$0 , \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0 , \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0 , \port$636$0 , \port$634$0 , \port$632$0 , \port$630$0 , \port$628$0 , \port$626$0 , \port$624$0 , \port$622$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -21572,9 +21654,9 @@ module \hotline_lookup_engine.bank4 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$639$0 , \port$637$0 , \port$635$0 , \port$633$0 , \port$631$0 , \port$629$0  };
-  assign \requests__payload.tag  = { \port$677$0 , \port$675$0 , \port$673$0 , \port$671$0 , \port$669$0 , \port$667$0 , \port$665$0 , \port$663$0 , \port$661$0 , \port$659$0 , \port$657$0 , \port$655$0 , \port$653$0 , \port$651$0 , \port$649$0 , \port$647$0 , \port$645$0 , \port$643$0 , \port$641$0  };
-  assign \requests__payload.repeated  = \port$679$0 ;
+  assign \requests__payload.set  = { \port$632$0 , \port$630$0 , \port$628$0 , \port$626$0 , \port$624$0 , \port$622$0  };
+  assign \requests__payload.tag  = { \port$670$0 , \port$668$0 , \port$666$0 , \port$664$0 , \port$662$0 , \port$660$0 , \port$658$0 , \port$656$0 , \port$654$0 , \port$652$0 , \port$650$0 , \port$648$0 , \port$646$0 , \port$644$0 , \port$642$0 , \port$640$0 , \port$638$0 , \port$636$0 , \port$634$0  };
+  assign \requests__payload.repeated  = \port$672$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -21761,7 +21843,7 @@ module \hotline_lookup_engine.bank4.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21917,7 +21999,8 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -21992,7 +22075,7 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -22202,11 +22285,11 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -22313,7 +22396,7 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -22534,7 +22617,7 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -22586,7 +22669,7 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -22609,22 +22692,22 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -22645,22 +22728,6 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -22783,6 +22850,22 @@ module \hotline_lookup_engine.bank4.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -22940,8 +23023,8 @@ module \hotline_lookup_engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid, \port$682$0 , \port$684$0 , \port$686$0 , \port$688$0 , \port$690$0 , \port$692$0 , \port$694$0 , \port$696$0 , \port$698$0 , \port$700$0 , \port$702$0 , \port$704$0 , \port$706$0 , \port$708$0 , \port$710$0 , \port$712$0 , \port$714$0 
-, \port$716$0 , \port$718$0 , \port$720$0 , \port$722$0 , \port$724$0 , \port$726$0 , \port$728$0 , \port$730$0 , \port$732$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid, \port$675$0 , \port$677$0 , \port$679$0 , \port$681$0 , \port$683$0 , \port$685$0 , \port$687$0 , \port$689$0 , \port$691$0 , \port$693$0 , \port$695$0 , \port$697$0 , \port$699$0 , \port$701$0 , \port$703$0 , \port$705$0 , \port$707$0 
+, \port$709$0 , \port$711$0 , \port$713$0 , \port$715$0 , \port$717$0 , \port$719$0 , \port$721$0 , \port$723$0 , \port$725$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -22984,58 +23067,58 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$682$0 ;
-  wire \port$682$0 ;
-  input \port$684$0 ;
-  wire \port$684$0 ;
-  input \port$686$0 ;
-  wire \port$686$0 ;
-  input \port$688$0 ;
-  wire \port$688$0 ;
-  input \port$690$0 ;
-  wire \port$690$0 ;
-  input \port$692$0 ;
-  wire \port$692$0 ;
-  input \port$694$0 ;
-  wire \port$694$0 ;
-  input \port$696$0 ;
-  wire \port$696$0 ;
-  input \port$698$0 ;
-  wire \port$698$0 ;
-  input \port$700$0 ;
-  wire \port$700$0 ;
-  input \port$702$0 ;
-  wire \port$702$0 ;
-  input \port$704$0 ;
-  wire \port$704$0 ;
-  input \port$706$0 ;
-  wire \port$706$0 ;
-  input \port$708$0 ;
-  wire \port$708$0 ;
-  input \port$710$0 ;
-  wire \port$710$0 ;
-  input \port$712$0 ;
-  wire \port$712$0 ;
-  input \port$714$0 ;
-  wire \port$714$0 ;
-  input \port$716$0 ;
-  wire \port$716$0 ;
-  input \port$718$0 ;
-  wire \port$718$0 ;
-  input \port$720$0 ;
-  wire \port$720$0 ;
-  input \port$722$0 ;
-  wire \port$722$0 ;
-  input \port$724$0 ;
-  wire \port$724$0 ;
-  input \port$726$0 ;
-  wire \port$726$0 ;
-  input \port$728$0 ;
-  wire \port$728$0 ;
-  input \port$730$0 ;
-  wire \port$730$0 ;
-  input \port$732$0 ;
-  wire \port$732$0 ;
+  input \port$675$0 ;
+  wire \port$675$0 ;
+  input \port$677$0 ;
+  wire \port$677$0 ;
+  input \port$679$0 ;
+  wire \port$679$0 ;
+  input \port$681$0 ;
+  wire \port$681$0 ;
+  input \port$683$0 ;
+  wire \port$683$0 ;
+  input \port$685$0 ;
+  wire \port$685$0 ;
+  input \port$687$0 ;
+  wire \port$687$0 ;
+  input \port$689$0 ;
+  wire \port$689$0 ;
+  input \port$691$0 ;
+  wire \port$691$0 ;
+  input \port$693$0 ;
+  wire \port$693$0 ;
+  input \port$695$0 ;
+  wire \port$695$0 ;
+  input \port$697$0 ;
+  wire \port$697$0 ;
+  input \port$699$0 ;
+  wire \port$699$0 ;
+  input \port$701$0 ;
+  wire \port$701$0 ;
+  input \port$703$0 ;
+  wire \port$703$0 ;
+  input \port$705$0 ;
+  wire \port$705$0 ;
+  input \port$707$0 ;
+  wire \port$707$0 ;
+  input \port$709$0 ;
+  wire \port$709$0 ;
+  input \port$711$0 ;
+  wire \port$711$0 ;
+  input \port$713$0 ;
+  wire \port$713$0 ;
+  input \port$715$0 ;
+  wire \port$715$0 ;
+  input \port$717$0 ;
+  wire \port$717$0 ;
+  input \port$719$0 ;
+  wire \port$719$0 ;
+  input \port$721$0 ;
+  wire \port$721$0 ;
+  input \port$723$0 ;
+  wire \port$723$0 ;
+  input \port$725$0 ;
+  wire \port$725$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -23173,7 +23256,7 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
-    \$9  = { \port$732$0 , \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0 , \port$694$0 , \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0 , \port$682$0  };
+    \$9  = { \port$725$0 , \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0 , \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0 , \port$689$0 , \port$687$0 , \port$685$0 , \port$683$0 , \port$681$0 , \port$679$0 , \port$677$0 , \port$675$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -23211,7 +23294,7 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$732$0 , \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0 , \port$694$0 , \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0 , \port$682$0  };
+  assign requests__payload = { \port$725$0 , \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0 , \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0 , \port$689$0 , \port$687$0 , \port$685$0 , \port$683$0 , \port$681$0 , \port$679$0 , \port$677$0 , \port$675$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -23253,9 +23336,9 @@ module \hotline_lookup_engine.bank5 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$692$0 , \port$690$0 , \port$688$0 , \port$686$0 , \port$684$0 , \port$682$0  };
-  assign \requests__payload.tag  = { \port$730$0 , \port$728$0 , \port$726$0 , \port$724$0 , \port$722$0 , \port$720$0 , \port$718$0 , \port$716$0 , \port$714$0 , \port$712$0 , \port$710$0 , \port$708$0 , \port$706$0 , \port$704$0 , \port$702$0 , \port$700$0 , \port$698$0 , \port$696$0 , \port$694$0  };
-  assign \requests__payload.repeated  = \port$732$0 ;
+  assign \requests__payload.set  = { \port$685$0 , \port$683$0 , \port$681$0 , \port$679$0 , \port$677$0 , \port$675$0  };
+  assign \requests__payload.tag  = { \port$723$0 , \port$721$0 , \port$719$0 , \port$717$0 , \port$715$0 , \port$713$0 , \port$711$0 , \port$709$0 , \port$707$0 , \port$705$0 , \port$703$0 , \port$701$0 , \port$699$0 , \port$697$0 , \port$695$0 , \port$693$0 , \port$691$0 , \port$689$0 , \port$687$0  };
+  assign \requests__payload.repeated  = \port$725$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23442,7 +23525,7 @@ module \hotline_lookup_engine.bank5.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23598,7 +23681,8 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -23673,7 +23757,7 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -23883,11 +23967,11 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -23994,7 +24078,7 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -24215,7 +24299,7 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -24267,7 +24351,7 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -24290,22 +24374,22 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -24326,22 +24410,6 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -24464,6 +24532,22 @@ module \hotline_lookup_engine.bank5.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -24621,8 +24705,8 @@ module \hotline_lookup_engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid, \port$735$0 , \port$737$0 , \port$739$0 , \port$741$0 , \port$743$0 , \port$745$0 , \port$747$0 , \port$749$0 , \port$751$0 , \port$753$0 , \port$755$0 , \port$757$0 , \port$759$0 , \port$761$0 , \port$763$0 , \port$765$0 , \port$767$0 
-, \port$769$0 , \port$771$0 , \port$773$0 , \port$775$0 , \port$777$0 , \port$779$0 , \port$781$0 , \port$783$0 , \port$785$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid, \port$728$0 , \port$730$0 , \port$732$0 , \port$734$0 , \port$736$0 , \port$738$0 , \port$740$0 , \port$742$0 , \port$744$0 , \port$746$0 , \port$748$0 , \port$750$0 , \port$752$0 , \port$754$0 , \port$756$0 , \port$758$0 , \port$760$0 
+, \port$762$0 , \port$764$0 , \port$766$0 , \port$768$0 , \port$770$0 , \port$772$0 , \port$774$0 , \port$776$0 , \port$778$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -24665,58 +24749,58 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$735$0 ;
-  wire \port$735$0 ;
-  input \port$737$0 ;
-  wire \port$737$0 ;
-  input \port$739$0 ;
-  wire \port$739$0 ;
-  input \port$741$0 ;
-  wire \port$741$0 ;
-  input \port$743$0 ;
-  wire \port$743$0 ;
-  input \port$745$0 ;
-  wire \port$745$0 ;
-  input \port$747$0 ;
-  wire \port$747$0 ;
-  input \port$749$0 ;
-  wire \port$749$0 ;
-  input \port$751$0 ;
-  wire \port$751$0 ;
-  input \port$753$0 ;
-  wire \port$753$0 ;
-  input \port$755$0 ;
-  wire \port$755$0 ;
-  input \port$757$0 ;
-  wire \port$757$0 ;
-  input \port$759$0 ;
-  wire \port$759$0 ;
-  input \port$761$0 ;
-  wire \port$761$0 ;
-  input \port$763$0 ;
-  wire \port$763$0 ;
-  input \port$765$0 ;
-  wire \port$765$0 ;
-  input \port$767$0 ;
-  wire \port$767$0 ;
-  input \port$769$0 ;
-  wire \port$769$0 ;
-  input \port$771$0 ;
-  wire \port$771$0 ;
-  input \port$773$0 ;
-  wire \port$773$0 ;
-  input \port$775$0 ;
-  wire \port$775$0 ;
-  input \port$777$0 ;
-  wire \port$777$0 ;
-  input \port$779$0 ;
-  wire \port$779$0 ;
-  input \port$781$0 ;
-  wire \port$781$0 ;
-  input \port$783$0 ;
-  wire \port$783$0 ;
-  input \port$785$0 ;
-  wire \port$785$0 ;
+  input \port$728$0 ;
+  wire \port$728$0 ;
+  input \port$730$0 ;
+  wire \port$730$0 ;
+  input \port$732$0 ;
+  wire \port$732$0 ;
+  input \port$734$0 ;
+  wire \port$734$0 ;
+  input \port$736$0 ;
+  wire \port$736$0 ;
+  input \port$738$0 ;
+  wire \port$738$0 ;
+  input \port$740$0 ;
+  wire \port$740$0 ;
+  input \port$742$0 ;
+  wire \port$742$0 ;
+  input \port$744$0 ;
+  wire \port$744$0 ;
+  input \port$746$0 ;
+  wire \port$746$0 ;
+  input \port$748$0 ;
+  wire \port$748$0 ;
+  input \port$750$0 ;
+  wire \port$750$0 ;
+  input \port$752$0 ;
+  wire \port$752$0 ;
+  input \port$754$0 ;
+  wire \port$754$0 ;
+  input \port$756$0 ;
+  wire \port$756$0 ;
+  input \port$758$0 ;
+  wire \port$758$0 ;
+  input \port$760$0 ;
+  wire \port$760$0 ;
+  input \port$762$0 ;
+  wire \port$762$0 ;
+  input \port$764$0 ;
+  wire \port$764$0 ;
+  input \port$766$0 ;
+  wire \port$766$0 ;
+  input \port$768$0 ;
+  wire \port$768$0 ;
+  input \port$770$0 ;
+  wire \port$770$0 ;
+  input \port$772$0 ;
+  wire \port$772$0 ;
+  input \port$774$0 ;
+  wire \port$774$0 ;
+  input \port$776$0 ;
+  wire \port$776$0 ;
+  input \port$778$0 ;
+  wire \port$778$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -24854,7 +24938,7 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
-    \$9  = { \port$785$0 , \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0 , \port$747$0 , \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0 , \port$735$0  };
+    \$9  = { \port$778$0 , \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0 , \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0 , \port$742$0 , \port$740$0 , \port$738$0 , \port$736$0 , \port$734$0 , \port$732$0 , \port$730$0 , \port$728$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -24892,7 +24976,7 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$785$0 , \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0 , \port$747$0 , \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0 , \port$735$0  };
+  assign requests__payload = { \port$778$0 , \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0 , \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0 , \port$742$0 , \port$740$0 , \port$738$0 , \port$736$0 , \port$734$0 , \port$732$0 , \port$730$0 , \port$728$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -24934,9 +25018,9 @@ module \hotline_lookup_engine.bank6 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$745$0 , \port$743$0 , \port$741$0 , \port$739$0 , \port$737$0 , \port$735$0  };
-  assign \requests__payload.tag  = { \port$783$0 , \port$781$0 , \port$779$0 , \port$777$0 , \port$775$0 , \port$773$0 , \port$771$0 , \port$769$0 , \port$767$0 , \port$765$0 , \port$763$0 , \port$761$0 , \port$759$0 , \port$757$0 , \port$755$0 , \port$753$0 , \port$751$0 , \port$749$0 , \port$747$0  };
-  assign \requests__payload.repeated  = \port$785$0 ;
+  assign \requests__payload.set  = { \port$738$0 , \port$736$0 , \port$734$0 , \port$732$0 , \port$730$0 , \port$728$0  };
+  assign \requests__payload.tag  = { \port$776$0 , \port$774$0 , \port$772$0 , \port$770$0 , \port$768$0 , \port$766$0 , \port$764$0 , \port$762$0 , \port$760$0 , \port$758$0 , \port$756$0 , \port$754$0 , \port$752$0 , \port$750$0 , \port$748$0 , \port$746$0 , \port$744$0 , \port$742$0 , \port$740$0  };
+  assign \requests__payload.repeated  = \port$778$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -25123,7 +25207,7 @@ module \hotline_lookup_engine.bank6.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -25279,7 +25363,8 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -25354,7 +25439,7 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -25564,11 +25649,11 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -25675,7 +25760,7 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -25896,7 +25981,7 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -25948,7 +26033,7 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -25971,22 +26056,22 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -26007,22 +26092,6 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -26145,6 +26214,22 @@ module \hotline_lookup_engine.bank6.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -26302,8 +26387,8 @@ module \hotline_lookup_engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid, \port$788$0 , \port$790$0 , \port$792$0 , \port$794$0 , \port$796$0 , \port$798$0 , \port$800$0 , \port$802$0 , \port$804$0 , \port$806$0 , \port$808$0 , \port$810$0 , \port$812$0 , \port$814$0 , \port$816$0 , \port$818$0 , \port$820$0 
-, \port$822$0 , \port$824$0 , \port$826$0 , \port$828$0 , \port$830$0 , \port$832$0 , \port$834$0 , \port$836$0 , \port$838$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid, \port$781$0 , \port$783$0 , \port$785$0 , \port$787$0 , \port$789$0 , \port$791$0 , \port$793$0 , \port$795$0 , \port$797$0 , \port$799$0 , \port$801$0 , \port$803$0 , \port$805$0 , \port$807$0 , \port$809$0 , \port$811$0 , \port$813$0 
+, \port$815$0 , \port$817$0 , \port$819$0 , \port$821$0 , \port$823$0 , \port$825$0 , \port$827$0 , \port$829$0 , \port$831$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -26346,58 +26431,58 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$788$0 ;
-  wire \port$788$0 ;
-  input \port$790$0 ;
-  wire \port$790$0 ;
-  input \port$792$0 ;
-  wire \port$792$0 ;
-  input \port$794$0 ;
-  wire \port$794$0 ;
-  input \port$796$0 ;
-  wire \port$796$0 ;
-  input \port$798$0 ;
-  wire \port$798$0 ;
-  input \port$800$0 ;
-  wire \port$800$0 ;
-  input \port$802$0 ;
-  wire \port$802$0 ;
-  input \port$804$0 ;
-  wire \port$804$0 ;
-  input \port$806$0 ;
-  wire \port$806$0 ;
-  input \port$808$0 ;
-  wire \port$808$0 ;
-  input \port$810$0 ;
-  wire \port$810$0 ;
-  input \port$812$0 ;
-  wire \port$812$0 ;
-  input \port$814$0 ;
-  wire \port$814$0 ;
-  input \port$816$0 ;
-  wire \port$816$0 ;
-  input \port$818$0 ;
-  wire \port$818$0 ;
-  input \port$820$0 ;
-  wire \port$820$0 ;
-  input \port$822$0 ;
-  wire \port$822$0 ;
-  input \port$824$0 ;
-  wire \port$824$0 ;
-  input \port$826$0 ;
-  wire \port$826$0 ;
-  input \port$828$0 ;
-  wire \port$828$0 ;
-  input \port$830$0 ;
-  wire \port$830$0 ;
-  input \port$832$0 ;
-  wire \port$832$0 ;
-  input \port$834$0 ;
-  wire \port$834$0 ;
-  input \port$836$0 ;
-  wire \port$836$0 ;
-  input \port$838$0 ;
-  wire \port$838$0 ;
+  input \port$781$0 ;
+  wire \port$781$0 ;
+  input \port$783$0 ;
+  wire \port$783$0 ;
+  input \port$785$0 ;
+  wire \port$785$0 ;
+  input \port$787$0 ;
+  wire \port$787$0 ;
+  input \port$789$0 ;
+  wire \port$789$0 ;
+  input \port$791$0 ;
+  wire \port$791$0 ;
+  input \port$793$0 ;
+  wire \port$793$0 ;
+  input \port$795$0 ;
+  wire \port$795$0 ;
+  input \port$797$0 ;
+  wire \port$797$0 ;
+  input \port$799$0 ;
+  wire \port$799$0 ;
+  input \port$801$0 ;
+  wire \port$801$0 ;
+  input \port$803$0 ;
+  wire \port$803$0 ;
+  input \port$805$0 ;
+  wire \port$805$0 ;
+  input \port$807$0 ;
+  wire \port$807$0 ;
+  input \port$809$0 ;
+  wire \port$809$0 ;
+  input \port$811$0 ;
+  wire \port$811$0 ;
+  input \port$813$0 ;
+  wire \port$813$0 ;
+  input \port$815$0 ;
+  wire \port$815$0 ;
+  input \port$817$0 ;
+  wire \port$817$0 ;
+  input \port$819$0 ;
+  wire \port$819$0 ;
+  input \port$821$0 ;
+  wire \port$821$0 ;
+  input \port$823$0 ;
+  wire \port$823$0 ;
+  input \port$825$0 ;
+  wire \port$825$0 ;
+  input \port$827$0 ;
+  wire \port$827$0 ;
+  input \port$829$0 ;
+  wire \port$829$0 ;
+  input \port$831$0 ;
+  wire \port$831$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -26535,7 +26620,7 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
-    \$9  = { \port$838$0 , \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0 , \port$800$0 , \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0 , \port$788$0  };
+    \$9  = { \port$831$0 , \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0 , \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0 , \port$795$0 , \port$793$0 , \port$791$0 , \port$789$0 , \port$787$0 , \port$785$0 , \port$783$0 , \port$781$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -26573,7 +26658,7 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$838$0 , \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0 , \port$800$0 , \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0 , \port$788$0  };
+  assign requests__payload = { \port$831$0 , \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0 , \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0 , \port$795$0 , \port$793$0 , \port$791$0 , \port$789$0 , \port$787$0 , \port$785$0 , \port$783$0 , \port$781$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -26615,9 +26700,9 @@ module \hotline_lookup_engine.bank7 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$798$0 , \port$796$0 , \port$794$0 , \port$792$0 , \port$790$0 , \port$788$0  };
-  assign \requests__payload.tag  = { \port$836$0 , \port$834$0 , \port$832$0 , \port$830$0 , \port$828$0 , \port$826$0 , \port$824$0 , \port$822$0 , \port$820$0 , \port$818$0 , \port$816$0 , \port$814$0 , \port$812$0 , \port$810$0 , \port$808$0 , \port$806$0 , \port$804$0 , \port$802$0 , \port$800$0  };
-  assign \requests__payload.repeated  = \port$838$0 ;
+  assign \requests__payload.set  = { \port$791$0 , \port$789$0 , \port$787$0 , \port$785$0 , \port$783$0 , \port$781$0  };
+  assign \requests__payload.tag  = { \port$829$0 , \port$827$0 , \port$825$0 , \port$823$0 , \port$821$0 , \port$819$0 , \port$817$0 , \port$815$0 , \port$813$0 , \port$811$0 , \port$809$0 , \port$807$0 , \port$805$0 , \port$803$0 , \port$801$0 , \port$799$0 , \port$797$0 , \port$795$0 , \port$793$0  };
+  assign \requests__payload.repeated  = \port$831$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -26804,7 +26889,7 @@ module \hotline_lookup_engine.bank7.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26960,7 +27045,8 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -27035,7 +27121,7 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -27245,11 +27331,11 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -27356,7 +27442,7 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -27577,7 +27663,7 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -27629,7 +27715,7 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -27652,22 +27738,22 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -27688,22 +27774,6 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -27826,6 +27896,22 @@ module \hotline_lookup_engine.bank7.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -27983,8 +28069,8 @@ module \hotline_lookup_engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid, \port$841$0 , \port$843$0 , \port$845$0 , \port$847$0 , \port$849$0 , \port$851$0 , \port$853$0 , \port$855$0 , \port$857$0 , \port$859$0 , \port$861$0 , \port$863$0 , \port$865$0 , \port$867$0 , \port$869$0 , \port$871$0 , \port$873$0 
-, \port$875$0 , \port$877$0 , \port$879$0 , \port$881$0 , \port$883$0 , \port$885$0 , \port$887$0 , \port$889$0 , \port$891$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid, \port$834$0 , \port$836$0 , \port$838$0 , \port$840$0 , \port$842$0 , \port$844$0 , \port$846$0 , \port$848$0 , \port$850$0 , \port$852$0 , \port$854$0 , \port$856$0 , \port$858$0 , \port$860$0 , \port$862$0 , \port$864$0 , \port$866$0 
+, \port$868$0 , \port$870$0 , \port$872$0 , \port$874$0 , \port$876$0 , \port$878$0 , \port$880$0 , \port$882$0 , \port$884$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -28027,58 +28113,58 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$841$0 ;
-  wire \port$841$0 ;
-  input \port$843$0 ;
-  wire \port$843$0 ;
-  input \port$845$0 ;
-  wire \port$845$0 ;
-  input \port$847$0 ;
-  wire \port$847$0 ;
-  input \port$849$0 ;
-  wire \port$849$0 ;
-  input \port$851$0 ;
-  wire \port$851$0 ;
-  input \port$853$0 ;
-  wire \port$853$0 ;
-  input \port$855$0 ;
-  wire \port$855$0 ;
-  input \port$857$0 ;
-  wire \port$857$0 ;
-  input \port$859$0 ;
-  wire \port$859$0 ;
-  input \port$861$0 ;
-  wire \port$861$0 ;
-  input \port$863$0 ;
-  wire \port$863$0 ;
-  input \port$865$0 ;
-  wire \port$865$0 ;
-  input \port$867$0 ;
-  wire \port$867$0 ;
-  input \port$869$0 ;
-  wire \port$869$0 ;
-  input \port$871$0 ;
-  wire \port$871$0 ;
-  input \port$873$0 ;
-  wire \port$873$0 ;
-  input \port$875$0 ;
-  wire \port$875$0 ;
-  input \port$877$0 ;
-  wire \port$877$0 ;
-  input \port$879$0 ;
-  wire \port$879$0 ;
-  input \port$881$0 ;
-  wire \port$881$0 ;
-  input \port$883$0 ;
-  wire \port$883$0 ;
-  input \port$885$0 ;
-  wire \port$885$0 ;
-  input \port$887$0 ;
-  wire \port$887$0 ;
-  input \port$889$0 ;
-  wire \port$889$0 ;
-  input \port$891$0 ;
-  wire \port$891$0 ;
+  input \port$834$0 ;
+  wire \port$834$0 ;
+  input \port$836$0 ;
+  wire \port$836$0 ;
+  input \port$838$0 ;
+  wire \port$838$0 ;
+  input \port$840$0 ;
+  wire \port$840$0 ;
+  input \port$842$0 ;
+  wire \port$842$0 ;
+  input \port$844$0 ;
+  wire \port$844$0 ;
+  input \port$846$0 ;
+  wire \port$846$0 ;
+  input \port$848$0 ;
+  wire \port$848$0 ;
+  input \port$850$0 ;
+  wire \port$850$0 ;
+  input \port$852$0 ;
+  wire \port$852$0 ;
+  input \port$854$0 ;
+  wire \port$854$0 ;
+  input \port$856$0 ;
+  wire \port$856$0 ;
+  input \port$858$0 ;
+  wire \port$858$0 ;
+  input \port$860$0 ;
+  wire \port$860$0 ;
+  input \port$862$0 ;
+  wire \port$862$0 ;
+  input \port$864$0 ;
+  wire \port$864$0 ;
+  input \port$866$0 ;
+  wire \port$866$0 ;
+  input \port$868$0 ;
+  wire \port$868$0 ;
+  input \port$870$0 ;
+  wire \port$870$0 ;
+  input \port$872$0 ;
+  wire \port$872$0 ;
+  input \port$874$0 ;
+  wire \port$874$0 ;
+  input \port$876$0 ;
+  wire \port$876$0 ;
+  input \port$878$0 ;
+  wire \port$878$0 ;
+  input \port$880$0 ;
+  wire \port$880$0 ;
+  input \port$882$0 ;
+  wire \port$882$0 ;
+  input \port$884$0 ;
+  wire \port$884$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -28216,7 +28302,7 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
-    \$9  = { \port$891$0 , \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0 , \port$853$0 , \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0 , \port$841$0  };
+    \$9  = { \port$884$0 , \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0 , \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0 , \port$848$0 , \port$846$0 , \port$844$0 , \port$842$0 , \port$840$0 , \port$838$0 , \port$836$0 , \port$834$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -28254,7 +28340,7 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$891$0 , \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0 , \port$853$0 , \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0 , \port$841$0  };
+  assign requests__payload = { \port$884$0 , \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0 , \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0 , \port$848$0 , \port$846$0 , \port$844$0 , \port$842$0 , \port$840$0 , \port$838$0 , \port$836$0 , \port$834$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -28296,9 +28382,9 @@ module \hotline_lookup_engine.bank8 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$851$0 , \port$849$0 , \port$847$0 , \port$845$0 , \port$843$0 , \port$841$0  };
-  assign \requests__payload.tag  = { \port$889$0 , \port$887$0 , \port$885$0 , \port$883$0 , \port$881$0 , \port$879$0 , \port$877$0 , \port$875$0 , \port$873$0 , \port$871$0 , \port$869$0 , \port$867$0 , \port$865$0 , \port$863$0 , \port$861$0 , \port$859$0 , \port$857$0 , \port$855$0 , \port$853$0  };
-  assign \requests__payload.repeated  = \port$891$0 ;
+  assign \requests__payload.set  = { \port$844$0 , \port$842$0 , \port$840$0 , \port$838$0 , \port$836$0 , \port$834$0  };
+  assign \requests__payload.tag  = { \port$882$0 , \port$880$0 , \port$878$0 , \port$876$0 , \port$874$0 , \port$872$0 , \port$870$0 , \port$868$0 , \port$866$0 , \port$864$0 , \port$862$0 , \port$860$0 , \port$858$0 , \port$856$0 , \port$854$0 , \port$852$0 , \port$850$0 , \port$848$0 , \port$846$0  };
+  assign \requests__payload.repeated  = \port$884$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -28485,7 +28571,7 @@ module \hotline_lookup_engine.bank8.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28641,7 +28727,8 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -28716,7 +28803,7 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -28926,11 +29013,11 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -29037,7 +29124,7 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -29258,7 +29345,7 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -29310,7 +29397,7 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -29333,22 +29420,22 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -29369,22 +29456,6 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -29507,6 +29578,22 @@ module \hotline_lookup_engine.bank8.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -29664,8 +29751,8 @@ module \hotline_lookup_engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid, \port$894$0 , \port$896$0 , \port$898$0 , \port$900$0 , \port$902$0 , \port$904$0 , \port$906$0 , \port$908$0 , \port$910$0 , \port$912$0 , \port$914$0 , \port$916$0 , \port$918$0 , \port$920$0 , \port$922$0 , \port$924$0 , \port$926$0 
-, \port$928$0 , \port$930$0 , \port$932$0 , \port$934$0 , \port$936$0 , \port$938$0 , \port$940$0 , \port$942$0 , \port$944$0 , \r_en$39 , read_data, responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, responses__valid, learn);
+module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid, \port$887$0 , \port$889$0 , \port$891$0 , \port$893$0 , \port$895$0 , \port$897$0 , \port$899$0 , \port$901$0 , \port$903$0 , \port$905$0 , \port$907$0 , \port$909$0 , \port$911$0 , \port$913$0 , \port$915$0 , \port$917$0 , \port$919$0 
+, \port$921$0 , \port$923$0 , \port$925$0 , \port$927$0 , \port$929$0 , \port$931$0 , \port$933$0 , \port$935$0 , \port$937$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
@@ -29708,58 +29795,58 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid
   input [1:0] popular_max_rrpv;
   wire [1:0] popular_max_rrpv;
   wire [1:0] \popular_max_rrpv$28 ;
-  input \port$894$0 ;
-  wire \port$894$0 ;
-  input \port$896$0 ;
-  wire \port$896$0 ;
-  input \port$898$0 ;
-  wire \port$898$0 ;
-  input \port$900$0 ;
-  wire \port$900$0 ;
-  input \port$902$0 ;
-  wire \port$902$0 ;
-  input \port$904$0 ;
-  wire \port$904$0 ;
-  input \port$906$0 ;
-  wire \port$906$0 ;
-  input \port$908$0 ;
-  wire \port$908$0 ;
-  input \port$910$0 ;
-  wire \port$910$0 ;
-  input \port$912$0 ;
-  wire \port$912$0 ;
-  input \port$914$0 ;
-  wire \port$914$0 ;
-  input \port$916$0 ;
-  wire \port$916$0 ;
-  input \port$918$0 ;
-  wire \port$918$0 ;
-  input \port$920$0 ;
-  wire \port$920$0 ;
-  input \port$922$0 ;
-  wire \port$922$0 ;
-  input \port$924$0 ;
-  wire \port$924$0 ;
-  input \port$926$0 ;
-  wire \port$926$0 ;
-  input \port$928$0 ;
-  wire \port$928$0 ;
-  input \port$930$0 ;
-  wire \port$930$0 ;
-  input \port$932$0 ;
-  wire \port$932$0 ;
-  input \port$934$0 ;
-  wire \port$934$0 ;
-  input \port$936$0 ;
-  wire \port$936$0 ;
-  input \port$938$0 ;
-  wire \port$938$0 ;
-  input \port$940$0 ;
-  wire \port$940$0 ;
-  input \port$942$0 ;
-  wire \port$942$0 ;
-  input \port$944$0 ;
-  wire \port$944$0 ;
+  input \port$887$0 ;
+  wire \port$887$0 ;
+  input \port$889$0 ;
+  wire \port$889$0 ;
+  input \port$891$0 ;
+  wire \port$891$0 ;
+  input \port$893$0 ;
+  wire \port$893$0 ;
+  input \port$895$0 ;
+  wire \port$895$0 ;
+  input \port$897$0 ;
+  wire \port$897$0 ;
+  input \port$899$0 ;
+  wire \port$899$0 ;
+  input \port$901$0 ;
+  wire \port$901$0 ;
+  input \port$903$0 ;
+  wire \port$903$0 ;
+  input \port$905$0 ;
+  wire \port$905$0 ;
+  input \port$907$0 ;
+  wire \port$907$0 ;
+  input \port$909$0 ;
+  wire \port$909$0 ;
+  input \port$911$0 ;
+  wire \port$911$0 ;
+  input \port$913$0 ;
+  wire \port$913$0 ;
+  input \port$915$0 ;
+  wire \port$915$0 ;
+  input \port$917$0 ;
+  wire \port$917$0 ;
+  input \port$919$0 ;
+  wire \port$919$0 ;
+  input \port$921$0 ;
+  wire \port$921$0 ;
+  input \port$923$0 ;
+  wire \port$923$0 ;
+  input \port$925$0 ;
+  wire \port$925$0 ;
+  input \port$927$0 ;
+  wire \port$927$0 ;
+  input \port$929$0 ;
+  wire \port$929$0 ;
+  input \port$931$0 ;
+  wire \port$931$0 ;
+  input \port$933$0 ;
+  wire \port$933$0 ;
+  input \port$935$0 ;
+  wire \port$935$0 ;
+  input \port$937$0 ;
+  wire \port$937$0 ;
   wire [25:0] r_data;
   wire [3:0] \r_data$38 ;
   wire r_en;
@@ -29897,7 +29984,7 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
-    \$9  = { \port$944$0 , \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0 , \port$906$0 , \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0 , \port$894$0  };
+    \$9  = { \port$937$0 , \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0 , \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0 , \port$901$0 , \port$899$0 , \port$897$0 , \port$895$0 , \port$893$0 , \port$891$0 , \port$889$0 , \port$887$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
@@ -29935,7 +30022,7 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid
   assign \r_rdy$36  = responses__valid;
   assign \r_data$38  = responses__payload;
   assign responses__ready = \r_en$39 ;
-  assign requests__payload = { \port$944$0 , \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0 , \port$906$0 , \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0 , \port$894$0  };
+  assign requests__payload = { \port$937$0 , \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0 , \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0 , \port$901$0 , \port$899$0 , \port$897$0 , \port$895$0 , \port$893$0 , \port$891$0 , \port$889$0 , \port$887$0  };
   assign \request__payload.set  = request__payload[5:0];
   assign \request__payload.tag  = request__payload[24:6];
   assign \request__payload.repeated  = request__payload[25];
@@ -29977,9 +30064,9 @@ module \hotline_lookup_engine.bank9 (popular_max_rrpv, clk, rst, requests__valid
   assign \responses__payload.hit  = responses__payload[0];
   assign \responses__payload.way  = responses__payload[2:1];
   assign \responses__payload.repeat_hit  = responses__payload[3];
-  assign \requests__payload.set  = { \port$904$0 , \port$902$0 , \port$900$0 , \port$898$0 , \port$896$0 , \port$894$0  };
-  assign \requests__payload.tag  = { \port$942$0 , \port$940$0 , \port$938$0 , \port$936$0 , \port$934$0 , \port$932$0 , \port$930$0 , \port$928$0 , \port$926$0 , \port$924$0 , \port$922$0 , \port$920$0 , \port$918$0 , \port$916$0 , \port$914$0 , \port$912$0 , \port$910$0 , \port$908$0 , \port$906$0  };
-  assign \requests__payload.repeated  = \port$944$0 ;
+  assign \requests__payload.set  = { \port$897$0 , \port$895$0 , \port$893$0 , \port$891$0 , \port$889$0 , \port$887$0  };
+  assign \requests__payload.tag  = { \port$935$0 , \port$933$0 , \port$931$0 , \port$929$0 , \port$927$0 , \port$925$0 , \port$923$0 , \port$921$0 , \port$919$0 , \port$917$0 , \port$915$0 , \port$913$0 , \port$911$0 , \port$909$0 , \port$907$0 , \port$905$0 , \port$903$0 , \port$901$0 , \port$899$0  };
+  assign \requests__payload.repeated  = \port$937$0 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30166,7 +30253,7 @@ module \hotline_lookup_engine.bank9.answers (rst, r_en, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, read_data, maint__clear, maint__read, maint__hold, maint__addr, response__valid, response__payload, learn);
+module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn);
   reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -30322,7 +30409,8 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   wire [5:0] \fetch.set ;
   wire [18:0] \fetch.tag ;
   wire \fetch.valid ;
-  reg [87:0] fetched = 88'h0000000000000000000000;
+  (* init = 88'h0000000000000000000000 *)
+  wire [87:0] fetched;
   wire [21:0] \fetched[0] ;
   wire [1:0] \fetched[0].rrpv ;
   wire [18:0] \fetched[0].tag ;
@@ -30397,7 +30485,7 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   wire \rd__data[3].valid ;
   wire rd__en;
   output [87:0] read_data;
-  wire [87:0] read_data;
+  reg [87:0] read_data = 88'h0000000000000000000000;
   wire [21:0] \read_data[0] ;
   wire [1:0] \read_data[0].rrpv ;
   wire [18:0] \read_data[0].tag ;
@@ -30607,11 +30695,11 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
         _0_ <= _wr__data;
     end
   end
-  assign read_data = _0_;
+  assign rd__data = _0_;
   assign \$1  = maint__read | maint__hold;
   assign rd__addr = \$1  ? maint__addr : request__payload[5:0];
   assign rd__en = ~ maint__hold;
-  assign \$2  = same_set[3] ? stored[94:7] : fetched;
+  assign \$2  = same_set[3] ? stored[94:7] : read_data;
   assign base = same_set[2] ? written[94:7] : \$2 ;
   assign \$3  = base[21:3] == compare[26:8];
   assign \$4  = base[0] & \$3 ;
@@ -30718,7 +30806,7 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   always @(posedge clk)
     same_set <= \$93 ;
   always @(posedge clk)
-    fetched <= \$94 ;
+    read_data <= \$94 ;
   always @(posedge clk)
     update_base <= \$95 ;
   always @(posedge clk)
@@ -30939,7 +31027,7 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
-    \$94  = read_data;
+    \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
@@ -30991,7 +31079,7 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
       \$100  = 4'h0;
     end
   end
-  assign rd__data = read_data;
+  assign fetched = read_data;
   assign max_rrpv = max_upto3;
   assign age = \$30 [1:0];
   assign hit_rrpv = \$31 [2:1];
@@ -31014,22 +31102,22 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   assign \read_data[3].valid  = read_data[66];
   assign \read_data[3].rrpv  = read_data[68:67];
   assign \read_data[3].tag  = read_data[87:69];
-  assign \rd__data[0]  = read_data[21:0];
-  assign \rd__data[0].valid  = read_data[0];
-  assign \rd__data[0].rrpv  = read_data[2:1];
-  assign \rd__data[0].tag  = read_data[21:3];
-  assign \rd__data[1]  = read_data[43:22];
-  assign \rd__data[1].valid  = read_data[22];
-  assign \rd__data[1].rrpv  = read_data[24:23];
-  assign \rd__data[1].tag  = read_data[43:25];
-  assign \rd__data[2]  = read_data[65:44];
-  assign \rd__data[2].valid  = read_data[44];
-  assign \rd__data[2].rrpv  = read_data[46:45];
-  assign \rd__data[2].tag  = read_data[65:47];
-  assign \rd__data[3]  = read_data[87:66];
-  assign \rd__data[3].valid  = read_data[66];
-  assign \rd__data[3].rrpv  = read_data[68:67];
-  assign \rd__data[3].tag  = read_data[87:69];
+  assign \fetched[0]  = read_data[21:0];
+  assign \fetched[0].valid  = read_data[0];
+  assign \fetched[0].rrpv  = read_data[2:1];
+  assign \fetched[0].tag  = read_data[21:3];
+  assign \fetched[1]  = read_data[43:22];
+  assign \fetched[1].valid  = read_data[22];
+  assign \fetched[1].rrpv  = read_data[24:23];
+  assign \fetched[1].tag  = read_data[43:25];
+  assign \fetched[2]  = read_data[65:44];
+  assign \fetched[2].valid  = read_data[44];
+  assign \fetched[2].rrpv  = read_data[46:45];
+  assign \fetched[2].tag  = read_data[65:47];
+  assign \fetched[3]  = read_data[87:66];
+  assign \fetched[3].valid  = read_data[66];
+  assign \fetched[3].rrpv  = read_data[68:67];
+  assign \fetched[3].tag  = read_data[87:69];
   assign \base[0]  = base[21:0];
   assign \base[0].valid  = base[0];
   assign \base[0].rrpv  = base[2:1];
@@ -31050,22 +31138,6 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   assign \same_set.ahead_tag  = same_set[1];
   assign \same_set.two  = same_set[2];
   assign \same_set.three  = same_set[3];
-  assign \fetched[0]  = fetched[21:0];
-  assign \fetched[0].valid  = fetched[0];
-  assign \fetched[0].rrpv  = fetched[2:1];
-  assign \fetched[0].tag  = fetched[21:3];
-  assign \fetched[1]  = fetched[43:22];
-  assign \fetched[1].valid  = fetched[22];
-  assign \fetched[1].rrpv  = fetched[24:23];
-  assign \fetched[1].tag  = fetched[43:25];
-  assign \fetched[2]  = fetched[65:44];
-  assign \fetched[2].valid  = fetched[44];
-  assign \fetched[2].rrpv  = fetched[46:45];
-  assign \fetched[2].tag  = fetched[65:47];
-  assign \fetched[3]  = fetched[87:66];
-  assign \fetched[3].valid  = fetched[66];
-  assign \fetched[3].rrpv  = fetched[68:67];
-  assign \fetched[3].tag  = fetched[87:69];
   assign \stored.write  = stored[0];
   assign \stored.set  = stored[6:1];
   assign \stored.word  = stored[94:7];
@@ -31188,6 +31260,22 @@ module \hotline_lookup_engine.bank9.bank (popular_max_rrpv, clk, rst, request__v
   assign \fetch.set  = fetch[7:2];
   assign \fetch.tag  = fetch[26:8];
   assign \fetch.repeated  = fetch[27];
+  assign \rd__data[0]  = rd__data[21:0];
+  assign \rd__data[0].valid  = rd__data[0];
+  assign \rd__data[0].rrpv  = rd__data[2:1];
+  assign \rd__data[0].tag  = rd__data[21:3];
+  assign \rd__data[1]  = rd__data[43:22];
+  assign \rd__data[1].valid  = rd__data[22];
+  assign \rd__data[1].rrpv  = rd__data[24:23];
+  assign \rd__data[1].tag  = rd__data[43:25];
+  assign \rd__data[2]  = rd__data[65:44];
+  assign \rd__data[2].valid  = rd__data[44];
+  assign \rd__data[2].rrpv  = rd__data[46:45];
+  assign \rd__data[2].tag  = rd__data[65:47];
+  assign \rd__data[3]  = rd__data[87:66];
+  assign \rd__data[3].valid  = rd__data[66];
+  assign \rd__data[3].rrpv  = rd__data[68:67];
+  assign \rd__data[3].tag  = rd__data[87:69];
   assign \response__payload.hit  = response__payload[0];
   assign \response__payload.way  = response__payload[2:1];
   assign \response__payload.repeat_hit  = response__payload[3];
@@ -31345,8 +31433,181 @@ module \hotline_lookup_engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload);
+module \hotline_lookup_engine.dump_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
   reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [3:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire [3:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  reg [1:0] \$27 ;
+  reg [1:0] \$28 ;
+  reg [2:0] \$29 ;
+  wire [3:0] \$3 ;
+  reg \$30 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [97:0] r_data;
+  wire [97:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [97:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [97:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  input [97:0] w_port__data;
+  wire [97:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [97:0] storage [3:0];
+  initial begin
+    storage[0] = 98'h0000000000000000000000000;
+    storage[1] = 98'h0000000000000000000000000;
+    storage[2] = 98'h0000000000000000000000000;
+    storage[3] = 98'h0000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [97:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h4;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign \$3  = inner_level + r_rdy;
+  assign \$4  = w_rdy & w_en;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
+  always @(posedge clk)
+    w_port__addr <= \$27 ;
+  always @(posedge clk)
+    r_port__addr <= \$28 ;
+  always @(posedge clk)
+    inner_level <= \$29 ;
+  always @(posedge clk)
+    r_rdy <= \$30 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$27  = w_port__addr;
+    if (\$4 ) begin
+      \$27  = \$5 [1:0];
+    end
+    if (rst) begin
+      \$27  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [1:0];
+    end
+    if (rst) begin
+      \$28  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [2:0];
+    end
+    if (\$22 ) begin
+      \$29  = \$23 [2:0];
+    end
+    if (rst) begin
+      \$29  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    \$30  = r_rdy;
+    if (\$26 ) begin
+      \$30  = 1'h1;
+    end else if (r_en) begin
+      \$30  = 1'h0;
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  assign w_level = \$3 [2:0];
+  assign level = \$3 [2:0];
+  assign r_level = \$3 [2:0];
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire \$1 ;
   wire [47:0] \$10 ;
   wire [13:0] \$100 ;
@@ -32316,7 +32577,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
   assign \$auto$rtlil.cc:2739:Not$8  = ~ { \$25 [14], \$25 [11], \$25 [5:4], \$25 [2] };
   assign \$auto$rtlil.cc:2739:Not$10  = ~ { i__payload[44:42], i__payload[39:38], i__payload[36:34], i__payload[31] };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$134  = stage0_valid;
     if (advance) begin
       \$134  = i__valid;
@@ -32326,7 +32587,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$135  = stage1_valid;
     if (advance) begin
       \$135  = stage0_valid;
@@ -32336,7 +32597,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$136  = stage2_valid;
     if (advance) begin
       \$136  = stage1_valid;
@@ -32346,7 +32607,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$137  = stage3_valid;
     if (advance) begin
       \$137  = stage2_valid;
@@ -32356,7 +32617,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$138  = stage4_valid;
     if (advance) begin
       \$138  = stage3_valid;
@@ -32366,7 +32627,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$139  = stage5_valid;
     if (advance) begin
       \$139  = stage4_valid;
@@ -32376,7 +32637,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$140  = stage6_valid;
     if (advance) begin
       \$140  = stage5_valid;
@@ -32386,7 +32647,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$141  = stage7_valid;
     if (advance) begin
       \$141  = stage6_valid;
@@ -32396,7 +32657,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$142  = stage8_valid;
     if (advance) begin
       \$142  = stage7_valid;
@@ -32406,7 +32667,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$143  = lane0_in_hi;
     if (advance) begin
       \$143  = i__payload[29:15];
@@ -32416,7 +32677,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$144  = lane0_in_lo;
     if (advance) begin
       \$144  = i__payload[14:1];
@@ -32426,7 +32687,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$145  = lane0_in_valid;
     if (advance) begin
       \$145  = i__payload[0];
@@ -32436,7 +32697,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$146  = lane0_in_x;
     if (advance) begin
       \$146  = \$2 ;
@@ -32446,7 +32707,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$147  = lane0_r0_low_part;
     if (advance) begin
       \$147  = \$3 ;
@@ -32456,7 +32717,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$148  = lane0_r0_high_part;
     if (advance) begin
       \$148  = \$4 [15:0];
@@ -32466,7 +32727,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$149  = lane0_r0_hi_in;
     if (advance) begin
       \$149  = lane0_in_hi;
@@ -32476,7 +32737,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$150  = lane0_r0_lo_in;
     if (advance) begin
       \$150  = lane0_in_lo;
@@ -32486,7 +32747,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$151  = lane0_r0_valid_in;
     if (advance) begin
       \$151  = lane0_in_valid;
@@ -32496,7 +32757,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$152  = lane0_r0_x_next;
     if (advance) begin
       \$152  = \$8 ;
@@ -32506,7 +32767,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$153  = lane0_r0_hi;
     if (advance) begin
       \$153  = lane0_r0_lo_in;
@@ -32516,7 +32777,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$154  = lane0_r0_lo;
     if (advance) begin
       \$154  = \$11 ;
@@ -32526,7 +32787,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$155  = lane0_r0_valid;
     if (advance) begin
       \$155  = lane0_r0_valid_in;
@@ -32536,7 +32797,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$156  = lane0_r1_low_part;
     if (advance) begin
       \$156  = \$12 ;
@@ -32546,7 +32807,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$157  = lane0_r1_high_part;
     if (advance) begin
       \$157  = \$13 [15:0];
@@ -32556,7 +32817,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$158  = lane0_r1_hi_in;
     if (advance) begin
       \$158  = lane0_r0_hi;
@@ -32566,7 +32827,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$159  = lane0_r1_lo_in;
     if (advance) begin
       \$159  = lane0_r0_lo;
@@ -32576,7 +32837,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$160  = lane0_r1_valid_in;
     if (advance) begin
       \$160  = lane0_r0_valid;
@@ -32586,7 +32847,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$161  = lane0_r1_x_next;
     if (advance) begin
       \$161  = \$17 ;
@@ -32596,7 +32857,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$162  = lane0_r1_hi;
     if (advance) begin
       \$162  = lane0_r1_lo_in;
@@ -32606,7 +32867,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$163  = lane0_r1_lo;
     if (advance) begin
       \$163  = \$20 ;
@@ -32616,7 +32877,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$164  = lane0_r1_valid;
     if (advance) begin
       \$164  = lane0_r1_valid_in;
@@ -32626,7 +32887,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$165  = lane0_r2_low_part;
     if (advance) begin
       \$165  = \$21 ;
@@ -32636,7 +32897,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$166  = lane0_r2_high_part;
     if (advance) begin
       \$166  = \$22 [15:0];
@@ -32646,7 +32907,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$167  = lane0_r2_hi_in;
     if (advance) begin
       \$167  = lane0_r1_hi;
@@ -32656,7 +32917,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$168  = lane0_r2_lo_in;
     if (advance) begin
       \$168  = lane0_r1_lo;
@@ -32666,7 +32927,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$169  = lane0_r2_valid_in;
     if (advance) begin
       \$169  = lane0_r1_valid;
@@ -32676,7 +32937,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$170  = lane0_r2_x_next;
     if (advance) begin
       \$170  = \$26 ;
@@ -32686,7 +32947,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$171  = lane0_r2_hi;
     if (advance) begin
       \$171  = lane0_r2_lo_in;
@@ -32696,7 +32957,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$172  = lane0_r2_lo;
     if (advance) begin
       \$172  = \$29 ;
@@ -32706,7 +32967,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$173  = lane0_r2_valid;
     if (advance) begin
       \$173  = lane0_r2_valid_in;
@@ -32716,7 +32977,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$174  = lane0_r3_low_part;
     if (advance) begin
       \$174  = \$30 ;
@@ -32726,7 +32987,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$175  = lane0_r3_high_part;
     if (advance) begin
       \$175  = \$31 [15:0];
@@ -32736,7 +32997,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$176  = lane0_r3_hi_in;
     if (advance) begin
       \$176  = lane0_r2_hi;
@@ -32746,7 +33007,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$177  = lane0_r3_lo_in;
     if (advance) begin
       \$177  = lane0_r2_lo;
@@ -32756,7 +33017,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$178  = lane0_r3_valid_in;
     if (advance) begin
       \$178  = lane0_r2_valid;
@@ -32766,7 +33027,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$179  = lane0_r3_hi;
     if (advance) begin
       \$179  = lane0_r3_lo_in;
@@ -32776,7 +33037,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$180  = lane0_r3_lo;
     if (advance) begin
       \$180  = \$34 ;
@@ -32786,7 +33047,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$181  = lane0_r3_valid;
     if (advance) begin
       \$181  = lane0_r3_valid_in;
@@ -32796,7 +33057,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$182  = lane1_in_hi;
     if (advance) begin
       \$182  = i__payload[59:45];
@@ -32806,7 +33067,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$183  = lane1_in_lo;
     if (advance) begin
       \$183  = i__payload[44:31];
@@ -32816,7 +33077,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$184  = lane1_in_valid;
     if (advance) begin
       \$184  = i__payload[30];
@@ -32826,7 +33087,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$185  = lane1_in_x;
     if (advance) begin
       \$185  = \$35 ;
@@ -32836,7 +33097,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$186  = lane1_r0_low_part;
     if (advance) begin
       \$186  = \$36 ;
@@ -32846,7 +33107,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$187  = lane1_r0_high_part;
     if (advance) begin
       \$187  = \$37 [15:0];
@@ -32856,7 +33117,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$188  = lane1_r0_hi_in;
     if (advance) begin
       \$188  = lane1_in_hi;
@@ -32866,7 +33127,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$189  = lane1_r0_lo_in;
     if (advance) begin
       \$189  = lane1_in_lo;
@@ -32876,7 +33137,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$190  = lane1_r0_valid_in;
     if (advance) begin
       \$190  = lane1_in_valid;
@@ -32886,7 +33147,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$191  = lane1_r0_x_next;
     if (advance) begin
       \$191  = \$41 ;
@@ -32896,7 +33157,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$192  = lane1_r0_hi;
     if (advance) begin
       \$192  = lane1_r0_lo_in;
@@ -32906,7 +33167,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$193  = lane1_r0_lo;
     if (advance) begin
       \$193  = \$44 ;
@@ -32916,7 +33177,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$194  = lane1_r0_valid;
     if (advance) begin
       \$194  = lane1_r0_valid_in;
@@ -32926,7 +33187,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$195  = lane1_r1_low_part;
     if (advance) begin
       \$195  = \$45 ;
@@ -32936,7 +33197,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$196  = lane1_r1_high_part;
     if (advance) begin
       \$196  = \$46 [15:0];
@@ -32946,7 +33207,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$197  = lane1_r1_hi_in;
     if (advance) begin
       \$197  = lane1_r0_hi;
@@ -32956,7 +33217,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$198  = lane1_r1_lo_in;
     if (advance) begin
       \$198  = lane1_r0_lo;
@@ -32966,7 +33227,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$199  = lane1_r1_valid_in;
     if (advance) begin
       \$199  = lane1_r0_valid;
@@ -32976,7 +33237,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$200  = lane1_r1_x_next;
     if (advance) begin
       \$200  = \$50 ;
@@ -32986,7 +33247,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$201  = lane1_r1_hi;
     if (advance) begin
       \$201  = lane1_r1_lo_in;
@@ -32996,7 +33257,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$202  = lane1_r1_lo;
     if (advance) begin
       \$202  = \$53 ;
@@ -33006,7 +33267,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$203  = lane1_r1_valid;
     if (advance) begin
       \$203  = lane1_r1_valid_in;
@@ -33016,7 +33277,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$204  = lane1_r2_low_part;
     if (advance) begin
       \$204  = \$54 ;
@@ -33026,7 +33287,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$205  = lane1_r2_high_part;
     if (advance) begin
       \$205  = \$55 [15:0];
@@ -33036,7 +33297,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$206  = lane1_r2_hi_in;
     if (advance) begin
       \$206  = lane1_r1_hi;
@@ -33046,7 +33307,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$207  = lane1_r2_lo_in;
     if (advance) begin
       \$207  = lane1_r1_lo;
@@ -33056,7 +33317,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$208  = lane1_r2_valid_in;
     if (advance) begin
       \$208  = lane1_r1_valid;
@@ -33066,7 +33327,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$209  = lane1_r2_x_next;
     if (advance) begin
       \$209  = \$59 ;
@@ -33076,7 +33337,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$210  = lane1_r2_hi;
     if (advance) begin
       \$210  = lane1_r2_lo_in;
@@ -33086,7 +33347,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$211  = lane1_r2_lo;
     if (advance) begin
       \$211  = \$62 ;
@@ -33096,7 +33357,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$212  = lane1_r2_valid;
     if (advance) begin
       \$212  = lane1_r2_valid_in;
@@ -33106,7 +33367,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$213  = lane1_r3_low_part;
     if (advance) begin
       \$213  = \$63 ;
@@ -33116,7 +33377,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$214  = lane1_r3_high_part;
     if (advance) begin
       \$214  = \$64 [15:0];
@@ -33126,7 +33387,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$215  = lane1_r3_hi_in;
     if (advance) begin
       \$215  = lane1_r2_hi;
@@ -33136,7 +33397,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$216  = lane1_r3_lo_in;
     if (advance) begin
       \$216  = lane1_r2_lo;
@@ -33146,7 +33407,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$217  = lane1_r3_valid_in;
     if (advance) begin
       \$217  = lane1_r2_valid;
@@ -33156,7 +33417,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$218  = lane1_r3_hi;
     if (advance) begin
       \$218  = lane1_r3_lo_in;
@@ -33166,7 +33427,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$219  = lane1_r3_lo;
     if (advance) begin
       \$219  = \$67 ;
@@ -33176,7 +33437,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$220  = lane1_r3_valid;
     if (advance) begin
       \$220  = lane1_r3_valid_in;
@@ -33186,7 +33447,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$221  = lane2_in_hi;
     if (advance) begin
       \$221  = i__payload[89:75];
@@ -33196,7 +33457,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$222  = lane2_in_lo;
     if (advance) begin
       \$222  = i__payload[74:61];
@@ -33206,7 +33467,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$223  = lane2_in_valid;
     if (advance) begin
       \$223  = i__payload[60];
@@ -33216,7 +33477,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$224  = lane2_in_x;
     if (advance) begin
       \$224  = \$68 ;
@@ -33226,7 +33487,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$225  = lane2_r0_low_part;
     if (advance) begin
       \$225  = \$69 ;
@@ -33236,7 +33497,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$226  = lane2_r0_high_part;
     if (advance) begin
       \$226  = \$70 [15:0];
@@ -33246,7 +33507,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$227  = lane2_r0_hi_in;
     if (advance) begin
       \$227  = lane2_in_hi;
@@ -33256,7 +33517,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$228  = lane2_r0_lo_in;
     if (advance) begin
       \$228  = lane2_in_lo;
@@ -33266,7 +33527,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$229  = lane2_r0_valid_in;
     if (advance) begin
       \$229  = lane2_in_valid;
@@ -33276,7 +33537,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$230  = lane2_r0_x_next;
     if (advance) begin
       \$230  = \$74 ;
@@ -33286,7 +33547,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$231  = lane2_r0_hi;
     if (advance) begin
       \$231  = lane2_r0_lo_in;
@@ -33296,7 +33557,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$232  = lane2_r0_lo;
     if (advance) begin
       \$232  = \$77 ;
@@ -33306,7 +33567,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$233  = lane2_r0_valid;
     if (advance) begin
       \$233  = lane2_r0_valid_in;
@@ -33316,7 +33577,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$234  = lane2_r1_low_part;
     if (advance) begin
       \$234  = \$78 ;
@@ -33326,7 +33587,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$235  = lane2_r1_high_part;
     if (advance) begin
       \$235  = \$79 [15:0];
@@ -33336,7 +33597,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$236  = lane2_r1_hi_in;
     if (advance) begin
       \$236  = lane2_r0_hi;
@@ -33346,7 +33607,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$237  = lane2_r1_lo_in;
     if (advance) begin
       \$237  = lane2_r0_lo;
@@ -33356,7 +33617,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$238  = lane2_r1_valid_in;
     if (advance) begin
       \$238  = lane2_r0_valid;
@@ -33366,7 +33627,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$239  = lane2_r1_x_next;
     if (advance) begin
       \$239  = \$83 ;
@@ -33376,7 +33637,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$240  = lane2_r1_hi;
     if (advance) begin
       \$240  = lane2_r1_lo_in;
@@ -33386,7 +33647,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$241  = lane2_r1_lo;
     if (advance) begin
       \$241  = \$86 ;
@@ -33396,7 +33657,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$242  = lane2_r1_valid;
     if (advance) begin
       \$242  = lane2_r1_valid_in;
@@ -33406,7 +33667,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$243  = lane2_r2_low_part;
     if (advance) begin
       \$243  = \$87 ;
@@ -33416,7 +33677,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$244  = lane2_r2_high_part;
     if (advance) begin
       \$244  = \$88 [15:0];
@@ -33426,7 +33687,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$245  = lane2_r2_hi_in;
     if (advance) begin
       \$245  = lane2_r1_hi;
@@ -33436,7 +33697,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$246  = lane2_r2_lo_in;
     if (advance) begin
       \$246  = lane2_r1_lo;
@@ -33446,7 +33707,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$247  = lane2_r2_valid_in;
     if (advance) begin
       \$247  = lane2_r1_valid;
@@ -33456,7 +33717,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$248  = lane2_r2_x_next;
     if (advance) begin
       \$248  = \$92 ;
@@ -33466,7 +33727,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$249  = lane2_r2_hi;
     if (advance) begin
       \$249  = lane2_r2_lo_in;
@@ -33476,7 +33737,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$250  = lane2_r2_lo;
     if (advance) begin
       \$250  = \$95 ;
@@ -33486,7 +33747,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$251  = lane2_r2_valid;
     if (advance) begin
       \$251  = lane2_r2_valid_in;
@@ -33496,7 +33757,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$252  = lane2_r3_low_part;
     if (advance) begin
       \$252  = \$96 ;
@@ -33506,7 +33767,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$253  = lane2_r3_high_part;
     if (advance) begin
       \$253  = \$97 [15:0];
@@ -33516,7 +33777,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$254  = lane2_r3_hi_in;
     if (advance) begin
       \$254  = lane2_r2_hi;
@@ -33526,7 +33787,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$255  = lane2_r3_lo_in;
     if (advance) begin
       \$255  = lane2_r2_lo;
@@ -33536,7 +33797,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$256  = lane2_r3_valid_in;
     if (advance) begin
       \$256  = lane2_r2_valid;
@@ -33546,7 +33807,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$257  = lane2_r3_hi;
     if (advance) begin
       \$257  = lane2_r3_lo_in;
@@ -33556,7 +33817,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$258  = lane2_r3_lo;
     if (advance) begin
       \$258  = \$100 ;
@@ -33566,7 +33827,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$259  = lane2_r3_valid;
     if (advance) begin
       \$259  = lane2_r3_valid_in;
@@ -33576,7 +33837,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$260  = lane3_in_hi;
     if (advance) begin
       \$260  = i__payload[119:105];
@@ -33586,7 +33847,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$261  = lane3_in_lo;
     if (advance) begin
       \$261  = i__payload[104:91];
@@ -33596,7 +33857,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$262  = lane3_in_valid;
     if (advance) begin
       \$262  = i__payload[90];
@@ -33606,7 +33867,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$263  = lane3_in_x;
     if (advance) begin
       \$263  = \$101 ;
@@ -33616,7 +33877,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$264  = lane3_r0_low_part;
     if (advance) begin
       \$264  = \$102 ;
@@ -33626,7 +33887,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$265  = lane3_r0_high_part;
     if (advance) begin
       \$265  = \$103 [15:0];
@@ -33636,7 +33897,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$266  = lane3_r0_hi_in;
     if (advance) begin
       \$266  = lane3_in_hi;
@@ -33646,7 +33907,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$267  = lane3_r0_lo_in;
     if (advance) begin
       \$267  = lane3_in_lo;
@@ -33656,7 +33917,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$268  = lane3_r0_valid_in;
     if (advance) begin
       \$268  = lane3_in_valid;
@@ -33666,7 +33927,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$269  = lane3_r0_x_next;
     if (advance) begin
       \$269  = \$107 ;
@@ -33676,7 +33937,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$270  = lane3_r0_hi;
     if (advance) begin
       \$270  = lane3_r0_lo_in;
@@ -33686,7 +33947,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$271  = lane3_r0_lo;
     if (advance) begin
       \$271  = \$110 ;
@@ -33696,7 +33957,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$272  = lane3_r0_valid;
     if (advance) begin
       \$272  = lane3_r0_valid_in;
@@ -33706,7 +33967,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$273  = lane3_r1_low_part;
     if (advance) begin
       \$273  = \$111 ;
@@ -33716,7 +33977,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$274  = lane3_r1_high_part;
     if (advance) begin
       \$274  = \$112 [15:0];
@@ -33726,7 +33987,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$275  = lane3_r1_hi_in;
     if (advance) begin
       \$275  = lane3_r0_hi;
@@ -33736,7 +33997,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$276  = lane3_r1_lo_in;
     if (advance) begin
       \$276  = lane3_r0_lo;
@@ -33746,7 +34007,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$277  = lane3_r1_valid_in;
     if (advance) begin
       \$277  = lane3_r0_valid;
@@ -33756,7 +34017,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$278  = lane3_r1_x_next;
     if (advance) begin
       \$278  = \$116 ;
@@ -33766,7 +34027,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$279  = lane3_r1_hi;
     if (advance) begin
       \$279  = lane3_r1_lo_in;
@@ -33776,7 +34037,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$280  = lane3_r1_lo;
     if (advance) begin
       \$280  = \$119 ;
@@ -33786,7 +34047,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$281  = lane3_r1_valid;
     if (advance) begin
       \$281  = lane3_r1_valid_in;
@@ -33796,7 +34057,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$282  = lane3_r2_low_part;
     if (advance) begin
       \$282  = \$120 ;
@@ -33806,7 +34067,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$283  = lane3_r2_high_part;
     if (advance) begin
       \$283  = \$121 [15:0];
@@ -33816,7 +34077,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$284  = lane3_r2_hi_in;
     if (advance) begin
       \$284  = lane3_r1_hi;
@@ -33826,7 +34087,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$285  = lane3_r2_lo_in;
     if (advance) begin
       \$285  = lane3_r1_lo;
@@ -33836,7 +34097,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$286  = lane3_r2_valid_in;
     if (advance) begin
       \$286  = lane3_r1_valid;
@@ -33846,7 +34107,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$287  = lane3_r2_x_next;
     if (advance) begin
       \$287  = \$125 ;
@@ -33856,7 +34117,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$288  = lane3_r2_hi;
     if (advance) begin
       \$288  = lane3_r2_lo_in;
@@ -33866,7 +34127,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$289  = lane3_r2_lo;
     if (advance) begin
       \$289  = \$128 ;
@@ -33876,7 +34137,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$290  = lane3_r2_valid;
     if (advance) begin
       \$290  = lane3_r2_valid_in;
@@ -33886,7 +34147,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$291  = lane3_r3_low_part;
     if (advance) begin
       \$291  = \$129 ;
@@ -33896,7 +34157,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$292  = lane3_r3_high_part;
     if (advance) begin
       \$292  = \$130 [15:0];
@@ -33906,7 +34167,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$293  = lane3_r3_hi_in;
     if (advance) begin
       \$293  = lane3_r2_hi;
@@ -33916,7 +34177,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$294  = lane3_r3_lo_in;
     if (advance) begin
       \$294  = lane3_r2_lo;
@@ -33926,7 +34187,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$295  = lane3_r3_valid_in;
     if (advance) begin
       \$295  = lane3_r2_valid;
@@ -33936,7 +34197,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$296  = lane3_r3_hi;
     if (advance) begin
       \$296  = lane3_r3_lo_in;
@@ -33946,7 +34207,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$297  = lane3_r3_lo;
     if (advance) begin
       \$297  = \$133 ;
@@ -33956,7 +34217,7 @@ module \hotline_lookup_engine.hash (clk, rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$298  = lane3_r3_valid;
     if (advance) begin
       \$298  = lane3_r3_valid_in;
@@ -34079,7 +34340,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_lookup_engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -34217,7 +34478,7 @@ module \hotline_lookup_engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -34227,7 +34488,7 @@ module \hotline_lookup_engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -34237,7 +34498,7 @@ module \hotline_lookup_engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -34250,7 +34511,7 @@ module \hotline_lookup_engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -34273,7 +34534,7 @@ endmodule
 module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses__1__ready, responses__2__ready, responses__3__ready, responses__4__ready, responses__5__ready, responses__6__ready, responses__7__ready, responses__8__ready, responses__9__ready, responses__10__ready, responses__11__ready, responses__12__ready, responses__13__ready, responses__14__ready, responses__15__ready, records__ready, busy, records__payload
 , responses__0__payload, responses__1__payload, responses__2__payload, responses__3__payload, responses__4__payload, responses__5__payload, responses__6__payload, responses__7__payload, responses__8__payload, responses__9__payload, responses__10__payload, responses__11__payload, responses__12__payload, responses__13__payload, responses__14__payload, responses__15__payload, results__valid, results__payload, records__valid, responses__0__valid, responses__1__valid
 , responses__2__valid, responses__3__valid, responses__4__valid, responses__5__valid, responses__6__valid, responses__7__valid, responses__8__valid, responses__9__valid, responses__10__valid, responses__11__valid, responses__12__valid, responses__13__valid, responses__14__valid, responses__15__valid, results__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
   wire [16:0] \$100 ;
@@ -36050,7 +36311,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
   assign \$368  = ! records__payload[18:17];
   assign \$369  = records__payload[18:17] == 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$541  = results__valid;
     if (results__ready) begin
       \$541  = 1'h0;
@@ -36063,7 +36324,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$542  = results__payload;
     if (\release ) begin
       \$542 [0] = beat0_lane0[0];
@@ -36084,7 +36345,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$543 [26:23], \$543 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$349 ) begin
@@ -36107,7 +36368,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$544 [26:23], \$544 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$361 ) begin
@@ -36130,7 +36391,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$545 [26:23], \$545 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$373 ) begin
@@ -36153,7 +36414,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$546 [26:23], \$546 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$385 ) begin
@@ -36176,7 +36437,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$547 [26:23], \$547 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$397 ) begin
@@ -36199,7 +36460,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$548 [26:23], \$548 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$409 ) begin
@@ -36222,7 +36483,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$549 [26:23], \$549 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$421 ) begin
@@ -36245,7 +36506,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$550 [26:23], \$550 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$433 ) begin
@@ -36268,7 +36529,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$551 [26:23], \$551 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$445 ) begin
@@ -36291,7 +36552,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$552 [26:23], \$552 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$457 ) begin
@@ -36314,7 +36575,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$553 [26:23], \$553 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$469 ) begin
@@ -36337,7 +36598,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$554 [26:23], \$554 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$481 ) begin
@@ -36360,7 +36621,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$555 [26:23], \$555 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$493 ) begin
@@ -36380,7 +36641,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$556 [26:23], \$556 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$505 ) begin
@@ -36400,7 +36661,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$557 [26:23], \$557 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$517 ) begin
@@ -36420,7 +36681,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     { \$558 [26:23], \$558 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$529 ) begin
@@ -36440,14 +36701,14 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$559  = \$540 [2:0];
     if (rst) begin
       \$559  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$318  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -36457,7 +36718,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$324  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -36467,7 +36728,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$328  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -36479,7 +36740,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$334  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -36491,7 +36752,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -36505,7 +36766,7 @@ module \hotline_lookup_engine.release (clk, rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -36913,7 +37174,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_lookup_engine.repeats (rst, i__ready, o__ready, i__payload, i__valid, o__valid, o__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -37174,7 +37435,7 @@ module \hotline_lookup_engine.repeats (rst, i__ready, o__ready, i__payload, i__v
   assign \$9  = { 4'h0, lane1_same_key } & \$8 ;
   assign \$12  = | \$11 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$82  = o__valid;
     if (\$81 ) begin
       \$82  = i__valid;
@@ -37184,7 +37445,7 @@ module \hotline_lookup_engine.repeats (rst, i__ready, o__ready, i__payload, i__v
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$83  = o__payload;
     if (\$81 ) begin
       \$83 [0] = i__payload[0];
@@ -37313,29 +37574,29 @@ module \hotline_lookup_engine.repeats (rst, i__ready, o__ready, i__payload, i__v
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \port$419$0 , \port$421$0 , \port$423$0 , \port$425$0 , \port$427$0 , \port$429$0 , \port$431$0 , \port$433$0 , \port$435$0 , \port$437$0 , \port$439$0 , \port$441$0 , \port$443$0 , \port$445$0 , \port$447$0 , \port$449$0 , \port$451$0 , \port$453$0 
-, \port$455$0 , \port$457$0 , \port$459$0 , \port$461$0 , \port$463$0 , \port$465$0 , \port$467$0 , requests__1__valid, \port$470$0 , \port$472$0 , \port$474$0 , \port$476$0 , \port$478$0 , \port$480$0 , \port$482$0 , \port$484$0 , \port$486$0 , \port$488$0 , \port$490$0 , \port$492$0 , \port$494$0 
-, \port$496$0 , \port$498$0 , \port$500$0 , \port$502$0 , \port$504$0 , \port$506$0 , \port$508$0 , \port$510$0 , \port$512$0 , \port$514$0 , \port$516$0 , \port$518$0 , \port$520$0 , requests__2__valid, \port$523$0 , \port$525$0 , \port$527$0 , \port$529$0 , \port$531$0 , \port$533$0 , \port$535$0 
-, \port$537$0 , \port$539$0 , \port$541$0 , \port$543$0 , \port$545$0 , \port$547$0 , \port$549$0 , \port$551$0 , \port$553$0 , \port$555$0 , \port$557$0 , \port$559$0 , \port$561$0 , \port$563$0 , \port$565$0 , \port$567$0 , \port$569$0 , \port$571$0 , \port$573$0 , requests__3__valid, \port$576$0 
-, \port$578$0 , \port$580$0 , \port$582$0 , \port$584$0 , \port$586$0 , \port$588$0 , \port$590$0 , \port$592$0 , \port$594$0 , \port$596$0 , \port$598$0 , \port$600$0 , \port$602$0 , \port$604$0 , \port$606$0 , \port$608$0 , \port$610$0 , \port$612$0 , \port$614$0 , \port$616$0 , \port$618$0 
-, \port$620$0 , \port$622$0 , \port$624$0 , \port$626$0 , requests__4__valid, \port$629$0 , \port$631$0 , \port$633$0 , \port$635$0 , \port$637$0 , \port$639$0 , \port$641$0 , \port$643$0 , \port$645$0 , \port$647$0 , \port$649$0 , \port$651$0 , \port$653$0 , \port$655$0 , \port$657$0 , \port$659$0 
-, \port$661$0 , \port$663$0 , \port$665$0 , \port$667$0 , \port$669$0 , \port$671$0 , \port$673$0 , \port$675$0 , \port$677$0 , \port$679$0 , requests__5__valid, \port$682$0 , \port$684$0 , \port$686$0 , \port$688$0 , \port$690$0 , \port$692$0 , \port$694$0 , \port$696$0 , \port$698$0 , \port$700$0 
-, \port$702$0 , \port$704$0 , \port$706$0 , \port$708$0 , \port$710$0 , \port$712$0 , \port$714$0 , \port$716$0 , \port$718$0 , \port$720$0 , \port$722$0 , \port$724$0 , \port$726$0 , \port$728$0 , \port$730$0 , \port$732$0 , requests__6__valid, \port$735$0 , \port$737$0 , \port$739$0 , \port$741$0 
-, \port$743$0 , \port$745$0 , \port$747$0 , \port$749$0 , \port$751$0 , \port$753$0 , \port$755$0 , \port$757$0 , \port$759$0 , \port$761$0 , \port$763$0 , \port$765$0 , \port$767$0 , \port$769$0 , \port$771$0 , \port$773$0 , \port$775$0 , \port$777$0 , \port$779$0 , \port$781$0 , \port$783$0 
-, \port$785$0 , requests__7__valid, \port$788$0 , \port$790$0 , \port$792$0 , \port$794$0 , \port$796$0 , \port$798$0 , \port$800$0 , \port$802$0 , \port$804$0 , \port$806$0 , \port$808$0 , \port$810$0 , \port$812$0 , \port$814$0 , \port$816$0 , \port$818$0 , \port$820$0 , \port$822$0 , \port$824$0 
-, \port$826$0 , \port$828$0 , \port$830$0 , \port$832$0 , \port$834$0 , \port$836$0 , \port$838$0 , requests__8__valid, \port$841$0 , \port$843$0 , \port$845$0 , \port$847$0 , \port$849$0 , \port$851$0 , \port$853$0 , \port$855$0 , \port$857$0 , \port$859$0 , \port$861$0 , \port$863$0 , \port$865$0 
-, \port$867$0 , \port$869$0 , \port$871$0 , \port$873$0 , \port$875$0 , \port$877$0 , \port$879$0 , \port$881$0 , \port$883$0 , \port$885$0 , \port$887$0 , \port$889$0 , \port$891$0 , requests__9__valid, \port$894$0 , \port$896$0 , \port$898$0 , \port$900$0 , \port$902$0 , \port$904$0 , \port$906$0 
-, \port$908$0 , \port$910$0 , \port$912$0 , \port$914$0 , \port$916$0 , \port$918$0 , \port$920$0 , \port$922$0 , \port$924$0 , \port$926$0 , \port$928$0 , \port$930$0 , \port$932$0 , \port$934$0 , \port$936$0 , \port$938$0 , \port$940$0 , \port$942$0 , \port$944$0 , requests__10__valid, \port$947$0 
-, \port$949$0 , \port$951$0 , \port$953$0 , \port$955$0 , \port$957$0 , \port$959$0 , \port$961$0 , \port$963$0 , \port$965$0 , \port$967$0 , \port$969$0 , \port$971$0 , \port$973$0 , \port$975$0 , \port$977$0 , \port$979$0 , \port$981$0 , \port$983$0 , \port$985$0 , \port$987$0 , \port$989$0 
-, \port$991$0 , \port$993$0 , \port$995$0 , \port$997$0 , requests__11__valid, \port$1000$0 , \port$1002$0 , \port$1004$0 , \port$1006$0 , \port$1008$0 , \port$1010$0 , \port$1012$0 , \port$1014$0 , \port$1016$0 , \port$1018$0 , \port$1020$0 , \port$1022$0 , \port$1024$0 , \port$1026$0 , \port$1028$0 , \port$1030$0 
-, \port$1032$0 , \port$1034$0 , \port$1036$0 , \port$1038$0 , \port$1040$0 , \port$1042$0 , \port$1044$0 , \port$1046$0 , \port$1048$0 , \port$1050$0 , requests__12__valid, \port$1053$0 , \port$1055$0 , \port$1057$0 , \port$1059$0 , \port$1061$0 , \port$1063$0 , \port$1065$0 , \port$1067$0 , \port$1069$0 , \port$1071$0 
-, \port$1073$0 , \port$1075$0 , \port$1077$0 , \port$1079$0 , \port$1081$0 , \port$1083$0 , \port$1085$0 , \port$1087$0 , \port$1089$0 , \port$1091$0 , \port$1093$0 , \port$1095$0 , \port$1097$0 , \port$1099$0 , \port$1101$0 , \port$1103$0 , requests__13__valid, \port$1106$0 , \port$1108$0 , \port$1110$0 , \port$1112$0 
-, \port$1114$0 , \port$1116$0 , \port$1118$0 , \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 
-, \port$1156$0 , requests__14__valid, \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1195$0 
-, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , requests__15__valid, \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 
-, \port$1238$0 , \port$1240$0 , \port$1242$0 , \port$1244$0 , \port$1246$0 , \port$1248$0 , \port$1250$0 , \port$1252$0 , \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
+module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$410$0 , \port$412$0 , \port$414$0 , \port$416$0 , \port$418$0 , \port$420$0 , \port$422$0 , \port$424$0 , \port$426$0 , \port$428$0 , \port$430$0 , \port$432$0 , \port$434$0 , \port$436$0 , \port$438$0 , \port$440$0 , \port$442$0 , \port$444$0 , \port$446$0 
+, \port$448$0 , \port$450$0 , \port$452$0 , \port$454$0 , \port$456$0 , \port$458$0 , \port$460$0 , requests__1__valid, \port$463$0 , \port$465$0 , \port$467$0 , \port$469$0 , \port$471$0 , \port$473$0 , \port$475$0 , \port$477$0 , \port$479$0 , \port$481$0 , \port$483$0 , \port$485$0 , \port$487$0 
+, \port$489$0 , \port$491$0 , \port$493$0 , \port$495$0 , \port$497$0 , \port$499$0 , \port$501$0 , \port$503$0 , \port$505$0 , \port$507$0 , \port$509$0 , \port$511$0 , \port$513$0 , requests__2__valid, \port$516$0 , \port$518$0 , \port$520$0 , \port$522$0 , \port$524$0 , \port$526$0 , \port$528$0 
+, \port$530$0 , \port$532$0 , \port$534$0 , \port$536$0 , \port$538$0 , \port$540$0 , \port$542$0 , \port$544$0 , \port$546$0 , \port$548$0 , \port$550$0 , \port$552$0 , \port$554$0 , \port$556$0 , \port$558$0 , \port$560$0 , \port$562$0 , \port$564$0 , \port$566$0 , requests__3__valid, \port$569$0 
+, \port$571$0 , \port$573$0 , \port$575$0 , \port$577$0 , \port$579$0 , \port$581$0 , \port$583$0 , \port$585$0 , \port$587$0 , \port$589$0 , \port$591$0 , \port$593$0 , \port$595$0 , \port$597$0 , \port$599$0 , \port$601$0 , \port$603$0 , \port$605$0 , \port$607$0 , \port$609$0 , \port$611$0 
+, \port$613$0 , \port$615$0 , \port$617$0 , \port$619$0 , requests__4__valid, \port$622$0 , \port$624$0 , \port$626$0 , \port$628$0 , \port$630$0 , \port$632$0 , \port$634$0 , \port$636$0 , \port$638$0 , \port$640$0 , \port$642$0 , \port$644$0 , \port$646$0 , \port$648$0 , \port$650$0 , \port$652$0 
+, \port$654$0 , \port$656$0 , \port$658$0 , \port$660$0 , \port$662$0 , \port$664$0 , \port$666$0 , \port$668$0 , \port$670$0 , \port$672$0 , requests__5__valid, \port$675$0 , \port$677$0 , \port$679$0 , \port$681$0 , \port$683$0 , \port$685$0 , \port$687$0 , \port$689$0 , \port$691$0 , \port$693$0 
+, \port$695$0 , \port$697$0 , \port$699$0 , \port$701$0 , \port$703$0 , \port$705$0 , \port$707$0 , \port$709$0 , \port$711$0 , \port$713$0 , \port$715$0 , \port$717$0 , \port$719$0 , \port$721$0 , \port$723$0 , \port$725$0 , requests__6__valid, \port$728$0 , \port$730$0 , \port$732$0 , \port$734$0 
+, \port$736$0 , \port$738$0 , \port$740$0 , \port$742$0 , \port$744$0 , \port$746$0 , \port$748$0 , \port$750$0 , \port$752$0 , \port$754$0 , \port$756$0 , \port$758$0 , \port$760$0 , \port$762$0 , \port$764$0 , \port$766$0 , \port$768$0 , \port$770$0 , \port$772$0 , \port$774$0 , \port$776$0 
+, \port$778$0 , requests__7__valid, \port$781$0 , \port$783$0 , \port$785$0 , \port$787$0 , \port$789$0 , \port$791$0 , \port$793$0 , \port$795$0 , \port$797$0 , \port$799$0 , \port$801$0 , \port$803$0 , \port$805$0 , \port$807$0 , \port$809$0 , \port$811$0 , \port$813$0 , \port$815$0 , \port$817$0 
+, \port$819$0 , \port$821$0 , \port$823$0 , \port$825$0 , \port$827$0 , \port$829$0 , \port$831$0 , requests__8__valid, \port$834$0 , \port$836$0 , \port$838$0 , \port$840$0 , \port$842$0 , \port$844$0 , \port$846$0 , \port$848$0 , \port$850$0 , \port$852$0 , \port$854$0 , \port$856$0 , \port$858$0 
+, \port$860$0 , \port$862$0 , \port$864$0 , \port$866$0 , \port$868$0 , \port$870$0 , \port$872$0 , \port$874$0 , \port$876$0 , \port$878$0 , \port$880$0 , \port$882$0 , \port$884$0 , requests__9__valid, \port$887$0 , \port$889$0 , \port$891$0 , \port$893$0 , \port$895$0 , \port$897$0 , \port$899$0 
+, \port$901$0 , \port$903$0 , \port$905$0 , \port$907$0 , \port$909$0 , \port$911$0 , \port$913$0 , \port$915$0 , \port$917$0 , \port$919$0 , \port$921$0 , \port$923$0 , \port$925$0 , \port$927$0 , \port$929$0 , \port$931$0 , \port$933$0 , \port$935$0 , \port$937$0 , requests__10__valid, \port$940$0 
+, \port$942$0 , \port$944$0 , \port$946$0 , \port$948$0 , \port$950$0 , \port$952$0 , \port$954$0 , \port$956$0 , \port$958$0 , \port$960$0 , \port$962$0 , \port$964$0 , \port$966$0 , \port$968$0 , \port$970$0 , \port$972$0 , \port$974$0 , \port$976$0 , \port$978$0 , \port$980$0 , \port$982$0 
+, \port$984$0 , \port$986$0 , \port$988$0 , \port$990$0 , requests__11__valid, \port$993$0 , \port$995$0 , \port$997$0 , \port$999$0 , \port$1001$0 , \port$1003$0 , \port$1005$0 , \port$1007$0 , \port$1009$0 , \port$1011$0 , \port$1013$0 , \port$1015$0 , \port$1017$0 , \port$1019$0 , \port$1021$0 , \port$1023$0 
+, \port$1025$0 , \port$1027$0 , \port$1029$0 , \port$1031$0 , \port$1033$0 , \port$1035$0 , \port$1037$0 , \port$1039$0 , \port$1041$0 , \port$1043$0 , requests__12__valid, \port$1046$0 , \port$1048$0 , \port$1050$0 , \port$1052$0 , \port$1054$0 , \port$1056$0 , \port$1058$0 , \port$1060$0 , \port$1062$0 , \port$1064$0 
+, \port$1066$0 , \port$1068$0 , \port$1070$0 , \port$1072$0 , \port$1074$0 , \port$1076$0 , \port$1078$0 , \port$1080$0 , \port$1082$0 , \port$1084$0 , \port$1086$0 , \port$1088$0 , \port$1090$0 , \port$1092$0 , \port$1094$0 , \port$1096$0 , requests__13__valid, \port$1099$0 , \port$1101$0 , \port$1103$0 , \port$1105$0 
+, \port$1107$0 , \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 
+, \port$1149$0 , requests__14__valid, \port$1152$0 , \port$1154$0 , \port$1156$0 , \port$1158$0 , \port$1160$0 , \port$1162$0 , \port$1164$0 , \port$1166$0 , \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1188$0 
+, \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 , \port$1200$0 , \port$1202$0 , requests__15__valid, \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 
+, \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
 , requests__1__ready, requests__2__ready, requests__3__ready, requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   wire \$100 ;
@@ -38678,838 +38939,838 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
   input clk;
   wire clk;
   reg [2:0] count = 3'h0;
-  output \port$1000$0 ;
-  wire \port$1000$0 ;
-  output \port$1002$0 ;
-  wire \port$1002$0 ;
-  output \port$1004$0 ;
-  wire \port$1004$0 ;
-  output \port$1006$0 ;
-  wire \port$1006$0 ;
-  output \port$1008$0 ;
-  wire \port$1008$0 ;
-  output \port$1010$0 ;
-  wire \port$1010$0 ;
-  output \port$1012$0 ;
-  wire \port$1012$0 ;
-  output \port$1014$0 ;
-  wire \port$1014$0 ;
-  output \port$1016$0 ;
-  wire \port$1016$0 ;
-  output \port$1018$0 ;
-  wire \port$1018$0 ;
-  output \port$1020$0 ;
-  wire \port$1020$0 ;
-  output \port$1022$0 ;
-  wire \port$1022$0 ;
-  output \port$1024$0 ;
-  wire \port$1024$0 ;
-  output \port$1026$0 ;
-  wire \port$1026$0 ;
-  output \port$1028$0 ;
-  wire \port$1028$0 ;
-  output \port$1030$0 ;
-  wire \port$1030$0 ;
-  output \port$1032$0 ;
-  wire \port$1032$0 ;
-  output \port$1034$0 ;
-  wire \port$1034$0 ;
-  output \port$1036$0 ;
-  wire \port$1036$0 ;
-  output \port$1038$0 ;
-  wire \port$1038$0 ;
-  output \port$1040$0 ;
-  wire \port$1040$0 ;
-  output \port$1042$0 ;
-  wire \port$1042$0 ;
-  output \port$1044$0 ;
-  wire \port$1044$0 ;
+  output \port$1001$0 ;
+  wire \port$1001$0 ;
+  output \port$1003$0 ;
+  wire \port$1003$0 ;
+  output \port$1005$0 ;
+  wire \port$1005$0 ;
+  output \port$1007$0 ;
+  wire \port$1007$0 ;
+  output \port$1009$0 ;
+  wire \port$1009$0 ;
+  output \port$1011$0 ;
+  wire \port$1011$0 ;
+  output \port$1013$0 ;
+  wire \port$1013$0 ;
+  output \port$1015$0 ;
+  wire \port$1015$0 ;
+  output \port$1017$0 ;
+  wire \port$1017$0 ;
+  output \port$1019$0 ;
+  wire \port$1019$0 ;
+  output \port$1021$0 ;
+  wire \port$1021$0 ;
+  output \port$1023$0 ;
+  wire \port$1023$0 ;
+  output \port$1025$0 ;
+  wire \port$1025$0 ;
+  output \port$1027$0 ;
+  wire \port$1027$0 ;
+  output \port$1029$0 ;
+  wire \port$1029$0 ;
+  output \port$1031$0 ;
+  wire \port$1031$0 ;
+  output \port$1033$0 ;
+  wire \port$1033$0 ;
+  output \port$1035$0 ;
+  wire \port$1035$0 ;
+  output \port$1037$0 ;
+  wire \port$1037$0 ;
+  output \port$1039$0 ;
+  wire \port$1039$0 ;
+  output \port$1041$0 ;
+  wire \port$1041$0 ;
+  output \port$1043$0 ;
+  wire \port$1043$0 ;
   output \port$1046$0 ;
   wire \port$1046$0 ;
   output \port$1048$0 ;
   wire \port$1048$0 ;
   output \port$1050$0 ;
   wire \port$1050$0 ;
-  output \port$1053$0 ;
-  wire \port$1053$0 ;
-  output \port$1055$0 ;
-  wire \port$1055$0 ;
-  output \port$1057$0 ;
-  wire \port$1057$0 ;
-  output \port$1059$0 ;
-  wire \port$1059$0 ;
-  output \port$1061$0 ;
-  wire \port$1061$0 ;
-  output \port$1063$0 ;
-  wire \port$1063$0 ;
-  output \port$1065$0 ;
-  wire \port$1065$0 ;
-  output \port$1067$0 ;
-  wire \port$1067$0 ;
-  output \port$1069$0 ;
-  wire \port$1069$0 ;
-  output \port$1071$0 ;
-  wire \port$1071$0 ;
-  output \port$1073$0 ;
-  wire \port$1073$0 ;
-  output \port$1075$0 ;
-  wire \port$1075$0 ;
-  output \port$1077$0 ;
-  wire \port$1077$0 ;
-  output \port$1079$0 ;
-  wire \port$1079$0 ;
-  output \port$1081$0 ;
-  wire \port$1081$0 ;
-  output \port$1083$0 ;
-  wire \port$1083$0 ;
-  output \port$1085$0 ;
-  wire \port$1085$0 ;
-  output \port$1087$0 ;
-  wire \port$1087$0 ;
-  output \port$1089$0 ;
-  wire \port$1089$0 ;
-  output \port$1091$0 ;
-  wire \port$1091$0 ;
-  output \port$1093$0 ;
-  wire \port$1093$0 ;
-  output \port$1095$0 ;
-  wire \port$1095$0 ;
-  output \port$1097$0 ;
-  wire \port$1097$0 ;
+  output \port$1052$0 ;
+  wire \port$1052$0 ;
+  output \port$1054$0 ;
+  wire \port$1054$0 ;
+  output \port$1056$0 ;
+  wire \port$1056$0 ;
+  output \port$1058$0 ;
+  wire \port$1058$0 ;
+  output \port$1060$0 ;
+  wire \port$1060$0 ;
+  output \port$1062$0 ;
+  wire \port$1062$0 ;
+  output \port$1064$0 ;
+  wire \port$1064$0 ;
+  output \port$1066$0 ;
+  wire \port$1066$0 ;
+  output \port$1068$0 ;
+  wire \port$1068$0 ;
+  output \port$1070$0 ;
+  wire \port$1070$0 ;
+  output \port$1072$0 ;
+  wire \port$1072$0 ;
+  output \port$1074$0 ;
+  wire \port$1074$0 ;
+  output \port$1076$0 ;
+  wire \port$1076$0 ;
+  output \port$1078$0 ;
+  wire \port$1078$0 ;
+  output \port$1080$0 ;
+  wire \port$1080$0 ;
+  output \port$1082$0 ;
+  wire \port$1082$0 ;
+  output \port$1084$0 ;
+  wire \port$1084$0 ;
+  output \port$1086$0 ;
+  wire \port$1086$0 ;
+  output \port$1088$0 ;
+  wire \port$1088$0 ;
+  output \port$1090$0 ;
+  wire \port$1090$0 ;
+  output \port$1092$0 ;
+  wire \port$1092$0 ;
+  output \port$1094$0 ;
+  wire \port$1094$0 ;
+  output \port$1096$0 ;
+  wire \port$1096$0 ;
   output \port$1099$0 ;
   wire \port$1099$0 ;
   output \port$1101$0 ;
   wire \port$1101$0 ;
   output \port$1103$0 ;
   wire \port$1103$0 ;
-  output \port$1106$0 ;
-  wire \port$1106$0 ;
-  output \port$1108$0 ;
-  wire \port$1108$0 ;
-  output \port$1110$0 ;
-  wire \port$1110$0 ;
-  output \port$1112$0 ;
-  wire \port$1112$0 ;
-  output \port$1114$0 ;
-  wire \port$1114$0 ;
-  output \port$1116$0 ;
-  wire \port$1116$0 ;
-  output \port$1118$0 ;
-  wire \port$1118$0 ;
-  output \port$1120$0 ;
-  wire \port$1120$0 ;
-  output \port$1122$0 ;
-  wire \port$1122$0 ;
-  output \port$1124$0 ;
-  wire \port$1124$0 ;
-  output \port$1126$0 ;
-  wire \port$1126$0 ;
-  output \port$1128$0 ;
-  wire \port$1128$0 ;
-  output \port$1130$0 ;
-  wire \port$1130$0 ;
-  output \port$1132$0 ;
-  wire \port$1132$0 ;
-  output \port$1134$0 ;
-  wire \port$1134$0 ;
-  output \port$1136$0 ;
-  wire \port$1136$0 ;
-  output \port$1138$0 ;
-  wire \port$1138$0 ;
-  output \port$1140$0 ;
-  wire \port$1140$0 ;
-  output \port$1142$0 ;
-  wire \port$1142$0 ;
-  output \port$1144$0 ;
-  wire \port$1144$0 ;
-  output \port$1146$0 ;
-  wire \port$1146$0 ;
-  output \port$1148$0 ;
-  wire \port$1148$0 ;
-  output \port$1150$0 ;
-  wire \port$1150$0 ;
+  output \port$1105$0 ;
+  wire \port$1105$0 ;
+  output \port$1107$0 ;
+  wire \port$1107$0 ;
+  output \port$1109$0 ;
+  wire \port$1109$0 ;
+  output \port$1111$0 ;
+  wire \port$1111$0 ;
+  output \port$1113$0 ;
+  wire \port$1113$0 ;
+  output \port$1115$0 ;
+  wire \port$1115$0 ;
+  output \port$1117$0 ;
+  wire \port$1117$0 ;
+  output \port$1119$0 ;
+  wire \port$1119$0 ;
+  output \port$1121$0 ;
+  wire \port$1121$0 ;
+  output \port$1123$0 ;
+  wire \port$1123$0 ;
+  output \port$1125$0 ;
+  wire \port$1125$0 ;
+  output \port$1127$0 ;
+  wire \port$1127$0 ;
+  output \port$1129$0 ;
+  wire \port$1129$0 ;
+  output \port$1131$0 ;
+  wire \port$1131$0 ;
+  output \port$1133$0 ;
+  wire \port$1133$0 ;
+  output \port$1135$0 ;
+  wire \port$1135$0 ;
+  output \port$1137$0 ;
+  wire \port$1137$0 ;
+  output \port$1139$0 ;
+  wire \port$1139$0 ;
+  output \port$1141$0 ;
+  wire \port$1141$0 ;
+  output \port$1143$0 ;
+  wire \port$1143$0 ;
+  output \port$1145$0 ;
+  wire \port$1145$0 ;
+  output \port$1147$0 ;
+  wire \port$1147$0 ;
+  output \port$1149$0 ;
+  wire \port$1149$0 ;
   output \port$1152$0 ;
   wire \port$1152$0 ;
   output \port$1154$0 ;
   wire \port$1154$0 ;
   output \port$1156$0 ;
   wire \port$1156$0 ;
-  output \port$1159$0 ;
-  wire \port$1159$0 ;
-  output \port$1161$0 ;
-  wire \port$1161$0 ;
-  output \port$1163$0 ;
-  wire \port$1163$0 ;
-  output \port$1165$0 ;
-  wire \port$1165$0 ;
-  output \port$1167$0 ;
-  wire \port$1167$0 ;
-  output \port$1169$0 ;
-  wire \port$1169$0 ;
-  output \port$1171$0 ;
-  wire \port$1171$0 ;
-  output \port$1173$0 ;
-  wire \port$1173$0 ;
-  output \port$1175$0 ;
-  wire \port$1175$0 ;
-  output \port$1177$0 ;
-  wire \port$1177$0 ;
-  output \port$1179$0 ;
-  wire \port$1179$0 ;
-  output \port$1181$0 ;
-  wire \port$1181$0 ;
-  output \port$1183$0 ;
-  wire \port$1183$0 ;
-  output \port$1185$0 ;
-  wire \port$1185$0 ;
-  output \port$1187$0 ;
-  wire \port$1187$0 ;
-  output \port$1189$0 ;
-  wire \port$1189$0 ;
-  output \port$1191$0 ;
-  wire \port$1191$0 ;
-  output \port$1193$0 ;
-  wire \port$1193$0 ;
-  output \port$1195$0 ;
-  wire \port$1195$0 ;
-  output \port$1197$0 ;
-  wire \port$1197$0 ;
-  output \port$1199$0 ;
-  wire \port$1199$0 ;
-  output \port$1201$0 ;
-  wire \port$1201$0 ;
-  output \port$1203$0 ;
-  wire \port$1203$0 ;
+  output \port$1158$0 ;
+  wire \port$1158$0 ;
+  output \port$1160$0 ;
+  wire \port$1160$0 ;
+  output \port$1162$0 ;
+  wire \port$1162$0 ;
+  output \port$1164$0 ;
+  wire \port$1164$0 ;
+  output \port$1166$0 ;
+  wire \port$1166$0 ;
+  output \port$1168$0 ;
+  wire \port$1168$0 ;
+  output \port$1170$0 ;
+  wire \port$1170$0 ;
+  output \port$1172$0 ;
+  wire \port$1172$0 ;
+  output \port$1174$0 ;
+  wire \port$1174$0 ;
+  output \port$1176$0 ;
+  wire \port$1176$0 ;
+  output \port$1178$0 ;
+  wire \port$1178$0 ;
+  output \port$1180$0 ;
+  wire \port$1180$0 ;
+  output \port$1182$0 ;
+  wire \port$1182$0 ;
+  output \port$1184$0 ;
+  wire \port$1184$0 ;
+  output \port$1186$0 ;
+  wire \port$1186$0 ;
+  output \port$1188$0 ;
+  wire \port$1188$0 ;
+  output \port$1190$0 ;
+  wire \port$1190$0 ;
+  output \port$1192$0 ;
+  wire \port$1192$0 ;
+  output \port$1194$0 ;
+  wire \port$1194$0 ;
+  output \port$1196$0 ;
+  wire \port$1196$0 ;
+  output \port$1198$0 ;
+  wire \port$1198$0 ;
+  output \port$1200$0 ;
+  wire \port$1200$0 ;
+  output \port$1202$0 ;
+  wire \port$1202$0 ;
   output \port$1205$0 ;
   wire \port$1205$0 ;
   output \port$1207$0 ;
   wire \port$1207$0 ;
   output \port$1209$0 ;
   wire \port$1209$0 ;
-  output \port$1212$0 ;
-  wire \port$1212$0 ;
-  output \port$1214$0 ;
-  wire \port$1214$0 ;
-  output \port$1216$0 ;
-  wire \port$1216$0 ;
-  output \port$1218$0 ;
-  wire \port$1218$0 ;
-  output \port$1220$0 ;
-  wire \port$1220$0 ;
-  output \port$1222$0 ;
-  wire \port$1222$0 ;
-  output \port$1224$0 ;
-  wire \port$1224$0 ;
-  output \port$1226$0 ;
-  wire \port$1226$0 ;
-  output \port$1228$0 ;
-  wire \port$1228$0 ;
-  output \port$1230$0 ;
-  wire \port$1230$0 ;
-  output \port$1232$0 ;
-  wire \port$1232$0 ;
-  output \port$1234$0 ;
-  wire \port$1234$0 ;
-  output \port$1236$0 ;
-  wire \port$1236$0 ;
-  output \port$1238$0 ;
-  wire \port$1238$0 ;
-  output \port$1240$0 ;
-  wire \port$1240$0 ;
-  output \port$1242$0 ;
-  wire \port$1242$0 ;
-  output \port$1244$0 ;
-  wire \port$1244$0 ;
-  output \port$1246$0 ;
-  wire \port$1246$0 ;
-  output \port$1248$0 ;
-  wire \port$1248$0 ;
-  output \port$1250$0 ;
-  wire \port$1250$0 ;
-  output \port$1252$0 ;
-  wire \port$1252$0 ;
-  output \port$1254$0 ;
-  wire \port$1254$0 ;
-  output \port$1256$0 ;
-  wire \port$1256$0 ;
-  output \port$1258$0 ;
-  wire \port$1258$0 ;
-  output \port$1260$0 ;
-  wire \port$1260$0 ;
-  output \port$1262$0 ;
-  wire \port$1262$0 ;
-  output \port$417$0 ;
-  wire \port$417$0 ;
-  output \port$419$0 ;
-  wire \port$419$0 ;
-  output \port$421$0 ;
-  wire \port$421$0 ;
-  output \port$423$0 ;
-  wire \port$423$0 ;
-  output \port$425$0 ;
-  wire \port$425$0 ;
-  output \port$427$0 ;
-  wire \port$427$0 ;
-  output \port$429$0 ;
-  wire \port$429$0 ;
-  output \port$431$0 ;
-  wire \port$431$0 ;
-  output \port$433$0 ;
-  wire \port$433$0 ;
-  output \port$435$0 ;
-  wire \port$435$0 ;
-  output \port$437$0 ;
-  wire \port$437$0 ;
-  output \port$439$0 ;
-  wire \port$439$0 ;
-  output \port$441$0 ;
-  wire \port$441$0 ;
-  output \port$443$0 ;
-  wire \port$443$0 ;
-  output \port$445$0 ;
-  wire \port$445$0 ;
-  output \port$447$0 ;
-  wire \port$447$0 ;
-  output \port$449$0 ;
-  wire \port$449$0 ;
-  output \port$451$0 ;
-  wire \port$451$0 ;
-  output \port$453$0 ;
-  wire \port$453$0 ;
-  output \port$455$0 ;
-  wire \port$455$0 ;
-  output \port$457$0 ;
-  wire \port$457$0 ;
-  output \port$459$0 ;
-  wire \port$459$0 ;
-  output \port$461$0 ;
-  wire \port$461$0 ;
+  output \port$1211$0 ;
+  wire \port$1211$0 ;
+  output \port$1213$0 ;
+  wire \port$1213$0 ;
+  output \port$1215$0 ;
+  wire \port$1215$0 ;
+  output \port$1217$0 ;
+  wire \port$1217$0 ;
+  output \port$1219$0 ;
+  wire \port$1219$0 ;
+  output \port$1221$0 ;
+  wire \port$1221$0 ;
+  output \port$1223$0 ;
+  wire \port$1223$0 ;
+  output \port$1225$0 ;
+  wire \port$1225$0 ;
+  output \port$1227$0 ;
+  wire \port$1227$0 ;
+  output \port$1229$0 ;
+  wire \port$1229$0 ;
+  output \port$1231$0 ;
+  wire \port$1231$0 ;
+  output \port$1233$0 ;
+  wire \port$1233$0 ;
+  output \port$1235$0 ;
+  wire \port$1235$0 ;
+  output \port$1237$0 ;
+  wire \port$1237$0 ;
+  output \port$1239$0 ;
+  wire \port$1239$0 ;
+  output \port$1241$0 ;
+  wire \port$1241$0 ;
+  output \port$1243$0 ;
+  wire \port$1243$0 ;
+  output \port$1245$0 ;
+  wire \port$1245$0 ;
+  output \port$1247$0 ;
+  wire \port$1247$0 ;
+  output \port$1249$0 ;
+  wire \port$1249$0 ;
+  output \port$1251$0 ;
+  wire \port$1251$0 ;
+  output \port$1253$0 ;
+  wire \port$1253$0 ;
+  output \port$1255$0 ;
+  wire \port$1255$0 ;
+  output \port$410$0 ;
+  wire \port$410$0 ;
+  output \port$412$0 ;
+  wire \port$412$0 ;
+  output \port$414$0 ;
+  wire \port$414$0 ;
+  output \port$416$0 ;
+  wire \port$416$0 ;
+  output \port$418$0 ;
+  wire \port$418$0 ;
+  output \port$420$0 ;
+  wire \port$420$0 ;
+  output \port$422$0 ;
+  wire \port$422$0 ;
+  output \port$424$0 ;
+  wire \port$424$0 ;
+  output \port$426$0 ;
+  wire \port$426$0 ;
+  output \port$428$0 ;
+  wire \port$428$0 ;
+  output \port$430$0 ;
+  wire \port$430$0 ;
+  output \port$432$0 ;
+  wire \port$432$0 ;
+  output \port$434$0 ;
+  wire \port$434$0 ;
+  output \port$436$0 ;
+  wire \port$436$0 ;
+  output \port$438$0 ;
+  wire \port$438$0 ;
+  output \port$440$0 ;
+  wire \port$440$0 ;
+  output \port$442$0 ;
+  wire \port$442$0 ;
+  output \port$444$0 ;
+  wire \port$444$0 ;
+  output \port$446$0 ;
+  wire \port$446$0 ;
+  output \port$448$0 ;
+  wire \port$448$0 ;
+  output \port$450$0 ;
+  wire \port$450$0 ;
+  output \port$452$0 ;
+  wire \port$452$0 ;
+  output \port$454$0 ;
+  wire \port$454$0 ;
+  output \port$456$0 ;
+  wire \port$456$0 ;
+  output \port$458$0 ;
+  wire \port$458$0 ;
+  output \port$460$0 ;
+  wire \port$460$0 ;
   output \port$463$0 ;
   wire \port$463$0 ;
   output \port$465$0 ;
   wire \port$465$0 ;
   output \port$467$0 ;
   wire \port$467$0 ;
-  output \port$470$0 ;
-  wire \port$470$0 ;
-  output \port$472$0 ;
-  wire \port$472$0 ;
-  output \port$474$0 ;
-  wire \port$474$0 ;
-  output \port$476$0 ;
-  wire \port$476$0 ;
-  output \port$478$0 ;
-  wire \port$478$0 ;
-  output \port$480$0 ;
-  wire \port$480$0 ;
-  output \port$482$0 ;
-  wire \port$482$0 ;
-  output \port$484$0 ;
-  wire \port$484$0 ;
-  output \port$486$0 ;
-  wire \port$486$0 ;
-  output \port$488$0 ;
-  wire \port$488$0 ;
-  output \port$490$0 ;
-  wire \port$490$0 ;
-  output \port$492$0 ;
-  wire \port$492$0 ;
-  output \port$494$0 ;
-  wire \port$494$0 ;
-  output \port$496$0 ;
-  wire \port$496$0 ;
-  output \port$498$0 ;
-  wire \port$498$0 ;
-  output \port$500$0 ;
-  wire \port$500$0 ;
-  output \port$502$0 ;
-  wire \port$502$0 ;
-  output \port$504$0 ;
-  wire \port$504$0 ;
-  output \port$506$0 ;
-  wire \port$506$0 ;
-  output \port$508$0 ;
-  wire \port$508$0 ;
-  output \port$510$0 ;
-  wire \port$510$0 ;
-  output \port$512$0 ;
-  wire \port$512$0 ;
-  output \port$514$0 ;
-  wire \port$514$0 ;
+  output \port$469$0 ;
+  wire \port$469$0 ;
+  output \port$471$0 ;
+  wire \port$471$0 ;
+  output \port$473$0 ;
+  wire \port$473$0 ;
+  output \port$475$0 ;
+  wire \port$475$0 ;
+  output \port$477$0 ;
+  wire \port$477$0 ;
+  output \port$479$0 ;
+  wire \port$479$0 ;
+  output \port$481$0 ;
+  wire \port$481$0 ;
+  output \port$483$0 ;
+  wire \port$483$0 ;
+  output \port$485$0 ;
+  wire \port$485$0 ;
+  output \port$487$0 ;
+  wire \port$487$0 ;
+  output \port$489$0 ;
+  wire \port$489$0 ;
+  output \port$491$0 ;
+  wire \port$491$0 ;
+  output \port$493$0 ;
+  wire \port$493$0 ;
+  output \port$495$0 ;
+  wire \port$495$0 ;
+  output \port$497$0 ;
+  wire \port$497$0 ;
+  output \port$499$0 ;
+  wire \port$499$0 ;
+  output \port$501$0 ;
+  wire \port$501$0 ;
+  output \port$503$0 ;
+  wire \port$503$0 ;
+  output \port$505$0 ;
+  wire \port$505$0 ;
+  output \port$507$0 ;
+  wire \port$507$0 ;
+  output \port$509$0 ;
+  wire \port$509$0 ;
+  output \port$511$0 ;
+  wire \port$511$0 ;
+  output \port$513$0 ;
+  wire \port$513$0 ;
   output \port$516$0 ;
   wire \port$516$0 ;
   output \port$518$0 ;
   wire \port$518$0 ;
   output \port$520$0 ;
   wire \port$520$0 ;
-  output \port$523$0 ;
-  wire \port$523$0 ;
-  output \port$525$0 ;
-  wire \port$525$0 ;
-  output \port$527$0 ;
-  wire \port$527$0 ;
-  output \port$529$0 ;
-  wire \port$529$0 ;
-  output \port$531$0 ;
-  wire \port$531$0 ;
-  output \port$533$0 ;
-  wire \port$533$0 ;
-  output \port$535$0 ;
-  wire \port$535$0 ;
-  output \port$537$0 ;
-  wire \port$537$0 ;
-  output \port$539$0 ;
-  wire \port$539$0 ;
-  output \port$541$0 ;
-  wire \port$541$0 ;
-  output \port$543$0 ;
-  wire \port$543$0 ;
-  output \port$545$0 ;
-  wire \port$545$0 ;
-  output \port$547$0 ;
-  wire \port$547$0 ;
-  output \port$549$0 ;
-  wire \port$549$0 ;
-  output \port$551$0 ;
-  wire \port$551$0 ;
-  output \port$553$0 ;
-  wire \port$553$0 ;
-  output \port$555$0 ;
-  wire \port$555$0 ;
-  output \port$557$0 ;
-  wire \port$557$0 ;
-  output \port$559$0 ;
-  wire \port$559$0 ;
-  output \port$561$0 ;
-  wire \port$561$0 ;
-  output \port$563$0 ;
-  wire \port$563$0 ;
-  output \port$565$0 ;
-  wire \port$565$0 ;
-  output \port$567$0 ;
-  wire \port$567$0 ;
+  output \port$522$0 ;
+  wire \port$522$0 ;
+  output \port$524$0 ;
+  wire \port$524$0 ;
+  output \port$526$0 ;
+  wire \port$526$0 ;
+  output \port$528$0 ;
+  wire \port$528$0 ;
+  output \port$530$0 ;
+  wire \port$530$0 ;
+  output \port$532$0 ;
+  wire \port$532$0 ;
+  output \port$534$0 ;
+  wire \port$534$0 ;
+  output \port$536$0 ;
+  wire \port$536$0 ;
+  output \port$538$0 ;
+  wire \port$538$0 ;
+  output \port$540$0 ;
+  wire \port$540$0 ;
+  output \port$542$0 ;
+  wire \port$542$0 ;
+  output \port$544$0 ;
+  wire \port$544$0 ;
+  output \port$546$0 ;
+  wire \port$546$0 ;
+  output \port$548$0 ;
+  wire \port$548$0 ;
+  output \port$550$0 ;
+  wire \port$550$0 ;
+  output \port$552$0 ;
+  wire \port$552$0 ;
+  output \port$554$0 ;
+  wire \port$554$0 ;
+  output \port$556$0 ;
+  wire \port$556$0 ;
+  output \port$558$0 ;
+  wire \port$558$0 ;
+  output \port$560$0 ;
+  wire \port$560$0 ;
+  output \port$562$0 ;
+  wire \port$562$0 ;
+  output \port$564$0 ;
+  wire \port$564$0 ;
+  output \port$566$0 ;
+  wire \port$566$0 ;
   output \port$569$0 ;
   wire \port$569$0 ;
   output \port$571$0 ;
   wire \port$571$0 ;
   output \port$573$0 ;
   wire \port$573$0 ;
-  output \port$576$0 ;
-  wire \port$576$0 ;
-  output \port$578$0 ;
-  wire \port$578$0 ;
-  output \port$580$0 ;
-  wire \port$580$0 ;
-  output \port$582$0 ;
-  wire \port$582$0 ;
-  output \port$584$0 ;
-  wire \port$584$0 ;
-  output \port$586$0 ;
-  wire \port$586$0 ;
-  output \port$588$0 ;
-  wire \port$588$0 ;
-  output \port$590$0 ;
-  wire \port$590$0 ;
-  output \port$592$0 ;
-  wire \port$592$0 ;
-  output \port$594$0 ;
-  wire \port$594$0 ;
-  output \port$596$0 ;
-  wire \port$596$0 ;
-  output \port$598$0 ;
-  wire \port$598$0 ;
-  output \port$600$0 ;
-  wire \port$600$0 ;
-  output \port$602$0 ;
-  wire \port$602$0 ;
-  output \port$604$0 ;
-  wire \port$604$0 ;
-  output \port$606$0 ;
-  wire \port$606$0 ;
-  output \port$608$0 ;
-  wire \port$608$0 ;
-  output \port$610$0 ;
-  wire \port$610$0 ;
-  output \port$612$0 ;
-  wire \port$612$0 ;
-  output \port$614$0 ;
-  wire \port$614$0 ;
-  output \port$616$0 ;
-  wire \port$616$0 ;
-  output \port$618$0 ;
-  wire \port$618$0 ;
-  output \port$620$0 ;
-  wire \port$620$0 ;
+  output \port$575$0 ;
+  wire \port$575$0 ;
+  output \port$577$0 ;
+  wire \port$577$0 ;
+  output \port$579$0 ;
+  wire \port$579$0 ;
+  output \port$581$0 ;
+  wire \port$581$0 ;
+  output \port$583$0 ;
+  wire \port$583$0 ;
+  output \port$585$0 ;
+  wire \port$585$0 ;
+  output \port$587$0 ;
+  wire \port$587$0 ;
+  output \port$589$0 ;
+  wire \port$589$0 ;
+  output \port$591$0 ;
+  wire \port$591$0 ;
+  output \port$593$0 ;
+  wire \port$593$0 ;
+  output \port$595$0 ;
+  wire \port$595$0 ;
+  output \port$597$0 ;
+  wire \port$597$0 ;
+  output \port$599$0 ;
+  wire \port$599$0 ;
+  output \port$601$0 ;
+  wire \port$601$0 ;
+  output \port$603$0 ;
+  wire \port$603$0 ;
+  output \port$605$0 ;
+  wire \port$605$0 ;
+  output \port$607$0 ;
+  wire \port$607$0 ;
+  output \port$609$0 ;
+  wire \port$609$0 ;
+  output \port$611$0 ;
+  wire \port$611$0 ;
+  output \port$613$0 ;
+  wire \port$613$0 ;
+  output \port$615$0 ;
+  wire \port$615$0 ;
+  output \port$617$0 ;
+  wire \port$617$0 ;
+  output \port$619$0 ;
+  wire \port$619$0 ;
   output \port$622$0 ;
   wire \port$622$0 ;
   output \port$624$0 ;
   wire \port$624$0 ;
   output \port$626$0 ;
   wire \port$626$0 ;
-  output \port$629$0 ;
-  wire \port$629$0 ;
-  output \port$631$0 ;
-  wire \port$631$0 ;
-  output \port$633$0 ;
-  wire \port$633$0 ;
-  output \port$635$0 ;
-  wire \port$635$0 ;
-  output \port$637$0 ;
-  wire \port$637$0 ;
-  output \port$639$0 ;
-  wire \port$639$0 ;
-  output \port$641$0 ;
-  wire \port$641$0 ;
-  output \port$643$0 ;
-  wire \port$643$0 ;
-  output \port$645$0 ;
-  wire \port$645$0 ;
-  output \port$647$0 ;
-  wire \port$647$0 ;
-  output \port$649$0 ;
-  wire \port$649$0 ;
-  output \port$651$0 ;
-  wire \port$651$0 ;
-  output \port$653$0 ;
-  wire \port$653$0 ;
-  output \port$655$0 ;
-  wire \port$655$0 ;
-  output \port$657$0 ;
-  wire \port$657$0 ;
-  output \port$659$0 ;
-  wire \port$659$0 ;
-  output \port$661$0 ;
-  wire \port$661$0 ;
-  output \port$663$0 ;
-  wire \port$663$0 ;
-  output \port$665$0 ;
-  wire \port$665$0 ;
-  output \port$667$0 ;
-  wire \port$667$0 ;
-  output \port$669$0 ;
-  wire \port$669$0 ;
-  output \port$671$0 ;
-  wire \port$671$0 ;
-  output \port$673$0 ;
-  wire \port$673$0 ;
+  output \port$628$0 ;
+  wire \port$628$0 ;
+  output \port$630$0 ;
+  wire \port$630$0 ;
+  output \port$632$0 ;
+  wire \port$632$0 ;
+  output \port$634$0 ;
+  wire \port$634$0 ;
+  output \port$636$0 ;
+  wire \port$636$0 ;
+  output \port$638$0 ;
+  wire \port$638$0 ;
+  output \port$640$0 ;
+  wire \port$640$0 ;
+  output \port$642$0 ;
+  wire \port$642$0 ;
+  output \port$644$0 ;
+  wire \port$644$0 ;
+  output \port$646$0 ;
+  wire \port$646$0 ;
+  output \port$648$0 ;
+  wire \port$648$0 ;
+  output \port$650$0 ;
+  wire \port$650$0 ;
+  output \port$652$0 ;
+  wire \port$652$0 ;
+  output \port$654$0 ;
+  wire \port$654$0 ;
+  output \port$656$0 ;
+  wire \port$656$0 ;
+  output \port$658$0 ;
+  wire \port$658$0 ;
+  output \port$660$0 ;
+  wire \port$660$0 ;
+  output \port$662$0 ;
+  wire \port$662$0 ;
+  output \port$664$0 ;
+  wire \port$664$0 ;
+  output \port$666$0 ;
+  wire \port$666$0 ;
+  output \port$668$0 ;
+  wire \port$668$0 ;
+  output \port$670$0 ;
+  wire \port$670$0 ;
+  output \port$672$0 ;
+  wire \port$672$0 ;
   output \port$675$0 ;
   wire \port$675$0 ;
   output \port$677$0 ;
   wire \port$677$0 ;
   output \port$679$0 ;
   wire \port$679$0 ;
-  output \port$682$0 ;
-  wire \port$682$0 ;
-  output \port$684$0 ;
-  wire \port$684$0 ;
-  output \port$686$0 ;
-  wire \port$686$0 ;
-  output \port$688$0 ;
-  wire \port$688$0 ;
-  output \port$690$0 ;
-  wire \port$690$0 ;
-  output \port$692$0 ;
-  wire \port$692$0 ;
-  output \port$694$0 ;
-  wire \port$694$0 ;
-  output \port$696$0 ;
-  wire \port$696$0 ;
-  output \port$698$0 ;
-  wire \port$698$0 ;
-  output \port$700$0 ;
-  wire \port$700$0 ;
-  output \port$702$0 ;
-  wire \port$702$0 ;
-  output \port$704$0 ;
-  wire \port$704$0 ;
-  output \port$706$0 ;
-  wire \port$706$0 ;
-  output \port$708$0 ;
-  wire \port$708$0 ;
-  output \port$710$0 ;
-  wire \port$710$0 ;
-  output \port$712$0 ;
-  wire \port$712$0 ;
-  output \port$714$0 ;
-  wire \port$714$0 ;
-  output \port$716$0 ;
-  wire \port$716$0 ;
-  output \port$718$0 ;
-  wire \port$718$0 ;
-  output \port$720$0 ;
-  wire \port$720$0 ;
-  output \port$722$0 ;
-  wire \port$722$0 ;
-  output \port$724$0 ;
-  wire \port$724$0 ;
-  output \port$726$0 ;
-  wire \port$726$0 ;
+  output \port$681$0 ;
+  wire \port$681$0 ;
+  output \port$683$0 ;
+  wire \port$683$0 ;
+  output \port$685$0 ;
+  wire \port$685$0 ;
+  output \port$687$0 ;
+  wire \port$687$0 ;
+  output \port$689$0 ;
+  wire \port$689$0 ;
+  output \port$691$0 ;
+  wire \port$691$0 ;
+  output \port$693$0 ;
+  wire \port$693$0 ;
+  output \port$695$0 ;
+  wire \port$695$0 ;
+  output \port$697$0 ;
+  wire \port$697$0 ;
+  output \port$699$0 ;
+  wire \port$699$0 ;
+  output \port$701$0 ;
+  wire \port$701$0 ;
+  output \port$703$0 ;
+  wire \port$703$0 ;
+  output \port$705$0 ;
+  wire \port$705$0 ;
+  output \port$707$0 ;
+  wire \port$707$0 ;
+  output \port$709$0 ;
+  wire \port$709$0 ;
+  output \port$711$0 ;
+  wire \port$711$0 ;
+  output \port$713$0 ;
+  wire \port$713$0 ;
+  output \port$715$0 ;
+  wire \port$715$0 ;
+  output \port$717$0 ;
+  wire \port$717$0 ;
+  output \port$719$0 ;
+  wire \port$719$0 ;
+  output \port$721$0 ;
+  wire \port$721$0 ;
+  output \port$723$0 ;
+  wire \port$723$0 ;
+  output \port$725$0 ;
+  wire \port$725$0 ;
   output \port$728$0 ;
   wire \port$728$0 ;
   output \port$730$0 ;
   wire \port$730$0 ;
   output \port$732$0 ;
   wire \port$732$0 ;
-  output \port$735$0 ;
-  wire \port$735$0 ;
-  output \port$737$0 ;
-  wire \port$737$0 ;
-  output \port$739$0 ;
-  wire \port$739$0 ;
-  output \port$741$0 ;
-  wire \port$741$0 ;
-  output \port$743$0 ;
-  wire \port$743$0 ;
-  output \port$745$0 ;
-  wire \port$745$0 ;
-  output \port$747$0 ;
-  wire \port$747$0 ;
-  output \port$749$0 ;
-  wire \port$749$0 ;
-  output \port$751$0 ;
-  wire \port$751$0 ;
-  output \port$753$0 ;
-  wire \port$753$0 ;
-  output \port$755$0 ;
-  wire \port$755$0 ;
-  output \port$757$0 ;
-  wire \port$757$0 ;
-  output \port$759$0 ;
-  wire \port$759$0 ;
-  output \port$761$0 ;
-  wire \port$761$0 ;
-  output \port$763$0 ;
-  wire \port$763$0 ;
-  output \port$765$0 ;
-  wire \port$765$0 ;
-  output \port$767$0 ;
-  wire \port$767$0 ;
-  output \port$769$0 ;
-  wire \port$769$0 ;
-  output \port$771$0 ;
-  wire \port$771$0 ;
-  output \port$773$0 ;
-  wire \port$773$0 ;
-  output \port$775$0 ;
-  wire \port$775$0 ;
-  output \port$777$0 ;
-  wire \port$777$0 ;
-  output \port$779$0 ;
-  wire \port$779$0 ;
+  output \port$734$0 ;
+  wire \port$734$0 ;
+  output \port$736$0 ;
+  wire \port$736$0 ;
+  output \port$738$0 ;
+  wire \port$738$0 ;
+  output \port$740$0 ;
+  wire \port$740$0 ;
+  output \port$742$0 ;
+  wire \port$742$0 ;
+  output \port$744$0 ;
+  wire \port$744$0 ;
+  output \port$746$0 ;
+  wire \port$746$0 ;
+  output \port$748$0 ;
+  wire \port$748$0 ;
+  output \port$750$0 ;
+  wire \port$750$0 ;
+  output \port$752$0 ;
+  wire \port$752$0 ;
+  output \port$754$0 ;
+  wire \port$754$0 ;
+  output \port$756$0 ;
+  wire \port$756$0 ;
+  output \port$758$0 ;
+  wire \port$758$0 ;
+  output \port$760$0 ;
+  wire \port$760$0 ;
+  output \port$762$0 ;
+  wire \port$762$0 ;
+  output \port$764$0 ;
+  wire \port$764$0 ;
+  output \port$766$0 ;
+  wire \port$766$0 ;
+  output \port$768$0 ;
+  wire \port$768$0 ;
+  output \port$770$0 ;
+  wire \port$770$0 ;
+  output \port$772$0 ;
+  wire \port$772$0 ;
+  output \port$774$0 ;
+  wire \port$774$0 ;
+  output \port$776$0 ;
+  wire \port$776$0 ;
+  output \port$778$0 ;
+  wire \port$778$0 ;
   output \port$781$0 ;
   wire \port$781$0 ;
   output \port$783$0 ;
   wire \port$783$0 ;
   output \port$785$0 ;
   wire \port$785$0 ;
-  output \port$788$0 ;
-  wire \port$788$0 ;
-  output \port$790$0 ;
-  wire \port$790$0 ;
-  output \port$792$0 ;
-  wire \port$792$0 ;
-  output \port$794$0 ;
-  wire \port$794$0 ;
-  output \port$796$0 ;
-  wire \port$796$0 ;
-  output \port$798$0 ;
-  wire \port$798$0 ;
-  output \port$800$0 ;
-  wire \port$800$0 ;
-  output \port$802$0 ;
-  wire \port$802$0 ;
-  output \port$804$0 ;
-  wire \port$804$0 ;
-  output \port$806$0 ;
-  wire \port$806$0 ;
-  output \port$808$0 ;
-  wire \port$808$0 ;
-  output \port$810$0 ;
-  wire \port$810$0 ;
-  output \port$812$0 ;
-  wire \port$812$0 ;
-  output \port$814$0 ;
-  wire \port$814$0 ;
-  output \port$816$0 ;
-  wire \port$816$0 ;
-  output \port$818$0 ;
-  wire \port$818$0 ;
-  output \port$820$0 ;
-  wire \port$820$0 ;
-  output \port$822$0 ;
-  wire \port$822$0 ;
-  output \port$824$0 ;
-  wire \port$824$0 ;
-  output \port$826$0 ;
-  wire \port$826$0 ;
-  output \port$828$0 ;
-  wire \port$828$0 ;
-  output \port$830$0 ;
-  wire \port$830$0 ;
-  output \port$832$0 ;
-  wire \port$832$0 ;
+  output \port$787$0 ;
+  wire \port$787$0 ;
+  output \port$789$0 ;
+  wire \port$789$0 ;
+  output \port$791$0 ;
+  wire \port$791$0 ;
+  output \port$793$0 ;
+  wire \port$793$0 ;
+  output \port$795$0 ;
+  wire \port$795$0 ;
+  output \port$797$0 ;
+  wire \port$797$0 ;
+  output \port$799$0 ;
+  wire \port$799$0 ;
+  output \port$801$0 ;
+  wire \port$801$0 ;
+  output \port$803$0 ;
+  wire \port$803$0 ;
+  output \port$805$0 ;
+  wire \port$805$0 ;
+  output \port$807$0 ;
+  wire \port$807$0 ;
+  output \port$809$0 ;
+  wire \port$809$0 ;
+  output \port$811$0 ;
+  wire \port$811$0 ;
+  output \port$813$0 ;
+  wire \port$813$0 ;
+  output \port$815$0 ;
+  wire \port$815$0 ;
+  output \port$817$0 ;
+  wire \port$817$0 ;
+  output \port$819$0 ;
+  wire \port$819$0 ;
+  output \port$821$0 ;
+  wire \port$821$0 ;
+  output \port$823$0 ;
+  wire \port$823$0 ;
+  output \port$825$0 ;
+  wire \port$825$0 ;
+  output \port$827$0 ;
+  wire \port$827$0 ;
+  output \port$829$0 ;
+  wire \port$829$0 ;
+  output \port$831$0 ;
+  wire \port$831$0 ;
   output \port$834$0 ;
   wire \port$834$0 ;
   output \port$836$0 ;
   wire \port$836$0 ;
   output \port$838$0 ;
   wire \port$838$0 ;
-  output \port$841$0 ;
-  wire \port$841$0 ;
-  output \port$843$0 ;
-  wire \port$843$0 ;
-  output \port$845$0 ;
-  wire \port$845$0 ;
-  output \port$847$0 ;
-  wire \port$847$0 ;
-  output \port$849$0 ;
-  wire \port$849$0 ;
-  output \port$851$0 ;
-  wire \port$851$0 ;
-  output \port$853$0 ;
-  wire \port$853$0 ;
-  output \port$855$0 ;
-  wire \port$855$0 ;
-  output \port$857$0 ;
-  wire \port$857$0 ;
-  output \port$859$0 ;
-  wire \port$859$0 ;
-  output \port$861$0 ;
-  wire \port$861$0 ;
-  output \port$863$0 ;
-  wire \port$863$0 ;
-  output \port$865$0 ;
-  wire \port$865$0 ;
-  output \port$867$0 ;
-  wire \port$867$0 ;
-  output \port$869$0 ;
-  wire \port$869$0 ;
-  output \port$871$0 ;
-  wire \port$871$0 ;
-  output \port$873$0 ;
-  wire \port$873$0 ;
-  output \port$875$0 ;
-  wire \port$875$0 ;
-  output \port$877$0 ;
-  wire \port$877$0 ;
-  output \port$879$0 ;
-  wire \port$879$0 ;
-  output \port$881$0 ;
-  wire \port$881$0 ;
-  output \port$883$0 ;
-  wire \port$883$0 ;
-  output \port$885$0 ;
-  wire \port$885$0 ;
+  output \port$840$0 ;
+  wire \port$840$0 ;
+  output \port$842$0 ;
+  wire \port$842$0 ;
+  output \port$844$0 ;
+  wire \port$844$0 ;
+  output \port$846$0 ;
+  wire \port$846$0 ;
+  output \port$848$0 ;
+  wire \port$848$0 ;
+  output \port$850$0 ;
+  wire \port$850$0 ;
+  output \port$852$0 ;
+  wire \port$852$0 ;
+  output \port$854$0 ;
+  wire \port$854$0 ;
+  output \port$856$0 ;
+  wire \port$856$0 ;
+  output \port$858$0 ;
+  wire \port$858$0 ;
+  output \port$860$0 ;
+  wire \port$860$0 ;
+  output \port$862$0 ;
+  wire \port$862$0 ;
+  output \port$864$0 ;
+  wire \port$864$0 ;
+  output \port$866$0 ;
+  wire \port$866$0 ;
+  output \port$868$0 ;
+  wire \port$868$0 ;
+  output \port$870$0 ;
+  wire \port$870$0 ;
+  output \port$872$0 ;
+  wire \port$872$0 ;
+  output \port$874$0 ;
+  wire \port$874$0 ;
+  output \port$876$0 ;
+  wire \port$876$0 ;
+  output \port$878$0 ;
+  wire \port$878$0 ;
+  output \port$880$0 ;
+  wire \port$880$0 ;
+  output \port$882$0 ;
+  wire \port$882$0 ;
+  output \port$884$0 ;
+  wire \port$884$0 ;
   output \port$887$0 ;
   wire \port$887$0 ;
   output \port$889$0 ;
   wire \port$889$0 ;
   output \port$891$0 ;
   wire \port$891$0 ;
-  output \port$894$0 ;
-  wire \port$894$0 ;
-  output \port$896$0 ;
-  wire \port$896$0 ;
-  output \port$898$0 ;
-  wire \port$898$0 ;
-  output \port$900$0 ;
-  wire \port$900$0 ;
-  output \port$902$0 ;
-  wire \port$902$0 ;
-  output \port$904$0 ;
-  wire \port$904$0 ;
-  output \port$906$0 ;
-  wire \port$906$0 ;
-  output \port$908$0 ;
-  wire \port$908$0 ;
-  output \port$910$0 ;
-  wire \port$910$0 ;
-  output \port$912$0 ;
-  wire \port$912$0 ;
-  output \port$914$0 ;
-  wire \port$914$0 ;
-  output \port$916$0 ;
-  wire \port$916$0 ;
-  output \port$918$0 ;
-  wire \port$918$0 ;
-  output \port$920$0 ;
-  wire \port$920$0 ;
-  output \port$922$0 ;
-  wire \port$922$0 ;
-  output \port$924$0 ;
-  wire \port$924$0 ;
-  output \port$926$0 ;
-  wire \port$926$0 ;
-  output \port$928$0 ;
-  wire \port$928$0 ;
-  output \port$930$0 ;
-  wire \port$930$0 ;
-  output \port$932$0 ;
-  wire \port$932$0 ;
-  output \port$934$0 ;
-  wire \port$934$0 ;
-  output \port$936$0 ;
-  wire \port$936$0 ;
-  output \port$938$0 ;
-  wire \port$938$0 ;
+  output \port$893$0 ;
+  wire \port$893$0 ;
+  output \port$895$0 ;
+  wire \port$895$0 ;
+  output \port$897$0 ;
+  wire \port$897$0 ;
+  output \port$899$0 ;
+  wire \port$899$0 ;
+  output \port$901$0 ;
+  wire \port$901$0 ;
+  output \port$903$0 ;
+  wire \port$903$0 ;
+  output \port$905$0 ;
+  wire \port$905$0 ;
+  output \port$907$0 ;
+  wire \port$907$0 ;
+  output \port$909$0 ;
+  wire \port$909$0 ;
+  output \port$911$0 ;
+  wire \port$911$0 ;
+  output \port$913$0 ;
+  wire \port$913$0 ;
+  output \port$915$0 ;
+  wire \port$915$0 ;
+  output \port$917$0 ;
+  wire \port$917$0 ;
+  output \port$919$0 ;
+  wire \port$919$0 ;
+  output \port$921$0 ;
+  wire \port$921$0 ;
+  output \port$923$0 ;
+  wire \port$923$0 ;
+  output \port$925$0 ;
+  wire \port$925$0 ;
+  output \port$927$0 ;
+  wire \port$927$0 ;
+  output \port$929$0 ;
+  wire \port$929$0 ;
+  output \port$931$0 ;
+  wire \port$931$0 ;
+  output \port$933$0 ;
+  wire \port$933$0 ;
+  output \port$935$0 ;
+  wire \port$935$0 ;
+  output \port$937$0 ;
+  wire \port$937$0 ;
   output \port$940$0 ;
   wire \port$940$0 ;
   output \port$942$0 ;
   wire \port$942$0 ;
   output \port$944$0 ;
   wire \port$944$0 ;
-  output \port$947$0 ;
-  wire \port$947$0 ;
-  output \port$949$0 ;
-  wire \port$949$0 ;
-  output \port$951$0 ;
-  wire \port$951$0 ;
-  output \port$953$0 ;
-  wire \port$953$0 ;
-  output \port$955$0 ;
-  wire \port$955$0 ;
-  output \port$957$0 ;
-  wire \port$957$0 ;
-  output \port$959$0 ;
-  wire \port$959$0 ;
-  output \port$961$0 ;
-  wire \port$961$0 ;
-  output \port$963$0 ;
-  wire \port$963$0 ;
-  output \port$965$0 ;
-  wire \port$965$0 ;
-  output \port$967$0 ;
-  wire \port$967$0 ;
-  output \port$969$0 ;
-  wire \port$969$0 ;
-  output \port$971$0 ;
-  wire \port$971$0 ;
-  output \port$973$0 ;
-  wire \port$973$0 ;
-  output \port$975$0 ;
-  wire \port$975$0 ;
-  output \port$977$0 ;
-  wire \port$977$0 ;
-  output \port$979$0 ;
-  wire \port$979$0 ;
-  output \port$981$0 ;
-  wire \port$981$0 ;
-  output \port$983$0 ;
-  wire \port$983$0 ;
-  output \port$985$0 ;
-  wire \port$985$0 ;
-  output \port$987$0 ;
-  wire \port$987$0 ;
-  output \port$989$0 ;
-  wire \port$989$0 ;
-  output \port$991$0 ;
-  wire \port$991$0 ;
+  output \port$946$0 ;
+  wire \port$946$0 ;
+  output \port$948$0 ;
+  wire \port$948$0 ;
+  output \port$950$0 ;
+  wire \port$950$0 ;
+  output \port$952$0 ;
+  wire \port$952$0 ;
+  output \port$954$0 ;
+  wire \port$954$0 ;
+  output \port$956$0 ;
+  wire \port$956$0 ;
+  output \port$958$0 ;
+  wire \port$958$0 ;
+  output \port$960$0 ;
+  wire \port$960$0 ;
+  output \port$962$0 ;
+  wire \port$962$0 ;
+  output \port$964$0 ;
+  wire \port$964$0 ;
+  output \port$966$0 ;
+  wire \port$966$0 ;
+  output \port$968$0 ;
+  wire \port$968$0 ;
+  output \port$970$0 ;
+  wire \port$970$0 ;
+  output \port$972$0 ;
+  wire \port$972$0 ;
+  output \port$974$0 ;
+  wire \port$974$0 ;
+  output \port$976$0 ;
+  wire \port$976$0 ;
+  output \port$978$0 ;
+  wire \port$978$0 ;
+  output \port$980$0 ;
+  wire \port$980$0 ;
+  output \port$982$0 ;
+  wire \port$982$0 ;
+  output \port$984$0 ;
+  wire \port$984$0 ;
+  output \port$986$0 ;
+  wire \port$986$0 ;
+  output \port$988$0 ;
+  wire \port$988$0 ;
+  output \port$990$0 ;
+  wire \port$990$0 ;
   output \port$993$0 ;
   wire \port$993$0 ;
   output \port$995$0 ;
   wire \port$995$0 ;
   output \port$997$0 ;
   wire \port$997$0 ;
+  output \port$999$0 ;
+  wire \port$999$0 ;
   output [55:0] records__payload;
   wire [55:0] records__payload;
   wire [13:0] \records__payload[0] ;
@@ -40902,7 +41163,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
   always @(posedge clk)
     count <= \$1145 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1129 [34:1] = beat0_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$937 ) begin
@@ -40927,7 +41188,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1130 [34:1] = beat0_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$949 ) begin
@@ -40952,7 +41213,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1131 [34:1] = beat0_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$961 ) begin
@@ -40977,7 +41238,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1132 [34:1] = beat0_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$973 ) begin
@@ -41002,7 +41263,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1133 [34:1] = beat1_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$985 ) begin
@@ -41027,7 +41288,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1134 [34:1] = beat1_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$997 ) begin
@@ -41052,7 +41313,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1135 [34:1] = beat1_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1009 ) begin
@@ -41077,7 +41338,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1136 [34:1] = beat1_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1021 ) begin
@@ -41102,7 +41363,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1137 [34:1] = beat2_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1033 ) begin
@@ -41127,7 +41388,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1138 [34:1] = beat2_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1045 ) begin
@@ -41152,7 +41413,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1139 [34:1] = beat2_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1057 ) begin
@@ -41177,7 +41438,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1140 [34:1] = beat2_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1069 ) begin
@@ -41202,7 +41463,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1141 [34:1] = beat3_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1081 ) begin
@@ -41222,7 +41483,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1142 [34:1] = beat3_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1093 ) begin
@@ -41242,7 +41503,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1143 [34:1] = beat3_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1105 ) begin
@@ -41262,7 +41523,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1144 [34:1] = beat3_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1117 ) begin
@@ -41282,7 +41543,7 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$1145  = \$1128 [2:0];
     if (rst) begin
       \$1145  = 3'h0;
@@ -41356,422 +41617,422 @@ module \hotline_lookup_engine.switch (rst, requests__0__valid, \port$417$0 , \po
   assign requests__14__payload = { \$844 , \$842 , \$840 , \$838 , \$836 , \$834 , \$832 , \$830 , \$828 , \$826 , \$824 , \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794  };
   assign requests__15__payload = { \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846  };
   assign after_shift = \$931 [2:0];
-  assign \port$417$0  = \$66 ;
-  assign \port$419$0  = \$68 ;
-  assign \port$421$0  = \$70 ;
-  assign \port$423$0  = \$72 ;
-  assign \port$425$0  = \$74 ;
-  assign \port$427$0  = \$76 ;
-  assign \port$429$0  = \$78 ;
-  assign \port$431$0  = \$80 ;
-  assign \port$433$0  = \$82 ;
-  assign \port$435$0  = \$84 ;
-  assign \port$437$0  = \$86 ;
-  assign \port$439$0  = \$88 ;
-  assign \port$441$0  = \$90 ;
-  assign \port$443$0  = \$92 ;
-  assign \port$445$0  = \$94 ;
-  assign \port$447$0  = \$96 ;
-  assign \port$449$0  = \$98 ;
-  assign \port$451$0  = \$100 ;
-  assign \port$453$0  = \$102 ;
-  assign \port$455$0  = \$104 ;
-  assign \port$457$0  = \$106 ;
-  assign \port$459$0  = \$108 ;
-  assign \port$461$0  = \$110 ;
-  assign \port$463$0  = \$112 ;
-  assign \port$465$0  = \$114 ;
-  assign \port$467$0  = \$116 ;
-  assign \port$470$0  = \$118 ;
-  assign \port$472$0  = \$120 ;
-  assign \port$474$0  = \$122 ;
-  assign \port$476$0  = \$124 ;
-  assign \port$478$0  = \$126 ;
-  assign \port$480$0  = \$128 ;
-  assign \port$482$0  = \$130 ;
-  assign \port$484$0  = \$132 ;
-  assign \port$486$0  = \$134 ;
-  assign \port$488$0  = \$136 ;
-  assign \port$490$0  = \$138 ;
-  assign \port$492$0  = \$140 ;
-  assign \port$494$0  = \$142 ;
-  assign \port$496$0  = \$144 ;
-  assign \port$498$0  = \$146 ;
-  assign \port$500$0  = \$148 ;
-  assign \port$502$0  = \$150 ;
-  assign \port$504$0  = \$152 ;
-  assign \port$506$0  = \$154 ;
-  assign \port$508$0  = \$156 ;
-  assign \port$510$0  = \$158 ;
-  assign \port$512$0  = \$160 ;
-  assign \port$514$0  = \$162 ;
-  assign \port$516$0  = \$164 ;
-  assign \port$518$0  = \$166 ;
-  assign \port$520$0  = \$168 ;
-  assign \port$523$0  = \$170 ;
-  assign \port$525$0  = \$172 ;
-  assign \port$527$0  = \$174 ;
-  assign \port$529$0  = \$176 ;
-  assign \port$531$0  = \$178 ;
-  assign \port$533$0  = \$180 ;
-  assign \port$535$0  = \$182 ;
-  assign \port$537$0  = \$184 ;
-  assign \port$539$0  = \$186 ;
-  assign \port$541$0  = \$188 ;
-  assign \port$543$0  = \$190 ;
-  assign \port$545$0  = \$192 ;
-  assign \port$547$0  = \$194 ;
-  assign \port$549$0  = \$196 ;
-  assign \port$551$0  = \$198 ;
-  assign \port$553$0  = \$200 ;
-  assign \port$555$0  = \$202 ;
-  assign \port$557$0  = \$204 ;
-  assign \port$559$0  = \$206 ;
-  assign \port$561$0  = \$208 ;
-  assign \port$563$0  = \$210 ;
-  assign \port$565$0  = \$212 ;
-  assign \port$567$0  = \$214 ;
-  assign \port$569$0  = \$216 ;
-  assign \port$571$0  = \$218 ;
-  assign \port$573$0  = \$220 ;
-  assign \port$576$0  = \$222 ;
-  assign \port$578$0  = \$224 ;
-  assign \port$580$0  = \$226 ;
-  assign \port$582$0  = \$228 ;
-  assign \port$584$0  = \$230 ;
-  assign \port$586$0  = \$232 ;
-  assign \port$588$0  = \$234 ;
-  assign \port$590$0  = \$236 ;
-  assign \port$592$0  = \$238 ;
-  assign \port$594$0  = \$240 ;
-  assign \port$596$0  = \$242 ;
-  assign \port$598$0  = \$244 ;
-  assign \port$600$0  = \$246 ;
-  assign \port$602$0  = \$248 ;
-  assign \port$604$0  = \$250 ;
-  assign \port$606$0  = \$252 ;
-  assign \port$608$0  = \$254 ;
-  assign \port$610$0  = \$256 ;
-  assign \port$612$0  = \$258 ;
-  assign \port$614$0  = \$260 ;
-  assign \port$616$0  = \$262 ;
-  assign \port$618$0  = \$264 ;
-  assign \port$620$0  = \$266 ;
-  assign \port$622$0  = \$268 ;
-  assign \port$624$0  = \$270 ;
-  assign \port$626$0  = \$272 ;
-  assign \port$629$0  = \$274 ;
-  assign \port$631$0  = \$276 ;
-  assign \port$633$0  = \$278 ;
-  assign \port$635$0  = \$280 ;
-  assign \port$637$0  = \$282 ;
-  assign \port$639$0  = \$284 ;
-  assign \port$641$0  = \$286 ;
-  assign \port$643$0  = \$288 ;
-  assign \port$645$0  = \$290 ;
-  assign \port$647$0  = \$292 ;
-  assign \port$649$0  = \$294 ;
-  assign \port$651$0  = \$296 ;
-  assign \port$653$0  = \$298 ;
-  assign \port$655$0  = \$300 ;
-  assign \port$657$0  = \$302 ;
-  assign \port$659$0  = \$304 ;
-  assign \port$661$0  = \$306 ;
-  assign \port$663$0  = \$308 ;
-  assign \port$665$0  = \$310 ;
-  assign \port$667$0  = \$312 ;
-  assign \port$669$0  = \$314 ;
-  assign \port$671$0  = \$316 ;
-  assign \port$673$0  = \$318 ;
-  assign \port$675$0  = \$320 ;
-  assign \port$677$0  = \$322 ;
-  assign \port$679$0  = \$324 ;
-  assign \port$682$0  = \$326 ;
-  assign \port$684$0  = \$328 ;
-  assign \port$686$0  = \$330 ;
-  assign \port$688$0  = \$332 ;
-  assign \port$690$0  = \$334 ;
-  assign \port$692$0  = \$336 ;
-  assign \port$694$0  = \$338 ;
-  assign \port$696$0  = \$340 ;
-  assign \port$698$0  = \$342 ;
-  assign \port$700$0  = \$344 ;
-  assign \port$702$0  = \$346 ;
-  assign \port$704$0  = \$348 ;
-  assign \port$706$0  = \$350 ;
-  assign \port$708$0  = \$352 ;
-  assign \port$710$0  = \$354 ;
-  assign \port$712$0  = \$356 ;
-  assign \port$714$0  = \$358 ;
-  assign \port$716$0  = \$360 ;
-  assign \port$718$0  = \$362 ;
-  assign \port$720$0  = \$364 ;
-  assign \port$722$0  = \$366 ;
-  assign \port$724$0  = \$368 ;
-  assign \port$726$0  = \$370 ;
-  assign \port$728$0  = \$372 ;
-  assign \port$730$0  = \$374 ;
-  assign \port$732$0  = \$376 ;
-  assign \port$735$0  = \$378 ;
-  assign \port$737$0  = \$380 ;
-  assign \port$739$0  = \$382 ;
-  assign \port$741$0  = \$384 ;
-  assign \port$743$0  = \$386 ;
-  assign \port$745$0  = \$388 ;
-  assign \port$747$0  = \$390 ;
-  assign \port$749$0  = \$392 ;
-  assign \port$751$0  = \$394 ;
-  assign \port$753$0  = \$396 ;
-  assign \port$755$0  = \$398 ;
-  assign \port$757$0  = \$400 ;
-  assign \port$759$0  = \$402 ;
-  assign \port$761$0  = \$404 ;
-  assign \port$763$0  = \$406 ;
-  assign \port$765$0  = \$408 ;
-  assign \port$767$0  = \$410 ;
-  assign \port$769$0  = \$412 ;
-  assign \port$771$0  = \$414 ;
-  assign \port$773$0  = \$416 ;
-  assign \port$775$0  = \$418 ;
-  assign \port$777$0  = \$420 ;
-  assign \port$779$0  = \$422 ;
-  assign \port$781$0  = \$424 ;
-  assign \port$783$0  = \$426 ;
-  assign \port$785$0  = \$428 ;
-  assign \port$788$0  = \$430 ;
-  assign \port$790$0  = \$432 ;
-  assign \port$792$0  = \$434 ;
-  assign \port$794$0  = \$436 ;
-  assign \port$796$0  = \$438 ;
-  assign \port$798$0  = \$440 ;
-  assign \port$800$0  = \$442 ;
-  assign \port$802$0  = \$444 ;
-  assign \port$804$0  = \$446 ;
-  assign \port$806$0  = \$448 ;
-  assign \port$808$0  = \$450 ;
-  assign \port$810$0  = \$452 ;
-  assign \port$812$0  = \$454 ;
-  assign \port$814$0  = \$456 ;
-  assign \port$816$0  = \$458 ;
-  assign \port$818$0  = \$460 ;
-  assign \port$820$0  = \$462 ;
-  assign \port$822$0  = \$464 ;
-  assign \port$824$0  = \$466 ;
-  assign \port$826$0  = \$468 ;
-  assign \port$828$0  = \$470 ;
-  assign \port$830$0  = \$472 ;
-  assign \port$832$0  = \$474 ;
-  assign \port$834$0  = \$476 ;
-  assign \port$836$0  = \$478 ;
-  assign \port$838$0  = \$480 ;
-  assign \port$841$0  = \$482 ;
-  assign \port$843$0  = \$484 ;
-  assign \port$845$0  = \$486 ;
-  assign \port$847$0  = \$488 ;
-  assign \port$849$0  = \$490 ;
-  assign \port$851$0  = \$492 ;
-  assign \port$853$0  = \$494 ;
-  assign \port$855$0  = \$496 ;
-  assign \port$857$0  = \$498 ;
-  assign \port$859$0  = \$500 ;
-  assign \port$861$0  = \$502 ;
-  assign \port$863$0  = \$504 ;
-  assign \port$865$0  = \$506 ;
-  assign \port$867$0  = \$508 ;
-  assign \port$869$0  = \$510 ;
-  assign \port$871$0  = \$512 ;
-  assign \port$873$0  = \$514 ;
-  assign \port$875$0  = \$516 ;
-  assign \port$877$0  = \$518 ;
-  assign \port$879$0  = \$520 ;
-  assign \port$881$0  = \$522 ;
-  assign \port$883$0  = \$524 ;
-  assign \port$885$0  = \$526 ;
-  assign \port$887$0  = \$528 ;
-  assign \port$889$0  = \$530 ;
-  assign \port$891$0  = \$532 ;
-  assign \port$894$0  = \$534 ;
-  assign \port$896$0  = \$536 ;
-  assign \port$898$0  = \$538 ;
-  assign \port$900$0  = \$540 ;
-  assign \port$902$0  = \$542 ;
-  assign \port$904$0  = \$544 ;
-  assign \port$906$0  = \$546 ;
-  assign \port$908$0  = \$548 ;
-  assign \port$910$0  = \$550 ;
-  assign \port$912$0  = \$552 ;
-  assign \port$914$0  = \$554 ;
-  assign \port$916$0  = \$556 ;
-  assign \port$918$0  = \$558 ;
-  assign \port$920$0  = \$560 ;
-  assign \port$922$0  = \$562 ;
-  assign \port$924$0  = \$564 ;
-  assign \port$926$0  = \$566 ;
-  assign \port$928$0  = \$568 ;
-  assign \port$930$0  = \$570 ;
-  assign \port$932$0  = \$572 ;
-  assign \port$934$0  = \$574 ;
-  assign \port$936$0  = \$576 ;
-  assign \port$938$0  = \$578 ;
-  assign \port$940$0  = \$580 ;
-  assign \port$942$0  = \$582 ;
-  assign \port$944$0  = \$584 ;
-  assign \port$947$0  = \$586 ;
-  assign \port$949$0  = \$588 ;
-  assign \port$951$0  = \$590 ;
-  assign \port$953$0  = \$592 ;
-  assign \port$955$0  = \$594 ;
-  assign \port$957$0  = \$596 ;
-  assign \port$959$0  = \$598 ;
-  assign \port$961$0  = \$600 ;
-  assign \port$963$0  = \$602 ;
-  assign \port$965$0  = \$604 ;
-  assign \port$967$0  = \$606 ;
-  assign \port$969$0  = \$608 ;
-  assign \port$971$0  = \$610 ;
-  assign \port$973$0  = \$612 ;
-  assign \port$975$0  = \$614 ;
-  assign \port$977$0  = \$616 ;
-  assign \port$979$0  = \$618 ;
-  assign \port$981$0  = \$620 ;
-  assign \port$983$0  = \$622 ;
-  assign \port$985$0  = \$624 ;
-  assign \port$987$0  = \$626 ;
-  assign \port$989$0  = \$628 ;
-  assign \port$991$0  = \$630 ;
-  assign \port$993$0  = \$632 ;
-  assign \port$995$0  = \$634 ;
-  assign \port$997$0  = \$636 ;
-  assign \port$1000$0  = \$638 ;
-  assign \port$1002$0  = \$640 ;
-  assign \port$1004$0  = \$642 ;
-  assign \port$1006$0  = \$644 ;
-  assign \port$1008$0  = \$646 ;
-  assign \port$1010$0  = \$648 ;
-  assign \port$1012$0  = \$650 ;
-  assign \port$1014$0  = \$652 ;
-  assign \port$1016$0  = \$654 ;
-  assign \port$1018$0  = \$656 ;
-  assign \port$1020$0  = \$658 ;
-  assign \port$1022$0  = \$660 ;
-  assign \port$1024$0  = \$662 ;
-  assign \port$1026$0  = \$664 ;
-  assign \port$1028$0  = \$666 ;
-  assign \port$1030$0  = \$668 ;
-  assign \port$1032$0  = \$670 ;
-  assign \port$1034$0  = \$672 ;
-  assign \port$1036$0  = \$674 ;
-  assign \port$1038$0  = \$676 ;
-  assign \port$1040$0  = \$678 ;
-  assign \port$1042$0  = \$680 ;
-  assign \port$1044$0  = \$682 ;
-  assign \port$1046$0  = \$684 ;
-  assign \port$1048$0  = \$686 ;
-  assign \port$1050$0  = \$688 ;
-  assign \port$1053$0  = \$690 ;
-  assign \port$1055$0  = \$692 ;
-  assign \port$1057$0  = \$694 ;
-  assign \port$1059$0  = \$696 ;
-  assign \port$1061$0  = \$698 ;
-  assign \port$1063$0  = \$700 ;
-  assign \port$1065$0  = \$702 ;
-  assign \port$1067$0  = \$704 ;
-  assign \port$1069$0  = \$706 ;
-  assign \port$1071$0  = \$708 ;
-  assign \port$1073$0  = \$710 ;
-  assign \port$1075$0  = \$712 ;
-  assign \port$1077$0  = \$714 ;
-  assign \port$1079$0  = \$716 ;
-  assign \port$1081$0  = \$718 ;
-  assign \port$1083$0  = \$720 ;
-  assign \port$1085$0  = \$722 ;
-  assign \port$1087$0  = \$724 ;
-  assign \port$1089$0  = \$726 ;
-  assign \port$1091$0  = \$728 ;
-  assign \port$1093$0  = \$730 ;
-  assign \port$1095$0  = \$732 ;
-  assign \port$1097$0  = \$734 ;
-  assign \port$1099$0  = \$736 ;
-  assign \port$1101$0  = \$738 ;
-  assign \port$1103$0  = \$740 ;
-  assign \port$1106$0  = \$742 ;
-  assign \port$1108$0  = \$744 ;
-  assign \port$1110$0  = \$746 ;
-  assign \port$1112$0  = \$748 ;
-  assign \port$1114$0  = \$750 ;
-  assign \port$1116$0  = \$752 ;
-  assign \port$1118$0  = \$754 ;
-  assign \port$1120$0  = \$756 ;
-  assign \port$1122$0  = \$758 ;
-  assign \port$1124$0  = \$760 ;
-  assign \port$1126$0  = \$762 ;
-  assign \port$1128$0  = \$764 ;
-  assign \port$1130$0  = \$766 ;
-  assign \port$1132$0  = \$768 ;
-  assign \port$1134$0  = \$770 ;
-  assign \port$1136$0  = \$772 ;
-  assign \port$1138$0  = \$774 ;
-  assign \port$1140$0  = \$776 ;
-  assign \port$1142$0  = \$778 ;
-  assign \port$1144$0  = \$780 ;
-  assign \port$1146$0  = \$782 ;
-  assign \port$1148$0  = \$784 ;
-  assign \port$1150$0  = \$786 ;
-  assign \port$1152$0  = \$788 ;
-  assign \port$1154$0  = \$790 ;
-  assign \port$1156$0  = \$792 ;
-  assign \port$1159$0  = \$794 ;
-  assign \port$1161$0  = \$796 ;
-  assign \port$1163$0  = \$798 ;
-  assign \port$1165$0  = \$800 ;
-  assign \port$1167$0  = \$802 ;
-  assign \port$1169$0  = \$804 ;
-  assign \port$1171$0  = \$806 ;
-  assign \port$1173$0  = \$808 ;
-  assign \port$1175$0  = \$810 ;
-  assign \port$1177$0  = \$812 ;
-  assign \port$1179$0  = \$814 ;
-  assign \port$1181$0  = \$816 ;
-  assign \port$1183$0  = \$818 ;
-  assign \port$1185$0  = \$820 ;
-  assign \port$1187$0  = \$822 ;
-  assign \port$1189$0  = \$824 ;
-  assign \port$1191$0  = \$826 ;
-  assign \port$1193$0  = \$828 ;
-  assign \port$1195$0  = \$830 ;
-  assign \port$1197$0  = \$832 ;
-  assign \port$1199$0  = \$834 ;
-  assign \port$1201$0  = \$836 ;
-  assign \port$1203$0  = \$838 ;
-  assign \port$1205$0  = \$840 ;
-  assign \port$1207$0  = \$842 ;
-  assign \port$1209$0  = \$844 ;
-  assign \port$1212$0  = \$846 ;
-  assign \port$1214$0  = \$848 ;
-  assign \port$1216$0  = \$850 ;
-  assign \port$1218$0  = \$852 ;
-  assign \port$1220$0  = \$854 ;
-  assign \port$1222$0  = \$856 ;
-  assign \port$1224$0  = \$858 ;
-  assign \port$1226$0  = \$860 ;
-  assign \port$1228$0  = \$862 ;
-  assign \port$1230$0  = \$864 ;
-  assign \port$1232$0  = \$866 ;
-  assign \port$1234$0  = \$868 ;
-  assign \port$1236$0  = \$870 ;
-  assign \port$1238$0  = \$872 ;
-  assign \port$1240$0  = \$874 ;
-  assign \port$1242$0  = \$876 ;
-  assign \port$1244$0  = \$878 ;
-  assign \port$1246$0  = \$880 ;
-  assign \port$1248$0  = \$882 ;
-  assign \port$1250$0  = \$884 ;
-  assign \port$1252$0  = \$886 ;
-  assign \port$1254$0  = \$888 ;
-  assign \port$1256$0  = \$890 ;
-  assign \port$1258$0  = \$892 ;
-  assign \port$1260$0  = \$894 ;
-  assign \port$1262$0  = \$896 ;
+  assign \port$410$0  = \$66 ;
+  assign \port$412$0  = \$68 ;
+  assign \port$414$0  = \$70 ;
+  assign \port$416$0  = \$72 ;
+  assign \port$418$0  = \$74 ;
+  assign \port$420$0  = \$76 ;
+  assign \port$422$0  = \$78 ;
+  assign \port$424$0  = \$80 ;
+  assign \port$426$0  = \$82 ;
+  assign \port$428$0  = \$84 ;
+  assign \port$430$0  = \$86 ;
+  assign \port$432$0  = \$88 ;
+  assign \port$434$0  = \$90 ;
+  assign \port$436$0  = \$92 ;
+  assign \port$438$0  = \$94 ;
+  assign \port$440$0  = \$96 ;
+  assign \port$442$0  = \$98 ;
+  assign \port$444$0  = \$100 ;
+  assign \port$446$0  = \$102 ;
+  assign \port$448$0  = \$104 ;
+  assign \port$450$0  = \$106 ;
+  assign \port$452$0  = \$108 ;
+  assign \port$454$0  = \$110 ;
+  assign \port$456$0  = \$112 ;
+  assign \port$458$0  = \$114 ;
+  assign \port$460$0  = \$116 ;
+  assign \port$463$0  = \$118 ;
+  assign \port$465$0  = \$120 ;
+  assign \port$467$0  = \$122 ;
+  assign \port$469$0  = \$124 ;
+  assign \port$471$0  = \$126 ;
+  assign \port$473$0  = \$128 ;
+  assign \port$475$0  = \$130 ;
+  assign \port$477$0  = \$132 ;
+  assign \port$479$0  = \$134 ;
+  assign \port$481$0  = \$136 ;
+  assign \port$483$0  = \$138 ;
+  assign \port$485$0  = \$140 ;
+  assign \port$487$0  = \$142 ;
+  assign \port$489$0  = \$144 ;
+  assign \port$491$0  = \$146 ;
+  assign \port$493$0  = \$148 ;
+  assign \port$495$0  = \$150 ;
+  assign \port$497$0  = \$152 ;
+  assign \port$499$0  = \$154 ;
+  assign \port$501$0  = \$156 ;
+  assign \port$503$0  = \$158 ;
+  assign \port$505$0  = \$160 ;
+  assign \port$507$0  = \$162 ;
+  assign \port$509$0  = \$164 ;
+  assign \port$511$0  = \$166 ;
+  assign \port$513$0  = \$168 ;
+  assign \port$516$0  = \$170 ;
+  assign \port$518$0  = \$172 ;
+  assign \port$520$0  = \$174 ;
+  assign \port$522$0  = \$176 ;
+  assign \port$524$0  = \$178 ;
+  assign \port$526$0  = \$180 ;
+  assign \port$528$0  = \$182 ;
+  assign \port$530$0  = \$184 ;
+  assign \port$532$0  = \$186 ;
+  assign \port$534$0  = \$188 ;
+  assign \port$536$0  = \$190 ;
+  assign \port$538$0  = \$192 ;
+  assign \port$540$0  = \$194 ;
+  assign \port$542$0  = \$196 ;
+  assign \port$544$0  = \$198 ;
+  assign \port$546$0  = \$200 ;
+  assign \port$548$0  = \$202 ;
+  assign \port$550$0  = \$204 ;
+  assign \port$552$0  = \$206 ;
+  assign \port$554$0  = \$208 ;
+  assign \port$556$0  = \$210 ;
+  assign \port$558$0  = \$212 ;
+  assign \port$560$0  = \$214 ;
+  assign \port$562$0  = \$216 ;
+  assign \port$564$0  = \$218 ;
+  assign \port$566$0  = \$220 ;
+  assign \port$569$0  = \$222 ;
+  assign \port$571$0  = \$224 ;
+  assign \port$573$0  = \$226 ;
+  assign \port$575$0  = \$228 ;
+  assign \port$577$0  = \$230 ;
+  assign \port$579$0  = \$232 ;
+  assign \port$581$0  = \$234 ;
+  assign \port$583$0  = \$236 ;
+  assign \port$585$0  = \$238 ;
+  assign \port$587$0  = \$240 ;
+  assign \port$589$0  = \$242 ;
+  assign \port$591$0  = \$244 ;
+  assign \port$593$0  = \$246 ;
+  assign \port$595$0  = \$248 ;
+  assign \port$597$0  = \$250 ;
+  assign \port$599$0  = \$252 ;
+  assign \port$601$0  = \$254 ;
+  assign \port$603$0  = \$256 ;
+  assign \port$605$0  = \$258 ;
+  assign \port$607$0  = \$260 ;
+  assign \port$609$0  = \$262 ;
+  assign \port$611$0  = \$264 ;
+  assign \port$613$0  = \$266 ;
+  assign \port$615$0  = \$268 ;
+  assign \port$617$0  = \$270 ;
+  assign \port$619$0  = \$272 ;
+  assign \port$622$0  = \$274 ;
+  assign \port$624$0  = \$276 ;
+  assign \port$626$0  = \$278 ;
+  assign \port$628$0  = \$280 ;
+  assign \port$630$0  = \$282 ;
+  assign \port$632$0  = \$284 ;
+  assign \port$634$0  = \$286 ;
+  assign \port$636$0  = \$288 ;
+  assign \port$638$0  = \$290 ;
+  assign \port$640$0  = \$292 ;
+  assign \port$642$0  = \$294 ;
+  assign \port$644$0  = \$296 ;
+  assign \port$646$0  = \$298 ;
+  assign \port$648$0  = \$300 ;
+  assign \port$650$0  = \$302 ;
+  assign \port$652$0  = \$304 ;
+  assign \port$654$0  = \$306 ;
+  assign \port$656$0  = \$308 ;
+  assign \port$658$0  = \$310 ;
+  assign \port$660$0  = \$312 ;
+  assign \port$662$0  = \$314 ;
+  assign \port$664$0  = \$316 ;
+  assign \port$666$0  = \$318 ;
+  assign \port$668$0  = \$320 ;
+  assign \port$670$0  = \$322 ;
+  assign \port$672$0  = \$324 ;
+  assign \port$675$0  = \$326 ;
+  assign \port$677$0  = \$328 ;
+  assign \port$679$0  = \$330 ;
+  assign \port$681$0  = \$332 ;
+  assign \port$683$0  = \$334 ;
+  assign \port$685$0  = \$336 ;
+  assign \port$687$0  = \$338 ;
+  assign \port$689$0  = \$340 ;
+  assign \port$691$0  = \$342 ;
+  assign \port$693$0  = \$344 ;
+  assign \port$695$0  = \$346 ;
+  assign \port$697$0  = \$348 ;
+  assign \port$699$0  = \$350 ;
+  assign \port$701$0  = \$352 ;
+  assign \port$703$0  = \$354 ;
+  assign \port$705$0  = \$356 ;
+  assign \port$707$0  = \$358 ;
+  assign \port$709$0  = \$360 ;
+  assign \port$711$0  = \$362 ;
+  assign \port$713$0  = \$364 ;
+  assign \port$715$0  = \$366 ;
+  assign \port$717$0  = \$368 ;
+  assign \port$719$0  = \$370 ;
+  assign \port$721$0  = \$372 ;
+  assign \port$723$0  = \$374 ;
+  assign \port$725$0  = \$376 ;
+  assign \port$728$0  = \$378 ;
+  assign \port$730$0  = \$380 ;
+  assign \port$732$0  = \$382 ;
+  assign \port$734$0  = \$384 ;
+  assign \port$736$0  = \$386 ;
+  assign \port$738$0  = \$388 ;
+  assign \port$740$0  = \$390 ;
+  assign \port$742$0  = \$392 ;
+  assign \port$744$0  = \$394 ;
+  assign \port$746$0  = \$396 ;
+  assign \port$748$0  = \$398 ;
+  assign \port$750$0  = \$400 ;
+  assign \port$752$0  = \$402 ;
+  assign \port$754$0  = \$404 ;
+  assign \port$756$0  = \$406 ;
+  assign \port$758$0  = \$408 ;
+  assign \port$760$0  = \$410 ;
+  assign \port$762$0  = \$412 ;
+  assign \port$764$0  = \$414 ;
+  assign \port$766$0  = \$416 ;
+  assign \port$768$0  = \$418 ;
+  assign \port$770$0  = \$420 ;
+  assign \port$772$0  = \$422 ;
+  assign \port$774$0  = \$424 ;
+  assign \port$776$0  = \$426 ;
+  assign \port$778$0  = \$428 ;
+  assign \port$781$0  = \$430 ;
+  assign \port$783$0  = \$432 ;
+  assign \port$785$0  = \$434 ;
+  assign \port$787$0  = \$436 ;
+  assign \port$789$0  = \$438 ;
+  assign \port$791$0  = \$440 ;
+  assign \port$793$0  = \$442 ;
+  assign \port$795$0  = \$444 ;
+  assign \port$797$0  = \$446 ;
+  assign \port$799$0  = \$448 ;
+  assign \port$801$0  = \$450 ;
+  assign \port$803$0  = \$452 ;
+  assign \port$805$0  = \$454 ;
+  assign \port$807$0  = \$456 ;
+  assign \port$809$0  = \$458 ;
+  assign \port$811$0  = \$460 ;
+  assign \port$813$0  = \$462 ;
+  assign \port$815$0  = \$464 ;
+  assign \port$817$0  = \$466 ;
+  assign \port$819$0  = \$468 ;
+  assign \port$821$0  = \$470 ;
+  assign \port$823$0  = \$472 ;
+  assign \port$825$0  = \$474 ;
+  assign \port$827$0  = \$476 ;
+  assign \port$829$0  = \$478 ;
+  assign \port$831$0  = \$480 ;
+  assign \port$834$0  = \$482 ;
+  assign \port$836$0  = \$484 ;
+  assign \port$838$0  = \$486 ;
+  assign \port$840$0  = \$488 ;
+  assign \port$842$0  = \$490 ;
+  assign \port$844$0  = \$492 ;
+  assign \port$846$0  = \$494 ;
+  assign \port$848$0  = \$496 ;
+  assign \port$850$0  = \$498 ;
+  assign \port$852$0  = \$500 ;
+  assign \port$854$0  = \$502 ;
+  assign \port$856$0  = \$504 ;
+  assign \port$858$0  = \$506 ;
+  assign \port$860$0  = \$508 ;
+  assign \port$862$0  = \$510 ;
+  assign \port$864$0  = \$512 ;
+  assign \port$866$0  = \$514 ;
+  assign \port$868$0  = \$516 ;
+  assign \port$870$0  = \$518 ;
+  assign \port$872$0  = \$520 ;
+  assign \port$874$0  = \$522 ;
+  assign \port$876$0  = \$524 ;
+  assign \port$878$0  = \$526 ;
+  assign \port$880$0  = \$528 ;
+  assign \port$882$0  = \$530 ;
+  assign \port$884$0  = \$532 ;
+  assign \port$887$0  = \$534 ;
+  assign \port$889$0  = \$536 ;
+  assign \port$891$0  = \$538 ;
+  assign \port$893$0  = \$540 ;
+  assign \port$895$0  = \$542 ;
+  assign \port$897$0  = \$544 ;
+  assign \port$899$0  = \$546 ;
+  assign \port$901$0  = \$548 ;
+  assign \port$903$0  = \$550 ;
+  assign \port$905$0  = \$552 ;
+  assign \port$907$0  = \$554 ;
+  assign \port$909$0  = \$556 ;
+  assign \port$911$0  = \$558 ;
+  assign \port$913$0  = \$560 ;
+  assign \port$915$0  = \$562 ;
+  assign \port$917$0  = \$564 ;
+  assign \port$919$0  = \$566 ;
+  assign \port$921$0  = \$568 ;
+  assign \port$923$0  = \$570 ;
+  assign \port$925$0  = \$572 ;
+  assign \port$927$0  = \$574 ;
+  assign \port$929$0  = \$576 ;
+  assign \port$931$0  = \$578 ;
+  assign \port$933$0  = \$580 ;
+  assign \port$935$0  = \$582 ;
+  assign \port$937$0  = \$584 ;
+  assign \port$940$0  = \$586 ;
+  assign \port$942$0  = \$588 ;
+  assign \port$944$0  = \$590 ;
+  assign \port$946$0  = \$592 ;
+  assign \port$948$0  = \$594 ;
+  assign \port$950$0  = \$596 ;
+  assign \port$952$0  = \$598 ;
+  assign \port$954$0  = \$600 ;
+  assign \port$956$0  = \$602 ;
+  assign \port$958$0  = \$604 ;
+  assign \port$960$0  = \$606 ;
+  assign \port$962$0  = \$608 ;
+  assign \port$964$0  = \$610 ;
+  assign \port$966$0  = \$612 ;
+  assign \port$968$0  = \$614 ;
+  assign \port$970$0  = \$616 ;
+  assign \port$972$0  = \$618 ;
+  assign \port$974$0  = \$620 ;
+  assign \port$976$0  = \$622 ;
+  assign \port$978$0  = \$624 ;
+  assign \port$980$0  = \$626 ;
+  assign \port$982$0  = \$628 ;
+  assign \port$984$0  = \$630 ;
+  assign \port$986$0  = \$632 ;
+  assign \port$988$0  = \$634 ;
+  assign \port$990$0  = \$636 ;
+  assign \port$993$0  = \$638 ;
+  assign \port$995$0  = \$640 ;
+  assign \port$997$0  = \$642 ;
+  assign \port$999$0  = \$644 ;
+  assign \port$1001$0  = \$646 ;
+  assign \port$1003$0  = \$648 ;
+  assign \port$1005$0  = \$650 ;
+  assign \port$1007$0  = \$652 ;
+  assign \port$1009$0  = \$654 ;
+  assign \port$1011$0  = \$656 ;
+  assign \port$1013$0  = \$658 ;
+  assign \port$1015$0  = \$660 ;
+  assign \port$1017$0  = \$662 ;
+  assign \port$1019$0  = \$664 ;
+  assign \port$1021$0  = \$666 ;
+  assign \port$1023$0  = \$668 ;
+  assign \port$1025$0  = \$670 ;
+  assign \port$1027$0  = \$672 ;
+  assign \port$1029$0  = \$674 ;
+  assign \port$1031$0  = \$676 ;
+  assign \port$1033$0  = \$678 ;
+  assign \port$1035$0  = \$680 ;
+  assign \port$1037$0  = \$682 ;
+  assign \port$1039$0  = \$684 ;
+  assign \port$1041$0  = \$686 ;
+  assign \port$1043$0  = \$688 ;
+  assign \port$1046$0  = \$690 ;
+  assign \port$1048$0  = \$692 ;
+  assign \port$1050$0  = \$694 ;
+  assign \port$1052$0  = \$696 ;
+  assign \port$1054$0  = \$698 ;
+  assign \port$1056$0  = \$700 ;
+  assign \port$1058$0  = \$702 ;
+  assign \port$1060$0  = \$704 ;
+  assign \port$1062$0  = \$706 ;
+  assign \port$1064$0  = \$708 ;
+  assign \port$1066$0  = \$710 ;
+  assign \port$1068$0  = \$712 ;
+  assign \port$1070$0  = \$714 ;
+  assign \port$1072$0  = \$716 ;
+  assign \port$1074$0  = \$718 ;
+  assign \port$1076$0  = \$720 ;
+  assign \port$1078$0  = \$722 ;
+  assign \port$1080$0  = \$724 ;
+  assign \port$1082$0  = \$726 ;
+  assign \port$1084$0  = \$728 ;
+  assign \port$1086$0  = \$730 ;
+  assign \port$1088$0  = \$732 ;
+  assign \port$1090$0  = \$734 ;
+  assign \port$1092$0  = \$736 ;
+  assign \port$1094$0  = \$738 ;
+  assign \port$1096$0  = \$740 ;
+  assign \port$1099$0  = \$742 ;
+  assign \port$1101$0  = \$744 ;
+  assign \port$1103$0  = \$746 ;
+  assign \port$1105$0  = \$748 ;
+  assign \port$1107$0  = \$750 ;
+  assign \port$1109$0  = \$752 ;
+  assign \port$1111$0  = \$754 ;
+  assign \port$1113$0  = \$756 ;
+  assign \port$1115$0  = \$758 ;
+  assign \port$1117$0  = \$760 ;
+  assign \port$1119$0  = \$762 ;
+  assign \port$1121$0  = \$764 ;
+  assign \port$1123$0  = \$766 ;
+  assign \port$1125$0  = \$768 ;
+  assign \port$1127$0  = \$770 ;
+  assign \port$1129$0  = \$772 ;
+  assign \port$1131$0  = \$774 ;
+  assign \port$1133$0  = \$776 ;
+  assign \port$1135$0  = \$778 ;
+  assign \port$1137$0  = \$780 ;
+  assign \port$1139$0  = \$782 ;
+  assign \port$1141$0  = \$784 ;
+  assign \port$1143$0  = \$786 ;
+  assign \port$1145$0  = \$788 ;
+  assign \port$1147$0  = \$790 ;
+  assign \port$1149$0  = \$792 ;
+  assign \port$1152$0  = \$794 ;
+  assign \port$1154$0  = \$796 ;
+  assign \port$1156$0  = \$798 ;
+  assign \port$1158$0  = \$800 ;
+  assign \port$1160$0  = \$802 ;
+  assign \port$1162$0  = \$804 ;
+  assign \port$1164$0  = \$806 ;
+  assign \port$1166$0  = \$808 ;
+  assign \port$1168$0  = \$810 ;
+  assign \port$1170$0  = \$812 ;
+  assign \port$1172$0  = \$814 ;
+  assign \port$1174$0  = \$816 ;
+  assign \port$1176$0  = \$818 ;
+  assign \port$1178$0  = \$820 ;
+  assign \port$1180$0  = \$822 ;
+  assign \port$1182$0  = \$824 ;
+  assign \port$1184$0  = \$826 ;
+  assign \port$1186$0  = \$828 ;
+  assign \port$1188$0  = \$830 ;
+  assign \port$1190$0  = \$832 ;
+  assign \port$1192$0  = \$834 ;
+  assign \port$1194$0  = \$836 ;
+  assign \port$1196$0  = \$838 ;
+  assign \port$1198$0  = \$840 ;
+  assign \port$1200$0  = \$842 ;
+  assign \port$1202$0  = \$844 ;
+  assign \port$1205$0  = \$846 ;
+  assign \port$1207$0  = \$848 ;
+  assign \port$1209$0  = \$850 ;
+  assign \port$1211$0  = \$852 ;
+  assign \port$1213$0  = \$854 ;
+  assign \port$1215$0  = \$856 ;
+  assign \port$1217$0  = \$858 ;
+  assign \port$1219$0  = \$860 ;
+  assign \port$1221$0  = \$862 ;
+  assign \port$1223$0  = \$864 ;
+  assign \port$1225$0  = \$866 ;
+  assign \port$1227$0  = \$868 ;
+  assign \port$1229$0  = \$870 ;
+  assign \port$1231$0  = \$872 ;
+  assign \port$1233$0  = \$874 ;
+  assign \port$1235$0  = \$876 ;
+  assign \port$1237$0  = \$878 ;
+  assign \port$1239$0  = \$880 ;
+  assign \port$1241$0  = \$882 ;
+  assign \port$1243$0  = \$884 ;
+  assign \port$1245$0  = \$886 ;
+  assign \port$1247$0  = \$888 ;
+  assign \port$1249$0  = \$890 ;
+  assign \port$1251$0  = \$892 ;
+  assign \port$1253$0  = \$894 ;
+  assign \port$1255$0  = \$896 ;
   assign \beat0_lane0.pending  = beat0_lane0[0];
   assign \beat0_lane0.bank_low  = beat0_lane0[4:1];
   assign \beat0_lane0.bank_high  = beat0_lane0[8:5];
