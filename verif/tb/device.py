@@ -61,8 +61,9 @@ class FunctionalCoverage:
     def __init__(self):
         ops = [o.name for o in Opcode]
         self.axes = {"command": (ops, self.OUTCOMES, self.LATENCIES),
+                     # every engine, DECODER (0) included: it refuses commands
                      "error": ([c.name for c in ErrorCause if c != 0],
-                               [e.name for e in Engine if e != 0])}
+                               [e.name for e in Engine])}
         self.bins = {name: {key: 0 for key in _product(*axes)} for name, axes in self.axes.items()}
         self._cc = None
         try:
