@@ -1,14 +1,13 @@
 """DUMP: the whole tag store to host memory, and CLEAR."""
 
-from amaranth import Signal, Module, Cat, Const
+from amaranth import Signal, Module
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from hotline_spec.commands import Engine
 from hotline_spec.config import DeviceConfig
 from ..axi import axi4_signature
-from ..dma.burst_writer import BurstWriter
-from ..dma.packer import Packer
+from ..dma.word_stream_writer import WordStreamWriter
 from ..job import job_signature, error_record
 from ..layouts import dump_record, dump_word
 from .command import job_params
@@ -18,7 +17,7 @@ __all__ = ["DumpExecutor", "ClearExecutor"]
 
 class DumpExecutor(wiring.Component):
     """Runs DUMP: the engine's dump records (bank-major, so entry ``s`` is word ``s``) as
-    64-bit entry words through a ``Packer`` and a ``BurstWriter`` from ``addr1``.
+    64-bit entry words through a ``WordStreamWriter`` (full-beat bursts from ``addr1``).
 
     Attributes
     ----------
@@ -44,34 +43,30 @@ class DumpExecutor(wiring.Component):
         c = self.dcfg
         e = c.eal
         m = Module()
-        m.submodules.packer = packer = Packer(64, e.ways, c.bus_bits)
-        m.submodules.writer = writer = BurstWriter(c, engine=Engine.WORD_WRITE)
+        m.submodules.writer = writer = WordStreamWriter(c, e.ways, Engine.WORD_WRITE)
         wiring.connect(m, wiring.flipped(self.write_axi), writer.axi)
-        wiring.connect(m, packer.beats, writer.beats)
 
-        words = packer.words.payload
+        words = writer.words.payload
         for way in range(e.ways):
             entry = self.dump.payload.ways[way]
             word = Signal(dump_word(e.policy), name=f"entry{way}")
             m.d.comb += [word.tag.eq(entry.tag), word[e.meta_name].eq(entry[e.meta_name]),
                          word.valid.eq(entry.valid),
                          words.valid[way].eq(1), words.data[way].eq(word)]
-        m.d.comb += [packer.words.valid.eq(self.dump.valid),
-                     self.dump.ready.eq(packer.words.ready)]
+        m.d.comb += [writer.words.valid.eq(self.dump.valid),
+                     self.dump.ready.eq(writer.words.ready)]
         records = Signal(range(e.banks * e.sets + 1))
         with m.If(self.dump.valid & self.dump.ready):
             m.d.sync += records.eq(records + 1)
 
         job = self.job
-        lane_bits = (c.bus_bytes - 1).bit_length()
-        m.d.comb += [packer.offset.eq(job.params.addr1[3:lane_bits] if lane_bits > 3 else 0),
-                     writer.addr.eq(Cat(Const(0, lane_bits), job.params.addr1[lane_bits:]))]
+        m.d.comb += writer.addr.eq(job.params.addr1)
         record = Signal(error_record())
         m.d.comb += job.error.eq(record)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(job.start):
-                    m.d.comb += [packer.start.eq(1), writer.start.eq(1)]
+                    m.d.comb += writer.start.eq(1)
                     m.d.sync += [records.eq(0), record.valid.eq(0)]
                     m.next = "REQUEST"
             with m.State("REQUEST"):
@@ -80,14 +75,10 @@ class DumpExecutor(wiring.Component):
                     m.next = "STREAM"
             with m.State("STREAM"):
                 with m.If((records == e.banks * e.sets) & ~self.engine_busy):
-                    m.d.comb += packer.flush.eq(1)
-                    m.next = "PACK"
-            with m.State("PACK"):
-                with m.If(packer.idle):
+                    m.d.comb += writer.end.eq(1)
                     m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += writer.flush.eq(1)
-                with m.If(writer.idle):
+                with m.If(writer.done):
                     m.d.sync += record.eq(writer.error)
                     m.next = "DONE"
             with m.State("DONE"):

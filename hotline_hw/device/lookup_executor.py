@@ -1,17 +1,16 @@
 """LEARN and LOOKUP: the key list through the lookup engine, the results to host memory."""
 
-from amaranth import Signal, Module, Cat, Const
-from amaranth.lib import wiring, stream, data
+from amaranth import Signal, Module
+from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from hotline_spec.commands import Opcode, Engine
 from hotline_spec.config import DeviceConfig
 from ..axi import axi4_signature
-from ..dma.burst_writer import BurstWriter
 from ..dma.key_checker import KeyChecker
 from ..dma.lane_formatter import LaneFormatter
 from ..dma.list_reader import ListReader
-from ..dma.packer import Packer
+from ..dma.word_stream_writer import WordStreamWriter
 from ..job import job_signature, error_record
 from ..layouts import lookup_beat, result_beat, result_word
 from .command import job_params
@@ -24,7 +23,7 @@ class LookupExecutor(wiring.Component):
     """Runs LEARN and LOOKUP in one pass over the key list (``docs/device.md``).
 
     ``ListReader`` -> ``KeyChecker`` (BAD_KEY only) -> ``LaneFormatter`` -> the engine ->
-    ``Packer`` (result words, dense) -> ``BurstWriter`` (full-beat bursts from ``addr1``).
+    ``WordStreamWriter`` (result words packed into full-beat bursts from ``addr1``).
     The first bad key or failed list read ends the key stream: the keys before it are looked
     up (and, for LEARN, learned) and their results written; then the command fails with the
     first error in list order (a result write error comes last).
@@ -65,26 +64,24 @@ class LookupExecutor(wiring.Component):
         m.submodules.reader = reader = ListReader(c)
         m.submodules.checker = checker = KeyChecker(c)
         m.submodules.formatter = formatter = LaneFormatter(c)
-        m.submodules.packer = packer = Packer(64, e.lanes, c.bus_bits)
-        m.submodules.writer = writer = BurstWriter(c, engine=Engine.WORD_WRITE)
+        m.submodules.writer = writer = WordStreamWriter(c, e.lanes, Engine.WORD_WRITE)
         wiring.connect(m, wiring.flipped(self.list_axi), reader.axi)
         wiring.connect(m, wiring.flipped(self.write_axi), writer.axi)
         wiring.connect(m, reader.beats, checker.beats)
         wiring.connect(m, checker.checked, formatter.beats)
         wiring.connect(m, formatter.lookups, wiring.flipped(self.lookups))
-        wiring.connect(m, packer.beats, writer.beats)
         for port in checker.tables:          # no row checks here: the table RAM is not read
             m.d.comb += port.entry.eq(0)
 
-        # Engine results -> result words for the packer.
-        words = packer.words.payload
+        # Engine results -> result words for the writer.
+        words = writer.words.payload
         for lane in range(e.lanes):
             res = self.results.payload[lane]
             word = Signal(result_word(), name=f"result{lane}")
             m.d.comb += [word.slot.eq(res.slot), word.hit.eq(res.hit),
                          words.valid[lane].eq(res.valid), words.data[lane].eq(word)]
-        m.d.comb += [packer.words.valid.eq(self.results.valid),
-                     self.results.ready.eq(packer.words.ready)]
+        m.d.comb += [writer.words.valid.eq(self.results.valid),
+                     self.results.ready.eq(writer.words.ready)]
         accepted = self.results.valid & self.results.ready
         m.d.comb += [
             self.looked_up.eq(sum(self.results.payload[k].valid & accepted
@@ -95,14 +92,12 @@ class LookupExecutor(wiring.Component):
 
         returned = Signal(32)                 # results accepted since start
         m.d.sync += returned.eq(returned + self.looked_up)
-        lane_bits = (c.bus_bytes - 1).bit_length()
         job = self.job
         m.d.comb += [
             reader.addr.eq(job.params.addr0), reader.count.eq(job.params.count),
             checker.addr.eq(job.params.addr0), checker.check_rows.eq(0),
             checker.row_bytes.eq(job.params.row_bytes),
-            packer.offset.eq(job.params.addr1[3:lane_bits] if lane_bits > 3 else 0),
-            writer.addr.eq(Cat(Const(0, lane_bits), job.params.addr1[lane_bits:])),
+            writer.addr.eq(job.params.addr1),
         ]
         record = Signal(error_record())
         blamed = first_in_list(m, checker.error, reader.error, writer.error)
@@ -110,8 +105,7 @@ class LookupExecutor(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(job.start):
-                    m.d.comb += [reader.start.eq(1), checker.start.eq(1), packer.start.eq(1),
-                                 writer.start.eq(1)]
+                    m.d.comb += [reader.start.eq(1), checker.start.eq(1), writer.start.eq(1)]
                     m.d.sync += [returned.eq(0), record.valid.eq(0),
                                  self.learn.eq(job.params.opcode == Opcode.LEARN),
                                  self.threshold.eq(job.params.threshold)]
@@ -121,14 +115,10 @@ class LookupExecutor(wiring.Component):
                 # the checker let through has its result once `returned` reaches `passed`.
                 with m.If(~reader.busy & ~checker.busy & (returned == checker.passed)
                           & ~self.engine_busy):
-                    m.d.comb += packer.flush.eq(1)
-                    m.next = "PACK"
-            with m.State("PACK"):
-                with m.If(packer.idle):
+                    m.d.comb += writer.end.eq(1)
                     m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += writer.flush.eq(1)
-                with m.If(writer.idle):
+                with m.If(writer.done):
                     m.d.sync += record.eq(blamed)
                     m.next = "DONE"
             with m.State("DONE"):
