@@ -8,7 +8,8 @@ so every read burst has exactly one matching write burst.
 
 Data path::
 
-    keys -> a (table RAM read) -> b (entry) -> c (row address) -> row (chunker) -> AR
+    keys -> a (table RAM read) -> b (entry) -> c (row address) -> d (4 KiB room)
+         -> e (first segment) -> row queue -> row (chunker) -> AR
     R -> slot buffer (read_ids x burst_beats words) -> ready queue -> AW -> W FIFO -> W
     B -> outstanding-write FIFO (addresses, for the error report)
 
@@ -62,7 +63,7 @@ class RowMover(wiring.Component):
     tables : Out(table_read_signature(dcfg))
         Read port of the table RAM (:mod:`hotline_hw.tables`): ``table`` is the table field
         of ``keys.payload`` (driven every cycle, whether or not a key is taken); the entry
-        is used the cycle after a key is taken. Only ``base`` and ``stride`` are used: base
+        is used the cycle after a key is taken (whatever happens downstream). Only ``base`` and ``stride`` are used: base
         a multiple of ``bus_bytes``, stride a multiple of ``bus_bytes`` and >= ``row_bytes``
         (the key checker refuses keys of other tables). The entries must not change while
         ``busy``.
@@ -81,6 +82,8 @@ class RowMover(wiring.Component):
     keys : In(stream.Signature(key_bits))
         Up to ``count`` keys ``(table << row_bits) | row`` in list order, already checked
         (``row`` is inside its table). Row ``i`` of the command is the ``i``-th key.
+        ``ready`` is a function of registers only (busy, keys left, room in the row queue):
+        it never depends on ``valid`` nor on the chunker.
     stop : In(1)
         Level, held until ``done``: the key stream ends before ``count`` keys (upstream cut
         it short: a bad key, a list read error). It may rise as soon as the last key that
@@ -101,9 +104,14 @@ class RowMover(wiring.Component):
         did not write the data of the failed read burst, let the bursts in flight finish and
         discarded the remaining keys.
 
-    Timing: the table RAM's output goes through a 2:1 multiplexer into a register (stage
-    ``b``); the row address ``base + row * stride`` is one stage from registers to a
-    register (stage ``c``), so the multiply sees no table-index multiplexer in front of it.
+    Timing: the table RAM's output goes straight into a register (stage ``b``); the row
+    address ``base + row * stride`` is one stage from registers to a register (stage
+    ``c``). The key pipeline never stalls (a key is taken only when the row queue has room
+    for every key in flight). The chunker compares only ``log2(4096 / bus_bytes)``-bit
+    distances, one comparison per stage (d: nearer boundary of source and destination;
+    e: that or the row's end); per chunk it adds the registered chunk length to the
+    addresses and decides the next chunk from register bits. A row that crosses a 4 KiB
+    boundary costs 3 idle cycles of the chunker at the boundary.
     """
 
     def __init__(self, dcfg: DeviceConfig):
