@@ -8,7 +8,8 @@ so every read burst has exactly one matching write burst.
 
 Data path::
 
-    keys -> a (table RAM read) -> b (entry) -> c (row address) -> row (chunker) -> AR
+    keys -> a (table RAM read) -> b (entry) -> c (row address) -> d (4 KiB room)
+         -> e (first segment) -> row queue -> row (chunker) -> AR
     R -> slot buffer (read_ids x burst_beats words) -> ready queue -> AW -> W FIFO -> W
     B -> outstanding-write FIFO (addresses, for the error report)
 
@@ -37,10 +38,11 @@ AXCACHE_NORMAL = 0b0011
 #: issued only when the FIFO has room for it; 4 entries keep one W beat per cycle going
 #: without looking at ``wready`` when issuing the read.
 W_FIFO_DEPTH = 4
-
-
-def _min(a, b):
-    return Mux(a < b, a, b)
+#: Rows between the key pipeline and the chunker. The key pipeline (a .. e, five stages)
+#: never stalls: a key is taken only while fewer than this many keys are in it or queued,
+#: so 8 keeps one key per cycle going (a key is counted from its take until the chunker
+#: pops it, 7 cycles later at the earliest).
+ROW_QUEUE_DEPTH = 8
 
 
 class RowMover(wiring.Component):
@@ -61,7 +63,7 @@ class RowMover(wiring.Component):
     tables : Out(table_read_signature(dcfg))
         Read port of the table RAM (:mod:`hotline_hw.tables`): ``table`` is the table field
         of ``keys.payload`` (driven every cycle, whether or not a key is taken); the entry
-        is used the cycle after a key is taken. Only ``base`` and ``stride`` are used: base
+        is used the cycle after a key is taken (whatever happens downstream). Only ``base`` and ``stride`` are used: base
         a multiple of ``bus_bytes``, stride a multiple of ``bus_bytes`` and >= ``row_bytes``
         (the key checker refuses keys of other tables). The entries must not change while
         ``busy``.
@@ -80,6 +82,8 @@ class RowMover(wiring.Component):
     keys : In(stream.Signature(key_bits))
         Up to ``count`` keys ``(table << row_bits) | row`` in list order, already checked
         (``row`` is inside its table). Row ``i`` of the command is the ``i``-th key.
+        ``ready`` is a function of registers only (busy, keys left, room in the row queue):
+        it never depends on ``valid`` nor on the chunker.
     stop : In(1)
         Level, held until ``done``: the key stream ends before ``count`` keys (upstream cut
         it short: a bad key, a list read error). It may rise as soon as the last key that
@@ -100,9 +104,14 @@ class RowMover(wiring.Component):
         did not write the data of the failed read burst, let the bursts in flight finish and
         discarded the remaining keys.
 
-    Timing: the table RAM's output goes through a 2:1 multiplexer into a register (stage
-    ``b``); the row address ``base + row * stride`` is one stage from registers to a
-    register (stage ``c``), so the multiply sees no table-index multiplexer in front of it.
+    Timing: the table RAM's output goes straight into a register (stage ``b``); the row
+    address ``base + row * stride`` is one stage from registers to a register (stage
+    ``c``). The key pipeline never stalls (a key is taken only when the row queue has room
+    for every key in flight). The chunker compares only ``log2(4096 / bus_bytes)``-bit
+    distances, one comparison per stage (d: nearer boundary of source and destination;
+    e: that or the row's end); per chunk it adds the registered chunk length to the
+    addresses and decides the next chunk from register bits. A row that crosses a 4 KiB
+    boundary costs 3 idle cycles of the chunker at the boundary.
     """
 
     def __init__(self, dcfg: DeviceConfig):
@@ -134,7 +143,6 @@ class RowMover(wiring.Component):
         burst = d.burst_beats
         beat_log = exact_log2(burst)
         size_log = exact_log2(d.bus_bytes)
-        page_beats = PAGE_BYTES // d.bus_bytes
         page_log = exact_log2(PAGE_BYTES)
         row_bits = d.eal.row_bits
         max_row_beats = d.max_row_bytes // d.bus_bytes
@@ -150,8 +158,9 @@ class RowMover(wiring.Component):
         busy = self.busy
         c_gather = Signal()
         c_row_bytes = Signal(16)
-        c_row_beats = Signal(range(max_row_beats + 1))
+        c_left_m1 = Signal(range(max_row_beats))     # beats per row - 1
         keys_left = Signal(32)
+        keys_more = Signal()                         # keys_left != 0
         buf_ptr = Signal(addr_bits)
         # Set on the first bad response: no more reads, drop the keys.
         err = self.error.valid
@@ -159,7 +168,8 @@ class RowMover(wiring.Component):
         with m.If(self.start & ~busy):
             m.d.sync += [
                 busy.eq(1), c_gather.eq(self.gather), c_row_bytes.eq(self.row_bytes),
-                c_row_beats.eq(self.row_bytes >> size_log), keys_left.eq(self.count),
+                c_left_m1.eq((self.row_bytes >> size_log) - 1), keys_left.eq(self.count),
+                keys_more.eq(self.count != 0),
                 buf_ptr.eq(self.buf_addr), self.error.eq(0),
             ]
 
@@ -190,84 +200,125 @@ class RowMover(wiring.Component):
         def slot_addr(slot_id, beat):
             return Cat(beat[:beat_log], slot_id) if beat_log else slot_id
 
-        # ---- a: take a key; the table RAM reads its entry meanwhile -------------------
-        # The RAM address comes straight from the key stream (no dependence on ``ready``);
-        # its entry is on the port the cycle after the key was taken (``a_new``). Should
-        # stage a stall then, the entry is kept in ``a_base``/``a_stride``.
+        # ---- chunk arithmetic on short values -----------------------------------------
+        # Beats to a 4 KiB boundary fit ``k`` bits once taken minus one. A segment is the
+        # part of a row up to the next boundary of source or destination (or the row's
+        # end); it is cut into bursts.
+        k = page_log - size_log
+        seg_layout = data.StructLayout({
+            "left_m1": k,       # beats of the segment not yet issued - 1
+            "last": 1,          # the next chunk ends the segment (left_m1 < burst)
+            "row_end": 1,       # the segment ends the row
+        })
+
+        def _room(src, dst):
+            # min(beats to the next boundary of src, of dst) - 1; whether it is < burst.
+            rs = ~src[size_log:page_log]
+            rd = ~dst[size_log:page_log]
+            return Mux(rs < rd, rs, rd), (rs[beat_log:] == 0) | (rd[beat_log:] == 0)
+
+        def _segment(left_m1, room, room_small):
+            # The segment from here: min(row left, room) and its flags.
+            row_end = left_m1 <= room
+            return Cat(Mux(row_end, left_m1, room)[:k],
+                       room_small | (left_m1[beat_log:] == 0), row_end)
+
+        def _low_plus_one(left_m1):
+            # The length of a segment's last chunk, given left_m1 < burst (mod burst).
+            return left_m1[:beat_log] + 1
+
+        def _first_chunk(seg):
+            return Mux(seg.last, _low_plus_one(seg.left_m1), burst)
+
+        # ---- key pipeline: a (RAM read) -> b (entry) -> c (row address) -> d -> e -> queue
+        # The stages never stall: a key is taken only while the row queue has room for it
+        # and every key in flight (``credits``), so ``keys.ready`` is a function of
+        # registers alone and no chunk arithmetic reaches back into the key source.
+        take = Signal()
+        credits = Signal(range(ROW_QUEUE_DEPTH + 1))   # keys taken, not yet out of the queue
+        key = self.keys.payload
+        m.d.comb += [
+            self.keys.ready.eq(busy & keys_more & (credits != ROW_QUEUE_DEPTH)),
+            take.eq(self.keys.valid & self.keys.ready),
+            self.tables.table.eq(key[row_bits:]),
+        ]
+        with m.If(take):
+            m.d.sync += [
+                keys_left.eq(keys_left - 1), keys_more.eq(keys_left != 1),
+                buf_ptr.eq(buf_ptr + c_row_bytes),
+            ]
+        # a: the table RAM reads the key's entry (on the port in the next cycle).
         a_v = Signal()
-        a_new = Signal()
         a_row = Signal(row_bits)
         a_buf = Signal(addr_bits)
-        a_base = Signal(addr_bits)
-        a_stride = Signal(32)
+        m.d.sync += [a_v.eq(take), a_row.eq(key[:row_bits]), a_buf.eq(buf_ptr)]
+        # b: the key with its table's base and stride, all in registers.
         b_v = Signal()
         b_row = Signal(row_bits)
         b_buf = Signal(addr_bits)
         b_base = Signal(addr_bits)
         b_stride = Signal(32)
+        entry = self.tables.entry
+        m.d.sync += [b_v.eq(a_v), b_row.eq(a_row), b_buf.eq(a_buf),
+                     b_base.eq(entry.base), b_stride.eq(entry.stride)]
+        # c: the table row's address (the multiply gets a stage of its own).
         c_v = Signal()
         c_table = Signal(addr_bits)
         c_buf = Signal(addr_bits)
-        row_v = Signal()
-        row_free = Signal()
-        c_adv = Signal()
-        b_adv = Signal()
-        a_adv = Signal()
-        take = Signal()
-        key = self.keys.payload
-        m.d.comb += [
-            c_adv.eq(c_v & row_free),
-            b_adv.eq(b_v & (~c_v | c_adv)),
-            a_adv.eq(a_v & (~b_v | b_adv)),
-            self.keys.ready.eq(busy & (keys_left != 0) & (~a_v | a_adv)),
-            take.eq(self.keys.valid & self.keys.ready),
-            self.tables.table.eq(key[row_bits:]),
-        ]
-        entry = self.tables.entry
-        m.d.sync += a_new.eq(take)
-        with m.If(a_new):
-            m.d.sync += [a_base.eq(entry.base), a_stride.eq(entry.stride)]
-        with m.If(take):
-            m.d.sync += [
-                a_v.eq(1), a_row.eq(key[:row_bits]), a_buf.eq(buf_ptr),
-                buf_ptr.eq(buf_ptr + c_row_bytes), keys_left.eq(keys_left - 1),
-            ]
-        with m.Elif(a_adv):
-            m.d.sync += a_v.eq(0)
-
-        # ---- b: the key with its table's base and stride, all in registers ------------
-        with m.If(a_adv):
-            m.d.sync += [
-                b_v.eq(1), b_row.eq(a_row), b_buf.eq(a_buf),
-                b_base.eq(Mux(a_new, entry.base, a_base)),
-                b_stride.eq(Mux(a_new, entry.stride, a_stride)),
-            ]
-        with m.Elif(b_adv):
-            m.d.sync += b_v.eq(0)
-
-        # ---- c: the table row's address (the multiply gets a stage of its own) --------
-        with m.If(b_adv):
-            m.d.sync += [c_v.eq(1), c_table.eq(b_base + b_row * b_stride), c_buf.eq(b_buf)]
-        with m.Elif(c_adv):
-            m.d.sync += c_v.eq(0)
+        m.d.sync += [c_v.eq(b_v), c_table.eq(b_base + b_row * b_stride), c_buf.eq(b_buf)]
+        # d: source and destination; the nearer of their 4 KiB boundaries.
+        # Distances are kept minus one: ``page_beats - 1 - offset`` is ``~offset``, so the
+        # distance to a boundary costs no adder and fits ``k`` bits.
+        d_v = Signal()
+        d_src = Signal(addr_bits)
+        d_dst = Signal(addr_bits)
+        d_room = Signal(k)          # min(src room, dst room) - 1
+        d_room_small = Signal()     # that room is at most one burst
+        src_c = Mux(c_gather, c_table, c_buf)
+        dst_c = Mux(c_gather, c_buf, c_table)
+        room_c, room_small_c = _room(src_c, dst_c)
+        m.d.sync += [d_v.eq(c_v), d_src.eq(src_c), d_dst.eq(dst_c),
+                     d_room.eq(room_c), d_room_small.eq(room_small_c)]
+        # e: the row's first segment (up to the next boundary or the row's end).
+        e_v = Signal()
+        e_src = Signal(addr_bits)
+        e_dst = Signal(addr_bits)
+        e_seg = Signal(seg_layout)
+        m.d.sync += [e_v.eq(d_v), e_src.eq(d_src), e_dst.eq(d_dst),
+                     e_seg.eq(_segment(c_left_m1, d_room, d_room_small))]
+        # The queue of rows ready for the chunker, with the first chunk's length.
+        row_layout = data.StructLayout({"src": addr_bits, "dst": addr_bits, "seg": seg_layout,
+                                        "chunk": len_shape})
+        m.submodules.row_q = row_q = fifo.SyncFIFO(width=row_layout.size,
+                                                   depth=ROW_QUEUE_DEPTH)
+        q_in = data.View(row_layout, row_q.w_data)
+        q_out = data.View(row_layout, row_q.r_data)
+        m.d.comb += [row_q.w_en.eq(e_v), q_in.src.eq(e_src), q_in.dst.eq(e_dst),
+                     q_in.seg.eq(e_seg), q_in.chunk.eq(_first_chunk(e_seg))]
+        m.d.sync += credits.eq(credits + take - row_q.r_en)
 
         # ---- row: cut the row into chunks, issue one read per chunk -------------------
+        # A row is cut into segments at the 4 KiB boundaries of source and destination and
+        # every segment into bursts. Per chunk only registers are compared: ``chunk`` is
+        # the length of the next chunk, ``seg.last`` says it ends its segment. A segment
+        # that ends inside the row (a boundary) is followed by three cycles that find the
+        # next one from the new addresses (``rc``), as stage d and e do for a row's first.
+        row_v = Signal()
         row_src = Signal(addr_bits)
         row_dst = Signal(addr_bits)
-        row_left = Signal(range(max_row_beats + 1))  # beats of the row not yet issued
-        src_room = Signal(range(page_beats + 1))     # beats to the next 4 KiB boundary
-        dst_room = Signal(range(page_beats + 1))
+        row_seg = Signal(seg_layout)
+        row_left_m1 = Signal(range(max_row_beats))   # beats of the row not yet issued - 1
         chunk = Signal(len_shape)
-        m.d.comb += [
-            src_room.eq(page_beats - row_src[size_log:page_log]),
-            dst_room.eq(page_beats - row_dst[size_log:page_log]),
-            chunk.eq(_min(_min(row_left, burst), _min(src_room, dst_room))),
-        ]
+        rc = Signal(2)                               # 0: ``chunk`` valid; 1..3: recompute
+        rc_room = Signal(k)
+        rc_room_small = Signal()
         ar_load = Signal()
+        row_free = Signal()
         m.d.comb += [
-            ar_load.eq(row_v & ~err & id_ok & (~axi.arvalid | axi.arready)),
+            ar_load.eq(row_v & (rc == 0) & ~err & id_ok & (~axi.arvalid | axi.arready)),
             # After an error the remaining rows are dropped without a read.
-            row_free.eq(~row_v | err | (ar_load & (chunk == row_left))),
+            row_free.eq(~row_v | err | (ar_load & row_seg.last & row_seg.row_end)),
+            row_q.r_en.eq(row_free & row_q.r_rdy),
         ]
         with m.If(ar_load):
             m.d.sync += [
@@ -275,22 +326,40 @@ class RowMover(wiring.Component):
                 axi.arlen.eq(chunk - 1),
                 row_src.eq(row_src + beats_to_bytes(chunk)),
                 row_dst.eq(row_dst + beats_to_bytes(chunk)),
-                row_left.eq(row_left - chunk),
+                row_left_m1.eq(row_left_m1 - chunk),
             ]
+            with m.If(~row_seg.last):
+                # A full burst; the segment goes on: the low bits of its length stay.
+                nxt_last = row_seg.left_m1[beat_log + 1:] == 0
+                m.d.sync += [
+                    row_seg.left_m1.eq(row_seg.left_m1 - burst),
+                    row_seg.last.eq(nxt_last),
+                    chunk.eq(Mux(nxt_last, _low_plus_one(row_seg.left_m1), burst)),
+                ]
+            with m.Elif(~row_seg.row_end):
+                m.d.sync += rc.eq(1)
         with m.Elif(axi.arready):
             m.d.sync += axi.arvalid.eq(0)
+        # The next segment of the row: room (1), segment (2), its first chunk (3).
+        rc_room_c, rc_room_small_c = _room(row_src, row_dst)
+        with m.Switch(rc):
+            with m.Case(1):
+                m.d.sync += [rc.eq(2), rc_room.eq(rc_room_c), rc_room_small.eq(rc_room_small_c)]
+            with m.Case(2):
+                m.d.sync += [rc.eq(3), row_seg.eq(_segment(row_left_m1, rc_room, rc_room_small))]
+            with m.Case(3):
+                m.d.sync += [rc.eq(0), chunk.eq(_first_chunk(row_seg))]
         m.d.comb += [
             meta_wr.addr.eq(free_id), meta_wr.en.eq(ar_load),
             meta_wr.data.dst.eq(row_dst), meta_wr.data.beats.eq(chunk),
             src_wr.addr.eq(free_id), src_wr.en.eq(ar_load), src_wr.data.eq(row_src),
         ]
         with m.If(row_free):
-            m.d.sync += row_v.eq(c_v)
-            with m.If(c_v):
+            m.d.sync += [row_v.eq(row_q.r_rdy), rc.eq(0)]
+            with m.If(row_q.r_rdy):
                 m.d.sync += [
-                    row_src.eq(Mux(c_gather, c_table, c_buf)),
-                    row_dst.eq(Mux(c_gather, c_buf, c_table)),
-                    row_left.eq(c_row_beats),
+                    row_src.eq(q_out.src), row_dst.eq(q_out.dst), row_seg.eq(q_out.seg),
+                    chunk.eq(q_out.chunk), row_left_m1.eq(c_left_m1),
                 ]
         m.d.comb += [
             axi.arsize.eq(size_log), axi.arburst.eq(BURST_INCR),
@@ -439,8 +508,9 @@ class RowMover(wiring.Component):
         # outstanding writes are what remains.
         # ``stop`` with no key offered: the stream ended early, the keys taken are all.
         m.d.sync += self.done.eq(0)
-        keys_over = (keys_left == 0) | (self.stop & ~self.keys.valid)
-        with m.If(busy & keys_over & ~a_v & ~b_v & ~c_v & ~row_v & (in_use == 0)
+        keys_over = ~keys_more | (self.stop & ~self.keys.valid)
+        with m.If(busy & keys_over & ~a_v & ~b_v & ~c_v & ~d_v & ~e_v & ~row_q.r_rdy
+                  & ~row_v & (in_use == 0)
                   & ~rd_inflight & ~w_fifo.r_rdy & (wr_q.level == 0)):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         return m
