@@ -1131,11 +1131,11 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10031$0 (\$42 ),
-    .\port$10288$0 (\$43 ),
-    .\port$12787$0 (\$41 ),
-    .\port$13434$0 (\$44 ),
-    .\port$7878$0 (\$40 ),
+    .\port$10106$0 (\$42 ),
+    .\port$10372$0 (\$43 ),
+    .\port$12876$0 (\$41 ),
+    .\port$13563$0 (\$44 ),
+    .\port$7887$0 (\$40 ),
     .results__awaddr(results__awaddr),
     .results__awready(write_axi__awready),
     .results__awvalid(results__awvalid),
@@ -1179,7 +1179,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_bytes_read  count_bytes_read (
     .clk(clk),
     .high(r_BYTES_READ_HI),
-    .\port$13544$0 (r_BYTES_READ_LO),
+    .\port$13673$0 (r_BYTES_READ_LO),
     .\port$19$0 (\$11 ),
     .reset(\reset$609 ),
     .rst(rst)
@@ -1188,14 +1188,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_BYTES_WRITTEN_HI),
     .increment(\$27 [7:0]),
-    .\port$13552$0 (r_BYTES_WRITTEN_LO),
+    .\port$13681$0 (r_BYTES_WRITTEN_LO),
     .reset(\reset$615 ),
     .rst(rst)
   );
   \hotline_accelerator.count_commands_completed  count_commands_completed (
     .clk(clk),
     .high(r_COMMANDS_COMPLETED_HI),
-    .\port$13576$0 (r_COMMANDS_COMPLETED_LO),
+    .\port$13705$0 (r_COMMANDS_COMPLETED_LO),
     .\port$957$0 (finished),
     .reset(\reset$630 ),
     .rst(rst)
@@ -1203,22 +1203,22 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_cycles  count_cycles (
     .clk(clk),
     .high(r_CYCLES_HI),
-    .\port$13592$0 (r_CYCLES_LO),
+    .\port$13721$0 (r_CYCLES_LO),
     .reset(\reset$640 ),
     .rst(rst)
   );
   \hotline_accelerator.count_errors  count_errors (
     .clk(clk),
     .high(r_ERRORS_HI),
-    .\port$10962$0 (failed),
-    .\port$13584$0 (r_ERRORS_LO),
+    .\port$11046$0 (failed),
+    .\port$13713$0 (r_ERRORS_LO),
     .reset(\reset$635 ),
     .rst(rst)
   );
   \hotline_accelerator.count_hits  count_hits (
     .clk(clk),
     .high(r_HITS_HI),
-    .\port$13520$0 (r_HITS_LO),
+    .\port$13649$0 (r_HITS_LO),
     .\port$7324$0 (hits),
     .reset(\reset$590 ),
     .rst(rst)
@@ -1226,7 +1226,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_lookups  count_lookups (
     .clk(clk),
     .high(r_LOOKUPS_HI),
-    .\port$13512$0 (r_LOOKUPS_LO),
+    .\port$13641$0 (r_LOOKUPS_LO),
     .\port$7308$0 (looked_up),
     .reset(reset),
     .rst(rst)
@@ -1234,8 +1234,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_read_stall_cycles  count_read_stall_cycles (
     .clk(clk),
     .high(r_READ_STALL_CYCLES_HI),
-    .\port$10606$1 (handshake[1]),
-    .\port$13560$0 (r_READ_STALL_CYCLES_LO),
+    .\port$10690$1 (handshake[1]),
+    .\port$13689$0 (r_READ_STALL_CYCLES_LO),
     .reset(\reset$620 ),
     .rst(rst)
   );
@@ -1243,7 +1243,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_GATHERED_HI),
     .increment(\increment$594 ),
-    .\port$13528$0 (r_ROWS_GATHERED_LO),
+    .\port$13657$0 (r_ROWS_GATHERED_LO),
     .reset(\reset$598 ),
     .rst(rst)
   );
@@ -1251,15 +1251,15 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_WRITTEN_HI),
     .increment(\increment$602 ),
-    .\port$13536$0 (r_ROWS_WRITTEN_LO),
+    .\port$13665$0 (r_ROWS_WRITTEN_LO),
     .reset(\reset$603 ),
     .rst(rst)
   );
   \hotline_accelerator.count_write_stall_cycles  count_write_stall_cycles (
     .clk(clk),
     .high(r_WRITE_STALL_CYCLES_HI),
-    .\port$10606$2 (handshake[2]),
-    .\port$13568$0 (r_WRITE_STALL_CYCLES_LO),
+    .\port$10690$2 (handshake[2]),
+    .\port$13697$0 (r_WRITE_STALL_CYCLES_LO),
     .reset(\reset$625 ),
     .rst(rst)
   );
@@ -1279,7 +1279,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$10984$13 (error[76:13]),
+    .\port$11068$13 (error[76:13]),
     .\port$904$0 (free),
     .q_CMD_ADDR0_HI(q_CMD_ADDR0_HI),
     .q_CMD_ADDR0_LO(q_CMD_ADDR0_LO),
@@ -1352,8 +1352,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .job__error(dump__error),
     .job__params(job__params),
     .job__start(\job__start$137 ),
-    .\port$10288$0 (\$43 ),
-    .\port$13434$0 (\$44 ),
+    .\port$10372$0 (\$43 ),
+    .\port$13563$0 (\$44 ),
     .rst(rst),
     .start_dump(start_dump),
     .words__valid(dump__valid),
@@ -1408,8 +1408,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookups__payload(lookups__payload),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
-    .\port$12787$0 (\$41 ),
-    .\port$7878$0 (\$40 ),
+    .\port$12876$0 (\$41 ),
+    .\port$7887$0 (\$40 ),
     .results__payload(results__payload),
     .results__ready(results__ready),
     .rst(rst),
@@ -1443,7 +1443,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .list_axi__araddr(row_lists__araddr),
     .list_axi__arlen(row_lists__arlen),
     .list_axi__arvalid(row_lists__arvalid),
-    .\port$10031$0 (\$42 ),
+    .\port$10106$0 (\$42 ),
     .row_axi__araddr(rows__araddr),
     .row_axi__arid(rows__arid),
     .row_axi__arlen(rows__arlen),
@@ -2260,10 +2260,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7878$0 , rows__wvalid, \port$10031$0 , dump__wlast, dump__wvalid, \port$10288$0 , out__araddr
+module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7887$0 , rows__wvalid, \port$10106$0 , dump__wlast, dump__wvalid, \port$10372$0 , out__araddr
 , out__arlen, out__arsize, out__arburst, out__arcache, out__arprot, out__arid, out__arvalid, rows__arready, lookup_lists__arready, row_lists__arready, rows__rvalid, lookup_lists__rvalid, row_lists__rvalid, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__awid, out__awvalid
-, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12787$0 , row_lists__arvalid, row_lists__araddr
-, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13434$0 , out__awready);
+, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12876$0 , row_lists__arvalid, row_lists__araddr
+, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13563$0 , out__awready);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire [63:0] \$10 ;
@@ -2513,16 +2513,16 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire out__wvalid;
   reg [2:0] owner = 3'h0;
   reg [2:0] \owner$86  = 3'h0;
-  input [128:0] \port$10031$0 ;
-  wire [128:0] \port$10031$0 ;
-  input [143:0] \port$10288$0 ;
-  wire [143:0] \port$10288$0 ;
-  input [2:0] \port$12787$0 ;
-  wire [2:0] \port$12787$0 ;
-  input [2:0] \port$13434$0 ;
-  wire [2:0] \port$13434$0 ;
-  input [143:0] \port$7878$0 ;
-  wire [143:0] \port$7878$0 ;
+  input [128:0] \port$10106$0 ;
+  wire [128:0] \port$10106$0 ;
+  input [143:0] \port$10372$0 ;
+  wire [143:0] \port$10372$0 ;
+  input [2:0] \port$12876$0 ;
+  wire [2:0] \port$12876$0 ;
+  input [2:0] \port$13563$0 ;
+  wire [2:0] \port$13563$0 ;
+  input [143:0] \port$7887$0 ;
+  wire [143:0] \port$7887$0 ;
   wire [1:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -2694,9 +2694,9 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$52  = \grant$83 [2] ? dump__awaddr : 64'h0000000000000000;
   assign out__awaddr = \$51  | \$52 ;
   assign \$53  = \grant$83 [0] ? rows__awlen : 8'h00;
-  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12787$0  } : 8'h00;
+  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12876$0  } : 8'h00;
   assign \$55  = \$53  | \$54 ;
-  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13434$0  } : 8'h00;
+  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13563$0  } : 8'h00;
   assign out__awlen = \$55  | \$56 ;
   assign \$57  = \grant$83 [0] ? 3'h4 : 3'h0;
   assign \$58  = \grant$83 [1] ? 3'h4 : 3'h0;
@@ -2728,17 +2728,17 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$84  = r_rdy & \$83 ;
   assign \$85  = r_data == 2'h2;
   assign \$86  = r_rdy & \$85 ;
-  assign \$87  = head[0] ? \port$10031$0 [127:0] : 128'h00000000000000000000000000000000;
-  assign \$88  = head[1] ? \port$7878$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$87  = head[0] ? \port$10106$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$88  = head[1] ? \port$7887$0 [127:0] : 128'h00000000000000000000000000000000;
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = head[2] ? \port$10288$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$90  = head[2] ? \port$10372$0 [127:0] : 128'h00000000000000000000000000000000;
   assign out__wdata = \$89  | \$90 ;
   assign \$91  = head[0] ? 16'hffff : 16'h0000;
-  assign \$92  = head[1] ? \port$7878$0 [143:128] : 16'h0000;
+  assign \$92  = head[1] ? \port$7887$0 [143:128] : 16'h0000;
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = head[2] ? \port$10288$0 [143:128] : 16'h0000;
+  assign \$94  = head[2] ? \port$10372$0 [143:128] : 16'h0000;
   assign out__wstrb = \$93  | \$94 ;
-  assign \$95  = head[0] ? \port$10031$0 [128] : 1'h0;
+  assign \$95  = head[0] ? \port$10106$0 [128] : 1'h0;
   assign \$96  = head[1] ? results__wlast : 1'h0;
   assign \$97  = \$95  | \$96 ;
   assign \$98  = head[2] ? dump__wlast : 1'h0;
@@ -2861,8 +2861,8 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign row_lists__rlast = rows__rlast;
   assign out__rready = 1'h1;
   assign aw_req = { dump__awvalid, results__awvalid, rows__awvalid };
-  assign results__awlen = { 5'h00, \port$12787$0  };
-  assign dump__awlen = { 5'h00, \port$13434$0  };
+  assign results__awlen = { 5'h00, \port$12876$0  };
+  assign dump__awlen = { 5'h00, \port$13563$0  };
   assign rows__awsize = 3'h4;
   assign results__awsize = 3'h4;
   assign dump__awsize = 3'h4;
@@ -2879,13 +2879,13 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign results__awid = 1'h0;
   assign dump__awid = 1'h0;
   assign w_data = index;
-  assign rows__wdata = \port$10031$0 [127:0];
-  assign results__wdata = \port$7878$0 [127:0];
-  assign dump__wdata = \port$10288$0 [127:0];
+  assign rows__wdata = \port$10106$0 [127:0];
+  assign results__wdata = \port$7887$0 [127:0];
+  assign dump__wdata = \port$10372$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign results__wstrb = \port$7878$0 [143:128];
-  assign dump__wstrb = \port$10288$0 [143:128];
-  assign rows__wlast = \port$10031$0 [128];
+  assign results__wstrb = \port$7887$0 [143:128];
+  assign dump__wstrb = \port$10372$0 [143:128];
+  assign rows__wlast = \port$10106$0 [128];
   assign rows__bid = out__bid[6:0];
   assign results__bid = out__bid[0];
   assign dump__bid = out__bid[0];
@@ -3138,7 +3138,7 @@ module \hotline_accelerator.clear$650 (rst, engine_busy, job__busy, job__start, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13544$0 , high, clk);
+module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13673$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3152,8 +3152,8 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$135
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13544$0 ;
-  wire [31:0] \port$13544$0 ;
+  output [31:0] \port$13673$0 ;
+  wire [31:0] \port$13673$0 ;
   input [4:0] \port$19$0 ;
   wire [4:0] \port$19$0 ;
   input reset;
@@ -3207,11 +3207,11 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$135
   end
   assign value = { high, low[31:0] };
   assign increment = { 3'h0, \port$19$0  };
-  assign \port$13544$0  = low[31:0];
+  assign \port$13673$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13552$0 , high, clk);
+module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13681$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3226,8 +3226,8 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13552$0 ;
-  wire [31:0] \port$13552$0 ;
+  output [31:0] \port$13681$0 ;
+  wire [31:0] \port$13681$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3278,11 +3278,11 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13552$0  = low[31:0];
+  assign \port$13681$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13576$0 , high, clk);
+module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13705$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3296,8 +3296,8 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13576$0 ;
-  wire [31:0] \port$13576$0 ;
+  output [31:0] \port$13705$0 ;
+  wire [31:0] \port$13705$0 ;
   input \port$957$0 ;
   wire \port$957$0 ;
   input reset;
@@ -3351,11 +3351,11 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$957$0  };
-  assign \port$13576$0  = low[31:0];
+  assign \port$13705$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_cycles (rst, reset, \port$13592$0 , high, clk);
+module \hotline_accelerator.count_cycles (rst, reset, \port$13721$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3369,8 +3369,8 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13592$0 , high, clk)
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13592$0 ;
-  wire [31:0] \port$13592$0 ;
+  output [31:0] \port$13721$0 ;
+  wire [31:0] \port$13721$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3422,11 +3422,11 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13592$0 , high, clk)
   end
   assign value = { high, low[31:0] };
   assign increment = 8'h01;
-  assign \port$13592$0  = low[31:0];
+  assign \port$13721$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_errors (rst, reset, \port$10962$0 , \port$13584$0 , high, clk);
+module \hotline_accelerator.count_errors (rst, reset, \port$11046$0 , \port$13713$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3440,10 +3440,10 @@ module \hotline_accelerator.count_errors (rst, reset, \port$10962$0 , \port$1358
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10962$0 ;
-  wire \port$10962$0 ;
-  output [31:0] \port$13584$0 ;
-  wire [31:0] \port$13584$0 ;
+  input \port$11046$0 ;
+  wire \port$11046$0 ;
+  output [31:0] \port$13713$0 ;
+  wire [31:0] \port$13713$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3487,19 +3487,19 @@ module \hotline_accelerator.count_errors (rst, reset, \port$10962$0 , \port$1358
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10962$0  };
+      \$3  = { 7'h00, \port$11046$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10962$0  };
-  assign \port$13584$0  = low[31:0];
+  assign increment = { 7'h00, \port$11046$0  };
+  assign \port$13713$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13520$0 , high, clk);
+module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13649$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3513,8 +3513,8 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13520$0
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13520$0 ;
-  wire [31:0] \port$13520$0 ;
+  output [31:0] \port$13649$0 ;
+  wire [31:0] \port$13649$0 ;
   input [2:0] \port$7324$0 ;
   wire [2:0] \port$7324$0 ;
   input reset;
@@ -3568,11 +3568,11 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13520$0
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7324$0  };
-  assign \port$13520$0  = low[31:0];
+  assign \port$13649$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13512$0 , high, clk);
+module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13641$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3586,8 +3586,8 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1351
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13512$0 ;
-  wire [31:0] \port$13512$0 ;
+  output [31:0] \port$13641$0 ;
+  wire [31:0] \port$13641$0 ;
   input [2:0] \port$7308$0 ;
   wire [2:0] \port$7308$0 ;
   input reset;
@@ -3641,11 +3641,11 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1351
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7308$0  };
-  assign \port$13512$0  = low[31:0];
+  assign \port$13641$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10606$1 , \port$13560$0 , high, clk);
+module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10690$1 , \port$13689$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3659,10 +3659,10 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10606$1 ,
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10606$1 ;
-  wire \port$10606$1 ;
-  output [31:0] \port$13560$0 ;
-  wire [31:0] \port$13560$0 ;
+  input \port$10690$1 ;
+  wire \port$10690$1 ;
+  output [31:0] \port$13689$0 ;
+  wire [31:0] \port$13689$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3706,19 +3706,19 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10606$1 ,
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10606$1  };
+      \$3  = { 7'h00, \port$10690$1  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10606$1  };
-  assign \port$13560$0  = low[31:0];
+  assign increment = { 7'h00, \port$10690$1  };
+  assign \port$13689$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13528$0 , high, clk);
+module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13657$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3733,8 +3733,8 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13528$0 ;
-  wire [31:0] \port$13528$0 ;
+  output [31:0] \port$13657$0 ;
+  wire [31:0] \port$13657$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3785,11 +3785,11 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13528$0  = low[31:0];
+  assign \port$13657$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13536$0 , high, clk);
+module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13665$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3804,8 +3804,8 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$135
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13536$0 ;
-  wire [31:0] \port$13536$0 ;
+  output [31:0] \port$13665$0 ;
+  wire [31:0] \port$13665$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3856,11 +3856,11 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$135
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13536$0  = low[31:0];
+  assign \port$13665$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10606$2 , \port$13568$0 , high, clk);
+module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10690$2 , \port$13697$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3874,10 +3874,10 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10606$2 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10606$2 ;
-  wire \port$10606$2 ;
-  output [31:0] \port$13568$0 ;
-  wire [31:0] \port$13568$0 ;
+  input \port$10690$2 ;
+  wire \port$10690$2 ;
+  output [31:0] \port$13697$0 ;
+  wire [31:0] \port$13697$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3921,21 +3921,21 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10606$2 
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10606$2  };
+      \$3  = { 7'h00, \port$10690$2  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10606$2  };
-  assign \port$13568$0  = low[31:0];
+  assign increment = { 7'h00, \port$10690$2  };
+  assign \port$13697$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, bus__awready, bus__wready, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, bus__arready, refuse_CMD_SUBMIT, \port$904$0 , rp__addr, \rp__addr$303 , r_ERR_CAUSE
 , set_IRQ_STATUS, r_STATUS, w_data, bvalid, bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, rvalid, rdata, rresp, q_IRQ_STATUS, q_REG_ERROR, table_reads__0__entry, table_reads__1__entry
-, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$10984$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
+, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11068$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
 , r_WRITE_STALL_CYCLES_LO, r_WRITE_STALL_CYCLES_HI, r_COMMANDS_COMPLETED_LO, r_COMMANDS_COMPLETED_HI, r_ERRORS_LO, r_ERRORS_HI, r_CYCLES_LO, r_CYCLES_HI, bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [5:0] \$1 ;
@@ -4860,8 +4860,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   wire clk;
   wire [31:0] err_set;
   wire go;
-  input [63:0] \port$10984$13 ;
-  wire [63:0] \port$10984$13 ;
+  input [63:0] \port$11068$13 ;
+  wire [63:0] \port$11068$13 ;
   input [4:0] \port$904$0 ;
   wire [4:0] \port$904$0 ;
   output [31:0] q_CMD_ADDR0_HI;
@@ -8171,8 +8171,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_ERR_ADDR_LO = \port$10984$13 [31:0];
-  assign r_ERR_ADDR_HI = \port$10984$13 [63:32];
+  assign r_ERR_ADDR_LO = \port$11068$13 [31:0];
+  assign r_ERR_ADDR_HI = \port$11068$13 [63:32];
   assign r_CMD_FREE = { 27'h0000000, \port$904$0  };
   assign table_reads__0__table = rp__addr;
   assign table_reads__1__table = \rp__addr$303 ;
@@ -8229,8 +8229,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \r_ERR_CAUSE.cause  = r_ERR_CAUSE[7:0];
   assign \r_ERR_CAUSE.engine  = r_ERR_CAUSE[11:8];
   assign \r_ERR_COMMAND.value  = r_ERR_COMMAND;
-  assign \r_ERR_ADDR_LO.value  = \port$10984$13 [31:0];
-  assign \r_ERR_ADDR_HI.value  = \port$10984$13 [63:32];
+  assign \r_ERR_ADDR_LO.value  = \port$11068$13 [31:0];
+  assign \r_ERR_ADDR_HI.value  = \port$11068$13 [63:32];
   assign \r_CMD_FREE.value  = { 27'h0000000, \port$904$0  };
   assign \r_CMD_SUBMITTED.value  = r_CMD_SUBMITTED;
   assign \r_CMD_COMPLETED.value  = r_CMD_COMPLETED;
@@ -8379,8 +8379,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \$285 [31:12] = 20'h00000;
   assign \$285 [11:0] = r_ERR_CAUSE[11:0];
   assign \$287  = r_ERR_COMMAND;
-  assign \$291  = \port$10984$13 [31:0];
-  assign \$293  = \port$10984$13 [63:32];
+  assign \$291  = \port$11068$13 [31:0];
+  assign \$293  = \port$11068$13 [63:32];
   assign \$308  = { 27'h0000000, \port$904$0  };
   assign \$310  = r_CMD_SUBMITTED;
   assign \$313  = r_CMD_COMPLETED;
@@ -8422,20 +8422,19 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10288$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
-, \port$13434$0 , axi__bid);
+module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10372$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
+, \port$13563$0 , axi__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [11:0] \$11 ;
+  wire [11:0] \$10 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  reg [10:0] \$15 ;
-  reg [108:0] \$16 ;
-  reg [2:0] \$17 ;
-  wire [143:0] \$18 ;
-  wire [2:0] \$19 ;
+  reg [10:0] \$14 ;
+  reg [108:0] \$15 ;
+  reg [2:0] \$16 ;
+  wire [143:0] \$17 ;
+  wire [2:0] \$18 ;
   wire \$2 ;
   wire \$3 ;
   wire \$4 ;
@@ -8483,18 +8482,9 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   wire axi__wready;
   wire [15:0] axi__wstrb;
   wire axi__wvalid;
-  wire [143:0] beats__payload;
-  wire [143:0] \beats__payload$67 ;
-  wire [127:0] \beats__payload$67.data ;
-  wire [15:0] \beats__payload$67.strobe ;
-  wire [127:0] \beats__payload.data ;
-  wire [15:0] \beats__payload.strobe ;
-  wire beats__ready;
-  wire \beats__ready$69 ;
-  wire beats__valid;
-  wire \beats__valid$71 ;
   input clk;
   wire clk;
+  wire done;
   input [97:0] dump__payload;
   wire [97:0] dump__payload;
   wire [3:0] \dump__payload.bank ;
@@ -8519,6 +8509,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   output dump__ready;
   wire dump__ready;
   wire dump__valid;
+  reg \end ;
   input engine_busy;
   wire engine_busy;
   wire [63:0] entry0;
@@ -8547,11 +8538,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   wire [3:0] \error.engine ;
   wire [31:0] \error.index ;
   wire \error.valid ;
-  reg flush;
-  reg \flush$95 ;
   reg [2:0] fsm_state = 3'h0;
-  wire idle;
-  wire \idle$101 ;
   output job__busy;
   wire job__busy;
   output job__done;
@@ -8573,11 +8560,10 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   wire [1:0] \job__params.threshold ;
   input job__start;
   wire job__start;
-  wire offset;
-  output [143:0] \port$10288$0 ;
-  wire [143:0] \port$10288$0 ;
-  output [2:0] \port$13434$0 ;
-  wire [2:0] \port$13434$0 ;
+  output [143:0] \port$10372$0 ;
+  wire [143:0] \port$10372$0 ;
+  output [2:0] \port$13563$0 ;
+  wire [2:0] \port$13563$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -8589,7 +8575,6 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   input rst;
   wire rst;
   reg start;
-  reg \start$90 ;
   output start_dump;
   reg start_dump;
   wire [259:0] words__payload;
@@ -8648,53 +8633,39 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   assign \$6  = fsm_state == 2'h2;
   assign \$7  = fsm_state == 2'h3;
   assign \$8  = fsm_state == 3'h4;
-  assign \$9  = fsm_state == 3'h5;
-  assign \$10  = words__valid & dump__ready;
-  assign \$11  = records + 1'h1;
-  assign \$12  = records == 11'h400;
-  assign \$13  = ~ engine_busy;
-  assign \$14  = \$12  & \$13 ;
+  assign \$9  = words__valid & dump__ready;
+  assign \$10  = records + 1'h1;
+  assign \$11  = records == 11'h400;
+  assign \$12  = ~ engine_busy;
+  assign \$13  = \$11  & \$12 ;
   always @(posedge clk)
-    records <= \$15 ;
+    records <= \$14 ;
   always @(posedge clk)
-    job__error <= \$16 ;
+    job__error <= \$15 ;
   always @(posedge clk)
-    fsm_state <= \$17 ;
-  \hotline_accelerator.dump.packer  packer (
-    .beats__payload(beats__payload),
-    .beats__ready(beats__ready),
+    fsm_state <= \$16 ;
+  \hotline_accelerator.dump.writer  writer (
+    .addr(job__params[163:100]),
+    .axi__awaddr(write_axi__awaddr),
+    .axi__awready(axi__awready),
+    .axi__awvalid(write_axi__awvalid),
+    .axi__bid(axi__bid),
+    .axi__bresp(axi__bresp),
+    .axi__bvalid(axi__bvalid),
+    .axi__wlast(write_axi__wlast),
+    .axi__wready(axi__wready),
+    .axi__wvalid(write_axi__wvalid),
     .clk(clk),
-    .flush(flush),
-    .idle(idle),
-    .o_valid(beats__valid),
-    .offset(job__params[103]),
+    .done(done),
+    .\end (\end ),
+    .error(error),
+    .\port$10372$0 (\$17 ),
+    .\port$13563$0 (\$18 ),
     .rst(rst),
     .start(start),
     .words__payload(words__payload),
     .words__ready(dump__ready),
     .words__valid(words__valid)
-  );
-  \hotline_accelerator.dump.writer  writer (
-    .aw_len(\$19 ),
-    .axi__awaddr(write_axi__awaddr),
-    .axi__awready(axi__awready),
-    .axi__awvalid(write_axi__awvalid),
-    .axi__bresp(axi__bresp),
-    .axi__wready(axi__wready),
-    .axi__wvalid(write_axi__wvalid),
-    .beats__ready(beats__ready),
-    .beats__valid(beats__valid),
-    .clk(clk),
-    .error(error),
-    .flush(\flush$95 ),
-    .idle(\idle$101 ),
-    .\port$10978$104 (job__params[163:104]),
-    .\r_data$40 (\$18 ),
-    .\r_en$47 (axi__bvalid),
-    .rst(rst),
-    .start(\start$90 ),
-    .w_data(beats__payload),
-    .wlast(write_axi__wlast)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
@@ -8703,16 +8674,6 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
       3'h0:
           if (job__start) begin
             start = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \start$90  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          if (job__start) begin
-            \start$90  = 1'h1;
           end
     endcase
   end
@@ -8728,7 +8689,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    flush = 1'h0;
+    \end  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -8736,24 +8697,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
           /* empty */;
       3'h2:
           if (\$3 ) begin
-            flush = 1'h1;
+            \end  = 1'h1;
           end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \flush$95  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          \flush$95  = 1'h1;
     endcase
   end
   always @* begin
@@ -8769,79 +8714,71 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
       3'h3:
           /* empty */;
       3'h4:
-          /* empty */;
-      3'h5:
           job__done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$15  = records;
-    if (\$10 ) begin
-      \$15  = \$11 [10:0];
+    \$14  = records;
+    if (\$9 ) begin
+      \$14  = \$10 [10:0];
     end
     casez (fsm_state)
       3'h0:
           if (job__start) begin
-            \$15  = 11'h000;
+            \$14  = 11'h000;
           end
     endcase
     if (rst) begin
-      \$15  = 11'h000;
+      \$14  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$16  = job__error;
+    \$15  = job__error;
     casez (fsm_state)
       3'h0:
           if (job__start) begin
-            \$16 [0] = 1'h0;
+            \$15 [0] = 1'h0;
           end
       3'h1:
           /* empty */;
       3'h2:
           /* empty */;
       3'h3:
-          /* empty */;
-      3'h4:
-          if (\idle$101 ) begin
-            \$16  = error;
+          if (done) begin
+            \$15  = error;
           end
     endcase
     if (rst) begin
-      \$16  = 109'h0000000000000000000000000000;
+      \$15  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$17  = fsm_state;
+    \$16  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (job__start) begin
-            \$17  = 3'h1;
+            \$16  = 3'h1;
           end
       3'h1:
           if (engine_busy) begin
-            \$17  = 3'h2;
+            \$16  = 3'h2;
           end
       3'h2:
-          if (\$14 ) begin
-            \$17  = 3'h3;
+          if (\$13 ) begin
+            \$16  = 3'h3;
           end
       3'h3:
-          if (idle) begin
-            \$17  = 3'h4;
+          if (done) begin
+            \$16  = 3'h4;
           end
       3'h4:
-          if (\idle$101 ) begin
-            \$17  = 3'h5;
-          end
-      3'h5:
-          \$17  = 3'h0;
+          \$16  = 3'h0;
     endcase
     if (rst) begin
-      \$17  = 3'h0;
+      \$16  = 3'h0;
     end
   end
   assign write_axi__araddr = 64'h0000000000000000;
@@ -8869,8 +8806,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   assign axi__awcache = 4'h3;
   assign write_axi__awid = 1'h0;
   assign axi__awid = 1'h0;
-  assign write_axi__awlen = { 5'h00, \$19  };
-  assign axi__awlen = { 5'h00, \$19  };
+  assign write_axi__awlen = { 5'h00, \$18  };
+  assign axi__awlen = { 5'h00, \$18  };
   assign write_axi__awprot = 3'h0;
   assign axi__awprot = 3'h0;
   assign write_axi__awready = axi__awready;
@@ -8894,27 +8831,19 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   assign write_axi__rresp = 2'h0;
   assign axi__rvalid = 1'h0;
   assign write_axi__rvalid = 1'h0;
-  assign write_axi__wdata = \$18 [127:0];
-  assign axi__wdata = \$18 [127:0];
+  assign write_axi__wdata = \$17 [127:0];
+  assign axi__wdata = \$17 [127:0];
   assign axi__wlast = write_axi__wlast;
   assign write_axi__wready = axi__wready;
-  assign write_axi__wstrb = \$18 [143:128];
-  assign axi__wstrb = \$18 [143:128];
+  assign write_axi__wstrb = \$17 [143:128];
+  assign axi__wstrb = \$17 [143:128];
   assign axi__wvalid = write_axi__wvalid;
-  assign \beats__payload$67  = beats__payload;
-  assign \beats__ready$69  = beats__ready;
-  assign \beats__valid$71  = beats__valid;
   assign dump__valid = words__valid;
   assign words__ready = dump__ready;
-  assign offset = job__params[103];
-  assign addr = { job__params[163:104], 4'h0 };
+  assign addr = job__params[163:100];
   assign record = job__error;
-  assign \port$10288$0  = \$18 ;
-  assign \port$13434$0  = \$19 ;
-  assign \beats__payload.data  = beats__payload[127:0];
-  assign \beats__payload.strobe  = beats__payload[143:128];
-  assign \beats__payload$67.data  = beats__payload[127:0];
-  assign \beats__payload$67.strobe  = beats__payload[143:128];
+  assign \port$10372$0  = \$17 ;
+  assign \port$13563$0  = \$18 ;
   assign \entry0.tag  = entry0[59:0];
   assign \entry0.rrpv  = entry0[61:60];
   assign \entry0.zero  = entry0[62];
@@ -9004,8 +8933,358 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, offset, words__valid, words__payload, start, flush, beats__payload, o_valid, clk);
+module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$10372$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$13563$0 , error, axi__bid
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  reg [1:0] \$4 ;
+  wire [143:0] \$5 ;
+  wire [2:0] \$6 ;
+  input [63:0] addr;
+  wire [63:0] addr;
+  wire [63:0] \addr$83 ;
+  wire [63:0] axi__araddr;
+  wire [63:0] \axi__araddr$13 ;
+  wire [1:0] axi__arburst;
+  wire [1:0] \axi__arburst$15 ;
+  wire [3:0] axi__arcache;
+  wire [3:0] \axi__arcache$17 ;
+  wire axi__arid;
+  wire \axi__arid$19 ;
+  wire [7:0] axi__arlen;
+  wire [7:0] \axi__arlen$21 ;
+  wire [2:0] axi__arprot;
+  wire [2:0] \axi__arprot$23 ;
+  wire axi__arready;
+  wire \axi__arready$25 ;
+  wire [2:0] axi__arsize;
+  wire [2:0] \axi__arsize$27 ;
+  wire axi__arvalid;
+  wire \axi__arvalid$29 ;
+  output [63:0] axi__awaddr;
+  wire [63:0] axi__awaddr;
+  wire [63:0] \axi__awaddr$31 ;
+  wire [1:0] axi__awburst;
+  wire [1:0] \axi__awburst$33 ;
+  wire [3:0] axi__awcache;
+  wire [3:0] \axi__awcache$35 ;
+  wire axi__awid;
+  wire \axi__awid$37 ;
+  wire [7:0] axi__awlen;
+  wire [7:0] \axi__awlen$39 ;
+  wire [2:0] axi__awprot;
+  wire [2:0] \axi__awprot$41 ;
+  input axi__awready;
+  wire axi__awready;
+  wire \axi__awready$43 ;
+  wire [2:0] axi__awsize;
+  wire [2:0] \axi__awsize$45 ;
+  output axi__awvalid;
+  wire axi__awvalid;
+  wire \axi__awvalid$47 ;
+  input axi__bid;
+  wire axi__bid;
+  wire \axi__bid$49 ;
+  wire axi__bready;
+  wire \axi__bready$51 ;
+  input [1:0] axi__bresp;
+  wire [1:0] axi__bresp;
+  wire [1:0] \axi__bresp$53 ;
+  input axi__bvalid;
+  wire axi__bvalid;
+  wire \axi__bvalid$55 ;
+  wire [127:0] axi__rdata;
+  wire [127:0] \axi__rdata$57 ;
+  wire axi__rid;
+  wire \axi__rid$59 ;
+  wire axi__rlast;
+  wire \axi__rlast$61 ;
+  wire axi__rready;
+  wire \axi__rready$63 ;
+  wire [1:0] axi__rresp;
+  wire [1:0] \axi__rresp$65 ;
+  wire axi__rvalid;
+  wire \axi__rvalid$67 ;
+  wire [127:0] axi__wdata;
+  wire [127:0] \axi__wdata$69 ;
+  output axi__wlast;
+  wire axi__wlast;
+  wire \axi__wlast$71 ;
+  input axi__wready;
+  wire axi__wready;
+  wire \axi__wready$73 ;
+  wire [15:0] axi__wstrb;
+  wire [15:0] \axi__wstrb$75 ;
+  output axi__wvalid;
+  wire axi__wvalid;
+  wire \axi__wvalid$77 ;
+  wire [143:0] beats__payload;
+  wire [143:0] \beats__payload$7 ;
+  wire [127:0] \beats__payload$7.data ;
+  wire [15:0] \beats__payload$7.strobe ;
+  wire [127:0] \beats__payload.data ;
+  wire [15:0] \beats__payload.strobe ;
+  wire beats__ready;
+  wire \beats__ready$9 ;
+  wire beats__valid;
+  wire \beats__valid$11 ;
+  input clk;
+  wire clk;
+  output done;
+  reg done;
+  input \end ;
+  wire \end ;
+  output [108:0] error;
+  wire [108:0] error;
+  wire [108:0] \error$85 ;
+  wire [63:0] \error$85.addr ;
+  wire [7:0] \error$85.cause ;
+  wire [3:0] \error$85.engine ;
+  wire [31:0] \error$85.index ;
+  wire \error$85.valid ;
+  wire [63:0] \error.addr ;
+  wire [7:0] \error.cause ;
+  wire [3:0] \error.engine ;
+  wire [31:0] \error.index ;
+  wire \error.valid ;
+  reg flush;
+  reg \flush$89 ;
+  reg [1:0] fsm_state = 2'h0;
+  wire idle;
+  wire \idle$94 ;
+  wire offset;
+  output [143:0] \port$10372$0 ;
+  wire [143:0] \port$10372$0 ;
+  output [2:0] \port$13563$0 ;
+  wire [2:0] \port$13563$0 ;
+  input rst;
+  wire rst;
+  input start;
+  wire start;
+  wire \start$79 ;
+  wire \start$80 ;
+  input [259:0] words__payload;
+  wire [259:0] words__payload;
+  wire [259:0] \words__payload$1 ;
+  wire [255:0] \words__payload$1.data ;
+  wire [63:0] \words__payload$1.data[0] ;
+  wire [63:0] \words__payload$1.data[1] ;
+  wire [63:0] \words__payload$1.data[2] ;
+  wire [63:0] \words__payload$1.data[3] ;
+  wire [3:0] \words__payload$1.valid ;
+  wire [255:0] \words__payload.data ;
+  wire [63:0] \words__payload.data[0] ;
+  wire [63:0] \words__payload.data[1] ;
+  wire [63:0] \words__payload.data[2] ;
+  wire [63:0] \words__payload.data[3] ;
+  wire [3:0] \words__payload.valid ;
+  output words__ready;
+  wire words__ready;
+  wire \words__ready$3 ;
+  input words__valid;
+  wire words__valid;
+  wire \words__valid$5 ;
+  always @(posedge clk)
+    fsm_state <= \$4 ;
+  assign \$1  = ! fsm_state;
+  assign \$2  = fsm_state == 1'h1;
+  assign \$3  = fsm_state == 2'h2;
+  \hotline_accelerator.dump.writer.packer  packer (
+    .beats__payload(beats__payload),
+    .beats__ready(beats__ready),
+    .clk(clk),
+    .flush(flush),
+    .idle(\idle$94 ),
+    .o_valid(beats__valid),
+    .offset(addr[3]),
+    .rst(rst),
+    .start(start),
+    .words__payload(words__payload),
+    .words__ready(words__ready),
+    .words__valid(words__valid)
+  );
+  \hotline_accelerator.dump.writer.writer  writer (
+    .aw_len(\$6 ),
+    .axi__awaddr(axi__awaddr),
+    .axi__awready(axi__awready),
+    .axi__awvalid(axi__awvalid),
+    .axi__bresp(axi__bresp),
+    .axi__wready(axi__wready),
+    .axi__wvalid(axi__wvalid),
+    .beats__ready(beats__ready),
+    .beats__valid(beats__valid),
+    .clk(clk),
+    .error(error),
+    .flush(\flush$89 ),
+    .idle(idle),
+    .\port$11062$104 (addr[63:4]),
+    .\r_data$40 (\$5 ),
+    .\r_en$47 (axi__bvalid),
+    .rst(rst),
+    .start(start),
+    .w_data(beats__payload),
+    .wlast(axi__wlast)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    flush = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          if (\end ) begin
+            flush = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \flush$89  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \flush$89  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    done = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (idle) begin
+            done = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$4  = fsm_state;
+    casez (fsm_state)
+      2'h0:
+          if (\end ) begin
+            \$4  = 2'h1;
+          end
+      2'h1:
+          if (\idle$94 ) begin
+            \$4  = 2'h2;
+          end
+      2'h2:
+          if (idle) begin
+            \$4  = 2'h0;
+          end
+    endcase
+    if (rst) begin
+      \$4  = 2'h0;
+    end
+  end
+  assign \words__payload$1  = words__payload;
+  assign \words__ready$3  = words__ready;
+  assign \words__valid$5  = words__valid;
+  assign \beats__payload$7  = beats__payload;
+  assign \beats__ready$9  = beats__ready;
+  assign \beats__valid$11  = beats__valid;
+  assign axi__araddr = 64'h0000000000000000;
+  assign \axi__araddr$13  = 64'h0000000000000000;
+  assign axi__arburst = 2'h0;
+  assign \axi__arburst$15  = 2'h0;
+  assign axi__arcache = 4'h0;
+  assign \axi__arcache$17  = 4'h0;
+  assign axi__arid = 1'h0;
+  assign \axi__arid$19  = 1'h0;
+  assign axi__arlen = 8'h00;
+  assign \axi__arlen$21  = 8'h00;
+  assign axi__arprot = 3'h0;
+  assign \axi__arprot$23  = 3'h0;
+  assign axi__arready = 1'h0;
+  assign \axi__arready$25  = 1'h0;
+  assign axi__arsize = 3'h0;
+  assign \axi__arsize$27  = 3'h0;
+  assign axi__arvalid = 1'h0;
+  assign \axi__arvalid$29  = 1'h0;
+  assign \axi__awaddr$31  = axi__awaddr;
+  assign axi__awburst = 2'h1;
+  assign \axi__awburst$33  = 2'h1;
+  assign axi__awcache = 4'h3;
+  assign \axi__awcache$35  = 4'h3;
+  assign axi__awid = 1'h0;
+  assign \axi__awid$37  = 1'h0;
+  assign axi__awlen = { 5'h00, \$6  };
+  assign \axi__awlen$39  = { 5'h00, \$6  };
+  assign axi__awprot = 3'h0;
+  assign \axi__awprot$41  = 3'h0;
+  assign \axi__awready$43  = axi__awready;
+  assign axi__awsize = 3'h4;
+  assign \axi__awsize$45  = 3'h4;
+  assign \axi__awvalid$47  = axi__awvalid;
+  assign \axi__bid$49  = axi__bid;
+  assign axi__bready = 1'h1;
+  assign \axi__bready$51  = 1'h1;
+  assign \axi__bresp$53  = axi__bresp;
+  assign \axi__bvalid$55  = axi__bvalid;
+  assign axi__rdata = 128'h00000000000000000000000000000000;
+  assign \axi__rdata$57  = 128'h00000000000000000000000000000000;
+  assign axi__rid = 1'h0;
+  assign \axi__rid$59  = 1'h0;
+  assign axi__rlast = 1'h0;
+  assign \axi__rlast$61  = 1'h0;
+  assign axi__rready = 1'h1;
+  assign \axi__rready$63  = 1'h1;
+  assign axi__rresp = 2'h0;
+  assign \axi__rresp$65  = 2'h0;
+  assign axi__rvalid = 1'h0;
+  assign \axi__rvalid$67  = 1'h0;
+  assign axi__wdata = \$5 [127:0];
+  assign \axi__wdata$69  = \$5 [127:0];
+  assign \axi__wlast$71  = axi__wlast;
+  assign \axi__wready$73  = axi__wready;
+  assign axi__wstrb = \$5 [143:128];
+  assign \axi__wstrb$75  = \$5 [143:128];
+  assign \axi__wvalid$77  = axi__wvalid;
+  assign \start$79  = start;
+  assign \start$80  = start;
+  assign offset = addr[3];
+  assign \addr$83  = { addr[63:4], 4'h0 };
+  assign \error$85  = error;
+  assign \port$10372$0  = \$5 ;
+  assign \port$13563$0  = \$6 ;
+  assign \words__payload.valid  = words__payload[3:0];
+  assign \words__payload.data  = words__payload[259:4];
+  assign \words__payload.data[0]  = words__payload[67:4];
+  assign \words__payload.data[1]  = words__payload[131:68];
+  assign \words__payload.data[2]  = words__payload[195:132];
+  assign \words__payload.data[3]  = words__payload[259:196];
+  assign \words__payload$1.valid  = words__payload[3:0];
+  assign \words__payload$1.data  = words__payload[259:4];
+  assign \words__payload$1.data[0]  = words__payload[67:4];
+  assign \words__payload$1.data[1]  = words__payload[131:68];
+  assign \words__payload$1.data[2]  = words__payload[195:132];
+  assign \words__payload$1.data[3]  = words__payload[259:196];
+  assign \beats__payload.data  = beats__payload[127:0];
+  assign \beats__payload.strobe  = beats__payload[143:128];
+  assign \beats__payload$7.data  = beats__payload[127:0];
+  assign \beats__payload$7.strobe  = beats__payload[143:128];
+  assign \error.valid  = error[0];
+  assign \error.cause  = error[8:1];
+  assign \error.engine  = error[12:9];
+  assign \error.addr  = error[76:13];
+  assign \error.index  = error[108:77];
+  assign \error$85.valid  = error[0];
+  assign \error$85.cause  = error[8:1];
+  assign \error$85.engine  = error[12:9];
+  assign \error$85.addr  = error[76:13];
+  assign \error$85.index  = error[108:77];
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_accelerator.dump.writer.packer (rst, words__ready, idle, beats__ready, offset, words__valid, words__payload, start, flush, beats__payload, o_valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [3:0] \$1 ;
   wire [1:0] \$10 ;
   wire [2:0] \$11 ;
@@ -9275,7 +9554,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
   assign \$5  = rem[1] + rem[0];
   assign \$6  = rem[2] + \$5 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9285,7 +9564,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9295,7 +9574,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9305,7 +9584,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9315,7 +9594,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9325,7 +9604,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9335,7 +9614,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9345,7 +9624,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     (* full_case = 32'd1 *)
     casez (fill)
       1'h0:
@@ -9355,7 +9634,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$82  = a_valid;
     if (a_free) begin
       \$82  = \$40 ;
@@ -9365,7 +9644,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$83  = a_n;
     if (a_free) begin
       \$83  = \$15 [1:0];
@@ -9375,7 +9654,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$84  = a_words;
     if (a_free) begin
       \$84 [63:0] = \$58 ;
@@ -9386,7 +9665,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$85  = taken;
     if (load) begin
       \$85  = \$74 ;
@@ -9399,7 +9678,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$86  = o_valid;
     if (beats__ready) begin
       \$86  = 1'h0;
@@ -9418,7 +9697,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$87  = o_data;
     if (a_pop) begin
       if (full) begin
@@ -9435,7 +9714,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$88  = o_mask;
     if (a_pop) begin
       if (full) begin
@@ -9451,7 +9730,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$89  = \buf ;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -9468,7 +9747,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$90  = bmask;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -9488,7 +9767,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$91  = fill;
     if (a_pop) begin
       (* full_case = 32'd1 *)
@@ -9508,7 +9787,7 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$92  = flush_wait;
     if (a_pop) begin
     end else if (\$77 ) begin
@@ -9552,8 +9831,8 @@ module \hotline_accelerator.dump.packer (rst, words__ready, idle, beats__ready, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10978$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
-  reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
+module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11062$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+  reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9656,8 +9935,8 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$10978$104 ;
-  wire [59:0] \port$10978$104 ;
+  input [59:0] \port$11062$104 ;
+  wire [59:0] \port$11062$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -9747,7 +10026,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     off <= \$39 ;
   always @(posedge clk)
     chunk <= \$40 ;
-  \hotline_accelerator.dump.writer.data  data (
+  \hotline_accelerator.dump.writer.writer.data  data (
     .clk(clk),
     .r_data(\r_data$40 ),
     .r_en(r_en),
@@ -9758,7 +10037,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     .w_port__data(w_data),
     .w_rdy(w_rdy)
   );
-  \hotline_accelerator.dump.writer.lengths  lengths (
+  \hotline_accelerator.dump.writer.writer.lengths  lengths (
     .clk(clk),
     .r_data(r_data),
     .r_en(\r_en$45 ),
@@ -9768,11 +10047,11 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     .w_port__data(\$13 [2:0]),
     .w_rdy(\w_rdy$24 )
   );
-  \hotline_accelerator.dump.writer.pending  pending (
+  \hotline_accelerator.dump.writer.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$13436$0 (off),
-    .\port$13438$0 (chunk),
+    .\port$13565$0 (off),
+    .\port$13567$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -9780,7 +10059,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     .w_rdy(\w_rdy$25 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$42  = w_count;
     if (\$26 ) begin
       \$42  = \$28 [2:0];
@@ -9793,7 +10072,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$43  = error;
     if (start) begin
       \$43 [0] = 1'h0;
@@ -9810,7 +10089,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$36  = axi__awvalid;
     if (axi__awready) begin
       \$36  = 1'h0;
@@ -9823,7 +10102,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$37  = axi__awaddr;
     if (issue) begin
       \$37  = { chunk, off, 4'h0 };
@@ -9833,7 +10112,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$38  = aw_len;
     if (issue) begin
       \$38  = \$13 [2:0];
@@ -9843,33 +10122,33 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$39  = off;
     if (issue) begin
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$10978$104 [2:0];
+      \$39  = \port$11062$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$40  = chunk;
     if (issue) begin
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$10978$104 [59:3];
+      \$40  = \port$11062$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$41  = \$25 [4:0];
     if (start) begin
       \$41  = 5'h00;
@@ -9899,7 +10178,7 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$10978$104 , 4'h0 };
+  assign addr = { \port$11062$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -9911,8 +10190,8 @@ module \hotline_accelerator.dump.writer (clk, rst, beats__ready, wlast, axi__wva
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
+module \hotline_accelerator.dump.writer.writer.data (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -10050,7 +10329,7 @@ module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -10060,7 +10339,7 @@ module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -10070,7 +10349,7 @@ module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -10083,7 +10362,7 @@ module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -10103,8 +10382,8 @@ module \hotline_accelerator.dump.writer.data (rst, w_en, r_en, w_rdy, w_level, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, w_rdy, r_rdy, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
+module \hotline_accelerator.dump.writer.writer.lengths (rst, w_en, w_port__data, r_en, w_rdy, r_rdy, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10188,7 +10467,7 @@ module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, 
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -10198,7 +10477,7 @@ module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -10208,7 +10487,7 @@ module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -10229,8 +10508,8 @@ module \hotline_accelerator.dump.writer.lengths (rst, w_en, w_port__data, r_en, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13436$0 , \port$13438$0 , level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
+module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13565$0 , \port$13567$0 , level, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10254,10 +10533,10 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$13436$0 ;
-  wire [2:0] \port$13436$0 ;
-  input [56:0] \port$13438$0 ;
-  wire [56:0] \port$13438$0 ;
+  input [2:0] \port$13565$0 ;
+  wire [2:0] \port$13565$0 ;
+  input [56:0] \port$13567$0 ;
+  wire [56:0] \port$13567$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -10318,7 +10597,7 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13438$0 , \port$13436$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$13567$0 , \port$13565$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -10345,7 +10624,7 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -10355,7 +10634,7 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -10365,7 +10644,7 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -10380,15 +10659,15 @@ module \hotline_accelerator.dump.writer.pending (rst, w_en, w_rdy, r_data, r_en,
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13438$0 , \port$13436$0 , 4'h0 };
-  assign w_data = { \port$13438$0 , \port$13436$0 , 4'h0 };
+  assign w_port__data = { \port$13567$0 , \port$13565$0 , 4'h0 };
+  assign w_data = { \port$13567$0 , \port$13565$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__payload, results__ready, dump__ready, results__valid, results__payload, dump__valid, learn, popular_max_rrpv, lookups__valid, \i__payload$368 , start_dump, clear, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -13293,7 +13572,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     .rst(rst)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     (* full_case = 32'd1 *)
     casez (v2_bank)
       4'h0:
@@ -13331,7 +13610,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     idle_fsm = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13339,7 +13618,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     maint__clear = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13349,7 +13628,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$317  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13359,7 +13638,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$318  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13369,7 +13648,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$319  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13379,7 +13658,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$320  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13389,7 +13668,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$321  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13399,7 +13678,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$322  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13409,7 +13688,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$323  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13419,7 +13698,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$324  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13429,7 +13708,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$325  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13439,7 +13718,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$326  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13449,7 +13728,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$327  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13459,7 +13738,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$328  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13469,7 +13748,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$329  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13479,7 +13758,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$330  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13489,7 +13768,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__clear$331  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13499,7 +13778,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     maint__read = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13511,7 +13790,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     maint__hold = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13523,7 +13802,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$334  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13535,7 +13814,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$335  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13547,7 +13826,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$336  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13559,7 +13838,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$337  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13571,7 +13850,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$338  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13583,7 +13862,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$339  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13595,7 +13874,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$340  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13607,7 +13886,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$341  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13619,7 +13898,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$342  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13631,7 +13910,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$343  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13643,7 +13922,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$344  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13655,7 +13934,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$345  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13667,7 +13946,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$346  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13679,7 +13958,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$347  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13691,7 +13970,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$348  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13703,7 +13982,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$349  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13715,7 +13994,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$350  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13727,7 +14006,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$351  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13739,7 +14018,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$352  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13751,7 +14030,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$353  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13763,7 +14042,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$354  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13775,7 +14054,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$355  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13787,7 +14066,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$356  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13799,7 +14078,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$357  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13811,7 +14090,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$358  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13823,7 +14102,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$359  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13835,7 +14114,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$360  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13847,7 +14126,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$361  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13859,7 +14138,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__read$362  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13871,7 +14150,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \maint__hold$363  = 1'h0;
     casez (fsm_state)
       2'h0:
@@ -13883,63 +14162,63 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$56  = \$7 [2:0];
     if (rst) begin
       \$56  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$57  = \$40 ;
     if (rst) begin
       \$57  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$58  = issue;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$59  = rd_bank;
     if (rst) begin
       \$59  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$60  = maint__addr;
     if (rst) begin
       \$60  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$61  = v1;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$62  = v1_bank;
     if (rst) begin
       \$62  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$63  = v1_set;
     if (rst) begin
       \$63  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$64  = maint__addr;
     if (issue) begin
       \$64  = \$43 [5:0];
@@ -13959,7 +14238,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$65  = rd_bank;
     if (issue) begin
       if (\$44 ) begin
@@ -13978,7 +14257,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$66  = rd_more;
     if (issue) begin
       if (\$44 ) begin
@@ -13999,7 +14278,7 @@ module \hotline_accelerator.engine (rst, \busy$262 , lookups__ready, dump__paylo
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$67  = fsm_state;
     casez (fsm_state)
       2'h0:
@@ -14906,7 +15185,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1529$0 , \port$1531$0 , \port$1533$0 , \port$1535$0 , \port$1537$0 , \port$1539$0 , \port$1541$0 , \port$1543$0 , \port$1545$0 , \port$1547$0 , \port$1549$0 , \port$1551$0 , \port$1553$0 , \port$1555$0 , \port$1557$0 , \port$1559$0 , \port$1561$0 , \port$1563$0 , \port$1565$0 
 , \port$1567$0 , \port$1569$0 , \port$1571$0 , \port$1573$0 , \port$1575$0 , \port$1577$0 , \port$1579$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -15129,28 +15408,28 @@ module \hotline_accelerator.engine.bank0 (rst, requests__valid, \port$1529$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
     \$9  = { \port$1579$0 , \port$1577$0 , \port$1575$0 , \port$1573$0 , \port$1571$0 , \port$1569$0 , \port$1567$0 , \port$1565$0 , \port$1563$0 , \port$1561$0 , \port$1559$0 , \port$1557$0 , \port$1555$0 , \port$1553$0 , \port$1551$0 , \port$1549$0 , \port$1547$0 , \port$1545$0 , \port$1543$0 , \port$1541$0 , \port$1539$0 , \port$1537$0 , \port$1535$0 , \port$1533$0 , \port$1531$0 , \port$1529$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -15224,7 +15503,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -15352,7 +15631,7 @@ module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -15362,7 +15641,7 @@ module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -15372,7 +15651,7 @@ module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -15385,7 +15664,7 @@ module \hotline_accelerator.engine.bank0.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -15407,7 +15686,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -15973,7 +16252,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -15989,7 +16268,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -16005,7 +16284,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -16021,7 +16300,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -16088,7 +16367,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -16108,7 +16387,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -16117,7 +16396,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -16126,7 +16405,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -16135,7 +16414,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -16146,21 +16425,21 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -16169,7 +16448,7 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -16179,35 +16458,35 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -16217,14 +16496,14 @@ module \hotline_accelerator.engine.bank0.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -16452,7 +16731,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -16545,7 +16824,7 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -16555,7 +16834,7 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -16565,7 +16844,7 @@ module \hotline_accelerator.engine.bank0.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -16588,7 +16867,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1582$0 , \port$1584$0 , \port$1586$0 , \port$1588$0 , \port$1590$0 , \port$1592$0 , \port$1594$0 , \port$1596$0 , \port$1598$0 , \port$1600$0 , \port$1602$0 , \port$1604$0 , \port$1606$0 , \port$1608$0 , \port$1610$0 , \port$1612$0 , \port$1614$0 , \port$1616$0 , \port$1618$0 
 , \port$1620$0 , \port$1622$0 , \port$1624$0 , \port$1626$0 , \port$1628$0 , \port$1630$0 , \port$1632$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -16811,28 +17090,28 @@ module \hotline_accelerator.engine.bank1 (rst, requests__valid, \port$1582$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
     \$9  = { \port$1632$0 , \port$1630$0 , \port$1628$0 , \port$1626$0 , \port$1624$0 , \port$1622$0 , \port$1620$0 , \port$1618$0 , \port$1616$0 , \port$1614$0 , \port$1612$0 , \port$1610$0 , \port$1608$0 , \port$1606$0 , \port$1604$0 , \port$1602$0 , \port$1600$0 , \port$1598$0 , \port$1596$0 , \port$1594$0 , \port$1592$0 , \port$1590$0 , \port$1588$0 , \port$1586$0 , \port$1584$0 , \port$1582$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -16906,7 +17185,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -17034,7 +17313,7 @@ module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -17044,7 +17323,7 @@ module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -17054,7 +17333,7 @@ module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -17067,7 +17346,7 @@ module \hotline_accelerator.engine.bank1.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -17089,7 +17368,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -17655,7 +17934,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -17671,7 +17950,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -17687,7 +17966,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -17703,7 +17982,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -17770,7 +18049,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -17790,7 +18069,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -17799,7 +18078,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -17808,7 +18087,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -17817,7 +18096,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -17828,21 +18107,21 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -17851,7 +18130,7 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -17861,35 +18140,35 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -17899,14 +18178,14 @@ module \hotline_accelerator.engine.bank1.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -18134,7 +18413,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -18227,7 +18506,7 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -18237,7 +18516,7 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -18247,7 +18526,7 @@ module \hotline_accelerator.engine.bank1.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -18270,7 +18549,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2059$0 , \port$2061$0 , \port$2063$0 , \port$2065$0 , \port$2067$0 , \port$2069$0 , \port$2071$0 , \port$2073$0 , \port$2075$0 , \port$2077$0 , \port$2079$0 , \port$2081$0 , \port$2083$0 , \port$2085$0 , \port$2087$0 , \port$2089$0 , \port$2091$0 , \port$2093$0 , \port$2095$0 
 , \port$2097$0 , \port$2099$0 , \port$2101$0 , \port$2103$0 , \port$2105$0 , \port$2107$0 , \port$2109$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$65  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -18493,28 +18772,28 @@ module \hotline_accelerator.engine.bank10 (rst, requests__valid, \port$2059$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
     \$9  = { \port$2109$0 , \port$2107$0 , \port$2105$0 , \port$2103$0 , \port$2101$0 , \port$2099$0 , \port$2097$0 , \port$2095$0 , \port$2093$0 , \port$2091$0 , \port$2089$0 , \port$2087$0 , \port$2085$0 , \port$2083$0 , \port$2081$0 , \port$2079$0 , \port$2077$0 , \port$2075$0 , \port$2073$0 , \port$2071$0 , \port$2069$0 , \port$2067$0 , \port$2065$0 , \port$2063$0 , \port$2061$0 , \port$2059$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -18588,7 +18867,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$65  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -18716,7 +18995,7 @@ module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -18726,7 +19005,7 @@ module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -18736,7 +19015,7 @@ module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -18749,7 +19028,7 @@ module \hotline_accelerator.engine.bank10.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -18771,7 +19050,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -19337,7 +19616,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -19353,7 +19632,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -19369,7 +19648,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -19385,7 +19664,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -19452,7 +19731,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -19472,7 +19751,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -19481,7 +19760,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -19490,7 +19769,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -19499,7 +19778,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -19510,21 +19789,21 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -19533,7 +19812,7 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -19543,35 +19822,35 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -19581,14 +19860,14 @@ module \hotline_accelerator.engine.bank10.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -19816,7 +20095,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$67  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -19909,7 +20188,7 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -19919,7 +20198,7 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -19929,7 +20208,7 @@ module \hotline_accelerator.engine.bank10.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$67 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -19952,7 +20231,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2112$0 , \port$2114$0 , \port$2116$0 , \port$2118$0 , \port$2120$0 , \port$2122$0 , \port$2124$0 , \port$2126$0 , \port$2128$0 , \port$2130$0 , \port$2132$0 , \port$2134$0 , \port$2136$0 , \port$2138$0 , \port$2140$0 , \port$2142$0 , \port$2144$0 , \port$2146$0 , \port$2148$0 
 , \port$2150$0 , \port$2152$0 , \port$2154$0 , \port$2156$0 , \port$2158$0 , \port$2160$0 , \port$2162$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -20175,28 +20454,28 @@ module \hotline_accelerator.engine.bank11 (rst, requests__valid, \port$2112$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$9  = { \port$2162$0 , \port$2160$0 , \port$2158$0 , \port$2156$0 , \port$2154$0 , \port$2152$0 , \port$2150$0 , \port$2148$0 , \port$2146$0 , \port$2144$0 , \port$2142$0 , \port$2140$0 , \port$2138$0 , \port$2136$0 , \port$2134$0 , \port$2132$0 , \port$2130$0 , \port$2128$0 , \port$2126$0 , \port$2124$0 , \port$2122$0 , \port$2120$0 , \port$2118$0 , \port$2116$0 , \port$2114$0 , \port$2112$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -20270,7 +20549,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$69  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20398,7 +20677,7 @@ module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -20408,7 +20687,7 @@ module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -20418,7 +20697,7 @@ module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -20431,7 +20710,7 @@ module \hotline_accelerator.engine.bank11.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$69 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -20453,7 +20732,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$70  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -21019,7 +21298,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -21035,7 +21314,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -21051,7 +21330,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -21067,7 +21346,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -21134,7 +21413,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -21154,7 +21433,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -21163,7 +21442,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -21172,7 +21451,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -21181,7 +21460,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -21192,21 +21471,21 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -21215,7 +21494,7 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -21225,35 +21504,35 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -21263,14 +21542,14 @@ module \hotline_accelerator.engine.bank11.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$70 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -21498,7 +21777,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$71  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -21591,7 +21870,7 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -21601,7 +21880,7 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -21611,7 +21890,7 @@ module \hotline_accelerator.engine.bank11.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$71 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -21634,7 +21913,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2165$0 , \port$2167$0 , \port$2169$0 , \port$2171$0 , \port$2173$0 , \port$2175$0 , \port$2177$0 , \port$2179$0 , \port$2181$0 , \port$2183$0 , \port$2185$0 , \port$2187$0 , \port$2189$0 , \port$2191$0 , \port$2193$0 , \port$2195$0 , \port$2197$0 , \port$2199$0 , \port$2201$0 
 , \port$2203$0 , \port$2205$0 , \port$2207$0 , \port$2209$0 , \port$2211$0 , \port$2213$0 , \port$2215$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$72  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -21857,28 +22136,28 @@ module \hotline_accelerator.engine.bank12 (rst, requests__valid, \port$2165$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$9  = { \port$2215$0 , \port$2213$0 , \port$2211$0 , \port$2209$0 , \port$2207$0 , \port$2205$0 , \port$2203$0 , \port$2201$0 , \port$2199$0 , \port$2197$0 , \port$2195$0 , \port$2193$0 , \port$2191$0 , \port$2189$0 , \port$2187$0 , \port$2185$0 , \port$2183$0 , \port$2181$0 , \port$2179$0 , \port$2177$0 , \port$2175$0 , \port$2173$0 , \port$2171$0 , \port$2169$0 , \port$2167$0 , \port$2165$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$72 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -21952,7 +22231,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$73  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -22080,7 +22359,7 @@ module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -22090,7 +22369,7 @@ module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -22100,7 +22379,7 @@ module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -22113,7 +22392,7 @@ module \hotline_accelerator.engine.bank12.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$73 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -22135,7 +22414,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$74  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -22701,7 +22980,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -22717,7 +22996,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -22733,7 +23012,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -22749,7 +23028,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -22816,7 +23095,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -22836,7 +23115,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -22845,7 +23124,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -22854,7 +23133,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -22863,7 +23142,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -22874,21 +23153,21 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -22897,7 +23176,7 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -22907,35 +23186,35 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -22945,14 +23224,14 @@ module \hotline_accelerator.engine.bank12.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$74 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -23180,7 +23459,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$75  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23273,7 +23552,7 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -23283,7 +23562,7 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -23293,7 +23572,7 @@ module \hotline_accelerator.engine.bank12.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$75 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -23316,7 +23595,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2218$0 , \port$2220$0 , \port$2222$0 , \port$2224$0 , \port$2226$0 , \port$2228$0 , \port$2230$0 , \port$2232$0 , \port$2234$0 , \port$2236$0 , \port$2238$0 , \port$2240$0 , \port$2242$0 , \port$2244$0 , \port$2246$0 , \port$2248$0 , \port$2250$0 , \port$2252$0 , \port$2254$0 
 , \port$2256$0 , \port$2258$0 , \port$2260$0 , \port$2262$0 , \port$2264$0 , \port$2266$0 , \port$2268$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$76  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -23539,28 +23818,28 @@ module \hotline_accelerator.engine.bank13 (rst, requests__valid, \port$2218$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$9  = { \port$2268$0 , \port$2266$0 , \port$2264$0 , \port$2262$0 , \port$2260$0 , \port$2258$0 , \port$2256$0 , \port$2254$0 , \port$2252$0 , \port$2250$0 , \port$2248$0 , \port$2246$0 , \port$2244$0 , \port$2242$0 , \port$2240$0 , \port$2238$0 , \port$2236$0 , \port$2234$0 , \port$2232$0 , \port$2230$0 , \port$2228$0 , \port$2226$0 , \port$2224$0 , \port$2222$0 , \port$2220$0 , \port$2218$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$76 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -23634,7 +23913,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$77  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23762,7 +24041,7 @@ module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -23772,7 +24051,7 @@ module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -23782,7 +24061,7 @@ module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -23795,7 +24074,7 @@ module \hotline_accelerator.engine.bank13.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$77 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -23817,7 +24096,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$78  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -24383,7 +24662,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -24399,7 +24678,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -24415,7 +24694,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -24431,7 +24710,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -24498,7 +24777,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -24518,7 +24797,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -24527,7 +24806,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -24536,7 +24815,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -24545,7 +24824,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -24556,21 +24835,21 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -24579,7 +24858,7 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -24589,35 +24868,35 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -24627,14 +24906,14 @@ module \hotline_accelerator.engine.bank13.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$78 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -24862,7 +25141,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$79  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -24955,7 +25234,7 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -24965,7 +25244,7 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -24975,7 +25254,7 @@ module \hotline_accelerator.engine.bank13.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$79 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -24998,7 +25277,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2271$0 , \port$2273$0 , \port$2275$0 , \port$2277$0 , \port$2279$0 , \port$2281$0 , \port$2283$0 , \port$2285$0 , \port$2287$0 , \port$2289$0 , \port$2291$0 , \port$2293$0 , \port$2295$0 , \port$2297$0 , \port$2299$0 , \port$2301$0 , \port$2303$0 , \port$2305$0 , \port$2307$0 
 , \port$2309$0 , \port$2311$0 , \port$2313$0 , \port$2315$0 , \port$2317$0 , \port$2319$0 , \port$2321$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$80  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -25221,28 +25500,28 @@ module \hotline_accelerator.engine.bank14 (rst, requests__valid, \port$2271$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$9  = { \port$2321$0 , \port$2319$0 , \port$2317$0 , \port$2315$0 , \port$2313$0 , \port$2311$0 , \port$2309$0 , \port$2307$0 , \port$2305$0 , \port$2303$0 , \port$2301$0 , \port$2299$0 , \port$2297$0 , \port$2295$0 , \port$2293$0 , \port$2291$0 , \port$2289$0 , \port$2287$0 , \port$2285$0 , \port$2283$0 , \port$2281$0 , \port$2279$0 , \port$2277$0 , \port$2275$0 , \port$2273$0 , \port$2271$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$80 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -25316,7 +25595,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$81  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -25444,7 +25723,7 @@ module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -25454,7 +25733,7 @@ module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -25464,7 +25743,7 @@ module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -25477,7 +25756,7 @@ module \hotline_accelerator.engine.bank14.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$81 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -25499,7 +25778,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$82  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -26065,7 +26344,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -26081,7 +26360,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -26097,7 +26376,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -26113,7 +26392,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -26180,7 +26459,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -26200,7 +26479,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -26209,7 +26488,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -26218,7 +26497,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -26227,7 +26506,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -26238,21 +26517,21 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -26261,7 +26540,7 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -26271,35 +26550,35 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -26309,14 +26588,14 @@ module \hotline_accelerator.engine.bank14.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$82 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -26544,7 +26823,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$83  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -26637,7 +26916,7 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -26647,7 +26926,7 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -26657,7 +26936,7 @@ module \hotline_accelerator.engine.bank14.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$83 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -26680,7 +26959,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2324$0 , \port$2326$0 , \port$2328$0 , \port$2330$0 , \port$2332$0 , \port$2334$0 , \port$2336$0 , \port$2338$0 , \port$2340$0 , \port$2342$0 , \port$2344$0 , \port$2346$0 , \port$2348$0 , \port$2350$0 , \port$2352$0 , \port$2354$0 , \port$2356$0 , \port$2358$0 , \port$2360$0 
 , \port$2362$0 , \port$2364$0 , \port$2366$0 , \port$2368$0 , \port$2370$0 , \port$2372$0 , \port$2374$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$84  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -26903,28 +27182,28 @@ module \hotline_accelerator.engine.bank15 (rst, requests__valid, \port$2324$0 , 
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$9  = { \port$2374$0 , \port$2372$0 , \port$2370$0 , \port$2368$0 , \port$2366$0 , \port$2364$0 , \port$2362$0 , \port$2360$0 , \port$2358$0 , \port$2356$0 , \port$2354$0 , \port$2352$0 , \port$2350$0 , \port$2348$0 , \port$2346$0 , \port$2344$0 , \port$2342$0 , \port$2340$0 , \port$2338$0 , \port$2336$0 , \port$2334$0 , \port$2332$0 , \port$2330$0 , \port$2328$0 , \port$2326$0 , \port$2324$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$84 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -26998,7 +27277,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$85  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -27126,7 +27405,7 @@ module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_po
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -27136,7 +27415,7 @@ module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -27146,7 +27425,7 @@ module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -27159,7 +27438,7 @@ module \hotline_accelerator.engine.bank15.answers (rst, r_en, r_data, w_en, w_po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$85 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -27181,7 +27460,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$86  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -27747,7 +28026,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -27763,7 +28042,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -27779,7 +28058,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -27795,7 +28074,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -27862,7 +28141,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -27882,7 +28161,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -27891,7 +28170,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -27900,7 +28179,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -27909,7 +28188,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -27920,21 +28199,21 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -27943,7 +28222,7 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -27953,35 +28232,35 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -27991,14 +28270,14 @@ module \hotline_accelerator.engine.bank15.bank (rst, request__valid, request__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$86 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -28226,7 +28505,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$87  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -28319,7 +28598,7 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -28329,7 +28608,7 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -28339,7 +28618,7 @@ module \hotline_accelerator.engine.bank15.queue (rst, r_en, r_rdy, r_data, w_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$87 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -28362,7 +28641,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1635$0 , \port$1637$0 , \port$1639$0 , \port$1641$0 , \port$1643$0 , \port$1645$0 , \port$1647$0 , \port$1649$0 , \port$1651$0 , \port$1653$0 , \port$1655$0 , \port$1657$0 , \port$1659$0 , \port$1661$0 , \port$1663$0 , \port$1665$0 , \port$1667$0 , \port$1669$0 , \port$1671$0 
 , \port$1673$0 , \port$1675$0 , \port$1677$0 , \port$1679$0 , \port$1681$0 , \port$1683$0 , \port$1685$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$88  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -28585,28 +28864,28 @@ module \hotline_accelerator.engine.bank2 (rst, requests__valid, \port$1635$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$9  = { \port$1685$0 , \port$1683$0 , \port$1681$0 , \port$1679$0 , \port$1677$0 , \port$1675$0 , \port$1673$0 , \port$1671$0 , \port$1669$0 , \port$1667$0 , \port$1665$0 , \port$1663$0 , \port$1661$0 , \port$1659$0 , \port$1657$0 , \port$1655$0 , \port$1653$0 , \port$1651$0 , \port$1649$0 , \port$1647$0 , \port$1645$0 , \port$1643$0 , \port$1641$0 , \port$1639$0 , \port$1637$0 , \port$1635$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$88 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -28680,7 +28959,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$89  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -28808,7 +29087,7 @@ module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -28818,7 +29097,7 @@ module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -28828,7 +29107,7 @@ module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -28841,7 +29120,7 @@ module \hotline_accelerator.engine.bank2.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$89 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -28863,7 +29142,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$90  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -29429,7 +29708,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -29445,7 +29724,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -29461,7 +29740,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -29477,7 +29756,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -29544,7 +29823,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -29564,7 +29843,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -29573,7 +29852,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -29582,7 +29861,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -29591,7 +29870,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -29602,21 +29881,21 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -29625,7 +29904,7 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -29635,35 +29914,35 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -29673,14 +29952,14 @@ module \hotline_accelerator.engine.bank2.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$90 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -29908,7 +30187,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$91  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -30001,7 +30280,7 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -30011,7 +30290,7 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -30021,7 +30300,7 @@ module \hotline_accelerator.engine.bank2.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$91 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -30044,7 +30323,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1688$0 , \port$1690$0 , \port$1692$0 , \port$1694$0 , \port$1696$0 , \port$1698$0 , \port$1700$0 , \port$1702$0 , \port$1704$0 , \port$1706$0 , \port$1708$0 , \port$1710$0 , \port$1712$0 , \port$1714$0 , \port$1716$0 , \port$1718$0 , \port$1720$0 , \port$1722$0 , \port$1724$0 
 , \port$1726$0 , \port$1728$0 , \port$1730$0 , \port$1732$0 , \port$1734$0 , \port$1736$0 , \port$1738$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$92  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$93  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -30267,28 +30546,28 @@ module \hotline_accelerator.engine.bank3 (rst, requests__valid, \port$1688$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$9  = { \port$1738$0 , \port$1736$0 , \port$1734$0 , \port$1732$0 , \port$1730$0 , \port$1728$0 , \port$1726$0 , \port$1724$0 , \port$1722$0 , \port$1720$0 , \port$1718$0 , \port$1716$0 , \port$1714$0 , \port$1712$0 , \port$1710$0 , \port$1708$0 , \port$1706$0 , \port$1704$0 , \port$1702$0 , \port$1700$0 , \port$1698$0 , \port$1696$0 , \port$1694$0 , \port$1692$0 , \port$1690$0 , \port$1688$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$92 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -30362,7 +30641,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$93  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -30490,7 +30769,7 @@ module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -30500,7 +30779,7 @@ module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -30510,7 +30789,7 @@ module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -30523,7 +30802,7 @@ module \hotline_accelerator.engine.bank3.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$93 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -30545,7 +30824,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$94  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -31111,7 +31390,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -31127,7 +31406,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -31143,7 +31422,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -31159,7 +31438,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -31226,7 +31505,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -31246,7 +31525,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -31255,7 +31534,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -31264,7 +31543,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -31273,7 +31552,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -31284,21 +31563,21 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -31307,7 +31586,7 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -31317,35 +31596,35 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -31355,14 +31634,14 @@ module \hotline_accelerator.engine.bank3.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$94 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -31590,7 +31869,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$95  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -31683,7 +31962,7 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -31693,7 +31972,7 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -31703,7 +31982,7 @@ module \hotline_accelerator.engine.bank3.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$95 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -31726,7 +32005,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1741$0 , \port$1743$0 , \port$1745$0 , \port$1747$0 , \port$1749$0 , \port$1751$0 , \port$1753$0 , \port$1755$0 , \port$1757$0 , \port$1759$0 , \port$1761$0 , \port$1763$0 , \port$1765$0 , \port$1767$0 , \port$1769$0 , \port$1771$0 , \port$1773$0 , \port$1775$0 , \port$1777$0 
 , \port$1779$0 , \port$1781$0 , \port$1783$0 , \port$1785$0 , \port$1787$0 , \port$1789$0 , \port$1791$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$96  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$97  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -31949,28 +32228,28 @@ module \hotline_accelerator.engine.bank4 (rst, requests__valid, \port$1741$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$9  = { \port$1791$0 , \port$1789$0 , \port$1787$0 , \port$1785$0 , \port$1783$0 , \port$1781$0 , \port$1779$0 , \port$1777$0 , \port$1775$0 , \port$1773$0 , \port$1771$0 , \port$1769$0 , \port$1767$0 , \port$1765$0 , \port$1763$0 , \port$1761$0 , \port$1759$0 , \port$1757$0 , \port$1755$0 , \port$1753$0 , \port$1751$0 , \port$1749$0 , \port$1747$0 , \port$1745$0 , \port$1743$0 , \port$1741$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$96 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -32044,7 +32323,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$97  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32172,7 +32451,7 @@ module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -32182,7 +32461,7 @@ module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -32192,7 +32471,7 @@ module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -32205,7 +32484,7 @@ module \hotline_accelerator.engine.bank4.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$97 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -32227,7 +32506,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$98  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -32793,7 +33072,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -32809,7 +33088,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -32825,7 +33104,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -32841,7 +33120,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -32908,7 +33187,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -32928,7 +33207,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -32937,7 +33216,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -32946,7 +33225,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -32955,7 +33234,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -32966,21 +33245,21 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -32989,7 +33268,7 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -32999,35 +33278,35 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -33037,14 +33316,14 @@ module \hotline_accelerator.engine.bank4.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$98 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -33272,7 +33551,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$99  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -33365,7 +33644,7 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -33375,7 +33654,7 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -33385,7 +33664,7 @@ module \hotline_accelerator.engine.bank4.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$99 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -33408,7 +33687,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1794$0 , \port$1796$0 , \port$1798$0 , \port$1800$0 , \port$1802$0 , \port$1804$0 , \port$1806$0 , \port$1808$0 , \port$1810$0 , \port$1812$0 , \port$1814$0 , \port$1816$0 , \port$1818$0 , \port$1820$0 , \port$1822$0 , \port$1824$0 , \port$1826$0 , \port$1828$0 , \port$1830$0 
 , \port$1832$0 , \port$1834$0 , \port$1836$0 , \port$1838$0 , \port$1840$0 , \port$1842$0 , \port$1844$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$100  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -33631,28 +33910,28 @@ module \hotline_accelerator.engine.bank5 (rst, requests__valid, \port$1794$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$9  = { \port$1844$0 , \port$1842$0 , \port$1840$0 , \port$1838$0 , \port$1836$0 , \port$1834$0 , \port$1832$0 , \port$1830$0 , \port$1828$0 , \port$1826$0 , \port$1824$0 , \port$1822$0 , \port$1820$0 , \port$1818$0 , \port$1816$0 , \port$1814$0 , \port$1812$0 , \port$1810$0 , \port$1808$0 , \port$1806$0 , \port$1804$0 , \port$1802$0 , \port$1800$0 , \port$1798$0 , \port$1796$0 , \port$1794$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$100 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -33726,7 +34005,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$101  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -33854,7 +34133,7 @@ module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -33864,7 +34143,7 @@ module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -33874,7 +34153,7 @@ module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -33887,7 +34166,7 @@ module \hotline_accelerator.engine.bank5.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$101 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -33909,7 +34188,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$102  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -34475,7 +34754,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -34491,7 +34770,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -34507,7 +34786,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -34523,7 +34802,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -34590,7 +34869,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -34610,7 +34889,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -34619,7 +34898,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -34628,7 +34907,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -34637,7 +34916,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -34648,21 +34927,21 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -34671,7 +34950,7 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -34681,35 +34960,35 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -34719,14 +34998,14 @@ module \hotline_accelerator.engine.bank5.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$102 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -34954,7 +35233,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$103  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -35047,7 +35326,7 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -35057,7 +35336,7 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -35067,7 +35346,7 @@ module \hotline_accelerator.engine.bank5.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$103 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -35090,7 +35369,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1847$0 , \port$1849$0 , \port$1851$0 , \port$1853$0 , \port$1855$0 , \port$1857$0 , \port$1859$0 , \port$1861$0 , \port$1863$0 , \port$1865$0 , \port$1867$0 , \port$1869$0 , \port$1871$0 , \port$1873$0 , \port$1875$0 , \port$1877$0 , \port$1879$0 , \port$1881$0 , \port$1883$0 
 , \port$1885$0 , \port$1887$0 , \port$1889$0 , \port$1891$0 , \port$1893$0 , \port$1895$0 , \port$1897$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$104  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -35313,28 +35592,28 @@ module \hotline_accelerator.engine.bank6 (rst, requests__valid, \port$1847$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$9  = { \port$1897$0 , \port$1895$0 , \port$1893$0 , \port$1891$0 , \port$1889$0 , \port$1887$0 , \port$1885$0 , \port$1883$0 , \port$1881$0 , \port$1879$0 , \port$1877$0 , \port$1875$0 , \port$1873$0 , \port$1871$0 , \port$1869$0 , \port$1867$0 , \port$1865$0 , \port$1863$0 , \port$1861$0 , \port$1859$0 , \port$1857$0 , \port$1855$0 , \port$1853$0 , \port$1851$0 , \port$1849$0 , \port$1847$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$104 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -35408,7 +35687,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$105  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -35536,7 +35815,7 @@ module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -35546,7 +35825,7 @@ module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -35556,7 +35835,7 @@ module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -35569,7 +35848,7 @@ module \hotline_accelerator.engine.bank6.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$105 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -35591,7 +35870,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$106  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -36157,7 +36436,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -36173,7 +36452,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -36189,7 +36468,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -36205,7 +36484,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -36272,7 +36551,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -36292,7 +36571,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -36301,7 +36580,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -36310,7 +36589,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -36319,7 +36598,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -36330,21 +36609,21 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -36353,7 +36632,7 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -36363,35 +36642,35 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -36401,14 +36680,14 @@ module \hotline_accelerator.engine.bank6.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$106 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -36636,7 +36915,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$107  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -36729,7 +37008,7 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -36739,7 +37018,7 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -36749,7 +37028,7 @@ module \hotline_accelerator.engine.bank6.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$107 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -36772,7 +37051,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1900$0 , \port$1902$0 , \port$1904$0 , \port$1906$0 , \port$1908$0 , \port$1910$0 , \port$1912$0 , \port$1914$0 , \port$1916$0 , \port$1918$0 , \port$1920$0 , \port$1922$0 , \port$1924$0 , \port$1926$0 , \port$1928$0 , \port$1930$0 , \port$1932$0 , \port$1934$0 , \port$1936$0 
 , \port$1938$0 , \port$1940$0 , \port$1942$0 , \port$1944$0 , \port$1946$0 , \port$1948$0 , \port$1950$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$108  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -36995,28 +37274,28 @@ module \hotline_accelerator.engine.bank7 (rst, requests__valid, \port$1900$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$9  = { \port$1950$0 , \port$1948$0 , \port$1946$0 , \port$1944$0 , \port$1942$0 , \port$1940$0 , \port$1938$0 , \port$1936$0 , \port$1934$0 , \port$1932$0 , \port$1930$0 , \port$1928$0 , \port$1926$0 , \port$1924$0 , \port$1922$0 , \port$1920$0 , \port$1918$0 , \port$1916$0 , \port$1914$0 , \port$1912$0 , \port$1910$0 , \port$1908$0 , \port$1906$0 , \port$1904$0 , \port$1902$0 , \port$1900$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$108 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -37090,7 +37369,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$109  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -37218,7 +37497,7 @@ module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -37228,7 +37507,7 @@ module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -37238,7 +37517,7 @@ module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -37251,7 +37530,7 @@ module \hotline_accelerator.engine.bank7.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$109 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -37273,7 +37552,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$110  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -37839,7 +38118,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -37855,7 +38134,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -37871,7 +38150,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -37887,7 +38166,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -37954,7 +38233,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -37974,7 +38253,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -37983,7 +38262,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -37992,7 +38271,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -38001,7 +38280,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -38012,21 +38291,21 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -38035,7 +38314,7 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -38045,35 +38324,35 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -38083,14 +38362,14 @@ module \hotline_accelerator.engine.bank7.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$110 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -38318,7 +38597,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$111  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38411,7 +38690,7 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -38421,7 +38700,7 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -38431,7 +38710,7 @@ module \hotline_accelerator.engine.bank7.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$111 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -38454,7 +38733,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1953$0 , \port$1955$0 , \port$1957$0 , \port$1959$0 , \port$1961$0 , \port$1963$0 , \port$1965$0 , \port$1967$0 , \port$1969$0 , \port$1971$0 , \port$1973$0 , \port$1975$0 , \port$1977$0 , \port$1979$0 , \port$1981$0 , \port$1983$0 , \port$1985$0 , \port$1987$0 , \port$1989$0 
 , \port$1991$0 , \port$1993$0 , \port$1995$0 , \port$1997$0 , \port$1999$0 , \port$2001$0 , \port$2003$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$112  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -38677,28 +38956,28 @@ module \hotline_accelerator.engine.bank8 (rst, requests__valid, \port$1953$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$9  = { \port$2003$0 , \port$2001$0 , \port$1999$0 , \port$1997$0 , \port$1995$0 , \port$1993$0 , \port$1991$0 , \port$1989$0 , \port$1987$0 , \port$1985$0 , \port$1983$0 , \port$1981$0 , \port$1979$0 , \port$1977$0 , \port$1975$0 , \port$1973$0 , \port$1971$0 , \port$1969$0 , \port$1967$0 , \port$1965$0 , \port$1963$0 , \port$1961$0 , \port$1959$0 , \port$1957$0 , \port$1955$0 , \port$1953$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$112 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -38772,7 +39051,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$113  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38900,7 +39179,7 @@ module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -38910,7 +39189,7 @@ module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -38920,7 +39199,7 @@ module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -38933,7 +39212,7 @@ module \hotline_accelerator.engine.bank8.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$113 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -38955,7 +39234,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$114  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -39521,7 +39800,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -39537,7 +39816,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -39553,7 +39832,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -39569,7 +39848,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -39636,7 +39915,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -39656,7 +39935,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -39665,7 +39944,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -39674,7 +39953,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -39683,7 +39962,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -39694,21 +39973,21 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -39717,7 +39996,7 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -39727,35 +40006,35 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -39765,14 +40044,14 @@ module \hotline_accelerator.engine.bank8.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$114 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -40000,7 +40279,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$115  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -40093,7 +40372,7 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -40103,7 +40382,7 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -40113,7 +40392,7 @@ module \hotline_accelerator.engine.bank8.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$115 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -40136,7 +40415,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2006$0 , \port$2008$0 , \port$2010$0 , \port$2012$0 , \port$2014$0 , \port$2016$0 , \port$2018$0 , \port$2020$0 , \port$2022$0 , \port$2024$0 , \port$2026$0 , \port$2028$0 , \port$2030$0 , \port$2032$0 , \port$2034$0 , \port$2036$0 , \port$2038$0 , \port$2040$0 , \port$2042$0 
 , \port$2044$0 , \port$2046$0 , \port$2048$0 , \port$2050$0 , \port$2052$0 , \port$2054$0 , \port$2056$0 , \r_en$39 , responses__payload, maint__clear, maint__read, maint__hold, maint__addr, requests__ready, read_data, responses__valid, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$116  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$117  = 0;
   wire [3:0] \$1 ;
   reg \$10 ;
   reg [2:0] \$11 ;
@@ -40359,28 +40638,28 @@ module \hotline_accelerator.engine.bank9 (rst, requests__valid, \port$2006$0 , \
     .w_port__data(w_data)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$8  = accepted;
     if (rst) begin
       \$8  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$9  = { \port$2056$0 , \port$2054$0 , \port$2052$0 , \port$2050$0 , \port$2048$0 , \port$2046$0 , \port$2044$0 , \port$2042$0 , \port$2040$0 , \port$2038$0 , \port$2036$0 , \port$2034$0 , \port$2032$0 , \port$2030$0 , \port$2028$0 , \port$2026$0 , \port$2024$0 , \port$2022$0 , \port$2020$0 , \port$2018$0 , \port$2016$0 , \port$2014$0 , \port$2012$0 , \port$2010$0 , \port$2008$0 , \port$2006$0  };
     if (rst) begin
       \$9  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$10  = \$5 ;
     if (rst) begin
       \$10  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$116 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
     \$11  = \$7 [2:0];
     if (rst) begin
       \$11  = 3'h0;
@@ -40454,7 +40733,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$117  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -40582,7 +40861,7 @@ module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_por
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -40592,7 +40871,7 @@ module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -40602,7 +40881,7 @@ module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -40615,7 +40894,7 @@ module \hotline_accelerator.engine.bank9.answers (rst, r_en, r_data, w_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$117 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -40637,7 +40916,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__payload, maint__clear, maint__read, maint__hold, maint__addr, read_data, response__valid, response__payload, learn, popular_max_rrpv, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$118  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [3:0] \$100 ;
@@ -41203,7 +41482,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
   always @(posedge clk)
     response__payload <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     hit_way = 2'h0;
     if (match[3]) begin
       hit_way = 2'h3;
@@ -41219,7 +41498,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     free_way = 2'h0;
     if (free[3]) begin
       free_way = 2'h3;
@@ -41235,7 +41514,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     victim_way = 2'h0;
     if (at_max[3]) begin
       victim_way = 2'h3;
@@ -41251,7 +41530,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     (* full_case = 32'd1 *)
     if (\$32 ) begin
       \new [21:0] = word[21:0];
@@ -41318,7 +41597,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     tag_ways = 4'h0;
     if (\$32 ) begin
     end else if (\$35 ) begin
@@ -41338,7 +41617,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_hit = \$64 ;
@@ -41347,7 +41626,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       resp_way = \$68 ;
@@ -41356,7 +41635,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     (* full_case = 32'd1 *)
     if (update[1]) begin
       repeat_hit = 1'h1;
@@ -41365,7 +41644,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$89 [0] = request__valid;
     \$89 [1] = learn;
     \$89 [7:2] = request__payload[5:0];
@@ -41376,21 +41655,21 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$90  = fetch;
     if (rst) begin
       \$90  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$91  = compare;
     if (rst) begin
       \$91  = 28'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$92 [0] = written[0];
     \$92 [6:1] = written[6:1];
     \$92 [94:7] = written[94:7];
@@ -41399,7 +41678,7 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$93 [0] = \$81 ;
     \$93 [1] = \$82 ;
     \$93 [2] = \$85 ;
@@ -41409,35 +41688,35 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$94  = rd__data;
     if (rst) begin
       \$94  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$95  = base;
     if (rst) begin
       \$95  = 88'h0000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$96  = base_match;
     if (rst) begin
       \$96  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$97  = same_set;
     if (rst) begin
       \$97  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$98 [0] = \$88 ;
     \$98 [6:1] = update[7:2];
     \$98 [94:7] = \new ;
@@ -41447,14 +41726,14 @@ module \hotline_accelerator.engine.bank9.bank (rst, request__valid, request__pay
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$99  = update[0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$118 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
     \$100 [0] = resp_hit;
     \$100 [2:1] = resp_way;
     \$100 [3] = repeat_hit;
@@ -41682,7 +41961,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$119  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -41775,7 +42054,7 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
   always @(posedge clk)
     level <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$19  = w_port__addr;
     if (\$1 ) begin
       \$19  = \$4 [2:0];
@@ -41785,7 +42064,7 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$20  = r_port__addr;
     if (\$5 ) begin
       \$20  = \$8 [2:0];
@@ -41795,7 +42074,7 @@ module \hotline_accelerator.engine.bank9.queue (rst, r_en, r_rdy, r_data, w_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$119 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
     \$21  = level;
     if (\$12 ) begin
       \$21  = \$13 [2:0];
@@ -41817,7 +42096,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$120  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -41935,7 +42214,7 @@ module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w
   always @(posedge clk)
     r_rdy <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$27  = w_port__addr;
     if (\$4 ) begin
       \$27  = \$5 [1:0];
@@ -41945,7 +42224,7 @@ module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$28  = r_port__addr;
     if (\$8 ) begin
       \$28  = \$9 [1:0];
@@ -41955,7 +42234,7 @@ module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$29  = inner_level;
     if (\$15 ) begin
       \$29  = \$16 [2:0];
@@ -41968,7 +42247,7 @@ module \hotline_accelerator.engine.dump_fifo (rst, r_data, r_en, w_port__data, w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$120 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
     \$30  = r_rdy;
     if (\$26 ) begin
       \$30  = 1'h1;
@@ -41990,7 +42269,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready, o__payload, stage8_valid, i__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$121  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
   wire \$1 ;
   wire [47:0] \$10 ;
   wire [13:0] \$100 ;
@@ -42960,7 +43239,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
   assign \$auto$rtlil.cc:2739:Not$8  = ~ { \$25 [14], \$25 [11], \$25 [5:4], \$25 [2] };
   assign \$auto$rtlil.cc:2739:Not$10  = ~ { i__payload[44:42], i__payload[39:38], i__payload[36:34], i__payload[31] };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$134  = stage0_valid;
     if (advance) begin
       \$134  = i__valid;
@@ -42970,7 +43249,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$135  = stage1_valid;
     if (advance) begin
       \$135  = stage0_valid;
@@ -42980,7 +43259,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$136  = stage2_valid;
     if (advance) begin
       \$136  = stage1_valid;
@@ -42990,7 +43269,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$137  = stage3_valid;
     if (advance) begin
       \$137  = stage2_valid;
@@ -43000,7 +43279,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$138  = stage4_valid;
     if (advance) begin
       \$138  = stage3_valid;
@@ -43010,7 +43289,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$139  = stage5_valid;
     if (advance) begin
       \$139  = stage4_valid;
@@ -43020,7 +43299,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$140  = stage6_valid;
     if (advance) begin
       \$140  = stage5_valid;
@@ -43030,7 +43309,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$141  = stage7_valid;
     if (advance) begin
       \$141  = stage6_valid;
@@ -43040,7 +43319,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$142  = stage8_valid;
     if (advance) begin
       \$142  = stage7_valid;
@@ -43050,7 +43329,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$143  = lane0_in_hi;
     if (advance) begin
       \$143  = i__payload[29:15];
@@ -43060,7 +43339,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$144  = lane0_in_lo;
     if (advance) begin
       \$144  = i__payload[14:1];
@@ -43070,7 +43349,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$145  = lane0_in_valid;
     if (advance) begin
       \$145  = i__payload[0];
@@ -43080,7 +43359,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$146  = lane0_in_x;
     if (advance) begin
       \$146  = \$2 ;
@@ -43090,7 +43369,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$147  = lane0_r0_low_part;
     if (advance) begin
       \$147  = \$3 ;
@@ -43100,7 +43379,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$148  = lane0_r0_high_part;
     if (advance) begin
       \$148  = \$4 [15:0];
@@ -43110,7 +43389,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$149  = lane0_r0_hi_in;
     if (advance) begin
       \$149  = lane0_in_hi;
@@ -43120,7 +43399,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$150  = lane0_r0_lo_in;
     if (advance) begin
       \$150  = lane0_in_lo;
@@ -43130,7 +43409,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$151  = lane0_r0_valid_in;
     if (advance) begin
       \$151  = lane0_in_valid;
@@ -43140,7 +43419,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$152  = lane0_r0_x_next;
     if (advance) begin
       \$152  = \$8 ;
@@ -43150,7 +43429,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$153  = lane0_r0_hi;
     if (advance) begin
       \$153  = lane0_r0_lo_in;
@@ -43160,7 +43439,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$154  = lane0_r0_lo;
     if (advance) begin
       \$154  = \$11 ;
@@ -43170,7 +43449,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$155  = lane0_r0_valid;
     if (advance) begin
       \$155  = lane0_r0_valid_in;
@@ -43180,7 +43459,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$156  = lane0_r1_low_part;
     if (advance) begin
       \$156  = \$12 ;
@@ -43190,7 +43469,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$157  = lane0_r1_high_part;
     if (advance) begin
       \$157  = \$13 [15:0];
@@ -43200,7 +43479,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$158  = lane0_r1_hi_in;
     if (advance) begin
       \$158  = lane0_r0_hi;
@@ -43210,7 +43489,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$159  = lane0_r1_lo_in;
     if (advance) begin
       \$159  = lane0_r0_lo;
@@ -43220,7 +43499,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$160  = lane0_r1_valid_in;
     if (advance) begin
       \$160  = lane0_r0_valid;
@@ -43230,7 +43509,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$161  = lane0_r1_x_next;
     if (advance) begin
       \$161  = \$17 ;
@@ -43240,7 +43519,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$162  = lane0_r1_hi;
     if (advance) begin
       \$162  = lane0_r1_lo_in;
@@ -43250,7 +43529,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$163  = lane0_r1_lo;
     if (advance) begin
       \$163  = \$20 ;
@@ -43260,7 +43539,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$164  = lane0_r1_valid;
     if (advance) begin
       \$164  = lane0_r1_valid_in;
@@ -43270,7 +43549,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$165  = lane0_r2_low_part;
     if (advance) begin
       \$165  = \$21 ;
@@ -43280,7 +43559,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$166  = lane0_r2_high_part;
     if (advance) begin
       \$166  = \$22 [15:0];
@@ -43290,7 +43569,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$167  = lane0_r2_hi_in;
     if (advance) begin
       \$167  = lane0_r1_hi;
@@ -43300,7 +43579,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$168  = lane0_r2_lo_in;
     if (advance) begin
       \$168  = lane0_r1_lo;
@@ -43310,7 +43589,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$169  = lane0_r2_valid_in;
     if (advance) begin
       \$169  = lane0_r1_valid;
@@ -43320,7 +43599,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$170  = lane0_r2_x_next;
     if (advance) begin
       \$170  = \$26 ;
@@ -43330,7 +43609,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$171  = lane0_r2_hi;
     if (advance) begin
       \$171  = lane0_r2_lo_in;
@@ -43340,7 +43619,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$172  = lane0_r2_lo;
     if (advance) begin
       \$172  = \$29 ;
@@ -43350,7 +43629,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$173  = lane0_r2_valid;
     if (advance) begin
       \$173  = lane0_r2_valid_in;
@@ -43360,7 +43639,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$174  = lane0_r3_low_part;
     if (advance) begin
       \$174  = \$30 ;
@@ -43370,7 +43649,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$175  = lane0_r3_high_part;
     if (advance) begin
       \$175  = \$31 [15:0];
@@ -43380,7 +43659,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$176  = lane0_r3_hi_in;
     if (advance) begin
       \$176  = lane0_r2_hi;
@@ -43390,7 +43669,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$177  = lane0_r3_lo_in;
     if (advance) begin
       \$177  = lane0_r2_lo;
@@ -43400,7 +43679,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$178  = lane0_r3_valid_in;
     if (advance) begin
       \$178  = lane0_r2_valid;
@@ -43410,7 +43689,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$179  = lane0_r3_hi;
     if (advance) begin
       \$179  = lane0_r3_lo_in;
@@ -43420,7 +43699,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$180  = lane0_r3_lo;
     if (advance) begin
       \$180  = \$34 ;
@@ -43430,7 +43709,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$181  = lane0_r3_valid;
     if (advance) begin
       \$181  = lane0_r3_valid_in;
@@ -43440,7 +43719,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$182  = lane1_in_hi;
     if (advance) begin
       \$182  = i__payload[59:45];
@@ -43450,7 +43729,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$183  = lane1_in_lo;
     if (advance) begin
       \$183  = i__payload[44:31];
@@ -43460,7 +43739,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$184  = lane1_in_valid;
     if (advance) begin
       \$184  = i__payload[30];
@@ -43470,7 +43749,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$185  = lane1_in_x;
     if (advance) begin
       \$185  = \$35 ;
@@ -43480,7 +43759,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$186  = lane1_r0_low_part;
     if (advance) begin
       \$186  = \$36 ;
@@ -43490,7 +43769,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$187  = lane1_r0_high_part;
     if (advance) begin
       \$187  = \$37 [15:0];
@@ -43500,7 +43779,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$188  = lane1_r0_hi_in;
     if (advance) begin
       \$188  = lane1_in_hi;
@@ -43510,7 +43789,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$189  = lane1_r0_lo_in;
     if (advance) begin
       \$189  = lane1_in_lo;
@@ -43520,7 +43799,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$190  = lane1_r0_valid_in;
     if (advance) begin
       \$190  = lane1_in_valid;
@@ -43530,7 +43809,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$191  = lane1_r0_x_next;
     if (advance) begin
       \$191  = \$41 ;
@@ -43540,7 +43819,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$192  = lane1_r0_hi;
     if (advance) begin
       \$192  = lane1_r0_lo_in;
@@ -43550,7 +43829,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$193  = lane1_r0_lo;
     if (advance) begin
       \$193  = \$44 ;
@@ -43560,7 +43839,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$194  = lane1_r0_valid;
     if (advance) begin
       \$194  = lane1_r0_valid_in;
@@ -43570,7 +43849,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$195  = lane1_r1_low_part;
     if (advance) begin
       \$195  = \$45 ;
@@ -43580,7 +43859,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$196  = lane1_r1_high_part;
     if (advance) begin
       \$196  = \$46 [15:0];
@@ -43590,7 +43869,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$197  = lane1_r1_hi_in;
     if (advance) begin
       \$197  = lane1_r0_hi;
@@ -43600,7 +43879,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$198  = lane1_r1_lo_in;
     if (advance) begin
       \$198  = lane1_r0_lo;
@@ -43610,7 +43889,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$199  = lane1_r1_valid_in;
     if (advance) begin
       \$199  = lane1_r0_valid;
@@ -43620,7 +43899,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$200  = lane1_r1_x_next;
     if (advance) begin
       \$200  = \$50 ;
@@ -43630,7 +43909,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$201  = lane1_r1_hi;
     if (advance) begin
       \$201  = lane1_r1_lo_in;
@@ -43640,7 +43919,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$202  = lane1_r1_lo;
     if (advance) begin
       \$202  = \$53 ;
@@ -43650,7 +43929,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$203  = lane1_r1_valid;
     if (advance) begin
       \$203  = lane1_r1_valid_in;
@@ -43660,7 +43939,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$204  = lane1_r2_low_part;
     if (advance) begin
       \$204  = \$54 ;
@@ -43670,7 +43949,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$205  = lane1_r2_high_part;
     if (advance) begin
       \$205  = \$55 [15:0];
@@ -43680,7 +43959,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$206  = lane1_r2_hi_in;
     if (advance) begin
       \$206  = lane1_r1_hi;
@@ -43690,7 +43969,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$207  = lane1_r2_lo_in;
     if (advance) begin
       \$207  = lane1_r1_lo;
@@ -43700,7 +43979,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$208  = lane1_r2_valid_in;
     if (advance) begin
       \$208  = lane1_r1_valid;
@@ -43710,7 +43989,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$209  = lane1_r2_x_next;
     if (advance) begin
       \$209  = \$59 ;
@@ -43720,7 +43999,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$210  = lane1_r2_hi;
     if (advance) begin
       \$210  = lane1_r2_lo_in;
@@ -43730,7 +44009,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$211  = lane1_r2_lo;
     if (advance) begin
       \$211  = \$62 ;
@@ -43740,7 +44019,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$212  = lane1_r2_valid;
     if (advance) begin
       \$212  = lane1_r2_valid_in;
@@ -43750,7 +44029,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$213  = lane1_r3_low_part;
     if (advance) begin
       \$213  = \$63 ;
@@ -43760,7 +44039,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$214  = lane1_r3_high_part;
     if (advance) begin
       \$214  = \$64 [15:0];
@@ -43770,7 +44049,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$215  = lane1_r3_hi_in;
     if (advance) begin
       \$215  = lane1_r2_hi;
@@ -43780,7 +44059,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$216  = lane1_r3_lo_in;
     if (advance) begin
       \$216  = lane1_r2_lo;
@@ -43790,7 +44069,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$217  = lane1_r3_valid_in;
     if (advance) begin
       \$217  = lane1_r2_valid;
@@ -43800,7 +44079,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$218  = lane1_r3_hi;
     if (advance) begin
       \$218  = lane1_r3_lo_in;
@@ -43810,7 +44089,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$219  = lane1_r3_lo;
     if (advance) begin
       \$219  = \$67 ;
@@ -43820,7 +44099,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$220  = lane1_r3_valid;
     if (advance) begin
       \$220  = lane1_r3_valid_in;
@@ -43830,7 +44109,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$221  = lane2_in_hi;
     if (advance) begin
       \$221  = i__payload[89:75];
@@ -43840,7 +44119,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$222  = lane2_in_lo;
     if (advance) begin
       \$222  = i__payload[74:61];
@@ -43850,7 +44129,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$223  = lane2_in_valid;
     if (advance) begin
       \$223  = i__payload[60];
@@ -43860,7 +44139,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$224  = lane2_in_x;
     if (advance) begin
       \$224  = \$68 ;
@@ -43870,7 +44149,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$225  = lane2_r0_low_part;
     if (advance) begin
       \$225  = \$69 ;
@@ -43880,7 +44159,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$226  = lane2_r0_high_part;
     if (advance) begin
       \$226  = \$70 [15:0];
@@ -43890,7 +44169,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$227  = lane2_r0_hi_in;
     if (advance) begin
       \$227  = lane2_in_hi;
@@ -43900,7 +44179,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$228  = lane2_r0_lo_in;
     if (advance) begin
       \$228  = lane2_in_lo;
@@ -43910,7 +44189,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$229  = lane2_r0_valid_in;
     if (advance) begin
       \$229  = lane2_in_valid;
@@ -43920,7 +44199,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$230  = lane2_r0_x_next;
     if (advance) begin
       \$230  = \$74 ;
@@ -43930,7 +44209,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$231  = lane2_r0_hi;
     if (advance) begin
       \$231  = lane2_r0_lo_in;
@@ -43940,7 +44219,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$232  = lane2_r0_lo;
     if (advance) begin
       \$232  = \$77 ;
@@ -43950,7 +44229,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$233  = lane2_r0_valid;
     if (advance) begin
       \$233  = lane2_r0_valid_in;
@@ -43960,7 +44239,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$234  = lane2_r1_low_part;
     if (advance) begin
       \$234  = \$78 ;
@@ -43970,7 +44249,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$235  = lane2_r1_high_part;
     if (advance) begin
       \$235  = \$79 [15:0];
@@ -43980,7 +44259,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$236  = lane2_r1_hi_in;
     if (advance) begin
       \$236  = lane2_r0_hi;
@@ -43990,7 +44269,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$237  = lane2_r1_lo_in;
     if (advance) begin
       \$237  = lane2_r0_lo;
@@ -44000,7 +44279,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$238  = lane2_r1_valid_in;
     if (advance) begin
       \$238  = lane2_r0_valid;
@@ -44010,7 +44289,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$239  = lane2_r1_x_next;
     if (advance) begin
       \$239  = \$83 ;
@@ -44020,7 +44299,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$240  = lane2_r1_hi;
     if (advance) begin
       \$240  = lane2_r1_lo_in;
@@ -44030,7 +44309,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$241  = lane2_r1_lo;
     if (advance) begin
       \$241  = \$86 ;
@@ -44040,7 +44319,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$242  = lane2_r1_valid;
     if (advance) begin
       \$242  = lane2_r1_valid_in;
@@ -44050,7 +44329,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$243  = lane2_r2_low_part;
     if (advance) begin
       \$243  = \$87 ;
@@ -44060,7 +44339,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$244  = lane2_r2_high_part;
     if (advance) begin
       \$244  = \$88 [15:0];
@@ -44070,7 +44349,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$245  = lane2_r2_hi_in;
     if (advance) begin
       \$245  = lane2_r1_hi;
@@ -44080,7 +44359,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$246  = lane2_r2_lo_in;
     if (advance) begin
       \$246  = lane2_r1_lo;
@@ -44090,7 +44369,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$247  = lane2_r2_valid_in;
     if (advance) begin
       \$247  = lane2_r1_valid;
@@ -44100,7 +44379,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$248  = lane2_r2_x_next;
     if (advance) begin
       \$248  = \$92 ;
@@ -44110,7 +44389,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$249  = lane2_r2_hi;
     if (advance) begin
       \$249  = lane2_r2_lo_in;
@@ -44120,7 +44399,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$250  = lane2_r2_lo;
     if (advance) begin
       \$250  = \$95 ;
@@ -44130,7 +44409,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$251  = lane2_r2_valid;
     if (advance) begin
       \$251  = lane2_r2_valid_in;
@@ -44140,7 +44419,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$252  = lane2_r3_low_part;
     if (advance) begin
       \$252  = \$96 ;
@@ -44150,7 +44429,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$253  = lane2_r3_high_part;
     if (advance) begin
       \$253  = \$97 [15:0];
@@ -44160,7 +44439,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$254  = lane2_r3_hi_in;
     if (advance) begin
       \$254  = lane2_r2_hi;
@@ -44170,7 +44449,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$255  = lane2_r3_lo_in;
     if (advance) begin
       \$255  = lane2_r2_lo;
@@ -44180,7 +44459,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$256  = lane2_r3_valid_in;
     if (advance) begin
       \$256  = lane2_r2_valid;
@@ -44190,7 +44469,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$257  = lane2_r3_hi;
     if (advance) begin
       \$257  = lane2_r3_lo_in;
@@ -44200,7 +44479,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$258  = lane2_r3_lo;
     if (advance) begin
       \$258  = \$100 ;
@@ -44210,7 +44489,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$259  = lane2_r3_valid;
     if (advance) begin
       \$259  = lane2_r3_valid_in;
@@ -44220,7 +44499,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$260  = lane3_in_hi;
     if (advance) begin
       \$260  = i__payload[119:105];
@@ -44230,7 +44509,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$261  = lane3_in_lo;
     if (advance) begin
       \$261  = i__payload[104:91];
@@ -44240,7 +44519,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$262  = lane3_in_valid;
     if (advance) begin
       \$262  = i__payload[90];
@@ -44250,7 +44529,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$263  = lane3_in_x;
     if (advance) begin
       \$263  = \$101 ;
@@ -44260,7 +44539,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$264  = lane3_r0_low_part;
     if (advance) begin
       \$264  = \$102 ;
@@ -44270,7 +44549,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$265  = lane3_r0_high_part;
     if (advance) begin
       \$265  = \$103 [15:0];
@@ -44280,7 +44559,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$266  = lane3_r0_hi_in;
     if (advance) begin
       \$266  = lane3_in_hi;
@@ -44290,7 +44569,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$267  = lane3_r0_lo_in;
     if (advance) begin
       \$267  = lane3_in_lo;
@@ -44300,7 +44579,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$268  = lane3_r0_valid_in;
     if (advance) begin
       \$268  = lane3_in_valid;
@@ -44310,7 +44589,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$269  = lane3_r0_x_next;
     if (advance) begin
       \$269  = \$107 ;
@@ -44320,7 +44599,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$270  = lane3_r0_hi;
     if (advance) begin
       \$270  = lane3_r0_lo_in;
@@ -44330,7 +44609,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$271  = lane3_r0_lo;
     if (advance) begin
       \$271  = \$110 ;
@@ -44340,7 +44619,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$272  = lane3_r0_valid;
     if (advance) begin
       \$272  = lane3_r0_valid_in;
@@ -44350,7 +44629,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$273  = lane3_r1_low_part;
     if (advance) begin
       \$273  = \$111 ;
@@ -44360,7 +44639,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$274  = lane3_r1_high_part;
     if (advance) begin
       \$274  = \$112 [15:0];
@@ -44370,7 +44649,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$275  = lane3_r1_hi_in;
     if (advance) begin
       \$275  = lane3_r0_hi;
@@ -44380,7 +44659,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$276  = lane3_r1_lo_in;
     if (advance) begin
       \$276  = lane3_r0_lo;
@@ -44390,7 +44669,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$277  = lane3_r1_valid_in;
     if (advance) begin
       \$277  = lane3_r0_valid;
@@ -44400,7 +44679,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$278  = lane3_r1_x_next;
     if (advance) begin
       \$278  = \$116 ;
@@ -44410,7 +44689,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$279  = lane3_r1_hi;
     if (advance) begin
       \$279  = lane3_r1_lo_in;
@@ -44420,7 +44699,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$280  = lane3_r1_lo;
     if (advance) begin
       \$280  = \$119 ;
@@ -44430,7 +44709,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$281  = lane3_r1_valid;
     if (advance) begin
       \$281  = lane3_r1_valid_in;
@@ -44440,7 +44719,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$282  = lane3_r2_low_part;
     if (advance) begin
       \$282  = \$120 ;
@@ -44450,7 +44729,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$283  = lane3_r2_high_part;
     if (advance) begin
       \$283  = \$121 [15:0];
@@ -44460,7 +44739,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$284  = lane3_r2_hi_in;
     if (advance) begin
       \$284  = lane3_r1_hi;
@@ -44470,7 +44749,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$285  = lane3_r2_lo_in;
     if (advance) begin
       \$285  = lane3_r1_lo;
@@ -44480,7 +44759,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$286  = lane3_r2_valid_in;
     if (advance) begin
       \$286  = lane3_r1_valid;
@@ -44490,7 +44769,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$287  = lane3_r2_x_next;
     if (advance) begin
       \$287  = \$125 ;
@@ -44500,7 +44779,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$288  = lane3_r2_hi;
     if (advance) begin
       \$288  = lane3_r2_lo_in;
@@ -44510,7 +44789,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$289  = lane3_r2_lo;
     if (advance) begin
       \$289  = \$128 ;
@@ -44520,7 +44799,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$290  = lane3_r2_valid;
     if (advance) begin
       \$290  = lane3_r2_valid_in;
@@ -44530,7 +44809,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$291  = lane3_r3_low_part;
     if (advance) begin
       \$291  = \$129 ;
@@ -44540,7 +44819,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$292  = lane3_r3_high_part;
     if (advance) begin
       \$292  = \$130 [15:0];
@@ -44550,7 +44829,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$293  = lane3_r3_hi_in;
     if (advance) begin
       \$293  = lane3_r2_hi;
@@ -44560,7 +44839,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$294  = lane3_r3_lo_in;
     if (advance) begin
       \$294  = lane3_r2_lo;
@@ -44570,7 +44849,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$295  = lane3_r3_valid_in;
     if (advance) begin
       \$295  = lane3_r2_valid;
@@ -44580,7 +44859,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$296  = lane3_r3_hi;
     if (advance) begin
       \$296  = lane3_r3_lo_in;
@@ -44590,7 +44869,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$297  = lane3_r3_lo;
     if (advance) begin
       \$297  = \$133 ;
@@ -44600,7 +44879,7 @@ module \hotline_accelerator.engine.hash (rst, i__valid, advance, busy, o__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$121 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
     \$298  = lane3_r3_valid;
     if (advance) begin
       \$298  = lane3_r3_valid_in;
@@ -44723,7 +45002,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$122  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -44861,7 +45140,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -44871,7 +45150,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -44881,7 +45160,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -44894,7 +45173,7 @@ module \hotline_accelerator.engine.in_flight (rst, w_en, r_en, w_rdy, w_level, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$122 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -44917,7 +45196,7 @@ endmodule
 module \hotline_accelerator.engine.release (rst, responses__0__ready, responses__1__ready, responses__2__ready, responses__3__ready, responses__4__ready, responses__5__ready, responses__6__ready, responses__7__ready, responses__8__ready, responses__9__ready, responses__10__ready, responses__11__ready, responses__12__ready, responses__13__ready, responses__14__ready, responses__15__ready, records__ready, busy, records__payload, responses__0__payload
 , responses__1__payload, responses__2__payload, responses__3__payload, responses__4__payload, responses__5__payload, responses__6__payload, responses__7__payload, responses__8__payload, responses__9__payload, responses__10__payload, responses__11__payload, responses__12__payload, responses__13__payload, responses__14__payload, responses__15__payload, results__ready, results__valid, results__payload, records__valid, responses__0__valid, responses__1__valid
 , responses__2__valid, responses__3__valid, responses__4__valid, responses__5__valid, responses__6__valid, responses__7__valid, responses__8__valid, responses__9__valid, responses__10__valid, responses__11__valid, responses__12__valid, responses__13__valid, responses__14__valid, responses__15__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$123  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
   wire [16:0] \$100 ;
@@ -46694,7 +46973,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
   assign \$368  = ! records__payload[18:17];
   assign \$369  = records__payload[18:17] == 1'h1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$541  = results__valid;
     if (results__ready) begin
       \$541  = 1'h0;
@@ -46707,7 +46986,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$542  = results__payload;
     if (\release ) begin
       \$542 [0] = beat0_lane0[0];
@@ -46728,7 +47007,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$543 [26:23], \$543 [21:0] } = { beat0_lane0[26:23], beat0_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$349 ) begin
@@ -46751,7 +47030,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$544 [26:23], \$544 [21:0] } = { beat0_lane1[26:23], beat0_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$361 ) begin
@@ -46774,7 +47053,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$545 [26:23], \$545 [21:0] } = { beat0_lane2[26:23], beat0_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$373 ) begin
@@ -46797,7 +47076,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$546 [26:23], \$546 [21:0] } = { beat0_lane3[26:23], beat0_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$385 ) begin
@@ -46820,7 +47099,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$547 [26:23], \$547 [21:0] } = { beat1_lane0[26:23], beat1_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$397 ) begin
@@ -46843,7 +47122,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$548 [26:23], \$548 [21:0] } = { beat1_lane1[26:23], beat1_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$409 ) begin
@@ -46866,7 +47145,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$549 [26:23], \$549 [21:0] } = { beat1_lane2[26:23], beat1_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$421 ) begin
@@ -46889,7 +47168,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$550 [26:23], \$550 [21:0] } = { beat1_lane3[26:23], beat1_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$433 ) begin
@@ -46912,7 +47191,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$551 [26:23], \$551 [21:0] } = { beat2_lane0[26:23], beat2_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$445 ) begin
@@ -46935,7 +47214,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$552 [26:23], \$552 [21:0] } = { beat2_lane1[26:23], beat2_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$457 ) begin
@@ -46958,7 +47237,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$553 [26:23], \$553 [21:0] } = { beat2_lane2[26:23], beat2_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$469 ) begin
@@ -46981,7 +47260,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$554 [26:23], \$554 [21:0] } = { beat2_lane3[26:23], beat2_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$481 ) begin
@@ -47004,7 +47283,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$555 [26:23], \$555 [21:0] } = { beat3_lane0[26:23], beat3_lane0[21:0] };
     (* full_case = 32'd1 *)
     if (\$493 ) begin
@@ -47024,7 +47303,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$556 [26:23], \$556 [21:0] } = { beat3_lane1[26:23], beat3_lane1[21:0] };
     (* full_case = 32'd1 *)
     if (\$505 ) begin
@@ -47044,7 +47323,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$557 [26:23], \$557 [21:0] } = { beat3_lane2[26:23], beat3_lane2[21:0] };
     (* full_case = 32'd1 *)
     if (\$517 ) begin
@@ -47064,7 +47343,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     { \$558 [26:23], \$558 [21:0] } = { beat3_lane3[26:23], beat3_lane3[21:0] };
     (* full_case = 32'd1 *)
     if (\$529 ) begin
@@ -47084,14 +47363,14 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$559  = \$540 [2:0];
     if (rst) begin
       \$559  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$318  = 1'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -47101,7 +47380,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$324  = 2'h0;
     casez (beat0_lane1[13:12])
       2'h0:
@@ -47111,7 +47390,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$328  = 1'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -47123,7 +47402,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     \$334  = 2'h0;
     casez (beat0_lane2[13:12])
       2'h0:
@@ -47135,7 +47414,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -47149,7 +47428,7 @@ module \hotline_accelerator.engine.release (rst, responses__0__ready, responses_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$123 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
     (* full_case = 32'd1 *)
     casez (beat0_lane3[13:12])
       2'h0:
@@ -47557,7 +47836,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload, i__valid, o__valid, o__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$124  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -47818,7 +48097,7 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
   assign \$9  = { 4'h0, lane1_same_key } & \$8 ;
   assign \$12  = | \$11 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$82  = o__valid;
     if (\$81 ) begin
       \$82  = i__valid;
@@ -47828,7 +48107,7 @@ module \hotline_accelerator.engine.repeats (rst, i__ready, o__ready, i__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$124 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
     \$83  = o__payload;
     if (\$81 ) begin
       \$83 [0] = i__payload[0];
@@ -47979,7 +48258,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
 , \port$2309$0 , \port$2311$0 , \port$2313$0 , \port$2315$0 , \port$2317$0 , \port$2319$0 , \port$2321$0 , requests__15__valid, \port$2324$0 , \port$2326$0 , \port$2328$0 , \port$2330$0 , \port$2332$0 , \port$2334$0 , \port$2336$0 , \port$2338$0 , \port$2340$0 , \port$2342$0 , \port$2344$0 , \port$2346$0 , \port$2348$0 
 , \port$2350$0 , \port$2352$0 , \port$2354$0 , \port$2356$0 , \port$2358$0 , \port$2360$0 , \port$2362$0 , \port$2364$0 , \port$2366$0 , \port$2368$0 , \port$2370$0 , \port$2372$0 , \port$2374$0 , beats__ready, records__valid, busy, records__ready, beats__valid, beats__payload, records__payload, requests__0__ready
 , requests__1__ready, requests__2__ready, requests__3__ready, requests__4__ready, requests__5__ready, requests__6__ready, requests__7__ready, requests__8__ready, requests__9__ready, requests__10__ready, requests__11__ready, requests__12__ready, requests__13__ready, requests__14__ready, requests__15__ready, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$125  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
   wire \$100 ;
@@ -51546,7 +51825,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
   always @(posedge clk)
     count <= \$1145 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1129 [34:1] = beat0_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$937 ) begin
@@ -51571,7 +51850,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1130 [34:1] = beat0_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$949 ) begin
@@ -51596,7 +51875,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1131 [34:1] = beat0_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$961 ) begin
@@ -51621,7 +51900,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1132 [34:1] = beat0_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$973 ) begin
@@ -51646,7 +51925,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1133 [34:1] = beat1_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$985 ) begin
@@ -51671,7 +51950,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1134 [34:1] = beat1_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$997 ) begin
@@ -51696,7 +51975,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1135 [34:1] = beat1_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1009 ) begin
@@ -51721,7 +52000,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1136 [34:1] = beat1_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1021 ) begin
@@ -51746,7 +52025,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1137 [34:1] = beat2_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1033 ) begin
@@ -51771,7 +52050,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1138 [34:1] = beat2_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1045 ) begin
@@ -51796,7 +52075,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1139 [34:1] = beat2_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1057 ) begin
@@ -51821,7 +52100,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1140 [34:1] = beat2_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1069 ) begin
@@ -51846,7 +52125,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1141 [34:1] = beat3_lane0[34:1];
     (* full_case = 32'd1 *)
     if (\$1081 ) begin
@@ -51866,7 +52145,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1142 [34:1] = beat3_lane1[34:1];
     (* full_case = 32'd1 *)
     if (\$1093 ) begin
@@ -51886,7 +52165,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1143 [34:1] = beat3_lane2[34:1];
     (* full_case = 32'd1 *)
     if (\$1105 ) begin
@@ -51906,7 +52185,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1144 [34:1] = beat3_lane3[34:1];
     (* full_case = 32'd1 *)
     if (\$1117 ) begin
@@ -51926,7 +52205,7 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$125 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
     \$1145  = \$1128 [2:0];
     if (rst) begin
       \$1145  = 3'h0;
@@ -52639,9 +52918,9 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7878$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
-, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12787$0 , \axi__bid$102 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
+module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7887$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
+, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12876$0 , \axi__bid$102 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -52676,8 +52955,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [32:0] \$41 ;
+  wire [32:0] \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
@@ -52690,22 +52969,21 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  reg [31:0] \$54 ;
-  reg \$55 ;
-  reg [108:0] \$56 ;
-  reg \$57 ;
+  reg [31:0] \$53 ;
+  reg \$54 ;
+  reg [108:0] \$55 ;
+  reg \$56 ;
+  reg [1:0] \$57 ;
   reg [1:0] \$58 ;
-  reg [2:0] \$59 ;
+  wire [143:0] \$59 ;
   wire [2:0] \$6 ;
-  wire [143:0] \$60 ;
-  wire [2:0] \$61 ;
+  wire [2:0] \$60 ;
   wire \$7 ;
   wire \$8 ;
   wire [3:0] \$9 ;
   wire [63:0] addr;
-  wire [63:0] \addr$173 ;
-  wire [63:0] \addr$177 ;
+  wire [63:0] \addr$167 ;
+  wire [63:0] \addr$170 ;
   wire [63:0] axi__araddr;
   wire [63:0] \axi__araddr$67 ;
   wire [1:0] axi__arburst;
@@ -52792,27 +53070,17 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [127:0] \beats__payload$138.data ;
   wire \beats__payload$138.error ;
   wire [1:0] \beats__payload$138.mask ;
-  wire [143:0] \beats__payload$150 ;
-  wire [127:0] \beats__payload$150.data ;
-  wire [15:0] \beats__payload$150.strobe ;
-  wire [143:0] \beats__payload$151 ;
-  wire [127:0] \beats__payload$151.data ;
-  wire [15:0] \beats__payload$151.strobe ;
   wire [127:0] \beats__payload.data ;
   wire \beats__payload.error ;
   wire [1:0] \beats__payload.mask ;
   wire beats__ready;
   wire \beats__ready$135 ;
   wire \beats__ready$141 ;
-  wire \beats__ready$152 ;
-  wire \beats__ready$153 ;
   wire beats__valid;
   wire \beats__valid$137 ;
   wire \beats__valid$142 ;
-  wire \beats__valid$154 ;
-  wire \beats__valid$155 ;
   wire busy;
-  wire \busy$193 ;
+  wire \busy$185 ;
   reg [108:0] chain;
   wire [63:0] \chain.addr ;
   wire [7:0] \chain.cause ;
@@ -52830,33 +53098,31 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   input clk;
   wire clk;
   wire [31:0] count;
+  wire done;
+  reg \end ;
   input engine_busy;
   wire engine_busy;
   wire [108:0] error;
-  wire [108:0] \error$181 ;
-  wire [63:0] \error$181.addr ;
-  wire [7:0] \error$181.cause ;
-  wire [3:0] \error$181.engine ;
-  wire [31:0] \error$181.index ;
-  wire \error$181.valid ;
-  wire [108:0] \error$182 ;
-  wire [63:0] \error$182.addr ;
-  wire [7:0] \error$182.cause ;
-  wire [3:0] \error$182.engine ;
-  wire [31:0] \error$182.index ;
-  wire \error$182.valid ;
+  wire [108:0] \error$174 ;
+  wire [63:0] \error$174.addr ;
+  wire [7:0] \error$174.cause ;
+  wire [3:0] \error$174.engine ;
+  wire [31:0] \error$174.index ;
+  wire \error$174.valid ;
+  wire [108:0] \error$175 ;
+  wire [63:0] \error$175.addr ;
+  wire [7:0] \error$175.cause ;
+  wire [3:0] \error$175.engine ;
+  wire [31:0] \error$175.index ;
+  wire \error$175.valid ;
   wire [63:0] \error.addr ;
   wire [7:0] \error.cause ;
   wire [3:0] \error.engine ;
   wire [31:0] \error.index ;
   wire \error.valid ;
-  reg flush;
-  reg \flush$198 ;
-  reg [2:0] fsm_state = 3'h0;
+  reg [1:0] fsm_state = 2'h0;
   output [2:0] hits;
   wire [2:0] hits;
-  wire idle;
-  wire \idle$206 ;
   output job__busy;
   wire job__busy;
   output job__done;
@@ -52951,7 +53217,6 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   output lookups__valid;
   wire lookups__valid;
   wire \lookups__valid$149 ;
-  wire offset;
   reg [108:0] out;
   wire [63:0] \out.addr ;
   wire [7:0] \out.cause ;
@@ -52959,10 +53224,10 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [31:0] \out.index ;
   wire \out.valid ;
   wire [31:0] passed;
-  output [2:0] \port$12787$0 ;
-  wire [2:0] \port$12787$0 ;
-  output [143:0] \port$7878$0 ;
-  wire [143:0] \port$7878$0 ;
+  output [2:0] \port$12876$0 ;
+  wire [2:0] \port$12876$0 ;
+  output [143:0] \port$7887$0 ;
+  wire [143:0] \port$7887$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -53012,9 +53277,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   input rst;
   wire rst;
   reg start;
-  reg \start$189 ;
-  reg \start$190 ;
-  reg \start$191 ;
+  reg \start$182 ;
+  reg \start$183 ;
   wire [127:0] tables__0__entry;
   wire [63:0] \tables__0__entry.base ;
   wire [31:0] \tables__0__entry.rows ;
@@ -53072,34 +53336,32 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [15:0] write_axi__wstrb;
   output write_axi__wvalid;
   wire write_axi__wvalid;
-  assign \$38  = fsm_state == 2'h2;
   assign \$39  = fsm_state == 2'h3;
-  assign \$40  = fsm_state == 3'h4;
-  assign \$41  = returned + \$12 [2:0];
-  assign \$42  = ~ \error$181 [0];
-  assign \$43  = \error$182 [76:13] < \error$181 [76:13];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \error$182 [0] & \$44 ;
-  assign \$46  = job__params[3:0] == 1'h1;
-  assign \$47  = ~ busy;
-  assign \$48  = ~ \busy$193 ;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = returned == passed;
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = ~ engine_busy;
-  assign \$53  = \$51  & \$52 ;
+  assign \$40  = returned + \$12 [2:0];
+  assign \$41  = ~ \error$174 [0];
+  assign \$42  = \error$175 [76:13] < \error$174 [76:13];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = \error$175 [0] & \$43 ;
+  assign \$45  = job__params[3:0] == 1'h1;
+  assign \$46  = ~ busy;
+  assign \$47  = ~ \busy$185 ;
+  assign \$48  = \$46  & \$47 ;
+  assign \$49  = returned == passed;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ~ engine_busy;
+  assign \$52  = \$50  & \$51 ;
   always @(posedge clk)
-    returned <= \$54 ;
+    returned <= \$53 ;
   always @(posedge clk)
-    check_first <= \$55 ;
+    check_first <= \$54 ;
   always @(posedge clk)
-    job__error <= \$56 ;
+    job__error <= \$55 ;
   always @(posedge clk)
-    learn <= \$57 ;
+    learn <= \$56 ;
   always @(posedge clk)
-    threshold <= \$58 ;
+    threshold <= \$57 ;
   always @(posedge clk)
-    fsm_state <= \$59 ;
+    fsm_state <= \$58 ;
   assign \$1  = words__valid & results__ready;
   assign \$2  = results__payload[0] & \$1 ;
   assign \$3  = 1'h0 + \$2 ;
@@ -53129,7 +53391,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign \$27  = \$25  & \$26 ;
   assign \$28  = \$24  + \$27 ;
   assign \$29  = ~ busy;
-  assign \$30  = ~ \busy$193 ;
+  assign \$30  = ~ \busy$185 ;
   assign \$31  = \$29  & \$30 ;
   assign \$32  = returned == passed;
   assign \$33  = \$31  & \$32 ;
@@ -53138,21 +53400,22 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign job__busy = ~ \$36 ;
   assign \$36  = ! fsm_state;
   assign \$37  = fsm_state == 1'h1;
+  assign \$38  = fsm_state == 2'h2;
   \hotline_accelerator.lookup.checker  \checker  (
     .addr(job__params[99:36]),
     .beats__payload(beats__payload),
     .beats__valid(beats__valid),
-    .busy(\busy$193 ),
+    .busy(\busy$185 ),
     .checked__payload(\beats__payload$138 ),
     .checked__ready(checked__ready),
     .checked__valid(\beats__valid$142 ),
     .clk(clk),
     .en(beats__ready),
-    .error(\error$182 ),
+    .error(\error$175 ),
     .passed(passed),
     .row_bytes(job__params[179:164]),
     .rst(rst),
-    .start(\start$189 )
+    .start(\start$182 )
   );
   \hotline_accelerator.lookup.formatter  formatter (
     .beats__payload(\beats__payload$138 ),
@@ -53163,20 +53426,6 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
     .rst(rst)
-  );
-  \hotline_accelerator.lookup.packer  packer (
-    .beats__payload(\beats__payload$150 ),
-    .beats__ready(\beats__ready$152 ),
-    .clk(clk),
-    .flush(flush),
-    .idle(idle),
-    .o_valid(\beats__valid$154 ),
-    .offset(job__params[103]),
-    .rst(rst),
-    .start(\start$190 ),
-    .words__payload(words__payload),
-    .words__ready(results__ready),
-    .words__valid(words__valid)
   );
   \hotline_accelerator.lookup.reader  reader (
     .axi__araddr(list_axi__araddr),
@@ -53190,228 +53439,199 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .beats__valid(beats__valid),
     .busy(busy),
     .clk(clk),
-    .error(\error$181 ),
-    .\port$10978$4 (job__params[99:4]),
+    .error(\error$174 ),
+    .\port$11062$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
   );
   \hotline_accelerator.lookup.writer  writer (
-    .aw_len(\$61 ),
+    .addr(job__params[163:100]),
     .axi__awaddr(write_axi__awaddr),
     .axi__awready(\axi__awready$96 ),
     .axi__awvalid(write_axi__awvalid),
+    .axi__bid(\axi__bid$102 ),
     .axi__bresp(\axi__bresp$106 ),
+    .axi__bvalid(\axi__bvalid$108 ),
+    .axi__wlast(write_axi__wlast),
     .axi__wready(\axi__wready$126 ),
     .axi__wvalid(write_axi__wvalid),
-    .beats__ready(\beats__ready$152 ),
-    .beats__valid(\beats__valid$154 ),
     .clk(clk),
+    .done(done),
+    .\end (\end ),
     .error(error),
-    .flush(\flush$198 ),
-    .idle(\idle$206 ),
-    .\port$10978$104 (job__params[163:104]),
-    .\r_data$40 (\$60 ),
-    .\r_en$47 (\axi__bvalid$108 ),
+    .\port$12876$0 (\$60 ),
+    .\port$7887$0 (\$59 ),
     .rst(rst),
-    .start(\start$191 ),
-    .w_data(\beats__payload$150 ),
-    .wlast(write_axi__wlast)
+    .start(\start$183 ),
+    .words__payload(words__payload),
+    .words__ready(results__ready),
+    .words__valid(words__valid)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     chain = 109'h0000000000000000000000000000;
     if (error[0]) begin
       chain = error;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     (* full_case = 32'd1 *)
     if (check_first) begin
-      out = \error$182 ;
-    end else if (\error$181 [0]) begin
-      out = \error$181 ;
-    end else if (\error$182 [0]) begin
-      out = \error$182 ;
+      out = \error$175 ;
+    end else if (\error$174 [0]) begin
+      out = \error$174 ;
+    end else if (\error$175 [0]) begin
+      out = \error$175 ;
     end else begin
       out = chain;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     start = 1'h0;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
             start = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \start$189  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \start$182  = 1'h0;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \start$189  = 1'h1;
+            \start$182  = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \start$190  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \start$183  = 1'h0;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \start$190  = 1'h1;
+            \start$183  = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \start$191  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \end  = 1'h0;
     casez (fsm_state)
-      3'h0:
-          if (job__start) begin
-            \start$191  = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    flush = 1'h0;
-    casez (fsm_state)
-      3'h0:
+      2'h0:
           /* empty */;
-      3'h1:
+      2'h1:
           if (\$35 ) begin
-            flush = 1'h1;
+            \end  = 1'h1;
           end
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \flush$198  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \flush$198  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     job__done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
-      3'h0:
+      2'h0:
           /* empty */;
-      3'h1:
+      2'h1:
           /* empty */;
-      3'h2:
+      2'h2:
           /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
+      2'h3:
           job__done = 1'h1;
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$54  = \$41 [31:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$53  = \$40 [31:0];
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \$54  = 32'd0;
+            \$53  = 32'd0;
           end
     endcase
     if (rst) begin
-      \$54  = 32'd0;
+      \$53  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$55  = \$45 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$54  = \$44 ;
     if (rst) begin
-      \$55  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$56  = job__error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$55  = job__error;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \$56 [0] = 1'h0;
+            \$55 [0] = 1'h0;
           end
-      3'h1:
+      2'h1:
           /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\idle$206 ) begin
-            \$56  = out;
+      2'h2:
+          if (done) begin
+            \$55  = out;
           end
     endcase
     if (rst) begin
-      \$56  = 109'h0000000000000000000000000000;
+      \$55  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$57  = learn;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$56  = learn;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \$57  = \$46 ;
+            \$56  = \$45 ;
           end
     endcase
     if (rst) begin
-      \$57  = 1'h0;
+      \$56  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$58  = threshold;
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$57  = threshold;
     casez (fsm_state)
-      3'h0:
+      2'h0:
           if (job__start) begin
-            \$58  = job__params[181:180];
+            \$57  = job__params[181:180];
           end
+    endcase
+    if (rst) begin
+      \$57  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$58  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      2'h0:
+          if (job__start) begin
+            \$58  = 2'h1;
+          end
+      2'h1:
+          if (\$52 ) begin
+            \$58  = 2'h2;
+          end
+      2'h2:
+          if (done) begin
+            \$58  = 2'h3;
+          end
+      2'h3:
+          \$58  = 2'h0;
     endcase
     if (rst) begin
       \$58  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$126 ) begin end
-    \$59  = fsm_state;
-    casez (fsm_state)
-      3'h0:
-          if (job__start) begin
-            \$59  = 3'h1;
-          end
-      3'h1:
-          if (\$53 ) begin
-            \$59  = 3'h2;
-          end
-      3'h2:
-          if (idle) begin
-            \$59  = 3'h3;
-          end
-      3'h3:
-          if (\idle$206 ) begin
-            \$59  = 3'h4;
-          end
-      3'h4:
-          \$59  = 3'h0;
-    endcase
-    if (rst) begin
-      \$59  = 3'h0;
     end
   end
   assign axi__araddr = list_axi__araddr;
@@ -53496,8 +53716,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign \axi__awcache$89  = 4'h3;
   assign write_axi__awid = 1'h0;
   assign \axi__awid$91  = 1'h0;
-  assign write_axi__awlen = { 5'h00, \$61  };
-  assign \axi__awlen$93  = { 5'h00, \$61  };
+  assign write_axi__awlen = { 5'h00, \$60  };
+  assign \axi__awlen$93  = { 5'h00, \$60  };
   assign write_axi__awprot = 3'h0;
   assign \axi__awprot$95  = 3'h0;
   assign write_axi__awready = \axi__awready$96 ;
@@ -53521,12 +53741,12 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign write_axi__rresp = 2'h0;
   assign \axi__rvalid$120  = 1'h0;
   assign write_axi__rvalid = 1'h0;
-  assign write_axi__wdata = \$60 [127:0];
-  assign \axi__wdata$123  = \$60 [127:0];
+  assign write_axi__wdata = \$59 [127:0];
+  assign \axi__wdata$123  = \$59 [127:0];
   assign \axi__wlast$125  = write_axi__wlast;
   assign write_axi__wready = \axi__wready$126 ;
-  assign write_axi__wstrb = \$60 [143:128];
-  assign \axi__wstrb$129  = \$60 [143:128];
+  assign write_axi__wstrb = \$59 [143:128];
+  assign \axi__wstrb$129  = \$59 [143:128];
   assign \axi__wvalid$131  = write_axi__wvalid;
   assign \beats__payload$133  = beats__payload;
   assign \beats__ready$135  = beats__ready;
@@ -53537,25 +53757,21 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign \lookups__payload$145  = lookups__payload;
   assign \lookups__ready$147  = lookups__ready;
   assign \lookups__valid$149  = lookups__valid;
-  assign \beats__payload$151  = \beats__payload$150 ;
-  assign \beats__ready$153  = \beats__ready$152 ;
-  assign \beats__valid$155  = \beats__valid$154 ;
   assign tables__0__entry = 128'h00000000000000000000000000000000;
   assign tables__1__entry = 128'h00000000000000000000000000000000;
   assign results__valid = words__valid;
   assign words__ready = results__ready;
   assign addr = job__params[99:36];
   assign count = job__params[35:4];
-  assign \addr$173  = job__params[99:36];
+  assign \addr$167  = job__params[99:36];
   assign check_rows = 1'h0;
   assign row_bytes = job__params[179:164];
-  assign offset = job__params[103];
-  assign \addr$177  = { job__params[163:104], 4'h0 };
+  assign \addr$170  = job__params[163:100];
   assign record = job__error;
   assign looked_up = \$12 [2:0];
   assign hits = \$28 [2:0];
-  assign \port$7878$0  = \$60 ;
-  assign \port$12787$0  = \$61 ;
+  assign \port$7887$0  = \$59 ;
+  assign \port$12876$0  = \$60 ;
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -53592,10 +53808,6 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign \lookups__payload$145[3]  = lookups__payload[119:90];
   assign \lookups__payload$145[3].valid  = lookups__payload[90];
   assign \lookups__payload$145[3].key  = lookups__payload[119:91];
-  assign \beats__payload$150.data  = \beats__payload$150 [127:0];
-  assign \beats__payload$150.strobe  = \beats__payload$150 [143:128];
-  assign \beats__payload$151.data  = \beats__payload$150 [127:0];
-  assign \beats__payload$151.strobe  = \beats__payload$150 [143:128];
   assign \tables__0__entry.base  = 64'h0000000000000000;
   assign \tables__0__entry.stride  = 32'd0;
   assign \tables__0__entry.rows  = 32'd0;
@@ -53652,16 +53864,16 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign \error.engine  = error[12:9];
   assign \error.addr  = error[76:13];
   assign \error.index  = error[108:77];
-  assign \error$181.valid  = \error$181 [0];
-  assign \error$181.cause  = \error$181 [8:1];
-  assign \error$181.engine  = \error$181 [12:9];
-  assign \error$181.addr  = \error$181 [76:13];
-  assign \error$181.index  = \error$181 [108:77];
-  assign \error$182.valid  = \error$182 [0];
-  assign \error$182.cause  = \error$182 [8:1];
-  assign \error$182.engine  = \error$182 [12:9];
-  assign \error$182.addr  = \error$182 [76:13];
-  assign \error$182.index  = \error$182 [108:77];
+  assign \error$174.valid  = \error$174 [0];
+  assign \error$174.cause  = \error$174 [8:1];
+  assign \error$174.engine  = \error$174 [12:9];
+  assign \error$174.addr  = \error$174 [76:13];
+  assign \error$174.index  = \error$174 [108:77];
+  assign \error$175.valid  = \error$175 [0];
+  assign \error$175.cause  = \error$175 [8:1];
+  assign \error$175.engine  = \error$175 [12:9];
+  assign \error$175.addr  = \error$175 [76:13];
+  assign \error$175.index  = \error$175 [108:77];
   assign \out.valid  = out[0];
   assign \out.cause  = out[8:1];
   assign \out.engine  = out[12:9];
@@ -53701,7 +53913,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked__ready, addr, row_bytes, start, beats__payload, checked__payload, checked__valid, passed, error, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -54058,7 +54270,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   always @(posedge clk)
     skip <= \$107 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     b_cause0 = 3'h0;
     if (\$7 ) begin
       b_cause0 = 3'h0;
@@ -54071,7 +54283,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     b_cause1 = 3'h0;
     if (\$14 ) begin
       b_cause1 = 3'h0;
@@ -54084,7 +54296,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$72  = \$signal$41 ;
     if (en) begin
       \$72  = beats__valid;
@@ -54097,7 +54309,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$73  = \$signal ;
     if (en) begin
       \$73  = beats__payload[127:0];
@@ -54107,7 +54319,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$74  = \$signal$48 ;
     if (en) begin
       \$74  = beats__payload[129:128];
@@ -54117,7 +54329,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$75  = \$signal$49 ;
     if (en) begin
       \$75  = beats__payload[130];
@@ -54127,7 +54339,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$76  = a_num;
     if (en) begin
       \$76  = n_in;
@@ -54137,7 +54349,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$77  = n_in;
     if (en) begin
       if (beats__valid) begin
@@ -54152,7 +54364,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$78  = \$signal$42 ;
     if (en) begin
       \$78  = \$signal$41 ;
@@ -54165,7 +54377,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$79  = \$signal$6 ;
     if (en) begin
       \$79  = \$signal ;
@@ -54175,7 +54387,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$80  = \$signal$11 ;
     if (en) begin
       \$80  = \$signal$48 ;
@@ -54185,7 +54397,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$81  = \$signal$52 ;
     if (en) begin
       \$81  = \$signal$49 ;
@@ -54195,7 +54407,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$82  = b_num;
     if (en) begin
       \$82  = a_num;
@@ -54205,7 +54417,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$83  = b_bad_key;
     if (en) begin
       \$83  = a_bad_key;
@@ -54215,7 +54427,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$84  = seen_first;
     if (\$45 ) begin
       \$84  = 1'h1;
@@ -54228,7 +54440,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$85  = first_key;
     if (\$45 ) begin
       \$85  = \$48 ;
@@ -54238,7 +54450,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$86  = \$signal$31 ;
     if (en) begin
       \$86  = \$signal$42 ;
@@ -54251,7 +54463,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$87  = \$signal$56 ;
     if (en) begin
       \$87  = \$signal$6 ;
@@ -54261,7 +54473,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$88  = \$signal$29 ;
     if (en) begin
       \$88  = \$signal$11 ;
@@ -54271,7 +54483,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$89  = \$signal$33 ;
     if (en) begin
       \$89  = \$signal$52 ;
@@ -54281,7 +54493,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$90  = c_num;
     if (en) begin
       \$90  = b_num;
@@ -54291,7 +54503,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$91  = c_cause0;
     if (en) begin
       \$91  = b_cause0;
@@ -54301,7 +54513,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$92  = c_cause1;
     if (en) begin
       \$92  = b_cause1;
@@ -54311,7 +54523,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$93  = 1'h0;
     if (\$55 ) begin
       \$93  = 1'h1;
@@ -54324,7 +54536,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$94  = stopped;
     if (\$53 ) begin
       \$94  = 1'h1;
@@ -54337,7 +54549,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$95  = pend_cause;
     if (\$55 ) begin
       \$95  = \$58 ;
@@ -54347,7 +54559,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$96  = pend_num;
     if (\$55 ) begin
       \$96  = c_num;
@@ -54357,7 +54569,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$97  = pend_pos;
     if (\$55 ) begin
       \$97  = bad_one_hot[1];
@@ -54367,7 +54579,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$98  = checked__valid;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54388,7 +54600,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$99  = \$signal$38 ;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54404,7 +54616,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$100  = o_mask;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -54420,7 +54632,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$101  = s_valid;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54441,7 +54653,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$102  = \$signal$62 ;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54455,7 +54667,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$103  = s_mask;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -54469,7 +54681,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$104  = passed;
     if (\$63 ) begin
       \$104  = \$65 [31:0];
@@ -54482,7 +54694,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$105  = error;
     if (start) begin
       \$105 [0] = 1'h0;
@@ -54499,7 +54711,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$106  = base;
     if (start) begin
       \$106  = { addr[63:4], 4'h0 };
@@ -54509,7 +54721,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
     \$107  = skip;
     if (start) begin
       \$107  = addr[3];
@@ -54563,7 +54775,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready, beats__payload, beats__valid, lookups__valid, lookups__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$128  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -54663,7 +54875,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
   always @(posedge clk)
     h_mask <= \$21 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$17  = lookups__valid;
     if (emit) begin
       \$17  = 1'h1;
@@ -54675,7 +54887,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$18  = h_rem;
     if (emit) begin
       \$18  = \$11 ;
@@ -54688,7 +54900,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$19  = lookups__payload;
     if (emit) begin
       \$19 [0] = \$12 ;
@@ -54705,7 +54917,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$20  = h_data;
     if (\$16 ) begin
       \$20  = beats__payload[127:0];
@@ -54715,7 +54927,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$128 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$21  = h_mask;
     if (\$16 ) begin
       \$21  = beats__payload[129:128];
@@ -54762,555 +54974,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.packer (rst, words__ready, idle, beats__ready, offset, words__valid, words__payload, start, flush, beats__payload, o_valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
-  wire [3:0] \$1 ;
-  wire [1:0] \$10 ;
-  wire [2:0] \$11 ;
-  wire [1:0] \$12 ;
-  wire [1:0] \$13 ;
-  wire [2:0] \$14 ;
-  wire [2:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [1:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [2:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [63:0] \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire [63:0] \$46 ;
-  wire [63:0] \$47 ;
-  wire [1:0] \$48 ;
-  wire \$49 ;
-  wire [1:0] \$5 ;
-  wire \$50 ;
-  wire [63:0] \$51 ;
-  wire [1:0] \$52 ;
-  wire [2:0] \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire [63:0] \$56 ;
-  wire [63:0] \$57 ;
-  wire [63:0] \$58 ;
-  wire \$59 ;
-  wire [2:0] \$6 ;
-  wire \$60 ;
-  wire [63:0] \$61 ;
-  wire [1:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [63:0] \$65 ;
-  wire [63:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire [2:0] \$68 ;
-  wire \$69 ;
-  wire \$7 ;
-  wire \$70 ;
-  wire [63:0] \$71 ;
-  wire [63:0] \$72 ;
-  wire [3:0] \$73 ;
-  wire [3:0] \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire [2:0] \$78 ;
-  wire [3:0] \$79 ;
-  wire \$8 ;
-  wire [2:0] \$80 ;
-  wire \$81 ;
-  reg \$82 ;
-  reg [1:0] \$83 ;
-  reg [127:0] \$84 ;
-  reg [3:0] \$85 ;
-  reg \$86 ;
-  reg [127:0] \$87 ;
-  reg [1:0] \$88 ;
-  reg [127:0] \$89 ;
-  wire [1:0] \$9 ;
-  reg [1:0] \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  wire a_free;
-  reg [1:0] a_n = 2'h0;
-  wire a_pop;
-  reg a_valid = 1'h0;
-  reg [127:0] a_words = 128'h00000000000000000000000000000000;
-  wire [63:0] \a_words[0] ;
-  wire [63:0] \a_words[1] ;
-  output [143:0] beats__payload;
-  wire [143:0] beats__payload;
-  wire [127:0] \beats__payload.data ;
-  wire [15:0] \beats__payload.strobe ;
-  input beats__ready;
-  wire beats__ready;
-  (* init = 1'h0 *)
-  wire beats__valid;
-  reg [1:0] bmask = 2'h0;
-  reg [127:0] \buf  = 128'h00000000000000000000000000000000;
-  wire [63:0] \buf[0] ;
-  wire [63:0] \buf[1] ;
-  input clk;
-  wire clk;
-  reg fill = 1'h0;
-  input flush;
-  wire flush;
-  reg flush_wait = 1'h0;
-  wire full;
-  output idle;
-  wire idle;
-  wire last_part;
-  wire load;
-  reg [63:0] merged0;
-  reg [63:0] merged1;
-  reg [63:0] merged2;
-  reg [63:0] merged3;
-  reg merged_mask0;
-  reg merged_mask1;
-  reg merged_mask2;
-  reg merged_mask3;
-  wire [1:0] n_take;
-  reg [127:0] o_data = 128'h00000000000000000000000000000000;
-  wire [63:0] \o_data[0] ;
-  wire [63:0] \o_data[1] ;
-  wire o_free;
-  reg [1:0] o_mask = 2'h0;
-  output o_valid;
-  reg o_valid = 1'h0;
-  input offset;
-  wire offset;
-  wire [3:0] rem;
-  input rst;
-  wire rst;
-  input start;
-  wire start;
-  wire [3:0] take;
-  reg [3:0] taken = 4'h0;
-  input [259:0] words__payload;
-  wire [259:0] words__payload;
-  wire [255:0] \words__payload.data ;
-  wire [63:0] \words__payload.data[0] ;
-  wire [63:0] \words__payload.data[1] ;
-  wire [63:0] \words__payload.data[2] ;
-  wire [63:0] \words__payload.data[3] ;
-  wire [3:0] \words__payload.valid ;
-  output words__ready;
-  wire words__ready;
-  input words__valid;
-  wire words__valid;
-  assign \$7  = \$6  < 2'h2;
-  assign \$8  = rem[3] & \$7 ;
-  assign \$9  = rem[3] + rem[2];
-  assign \$10  = rem[1] + rem[0];
-  assign \$11  = \$9  + \$10 ;
-  assign last_part = \$11  <= 2'h2;
-  assign \$12  = rem[3] + rem[2];
-  assign \$13  = rem[1] + rem[0];
-  assign \$14  = \$12  + \$13 ;
-  assign \$15  = last_part ? \$14  : 3'h2;
-  assign \$16  = ~ a_valid;
-  assign a_free = \$16  | a_pop;
-  assign \$17  = words__valid & a_free;
-  assign \$18  = ~ flush_wait;
-  assign load = \$17  & \$18 ;
-  assign \$19  = ~ flush_wait;
-  assign \$20  = a_free & \$19 ;
-  assign words__ready = \$20  & last_part;
-  assign \$21  = ~ o_valid;
-  assign o_free = \$21  | beats__ready;
-  assign \$22  = a_n > 1'h0;
-  assign \$23  = a_n > 1'h1;
-  assign \$24  = a_n > 1'h0;
-  assign \$25  = a_n > 1'h1;
-  assign \$26  = fill + a_n;
-  assign full = \$26  >= 2'h2;
-  assign a_pop = a_valid & o_free;
-  assign \$27  = ~ words__valid;
-  assign \$28  = ~ flush;
-  assign \$29  = \$27  & \$28 ;
-  assign \$30  = ~ flush_wait;
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = ~ a_valid;
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = ! bmask;
-  assign \$35  = \$33  & \$34 ;
-  assign \$36  = ~ o_valid;
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = ! taken;
-  assign idle = \$37  & \$38 ;
-  assign \$39  = | \$15 [1:0];
-  assign \$40  = load & \$39 ;
-  assign \$43  = \$42  ? words__payload[67:4] : 64'h0000000000000000;
-  assign \$44  = ! rem[0];
-  assign \$45  = rem[1] & \$44 ;
-  assign \$46  = \$45  ? words__payload[131:68] : 64'h0000000000000000;
-  assign \$47  = \$43  | \$46 ;
-  assign \$48  = rem[1] + rem[0];
-  assign \$49  = ! \$48 ;
-  assign \$50  = rem[2] & \$49 ;
-  assign \$51  = \$50  ? words__payload[195:132] : 64'h0000000000000000;
-  assign \$52  = rem[1] + rem[0];
-  assign \$53  = rem[2] + \$52 ;
-  assign \$54  = ! \$53 ;
-  assign \$55  = rem[3] & \$54 ;
-  assign \$56  = \$55  ? words__payload[259:196] : 64'h0000000000000000;
-  assign \$57  = \$51  | \$56 ;
-  assign \$58  = \$47  | \$57 ;
-  assign \$60  = rem[1] & \$59 ;
-  assign \$61  = \$60  ? words__payload[131:68] : 64'h0000000000000000;
-  assign \$62  = rem[1] + rem[0];
-  assign \$63  = \$62  == 1'h1;
-  assign \$64  = rem[2] & \$63 ;
-  assign \$65  = \$64  ? words__payload[195:132] : 64'h0000000000000000;
-  assign \$66  = \$61  | \$65 ;
-  assign \$67  = rem[1] + rem[0];
-  assign \$68  = rem[2] + \$67 ;
-  assign \$69  = \$68  == 1'h1;
-  assign \$70  = rem[3] & \$69 ;
-  assign \$71  = \$70  ? words__payload[259:196] : 64'h0000000000000000;
-  assign \$72  = \$66  | \$71 ;
-  assign \$73  = taken | take;
-  assign \$74  = last_part ? 4'h0 : \$73 ;
-  assign \$75  = ~ a_valid;
-  assign \$76  = flush_wait & \$75 ;
-  assign \$77  = \$76  & o_free;
-  assign \$78  = fill + a_n;
-  assign \$79  = \$78  - 2'h2;
-  assign \$80  = fill + a_n;
-  assign \$81  = | bmask;
-  always @(posedge clk)
-    a_valid <= \$82 ;
-  always @(posedge clk)
-    a_n <= \$83 ;
-  always @(posedge clk)
-    a_words <= \$84 ;
-  always @(posedge clk)
-    taken <= \$85 ;
-  always @(posedge clk)
-    o_valid <= \$86 ;
-  always @(posedge clk)
-    o_data <= \$87 ;
-  always @(posedge clk)
-    o_mask <= \$88 ;
-  always @(posedge clk)
-    \buf  <= \$89 ;
-  always @(posedge clk)
-    bmask <= \$90 ;
-  always @(posedge clk)
-    fill <= \$91 ;
-  always @(posedge clk)
-    flush_wait <= \$92 ;
-  assign \$1  = ~ taken;
-  assign rem = words__payload[3:0] & \$1 ;
-  assign \$2  = rem[1] + rem[0];
-  assign \$3  = \$2  < 2'h2;
-  assign \$4  = rem[2] & \$3 ;
-  assign \$5  = rem[1] + rem[0];
-  assign \$6  = rem[2] + \$5 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged0 = a_words[63:0];
-      1'h1:
-          merged0 = \buf [63:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged_mask0 = \$22 ;
-      1'h1:
-          merged_mask0 = bmask[0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged1 = a_words[127:64];
-      1'h1:
-          merged1 = a_words[63:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged_mask1 = \$23 ;
-      1'h1:
-          merged_mask1 = \$24 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged2 = 64'h0000000000000000;
-      1'h1:
-          merged2 = a_words[127:64];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged_mask2 = 1'h0;
-      1'h1:
-          merged_mask2 = \$25 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged3 = 64'h0000000000000000;
-      1'h1:
-          merged3 = 64'h0000000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fill)
-      1'h0:
-          merged_mask3 = 1'h0;
-      1'h1:
-          merged_mask3 = 1'h0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$82  = a_valid;
-    if (a_free) begin
-      \$82  = \$40 ;
-    end
-    if (rst) begin
-      \$82  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$83  = a_n;
-    if (a_free) begin
-      \$83  = \$15 [1:0];
-    end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$84  = a_words;
-    if (a_free) begin
-      \$84 [63:0] = \$58 ;
-      \$84 [127:64] = \$72 ;
-    end
-    if (rst) begin
-      \$84  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$85  = taken;
-    if (load) begin
-      \$85  = \$74 ;
-    end
-    if (start) begin
-      \$85  = 4'h0;
-    end
-    if (rst) begin
-      \$85  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$86  = o_valid;
-    if (beats__ready) begin
-      \$86  = 1'h0;
-    end
-    if (a_pop) begin
-      if (full) begin
-        \$86  = 1'h1;
-      end
-    end else if (\$77 ) begin
-      if (\$81 ) begin
-        \$86  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$87  = o_data;
-    if (a_pop) begin
-      if (full) begin
-        \$87 [63:0] = merged0;
-        \$87 [127:64] = merged1;
-      end
-    end else if (\$77 ) begin
-      if (\$81 ) begin
-        \$87  = \buf ;
-      end
-    end
-    if (rst) begin
-      \$87  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$88  = o_mask;
-    if (a_pop) begin
-      if (full) begin
-        \$88  = { merged_mask1, merged_mask0 };
-      end
-    end else if (\$77 ) begin
-      if (\$81 ) begin
-        \$88  = bmask;
-      end
-    end
-    if (rst) begin
-      \$88  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$89  = \buf ;
-    if (a_pop) begin
-      (* full_case = 32'd1 *)
-      if (full) begin
-        \$89 [63:0] = merged2;
-        \$89 [127:64] = merged3;
-      end else begin
-        \$89 [63:0] = merged0;
-        \$89 [127:64] = merged1;
-      end
-    end
-    if (rst) begin
-      \$89  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$90  = bmask;
-    if (a_pop) begin
-      (* full_case = 32'd1 *)
-      if (full) begin
-        \$90  = { merged_mask3, merged_mask2 };
-      end else begin
-        \$90  = { merged_mask1, merged_mask0 };
-      end
-    end else if (\$77 ) begin
-      \$90  = 2'h0;
-    end
-    if (start) begin
-      \$90  = 2'h0;
-    end
-    if (rst) begin
-      \$90  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$91  = fill;
-    if (a_pop) begin
-      (* full_case = 32'd1 *)
-      if (full) begin
-        \$91  = \$79 [0];
-      end else begin
-        \$91  = \$80 [0];
-      end
-    end else if (\$77 ) begin
-      \$91  = 1'h0;
-    end
-    if (start) begin
-      \$91  = offset;
-    end
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
-    \$92  = flush_wait;
-    if (a_pop) begin
-    end else if (\$77 ) begin
-      \$92  = 1'h0;
-    end
-    if (flush) begin
-      \$92  = 1'h1;
-    end
-    if (start) begin
-      \$92  = 1'h0;
-    end
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  assign n_take = \$15 [1:0];
-  assign beats__valid = o_valid;
-  assign \words__payload.valid  = words__payload[3:0];
-  assign \words__payload.data  = words__payload[259:4];
-  assign \words__payload.data[0]  = words__payload[67:4];
-  assign \words__payload.data[1]  = words__payload[131:68];
-  assign \words__payload.data[2]  = words__payload[195:132];
-  assign \words__payload.data[3]  = words__payload[259:196];
-  assign \a_words[0]  = a_words[63:0];
-  assign \a_words[1]  = a_words[127:64];
-  assign \buf[0]  = \buf [63:0];
-  assign \buf[1]  = \buf [127:64];
-  assign \beats__payload.data  = beats__payload[127:0];
-  assign \beats__payload.strobe  = beats__payload[143:128];
-  assign \o_data[0]  = o_data[63:0];
-  assign \o_data[1]  = o_data[127:64];
-  assign beats__payload[143:128] = { o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask, o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0] };
-  assign beats__payload[127:0] = o_data;
-  assign take[3] = \$8 ;
-  assign take[2] = \$4 ;
-  assign take[1] = rem[1];
-  assign take[0] = rem[0];
-  assign \$41  = 1'h1;
-  assign \$42  = rem[0];
-  assign \$59  = rem[0];
-endmodule
-
-(* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10978$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11062$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55470,8 +55134,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$10978$4 ;
-  wire [95:0] \port$10978$4 ;
+  input [95:0] \port$11062$4 ;
+  wire [95:0] \port$11062$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -55598,7 +55262,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   \hotline_accelerator.lookup.reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$7390$0 (\$13 ),
+    .\port$7386$0 (\$13 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -55647,7 +55311,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$10978$4 [95:32];
+      \$68  = \port$11062$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -55657,7 +55321,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$10978$4 [31:0];
+      \$69  = \port$11062$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -55887,8 +55551,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$10978$4 [95:32];
-  assign count = \port$10978$4 [31:0];
+  assign addr = \port$11062$4 [95:32];
+  assign count = \port$11062$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -55909,7 +55573,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7390$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
+module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7386$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55950,8 +55614,8 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7390$0 , r_en, r
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$7390$0 ;
-  wire \port$7390$0 ;
+  input \port$7386$0 ;
+  wire \port$7386$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -56491,7 +56155,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7390$0 , r_en, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7390$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$7386$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -56587,15 +56251,913 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7390$0 , r_en, r
   assign level = \$3 [9:0];
   assign r_level = \$3 [9:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7390$0 , \port$0$95  };
-  assign w_data = { \port$7390$0 , \port$0$95  };
+  assign w_port__data = { \port$7386$0 , \port$0$95  };
+  assign w_data = { \port$7386$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$10978$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$7887$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$12876$0 , error, axi__bid
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  reg [1:0] \$4 ;
+  wire [143:0] \$5 ;
+  wire [2:0] \$6 ;
+  input [63:0] addr;
+  wire [63:0] addr;
+  wire [63:0] \addr$83 ;
+  wire [63:0] axi__araddr;
+  wire [63:0] \axi__araddr$13 ;
+  wire [1:0] axi__arburst;
+  wire [1:0] \axi__arburst$15 ;
+  wire [3:0] axi__arcache;
+  wire [3:0] \axi__arcache$17 ;
+  wire axi__arid;
+  wire \axi__arid$19 ;
+  wire [7:0] axi__arlen;
+  wire [7:0] \axi__arlen$21 ;
+  wire [2:0] axi__arprot;
+  wire [2:0] \axi__arprot$23 ;
+  wire axi__arready;
+  wire \axi__arready$25 ;
+  wire [2:0] axi__arsize;
+  wire [2:0] \axi__arsize$27 ;
+  wire axi__arvalid;
+  wire \axi__arvalid$29 ;
+  output [63:0] axi__awaddr;
+  wire [63:0] axi__awaddr;
+  wire [63:0] \axi__awaddr$31 ;
+  wire [1:0] axi__awburst;
+  wire [1:0] \axi__awburst$33 ;
+  wire [3:0] axi__awcache;
+  wire [3:0] \axi__awcache$35 ;
+  wire axi__awid;
+  wire \axi__awid$37 ;
+  wire [7:0] axi__awlen;
+  wire [7:0] \axi__awlen$39 ;
+  wire [2:0] axi__awprot;
+  wire [2:0] \axi__awprot$41 ;
+  input axi__awready;
+  wire axi__awready;
+  wire \axi__awready$43 ;
+  wire [2:0] axi__awsize;
+  wire [2:0] \axi__awsize$45 ;
+  output axi__awvalid;
+  wire axi__awvalid;
+  wire \axi__awvalid$47 ;
+  input axi__bid;
+  wire axi__bid;
+  wire \axi__bid$49 ;
+  wire axi__bready;
+  wire \axi__bready$51 ;
+  input [1:0] axi__bresp;
+  wire [1:0] axi__bresp;
+  wire [1:0] \axi__bresp$53 ;
+  input axi__bvalid;
+  wire axi__bvalid;
+  wire \axi__bvalid$55 ;
+  wire [127:0] axi__rdata;
+  wire [127:0] \axi__rdata$57 ;
+  wire axi__rid;
+  wire \axi__rid$59 ;
+  wire axi__rlast;
+  wire \axi__rlast$61 ;
+  wire axi__rready;
+  wire \axi__rready$63 ;
+  wire [1:0] axi__rresp;
+  wire [1:0] \axi__rresp$65 ;
+  wire axi__rvalid;
+  wire \axi__rvalid$67 ;
+  wire [127:0] axi__wdata;
+  wire [127:0] \axi__wdata$69 ;
+  output axi__wlast;
+  wire axi__wlast;
+  wire \axi__wlast$71 ;
+  input axi__wready;
+  wire axi__wready;
+  wire \axi__wready$73 ;
+  wire [15:0] axi__wstrb;
+  wire [15:0] \axi__wstrb$75 ;
+  output axi__wvalid;
+  wire axi__wvalid;
+  wire \axi__wvalid$77 ;
+  wire [143:0] beats__payload;
+  wire [143:0] \beats__payload$7 ;
+  wire [127:0] \beats__payload$7.data ;
+  wire [15:0] \beats__payload$7.strobe ;
+  wire [127:0] \beats__payload.data ;
+  wire [15:0] \beats__payload.strobe ;
+  wire beats__ready;
+  wire \beats__ready$9 ;
+  wire beats__valid;
+  wire \beats__valid$11 ;
+  input clk;
+  wire clk;
+  output done;
+  reg done;
+  input \end ;
+  wire \end ;
+  output [108:0] error;
+  wire [108:0] error;
+  wire [108:0] \error$85 ;
+  wire [63:0] \error$85.addr ;
+  wire [7:0] \error$85.cause ;
+  wire [3:0] \error$85.engine ;
+  wire [31:0] \error$85.index ;
+  wire \error$85.valid ;
+  wire [63:0] \error.addr ;
+  wire [7:0] \error.cause ;
+  wire [3:0] \error.engine ;
+  wire [31:0] \error.index ;
+  wire \error.valid ;
+  reg flush;
+  reg \flush$89 ;
+  reg [1:0] fsm_state = 2'h0;
+  wire idle;
+  wire \idle$94 ;
+  wire offset;
+  output [2:0] \port$12876$0 ;
+  wire [2:0] \port$12876$0 ;
+  output [143:0] \port$7887$0 ;
+  wire [143:0] \port$7887$0 ;
+  input rst;
+  wire rst;
+  input start;
+  wire start;
+  wire \start$79 ;
+  wire \start$80 ;
+  input [259:0] words__payload;
+  wire [259:0] words__payload;
+  wire [259:0] \words__payload$1 ;
+  wire [255:0] \words__payload$1.data ;
+  wire [63:0] \words__payload$1.data[0] ;
+  wire [63:0] \words__payload$1.data[1] ;
+  wire [63:0] \words__payload$1.data[2] ;
+  wire [63:0] \words__payload$1.data[3] ;
+  wire [3:0] \words__payload$1.valid ;
+  wire [255:0] \words__payload.data ;
+  wire [63:0] \words__payload.data[0] ;
+  wire [63:0] \words__payload.data[1] ;
+  wire [63:0] \words__payload.data[2] ;
+  wire [63:0] \words__payload.data[3] ;
+  wire [3:0] \words__payload.valid ;
+  output words__ready;
+  wire words__ready;
+  wire \words__ready$3 ;
+  input words__valid;
+  wire words__valid;
+  wire \words__valid$5 ;
+  always @(posedge clk)
+    fsm_state <= \$4 ;
+  assign \$1  = ! fsm_state;
+  assign \$2  = fsm_state == 1'h1;
+  assign \$3  = fsm_state == 2'h2;
+  \hotline_accelerator.lookup.writer.packer  packer (
+    .beats__payload(beats__payload),
+    .beats__ready(beats__ready),
+    .clk(clk),
+    .flush(flush),
+    .idle(\idle$94 ),
+    .o_valid(beats__valid),
+    .offset(addr[3]),
+    .rst(rst),
+    .start(start),
+    .words__payload(words__payload),
+    .words__ready(words__ready),
+    .words__valid(words__valid)
+  );
+  \hotline_accelerator.lookup.writer.writer  writer (
+    .aw_len(\$6 ),
+    .axi__awaddr(axi__awaddr),
+    .axi__awready(axi__awready),
+    .axi__awvalid(axi__awvalid),
+    .axi__bresp(axi__bresp),
+    .axi__wready(axi__wready),
+    .axi__wvalid(axi__wvalid),
+    .beats__ready(beats__ready),
+    .beats__valid(beats__valid),
+    .clk(clk),
+    .error(error),
+    .flush(\flush$89 ),
+    .idle(idle),
+    .\port$11062$104 (addr[63:4]),
+    .\r_data$40 (\$5 ),
+    .\r_en$47 (axi__bvalid),
+    .rst(rst),
+    .start(start),
+    .w_data(beats__payload),
+    .wlast(axi__wlast)
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    flush = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          if (\end ) begin
+            flush = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    \flush$89  = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          \flush$89  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    done = 1'h0;
+    casez (fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (idle) begin
+            done = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    \$4  = fsm_state;
+    casez (fsm_state)
+      2'h0:
+          if (\end ) begin
+            \$4  = 2'h1;
+          end
+      2'h1:
+          if (\idle$94 ) begin
+            \$4  = 2'h2;
+          end
+      2'h2:
+          if (idle) begin
+            \$4  = 2'h0;
+          end
+    endcase
+    if (rst) begin
+      \$4  = 2'h0;
+    end
+  end
+  assign \words__payload$1  = words__payload;
+  assign \words__ready$3  = words__ready;
+  assign \words__valid$5  = words__valid;
+  assign \beats__payload$7  = beats__payload;
+  assign \beats__ready$9  = beats__ready;
+  assign \beats__valid$11  = beats__valid;
+  assign axi__araddr = 64'h0000000000000000;
+  assign \axi__araddr$13  = 64'h0000000000000000;
+  assign axi__arburst = 2'h0;
+  assign \axi__arburst$15  = 2'h0;
+  assign axi__arcache = 4'h0;
+  assign \axi__arcache$17  = 4'h0;
+  assign axi__arid = 1'h0;
+  assign \axi__arid$19  = 1'h0;
+  assign axi__arlen = 8'h00;
+  assign \axi__arlen$21  = 8'h00;
+  assign axi__arprot = 3'h0;
+  assign \axi__arprot$23  = 3'h0;
+  assign axi__arready = 1'h0;
+  assign \axi__arready$25  = 1'h0;
+  assign axi__arsize = 3'h0;
+  assign \axi__arsize$27  = 3'h0;
+  assign axi__arvalid = 1'h0;
+  assign \axi__arvalid$29  = 1'h0;
+  assign \axi__awaddr$31  = axi__awaddr;
+  assign axi__awburst = 2'h1;
+  assign \axi__awburst$33  = 2'h1;
+  assign axi__awcache = 4'h3;
+  assign \axi__awcache$35  = 4'h3;
+  assign axi__awid = 1'h0;
+  assign \axi__awid$37  = 1'h0;
+  assign axi__awlen = { 5'h00, \$6  };
+  assign \axi__awlen$39  = { 5'h00, \$6  };
+  assign axi__awprot = 3'h0;
+  assign \axi__awprot$41  = 3'h0;
+  assign \axi__awready$43  = axi__awready;
+  assign axi__awsize = 3'h4;
+  assign \axi__awsize$45  = 3'h4;
+  assign \axi__awvalid$47  = axi__awvalid;
+  assign \axi__bid$49  = axi__bid;
+  assign axi__bready = 1'h1;
+  assign \axi__bready$51  = 1'h1;
+  assign \axi__bresp$53  = axi__bresp;
+  assign \axi__bvalid$55  = axi__bvalid;
+  assign axi__rdata = 128'h00000000000000000000000000000000;
+  assign \axi__rdata$57  = 128'h00000000000000000000000000000000;
+  assign axi__rid = 1'h0;
+  assign \axi__rid$59  = 1'h0;
+  assign axi__rlast = 1'h0;
+  assign \axi__rlast$61  = 1'h0;
+  assign axi__rready = 1'h1;
+  assign \axi__rready$63  = 1'h1;
+  assign axi__rresp = 2'h0;
+  assign \axi__rresp$65  = 2'h0;
+  assign axi__rvalid = 1'h0;
+  assign \axi__rvalid$67  = 1'h0;
+  assign axi__wdata = \$5 [127:0];
+  assign \axi__wdata$69  = \$5 [127:0];
+  assign \axi__wlast$71  = axi__wlast;
+  assign \axi__wready$73  = axi__wready;
+  assign axi__wstrb = \$5 [143:128];
+  assign \axi__wstrb$75  = \$5 [143:128];
+  assign \axi__wvalid$77  = axi__wvalid;
+  assign \start$79  = start;
+  assign \start$80  = start;
+  assign offset = addr[3];
+  assign \addr$83  = { addr[63:4], 4'h0 };
+  assign \error$85  = error;
+  assign \port$7887$0  = \$5 ;
+  assign \port$12876$0  = \$6 ;
+  assign \words__payload.valid  = words__payload[3:0];
+  assign \words__payload.data  = words__payload[259:4];
+  assign \words__payload.data[0]  = words__payload[67:4];
+  assign \words__payload.data[1]  = words__payload[131:68];
+  assign \words__payload.data[2]  = words__payload[195:132];
+  assign \words__payload.data[3]  = words__payload[259:196];
+  assign \words__payload$1.valid  = words__payload[3:0];
+  assign \words__payload$1.data  = words__payload[259:4];
+  assign \words__payload$1.data[0]  = words__payload[67:4];
+  assign \words__payload$1.data[1]  = words__payload[131:68];
+  assign \words__payload$1.data[2]  = words__payload[195:132];
+  assign \words__payload$1.data[3]  = words__payload[259:196];
+  assign \beats__payload.data  = beats__payload[127:0];
+  assign \beats__payload.strobe  = beats__payload[143:128];
+  assign \beats__payload$7.data  = beats__payload[127:0];
+  assign \beats__payload$7.strobe  = beats__payload[143:128];
+  assign \error.valid  = error[0];
+  assign \error.cause  = error[8:1];
+  assign \error.engine  = error[12:9];
+  assign \error.addr  = error[76:13];
+  assign \error.index  = error[108:77];
+  assign \error$85.valid  = error[0];
+  assign \error$85.cause  = error[8:1];
+  assign \error$85.engine  = error[12:9];
+  assign \error$85.addr  = error[76:13];
+  assign \error$85.index  = error[108:77];
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_accelerator.lookup.writer.packer (rst, words__ready, idle, beats__ready, offset, words__valid, words__payload, start, flush, beats__payload, o_valid, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
+  wire [3:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [2:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [2:0] \$14 ;
+  wire [2:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [1:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [63:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [63:0] \$46 ;
+  wire [63:0] \$47 ;
+  wire [1:0] \$48 ;
+  wire \$49 ;
+  wire [1:0] \$5 ;
+  wire \$50 ;
+  wire [63:0] \$51 ;
+  wire [1:0] \$52 ;
+  wire [2:0] \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire [63:0] \$56 ;
+  wire [63:0] \$57 ;
+  wire [63:0] \$58 ;
+  wire \$59 ;
+  wire [2:0] \$6 ;
+  wire \$60 ;
+  wire [63:0] \$61 ;
+  wire [1:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire [63:0] \$65 ;
+  wire [63:0] \$66 ;
+  wire [1:0] \$67 ;
+  wire [2:0] \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire [63:0] \$71 ;
+  wire [63:0] \$72 ;
+  wire [3:0] \$73 ;
+  wire [3:0] \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire [2:0] \$78 ;
+  wire [3:0] \$79 ;
+  wire \$8 ;
+  wire [2:0] \$80 ;
+  wire \$81 ;
+  reg \$82 ;
+  reg [1:0] \$83 ;
+  reg [127:0] \$84 ;
+  reg [3:0] \$85 ;
+  reg \$86 ;
+  reg [127:0] \$87 ;
+  reg [1:0] \$88 ;
+  reg [127:0] \$89 ;
+  wire [1:0] \$9 ;
+  reg [1:0] \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  wire a_free;
+  reg [1:0] a_n = 2'h0;
+  wire a_pop;
+  reg a_valid = 1'h0;
+  reg [127:0] a_words = 128'h00000000000000000000000000000000;
+  wire [63:0] \a_words[0] ;
+  wire [63:0] \a_words[1] ;
+  output [143:0] beats__payload;
+  wire [143:0] beats__payload;
+  wire [127:0] \beats__payload.data ;
+  wire [15:0] \beats__payload.strobe ;
+  input beats__ready;
+  wire beats__ready;
+  (* init = 1'h0 *)
+  wire beats__valid;
+  reg [1:0] bmask = 2'h0;
+  reg [127:0] \buf  = 128'h00000000000000000000000000000000;
+  wire [63:0] \buf[0] ;
+  wire [63:0] \buf[1] ;
+  input clk;
+  wire clk;
+  reg fill = 1'h0;
+  input flush;
+  wire flush;
+  reg flush_wait = 1'h0;
+  wire full;
+  output idle;
+  wire idle;
+  wire last_part;
+  wire load;
+  reg [63:0] merged0;
+  reg [63:0] merged1;
+  reg [63:0] merged2;
+  reg [63:0] merged3;
+  reg merged_mask0;
+  reg merged_mask1;
+  reg merged_mask2;
+  reg merged_mask3;
+  wire [1:0] n_take;
+  reg [127:0] o_data = 128'h00000000000000000000000000000000;
+  wire [63:0] \o_data[0] ;
+  wire [63:0] \o_data[1] ;
+  wire o_free;
+  reg [1:0] o_mask = 2'h0;
+  output o_valid;
+  reg o_valid = 1'h0;
+  input offset;
+  wire offset;
+  wire [3:0] rem;
+  input rst;
+  wire rst;
+  input start;
+  wire start;
+  wire [3:0] take;
+  reg [3:0] taken = 4'h0;
+  input [259:0] words__payload;
+  wire [259:0] words__payload;
+  wire [255:0] \words__payload.data ;
+  wire [63:0] \words__payload.data[0] ;
+  wire [63:0] \words__payload.data[1] ;
+  wire [63:0] \words__payload.data[2] ;
+  wire [63:0] \words__payload.data[3] ;
+  wire [3:0] \words__payload.valid ;
+  output words__ready;
+  wire words__ready;
+  input words__valid;
+  wire words__valid;
+  assign \$7  = \$6  < 2'h2;
+  assign \$8  = rem[3] & \$7 ;
+  assign \$9  = rem[3] + rem[2];
+  assign \$10  = rem[1] + rem[0];
+  assign \$11  = \$9  + \$10 ;
+  assign last_part = \$11  <= 2'h2;
+  assign \$12  = rem[3] + rem[2];
+  assign \$13  = rem[1] + rem[0];
+  assign \$14  = \$12  + \$13 ;
+  assign \$15  = last_part ? \$14  : 3'h2;
+  assign \$16  = ~ a_valid;
+  assign a_free = \$16  | a_pop;
+  assign \$17  = words__valid & a_free;
+  assign \$18  = ~ flush_wait;
+  assign load = \$17  & \$18 ;
+  assign \$19  = ~ flush_wait;
+  assign \$20  = a_free & \$19 ;
+  assign words__ready = \$20  & last_part;
+  assign \$21  = ~ o_valid;
+  assign o_free = \$21  | beats__ready;
+  assign \$22  = a_n > 1'h0;
+  assign \$23  = a_n > 1'h1;
+  assign \$24  = a_n > 1'h0;
+  assign \$25  = a_n > 1'h1;
+  assign \$26  = fill + a_n;
+  assign full = \$26  >= 2'h2;
+  assign a_pop = a_valid & o_free;
+  assign \$27  = ~ words__valid;
+  assign \$28  = ~ flush;
+  assign \$29  = \$27  & \$28 ;
+  assign \$30  = ~ flush_wait;
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = ~ a_valid;
+  assign \$33  = \$31  & \$32 ;
+  assign \$34  = ! bmask;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ o_valid;
+  assign \$37  = \$35  & \$36 ;
+  assign \$38  = ! taken;
+  assign idle = \$37  & \$38 ;
+  assign \$39  = | \$15 [1:0];
+  assign \$40  = load & \$39 ;
+  assign \$43  = \$42  ? words__payload[67:4] : 64'h0000000000000000;
+  assign \$44  = ! rem[0];
+  assign \$45  = rem[1] & \$44 ;
+  assign \$46  = \$45  ? words__payload[131:68] : 64'h0000000000000000;
+  assign \$47  = \$43  | \$46 ;
+  assign \$48  = rem[1] + rem[0];
+  assign \$49  = ! \$48 ;
+  assign \$50  = rem[2] & \$49 ;
+  assign \$51  = \$50  ? words__payload[195:132] : 64'h0000000000000000;
+  assign \$52  = rem[1] + rem[0];
+  assign \$53  = rem[2] + \$52 ;
+  assign \$54  = ! \$53 ;
+  assign \$55  = rem[3] & \$54 ;
+  assign \$56  = \$55  ? words__payload[259:196] : 64'h0000000000000000;
+  assign \$57  = \$51  | \$56 ;
+  assign \$58  = \$47  | \$57 ;
+  assign \$60  = rem[1] & \$59 ;
+  assign \$61  = \$60  ? words__payload[131:68] : 64'h0000000000000000;
+  assign \$62  = rem[1] + rem[0];
+  assign \$63  = \$62  == 1'h1;
+  assign \$64  = rem[2] & \$63 ;
+  assign \$65  = \$64  ? words__payload[195:132] : 64'h0000000000000000;
+  assign \$66  = \$61  | \$65 ;
+  assign \$67  = rem[1] + rem[0];
+  assign \$68  = rem[2] + \$67 ;
+  assign \$69  = \$68  == 1'h1;
+  assign \$70  = rem[3] & \$69 ;
+  assign \$71  = \$70  ? words__payload[259:196] : 64'h0000000000000000;
+  assign \$72  = \$66  | \$71 ;
+  assign \$73  = taken | take;
+  assign \$74  = last_part ? 4'h0 : \$73 ;
+  assign \$75  = ~ a_valid;
+  assign \$76  = flush_wait & \$75 ;
+  assign \$77  = \$76  & o_free;
+  assign \$78  = fill + a_n;
+  assign \$79  = \$78  - 2'h2;
+  assign \$80  = fill + a_n;
+  assign \$81  = | bmask;
+  always @(posedge clk)
+    a_valid <= \$82 ;
+  always @(posedge clk)
+    a_n <= \$83 ;
+  always @(posedge clk)
+    a_words <= \$84 ;
+  always @(posedge clk)
+    taken <= \$85 ;
+  always @(posedge clk)
+    o_valid <= \$86 ;
+  always @(posedge clk)
+    o_data <= \$87 ;
+  always @(posedge clk)
+    o_mask <= \$88 ;
+  always @(posedge clk)
+    \buf  <= \$89 ;
+  always @(posedge clk)
+    bmask <= \$90 ;
+  always @(posedge clk)
+    fill <= \$91 ;
+  always @(posedge clk)
+    flush_wait <= \$92 ;
+  assign \$1  = ~ taken;
+  assign rem = words__payload[3:0] & \$1 ;
+  assign \$2  = rem[1] + rem[0];
+  assign \$3  = \$2  < 2'h2;
+  assign \$4  = rem[2] & \$3 ;
+  assign \$5  = rem[1] + rem[0];
+  assign \$6  = rem[2] + \$5 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged0 = a_words[63:0];
+      1'h1:
+          merged0 = \buf [63:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged_mask0 = \$22 ;
+      1'h1:
+          merged_mask0 = bmask[0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged1 = a_words[127:64];
+      1'h1:
+          merged1 = a_words[63:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged_mask1 = \$23 ;
+      1'h1:
+          merged_mask1 = \$24 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged2 = 64'h0000000000000000;
+      1'h1:
+          merged2 = a_words[127:64];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged_mask2 = 1'h0;
+      1'h1:
+          merged_mask2 = \$25 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged3 = 64'h0000000000000000;
+      1'h1:
+          merged3 = 64'h0000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fill)
+      1'h0:
+          merged_mask3 = 1'h0;
+      1'h1:
+          merged_mask3 = 1'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$82  = a_valid;
+    if (a_free) begin
+      \$82  = \$40 ;
+    end
+    if (rst) begin
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$83  = a_n;
+    if (a_free) begin
+      \$83  = \$15 [1:0];
+    end
+    if (rst) begin
+      \$83  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$84  = a_words;
+    if (a_free) begin
+      \$84 [63:0] = \$58 ;
+      \$84 [127:64] = \$72 ;
+    end
+    if (rst) begin
+      \$84  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$85  = taken;
+    if (load) begin
+      \$85  = \$74 ;
+    end
+    if (start) begin
+      \$85  = 4'h0;
+    end
+    if (rst) begin
+      \$85  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$86  = o_valid;
+    if (beats__ready) begin
+      \$86  = 1'h0;
+    end
+    if (a_pop) begin
+      if (full) begin
+        \$86  = 1'h1;
+      end
+    end else if (\$77 ) begin
+      if (\$81 ) begin
+        \$86  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$87  = o_data;
+    if (a_pop) begin
+      if (full) begin
+        \$87 [63:0] = merged0;
+        \$87 [127:64] = merged1;
+      end
+    end else if (\$77 ) begin
+      if (\$81 ) begin
+        \$87  = \buf ;
+      end
+    end
+    if (rst) begin
+      \$87  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$88  = o_mask;
+    if (a_pop) begin
+      if (full) begin
+        \$88  = { merged_mask1, merged_mask0 };
+      end
+    end else if (\$77 ) begin
+      if (\$81 ) begin
+        \$88  = bmask;
+      end
+    end
+    if (rst) begin
+      \$88  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$89  = \buf ;
+    if (a_pop) begin
+      (* full_case = 32'd1 *)
+      if (full) begin
+        \$89 [63:0] = merged2;
+        \$89 [127:64] = merged3;
+      end else begin
+        \$89 [63:0] = merged0;
+        \$89 [127:64] = merged1;
+      end
+    end
+    if (rst) begin
+      \$89  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$90  = bmask;
+    if (a_pop) begin
+      (* full_case = 32'd1 *)
+      if (full) begin
+        \$90  = { merged_mask3, merged_mask2 };
+      end else begin
+        \$90  = { merged_mask1, merged_mask0 };
+      end
+    end else if (\$77 ) begin
+      \$90  = 2'h0;
+    end
+    if (start) begin
+      \$90  = 2'h0;
+    end
+    if (rst) begin
+      \$90  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$91  = fill;
+    if (a_pop) begin
+      (* full_case = 32'd1 *)
+      if (full) begin
+        \$91  = \$79 [0];
+      end else begin
+        \$91  = \$80 [0];
+      end
+    end else if (\$77 ) begin
+      \$91  = 1'h0;
+    end
+    if (start) begin
+      \$91  = offset;
+    end
+    if (rst) begin
+      \$91  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    \$92  = flush_wait;
+    if (a_pop) begin
+    end else if (\$77 ) begin
+      \$92  = 1'h0;
+    end
+    if (flush) begin
+      \$92  = 1'h1;
+    end
+    if (start) begin
+      \$92  = 1'h0;
+    end
+    if (rst) begin
+      \$92  = 1'h0;
+    end
+  end
+  assign n_take = \$15 [1:0];
+  assign beats__valid = o_valid;
+  assign \words__payload.valid  = words__payload[3:0];
+  assign \words__payload.data  = words__payload[259:4];
+  assign \words__payload.data[0]  = words__payload[67:4];
+  assign \words__payload.data[1]  = words__payload[131:68];
+  assign \words__payload.data[2]  = words__payload[195:132];
+  assign \words__payload.data[3]  = words__payload[259:196];
+  assign \a_words[0]  = a_words[63:0];
+  assign \a_words[1]  = a_words[127:64];
+  assign \buf[0]  = \buf [63:0];
+  assign \buf[1]  = \buf [127:64];
+  assign \beats__payload.data  = beats__payload[127:0];
+  assign \beats__payload.strobe  = beats__payload[143:128];
+  assign \o_data[0]  = o_data[63:0];
+  assign \o_data[1]  = o_data[127:64];
+  assign beats__payload[143:128] = { o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask[1], o_mask, o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0], o_mask[0] };
+  assign beats__payload[127:0] = o_data;
+  assign take[3] = \$8 ;
+  assign take[2] = \$4 ;
+  assign take[1] = rem[1];
+  assign take[0] = rem[0];
+  assign \$41  = 1'h1;
+  assign \$42  = rem[0];
+  assign \$59  = rem[0];
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11062$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -56698,8 +57260,8 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$10978$104 ;
-  wire [59:0] \port$10978$104 ;
+  input [59:0] \port$11062$104 ;
+  wire [59:0] \port$11062$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -56789,7 +57351,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     off <= \$39 ;
   always @(posedge clk)
     chunk <= \$40 ;
-  \hotline_accelerator.lookup.writer.data  data (
+  \hotline_accelerator.lookup.writer.writer.data  data (
     .clk(clk),
     .r_data(\r_data$40 ),
     .r_en(r_en),
@@ -56800,7 +57362,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     .w_port__data(w_data),
     .w_rdy(w_rdy)
   );
-  \hotline_accelerator.lookup.writer.lengths  lengths (
+  \hotline_accelerator.lookup.writer.writer.lengths  lengths (
     .clk(clk),
     .r_data(r_data),
     .r_en(\r_en$45 ),
@@ -56810,11 +57372,11 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     .w_port__data(\$13 [2:0]),
     .w_rdy(\w_rdy$24 )
   );
-  \hotline_accelerator.lookup.writer.pending  pending (
+  \hotline_accelerator.lookup.writer.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$12789$0 (off),
-    .\port$12791$0 (chunk),
+    .\port$12878$0 (off),
+    .\port$12880$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -56822,7 +57384,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     .w_rdy(\w_rdy$25 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$42  = w_count;
     if (\$26 ) begin
       \$42  = \$28 [2:0];
@@ -56835,7 +57397,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$43  = error;
     if (start) begin
       \$43 [0] = 1'h0;
@@ -56852,7 +57414,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$36  = axi__awvalid;
     if (axi__awready) begin
       \$36  = 1'h0;
@@ -56865,7 +57427,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$37  = axi__awaddr;
     if (issue) begin
       \$37  = { chunk, off, 4'h0 };
@@ -56875,7 +57437,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$38  = aw_len;
     if (issue) begin
       \$38  = \$13 [2:0];
@@ -56885,33 +57447,33 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$39  = off;
     if (issue) begin
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$10978$104 [2:0];
+      \$39  = \port$11062$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$40  = chunk;
     if (issue) begin
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$10978$104 [59:3];
+      \$40  = \port$11062$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$132 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
     \$41  = \$25 [4:0];
     if (start) begin
       \$41  = 5'h00;
@@ -56941,7 +57503,7 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$10978$104 , 4'h0 };
+  assign addr = { \port$11062$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -56953,8 +57515,8 @@ module \hotline_accelerator.lookup.writer (clk, rst, beats__ready, wlast, axi__w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
+module \hotline_accelerator.lookup.writer.writer.data (rst, w_en, r_en, w_rdy, w_level, r_data, w_port__data, r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -57092,7 +57654,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -57102,7 +57664,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -57112,7 +57674,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -57125,7 +57687,7 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$133 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -57145,8 +57707,8 @@ module \hotline_accelerator.lookup.writer.data (rst, w_en, r_en, w_rdy, w_level,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en, w_rdy, r_rdy, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
+module \hotline_accelerator.lookup.writer.writer.lengths (rst, w_en, w_port__data, r_en, w_rdy, r_rdy, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -57230,7 +57792,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -57240,7 +57802,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -57250,7 +57812,7 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$134 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -57271,8 +57833,8 @@ module \hotline_accelerator.lookup.writer.lengths (rst, w_en, w_port__data, r_en
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12789$0 , \port$12791$0 , level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$135  = 0;
+module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12878$0 , \port$12880$0 , level, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -57296,10 +57858,10 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$12789$0 ;
-  wire [2:0] \port$12789$0 ;
-  input [56:0] \port$12791$0 ;
-  wire [56:0] \port$12791$0 ;
+  input [2:0] \port$12878$0 ;
+  wire [2:0] \port$12878$0 ;
+  input [56:0] \port$12880$0 ;
+  wire [56:0] \port$12880$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -57360,7 +57922,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12791$0 , \port$12789$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$12880$0 , \port$12878$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -57387,7 +57949,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -57397,7 +57959,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -57407,7 +57969,7 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$135 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -57422,16 +57984,16 @@ module \hotline_accelerator.lookup.writer.pending (rst, w_en, w_rdy, r_data, r_e
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12791$0 , \port$12789$0 , 4'h0 };
-  assign w_data = { \port$12791$0 , \port$12789$0 , 4'h0 };
+  assign w_port__data = { \port$12880$0 , \port$12878$0 , 4'h0 };
+  assign w_data = { \port$12880$0 , \port$12878$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10031$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
+module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10106$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
 , tables__entry, job__start, job__params, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -57668,8 +58230,8 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   wire [3:0] \out.engine ;
   wire [31:0] \out.index ;
   wire \out.valid ;
-  output [128:0] \port$10031$0 ;
-  wire [128:0] \port$10031$0 ;
+  output [128:0] \port$10106$0 ;
+  wire [128:0] \port$10106$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -57847,11 +58409,11 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .keys__payload(words__payload[28:0]),
     .keys__ready(words__ready),
     .keys__valid(keys__valid),
-    .\port$10978$100 (job__params[179:100]),
-    .\r_data$274 (\$28 ),
-    .\r_en$277 (\axi__wready$126 ),
-    .\r_en$279 (\axi__bvalid$108 ),
-    .r_rdy(row_axi__wvalid),
+    .\port$11062$100 (job__params[179:100]),
+    .\r_data$286 (\$28 ),
+    .\r_en$289 (\axi__wready$126 ),
+    .\r_en$291 (\axi__bvalid$108 ),
+    .\r_rdy$233 (row_axi__wvalid),
     .rst(rst),
     .start(\start$188 ),
     .stop(stop),
@@ -57870,7 +58432,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .busy(busy),
     .clk(clk),
     .error(\error$179 ),
-    .\port$10978$4 (job__params[99:4]),
+    .\port$11062$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -57886,14 +58448,14 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .words__valid(keys__valid)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     chain = 109'h0000000000000000000000000000;
     if (error[0]) begin
       chain = error;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     (* full_case = 32'd1 *)
     if (check_first) begin
       out = \error$180 ;
@@ -57906,7 +58468,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57924,7 +58486,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \start$187  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57942,7 +58504,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \start$188  = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57964,7 +58526,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     stop = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57976,7 +58538,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     job__done = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -57994,14 +58556,14 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$24  = \$21 ;
     if (rst) begin
       \$24  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$25  = job__error;
     casez (fsm_state)
       3'h0:
@@ -58022,7 +58584,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$26  = check_pass;
     casez (fsm_state)
       3'h0:
@@ -58041,7 +58603,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$136 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$27  = fsm_state;
     casez (fsm_state)
       3'h0:
@@ -58209,7 +58771,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   assign buf_addr = job__params[163:100];
   assign \row_bytes$172  = job__params[179:164];
   assign record = job__error;
-  assign \port$10031$0  = \$28 ;
+  assign \port$10106$0  = \$28 ;
   assign tables__2__table = words__payload[28:24];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
@@ -58288,7 +58850,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en, tables__0__table, tables__1__table, busy, tables__0__entry, tables__1__entry, addr, row_bytes, start, beats__payload, checked__payload, checked__valid, error, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -58656,7 +59218,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   always @(posedge clk)
     skip <= \$107 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     b_cause0 = 3'h0;
     if (\$7 ) begin
       b_cause0 = 3'h0;
@@ -58669,7 +59231,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     b_cause1 = 3'h0;
     if (\$14 ) begin
       b_cause1 = 3'h0;
@@ -58682,7 +59244,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$72  = \$signal$41 ;
     if (en) begin
       \$72  = beats__valid;
@@ -58695,7 +59257,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$73  = \$signal ;
     if (en) begin
       \$73  = beats__payload[127:0];
@@ -58705,7 +59267,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$74  = \$signal$48 ;
     if (en) begin
       \$74  = beats__payload[129:128];
@@ -58715,7 +59277,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$75  = \$signal$49 ;
     if (en) begin
       \$75  = beats__payload[130];
@@ -58725,7 +59287,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$76  = a_num;
     if (en) begin
       \$76  = n_in;
@@ -58735,7 +59297,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$77  = n_in;
     if (en) begin
       if (beats__valid) begin
@@ -58750,7 +59312,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$78  = \$signal$42 ;
     if (en) begin
       \$78  = \$signal$41 ;
@@ -58763,7 +59325,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$79  = \$signal$6 ;
     if (en) begin
       \$79  = \$signal ;
@@ -58773,7 +59335,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$80  = \$signal$11 ;
     if (en) begin
       \$80  = \$signal$48 ;
@@ -58783,7 +59345,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$81  = \$signal$52 ;
     if (en) begin
       \$81  = \$signal$49 ;
@@ -58793,7 +59355,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$82  = b_num;
     if (en) begin
       \$82  = a_num;
@@ -58803,7 +59365,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$83  = b_bad_key;
     if (en) begin
       \$83  = a_bad_key;
@@ -58813,7 +59375,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$84  = seen_first;
     if (\$45 ) begin
       \$84  = 1'h1;
@@ -58826,7 +59388,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$85  = first_key;
     if (\$45 ) begin
       \$85  = \$48 ;
@@ -58836,7 +59398,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$86  = \$signal$31 ;
     if (en) begin
       \$86  = \$signal$42 ;
@@ -58849,7 +59411,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$87  = \$signal$56 ;
     if (en) begin
       \$87  = \$signal$6 ;
@@ -58859,7 +59421,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$88  = \$signal$29 ;
     if (en) begin
       \$88  = \$signal$11 ;
@@ -58869,7 +59431,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$89  = \$signal$33 ;
     if (en) begin
       \$89  = \$signal$52 ;
@@ -58879,7 +59441,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$90  = c_num;
     if (en) begin
       \$90  = b_num;
@@ -58889,7 +59451,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$91  = c_cause0;
     if (en) begin
       \$91  = b_cause0;
@@ -58899,7 +59461,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$92  = c_cause1;
     if (en) begin
       \$92  = b_cause1;
@@ -58909,7 +59471,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$93  = 1'h0;
     if (\$55 ) begin
       \$93  = 1'h1;
@@ -58922,7 +59484,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$94  = stopped;
     if (\$53 ) begin
       \$94  = 1'h1;
@@ -58935,7 +59497,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$95  = pend_cause;
     if (\$55 ) begin
       \$95  = \$58 ;
@@ -58945,7 +59507,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$96  = pend_num;
     if (\$55 ) begin
       \$96  = c_num;
@@ -58955,7 +59517,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$97  = pend_pos;
     if (\$55 ) begin
       \$97  = bad_one_hot[1];
@@ -58965,7 +59527,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$98  = checked__valid;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -58986,7 +59548,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$99  = \$signal$38 ;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -59002,7 +59564,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$100  = o_mask;
     if (\$59 ) begin
       if (\$62 ) begin
@@ -59018,7 +59580,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$101  = s_valid;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -59039,7 +59601,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$102  = \$signal$62 ;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -59053,7 +59615,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$103  = s_mask;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
@@ -59067,7 +59629,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$104  = passed;
     if (\$63 ) begin
       \$104  = \$65 [31:0];
@@ -59080,7 +59642,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$105  = error;
     if (start) begin
       \$105 [0] = 1'h0;
@@ -59097,7 +59659,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$106  = base;
     if (start) begin
       \$106  = { addr[63:4], 4'h0 };
@@ -59107,7 +59669,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
     \$107  = skip;
     if (start) begin
       \$107  = addr[3];
@@ -59150,12 +59712,12 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, r_rdy, \r_data$274 , axi__arready, axi__rvalid, axi__awready, \r_en$277 , \r_en$279 , tables__entry, count, \port$10978$100 , start, stop
+module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$233 , \r_data$286 , axi__arready, axi__rvalid, axi__awready, \r_en$289 , \r_en$291 , tables__entry, count, \port$11062$100 , start, stop
 , keys__payload, error, axi__arvalid, axi__arid, axi__araddr, axi__arlen, axi__awvalid, axi__awaddr, axi__awlen, done, axi__bresp);
-  reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire \$1 ;
-  wire [4:0] \$10 ;
-  wire [3:0] \$100 ;
+  wire [64:0] \$10 ;
+  wire \$100 ;
   wire \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
@@ -59166,7 +59728,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1007 ;
   wire \$1008 ;
   wire \$1009 ;
-  wire [3:0] \$101 ;
+  wire \$101 ;
   wire \$1010 ;
   wire \$1011 ;
   wire \$1012 ;
@@ -59177,7 +59739,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
-  wire \$102 ;
+  wire [3:0] \$102 ;
   wire \$1020 ;
   wire \$1021 ;
   wire \$1022 ;
@@ -59187,20 +59749,20 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1026 ;
   wire \$1027 ;
   wire \$1028 ;
-  wire [9:0] \$1029 ;
-  wire \$103 ;
-  wire [9:0] \$1030 ;
+  wire \$1029 ;
+  wire [3:0] \$103 ;
+  wire \$1030 ;
   wire \$1031 ;
-  wire [6:0] \$1032 ;
+  wire \$1032 ;
   wire \$1033 ;
-  wire [8:0] \$1034 ;
+  wire \$1034 ;
   wire \$1035 ;
   wire \$1036 ;
-  wire [6:0] \$1037 ;
+  wire \$1037 ;
   wire \$1038 ;
-  wire [8:0] \$1039 ;
-  wire [3:0] \$104 ;
-  wire [8:0] \$1040 ;
+  wire \$1039 ;
+  wire \$104 ;
+  wire \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
   wire \$1043 ;
@@ -59210,129 +59772,129 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
-  wire [3:0] \$105 ;
+  wire \$105 ;
   wire \$1050 ;
   wire \$1051 ;
   wire \$1052 ;
   wire \$1053 ;
   wire \$1054 ;
   wire \$1055 ;
-  wire [8:0] \$1056 ;
+  wire \$1056 ;
   wire \$1057 ;
   wire \$1058 ;
   wire \$1059 ;
-  wire \$106 ;
-  wire [3:0] \$1060 ;
+  wire [3:0] \$106 ;
+  wire \$1060 ;
   wire \$1061 ;
-  wire [4:0] \$1062 ;
+  wire \$1062 ;
   wire \$1063 ;
   wire \$1064 ;
   wire \$1065 ;
-  reg \$1066 ;
-  reg \$1067 ;
-  reg [15:0] \$1068 ;
-  reg [6:0] \$1069 ;
-  wire \$107 ;
-  reg [31:0] \$1070 ;
-  reg [63:0] \$1071 ;
-  reg [108:0] \$1072 ;
-  reg \$1073 ;
-  reg [63:0] \$1074 ;
-  reg [31:0] \$1075 ;
-  reg \$1076 ;
-  reg [23:0] \$1077 ;
-  reg [63:0] \$1078 ;
-  reg \$1079 ;
-  wire [3:0] \$108 ;
-  reg [23:0] \$1080 ;
-  reg [63:0] \$1081 ;
-  reg [63:0] \$1082 ;
-  reg [31:0] \$1083 ;
-  reg \$1084 ;
-  reg [63:0] \$1085 ;
-  reg [63:0] \$1086 ;
-  reg \$1087 ;
-  reg [6:0] \$1088 ;
-  reg [63:0] \$1089 ;
-  wire [3:0] \$109 ;
-  reg [7:0] \$1090 ;
-  reg [63:0] \$1091 ;
-  reg [63:0] \$1092 ;
-  reg [6:0] \$1093 ;
-  reg \$1094 ;
-  reg \$1095 ;
-  reg [6:0] \$1096 ;
-  reg [127:0] \$1097 ;
-  reg [1:0] \$1098 ;
-  reg \$1099 ;
-  wire [10:0] \$11 ;
-  wire \$110 ;
-  reg \$1100 ;
-  reg [2:0] \$1101 ;
-  reg [127:0] \$1102 ;
-  reg [2:0] \$1103 ;
-  reg [2:0] \$1104 ;
-  reg [2:0] \$1105 ;
-  reg [2:0] \$1106 ;
-  reg [2:0] \$1107 ;
-  reg [2:0] \$1108 ;
-  reg [2:0] \$1109 ;
-  wire \$111 ;
-  reg [2:0] \$1110 ;
-  reg [2:0] \$1111 ;
-  reg [2:0] \$1112 ;
-  reg [2:0] \$1113 ;
-  reg [2:0] \$1114 ;
-  reg [2:0] \$1115 ;
-  reg [2:0] \$1116 ;
-  reg [2:0] \$1117 ;
-  reg [2:0] \$1118 ;
-  reg [2:0] \$1119 ;
-  wire [3:0] \$112 ;
-  reg [2:0] \$1120 ;
-  reg [2:0] \$1121 ;
-  reg [2:0] \$1122 ;
-  reg [2:0] \$1123 ;
-  reg [2:0] \$1124 ;
-  reg [2:0] \$1125 ;
-  reg [2:0] \$1126 ;
-  reg [2:0] \$1127 ;
-  reg [2:0] \$1128 ;
-  reg [2:0] \$1129 ;
-  wire [3:0] \$113 ;
-  reg [2:0] \$1130 ;
-  reg [2:0] \$1131 ;
-  reg [2:0] \$1132 ;
-  reg [2:0] \$1133 ;
-  reg [2:0] \$1134 ;
-  reg [2:0] \$1135 ;
-  reg [2:0] \$1136 ;
-  reg [2:0] \$1137 ;
-  reg [2:0] \$1138 ;
-  reg [2:0] \$1139 ;
-  wire \$114 ;
-  reg [2:0] \$1140 ;
-  reg [2:0] \$1141 ;
-  reg [2:0] \$1142 ;
-  reg [2:0] \$1143 ;
-  reg [2:0] \$1144 ;
-  reg [2:0] \$1145 ;
-  reg [2:0] \$1146 ;
-  reg [2:0] \$1147 ;
-  reg [2:0] \$1148 ;
-  reg [2:0] \$1149 ;
-  wire \$115 ;
-  reg [2:0] \$1150 ;
-  reg [2:0] \$1151 ;
-  reg [2:0] \$1152 ;
-  reg [2:0] \$1153 ;
-  reg [2:0] \$1154 ;
-  reg [2:0] \$1155 ;
+  wire \$1066 ;
+  wire \$1067 ;
+  wire \$1068 ;
+  wire \$1069 ;
+  wire [3:0] \$107 ;
+  wire \$1070 ;
+  wire \$1071 ;
+  wire \$1072 ;
+  wire \$1073 ;
+  wire \$1074 ;
+  wire \$1075 ;
+  wire \$1076 ;
+  wire \$1077 ;
+  wire \$1078 ;
+  wire [3:0] \$1079 ;
+  wire \$108 ;
+  wire [3:0] \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
+  wire \$1085 ;
+  wire \$1086 ;
+  wire \$1087 ;
+  wire \$1088 ;
+  wire \$1089 ;
+  wire \$109 ;
+  wire \$1090 ;
+  wire \$1091 ;
+  wire \$1092 ;
+  wire \$1093 ;
+  wire \$1094 ;
+  wire \$1095 ;
+  wire \$1096 ;
+  wire \$1097 ;
+  wire [8:0] \$1098 ;
+  wire \$1099 ;
+  wire [63:0] \$11 ;
+  wire [3:0] \$110 ;
+  wire \$1100 ;
+  wire \$1101 ;
+  wire [3:0] \$1102 ;
+  wire \$1103 ;
+  wire [4:0] \$1104 ;
+  wire \$1105 ;
+  wire \$1106 ;
+  wire \$1107 ;
+  reg \$1108 ;
+  reg \$1109 ;
+  wire [3:0] \$111 ;
+  reg [15:0] \$1110 ;
+  reg [5:0] \$1111 ;
+  reg [31:0] \$1112 ;
+  reg \$1113 ;
+  reg [63:0] \$1114 ;
+  reg [108:0] \$1115 ;
+  reg \$1116 ;
+  reg [23:0] \$1117 ;
+  reg [63:0] \$1118 ;
+  reg \$1119 ;
+  wire \$112 ;
+  reg [23:0] \$1120 ;
+  reg [63:0] \$1121 ;
+  reg [63:0] \$1122 ;
+  reg [31:0] \$1123 ;
+  reg \$1124 ;
+  reg [63:0] \$1125 ;
+  reg [63:0] \$1126 ;
+  reg \$1127 ;
+  reg [63:0] \$1128 ;
+  reg [63:0] \$1129 ;
+  wire \$113 ;
+  reg [7:0] \$1130 ;
+  reg \$1131 ;
+  reg \$1132 ;
+  reg [63:0] \$1133 ;
+  reg [63:0] \$1134 ;
+  reg [9:0] \$1135 ;
+  reg [3:0] \$1136 ;
+  reg \$1137 ;
+  reg [6:0] \$1138 ;
+  reg [63:0] \$1139 ;
+  wire [3:0] \$114 ;
+  reg [7:0] \$1140 ;
+  reg [63:0] \$1141 ;
+  reg [63:0] \$1142 ;
+  reg [5:0] \$1143 ;
+  reg [9:0] \$1144 ;
+  reg [3:0] \$1145 ;
+  reg [1:0] \$1146 ;
+  reg [7:0] \$1147 ;
+  reg \$1148 ;
+  reg \$1149 ;
+  wire [3:0] \$115 ;
+  reg \$1150 ;
+  reg [6:0] \$1151 ;
+  reg [127:0] \$1152 ;
+  reg [1:0] \$1153 ;
+  reg \$1154 ;
+  reg \$1155 ;
   reg [2:0] \$1156 ;
-  reg [2:0] \$1157 ;
+  reg [127:0] \$1157 ;
   reg [2:0] \$1158 ;
   reg [2:0] \$1159 ;
-  wire [3:0] \$116 ;
+  wire \$116 ;
   reg [2:0] \$1160 ;
   reg [2:0] \$1161 ;
   reg [2:0] \$1162 ;
@@ -59343,7 +59905,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1167 ;
   reg [2:0] \$1168 ;
   reg [2:0] \$1169 ;
-  wire [3:0] \$117 ;
+  wire \$117 ;
   reg [2:0] \$1170 ;
   reg [2:0] \$1171 ;
   reg [2:0] \$1172 ;
@@ -59354,7 +59916,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1177 ;
   reg [2:0] \$1178 ;
   reg [2:0] \$1179 ;
-  wire \$118 ;
+  wire [3:0] \$118 ;
   reg [2:0] \$1180 ;
   reg [2:0] \$1181 ;
   reg [2:0] \$1182 ;
@@ -59365,7 +59927,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1187 ;
   reg [2:0] \$1188 ;
   reg [2:0] \$1189 ;
-  wire \$119 ;
+  wire [3:0] \$119 ;
   reg [2:0] \$1190 ;
   reg [2:0] \$1191 ;
   reg [2:0] \$1192 ;
@@ -59376,8 +59938,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1197 ;
   reg [2:0] \$1198 ;
   reg [2:0] \$1199 ;
-  wire [64:0] \$12 ;
-  wire [3:0] \$120 ;
+  wire [63:0] \$12 ;
+  wire \$120 ;
   reg [2:0] \$1200 ;
   reg [2:0] \$1201 ;
   reg [2:0] \$1202 ;
@@ -59388,7 +59950,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1207 ;
   reg [2:0] \$1208 ;
   reg [2:0] \$1209 ;
-  wire [3:0] \$121 ;
+  wire \$121 ;
   reg [2:0] \$1210 ;
   reg [2:0] \$1211 ;
   reg [2:0] \$1212 ;
@@ -59399,7 +59961,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1217 ;
   reg [2:0] \$1218 ;
   reg [2:0] \$1219 ;
-  wire \$122 ;
+  wire [3:0] \$122 ;
   reg [2:0] \$1220 ;
   reg [2:0] \$1221 ;
   reg [2:0] \$1222 ;
@@ -59410,562 +59972,617 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1227 ;
   reg [2:0] \$1228 ;
   reg [2:0] \$1229 ;
-  wire \$123 ;
-  reg \$1230 ;
-  reg [6:0] \$1231 ;
-  reg \$1232 ;
-  reg [63:0] \$1233 ;
-  reg [7:0] \$1234 ;
-  reg [6:0] \$1235 ;
-  reg [3:0] \$1236 ;
-  reg \$1237 ;
-  reg \$1238 ;
+  wire [3:0] \$123 ;
+  reg [2:0] \$1230 ;
+  reg [2:0] \$1231 ;
+  reg [2:0] \$1232 ;
+  reg [2:0] \$1233 ;
+  reg [2:0] \$1234 ;
+  reg [2:0] \$1235 ;
+  reg [2:0] \$1236 ;
+  reg [2:0] \$1237 ;
+  reg [2:0] \$1238 ;
   reg [2:0] \$1239 ;
-  wire [3:0] \$124 ;
-  reg \$1240 ;
-  reg [6:0] \$1241 ;
-  reg [3:0] \$1242 ;
-  reg [127:0] \$1243 ;
-  reg \$1244 ;
-  wire [3:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
-  wire [3:0] \$129 ;
-  wire [10:0] \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire [3:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire [64:0] \$14 ;
-  wire [3:0] \$140 ;
-  wire [3:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire [3:0] \$144 ;
-  wire [3:0] \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
-  wire [3:0] \$149 ;
-  wire [7:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [3:0] \$152 ;
-  wire [3:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [3:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire [63:0] \$16 ;
-  wire [3:0] \$160 ;
-  wire [3:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire [3:0] \$164 ;
-  wire [3:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire [3:0] \$168 ;
-  wire [3:0] \$169 ;
-  wire [63:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire [3:0] \$172 ;
-  wire [3:0] \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [3:0] \$176 ;
-  wire [3:0] \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [3:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire [3:0] \$184 ;
-  wire [3:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire [3:0] \$188 ;
-  wire [3:0] \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire [3:0] \$192 ;
-  wire [3:0] \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire [3:0] \$196 ;
-  wire [3:0] \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire \$124 ;
+  reg [2:0] \$1240 ;
+  reg [2:0] \$1241 ;
+  reg [2:0] \$1242 ;
+  reg [2:0] \$1243 ;
+  reg [2:0] \$1244 ;
+  reg [2:0] \$1245 ;
+  reg [2:0] \$1246 ;
+  reg [2:0] \$1247 ;
+  reg [2:0] \$1248 ;
+  reg [2:0] \$1249 ;
+  wire \$125 ;
+  reg [2:0] \$1250 ;
+  reg [2:0] \$1251 ;
+  reg [2:0] \$1252 ;
+  reg [2:0] \$1253 ;
+  reg [2:0] \$1254 ;
+  reg [2:0] \$1255 ;
+  reg [2:0] \$1256 ;
+  reg [2:0] \$1257 ;
+  reg [2:0] \$1258 ;
+  reg [2:0] \$1259 ;
+  wire [3:0] \$126 ;
+  reg [2:0] \$1260 ;
+  reg [2:0] \$1261 ;
+  reg [2:0] \$1262 ;
+  reg [2:0] \$1263 ;
+  reg [2:0] \$1264 ;
+  reg [2:0] \$1265 ;
+  reg [2:0] \$1266 ;
+  reg [2:0] \$1267 ;
+  reg [2:0] \$1268 ;
+  reg [2:0] \$1269 ;
+  wire [3:0] \$127 ;
+  reg [2:0] \$1270 ;
+  reg [2:0] \$1271 ;
+  reg [2:0] \$1272 ;
+  reg [2:0] \$1273 ;
+  reg [2:0] \$1274 ;
+  reg [2:0] \$1275 ;
+  reg [2:0] \$1276 ;
+  reg [2:0] \$1277 ;
+  reg [2:0] \$1278 ;
+  reg [2:0] \$1279 ;
+  wire \$128 ;
+  reg [2:0] \$1280 ;
+  reg [2:0] \$1281 ;
+  reg [2:0] \$1282 ;
+  reg [2:0] \$1283 ;
+  reg [2:0] \$1284 ;
+  reg \$1285 ;
+  reg [6:0] \$1286 ;
+  reg \$1287 ;
+  reg [63:0] \$1288 ;
+  reg [7:0] \$1289 ;
+  wire \$129 ;
+  reg [6:0] \$1290 ;
+  reg [3:0] \$1291 ;
+  reg \$1292 ;
+  reg \$1293 ;
+  reg [2:0] \$1294 ;
+  reg \$1295 ;
+  reg [6:0] \$1296 ;
+  reg [3:0] \$1297 ;
+  reg [127:0] \$1298 ;
+  reg \$1299 ;
+  wire [63:0] \$13 ;
+  wire [3:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [3:0] \$134 ;
+  wire [3:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire [3:0] \$138 ;
+  wire [3:0] \$139 ;
+  wire [7:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire [3:0] \$142 ;
+  wire [3:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [3:0] \$146 ;
+  wire [3:0] \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [63:0] \$15 ;
+  wire [3:0] \$150 ;
+  wire [3:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [3:0] \$154 ;
+  wire [3:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [3:0] \$158 ;
+  wire [3:0] \$159 ;
+  wire [7:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire [3:0] \$162 ;
+  wire [3:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [3:0] \$166 ;
+  wire [3:0] \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire [3:0] \$170 ;
+  wire [3:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire [3:0] \$174 ;
+  wire [3:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire [3:0] \$178 ;
+  wire [3:0] \$179 ;
+  wire [63:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire [3:0] \$182 ;
+  wire [3:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire [3:0] \$186 ;
+  wire [3:0] \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [7:0] \$19 ;
+  wire [3:0] \$190 ;
+  wire [3:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [3:0] \$194 ;
+  wire [3:0] \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire [3:0] \$198 ;
+  wire [3:0] \$199 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
-  wire [3:0] \$200 ;
-  wire [3:0] \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire [3:0] \$204 ;
-  wire [3:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire [3:0] \$208 ;
-  wire [3:0] \$209 ;
-  wire [3:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire [3:0] \$212 ;
-  wire [3:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire [3:0] \$216 ;
-  wire [3:0] \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  wire [3:0] \$220 ;
-  wire [3:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [3:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire [3:0] \$228 ;
-  wire [3:0] \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [3:0] \$232 ;
-  wire [3:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire [3:0] \$236 ;
-  wire [3:0] \$237 ;
-  wire \$238 ;
-  wire \$239 ;
-  wire [3:0] \$24 ;
-  wire [3:0] \$240 ;
-  wire [3:0] \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [3:0] \$244 ;
-  wire [3:0] \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire [3:0] \$248 ;
-  wire [3:0] \$249 ;
-  wire [3:0] \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [3:0] \$252 ;
-  wire [3:0] \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire [3:0] \$256 ;
-  wire [3:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
-  wire [3:0] \$260 ;
-  wire [3:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire [3:0] \$264 ;
-  wire [3:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire [3:0] \$268 ;
-  wire [3:0] \$269 ;
-  wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire [3:0] \$272 ;
-  wire [3:0] \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire [3:0] \$276 ;
-  wire [3:0] \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire [3:0] \$28 ;
-  wire [3:0] \$280 ;
-  wire [3:0] \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire [3:0] \$284 ;
-  wire [3:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire [3:0] \$288 ;
-  wire [3:0] \$289 ;
-  wire [3:0] \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire [3:0] \$292 ;
-  wire [3:0] \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire [3:0] \$296 ;
-  wire [3:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [63:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire [3:0] \$202 ;
+  wire [3:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [3:0] \$206 ;
+  wire [3:0] \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [7:0] \$21 ;
+  wire [3:0] \$210 ;
+  wire [3:0] \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire [3:0] \$214 ;
+  wire [3:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
+  wire [7:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [3:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire [3:0] \$226 ;
+  wire [3:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [63:0] \$23 ;
+  wire [3:0] \$230 ;
+  wire [3:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire [3:0] \$234 ;
+  wire [3:0] \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire [3:0] \$238 ;
+  wire [3:0] \$239 ;
+  wire [7:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire [3:0] \$242 ;
+  wire [3:0] \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire [3:0] \$246 ;
+  wire [3:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire [3:0] \$250 ;
+  wire [3:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [3:0] \$254 ;
+  wire [3:0] \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire [3:0] \$258 ;
+  wire [3:0] \$259 ;
+  wire [63:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire [3:0] \$262 ;
+  wire [3:0] \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [3:0] \$266 ;
+  wire [3:0] \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire [7:0] \$27 ;
+  wire [3:0] \$270 ;
+  wire [3:0] \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire [3:0] \$274 ;
+  wire [3:0] \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire [3:0] \$278 ;
+  wire [3:0] \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire [3:0] \$282 ;
+  wire [3:0] \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire [3:0] \$286 ;
+  wire [3:0] \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire [3:0] \$290 ;
+  wire [3:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire [3:0] \$294 ;
+  wire [3:0] \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire [3:0] \$298 ;
+  wire [3:0] \$299 ;
   wire [15:0] \$3 ;
   wire \$30 ;
-  wire [3:0] \$300 ;
-  wire [3:0] \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire [3:0] \$304 ;
-  wire [3:0] \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire [3:0] \$308 ;
-  wire [3:0] \$309 ;
-  wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire [3:0] \$312 ;
-  wire [3:0] \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire [3:0] \$316 ;
-  wire [3:0] \$317 ;
-  wire \$318 ;
-  wire \$319 ;
-  wire [3:0] \$32 ;
-  wire [3:0] \$320 ;
-  wire [3:0] \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire [3:0] \$324 ;
-  wire [3:0] \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire [3:0] \$328 ;
-  wire [3:0] \$329 ;
-  wire [3:0] \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire [3:0] \$332 ;
-  wire [3:0] \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire [3:0] \$336 ;
-  wire [3:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire [3:0] \$302 ;
+  wire [3:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire [3:0] \$306 ;
+  wire [3:0] \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire [7:0] \$31 ;
+  wire [3:0] \$310 ;
+  wire [3:0] \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [3:0] \$314 ;
+  wire [3:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire [3:0] \$318 ;
+  wire [3:0] \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire [3:0] \$322 ;
+  wire [3:0] \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire [3:0] \$326 ;
+  wire [3:0] \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire [3:0] \$330 ;
+  wire [3:0] \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire [3:0] \$334 ;
+  wire [3:0] \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire [3:0] \$338 ;
+  wire [3:0] \$339 ;
   wire \$34 ;
-  wire [3:0] \$340 ;
-  wire [3:0] \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire [3:0] \$344 ;
-  wire [3:0] \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire [3:0] \$348 ;
-  wire [3:0] \$349 ;
-  wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire [3:0] \$352 ;
-  wire [3:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire [3:0] \$356 ;
-  wire [3:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire [3:0] \$36 ;
-  wire [3:0] \$360 ;
-  wire [3:0] \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire [3:0] \$364 ;
-  wire [3:0] \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire [3:0] \$368 ;
-  wire [3:0] \$369 ;
-  wire [3:0] \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire [3:0] \$372 ;
-  wire [3:0] \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire [3:0] \$376 ;
-  wire [3:0] \$377 ;
-  wire \$378 ;
-  wire \$379 ;
-  wire \$38 ;
-  wire [3:0] \$380 ;
-  wire [3:0] \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire [3:0] \$384 ;
-  wire [3:0] \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire [3:0] \$388 ;
-  wire [3:0] \$389 ;
-  wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire [3:0] \$392 ;
-  wire [3:0] \$393 ;
-  wire \$394 ;
-  wire \$395 ;
-  wire [3:0] \$396 ;
-  wire [3:0] \$397 ;
-  wire \$398 ;
-  wire \$399 ;
-  wire [64:0] \$4 ;
-  wire [3:0] \$40 ;
-  wire [3:0] \$400 ;
-  wire [3:0] \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire [3:0] \$404 ;
-  wire [3:0] \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire [3:0] \$408 ;
-  wire [3:0] \$409 ;
-  wire [3:0] \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire [3:0] \$412 ;
-  wire [3:0] \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire [3:0] \$416 ;
-  wire [3:0] \$417 ;
-  wire \$418 ;
-  wire \$419 ;
-  wire \$42 ;
-  wire [3:0] \$420 ;
-  wire [3:0] \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire [3:0] \$424 ;
-  wire [3:0] \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  wire [3:0] \$428 ;
-  wire [3:0] \$429 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire [3:0] \$342 ;
+  wire [3:0] \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire [3:0] \$346 ;
+  wire [3:0] \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire [4:0] \$35 ;
+  wire [3:0] \$350 ;
+  wire [3:0] \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire [3:0] \$354 ;
+  wire [3:0] \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire [3:0] \$358 ;
+  wire [3:0] \$359 ;
+  wire [5:0] \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire [3:0] \$362 ;
+  wire [3:0] \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire [3:0] \$366 ;
+  wire [3:0] \$367 ;
+  wire \$368 ;
+  wire \$369 ;
+  wire [4:0] \$37 ;
+  wire [3:0] \$370 ;
+  wire [3:0] \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire [3:0] \$374 ;
+  wire [3:0] \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire [3:0] \$378 ;
+  wire [3:0] \$379 ;
+  wire [10:0] \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire [3:0] \$382 ;
+  wire [3:0] \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire [3:0] \$386 ;
+  wire [3:0] \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire [64:0] \$39 ;
+  wire [3:0] \$390 ;
+  wire [3:0] \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire [3:0] \$394 ;
+  wire [3:0] \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire [3:0] \$398 ;
+  wire [3:0] \$399 ;
+  wire [16:0] \$4 ;
+  wire [10:0] \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire [3:0] \$402 ;
+  wire [3:0] \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire [3:0] \$406 ;
+  wire [3:0] \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire [64:0] \$41 ;
+  wire [3:0] \$410 ;
+  wire [3:0] \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire [3:0] \$414 ;
+  wire [3:0] \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire [3:0] \$418 ;
+  wire [3:0] \$419 ;
+  wire [6:0] \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire [3:0] \$422 ;
+  wire [3:0] \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire [3:0] \$426 ;
+  wire [3:0] \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
-  wire [3:0] \$432 ;
-  wire [3:0] \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire [3:0] \$436 ;
-  wire [3:0] \$437 ;
-  wire \$438 ;
-  wire \$439 ;
-  wire [3:0] \$44 ;
-  wire [3:0] \$440 ;
-  wire [3:0] \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire [3:0] \$444 ;
-  wire [3:0] \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire [3:0] \$448 ;
-  wire [3:0] \$449 ;
-  wire [3:0] \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire [3:0] \$452 ;
-  wire [3:0] \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire [3:0] \$456 ;
-  wire [3:0] \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [3:0] \$430 ;
+  wire [3:0] \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire [3:0] \$434 ;
+  wire [3:0] \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [3:0] \$438 ;
+  wire [3:0] \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire [3:0] \$442 ;
+  wire [3:0] \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire [3:0] \$446 ;
+  wire [3:0] \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire [8:0] \$45 ;
+  wire [3:0] \$450 ;
+  wire [3:0] \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire [3:0] \$454 ;
+  wire [3:0] \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire [3:0] \$458 ;
+  wire [3:0] \$459 ;
   wire \$46 ;
-  wire [3:0] \$460 ;
-  wire [3:0] \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire [3:0] \$464 ;
-  wire [3:0] \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire [3:0] \$468 ;
-  wire [3:0] \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire [3:0] \$462 ;
+  wire [3:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire [3:0] \$466 ;
+  wire [3:0] \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire [3:0] \$472 ;
-  wire [3:0] \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire [3:0] \$476 ;
-  wire [3:0] \$477 ;
-  wire \$478 ;
-  wire \$479 ;
+  wire [3:0] \$470 ;
+  wire [3:0] \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire [3:0] \$474 ;
+  wire [3:0] \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [3:0] \$478 ;
+  wire [3:0] \$479 ;
   wire [3:0] \$48 ;
-  wire [3:0] \$480 ;
-  wire [3:0] \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire [3:0] \$484 ;
-  wire [3:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire [3:0] \$488 ;
-  wire [3:0] \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire [3:0] \$482 ;
+  wire [3:0] \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [3:0] \$486 ;
+  wire [3:0] \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [3:0] \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire [3:0] \$492 ;
-  wire [3:0] \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire [3:0] \$496 ;
-  wire [3:0] \$497 ;
-  wire \$498 ;
-  wire \$499 ;
-  wire [32:0] \$5 ;
-  wire \$50 ;
-  wire [3:0] \$500 ;
-  wire [3:0] \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire [3:0] \$504 ;
-  wire [3:0] \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire [3:0] \$508 ;
-  wire [3:0] \$509 ;
-  wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire [3:0] \$512 ;
-  wire [3:0] \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire [3:0] \$516 ;
-  wire [3:0] \$517 ;
-  wire \$518 ;
-  wire \$519 ;
-  wire [3:0] \$52 ;
-  wire [3:0] \$520 ;
-  wire [3:0] \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire [3:0] \$524 ;
-  wire [3:0] \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire [3:0] \$528 ;
-  wire [3:0] \$529 ;
-  wire [3:0] \$53 ;
-  wire [4:0] \$530 ;
-  wire \$531 ;
-  wire [3:0] \$532 ;
-  wire [254:0] \$533 ;
-  wire [254:0] \$534 ;
-  wire [254:0] \$535 ;
-  wire [254:0] \$536 ;
-  wire [254:0] \$537 ;
-  wire [254:0] \$538 ;
-  wire [254:0] \$539 ;
-  wire \$54 ;
-  wire [254:0] \$540 ;
-  wire [254:0] \$541 ;
-  wire [254:0] \$542 ;
-  wire [254:0] \$543 ;
+  wire [3:0] \$490 ;
+  wire [3:0] \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire [3:0] \$494 ;
+  wire [3:0] \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire [3:0] \$498 ;
+  wire [3:0] \$499 ;
+  wire \$5 ;
+  wire [7:0] \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [3:0] \$502 ;
+  wire [3:0] \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire [3:0] \$506 ;
+  wire [3:0] \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire [7:0] \$51 ;
+  wire [3:0] \$510 ;
+  wire [3:0] \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire [3:0] \$514 ;
+  wire [3:0] \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire [3:0] \$518 ;
+  wire [3:0] \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire [3:0] \$522 ;
+  wire [3:0] \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
+  wire [3:0] \$527 ;
+  wire \$528 ;
+  wire \$529 ;
+  wire [7:0] \$53 ;
+  wire [3:0] \$530 ;
+  wire [3:0] \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire [3:0] \$534 ;
+  wire [3:0] \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire [3:0] \$538 ;
+  wire [3:0] \$539 ;
+  wire [7:0] \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [3:0] \$542 ;
+  wire [3:0] \$543 ;
   wire \$544 ;
   wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
+  wire [3:0] \$546 ;
+  wire [3:0] \$547 ;
   wire \$548 ;
-  wire [3:0] \$549 ;
-  wire \$55 ;
-  wire [1:0] \$550 ;
-  wire \$551 ;
-  wire [4:0] \$552 ;
-  wire [2:0] \$553 ;
-  wire [63:0] \$554 ;
-  wire \$555 ;
+  wire \$549 ;
+  wire [7:0] \$55 ;
+  wire [3:0] \$550 ;
+  wire [3:0] \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire [3:0] \$554 ;
+  wire [3:0] \$555 ;
   wire \$556 ;
   wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
-  wire [3:0] \$56 ;
+  wire [3:0] \$558 ;
+  wire [3:0] \$559 ;
+  wire [7:0] \$56 ;
   wire \$560 ;
   wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
+  wire [3:0] \$562 ;
+  wire [3:0] \$563 ;
   wire \$564 ;
   wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire [3:0] \$566 ;
+  wire [3:0] \$567 ;
   wire \$568 ;
   wire \$569 ;
-  wire [3:0] \$57 ;
-  wire \$570 ;
-  wire \$571 ;
+  wire \$57 ;
+  wire [3:0] \$570 ;
+  wire [3:0] \$571 ;
   wire \$572 ;
   wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire [127:0] \$576 ;
-  wire [127:0] \$577 ;
-  wire [128:0] \$578 ;
-  wire [127:0] \$579 ;
-  wire \$58 ;
-  wire \$580 ;
+  wire [3:0] \$574 ;
+  wire [3:0] \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire [3:0] \$578 ;
+  wire [3:0] \$579 ;
+  wire [7:0] \$58 ;
+  wire [4:0] \$580 ;
   wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  wire [3:0] \$582 ;
+  wire [254:0] \$583 ;
+  wire [254:0] \$584 ;
+  wire [254:0] \$585 ;
+  wire [254:0] \$586 ;
+  wire [254:0] \$587 ;
+  wire [254:0] \$588 ;
+  wire [254:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire \$593 ;
+  wire [254:0] \$590 ;
+  wire [254:0] \$591 ;
+  wire [254:0] \$592 ;
+  wire [254:0] \$593 ;
   wire \$594 ;
   wire \$595 ;
   wire \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire \$599 ;
-  wire [63:0] \$6 ;
-  wire [3:0] \$60 ;
-  wire \$600 ;
+  wire [3:0] \$599 ;
+  wire [32:0] \$6 ;
+  wire \$60 ;
+  wire [1:0] \$600 ;
   wire \$601 ;
-  wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
+  wire [4:0] \$602 ;
+  wire [2:0] \$603 ;
+  wire [63:0] \$604 ;
   wire \$605 ;
   wire \$606 ;
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
-  wire [3:0] \$61 ;
+  wire \$61 ;
   wire \$610 ;
   wire \$611 ;
   wire \$612 ;
@@ -59976,7 +60593,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$617 ;
   wire \$618 ;
   wire \$619 ;
-  wire \$62 ;
+  wire [7:0] \$62 ;
   wire \$620 ;
   wire \$621 ;
   wire \$622 ;
@@ -59990,15 +60607,15 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$63 ;
   wire \$630 ;
   wire \$631 ;
-  wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire \$635 ;
+  wire [127:0] \$632 ;
+  wire [127:0] \$633 ;
+  wire [128:0] \$634 ;
+  wire [127:0] \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
   wire \$639 ;
-  wire [3:0] \$64 ;
+  wire \$64 ;
   wire \$640 ;
   wire \$641 ;
   wire \$642 ;
@@ -60009,7 +60626,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
-  wire [3:0] \$65 ;
+  wire \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
@@ -60020,7 +60637,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
-  wire \$66 ;
+  wire [3:0] \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
@@ -60031,7 +60648,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire \$67 ;
+  wire [3:0] \$67 ;
   wire \$670 ;
   wire \$671 ;
   wire \$672 ;
@@ -60042,7 +60659,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$677 ;
   wire \$678 ;
   wire \$679 ;
-  wire [3:0] \$68 ;
+  wire \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
@@ -60053,7 +60670,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$687 ;
   wire \$688 ;
   wire \$689 ;
-  wire [3:0] \$69 ;
+  wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
@@ -60064,8 +60681,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$697 ;
   wire \$698 ;
   wire \$699 ;
-  wire [31:0] \$7 ;
-  wire \$70 ;
+  wire \$7 ;
+  wire [3:0] \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
@@ -60076,7 +60693,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
-  wire \$71 ;
+  wire [3:0] \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
@@ -60087,7 +60704,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
-  wire [3:0] \$72 ;
+  wire \$72 ;
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
@@ -60098,7 +60715,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$727 ;
   wire \$728 ;
   wire \$729 ;
-  wire [3:0] \$73 ;
+  wire \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
@@ -60109,7 +60726,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$737 ;
   wire \$738 ;
   wire \$739 ;
-  wire \$74 ;
+  wire [3:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
@@ -60120,7 +60737,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$747 ;
   wire \$748 ;
   wire \$749 ;
-  wire \$75 ;
+  wire [3:0] \$75 ;
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
@@ -60131,7 +60748,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$757 ;
   wire \$758 ;
   wire \$759 ;
-  wire [3:0] \$76 ;
+  wire \$76 ;
   wire \$760 ;
   wire \$761 ;
   wire \$762 ;
@@ -60142,7 +60759,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$767 ;
   wire \$768 ;
   wire \$769 ;
-  wire [3:0] \$77 ;
+  wire \$77 ;
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
@@ -60153,7 +60770,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$777 ;
   wire \$778 ;
   wire \$779 ;
-  wire \$78 ;
+  wire [3:0] \$78 ;
   wire \$780 ;
   wire \$781 ;
   wire \$782 ;
@@ -60164,7 +60781,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$787 ;
   wire \$788 ;
   wire \$789 ;
-  wire \$79 ;
+  wire [3:0] \$79 ;
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
@@ -60175,8 +60792,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$797 ;
   wire \$798 ;
   wire \$799 ;
-  wire [55:0] \$8 ;
-  wire [3:0] \$80 ;
+  wire [64:0] \$8 ;
+  wire \$80 ;
   wire \$800 ;
   wire \$801 ;
   wire \$802 ;
@@ -60187,7 +60804,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$807 ;
   wire \$808 ;
   wire \$809 ;
-  wire [3:0] \$81 ;
+  wire \$81 ;
   wire \$810 ;
   wire \$811 ;
   wire \$812 ;
@@ -60198,7 +60815,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$817 ;
   wire \$818 ;
   wire \$819 ;
-  wire \$82 ;
+  wire [3:0] \$82 ;
   wire \$820 ;
   wire \$821 ;
   wire \$822 ;
@@ -60209,7 +60826,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$827 ;
   wire \$828 ;
   wire \$829 ;
-  wire \$83 ;
+  wire [3:0] \$83 ;
   wire \$830 ;
   wire \$831 ;
   wire \$832 ;
@@ -60220,7 +60837,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$837 ;
   wire \$838 ;
   wire \$839 ;
-  wire [3:0] \$84 ;
+  wire \$84 ;
   wire \$840 ;
   wire \$841 ;
   wire \$842 ;
@@ -60231,7 +60848,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$847 ;
   wire \$848 ;
   wire \$849 ;
-  wire [3:0] \$85 ;
+  wire \$85 ;
   wire \$850 ;
   wire \$851 ;
   wire \$852 ;
@@ -60242,7 +60859,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$857 ;
   wire \$858 ;
   wire \$859 ;
-  wire \$86 ;
+  wire [3:0] \$86 ;
   wire \$860 ;
   wire \$861 ;
   wire \$862 ;
@@ -60253,7 +60870,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$867 ;
   wire \$868 ;
   wire \$869 ;
-  wire \$87 ;
+  wire [3:0] \$87 ;
   wire \$870 ;
   wire \$871 ;
   wire \$872 ;
@@ -60264,7 +60881,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$877 ;
   wire \$878 ;
   wire \$879 ;
-  wire [3:0] \$88 ;
+  wire \$88 ;
   wire \$880 ;
   wire \$881 ;
   wire \$882 ;
@@ -60275,7 +60892,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$887 ;
   wire \$888 ;
   wire \$889 ;
-  wire [3:0] \$89 ;
+  wire \$89 ;
   wire \$890 ;
   wire \$891 ;
   wire \$892 ;
@@ -60286,8 +60903,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$897 ;
   wire \$898 ;
   wire \$899 ;
-  wire [64:0] \$9 ;
-  wire \$90 ;
+  wire [55:0] \$9 ;
+  wire [3:0] \$90 ;
   wire \$900 ;
   wire \$901 ;
   wire \$902 ;
@@ -60298,7 +60915,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$907 ;
   wire \$908 ;
   wire \$909 ;
-  wire \$91 ;
+  wire [3:0] \$91 ;
   wire \$910 ;
   wire \$911 ;
   wire \$912 ;
@@ -60309,7 +60926,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$917 ;
   wire \$918 ;
   wire \$919 ;
-  wire [3:0] \$92 ;
+  wire \$92 ;
   wire \$920 ;
   wire \$921 ;
   wire \$922 ;
@@ -60320,7 +60937,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$927 ;
   wire \$928 ;
   wire \$929 ;
-  wire [3:0] \$93 ;
+  wire \$93 ;
   wire \$930 ;
   wire \$931 ;
   wire \$932 ;
@@ -60331,7 +60948,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$937 ;
   wire \$938 ;
   wire \$939 ;
-  wire \$94 ;
+  wire [3:0] \$94 ;
   wire \$940 ;
   wire \$941 ;
   wire \$942 ;
@@ -60342,7 +60959,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$947 ;
   wire \$948 ;
   wire \$949 ;
-  wire \$95 ;
+  wire [3:0] \$95 ;
   wire \$950 ;
   wire \$951 ;
   wire \$952 ;
@@ -60353,7 +60970,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$957 ;
   wire \$958 ;
   wire \$959 ;
-  wire [3:0] \$96 ;
+  wire \$96 ;
   wire \$960 ;
   wire \$961 ;
   wire \$962 ;
@@ -60364,7 +60981,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$967 ;
   wire \$968 ;
   wire \$969 ;
-  wire [3:0] \$97 ;
+  wire \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
@@ -60375,7 +60992,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$977 ;
   wire \$978 ;
   wire \$979 ;
-  wire \$98 ;
+  wire [3:0] \$98 ;
   wire \$980 ;
   wire \$981 ;
   wire \$982 ;
@@ -60386,7 +61003,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$987 ;
   wire \$988 ;
   wire \$989 ;
-  wire \$99 ;
+  wire [3:0] \$99 ;
   wire \$990 ;
   wire \$991 ;
   wire \$992 ;
@@ -60397,12 +61014,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$997 ;
   wire \$998 ;
   wire \$999 ;
-  wire a_adv;
-  reg [63:0] a_base = 64'h0000000000000000;
   reg [63:0] a_buf = 64'h0000000000000000;
-  reg a_new = 1'h0;
   reg [23:0] a_row = 24'h000000;
-  reg [31:0] a_stride = 32'd0;
   reg a_v = 1'h0;
   wire ar_load;
   reg [3:0] aw_beats = 4'h0;
@@ -60456,7 +61069,6 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire axi__wready;
   wire [15:0] axi__wstrb;
   wire axi__wvalid;
-  wire b_adv;
   reg [63:0] b_base = 64'h0000000000000000;
   reg [63:0] b_buf = 64'h0000000000000000;
   reg [23:0] b_row = 24'h000000;
@@ -60466,21 +61078,32 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [63:0] buf_ptr = 64'h0000000000000000;
   wire burst_bad;
   reg busy = 1'h0;
-  wire c_adv;
   reg [63:0] c_buf = 64'h0000000000000000;
   reg c_gather = 1'h0;
-  reg [6:0] c_row_beats = 7'h00;
+  reg [5:0] c_left_m1 = 6'h00;
   reg [15:0] c_row_bytes = 16'h0000;
   reg [63:0] c_table = 64'h0000000000000000;
   reg c_v = 1'h0;
-  wire [3:0] chunk;
+  reg [3:0] chunk = 4'h0;
   input clk;
   wire clk;
   input [31:0] count;
   wire [31:0] count;
+  reg [3:0] credits = 4'h0;
+  reg [63:0] d_dst = 64'h0000000000000000;
+  reg [7:0] d_room = 8'h00;
+  reg d_room_small = 1'h0;
+  reg [63:0] d_src = 64'h0000000000000000;
+  reg d_v = 1'h0;
   output done;
   reg done = 1'h0;
-  wire [8:0] dst_room;
+  reg [63:0] e_dst = 64'h0000000000000000;
+  reg [9:0] e_seg = 10'h000;
+  wire \e_seg.last ;
+  wire [7:0] \e_seg.left_m1 ;
+  wire \e_seg.row_end ;
+  reg [63:0] e_src = 64'h0000000000000000;
+  reg e_v = 1'h0;
   output [108:0] error;
   reg [108:0] error = 109'h0000000000000000000000000000;
   wire [63:0] \error.addr ;
@@ -60502,8 +61125,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   input keys__valid;
   wire keys__valid;
   reg [31:0] keys_left = 32'd0;
+  reg keys_more = 1'h0;
   wire [7:0] level;
-  wire [2:0] \level$264 ;
+  wire [2:0] \level$276 ;
   reg [6:0] meta_id = 7'h00;
   wire meta_pop;
   wire [6:0] meta_rd__addr;
@@ -60517,8 +61141,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire [3:0] \meta_wr__data.beats ;
   wire [63:0] \meta_wr__data.dst ;
   wire meta_wr__en;
-  input [79:0] \port$10978$100 ;
-  wire [79:0] \port$10978$100 ;
+  input [79:0] \port$11062$100 ;
+  wire [79:0] \port$11062$100 ;
   reg r_bad = 1'h0;
   reg [2:0] r_beat;
   reg [2:0] r_count0 = 3'h0;
@@ -60649,34 +61273,44 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] r_count97 = 3'h0;
   reg [2:0] r_count98 = 3'h0;
   reg [2:0] r_count99 = 3'h0;
-  reg [127:0] r_data = 128'h00000000000000000000000000000000;
-  wire [6:0] \r_data$192 ;
-  wire [10:0] \r_data$209 ;
-  wire [63:0] \r_data$216 ;
-  output [128:0] \r_data$274 ;
-  wire [128:0] \r_data$274 ;
+  wire [141:0] r_data;
+  wire [6:0] \r_data$204 ;
+  wire [10:0] \r_data$221 ;
+  wire [63:0] \r_data$228 ;
+  output [128:0] \r_data$286 ;
+  wire [128:0] \r_data$286 ;
+  reg [127:0] \r_data$63  = 128'h00000000000000000000000000000000;
   wire r_en;
-  wire \r_en$266 ;
-  input \r_en$277 ;
-  wire \r_en$277 ;
-  input \r_en$279 ;
-  wire \r_en$279 ;
+  wire \r_en$263 ;
+  wire \r_en$278 ;
+  input \r_en$289 ;
+  wire \r_en$289 ;
+  input \r_en$291 ;
+  wire \r_en$291 ;
   reg r_free;
   reg [6:0] r_id = 7'h00;
   reg r_last = 1'h0;
-  output r_rdy;
   wire r_rdy;
-  wire \r_rdy$250 ;
-  wire \r_rdy$265 ;
+  output \r_rdy$233 ;
+  wire \r_rdy$233 ;
+  wire \r_rdy$262 ;
+  wire \r_rdy$277 ;
   reg [1:0] r_resp = 2'h0;
   reg r_v = 1'h0;
+  reg [1:0] rc = 2'h0;
+  reg [7:0] rc_room = 8'h00;
+  reg rc_room_small = 1'h0;
   wire rd_fail;
   reg rd_inflight = 1'h0;
   reg rd_last = 1'h0;
   wire [15:0] row_bytes;
   reg [63:0] row_dst = 64'h0000000000000000;
   wire row_free;
-  reg [6:0] row_left = 7'h00;
+  reg [5:0] row_left_m1 = 6'h00;
+  reg [9:0] row_seg = 10'h000;
+  wire \row_seg.last ;
+  wire [7:0] \row_seg.left_m1 ;
+  wire \row_seg.row_end ;
   reg [63:0] row_src = 64'h0000000000000000;
   reg row_v = 1'h0;
   input rst;
@@ -60693,7 +61327,6 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire [6:0] src_rd__addr;
   wire [63:0] src_rd__data;
   wire src_rd__en;
-  wire [8:0] src_room;
   wire [6:0] src_wr__addr;
   (* init = 64'h0000000000000000 *)
   wire [63:0] src_wr__data;
@@ -60712,17 +61345,20 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg w_active = 1'h0;
   reg [2:0] w_beat = 3'h0;
   reg [3:0] w_beats = 4'h0;
+  wire [141:0] w_data;
   (* init = 7'h00 *)
-  wire [6:0] w_data;
-  wire [10:0] \w_data$261 ;
+  wire [6:0] \w_data$261 ;
+  wire [10:0] \w_data$273 ;
   (* init = 64'h0000000000000000 *)
-  wire [63:0] \w_data$263 ;
-  wire [128:0] \w_data$270 ;
-  reg w_en;
-  wire \w_en$260 ;
-  wire \w_en$262 ;
+  wire [63:0] \w_data$275 ;
+  wire [128:0] \w_data$282 ;
   (* init = 1'h0 *)
-  wire \w_en$269 ;
+  wire w_en;
+  reg \w_en$260 ;
+  wire \w_en$272 ;
+  wire \w_en$274 ;
+  (* init = 1'h0 *)
+  wire \w_en$281 ;
   wire w_free;
   wire w_is_last;
   wire w_issue;
@@ -60867,7 +61503,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [67:0] _0_;
   always @(posedge clk) begin
     if (meta_pop) begin
-      _0_ <= meta_mem[\r_data$192 ];
+      _0_ <= meta_mem[\r_data$204 ];
     end
   end
   assign meta_rd__data = _0_;
@@ -61900,7 +62536,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @(posedge clk) begin
     if (r_v)
-      slots[{ r_id, r_beat }] <= r_data;
+      slots[{ r_id, r_beat }] <= \r_data$63 ;
   end
   reg [127:0] _1_;
   always @(posedge clk) begin
@@ -62051,1484 +62687,1559 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign src_rd__data = _2_;
   assign \$1  = ~ busy;
   assign \$2  = start & \$1 ;
-  assign \$4  = buf_ptr + c_row_bytes;
-  assign \$5  = keys_left - 1'h1;
-  assign \$6  = a_new ? tables__entry[63:0] : a_base;
-  assign \$7  = a_new ? tables__entry[95:64] : a_stride;
-  assign \$8  = b_row * b_stride;
-  assign \$9  = b_base + \$8 ;
-  assign \$10  = \$1040 [3:0] - 1'h1;
-  assign \$12  = row_src + \$11 ;
-  assign \$14  = row_dst + \$13 ;
-  assign \$15  = row_left - \$1040 [3:0];
-  assign \$16  = c_gather ? c_table : c_buf;
-  assign \$17  = c_gather ? c_buf : c_table;
-  assign \$18  = ! r_id;
-  assign \$19  = r_v & \$18 ;
-  assign \$20  = r_beat + 1'h1;
-  assign \$21  = r_last ? 4'h0 : \$20 ;
-  assign \$22  = r_id == 1'h1;
-  assign \$23  = r_v & \$22 ;
-  assign \$24  = r_beat + 1'h1;
-  assign \$25  = r_last ? 4'h0 : \$24 ;
-  assign \$26  = r_id == 2'h2;
-  assign \$27  = r_v & \$26 ;
-  assign \$28  = r_beat + 1'h1;
-  assign \$29  = r_last ? 4'h0 : \$28 ;
-  assign \$30  = r_id == 2'h3;
-  assign \$31  = r_v & \$30 ;
-  assign \$32  = r_beat + 1'h1;
-  assign \$33  = r_last ? 4'h0 : \$32 ;
-  assign \$34  = r_id == 3'h4;
-  assign \$35  = r_v & \$34 ;
-  assign \$36  = r_beat + 1'h1;
-  assign \$37  = r_last ? 4'h0 : \$36 ;
-  assign \$38  = r_id == 3'h5;
-  assign \$39  = r_v & \$38 ;
-  assign \$40  = r_beat + 1'h1;
-  assign \$41  = r_last ? 4'h0 : \$40 ;
-  assign \$42  = r_id == 3'h6;
-  assign \$43  = r_v & \$42 ;
-  assign \$44  = r_beat + 1'h1;
-  assign \$45  = r_last ? 4'h0 : \$44 ;
-  assign \$46  = r_id == 3'h7;
-  assign \$47  = r_v & \$46 ;
-  assign \$48  = r_beat + 1'h1;
-  assign \$49  = r_last ? 4'h0 : \$48 ;
-  assign \$50  = r_id == 4'h8;
-  assign \$51  = r_v & \$50 ;
-  assign \$52  = r_beat + 1'h1;
-  assign \$53  = r_last ? 4'h0 : \$52 ;
-  assign \$54  = r_id == 4'h9;
-  assign \$55  = r_v & \$54 ;
-  assign \$56  = r_beat + 1'h1;
-  assign \$57  = r_last ? 4'h0 : \$56 ;
-  assign \$58  = r_id == 4'ha;
-  assign \$59  = r_v & \$58 ;
-  assign \$60  = r_beat + 1'h1;
-  assign \$61  = r_last ? 4'h0 : \$60 ;
-  assign \$62  = r_id == 4'hb;
-  assign \$63  = r_v & \$62 ;
-  assign \$64  = r_beat + 1'h1;
-  assign \$65  = r_last ? 4'h0 : \$64 ;
-  assign \$66  = r_id == 4'hc;
-  assign \$67  = r_v & \$66 ;
-  assign \$68  = r_beat + 1'h1;
-  assign \$69  = r_last ? 4'h0 : \$68 ;
-  assign \$70  = r_id == 4'hd;
-  assign \$71  = r_v & \$70 ;
-  assign \$72  = r_beat + 1'h1;
-  assign \$73  = r_last ? 4'h0 : \$72 ;
-  assign \$74  = r_id == 4'he;
-  assign \$75  = r_v & \$74 ;
-  assign \$76  = r_beat + 1'h1;
-  assign \$77  = r_last ? 4'h0 : \$76 ;
-  assign \$78  = r_id == 4'hf;
-  assign \$79  = r_v & \$78 ;
-  assign \$80  = r_beat + 1'h1;
-  assign \$81  = r_last ? 4'h0 : \$80 ;
-  assign \$82  = r_id == 5'h10;
-  assign \$83  = r_v & \$82 ;
-  assign \$84  = r_beat + 1'h1;
-  assign \$85  = r_last ? 4'h0 : \$84 ;
-  assign \$86  = r_id == 5'h11;
-  assign \$87  = r_v & \$86 ;
-  assign \$88  = r_beat + 1'h1;
-  assign \$89  = r_last ? 4'h0 : \$88 ;
-  assign \$90  = r_id == 5'h12;
-  assign \$91  = r_v & \$90 ;
-  assign \$92  = r_beat + 1'h1;
-  assign \$93  = r_last ? 4'h0 : \$92 ;
-  assign \$94  = r_id == 5'h13;
-  assign \$95  = r_v & \$94 ;
-  assign \$96  = r_beat + 1'h1;
-  assign \$97  = r_last ? 4'h0 : \$96 ;
-  assign \$98  = r_id == 5'h14;
-  assign \$99  = r_v & \$98 ;
-  assign \$100  = r_beat + 1'h1;
-  assign \$101  = r_last ? 4'h0 : \$100 ;
-  assign \$102  = r_id == 5'h15;
-  assign \$103  = r_v & \$102 ;
-  assign \$104  = r_beat + 1'h1;
-  assign \$105  = r_last ? 4'h0 : \$104 ;
-  assign \$106  = r_id == 5'h16;
-  assign \$107  = r_v & \$106 ;
-  assign \$108  = r_beat + 1'h1;
-  assign \$109  = r_last ? 4'h0 : \$108 ;
-  assign \$110  = r_id == 5'h17;
-  assign \$111  = r_v & \$110 ;
-  assign \$112  = r_beat + 1'h1;
-  assign \$113  = r_last ? 4'h0 : \$112 ;
-  assign \$114  = r_id == 5'h18;
-  assign \$115  = r_v & \$114 ;
-  assign \$116  = r_beat + 1'h1;
-  assign \$117  = r_last ? 4'h0 : \$116 ;
-  assign \$118  = r_id == 5'h19;
-  assign \$119  = r_v & \$118 ;
-  assign \$120  = r_beat + 1'h1;
-  assign \$121  = r_last ? 4'h0 : \$120 ;
-  assign \$122  = r_id == 5'h1a;
-  assign \$123  = r_v & \$122 ;
-  assign \$124  = r_beat + 1'h1;
-  assign \$125  = r_last ? 4'h0 : \$124 ;
-  assign \$126  = r_id == 5'h1b;
-  assign \$127  = r_v & \$126 ;
-  assign \$128  = r_beat + 1'h1;
-  assign \$129  = r_last ? 4'h0 : \$128 ;
-  assign \$130  = r_id == 5'h1c;
-  assign \$131  = r_v & \$130 ;
-  assign \$132  = r_beat + 1'h1;
-  assign \$133  = r_last ? 4'h0 : \$132 ;
-  assign \$134  = r_id == 5'h1d;
-  assign \$135  = r_v & \$134 ;
-  assign \$136  = r_beat + 1'h1;
-  assign \$137  = r_last ? 4'h0 : \$136 ;
-  assign \$138  = r_id == 5'h1e;
-  assign \$139  = r_v & \$138 ;
-  assign \$140  = r_beat + 1'h1;
-  assign \$141  = r_last ? 4'h0 : \$140 ;
-  assign \$142  = r_id == 5'h1f;
-  assign \$143  = r_v & \$142 ;
-  assign \$144  = r_beat + 1'h1;
-  assign \$145  = r_last ? 4'h0 : \$144 ;
-  assign \$146  = r_id == 6'h20;
-  assign \$147  = r_v & \$146 ;
-  assign \$148  = r_beat + 1'h1;
-  assign \$149  = r_last ? 4'h0 : \$148 ;
-  assign \$150  = r_id == 6'h21;
-  assign \$151  = r_v & \$150 ;
-  assign \$152  = r_beat + 1'h1;
-  assign \$153  = r_last ? 4'h0 : \$152 ;
-  assign \$154  = r_id == 6'h22;
-  assign \$155  = r_v & \$154 ;
-  assign \$156  = r_beat + 1'h1;
-  assign \$157  = r_last ? 4'h0 : \$156 ;
-  assign \$158  = r_id == 6'h23;
-  assign \$159  = r_v & \$158 ;
-  assign \$160  = r_beat + 1'h1;
-  assign \$161  = r_last ? 4'h0 : \$160 ;
-  assign \$162  = r_id == 6'h24;
-  assign \$163  = r_v & \$162 ;
-  assign \$164  = r_beat + 1'h1;
-  assign \$165  = r_last ? 4'h0 : \$164 ;
-  assign \$166  = r_id == 6'h25;
-  assign \$167  = r_v & \$166 ;
-  assign \$168  = r_beat + 1'h1;
-  assign \$169  = r_last ? 4'h0 : \$168 ;
-  assign \$170  = r_id == 6'h26;
-  assign \$171  = r_v & \$170 ;
-  assign \$172  = r_beat + 1'h1;
-  assign \$173  = r_last ? 4'h0 : \$172 ;
-  assign \$174  = r_id == 6'h27;
-  assign \$175  = r_v & \$174 ;
-  assign \$176  = r_beat + 1'h1;
-  assign \$177  = r_last ? 4'h0 : \$176 ;
-  assign \$178  = r_id == 6'h28;
-  assign \$179  = r_v & \$178 ;
-  assign \$180  = r_beat + 1'h1;
-  assign \$181  = r_last ? 4'h0 : \$180 ;
-  assign \$182  = r_id == 6'h29;
-  assign \$183  = r_v & \$182 ;
-  assign \$184  = r_beat + 1'h1;
-  assign \$185  = r_last ? 4'h0 : \$184 ;
-  assign \$186  = r_id == 6'h2a;
-  assign \$187  = r_v & \$186 ;
-  assign \$188  = r_beat + 1'h1;
-  assign \$189  = r_last ? 4'h0 : \$188 ;
-  assign \$190  = r_id == 6'h2b;
-  assign \$191  = r_v & \$190 ;
-  assign \$192  = r_beat + 1'h1;
-  assign \$193  = r_last ? 4'h0 : \$192 ;
-  assign \$194  = r_id == 6'h2c;
-  assign \$195  = r_v & \$194 ;
-  assign \$196  = r_beat + 1'h1;
-  assign \$197  = r_last ? 4'h0 : \$196 ;
-  assign \$198  = r_id == 6'h2d;
-  assign \$199  = r_v & \$198 ;
-  assign \$200  = r_beat + 1'h1;
-  assign \$201  = r_last ? 4'h0 : \$200 ;
-  assign \$202  = r_id == 6'h2e;
-  assign \$203  = r_v & \$202 ;
-  assign \$204  = r_beat + 1'h1;
-  assign \$205  = r_last ? 4'h0 : \$204 ;
-  assign \$206  = r_id == 6'h2f;
-  assign \$207  = r_v & \$206 ;
-  assign \$208  = r_beat + 1'h1;
-  assign \$209  = r_last ? 4'h0 : \$208 ;
-  assign \$210  = r_id == 6'h30;
-  assign \$211  = r_v & \$210 ;
-  assign \$212  = r_beat + 1'h1;
-  assign \$213  = r_last ? 4'h0 : \$212 ;
-  assign \$214  = r_id == 6'h31;
-  assign \$215  = r_v & \$214 ;
-  assign \$216  = r_beat + 1'h1;
-  assign \$217  = r_last ? 4'h0 : \$216 ;
-  assign \$218  = r_id == 6'h32;
-  assign \$219  = r_v & \$218 ;
-  assign \$220  = r_beat + 1'h1;
-  assign \$221  = r_last ? 4'h0 : \$220 ;
-  assign \$222  = r_id == 6'h33;
-  assign \$223  = r_v & \$222 ;
-  assign \$224  = r_beat + 1'h1;
-  assign \$225  = r_last ? 4'h0 : \$224 ;
-  assign \$226  = r_id == 6'h34;
-  assign \$227  = r_v & \$226 ;
-  assign \$228  = r_beat + 1'h1;
-  assign \$229  = r_last ? 4'h0 : \$228 ;
-  assign \$230  = r_id == 6'h35;
-  assign \$231  = r_v & \$230 ;
-  assign \$232  = r_beat + 1'h1;
-  assign \$233  = r_last ? 4'h0 : \$232 ;
-  assign \$234  = r_id == 6'h36;
-  assign \$235  = r_v & \$234 ;
-  assign \$236  = r_beat + 1'h1;
-  assign \$237  = r_last ? 4'h0 : \$236 ;
-  assign \$238  = r_id == 6'h37;
-  assign \$239  = r_v & \$238 ;
-  assign \$240  = r_beat + 1'h1;
-  assign \$241  = r_last ? 4'h0 : \$240 ;
-  assign \$242  = r_id == 6'h38;
-  assign \$243  = r_v & \$242 ;
-  assign \$244  = r_beat + 1'h1;
-  assign \$245  = r_last ? 4'h0 : \$244 ;
-  assign \$246  = r_id == 6'h39;
-  assign \$247  = r_v & \$246 ;
-  assign \$248  = r_beat + 1'h1;
-  assign \$249  = r_last ? 4'h0 : \$248 ;
-  assign \$250  = r_id == 6'h3a;
-  assign \$251  = r_v & \$250 ;
-  assign \$252  = r_beat + 1'h1;
-  assign \$253  = r_last ? 4'h0 : \$252 ;
-  assign \$254  = r_id == 6'h3b;
-  assign \$255  = r_v & \$254 ;
-  assign \$256  = r_beat + 1'h1;
-  assign \$257  = r_last ? 4'h0 : \$256 ;
-  assign \$258  = r_id == 6'h3c;
-  assign \$259  = r_v & \$258 ;
-  assign \$260  = r_beat + 1'h1;
-  assign \$261  = r_last ? 4'h0 : \$260 ;
-  assign \$262  = r_id == 6'h3d;
-  assign \$263  = r_v & \$262 ;
-  assign \$264  = r_beat + 1'h1;
-  assign \$265  = r_last ? 4'h0 : \$264 ;
-  assign \$266  = r_id == 6'h3e;
-  assign \$267  = r_v & \$266 ;
-  assign \$268  = r_beat + 1'h1;
-  assign \$269  = r_last ? 4'h0 : \$268 ;
-  assign \$270  = r_id == 6'h3f;
-  assign \$271  = r_v & \$270 ;
-  assign \$272  = r_beat + 1'h1;
-  assign \$273  = r_last ? 4'h0 : \$272 ;
-  assign \$274  = r_id == 7'h40;
-  assign \$275  = r_v & \$274 ;
-  assign \$276  = r_beat + 1'h1;
-  assign \$277  = r_last ? 4'h0 : \$276 ;
-  assign \$278  = r_id == 7'h41;
-  assign \$279  = r_v & \$278 ;
-  assign \$280  = r_beat + 1'h1;
-  assign \$281  = r_last ? 4'h0 : \$280 ;
-  assign \$282  = r_id == 7'h42;
-  assign \$283  = r_v & \$282 ;
-  assign \$284  = r_beat + 1'h1;
-  assign \$285  = r_last ? 4'h0 : \$284 ;
-  assign \$286  = r_id == 7'h43;
-  assign \$287  = r_v & \$286 ;
-  assign \$288  = r_beat + 1'h1;
-  assign \$289  = r_last ? 4'h0 : \$288 ;
-  assign \$290  = r_id == 7'h44;
-  assign \$291  = r_v & \$290 ;
-  assign \$292  = r_beat + 1'h1;
-  assign \$293  = r_last ? 4'h0 : \$292 ;
-  assign \$294  = r_id == 7'h45;
-  assign \$295  = r_v & \$294 ;
-  assign \$296  = r_beat + 1'h1;
-  assign \$297  = r_last ? 4'h0 : \$296 ;
-  assign \$298  = r_id == 7'h46;
-  assign \$299  = r_v & \$298 ;
-  assign \$300  = r_beat + 1'h1;
-  assign \$301  = r_last ? 4'h0 : \$300 ;
-  assign \$302  = r_id == 7'h47;
-  assign \$303  = r_v & \$302 ;
-  assign \$304  = r_beat + 1'h1;
-  assign \$305  = r_last ? 4'h0 : \$304 ;
-  assign \$306  = r_id == 7'h48;
-  assign \$307  = r_v & \$306 ;
-  assign \$308  = r_beat + 1'h1;
-  assign \$309  = r_last ? 4'h0 : \$308 ;
-  assign \$310  = r_id == 7'h49;
-  assign \$311  = r_v & \$310 ;
-  assign \$312  = r_beat + 1'h1;
-  assign \$313  = r_last ? 4'h0 : \$312 ;
-  assign \$314  = r_id == 7'h4a;
-  assign \$315  = r_v & \$314 ;
-  assign \$316  = r_beat + 1'h1;
-  assign \$317  = r_last ? 4'h0 : \$316 ;
-  assign \$318  = r_id == 7'h4b;
-  assign \$319  = r_v & \$318 ;
-  assign \$320  = r_beat + 1'h1;
-  assign \$321  = r_last ? 4'h0 : \$320 ;
-  assign \$322  = r_id == 7'h4c;
-  assign \$323  = r_v & \$322 ;
-  assign \$324  = r_beat + 1'h1;
-  assign \$325  = r_last ? 4'h0 : \$324 ;
-  assign \$326  = r_id == 7'h4d;
-  assign \$327  = r_v & \$326 ;
-  assign \$328  = r_beat + 1'h1;
-  assign \$329  = r_last ? 4'h0 : \$328 ;
-  assign \$330  = r_id == 7'h4e;
-  assign \$331  = r_v & \$330 ;
-  assign \$332  = r_beat + 1'h1;
-  assign \$333  = r_last ? 4'h0 : \$332 ;
-  assign \$334  = r_id == 7'h4f;
-  assign \$335  = r_v & \$334 ;
-  assign \$336  = r_beat + 1'h1;
-  assign \$337  = r_last ? 4'h0 : \$336 ;
-  assign \$338  = r_id == 7'h50;
-  assign \$339  = r_v & \$338 ;
-  assign \$340  = r_beat + 1'h1;
-  assign \$341  = r_last ? 4'h0 : \$340 ;
-  assign \$342  = r_id == 7'h51;
-  assign \$343  = r_v & \$342 ;
-  assign \$344  = r_beat + 1'h1;
-  assign \$345  = r_last ? 4'h0 : \$344 ;
-  assign \$346  = r_id == 7'h52;
-  assign \$347  = r_v & \$346 ;
-  assign \$348  = r_beat + 1'h1;
-  assign \$349  = r_last ? 4'h0 : \$348 ;
-  assign \$350  = r_id == 7'h53;
-  assign \$351  = r_v & \$350 ;
-  assign \$352  = r_beat + 1'h1;
-  assign \$353  = r_last ? 4'h0 : \$352 ;
-  assign \$354  = r_id == 7'h54;
-  assign \$355  = r_v & \$354 ;
-  assign \$356  = r_beat + 1'h1;
-  assign \$357  = r_last ? 4'h0 : \$356 ;
-  assign \$358  = r_id == 7'h55;
-  assign \$359  = r_v & \$358 ;
-  assign \$360  = r_beat + 1'h1;
-  assign \$361  = r_last ? 4'h0 : \$360 ;
-  assign \$362  = r_id == 7'h56;
-  assign \$363  = r_v & \$362 ;
-  assign \$364  = r_beat + 1'h1;
-  assign \$365  = r_last ? 4'h0 : \$364 ;
-  assign \$366  = r_id == 7'h57;
-  assign \$367  = r_v & \$366 ;
-  assign \$368  = r_beat + 1'h1;
-  assign \$369  = r_last ? 4'h0 : \$368 ;
-  assign \$370  = r_id == 7'h58;
-  assign \$371  = r_v & \$370 ;
-  assign \$372  = r_beat + 1'h1;
-  assign \$373  = r_last ? 4'h0 : \$372 ;
-  assign \$374  = r_id == 7'h59;
-  assign \$375  = r_v & \$374 ;
-  assign \$376  = r_beat + 1'h1;
-  assign \$377  = r_last ? 4'h0 : \$376 ;
-  assign \$378  = r_id == 7'h5a;
-  assign \$379  = r_v & \$378 ;
-  assign \$380  = r_beat + 1'h1;
-  assign \$381  = r_last ? 4'h0 : \$380 ;
-  assign \$382  = r_id == 7'h5b;
-  assign \$383  = r_v & \$382 ;
-  assign \$384  = r_beat + 1'h1;
-  assign \$385  = r_last ? 4'h0 : \$384 ;
-  assign \$386  = r_id == 7'h5c;
-  assign \$387  = r_v & \$386 ;
-  assign \$388  = r_beat + 1'h1;
-  assign \$389  = r_last ? 4'h0 : \$388 ;
-  assign \$390  = r_id == 7'h5d;
-  assign \$391  = r_v & \$390 ;
-  assign \$392  = r_beat + 1'h1;
-  assign \$393  = r_last ? 4'h0 : \$392 ;
-  assign \$394  = r_id == 7'h5e;
-  assign \$395  = r_v & \$394 ;
-  assign \$396  = r_beat + 1'h1;
-  assign \$397  = r_last ? 4'h0 : \$396 ;
-  assign \$398  = r_id == 7'h5f;
-  assign \$399  = r_v & \$398 ;
-  assign \$400  = r_beat + 1'h1;
-  assign \$401  = r_last ? 4'h0 : \$400 ;
-  assign \$402  = r_id == 7'h60;
-  assign \$403  = r_v & \$402 ;
-  assign \$404  = r_beat + 1'h1;
-  assign \$405  = r_last ? 4'h0 : \$404 ;
-  assign \$406  = r_id == 7'h61;
-  assign \$407  = r_v & \$406 ;
-  assign \$408  = r_beat + 1'h1;
-  assign \$409  = r_last ? 4'h0 : \$408 ;
-  assign \$410  = r_id == 7'h62;
-  assign \$411  = r_v & \$410 ;
-  assign \$412  = r_beat + 1'h1;
-  assign \$413  = r_last ? 4'h0 : \$412 ;
-  assign \$414  = r_id == 7'h63;
-  assign \$415  = r_v & \$414 ;
-  assign \$416  = r_beat + 1'h1;
-  assign \$417  = r_last ? 4'h0 : \$416 ;
-  assign \$418  = r_id == 7'h64;
-  assign \$419  = r_v & \$418 ;
-  assign \$420  = r_beat + 1'h1;
-  assign \$421  = r_last ? 4'h0 : \$420 ;
-  assign \$422  = r_id == 7'h65;
-  assign \$423  = r_v & \$422 ;
-  assign \$424  = r_beat + 1'h1;
-  assign \$425  = r_last ? 4'h0 : \$424 ;
-  assign \$426  = r_id == 7'h66;
-  assign \$427  = r_v & \$426 ;
-  assign \$428  = r_beat + 1'h1;
-  assign \$429  = r_last ? 4'h0 : \$428 ;
-  assign \$430  = r_id == 7'h67;
-  assign \$431  = r_v & \$430 ;
-  assign \$432  = r_beat + 1'h1;
-  assign \$433  = r_last ? 4'h0 : \$432 ;
-  assign \$434  = r_id == 7'h68;
-  assign \$435  = r_v & \$434 ;
-  assign \$436  = r_beat + 1'h1;
-  assign \$437  = r_last ? 4'h0 : \$436 ;
-  assign \$438  = r_id == 7'h69;
-  assign \$439  = r_v & \$438 ;
-  assign \$440  = r_beat + 1'h1;
-  assign \$441  = r_last ? 4'h0 : \$440 ;
-  assign \$442  = r_id == 7'h6a;
-  assign \$443  = r_v & \$442 ;
-  assign \$444  = r_beat + 1'h1;
-  assign \$445  = r_last ? 4'h0 : \$444 ;
-  assign \$446  = r_id == 7'h6b;
-  assign \$447  = r_v & \$446 ;
-  assign \$448  = r_beat + 1'h1;
-  assign \$449  = r_last ? 4'h0 : \$448 ;
-  assign \$450  = r_id == 7'h6c;
-  assign \$451  = r_v & \$450 ;
-  assign \$452  = r_beat + 1'h1;
-  assign \$453  = r_last ? 4'h0 : \$452 ;
-  assign \$454  = r_id == 7'h6d;
-  assign \$455  = r_v & \$454 ;
-  assign \$456  = r_beat + 1'h1;
-  assign \$457  = r_last ? 4'h0 : \$456 ;
-  assign \$458  = r_id == 7'h6e;
-  assign \$459  = r_v & \$458 ;
-  assign \$460  = r_beat + 1'h1;
-  assign \$461  = r_last ? 4'h0 : \$460 ;
-  assign \$462  = r_id == 7'h6f;
-  assign \$463  = r_v & \$462 ;
-  assign \$464  = r_beat + 1'h1;
-  assign \$465  = r_last ? 4'h0 : \$464 ;
-  assign \$466  = r_id == 7'h70;
-  assign \$467  = r_v & \$466 ;
-  assign \$468  = r_beat + 1'h1;
-  assign \$469  = r_last ? 4'h0 : \$468 ;
-  assign \$470  = r_id == 7'h71;
-  assign \$471  = r_v & \$470 ;
-  assign \$472  = r_beat + 1'h1;
-  assign \$473  = r_last ? 4'h0 : \$472 ;
-  assign \$474  = r_id == 7'h72;
-  assign \$475  = r_v & \$474 ;
-  assign \$476  = r_beat + 1'h1;
-  assign \$477  = r_last ? 4'h0 : \$476 ;
-  assign \$478  = r_id == 7'h73;
-  assign \$479  = r_v & \$478 ;
-  assign \$480  = r_beat + 1'h1;
-  assign \$481  = r_last ? 4'h0 : \$480 ;
-  assign \$482  = r_id == 7'h74;
-  assign \$483  = r_v & \$482 ;
-  assign \$484  = r_beat + 1'h1;
-  assign \$485  = r_last ? 4'h0 : \$484 ;
-  assign \$486  = r_id == 7'h75;
-  assign \$487  = r_v & \$486 ;
-  assign \$488  = r_beat + 1'h1;
-  assign \$489  = r_last ? 4'h0 : \$488 ;
-  assign \$490  = r_id == 7'h76;
-  assign \$491  = r_v & \$490 ;
-  assign \$492  = r_beat + 1'h1;
-  assign \$493  = r_last ? 4'h0 : \$492 ;
-  assign \$494  = r_id == 7'h77;
-  assign \$495  = r_v & \$494 ;
-  assign \$496  = r_beat + 1'h1;
-  assign \$497  = r_last ? 4'h0 : \$496 ;
-  assign \$498  = r_id == 7'h78;
-  assign \$499  = r_v & \$498 ;
-  assign \$500  = r_beat + 1'h1;
-  assign \$501  = r_last ? 4'h0 : \$500 ;
-  assign \$502  = r_id == 7'h79;
-  assign \$503  = r_v & \$502 ;
-  assign \$504  = r_beat + 1'h1;
-  assign \$505  = r_last ? 4'h0 : \$504 ;
-  assign \$506  = r_id == 7'h7a;
-  assign \$507  = r_v & \$506 ;
-  assign \$508  = r_beat + 1'h1;
-  assign \$509  = r_last ? 4'h0 : \$508 ;
-  assign \$510  = r_id == 7'h7b;
-  assign \$511  = r_v & \$510 ;
-  assign \$512  = r_beat + 1'h1;
-  assign \$513  = r_last ? 4'h0 : \$512 ;
-  assign \$514  = r_id == 7'h7c;
-  assign \$515  = r_v & \$514 ;
-  assign \$516  = r_beat + 1'h1;
-  assign \$517  = r_last ? 4'h0 : \$516 ;
-  assign \$518  = r_id == 7'h7d;
-  assign \$519  = r_v & \$518 ;
-  assign \$520  = r_beat + 1'h1;
-  assign \$521  = r_last ? 4'h0 : \$520 ;
-  assign \$522  = r_id == 7'h7e;
-  assign \$523  = r_v & \$522 ;
-  assign \$524  = r_beat + 1'h1;
-  assign \$525  = r_last ? 4'h0 : \$524 ;
-  assign \$526  = r_id == 7'h7f;
-  assign \$527  = r_v & \$526 ;
-  assign \$528  = r_beat + 1'h1;
-  assign \$529  = r_last ? 4'h0 : \$528 ;
-  assign \$530  = meta_rd__data[67:64] - 1'h1;
-  assign \$531  = w_issue & w_is_last;
-  assign \$532  = w_beat + 1'h1;
-  assign \$533  = 1'h1 << free_id;
-  assign \$534  = ar_load ? \$533  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$535  = { 127'h00000000000000000000000000000000, in_use } | \$534 ;
-  assign \$536  = 1'h1 << w_slot;
-  assign \$537  = w_free ? \$536  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$538  = ~ \$537 ;
-  assign \$539  = \$535  & \$538 ;
-  assign \$540  = 1'h1 << r_id;
-  assign \$541  = r_free ? \$540  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
-  assign \$542  = ~ \$541 ;
-  assign \$543  = \$539  & \$542 ;
-  assign \$544  = rd_fail | wr_fail;
-  assign \$545  = busy & \$544 ;
-  assign \$546  = ~ error[0];
-  assign \$547  = \$545  & \$546 ;
-  assign \$548  = ~ rd_fail;
-  assign \$549  = rd_fail ? 4'h8 : 4'ha;
-  assign \$550  = rd_fail ? r_resp : axi__bresp;
-  assign \$551  = \$550  == 2'h3;
-  assign \$552  = \$549  + \$551 ;
-  assign \$553  = rd_fail ? 3'h3 : 3'h4;
-  assign \$554  = rd_fail ? src_rd__data : \r_data$216 ;
-  assign \$555  = ! keys_left;
-  assign \$556  = ~ keys__valid;
-  assign \$557  = stop & \$556 ;
-  assign \$558  = \$555  | \$557 ;
-  assign \$559  = busy & \$558 ;
-  assign \$560  = ~ a_v;
-  assign \$561  = \$559  & \$560 ;
-  assign \$562  = ~ b_v;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = ~ c_v;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = ~ row_v;
-  assign \$567  = \$565  & \$566 ;
-  assign \$568  = ! in_use;
-  assign \$569  = \$567  & \$568 ;
-  assign \$570  = ~ rd_inflight;
-  assign \$571  = \$569  & \$570 ;
-  assign \$572  = ~ r_rdy;
-  assign \$573  = \$571  & \$572 ;
-  assign \$574  = ! level;
-  assign \$575  = \$573  & \$574 ;
-  assign \$576  = ~ in_use;
-  assign \$577  = ~ in_use;
-  assign \$578  = - \$577 ;
-  assign free_id_one_hot = \$576  & \$578 [127:0];
-  assign \$579  = ~ in_use;
-  assign free_id_any = | \$579 ;
-  assign \$580  = free_id_one_hot[1] | free_id_one_hot[3];
-  assign \$581  = free_id_one_hot[5] | free_id_one_hot[7];
-  assign \$582  = \$580  | \$581 ;
-  assign \$583  = free_id_one_hot[9] | free_id_one_hot[11];
-  assign \$584  = free_id_one_hot[13] | free_id_one_hot[15];
-  assign \$585  = \$583  | \$584 ;
-  assign \$586  = \$582  | \$585 ;
-  assign \$587  = free_id_one_hot[17] | free_id_one_hot[19];
-  assign \$588  = free_id_one_hot[21] | free_id_one_hot[23];
-  assign \$589  = \$587  | \$588 ;
-  assign \$590  = free_id_one_hot[25] | free_id_one_hot[27];
-  assign \$591  = free_id_one_hot[29] | free_id_one_hot[31];
-  assign \$592  = \$590  | \$591 ;
-  assign \$593  = \$589  | \$592 ;
-  assign \$594  = \$586  | \$593 ;
-  assign \$595  = free_id_one_hot[33] | free_id_one_hot[35];
-  assign \$596  = free_id_one_hot[37] | free_id_one_hot[39];
-  assign \$597  = \$595  | \$596 ;
-  assign \$598  = free_id_one_hot[41] | free_id_one_hot[43];
-  assign \$599  = free_id_one_hot[45] | free_id_one_hot[47];
-  assign \$600  = \$598  | \$599 ;
-  assign \$601  = \$597  | \$600 ;
-  assign \$602  = free_id_one_hot[49] | free_id_one_hot[51];
-  assign \$603  = free_id_one_hot[53] | free_id_one_hot[55];
-  assign \$604  = \$602  | \$603 ;
-  assign \$605  = free_id_one_hot[57] | free_id_one_hot[59];
-  assign \$606  = free_id_one_hot[61] | free_id_one_hot[63];
-  assign \$607  = \$605  | \$606 ;
-  assign \$608  = \$604  | \$607 ;
-  assign \$609  = \$601  | \$608 ;
-  assign \$610  = \$594  | \$609 ;
-  assign \$611  = free_id_one_hot[65] | free_id_one_hot[67];
-  assign \$612  = free_id_one_hot[69] | free_id_one_hot[71];
-  assign \$613  = \$611  | \$612 ;
-  assign \$614  = free_id_one_hot[73] | free_id_one_hot[75];
-  assign \$615  = free_id_one_hot[77] | free_id_one_hot[79];
-  assign \$616  = \$614  | \$615 ;
-  assign \$617  = \$613  | \$616 ;
-  assign \$618  = free_id_one_hot[81] | free_id_one_hot[83];
-  assign \$619  = free_id_one_hot[85] | free_id_one_hot[87];
-  assign \$620  = \$618  | \$619 ;
-  assign \$621  = free_id_one_hot[89] | free_id_one_hot[91];
-  assign \$622  = free_id_one_hot[93] | free_id_one_hot[95];
-  assign \$623  = \$621  | \$622 ;
-  assign \$624  = \$620  | \$623 ;
-  assign \$625  = \$617  | \$624 ;
-  assign \$626  = free_id_one_hot[97] | free_id_one_hot[99];
-  assign \$627  = free_id_one_hot[101] | free_id_one_hot[103];
-  assign \$628  = \$626  | \$627 ;
-  assign \$629  = free_id_one_hot[105] | free_id_one_hot[107];
-  assign \$630  = free_id_one_hot[109] | free_id_one_hot[111];
-  assign \$631  = \$629  | \$630 ;
-  assign \$632  = \$628  | \$631 ;
-  assign \$633  = free_id_one_hot[113] | free_id_one_hot[115];
-  assign \$634  = free_id_one_hot[117] | free_id_one_hot[119];
-  assign \$635  = \$633  | \$634 ;
-  assign \$636  = free_id_one_hot[121] | free_id_one_hot[123];
-  assign \$637  = free_id_one_hot[125] | free_id_one_hot[127];
+  assign \$4  = \$3  - 1'h1;
+  assign \$5  = | count;
+  assign \$6  = keys_left - 1'h1;
+  assign \$7  = keys_left != 1'h1;
+  assign \$8  = buf_ptr + c_row_bytes;
+  assign \$9  = b_row * b_stride;
+  assign \$10  = b_base + \$9 ;
+  assign \$11  = c_gather ? c_table : c_buf;
+  assign \$12  = c_gather ? c_buf : c_table;
+  assign \$13  = c_gather ? c_table : c_buf;
+  assign \$14  = ~ \$13 [11:4];
+  assign \$15  = c_gather ? c_buf : c_table;
+  assign \$16  = ~ \$15 [11:4];
+  assign \$17  = \$14  < \$16 ;
+  assign \$18  = c_gather ? c_table : c_buf;
+  assign \$19  = ~ \$18 [11:4];
+  assign \$20  = c_gather ? c_buf : c_table;
+  assign \$21  = ~ \$20 [11:4];
+  assign \$22  = \$17  ? \$19  : \$21 ;
+  assign \$23  = c_gather ? c_table : c_buf;
+  assign \$24  = ~ \$23 [11:4];
+  assign \$25  = ! \$24 [7:3];
+  assign \$26  = c_gather ? c_buf : c_table;
+  assign \$27  = ~ \$26 [11:4];
+  assign \$28  = ! \$27 [7:3];
+  assign \$29  = \$25  | \$28 ;
+  assign \$30  = c_left_m1 <= d_room;
+  assign \$31  = \$30  ? { 2'h0, c_left_m1 } : d_room;
+  assign \$32  = ! c_left_m1[5:3];
+  assign \$33  = d_room_small | \$32 ;
+  assign \$34  = c_left_m1 <= d_room;
+  assign \$35  = credits + take;
+  assign \$36  = \$35  - r_en;
+  assign \$37  = chunk - 1'h1;
+  assign \$39  = row_src + \$38 ;
+  assign \$41  = row_dst + \$40 ;
+  assign \$42  = row_left_m1 - chunk;
+  assign \$43  = ~ row_seg[8];
+  assign \$44  = ~ row_seg[9];
+  assign \$45  = row_seg[7:0] - 4'h8;
+  assign \$46  = ! row_seg[7:4];
+  assign \$47  = ! row_seg[7:4];
+  assign \$48  = row_seg[2:0] + 1'h1;
+  assign \$49  = \$47  ? \$48  : 4'h8;
+  assign \$50  = ~ row_src[11:4];
+  assign \$51  = ~ row_dst[11:4];
+  assign \$52  = \$50  < \$51 ;
+  assign \$53  = ~ row_src[11:4];
+  assign \$54  = ~ row_dst[11:4];
+  assign \$55  = \$52  ? \$53  : \$54 ;
+  assign \$56  = ~ row_src[11:4];
+  assign \$57  = ! \$56 [7:3];
+  assign \$58  = ~ row_dst[11:4];
+  assign \$59  = ! \$58 [7:3];
+  assign \$60  = \$57  | \$59 ;
+  assign \$61  = row_left_m1 <= rc_room;
+  assign \$62  = \$61  ? { 2'h0, row_left_m1 } : rc_room;
+  assign \$63  = ! row_left_m1[5:3];
+  assign \$64  = rc_room_small | \$63 ;
+  assign \$65  = row_left_m1 <= rc_room;
+  assign \$66  = row_seg[2:0] + 1'h1;
+  assign \$67  = row_seg[8] ? \$66  : 4'h8;
+  assign \$68  = ! r_id;
+  assign \$69  = r_v & \$68 ;
+  assign \$70  = r_beat + 1'h1;
+  assign \$71  = r_last ? 4'h0 : \$70 ;
+  assign \$72  = r_id == 1'h1;
+  assign \$73  = r_v & \$72 ;
+  assign \$74  = r_beat + 1'h1;
+  assign \$75  = r_last ? 4'h0 : \$74 ;
+  assign \$76  = r_id == 2'h2;
+  assign \$77  = r_v & \$76 ;
+  assign \$78  = r_beat + 1'h1;
+  assign \$79  = r_last ? 4'h0 : \$78 ;
+  assign \$80  = r_id == 2'h3;
+  assign \$81  = r_v & \$80 ;
+  assign \$82  = r_beat + 1'h1;
+  assign \$83  = r_last ? 4'h0 : \$82 ;
+  assign \$84  = r_id == 3'h4;
+  assign \$85  = r_v & \$84 ;
+  assign \$86  = r_beat + 1'h1;
+  assign \$87  = r_last ? 4'h0 : \$86 ;
+  assign \$88  = r_id == 3'h5;
+  assign \$89  = r_v & \$88 ;
+  assign \$90  = r_beat + 1'h1;
+  assign \$91  = r_last ? 4'h0 : \$90 ;
+  assign \$92  = r_id == 3'h6;
+  assign \$93  = r_v & \$92 ;
+  assign \$94  = r_beat + 1'h1;
+  assign \$95  = r_last ? 4'h0 : \$94 ;
+  assign \$96  = r_id == 3'h7;
+  assign \$97  = r_v & \$96 ;
+  assign \$98  = r_beat + 1'h1;
+  assign \$99  = r_last ? 4'h0 : \$98 ;
+  assign \$100  = r_id == 4'h8;
+  assign \$101  = r_v & \$100 ;
+  assign \$102  = r_beat + 1'h1;
+  assign \$103  = r_last ? 4'h0 : \$102 ;
+  assign \$104  = r_id == 4'h9;
+  assign \$105  = r_v & \$104 ;
+  assign \$106  = r_beat + 1'h1;
+  assign \$107  = r_last ? 4'h0 : \$106 ;
+  assign \$108  = r_id == 4'ha;
+  assign \$109  = r_v & \$108 ;
+  assign \$110  = r_beat + 1'h1;
+  assign \$111  = r_last ? 4'h0 : \$110 ;
+  assign \$112  = r_id == 4'hb;
+  assign \$113  = r_v & \$112 ;
+  assign \$114  = r_beat + 1'h1;
+  assign \$115  = r_last ? 4'h0 : \$114 ;
+  assign \$116  = r_id == 4'hc;
+  assign \$117  = r_v & \$116 ;
+  assign \$118  = r_beat + 1'h1;
+  assign \$119  = r_last ? 4'h0 : \$118 ;
+  assign \$120  = r_id == 4'hd;
+  assign \$121  = r_v & \$120 ;
+  assign \$122  = r_beat + 1'h1;
+  assign \$123  = r_last ? 4'h0 : \$122 ;
+  assign \$124  = r_id == 4'he;
+  assign \$125  = r_v & \$124 ;
+  assign \$126  = r_beat + 1'h1;
+  assign \$127  = r_last ? 4'h0 : \$126 ;
+  assign \$128  = r_id == 4'hf;
+  assign \$129  = r_v & \$128 ;
+  assign \$130  = r_beat + 1'h1;
+  assign \$131  = r_last ? 4'h0 : \$130 ;
+  assign \$132  = r_id == 5'h10;
+  assign \$133  = r_v & \$132 ;
+  assign \$134  = r_beat + 1'h1;
+  assign \$135  = r_last ? 4'h0 : \$134 ;
+  assign \$136  = r_id == 5'h11;
+  assign \$137  = r_v & \$136 ;
+  assign \$138  = r_beat + 1'h1;
+  assign \$139  = r_last ? 4'h0 : \$138 ;
+  assign \$140  = r_id == 5'h12;
+  assign \$141  = r_v & \$140 ;
+  assign \$142  = r_beat + 1'h1;
+  assign \$143  = r_last ? 4'h0 : \$142 ;
+  assign \$144  = r_id == 5'h13;
+  assign \$145  = r_v & \$144 ;
+  assign \$146  = r_beat + 1'h1;
+  assign \$147  = r_last ? 4'h0 : \$146 ;
+  assign \$148  = r_id == 5'h14;
+  assign \$149  = r_v & \$148 ;
+  assign \$150  = r_beat + 1'h1;
+  assign \$151  = r_last ? 4'h0 : \$150 ;
+  assign \$152  = r_id == 5'h15;
+  assign \$153  = r_v & \$152 ;
+  assign \$154  = r_beat + 1'h1;
+  assign \$155  = r_last ? 4'h0 : \$154 ;
+  assign \$156  = r_id == 5'h16;
+  assign \$157  = r_v & \$156 ;
+  assign \$158  = r_beat + 1'h1;
+  assign \$159  = r_last ? 4'h0 : \$158 ;
+  assign \$160  = r_id == 5'h17;
+  assign \$161  = r_v & \$160 ;
+  assign \$162  = r_beat + 1'h1;
+  assign \$163  = r_last ? 4'h0 : \$162 ;
+  assign \$164  = r_id == 5'h18;
+  assign \$165  = r_v & \$164 ;
+  assign \$166  = r_beat + 1'h1;
+  assign \$167  = r_last ? 4'h0 : \$166 ;
+  assign \$168  = r_id == 5'h19;
+  assign \$169  = r_v & \$168 ;
+  assign \$170  = r_beat + 1'h1;
+  assign \$171  = r_last ? 4'h0 : \$170 ;
+  assign \$172  = r_id == 5'h1a;
+  assign \$173  = r_v & \$172 ;
+  assign \$174  = r_beat + 1'h1;
+  assign \$175  = r_last ? 4'h0 : \$174 ;
+  assign \$176  = r_id == 5'h1b;
+  assign \$177  = r_v & \$176 ;
+  assign \$178  = r_beat + 1'h1;
+  assign \$179  = r_last ? 4'h0 : \$178 ;
+  assign \$180  = r_id == 5'h1c;
+  assign \$181  = r_v & \$180 ;
+  assign \$182  = r_beat + 1'h1;
+  assign \$183  = r_last ? 4'h0 : \$182 ;
+  assign \$184  = r_id == 5'h1d;
+  assign \$185  = r_v & \$184 ;
+  assign \$186  = r_beat + 1'h1;
+  assign \$187  = r_last ? 4'h0 : \$186 ;
+  assign \$188  = r_id == 5'h1e;
+  assign \$189  = r_v & \$188 ;
+  assign \$190  = r_beat + 1'h1;
+  assign \$191  = r_last ? 4'h0 : \$190 ;
+  assign \$192  = r_id == 5'h1f;
+  assign \$193  = r_v & \$192 ;
+  assign \$194  = r_beat + 1'h1;
+  assign \$195  = r_last ? 4'h0 : \$194 ;
+  assign \$196  = r_id == 6'h20;
+  assign \$197  = r_v & \$196 ;
+  assign \$198  = r_beat + 1'h1;
+  assign \$199  = r_last ? 4'h0 : \$198 ;
+  assign \$200  = r_id == 6'h21;
+  assign \$201  = r_v & \$200 ;
+  assign \$202  = r_beat + 1'h1;
+  assign \$203  = r_last ? 4'h0 : \$202 ;
+  assign \$204  = r_id == 6'h22;
+  assign \$205  = r_v & \$204 ;
+  assign \$206  = r_beat + 1'h1;
+  assign \$207  = r_last ? 4'h0 : \$206 ;
+  assign \$208  = r_id == 6'h23;
+  assign \$209  = r_v & \$208 ;
+  assign \$210  = r_beat + 1'h1;
+  assign \$211  = r_last ? 4'h0 : \$210 ;
+  assign \$212  = r_id == 6'h24;
+  assign \$213  = r_v & \$212 ;
+  assign \$214  = r_beat + 1'h1;
+  assign \$215  = r_last ? 4'h0 : \$214 ;
+  assign \$216  = r_id == 6'h25;
+  assign \$217  = r_v & \$216 ;
+  assign \$218  = r_beat + 1'h1;
+  assign \$219  = r_last ? 4'h0 : \$218 ;
+  assign \$220  = r_id == 6'h26;
+  assign \$221  = r_v & \$220 ;
+  assign \$222  = r_beat + 1'h1;
+  assign \$223  = r_last ? 4'h0 : \$222 ;
+  assign \$224  = r_id == 6'h27;
+  assign \$225  = r_v & \$224 ;
+  assign \$226  = r_beat + 1'h1;
+  assign \$227  = r_last ? 4'h0 : \$226 ;
+  assign \$228  = r_id == 6'h28;
+  assign \$229  = r_v & \$228 ;
+  assign \$230  = r_beat + 1'h1;
+  assign \$231  = r_last ? 4'h0 : \$230 ;
+  assign \$232  = r_id == 6'h29;
+  assign \$233  = r_v & \$232 ;
+  assign \$234  = r_beat + 1'h1;
+  assign \$235  = r_last ? 4'h0 : \$234 ;
+  assign \$236  = r_id == 6'h2a;
+  assign \$237  = r_v & \$236 ;
+  assign \$238  = r_beat + 1'h1;
+  assign \$239  = r_last ? 4'h0 : \$238 ;
+  assign \$240  = r_id == 6'h2b;
+  assign \$241  = r_v & \$240 ;
+  assign \$242  = r_beat + 1'h1;
+  assign \$243  = r_last ? 4'h0 : \$242 ;
+  assign \$244  = r_id == 6'h2c;
+  assign \$245  = r_v & \$244 ;
+  assign \$246  = r_beat + 1'h1;
+  assign \$247  = r_last ? 4'h0 : \$246 ;
+  assign \$248  = r_id == 6'h2d;
+  assign \$249  = r_v & \$248 ;
+  assign \$250  = r_beat + 1'h1;
+  assign \$251  = r_last ? 4'h0 : \$250 ;
+  assign \$252  = r_id == 6'h2e;
+  assign \$253  = r_v & \$252 ;
+  assign \$254  = r_beat + 1'h1;
+  assign \$255  = r_last ? 4'h0 : \$254 ;
+  assign \$256  = r_id == 6'h2f;
+  assign \$257  = r_v & \$256 ;
+  assign \$258  = r_beat + 1'h1;
+  assign \$259  = r_last ? 4'h0 : \$258 ;
+  assign \$260  = r_id == 6'h30;
+  assign \$261  = r_v & \$260 ;
+  assign \$262  = r_beat + 1'h1;
+  assign \$263  = r_last ? 4'h0 : \$262 ;
+  assign \$264  = r_id == 6'h31;
+  assign \$265  = r_v & \$264 ;
+  assign \$266  = r_beat + 1'h1;
+  assign \$267  = r_last ? 4'h0 : \$266 ;
+  assign \$268  = r_id == 6'h32;
+  assign \$269  = r_v & \$268 ;
+  assign \$270  = r_beat + 1'h1;
+  assign \$271  = r_last ? 4'h0 : \$270 ;
+  assign \$272  = r_id == 6'h33;
+  assign \$273  = r_v & \$272 ;
+  assign \$274  = r_beat + 1'h1;
+  assign \$275  = r_last ? 4'h0 : \$274 ;
+  assign \$276  = r_id == 6'h34;
+  assign \$277  = r_v & \$276 ;
+  assign \$278  = r_beat + 1'h1;
+  assign \$279  = r_last ? 4'h0 : \$278 ;
+  assign \$280  = r_id == 6'h35;
+  assign \$281  = r_v & \$280 ;
+  assign \$282  = r_beat + 1'h1;
+  assign \$283  = r_last ? 4'h0 : \$282 ;
+  assign \$284  = r_id == 6'h36;
+  assign \$285  = r_v & \$284 ;
+  assign \$286  = r_beat + 1'h1;
+  assign \$287  = r_last ? 4'h0 : \$286 ;
+  assign \$288  = r_id == 6'h37;
+  assign \$289  = r_v & \$288 ;
+  assign \$290  = r_beat + 1'h1;
+  assign \$291  = r_last ? 4'h0 : \$290 ;
+  assign \$292  = r_id == 6'h38;
+  assign \$293  = r_v & \$292 ;
+  assign \$294  = r_beat + 1'h1;
+  assign \$295  = r_last ? 4'h0 : \$294 ;
+  assign \$296  = r_id == 6'h39;
+  assign \$297  = r_v & \$296 ;
+  assign \$298  = r_beat + 1'h1;
+  assign \$299  = r_last ? 4'h0 : \$298 ;
+  assign \$300  = r_id == 6'h3a;
+  assign \$301  = r_v & \$300 ;
+  assign \$302  = r_beat + 1'h1;
+  assign \$303  = r_last ? 4'h0 : \$302 ;
+  assign \$304  = r_id == 6'h3b;
+  assign \$305  = r_v & \$304 ;
+  assign \$306  = r_beat + 1'h1;
+  assign \$307  = r_last ? 4'h0 : \$306 ;
+  assign \$308  = r_id == 6'h3c;
+  assign \$309  = r_v & \$308 ;
+  assign \$310  = r_beat + 1'h1;
+  assign \$311  = r_last ? 4'h0 : \$310 ;
+  assign \$312  = r_id == 6'h3d;
+  assign \$313  = r_v & \$312 ;
+  assign \$314  = r_beat + 1'h1;
+  assign \$315  = r_last ? 4'h0 : \$314 ;
+  assign \$316  = r_id == 6'h3e;
+  assign \$317  = r_v & \$316 ;
+  assign \$318  = r_beat + 1'h1;
+  assign \$319  = r_last ? 4'h0 : \$318 ;
+  assign \$320  = r_id == 6'h3f;
+  assign \$321  = r_v & \$320 ;
+  assign \$322  = r_beat + 1'h1;
+  assign \$323  = r_last ? 4'h0 : \$322 ;
+  assign \$324  = r_id == 7'h40;
+  assign \$325  = r_v & \$324 ;
+  assign \$326  = r_beat + 1'h1;
+  assign \$327  = r_last ? 4'h0 : \$326 ;
+  assign \$328  = r_id == 7'h41;
+  assign \$329  = r_v & \$328 ;
+  assign \$330  = r_beat + 1'h1;
+  assign \$331  = r_last ? 4'h0 : \$330 ;
+  assign \$332  = r_id == 7'h42;
+  assign \$333  = r_v & \$332 ;
+  assign \$334  = r_beat + 1'h1;
+  assign \$335  = r_last ? 4'h0 : \$334 ;
+  assign \$336  = r_id == 7'h43;
+  assign \$337  = r_v & \$336 ;
+  assign \$338  = r_beat + 1'h1;
+  assign \$339  = r_last ? 4'h0 : \$338 ;
+  assign \$340  = r_id == 7'h44;
+  assign \$341  = r_v & \$340 ;
+  assign \$342  = r_beat + 1'h1;
+  assign \$343  = r_last ? 4'h0 : \$342 ;
+  assign \$344  = r_id == 7'h45;
+  assign \$345  = r_v & \$344 ;
+  assign \$346  = r_beat + 1'h1;
+  assign \$347  = r_last ? 4'h0 : \$346 ;
+  assign \$348  = r_id == 7'h46;
+  assign \$349  = r_v & \$348 ;
+  assign \$350  = r_beat + 1'h1;
+  assign \$351  = r_last ? 4'h0 : \$350 ;
+  assign \$352  = r_id == 7'h47;
+  assign \$353  = r_v & \$352 ;
+  assign \$354  = r_beat + 1'h1;
+  assign \$355  = r_last ? 4'h0 : \$354 ;
+  assign \$356  = r_id == 7'h48;
+  assign \$357  = r_v & \$356 ;
+  assign \$358  = r_beat + 1'h1;
+  assign \$359  = r_last ? 4'h0 : \$358 ;
+  assign \$360  = r_id == 7'h49;
+  assign \$361  = r_v & \$360 ;
+  assign \$362  = r_beat + 1'h1;
+  assign \$363  = r_last ? 4'h0 : \$362 ;
+  assign \$364  = r_id == 7'h4a;
+  assign \$365  = r_v & \$364 ;
+  assign \$366  = r_beat + 1'h1;
+  assign \$367  = r_last ? 4'h0 : \$366 ;
+  assign \$368  = r_id == 7'h4b;
+  assign \$369  = r_v & \$368 ;
+  assign \$370  = r_beat + 1'h1;
+  assign \$371  = r_last ? 4'h0 : \$370 ;
+  assign \$372  = r_id == 7'h4c;
+  assign \$373  = r_v & \$372 ;
+  assign \$374  = r_beat + 1'h1;
+  assign \$375  = r_last ? 4'h0 : \$374 ;
+  assign \$376  = r_id == 7'h4d;
+  assign \$377  = r_v & \$376 ;
+  assign \$378  = r_beat + 1'h1;
+  assign \$379  = r_last ? 4'h0 : \$378 ;
+  assign \$380  = r_id == 7'h4e;
+  assign \$381  = r_v & \$380 ;
+  assign \$382  = r_beat + 1'h1;
+  assign \$383  = r_last ? 4'h0 : \$382 ;
+  assign \$384  = r_id == 7'h4f;
+  assign \$385  = r_v & \$384 ;
+  assign \$386  = r_beat + 1'h1;
+  assign \$387  = r_last ? 4'h0 : \$386 ;
+  assign \$388  = r_id == 7'h50;
+  assign \$389  = r_v & \$388 ;
+  assign \$390  = r_beat + 1'h1;
+  assign \$391  = r_last ? 4'h0 : \$390 ;
+  assign \$392  = r_id == 7'h51;
+  assign \$393  = r_v & \$392 ;
+  assign \$394  = r_beat + 1'h1;
+  assign \$395  = r_last ? 4'h0 : \$394 ;
+  assign \$396  = r_id == 7'h52;
+  assign \$397  = r_v & \$396 ;
+  assign \$398  = r_beat + 1'h1;
+  assign \$399  = r_last ? 4'h0 : \$398 ;
+  assign \$400  = r_id == 7'h53;
+  assign \$401  = r_v & \$400 ;
+  assign \$402  = r_beat + 1'h1;
+  assign \$403  = r_last ? 4'h0 : \$402 ;
+  assign \$404  = r_id == 7'h54;
+  assign \$405  = r_v & \$404 ;
+  assign \$406  = r_beat + 1'h1;
+  assign \$407  = r_last ? 4'h0 : \$406 ;
+  assign \$408  = r_id == 7'h55;
+  assign \$409  = r_v & \$408 ;
+  assign \$410  = r_beat + 1'h1;
+  assign \$411  = r_last ? 4'h0 : \$410 ;
+  assign \$412  = r_id == 7'h56;
+  assign \$413  = r_v & \$412 ;
+  assign \$414  = r_beat + 1'h1;
+  assign \$415  = r_last ? 4'h0 : \$414 ;
+  assign \$416  = r_id == 7'h57;
+  assign \$417  = r_v & \$416 ;
+  assign \$418  = r_beat + 1'h1;
+  assign \$419  = r_last ? 4'h0 : \$418 ;
+  assign \$420  = r_id == 7'h58;
+  assign \$421  = r_v & \$420 ;
+  assign \$422  = r_beat + 1'h1;
+  assign \$423  = r_last ? 4'h0 : \$422 ;
+  assign \$424  = r_id == 7'h59;
+  assign \$425  = r_v & \$424 ;
+  assign \$426  = r_beat + 1'h1;
+  assign \$427  = r_last ? 4'h0 : \$426 ;
+  assign \$428  = r_id == 7'h5a;
+  assign \$429  = r_v & \$428 ;
+  assign \$430  = r_beat + 1'h1;
+  assign \$431  = r_last ? 4'h0 : \$430 ;
+  assign \$432  = r_id == 7'h5b;
+  assign \$433  = r_v & \$432 ;
+  assign \$434  = r_beat + 1'h1;
+  assign \$435  = r_last ? 4'h0 : \$434 ;
+  assign \$436  = r_id == 7'h5c;
+  assign \$437  = r_v & \$436 ;
+  assign \$438  = r_beat + 1'h1;
+  assign \$439  = r_last ? 4'h0 : \$438 ;
+  assign \$440  = r_id == 7'h5d;
+  assign \$441  = r_v & \$440 ;
+  assign \$442  = r_beat + 1'h1;
+  assign \$443  = r_last ? 4'h0 : \$442 ;
+  assign \$444  = r_id == 7'h5e;
+  assign \$445  = r_v & \$444 ;
+  assign \$446  = r_beat + 1'h1;
+  assign \$447  = r_last ? 4'h0 : \$446 ;
+  assign \$448  = r_id == 7'h5f;
+  assign \$449  = r_v & \$448 ;
+  assign \$450  = r_beat + 1'h1;
+  assign \$451  = r_last ? 4'h0 : \$450 ;
+  assign \$452  = r_id == 7'h60;
+  assign \$453  = r_v & \$452 ;
+  assign \$454  = r_beat + 1'h1;
+  assign \$455  = r_last ? 4'h0 : \$454 ;
+  assign \$456  = r_id == 7'h61;
+  assign \$457  = r_v & \$456 ;
+  assign \$458  = r_beat + 1'h1;
+  assign \$459  = r_last ? 4'h0 : \$458 ;
+  assign \$460  = r_id == 7'h62;
+  assign \$461  = r_v & \$460 ;
+  assign \$462  = r_beat + 1'h1;
+  assign \$463  = r_last ? 4'h0 : \$462 ;
+  assign \$464  = r_id == 7'h63;
+  assign \$465  = r_v & \$464 ;
+  assign \$466  = r_beat + 1'h1;
+  assign \$467  = r_last ? 4'h0 : \$466 ;
+  assign \$468  = r_id == 7'h64;
+  assign \$469  = r_v & \$468 ;
+  assign \$470  = r_beat + 1'h1;
+  assign \$471  = r_last ? 4'h0 : \$470 ;
+  assign \$472  = r_id == 7'h65;
+  assign \$473  = r_v & \$472 ;
+  assign \$474  = r_beat + 1'h1;
+  assign \$475  = r_last ? 4'h0 : \$474 ;
+  assign \$476  = r_id == 7'h66;
+  assign \$477  = r_v & \$476 ;
+  assign \$478  = r_beat + 1'h1;
+  assign \$479  = r_last ? 4'h0 : \$478 ;
+  assign \$480  = r_id == 7'h67;
+  assign \$481  = r_v & \$480 ;
+  assign \$482  = r_beat + 1'h1;
+  assign \$483  = r_last ? 4'h0 : \$482 ;
+  assign \$484  = r_id == 7'h68;
+  assign \$485  = r_v & \$484 ;
+  assign \$486  = r_beat + 1'h1;
+  assign \$487  = r_last ? 4'h0 : \$486 ;
+  assign \$488  = r_id == 7'h69;
+  assign \$489  = r_v & \$488 ;
+  assign \$490  = r_beat + 1'h1;
+  assign \$491  = r_last ? 4'h0 : \$490 ;
+  assign \$492  = r_id == 7'h6a;
+  assign \$493  = r_v & \$492 ;
+  assign \$494  = r_beat + 1'h1;
+  assign \$495  = r_last ? 4'h0 : \$494 ;
+  assign \$496  = r_id == 7'h6b;
+  assign \$497  = r_v & \$496 ;
+  assign \$498  = r_beat + 1'h1;
+  assign \$499  = r_last ? 4'h0 : \$498 ;
+  assign \$500  = r_id == 7'h6c;
+  assign \$501  = r_v & \$500 ;
+  assign \$502  = r_beat + 1'h1;
+  assign \$503  = r_last ? 4'h0 : \$502 ;
+  assign \$504  = r_id == 7'h6d;
+  assign \$505  = r_v & \$504 ;
+  assign \$506  = r_beat + 1'h1;
+  assign \$507  = r_last ? 4'h0 : \$506 ;
+  assign \$508  = r_id == 7'h6e;
+  assign \$509  = r_v & \$508 ;
+  assign \$510  = r_beat + 1'h1;
+  assign \$511  = r_last ? 4'h0 : \$510 ;
+  assign \$512  = r_id == 7'h6f;
+  assign \$513  = r_v & \$512 ;
+  assign \$514  = r_beat + 1'h1;
+  assign \$515  = r_last ? 4'h0 : \$514 ;
+  assign \$516  = r_id == 7'h70;
+  assign \$517  = r_v & \$516 ;
+  assign \$518  = r_beat + 1'h1;
+  assign \$519  = r_last ? 4'h0 : \$518 ;
+  assign \$520  = r_id == 7'h71;
+  assign \$521  = r_v & \$520 ;
+  assign \$522  = r_beat + 1'h1;
+  assign \$523  = r_last ? 4'h0 : \$522 ;
+  assign \$524  = r_id == 7'h72;
+  assign \$525  = r_v & \$524 ;
+  assign \$526  = r_beat + 1'h1;
+  assign \$527  = r_last ? 4'h0 : \$526 ;
+  assign \$528  = r_id == 7'h73;
+  assign \$529  = r_v & \$528 ;
+  assign \$530  = r_beat + 1'h1;
+  assign \$531  = r_last ? 4'h0 : \$530 ;
+  assign \$532  = r_id == 7'h74;
+  assign \$533  = r_v & \$532 ;
+  assign \$534  = r_beat + 1'h1;
+  assign \$535  = r_last ? 4'h0 : \$534 ;
+  assign \$536  = r_id == 7'h75;
+  assign \$537  = r_v & \$536 ;
+  assign \$538  = r_beat + 1'h1;
+  assign \$539  = r_last ? 4'h0 : \$538 ;
+  assign \$540  = r_id == 7'h76;
+  assign \$541  = r_v & \$540 ;
+  assign \$542  = r_beat + 1'h1;
+  assign \$543  = r_last ? 4'h0 : \$542 ;
+  assign \$544  = r_id == 7'h77;
+  assign \$545  = r_v & \$544 ;
+  assign \$546  = r_beat + 1'h1;
+  assign \$547  = r_last ? 4'h0 : \$546 ;
+  assign \$548  = r_id == 7'h78;
+  assign \$549  = r_v & \$548 ;
+  assign \$550  = r_beat + 1'h1;
+  assign \$551  = r_last ? 4'h0 : \$550 ;
+  assign \$552  = r_id == 7'h79;
+  assign \$553  = r_v & \$552 ;
+  assign \$554  = r_beat + 1'h1;
+  assign \$555  = r_last ? 4'h0 : \$554 ;
+  assign \$556  = r_id == 7'h7a;
+  assign \$557  = r_v & \$556 ;
+  assign \$558  = r_beat + 1'h1;
+  assign \$559  = r_last ? 4'h0 : \$558 ;
+  assign \$560  = r_id == 7'h7b;
+  assign \$561  = r_v & \$560 ;
+  assign \$562  = r_beat + 1'h1;
+  assign \$563  = r_last ? 4'h0 : \$562 ;
+  assign \$564  = r_id == 7'h7c;
+  assign \$565  = r_v & \$564 ;
+  assign \$566  = r_beat + 1'h1;
+  assign \$567  = r_last ? 4'h0 : \$566 ;
+  assign \$568  = r_id == 7'h7d;
+  assign \$569  = r_v & \$568 ;
+  assign \$570  = r_beat + 1'h1;
+  assign \$571  = r_last ? 4'h0 : \$570 ;
+  assign \$572  = r_id == 7'h7e;
+  assign \$573  = r_v & \$572 ;
+  assign \$574  = r_beat + 1'h1;
+  assign \$575  = r_last ? 4'h0 : \$574 ;
+  assign \$576  = r_id == 7'h7f;
+  assign \$577  = r_v & \$576 ;
+  assign \$578  = r_beat + 1'h1;
+  assign \$579  = r_last ? 4'h0 : \$578 ;
+  assign \$580  = meta_rd__data[67:64] - 1'h1;
+  assign \$581  = w_issue & w_is_last;
+  assign \$582  = w_beat + 1'h1;
+  assign \$583  = 1'h1 << free_id;
+  assign \$584  = ar_load ? \$583  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$585  = { 127'h00000000000000000000000000000000, in_use } | \$584 ;
+  assign \$586  = 1'h1 << w_slot;
+  assign \$587  = w_free ? \$586  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$588  = ~ \$587 ;
+  assign \$589  = \$585  & \$588 ;
+  assign \$590  = 1'h1 << r_id;
+  assign \$591  = r_free ? \$590  : 255'h0000000000000000000000000000000000000000000000000000000000000000;
+  assign \$592  = ~ \$591 ;
+  assign \$593  = \$589  & \$592 ;
+  assign \$594  = rd_fail | wr_fail;
+  assign \$595  = busy & \$594 ;
+  assign \$596  = ~ error[0];
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = ~ rd_fail;
+  assign \$599  = rd_fail ? 4'h8 : 4'ha;
+  assign \$600  = rd_fail ? r_resp : axi__bresp;
+  assign \$601  = \$600  == 2'h3;
+  assign \$602  = \$599  + \$601 ;
+  assign \$603  = rd_fail ? 3'h3 : 3'h4;
+  assign \$604  = rd_fail ? src_rd__data : \r_data$228 ;
+  assign \$605  = ~ keys_more;
+  assign \$606  = ~ keys__valid;
+  assign \$607  = stop & \$606 ;
+  assign \$608  = \$605  | \$607 ;
+  assign \$609  = busy & \$608 ;
+  assign \$610  = ~ a_v;
+  assign \$611  = \$609  & \$610 ;
+  assign \$612  = ~ b_v;
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ~ c_v;
+  assign \$615  = \$613  & \$614 ;
+  assign \$616  = ~ d_v;
+  assign \$617  = \$615  & \$616 ;
+  assign \$618  = ~ e_v;
+  assign \$619  = \$617  & \$618 ;
+  assign \$620  = ~ r_rdy;
+  assign \$621  = \$619  & \$620 ;
+  assign \$622  = ~ row_v;
+  assign \$623  = \$621  & \$622 ;
+  assign \$624  = ! in_use;
+  assign \$625  = \$623  & \$624 ;
+  assign \$626  = ~ rd_inflight;
+  assign \$627  = \$625  & \$626 ;
+  assign \$628  = ~ \r_rdy$233 ;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = ! level;
+  assign \$631  = \$629  & \$630 ;
+  assign \$632  = ~ in_use;
+  assign \$633  = ~ in_use;
+  assign \$634  = - \$633 ;
+  assign free_id_one_hot = \$632  & \$634 [127:0];
+  assign \$635  = ~ in_use;
+  assign free_id_any = | \$635 ;
+  assign \$636  = free_id_one_hot[1] | free_id_one_hot[3];
+  assign \$637  = free_id_one_hot[5] | free_id_one_hot[7];
   assign \$638  = \$636  | \$637 ;
-  assign \$639  = \$635  | \$638 ;
-  assign \$640  = \$632  | \$639 ;
-  assign \$641  = \$625  | \$640 ;
-  assign \$642  = \$610  | \$641 ;
-  assign \$643  = free_id_one_hot[2] | free_id_one_hot[3];
-  assign \$644  = free_id_one_hot[6] | free_id_one_hot[7];
+  assign \$639  = free_id_one_hot[9] | free_id_one_hot[11];
+  assign \$640  = free_id_one_hot[13] | free_id_one_hot[15];
+  assign \$641  = \$639  | \$640 ;
+  assign \$642  = \$638  | \$641 ;
+  assign \$643  = free_id_one_hot[17] | free_id_one_hot[19];
+  assign \$644  = free_id_one_hot[21] | free_id_one_hot[23];
   assign \$645  = \$643  | \$644 ;
-  assign \$646  = free_id_one_hot[10] | free_id_one_hot[11];
-  assign \$647  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$646  = free_id_one_hot[25] | free_id_one_hot[27];
+  assign \$647  = free_id_one_hot[29] | free_id_one_hot[31];
   assign \$648  = \$646  | \$647 ;
   assign \$649  = \$645  | \$648 ;
-  assign \$650  = free_id_one_hot[18] | free_id_one_hot[19];
-  assign \$651  = free_id_one_hot[22] | free_id_one_hot[23];
-  assign \$652  = \$650  | \$651 ;
-  assign \$653  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$654  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$655  = \$653  | \$654 ;
-  assign \$656  = \$652  | \$655 ;
-  assign \$657  = \$649  | \$656 ;
-  assign \$658  = free_id_one_hot[34] | free_id_one_hot[35];
-  assign \$659  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$650  = \$642  | \$649 ;
+  assign \$651  = free_id_one_hot[33] | free_id_one_hot[35];
+  assign \$652  = free_id_one_hot[37] | free_id_one_hot[39];
+  assign \$653  = \$651  | \$652 ;
+  assign \$654  = free_id_one_hot[41] | free_id_one_hot[43];
+  assign \$655  = free_id_one_hot[45] | free_id_one_hot[47];
+  assign \$656  = \$654  | \$655 ;
+  assign \$657  = \$653  | \$656 ;
+  assign \$658  = free_id_one_hot[49] | free_id_one_hot[51];
+  assign \$659  = free_id_one_hot[53] | free_id_one_hot[55];
   assign \$660  = \$658  | \$659 ;
-  assign \$661  = free_id_one_hot[42] | free_id_one_hot[43];
-  assign \$662  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$661  = free_id_one_hot[57] | free_id_one_hot[59];
+  assign \$662  = free_id_one_hot[61] | free_id_one_hot[63];
   assign \$663  = \$661  | \$662 ;
   assign \$664  = \$660  | \$663 ;
-  assign \$665  = free_id_one_hot[50] | free_id_one_hot[51];
-  assign \$666  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$667  = \$665  | \$666 ;
-  assign \$668  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$669  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$670  = \$668  | \$669 ;
-  assign \$671  = \$667  | \$670 ;
-  assign \$672  = \$664  | \$671 ;
-  assign \$673  = \$657  | \$672 ;
-  assign \$674  = free_id_one_hot[66] | free_id_one_hot[67];
-  assign \$675  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$665  = \$657  | \$664 ;
+  assign \$666  = \$650  | \$665 ;
+  assign \$667  = free_id_one_hot[65] | free_id_one_hot[67];
+  assign \$668  = free_id_one_hot[69] | free_id_one_hot[71];
+  assign \$669  = \$667  | \$668 ;
+  assign \$670  = free_id_one_hot[73] | free_id_one_hot[75];
+  assign \$671  = free_id_one_hot[77] | free_id_one_hot[79];
+  assign \$672  = \$670  | \$671 ;
+  assign \$673  = \$669  | \$672 ;
+  assign \$674  = free_id_one_hot[81] | free_id_one_hot[83];
+  assign \$675  = free_id_one_hot[85] | free_id_one_hot[87];
   assign \$676  = \$674  | \$675 ;
-  assign \$677  = free_id_one_hot[74] | free_id_one_hot[75];
-  assign \$678  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$677  = free_id_one_hot[89] | free_id_one_hot[91];
+  assign \$678  = free_id_one_hot[93] | free_id_one_hot[95];
   assign \$679  = \$677  | \$678 ;
   assign \$680  = \$676  | \$679 ;
-  assign \$681  = free_id_one_hot[82] | free_id_one_hot[83];
-  assign \$682  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$683  = \$681  | \$682 ;
-  assign \$684  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$685  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$686  = \$684  | \$685 ;
-  assign \$687  = \$683  | \$686 ;
-  assign \$688  = \$680  | \$687 ;
-  assign \$689  = free_id_one_hot[98] | free_id_one_hot[99];
-  assign \$690  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$681  = \$673  | \$680 ;
+  assign \$682  = free_id_one_hot[97] | free_id_one_hot[99];
+  assign \$683  = free_id_one_hot[101] | free_id_one_hot[103];
+  assign \$684  = \$682  | \$683 ;
+  assign \$685  = free_id_one_hot[105] | free_id_one_hot[107];
+  assign \$686  = free_id_one_hot[109] | free_id_one_hot[111];
+  assign \$687  = \$685  | \$686 ;
+  assign \$688  = \$684  | \$687 ;
+  assign \$689  = free_id_one_hot[113] | free_id_one_hot[115];
+  assign \$690  = free_id_one_hot[117] | free_id_one_hot[119];
   assign \$691  = \$689  | \$690 ;
-  assign \$692  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$693  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$692  = free_id_one_hot[121] | free_id_one_hot[123];
+  assign \$693  = free_id_one_hot[125] | free_id_one_hot[127];
   assign \$694  = \$692  | \$693 ;
   assign \$695  = \$691  | \$694 ;
-  assign \$696  = free_id_one_hot[114] | free_id_one_hot[115];
-  assign \$697  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$698  = \$696  | \$697 ;
-  assign \$699  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$700  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$696  = \$688  | \$695 ;
+  assign \$697  = \$681  | \$696 ;
+  assign \$698  = \$666  | \$697 ;
+  assign \$699  = free_id_one_hot[2] | free_id_one_hot[3];
+  assign \$700  = free_id_one_hot[6] | free_id_one_hot[7];
   assign \$701  = \$699  | \$700 ;
-  assign \$702  = \$698  | \$701 ;
-  assign \$703  = \$695  | \$702 ;
-  assign \$704  = \$688  | \$703 ;
-  assign \$705  = \$673  | \$704 ;
-  assign \$706  = free_id_one_hot[4] | free_id_one_hot[5];
-  assign \$707  = free_id_one_hot[6] | free_id_one_hot[7];
+  assign \$702  = free_id_one_hot[10] | free_id_one_hot[11];
+  assign \$703  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$704  = \$702  | \$703 ;
+  assign \$705  = \$701  | \$704 ;
+  assign \$706  = free_id_one_hot[18] | free_id_one_hot[19];
+  assign \$707  = free_id_one_hot[22] | free_id_one_hot[23];
   assign \$708  = \$706  | \$707 ;
-  assign \$709  = free_id_one_hot[12] | free_id_one_hot[13];
-  assign \$710  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$709  = free_id_one_hot[26] | free_id_one_hot[27];
+  assign \$710  = free_id_one_hot[30] | free_id_one_hot[31];
   assign \$711  = \$709  | \$710 ;
   assign \$712  = \$708  | \$711 ;
-  assign \$713  = free_id_one_hot[20] | free_id_one_hot[21];
-  assign \$714  = free_id_one_hot[22] | free_id_one_hot[23];
-  assign \$715  = \$713  | \$714 ;
-  assign \$716  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$717  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$718  = \$716  | \$717 ;
-  assign \$719  = \$715  | \$718 ;
-  assign \$720  = \$712  | \$719 ;
-  assign \$721  = free_id_one_hot[36] | free_id_one_hot[37];
-  assign \$722  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$713  = \$705  | \$712 ;
+  assign \$714  = free_id_one_hot[34] | free_id_one_hot[35];
+  assign \$715  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$716  = \$714  | \$715 ;
+  assign \$717  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$718  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$719  = \$717  | \$718 ;
+  assign \$720  = \$716  | \$719 ;
+  assign \$721  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$722  = free_id_one_hot[54] | free_id_one_hot[55];
   assign \$723  = \$721  | \$722 ;
-  assign \$724  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$725  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$724  = free_id_one_hot[58] | free_id_one_hot[59];
+  assign \$725  = free_id_one_hot[62] | free_id_one_hot[63];
   assign \$726  = \$724  | \$725 ;
   assign \$727  = \$723  | \$726 ;
-  assign \$728  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$729  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$730  = \$728  | \$729 ;
-  assign \$731  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$732  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$733  = \$731  | \$732 ;
-  assign \$734  = \$730  | \$733 ;
-  assign \$735  = \$727  | \$734 ;
-  assign \$736  = \$720  | \$735 ;
-  assign \$737  = free_id_one_hot[68] | free_id_one_hot[69];
-  assign \$738  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$728  = \$720  | \$727 ;
+  assign \$729  = \$713  | \$728 ;
+  assign \$730  = free_id_one_hot[66] | free_id_one_hot[67];
+  assign \$731  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$732  = \$730  | \$731 ;
+  assign \$733  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$734  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$735  = \$733  | \$734 ;
+  assign \$736  = \$732  | \$735 ;
+  assign \$737  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$738  = free_id_one_hot[86] | free_id_one_hot[87];
   assign \$739  = \$737  | \$738 ;
-  assign \$740  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$741  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$740  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$741  = free_id_one_hot[94] | free_id_one_hot[95];
   assign \$742  = \$740  | \$741 ;
   assign \$743  = \$739  | \$742 ;
-  assign \$744  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$745  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$746  = \$744  | \$745 ;
-  assign \$747  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$748  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$749  = \$747  | \$748 ;
-  assign \$750  = \$746  | \$749 ;
-  assign \$751  = \$743  | \$750 ;
-  assign \$752  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$753  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$744  = \$736  | \$743 ;
+  assign \$745  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$746  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$747  = \$745  | \$746 ;
+  assign \$748  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$749  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$750  = \$748  | \$749 ;
+  assign \$751  = \$747  | \$750 ;
+  assign \$752  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$753  = free_id_one_hot[118] | free_id_one_hot[119];
   assign \$754  = \$752  | \$753 ;
-  assign \$755  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$756  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$755  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$756  = free_id_one_hot[126] | free_id_one_hot[127];
   assign \$757  = \$755  | \$756 ;
   assign \$758  = \$754  | \$757 ;
-  assign \$759  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$760  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$761  = \$759  | \$760 ;
-  assign \$762  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$763  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$759  = \$751  | \$758 ;
+  assign \$760  = \$744  | \$759 ;
+  assign \$761  = \$729  | \$760 ;
+  assign \$762  = free_id_one_hot[4] | free_id_one_hot[5];
+  assign \$763  = free_id_one_hot[6] | free_id_one_hot[7];
   assign \$764  = \$762  | \$763 ;
-  assign \$765  = \$761  | \$764 ;
-  assign \$766  = \$758  | \$765 ;
-  assign \$767  = \$751  | \$766 ;
-  assign \$768  = \$736  | \$767 ;
-  assign \$769  = free_id_one_hot[8] | free_id_one_hot[9];
-  assign \$770  = free_id_one_hot[10] | free_id_one_hot[11];
+  assign \$765  = free_id_one_hot[12] | free_id_one_hot[13];
+  assign \$766  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$767  = \$765  | \$766 ;
+  assign \$768  = \$764  | \$767 ;
+  assign \$769  = free_id_one_hot[20] | free_id_one_hot[21];
+  assign \$770  = free_id_one_hot[22] | free_id_one_hot[23];
   assign \$771  = \$769  | \$770 ;
-  assign \$772  = free_id_one_hot[12] | free_id_one_hot[13];
-  assign \$773  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$772  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$773  = free_id_one_hot[30] | free_id_one_hot[31];
   assign \$774  = \$772  | \$773 ;
   assign \$775  = \$771  | \$774 ;
-  assign \$776  = free_id_one_hot[24] | free_id_one_hot[25];
-  assign \$777  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$778  = \$776  | \$777 ;
-  assign \$779  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$780  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$781  = \$779  | \$780 ;
-  assign \$782  = \$778  | \$781 ;
-  assign \$783  = \$775  | \$782 ;
-  assign \$784  = free_id_one_hot[40] | free_id_one_hot[41];
-  assign \$785  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$776  = \$768  | \$775 ;
+  assign \$777  = free_id_one_hot[36] | free_id_one_hot[37];
+  assign \$778  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$779  = \$777  | \$778 ;
+  assign \$780  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$781  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$782  = \$780  | \$781 ;
+  assign \$783  = \$779  | \$782 ;
+  assign \$784  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$785  = free_id_one_hot[54] | free_id_one_hot[55];
   assign \$786  = \$784  | \$785 ;
-  assign \$787  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$788  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$787  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$788  = free_id_one_hot[62] | free_id_one_hot[63];
   assign \$789  = \$787  | \$788 ;
   assign \$790  = \$786  | \$789 ;
-  assign \$791  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$792  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$793  = \$791  | \$792 ;
-  assign \$794  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$795  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$796  = \$794  | \$795 ;
-  assign \$797  = \$793  | \$796 ;
-  assign \$798  = \$790  | \$797 ;
-  assign \$799  = \$783  | \$798 ;
-  assign \$800  = free_id_one_hot[72] | free_id_one_hot[73];
-  assign \$801  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$791  = \$783  | \$790 ;
+  assign \$792  = \$776  | \$791 ;
+  assign \$793  = free_id_one_hot[68] | free_id_one_hot[69];
+  assign \$794  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$795  = \$793  | \$794 ;
+  assign \$796  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$797  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$798  = \$796  | \$797 ;
+  assign \$799  = \$795  | \$798 ;
+  assign \$800  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$801  = free_id_one_hot[86] | free_id_one_hot[87];
   assign \$802  = \$800  | \$801 ;
-  assign \$803  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$804  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$803  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$804  = free_id_one_hot[94] | free_id_one_hot[95];
   assign \$805  = \$803  | \$804 ;
   assign \$806  = \$802  | \$805 ;
-  assign \$807  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$808  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$809  = \$807  | \$808 ;
-  assign \$810  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$811  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$812  = \$810  | \$811 ;
-  assign \$813  = \$809  | \$812 ;
-  assign \$814  = \$806  | \$813 ;
-  assign \$815  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$816  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$807  = \$799  | \$806 ;
+  assign \$808  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$809  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$810  = \$808  | \$809 ;
+  assign \$811  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$812  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$813  = \$811  | \$812 ;
+  assign \$814  = \$810  | \$813 ;
+  assign \$815  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$816  = free_id_one_hot[118] | free_id_one_hot[119];
   assign \$817  = \$815  | \$816 ;
-  assign \$818  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$819  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$818  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$819  = free_id_one_hot[126] | free_id_one_hot[127];
   assign \$820  = \$818  | \$819 ;
   assign \$821  = \$817  | \$820 ;
-  assign \$822  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$823  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$824  = \$822  | \$823 ;
-  assign \$825  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$826  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$822  = \$814  | \$821 ;
+  assign \$823  = \$807  | \$822 ;
+  assign \$824  = \$792  | \$823 ;
+  assign \$825  = free_id_one_hot[8] | free_id_one_hot[9];
+  assign \$826  = free_id_one_hot[10] | free_id_one_hot[11];
   assign \$827  = \$825  | \$826 ;
-  assign \$828  = \$824  | \$827 ;
-  assign \$829  = \$821  | \$828 ;
-  assign \$830  = \$814  | \$829 ;
-  assign \$831  = \$799  | \$830 ;
-  assign \$832  = free_id_one_hot[16] | free_id_one_hot[17];
-  assign \$833  = free_id_one_hot[18] | free_id_one_hot[19];
+  assign \$828  = free_id_one_hot[12] | free_id_one_hot[13];
+  assign \$829  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$830  = \$828  | \$829 ;
+  assign \$831  = \$827  | \$830 ;
+  assign \$832  = free_id_one_hot[24] | free_id_one_hot[25];
+  assign \$833  = free_id_one_hot[26] | free_id_one_hot[27];
   assign \$834  = \$832  | \$833 ;
-  assign \$835  = free_id_one_hot[20] | free_id_one_hot[21];
-  assign \$836  = free_id_one_hot[22] | free_id_one_hot[23];
+  assign \$835  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$836  = free_id_one_hot[30] | free_id_one_hot[31];
   assign \$837  = \$835  | \$836 ;
   assign \$838  = \$834  | \$837 ;
-  assign \$839  = free_id_one_hot[24] | free_id_one_hot[25];
-  assign \$840  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$841  = \$839  | \$840 ;
-  assign \$842  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$843  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$844  = \$842  | \$843 ;
-  assign \$845  = \$841  | \$844 ;
-  assign \$846  = \$838  | \$845 ;
-  assign \$847  = free_id_one_hot[48] | free_id_one_hot[49];
-  assign \$848  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$839  = \$831  | \$838 ;
+  assign \$840  = free_id_one_hot[40] | free_id_one_hot[41];
+  assign \$841  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$842  = \$840  | \$841 ;
+  assign \$843  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$844  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$845  = \$843  | \$844 ;
+  assign \$846  = \$842  | \$845 ;
+  assign \$847  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$848  = free_id_one_hot[58] | free_id_one_hot[59];
   assign \$849  = \$847  | \$848 ;
-  assign \$850  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$851  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$850  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$851  = free_id_one_hot[62] | free_id_one_hot[63];
   assign \$852  = \$850  | \$851 ;
   assign \$853  = \$849  | \$852 ;
-  assign \$854  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$855  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$856  = \$854  | \$855 ;
-  assign \$857  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$858  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$859  = \$857  | \$858 ;
-  assign \$860  = \$856  | \$859 ;
-  assign \$861  = \$853  | \$860 ;
-  assign \$862  = \$846  | \$861 ;
-  assign \$863  = free_id_one_hot[80] | free_id_one_hot[81];
-  assign \$864  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$854  = \$846  | \$853 ;
+  assign \$855  = \$839  | \$854 ;
+  assign \$856  = free_id_one_hot[72] | free_id_one_hot[73];
+  assign \$857  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$858  = \$856  | \$857 ;
+  assign \$859  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$860  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$861  = \$859  | \$860 ;
+  assign \$862  = \$858  | \$861 ;
+  assign \$863  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$864  = free_id_one_hot[90] | free_id_one_hot[91];
   assign \$865  = \$863  | \$864 ;
-  assign \$866  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$867  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$866  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$867  = free_id_one_hot[94] | free_id_one_hot[95];
   assign \$868  = \$866  | \$867 ;
   assign \$869  = \$865  | \$868 ;
-  assign \$870  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$871  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$872  = \$870  | \$871 ;
-  assign \$873  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$874  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$875  = \$873  | \$874 ;
-  assign \$876  = \$872  | \$875 ;
-  assign \$877  = \$869  | \$876 ;
-  assign \$878  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$879  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$870  = \$862  | \$869 ;
+  assign \$871  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$872  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$873  = \$871  | \$872 ;
+  assign \$874  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$875  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$876  = \$874  | \$875 ;
+  assign \$877  = \$873  | \$876 ;
+  assign \$878  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$879  = free_id_one_hot[122] | free_id_one_hot[123];
   assign \$880  = \$878  | \$879 ;
-  assign \$881  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$882  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$881  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$882  = free_id_one_hot[126] | free_id_one_hot[127];
   assign \$883  = \$881  | \$882 ;
   assign \$884  = \$880  | \$883 ;
-  assign \$885  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$886  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$887  = \$885  | \$886 ;
-  assign \$888  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$889  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$885  = \$877  | \$884 ;
+  assign \$886  = \$870  | \$885 ;
+  assign \$887  = \$855  | \$886 ;
+  assign \$888  = free_id_one_hot[16] | free_id_one_hot[17];
+  assign \$889  = free_id_one_hot[18] | free_id_one_hot[19];
   assign \$890  = \$888  | \$889 ;
-  assign \$891  = \$887  | \$890 ;
-  assign \$892  = \$884  | \$891 ;
-  assign \$893  = \$877  | \$892 ;
-  assign \$894  = \$862  | \$893 ;
-  assign \$895  = free_id_one_hot[32] | free_id_one_hot[33];
-  assign \$896  = free_id_one_hot[34] | free_id_one_hot[35];
+  assign \$891  = free_id_one_hot[20] | free_id_one_hot[21];
+  assign \$892  = free_id_one_hot[22] | free_id_one_hot[23];
+  assign \$893  = \$891  | \$892 ;
+  assign \$894  = \$890  | \$893 ;
+  assign \$895  = free_id_one_hot[24] | free_id_one_hot[25];
+  assign \$896  = free_id_one_hot[26] | free_id_one_hot[27];
   assign \$897  = \$895  | \$896 ;
-  assign \$898  = free_id_one_hot[36] | free_id_one_hot[37];
-  assign \$899  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$898  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$899  = free_id_one_hot[30] | free_id_one_hot[31];
   assign \$900  = \$898  | \$899 ;
   assign \$901  = \$897  | \$900 ;
-  assign \$902  = free_id_one_hot[40] | free_id_one_hot[41];
-  assign \$903  = free_id_one_hot[42] | free_id_one_hot[43];
-  assign \$904  = \$902  | \$903 ;
-  assign \$905  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$906  = free_id_one_hot[46] | free_id_one_hot[47];
-  assign \$907  = \$905  | \$906 ;
-  assign \$908  = \$904  | \$907 ;
-  assign \$909  = \$901  | \$908 ;
-  assign \$910  = free_id_one_hot[48] | free_id_one_hot[49];
-  assign \$911  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$902  = \$894  | \$901 ;
+  assign \$903  = free_id_one_hot[48] | free_id_one_hot[49];
+  assign \$904  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$905  = \$903  | \$904 ;
+  assign \$906  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$907  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$908  = \$906  | \$907 ;
+  assign \$909  = \$905  | \$908 ;
+  assign \$910  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$911  = free_id_one_hot[58] | free_id_one_hot[59];
   assign \$912  = \$910  | \$911 ;
-  assign \$913  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$914  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$913  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$914  = free_id_one_hot[62] | free_id_one_hot[63];
   assign \$915  = \$913  | \$914 ;
   assign \$916  = \$912  | \$915 ;
-  assign \$917  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$918  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$919  = \$917  | \$918 ;
-  assign \$920  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$921  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$922  = \$920  | \$921 ;
-  assign \$923  = \$919  | \$922 ;
-  assign \$924  = \$916  | \$923 ;
-  assign \$925  = \$909  | \$924 ;
-  assign \$926  = free_id_one_hot[96] | free_id_one_hot[97];
-  assign \$927  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$917  = \$909  | \$916 ;
+  assign \$918  = \$902  | \$917 ;
+  assign \$919  = free_id_one_hot[80] | free_id_one_hot[81];
+  assign \$920  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$921  = \$919  | \$920 ;
+  assign \$922  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$923  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$924  = \$922  | \$923 ;
+  assign \$925  = \$921  | \$924 ;
+  assign \$926  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$927  = free_id_one_hot[90] | free_id_one_hot[91];
   assign \$928  = \$926  | \$927 ;
-  assign \$929  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$930  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$929  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$930  = free_id_one_hot[94] | free_id_one_hot[95];
   assign \$931  = \$929  | \$930 ;
   assign \$932  = \$928  | \$931 ;
-  assign \$933  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$934  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$935  = \$933  | \$934 ;
-  assign \$936  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$937  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$938  = \$936  | \$937 ;
-  assign \$939  = \$935  | \$938 ;
-  assign \$940  = \$932  | \$939 ;
-  assign \$941  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$942  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$933  = \$925  | \$932 ;
+  assign \$934  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$935  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$936  = \$934  | \$935 ;
+  assign \$937  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$938  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$939  = \$937  | \$938 ;
+  assign \$940  = \$936  | \$939 ;
+  assign \$941  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$942  = free_id_one_hot[122] | free_id_one_hot[123];
   assign \$943  = \$941  | \$942 ;
-  assign \$944  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$945  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$944  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$945  = free_id_one_hot[126] | free_id_one_hot[127];
   assign \$946  = \$944  | \$945 ;
   assign \$947  = \$943  | \$946 ;
-  assign \$948  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$949  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$950  = \$948  | \$949 ;
-  assign \$951  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$952  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$948  = \$940  | \$947 ;
+  assign \$949  = \$933  | \$948 ;
+  assign \$950  = \$918  | \$949 ;
+  assign \$951  = free_id_one_hot[32] | free_id_one_hot[33];
+  assign \$952  = free_id_one_hot[34] | free_id_one_hot[35];
   assign \$953  = \$951  | \$952 ;
-  assign \$954  = \$950  | \$953 ;
-  assign \$955  = \$947  | \$954 ;
-  assign \$956  = \$940  | \$955 ;
-  assign \$957  = \$925  | \$956 ;
-  assign \$958  = free_id_one_hot[64] | free_id_one_hot[65];
-  assign \$959  = free_id_one_hot[66] | free_id_one_hot[67];
+  assign \$954  = free_id_one_hot[36] | free_id_one_hot[37];
+  assign \$955  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$956  = \$954  | \$955 ;
+  assign \$957  = \$953  | \$956 ;
+  assign \$958  = free_id_one_hot[40] | free_id_one_hot[41];
+  assign \$959  = free_id_one_hot[42] | free_id_one_hot[43];
   assign \$960  = \$958  | \$959 ;
-  assign \$961  = free_id_one_hot[68] | free_id_one_hot[69];
-  assign \$962  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$961  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$962  = free_id_one_hot[46] | free_id_one_hot[47];
   assign \$963  = \$961  | \$962 ;
   assign \$964  = \$960  | \$963 ;
-  assign \$965  = free_id_one_hot[72] | free_id_one_hot[73];
-  assign \$966  = free_id_one_hot[74] | free_id_one_hot[75];
-  assign \$967  = \$965  | \$966 ;
-  assign \$968  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$969  = free_id_one_hot[78] | free_id_one_hot[79];
-  assign \$970  = \$968  | \$969 ;
-  assign \$971  = \$967  | \$970 ;
-  assign \$972  = \$964  | \$971 ;
-  assign \$973  = free_id_one_hot[80] | free_id_one_hot[81];
-  assign \$974  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$965  = \$957  | \$964 ;
+  assign \$966  = free_id_one_hot[48] | free_id_one_hot[49];
+  assign \$967  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$968  = \$966  | \$967 ;
+  assign \$969  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$970  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$971  = \$969  | \$970 ;
+  assign \$972  = \$968  | \$971 ;
+  assign \$973  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$974  = free_id_one_hot[58] | free_id_one_hot[59];
   assign \$975  = \$973  | \$974 ;
-  assign \$976  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$977  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$976  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$977  = free_id_one_hot[62] | free_id_one_hot[63];
   assign \$978  = \$976  | \$977 ;
   assign \$979  = \$975  | \$978 ;
-  assign \$980  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$981  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$982  = \$980  | \$981 ;
-  assign \$983  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$984  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$985  = \$983  | \$984 ;
-  assign \$986  = \$982  | \$985 ;
-  assign \$987  = \$979  | \$986 ;
-  assign \$988  = \$972  | \$987 ;
-  assign \$989  = free_id_one_hot[96] | free_id_one_hot[97];
-  assign \$990  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$980  = \$972  | \$979 ;
+  assign \$981  = \$965  | \$980 ;
+  assign \$982  = free_id_one_hot[96] | free_id_one_hot[97];
+  assign \$983  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$984  = \$982  | \$983 ;
+  assign \$985  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$986  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$987  = \$985  | \$986 ;
+  assign \$988  = \$984  | \$987 ;
+  assign \$989  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$990  = free_id_one_hot[106] | free_id_one_hot[107];
   assign \$991  = \$989  | \$990 ;
-  assign \$992  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$993  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$992  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$993  = free_id_one_hot[110] | free_id_one_hot[111];
   assign \$994  = \$992  | \$993 ;
   assign \$995  = \$991  | \$994 ;
-  assign \$996  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$997  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$998  = \$996  | \$997 ;
-  assign \$999  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$1000  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$1001  = \$999  | \$1000 ;
-  assign \$1002  = \$998  | \$1001 ;
-  assign \$1003  = \$995  | \$1002 ;
-  assign \$1004  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$1005  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$996  = \$988  | \$995 ;
+  assign \$997  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$998  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$999  = \$997  | \$998 ;
+  assign \$1000  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$1001  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$1002  = \$1000  | \$1001 ;
+  assign \$1003  = \$999  | \$1002 ;
+  assign \$1004  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$1005  = free_id_one_hot[122] | free_id_one_hot[123];
   assign \$1006  = \$1004  | \$1005 ;
-  assign \$1007  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$1008  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$1007  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$1008  = free_id_one_hot[126] | free_id_one_hot[127];
   assign \$1009  = \$1007  | \$1008 ;
   assign \$1010  = \$1006  | \$1009 ;
-  assign \$1011  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$1012  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$1013  = \$1011  | \$1012 ;
-  assign \$1014  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$1015  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$1011  = \$1003  | \$1010 ;
+  assign \$1012  = \$996  | \$1011 ;
+  assign \$1013  = \$981  | \$1012 ;
+  assign \$1014  = free_id_one_hot[64] | free_id_one_hot[65];
+  assign \$1015  = free_id_one_hot[66] | free_id_one_hot[67];
   assign \$1016  = \$1014  | \$1015 ;
-  assign \$1017  = \$1013  | \$1016 ;
-  assign \$1018  = \$1010  | \$1017 ;
-  assign \$1019  = \$1003  | \$1018 ;
-  assign \$1020  = \$988  | \$1019 ;
-  assign c_adv = c_v & row_free;
-  assign \$1021  = ~ c_v;
-  assign \$1022  = \$1021  | c_adv;
-  assign b_adv = b_v & \$1022 ;
-  assign \$1023  = ~ b_v;
-  assign \$1024  = \$1023  | b_adv;
-  assign a_adv = a_v & \$1024 ;
-  assign \$1025  = | keys_left;
-  assign \$1026  = busy & \$1025 ;
-  assign \$1027  = ~ a_v;
-  assign \$1028  = \$1027  | a_adv;
-  assign keys__ready = \$1026  & \$1028 ;
-  assign take = keys__valid & keys__ready;
-  assign \$1029  = 9'h100 - row_src[11:4];
-  assign \$1030  = 9'h100 - row_dst[11:4];
-  assign \$1031  = row_left < 4'h8;
-  assign \$1032  = \$1031  ? row_left : 7'h08;
-  assign \$1033  = \$1029 [8:0] < \$1030 [8:0];
-  assign \$1034  = \$1033  ? \$1029 [8:0] : \$1030 [8:0];
-  assign \$1035  = \$1032  < \$1034 ;
-  assign \$1036  = row_left < 4'h8;
-  assign \$1037  = \$1036  ? row_left : 7'h08;
-  assign \$1038  = \$1029 [8:0] < \$1030 [8:0];
-  assign \$1039  = \$1038  ? \$1029 [8:0] : \$1030 [8:0];
-  assign \$1040  = \$1035  ? { 2'h0, \$1037  } : \$1039 ;
-  assign \$1041  = ~ error[0];
-  assign \$1042  = row_v & \$1041 ;
-  assign \$1043  = \$1042  & free_id_any;
-  assign \$1044  = ~ axi__arvalid;
-  assign \$1045  = \$1044  | axi__arready;
-  assign ar_load = \$1043  & \$1045 ;
-  assign \$1046  = ~ row_v;
-  assign \$1047  = \$1046  | error[0];
-  assign \$1048  = \$1040 [3:0] == row_left;
-  assign \$1049  = ar_load & \$1048 ;
-  assign row_free = \$1047  | \$1049 ;
-  assign \$1050  = slot_err >> r_id;
-  assign burst_bad = \$1050  | r_bad;
-  assign \$1051  = r_v & r_last;
-  assign \$1052  = ~ burst_bad;
-  assign \$1053  = ~ axi__awvalid;
-  assign \$1054  = \$1053  | axi__awready;
-  assign \$1055  = meta_v & \$1054 ;
-  assign \$1056  = level + axi__awvalid;
-  assign \$1057  = \$1056  < 8'h80;
-  assign aw_load = \$1055  & \$1057 ;
-  assign \$1058  = ~ meta_v;
-  assign \$1059  = \$1058  | aw_load;
-  assign meta_pop = \r_rdy$250  & \$1059 ;
-  assign aw_hs = axi__awvalid & axi__awready;
-  assign \$1060  = \level$264  + rd_inflight;
-  assign \$1061  = \$1060  < 3'h4;
-  assign w_issue = w_active & \$1061 ;
-  assign \$1062  = w_beats - 1'h1;
-  assign w_is_last = w_beat == \$1062 ;
-  assign \$1063  = ~ w_active;
-  assign \$1064  = w_issue & w_is_last;
+  assign \$1017  = free_id_one_hot[68] | free_id_one_hot[69];
+  assign \$1018  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$1019  = \$1017  | \$1018 ;
+  assign \$1020  = \$1016  | \$1019 ;
+  assign \$1021  = free_id_one_hot[72] | free_id_one_hot[73];
+  assign \$1022  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$1023  = \$1021  | \$1022 ;
+  assign \$1024  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$1025  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$1026  = \$1024  | \$1025 ;
+  assign \$1027  = \$1023  | \$1026 ;
+  assign \$1028  = \$1020  | \$1027 ;
+  assign \$1029  = free_id_one_hot[80] | free_id_one_hot[81];
+  assign \$1030  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$1031  = \$1029  | \$1030 ;
+  assign \$1032  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$1033  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$1034  = \$1032  | \$1033 ;
+  assign \$1035  = \$1031  | \$1034 ;
+  assign \$1036  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$1037  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$1038  = \$1036  | \$1037 ;
+  assign \$1039  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$1040  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$1041  = \$1039  | \$1040 ;
+  assign \$1042  = \$1038  | \$1041 ;
+  assign \$1043  = \$1035  | \$1042 ;
+  assign \$1044  = \$1028  | \$1043 ;
+  assign \$1045  = free_id_one_hot[96] | free_id_one_hot[97];
+  assign \$1046  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$1047  = \$1045  | \$1046 ;
+  assign \$1048  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$1049  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$1050  = \$1048  | \$1049 ;
+  assign \$1051  = \$1047  | \$1050 ;
+  assign \$1052  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$1053  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$1054  = \$1052  | \$1053 ;
+  assign \$1055  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$1056  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$1057  = \$1055  | \$1056 ;
+  assign \$1058  = \$1054  | \$1057 ;
+  assign \$1059  = \$1051  | \$1058 ;
+  assign \$1060  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$1061  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$1062  = \$1060  | \$1061 ;
+  assign \$1063  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$1064  = free_id_one_hot[118] | free_id_one_hot[119];
   assign \$1065  = \$1063  | \$1064 ;
-  assign w_next = \r_rdy$265  & \$1065 ;
+  assign \$1066  = \$1062  | \$1065 ;
+  assign \$1067  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$1068  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$1069  = \$1067  | \$1068 ;
+  assign \$1070  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$1071  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$1072  = \$1070  | \$1071 ;
+  assign \$1073  = \$1069  | \$1072 ;
+  assign \$1074  = \$1066  | \$1073 ;
+  assign \$1075  = \$1059  | \$1074 ;
+  assign \$1076  = \$1044  | \$1075 ;
+  assign \$1077  = busy & keys_more;
+  assign \$1078  = credits != 4'h8;
+  assign keys__ready = \$1077  & \$1078 ;
+  assign take = keys__valid & keys__ready;
+  assign \$1079  = e_seg[2:0] + 1'h1;
+  assign \$1080  = e_seg[8] ? \$1079  : 4'h8;
+  assign \$1081  = ! rc;
+  assign \$1082  = row_v & \$1081 ;
+  assign \$1083  = ~ error[0];
+  assign \$1084  = \$1082  & \$1083 ;
+  assign \$1085  = \$1084  & free_id_any;
+  assign \$1086  = ~ axi__arvalid;
+  assign \$1087  = \$1086  | axi__arready;
+  assign ar_load = \$1085  & \$1087 ;
+  assign \$1088  = ~ row_v;
+  assign \$1089  = \$1088  | error[0];
+  assign \$1090  = ar_load & row_seg[8];
+  assign \$1091  = \$1090  & row_seg[9];
+  assign row_free = \$1089  | \$1091 ;
+  assign r_en = row_free & r_rdy;
+  assign \$1092  = slot_err >> r_id;
+  assign burst_bad = \$1092  | r_bad;
+  assign \$1093  = r_v & r_last;
+  assign \$1094  = ~ burst_bad;
+  assign \$1095  = ~ axi__awvalid;
+  assign \$1096  = \$1095  | axi__awready;
+  assign \$1097  = meta_v & \$1096 ;
+  assign \$1098  = level + axi__awvalid;
+  assign \$1099  = \$1098  < 8'h80;
+  assign aw_load = \$1097  & \$1099 ;
+  assign \$1100  = ~ meta_v;
+  assign \$1101  = \$1100  | aw_load;
+  assign meta_pop = \r_rdy$262  & \$1101 ;
+  assign aw_hs = axi__awvalid & axi__awready;
+  assign \$1102  = \level$276  + rd_inflight;
+  assign \$1103  = \$1102  < 3'h4;
+  assign w_issue = w_active & \$1103 ;
+  assign \$1104  = w_beats - 1'h1;
+  assign w_is_last = w_beat == \$1104 ;
+  assign \$1105  = ~ w_active;
+  assign \$1106  = w_issue & w_is_last;
+  assign \$1107  = \$1105  | \$1106 ;
+  assign w_next = \r_rdy$277  & \$1107 ;
   assign w_free = w_issue & w_is_last;
   assign rd_fail = r_v & r_bad;
-  assign wr_fail = \r_en$279  & axi__bresp[1];
+  assign wr_fail = \r_en$291  & axi__bresp[1];
   always @(posedge clk)
-    busy <= \$1066 ;
+    busy <= \$1108 ;
   always @(posedge clk)
-    c_gather <= \$1067 ;
+    c_gather <= \$1109 ;
   always @(posedge clk)
-    c_row_bytes <= \$1068 ;
+    c_row_bytes <= \$1110 ;
   always @(posedge clk)
-    c_row_beats <= \$1069 ;
+    c_left_m1 <= \$1111 ;
   always @(posedge clk)
-    keys_left <= \$1070 ;
+    keys_left <= \$1112 ;
   always @(posedge clk)
-    buf_ptr <= \$1071 ;
+    keys_more <= \$1113 ;
   always @(posedge clk)
-    error <= \$1072 ;
+    buf_ptr <= \$1114 ;
   always @(posedge clk)
-    a_new <= \$1073 ;
+    error <= \$1115 ;
   always @(posedge clk)
-    a_base <= \$1074 ;
+    a_v <= \$1116 ;
   always @(posedge clk)
-    a_stride <= \$1075 ;
+    a_row <= \$1117 ;
   always @(posedge clk)
-    a_v <= \$1076 ;
+    a_buf <= \$1118 ;
   always @(posedge clk)
-    a_row <= \$1077 ;
+    b_v <= \$1119 ;
   always @(posedge clk)
-    a_buf <= \$1078 ;
+    b_row <= \$1120 ;
   always @(posedge clk)
-    b_v <= \$1079 ;
+    b_buf <= \$1121 ;
   always @(posedge clk)
-    b_row <= \$1080 ;
+    b_base <= \$1122 ;
   always @(posedge clk)
-    b_buf <= \$1081 ;
+    b_stride <= \$1123 ;
   always @(posedge clk)
-    b_base <= \$1082 ;
+    c_v <= \$1124 ;
   always @(posedge clk)
-    b_stride <= \$1083 ;
+    c_table <= \$1125 ;
   always @(posedge clk)
-    c_v <= \$1084 ;
+    c_buf <= \$1126 ;
   always @(posedge clk)
-    c_table <= \$1085 ;
+    d_v <= \$1127 ;
   always @(posedge clk)
-    c_buf <= \$1086 ;
+    d_src <= \$1128 ;
   always @(posedge clk)
-    axi__arvalid <= \$1087 ;
+    d_dst <= \$1129 ;
   always @(posedge clk)
-    axi__arid <= \$1088 ;
+    d_room <= \$1130 ;
   always @(posedge clk)
-    axi__araddr <= \$1089 ;
+    d_room_small <= \$1131 ;
   always @(posedge clk)
-    axi__arlen <= \$1090 ;
+    e_v <= \$1132 ;
   always @(posedge clk)
-    row_src <= \$1091 ;
+    e_src <= \$1133 ;
   always @(posedge clk)
-    row_dst <= \$1092 ;
+    e_dst <= \$1134 ;
   always @(posedge clk)
-    row_left <= \$1093 ;
+    e_seg <= \$1135 ;
   always @(posedge clk)
-    row_v <= \$1094 ;
+    credits <= \$1136 ;
   always @(posedge clk)
-    r_v <= \$1095 ;
+    axi__arvalid <= \$1137 ;
   always @(posedge clk)
-    r_id <= \$1096 ;
+    axi__arid <= \$1138 ;
   always @(posedge clk)
-    r_data <= \$1097 ;
+    axi__araddr <= \$1139 ;
   always @(posedge clk)
-    r_resp <= \$1098 ;
+    axi__arlen <= \$1140 ;
   always @(posedge clk)
-    r_bad <= \$1099 ;
+    row_src <= \$1141 ;
   always @(posedge clk)
-    r_last <= \$1100 ;
+    row_dst <= \$1142 ;
   always @(posedge clk)
-    r_count0 <= \$1101 ;
+    row_left_m1 <= \$1143 ;
   always @(posedge clk)
-    slot_err <= \$1102 ;
+    row_seg <= \$1144 ;
   always @(posedge clk)
-    r_count1 <= \$1103 ;
+    chunk <= \$1145 ;
   always @(posedge clk)
-    r_count2 <= \$1104 ;
+    rc <= \$1146 ;
   always @(posedge clk)
-    r_count3 <= \$1105 ;
+    rc_room <= \$1147 ;
   always @(posedge clk)
-    r_count4 <= \$1106 ;
+    rc_room_small <= \$1148 ;
   always @(posedge clk)
-    r_count5 <= \$1107 ;
+    row_v <= \$1149 ;
   always @(posedge clk)
-    r_count6 <= \$1108 ;
+    r_v <= \$1150 ;
   always @(posedge clk)
-    r_count7 <= \$1109 ;
+    r_id <= \$1151 ;
   always @(posedge clk)
-    r_count8 <= \$1110 ;
+    \r_data$63  <= \$1152 ;
   always @(posedge clk)
-    r_count9 <= \$1111 ;
+    r_resp <= \$1153 ;
   always @(posedge clk)
-    r_count10 <= \$1112 ;
+    r_bad <= \$1154 ;
   always @(posedge clk)
-    r_count11 <= \$1113 ;
+    r_last <= \$1155 ;
   always @(posedge clk)
-    r_count12 <= \$1114 ;
+    r_count0 <= \$1156 ;
   always @(posedge clk)
-    r_count13 <= \$1115 ;
+    slot_err <= \$1157 ;
   always @(posedge clk)
-    r_count14 <= \$1116 ;
+    r_count1 <= \$1158 ;
   always @(posedge clk)
-    r_count15 <= \$1117 ;
+    r_count2 <= \$1159 ;
   always @(posedge clk)
-    r_count16 <= \$1118 ;
+    r_count3 <= \$1160 ;
   always @(posedge clk)
-    r_count17 <= \$1119 ;
+    r_count4 <= \$1161 ;
   always @(posedge clk)
-    r_count18 <= \$1120 ;
+    r_count5 <= \$1162 ;
   always @(posedge clk)
-    r_count19 <= \$1121 ;
+    r_count6 <= \$1163 ;
   always @(posedge clk)
-    r_count20 <= \$1122 ;
+    r_count7 <= \$1164 ;
   always @(posedge clk)
-    r_count21 <= \$1123 ;
+    r_count8 <= \$1165 ;
   always @(posedge clk)
-    r_count22 <= \$1124 ;
+    r_count9 <= \$1166 ;
   always @(posedge clk)
-    r_count23 <= \$1125 ;
+    r_count10 <= \$1167 ;
   always @(posedge clk)
-    r_count24 <= \$1126 ;
+    r_count11 <= \$1168 ;
   always @(posedge clk)
-    r_count25 <= \$1127 ;
+    r_count12 <= \$1169 ;
   always @(posedge clk)
-    r_count26 <= \$1128 ;
+    r_count13 <= \$1170 ;
   always @(posedge clk)
-    r_count27 <= \$1129 ;
+    r_count14 <= \$1171 ;
   always @(posedge clk)
-    r_count28 <= \$1130 ;
+    r_count15 <= \$1172 ;
   always @(posedge clk)
-    r_count29 <= \$1131 ;
+    r_count16 <= \$1173 ;
   always @(posedge clk)
-    r_count30 <= \$1132 ;
+    r_count17 <= \$1174 ;
   always @(posedge clk)
-    r_count31 <= \$1133 ;
+    r_count18 <= \$1175 ;
   always @(posedge clk)
-    r_count32 <= \$1134 ;
+    r_count19 <= \$1176 ;
   always @(posedge clk)
-    r_count33 <= \$1135 ;
+    r_count20 <= \$1177 ;
   always @(posedge clk)
-    r_count34 <= \$1136 ;
+    r_count21 <= \$1178 ;
   always @(posedge clk)
-    r_count35 <= \$1137 ;
+    r_count22 <= \$1179 ;
   always @(posedge clk)
-    r_count36 <= \$1138 ;
+    r_count23 <= \$1180 ;
   always @(posedge clk)
-    r_count37 <= \$1139 ;
+    r_count24 <= \$1181 ;
   always @(posedge clk)
-    r_count38 <= \$1140 ;
+    r_count25 <= \$1182 ;
   always @(posedge clk)
-    r_count39 <= \$1141 ;
+    r_count26 <= \$1183 ;
   always @(posedge clk)
-    r_count40 <= \$1142 ;
+    r_count27 <= \$1184 ;
   always @(posedge clk)
-    r_count41 <= \$1143 ;
+    r_count28 <= \$1185 ;
   always @(posedge clk)
-    r_count42 <= \$1144 ;
+    r_count29 <= \$1186 ;
   always @(posedge clk)
-    r_count43 <= \$1145 ;
+    r_count30 <= \$1187 ;
   always @(posedge clk)
-    r_count44 <= \$1146 ;
+    r_count31 <= \$1188 ;
   always @(posedge clk)
-    r_count45 <= \$1147 ;
+    r_count32 <= \$1189 ;
   always @(posedge clk)
-    r_count46 <= \$1148 ;
+    r_count33 <= \$1190 ;
   always @(posedge clk)
-    r_count47 <= \$1149 ;
+    r_count34 <= \$1191 ;
   always @(posedge clk)
-    r_count48 <= \$1150 ;
+    r_count35 <= \$1192 ;
   always @(posedge clk)
-    r_count49 <= \$1151 ;
+    r_count36 <= \$1193 ;
   always @(posedge clk)
-    r_count50 <= \$1152 ;
+    r_count37 <= \$1194 ;
   always @(posedge clk)
-    r_count51 <= \$1153 ;
+    r_count38 <= \$1195 ;
   always @(posedge clk)
-    r_count52 <= \$1154 ;
+    r_count39 <= \$1196 ;
   always @(posedge clk)
-    r_count53 <= \$1155 ;
+    r_count40 <= \$1197 ;
   always @(posedge clk)
-    r_count54 <= \$1156 ;
+    r_count41 <= \$1198 ;
   always @(posedge clk)
-    r_count55 <= \$1157 ;
+    r_count42 <= \$1199 ;
   always @(posedge clk)
-    r_count56 <= \$1158 ;
+    r_count43 <= \$1200 ;
   always @(posedge clk)
-    r_count57 <= \$1159 ;
+    r_count44 <= \$1201 ;
   always @(posedge clk)
-    r_count58 <= \$1160 ;
+    r_count45 <= \$1202 ;
   always @(posedge clk)
-    r_count59 <= \$1161 ;
+    r_count46 <= \$1203 ;
   always @(posedge clk)
-    r_count60 <= \$1162 ;
+    r_count47 <= \$1204 ;
   always @(posedge clk)
-    r_count61 <= \$1163 ;
+    r_count48 <= \$1205 ;
   always @(posedge clk)
-    r_count62 <= \$1164 ;
+    r_count49 <= \$1206 ;
   always @(posedge clk)
-    r_count63 <= \$1165 ;
+    r_count50 <= \$1207 ;
   always @(posedge clk)
-    r_count64 <= \$1166 ;
+    r_count51 <= \$1208 ;
   always @(posedge clk)
-    r_count65 <= \$1167 ;
+    r_count52 <= \$1209 ;
   always @(posedge clk)
-    r_count66 <= \$1168 ;
+    r_count53 <= \$1210 ;
   always @(posedge clk)
-    r_count67 <= \$1169 ;
+    r_count54 <= \$1211 ;
   always @(posedge clk)
-    r_count68 <= \$1170 ;
+    r_count55 <= \$1212 ;
   always @(posedge clk)
-    r_count69 <= \$1171 ;
+    r_count56 <= \$1213 ;
   always @(posedge clk)
-    r_count70 <= \$1172 ;
+    r_count57 <= \$1214 ;
   always @(posedge clk)
-    r_count71 <= \$1173 ;
+    r_count58 <= \$1215 ;
   always @(posedge clk)
-    r_count72 <= \$1174 ;
+    r_count59 <= \$1216 ;
   always @(posedge clk)
-    r_count73 <= \$1175 ;
+    r_count60 <= \$1217 ;
   always @(posedge clk)
-    r_count74 <= \$1176 ;
+    r_count61 <= \$1218 ;
   always @(posedge clk)
-    r_count75 <= \$1177 ;
+    r_count62 <= \$1219 ;
   always @(posedge clk)
-    r_count76 <= \$1178 ;
+    r_count63 <= \$1220 ;
   always @(posedge clk)
-    r_count77 <= \$1179 ;
+    r_count64 <= \$1221 ;
   always @(posedge clk)
-    r_count78 <= \$1180 ;
+    r_count65 <= \$1222 ;
   always @(posedge clk)
-    r_count79 <= \$1181 ;
+    r_count66 <= \$1223 ;
   always @(posedge clk)
-    r_count80 <= \$1182 ;
+    r_count67 <= \$1224 ;
   always @(posedge clk)
-    r_count81 <= \$1183 ;
+    r_count68 <= \$1225 ;
   always @(posedge clk)
-    r_count82 <= \$1184 ;
+    r_count69 <= \$1226 ;
   always @(posedge clk)
-    r_count83 <= \$1185 ;
+    r_count70 <= \$1227 ;
   always @(posedge clk)
-    r_count84 <= \$1186 ;
+    r_count71 <= \$1228 ;
   always @(posedge clk)
-    r_count85 <= \$1187 ;
+    r_count72 <= \$1229 ;
   always @(posedge clk)
-    r_count86 <= \$1188 ;
+    r_count73 <= \$1230 ;
   always @(posedge clk)
-    r_count87 <= \$1189 ;
+    r_count74 <= \$1231 ;
   always @(posedge clk)
-    r_count88 <= \$1190 ;
+    r_count75 <= \$1232 ;
   always @(posedge clk)
-    r_count89 <= \$1191 ;
+    r_count76 <= \$1233 ;
   always @(posedge clk)
-    r_count90 <= \$1192 ;
+    r_count77 <= \$1234 ;
   always @(posedge clk)
-    r_count91 <= \$1193 ;
+    r_count78 <= \$1235 ;
   always @(posedge clk)
-    r_count92 <= \$1194 ;
+    r_count79 <= \$1236 ;
   always @(posedge clk)
-    r_count93 <= \$1195 ;
+    r_count80 <= \$1237 ;
   always @(posedge clk)
-    r_count94 <= \$1196 ;
+    r_count81 <= \$1238 ;
   always @(posedge clk)
-    r_count95 <= \$1197 ;
+    r_count82 <= \$1239 ;
   always @(posedge clk)
-    r_count96 <= \$1198 ;
+    r_count83 <= \$1240 ;
   always @(posedge clk)
-    r_count97 <= \$1199 ;
+    r_count84 <= \$1241 ;
   always @(posedge clk)
-    r_count98 <= \$1200 ;
+    r_count85 <= \$1242 ;
   always @(posedge clk)
-    r_count99 <= \$1201 ;
+    r_count86 <= \$1243 ;
   always @(posedge clk)
-    r_count100 <= \$1202 ;
+    r_count87 <= \$1244 ;
   always @(posedge clk)
-    r_count101 <= \$1203 ;
+    r_count88 <= \$1245 ;
   always @(posedge clk)
-    r_count102 <= \$1204 ;
+    r_count89 <= \$1246 ;
   always @(posedge clk)
-    r_count103 <= \$1205 ;
+    r_count90 <= \$1247 ;
   always @(posedge clk)
-    r_count104 <= \$1206 ;
+    r_count91 <= \$1248 ;
   always @(posedge clk)
-    r_count105 <= \$1207 ;
+    r_count92 <= \$1249 ;
   always @(posedge clk)
-    r_count106 <= \$1208 ;
+    r_count93 <= \$1250 ;
   always @(posedge clk)
-    r_count107 <= \$1209 ;
+    r_count94 <= \$1251 ;
   always @(posedge clk)
-    r_count108 <= \$1210 ;
+    r_count95 <= \$1252 ;
   always @(posedge clk)
-    r_count109 <= \$1211 ;
+    r_count96 <= \$1253 ;
   always @(posedge clk)
-    r_count110 <= \$1212 ;
+    r_count97 <= \$1254 ;
   always @(posedge clk)
-    r_count111 <= \$1213 ;
+    r_count98 <= \$1255 ;
   always @(posedge clk)
-    r_count112 <= \$1214 ;
+    r_count99 <= \$1256 ;
   always @(posedge clk)
-    r_count113 <= \$1215 ;
+    r_count100 <= \$1257 ;
   always @(posedge clk)
-    r_count114 <= \$1216 ;
+    r_count101 <= \$1258 ;
   always @(posedge clk)
-    r_count115 <= \$1217 ;
+    r_count102 <= \$1259 ;
   always @(posedge clk)
-    r_count116 <= \$1218 ;
+    r_count103 <= \$1260 ;
   always @(posedge clk)
-    r_count117 <= \$1219 ;
+    r_count104 <= \$1261 ;
   always @(posedge clk)
-    r_count118 <= \$1220 ;
+    r_count105 <= \$1262 ;
   always @(posedge clk)
-    r_count119 <= \$1221 ;
+    r_count106 <= \$1263 ;
   always @(posedge clk)
-    r_count120 <= \$1222 ;
+    r_count107 <= \$1264 ;
   always @(posedge clk)
-    r_count121 <= \$1223 ;
+    r_count108 <= \$1265 ;
   always @(posedge clk)
-    r_count122 <= \$1224 ;
+    r_count109 <= \$1266 ;
   always @(posedge clk)
-    r_count123 <= \$1225 ;
+    r_count110 <= \$1267 ;
   always @(posedge clk)
-    r_count124 <= \$1226 ;
+    r_count111 <= \$1268 ;
   always @(posedge clk)
-    r_count125 <= \$1227 ;
+    r_count112 <= \$1269 ;
   always @(posedge clk)
-    r_count126 <= \$1228 ;
+    r_count113 <= \$1270 ;
   always @(posedge clk)
-    r_count127 <= \$1229 ;
+    r_count114 <= \$1271 ;
   always @(posedge clk)
-    meta_v <= \$1230 ;
+    r_count115 <= \$1272 ;
   always @(posedge clk)
-    meta_id <= \$1231 ;
+    r_count116 <= \$1273 ;
   always @(posedge clk)
-    axi__awvalid <= \$1232 ;
+    r_count117 <= \$1274 ;
   always @(posedge clk)
-    axi__awaddr <= \$1233 ;
+    r_count118 <= \$1275 ;
   always @(posedge clk)
-    axi__awlen <= \$1234 ;
+    r_count119 <= \$1276 ;
   always @(posedge clk)
-    aw_slot <= \$1235 ;
+    r_count120 <= \$1277 ;
   always @(posedge clk)
-    aw_beats <= \$1236 ;
+    r_count121 <= \$1278 ;
   always @(posedge clk)
-    rd_inflight <= \$1237 ;
+    r_count122 <= \$1279 ;
   always @(posedge clk)
-    rd_last <= \$1238 ;
+    r_count123 <= \$1280 ;
   always @(posedge clk)
-    w_beat <= \$1239 ;
+    r_count124 <= \$1281 ;
   always @(posedge clk)
-    w_active <= \$1240 ;
+    r_count125 <= \$1282 ;
   always @(posedge clk)
-    w_slot <= \$1241 ;
+    r_count126 <= \$1283 ;
   always @(posedge clk)
-    w_beats <= \$1242 ;
+    r_count127 <= \$1284 ;
   always @(posedge clk)
-    in_use <= \$1243 ;
+    meta_v <= \$1285 ;
   always @(posedge clk)
-    done <= \$1244 ;
+    meta_id <= \$1286 ;
+  always @(posedge clk)
+    axi__awvalid <= \$1287 ;
+  always @(posedge clk)
+    axi__awaddr <= \$1288 ;
+  always @(posedge clk)
+    axi__awlen <= \$1289 ;
+  always @(posedge clk)
+    aw_slot <= \$1290 ;
+  always @(posedge clk)
+    aw_beats <= \$1291 ;
+  always @(posedge clk)
+    rd_inflight <= \$1292 ;
+  always @(posedge clk)
+    rd_last <= \$1293 ;
+  always @(posedge clk)
+    w_beat <= \$1294 ;
+  always @(posedge clk)
+    w_active <= \$1295 ;
+  always @(posedge clk)
+    w_slot <= \$1296 ;
+  always @(posedge clk)
+    w_beats <= \$1297 ;
+  always @(posedge clk)
+    in_use <= \$1298 ;
+  always @(posedge clk)
+    done <= \$1299 ;
   \hotline_accelerator.rows.mover.ready_q  ready_q (
     .clk(clk),
-    .r_data(\r_data$192 ),
+    .r_data(\r_data$204 ),
     .r_en(meta_pop),
-    .r_rdy(\r_rdy$250 ),
+    .r_rdy(\r_rdy$262 ),
     .rst(rst),
-    .w_en(w_en),
+    .w_en(\w_en$260 ),
     .w_port__data(r_id)
+  );
+  \hotline_accelerator.rows.mover.row_q  row_q (
+    .clk(clk),
+    .r_data(r_data),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(e_v),
+    .w_port__data(w_data)
   );
   \hotline_accelerator.rows.mover.w_fifo  w_fifo (
     .clk(clk),
-    .level(\level$264 ),
-    .\port$13333$0 (rd_last),
-    .\port$9919$0 (slot_rd__data),
-    .r_data(\r_data$274 ),
-    .r_en(\r_en$277 ),
-    .r_rdy(r_rdy),
+    .level(\level$276 ),
+    .\port$13448$0 (rd_last),
+    .\port$9966$0 (slot_rd__data),
+    .r_data(\r_data$286 ),
+    .r_en(\r_en$289 ),
+    .r_rdy(\r_rdy$233 ),
     .rst(rst),
     .w_en(rd_inflight)
   );
   \hotline_accelerator.rows.mover.wpend  wpend (
     .clk(clk),
-    .\port$13327$0 (aw_slot),
-    .\port$13329$0 (aw_beats),
-    .r_data(\r_data$209 ),
+    .\port$13442$0 (aw_slot),
+    .\port$13444$0 (aw_beats),
+    .r_data(\r_data$221 ),
     .r_en(w_next),
-    .r_rdy(\r_rdy$265 ),
+    .r_rdy(\r_rdy$277 ),
     .rst(rst),
     .w_en(aw_hs)
   );
   \hotline_accelerator.rows.mover.wr_q  wr_q (
     .clk(clk),
     .level(level),
-    .r_data(\r_data$216 ),
-    .r_en(\r_en$279 ),
+    .r_data(\r_data$228 ),
+    .r_en(\r_en$291 ),
     .rst(rst),
     .w_en(aw_hs),
     .w_port__data(axi__awaddr)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     (* full_case = 32'd1 *)
     casez (r_id)
       7'h00:
@@ -63790,2727 +64501,2837 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1066  = busy;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1108  = busy;
     if (\$2 ) begin
-      \$1066  = 1'h1;
+      \$1108  = 1'h1;
     end
-    if (\$575 ) begin
-      \$1066  = 1'h0;
+    if (\$631 ) begin
+      \$1108  = 1'h0;
     end
     if (rst) begin
-      \$1066  = 1'h0;
+      \$1108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1067  = c_gather;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1109  = c_gather;
     if (\$2 ) begin
-      \$1067  = gather;
+      \$1109  = gather;
     end
     if (rst) begin
-      \$1067  = 1'h0;
+      \$1109  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1068  = c_row_bytes;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1110  = c_row_bytes;
     if (\$2 ) begin
-      \$1068  = \port$10978$100 [79:64];
+      \$1110  = \port$11062$100 [79:64];
     end
     if (rst) begin
-      \$1068  = 16'h0000;
+      \$1110  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1069  = c_row_beats;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1111  = c_left_m1;
     if (\$2 ) begin
-      \$1069  = \$3 [6:0];
+      \$1111  = \$4 [5:0];
     end
     if (rst) begin
-      \$1069  = 7'h00;
+      \$1111  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1070  = keys_left;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1112  = keys_left;
     if (\$2 ) begin
-      \$1070  = count;
+      \$1112  = count;
     end
     if (take) begin
-      \$1070  = \$5 [31:0];
+      \$1112  = \$6 [31:0];
     end
     if (rst) begin
-      \$1070  = 32'd0;
+      \$1112  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1071  = buf_ptr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1113  = keys_more;
     if (\$2 ) begin
-      \$1071  = \port$10978$100 [63:0];
+      \$1113  = \$5 ;
     end
     if (take) begin
-      \$1071  = \$4 [63:0];
+      \$1113  = \$7 ;
     end
     if (rst) begin
-      \$1071  = 64'h0000000000000000;
+      \$1113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1072  = error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1114  = buf_ptr;
     if (\$2 ) begin
-      \$1072  = 109'h0000000000000000000000000000;
+      \$1114  = \port$11062$100 [63:0];
     end
-    if (\$547 ) begin
-      \$1072 [0] = 1'h1;
-      \$1072 [8:1] = { 3'h0, \$552  };
-      \$1072 [12:9] = { 1'h0, \$553  };
-      \$1072 [76:13] = \$554 ;
-      \$1072 [108:77] = 32'd0;
-    end
-    if (rst) begin
-      \$1072  = 109'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1073  = take;
-    if (rst) begin
-      \$1073  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1074  = a_base;
-    if (a_new) begin
-      \$1074  = tables__entry[63:0];
-    end
-    if (rst) begin
-      \$1074  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1075  = a_stride;
-    if (a_new) begin
-      \$1075  = tables__entry[95:64];
-    end
-    if (rst) begin
-      \$1075  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1076  = a_v;
     if (take) begin
-      \$1076  = 1'h1;
-    end else if (a_adv) begin
-      \$1076  = 1'h0;
+      \$1114  = \$8 [63:0];
     end
     if (rst) begin
-      \$1076  = 1'h0;
+      \$1114  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1077  = a_row;
-    if (take) begin
-      \$1077  = keys__payload[23:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1115  = error;
+    if (\$2 ) begin
+      \$1115  = 109'h0000000000000000000000000000;
+    end
+    if (\$597 ) begin
+      \$1115 [0] = 1'h1;
+      \$1115 [8:1] = { 3'h0, \$602  };
+      \$1115 [12:9] = { 1'h0, \$603  };
+      \$1115 [76:13] = \$604 ;
+      \$1115 [108:77] = 32'd0;
     end
     if (rst) begin
-      \$1077  = 24'h000000;
+      \$1115  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1078  = a_buf;
-    if (take) begin
-      \$1078  = buf_ptr;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1116  = take;
     if (rst) begin
-      \$1078  = 64'h0000000000000000;
+      \$1116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1079  = b_v;
-    if (a_adv) begin
-      \$1079  = 1'h1;
-    end else if (b_adv) begin
-      \$1079  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1117  = keys__payload[23:0];
     if (rst) begin
-      \$1079  = 1'h0;
+      \$1117  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1080  = b_row;
-    if (a_adv) begin
-      \$1080  = a_row;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1118  = buf_ptr;
     if (rst) begin
-      \$1080  = 24'h000000;
+      \$1118  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1081  = b_buf;
-    if (a_adv) begin
-      \$1081  = a_buf;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1119  = a_v;
     if (rst) begin
-      \$1081  = 64'h0000000000000000;
+      \$1119  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1082  = b_base;
-    if (a_adv) begin
-      \$1082  = \$6 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1120  = a_row;
     if (rst) begin
-      \$1082  = 64'h0000000000000000;
+      \$1120  = 24'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1083  = b_stride;
-    if (a_adv) begin
-      \$1083  = \$7 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1121  = a_buf;
     if (rst) begin
-      \$1083  = 32'd0;
+      \$1121  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1084  = c_v;
-    if (b_adv) begin
-      \$1084  = 1'h1;
-    end else if (c_adv) begin
-      \$1084  = 1'h0;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1122  = tables__entry[63:0];
     if (rst) begin
-      \$1084  = 1'h0;
+      \$1122  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1085  = c_table;
-    if (b_adv) begin
-      \$1085  = \$9 [63:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1123  = tables__entry[95:64];
     if (rst) begin
-      \$1085  = 64'h0000000000000000;
+      \$1123  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1086  = c_buf;
-    if (b_adv) begin
-      \$1086  = b_buf;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1124  = b_v;
     if (rst) begin
-      \$1086  = 64'h0000000000000000;
+      \$1124  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1087  = axi__arvalid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1125  = \$10 [63:0];
+    if (rst) begin
+      \$1125  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1126  = b_buf;
+    if (rst) begin
+      \$1126  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1127  = c_v;
+    if (rst) begin
+      \$1127  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1128  = \$11 ;
+    if (rst) begin
+      \$1128  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1129  = \$12 ;
+    if (rst) begin
+      \$1129  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1130  = \$22 ;
+    if (rst) begin
+      \$1130  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1131  = \$29 ;
+    if (rst) begin
+      \$1131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1132  = d_v;
+    if (rst) begin
+      \$1132  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1133  = d_src;
+    if (rst) begin
+      \$1133  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1134  = d_dst;
+    if (rst) begin
+      \$1134  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1135  = { \$34 , \$33 , \$31  };
+    if (rst) begin
+      \$1135  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1136  = \$36 [3:0];
+    if (rst) begin
+      \$1136  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1137  = axi__arvalid;
     if (ar_load) begin
-      \$1087  = 1'h1;
+      \$1137  = 1'h1;
     end else if (axi__arready) begin
-      \$1087  = 1'h0;
+      \$1137  = 1'h0;
     end
     if (rst) begin
-      \$1087  = 1'h0;
+      \$1137  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1088  = axi__arid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1138  = axi__arid;
     if (ar_load) begin
-      \$1088  = free_id;
+      \$1138  = free_id;
     end
     if (rst) begin
-      \$1088  = 7'h00;
+      \$1138  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1089  = axi__araddr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1139  = axi__araddr;
     if (ar_load) begin
-      \$1089  = row_src;
+      \$1139  = row_src;
     end
     if (rst) begin
-      \$1089  = 64'h0000000000000000;
+      \$1139  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1090  = axi__arlen;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1140  = axi__arlen;
     if (ar_load) begin
-      \$1090  = { \$10 [4], \$10 [4], \$10 [4], \$10  };
+      \$1140  = { \$37 [4], \$37 [4], \$37 [4], \$37  };
     end
     if (rst) begin
-      \$1090  = 8'h00;
+      \$1140  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1091  = row_src;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1141  = row_src;
     if (ar_load) begin
-      \$1091  = \$12 [63:0];
+      \$1141  = \$39 [63:0];
     end
     if (row_free) begin
-      if (c_v) begin
-        \$1091  = \$16 ;
+      if (r_rdy) begin
+        \$1141  = r_data[63:0];
       end
     end
     if (rst) begin
-      \$1091  = 64'h0000000000000000;
+      \$1141  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1092  = row_dst;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1142  = row_dst;
     if (ar_load) begin
-      \$1092  = \$14 [63:0];
+      \$1142  = \$41 [63:0];
     end
     if (row_free) begin
-      if (c_v) begin
-        \$1092  = \$17 ;
+      if (r_rdy) begin
+        \$1142  = r_data[127:64];
       end
     end
     if (rst) begin
-      \$1092  = 64'h0000000000000000;
+      \$1142  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1093  = row_left;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1143  = row_left_m1;
     if (ar_load) begin
-      \$1093  = \$15 [6:0];
+      \$1143  = \$42 [5:0];
     end
     if (row_free) begin
-      if (c_v) begin
-        \$1093  = c_row_beats;
+      if (r_rdy) begin
+        \$1143  = c_left_m1;
       end
     end
     if (rst) begin
-      \$1093  = 7'h00;
+      \$1143  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1094  = row_v;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1144  = row_seg;
+    if (ar_load) begin
+      if (\$43 ) begin
+        \$1144 [7:0] = \$45 [7:0];
+        \$1144 [8] = \$46 ;
+      end
+    end
+    casez (rc)
+      2'h1:
+          /* empty */;
+      2'h2:
+          \$1144  = { \$65 , \$64 , \$62  };
+    endcase
     if (row_free) begin
-      \$1094  = c_v;
-    end
-    if (rst) begin
-      \$1094  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1095  = axi__rvalid;
-    if (rst) begin
-      \$1095  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1096  = axi__rid;
-    if (rst) begin
-      \$1096  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1097  = axi__rdata;
-    if (rst) begin
-      \$1097  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1098  = axi__rresp;
-    if (rst) begin
-      \$1098  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1099  = axi__rresp[1];
-    if (rst) begin
-      \$1099  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1100  = axi__rlast;
-    if (rst) begin
-      \$1100  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1101  = r_count0;
-    if (\$19 ) begin
-      \$1101  = \$21 [2:0];
-    end
-    if (rst) begin
-      \$1101  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1102  = slot_err;
-    if (\$19 ) begin
-      if (r_last) begin
-        \$1102 [0] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [0] = 1'h1;
-      end
-    end
-    if (\$23 ) begin
-      if (r_last) begin
-        \$1102 [1] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [1] = 1'h1;
-      end
-    end
-    if (\$27 ) begin
-      if (r_last) begin
-        \$1102 [2] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [2] = 1'h1;
-      end
-    end
-    if (\$31 ) begin
-      if (r_last) begin
-        \$1102 [3] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [3] = 1'h1;
-      end
-    end
-    if (\$35 ) begin
-      if (r_last) begin
-        \$1102 [4] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [4] = 1'h1;
-      end
-    end
-    if (\$39 ) begin
-      if (r_last) begin
-        \$1102 [5] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [5] = 1'h1;
-      end
-    end
-    if (\$43 ) begin
-      if (r_last) begin
-        \$1102 [6] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [6] = 1'h1;
-      end
-    end
-    if (\$47 ) begin
-      if (r_last) begin
-        \$1102 [7] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [7] = 1'h1;
-      end
-    end
-    if (\$51 ) begin
-      if (r_last) begin
-        \$1102 [8] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [8] = 1'h1;
-      end
-    end
-    if (\$55 ) begin
-      if (r_last) begin
-        \$1102 [9] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [9] = 1'h1;
-      end
-    end
-    if (\$59 ) begin
-      if (r_last) begin
-        \$1102 [10] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [10] = 1'h1;
-      end
-    end
-    if (\$63 ) begin
-      if (r_last) begin
-        \$1102 [11] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [11] = 1'h1;
-      end
-    end
-    if (\$67 ) begin
-      if (r_last) begin
-        \$1102 [12] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [12] = 1'h1;
-      end
-    end
-    if (\$71 ) begin
-      if (r_last) begin
-        \$1102 [13] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [13] = 1'h1;
-      end
-    end
-    if (\$75 ) begin
-      if (r_last) begin
-        \$1102 [14] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [14] = 1'h1;
-      end
-    end
-    if (\$79 ) begin
-      if (r_last) begin
-        \$1102 [15] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [15] = 1'h1;
-      end
-    end
-    if (\$83 ) begin
-      if (r_last) begin
-        \$1102 [16] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [16] = 1'h1;
-      end
-    end
-    if (\$87 ) begin
-      if (r_last) begin
-        \$1102 [17] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [17] = 1'h1;
-      end
-    end
-    if (\$91 ) begin
-      if (r_last) begin
-        \$1102 [18] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [18] = 1'h1;
-      end
-    end
-    if (\$95 ) begin
-      if (r_last) begin
-        \$1102 [19] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [19] = 1'h1;
-      end
-    end
-    if (\$99 ) begin
-      if (r_last) begin
-        \$1102 [20] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [20] = 1'h1;
-      end
-    end
-    if (\$103 ) begin
-      if (r_last) begin
-        \$1102 [21] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [21] = 1'h1;
-      end
-    end
-    if (\$107 ) begin
-      if (r_last) begin
-        \$1102 [22] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [22] = 1'h1;
-      end
-    end
-    if (\$111 ) begin
-      if (r_last) begin
-        \$1102 [23] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [23] = 1'h1;
-      end
-    end
-    if (\$115 ) begin
-      if (r_last) begin
-        \$1102 [24] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [24] = 1'h1;
-      end
-    end
-    if (\$119 ) begin
-      if (r_last) begin
-        \$1102 [25] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [25] = 1'h1;
-      end
-    end
-    if (\$123 ) begin
-      if (r_last) begin
-        \$1102 [26] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [26] = 1'h1;
-      end
-    end
-    if (\$127 ) begin
-      if (r_last) begin
-        \$1102 [27] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [27] = 1'h1;
-      end
-    end
-    if (\$131 ) begin
-      if (r_last) begin
-        \$1102 [28] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [28] = 1'h1;
-      end
-    end
-    if (\$135 ) begin
-      if (r_last) begin
-        \$1102 [29] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [29] = 1'h1;
-      end
-    end
-    if (\$139 ) begin
-      if (r_last) begin
-        \$1102 [30] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [30] = 1'h1;
-      end
-    end
-    if (\$143 ) begin
-      if (r_last) begin
-        \$1102 [31] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [31] = 1'h1;
-      end
-    end
-    if (\$147 ) begin
-      if (r_last) begin
-        \$1102 [32] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [32] = 1'h1;
-      end
-    end
-    if (\$151 ) begin
-      if (r_last) begin
-        \$1102 [33] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [33] = 1'h1;
-      end
-    end
-    if (\$155 ) begin
-      if (r_last) begin
-        \$1102 [34] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [34] = 1'h1;
-      end
-    end
-    if (\$159 ) begin
-      if (r_last) begin
-        \$1102 [35] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [35] = 1'h1;
-      end
-    end
-    if (\$163 ) begin
-      if (r_last) begin
-        \$1102 [36] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [36] = 1'h1;
-      end
-    end
-    if (\$167 ) begin
-      if (r_last) begin
-        \$1102 [37] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [37] = 1'h1;
-      end
-    end
-    if (\$171 ) begin
-      if (r_last) begin
-        \$1102 [38] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [38] = 1'h1;
-      end
-    end
-    if (\$175 ) begin
-      if (r_last) begin
-        \$1102 [39] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [39] = 1'h1;
-      end
-    end
-    if (\$179 ) begin
-      if (r_last) begin
-        \$1102 [40] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [40] = 1'h1;
-      end
-    end
-    if (\$183 ) begin
-      if (r_last) begin
-        \$1102 [41] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [41] = 1'h1;
-      end
-    end
-    if (\$187 ) begin
-      if (r_last) begin
-        \$1102 [42] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [42] = 1'h1;
-      end
-    end
-    if (\$191 ) begin
-      if (r_last) begin
-        \$1102 [43] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [43] = 1'h1;
-      end
-    end
-    if (\$195 ) begin
-      if (r_last) begin
-        \$1102 [44] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [44] = 1'h1;
-      end
-    end
-    if (\$199 ) begin
-      if (r_last) begin
-        \$1102 [45] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [45] = 1'h1;
-      end
-    end
-    if (\$203 ) begin
-      if (r_last) begin
-        \$1102 [46] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [46] = 1'h1;
-      end
-    end
-    if (\$207 ) begin
-      if (r_last) begin
-        \$1102 [47] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [47] = 1'h1;
-      end
-    end
-    if (\$211 ) begin
-      if (r_last) begin
-        \$1102 [48] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [48] = 1'h1;
-      end
-    end
-    if (\$215 ) begin
-      if (r_last) begin
-        \$1102 [49] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [49] = 1'h1;
-      end
-    end
-    if (\$219 ) begin
-      if (r_last) begin
-        \$1102 [50] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [50] = 1'h1;
-      end
-    end
-    if (\$223 ) begin
-      if (r_last) begin
-        \$1102 [51] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [51] = 1'h1;
-      end
-    end
-    if (\$227 ) begin
-      if (r_last) begin
-        \$1102 [52] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [52] = 1'h1;
-      end
-    end
-    if (\$231 ) begin
-      if (r_last) begin
-        \$1102 [53] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [53] = 1'h1;
-      end
-    end
-    if (\$235 ) begin
-      if (r_last) begin
-        \$1102 [54] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [54] = 1'h1;
-      end
-    end
-    if (\$239 ) begin
-      if (r_last) begin
-        \$1102 [55] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [55] = 1'h1;
-      end
-    end
-    if (\$243 ) begin
-      if (r_last) begin
-        \$1102 [56] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [56] = 1'h1;
-      end
-    end
-    if (\$247 ) begin
-      if (r_last) begin
-        \$1102 [57] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [57] = 1'h1;
-      end
-    end
-    if (\$251 ) begin
-      if (r_last) begin
-        \$1102 [58] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [58] = 1'h1;
-      end
-    end
-    if (\$255 ) begin
-      if (r_last) begin
-        \$1102 [59] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [59] = 1'h1;
-      end
-    end
-    if (\$259 ) begin
-      if (r_last) begin
-        \$1102 [60] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [60] = 1'h1;
-      end
-    end
-    if (\$263 ) begin
-      if (r_last) begin
-        \$1102 [61] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [61] = 1'h1;
-      end
-    end
-    if (\$267 ) begin
-      if (r_last) begin
-        \$1102 [62] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [62] = 1'h1;
-      end
-    end
-    if (\$271 ) begin
-      if (r_last) begin
-        \$1102 [63] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [63] = 1'h1;
-      end
-    end
-    if (\$275 ) begin
-      if (r_last) begin
-        \$1102 [64] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [64] = 1'h1;
-      end
-    end
-    if (\$279 ) begin
-      if (r_last) begin
-        \$1102 [65] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [65] = 1'h1;
-      end
-    end
-    if (\$283 ) begin
-      if (r_last) begin
-        \$1102 [66] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [66] = 1'h1;
-      end
-    end
-    if (\$287 ) begin
-      if (r_last) begin
-        \$1102 [67] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [67] = 1'h1;
-      end
-    end
-    if (\$291 ) begin
-      if (r_last) begin
-        \$1102 [68] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [68] = 1'h1;
-      end
-    end
-    if (\$295 ) begin
-      if (r_last) begin
-        \$1102 [69] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [69] = 1'h1;
-      end
-    end
-    if (\$299 ) begin
-      if (r_last) begin
-        \$1102 [70] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [70] = 1'h1;
-      end
-    end
-    if (\$303 ) begin
-      if (r_last) begin
-        \$1102 [71] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [71] = 1'h1;
-      end
-    end
-    if (\$307 ) begin
-      if (r_last) begin
-        \$1102 [72] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [72] = 1'h1;
-      end
-    end
-    if (\$311 ) begin
-      if (r_last) begin
-        \$1102 [73] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [73] = 1'h1;
-      end
-    end
-    if (\$315 ) begin
-      if (r_last) begin
-        \$1102 [74] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [74] = 1'h1;
-      end
-    end
-    if (\$319 ) begin
-      if (r_last) begin
-        \$1102 [75] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [75] = 1'h1;
-      end
-    end
-    if (\$323 ) begin
-      if (r_last) begin
-        \$1102 [76] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [76] = 1'h1;
-      end
-    end
-    if (\$327 ) begin
-      if (r_last) begin
-        \$1102 [77] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [77] = 1'h1;
-      end
-    end
-    if (\$331 ) begin
-      if (r_last) begin
-        \$1102 [78] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [78] = 1'h1;
-      end
-    end
-    if (\$335 ) begin
-      if (r_last) begin
-        \$1102 [79] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [79] = 1'h1;
-      end
-    end
-    if (\$339 ) begin
-      if (r_last) begin
-        \$1102 [80] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [80] = 1'h1;
-      end
-    end
-    if (\$343 ) begin
-      if (r_last) begin
-        \$1102 [81] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [81] = 1'h1;
-      end
-    end
-    if (\$347 ) begin
-      if (r_last) begin
-        \$1102 [82] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [82] = 1'h1;
-      end
-    end
-    if (\$351 ) begin
-      if (r_last) begin
-        \$1102 [83] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [83] = 1'h1;
-      end
-    end
-    if (\$355 ) begin
-      if (r_last) begin
-        \$1102 [84] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [84] = 1'h1;
-      end
-    end
-    if (\$359 ) begin
-      if (r_last) begin
-        \$1102 [85] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [85] = 1'h1;
-      end
-    end
-    if (\$363 ) begin
-      if (r_last) begin
-        \$1102 [86] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [86] = 1'h1;
-      end
-    end
-    if (\$367 ) begin
-      if (r_last) begin
-        \$1102 [87] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [87] = 1'h1;
-      end
-    end
-    if (\$371 ) begin
-      if (r_last) begin
-        \$1102 [88] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [88] = 1'h1;
-      end
-    end
-    if (\$375 ) begin
-      if (r_last) begin
-        \$1102 [89] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [89] = 1'h1;
-      end
-    end
-    if (\$379 ) begin
-      if (r_last) begin
-        \$1102 [90] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [90] = 1'h1;
-      end
-    end
-    if (\$383 ) begin
-      if (r_last) begin
-        \$1102 [91] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [91] = 1'h1;
-      end
-    end
-    if (\$387 ) begin
-      if (r_last) begin
-        \$1102 [92] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [92] = 1'h1;
-      end
-    end
-    if (\$391 ) begin
-      if (r_last) begin
-        \$1102 [93] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [93] = 1'h1;
-      end
-    end
-    if (\$395 ) begin
-      if (r_last) begin
-        \$1102 [94] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [94] = 1'h1;
-      end
-    end
-    if (\$399 ) begin
-      if (r_last) begin
-        \$1102 [95] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [95] = 1'h1;
-      end
-    end
-    if (\$403 ) begin
-      if (r_last) begin
-        \$1102 [96] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [96] = 1'h1;
-      end
-    end
-    if (\$407 ) begin
-      if (r_last) begin
-        \$1102 [97] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [97] = 1'h1;
-      end
-    end
-    if (\$411 ) begin
-      if (r_last) begin
-        \$1102 [98] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [98] = 1'h1;
-      end
-    end
-    if (\$415 ) begin
-      if (r_last) begin
-        \$1102 [99] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [99] = 1'h1;
-      end
-    end
-    if (\$419 ) begin
-      if (r_last) begin
-        \$1102 [100] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [100] = 1'h1;
-      end
-    end
-    if (\$423 ) begin
-      if (r_last) begin
-        \$1102 [101] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [101] = 1'h1;
-      end
-    end
-    if (\$427 ) begin
-      if (r_last) begin
-        \$1102 [102] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [102] = 1'h1;
-      end
-    end
-    if (\$431 ) begin
-      if (r_last) begin
-        \$1102 [103] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [103] = 1'h1;
-      end
-    end
-    if (\$435 ) begin
-      if (r_last) begin
-        \$1102 [104] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [104] = 1'h1;
-      end
-    end
-    if (\$439 ) begin
-      if (r_last) begin
-        \$1102 [105] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [105] = 1'h1;
-      end
-    end
-    if (\$443 ) begin
-      if (r_last) begin
-        \$1102 [106] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [106] = 1'h1;
-      end
-    end
-    if (\$447 ) begin
-      if (r_last) begin
-        \$1102 [107] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [107] = 1'h1;
-      end
-    end
-    if (\$451 ) begin
-      if (r_last) begin
-        \$1102 [108] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [108] = 1'h1;
-      end
-    end
-    if (\$455 ) begin
-      if (r_last) begin
-        \$1102 [109] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [109] = 1'h1;
-      end
-    end
-    if (\$459 ) begin
-      if (r_last) begin
-        \$1102 [110] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [110] = 1'h1;
-      end
-    end
-    if (\$463 ) begin
-      if (r_last) begin
-        \$1102 [111] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [111] = 1'h1;
-      end
-    end
-    if (\$467 ) begin
-      if (r_last) begin
-        \$1102 [112] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [112] = 1'h1;
-      end
-    end
-    if (\$471 ) begin
-      if (r_last) begin
-        \$1102 [113] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [113] = 1'h1;
-      end
-    end
-    if (\$475 ) begin
-      if (r_last) begin
-        \$1102 [114] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [114] = 1'h1;
-      end
-    end
-    if (\$479 ) begin
-      if (r_last) begin
-        \$1102 [115] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [115] = 1'h1;
-      end
-    end
-    if (\$483 ) begin
-      if (r_last) begin
-        \$1102 [116] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [116] = 1'h1;
-      end
-    end
-    if (\$487 ) begin
-      if (r_last) begin
-        \$1102 [117] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [117] = 1'h1;
-      end
-    end
-    if (\$491 ) begin
-      if (r_last) begin
-        \$1102 [118] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [118] = 1'h1;
-      end
-    end
-    if (\$495 ) begin
-      if (r_last) begin
-        \$1102 [119] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [119] = 1'h1;
-      end
-    end
-    if (\$499 ) begin
-      if (r_last) begin
-        \$1102 [120] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [120] = 1'h1;
-      end
-    end
-    if (\$503 ) begin
-      if (r_last) begin
-        \$1102 [121] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [121] = 1'h1;
-      end
-    end
-    if (\$507 ) begin
-      if (r_last) begin
-        \$1102 [122] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [122] = 1'h1;
-      end
-    end
-    if (\$511 ) begin
-      if (r_last) begin
-        \$1102 [123] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [123] = 1'h1;
-      end
-    end
-    if (\$515 ) begin
-      if (r_last) begin
-        \$1102 [124] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [124] = 1'h1;
-      end
-    end
-    if (\$519 ) begin
-      if (r_last) begin
-        \$1102 [125] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [125] = 1'h1;
-      end
-    end
-    if (\$523 ) begin
-      if (r_last) begin
-        \$1102 [126] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [126] = 1'h1;
-      end
-    end
-    if (\$527 ) begin
-      if (r_last) begin
-        \$1102 [127] = 1'h0;
-      end else if (r_bad) begin
-        \$1102 [127] = 1'h1;
+      if (r_rdy) begin
+        \$1144  = r_data[137:128];
       end
     end
     if (rst) begin
-      \$1102  = 128'h00000000000000000000000000000000;
+      \$1144  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1103  = r_count1;
-    if (\$23 ) begin
-      \$1103  = \$25 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1145  = chunk;
+    if (ar_load) begin
+      if (\$43 ) begin
+        \$1145  = \$49 ;
+      end
+    end
+    casez (rc)
+      2'h1:
+          /* empty */;
+      2'h2:
+          /* empty */;
+      2'h3:
+          \$1145  = \$67 ;
+    endcase
+    if (row_free) begin
+      if (r_rdy) begin
+        \$1145  = r_data[141:138];
+      end
     end
     if (rst) begin
-      \$1103  = 3'h0;
+      \$1145  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1104  = r_count2;
-    if (\$27 ) begin
-      \$1104  = \$29 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1146  = rc;
+    if (ar_load) begin
+      if (\$43 ) begin
+      end else if (\$44 ) begin
+        \$1146  = 2'h1;
+      end
+    end
+    casez (rc)
+      2'h1:
+          \$1146  = 2'h2;
+      2'h2:
+          \$1146  = 2'h3;
+      2'h3:
+          \$1146  = 2'h0;
+    endcase
+    if (row_free) begin
+      \$1146  = 2'h0;
     end
     if (rst) begin
-      \$1104  = 3'h0;
+      \$1146  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1105  = r_count3;
-    if (\$31 ) begin
-      \$1105  = \$33 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1147  = rc_room;
+    casez (rc)
+      2'h1:
+          \$1147  = \$55 ;
+    endcase
+    if (rst) begin
+      \$1147  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1148  = rc_room_small;
+    casez (rc)
+      2'h1:
+          \$1148  = \$60 ;
+    endcase
+    if (rst) begin
+      \$1148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1149  = row_v;
+    if (row_free) begin
+      \$1149  = r_rdy;
     end
     if (rst) begin
-      \$1105  = 3'h0;
+      \$1149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1106  = r_count4;
-    if (\$35 ) begin
-      \$1106  = \$37 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1150  = axi__rvalid;
     if (rst) begin
-      \$1106  = 3'h0;
+      \$1150  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1107  = r_count5;
-    if (\$39 ) begin
-      \$1107  = \$41 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1151  = axi__rid;
     if (rst) begin
-      \$1107  = 3'h0;
+      \$1151  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1108  = r_count6;
-    if (\$43 ) begin
-      \$1108  = \$45 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1152  = axi__rdata;
     if (rst) begin
-      \$1108  = 3'h0;
+      \$1152  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1109  = r_count7;
-    if (\$47 ) begin
-      \$1109  = \$49 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1153  = axi__rresp;
     if (rst) begin
-      \$1109  = 3'h0;
+      \$1153  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1110  = r_count8;
-    if (\$51 ) begin
-      \$1110  = \$53 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1154  = axi__rresp[1];
     if (rst) begin
-      \$1110  = 3'h0;
+      \$1154  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1111  = r_count9;
-    if (\$55 ) begin
-      \$1111  = \$57 [2:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1155  = axi__rlast;
     if (rst) begin
-      \$1111  = 3'h0;
+      \$1155  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1112  = r_count10;
-    if (\$59 ) begin
-      \$1112  = \$61 [2:0];
-    end
-    if (rst) begin
-      \$1112  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1113  = r_count11;
-    if (\$63 ) begin
-      \$1113  = \$65 [2:0];
-    end
-    if (rst) begin
-      \$1113  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1114  = r_count12;
-    if (\$67 ) begin
-      \$1114  = \$69 [2:0];
-    end
-    if (rst) begin
-      \$1114  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1115  = r_count13;
-    if (\$71 ) begin
-      \$1115  = \$73 [2:0];
-    end
-    if (rst) begin
-      \$1115  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1116  = r_count14;
-    if (\$75 ) begin
-      \$1116  = \$77 [2:0];
-    end
-    if (rst) begin
-      \$1116  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1117  = r_count15;
-    if (\$79 ) begin
-      \$1117  = \$81 [2:0];
-    end
-    if (rst) begin
-      \$1117  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1118  = r_count16;
-    if (\$83 ) begin
-      \$1118  = \$85 [2:0];
-    end
-    if (rst) begin
-      \$1118  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1119  = r_count17;
-    if (\$87 ) begin
-      \$1119  = \$89 [2:0];
-    end
-    if (rst) begin
-      \$1119  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1120  = r_count18;
-    if (\$91 ) begin
-      \$1120  = \$93 [2:0];
-    end
-    if (rst) begin
-      \$1120  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1121  = r_count19;
-    if (\$95 ) begin
-      \$1121  = \$97 [2:0];
-    end
-    if (rst) begin
-      \$1121  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1122  = r_count20;
-    if (\$99 ) begin
-      \$1122  = \$101 [2:0];
-    end
-    if (rst) begin
-      \$1122  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1123  = r_count21;
-    if (\$103 ) begin
-      \$1123  = \$105 [2:0];
-    end
-    if (rst) begin
-      \$1123  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1124  = r_count22;
-    if (\$107 ) begin
-      \$1124  = \$109 [2:0];
-    end
-    if (rst) begin
-      \$1124  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1125  = r_count23;
-    if (\$111 ) begin
-      \$1125  = \$113 [2:0];
-    end
-    if (rst) begin
-      \$1125  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1126  = r_count24;
-    if (\$115 ) begin
-      \$1126  = \$117 [2:0];
-    end
-    if (rst) begin
-      \$1126  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1127  = r_count25;
-    if (\$119 ) begin
-      \$1127  = \$121 [2:0];
-    end
-    if (rst) begin
-      \$1127  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1128  = r_count26;
-    if (\$123 ) begin
-      \$1128  = \$125 [2:0];
-    end
-    if (rst) begin
-      \$1128  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1129  = r_count27;
-    if (\$127 ) begin
-      \$1129  = \$129 [2:0];
-    end
-    if (rst) begin
-      \$1129  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1130  = r_count28;
-    if (\$131 ) begin
-      \$1130  = \$133 [2:0];
-    end
-    if (rst) begin
-      \$1130  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1131  = r_count29;
-    if (\$135 ) begin
-      \$1131  = \$137 [2:0];
-    end
-    if (rst) begin
-      \$1131  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1132  = r_count30;
-    if (\$139 ) begin
-      \$1132  = \$141 [2:0];
-    end
-    if (rst) begin
-      \$1132  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1133  = r_count31;
-    if (\$143 ) begin
-      \$1133  = \$145 [2:0];
-    end
-    if (rst) begin
-      \$1133  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1134  = r_count32;
-    if (\$147 ) begin
-      \$1134  = \$149 [2:0];
-    end
-    if (rst) begin
-      \$1134  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1135  = r_count33;
-    if (\$151 ) begin
-      \$1135  = \$153 [2:0];
-    end
-    if (rst) begin
-      \$1135  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1136  = r_count34;
-    if (\$155 ) begin
-      \$1136  = \$157 [2:0];
-    end
-    if (rst) begin
-      \$1136  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1137  = r_count35;
-    if (\$159 ) begin
-      \$1137  = \$161 [2:0];
-    end
-    if (rst) begin
-      \$1137  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1138  = r_count36;
-    if (\$163 ) begin
-      \$1138  = \$165 [2:0];
-    end
-    if (rst) begin
-      \$1138  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1139  = r_count37;
-    if (\$167 ) begin
-      \$1139  = \$169 [2:0];
-    end
-    if (rst) begin
-      \$1139  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1140  = r_count38;
-    if (\$171 ) begin
-      \$1140  = \$173 [2:0];
-    end
-    if (rst) begin
-      \$1140  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1141  = r_count39;
-    if (\$175 ) begin
-      \$1141  = \$177 [2:0];
-    end
-    if (rst) begin
-      \$1141  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1142  = r_count40;
-    if (\$179 ) begin
-      \$1142  = \$181 [2:0];
-    end
-    if (rst) begin
-      \$1142  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1143  = r_count41;
-    if (\$183 ) begin
-      \$1143  = \$185 [2:0];
-    end
-    if (rst) begin
-      \$1143  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1144  = r_count42;
-    if (\$187 ) begin
-      \$1144  = \$189 [2:0];
-    end
-    if (rst) begin
-      \$1144  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1145  = r_count43;
-    if (\$191 ) begin
-      \$1145  = \$193 [2:0];
-    end
-    if (rst) begin
-      \$1145  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1146  = r_count44;
-    if (\$195 ) begin
-      \$1146  = \$197 [2:0];
-    end
-    if (rst) begin
-      \$1146  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1147  = r_count45;
-    if (\$199 ) begin
-      \$1147  = \$201 [2:0];
-    end
-    if (rst) begin
-      \$1147  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1148  = r_count46;
-    if (\$203 ) begin
-      \$1148  = \$205 [2:0];
-    end
-    if (rst) begin
-      \$1148  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1149  = r_count47;
-    if (\$207 ) begin
-      \$1149  = \$209 [2:0];
-    end
-    if (rst) begin
-      \$1149  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1150  = r_count48;
-    if (\$211 ) begin
-      \$1150  = \$213 [2:0];
-    end
-    if (rst) begin
-      \$1150  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1151  = r_count49;
-    if (\$215 ) begin
-      \$1151  = \$217 [2:0];
-    end
-    if (rst) begin
-      \$1151  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1152  = r_count50;
-    if (\$219 ) begin
-      \$1152  = \$221 [2:0];
-    end
-    if (rst) begin
-      \$1152  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1153  = r_count51;
-    if (\$223 ) begin
-      \$1153  = \$225 [2:0];
-    end
-    if (rst) begin
-      \$1153  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1154  = r_count52;
-    if (\$227 ) begin
-      \$1154  = \$229 [2:0];
-    end
-    if (rst) begin
-      \$1154  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1155  = r_count53;
-    if (\$231 ) begin
-      \$1155  = \$233 [2:0];
-    end
-    if (rst) begin
-      \$1155  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1156  = r_count54;
-    if (\$235 ) begin
-      \$1156  = \$237 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1156  = r_count0;
+    if (\$69 ) begin
+      \$1156  = \$71 [2:0];
     end
     if (rst) begin
       \$1156  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1157  = r_count55;
-    if (\$239 ) begin
-      \$1157  = \$241 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1157  = slot_err;
+    if (\$69 ) begin
+      if (r_last) begin
+        \$1157 [0] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [0] = 1'h1;
+      end
+    end
+    if (\$73 ) begin
+      if (r_last) begin
+        \$1157 [1] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [1] = 1'h1;
+      end
+    end
+    if (\$77 ) begin
+      if (r_last) begin
+        \$1157 [2] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [2] = 1'h1;
+      end
+    end
+    if (\$81 ) begin
+      if (r_last) begin
+        \$1157 [3] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [3] = 1'h1;
+      end
+    end
+    if (\$85 ) begin
+      if (r_last) begin
+        \$1157 [4] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [4] = 1'h1;
+      end
+    end
+    if (\$89 ) begin
+      if (r_last) begin
+        \$1157 [5] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [5] = 1'h1;
+      end
+    end
+    if (\$93 ) begin
+      if (r_last) begin
+        \$1157 [6] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [6] = 1'h1;
+      end
+    end
+    if (\$97 ) begin
+      if (r_last) begin
+        \$1157 [7] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [7] = 1'h1;
+      end
+    end
+    if (\$101 ) begin
+      if (r_last) begin
+        \$1157 [8] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [8] = 1'h1;
+      end
+    end
+    if (\$105 ) begin
+      if (r_last) begin
+        \$1157 [9] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [9] = 1'h1;
+      end
+    end
+    if (\$109 ) begin
+      if (r_last) begin
+        \$1157 [10] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [10] = 1'h1;
+      end
+    end
+    if (\$113 ) begin
+      if (r_last) begin
+        \$1157 [11] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [11] = 1'h1;
+      end
+    end
+    if (\$117 ) begin
+      if (r_last) begin
+        \$1157 [12] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [12] = 1'h1;
+      end
+    end
+    if (\$121 ) begin
+      if (r_last) begin
+        \$1157 [13] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [13] = 1'h1;
+      end
+    end
+    if (\$125 ) begin
+      if (r_last) begin
+        \$1157 [14] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [14] = 1'h1;
+      end
+    end
+    if (\$129 ) begin
+      if (r_last) begin
+        \$1157 [15] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [15] = 1'h1;
+      end
+    end
+    if (\$133 ) begin
+      if (r_last) begin
+        \$1157 [16] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [16] = 1'h1;
+      end
+    end
+    if (\$137 ) begin
+      if (r_last) begin
+        \$1157 [17] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [17] = 1'h1;
+      end
+    end
+    if (\$141 ) begin
+      if (r_last) begin
+        \$1157 [18] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [18] = 1'h1;
+      end
+    end
+    if (\$145 ) begin
+      if (r_last) begin
+        \$1157 [19] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [19] = 1'h1;
+      end
+    end
+    if (\$149 ) begin
+      if (r_last) begin
+        \$1157 [20] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [20] = 1'h1;
+      end
+    end
+    if (\$153 ) begin
+      if (r_last) begin
+        \$1157 [21] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [21] = 1'h1;
+      end
+    end
+    if (\$157 ) begin
+      if (r_last) begin
+        \$1157 [22] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [22] = 1'h1;
+      end
+    end
+    if (\$161 ) begin
+      if (r_last) begin
+        \$1157 [23] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [23] = 1'h1;
+      end
+    end
+    if (\$165 ) begin
+      if (r_last) begin
+        \$1157 [24] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [24] = 1'h1;
+      end
+    end
+    if (\$169 ) begin
+      if (r_last) begin
+        \$1157 [25] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [25] = 1'h1;
+      end
+    end
+    if (\$173 ) begin
+      if (r_last) begin
+        \$1157 [26] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [26] = 1'h1;
+      end
+    end
+    if (\$177 ) begin
+      if (r_last) begin
+        \$1157 [27] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [27] = 1'h1;
+      end
+    end
+    if (\$181 ) begin
+      if (r_last) begin
+        \$1157 [28] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [28] = 1'h1;
+      end
+    end
+    if (\$185 ) begin
+      if (r_last) begin
+        \$1157 [29] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [29] = 1'h1;
+      end
+    end
+    if (\$189 ) begin
+      if (r_last) begin
+        \$1157 [30] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [30] = 1'h1;
+      end
+    end
+    if (\$193 ) begin
+      if (r_last) begin
+        \$1157 [31] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [31] = 1'h1;
+      end
+    end
+    if (\$197 ) begin
+      if (r_last) begin
+        \$1157 [32] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [32] = 1'h1;
+      end
+    end
+    if (\$201 ) begin
+      if (r_last) begin
+        \$1157 [33] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [33] = 1'h1;
+      end
+    end
+    if (\$205 ) begin
+      if (r_last) begin
+        \$1157 [34] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [34] = 1'h1;
+      end
+    end
+    if (\$209 ) begin
+      if (r_last) begin
+        \$1157 [35] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [35] = 1'h1;
+      end
+    end
+    if (\$213 ) begin
+      if (r_last) begin
+        \$1157 [36] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [36] = 1'h1;
+      end
+    end
+    if (\$217 ) begin
+      if (r_last) begin
+        \$1157 [37] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [37] = 1'h1;
+      end
+    end
+    if (\$221 ) begin
+      if (r_last) begin
+        \$1157 [38] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [38] = 1'h1;
+      end
+    end
+    if (\$225 ) begin
+      if (r_last) begin
+        \$1157 [39] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [39] = 1'h1;
+      end
+    end
+    if (\$229 ) begin
+      if (r_last) begin
+        \$1157 [40] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [40] = 1'h1;
+      end
+    end
+    if (\$233 ) begin
+      if (r_last) begin
+        \$1157 [41] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [41] = 1'h1;
+      end
+    end
+    if (\$237 ) begin
+      if (r_last) begin
+        \$1157 [42] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [42] = 1'h1;
+      end
+    end
+    if (\$241 ) begin
+      if (r_last) begin
+        \$1157 [43] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [43] = 1'h1;
+      end
+    end
+    if (\$245 ) begin
+      if (r_last) begin
+        \$1157 [44] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [44] = 1'h1;
+      end
+    end
+    if (\$249 ) begin
+      if (r_last) begin
+        \$1157 [45] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [45] = 1'h1;
+      end
+    end
+    if (\$253 ) begin
+      if (r_last) begin
+        \$1157 [46] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [46] = 1'h1;
+      end
+    end
+    if (\$257 ) begin
+      if (r_last) begin
+        \$1157 [47] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [47] = 1'h1;
+      end
+    end
+    if (\$261 ) begin
+      if (r_last) begin
+        \$1157 [48] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [48] = 1'h1;
+      end
+    end
+    if (\$265 ) begin
+      if (r_last) begin
+        \$1157 [49] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [49] = 1'h1;
+      end
+    end
+    if (\$269 ) begin
+      if (r_last) begin
+        \$1157 [50] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [50] = 1'h1;
+      end
+    end
+    if (\$273 ) begin
+      if (r_last) begin
+        \$1157 [51] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [51] = 1'h1;
+      end
+    end
+    if (\$277 ) begin
+      if (r_last) begin
+        \$1157 [52] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [52] = 1'h1;
+      end
+    end
+    if (\$281 ) begin
+      if (r_last) begin
+        \$1157 [53] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [53] = 1'h1;
+      end
+    end
+    if (\$285 ) begin
+      if (r_last) begin
+        \$1157 [54] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [54] = 1'h1;
+      end
+    end
+    if (\$289 ) begin
+      if (r_last) begin
+        \$1157 [55] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [55] = 1'h1;
+      end
+    end
+    if (\$293 ) begin
+      if (r_last) begin
+        \$1157 [56] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [56] = 1'h1;
+      end
+    end
+    if (\$297 ) begin
+      if (r_last) begin
+        \$1157 [57] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [57] = 1'h1;
+      end
+    end
+    if (\$301 ) begin
+      if (r_last) begin
+        \$1157 [58] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [58] = 1'h1;
+      end
+    end
+    if (\$305 ) begin
+      if (r_last) begin
+        \$1157 [59] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [59] = 1'h1;
+      end
+    end
+    if (\$309 ) begin
+      if (r_last) begin
+        \$1157 [60] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [60] = 1'h1;
+      end
+    end
+    if (\$313 ) begin
+      if (r_last) begin
+        \$1157 [61] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [61] = 1'h1;
+      end
+    end
+    if (\$317 ) begin
+      if (r_last) begin
+        \$1157 [62] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [62] = 1'h1;
+      end
+    end
+    if (\$321 ) begin
+      if (r_last) begin
+        \$1157 [63] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [63] = 1'h1;
+      end
+    end
+    if (\$325 ) begin
+      if (r_last) begin
+        \$1157 [64] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [64] = 1'h1;
+      end
+    end
+    if (\$329 ) begin
+      if (r_last) begin
+        \$1157 [65] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [65] = 1'h1;
+      end
+    end
+    if (\$333 ) begin
+      if (r_last) begin
+        \$1157 [66] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [66] = 1'h1;
+      end
+    end
+    if (\$337 ) begin
+      if (r_last) begin
+        \$1157 [67] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [67] = 1'h1;
+      end
+    end
+    if (\$341 ) begin
+      if (r_last) begin
+        \$1157 [68] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [68] = 1'h1;
+      end
+    end
+    if (\$345 ) begin
+      if (r_last) begin
+        \$1157 [69] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [69] = 1'h1;
+      end
+    end
+    if (\$349 ) begin
+      if (r_last) begin
+        \$1157 [70] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [70] = 1'h1;
+      end
+    end
+    if (\$353 ) begin
+      if (r_last) begin
+        \$1157 [71] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [71] = 1'h1;
+      end
+    end
+    if (\$357 ) begin
+      if (r_last) begin
+        \$1157 [72] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [72] = 1'h1;
+      end
+    end
+    if (\$361 ) begin
+      if (r_last) begin
+        \$1157 [73] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [73] = 1'h1;
+      end
+    end
+    if (\$365 ) begin
+      if (r_last) begin
+        \$1157 [74] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [74] = 1'h1;
+      end
+    end
+    if (\$369 ) begin
+      if (r_last) begin
+        \$1157 [75] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [75] = 1'h1;
+      end
+    end
+    if (\$373 ) begin
+      if (r_last) begin
+        \$1157 [76] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [76] = 1'h1;
+      end
+    end
+    if (\$377 ) begin
+      if (r_last) begin
+        \$1157 [77] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [77] = 1'h1;
+      end
+    end
+    if (\$381 ) begin
+      if (r_last) begin
+        \$1157 [78] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [78] = 1'h1;
+      end
+    end
+    if (\$385 ) begin
+      if (r_last) begin
+        \$1157 [79] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [79] = 1'h1;
+      end
+    end
+    if (\$389 ) begin
+      if (r_last) begin
+        \$1157 [80] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [80] = 1'h1;
+      end
+    end
+    if (\$393 ) begin
+      if (r_last) begin
+        \$1157 [81] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [81] = 1'h1;
+      end
+    end
+    if (\$397 ) begin
+      if (r_last) begin
+        \$1157 [82] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [82] = 1'h1;
+      end
+    end
+    if (\$401 ) begin
+      if (r_last) begin
+        \$1157 [83] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [83] = 1'h1;
+      end
+    end
+    if (\$405 ) begin
+      if (r_last) begin
+        \$1157 [84] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [84] = 1'h1;
+      end
+    end
+    if (\$409 ) begin
+      if (r_last) begin
+        \$1157 [85] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [85] = 1'h1;
+      end
+    end
+    if (\$413 ) begin
+      if (r_last) begin
+        \$1157 [86] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [86] = 1'h1;
+      end
+    end
+    if (\$417 ) begin
+      if (r_last) begin
+        \$1157 [87] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [87] = 1'h1;
+      end
+    end
+    if (\$421 ) begin
+      if (r_last) begin
+        \$1157 [88] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [88] = 1'h1;
+      end
+    end
+    if (\$425 ) begin
+      if (r_last) begin
+        \$1157 [89] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [89] = 1'h1;
+      end
+    end
+    if (\$429 ) begin
+      if (r_last) begin
+        \$1157 [90] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [90] = 1'h1;
+      end
+    end
+    if (\$433 ) begin
+      if (r_last) begin
+        \$1157 [91] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [91] = 1'h1;
+      end
+    end
+    if (\$437 ) begin
+      if (r_last) begin
+        \$1157 [92] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [92] = 1'h1;
+      end
+    end
+    if (\$441 ) begin
+      if (r_last) begin
+        \$1157 [93] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [93] = 1'h1;
+      end
+    end
+    if (\$445 ) begin
+      if (r_last) begin
+        \$1157 [94] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [94] = 1'h1;
+      end
+    end
+    if (\$449 ) begin
+      if (r_last) begin
+        \$1157 [95] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [95] = 1'h1;
+      end
+    end
+    if (\$453 ) begin
+      if (r_last) begin
+        \$1157 [96] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [96] = 1'h1;
+      end
+    end
+    if (\$457 ) begin
+      if (r_last) begin
+        \$1157 [97] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [97] = 1'h1;
+      end
+    end
+    if (\$461 ) begin
+      if (r_last) begin
+        \$1157 [98] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [98] = 1'h1;
+      end
+    end
+    if (\$465 ) begin
+      if (r_last) begin
+        \$1157 [99] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [99] = 1'h1;
+      end
+    end
+    if (\$469 ) begin
+      if (r_last) begin
+        \$1157 [100] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [100] = 1'h1;
+      end
+    end
+    if (\$473 ) begin
+      if (r_last) begin
+        \$1157 [101] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [101] = 1'h1;
+      end
+    end
+    if (\$477 ) begin
+      if (r_last) begin
+        \$1157 [102] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [102] = 1'h1;
+      end
+    end
+    if (\$481 ) begin
+      if (r_last) begin
+        \$1157 [103] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [103] = 1'h1;
+      end
+    end
+    if (\$485 ) begin
+      if (r_last) begin
+        \$1157 [104] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [104] = 1'h1;
+      end
+    end
+    if (\$489 ) begin
+      if (r_last) begin
+        \$1157 [105] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [105] = 1'h1;
+      end
+    end
+    if (\$493 ) begin
+      if (r_last) begin
+        \$1157 [106] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [106] = 1'h1;
+      end
+    end
+    if (\$497 ) begin
+      if (r_last) begin
+        \$1157 [107] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [107] = 1'h1;
+      end
+    end
+    if (\$501 ) begin
+      if (r_last) begin
+        \$1157 [108] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [108] = 1'h1;
+      end
+    end
+    if (\$505 ) begin
+      if (r_last) begin
+        \$1157 [109] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [109] = 1'h1;
+      end
+    end
+    if (\$509 ) begin
+      if (r_last) begin
+        \$1157 [110] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [110] = 1'h1;
+      end
+    end
+    if (\$513 ) begin
+      if (r_last) begin
+        \$1157 [111] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [111] = 1'h1;
+      end
+    end
+    if (\$517 ) begin
+      if (r_last) begin
+        \$1157 [112] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [112] = 1'h1;
+      end
+    end
+    if (\$521 ) begin
+      if (r_last) begin
+        \$1157 [113] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [113] = 1'h1;
+      end
+    end
+    if (\$525 ) begin
+      if (r_last) begin
+        \$1157 [114] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [114] = 1'h1;
+      end
+    end
+    if (\$529 ) begin
+      if (r_last) begin
+        \$1157 [115] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [115] = 1'h1;
+      end
+    end
+    if (\$533 ) begin
+      if (r_last) begin
+        \$1157 [116] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [116] = 1'h1;
+      end
+    end
+    if (\$537 ) begin
+      if (r_last) begin
+        \$1157 [117] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [117] = 1'h1;
+      end
+    end
+    if (\$541 ) begin
+      if (r_last) begin
+        \$1157 [118] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [118] = 1'h1;
+      end
+    end
+    if (\$545 ) begin
+      if (r_last) begin
+        \$1157 [119] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [119] = 1'h1;
+      end
+    end
+    if (\$549 ) begin
+      if (r_last) begin
+        \$1157 [120] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [120] = 1'h1;
+      end
+    end
+    if (\$553 ) begin
+      if (r_last) begin
+        \$1157 [121] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [121] = 1'h1;
+      end
+    end
+    if (\$557 ) begin
+      if (r_last) begin
+        \$1157 [122] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [122] = 1'h1;
+      end
+    end
+    if (\$561 ) begin
+      if (r_last) begin
+        \$1157 [123] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [123] = 1'h1;
+      end
+    end
+    if (\$565 ) begin
+      if (r_last) begin
+        \$1157 [124] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [124] = 1'h1;
+      end
+    end
+    if (\$569 ) begin
+      if (r_last) begin
+        \$1157 [125] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [125] = 1'h1;
+      end
+    end
+    if (\$573 ) begin
+      if (r_last) begin
+        \$1157 [126] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [126] = 1'h1;
+      end
+    end
+    if (\$577 ) begin
+      if (r_last) begin
+        \$1157 [127] = 1'h0;
+      end else if (r_bad) begin
+        \$1157 [127] = 1'h1;
+      end
     end
     if (rst) begin
-      \$1157  = 3'h0;
+      \$1157  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1158  = r_count56;
-    if (\$243 ) begin
-      \$1158  = \$245 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1158  = r_count1;
+    if (\$73 ) begin
+      \$1158  = \$75 [2:0];
     end
     if (rst) begin
       \$1158  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1159  = r_count57;
-    if (\$247 ) begin
-      \$1159  = \$249 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1159  = r_count2;
+    if (\$77 ) begin
+      \$1159  = \$79 [2:0];
     end
     if (rst) begin
       \$1159  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1160  = r_count58;
-    if (\$251 ) begin
-      \$1160  = \$253 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1160  = r_count3;
+    if (\$81 ) begin
+      \$1160  = \$83 [2:0];
     end
     if (rst) begin
       \$1160  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1161  = r_count59;
-    if (\$255 ) begin
-      \$1161  = \$257 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1161  = r_count4;
+    if (\$85 ) begin
+      \$1161  = \$87 [2:0];
     end
     if (rst) begin
       \$1161  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1162  = r_count60;
-    if (\$259 ) begin
-      \$1162  = \$261 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1162  = r_count5;
+    if (\$89 ) begin
+      \$1162  = \$91 [2:0];
     end
     if (rst) begin
       \$1162  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1163  = r_count61;
-    if (\$263 ) begin
-      \$1163  = \$265 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1163  = r_count6;
+    if (\$93 ) begin
+      \$1163  = \$95 [2:0];
     end
     if (rst) begin
       \$1163  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1164  = r_count62;
-    if (\$267 ) begin
-      \$1164  = \$269 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1164  = r_count7;
+    if (\$97 ) begin
+      \$1164  = \$99 [2:0];
     end
     if (rst) begin
       \$1164  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1165  = r_count63;
-    if (\$271 ) begin
-      \$1165  = \$273 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1165  = r_count8;
+    if (\$101 ) begin
+      \$1165  = \$103 [2:0];
     end
     if (rst) begin
       \$1165  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1166  = r_count64;
-    if (\$275 ) begin
-      \$1166  = \$277 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1166  = r_count9;
+    if (\$105 ) begin
+      \$1166  = \$107 [2:0];
     end
     if (rst) begin
       \$1166  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1167  = r_count65;
-    if (\$279 ) begin
-      \$1167  = \$281 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1167  = r_count10;
+    if (\$109 ) begin
+      \$1167  = \$111 [2:0];
     end
     if (rst) begin
       \$1167  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1168  = r_count66;
-    if (\$283 ) begin
-      \$1168  = \$285 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1168  = r_count11;
+    if (\$113 ) begin
+      \$1168  = \$115 [2:0];
     end
     if (rst) begin
       \$1168  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1169  = r_count67;
-    if (\$287 ) begin
-      \$1169  = \$289 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1169  = r_count12;
+    if (\$117 ) begin
+      \$1169  = \$119 [2:0];
     end
     if (rst) begin
       \$1169  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1170  = r_count68;
-    if (\$291 ) begin
-      \$1170  = \$293 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1170  = r_count13;
+    if (\$121 ) begin
+      \$1170  = \$123 [2:0];
     end
     if (rst) begin
       \$1170  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1171  = r_count69;
-    if (\$295 ) begin
-      \$1171  = \$297 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1171  = r_count14;
+    if (\$125 ) begin
+      \$1171  = \$127 [2:0];
     end
     if (rst) begin
       \$1171  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1172  = r_count70;
-    if (\$299 ) begin
-      \$1172  = \$301 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1172  = r_count15;
+    if (\$129 ) begin
+      \$1172  = \$131 [2:0];
     end
     if (rst) begin
       \$1172  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1173  = r_count71;
-    if (\$303 ) begin
-      \$1173  = \$305 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1173  = r_count16;
+    if (\$133 ) begin
+      \$1173  = \$135 [2:0];
     end
     if (rst) begin
       \$1173  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1174  = r_count72;
-    if (\$307 ) begin
-      \$1174  = \$309 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1174  = r_count17;
+    if (\$137 ) begin
+      \$1174  = \$139 [2:0];
     end
     if (rst) begin
       \$1174  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1175  = r_count73;
-    if (\$311 ) begin
-      \$1175  = \$313 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1175  = r_count18;
+    if (\$141 ) begin
+      \$1175  = \$143 [2:0];
     end
     if (rst) begin
       \$1175  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1176  = r_count74;
-    if (\$315 ) begin
-      \$1176  = \$317 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1176  = r_count19;
+    if (\$145 ) begin
+      \$1176  = \$147 [2:0];
     end
     if (rst) begin
       \$1176  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1177  = r_count75;
-    if (\$319 ) begin
-      \$1177  = \$321 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1177  = r_count20;
+    if (\$149 ) begin
+      \$1177  = \$151 [2:0];
     end
     if (rst) begin
       \$1177  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1178  = r_count76;
-    if (\$323 ) begin
-      \$1178  = \$325 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1178  = r_count21;
+    if (\$153 ) begin
+      \$1178  = \$155 [2:0];
     end
     if (rst) begin
       \$1178  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1179  = r_count77;
-    if (\$327 ) begin
-      \$1179  = \$329 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1179  = r_count22;
+    if (\$157 ) begin
+      \$1179  = \$159 [2:0];
     end
     if (rst) begin
       \$1179  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1180  = r_count78;
-    if (\$331 ) begin
-      \$1180  = \$333 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1180  = r_count23;
+    if (\$161 ) begin
+      \$1180  = \$163 [2:0];
     end
     if (rst) begin
       \$1180  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1181  = r_count79;
-    if (\$335 ) begin
-      \$1181  = \$337 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1181  = r_count24;
+    if (\$165 ) begin
+      \$1181  = \$167 [2:0];
     end
     if (rst) begin
       \$1181  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1182  = r_count80;
-    if (\$339 ) begin
-      \$1182  = \$341 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1182  = r_count25;
+    if (\$169 ) begin
+      \$1182  = \$171 [2:0];
     end
     if (rst) begin
       \$1182  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1183  = r_count81;
-    if (\$343 ) begin
-      \$1183  = \$345 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1183  = r_count26;
+    if (\$173 ) begin
+      \$1183  = \$175 [2:0];
     end
     if (rst) begin
       \$1183  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1184  = r_count82;
-    if (\$347 ) begin
-      \$1184  = \$349 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1184  = r_count27;
+    if (\$177 ) begin
+      \$1184  = \$179 [2:0];
     end
     if (rst) begin
       \$1184  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1185  = r_count83;
-    if (\$351 ) begin
-      \$1185  = \$353 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1185  = r_count28;
+    if (\$181 ) begin
+      \$1185  = \$183 [2:0];
     end
     if (rst) begin
       \$1185  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1186  = r_count84;
-    if (\$355 ) begin
-      \$1186  = \$357 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1186  = r_count29;
+    if (\$185 ) begin
+      \$1186  = \$187 [2:0];
     end
     if (rst) begin
       \$1186  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1187  = r_count85;
-    if (\$359 ) begin
-      \$1187  = \$361 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1187  = r_count30;
+    if (\$189 ) begin
+      \$1187  = \$191 [2:0];
     end
     if (rst) begin
       \$1187  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1188  = r_count86;
-    if (\$363 ) begin
-      \$1188  = \$365 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1188  = r_count31;
+    if (\$193 ) begin
+      \$1188  = \$195 [2:0];
     end
     if (rst) begin
       \$1188  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1189  = r_count87;
-    if (\$367 ) begin
-      \$1189  = \$369 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1189  = r_count32;
+    if (\$197 ) begin
+      \$1189  = \$199 [2:0];
     end
     if (rst) begin
       \$1189  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1190  = r_count88;
-    if (\$371 ) begin
-      \$1190  = \$373 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1190  = r_count33;
+    if (\$201 ) begin
+      \$1190  = \$203 [2:0];
     end
     if (rst) begin
       \$1190  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1191  = r_count89;
-    if (\$375 ) begin
-      \$1191  = \$377 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1191  = r_count34;
+    if (\$205 ) begin
+      \$1191  = \$207 [2:0];
     end
     if (rst) begin
       \$1191  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1192  = r_count90;
-    if (\$379 ) begin
-      \$1192  = \$381 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1192  = r_count35;
+    if (\$209 ) begin
+      \$1192  = \$211 [2:0];
     end
     if (rst) begin
       \$1192  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1193  = r_count91;
-    if (\$383 ) begin
-      \$1193  = \$385 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1193  = r_count36;
+    if (\$213 ) begin
+      \$1193  = \$215 [2:0];
     end
     if (rst) begin
       \$1193  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1194  = r_count92;
-    if (\$387 ) begin
-      \$1194  = \$389 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1194  = r_count37;
+    if (\$217 ) begin
+      \$1194  = \$219 [2:0];
     end
     if (rst) begin
       \$1194  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1195  = r_count93;
-    if (\$391 ) begin
-      \$1195  = \$393 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1195  = r_count38;
+    if (\$221 ) begin
+      \$1195  = \$223 [2:0];
     end
     if (rst) begin
       \$1195  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1196  = r_count94;
-    if (\$395 ) begin
-      \$1196  = \$397 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1196  = r_count39;
+    if (\$225 ) begin
+      \$1196  = \$227 [2:0];
     end
     if (rst) begin
       \$1196  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1197  = r_count95;
-    if (\$399 ) begin
-      \$1197  = \$401 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1197  = r_count40;
+    if (\$229 ) begin
+      \$1197  = \$231 [2:0];
     end
     if (rst) begin
       \$1197  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1198  = r_count96;
-    if (\$403 ) begin
-      \$1198  = \$405 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1198  = r_count41;
+    if (\$233 ) begin
+      \$1198  = \$235 [2:0];
     end
     if (rst) begin
       \$1198  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1199  = r_count97;
-    if (\$407 ) begin
-      \$1199  = \$409 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1199  = r_count42;
+    if (\$237 ) begin
+      \$1199  = \$239 [2:0];
     end
     if (rst) begin
       \$1199  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1200  = r_count98;
-    if (\$411 ) begin
-      \$1200  = \$413 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1200  = r_count43;
+    if (\$241 ) begin
+      \$1200  = \$243 [2:0];
     end
     if (rst) begin
       \$1200  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1201  = r_count99;
-    if (\$415 ) begin
-      \$1201  = \$417 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1201  = r_count44;
+    if (\$245 ) begin
+      \$1201  = \$247 [2:0];
     end
     if (rst) begin
       \$1201  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1202  = r_count100;
-    if (\$419 ) begin
-      \$1202  = \$421 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1202  = r_count45;
+    if (\$249 ) begin
+      \$1202  = \$251 [2:0];
     end
     if (rst) begin
       \$1202  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1203  = r_count101;
-    if (\$423 ) begin
-      \$1203  = \$425 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1203  = r_count46;
+    if (\$253 ) begin
+      \$1203  = \$255 [2:0];
     end
     if (rst) begin
       \$1203  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1204  = r_count102;
-    if (\$427 ) begin
-      \$1204  = \$429 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1204  = r_count47;
+    if (\$257 ) begin
+      \$1204  = \$259 [2:0];
     end
     if (rst) begin
       \$1204  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1205  = r_count103;
-    if (\$431 ) begin
-      \$1205  = \$433 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1205  = r_count48;
+    if (\$261 ) begin
+      \$1205  = \$263 [2:0];
     end
     if (rst) begin
       \$1205  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1206  = r_count104;
-    if (\$435 ) begin
-      \$1206  = \$437 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1206  = r_count49;
+    if (\$265 ) begin
+      \$1206  = \$267 [2:0];
     end
     if (rst) begin
       \$1206  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1207  = r_count105;
-    if (\$439 ) begin
-      \$1207  = \$441 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1207  = r_count50;
+    if (\$269 ) begin
+      \$1207  = \$271 [2:0];
     end
     if (rst) begin
       \$1207  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1208  = r_count106;
-    if (\$443 ) begin
-      \$1208  = \$445 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1208  = r_count51;
+    if (\$273 ) begin
+      \$1208  = \$275 [2:0];
     end
     if (rst) begin
       \$1208  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1209  = r_count107;
-    if (\$447 ) begin
-      \$1209  = \$449 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1209  = r_count52;
+    if (\$277 ) begin
+      \$1209  = \$279 [2:0];
     end
     if (rst) begin
       \$1209  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1210  = r_count108;
-    if (\$451 ) begin
-      \$1210  = \$453 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1210  = r_count53;
+    if (\$281 ) begin
+      \$1210  = \$283 [2:0];
     end
     if (rst) begin
       \$1210  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1211  = r_count109;
-    if (\$455 ) begin
-      \$1211  = \$457 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1211  = r_count54;
+    if (\$285 ) begin
+      \$1211  = \$287 [2:0];
     end
     if (rst) begin
       \$1211  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1212  = r_count110;
-    if (\$459 ) begin
-      \$1212  = \$461 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1212  = r_count55;
+    if (\$289 ) begin
+      \$1212  = \$291 [2:0];
     end
     if (rst) begin
       \$1212  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1213  = r_count111;
-    if (\$463 ) begin
-      \$1213  = \$465 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1213  = r_count56;
+    if (\$293 ) begin
+      \$1213  = \$295 [2:0];
     end
     if (rst) begin
       \$1213  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1214  = r_count112;
-    if (\$467 ) begin
-      \$1214  = \$469 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1214  = r_count57;
+    if (\$297 ) begin
+      \$1214  = \$299 [2:0];
     end
     if (rst) begin
       \$1214  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1215  = r_count113;
-    if (\$471 ) begin
-      \$1215  = \$473 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1215  = r_count58;
+    if (\$301 ) begin
+      \$1215  = \$303 [2:0];
     end
     if (rst) begin
       \$1215  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1216  = r_count114;
-    if (\$475 ) begin
-      \$1216  = \$477 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1216  = r_count59;
+    if (\$305 ) begin
+      \$1216  = \$307 [2:0];
     end
     if (rst) begin
       \$1216  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1217  = r_count115;
-    if (\$479 ) begin
-      \$1217  = \$481 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1217  = r_count60;
+    if (\$309 ) begin
+      \$1217  = \$311 [2:0];
     end
     if (rst) begin
       \$1217  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1218  = r_count116;
-    if (\$483 ) begin
-      \$1218  = \$485 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1218  = r_count61;
+    if (\$313 ) begin
+      \$1218  = \$315 [2:0];
     end
     if (rst) begin
       \$1218  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1219  = r_count117;
-    if (\$487 ) begin
-      \$1219  = \$489 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1219  = r_count62;
+    if (\$317 ) begin
+      \$1219  = \$319 [2:0];
     end
     if (rst) begin
       \$1219  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1220  = r_count118;
-    if (\$491 ) begin
-      \$1220  = \$493 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1220  = r_count63;
+    if (\$321 ) begin
+      \$1220  = \$323 [2:0];
     end
     if (rst) begin
       \$1220  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1221  = r_count119;
-    if (\$495 ) begin
-      \$1221  = \$497 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1221  = r_count64;
+    if (\$325 ) begin
+      \$1221  = \$327 [2:0];
     end
     if (rst) begin
       \$1221  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1222  = r_count120;
-    if (\$499 ) begin
-      \$1222  = \$501 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1222  = r_count65;
+    if (\$329 ) begin
+      \$1222  = \$331 [2:0];
     end
     if (rst) begin
       \$1222  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1223  = r_count121;
-    if (\$503 ) begin
-      \$1223  = \$505 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1223  = r_count66;
+    if (\$333 ) begin
+      \$1223  = \$335 [2:0];
     end
     if (rst) begin
       \$1223  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1224  = r_count122;
-    if (\$507 ) begin
-      \$1224  = \$509 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1224  = r_count67;
+    if (\$337 ) begin
+      \$1224  = \$339 [2:0];
     end
     if (rst) begin
       \$1224  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1225  = r_count123;
-    if (\$511 ) begin
-      \$1225  = \$513 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1225  = r_count68;
+    if (\$341 ) begin
+      \$1225  = \$343 [2:0];
     end
     if (rst) begin
       \$1225  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1226  = r_count124;
-    if (\$515 ) begin
-      \$1226  = \$517 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1226  = r_count69;
+    if (\$345 ) begin
+      \$1226  = \$347 [2:0];
     end
     if (rst) begin
       \$1226  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1227  = r_count125;
-    if (\$519 ) begin
-      \$1227  = \$521 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1227  = r_count70;
+    if (\$349 ) begin
+      \$1227  = \$351 [2:0];
     end
     if (rst) begin
       \$1227  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1228  = r_count126;
-    if (\$523 ) begin
-      \$1228  = \$525 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1228  = r_count71;
+    if (\$353 ) begin
+      \$1228  = \$355 [2:0];
     end
     if (rst) begin
       \$1228  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1229  = r_count127;
-    if (\$527 ) begin
-      \$1229  = \$529 [2:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1229  = r_count72;
+    if (\$357 ) begin
+      \$1229  = \$359 [2:0];
     end
     if (rst) begin
       \$1229  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1230  = meta_v;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1230  = r_count73;
+    if (\$361 ) begin
+      \$1230  = \$363 [2:0];
+    end
+    if (rst) begin
+      \$1230  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1231  = r_count74;
+    if (\$365 ) begin
+      \$1231  = \$367 [2:0];
+    end
+    if (rst) begin
+      \$1231  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1232  = r_count75;
+    if (\$369 ) begin
+      \$1232  = \$371 [2:0];
+    end
+    if (rst) begin
+      \$1232  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1233  = r_count76;
+    if (\$373 ) begin
+      \$1233  = \$375 [2:0];
+    end
+    if (rst) begin
+      \$1233  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1234  = r_count77;
+    if (\$377 ) begin
+      \$1234  = \$379 [2:0];
+    end
+    if (rst) begin
+      \$1234  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1235  = r_count78;
+    if (\$381 ) begin
+      \$1235  = \$383 [2:0];
+    end
+    if (rst) begin
+      \$1235  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1236  = r_count79;
+    if (\$385 ) begin
+      \$1236  = \$387 [2:0];
+    end
+    if (rst) begin
+      \$1236  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1237  = r_count80;
+    if (\$389 ) begin
+      \$1237  = \$391 [2:0];
+    end
+    if (rst) begin
+      \$1237  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1238  = r_count81;
+    if (\$393 ) begin
+      \$1238  = \$395 [2:0];
+    end
+    if (rst) begin
+      \$1238  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1239  = r_count82;
+    if (\$397 ) begin
+      \$1239  = \$399 [2:0];
+    end
+    if (rst) begin
+      \$1239  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1240  = r_count83;
+    if (\$401 ) begin
+      \$1240  = \$403 [2:0];
+    end
+    if (rst) begin
+      \$1240  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1241  = r_count84;
+    if (\$405 ) begin
+      \$1241  = \$407 [2:0];
+    end
+    if (rst) begin
+      \$1241  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1242  = r_count85;
+    if (\$409 ) begin
+      \$1242  = \$411 [2:0];
+    end
+    if (rst) begin
+      \$1242  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1243  = r_count86;
+    if (\$413 ) begin
+      \$1243  = \$415 [2:0];
+    end
+    if (rst) begin
+      \$1243  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1244  = r_count87;
+    if (\$417 ) begin
+      \$1244  = \$419 [2:0];
+    end
+    if (rst) begin
+      \$1244  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1245  = r_count88;
+    if (\$421 ) begin
+      \$1245  = \$423 [2:0];
+    end
+    if (rst) begin
+      \$1245  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1246  = r_count89;
+    if (\$425 ) begin
+      \$1246  = \$427 [2:0];
+    end
+    if (rst) begin
+      \$1246  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1247  = r_count90;
+    if (\$429 ) begin
+      \$1247  = \$431 [2:0];
+    end
+    if (rst) begin
+      \$1247  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1248  = r_count91;
+    if (\$433 ) begin
+      \$1248  = \$435 [2:0];
+    end
+    if (rst) begin
+      \$1248  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1249  = r_count92;
+    if (\$437 ) begin
+      \$1249  = \$439 [2:0];
+    end
+    if (rst) begin
+      \$1249  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1250  = r_count93;
+    if (\$441 ) begin
+      \$1250  = \$443 [2:0];
+    end
+    if (rst) begin
+      \$1250  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1251  = r_count94;
+    if (\$445 ) begin
+      \$1251  = \$447 [2:0];
+    end
+    if (rst) begin
+      \$1251  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1252  = r_count95;
+    if (\$449 ) begin
+      \$1252  = \$451 [2:0];
+    end
+    if (rst) begin
+      \$1252  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1253  = r_count96;
+    if (\$453 ) begin
+      \$1253  = \$455 [2:0];
+    end
+    if (rst) begin
+      \$1253  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1254  = r_count97;
+    if (\$457 ) begin
+      \$1254  = \$459 [2:0];
+    end
+    if (rst) begin
+      \$1254  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1255  = r_count98;
+    if (\$461 ) begin
+      \$1255  = \$463 [2:0];
+    end
+    if (rst) begin
+      \$1255  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1256  = r_count99;
+    if (\$465 ) begin
+      \$1256  = \$467 [2:0];
+    end
+    if (rst) begin
+      \$1256  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1257  = r_count100;
+    if (\$469 ) begin
+      \$1257  = \$471 [2:0];
+    end
+    if (rst) begin
+      \$1257  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1258  = r_count101;
+    if (\$473 ) begin
+      \$1258  = \$475 [2:0];
+    end
+    if (rst) begin
+      \$1258  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1259  = r_count102;
+    if (\$477 ) begin
+      \$1259  = \$479 [2:0];
+    end
+    if (rst) begin
+      \$1259  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1260  = r_count103;
+    if (\$481 ) begin
+      \$1260  = \$483 [2:0];
+    end
+    if (rst) begin
+      \$1260  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1261  = r_count104;
+    if (\$485 ) begin
+      \$1261  = \$487 [2:0];
+    end
+    if (rst) begin
+      \$1261  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1262  = r_count105;
+    if (\$489 ) begin
+      \$1262  = \$491 [2:0];
+    end
+    if (rst) begin
+      \$1262  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1263  = r_count106;
+    if (\$493 ) begin
+      \$1263  = \$495 [2:0];
+    end
+    if (rst) begin
+      \$1263  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1264  = r_count107;
+    if (\$497 ) begin
+      \$1264  = \$499 [2:0];
+    end
+    if (rst) begin
+      \$1264  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1265  = r_count108;
+    if (\$501 ) begin
+      \$1265  = \$503 [2:0];
+    end
+    if (rst) begin
+      \$1265  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1266  = r_count109;
+    if (\$505 ) begin
+      \$1266  = \$507 [2:0];
+    end
+    if (rst) begin
+      \$1266  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1267  = r_count110;
+    if (\$509 ) begin
+      \$1267  = \$511 [2:0];
+    end
+    if (rst) begin
+      \$1267  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1268  = r_count111;
+    if (\$513 ) begin
+      \$1268  = \$515 [2:0];
+    end
+    if (rst) begin
+      \$1268  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1269  = r_count112;
+    if (\$517 ) begin
+      \$1269  = \$519 [2:0];
+    end
+    if (rst) begin
+      \$1269  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1270  = r_count113;
+    if (\$521 ) begin
+      \$1270  = \$523 [2:0];
+    end
+    if (rst) begin
+      \$1270  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1271  = r_count114;
+    if (\$525 ) begin
+      \$1271  = \$527 [2:0];
+    end
+    if (rst) begin
+      \$1271  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1272  = r_count115;
+    if (\$529 ) begin
+      \$1272  = \$531 [2:0];
+    end
+    if (rst) begin
+      \$1272  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1273  = r_count116;
+    if (\$533 ) begin
+      \$1273  = \$535 [2:0];
+    end
+    if (rst) begin
+      \$1273  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1274  = r_count117;
+    if (\$537 ) begin
+      \$1274  = \$539 [2:0];
+    end
+    if (rst) begin
+      \$1274  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1275  = r_count118;
+    if (\$541 ) begin
+      \$1275  = \$543 [2:0];
+    end
+    if (rst) begin
+      \$1275  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1276  = r_count119;
+    if (\$545 ) begin
+      \$1276  = \$547 [2:0];
+    end
+    if (rst) begin
+      \$1276  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1277  = r_count120;
+    if (\$549 ) begin
+      \$1277  = \$551 [2:0];
+    end
+    if (rst) begin
+      \$1277  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1278  = r_count121;
+    if (\$553 ) begin
+      \$1278  = \$555 [2:0];
+    end
+    if (rst) begin
+      \$1278  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1279  = r_count122;
+    if (\$557 ) begin
+      \$1279  = \$559 [2:0];
+    end
+    if (rst) begin
+      \$1279  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1280  = r_count123;
+    if (\$561 ) begin
+      \$1280  = \$563 [2:0];
+    end
+    if (rst) begin
+      \$1280  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1281  = r_count124;
+    if (\$565 ) begin
+      \$1281  = \$567 [2:0];
+    end
+    if (rst) begin
+      \$1281  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1282  = r_count125;
+    if (\$569 ) begin
+      \$1282  = \$571 [2:0];
+    end
+    if (rst) begin
+      \$1282  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1283  = r_count126;
+    if (\$573 ) begin
+      \$1283  = \$575 [2:0];
+    end
+    if (rst) begin
+      \$1283  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1284  = r_count127;
+    if (\$577 ) begin
+      \$1284  = \$579 [2:0];
+    end
+    if (rst) begin
+      \$1284  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1285  = meta_v;
     if (meta_pop) begin
-      \$1230  = 1'h1;
+      \$1285  = 1'h1;
     end else if (aw_load) begin
-      \$1230  = 1'h0;
+      \$1285  = 1'h0;
     end
     if (rst) begin
-      \$1230  = 1'h0;
+      \$1285  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1231  = meta_id;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1286  = meta_id;
     if (meta_pop) begin
-      \$1231  = \r_data$192 ;
+      \$1286  = \r_data$204 ;
     end
     if (rst) begin
-      \$1231  = 7'h00;
+      \$1286  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1232  = axi__awvalid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1287  = axi__awvalid;
     if (aw_load) begin
-      \$1232  = 1'h1;
+      \$1287  = 1'h1;
     end else if (axi__awready) begin
-      \$1232  = 1'h0;
+      \$1287  = 1'h0;
     end
     if (rst) begin
-      \$1232  = 1'h0;
+      \$1287  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1233  = axi__awaddr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1288  = axi__awaddr;
     if (aw_load) begin
-      \$1233  = meta_rd__data[63:0];
+      \$1288  = meta_rd__data[63:0];
     end
     if (rst) begin
-      \$1233  = 64'h0000000000000000;
+      \$1288  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1234  = axi__awlen;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1289  = axi__awlen;
     if (aw_load) begin
-      \$1234  = { \$530 [4], \$530 [4], \$530 [4], \$530  };
+      \$1289  = { \$580 [4], \$580 [4], \$580 [4], \$580  };
     end
     if (rst) begin
-      \$1234  = 8'h00;
+      \$1289  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1235  = aw_slot;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1290  = aw_slot;
     if (aw_load) begin
-      \$1235  = meta_id;
+      \$1290  = meta_id;
     end
     if (rst) begin
-      \$1235  = 7'h00;
+      \$1290  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1236  = aw_beats;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1291  = aw_beats;
     if (aw_load) begin
-      \$1236  = meta_rd__data[67:64];
+      \$1291  = meta_rd__data[67:64];
     end
     if (rst) begin
-      \$1236  = 4'h0;
+      \$1291  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1237  = w_issue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1292  = w_issue;
     if (rst) begin
-      \$1237  = 1'h0;
+      \$1292  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1238  = \$531 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1293  = \$581 ;
     if (rst) begin
-      \$1238  = 1'h0;
+      \$1293  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1239  = w_beat;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1294  = w_beat;
     if (w_issue) begin
-      \$1239  = \$532 [2:0];
+      \$1294  = \$582 [2:0];
     end
     if (w_next) begin
-      \$1239  = 3'h0;
+      \$1294  = 3'h0;
     end
     if (rst) begin
-      \$1239  = 3'h0;
+      \$1294  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1240  = w_active;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1295  = w_active;
     if (w_next) begin
-      \$1240  = 1'h1;
+      \$1295  = 1'h1;
     end else if (w_free) begin
-      \$1240  = 1'h0;
+      \$1295  = 1'h0;
     end
     if (rst) begin
-      \$1240  = 1'h0;
+      \$1295  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1241  = w_slot;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1296  = w_slot;
     if (w_next) begin
-      \$1241  = \r_data$209 [6:0];
+      \$1296  = \r_data$221 [6:0];
     end
     if (rst) begin
-      \$1241  = 7'h00;
+      \$1296  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1242  = w_beats;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1297  = w_beats;
     if (w_next) begin
-      \$1242  = \r_data$209 [10:7];
+      \$1297  = \r_data$221 [10:7];
     end
     if (rst) begin
-      \$1242  = 4'h0;
+      \$1297  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1243  = \$543 [127:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1298  = \$593 [127:0];
     if (rst) begin
-      \$1243  = 128'h00000000000000000000000000000000;
+      \$1298  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    \$1244  = 1'h0;
-    if (\$575 ) begin
-      \$1244  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1299  = 1'h0;
+    if (\$631 ) begin
+      \$1299  = 1'h1;
     end
     if (rst) begin
-      \$1244  = 1'h0;
+      \$1299  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     r_free = 1'h0;
-    if (\$1051 ) begin
+    if (\$1093 ) begin
       r_free = burst_bad;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
-    w_en = 1'h0;
-    if (\$1051 ) begin
-      w_en = \$1052 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \w_en$260  = 1'h0;
+    if (\$1093 ) begin
+      \w_en$260  = \$1094 ;
     end
   end
-  assign row_bytes = \port$10978$100 [79:64];
-  assign buf_addr = \port$10978$100 [63:0];
-  assign chunk = \$1040 [3:0];
+  assign row_bytes = \port$11062$100 [79:64];
+  assign buf_addr = \port$11062$100 [63:0];
   assign free_id_index = free_id;
   assign tables__table = keys__payload[28:24];
-  assign src_room = \$1029 [8:0];
-  assign dst_room = \$1030 [8:0];
+  assign w_en = e_v;
   assign meta_wr__addr = free_id;
   assign meta_wr__en = ar_load;
   assign src_wr__addr = free_id;
@@ -66525,32 +67346,32 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign src_rd__addr = axi__rid;
   assign src_rd__en = 1'h1;
   assign slot_wr__addr = { r_id, r_beat };
-  assign slot_wr__data = r_data;
+  assign slot_wr__data = \r_data$63 ;
   assign slot_wr__en = r_v;
-  assign w_data = r_id;
-  assign r_en = meta_pop;
-  assign meta_rd__addr = \r_data$192 ;
+  assign \w_data$261  = r_id;
+  assign \r_en$263  = meta_pop;
+  assign meta_rd__addr = \r_data$204 ;
   assign meta_rd__en = meta_pop;
   assign axi__awid = 7'h00;
   assign axi__awsize = 3'h4;
   assign axi__awburst = 2'h1;
   assign axi__awcache = 4'h3;
   assign axi__awprot = 3'h0;
-  assign \w_en$260  = aw_hs;
-  assign \w_data$261  = { aw_beats, aw_slot };
-  assign \w_en$262  = aw_hs;
-  assign \w_data$263  = axi__awaddr;
-  assign \r_en$266  = w_next;
+  assign \w_en$272  = aw_hs;
+  assign \w_data$273  = { aw_beats, aw_slot };
+  assign \w_en$274  = aw_hs;
+  assign \w_data$275  = axi__awaddr;
+  assign \r_en$278  = w_next;
   assign slot_rd__addr = { w_slot, w_beat };
   assign slot_rd__en = w_issue;
-  assign \w_en$269  = rd_inflight;
-  assign \w_data$270  = { rd_last, slot_rd__data };
-  assign axi__wvalid = r_rdy;
-  assign axi__wdata = \r_data$274 [127:0];
-  assign axi__wlast = \r_data$274 [128];
+  assign \w_en$281  = rd_inflight;
+  assign \w_data$282  = { rd_last, slot_rd__data };
+  assign axi__wvalid = \r_rdy$233 ;
+  assign axi__wdata = \r_data$286 [127:0];
+  assign axi__wlast = \r_data$286 [128];
   assign axi__wstrb = 16'hffff;
-  assign axi__wready = \r_en$277 ;
-  assign axi__bvalid = \r_en$279 ;
+  assign axi__wready = \r_en$289 ;
+  assign axi__bvalid = \r_en$291 ;
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -66559,27 +67380,37 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign \tables__entry.base  = tables__entry[63:0];
   assign \tables__entry.stride  = tables__entry[95:64];
   assign \tables__entry.rows  = tables__entry[127:96];
+  assign \e_seg.left_m1  = e_seg[7:0];
+  assign \e_seg.last  = e_seg[8];
+  assign \e_seg.row_end  = e_seg[9];
+  assign \row_seg.left_m1  = row_seg[7:0];
+  assign \row_seg.last  = row_seg[8];
+  assign \row_seg.row_end  = row_seg[9];
   assign \meta_rd__data.dst  = meta_rd__data[63:0];
   assign \meta_rd__data.beats  = meta_rd__data[67:64];
   assign \meta_wr__data.dst  = meta_wr__data[63:0];
   assign \meta_wr__data.beats  = meta_wr__data[67:64];
-  assign meta_wr__data[67:64] = \$1040 [3:0];
+  assign meta_wr__data[67:64] = chunk;
   assign meta_wr__data[63:0] = row_dst;
-  assign free_id[6] = \$1020 ;
-  assign free_id[5] = \$957 ;
-  assign free_id[4] = \$894 ;
-  assign free_id[3] = \$831 ;
-  assign free_id[2] = \$768 ;
-  assign free_id[1] = \$705 ;
-  assign free_id[0] = \$642 ;
-  assign \$3  = { 4'h0, \port$10978$100 [79:68] };
-  assign \$11  = { 3'h0, \$1040 [3:0], 4'h0 };
-  assign \$13  = { 3'h0, \$1040 [3:0], 4'h0 };
+  assign w_data[141:138] = \$1080 ;
+  assign w_data[137:128] = e_seg;
+  assign w_data[127:64] = e_dst;
+  assign w_data[63:0] = e_src;
+  assign free_id[6] = \$1076 ;
+  assign free_id[5] = \$1013 ;
+  assign free_id[4] = \$950 ;
+  assign free_id[3] = \$887 ;
+  assign free_id[2] = \$824 ;
+  assign free_id[1] = \$761 ;
+  assign free_id[0] = \$698 ;
+  assign \$3  = { 4'h0, \port$11062$100 [79:68] };
+  assign \$38  = { 3'h0, chunk, 4'h0 };
+  assign \$40  = { 3'h0, chunk, 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$139  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66786,7 +67617,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -66796,7 +67627,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -66806,7 +67637,7 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$139 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -66827,8 +67658,137 @@ module \hotline_accelerator.rows.mover.ready_q (rst, r_en, r_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data, r_en, w_en, \port$13333$0 , level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
+module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_port__data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [4:0] \$14 ;
+  reg [2:0] \$15 ;
+  reg [2:0] \$16 ;
+  reg [3:0] \$17 ;
+  wire [3:0] \$2 ;
+  wire \$3 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [4:0] \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [3:0] level = 4'h0;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [141:0] r_data;
+  wire [141:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [141:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [141:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  input [141:0] w_port__data;
+  wire [141:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [141:0] storage [7:0];
+  initial begin
+    storage[0] = 142'h000000000000000000000000000000000000;
+    storage[1] = 142'h000000000000000000000000000000000000;
+    storage[2] = 142'h000000000000000000000000000000000000;
+    storage[3] = 142'h000000000000000000000000000000000000;
+    storage[4] = 142'h000000000000000000000000000000000000;
+    storage[5] = 142'h000000000000000000000000000000000000;
+    storage[6] = 142'h000000000000000000000000000000000000;
+    storage[7] = 142'h000000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 4'h8;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge clk)
+    w_port__addr <= \$15 ;
+  always @(posedge clk)
+    r_port__addr <= \$16 ;
+  always @(posedge clk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [2:0];
+    end
+    if (rst) begin
+      \$15  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [2:0];
+    end
+    if (rst) begin
+      \$16  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [3:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [3:0];
+    end
+    if (rst) begin
+      \$17  = 4'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9966$0 , r_rdy, r_data, r_en, w_en, \port$13448$0 , level, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66852,10 +67812,10 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input \port$13333$0 ;
-  wire \port$13333$0 ;
-  input [127:0] \port$9919$0 ;
-  wire [127:0] \port$9919$0 ;
+  input \port$13448$0 ;
+  wire \port$13448$0 ;
+  input [127:0] \port$9966$0 ;
+  wire [127:0] \port$9966$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -66888,7 +67848,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13333$0 , \port$9919$0  };
+      storage[w_port__addr] <= { \port$13448$0 , \port$9966$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -66915,7 +67875,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -66925,7 +67885,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -66935,7 +67895,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -66950,15 +67910,15 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9919$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13333$0 , \port$9919$0  };
-  assign w_data = { \port$13333$0 , \port$9919$0  };
+  assign w_port__data = { \port$13448$0 , \port$9966$0  };
+  assign w_data = { \port$13448$0 , \port$9966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13327$0 , \port$13329$0 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
+module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13442$0 , \port$13444$0 , clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -66981,10 +67941,10 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13327$0 ;
-  wire [6:0] \port$13327$0 ;
-  input [3:0] \port$13329$0 ;
-  wire [3:0] \port$13329$0 ;
+  input [6:0] \port$13442$0 ;
+  wire [6:0] \port$13442$0 ;
+  input [3:0] \port$13444$0 ;
+  wire [3:0] \port$13444$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -67141,7 +68101,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13329$0 , \port$13327$0  };
+      storage[w_port__addr] <= { \port$13444$0 , \port$13442$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -67168,7 +68128,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -67178,7 +68138,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -67188,7 +68148,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$141 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -67203,15 +68163,15 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13329$0 , \port$13327$0  };
-  assign w_data = { \port$13329$0 , \port$13327$0  };
+  assign w_port__data = { \port$13444$0 , \port$13442$0  };
+  assign w_data = { \port$13444$0 , \port$13442$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__data, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -67418,7 +68378,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [6:0];
@@ -67428,7 +68388,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [6:0];
@@ -67438,7 +68398,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [7:0];
@@ -67459,8 +68419,8 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10978$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
-  reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
+module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11062$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+  reg \$auto$verilog_backend.cc:2355:dump_module$146  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -67619,8 +68579,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$10978$4 ;
-  wire [95:0] \port$10978$4 ;
+  input [95:0] \port$11062$4 ;
+  wire [95:0] \port$11062$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -67747,7 +68707,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   \hotline_accelerator.rows.reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$8009$0 (\$13 ),
+    .\port$8018$0 (\$13 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -67755,14 +68715,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     words = 33'h000000000;
     if (\$1 ) begin
       words = \$2 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$66  = busy;
     if (\$20 ) begin
       \$66  = 1'h1;
@@ -67777,7 +68737,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$67  = phase;
     if (\$20 ) begin
       \$67  = 2'h2;
@@ -67793,27 +68753,27 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$10978$4 [95:32];
+      \$68  = \port$11062$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$10978$4 [31:0];
+      \$69  = \port$11062$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$70  = error;
     if (\$20 ) begin
       \$70 [0] = 1'h0;
@@ -67830,7 +68790,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$71  = next_addr;
     if (\$21 ) begin
       \$71  = { l_addr[63:4], 4'h0 };
@@ -67843,7 +68803,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$72  = rx_addr;
     if (\$21 ) begin
       \$72  = { l_addr[63:4], 4'h0 };
@@ -67856,7 +68816,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$73  = beats_to_issue;
     if (\$21 ) begin
       \$73  = \$23 [32:0];
@@ -67869,7 +68829,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$74  = beats_to_emit;
     if (\$21 ) begin
       \$74  = \$25 [32:0];
@@ -67882,7 +68842,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$75  = first_mask;
     if (\$21 ) begin
       \$75  = \$26 [1:0];
@@ -67892,7 +68852,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$76  = rx_pos;
     if (\$21 ) begin
       \$76  = { \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27 [1], \$27  };
@@ -67905,7 +68865,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$77  = rx_first;
     if (\$21 ) begin
       \$77  = 1'h1;
@@ -67918,7 +68878,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$78  = last_mask;
     if (\$21 ) begin
       \$78  = \$31 [1:0];
@@ -67928,7 +68888,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$79  = last_beat;
     if (\$32 ) begin
       \$79  = \$33 ;
@@ -67941,7 +68901,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$80  = emit_left;
     if (\$32 ) begin
       \$80  = 1'h1;
@@ -67954,7 +68914,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$81  = head_mask;
     if (\$32 ) begin
       \$81  = \$36 ;
@@ -67967,14 +68927,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$82  = \$37 ;
     if (rst) begin
       \$82  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$83  = axi__arvalid;
     if (\$38 ) begin
       \$83  = 1'h0;
@@ -67987,14 +68947,14 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$84  = \$39 ;
     if (rst) begin
       \$84  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$85  = axi__araddr;
     if (issue) begin
       \$85  = next_addr;
@@ -68004,7 +68964,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$86  = axi__arlen;
     if (issue) begin
       \$86  = { \$40 [4], \$40 [4], \$40 [4], \$40  };
@@ -68014,7 +68974,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$143 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$87  = \$47 [9:0];
     if (rst) begin
       \$87  = 10'h200;
@@ -68036,8 +68996,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$10978$4 [95:32];
-  assign count = \port$10978$4 [31:0];
+  assign addr = \port$11062$4 [95:32];
+  assign count = \port$11062$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -68058,8 +69018,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
+module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8018$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$147  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -68099,8 +69059,8 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
   wire [9:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$8009$0 ;
-  wire \port$8009$0 ;
+  input \port$8018$0 ;
+  wire \port$8018$0 ;
   (* init = 9'h000 *)
   wire [8:0] produce;
   output [128:0] r_data;
@@ -68640,7 +69600,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8009$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$8018$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -68688,7 +69648,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
   always @(posedge clk)
     r_rdy <= \$30 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     \$27  = w_port__addr;
     if (\$4 ) begin
       \$27  = \$5 [8:0];
@@ -68698,7 +69658,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     \$28  = r_port__addr;
     if (\$8 ) begin
       \$28  = \$9 [8:0];
@@ -68708,7 +69668,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     \$29  = inner_level;
     if (\$15 ) begin
       \$29  = \$16 [9:0];
@@ -68721,7 +69681,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     \$30  = r_rdy;
     if (\$26 ) begin
       \$30  = 1'h1;
@@ -68736,15 +69696,15 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$8009$0 , r_en, r_d
   assign level = \$3 [9:0];
   assign r_level = \$3 [9:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8009$0 , \port$0$95  };
-  assign w_data = { \port$8009$0 , \port$0$95  };
+  assign w_port__data = { \port$8018$0 , \port$0$95  };
+  assign w_data = { \port$8018$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, beats__ready, words__ready, beats__payload, words__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$148  = 0;
   wire [2:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -68814,7 +69774,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
   always @(posedge clk)
     err <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$15  = rem;
     if (\$11 ) begin
       \$15  = \$13 ;
@@ -68827,7 +69787,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$16  = held;
     if (\$14 ) begin
       \$16  = beats__payload[127:0];
@@ -68837,7 +69797,7 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$145 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
     \$17  = err;
     if (\$14 ) begin
       \$17  = beats__payload[130];
@@ -68859,7 +69819,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finished, irq_done, busy, engine_busy, staged, threshold, \row_bytes$52 , init, finish_fail, lookup__start, rows__start, dump__start, clear__start, submitted, finished_opcode, finished_count
 , params, dropped, halted, error, err_command, completed, lookup__done, lookup__error, rows__done, rows__error, dump__done, dump__error, clear__done, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$146  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$149  = 0;
   wire [5:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -69200,7 +70160,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     fail_record = 109'h0000000000000000000000000000;
     casez (fsm_state)
       3'h0:
@@ -69236,7 +70196,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     finish_ok = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69282,7 +70242,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     lookup__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69305,7 +70265,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     rows__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69328,7 +70288,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     dump__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69351,7 +70311,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     clear__start = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69374,7 +70334,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$40  = submitted;
     if (\$25 ) begin
       \$40  = \$26 [31:0];
@@ -69384,7 +70344,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$41  = fsm_state;
     casez (fsm_state)
       3'h0:
@@ -69437,7 +70397,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$42  = command;
     casez (fsm_state)
       3'h0:
@@ -69453,7 +70413,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$43  = params;
     casez (fsm_state)
       3'h0:
@@ -69474,7 +70434,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$44  = dropped;
     casez (fsm_state)
       3'h0:
@@ -69491,7 +70451,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$45  = halted;
     casez (fsm_state)
       3'h0:
@@ -69513,7 +70473,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$46  = error;
     casez (fsm_state)
       3'h0:
@@ -69535,7 +70495,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$47  = err_command;
     casez (fsm_state)
       3'h0:
@@ -69557,7 +70517,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$48  = kind;
     casez (fsm_state)
       3'h0:
@@ -69574,7 +70534,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$49  = refusal;
     casez (fsm_state)
       3'h0:
@@ -69591,7 +70551,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     \$50  = completed;
     if (\$38 ) begin
       \$50  = \$39 [31:0];
@@ -69601,7 +70561,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     init = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69609,7 +70569,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     seq_idle = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69619,7 +70579,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     r_en = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69636,7 +70596,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$149 ) begin end
     finish_fail = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -69783,7 +70743,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
-  reg \$auto$verilog_backend.cc:2355:dump_module$147  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$150  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -69918,7 +70878,7 @@ module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
   assign \$43  = | \$42 ;
   assign \$44  = \$41  | \$43 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$150 ) begin end
     { error[76:13], error[8:0] } = 73'h0000000000000000000;
     if (\$1 ) begin
       error[0] = 1'h1;
@@ -69944,7 +70904,7 @@ module \hotline_accelerator.sequencer.decoder (row_bytes, error, kind, command);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$150 ) begin end
     kind = 3'h0;
     if (\$1 ) begin
     end else if (\$15 ) begin
@@ -69985,7 +70945,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$148  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$151  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -70123,7 +71083,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$151 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -70133,7 +71093,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$151 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -70143,7 +71103,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$151 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -70156,7 +71116,7 @@ module \hotline_accelerator.sequencer.queue (rst, w_en, w_rdy, w_level, r_data, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$148 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$151 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
