@@ -133,7 +133,8 @@ def print_tables(reps, out=sys.stdout):
             rd = (f"{r['read_out_avg']:.0f} / {r['read_out_max']} ({rep['read_cap']})"
                   if r["command"] != "DUMP" else "-")
             at_r = f"{100 * r['at_read_cap']:.0f} %" if r["command"] != "DUMP" else "-"
-            p(f"| {rep['device']} | {r['command']} | {r['latency']} | {r['r_rate']:.3f} | {rd} | "
+            r_rate = f"{r['r_rate']:.3f}" if r["command"] != "DUMP" else "-"
+            p(f"| {rep['device']} | {r['command']} | {r['latency']} | {r_rate} | {rd} | "
               f"{at_r} | {r['w_rate']:.3f} | {r['write_out_avg']:.1f} / {r['write_out_max']} "
               f"({rep['write_cap']}) | {100 * r['at_write_cap']:.0f} % |")
 
