@@ -97,7 +97,8 @@ def bench(device, keys, latencies=LATENCIES, seed=1, changes=None):
     started = time.perf_counter()
     run_cocotb(runner, build_dir, ACCELERATOR_NAME, "verif.bench_device",
                REPO_ROOT / "verif" / "bench_device.py",
-               {"HOTLINE_CASE": work / "case.json"}, name=f"rate_bench_{device}")
+               {"HOTLINE_CASE": work / "case.json"},
+               name="rate_bench_" + device.replace(" ", "_").replace("=", ""))
     wall = time.perf_counter() - started
     rep = json.loads((work / "report.json").read_text())
     if rep["mismatches"]:
