@@ -992,3 +992,181 @@ async def run_case(dut):
     with open(spec["report"], "w") as f:
         json.dump(case.report, f)
 
+
+
+# ---------------------------------------------------------------------------------------
+# rate benchmark (issue 21): LEARN / LOOKUP / DUMP throughput, run by verif/bench_device.py
+# ---------------------------------------------------------------------------------------
+
+from cocotb.triggers import RisingEdge  # noqa: E402  (only the benchmark samples every edge)
+
+class BusActivity:
+    """Watches the ``m_axi`` handshakes once per clock edge and keeps, per window (one
+    command), the first and last cycle of each channel's handshakes, their counts, and the
+    read beats and write bursts outstanding (requested, not yet answered) over time.
+
+    Only the DUT's ports are visible in the Verilated model, so this is what tells a stalled
+    list reader (read beats outstanding pinned at its FIFO credit) from a stalled burst
+    writer (write bursts outstanding pinned at ``bursts_in_flight``)."""
+
+    def __init__(self, dut, prefix="m_axi"):
+        self.clk = dut.clk
+        s = lambda name: getattr(dut, f"{prefix}_{name}")
+        self.ar = (s("arvalid"), s("arready"), s("arlen"))
+        self.r = (s("rvalid"), s("rready"))
+        self.aw = (s("awvalid"), s("awready"))
+        self.w = (s("wvalid"), s("wready"))
+        self.b = (s("bvalid"), s("bready"))
+        self.cycle = 0
+        self.read_out = 0          # read beats requested and not yet returned
+        self.write_out = 0         # write bursts whose AW was taken and whose B was not
+        self.open(0, 0)
+
+    def open(self, read_cap, write_cap):
+        """Start a window; ``read_cap`` beats / ``write_cap`` bursts: the limits whose
+        cycles at the limit are counted."""
+        self.read_cap, self.write_cap = read_cap, write_cap
+        self.first, self.last = {}, {}
+        self.n = dict.fromkeys(("ar", "r", "aw", "w", "b"), 0)
+        self.st = dict.fromkeys(("cycles", "read_out_sum", "write_out_sum", "read_out_max",
+                                 "write_out_max", "at_read_cap", "at_write_cap",
+                                 "ar_waits", "aw_waits", "w_waits", "w_offered"), 0)
+
+    def _hit(self, ch):
+        self.n[ch] += 1
+        self.first.setdefault(ch, self.cycle)
+        self.last[ch] = self.cycle
+
+    async def run(self):
+        edge = RisingEdge(self.clk)
+        ar_v, ar_r, ar_len = self.ar
+        r_v, r_r = self.r
+        aw_v, aw_r = self.aw
+        w_v, w_r = self.w
+        b_v, b_r = self.b
+        while True:
+            await edge
+            self.cycle += 1
+            st = self.st
+            if ar_v.value:
+                if ar_r.value:
+                    self._hit("ar")
+                    self.read_out += int(ar_len.value) + 1
+                else:
+                    st["ar_waits"] += 1
+            if r_v.value and r_r.value:
+                self._hit("r")
+                self.read_out -= 1
+            if aw_v.value:
+                if aw_r.value:
+                    self._hit("aw")
+                    self.write_out += 1
+                else:
+                    st["aw_waits"] += 1
+            if w_v.value:
+                st["w_offered"] += 1
+                if w_r.value:
+                    self._hit("w")
+                else:
+                    st["w_waits"] += 1
+            if b_v.value and b_r.value:
+                self._hit("b")
+                self.write_out -= 1
+            st["cycles"] += 1
+            st["read_out_sum"] += self.read_out
+            st["write_out_sum"] += self.write_out
+            st["read_out_max"] = max(st["read_out_max"], self.read_out)
+            st["write_out_max"] = max(st["write_out_max"], self.write_out)
+            st["at_read_cap"] += self.read_cap and self.read_out > self.read_cap - 8
+            st["at_write_cap"] += self.write_cap and self.write_out >= self.write_cap
+
+    def window(self):
+        """The window's figures as a plain dict."""
+        return {"first": dict(self.first), "last": dict(self.last), "handshakes": dict(self.n),
+                **self.st}
+
+
+async def case_rate_bench(dut, spec):
+    """LEARN and LOOKUP of ``n`` keys and a DUMP, at each host latency of the spec (read and
+    write latency equal, no pauses): per command the cycles from ``CMD_SUBMIT`` to the
+    completion seen by polling (``end_to_end``), from the first list read request to the last
+    write response (``bus``), and from the first key beat returned to the last result beat
+    written (``stream``: the steady rate, without the fixed latencies), with the bus
+    activity of the window. Every result word and dump entry is checked against the golden
+    model."""
+    from hotline_hw.dma.list_reader import list_fifo_beats
+    cfg = config_from_dict(spec["config"])
+    e = cfg.eal
+    assert e.policy == "srrip", "the dump check below knows the srrip entry word only"
+    n = spec["n"]
+    keys_at = 0x1000
+    res_at = keys_at + (8 * n + 4095) // 4096 * 4096
+    dump_at = res_at + (8 * n + 4095) // 4096 * 4096
+    mem_size = dump_at + (8 * e.entries + 4095) // 4096 * 4096
+    bench = DeviceBench(dut, cfg, mem_size=mem_size, seed=spec["seed"], monitor=False,
+                        read_latency=spec["latencies"][0], write_latency=spec["latencies"][0],
+                        budget_scale=spec.get("budget_scale", 8.0))
+    await bench.start()
+    await bench.wait_ready()
+    mem = bench.memory
+    act = BusActivity(dut)
+    cocotb.start_soon(act.run())
+    golden = AccessLogger(e)
+    rng = random.Random(spec["seed"])
+    space = 1 << e.key_bits
+    hot = [rng.randrange(space) for _ in range(e.entries // 2)]
+    read_cap = list_fifo_beats(cfg)
+    write_cap = max(2, cfg.word_writes // cfg.burst_beats)
+    threshold = e.popular_max_rrpv
+    await bench.write_ok("POPULAR_MAX_RRPV", threshold)
+    out = []
+    mismatches = 0
+
+    async def command(op, count, a0, a1):
+        act.open(read_cap, write_cap)
+        started = bench.cycles()
+        seq, resp = await bench.submit(op, count, a0, a1)
+        assert resp == RESP_OKAY, f"CMD_SUBMIT answered {resp}"
+        submitted = bench.cycles()
+        await bench.wait_completed(seq + 1, poll=1)
+        done = bench.cycles()
+        err = await bench.error()
+        assert err is None, f"{Opcode(op).name} failed: {err}"
+        w = act.window()
+        # Window cycles relative to the submit; the sampler's clock and the sim time agree.
+        offset = bench.cycles() - act.cycle
+        w["submitted"] = submitted - offset
+        w["done"] = done - offset
+        w["staged"] = started - offset
+        return w
+
+    for latency in spec["latencies"]:
+        mem.read_latency = mem.write_latency = latency
+        for op in (Opcode.LEARN, Opcode.LOOKUP):
+            keys = [rng.choice(hot) if rng.random() < 0.6 else rng.randrange(space)
+                    for _ in range(n)]
+            mem.write(keys_at, np.asarray(keys, dtype="<u8").tobytes())
+            t = torch.tensor(keys, dtype=torch.int64)
+            exp = golden.learn(t) if op == Opcode.LEARN else golden.lookup(
+                t, popular_max_rrpv=threshold)
+            w = await command(op, n, keys_at, res_at)
+            want = ((exp.slot.numpy().astype(np.uint64) & 0xFFFF_FFFF)
+                    | (exp.hit.numpy().astype(np.uint64) << 32))
+            got = np.frombuffer(mem.read(res_at, 8 * n), dtype="<u8")
+            bad = int((got != want).sum())
+            mismatches += bad
+            out.append({"command": op.name, "latency": latency, "n": n, "bad": bad,
+                        "hits": int(exp.hit.sum()), **w})
+        st = golden.state
+        want = ((st["tag"].reshape(-1).numpy().astype(np.uint64) & ((1 << 60) - 1))
+                | (st["rrpv"].reshape(-1).numpy().astype(np.uint64) << 60)
+                | (st["valid"].reshape(-1).numpy().astype(np.uint64) << 63))
+        w = await command(Opcode.DUMP, e.entries, 0, dump_at)
+        got = np.frombuffer(mem.read(dump_at, 8 * e.entries), dtype="<u8")
+        bad = int((got != want).sum())
+        mismatches += bad
+        out.append({"command": "DUMP", "latency": latency, "n": e.entries, "bad": bad,
+                    "beats": e.entries * 8 // cfg.bus_bytes, **w})
+    return {"runs": out, "mismatches": mismatches, "bus_bytes": cfg.bus_bytes,
+            "lanes": e.lanes, "words_per_beat": cfg.words_per_beat, "read_cap": read_cap,
+            "write_cap": write_cap, "burst_beats": cfg.burst_beats}
