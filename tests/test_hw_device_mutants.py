@@ -23,6 +23,7 @@ from hotline_hw.job import error_record
 from hotline_spec.commands import Opcode, ErrorCause, Engine
 from hotline_spec.config import SMALL_DEVICE
 from sw_driver.device_checks import check_command
+from hw_models import table_ram as table_ram_model
 
 KIND = {Opcode.FENCE: ExecutorKind.NONE, Opcode.LEARN: ExecutorKind.LOOKUP,
         Opcode.LOOKUP: ExecutorKind.LOOKUP, Opcode.DUMP: ExecutorKind.DUMP,
@@ -441,14 +442,7 @@ def test_key_checker_row_boundaries():
     state = {"tables": cases[0][0], "got": []}
     seen = set()
 
-    async def table_ram(ctx):
-        ports = [p.table for p in dut.tables]
-        async for _, _, *idx in ctx.tick().sample(*ports):
-            for p, t in zip(dut.tables, idx):
-                base, stride, rows = state["tables"][t]
-                ctx.set(p.entry.base, base)
-                ctx.set(p.entry.stride, stride)
-                ctx.set(p.entry.rows, rows)
+    table_ram = table_ram_model(dut.tables, lambda t: state["tables"][t])
 
     async def consumer(ctx):
         out = dut.checked
@@ -573,13 +567,7 @@ def test_row_executor_cut_short_by_a_list_read_error(op):
     base, rows = 0x100000, 64
     state = {"bad": None}
 
-    async def table_ram(ctx):
-        ports = [p.table for p in dut.tables]
-        async for _, _, *idx in ctx.tick().sample(*ports):
-            for p, t in zip(dut.tables, idx):
-                ctx.set(p.entry.base, base if t == 0 else 0)
-                ctx.set(p.entry.stride, rb if t == 0 else 0)
-                ctx.set(p.entry.rows, rows if t == 0 else 0)
+    table_ram = table_ram_model(dut.tables, lambda t: (base, rb, rows) if t == 0 else (0, 0, 0))
 
     def bad(a):
         return state["bad"] is not None and a == state["bad"]

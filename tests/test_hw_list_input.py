@@ -14,6 +14,7 @@ from hotline_hw.dma.lane_formatter import LaneFormatter
 from hotline_hw.dma.list_reader import ListReader, WordSerializer, list_fifo_beats
 from hotline_spec.commands import Engine, ErrorCause
 from hotline_spec.config import DeviceConfig, EALConfig
+from hw_models import table_ram as table_ram_model
 
 EAL = EALConfig(lanes=4, banks=4, sets=16, table_bits=2, row_bits=6)
 M64 = (1 << 64) - 1
@@ -185,14 +186,7 @@ def test_key_checker_matches_reference(bus_bits):
     checked = [0, 0]
     causes = set()
 
-    async def table_ram(ctx):
-        ports = [p.table for p in dut.tables]
-        async for _, _, *idx in ctx.tick().sample(*ports):
-            for p, t in zip(dut.tables, idx):
-                base, stride, rows = state["tables"][t]
-                ctx.set(p.entry.base, base)
-                ctx.set(p.entry.stride, stride)
-                ctx.set(p.entry.rows, rows)
+    table_ram = table_ram_model(dut.tables, lambda t: state["tables"][t])
 
     async def consumer(ctx):
         out = dut.checked
@@ -258,11 +252,7 @@ def test_key_checker_full_rate_and_stall():
     beats = _reader_beats(keys, 0x1000, W)
     got, cycles = [], []
 
-    async def table_ram(ctx):
-        async for _, _, *idx in ctx.tick().sample(*[p.table for p in dut.tables]):
-            for p, t in zip(dut.tables, idx):
-                ctx.set(p.entry.stride, tables[t][1])
-                ctx.set(p.entry.rows, tables[t][2])
+    table_ram = table_ram_model(dut.tables, lambda t: tables[t])
 
     async def bench(ctx):
         ctx.set(dut.addr, 0x1000)
