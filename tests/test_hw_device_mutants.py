@@ -313,33 +313,7 @@ def test_lookup_executor_writes_every_result():
                 await ctx.tick()
                 ctx.set(axi.rvalid, 0)
 
-    async def write_port(ctx):
-        axi = dut.write_axi
-        while True:
-            ctx.set(axi.awready, 1)
-            _, _, valid, addr, length = await ctx.tick().sample(axi.awvalid, axi.awaddr, axi.awlen)
-            if not valid:
-                continue
-            ctx.set(axi.awready, 0)
-            for k in range(length + 1):
-                while True:
-                    ready = rng.random() < 0.7
-                    ctx.set(axi.wready, ready)
-                    _, _, wv, data, strb, last = await ctx.tick().sample(
-                        axi.wvalid, axi.wdata, axi.wstrb, axi.wlast)
-                    if wv and ready:
-                        break
-                ctx.set(axi.wready, 0)
-                assert last == (k == length)
-                for b in range(bb):
-                    if strb >> b & 1:
-                        mem[addr + k * bb + b] = data >> (8 * b) & 0xFF
-            for _ in range(rng.randrange(0, 6)):
-                await ctx.tick()
-            ctx.set(axi.bvalid, 1)
-            ctx.set(axi.bresp, 0)
-            await ctx.tick()
-            ctx.set(axi.bvalid, 0)
+    write_port = _write_responder(dut.write_axi, mem, rng, bb, b_delay=5)
 
     async def engine(ctx):
         latency = 6
@@ -515,8 +489,9 @@ def _read_responder(axi, mem, rng, bb, bad=lambda addr: False):
     return run
 
 
-def _write_responder(axi, mem, rng, bb):
-    """AXI4 writes, one burst at a time (AW, its W beats, then B), OKAY."""
+def _write_responder(axi, mem, rng, bb, b_delay=0):
+    """AXI4 writes, one burst at a time (AW, its W beats, then B after up to ``b_delay``
+    idle cycles), OKAY."""
     async def run(ctx):
         while True:
             ctx.set(axi.awready, 1)
@@ -538,6 +513,8 @@ def _write_responder(axi, mem, rng, bb):
                 for b in range(bb):
                     if strb >> b & 1:
                         mem[addr + k * bb + b] = data >> (8 * b) & 0xFF
+            for _ in range(rng.randrange(0, b_delay + 1)):
+                await ctx.tick()
             ctx.set(axi.bvalid, 1)
             ctx.set(axi.bid, wid)
             ctx.set(axi.bresp, 0)
