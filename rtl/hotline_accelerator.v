@@ -1131,10 +1131,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10106$0 (\$42 ),
-    .\port$10372$0 (\$43 ),
-    .\port$12876$0 (\$41 ),
-    .\port$13563$0 (\$44 ),
+    .\port$10112$0 (\$42 ),
+    .\port$10378$0 (\$43 ),
+    .\port$12882$0 (\$41 ),
+    .\port$13577$0 (\$44 ),
     .\port$7887$0 (\$40 ),
     .results__awaddr(results__awaddr),
     .results__awready(write_axi__awready),
@@ -1179,7 +1179,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_bytes_read  count_bytes_read (
     .clk(clk),
     .high(r_BYTES_READ_HI),
-    .\port$13673$0 (r_BYTES_READ_LO),
+    .\port$13687$0 (r_BYTES_READ_LO),
     .\port$19$0 (\$11 ),
     .reset(\reset$609 ),
     .rst(rst)
@@ -1188,14 +1188,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_BYTES_WRITTEN_HI),
     .increment(\$27 [7:0]),
-    .\port$13681$0 (r_BYTES_WRITTEN_LO),
+    .\port$13695$0 (r_BYTES_WRITTEN_LO),
     .reset(\reset$615 ),
     .rst(rst)
   );
   \hotline_accelerator.count_commands_completed  count_commands_completed (
     .clk(clk),
     .high(r_COMMANDS_COMPLETED_HI),
-    .\port$13705$0 (r_COMMANDS_COMPLETED_LO),
+    .\port$13719$0 (r_COMMANDS_COMPLETED_LO),
     .\port$957$0 (finished),
     .reset(\reset$630 ),
     .rst(rst)
@@ -1203,22 +1203,22 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_cycles  count_cycles (
     .clk(clk),
     .high(r_CYCLES_HI),
-    .\port$13721$0 (r_CYCLES_LO),
+    .\port$13735$0 (r_CYCLES_LO),
     .reset(\reset$640 ),
     .rst(rst)
   );
   \hotline_accelerator.count_errors  count_errors (
     .clk(clk),
     .high(r_ERRORS_HI),
-    .\port$11046$0 (failed),
-    .\port$13713$0 (r_ERRORS_LO),
+    .\port$11052$0 (failed),
+    .\port$13727$0 (r_ERRORS_LO),
     .reset(\reset$635 ),
     .rst(rst)
   );
   \hotline_accelerator.count_hits  count_hits (
     .clk(clk),
     .high(r_HITS_HI),
-    .\port$13649$0 (r_HITS_LO),
+    .\port$13663$0 (r_HITS_LO),
     .\port$7324$0 (hits),
     .reset(\reset$590 ),
     .rst(rst)
@@ -1226,7 +1226,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_lookups  count_lookups (
     .clk(clk),
     .high(r_LOOKUPS_HI),
-    .\port$13641$0 (r_LOOKUPS_LO),
+    .\port$13655$0 (r_LOOKUPS_LO),
     .\port$7308$0 (looked_up),
     .reset(reset),
     .rst(rst)
@@ -1234,8 +1234,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_read_stall_cycles  count_read_stall_cycles (
     .clk(clk),
     .high(r_READ_STALL_CYCLES_HI),
-    .\port$10690$1 (handshake[1]),
-    .\port$13689$0 (r_READ_STALL_CYCLES_LO),
+    .\port$10696$1 (handshake[1]),
+    .\port$13703$0 (r_READ_STALL_CYCLES_LO),
     .reset(\reset$620 ),
     .rst(rst)
   );
@@ -1243,7 +1243,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_GATHERED_HI),
     .increment(\increment$594 ),
-    .\port$13657$0 (r_ROWS_GATHERED_LO),
+    .\port$13671$0 (r_ROWS_GATHERED_LO),
     .reset(\reset$598 ),
     .rst(rst)
   );
@@ -1251,15 +1251,15 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_WRITTEN_HI),
     .increment(\increment$602 ),
-    .\port$13665$0 (r_ROWS_WRITTEN_LO),
+    .\port$13679$0 (r_ROWS_WRITTEN_LO),
     .reset(\reset$603 ),
     .rst(rst)
   );
   \hotline_accelerator.count_write_stall_cycles  count_write_stall_cycles (
     .clk(clk),
     .high(r_WRITE_STALL_CYCLES_HI),
-    .\port$10690$2 (handshake[2]),
-    .\port$13697$0 (r_WRITE_STALL_CYCLES_LO),
+    .\port$10696$2 (handshake[2]),
+    .\port$13711$0 (r_WRITE_STALL_CYCLES_LO),
     .reset(\reset$625 ),
     .rst(rst)
   );
@@ -1279,7 +1279,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$11068$13 (error[76:13]),
+    .\port$11074$13 (error[76:13]),
     .\port$904$0 (free),
     .q_CMD_ADDR0_HI(q_CMD_ADDR0_HI),
     .q_CMD_ADDR0_LO(q_CMD_ADDR0_LO),
@@ -1352,8 +1352,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .job__error(dump__error),
     .job__params(job__params),
     .job__start(\job__start$137 ),
-    .\port$10372$0 (\$43 ),
-    .\port$13563$0 (\$44 ),
+    .\port$10378$0 (\$43 ),
+    .\port$13577$0 (\$44 ),
     .rst(rst),
     .start_dump(start_dump),
     .words__valid(dump__valid),
@@ -1408,7 +1408,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookups__payload(lookups__payload),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
-    .\port$12876$0 (\$41 ),
+    .\port$12882$0 (\$41 ),
     .\port$7887$0 (\$40 ),
     .results__payload(results__payload),
     .results__ready(results__ready),
@@ -1443,7 +1443,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .list_axi__araddr(row_lists__araddr),
     .list_axi__arlen(row_lists__arlen),
     .list_axi__arvalid(row_lists__arvalid),
-    .\port$10106$0 (\$42 ),
+    .\port$10112$0 (\$42 ),
     .row_axi__araddr(rows__araddr),
     .row_axi__arid(rows__arid),
     .row_axi__arlen(rows__arlen),
@@ -2260,10 +2260,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7887$0 , rows__wvalid, \port$10106$0 , dump__wlast, dump__wvalid, \port$10372$0 , out__araddr
+module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7887$0 , rows__wvalid, \port$10112$0 , dump__wlast, dump__wvalid, \port$10378$0 , out__araddr
 , out__arlen, out__arsize, out__arburst, out__arcache, out__arprot, out__arid, out__arvalid, rows__arready, lookup_lists__arready, row_lists__arready, rows__rvalid, lookup_lists__rvalid, row_lists__rvalid, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__awid, out__awvalid
-, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12876$0 , row_lists__arvalid, row_lists__araddr
-, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13563$0 , out__awready);
+, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12882$0 , row_lists__arvalid, row_lists__araddr
+, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13577$0 , out__awready);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire [63:0] \$10 ;
@@ -2513,14 +2513,14 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire out__wvalid;
   reg [2:0] owner = 3'h0;
   reg [2:0] \owner$86  = 3'h0;
-  input [128:0] \port$10106$0 ;
-  wire [128:0] \port$10106$0 ;
-  input [143:0] \port$10372$0 ;
-  wire [143:0] \port$10372$0 ;
-  input [2:0] \port$12876$0 ;
-  wire [2:0] \port$12876$0 ;
-  input [2:0] \port$13563$0 ;
-  wire [2:0] \port$13563$0 ;
+  input [128:0] \port$10112$0 ;
+  wire [128:0] \port$10112$0 ;
+  input [143:0] \port$10378$0 ;
+  wire [143:0] \port$10378$0 ;
+  input [2:0] \port$12882$0 ;
+  wire [2:0] \port$12882$0 ;
+  input [2:0] \port$13577$0 ;
+  wire [2:0] \port$13577$0 ;
   input [143:0] \port$7887$0 ;
   wire [143:0] \port$7887$0 ;
   wire [1:0] r_data;
@@ -2694,9 +2694,9 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$52  = \grant$83 [2] ? dump__awaddr : 64'h0000000000000000;
   assign out__awaddr = \$51  | \$52 ;
   assign \$53  = \grant$83 [0] ? rows__awlen : 8'h00;
-  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12876$0  } : 8'h00;
+  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12882$0  } : 8'h00;
   assign \$55  = \$53  | \$54 ;
-  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13563$0  } : 8'h00;
+  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13577$0  } : 8'h00;
   assign out__awlen = \$55  | \$56 ;
   assign \$57  = \grant$83 [0] ? 3'h4 : 3'h0;
   assign \$58  = \grant$83 [1] ? 3'h4 : 3'h0;
@@ -2728,17 +2728,17 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$84  = r_rdy & \$83 ;
   assign \$85  = r_data == 2'h2;
   assign \$86  = r_rdy & \$85 ;
-  assign \$87  = head[0] ? \port$10106$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$87  = head[0] ? \port$10112$0 [127:0] : 128'h00000000000000000000000000000000;
   assign \$88  = head[1] ? \port$7887$0 [127:0] : 128'h00000000000000000000000000000000;
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = head[2] ? \port$10372$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$90  = head[2] ? \port$10378$0 [127:0] : 128'h00000000000000000000000000000000;
   assign out__wdata = \$89  | \$90 ;
   assign \$91  = head[0] ? 16'hffff : 16'h0000;
   assign \$92  = head[1] ? \port$7887$0 [143:128] : 16'h0000;
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = head[2] ? \port$10372$0 [143:128] : 16'h0000;
+  assign \$94  = head[2] ? \port$10378$0 [143:128] : 16'h0000;
   assign out__wstrb = \$93  | \$94 ;
-  assign \$95  = head[0] ? \port$10106$0 [128] : 1'h0;
+  assign \$95  = head[0] ? \port$10112$0 [128] : 1'h0;
   assign \$96  = head[1] ? results__wlast : 1'h0;
   assign \$97  = \$95  | \$96 ;
   assign \$98  = head[2] ? dump__wlast : 1'h0;
@@ -2861,8 +2861,8 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign row_lists__rlast = rows__rlast;
   assign out__rready = 1'h1;
   assign aw_req = { dump__awvalid, results__awvalid, rows__awvalid };
-  assign results__awlen = { 5'h00, \port$12876$0  };
-  assign dump__awlen = { 5'h00, \port$13563$0  };
+  assign results__awlen = { 5'h00, \port$12882$0  };
+  assign dump__awlen = { 5'h00, \port$13577$0  };
   assign rows__awsize = 3'h4;
   assign results__awsize = 3'h4;
   assign dump__awsize = 3'h4;
@@ -2879,13 +2879,13 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign results__awid = 1'h0;
   assign dump__awid = 1'h0;
   assign w_data = index;
-  assign rows__wdata = \port$10106$0 [127:0];
+  assign rows__wdata = \port$10112$0 [127:0];
   assign results__wdata = \port$7887$0 [127:0];
-  assign dump__wdata = \port$10372$0 [127:0];
+  assign dump__wdata = \port$10378$0 [127:0];
   assign rows__wstrb = 16'hffff;
   assign results__wstrb = \port$7887$0 [143:128];
-  assign dump__wstrb = \port$10372$0 [143:128];
-  assign rows__wlast = \port$10106$0 [128];
+  assign dump__wstrb = \port$10378$0 [143:128];
+  assign rows__wlast = \port$10112$0 [128];
   assign rows__bid = out__bid[6:0];
   assign results__bid = out__bid[0];
   assign dump__bid = out__bid[0];
@@ -3138,7 +3138,7 @@ module \hotline_accelerator.clear$650 (rst, engine_busy, job__busy, job__start, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13673$0 , high, clk);
+module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13687$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3152,8 +3152,8 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$136
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13673$0 ;
-  wire [31:0] \port$13673$0 ;
+  output [31:0] \port$13687$0 ;
+  wire [31:0] \port$13687$0 ;
   input [4:0] \port$19$0 ;
   wire [4:0] \port$19$0 ;
   input reset;
@@ -3207,11 +3207,11 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$136
   end
   assign value = { high, low[31:0] };
   assign increment = { 3'h0, \port$19$0  };
-  assign \port$13673$0  = low[31:0];
+  assign \port$13687$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13681$0 , high, clk);
+module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13695$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3226,8 +3226,8 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13681$0 ;
-  wire [31:0] \port$13681$0 ;
+  output [31:0] \port$13695$0 ;
+  wire [31:0] \port$13695$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3278,11 +3278,11 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13681$0  = low[31:0];
+  assign \port$13695$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13705$0 , high, clk);
+module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13719$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3296,8 +3296,8 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13705$0 ;
-  wire [31:0] \port$13705$0 ;
+  output [31:0] \port$13719$0 ;
+  wire [31:0] \port$13719$0 ;
   input \port$957$0 ;
   wire \port$957$0 ;
   input reset;
@@ -3351,11 +3351,11 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$957$0  };
-  assign \port$13705$0  = low[31:0];
+  assign \port$13719$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_cycles (rst, reset, \port$13721$0 , high, clk);
+module \hotline_accelerator.count_cycles (rst, reset, \port$13735$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3369,8 +3369,8 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13721$0 , high, clk)
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13721$0 ;
-  wire [31:0] \port$13721$0 ;
+  output [31:0] \port$13735$0 ;
+  wire [31:0] \port$13735$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3422,11 +3422,11 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13721$0 , high, clk)
   end
   assign value = { high, low[31:0] };
   assign increment = 8'h01;
-  assign \port$13721$0  = low[31:0];
+  assign \port$13735$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_errors (rst, reset, \port$11046$0 , \port$13713$0 , high, clk);
+module \hotline_accelerator.count_errors (rst, reset, \port$11052$0 , \port$13727$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3440,10 +3440,10 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11046$0 , \port$1371
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$11046$0 ;
-  wire \port$11046$0 ;
-  output [31:0] \port$13713$0 ;
-  wire [31:0] \port$13713$0 ;
+  input \port$11052$0 ;
+  wire \port$11052$0 ;
+  output [31:0] \port$13727$0 ;
+  wire [31:0] \port$13727$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3487,19 +3487,19 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11046$0 , \port$1371
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$11046$0  };
+      \$3  = { 7'h00, \port$11052$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$11046$0  };
-  assign \port$13713$0  = low[31:0];
+  assign increment = { 7'h00, \port$11052$0  };
+  assign \port$13727$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13649$0 , high, clk);
+module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13663$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3513,8 +3513,8 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13649$0
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13649$0 ;
-  wire [31:0] \port$13649$0 ;
+  output [31:0] \port$13663$0 ;
+  wire [31:0] \port$13663$0 ;
   input [2:0] \port$7324$0 ;
   wire [2:0] \port$7324$0 ;
   input reset;
@@ -3568,11 +3568,11 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13649$0
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7324$0  };
-  assign \port$13649$0  = low[31:0];
+  assign \port$13663$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13641$0 , high, clk);
+module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13655$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3586,8 +3586,8 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1364
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13641$0 ;
-  wire [31:0] \port$13641$0 ;
+  output [31:0] \port$13655$0 ;
+  wire [31:0] \port$13655$0 ;
   input [2:0] \port$7308$0 ;
   wire [2:0] \port$7308$0 ;
   input reset;
@@ -3641,11 +3641,11 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1364
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7308$0  };
-  assign \port$13641$0  = low[31:0];
+  assign \port$13655$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10690$1 , \port$13689$0 , high, clk);
+module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10696$1 , \port$13703$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3659,10 +3659,10 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10690$1 ,
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10690$1 ;
-  wire \port$10690$1 ;
-  output [31:0] \port$13689$0 ;
-  wire [31:0] \port$13689$0 ;
+  input \port$10696$1 ;
+  wire \port$10696$1 ;
+  output [31:0] \port$13703$0 ;
+  wire [31:0] \port$13703$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3706,19 +3706,19 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10690$1 ,
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10690$1  };
+      \$3  = { 7'h00, \port$10696$1  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10690$1  };
-  assign \port$13689$0  = low[31:0];
+  assign increment = { 7'h00, \port$10696$1  };
+  assign \port$13703$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13657$0 , high, clk);
+module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13671$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3733,8 +3733,8 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13657$0 ;
-  wire [31:0] \port$13657$0 ;
+  output [31:0] \port$13671$0 ;
+  wire [31:0] \port$13671$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3785,11 +3785,11 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13657$0  = low[31:0];
+  assign \port$13671$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13665$0 , high, clk);
+module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13679$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3804,8 +3804,8 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$136
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13665$0 ;
-  wire [31:0] \port$13665$0 ;
+  output [31:0] \port$13679$0 ;
+  wire [31:0] \port$13679$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3856,11 +3856,11 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$136
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13665$0  = low[31:0];
+  assign \port$13679$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10690$2 , \port$13697$0 , high, clk);
+module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10696$2 , \port$13711$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3874,10 +3874,10 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10690$2 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10690$2 ;
-  wire \port$10690$2 ;
-  output [31:0] \port$13697$0 ;
-  wire [31:0] \port$13697$0 ;
+  input \port$10696$2 ;
+  wire \port$10696$2 ;
+  output [31:0] \port$13711$0 ;
+  wire [31:0] \port$13711$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3921,21 +3921,21 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10690$2 
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10690$2  };
+      \$3  = { 7'h00, \port$10696$2  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10690$2  };
-  assign \port$13697$0  = low[31:0];
+  assign increment = { 7'h00, \port$10696$2  };
+  assign \port$13711$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, bus__awready, bus__wready, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, bus__arready, refuse_CMD_SUBMIT, \port$904$0 , rp__addr, \rp__addr$303 , r_ERR_CAUSE
 , set_IRQ_STATUS, r_STATUS, w_data, bvalid, bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, rvalid, rdata, rresp, q_IRQ_STATUS, q_REG_ERROR, table_reads__0__entry, table_reads__1__entry
-, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11068$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
+, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11074$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
 , r_WRITE_STALL_CYCLES_LO, r_WRITE_STALL_CYCLES_HI, r_COMMANDS_COMPLETED_LO, r_COMMANDS_COMPLETED_HI, r_ERRORS_LO, r_ERRORS_HI, r_CYCLES_LO, r_CYCLES_HI, bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [5:0] \$1 ;
@@ -4860,8 +4860,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   wire clk;
   wire [31:0] err_set;
   wire go;
-  input [63:0] \port$11068$13 ;
-  wire [63:0] \port$11068$13 ;
+  input [63:0] \port$11074$13 ;
+  wire [63:0] \port$11074$13 ;
   input [4:0] \port$904$0 ;
   wire [4:0] \port$904$0 ;
   output [31:0] q_CMD_ADDR0_HI;
@@ -8171,8 +8171,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd256;
-  assign r_ERR_ADDR_LO = \port$11068$13 [31:0];
-  assign r_ERR_ADDR_HI = \port$11068$13 [63:32];
+  assign r_ERR_ADDR_LO = \port$11074$13 [31:0];
+  assign r_ERR_ADDR_HI = \port$11074$13 [63:32];
   assign r_CMD_FREE = { 27'h0000000, \port$904$0  };
   assign table_reads__0__table = rp__addr;
   assign table_reads__1__table = \rp__addr$303 ;
@@ -8229,8 +8229,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \r_ERR_CAUSE.cause  = r_ERR_CAUSE[7:0];
   assign \r_ERR_CAUSE.engine  = r_ERR_CAUSE[11:8];
   assign \r_ERR_COMMAND.value  = r_ERR_COMMAND;
-  assign \r_ERR_ADDR_LO.value  = \port$11068$13 [31:0];
-  assign \r_ERR_ADDR_HI.value  = \port$11068$13 [63:32];
+  assign \r_ERR_ADDR_LO.value  = \port$11074$13 [31:0];
+  assign \r_ERR_ADDR_HI.value  = \port$11074$13 [63:32];
   assign \r_CMD_FREE.value  = { 27'h0000000, \port$904$0  };
   assign \r_CMD_SUBMITTED.value  = r_CMD_SUBMITTED;
   assign \r_CMD_COMPLETED.value  = r_CMD_COMPLETED;
@@ -8379,8 +8379,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \$285 [31:12] = 20'h00000;
   assign \$285 [11:0] = r_ERR_CAUSE[11:0];
   assign \$287  = r_ERR_COMMAND;
-  assign \$291  = \port$11068$13 [31:0];
-  assign \$293  = \port$11068$13 [63:32];
+  assign \$291  = \port$11074$13 [31:0];
+  assign \$293  = \port$11074$13 [63:32];
   assign \$308  = { 27'h0000000, \port$904$0  };
   assign \$310  = r_CMD_SUBMITTED;
   assign \$313  = r_CMD_COMPLETED;
@@ -8422,8 +8422,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10372$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
-, \port$13563$0 , axi__bid);
+module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10378$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
+, \port$13577$0 , axi__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire [11:0] \$10 ;
@@ -8560,10 +8560,10 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   wire [1:0] \job__params.threshold ;
   input job__start;
   wire job__start;
-  output [143:0] \port$10372$0 ;
-  wire [143:0] \port$10372$0 ;
-  output [2:0] \port$13563$0 ;
-  wire [2:0] \port$13563$0 ;
+  output [143:0] \port$10378$0 ;
+  wire [143:0] \port$10378$0 ;
+  output [2:0] \port$13577$0 ;
+  wire [2:0] \port$13577$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -8659,8 +8659,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
     .done(done),
     .\end (\end ),
     .error(error),
-    .\port$10372$0 (\$17 ),
-    .\port$13563$0 (\$18 ),
+    .\port$10378$0 (\$17 ),
+    .\port$13577$0 (\$18 ),
     .rst(rst),
     .start(start),
     .words__payload(words__payload),
@@ -8842,8 +8842,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   assign words__ready = dump__ready;
   assign addr = job__params[163:100];
   assign record = job__error;
-  assign \port$10372$0  = \$17 ;
-  assign \port$13563$0  = \$18 ;
+  assign \port$10378$0  = \$17 ;
+  assign \port$13577$0  = \$18 ;
   assign \entry0.tag  = entry0[59:0];
   assign \entry0.rrpv  = entry0[61:60];
   assign \entry0.zero  = entry0[62];
@@ -8933,7 +8933,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$10372$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$13563$0 , error, axi__bid
+module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$10378$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$13577$0 , error, axi__bid
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire \$1 ;
@@ -9055,10 +9055,10 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
   wire idle;
   wire \idle$94 ;
   wire offset;
-  output [143:0] \port$10372$0 ;
-  wire [143:0] \port$10372$0 ;
-  output [2:0] \port$13563$0 ;
-  wire [2:0] \port$13563$0 ;
+  output [143:0] \port$10378$0 ;
+  wire [143:0] \port$10378$0 ;
+  output [2:0] \port$13577$0 ;
+  wire [2:0] \port$13577$0 ;
   input rst;
   wire rst;
   input start;
@@ -9119,7 +9119,7 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11062$104 (addr[63:4]),
+    .\port$11068$104 (addr[63:4]),
     .\r_data$40 (\$5 ),
     .\r_en$47 (axi__bvalid),
     .rst(rst),
@@ -9252,8 +9252,8 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
   assign offset = addr[3];
   assign \addr$83  = { addr[63:4], 4'h0 };
   assign \error$85  = error;
-  assign \port$10372$0  = \$5 ;
-  assign \port$13563$0  = \$6 ;
+  assign \port$10378$0  = \$5 ;
+  assign \port$13577$0  = \$6 ;
   assign \words__payload.valid  = words__payload[3:0];
   assign \words__payload.data  = words__payload[259:4];
   assign \words__payload.data[0]  = words__payload[67:4];
@@ -9831,7 +9831,7 @@ module \hotline_accelerator.dump.writer.packer (rst, words__ready, idle, beats__
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11062$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11068$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9935,8 +9935,8 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$11062$104 ;
-  wire [59:0] \port$11062$104 ;
+  input [59:0] \port$11068$104 ;
+  wire [59:0] \port$11068$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -10050,8 +10050,8 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   \hotline_accelerator.dump.writer.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$13565$0 (off),
-    .\port$13567$0 (chunk),
+    .\port$13579$0 (off),
+    .\port$13581$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -10128,7 +10128,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$11062$104 [2:0];
+      \$39  = \port$11068$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
@@ -10141,7 +10141,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$11062$104 [59:3];
+      \$40  = \port$11068$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
@@ -10178,7 +10178,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11062$104 , 4'h0 };
+  assign addr = { \port$11068$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -10508,7 +10508,7 @@ module \hotline_accelerator.dump.writer.writer.lengths (rst, w_en, w_port__data,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13565$0 , \port$13567$0 , level, clk);
+module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$13579$0 , \port$13581$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10533,10 +10533,10 @@ module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$13565$0 ;
-  wire [2:0] \port$13565$0 ;
-  input [56:0] \port$13567$0 ;
-  wire [56:0] \port$13567$0 ;
+  input [2:0] \port$13579$0 ;
+  wire [2:0] \port$13579$0 ;
+  input [56:0] \port$13581$0 ;
+  wire [56:0] \port$13581$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -10597,7 +10597,7 @@ module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13567$0 , \port$13565$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$13581$0 , \port$13579$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -10659,8 +10659,8 @@ module \hotline_accelerator.dump.writer.writer.pending (rst, w_en, w_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13567$0 , \port$13565$0 , 4'h0 };
-  assign w_data = { \port$13567$0 , \port$13565$0 , 4'h0 };
+  assign w_port__data = { \port$13581$0 , \port$13579$0 , 4'h0 };
+  assign w_data = { \port$13581$0 , \port$13579$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -52919,7 +52919,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7887$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
-, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12876$0 , \axi__bid$102 );
+, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12882$0 , \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53224,8 +53224,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [31:0] \out.index ;
   wire \out.valid ;
   wire [31:0] passed;
-  output [2:0] \port$12876$0 ;
-  wire [2:0] \port$12876$0 ;
+  output [2:0] \port$12882$0 ;
+  wire [2:0] \port$12882$0 ;
   output [143:0] \port$7887$0 ;
   wire [143:0] \port$7887$0 ;
   (* init = 109'h0000000000000000000000000000 *)
@@ -53440,7 +53440,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .busy(busy),
     .clk(clk),
     .error(\error$174 ),
-    .\port$11062$4 (job__params[99:4]),
+    .\port$11068$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -53460,7 +53460,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .done(done),
     .\end (\end ),
     .error(error),
-    .\port$12876$0 (\$60 ),
+    .\port$12882$0 (\$60 ),
     .\port$7887$0 (\$59 ),
     .rst(rst),
     .start(\start$183 ),
@@ -53771,7 +53771,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign looked_up = \$12 [2:0];
   assign hits = \$28 [2:0];
   assign \port$7887$0  = \$59 ;
-  assign \port$12876$0  = \$60 ;
+  assign \port$12882$0  = \$60 ;
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -54974,7 +54974,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11062$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11068$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$130  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -55134,8 +55134,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11062$4 ;
-  wire [95:0] \port$11062$4 ;
+  input [95:0] \port$11068$4 ;
+  wire [95:0] \port$11068$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -55311,7 +55311,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11062$4 [95:32];
+      \$68  = \port$11068$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -55321,7 +55321,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$130 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11062$4 [31:0];
+      \$69  = \port$11068$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -55551,8 +55551,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11062$4 [95:32];
-  assign count = \port$11062$4 [31:0];
+  assign addr = \port$11068$4 [95:32];
+  assign count = \port$11068$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -56258,7 +56258,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7386$0 , r_en, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$7887$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$12876$0 , error, axi__bid
+module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$7887$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$12882$0 , error, axi__bid
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$132  = 0;
   wire \$1 ;
@@ -56380,8 +56380,8 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
   wire idle;
   wire \idle$94 ;
   wire offset;
-  output [2:0] \port$12876$0 ;
-  wire [2:0] \port$12876$0 ;
+  output [2:0] \port$12882$0 ;
+  wire [2:0] \port$12882$0 ;
   output [143:0] \port$7887$0 ;
   wire [143:0] \port$7887$0 ;
   input rst;
@@ -56444,7 +56444,7 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11062$104 (addr[63:4]),
+    .\port$11068$104 (addr[63:4]),
     .\r_data$40 (\$5 ),
     .\r_en$47 (axi__bvalid),
     .rst(rst),
@@ -56578,7 +56578,7 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
   assign \addr$83  = { addr[63:4], 4'h0 };
   assign \error$85  = error;
   assign \port$7887$0  = \$5 ;
-  assign \port$12876$0  = \$6 ;
+  assign \port$12882$0  = \$6 ;
   assign \words__payload.valid  = words__payload[3:0];
   assign \words__payload.data  = words__payload[259:4];
   assign \words__payload.data[0]  = words__payload[67:4];
@@ -57156,7 +57156,7 @@ module \hotline_accelerator.lookup.writer.packer (rst, words__ready, idle, beats
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11062$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$40 , axi__awready, axi__wready, \r_en$47 , \port$11068$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$134  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57260,8 +57260,8 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   wire [4:0] level;
   wire [5:0] \level$51 ;
   reg [2:0] off = 3'h0;
-  input [59:0] \port$11062$104 ;
-  wire [59:0] \port$11062$104 ;
+  input [59:0] \port$11068$104 ;
+  wire [59:0] \port$11068$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$40 ;
   wire [143:0] \r_data$40 ;
@@ -57375,8 +57375,8 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   \hotline_accelerator.lookup.writer.writer.pending  pending (
     .clk(clk),
     .level(\level$51 ),
-    .\port$12878$0 (off),
-    .\port$12880$0 (chunk),
+    .\port$12884$0 (off),
+    .\port$12886$0 (chunk),
     .r_data(\r_data$59 ),
     .r_en(\r_en$47 ),
     .rst(rst),
@@ -57453,7 +57453,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$39  = 3'h0;
     end
     if (start) begin
-      \$39  = \port$11062$104 [2:0];
+      \$39  = \port$11068$104 [2:0];
     end
     if (rst) begin
       \$39  = 3'h0;
@@ -57466,7 +57466,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$40  = \$21 [56:0];
     end
     if (start) begin
-      \$40  = \port$11062$104 [59:3];
+      \$40  = \port$11068$104 [59:3];
     end
     if (rst) begin
       \$40  = 57'h000000000000000;
@@ -57503,7 +57503,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   assign axi__bvalid = \r_en$47 ;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11062$104 , 4'h0 };
+  assign addr = { \port$11068$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -57833,7 +57833,7 @@ module \hotline_accelerator.lookup.writer.writer.lengths (rst, w_en, w_port__dat
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12878$0 , \port$12880$0 , level, clk);
+module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_data, r_en, \port$12884$0 , \port$12886$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57858,10 +57858,10 @@ module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_da
   wire [4:0] consume;
   output [5:0] level;
   reg [5:0] level = 6'h00;
-  input [2:0] \port$12878$0 ;
-  wire [2:0] \port$12878$0 ;
-  input [56:0] \port$12880$0 ;
-  wire [56:0] \port$12880$0 ;
+  input [2:0] \port$12884$0 ;
+  wire [2:0] \port$12884$0 ;
+  input [56:0] \port$12886$0 ;
+  wire [56:0] \port$12886$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [63:0] r_data;
@@ -57922,7 +57922,7 @@ module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_da
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12880$0 , \port$12878$0 , 4'h0 };
+      storage[w_port__addr] <= { \port$12886$0 , \port$12884$0 , 4'h0 };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 6'h20;
@@ -57984,14 +57984,14 @@ module \hotline_accelerator.lookup.writer.writer.pending (rst, w_en, w_rdy, r_da
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12880$0 , \port$12878$0 , 4'h0 };
-  assign w_data = { \port$12880$0 , \port$12878$0 , 4'h0 };
+  assign w_port__data = { \port$12886$0 , \port$12884$0 , 4'h0 };
+  assign w_data = { \port$12886$0 , \port$12884$0 , 4'h0 };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10106$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
+module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10112$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
 , tables__entry, job__start, job__params, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire \$1 ;
@@ -58230,8 +58230,8 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   wire [3:0] \out.engine ;
   wire [31:0] \out.index ;
   wire \out.valid ;
-  output [128:0] \port$10106$0 ;
-  wire [128:0] \port$10106$0 ;
+  output [128:0] \port$10112$0 ;
+  wire [128:0] \port$10112$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -58409,11 +58409,11 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .keys__payload(words__payload[28:0]),
     .keys__ready(words__ready),
     .keys__valid(keys__valid),
-    .\port$11062$100 (job__params[179:100]),
-    .\r_data$286 (\$28 ),
-    .\r_en$289 (\axi__wready$126 ),
-    .\r_en$291 (\axi__bvalid$108 ),
-    .\r_rdy$233 (row_axi__wvalid),
+    .\port$11068$100 (job__params[179:100]),
+    .\r_data$290 (\$28 ),
+    .\r_en$293 (\axi__wready$126 ),
+    .\r_en$295 (\axi__bvalid$108 ),
+    .\r_rdy$237 (row_axi__wvalid),
     .rst(rst),
     .start(\start$188 ),
     .stop(stop),
@@ -58432,7 +58432,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .busy(busy),
     .clk(clk),
     .error(\error$179 ),
-    .\port$11062$4 (job__params[99:4]),
+    .\port$11068$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -58771,7 +58771,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   assign buf_addr = job__params[163:100];
   assign \row_bytes$172  = job__params[179:164];
   assign record = job__error;
-  assign \port$10106$0  = \$28 ;
+  assign \port$10112$0  = \$28 ;
   assign tables__2__table = words__payload[28:24];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
@@ -59712,7 +59712,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$233 , \r_data$286 , axi__arready, axi__rvalid, axi__awready, \r_en$289 , \r_en$291 , tables__entry, count, \port$11062$100 , start, stop
+module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$237 , \r_data$290 , axi__arready, axi__rvalid, axi__awready, \r_en$293 , \r_en$295 , tables__entry, count, \port$11068$100 , start, stop
 , keys__payload, error, axi__arvalid, axi__arid, axi__araddr, axi__arlen, axi__awvalid, axi__awaddr, axi__awlen, done, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$140  = 0;
   wire \$1 ;
@@ -59804,11 +59804,11 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1076 ;
   wire \$1077 ;
   wire \$1078 ;
-  wire [3:0] \$1079 ;
+  wire \$1079 ;
   wire \$108 ;
-  wire [3:0] \$1080 ;
-  wire \$1081 ;
-  wire \$1082 ;
+  wire \$1080 ;
+  wire [3:0] \$1081 ;
+  wire [3:0] \$1082 ;
   wire \$1083 ;
   wire \$1084 ;
   wire \$1085 ;
@@ -59825,80 +59825,80 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$1095 ;
   wire \$1096 ;
   wire \$1097 ;
-  wire [8:0] \$1098 ;
+  wire \$1098 ;
   wire \$1099 ;
   wire [63:0] \$11 ;
   wire [3:0] \$110 ;
-  wire \$1100 ;
+  wire [8:0] \$1100 ;
   wire \$1101 ;
-  wire [3:0] \$1102 ;
+  wire \$1102 ;
   wire \$1103 ;
-  wire [4:0] \$1104 ;
+  wire [3:0] \$1104 ;
   wire \$1105 ;
-  wire \$1106 ;
+  wire [4:0] \$1106 ;
   wire \$1107 ;
-  reg \$1108 ;
-  reg \$1109 ;
+  wire \$1108 ;
+  wire \$1109 ;
   wire [3:0] \$111 ;
-  reg [15:0] \$1110 ;
-  reg [5:0] \$1111 ;
-  reg [31:0] \$1112 ;
-  reg \$1113 ;
-  reg [63:0] \$1114 ;
-  reg [108:0] \$1115 ;
-  reg \$1116 ;
-  reg [23:0] \$1117 ;
-  reg [63:0] \$1118 ;
-  reg \$1119 ;
+  reg \$1110 ;
+  reg \$1111 ;
+  reg [15:0] \$1112 ;
+  reg [5:0] \$1113 ;
+  reg [31:0] \$1114 ;
+  reg \$1115 ;
+  reg [63:0] \$1116 ;
+  reg [108:0] \$1117 ;
+  reg \$1118 ;
+  reg [23:0] \$1119 ;
   wire \$112 ;
-  reg [23:0] \$1120 ;
-  reg [63:0] \$1121 ;
-  reg [63:0] \$1122 ;
-  reg [31:0] \$1123 ;
-  reg \$1124 ;
-  reg [63:0] \$1125 ;
-  reg [63:0] \$1126 ;
-  reg \$1127 ;
+  reg [63:0] \$1120 ;
+  reg \$1121 ;
+  reg [23:0] \$1122 ;
+  reg [63:0] \$1123 ;
+  reg [63:0] \$1124 ;
+  reg [31:0] \$1125 ;
+  reg \$1126 ;
+  reg [63:0] \$1127 ;
   reg [63:0] \$1128 ;
   reg [63:0] \$1129 ;
   wire \$113 ;
-  reg [7:0] \$1130 ;
-  reg \$1131 ;
-  reg \$1132 ;
-  reg [63:0] \$1133 ;
+  reg \$1130 ;
+  reg [63:0] \$1131 ;
+  reg [63:0] \$1132 ;
+  reg \$1133 ;
   reg [63:0] \$1134 ;
-  reg [9:0] \$1135 ;
-  reg [3:0] \$1136 ;
+  reg [63:0] \$1135 ;
+  reg [7:0] \$1136 ;
   reg \$1137 ;
-  reg [6:0] \$1138 ;
+  reg \$1138 ;
   reg [63:0] \$1139 ;
   wire [3:0] \$114 ;
-  reg [7:0] \$1140 ;
-  reg [63:0] \$1141 ;
-  reg [63:0] \$1142 ;
-  reg [5:0] \$1143 ;
-  reg [9:0] \$1144 ;
-  reg [3:0] \$1145 ;
-  reg [1:0] \$1146 ;
-  reg [7:0] \$1147 ;
-  reg \$1148 ;
-  reg \$1149 ;
+  reg [63:0] \$1140 ;
+  reg [9:0] \$1141 ;
+  reg [3:0] \$1142 ;
+  reg \$1143 ;
+  reg [6:0] \$1144 ;
+  reg [63:0] \$1145 ;
+  reg [7:0] \$1146 ;
+  reg [63:0] \$1147 ;
+  reg [63:0] \$1148 ;
+  reg [5:0] \$1149 ;
   wire [3:0] \$115 ;
-  reg \$1150 ;
-  reg [6:0] \$1151 ;
-  reg [127:0] \$1152 ;
-  reg [1:0] \$1153 ;
+  reg [9:0] \$1150 ;
+  reg [3:0] \$1151 ;
+  reg [1:0] \$1152 ;
+  reg [7:0] \$1153 ;
   reg \$1154 ;
   reg \$1155 ;
-  reg [2:0] \$1156 ;
-  reg [127:0] \$1157 ;
-  reg [2:0] \$1158 ;
-  reg [2:0] \$1159 ;
+  reg \$1156 ;
+  reg [6:0] \$1157 ;
+  reg [127:0] \$1158 ;
+  reg [1:0] \$1159 ;
   wire \$116 ;
-  reg [2:0] \$1160 ;
-  reg [2:0] \$1161 ;
+  reg \$1160 ;
+  reg \$1161 ;
   reg [2:0] \$1162 ;
-  reg [2:0] \$1163 ;
+  reg [127:0] \$1163 ;
   reg [2:0] \$1164 ;
   reg [2:0] \$1165 ;
   reg [2:0] \$1166 ;
@@ -60033,24 +60033,30 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] \$1282 ;
   reg [2:0] \$1283 ;
   reg [2:0] \$1284 ;
-  reg \$1285 ;
-  reg [6:0] \$1286 ;
-  reg \$1287 ;
-  reg [63:0] \$1288 ;
-  reg [7:0] \$1289 ;
+  reg [2:0] \$1285 ;
+  reg [2:0] \$1286 ;
+  reg [2:0] \$1287 ;
+  reg [2:0] \$1288 ;
+  reg [2:0] \$1289 ;
   wire \$129 ;
-  reg [6:0] \$1290 ;
-  reg [3:0] \$1291 ;
-  reg \$1292 ;
+  reg [2:0] \$1290 ;
+  reg \$1291 ;
+  reg [6:0] \$1292 ;
   reg \$1293 ;
-  reg [2:0] \$1294 ;
-  reg \$1295 ;
+  reg [63:0] \$1294 ;
+  reg [7:0] \$1295 ;
   reg [6:0] \$1296 ;
   reg [3:0] \$1297 ;
-  reg [127:0] \$1298 ;
+  reg \$1298 ;
   reg \$1299 ;
   wire [63:0] \$13 ;
   wire [3:0] \$130 ;
+  reg [2:0] \$1300 ;
+  reg \$1301 ;
+  reg [6:0] \$1302 ;
+  reg [3:0] \$1303 ;
+  reg [127:0] \$1304 ;
+  reg \$1305 ;
   wire [3:0] \$131 ;
   wire \$132 ;
   wire \$133 ;
@@ -60607,12 +60613,12 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire \$63 ;
   wire \$630 ;
   wire \$631 ;
-  wire [127:0] \$632 ;
-  wire [127:0] \$633 ;
-  wire [128:0] \$634 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire [127:0] \$634 ;
   wire [127:0] \$635 ;
-  wire \$636 ;
-  wire \$637 ;
+  wire [128:0] \$636 ;
+  wire [127:0] \$637 ;
   wire \$638 ;
   wire \$639 ;
   wire \$64 ;
@@ -61127,7 +61133,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [31:0] keys_left = 32'd0;
   reg keys_more = 1'h0;
   wire [7:0] level;
-  wire [2:0] \level$276 ;
+  wire [2:0] \level$280 ;
   reg [6:0] meta_id = 7'h00;
   wire meta_pop;
   wire [6:0] meta_rd__addr;
@@ -61141,8 +61147,12 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   wire [3:0] \meta_wr__data.beats ;
   wire [63:0] \meta_wr__data.dst ;
   wire meta_wr__en;
-  input [79:0] \port$11062$100 ;
-  wire [79:0] \port$11062$100 ;
+  reg [63:0] p_base = 64'h0000000000000000;
+  reg [63:0] p_buf = 64'h0000000000000000;
+  reg [63:0] p_offset = 64'h0000000000000000;
+  reg p_v = 1'h0;
+  input [79:0] \port$11068$100 ;
+  wire [79:0] \port$11068$100 ;
   reg r_bad = 1'h0;
   reg [2:0] r_beat;
   reg [2:0] r_count0 = 3'h0;
@@ -61274,27 +61284,27 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [2:0] r_count98 = 3'h0;
   reg [2:0] r_count99 = 3'h0;
   wire [141:0] r_data;
-  wire [6:0] \r_data$204 ;
-  wire [10:0] \r_data$221 ;
-  wire [63:0] \r_data$228 ;
-  output [128:0] \r_data$286 ;
-  wire [128:0] \r_data$286 ;
-  reg [127:0] \r_data$63  = 128'h00000000000000000000000000000000;
+  wire [6:0] \r_data$208 ;
+  wire [10:0] \r_data$225 ;
+  wire [63:0] \r_data$232 ;
+  output [128:0] \r_data$290 ;
+  wire [128:0] \r_data$290 ;
+  reg [127:0] \r_data$67  = 128'h00000000000000000000000000000000;
   wire r_en;
-  wire \r_en$263 ;
-  wire \r_en$278 ;
-  input \r_en$289 ;
-  wire \r_en$289 ;
-  input \r_en$291 ;
-  wire \r_en$291 ;
+  wire \r_en$267 ;
+  wire \r_en$282 ;
+  input \r_en$293 ;
+  wire \r_en$293 ;
+  input \r_en$295 ;
+  wire \r_en$295 ;
   reg r_free;
   reg [6:0] r_id = 7'h00;
   reg r_last = 1'h0;
   wire r_rdy;
-  output \r_rdy$233 ;
-  wire \r_rdy$233 ;
-  wire \r_rdy$262 ;
-  wire \r_rdy$277 ;
+  output \r_rdy$237 ;
+  wire \r_rdy$237 ;
+  wire \r_rdy$266 ;
+  wire \r_rdy$281 ;
   reg [1:0] r_resp = 2'h0;
   reg r_v = 1'h0;
   reg [1:0] rc = 2'h0;
@@ -61347,18 +61357,18 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [3:0] w_beats = 4'h0;
   wire [141:0] w_data;
   (* init = 7'h00 *)
-  wire [6:0] \w_data$261 ;
-  wire [10:0] \w_data$273 ;
+  wire [6:0] \w_data$265 ;
+  wire [10:0] \w_data$277 ;
   (* init = 64'h0000000000000000 *)
-  wire [63:0] \w_data$275 ;
-  wire [128:0] \w_data$282 ;
+  wire [63:0] \w_data$279 ;
+  wire [128:0] \w_data$286 ;
   (* init = 1'h0 *)
   wire w_en;
-  reg \w_en$260 ;
-  wire \w_en$272 ;
-  wire \w_en$274 ;
+  reg \w_en$264 ;
+  wire \w_en$276 ;
+  wire \w_en$278 ;
   (* init = 1'h0 *)
-  wire \w_en$281 ;
+  wire \w_en$285 ;
   wire w_free;
   wire w_is_last;
   wire w_issue;
@@ -61503,7 +61513,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [67:0] _0_;
   always @(posedge clk) begin
     if (meta_pop) begin
-      _0_ <= meta_mem[\r_data$204 ];
+      _0_ <= meta_mem[\r_data$208 ];
     end
   end
   assign meta_rd__data = _0_;
@@ -62536,7 +62546,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @(posedge clk) begin
     if (r_v)
-      slots[{ r_id, r_beat }] <= \r_data$63 ;
+      slots[{ r_id, r_beat }] <= \r_data$67 ;
   end
   reg [127:0] _1_;
   always @(posedge clk) begin
@@ -62693,7 +62703,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign \$7  = keys_left != 1'h1;
   assign \$8  = buf_ptr + c_row_bytes;
   assign \$9  = b_row * b_stride;
-  assign \$10  = b_base + \$9 ;
+  assign \$10  = p_base + p_offset;
   assign \$11  = c_gather ? c_table : c_buf;
   assign \$12  = c_gather ? c_buf : c_table;
   assign \$13  = c_gather ? c_table : c_buf;
@@ -63285,7 +63295,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign \$601  = \$600  == 2'h3;
   assign \$602  = \$599  + \$601 ;
   assign \$603  = rd_fail ? 3'h3 : 3'h4;
-  assign \$604  = rd_fail ? src_rd__data : \r_data$228 ;
+  assign \$604  = rd_fail ? src_rd__data : \r_data$232 ;
   assign \$605  = ~ keys_more;
   assign \$606  = ~ keys__valid;
   assign \$607  = stop & \$606 ;
@@ -63295,908 +63305,918 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign \$611  = \$609  & \$610 ;
   assign \$612  = ~ b_v;
   assign \$613  = \$611  & \$612 ;
-  assign \$614  = ~ c_v;
+  assign \$614  = ~ p_v;
   assign \$615  = \$613  & \$614 ;
-  assign \$616  = ~ d_v;
+  assign \$616  = ~ c_v;
   assign \$617  = \$615  & \$616 ;
-  assign \$618  = ~ e_v;
+  assign \$618  = ~ d_v;
   assign \$619  = \$617  & \$618 ;
-  assign \$620  = ~ r_rdy;
+  assign \$620  = ~ e_v;
   assign \$621  = \$619  & \$620 ;
-  assign \$622  = ~ row_v;
+  assign \$622  = ~ r_rdy;
   assign \$623  = \$621  & \$622 ;
-  assign \$624  = ! in_use;
+  assign \$624  = ~ row_v;
   assign \$625  = \$623  & \$624 ;
-  assign \$626  = ~ rd_inflight;
+  assign \$626  = ! in_use;
   assign \$627  = \$625  & \$626 ;
-  assign \$628  = ~ \r_rdy$233 ;
+  assign \$628  = ~ rd_inflight;
   assign \$629  = \$627  & \$628 ;
-  assign \$630  = ! level;
+  assign \$630  = ~ \r_rdy$237 ;
   assign \$631  = \$629  & \$630 ;
-  assign \$632  = ~ in_use;
-  assign \$633  = ~ in_use;
-  assign \$634  = - \$633 ;
-  assign free_id_one_hot = \$632  & \$634 [127:0];
+  assign \$632  = ! level;
+  assign \$633  = \$631  & \$632 ;
+  assign \$634  = ~ in_use;
   assign \$635  = ~ in_use;
-  assign free_id_any = | \$635 ;
-  assign \$636  = free_id_one_hot[1] | free_id_one_hot[3];
-  assign \$637  = free_id_one_hot[5] | free_id_one_hot[7];
-  assign \$638  = \$636  | \$637 ;
-  assign \$639  = free_id_one_hot[9] | free_id_one_hot[11];
-  assign \$640  = free_id_one_hot[13] | free_id_one_hot[15];
-  assign \$641  = \$639  | \$640 ;
-  assign \$642  = \$638  | \$641 ;
-  assign \$643  = free_id_one_hot[17] | free_id_one_hot[19];
-  assign \$644  = free_id_one_hot[21] | free_id_one_hot[23];
-  assign \$645  = \$643  | \$644 ;
-  assign \$646  = free_id_one_hot[25] | free_id_one_hot[27];
-  assign \$647  = free_id_one_hot[29] | free_id_one_hot[31];
-  assign \$648  = \$646  | \$647 ;
-  assign \$649  = \$645  | \$648 ;
-  assign \$650  = \$642  | \$649 ;
-  assign \$651  = free_id_one_hot[33] | free_id_one_hot[35];
-  assign \$652  = free_id_one_hot[37] | free_id_one_hot[39];
-  assign \$653  = \$651  | \$652 ;
-  assign \$654  = free_id_one_hot[41] | free_id_one_hot[43];
-  assign \$655  = free_id_one_hot[45] | free_id_one_hot[47];
-  assign \$656  = \$654  | \$655 ;
-  assign \$657  = \$653  | \$656 ;
-  assign \$658  = free_id_one_hot[49] | free_id_one_hot[51];
-  assign \$659  = free_id_one_hot[53] | free_id_one_hot[55];
-  assign \$660  = \$658  | \$659 ;
-  assign \$661  = free_id_one_hot[57] | free_id_one_hot[59];
-  assign \$662  = free_id_one_hot[61] | free_id_one_hot[63];
-  assign \$663  = \$661  | \$662 ;
-  assign \$664  = \$660  | \$663 ;
-  assign \$665  = \$657  | \$664 ;
-  assign \$666  = \$650  | \$665 ;
-  assign \$667  = free_id_one_hot[65] | free_id_one_hot[67];
-  assign \$668  = free_id_one_hot[69] | free_id_one_hot[71];
-  assign \$669  = \$667  | \$668 ;
-  assign \$670  = free_id_one_hot[73] | free_id_one_hot[75];
-  assign \$671  = free_id_one_hot[77] | free_id_one_hot[79];
-  assign \$672  = \$670  | \$671 ;
-  assign \$673  = \$669  | \$672 ;
-  assign \$674  = free_id_one_hot[81] | free_id_one_hot[83];
-  assign \$675  = free_id_one_hot[85] | free_id_one_hot[87];
-  assign \$676  = \$674  | \$675 ;
-  assign \$677  = free_id_one_hot[89] | free_id_one_hot[91];
-  assign \$678  = free_id_one_hot[93] | free_id_one_hot[95];
-  assign \$679  = \$677  | \$678 ;
-  assign \$680  = \$676  | \$679 ;
-  assign \$681  = \$673  | \$680 ;
-  assign \$682  = free_id_one_hot[97] | free_id_one_hot[99];
-  assign \$683  = free_id_one_hot[101] | free_id_one_hot[103];
-  assign \$684  = \$682  | \$683 ;
-  assign \$685  = free_id_one_hot[105] | free_id_one_hot[107];
-  assign \$686  = free_id_one_hot[109] | free_id_one_hot[111];
-  assign \$687  = \$685  | \$686 ;
-  assign \$688  = \$684  | \$687 ;
-  assign \$689  = free_id_one_hot[113] | free_id_one_hot[115];
-  assign \$690  = free_id_one_hot[117] | free_id_one_hot[119];
-  assign \$691  = \$689  | \$690 ;
-  assign \$692  = free_id_one_hot[121] | free_id_one_hot[123];
-  assign \$693  = free_id_one_hot[125] | free_id_one_hot[127];
-  assign \$694  = \$692  | \$693 ;
-  assign \$695  = \$691  | \$694 ;
-  assign \$696  = \$688  | \$695 ;
-  assign \$697  = \$681  | \$696 ;
-  assign \$698  = \$666  | \$697 ;
-  assign \$699  = free_id_one_hot[2] | free_id_one_hot[3];
-  assign \$700  = free_id_one_hot[6] | free_id_one_hot[7];
-  assign \$701  = \$699  | \$700 ;
-  assign \$702  = free_id_one_hot[10] | free_id_one_hot[11];
-  assign \$703  = free_id_one_hot[14] | free_id_one_hot[15];
-  assign \$704  = \$702  | \$703 ;
-  assign \$705  = \$701  | \$704 ;
-  assign \$706  = free_id_one_hot[18] | free_id_one_hot[19];
-  assign \$707  = free_id_one_hot[22] | free_id_one_hot[23];
-  assign \$708  = \$706  | \$707 ;
-  assign \$709  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$710  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$711  = \$709  | \$710 ;
-  assign \$712  = \$708  | \$711 ;
-  assign \$713  = \$705  | \$712 ;
-  assign \$714  = free_id_one_hot[34] | free_id_one_hot[35];
-  assign \$715  = free_id_one_hot[38] | free_id_one_hot[39];
-  assign \$716  = \$714  | \$715 ;
-  assign \$717  = free_id_one_hot[42] | free_id_one_hot[43];
-  assign \$718  = free_id_one_hot[46] | free_id_one_hot[47];
-  assign \$719  = \$717  | \$718 ;
-  assign \$720  = \$716  | \$719 ;
-  assign \$721  = free_id_one_hot[50] | free_id_one_hot[51];
-  assign \$722  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$723  = \$721  | \$722 ;
-  assign \$724  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$725  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$726  = \$724  | \$725 ;
-  assign \$727  = \$723  | \$726 ;
-  assign \$728  = \$720  | \$727 ;
-  assign \$729  = \$713  | \$728 ;
-  assign \$730  = free_id_one_hot[66] | free_id_one_hot[67];
-  assign \$731  = free_id_one_hot[70] | free_id_one_hot[71];
-  assign \$732  = \$730  | \$731 ;
-  assign \$733  = free_id_one_hot[74] | free_id_one_hot[75];
-  assign \$734  = free_id_one_hot[78] | free_id_one_hot[79];
-  assign \$735  = \$733  | \$734 ;
-  assign \$736  = \$732  | \$735 ;
-  assign \$737  = free_id_one_hot[82] | free_id_one_hot[83];
-  assign \$738  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$739  = \$737  | \$738 ;
-  assign \$740  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$741  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$742  = \$740  | \$741 ;
-  assign \$743  = \$739  | \$742 ;
-  assign \$744  = \$736  | \$743 ;
-  assign \$745  = free_id_one_hot[98] | free_id_one_hot[99];
-  assign \$746  = free_id_one_hot[102] | free_id_one_hot[103];
-  assign \$747  = \$745  | \$746 ;
-  assign \$748  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$749  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$750  = \$748  | \$749 ;
-  assign \$751  = \$747  | \$750 ;
-  assign \$752  = free_id_one_hot[114] | free_id_one_hot[115];
-  assign \$753  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$754  = \$752  | \$753 ;
-  assign \$755  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$756  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$757  = \$755  | \$756 ;
-  assign \$758  = \$754  | \$757 ;
-  assign \$759  = \$751  | \$758 ;
-  assign \$760  = \$744  | \$759 ;
-  assign \$761  = \$729  | \$760 ;
-  assign \$762  = free_id_one_hot[4] | free_id_one_hot[5];
-  assign \$763  = free_id_one_hot[6] | free_id_one_hot[7];
-  assign \$764  = \$762  | \$763 ;
-  assign \$765  = free_id_one_hot[12] | free_id_one_hot[13];
-  assign \$766  = free_id_one_hot[14] | free_id_one_hot[15];
-  assign \$767  = \$765  | \$766 ;
-  assign \$768  = \$764  | \$767 ;
-  assign \$769  = free_id_one_hot[20] | free_id_one_hot[21];
-  assign \$770  = free_id_one_hot[22] | free_id_one_hot[23];
-  assign \$771  = \$769  | \$770 ;
-  assign \$772  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$773  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$774  = \$772  | \$773 ;
-  assign \$775  = \$771  | \$774 ;
-  assign \$776  = \$768  | \$775 ;
-  assign \$777  = free_id_one_hot[36] | free_id_one_hot[37];
-  assign \$778  = free_id_one_hot[38] | free_id_one_hot[39];
-  assign \$779  = \$777  | \$778 ;
-  assign \$780  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$781  = free_id_one_hot[46] | free_id_one_hot[47];
-  assign \$782  = \$780  | \$781 ;
-  assign \$783  = \$779  | \$782 ;
-  assign \$784  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$785  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$786  = \$784  | \$785 ;
-  assign \$787  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$788  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$789  = \$787  | \$788 ;
-  assign \$790  = \$786  | \$789 ;
-  assign \$791  = \$783  | \$790 ;
-  assign \$792  = \$776  | \$791 ;
-  assign \$793  = free_id_one_hot[68] | free_id_one_hot[69];
-  assign \$794  = free_id_one_hot[70] | free_id_one_hot[71];
-  assign \$795  = \$793  | \$794 ;
-  assign \$796  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$797  = free_id_one_hot[78] | free_id_one_hot[79];
-  assign \$798  = \$796  | \$797 ;
-  assign \$799  = \$795  | \$798 ;
-  assign \$800  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$801  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$802  = \$800  | \$801 ;
-  assign \$803  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$804  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$805  = \$803  | \$804 ;
-  assign \$806  = \$802  | \$805 ;
-  assign \$807  = \$799  | \$806 ;
-  assign \$808  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$809  = free_id_one_hot[102] | free_id_one_hot[103];
-  assign \$810  = \$808  | \$809 ;
-  assign \$811  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$812  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$813  = \$811  | \$812 ;
-  assign \$814  = \$810  | \$813 ;
-  assign \$815  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$816  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$817  = \$815  | \$816 ;
-  assign \$818  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$819  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$820  = \$818  | \$819 ;
-  assign \$821  = \$817  | \$820 ;
-  assign \$822  = \$814  | \$821 ;
-  assign \$823  = \$807  | \$822 ;
-  assign \$824  = \$792  | \$823 ;
-  assign \$825  = free_id_one_hot[8] | free_id_one_hot[9];
-  assign \$826  = free_id_one_hot[10] | free_id_one_hot[11];
-  assign \$827  = \$825  | \$826 ;
-  assign \$828  = free_id_one_hot[12] | free_id_one_hot[13];
-  assign \$829  = free_id_one_hot[14] | free_id_one_hot[15];
-  assign \$830  = \$828  | \$829 ;
-  assign \$831  = \$827  | \$830 ;
-  assign \$832  = free_id_one_hot[24] | free_id_one_hot[25];
-  assign \$833  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$834  = \$832  | \$833 ;
-  assign \$835  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$836  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$837  = \$835  | \$836 ;
-  assign \$838  = \$834  | \$837 ;
-  assign \$839  = \$831  | \$838 ;
-  assign \$840  = free_id_one_hot[40] | free_id_one_hot[41];
-  assign \$841  = free_id_one_hot[42] | free_id_one_hot[43];
-  assign \$842  = \$840  | \$841 ;
-  assign \$843  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$844  = free_id_one_hot[46] | free_id_one_hot[47];
-  assign \$845  = \$843  | \$844 ;
-  assign \$846  = \$842  | \$845 ;
-  assign \$847  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$848  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$849  = \$847  | \$848 ;
-  assign \$850  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$851  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$852  = \$850  | \$851 ;
-  assign \$853  = \$849  | \$852 ;
-  assign \$854  = \$846  | \$853 ;
-  assign \$855  = \$839  | \$854 ;
-  assign \$856  = free_id_one_hot[72] | free_id_one_hot[73];
-  assign \$857  = free_id_one_hot[74] | free_id_one_hot[75];
-  assign \$858  = \$856  | \$857 ;
-  assign \$859  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$860  = free_id_one_hot[78] | free_id_one_hot[79];
-  assign \$861  = \$859  | \$860 ;
-  assign \$862  = \$858  | \$861 ;
-  assign \$863  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$864  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$865  = \$863  | \$864 ;
-  assign \$866  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$867  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$868  = \$866  | \$867 ;
-  assign \$869  = \$865  | \$868 ;
-  assign \$870  = \$862  | \$869 ;
-  assign \$871  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$872  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$873  = \$871  | \$872 ;
-  assign \$874  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$875  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$876  = \$874  | \$875 ;
-  assign \$877  = \$873  | \$876 ;
-  assign \$878  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$879  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$880  = \$878  | \$879 ;
-  assign \$881  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$882  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$883  = \$881  | \$882 ;
-  assign \$884  = \$880  | \$883 ;
-  assign \$885  = \$877  | \$884 ;
-  assign \$886  = \$870  | \$885 ;
-  assign \$887  = \$855  | \$886 ;
-  assign \$888  = free_id_one_hot[16] | free_id_one_hot[17];
-  assign \$889  = free_id_one_hot[18] | free_id_one_hot[19];
-  assign \$890  = \$888  | \$889 ;
-  assign \$891  = free_id_one_hot[20] | free_id_one_hot[21];
-  assign \$892  = free_id_one_hot[22] | free_id_one_hot[23];
-  assign \$893  = \$891  | \$892 ;
-  assign \$894  = \$890  | \$893 ;
-  assign \$895  = free_id_one_hot[24] | free_id_one_hot[25];
-  assign \$896  = free_id_one_hot[26] | free_id_one_hot[27];
-  assign \$897  = \$895  | \$896 ;
-  assign \$898  = free_id_one_hot[28] | free_id_one_hot[29];
-  assign \$899  = free_id_one_hot[30] | free_id_one_hot[31];
-  assign \$900  = \$898  | \$899 ;
-  assign \$901  = \$897  | \$900 ;
-  assign \$902  = \$894  | \$901 ;
-  assign \$903  = free_id_one_hot[48] | free_id_one_hot[49];
-  assign \$904  = free_id_one_hot[50] | free_id_one_hot[51];
-  assign \$905  = \$903  | \$904 ;
-  assign \$906  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$907  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$908  = \$906  | \$907 ;
-  assign \$909  = \$905  | \$908 ;
-  assign \$910  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$911  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$912  = \$910  | \$911 ;
-  assign \$913  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$914  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$915  = \$913  | \$914 ;
-  assign \$916  = \$912  | \$915 ;
-  assign \$917  = \$909  | \$916 ;
-  assign \$918  = \$902  | \$917 ;
-  assign \$919  = free_id_one_hot[80] | free_id_one_hot[81];
-  assign \$920  = free_id_one_hot[82] | free_id_one_hot[83];
-  assign \$921  = \$919  | \$920 ;
-  assign \$922  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$923  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$924  = \$922  | \$923 ;
-  assign \$925  = \$921  | \$924 ;
-  assign \$926  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$927  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$928  = \$926  | \$927 ;
-  assign \$929  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$930  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$931  = \$929  | \$930 ;
-  assign \$932  = \$928  | \$931 ;
-  assign \$933  = \$925  | \$932 ;
-  assign \$934  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$935  = free_id_one_hot[114] | free_id_one_hot[115];
-  assign \$936  = \$934  | \$935 ;
-  assign \$937  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$938  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$939  = \$937  | \$938 ;
-  assign \$940  = \$936  | \$939 ;
-  assign \$941  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$942  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$943  = \$941  | \$942 ;
-  assign \$944  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$945  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$946  = \$944  | \$945 ;
-  assign \$947  = \$943  | \$946 ;
-  assign \$948  = \$940  | \$947 ;
-  assign \$949  = \$933  | \$948 ;
-  assign \$950  = \$918  | \$949 ;
-  assign \$951  = free_id_one_hot[32] | free_id_one_hot[33];
-  assign \$952  = free_id_one_hot[34] | free_id_one_hot[35];
-  assign \$953  = \$951  | \$952 ;
-  assign \$954  = free_id_one_hot[36] | free_id_one_hot[37];
-  assign \$955  = free_id_one_hot[38] | free_id_one_hot[39];
-  assign \$956  = \$954  | \$955 ;
-  assign \$957  = \$953  | \$956 ;
-  assign \$958  = free_id_one_hot[40] | free_id_one_hot[41];
-  assign \$959  = free_id_one_hot[42] | free_id_one_hot[43];
-  assign \$960  = \$958  | \$959 ;
-  assign \$961  = free_id_one_hot[44] | free_id_one_hot[45];
-  assign \$962  = free_id_one_hot[46] | free_id_one_hot[47];
-  assign \$963  = \$961  | \$962 ;
-  assign \$964  = \$960  | \$963 ;
-  assign \$965  = \$957  | \$964 ;
-  assign \$966  = free_id_one_hot[48] | free_id_one_hot[49];
-  assign \$967  = free_id_one_hot[50] | free_id_one_hot[51];
-  assign \$968  = \$966  | \$967 ;
-  assign \$969  = free_id_one_hot[52] | free_id_one_hot[53];
-  assign \$970  = free_id_one_hot[54] | free_id_one_hot[55];
-  assign \$971  = \$969  | \$970 ;
-  assign \$972  = \$968  | \$971 ;
-  assign \$973  = free_id_one_hot[56] | free_id_one_hot[57];
-  assign \$974  = free_id_one_hot[58] | free_id_one_hot[59];
-  assign \$975  = \$973  | \$974 ;
-  assign \$976  = free_id_one_hot[60] | free_id_one_hot[61];
-  assign \$977  = free_id_one_hot[62] | free_id_one_hot[63];
-  assign \$978  = \$976  | \$977 ;
-  assign \$979  = \$975  | \$978 ;
-  assign \$980  = \$972  | \$979 ;
-  assign \$981  = \$965  | \$980 ;
-  assign \$982  = free_id_one_hot[96] | free_id_one_hot[97];
-  assign \$983  = free_id_one_hot[98] | free_id_one_hot[99];
-  assign \$984  = \$982  | \$983 ;
-  assign \$985  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$986  = free_id_one_hot[102] | free_id_one_hot[103];
-  assign \$987  = \$985  | \$986 ;
-  assign \$988  = \$984  | \$987 ;
-  assign \$989  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$990  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$991  = \$989  | \$990 ;
-  assign \$992  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$993  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$994  = \$992  | \$993 ;
-  assign \$995  = \$991  | \$994 ;
-  assign \$996  = \$988  | \$995 ;
-  assign \$997  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$998  = free_id_one_hot[114] | free_id_one_hot[115];
-  assign \$999  = \$997  | \$998 ;
-  assign \$1000  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$1001  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$1002  = \$1000  | \$1001 ;
-  assign \$1003  = \$999  | \$1002 ;
-  assign \$1004  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$1005  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$1006  = \$1004  | \$1005 ;
-  assign \$1007  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$1008  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$1009  = \$1007  | \$1008 ;
-  assign \$1010  = \$1006  | \$1009 ;
-  assign \$1011  = \$1003  | \$1010 ;
-  assign \$1012  = \$996  | \$1011 ;
-  assign \$1013  = \$981  | \$1012 ;
-  assign \$1014  = free_id_one_hot[64] | free_id_one_hot[65];
-  assign \$1015  = free_id_one_hot[66] | free_id_one_hot[67];
-  assign \$1016  = \$1014  | \$1015 ;
-  assign \$1017  = free_id_one_hot[68] | free_id_one_hot[69];
-  assign \$1018  = free_id_one_hot[70] | free_id_one_hot[71];
-  assign \$1019  = \$1017  | \$1018 ;
-  assign \$1020  = \$1016  | \$1019 ;
-  assign \$1021  = free_id_one_hot[72] | free_id_one_hot[73];
-  assign \$1022  = free_id_one_hot[74] | free_id_one_hot[75];
-  assign \$1023  = \$1021  | \$1022 ;
-  assign \$1024  = free_id_one_hot[76] | free_id_one_hot[77];
-  assign \$1025  = free_id_one_hot[78] | free_id_one_hot[79];
-  assign \$1026  = \$1024  | \$1025 ;
-  assign \$1027  = \$1023  | \$1026 ;
-  assign \$1028  = \$1020  | \$1027 ;
-  assign \$1029  = free_id_one_hot[80] | free_id_one_hot[81];
-  assign \$1030  = free_id_one_hot[82] | free_id_one_hot[83];
-  assign \$1031  = \$1029  | \$1030 ;
-  assign \$1032  = free_id_one_hot[84] | free_id_one_hot[85];
-  assign \$1033  = free_id_one_hot[86] | free_id_one_hot[87];
-  assign \$1034  = \$1032  | \$1033 ;
-  assign \$1035  = \$1031  | \$1034 ;
-  assign \$1036  = free_id_one_hot[88] | free_id_one_hot[89];
-  assign \$1037  = free_id_one_hot[90] | free_id_one_hot[91];
-  assign \$1038  = \$1036  | \$1037 ;
-  assign \$1039  = free_id_one_hot[92] | free_id_one_hot[93];
-  assign \$1040  = free_id_one_hot[94] | free_id_one_hot[95];
-  assign \$1041  = \$1039  | \$1040 ;
-  assign \$1042  = \$1038  | \$1041 ;
-  assign \$1043  = \$1035  | \$1042 ;
-  assign \$1044  = \$1028  | \$1043 ;
-  assign \$1045  = free_id_one_hot[96] | free_id_one_hot[97];
-  assign \$1046  = free_id_one_hot[98] | free_id_one_hot[99];
-  assign \$1047  = \$1045  | \$1046 ;
-  assign \$1048  = free_id_one_hot[100] | free_id_one_hot[101];
-  assign \$1049  = free_id_one_hot[102] | free_id_one_hot[103];
-  assign \$1050  = \$1048  | \$1049 ;
-  assign \$1051  = \$1047  | \$1050 ;
-  assign \$1052  = free_id_one_hot[104] | free_id_one_hot[105];
-  assign \$1053  = free_id_one_hot[106] | free_id_one_hot[107];
-  assign \$1054  = \$1052  | \$1053 ;
-  assign \$1055  = free_id_one_hot[108] | free_id_one_hot[109];
-  assign \$1056  = free_id_one_hot[110] | free_id_one_hot[111];
-  assign \$1057  = \$1055  | \$1056 ;
-  assign \$1058  = \$1054  | \$1057 ;
-  assign \$1059  = \$1051  | \$1058 ;
-  assign \$1060  = free_id_one_hot[112] | free_id_one_hot[113];
-  assign \$1061  = free_id_one_hot[114] | free_id_one_hot[115];
-  assign \$1062  = \$1060  | \$1061 ;
-  assign \$1063  = free_id_one_hot[116] | free_id_one_hot[117];
-  assign \$1064  = free_id_one_hot[118] | free_id_one_hot[119];
-  assign \$1065  = \$1063  | \$1064 ;
-  assign \$1066  = \$1062  | \$1065 ;
-  assign \$1067  = free_id_one_hot[120] | free_id_one_hot[121];
-  assign \$1068  = free_id_one_hot[122] | free_id_one_hot[123];
-  assign \$1069  = \$1067  | \$1068 ;
-  assign \$1070  = free_id_one_hot[124] | free_id_one_hot[125];
-  assign \$1071  = free_id_one_hot[126] | free_id_one_hot[127];
-  assign \$1072  = \$1070  | \$1071 ;
-  assign \$1073  = \$1069  | \$1072 ;
-  assign \$1074  = \$1066  | \$1073 ;
-  assign \$1075  = \$1059  | \$1074 ;
-  assign \$1076  = \$1044  | \$1075 ;
-  assign \$1077  = busy & keys_more;
-  assign \$1078  = credits != 4'h8;
-  assign keys__ready = \$1077  & \$1078 ;
+  assign \$636  = - \$635 ;
+  assign free_id_one_hot = \$634  & \$636 [127:0];
+  assign \$637  = ~ in_use;
+  assign free_id_any = | \$637 ;
+  assign \$638  = free_id_one_hot[1] | free_id_one_hot[3];
+  assign \$639  = free_id_one_hot[5] | free_id_one_hot[7];
+  assign \$640  = \$638  | \$639 ;
+  assign \$641  = free_id_one_hot[9] | free_id_one_hot[11];
+  assign \$642  = free_id_one_hot[13] | free_id_one_hot[15];
+  assign \$643  = \$641  | \$642 ;
+  assign \$644  = \$640  | \$643 ;
+  assign \$645  = free_id_one_hot[17] | free_id_one_hot[19];
+  assign \$646  = free_id_one_hot[21] | free_id_one_hot[23];
+  assign \$647  = \$645  | \$646 ;
+  assign \$648  = free_id_one_hot[25] | free_id_one_hot[27];
+  assign \$649  = free_id_one_hot[29] | free_id_one_hot[31];
+  assign \$650  = \$648  | \$649 ;
+  assign \$651  = \$647  | \$650 ;
+  assign \$652  = \$644  | \$651 ;
+  assign \$653  = free_id_one_hot[33] | free_id_one_hot[35];
+  assign \$654  = free_id_one_hot[37] | free_id_one_hot[39];
+  assign \$655  = \$653  | \$654 ;
+  assign \$656  = free_id_one_hot[41] | free_id_one_hot[43];
+  assign \$657  = free_id_one_hot[45] | free_id_one_hot[47];
+  assign \$658  = \$656  | \$657 ;
+  assign \$659  = \$655  | \$658 ;
+  assign \$660  = free_id_one_hot[49] | free_id_one_hot[51];
+  assign \$661  = free_id_one_hot[53] | free_id_one_hot[55];
+  assign \$662  = \$660  | \$661 ;
+  assign \$663  = free_id_one_hot[57] | free_id_one_hot[59];
+  assign \$664  = free_id_one_hot[61] | free_id_one_hot[63];
+  assign \$665  = \$663  | \$664 ;
+  assign \$666  = \$662  | \$665 ;
+  assign \$667  = \$659  | \$666 ;
+  assign \$668  = \$652  | \$667 ;
+  assign \$669  = free_id_one_hot[65] | free_id_one_hot[67];
+  assign \$670  = free_id_one_hot[69] | free_id_one_hot[71];
+  assign \$671  = \$669  | \$670 ;
+  assign \$672  = free_id_one_hot[73] | free_id_one_hot[75];
+  assign \$673  = free_id_one_hot[77] | free_id_one_hot[79];
+  assign \$674  = \$672  | \$673 ;
+  assign \$675  = \$671  | \$674 ;
+  assign \$676  = free_id_one_hot[81] | free_id_one_hot[83];
+  assign \$677  = free_id_one_hot[85] | free_id_one_hot[87];
+  assign \$678  = \$676  | \$677 ;
+  assign \$679  = free_id_one_hot[89] | free_id_one_hot[91];
+  assign \$680  = free_id_one_hot[93] | free_id_one_hot[95];
+  assign \$681  = \$679  | \$680 ;
+  assign \$682  = \$678  | \$681 ;
+  assign \$683  = \$675  | \$682 ;
+  assign \$684  = free_id_one_hot[97] | free_id_one_hot[99];
+  assign \$685  = free_id_one_hot[101] | free_id_one_hot[103];
+  assign \$686  = \$684  | \$685 ;
+  assign \$687  = free_id_one_hot[105] | free_id_one_hot[107];
+  assign \$688  = free_id_one_hot[109] | free_id_one_hot[111];
+  assign \$689  = \$687  | \$688 ;
+  assign \$690  = \$686  | \$689 ;
+  assign \$691  = free_id_one_hot[113] | free_id_one_hot[115];
+  assign \$692  = free_id_one_hot[117] | free_id_one_hot[119];
+  assign \$693  = \$691  | \$692 ;
+  assign \$694  = free_id_one_hot[121] | free_id_one_hot[123];
+  assign \$695  = free_id_one_hot[125] | free_id_one_hot[127];
+  assign \$696  = \$694  | \$695 ;
+  assign \$697  = \$693  | \$696 ;
+  assign \$698  = \$690  | \$697 ;
+  assign \$699  = \$683  | \$698 ;
+  assign \$700  = \$668  | \$699 ;
+  assign \$701  = free_id_one_hot[2] | free_id_one_hot[3];
+  assign \$702  = free_id_one_hot[6] | free_id_one_hot[7];
+  assign \$703  = \$701  | \$702 ;
+  assign \$704  = free_id_one_hot[10] | free_id_one_hot[11];
+  assign \$705  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$706  = \$704  | \$705 ;
+  assign \$707  = \$703  | \$706 ;
+  assign \$708  = free_id_one_hot[18] | free_id_one_hot[19];
+  assign \$709  = free_id_one_hot[22] | free_id_one_hot[23];
+  assign \$710  = \$708  | \$709 ;
+  assign \$711  = free_id_one_hot[26] | free_id_one_hot[27];
+  assign \$712  = free_id_one_hot[30] | free_id_one_hot[31];
+  assign \$713  = \$711  | \$712 ;
+  assign \$714  = \$710  | \$713 ;
+  assign \$715  = \$707  | \$714 ;
+  assign \$716  = free_id_one_hot[34] | free_id_one_hot[35];
+  assign \$717  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$718  = \$716  | \$717 ;
+  assign \$719  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$720  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$721  = \$719  | \$720 ;
+  assign \$722  = \$718  | \$721 ;
+  assign \$723  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$724  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$725  = \$723  | \$724 ;
+  assign \$726  = free_id_one_hot[58] | free_id_one_hot[59];
+  assign \$727  = free_id_one_hot[62] | free_id_one_hot[63];
+  assign \$728  = \$726  | \$727 ;
+  assign \$729  = \$725  | \$728 ;
+  assign \$730  = \$722  | \$729 ;
+  assign \$731  = \$715  | \$730 ;
+  assign \$732  = free_id_one_hot[66] | free_id_one_hot[67];
+  assign \$733  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$734  = \$732  | \$733 ;
+  assign \$735  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$736  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$737  = \$735  | \$736 ;
+  assign \$738  = \$734  | \$737 ;
+  assign \$739  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$740  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$741  = \$739  | \$740 ;
+  assign \$742  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$743  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$744  = \$742  | \$743 ;
+  assign \$745  = \$741  | \$744 ;
+  assign \$746  = \$738  | \$745 ;
+  assign \$747  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$748  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$749  = \$747  | \$748 ;
+  assign \$750  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$751  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$752  = \$750  | \$751 ;
+  assign \$753  = \$749  | \$752 ;
+  assign \$754  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$755  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$756  = \$754  | \$755 ;
+  assign \$757  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$758  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$759  = \$757  | \$758 ;
+  assign \$760  = \$756  | \$759 ;
+  assign \$761  = \$753  | \$760 ;
+  assign \$762  = \$746  | \$761 ;
+  assign \$763  = \$731  | \$762 ;
+  assign \$764  = free_id_one_hot[4] | free_id_one_hot[5];
+  assign \$765  = free_id_one_hot[6] | free_id_one_hot[7];
+  assign \$766  = \$764  | \$765 ;
+  assign \$767  = free_id_one_hot[12] | free_id_one_hot[13];
+  assign \$768  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$769  = \$767  | \$768 ;
+  assign \$770  = \$766  | \$769 ;
+  assign \$771  = free_id_one_hot[20] | free_id_one_hot[21];
+  assign \$772  = free_id_one_hot[22] | free_id_one_hot[23];
+  assign \$773  = \$771  | \$772 ;
+  assign \$774  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$775  = free_id_one_hot[30] | free_id_one_hot[31];
+  assign \$776  = \$774  | \$775 ;
+  assign \$777  = \$773  | \$776 ;
+  assign \$778  = \$770  | \$777 ;
+  assign \$779  = free_id_one_hot[36] | free_id_one_hot[37];
+  assign \$780  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$781  = \$779  | \$780 ;
+  assign \$782  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$783  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$784  = \$782  | \$783 ;
+  assign \$785  = \$781  | \$784 ;
+  assign \$786  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$787  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$788  = \$786  | \$787 ;
+  assign \$789  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$790  = free_id_one_hot[62] | free_id_one_hot[63];
+  assign \$791  = \$789  | \$790 ;
+  assign \$792  = \$788  | \$791 ;
+  assign \$793  = \$785  | \$792 ;
+  assign \$794  = \$778  | \$793 ;
+  assign \$795  = free_id_one_hot[68] | free_id_one_hot[69];
+  assign \$796  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$797  = \$795  | \$796 ;
+  assign \$798  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$799  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$800  = \$798  | \$799 ;
+  assign \$801  = \$797  | \$800 ;
+  assign \$802  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$803  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$804  = \$802  | \$803 ;
+  assign \$805  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$806  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$807  = \$805  | \$806 ;
+  assign \$808  = \$804  | \$807 ;
+  assign \$809  = \$801  | \$808 ;
+  assign \$810  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$811  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$812  = \$810  | \$811 ;
+  assign \$813  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$814  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$815  = \$813  | \$814 ;
+  assign \$816  = \$812  | \$815 ;
+  assign \$817  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$818  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$819  = \$817  | \$818 ;
+  assign \$820  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$821  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$822  = \$820  | \$821 ;
+  assign \$823  = \$819  | \$822 ;
+  assign \$824  = \$816  | \$823 ;
+  assign \$825  = \$809  | \$824 ;
+  assign \$826  = \$794  | \$825 ;
+  assign \$827  = free_id_one_hot[8] | free_id_one_hot[9];
+  assign \$828  = free_id_one_hot[10] | free_id_one_hot[11];
+  assign \$829  = \$827  | \$828 ;
+  assign \$830  = free_id_one_hot[12] | free_id_one_hot[13];
+  assign \$831  = free_id_one_hot[14] | free_id_one_hot[15];
+  assign \$832  = \$830  | \$831 ;
+  assign \$833  = \$829  | \$832 ;
+  assign \$834  = free_id_one_hot[24] | free_id_one_hot[25];
+  assign \$835  = free_id_one_hot[26] | free_id_one_hot[27];
+  assign \$836  = \$834  | \$835 ;
+  assign \$837  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$838  = free_id_one_hot[30] | free_id_one_hot[31];
+  assign \$839  = \$837  | \$838 ;
+  assign \$840  = \$836  | \$839 ;
+  assign \$841  = \$833  | \$840 ;
+  assign \$842  = free_id_one_hot[40] | free_id_one_hot[41];
+  assign \$843  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$844  = \$842  | \$843 ;
+  assign \$845  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$846  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$847  = \$845  | \$846 ;
+  assign \$848  = \$844  | \$847 ;
+  assign \$849  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$850  = free_id_one_hot[58] | free_id_one_hot[59];
+  assign \$851  = \$849  | \$850 ;
+  assign \$852  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$853  = free_id_one_hot[62] | free_id_one_hot[63];
+  assign \$854  = \$852  | \$853 ;
+  assign \$855  = \$851  | \$854 ;
+  assign \$856  = \$848  | \$855 ;
+  assign \$857  = \$841  | \$856 ;
+  assign \$858  = free_id_one_hot[72] | free_id_one_hot[73];
+  assign \$859  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$860  = \$858  | \$859 ;
+  assign \$861  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$862  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$863  = \$861  | \$862 ;
+  assign \$864  = \$860  | \$863 ;
+  assign \$865  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$866  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$867  = \$865  | \$866 ;
+  assign \$868  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$869  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$870  = \$868  | \$869 ;
+  assign \$871  = \$867  | \$870 ;
+  assign \$872  = \$864  | \$871 ;
+  assign \$873  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$874  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$875  = \$873  | \$874 ;
+  assign \$876  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$877  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$878  = \$876  | \$877 ;
+  assign \$879  = \$875  | \$878 ;
+  assign \$880  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$881  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$882  = \$880  | \$881 ;
+  assign \$883  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$884  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$885  = \$883  | \$884 ;
+  assign \$886  = \$882  | \$885 ;
+  assign \$887  = \$879  | \$886 ;
+  assign \$888  = \$872  | \$887 ;
+  assign \$889  = \$857  | \$888 ;
+  assign \$890  = free_id_one_hot[16] | free_id_one_hot[17];
+  assign \$891  = free_id_one_hot[18] | free_id_one_hot[19];
+  assign \$892  = \$890  | \$891 ;
+  assign \$893  = free_id_one_hot[20] | free_id_one_hot[21];
+  assign \$894  = free_id_one_hot[22] | free_id_one_hot[23];
+  assign \$895  = \$893  | \$894 ;
+  assign \$896  = \$892  | \$895 ;
+  assign \$897  = free_id_one_hot[24] | free_id_one_hot[25];
+  assign \$898  = free_id_one_hot[26] | free_id_one_hot[27];
+  assign \$899  = \$897  | \$898 ;
+  assign \$900  = free_id_one_hot[28] | free_id_one_hot[29];
+  assign \$901  = free_id_one_hot[30] | free_id_one_hot[31];
+  assign \$902  = \$900  | \$901 ;
+  assign \$903  = \$899  | \$902 ;
+  assign \$904  = \$896  | \$903 ;
+  assign \$905  = free_id_one_hot[48] | free_id_one_hot[49];
+  assign \$906  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$907  = \$905  | \$906 ;
+  assign \$908  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$909  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$910  = \$908  | \$909 ;
+  assign \$911  = \$907  | \$910 ;
+  assign \$912  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$913  = free_id_one_hot[58] | free_id_one_hot[59];
+  assign \$914  = \$912  | \$913 ;
+  assign \$915  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$916  = free_id_one_hot[62] | free_id_one_hot[63];
+  assign \$917  = \$915  | \$916 ;
+  assign \$918  = \$914  | \$917 ;
+  assign \$919  = \$911  | \$918 ;
+  assign \$920  = \$904  | \$919 ;
+  assign \$921  = free_id_one_hot[80] | free_id_one_hot[81];
+  assign \$922  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$923  = \$921  | \$922 ;
+  assign \$924  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$925  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$926  = \$924  | \$925 ;
+  assign \$927  = \$923  | \$926 ;
+  assign \$928  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$929  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$930  = \$928  | \$929 ;
+  assign \$931  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$932  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$933  = \$931  | \$932 ;
+  assign \$934  = \$930  | \$933 ;
+  assign \$935  = \$927  | \$934 ;
+  assign \$936  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$937  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$938  = \$936  | \$937 ;
+  assign \$939  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$940  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$941  = \$939  | \$940 ;
+  assign \$942  = \$938  | \$941 ;
+  assign \$943  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$944  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$945  = \$943  | \$944 ;
+  assign \$946  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$947  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$948  = \$946  | \$947 ;
+  assign \$949  = \$945  | \$948 ;
+  assign \$950  = \$942  | \$949 ;
+  assign \$951  = \$935  | \$950 ;
+  assign \$952  = \$920  | \$951 ;
+  assign \$953  = free_id_one_hot[32] | free_id_one_hot[33];
+  assign \$954  = free_id_one_hot[34] | free_id_one_hot[35];
+  assign \$955  = \$953  | \$954 ;
+  assign \$956  = free_id_one_hot[36] | free_id_one_hot[37];
+  assign \$957  = free_id_one_hot[38] | free_id_one_hot[39];
+  assign \$958  = \$956  | \$957 ;
+  assign \$959  = \$955  | \$958 ;
+  assign \$960  = free_id_one_hot[40] | free_id_one_hot[41];
+  assign \$961  = free_id_one_hot[42] | free_id_one_hot[43];
+  assign \$962  = \$960  | \$961 ;
+  assign \$963  = free_id_one_hot[44] | free_id_one_hot[45];
+  assign \$964  = free_id_one_hot[46] | free_id_one_hot[47];
+  assign \$965  = \$963  | \$964 ;
+  assign \$966  = \$962  | \$965 ;
+  assign \$967  = \$959  | \$966 ;
+  assign \$968  = free_id_one_hot[48] | free_id_one_hot[49];
+  assign \$969  = free_id_one_hot[50] | free_id_one_hot[51];
+  assign \$970  = \$968  | \$969 ;
+  assign \$971  = free_id_one_hot[52] | free_id_one_hot[53];
+  assign \$972  = free_id_one_hot[54] | free_id_one_hot[55];
+  assign \$973  = \$971  | \$972 ;
+  assign \$974  = \$970  | \$973 ;
+  assign \$975  = free_id_one_hot[56] | free_id_one_hot[57];
+  assign \$976  = free_id_one_hot[58] | free_id_one_hot[59];
+  assign \$977  = \$975  | \$976 ;
+  assign \$978  = free_id_one_hot[60] | free_id_one_hot[61];
+  assign \$979  = free_id_one_hot[62] | free_id_one_hot[63];
+  assign \$980  = \$978  | \$979 ;
+  assign \$981  = \$977  | \$980 ;
+  assign \$982  = \$974  | \$981 ;
+  assign \$983  = \$967  | \$982 ;
+  assign \$984  = free_id_one_hot[96] | free_id_one_hot[97];
+  assign \$985  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$986  = \$984  | \$985 ;
+  assign \$987  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$988  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$989  = \$987  | \$988 ;
+  assign \$990  = \$986  | \$989 ;
+  assign \$991  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$992  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$993  = \$991  | \$992 ;
+  assign \$994  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$995  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$996  = \$994  | \$995 ;
+  assign \$997  = \$993  | \$996 ;
+  assign \$998  = \$990  | \$997 ;
+  assign \$999  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$1000  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$1001  = \$999  | \$1000 ;
+  assign \$1002  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$1003  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$1004  = \$1002  | \$1003 ;
+  assign \$1005  = \$1001  | \$1004 ;
+  assign \$1006  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$1007  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$1008  = \$1006  | \$1007 ;
+  assign \$1009  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$1010  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$1011  = \$1009  | \$1010 ;
+  assign \$1012  = \$1008  | \$1011 ;
+  assign \$1013  = \$1005  | \$1012 ;
+  assign \$1014  = \$998  | \$1013 ;
+  assign \$1015  = \$983  | \$1014 ;
+  assign \$1016  = free_id_one_hot[64] | free_id_one_hot[65];
+  assign \$1017  = free_id_one_hot[66] | free_id_one_hot[67];
+  assign \$1018  = \$1016  | \$1017 ;
+  assign \$1019  = free_id_one_hot[68] | free_id_one_hot[69];
+  assign \$1020  = free_id_one_hot[70] | free_id_one_hot[71];
+  assign \$1021  = \$1019  | \$1020 ;
+  assign \$1022  = \$1018  | \$1021 ;
+  assign \$1023  = free_id_one_hot[72] | free_id_one_hot[73];
+  assign \$1024  = free_id_one_hot[74] | free_id_one_hot[75];
+  assign \$1025  = \$1023  | \$1024 ;
+  assign \$1026  = free_id_one_hot[76] | free_id_one_hot[77];
+  assign \$1027  = free_id_one_hot[78] | free_id_one_hot[79];
+  assign \$1028  = \$1026  | \$1027 ;
+  assign \$1029  = \$1025  | \$1028 ;
+  assign \$1030  = \$1022  | \$1029 ;
+  assign \$1031  = free_id_one_hot[80] | free_id_one_hot[81];
+  assign \$1032  = free_id_one_hot[82] | free_id_one_hot[83];
+  assign \$1033  = \$1031  | \$1032 ;
+  assign \$1034  = free_id_one_hot[84] | free_id_one_hot[85];
+  assign \$1035  = free_id_one_hot[86] | free_id_one_hot[87];
+  assign \$1036  = \$1034  | \$1035 ;
+  assign \$1037  = \$1033  | \$1036 ;
+  assign \$1038  = free_id_one_hot[88] | free_id_one_hot[89];
+  assign \$1039  = free_id_one_hot[90] | free_id_one_hot[91];
+  assign \$1040  = \$1038  | \$1039 ;
+  assign \$1041  = free_id_one_hot[92] | free_id_one_hot[93];
+  assign \$1042  = free_id_one_hot[94] | free_id_one_hot[95];
+  assign \$1043  = \$1041  | \$1042 ;
+  assign \$1044  = \$1040  | \$1043 ;
+  assign \$1045  = \$1037  | \$1044 ;
+  assign \$1046  = \$1030  | \$1045 ;
+  assign \$1047  = free_id_one_hot[96] | free_id_one_hot[97];
+  assign \$1048  = free_id_one_hot[98] | free_id_one_hot[99];
+  assign \$1049  = \$1047  | \$1048 ;
+  assign \$1050  = free_id_one_hot[100] | free_id_one_hot[101];
+  assign \$1051  = free_id_one_hot[102] | free_id_one_hot[103];
+  assign \$1052  = \$1050  | \$1051 ;
+  assign \$1053  = \$1049  | \$1052 ;
+  assign \$1054  = free_id_one_hot[104] | free_id_one_hot[105];
+  assign \$1055  = free_id_one_hot[106] | free_id_one_hot[107];
+  assign \$1056  = \$1054  | \$1055 ;
+  assign \$1057  = free_id_one_hot[108] | free_id_one_hot[109];
+  assign \$1058  = free_id_one_hot[110] | free_id_one_hot[111];
+  assign \$1059  = \$1057  | \$1058 ;
+  assign \$1060  = \$1056  | \$1059 ;
+  assign \$1061  = \$1053  | \$1060 ;
+  assign \$1062  = free_id_one_hot[112] | free_id_one_hot[113];
+  assign \$1063  = free_id_one_hot[114] | free_id_one_hot[115];
+  assign \$1064  = \$1062  | \$1063 ;
+  assign \$1065  = free_id_one_hot[116] | free_id_one_hot[117];
+  assign \$1066  = free_id_one_hot[118] | free_id_one_hot[119];
+  assign \$1067  = \$1065  | \$1066 ;
+  assign \$1068  = \$1064  | \$1067 ;
+  assign \$1069  = free_id_one_hot[120] | free_id_one_hot[121];
+  assign \$1070  = free_id_one_hot[122] | free_id_one_hot[123];
+  assign \$1071  = \$1069  | \$1070 ;
+  assign \$1072  = free_id_one_hot[124] | free_id_one_hot[125];
+  assign \$1073  = free_id_one_hot[126] | free_id_one_hot[127];
+  assign \$1074  = \$1072  | \$1073 ;
+  assign \$1075  = \$1071  | \$1074 ;
+  assign \$1076  = \$1068  | \$1075 ;
+  assign \$1077  = \$1061  | \$1076 ;
+  assign \$1078  = \$1046  | \$1077 ;
+  assign \$1079  = busy & keys_more;
+  assign \$1080  = credits != 4'h9;
+  assign keys__ready = \$1079  & \$1080 ;
   assign take = keys__valid & keys__ready;
-  assign \$1079  = e_seg[2:0] + 1'h1;
-  assign \$1080  = e_seg[8] ? \$1079  : 4'h8;
-  assign \$1081  = ! rc;
-  assign \$1082  = row_v & \$1081 ;
-  assign \$1083  = ~ error[0];
-  assign \$1084  = \$1082  & \$1083 ;
-  assign \$1085  = \$1084  & free_id_any;
-  assign \$1086  = ~ axi__arvalid;
-  assign \$1087  = \$1086  | axi__arready;
-  assign ar_load = \$1085  & \$1087 ;
-  assign \$1088  = ~ row_v;
-  assign \$1089  = \$1088  | error[0];
-  assign \$1090  = ar_load & row_seg[8];
-  assign \$1091  = \$1090  & row_seg[9];
-  assign row_free = \$1089  | \$1091 ;
+  assign \$1081  = e_seg[2:0] + 1'h1;
+  assign \$1082  = e_seg[8] ? \$1081  : 4'h8;
+  assign \$1083  = ! rc;
+  assign \$1084  = row_v & \$1083 ;
+  assign \$1085  = ~ error[0];
+  assign \$1086  = \$1084  & \$1085 ;
+  assign \$1087  = \$1086  & free_id_any;
+  assign \$1088  = ~ axi__arvalid;
+  assign \$1089  = \$1088  | axi__arready;
+  assign ar_load = \$1087  & \$1089 ;
+  assign \$1090  = ~ row_v;
+  assign \$1091  = \$1090  | error[0];
+  assign \$1092  = ar_load & row_seg[8];
+  assign \$1093  = \$1092  & row_seg[9];
+  assign row_free = \$1091  | \$1093 ;
   assign r_en = row_free & r_rdy;
-  assign \$1092  = slot_err >> r_id;
-  assign burst_bad = \$1092  | r_bad;
-  assign \$1093  = r_v & r_last;
-  assign \$1094  = ~ burst_bad;
-  assign \$1095  = ~ axi__awvalid;
-  assign \$1096  = \$1095  | axi__awready;
-  assign \$1097  = meta_v & \$1096 ;
-  assign \$1098  = level + axi__awvalid;
-  assign \$1099  = \$1098  < 8'h80;
-  assign aw_load = \$1097  & \$1099 ;
-  assign \$1100  = ~ meta_v;
-  assign \$1101  = \$1100  | aw_load;
-  assign meta_pop = \r_rdy$262  & \$1101 ;
+  assign \$1094  = slot_err >> r_id;
+  assign burst_bad = \$1094  | r_bad;
+  assign \$1095  = r_v & r_last;
+  assign \$1096  = ~ burst_bad;
+  assign \$1097  = ~ axi__awvalid;
+  assign \$1098  = \$1097  | axi__awready;
+  assign \$1099  = meta_v & \$1098 ;
+  assign \$1100  = level + axi__awvalid;
+  assign \$1101  = \$1100  < 8'h80;
+  assign aw_load = \$1099  & \$1101 ;
+  assign \$1102  = ~ meta_v;
+  assign \$1103  = \$1102  | aw_load;
+  assign meta_pop = \r_rdy$266  & \$1103 ;
   assign aw_hs = axi__awvalid & axi__awready;
-  assign \$1102  = \level$276  + rd_inflight;
-  assign \$1103  = \$1102  < 3'h4;
-  assign w_issue = w_active & \$1103 ;
-  assign \$1104  = w_beats - 1'h1;
-  assign w_is_last = w_beat == \$1104 ;
-  assign \$1105  = ~ w_active;
-  assign \$1106  = w_issue & w_is_last;
-  assign \$1107  = \$1105  | \$1106 ;
-  assign w_next = \r_rdy$277  & \$1107 ;
+  assign \$1104  = \level$280  + rd_inflight;
+  assign \$1105  = \$1104  < 3'h4;
+  assign w_issue = w_active & \$1105 ;
+  assign \$1106  = w_beats - 1'h1;
+  assign w_is_last = w_beat == \$1106 ;
+  assign \$1107  = ~ w_active;
+  assign \$1108  = w_issue & w_is_last;
+  assign \$1109  = \$1107  | \$1108 ;
+  assign w_next = \r_rdy$281  & \$1109 ;
   assign w_free = w_issue & w_is_last;
   assign rd_fail = r_v & r_bad;
-  assign wr_fail = \r_en$291  & axi__bresp[1];
+  assign wr_fail = \r_en$295  & axi__bresp[1];
   always @(posedge clk)
-    busy <= \$1108 ;
+    busy <= \$1110 ;
   always @(posedge clk)
-    c_gather <= \$1109 ;
+    c_gather <= \$1111 ;
   always @(posedge clk)
-    c_row_bytes <= \$1110 ;
+    c_row_bytes <= \$1112 ;
   always @(posedge clk)
-    c_left_m1 <= \$1111 ;
+    c_left_m1 <= \$1113 ;
   always @(posedge clk)
-    keys_left <= \$1112 ;
+    keys_left <= \$1114 ;
   always @(posedge clk)
-    keys_more <= \$1113 ;
+    keys_more <= \$1115 ;
   always @(posedge clk)
-    buf_ptr <= \$1114 ;
+    buf_ptr <= \$1116 ;
   always @(posedge clk)
-    error <= \$1115 ;
+    error <= \$1117 ;
   always @(posedge clk)
-    a_v <= \$1116 ;
+    a_v <= \$1118 ;
   always @(posedge clk)
-    a_row <= \$1117 ;
+    a_row <= \$1119 ;
   always @(posedge clk)
-    a_buf <= \$1118 ;
+    a_buf <= \$1120 ;
   always @(posedge clk)
-    b_v <= \$1119 ;
+    b_v <= \$1121 ;
   always @(posedge clk)
-    b_row <= \$1120 ;
+    b_row <= \$1122 ;
   always @(posedge clk)
-    b_buf <= \$1121 ;
+    b_buf <= \$1123 ;
   always @(posedge clk)
-    b_base <= \$1122 ;
+    b_base <= \$1124 ;
   always @(posedge clk)
-    b_stride <= \$1123 ;
+    b_stride <= \$1125 ;
   always @(posedge clk)
-    c_v <= \$1124 ;
+    p_v <= \$1126 ;
   always @(posedge clk)
-    c_table <= \$1125 ;
+    p_offset <= \$1127 ;
   always @(posedge clk)
-    c_buf <= \$1126 ;
+    p_base <= \$1128 ;
   always @(posedge clk)
-    d_v <= \$1127 ;
+    p_buf <= \$1129 ;
   always @(posedge clk)
-    d_src <= \$1128 ;
+    c_v <= \$1130 ;
   always @(posedge clk)
-    d_dst <= \$1129 ;
+    c_table <= \$1131 ;
   always @(posedge clk)
-    d_room <= \$1130 ;
+    c_buf <= \$1132 ;
   always @(posedge clk)
-    d_room_small <= \$1131 ;
+    d_v <= \$1133 ;
   always @(posedge clk)
-    e_v <= \$1132 ;
+    d_src <= \$1134 ;
   always @(posedge clk)
-    e_src <= \$1133 ;
+    d_dst <= \$1135 ;
   always @(posedge clk)
-    e_dst <= \$1134 ;
+    d_room <= \$1136 ;
   always @(posedge clk)
-    e_seg <= \$1135 ;
+    d_room_small <= \$1137 ;
   always @(posedge clk)
-    credits <= \$1136 ;
+    e_v <= \$1138 ;
   always @(posedge clk)
-    axi__arvalid <= \$1137 ;
+    e_src <= \$1139 ;
   always @(posedge clk)
-    axi__arid <= \$1138 ;
+    e_dst <= \$1140 ;
   always @(posedge clk)
-    axi__araddr <= \$1139 ;
+    e_seg <= \$1141 ;
   always @(posedge clk)
-    axi__arlen <= \$1140 ;
+    credits <= \$1142 ;
   always @(posedge clk)
-    row_src <= \$1141 ;
+    axi__arvalid <= \$1143 ;
   always @(posedge clk)
-    row_dst <= \$1142 ;
+    axi__arid <= \$1144 ;
   always @(posedge clk)
-    row_left_m1 <= \$1143 ;
+    axi__araddr <= \$1145 ;
   always @(posedge clk)
-    row_seg <= \$1144 ;
+    axi__arlen <= \$1146 ;
   always @(posedge clk)
-    chunk <= \$1145 ;
+    row_src <= \$1147 ;
   always @(posedge clk)
-    rc <= \$1146 ;
+    row_dst <= \$1148 ;
   always @(posedge clk)
-    rc_room <= \$1147 ;
+    row_left_m1 <= \$1149 ;
   always @(posedge clk)
-    rc_room_small <= \$1148 ;
+    row_seg <= \$1150 ;
   always @(posedge clk)
-    row_v <= \$1149 ;
+    chunk <= \$1151 ;
   always @(posedge clk)
-    r_v <= \$1150 ;
+    rc <= \$1152 ;
   always @(posedge clk)
-    r_id <= \$1151 ;
+    rc_room <= \$1153 ;
   always @(posedge clk)
-    \r_data$63  <= \$1152 ;
+    rc_room_small <= \$1154 ;
   always @(posedge clk)
-    r_resp <= \$1153 ;
+    row_v <= \$1155 ;
   always @(posedge clk)
-    r_bad <= \$1154 ;
+    r_v <= \$1156 ;
   always @(posedge clk)
-    r_last <= \$1155 ;
+    r_id <= \$1157 ;
   always @(posedge clk)
-    r_count0 <= \$1156 ;
+    \r_data$67  <= \$1158 ;
   always @(posedge clk)
-    slot_err <= \$1157 ;
+    r_resp <= \$1159 ;
   always @(posedge clk)
-    r_count1 <= \$1158 ;
+    r_bad <= \$1160 ;
   always @(posedge clk)
-    r_count2 <= \$1159 ;
+    r_last <= \$1161 ;
   always @(posedge clk)
-    r_count3 <= \$1160 ;
+    r_count0 <= \$1162 ;
   always @(posedge clk)
-    r_count4 <= \$1161 ;
+    slot_err <= \$1163 ;
   always @(posedge clk)
-    r_count5 <= \$1162 ;
+    r_count1 <= \$1164 ;
   always @(posedge clk)
-    r_count6 <= \$1163 ;
+    r_count2 <= \$1165 ;
   always @(posedge clk)
-    r_count7 <= \$1164 ;
+    r_count3 <= \$1166 ;
   always @(posedge clk)
-    r_count8 <= \$1165 ;
+    r_count4 <= \$1167 ;
   always @(posedge clk)
-    r_count9 <= \$1166 ;
+    r_count5 <= \$1168 ;
   always @(posedge clk)
-    r_count10 <= \$1167 ;
+    r_count6 <= \$1169 ;
   always @(posedge clk)
-    r_count11 <= \$1168 ;
+    r_count7 <= \$1170 ;
   always @(posedge clk)
-    r_count12 <= \$1169 ;
+    r_count8 <= \$1171 ;
   always @(posedge clk)
-    r_count13 <= \$1170 ;
+    r_count9 <= \$1172 ;
   always @(posedge clk)
-    r_count14 <= \$1171 ;
+    r_count10 <= \$1173 ;
   always @(posedge clk)
-    r_count15 <= \$1172 ;
+    r_count11 <= \$1174 ;
   always @(posedge clk)
-    r_count16 <= \$1173 ;
+    r_count12 <= \$1175 ;
   always @(posedge clk)
-    r_count17 <= \$1174 ;
+    r_count13 <= \$1176 ;
   always @(posedge clk)
-    r_count18 <= \$1175 ;
+    r_count14 <= \$1177 ;
   always @(posedge clk)
-    r_count19 <= \$1176 ;
+    r_count15 <= \$1178 ;
   always @(posedge clk)
-    r_count20 <= \$1177 ;
+    r_count16 <= \$1179 ;
   always @(posedge clk)
-    r_count21 <= \$1178 ;
+    r_count17 <= \$1180 ;
   always @(posedge clk)
-    r_count22 <= \$1179 ;
+    r_count18 <= \$1181 ;
   always @(posedge clk)
-    r_count23 <= \$1180 ;
+    r_count19 <= \$1182 ;
   always @(posedge clk)
-    r_count24 <= \$1181 ;
+    r_count20 <= \$1183 ;
   always @(posedge clk)
-    r_count25 <= \$1182 ;
+    r_count21 <= \$1184 ;
   always @(posedge clk)
-    r_count26 <= \$1183 ;
+    r_count22 <= \$1185 ;
   always @(posedge clk)
-    r_count27 <= \$1184 ;
+    r_count23 <= \$1186 ;
   always @(posedge clk)
-    r_count28 <= \$1185 ;
+    r_count24 <= \$1187 ;
   always @(posedge clk)
-    r_count29 <= \$1186 ;
+    r_count25 <= \$1188 ;
   always @(posedge clk)
-    r_count30 <= \$1187 ;
+    r_count26 <= \$1189 ;
   always @(posedge clk)
-    r_count31 <= \$1188 ;
+    r_count27 <= \$1190 ;
   always @(posedge clk)
-    r_count32 <= \$1189 ;
+    r_count28 <= \$1191 ;
   always @(posedge clk)
-    r_count33 <= \$1190 ;
+    r_count29 <= \$1192 ;
   always @(posedge clk)
-    r_count34 <= \$1191 ;
+    r_count30 <= \$1193 ;
   always @(posedge clk)
-    r_count35 <= \$1192 ;
+    r_count31 <= \$1194 ;
   always @(posedge clk)
-    r_count36 <= \$1193 ;
+    r_count32 <= \$1195 ;
   always @(posedge clk)
-    r_count37 <= \$1194 ;
+    r_count33 <= \$1196 ;
   always @(posedge clk)
-    r_count38 <= \$1195 ;
+    r_count34 <= \$1197 ;
   always @(posedge clk)
-    r_count39 <= \$1196 ;
+    r_count35 <= \$1198 ;
   always @(posedge clk)
-    r_count40 <= \$1197 ;
+    r_count36 <= \$1199 ;
   always @(posedge clk)
-    r_count41 <= \$1198 ;
+    r_count37 <= \$1200 ;
   always @(posedge clk)
-    r_count42 <= \$1199 ;
+    r_count38 <= \$1201 ;
   always @(posedge clk)
-    r_count43 <= \$1200 ;
+    r_count39 <= \$1202 ;
   always @(posedge clk)
-    r_count44 <= \$1201 ;
+    r_count40 <= \$1203 ;
   always @(posedge clk)
-    r_count45 <= \$1202 ;
+    r_count41 <= \$1204 ;
   always @(posedge clk)
-    r_count46 <= \$1203 ;
+    r_count42 <= \$1205 ;
   always @(posedge clk)
-    r_count47 <= \$1204 ;
+    r_count43 <= \$1206 ;
   always @(posedge clk)
-    r_count48 <= \$1205 ;
+    r_count44 <= \$1207 ;
   always @(posedge clk)
-    r_count49 <= \$1206 ;
+    r_count45 <= \$1208 ;
   always @(posedge clk)
-    r_count50 <= \$1207 ;
+    r_count46 <= \$1209 ;
   always @(posedge clk)
-    r_count51 <= \$1208 ;
+    r_count47 <= \$1210 ;
   always @(posedge clk)
-    r_count52 <= \$1209 ;
+    r_count48 <= \$1211 ;
   always @(posedge clk)
-    r_count53 <= \$1210 ;
+    r_count49 <= \$1212 ;
   always @(posedge clk)
-    r_count54 <= \$1211 ;
+    r_count50 <= \$1213 ;
   always @(posedge clk)
-    r_count55 <= \$1212 ;
+    r_count51 <= \$1214 ;
   always @(posedge clk)
-    r_count56 <= \$1213 ;
+    r_count52 <= \$1215 ;
   always @(posedge clk)
-    r_count57 <= \$1214 ;
+    r_count53 <= \$1216 ;
   always @(posedge clk)
-    r_count58 <= \$1215 ;
+    r_count54 <= \$1217 ;
   always @(posedge clk)
-    r_count59 <= \$1216 ;
+    r_count55 <= \$1218 ;
   always @(posedge clk)
-    r_count60 <= \$1217 ;
+    r_count56 <= \$1219 ;
   always @(posedge clk)
-    r_count61 <= \$1218 ;
+    r_count57 <= \$1220 ;
   always @(posedge clk)
-    r_count62 <= \$1219 ;
+    r_count58 <= \$1221 ;
   always @(posedge clk)
-    r_count63 <= \$1220 ;
+    r_count59 <= \$1222 ;
   always @(posedge clk)
-    r_count64 <= \$1221 ;
+    r_count60 <= \$1223 ;
   always @(posedge clk)
-    r_count65 <= \$1222 ;
+    r_count61 <= \$1224 ;
   always @(posedge clk)
-    r_count66 <= \$1223 ;
+    r_count62 <= \$1225 ;
   always @(posedge clk)
-    r_count67 <= \$1224 ;
+    r_count63 <= \$1226 ;
   always @(posedge clk)
-    r_count68 <= \$1225 ;
+    r_count64 <= \$1227 ;
   always @(posedge clk)
-    r_count69 <= \$1226 ;
+    r_count65 <= \$1228 ;
   always @(posedge clk)
-    r_count70 <= \$1227 ;
+    r_count66 <= \$1229 ;
   always @(posedge clk)
-    r_count71 <= \$1228 ;
+    r_count67 <= \$1230 ;
   always @(posedge clk)
-    r_count72 <= \$1229 ;
+    r_count68 <= \$1231 ;
   always @(posedge clk)
-    r_count73 <= \$1230 ;
+    r_count69 <= \$1232 ;
   always @(posedge clk)
-    r_count74 <= \$1231 ;
+    r_count70 <= \$1233 ;
   always @(posedge clk)
-    r_count75 <= \$1232 ;
+    r_count71 <= \$1234 ;
   always @(posedge clk)
-    r_count76 <= \$1233 ;
+    r_count72 <= \$1235 ;
   always @(posedge clk)
-    r_count77 <= \$1234 ;
+    r_count73 <= \$1236 ;
   always @(posedge clk)
-    r_count78 <= \$1235 ;
+    r_count74 <= \$1237 ;
   always @(posedge clk)
-    r_count79 <= \$1236 ;
+    r_count75 <= \$1238 ;
   always @(posedge clk)
-    r_count80 <= \$1237 ;
+    r_count76 <= \$1239 ;
   always @(posedge clk)
-    r_count81 <= \$1238 ;
+    r_count77 <= \$1240 ;
   always @(posedge clk)
-    r_count82 <= \$1239 ;
+    r_count78 <= \$1241 ;
   always @(posedge clk)
-    r_count83 <= \$1240 ;
+    r_count79 <= \$1242 ;
   always @(posedge clk)
-    r_count84 <= \$1241 ;
+    r_count80 <= \$1243 ;
   always @(posedge clk)
-    r_count85 <= \$1242 ;
+    r_count81 <= \$1244 ;
   always @(posedge clk)
-    r_count86 <= \$1243 ;
+    r_count82 <= \$1245 ;
   always @(posedge clk)
-    r_count87 <= \$1244 ;
+    r_count83 <= \$1246 ;
   always @(posedge clk)
-    r_count88 <= \$1245 ;
+    r_count84 <= \$1247 ;
   always @(posedge clk)
-    r_count89 <= \$1246 ;
+    r_count85 <= \$1248 ;
   always @(posedge clk)
-    r_count90 <= \$1247 ;
+    r_count86 <= \$1249 ;
   always @(posedge clk)
-    r_count91 <= \$1248 ;
+    r_count87 <= \$1250 ;
   always @(posedge clk)
-    r_count92 <= \$1249 ;
+    r_count88 <= \$1251 ;
   always @(posedge clk)
-    r_count93 <= \$1250 ;
+    r_count89 <= \$1252 ;
   always @(posedge clk)
-    r_count94 <= \$1251 ;
+    r_count90 <= \$1253 ;
   always @(posedge clk)
-    r_count95 <= \$1252 ;
+    r_count91 <= \$1254 ;
   always @(posedge clk)
-    r_count96 <= \$1253 ;
+    r_count92 <= \$1255 ;
   always @(posedge clk)
-    r_count97 <= \$1254 ;
+    r_count93 <= \$1256 ;
   always @(posedge clk)
-    r_count98 <= \$1255 ;
+    r_count94 <= \$1257 ;
   always @(posedge clk)
-    r_count99 <= \$1256 ;
+    r_count95 <= \$1258 ;
   always @(posedge clk)
-    r_count100 <= \$1257 ;
+    r_count96 <= \$1259 ;
   always @(posedge clk)
-    r_count101 <= \$1258 ;
+    r_count97 <= \$1260 ;
   always @(posedge clk)
-    r_count102 <= \$1259 ;
+    r_count98 <= \$1261 ;
   always @(posedge clk)
-    r_count103 <= \$1260 ;
+    r_count99 <= \$1262 ;
   always @(posedge clk)
-    r_count104 <= \$1261 ;
+    r_count100 <= \$1263 ;
   always @(posedge clk)
-    r_count105 <= \$1262 ;
+    r_count101 <= \$1264 ;
   always @(posedge clk)
-    r_count106 <= \$1263 ;
+    r_count102 <= \$1265 ;
   always @(posedge clk)
-    r_count107 <= \$1264 ;
+    r_count103 <= \$1266 ;
   always @(posedge clk)
-    r_count108 <= \$1265 ;
+    r_count104 <= \$1267 ;
   always @(posedge clk)
-    r_count109 <= \$1266 ;
+    r_count105 <= \$1268 ;
   always @(posedge clk)
-    r_count110 <= \$1267 ;
+    r_count106 <= \$1269 ;
   always @(posedge clk)
-    r_count111 <= \$1268 ;
+    r_count107 <= \$1270 ;
   always @(posedge clk)
-    r_count112 <= \$1269 ;
+    r_count108 <= \$1271 ;
   always @(posedge clk)
-    r_count113 <= \$1270 ;
+    r_count109 <= \$1272 ;
   always @(posedge clk)
-    r_count114 <= \$1271 ;
+    r_count110 <= \$1273 ;
   always @(posedge clk)
-    r_count115 <= \$1272 ;
+    r_count111 <= \$1274 ;
   always @(posedge clk)
-    r_count116 <= \$1273 ;
+    r_count112 <= \$1275 ;
   always @(posedge clk)
-    r_count117 <= \$1274 ;
+    r_count113 <= \$1276 ;
   always @(posedge clk)
-    r_count118 <= \$1275 ;
+    r_count114 <= \$1277 ;
   always @(posedge clk)
-    r_count119 <= \$1276 ;
+    r_count115 <= \$1278 ;
   always @(posedge clk)
-    r_count120 <= \$1277 ;
+    r_count116 <= \$1279 ;
   always @(posedge clk)
-    r_count121 <= \$1278 ;
+    r_count117 <= \$1280 ;
   always @(posedge clk)
-    r_count122 <= \$1279 ;
+    r_count118 <= \$1281 ;
   always @(posedge clk)
-    r_count123 <= \$1280 ;
+    r_count119 <= \$1282 ;
   always @(posedge clk)
-    r_count124 <= \$1281 ;
+    r_count120 <= \$1283 ;
   always @(posedge clk)
-    r_count125 <= \$1282 ;
+    r_count121 <= \$1284 ;
   always @(posedge clk)
-    r_count126 <= \$1283 ;
+    r_count122 <= \$1285 ;
   always @(posedge clk)
-    r_count127 <= \$1284 ;
+    r_count123 <= \$1286 ;
   always @(posedge clk)
-    meta_v <= \$1285 ;
+    r_count124 <= \$1287 ;
   always @(posedge clk)
-    meta_id <= \$1286 ;
+    r_count125 <= \$1288 ;
   always @(posedge clk)
-    axi__awvalid <= \$1287 ;
+    r_count126 <= \$1289 ;
   always @(posedge clk)
-    axi__awaddr <= \$1288 ;
+    r_count127 <= \$1290 ;
   always @(posedge clk)
-    axi__awlen <= \$1289 ;
+    meta_v <= \$1291 ;
   always @(posedge clk)
-    aw_slot <= \$1290 ;
+    meta_id <= \$1292 ;
   always @(posedge clk)
-    aw_beats <= \$1291 ;
+    axi__awvalid <= \$1293 ;
   always @(posedge clk)
-    rd_inflight <= \$1292 ;
+    axi__awaddr <= \$1294 ;
   always @(posedge clk)
-    rd_last <= \$1293 ;
+    axi__awlen <= \$1295 ;
   always @(posedge clk)
-    w_beat <= \$1294 ;
+    aw_slot <= \$1296 ;
   always @(posedge clk)
-    w_active <= \$1295 ;
+    aw_beats <= \$1297 ;
   always @(posedge clk)
-    w_slot <= \$1296 ;
+    rd_inflight <= \$1298 ;
   always @(posedge clk)
-    w_beats <= \$1297 ;
+    rd_last <= \$1299 ;
   always @(posedge clk)
-    in_use <= \$1298 ;
+    w_beat <= \$1300 ;
   always @(posedge clk)
-    done <= \$1299 ;
+    w_active <= \$1301 ;
+  always @(posedge clk)
+    w_slot <= \$1302 ;
+  always @(posedge clk)
+    w_beats <= \$1303 ;
+  always @(posedge clk)
+    in_use <= \$1304 ;
+  always @(posedge clk)
+    done <= \$1305 ;
   \hotline_accelerator.rows.mover.ready_q  ready_q (
     .clk(clk),
-    .r_data(\r_data$204 ),
+    .r_data(\r_data$208 ),
     .r_en(meta_pop),
-    .r_rdy(\r_rdy$262 ),
+    .r_rdy(\r_rdy$266 ),
     .rst(rst),
-    .w_en(\w_en$260 ),
+    .w_en(\w_en$264 ),
     .w_port__data(r_id)
   );
   \hotline_accelerator.rows.mover.row_q  row_q (
@@ -64210,30 +64230,30 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   );
   \hotline_accelerator.rows.mover.w_fifo  w_fifo (
     .clk(clk),
-    .level(\level$276 ),
-    .\port$13448$0 (rd_last),
-    .\port$9966$0 (slot_rd__data),
-    .r_data(\r_data$286 ),
-    .r_en(\r_en$289 ),
-    .r_rdy(\r_rdy$233 ),
+    .level(\level$280 ),
+    .\port$13462$0 (rd_last),
+    .\port$9968$0 (slot_rd__data),
+    .r_data(\r_data$290 ),
+    .r_en(\r_en$293 ),
+    .r_rdy(\r_rdy$237 ),
     .rst(rst),
     .w_en(rd_inflight)
   );
   \hotline_accelerator.rows.mover.wpend  wpend (
     .clk(clk),
-    .\port$13442$0 (aw_slot),
-    .\port$13444$0 (aw_beats),
-    .r_data(\r_data$221 ),
+    .\port$13456$0 (aw_slot),
+    .\port$13458$0 (aw_beats),
+    .r_data(\r_data$225 ),
     .r_en(w_next),
-    .r_rdy(\r_rdy$277 ),
+    .r_rdy(\r_rdy$281 ),
     .rst(rst),
     .w_en(aw_hs)
   );
   \hotline_accelerator.rows.mover.wr_q  wr_q (
     .clk(clk),
     .level(level),
-    .r_data(\r_data$228 ),
-    .r_en(\r_en$291 ),
+    .r_data(\r_data$232 ),
+    .r_en(\r_en$295 ),
     .rst(rst),
     .w_en(aw_hs),
     .w_port__data(axi__awaddr)
@@ -64502,367 +64522,395 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1108  = busy;
+    \$1110  = busy;
     if (\$2 ) begin
-      \$1108  = 1'h1;
+      \$1110  = 1'h1;
     end
-    if (\$631 ) begin
-      \$1108  = 1'h0;
+    if (\$633 ) begin
+      \$1110  = 1'h0;
     end
     if (rst) begin
-      \$1108  = 1'h0;
+      \$1110  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1109  = c_gather;
+    \$1111  = c_gather;
     if (\$2 ) begin
-      \$1109  = gather;
+      \$1111  = gather;
     end
     if (rst) begin
-      \$1109  = 1'h0;
+      \$1111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1110  = c_row_bytes;
+    \$1112  = c_row_bytes;
     if (\$2 ) begin
-      \$1110  = \port$11062$100 [79:64];
+      \$1112  = \port$11068$100 [79:64];
     end
     if (rst) begin
-      \$1110  = 16'h0000;
+      \$1112  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1111  = c_left_m1;
+    \$1113  = c_left_m1;
     if (\$2 ) begin
-      \$1111  = \$4 [5:0];
+      \$1113  = \$4 [5:0];
     end
     if (rst) begin
-      \$1111  = 6'h00;
+      \$1113  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1112  = keys_left;
+    \$1114  = keys_left;
     if (\$2 ) begin
-      \$1112  = count;
+      \$1114  = count;
     end
     if (take) begin
-      \$1112  = \$6 [31:0];
+      \$1114  = \$6 [31:0];
     end
     if (rst) begin
-      \$1112  = 32'd0;
+      \$1114  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1113  = keys_more;
+    \$1115  = keys_more;
     if (\$2 ) begin
-      \$1113  = \$5 ;
+      \$1115  = \$5 ;
     end
     if (take) begin
-      \$1113  = \$7 ;
+      \$1115  = \$7 ;
     end
     if (rst) begin
-      \$1113  = 1'h0;
+      \$1115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1114  = buf_ptr;
+    \$1116  = buf_ptr;
     if (\$2 ) begin
-      \$1114  = \port$11062$100 [63:0];
+      \$1116  = \port$11068$100 [63:0];
     end
     if (take) begin
-      \$1114  = \$8 [63:0];
+      \$1116  = \$8 [63:0];
     end
     if (rst) begin
-      \$1114  = 64'h0000000000000000;
+      \$1116  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1115  = error;
+    \$1117  = error;
     if (\$2 ) begin
-      \$1115  = 109'h0000000000000000000000000000;
+      \$1117  = 109'h0000000000000000000000000000;
     end
     if (\$597 ) begin
-      \$1115 [0] = 1'h1;
-      \$1115 [8:1] = { 3'h0, \$602  };
-      \$1115 [12:9] = { 1'h0, \$603  };
-      \$1115 [76:13] = \$604 ;
-      \$1115 [108:77] = 32'd0;
+      \$1117 [0] = 1'h1;
+      \$1117 [8:1] = { 3'h0, \$602  };
+      \$1117 [12:9] = { 1'h0, \$603  };
+      \$1117 [76:13] = \$604 ;
+      \$1117 [108:77] = 32'd0;
     end
     if (rst) begin
-      \$1115  = 109'h0000000000000000000000000000;
+      \$1117  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1116  = take;
+    \$1118  = take;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$1118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1117  = keys__payload[23:0];
+    \$1119  = keys__payload[23:0];
     if (rst) begin
-      \$1117  = 24'h000000;
+      \$1119  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1118  = buf_ptr;
+    \$1120  = buf_ptr;
     if (rst) begin
-      \$1118  = 64'h0000000000000000;
+      \$1120  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1119  = a_v;
+    \$1121  = a_v;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$1121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1120  = a_row;
+    \$1122  = a_row;
     if (rst) begin
-      \$1120  = 24'h000000;
+      \$1122  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1121  = a_buf;
+    \$1123  = a_buf;
     if (rst) begin
-      \$1121  = 64'h0000000000000000;
+      \$1123  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1122  = tables__entry[63:0];
+    \$1124  = tables__entry[63:0];
     if (rst) begin
-      \$1122  = 64'h0000000000000000;
+      \$1124  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1123  = tables__entry[95:64];
+    \$1125  = tables__entry[95:64];
     if (rst) begin
-      \$1123  = 32'd0;
+      \$1125  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1124  = b_v;
+    \$1126  = b_v;
     if (rst) begin
-      \$1124  = 1'h0;
+      \$1126  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1125  = \$10 [63:0];
+    \$1127  = { 8'h00, \$9  };
     if (rst) begin
-      \$1125  = 64'h0000000000000000;
+      \$1127  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1126  = b_buf;
-    if (rst) begin
-      \$1126  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1127  = c_v;
-    if (rst) begin
-      \$1127  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1128  = \$11 ;
+    \$1128  = b_base;
     if (rst) begin
       \$1128  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1129  = \$12 ;
+    \$1129  = b_buf;
     if (rst) begin
       \$1129  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1130  = \$22 ;
+    \$1130  = p_v;
     if (rst) begin
-      \$1130  = 8'h00;
+      \$1130  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1131  = \$29 ;
+    \$1131  = \$10 [63:0];
     if (rst) begin
-      \$1131  = 1'h0;
+      \$1131  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1132  = d_v;
+    \$1132  = p_buf;
     if (rst) begin
-      \$1132  = 1'h0;
+      \$1132  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1133  = d_src;
+    \$1133  = c_v;
     if (rst) begin
-      \$1133  = 64'h0000000000000000;
+      \$1133  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1134  = d_dst;
+    \$1134  = \$11 ;
     if (rst) begin
       \$1134  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1135  = { \$34 , \$33 , \$31  };
+    \$1135  = \$12 ;
     if (rst) begin
-      \$1135  = 10'h000;
+      \$1135  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1136  = \$36 [3:0];
+    \$1136  = \$22 ;
     if (rst) begin
-      \$1136  = 4'h0;
+      \$1136  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1137  = axi__arvalid;
-    if (ar_load) begin
-      \$1137  = 1'h1;
-    end else if (axi__arready) begin
-      \$1137  = 1'h0;
-    end
+    \$1137  = \$29 ;
     if (rst) begin
       \$1137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1138  = axi__arid;
-    if (ar_load) begin
-      \$1138  = free_id;
-    end
+    \$1138  = d_v;
     if (rst) begin
-      \$1138  = 7'h00;
+      \$1138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1139  = axi__araddr;
-    if (ar_load) begin
-      \$1139  = row_src;
-    end
+    \$1139  = d_src;
     if (rst) begin
       \$1139  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1140  = axi__arlen;
-    if (ar_load) begin
-      \$1140  = { \$37 [4], \$37 [4], \$37 [4], \$37  };
-    end
+    \$1140  = d_dst;
     if (rst) begin
-      \$1140  = 8'h00;
+      \$1140  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1141  = row_src;
+    \$1141  = { \$34 , \$33 , \$31  };
+    if (rst) begin
+      \$1141  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1142  = \$36 [3:0];
+    if (rst) begin
+      \$1142  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1143  = axi__arvalid;
     if (ar_load) begin
-      \$1141  = \$39 [63:0];
+      \$1143  = 1'h1;
+    end else if (axi__arready) begin
+      \$1143  = 1'h0;
+    end
+    if (rst) begin
+      \$1143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1144  = axi__arid;
+    if (ar_load) begin
+      \$1144  = free_id;
+    end
+    if (rst) begin
+      \$1144  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1145  = axi__araddr;
+    if (ar_load) begin
+      \$1145  = row_src;
+    end
+    if (rst) begin
+      \$1145  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1146  = axi__arlen;
+    if (ar_load) begin
+      \$1146  = { \$37 [4], \$37 [4], \$37 [4], \$37  };
+    end
+    if (rst) begin
+      \$1146  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1147  = row_src;
+    if (ar_load) begin
+      \$1147  = \$39 [63:0];
     end
     if (row_free) begin
       if (r_rdy) begin
-        \$1141  = r_data[63:0];
+        \$1147  = r_data[63:0];
       end
     end
     if (rst) begin
-      \$1141  = 64'h0000000000000000;
+      \$1147  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1142  = row_dst;
+    \$1148  = row_dst;
     if (ar_load) begin
-      \$1142  = \$41 [63:0];
+      \$1148  = \$41 [63:0];
     end
     if (row_free) begin
       if (r_rdy) begin
-        \$1142  = r_data[127:64];
+        \$1148  = r_data[127:64];
       end
     end
     if (rst) begin
-      \$1142  = 64'h0000000000000000;
+      \$1148  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1143  = row_left_m1;
+    \$1149  = row_left_m1;
     if (ar_load) begin
-      \$1143  = \$42 [5:0];
+      \$1149  = \$42 [5:0];
     end
     if (row_free) begin
       if (r_rdy) begin
-        \$1143  = c_left_m1;
+        \$1149  = c_left_m1;
       end
     end
     if (rst) begin
-      \$1143  = 6'h00;
+      \$1149  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1144  = row_seg;
+    \$1150  = row_seg;
     if (ar_load) begin
       if (\$43 ) begin
-        \$1144 [7:0] = \$45 [7:0];
-        \$1144 [8] = \$46 ;
+        \$1150 [7:0] = \$45 [7:0];
+        \$1150 [8] = \$46 ;
       end
     end
     casez (rc)
       2'h1:
           /* empty */;
       2'h2:
-          \$1144  = { \$65 , \$64 , \$62  };
+          \$1150  = { \$65 , \$64 , \$62  };
     endcase
     if (row_free) begin
       if (r_rdy) begin
-        \$1144  = r_data[137:128];
+        \$1150  = r_data[137:128];
       end
     end
     if (rst) begin
-      \$1144  = 10'h000;
+      \$1150  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1145  = chunk;
+    \$1151  = chunk;
     if (ar_load) begin
       if (\$43 ) begin
-        \$1145  = \$49 ;
+        \$1151  = \$49 ;
       end
     end
     casez (rc)
@@ -64871,1073 +64919,120 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
       2'h2:
           /* empty */;
       2'h3:
-          \$1145  = \$67 ;
+          \$1151  = \$67 ;
     endcase
     if (row_free) begin
       if (r_rdy) begin
-        \$1145  = r_data[141:138];
+        \$1151  = r_data[141:138];
       end
     end
     if (rst) begin
-      \$1145  = 4'h0;
+      \$1151  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1146  = rc;
+    \$1152  = rc;
     if (ar_load) begin
       if (\$43 ) begin
       end else if (\$44 ) begin
-        \$1146  = 2'h1;
+        \$1152  = 2'h1;
       end
     end
     casez (rc)
       2'h1:
-          \$1146  = 2'h2;
+          \$1152  = 2'h2;
       2'h2:
-          \$1146  = 2'h3;
+          \$1152  = 2'h3;
       2'h3:
-          \$1146  = 2'h0;
+          \$1152  = 2'h0;
     endcase
     if (row_free) begin
-      \$1146  = 2'h0;
+      \$1152  = 2'h0;
     end
     if (rst) begin
-      \$1146  = 2'h0;
+      \$1152  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1147  = rc_room;
+    \$1153  = rc_room;
     casez (rc)
       2'h1:
-          \$1147  = \$55 ;
+          \$1153  = \$55 ;
     endcase
     if (rst) begin
-      \$1147  = 8'h00;
+      \$1153  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1148  = rc_room_small;
+    \$1154  = rc_room_small;
     casez (rc)
       2'h1:
-          \$1148  = \$60 ;
+          \$1154  = \$60 ;
     endcase
-    if (rst) begin
-      \$1148  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1149  = row_v;
-    if (row_free) begin
-      \$1149  = r_rdy;
-    end
-    if (rst) begin
-      \$1149  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1150  = axi__rvalid;
-    if (rst) begin
-      \$1150  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1151  = axi__rid;
-    if (rst) begin
-      \$1151  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1152  = axi__rdata;
-    if (rst) begin
-      \$1152  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1153  = axi__rresp;
-    if (rst) begin
-      \$1153  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1154  = axi__rresp[1];
     if (rst) begin
       \$1154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1155  = axi__rlast;
+    \$1155  = row_v;
+    if (row_free) begin
+      \$1155  = r_rdy;
+    end
     if (rst) begin
       \$1155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1156  = r_count0;
+    \$1156  = axi__rvalid;
+    if (rst) begin
+      \$1156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1157  = axi__rid;
+    if (rst) begin
+      \$1157  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1158  = axi__rdata;
+    if (rst) begin
+      \$1158  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1159  = axi__rresp;
+    if (rst) begin
+      \$1159  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1160  = axi__rresp[1];
+    if (rst) begin
+      \$1160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1161  = axi__rlast;
+    if (rst) begin
+      \$1161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1162  = r_count0;
     if (\$69 ) begin
-      \$1156  = \$71 [2:0];
-    end
-    if (rst) begin
-      \$1156  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1157  = slot_err;
-    if (\$69 ) begin
-      if (r_last) begin
-        \$1157 [0] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [0] = 1'h1;
-      end
-    end
-    if (\$73 ) begin
-      if (r_last) begin
-        \$1157 [1] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [1] = 1'h1;
-      end
-    end
-    if (\$77 ) begin
-      if (r_last) begin
-        \$1157 [2] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [2] = 1'h1;
-      end
-    end
-    if (\$81 ) begin
-      if (r_last) begin
-        \$1157 [3] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [3] = 1'h1;
-      end
-    end
-    if (\$85 ) begin
-      if (r_last) begin
-        \$1157 [4] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [4] = 1'h1;
-      end
-    end
-    if (\$89 ) begin
-      if (r_last) begin
-        \$1157 [5] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [5] = 1'h1;
-      end
-    end
-    if (\$93 ) begin
-      if (r_last) begin
-        \$1157 [6] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [6] = 1'h1;
-      end
-    end
-    if (\$97 ) begin
-      if (r_last) begin
-        \$1157 [7] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [7] = 1'h1;
-      end
-    end
-    if (\$101 ) begin
-      if (r_last) begin
-        \$1157 [8] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [8] = 1'h1;
-      end
-    end
-    if (\$105 ) begin
-      if (r_last) begin
-        \$1157 [9] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [9] = 1'h1;
-      end
-    end
-    if (\$109 ) begin
-      if (r_last) begin
-        \$1157 [10] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [10] = 1'h1;
-      end
-    end
-    if (\$113 ) begin
-      if (r_last) begin
-        \$1157 [11] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [11] = 1'h1;
-      end
-    end
-    if (\$117 ) begin
-      if (r_last) begin
-        \$1157 [12] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [12] = 1'h1;
-      end
-    end
-    if (\$121 ) begin
-      if (r_last) begin
-        \$1157 [13] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [13] = 1'h1;
-      end
-    end
-    if (\$125 ) begin
-      if (r_last) begin
-        \$1157 [14] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [14] = 1'h1;
-      end
-    end
-    if (\$129 ) begin
-      if (r_last) begin
-        \$1157 [15] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [15] = 1'h1;
-      end
-    end
-    if (\$133 ) begin
-      if (r_last) begin
-        \$1157 [16] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [16] = 1'h1;
-      end
-    end
-    if (\$137 ) begin
-      if (r_last) begin
-        \$1157 [17] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [17] = 1'h1;
-      end
-    end
-    if (\$141 ) begin
-      if (r_last) begin
-        \$1157 [18] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [18] = 1'h1;
-      end
-    end
-    if (\$145 ) begin
-      if (r_last) begin
-        \$1157 [19] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [19] = 1'h1;
-      end
-    end
-    if (\$149 ) begin
-      if (r_last) begin
-        \$1157 [20] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [20] = 1'h1;
-      end
-    end
-    if (\$153 ) begin
-      if (r_last) begin
-        \$1157 [21] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [21] = 1'h1;
-      end
-    end
-    if (\$157 ) begin
-      if (r_last) begin
-        \$1157 [22] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [22] = 1'h1;
-      end
-    end
-    if (\$161 ) begin
-      if (r_last) begin
-        \$1157 [23] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [23] = 1'h1;
-      end
-    end
-    if (\$165 ) begin
-      if (r_last) begin
-        \$1157 [24] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [24] = 1'h1;
-      end
-    end
-    if (\$169 ) begin
-      if (r_last) begin
-        \$1157 [25] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [25] = 1'h1;
-      end
-    end
-    if (\$173 ) begin
-      if (r_last) begin
-        \$1157 [26] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [26] = 1'h1;
-      end
-    end
-    if (\$177 ) begin
-      if (r_last) begin
-        \$1157 [27] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [27] = 1'h1;
-      end
-    end
-    if (\$181 ) begin
-      if (r_last) begin
-        \$1157 [28] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [28] = 1'h1;
-      end
-    end
-    if (\$185 ) begin
-      if (r_last) begin
-        \$1157 [29] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [29] = 1'h1;
-      end
-    end
-    if (\$189 ) begin
-      if (r_last) begin
-        \$1157 [30] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [30] = 1'h1;
-      end
-    end
-    if (\$193 ) begin
-      if (r_last) begin
-        \$1157 [31] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [31] = 1'h1;
-      end
-    end
-    if (\$197 ) begin
-      if (r_last) begin
-        \$1157 [32] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [32] = 1'h1;
-      end
-    end
-    if (\$201 ) begin
-      if (r_last) begin
-        \$1157 [33] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [33] = 1'h1;
-      end
-    end
-    if (\$205 ) begin
-      if (r_last) begin
-        \$1157 [34] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [34] = 1'h1;
-      end
-    end
-    if (\$209 ) begin
-      if (r_last) begin
-        \$1157 [35] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [35] = 1'h1;
-      end
-    end
-    if (\$213 ) begin
-      if (r_last) begin
-        \$1157 [36] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [36] = 1'h1;
-      end
-    end
-    if (\$217 ) begin
-      if (r_last) begin
-        \$1157 [37] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [37] = 1'h1;
-      end
-    end
-    if (\$221 ) begin
-      if (r_last) begin
-        \$1157 [38] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [38] = 1'h1;
-      end
-    end
-    if (\$225 ) begin
-      if (r_last) begin
-        \$1157 [39] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [39] = 1'h1;
-      end
-    end
-    if (\$229 ) begin
-      if (r_last) begin
-        \$1157 [40] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [40] = 1'h1;
-      end
-    end
-    if (\$233 ) begin
-      if (r_last) begin
-        \$1157 [41] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [41] = 1'h1;
-      end
-    end
-    if (\$237 ) begin
-      if (r_last) begin
-        \$1157 [42] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [42] = 1'h1;
-      end
-    end
-    if (\$241 ) begin
-      if (r_last) begin
-        \$1157 [43] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [43] = 1'h1;
-      end
-    end
-    if (\$245 ) begin
-      if (r_last) begin
-        \$1157 [44] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [44] = 1'h1;
-      end
-    end
-    if (\$249 ) begin
-      if (r_last) begin
-        \$1157 [45] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [45] = 1'h1;
-      end
-    end
-    if (\$253 ) begin
-      if (r_last) begin
-        \$1157 [46] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [46] = 1'h1;
-      end
-    end
-    if (\$257 ) begin
-      if (r_last) begin
-        \$1157 [47] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [47] = 1'h1;
-      end
-    end
-    if (\$261 ) begin
-      if (r_last) begin
-        \$1157 [48] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [48] = 1'h1;
-      end
-    end
-    if (\$265 ) begin
-      if (r_last) begin
-        \$1157 [49] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [49] = 1'h1;
-      end
-    end
-    if (\$269 ) begin
-      if (r_last) begin
-        \$1157 [50] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [50] = 1'h1;
-      end
-    end
-    if (\$273 ) begin
-      if (r_last) begin
-        \$1157 [51] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [51] = 1'h1;
-      end
-    end
-    if (\$277 ) begin
-      if (r_last) begin
-        \$1157 [52] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [52] = 1'h1;
-      end
-    end
-    if (\$281 ) begin
-      if (r_last) begin
-        \$1157 [53] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [53] = 1'h1;
-      end
-    end
-    if (\$285 ) begin
-      if (r_last) begin
-        \$1157 [54] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [54] = 1'h1;
-      end
-    end
-    if (\$289 ) begin
-      if (r_last) begin
-        \$1157 [55] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [55] = 1'h1;
-      end
-    end
-    if (\$293 ) begin
-      if (r_last) begin
-        \$1157 [56] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [56] = 1'h1;
-      end
-    end
-    if (\$297 ) begin
-      if (r_last) begin
-        \$1157 [57] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [57] = 1'h1;
-      end
-    end
-    if (\$301 ) begin
-      if (r_last) begin
-        \$1157 [58] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [58] = 1'h1;
-      end
-    end
-    if (\$305 ) begin
-      if (r_last) begin
-        \$1157 [59] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [59] = 1'h1;
-      end
-    end
-    if (\$309 ) begin
-      if (r_last) begin
-        \$1157 [60] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [60] = 1'h1;
-      end
-    end
-    if (\$313 ) begin
-      if (r_last) begin
-        \$1157 [61] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [61] = 1'h1;
-      end
-    end
-    if (\$317 ) begin
-      if (r_last) begin
-        \$1157 [62] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [62] = 1'h1;
-      end
-    end
-    if (\$321 ) begin
-      if (r_last) begin
-        \$1157 [63] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [63] = 1'h1;
-      end
-    end
-    if (\$325 ) begin
-      if (r_last) begin
-        \$1157 [64] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [64] = 1'h1;
-      end
-    end
-    if (\$329 ) begin
-      if (r_last) begin
-        \$1157 [65] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [65] = 1'h1;
-      end
-    end
-    if (\$333 ) begin
-      if (r_last) begin
-        \$1157 [66] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [66] = 1'h1;
-      end
-    end
-    if (\$337 ) begin
-      if (r_last) begin
-        \$1157 [67] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [67] = 1'h1;
-      end
-    end
-    if (\$341 ) begin
-      if (r_last) begin
-        \$1157 [68] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [68] = 1'h1;
-      end
-    end
-    if (\$345 ) begin
-      if (r_last) begin
-        \$1157 [69] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [69] = 1'h1;
-      end
-    end
-    if (\$349 ) begin
-      if (r_last) begin
-        \$1157 [70] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [70] = 1'h1;
-      end
-    end
-    if (\$353 ) begin
-      if (r_last) begin
-        \$1157 [71] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [71] = 1'h1;
-      end
-    end
-    if (\$357 ) begin
-      if (r_last) begin
-        \$1157 [72] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [72] = 1'h1;
-      end
-    end
-    if (\$361 ) begin
-      if (r_last) begin
-        \$1157 [73] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [73] = 1'h1;
-      end
-    end
-    if (\$365 ) begin
-      if (r_last) begin
-        \$1157 [74] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [74] = 1'h1;
-      end
-    end
-    if (\$369 ) begin
-      if (r_last) begin
-        \$1157 [75] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [75] = 1'h1;
-      end
-    end
-    if (\$373 ) begin
-      if (r_last) begin
-        \$1157 [76] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [76] = 1'h1;
-      end
-    end
-    if (\$377 ) begin
-      if (r_last) begin
-        \$1157 [77] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [77] = 1'h1;
-      end
-    end
-    if (\$381 ) begin
-      if (r_last) begin
-        \$1157 [78] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [78] = 1'h1;
-      end
-    end
-    if (\$385 ) begin
-      if (r_last) begin
-        \$1157 [79] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [79] = 1'h1;
-      end
-    end
-    if (\$389 ) begin
-      if (r_last) begin
-        \$1157 [80] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [80] = 1'h1;
-      end
-    end
-    if (\$393 ) begin
-      if (r_last) begin
-        \$1157 [81] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [81] = 1'h1;
-      end
-    end
-    if (\$397 ) begin
-      if (r_last) begin
-        \$1157 [82] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [82] = 1'h1;
-      end
-    end
-    if (\$401 ) begin
-      if (r_last) begin
-        \$1157 [83] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [83] = 1'h1;
-      end
-    end
-    if (\$405 ) begin
-      if (r_last) begin
-        \$1157 [84] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [84] = 1'h1;
-      end
-    end
-    if (\$409 ) begin
-      if (r_last) begin
-        \$1157 [85] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [85] = 1'h1;
-      end
-    end
-    if (\$413 ) begin
-      if (r_last) begin
-        \$1157 [86] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [86] = 1'h1;
-      end
-    end
-    if (\$417 ) begin
-      if (r_last) begin
-        \$1157 [87] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [87] = 1'h1;
-      end
-    end
-    if (\$421 ) begin
-      if (r_last) begin
-        \$1157 [88] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [88] = 1'h1;
-      end
-    end
-    if (\$425 ) begin
-      if (r_last) begin
-        \$1157 [89] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [89] = 1'h1;
-      end
-    end
-    if (\$429 ) begin
-      if (r_last) begin
-        \$1157 [90] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [90] = 1'h1;
-      end
-    end
-    if (\$433 ) begin
-      if (r_last) begin
-        \$1157 [91] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [91] = 1'h1;
-      end
-    end
-    if (\$437 ) begin
-      if (r_last) begin
-        \$1157 [92] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [92] = 1'h1;
-      end
-    end
-    if (\$441 ) begin
-      if (r_last) begin
-        \$1157 [93] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [93] = 1'h1;
-      end
-    end
-    if (\$445 ) begin
-      if (r_last) begin
-        \$1157 [94] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [94] = 1'h1;
-      end
-    end
-    if (\$449 ) begin
-      if (r_last) begin
-        \$1157 [95] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [95] = 1'h1;
-      end
-    end
-    if (\$453 ) begin
-      if (r_last) begin
-        \$1157 [96] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [96] = 1'h1;
-      end
-    end
-    if (\$457 ) begin
-      if (r_last) begin
-        \$1157 [97] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [97] = 1'h1;
-      end
-    end
-    if (\$461 ) begin
-      if (r_last) begin
-        \$1157 [98] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [98] = 1'h1;
-      end
-    end
-    if (\$465 ) begin
-      if (r_last) begin
-        \$1157 [99] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [99] = 1'h1;
-      end
-    end
-    if (\$469 ) begin
-      if (r_last) begin
-        \$1157 [100] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [100] = 1'h1;
-      end
-    end
-    if (\$473 ) begin
-      if (r_last) begin
-        \$1157 [101] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [101] = 1'h1;
-      end
-    end
-    if (\$477 ) begin
-      if (r_last) begin
-        \$1157 [102] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [102] = 1'h1;
-      end
-    end
-    if (\$481 ) begin
-      if (r_last) begin
-        \$1157 [103] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [103] = 1'h1;
-      end
-    end
-    if (\$485 ) begin
-      if (r_last) begin
-        \$1157 [104] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [104] = 1'h1;
-      end
-    end
-    if (\$489 ) begin
-      if (r_last) begin
-        \$1157 [105] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [105] = 1'h1;
-      end
-    end
-    if (\$493 ) begin
-      if (r_last) begin
-        \$1157 [106] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [106] = 1'h1;
-      end
-    end
-    if (\$497 ) begin
-      if (r_last) begin
-        \$1157 [107] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [107] = 1'h1;
-      end
-    end
-    if (\$501 ) begin
-      if (r_last) begin
-        \$1157 [108] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [108] = 1'h1;
-      end
-    end
-    if (\$505 ) begin
-      if (r_last) begin
-        \$1157 [109] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [109] = 1'h1;
-      end
-    end
-    if (\$509 ) begin
-      if (r_last) begin
-        \$1157 [110] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [110] = 1'h1;
-      end
-    end
-    if (\$513 ) begin
-      if (r_last) begin
-        \$1157 [111] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [111] = 1'h1;
-      end
-    end
-    if (\$517 ) begin
-      if (r_last) begin
-        \$1157 [112] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [112] = 1'h1;
-      end
-    end
-    if (\$521 ) begin
-      if (r_last) begin
-        \$1157 [113] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [113] = 1'h1;
-      end
-    end
-    if (\$525 ) begin
-      if (r_last) begin
-        \$1157 [114] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [114] = 1'h1;
-      end
-    end
-    if (\$529 ) begin
-      if (r_last) begin
-        \$1157 [115] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [115] = 1'h1;
-      end
-    end
-    if (\$533 ) begin
-      if (r_last) begin
-        \$1157 [116] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [116] = 1'h1;
-      end
-    end
-    if (\$537 ) begin
-      if (r_last) begin
-        \$1157 [117] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [117] = 1'h1;
-      end
-    end
-    if (\$541 ) begin
-      if (r_last) begin
-        \$1157 [118] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [118] = 1'h1;
-      end
-    end
-    if (\$545 ) begin
-      if (r_last) begin
-        \$1157 [119] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [119] = 1'h1;
-      end
-    end
-    if (\$549 ) begin
-      if (r_last) begin
-        \$1157 [120] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [120] = 1'h1;
-      end
-    end
-    if (\$553 ) begin
-      if (r_last) begin
-        \$1157 [121] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [121] = 1'h1;
-      end
-    end
-    if (\$557 ) begin
-      if (r_last) begin
-        \$1157 [122] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [122] = 1'h1;
-      end
-    end
-    if (\$561 ) begin
-      if (r_last) begin
-        \$1157 [123] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [123] = 1'h1;
-      end
-    end
-    if (\$565 ) begin
-      if (r_last) begin
-        \$1157 [124] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [124] = 1'h1;
-      end
-    end
-    if (\$569 ) begin
-      if (r_last) begin
-        \$1157 [125] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [125] = 1'h1;
-      end
-    end
-    if (\$573 ) begin
-      if (r_last) begin
-        \$1157 [126] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [126] = 1'h1;
-      end
-    end
-    if (\$577 ) begin
-      if (r_last) begin
-        \$1157 [127] = 1'h0;
-      end else if (r_bad) begin
-        \$1157 [127] = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$1157  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1158  = r_count1;
-    if (\$73 ) begin
-      \$1158  = \$75 [2:0];
-    end
-    if (rst) begin
-      \$1158  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1159  = r_count2;
-    if (\$77 ) begin
-      \$1159  = \$79 [2:0];
-    end
-    if (rst) begin
-      \$1159  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1160  = r_count3;
-    if (\$81 ) begin
-      \$1160  = \$83 [2:0];
-    end
-    if (rst) begin
-      \$1160  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1161  = r_count4;
-    if (\$85 ) begin
-      \$1161  = \$87 [2:0];
-    end
-    if (rst) begin
-      \$1161  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1162  = r_count5;
-    if (\$89 ) begin
-      \$1162  = \$91 [2:0];
+      \$1162  = \$71 [2:0];
     end
     if (rst) begin
       \$1162  = 3'h0;
@@ -65945,19 +65040,912 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1163  = r_count6;
+    \$1163  = slot_err;
+    if (\$69 ) begin
+      if (r_last) begin
+        \$1163 [0] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [0] = 1'h1;
+      end
+    end
+    if (\$73 ) begin
+      if (r_last) begin
+        \$1163 [1] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [1] = 1'h1;
+      end
+    end
+    if (\$77 ) begin
+      if (r_last) begin
+        \$1163 [2] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [2] = 1'h1;
+      end
+    end
+    if (\$81 ) begin
+      if (r_last) begin
+        \$1163 [3] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [3] = 1'h1;
+      end
+    end
+    if (\$85 ) begin
+      if (r_last) begin
+        \$1163 [4] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [4] = 1'h1;
+      end
+    end
+    if (\$89 ) begin
+      if (r_last) begin
+        \$1163 [5] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [5] = 1'h1;
+      end
+    end
     if (\$93 ) begin
-      \$1163  = \$95 [2:0];
+      if (r_last) begin
+        \$1163 [6] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [6] = 1'h1;
+      end
+    end
+    if (\$97 ) begin
+      if (r_last) begin
+        \$1163 [7] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [7] = 1'h1;
+      end
+    end
+    if (\$101 ) begin
+      if (r_last) begin
+        \$1163 [8] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [8] = 1'h1;
+      end
+    end
+    if (\$105 ) begin
+      if (r_last) begin
+        \$1163 [9] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [9] = 1'h1;
+      end
+    end
+    if (\$109 ) begin
+      if (r_last) begin
+        \$1163 [10] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [10] = 1'h1;
+      end
+    end
+    if (\$113 ) begin
+      if (r_last) begin
+        \$1163 [11] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [11] = 1'h1;
+      end
+    end
+    if (\$117 ) begin
+      if (r_last) begin
+        \$1163 [12] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [12] = 1'h1;
+      end
+    end
+    if (\$121 ) begin
+      if (r_last) begin
+        \$1163 [13] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [13] = 1'h1;
+      end
+    end
+    if (\$125 ) begin
+      if (r_last) begin
+        \$1163 [14] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [14] = 1'h1;
+      end
+    end
+    if (\$129 ) begin
+      if (r_last) begin
+        \$1163 [15] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [15] = 1'h1;
+      end
+    end
+    if (\$133 ) begin
+      if (r_last) begin
+        \$1163 [16] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [16] = 1'h1;
+      end
+    end
+    if (\$137 ) begin
+      if (r_last) begin
+        \$1163 [17] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [17] = 1'h1;
+      end
+    end
+    if (\$141 ) begin
+      if (r_last) begin
+        \$1163 [18] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [18] = 1'h1;
+      end
+    end
+    if (\$145 ) begin
+      if (r_last) begin
+        \$1163 [19] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [19] = 1'h1;
+      end
+    end
+    if (\$149 ) begin
+      if (r_last) begin
+        \$1163 [20] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [20] = 1'h1;
+      end
+    end
+    if (\$153 ) begin
+      if (r_last) begin
+        \$1163 [21] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [21] = 1'h1;
+      end
+    end
+    if (\$157 ) begin
+      if (r_last) begin
+        \$1163 [22] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [22] = 1'h1;
+      end
+    end
+    if (\$161 ) begin
+      if (r_last) begin
+        \$1163 [23] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [23] = 1'h1;
+      end
+    end
+    if (\$165 ) begin
+      if (r_last) begin
+        \$1163 [24] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [24] = 1'h1;
+      end
+    end
+    if (\$169 ) begin
+      if (r_last) begin
+        \$1163 [25] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [25] = 1'h1;
+      end
+    end
+    if (\$173 ) begin
+      if (r_last) begin
+        \$1163 [26] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [26] = 1'h1;
+      end
+    end
+    if (\$177 ) begin
+      if (r_last) begin
+        \$1163 [27] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [27] = 1'h1;
+      end
+    end
+    if (\$181 ) begin
+      if (r_last) begin
+        \$1163 [28] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [28] = 1'h1;
+      end
+    end
+    if (\$185 ) begin
+      if (r_last) begin
+        \$1163 [29] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [29] = 1'h1;
+      end
+    end
+    if (\$189 ) begin
+      if (r_last) begin
+        \$1163 [30] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [30] = 1'h1;
+      end
+    end
+    if (\$193 ) begin
+      if (r_last) begin
+        \$1163 [31] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [31] = 1'h1;
+      end
+    end
+    if (\$197 ) begin
+      if (r_last) begin
+        \$1163 [32] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [32] = 1'h1;
+      end
+    end
+    if (\$201 ) begin
+      if (r_last) begin
+        \$1163 [33] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [33] = 1'h1;
+      end
+    end
+    if (\$205 ) begin
+      if (r_last) begin
+        \$1163 [34] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [34] = 1'h1;
+      end
+    end
+    if (\$209 ) begin
+      if (r_last) begin
+        \$1163 [35] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [35] = 1'h1;
+      end
+    end
+    if (\$213 ) begin
+      if (r_last) begin
+        \$1163 [36] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [36] = 1'h1;
+      end
+    end
+    if (\$217 ) begin
+      if (r_last) begin
+        \$1163 [37] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [37] = 1'h1;
+      end
+    end
+    if (\$221 ) begin
+      if (r_last) begin
+        \$1163 [38] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [38] = 1'h1;
+      end
+    end
+    if (\$225 ) begin
+      if (r_last) begin
+        \$1163 [39] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [39] = 1'h1;
+      end
+    end
+    if (\$229 ) begin
+      if (r_last) begin
+        \$1163 [40] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [40] = 1'h1;
+      end
+    end
+    if (\$233 ) begin
+      if (r_last) begin
+        \$1163 [41] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [41] = 1'h1;
+      end
+    end
+    if (\$237 ) begin
+      if (r_last) begin
+        \$1163 [42] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [42] = 1'h1;
+      end
+    end
+    if (\$241 ) begin
+      if (r_last) begin
+        \$1163 [43] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [43] = 1'h1;
+      end
+    end
+    if (\$245 ) begin
+      if (r_last) begin
+        \$1163 [44] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [44] = 1'h1;
+      end
+    end
+    if (\$249 ) begin
+      if (r_last) begin
+        \$1163 [45] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [45] = 1'h1;
+      end
+    end
+    if (\$253 ) begin
+      if (r_last) begin
+        \$1163 [46] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [46] = 1'h1;
+      end
+    end
+    if (\$257 ) begin
+      if (r_last) begin
+        \$1163 [47] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [47] = 1'h1;
+      end
+    end
+    if (\$261 ) begin
+      if (r_last) begin
+        \$1163 [48] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [48] = 1'h1;
+      end
+    end
+    if (\$265 ) begin
+      if (r_last) begin
+        \$1163 [49] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [49] = 1'h1;
+      end
+    end
+    if (\$269 ) begin
+      if (r_last) begin
+        \$1163 [50] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [50] = 1'h1;
+      end
+    end
+    if (\$273 ) begin
+      if (r_last) begin
+        \$1163 [51] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [51] = 1'h1;
+      end
+    end
+    if (\$277 ) begin
+      if (r_last) begin
+        \$1163 [52] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [52] = 1'h1;
+      end
+    end
+    if (\$281 ) begin
+      if (r_last) begin
+        \$1163 [53] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [53] = 1'h1;
+      end
+    end
+    if (\$285 ) begin
+      if (r_last) begin
+        \$1163 [54] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [54] = 1'h1;
+      end
+    end
+    if (\$289 ) begin
+      if (r_last) begin
+        \$1163 [55] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [55] = 1'h1;
+      end
+    end
+    if (\$293 ) begin
+      if (r_last) begin
+        \$1163 [56] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [56] = 1'h1;
+      end
+    end
+    if (\$297 ) begin
+      if (r_last) begin
+        \$1163 [57] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [57] = 1'h1;
+      end
+    end
+    if (\$301 ) begin
+      if (r_last) begin
+        \$1163 [58] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [58] = 1'h1;
+      end
+    end
+    if (\$305 ) begin
+      if (r_last) begin
+        \$1163 [59] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [59] = 1'h1;
+      end
+    end
+    if (\$309 ) begin
+      if (r_last) begin
+        \$1163 [60] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [60] = 1'h1;
+      end
+    end
+    if (\$313 ) begin
+      if (r_last) begin
+        \$1163 [61] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [61] = 1'h1;
+      end
+    end
+    if (\$317 ) begin
+      if (r_last) begin
+        \$1163 [62] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [62] = 1'h1;
+      end
+    end
+    if (\$321 ) begin
+      if (r_last) begin
+        \$1163 [63] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [63] = 1'h1;
+      end
+    end
+    if (\$325 ) begin
+      if (r_last) begin
+        \$1163 [64] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [64] = 1'h1;
+      end
+    end
+    if (\$329 ) begin
+      if (r_last) begin
+        \$1163 [65] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [65] = 1'h1;
+      end
+    end
+    if (\$333 ) begin
+      if (r_last) begin
+        \$1163 [66] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [66] = 1'h1;
+      end
+    end
+    if (\$337 ) begin
+      if (r_last) begin
+        \$1163 [67] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [67] = 1'h1;
+      end
+    end
+    if (\$341 ) begin
+      if (r_last) begin
+        \$1163 [68] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [68] = 1'h1;
+      end
+    end
+    if (\$345 ) begin
+      if (r_last) begin
+        \$1163 [69] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [69] = 1'h1;
+      end
+    end
+    if (\$349 ) begin
+      if (r_last) begin
+        \$1163 [70] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [70] = 1'h1;
+      end
+    end
+    if (\$353 ) begin
+      if (r_last) begin
+        \$1163 [71] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [71] = 1'h1;
+      end
+    end
+    if (\$357 ) begin
+      if (r_last) begin
+        \$1163 [72] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [72] = 1'h1;
+      end
+    end
+    if (\$361 ) begin
+      if (r_last) begin
+        \$1163 [73] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [73] = 1'h1;
+      end
+    end
+    if (\$365 ) begin
+      if (r_last) begin
+        \$1163 [74] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [74] = 1'h1;
+      end
+    end
+    if (\$369 ) begin
+      if (r_last) begin
+        \$1163 [75] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [75] = 1'h1;
+      end
+    end
+    if (\$373 ) begin
+      if (r_last) begin
+        \$1163 [76] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [76] = 1'h1;
+      end
+    end
+    if (\$377 ) begin
+      if (r_last) begin
+        \$1163 [77] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [77] = 1'h1;
+      end
+    end
+    if (\$381 ) begin
+      if (r_last) begin
+        \$1163 [78] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [78] = 1'h1;
+      end
+    end
+    if (\$385 ) begin
+      if (r_last) begin
+        \$1163 [79] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [79] = 1'h1;
+      end
+    end
+    if (\$389 ) begin
+      if (r_last) begin
+        \$1163 [80] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [80] = 1'h1;
+      end
+    end
+    if (\$393 ) begin
+      if (r_last) begin
+        \$1163 [81] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [81] = 1'h1;
+      end
+    end
+    if (\$397 ) begin
+      if (r_last) begin
+        \$1163 [82] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [82] = 1'h1;
+      end
+    end
+    if (\$401 ) begin
+      if (r_last) begin
+        \$1163 [83] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [83] = 1'h1;
+      end
+    end
+    if (\$405 ) begin
+      if (r_last) begin
+        \$1163 [84] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [84] = 1'h1;
+      end
+    end
+    if (\$409 ) begin
+      if (r_last) begin
+        \$1163 [85] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [85] = 1'h1;
+      end
+    end
+    if (\$413 ) begin
+      if (r_last) begin
+        \$1163 [86] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [86] = 1'h1;
+      end
+    end
+    if (\$417 ) begin
+      if (r_last) begin
+        \$1163 [87] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [87] = 1'h1;
+      end
+    end
+    if (\$421 ) begin
+      if (r_last) begin
+        \$1163 [88] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [88] = 1'h1;
+      end
+    end
+    if (\$425 ) begin
+      if (r_last) begin
+        \$1163 [89] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [89] = 1'h1;
+      end
+    end
+    if (\$429 ) begin
+      if (r_last) begin
+        \$1163 [90] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [90] = 1'h1;
+      end
+    end
+    if (\$433 ) begin
+      if (r_last) begin
+        \$1163 [91] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [91] = 1'h1;
+      end
+    end
+    if (\$437 ) begin
+      if (r_last) begin
+        \$1163 [92] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [92] = 1'h1;
+      end
+    end
+    if (\$441 ) begin
+      if (r_last) begin
+        \$1163 [93] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [93] = 1'h1;
+      end
+    end
+    if (\$445 ) begin
+      if (r_last) begin
+        \$1163 [94] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [94] = 1'h1;
+      end
+    end
+    if (\$449 ) begin
+      if (r_last) begin
+        \$1163 [95] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [95] = 1'h1;
+      end
+    end
+    if (\$453 ) begin
+      if (r_last) begin
+        \$1163 [96] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [96] = 1'h1;
+      end
+    end
+    if (\$457 ) begin
+      if (r_last) begin
+        \$1163 [97] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [97] = 1'h1;
+      end
+    end
+    if (\$461 ) begin
+      if (r_last) begin
+        \$1163 [98] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [98] = 1'h1;
+      end
+    end
+    if (\$465 ) begin
+      if (r_last) begin
+        \$1163 [99] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [99] = 1'h1;
+      end
+    end
+    if (\$469 ) begin
+      if (r_last) begin
+        \$1163 [100] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [100] = 1'h1;
+      end
+    end
+    if (\$473 ) begin
+      if (r_last) begin
+        \$1163 [101] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [101] = 1'h1;
+      end
+    end
+    if (\$477 ) begin
+      if (r_last) begin
+        \$1163 [102] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [102] = 1'h1;
+      end
+    end
+    if (\$481 ) begin
+      if (r_last) begin
+        \$1163 [103] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [103] = 1'h1;
+      end
+    end
+    if (\$485 ) begin
+      if (r_last) begin
+        \$1163 [104] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [104] = 1'h1;
+      end
+    end
+    if (\$489 ) begin
+      if (r_last) begin
+        \$1163 [105] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [105] = 1'h1;
+      end
+    end
+    if (\$493 ) begin
+      if (r_last) begin
+        \$1163 [106] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [106] = 1'h1;
+      end
+    end
+    if (\$497 ) begin
+      if (r_last) begin
+        \$1163 [107] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [107] = 1'h1;
+      end
+    end
+    if (\$501 ) begin
+      if (r_last) begin
+        \$1163 [108] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [108] = 1'h1;
+      end
+    end
+    if (\$505 ) begin
+      if (r_last) begin
+        \$1163 [109] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [109] = 1'h1;
+      end
+    end
+    if (\$509 ) begin
+      if (r_last) begin
+        \$1163 [110] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [110] = 1'h1;
+      end
+    end
+    if (\$513 ) begin
+      if (r_last) begin
+        \$1163 [111] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [111] = 1'h1;
+      end
+    end
+    if (\$517 ) begin
+      if (r_last) begin
+        \$1163 [112] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [112] = 1'h1;
+      end
+    end
+    if (\$521 ) begin
+      if (r_last) begin
+        \$1163 [113] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [113] = 1'h1;
+      end
+    end
+    if (\$525 ) begin
+      if (r_last) begin
+        \$1163 [114] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [114] = 1'h1;
+      end
+    end
+    if (\$529 ) begin
+      if (r_last) begin
+        \$1163 [115] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [115] = 1'h1;
+      end
+    end
+    if (\$533 ) begin
+      if (r_last) begin
+        \$1163 [116] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [116] = 1'h1;
+      end
+    end
+    if (\$537 ) begin
+      if (r_last) begin
+        \$1163 [117] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [117] = 1'h1;
+      end
+    end
+    if (\$541 ) begin
+      if (r_last) begin
+        \$1163 [118] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [118] = 1'h1;
+      end
+    end
+    if (\$545 ) begin
+      if (r_last) begin
+        \$1163 [119] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [119] = 1'h1;
+      end
+    end
+    if (\$549 ) begin
+      if (r_last) begin
+        \$1163 [120] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [120] = 1'h1;
+      end
+    end
+    if (\$553 ) begin
+      if (r_last) begin
+        \$1163 [121] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [121] = 1'h1;
+      end
+    end
+    if (\$557 ) begin
+      if (r_last) begin
+        \$1163 [122] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [122] = 1'h1;
+      end
+    end
+    if (\$561 ) begin
+      if (r_last) begin
+        \$1163 [123] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [123] = 1'h1;
+      end
+    end
+    if (\$565 ) begin
+      if (r_last) begin
+        \$1163 [124] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [124] = 1'h1;
+      end
+    end
+    if (\$569 ) begin
+      if (r_last) begin
+        \$1163 [125] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [125] = 1'h1;
+      end
+    end
+    if (\$573 ) begin
+      if (r_last) begin
+        \$1163 [126] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [126] = 1'h1;
+      end
+    end
+    if (\$577 ) begin
+      if (r_last) begin
+        \$1163 [127] = 1'h0;
+      end else if (r_bad) begin
+        \$1163 [127] = 1'h1;
+      end
     end
     if (rst) begin
-      \$1163  = 3'h0;
+      \$1163  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1164  = r_count7;
-    if (\$97 ) begin
-      \$1164  = \$99 [2:0];
+    \$1164  = r_count1;
+    if (\$73 ) begin
+      \$1164  = \$75 [2:0];
     end
     if (rst) begin
       \$1164  = 3'h0;
@@ -65965,9 +65953,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1165  = r_count8;
-    if (\$101 ) begin
-      \$1165  = \$103 [2:0];
+    \$1165  = r_count2;
+    if (\$77 ) begin
+      \$1165  = \$79 [2:0];
     end
     if (rst) begin
       \$1165  = 3'h0;
@@ -65975,9 +65963,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1166  = r_count9;
-    if (\$105 ) begin
-      \$1166  = \$107 [2:0];
+    \$1166  = r_count3;
+    if (\$81 ) begin
+      \$1166  = \$83 [2:0];
     end
     if (rst) begin
       \$1166  = 3'h0;
@@ -65985,9 +65973,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1167  = r_count10;
-    if (\$109 ) begin
-      \$1167  = \$111 [2:0];
+    \$1167  = r_count4;
+    if (\$85 ) begin
+      \$1167  = \$87 [2:0];
     end
     if (rst) begin
       \$1167  = 3'h0;
@@ -65995,9 +65983,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1168  = r_count11;
-    if (\$113 ) begin
-      \$1168  = \$115 [2:0];
+    \$1168  = r_count5;
+    if (\$89 ) begin
+      \$1168  = \$91 [2:0];
     end
     if (rst) begin
       \$1168  = 3'h0;
@@ -66005,9 +65993,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1169  = r_count12;
-    if (\$117 ) begin
-      \$1169  = \$119 [2:0];
+    \$1169  = r_count6;
+    if (\$93 ) begin
+      \$1169  = \$95 [2:0];
     end
     if (rst) begin
       \$1169  = 3'h0;
@@ -66015,9 +66003,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1170  = r_count13;
-    if (\$121 ) begin
-      \$1170  = \$123 [2:0];
+    \$1170  = r_count7;
+    if (\$97 ) begin
+      \$1170  = \$99 [2:0];
     end
     if (rst) begin
       \$1170  = 3'h0;
@@ -66025,9 +66013,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1171  = r_count14;
-    if (\$125 ) begin
-      \$1171  = \$127 [2:0];
+    \$1171  = r_count8;
+    if (\$101 ) begin
+      \$1171  = \$103 [2:0];
     end
     if (rst) begin
       \$1171  = 3'h0;
@@ -66035,9 +66023,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1172  = r_count15;
-    if (\$129 ) begin
-      \$1172  = \$131 [2:0];
+    \$1172  = r_count9;
+    if (\$105 ) begin
+      \$1172  = \$107 [2:0];
     end
     if (rst) begin
       \$1172  = 3'h0;
@@ -66045,9 +66033,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1173  = r_count16;
-    if (\$133 ) begin
-      \$1173  = \$135 [2:0];
+    \$1173  = r_count10;
+    if (\$109 ) begin
+      \$1173  = \$111 [2:0];
     end
     if (rst) begin
       \$1173  = 3'h0;
@@ -66055,9 +66043,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1174  = r_count17;
-    if (\$137 ) begin
-      \$1174  = \$139 [2:0];
+    \$1174  = r_count11;
+    if (\$113 ) begin
+      \$1174  = \$115 [2:0];
     end
     if (rst) begin
       \$1174  = 3'h0;
@@ -66065,9 +66053,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1175  = r_count18;
-    if (\$141 ) begin
-      \$1175  = \$143 [2:0];
+    \$1175  = r_count12;
+    if (\$117 ) begin
+      \$1175  = \$119 [2:0];
     end
     if (rst) begin
       \$1175  = 3'h0;
@@ -66075,9 +66063,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1176  = r_count19;
-    if (\$145 ) begin
-      \$1176  = \$147 [2:0];
+    \$1176  = r_count13;
+    if (\$121 ) begin
+      \$1176  = \$123 [2:0];
     end
     if (rst) begin
       \$1176  = 3'h0;
@@ -66085,9 +66073,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1177  = r_count20;
-    if (\$149 ) begin
-      \$1177  = \$151 [2:0];
+    \$1177  = r_count14;
+    if (\$125 ) begin
+      \$1177  = \$127 [2:0];
     end
     if (rst) begin
       \$1177  = 3'h0;
@@ -66095,9 +66083,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1178  = r_count21;
-    if (\$153 ) begin
-      \$1178  = \$155 [2:0];
+    \$1178  = r_count15;
+    if (\$129 ) begin
+      \$1178  = \$131 [2:0];
     end
     if (rst) begin
       \$1178  = 3'h0;
@@ -66105,9 +66093,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1179  = r_count22;
-    if (\$157 ) begin
-      \$1179  = \$159 [2:0];
+    \$1179  = r_count16;
+    if (\$133 ) begin
+      \$1179  = \$135 [2:0];
     end
     if (rst) begin
       \$1179  = 3'h0;
@@ -66115,9 +66103,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1180  = r_count23;
-    if (\$161 ) begin
-      \$1180  = \$163 [2:0];
+    \$1180  = r_count17;
+    if (\$137 ) begin
+      \$1180  = \$139 [2:0];
     end
     if (rst) begin
       \$1180  = 3'h0;
@@ -66125,9 +66113,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1181  = r_count24;
-    if (\$165 ) begin
-      \$1181  = \$167 [2:0];
+    \$1181  = r_count18;
+    if (\$141 ) begin
+      \$1181  = \$143 [2:0];
     end
     if (rst) begin
       \$1181  = 3'h0;
@@ -66135,9 +66123,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1182  = r_count25;
-    if (\$169 ) begin
-      \$1182  = \$171 [2:0];
+    \$1182  = r_count19;
+    if (\$145 ) begin
+      \$1182  = \$147 [2:0];
     end
     if (rst) begin
       \$1182  = 3'h0;
@@ -66145,9 +66133,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1183  = r_count26;
-    if (\$173 ) begin
-      \$1183  = \$175 [2:0];
+    \$1183  = r_count20;
+    if (\$149 ) begin
+      \$1183  = \$151 [2:0];
     end
     if (rst) begin
       \$1183  = 3'h0;
@@ -66155,9 +66143,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1184  = r_count27;
-    if (\$177 ) begin
-      \$1184  = \$179 [2:0];
+    \$1184  = r_count21;
+    if (\$153 ) begin
+      \$1184  = \$155 [2:0];
     end
     if (rst) begin
       \$1184  = 3'h0;
@@ -66165,9 +66153,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1185  = r_count28;
-    if (\$181 ) begin
-      \$1185  = \$183 [2:0];
+    \$1185  = r_count22;
+    if (\$157 ) begin
+      \$1185  = \$159 [2:0];
     end
     if (rst) begin
       \$1185  = 3'h0;
@@ -66175,9 +66163,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1186  = r_count29;
-    if (\$185 ) begin
-      \$1186  = \$187 [2:0];
+    \$1186  = r_count23;
+    if (\$161 ) begin
+      \$1186  = \$163 [2:0];
     end
     if (rst) begin
       \$1186  = 3'h0;
@@ -66185,9 +66173,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1187  = r_count30;
-    if (\$189 ) begin
-      \$1187  = \$191 [2:0];
+    \$1187  = r_count24;
+    if (\$165 ) begin
+      \$1187  = \$167 [2:0];
     end
     if (rst) begin
       \$1187  = 3'h0;
@@ -66195,9 +66183,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1188  = r_count31;
-    if (\$193 ) begin
-      \$1188  = \$195 [2:0];
+    \$1188  = r_count25;
+    if (\$169 ) begin
+      \$1188  = \$171 [2:0];
     end
     if (rst) begin
       \$1188  = 3'h0;
@@ -66205,9 +66193,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1189  = r_count32;
-    if (\$197 ) begin
-      \$1189  = \$199 [2:0];
+    \$1189  = r_count26;
+    if (\$173 ) begin
+      \$1189  = \$175 [2:0];
     end
     if (rst) begin
       \$1189  = 3'h0;
@@ -66215,9 +66203,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1190  = r_count33;
-    if (\$201 ) begin
-      \$1190  = \$203 [2:0];
+    \$1190  = r_count27;
+    if (\$177 ) begin
+      \$1190  = \$179 [2:0];
     end
     if (rst) begin
       \$1190  = 3'h0;
@@ -66225,9 +66213,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1191  = r_count34;
-    if (\$205 ) begin
-      \$1191  = \$207 [2:0];
+    \$1191  = r_count28;
+    if (\$181 ) begin
+      \$1191  = \$183 [2:0];
     end
     if (rst) begin
       \$1191  = 3'h0;
@@ -66235,9 +66223,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1192  = r_count35;
-    if (\$209 ) begin
-      \$1192  = \$211 [2:0];
+    \$1192  = r_count29;
+    if (\$185 ) begin
+      \$1192  = \$187 [2:0];
     end
     if (rst) begin
       \$1192  = 3'h0;
@@ -66245,9 +66233,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1193  = r_count36;
-    if (\$213 ) begin
-      \$1193  = \$215 [2:0];
+    \$1193  = r_count30;
+    if (\$189 ) begin
+      \$1193  = \$191 [2:0];
     end
     if (rst) begin
       \$1193  = 3'h0;
@@ -66255,9 +66243,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1194  = r_count37;
-    if (\$217 ) begin
-      \$1194  = \$219 [2:0];
+    \$1194  = r_count31;
+    if (\$193 ) begin
+      \$1194  = \$195 [2:0];
     end
     if (rst) begin
       \$1194  = 3'h0;
@@ -66265,9 +66253,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1195  = r_count38;
-    if (\$221 ) begin
-      \$1195  = \$223 [2:0];
+    \$1195  = r_count32;
+    if (\$197 ) begin
+      \$1195  = \$199 [2:0];
     end
     if (rst) begin
       \$1195  = 3'h0;
@@ -66275,9 +66263,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1196  = r_count39;
-    if (\$225 ) begin
-      \$1196  = \$227 [2:0];
+    \$1196  = r_count33;
+    if (\$201 ) begin
+      \$1196  = \$203 [2:0];
     end
     if (rst) begin
       \$1196  = 3'h0;
@@ -66285,9 +66273,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1197  = r_count40;
-    if (\$229 ) begin
-      \$1197  = \$231 [2:0];
+    \$1197  = r_count34;
+    if (\$205 ) begin
+      \$1197  = \$207 [2:0];
     end
     if (rst) begin
       \$1197  = 3'h0;
@@ -66295,9 +66283,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1198  = r_count41;
-    if (\$233 ) begin
-      \$1198  = \$235 [2:0];
+    \$1198  = r_count35;
+    if (\$209 ) begin
+      \$1198  = \$211 [2:0];
     end
     if (rst) begin
       \$1198  = 3'h0;
@@ -66305,9 +66293,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1199  = r_count42;
-    if (\$237 ) begin
-      \$1199  = \$239 [2:0];
+    \$1199  = r_count36;
+    if (\$213 ) begin
+      \$1199  = \$215 [2:0];
     end
     if (rst) begin
       \$1199  = 3'h0;
@@ -66315,9 +66303,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1200  = r_count43;
-    if (\$241 ) begin
-      \$1200  = \$243 [2:0];
+    \$1200  = r_count37;
+    if (\$217 ) begin
+      \$1200  = \$219 [2:0];
     end
     if (rst) begin
       \$1200  = 3'h0;
@@ -66325,9 +66313,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1201  = r_count44;
-    if (\$245 ) begin
-      \$1201  = \$247 [2:0];
+    \$1201  = r_count38;
+    if (\$221 ) begin
+      \$1201  = \$223 [2:0];
     end
     if (rst) begin
       \$1201  = 3'h0;
@@ -66335,9 +66323,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1202  = r_count45;
-    if (\$249 ) begin
-      \$1202  = \$251 [2:0];
+    \$1202  = r_count39;
+    if (\$225 ) begin
+      \$1202  = \$227 [2:0];
     end
     if (rst) begin
       \$1202  = 3'h0;
@@ -66345,9 +66333,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1203  = r_count46;
-    if (\$253 ) begin
-      \$1203  = \$255 [2:0];
+    \$1203  = r_count40;
+    if (\$229 ) begin
+      \$1203  = \$231 [2:0];
     end
     if (rst) begin
       \$1203  = 3'h0;
@@ -66355,9 +66343,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1204  = r_count47;
-    if (\$257 ) begin
-      \$1204  = \$259 [2:0];
+    \$1204  = r_count41;
+    if (\$233 ) begin
+      \$1204  = \$235 [2:0];
     end
     if (rst) begin
       \$1204  = 3'h0;
@@ -66365,9 +66353,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1205  = r_count48;
-    if (\$261 ) begin
-      \$1205  = \$263 [2:0];
+    \$1205  = r_count42;
+    if (\$237 ) begin
+      \$1205  = \$239 [2:0];
     end
     if (rst) begin
       \$1205  = 3'h0;
@@ -66375,9 +66363,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1206  = r_count49;
-    if (\$265 ) begin
-      \$1206  = \$267 [2:0];
+    \$1206  = r_count43;
+    if (\$241 ) begin
+      \$1206  = \$243 [2:0];
     end
     if (rst) begin
       \$1206  = 3'h0;
@@ -66385,9 +66373,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1207  = r_count50;
-    if (\$269 ) begin
-      \$1207  = \$271 [2:0];
+    \$1207  = r_count44;
+    if (\$245 ) begin
+      \$1207  = \$247 [2:0];
     end
     if (rst) begin
       \$1207  = 3'h0;
@@ -66395,9 +66383,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1208  = r_count51;
-    if (\$273 ) begin
-      \$1208  = \$275 [2:0];
+    \$1208  = r_count45;
+    if (\$249 ) begin
+      \$1208  = \$251 [2:0];
     end
     if (rst) begin
       \$1208  = 3'h0;
@@ -66405,9 +66393,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1209  = r_count52;
-    if (\$277 ) begin
-      \$1209  = \$279 [2:0];
+    \$1209  = r_count46;
+    if (\$253 ) begin
+      \$1209  = \$255 [2:0];
     end
     if (rst) begin
       \$1209  = 3'h0;
@@ -66415,9 +66403,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1210  = r_count53;
-    if (\$281 ) begin
-      \$1210  = \$283 [2:0];
+    \$1210  = r_count47;
+    if (\$257 ) begin
+      \$1210  = \$259 [2:0];
     end
     if (rst) begin
       \$1210  = 3'h0;
@@ -66425,9 +66413,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1211  = r_count54;
-    if (\$285 ) begin
-      \$1211  = \$287 [2:0];
+    \$1211  = r_count48;
+    if (\$261 ) begin
+      \$1211  = \$263 [2:0];
     end
     if (rst) begin
       \$1211  = 3'h0;
@@ -66435,9 +66423,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1212  = r_count55;
-    if (\$289 ) begin
-      \$1212  = \$291 [2:0];
+    \$1212  = r_count49;
+    if (\$265 ) begin
+      \$1212  = \$267 [2:0];
     end
     if (rst) begin
       \$1212  = 3'h0;
@@ -66445,9 +66433,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1213  = r_count56;
-    if (\$293 ) begin
-      \$1213  = \$295 [2:0];
+    \$1213  = r_count50;
+    if (\$269 ) begin
+      \$1213  = \$271 [2:0];
     end
     if (rst) begin
       \$1213  = 3'h0;
@@ -66455,9 +66443,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1214  = r_count57;
-    if (\$297 ) begin
-      \$1214  = \$299 [2:0];
+    \$1214  = r_count51;
+    if (\$273 ) begin
+      \$1214  = \$275 [2:0];
     end
     if (rst) begin
       \$1214  = 3'h0;
@@ -66465,9 +66453,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1215  = r_count58;
-    if (\$301 ) begin
-      \$1215  = \$303 [2:0];
+    \$1215  = r_count52;
+    if (\$277 ) begin
+      \$1215  = \$279 [2:0];
     end
     if (rst) begin
       \$1215  = 3'h0;
@@ -66475,9 +66463,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1216  = r_count59;
-    if (\$305 ) begin
-      \$1216  = \$307 [2:0];
+    \$1216  = r_count53;
+    if (\$281 ) begin
+      \$1216  = \$283 [2:0];
     end
     if (rst) begin
       \$1216  = 3'h0;
@@ -66485,9 +66473,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1217  = r_count60;
-    if (\$309 ) begin
-      \$1217  = \$311 [2:0];
+    \$1217  = r_count54;
+    if (\$285 ) begin
+      \$1217  = \$287 [2:0];
     end
     if (rst) begin
       \$1217  = 3'h0;
@@ -66495,9 +66483,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1218  = r_count61;
-    if (\$313 ) begin
-      \$1218  = \$315 [2:0];
+    \$1218  = r_count55;
+    if (\$289 ) begin
+      \$1218  = \$291 [2:0];
     end
     if (rst) begin
       \$1218  = 3'h0;
@@ -66505,9 +66493,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1219  = r_count62;
-    if (\$317 ) begin
-      \$1219  = \$319 [2:0];
+    \$1219  = r_count56;
+    if (\$293 ) begin
+      \$1219  = \$295 [2:0];
     end
     if (rst) begin
       \$1219  = 3'h0;
@@ -66515,9 +66503,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1220  = r_count63;
-    if (\$321 ) begin
-      \$1220  = \$323 [2:0];
+    \$1220  = r_count57;
+    if (\$297 ) begin
+      \$1220  = \$299 [2:0];
     end
     if (rst) begin
       \$1220  = 3'h0;
@@ -66525,9 +66513,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1221  = r_count64;
-    if (\$325 ) begin
-      \$1221  = \$327 [2:0];
+    \$1221  = r_count58;
+    if (\$301 ) begin
+      \$1221  = \$303 [2:0];
     end
     if (rst) begin
       \$1221  = 3'h0;
@@ -66535,9 +66523,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1222  = r_count65;
-    if (\$329 ) begin
-      \$1222  = \$331 [2:0];
+    \$1222  = r_count59;
+    if (\$305 ) begin
+      \$1222  = \$307 [2:0];
     end
     if (rst) begin
       \$1222  = 3'h0;
@@ -66545,9 +66533,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1223  = r_count66;
-    if (\$333 ) begin
-      \$1223  = \$335 [2:0];
+    \$1223  = r_count60;
+    if (\$309 ) begin
+      \$1223  = \$311 [2:0];
     end
     if (rst) begin
       \$1223  = 3'h0;
@@ -66555,9 +66543,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1224  = r_count67;
-    if (\$337 ) begin
-      \$1224  = \$339 [2:0];
+    \$1224  = r_count61;
+    if (\$313 ) begin
+      \$1224  = \$315 [2:0];
     end
     if (rst) begin
       \$1224  = 3'h0;
@@ -66565,9 +66553,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1225  = r_count68;
-    if (\$341 ) begin
-      \$1225  = \$343 [2:0];
+    \$1225  = r_count62;
+    if (\$317 ) begin
+      \$1225  = \$319 [2:0];
     end
     if (rst) begin
       \$1225  = 3'h0;
@@ -66575,9 +66563,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1226  = r_count69;
-    if (\$345 ) begin
-      \$1226  = \$347 [2:0];
+    \$1226  = r_count63;
+    if (\$321 ) begin
+      \$1226  = \$323 [2:0];
     end
     if (rst) begin
       \$1226  = 3'h0;
@@ -66585,9 +66573,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1227  = r_count70;
-    if (\$349 ) begin
-      \$1227  = \$351 [2:0];
+    \$1227  = r_count64;
+    if (\$325 ) begin
+      \$1227  = \$327 [2:0];
     end
     if (rst) begin
       \$1227  = 3'h0;
@@ -66595,9 +66583,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1228  = r_count71;
-    if (\$353 ) begin
-      \$1228  = \$355 [2:0];
+    \$1228  = r_count65;
+    if (\$329 ) begin
+      \$1228  = \$331 [2:0];
     end
     if (rst) begin
       \$1228  = 3'h0;
@@ -66605,9 +66593,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1229  = r_count72;
-    if (\$357 ) begin
-      \$1229  = \$359 [2:0];
+    \$1229  = r_count66;
+    if (\$333 ) begin
+      \$1229  = \$335 [2:0];
     end
     if (rst) begin
       \$1229  = 3'h0;
@@ -66615,9 +66603,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1230  = r_count73;
-    if (\$361 ) begin
-      \$1230  = \$363 [2:0];
+    \$1230  = r_count67;
+    if (\$337 ) begin
+      \$1230  = \$339 [2:0];
     end
     if (rst) begin
       \$1230  = 3'h0;
@@ -66625,9 +66613,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1231  = r_count74;
-    if (\$365 ) begin
-      \$1231  = \$367 [2:0];
+    \$1231  = r_count68;
+    if (\$341 ) begin
+      \$1231  = \$343 [2:0];
     end
     if (rst) begin
       \$1231  = 3'h0;
@@ -66635,9 +66623,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1232  = r_count75;
-    if (\$369 ) begin
-      \$1232  = \$371 [2:0];
+    \$1232  = r_count69;
+    if (\$345 ) begin
+      \$1232  = \$347 [2:0];
     end
     if (rst) begin
       \$1232  = 3'h0;
@@ -66645,9 +66633,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1233  = r_count76;
-    if (\$373 ) begin
-      \$1233  = \$375 [2:0];
+    \$1233  = r_count70;
+    if (\$349 ) begin
+      \$1233  = \$351 [2:0];
     end
     if (rst) begin
       \$1233  = 3'h0;
@@ -66655,9 +66643,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1234  = r_count77;
-    if (\$377 ) begin
-      \$1234  = \$379 [2:0];
+    \$1234  = r_count71;
+    if (\$353 ) begin
+      \$1234  = \$355 [2:0];
     end
     if (rst) begin
       \$1234  = 3'h0;
@@ -66665,9 +66653,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1235  = r_count78;
-    if (\$381 ) begin
-      \$1235  = \$383 [2:0];
+    \$1235  = r_count72;
+    if (\$357 ) begin
+      \$1235  = \$359 [2:0];
     end
     if (rst) begin
       \$1235  = 3'h0;
@@ -66675,9 +66663,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1236  = r_count79;
-    if (\$385 ) begin
-      \$1236  = \$387 [2:0];
+    \$1236  = r_count73;
+    if (\$361 ) begin
+      \$1236  = \$363 [2:0];
     end
     if (rst) begin
       \$1236  = 3'h0;
@@ -66685,9 +66673,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1237  = r_count80;
-    if (\$389 ) begin
-      \$1237  = \$391 [2:0];
+    \$1237  = r_count74;
+    if (\$365 ) begin
+      \$1237  = \$367 [2:0];
     end
     if (rst) begin
       \$1237  = 3'h0;
@@ -66695,9 +66683,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1238  = r_count81;
-    if (\$393 ) begin
-      \$1238  = \$395 [2:0];
+    \$1238  = r_count75;
+    if (\$369 ) begin
+      \$1238  = \$371 [2:0];
     end
     if (rst) begin
       \$1238  = 3'h0;
@@ -66705,9 +66693,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1239  = r_count82;
-    if (\$397 ) begin
-      \$1239  = \$399 [2:0];
+    \$1239  = r_count76;
+    if (\$373 ) begin
+      \$1239  = \$375 [2:0];
     end
     if (rst) begin
       \$1239  = 3'h0;
@@ -66715,9 +66703,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1240  = r_count83;
-    if (\$401 ) begin
-      \$1240  = \$403 [2:0];
+    \$1240  = r_count77;
+    if (\$377 ) begin
+      \$1240  = \$379 [2:0];
     end
     if (rst) begin
       \$1240  = 3'h0;
@@ -66725,9 +66713,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1241  = r_count84;
-    if (\$405 ) begin
-      \$1241  = \$407 [2:0];
+    \$1241  = r_count78;
+    if (\$381 ) begin
+      \$1241  = \$383 [2:0];
     end
     if (rst) begin
       \$1241  = 3'h0;
@@ -66735,9 +66723,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1242  = r_count85;
-    if (\$409 ) begin
-      \$1242  = \$411 [2:0];
+    \$1242  = r_count79;
+    if (\$385 ) begin
+      \$1242  = \$387 [2:0];
     end
     if (rst) begin
       \$1242  = 3'h0;
@@ -66745,9 +66733,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1243  = r_count86;
-    if (\$413 ) begin
-      \$1243  = \$415 [2:0];
+    \$1243  = r_count80;
+    if (\$389 ) begin
+      \$1243  = \$391 [2:0];
     end
     if (rst) begin
       \$1243  = 3'h0;
@@ -66755,9 +66743,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1244  = r_count87;
-    if (\$417 ) begin
-      \$1244  = \$419 [2:0];
+    \$1244  = r_count81;
+    if (\$393 ) begin
+      \$1244  = \$395 [2:0];
     end
     if (rst) begin
       \$1244  = 3'h0;
@@ -66765,9 +66753,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1245  = r_count88;
-    if (\$421 ) begin
-      \$1245  = \$423 [2:0];
+    \$1245  = r_count82;
+    if (\$397 ) begin
+      \$1245  = \$399 [2:0];
     end
     if (rst) begin
       \$1245  = 3'h0;
@@ -66775,9 +66763,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1246  = r_count89;
-    if (\$425 ) begin
-      \$1246  = \$427 [2:0];
+    \$1246  = r_count83;
+    if (\$401 ) begin
+      \$1246  = \$403 [2:0];
     end
     if (rst) begin
       \$1246  = 3'h0;
@@ -66785,9 +66773,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1247  = r_count90;
-    if (\$429 ) begin
-      \$1247  = \$431 [2:0];
+    \$1247  = r_count84;
+    if (\$405 ) begin
+      \$1247  = \$407 [2:0];
     end
     if (rst) begin
       \$1247  = 3'h0;
@@ -66795,9 +66783,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1248  = r_count91;
-    if (\$433 ) begin
-      \$1248  = \$435 [2:0];
+    \$1248  = r_count85;
+    if (\$409 ) begin
+      \$1248  = \$411 [2:0];
     end
     if (rst) begin
       \$1248  = 3'h0;
@@ -66805,9 +66793,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1249  = r_count92;
-    if (\$437 ) begin
-      \$1249  = \$439 [2:0];
+    \$1249  = r_count86;
+    if (\$413 ) begin
+      \$1249  = \$415 [2:0];
     end
     if (rst) begin
       \$1249  = 3'h0;
@@ -66815,9 +66803,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1250  = r_count93;
-    if (\$441 ) begin
-      \$1250  = \$443 [2:0];
+    \$1250  = r_count87;
+    if (\$417 ) begin
+      \$1250  = \$419 [2:0];
     end
     if (rst) begin
       \$1250  = 3'h0;
@@ -66825,9 +66813,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1251  = r_count94;
-    if (\$445 ) begin
-      \$1251  = \$447 [2:0];
+    \$1251  = r_count88;
+    if (\$421 ) begin
+      \$1251  = \$423 [2:0];
     end
     if (rst) begin
       \$1251  = 3'h0;
@@ -66835,9 +66823,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1252  = r_count95;
-    if (\$449 ) begin
-      \$1252  = \$451 [2:0];
+    \$1252  = r_count89;
+    if (\$425 ) begin
+      \$1252  = \$427 [2:0];
     end
     if (rst) begin
       \$1252  = 3'h0;
@@ -66845,9 +66833,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1253  = r_count96;
-    if (\$453 ) begin
-      \$1253  = \$455 [2:0];
+    \$1253  = r_count90;
+    if (\$429 ) begin
+      \$1253  = \$431 [2:0];
     end
     if (rst) begin
       \$1253  = 3'h0;
@@ -66855,9 +66843,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1254  = r_count97;
-    if (\$457 ) begin
-      \$1254  = \$459 [2:0];
+    \$1254  = r_count91;
+    if (\$433 ) begin
+      \$1254  = \$435 [2:0];
     end
     if (rst) begin
       \$1254  = 3'h0;
@@ -66865,9 +66853,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1255  = r_count98;
-    if (\$461 ) begin
-      \$1255  = \$463 [2:0];
+    \$1255  = r_count92;
+    if (\$437 ) begin
+      \$1255  = \$439 [2:0];
     end
     if (rst) begin
       \$1255  = 3'h0;
@@ -66875,9 +66863,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1256  = r_count99;
-    if (\$465 ) begin
-      \$1256  = \$467 [2:0];
+    \$1256  = r_count93;
+    if (\$441 ) begin
+      \$1256  = \$443 [2:0];
     end
     if (rst) begin
       \$1256  = 3'h0;
@@ -66885,9 +66873,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1257  = r_count100;
-    if (\$469 ) begin
-      \$1257  = \$471 [2:0];
+    \$1257  = r_count94;
+    if (\$445 ) begin
+      \$1257  = \$447 [2:0];
     end
     if (rst) begin
       \$1257  = 3'h0;
@@ -66895,9 +66883,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1258  = r_count101;
-    if (\$473 ) begin
-      \$1258  = \$475 [2:0];
+    \$1258  = r_count95;
+    if (\$449 ) begin
+      \$1258  = \$451 [2:0];
     end
     if (rst) begin
       \$1258  = 3'h0;
@@ -66905,9 +66893,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1259  = r_count102;
-    if (\$477 ) begin
-      \$1259  = \$479 [2:0];
+    \$1259  = r_count96;
+    if (\$453 ) begin
+      \$1259  = \$455 [2:0];
     end
     if (rst) begin
       \$1259  = 3'h0;
@@ -66915,9 +66903,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1260  = r_count103;
-    if (\$481 ) begin
-      \$1260  = \$483 [2:0];
+    \$1260  = r_count97;
+    if (\$457 ) begin
+      \$1260  = \$459 [2:0];
     end
     if (rst) begin
       \$1260  = 3'h0;
@@ -66925,9 +66913,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1261  = r_count104;
-    if (\$485 ) begin
-      \$1261  = \$487 [2:0];
+    \$1261  = r_count98;
+    if (\$461 ) begin
+      \$1261  = \$463 [2:0];
     end
     if (rst) begin
       \$1261  = 3'h0;
@@ -66935,9 +66923,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1262  = r_count105;
-    if (\$489 ) begin
-      \$1262  = \$491 [2:0];
+    \$1262  = r_count99;
+    if (\$465 ) begin
+      \$1262  = \$467 [2:0];
     end
     if (rst) begin
       \$1262  = 3'h0;
@@ -66945,9 +66933,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1263  = r_count106;
-    if (\$493 ) begin
-      \$1263  = \$495 [2:0];
+    \$1263  = r_count100;
+    if (\$469 ) begin
+      \$1263  = \$471 [2:0];
     end
     if (rst) begin
       \$1263  = 3'h0;
@@ -66955,9 +66943,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1264  = r_count107;
-    if (\$497 ) begin
-      \$1264  = \$499 [2:0];
+    \$1264  = r_count101;
+    if (\$473 ) begin
+      \$1264  = \$475 [2:0];
     end
     if (rst) begin
       \$1264  = 3'h0;
@@ -66965,9 +66953,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1265  = r_count108;
-    if (\$501 ) begin
-      \$1265  = \$503 [2:0];
+    \$1265  = r_count102;
+    if (\$477 ) begin
+      \$1265  = \$479 [2:0];
     end
     if (rst) begin
       \$1265  = 3'h0;
@@ -66975,9 +66963,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1266  = r_count109;
-    if (\$505 ) begin
-      \$1266  = \$507 [2:0];
+    \$1266  = r_count103;
+    if (\$481 ) begin
+      \$1266  = \$483 [2:0];
     end
     if (rst) begin
       \$1266  = 3'h0;
@@ -66985,9 +66973,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1267  = r_count110;
-    if (\$509 ) begin
-      \$1267  = \$511 [2:0];
+    \$1267  = r_count104;
+    if (\$485 ) begin
+      \$1267  = \$487 [2:0];
     end
     if (rst) begin
       \$1267  = 3'h0;
@@ -66995,9 +66983,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1268  = r_count111;
-    if (\$513 ) begin
-      \$1268  = \$515 [2:0];
+    \$1268  = r_count105;
+    if (\$489 ) begin
+      \$1268  = \$491 [2:0];
     end
     if (rst) begin
       \$1268  = 3'h0;
@@ -67005,9 +66993,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1269  = r_count112;
-    if (\$517 ) begin
-      \$1269  = \$519 [2:0];
+    \$1269  = r_count106;
+    if (\$493 ) begin
+      \$1269  = \$495 [2:0];
     end
     if (rst) begin
       \$1269  = 3'h0;
@@ -67015,9 +67003,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1270  = r_count113;
-    if (\$521 ) begin
-      \$1270  = \$523 [2:0];
+    \$1270  = r_count107;
+    if (\$497 ) begin
+      \$1270  = \$499 [2:0];
     end
     if (rst) begin
       \$1270  = 3'h0;
@@ -67025,9 +67013,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1271  = r_count114;
-    if (\$525 ) begin
-      \$1271  = \$527 [2:0];
+    \$1271  = r_count108;
+    if (\$501 ) begin
+      \$1271  = \$503 [2:0];
     end
     if (rst) begin
       \$1271  = 3'h0;
@@ -67035,9 +67023,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1272  = r_count115;
-    if (\$529 ) begin
-      \$1272  = \$531 [2:0];
+    \$1272  = r_count109;
+    if (\$505 ) begin
+      \$1272  = \$507 [2:0];
     end
     if (rst) begin
       \$1272  = 3'h0;
@@ -67045,9 +67033,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1273  = r_count116;
-    if (\$533 ) begin
-      \$1273  = \$535 [2:0];
+    \$1273  = r_count110;
+    if (\$509 ) begin
+      \$1273  = \$511 [2:0];
     end
     if (rst) begin
       \$1273  = 3'h0;
@@ -67055,9 +67043,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1274  = r_count117;
-    if (\$537 ) begin
-      \$1274  = \$539 [2:0];
+    \$1274  = r_count111;
+    if (\$513 ) begin
+      \$1274  = \$515 [2:0];
     end
     if (rst) begin
       \$1274  = 3'h0;
@@ -67065,9 +67053,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1275  = r_count118;
-    if (\$541 ) begin
-      \$1275  = \$543 [2:0];
+    \$1275  = r_count112;
+    if (\$517 ) begin
+      \$1275  = \$519 [2:0];
     end
     if (rst) begin
       \$1275  = 3'h0;
@@ -67075,9 +67063,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1276  = r_count119;
-    if (\$545 ) begin
-      \$1276  = \$547 [2:0];
+    \$1276  = r_count113;
+    if (\$521 ) begin
+      \$1276  = \$523 [2:0];
     end
     if (rst) begin
       \$1276  = 3'h0;
@@ -67085,9 +67073,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1277  = r_count120;
-    if (\$549 ) begin
-      \$1277  = \$551 [2:0];
+    \$1277  = r_count114;
+    if (\$525 ) begin
+      \$1277  = \$527 [2:0];
     end
     if (rst) begin
       \$1277  = 3'h0;
@@ -67095,9 +67083,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1278  = r_count121;
-    if (\$553 ) begin
-      \$1278  = \$555 [2:0];
+    \$1278  = r_count115;
+    if (\$529 ) begin
+      \$1278  = \$531 [2:0];
     end
     if (rst) begin
       \$1278  = 3'h0;
@@ -67105,9 +67093,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1279  = r_count122;
-    if (\$557 ) begin
-      \$1279  = \$559 [2:0];
+    \$1279  = r_count116;
+    if (\$533 ) begin
+      \$1279  = \$535 [2:0];
     end
     if (rst) begin
       \$1279  = 3'h0;
@@ -67115,9 +67103,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1280  = r_count123;
-    if (\$561 ) begin
-      \$1280  = \$563 [2:0];
+    \$1280  = r_count117;
+    if (\$537 ) begin
+      \$1280  = \$539 [2:0];
     end
     if (rst) begin
       \$1280  = 3'h0;
@@ -67125,9 +67113,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1281  = r_count124;
-    if (\$565 ) begin
-      \$1281  = \$567 [2:0];
+    \$1281  = r_count118;
+    if (\$541 ) begin
+      \$1281  = \$543 [2:0];
     end
     if (rst) begin
       \$1281  = 3'h0;
@@ -67135,9 +67123,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1282  = r_count125;
-    if (\$569 ) begin
-      \$1282  = \$571 [2:0];
+    \$1282  = r_count119;
+    if (\$545 ) begin
+      \$1282  = \$547 [2:0];
     end
     if (rst) begin
       \$1282  = 3'h0;
@@ -67145,9 +67133,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1283  = r_count126;
-    if (\$573 ) begin
-      \$1283  = \$575 [2:0];
+    \$1283  = r_count120;
+    if (\$549 ) begin
+      \$1283  = \$551 [2:0];
     end
     if (rst) begin
       \$1283  = 3'h0;
@@ -67155,9 +67143,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1284  = r_count127;
-    if (\$577 ) begin
-      \$1284  = \$579 [2:0];
+    \$1284  = r_count121;
+    if (\$553 ) begin
+      \$1284  = \$555 [2:0];
     end
     if (rst) begin
       \$1284  = 3'h0;
@@ -67165,122 +67153,123 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1285  = meta_v;
+    \$1285  = r_count122;
+    if (\$557 ) begin
+      \$1285  = \$559 [2:0];
+    end
+    if (rst) begin
+      \$1285  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1286  = r_count123;
+    if (\$561 ) begin
+      \$1286  = \$563 [2:0];
+    end
+    if (rst) begin
+      \$1286  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1287  = r_count124;
+    if (\$565 ) begin
+      \$1287  = \$567 [2:0];
+    end
+    if (rst) begin
+      \$1287  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1288  = r_count125;
+    if (\$569 ) begin
+      \$1288  = \$571 [2:0];
+    end
+    if (rst) begin
+      \$1288  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1289  = r_count126;
+    if (\$573 ) begin
+      \$1289  = \$575 [2:0];
+    end
+    if (rst) begin
+      \$1289  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1290  = r_count127;
+    if (\$577 ) begin
+      \$1290  = \$579 [2:0];
+    end
+    if (rst) begin
+      \$1290  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1291  = meta_v;
     if (meta_pop) begin
-      \$1285  = 1'h1;
+      \$1291  = 1'h1;
     end else if (aw_load) begin
-      \$1285  = 1'h0;
+      \$1291  = 1'h0;
     end
     if (rst) begin
-      \$1285  = 1'h0;
+      \$1291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1286  = meta_id;
+    \$1292  = meta_id;
     if (meta_pop) begin
-      \$1286  = \r_data$204 ;
+      \$1292  = \r_data$208 ;
     end
     if (rst) begin
-      \$1286  = 7'h00;
+      \$1292  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1287  = axi__awvalid;
+    \$1293  = axi__awvalid;
     if (aw_load) begin
-      \$1287  = 1'h1;
+      \$1293  = 1'h1;
     end else if (axi__awready) begin
-      \$1287  = 1'h0;
+      \$1293  = 1'h0;
     end
-    if (rst) begin
-      \$1287  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1288  = axi__awaddr;
-    if (aw_load) begin
-      \$1288  = meta_rd__data[63:0];
-    end
-    if (rst) begin
-      \$1288  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1289  = axi__awlen;
-    if (aw_load) begin
-      \$1289  = { \$580 [4], \$580 [4], \$580 [4], \$580  };
-    end
-    if (rst) begin
-      \$1289  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1290  = aw_slot;
-    if (aw_load) begin
-      \$1290  = meta_id;
-    end
-    if (rst) begin
-      \$1290  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1291  = aw_beats;
-    if (aw_load) begin
-      \$1291  = meta_rd__data[67:64];
-    end
-    if (rst) begin
-      \$1291  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1292  = w_issue;
-    if (rst) begin
-      \$1292  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1293  = \$581 ;
     if (rst) begin
       \$1293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1294  = w_beat;
-    if (w_issue) begin
-      \$1294  = \$582 [2:0];
-    end
-    if (w_next) begin
-      \$1294  = 3'h0;
+    \$1294  = axi__awaddr;
+    if (aw_load) begin
+      \$1294  = meta_rd__data[63:0];
     end
     if (rst) begin
-      \$1294  = 3'h0;
+      \$1294  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1295  = w_active;
-    if (w_next) begin
-      \$1295  = 1'h1;
-    end else if (w_free) begin
-      \$1295  = 1'h0;
+    \$1295  = axi__awlen;
+    if (aw_load) begin
+      \$1295  = { \$580 [4], \$580 [4], \$580 [4], \$580  };
     end
     if (rst) begin
-      \$1295  = 1'h0;
+      \$1295  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1296  = w_slot;
-    if (w_next) begin
-      \$1296  = \r_data$221 [6:0];
+    \$1296  = aw_slot;
+    if (aw_load) begin
+      \$1296  = meta_id;
     end
     if (rst) begin
       \$1296  = 7'h00;
@@ -67288,9 +67277,9 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1297  = w_beats;
-    if (w_next) begin
-      \$1297  = \r_data$221 [10:7];
+    \$1297  = aw_beats;
+    if (aw_load) begin
+      \$1297  = meta_rd__data[67:64];
     end
     if (rst) begin
       \$1297  = 4'h0;
@@ -67298,37 +67287,96 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1298  = \$593 [127:0];
+    \$1298  = w_issue;
     if (rst) begin
-      \$1298  = 128'h00000000000000000000000000000000;
+      \$1298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \$1299  = 1'h0;
-    if (\$631 ) begin
-      \$1299  = 1'h1;
-    end
+    \$1299  = \$581 ;
     if (rst) begin
       \$1299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1300  = w_beat;
+    if (w_issue) begin
+      \$1300  = \$582 [2:0];
+    end
+    if (w_next) begin
+      \$1300  = 3'h0;
+    end
+    if (rst) begin
+      \$1300  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1301  = w_active;
+    if (w_next) begin
+      \$1301  = 1'h1;
+    end else if (w_free) begin
+      \$1301  = 1'h0;
+    end
+    if (rst) begin
+      \$1301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1302  = w_slot;
+    if (w_next) begin
+      \$1302  = \r_data$225 [6:0];
+    end
+    if (rst) begin
+      \$1302  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1303  = w_beats;
+    if (w_next) begin
+      \$1303  = \r_data$225 [10:7];
+    end
+    if (rst) begin
+      \$1303  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1304  = \$593 [127:0];
+    if (rst) begin
+      \$1304  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
+    \$1305  = 1'h0;
+    if (\$633 ) begin
+      \$1305  = 1'h1;
+    end
+    if (rst) begin
+      \$1305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
     r_free = 1'h0;
-    if (\$1093 ) begin
+    if (\$1095 ) begin
       r_free = burst_bad;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$140 ) begin end
-    \w_en$260  = 1'h0;
-    if (\$1093 ) begin
-      \w_en$260  = \$1094 ;
+    \w_en$264  = 1'h0;
+    if (\$1095 ) begin
+      \w_en$264  = \$1096 ;
     end
   end
-  assign row_bytes = \port$11062$100 [79:64];
-  assign buf_addr = \port$11062$100 [63:0];
+  assign row_bytes = \port$11068$100 [79:64];
+  assign buf_addr = \port$11068$100 [63:0];
   assign free_id_index = free_id;
   assign tables__table = keys__payload[28:24];
   assign w_en = e_v;
@@ -67346,32 +67394,32 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign src_rd__addr = axi__rid;
   assign src_rd__en = 1'h1;
   assign slot_wr__addr = { r_id, r_beat };
-  assign slot_wr__data = \r_data$63 ;
+  assign slot_wr__data = \r_data$67 ;
   assign slot_wr__en = r_v;
-  assign \w_data$261  = r_id;
-  assign \r_en$263  = meta_pop;
-  assign meta_rd__addr = \r_data$204 ;
+  assign \w_data$265  = r_id;
+  assign \r_en$267  = meta_pop;
+  assign meta_rd__addr = \r_data$208 ;
   assign meta_rd__en = meta_pop;
   assign axi__awid = 7'h00;
   assign axi__awsize = 3'h4;
   assign axi__awburst = 2'h1;
   assign axi__awcache = 4'h3;
   assign axi__awprot = 3'h0;
-  assign \w_en$272  = aw_hs;
-  assign \w_data$273  = { aw_beats, aw_slot };
-  assign \w_en$274  = aw_hs;
-  assign \w_data$275  = axi__awaddr;
-  assign \r_en$278  = w_next;
+  assign \w_en$276  = aw_hs;
+  assign \w_data$277  = { aw_beats, aw_slot };
+  assign \w_en$278  = aw_hs;
+  assign \w_data$279  = axi__awaddr;
+  assign \r_en$282  = w_next;
   assign slot_rd__addr = { w_slot, w_beat };
   assign slot_rd__en = w_issue;
-  assign \w_en$281  = rd_inflight;
-  assign \w_data$282  = { rd_last, slot_rd__data };
-  assign axi__wvalid = \r_rdy$233 ;
-  assign axi__wdata = \r_data$286 [127:0];
-  assign axi__wlast = \r_data$286 [128];
+  assign \w_en$285  = rd_inflight;
+  assign \w_data$286  = { rd_last, slot_rd__data };
+  assign axi__wvalid = \r_rdy$237 ;
+  assign axi__wdata = \r_data$290 [127:0];
+  assign axi__wlast = \r_data$290 [128];
   assign axi__wstrb = 16'hffff;
-  assign axi__wready = \r_en$289 ;
-  assign axi__bvalid = \r_en$291 ;
+  assign axi__wready = \r_en$293 ;
+  assign axi__bvalid = \r_en$295 ;
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -67392,18 +67440,18 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign \meta_wr__data.beats  = meta_wr__data[67:64];
   assign meta_wr__data[67:64] = chunk;
   assign meta_wr__data[63:0] = row_dst;
-  assign w_data[141:138] = \$1080 ;
+  assign w_data[141:138] = \$1082 ;
   assign w_data[137:128] = e_seg;
   assign w_data[127:64] = e_dst;
   assign w_data[63:0] = e_src;
-  assign free_id[6] = \$1076 ;
-  assign free_id[5] = \$1013 ;
-  assign free_id[4] = \$950 ;
-  assign free_id[3] = \$887 ;
-  assign free_id[2] = \$824 ;
-  assign free_id[1] = \$761 ;
-  assign free_id[0] = \$698 ;
-  assign \$3  = { 4'h0, \port$11062$100 [79:68] };
+  assign free_id[6] = \$1078 ;
+  assign free_id[5] = \$1015 ;
+  assign free_id[4] = \$952 ;
+  assign free_id[3] = \$889 ;
+  assign free_id[2] = \$826 ;
+  assign free_id[1] = \$763 ;
+  assign free_id[0] = \$700 ;
+  assign \$3  = { 4'h0, \port$11068$100 [79:68] };
   assign \$38  = { 3'h0, chunk, 4'h0 };
   assign \$40  = { 3'h0, chunk, 4'h0 };
 endmodule
@@ -67664,33 +67712,37 @@ module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire [4:0] \$14 ;
-  reg [2:0] \$15 ;
-  reg [2:0] \$16 ;
-  reg [3:0] \$17 ;
-  wire [3:0] \$2 ;
-  wire \$3 ;
-  wire [3:0] \$4 ;
+  wire [4:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [4:0] \$18 ;
+  reg [3:0] \$19 ;
+  wire \$2 ;
+  reg [3:0] \$20 ;
+  reg [3:0] \$21 ;
+  wire [4:0] \$3 ;
+  wire [4:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [4:0] \$9 ;
+  wire [4:0] \$7 ;
+  wire [4:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
+  (* init = 4'h0 *)
+  wire [3:0] consume;
   reg [3:0] level = 4'h0;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
+  (* init = 4'h0 *)
+  wire [3:0] produce;
   output [141:0] r_data;
   wire [141:0] r_data;
   input r_en;
   wire r_en;
   (* init = 4'h0 *)
   wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
+  reg [3:0] r_port__addr = 4'h0;
   wire [141:0] r_port__data;
   output r_rdy;
   wire r_rdy;
@@ -67701,12 +67753,12 @@ module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_
   wire w_en;
   (* init = 4'h0 *)
   wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
+  reg [3:0] w_port__addr = 4'h0;
   input [141:0] w_port__data;
   wire [141:0] w_port__data;
   wire w_port__en;
   wire w_rdy;
-  reg [141:0] storage [7:0];
+  reg [141:0] storage [8:0];
   initial begin
     storage[0] = 142'h000000000000000000000000000000000000;
     storage[1] = 142'h000000000000000000000000000000000000;
@@ -67716,66 +67768,71 @@ module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_
     storage[5] = 142'h000000000000000000000000000000000000;
     storage[6] = 142'h000000000000000000000000000000000000;
     storage[7] = 142'h000000000000000000000000000000000000;
+    storage[8] = 142'h000000000000000000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
   assign r_data = storage[r_port__addr];
-  assign w_rdy = level != 4'h8;
+  assign w_rdy = level != 4'h9;
   assign r_rdy = | level;
   assign w_port__en = w_en & w_rdy;
   assign \$1  = w_rdy & w_en;
-  assign \$2  = w_port__addr + 1'h1;
-  assign \$3  = r_rdy & r_en;
-  assign \$4  = r_port__addr + 1'h1;
-  assign \$5  = w_rdy & w_en;
-  assign \$6  = r_rdy & r_en;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = level + 1'h1;
+  assign \$2  = w_port__addr == 4'h8;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 5'h00 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 4'h8;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 5'h00 : \$7 ;
+  assign \$9  = w_rdy & w_en;
   assign \$10  = r_rdy & r_en;
-  assign \$11  = w_rdy & w_en;
-  assign \$12  = ~ \$11 ;
-  assign \$13  = \$10  & \$12 ;
-  assign \$14  = level - 1'h1;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$15 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$16 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    level <= \$17 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
-    \$15  = w_port__addr;
+    \$19  = w_port__addr;
     if (\$1 ) begin
-      \$15  = \$2 [2:0];
+      \$19  = \$4 [3:0];
     end
     if (rst) begin
-      \$15  = 3'h0;
+      \$19  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
-    \$16  = r_port__addr;
-    if (\$3 ) begin
-      \$16  = \$4 [2:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [3:0];
     end
     if (rst) begin
-      \$16  = 3'h0;
+      \$20  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$142 ) begin end
-    \$17  = level;
-    if (\$8 ) begin
-      \$17  = \$9 [3:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [3:0];
     end
-    if (\$13 ) begin
-      \$17  = \$14 [3:0];
+    if (\$17 ) begin
+      \$21  = \$18 [3:0];
     end
     if (rst) begin
-      \$17  = 4'h0;
+      \$21  = 4'h0;
     end
   end
   assign w_level = level;
@@ -67787,7 +67844,7 @@ module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9966$0 , r_rdy, r_data, r_en, w_en, \port$13448$0 , level, clk);
+module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9968$0 , r_rdy, r_data, r_en, w_en, \port$13462$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$143  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67812,10 +67869,10 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9966$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input \port$13448$0 ;
-  wire \port$13448$0 ;
-  input [127:0] \port$9966$0 ;
-  wire [127:0] \port$9966$0 ;
+  input \port$13462$0 ;
+  wire \port$13462$0 ;
+  input [127:0] \port$9968$0 ;
+  wire [127:0] \port$9968$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -67848,7 +67905,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9966$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13448$0 , \port$9966$0  };
+      storage[w_port__addr] <= { \port$13462$0 , \port$9968$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -67910,14 +67967,14 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9966$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13448$0 , \port$9966$0  };
-  assign w_data = { \port$13448$0 , \port$9966$0  };
+  assign w_port__data = { \port$13462$0 , \port$9968$0  };
+  assign w_data = { \port$13462$0 , \port$9968$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13442$0 , \port$13444$0 , clk);
+module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13456$0 , \port$13458$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -67941,10 +67998,10 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13442$0 ;
-  wire [6:0] \port$13442$0 ;
-  input [3:0] \port$13444$0 ;
-  wire [3:0] \port$13444$0 ;
+  input [6:0] \port$13456$0 ;
+  wire [6:0] \port$13456$0 ;
+  input [3:0] \port$13458$0 ;
+  wire [3:0] \port$13458$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -68101,7 +68158,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13444$0 , \port$13442$0  };
+      storage[w_port__addr] <= { \port$13458$0 , \port$13456$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -68163,8 +68220,8 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13444$0 , \port$13442$0  };
-  assign w_data = { \port$13444$0 , \port$13442$0  };
+  assign w_port__data = { \port$13458$0 , \port$13456$0  };
+  assign w_data = { \port$13458$0 , \port$13456$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -68419,7 +68476,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11062$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11068$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$146  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68579,8 +68636,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11062$4 ;
-  wire [95:0] \port$11062$4 ;
+  input [95:0] \port$11068$4 ;
+  wire [95:0] \port$11068$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -68756,7 +68813,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11062$4 [95:32];
+      \$68  = \port$11068$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -68766,7 +68823,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$146 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11062$4 [31:0];
+      \$69  = \port$11068$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -68996,8 +69053,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11062$4 [95:32];
-  assign count = \port$11062$4 [31:0];
+  assign addr = \port$11068$4 [95:32];
+  assign count = \port$11068$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];

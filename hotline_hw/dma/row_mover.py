@@ -38,11 +38,11 @@ AXCACHE_NORMAL = 0b0011
 #: issued only when the FIFO has room for it; 4 entries keep one W beat per cycle going
 #: without looking at ``wready`` when issuing the read.
 W_FIFO_DEPTH = 4
-#: Rows between the key pipeline and the chunker. The key pipeline (a .. e, five stages)
-#: never stalls: a key is taken only while fewer than this many keys are in it or queued,
-#: so 8 keeps one key per cycle going (a key is counted from its take until the chunker
-#: pops it, 7 cycles later at the earliest).
-ROW_QUEUE_DEPTH = 8
+#: Rows between the key pipeline and the chunker. The key pipeline (a, b, p, c, d, e: six
+#: stages) never stalls: a key is taken only while fewer than this many keys are in it or
+#: queued, so 9 keeps one key per cycle going (a key is counted from its take until the
+#: chunker pops it, 8 cycles later at the earliest).
+ROW_QUEUE_DEPTH = 9
 
 
 class RowMover(wiring.Component):
@@ -230,7 +230,8 @@ class RowMover(wiring.Component):
         def _first_chunk(seg):
             return Mux(seg.last, _low_plus_one(seg.left_m1), burst)
 
-        # ---- key pipeline: a (RAM read) -> b (entry) -> c (row address) -> d -> e -> queue
+        # ---- key pipeline: a (RAM read) -> b (entry) -> p (row * stride) -> c (row address)
+        # -> d -> e -> queue
         # The stages never stall: a key is taken only while the row queue has room for it
         # and every key in flight (``credits``), so ``keys.ready`` is a function of
         # registers alone and no chunk arithmetic reaches back into the key source.
@@ -261,11 +262,19 @@ class RowMover(wiring.Component):
         entry = self.tables.entry
         m.d.sync += [b_v.eq(a_v), b_row.eq(a_row), b_buf.eq(a_buf),
                      b_base.eq(entry.base), b_stride.eq(entry.stride)]
-        # c: the table row's address (the multiply gets a stage of its own).
+        # p: row * stride (the DSP multiply and its partial-product sum get a stage of their
+        # own; adding the base in the same cycle was the device's critical path).
+        p_v = Signal()
+        p_offset = Signal(addr_bits)
+        p_base = Signal(addr_bits)
+        p_buf = Signal(addr_bits)
+        m.d.sync += [p_v.eq(b_v), p_offset.eq(b_row * b_stride), p_base.eq(b_base),
+                     p_buf.eq(b_buf)]
+        # c: the table row's address.
         c_v = Signal()
         c_table = Signal(addr_bits)
         c_buf = Signal(addr_bits)
-        m.d.sync += [c_v.eq(b_v), c_table.eq(b_base + b_row * b_stride), c_buf.eq(b_buf)]
+        m.d.sync += [c_v.eq(p_v), c_table.eq(p_base + p_offset), c_buf.eq(p_buf)]
         # d: source and destination; the nearer of their 4 KiB boundaries.
         # Distances are kept minus one: ``page_beats - 1 - offset`` is ``~offset``, so the
         # distance to a boundary costs no adder and fits ``k`` bits.
@@ -509,7 +518,7 @@ class RowMover(wiring.Component):
         # ``stop`` with no key offered: the stream ended early, the keys taken are all.
         m.d.sync += self.done.eq(0)
         keys_over = ~keys_more | (self.stop & ~self.keys.valid)
-        with m.If(busy & keys_over & ~a_v & ~b_v & ~c_v & ~d_v & ~e_v & ~row_q.r_rdy
+        with m.If(busy & keys_over & ~a_v & ~b_v & ~p_v & ~c_v & ~d_v & ~e_v & ~row_q.r_rdy
                   & ~row_v & (in_use == 0)
                   & ~rd_inflight & ~w_fifo.r_rdy & (wr_q.level == 0)):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
