@@ -295,8 +295,10 @@ class DeviceConfig:
         Width of the register (AXI4-Lite) address, 12..16: the register space is
         ``2**csr_addr_bits`` bytes.
     word_writes : int
-        Single-beat writes (lookup results, dump entries) in flight, a power of two >= 2:
-        they cover ``word_writes`` cycles of write-response latency at one word per cycle.
+        Result and dump words in write bursts awaiting their B response (``word_writes /
+        burst_beats`` bursts), a power of two >= 2: they keep the writes at the bus rate
+        against about ``word_writes`` cycles of write-response latency. Only a counter
+        grows with it (``hotline_hw/dma/burst_writer.py``).
     """
 
     eal: EALConfig = EALConfig()
@@ -308,7 +310,7 @@ class DeviceConfig:
     cmd_depth: int = 16
     max_count: int = (1 << 24) - 1
     csr_addr_bits: int = 12
-    word_writes: int = 256
+    word_writes: int = 1024
 
     def __post_init__(self):
         if not isinstance(self.eal, EALConfig):
@@ -372,7 +374,7 @@ class DeviceConfig:
 
 DEFAULT_DEVICE = DeviceConfig()
 # A small device for fast Verilator builds in tests: one lookup lane, four banks.
-SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4, word_writes=32)
+SMALL_DEVICE = DeviceConfig(eal=CONFIGS["lanes1"], read_ids=16, cmd_depth=4)
 DEVICE_CONFIGS = {"default": DEFAULT_DEVICE, "small": SMALL_DEVICE,
                   "bus64": SMALL_DEVICE.replace(bus_bits=64),
                   "bus512": SMALL_DEVICE.replace(bus_bits=512, burst_beats=8)}

@@ -114,7 +114,7 @@ ID_PARAMETERS = (
     ("P_CMD_DEPTH", lambda c: c.cmd_depth, "command FIFO depth"),
     ("P_MAX_COUNT", lambda c: c.max_count, "most list entries per command"),
     ("P_MAX_TABLES", lambda c: c.max_tables, "table register slots"),
-    ("P_WORD_WRITES", lambda c: c.word_writes, "single-word writes in flight"),
+    ("P_WORD_WRITES", lambda c: c.word_writes, "result / dump words in write bursts in flight"),
 )
 
 #: ``(name, doc)`` of the 64-bit event counters (``<name>_LO`` then ``<name>_HI`` from

@@ -24,8 +24,8 @@ class BurstWriter(wiring.Component):
     An AW is issued only once the whole burst's data is in the FIFO (``2 * burst_beats``
     beats, one burst filling while one drains), so W never waits on data once its burst is
     announced; W beats may go before their AW is accepted (AXI allows it). ``bready`` is 1;
-    the address of every burst waiting for its B is kept (``bursts_in_flight`` of them, in
-    order: one ID) to name a failing one. After the first B error no further burst is
+    up to ``bursts_in_flight`` bursts wait for their B; their count and the oldest one's
+    address (B comes in issue order: one ID) name a failing one. After the first B error no further burst is
     issued, beats are accepted and dropped, and the bursts already issued still send their
     data and are waited for.
 
@@ -90,9 +90,12 @@ class BurstWriter(wiring.Component):
                                                       depth=depth)
         # Lengths (minus one) of the bursts issued whose W has not all gone, for wlast.
         m.submodules.lengths = lq = fifo.SyncFIFO(width=max(cb, 1), depth=4)
-        # Addresses of the bursts issued and not answered, in B order (one ID).
-        m.submodules.pending = pq = fifo.SyncFIFO(width=c.addr_bits,
-                                                  depth=self.bursts_in_flight)
+        # Bursts issued and not answered, and the address of the oldest: with one ID the B
+        # responses come in issue order, and every burst after the first starts at the next
+        # chunk, so a counter and one address name the failing burst (no address FIFO, so
+        # many bursts in flight cost nothing).
+        outstanding = Signal(range(self.bursts_in_flight + 1))
+        oldest = Signal(c.addr_bits)
 
         # ---- beats in -------------------------------------------------------------------
         m.d.comb += [
@@ -119,12 +122,12 @@ class BurstWriter(wiring.Component):
         whole = Signal()
         m.d.comb += whole.eq(unclaimed > full_m1)
         issue = Signal()
-        m.d.comb += issue.eq(~err & (~aw_valid | axi.awready) & lq.w_rdy & pq.w_rdy
+        m.d.comb += issue.eq(~err & (~aw_valid | axi.awready) & lq.w_rdy
+                             & (outstanding != self.bursts_in_flight)
                              & (whole | (self.flush & (unclaimed != 0))))
         len_m1 = Signal(max(cb, 1))
         m.d.comb += len_m1.eq(Mux(whole, full_m1, unclaimed - 1))
-        m.d.comb += [lq.w_en.eq(issue), lq.w_data.eq(len_m1),
-                     pq.w_en.eq(issue), pq.w_data.eq(next_addr)]
+        m.d.comb += [lq.w_en.eq(issue), lq.w_data.eq(len_m1)]
         with m.If(issue):
             # After a short (flush) burst nothing follows, so the next burst always starts
             # at the next chunk.
@@ -148,14 +151,18 @@ class BurstWriter(wiring.Component):
         m.d.comb += [q.r_en.eq(w_done | drop), lq.r_en.eq(w_done & wlast)]
 
         # ---- B ------------------------------------------------------------------------------
-        m.d.comb += [axi.bready.eq(1), pq.r_en.eq(axi.bvalid)]
+        m.d.comb += axi.bready.eq(1)
+        m.d.sync += outstanding.eq(outstanding + issue - axi.bvalid)
+        with m.If(axi.bvalid):
+            m.d.sync += oldest.eq(Cat(Const(0, lb + cb), oldest[lb + cb:] + 1))
         with m.If(self.start):
             m.d.sync += [err.eq(0), unclaimed.eq(0), w_count.eq(0),
-                         Cat(off[:cb], chunk).eq(self.addr[lb:])]
+                         Cat(off[:cb], chunk).eq(self.addr[lb:]),
+                         oldest.eq(Cat(Const(0, lb), self.addr[lb:]))]
         record_first(m, self.error, axi.bvalid & (axi.bresp != RESP_OKAY),
-                     cause=resp_cause(1, axi.bresp), engine=self.engine, addr=pq.r_data)
+                     cause=resp_cause(1, axi.bresp), engine=self.engine, addr=oldest)
 
-        m.d.comb += self.idle.eq((q.level == 0) & (pq.level == 0))
+        m.d.comb += self.idle.eq((q.level == 0) & (outstanding == 0))
         # Read channels unused.
         m.d.comb += [axi.arvalid.eq(0), axi.rready.eq(1)]
         return m
