@@ -299,6 +299,11 @@ class DeviceConfig:
         burst_beats`` bursts), a power of two >= 2: they keep the writes at the bus rate
         against about ``word_writes`` cycles of write-response latency. Only a counter
         grows with it (``hotline_hw/dma/burst_writer.py``).
+    list_beats : int
+        Key-list beats each list reader buffers (and so reads ahead), a power of two >=
+        ``2 * burst_beats``: LEARN / LOOKUP / GATHER keep reading their list at the bus rate
+        against about ``list_beats`` cycles of read latency (block RAM: ``list_beats x
+        (bus_bits + 1)`` bits per reader).
     """
 
     eal: EALConfig = EALConfig()
@@ -311,12 +316,13 @@ class DeviceConfig:
     max_count: int = (1 << 24) - 1
     csr_addr_bits: int = 12
     word_writes: int = 1024
+    list_beats: int = 1024
 
     def __post_init__(self):
         if not isinstance(self.eal, EALConfig):
             raise TypeError(f"DeviceConfig: eal must be an EALConfig, not {self.eal!r}")
         for name in ("bus_bits", "addr_bits", "read_ids", "burst_beats", "max_row_bytes",
-                     "cmd_depth", "max_count", "csr_addr_bits", "word_writes"):
+                     "cmd_depth", "max_count", "csr_addr_bits", "word_writes", "list_beats"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"DeviceConfig: {name} must be an int, not {value!r}")
@@ -338,6 +344,9 @@ class DeviceConfig:
         _need(1 <= self.max_count < 1 << 32, f"max_count must be in 1..2**32-1, not {self.max_count}")
         _need(_is_pow2(self.word_writes) and self.word_writes >= 2,
               f"word_writes must be a power of two >= 2, not {self.word_writes}")
+        _need(_is_pow2(self.list_beats) and self.list_beats >= 2 * self.burst_beats,
+              f"list_beats must be a power of two >= 2 x burst_beats "
+              f"({2 * self.burst_beats}), not {self.list_beats}")
         _need(12 <= self.csr_addr_bits <= 16,
               f"csr_addr_bits must be in 12..16, not {self.csr_addr_bits}")
         _need(self.eal.slot_bits <= 32, f"the hot-table slot ({self.eal.slot_bits} bits) must "
@@ -369,7 +378,7 @@ class DeviceConfig:
         """A one-line summary of the host interface and the EAL."""
         return (f"bus={self.bus_bits}b addr={self.addr_bits}b read_ids={self.read_ids} "
                 f"burst={self.burst_beats} beats row<={self.max_row_bytes} B "
-                f"cmd_depth={self.cmd_depth} word_writes={self.word_writes} | EAL {self.eal.describe()}")
+                f"cmd_depth={self.cmd_depth} word_writes={self.word_writes} list_beats={self.list_beats} | EAL {self.eal.describe()}")
 
 
 DEFAULT_DEVICE = DeviceConfig()

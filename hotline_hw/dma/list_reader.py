@@ -35,8 +35,9 @@ def list_word(dcfg: DeviceConfig):
 
 
 def list_fifo_beats(dcfg: DeviceConfig):
-    """Beats the reader buffers: enough to keep half the row reads' bytes in flight."""
-    return max(2 * dcfg.burst_beats, dcfg.read_ids * dcfg.burst_beats // 2)
+    """Beats the reader buffers (``DeviceConfig.list_beats``): its reads in flight, so the
+    host read latency it covers at the bus rate."""
+    return dcfg.list_beats
 
 
 class ListReader(wiring.Component):
