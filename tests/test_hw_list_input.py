@@ -21,6 +21,8 @@ M64 = (1 << 64) - 1
 
 
 def _dcfg(bus_bits, lanes=4, **kw):
+    # The smallest list FIFO (two bursts), so that its credits bind in every test.
+    kw.setdefault("list_beats", 2 * kw.get("burst_beats", DeviceConfig.burst_beats))
     return DeviceConfig(eal=EAL.replace(lanes=lanes), bus_bits=bus_bits, addr_bits=40,
                         read_ids=4, **kw)
 
