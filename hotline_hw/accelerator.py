@@ -130,16 +130,10 @@ class HotlineAccelerator(wiring.Component):
             csr.r_STATUS.reg_error.eq(csr.q_REG_ERROR.as_value() != 0),
         ]
 
-        # ---- counters: events registered first, then added --------------------------------
-        out = self
-        handshake = Signal(4)
+        # ---- counters (each registers its increment; the strobes are registered before
+        # their popcount, which would otherwise sit behind the arbiter's W mux) -------------
         strobes = Signal(c.bus_bytes)
-        m.d.sync += [strobes.eq(Mux(out.m_axi_wvalid & out.m_axi_wready, out.m_axi_wstrb, 0)),
-                     handshake.eq(Cat(out.m_axi_rvalid & out.m_axi_rready,
-                                      out.m_axi_arvalid & ~out.m_axi_arready,
-                                      (out.m_axi_awvalid & ~out.m_axi_awready)
-                                      | (out.m_axi_wvalid & ~out.m_axi_wready),
-                                      0))]
+        m.d.sync += strobes.eq(Mux(self.m_axi_wvalid & self.m_axi_wready, self.m_axi_wstrb, 0))
         finished_ok = seq.finished & ~seq.failed
         events = {
             "LOOKUPS": lookup.looked_up,
@@ -148,10 +142,11 @@ class HotlineAccelerator(wiring.Component):
                                  seq.finished_count, 0),
             "ROWS_WRITTEN": Mux(finished_ok & (seq.finished_opcode == Opcode.WRITE_BACK),
                                 seq.finished_count, 0),
-            "BYTES_READ": Mux(handshake[0], c.bus_bytes, 0),
+            "BYTES_READ": Mux(self.m_axi_rvalid & self.m_axi_rready, c.bus_bytes, 0),
             "BYTES_WRITTEN": sum(strobes[i] for i in range(c.bus_bytes)),
-            "READ_STALL_CYCLES": handshake[1],
-            "WRITE_STALL_CYCLES": handshake[2],
+            "READ_STALL_CYCLES": self.m_axi_arvalid & ~self.m_axi_arready,
+            "WRITE_STALL_CYCLES": (self.m_axi_awvalid & ~self.m_axi_awready)
+                                  | (self.m_axi_wvalid & ~self.m_axi_wready),
             "COMMANDS_COMPLETED": seq.finished,
             "ERRORS": seq.failed,
             "CYCLES": Const(1),

@@ -8,7 +8,7 @@ next ``start``. A DMA block that reports errors keeps its own record the same wa
 :func:`record_first`, so the first error of a command is the one reported.
 """
 
-from amaranth import Signal, Mux, Cat, Const
+from amaranth import Signal, Mux
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

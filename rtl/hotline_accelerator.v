@@ -10,26 +10,26 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [4:0] \$11 ;
-  wire [1:0] \$12 ;
-  wire [2:0] \$13 ;
-  wire [3:0] \$14 ;
-  wire [4:0] \$15 ;
-  wire [5:0] \$16 ;
-  wire [6:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire [8:0] \$19 ;
+  wire \$11 ;
+  wire [4:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [2:0] \$14 ;
+  wire [3:0] \$15 ;
+  wire [4:0] \$16 ;
+  wire [5:0] \$17 ;
+  wire [6:0] \$18 ;
+  wire [7:0] \$19 ;
   wire \$2 ;
-  wire [9:0] \$20 ;
-  wire [10:0] \$21 ;
-  wire [11:0] \$22 ;
-  wire [12:0] \$23 ;
-  wire [13:0] \$24 ;
-  wire [14:0] \$25 ;
-  wire [15:0] \$26 ;
-  wire [16:0] \$27 ;
-  wire \$28 ;
-  wire [15:0] \$29 ;
+  wire [8:0] \$20 ;
+  wire [9:0] \$21 ;
+  wire [10:0] \$22 ;
+  wire [11:0] \$23 ;
+  wire [12:0] \$24 ;
+  wire [13:0] \$25 ;
+  wire [14:0] \$26 ;
+  wire [15:0] \$27 ;
+  wire [16:0] \$28 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
@@ -38,15 +38,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
-  wire \$37 ;
+  wire [15:0] \$37 ;
   reg [15:0] \$38 ;
-  reg [3:0] \$39 ;
+  wire [143:0] \$39 ;
   wire \$4 ;
-  wire [143:0] \$40 ;
-  wire [2:0] \$41 ;
-  wire [128:0] \$42 ;
-  wire [143:0] \$43 ;
-  wire [2:0] \$44 ;
+  wire [2:0] \$40 ;
+  wire [128:0] \$41 ;
+  wire [143:0] \$42 ;
+  wire [2:0] \$43 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
@@ -207,19 +206,18 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   wire [4:0] free;
   wire full;
   wire halted;
-  reg [3:0] handshake = 4'h0;
   wire [2:0] hits;
   wire [7:0] increment;
   wire [7:0] \increment$588 ;
   wire [31:0] \increment$594 ;
   wire [31:0] \increment$602 ;
   wire [7:0] \increment$607 ;
-  wire [7:0] \increment$613 ;
-  wire [7:0] \increment$619 ;
-  wire [7:0] \increment$624 ;
-  wire [7:0] \increment$629 ;
-  wire [7:0] \increment$634 ;
-  wire [7:0] \increment$639 ;
+  wire [7:0] \increment$612 ;
+  wire [7:0] \increment$618 ;
+  wire [7:0] \increment$623 ;
+  wire [7:0] \increment$628 ;
+  wire [7:0] \increment$633 ;
+  wire [7:0] \increment$638 ;
   wire init;
   output irq;
   wire irq;
@@ -673,13 +671,13 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   wire \reset$590 ;
   wire \reset$598 ;
   wire \reset$603 ;
-  wire \reset$609 ;
-  wire \reset$615 ;
-  wire \reset$620 ;
-  wire \reset$625 ;
-  wire \reset$630 ;
-  wire \reset$635 ;
-  wire \reset$640 ;
+  wire \reset$608 ;
+  wire \reset$614 ;
+  wire \reset$619 ;
+  wire \reset$624 ;
+  wire \reset$629 ;
+  wire \reset$634 ;
+  wire \reset$639 ;
   wire [63:0] results__araddr;
   wire [1:0] results__arburst;
   wire [3:0] results__arcache;
@@ -961,13 +959,13 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   wire [63:0] \value$592 ;
   wire [63:0] \value$600 ;
   wire [63:0] \value$605 ;
-  wire [63:0] \value$611 ;
-  wire [63:0] \value$617 ;
-  wire [63:0] \value$622 ;
-  wire [63:0] \value$627 ;
-  wire [63:0] \value$632 ;
-  wire [63:0] \value$637 ;
-  wire [63:0] \value$642 ;
+  wire [63:0] \value$610 ;
+  wire [63:0] \value$616 ;
+  wire [63:0] \value$621 ;
+  wire [63:0] \value$626 ;
+  wire [63:0] \value$631 ;
+  wire [63:0] \value$636 ;
+  wire [63:0] \value$641 ;
   wire [31:0] wdata;
   wire [63:0] write_axi__araddr;
   wire [63:0] \write_axi__araddr$455 ;
@@ -1037,8 +1035,6 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   wire \write_axi__wvalid$519 ;
   always @(posedge clk)
     strobes <= \$38 ;
-  always @(posedge clk)
-    handshake <= \$39 ;
   assign err_ack = stb_ERR_ACK & wdata[0];
   assign \$1  = | q_IRQ_STATUS;
   assign irq = q_CONTROL[0] & \$1 ;
@@ -1057,39 +1053,39 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign \$10  = \$8  & \$9 ;
   assign \increment$602  = \$10  ? finished_count : 32'd0;
   assign \reset$603  = stb_COUNTER_RESET & wdata[0];
-  assign \$11  = handshake[0] ? 5'h10 : 5'h00;
-  assign \reset$609  = stb_COUNTER_RESET & wdata[0];
-  assign \$12  = 1'h0 + strobes[0];
-  assign \$13  = \$12  + strobes[1];
-  assign \$14  = \$13  + strobes[2];
-  assign \$15  = \$14  + strobes[3];
-  assign \$16  = \$15  + strobes[4];
-  assign \$17  = \$16  + strobes[5];
-  assign \$18  = \$17  + strobes[6];
-  assign \$19  = \$18  + strobes[7];
-  assign \$20  = \$19  + strobes[8];
-  assign \$21  = \$20  + strobes[9];
-  assign \$22  = \$21  + strobes[10];
-  assign \$23  = \$22  + strobes[11];
-  assign \$24  = \$23  + strobes[12];
-  assign \$25  = \$24  + strobes[13];
-  assign \$26  = \$25  + strobes[14];
-  assign \$27  = \$26  + strobes[15];
-  assign \reset$615  = stb_COUNTER_RESET & wdata[0];
-  assign \reset$620  = stb_COUNTER_RESET & wdata[0];
-  assign \reset$625  = stb_COUNTER_RESET & wdata[0];
-  assign \reset$630  = stb_COUNTER_RESET & wdata[0];
-  assign \reset$635  = stb_COUNTER_RESET & wdata[0];
-  assign \reset$640  = stb_COUNTER_RESET & wdata[0];
-  assign \$28  = m_axi_wvalid & m_axi_wready;
-  assign \$29  = \$28  ? m_axi_wstrb : 16'h0000;
-  assign \$31  = ~ m_axi_arready;
-  assign \$32  = m_axi_arvalid & \$31 ;
-  assign \$33  = ~ m_axi_awready;
-  assign \$34  = m_axi_awvalid & \$33 ;
-  assign \$35  = ~ m_axi_wready;
-  assign \$36  = m_axi_wvalid & \$35 ;
-  assign \$37  = \$34  | \$36 ;
+  assign \$12  = \$11  ? 5'h10 : 5'h00;
+  assign \reset$608  = stb_COUNTER_RESET & wdata[0];
+  assign \$13  = 1'h0 + strobes[0];
+  assign \$14  = \$13  + strobes[1];
+  assign \$15  = \$14  + strobes[2];
+  assign \$16  = \$15  + strobes[3];
+  assign \$17  = \$16  + strobes[4];
+  assign \$18  = \$17  + strobes[5];
+  assign \$19  = \$18  + strobes[6];
+  assign \$20  = \$19  + strobes[7];
+  assign \$21  = \$20  + strobes[8];
+  assign \$22  = \$21  + strobes[9];
+  assign \$23  = \$22  + strobes[10];
+  assign \$24  = \$23  + strobes[11];
+  assign \$25  = \$24  + strobes[12];
+  assign \$26  = \$25  + strobes[13];
+  assign \$27  = \$26  + strobes[14];
+  assign \$28  = \$27  + strobes[15];
+  assign \reset$614  = stb_COUNTER_RESET & wdata[0];
+  assign \$29  = ~ m_axi_arready;
+  assign \$30  = m_axi_arvalid & \$29 ;
+  assign \reset$619  = stb_COUNTER_RESET & wdata[0];
+  assign \$31  = ~ m_axi_awready;
+  assign \$32  = m_axi_awvalid & \$31 ;
+  assign \$33  = ~ m_axi_wready;
+  assign \$34  = m_axi_wvalid & \$33 ;
+  assign \$35  = \$32  | \$34 ;
+  assign \reset$624  = stb_COUNTER_RESET & wdata[0];
+  assign \reset$629  = stb_COUNTER_RESET & wdata[0];
+  assign \reset$634  = stb_COUNTER_RESET & wdata[0];
+  assign \reset$639  = stb_COUNTER_RESET & wdata[0];
+  assign \$36  = m_axi_wvalid & m_axi_wready;
+  assign \$37  = \$36  ? m_axi_wstrb : 16'h0000;
   \hotline_accelerator.arbiter  arbiter (
     .clk(clk),
     .dump__awaddr(dump__awaddr),
@@ -1131,11 +1127,11 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10090$0 (\$42 ),
-    .\port$10362$0 (\$43 ),
-    .\port$12838$0 (\$41 ),
-    .\port$13529$0 (\$44 ),
-    .\port$7893$0 (\$40 ),
+    .\port$10090$0 (\$41 ),
+    .\port$10362$0 (\$42 ),
+    .\port$12838$0 (\$40 ),
+    .\port$13529$0 (\$43 ),
+    .\port$7893$0 (\$39 ),
     .results__awaddr(results__awaddr),
     .results__awready(write_axi__awready),
     .results__awvalid(results__awvalid),
@@ -1167,7 +1163,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .rows__wvalid(rows__wvalid),
     .rst(rst)
   );
-  \hotline_accelerator.clear$650  \clear$650  (
+  \hotline_accelerator.clear$649  \clear$649  (
     .clear(clear),
     .clk(clk),
     .engine_busy(engine_busy),
@@ -1180,16 +1176,16 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_BYTES_READ_HI),
     .\port$13635$0 (r_BYTES_READ_LO),
-    .\port$19$0 (\$11 ),
-    .reset(\reset$609 ),
+    .\port$20$0 (\$12 ),
+    .reset(\reset$608 ),
     .rst(rst)
   );
   \hotline_accelerator.count_bytes_written  count_bytes_written (
     .clk(clk),
     .high(r_BYTES_WRITTEN_HI),
-    .increment(\$27 [7:0]),
+    .increment(\$28 [7:0]),
     .\port$13643$0 (r_BYTES_WRITTEN_LO),
-    .reset(\reset$615 ),
+    .reset(\reset$614 ),
     .rst(rst)
   );
   \hotline_accelerator.count_commands_completed  count_commands_completed (
@@ -1197,22 +1193,22 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .high(r_COMMANDS_COMPLETED_HI),
     .\port$13667$0 (r_COMMANDS_COMPLETED_LO),
     .\port$957$0 (finished),
-    .reset(\reset$630 ),
+    .reset(\reset$629 ),
     .rst(rst)
   );
   \hotline_accelerator.count_cycles  count_cycles (
     .clk(clk),
     .high(r_CYCLES_HI),
     .\port$13683$0 (r_CYCLES_LO),
-    .reset(\reset$640 ),
+    .reset(\reset$639 ),
     .rst(rst)
   );
   \hotline_accelerator.count_errors  count_errors (
     .clk(clk),
     .high(r_ERRORS_HI),
-    .\port$11008$0 (failed),
+    .\port$11006$0 (failed),
     .\port$13675$0 (r_ERRORS_LO),
-    .reset(\reset$635 ),
+    .reset(\reset$634 ),
     .rst(rst)
   );
   \hotline_accelerator.count_hits  count_hits (
@@ -1234,9 +1230,9 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_read_stall_cycles  count_read_stall_cycles (
     .clk(clk),
     .high(r_READ_STALL_CYCLES_HI),
-    .\port$10652$1 (handshake[1]),
     .\port$13651$0 (r_READ_STALL_CYCLES_LO),
-    .reset(\reset$620 ),
+    .\port$40$0 (\$30 ),
+    .reset(\reset$619 ),
     .rst(rst)
   );
   \hotline_accelerator.count_rows_gathered  count_rows_gathered (
@@ -1258,9 +1254,9 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_write_stall_cycles  count_write_stall_cycles (
     .clk(clk),
     .high(r_WRITE_STALL_CYCLES_HI),
-    .\port$10652$2 (handshake[2]),
     .\port$13659$0 (r_WRITE_STALL_CYCLES_LO),
-    .reset(\reset$625 ),
+    .\port$46$0 (\$35 ),
+    .reset(\reset$624 ),
     .rst(rst)
   );
   \hotline_accelerator.csr  csr (
@@ -1352,8 +1348,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .job__error(dump__error),
     .job__params(job__params),
     .job__start(\job__start$137 ),
-    .\port$10362$0 (\$43 ),
-    .\port$13529$0 (\$44 ),
+    .\port$10362$0 (\$42 ),
+    .\port$13529$0 (\$43 ),
     .rst(rst),
     .start_dump(start_dump),
     .words__valid(dump__valid),
@@ -1408,8 +1404,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookups__payload(lookups__payload),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
-    .\port$12838$0 (\$41 ),
-    .\port$7893$0 (\$40 ),
+    .\port$12838$0 (\$40 ),
+    .\port$7893$0 (\$39 ),
     .results__payload(results__payload),
     .results__ready(results__ready),
     .rst(rst),
@@ -1443,7 +1439,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .list_axi__araddr(row_lists__araddr),
     .list_axi__arlen(row_lists__arlen),
     .list_axi__arvalid(row_lists__arvalid),
-    .\port$10090$0 (\$42 ),
+    .\port$10090$0 (\$41 ),
     .row_axi__araddr(rows__araddr),
     .row_axi__arid(rows__arid),
     .row_axi__arlen(rows__arlen),
@@ -1487,7 +1483,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookup__error(lookup__error),
     .lookup__start(job__start),
     .params(job__params),
-    .\row_bytes$52 (q_ROW_BYTES[15:0]),
+    .\row_bytes$53 (q_ROW_BYTES[15:0]),
     .rows__done(rows__done),
     .rows__error(rows__error),
     .rows__start(\job__start$127 ),
@@ -1495,20 +1491,13 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .staged(staged),
     .submit(submit),
     .submitted(r_CMD_SUBMITTED),
-    .threshold(q_POPULAR_MAX_RRPV[1:0])
+    .\threshold$54 (q_POPULAR_MAX_RRPV[1:0])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$38  = \$29 ;
+    \$38  = \$37 ;
     if (rst) begin
       \$38  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$39  = { 1'h0, \$37 , \$32 , \$30  };
-    if (rst) begin
-      \$39  = 4'h0;
     end
   end
   assign bus__awaddr = s_axil_awaddr;
@@ -1696,8 +1685,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign write_axi__awcache = 4'h3;
   assign results__awid = 1'h0;
   assign write_axi__awid = 1'h0;
-  assign results__awlen = { 5'h00, \$41  };
-  assign write_axi__awlen = { 5'h00, \$41  };
+  assign results__awlen = { 5'h00, \$40  };
+  assign write_axi__awlen = { 5'h00, \$40  };
   assign results__awprot = 3'h0;
   assign write_axi__awprot = 3'h0;
   assign results__awready = write_axi__awready;
@@ -1723,12 +1712,12 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign results__rresp = 2'h0;
   assign write_axi__rvalid = 1'h0;
   assign results__rvalid = 1'h0;
-  assign results__wdata = \$40 [127:0];
-  assign write_axi__wdata = \$40 [127:0];
+  assign results__wdata = \$39 [127:0];
+  assign write_axi__wdata = \$39 [127:0];
   assign write_axi__wlast = results__wlast;
   assign results__wready = write_axi__wready;
-  assign results__wstrb = \$40 [143:128];
-  assign write_axi__wstrb = \$40 [143:128];
+  assign results__wstrb = \$39 [143:128];
+  assign write_axi__wstrb = \$39 [143:128];
   assign write_axi__wvalid = results__wvalid;
   assign \list_axi__araddr$323  = row_lists__araddr;
   assign row_lists__arburst = 2'h1;
@@ -1836,10 +1825,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign row_axi__rresp = m_axi_rresp;
   assign rows__rresp = m_axi_rresp;
   assign rows__rvalid = row_axi__rvalid;
-  assign rows__wdata = \$42 [127:0];
-  assign row_axi__wdata = \$42 [127:0];
-  assign rows__wlast = \$42 [128];
-  assign row_axi__wlast = \$42 [128];
+  assign rows__wdata = \$41 [127:0];
+  assign row_axi__wdata = \$41 [127:0];
+  assign rows__wlast = \$41 [128];
+  assign row_axi__wlast = \$41 [128];
   assign rows__wready = row_axi__wready;
   assign rows__wstrb = 16'hffff;
   assign row_axi__wstrb = 16'hffff;
@@ -1869,8 +1858,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign \write_axi__awcache$477  = 4'h3;
   assign dump__awid = 1'h0;
   assign \write_axi__awid$479  = 1'h0;
-  assign dump__awlen = { 5'h00, \$44  };
-  assign \write_axi__awlen$481  = { 5'h00, \$44  };
+  assign dump__awlen = { 5'h00, \$43  };
+  assign \write_axi__awlen$481  = { 5'h00, \$43  };
   assign dump__awprot = 3'h0;
   assign \write_axi__awprot$483  = 3'h0;
   assign dump__awready = \write_axi__awready$484 ;
@@ -1896,12 +1885,12 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign dump__rresp = 2'h0;
   assign \write_axi__rvalid$508  = 1'h0;
   assign dump__rvalid = 1'h0;
-  assign dump__wdata = \$43 [127:0];
-  assign \write_axi__wdata$511  = \$43 [127:0];
+  assign dump__wdata = \$42 [127:0];
+  assign \write_axi__wdata$511  = \$42 [127:0];
   assign \write_axi__wlast$513  = dump__wlast;
   assign dump__wready = \write_axi__wready$514 ;
-  assign dump__wstrb = \$43 [143:128];
-  assign \write_axi__wstrb$517  = \$43 [143:128];
+  assign dump__wstrb = \$42 [143:128];
+  assign \write_axi__wstrb$517  = \$42 [143:128];
   assign \write_axi__wvalid$519  = dump__wvalid;
   assign r_ID_MAGIC = 32'd1213158476;
   assign r_ID_VERSION = 32'd65536;
@@ -1939,20 +1928,20 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign \value$592  = { r_HITS_HI, r_HITS_LO };
   assign \value$600  = { r_ROWS_GATHERED_HI, r_ROWS_GATHERED_LO };
   assign \value$605  = { r_ROWS_WRITTEN_HI, r_ROWS_WRITTEN_LO };
-  assign \increment$607  = { 3'h0, \$11  };
-  assign \value$611  = { r_BYTES_READ_HI, r_BYTES_READ_LO };
-  assign \increment$613  = \$27 [7:0];
-  assign \value$617  = { r_BYTES_WRITTEN_HI, r_BYTES_WRITTEN_LO };
-  assign \increment$619  = { 7'h00, handshake[1] };
-  assign \value$622  = { r_READ_STALL_CYCLES_HI, r_READ_STALL_CYCLES_LO };
-  assign \increment$624  = { 7'h00, handshake[2] };
-  assign \value$627  = { r_WRITE_STALL_CYCLES_HI, r_WRITE_STALL_CYCLES_LO };
-  assign \increment$629  = { 7'h00, finished };
-  assign \value$632  = { r_COMMANDS_COMPLETED_HI, r_COMMANDS_COMPLETED_LO };
-  assign \increment$634  = { 7'h00, failed };
-  assign \value$637  = { r_ERRORS_HI, r_ERRORS_LO };
-  assign \increment$639  = 8'h01;
-  assign \value$642  = { r_CYCLES_HI, r_CYCLES_LO };
+  assign \increment$607  = { 3'h0, \$12  };
+  assign \value$610  = { r_BYTES_READ_HI, r_BYTES_READ_LO };
+  assign \increment$612  = \$28 [7:0];
+  assign \value$616  = { r_BYTES_WRITTEN_HI, r_BYTES_WRITTEN_LO };
+  assign \increment$618  = { 7'h00, \$30  };
+  assign \value$621  = { r_READ_STALL_CYCLES_HI, r_READ_STALL_CYCLES_LO };
+  assign \increment$623  = { 7'h00, \$35  };
+  assign \value$626  = { r_WRITE_STALL_CYCLES_HI, r_WRITE_STALL_CYCLES_LO };
+  assign \increment$628  = { 7'h00, finished };
+  assign \value$631  = { r_COMMANDS_COMPLETED_HI, r_COMMANDS_COMPLETED_LO };
+  assign \increment$633  = { 7'h00, failed };
+  assign \value$636  = { r_ERRORS_HI, r_ERRORS_LO };
+  assign \increment$638  = 8'h01;
+  assign \value$641  = { r_CYCLES_HI, r_CYCLES_LO };
   assign m_axi_bready = 1'h1;
   assign m_axi_rready = 1'h1;
   assign \lookup__error.valid  = lookup__error[0];
@@ -2256,7 +2245,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   assign staged[4] = q_CMD_CTRL[8];
   assign staged[3:0] = q_CMD_CTRL[3:0];
   assign staged[196:165] = 32'd0;
-  assign \$30  = m_axi_rvalid;
+  assign \$11  = m_axi_rvalid;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3059,7 +3048,7 @@ module \hotline_accelerator.arbiter.w_order (rst, w_en, r_en, w_rdy, r_rdy, r_da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.clear$650 (rst, engine_busy, job__busy, job__start, clear, job__done, clk);
+module \hotline_accelerator.clear$649 (rst, engine_busy, job__busy, job__start, clear, job__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$2 ;
@@ -3138,7 +3127,7 @@ module \hotline_accelerator.clear$650 (rst, engine_busy, job__busy, job__start, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$13635$0 , high, clk);
+module \hotline_accelerator.count_bytes_read (rst, \port$20$0 , reset, \port$13635$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3154,8 +3143,8 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$136
   reg [7:0] pending = 8'h00;
   output [31:0] \port$13635$0 ;
   wire [31:0] \port$13635$0 ;
-  input [4:0] \port$19$0 ;
-  wire [4:0] \port$19$0 ;
+  input [4:0] \port$20$0 ;
+  wire [4:0] \port$20$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3199,14 +3188,14 @@ module \hotline_accelerator.count_bytes_read (rst, \port$19$0 , reset, \port$136
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 3'h0, \port$19$0  };
+      \$3  = { 3'h0, \port$20$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 3'h0, \port$19$0  };
+  assign increment = { 3'h0, \port$20$0  };
   assign \port$13635$0  = low[31:0];
 endmodule
 
@@ -3426,7 +3415,7 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13683$0 , high, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_errors (rst, reset, \port$11008$0 , \port$13675$0 , high, clk);
+module \hotline_accelerator.count_errors (rst, reset, \port$11006$0 , \port$13675$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3440,8 +3429,8 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11008$0 , \port$1367
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$11008$0 ;
-  wire \port$11008$0 ;
+  input \port$11006$0 ;
+  wire \port$11006$0 ;
   output [31:0] \port$13675$0 ;
   wire [31:0] \port$13675$0 ;
   input reset;
@@ -3487,14 +3476,14 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11008$0 , \port$1367
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$11008$0  };
+      \$3  = { 7'h00, \port$11006$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$11008$0  };
+  assign increment = { 7'h00, \port$11006$0  };
   assign \port$13675$0  = low[31:0];
 endmodule
 
@@ -3645,7 +3634,7 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1360
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10652$1 , \port$13651$0 , high, clk);
+module \hotline_accelerator.count_read_stall_cycles (rst, \port$40$0 , reset, \port$13651$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3659,10 +3648,10 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10652$1 ,
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10652$1 ;
-  wire \port$10652$1 ;
   output [31:0] \port$13651$0 ;
   wire [31:0] \port$13651$0 ;
+  input \port$40$0 ;
+  wire \port$40$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3706,14 +3695,14 @@ module \hotline_accelerator.count_read_stall_cycles (rst, reset, \port$10652$1 ,
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10652$1  };
+      \$3  = { 7'h00, \port$40$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10652$1  };
+  assign increment = { 7'h00, \port$40$0  };
   assign \port$13651$0  = low[31:0];
 endmodule
 
@@ -3860,7 +3849,7 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$136
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10652$2 , \port$13659$0 , high, clk);
+module \hotline_accelerator.count_write_stall_cycles (rst, \port$46$0 , reset, \port$13659$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3874,10 +3863,10 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10652$2 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$10652$2 ;
-  wire \port$10652$2 ;
   output [31:0] \port$13659$0 ;
   wire [31:0] \port$13659$0 ;
+  input \port$46$0 ;
+  wire \port$46$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3921,14 +3910,14 @@ module \hotline_accelerator.count_write_stall_cycles (rst, reset, \port$10652$2 
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$10652$2  };
+      \$3  = { 7'h00, \port$46$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$10652$2  };
+  assign increment = { 7'h00, \port$46$0  };
   assign \port$13659$0  = low[31:0];
 endmodule
 
@@ -8422,7 +8411,7 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10362$0 , axi__awready, axi__wready, axi__bvalid, job__start, job__params, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
+module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10362$0 , axi__awready, axi__wready, axi__bvalid, job__params, job__start, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
 , \port$13529$0 , axi__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
@@ -9120,7 +9109,7 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11024$104 (addr[63:4]),
+    .\port$11003$104 (addr[63:4]),
     .\r_data$37 (\$5 ),
     .rst(rst),
     .start(start),
@@ -9831,7 +9820,7 @@ module \hotline_accelerator.dump.writer.packer (rst, words__ready, idle, beats__
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11024$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11003$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9943,8 +9932,8 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   reg [2:0] off = 3'h0;
   reg [63:0] oldest = 64'h0000000000000000;
   reg [7:0] outstanding = 8'h00;
-  input [59:0] \port$11024$104 ;
-  wire [59:0] \port$11024$104 ;
+  input [59:0] \port$11003$104 ;
+  wire [59:0] \port$11003$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$37 ;
   wire [143:0] \r_data$37 ;
@@ -10084,7 +10073,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$43  = 3'h0;
     end
     if (start) begin
-      \$43  = \port$11024$104 [2:0];
+      \$43  = \port$11003$104 [2:0];
     end
     if (rst) begin
       \$43  = 3'h0;
@@ -10097,7 +10086,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$44  = \$22 [56:0];
     end
     if (start) begin
-      \$44  = \port$11024$104 [59:3];
+      \$44  = \port$11003$104 [59:3];
     end
     if (rst) begin
       \$44  = 57'h000000000000000;
@@ -10140,7 +10129,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$48  = { \$32 [56:0], 7'h00 };
     end
     if (start) begin
-      \$48  = { \port$11024$104 , 4'h0 };
+      \$48  = { \port$11003$104 , 4'h0 };
     end
     if (rst) begin
       \$48  = 64'h0000000000000000;
@@ -10194,7 +10183,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   assign axi__bready = 1'h1;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11024$104 , 4'h0 };
+  assign addr = { \port$11003$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -52777,7 +52766,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7893$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
-, job__start, job__params, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12838$0 , \axi__bid$102 );
+, job__params, job__start, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12838$0 , \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53298,7 +53287,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .busy(busy),
     .clk(clk),
     .error(\error$174 ),
-    .\port$11024$4 (job__params[99:4]),
+    .\port$11003$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -54832,7 +54821,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11024$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11003$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54992,8 +54981,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11024$4 ;
-  wire [95:0] \port$11024$4 ;
+  input [95:0] \port$11003$4 ;
+  wire [95:0] \port$11003$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -55169,7 +55158,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11024$4 [95:32];
+      \$68  = \port$11003$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -55179,7 +55168,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11024$4 [31:0];
+      \$69  = \port$11003$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -55409,8 +55398,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11024$4 [95:32];
-  assign count = \port$11024$4 [31:0];
+  assign addr = \port$11003$4 [95:32];
+  assign count = \port$11003$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -56815,7 +56804,7 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11024$104 (addr[63:4]),
+    .\port$11003$104 (addr[63:4]),
     .\r_data$37 (\$5 ),
     .rst(rst),
     .start(start),
@@ -57526,7 +57515,7 @@ module \hotline_accelerator.lookup.writer.packer (rst, words__ready, idle, beats
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11024$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11003$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57638,8 +57627,8 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   reg [2:0] off = 3'h0;
   reg [63:0] oldest = 64'h0000000000000000;
   reg [7:0] outstanding = 8'h00;
-  input [59:0] \port$11024$104 ;
-  wire [59:0] \port$11024$104 ;
+  input [59:0] \port$11003$104 ;
+  wire [59:0] \port$11003$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$37 ;
   wire [143:0] \r_data$37 ;
@@ -57779,7 +57768,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$43  = 3'h0;
     end
     if (start) begin
-      \$43  = \port$11024$104 [2:0];
+      \$43  = \port$11003$104 [2:0];
     end
     if (rst) begin
       \$43  = 3'h0;
@@ -57792,7 +57781,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$44  = \$22 [56:0];
     end
     if (start) begin
-      \$44  = \port$11024$104 [59:3];
+      \$44  = \port$11003$104 [59:3];
     end
     if (rst) begin
       \$44  = 57'h000000000000000;
@@ -57835,7 +57824,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$48  = { \$32 [56:0], 7'h00 };
     end
     if (start) begin
-      \$48  = { \port$11024$104 , 4'h0 };
+      \$48  = { \port$11003$104 , 4'h0 };
     end
     if (rst) begin
       \$48  = 64'h0000000000000000;
@@ -57889,7 +57878,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   assign axi__bready = 1'h1;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11024$104 , 4'h0 };
+  assign addr = { \port$11003$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -58220,7 +58209,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10090$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
-, tables__entry, job__start, job__params, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
+, tables__entry, job__params, job__start, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -58637,7 +58626,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .keys__payload(words__payload[28:0]),
     .keys__ready(words__ready),
     .keys__valid(keys__valid),
-    .\port$11024$100 (job__params[179:100]),
+    .\port$11003$100 (job__params[179:100]),
     .\r_data$290 (\$28 ),
     .\r_en$293 (\axi__wready$126 ),
     .\r_en$295 (\axi__bvalid$108 ),
@@ -58660,7 +58649,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .busy(busy),
     .clk(clk),
     .error(\error$179 ),
-    .\port$11024$4 (job__params[99:4]),
+    .\port$11003$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -59940,7 +59929,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$237 , \r_data$290 , axi__arready, axi__rvalid, axi__awready, \r_en$293 , \r_en$295 , tables__entry, count, \port$11024$100 , start, stop
+module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$237 , \r_data$290 , axi__arready, axi__rvalid, axi__awready, \r_en$293 , \r_en$295 , tables__entry, count, \port$11003$100 , start, stop
 , keys__payload, error, axi__arvalid, axi__arid, axi__araddr, axi__arlen, axi__awvalid, axi__awaddr, axi__awlen, done, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire \$1 ;
@@ -61379,8 +61368,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [63:0] p_buf = 64'h0000000000000000;
   reg [63:0] p_offset = 64'h0000000000000000;
   reg p_v = 1'h0;
-  input [79:0] \port$11024$100 ;
-  wire [79:0] \port$11024$100 ;
+  input [79:0] \port$11003$100 ;
+  wire [79:0] \port$11003$100 ;
   reg r_bad = 1'h0;
   reg [2:0] r_beat;
   reg [2:0] r_count0 = 3'h0;
@@ -64775,7 +64764,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1112  = c_row_bytes;
     if (\$2 ) begin
-      \$1112  = \port$11024$100 [79:64];
+      \$1112  = \port$11003$100 [79:64];
     end
     if (rst) begin
       \$1112  = 16'h0000;
@@ -64821,7 +64810,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1116  = buf_ptr;
     if (\$2 ) begin
-      \$1116  = \port$11024$100 [63:0];
+      \$1116  = \port$11003$100 [63:0];
     end
     if (take) begin
       \$1116  = \$8 [63:0];
@@ -67603,8 +67592,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
       \w_en$264  = \$1096 ;
     end
   end
-  assign row_bytes = \port$11024$100 [79:64];
-  assign buf_addr = \port$11024$100 [63:0];
+  assign row_bytes = \port$11003$100 [79:64];
+  assign buf_addr = \port$11003$100 [63:0];
   assign free_id_index = free_id;
   assign tables__table = keys__payload[28:24];
   assign w_en = e_v;
@@ -67679,7 +67668,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign free_id[2] = \$826 ;
   assign free_id[1] = \$763 ;
   assign free_id[0] = \$700 ;
-  assign \$3  = { 4'h0, \port$11024$100 [79:68] };
+  assign \$3  = { 4'h0, \port$11003$100 [79:68] };
   assign \$38  = { 3'h0, chunk, 4'h0 };
   assign \$40  = { 3'h0, chunk, 4'h0 };
 endmodule
@@ -68704,7 +68693,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11024$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11003$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68864,8 +68853,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11024$4 ;
-  wire [95:0] \port$11024$4 ;
+  input [95:0] \port$11003$4 ;
+  wire [95:0] \port$11003$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -69041,7 +69030,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11024$4 [95:32];
+      \$68  = \port$11003$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -69051,7 +69040,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11024$4 [31:0];
+      \$69  = \port$11003$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -69281,8 +69270,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11024$4 [95:32];
-  assign count = \port$11024$4 [31:0];
+  assign addr = \port$11003$4 [95:32];
+  assign count = \port$11003$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -70614,8 +70603,8 @@ module \hotline_accelerator.rows.serializer (rst, beats__valid, words__valid, be
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finished, irq_done, busy, engine_busy, staged, threshold, \row_bytes$52 , init, finish_fail, lookup__start, rows__start, dump__start, clear__start, submitted, finished_opcode, finished_count
-, params, dropped, halted, error, err_command, completed, lookup__done, lookup__error, rows__done, rows__error, dump__done, dump__error, clear__done, clk);
+module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finished, irq_done, busy, engine_busy, staged, \threshold$54 , \row_bytes$53 , params, init, finish_fail, lookup__start, rows__start, dump__start, clear__start, submitted, finished_opcode
+, finished_count, dropped, halted, error, err_command, completed, lookup__done, lookup__error, rows__done, rows__error, dump__done, dump__error, clear__done, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$147  = 0;
   wire [5:0] \$1 ;
   wire \$10 ;
@@ -70654,15 +70643,16 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   reg [31:0] \$40 ;
   reg [2:0] \$41 ;
   reg [196:0] \$42 ;
-  reg [181:0] \$43 ;
-  reg [31:0] \$44 ;
-  reg \$45 ;
-  reg [108:0] \$46 ;
-  reg [31:0] \$47 ;
-  reg [2:0] \$48 ;
-  reg [108:0] \$49 ;
+  reg [15:0] \$43 ;
+  reg [1:0] \$44 ;
+  reg [31:0] \$45 ;
+  reg \$46 ;
+  reg [108:0] \$47 ;
+  reg [31:0] \$48 ;
+  reg [2:0] \$49 ;
   wire \$5 ;
-  reg [31:0] \$50 ;
+  reg [108:0] \$50 ;
+  reg [31:0] \$51 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -70677,7 +70667,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire [3:0] \clear__error.engine ;
   wire [31:0] \clear__error.index ;
   wire \clear__error.valid ;
-  (* init = 182'h0000000000000000000000000000000000000000000000 *)
   wire [181:0] clear__params;
   wire [63:0] \clear__params.addr0 ;
   wire [63:0] \clear__params.addr1 ;
@@ -70689,15 +70678,15 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   reg clear__start;
   input clk;
   wire clk;
-  (* init = 197'h00000000000000000000000000000000000000000000000000 *)
-  wire [196:0] cmd;
+  reg [196:0] cmd = 197'h00000000000000000000000000000000000000000000000000;
   wire [63:0] \cmd.addr0 ;
   wire [63:0] \cmd.addr1 ;
   wire [31:0] \cmd.count ;
   wire \cmd.irq ;
   wire [3:0] \cmd.opcode ;
   wire [31:0] \cmd.seq ;
-  reg [196:0] command = 197'h00000000000000000000000000000000000000000000000000;
+  (* init = 197'h00000000000000000000000000000000000000000000000000 *)
+  wire [196:0] command;
   wire [63:0] \command.addr0 ;
   wire [63:0] \command.addr1 ;
   wire [31:0] \command.count ;
@@ -70717,7 +70706,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire [3:0] \dump__error.engine ;
   wire [31:0] \dump__error.index ;
   wire \dump__error.valid ;
-  (* init = 182'h0000000000000000000000000000000000000000000000 *)
   wire [181:0] dump__params;
   wire [63:0] \dump__params.addr0 ;
   wire [63:0] \dump__params.addr1 ;
@@ -70742,12 +70730,12 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   reg [31:0] err_command = 32'd0;
   output [108:0] error;
   reg [108:0] error = 109'h0000000000000000000000000000;
-  wire [108:0] \error$58 ;
-  wire [63:0] \error$58.addr ;
-  wire [7:0] \error$58.cause ;
-  wire [3:0] \error$58.engine ;
-  wire [31:0] \error$58.index ;
-  wire \error$58.valid ;
+  wire [108:0] \error$59 ;
+  wire [63:0] \error$59.addr ;
+  wire [7:0] \error$59.cause ;
+  wire [3:0] \error$59.engine ;
+  wire [31:0] \error$59.index ;
+  wire \error$59.valid ;
   wire [63:0] \error.addr ;
   wire [7:0] \error.cause ;
   wire [3:0] \error.engine ;
@@ -70793,7 +70781,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   (* enum_value_010 = "ROWS" *)
   (* enum_value_011 = "DUMP" *)
   (* enum_value_100 = "CLEAR" *)
-  wire [2:0] \kind$57 ;
+  wire [2:0] \kind$58 ;
   wire [4:0] level;
   input lookup__done;
   wire lookup__done;
@@ -70804,7 +70792,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire [3:0] \lookup__error.engine ;
   wire [31:0] \lookup__error.index ;
   wire \lookup__error.valid ;
-  (* init = 182'h0000000000000000000000000000000000000000000000 *)
   wire [181:0] lookup__params;
   wire [63:0] \lookup__params.addr0 ;
   wire [63:0] \lookup__params.addr1 ;
@@ -70815,7 +70802,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   output lookup__start;
   reg lookup__start;
   output [181:0] params;
-  reg [181:0] params = 182'h0000000000000000000000000000000000000000000000;
+  wire [181:0] params;
   wire [63:0] \params.addr0 ;
   wire [63:0] \params.addr1 ;
   wire [31:0] \params.count ;
@@ -70831,9 +70818,11 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire [3:0] \refusal.engine ;
   wire [31:0] \refusal.index ;
   wire \refusal.valid ;
-  wire [15:0] row_bytes;
-  input [15:0] \row_bytes$52 ;
-  wire [15:0] \row_bytes$52 ;
+  reg [15:0] row_bytes = 16'h0000;
+  (* init = 16'h0000 *)
+  wire [15:0] \row_bytes$15 ;
+  input [15:0] \row_bytes$53 ;
+  wire [15:0] \row_bytes$53 ;
   input rows__done;
   wire rows__done;
   input [108:0] rows__error;
@@ -70843,7 +70832,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire [3:0] \rows__error.engine ;
   wire [31:0] \rows__error.index ;
   wire \rows__error.valid ;
-  (* init = 182'h0000000000000000000000000000000000000000000000 *)
   wire [181:0] rows__params;
   wire [63:0] \rows__params.addr0 ;
   wire [63:0] \rows__params.addr1 ;
@@ -70855,7 +70843,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   reg rows__start;
   input rst;
   wire rst;
-  reg seq_idle;
   input [196:0] staged;
   wire [196:0] staged;
   wire [63:0] \staged.addr0 ;
@@ -70868,8 +70855,9 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   wire submit;
   output [31:0] submitted;
   reg [31:0] submitted = 32'd0;
-  input [1:0] threshold;
-  wire [1:0] threshold;
+  reg [1:0] threshold = 2'h0;
+  input [1:0] \threshold$54 ;
+  wire [1:0] \threshold$54 ;
   wire [196:0] w_data;
   wire w_en;
   wire w_rdy;
@@ -70878,23 +70866,25 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   always @(posedge clk)
     fsm_state <= \$41 ;
   always @(posedge clk)
-    command <= \$42 ;
+    cmd <= \$42 ;
   always @(posedge clk)
-    params <= \$43 ;
+    row_bytes <= \$43 ;
   always @(posedge clk)
-    dropped <= \$44 ;
+    threshold <= \$44 ;
   always @(posedge clk)
-    halted <= \$45 ;
+    dropped <= \$45 ;
   always @(posedge clk)
-    error <= \$46 ;
+    halted <= \$46 ;
   always @(posedge clk)
-    err_command <= \$47 ;
+    error <= \$47 ;
   always @(posedge clk)
-    kind <= \$48 ;
+    err_command <= \$48 ;
   always @(posedge clk)
-    refusal <= \$49 ;
+    kind <= \$49 ;
   always @(posedge clk)
-    completed <= \$50 ;
+    refusal <= \$50 ;
+  always @(posedge clk)
+    completed <= \$51 ;
   assign w_en = submit & w_rdy;
   assign full = ~ w_rdy;
   assign \$1  = 5'h10 - level;
@@ -70912,8 +70902,8 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   assign \$13  = kind == 3'h4;
   assign \$14  = \$13  & clear__done;
   assign finished = finish_ok | finish_fail;
-  assign irq_done = finish_ok & command[4];
-  assign \$15  = ~ seq_idle;
+  assign irq_done = finish_ok & cmd[4];
+  assign \$15  = ~ \$20 ;
   assign \$16  = init | \$15 ;
   assign \$17  = ~ halted;
   assign \$18  = r_rdy & \$17 ;
@@ -70940,10 +70930,10 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   assign \$38  = finish_ok | finish_fail;
   assign \$39  = completed + 1'h1;
   \hotline_accelerator.sequencer.decoder  decoder (
-    .command(command),
-    .error(\error$58 ),
-    .kind(\kind$57 ),
-    .row_bytes(params[179:164])
+    .command(cmd),
+    .error(\error$59 ),
+    .kind(\kind$58 ),
+    .row_bytes(row_bytes)
   );
   \hotline_accelerator.sequencer.queue  queue (
     .clk(clk),
@@ -70956,6 +70946,42 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     .w_port__data(entry),
     .w_rdy(w_rdy)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    finish_fail = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (refusal[0]) begin
+            finish_fail = 1'h1;
+          end
+      3'h5:
+        begin
+          if (\$8 ) begin
+            if (lookup__error[0]) begin
+              finish_fail = 1'h1;
+            end
+          end
+          if (\$10 ) begin
+            if (rows__error[0]) begin
+              finish_fail = 1'h1;
+            end
+          end
+          if (\$12 ) begin
+            if (dump__error[0]) begin
+              finish_fail = 1'h1;
+            end
+          end
+        end
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
     fail_record = 109'h0000000000000000000000000000;
@@ -71195,7 +71221,7 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$42  = command;
+    \$42  = cmd;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71211,28 +71237,39 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$43  = params;
+    \$43  = row_bytes;
     casez (fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           if (halted) begin
           end else if (r_rdy) begin
-            \$43 [3:0] = r_data[3:0];
-            \$43 [35:4] = r_data[36:5];
-            \$43 [99:36] = r_data[100:37];
-            \$43 [163:100] = r_data[164:101];
-            \$43 [179:164] = \row_bytes$52 ;
-            \$43 [181:180] = threshold;
+            \$43  = \row_bytes$53 ;
           end
     endcase
     if (rst) begin
-      \$43  = 182'h0000000000000000000000000000000000000000000000;
+      \$43  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$44  = dropped;
+    \$44  = threshold;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (halted) begin
+          end else if (r_rdy) begin
+            \$44  = \threshold$54 ;
+          end
+    endcase
+    if (rst) begin
+      \$44  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    \$45  = dropped;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71240,38 +71277,16 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
           /* empty */;
       3'h2:
           if (r_rdy) begin
-            \$44  = \$28 [31:0];
+            \$45  = \$28 [31:0];
           end
     endcase
     if (rst) begin
-      \$44  = 32'd0;
+      \$45  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$45  = halted;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (r_rdy) begin
-          end else begin
-            \$45  = 1'h0;
-          end
-    endcase
-    if (finish_fail) begin
-      \$45  = 1'h1;
-    end
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$46  = error;
+    \$46  = halted;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71281,19 +71296,19 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
           (* full_case = 32'd1 *)
           if (r_rdy) begin
           end else begin
-            \$46  = 109'h0000000000000000000000000000;
+            \$46  = 1'h0;
           end
     endcase
     if (finish_fail) begin
-      \$46  = fail_record;
+      \$46  = 1'h1;
     end
     if (rst) begin
-      \$46  = 109'h0000000000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$47  = err_command;
+    \$47  = error;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71303,19 +71318,41 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
           (* full_case = 32'd1 *)
           if (r_rdy) begin
           end else begin
-            \$47  = 32'd0;
+            \$47  = 109'h0000000000000000000000000000;
           end
     endcase
     if (finish_fail) begin
-      \$47  = command[196:165];
+      \$47  = fail_record;
     end
     if (rst) begin
-      \$47  = 32'd0;
+      \$47  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$48  = kind;
+    \$48  = err_command;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (r_rdy) begin
+          end else begin
+            \$48  = 32'd0;
+          end
+    endcase
+    if (finish_fail) begin
+      \$48  = cmd[196:165];
+    end
+    if (rst) begin
+      \$48  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
+    \$49  = kind;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71324,15 +71361,15 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
       3'h2:
           /* empty */;
       3'h3:
-          \$48  = \kind$57 ;
+          \$49  = \kind$58 ;
     endcase
     if (rst) begin
-      \$48  = 3'h0;
+      \$49  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$49  = refusal;
+    \$50  = refusal;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -71341,20 +71378,20 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
       3'h2:
           /* empty */;
       3'h3:
-          \$49  = \error$58 ;
+          \$50  = \error$59 ;
     endcase
     if (rst) begin
-      \$49  = 109'h0000000000000000000000000000;
+      \$50  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    \$50  = completed;
+    \$51  = completed;
     if (\$38 ) begin
-      \$50  = \$39 [31:0];
+      \$51  = \$39 [31:0];
     end
     if (rst) begin
-      \$50  = 32'd0;
+      \$51  = 32'd0;
     end
   end
   always @* begin
@@ -71363,16 +71400,6 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
     casez (fsm_state)
       3'h0:
           init = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    seq_idle = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          seq_idle = 1'h1;
     endcase
   end
   always @* begin
@@ -71392,45 +71419,9 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
           end
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$147 ) begin end
-    finish_fail = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (refusal[0]) begin
-            finish_fail = 1'h1;
-          end
-      3'h5:
-        begin
-          if (\$8 ) begin
-            if (lookup__error[0]) begin
-              finish_fail = 1'h1;
-            end
-          end
-          if (\$10 ) begin
-            if (rows__error[0]) begin
-              finish_fail = 1'h1;
-            end
-          end
-          if (\$12 ) begin
-            if (dump__error[0]) begin
-              finish_fail = 1'h1;
-            end
-          end
-        end
-    endcase
-  end
   assign w_data = entry;
-  assign cmd = command;
-  assign row_bytes = params[179:164];
+  assign command = cmd;
+  assign \row_bytes$15  = row_bytes;
   assign lookup__params = params;
   assign rows__params = params;
   assign dump__params = params;
@@ -71438,8 +71429,8 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   assign clear__error = 109'h0000000000000000000000000000;
   assign failed = finish_fail;
   assign free = \$1 [4:0];
-  assign finished_opcode = command[3:0];
-  assign finished_count = command[36:5];
+  assign finished_opcode = cmd[3:0];
+  assign finished_count = cmd[36:5];
   assign \entry.opcode  = entry[3:0];
   assign \entry.irq  = entry[4];
   assign \entry.count  = entry[36:5];
@@ -71452,24 +71443,24 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   assign \staged.addr0  = staged[100:37];
   assign \staged.addr1  = staged[164:101];
   assign \staged.seq  = staged[196:165];
-  assign \command.opcode  = command[3:0];
-  assign \command.irq  = command[4];
-  assign \command.count  = command[36:5];
-  assign \command.addr0  = command[100:37];
-  assign \command.addr1  = command[164:101];
-  assign \command.seq  = command[196:165];
-  assign \cmd.opcode  = command[3:0];
-  assign \cmd.irq  = command[4];
-  assign \cmd.count  = command[36:5];
-  assign \cmd.addr0  = command[100:37];
-  assign \cmd.addr1  = command[164:101];
-  assign \cmd.seq  = command[196:165];
   assign \params.opcode  = params[3:0];
   assign \params.count  = params[35:4];
   assign \params.addr0  = params[99:36];
   assign \params.addr1  = params[163:100];
   assign \params.row_bytes  = params[179:164];
   assign \params.threshold  = params[181:180];
+  assign \cmd.opcode  = cmd[3:0];
+  assign \cmd.irq  = cmd[4];
+  assign \cmd.count  = cmd[36:5];
+  assign \cmd.addr0  = cmd[100:37];
+  assign \cmd.addr1  = cmd[164:101];
+  assign \cmd.seq  = cmd[196:165];
+  assign \command.opcode  = cmd[3:0];
+  assign \command.irq  = cmd[4];
+  assign \command.count  = cmd[36:5];
+  assign \command.addr0  = cmd[100:37];
+  assign \command.addr1  = cmd[164:101];
+  assign \command.seq  = cmd[196:165];
   assign \lookup__params.opcode  = params[3:0];
   assign \lookup__params.count  = params[35:4];
   assign \lookup__params.addr0  = params[99:36];
@@ -71529,11 +71520,17 @@ module \hotline_accelerator.sequencer (rst, err_ack, submit, full, free, finishe
   assign \error.engine  = error[12:9];
   assign \error.addr  = error[76:13];
   assign \error.index  = error[108:77];
-  assign \error$58.valid  = \error$58 [0];
-  assign \error$58.cause  = \error$58 [8:1];
-  assign \error$58.engine  = \error$58 [12:9];
-  assign \error$58.addr  = \error$58 [76:13];
-  assign \error$58.index  = \error$58 [108:77];
+  assign \error$59.valid  = \error$59 [0];
+  assign \error$59.cause  = \error$59 [8:1];
+  assign \error$59.engine  = \error$59 [12:9];
+  assign \error$59.addr  = \error$59 [76:13];
+  assign \error$59.index  = \error$59 [108:77];
+  assign params[181:180] = threshold;
+  assign params[179:164] = row_bytes;
+  assign params[163:100] = cmd[164:101];
+  assign params[99:36] = cmd[100:37];
+  assign params[35:4] = cmd[36:5];
+  assign params[3:0] = cmd[3:0];
   assign entry[196:165] = submitted;
   assign entry[164:0] = staged[164:0];
 endmodule

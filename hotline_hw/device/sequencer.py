@@ -95,10 +95,17 @@ class Sequencer(wiring.Component):
         # ---- the command being run -------------------------------------------------------
         cmd = Signal(layout)
         popped = layout(queue.r_stream.payload)
+        # The executors' parameters: the command's fields and the two registers sampled
+        # when it was popped.
+        row_bytes = Signal(16)
+        threshold = Signal(2)
         params = Signal(job_params())
+        m.d.comb += [params.opcode.eq(cmd.opcode), params.count.eq(cmd.count),
+                     params.addr0.eq(cmd.addr0), params.addr1.eq(cmd.addr1),
+                     params.row_bytes.eq(row_bytes), params.threshold.eq(threshold)]
         kind = Signal(ExecutorKind)
         refusal = Signal(error_record())
-        m.d.comb += [decoder.command.eq(cmd), decoder.row_bytes.eq(params.row_bytes),
+        m.d.comb += [decoder.command.eq(cmd), decoder.row_bytes.eq(row_bytes),
                      self.finished_opcode.eq(cmd.opcode), self.finished_count.eq(cmd.count)]
         for name in EXECUTORS.values():
             m.d.comb += getattr(self, name).params.eq(params)
@@ -106,26 +113,19 @@ class Sequencer(wiring.Component):
         finish_ok = Signal()
         finish_fail = Signal()
         fail_record = Signal(error_record())
-        seq_idle = Signal()
         with m.FSM(init="RESET_CLEAR") as fsm:
             with m.State("RESET_CLEAR"):
                 m.d.comb += self.init.eq(1)
                 with m.If(~self.engine_busy):
                     m.next = "IDLE"
             with m.State("IDLE"):
-                m.d.comb += seq_idle.eq(1)
                 with m.If(self.halted):
                     with m.If(self.err_ack):
                         m.next = "DROP"
                 with m.Elif(queue.r_stream.valid):
                     m.d.comb += queue.r_stream.ready.eq(1)
-                    m.d.sync += [cmd.eq(popped),
-                                 params.opcode.eq(popped.opcode),
-                                 params.count.eq(popped.count),
-                                 params.addr0.eq(popped.addr0),
-                                 params.addr1.eq(popped.addr1),
-                                 params.row_bytes.eq(self.row_bytes),
-                                 params.threshold.eq(self.threshold)]
+                    m.d.sync += [cmd.eq(popped), row_bytes.eq(self.row_bytes),
+                                 threshold.eq(self.threshold)]
                     m.next = "DECODE"
             with m.State("DROP"):
                 with m.If(queue.r_stream.valid):
@@ -167,5 +167,6 @@ class Sequencer(wiring.Component):
         with m.If(finish_fail):
             m.d.sync += [self.halted.eq(1), self.error.eq(fail_record),
                          self.err_command.eq(cmd.seq)]
-        m.d.comb += self.busy.eq(self.init | ~seq_idle | (queue.r_stream.valid & ~self.halted))
+        waiting = queue.r_stream.valid & ~self.halted          # a queued command will run
+        m.d.comb += self.busy.eq(self.init | ~fsm.ongoing("IDLE") | waiting)
         return m
