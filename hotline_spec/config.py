@@ -360,6 +360,11 @@ class DeviceConfig:
         return self.bus_bits // 8
 
     @property
+    def beat_offset_bits(self):
+        """log2(bus_bytes): the byte-offset bits of an address within a data beat."""
+        return (self.bus_bytes - 1).bit_length()
+
+    @property
     def words_per_beat(self):
         """64-bit list words (keys, results, dump entries) per data beat."""
         return self.bus_bits // 64

@@ -80,7 +80,7 @@ class BurstWriter(wiring.Component):
         c = self.dcfg
         m = Module()
         axi = self.axi
-        lb = (c.bus_bytes - 1).bit_length()        # log2(bus_bytes)
+        lb = c.beat_offset_bits                    # log2(bus_bytes)
         C = min(c.burst_beats, 4096 // c.bus_bytes)
         cb = (C - 1).bit_length()                  # log2(C)
         depth = 2 * c.burst_beats

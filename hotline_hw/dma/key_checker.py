@@ -89,7 +89,7 @@ class KeyChecker(wiring.Component):
         m = Module()
         W = c.words_per_beat
         wb = exact_log2(W)
-        lb = exact_log2(c.bus_bytes)
+        lb = c.beat_offset_bits
 
         def words(bus):
             return [bus[64 * k:64 * (k + 1)] for k in range(W)]

@@ -100,7 +100,7 @@ class ListReader(wiring.Component):
         W = c.words_per_beat
         wb = exact_log2(W)                          # log2(words per beat)
         bb = c.bus_bytes
-        lb = exact_log2(bb)                         # log2(bus bytes)
+        lb = c.beat_offset_bits                     # log2(bus bytes)
         depth = list_fifo_beats(c)
         ones = (1 << W) - 1
         # SyncFIFOBuffered(depth + 1) is a `depth` FIFO plus an output register: with at

@@ -142,7 +142,7 @@ class RowMover(wiring.Component):
         id_bits = exact_log2(n_ids)
         burst = d.burst_beats
         beat_log = exact_log2(burst)
-        size_log = exact_log2(d.bus_bytes)
+        size_log = d.beat_offset_bits
         page_log = exact_log2(PAGE_BYTES)
         row_bits = d.eal.row_bits
         max_row_beats = d.max_row_bytes // d.bus_bytes

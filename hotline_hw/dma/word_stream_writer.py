@@ -52,7 +52,7 @@ class WordStreamWriter(wiring.Component):
         wiring.connect(m, wiring.flipped(self.words), packer.words)
         wiring.connect(m, packer.beats, writer.beats)
         wiring.connect(m, writer.axi, wiring.flipped(self.axi))
-        lane_bits = (c.bus_bytes - 1).bit_length()
+        lane_bits = c.beat_offset_bits
         m.d.comb += [
             packer.start.eq(self.start), writer.start.eq(self.start),
             packer.offset.eq(self.addr[3:lane_bits] if lane_bits > 3 else 0),
