@@ -13,9 +13,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hotline_spec.commands import ErrorCause
+from .logic import one_hot_index
 
-__all__ = ["error_record", "job_signature", "record_first", "resp_cause", "first_set",
-           "tree"]
+__all__ = ["error_record", "job_signature", "record_first", "resp_cause", "first_set"]
 
 
 def error_record():
@@ -54,29 +54,13 @@ def resp_cause(write, resp):
     return base + (resp == 0b11)
 
 
-def tree(op, values):
-    """``values`` combined pairwise with ``op`` in a balanced tree (log depth)."""
-    values = list(values)
-    if not values:
-        raise ValueError("tree of no values")
-    while len(values) > 1:
-        values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
-
-
 def first_set(m, bits, name="first"):
     """The lowest set bit of ``bits``: ``(any, index, one_hot)`` as signals of ``m``.
 
-    ``bits & -bits`` isolates it; the index is an OR of the positions (log depth), not a
-    chain of ``m.If``s.
+    ``bits & -bits`` isolates it; :func:`~hotline_hw.logic.one_hot_index` encodes it.
     """
     n = len(bits)
     one_hot = Signal(n, name=f"{name}_one_hot")
-    index = Signal(range(max(n, 2)), name=f"{name}_index")
     anyset = Signal(name=f"{name}_any")
     m.d.comb += [one_hot.eq(bits & (-bits)[:n]), anyset.eq(bits != 0)]
-    for b in range(len(index)):
-        positions = [one_hot[k] for k in range(n) if (k >> b) & 1]
-        m.d.comb += index[b].eq(tree(lambda x, y: x | y, positions) if positions else 0)
-    return anyset, index, one_hot
+    return anyset, one_hot_index(m, one_hot, f"{name}_index"), one_hot

@@ -1,18 +1,39 @@
 """Small combinational building blocks shared by the RTL blocks."""
 
+import operator
+
 from amaranth import Cat, Const, Signal
 
-__all__ = ["or_tree", "one_hot_halves", "one_hot_from_halves", "bit_columns",
+__all__ = ["tree", "or_tree", "one_hot_index", "one_hot_halves", "one_hot_from_halves", "bit_columns",
            "select_one_hot", "wanted_by_bank", "oldest_per_bank"]
 
 
-def or_tree(values):
-    """OR of many values as a balanced tree: a linear chain makes elaboration quadratic."""
+def tree(op, values):
+    """``values`` combined pairwise with ``op`` in a balanced tree (log depth; a linear
+    chain also makes elaboration quadratic)."""
     values = list(values)
+    if not values:
+        raise ValueError("tree of no values")
     while len(values) > 1:
-        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+        values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
                   for i in range(0, len(values), 2)]
     return values[0]
+
+
+def or_tree(values):
+    """OR of many values as a balanced tree."""
+    return tree(operator.or_, values)
+
+
+def one_hot_index(m, one_hot, name):
+    """The position of the set bit of ``one_hot`` (0 when none), a signal of ``m``: each
+    index bit an OR of the positions that have it, not a chain of ``m.If``s."""
+    n = len(one_hot)
+    index = Signal(range(max(n, 2)), name=name)
+    for b in range(len(index)):
+        positions = [one_hot[k] for k in range(n) if (k >> b) & 1]
+        m.d.comb += index[b].eq(or_tree(positions) if positions else 0)
+    return index
 
 
 def one_hot_halves(value, n):

@@ -2383,6 +2383,7 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire aw_hi_any;
   wire [1:0] aw_hi_index;
   wire [2:0] aw_hi_one_hot;
+  wire [1:0] aw_index;
   reg [2:0] aw_last = 3'h4;
   wire aw_lo_any;
   wire [1:0] aw_lo_index;
@@ -2420,7 +2421,6 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire [2:0] head;
   reg held = 1'h0;
   reg \held$84  = 1'h0;
-  wire [1:0] index;
   input [63:0] lookup_lists__araddr;
   wire [63:0] lookup_lists__araddr;
   wire [1:0] lookup_lists__arburst;
@@ -2770,7 +2770,7 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
     .r_rdy(r_rdy),
     .rst(rst),
     .w_en(w_en),
-    .w_port__data(index),
+    .w_port__data(aw_index),
     .w_rdy(w_rdy)
   );
   always @* begin
@@ -2867,7 +2867,7 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign rows__awid = 7'h00;
   assign results__awid = 1'h0;
   assign dump__awid = 1'h0;
-  assign w_data = index;
+  assign w_data = aw_index;
   assign rows__wdata = \port$10090$0 [127:0];
   assign results__wdata = \port$7893$0 [127:0];
   assign dump__wdata = \port$10362$0 [127:0];
@@ -2885,8 +2885,8 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign head[2] = \$86 ;
   assign head[1] = \$84 ;
   assign head[0] = \$82 ;
-  assign index[1] = \grant$83 [2];
-  assign index[0] = \grant$83 [1];
+  assign aw_index[1] = \grant$83 [2];
+  assign aw_index[0] = \grant$83 [1];
   assign aw_lo_index[1] = aw_lo_one_hot[2];
   assign aw_lo_index[0] = aw_lo_one_hot[1];
   assign aw_hi_index[1] = aw_hi_one_hot[2];

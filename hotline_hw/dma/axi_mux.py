@@ -5,7 +5,8 @@ from amaranth.lib import wiring, fifo
 from amaranth.lib.wiring import In, Out
 
 from ..axi import axi4_signature
-from ..job import first_set, tree
+from ..job import first_set
+from ..logic import or_tree, one_hot_index
 from hotline_spec.config import DeviceConfig
 
 __all__ = ["AxiArbiter", "read_id_bits", "id_prefixes"]
@@ -49,7 +50,7 @@ def _round_robin(m, valids, name):
     # Requesters above the last one granted: positions strictly higher than its bit.
     above = Signal(n, name=f"{name}_above")
     for i in range(n):
-        m.d.comb += above[i].eq(tree(lambda x, y: x | y, [last[j] for j in range(i)])
+        m.d.comb += above[i].eq(or_tree([last[j] for j in range(i)])
                                 if i else 0)
     hi_any, _, hi_one = first_set(m, v & above, f"{name}_hi")
     _, _, lo_one = first_set(m, v, f"{name}_lo")
@@ -60,7 +61,7 @@ def _round_robin(m, valids, name):
 
 def _select(grant, values):
     """AND-OR multiplexer: the value whose one-hot ``grant`` bit is set (0 if none)."""
-    return tree(lambda x, y: x | y, [Mux(grant[i], v, 0) for i, v in enumerate(values)])
+    return or_tree([Mux(grant[i], v, 0) for i, v in enumerate(values)])
 
 
 class AxiArbiter(wiring.Component):
@@ -207,11 +208,8 @@ class AxiArbiter(wiring.Component):
             m.d.sync += [held.eq(out.awvalid & ~out.awready), owner.eq(grant)]
             with m.If(aw_done):
                 m.d.sync += commit(grant)
-            index = Signal(max(1, (n - 1).bit_length()))
-            for b in range(len(index)):
-                m.d.comb += index[b].eq(tree(lambda x, y: x | y,
-                                             [grant[i] for i in range(n) if (i >> b) & 1] or [Const(0)]))
-            m.d.comb += [order.w_en.eq(aw_done), order.w_data.eq(index)]
+            m.d.comb += [order.w_en.eq(aw_done),
+                         order.w_data.eq(one_hot_index(m, grant, "aw_index"))]
 
             # W: the writer at the head of the queue, until its wlast.
             head = Signal(n)

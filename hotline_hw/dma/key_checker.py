@@ -1,6 +1,8 @@
 """Checks the keys of a list inline, as its beats stream past, and ends the stream at the
 first bad key."""
 
+import operator
+
 from amaranth import Signal, Module, Mux, Cat, Const
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
@@ -8,7 +10,8 @@ from amaranth.utils import exact_log2
 
 from hotline_spec.commands import ErrorCause, Engine
 from hotline_spec.config import DeviceConfig
-from ..job import error_record, record_first, first_set, tree
+from ..job import error_record, record_first, first_set
+from ..logic import or_tree, tree
 from ..tables import table_read_signature
 from .list_reader import list_beat
 
@@ -170,10 +173,9 @@ class KeyChecker(wiring.Component):
         any_bad, bad_pos, bad_hot = first_set(m, c_bad, "bad")
         # Words before the first bad one (a prefix OR: no carry chain on the output path).
         keep = Signal(W)
-        m.d.comb += keep.eq(c_mask & ~Cat(tree(lambda x, y: x | y, list(c_bad[:k + 1]))
+        m.d.comb += keep.eq(c_mask & ~Cat(or_tree(list(c_bad[:k + 1]))
                                           for k in range(W)))
-        bad_cause = tree(lambda x, y: x | y,
-                         [cc & bad_hot[k].replicate(3) for k, cc in enumerate(c_cause)])
+        bad_cause = or_tree([cc & bad_hot[k].replicate(3) for k, cc in enumerate(c_cause)])
         live = Signal()
         fwd = Signal()
         m.d.comb += [live.eq(c_valid & ~stopped & ~c_err), fwd.eq(live & (keep != 0))]
@@ -206,7 +208,7 @@ class KeyChecker(wiring.Component):
             with m.Else():
                 m.d.sync += o_valid.eq(0)
         with m.If(took):
-            m.d.sync += self.passed.eq(self.passed + tree(lambda x, y: x + y, list(o_mask)))
+            m.d.sync += self.passed.eq(self.passed + tree(operator.add, list(o_mask)))
 
         # ---- the error record: the key's address and list position ----------------------
         with m.If(self.start):

@@ -6,7 +6,8 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from hotline_spec.config import DeviceConfig
-from ..job import first_set, tree
+from ..job import first_set
+from ..logic import or_tree
 from ..layouts import lookup_beat
 from .list_reader import list_beat
 
@@ -60,8 +61,7 @@ class LaneFormatter(wiring.Component):
         in_mask = self.beats.payload.mask
         in_groups = Signal(G)
         for g in range(G):
-            m.d.comb += in_groups[g].eq(tree(lambda x, y: x | y,
-                                            [in_mask[w] for w in group_words(g)
+            m.d.comb += in_groups[g].eq(or_tree([in_mask[w] for w in group_words(g)
                                              if w is not None]))
 
         out = self.lookups
@@ -88,8 +88,8 @@ class LaneFormatter(wiring.Component):
                     key.append(h_data[64 * w:64 * w + e.key_bits] & pick[g].replicate(e.key_bits))
                 lane = o_beat[j]
                 if valid:
-                    m.d.sync += [lane.valid.eq(tree(lambda x, y: x | y, valid)),
-                                 lane.key.eq(tree(lambda x, y: x | y, key))]
+                    m.d.sync += [lane.valid.eq(or_tree(valid)),
+                                 lane.key.eq(or_tree(key))]
                 else:
                     m.d.sync += [lane.valid.eq(0), lane.key.eq(0)]
         with m.Elif(out.ready):

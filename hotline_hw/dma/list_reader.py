@@ -12,7 +12,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..axi import axi4_signature, BURST_INCR, RESP_OKAY
-from ..job import error_record, record_first, resp_cause, first_set, tree
+from ..job import error_record, record_first, resp_cause, first_set
+from ..logic import or_tree
 from hotline_spec.commands import Engine
 from hotline_spec.config import DeviceConfig
 
@@ -247,8 +248,7 @@ class WordSerializer(wiring.Component):
         rem = Signal(W)
         err = Signal()
         _, _, pick = first_set(m, rem, "pick")     # lowest remaining word, one-hot
-        word = tree(lambda x, y: x | y,
-                    [held[64 * k:64 * (k + 1)] & pick[k].replicate(64) for k in range(W)])
+        word = or_tree([held[64 * k:64 * (k + 1)] & pick[k].replicate(64) for k in range(W)])
         m.d.comb += [self.words.valid.eq(rem != 0),
                      self.words.payload.word.eq(word),
                      self.words.payload.error.eq(err)]

@@ -4,7 +4,7 @@ from amaranth import Signal, Module, Mux, Cat, Const, Array
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from ..job import tree
+from ..logic import or_tree
 
 __all__ = ["Packer", "lane_words", "strobed_beat"]
 
@@ -121,7 +121,7 @@ class Packer(wiring.Component):
         for k in range(W):
             # Lane i can land at position k only if i >= k; one-hot select by rank.
             hits = [Mux(rem[i] & (rank[i] == k), inp.data[i], 0) for i in range(k, L)]
-            compact.append(tree(lambda x, y: x | y, hits) if hits else Const(0, wb))
+            compact.append(or_tree(hits) if hits else Const(0, wb))
 
         flush_wait = Signal()                       # a flush asked, not yet done
         a_pop = Signal()
