@@ -1127,11 +1127,11 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .out__wready(m_axi_wready),
     .out__wstrb(m_axi_wstrb),
     .out__wvalid(m_axi_wvalid),
-    .\port$10090$0 (\$41 ),
-    .\port$10362$0 (\$42 ),
-    .\port$12838$0 (\$40 ),
-    .\port$13529$0 (\$43 ),
-    .\port$7893$0 (\$39 ),
+    .\port$10066$0 (\$41 ),
+    .\port$10338$0 (\$42 ),
+    .\port$12810$0 (\$40 ),
+    .\port$13497$0 (\$43 ),
+    .\port$7881$0 (\$39 ),
     .results__awaddr(results__awaddr),
     .results__awready(write_axi__awready),
     .results__awvalid(results__awvalid),
@@ -1175,7 +1175,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_bytes_read  count_bytes_read (
     .clk(clk),
     .high(r_BYTES_READ_HI),
-    .\port$13635$0 (r_BYTES_READ_LO),
+    .\port$13603$0 (r_BYTES_READ_LO),
     .\port$20$0 (\$12 ),
     .reset(\reset$608 ),
     .rst(rst)
@@ -1184,14 +1184,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_BYTES_WRITTEN_HI),
     .increment(\$28 [7:0]),
-    .\port$13643$0 (r_BYTES_WRITTEN_LO),
+    .\port$13611$0 (r_BYTES_WRITTEN_LO),
     .reset(\reset$614 ),
     .rst(rst)
   );
   \hotline_accelerator.count_commands_completed  count_commands_completed (
     .clk(clk),
     .high(r_COMMANDS_COMPLETED_HI),
-    .\port$13667$0 (r_COMMANDS_COMPLETED_LO),
+    .\port$13635$0 (r_COMMANDS_COMPLETED_LO),
     .\port$957$0 (finished),
     .reset(\reset$629 ),
     .rst(rst)
@@ -1199,22 +1199,22 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_cycles  count_cycles (
     .clk(clk),
     .high(r_CYCLES_HI),
-    .\port$13683$0 (r_CYCLES_LO),
+    .\port$13651$0 (r_CYCLES_LO),
     .reset(\reset$639 ),
     .rst(rst)
   );
   \hotline_accelerator.count_errors  count_errors (
     .clk(clk),
     .high(r_ERRORS_HI),
-    .\port$11006$0 (failed),
-    .\port$13675$0 (r_ERRORS_LO),
+    .\port$10982$0 (failed),
+    .\port$13643$0 (r_ERRORS_LO),
     .reset(\reset$634 ),
     .rst(rst)
   );
   \hotline_accelerator.count_hits  count_hits (
     .clk(clk),
     .high(r_HITS_HI),
-    .\port$13611$0 (r_HITS_LO),
+    .\port$13579$0 (r_HITS_LO),
     .\port$7324$0 (hits),
     .reset(\reset$590 ),
     .rst(rst)
@@ -1222,7 +1222,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_lookups  count_lookups (
     .clk(clk),
     .high(r_LOOKUPS_HI),
-    .\port$13603$0 (r_LOOKUPS_LO),
+    .\port$13571$0 (r_LOOKUPS_LO),
     .\port$7308$0 (looked_up),
     .reset(reset),
     .rst(rst)
@@ -1230,7 +1230,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
   \hotline_accelerator.count_read_stall_cycles  count_read_stall_cycles (
     .clk(clk),
     .high(r_READ_STALL_CYCLES_HI),
-    .\port$13651$0 (r_READ_STALL_CYCLES_LO),
+    .\port$13619$0 (r_READ_STALL_CYCLES_LO),
     .\port$40$0 (\$30 ),
     .reset(\reset$619 ),
     .rst(rst)
@@ -1239,7 +1239,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_GATHERED_HI),
     .increment(\increment$594 ),
-    .\port$13619$0 (r_ROWS_GATHERED_LO),
+    .\port$13587$0 (r_ROWS_GATHERED_LO),
     .reset(\reset$598 ),
     .rst(rst)
   );
@@ -1247,14 +1247,14 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .clk(clk),
     .high(r_ROWS_WRITTEN_HI),
     .increment(\increment$602 ),
-    .\port$13627$0 (r_ROWS_WRITTEN_LO),
+    .\port$13595$0 (r_ROWS_WRITTEN_LO),
     .reset(\reset$603 ),
     .rst(rst)
   );
   \hotline_accelerator.count_write_stall_cycles  count_write_stall_cycles (
     .clk(clk),
     .high(r_WRITE_STALL_CYCLES_HI),
-    .\port$13659$0 (r_WRITE_STALL_CYCLES_LO),
+    .\port$13627$0 (r_WRITE_STALL_CYCLES_LO),
     .\port$46$0 (\$35 ),
     .reset(\reset$624 ),
     .rst(rst)
@@ -1275,7 +1275,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .bus__wvalid(s_axil_wvalid),
     .bvalid(s_axil_bvalid),
     .clk(clk),
-    .\port$11030$13 (error[76:13]),
+    .\port$11006$13 (error[76:13]),
     .\port$904$0 (free),
     .q_CMD_ADDR0_HI(q_CMD_ADDR0_HI),
     .q_CMD_ADDR0_LO(q_CMD_ADDR0_LO),
@@ -1348,8 +1348,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .job__error(dump__error),
     .job__params(job__params),
     .job__start(\job__start$137 ),
-    .\port$10362$0 (\$42 ),
-    .\port$13529$0 (\$43 ),
+    .\port$10338$0 (\$42 ),
+    .\port$13497$0 (\$43 ),
     .rst(rst),
     .start_dump(start_dump),
     .words__valid(dump__valid),
@@ -1404,8 +1404,8 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .lookups__payload(lookups__payload),
     .lookups__ready(lookups__ready),
     .lookups__valid(lookups__valid),
-    .\port$12838$0 (\$40 ),
-    .\port$7893$0 (\$39 ),
+    .\port$12810$0 (\$40 ),
+    .\port$7881$0 (\$39 ),
     .results__payload(results__payload),
     .results__ready(results__ready),
     .rst(rst),
@@ -1439,7 +1439,7 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
     .list_axi__araddr(row_lists__araddr),
     .list_axi__arlen(row_lists__arlen),
     .list_axi__arvalid(row_lists__arvalid),
-    .\port$10090$0 (\$41 ),
+    .\port$10066$0 (\$41 ),
     .row_axi__araddr(rows__araddr),
     .row_axi__arid(rows__arid),
     .row_axi__arlen(rows__arlen),
@@ -2249,10 +2249,10 @@ module hotline_accelerator(s_axil_awprot, s_axil_awvalid, s_axil_wdata, s_axil_w
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7893$0 , rows__wvalid, \port$10090$0 , dump__wlast, dump__wvalid, \port$10362$0 , out__araddr
+module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bvalid, out__arready, out__rid, rows__rdata, rows__rresp, rows__rlast, out__rvalid, clk, rst, results__wlast, results__wvalid, \port$7881$0 , rows__wvalid, \port$10066$0 , dump__wlast, dump__wvalid, \port$10338$0 , out__araddr
 , out__arlen, out__arsize, out__arburst, out__arcache, out__arprot, out__arid, out__arvalid, rows__arready, lookup_lists__arready, row_lists__arready, rows__rvalid, lookup_lists__rvalid, row_lists__rvalid, out__awaddr, out__awlen, out__awsize, out__awburst, out__awcache, out__awprot, out__awid, out__awvalid
-, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12838$0 , row_lists__arvalid, row_lists__araddr
-, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13529$0 , out__awready);
+, rows__awready, results__awready, dump__awready, out__wdata, out__wstrb, out__wlast, out__wvalid, rows__wready, results__wready, dump__wready, rows__bvalid, results__bvalid, dump__bvalid, lookup_lists__arvalid, lookup_lists__araddr, lookup_lists__arlen, results__awvalid, results__awaddr, \port$12810$0 , row_lists__arvalid, row_lists__araddr
+, row_lists__arlen, rows__arvalid, rows__arid, rows__araddr, rows__arlen, rows__awvalid, rows__awaddr, rows__awlen, dump__awvalid, dump__awaddr, \port$13497$0 , out__awready);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire [63:0] \$10 ;
@@ -2502,16 +2502,16 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   wire out__wvalid;
   reg [2:0] owner = 3'h0;
   reg [2:0] \owner$86  = 3'h0;
-  input [128:0] \port$10090$0 ;
-  wire [128:0] \port$10090$0 ;
-  input [143:0] \port$10362$0 ;
-  wire [143:0] \port$10362$0 ;
-  input [2:0] \port$12838$0 ;
-  wire [2:0] \port$12838$0 ;
-  input [2:0] \port$13529$0 ;
-  wire [2:0] \port$13529$0 ;
-  input [143:0] \port$7893$0 ;
-  wire [143:0] \port$7893$0 ;
+  input [128:0] \port$10066$0 ;
+  wire [128:0] \port$10066$0 ;
+  input [143:0] \port$10338$0 ;
+  wire [143:0] \port$10338$0 ;
+  input [2:0] \port$12810$0 ;
+  wire [2:0] \port$12810$0 ;
+  input [2:0] \port$13497$0 ;
+  wire [2:0] \port$13497$0 ;
+  input [143:0] \port$7881$0 ;
+  wire [143:0] \port$7881$0 ;
   wire [1:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -2683,9 +2683,9 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$52  = \grant$83 [2] ? dump__awaddr : 64'h0000000000000000;
   assign out__awaddr = \$51  | \$52 ;
   assign \$53  = \grant$83 [0] ? rows__awlen : 8'h00;
-  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12838$0  } : 8'h00;
+  assign \$54  = \grant$83 [1] ? { 5'h00, \port$12810$0  } : 8'h00;
   assign \$55  = \$53  | \$54 ;
-  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13529$0  } : 8'h00;
+  assign \$56  = \grant$83 [2] ? { 5'h00, \port$13497$0  } : 8'h00;
   assign out__awlen = \$55  | \$56 ;
   assign \$57  = \grant$83 [0] ? 3'h4 : 3'h0;
   assign \$58  = \grant$83 [1] ? 3'h4 : 3'h0;
@@ -2717,17 +2717,17 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign \$84  = r_rdy & \$83 ;
   assign \$85  = r_data == 2'h2;
   assign \$86  = r_rdy & \$85 ;
-  assign \$87  = head[0] ? \port$10090$0 [127:0] : 128'h00000000000000000000000000000000;
-  assign \$88  = head[1] ? \port$7893$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$87  = head[0] ? \port$10066$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$88  = head[1] ? \port$7881$0 [127:0] : 128'h00000000000000000000000000000000;
   assign \$89  = \$87  | \$88 ;
-  assign \$90  = head[2] ? \port$10362$0 [127:0] : 128'h00000000000000000000000000000000;
+  assign \$90  = head[2] ? \port$10338$0 [127:0] : 128'h00000000000000000000000000000000;
   assign out__wdata = \$89  | \$90 ;
   assign \$91  = head[0] ? 16'hffff : 16'h0000;
-  assign \$92  = head[1] ? \port$7893$0 [143:128] : 16'h0000;
+  assign \$92  = head[1] ? \port$7881$0 [143:128] : 16'h0000;
   assign \$93  = \$91  | \$92 ;
-  assign \$94  = head[2] ? \port$10362$0 [143:128] : 16'h0000;
+  assign \$94  = head[2] ? \port$10338$0 [143:128] : 16'h0000;
   assign out__wstrb = \$93  | \$94 ;
-  assign \$95  = head[0] ? \port$10090$0 [128] : 1'h0;
+  assign \$95  = head[0] ? \port$10066$0 [128] : 1'h0;
   assign \$96  = head[1] ? results__wlast : 1'h0;
   assign \$97  = \$95  | \$96 ;
   assign \$98  = head[2] ? dump__wlast : 1'h0;
@@ -2850,8 +2850,8 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign row_lists__rlast = rows__rlast;
   assign out__rready = 1'h1;
   assign aw_req = { dump__awvalid, results__awvalid, rows__awvalid };
-  assign results__awlen = { 5'h00, \port$12838$0  };
-  assign dump__awlen = { 5'h00, \port$13529$0  };
+  assign results__awlen = { 5'h00, \port$12810$0  };
+  assign dump__awlen = { 5'h00, \port$13497$0  };
   assign rows__awsize = 3'h4;
   assign results__awsize = 3'h4;
   assign dump__awsize = 3'h4;
@@ -2868,13 +2868,13 @@ module \hotline_accelerator.arbiter (out__wready, out__bid, rows__bresp, out__bv
   assign results__awid = 1'h0;
   assign dump__awid = 1'h0;
   assign w_data = aw_index;
-  assign rows__wdata = \port$10090$0 [127:0];
-  assign results__wdata = \port$7893$0 [127:0];
-  assign dump__wdata = \port$10362$0 [127:0];
+  assign rows__wdata = \port$10066$0 [127:0];
+  assign results__wdata = \port$7881$0 [127:0];
+  assign dump__wdata = \port$10338$0 [127:0];
   assign rows__wstrb = 16'hffff;
-  assign results__wstrb = \port$7893$0 [143:128];
-  assign dump__wstrb = \port$10362$0 [143:128];
-  assign rows__wlast = \port$10090$0 [128];
+  assign results__wstrb = \port$7881$0 [143:128];
+  assign dump__wstrb = \port$10338$0 [143:128];
+  assign rows__wlast = \port$10066$0 [128];
   assign rows__bid = out__bid[6:0];
   assign results__bid = out__bid[0];
   assign dump__bid = out__bid[0];
@@ -3127,7 +3127,7 @@ module \hotline_accelerator.clear$649 (rst, engine_busy, job__busy, job__start, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_read (rst, \port$20$0 , reset, \port$13635$0 , high, clk);
+module \hotline_accelerator.count_bytes_read (rst, \port$20$0 , reset, \port$13603$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3141,8 +3141,8 @@ module \hotline_accelerator.count_bytes_read (rst, \port$20$0 , reset, \port$136
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13635$0 ;
-  wire [31:0] \port$13635$0 ;
+  output [31:0] \port$13603$0 ;
+  wire [31:0] \port$13603$0 ;
   input [4:0] \port$20$0 ;
   wire [4:0] \port$20$0 ;
   input reset;
@@ -3196,11 +3196,11 @@ module \hotline_accelerator.count_bytes_read (rst, \port$20$0 , reset, \port$136
   end
   assign value = { high, low[31:0] };
   assign increment = { 3'h0, \port$20$0  };
-  assign \port$13635$0  = low[31:0];
+  assign \port$13603$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13643$0 , high, clk);
+module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13611$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3215,8 +3215,8 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13643$0 ;
-  wire [31:0] \port$13643$0 ;
+  output [31:0] \port$13611$0 ;
+  wire [31:0] \port$13611$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3267,11 +3267,11 @@ module \hotline_accelerator.count_bytes_written (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13643$0  = low[31:0];
+  assign \port$13611$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13667$0 , high, clk);
+module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , \port$13635$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3285,8 +3285,8 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13667$0 ;
-  wire [31:0] \port$13667$0 ;
+  output [31:0] \port$13635$0 ;
+  wire [31:0] \port$13635$0 ;
   input \port$957$0 ;
   wire \port$957$0 ;
   input reset;
@@ -3340,11 +3340,11 @@ module \hotline_accelerator.count_commands_completed (rst, reset, \port$957$0 , 
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$957$0  };
-  assign \port$13667$0  = low[31:0];
+  assign \port$13635$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_cycles (rst, reset, \port$13683$0 , high, clk);
+module \hotline_accelerator.count_cycles (rst, reset, \port$13651$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3358,8 +3358,8 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13683$0 , high, clk)
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13683$0 ;
-  wire [31:0] \port$13683$0 ;
+  output [31:0] \port$13651$0 ;
+  wire [31:0] \port$13651$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3411,11 +3411,11 @@ module \hotline_accelerator.count_cycles (rst, reset, \port$13683$0 , high, clk)
   end
   assign value = { high, low[31:0] };
   assign increment = 8'h01;
-  assign \port$13683$0  = low[31:0];
+  assign \port$13651$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_errors (rst, reset, \port$11006$0 , \port$13675$0 , high, clk);
+module \hotline_accelerator.count_errors (rst, reset, \port$10982$0 , \port$13643$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3429,10 +3429,10 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11006$0 , \port$1367
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  input \port$11006$0 ;
-  wire \port$11006$0 ;
-  output [31:0] \port$13675$0 ;
-  wire [31:0] \port$13675$0 ;
+  input \port$10982$0 ;
+  wire \port$10982$0 ;
+  output [31:0] \port$13643$0 ;
+  wire [31:0] \port$13643$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3476,19 +3476,19 @@ module \hotline_accelerator.count_errors (rst, reset, \port$11006$0 , \port$1367
     if (reset) begin
       \$3  = 8'h00;
     end else begin
-      \$3  = { 7'h00, \port$11006$0  };
+      \$3  = { 7'h00, \port$10982$0  };
     end
     if (rst) begin
       \$3  = 8'h00;
     end
   end
   assign value = { high, low[31:0] };
-  assign increment = { 7'h00, \port$11006$0  };
-  assign \port$13675$0  = low[31:0];
+  assign increment = { 7'h00, \port$10982$0  };
+  assign \port$13643$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13611$0 , high, clk);
+module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13579$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3502,8 +3502,8 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13611$0
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13611$0 ;
-  wire [31:0] \port$13611$0 ;
+  output [31:0] \port$13579$0 ;
+  wire [31:0] \port$13579$0 ;
   input [2:0] \port$7324$0 ;
   wire [2:0] \port$7324$0 ;
   input reset;
@@ -3557,11 +3557,11 @@ module \hotline_accelerator.count_hits (rst, reset, \port$7324$0 , \port$13611$0
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7324$0  };
-  assign \port$13611$0  = low[31:0];
+  assign \port$13579$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13603$0 , high, clk);
+module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$13571$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3575,8 +3575,8 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1360
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13603$0 ;
-  wire [31:0] \port$13603$0 ;
+  output [31:0] \port$13571$0 ;
+  wire [31:0] \port$13571$0 ;
   input [2:0] \port$7308$0 ;
   wire [2:0] \port$7308$0 ;
   input reset;
@@ -3630,11 +3630,11 @@ module \hotline_accelerator.count_lookups (rst, reset, \port$7308$0 , \port$1360
   end
   assign value = { high, low[31:0] };
   assign increment = { 5'h00, \port$7308$0  };
-  assign \port$13603$0  = low[31:0];
+  assign \port$13571$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_read_stall_cycles (rst, \port$40$0 , reset, \port$13651$0 , high, clk);
+module \hotline_accelerator.count_read_stall_cycles (rst, \port$40$0 , reset, \port$13619$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3648,8 +3648,8 @@ module \hotline_accelerator.count_read_stall_cycles (rst, \port$40$0 , reset, \p
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13651$0 ;
-  wire [31:0] \port$13651$0 ;
+  output [31:0] \port$13619$0 ;
+  wire [31:0] \port$13619$0 ;
   input \port$40$0 ;
   wire \port$40$0 ;
   input reset;
@@ -3703,11 +3703,11 @@ module \hotline_accelerator.count_read_stall_cycles (rst, \port$40$0 , reset, \p
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$40$0  };
-  assign \port$13651$0  = low[31:0];
+  assign \port$13619$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13619$0 , high, clk);
+module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13587$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3722,8 +3722,8 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13619$0 ;
-  wire [31:0] \port$13619$0 ;
+  output [31:0] \port$13587$0 ;
+  wire [31:0] \port$13587$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3774,11 +3774,11 @@ module \hotline_accelerator.count_rows_gathered (rst, increment, reset, \port$13
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13619$0  = low[31:0];
+  assign \port$13587$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13627$0 , high, clk);
+module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$13595$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3793,8 +3793,8 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$136
   wire [31:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [31:0] pending = 32'd0;
-  output [31:0] \port$13627$0 ;
-  wire [31:0] \port$13627$0 ;
+  output [31:0] \port$13595$0 ;
+  wire [31:0] \port$13595$0 ;
   input reset;
   wire reset;
   input rst;
@@ -3845,11 +3845,11 @@ module \hotline_accelerator.count_rows_written (rst, increment, reset, \port$136
     end
   end
   assign value = { high, low[31:0] };
-  assign \port$13627$0  = low[31:0];
+  assign \port$13595$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.count_write_stall_cycles (rst, \port$46$0 , reset, \port$13659$0 , high, clk);
+module \hotline_accelerator.count_write_stall_cycles (rst, \port$46$0 , reset, \port$13627$0 , high, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [32:0] \$1 ;
   wire [32:0] \$2 ;
@@ -3863,8 +3863,8 @@ module \hotline_accelerator.count_write_stall_cycles (rst, \port$46$0 , reset, \
   wire [7:0] increment;
   reg [32:0] low = 33'h000000000;
   reg [7:0] pending = 8'h00;
-  output [31:0] \port$13659$0 ;
-  wire [31:0] \port$13659$0 ;
+  output [31:0] \port$13627$0 ;
+  wire [31:0] \port$13627$0 ;
   input \port$46$0 ;
   wire \port$46$0 ;
   input reset;
@@ -3918,13 +3918,13 @@ module \hotline_accelerator.count_write_stall_cycles (rst, \port$46$0 , reset, \
   end
   assign value = { high, low[31:0] };
   assign increment = { 7'h00, \port$46$0  };
-  assign \port$13659$0  = low[31:0];
+  assign \port$13627$0  = low[31:0];
 endmodule
 
 (* generator = "Amaranth" *)
 module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, bus__awready, bus__wready, stb_COUNTER_RESET, stb_ERR_ACK, stb_CMD_SUBMIT, bus__arready, refuse_CMD_SUBMIT, \port$904$0 , rp__addr, \rp__addr$303 , r_ERR_CAUSE
 , set_IRQ_STATUS, r_STATUS, w_data, bvalid, bresp, q_CONTROL, q_POPULAR_MAX_RRPV, q_ROW_BYTES, q_CMD_CTRL, q_CMD_COUNT, q_CMD_ADDR0_LO, q_CMD_ADDR0_HI, q_CMD_ADDR1_LO, q_CMD_ADDR1_HI, rvalid, rdata, rresp, q_IRQ_STATUS, q_REG_ERROR, table_reads__0__entry, table_reads__1__entry
-, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11030$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
+, table_reads__2__entry, r_CMD_SUBMITTED, r_CMD_DROPPED, \port$11006$13 , r_ERR_COMMAND, r_CMD_COMPLETED, \rp__addr$307 , r_LOOKUPS_LO, r_LOOKUPS_HI, r_HITS_LO, r_HITS_HI, r_ROWS_GATHERED_LO, r_ROWS_GATHERED_HI, r_ROWS_WRITTEN_LO, r_ROWS_WRITTEN_HI, r_BYTES_READ_LO, r_BYTES_READ_HI, r_BYTES_WRITTEN_LO, r_BYTES_WRITTEN_HI, r_READ_STALL_CYCLES_LO, r_READ_STALL_CYCLES_HI
 , r_WRITE_STALL_CYCLES_LO, r_WRITE_STALL_CYCLES_HI, r_COMMANDS_COMPLETED_LO, r_COMMANDS_COMPLETED_HI, r_ERRORS_LO, r_ERRORS_HI, r_CYCLES_LO, r_CYCLES_HI, bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [5:0] \$1 ;
@@ -4849,8 +4849,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   wire clk;
   wire [31:0] err_set;
   wire go;
-  input [63:0] \port$11030$13 ;
-  wire [63:0] \port$11030$13 ;
+  input [63:0] \port$11006$13 ;
+  wire [63:0] \port$11006$13 ;
   input [4:0] \port$904$0 ;
   wire [4:0] \port$904$0 ;
   output [31:0] q_CMD_ADDR0_HI;
@@ -8160,8 +8160,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign r_P_MAX_COUNT = 32'd16777215;
   assign r_P_MAX_TABLES = 32'd32;
   assign r_P_WORD_WRITES = 32'd1024;
-  assign r_ERR_ADDR_LO = \port$11030$13 [31:0];
-  assign r_ERR_ADDR_HI = \port$11030$13 [63:32];
+  assign r_ERR_ADDR_LO = \port$11006$13 [31:0];
+  assign r_ERR_ADDR_HI = \port$11006$13 [63:32];
   assign r_CMD_FREE = { 27'h0000000, \port$904$0  };
   assign table_reads__0__table = rp__addr;
   assign table_reads__1__table = \rp__addr$303 ;
@@ -8218,8 +8218,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \r_ERR_CAUSE.cause  = r_ERR_CAUSE[7:0];
   assign \r_ERR_CAUSE.engine  = r_ERR_CAUSE[11:8];
   assign \r_ERR_COMMAND.value  = r_ERR_COMMAND;
-  assign \r_ERR_ADDR_LO.value  = \port$11030$13 [31:0];
-  assign \r_ERR_ADDR_HI.value  = \port$11030$13 [63:32];
+  assign \r_ERR_ADDR_LO.value  = \port$11006$13 [31:0];
+  assign \r_ERR_ADDR_HI.value  = \port$11006$13 [63:32];
   assign \r_CMD_FREE.value  = { 27'h0000000, \port$904$0  };
   assign \r_CMD_SUBMITTED.value  = r_CMD_SUBMITTED;
   assign \r_CMD_COMPLETED.value  = r_CMD_COMPLETED;
@@ -8368,8 +8368,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
   assign \$285 [31:12] = 20'h00000;
   assign \$285 [11:0] = r_ERR_CAUSE[11:0];
   assign \$287  = r_ERR_COMMAND;
-  assign \$291  = \port$11030$13 [31:0];
-  assign \$293  = \port$11030$13 [63:32];
+  assign \$291  = \port$11006$13 [31:0];
+  assign \$293  = \port$11006$13 [63:32];
   assign \$308  = { 27'h0000000, \port$904$0  };
   assign \$310  = r_CMD_SUBMITTED;
   assign \$313  = r_CMD_COMPLETED;
@@ -8411,8 +8411,8 @@ module \hotline_accelerator.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wval
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10362$0 , axi__awready, axi__wready, axi__bvalid, job__params, job__start, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
-, \port$13529$0 , axi__bid);
+module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__payload, job__busy, dump__ready, write_axi__wlast, write_axi__wvalid, \port$10338$0 , axi__awready, axi__wready, axi__bvalid, job__params, job__start, words__valid, start_dump, job__done, job__error, write_axi__awvalid, write_axi__awaddr
+, \port$13497$0 , axi__bid);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire [11:0] \$10 ;
@@ -8549,10 +8549,10 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   wire [1:0] \job__params.threshold ;
   input job__start;
   wire job__start;
-  output [143:0] \port$10362$0 ;
-  wire [143:0] \port$10362$0 ;
-  output [2:0] \port$13529$0 ;
-  wire [2:0] \port$13529$0 ;
+  output [143:0] \port$10338$0 ;
+  wire [143:0] \port$10338$0 ;
+  output [2:0] \port$13497$0 ;
+  wire [2:0] \port$13497$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -8648,8 +8648,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
     .done(done),
     .\end (\end ),
     .error(error),
-    .\port$10362$0 (\$17 ),
-    .\port$13529$0 (\$18 ),
+    .\port$10338$0 (\$17 ),
+    .\port$13497$0 (\$18 ),
     .rst(rst),
     .start(start),
     .words__payload(words__payload),
@@ -8831,8 +8831,8 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
   assign words__ready = dump__ready;
   assign addr = job__params[163:100];
   assign record = job__error;
-  assign \port$10362$0  = \$17 ;
-  assign \port$13529$0  = \$18 ;
+  assign \port$10338$0  = \$17 ;
+  assign \port$13497$0  = \$18 ;
   assign \entry0.tag  = entry0[59:0];
   assign \entry0.rrpv  = entry0[61:60];
   assign \entry0.zero  = entry0[62];
@@ -8922,7 +8922,7 @@ module \hotline_accelerator.dump (axi__bresp, clk, rst, engine_busy, dump__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$10362$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$13529$0 , error, axi__bid
+module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$10338$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$13497$0 , error, axi__bid
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire \$1 ;
@@ -9044,10 +9044,10 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
   wire idle;
   wire \idle$94 ;
   wire offset;
-  output [143:0] \port$10362$0 ;
-  wire [143:0] \port$10362$0 ;
-  output [2:0] \port$13529$0 ;
-  wire [2:0] \port$13529$0 ;
+  output [143:0] \port$10338$0 ;
+  wire [143:0] \port$10338$0 ;
+  output [2:0] \port$13497$0 ;
+  wire [2:0] \port$13497$0 ;
   input rst;
   wire rst;
   input start;
@@ -9109,7 +9109,7 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11003$104 (addr[63:4]),
+    .\port$10979$104 (addr[63:4]),
     .\r_data$37 (\$5 ),
     .rst(rst),
     .start(start),
@@ -9241,8 +9241,8 @@ module \hotline_accelerator.dump.writer (axi__bresp, clk, rst, words__ready, axi
   assign offset = addr[3];
   assign \addr$83  = { addr[63:4], 4'h0 };
   assign \error$85  = error;
-  assign \port$10362$0  = \$5 ;
-  assign \port$13529$0  = \$6 ;
+  assign \port$10338$0  = \$5 ;
+  assign \port$13497$0  = \$6 ;
   assign \words__payload.valid  = words__payload[3:0];
   assign \words__payload.data  = words__payload[259:4];
   assign \words__payload.data[0]  = words__payload[67:4];
@@ -9820,7 +9820,7 @@ module \hotline_accelerator.dump.writer.packer (rst, words__ready, idle, beats__
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11003$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$10979$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9932,8 +9932,8 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   reg [2:0] off = 3'h0;
   reg [63:0] oldest = 64'h0000000000000000;
   reg [7:0] outstanding = 8'h00;
-  input [59:0] \port$11003$104 ;
-  wire [59:0] \port$11003$104 ;
+  input [59:0] \port$10979$104 ;
+  wire [59:0] \port$10979$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$37 ;
   wire [143:0] \r_data$37 ;
@@ -10073,7 +10073,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$43  = 3'h0;
     end
     if (start) begin
-      \$43  = \port$11003$104 [2:0];
+      \$43  = \port$10979$104 [2:0];
     end
     if (rst) begin
       \$43  = 3'h0;
@@ -10086,7 +10086,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$44  = \$22 [56:0];
     end
     if (start) begin
-      \$44  = \port$11003$104 [59:3];
+      \$44  = \port$10979$104 [59:3];
     end
     if (rst) begin
       \$44  = 57'h000000000000000;
@@ -10129,7 +10129,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
       \$48  = { \$32 [56:0], 7'h00 };
     end
     if (start) begin
-      \$48  = { \port$11003$104 , 4'h0 };
+      \$48  = { \port$10979$104 , 4'h0 };
     end
     if (rst) begin
       \$48  = 64'h0000000000000000;
@@ -10183,7 +10183,7 @@ module \hotline_accelerator.dump.writer.writer (clk, rst, beats__ready, wlast, a
   assign axi__bready = 1'h1;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11003$104 , 4'h0 };
+  assign addr = { \port$10979$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -52765,8 +52765,8 @@ module \hotline_accelerator.engine.switch (rst, requests__0__valid, \port$1529$0
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7893$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
-, job__params, job__start, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12838$0 , \axi__bid$102 );
+module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, engine_busy, lookups__ready, looked_up, hits, job__busy, results__ready, write_axi__wlast, write_axi__wvalid, \port$7881$0 , axi__arready, axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 
+, job__params, job__start, words__valid, results__payload, job__done, job__error, learn, threshold, list_axi__arvalid, list_axi__araddr, list_axi__arlen, lookups__valid, lookups__payload, write_axi__awvalid, write_axi__awaddr, \port$12810$0 , \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$126  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53071,10 +53071,10 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   wire [31:0] \out.index ;
   wire \out.valid ;
   wire [31:0] passed;
-  output [2:0] \port$12838$0 ;
-  wire [2:0] \port$12838$0 ;
-  output [143:0] \port$7893$0 ;
-  wire [143:0] \port$7893$0 ;
+  output [2:0] \port$12810$0 ;
+  wire [2:0] \port$12810$0 ;
+  output [143:0] \port$7881$0 ;
+  wire [143:0] \port$7881$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -53287,7 +53287,7 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .busy(busy),
     .clk(clk),
     .error(\error$174 ),
-    .\port$11003$4 (job__params[99:4]),
+    .\port$10979$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -53307,8 +53307,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
     .done(done),
     .\end (\end ),
     .error(error),
-    .\port$12838$0 (\$60 ),
-    .\port$7893$0 (\$59 ),
+    .\port$12810$0 (\$60 ),
+    .\port$7881$0 (\$59 ),
     .rst(rst),
     .start(\start$183 ),
     .words__payload(words__payload),
@@ -53617,8 +53617,8 @@ module \hotline_accelerator.lookup (\axi__bresp$106 , axi__rid, axi__rdata, axi_
   assign record = job__error;
   assign looked_up = \$12 [2:0];
   assign hits = \$28 [2:0];
-  assign \port$7893$0  = \$59 ;
-  assign \port$12838$0  = \$60 ;
+  assign \port$7881$0  = \$59 ;
+  assign \port$12810$0  = \$60 ;
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
   assign \beats__payload.error  = beats__payload[130];
@@ -53763,27 +53763,19 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   reg \$auto$verilog_backend.cc:2355:dump_module$127  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [1:0] \$100 ;
-  reg \$101 ;
-  reg [127:0] \$102 ;
-  reg [1:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [108:0] \$105 ;
-  reg [63:0] \$106 ;
-  reg \$107 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire [2:0] \$17 ;
+  wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [2:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -53793,8 +53785,8 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [1:0] \$32 ;
+  wire [1:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -53803,87 +53795,85 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [32:0] \$41 ;
+  wire [32:0] \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [63:0] \$46 ;
-  wire [63:0] \$47 ;
-  wire [63:0] \$48 ;
-  wire \$49 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [2:0] \$48 ;
+  wire [2:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [2:0] \$56 ;
-  wire [2:0] \$57 ;
-  wire [2:0] \$58 ;
+  wire [1:0] \$56 ;
+  wire [32:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [32:0] \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [64:0] \$62 ;
+  wire [33:0] \$63 ;
+  reg \$64 ;
+  reg [127:0] \$65 ;
+  reg [1:0] \$66 ;
+  reg \$67 ;
+  reg [31:0] \$68 ;
+  reg [31:0] \$69 ;
   wire \$7 ;
-  wire [64:0] \$70 ;
-  wire [33:0] \$71 ;
-  reg \$72 ;
-  reg [127:0] \$73 ;
-  reg [1:0] \$74 ;
-  reg \$75 ;
-  reg [31:0] \$76 ;
-  reg [31:0] \$77 ;
-  reg \$78 ;
-  reg [127:0] \$79 ;
+  reg \$70 ;
+  reg [127:0] \$71 ;
+  reg [1:0] \$72 ;
+  reg \$73 ;
+  reg [31:0] \$74 ;
+  reg [1:0] \$75 ;
+  reg \$76 ;
+  reg [127:0] \$77 ;
+  reg [1:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [1:0] \$80 ;
-  reg \$81 ;
-  reg [31:0] \$82 ;
-  reg [1:0] \$83 ;
+  reg [31:0] \$80 ;
+  reg [2:0] \$81 ;
+  reg [2:0] \$82 ;
+  reg \$83 ;
   reg \$84 ;
-  reg [63:0] \$85 ;
-  reg \$86 ;
-  reg [127:0] \$87 ;
-  reg [1:0] \$88 ;
-  reg \$89 ;
+  reg [2:0] \$85 ;
+  reg [31:0] \$86 ;
+  reg \$87 ;
+  reg \$88 ;
+  reg [127:0] \$89 ;
   wire \$9 ;
-  reg [31:0] \$90 ;
-  reg [2:0] \$91 ;
-  reg [2:0] \$92 ;
-  reg \$93 ;
-  reg \$94 ;
-  reg [2:0] \$95 ;
-  reg [31:0] \$96 ;
+  reg [1:0] \$90 ;
+  reg \$91 ;
+  reg [127:0] \$92 ;
+  reg [1:0] \$93 ;
+  reg [31:0] \$94 ;
+  reg [108:0] \$95 ;
+  reg [63:0] \$96 ;
   reg \$97 ;
-  reg \$98 ;
-  reg [127:0] \$99 ;
   reg [127:0] \$signal  = 128'h00000000000000000000000000000000;
   reg [1:0] \$signal$11  = 2'h0;
-  reg [1:0] \$signal$29  = 2'h0;
-  reg \$signal$31  = 1'h0;
-  reg \$signal$33  = 1'h0;
+  reg [1:0] \$signal$26  = 2'h0;
+  reg \$signal$28  = 1'h0;
+  reg \$signal$30  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$36 ;
-  reg [127:0] \$signal$38  = 128'h00000000000000000000000000000000;
-  reg \$signal$41  = 1'h0;
-  reg \$signal$42  = 1'h0;
-  reg [1:0] \$signal$48  = 2'h0;
+  wire \$signal$33 ;
+  reg [127:0] \$signal$35  = 128'h00000000000000000000000000000000;
+  reg \$signal$38  = 1'h0;
+  reg \$signal$39  = 1'h0;
+  reg [1:0] \$signal$45  = 2'h0;
+  reg \$signal$46  = 1'h0;
   reg \$signal$49  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg [127:0] \$signal$56  = 128'h00000000000000000000000000000000;
+  reg [127:0] \$signal$51  = 128'h00000000000000000000000000000000;
+  reg [127:0] \$signal$57  = 128'h00000000000000000000000000000000;
   reg [127:0] \$signal$6  = 128'h00000000000000000000000000000000;
-  reg [127:0] \$signal$62  = 128'h00000000000000000000000000000000;
   wire [1:0] a_bad_key;
   reg [31:0] a_num = 32'd0;
   input [63:0] addr;
@@ -53891,9 +53881,6 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   reg [1:0] b_bad_key = 2'h0;
   reg [2:0] b_cause0;
   reg [2:0] b_cause1;
-  wire b_first_any;
-  wire b_first_index;
-  wire [1:0] b_first_one_hot;
   reg [31:0] b_num = 32'd0;
   wire bad_any;
   wire bad_index;
@@ -53935,7 +53922,6 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   wire [3:0] \error.engine ;
   wire [31:0] \error.index ;
   wire \error.valid ;
-  reg [63:0] first_key = 64'h0000000000000000;
   wire fwd;
   wire [1:0] keep;
   wire live;
@@ -53955,7 +53941,6 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   wire rst;
   reg [1:0] s_mask = 2'h0;
   reg s_valid = 1'h0;
-  reg seen_first = 1'h0;
   reg skip = 1'h0;
   input start;
   wire start;
@@ -53970,8 +53955,6 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   wire [31:0] \tables__1__entry.rows ;
   wire [31:0] \tables__1__entry.stride ;
   wire [4:0] tables__1__table;
-  assign en = ~ s_valid;
-  assign \$1  = | \$signal [63:29];
   assign \$2  = | \$signal [127:93];
   assign tables__0__table = s_valid ? \$signal$6 [28:24] : \$signal [28:24];
   assign oob0 = \$signal$6 [23:0] >= 1'h0;
@@ -53981,141 +53964,129 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   assign oob1 = \$signal$6 [87:64] >= 1'h0;
   assign \$13  = 1'h0 < row_bytes;
   assign \$14  = ~ \$signal$11 [1];
-  assign \$17  = - \$signal$11 ;
-  assign b_first_one_hot = \$signal$11  & \$17 [1:0];
-  assign b_first_any = | \$signal$11 ;
-  assign \$18  = | c_cause0;
-  assign \$19  = | c_cause1;
-  assign \$20  = | c_cause0;
-  assign \$21  = | c_cause1;
-  assign \$22  = - { \$21 , \$20  };
-  assign bad_one_hot = { \$19 , \$18  } & \$22 [1:0];
-  assign \$23  = | c_cause0;
-  assign \$24  = | c_cause1;
-  assign bad_any = | { \$24 , \$23  };
-  assign \$25  = | c_cause0;
-  assign \$26  = | c_cause1;
-  assign \$27  = | c_cause0;
-  assign \$28  = | c_cause1;
-  assign \$29  = | c_cause0;
-  assign \$30  = | c_cause1;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = ~ { \$31 , \$25  };
-  assign keep = \$signal$29  & \$32 ;
-  assign \$33  = ~ stopped;
-  assign \$34  = \$signal$31  & \$33 ;
-  assign \$35  = ~ \$signal$33 ;
-  assign live = \$34  & \$35 ;
-  assign \$36  = | keep;
-  assign fwd = live & \$36 ;
-  assign \$37  = \$signal$41  | \$signal$42 ;
-  assign \$38  = \$37  | \$signal$31 ;
-  assign \$39  = \$38  | checked__valid;
-  assign \$40  = \$39  | s_valid;
-  assign busy = \$40  | pend;
-  assign \$41  = n_in + 1'h1;
-  assign \$42  = en & \$signal$42 ;
-  assign \$43  = \$42  & b_first_any;
-  assign \$44  = ~ seen_first;
+  assign \$17  = | c_cause0;
+  assign \$18  = | c_cause1;
+  assign \$19  = | c_cause0;
+  assign \$20  = | c_cause1;
+  assign \$21  = - { \$20 , \$19  };
+  assign bad_one_hot = { \$18 , \$17  } & \$21 [1:0];
+  assign \$22  = | c_cause0;
+  assign \$23  = | c_cause1;
+  assign bad_any = | { \$23 , \$22  };
+  assign \$24  = | c_cause0;
+  assign \$25  = | c_cause1;
+  assign \$26  = | c_cause0;
+  assign \$27  = | c_cause1;
+  assign \$28  = | c_cause0;
+  assign \$29  = | c_cause1;
+  assign \$30  = \$26  | \$29 ;
+  assign \$31  = ~ { \$30 , \$24  };
+  assign keep = \$signal$26  & \$31 ;
+  assign \$32  = ~ stopped;
+  assign \$33  = \$signal$28  & \$32 ;
+  assign \$34  = ~ \$signal$30 ;
+  assign live = \$33  & \$34 ;
+  assign \$35  = | keep;
+  assign fwd = live & \$35 ;
+  assign \$36  = \$signal$38  | \$signal$39 ;
+  assign \$37  = \$36  | \$signal$28 ;
+  assign \$38  = \$37  | checked__valid;
+  assign \$39  = \$38  | s_valid;
+  assign busy = \$39  | pend;
+  assign \$40  = n_in + 1'h1;
+  assign \$41  = en & \$signal$28 ;
+  assign \$42  = ~ stopped;
+  assign \$43  = \$41  & \$42 ;
+  assign \$44  = \$signal$30  | bad_any;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = \$signal$6 [63:0] & { b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0] };
-  assign \$47  = \$signal$6 [127:64] & { b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1] };
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = en & \$signal$31 ;
-  assign \$50  = ~ stopped;
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = \$signal$33  | bad_any;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = en & live;
-  assign \$55  = \$54  & bad_any;
-  assign \$56  = c_cause0 & { bad_one_hot[0], bad_one_hot[0], bad_one_hot[0] };
-  assign \$57  = c_cause1 & { bad_one_hot[1], bad_one_hot[1], bad_one_hot[1] };
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = en & fwd;
-  assign \$60  = checked__valid & checked__ready;
-  assign \$61  = ~ checked__valid;
-  assign \$62  = \$61  | checked__ready;
-  assign \$63  = checked__valid & checked__ready;
-  assign \$64  = o_mask[0] + o_mask[1];
-  assign \$65  = passed + \$64 ;
-  assign \$66  = ~ start;
-  assign \$67  = pend & \$66 ;
-  assign \$68  = ~ error[0];
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = base + { pend_num, pend_pos, 3'h0 };
-  assign \$71  = { pend_num, pend_pos } - skip;
+  assign \$46  = en & live;
+  assign \$47  = \$46  & bad_any;
+  assign \$48  = c_cause0 & { bad_one_hot[0], bad_one_hot[0], bad_one_hot[0] };
+  assign \$49  = c_cause1 & { bad_one_hot[1], bad_one_hot[1], bad_one_hot[1] };
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = en & fwd;
+  assign \$52  = checked__valid & checked__ready;
+  assign \$53  = ~ checked__valid;
+  assign \$54  = \$53  | checked__ready;
+  assign \$55  = checked__valid & checked__ready;
+  assign \$56  = o_mask[0] + o_mask[1];
+  assign \$57  = passed + \$56 ;
+  assign \$58  = ~ start;
+  assign \$59  = pend & \$58 ;
+  assign \$60  = ~ error[0];
+  assign \$61  = \$59  & \$60 ;
+  assign \$62  = base + { pend_num, pend_pos, 3'h0 };
+  assign \$63  = { pend_num, pend_pos } - skip;
   always @(posedge clk)
-    \$signal$41  <= \$72 ;
+    \$signal$38  <= \$64 ;
   always @(posedge clk)
-    \$signal  <= \$73 ;
+    \$signal  <= \$65 ;
   always @(posedge clk)
-    \$signal$48  <= \$74 ;
+    \$signal$45  <= \$66 ;
   always @(posedge clk)
-    \$signal$49  <= \$75 ;
+    \$signal$46  <= \$67 ;
   always @(posedge clk)
-    a_num <= \$76 ;
+    a_num <= \$68 ;
   always @(posedge clk)
-    n_in <= \$77 ;
+    n_in <= \$69 ;
   always @(posedge clk)
-    \$signal$42  <= \$78 ;
+    \$signal$39  <= \$70 ;
   always @(posedge clk)
-    \$signal$6  <= \$79 ;
+    \$signal$6  <= \$71 ;
   always @(posedge clk)
-    \$signal$11  <= \$80 ;
+    \$signal$11  <= \$72 ;
   always @(posedge clk)
-    \$signal$52  <= \$81 ;
+    \$signal$49  <= \$73 ;
   always @(posedge clk)
-    b_num <= \$82 ;
+    b_num <= \$74 ;
   always @(posedge clk)
-    b_bad_key <= \$83 ;
+    b_bad_key <= \$75 ;
   always @(posedge clk)
-    seen_first <= \$84 ;
+    \$signal$28  <= \$76 ;
   always @(posedge clk)
-    first_key <= \$85 ;
+    \$signal$51  <= \$77 ;
   always @(posedge clk)
-    \$signal$31  <= \$86 ;
+    \$signal$26  <= \$78 ;
   always @(posedge clk)
-    \$signal$56  <= \$87 ;
+    \$signal$30  <= \$79 ;
   always @(posedge clk)
-    \$signal$29  <= \$88 ;
+    c_num <= \$80 ;
   always @(posedge clk)
-    \$signal$33  <= \$89 ;
+    c_cause0 <= \$81 ;
   always @(posedge clk)
-    c_num <= \$90 ;
+    c_cause1 <= \$82 ;
   always @(posedge clk)
-    c_cause0 <= \$91 ;
+    pend <= \$83 ;
   always @(posedge clk)
-    c_cause1 <= \$92 ;
+    stopped <= \$84 ;
   always @(posedge clk)
-    pend <= \$93 ;
+    pend_cause <= \$85 ;
   always @(posedge clk)
-    stopped <= \$94 ;
+    pend_num <= \$86 ;
   always @(posedge clk)
-    pend_cause <= \$95 ;
+    pend_pos <= \$87 ;
   always @(posedge clk)
-    pend_num <= \$96 ;
+    checked__valid <= \$88 ;
   always @(posedge clk)
-    pend_pos <= \$97 ;
+    \$signal$35  <= \$89 ;
   always @(posedge clk)
-    checked__valid <= \$98 ;
+    o_mask <= \$90 ;
   always @(posedge clk)
-    \$signal$38  <= \$99 ;
+    s_valid <= \$91 ;
   always @(posedge clk)
-    o_mask <= \$100 ;
+    \$signal$57  <= \$92 ;
   always @(posedge clk)
-    s_valid <= \$101 ;
+    s_mask <= \$93 ;
   always @(posedge clk)
-    \$signal$62  <= \$102 ;
+    passed <= \$94 ;
   always @(posedge clk)
-    s_mask <= \$103 ;
+    error <= \$95 ;
   always @(posedge clk)
-    passed <= \$104 ;
+    base <= \$96 ;
   always @(posedge clk)
-    error <= \$105 ;
-  always @(posedge clk)
-    base <= \$106 ;
-  always @(posedge clk)
-    skip <= \$107 ;
+    skip <= \$97 ;
+  assign en = ~ s_valid;
+  assign \$1  = | \$signal [63:29];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
     b_cause0 = 3'h0;
@@ -54144,138 +54115,224 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$72  = \$signal$41 ;
+    \$64  = \$signal$38 ;
     if (en) begin
-      \$72  = beats__valid;
+      \$64  = beats__valid;
     end
     if (start) begin
-      \$72  = 1'h0;
+      \$64  = 1'h0;
     end
     if (rst) begin
-      \$72  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$73  = \$signal ;
+    \$65  = \$signal ;
     if (en) begin
-      \$73  = beats__payload[127:0];
+      \$65  = beats__payload[127:0];
     end
     if (rst) begin
-      \$73  = 128'h00000000000000000000000000000000;
+      \$65  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$74  = \$signal$48 ;
+    \$66  = \$signal$45 ;
     if (en) begin
-      \$74  = beats__payload[129:128];
+      \$66  = beats__payload[129:128];
     end
     if (rst) begin
-      \$74  = 2'h0;
+      \$66  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$75  = \$signal$49 ;
+    \$67  = \$signal$46 ;
     if (en) begin
-      \$75  = beats__payload[130];
+      \$67  = beats__payload[130];
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$76  = a_num;
+    \$68  = a_num;
     if (en) begin
-      \$76  = n_in;
+      \$68  = n_in;
     end
     if (rst) begin
-      \$76  = 32'd0;
+      \$68  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$77  = n_in;
+    \$69  = n_in;
     if (en) begin
       if (beats__valid) begin
-        \$77  = \$41 [31:0];
+        \$69  = \$40 [31:0];
       end
     end
     if (start) begin
-      \$77  = 32'd0;
+      \$69  = 32'd0;
     end
     if (rst) begin
-      \$77  = 32'd0;
+      \$69  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$78  = \$signal$42 ;
+    \$70  = \$signal$39 ;
     if (en) begin
-      \$78  = \$signal$41 ;
+      \$70  = \$signal$38 ;
     end
     if (start) begin
-      \$78  = 1'h0;
+      \$70  = 1'h0;
     end
     if (rst) begin
-      \$78  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$79  = \$signal$6 ;
+    \$71  = \$signal$6 ;
     if (en) begin
-      \$79  = \$signal ;
+      \$71  = \$signal ;
     end
     if (rst) begin
-      \$79  = 128'h00000000000000000000000000000000;
+      \$71  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$80  = \$signal$11 ;
+    \$72  = \$signal$11 ;
     if (en) begin
-      \$80  = \$signal$48 ;
+      \$72  = \$signal$45 ;
     end
     if (rst) begin
-      \$80  = 2'h0;
+      \$72  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$81  = \$signal$52 ;
+    \$73  = \$signal$49 ;
     if (en) begin
-      \$81  = \$signal$49 ;
+      \$73  = \$signal$46 ;
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$82  = b_num;
+    \$74  = b_num;
     if (en) begin
-      \$82  = a_num;
+      \$74  = a_num;
     end
     if (rst) begin
-      \$82  = 32'd0;
+      \$74  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$83  = b_bad_key;
+    \$75  = b_bad_key;
     if (en) begin
-      \$83  = a_bad_key;
+      \$75  = a_bad_key;
     end
     if (rst) begin
-      \$83  = 2'h0;
+      \$75  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$84  = seen_first;
+    \$76  = \$signal$28 ;
+    if (en) begin
+      \$76  = \$signal$39 ;
+    end
+    if (start) begin
+      \$76  = 1'h0;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$77  = \$signal$51 ;
+    if (en) begin
+      \$77  = \$signal$6 ;
+    end
+    if (rst) begin
+      \$77  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$78  = \$signal$26 ;
+    if (en) begin
+      \$78  = \$signal$11 ;
+    end
+    if (rst) begin
+      \$78  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$79  = \$signal$30 ;
+    if (en) begin
+      \$79  = \$signal$49 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$80  = c_num;
+    if (en) begin
+      \$80  = b_num;
+    end
+    if (rst) begin
+      \$80  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$81  = c_cause0;
+    if (en) begin
+      \$81  = b_cause0;
+    end
+    if (rst) begin
+      \$81  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$82  = c_cause1;
+    if (en) begin
+      \$82  = b_cause1;
+    end
+    if (rst) begin
+      \$82  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$83  = 1'h0;
+    if (\$47 ) begin
+      \$83  = 1'h1;
+    end
+    if (start) begin
+      \$83  = 1'h0;
+    end
+    if (rst) begin
+      \$83  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$84  = stopped;
     if (\$45 ) begin
       \$84  = 1'h1;
     end
@@ -54288,302 +54345,192 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$85  = first_key;
-    if (\$45 ) begin
-      \$85  = \$48 ;
+    \$85  = pend_cause;
+    if (\$47 ) begin
+      \$85  = \$50 ;
     end
     if (rst) begin
-      \$85  = 64'h0000000000000000;
+      \$85  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$86  = \$signal$31 ;
-    if (en) begin
-      \$86  = \$signal$42 ;
+    \$86  = pend_num;
+    if (\$47 ) begin
+      \$86  = c_num;
+    end
+    if (rst) begin
+      \$86  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$87  = pend_pos;
+    if (\$47 ) begin
+      \$87  = bad_one_hot[1];
+    end
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$88  = checked__valid;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$88  = 1'h1;
+      end
+    end else if (\$52 ) begin
+      (* full_case = 32'd1 *)
+      if (s_valid) begin
+      end else begin
+        \$88  = 1'h0;
+      end
     end
     if (start) begin
-      \$86  = 1'h0;
+      \$88  = 1'h0;
     end
     if (rst) begin
-      \$86  = 1'h0;
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$87  = \$signal$56 ;
-    if (en) begin
-      \$87  = \$signal$6 ;
+    \$89  = \$signal$35 ;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$89  = \$signal$51 ;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$89  = \$signal$57 ;
+      end
     end
     if (rst) begin
-      \$87  = 128'h00000000000000000000000000000000;
+      \$89  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$88  = \$signal$29 ;
-    if (en) begin
-      \$88  = \$signal$11 ;
+    \$90  = o_mask;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$90  = keep;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$90  = s_mask;
+      end
     end
     if (rst) begin
-      \$88  = 2'h0;
+      \$90  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$89  = \$signal$33 ;
-    if (en) begin
-      \$89  = \$signal$52 ;
-    end
-    if (rst) begin
-      \$89  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$90  = c_num;
-    if (en) begin
-      \$90  = b_num;
-    end
-    if (rst) begin
-      \$90  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$91  = c_cause0;
-    if (en) begin
-      \$91  = b_cause0;
-    end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$92  = c_cause1;
-    if (en) begin
-      \$92  = b_cause1;
-    end
-    if (rst) begin
-      \$92  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$93  = 1'h0;
-    if (\$55 ) begin
-      \$93  = 1'h1;
+    \$91  = s_valid;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$91  = 1'h1;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$91  = 1'h0;
+      end
     end
     if (start) begin
-      \$93  = 1'h0;
+      \$91  = 1'h0;
     end
     if (rst) begin
-      \$93  = 1'h0;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$94  = stopped;
-    if (\$53 ) begin
-      \$94  = 1'h1;
+    \$92  = \$signal$57 ;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$92  = \$signal$51 ;
+      end
+    end
+    if (rst) begin
+      \$92  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$93  = s_mask;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$93  = keep;
+      end
+    end
+    if (rst) begin
+      \$93  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
+    \$94  = passed;
+    if (\$55 ) begin
+      \$94  = \$57 [31:0];
     end
     if (start) begin
-      \$94  = 1'h0;
+      \$94  = 32'd0;
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$94  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$95  = pend_cause;
-    if (\$55 ) begin
-      \$95  = \$58 ;
+    \$95  = error;
+    if (start) begin
+      \$95 [0] = 1'h0;
+    end
+    if (\$61 ) begin
+      \$95 [0] = 1'h1;
+      \$95 [8:1] = { 5'h00, pend_cause };
+      \$95 [12:9] = 4'h1;
+      \$95 [76:13] = \$62 [63:0];
+      \$95 [108:77] = \$63 [31:0];
     end
     if (rst) begin
-      \$95  = 3'h0;
+      \$95  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$96  = pend_num;
-    if (\$55 ) begin
-      \$96  = c_num;
+    \$96  = base;
+    if (start) begin
+      \$96  = { addr[63:4], 4'h0 };
     end
     if (rst) begin
-      \$96  = 32'd0;
+      \$96  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$97  = pend_pos;
-    if (\$55 ) begin
-      \$97  = bad_one_hot[1];
+    \$97  = skip;
+    if (start) begin
+      \$97  = addr[3];
     end
     if (rst) begin
       \$97  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$98  = checked__valid;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$98  = 1'h1;
-      end
-    end else if (\$60 ) begin
-      (* full_case = 32'd1 *)
-      if (s_valid) begin
-      end else begin
-        \$98  = 1'h0;
-      end
-    end
-    if (start) begin
-      \$98  = 1'h0;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$99  = \$signal$38 ;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$99  = \$signal$56 ;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$99  = \$signal$62 ;
-      end
-    end
-    if (rst) begin
-      \$99  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$100  = o_mask;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$100  = keep;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$100  = s_mask;
-      end
-    end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$101  = s_valid;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$101  = 1'h1;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$101  = 1'h0;
-      end
-    end
-    if (start) begin
-      \$101  = 1'h0;
-    end
-    if (rst) begin
-      \$101  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$102  = \$signal$62 ;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$102  = \$signal$56 ;
-      end
-    end
-    if (rst) begin
-      \$102  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$103  = s_mask;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$103  = keep;
-      end
-    end
-    if (rst) begin
-      \$103  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$104  = passed;
-    if (\$63 ) begin
-      \$104  = \$65 [31:0];
-    end
-    if (start) begin
-      \$104  = 32'd0;
-    end
-    if (rst) begin
-      \$104  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$105  = error;
-    if (start) begin
-      \$105 [0] = 1'h0;
-    end
-    if (\$69 ) begin
-      \$105 [0] = 1'h1;
-      \$105 [8:1] = { 5'h00, pend_cause };
-      \$105 [12:9] = 4'h1;
-      \$105 [76:13] = \$70 [63:0];
-      \$105 [108:77] = \$71 [31:0];
-    end
-    if (rst) begin
-      \$105  = 109'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$106  = base;
-    if (start) begin
-      \$106  = { addr[63:4], 4'h0 };
-    end
-    if (rst) begin
-      \$106  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$127 ) begin end
-    \$107  = skip;
-    if (start) begin
-      \$107  = addr[3];
-    end
-    if (rst) begin
-      \$107  = 1'h0;
     end
   end
   assign beats__ready = en;
   assign tables__0__entry = 128'h00000000000000000000000000000000;
   assign check_rows = 1'h0;
   assign tables__1__entry = 128'h00000000000000000000000000000000;
-  assign b_first_index = b_first_one_hot[1];
   assign bad_index = bad_one_hot[1];
-  assign \$signal$36  = checked__valid;
+  assign \$signal$33  = checked__valid;
   assign \tables__0__entry.base  = 64'h0000000000000000;
   assign \tables__0__entry.stride  = 32'd0;
   assign \tables__0__entry.rows  = 32'd0;
@@ -54603,7 +54550,7 @@ module \hotline_accelerator.lookup.checker (rst, beats__valid, en, busy, checked
   assign \error.index  = error[108:77];
   assign checked__payload[130] = 1'h0;
   assign checked__payload[129:128] = o_mask;
-  assign checked__payload[127:0] = \$signal$38 ;
+  assign checked__payload[127:0] = \$signal$35 ;
   assign a_bad_key[1] = \$2 ;
   assign a_bad_key[0] = \$1 ;
   assign \$3  = 1'h0;
@@ -54821,7 +54768,7 @@ module \hotline_accelerator.lookup.formatter (rst, lookups__ready, beats__ready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11003$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10979$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$129  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54981,8 +54928,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11003$4 ;
-  wire [95:0] \port$11003$4 ;
+  input [95:0] \port$10979$4 ;
+  wire [95:0] \port$10979$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -55158,7 +55105,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11003$4 [95:32];
+      \$68  = \port$10979$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -55168,7 +55115,7 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
     if (\$auto$verilog_backend.cc:2355:dump_module$129 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11003$4 [31:0];
+      \$69  = \port$10979$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -55398,8 +55345,8 @@ module \hotline_accelerator.lookup.reader (axi__rresp, clk, rst, beats__valid, b
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11003$4 [95:32];
-  assign count = \port$11003$4 [31:0];
+  assign addr = \port$10979$4 [95:32];
+  assign count = \port$10979$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -56617,7 +56564,7 @@ module \hotline_accelerator.lookup.reader.fifo (clk, rst, \port$7386$0 , r_en, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$7893$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$12838$0 , error, axi__bid
+module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, axi__wlast, axi__wvalid, \port$7881$0 , axi__awready, axi__wready, axi__bvalid, addr, words__valid, words__payload, start, \end , done, axi__awvalid, axi__awaddr, \port$12810$0 , error, axi__bid
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$131  = 0;
   wire \$1 ;
@@ -56739,10 +56686,10 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
   wire idle;
   wire \idle$94 ;
   wire offset;
-  output [2:0] \port$12838$0 ;
-  wire [2:0] \port$12838$0 ;
-  output [143:0] \port$7893$0 ;
-  wire [143:0] \port$7893$0 ;
+  output [2:0] \port$12810$0 ;
+  wire [2:0] \port$12810$0 ;
+  output [143:0] \port$7881$0 ;
+  wire [143:0] \port$7881$0 ;
   input rst;
   wire rst;
   input start;
@@ -56804,7 +56751,7 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
     .error(error),
     .flush(\flush$89 ),
     .idle(idle),
-    .\port$11003$104 (addr[63:4]),
+    .\port$10979$104 (addr[63:4]),
     .\r_data$37 (\$5 ),
     .rst(rst),
     .start(start),
@@ -56936,8 +56883,8 @@ module \hotline_accelerator.lookup.writer (axi__bresp, clk, rst, words__ready, a
   assign offset = addr[3];
   assign \addr$83  = { addr[63:4], 4'h0 };
   assign \error$85  = error;
-  assign \port$7893$0  = \$5 ;
-  assign \port$12838$0  = \$6 ;
+  assign \port$7881$0  = \$5 ;
+  assign \port$12810$0  = \$6 ;
   assign \words__payload.valid  = words__payload[3:0];
   assign \words__payload.data  = words__payload[259:4];
   assign \words__payload.data[0]  = words__payload[67:4];
@@ -57515,7 +57462,7 @@ module \hotline_accelerator.lookup.writer.packer (rst, words__ready, idle, beats
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$11003$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
+module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast, axi__wvalid, idle, \r_data$37 , axi__awready, axi__wready, axi__bvalid, \port$10979$104 , start, flush, w_data, beats__valid, axi__awvalid, axi__awaddr, aw_len, error, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$133  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -57627,8 +57574,8 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   reg [2:0] off = 3'h0;
   reg [63:0] oldest = 64'h0000000000000000;
   reg [7:0] outstanding = 8'h00;
-  input [59:0] \port$11003$104 ;
-  wire [59:0] \port$11003$104 ;
+  input [59:0] \port$10979$104 ;
+  wire [59:0] \port$10979$104 ;
   wire [2:0] r_data;
   output [143:0] \r_data$37 ;
   wire [143:0] \r_data$37 ;
@@ -57768,7 +57715,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$43  = 3'h0;
     end
     if (start) begin
-      \$43  = \port$11003$104 [2:0];
+      \$43  = \port$10979$104 [2:0];
     end
     if (rst) begin
       \$43  = 3'h0;
@@ -57781,7 +57728,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$44  = \$22 [56:0];
     end
     if (start) begin
-      \$44  = \port$11003$104 [59:3];
+      \$44  = \port$10979$104 [59:3];
     end
     if (rst) begin
       \$44  = 57'h000000000000000;
@@ -57824,7 +57771,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
       \$48  = { \$32 [56:0], 7'h00 };
     end
     if (start) begin
-      \$48  = { \port$11003$104 , 4'h0 };
+      \$48  = { \port$10979$104 , 4'h0 };
     end
     if (rst) begin
       \$48  = 64'h0000000000000000;
@@ -57878,7 +57825,7 @@ module \hotline_accelerator.lookup.writer.writer (clk, rst, beats__ready, wlast,
   assign axi__bready = 1'h1;
   assign axi__arvalid = 1'h0;
   assign axi__rready = 1'h1;
-  assign addr = { \port$11003$104 , 4'h0 };
+  assign addr = { \port$10979$104 , 4'h0 };
   assign \beats__payload.data  = w_data[127:0];
   assign \beats__payload.strobe  = w_data[143:128];
   assign \error.valid  = error[0];
@@ -58208,7 +58155,7 @@ module \hotline_accelerator.lookup.writer.writer.lengths (rst, w_en, w_port__dat
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10090$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
+module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, axi__rresp, axi__rlast, clk, rst, job__busy, tables__0__table, tables__1__table, row_axi__wvalid, \port$10066$0 , \axi__arready$78 , axi__arready, \axi__rvalid$120 , axi__rvalid, \axi__awready$96 , \axi__wready$126 , \axi__bvalid$108 , tables__0__entry, tables__1__entry
 , tables__entry, job__params, job__start, job__done, job__error, list_axi__arvalid, list_axi__araddr, list_axi__arlen, tables__2__table, row_axi__arvalid, row_axi__arid, row_axi__araddr, row_axi__arlen, row_axi__awvalid, row_axi__awaddr, row_axi__awlen, \axi__bid$102 );
   reg \$auto$verilog_backend.cc:2355:dump_module$136  = 0;
   wire \$1 ;
@@ -58447,8 +58394,8 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   wire [3:0] \out.engine ;
   wire [31:0] \out.index ;
   wire \out.valid ;
-  output [128:0] \port$10090$0 ;
-  wire [128:0] \port$10090$0 ;
+  output [128:0] \port$10066$0 ;
+  wire [128:0] \port$10066$0 ;
   (* init = 109'h0000000000000000000000000000 *)
   wire [108:0] record;
   wire [63:0] \record.addr ;
@@ -58626,7 +58573,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .keys__payload(words__payload[28:0]),
     .keys__ready(words__ready),
     .keys__valid(keys__valid),
-    .\port$11003$100 (job__params[179:100]),
+    .\port$10979$100 (job__params[179:100]),
     .\r_data$290 (\$28 ),
     .\r_en$293 (\axi__wready$126 ),
     .\r_en$295 (\axi__bvalid$108 ),
@@ -58649,7 +58596,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
     .busy(busy),
     .clk(clk),
     .error(\error$179 ),
-    .\port$11003$4 (job__params[99:4]),
+    .\port$10979$4 (job__params[99:4]),
     .rst(rst),
     .start(start),
     .w_en(axi__rvalid)
@@ -58988,7 +58935,7 @@ module \hotline_accelerator.rows (\axi__bresp$106 , \axi__rid$112 , axi__rdata, 
   assign buf_addr = job__params[163:100];
   assign \row_bytes$172  = job__params[179:164];
   assign record = job__error;
-  assign \port$10090$0  = \$28 ;
+  assign \port$10066$0  = \$28 ;
   assign tables__2__table = words__payload[28:24];
   assign \beats__payload.data  = beats__payload[127:0];
   assign \beats__payload.mask  = beats__payload[129:128];
@@ -59070,27 +59017,19 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   reg \$auto$verilog_backend.cc:2355:dump_module$137  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [1:0] \$100 ;
-  reg \$101 ;
-  reg [127:0] \$102 ;
-  reg [1:0] \$103 ;
-  reg [31:0] \$104 ;
-  reg [108:0] \$105 ;
-  reg [63:0] \$106 ;
-  reg \$107 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire [2:0] \$17 ;
+  wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [2:0] \$22 ;
+  wire [2:0] \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -59100,8 +59039,8 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [1:0] \$32 ;
+  wire [1:0] \$31 ;
+  wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -59110,87 +59049,85 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [32:0] \$41 ;
+  wire [32:0] \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [63:0] \$46 ;
-  wire [63:0] \$47 ;
-  wire [63:0] \$48 ;
-  wire \$49 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [2:0] \$48 ;
+  wire [2:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [2:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [2:0] \$56 ;
-  wire [2:0] \$57 ;
-  wire [2:0] \$58 ;
+  wire [1:0] \$56 ;
+  wire [32:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire [1:0] \$64 ;
-  wire [32:0] \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [64:0] \$62 ;
+  wire [33:0] \$63 ;
+  reg \$64 ;
+  reg [127:0] \$65 ;
+  reg [1:0] \$66 ;
+  reg \$67 ;
+  reg [31:0] \$68 ;
+  reg [31:0] \$69 ;
   wire \$7 ;
-  wire [64:0] \$70 ;
-  wire [33:0] \$71 ;
-  reg \$72 ;
-  reg [127:0] \$73 ;
-  reg [1:0] \$74 ;
-  reg \$75 ;
-  reg [31:0] \$76 ;
-  reg [31:0] \$77 ;
-  reg \$78 ;
-  reg [127:0] \$79 ;
+  reg \$70 ;
+  reg [127:0] \$71 ;
+  reg [1:0] \$72 ;
+  reg \$73 ;
+  reg [31:0] \$74 ;
+  reg [1:0] \$75 ;
+  reg \$76 ;
+  reg [127:0] \$77 ;
+  reg [1:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [1:0] \$80 ;
-  reg \$81 ;
-  reg [31:0] \$82 ;
-  reg [1:0] \$83 ;
+  reg [31:0] \$80 ;
+  reg [2:0] \$81 ;
+  reg [2:0] \$82 ;
+  reg \$83 ;
   reg \$84 ;
-  reg [63:0] \$85 ;
-  reg \$86 ;
-  reg [127:0] \$87 ;
-  reg [1:0] \$88 ;
-  reg \$89 ;
+  reg [2:0] \$85 ;
+  reg [31:0] \$86 ;
+  reg \$87 ;
+  reg \$88 ;
+  reg [127:0] \$89 ;
   wire \$9 ;
-  reg [31:0] \$90 ;
-  reg [2:0] \$91 ;
-  reg [2:0] \$92 ;
-  reg \$93 ;
-  reg \$94 ;
-  reg [2:0] \$95 ;
-  reg [31:0] \$96 ;
+  reg [1:0] \$90 ;
+  reg \$91 ;
+  reg [127:0] \$92 ;
+  reg [1:0] \$93 ;
+  reg [31:0] \$94 ;
+  reg [108:0] \$95 ;
+  reg [63:0] \$96 ;
   reg \$97 ;
-  reg \$98 ;
-  reg [127:0] \$99 ;
   reg [127:0] \$signal  = 128'h00000000000000000000000000000000;
   reg [1:0] \$signal$11  = 2'h0;
-  reg [1:0] \$signal$29  = 2'h0;
-  reg \$signal$31  = 1'h0;
-  reg \$signal$33  = 1'h0;
+  reg [1:0] \$signal$26  = 2'h0;
+  reg \$signal$28  = 1'h0;
+  reg \$signal$30  = 1'h0;
   (* init = 1'h0 *)
-  wire \$signal$36 ;
-  reg [127:0] \$signal$38  = 128'h00000000000000000000000000000000;
-  reg \$signal$41  = 1'h0;
-  reg \$signal$42  = 1'h0;
-  reg [1:0] \$signal$48  = 2'h0;
+  wire \$signal$33 ;
+  reg [127:0] \$signal$35  = 128'h00000000000000000000000000000000;
+  reg \$signal$38  = 1'h0;
+  reg \$signal$39  = 1'h0;
+  reg [1:0] \$signal$45  = 2'h0;
+  reg \$signal$46  = 1'h0;
   reg \$signal$49  = 1'h0;
-  reg \$signal$52  = 1'h0;
-  reg [127:0] \$signal$56  = 128'h00000000000000000000000000000000;
+  reg [127:0] \$signal$51  = 128'h00000000000000000000000000000000;
+  reg [127:0] \$signal$57  = 128'h00000000000000000000000000000000;
   reg [127:0] \$signal$6  = 128'h00000000000000000000000000000000;
-  reg [127:0] \$signal$62  = 128'h00000000000000000000000000000000;
   wire [1:0] a_bad_key;
   reg [31:0] a_num = 32'd0;
   input [63:0] addr;
@@ -59198,9 +59135,6 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   reg [1:0] b_bad_key = 2'h0;
   reg [2:0] b_cause0;
   reg [2:0] b_cause1;
-  wire b_first_any;
-  wire b_first_index;
-  wire [1:0] b_first_one_hot;
   reg [31:0] b_num = 32'd0;
   wire bad_any;
   wire bad_index;
@@ -59242,7 +59176,6 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   wire [3:0] \error.engine ;
   wire [31:0] \error.index ;
   wire \error.valid ;
-  reg [63:0] first_key = 64'h0000000000000000;
   wire fwd;
   wire [1:0] keep;
   wire live;
@@ -59261,7 +59194,6 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   wire rst;
   reg [1:0] s_mask = 2'h0;
   reg s_valid = 1'h0;
-  reg seen_first = 1'h0;
   reg skip = 1'h0;
   input start;
   wire start;
@@ -59280,8 +59212,6 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   wire [31:0] \tables__1__entry.stride ;
   output [4:0] tables__1__table;
   wire [4:0] tables__1__table;
-  assign en = ~ s_valid;
-  assign \$1  = | \$signal [63:29];
   assign \$2  = | \$signal [127:93];
   assign tables__0__table = s_valid ? \$signal$6 [28:24] : \$signal [28:24];
   assign oob0 = \$signal$6 [23:0] >= tables__0__entry[127:96];
@@ -59299,141 +59229,129 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   assign \$13  = tables__1__entry[95:64] < row_bytes;
   assign bad_table1 = \$12  | \$13 ;
   assign \$14  = ~ \$signal$11 [1];
-  assign \$17  = - \$signal$11 ;
-  assign b_first_one_hot = \$signal$11  & \$17 [1:0];
-  assign b_first_any = | \$signal$11 ;
-  assign \$18  = | c_cause0;
-  assign \$19  = | c_cause1;
-  assign \$20  = | c_cause0;
-  assign \$21  = | c_cause1;
-  assign \$22  = - { \$21 , \$20  };
-  assign bad_one_hot = { \$19 , \$18  } & \$22 [1:0];
-  assign \$23  = | c_cause0;
-  assign \$24  = | c_cause1;
-  assign bad_any = | { \$24 , \$23  };
-  assign \$25  = | c_cause0;
-  assign \$26  = | c_cause1;
-  assign \$27  = | c_cause0;
-  assign \$28  = | c_cause1;
-  assign \$29  = | c_cause0;
-  assign \$30  = | c_cause1;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = ~ { \$31 , \$25  };
-  assign keep = \$signal$29  & \$32 ;
-  assign \$33  = ~ stopped;
-  assign \$34  = \$signal$31  & \$33 ;
-  assign \$35  = ~ \$signal$33 ;
-  assign live = \$34  & \$35 ;
-  assign \$36  = | keep;
-  assign fwd = live & \$36 ;
-  assign \$37  = \$signal$41  | \$signal$42 ;
-  assign \$38  = \$37  | \$signal$31 ;
-  assign \$39  = \$38  | checked__valid;
-  assign \$40  = \$39  | s_valid;
-  assign busy = \$40  | pend;
-  assign \$41  = n_in + 1'h1;
-  assign \$42  = en & \$signal$42 ;
-  assign \$43  = \$42  & b_first_any;
-  assign \$44  = ~ seen_first;
+  assign \$17  = | c_cause0;
+  assign \$18  = | c_cause1;
+  assign \$19  = | c_cause0;
+  assign \$20  = | c_cause1;
+  assign \$21  = - { \$20 , \$19  };
+  assign bad_one_hot = { \$18 , \$17  } & \$21 [1:0];
+  assign \$22  = | c_cause0;
+  assign \$23  = | c_cause1;
+  assign bad_any = | { \$23 , \$22  };
+  assign \$24  = | c_cause0;
+  assign \$25  = | c_cause1;
+  assign \$26  = | c_cause0;
+  assign \$27  = | c_cause1;
+  assign \$28  = | c_cause0;
+  assign \$29  = | c_cause1;
+  assign \$30  = \$26  | \$29 ;
+  assign \$31  = ~ { \$30 , \$24  };
+  assign keep = \$signal$26  & \$31 ;
+  assign \$32  = ~ stopped;
+  assign \$33  = \$signal$28  & \$32 ;
+  assign \$34  = ~ \$signal$30 ;
+  assign live = \$33  & \$34 ;
+  assign \$35  = | keep;
+  assign fwd = live & \$35 ;
+  assign \$36  = \$signal$38  | \$signal$39 ;
+  assign \$37  = \$36  | \$signal$28 ;
+  assign \$38  = \$37  | checked__valid;
+  assign \$39  = \$38  | s_valid;
+  assign busy = \$39  | pend;
+  assign \$40  = n_in + 1'h1;
+  assign \$41  = en & \$signal$28 ;
+  assign \$42  = ~ stopped;
+  assign \$43  = \$41  & \$42 ;
+  assign \$44  = \$signal$30  | bad_any;
   assign \$45  = \$43  & \$44 ;
-  assign \$46  = \$signal$6 [63:0] & { b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0], b_first_one_hot[0] };
-  assign \$47  = \$signal$6 [127:64] & { b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1], b_first_one_hot[1] };
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = en & \$signal$31 ;
-  assign \$50  = ~ stopped;
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = \$signal$33  | bad_any;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = en & live;
-  assign \$55  = \$54  & bad_any;
-  assign \$56  = c_cause0 & { bad_one_hot[0], bad_one_hot[0], bad_one_hot[0] };
-  assign \$57  = c_cause1 & { bad_one_hot[1], bad_one_hot[1], bad_one_hot[1] };
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = en & fwd;
-  assign \$60  = checked__valid & checked__ready;
-  assign \$61  = ~ checked__valid;
-  assign \$62  = \$61  | checked__ready;
-  assign \$63  = checked__valid & checked__ready;
-  assign \$64  = o_mask[0] + o_mask[1];
-  assign \$65  = passed + \$64 ;
-  assign \$66  = ~ start;
-  assign \$67  = pend & \$66 ;
-  assign \$68  = ~ error[0];
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = base + { pend_num, pend_pos, 3'h0 };
-  assign \$71  = { pend_num, pend_pos } - skip;
+  assign \$46  = en & live;
+  assign \$47  = \$46  & bad_any;
+  assign \$48  = c_cause0 & { bad_one_hot[0], bad_one_hot[0], bad_one_hot[0] };
+  assign \$49  = c_cause1 & { bad_one_hot[1], bad_one_hot[1], bad_one_hot[1] };
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = en & fwd;
+  assign \$52  = checked__valid & checked__ready;
+  assign \$53  = ~ checked__valid;
+  assign \$54  = \$53  | checked__ready;
+  assign \$55  = checked__valid & checked__ready;
+  assign \$56  = o_mask[0] + o_mask[1];
+  assign \$57  = passed + \$56 ;
+  assign \$58  = ~ start;
+  assign \$59  = pend & \$58 ;
+  assign \$60  = ~ error[0];
+  assign \$61  = \$59  & \$60 ;
+  assign \$62  = base + { pend_num, pend_pos, 3'h0 };
+  assign \$63  = { pend_num, pend_pos } - skip;
   always @(posedge clk)
-    \$signal$41  <= \$72 ;
+    \$signal$38  <= \$64 ;
   always @(posedge clk)
-    \$signal  <= \$73 ;
+    \$signal  <= \$65 ;
   always @(posedge clk)
-    \$signal$48  <= \$74 ;
+    \$signal$45  <= \$66 ;
   always @(posedge clk)
-    \$signal$49  <= \$75 ;
+    \$signal$46  <= \$67 ;
   always @(posedge clk)
-    a_num <= \$76 ;
+    a_num <= \$68 ;
   always @(posedge clk)
-    n_in <= \$77 ;
+    n_in <= \$69 ;
   always @(posedge clk)
-    \$signal$42  <= \$78 ;
+    \$signal$39  <= \$70 ;
   always @(posedge clk)
-    \$signal$6  <= \$79 ;
+    \$signal$6  <= \$71 ;
   always @(posedge clk)
-    \$signal$11  <= \$80 ;
+    \$signal$11  <= \$72 ;
   always @(posedge clk)
-    \$signal$52  <= \$81 ;
+    \$signal$49  <= \$73 ;
   always @(posedge clk)
-    b_num <= \$82 ;
+    b_num <= \$74 ;
   always @(posedge clk)
-    b_bad_key <= \$83 ;
+    b_bad_key <= \$75 ;
   always @(posedge clk)
-    seen_first <= \$84 ;
+    \$signal$28  <= \$76 ;
   always @(posedge clk)
-    first_key <= \$85 ;
+    \$signal$51  <= \$77 ;
   always @(posedge clk)
-    \$signal$31  <= \$86 ;
+    \$signal$26  <= \$78 ;
   always @(posedge clk)
-    \$signal$56  <= \$87 ;
+    \$signal$30  <= \$79 ;
   always @(posedge clk)
-    \$signal$29  <= \$88 ;
+    c_num <= \$80 ;
   always @(posedge clk)
-    \$signal$33  <= \$89 ;
+    c_cause0 <= \$81 ;
   always @(posedge clk)
-    c_num <= \$90 ;
+    c_cause1 <= \$82 ;
   always @(posedge clk)
-    c_cause0 <= \$91 ;
+    pend <= \$83 ;
   always @(posedge clk)
-    c_cause1 <= \$92 ;
+    stopped <= \$84 ;
   always @(posedge clk)
-    pend <= \$93 ;
+    pend_cause <= \$85 ;
   always @(posedge clk)
-    stopped <= \$94 ;
+    pend_num <= \$86 ;
   always @(posedge clk)
-    pend_cause <= \$95 ;
+    pend_pos <= \$87 ;
   always @(posedge clk)
-    pend_num <= \$96 ;
+    checked__valid <= \$88 ;
   always @(posedge clk)
-    pend_pos <= \$97 ;
+    \$signal$35  <= \$89 ;
   always @(posedge clk)
-    checked__valid <= \$98 ;
+    o_mask <= \$90 ;
   always @(posedge clk)
-    \$signal$38  <= \$99 ;
+    s_valid <= \$91 ;
   always @(posedge clk)
-    o_mask <= \$100 ;
+    \$signal$57  <= \$92 ;
   always @(posedge clk)
-    s_valid <= \$101 ;
+    s_mask <= \$93 ;
   always @(posedge clk)
-    \$signal$62  <= \$102 ;
+    passed <= \$94 ;
   always @(posedge clk)
-    s_mask <= \$103 ;
+    error <= \$95 ;
   always @(posedge clk)
-    passed <= \$104 ;
+    base <= \$96 ;
   always @(posedge clk)
-    error <= \$105 ;
-  always @(posedge clk)
-    base <= \$106 ;
-  always @(posedge clk)
-    skip <= \$107 ;
+    skip <= \$97 ;
+  assign en = ~ s_valid;
+  assign \$1  = | \$signal [63:29];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
     b_cause0 = 3'h0;
@@ -59462,138 +59380,224 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$72  = \$signal$41 ;
+    \$64  = \$signal$38 ;
     if (en) begin
-      \$72  = beats__valid;
+      \$64  = beats__valid;
     end
     if (start) begin
-      \$72  = 1'h0;
+      \$64  = 1'h0;
     end
     if (rst) begin
-      \$72  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$73  = \$signal ;
+    \$65  = \$signal ;
     if (en) begin
-      \$73  = beats__payload[127:0];
+      \$65  = beats__payload[127:0];
     end
     if (rst) begin
-      \$73  = 128'h00000000000000000000000000000000;
+      \$65  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$74  = \$signal$48 ;
+    \$66  = \$signal$45 ;
     if (en) begin
-      \$74  = beats__payload[129:128];
+      \$66  = beats__payload[129:128];
     end
     if (rst) begin
-      \$74  = 2'h0;
+      \$66  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$75  = \$signal$49 ;
+    \$67  = \$signal$46 ;
     if (en) begin
-      \$75  = beats__payload[130];
+      \$67  = beats__payload[130];
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$76  = a_num;
+    \$68  = a_num;
     if (en) begin
-      \$76  = n_in;
+      \$68  = n_in;
     end
     if (rst) begin
-      \$76  = 32'd0;
+      \$68  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$77  = n_in;
+    \$69  = n_in;
     if (en) begin
       if (beats__valid) begin
-        \$77  = \$41 [31:0];
+        \$69  = \$40 [31:0];
       end
     end
     if (start) begin
-      \$77  = 32'd0;
+      \$69  = 32'd0;
     end
     if (rst) begin
-      \$77  = 32'd0;
+      \$69  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$78  = \$signal$42 ;
+    \$70  = \$signal$39 ;
     if (en) begin
-      \$78  = \$signal$41 ;
+      \$70  = \$signal$38 ;
     end
     if (start) begin
-      \$78  = 1'h0;
+      \$70  = 1'h0;
     end
     if (rst) begin
-      \$78  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$79  = \$signal$6 ;
+    \$71  = \$signal$6 ;
     if (en) begin
-      \$79  = \$signal ;
+      \$71  = \$signal ;
     end
     if (rst) begin
-      \$79  = 128'h00000000000000000000000000000000;
+      \$71  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$80  = \$signal$11 ;
+    \$72  = \$signal$11 ;
     if (en) begin
-      \$80  = \$signal$48 ;
+      \$72  = \$signal$45 ;
     end
     if (rst) begin
-      \$80  = 2'h0;
+      \$72  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$81  = \$signal$52 ;
+    \$73  = \$signal$49 ;
     if (en) begin
-      \$81  = \$signal$49 ;
+      \$73  = \$signal$46 ;
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$82  = b_num;
+    \$74  = b_num;
     if (en) begin
-      \$82  = a_num;
+      \$74  = a_num;
     end
     if (rst) begin
-      \$82  = 32'd0;
+      \$74  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$83  = b_bad_key;
+    \$75  = b_bad_key;
     if (en) begin
-      \$83  = a_bad_key;
+      \$75  = a_bad_key;
     end
     if (rst) begin
-      \$83  = 2'h0;
+      \$75  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$84  = seen_first;
+    \$76  = \$signal$28 ;
+    if (en) begin
+      \$76  = \$signal$39 ;
+    end
+    if (start) begin
+      \$76  = 1'h0;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$77  = \$signal$51 ;
+    if (en) begin
+      \$77  = \$signal$6 ;
+    end
+    if (rst) begin
+      \$77  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$78  = \$signal$26 ;
+    if (en) begin
+      \$78  = \$signal$11 ;
+    end
+    if (rst) begin
+      \$78  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$79  = \$signal$30 ;
+    if (en) begin
+      \$79  = \$signal$49 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$80  = c_num;
+    if (en) begin
+      \$80  = b_num;
+    end
+    if (rst) begin
+      \$80  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$81  = c_cause0;
+    if (en) begin
+      \$81  = b_cause0;
+    end
+    if (rst) begin
+      \$81  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$82  = c_cause1;
+    if (en) begin
+      \$82  = b_cause1;
+    end
+    if (rst) begin
+      \$82  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$83  = 1'h0;
+    if (\$47 ) begin
+      \$83  = 1'h1;
+    end
+    if (start) begin
+      \$83  = 1'h0;
+    end
+    if (rst) begin
+      \$83  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$84  = stopped;
     if (\$45 ) begin
       \$84  = 1'h1;
     end
@@ -59606,300 +59610,190 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$85  = first_key;
-    if (\$45 ) begin
-      \$85  = \$48 ;
+    \$85  = pend_cause;
+    if (\$47 ) begin
+      \$85  = \$50 ;
     end
     if (rst) begin
-      \$85  = 64'h0000000000000000;
+      \$85  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$86  = \$signal$31 ;
-    if (en) begin
-      \$86  = \$signal$42 ;
+    \$86  = pend_num;
+    if (\$47 ) begin
+      \$86  = c_num;
+    end
+    if (rst) begin
+      \$86  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$87  = pend_pos;
+    if (\$47 ) begin
+      \$87  = bad_one_hot[1];
+    end
+    if (rst) begin
+      \$87  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$88  = checked__valid;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$88  = 1'h1;
+      end
+    end else if (\$52 ) begin
+      (* full_case = 32'd1 *)
+      if (s_valid) begin
+      end else begin
+        \$88  = 1'h0;
+      end
     end
     if (start) begin
-      \$86  = 1'h0;
+      \$88  = 1'h0;
     end
     if (rst) begin
-      \$86  = 1'h0;
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$87  = \$signal$56 ;
-    if (en) begin
-      \$87  = \$signal$6 ;
+    \$89  = \$signal$35 ;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$89  = \$signal$51 ;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$89  = \$signal$57 ;
+      end
     end
     if (rst) begin
-      \$87  = 128'h00000000000000000000000000000000;
+      \$89  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$88  = \$signal$29 ;
-    if (en) begin
-      \$88  = \$signal$11 ;
+    \$90  = o_mask;
+    if (\$51 ) begin
+      if (\$54 ) begin
+        \$90  = keep;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$90  = s_mask;
+      end
     end
     if (rst) begin
-      \$88  = 2'h0;
+      \$90  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$89  = \$signal$33 ;
-    if (en) begin
-      \$89  = \$signal$52 ;
-    end
-    if (rst) begin
-      \$89  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$90  = c_num;
-    if (en) begin
-      \$90  = b_num;
-    end
-    if (rst) begin
-      \$90  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$91  = c_cause0;
-    if (en) begin
-      \$91  = b_cause0;
-    end
-    if (rst) begin
-      \$91  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$92  = c_cause1;
-    if (en) begin
-      \$92  = b_cause1;
-    end
-    if (rst) begin
-      \$92  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$93  = 1'h0;
-    if (\$55 ) begin
-      \$93  = 1'h1;
+    \$91  = s_valid;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$91  = 1'h1;
+      end
+    end else if (\$52 ) begin
+      if (s_valid) begin
+        \$91  = 1'h0;
+      end
     end
     if (start) begin
-      \$93  = 1'h0;
+      \$91  = 1'h0;
     end
     if (rst) begin
-      \$93  = 1'h0;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$94  = stopped;
-    if (\$53 ) begin
-      \$94  = 1'h1;
+    \$92  = \$signal$57 ;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$92  = \$signal$51 ;
+      end
+    end
+    if (rst) begin
+      \$92  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$93  = s_mask;
+    if (\$51 ) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+      end else begin
+        \$93  = keep;
+      end
+    end
+    if (rst) begin
+      \$93  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
+    \$94  = passed;
+    if (\$55 ) begin
+      \$94  = \$57 [31:0];
     end
     if (start) begin
-      \$94  = 1'h0;
+      \$94  = 32'd0;
     end
     if (rst) begin
-      \$94  = 1'h0;
+      \$94  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$95  = pend_cause;
-    if (\$55 ) begin
-      \$95  = \$58 ;
+    \$95  = error;
+    if (start) begin
+      \$95 [0] = 1'h0;
+    end
+    if (\$61 ) begin
+      \$95 [0] = 1'h1;
+      \$95 [8:1] = { 5'h00, pend_cause };
+      \$95 [12:9] = 4'h1;
+      \$95 [76:13] = \$62 [63:0];
+      \$95 [108:77] = \$63 [31:0];
     end
     if (rst) begin
-      \$95  = 3'h0;
+      \$95  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$96  = pend_num;
-    if (\$55 ) begin
-      \$96  = c_num;
+    \$96  = base;
+    if (start) begin
+      \$96  = { addr[63:4], 4'h0 };
     end
     if (rst) begin
-      \$96  = 32'd0;
+      \$96  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$97  = pend_pos;
-    if (\$55 ) begin
-      \$97  = bad_one_hot[1];
+    \$97  = skip;
+    if (start) begin
+      \$97  = addr[3];
     end
     if (rst) begin
       \$97  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$98  = checked__valid;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$98  = 1'h1;
-      end
-    end else if (\$60 ) begin
-      (* full_case = 32'd1 *)
-      if (s_valid) begin
-      end else begin
-        \$98  = 1'h0;
-      end
-    end
-    if (start) begin
-      \$98  = 1'h0;
-    end
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$99  = \$signal$38 ;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$99  = \$signal$56 ;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$99  = \$signal$62 ;
-      end
-    end
-    if (rst) begin
-      \$99  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$100  = o_mask;
-    if (\$59 ) begin
-      if (\$62 ) begin
-        \$100  = keep;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$100  = s_mask;
-      end
-    end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$101  = s_valid;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$101  = 1'h1;
-      end
-    end else if (\$60 ) begin
-      if (s_valid) begin
-        \$101  = 1'h0;
-      end
-    end
-    if (start) begin
-      \$101  = 1'h0;
-    end
-    if (rst) begin
-      \$101  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$102  = \$signal$62 ;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$102  = \$signal$56 ;
-      end
-    end
-    if (rst) begin
-      \$102  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$103  = s_mask;
-    if (\$59 ) begin
-      (* full_case = 32'd1 *)
-      if (\$62 ) begin
-      end else begin
-        \$103  = keep;
-      end
-    end
-    if (rst) begin
-      \$103  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$104  = passed;
-    if (\$63 ) begin
-      \$104  = \$65 [31:0];
-    end
-    if (start) begin
-      \$104  = 32'd0;
-    end
-    if (rst) begin
-      \$104  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$105  = error;
-    if (start) begin
-      \$105 [0] = 1'h0;
-    end
-    if (\$69 ) begin
-      \$105 [0] = 1'h1;
-      \$105 [8:1] = { 5'h00, pend_cause };
-      \$105 [12:9] = 4'h1;
-      \$105 [76:13] = \$70 [63:0];
-      \$105 [108:77] = \$71 [31:0];
-    end
-    if (rst) begin
-      \$105  = 109'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$106  = base;
-    if (start) begin
-      \$106  = { addr[63:4], 4'h0 };
-    end
-    if (rst) begin
-      \$106  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$137 ) begin end
-    \$107  = skip;
-    if (start) begin
-      \$107  = addr[3];
-    end
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
   assign beats__ready = en;
   assign check_rows = 1'h1;
-  assign b_first_index = b_first_one_hot[1];
   assign bad_index = bad_one_hot[1];
-  assign \$signal$36  = checked__valid;
+  assign \$signal$33  = checked__valid;
   assign \tables__0__entry.base  = tables__0__entry[63:0];
   assign \tables__0__entry.stride  = tables__0__entry[95:64];
   assign \tables__0__entry.rows  = tables__0__entry[127:96];
@@ -59919,7 +59813,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
   assign \error.index  = error[108:77];
   assign checked__payload[130] = 1'h0;
   assign checked__payload[129:128] = o_mask;
-  assign checked__payload[127:0] = \$signal$38 ;
+  assign checked__payload[127:0] = \$signal$35 ;
   assign a_bad_key[1] = \$2 ;
   assign a_bad_key[0] = \$1 ;
   assign \$8  = oob0;
@@ -59929,7 +59823,7 @@ module \hotline_accelerator.rows.checker (rst, checked__ready, beats__valid, en,
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$237 , \r_data$290 , axi__arready, axi__rvalid, axi__awready, \r_en$293 , \r_en$295 , tables__entry, count, \port$11003$100 , start, stop
+module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__rlast, clk, rst, gather, keys__valid, keys__ready, \r_rdy$237 , \r_data$290 , axi__arready, axi__rvalid, axi__awready, \r_en$293 , \r_en$295 , tables__entry, count, \port$10979$100 , start, stop
 , keys__payload, error, axi__arvalid, axi__arid, axi__araddr, axi__arlen, axi__awvalid, axi__awaddr, axi__awlen, done, axi__bresp);
   reg \$auto$verilog_backend.cc:2355:dump_module$138  = 0;
   wire \$1 ;
@@ -61368,8 +61262,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   reg [63:0] p_buf = 64'h0000000000000000;
   reg [63:0] p_offset = 64'h0000000000000000;
   reg p_v = 1'h0;
-  input [79:0] \port$11003$100 ;
-  wire [79:0] \port$11003$100 ;
+  input [79:0] \port$10979$100 ;
+  wire [79:0] \port$10979$100 ;
   reg r_bad = 1'h0;
   reg [2:0] r_beat;
   reg [2:0] r_count0 = 3'h0;
@@ -64448,8 +64342,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   \hotline_accelerator.rows.mover.w_fifo  w_fifo (
     .clk(clk),
     .level(\level$280 ),
-    .\port$13414$0 (rd_last),
-    .\port$9946$0 (slot_rd__data),
+    .\port$13382$0 (rd_last),
+    .\port$9922$0 (slot_rd__data),
     .r_data(\r_data$290 ),
     .r_en(\r_en$293 ),
     .r_rdy(\r_rdy$237 ),
@@ -64458,8 +64352,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   );
   \hotline_accelerator.rows.mover.wpend  wpend (
     .clk(clk),
-    .\port$13408$0 (aw_slot),
-    .\port$13410$0 (aw_beats),
+    .\port$13376$0 (aw_slot),
+    .\port$13378$0 (aw_beats),
     .r_data(\r_data$225 ),
     .r_en(w_next),
     .r_rdy(\r_rdy$281 ),
@@ -64764,7 +64658,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1112  = c_row_bytes;
     if (\$2 ) begin
-      \$1112  = \port$11003$100 [79:64];
+      \$1112  = \port$10979$100 [79:64];
     end
     if (rst) begin
       \$1112  = 16'h0000;
@@ -64810,7 +64704,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
     if (\$auto$verilog_backend.cc:2355:dump_module$138 ) begin end
     \$1116  = buf_ptr;
     if (\$2 ) begin
-      \$1116  = \port$11003$100 [63:0];
+      \$1116  = \port$10979$100 [63:0];
     end
     if (take) begin
       \$1116  = \$8 [63:0];
@@ -67592,8 +67486,8 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
       \w_en$264  = \$1096 ;
     end
   end
-  assign row_bytes = \port$11003$100 [79:64];
-  assign buf_addr = \port$11003$100 [63:0];
+  assign row_bytes = \port$10979$100 [79:64];
+  assign buf_addr = \port$10979$100 [63:0];
   assign free_id_index = free_id;
   assign tables__table = keys__payload[28:24];
   assign w_en = e_v;
@@ -67668,7 +67562,7 @@ module \hotline_accelerator.rows.mover (axi__rid, axi__rdata, axi__rresp, axi__r
   assign free_id[2] = \$826 ;
   assign free_id[1] = \$763 ;
   assign free_id[0] = \$700 ;
-  assign \$3  = { 4'h0, \port$11003$100 [79:68] };
+  assign \$3  = { 4'h0, \port$10979$100 [79:68] };
   assign \$38  = { 3'h0, chunk, 4'h0 };
   assign \$40  = { 3'h0, chunk, 4'h0 };
 endmodule
@@ -68061,7 +67955,7 @@ module \hotline_accelerator.rows.mover.row_q (rst, r_en, r_rdy, r_data, w_en, w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9946$0 , r_rdy, r_data, r_en, w_en, \port$13414$0 , level, clk);
+module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9922$0 , r_rdy, r_data, r_en, w_en, \port$13382$0 , level, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$141  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68086,10 +67980,10 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9946$0 , r_rdy, r_data
   wire [1:0] consume;
   output [2:0] level;
   reg [2:0] level = 3'h0;
-  input \port$13414$0 ;
-  wire \port$13414$0 ;
-  input [127:0] \port$9946$0 ;
-  wire [127:0] \port$9946$0 ;
+  input \port$13382$0 ;
+  wire \port$13382$0 ;
+  input [127:0] \port$9922$0 ;
+  wire [127:0] \port$9922$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -68122,7 +68016,7 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9946$0 , r_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13414$0 , \port$9946$0  };
+      storage[w_port__addr] <= { \port$13382$0 , \port$9922$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -68184,14 +68078,14 @@ module \hotline_accelerator.rows.mover.w_fifo (rst, \port$9946$0 , r_rdy, r_data
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13414$0 , \port$9946$0  };
-  assign w_data = { \port$13414$0 , \port$9946$0  };
+  assign w_port__data = { \port$13382$0 , \port$9922$0  };
+  assign w_data = { \port$13382$0 , \port$9922$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13408$0 , \port$13410$0 , clk);
+module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \port$13376$0 , \port$13378$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$142  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68215,10 +68109,10 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   (* init = 7'h00 *)
   wire [6:0] consume;
   reg [7:0] level = 8'h00;
-  input [6:0] \port$13408$0 ;
-  wire [6:0] \port$13408$0 ;
-  input [3:0] \port$13410$0 ;
-  wire [3:0] \port$13410$0 ;
+  input [6:0] \port$13376$0 ;
+  wire [6:0] \port$13376$0 ;
+  input [3:0] \port$13378$0 ;
+  wire [3:0] \port$13378$0 ;
   (* init = 7'h00 *)
   wire [6:0] produce;
   output [10:0] r_data;
@@ -68375,7 +68269,7 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13410$0 , \port$13408$0  };
+      storage[w_port__addr] <= { \port$13378$0 , \port$13376$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 8'h80;
@@ -68437,8 +68331,8 @@ module \hotline_accelerator.rows.mover.wpend (rst, w_en, r_en, r_rdy, r_data, \p
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13410$0 , \port$13408$0  };
-  assign w_data = { \port$13410$0 , \port$13408$0  };
+  assign w_port__data = { \port$13378$0 , \port$13376$0  };
+  assign w_data = { \port$13378$0 , \port$13376$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -68693,7 +68587,7 @@ module \hotline_accelerator.rows.mover.wr_q (rst, w_en, r_data, r_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$11003$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
+module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, beats__ready, axi__arready, w_en, \port$10979$4 , start, beats__payload, busy, error, axi__arvalid, axi__araddr, axi__arlen, axi__rdata);
   reg \$auto$verilog_backend.cc:2355:dump_module$144  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -68853,8 +68747,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   reg more = 1'h0;
   reg [63:0] next_addr = 64'h0000000000000000;
   reg [1:0] phase = 2'h0;
-  input [95:0] \port$11003$4 ;
-  wire [95:0] \port$11003$4 ;
+  input [95:0] \port$10979$4 ;
+  wire [95:0] \port$10979$4 ;
   wire [128:0] r_data;
   wire r_en;
   wire r_rdy;
@@ -68981,7 +68875,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   \hotline_accelerator.rows.reader.fifo  fifo (
     .clk(clk),
     .\port$0$95 (axi__rdata),
-    .\port$7996$0 (\$13 ),
+    .\port$7984$0 (\$13 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -69030,7 +68924,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$68  = l_addr;
     if (\$20 ) begin
-      \$68  = \port$11003$4 [95:32];
+      \$68  = \port$10979$4 [95:32];
     end
     if (rst) begin
       \$68  = 64'h0000000000000000;
@@ -69040,7 +68934,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
     if (\$auto$verilog_backend.cc:2355:dump_module$144 ) begin end
     \$69  = l_count;
     if (\$20 ) begin
-      \$69  = \port$11003$4 [31:0];
+      \$69  = \port$10979$4 [31:0];
     end
     if (rst) begin
       \$69  = 32'd0;
@@ -69270,8 +69164,8 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
   assign axi__awvalid = 1'h0;
   assign axi__wvalid = 1'h0;
   assign axi__bready = 1'h1;
-  assign addr = \port$11003$4 [95:32];
-  assign count = \port$11003$4 [31:0];
+  assign addr = \port$10979$4 [95:32];
+  assign count = \port$10979$4 [31:0];
   assign \error.valid  = error[0];
   assign \error.cause  = error[8:1];
   assign \error.engine  = error[12:9];
@@ -69292,7 +69186,7 @@ module \hotline_accelerator.rows.reader (axi__rresp, clk, rst, beats__valid, bea
 endmodule
 
 (* generator = "Amaranth" *)
-module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7996$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
+module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7984$0 , r_en, r_data, w_en, r_rdy, \port$0$95 );
   reg \$auto$verilog_backend.cc:2355:dump_module$145  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -69333,8 +69227,8 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7996$0 , r_en, r_d
   wire [10:0] level;
   input [127:0] \port$0$95 ;
   wire [127:0] \port$0$95 ;
-  input \port$7996$0 ;
-  wire \port$7996$0 ;
+  input \port$7984$0 ;
+  wire \port$7984$0 ;
   (* init = 10'h000 *)
   wire [9:0] produce;
   output [128:0] r_data;
@@ -70386,7 +70280,7 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7996$0 , r_en, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7996$0 , \port$0$95  };
+      storage[w_port__addr] <= { \port$7984$0 , \port$0$95  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -70482,8 +70376,8 @@ module \hotline_accelerator.rows.reader.fifo (clk, rst, \port$7996$0 , r_en, r_d
   assign level = \$3 [10:0];
   assign r_level = \$3 [10:0];
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7996$0 , \port$0$95  };
-  assign w_data = { \port$7996$0 , \port$0$95  };
+  assign w_port__data = { \port$7984$0 , \port$0$95  };
+  assign w_data = { \port$7984$0 , \port$0$95  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -66,8 +66,6 @@ class KeyChecker(wiring.Component):
         the truncated beat (if any) is in the output register; cleared by ``start``.
     passed : Out(32)
         Words handed over on ``checked`` since ``start``.
-    first_key : Out(64)
-        The list's first word (kept to stand in for words a failed re-read loses).
     busy : Out(1)
         A beat is inside (stages, output or skid register) or the error record is being
         written.
@@ -83,7 +81,7 @@ class KeyChecker(wiring.Component):
             "check_rows": In(1), "row_bytes": In(16),
             "tables": Out(table_read_signature(dcfg)).array(c.words_per_beat),
             "error": Out(error_record()),
-            "passed": Out(32), "first_key": Out(64), "busy": Out(1),
+            "passed": Out(32), "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -104,7 +102,6 @@ class KeyChecker(wiring.Component):
         skip = Signal(max(1, wb))       # list word 0's position in that beat
         n_in = Signal(32)               # beats accepted since start
         stopped = Signal()              # a bad key or an error beat has gone through C
-        seen_first = Signal()
 
         # The pipeline moves while the skid register is empty (a register: no path from
         # checked.ready to beats.ready).
@@ -154,13 +151,6 @@ class KeyChecker(wiring.Component):
             with m.Elif(self.check_rows & bad_table):
                 m.d.comb += cause.eq(ErrorCause.BAD_TABLE)
             b_cause.append(cause)
-        # The list's first word: the lowest masked word of the first beat that has one.
-        b_any, _, b_first = first_set(m, b_mask, "b_first")
-        with m.If(en & b_valid & b_any & ~seen_first):
-            m.d.sync += [seen_first.eq(1), self.first_key.eq(tree(
-                lambda x, y: x | y,
-                [w & b_first[k].replicate(64) for k, w in enumerate(words(b_data))]))]
-
         # ---- C: first bad word, mask cut, output / skid register ------------------------
         c_valid, c_data, c_mask, c_err = (Signal(), Signal(c.bus_bits), Signal(W), Signal())
         c_num = Signal(32)
@@ -223,7 +213,7 @@ class KeyChecker(wiring.Component):
         # Start wins over everything above.
         with m.If(self.start):
             m.d.sync += [base.eq(Cat(Const(0, lb), self.addr[lb:])), n_in.eq(0),
-                         stopped.eq(0), seen_first.eq(0), self.passed.eq(0),
+                         stopped.eq(0), self.passed.eq(0),
                          a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), o_valid.eq(0),
                          s_valid.eq(0), pend.eq(0)]
             if W > 1:
